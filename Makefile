@@ -1,0 +1,66 @@
+# volley -- see README.md. `make` builds into build/, `make test` runs every
+# test, `make asan` runs them again under ASan+UBSan.
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+SAN     ?=
+PKGS    := liburing libcares openssl jansson libmicrohttpd libconfig libcurl
+# Recursive on purpose: pkg-config runs after `deps` has installed them.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS  = -std=c17 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE \
+          -fno-strict-aliasing -MMD -MP $(SAN) $(PKG_CFLAGS)
+LDFLAGS = $(SAN) -pthread -lm
+
+COMMON_SRC := $(wildcard common/*.c)
+TLS_SRC    := $(wildcard tls/*.c)
+SINK_SRC   := $(filter-out bench/sink/sink_main.c,$(wildcard bench/sink/*.c))
+UNIT_SRC   := $(wildcard tests/unit/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+TLS_OBJ    := $(call obj,$(TLS_SRC))
+SINK_OBJ   := $(call obj,$(SINK_SRC))
+
+PROGS := $(BUILD)/volley-sink
+UNIT  := $(BUILD)/tests/unit
+
+.PHONY: all deps test asan bench demo fuzz clean
+all: deps $(PROGS) $(UNIT)
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/volley-sink: $(call obj,bench/sink/sink_main.c) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl)
+
+$(UNIT): $(call obj,$(UNIT_SRC)) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl criterion)
+
+test: all
+	@VOLLEY_BUILD=$(BUILD) tests/run.sh
+
+# Same tests, sanitized build in build/asan.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		$(addprefix build/asan/,volley-sink tests/unit)
+	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
+
+bench: all
+	@scripts/install-deps.sh --bench
+	@bench/sink-vs-smtp-sink.sh
+
+demo: all
+	@scripts/demo.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,418 @@
+/* volley-sink's command line and reply rules. */
+#include "sink.h"
+
+#include <ctype.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const stage_names[SINK_ST_COUNT] = {
+	[SINK_ST_CONNECT] = "connect", [SINK_ST_HELO] = "helo",
+	[SINK_ST_MAIL] = "mail",       [SINK_ST_RCPT] = "rcpt",
+	[SINK_ST_DATA] = "data",       [SINK_ST_DOT] = "dot",
+	[SINK_ST_RSET] = "rset",       [SINK_ST_NOOP] = "noop",
+	[SINK_ST_QUIT] = "quit",       [SINK_ST_STARTTLS] = "starttls",
+	[SINK_ST_VRFY] = "vrfy",
+};
+
+const char *sink_stage_name(enum sink_stage st)
+{
+	return st < SINK_ST_COUNT ? stage_names[st] : "?";
+}
+
+int sink_stage_parse(const char *name, enum sink_stage *st)
+{
+	if (strcmp(name, "greeting") == 0) {
+		*st = SINK_ST_CONNECT;
+		return 0;
+	}
+	if (strcmp(name, "ehlo") == 0) {
+		*st = SINK_ST_HELO;
+		return 0;
+	}
+	for (int i = 0; i < SINK_ST_COUNT; i++) {
+		if (strcmp(name, stage_names[i]) == 0) {
+			*st = (enum sink_stage)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Turn "\n" and "\r" escapes into bytes; "\\" into a backslash. */
+static char *unescape(const char *s)
+{
+	char *out = malloc(strlen(s) + 1), *o = out;
+
+	for (; *s; s++) {
+		if (*s == '\\' && s[1]) {
+			s++;
+			*o++ = *s == 'n' ? '\n' : *s == 'r' ? '\r' : *s == 't' ? '\t' : *s;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+/* "550 5.1.1 text\nmore" -> "550-5.1.1 text\r\n550 more\r\n". A reply needs
+ * a 2xx-5xx code; CR, LF (other than the \n separator) and NUL are refused
+ * so a rule cannot produce something that is not a reply. */
+static int format_reply(struct sink_rule *r, const char *spec, char *err,
+			size_t errlen)
+{
+	if (!(spec[0] >= '2' && spec[0] <= '5' && isdigit((unsigned char)spec[1]) &&
+	      isdigit((unsigned char)spec[2]) && (spec[3] == ' ' || spec[3] == '\0'))) {
+		snprintf(err, errlen,
+			 "reply '%s' must start with a 3-digit code 200-599 "
+			 "(or be drop, stall or raw:BYTES)", spec);
+		return -1;
+	}
+	r->code = (spec[0] - '0') * 100 + (spec[1] - '0') * 10 + (spec[2] - '0');
+	char *text = unescape(spec[3] ? spec + 4 : "");
+	struct vl_buf b;
+	vl_buf_init(&b);
+	for (char *line = text;;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = '\0';
+		if (strchr(line, '\r') || strlen(line) > 500) {
+			snprintf(err, errlen, "reply '%s': lines must be at most 500 "
+				 "characters without CR", spec);
+			free(text);
+			vl_buf_free(&b);
+			return -1;
+		}
+		vl_buf_printf(&b, "%d%c%s\r\n", r->code, nl ? '-' : ' ', line);
+		if (!nl)
+			break;
+		line = nl + 1;
+	}
+	free(text);
+	vl_buf_append(&b, "", 1);
+	r->reply = b.p;
+	return 0;
+}
+
+int sink_rule_parse(struct sink_rule *r, const char *spec, char *err,
+		    size_t errlen)
+{
+	const char *eq = strchr(spec, '=');
+	char head[256];
+
+	memset(r, 0, sizeof *r);
+	if (!eq || (size_t)(eq - spec) >= sizeof head) {
+		snprintf(err, errlen, "--reply '%s': expected STAGE[:PATTERN]=REPLY", spec);
+		return -1;
+	}
+	memcpy(head, spec, (size_t)(eq - spec));
+	head[eq - spec] = '\0';
+	char *colon = strchr(head, ':');
+	if (colon)
+		*colon = '\0';
+	if (sink_stage_parse(head, &r->stage) < 0) {
+		snprintf(err, errlen, "--reply '%s': unknown stage '%s' (connect, "
+			 "greeting, helo, ehlo, mail, rcpt, data, dot, rset, noop, "
+			 "quit, starttls, vrfy)", spec, head);
+		return -1;
+	}
+	if (colon && colon[1] && strcmp(colon + 1, "*") != 0)
+		r->pattern = strdup(colon + 1);
+
+	const char *val = eq + 1;
+	if (strcmp(val, "drop") == 0) {
+		r->kind = SINK_RULE_DROP;
+	} else if (strcmp(val, "stall") == 0) {
+		r->kind = SINK_RULE_STALL;
+	} else if (strncmp(val, "raw:", 4) == 0) {
+		r->kind = SINK_RULE_RAW;
+		r->reply = unescape(val + 4);
+	} else {
+		r->kind = SINK_RULE_REPLY;
+		char msg[512];
+		if (format_reply(r, val, msg, sizeof msg) < 0) {
+			snprintf(err, errlen, "--reply: %s", msg);
+			free(r->pattern);
+			r->pattern = NULL;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int parse_fault(struct sink_fault *f, const char *opt, const char *arg,
+		       enum sink_stage dflt, char *err, size_t errlen)
+{
+	const char *colon = strchr(arg, ':');
+	const char *pct = arg;
+
+	f->stage = dflt;
+	if (colon) {
+		char stage[32];
+		size_t n = (size_t)(colon - arg);
+		if (n >= sizeof stage)
+			n = sizeof stage - 1;
+		memcpy(stage, arg, n);
+		stage[n] = '\0';
+		if (sink_stage_parse(stage, &f->stage) < 0 || f->stage > SINK_ST_DOT) {
+			snprintf(err, errlen, "%s '%s': stage must be connect, ehlo, "
+				 "mail, rcpt, data or dot", opt, arg);
+			return -1;
+		}
+		pct = colon + 1;
+	}
+	if (vl_parse_percent(pct, &f->pct) < 0) {
+		snprintf(err, errlen, "%s '%s': expected a percentage 0-100 such as 5%%",
+			 opt, arg);
+		return -1;
+	}
+	return 0;
+}
+
+void sink_usage(FILE *f)
+{
+	fputs("usage: volley-sink [--listen ADDR:PORT]... [--threads N] [--hostname NAME]\n"
+	      "                   [--tls] [--cert FILE --key FILE] [--latency DUR] [--timeout DUR]\n"
+	      "                   [--reply 'STAGE[:PATTERN]=REPLY']... [--tempfail [STAGE:]PCT]\n"
+	      "                   [--permfail [STAGE:]PCT] [--disconnect [STAGE:]PCT] [--seed N]\n"
+	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
+	      "                   [--maildir DIR] [--stats-every DUR] [--quiet]\n"
+	      "See docs/sink.md.\n", f);
+}
+
+enum {
+	O_LISTEN = 256, O_THREADS, O_HOSTNAME, O_TLS, O_CERT, O_KEY, O_LATENCY,
+	O_TIMEOUT, O_REPLY, O_TEMPFAIL, O_PERMFAIL, O_DISCONNECT, O_SEED,
+	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP
+};
+
+static const struct option long_opts[] = {
+	{"listen", required_argument, NULL, O_LISTEN},
+	{"threads", required_argument, NULL, O_THREADS},
+	{"hostname", required_argument, NULL, O_HOSTNAME},
+	{"tls", no_argument, NULL, O_TLS},
+	{"cert", required_argument, NULL, O_CERT},
+	{"key", required_argument, NULL, O_KEY},
+	{"latency", required_argument, NULL, O_LATENCY},
+	{"timeout", required_argument, NULL, O_TIMEOUT},
+	{"reply", required_argument, NULL, O_REPLY},
+	{"tempfail", required_argument, NULL, O_TEMPFAIL},
+	{"permfail", required_argument, NULL, O_PERMFAIL},
+	{"disconnect", required_argument, NULL, O_DISCONNECT},
+	{"seed", required_argument, NULL, O_SEED},
+	{"max-conns", required_argument, NULL, O_MAXCONNS},
+	{"max-size", required_argument, NULL, O_MAXSIZE},
+	{"max-rcpts", required_argument, NULL, O_MAXRCPTS},
+	{"maildir", required_argument, NULL, O_MAILDIR},
+	{"stats-every", required_argument, NULL, O_STATS},
+	{"quiet", no_argument, NULL, O_QUIET},
+	{"help", no_argument, NULL, O_HELP},
+	{NULL, 0, NULL, 0},
+};
+
+static int bad(char *err, size_t errlen, const char *opt, const char *arg,
+	       const char *what)
+{
+	snprintf(err, errlen, "--%s '%s': %s", opt, arg, what);
+	return -1;
+}
+
+static int parse_u64_opt(uint64_t *v, const char *opt, const char *arg,
+			 uint64_t min, char *err, size_t errlen)
+{
+	if (vl_parse_u64(arg, v) < 0 || *v < min)
+		return bad(err, errlen, opt, arg, min ? "expected a positive integer"
+						      : "expected an integer");
+	return 0;
+}
+
+static int parse_dur_opt(uint64_t *v, const char *opt, const char *arg,
+			 char *err, size_t errlen)
+{
+	if (vl_parse_duration_ms(arg, v) < 0)
+		return bad(err, errlen, opt, arg,
+			   "expected a duration such as 50ms, 2s, 5m");
+	return 0;
+}
+
+static int add_listen(struct sink_conf *c, const char *arg, char *err,
+		      size_t errlen)
+{
+	if (c->nlisten >= SINK_MAX_LISTEN)
+		return bad(err, errlen, "listen", arg, "too many listen addresses");
+	struct sink_listen *l = &c->listen[c->nlisten];
+	if (vl_parse_hostport(arg, l->host, sizeof l->host, &l->port) < 0)
+		return bad(err, errlen, "listen", arg,
+			   "expected ADDR:PORT such as 127.0.0.1:2525 or [::1]:2525");
+	c->nlisten++;
+	return 0;
+}
+
+static int add_rule(struct sink_conf *c, const char *arg, char *err,
+		    size_t errlen)
+{
+	struct sink_rule r;
+
+	if (sink_rule_parse(&r, arg, err, errlen) < 0)
+		return -1;
+	c->rules = realloc(c->rules, sizeof *c->rules * (size_t)(c->nrules + 1));
+	c->rules[c->nrules++] = r;
+	return 0;
+}
+
+static void conf_defaults(struct sink_conf *c)
+{
+	memset(c, 0, sizeof *c);
+	c->threads = 1;
+	snprintf(c->hostname, sizeof c->hostname, "sink.volley.test");
+	c->timeout_ms = 300000;
+	c->max_size = 52428800;
+	c->max_rcpts = 1000;
+	c->seed = (uint64_t)vl_now_ns() ^ (uint64_t)time(NULL) << 20;
+	c->tempfail.stage = c->permfail.stage = SINK_ST_RCPT;
+	c->disconnect.stage = SINK_ST_DOT;
+}
+
+static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
+		       size_t errlen)
+{
+	uint64_t v;
+
+	switch (opt) {
+	case O_LISTEN: return add_listen(c, arg, err, errlen);
+	case O_THREADS:
+		if (parse_u64_opt(&v, "threads", arg, 1, err, errlen) < 0)
+			return -1;
+		if (v > 256)
+			return bad(err, errlen, "threads", arg, "at most 256");
+		c->threads = (int)v;
+		return 0;
+	case O_HOSTNAME:
+		if (!*arg || strlen(arg) >= 250 || strpbrk(arg, " \r\n\t"))
+			return bad(err, errlen, "hostname", arg, "expected a host name");
+		snprintf(c->hostname, sizeof c->hostname, "%s", arg);
+		return 0;
+	case O_TLS: c->tls = true; return 0;
+	case O_CERT: free(c->cert); c->cert = strdup(arg); return 0;
+	case O_KEY: free(c->key); c->key = strdup(arg); return 0;
+	case O_LATENCY: return parse_dur_opt(&c->latency_ms, "latency", arg, err, errlen);
+	case O_TIMEOUT:
+		if (parse_dur_opt(&c->timeout_ms, "timeout", arg, err, errlen) < 0)
+			return -1;
+		if (c->timeout_ms < 100)
+			return bad(err, errlen, "timeout", arg, "at least 100ms");
+		return 0;
+	case O_REPLY: return add_rule(c, arg, err, errlen);
+	case O_TEMPFAIL:
+		return parse_fault(&c->tempfail, "--tempfail", arg, SINK_ST_RCPT, err, errlen);
+	case O_PERMFAIL:
+		return parse_fault(&c->permfail, "--permfail", arg, SINK_ST_RCPT, err, errlen);
+	case O_DISCONNECT:
+		return parse_fault(&c->disconnect, "--disconnect", arg, SINK_ST_DOT, err, errlen);
+	case O_SEED: return parse_u64_opt(&c->seed, "seed", arg, 0, err, errlen);
+	case O_MAXCONNS: return parse_u64_opt(&c->max_conns, "max-conns", arg, 0, err, errlen);
+	case O_MAXSIZE: return parse_u64_opt(&c->max_size, "max-size", arg, 1, err, errlen);
+	case O_MAXRCPTS: return parse_u64_opt(&c->max_rcpts, "max-rcpts", arg, 1, err, errlen);
+	case O_MAILDIR: free(c->maildir); c->maildir = strdup(arg); return 0;
+	case O_STATS:
+		if (parse_dur_opt(&c->stats_every_ms, "stats-every", arg, err, errlen) < 0)
+			return -1;
+		if (c->stats_every_ms < 10)
+			return bad(err, errlen, "stats-every", arg, "at least 10ms");
+		return 0;
+	case O_QUIET: c->quiet = true; return 0;
+	default:
+		snprintf(err, errlen, "unknown option (see --help)");
+		return -1;
+	}
+}
+
+int sink_conf_parse(struct sink_conf *c, int argc, char **argv, char *err,
+		    size_t errlen)
+{
+	int opt;
+
+	conf_defaults(c);
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+		if (opt == O_HELP) {
+			sink_usage(stdout);
+			return 1;
+		}
+		if (opt == '?' || opt == ':') {
+			/* getopt sets optopt to a known option that lacked
+			 * its value, and to 0 for an unknown one. */
+			snprintf(err, errlen, "%s: '%s'", optopt ? "option needs a value"
+				 : "unknown option", argv[optind - 1]);
+			return -1;
+		}
+		if (conf_option(c, opt, optarg, err, errlen) < 0)
+			return -1;
+	}
+	if (optind < argc) {
+		snprintf(err, errlen, "unexpected argument '%s'", argv[optind]);
+		return -1;
+	}
+	if (c->nlisten == 0)
+		add_listen(c, "127.0.0.1:2525", err, errlen);
+	if (!!c->cert != !!c->key) {
+		snprintf(err, errlen, "--cert and --key go together");
+		return -1;
+	}
+	if ((c->cert) && !c->tls)
+		c->tls = true;
+	return 0;
+}
+
+void sink_conf_free(struct sink_conf *c)
+{
+	for (int i = 0; i < c->nrules; i++) {
+		free(c->rules[i].pattern);
+		free(c->rules[i].reply);
+	}
+	free(c->rules);
+	free(c->cert);
+	free(c->key);
+	free(c->maildir);
+	memset(c, 0, sizeof *c);
+}
+
+static const char *const stat_names[] = {
+	"conns_open", "conns_total", "conns_refused", "messages", "recipients",
+	"bytes", "tls_sessions", "replies_4xx", "replies_5xx", "drops",
+	"timeouts", "errors",
+};
+
+/* The counters are laid out as consecutive atomics in the order above. */
+_Static_assert(sizeof(struct sink_stats) == sizeof(_Atomic uint64_t) * 12,
+	       "stat_names must match struct sink_stats");
+
+void sink_stats_sum(struct sink_stats *sum, struct sink_stats *const *each, int n)
+{
+	_Atomic uint64_t *dst = (_Atomic uint64_t *)sum;
+
+	for (size_t f = 0; f < VL_ARRAY_LEN(stat_names); f++) {
+		uint64_t total = 0;
+		for (int i = 0; i < n; i++) {
+			const _Atomic uint64_t *src = (const _Atomic uint64_t *)each[i];
+			total += atomic_load_explicit(&src[f], memory_order_relaxed);
+		}
+		atomic_store_explicit(&dst[f], total, memory_order_relaxed);
+	}
+}
+
+void sink_stats_json(const struct sink_stats *sum, struct vl_buf *out)
+{
+	const _Atomic uint64_t *v = (const _Atomic uint64_t *)sum;
+
+	vl_buf_printf(out, "{\"time\": %.3f", vl_wall_time());
+	for (size_t f = 0; f < VL_ARRAY_LEN(stat_names); f++)
+		vl_buf_printf(out, ", \"%s\": %llu", stat_names[f],
+			      (unsigned long long)atomic_load_explicit(&v[f],
+							memory_order_relaxed));
+	vl_buf_appends(out, "}\n");
+}

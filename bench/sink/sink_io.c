@@ -1,0 +1,748 @@
+/*
+ * volley-sink's worker: one io_uring per thread doing all socket I/O.
+ * Multishot accept per listener, multishot recv into a provided buffer ring,
+ * one send in flight per connection (replies produced meanwhile are batched
+ * into the next one), a tick for idle timeouts, and a timeout per
+ * connection for --latency. TLS is OpenSSL over memory BIOs (tls/), so
+ * encrypted and plain connections share the same I/O path.
+ */
+#include "sink.h"
+#include "../../tls/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define RING_ENTRIES 4096
+#define CQ_ENTRIES 65536
+#define NBUFS 1024            /* provided receive buffers per worker */
+#define BUFSZ 16384
+#define BGID 0
+#define MAX_MARKS 16
+#define TLS_CHUNK 16384
+
+/* user_data = pointer | op; every pointer here is at least 8-aligned. */
+enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_LATENCY, OP_TICK, OP_CANCEL };
+#define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
+#define UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
+#define UD_OP(u) ((enum op)((u) & 7))
+
+struct listener {
+	int fd;
+	struct sink_worker *w;
+	char name[72];
+} __attribute__((aligned(8)));
+
+struct mark {          /* --latency: bytes up to end may go at due */
+	uint64_t end, due;
+};
+
+struct conn {
+	struct sink_worker *w;
+	int fd;
+	unsigned ops;              /* SQEs in flight */
+	bool closing, close_after_send, send_busy, recv_armed, timer_armed;
+	bool timed_out, tls_started;
+	struct tls_conn *tls;
+	struct vl_buf out;         /* plaintext replies from the session */
+	struct vl_buf wire;        /* bytes to send (ciphertext under TLS) */
+	struct vl_buf inflight;    /* bytes of the send in flight */
+	size_t inflight_off;
+	uint64_t wire_total, moved_total; /* absolute byte counts, for marks */
+	struct mark marks[MAX_MARKS];
+	int nmarks;
+	struct __kernel_timespec lat_ts;
+	uint64_t last_active;
+	struct conn *idle_prev, *idle_next;  /* LRU, oldest first */
+	struct conn *rearm_next;
+	bool rearm;
+	struct sink_sess sess;
+} __attribute__((aligned(8)));
+
+struct sink_worker {
+	const struct sink_conf *conf;
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	struct listener listeners[SINK_MAX_LISTEN];
+	int nlisten;
+	SSL_CTX *tls_ctx;
+	struct sink_ctx ctx;
+	struct sink_stats stats;
+	struct conn *idle_head, *idle_tail;
+	struct conn *rearm_list;
+	uint64_t nconns;
+	bool stopping;
+	struct __kernel_timespec tick_ts;
+} __attribute__((aligned(8)));
+
+static struct io_uring_sqe *get_sqe(struct sink_worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	if (!sqe) { /* SQ full: push what we have to the kernel, then retry */
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe; /* never NULL right after a submit */
+}
+
+/* ---- idle list ---- */
+
+static void idle_remove(struct sink_worker *w, struct conn *c)
+{
+	if (c->idle_prev)
+		c->idle_prev->idle_next = c->idle_next;
+	else if (w->idle_head == c)
+		w->idle_head = c->idle_next;
+	else
+		return; /* not listed */
+	if (c->idle_next)
+		c->idle_next->idle_prev = c->idle_prev;
+	else
+		w->idle_tail = c->idle_prev;
+	c->idle_prev = c->idle_next = NULL;
+}
+
+static void idle_touch(struct sink_worker *w, struct conn *c)
+{
+	idle_remove(w, c);
+	c->last_active = vl_now_ms();
+	c->idle_prev = w->idle_tail;
+	if (w->idle_tail)
+		w->idle_tail->idle_next = c;
+	else
+		w->idle_head = c;
+	w->idle_tail = c;
+}
+
+/* ---- connection lifetime ---- */
+
+static void conn_maybe_free(struct conn *c)
+{
+	if (!c->closing || c->ops > 0 || c->rearm)
+		return;
+	close(c->fd);
+	tls_conn_free(c->tls);
+	sink_sess_free(&c->sess);
+	vl_buf_free(&c->out);
+	vl_buf_free(&c->wire);
+	vl_buf_free(&c->inflight);
+	c->w->nconns--;
+	free(c);
+}
+
+static void conn_close(struct conn *c, bool reset)
+{
+	struct sink_worker *w = c->w;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (reset) { /* SO_LINGER 0: close() sends RST, as a crashed peer would */
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	}
+	idle_remove(w, c);
+	w->ctx.conns_open--;
+	SINK_STAT_ADD(&w->stats, conns_open, (uint64_t)-1);
+	if (c->recv_armed || c->send_busy) {
+		struct io_uring_sqe *sqe = get_sqe(w);
+		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
+		c->ops++;
+	}
+	conn_maybe_free(c);
+}
+
+static void arm_recv(struct conn *c)
+{
+	struct io_uring_sqe *sqe = get_sqe(c->w);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BGID;
+	io_uring_sqe_set_data64(sqe, UD(c, OP_RECV));
+	c->recv_armed = true;
+	c->ops++;
+}
+
+/* ---- output ---- */
+
+static void arm_latency_timer(struct conn *c, uint64_t now)
+{
+	uint64_t wait = c->marks[0].due > now ? c->marks[0].due - now : 0;
+	struct io_uring_sqe *sqe = get_sqe(c->w);
+
+	c->lat_ts.tv_sec = (long long)(wait / 1000);
+	c->lat_ts.tv_nsec = (long long)(wait % 1000) * 1000000;
+	io_uring_prep_timeout(sqe, &c->lat_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, UD(c, OP_LATENCY));
+	c->timer_armed = true;
+	c->ops++;
+}
+
+/* How many wire bytes may go now: all of them, or with --latency those
+ * whose hold time has passed. */
+static size_t releasable(struct conn *c)
+{
+	if (!c->w->conf->latency_ms)
+		return c->wire.len;
+	uint64_t now = vl_now_ms(), upto = c->moved_total;
+	int i = 0;
+
+	while (i < c->nmarks && c->marks[i].due <= now)
+		upto = c->marks[i++].end;
+	memmove(c->marks, c->marks + i, sizeof c->marks[0] * (size_t)(c->nmarks - i));
+	c->nmarks -= i;
+	if (c->nmarks && !c->timer_armed)
+		arm_latency_timer(c, now);
+	return (size_t)(upto - c->moved_total);
+}
+
+static void conn_flush(struct conn *c)
+{
+	if (c->send_busy || c->closing)
+		return;
+	size_t n = releasable(c);
+	if (n == 0) {
+		if (c->close_after_send && c->wire.len == 0)
+			conn_close(c, false);
+		return;
+	}
+	vl_buf_reset(&c->inflight);
+	if (n == c->wire.len) { /* the usual case: hand over the whole buffer */
+		struct vl_buf t = c->inflight;
+		c->inflight = c->wire;
+		c->wire = t;
+	} else {
+		vl_buf_append(&c->inflight, c->wire.p, n);
+		vl_buf_consume(&c->wire, n);
+	}
+	c->moved_total += n;
+	c->inflight_off = 0;
+	struct io_uring_sqe *sqe = get_sqe(c->w);
+	io_uring_prep_send(sqe, c->fd, c->inflight.p, c->inflight.len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, UD(c, OP_SEND));
+	c->send_busy = true;
+	c->ops++;
+}
+
+/* Move the session's replies to the wire, through TLS when it is on;
+ * with last, end the TLS session after them (close_notify). */
+static void conn_emit(struct conn *c, bool last)
+{
+	size_t before = c->wire.len;
+
+	if (c->tls) {
+		if (c->out.len && tls_conn_write(c->tls, c->out.p, c->out.len) < 0)
+			c->close_after_send = true;
+		if (last)
+			tls_conn_shutdown(c->tls);
+		tls_conn_output(c->tls, &c->wire);
+	} else {
+		vl_buf_append(&c->wire, c->out.p, c->out.len);
+	}
+	vl_buf_reset(&c->out);
+	c->wire_total += c->wire.len - before;
+	if (c->w->conf->latency_ms && c->wire.len > before) {
+		uint64_t due = vl_now_ms() + c->w->conf->latency_ms;
+		if (c->nmarks == MAX_MARKS)
+			c->nmarks--; /* merge into the last: later, never sooner */
+		c->marks[c->nmarks++] = (struct mark){c->wire_total, due};
+	}
+}
+
+/* Act on what the session asked for, then send. */
+static void conn_after_session(struct conn *c)
+{
+	struct sink_sess *s = &c->sess;
+
+	if (s->action == SINK_DROP) {
+		conn_close(c, true);
+		return;
+	}
+	conn_emit(c, s->action == SINK_CLOSE && !c->close_after_send);
+	if (s->action == SINK_CLOSE) {
+		c->close_after_send = true;
+		s->state = SINK_S_CLOSED;
+	} else if (s->action == SINK_STARTTLS && !c->tls) {
+		/* The 220 went out in clear above; from here on, TLS. */
+		c->tls = tls_conn_new_server(c->w->tls_ctx);
+		if (!c->tls)
+			c->close_after_send = true;
+	}
+	conn_flush(c);
+}
+
+/* ---- input ---- */
+
+static void conn_plaintext(struct conn *c, const char *data, size_t len)
+{
+	if (c->sess.action != SINK_OK || c->close_after_send)
+		return; /* e.g. bytes after STARTTLS or QUIT: ignored */
+	sink_sess_feed(&c->sess, data, len);
+}
+
+static void conn_tls_input(struct conn *c, const char *data, size_t len)
+{
+	char buf[TLS_CHUNK];
+	ssize_t n;
+
+	tls_conn_input(c->tls, data, len);
+	while ((n = tls_conn_read(c->tls, buf, sizeof buf)) > 0) {
+		if (!c->tls_started) {
+			c->tls_started = true;
+			sink_sess_tls_started(&c->sess, tls_conn_version(c->tls),
+					      tls_conn_cipher(c->tls));
+		}
+		conn_plaintext(c, buf, (size_t)n);
+		if (c->sess.action != SINK_OK)
+			break;
+	}
+	if (n < 0 || tls_conn_closed(c->tls)) {
+		char err[256];
+		vl_log(VL_LOG_DEBUG, "%s: TLS: %s", c->sess.peer,
+		       n < 0 ? tls_last_error(err, sizeof err) : "closed");
+		tls_conn_output(c->tls, &c->wire); /* alert, if any */
+		c->close_after_send = true;
+		return;
+	}
+	if (!c->tls_started && tls_conn_established(c->tls)) {
+		c->tls_started = true;
+		sink_sess_tls_started(&c->sess, tls_conn_version(c->tls),
+				      tls_conn_cipher(c->tls));
+	}
+}
+
+static void conn_input(struct conn *c, const char *data, size_t len)
+{
+	idle_touch(c->w, c);
+	if (c->tls)
+		conn_tls_input(c, data, len);
+	else
+		conn_plaintext(c, data, len);
+	conn_after_session(c);
+}
+
+static void return_buffer(struct sink_worker *w, unsigned bid)
+{
+	io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BUFSZ, BUFSZ, (unsigned short)bid,
+			      io_uring_buf_ring_mask(NBUFS), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+}
+
+static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
+{
+	struct sink_worker *w = c->w;
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+
+	if (!more) {
+		c->recv_armed = false;
+		c->ops--;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		c->ops++; /* keep c alive if the input makes it close */
+		if (cqe->res > 0 && !c->closing)
+			conn_input(c, w->bufs + (size_t)bid * BUFSZ, (size_t)cqe->res);
+		return_buffer(w, bid);
+		c->ops--;
+	}
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
+		conn_close(c, false); /* EOF or reset: the client left */
+		return;
+	}
+	if (!more && !c->rearm) { /* multishot ended (e.g. ENOBUFS): re-arm */
+		c->rearm = true;
+		c->rearm_next = w->rearm_list;
+		w->rearm_list = c;
+	}
+}
+
+static void on_send(struct conn *c, int res)
+{
+	c->ops--;
+	c->send_busy = false;
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (res < 0) {
+		conn_close(c, false);
+		return;
+	}
+	c->inflight_off += (size_t)res;
+	if (c->inflight_off < c->inflight.len) { /* short send: the rest */
+		struct io_uring_sqe *sqe = get_sqe(c->w);
+		io_uring_prep_send(sqe, c->fd, c->inflight.p + c->inflight_off,
+				   c->inflight.len - c->inflight_off, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, UD(c, OP_SEND));
+		c->send_busy = true;
+		c->ops++;
+		return;
+	}
+	vl_buf_reset(&c->inflight);
+	vl_buf_shrink(&c->inflight, 1 << 16);
+	conn_flush(c);
+}
+
+static void on_latency(struct conn *c)
+{
+	c->ops--;
+	c->timer_armed = false;
+	if (c->closing)
+		conn_maybe_free(c);
+	else
+		conn_flush(c);
+}
+
+/* ---- accept ---- */
+
+static void addr_str(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+		snprintf(out, len, "[%s]:%u", ip, ntohs(a->sin6_port));
+	} else {
+		const struct sockaddr_in *a = (const void *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+		snprintf(out, len, "%s:%u", ip, ntohs(a->sin_port));
+	}
+}
+
+static void arm_accept(struct listener *l)
+{
+	struct io_uring_sqe *sqe = get_sqe(l->w);
+
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, UD(l, OP_ACCEPT));
+}
+
+static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
+{
+	struct sink_worker *w = l->w;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	int one = 1;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE) && !w->stopping)
+		arm_accept(l);
+	if (cqe->res < 0) {
+		if (cqe->res != -ECANCELED)
+			vl_log(VL_LOG_WARN, "accept on %s: %s", l->name, strerror(-cqe->res));
+		return;
+	}
+	int fd = cqe->res;
+	if (w->stopping) {
+		close(fd);
+		return;
+	}
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->fd = fd;
+	w->nconns++;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	sink_sess_init(&c->sess, &w->ctx, &c->out);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		addr_str(&ss, c->sess.peer, sizeof c->sess.peer);
+	sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		addr_str(&ss, c->sess.local, sizeof c->sess.local);
+	w->ctx.conns_open++;
+	SINK_STAT_ADD(&w->stats, conns_open, 1);
+	SINK_STAT_ADD(&w->stats, conns_total, 1);
+	idle_touch(w, c);
+	sink_sess_greet(&c->sess);
+	arm_recv(c);
+	conn_after_session(c);
+}
+
+/* ---- timers ---- */
+
+static void arm_tick(struct sink_worker *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, UD(w, OP_TICK));
+}
+
+/* Idle connections get a 421; one that still has not gone by the next
+ * expiry (it may not even read) is reset. */
+static void expire_idle(struct sink_worker *w)
+{
+	uint64_t now = vl_now_ms();
+
+	while (w->idle_head && now - w->idle_head->last_active >= w->conf->timeout_ms) {
+		struct conn *c = w->idle_head;
+		if (c->timed_out) {
+			conn_close(c, true);
+			continue;
+		}
+		c->timed_out = true;
+		idle_touch(w, c);
+		if (c->sess.state == SINK_S_CLOSED)
+			continue;
+		c->sess.action = SINK_OK;
+		c->sess.state = SINK_S_CMD;
+		sink_sess_timeout(&c->sess);
+		conn_after_session(c);
+	}
+}
+
+static void stop_worker(struct sink_worker *w)
+{
+	w->stopping = true;
+	for (int i = 0; i < w->nlisten; i++) {
+		struct io_uring_sqe *sqe = get_sqe(w);
+		io_uring_prep_cancel_fd(sqe, w->listeners[i].fd, IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, 0);
+	}
+	while (w->idle_head)
+		conn_close(w->idle_head, false);
+}
+
+/* ---- setup ---- */
+
+static int open_listener(struct listener *l, const struct sink_listen *spec,
+			 char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int one = 1;
+
+	memset(&ss, 0, sizeof ss);
+	struct sockaddr_in *a4 = (void *)&ss;
+	struct sockaddr_in6 *a6 = (void *)&ss;
+	if (inet_pton(AF_INET, spec->host, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(spec->port);
+		sl = sizeof *a4;
+	} else if (inet_pton(AF_INET6, spec->host, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(spec->port);
+		sl = sizeof *a6;
+	} else {
+		snprintf(err, errlen, "--listen %s: not an IP address", spec->host);
+		return -1;
+	}
+	snprintf(l->name, sizeof l->name, "%s:%u", spec->host, spec->port);
+	l->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (l->fd < 0 ||
+	    setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+	    bind(l->fd, (struct sockaddr *)&ss, sl) < 0 || listen(l->fd, 4096) < 0) {
+		snprintf(err, errlen, "--listen %s: %s", l->name, strerror(errno));
+		if (l->fd >= 0)
+			close(l->fd);
+		return -1;
+	}
+	return 0;
+}
+
+static int ring_init(struct sink_worker *w, char *err, size_t errlen)
+{
+	struct io_uring_params p;
+	/* Created disabled: a SINGLE_ISSUER ring belongs to the thread that
+	 * enables it, and that is the worker thread, not this one. */
+	unsigned fast = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+			IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+			IORING_SETUP_R_DISABLED;
+	int rc;
+
+	memset(&p, 0, sizeof p);
+	p.flags = IORING_SETUP_CQSIZE | fast;
+	p.cq_entries = CQ_ENTRIES;
+	rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	if (rc == -EINVAL) { /* an older kernel: plain ring */
+		memset(&p, 0, sizeof p);
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = CQ_ENTRIES;
+		rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
+		return -1;
+	}
+	size_t ringsz = sizeof(struct io_uring_buf) * NBUFS;
+	w->br = mmap(NULL, ringsz, PROT_READ | PROT_WRITE,
+		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	w->bufs = malloc((size_t)NBUFS * BUFSZ);
+	if (w->br == MAP_FAILED || !w->bufs) {
+		snprintf(err, errlen, "buffer ring: out of memory");
+		return -1;
+	}
+	struct io_uring_buf_reg reg = {
+		.ring_addr = (unsigned long)w->br, .ring_entries = NBUFS, .bgid = BGID,
+	};
+	rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (rc < 0) {
+		snprintf(err, errlen, "provided buffer ring: %s (kernel 5.19+ needed)",
+			 strerror(-rc));
+		return -1;
+	}
+	io_uring_buf_ring_init(w->br);
+	for (unsigned i = 0; i < NBUFS; i++)
+		io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * BUFSZ, BUFSZ,
+				      (unsigned short)i, io_uring_buf_ring_mask(NBUFS),
+				      (int)i);
+	io_uring_buf_ring_advance(w->br, NBUFS);
+	return 0;
+}
+
+struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
+				    struct sink_store *store, char *err,
+				    size_t errlen)
+{
+	struct sink_worker *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
+
+	if (!w) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	memset(w, 0, sizeof *w);
+	w->conf = conf;
+	w->br = MAP_FAILED;
+	w->ctx = (struct sink_ctx){
+		.conf = conf, .stats = &w->stats, .store = store,
+		.rng = conf->seed + id * 0x9e3779b97f4a7c15ull, .worker = id,
+	};
+	uint64_t tick = conf->timeout_ms / 4;
+	tick = tick > 200 ? 200 : tick < 10 ? 10 : tick;
+	w->tick_ts.tv_sec = (long long)(tick / 1000);
+	w->tick_ts.tv_nsec = (long long)(tick % 1000) * 1000000;
+	if (conf->tls) {
+		w->tls_ctx = tls_server_ctx_new(conf->cert, conf->key, conf->hostname,
+						err, errlen);
+		if (!w->tls_ctx)
+			goto fail;
+	}
+	if (ring_init(w, err, errlen) < 0)
+		goto fail;
+	for (int i = 0; i < conf->nlisten; i++) {
+		w->listeners[i].w = w;
+		if (open_listener(&w->listeners[i], &conf->listen[i], err, errlen) < 0)
+			goto fail;
+		w->nlisten++;
+	}
+	return w;
+fail:
+	sink_worker_free(w);
+	return NULL;
+}
+
+static void dispatch(struct sink_worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	void *p = UD_PTR(ud);
+
+	if (!p)
+		return;
+	switch (UD_OP(ud)) {
+	case OP_ACCEPT: on_accept(p, cqe); break;
+	case OP_RECV: on_recv(p, cqe); break;
+	case OP_SEND: on_send(p, cqe->res); break;
+	case OP_LATENCY: on_latency(p); break;
+	case OP_CANCEL: {
+		struct conn *c = p;
+		c->ops--;
+		conn_maybe_free(c);
+		break;
+	}
+	case OP_TICK:
+		if (!w->stopping)
+			arm_tick(w);
+		break;
+	}
+}
+
+int sink_worker_run(struct sink_worker *w, atomic_bool *stop)
+{
+	uint64_t stop_deadline = 0;
+
+	/* liburing 2.3 declares io_uring_enable_rings() but does not export
+	 * it, so register directly. */
+	if ((w->ring.flags & IORING_SETUP_R_DISABLED) &&
+	    syscall(__NR_io_uring_register, w->ring.ring_fd,
+		    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
+		vl_log(VL_LOG_ERROR, "io_uring_enable_rings failed");
+		return -1;
+	}
+	for (int i = 0; i < w->nlisten; i++)
+		arm_accept(&w->listeners[i]);
+	arm_tick(w);
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		int rc = io_uring_submit_and_wait(&w->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY) {
+			vl_log(VL_LOG_ERROR, "io_uring_submit_and_wait: %s", strerror(-rc));
+			return -1;
+		}
+		io_uring_for_each_cqe(&w->ring, head, cqe) {
+			dispatch(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+		while (w->rearm_list) {
+			struct conn *c = w->rearm_list;
+			w->rearm_list = c->rearm_next;
+			c->rearm = false;
+			if (!c->closing)
+				arm_recv(c);
+			else
+				conn_maybe_free(c);
+		}
+		if (!w->stopping) {
+			expire_idle(w);
+			if (atomic_load(stop)) {
+				stop_worker(w);
+				stop_deadline = vl_now_ms() + 2000;
+			}
+		} else if (w->nconns == 0 || vl_now_ms() > stop_deadline) {
+			return 0;
+		}
+	}
+}
+
+struct sink_stats *sink_worker_stats(struct sink_worker *w)
+{
+	return &w->stats;
+}
+
+void sink_worker_free(struct sink_worker *w)
+{
+	if (!w)
+		return;
+	for (int i = 0; i < w->nlisten; i++)
+		close(w->listeners[i].fd);
+	if (w->ring.ring_fd > 0)
+		io_uring_queue_exit(&w->ring);
+	if (w->br != MAP_FAILED)
+		munmap(w->br, sizeof(struct io_uring_buf) * NBUFS);
+	free(w->bufs);
+	tls_ctx_free(w->tls_ctx);
+	free(w);
+}

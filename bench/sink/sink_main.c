@@ -1,0 +1,145 @@
+/* volley-sink: threads, signals and counters. See docs/sink.md. */
+#include "sink.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+struct thread {
+	pthread_t tid;
+	struct sink_worker *w;
+	atomic_bool *stop;
+	int rc;
+};
+
+static void *thread_main(void *arg)
+{
+	struct thread *t = arg;
+	t->rc = sink_worker_run(t->w, t->stop);
+	return NULL;
+}
+
+/* Thousands of sessions need thousands of descriptors. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void print_stats(struct thread *t, int n, struct sink_stats **each)
+{
+	struct sink_stats sum;
+	struct vl_buf line;
+
+	for (int i = 0; i < n; i++)
+		each[i] = sink_worker_stats(t[i].w);
+	sink_stats_sum(&sum, each, n);
+	vl_buf_init(&line);
+	sink_stats_json(&sum, &line);
+	fwrite(line.p, 1, line.len, stdout);
+	fflush(stdout);
+	vl_buf_free(&line);
+}
+
+/* Wait for SIGINT/SIGTERM, printing counters every stats_every_ms. */
+static void wait_for_signal(const struct sink_conf *c, struct thread *t,
+			    struct sink_stats **each)
+{
+	sigset_t set;
+	uint64_t next = vl_now_ms() + c->stats_every_ms;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	for (;;) {
+		uint64_t wait = c->stats_every_ms ? 0 : 3600000;
+		if (c->stats_every_ms) {
+			uint64_t now = vl_now_ms();
+			if (now >= next) {
+				print_stats(t, c->threads, each);
+				next += c->stats_every_ms;
+				if (next <= now)
+					next = now + c->stats_every_ms;
+			}
+			wait = next - vl_now_ms() + 1;
+		}
+		struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
+				      .tv_nsec = (long)(wait % 1000) * 1000000};
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig == SIGINT || sig == SIGTERM)
+			return;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct sink_conf conf;
+	char err[512];
+	int rc = sink_conf_parse(&conf, argc, argv, err, sizeof err);
+
+	if (rc > 0)
+		return 0;
+	if (rc < 0) {
+		fprintf(stderr, "volley-sink: %s\n", err);
+		sink_usage(stderr);
+		return 2;
+	}
+	vl_log_set_level(conf.quiet ? VL_LOG_ERROR : VL_LOG_INFO);
+	raise_nofile();
+
+	/* Signals go to the main thread's sigtimedwait, never to a worker. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	struct sink_store *store = NULL;
+	if (conf.maildir && !(store = sink_store_open(conf.maildir, err, sizeof err))) {
+		fprintf(stderr, "volley-sink: %s\n", err);
+		return 1;
+	}
+	atomic_bool stop = false;
+	struct thread *t = calloc((size_t)conf.threads, sizeof *t);
+	struct sink_stats **each = calloc((size_t)conf.threads, sizeof *each);
+	for (int i = 0; i < conf.threads; i++) {
+		t[i].w = sink_worker_new(&conf, (unsigned)i, store, err, sizeof err);
+		if (!t[i].w) {
+			fprintf(stderr, "volley-sink: %s\n", err);
+			return 1;
+		}
+		t[i].stop = &stop;
+	}
+	for (int i = 0; i < conf.threads; i++)
+		pthread_create(&t[i].tid, NULL, thread_main, &t[i]);
+	for (int i = 0; i < conf.nlisten; i++)
+		vl_log(VL_LOG_INFO, "volley-sink listening on %s:%u%s", conf.listen[i].host,
+		       conf.listen[i].port, conf.tls ? " (STARTTLS)" : "");
+
+	wait_for_signal(&conf, t, each);
+	atomic_store(&stop, true);
+	rc = 0;
+	for (int i = 0; i < conf.threads; i++) {
+		pthread_join(t[i].tid, NULL);
+		if (t[i].rc)
+			rc = 1;
+	}
+	print_stats(t, conf.threads, each);
+	for (int i = 0; i < conf.threads; i++)
+		sink_worker_free(t[i].w);
+	sink_store_close(store);
+	free(t);
+	free(each);
+	sink_conf_free(&conf);
+	return rc;
+}

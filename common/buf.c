@@ -1,0 +1,146 @@
+/* Growable byte buffer. Out-of-memory is fatal: a mail server that cannot
+ * allocate a few KB is better restarted than limping. */
+#include "common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n);
+	if (!q) {
+		fputs("volley: out of memory\n", stderr);
+		abort();
+	}
+	return q;
+}
+
+void vl_buf_init(struct vl_buf *b)
+{
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+void vl_buf_free(struct vl_buf *b)
+{
+	free(b->p);
+	vl_buf_init(b);
+}
+
+char *vl_buf_reserve(struct vl_buf *b, size_t n)
+{
+	if (b->cap - b->len < n) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap - b->len < n)
+			cap *= 2;
+		b->p = xrealloc(b->p, cap);
+		b->cap = cap;
+	}
+	return b->p + b->len;
+}
+
+void vl_buf_append(struct vl_buf *b, const void *data, size_t n)
+{
+	if (!n)
+		return;
+	memcpy(vl_buf_reserve(b, n), data, n);
+	b->len += n;
+}
+
+void vl_buf_appends(struct vl_buf *b, const char *s)
+{
+	vl_buf_append(b, s, strlen(s));
+}
+
+void vl_buf_printf(struct vl_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char small[256];
+
+	va_start(ap, fmt);
+	int n = vsnprintf(small, sizeof small, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof small) {
+		vl_buf_append(b, small, (size_t)n);
+		return;
+	}
+	char *dst = vl_buf_reserve(b, (size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(dst, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void vl_buf_consume(struct vl_buf *b, size_t n)
+{
+	if (n >= b->len) {
+		b->len = 0;
+		return;
+	}
+	memmove(b->p, b->p + n, b->len - n);
+	b->len -= n;
+}
+
+void vl_buf_shrink(struct vl_buf *b, size_t keep)
+{
+	if (b->cap <= keep || b->len > keep)
+		return;
+	if (keep == 0) {
+		vl_buf_free(b);
+		return;
+	}
+	b->p = xrealloc(b->p, keep);
+	b->cap = keep;
+}
+
+/* Length of a valid UTF-8 sequence at p (1-4), or 0 if invalid. */
+static size_t utf8_len(const unsigned char *p)
+{
+	if (p[0] < 0x80)
+		return 1;
+	size_t n = (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
+		 : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+	if (n == 0 || (n == 2 && p[0] < 0xc2) || (n == 4 && p[0] > 0xf4))
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	if ((n == 3 && p[0] == 0xe0 && p[1] < 0xa0) ||
+	    (n == 3 && p[0] == 0xed && p[1] >= 0xa0) ||
+	    (n == 4 && p[0] == 0xf0 && p[1] < 0x90) ||
+	    (n == 4 && p[0] == 0xf4 && p[1] >= 0x90))
+		return 0; /* overlong, surrogate, or beyond U+10FFFF */
+	return n;
+}
+
+void vl_buf_json_string(struct vl_buf *b, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	if (!s) {
+		vl_buf_appends(b, "null");
+		return;
+	}
+	vl_buf_append(b, "\"", 1);
+	while (*p) {
+		size_t n = utf8_len(p);
+		if (n == 0) {
+			vl_buf_appends(b, "\\ufffd");
+			p++;
+		} else if (n > 1) {
+			vl_buf_append(b, p, n);
+			p += n;
+		} else if (*p == '"' || *p == '\\') {
+			char esc[2] = {'\\', (char)*p++};
+			vl_buf_append(b, esc, 2);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			vl_buf_printf(b, "\\u%04x", *p++);
+		} else {
+			vl_buf_append(b, p++, 1);
+		}
+	}
+	vl_buf_append(b, "\"", 1);
+}

@@ -1,0 +1,86 @@
+/*
+ * common: small pieces every module shares -- growable byte buffers, time,
+ * parsing of durations/sizes/percentages, glob matching, a fast PRNG and
+ * logging. Prefix: vl_.
+ */
+#ifndef VOLLEY_COMMON_H
+#define VOLLEY_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- byte buffer ----
+ * A plain growable buffer. Growth doubles, so appending is amortised O(1);
+ * callers that need a bound check vl_buf_len() themselves (a peer must never
+ * be able to grow one without limit). */
+struct vl_buf {
+	char *p;
+	size_t len;
+	size_t cap;
+};
+
+void vl_buf_init(struct vl_buf *b);
+void vl_buf_free(struct vl_buf *b);
+/* Make room for n more bytes; returns a pointer to the free space. */
+char *vl_buf_reserve(struct vl_buf *b, size_t n);
+void vl_buf_append(struct vl_buf *b, const void *data, size_t n);
+void vl_buf_appends(struct vl_buf *b, const char *s);
+void vl_buf_printf(struct vl_buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Drop the first n bytes. */
+void vl_buf_consume(struct vl_buf *b, size_t n);
+static inline void vl_buf_reset(struct vl_buf *b) { b->len = 0; }
+/* Give back memory of a buffer that grew past keep bytes. */
+void vl_buf_shrink(struct vl_buf *b, size_t keep);
+/* Append s as a quoted JSON string (NULL as null); invalid UTF-8 octets
+ * become U+FFFD so the output is always valid JSON. */
+void vl_buf_json_string(struct vl_buf *b, const char *s);
+
+/* ---- time ---- */
+uint64_t vl_now_ms(void);   /* CLOCK_MONOTONIC */
+uint64_t vl_now_ns(void);   /* CLOCK_MONOTONIC */
+double vl_wall_time(void);  /* CLOCK_REALTIME, seconds */
+
+/* ---- parsing: 0 on success, -1 on a malformed value ---- */
+/* "50ms", "1.5s", "5m", "2h", "3d"; a bare number is seconds. */
+int vl_parse_duration_ms(const char *s, uint64_t *ms);
+/* "5%", "0.5", "100" -> 0..100 */
+int vl_parse_percent(const char *s, double *pct);
+/* Unsigned decimal integer, whole string, no sign, no overflow. */
+int vl_parse_u64(const char *s, uint64_t *v);
+/* "host:port", "[v6]:port" -> host (without brackets) and port. */
+int vl_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port);
+
+/* ---- matching ---- */
+/* Case-insensitive glob with '*' and '?' (ASCII case folding). */
+bool vl_glob_match(const char *pat, const char *s);
+
+/* ---- PRNG (xorshift64*): fast, seedable, not for secrets ---- */
+static inline uint64_t vl_rand(uint64_t *s)
+{
+	uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+/* True with probability pct/100. */
+static inline bool vl_chance(uint64_t *s, double pct)
+{
+	if (pct <= 0)
+		return false;
+	return (double)(vl_rand(s) >> 11) * (1.0 / 9007199254740992.0) * 100.0 < pct;
+}
+
+/* ---- logging (stderr) ---- */
+enum vl_log_level { VL_LOG_ERROR, VL_LOG_WARN, VL_LOG_INFO, VL_LOG_DEBUG };
+void vl_log_set_level(enum vl_log_level lvl);
+void vl_log(enum vl_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define VL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

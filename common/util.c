@@ -1,0 +1,176 @@
+/* Time, value parsing, glob matching, logging. */
+#include "common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+uint64_t vl_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t vl_now_ms(void)
+{
+	return vl_now_ns() / 1000000ull;
+}
+
+double vl_wall_time(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A finite, non-negative decimal number followed by an optional suffix. */
+static int parse_number(const char *s, double *v, const char **rest)
+{
+	char *end;
+
+	if (!s || !*s || !(isdigit((unsigned char)*s) || *s == '.'))
+		return -1;
+	errno = 0;
+	*v = strtod(s, &end);
+	if (errno || end == s || !isfinite(*v) || *v < 0)
+		return -1;
+	*rest = end;
+	return 0;
+}
+
+int vl_parse_duration_ms(const char *s, uint64_t *ms)
+{
+	static const struct { const char *suffix; double ms; } units[] = {
+		{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000},
+		{"h", 3600000}, {"d", 86400000},
+	};
+	double v;
+	const char *rest;
+
+	if (parse_number(s, &v, &rest) < 0)
+		return -1;
+	for (size_t i = 0; i < VL_ARRAY_LEN(units); i++) {
+		if (strcmp(rest, units[i].suffix) == 0) {
+			double r = v * units[i].ms;
+			if (r > 1e15)
+				return -1;
+			*ms = (uint64_t)llround(r);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int vl_parse_percent(const char *s, double *pct)
+{
+	double v;
+	const char *rest;
+
+	if (parse_number(s, &v, &rest) < 0)
+		return -1;
+	if (*rest && strcmp(rest, "%") != 0)
+		return -1;
+	if (v > 100)
+		return -1;
+	*pct = v;
+	return 0;
+}
+
+int vl_parse_u64(const char *s, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if (!s || !*s)
+		return -1;
+	for (; *s; s++) {
+		if (!isdigit((unsigned char)*s))
+			return -1;
+		unsigned d = (unsigned)(*s - '0');
+		if (x > (UINT64_MAX - d) / 10)
+			return -1;
+		x = x * 10 + d;
+	}
+	*v = x;
+	return 0;
+}
+
+int vl_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *colon, *h = s;
+	size_t n;
+	uint64_t p;
+
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return -1;
+		h = s + 1;
+		n = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -1;
+		n = (size_t)(colon - s);
+	}
+	if (n == 0 || n >= hostlen || vl_parse_u64(colon + 1, &p) < 0 ||
+	    p == 0 || p > 65535)
+		return -1;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}
+
+bool vl_glob_match(const char *pat, const char *s)
+{
+	const char *star = NULL, *resume = NULL;
+
+	/* Iterative with one backtrack point: linear-ish, no recursion a
+	 * hostile pattern could blow up. */
+	while (*s) {
+		if (*pat == '*') {
+			star = pat++;
+			resume = s;
+		} else if (*pat == '?' ||
+			   tolower((unsigned char)*pat) == tolower((unsigned char)*s)) {
+			pat++;
+			s++;
+		} else if (star) {
+			pat = star + 1;
+			s = ++resume;
+		} else {
+			return false;
+		}
+	}
+	while (*pat == '*')
+		pat++;
+	return *pat == '\0';
+}
+
+static enum vl_log_level log_level = VL_LOG_INFO;
+
+void vl_log_set_level(enum vl_log_level lvl)
+{
+	log_level = lvl;
+}
+
+void vl_log(enum vl_log_level lvl, const char *fmt, ...)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	char line[1024];
+	va_list ap;
+
+	if (lvl > log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	/* One write per line so lines of several threads do not interleave. */
+	fprintf(stderr, "%.3f %s: %s\n", vl_wall_time(), names[lvl], line);
+}

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Install what volley needs from Debian's packages; quiet and idempotent.
+#   scripts/install-deps.sh          build + test dependencies
+#   scripts/install-deps.sh --bench  also the benchmark peers (postfix)
+set -eu
+
+PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
+libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
+libconfig-dev libcurl4-openssl-dev swaks python3 openssl curl"
+[ "${1:-}" = "--bench" ] && PKGS="$PKGS postfix"
+[ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
+
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "install-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+# postfix asks how to configure itself; a bench peer needs no system mailer.
+echo "postfix postfix/main_mailer_type select No configuration" |
+	$SUDO debconf-set-selections 2>/dev/null || true
+$SUDO apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

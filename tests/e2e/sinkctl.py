@@ -1,0 +1,519 @@
+"""Harness for the volley-sink end-to-end tests (stdlib only).
+
+Sink       starts volley-sink on a free loopback port with a temp maildir,
+           captures stdout (JSON stats) and stderr, and always stops it.
+Client     a raw SMTP client over a socket: exact bytes in, parsed replies out.
+SinkTest   unittest base class: start_sink() with automatic cleanup, reply
+           assertions, maildir helpers.
+
+Every network address is on 127.0.0.0/8; every wait is bounded.
+"""
+
+import atexit
+import ctypes
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import struct
+import subprocess
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+BINARY = os.environ.get("VOLLEY_SINK", os.path.join(REPO, "build", "volley-sink"))
+
+START_WAIT = 5.0      # seconds for the sink to listen
+STOP_WAIT = 5.0       # seconds between SIGTERM and SIGKILL
+IO_TIMEOUT = 5.0      # default client read timeout
+DEFAULT_HOST = "127.0.0.1"
+
+STATS_KEYS = {"time", "conns_open", "conns_total", "conns_refused", "messages",
+              "recipients", "bytes", "tls_sessions", "replies_4xx",
+              "replies_5xx", "drops", "timeouts", "errors"}
+EXTENSIONS = {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8",
+              "ENHANCEDSTATUSCODES", "CHUNKING"}
+ENH_RE = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
+
+_live = set()         # every Sink not yet stopped, for atexit
+
+
+def _kill_live():
+    for sink in list(_live):
+        sink.stop()
+
+
+atexit.register(_kill_live)
+
+
+def _die_with_parent():
+    """preexec_fn: the sink gets SIGKILL if the test process dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _proc_hex(host, port):
+    addr = struct.unpack("<I", socket.inet_aton(host))[0]
+    return "%08X:%04X" % (addr, port)
+
+
+def _listening(host, port):
+    """True if a socket listens on host:port (or *:port); None if unknown."""
+    want = {_proc_hex(host, port), _proc_hex("0.0.0.0", port)}
+    try:
+        with open("/proc/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return None
+    return any(r[1] in want and r[3] == "0A" for r in rows)
+
+
+def free_port(hosts=(DEFAULT_HOST,), tries=50):
+    """A TCP port free on every one of hosts."""
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = s.getsockname()[1]
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port on %s" % (hosts,))
+
+
+def run_once(*args, timeout=5.0):
+    """Run the binary to completion (usage errors): (rc, stdout, stderr)."""
+    try:
+        p = subprocess.run([BINARY, *args], capture_output=True, text=True,
+                           timeout=timeout, preexec_fn=_die_with_parent)
+        return p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        return None, e.stdout or "", e.stderr or ""
+
+
+def tls_client_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def smtplib_wire(msg):
+    """The octets the sink must store for smtplib's sendmail(..., msg):
+    a str gets bare CR/LF turned into CRLF; a final CRLF is added."""
+    if isinstance(msg, str):
+        msg = re.sub(r"\r\n|\n|\r", "\r\n", msg).encode("ascii")
+    return msg if msg.endswith(b"\r\n") else msg + b"\r\n"
+
+
+def dot_stuff(data):
+    """DATA encoding of a message whose lines end in CRLF, with the final dot."""
+    out = re.sub(rb"(^|\r\n)\.", rb"\1..", data)
+    if not out.endswith(b"\r\n"):
+        out += b"\r\n"
+    return out + b".\r\n"
+
+
+class Message:
+    def __init__(self, ident, data, env):
+        self.id, self.data, self.env = ident, data, env
+
+    def __repr__(self):
+        return "Message(%s, %d octets, %r)" % (self.id, len(self.data), self.env)
+
+
+class Sink:
+    """One volley-sink process. Use as a context manager or call stop()."""
+
+    def __init__(self, *args, hosts=(DEFAULT_HOST,), maildir=True):
+        self.args, self.hosts = [str(a) for a in args], tuple(hosts)
+        self.dir = tempfile.mkdtemp(prefix="volley-e2e-")
+        self.maildir = os.path.join(self.dir, "maildir") if maildir else None
+        self.proc, self.port, self.returncode = None, None, None
+        self._seen = set()
+
+    @property
+    def host(self):
+        return self.hosts[0]
+
+    def start(self, attempts=3):
+        if not os.access(BINARY, os.X_OK):
+            raise RuntimeError("no executable volley-sink at %s" % BINARY)
+        if self.maildir:
+            os.makedirs(self.maildir, exist_ok=True)
+        for _ in range(attempts):
+            if self._start_once():
+                return self
+            if self.returncode != 1:       # 1: address in use, try another
+                break
+        raise RuntimeError("volley-sink did not start (rc=%s): %s\nstderr: %s"
+                           % (self.returncode, self.argv(), self.stderr()[-2000:]))
+
+    def argv(self):
+        argv = [BINARY]
+        for host in self.hosts:
+            argv += ["--listen", "%s:%d" % (host, self.port)]
+        if self.maildir:
+            argv += ["--maildir", self.maildir]
+        return argv + self.args
+
+    def _start_once(self):
+        self.port = free_port(self.hosts)
+        with open(self._path("stdout"), "wb") as out, \
+                open(self._path("stderr"), "wb") as err:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err,
+                                         preexec_fn=_die_with_parent)
+        _live.add(self)
+        deadline = time.monotonic() + START_WAIT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.returncode = self.proc.returncode
+                _live.discard(self)
+                return False
+            if all(self._ready(h) for h in self.hosts):
+                return True
+            time.sleep(0.02)
+        self.stop()
+        return False
+
+    def _ready(self, host):
+        """Listening, seen in /proc/net/tcp: no probe connection, so the
+        counters and --max-conns stay exact. Falls back to a connect probe."""
+        state = _listening(host, self.port)
+        if state is not None:
+            return state
+        try:
+            socket.create_connection((host, self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        """SIGTERM, SIGKILL after STOP_WAIT; returns the exit status."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_WAIT)
+        if self.proc is not None:
+            self.returncode = self.proc.returncode
+        _live.discard(self)
+        return self.returncode
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def _path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _read(self, name):
+        try:
+            with open(self._path(name), "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stdout(self):
+        return self._read("stdout")
+
+    def stderr(self):
+        return self._read("stderr")
+
+    # -- counters ---------------------------------------------------------
+    def stats_lines(self):
+        """Every complete JSON line on stdout, parsed."""
+        return [json.loads(line) for line in self.stdout().splitlines(True)
+                if line.startswith("{") and line.endswith("\n")]
+
+    def final_stats(self):
+        """Stop the sink and return the last stats line (printed at exit)."""
+        self.stop()
+        lines = self.stats_lines()
+        if not lines:
+            raise AssertionError("no stats line on stdout: %r" % self.stdout())
+        return lines[-1]
+
+    # -- maildir ----------------------------------------------------------
+    def messages(self):
+        """All messages in new/, oldest first, each with its envelope."""
+        new = os.path.join(self.maildir, "new")
+        try:
+            names = os.listdir(new)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            with open(os.path.join(new, name), "rb") as f:
+                data = f.read()
+            with open(os.path.join(self.maildir, "env", name + ".json")) as f:
+                env = json.load(f)
+            out.append((os.stat(os.path.join(new, name)).st_mtime_ns, name,
+                        Message(name, data, env)))
+        return [m for _, _, m in sorted(out, key=lambda t: t[:2])]
+
+    def new_messages(self, count=0, wait=2.0):
+        """Messages not returned before; waits (bounded) for at least count."""
+        deadline = time.monotonic() + wait
+        while True:
+            fresh = [m for m in self.messages() if m.id not in self._seen]
+            if len(fresh) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        self._seen.update(m.id for m in fresh)
+        return fresh
+
+    # -- clients ----------------------------------------------------------
+    def connect(self, host=None, timeout=IO_TIMEOUT):
+        return Client(host or self.host, self.port, timeout)
+
+    def smtp(self, host=None, timeout=IO_TIMEOUT, helo="client.test"):
+        return smtplib.SMTP(host or self.host, self.port, local_hostname=helo,
+                            timeout=timeout)
+
+
+class Reply:
+    def __init__(self, code, lines, raw):
+        self.code, self.lines, self.raw = code, lines, raw
+
+    @property
+    def enh(self):
+        """The enhanced status code of the first line, or None."""
+        first = self.lines[0].split(" ", 1)[0] if self.lines else ""
+        return first if ENH_RE.match(first) else None
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)
+
+    def __repr__(self):
+        return "Reply(%r)" % self.raw
+
+
+def as_reply(code_msg):
+    """smtplib's (code, message) as a Reply."""
+    code, msg = code_msg
+    lines = msg.decode("utf-8", "replace").split("\n")
+    return Reply(code, lines, "%d %s" % (code, msg))
+
+
+class Client:
+    """Raw SMTP over a socket; reads are buffered and bounded in time."""
+
+    def __init__(self, host, port, timeout=IO_TIMEOUT):
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no data within the deadline; have %r" % self.buf)
+        self.sock.settimeout(left)
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed; have %r" % self.buf)
+        self.buf += chunk
+
+    def read_exact(self, n, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def line(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\r\n" not in self.buf:
+            self._fill(deadline)
+        out, self.buf = self.buf.split(b"\r\n", 1)
+        return out
+
+    def reply(self, timeout=None):
+        """One reply, multi-line or not."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        lines, raw, code = [], [], None
+        while True:
+            text = self.line(max(deadline - time.monotonic(), 0.001)).decode(
+                "utf-8", "replace")
+            raw.append(text)
+            m = re.match(r"^(\d{3})([ -])(.*)$", text) or re.match(r"^(\d{3})()()$", text)
+            if not m or (code is not None and int(m.group(1)) != code):
+                raise AssertionError("malformed reply line %r in %r" % (text, raw))
+            code = int(m.group(1))
+            lines.append(m.group(3))
+            if m.group(2) != "-":
+                return Reply(code, lines, "\r\n".join(raw))
+
+    def replies(self, n, timeout=None):
+        return [self.reply(timeout) for _ in range(n)]
+
+    def cmd(self, line, timeout=None):
+        self.send(line + "\r\n" if isinstance(line, str) else line + b"\r\n")
+        return self.reply(timeout)
+
+    def ehlo(self, name="client.test"):
+        """EHLO; returns {KEYWORD: params} of the extensions advertised."""
+        r = self.cmd("EHLO " + name)
+        if r.code != 250:
+            raise AssertionError("EHLO got %r" % r)
+        return {l.split(" ", 1)[0].upper(): l.partition(" ")[2] for l in r.lines[1:]}
+
+    def begin(self, rcpts=("rcpt@example.test",), sender="sender@example.test",
+              ehlo=True):
+        """[EHLO,] MAIL, RCPT...: asserts each gets 250."""
+        if ehlo:
+            self.ehlo()
+        for line in ["MAIL FROM:<%s>" % sender] + ["RCPT TO:<%s>" % r for r in rcpts]:
+            r = self.cmd(line)
+            if r.code != 250:
+                raise AssertionError("%s got %r" % (line, r))
+
+    def data(self, message):
+        """DATA with message (CRLF lines, dot-stuffed here): the final reply."""
+        r = self.cmd("DATA")
+        if r.code != 354:
+            raise AssertionError("DATA got %r" % r)
+        self.send(dot_stuff(message))
+        return self.reply()
+
+    def quiet(self, seconds):
+        """True if nothing at all arrives within seconds."""
+        if self.buf:
+            return False
+        ready, _, _ = select.select([self.sock], [], [], seconds)
+        return not ready
+
+    def wait_close(self, timeout=None):
+        """Read until the peer closes: 'fin' or 'rst'. Data must not come."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        try:
+            while True:
+                self._fill(deadline)
+                raise AssertionError("unexpected data before close: %r" % self.buf)
+        except ConnectionResetError:
+            return "rst"
+        except ConnectionError:
+            return "fin"
+
+    def reset(self):
+        """Close with an RST (SO_LINGER 0)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def starttls(self, ctx=None):
+        """Wrap the socket after a 220 to STARTTLS; nothing may be buffered."""
+        if self.buf:
+            raise AssertionError("cleartext data after STARTTLS reply: %r" % self.buf)
+        self.sock.settimeout(self.timeout)
+        self.sock = (ctx or tls_client_context()).wrap_socket(self.sock)
+
+
+class SinkTest(unittest.TestCase):
+    """Base class. SINK_ARGS, if not None, starts one sink for the class
+    (self.sink); start_sink() starts one for a single test."""
+
+    SINK_ARGS = None
+    sink = None
+
+    @classmethod
+    def setUpClass(cls):
+        if cls.SINK_ARGS is not None:
+            cls.sink = Sink(*cls.SINK_ARGS)
+            cls.addClassCleanup(cls.sink.cleanup)
+            cls.sink.start()
+
+    def setUp(self):
+        if self.sink is not None:
+            self.sink.new_messages(wait=0)     # forget earlier tests' mail
+
+    def start_sink(self, *args, **kw):
+        sink = Sink(*args, **kw)
+        self.addCleanup(sink.cleanup)
+        return sink.start()
+
+    def tempdir(self):
+        d = tempfile.mkdtemp(prefix="volley-e2e-")
+        self.addCleanup(shutil.rmtree, d, True)
+        return d
+
+    def connect(self, sink=None, host=None, greet=True):
+        c = (sink or self.sink).connect(host)
+        self.addCleanup(c.close)
+        if greet:
+            self.assertReply(c.reply(), 220)
+        return c
+
+    def smtp(self, sink=None, host=None):
+        s = (sink or self.sink).smtp(host)
+        self.addCleanup(s.close)
+        return s
+
+    def assertReply(self, reply, code, enh=None, text=None):
+        """Code, and an enhanced code of the same class (RFC 2034) on
+        everything but 220/354 and EHLO's 250 (pass enh=False there)."""
+        self.assertEqual(reply.code, code, reply)
+        if enh is not False and code not in (220, 354):
+            self.assertIsNotNone(reply.enh, "no enhanced status code: %r" % reply)
+            self.assertEqual(reply.enh[0], str(code)[0], reply)
+            if enh:
+                self.assertEqual(reply.enh, enh, reply)
+        if text is not None:
+            self.assertIn(text, reply.text, reply)
+        return reply
+
+    def assertClass(self, reply, digit):
+        """Any 4xx or 5xx (digit 4 or 5) with a matching enhanced code."""
+        self.assertEqual(reply.code // 100, digit, reply)
+        self.assertIsNotNone(reply.enh, reply)
+        self.assertEqual(reply.enh[0], str(digit), reply)
+
+    def assertClosed(self, client, how=None, timeout=None):
+        got = client.wait_close(timeout)
+        if how:
+            self.assertEqual(got, how, "connection should end with %s" % how)
+
+    def one_message(self, sink=None):
+        msgs = (sink or self.sink).new_messages(1)
+        self.assertEqual(len(msgs), 1, msgs)
+        return msgs[0]
+
+    def assertNoMessage(self, sink=None):
+        self.assertEqual((sink or self.sink).new_messages(wait=0.2), [])

@@ -1,0 +1,230 @@
+/* OpenSSL over memory BIOs; see tls.h. */
+#include "tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+struct tls_conn {
+	SSL *ssl;
+	BIO *rbio; /* network -> SSL */
+	BIO *wbio; /* SSL -> network */
+	bool established;
+	bool closed;
+};
+
+const char *tls_last_error(char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+
+	if (!e)
+		snprintf(buf, len, "unknown TLS error");
+	else
+		ERR_error_string_n(e, buf, len);
+	ERR_clear_error();
+	return buf;
+}
+
+static int add_ext(X509 *crt, int nid, const char *value)
+{
+	X509V3_CTX v3;
+	X509V3_set_ctx_nodb(&v3);
+	X509V3_set_ctx(&v3, crt, crt, NULL, NULL, 0);
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+	if (!ext)
+		return -1;
+	int ok = X509_add_ext(crt, ext, -1);
+	X509_EXTENSION_free(ext);
+	return ok ? 0 : -1;
+}
+
+/* A self-signed certificate valid for a year, CN and SAN = cn. P-256 because
+ * generating it takes microseconds, so every sink start can have a new one. */
+static int make_self_signed(SSL_CTX *ctx, const char *cn)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *crt = X509_new();
+	char san[300];
+	int rc = -1;
+
+	if (!key || !crt)
+		goto out;
+	X509_set_version(crt, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(crt), (long)(vl_wall_time()));
+	X509_gmtime_adj(X509_getm_notBefore(crt), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(crt), 365L * 86400);
+	X509_set_pubkey(crt, key);
+	X509_NAME *name = X509_get_subject_name(crt);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+				   (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(crt, name);
+	snprintf(san, sizeof san, "DNS:%s", cn);
+	if (add_ext(crt, NID_subject_alt_name, san) < 0 ||
+	    add_ext(crt, NID_basic_constraints, "critical,CA:FALSE") < 0)
+		goto out;
+	if (!X509_sign(crt, key, EVP_sha256()))
+		goto out;
+	if (SSL_CTX_use_certificate(ctx, crt) != 1 ||
+	    SSL_CTX_use_PrivateKey(ctx, key) != 1)
+		goto out;
+	rc = 0;
+out:
+	X509_free(crt);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char *cn,
+			    char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	char why[256];
+
+	if (!ctx) {
+		snprintf(err, errlen, "SSL_CTX_new: %s", tls_last_error(why, sizeof why));
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* Resumption: clients that pool connections to one host reconnect a lot. */
+	static const unsigned char sid_ctx[] = "volley";
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+
+	int ok;
+	if (cert) {
+		ok = SSL_CTX_use_certificate_chain_file(ctx, cert) == 1 &&
+		     SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert,
+						 SSL_FILETYPE_PEM) == 1 &&
+		     SSL_CTX_check_private_key(ctx) == 1;
+	} else {
+		ok = make_self_signed(ctx, cn) == 0;
+	}
+	if (!ok) {
+		snprintf(err, errlen, "%s: %s", cert ? cert : "self-signed certificate",
+			 tls_last_error(why, sizeof why));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+void tls_ctx_free(SSL_CTX *ctx)
+{
+	SSL_CTX_free(ctx);
+}
+
+struct tls_conn *tls_conn_new_server(SSL_CTX *ctx)
+{
+	struct tls_conn *t = calloc(1, sizeof *t);
+
+	if (!t)
+		return NULL;
+	t->ssl = SSL_new(ctx);
+	t->rbio = BIO_new(BIO_s_mem());
+	t->wbio = BIO_new(BIO_s_mem());
+	if (!t->ssl || !t->rbio || !t->wbio) {
+		SSL_free(t->ssl);
+		BIO_free(t->rbio);
+		BIO_free(t->wbio);
+		free(t);
+		return NULL;
+	}
+	/* An empty memory BIO means "no data yet", not EOF. */
+	BIO_set_mem_eof_return(t->rbio, -1);
+	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	SSL_set_accept_state(t->ssl);
+	return t;
+}
+
+void tls_conn_free(struct tls_conn *t)
+{
+	if (!t)
+		return;
+	SSL_free(t->ssl); /* frees both BIOs */
+	free(t);
+}
+
+void tls_conn_input(struct tls_conn *t, const void *data, size_t len)
+{
+	if (len)
+		BIO_write(t->rbio, data, (int)len);
+}
+
+ssize_t tls_conn_read(struct tls_conn *t, void *buf, size_t len)
+{
+	if (t->closed)
+		return 0;
+	int n = SSL_read(t->ssl, buf, (int)(len > 1 << 30 ? 1 << 30 : len));
+	if (n > 0) {
+		t->established = true;
+		return n;
+	}
+	switch (SSL_get_error(t->ssl, n)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		if (SSL_is_init_finished(t->ssl))
+			t->established = true;
+		return 0;
+	case SSL_ERROR_ZERO_RETURN:
+		t->closed = true;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+int tls_conn_write(struct tls_conn *t, const void *data, size_t len)
+{
+	/* Memory BIOs never block, so one call writes everything. */
+	if (len == 0)
+		return 0;
+	int n = SSL_write(t->ssl, data, (int)len);
+	return n == (int)len ? 0 : -1;
+}
+
+void tls_conn_shutdown(struct tls_conn *t)
+{
+	if (SSL_is_init_finished(t->ssl))
+		SSL_shutdown(t->ssl);
+	ERR_clear_error();
+}
+
+size_t tls_conn_output(struct tls_conn *t, struct vl_buf *out)
+{
+	size_t total = 0;
+	size_t pending;
+
+	while ((pending = BIO_ctrl_pending(t->wbio)) > 0) {
+		char *dst = vl_buf_reserve(out, pending);
+		int n = BIO_read(t->wbio, dst, (int)pending);
+		if (n <= 0)
+			break;
+		out->len += (size_t)n;
+		total += (size_t)n;
+	}
+	return total;
+}
+
+bool tls_conn_established(const struct tls_conn *t)
+{
+	return t->established;
+}
+
+bool tls_conn_closed(const struct tls_conn *t)
+{
+	return t->closed;
+}
+
+const char *tls_conn_version(const struct tls_conn *t)
+{
+	return SSL_get_version(t->ssl);
+}
+
+const char *tls_conn_cipher(const struct tls_conn *t)
+{
+	return SSL_get_cipher_name(t->ssl);
+}
