@@ -24,12 +24,16 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-/* Thousands of sessions need thousands of descriptors. */
+/* Thousands of sessions need thousands of descriptors: take the hard
+ * limit, and, where allowed (root), more than that. */
 static void raise_nofile(void)
 {
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	struct rlimit want = {.rlim_cur = 1 << 18, .rlim_max = 1 << 18};
+	if (rl.rlim_max >= want.rlim_max || setrlimit(RLIMIT_NOFILE, &want) < 0) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}

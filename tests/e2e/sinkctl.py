@@ -276,6 +276,13 @@ class Sink:
                         Message(name, data, env)))
         return [m for _, _, m in sorted(out, key=lambda t: t[:2])]
 
+    def tmp_files(self):
+        """Files left in tmp/ (a delivered or refused message leaves none)."""
+        try:
+            return os.listdir(os.path.join(self.maildir, "tmp"))
+        except FileNotFoundError:
+            return []
+
     def new_messages(self, count=0, wait=2.0):
         """Messages not returned before; waits (bounded) for at least count."""
         deadline = time.monotonic() + wait
@@ -499,6 +506,12 @@ class SinkTest(unittest.TestCase):
             self.assertIn(text, reply.text, reply)
         return reply
 
+    def check_replies(self, client, cases):
+        """(line, code, enh) in order, each a subTest so all are checked."""
+        for line, code, enh in cases:
+            with self.subTest(line=line):
+                self.assertReply(client.cmd(line), code, enh)
+
     def assertClass(self, reply, digit):
         """Any 4xx or 5xx (digit 4 or 5) with a matching enhanced code."""
         self.assertEqual(reply.code // 100, digit, reply)
@@ -516,4 +529,6 @@ class SinkTest(unittest.TestCase):
         return msgs[0]
 
     def assertNoMessage(self, sink=None):
-        self.assertEqual((sink or self.sink).new_messages(wait=0.2), [])
+        sink = sink or self.sink
+        self.assertEqual(sink.new_messages(wait=0.2), [])
+        self.assertEqual(sink.tmp_files(), [])

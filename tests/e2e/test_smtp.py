@@ -33,6 +33,7 @@ class SmtplibTest(SinkTest):
         self.assertEqual(m.env["size"], len(m.data))
         self.assertEqual(m.env["peer"], "%s:%d" % s.sock.getsockname())
         self.assertEqual(m.env["local"], "127.0.0.1:%d" % self.sink.port)
+        self.assertEqual(self.sink.tmp_files(), [])
 
     def test_dot_unstuffing_is_exact(self):
         msg = (b".leading dot\r\n..two dots\r\n.\r\n...\r\nmid . dot\r\n"

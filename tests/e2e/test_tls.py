@@ -86,4 +86,7 @@ class CertFileTest(SinkTest):
         with open(cert) as f:
             self.assertEqual(c.sock.getpeercert(binary_form=True),
                              ssl.PEM_cert_to_DER_cert(f.read()))
-        c.ehlo()
+        c.begin()
+        self.assertReply(c.data(b"Subject: cert\r\n\r\nx\r\n"), 250)
+        self.assertEqual(self.one_message(sink).env["tls"]["version"], c.sock.version())
+        self.assertEqual(sink.final_stats()["tls_sessions"], 1)

@@ -1,0 +1,125 @@
+/* volley-sink's command line and reply rules. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "../../bench/sink/sink.h"
+
+static int parse(struct sink_conf *c, char *err, size_t errlen, ...)
+{
+	char *argv[32] = {"volley-sink"};
+	int argc = 1;
+	va_list ap;
+	va_start(ap, errlen);
+	for (char *a; (a = va_arg(ap, char *)) != NULL;)
+		argv[argc++] = a;
+	va_end(ap);
+	return sink_conf_parse(c, argc, argv, err, errlen);
+}
+
+Test(sink_rule, reply_forms)
+{
+	struct sink_rule r;
+	char err[256];
+
+	cr_assert_eq(sink_rule_parse(&r, "rcpt:*@bad.test=550 5.1.1 no such user", err, sizeof err), 0);
+	cr_assert_eq(r.stage, SINK_ST_RCPT);
+	cr_assert_str_eq(r.pattern, "*@bad.test");
+	cr_assert_eq(r.kind, SINK_RULE_REPLY);
+	cr_assert_eq(r.code, 550);
+	cr_assert_str_eq(r.reply, "550 5.1.1 no such user\r\n");
+	free(r.pattern);
+	free(r.reply);
+
+	cr_assert_eq(sink_rule_parse(&r, "greeting=554 no", err, sizeof err), 0);
+	cr_assert_eq(r.stage, SINK_ST_CONNECT);
+	cr_assert_null(r.pattern);
+	cr_assert_str_eq(r.reply, "554 no\r\n");
+	free(r.reply);
+
+	cr_assert_eq(sink_rule_parse(&r, "mail:*=421 4.7.0 a\\nb\\nc", err, sizeof err), 0);
+	cr_assert_null(r.pattern, "'*' is the same as no pattern");
+	cr_assert_str_eq(r.reply, "421-4.7.0 a\r\n421-b\r\n421 c\r\n");
+	free(r.reply);
+
+	cr_assert_eq(sink_rule_parse(&r, "dot:*@slow.test=stall", err, sizeof err), 0);
+	cr_assert_eq(r.kind, SINK_RULE_STALL);
+	free(r.pattern);
+	cr_assert_eq(sink_rule_parse(&r, "ehlo=drop", err, sizeof err), 0);
+	cr_assert_eq(r.kind, SINK_RULE_DROP);
+	cr_assert_eq(r.stage, SINK_ST_HELO);
+	cr_assert_eq(sink_rule_parse(&r, "data=raw:garbage\\r\\n", err, sizeof err), 0);
+	cr_assert_eq(r.kind, SINK_RULE_RAW);
+	cr_assert_str_eq(r.reply, "garbage\r\n");
+	free(r.reply);
+}
+
+Test(sink_rule, rejects_bad_rules)
+{
+	struct sink_rule r;
+	char err[256];
+	const char *bad[] = {
+		"rcpt:*", "bogus=550 x", "rcpt=650 x", "rcpt=55 x", "rcpt=550x",
+		"rcpt=hello", "rcpt=", "rcpt=550 a\\rb", NULL,
+	};
+	for (int i = 0; bad[i]; i++) {
+		err[0] = '\0';
+		cr_assert_eq(sink_rule_parse(&r, bad[i], err, sizeof err), -1, "%s", bad[i]);
+		cr_assert_neq(err[0], '\0', "an error message for %s", bad[i]);
+	}
+	sink_rule_parse(&r, "bogus=550 x", err, sizeof err);
+	cr_assert(strstr(err, "unknown stage 'bogus'"), "%s", err);
+}
+
+Test(sink_conf, defaults_and_options)
+{
+	struct sink_conf c;
+	char err[256];
+
+	cr_assert_eq(parse(&c, err, sizeof err, NULL), 0);
+	cr_assert_eq(c.nlisten, 1);
+	cr_assert_str_eq(c.listen[0].host, "127.0.0.1");
+	cr_assert_eq(c.listen[0].port, 2525);
+	cr_assert_eq(c.max_size, 52428800);
+	cr_assert_eq(c.tempfail.stage, SINK_ST_RCPT);
+	cr_assert_eq(c.disconnect.stage, SINK_ST_DOT);
+	sink_conf_free(&c);
+
+	cr_assert_eq(parse(&c, err, sizeof err, "--listen", "127.0.0.2:2525",
+			   "--listen", "127.0.0.3:2526", "--latency", "50ms",
+			   "--tempfail", "mail:5%", "--permfail", "1", "--disconnect",
+			   "0.5%", "--reply", "rcpt:*@x=550 no", "--max-conns", "10",
+			   "--stats-every", "1s", NULL), 0, "%s", err);
+	cr_assert_eq(c.nlisten, 2);
+	cr_assert_eq(c.listen[1].port, 2526);
+	cr_assert_eq(c.latency_ms, 50);
+	cr_assert_eq(c.tempfail.stage, SINK_ST_MAIL);
+	cr_assert_float_eq(c.tempfail.pct, 5.0, 1e-9);
+	cr_assert_eq(c.permfail.stage, SINK_ST_RCPT);
+	cr_assert_float_eq(c.disconnect.pct, 0.5, 1e-9);
+	cr_assert_eq(c.nrules, 1);
+	cr_assert_eq(c.max_conns, 10);
+	cr_assert_eq(c.stats_every_ms, 1000);
+	sink_conf_free(&c);
+}
+
+Test(sink_conf, errors_name_the_option)
+{
+	struct sink_conf c;
+	char err[256];
+	struct { const char *opt, *val, *needle; } cases[] = {
+		{"--latency", "fast", "--latency 'fast'"},
+		{"--listen", "localhost", "--listen 'localhost'"},
+		{"--tempfail", "quit:5%", "--tempfail 'quit:5%'"},
+		{"--permfail", "200%", "--permfail '200%'"},
+		{"--max-conns", "-1", "--max-conns '-1'"},
+		{"--reply", "rcpt", "--reply 'rcpt'"},
+		{"--bogus", NULL, "unknown option: '--bogus'"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		err[0] = '\0';
+		cr_assert_eq(parse(&c, err, sizeof err, cases[i].opt, cases[i].val, NULL), -1,
+			     "%s", cases[i].opt);
+		cr_assert(strstr(err, cases[i].needle), "'%s' lacks '%s'", err, cases[i].needle);
+		sink_conf_free(&c);
+	}
+}

@@ -1,0 +1,435 @@
+/* volley-sink's SMTP session, fed bytes directly: no sockets involved. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../bench/sink/sink.h"
+
+struct h {
+	struct sink_conf conf;
+	struct sink_stats stats;
+	struct sink_ctx ctx;
+	struct vl_buf out;
+	struct sink_sess s;
+	char dir[64];
+	char reply[8192];
+};
+
+/* A session on a sink started with the given options (NULL-terminated). */
+static struct h *h_new(const char *first, ...)
+{
+	struct h *h = calloc(1, sizeof *h);
+	char *argv[32] = {"volley-sink", "--seed", "7"};
+	int argc = 3;
+	char err[256];
+	va_list ap;
+
+	va_start(ap, first);
+	for (const char *a = first; a; a = va_arg(ap, const char *))
+		argv[argc++] = (char *)a;
+	va_end(ap);
+	cr_assert_eq(sink_conf_parse(&h->conf, argc, argv, err, sizeof err), 0, "%s", err);
+	if (h->conf.maildir) {
+		snprintf(h->dir, sizeof h->dir, "/tmp/volley-unit-XXXXXX");
+		cr_assert_not_null(mkdtemp(h->dir));
+		h->ctx.store = sink_store_open(h->dir, err, sizeof err);
+		cr_assert_not_null(h->ctx.store, "%s", err);
+	}
+	h->ctx.conf = &h->conf;
+	h->ctx.stats = &h->stats;
+	h->ctx.rng = h->conf.seed;
+	h->ctx.conns_open = 1;
+	vl_buf_init(&h->out);
+	sink_sess_init(&h->s, &h->ctx, &h->out);
+	return h;
+}
+
+static void h_free(struct h *h)
+{
+	if (h->ctx.store) {
+		char cmd[128];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->dir);
+		cr_assert_eq(system(cmd), 0);
+		sink_store_close(h->ctx.store);
+	}
+	sink_sess_free(&h->s);
+	vl_buf_free(&h->out);
+	sink_conf_free(&h->conf);
+	free(h);
+}
+
+static const char *take(struct h *h)
+{
+	size_t n = h->out.len < sizeof h->reply - 1 ? h->out.len : sizeof h->reply - 1;
+	memcpy(h->reply, h->out.p, n);
+	h->reply[n] = '\0';
+	vl_buf_reset(&h->out);
+	return h->reply;
+}
+
+static const char *feedn(struct h *h, const char *in, size_t len)
+{
+	sink_sess_feed(&h->s, in, len);
+	return take(h);
+}
+
+static const char *feed(struct h *h, const char *in)
+{
+	return feedn(h, in, strlen(in));
+}
+
+/* Greeting and EHLO, replies discarded. */
+static void hello(struct h *h)
+{
+	sink_sess_greet(&h->s);
+	feed(h, "EHLO client.test\r\n");
+}
+
+/* The only message in the maildir, read whole. */
+static char *stored(struct h *h, size_t *len)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/new", h->dir);
+	DIR *d = opendir(path);
+	struct dirent *e;
+	char *data = NULL;
+	int n = 0;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		n++;
+		snprintf(path, sizeof path, "%s/new/%s", h->dir, e->d_name);
+		FILE *f = fopen(path, "rb");
+		data = malloc(1 << 20);
+		*len = fread(data, 1, 1 << 20, f);
+		fclose(f);
+	}
+	closedir(d);
+	cr_assert_eq(n, 1, "one stored message, found %d", n);
+	return data;
+}
+
+Test(sink_smtp, greeting_and_ehlo)
+{
+	struct h *h = h_new("--hostname", "mx.test", NULL);
+	sink_sess_greet(&h->s);
+	cr_assert_str_eq(take(h), "220 mx.test ESMTP volley-sink\r\n");
+	cr_assert_str_eq(feed(h, "EHLO client.test\r\n"),
+		"250-mx.test greets client.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n"
+		"250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n");
+	cr_assert_str_eq(feed(h, "HELO client.test\r\n"), "250 mx.test\r\n");
+	cr_assert_str_eq(feed(h, "EHLO\r\n"), "501 5.5.4 Syntax: EHLO hostname\r\n");
+	h_free(h);
+}
+
+Test(sink_smtp, starttls_advertised_and_injection_dropped)
+{
+	struct h *h = h_new("--tls", NULL);
+	hello(h);
+	sink_sess_feed(&h->s, "EHLO a\r\n", 8);
+	cr_assert(strstr(take(h), "250-STARTTLS\r\n"));
+	const char *in = "STARTTLS\r\nRSET\r\n";
+	size_t used = sink_sess_feed(&h->s, in, strlen(in));
+	cr_assert_eq(used, 10, "input after STARTTLS must not be consumed");
+	cr_assert_eq(h->s.action, SINK_STARTTLS);
+	cr_assert_str_eq(take(h), "220 2.0.0 Ready to start TLS\r\n");
+	sink_sess_tls_started(&h->s, "TLSv1.3", "X");
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\n"),
+			 "503 5.5.1 Error: send HELO/EHLO first\r\n", "EHLO again after TLS");
+	const char *r = feed(h, "EHLO a\r\n");
+	cr_assert_null(strstr(r, "STARTTLS"));
+	cr_assert_str_eq(feed(h, "STARTTLS\r\n"), "503 5.5.1 Error: TLS already active\r\n");
+	h_free(h);
+}
+
+Test(sink_smtp, starttls_without_tls_not_implemented)
+{
+	struct h *h = h_new(NULL);
+	hello(h);
+	cr_assert_str_eq(feed(h, "STARTTLS\r\n"), "502 5.5.1 Error: command not implemented\r\n");
+	h_free(h);
+}
+
+Test(sink_smtp, pipelined_transaction_in_order)
+{
+	struct h *h = h_new("--reply", "rcpt:*@bad.test=550 5.1.1 no such user", NULL);
+	hello(h);
+	cr_assert_str_eq(feed(h, "MAIL FROM:<s@x.test> SIZE=100 BODY=8BITMIME\r\n"
+				 "RCPT TO:<a@good.test>\r\nRCPT TO:<b@bad.test>\r\n"
+				 "RCPT TO:<c@good.test>\r\nDATA\r\n"),
+		"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no such user\r\n"
+		"250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	const char *r = feed(h, "Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+	cr_assert(strncmp(r, "250 2.0.0 Ok: queued as ", 24) == 0, "%s", r);
+	cr_assert(strstr(r, "\r\n221 2.0.0 Bye\r\n"));
+	cr_assert_eq(h->s.action, SINK_CLOSE);
+	cr_assert_eq(h->stats.messages, 1);
+	cr_assert_eq(h->stats.recipients, 2);
+	cr_assert_eq(h->stats.replies_5xx, 1);
+	h_free(h);
+}
+
+Test(sink_smtp, order_is_enforced)
+{
+	struct h *h = h_new(NULL);
+	sink_sess_greet(&h->s);
+	take(h);
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	feed(h, "EHLO x\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<a@b.test>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+	cr_assert_str_eq(feed(h, "DATA\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+	feed(h, "MAIL FROM:<>\r\n");
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\n"), "503 5.5.1 Error: nested MAIL command\r\n");
+	cr_assert_str_eq(feed(h, "DATA\r\n"), "554 5.5.1 Error: no valid recipients\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<>\r\n"), "501 5.1.3 Bad recipient address syntax\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<Postmaster>\r\n"), "250 2.1.5 Ok\r\n");
+	cr_assert_str_eq(feed(h, "RSET\r\n"), "250 2.0.0 Ok\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<a@b.test>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+	h_free(h);
+}
+
+Test(sink_smtp, argument_errors)
+{
+	struct h *h = h_new("--max-size", "1000", NULL);
+	hello(h);
+	cr_assert_str_eq(feed(h, "MAIL TO:<a@b.test>\r\n"), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
+	cr_assert_str_eq(feed(h, "MAIL FROM:a@b.test\r\n"), "501 5.1.7 Bad sender address syntax\r\n");
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a b@c.test>\r\n"), "501 5.1.7 Bad sender address syntax\r\n");
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> FOO=1\r\n"), "555 5.5.4 Unsupported parameter\r\n");
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> SIZE=1001\r\n"),
+			 "552 5.3.4 Message size exceeds fixed limit\r\n");
+	cr_assert_str_eq(feed(h, "MAIL FROM:<j\xc3\xb6rg@b.test>\r\n"),
+			 "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n");
+	cr_assert_str_eq(feed(h, "MAIL FROM:<j\xc3\xb6rg@b.test> SMTPUTF8\r\n"), "250 2.1.0 Ok\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<\"a b\\\"c\"@d.test>\r\n"), "250 2.1.5 Ok\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<@relay.test:x@d.test>\r\n"), "250 2.1.5 Ok\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<x@d.test> NOTIFY=NEVER\r\n"), "555 5.5.4 Unsupported parameter\r\n");
+	cr_assert_str_eq(feed(h, "DATA now\r\n"), "501 5.5.4 Syntax: DATA\r\n");
+	cr_assert_str_eq(feed(h, "VRFY\r\n"), "501 5.5.4 Syntax: VRFY address\r\n");
+	cr_assert_str_eq(feed(h, "VRFY x\r\n"), "252 2.0.0 Cannot VRFY user, but will accept message\r\n");
+	cr_assert_str_eq(feed(h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
+	cr_assert_str_eq(feed(h, "EXPN x\r\n"), "502 5.5.1 Error: command not implemented\r\n");
+	h_free(h);
+}
+
+Test(sink_smtp, garbage_long_lines_and_error_limit)
+{
+	struct h *h = h_new(NULL);
+	hello(h);
+	cr_assert_str_eq(feedn(h, "\x01\x02\x00\xff\r\n", 6), "500 5.5.2 Error: bad character in command\r\n");
+	cr_assert_str_eq(feed(h, "FOO\r\n"), "500 5.5.2 Error: command not recognized\r\n");
+	char line[1100];
+	memset(line, 'A', sizeof line);
+	memcpy(line + 1098, "\r\n", 2);
+	cr_assert_str_eq(feedn(h, line, 1100), "500 5.5.2 Error: line too long\r\n");
+	/* 998 octets plus CRLF is the longest legal line. */
+	memcpy(line, "NOOP ", 5);
+	memcpy(line + 998, "\r\n", 2);
+	cr_assert_str_eq(feedn(h, line, 1000), "250 2.0.0 Ok\r\n");
+	memcpy(line + 998, "A\r\n", 3);
+	cr_assert_str_eq(feedn(h, line, 1001), "500 5.5.2 Error: line too long\r\n");
+	cr_assert_str_eq(feed(h, "NOOP\r\n"), "250 2.0.0 Ok\r\n", "still usable");
+	for (int i = 0; i < 15; i++) /* 4 errors so far; the 20th closes */
+		cr_assert(strncmp(feed(h, "BAD\r\n"), "500 ", 4) == 0);
+	const char *r = feed(h, "BAD\r\nNOOP\r\n");
+	cr_assert(strstr(r, "421 4.7.0"), "%s", r);
+	cr_assert_null(strstr(r, "250"), "nothing after the 421");
+	cr_assert_eq(h->s.action, SINK_CLOSE);
+	h_free(h);
+}
+
+static const char MSG_IN[] = "Subject: dots\r\n\r\n..leading dot\r\n...two\r\n.\r\n"
+	"bare\nLF.\n.\nstill body\r\n"
+	"\xe2\x82\xac 8bit\r\n.x\r\n.\rno\r\nlast\r\n.\r\n";
+static const char MSG_OUT[] = "Subject: dots\r\n\r\n.leading dot\r\n..two\r\n";
+
+Test(sink_smtp, data_ends_at_crlf_dot_crlf_only)
+{
+	struct h *h = h_new("--maildir", "x", NULL);
+	hello(h);
+	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+	/* The first ".\r\n" after CRLF ends the message: the rest is commands. */
+	const char *r = feed(h, MSG_IN);
+	cr_assert(strncmp(r, "250 2.0.0 Ok", 12) == 0, "%s", r);
+	size_t len;
+	char *m = stored(h, &len);
+	cr_assert_eq(len, strlen(MSG_OUT));
+	cr_assert_eq(memcmp(m, MSG_OUT, len), 0);
+	free(m);
+	h_free(h);
+}
+
+/* The whole scanner, fed one byte at a time: state across every boundary. */
+Test(sink_smtp, data_byte_by_byte)
+{
+	static const char in[] = "A\r\n..B\r\n.\rC\r\nbare\n.\nD\r\n.\r\n";
+	static const char want[] = "A\r\n.B\r\n\rC\r\nbare\n.\nD\r\n";
+	struct h *h = h_new("--maildir", "x", NULL);
+	hello(h);
+	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+	for (size_t i = 0; i < strlen(in); i++)
+		feedn(h, in + i, 1);
+	cr_assert_eq(h->stats.messages, 1);
+	size_t len;
+	char *m = stored(h, &len);
+	cr_assert_eq(len, strlen(want));
+	cr_assert_eq(memcmp(m, want, len), 0);
+	free(m);
+	h_free(h);
+}
+
+Test(sink_smtp, data_limits)
+{
+	struct h *h = h_new("--max-size", "100", NULL);
+	hello(h);
+	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+	char body[300];
+	memset(body, 'x', sizeof body);
+	memcpy(body + 295, "\r\n.\r\n", 5);
+	cr_assert_str_eq(feedn(h, body, sizeof body), "552 5.3.4 Error: message size exceeds fixed limit\r\n");
+	sink_conf_free(&h->conf);
+	h_free(h);
+	h = h_new(NULL);
+	hello(h);
+	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+	char line[1010];
+	memset(line, 'y', sizeof line);
+	memcpy(line + 999, "\r\n", 2); /* 999 octets + CRLF: one too many */
+	feedn(h, line, 1001);
+	cr_assert_str_eq(feed(h, ".\r\n"), "554 5.6.0 Error: message has a line over 998 octets\r\n");
+	cr_assert_eq(h->stats.messages, 0);
+	h_free(h);
+}
+
+Test(sink_smtp, bdat_chunks)
+{
+	struct h *h = h_new("--maildir", "x", NULL);
+	hello(h);
+	const char *r = feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n"
+				"BDAT 7\r\nab\r\n.\r\nBDAT 3\r\nxyzBDAT 0 LAST\r\nNOOP\r\n");
+	cr_assert(strncmp(r, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 7 octets received\r\n"
+			  "250 2.0.0 10 octets received\r\n250 2.0.0 Ok: queued as ", 100) == 0, "%s", r);
+	cr_assert(strstr(r, "\r\n250 2.0.0 Ok\r\n"), "NOOP after LAST is a command");
+	size_t len;
+	char *m = stored(h, &len);
+	cr_assert_eq(len, 10);
+	cr_assert_eq(memcmp(m, "ab\r\n.\r\nxyz", 10), 0);
+	free(m);
+	h_free(h);
+}
+
+Test(sink_smtp, bdat_errors)
+{
+	struct h *h = h_new(NULL);
+	hello(h);
+	/* No transaction: the chunk is still read, then refused. */
+	cr_assert_str_eq(feed(h, "BDAT 4 LAST\r\nNOOPNOOP\r\n"),
+			 "503 5.5.1 Error: no valid transaction for BDAT\r\n250 2.0.0 Ok\r\n");
+	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 1\r\nx");
+	cr_assert_str_eq(feed(h, "DATA\r\n"), "503 5.5.1 Error: DATA after BDAT\r\n");
+	cr_assert_str_eq(feed(h, "BDAT x\r\nNOOP\r\n"), "501 5.5.4 Syntax: BDAT size [LAST]\r\n");
+	cr_assert_eq(h->s.action, SINK_CLOSE);
+	h_free(h);
+}
+
+Test(sink_smtp, rules_by_stage)
+{
+	struct h *h = h_new("--reply", "mail:*@block.test=421 4.7.0 try later",
+			    "--reply", "dot:*@spam.test=554 5.7.1 spam\\nreally",
+			    "--reply", "rcpt:ok@*=250 2.1.5 custom ok", NULL);
+	hello(h);
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<ok@x.test>\r\n"
+				 "RCPT TO:<z@spam.test>\r\nDATA\r\n"),
+		"250 2.1.0 Ok\r\n250 2.1.5 custom ok\r\n250 2.1.5 Ok\r\n"
+		"354 End data with <CR><LF>.<CR><LF>\r\n");
+	cr_assert_str_eq(feed(h, "hi\r\n.\r\n"), "554-5.7.1 spam\r\n554 really\r\n");
+	cr_assert_eq(h->stats.messages, 0);
+	cr_assert_str_eq(feed(h, "MAIL FROM:<x@block.test>\r\nNOOP\r\n"), "421 4.7.0 try later\r\n");
+	cr_assert_eq(h->s.action, SINK_CLOSE);
+	h_free(h);
+}
+
+Test(sink_smtp, greeting_554_then_503)
+{
+	struct h *h = h_new("--reply", "greeting=554 5.3.2 go away", NULL);
+	sink_sess_greet(&h->s);
+	cr_assert_str_eq(take(h), "554 5.3.2 go away\r\n");
+	cr_assert_str_eq(feed(h, "EHLO x\r\n"), "503 5.5.1 Error: no SMTP service here\r\n");
+	cr_assert_str_eq(feed(h, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
+	h_free(h);
+}
+
+Test(sink_smtp, stall_drop_raw)
+{
+	struct h *h = h_new("--reply", "rcpt:stall@*=stall", "--reply", "rcpt:drop@*=drop",
+			    "--reply", "rcpt:raw@*=raw:2x0 junk\\r\\n", NULL);
+	hello(h);
+	feed(h, "MAIL FROM:<a@b.test>\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<raw@x.test>\r\n"), "2x0 junk\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<stall@x.test>\r\nNOOP\r\n"), "");
+	cr_assert_eq(h->s.state, SINK_S_STALL);
+	sink_sess_timeout(&h->s);
+	cr_assert(strncmp(take(h), "421 4.4.2 ", 10) == 0);
+	h_free(h);
+	h = h_new("--reply", "rcpt:drop@*=drop", NULL);
+	hello(h);
+	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<drop@x.test>\r\n");
+	cr_assert_eq(h->s.action, SINK_DROP);
+	cr_assert_eq(h->stats.drops, 1);
+	h_free(h);
+}
+
+Test(sink_smtp, faults_at_full_rate)
+{
+	struct h *h = h_new("--tempfail", "100%", NULL);
+	hello(h);
+	feed(h, "MAIL FROM:<a@b.test>\r\n");
+	cr_assert_str_eq(feed(h, "RCPT TO:<c@d.test>\r\n"),
+			 "450 4.2.0 Mailbox temporarily unavailable (injected)\r\n");
+	h_free(h);
+	h = h_new("--permfail", "mail:100", NULL);
+	hello(h);
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\n"), "550 5.7.1 Sender rejected (injected)\r\n");
+	h_free(h);
+	h = h_new("--disconnect", "100%", NULL);
+	hello(h);
+	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+	cr_assert_str_eq(feed(h, "x\r\n.\r\n"), "");
+	cr_assert_eq(h->s.action, SINK_DROP);
+	h_free(h);
+}
+
+Test(sink_smtp, faults_partial_rate_is_seeded)
+{
+	int counts[2];
+	for (int run = 0; run < 2; run++) {
+		struct h *h = h_new("--permfail", "20%", NULL);
+		hello(h);
+		feed(h, "MAIL FROM:<a@b.test>\r\n");
+		for (int i = 0; i < 500; i++)
+			feed(h, "RCPT TO:<c@d.test>\r\n");
+		counts[run] = (int)h->stats.replies_5xx;
+		h_free(h);
+	}
+	cr_assert_eq(counts[0], counts[1], "the same seed, the same dice");
+	cr_assert(counts[0] > 60 && counts[0] < 140, "%d of 500 at 20%%", counts[0]);
+}
+
+Test(sink_smtp, max_conns_and_max_rcpts)
+{
+	struct h *h = h_new("--max-conns", "1", "--max-rcpts", "2", NULL);
+	h->ctx.conns_open = 2;
+	sink_sess_greet(&h->s);
+	cr_assert(strncmp(take(h), "421 4.7.0 ", 10) == 0);
+	cr_assert_eq(h->s.action, SINK_CLOSE);
+	h_free(h);
+	h = h_new("--max-rcpts", "2", NULL);
+	hello(h);
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@d.test>\r\n"
+				 "RCPT TO:<2@d.test>\r\nRCPT TO:<3@d.test>\r\n"),
+		"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n452 4.5.3 Error: too many recipients\r\n");
+	h_free(h);
+}
