@@ -348,6 +348,13 @@ class Client:
     def send(self, data):
         self.sock.sendall(data.encode() if isinstance(data, str) else data)
 
+    def send_slowly(self, data, pause=0.001):
+        """One octet per TCP segment (as far as the stack allows)."""
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(data)):
+            self.sock.sendall(data[i:i + 1])
+            time.sleep(pause)
+
     def _fill(self, deadline):
         left = deadline - time.monotonic()
         if left <= 0:
@@ -524,9 +531,12 @@ class SinkTest(unittest.TestCase):
             self.assertEqual(got, how, "connection should end with %s" % how)
 
     def one_message(self, sink=None):
+        """The one new message; its envelope's id and size must match."""
         msgs = (sink or self.sink).new_messages(1)
         self.assertEqual(len(msgs), 1, msgs)
-        return msgs[0]
+        m = msgs[0]
+        self.assertEqual((m.env["id"], m.env["size"]), (m.id, len(m.data)), m)
+        return m
 
     def assertNoMessage(self, sink=None):
         sink = sink or self.sink

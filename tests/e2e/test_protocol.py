@@ -1,8 +1,11 @@
-"""Raw-socket protocol tests: errors, limits, pipelining, BDAT."""
+"""Raw-socket protocol tests: errors, limits, pipelining, BDAT, framing."""
 
-from sinkctl import EXTENSIONS, SinkTest
+from sinkctl import EXTENSIONS, SinkTest, dot_stuff
 
 MSG = b"Subject: raw\r\n\r\nraw body\r\n"
+# about 3 MB; every 100th line starts with a dot
+BIG = b"".join((b"." if i % 100 == 0 else b"") + b"%08d " % i + b"0123456789" * 9 + b"\r\n"
+               for i in range(30000))
 
 
 class ProtocolErrorTest(SinkTest):
@@ -164,6 +167,36 @@ class BdatTest(SinkTest):
         self.assertNoMessage()
 
 
+class FramingTest(SinkTest):
+    SINK_ARGS = ()
+
+    def test_one_octet_per_segment(self):
+        c = self.connect()
+        for line in (b"EHLO client.test", b"MAIL FROM:<a@example.test>",
+                     b"RCPT TO:<b@example.test>", b"DATA"):
+            c.send_slowly(line + b"\r\n")
+            self.assertLess(c.reply().code, 400)
+        body = b"Subject: frag\r\n\r\n.stuffed\r\n.\r\nx\r\n"
+        c.send_slowly(dot_stuff(body))
+        self.assertReply(c.reply(), 250)
+        self.assertEqual(self.one_message().data, body)
+        c.begin(ehlo=False)
+        c.send_slowly(b"BDAT 5\r\nhelloBDAT 3 LAST\r\n\r\n.")
+        self.assertReply(c.reply(), 250)
+        self.assertReply(c.reply(), 250)
+        self.assertEqual(self.one_message().data, b"hello\r\n.")
+
+    def test_large_messages(self):
+        c = self.connect()
+        c.begin()
+        self.assertReply(c.data(BIG), 250)
+        c.begin(ehlo=False)
+        c.send(b"BDAT %d LAST\r\n" % len(BIG) + BIG)
+        self.assertReply(c.reply(), 250)
+        msgs = self.sink.new_messages(2)
+        self.assertEqual([m.data == BIG for m in msgs], [True, True])
+
+
 class LimitsTest(SinkTest):
     SINK_ARGS = ("--max-size", "1000", "--max-rcpts", "3")
 
@@ -189,6 +222,18 @@ class LimitsTest(SinkTest):
         c.begin(ehlo=False)
         self.assertReply(c.data(big), 250)
         self.assertEqual(self.one_message().data, big)
+
+    def test_size_boundary(self):
+        exact = b"x" * 498 + b"\r\n" + b"y" * 498 + b"\r\n"      # 1000 octets
+        c = self.connect()
+        c.ehlo()
+        for data, code in ((exact, 250), (exact + b"z", 552)):
+            c.begin(ehlo=False)
+            self.assertReply(c.data(data), code)
+        c.begin(ehlo=False)
+        c.send(b"BDAT 1000 LAST\r\n" + exact)
+        self.assertReply(c.reply(), 250)
+        self.assertEqual([m.data for m in self.sink.new_messages(2)], [exact] * 2)
 
     def test_bdat_over_limit(self):
         c = self.connect()

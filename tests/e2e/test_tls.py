@@ -44,6 +44,14 @@ class StarttlsTest(SinkTest):
         self.assertEqual(m.env["tls"]["version"], s.sock.version())
         self.assertEqual(m.env["tls"]["cipher"], s.sock.cipher()[0])
 
+    def test_large_message_over_tls(self):
+        s = self.smtp()
+        s.starttls(context=tls_client_context())
+        msg = b"Subject: big tls\r\n\r\n" + b"".join(
+            b"%06d .. line of a long message\r\n" % i for i in range(40000))
+        self.assertEqual(s.sendmail("a@example.test", ["b@example.test"], msg), {})
+        self.assertEqual(self.one_message().data, msg)
+
     def test_openssl_s_client_certificate_cn(self):
         rc, out = s_client(self.sink.port)
         self.assertEqual(rc, 0, out)
