@@ -60,6 +60,20 @@ bench: all
 demo: all
 	@scripts/demo.sh
 
+# libFuzzer (clang) on the parsers; FUZZ_TIME seconds per target.
+FUZZ_TIME ?= 120
+FUZZ_SRC := $(COMMON_SRC) $(TLS_SRC) $(SINK_SRC)
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	@mkdir -p build/fuzz/corpus-sink
+	clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+		$$(pkg-config --cflags openssl liburing) tests/fuzz/fuzz_sink_sess.c \
+		$(FUZZ_SRC) -o build/fuzz/fuzz_sink_sess \
+		$$(pkg-config --libs openssl liburing) -lm
+	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
+	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
+		build/fuzz/corpus-sink
+
 clean:
 	rm -rf build
 

@@ -141,7 +141,7 @@ struct sink_ctx {
 	uint64_t rng;
 	unsigned worker;
 	uint64_t next_id;
-	uint64_t conns_open;        /* this worker's, for --max-conns */
+	_Atomic uint64_t *conns_open; /* all workers', for --max-conns */
 };
 
 enum sink_action {
@@ -211,7 +211,8 @@ void sink_sess_timeout(struct sink_sess *s);
 /* ---- worker ---- */
 struct sink_worker;
 struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
-				    struct sink_store *store, char *err,
+				    struct sink_store *store,
+				    _Atomic uint64_t *conns_open, char *err,
 				    size_t errlen);
 /* Runs until *stop is set. 0 on a clean stop. */
 int sink_worker_run(struct sink_worker *w, atomic_bool *stop);

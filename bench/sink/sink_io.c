@@ -29,6 +29,7 @@
 #define BGID 0
 #define MAX_MARKS 16
 #define TLS_CHUNK 16384
+#define MAX_WIRE (4u << 20)  /* replies a client does not read: then RST */
 
 /* user_data = pointer | op; every pointer here is at least 8-aligned. */
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_LATENCY, OP_TICK, OP_CANCEL };
@@ -153,7 +154,7 @@ static void conn_close(struct conn *c, bool reset)
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 	}
 	idle_remove(w, c);
-	w->ctx.conns_open--;
+	atomic_fetch_sub_explicit(w->ctx.conns_open, 1, memory_order_relaxed);
 	SINK_STAT_ADD(&w->stats, conns_open, (uint64_t)-1);
 	if (c->recv_armed || c->send_busy) {
 		struct io_uring_sqe *sqe = get_sqe(w);
@@ -271,6 +272,11 @@ static void conn_after_session(struct conn *c)
 		conn_close(c, true);
 		return;
 	}
+	if (c->wire.len > MAX_WIRE) {
+		vl_log(VL_LOG_WARN, "%s: does not read its replies; reset", s->peer);
+		conn_close(c, true);
+		return;
+	}
 	conn_emit(c, s->action == SINK_CLOSE && !c->close_after_send);
 	if (s->action == SINK_CLOSE) {
 		c->close_after_send = true;
@@ -326,6 +332,8 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 
 static void conn_input(struct conn *c, const char *data, size_t len)
 {
+	if (c->close_after_send)
+		return; /* leaving: nothing more is read, nothing buffered */
 	idle_touch(c->w, c);
 	if (c->tls)
 		conn_tls_input(c, data, len);
@@ -469,7 +477,7 @@ static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 	sl = sizeof ss;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		addr_str(&ss, c->sess.local, sizeof c->sess.local);
-	w->ctx.conns_open++;
+	atomic_fetch_add_explicit(w->ctx.conns_open, 1, memory_order_relaxed);
 	SINK_STAT_ADD(&w->stats, conns_open, 1);
 	SINK_STAT_ADD(&w->stats, conns_total, 1);
 	idle_touch(w, c);
@@ -612,7 +620,8 @@ static int ring_init(struct sink_worker *w, char *err, size_t errlen)
 }
 
 struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
-				    struct sink_store *store, char *err,
+				    struct sink_store *store,
+				    _Atomic uint64_t *conns_open, char *err,
 				    size_t errlen)
 {
 	struct sink_worker *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
@@ -627,6 +636,7 @@ struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
 	w->ctx = (struct sink_ctx){
 		.conf = conf, .stats = &w->stats, .store = store,
 		.rng = conf->seed + id * 0x9e3779b97f4a7c15ull, .worker = id,
+		.conns_open = conns_open,
 	};
 	uint64_t tick = conf->timeout_ms / 4;
 	tick = tick > 200 ? 200 : tick < 10 ? 10 : tick;

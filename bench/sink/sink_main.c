@@ -114,10 +114,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	atomic_bool stop = false;
+	_Atomic uint64_t conns_open = 0;
 	struct thread *t = calloc((size_t)conf.threads, sizeof *t);
 	struct sink_stats **each = calloc((size_t)conf.threads, sizeof *each);
 	for (int i = 0; i < conf.threads; i++) {
-		t[i].w = sink_worker_new(&conf, (unsigned)i, store, err, sizeof err);
+		t[i].w = sink_worker_new(&conf, (unsigned)i, store, &conns_open, err,
+					 sizeof err);
 		if (!t[i].w) {
 			fprintf(stderr, "volley-sink: %s\n", err);
 			return 1;

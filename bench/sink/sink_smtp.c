@@ -201,7 +201,8 @@ enum sink_action sink_sess_greet(struct sink_sess *s)
 	const char *custom;
 
 	s->greeted = true;
-	if (c->max_conns && s->ctx->conns_open > c->max_conns) {
+	if (c->max_conns && atomic_load_explicit(s->ctx->conns_open,
+						 memory_order_relaxed) > c->max_conns) {
 		SINK_STAT_ADD(s->ctx->stats, conns_refused, 1);
 		reply(s, 421, "4.7.0 %s Error: too many connections", c->hostname);
 		return s->action;

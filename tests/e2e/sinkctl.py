@@ -28,7 +28,8 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-BINARY = os.environ.get("VOLLEY_SINK", os.path.join(REPO, "build", "volley-sink"))
+BINARY = os.path.abspath(os.environ.get("VOLLEY_SINK") or
+                         os.path.join(REPO, "build", "volley-sink"))
 
 START_WAIT = 5.0      # seconds for the sink to listen
 STOP_WAIT = 5.0       # seconds between SIGTERM and SIGKILL
@@ -219,6 +220,16 @@ class Sink:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def finish(self):
+        """cleanup(), then fail if stderr held a sanitizer report (make asan)."""
+        self.stop()
+        err = self.stderr()
+        self.cleanup()
+        hit = re.search(r"ERROR: \w+Sanitizer|runtime error:", err)
+        if hit:
+            raise AssertionError("sanitizer report from volley-sink:\n"
+                                 + err[hit.start():hit.start() + 3000])
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -339,12 +350,6 @@ class Client:
     def close(self):
         self.sock.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def send(self, data):
         self.sock.sendall(data.encode() if isinstance(data, str) else data)
 
@@ -429,10 +434,11 @@ class Client:
 
     def quiet(self, seconds):
         """True if nothing at all arrives within seconds."""
-        if self.buf:
+        if self.buf or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
             return False
-        ready, _, _ = select.select([self.sock], [], [], seconds)
-        return not ready
+        poller = select.poll()          # select() fails on fds >= 1024
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(seconds * 1000)
 
     def wait_close(self, timeout=None):
         """Read until the peer closes: 'fin' or 'rst'. Data must not come."""
@@ -471,7 +477,7 @@ class SinkTest(unittest.TestCase):
     def setUpClass(cls):
         if cls.SINK_ARGS is not None:
             cls.sink = Sink(*cls.SINK_ARGS)
-            cls.addClassCleanup(cls.sink.cleanup)
+            cls.addClassCleanup(cls.sink.finish)
             cls.sink.start()
 
     def setUp(self):
@@ -480,7 +486,7 @@ class SinkTest(unittest.TestCase):
 
     def start_sink(self, *args, **kw):
         sink = Sink(*args, **kw)
-        self.addCleanup(sink.cleanup)
+        self.addCleanup(sink.finish)
         return sink.start()
 
     def tempdir(self):

@@ -29,10 +29,9 @@ class ProtocolErrorTest(SinkTest):
 
     def test_unknown_command_and_binary_garbage(self):
         c = self.connect()
-        for line in (b"XYZZY", b"\x00\x01\x02\xff\xfe\x00garbage\x00", b"\x00",
-                     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):
-            with self.subTest(line=line):
-                self.assertReply(c.cmd(line), 500, "5.5.2")
+        self.check_replies(c, [(line, 500, "5.5.2") for line in (
+            b"XYZZY", b"\x00\x01\x02\xff\xfe\x00garbage\x00", b"\x00",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")])
         c.begin()
         self.assertReply(c.data(MSG), 250)
         self.assertEqual(self.one_message().data, MSG)
@@ -48,7 +47,7 @@ class ProtocolErrorTest(SinkTest):
                 self.assertReply(c.cmd("NOOP"), 250)
         c.begin(ehlo=False)
         self.assertReply(c.data(MSG), 250)
-        self.assertEqual(len(self.sink.new_messages(1)), 1)
+        self.assertEqual(self.one_message().data, MSG)
 
     def test_bare_lf_ends_a_command_line(self):
         c = self.connect()
@@ -145,7 +144,6 @@ class BdatTest(SinkTest):
         m = self.one_message()
         self.assertEqual(m.data, b"".join(chunks))
         self.assertIs(m.env["chunking"], True)
-        self.assertEqual(m.env["size"], len(m.data))
 
     def test_single_last_chunk_then_data_transaction(self):
         c = self.connect()
@@ -227,9 +225,9 @@ class LimitsTest(SinkTest):
         exact = b"x" * 498 + b"\r\n" + b"y" * 498 + b"\r\n"      # 1000 octets
         c = self.connect()
         c.ehlo()
-        for data, code in ((exact, 250), (exact + b"z", 552)):
+        for data, code, enh in ((exact, 250, None), (b"x" + exact, 552, "5.3.4")):
             c.begin(ehlo=False)
-            self.assertReply(c.data(data), code)
+            self.assertReply(c.data(data), code, enh)
         c.begin(ehlo=False)
         c.send(b"BDAT 1000 LAST\r\n" + exact)
         self.assertReply(c.reply(), 250)
@@ -240,7 +238,7 @@ class LimitsTest(SinkTest):
         c.begin()
         c.send(b"BDAT 600\r\n" + b"a" * 600 + b"BDAT 600 LAST\r\n" + b"b" * 600)
         replies = c.replies(2)
-        self.assertIn(("552", "5.3.4"), [(str(r.code), r.enh) for r in replies])
+        self.assertIn((552, "5.3.4"), [(r.code, r.enh) for r in replies])
         self.assertEqual(replies[-1].code // 100, 5, replies)
         self.assertReply(c.cmd("NOOP"), 250)
         self.assertNoMessage()

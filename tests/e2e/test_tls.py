@@ -77,6 +77,17 @@ class StarttlsTest(SinkTest):
         self.assertTrue(c.quiet(0.2), c.buf)
         self.assertIsNotNone(self.one_message().env["tls"])
 
+    def test_broken_handshake_closes_only_that_client(self):
+        c = self.connect()
+        c.ehlo()
+        self.assertReply(c.cmd("STARTTLS"), 220)
+        c.send(b"EHLO not a ClientHello\r\n" * 50)
+        self.assertClosed(c)
+        c = self.connect()
+        c.begin()
+        self.assertReply(c.data(b"Subject: next\r\n\r\nx\r\n"), 250)
+        self.assertIsNone(self.one_message().env["tls"])
+
 
 class CertFileTest(SinkTest):
     def test_cert_and_key_files_used(self):

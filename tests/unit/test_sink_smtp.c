@@ -12,6 +12,7 @@ struct h {
 	struct sink_conf conf;
 	struct sink_stats stats;
 	struct sink_ctx ctx;
+	_Atomic uint64_t conns_open;
 	struct vl_buf out;
 	struct sink_sess s;
 	char dir[64];
@@ -41,7 +42,8 @@ static struct h *h_new(const char *first, ...)
 	h->ctx.conf = &h->conf;
 	h->ctx.stats = &h->stats;
 	h->ctx.rng = h->conf.seed;
-	h->ctx.conns_open = 1;
+	h->conns_open = 1;
+	h->ctx.conns_open = &h->conns_open;
 	vl_buf_init(&h->out);
 	sink_sess_init(&h->s, &h->ctx, &h->out);
 	return h;
@@ -421,7 +423,7 @@ Test(sink_smtp, faults_partial_rate_is_seeded)
 Test(sink_smtp, max_conns_and_max_rcpts)
 {
 	struct h *h = h_new("--max-conns", "1", "--max-rcpts", "2", NULL);
-	h->ctx.conns_open = 2;
+	h->conns_open = 2;
 	sink_sess_greet(&h->s);
 	cr_assert(strncmp(take(h), "421 4.7.0 ", 10) == 0);
 	cr_assert_eq(h->s.action, SINK_CLOSE);
