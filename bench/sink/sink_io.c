@@ -512,6 +512,11 @@ static void expire_idle(struct sink_worker *w)
 		idle_touch(w, c);
 		if (c->sess.state == SINK_S_CLOSED)
 			continue;
+		if (c->tls && !c->tls_started) { /* no way to say 421 mid-handshake */
+			SINK_STAT_ADD(&w->stats, timeouts, 1);
+			conn_close(c, false);
+			continue;
+		}
 		c->sess.action = SINK_OK;
 		c->sess.state = SINK_S_CMD;
 		sink_sess_timeout(&c->sess);

@@ -367,6 +367,9 @@ static bool mail_params(struct sink_sess *s, const char *p)
 			s->body = "8BITMIME";
 		} else if (strcasecmp(param, "BODY=7BIT") == 0) {
 			s->body = "7BIT";
+		} else if (strncasecmp(param, "BODY=", 5) == 0) {
+			client_error(s, 501, "5.5.4 Bad BODY parameter");
+			return false;
 		} else if (strcasecmp(param, "SMTPUTF8") == 0) {
 			s->smtputf8 = true;
 		} else {

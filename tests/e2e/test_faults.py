@@ -24,6 +24,7 @@ class ReplyRuleTest(SinkTest):
         "--reply", "mail:*@close.test=421 4.7.0 try later",
         "--reply", "helo:bad.client=550 5.7.1 go away",
         "--reply", "data:*@nodata.test=554 5.7.1 no data",
+        "--reply", "data:*@bad.test=554 5.7.1 only accepted recipients count",
         "--reply", "dot:*@late.test=451 4.3.0 later",
         "--reply", "noop=250 2.0.0 scripted noop",
         "--reply", "rset=250 2.0.0 scripted rset",
@@ -81,7 +82,7 @@ class ReplyRuleTest(SinkTest):
         self.assertReply(c.cmd("MAIL FROM:<x@close.test>"), 421, "4.7.0", "try later")
         self.assertClosed(c)
 
-    def test_data_and_dot_rules_match_any_recipient(self):
+    def test_data_and_dot_rules_match_accepted_recipients(self):
         c = self.connect()
         c.begin(rcpts=("ok@example.test", "u@nodata.test"))
         self.assertReply(c.cmd("DATA"), 554, "5.7.1", "no data")
@@ -90,6 +91,8 @@ class ReplyRuleTest(SinkTest):
         self.assertReply(c.data(MSG), 451, "4.3.0", "later")
         self.assertNoMessage()
         c.begin(rcpts=("ok@example.test",), ehlo=False)
+        # refused, so the data:*@bad.test rule must not match
+        self.assertReply(c.cmd("RCPT TO:<u@bad.test>"), 550)
         self.assertReply(c.data(MSG), 250)
         self.assertEqual(self.one_message().env["rcpt"], ["ok@example.test"])
 

@@ -20,7 +20,7 @@ class ProtocolErrorTest(SinkTest):
             ("DATA", 503, "5.5.1"),
             ("MAIL FROM:<a@example.test>", 250, None),
             ("MAIL FROM:<a@example.test>", 503, "5.5.1"),
-            ("DATA", 503, "5.5.1")])
+            ("DATA", 554, "5.5.1")])  # MAIL but no recipient: RFC 5321 3.3
         # a refused BDAT's chunk is still read: "QUIT\r\n" here is data
         c.send("BDAT 6 LAST\r\nQUIT\r\n")
         self.assertReply(c.reply(), 503, "5.5.1")
@@ -59,15 +59,16 @@ class ProtocolErrorTest(SinkTest):
         c = self.connect()
         c.ehlo()
         bad, unknown = (501, "5.5.4"), (555, "5.5.4")
+        sender, rcpt = (501, "5.1.7"), (501, "5.1.3")
         self.check_replies(c, [
-            ("MAIL FROM:<a@example.test", *bad), ("MAIL FROM<a@example.test>", *bad),
-            ("MAIL TO:<a@example.test>", *bad), ("MAIL FROM:", *bad), ("MAIL", *bad),
+            ("MAIL FROM:<a@example.test", *sender), ("MAIL FROM<a@example.test>", *bad),
+            ("MAIL TO:<a@example.test>", *bad), ("MAIL FROM:", *sender), ("MAIL", *bad),
             ("MAIL FROM:<a@example.test> SIZE=abc", *bad),
             ("MAIL FROM:<a@example.test> BODY=9BIT", *bad),
             ("MAIL FROM:<a@example.test> FOO=bar", *unknown),
             ("MAIL FROM:<a@example.test> XYZZY", *unknown),
             ("MAIL FROM:<>", 250, None),
-            ("RCPT TO:<>", *bad),
+            ("RCPT TO:<>", *rcpt),
             ("RCPT TO:<b@example.test> NOTIFY=NEVER", *unknown),
             ("RCPT TO:<b@example.test>", 250, None)])
         self.assertReply(c.data(MSG), 250)

@@ -11,16 +11,22 @@ from sinkctl import DEFAULT_HOST, STATS_KEYS, SinkTest, free_port, run_once
 class StatsTest(SinkTest):
     def test_periodic_lines(self):
         sink = self.start_sink("--stats-every", "100ms")
-        deadline = time.monotonic() + 3
-        while len(sink.stats_lines()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        lines = sink.stats_lines()
+        self.connect(sink)                   # greeted: accepted and open
+
+        def wait_lines(n, seconds=3.0):
+            deadline = time.monotonic() + seconds
+            while len(sink.stats_lines()) < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return sink.stats_lines()
+
+        lines = wait_lines(len(wait_lines(0, 0)) + 3)
         self.assertGreaterEqual(len(lines), 3, sink.stdout())
         for line in lines:
             self.assertLessEqual(STATS_KEYS, set(line), line)
         times = [line["time"] for line in lines]
         self.assertEqual(times, sorted(times))
         self.assertGreater(times[-1], 1.6e9)
+        self.assertEqual((lines[-1]["conns_open"], lines[-1]["conns_total"]), (1, 1))
 
     def test_final_line_matches_traffic(self):
         sink = self.start_sink()

@@ -174,46 +174,65 @@ Test(sink_smtp, pipelined_transaction_in_order)
 	h_free(h);
 }
 
+/* Commands and the exact replies they must get; want NULL: not checked. */
+struct exchange {
+	const char *in, *want;
+};
+
+static void converse(struct h *h, const struct exchange *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *got = feed(h, x[i].in);
+		if (x[i].want)
+			cr_assert_str_eq(got, x[i].want, "after %s", x[i].in);
+	}
+}
+
 Test(sink_smtp, order_is_enforced)
 {
+	static const struct exchange x[] = {
+		{"MAIL FROM:<a@b.test>\r\n", "503 5.5.1 Error: send HELO/EHLO first\r\n"},
+		{"EHLO x\r\n", NULL},
+		{"RCPT TO:<a@b.test>\r\n", "503 5.5.1 Error: need MAIL command\r\n"},
+		{"DATA\r\n", "503 5.5.1 Error: need MAIL command\r\n"},
+		{"MAIL FROM:<>\r\n", "250 2.1.0 Ok\r\n"},
+		{"MAIL FROM:<a@b.test>\r\n", "503 5.5.1 Error: nested MAIL command\r\n"},
+		{"DATA\r\n", "554 5.5.1 Error: no valid recipients\r\n"},
+		{"RCPT TO:<>\r\n", "501 5.1.3 Bad recipient address syntax\r\n"},
+		{"RCPT TO:<Postmaster>\r\n", "250 2.1.5 Ok\r\n"},
+		{"RSET\r\n", "250 2.0.0 Ok\r\n"},
+		{"RCPT TO:<a@b.test>\r\n", "503 5.5.1 Error: need MAIL command\r\n"},
+	};
 	struct h *h = h_new(NULL);
 	sink_sess_greet(&h->s);
 	take(h);
-	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
-	feed(h, "EHLO x\r\n");
-	cr_assert_str_eq(feed(h, "RCPT TO:<a@b.test>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
-	cr_assert_str_eq(feed(h, "DATA\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
-	feed(h, "MAIL FROM:<>\r\n");
-	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\n"), "503 5.5.1 Error: nested MAIL command\r\n");
-	cr_assert_str_eq(feed(h, "DATA\r\n"), "554 5.5.1 Error: no valid recipients\r\n");
-	cr_assert_str_eq(feed(h, "RCPT TO:<>\r\n"), "501 5.1.3 Bad recipient address syntax\r\n");
-	cr_assert_str_eq(feed(h, "RCPT TO:<Postmaster>\r\n"), "250 2.1.5 Ok\r\n");
-	cr_assert_str_eq(feed(h, "RSET\r\n"), "250 2.0.0 Ok\r\n");
-	cr_assert_str_eq(feed(h, "RCPT TO:<a@b.test>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+	converse(h, x, sizeof x / sizeof x[0]);
 	h_free(h);
 }
 
 Test(sink_smtp, argument_errors)
 {
+	static const struct exchange x[] = {
+		{"MAIL TO:<a@b.test>\r\n", "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"},
+		{"MAIL FROM:a@b.test\r\n", "501 5.1.7 Bad sender address syntax\r\n"},
+		{"MAIL FROM:<a b@c.test>\r\n", "501 5.1.7 Bad sender address syntax\r\n"},
+		{"MAIL FROM:<a@b.test> FOO=1\r\n", "555 5.5.4 Unsupported parameter\r\n"},
+		{"MAIL FROM:<a@b.test> BODY=9BIT\r\n", "501 5.5.4 Bad BODY parameter\r\n"},
+		{"MAIL FROM:<a@b.test> SIZE=1001\r\n", "552 5.3.4 Message size exceeds fixed limit\r\n"},
+		{"MAIL FROM:<j\xc3\xb6rg@b.test>\r\n", "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n"},
+		{"MAIL FROM:<j\xc3\xb6rg@b.test> SMTPUTF8\r\n", "250 2.1.0 Ok\r\n"},
+		{"RCPT TO:<\"a b\\\"c\"@d.test>\r\n", "250 2.1.5 Ok\r\n"},
+		{"RCPT TO:<@relay.test:x@d.test>\r\n", "250 2.1.5 Ok\r\n"},
+		{"RCPT TO:<x@d.test> NOTIFY=NEVER\r\n", "555 5.5.4 Unsupported parameter\r\n"},
+		{"DATA now\r\n", "501 5.5.4 Syntax: DATA\r\n"},
+		{"VRFY\r\n", "501 5.5.4 Syntax: VRFY address\r\n"},
+		{"VRFY x\r\n", "252 2.0.0 Cannot VRFY user, but will accept message\r\n"},
+		{"NOOP\r\n", "250 2.0.0 Ok\r\n"},
+		{"EXPN x\r\n", "502 5.5.1 Error: command not implemented\r\n"},
+	};
 	struct h *h = h_new("--max-size", "1000", NULL);
 	hello(h);
-	cr_assert_str_eq(feed(h, "MAIL TO:<a@b.test>\r\n"), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
-	cr_assert_str_eq(feed(h, "MAIL FROM:a@b.test\r\n"), "501 5.1.7 Bad sender address syntax\r\n");
-	cr_assert_str_eq(feed(h, "MAIL FROM:<a b@c.test>\r\n"), "501 5.1.7 Bad sender address syntax\r\n");
-	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> FOO=1\r\n"), "555 5.5.4 Unsupported parameter\r\n");
-	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> SIZE=1001\r\n"),
-			 "552 5.3.4 Message size exceeds fixed limit\r\n");
-	cr_assert_str_eq(feed(h, "MAIL FROM:<j\xc3\xb6rg@b.test>\r\n"),
-			 "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n");
-	cr_assert_str_eq(feed(h, "MAIL FROM:<j\xc3\xb6rg@b.test> SMTPUTF8\r\n"), "250 2.1.0 Ok\r\n");
-	cr_assert_str_eq(feed(h, "RCPT TO:<\"a b\\\"c\"@d.test>\r\n"), "250 2.1.5 Ok\r\n");
-	cr_assert_str_eq(feed(h, "RCPT TO:<@relay.test:x@d.test>\r\n"), "250 2.1.5 Ok\r\n");
-	cr_assert_str_eq(feed(h, "RCPT TO:<x@d.test> NOTIFY=NEVER\r\n"), "555 5.5.4 Unsupported parameter\r\n");
-	cr_assert_str_eq(feed(h, "DATA now\r\n"), "501 5.5.4 Syntax: DATA\r\n");
-	cr_assert_str_eq(feed(h, "VRFY\r\n"), "501 5.5.4 Syntax: VRFY address\r\n");
-	cr_assert_str_eq(feed(h, "VRFY x\r\n"), "252 2.0.0 Cannot VRFY user, but will accept message\r\n");
-	cr_assert_str_eq(feed(h, "NOOP\r\n"), "250 2.0.0 Ok\r\n");
-	cr_assert_str_eq(feed(h, "EXPN x\r\n"), "502 5.5.1 Error: command not implemented\r\n");
+	converse(h, x, sizeof x / sizeof x[0]);
 	h_free(h);
 }
 
@@ -243,37 +262,15 @@ Test(sink_smtp, garbage_long_lines_and_error_limit)
 	h_free(h);
 }
 
-static const char MSG_IN[] = "Subject: dots\r\n\r\n..leading dot\r\n...two\r\n.\r\n"
-	"bare\nLF.\n.\nstill body\r\n"
-	"\xe2\x82\xac 8bit\r\n.x\r\n.\rno\r\nlast\r\n.\r\n";
-static const char MSG_OUT[] = "Subject: dots\r\n\r\n.leading dot\r\n..two\r\n";
-
-Test(sink_smtp, data_ends_at_crlf_dot_crlf_only)
+/* Send DATA content in chunks of the given size; the stored message must
+ * be want, byte for byte. */
+static void check_data(const char *in, size_t chunk, const char *want)
 {
 	struct h *h = h_new("--maildir", "x", NULL);
 	hello(h);
 	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
-	/* The first ".\r\n" after CRLF ends the message: the rest is commands. */
-	const char *r = feed(h, MSG_IN);
-	cr_assert(strncmp(r, "250 2.0.0 Ok", 12) == 0, "%s", r);
-	size_t len;
-	char *m = stored(h, &len);
-	cr_assert_eq(len, strlen(MSG_OUT));
-	cr_assert_eq(memcmp(m, MSG_OUT, len), 0);
-	free(m);
-	h_free(h);
-}
-
-/* The whole scanner, fed one byte at a time: state across every boundary. */
-Test(sink_smtp, data_byte_by_byte)
-{
-	static const char in[] = "A\r\n..B\r\n.\rC\r\nbare\n.\nD\r\n.\r\n";
-	static const char want[] = "A\r\n.B\r\n\rC\r\nbare\n.\nD\r\n";
-	struct h *h = h_new("--maildir", "x", NULL);
-	hello(h);
-	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
-	for (size_t i = 0; i < strlen(in); i++)
-		feedn(h, in + i, 1);
+	for (size_t i = 0; i < strlen(in); i += chunk)
+		feedn(h, in + i, strlen(in) - i < chunk ? strlen(in) - i : chunk);
 	cr_assert_eq(h->stats.messages, 1);
 	size_t len;
 	char *m = stored(h, &len);
@@ -281,6 +278,22 @@ Test(sink_smtp, data_byte_by_byte)
 	cr_assert_eq(memcmp(m, want, len), 0);
 	free(m);
 	h_free(h);
+}
+
+/* Only CRLF.CRLF ends the message; leading dots are unstuffed exactly. */
+Test(sink_smtp, data_ends_at_crlf_dot_crlf_only)
+{
+	check_data("Subject: dots\r\n\r\n..leading dot\r\n...two\r\nbare\nLF.\n.\n"
+		   "\xe2\x82\xac 8bit\r\n.x\r\n.\rno\r\nlast\r\n.\r\n", 4096,
+		   "Subject: dots\r\n\r\n.leading dot\r\n..two\r\nbare\nLF.\n.\n"
+		   "\xe2\x82\xac 8bit\r\nx\r\n\rno\r\nlast\r\n");
+}
+
+/* The scanner fed one byte at a time: state kept across every boundary. */
+Test(sink_smtp, data_byte_by_byte)
+{
+	check_data("A\r\n..B\r\n.\rC\r\nbare\n.\nD\r\n.\r\n", 1,
+		   "A\r\n.B\r\n\rC\r\nbare\n.\nD\r\n");
 }
 
 Test(sink_smtp, data_limits)
