@@ -14,6 +14,7 @@ LDFLAGS = $(SAN) -pthread -lm
 COMMON_SRC := $(wildcard common/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
 SINK_SRC   := $(filter-out bench/sink/sink_main.c,$(wildcard bench/sink/*.c))
+ENGINE_SRC := $(wildcard engine/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -21,6 +22,7 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 TLS_OBJ    := $(call obj,$(TLS_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
+ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 
 PROGS := $(BUILD)/volley-sink
 UNIT  := $(BUILD)/tests/unit
@@ -38,7 +40,7 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/volley-sink: $(call obj,bench/sink/sink_main.c) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl)
 
-$(UNIT): $(call obj,$(UNIT_SRC)) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(UNIT): $(call obj,$(UNIT_SRC)) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl criterion)
 
