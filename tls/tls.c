@@ -15,7 +15,36 @@ struct tls_conn {
 	BIO *wbio; /* SSL -> network */
 	bool established;
 	bool closed;
+	bool verify;
+	SSL_SESSION *new_session;
 };
+
+static const char *const policy_names[] = {
+	[TLS_POLICY_NONE] = "none", [TLS_POLICY_MAY] = "may",
+	[TLS_POLICY_ENCRYPT] = "encrypt", [TLS_POLICY_DANE] = "dane",
+	[TLS_POLICY_DANE_ONLY] = "dane-only", [TLS_POLICY_VERIFY] = "verify",
+};
+
+int tls_policy_parse(const char *name, enum tls_policy *p)
+{
+	for (size_t i = 0; i < VL_ARRAY_LEN(policy_names); i++) {
+		if (strcmp(name, policy_names[i]) == 0) {
+			*p = (enum tls_policy)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *tls_policy_name(enum tls_policy p)
+{
+	return (size_t)p < VL_ARRAY_LEN(policy_names) ? policy_names[p] : "?";
+}
+
+bool tls_policy_requires_tls(enum tls_policy p)
+{
+	return p != TLS_POLICY_NONE && p != TLS_POLICY_MAY;
+}
 
 const char *tls_last_error(char *buf, size_t len)
 {
@@ -117,7 +146,49 @@ void tls_ctx_free(SSL_CTX *ctx)
 	SSL_CTX_free(ctx);
 }
 
-struct tls_conn *tls_conn_new_server(SSL_CTX *ctx)
+static int conn_index = -1; /* ex_data slot: SSL -> tls_conn */
+
+/* New session tickets (TLS 1.3 sends them after the handshake): keep the
+ * newest for the caller to cache per destination host. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct tls_conn *t = SSL_get_ex_data(ssl, conn_index);
+
+	if (!t)
+		return 0;
+	SSL_SESSION_free(t->new_session);
+	t->new_session = sess;
+	return 1; /* we keep the reference */
+}
+
+SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char why[256];
+
+	if (!ctx) {
+		snprintf(err, errlen, "SSL_CTX_new: %s", tls_last_error(why, sizeof why));
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+			 : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		snprintf(err, errlen, "CA file %s: %s", ca_file ? ca_file : "(system)",
+			 tls_last_error(why, sizeof why));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+					    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+	if (conn_index < 0)
+		conn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	return ctx;
+}
+
+static struct tls_conn *conn_new(SSL_CTX *ctx)
 {
 	struct tls_conn *t = calloc(1, sizeof *t);
 
@@ -136,14 +207,71 @@ struct tls_conn *tls_conn_new_server(SSL_CTX *ctx)
 	/* An empty memory BIO means "no data yet", not EOF. */
 	BIO_set_mem_eof_return(t->rbio, -1);
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
-	SSL_set_accept_state(t->ssl);
 	return t;
+}
+
+struct tls_conn *tls_conn_new_server(SSL_CTX *ctx)
+{
+	struct tls_conn *t = conn_new(ctx);
+
+	if (t)
+		SSL_set_accept_state(t->ssl);
+	return t;
+}
+
+struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify,
+				     SSL_SESSION *resume)
+{
+	struct tls_conn *t = conn_new(ctx);
+
+	if (!t)
+		return NULL;
+	SSL_set_ex_data(t->ssl, conn_index, t);
+	/* SNI only for names, never for address literals (RFC 6066 3). */
+	if (name && *name && !strchr(name, ':') && strspn(name, "0123456789.") != strlen(name))
+		SSL_set_tlsext_host_name(t->ssl, name);
+	t->verify = verify;
+	if (verify) {
+		SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (!name || SSL_set1_host(t->ssl, name) != 1) {
+			tls_conn_free(t);
+			return NULL;
+		}
+		SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+	} else {
+		SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
+	}
+	if (resume)
+		SSL_set_session(t->ssl, resume);
+	SSL_set_connect_state(t->ssl);
+	SSL_do_handshake(t->ssl); /* queues the ClientHello */
+	ERR_clear_error();
+	return t;
+}
+
+bool tls_conn_verified(const struct tls_conn *t)
+{
+	return t->verify && t->established &&
+	       SSL_get_verify_result(t->ssl) == X509_V_OK;
+}
+
+bool tls_conn_resumed(const struct tls_conn *t)
+{
+	return SSL_session_reused(t->ssl) == 1;
+}
+
+SSL_SESSION *tls_conn_take_session(struct tls_conn *t)
+{
+	SSL_SESSION *s = t->new_session;
+	t->new_session = NULL;
+	return s;
 }
 
 void tls_conn_free(struct tls_conn *t)
 {
 	if (!t)
 		return;
+	SSL_SESSION_free(t->new_session);
 	SSL_free(t->ssl); /* frees both BIOs */
 	free(t);
 }

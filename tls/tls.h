@@ -22,6 +22,33 @@
 
 struct tls_conn;
 
+/* TLS policy of a destination (DESIGN.md "Standards it speaks"). */
+enum tls_policy {
+	TLS_POLICY_NONE,      /* never STARTTLS */
+	TLS_POLICY_MAY,       /* STARTTLS when offered, else clear text */
+	TLS_POLICY_ENCRYPT,   /* TLS required, certificate not checked */
+	TLS_POLICY_DANE,      /* DANE when TLSA records exist, else encrypt */
+	TLS_POLICY_DANE_ONLY, /* DANE required */
+	TLS_POLICY_VERIFY,    /* TLS with the chain and host name verified */
+};
+int tls_policy_parse(const char *name, enum tls_policy *p);
+const char *tls_policy_name(enum tls_policy p);
+/* Whether the policy refuses to send without TLS. */
+bool tls_policy_requires_tls(enum tls_policy p);
+
+/* Client context: CA file for `verify` (NULL: the system's store). */
+SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen);
+/* A client connection: SNI name, verification of chain + name when verify,
+ * resuming session when not NULL. */
+struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify,
+				     SSL_SESSION *resume);
+/* Chain and name verified (only ever true for a verifying connection). */
+bool tls_conn_verified(const struct tls_conn *t);
+bool tls_conn_resumed(const struct tls_conn *t);
+/* A session ticket for resumption, if one arrived since the last call;
+ * the caller owns the reference (SSL_SESSION_free). */
+SSL_SESSION *tls_conn_take_session(struct tls_conn *t);
+
 /* Server context from PEM files, or, with cert == NULL, a freshly generated
  * self-signed P-256 certificate for cn. NULL on failure with err filled. */
 SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char *cn,
@@ -41,7 +68,8 @@ ssize_t tls_conn_read(struct tls_conn *t, void *buf, size_t len);
 /* Encrypt plaintext; 0 on success, -1 on error. */
 int tls_conn_write(struct tls_conn *t, const void *data, size_t len);
 
-/* Queue a close_notify alert (fetch it with tls_conn_output). */
+/* Queue a close_notify alert (fetch it with tls_conn_output). Only a
+ * connection closed this way leaves its session resumable. */
 void tls_conn_shutdown(struct tls_conn *t);
 
 /* Append pending ciphertext (handshake or records) to out; returns bytes. */

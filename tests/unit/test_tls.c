@@ -1,0 +1,141 @@
+/* tls/: a client and a server tls_conn talk through memory only. */
+#include <criterion/criterion.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../tls/tls.h"
+
+/* Move bytes both ways until neither side has anything to say. */
+static int pump(struct tls_conn *c, struct tls_conn *s, char *got_s, size_t *n_s)
+{
+	struct vl_buf b;
+	char buf[4096];
+	int rc = 0;
+
+	vl_buf_init(&b);
+	for (int round = 0; round < 20; round++) {
+		size_t moved = 0;
+		vl_buf_reset(&b);
+		moved += tls_conn_output(c, &b);
+		tls_conn_input(s, b.p, b.len);
+		ssize_t n;
+		while ((n = tls_conn_read(s, buf, sizeof buf)) > 0) {
+			memcpy(got_s + *n_s, buf, (size_t)n);
+			*n_s += (size_t)n;
+		}
+		if (n < 0)
+			rc = -1;
+		vl_buf_reset(&b);
+		moved += tls_conn_output(s, &b);
+		tls_conn_input(c, b.p, b.len);
+		while ((n = tls_conn_read(c, buf, sizeof buf)) > 0)
+			;
+		if (n < 0)
+			rc = -1;
+		if (moved == 0 || rc < 0)
+			break;
+	}
+	vl_buf_free(&b);
+	return rc;
+}
+
+static SSL_CTX *server(void)
+{
+	char err[256];
+	SSL_CTX *ctx = tls_server_ctx_new(NULL, NULL, "mx.volley.test", err, sizeof err);
+	cr_assert_not_null(ctx, "%s", err);
+	return ctx;
+}
+
+Test(tls, policies)
+{
+	enum tls_policy p;
+	const char *names[] = {"none", "may", "encrypt", "dane", "dane-only", "verify"};
+	for (int i = 0; i < 6; i++) {
+		cr_assert_eq(tls_policy_parse(names[i], &p), 0);
+		cr_assert_str_eq(tls_policy_name(p), names[i]);
+	}
+	cr_assert_eq(tls_policy_parse("yes", &p), -1);
+	cr_assert_not(tls_policy_requires_tls(TLS_POLICY_MAY));
+	cr_assert(tls_policy_requires_tls(TLS_POLICY_ENCRYPT));
+}
+
+Test(tls, handshake_data_and_resumption)
+{
+	char err[256], got[256];
+	size_t n = 0;
+	SSL_CTX *sctx = server(), *cctx = tls_client_ctx_new(NULL, err, sizeof err);
+	cr_assert_not_null(cctx, "%s", err);
+
+	struct tls_conn *s = tls_conn_new_server(sctx);
+	struct tls_conn *c = tls_conn_new_client(cctx, "mx.volley.test", false, NULL);
+	cr_assert_eq(pump(c, s, got, &n), 0);
+	cr_assert(tls_conn_established(c) && tls_conn_established(s));
+	cr_assert_str_eq(tls_conn_version(c), "TLSv1.3");
+	cr_assert_not(tls_conn_verified(c), "not asked to verify");
+	cr_assert_eq(tls_conn_write(c, "EHLO x\r\n", 8), 0);
+	cr_assert_eq(pump(c, s, got, &n), 0);
+	cr_assert_eq(n, 8);
+	cr_assert_eq(memcmp(got, "EHLO x\r\n", 8), 0);
+	SSL_SESSION *ticket = tls_conn_take_session(c);
+	cr_assert_not_null(ticket, "a TLS 1.3 ticket for resumption");
+	/* A clean close keeps the session resumable; an abrupt one does not. */
+	tls_conn_shutdown(c);
+	tls_conn_free(c);
+	tls_conn_free(s);
+
+	s = tls_conn_new_server(sctx);
+	c = tls_conn_new_client(cctx, "mx.volley.test", false, ticket);
+	n = 0;
+	cr_assert_eq(pump(c, s, got, &n), 0);
+	cr_assert(tls_conn_resumed(c), "second connection resumes");
+	SSL_SESSION_free(ticket);
+	tls_conn_free(c);
+	tls_conn_free(s);
+	tls_ctx_free(sctx);
+	tls_ctx_free(cctx);
+}
+
+Test(tls, verify_chain_and_name)
+{
+	char err[256], got[64], ca[] = "/tmp/volley-ca-XXXXXX";
+	size_t n = 0;
+	SSL_CTX *sctx = server();
+	int fd = mkstemp(ca);
+	FILE *f = fdopen(fd, "w");
+	PEM_write_X509(f, SSL_CTX_get0_certificate(sctx));
+	fclose(f);
+
+	/* Unknown issuer: a verifying client refuses. */
+	SSL_CTX *sys = tls_client_ctx_new(NULL, err, sizeof err);
+	struct tls_conn *s = tls_conn_new_server(sctx);
+	struct tls_conn *c = tls_conn_new_client(sys, "mx.volley.test", true, NULL);
+	cr_assert_eq(pump(c, s, got, &n), -1);
+	cr_assert_not(tls_conn_verified(c));
+	tls_conn_free(c);
+	tls_conn_free(s);
+
+	/* Trusted, right name: verified. Wrong name: refused. */
+	SSL_CTX *trust = tls_client_ctx_new(ca, err, sizeof err);
+	cr_assert_not_null(trust, "%s", err);
+	s = tls_conn_new_server(sctx);
+	c = tls_conn_new_client(trust, "mx.volley.test", true, NULL);
+	cr_assert_eq(pump(c, s, got, &n), 0);
+	cr_assert(tls_conn_verified(c));
+	tls_conn_free(c);
+	tls_conn_free(s);
+	s = tls_conn_new_server(sctx);
+	c = tls_conn_new_client(trust, "other.test", true, NULL);
+	cr_assert_eq(pump(c, s, got, &n), -1);
+	tls_conn_free(c);
+	tls_conn_free(s);
+
+	cr_assert_null(tls_client_ctx_new("/nonexistent/ca.pem", err, sizeof err));
+	cr_assert(strstr(err, "/nonexistent/ca.pem"), "%s", err);
+	unlink(ca);
+	tls_ctx_free(sys);
+	tls_ctx_free(trust);
+	tls_ctx_free(sctx);
+}
