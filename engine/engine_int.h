@@ -51,3 +51,93 @@ void eng_iov_free(struct eng_iov *b);
 void eng_dotstuff(const struct iovec *body, size_t nbody, struct eng_iov *out);
 
 #endif
+
+/* ---- the SMTP client session, protocol only (session.c) ----
+ * Replies in, commands out; the worker does the I/O. Like OpenSMTPD's
+ * mta_session: one state enum, one function per event. */
+#include "engine.h"
+
+enum eng_state {
+	ENG_S_CONNECTING,
+	ENG_S_BANNER,
+	ENG_S_EHLO,
+	ENG_S_HELO,
+	ENG_S_STARTTLS,
+	ENG_S_TLS,
+	ENG_S_AUTH,        /* AUTH PLAIN, or LOGIN's last step */
+	ENG_S_AUTH_USER,   /* AUTH LOGIN: username prompt expected */
+	ENG_S_AUTH_PASS,   /* AUTH LOGIN: password prompt expected */
+	ENG_S_READY,
+	ENG_S_TXN,         /* MAIL/RCPT/DATA|BDAT replies expected */
+	ENG_S_BODY,        /* body sent, the final reply expected */
+	ENG_S_RSET,
+	ENG_S_QUIT,
+	ENG_S_CLOSED,
+};
+
+enum eng_act {
+	ENG_WAIT,      /* send the output (if any), then wait for a reply */
+	ENG_STARTTLS,  /* start the TLS handshake now */
+	ENG_IDLE,      /* ready: give it a message (check ->finished first) */
+	ENG_CLOSE,     /* send the output (if any), then close */
+};
+
+struct eng_sess {
+	const struct eng_config *cfg;
+	const struct eng_route *route;
+	enum eng_state state;
+	/* what the peer offers */
+	bool pipelining, chunking, eightbitmime, smtputf8, starttls;
+	bool auth_plain, auth_login, size_ext;
+	uint64_t size_max;                /* 0: no SIZE limit announced */
+	bool esmtp;
+	/* TLS, filled by the worker */
+	bool tls_on, tls_verified;
+	const char *tls_version, *tls_cipher;
+	char peer[64];
+	/* output for the worker: commands, then body pieces */
+	struct vl_buf out;
+	struct eng_iov body;
+	/* the transaction */
+	struct eng_msg *msg;
+	struct eng_msg *finished;         /* a transaction ended: hand back */
+	size_t pos;                       /* replies received in this txn */
+	size_t sent;                      /* commands sent (no PIPELINING) */
+	size_t accepted;                  /* recipients with 2xx */
+	unsigned char *rs;                /* per recipient of the txn: RS_* */
+	size_t rs_cap;
+	bool use_bdat, body_with_cmds, body_queued, txn_dead;
+	bool starttls_refused;
+	unsigned nmsgs;                   /* transactions on this connection */
+	/* why the session failed, for the messages still queued */
+	const char *fail_stage;
+	int fail_code;
+	char fail_enhanced[16];
+	char fail_text[300];
+};
+
+void eng_sess_init(struct eng_sess *s, const struct eng_config *cfg,
+		   const struct eng_route *route);
+void eng_sess_free(struct eng_sess *s);
+/* TCP connected: the banner is next. */
+void eng_sess_connected(struct eng_sess *s);
+enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r);
+/* The TLS handshake finished (worker set tls_* fields). */
+enum eng_act eng_sess_tls_done(struct eng_sess *s);
+/* Start a transaction for m (state READY). */
+enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m);
+/* Pooled session no longer needed: QUIT. */
+enum eng_act eng_sess_quit(struct eng_sess *s);
+/* The connection failed (refused, reset, timeout, malformed reply, TLS
+ * error): every recipient of the transaction in progress gets a transient
+ * result. Returns ENG_CLOSE. */
+enum eng_act eng_sess_fail(struct eng_sess *s, const char *stage, int code,
+			   const char *enhanced, const char *text);
+/* How long the current wait may take, in ms (from cfg->t). */
+uint64_t eng_sess_timeout(const struct eng_sess *s);
+const char *eng_sess_stage(const struct eng_sess *s);
+/* Give one result (used for queued messages failed by the pool too). */
+void eng_result_give(struct eng_msg *m, size_t rcpt, enum eng_status st,
+		     int code, const char *enhanced, const char *text,
+		     const char *stage, const struct eng_sess *s,
+		     bool maybe_delivered);

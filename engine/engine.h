@@ -1,0 +1,113 @@
+/*
+ * engine: the delivery engine. Worker threads, each with its own io_uring,
+ * deliver messages over pooled SMTP client sessions: one pool per
+ * destination host (address, port, source address, TLS policy), pipelined
+ * commands, STARTTLS over OpenSSL memory BIOs, AUTH inside TLS, BDAT when
+ * offered. Every recipient of every message submitted gets exactly one
+ * result, then the message gets its done call. Prefix: eng_.
+ */
+#ifndef VOLLEY_ENGINE_H
+#define VOLLEY_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "../tls/tls.h"
+
+/* Timeouts in milliseconds; defaults are RFC 5321 4.5.3.2's. */
+struct eng_timeouts {
+	uint64_t connect;    /* TCP connect: 30 s */
+	uint64_t greeting;   /* 220 banner: 5 min */
+	uint64_t helo;       /* EHLO/HELO, STARTTLS, AUTH, RSET: 5 min */
+	uint64_t tls;        /* TLS handshake: 2 min */
+	uint64_t mail;       /* MAIL: 5 min */
+	uint64_t rcpt;       /* RCPT: 5 min */
+	uint64_t data;       /* DATA initiation (354): 2 min */
+	uint64_t data_block; /* sending the body: 3 min per write */
+	uint64_t data_term;  /* reply after the final dot: 10 min */
+	uint64_t idle;       /* an unused pooled session is closed after: 10 s */
+	uint64_t quit;       /* reply to QUIT before closing anyway: 5 s */
+};
+
+struct eng_config {
+	int workers;                     /* 0: one per core */
+	char helo[256];                  /* EHLO name */
+	struct eng_timeouts t;
+	unsigned max_rcpts_per_txn;      /* recipients per transaction: 100 */
+	char ca_file[1024];              /* for tls = verify; "": system store */
+};
+void eng_config_defaults(struct eng_config *c);
+
+/* A destination host: the key of a connection pool. */
+struct eng_route {
+	char name[256];                  /* host name: SNI, verification, logs */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	struct sockaddr_storage source;  /* source address, if has_source */
+	socklen_t sourcelen;
+	bool has_source;
+	enum tls_policy tls;
+	char auth_user[256], auth_pass[256]; /* AUTH when auth_user[0] */
+	unsigned max_connections;        /* default 50 */
+	unsigned max_messages_per_connection; /* default 1000 */
+};
+/* "host:port" or "[v6]:port" (an IP address; name defaults to it). */
+int eng_route_parse(struct eng_route *r, const char *hostport, char *err,
+		    size_t errlen);
+
+enum eng_status { ENG_DELIVERED, ENG_TRANSIENT, ENG_PERMANENT };
+
+struct eng_result {
+	enum eng_status status;
+	int code;                 /* the reply's code; 0 when none came */
+	const char *enhanced;     /* "5.1.1" or "" */
+	const char *text;         /* reply text, or what went wrong */
+	const char *stage;        /* connect, greeting, ehlo, starttls, tls,
+				   * auth, mail, rcpt, data, dot, size */
+	bool maybe_delivered;     /* no answer to the final dot: the peer may
+				   * have the message; a retry may duplicate */
+	const char *peer;         /* "127.0.0.1:2525" */
+	const char *tls_version;  /* NULL: clear text */
+	const char *tls_cipher;
+	bool tls_verified;
+};
+
+struct eng_msg;
+/* Called on the worker thread, once per recipient, then done once. The
+ * result's strings are valid only during the call. */
+typedef void (*eng_result_fn)(struct eng_msg *m, size_t rcpt,
+			      const struct eng_result *r);
+typedef void (*eng_done_fn)(struct eng_msg *m);
+
+struct eng_msg {
+	const struct eng_route *route;   /* must outlive the message */
+	const char *mail_from;           /* "" for the null sender */
+	const char *const *rcpts;
+	size_t nrcpt;
+	const struct iovec *body;        /* the CRLF-canonical message, not
+					  * dot-stuffed; lives until done */
+	size_t nbody;
+	bool eightbit, smtputf8;         /* needs 8BITMIME / SMTPUTF8 */
+	eng_result_fn on_result;
+	eng_done_fn on_done;
+	void *arg;
+	/* the engine's own */
+	struct eng_msg *next_;
+	size_t size_;
+	size_t first_, count_;           /* recipients of this transaction */
+	size_t pending_;                 /* recipients without a result */
+};
+
+struct engine;
+struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen);
+/* Hand over a message; from any thread. */
+void eng_submit(struct engine *e, struct eng_msg *m);
+/* Stop taking work, finish transactions in flight (within grace_ms), give
+ * queued messages a transient "shutting down" result, join the workers. */
+void eng_stop(struct engine *e, uint64_t grace_ms);
+void eng_free(struct engine *e);
+
+#endif

@@ -1,0 +1,526 @@
+/*
+ * The SMTP client session (RFC 5321, 2920, 3030, 3207, 4954, 1870, 6152,
+ * 6531) as one state enum and one function per event. Protocol only: the
+ * worker (worker.c) moves the bytes. Every recipient handed over gets
+ * exactly one result, whatever the peer does.
+ */
+#include "engine_int.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+
+enum { RS_PENDING, RS_ACCEPTED, RS_DONE }; /* per-recipient progress */
+#define BODY_WITH_CMDS_MAX 65536 /* BDAT body sent before RCPT replies */
+
+void eng_sess_init(struct eng_sess *s, const struct eng_config *cfg,
+		   const struct eng_route *route)
+{
+	memset(s, 0, sizeof *s);
+	s->cfg = cfg;
+	s->route = route;
+	s->state = ENG_S_CONNECTING;
+	vl_buf_init(&s->out);
+}
+
+void eng_sess_free(struct eng_sess *s)
+{
+	vl_buf_free(&s->out);
+	eng_iov_free(&s->body);
+	free(s->rs);
+}
+
+void eng_sess_connected(struct eng_sess *s)
+{
+	s->state = ENG_S_BANNER;
+}
+
+const char *eng_sess_stage(const struct eng_sess *s)
+{
+	switch (s->state) {
+	case ENG_S_CONNECTING: return "connect";
+	case ENG_S_BANNER: return "greeting";
+	case ENG_S_EHLO: case ENG_S_HELO: return "ehlo";
+	case ENG_S_STARTTLS: return "starttls";
+	case ENG_S_TLS: return "tls";
+	case ENG_S_AUTH: case ENG_S_AUTH_USER: case ENG_S_AUTH_PASS: return "auth";
+	case ENG_S_TXN:
+		if (s->pos == 0)
+			return "mail";
+		if (s->msg && s->pos <= s->msg->count_)
+			return "rcpt";
+		return s->use_bdat ? "dot" : "data";
+	case ENG_S_BODY: return "dot";
+	case ENG_S_RSET: return "rset";
+	case ENG_S_QUIT: return "quit";
+	default: return "session";
+	}
+}
+
+uint64_t eng_sess_timeout(const struct eng_sess *s)
+{
+	const struct eng_timeouts *t = &s->cfg->t;
+
+	switch (s->state) {
+	case ENG_S_CONNECTING: return t->connect;
+	case ENG_S_BANNER: return t->greeting;
+	case ENG_S_TLS: return t->tls;
+	case ENG_S_READY: return t->idle;
+	case ENG_S_QUIT: return t->quit;
+	case ENG_S_BODY: return t->data_term;
+	case ENG_S_TXN:
+		if (s->pos == 0)
+			return t->mail;
+		if (s->msg && s->pos <= s->msg->count_)
+			return t->rcpt;
+		return s->use_bdat ? t->data_term : t->data;
+	default: return t->helo;
+	}
+}
+
+/* ---- results ---- */
+
+void eng_result_give(struct eng_msg *m, size_t rcpt, enum eng_status st,
+		     int code, const char *enhanced, const char *text,
+		     const char *stage, const struct eng_sess *s,
+		     bool maybe_delivered)
+{
+	struct eng_result r = {
+		.status = st, .code = code, .enhanced = enhanced ? enhanced : "",
+		.text = text ? text : "", .stage = stage,
+		.maybe_delivered = maybe_delivered,
+		.peer = s ? s->peer : "",
+		.tls_version = s && s->tls_on ? s->tls_version : NULL,
+		.tls_cipher = s && s->tls_on ? s->tls_cipher : NULL,
+		.tls_verified = s && s->tls_on && s->tls_verified,
+	};
+	m->pending_--;
+	m->on_result(m, rcpt, &r);
+}
+
+static enum eng_status status_of(int code)
+{
+	if (code >= 200 && code < 300)
+		return ENG_DELIVERED;
+	return code >= 500 && code < 600 ? ENG_PERMANENT : ENG_TRANSIENT;
+}
+
+/* Result for recipient i of the transaction (index within the chunk). */
+static void give(struct eng_sess *s, size_t i, enum eng_status st, int code,
+		 const char *enh, const char *text, const char *stage, bool maybe)
+{
+	if (s->rs[i] == RS_DONE)
+		return;
+	s->rs[i] = RS_DONE;
+	eng_result_give(s->msg, s->msg->first_ + i, st, code, enh, text, stage, s,
+			maybe);
+}
+
+static void give_reply(struct eng_sess *s, size_t i, const struct eng_reply *r,
+		       const char *stage)
+{
+	give(s, i, status_of(r->code), r->code, r->enhanced, r->text, stage, false);
+}
+
+/* Every recipient still without a result (those in state `only`, or all
+ * when only < 0) gets this one. */
+static void give_rest(struct eng_sess *s, int only, enum eng_status st, int code,
+		      const char *enh, const char *text, const char *stage,
+		      bool maybe)
+{
+	for (size_t i = 0; s->msg && i < s->msg->count_; i++)
+		if (s->rs[i] != RS_DONE && (only < 0 || s->rs[i] == only))
+			give(s, i, st, code, enh, text, stage, maybe);
+}
+
+/* The transaction is over; with rset the server may still hold state. */
+static enum eng_act end_txn(struct eng_sess *s, bool rset)
+{
+	s->finished = s->msg;
+	s->msg = NULL;
+	eng_iov_free(&s->body);
+	if (rset) {
+		vl_buf_appends(&s->out, "RSET\r\n");
+		s->state = ENG_S_RSET;
+		return ENG_WAIT;
+	}
+	s->state = ENG_S_READY;
+	return ENG_IDLE;
+}
+
+enum eng_act eng_sess_fail(struct eng_sess *s, const char *stage, int code,
+			   const char *enhanced, const char *text)
+{
+	/* After the final dot (or a BDAT LAST) went out, silence does not mean
+	 * the message was not taken: say so, so a duplicate is a choice. */
+	bool maybe = s->body_queued && (s->state == ENG_S_BODY || s->use_bdat);
+
+	s->fail_stage = stage;
+	s->fail_code = code;
+	snprintf(s->fail_enhanced, sizeof s->fail_enhanced, "%s", enhanced ? enhanced : "");
+	snprintf(s->fail_text, sizeof s->fail_text, "%s", text);
+	if (s->msg) {
+		give_rest(s, RS_ACCEPTED, ENG_TRANSIENT, code, enhanced, text, stage, maybe);
+		give_rest(s, -1, ENG_TRANSIENT, code, enhanced, text, stage,
+			  maybe && s->use_bdat && s->body_with_cmds);
+		s->finished = s->msg;
+		s->msg = NULL;
+	}
+	s->state = ENG_S_CLOSED;
+	return ENG_CLOSE;
+}
+
+static enum eng_act fail_reply(struct eng_sess *s, const struct eng_reply *r)
+{
+	char text[ENG_REPLY_TEXT_MAX + 32];
+
+	snprintf(text, sizeof text, "%s", r->text);
+	return eng_sess_fail(s, eng_sess_stage(s), r->code, r->enhanced, text);
+}
+
+/* ---- greeting, EHLO, STARTTLS, AUTH ---- */
+
+static enum eng_act send_ehlo(struct eng_sess *s, bool extended)
+{
+	vl_buf_printf(&s->out, "%s %s\r\n", extended ? "EHLO" : "HELO", s->cfg->helo);
+	s->state = extended ? ENG_S_EHLO : ENG_S_HELO;
+	s->pipelining = s->chunking = s->eightbitmime = s->smtputf8 = false;
+	s->starttls = s->auth_plain = s->auth_login = s->size_ext = false;
+	s->size_max = 0;
+	s->esmtp = extended;
+	return ENG_WAIT;
+}
+
+/* EHLO keywords (RFC 5321 4.1.1.1): one a line after the greeting line. */
+static void parse_ehlo(struct eng_sess *s, const char *text)
+{
+	const char *line = strchr(text, '\n');
+
+	while (line) {
+		line++;
+		const char *end = strchr(line, '\n');
+		size_t n = end ? (size_t)(end - line) : strlen(line);
+		char kw[128];
+		if (n >= sizeof kw)
+			n = sizeof kw - 1;
+		memcpy(kw, line, n);
+		kw[n] = '\0';
+		char *arg = kw + strcspn(kw, " =");
+		if (*arg)
+			*arg++ = '\0';
+		if (!strcasecmp(kw, "PIPELINING")) s->pipelining = true;
+		else if (!strcasecmp(kw, "CHUNKING")) s->chunking = true;
+		else if (!strcasecmp(kw, "8BITMIME")) s->eightbitmime = true;
+		else if (!strcasecmp(kw, "SMTPUTF8")) s->smtputf8 = true;
+		else if (!strcasecmp(kw, "STARTTLS")) s->starttls = true;
+		else if (!strcasecmp(kw, "SIZE")) {
+			s->size_ext = true;
+			s->size_max = strtoull(arg, NULL, 10);
+		}
+		else if (!strcasecmp(kw, "AUTH")) {
+			char *save;
+			for (char *m = strtok_r(arg, " ", &save); m;
+			     m = strtok_r(NULL, " ", &save)) {
+				if (!strcasecmp(m, "PLAIN")) s->auth_plain = true;
+				if (!strcasecmp(m, "LOGIN")) s->auth_login = true;
+			}
+		}
+		line = end;
+	}
+}
+
+static void append_base64(struct vl_buf *b, const char *data, size_t n)
+{
+	char *dst = vl_buf_reserve(b, 4 * ((n + 2) / 3) + 1);
+	b->len += (size_t)EVP_EncodeBlock((unsigned char *)dst,
+					  (const unsigned char *)data, (int)n);
+}
+
+static enum eng_act start_auth(struct eng_sess *s)
+{
+	const struct eng_route *r = s->route;
+
+	if (!s->tls_on)
+		return eng_sess_fail(s, "auth", 0, "",
+				     "credentials are only ever sent inside TLS");
+	if (s->auth_plain) {
+		char creds[520];
+		size_t u = strlen(r->auth_user), p = strlen(r->auth_pass);
+		creds[0] = '\0';
+		memcpy(creds + 1, r->auth_user, u);
+		creds[1 + u] = '\0';
+		memcpy(creds + 2 + u, r->auth_pass, p);
+		vl_buf_appends(&s->out, "AUTH PLAIN ");
+		append_base64(&s->out, creds, 2 + u + p);
+		vl_buf_appends(&s->out, "\r\n");
+		s->state = ENG_S_AUTH;
+		return ENG_WAIT;
+	}
+	if (s->auth_login) {
+		vl_buf_appends(&s->out, "AUTH LOGIN\r\n");
+		s->state = ENG_S_AUTH_USER;
+		return ENG_WAIT;
+	}
+	return eng_sess_fail(s, "auth", 0, "", "the peer offers no AUTH PLAIN or LOGIN");
+}
+
+/* EHLO/HELO done: STARTTLS as the policy says, then AUTH, then ready. */
+static enum eng_act after_hello(struct eng_sess *s)
+{
+	enum tls_policy p = s->route->tls;
+
+	if (!s->tls_on && p != TLS_POLICY_NONE) {
+		if (s->starttls && !s->starttls_refused) {
+			vl_buf_appends(&s->out, "STARTTLS\r\n");
+			s->state = ENG_S_STARTTLS;
+			return ENG_WAIT;
+		}
+		if (tls_policy_requires_tls(p)) {
+			char why[128];
+			snprintf(why, sizeof why, "%s; TLS policy '%s' requires it",
+				 s->starttls_refused ? "STARTTLS refused"
+						     : "STARTTLS not offered",
+				 tls_policy_name(p));
+			return eng_sess_fail(s, "starttls", s->starttls_refused ?
+					     s->fail_code : 0, "", why);
+		}
+	}
+	if (s->route->auth_user[0])
+		return start_auth(s);
+	s->state = ENG_S_READY;
+	return ENG_IDLE;
+}
+
+static enum eng_act auth_login_step(struct eng_sess *s, const struct eng_reply *r)
+{
+	if (r->code != 334)
+		return fail_reply(s, r);
+	const char *v = s->state == ENG_S_AUTH_USER ? s->route->auth_user
+						    : s->route->auth_pass;
+	append_base64(&s->out, v, strlen(v));
+	vl_buf_appends(&s->out, "\r\n");
+	s->state = s->state == ENG_S_AUTH_USER ? ENG_S_AUTH_PASS : ENG_S_AUTH;
+	return ENG_WAIT;
+}
+
+enum eng_act eng_sess_tls_done(struct eng_sess *s)
+{
+	return send_ehlo(s, true); /* RFC 3207 4.2: forget and ask again */
+}
+
+/* ---- the transaction ---- */
+
+static void append_path(struct vl_buf *b, const char *verb, const char *addr)
+{
+	vl_buf_printf(b, "%s:<%s>", verb, addr);
+}
+
+/* Command k: 0 MAIL, 1..count RCPT, count+1 DATA or BDAT (with body). */
+static void write_cmd(struct eng_sess *s, size_t k)
+{
+	struct eng_msg *m = s->msg;
+
+	if (k == 0) {
+		append_path(&s->out, "MAIL FROM", m->mail_from);
+		if (s->size_ext)
+			vl_buf_printf(&s->out, " SIZE=%zu", m->size_);
+		if (m->eightbit)
+			vl_buf_appends(&s->out, " BODY=8BITMIME");
+		if (m->smtputf8)
+			vl_buf_appends(&s->out, " SMTPUTF8");
+		vl_buf_appends(&s->out, "\r\n");
+	} else if (k <= m->count_) {
+		append_path(&s->out, "RCPT TO", m->rcpts[m->first_ + k - 1]);
+		vl_buf_appends(&s->out, "\r\n");
+	} else if (!s->use_bdat) {
+		vl_buf_appends(&s->out, "DATA\r\n");
+	} else {
+		vl_buf_printf(&s->out, "BDAT %zu LAST\r\n", m->size_);
+		s->body_queued = true; /* the worker sends body after out */
+	}
+	s->sent = k + 1;
+}
+
+/* Refuse without sending: the peer cannot take this message. */
+static enum eng_act refuse(struct eng_sess *s, struct eng_msg *m, int code,
+			   const char *enh, const char *text)
+{
+	for (size_t i = 0; i < m->count_; i++)
+		eng_result_give(m, m->first_ + i, ENG_PERMANENT, code, enh, text,
+				"size", s, false);
+	s->finished = m;
+	return ENG_IDLE;
+}
+
+enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
+{
+	size_t left = m->nrcpt - m->first_;
+	size_t max = s->cfg->max_rcpts_per_txn ? s->cfg->max_rcpts_per_txn : 100;
+
+	m->count_ = left < max ? left : max;
+	if (s->size_max && m->size_ > s->size_max) {
+		char text[128];
+		snprintf(text, sizeof text, "message of %zu octets exceeds the "
+			 "peer's SIZE limit of %llu", m->size_,
+			 (unsigned long long)s->size_max);
+		return refuse(s, m, 552, "5.3.4", text);
+	}
+	if (m->eightbit && !s->eightbitmime)
+		return refuse(s, m, 554, "5.6.3",
+			      "8-bit message and the peer offers no 8BITMIME");
+	if (m->smtputf8 && !s->smtputf8)
+		return refuse(s, m, 553, "5.6.7",
+			      "internationalised message and the peer offers no SMTPUTF8");
+	if (s->rs_cap < m->count_) {
+		free(s->rs);
+		s->rs = malloc(m->count_);
+		s->rs_cap = m->count_;
+	}
+	memset(s->rs, RS_PENDING, m->count_);
+	s->msg = m;
+	s->pos = s->sent = s->accepted = 0;
+	s->txn_dead = s->body_queued = false;
+	s->use_bdat = s->chunking;
+	s->body_with_cmds = s->use_bdat && s->pipelining && m->size_ <= BODY_WITH_CMDS_MAX;
+	if (s->use_bdat) {
+		s->body.n = s->body.bytes = 0;
+		for (size_t i = 0; i < m->nbody; i++) {
+			if (s->body.n == s->body.cap) {
+				s->body.cap = s->body.cap ? s->body.cap * 2 : 8;
+				s->body.v = realloc(s->body.v, s->body.cap * sizeof *s->body.v);
+			}
+			s->body.v[s->body.n++] = m->body[i];
+			s->body.bytes += m->body[i].iov_len;
+		}
+	} else {
+		eng_dotstuff(m->body, m->nbody, &s->body);
+	}
+	s->state = ENG_S_TXN;
+	s->nmsgs++;
+	size_t ncmd = s->pipelining ? m->count_ + 1 + (s->use_bdat ? s->body_with_cmds : 1) : 1;
+	for (size_t k = 0; k < ncmd; k++)
+		write_cmd(s, k);
+	return ENG_WAIT;
+}
+
+/* The final reply: after DATA's dot, or to BDAT LAST. */
+static enum eng_act final_reply(struct eng_sess *s, const struct eng_reply *r)
+{
+	if (!s->txn_dead)
+		for (size_t i = 0; i < s->msg->count_; i++)
+			if (s->rs[i] == RS_ACCEPTED)
+				give_reply(s, i, r, "dot");
+	give_rest(s, -1, ENG_TRANSIENT, r->code, r->enhanced,
+		  "no recipient accepted", "rcpt", false);
+	/* A refused BDAT LAST may leave the transaction open: reset it. */
+	return end_txn(s, s->use_bdat && !(r->code >= 200 && r->code < 300));
+}
+
+static enum eng_act txn_reply(struct eng_sess *s, const struct eng_reply *r)
+{
+	struct eng_msg *m = s->msg;
+	size_t k = s->pos++;
+	bool ok = r->code >= 200 && r->code < 300;
+
+	if (k == 0 && !ok) { /* MAIL refused: every recipient gets its reply */
+		for (size_t i = 0; i < m->count_; i++)
+			give_reply(s, i, r, "mail");
+		s->txn_dead = true;
+	} else if (k >= 1 && k <= m->count_) {
+		if (s->txn_dead)
+			;
+		else if (ok)
+			s->rs[k - 1] = RS_ACCEPTED, s->accepted++;
+		else
+			give_reply(s, k - 1, r, "rcpt");
+	} else if (k == m->count_ + 1) {
+		if (s->use_bdat)
+			return final_reply(s, r);
+		if (r->code == 354 && s->accepted && !s->txn_dead) {
+			s->body_queued = true;
+			s->state = ENG_S_BODY;
+			return ENG_WAIT;
+		}
+		if (r->code == 354) { /* no recipient, yet 354: end it empty */
+			vl_buf_appends(&s->out, ".\r\n");
+			s->txn_dead = true;
+			s->state = ENG_S_BODY;
+			return ENG_WAIT;
+		}
+		give_rest(s, RS_ACCEPTED, status_of(r->code), r->code, r->enhanced,
+			  r->text, "data", false);
+		return end_txn(s, true);
+	}
+	if (s->pos < s->sent)
+		return ENG_WAIT; /* more pipelined replies to come */
+	/* All replies to what was sent are in: send the next step. */
+	if (s->txn_dead || (k == m->count_ && s->accepted == 0)) {
+		give_rest(s, -1, ENG_TRANSIENT, r->code, r->enhanced, r->text, "rcpt", false);
+		return end_txn(s, true);
+	}
+	write_cmd(s, s->sent);
+	return ENG_WAIT;
+}
+
+enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r)
+{
+	bool ok = r->code >= 200 && r->code < 300;
+
+	if (r->code == 421 && s->state != ENG_S_QUIT)
+		return fail_reply(s, r); /* the server is closing (RFC 5321 3.8) */
+	switch (s->state) {
+	case ENG_S_BANNER:
+		return ok ? send_ehlo(s, true) : fail_reply(s, r);
+	case ENG_S_EHLO:
+		if (ok) {
+			parse_ehlo(s, r->text);
+			return after_hello(s);
+		}
+		return r->code >= 500 ? send_ehlo(s, false) : fail_reply(s, r);
+	case ENG_S_HELO:
+		return ok ? after_hello(s) : fail_reply(s, r);
+	case ENG_S_STARTTLS:
+		if (r->code == 220) {
+			s->state = ENG_S_TLS;
+			return ENG_STARTTLS;
+		}
+		s->starttls_refused = true;
+		s->fail_code = r->code;
+		return after_hello(s);
+	case ENG_S_AUTH:
+		if (r->code == 235) {
+			s->state = ENG_S_READY;
+			return ENG_IDLE;
+		}
+		return fail_reply(s, r);
+	case ENG_S_AUTH_USER:
+	case ENG_S_AUTH_PASS:
+		return auth_login_step(s, r);
+	case ENG_S_TXN:
+		return txn_reply(s, r);
+	case ENG_S_BODY:
+		return final_reply(s, r);
+	case ENG_S_RSET:
+		if (!ok)
+			return fail_reply(s, r);
+		s->state = ENG_S_READY;
+		return ENG_IDLE;
+	case ENG_S_QUIT:
+		s->state = ENG_S_CLOSED;
+		return ENG_CLOSE;
+	default:
+		return eng_sess_fail(s, eng_sess_stage(s), r->code, r->enhanced,
+				     "unexpected reply");
+	}
+}
+
+enum eng_act eng_sess_quit(struct eng_sess *s)
+{
+	vl_buf_appends(&s->out, "QUIT\r\n");
+	s->state = ENG_S_QUIT;
+	return ENG_WAIT;
+}

@@ -1,0 +1,331 @@
+/* engine: the SMTP client session state machine, driven by scripted
+ * replies; what it writes is checked byte for byte. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "../../engine/engine_int.h"
+
+#define MAXR 8
+
+struct t {
+	struct eng_config cfg;
+	struct eng_route route;
+	struct eng_sess s;
+	struct eng_msg m;
+	const char *rcpts[MAXR];
+	struct iovec body[2];
+	struct eng_result res[MAXR];
+	char text[MAXR][256], enh[MAXR][16];
+	int nres;
+	enum eng_act act;
+};
+
+static void on_result(struct eng_msg *m, size_t i, const struct eng_result *r)
+{
+	struct t *t = m->arg;
+	cr_assert_lt(i, m->nrcpt);
+	t->res[i] = *r;
+	snprintf(t->text[i], sizeof t->text[i], "%s", r->text);
+	t->res[i].text = t->text[i];
+	/* Result strings live only during the call: keep copies. */
+	snprintf(t->enh[i], sizeof t->enh[i], "%s", r->enhanced);
+	t->res[i].enhanced = t->enh[i];
+	t->nres++;
+}
+
+static struct t *t_new(enum tls_policy p, int nrcpt)
+{
+	struct t *t = calloc(1, sizeof *t);
+	char err[128];
+	eng_config_defaults(&t->cfg);
+	snprintf(t->cfg.helo, sizeof t->cfg.helo, "me.test");
+	cr_assert_eq(eng_route_parse(&t->route, "127.0.0.1:25", err, sizeof err), 0);
+	t->route.tls = p;
+	eng_sess_init(&t->s, &t->cfg, &t->route);
+	static const char *names[] = {"a@x.test", "b@x.test", "c@x.test", "d@x.test"};
+	for (int i = 0; i < nrcpt; i++)
+		t->rcpts[i] = names[i];
+	t->body[0] = (struct iovec){"Subject: t\r\n\r\n", 14};
+	t->body[1] = (struct iovec){".hi\r\n", 5};
+	t->m = (struct eng_msg){.mail_from = "s@y.test", .rcpts = t->rcpts,
+		.nrcpt = (size_t)nrcpt, .body = t->body, .nbody = 2,
+		.on_result = on_result, .arg = t, .size_ = 19, .pending_ = (size_t)nrcpt};
+	eng_sess_connected(&t->s);
+	return t;
+}
+
+static void t_free(struct t *t)
+{
+	eng_sess_free(&t->s);
+	free(t);
+}
+
+/* Feed one reply (CRLF-separated lines); return what the session wrote. */
+static const char *reply(struct t *t, const char *wire)
+{
+	static char out[4096];
+	struct eng_reply_parser p;
+	struct eng_reply r;
+	size_t used;
+	eng_reply_parser_init(&p);
+	cr_assert_eq(eng_reply_feed(&p, wire, strlen(wire), &used, &r), 1, "%s", wire);
+	t->act = eng_sess_reply(&t->s, &r);
+	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
+	memcpy(out, t->s.out.p, n);
+	out[n] = '\0';
+	vl_buf_reset(&t->s.out);
+	return out;
+}
+
+static const char *start(struct t *t)
+{
+	static char out[4096];
+	t->act = eng_sess_start(&t->s, &t->m);
+	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
+	memcpy(out, t->s.out.p, n);
+	out[n] = '\0';
+	vl_buf_reset(&t->s.out);
+	return out;
+}
+
+static const char *EHLO_FULL = "250-mx\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
+	"250-8BITMIME\r\n250-STARTTLS\r\n250 ENHANCEDSTATUSCODES\r\n";
+
+/* Banner and EHLO with the given capabilities; session ready. */
+static void hello(struct t *t, const char *ehlo)
+{
+	cr_assert_str_eq(reply(t, "220 mx ESMTP\r\n"), "EHLO me.test\r\n");
+	reply(t, ehlo);
+	cr_assert_eq(t->act, ENG_IDLE);
+}
+
+Test(eng_session, pipelined_data_transaction)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 3);
+	hello(t, EHLO_FULL);
+	cr_assert(t->s.pipelining && t->s.size_ext && t->s.size_max == 1000);
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test> SIZE=19\r\nRCPT TO:<a@x.test>\r\n"
+			 "RCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n");
+	reply(t, "250 2.1.0 ok\r\n");
+	reply(t, "250 2.1.5 ok\r\n");
+	reply(t, "550 5.1.1 no such user\r\n");
+	reply(t, "250 2.1.5 ok\r\n");
+	cr_assert_eq(t->nres, 1, "the refused recipient has its result at once");
+	cr_assert_eq(t->res[1].status, ENG_PERMANENT);
+	cr_assert_str_eq(t->res[1].enhanced, "5.1.1");
+	cr_assert_str_eq(t->res[1].stage, "rcpt");
+	reply(t, "354 go\r\n");
+	cr_assert_eq(t->act, ENG_WAIT);
+	cr_assert(t->s.body_queued);
+	/* The body is dot-stuffed and ends the message. */
+	char body[64] = "";
+	for (size_t i = 0; i < t->s.body.n; i++)
+		strncat(body, t->s.body.v[i].iov_base, t->s.body.v[i].iov_len);
+	cr_assert_str_eq(body, "Subject: t\r\n\r\n..hi\r\n.\r\n");
+	reply(t, "250 2.0.0 queued as X\r\n");
+	cr_assert_eq(t->act, ENG_IDLE);
+	cr_assert_eq(t->nres, 3);
+	cr_assert_eq(t->res[0].status, ENG_DELIVERED);
+	cr_assert_str_eq(t->res[0].text, "queued as X");
+	cr_assert_eq(t->res[2].status, ENG_DELIVERED);
+	cr_assert_eq(t->s.finished, &t->m);
+	cr_assert_eq(t->m.pending_, 0);
+	t_free(t);
+}
+
+Test(eng_session, unpipelined_one_command_at_a_time)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 2);
+	hello(t, "250-mx\r\n250 8BITMIME\r\n");
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\n", "no SIZE= without SIZE");
+	cr_assert_str_eq(reply(t, "250 ok\r\n"), "RCPT TO:<a@x.test>\r\n");
+	cr_assert_str_eq(reply(t, "450 4.2.0 busy\r\n"), "RCPT TO:<b@x.test>\r\n");
+	cr_assert_str_eq(reply(t, "250 ok\r\n"), "DATA\r\n");
+	reply(t, "354 go\r\n");
+	reply(t, "451 4.3.0 later\r\n");
+	cr_assert_eq(t->res[0].status, ENG_TRANSIENT);
+	cr_assert_str_eq(t->res[0].stage, "rcpt");
+	cr_assert_eq(t->res[1].status, ENG_TRANSIENT);
+	cr_assert_str_eq(t->res[1].stage, "dot");
+	cr_assert_eq(t->act, ENG_IDLE);
+	t_free(t);
+}
+
+Test(eng_session, mail_refused_then_rset)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 2);
+	hello(t, "250-mx\r\n250 PIPELINING\r\n");
+	start(t);
+	reply(t, "550 5.7.1 sender blocked\r\n");
+	cr_assert_eq(t->nres, 2);
+	cr_assert_eq(t->res[0].status, ENG_PERMANENT);
+	cr_assert_str_eq(t->res[1].stage, "mail");
+	reply(t, "503 5.5.1 need MAIL\r\n");
+	reply(t, "503 5.5.1 need MAIL\r\n");
+	cr_assert_str_eq(reply(t, "503 5.5.1 no valid recipients\r\n"), "RSET\r\n");
+	cr_assert_eq(t->s.finished, &t->m);
+	reply(t, "250 ok\r\n");
+	cr_assert_eq(t->act, ENG_IDLE);
+	cr_assert_eq(t->nres, 2, "one result each, no more");
+	t_free(t);
+}
+
+Test(eng_session, bdat_pipelined_with_body)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 1);
+	hello(t, "250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nBDAT 19 LAST\r\n");
+	cr_assert(t->s.body_queued);
+	cr_assert_eq(t->s.body.bytes, 19, "BDAT bodies are not stuffed");
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "250 2.0.0 ok\r\n");
+	cr_assert_eq(t->res[0].status, ENG_DELIVERED);
+	cr_assert_eq(t->act, ENG_IDLE);
+	t_free(t);
+}
+
+Test(eng_session, starttls_policies)
+{
+	/* encrypt without STARTTLS offered: nothing is sent. */
+	struct t *t = t_new(TLS_POLICY_ENCRYPT, 1);
+	reply(t, "220 mx\r\n");
+	reply(t, "250-mx\r\n250 PIPELINING\r\n");
+	cr_assert_eq(t->act, ENG_CLOSE);
+	cr_assert_str_eq(t->s.fail_stage, "starttls");
+	cr_assert(strstr(t->s.fail_text, "STARTTLS not offered; TLS policy 'encrypt'"));
+	t_free(t);
+	/* may: STARTTLS when offered, EHLO again after the handshake. */
+	t = t_new(TLS_POLICY_MAY, 1);
+	reply(t, "220 mx\r\n");
+	cr_assert_str_eq(reply(t, EHLO_FULL), "STARTTLS\r\n");
+	reply(t, "220 2.0.0 go ahead\r\n");
+	cr_assert_eq(t->act, ENG_STARTTLS);
+	t->s.tls_on = true;
+	t->act = eng_sess_tls_done(&t->s);
+	cr_assert_eq(t->s.out.len, 14);
+	vl_buf_reset(&t->s.out);
+	reply(t, "250-mx\r\n250 PIPELINING\r\n");
+	cr_assert_eq(t->act, ENG_IDLE, "no STARTTLS twice");
+	t_free(t);
+	/* may, STARTTLS refused: carries on in clear text. encrypt: fails. */
+	t = t_new(TLS_POLICY_MAY, 1);
+	reply(t, "220 mx\r\n");
+	reply(t, EHLO_FULL);
+	reply(t, "454 4.7.0 TLS not available\r\n");
+	cr_assert_eq(t->act, ENG_IDLE);
+	t_free(t);
+	t = t_new(TLS_POLICY_VERIFY, 1);
+	reply(t, "220 mx\r\n");
+	reply(t, EHLO_FULL);
+	reply(t, "454 4.7.0 TLS not available\r\n");
+	cr_assert_eq(t->act, ENG_CLOSE);
+	t_free(t);
+}
+
+Test(eng_session, auth_only_inside_tls)
+{
+	struct t *t = t_new(TLS_POLICY_MAY, 1);
+	snprintf(t->route.auth_user, sizeof t->route.auth_user, "user");
+	snprintf(t->route.auth_pass, sizeof t->route.auth_pass, "pass");
+	reply(t, "220 mx\r\n");
+	reply(t, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n");
+	cr_assert_eq(t->act, ENG_CLOSE, "no STARTTLS: credentials stay home");
+	cr_assert(strstr(t->s.fail_text, "inside TLS"));
+	t_free(t);
+	t = t_new(TLS_POLICY_MAY, 1);
+	snprintf(t->route.auth_user, sizeof t->route.auth_user, "user");
+	snprintf(t->route.auth_pass, sizeof t->route.auth_pass, "pass");
+	reply(t, "220 mx\r\n");
+	reply(t, "250-mx\r\n250 STARTTLS\r\n");
+	reply(t, "220 go\r\n");
+	t->s.tls_on = true;
+	eng_sess_tls_done(&t->s);
+	vl_buf_reset(&t->s.out);
+	/* base64("\0user\0pass") */
+	cr_assert_str_eq(reply(t, "250-mx\r\n250 AUTH=LOGIN PLAIN\r\n"), "AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
+	reply(t, "235 2.7.0 ok\r\n");
+	cr_assert_eq(t->act, ENG_IDLE);
+	t_free(t);
+}
+
+Test(eng_session, auth_login)
+{
+	struct t *t = t_new(TLS_POLICY_MAY, 1);
+	snprintf(t->route.auth_user, sizeof t->route.auth_user, "user");
+	snprintf(t->route.auth_pass, sizeof t->route.auth_pass, "pass");
+	t->s.tls_on = true; /* as after a handshake */
+	reply(t, "220 mx\r\n");
+	cr_assert_str_eq(reply(t, "250-mx\r\n250 AUTH LOGIN\r\n"), "AUTH LOGIN\r\n");
+	cr_assert_str_eq(reply(t, "334 VXNlcm5hbWU6\r\n"), "dXNlcg==\r\n");
+	cr_assert_str_eq(reply(t, "334 UGFzc3dvcmQ6\r\n"), "cGFzcw==\r\n");
+	reply(t, "535 5.7.8 bad credentials\r\n");
+	cr_assert_eq(t->act, ENG_CLOSE);
+	t_free(t);
+}
+
+Test(eng_session, helo_fallback_and_limits)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 1);
+	reply(t, "220 mx\r\n");
+	cr_assert_str_eq(reply(t, "502 5.5.1 what\r\n"), "HELO me.test\r\n");
+	reply(t, "250 mx\r\n");
+	cr_assert_eq(t->act, ENG_IDLE);
+	t->m.eightbit = true;
+	cr_assert_str_eq(start(t), "", "nothing sent for an impossible message");
+	cr_assert_eq(t->res[0].status, ENG_PERMANENT);
+	cr_assert_str_eq(t->res[0].enhanced, "5.6.3");
+	t_free(t);
+	t = t_new(TLS_POLICY_NONE, 1);
+	hello(t, "250-mx\r\n250 SIZE 10\r\n");
+	cr_assert_str_eq(start(t), "");
+	cr_assert_eq(t->res[0].code, 552);
+	cr_assert_eq(t->act, ENG_IDLE);
+	t_free(t);
+}
+
+Test(eng_session, failures_are_transient)
+{
+	/* A 421 in the middle of a transaction. */
+	struct t *t = t_new(TLS_POLICY_NONE, 2);
+	hello(t, "250-mx\r\n250 PIPELINING\r\n");
+	start(t);
+	reply(t, "250 ok\r\n");
+	reply(t, "421 4.7.0 closing\r\n");
+	cr_assert_eq(t->act, ENG_CLOSE);
+	cr_assert_eq(t->nres, 2);
+	cr_assert_eq(t->res[0].status, ENG_TRANSIENT);
+	cr_assert_eq(t->res[0].code, 421);
+	cr_assert_not(t->res[0].maybe_delivered);
+	t_free(t);
+	/* Silence after the final dot: maybe delivered. */
+	t = t_new(TLS_POLICY_NONE, 1);
+	hello(t, "250-mx\r\n250 PIPELINING\r\n");
+	start(t);
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "354 go\r\n");
+	cr_assert_eq(eng_sess_timeout(&t->s), t->cfg.t.data_term);
+	eng_sess_fail(&t->s, "dot", 0, "", "timeout after the final dot");
+	cr_assert_eq(t->res[0].status, ENG_TRANSIENT);
+	cr_assert(t->res[0].maybe_delivered);
+	t_free(t);
+}
+
+Test(eng_session, recipients_split_over_transactions)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 3);
+	t->cfg.max_rcpts_per_txn = 2;
+	hello(t, "250-mx\r\n250 PIPELINING\r\n");
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\n"
+			 "RCPT TO:<b@x.test>\r\nDATA\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "354 go\r\n");
+	reply(t, "250 ok\r\n");
+	cr_assert_eq(t->m.pending_, 1);
+	t->m.first_ += t->m.count_;
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n");
+	t_free(t);
+}
