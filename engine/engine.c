@@ -1,0 +1,77 @@
+/* The engine: workers on threads; messages go to the worker that owns
+ * their route's pool (by hash), so a pool lives on one thread only. */
+#include "engine_int.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct engine {
+	struct eng_config cfg;
+	int n;
+	struct eng_worker **w;
+	pthread_t *tid;
+	bool stopped;
+};
+
+static void *run(void *arg)
+{
+	eng_worker_run(arg);
+	return NULL;
+}
+
+struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
+{
+	struct engine *e = calloc(1, sizeof *e);
+
+	e->cfg = *c;
+	e->n = c->workers > 0 ? c->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (e->n < 1)
+		e->n = 1;
+	e->w = calloc((size_t)e->n, sizeof *e->w);
+	e->tid = calloc((size_t)e->n, sizeof *e->tid);
+	for (int i = 0; i < e->n; i++) {
+		e->w[i] = eng_worker_new(&e->cfg, (unsigned)i, err, errlen);
+		if (!e->w[i]) {
+			for (int j = 0; j < i; j++)
+				eng_worker_free(e->w[j]);
+			free(e->w);
+			free(e->tid);
+			free(e);
+			return NULL;
+		}
+	}
+	for (int i = 0; i < e->n; i++)
+		pthread_create(&e->tid[i], NULL, run, e->w[i]);
+	return e;
+}
+
+void eng_submit(struct engine *e, struct eng_msg *m)
+{
+	eng_worker_submit(e->w[eng_route_hash(m->route) % (uint64_t)e->n], m);
+}
+
+void eng_stop(struct engine *e, uint64_t grace_ms)
+{
+	if (e->stopped)
+		return;
+	e->stopped = true;
+	for (int i = 0; i < e->n; i++)
+		eng_worker_stop(e->w[i], grace_ms);
+	for (int i = 0; i < e->n; i++)
+		pthread_join(e->tid[i], NULL);
+}
+
+void eng_free(struct engine *e)
+{
+	if (!e)
+		return;
+	eng_stop(e, 0);
+	for (int i = 0; i < e->n; i++)
+		eng_worker_free(e->w[i]);
+	free(e->w);
+	free(e->tid);
+	free(e);
+}

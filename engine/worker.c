@@ -1,0 +1,1068 @@
+/*
+ * An engine worker: one thread, one io_uring, its own pools and sessions.
+ * Connect with a linked timeout, sendmsg with iovecs (commands, then the
+ * body's own memory), multishot recv into a provided buffer ring, timers
+ * from a heap, and an inbox other threads push messages into (a lock-free
+ * MPSC list woken by an eventfd read on the ring).
+ */
+#include "engine_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define RING_ENTRIES 4096
+#define CQ_ENTRIES 65536
+#define NBUFS 1024
+#define BUFSZ 16384
+#define BGID 0
+#define TICK_MS 50
+
+enum op { OP_CONNECT = 1, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_CANCEL, OP_WAKE, OP_TICK };
+#define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
+#define UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
+#define UD_OP(u) ((enum op)((u) & 7))
+
+struct pool;
+
+struct conn {
+	struct eng_worker *w;
+	struct pool *pool;
+	int fd;
+	unsigned ops;
+	bool closing, close_after_send, send_busy, recv_armed, body_taken;
+	bool connecting;               /* counted in pool->nconnecting */
+	struct eng_sess s;
+	struct eng_reply_parser rp;
+	struct tls_conn *tls;
+	struct eng_timer timer;
+	struct __kernel_timespec connect_ts;
+	/* the send in flight: commands (or ciphertext), then body pieces */
+	struct vl_buf sendbuf;
+	struct iovec *sv;
+	size_t svn, svcap;
+	struct msghdr mh;
+	struct eng_msg *held;          /* finished while a send was in flight:
+					* their bodies may still be read */
+	struct conn *idle_next, *idle_prev;
+	bool idle;
+	struct conn *all_next, *all_prev;
+} __attribute__((aligned(8)));
+
+struct pool {
+	struct eng_route route;        /* a copy: the key */
+	uint64_t hash;
+	struct pool *hnext;
+	struct eng_msg *qhead, *qtail;
+	size_t qlen;
+	struct conn *idle;             /* READY sessions */
+	unsigned nconn, nconnecting;
+	SSL_SESSION *ticket;           /* TLS resumption for this host */
+};
+
+struct eng_worker {
+	const struct eng_config *cfg;
+	unsigned id;
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	SSL_CTX *tls_ctx;
+	struct pool **pools;           /* hash table */
+	size_t npools_cap, npools;
+	struct conn *all;              /* every open connection */
+	size_t nconns;
+	struct eng_heap timers;
+	/* inbox */
+	struct eng_msg *_Atomic in_head;
+	struct eng_msg *in_tail;
+	struct eng_msg in_stub;
+	atomic_bool wake_pending;
+	int efd;
+	uint64_t efd_val;
+	struct __kernel_timespec tick_ts;
+	atomic_bool stop;
+	uint64_t stop_deadline;
+	bool stopping;
+} __attribute__((aligned(64)));
+
+static struct io_uring_sqe *get_sqe(struct eng_worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	if (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+/* ---- inbox: Vyukov's intrusive MPSC queue ---- */
+
+static void inbox_init(struct eng_worker *w)
+{
+	w->in_stub.next_ = NULL;
+	atomic_store(&w->in_head, &w->in_stub);
+	w->in_tail = &w->in_stub;
+}
+
+static void inbox_push(struct eng_worker *w, struct eng_msg *m)
+{
+	__atomic_store_n(&m->next_, NULL, __ATOMIC_RELAXED);
+	struct eng_msg *prev = atomic_exchange_explicit(&w->in_head, m, memory_order_acq_rel);
+	__atomic_store_n(&prev->next_, m, __ATOMIC_RELEASE);
+}
+
+static struct eng_msg *inbox_pop(struct eng_worker *w)
+{
+	struct eng_msg *tail = w->in_tail;
+	struct eng_msg *next = __atomic_load_n(&tail->next_, __ATOMIC_ACQUIRE);
+
+	if (tail == &w->in_stub) {
+		if (!next)
+			return NULL;
+		w->in_tail = tail = next;
+		next = __atomic_load_n(&next->next_, __ATOMIC_ACQUIRE);
+	}
+	if (next) {
+		w->in_tail = next;
+		return tail;
+	}
+	if (tail != atomic_load_explicit(&w->in_head, memory_order_acquire))
+		return NULL; /* a producer is between its two steps; it will wake us */
+	inbox_push(w, &w->in_stub);
+	next = __atomic_load_n(&tail->next_, __ATOMIC_ACQUIRE);
+	if (next) {
+		w->in_tail = next;
+		return tail;
+	}
+	return NULL;
+}
+
+void eng_worker_submit(struct eng_worker *w, struct eng_msg *m)
+{
+	inbox_push(w, m);
+	if (!atomic_exchange(&w->wake_pending, true)) {
+		uint64_t one = 1;
+		if (write(w->efd, &one, sizeof one) < 0)
+			vl_log(VL_LOG_ERROR, "engine: eventfd write: %s", strerror(errno));
+	}
+}
+
+void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms)
+{
+	w->stop_deadline = vl_now_ms() + grace_ms;
+	atomic_store(&w->stop, true);
+	uint64_t one = 1;
+	if (write(w->efd, &one, sizeof one) < 0)
+		vl_log(VL_LOG_ERROR, "engine: eventfd write: %s", strerror(errno));
+}
+
+/* ---- pools ---- */
+
+static uint64_t route_hash(const struct eng_route *r)
+{
+	uint64_t h = 1469598103934665603ull;
+	const unsigned char *p = (const unsigned char *)&r->addr;
+
+	for (socklen_t i = 0; i < r->addrlen; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	p = (const unsigned char *)&r->source;
+	for (socklen_t i = 0; r->has_source && i < r->sourcelen; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	h = (h ^ (uint64_t)r->tls) * 1099511628211ull;
+	for (const char *s = r->auth_user; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+uint64_t eng_route_hash(const struct eng_route *r)
+{
+	return route_hash(r);
+}
+
+static bool route_same(const struct eng_route *a, const struct eng_route *b)
+{
+	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0 &&
+	       a->has_source == b->has_source &&
+	       (!a->has_source || memcmp(&a->source, &b->source, a->sourcelen) == 0) &&
+	       a->tls == b->tls && strcmp(a->auth_user, b->auth_user) == 0;
+}
+
+static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
+{
+	uint64_t h = route_hash(r);
+
+	if (w->npools_cap) {
+		for (struct pool *p = w->pools[h % w->npools_cap]; p; p = p->hnext)
+			if (p->hash == h && route_same(&p->route, r))
+				return p;
+	}
+	if (w->npools + 1 > w->npools_cap / 2) { /* grow and rehash */
+		size_t cap = w->npools_cap ? w->npools_cap * 2 : 64;
+		struct pool **v = calloc(cap, sizeof *v);
+		for (size_t i = 0; i < w->npools_cap; i++) {
+			for (struct pool *p = w->pools[i], *n; p; p = n) {
+				n = p->hnext;
+				p->hnext = v[p->hash % cap];
+				v[p->hash % cap] = p;
+			}
+		}
+		free(w->pools);
+		w->pools = v;
+		w->npools_cap = cap;
+	}
+	struct pool *p = calloc(1, sizeof *p);
+	p->route = *r;
+	p->hash = h;
+	p->hnext = w->pools[h % w->npools_cap];
+	w->pools[h % w->npools_cap] = p;
+	w->npools++;
+	return p;
+}
+
+static void queue_push(struct pool *p, struct eng_msg *m, bool front)
+{
+	m->next_ = NULL;
+	if (!p->qhead) {
+		p->qhead = p->qtail = m;
+	} else if (front) {
+		m->next_ = p->qhead;
+		p->qhead = m;
+	} else {
+		p->qtail->next_ = m;
+		p->qtail = m;
+	}
+	p->qlen++;
+}
+
+static struct eng_msg *queue_pop(struct pool *p)
+{
+	struct eng_msg *m = p->qhead;
+
+	if (m) {
+		p->qhead = m->next_;
+		if (!p->qhead)
+			p->qtail = NULL;
+		p->qlen--;
+	}
+	return m;
+}
+
+/* Give every queued message of p a transient result: no connection to the
+ * host could be made, or the engine is stopping. */
+static void pool_fail_queue(struct eng_worker *w, struct pool *p, const char *stage,
+			    int code, const char *enh, const char *text)
+{
+	struct eng_msg *m;
+
+	(void)w;
+	while ((m = queue_pop(p))) {
+		for (size_t i = m->first_; i < m->nrcpt; i++)
+			eng_result_give(m, i, ENG_TRANSIENT, code, enh, text, stage, NULL, false);
+		m->on_done(m);
+	}
+}
+
+/* A transaction ended: the message is done, or its next recipients go
+ * back to the front of the queue. */
+static void msg_finished(struct pool *p, struct eng_msg *m)
+{
+	if (m->pending_ == 0) {
+		m->on_done(m);
+		return;
+	}
+	m->first_ += m->count_;
+	m->count_ = 0;
+	queue_push(p, m, true);
+}
+
+static void pool_kick(struct eng_worker *w, struct pool *p);
+
+static void release_held(struct conn *c)
+{
+	while (c->held) {
+		struct eng_msg *m = c->held;
+		c->held = m->next_;
+		msg_finished(c->pool, m);
+	}
+}
+
+/* The session ended a transaction: hand the message back, but not while
+ * a send may still read its body. */
+static void hand_back(struct conn *c)
+{
+	struct eng_msg *m = c->s.finished;
+
+	if (!m)
+		return;
+	c->s.finished = NULL;
+	if (c->send_busy) {
+		m->next_ = c->held;
+		c->held = m;
+	} else {
+		msg_finished(c->pool, m);
+	}
+}
+
+/* ---- connections ---- */
+
+static void conn_timer(struct conn *c, uint64_t ms)
+{
+	eng_heap_set(&c->w->timers, &c->timer, vl_now_ms() + ms);
+}
+
+static void idle_remove(struct conn *c)
+{
+	if (!c->idle)
+		return;
+	if (c->idle_prev)
+		c->idle_prev->idle_next = c->idle_next;
+	else
+		c->pool->idle = c->idle_next;
+	if (c->idle_next)
+		c->idle_next->idle_prev = c->idle_prev;
+	c->idle_next = c->idle_prev = NULL;
+	c->idle = false;
+}
+
+static void conn_maybe_free(struct conn *c)
+{
+	struct eng_worker *w = c->w;
+
+	if (!c->closing || c->ops > 0)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	release_held(c);
+	eng_heap_del(&w->timers, &c->timer);
+	tls_conn_free(c->tls);
+	eng_sess_free(&c->s);
+	vl_buf_free(&c->sendbuf);
+	free(c->sv);
+	if (c->all_prev)
+		c->all_prev->all_next = c->all_next;
+	else
+		w->all = c->all_next;
+	if (c->all_next)
+		c->all_next->all_prev = c->all_prev;
+	w->nconns--;
+	free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+	struct eng_worker *w = c->w;
+	struct pool *p = c->pool;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	idle_remove(c);
+	eng_heap_del(&w->timers, &c->timer);
+	if (c->connecting) {
+		c->connecting = false;
+		p->nconnecting--;
+	}
+	p->nconn--;
+	hand_back(c);
+	/* Nothing else is open to this host: what waits for it cannot go. */
+	if (p->nconn == 0 && p->qhead && c->s.fail_stage)
+		pool_fail_queue(w, p, c->s.fail_stage, c->s.fail_code,
+				c->s.fail_enhanced, c->s.fail_text);
+	if (c->recv_armed || c->send_busy || c->ops) {
+		struct io_uring_sqe *sqe = get_sqe(w);
+		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
+		c->ops++;
+	}
+	conn_maybe_free(c);
+	if (!w->stopping)
+		pool_kick(w, p);
+}
+
+/* ---- sending ---- */
+
+static void sv_push(struct conn *c, void *p, size_t n)
+{
+	if (!n)
+		return;
+	if (c->svn == c->svcap) {
+		c->svcap = c->svcap ? c->svcap * 2 : 8;
+		c->sv = realloc(c->sv, c->svcap * sizeof *c->sv);
+		if (!c->sv)
+			abort();
+	}
+	c->sv[c->svn++] = (struct iovec){.iov_base = p, .iov_len = n};
+}
+
+static void submit_send(struct conn *c)
+{
+	struct io_uring_sqe *sqe = get_sqe(c->w);
+
+	memset(&c->mh, 0, sizeof c->mh);
+	c->mh.msg_iov = c->sv;
+	c->mh.msg_iovlen = c->svn;
+	io_uring_prep_sendmsg(sqe, c->fd, &c->mh, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, UD(c, OP_SEND));
+	c->send_busy = true;
+	c->ops++;
+}
+
+/* Send what the session wrote: its commands, then (once per transaction)
+ * the body. In clear text the body goes straight from the message's own
+ * memory; under TLS everything is encrypted into sendbuf first. */
+static void conn_flush(struct conn *c)
+{
+	struct eng_sess *s = &c->s;
+	bool body = s->body_queued && !c->body_taken;
+
+	if (c->send_busy || c->closing)
+		return;
+	vl_buf_reset(&c->sendbuf);
+	c->svn = 0;
+	if (c->tls) {
+		if (s->out.len && tls_conn_write(c->tls, s->out.p, s->out.len) < 0)
+			c->close_after_send = true;
+		for (size_t i = 0; body && i < s->body.n; i++)
+			if (tls_conn_write(c->tls, s->body.v[i].iov_base, s->body.v[i].iov_len) < 0)
+				c->close_after_send = true;
+		if (c->close_after_send && s->state == ENG_S_QUIT)
+			tls_conn_shutdown(c->tls);
+		tls_conn_output(c->tls, &c->sendbuf);
+		sv_push(c, c->sendbuf.p, c->sendbuf.len);
+	} else {
+		struct vl_buf t = c->sendbuf; /* swap: s->out may grow meanwhile */
+		c->sendbuf = s->out;
+		s->out = t;
+		sv_push(c, c->sendbuf.p, c->sendbuf.len);
+		for (size_t i = 0; body && i < s->body.n; i++)
+			sv_push(c, s->body.v[i].iov_base, s->body.v[i].iov_len);
+	}
+	vl_buf_reset(&s->out);
+	if (body)
+		c->body_taken = true;
+	if (c->svn) {
+		submit_send(c);
+		return;
+	}
+	if (c->close_after_send)
+		conn_close(c);
+}
+
+static void on_send(struct conn *c, int res)
+{
+	c->ops--;
+	c->send_busy = false;
+	if (!c->closing)
+		release_held(c);
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (res < 0) {
+		char why[128];
+		snprintf(why, sizeof why, "send failed: %s", strerror(-res));
+		eng_sess_fail(&c->s, eng_sess_stage(&c->s), 0, "", why);
+		conn_close(c);
+		return;
+	}
+	/* Short send: drop what went, send the rest. */
+	size_t n = (size_t)res, i = 0;
+	while (i < c->svn && n >= c->sv[i].iov_len)
+		n -= c->sv[i++].iov_len;
+	if (i < c->svn) {
+		c->sv[i].iov_base = (char *)c->sv[i].iov_base + n;
+		c->sv[i].iov_len -= n;
+		memmove(c->sv, c->sv + i, (c->svn - i) * sizeof *c->sv);
+		c->svn -= i;
+		submit_send(c);
+		return;
+	}
+	c->svn = 0;
+	if (c->s.out.len || (c->s.body_queued && !c->body_taken) || c->close_after_send)
+		conn_flush(c);
+}
+
+/* ---- session events ---- */
+
+static void conn_start_msg(struct conn *c, struct eng_msg *m);
+
+/* The session is READY: next message, QUIT, or wait in the pool. */
+static void conn_ready(struct conn *c)
+{
+	struct pool *p = c->pool;
+	struct eng_worker *w = c->w;
+
+	hand_back(c);
+	if (c->connecting) {
+		c->connecting = false;
+		p->nconnecting--;
+	}
+	if (w->stopping || c->s.nmsgs >= p->route.max_messages_per_connection) {
+		eng_sess_quit(&c->s);
+		conn_timer(c, w->cfg->t.quit);
+		conn_flush(c);
+		return;
+	}
+	struct eng_msg *m = queue_pop(p);
+	if (m) {
+		conn_start_msg(c, m);
+		return;
+	}
+	c->idle = true;
+	c->idle_prev = NULL;
+	c->idle_next = p->idle;
+	if (p->idle)
+		p->idle->idle_prev = c;
+	p->idle = c;
+	conn_timer(c, w->cfg->t.idle);
+	conn_flush(c); /* e.g. an RSET's successor output, if any */
+}
+
+static void conn_tls_start(struct conn *c);
+
+static void conn_act(struct conn *c, enum eng_act act)
+{
+	switch (act) {
+	case ENG_WAIT:
+		hand_back(c);
+		conn_timer(c, eng_sess_timeout(&c->s));
+		conn_flush(c);
+		break;
+	case ENG_STARTTLS:
+		conn_tls_start(c);
+		break;
+	case ENG_IDLE:
+		conn_ready(c);
+		break;
+	case ENG_CLOSE:
+		hand_back(c);
+		c->close_after_send = true;
+		conn_flush(c);
+		break;
+	}
+}
+
+static void conn_start_msg(struct conn *c, struct eng_msg *m)
+{
+	idle_remove(c);
+	c->body_taken = false;
+	conn_act(c, eng_sess_start(&c->s, m));
+}
+
+/* A connection-level failure: the session gives its results, we close. */
+static void conn_fail(struct conn *c, const char *text)
+{
+	eng_sess_fail(&c->s, eng_sess_stage(&c->s), 0, "", text);
+	hand_back(c);
+	conn_close(c);
+}
+
+/* ---- receiving ---- */
+
+static void conn_plaintext(struct conn *c, const char *data, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len && !c->closing && !c->close_after_send) {
+		struct eng_reply r;
+		size_t used;
+		int rc = eng_reply_feed(&c->rp, data + off, len - off, &used, &r);
+		off += used;
+		if (rc < 0) {
+			conn_fail(c, "malformed or over-long reply from the peer");
+			return;
+		}
+		if (rc == 0)
+			return;
+		if (c->s.state == ENG_S_TLS) { /* plaintext during a handshake */
+			conn_fail(c, "reply pipelined into the TLS handshake");
+			return;
+		}
+		conn_act(c, eng_sess_reply(&c->s, &r));
+	}
+}
+
+static void conn_tls_input(struct conn *c, const char *data, size_t len)
+{
+	char buf[16384];
+	ssize_t n;
+
+	tls_conn_input(c->tls, data, len);
+	while ((n = tls_conn_read(c->tls, buf, sizeof buf)) > 0) {
+		conn_plaintext(c, buf, (size_t)n);
+		if (c->closing)
+			return;
+	}
+	SSL_SESSION *ticket = tls_conn_take_session(c->tls);
+	if (ticket) {
+		SSL_SESSION_free(c->pool->ticket);
+		c->pool->ticket = ticket;
+	}
+	if (n < 0) {
+		char err[256], why[300];
+		snprintf(why, sizeof why, "TLS: %s", tls_last_error(err, sizeof err));
+		conn_fail(c, why);
+		return;
+	}
+	if (c->s.state == ENG_S_TLS && tls_conn_established(c->tls)) {
+		c->s.tls_on = true;
+		c->s.tls_version = tls_conn_version(c->tls);
+		c->s.tls_cipher = tls_conn_cipher(c->tls);
+		c->s.tls_verified = tls_conn_verified(c->tls);
+		conn_act(c, eng_sess_tls_done(&c->s));
+		return;
+	}
+	if (c->s.state == ENG_S_TLS)
+		conn_flush(c); /* more handshake to send */
+}
+
+static void conn_tls_start(struct conn *c)
+{
+	struct pool *p = c->pool;
+	bool verify = p->route.tls == TLS_POLICY_VERIFY;
+
+	c->tls = tls_conn_new_client(c->w->tls_ctx, p->route.name, verify, p->ticket);
+	if (!c->tls) {
+		conn_fail(c, "TLS: cannot set up a client connection");
+		return;
+	}
+	conn_timer(c, c->w->cfg->t.tls);
+	conn_flush(c); /* the ClientHello */
+}
+
+static void return_buffer(struct eng_worker *w, unsigned bid)
+{
+	io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BUFSZ, BUFSZ,
+			      (unsigned short)bid, io_uring_buf_ring_mask(NBUFS), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+}
+
+static void arm_recv(struct conn *c)
+{
+	struct io_uring_sqe *sqe = get_sqe(c->w);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BGID;
+	io_uring_sqe_set_data64(sqe, UD(c, OP_RECV));
+	c->recv_armed = true;
+	c->ops++;
+}
+
+static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
+{
+	struct eng_worker *w = c->w;
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+
+	if (!more) {
+		c->recv_armed = false;
+		c->ops--;
+	}
+	c->ops++; /* hold c while the input is handled */
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		if (cqe->res > 0 && !c->closing) {
+			const char *data = w->bufs + (size_t)bid * BUFSZ;
+			if (c->tls)
+				conn_tls_input(c, data, (size_t)cqe->res);
+			else
+				conn_plaintext(c, data, (size_t)cqe->res);
+		}
+		return_buffer(w, bid);
+	}
+	c->ops--;
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
+		char why[128];
+		snprintf(why, sizeof why, "connection %s by the peer",
+			 cqe->res == 0 ? "closed" : strerror(-cqe->res));
+		if (c->s.state == ENG_S_QUIT || c->close_after_send)
+			conn_close(c);
+		else
+			conn_fail(c, why);
+		return;
+	}
+	if (!more)
+		arm_recv(c); /* ENOBUFS or the kernel ended the multishot */
+}
+
+/* ---- connecting ---- */
+
+static void on_connect(struct conn *c, int res)
+{
+	c->ops--;
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (res < 0) {
+		char why[160];
+		snprintf(why, sizeof why, "connect to %s: %s", c->s.peer,
+			 res == -ECANCELED ? "timed out" : strerror(-res));
+		conn_fail(c, why);
+		return;
+	}
+	int one = 1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	eng_sess_connected(&c->s);
+	conn_timer(c, c->w->cfg->t.greeting);
+	arm_recv(c);
+}
+
+static void addr_str(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+		snprintf(out, len, "[%s]:%u", ip, ntohs(a->sin6_port));
+	} else {
+		const struct sockaddr_in *a = (const void *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+		snprintf(out, len, "%s:%u", ip, ntohs(a->sin_port));
+	}
+}
+
+static void conn_open(struct eng_worker *w, struct pool *p)
+{
+	struct conn *c = calloc(1, sizeof *c);
+	const struct eng_route *r = &p->route;
+
+	c->w = w;
+	c->pool = p;
+	c->timer.idx = SIZE_MAX;
+	eng_sess_init(&c->s, w->cfg, &p->route);
+	eng_reply_parser_init(&c->rp);
+	vl_buf_init(&c->sendbuf);
+	addr_str(&r->addr, c->s.peer, sizeof c->s.peer);
+	c->all_next = w->all;
+	if (w->all)
+		w->all->all_prev = c;
+	w->all = c;
+	w->nconns++;
+	p->nconn++;
+	p->nconnecting++;
+	c->connecting = true;
+	c->fd = socket(r->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0 || (r->has_source &&
+			  bind(c->fd, (const struct sockaddr *)&r->source, r->sourcelen) < 0)) {
+		char why[160];
+		snprintf(why, sizeof why, "socket for %s: %s", c->s.peer, strerror(errno));
+		eng_sess_fail(&c->s, "connect", 0, "", why);
+		conn_close(c);
+		return;
+	}
+	struct io_uring_sqe *sqe = get_sqe(w);
+	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&r->addr, r->addrlen);
+	io_uring_sqe_set_data64(sqe, UD(c, OP_CONNECT));
+	sqe->flags |= IOSQE_IO_LINK;
+	c->connect_ts.tv_sec = (long long)(w->cfg->t.connect / 1000);
+	c->connect_ts.tv_nsec = (long long)(w->cfg->t.connect % 1000) * 1000000;
+	sqe = get_sqe(w);
+	io_uring_prep_link_timeout(sqe, &c->connect_ts, 0);
+	io_uring_sqe_set_data64(sqe, UD(c, OP_LINK_TIMEOUT));
+	c->ops += 2;
+	/* The linked timeout covers the connect; the heap is a backstop. */
+	conn_timer(c, w->cfg->t.connect + 1000);
+}
+
+/* Match waiting messages with idle sessions; open connections as the
+ * queue grows, up to the host's cap. */
+static void pool_kick(struct eng_worker *w, struct pool *p)
+{
+	while (p->qhead && p->idle) {
+		struct conn *c = p->idle;
+		conn_start_msg(c, queue_pop(p));
+	}
+	while (p->qlen > p->nconnecting && p->nconn < p->route.max_connections &&
+	       !w->stopping)
+		conn_open(w, p);
+}
+
+/* ---- timers ---- */
+
+static void on_timeout(struct conn *c)
+{
+	char why[128];
+
+	switch (c->s.state) {
+	case ENG_S_READY: /* idle too long: leave politely */
+		idle_remove(c);
+		conn_act(c, eng_sess_quit(&c->s));
+		return;
+	case ENG_S_QUIT:
+	case ENG_S_CLOSED:
+		conn_close(c);
+		return;
+	default:
+		snprintf(why, sizeof why, "timeout after %llu s waiting in %s",
+			 (unsigned long long)eng_sess_timeout(&c->s) / 1000,
+			 eng_sess_stage(&c->s));
+		conn_fail(c, why);
+	}
+}
+
+static void expire_timers(struct eng_worker *w)
+{
+	uint64_t now = vl_now_ms();
+	struct eng_timer *t;
+
+	while ((t = eng_heap_top(&w->timers)) && t->due <= now) {
+		struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+		eng_heap_del(&w->timers, t);
+		on_timeout(c);
+	}
+}
+
+/* ---- the loop ---- */
+
+static size_t body_size(const struct eng_msg *m)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->nbody; i++)
+		n += m->body[i].iov_len;
+	return n;
+}
+
+static void take_inbox(struct eng_worker *w)
+{
+	struct eng_msg *m;
+
+	while ((m = inbox_pop(w))) {
+		m->size_ = body_size(m);
+		m->first_ = m->count_ = 0;
+		m->pending_ = m->nrcpt;
+		if (m->nrcpt == 0) {
+			m->on_done(m);
+			continue;
+		}
+		struct pool *p = pool_get(w, m->route);
+		if (w->stopping) {
+			queue_push(p, m, false);
+			pool_fail_queue(w, p, "queue", 0, "", "the engine is shutting down");
+			continue;
+		}
+		queue_push(p, m, false);
+		pool_kick(w, p);
+	}
+}
+
+static void arm_wake(struct eng_worker *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_read(sqe, w->efd, &w->efd_val, sizeof w->efd_val, 0);
+	io_uring_sqe_set_data64(sqe, UD(w, OP_WAKE));
+}
+
+static void arm_tick(struct eng_worker *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, UD(w, OP_TICK));
+}
+
+/* Stop: queued messages fail now, idle sessions QUIT, busy ones get until
+ * the grace deadline. */
+static void begin_stop(struct eng_worker *w)
+{
+	w->stopping = true;
+	for (size_t i = 0; i < w->npools_cap; i++)
+		for (struct pool *p = w->pools[i]; p; p = p->hnext) {
+			pool_fail_queue(w, p, "queue", 0, "", "the engine is shutting down");
+			while (p->idle) {
+				struct conn *c = p->idle;
+				idle_remove(c);
+				conn_act(c, eng_sess_quit(&c->s));
+			}
+		}
+}
+
+static void dispatch(struct eng_worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	void *p = UD_PTR(ud);
+
+	if (!p)
+		return;
+	switch (UD_OP(ud)) {
+	case OP_CONNECT: on_connect(p, cqe->res); break;
+	case OP_RECV: on_recv(p, cqe); break;
+	case OP_SEND: on_send(p, cqe->res); break;
+	case OP_LINK_TIMEOUT:
+	case OP_CANCEL: {
+		struct conn *c = p;
+		c->ops--;
+		conn_maybe_free(c);
+		break;
+	}
+	case OP_WAKE:
+		atomic_store(&w->wake_pending, false);
+		take_inbox(w);
+		arm_wake(w);
+		break;
+	case OP_TICK:
+		arm_tick(w);
+		break;
+	}
+}
+
+int eng_worker_run(struct eng_worker *w)
+{
+	if ((w->ring.flags & IORING_SETUP_R_DISABLED) &&
+	    syscall(__NR_io_uring_register, w->ring.ring_fd,
+		    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
+		vl_log(VL_LOG_ERROR, "engine: cannot enable the ring: %s", strerror(errno));
+		return -1;
+	}
+	arm_wake(w);
+	arm_tick(w);
+	take_inbox(w);
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int rc = io_uring_submit_and_wait(&w->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY) {
+			vl_log(VL_LOG_ERROR, "engine: io_uring_submit_and_wait: %s", strerror(-rc));
+			return -1;
+		}
+		io_uring_for_each_cqe(&w->ring, head, cqe) {
+			dispatch(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+		expire_timers(w);
+		if (atomic_load(&w->stop)) {
+			if (!w->stopping)
+				begin_stop(w);
+			take_inbox(w);
+			if (vl_now_ms() > w->stop_deadline)
+				for (struct conn *c = w->all, *next; c; c = next) {
+					next = c->all_next;
+					if (!c->closing)
+						conn_fail(c, "the engine is shutting down");
+				}
+			if (w->nconns == 0)
+				return 0;
+		}
+	}
+}
+
+/* ---- setup ---- */
+
+static int ring_init(struct eng_worker *w, char *err, size_t errlen)
+{
+	struct io_uring_params p;
+	int rc;
+
+	memset(&p, 0, sizeof p);
+	p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL |
+		  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+		  IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+	p.cq_entries = CQ_ENTRIES;
+	rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	if (rc == -EINVAL) {
+		memset(&p, 0, sizeof p);
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = CQ_ENTRIES;
+		rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
+		return -1;
+	}
+	w->br = mmap(NULL, sizeof(struct io_uring_buf) * NBUFS, PROT_READ | PROT_WRITE,
+		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	w->bufs = malloc((size_t)NBUFS * BUFSZ);
+	if (w->br == MAP_FAILED || !w->bufs) {
+		snprintf(err, errlen, "buffer ring: out of memory");
+		return -1;
+	}
+	struct io_uring_buf_reg reg = {
+		.ring_addr = (unsigned long)w->br, .ring_entries = NBUFS, .bgid = BGID,
+	};
+	rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (rc < 0) {
+		snprintf(err, errlen, "provided buffer ring: %s", strerror(-rc));
+		return -1;
+	}
+	io_uring_buf_ring_init(w->br);
+	for (unsigned i = 0; i < NBUFS; i++)
+		io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * BUFSZ, BUFSZ,
+				      (unsigned short)i, io_uring_buf_ring_mask(NBUFS), (int)i);
+	io_uring_buf_ring_advance(w->br, NBUFS);
+	return 0;
+}
+
+struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
+				  char *err, size_t errlen)
+{
+	struct eng_worker *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
+
+	if (!w) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	memset(w, 0, sizeof *w);
+	w->cfg = cfg;
+	w->id = id;
+	w->br = MAP_FAILED;
+	w->efd = -1;
+	inbox_init(w);
+	w->tick_ts.tv_nsec = TICK_MS * 1000000LL;
+	w->tls_ctx = tls_client_ctx_new(cfg->ca_file[0] ? cfg->ca_file : NULL, err, errlen);
+	if (!w->tls_ctx)
+		goto fail;
+	w->efd = eventfd(0, EFD_CLOEXEC);
+	if (w->efd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	if (ring_init(w, err, errlen) < 0)
+		goto fail;
+	return w;
+fail:
+	eng_worker_free(w);
+	return NULL;
+}
+
+void eng_worker_free(struct eng_worker *w)
+{
+	if (!w)
+		return;
+	for (size_t i = 0; i < w->npools_cap; i++)
+		for (struct pool *p = w->pools[i], *n; p; p = n) {
+			n = p->hnext;
+			SSL_SESSION_free(p->ticket);
+			free(p);
+		}
+	free(w->pools);
+	eng_heap_free(&w->timers);
+	if (w->ring.ring_fd > 0)
+		io_uring_queue_exit(&w->ring);
+	if (w->br != MAP_FAILED)
+		munmap(w->br, sizeof(struct io_uring_buf) * NBUFS);
+	free(w->bufs);
+	if (w->efd >= 0)
+		close(w->efd);
+	tls_ctx_free(w->tls_ctx);
+	free(w);
+}
