@@ -28,6 +28,7 @@
 #define BUFSZ 16384
 #define BGID 0
 #define TICK_MS 50
+#define POOL_RETRY_MS 1000 /* no new connection this soon after one failed */
 
 enum op { OP_CONNECT = 1, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_CANCEL, OP_WAKE, OP_TICK };
 #define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
@@ -43,6 +44,7 @@ struct conn {
 	unsigned ops;
 	bool closing, close_after_send, send_busy, recv_armed, body_taken;
 	bool connecting;               /* counted in pool->nconnecting */
+	bool established;              /* counted in pool->nestablished */
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
@@ -68,6 +70,8 @@ struct pool {
 	size_t qlen;
 	struct conn *idle;             /* READY sessions */
 	unsigned nconn, nconnecting;
+	unsigned nestablished;         /* open sessions that reached READY */
+	uint64_t no_open_until;        /* after a failed attempt: pause, ms */
 	SSL_SESSION *ticket;           /* TLS resumption for this host */
 };
 
@@ -261,15 +265,15 @@ static struct eng_msg *queue_pop(struct pool *p)
 
 /* Give every queued message of p a transient result: no connection to the
  * host could be made, or the engine is stopping. */
-static void pool_fail_queue(struct eng_worker *w, struct pool *p, const char *stage,
-			    int code, const char *enh, const char *text)
+static void pool_fail_queue(struct pool *p, const struct eng_sess *s,
+			    const char *stage, int code, const char *enh,
+			    const char *text)
 {
 	struct eng_msg *m;
 
-	(void)w;
 	while ((m = queue_pop(p))) {
 		for (size_t i = m->first_; i < m->nrcpt; i++)
-			eng_result_give(m, i, ENG_TRANSIENT, code, enh, text, stage, NULL, false);
+			eng_result_give(m, i, ENG_TRANSIENT, code, enh, text, stage, s, false);
 		m->on_done(m);
 	}
 }
@@ -370,16 +374,22 @@ static void conn_close(struct conn *c)
 	c->closing = true;
 	idle_remove(c);
 	eng_heap_del(&w->timers, &c->timer);
-	if (c->connecting) {
-		c->connecting = false;
-		p->nconnecting--;
-	}
+	if (c->established)
+		p->nestablished--;
 	p->nconn--;
 	hand_back(c);
-	/* Nothing else is open to this host: what waits for it cannot go. */
-	if (p->nconn == 0 && p->qhead && c->s.fail_stage)
-		pool_fail_queue(w, p, c->s.fail_stage, c->s.fail_code,
-				c->s.fail_enhanced, c->s.fail_text);
+	if (c->connecting) {
+		/* Failed before it was usable: pause new attempts so a refusing
+		 * host is not hammered, and if no session to it works, what
+		 * waits for it gets this failure now (the scheduler retries). */
+		c->connecting = false;
+		p->nconnecting--;
+		p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
+		if (p->nestablished == 0 && p->qhead)
+			pool_fail_queue(p, &c->s, c->s.fail_stage ? c->s.fail_stage : "connect",
+					c->s.fail_code, c->s.fail_enhanced,
+					c->s.fail_text[0] ? c->s.fail_text : "connection lost");
+	}
 	if (c->recv_armed || c->send_busy || c->ops) {
 		struct io_uring_sqe *sqe = get_sqe(w);
 		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
@@ -508,6 +518,8 @@ static void conn_ready(struct conn *c)
 	if (c->connecting) {
 		c->connecting = false;
 		p->nconnecting--;
+		c->established = true;
+		p->nestablished++;
 	}
 	if (w->stopping || c->s.nmsgs >= p->route.max_messages_per_connection) {
 		eng_sess_quit(&c->s);
@@ -790,8 +802,9 @@ static void pool_kick(struct eng_worker *w, struct pool *p)
 		struct conn *c = p->idle;
 		conn_start_msg(c, queue_pop(p));
 	}
-	while (p->qlen > p->nconnecting && p->nconn < p->route.max_connections &&
-	       !w->stopping)
+	if (w->stopping || vl_now_ms() < p->no_open_until)
+		return;
+	while (p->qlen > p->nconnecting && p->nconn < p->route.max_connections)
 		conn_open(w, p);
 }
 
@@ -856,7 +869,7 @@ static void take_inbox(struct eng_worker *w)
 		struct pool *p = pool_get(w, m->route);
 		if (w->stopping) {
 			queue_push(p, m, false);
-			pool_fail_queue(w, p, "queue", 0, "", "the engine is shutting down");
+			pool_fail_queue(p, NULL, "queue", 0, "", "the engine is shutting down");
 			continue;
 		}
 		queue_push(p, m, false);
@@ -887,7 +900,7 @@ static void begin_stop(struct eng_worker *w)
 	w->stopping = true;
 	for (size_t i = 0; i < w->npools_cap; i++)
 		for (struct pool *p = w->pools[i]; p; p = p->hnext) {
-			pool_fail_queue(w, p, "queue", 0, "", "the engine is shutting down");
+			pool_fail_queue(p, NULL, "queue", 0, "", "the engine is shutting down");
 			while (p->idle) {
 				struct conn *c = p->idle;
 				idle_remove(c);

@@ -87,6 +87,19 @@ struct sink_conf {
 	char *maildir;
 	uint64_t stats_every_ms;
 	bool quiet;
+	unsigned disabled;      /* SINK_NO_* extensions not offered */
+	char *auth_user, *auth_pass; /* --auth: required, only inside TLS */
+};
+
+/* --disable: extensions the sink does not offer (and, for PIPELINING,
+ * enforces: a client that pipelines anyway is refused). */
+enum {
+	SINK_NO_PIPELINING = 1 << 0,
+	SINK_NO_CHUNKING = 1 << 1,
+	SINK_NO_8BITMIME = 1 << 2,
+	SINK_NO_SMTPUTF8 = 1 << 3,
+	SINK_NO_SIZE = 1 << 4,
+	SINK_NO_EHLO = 1 << 5,   /* EHLO gets 502: clients fall back to HELO */
 };
 
 /* Parse argv; 0 ok, 1 when --help was printed, -1 with err filled. */
@@ -123,6 +136,7 @@ struct sink_envelope {
 	const char *body;       /* NULL, "7BIT", "8BITMIME" */
 	bool smtputf8, chunking;
 	const char *tls_version, *tls_cipher; /* NULL: cleartext */
+	const char *auth;       /* NULL: not authenticated */
 	const char *peer, *local;
 };
 /* Create DIR/{tmp,new,env}; NULL with err filled. */
@@ -167,6 +181,8 @@ struct sink_sess {
 
 	bool greeted, noservice;    /* noservice: after a 554 greeting */
 	bool helo, ehlo, tls, in_mail;
+	int auth_step;             /* AUTH exchange in progress */
+	char auth_user[256];        /* authenticated as, or "" */
 	bool line_overflow;
 	int errors;
 	char line[SINK_LINE_MAX];

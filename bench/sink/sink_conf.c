@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 static const char *const stage_names[SINK_ST_COUNT] = {
@@ -180,13 +181,15 @@ void sink_usage(FILE *f)
 	      "                   [--permfail [STAGE:]PCT] [--disconnect [STAGE:]PCT] [--seed N]\n"
 	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
 	      "                   [--maildir DIR] [--stats-every DUR] [--quiet]\n"
+	      "                   [--disable EXT[,EXT]...] [--auth USER:PASS]\n"
 	      "See docs/sink.md.\n", f);
 }
 
 enum {
 	O_LISTEN = 256, O_THREADS, O_HOSTNAME, O_TLS, O_CERT, O_KEY, O_LATENCY,
 	O_TIMEOUT, O_REPLY, O_TEMPFAIL, O_PERMFAIL, O_DISCONNECT, O_SEED,
-	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP
+	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP,
+	O_DISABLE, O_AUTH
 };
 
 static const struct option long_opts[] = {
@@ -209,6 +212,8 @@ static const struct option long_opts[] = {
 	{"maildir", required_argument, NULL, O_MAILDIR},
 	{"stats-every", required_argument, NULL, O_STATS},
 	{"quiet", no_argument, NULL, O_QUIET},
+	{"disable", required_argument, NULL, O_DISABLE},
+	{"auth", required_argument, NULL, O_AUTH},
 	{"help", no_argument, NULL, O_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -260,6 +265,30 @@ static int add_rule(struct sink_conf *c, const char *arg, char *err,
 		return -1;
 	c->rules = realloc(c->rules, sizeof *c->rules * (size_t)(c->nrules + 1));
 	c->rules[c->nrules++] = r;
+	return 0;
+}
+
+static int parse_disable(struct sink_conf *c, const char *arg, char *err,
+			 size_t errlen)
+{
+	static const struct { const char *name; unsigned bit; } ext[] = {
+		{"pipelining", SINK_NO_PIPELINING}, {"chunking", SINK_NO_CHUNKING},
+		{"8bitmime", SINK_NO_8BITMIME}, {"smtputf8", SINK_NO_SMTPUTF8},
+		{"size", SINK_NO_SIZE}, {"ehlo", SINK_NO_EHLO},
+	};
+	char list[256];
+
+	snprintf(list, sizeof list, "%s", arg);
+	char *save;
+	for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		size_t i;
+		for (i = 0; i < VL_ARRAY_LEN(ext) && strcasecmp(t, ext[i].name); i++)
+			;
+		if (i == VL_ARRAY_LEN(ext))
+			return bad(err, errlen, "disable", arg, "expected a list of pipelining, "
+				   "chunking, 8bitmime, smtputf8, size, ehlo");
+		c->disabled |= ext[i].bit;
+	}
 	return 0;
 }
 
@@ -324,6 +353,17 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 			return bad(err, errlen, "stats-every", arg, "at least 10ms");
 		return 0;
 	case O_QUIET: c->quiet = true; return 0;
+	case O_DISABLE: return parse_disable(c, arg, err, errlen);
+	case O_AUTH: {
+		const char *colon = strchr(arg, ':');
+		if (!colon || colon == arg || strlen(arg) > 500)
+			return bad(err, errlen, "auth", arg, "expected USER:PASS");
+		free(c->auth_user);
+		free(c->auth_pass);
+		c->auth_user = strndup(arg, (size_t)(colon - arg));
+		c->auth_pass = strdup(colon + 1);
+		return 0;
+	}
 	default:
 		snprintf(err, errlen, "unknown option (see --help)");
 		return -1;
@@ -378,6 +418,8 @@ void sink_conf_free(struct sink_conf *c)
 	free(c->cert);
 	free(c->key);
 	free(c->maildir);
+	free(c->auth_user);
+	free(c->auth_pass);
 	memset(c, 0, sizeof *c);
 }
 

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/evp.h>
+
 enum { D_BOL, D_MID, D_DOT, D_DOTCR }; /* DATA scanner states */
 
 #define MAX_PATH 256 /* RFC 5321 4.5.3.1.3, brackets included */
@@ -309,6 +311,10 @@ static void cmd_helo(struct sink_sess *s, const char *arg, bool extended)
 	const struct sink_conf *c = s->ctx->conf;
 	const char *custom;
 
+	if (extended && (c->disabled & SINK_NO_EHLO)) {
+		client_error(s, 502, "5.5.1 Error: command not implemented");
+		return;
+	}
 	if (!arg || !*arg || strlen(arg) >= sizeof s->helo_name) {
 		client_error(s, 501, extended ? "5.5.4 Syntax: EHLO hostname"
 					      : "5.5.4 Syntax: HELO hostname");
@@ -328,11 +334,22 @@ static void cmd_helo(struct sink_sess *s, const char *arg, bool extended)
 		reply(s, 250, "%s", c->hostname);
 		return;
 	}
-	vl_buf_printf(s->out, "250-%s greets %s\r\n250-PIPELINING\r\n"
-		      "250-SIZE %llu\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
-		      "250-ENHANCEDSTATUSCODES\r\n%s250 CHUNKING\r\n",
-		      c->hostname, arg, (unsigned long long)c->max_size,
-		      c->tls && !s->tls ? "250-STARTTLS\r\n" : "");
+	vl_buf_printf(s->out, "250-%s greets %s\r\n", c->hostname, arg);
+	if (!(c->disabled & SINK_NO_PIPELINING))
+		vl_buf_appends(s->out, "250-PIPELINING\r\n");
+	if (!(c->disabled & SINK_NO_SIZE))
+		vl_buf_printf(s->out, "250-SIZE %llu\r\n", (unsigned long long)c->max_size);
+	if (!(c->disabled & SINK_NO_8BITMIME))
+		vl_buf_appends(s->out, "250-8BITMIME\r\n");
+	if (!(c->disabled & SINK_NO_SMTPUTF8))
+		vl_buf_appends(s->out, "250-SMTPUTF8\r\n");
+	if (c->tls && !s->tls)
+		vl_buf_appends(s->out, "250-STARTTLS\r\n");
+	if (c->auth_user && s->tls)
+		vl_buf_appends(s->out, "250-AUTH PLAIN LOGIN\r\n");
+	if (!(c->disabled & SINK_NO_CHUNKING))
+		vl_buf_appends(s->out, "250-CHUNKING\r\n");
+	vl_buf_appends(s->out, "250 ENHANCEDSTATUSCODES\r\n");
 }
 
 /* MAIL parameters (RFC 1870, 6152, 6531). Returns false after replying. */
@@ -354,6 +371,13 @@ static bool mail_params(struct sink_sess *s, const char *p)
 		param[n] = '\0';
 		p += n;
 		uint64_t size;
+		unsigned off = s->ctx->conf->disabled;
+		if ((off & SINK_NO_SIZE && !strncasecmp(param, "SIZE=", 5)) ||
+		    (off & SINK_NO_8BITMIME && !strncasecmp(param, "BODY=", 5)) ||
+		    (off & SINK_NO_SMTPUTF8 && !strcasecmp(param, "SMTPUTF8"))) {
+			client_error(s, 555, "5.5.4 Unsupported parameter");
+			return false;
+		}
 		if (strncasecmp(param, "SIZE=", 5) == 0) {
 			if (vl_parse_u64(param + 5, &size) < 0) {
 				client_error(s, 501, "5.5.4 Bad SIZE parameter");
@@ -392,6 +416,10 @@ static void cmd_mail(struct sink_sess *s, const char *arg)
 	}
 	if (s->in_mail) {
 		client_error(s, 503, "5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if (s->ctx->conf->auth_user && !s->auth_user[0]) {
+		reply(s, 530, "5.7.0 Authentication required");
 		return;
 	}
 	if (!p) {
@@ -516,6 +544,11 @@ static void cmd_bdat(struct sink_sess *s, const char *arg)
 	size_t len = arg ? strcspn(arg, " ") : 0;
 	const char *rest = arg ? arg + len : NULL;
 
+	if (s->ctx->conf->disabled & SINK_NO_CHUNKING) {
+		client_error(s, 502, "5.5.1 Error: command not implemented");
+		s->action = SINK_CLOSE; /* a chunk may follow: cannot go on */
+		return;
+	}
 	/* Without a size we cannot find the next command in the stream. */
 	if (!arg || len == 0 || len >= sizeof num) {
 		client_error(s, 501, "5.5.4 Syntax: BDAT size [LAST]");
@@ -598,9 +631,128 @@ static void cmd_simple(struct sink_sess *s, enum sink_stage st, const char *arg)
 		s->action = SINK_CLOSE;
 }
 
+/* ---- AUTH PLAIN and LOGIN (RFC 4954), only inside TLS ---- */
+
+enum { AUTH_NONE, AUTH_PLAIN, AUTH_USER, AUTH_PASS };
+
+/* Base64 to bytes; -1 if malformed. */
+static int b64_decode(const char *in, char *out, size_t outlen)
+{
+	size_t n = strlen(in);
+
+	if (n % 4 || (n / 4) * 3 >= outlen)
+		return -1;
+	int len = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)in, (int)n);
+	if (len < 0)
+		return -1;
+	if (n && in[n - 1] == '=')
+		len--;
+	if (n > 1 && in[n - 2] == '=')
+		len--;
+	out[len] = '\0';
+	return len;
+}
+
+static void auth_result(struct sink_sess *s, const char *user, const char *pass)
+{
+	const struct sink_conf *c = s->ctx->conf;
+
+	s->auth_step = AUTH_NONE;
+	if (strcmp(user, c->auth_user) == 0 && strcmp(pass, c->auth_pass) == 0) {
+		snprintf(s->auth_user, sizeof s->auth_user, "%s", user);
+		reply(s, 235, "2.7.0 Authentication successful");
+	} else {
+		reply(s, 535, "5.7.8 Error: authentication failed");
+	}
+}
+
+static void auth_plain(struct sink_sess *s, const char *b64)
+{
+	char buf[768];
+	int n = b64_decode(b64, buf, sizeof buf);
+	/* authzid NUL authcid NUL passwd */
+	char *user = n > 0 ? memchr(buf, '\0', (size_t)n) : NULL;
+	char *pass = user ? memchr(user + 1, '\0', (size_t)(buf + n - user - 1)) : NULL;
+
+	if (!pass) {
+		s->auth_step = AUTH_NONE;
+		client_error(s, 501, "5.5.2 Error: malformed AUTH PLAIN response");
+		return;
+	}
+	auth_result(s, user + 1, pass + 1);
+}
+
+/* A line of an AUTH exchange in progress. */
+static void auth_line(struct sink_sess *s, const char *line)
+{
+	char user[256], buf[256];
+
+	if (strcmp(line, "*") == 0) {
+		s->auth_step = AUTH_NONE;
+		client_error(s, 501, "5.7.0 Error: authentication cancelled");
+		return;
+	}
+	if (s->auth_step == AUTH_PLAIN) {
+		auth_plain(s, line);
+		return;
+	}
+	if (b64_decode(line, buf, sizeof buf) < 0) {
+		s->auth_step = AUTH_NONE;
+		client_error(s, 501, "5.5.2 Error: malformed base64");
+		return;
+	}
+	if (s->auth_step == AUTH_USER) {
+		snprintf(s->auth_user, sizeof s->auth_user, "%s", buf);
+		s->auth_step = AUTH_PASS;
+		reply(s, 334, "UGFzc3dvcmQ6");
+		return;
+	}
+	snprintf(user, sizeof user, "%s", s->auth_user);
+	s->auth_user[0] = '\0';
+	auth_result(s, user, buf);
+}
+
+static void cmd_auth(struct sink_sess *s, const char *arg)
+{
+	char mech[32] = "";
+	const char *resp = NULL;
+
+	if (!s->tls) {
+		client_error(s, 538, "5.7.11 Error: encryption required for authentication");
+		return;
+	}
+	if (!s->ehlo || s->in_mail || s->auth_user[0]) {
+		client_error(s, 503, "5.5.1 Error: AUTH not allowed now");
+		return;
+	}
+	if (arg) {
+		size_t n = strcspn(arg, " ");
+		snprintf(mech, sizeof mech, "%.*s", (int)(n < 31 ? n : 31), arg);
+		resp = arg[n] ? arg + n + 1 : NULL;
+	}
+	if (strcasecmp(mech, "PLAIN") == 0) {
+		s->auth_step = AUTH_PLAIN;
+		if (resp)
+			auth_plain(s, resp);
+		else
+			reply(s, 334, "%s", "");
+	} else if (strcasecmp(mech, "LOGIN") == 0 && !resp) {
+		s->auth_step = AUTH_USER;
+		reply(s, 334, "VXNlcm5hbWU6");
+	} else {
+		client_error(s, 504, "5.5.4 Error: unsupported authentication mechanism");
+	}
+}
+
 static void command(struct sink_sess *s, char *line)
 {
-	char *arg = strchr(line, ' ');
+	char *arg;
+
+	if (s->auth_step != AUTH_NONE) {
+		auth_line(s, line);
+		return;
+	}
+	arg = strchr(line, ' ');
 
 	if (arg) {
 		*arg++ = '\0';
@@ -638,6 +790,8 @@ static void command(struct sink_sess *s, char *line)
 		cmd_starttls(s, arg);
 	else if (strcasecmp(line, "HELP") == 0)
 		reply(s, 214, "2.0.0 volley-sink, see docs/sink.md");
+	else if (strcasecmp(line, "AUTH") == 0 && s->ctx->conf->auth_user)
+		cmd_auth(s, arg);
 	else if (strcasecmp(line, "EXPN") == 0 || strcasecmp(line, "AUTH") == 0 ||
 		 strcasecmp(line, "ETRN") == 0 || strcasecmp(line, "TURN") == 0)
 		client_error(s, 502, "5.5.1 Error: command not implemented");
@@ -712,6 +866,7 @@ static void finish_message(struct sink_sess *s)
 			.smtputf8 = s->smtputf8, .chunking = s->chunking,
 			.tls_version = s->tls_version, .tls_cipher = s->tls_cipher,
 			.peer = s->peer, .local = s->local,
+			.auth = s->auth_user[0] ? s->auth_user : NULL,
 		};
 		if (s->ctx->store &&
 		    sink_store_put(s->ctx->store, &env, s->msg.p, s->msg.len) < 0) {
@@ -817,13 +972,33 @@ static size_t feed_bdat(struct sink_sess *s, const char *in, size_t len)
 	return n;
 }
 
+/* Without PIPELINING offered, a client must wait for each reply: more
+ * input behind a complete command is refused, as Postfix's
+ * reject_unauth_pipelining does, so tests catch a client that pipelines
+ * anyway. */
+static bool improper_pipelining(struct sink_sess *s, bool more)
+{
+	if (!more || !(s->ctx->conf->disabled & SINK_NO_PIPELINING) ||
+	    s->line_len || s->action != SINK_OK ||
+	    !(s->state == SINK_S_CMD || s->state == SINK_S_DATA))
+		return false;
+	reply(s, 554, "5.5.0 Error: improper use of SMTP command pipelining");
+	SINK_STAT_ADD(s->ctx->stats, errors, 1);
+	s->action = SINK_CLOSE;
+	return true;
+}
+
 size_t sink_sess_feed(struct sink_sess *s, const char *in, size_t len)
 {
 	size_t i = 0;
 
 	while (i < len && s->action == SINK_OK) {
 		switch (s->state) {
-		case SINK_S_CMD: i += feed_line(s, in + i, len - i); break;
+		case SINK_S_CMD:
+			i += feed_line(s, in + i, len - i);
+			if (improper_pipelining(s, i < len))
+				return len;
+			break;
 		case SINK_S_DATA: i += feed_data(s, in + i, len - i); break;
 		case SINK_S_BDAT: i += feed_bdat(s, in + i, len - i); break;
 		case SINK_S_STALL:

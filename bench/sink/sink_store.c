@@ -97,6 +97,8 @@ static void envelope_json(const struct sink_envelope *e, size_t size,
 	} else {
 		vl_buf_appends(b, "null");
 	}
+	vl_buf_appends(b, ", \"auth\": ");
+	vl_buf_json_string(b, e->auth);
 	vl_buf_appends(b, ", \"peer\": ");
 	vl_buf_json_string(b, e->peer);
 	vl_buf_appends(b, ", \"local\": ");

@@ -121,7 +121,7 @@ Test(sink_smtp, greeting_and_ehlo)
 	cr_assert_str_eq(take(h), "220 mx.test ESMTP volley-sink\r\n");
 	cr_assert_str_eq(feed(h, "EHLO client.test\r\n"),
 		"250-mx.test greets client.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n"
-		"250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n");
+		"250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n");
 	cr_assert_str_eq(feed(h, "HELO client.test\r\n"), "250 mx.test\r\n");
 	cr_assert_str_eq(feed(h, "EHLO\r\n"), "501 5.5.4 Syntax: EHLO hostname\r\n");
 	h_free(h);
