@@ -24,7 +24,7 @@ TLS_OBJ    := $(call obj,$(TLS_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 
-PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive
+PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast
 UNIT  := $(BUILD)/tests/unit
 
 .PHONY: all deps test asan bench demo fuzz clean
@@ -42,6 +42,9 @@ $(BUILD)/volley-sink: $(call obj,bench/sink/sink_main.c) $(SINK_OBJ) $(TLS_OBJ) 
 
 $(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl)
+
+$(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -61,6 +64,7 @@ asan: deps
 bench: all
 	@scripts/install-deps.sh --bench
 	@bench/sink-vs-smtp-sink.sh
+	@bench/engine.sh
 
 demo: all
 	@scripts/demo.sh

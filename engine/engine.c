@@ -64,6 +64,15 @@ void eng_stop(struct engine *e, uint64_t grace_ms)
 		pthread_join(e->tid[i], NULL);
 }
 
+size_t eng_open_connections(struct engine *e)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < e->n; i++)
+		n += eng_worker_conns(e->w[i]);
+	return n;
+}
+
 void eng_free(struct engine *e)
 {
 	if (!e)

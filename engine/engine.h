@@ -108,6 +108,8 @@ void eng_submit(struct engine *e, struct eng_msg *m);
 /* Stop taking work, finish transactions in flight (within grace_ms), give
  * queued messages a transient "shutting down" result, join the workers. */
 void eng_stop(struct engine *e, uint64_t grace_ms);
+/* Connections open right now, over all workers (a recent view). */
+size_t eng_open_connections(struct engine *e);
 void eng_free(struct engine *e);
 
 #endif

@@ -165,3 +165,4 @@ void eng_worker_submit(struct eng_worker *w, struct eng_msg *m);
 void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms);
 void eng_worker_free(struct eng_worker *w);
 uint64_t eng_route_hash(const struct eng_route *r);
+size_t eng_worker_conns(struct eng_worker *w);

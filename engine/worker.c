@@ -86,6 +86,7 @@ struct eng_worker {
 	size_t npools_cap, npools;
 	struct conn *all;              /* every open connection */
 	size_t nconns;
+	atomic_size_t nconns_seen;     /* nconns, for other threads */
 	struct eng_heap timers;
 	/* inbox */
 	struct eng_msg *_Atomic in_head;
@@ -963,6 +964,7 @@ int eng_worker_run(struct eng_worker *w)
 		}
 		io_uring_cq_advance(&w->ring, n);
 		expire_timers(w);
+		atomic_store_explicit(&w->nconns_seen, w->nconns, memory_order_relaxed);
 		if (atomic_load(&w->stop)) {
 			if (!w->stopping)
 				begin_stop(w);
@@ -1055,6 +1057,11 @@ struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
 fail:
 	eng_worker_free(w);
 	return NULL;
+}
+
+size_t eng_worker_conns(struct eng_worker *w)
+{
+	return atomic_load_explicit(&w->nconns_seen, memory_order_relaxed);
 }
 
 void eng_worker_free(struct eng_worker *w)

@@ -162,6 +162,19 @@ static int timeout_opt(struct eng_config *c, const char *arg)
 	return -1;
 }
 
+static long rss_kb(void)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+			rss = 0;
+		fclose(f);
+	}
+	return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 static void usage(void)
 {
 	fputs("usage: volley-drive --route ADDR:PORT [--route ...] [--messages N] [--rcpts N]\n"
@@ -261,8 +274,19 @@ int main(int argc, char **argv)
 	uint64_t t0 = vl_now_ns();
 	for (uint64_t i = 0; i < d.messages; i++)
 		eng_submit(e, &msgs[i].m);
-	while (atomic_load(&d.done) < d.messages)
-		usleep(1000);
+	/* Sample connections and memory while it runs: memory per session is
+	 * the RSS growth over the baseline at the peak of open sessions. */
+	long base_rss = rss_kb(), peak_rss = base_rss;
+	size_t peak_conns = 0;
+	while (atomic_load(&d.done) < d.messages) {
+		usleep(10000);
+		size_t c = eng_open_connections(e);
+		long r = rss_kb();
+		if (c > peak_conns)
+			peak_conns = c;
+		if (r > peak_rss)
+			peak_rss = r;
+	}
 	uint64_t t1 = vl_now_ns();
 	getrusage(RUSAGE_SELF, &ru1);
 	eng_stop(e, 5000);
@@ -275,10 +299,13 @@ int main(int argc, char **argv)
 			      ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
 	fprintf(stderr, "{\"messages\": %llu, \"recipients\": %llu, \"delivered\": %lu, "
 		"\"transient\": %lu, \"permanent\": %lu, \"maybe_delivered\": %lu, "
-		"\"seconds\": %.3f, \"msgs_per_s\": %.0f, \"cpu_us_per_msg\": %.1f}\n",
+		"\"seconds\": %.3f, \"msgs_per_s\": %.0f, \"cpu_us_per_msg\": %.1f, "
+		"\"peak_conns\": %zu, \"rss_base_kb\": %ld, \"rss_peak_kb\": %ld, "
+		"\"kb_per_conn\": %.1f}\n",
 		(unsigned long long)d.messages, (unsigned long long)(d.messages * d.rcpts),
 		atomic_load(&d.delivered), atomic_load(&d.transient), atomic_load(&d.permanent),
 		atomic_load(&d.maybe), secs, (double)d.messages / secs,
-		cpu * 1e6 / (double)d.messages);
+		cpu * 1e6 / (double)d.messages, peak_conns, base_rss, peak_rss,
+		peak_conns ? (double)(peak_rss - base_rss) / (double)peak_conns : 0.0);
 	return atomic_load(&d.delivered) == d.messages * d.rcpts ? 0 : 1;
 }
