@@ -307,5 +307,12 @@ int main(int argc, char **argv)
 		atomic_load(&d.maybe), secs, (double)d.messages / secs,
 		cpu * 1e6 / (double)d.messages, peak_conns, base_rss, peak_rss,
 		peak_conns ? (double)(peak_rss - base_rss) / (double)peak_conns : 0.0);
+	for (uint64_t i = 0; i < d.messages; i++) {
+		for (uint64_t j = 0; j < d.rcpts; j++)
+			free(msgs[i].rcpts[j]);
+		free(msgs[i].rcpts);
+	}
+	free(msgs);
+	free(body);
 	return atomic_load(&d.delivered) == d.messages * d.rcpts ? 0 : 1;
 }
