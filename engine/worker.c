@@ -464,6 +464,10 @@ static void conn_flush(struct conn *c)
 	if (body)
 		c->body_taken = true;
 	if (c->svn) {
+		/* A body may take a while to go: RFC 5321's data block timeout
+		 * applies until it has, then the wait for the reply. */
+		if (body)
+			conn_timer(c, c->w->cfg->t.data_block);
 		submit_send(c);
 		return;
 	}
@@ -501,6 +505,8 @@ static void on_send(struct conn *c, int res)
 		return;
 	}
 	c->svn = 0;
+	if (c->body_taken && c->s.state != ENG_S_READY)
+		conn_timer(c, eng_sess_timeout(&c->s));
 	if (c->s.out.len || (c->s.body_queued && !c->body_taken) || c->close_after_send)
 		conn_flush(c);
 }
