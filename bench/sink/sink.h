@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include "../../common/common.h"
+#include "../../tls/tls.h"
 
 #define SINK_LINE_MAX 1000        /* command line incl. CRLF (RFC 5321) */
 #define SINK_MAX_LISTEN 32
@@ -226,8 +227,10 @@ void sink_sess_timeout(struct sink_sess *s);
 
 /* ---- worker ---- */
 struct sink_worker;
+/* tls: the server context all workers share (NULL without --tls), so one
+ * sink shows one certificate and resumes sessions across workers. */
 struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
-				    struct sink_store *store,
+				    struct sink_store *store, SSL_CTX *tls,
 				    _Atomic uint64_t *conns_open, char *err,
 				    size_t errlen);
 /* Runs until *stop is set. 0 on a clean stop. */

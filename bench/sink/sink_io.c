@@ -30,6 +30,9 @@
 #define MAX_MARKS 16
 #define TLS_CHUNK 16384
 #define MAX_WIRE (4u << 20)  /* replies a client does not read: then RST */
+#define PAUSE_WIRE (256u << 10) /* stop reading while this much waits to go */
+#define RESUME_WIRE (64u << 10)
+#define INPUT_STEP 4096        /* input handled between backpressure checks */
 
 /* user_data = pointer | op; every pointer here is at least 8-aligned. */
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_LATENCY, OP_TICK, OP_CANCEL };
@@ -41,6 +44,8 @@ struct listener {
 	int fd;
 	struct sink_worker *w;
 	char name[72];
+	bool rearm_on_tick;    /* accept failed (EMFILE...): retry later */
+	uint64_t last_log_ms;
 } __attribute__((aligned(8)));
 
 struct mark {          /* --latency: bytes up to end may go at due */
@@ -53,6 +58,8 @@ struct conn {
 	unsigned ops;              /* SQEs in flight */
 	bool closing, close_after_send, send_busy, recv_armed, timer_armed;
 	bool timed_out, tls_started;
+	bool paused;               /* recv cancelled until replies drain */
+	struct vl_buf pending_in;  /* input read but not processed meanwhile */
 	struct tls_conn *tls;
 	struct vl_buf out;         /* plaintext replies from the session */
 	struct vl_buf wire;        /* bytes to send (ciphertext under TLS) */
@@ -88,13 +95,18 @@ struct sink_worker {
 
 static struct io_uring_sqe *get_sqe(struct sink_worker *w)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	struct io_uring_sqe *sqe;
 
-	if (!sqe) { /* SQ full: push what we have to the kernel, then retry */
-		io_uring_submit(&w->ring);
-		sqe = io_uring_get_sqe(&w->ring);
+	/* SQ full: push what we have to the kernel, then retry. A ring that
+	 * takes nothing is a broken invariant: stop loudly, not in UB. */
+	for (int tries = 0; !(sqe = io_uring_get_sqe(&w->ring)); tries++) {
+		int rc = io_uring_submit(&w->ring);
+		if (rc < 0 && tries > 1000) {
+			vl_log(VL_LOG_ERROR, "io_uring_submit: %s", strerror(-rc));
+			abort();
+		}
 	}
-	return sqe; /* never NULL right after a submit */
+	return sqe;
 }
 
 /* ---- idle list ---- */
@@ -138,6 +150,7 @@ static void conn_maybe_free(struct conn *c)
 	vl_buf_free(&c->out);
 	vl_buf_free(&c->wire);
 	vl_buf_free(&c->inflight);
+	vl_buf_free(&c->pending_in);
 	c->w->nconns--;
 	free(c);
 }
@@ -159,6 +172,12 @@ static void conn_close(struct conn *c, bool reset)
 	if (c->recv_armed || c->send_busy) {
 		struct io_uring_sqe *sqe = get_sqe(w);
 		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
+		c->ops++;
+	}
+	if (c->timer_armed) { /* do not keep the fd (and a drop's RST) waiting */
+		struct io_uring_sqe *sqe = get_sqe(w);
+		io_uring_prep_timeout_remove(sqe, UD(c, OP_LATENCY), 0);
 		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
 		c->ops++;
 	}
@@ -277,6 +296,15 @@ static void conn_after_session(struct conn *c)
 		conn_close(c, true);
 		return;
 	}
+	if (c->wire.len > PAUSE_WIRE && c->recv_armed && !c->paused) {
+		/* Backpressure: a client that does not read its replies is not
+		 * read either, so it cannot make us buffer without bound. */
+		struct io_uring_sqe *sqe = get_sqe(c->w);
+		io_uring_prep_cancel64(sqe, UD(c, OP_RECV), 0);
+		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
+		c->ops++;
+		c->paused = true;
+	}
 	conn_emit(c, s->action == SINK_CLOSE && !c->close_after_send);
 	if (s->action == SINK_CLOSE) {
 		c->close_after_send = true;
@@ -319,7 +347,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 		char err[256];
 		vl_log(VL_LOG_DEBUG, "%s: TLS: %s", c->sess.peer,
 		       n < 0 ? tls_last_error(err, sizeof err) : "closed");
-		tls_conn_output(c->tls, &c->wire); /* alert, if any */
+		conn_emit(c, false); /* the alert, if any, with its latency mark */
 		c->close_after_send = true;
 		return;
 	}
@@ -335,11 +363,37 @@ static void conn_input(struct conn *c, const char *data, size_t len)
 	if (c->close_after_send)
 		return; /* leaving: nothing more is read, nothing buffered */
 	idle_touch(c->w, c);
-	if (c->tls)
-		conn_tls_input(c, data, len);
-	else
-		conn_plaintext(c, data, len);
-	conn_after_session(c);
+	/* Paused: keep what the kernel had already read, unprocessed, so a
+	 * client that does not read costs its input, not 20x that in replies. */
+	for (size_t off = 0; off < len && !c->closing; off += INPUT_STEP) {
+		if (c->paused) {
+			vl_buf_append(&c->pending_in, data + off, len - off);
+			return;
+		}
+		size_t n = len - off < INPUT_STEP ? len - off : INPUT_STEP;
+		if (c->tls)
+			conn_tls_input(c, data + off, n);
+		else
+			conn_plaintext(c, data + off, n);
+		conn_after_session(c);
+	}
+}
+
+/* Replies drained: read again, starting with what waited. */
+static void conn_resume(struct conn *c)
+{
+	struct vl_buf in = c->pending_in;
+
+	c->paused = false;
+	vl_buf_init(&c->pending_in);
+	c->ops++; /* conn_input may close c */
+	conn_input(c, in.p, in.len);
+	c->ops--;
+	vl_buf_free(&in);
+	if (c->closing)
+		conn_maybe_free(c);
+	else if (!c->paused && !c->recv_armed && !c->close_after_send)
+		arm_recv(c);
 }
 
 static void return_buffer(struct sink_worker *w, unsigned bid)
@@ -370,8 +424,18 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		conn_maybe_free(c);
 		return;
 	}
-	if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
-		conn_close(c, false); /* EOF or reset: the client left */
+	if (cqe->res == 0) {
+		/* The client half-closed: it may still read. Answer what it sent
+		 * (a 250 not seen is a message sent twice), then close. */
+		c->close_after_send = true;
+		c->sess.state = SINK_S_CLOSED;
+		conn_flush(c);
+		return;
+	}
+	if (cqe->res == -ECANCELED && c->paused)
+		return; /* recv stopped for backpressure; re-armed when drained */
+	if (cqe->res < 0 && cqe->res != -ENOBUFS) {
+		conn_close(c, false); /* reset: the client is gone */
 		return;
 	}
 	if (!more && !c->rearm) { /* multishot ended (e.g. ENOBUFS): re-arm */
@@ -405,6 +469,12 @@ static void on_send(struct conn *c, int res)
 	}
 	vl_buf_reset(&c->inflight);
 	vl_buf_shrink(&c->inflight, 1 << 16);
+	if (c->paused && c->wire.len < RESUME_WIRE && !c->recv_armed &&
+	    !c->close_after_send) {
+		conn_resume(c);
+		if (c->closing)
+			return;
+	}
 	conn_flush(c);
 }
 
@@ -450,13 +520,21 @@ static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 	socklen_t sl = sizeof ss;
 	int one = 1;
 
-	if (!(cqe->flags & IORING_CQE_F_MORE) && !w->stopping)
-		arm_accept(l);
+	bool more = cqe->flags & IORING_CQE_F_MORE;
 	if (cqe->res < 0) {
-		if (cqe->res != -ECANCELED)
+		/* Out of descriptors or memory: retrying at once would spin, so
+		 * the next tick retries, and the log says so once a second. */
+		uint64_t now = vl_now_ms();
+		if (cqe->res != -ECANCELED && now - l->last_log_ms >= 1000) {
+			l->last_log_ms = now;
 			vl_log(VL_LOG_WARN, "accept on %s: %s", l->name, strerror(-cqe->res));
+		}
+		if (!more && !w->stopping)
+			l->rearm_on_tick = true;
 		return;
 	}
+	if (!more && !w->stopping)
+		arm_accept(l);
 	int fd = cqe->res;
 	if (w->stopping) {
 		close(fd);
@@ -625,7 +703,7 @@ static int ring_init(struct sink_worker *w, char *err, size_t errlen)
 }
 
 struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
-				    struct sink_store *store,
+				    struct sink_store *store, SSL_CTX *tls,
 				    _Atomic uint64_t *conns_open, char *err,
 				    size_t errlen)
 {
@@ -647,12 +725,7 @@ struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
 	tick = tick > 200 ? 200 : tick < 10 ? 10 : tick;
 	w->tick_ts.tv_sec = (long long)(tick / 1000);
 	w->tick_ts.tv_nsec = (long long)(tick % 1000) * 1000000;
-	if (conf->tls) {
-		w->tls_ctx = tls_server_ctx_new(conf->cert, conf->key, conf->hostname,
-						err, errlen);
-		if (!w->tls_ctx)
-			goto fail;
-	}
+	w->tls_ctx = tls;
 	if (ring_init(w, err, errlen) < 0)
 		goto fail;
 	for (int i = 0; i < conf->nlisten; i++) {
@@ -686,8 +759,12 @@ static void dispatch(struct sink_worker *w, struct io_uring_cqe *cqe)
 		break;
 	}
 	case OP_TICK:
-		if (!w->stopping)
-			arm_tick(w);
+		arm_tick(w); /* also while stopping: the deadline needs it */
+		for (int i = 0; i < w->nlisten; i++)
+			if (w->listeners[i].rearm_on_tick && !w->stopping) {
+				w->listeners[i].rearm_on_tick = false;
+				arm_accept(&w->listeners[i]);
+			}
 		break;
 	}
 }
@@ -758,6 +835,5 @@ void sink_worker_free(struct sink_worker *w)
 	if (w->br != MAP_FAILED)
 		munmap(w->br, sizeof(struct io_uring_buf) * NBUFS);
 	free(w->bufs);
-	tls_ctx_free(w->tls_ctx);
 	free(w);
 }

@@ -113,13 +113,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "volley-sink: %s\n", err);
 		return 1;
 	}
+	SSL_CTX *tls = NULL;
+	if (conf.tls && !(tls = tls_server_ctx_new(conf.cert, conf.key, conf.hostname,
+						   err, sizeof err))) {
+		fprintf(stderr, "volley-sink: %s\n", err);
+		return 1;
+	}
 	atomic_bool stop = false;
 	_Atomic uint64_t conns_open = 0;
 	struct thread *t = calloc((size_t)conf.threads, sizeof *t);
 	struct sink_stats **each = calloc((size_t)conf.threads, sizeof *each);
 	for (int i = 0; i < conf.threads; i++) {
-		t[i].w = sink_worker_new(&conf, (unsigned)i, store, &conns_open, err,
-					 sizeof err);
+		t[i].w = sink_worker_new(&conf, (unsigned)i, store, tls, &conns_open,
+					 err, sizeof err);
 		if (!t[i].w) {
 			fprintf(stderr, "volley-sink: %s\n", err);
 			return 1;
@@ -144,6 +150,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < conf.threads; i++)
 		sink_worker_free(t[i].w);
 	sink_store_close(store);
+	tls_ctx_free(tls);
 	free(t);
 	free(each);
 	sink_conf_free(&conf);

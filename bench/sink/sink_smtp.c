@@ -762,6 +762,8 @@ static void command(struct sink_sess *s, char *line)
 	if (s->noservice) {
 		if (strcasecmp(line, "QUIT") == 0)
 			cmd_simple(s, SINK_ST_QUIT, NULL);
+		else if (strcasecmp(line, "BDAT") == 0)
+			cmd_bdat(s, arg); /* its chunk is read and refused, never run */
 		else
 			client_error(s, 503, "5.5.1 Error: no SMTP service here");
 		return;

@@ -5,6 +5,9 @@ Sink       starts volley-sink on a free loopback port with a temp maildir,
 Client     a raw SMTP client over a socket: exact bytes in, parsed replies out.
 SinkTest   unittest base class: start_sink() with automatic cleanup, reply
            assertions, maildir helpers.
+run_drive  runs volley-drive (the engine's harness) to completion, bounded in
+           time, and parses its per-recipient results; drive_message() is
+           the message it generates, make_cert() a certificate for a sink.
 
 Every network address is on 127.0.0.0/8; every wait is bounded.
 """
@@ -30,10 +33,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 BINARY = os.path.abspath(os.environ.get("VOLLEY_SINK") or
                          os.path.join(REPO, "build", "volley-sink"))
+# volley-drive: $VOLLEY_DRIVE, else $VOLLEY_BUILD (build/ or build/asan/)
+DRIVE = os.path.abspath(os.environ.get("VOLLEY_DRIVE") or
+                        os.path.join(REPO, os.environ.get("VOLLEY_BUILD") or "build",
+                                     "volley-drive"))
 
 START_WAIT = 5.0      # seconds for the sink to listen
 STOP_WAIT = 5.0       # seconds between SIGTERM and SIGKILL
 IO_TIMEOUT = 5.0      # default client read timeout
+DRIVE_WAIT = 60.0     # default bound on one volley-drive run
 DEFAULT_HOST = "127.0.0.1"
 
 STATS_KEYS = {"time", "conns_open", "conns_total", "conns_refused", "messages",
@@ -104,6 +112,12 @@ def run_once(*args, timeout=5.0):
         return None, e.stdout or "", e.stderr or ""
 
 
+def sanitizer_report(text):
+    """The first ASan/UBSan report in text (at most 3000 characters), or None."""
+    hit = re.search(r"ERROR: \w+Sanitizer|runtime error:", text)
+    return text[hit.start():hit.start() + 3000] if hit else None
+
+
 def tls_client_context():
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -148,6 +162,10 @@ class Sink:
     @property
     def host(self):
         return self.hosts[0]
+
+    def route(self, host=None):
+        """HOST:PORT of this sink, as volley-drive's --route takes it."""
+        return "%s:%d" % (host or self.host, self.port)
 
     def start(self, attempts=3):
         if not os.access(BINARY, os.X_OK):
@@ -223,12 +241,10 @@ class Sink:
     def finish(self):
         """cleanup(), then fail if stderr held a sanitizer report (make asan)."""
         self.stop()
-        err = self.stderr()
+        report = sanitizer_report(self.stderr())
         self.cleanup()
-        hit = re.search(r"ERROR: \w+Sanitizer|runtime error:", err)
-        if hit:
-            raise AssertionError("sanitizer report from volley-sink:\n"
-                                 + err[hit.start():hit.start() + 3000])
+        if report:
+            raise AssertionError("sanitizer report from volley-sink:\n" + report)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -548,3 +564,86 @@ class SinkTest(unittest.TestCase):
         sink = sink or self.sink
         self.assertEqual(sink.new_messages(wait=0.2), [])
         self.assertEqual(sink.tmp_files(), [])
+
+
+# -- volley-drive -----------------------------------------------------------
+
+def drive_rcpt(n, i=0, smtputf8=False):
+    """Recipient i of message n as volley-drive names it."""
+    return "%s%d.%d@drive.test" % ("m\u00fcller" if smtputf8 else "user", n, i)
+
+
+def drive_body(size, eightbit=False):
+    """The body volley-drive shares between its messages: exactly size
+    octets of CRLF lines, every tenth starting with a dot; the last line
+    may be cut short (no final CRLF)."""
+    lead = "\u00e9".encode() if eightbit else b"e"
+    out = bytearray()
+    while len(out) < size:
+        line = len(out) // 78
+        out += b"%s%s line %06d of the test body, padding padding padding pad\r\n" % (
+            b"." if line % 10 == 3 else b"x", lead, line)
+    return bytes(out[:size])
+
+
+def drive_message(n, size=4096, eightbit=False, smtputf8=False):
+    """Message n as volley-drive hands it to the engine (not dot-stuffed)."""
+    head = ("From: <sender@drive.test>\r\nTo: <%s>\r\nSubject: message %d\r\n"
+            "Message-ID: <%d@drive.test>\r\n\r\n" % (drive_rcpt(n, 0, smtputf8), n, n))
+    return head.encode() + drive_body(size, eightbit)
+
+
+def data_wire(message):
+    """What a DATA transaction stores for message: a final CRLF is added
+    when it has none (BDAT stores the octets as they are)."""
+    return message if message.endswith(b"\r\n") else message + b"\r\n"
+
+
+class DriveRun:
+    """A finished volley-drive --results run."""
+
+    def __init__(self, argv, rc, stdout, stderr, seconds):
+        self.argv, self.rc, self.stderr, self.seconds = argv, rc, stderr, seconds
+        self.results = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        summaries = [json.loads(line) for line in stderr.splitlines()
+                     if line.startswith("{")]
+        self.summary = summaries[-1] if summaries else None
+
+    def count(self, status):
+        return sum(r["status"] == status for r in self.results)
+
+    def __repr__(self):
+        return "DriveRun(%s: rc=%s, %.2fs, %d results, first %r, stderr %r)" % (
+            " ".join(self.argv[1:]), self.rc, self.seconds, len(self.results),
+            self.results[:2], self.stderr[-1500:])
+
+
+def run_drive(*args, timeout=DRIVE_WAIT):
+    """volley-drive --results ARGS to completion; killed (by PID) and an
+    AssertionError if it takes longer than timeout seconds."""
+    if not os.access(DRIVE, os.X_OK):
+        raise RuntimeError("no executable volley-drive at %s" % DRIVE)
+    argv = [DRIVE, "--results", *(str(a) for a in args)]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError("volley-drive did not finish within %.0f s: %s\nstderr: %s"
+                             % (timeout, " ".join(argv), err.decode("utf-8", "replace")[-2000:]))
+    return DriveRun(argv, proc.returncode, out.decode("utf-8", "replace"),
+                    err.decode("utf-8", "replace"), time.monotonic() - t0)
+
+
+def make_cert(directory, name, cn, san):
+    """A self-signed P-256 certificate (name.pem, name.key) for cn with
+    subjectAltName san (e.g. IP:127.0.0.1); returns (cert, key)."""
+    cert, key = (os.path.join(directory, name + ext) for ext in (".pem", ".key"))
+    argv = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2".split()
+    argv += ["-subj", "/CN=" + cn, "-addext", "subjectAltName=" + san,
+             "-keyout", key, "-out", cert]
+    subprocess.run(argv, check=True, capture_output=True, timeout=20)
+    return cert, key

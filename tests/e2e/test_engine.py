@@ -1,0 +1,591 @@
+"""The delivery engine end to end: volley-drive against volley-sink.
+
+Every test checks both sides: each recipient's result as the engine reports
+it (volley-drive --results), and what the sink received (maildir content,
+envelopes, counters). Every run of volley-drive is bounded in time.
+"""
+
+import collections
+import re
+
+from sinkctl import (SinkTest, data_wire, drive_body, drive_message,
+                     drive_rcpt, free_port, make_cert, run_drive, sanitizer_report)
+
+HELO = "drive.volley.test"
+SENDER = "bounce@drive.test"
+RCPT_RE = re.compile(r"^(?:user|m\u00fcller)(\d+)\.(\d+)@drive\.test$")
+SIZE = 3000                     # cuts the last line short: no final CRLF
+STATUSES = ("delivered", "transient", "permanent")
+
+
+def cut_after(marker, extra):
+    """A body size that ends drive_body just after `marker` plus extra octets."""
+    return drive_body(8000).index(marker) + extra
+
+
+# body sizes for the DATA path: a cut line, whole lines (ends with CRLF), a
+# lone dot as the last line without CRLF, a dot line cut short, empty
+DATA_SIZES = (SIZE, cut_after(b"\r\n.", 2), cut_after(b"\r\n.", 3),
+              cut_after(b"\r\n.", 4), 0)
+
+
+class DriveTest(SinkTest):
+    """Runs volley-drive against sinks and checks the engine's contract."""
+
+    def drive(self, routes, *args, messages=1, rcpts=1, size=SIZE, timeout=30):
+        """volley-drive to routes (a Sink, or a list of Sinks / HOST:PORT);
+        checks that every recipient got exactly one result and that the
+        summary and exit status agree with them."""
+        routes = routes if isinstance(routes, list) else [routes]
+        argv = []
+        for r in routes:
+            argv += ["--route", r if isinstance(r, str) else r.route()]
+        argv += ["--messages", messages, "--rcpts", rcpts, "--size", size, *args]
+        run = run_drive(*argv, timeout=timeout)
+        self.check_run(run, messages, rcpts, "--smtputf8" in args)
+        return run
+
+    def check_run(self, run, messages, rcpts, smtputf8):
+        report = sanitizer_report(run.stderr)
+        if report:
+            self.fail("sanitizer report from volley-drive:\n" + report)
+        got = [(r["msg"], r["rcpt"]) for r in run.results]
+        want = {(n, drive_rcpt(n, i, smtputf8)) for n in range(messages) for i in range(rcpts)}
+        self.assertEqual(len(got), len(set(got)), "a recipient got two results: %r" % run)
+        self.assertEqual(set(got), want, run)
+        self.assertIsNotNone(run.summary, run)
+        for status in STATUSES:
+            self.assertEqual(run.summary[status], run.count(status), run)
+        self.assertEqual(run.summary["maybe_delivered"],
+                         sum(r["maybe_delivered"] for r in run.results), run)
+        self.assertEqual(run.rc, 0 if run.count("delivered") == len(want) else 1, run)
+        for r in run.results:
+            self.check_result(r)
+
+    def check_result(self, r):
+        """What engine.h promises of any one result."""
+        self.assertIn(r["status"], STATUSES, r)
+        code, enh = r["code"], r["enhanced"]
+        if r["status"] == "delivered":
+            self.assertTrue(200 <= code < 300 and r["stage"] == "dot", r)
+            self.assertIs(r["maybe_delivered"], False, r)
+        elif r["status"] == "permanent":
+            self.assertTrue(500 <= code < 600, r)
+        else:
+            self.assertTrue(code == 0 or 400 <= code < 600, r)
+        if enh:
+            self.assertRegex(enh, r"^[245]\.\d{1,3}\.\d{1,3}$", r)
+            self.assertEqual(enh[0], str(code)[0], r)
+        if code == 0:
+            self.assertEqual(enh, "", r)
+        self.assertIn(r["stage"], ("connect", "greeting", "ehlo", "starttls", "tls", "auth",
+                                   "mail", "rcpt", "data", "dot", "size"), r)
+
+    def assertResults(self, run, status, results=None, **want):
+        """Every result (of run, or those given) has status and these fields."""
+        results = run.results if results is None else results
+        self.assertTrue(results, run)
+        for r in results:
+            self.assertEqual((r["status"], {k: r[k] for k in want}), (status, want),
+                             "%r\nin %r" % (r, run))
+
+    def with_sink(self, sink_args, *args, **kw):
+        """Start a sink with sink_args, drive to it: (sink, run)."""
+        sink = self.start_sink(*sink_args)
+        return sink, self.drive(sink, *args, **kw)
+
+    def stored(self, sink, count):
+        """The messages the sink stored since last asked: exactly count."""
+        msgs = sink.new_messages(count, wait=5)
+        self.assertEqual(len(msgs), count, msgs)
+        for m in msgs:
+            self.assertEqual((m.env["id"], m.env["size"]), (m.id, len(m.data)), m)
+        self.assertEqual(sink.tmp_files(), [])
+        return msgs
+
+    def assertNothingStored(self, sink, run):
+        self.assertEqual(sink.new_messages(wait=0.2), [], run)
+        self.assertEqual(sink.final_stats()["messages"], 0, run)
+
+    def assertRepliesNameStored(self, run, msgs):
+        """Each delivered recipient is in exactly one stored envelope, and
+        the 250 it got names that message's queue id; no stored message is
+        unaccounted for."""
+        where = {}
+        for m in msgs:
+            for rcpt in m.env["rcpt"]:
+                self.assertNotIn(rcpt, where, "stored twice: %r" % m)
+                where[rcpt] = m
+        delivered = [r for r in run.results if r["status"] == "delivered"]
+        self.assertEqual(sorted(where), sorted(r["rcpt"] for r in delivered))
+        for r in delivered:
+            self.assertIn(where[r["rcpt"]].id, r["text"], r)
+
+    def msg_number(self, m):
+        return int(RCPT_RE.match(m.env["rcpt"][0]).group(1))
+
+    def assertStoredAsGenerated(self, msgs, size=SIZE, data=False, **flags):
+        """Each stored message holds exactly what volley-drive generated for
+        it (plus the CRLF a DATA transaction adds to an unterminated one)."""
+        for m in msgs:
+            want = drive_message(self.msg_number(m), size, **flags)
+            self.assertEqual(m.data, data_wire(want) if data else want, m)
+
+    def assertFailedAll(self, sink_args, *args, status="transient", messages=3, **want):
+        """Every recipient fails with these fields and the sink stores nothing."""
+        sink, run = self.with_sink(sink_args, *args, messages=messages)
+        self.assertResults(run, status, **want)
+        self.assertNothingStored(sink, run)
+        return sink, run
+
+
+class DeliveryTest(DriveTest):
+    def test_pipelining_and_chunking(self):
+        sink, run = self.with_sink((), messages=5)
+        self.assertResults(run, "delivered", code=250, enhanced="2.0.0", stage="dot",
+                           maybe_delivered=False, peer=sink.route(), tls=None)
+        msgs = self.stored(sink, 5)
+        self.assertStoredAsGenerated(msgs)
+        self.assertRepliesNameStored(run, msgs)
+        for m in msgs:
+            n = self.msg_number(m)
+            self.assertEqual(m.env["rcpt"], [drive_rcpt(n)])
+            self.assertEqual((m.env["mail_from"], m.env["helo"], m.env["local"]),
+                             (SENDER, HELO, sink.route()))
+            self.assertEqual((m.env["chunking"], m.env["body"], m.env["smtputf8"],
+                              m.env["tls"], m.env["auth"]), (True, None, False, None, None))
+            lines = m.data.split(b"\r\n")
+            dotted = [l for l in lines if l.startswith(b".")]
+            self.assertEqual(dotted, [l for l in drive_body(SIZE).split(b"\r\n")
+                                      if l.startswith(b".")])
+            self.assertTrue(dotted and not any(l.startswith(b"..") for l in lines))
+        bodies = {m.data.split(b"\r\n\r\n", 1)[1] for m in msgs}
+        self.assertEqual(bodies, {drive_body(SIZE)})
+        stats = sink.final_stats()
+        self.assertEqual((stats["messages"], stats["recipients"], stats["bytes"]),
+                         (5, 5, sum(len(m.data) for m in msgs)))
+        self.assertEqual((stats["errors"], stats["replies_4xx"], stats["replies_5xx"]), (0, 0, 0))
+
+    def test_large_message_chunked(self):
+        size = 300000                        # too big to go with the commands
+        sink, run = self.with_sink((), messages=2, size=size)
+        self.assertResults(run, "delivered", code=250)
+        msgs = self.stored(sink, 2)
+        self.assertStoredAsGenerated(msgs, size)
+        self.assertTrue(all(m.env["chunking"] for m in msgs))
+
+    def test_unpipelined_peer_and_data_path(self):
+        # the sink refuses (554, close) a client that pipelines when it may not
+        for disable in ("pipelining", "chunking", "pipelining,chunking"):
+            sink = self.start_sink("--disable", disable)
+            chunking = "chunking" not in disable
+            for size in DATA_SIZES:
+                with self.subTest(disable=disable, size=size):
+                    run = self.drive(sink, messages=3, size=size)
+                    self.assertResults(run, "delivered", code=250, stage="dot")
+                    msgs = self.stored(sink, 3)
+                    self.assertStoredAsGenerated(msgs, size, data=not chunking)
+                    self.assertTrue(all(m.env["chunking"] is chunking for m in msgs))
+            with self.subTest(disable=disable):
+                stats = sink.final_stats()
+                self.assertEqual((stats["messages"], stats["errors"], stats["replies_5xx"]),
+                                 (3 * len(DATA_SIZES), 0, 0))
+
+    def test_helo_fallback(self):
+        sink, run = self.with_sink(("--disable", "ehlo"), messages=3)
+        self.assertResults(run, "delivered", code=250)
+        msgs = self.stored(sink, 3)
+        self.assertStoredAsGenerated(msgs, data=True)
+        for m in msgs:
+            self.assertEqual((m.env["helo"], m.env["chunking"], m.env["body"]),
+                             (HELO, False, None))
+        stats = sink.final_stats()
+        # one refused EHLO per connection, nothing else refused
+        self.assertEqual(stats["replies_5xx"], stats["conns_total"])
+        self.assertEqual(stats["messages"], 3)
+
+
+class RecipientTest(DriveTest):
+    def test_recipients_share_one_transaction(self):
+        sink, run = self.with_sink((), messages=2, rcpts=3)
+        self.assertResults(run, "delivered", code=250)
+        msgs = self.stored(sink, 2)
+        self.assertStoredAsGenerated(msgs)
+        for m in msgs:
+            n = self.msg_number(m)
+            self.assertEqual(m.env["rcpt"], [drive_rcpt(n, i) for i in range(3)])
+        self.assertRepliesNameStored(run, msgs)
+        stats = sink.final_stats()
+        self.assertEqual((stats["messages"], stats["recipients"]), (2, 6))
+
+    def test_max_rcpts_per_txn_splits(self):
+        sink, run = self.with_sink((), "--max-rcpts-per-txn", 2, rcpts=5)
+        self.assertResults(run, "delivered", code=250)
+        msgs = self.stored(sink, 3)
+        self.assertEqual(sorted(m.env["rcpt"] for m in msgs),
+                         [[drive_rcpt(0, 0), drive_rcpt(0, 1)],
+                          [drive_rcpt(0, 2), drive_rcpt(0, 3)], [drive_rcpt(0, 4)]])
+        self.assertEqual({m.data for m in msgs}, {drive_message(0, SIZE)})
+        self.assertRepliesNameStored(run, msgs)
+        stats = sink.final_stats()
+        self.assertEqual((stats["messages"], stats["recipients"]), (3, 5))
+
+    def test_sink_recipient_limit(self):
+        sink, run = self.with_sink(("--max-rcpts", 2), messages=2, rcpts=3)
+        over = [r for r in run.results if r["rcpt"].startswith(("user0.2", "user1.2"))]
+        self.assertResults(run, "transient", over, code=452, enhanced="4.5.3", stage="rcpt")
+        self.assertResults(run, "delivered", [r for r in run.results if r not in over])
+        msgs = self.stored(sink, 2)
+        self.assertRepliesNameStored(run, msgs)
+        self.assertEqual(sorted(m.env["rcpt"] for m in msgs),
+                         [[drive_rcpt(n, 0), drive_rcpt(n, 1)] for n in (0, 1)])
+
+    def test_one_recipient_refused(self):
+        sink, run = self.with_sink(("--reply", "rcpt:user0.1@*=550 5.1.1 no such user"),
+                                   messages=2, rcpts=3)
+        bad = [r for r in run.results if r["rcpt"] == drive_rcpt(0, 1)]
+        self.assertResults(run, "permanent", bad, code=550, enhanced="5.1.1", stage="rcpt",
+                           text="no such user", maybe_delivered=False)
+        self.assertResults(run, "delivered", [r for r in run.results if r not in bad])
+        msgs = self.stored(sink, 2)
+        self.assertEqual(sorted(m.env["rcpt"] for m in msgs),
+                         [[drive_rcpt(0, 0), drive_rcpt(0, 2)],
+                          [drive_rcpt(1, i) for i in range(3)]])
+        self.assertRepliesNameStored(run, msgs)
+        self.assertStoredAsGenerated(msgs)
+
+    def test_every_recipient_refused(self):
+        for extra in ((), ("--disable", "chunking")):
+            with self.subTest(sink=extra):
+                sink, run = self.with_sink(("--reply", "rcpt:*=550 5.1.1 no such user") + extra,
+                                           messages=3, rcpts=2)
+                self.assertResults(run, "permanent", code=550, enhanced="5.1.1",
+                                   stage="rcpt", maybe_delivered=False)
+                self.assertNothingStored(sink, run)
+
+
+class ConnectionTest(DriveTest):
+    def test_one_connection_for_200_messages(self):
+        sink, run = self.with_sink((), "--max-conns", 1, messages=200, size=500)
+        self.assertResults(run, "delivered", code=250)
+        msgs = self.stored(sink, 200)
+        self.assertEqual(len({m.env["peer"] for m in msgs}), 1)
+        stats = sink.final_stats()
+        self.assertEqual((stats["conns_total"], stats["messages"]), (1, 200))
+
+    def test_max_messages_per_connection(self):
+        sink, run = self.with_sink((), "--max-conns", 1, "--max-per-conn", 50,
+                                   messages=200, size=500)
+        self.assertResults(run, "delivered", code=250)
+        per_peer = collections.Counter(m.env["peer"] for m in self.stored(sink, 200))
+        self.assertEqual(sorted(per_peer.values()), [50] * 4)
+        stats = sink.final_stats()
+        self.assertEqual((stats["conns_total"], stats["messages"]), (4, 200))
+
+    def test_connection_cap(self):
+        sink, run = self.with_sink(("--latency", "20ms"), "--max-conns", 3,
+                                   messages=30, size=500)
+        self.assertResults(run, "delivered", code=250)
+        self.stored(sink, 30)
+        self.assertIn(sink.final_stats()["conns_total"], (2, 3))
+
+    def test_extra_connections_refused_by_peer(self):
+        # The peer takes one connection and answers the others 421: the
+        # messages should go over the one it took, not all fail with it.
+        sink, run = self.with_sink(("--max-conns", 1), "--max-conns", 5, messages=20)
+        self.assertEqual(run.count("delivered"), 20, run)
+        self.assertEqual(len(self.stored(sink, 20)), 20)
+        self.assertEqual(sink.final_stats()["messages"], 20)
+
+    def test_connect_refused_fails_fast(self):
+        route = "127.0.0.1:%d" % free_port()     # nothing listens there
+        run = self.drive([route], messages=200, rcpts=2, timeout=20)
+        self.assertResults(run, "transient", code=0, stage="connect", maybe_delivered=False,
+                           peer=route, tls=None)
+        self.assertTrue(all("refused" in r["text"].lower() for r in run.results), run)
+        self.assertLess(run.seconds, 4.0, "a reconnect storm? %r" % run)
+
+    def test_several_routes(self):
+        sink = self.start_sink(hosts=("127.0.0.2", "127.0.0.3"))
+        down = "127.0.0.4:%d" % free_port(("127.0.0.4",))
+        run = self.drive([sink.route("127.0.0.2"), sink.route("127.0.0.3"), down], messages=9)
+        for r in run.results:                    # message n goes to route n % 3
+            if r["msg"] % 3 == 2:
+                self.assertEqual((r["status"], r["stage"], r["peer"]),
+                                 ("transient", "connect", down), r)
+            else:
+                self.assertEqual(r["status"], "delivered", r)
+        msgs = self.stored(sink, 6)
+        self.assertEqual(sorted((self.msg_number(m), m.env["local"]) for m in msgs),
+                         [(n, sink.route("127.0.0.%d" % (2 + n % 3)))
+                          for n in range(9) if n % 3 != 2])
+
+
+class TlsTest(DriveTest):
+    def assertTlsDelivered(self, sink, run, count, verified=False):
+        self.assertResults(run, "delivered", code=250)
+        for r in run.results:
+            self.assertRegex(r["tls"]["version"], r"^TLSv1\.[23]$", r)
+            self.assertTrue(r["tls"]["cipher"], r)
+            self.assertIs(r["tls"]["verified"], verified, r)
+        tls = {r["rcpt"]: {k: r["tls"][k] for k in ("version", "cipher")} for r in run.results}
+        for m in self.stored(sink, count):
+            self.assertEqual(m.env["tls"], tls[m.env["rcpt"][0]], m)
+
+    def test_starttls_may_and_encrypt(self):
+        sink = self.start_sink("--tls")
+        for policy in ("may", "encrypt"):
+            with self.subTest(policy=policy):
+                self.assertTlsDelivered(sink, self.drive(sink, "--tls", policy, messages=3), 3)
+        stats = sink.final_stats()
+        self.assertEqual(stats["messages"], 6)
+        self.assertEqual(stats["tls_sessions"], stats["conns_total"])
+
+    def test_no_starttls_offered(self):
+        sink = self.start_sink()
+        run = self.drive(sink, "--tls", "may", messages=3)
+        self.assertResults(run, "delivered", tls=None)
+        self.assertTrue(all(m.env["tls"] is None for m in self.stored(sink, 3)))
+        for policy in ("encrypt", "verify"):
+            with self.subTest(policy=policy):
+                run = self.drive(sink, "--tls", policy, messages=3)
+                self.assertResults(run, "transient", code=0, stage="starttls", tls=None,
+                                   maybe_delivered=False)
+                self.stored(sink, 0)
+        stats = sink.final_stats()
+        self.assertEqual((stats["messages"], stats["tls_sessions"]), (3, 0))
+
+    def test_starttls_refused(self):
+        sink = self.start_sink("--tls", "--reply", "starttls=454 4.7.0 no tls now")
+        run = self.drive(sink, "--tls", "may", messages=2)
+        self.assertResults(run, "delivered", tls=None)
+        self.assertTrue(all(m.env["tls"] is None for m in self.stored(sink, 2)))
+        run = self.drive(sink, "--tls", "encrypt", messages=2)
+        self.assertResults(run, "transient", code=454, enhanced="4.7.0", stage="starttls")
+        self.stored(sink, 0)
+
+    def test_verify(self):
+        d = self.tempdir()
+        cert, key = make_cert(d, "ip", "127.0.0.1", "IP:127.0.0.1")
+        other, other_key = make_cert(d, "other", "other.test", "DNS:other.test")
+        generated = self.start_sink("--tls")
+        mine = self.start_sink("--tls", "--cert", cert, "--key", key)
+        wrong_name = self.start_sink("--tls", "--cert", other, "--key", other_key)
+        for sink, ca in ((generated, ()), (mine, ()), (wrong_name, ("--ca", other))):
+            with self.subTest(sink=sink.args, ca=ca):
+                run = self.drive(sink, "--tls", "verify", *ca, messages=2)
+                self.assertResults(run, "transient", stage="tls", tls=None,
+                                   maybe_delivered=False)
+                self.stored(sink, 0)
+        run = self.drive(mine, "--tls", "verify", "--ca", cert, messages=3)
+        self.assertTlsDelivered(mine, run, 3, verified=True)
+        self.assertEqual(mine.final_stats()["messages"], 3)
+
+
+class AuthTest(DriveTest):
+    AUTH_SINK = ("--tls", "--auth", "u:p")
+
+    def test_auth_inside_tls(self):
+        sink, run = self.with_sink(self.AUTH_SINK, "--tls", "encrypt", "--auth", "u:p",
+                                   messages=3)
+        self.assertResults(run, "delivered", code=250)
+        for m in self.stored(sink, 3):
+            self.assertEqual(m.env["auth"], "u")
+            self.assertIsNotNone(m.env["tls"])
+
+    def test_wrong_password(self):
+        self.assertFailedAll(self.AUTH_SINK, "--tls", "encrypt", "--auth", "u:wrong",
+                             code=535, enhanced="5.7.8", stage="auth")
+
+    def test_no_credentials_in_clear(self):
+        for sink_args in (self.AUTH_SINK, ("--auth", "u:p")):
+            with self.subTest(sink=sink_args):
+                sink, _ = self.assertFailedAll(sink_args, "--tls", "none", "--auth", "u:p",
+                                               code=0, stage="auth", tls=None)
+                stats = sink.final_stats()   # an AUTH in clear would get 538
+                self.assertEqual((stats["replies_5xx"], stats["tls_sessions"]), (0, 0))
+
+    def test_auth_required(self):
+        self.assertFailedAll(self.AUTH_SINK, "--tls", "encrypt", status="permanent",
+                             code=530, enhanced="5.7.0", stage="mail")
+
+    def test_peer_offers_no_auth(self):
+        self.assertFailedAll(("--tls",), "--tls", "encrypt", "--auth", "u:p",
+                             code=0, stage="auth")
+
+
+# the sink arguments for each way of sending the body
+PATHS = (("bdat", ()), ("data", ("--disable", "chunking")))
+
+
+class FaultTest(DriveTest):
+    def test_421_ends_the_session(self):
+        # An explicit refusal before the body: the message cannot have been
+        # taken, so it is not "maybe delivered" however it was pipelined.
+        for stage, enh in (("mail", "4.7.0"), ("rcpt", "4.3.0")):
+            for name, path in PATHS:
+                with self.subTest(stage=stage, path=name):
+                    self.assertFailedAll(("--reply", "%s:*=421 %s closing" % (stage, enh)) + path,
+                                         code=421, enhanced=enh, stage=stage,
+                                         maybe_delivered=False)
+
+    def test_dot_refused(self):
+        for name, path in PATHS:
+            with self.subTest(path=name):
+                self.assertFailedAll(("--reply", "dot:*=554 5.7.1 rejected") + path,
+                                     status="permanent", code=554, enhanced="5.7.1",
+                                     stage="dot", text="rejected", maybe_delivered=False)
+        self.assertFailedAll(("--permfail", "dot:100%"), status="permanent", stage="dot")
+
+    def test_data_refused(self):
+        self.assertFailedAll(("--reply", "data:*=554 5.7.1 no data", "--disable", "chunking"),
+                             status="permanent", code=554, enhanced="5.7.1", stage="data")
+
+    def test_tempfail_every_recipient(self):
+        _, run = self.assertFailedAll(("--tempfail", "100%"), stage="rcpt",
+                                      maybe_delivered=False)
+        self.assertTrue(all(400 <= r["code"] < 500 for r in run.results), run)
+
+    def test_disconnect_after_dot(self):
+        for extra, size in ((), SIZE), (("--disable", "chunking"), SIZE), ((), 100000):
+            with self.subTest(sink=extra, size=size):
+                sink, run = self.with_sink(("--disconnect", "dot:100%") + extra,
+                                           messages=2, size=size)
+                self.assertResults(run, "transient", code=0, maybe_delivered=True)
+                self.assertNothingStored(sink, run)
+
+    def test_disconnect_at_rcpt(self):
+        # Unpipelined, DATA, or a body too big to go with the commands: the
+        # message had not been sent when the connection was reset. (A small
+        # BDAT pipelined with RCPT may honestly be "maybe delivered".)
+        for extra, size in ((("--disable", "pipelining"), SIZE),
+                            (("--disable", "chunking"), SIZE), ((), 100000)):
+            with self.subTest(sink=extra, size=size):
+                sink, run = self.with_sink(("--disconnect", "rcpt:100%") + extra,
+                                           messages=2, size=size)
+                self.assertResults(run, "transient", code=0, maybe_delivered=False)
+                self.assertNothingStored(sink, run)
+
+    def test_drop_at_mail(self):
+        sink, run = self.with_sink(("--reply", "mail:*=drop"), messages=2)
+        self.assertResults(run, "transient", code=0, stage="mail")
+        self.assertNothingStored(sink, run)
+
+    def test_greeting_refused(self):
+        for code, text in ((554, "5.3.2 no service"), (421, "4.3.2 bye")):
+            with self.subTest(code=code):
+                self.assertFailedAll(("--reply", "greeting=%d %s" % (code, text)), code=code,
+                                     enhanced=text[:5], stage="greeting",
+                                     maybe_delivered=False)
+        self.assertFailedAll(("--disconnect", "connect:100%"), code=0, stage="greeting")
+
+    def test_stall_after_dot(self):
+        for name, path in PATHS:
+            with self.subTest(path=name):
+                sink, run = self.with_sink(("--reply", "dot:*=stall") + path,
+                                           "--timeout", "data_term=1s", messages=2)
+                self.assertResults(run, "transient", code=0, stage="dot",
+                                   maybe_delivered=True)
+                self.assertLess(run.seconds, 8.0, run)
+                self.assertNothingStored(sink, run)
+
+    def test_stalls_before_the_body(self):
+        for rule, timeout, stage, extra in (
+                ("rcpt:*=stall", "rcpt=1s", "rcpt", ("--disable", "pipelining")),
+                ("rcpt:*=stall", "rcpt=1s", "rcpt", ("--disable", "chunking")),
+                ("greeting=stall", "greeting=1s", "greeting", ()),
+                ("greeting=raw:220 no end of line", "greeting=1s", "greeting", ()),
+                ("helo=raw:250-more to come\\r\\n", "helo=1s", "ehlo", ())):
+            with self.subTest(rule=rule, sink=extra):
+                sink, run = self.with_sink(("--reply", rule) + extra, "--timeout", timeout,
+                                           messages=2)
+                self.assertResults(run, "transient", code=0, stage=stage,
+                                   maybe_delivered=False)
+                self.assertLess(run.seconds, 8.0, run)
+                self.assertNothingStored(sink, run)
+
+    def test_stall_at_pipelined_rcpt(self):
+        sink, run = self.with_sink(("--reply", "rcpt:*=stall"), "--timeout", "rcpt=1s",
+                                   messages=2)
+        self.assertResults(run, "transient", code=0, stage="rcpt")
+        self.assertLess(run.seconds, 8.0, run)
+        self.assertNothingStored(sink, run)
+
+    def test_malformed_replies(self):
+        for rule in ("mail:*=raw:garbage\\r\\n",
+                     "mail:*=raw:250 " + "x" * 2996 + "\\r\\n",       # 3000 octets
+                     "rcpt:*=raw:250-first\\r\\n251 other code\\r\\n",
+                     "rcpt:*=raw:25\\r\\n",
+                     "rcpt:*=raw:\\x00\\xff\\r\\n",
+                     "helo=raw:250-" + "y" * 3000 + "\\r\\n250 ok\\r\\n"):
+            with self.subTest(rule=rule[:40]):
+                self.assertFailedAll(("--reply", rule), code=0, messages=2,
+                                     text="malformed or over-long reply from the peer")
+
+    def test_multiline_and_bare_replies(self):
+        _, run = self.assertFailedAll(
+            ("--reply", "rcpt:*=550 5.1.1 line one\\nline two\\nline three"),
+            status="permanent", code=550, enhanced="5.1.1", stage="rcpt", messages=1)
+        self.assertResults(run, "permanent", text="line one\nline two\nline three")
+        self.assertFailedAll(("--reply", "rcpt:*=raw:550\\r\\n"), status="permanent",
+                             code=550, enhanced="", text="", stage="rcpt", messages=1)
+
+
+class SizeTest(DriveTest):
+    def test_message_over_peer_size(self):
+        sink, _ = self.assertFailedAll(("--max-size", 1000), "--size", 4096, status="permanent",
+                                       code=552, enhanced="5.3.4", stage="size")
+        self.assertEqual(sink.final_stats()["replies_5xx"], 0)   # never offered
+
+    def test_size_boundary(self):
+        sink = self.start_sink("--max-size", 1000)
+        fits = 1000 - len(drive_message(0, 0))
+        run = self.drive(sink, size=fits)
+        self.assertResults(run, "delivered", code=250)
+        self.assertEqual(len(self.stored(sink, 1)[0].data), 1000)
+        run = self.drive(sink, size=fits + 1)
+        self.assertResults(run, "permanent", code=552, enhanced="5.3.4", stage="size")
+        self.stored(sink, 0)
+
+
+class EightBitTest(DriveTest):
+    def test_8bitmime(self):
+        sink, run = self.with_sink((), "--8bit", messages=2)
+        self.assertResults(run, "delivered", code=250)
+        msgs = self.stored(sink, 2)
+        self.assertStoredAsGenerated(msgs, eightbit=True)
+        self.assertTrue(all(m.env["body"] == "8BITMIME" for m in msgs), msgs)
+        for sink_args in (("--disable", "8bitmime"), ("--disable", "ehlo")):
+            with self.subTest(sink=sink_args):
+                sink, _ = self.assertFailedAll(sink_args, "--8bit", status="permanent",
+                                               code=554, enhanced="5.6.3", stage="size")
+
+    def test_smtputf8(self):
+        sink, run = self.with_sink((), "--smtputf8", messages=2)
+        self.assertResults(run, "delivered", code=250)
+        msgs = self.stored(sink, 2)
+        self.assertStoredAsGenerated(msgs, smtputf8=True)
+        for m in msgs:
+            self.assertIs(m.env["smtputf8"], True)
+            self.assertEqual(m.env["rcpt"], [drive_rcpt(self.msg_number(m), 0, True)])
+        self.assertFailedAll(("--disable", "smtputf8"), "--smtputf8", status="permanent",
+                             code=553, enhanced="5.6.7", stage="size")
+
+
+class ScaleTest(DriveTest):
+    def test_partial_fault_rates(self):
+        n = 2000
+        sink, run = self.with_sink(("--tempfail", "5%", "--permfail", "1%", "--seed", 1),
+                                   "--max-conns", 20, messages=n, size=1000, timeout=60)
+        delivered, transient, permanent = (run.count(s) for s in STATUSES)
+        self.assertEqual(delivered + transient + permanent, n)
+        self.assertTrue(30 <= transient <= 200, run.summary)
+        self.assertTrue(2 <= permanent <= 60, run.summary)
+        for r in run.results:
+            if r["status"] != "delivered":
+                self.assertEqual((r["stage"], r["code"] // 100, r["maybe_delivered"]),
+                                 ("rcpt", 4 if r["status"] == "transient" else 5, False), r)
+        msgs = self.stored(sink, delivered)
+        self.assertRepliesNameStored(run, msgs)
+        stats = sink.final_stats()
+        self.assertEqual((stats["messages"], stats["recipients"]), (delivered, delivered))
