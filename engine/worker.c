@@ -103,11 +103,16 @@ struct eng_worker {
 
 static struct io_uring_sqe *get_sqe(struct eng_worker *w)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	struct io_uring_sqe *sqe;
 
-	if (!sqe) {
-		io_uring_submit(&w->ring);
-		sqe = io_uring_get_sqe(&w->ring);
+	/* SQ full: submit, then retry; a ring that never takes anything is a
+	 * broken invariant, and stopping loudly beats undefined behaviour. */
+	for (int tries = 0; !(sqe = io_uring_get_sqe(&w->ring)); tries++) {
+		int rc = io_uring_submit(&w->ring);
+		if (rc < 0 && tries > 1000) {
+			vl_log(VL_LOG_ERROR, "engine: io_uring_submit: %s", strerror(-rc));
+			abort();
+		}
 	}
 	return sqe;
 }
