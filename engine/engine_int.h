@@ -108,6 +108,7 @@ struct eng_sess {
 	size_t rs_cap;
 	bool use_bdat, body_with_cmds, body_queued, txn_dead;
 	bool starttls_refused;
+	struct eng_reply refusal;         /* the STARTTLS refusal, for results */
 	unsigned nmsgs;                   /* transactions on this connection */
 	/* why the session failed, for the messages still queued */
 	const char *fail_stage;

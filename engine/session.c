@@ -152,12 +152,13 @@ static enum eng_act end_txn(struct eng_sess *s, bool rset)
 	return ENG_IDLE;
 }
 
-enum eng_act eng_sess_fail(struct eng_sess *s, const char *stage, int code,
-			   const char *enhanced, const char *text)
+/* silent: no reply ended it (timeout, disconnect). After the final dot (or
+ * a BDAT LAST) went out, silence does not mean the message was not taken:
+ * say so, so a duplicate is a choice. An explicit refusal is never that. */
+static enum eng_act sess_fail(struct eng_sess *s, const char *stage, int code,
+			      const char *enhanced, const char *text, bool silent)
 {
-	/* After the final dot (or a BDAT LAST) went out, silence does not mean
-	 * the message was not taken: say so, so a duplicate is a choice. */
-	bool maybe = s->body_queued && (s->state == ENG_S_BODY || s->use_bdat);
+	bool maybe = silent && s->body_queued && (s->state == ENG_S_BODY || s->use_bdat);
 
 	s->fail_stage = stage;
 	s->fail_code = code;
@@ -174,12 +175,18 @@ enum eng_act eng_sess_fail(struct eng_sess *s, const char *stage, int code,
 	return ENG_CLOSE;
 }
 
+enum eng_act eng_sess_fail(struct eng_sess *s, const char *stage, int code,
+			   const char *enhanced, const char *text)
+{
+	return sess_fail(s, stage, code, enhanced, text, true);
+}
+
 static enum eng_act fail_reply(struct eng_sess *s, const struct eng_reply *r)
 {
 	char text[ENG_REPLY_TEXT_MAX + 32];
 
 	snprintf(text, sizeof text, "%s", r->text);
-	return eng_sess_fail(s, eng_sess_stage(s), r->code, r->enhanced, text);
+	return sess_fail(s, eng_sess_stage(s), r->code, r->enhanced, text, false);
 }
 
 /* ---- greeting, EHLO, STARTTLS, AUTH ---- */
@@ -280,13 +287,15 @@ static enum eng_act after_hello(struct eng_sess *s)
 			return ENG_WAIT;
 		}
 		if (tls_policy_requires_tls(p)) {
-			char why[128];
-			snprintf(why, sizeof why, "%s; TLS policy '%s' requires it",
-				 s->starttls_refused ? "STARTTLS refused"
-						     : "STARTTLS not offered",
-				 tls_policy_name(p));
-			return eng_sess_fail(s, "starttls", s->starttls_refused ?
-					     s->fail_code : 0, "", why);
+			char why[ENG_REPLY_TEXT_MAX + 96];
+			if (s->starttls_refused)
+				snprintf(why, sizeof why, "STARTTLS refused: %s; TLS policy "
+					 "'%s' requires TLS", s->refusal.text, tls_policy_name(p));
+			else
+				snprintf(why, sizeof why, "STARTTLS not offered; TLS policy "
+					 "'%s' requires it", tls_policy_name(p));
+			return sess_fail(s, "starttls", s->starttls_refused ? s->refusal.code : 0,
+					 s->starttls_refused ? s->refusal.enhanced : "", why, false);
 		}
 	}
 	if (s->route->auth_user[0])
@@ -489,7 +498,7 @@ enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r)
 			return ENG_STARTTLS;
 		}
 		s->starttls_refused = true;
-		s->fail_code = r->code;
+		s->refusal = *r;
 		return after_hello(s);
 	case ENG_S_AUTH:
 		if (r->code == 235) {

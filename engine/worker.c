@@ -72,6 +72,8 @@ struct pool {
 	unsigned nconn, nconnecting;
 	unsigned nestablished;         /* open sessions that reached READY */
 	uint64_t no_open_until;        /* after a failed attempt: pause, ms */
+	bool kick_later;               /* on w->kick_list */
+	struct pool *kick_next;
 	SSL_SESSION *ticket;           /* TLS resumption for this host */
 };
 
@@ -88,6 +90,7 @@ struct eng_worker {
 	size_t nconns;
 	atomic_size_t nconns_seen;     /* nconns, for other threads */
 	struct eng_heap timers;
+	struct pool *kick_list;        /* pools paused with messages waiting */
 	/* inbox */
 	struct eng_msg *_Atomic in_head;
 	struct eng_msg *in_tail;
@@ -386,12 +389,13 @@ static void conn_close(struct conn *c)
 	hand_back(c);
 	if (c->connecting) {
 		/* Failed before it was usable: pause new attempts so a refusing
-		 * host is not hammered, and if no session to it works, what
-		 * waits for it gets this failure now (the scheduler retries). */
+		 * host is not hammered, and if no other session to it works or
+		 * is on its way, what waits gets this failure now (the
+		 * scheduler retries). */
 		c->connecting = false;
 		p->nconnecting--;
 		p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
-		if (p->nestablished == 0 && p->qhead)
+		if (p->nestablished == 0 && p->nconnecting == 0 && p->qhead)
 			pool_fail_queue(p, &c->s, c->s.fail_stage ? c->s.fail_stage : "connect",
 					c->s.fail_code, c->s.fail_enhanced,
 					c->s.fail_text[0] ? c->s.fail_text : "connection lost");
@@ -518,7 +522,7 @@ static void on_send(struct conn *c, int res)
 
 /* ---- session events ---- */
 
-static void conn_start_msg(struct conn *c, struct eng_msg *m);
+static void conn_act(struct conn *c, enum eng_act act);
 
 /* The session is READY: next message, QUIT, or wait in the pool. */
 static void conn_ready(struct conn *c)
@@ -539,10 +543,19 @@ static void conn_ready(struct conn *c)
 		conn_flush(c);
 		return;
 	}
-	struct eng_msg *m = queue_pop(p);
-	if (m) {
-		conn_start_msg(c, m);
-		return;
+	/* A loop, not recursion: messages the peer cannot take (SIZE,
+	 * 8BITMIME) are refused without a round trip, and a queue full of
+	 * them must not become a deep call chain. */
+	struct eng_msg *m;
+	while ((m = queue_pop(p))) {
+		idle_remove(c);
+		c->body_taken = false;
+		enum eng_act act = eng_sess_start(&c->s, m);
+		if (act != ENG_IDLE) {
+			conn_act(c, act);
+			return;
+		}
+		hand_back(c);
 	}
 	c->idle = true;
 	c->idle_prev = NULL;
@@ -576,13 +589,6 @@ static void conn_act(struct conn *c, enum eng_act act)
 		conn_flush(c);
 		break;
 	}
-}
-
-static void conn_start_msg(struct conn *c, struct eng_msg *m)
-{
-	idle_remove(c);
-	c->body_taken = false;
-	conn_act(c, eng_sess_start(&c->s, m));
 }
 
 /* A connection-level failure: the session gives its results, we close. */
@@ -713,8 +719,10 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	}
 	if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
 		char why[128];
-		snprintf(why, sizeof why, "connection %s by the peer",
-			 cqe->res == 0 ? "closed" : strerror(-cqe->res));
+		if (cqe->res == 0)
+			snprintf(why, sizeof why, "connection closed by the peer");
+		else
+			snprintf(why, sizeof why, "connection lost: %s", strerror(-cqe->res));
 		if (c->s.state == ENG_S_QUIT || c->close_after_send)
 			conn_close(c);
 		else
@@ -812,10 +820,20 @@ static void pool_kick(struct eng_worker *w, struct pool *p)
 {
 	while (p->qhead && p->idle) {
 		struct conn *c = p->idle;
-		conn_start_msg(c, queue_pop(p));
+		idle_remove(c);
+		conn_ready(c); /* takes from the queue itself */
 	}
-	if (w->stopping || vl_now_ms() < p->no_open_until)
+	if (w->stopping)
 		return;
+	if (vl_now_ms() < p->no_open_until) {
+		/* Paused after a failed connect: the tick comes back for it. */
+		if (p->qhead && !p->kick_later) {
+			p->kick_later = true;
+			p->kick_next = w->kick_list;
+			w->kick_list = p;
+		}
+		return;
+	}
 	while (p->qlen > p->nconnecting && p->nconn < p->route.max_connections)
 		conn_open(w, p);
 }
@@ -921,6 +939,24 @@ static void begin_stop(struct eng_worker *w)
 		}
 }
 
+/* Pools whose pause after a failed connect is over get their turn. */
+static void kick_paused(struct eng_worker *w)
+{
+	uint64_t now = vl_now_ms();
+	struct pool **pp = &w->kick_list;
+
+	while (*pp) {
+		struct pool *p = *pp;
+		if (now < p->no_open_until) {
+			pp = &p->kick_next;
+			continue;
+		}
+		*pp = p->kick_next;
+		p->kick_later = false;
+		pool_kick(w, p);
+	}
+}
+
 static void dispatch(struct eng_worker *w, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
@@ -946,6 +982,7 @@ static void dispatch(struct eng_worker *w, struct io_uring_cqe *cqe)
 		break;
 	case OP_TICK:
 		arm_tick(w);
+		kick_paused(w);
 		break;
 	}
 }

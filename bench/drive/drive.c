@@ -98,7 +98,7 @@ static void on_done(struct eng_msg *em)
 }
 
 /* One message: a small personalised head, then a shared body of `size`
- * octets, CRLF lines of 76 characters, some starting with a dot. */
+ * octets (CRLF lines of 63 octets, some starting with a dot). */
 static void make_msg(struct msg *m, struct drive *d, uint64_t n, const char *body,
 		     size_t bodylen)
 {
@@ -125,7 +125,9 @@ static void make_msg(struct msg *m, struct drive *d, uint64_t n, const char *bod
 	};
 }
 
-static char *make_body(size_t size, bool eightbit)
+/* Exactly size octets of CRLF lines; the last one may be cut short (no
+ * final CRLF), which the engine must complete for DATA. */
+static char *make_body(size_t size, bool eightbit, size_t *len)
 {
 	char *b = malloc(size + 80);
 	size_t n = 0;
@@ -135,6 +137,7 @@ static char *make_body(size_t size, bool eightbit)
 		n += (size_t)sprintf(b + n, "%s%s line %06d of the test body, padding padding padding pad\r\n",
 				     line % 10 == 3 ? "." : "x", eightbit ? "\xc3\xa9" : "e", line);
 	}
+	*len = size;
 	return b;
 }
 
@@ -259,10 +262,11 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	pthread_mutex_init(&d.lock, NULL);
-	char *body = make_body(d.size, d.eightbit);
+	size_t bodylen;
+	char *body = make_body(d.size, d.eightbit, &bodylen);
 	struct msg *msgs = calloc(d.messages, sizeof *msgs);
 	for (uint64_t i = 0; i < d.messages; i++)
-		make_msg(&msgs[i], &d, i, body, d.size);
+		make_msg(&msgs[i], &d, i, body, bodylen);
 
 	struct engine *e = eng_new(&cfg, err, sizeof err);
 	if (!e) {

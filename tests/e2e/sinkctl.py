@@ -618,12 +618,12 @@ class DriveRun:
             self.results[:2], self.stderr[-1500:])
 
 
-def run_drive(*args, timeout=DRIVE_WAIT):
-    """volley-drive --results ARGS to completion; killed (by PID) and an
+def run_drive(*args, timeout=DRIVE_WAIT, results=True):
+    """volley-drive [--results] ARGS to completion; killed (by PID) and an
     AssertionError if it takes longer than timeout seconds."""
     if not os.access(DRIVE, os.X_OK):
         raise RuntimeError("no executable volley-drive at %s" % DRIVE)
-    argv = [DRIVE, "--results", *(str(a) for a in args)]
+    argv = [DRIVE] + (["--results"] if results else []) + [str(a) for a in args]
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, preexec_fn=_die_with_parent)

@@ -7,9 +7,10 @@ envelopes, counters). Every run of volley-drive is bounded in time.
 
 import collections
 import re
+import socket
 
-from sinkctl import (SinkTest, data_wire, drive_body, drive_message,
-                     drive_rcpt, free_port, make_cert, run_drive, sanitizer_report)
+from sinkctl import (SinkTest, data_wire, drive_body, drive_message, drive_rcpt,
+                     make_cert, run_drive, sanitizer_report)
 
 HELO = "drive.volley.test"
 SENDER = "bounce@drive.test"
@@ -32,7 +33,7 @@ DATA_SIZES = (SIZE, cut_after(b"\r\n.", 2), cut_after(b"\r\n.", 3),
 class DriveTest(SinkTest):
     """Runs volley-drive against sinks and checks the engine's contract."""
 
-    def drive(self, routes, *args, messages=1, rcpts=1, size=SIZE, timeout=30):
+    def drive(self, routes, *args, messages=1, rcpts=1, size=SIZE, timeout=20):
         """volley-drive to routes (a Sink, or a list of Sinks / HOST:PORT);
         checks that every recipient got exactly one result and that the
         summary and exit status agree with them."""
@@ -45,10 +46,13 @@ class DriveTest(SinkTest):
         self.check_run(run, messages, rcpts, "--smtputf8" in args)
         return run
 
-    def check_run(self, run, messages, rcpts, smtputf8):
+    def assertNoSanitizerReport(self, run):
         report = sanitizer_report(run.stderr)
         if report:
             self.fail("sanitizer report from volley-drive:\n" + report)
+
+    def check_run(self, run, messages, rcpts, smtputf8):
+        self.assertNoSanitizerReport(run)
         got = [(r["msg"], r["rcpt"]) for r in run.results]
         want = {(n, drive_rcpt(n, i, smtputf8)) for n in range(messages) for i in range(rcpts)}
         self.assertEqual(len(got), len(set(got)), "a recipient got two results: %r" % run)
@@ -72,7 +76,7 @@ class DriveTest(SinkTest):
         elif r["status"] == "permanent":
             self.assertTrue(500 <= code < 600, r)
         else:
-            self.assertTrue(code == 0 or 400 <= code < 600, r)
+            self.assertTrue(code == 0 or 300 <= code < 600, r)   # 3xx: out of place
         if enh:
             self.assertRegex(enh, r"^[245]\.\d{1,3}\.\d{1,3}$", r)
             self.assertEqual(enh[0], str(code)[0], r)
@@ -130,6 +134,14 @@ class DriveTest(SinkTest):
         for m in msgs:
             want = drive_message(self.msg_number(m), size, **flags)
             self.assertEqual(m.data, data_wire(want) if data else want, m)
+
+    def refused_route(self, host="127.0.0.1"):
+        """HOST:PORT where connections are refused: a port bound (so no one
+        else takes it) but not listening, for the rest of the test."""
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.bind((host, 0))
+        return "%s:%d" % (host, s.getsockname()[1])
 
     def assertFailedAll(self, sink_args, *args, status="transient", messages=3, **want):
         """Every recipient fails with these fields and the sink stores nothing."""
@@ -298,7 +310,7 @@ class ConnectionTest(DriveTest):
         self.assertEqual(sink.final_stats()["messages"], 20)
 
     def test_connect_refused_fails_fast(self):
-        route = "127.0.0.1:%d" % free_port()     # nothing listens there
+        route = self.refused_route()
         run = self.drive([route], messages=200, rcpts=2, timeout=20)
         self.assertResults(run, "transient", code=0, stage="connect", maybe_delivered=False,
                            peer=route, tls=None)
@@ -307,7 +319,7 @@ class ConnectionTest(DriveTest):
 
     def test_several_routes(self):
         sink = self.start_sink(hosts=("127.0.0.2", "127.0.0.3"))
-        down = "127.0.0.4:%d" % free_port(("127.0.0.4",))
+        down = self.refused_route("127.0.0.4")
         run = self.drive([sink.route("127.0.0.2"), sink.route("127.0.0.3"), down], messages=9)
         for r in run.results:                    # message n goes to route n % 3
             if r["msg"] % 3 == 2:
@@ -363,6 +375,12 @@ class TlsTest(DriveTest):
         run = self.drive(sink, "--tls", "encrypt", messages=2)
         self.assertResults(run, "transient", code=454, enhanced="4.7.0", stage="starttls")
         self.stored(sink, 0)
+
+    def test_starttls_accepted_but_no_tls(self):
+        # 220 to STARTTLS, then the peer goes on in clear text
+        self.assertFailedAll(("--tls", "--reply", "starttls=raw:220 ready\\r\\n"),
+                             "--tls", "encrypt", "--timeout", "tls=2s", code=0, stage="tls",
+                             tls=None, maybe_delivered=False)
 
     def test_verify(self):
         d = self.tempdir()
@@ -447,11 +465,15 @@ class FaultTest(DriveTest):
         self.assertTrue(all(400 <= r["code"] < 500 for r in run.results), run)
 
     def test_disconnect_after_dot(self):
-        for extra, size in ((), SIZE), (("--disable", "chunking"), SIZE), ((), 100000):
+        # (a small BDAT goes with MAIL and RCPT, and their replies are lost
+        # with the reset too: the stage may be any of them)
+        dot = {"stage": "dot"}
+        for extra, size, stage in (((), SIZE, {}), (("--disable", "chunking"), SIZE, dot),
+                                   ((), 100000, dot)):
             with self.subTest(sink=extra, size=size):
                 sink, run = self.with_sink(("--disconnect", "dot:100%") + extra,
                                            messages=2, size=size)
-                self.assertResults(run, "transient", code=0, maybe_delivered=True)
+                self.assertResults(run, "transient", code=0, maybe_delivered=True, **stage)
                 self.assertNothingStored(sink, run)
 
     def test_disconnect_at_rcpt(self):
@@ -491,11 +513,11 @@ class FaultTest(DriveTest):
 
     def test_stalls_before_the_body(self):
         for rule, timeout, stage, extra in (
-                ("rcpt:*=stall", "rcpt=1s", "rcpt", ("--disable", "pipelining")),
-                ("rcpt:*=stall", "rcpt=1s", "rcpt", ("--disable", "chunking")),
-                ("greeting=stall", "greeting=1s", "greeting", ()),
-                ("greeting=raw:220 no end of line", "greeting=1s", "greeting", ()),
-                ("helo=raw:250-more to come\\r\\n", "helo=1s", "ehlo", ())):
+                ("rcpt:*=stall", "rcpt=500ms", "rcpt", ("--disable", "pipelining")),
+                ("rcpt:*=stall", "rcpt=500ms", "rcpt", ("--disable", "chunking")),
+                ("greeting=stall", "greeting=500ms", "greeting", ()),
+                ("greeting=raw:220 no end of line", "greeting=500ms", "greeting", ()),
+                ("helo=raw:250-more to come\\r\\n", "helo=500ms", "ehlo", ())):
             with self.subTest(rule=rule, sink=extra):
                 sink, run = self.with_sink(("--reply", rule) + extra, "--timeout", timeout,
                                            messages=2)
@@ -516,7 +538,7 @@ class FaultTest(DriveTest):
                      "mail:*=raw:250 " + "x" * 2996 + "\\r\\n",       # 3000 octets
                      "rcpt:*=raw:250-first\\r\\n251 other code\\r\\n",
                      "rcpt:*=raw:25\\r\\n",
-                     "rcpt:*=raw:\\x00\\xff\\r\\n",
+                     "rcpt:*=raw:600 no such class\\r\\n",
                      "helo=raw:250-" + "y" * 3000 + "\\r\\n250 ok\\r\\n"):
             with self.subTest(rule=rule[:40]):
                 self.assertFailedAll(("--reply", rule), code=0, messages=2,
@@ -529,13 +551,32 @@ class FaultTest(DriveTest):
         self.assertResults(run, "permanent", text="line one\nline two\nline three")
         self.assertFailedAll(("--reply", "rcpt:*=raw:550\\r\\n"), status="permanent",
                              code=550, enhanced="", text="", stage="rcpt", messages=1)
+        # an intermediate reply where a final one is due: not a delivery
+        self.assertFailedAll(("--reply", "rcpt:*=raw:354 go ahead\\r\\n"), code=354,
+                             stage="rcpt", messages=1)
 
 
 class SizeTest(DriveTest):
     def test_message_over_peer_size(self):
-        sink, _ = self.assertFailedAll(("--max-size", 1000), "--size", 4096, status="permanent",
-                                       code=552, enhanced="5.3.4", stage="size")
+        sink = self.start_sink("--max-size", 1000)
+        run = self.drive(sink, messages=3, size=4096)
+        self.assertResults(run, "permanent", code=552, enhanced="5.3.4", stage="size")
+        self.assertNothingStored(sink, run)
         self.assertEqual(sink.final_stats()["replies_5xx"], 0)   # never offered
+
+    def test_many_refused_on_one_connection(self):
+        # Messages refused without a round trip, all queued for the one
+        # session: handled in a loop, not a call chain as deep as the queue.
+        n = 200000
+        sink = self.start_sink("--max-size", 1000)
+        run = run_drive("--route", sink.route(), "--messages", n, "--max-conns", 1,
+                        "--size", 2000, results=False, timeout=60)
+        self.assertNoSanitizerReport(run)
+        self.assertIsNotNone(run.summary, run)
+        self.assertEqual((run.rc, run.summary["permanent"]), (1, n), run)
+        stats = sink.final_stats()
+        self.assertEqual((stats["conns_total"], stats["messages"], stats["replies_5xx"]),
+                         (1, 0, 0))
 
     def test_size_boundary(self):
         sink = self.start_sink("--max-size", 1000)
@@ -557,8 +598,8 @@ class EightBitTest(DriveTest):
         self.assertTrue(all(m.env["body"] == "8BITMIME" for m in msgs), msgs)
         for sink_args in (("--disable", "8bitmime"), ("--disable", "ehlo")):
             with self.subTest(sink=sink_args):
-                sink, _ = self.assertFailedAll(sink_args, "--8bit", status="permanent",
-                                               code=554, enhanced="5.6.3", stage="size")
+                self.assertFailedAll(sink_args, "--8bit", status="permanent", code=554,
+                                     enhanced="5.6.3", stage="size")
 
     def test_smtputf8(self):
         sink, run = self.with_sink((), "--smtputf8", messages=2)
@@ -576,7 +617,7 @@ class ScaleTest(DriveTest):
     def test_partial_fault_rates(self):
         n = 2000
         sink, run = self.with_sink(("--tempfail", "5%", "--permfail", "1%", "--seed", 1),
-                                   "--max-conns", 20, messages=n, size=1000, timeout=60)
+                                   messages=n, size=1000, timeout=60)
         delivered, transient, permanent = (run.count(s) for s in STATUSES)
         self.assertEqual(delivered + transient + permanent, n)
         self.assertTrue(30 <= transient <= 200, run.summary)
