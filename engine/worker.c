@@ -400,11 +400,17 @@ static void conn_close(struct conn *c)
 					c->s.fail_code, c->s.fail_enhanced,
 					c->s.fail_text[0] ? c->s.fail_text : "connection lost");
 	}
-	if (c->recv_armed || c->send_busy || c->ops) {
+	/* Ends the pending recv and send. shutdown() rather than an
+	 * async cancel: a cancel scans every request in flight on the ring,
+	 * and ten thousand sessions closing would make that quadratic. A
+	 * connect still in progress is not woken by it: cancel that one. */
+	if (c->s.state == ENG_S_CONNECTING && c->ops) {
 		struct io_uring_sqe *sqe = get_sqe(w);
 		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
 		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
 		c->ops++;
+	} else if (c->fd >= 0 && c->ops) {
+		shutdown(c->fd, SHUT_RDWR);
 	}
 	conn_maybe_free(c);
 	if (!w->stopping)
