@@ -6,7 +6,8 @@
 #  2. zero latency, TLS on (STARTTLS, policy encrypt);
 #  3. 50 ms reply latency: 1,000 and 10,000 sessions over 10 sink addresses:
 #     throughput against sessions / RTT, and memory per open session.
-#   RUNS=3 MESSAGES=100000 SESSIONS=50 bench/engine.sh
+#   RUNS=3 MESSAGES=100000 SESSIONS=50 LATENCY_RUNS="1000:100000 10000:200000" \
+#   bench/engine.sh     (LATENCY_RUNS: sessions:messages pairs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${VOLLEY_BUILD:-build}
@@ -59,8 +60,8 @@ for i in $(seq 21 30); do L+=(--listen "127.0.0.$i:$LP"); R+=(--route "127.0.0.$
 sink "${L[@]}" --latency 50ms
 wait_port 127.0.0.21 "$LP"
 printf '%9s %9s %10s %12s %8s %11s\n' sessions messages "msgs/s" "ideal/s" ratio "KB/session"
-for s in 1000 10000; do
-	m=$((s * ${PER_SESSION:-20}))
+for run in ${LATENCY_RUNS:-1000:100000 10000:200000}; do
+	s=${run%%:*} m=${run#*:}
 	out=$("$B/volley-drive" "${R[@]}" --tls none --max-conns $((s / 10)) --messages "$m" 2>&1)
 	got=$(field msgs_per_s <<<"$out"); kb=$(field kb_per_conn <<<"$out"); pc=$(field peak_conns <<<"$out")
 	python3 -c "
