@@ -45,6 +45,7 @@ struct conn {
 	bool closing, close_after_send, send_busy, recv_armed, body_taken;
 	bool connecting;               /* counted in pool->nconnecting */
 	bool established;              /* counted in pool->nestablished */
+	bool tls_shut;                 /* close_notify queued */
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
@@ -463,8 +464,12 @@ static void conn_flush(struct conn *c)
 		for (size_t i = 0; body && i < s->body.n; i++)
 			if (tls_conn_write(c->tls, s->body.v[i].iov_base, s->body.v[i].iov_len) < 0)
 				c->close_after_send = true;
-		if (c->close_after_send && s->state == ENG_S_QUIT)
+		/* A clean end (QUIT answered) says close_notify, which also
+		 * keeps the host's ticket resumable; a failure does not. */
+		if (c->close_after_send && !s->fail_stage && !c->tls_shut) {
+			c->tls_shut = true;
 			tls_conn_shutdown(c->tls);
+		}
 		tls_conn_output(c->tls, &c->sendbuf);
 		sv_push(c, c->sendbuf.p, c->sendbuf.len);
 	} else {

@@ -137,6 +137,7 @@ struct sink_envelope {
 	const char *body;       /* NULL, "7BIT", "8BITMIME" */
 	bool smtputf8, chunking;
 	const char *tls_version, *tls_cipher; /* NULL: cleartext */
+	bool tls_resumed;
 	const char *auth;       /* NULL: not authenticated */
 	const char *peer, *local;
 };
@@ -209,6 +210,7 @@ struct sink_sess {
 
 	/* set by the worker */
 	const char *tls_version, *tls_cipher;
+	bool tls_resumed;
 	char peer[64], local[64];
 };
 

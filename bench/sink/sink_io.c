@@ -332,6 +332,16 @@ static void conn_plaintext(struct conn *c, const char *data, size_t len)
 	sink_sess_feed(&c->sess, data, len);
 }
 
+/* The handshake is done: the session starts over inside TLS. */
+static void tls_begin(struct conn *c)
+{
+	if (c->tls_started)
+		return;
+	c->tls_started = true;
+	sink_sess_tls_started(&c->sess, tls_conn_version(c->tls), tls_conn_cipher(c->tls));
+	c->sess.tls_resumed = tls_conn_resumed(c->tls);
+}
+
 static void conn_tls_input(struct conn *c, const char *data, size_t len)
 {
 	char buf[TLS_CHUNK];
@@ -339,11 +349,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 
 	tls_conn_input(c->tls, data, len);
 	while ((n = tls_conn_read(c->tls, buf, sizeof buf)) > 0) {
-		if (!c->tls_started) {
-			c->tls_started = true;
-			sink_sess_tls_started(&c->sess, tls_conn_version(c->tls),
-					      tls_conn_cipher(c->tls));
-		}
+		tls_begin(c);
 		conn_plaintext(c, buf, (size_t)n);
 		if (c->sess.action != SINK_OK)
 			break;
@@ -356,11 +362,8 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 		c->close_after_send = true;
 		return;
 	}
-	if (!c->tls_started && tls_conn_established(c->tls)) {
-		c->tls_started = true;
-		sink_sess_tls_started(&c->sess, tls_conn_version(c->tls),
-				      tls_conn_cipher(c->tls));
-	}
+	if (tls_conn_established(c->tls))
+		tls_begin(c);
 }
 
 static void conn_input(struct conn *c, const char *data, size_t len)

@@ -867,6 +867,7 @@ static void finish_message(struct sink_sess *s)
 			.nrcpt = s->nrcpt, .helo = s->helo_name, .body = s->body,
 			.smtputf8 = s->smtputf8, .chunking = s->chunking,
 			.tls_version = s->tls_version, .tls_cipher = s->tls_cipher,
+			.tls_resumed = s->tls_resumed,
 			.peer = s->peer, .local = s->local,
 			.auth = s->auth_user[0] ? s->auth_user : NULL,
 		};

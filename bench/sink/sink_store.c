@@ -93,7 +93,7 @@ static void envelope_json(const struct sink_envelope *e, size_t size,
 		vl_buf_json_string(b, e->tls_version);
 		vl_buf_appends(b, ", \"cipher\": ");
 		vl_buf_json_string(b, e->tls_cipher);
-		vl_buf_appends(b, "}");
+		vl_buf_printf(b, ", \"resumed\": %s}", e->tls_resumed ? "true" : "false");
 	} else {
 		vl_buf_appends(b, "null");
 	}
