@@ -29,6 +29,7 @@
 #define BGID 0
 #define TICK_MS 50
 #define POOL_RETRY_MS 1000 /* no new connection this soon after one failed */
+#define MAY_PLAIN_MS 600000 /* how long a host's broken TLS is remembered */
 
 enum op { OP_CONNECT = 1, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_CANCEL, OP_WAKE, OP_TICK };
 #define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
@@ -46,6 +47,7 @@ struct conn {
 	bool connecting;               /* counted in pool->nconnecting */
 	bool established;              /* counted in pool->nestablished */
 	bool tls_shut;                 /* close_notify queued */
+	bool tls_fallback;             /* TLS broke under `may`: retry clear */
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
@@ -73,6 +75,7 @@ struct pool {
 	unsigned nconn, nconnecting;
 	unsigned nestablished;         /* open sessions that reached READY */
 	uint64_t no_open_until;        /* after a failed attempt: pause, ms */
+	uint64_t may_plain_until;      /* `may` and TLS broke: clear text */
 	bool kick_later;               /* on w->kick_list */
 	struct pool *kick_next;
 	SSL_SESSION *ticket;           /* TLS resumption for this host */
@@ -388,7 +391,10 @@ static void conn_close(struct conn *c)
 		p->nestablished--;
 	p->nconn--;
 	hand_back(c);
-	if (c->connecting) {
+	if (c->connecting && c->tls_fallback) {
+		c->connecting = false;
+		p->nconnecting--; /* and pool_kick below opens the clear one */
+	} else if (c->connecting) {
 		/* Failed before it was usable: pause new attempts so a refusing
 		 * host is not hammered, and if no other session to it works or
 		 * is on its way, what waits gets this failure now (the
@@ -605,6 +611,17 @@ static void conn_act(struct conn *c, enum eng_act act)
 /* A connection-level failure: the session gives its results, we close. */
 static void conn_fail(struct conn *c, const char *text)
 {
+	struct pool *p = c->pool;
+
+	/* Opportunistic TLS that breaks is not a reason to defer: like
+	 * Postfix, go again in clear text, and remember the host's broken TLS
+	 * for a while. No message is lost: TLS comes before any transaction. */
+	if (c->s.state == ENG_S_TLS && p->route.tls == TLS_POLICY_MAY) {
+		p->may_plain_until = vl_now_ms() + MAY_PLAIN_MS;
+		c->tls_fallback = true;
+		vl_log(VL_LOG_INFO, "engine: %s: %s; policy may: clear text for %d min",
+		       c->s.peer, text, MAY_PLAIN_MS / 60000);
+	}
 	eng_sess_fail(&c->s, eng_sess_stage(&c->s), 0, "", text);
 	hand_back(c);
 	conn_close(c);
@@ -802,6 +819,8 @@ static void conn_open(struct eng_worker *w, struct pool *p)
 	p->nconn++;
 	p->nconnecting++;
 	c->connecting = true;
+	if (vl_now_ms() < p->may_plain_until)
+		c->s.starttls_refused = true; /* skip STARTTLS, as if refused */
 	c->fd = socket(r->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || (r->has_source &&
 			  bind(c->fd, (const struct sockaddr *)&r->source, r->sourcelen) < 0)) {

@@ -394,6 +394,16 @@ class TlsTest(DriveTest):
                              "--tls", "encrypt", "--timeout", "tls=2s", code=0, stage="tls",
                              tls=None, maybe_delivered=False)
 
+    def test_broken_tls_under_may_falls_back_to_clear_text(self):
+        # 220 to STARTTLS, then no TLS: under `may` the engine reconnects in
+        # clear text at once, and nothing is deferred.
+        sink = self.start_sink("--tls", "--reply", "starttls=raw:220 ready\\r\\n")
+        run = self.drive(sink, "--tls", "may", "--max-conns", 1, "--timeout", "tls=2s",
+                         messages=3)
+        self.assertResults(run, "delivered", code=250, tls=None)
+        self.assertTrue(all(m.env["tls"] is None for m in self.stored(sink, 3)))
+        self.assertEqual(sink.final_stats()["conns_total"], 2)
+
     def test_verify(self):
         d = self.tempdir()
         cert, key = make_cert(d, "ip", "127.0.0.1", "IP:127.0.0.1")
