@@ -44,7 +44,7 @@ $(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(TLS_OBJ) 
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl)
 
 $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS)
+	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)

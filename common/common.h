@@ -10,6 +10,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+
+#include <liburing.h>
 
 /* ---- byte buffer ----
  * A plain growable buffer. Growth doubles, so appending is amortised O(1);
@@ -82,5 +85,27 @@ void vl_log(enum vl_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 #define VL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- io_uring (ring.c) ---- */
+struct vl_ring {
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;  /* provided buffers for recv, group 0 */
+	char *bufs;
+	unsigned nbufs, bufsz;
+};
+/* A ring created disabled, with nbufs provided buffers of bufsz octets. */
+int vl_ring_init(struct vl_ring *r, unsigned entries, unsigned cq_entries,
+		 unsigned nbufs, unsigned bufsz, char *err, size_t errlen);
+/* In the thread that will use the ring: it becomes its single issuer. */
+int vl_ring_enable(struct vl_ring *r);
+/* Never NULL: submits to make room when the SQ is full. */
+struct io_uring_sqe *vl_ring_sqe(struct vl_ring *r);
+/* Multishot recv of fd into the provided buffers. */
+void vl_ring_recv(struct vl_ring *r, int fd, uint64_t user_data);
+const char *vl_ring_buf(const struct vl_ring *r, unsigned bid);
+void vl_ring_buf_return(struct vl_ring *r, unsigned bid);
+void vl_ring_exit(struct vl_ring *r);
+/* "1.2.3.4:25" or "[::1]:25". */
+void vl_sockaddr_str(const struct sockaddr_storage *ss, char *out, size_t len);
 
 #endif

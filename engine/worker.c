@@ -7,7 +7,6 @@
  */
 #include "engine_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <liburing.h>
 #include <netinet/in.h>
@@ -18,15 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define RING_ENTRIES 4096
 #define CQ_ENTRIES 65536
 #define NBUFS 1024
 #define BUFSZ 16384
-#define BGID 0
 #define TICK_MS 50
 #define POOL_RETRY_MS 1000 /* no new connection this soon after one failed */
 #define MAY_PLAIN_MS 600000 /* how long a host's broken TLS is remembered */
@@ -84,9 +80,7 @@ struct pool {
 struct eng_worker {
 	const struct eng_config *cfg;
 	unsigned id;
-	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	char *bufs;
+	struct vl_ring r;
 	SSL_CTX *tls_ctx;
 	struct pool **pools;           /* hash table */
 	size_t npools_cap, npools;
@@ -110,18 +104,7 @@ struct eng_worker {
 
 static struct io_uring_sqe *get_sqe(struct eng_worker *w)
 {
-	struct io_uring_sqe *sqe;
-
-	/* SQ full: submit, then retry; a ring that never takes anything is a
-	 * broken invariant, and stopping loudly beats undefined behaviour. */
-	for (int tries = 0; !(sqe = io_uring_get_sqe(&w->ring)); tries++) {
-		int rc = io_uring_submit(&w->ring);
-		if (rc < 0 && tries > 1000) {
-			vl_log(VL_LOG_ERROR, "engine: io_uring_submit: %s", strerror(-rc));
-			abort();
-		}
-	}
-	return sqe;
+	return vl_ring_sqe(&w->r);
 }
 
 /* ---- inbox: Vyukov's intrusive MPSC queue ---- */
@@ -700,21 +683,9 @@ static void conn_tls_start(struct conn *c)
 	conn_flush(c); /* the ClientHello */
 }
 
-static void return_buffer(struct eng_worker *w, unsigned bid)
-{
-	io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BUFSZ, BUFSZ,
-			      (unsigned short)bid, io_uring_buf_ring_mask(NBUFS), 0);
-	io_uring_buf_ring_advance(w->br, 1);
-}
-
 static void arm_recv(struct conn *c)
 {
-	struct io_uring_sqe *sqe = get_sqe(c->w);
-
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = BGID;
-	io_uring_sqe_set_data64(sqe, UD(c, OP_RECV));
+	vl_ring_recv(&c->w->r, c->fd, UD(c, OP_RECV));
 	c->recv_armed = true;
 	c->ops++;
 }
@@ -732,13 +703,13 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		if (cqe->res > 0 && !c->closing) {
-			const char *data = w->bufs + (size_t)bid * BUFSZ;
+			const char *data = vl_ring_buf(&w->r, bid);
 			if (c->tls)
 				conn_tls_input(c, data, (size_t)cqe->res);
 			else
 				conn_plaintext(c, data, (size_t)cqe->res);
 		}
-		return_buffer(w, bid);
+		vl_ring_buf_return(&w->r, bid);
 	}
 	c->ops--;
 	if (c->closing) {
@@ -784,21 +755,6 @@ static void on_connect(struct conn *c, int res)
 	arm_recv(c);
 }
 
-static void addr_str(const struct sockaddr_storage *ss, char *out, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-		snprintf(out, len, "[%s]:%u", ip, ntohs(a->sin6_port));
-	} else {
-		const struct sockaddr_in *a = (const void *)ss;
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-		snprintf(out, len, "%s:%u", ip, ntohs(a->sin_port));
-	}
-}
-
 static void conn_open(struct eng_worker *w, struct pool *p)
 {
 	struct conn *c = calloc(1, sizeof *c);
@@ -810,7 +766,7 @@ static void conn_open(struct eng_worker *w, struct pool *p)
 	eng_sess_init(&c->s, w->cfg, &p->route);
 	eng_reply_parser_init(&c->rp);
 	vl_buf_init(&c->sendbuf);
-	addr_str(&r->addr, c->s.peer, sizeof c->s.peer);
+	vl_sockaddr_str(&r->addr, c->s.peer, sizeof c->s.peer);
 	c->all_next = w->all;
 	if (w->all)
 		w->all->all_prev = c;
@@ -1019,9 +975,7 @@ static void dispatch(struct eng_worker *w, struct io_uring_cqe *cqe)
 
 int eng_worker_run(struct eng_worker *w)
 {
-	if ((w->ring.flags & IORING_SETUP_R_DISABLED) &&
-	    syscall(__NR_io_uring_register, w->ring.ring_fd,
-		    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
+	if (vl_ring_enable(&w->r) < 0) {
 		vl_log(VL_LOG_ERROR, "engine: cannot enable the ring: %s", strerror(errno));
 		return -1;
 	}
@@ -1031,16 +985,16 @@ int eng_worker_run(struct eng_worker *w)
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
-		int rc = io_uring_submit_and_wait(&w->ring, 1);
+		int rc = io_uring_submit_and_wait(&w->r.ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY) {
 			vl_log(VL_LOG_ERROR, "engine: io_uring_submit_and_wait: %s", strerror(-rc));
 			return -1;
 		}
-		io_uring_for_each_cqe(&w->ring, head, cqe) {
+		io_uring_for_each_cqe(&w->r.ring, head, cqe) {
 			dispatch(w, cqe);
 			n++;
 		}
-		io_uring_cq_advance(&w->ring, n);
+		io_uring_cq_advance(&w->r.ring, n);
 		expire_timers(w);
 		atomic_store_explicit(&w->nconns_seen, w->nconns, memory_order_relaxed);
 		if (atomic_load(&w->stop)) {
@@ -1061,50 +1015,6 @@ int eng_worker_run(struct eng_worker *w)
 
 /* ---- setup ---- */
 
-static int ring_init(struct eng_worker *w, char *err, size_t errlen)
-{
-	struct io_uring_params p;
-	int rc;
-
-	memset(&p, 0, sizeof p);
-	p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL |
-		  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
-		  IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
-	p.cq_entries = CQ_ENTRIES;
-	rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
-	if (rc == -EINVAL) {
-		memset(&p, 0, sizeof p);
-		p.flags = IORING_SETUP_CQSIZE;
-		p.cq_entries = CQ_ENTRIES;
-		rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
-	}
-	if (rc < 0) {
-		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
-		return -1;
-	}
-	w->br = mmap(NULL, sizeof(struct io_uring_buf) * NBUFS, PROT_READ | PROT_WRITE,
-		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	w->bufs = malloc((size_t)NBUFS * BUFSZ);
-	if (w->br == MAP_FAILED || !w->bufs) {
-		snprintf(err, errlen, "buffer ring: out of memory");
-		return -1;
-	}
-	struct io_uring_buf_reg reg = {
-		.ring_addr = (unsigned long)w->br, .ring_entries = NBUFS, .bgid = BGID,
-	};
-	rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
-	if (rc < 0) {
-		snprintf(err, errlen, "provided buffer ring: %s", strerror(-rc));
-		return -1;
-	}
-	io_uring_buf_ring_init(w->br);
-	for (unsigned i = 0; i < NBUFS; i++)
-		io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * BUFSZ, BUFSZ,
-				      (unsigned short)i, io_uring_buf_ring_mask(NBUFS), (int)i);
-	io_uring_buf_ring_advance(w->br, NBUFS);
-	return 0;
-}
-
 struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
 				  char *err, size_t errlen)
 {
@@ -1117,7 +1027,6 @@ struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
 	memset(w, 0, sizeof *w);
 	w->cfg = cfg;
 	w->id = id;
-	w->br = MAP_FAILED;
 	w->efd = -1;
 	inbox_init(w);
 	w->tick_ts.tv_nsec = TICK_MS * 1000000LL;
@@ -1129,7 +1038,7 @@ struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	if (ring_init(w, err, errlen) < 0)
+	if (vl_ring_init(&w->r, RING_ENTRIES, CQ_ENTRIES, NBUFS, BUFSZ, err, errlen) < 0)
 		goto fail;
 	return w;
 fail:
@@ -1154,11 +1063,7 @@ void eng_worker_free(struct eng_worker *w)
 		}
 	free(w->pools);
 	eng_heap_free(&w->timers);
-	if (w->ring.ring_fd > 0)
-		io_uring_queue_exit(&w->ring);
-	if (w->br != MAP_FAILED)
-		munmap(w->br, sizeof(struct io_uring_buf) * NBUFS);
-	free(w->bufs);
+	vl_ring_exit(&w->r);
 	if (w->efd >= 0)
 		close(w->efd);
 	tls_ctx_free(w->tls_ctx);

@@ -17,16 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define RING_ENTRIES 4096
 #define CQ_ENTRIES 65536
 #define NBUFS 1024            /* provided receive buffers per worker */
 #define BUFSZ 16384
-#define BGID 0
 #define MAX_MARKS 16
 #define TLS_CHUNK 16384
 #define MAX_WIRE (4u << 20)  /* replies a client does not read: then RST */
@@ -78,9 +75,7 @@ struct conn {
 
 struct sink_worker {
 	const struct sink_conf *conf;
-	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	char *bufs;
+	struct vl_ring r;
 	struct listener listeners[SINK_MAX_LISTEN];
 	int nlisten;
 	SSL_CTX *tls_ctx;
@@ -95,18 +90,7 @@ struct sink_worker {
 
 static struct io_uring_sqe *get_sqe(struct sink_worker *w)
 {
-	struct io_uring_sqe *sqe;
-
-	/* SQ full: push what we have to the kernel, then retry. A ring that
-	 * takes nothing is a broken invariant: stop loudly, not in UB. */
-	for (int tries = 0; !(sqe = io_uring_get_sqe(&w->ring)); tries++) {
-		int rc = io_uring_submit(&w->ring);
-		if (rc < 0 && tries > 1000) {
-			vl_log(VL_LOG_ERROR, "io_uring_submit: %s", strerror(-rc));
-			abort();
-		}
-	}
-	return sqe;
+	return vl_ring_sqe(&w->r);
 }
 
 /* ---- idle list ---- */
@@ -191,12 +175,7 @@ static void conn_close(struct conn *c, bool reset)
 
 static void arm_recv(struct conn *c)
 {
-	struct io_uring_sqe *sqe = get_sqe(c->w);
-
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = BGID;
-	io_uring_sqe_set_data64(sqe, UD(c, OP_RECV));
+	vl_ring_recv(&c->w->r, c->fd, UD(c, OP_RECV));
 	c->recv_armed = true;
 	c->ops++;
 }
@@ -404,13 +383,6 @@ static void conn_resume(struct conn *c)
 		arm_recv(c);
 }
 
-static void return_buffer(struct sink_worker *w, unsigned bid)
-{
-	io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * BUFSZ, BUFSZ, (unsigned short)bid,
-			      io_uring_buf_ring_mask(NBUFS), 0);
-	io_uring_buf_ring_advance(w->br, 1);
-}
-
 static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 {
 	struct sink_worker *w = c->w;
@@ -424,8 +396,8 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		c->ops++; /* keep c alive if the input makes it close */
 		if (cqe->res > 0 && !c->closing)
-			conn_input(c, w->bufs + (size_t)bid * BUFSZ, (size_t)cqe->res);
-		return_buffer(w, bid);
+			conn_input(c, vl_ring_buf(&w->r, bid), (size_t)cqe->res);
+		vl_ring_buf_return(&w->r, bid);
 		c->ops--;
 	}
 	if (c->closing) {
@@ -498,21 +470,6 @@ static void on_latency(struct conn *c)
 
 /* ---- accept ---- */
 
-static void addr_str(const struct sockaddr_storage *ss, char *out, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-		snprintf(out, len, "[%s]:%u", ip, ntohs(a->sin6_port));
-	} else {
-		const struct sockaddr_in *a = (const void *)ss;
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-		snprintf(out, len, "%s:%u", ip, ntohs(a->sin_port));
-	}
-}
-
 static void arm_accept(struct listener *l)
 {
 	struct io_uring_sqe *sqe = get_sqe(l->w);
@@ -559,10 +516,10 @@ static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	sink_sess_init(&c->sess, &w->ctx, &c->out);
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
-		addr_str(&ss, c->sess.peer, sizeof c->sess.peer);
+		vl_sockaddr_str(&ss, c->sess.peer, sizeof c->sess.peer);
 	sl = sizeof ss;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-		addr_str(&ss, c->sess.local, sizeof c->sess.local);
+		vl_sockaddr_str(&ss, c->sess.local, sizeof c->sess.local);
 	atomic_fetch_add_explicit(w->ctx.conns_open, 1, memory_order_relaxed);
 	SINK_STAT_ADD(&w->stats, conns_open, 1);
 	SINK_STAT_ADD(&w->stats, conns_total, 1);
@@ -660,56 +617,6 @@ static int open_listener(struct listener *l, const struct sink_listen *spec,
 	return 0;
 }
 
-static int ring_init(struct sink_worker *w, char *err, size_t errlen)
-{
-	struct io_uring_params p;
-	/* Created disabled: a SINGLE_ISSUER ring belongs to the thread that
-	 * enables it, and that is the worker thread, not this one. */
-	unsigned fast = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
-			IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-			IORING_SETUP_R_DISABLED;
-	int rc;
-
-	memset(&p, 0, sizeof p);
-	p.flags = IORING_SETUP_CQSIZE | fast;
-	p.cq_entries = CQ_ENTRIES;
-	rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
-	if (rc == -EINVAL) { /* an older kernel: plain ring */
-		memset(&p, 0, sizeof p);
-		p.flags = IORING_SETUP_CQSIZE;
-		p.cq_entries = CQ_ENTRIES;
-		rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
-	}
-	if (rc < 0) {
-		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
-		return -1;
-	}
-	size_t ringsz = sizeof(struct io_uring_buf) * NBUFS;
-	w->br = mmap(NULL, ringsz, PROT_READ | PROT_WRITE,
-		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	w->bufs = malloc((size_t)NBUFS * BUFSZ);
-	if (w->br == MAP_FAILED || !w->bufs) {
-		snprintf(err, errlen, "buffer ring: out of memory");
-		return -1;
-	}
-	struct io_uring_buf_reg reg = {
-		.ring_addr = (unsigned long)w->br, .ring_entries = NBUFS, .bgid = BGID,
-	};
-	rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
-	if (rc < 0) {
-		snprintf(err, errlen, "provided buffer ring: %s (kernel 5.19+ needed)",
-			 strerror(-rc));
-		return -1;
-	}
-	io_uring_buf_ring_init(w->br);
-	for (unsigned i = 0; i < NBUFS; i++)
-		io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * BUFSZ, BUFSZ,
-				      (unsigned short)i, io_uring_buf_ring_mask(NBUFS),
-				      (int)i);
-	io_uring_buf_ring_advance(w->br, NBUFS);
-	return 0;
-}
-
 struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
 				    struct sink_store *store, SSL_CTX *tls,
 				    _Atomic uint64_t *conns_open, char *err,
@@ -723,7 +630,6 @@ struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
 	}
 	memset(w, 0, sizeof *w);
 	w->conf = conf;
-	w->br = MAP_FAILED;
 	w->ctx = (struct sink_ctx){
 		.conf = conf, .stats = &w->stats, .store = store,
 		.rng = conf->seed + id * 0x9e3779b97f4a7c15ull, .worker = id,
@@ -734,7 +640,7 @@ struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
 	w->tick_ts.tv_sec = (long long)(tick / 1000);
 	w->tick_ts.tv_nsec = (long long)(tick % 1000) * 1000000;
 	w->tls_ctx = tls;
-	if (ring_init(w, err, errlen) < 0)
+	if (vl_ring_init(&w->r, RING_ENTRIES, CQ_ENTRIES, NBUFS, BUFSZ, err, errlen) < 0)
 		goto fail;
 	for (int i = 0; i < conf->nlisten; i++) {
 		w->listeners[i].w = w;
@@ -781,11 +687,7 @@ int sink_worker_run(struct sink_worker *w, atomic_bool *stop)
 {
 	uint64_t stop_deadline = 0;
 
-	/* liburing 2.3 declares io_uring_enable_rings() but does not export
-	 * it, so register directly. */
-	if ((w->ring.flags & IORING_SETUP_R_DISABLED) &&
-	    syscall(__NR_io_uring_register, w->ring.ring_fd,
-		    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
+	if (vl_ring_enable(&w->r) < 0) {
 		vl_log(VL_LOG_ERROR, "io_uring_enable_rings failed");
 		return -1;
 	}
@@ -796,16 +698,16 @@ int sink_worker_run(struct sink_worker *w, atomic_bool *stop)
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
 
-		int rc = io_uring_submit_and_wait(&w->ring, 1);
+		int rc = io_uring_submit_and_wait(&w->r.ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY) {
 			vl_log(VL_LOG_ERROR, "io_uring_submit_and_wait: %s", strerror(-rc));
 			return -1;
 		}
-		io_uring_for_each_cqe(&w->ring, head, cqe) {
+		io_uring_for_each_cqe(&w->r.ring, head, cqe) {
 			dispatch(w, cqe);
 			n++;
 		}
-		io_uring_cq_advance(&w->ring, n);
+		io_uring_cq_advance(&w->r.ring, n);
 		while (w->rearm_list) {
 			struct conn *c = w->rearm_list;
 			w->rearm_list = c->rearm_next;
@@ -838,10 +740,6 @@ void sink_worker_free(struct sink_worker *w)
 		return;
 	for (int i = 0; i < w->nlisten; i++)
 		close(w->listeners[i].fd);
-	if (w->ring.ring_fd > 0)
-		io_uring_queue_exit(&w->ring);
-	if (w->br != MAP_FAILED)
-		munmap(w->br, sizeof(struct io_uring_buf) * NBUFS);
-	free(w->bufs);
+	vl_ring_exit(&w->r);
 	free(w);
 }
