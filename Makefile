@@ -71,17 +71,23 @@ demo: all
 
 # libFuzzer (clang) on the parsers; FUZZ_TIME seconds per target.
 FUZZ_TIME ?= 120
-FUZZ_SRC := $(COMMON_SRC) $(TLS_SRC) $(SINK_SRC)
+FUZZ_SRC := $(COMMON_SRC) $(TLS_SRC)
+FUZZ_CC = clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+	$$(pkg-config --cflags openssl liburing)
+FUZZ_LIBS = $$(pkg-config --libs openssl liburing) -lm
 fuzz:
 	@scripts/install-deps.sh --fuzz
-	@mkdir -p build/fuzz/corpus-sink
-	clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-		$$(pkg-config --cflags openssl liburing) tests/fuzz/fuzz_sink_sess.c \
-		$(FUZZ_SRC) -o build/fuzz/fuzz_sink_sess \
-		$$(pkg-config --libs openssl liburing) -lm
+	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine
+	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
+		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) \
+		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
+	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 		build/fuzz/corpus-sink
+	build/fuzz/fuzz_engine_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
+		build/fuzz/corpus-engine
 
 clean:
 	rm -rf build
