@@ -9,7 +9,8 @@
  *       [--rcpts N] [--size BYTES] [--tls POLICY] [--ca FILE]
  *       [--auth USER:PASS] [--max-conns N] [--max-per-conn N]
  *       [--max-rcpts-per-txn N] [--workers N] [--helo NAME]
- *       [--timeout NAME=DUR]... [--8bit] [--smtputf8] [--results]
+ *       [--timeout NAME=DUR]... [--8bit] [--smtputf8] [--submitters N]
+ *       [--results]
  */
 #include "../../engine/engine.h"
 
@@ -29,6 +30,13 @@ struct drive {
 	bool eightbit, smtputf8, results;
 	pthread_mutex_t lock;          /* results print from several workers */
 	atomic_ulong done, delivered, transient, permanent, maybe;
+};
+
+struct submitter {
+	pthread_t tid;
+	struct engine *e;
+	struct msg *msgs;
+	uint64_t from, to;
 };
 
 struct msg {
@@ -165,6 +173,17 @@ static int timeout_opt(struct eng_config *c, const char *arg)
 	return -1;
 }
 
+/* Several threads hand messages over at once: the workers' inboxes are
+ * multi-producer queues, and this exercises them. */
+static void *submit_range(void *arg)
+{
+	struct submitter *s = arg;
+
+	for (uint64_t i = s->from; i < s->to; i++)
+		eng_submit(s->e, &s->msgs[i].m);
+	return NULL;
+}
+
 static long rss_kb(void)
 {
 	long pages = 0, rss = 0;
@@ -184,7 +203,7 @@ static void usage(void)
 	      "  [--size BYTES] [--tls none|may|encrypt|dane|dane-only|verify] [--ca FILE]\n"
 	      "  [--auth USER:PASS] [--max-conns N] [--max-per-conn N] [--max-rcpts-per-txn N]\n"
 	      "  [--workers N] [--helo NAME] [--timeout NAME=DUR]... [--8bit] [--smtputf8]\n"
-	      "  [--results]\n", stderr);
+	      "  [--submitters N] [--results]\n", stderr);
 }
 
 int main(int argc, char **argv)
@@ -192,7 +211,7 @@ int main(int argc, char **argv)
 	static struct drive d = {.messages = 1, .rcpts = 1, .size = 4096};
 	struct eng_config cfg;
 	enum tls_policy tls = TLS_POLICY_MAY;
-	uint64_t max_conns = 50, max_per_conn = 1000, v;
+	uint64_t max_conns = 50, max_per_conn = 1000, v, submitters = 1;
 	char auth[512] = "", err[256];
 	const char *routes[16];
 	int nroutes = 0, opt;
@@ -202,7 +221,7 @@ int main(int argc, char **argv)
 		{"max-conns", 1, 0, 'C'}, {"max-per-conn", 1, 0, 'P'},
 		{"max-rcpts-per-txn", 1, 0, 'R'}, {"workers", 1, 0, 'w'}, {"helo", 1, 0, 'h'},
 		{"timeout", 1, 0, 'T'}, {"8bit", 0, 0, '8'}, {"smtputf8", 0, 0, 'u'},
-		{"results", 0, 0, 'j'}, {0, 0, 0, 0},
+		{"results", 0, 0, 'j'}, {"submitters", 1, 0, 'S'}, {0, 0, 0, 0},
 	};
 
 	eng_config_defaults(&cfg);
@@ -226,6 +245,8 @@ int main(int argc, char **argv)
 		case '8': d.eightbit = true; break;
 		case 'u': d.smtputf8 = true; break;
 		case 'j': d.results = true; break;
+		case 'S': bad = vl_parse_u64(optarg, &submitters) < 0 || !submitters ||
+				submitters > 64; break;
 		default: bad = true;
 		}
 		if (bad) {
@@ -276,8 +297,15 @@ int main(int argc, char **argv)
 	struct rusage ru0, ru1;
 	getrusage(RUSAGE_SELF, &ru0);
 	uint64_t t0 = vl_now_ns();
-	for (uint64_t i = 0; i < d.messages; i++)
-		eng_submit(e, &msgs[i].m);
+	struct submitter sub[64];
+	for (uint64_t i = 0; i < submitters; i++) {
+		sub[i] = (struct submitter){.e = e, .msgs = msgs,
+			.from = d.messages * i / submitters,
+			.to = d.messages * (i + 1) / submitters};
+		pthread_create(&sub[i].tid, NULL, submit_range, &sub[i]);
+	}
+	for (uint64_t i = 0; i < submitters; i++)
+		pthread_join(sub[i].tid, NULL);
 	/* Sample connections and memory while it runs: memory per session is
 	 * the RSS growth over the baseline at the peak of open sessions. */
 	long base_rss = rss_kb(), peak_rss = base_rss;

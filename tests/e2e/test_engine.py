@@ -636,6 +636,16 @@ class EightBitTest(DriveTest):
 
 
 class ScaleTest(DriveTest):
+    def test_many_submitting_threads(self):
+        # Eight threads hand messages to the engine at once (its inboxes are
+        # lock-free multi-producer queues): every one delivered, once.
+        sink = self.start_sink()
+        run = self.drive(sink, "--submitters", 8, "--workers", 2, messages=4000,
+                         size=500, timeout=60)
+        self.assertResults(run, "delivered", code=250)
+        self.assertEqual(len({r["msg"] for r in run.results}), 4000)
+        self.assertEqual(sink.final_stats()["messages"], 4000)
+
     def test_partial_fault_rates(self):
         n = 2000
         sink, run = self.with_sink(("--tempfail", "5%", "--permfail", "1%", "--seed", 1),
