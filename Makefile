@@ -15,6 +15,7 @@ COMMON_SRC := $(wildcard common/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
 SINK_SRC   := $(filter-out bench/sink/sink_main.c,$(wildcard bench/sink/*.c))
 ENGINE_SRC := $(wildcard engine/*.c)
+MESSAGE_SRC := $(wildcard message/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -23,8 +24,10 @@ COMMON_OBJ := $(call obj,$(COMMON_SRC))
 TLS_OBJ    := $(call obj,$(TLS_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
+MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
 
-PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast
+PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
+         $(BUILD)/volley-render-bench
 UNIT  := $(BUILD)/tests/unit
 
 .PHONY: all deps test asan bench demo fuzz clean
@@ -46,7 +49,10 @@ $(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(TLS_OBJ) 
 $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing)
 
-$(UNIT): $(call obj,$(UNIT_SRC)) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing)
+
+$(UNIT): $(call obj,$(UNIT_SRC)) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl criterion)
 
@@ -65,6 +71,7 @@ bench: all
 	@scripts/install-deps.sh --bench
 	@bench/sink-vs-smtp-sink.sh
 	@bench/engine.sh
+	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 
 demo: all
 	@scripts/demo.sh
