@@ -53,25 +53,30 @@ void vl_buf_appends(struct vl_buf *b, const char *s)
 	vl_buf_append(b, s, strlen(s));
 }
 
+void vl_buf_vprintf(struct vl_buf *b, const char *fmt, va_list ap)
+{
+	va_list again;
+	char small[256];
+
+	va_copy(again, ap);
+	int n = vsnprintf(small, sizeof small, fmt, ap);
+	if (n >= 0 && (size_t)n < sizeof small) {
+		vl_buf_append(b, small, (size_t)n);
+	} else if (n >= 0) { /* too long for the stack: format in place */
+		char *dst = vl_buf_reserve(b, (size_t)n + 1);
+		vsnprintf(dst, (size_t)n + 1, fmt, again);
+		b->len += (size_t)n;
+	}
+	va_end(again);
+}
+
 void vl_buf_printf(struct vl_buf *b, const char *fmt, ...)
 {
 	va_list ap;
-	char small[256];
 
 	va_start(ap, fmt);
-	int n = vsnprintf(small, sizeof small, fmt, ap);
+	vl_buf_vprintf(b, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n < sizeof small) {
-		vl_buf_append(b, small, (size_t)n);
-		return;
-	}
-	char *dst = vl_buf_reserve(b, (size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(dst, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	b->len += (size_t)n;
 }
 
 void vl_buf_consume(struct vl_buf *b, size_t n)

@@ -32,6 +32,8 @@ void vl_buf_append(struct vl_buf *b, const void *data, size_t n);
 void vl_buf_appends(struct vl_buf *b, const char *s);
 void vl_buf_printf(struct vl_buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+void vl_buf_vprintf(struct vl_buf *b, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 /* Drop the first n bytes. */
 void vl_buf_consume(struct vl_buf *b, size_t n);
 static inline void vl_buf_reset(struct vl_buf *b) { b->len = 0; }
@@ -100,6 +102,10 @@ int vl_ring_init(struct vl_ring *r, unsigned entries, unsigned cq_entries,
 int vl_ring_enable(struct vl_ring *r);
 /* Never NULL: submits to make room when the SQ is full. */
 struct io_uring_sqe *vl_ring_sqe(struct vl_ring *r);
+/* Submit, wait for at least one completion, hand every completion to fn.
+ * -1 on an error the loop cannot go on from (logged). */
+int vl_ring_wait(struct vl_ring *r, void (*fn)(void *arg, struct io_uring_cqe *cqe),
+		 void *arg);
 /* Multishot recv of fd into the provided buffers. */
 void vl_ring_recv(struct vl_ring *r, int fd, uint64_t user_data);
 const char *vl_ring_buf(const struct vl_ring *r, unsigned bid);

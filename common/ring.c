@@ -96,6 +96,25 @@ struct io_uring_sqe *vl_ring_sqe(struct vl_ring *r)
 	return sqe;
 }
 
+int vl_ring_wait(struct vl_ring *r, void (*fn)(void *arg, struct io_uring_cqe *cqe),
+		 void *arg)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	int rc = io_uring_submit_and_wait(&r->ring, 1);
+
+	if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY) {
+		vl_log(VL_LOG_ERROR, "io_uring_submit_and_wait: %s", strerror(-rc));
+		return -1;
+	}
+	io_uring_for_each_cqe(&r->ring, head, cqe) {
+		fn(arg, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&r->ring, n);
+	return 0;
+}
+
 void vl_ring_recv(struct vl_ring *r, int fd, uint64_t user_data)
 {
 	struct io_uring_sqe *sqe = vl_ring_sqe(r);

@@ -36,8 +36,6 @@ void eng_reply_parser_init(struct eng_reply_parser *p);
  * long, the connection is unusable. */
 int eng_reply_feed(struct eng_reply_parser *p, const char *in, size_t len,
 		   size_t *used, struct eng_reply *out);
-/* A reply is partly received. */
-bool eng_reply_pending(const struct eng_reply_parser *p);
 
 /* ---- iovec lists and dot-stuffing (dotstuff.c) ---- */
 struct eng_iov {
@@ -90,14 +88,18 @@ struct eng_sess {
 	bool pipelining, chunking, eightbitmime, smtputf8, starttls;
 	bool auth_plain, auth_login, size_ext;
 	uint64_t size_max;                /* 0: no SIZE limit announced */
-	bool esmtp;
 	/* TLS, filled by the worker */
 	bool tls_on, tls_verified;
 	const char *tls_version, *tls_cipher;
 	char peer[64];
-	/* output for the worker: commands, then body pieces */
+	/* output for the worker: commands, then the body pieces: the message's
+	 * own iovecs for BDAT, `stuffed` for DATA (no copy either way) */
 	struct vl_buf out;
-	struct eng_iov body;
+	struct {
+		const struct iovec *v;
+		size_t n, bytes;
+	} body;
+	struct eng_iov stuffed;           /* reused from message to message */
 	/* the transaction */
 	struct eng_msg *msg;
 	struct eng_msg *finished;         /* a transaction ended: hand back */

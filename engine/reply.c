@@ -125,8 +125,3 @@ int eng_reply_feed(struct eng_reply_parser *p, const char *in, size_t len,
 	*used = i;
 	return 0;
 }
-
-bool eng_reply_pending(const struct eng_reply_parser *p)
-{
-	return p->len > 0 || p->cur.lines > 0;
-}

@@ -30,7 +30,7 @@ void eng_sess_init(struct eng_sess *s, const struct eng_config *cfg,
 void eng_sess_free(struct eng_sess *s)
 {
 	vl_buf_free(&s->out);
-	eng_iov_free(&s->body);
+	eng_iov_free(&s->stuffed);
 	free(s->rs);
 }
 
@@ -142,7 +142,8 @@ static enum eng_act end_txn(struct eng_sess *s, bool rset)
 {
 	s->finished = s->msg;
 	s->msg = NULL;
-	eng_iov_free(&s->body);
+	s->body.v = NULL;
+	s->body.n = s->body.bytes = 0;
 	if (rset) {
 		vl_buf_appends(&s->out, "RSET\r\n");
 		s->state = ENG_S_RSET;
@@ -198,7 +199,6 @@ static enum eng_act send_ehlo(struct eng_sess *s, bool extended)
 	s->pipelining = s->chunking = s->eightbitmime = s->smtputf8 = false;
 	s->starttls = s->auth_plain = s->auth_login = s->size_ext = false;
 	s->size_max = 0;
-	s->esmtp = extended;
 	return ENG_WAIT;
 }
 
@@ -395,18 +395,15 @@ enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
 	s->txn_dead = s->body_queued = false;
 	s->use_bdat = s->chunking;
 	s->body_with_cmds = s->use_bdat && s->pipelining && m->size_ <= BODY_WITH_CMDS_MAX;
-	if (s->use_bdat) {
-		s->body.n = s->body.bytes = 0;
-		for (size_t i = 0; i < m->nbody; i++) {
-			if (s->body.n == s->body.cap) {
-				s->body.cap = s->body.cap ? s->body.cap * 2 : 8;
-				s->body.v = realloc(s->body.v, s->body.cap * sizeof *s->body.v);
-			}
-			s->body.v[s->body.n++] = m->body[i];
-			s->body.bytes += m->body[i].iov_len;
-		}
+	if (s->use_bdat) { /* BDAT sends the body as it is */
+		s->body.v = m->body;
+		s->body.n = m->nbody;
+		s->body.bytes = m->size_;
 	} else {
-		eng_dotstuff(m->body, m->nbody, &s->body);
+		eng_dotstuff(m->body, m->nbody, &s->stuffed);
+		s->body.v = s->stuffed.v;
+		s->body.n = s->stuffed.n;
+		s->body.bytes = s->stuffed.bytes;
 	}
 	s->state = ENG_S_TXN;
 	s->nmsgs++;

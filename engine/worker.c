@@ -149,28 +149,31 @@ static struct eng_msg *inbox_pop(struct eng_worker *w)
 	return NULL;
 }
 
+static void wake(struct eng_worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->efd, &one, sizeof one) < 0)
+		vl_log(VL_LOG_ERROR, "engine: eventfd write: %s", strerror(errno));
+}
+
 void eng_worker_submit(struct eng_worker *w, struct eng_msg *m)
 {
 	inbox_push(w, m);
-	if (!atomic_exchange(&w->wake_pending, true)) {
-		uint64_t one = 1;
-		if (write(w->efd, &one, sizeof one) < 0)
-			vl_log(VL_LOG_ERROR, "engine: eventfd write: %s", strerror(errno));
-	}
+	if (!atomic_exchange(&w->wake_pending, true))
+		wake(w); /* one wake for a burst of submissions */
 }
 
 void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms)
 {
 	w->stop_deadline = vl_now_ms() + grace_ms;
 	atomic_store(&w->stop, true);
-	uint64_t one = 1;
-	if (write(w->efd, &one, sizeof one) < 0)
-		vl_log(VL_LOG_ERROR, "engine: eventfd write: %s", strerror(errno));
+	wake(w);
 }
 
 /* ---- pools ---- */
 
-static uint64_t route_hash(const struct eng_route *r)
+uint64_t eng_route_hash(const struct eng_route *r)
 {
 	uint64_t h = 1469598103934665603ull;
 	const unsigned char *p = (const unsigned char *)&r->addr;
@@ -186,11 +189,6 @@ static uint64_t route_hash(const struct eng_route *r)
 	return h;
 }
 
-uint64_t eng_route_hash(const struct eng_route *r)
-{
-	return route_hash(r);
-}
-
 static bool route_same(const struct eng_route *a, const struct eng_route *b)
 {
 	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0 &&
@@ -201,7 +199,7 @@ static bool route_same(const struct eng_route *a, const struct eng_route *b)
 
 static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
 {
-	uint64_t h = route_hash(r);
+	uint64_t h = eng_route_hash(r);
 
 	if (w->npools_cap) {
 		for (struct pool *p = w->pools[h % w->npools_cap]; p; p = p->hnext)
@@ -317,9 +315,12 @@ static void hand_back(struct conn *c)
 
 /* ---- connections ---- */
 
+/* A closing connection is out of the heap for good (conn_close took it
+ * out), so it can be freed without leaving a timer behind. */
 static void conn_timer(struct conn *c, uint64_t ms)
 {
-	eng_heap_set(&c->w->timers, &c->timer, vl_now_ms() + ms);
+	if (!c->closing)
+		eng_heap_set(&c->w->timers, &c->timer, vl_now_ms() + ms);
 }
 
 static void idle_remove(struct conn *c)
@@ -345,7 +346,6 @@ static void conn_maybe_free(struct conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	release_held(c);
-	eng_heap_del(&w->timers, &c->timer);
 	tls_conn_free(c->tls);
 	eng_sess_free(&c->s);
 	vl_buf_free(&c->sendbuf);
@@ -943,8 +943,9 @@ static void kick_paused(struct eng_worker *w)
 	}
 }
 
-static void dispatch(struct eng_worker *w, struct io_uring_cqe *cqe)
+static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
+	struct eng_worker *w = arg;
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	void *p = UD_PTR(ud);
 
@@ -983,18 +984,8 @@ int eng_worker_run(struct eng_worker *w)
 	arm_tick(w);
 	take_inbox(w);
 	for (;;) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-		int rc = io_uring_submit_and_wait(&w->r.ring, 1);
-		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY) {
-			vl_log(VL_LOG_ERROR, "engine: io_uring_submit_and_wait: %s", strerror(-rc));
+		if (vl_ring_wait(&w->r, dispatch, w) < 0)
 			return -1;
-		}
-		io_uring_for_each_cqe(&w->r.ring, head, cqe) {
-			dispatch(w, cqe);
-			n++;
-		}
-		io_uring_cq_advance(&w->r.ring, n);
 		expire_timers(w);
 		atomic_store_explicit(&w->nconns_seen, w->nconns, memory_order_relaxed);
 		if (atomic_load(&w->stop)) {

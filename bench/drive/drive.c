@@ -276,7 +276,6 @@ int main(int argc, char **argv)
 		}
 		d.nroutes++;
 	}
-	d.routes[0].max_connections = (unsigned)max_conns;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
 		rl.rlim_cur = rl.rlim_max;

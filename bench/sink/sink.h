@@ -110,7 +110,6 @@ int sink_conf_parse(struct sink_conf *c, int argc, char **argv, char *err,
 int sink_rule_parse(struct sink_rule *r, const char *spec, char *err,
 		    size_t errlen);
 int sink_stage_parse(const char *name, enum sink_stage *st);
-const char *sink_stage_name(enum sink_stage st);
 void sink_conf_free(struct sink_conf *c);
 void sink_usage(FILE *f);
 

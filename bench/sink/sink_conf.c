@@ -18,11 +18,6 @@ static const char *const stage_names[SINK_ST_COUNT] = {
 	[SINK_ST_VRFY] = "vrfy",
 };
 
-const char *sink_stage_name(enum sink_stage st)
-{
-	return st < SINK_ST_COUNT ? stage_names[st] : "?";
-}
-
 int sink_stage_parse(const char *name, enum sink_stage *st)
 {
 	if (strcmp(name, "greeting") == 0) {

@@ -654,8 +654,9 @@ fail:
 	return NULL;
 }
 
-static void dispatch(struct sink_worker *w, struct io_uring_cqe *cqe)
+static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
+	struct sink_worker *w = arg;
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	void *p = UD_PTR(ud);
 
@@ -695,19 +696,8 @@ int sink_worker_run(struct sink_worker *w, atomic_bool *stop)
 		arm_accept(&w->listeners[i]);
 	arm_tick(w);
 	for (;;) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-
-		int rc = io_uring_submit_and_wait(&w->r.ring, 1);
-		if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY) {
-			vl_log(VL_LOG_ERROR, "io_uring_submit_and_wait: %s", strerror(-rc));
+		if (vl_ring_wait(&w->r, dispatch, w) < 0)
 			return -1;
-		}
-		io_uring_for_each_cqe(&w->r.ring, head, cqe) {
-			dispatch(w, cqe);
-			n++;
-		}
-		io_uring_cq_advance(&w->r.ring, n);
 		while (w->rearm_list) {
 			struct conn *c = w->rearm_list;
 			w->rearm_list = c->rearm_next;

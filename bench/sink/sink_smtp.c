@@ -62,13 +62,14 @@ static void reply(struct sink_sess *s, int code, const char *fmt, ...)
 
 static void reply(struct sink_sess *s, int code, const char *fmt, ...)
 {
-	char text[512];
 	va_list ap;
 
+	/* Formatted once, straight into the reply buffer. */
+	vl_buf_printf(s->out, "%d ", code);
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof text, fmt, ap);
+	vl_buf_vprintf(s->out, fmt, ap);
 	va_end(ap);
-	vl_buf_printf(s->out, "%d %s\r\n", code, text);
+	vl_buf_append(s->out, "\r\n", 2);
 	count_reply(s, code);
 }
 
