@@ -10,6 +10,8 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CFLAGS  = -std=c17 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE \
           -fno-strict-aliasing -MMD -MP $(SAN) $(PKG_CFLAGS)
 LDFLAGS = $(SAN) -pthread -lm
+# Every binary links common/ (liburing, libconfig) and what its modules use.
+LIBS    = $$(pkg-config --libs liburing openssl libconfig jansson)
 
 COMMON_SRC := $(wildcard common/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
@@ -41,20 +43,20 @@ $(BUILD)/obj/%.o: %.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/volley-sink: $(call obj,bench/sink/sink_main.c) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs liburing openssl criterion)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion)
 
 test: all
 	@VOLLEY_BUILD=$(BUILD) tests/run.sh
@@ -80,8 +82,8 @@ demo: all
 FUZZ_TIME ?= 120
 FUZZ_SRC := $(COMMON_SRC) $(TLS_SRC)
 FUZZ_CC = clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-	$$(pkg-config --cflags openssl liburing)
-FUZZ_LIBS = $$(pkg-config --libs openssl liburing) -lm
+	$$(pkg-config --cflags openssl liburing libconfig jansson)
+FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson) -lm
 fuzz:
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine

@@ -51,6 +51,11 @@ double vl_wall_time(void);  /* CLOCK_REALTIME, seconds */
 /* ---- parsing: 0 on success, -1 on a malformed value ---- */
 /* "50ms", "1.5s", "5m", "2h", "3d"; a bare number is seconds. */
 int vl_parse_duration_ms(const char *s, uint64_t *ms);
+/* "10MB", "512KiB", "4096": decimal (K, M, G, T with optional B) or
+ * binary (KiB, MiB, GiB, TiB) multiples. */
+int vl_parse_size(const char *s, uint64_t *bytes);
+/* "50/s", "3000/min", "50000/h", "1e6/d" -> per second (> 0). */
+int vl_parse_rate(const char *s, double *per_s);
 /* "5%", "0.5", "100" -> 0..100 */
 int vl_parse_percent(const char *s, double *pct);
 /* Unsigned decimal integer, whole string, no sign, no overflow. */
@@ -87,6 +92,69 @@ void vl_log(enum vl_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 #define VL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- configuration (config.c): volleyd's file, libconfig syntax ----
+ * Every key has a default; unknown keys are errors (a typo must not be
+ * silently ignored). Sizes take "25MB"-style strings or integers, durations
+ * "5m"-style strings or integers (seconds). docs/config.md lists them. */
+struct vl_policy {               /* shaping and delivery for a set of domains */
+	char *tls;               /* none|may|encrypt|dane|dane-only|verify */
+	int64_t max_connections;
+	int64_t max_messages_per_connection;
+	int64_t max_recipients_per_message;
+	char *rate;              /* "" = unlimited, else "N/s|min|h" */
+	int64_t port;
+	char *route;             /* "host:port" instead of MX, "" = MX */
+	char *auth_user, *auth_password;
+};
+
+struct vl_domain_rule {
+	char *match;             /* glob on the recipient domain */
+	struct vl_policy p;      /* unset fields (NULL / -1) inherit defaults */
+};
+
+struct vl_config {
+	char *data_dir, *hostname;
+	int64_t workers;
+	uint64_t max_message_size;
+	struct {
+		char *socket, *listen, *token;
+		int64_t max_connections;
+		uint64_t max_body;
+	} api;
+	struct {
+		uint64_t max_bytes, min_free;
+		int64_t journal_commit_ms;
+		uint64_t retain_ms;
+	} spool;
+	struct {
+		char **servers;
+		size_t nservers;
+		int64_t timeout_ms;
+	} dns;
+	struct vl_policy defaults;
+	uint64_t *retry_ms;
+	size_t nretry;
+	uint64_t max_age_ms;
+	struct vl_domain_rule *domains;
+	size_t ndomains;
+	struct { char *address, *ehlo; } *egress;
+	size_t negress;
+	struct { char *domain, *selector, *key; } *dkim;
+	size_t ndkim;
+};
+
+/* Defaults, then the file at path (NULL: none). -1 with err naming the
+ * file, line and key. */
+int vl_config_load(struct vl_config *c, const char *path, char *err,
+		   size_t errlen);
+void vl_config_free(struct vl_config *c);
+/* The effective configuration, in the file's own syntax. */
+void vl_config_print(const struct vl_config *c, struct vl_buf *out);
+/* The policy for a recipient domain: defaults overlaid by every matching
+ * rule in order (later rules win). */
+void vl_config_policy(const struct vl_config *c, const char *domain,
+		      struct vl_policy *out);
 
 /* ---- io_uring (ring.c) ---- */
 struct vl_ring {

@@ -66,6 +66,51 @@ int vl_parse_duration_ms(const char *s, uint64_t *ms)
 	return -1;
 }
 
+int vl_parse_size(const char *s, uint64_t *bytes)
+{
+	static const struct { const char *suffix; double mul; } units[] = {
+		{"", 1}, {"B", 1}, {"K", 1e3}, {"KB", 1e3}, {"KiB", 1024},
+		{"M", 1e6}, {"MB", 1e6}, {"MiB", 1048576}, {"G", 1e9},
+		{"GB", 1e9}, {"GiB", 1073741824.0}, {"T", 1e12}, {"TB", 1e12},
+		{"TiB", 1099511627776.0},
+	};
+	double v;
+	const char *rest;
+
+	if (parse_number(s, &v, &rest) < 0)
+		return -1;
+	for (size_t i = 0; i < VL_ARRAY_LEN(units); i++) {
+		if (strcmp(rest, units[i].suffix) == 0) {
+			double r = v * units[i].mul;
+			if (r > 1.8e19)
+				return -1;
+			*bytes = (uint64_t)llround(r);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int vl_parse_rate(const char *s, double *per_s)
+{
+	static const struct { const char *unit; double s; } units[] = {
+		{"s", 1}, {"sec", 1}, {"m", 60}, {"min", 60}, {"h", 3600},
+		{"hour", 3600}, {"d", 86400}, {"day", 86400},
+	};
+	double v;
+	const char *rest;
+
+	if (parse_number(s, &v, &rest) < 0 || *rest != '/' || v <= 0)
+		return -1;
+	for (size_t i = 0; i < VL_ARRAY_LEN(units); i++) {
+		if (strcmp(rest + 1, units[i].unit) == 0) {
+			*per_s = v / units[i].s;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 int vl_parse_percent(const char *s, double *pct)
 {
 	double v;

@@ -1,0 +1,571 @@
+/*
+ * volleyd's configuration file (libconfig syntax). A key table per group
+ * drives both parsing and the unknown-key check, so a misspelt key is an
+ * error naming its line instead of a setting silently ignored.
+ */
+#include "common.h"
+
+#include <libconfig.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum kind { K_STR, K_INT, K_SIZE, K_DUR };
+
+struct key {
+	const char *name;
+	enum kind kind;
+	size_t off;          /* into the struct being filled */
+};
+
+struct ctx {
+	const char *file;
+	char *err;
+	size_t errlen;
+};
+
+static int fail(struct ctx *x, const config_setting_t *s, const char *path,
+		const char *what)
+{
+	int line = s ? config_setting_source_line(s) : 0;
+
+	snprintf(x->err, x->errlen, "%s:%d: %s: %s", x->file, line, path, what);
+	return -1;
+}
+
+static void set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = strdup(v);
+	if (!*dst)
+		abort();
+}
+
+/* A size or duration given as a string ("25MB", "5m") or an integer. */
+static int get_scaled(struct ctx *x, const config_setting_t *s, const char *path,
+		      enum kind k, uint64_t *out)
+{
+	if (config_setting_type(s) == CONFIG_TYPE_INT ||
+	    config_setting_type(s) == CONFIG_TYPE_INT64) {
+		long long v = config_setting_get_int64(s);
+		if (v < 0)
+			return fail(x, s, path, "must not be negative");
+		*out = k == K_DUR ? (uint64_t)v * 1000 : (uint64_t)v;
+		return 0;
+	}
+	const char *v = config_setting_get_string(s);
+	if (!v)
+		return fail(x, s, path, k == K_DUR ? "expected a duration such as \"5m\""
+			    : "expected a size such as \"25MB\"");
+	if ((k == K_DUR ? vl_parse_duration_ms(v, out) : vl_parse_size(v, out)) < 0)
+		return fail(x, s, path, k == K_DUR ? "not a duration (\"50ms\", \"5m\", \"3d\")"
+			    : "not a size (\"512KB\", \"25MB\", \"1GiB\")");
+	return 0;
+}
+
+static int get_key(struct ctx *x, const config_setting_t *s, const char *path,
+		   const struct key *k, void *base)
+{
+	void *dst = (char *)base + k->off;
+
+	switch (k->kind) {
+	case K_STR: {
+		const char *v = config_setting_get_string(s);
+		if (!v)
+			return fail(x, s, path, "expected a string");
+		set_str(dst, v);
+		return 0;
+	}
+	case K_INT:
+		if (config_setting_type(s) != CONFIG_TYPE_INT &&
+		    config_setting_type(s) != CONFIG_TYPE_INT64)
+			return fail(x, s, path, "expected an integer");
+		*(int64_t *)dst = config_setting_get_int64(s);
+		if (*(int64_t *)dst < 0)
+			return fail(x, s, path, "must not be negative");
+		return 0;
+	default:
+		return get_scaled(x, s, path, k->kind, dst);
+	}
+}
+
+/* Fill base from group g by table; NULL-named members are skipped so the
+ * caller can handle them (lists, sub-groups). */
+static int get_group(struct ctx *x, const config_setting_t *g, const char *prefix,
+		     const struct key *keys, size_t nkeys, const char *const *extra,
+		     void *base)
+{
+	if (!config_setting_is_group(g))
+		return fail(x, g, prefix, "expected a group { ... }");
+	for (int i = 0; i < config_setting_length(g); i++) {
+		const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+		const char *name = config_setting_name(s);
+		char path[160];
+		bool known = false;
+
+		snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", name);
+		for (size_t j = 0; j < nkeys && !known; j++) {
+			if (strcmp(keys[j].name, name) == 0) {
+				known = true;
+				if (get_key(x, s, path, &keys[j], base) < 0)
+					return -1;
+			}
+		}
+		for (size_t j = 0; extra && extra[j] && !known; j++)
+			known = strcmp(extra[j], name) == 0;
+		if (!known)
+			return fail(x, s, path, "unknown key");
+	}
+	return 0;
+}
+
+#define KEY(n, k, type, field) { n, k, offsetof(type, field) }
+
+static const struct key top_keys[] = {
+	KEY("data_dir", K_STR, struct vl_config, data_dir),
+	KEY("hostname", K_STR, struct vl_config, hostname),
+	KEY("workers", K_INT, struct vl_config, workers),
+	KEY("max_message_size", K_SIZE, struct vl_config, max_message_size),
+};
+static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
+					  "domains", "egress", "dkim", NULL };
+
+static const struct key api_keys[] = {
+	KEY("socket", K_STR, struct vl_config, api.socket),
+	KEY("listen", K_STR, struct vl_config, api.listen),
+	KEY("token", K_STR, struct vl_config, api.token),
+	KEY("max_connections", K_INT, struct vl_config, api.max_connections),
+	KEY("max_body", K_SIZE, struct vl_config, api.max_body),
+};
+
+static const struct key spool_keys[] = {
+	KEY("max_bytes", K_SIZE, struct vl_config, spool.max_bytes),
+	KEY("min_free", K_SIZE, struct vl_config, spool.min_free),
+	KEY("journal_commit_ms", K_INT, struct vl_config, spool.journal_commit_ms),
+	KEY("retain", K_DUR, struct vl_config, spool.retain_ms),
+};
+
+static const struct key policy_keys[] = {
+	KEY("tls", K_STR, struct vl_policy, tls),
+	KEY("max_connections", K_INT, struct vl_policy, max_connections),
+	KEY("max_messages_per_connection", K_INT, struct vl_policy,
+	    max_messages_per_connection),
+	KEY("max_recipients_per_message", K_INT, struct vl_policy,
+	    max_recipients_per_message),
+	KEY("rate", K_STR, struct vl_policy, rate),
+	KEY("port", K_INT, struct vl_policy, port),
+	KEY("route", K_STR, struct vl_policy, route),
+};
+
+static const char *const tls_names[] = { "none", "may", "encrypt", "dane",
+					 "dane-only", "verify" };
+
+static int check_policy(struct ctx *x, const config_setting_t *g, const char *path,
+			const struct vl_policy *p)
+{
+	char sub[160];
+	double r;
+	uint16_t port;
+	char host[256];
+
+	if (p->tls) {
+		bool ok = false;
+		for (size_t i = 0; i < VL_ARRAY_LEN(tls_names); i++)
+			ok |= strcmp(p->tls, tls_names[i]) == 0;
+		snprintf(sub, sizeof sub, "%s.tls", path);
+		if (!ok)
+			return fail(x, g, sub, "expected none, may, encrypt, dane, dane-only or verify");
+	}
+	snprintf(sub, sizeof sub, "%s.rate", path);
+	if (p->rate && *p->rate && vl_parse_rate(p->rate, &r) < 0)
+		return fail(x, g, sub, "not a rate (\"50/s\", \"3000/min\", \"50000/h\")");
+	snprintf(sub, sizeof sub, "%s.port", path);
+	if (p->port > 65535 || p->port == 0)
+		return fail(x, g, sub, "expected a port 1-65535");
+	snprintf(sub, sizeof sub, "%s.route", path);
+	if (p->route && *p->route &&
+	    vl_parse_hostport(p->route, host, sizeof host, &port) < 0)
+		return fail(x, g, sub, "expected \"host:port\"");
+	return 0;
+}
+
+/* A policy group, with its optional auth = { user; password; }. */
+static int get_policy(struct ctx *x, const config_setting_t *g, const char *path,
+		      struct vl_policy *p, const char *const *extra)
+{
+	static const char *const with_auth[] = { "auth", "match", NULL };
+	const config_setting_t *auth = config_setting_get_member(g, "auth");
+
+	if (get_group(x, g, path, policy_keys, VL_ARRAY_LEN(policy_keys),
+		      extra ? extra : with_auth, p) < 0)
+		return -1;
+	if (auth) {
+		const char *u = NULL, *pw = NULL;
+		char sub[160];
+		snprintf(sub, sizeof sub, "%s.auth", path);
+		if (!config_setting_is_group(auth) || config_setting_length(auth) != 2 ||
+		    !config_setting_lookup_string(auth, "user", &u) ||
+		    !config_setting_lookup_string(auth, "password", &pw))
+			return fail(x, auth, sub, "expected { user = \"...\"; password = \"...\"; }");
+		set_str(&p->auth_user, u);
+		set_str(&p->auth_password, pw);
+	}
+	return check_policy(x, g, path, p);
+}
+
+static int get_strings(struct ctx *x, const config_setting_t *l, const char *path,
+		       char ***out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	if (!config_setting_is_array(l) && !config_setting_is_list(l))
+		return fail(x, l, path, "expected a list [ \"...\", ... ]");
+	*n = (size_t)config_setting_length(l);
+	*out = calloc(*n + 1, sizeof **out);
+	for (size_t i = 0; i < *n; i++) {
+		const char *v = config_setting_get_string_elem(l, (int)i);
+		if (!v)
+			return fail(x, l, path, "expected strings");
+		set_str(&(*out)[i], v);
+	}
+	return 0;
+}
+
+static int get_retry(struct ctx *x, const config_setting_t *l, struct vl_config *c)
+{
+	char **v = NULL;
+	size_t n = 0;
+	int rc = get_strings(x, l, "defaults.retry", &v, &n);
+
+	free(c->retry_ms);
+	c->retry_ms = calloc(n ? n : 1, sizeof *c->retry_ms);
+	c->nretry = n;
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (vl_parse_duration_ms(v[i], &c->retry_ms[i]) < 0 || !c->retry_ms[i])
+			rc = fail(x, l, "defaults.retry", "expected durations such as \"5m\"");
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+	if (rc == 0 && n == 0)
+		rc = fail(x, l, "defaults.retry", "needs at least one interval");
+	return rc;
+}
+
+static int get_defaults(struct ctx *x, const config_setting_t *g, struct vl_config *c)
+{
+	static const char *const extra[] = { "auth", "retry", "max_age", NULL };
+	const config_setting_t *s;
+
+	if (get_policy(x, g, "defaults", &c->defaults, extra) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "retry")) && get_retry(x, s, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(g, "max_age")) &&
+	    get_scaled(x, s, "defaults.max_age", K_DUR, &c->max_age_ms) < 0)
+		return -1;
+	return 0;
+}
+
+static void policy_unset(struct vl_policy *p)
+{
+	memset(p, 0, sizeof *p);
+	p->max_connections = p->max_messages_per_connection = -1;
+	p->max_recipients_per_message = p->port = -1;
+}
+
+static int get_domains(struct ctx *x, const config_setting_t *l, struct vl_config *c)
+{
+	if (!config_setting_is_list(l))
+		return fail(x, l, "domains", "expected a list ( { match = ...; }, ... )");
+	c->ndomains = (size_t)config_setting_length(l);
+	c->domains = calloc(c->ndomains + 1, sizeof *c->domains);
+	for (size_t i = 0; i < c->ndomains; i++) {
+		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
+		struct vl_domain_rule *d = &c->domains[i];
+		const char *m = NULL;
+		char path[64];
+
+		snprintf(path, sizeof path, "domains[%zu]", i);
+		policy_unset(&d->p);
+		if (!config_setting_is_group(g) || !config_setting_lookup_string(g, "match", &m))
+			return fail(x, g, path, "each entry needs match = \"domain or glob\"");
+		set_str(&d->match, m);
+		if (get_policy(x, g, path, &d->p, NULL) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* egress and dkim: lists of groups of strings, all keys required. */
+static int get_records(struct ctx *x, const config_setting_t *l, const char *name,
+		       const char *const *keys, size_t nkeys, void **out, size_t *n)
+{
+	if (!config_setting_is_list(l))
+		return fail(x, l, name, "expected a list ( { ... }, ... )");
+	*n = (size_t)config_setting_length(l);
+	char **v = calloc((*n + 1) * nkeys, sizeof *v);
+	*out = v;
+	for (size_t i = 0; i < *n; i++) {
+		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
+		char path[64];
+		snprintf(path, sizeof path, "%s[%zu]", name, i);
+		if (!config_setting_is_group(g))
+			return fail(x, g, path, "expected a group { ... }");
+		for (int j = 0; j < config_setting_length(g); j++) {
+			const config_setting_t *s = config_setting_get_elem(g, (unsigned)j);
+			size_t k = 0;
+			while (k < nkeys && strcmp(keys[k], config_setting_name(s)))
+				k++;
+			char sub[128];
+			snprintf(sub, sizeof sub, "%s.%s", path, config_setting_name(s));
+			if (k == nkeys)
+				return fail(x, s, sub, "unknown key");
+			if (!config_setting_get_string(s))
+				return fail(x, s, sub, "expected a string");
+			set_str(&v[i * nkeys + k], config_setting_get_string(s));
+		}
+		for (size_t k = 0; k < nkeys; k++)
+			if (!v[i * nkeys + k]) {
+				char sub[128];
+				snprintf(sub, sizeof sub, "%s.%s", path, keys[k]);
+				return fail(x, g, sub, "missing");
+			}
+	}
+	return 0;
+}
+
+static void defaults(struct vl_config *c)
+{
+	static const uint64_t retry[] = { 300000, 600000, 1800000, 3600000,
+					  7200000, 14400000 };
+	char host[256] = "localhost";
+
+	memset(c, 0, sizeof *c);
+	gethostname(host, sizeof host - 1);
+	set_str(&c->data_dir, "volley-data");
+	set_str(&c->hostname, host);
+	c->max_message_size = 25000000;
+	c->max_age_ms = 3 * 86400000ull;
+	set_str(&c->api.socket, "");
+	set_str(&c->api.listen, "");
+	set_str(&c->api.token, "");
+	c->api.max_connections = 64;
+	c->api.max_body = 32000000;
+	c->spool.min_free = 256000000;
+	c->spool.journal_commit_ms = 50;
+	c->spool.retain_ms = 7 * 86400000ull;
+	c->dns.timeout_ms = 3000;
+	c->dns.servers = calloc(1, sizeof *c->dns.servers);
+	set_str(&c->defaults.tls, "dane");
+	c->defaults.max_connections = 50;
+	c->defaults.max_messages_per_connection = 1000;
+	c->defaults.max_recipients_per_message = 100;
+	set_str(&c->defaults.rate, "");
+	c->defaults.port = 25;
+	set_str(&c->defaults.route, "");
+	c->nretry = VL_ARRAY_LEN(retry);
+	c->retry_ms = malloc(sizeof retry);
+	memcpy(c->retry_ms, retry, sizeof retry);
+}
+
+static int load(struct ctx *x, config_t *cf, struct vl_config *c)
+{
+	static const char *const egress_keys[] = { "address", "ehlo" };
+	static const char *const dkim_keys[] = { "domain", "selector", "key" };
+	const config_setting_t *root = config_root_setting(cf), *s;
+
+	if (get_group(x, root, "", top_keys, VL_ARRAY_LEN(top_keys), top_groups, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "api")) &&
+	    get_group(x, s, "api", api_keys, VL_ARRAY_LEN(api_keys), NULL, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "spool")) &&
+	    get_group(x, s, "spool", spool_keys, VL_ARRAY_LEN(spool_keys), NULL, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "dns"))) {
+		static const struct key dns_keys[] = {
+			KEY("timeout_ms", K_INT, struct vl_config, dns.timeout_ms) };
+		static const char *const extra[] = { "servers", NULL };
+		const config_setting_t *l;
+		if (get_group(x, s, "dns", dns_keys, 1, extra, c) < 0)
+			return -1;
+		if ((l = config_setting_get_member(s, "servers"))) {
+			free(c->dns.servers);
+			if (get_strings(x, l, "dns.servers", &c->dns.servers, &c->dns.nservers) < 0)
+				return -1;
+		}
+	}
+	if ((s = config_setting_get_member(root, "defaults")) && get_defaults(x, s, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "domains")) && get_domains(x, s, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "egress")) &&
+	    get_records(x, s, "egress", egress_keys, 2, (void **)&c->egress, &c->negress) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "dkim")) &&
+	    get_records(x, s, "dkim", dkim_keys, 3, (void **)&c->dkim, &c->ndkim) < 0)
+		return -1;
+	if (!*c->data_dir)
+		return fail(x, root, "data_dir", "must not be empty");
+	if (!c->max_message_size)
+		return fail(x, root, "max_message_size", "must be positive");
+	return check_policy(x, root, "defaults", &c->defaults);
+}
+
+int vl_config_load(struct vl_config *c, const char *path, char *err, size_t errlen)
+{
+	struct ctx x = { path ? path : "(defaults)", err, errlen };
+	config_t cf;
+	int rc;
+
+	defaults(c);
+	if (!path)
+		return 0;
+	config_init(&cf);
+	if (!config_read_file(&cf, path)) {
+		if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
+			snprintf(err, errlen, "%s: cannot read the file", path);
+		else
+			snprintf(err, errlen, "%s:%d: %s", path, config_error_line(&cf),
+				 config_error_text(&cf));
+		config_destroy(&cf);
+		return -1;
+	}
+	rc = load(&x, &cf, c);
+	config_destroy(&cf);
+	return rc;
+}
+
+static void free_policy(struct vl_policy *p)
+{
+	free(p->tls);
+	free(p->rate);
+	free(p->route);
+	free(p->auth_user);
+	free(p->auth_password);
+}
+
+void vl_config_free(struct vl_config *c)
+{
+	free(c->data_dir);
+	free(c->hostname);
+	free(c->api.socket);
+	free(c->api.listen);
+	free(c->api.token);
+	for (size_t i = 0; i < c->dns.nservers; i++)
+		free(c->dns.servers[i]);
+	free(c->dns.servers);
+	free_policy(&c->defaults);
+	free(c->retry_ms);
+	for (size_t i = 0; i < c->ndomains; i++) {
+		free(c->domains[i].match);
+		free_policy(&c->domains[i].p);
+	}
+	free(c->domains);
+	for (size_t i = 0; i < c->negress; i++) {
+		free(c->egress[i].address);
+		free(c->egress[i].ehlo);
+	}
+	free(c->egress);
+	for (size_t i = 0; i < c->ndkim; i++) {
+		free(c->dkim[i].domain);
+		free(c->dkim[i].selector);
+		free(c->dkim[i].key);
+	}
+	free(c->dkim);
+	memset(c, 0, sizeof *c);
+}
+
+static void overlay(struct vl_policy *out, const struct vl_policy *p)
+{
+#define OV_STR(f) if (p->f) out->f = p->f
+#define OV_INT(f) if (p->f >= 0) out->f = p->f
+	OV_STR(tls);
+	OV_STR(rate);
+	OV_STR(route);
+	OV_STR(auth_user);
+	OV_STR(auth_password);
+	OV_INT(max_connections);
+	OV_INT(max_messages_per_connection);
+	OV_INT(max_recipients_per_message);
+	OV_INT(port);
+#undef OV_STR
+#undef OV_INT
+}
+
+void vl_config_policy(const struct vl_config *c, const char *domain,
+		      struct vl_policy *out)
+{
+	*out = c->defaults;
+	for (size_t i = 0; i < c->ndomains; i++)
+		if (vl_glob_match(c->domains[i].match, domain))
+			overlay(out, &c->domains[i].p);
+}
+
+static void print_policy(struct vl_buf *o, const struct vl_policy *p, const char *ind)
+{
+	if (p->tls)
+		vl_buf_printf(o, "%stls = \"%s\";\n", ind, p->tls);
+	if (p->max_connections >= 0)
+		vl_buf_printf(o, "%smax_connections = %lld;\n", ind, (long long)p->max_connections);
+	if (p->max_messages_per_connection >= 0)
+		vl_buf_printf(o, "%smax_messages_per_connection = %lld;\n", ind,
+			      (long long)p->max_messages_per_connection);
+	if (p->max_recipients_per_message >= 0)
+		vl_buf_printf(o, "%smax_recipients_per_message = %lld;\n", ind,
+			      (long long)p->max_recipients_per_message);
+	if (p->rate)
+		vl_buf_printf(o, "%srate = \"%s\";\n", ind, p->rate);
+	if (p->port >= 0)
+		vl_buf_printf(o, "%sport = %lld;\n", ind, (long long)p->port);
+	if (p->route)
+		vl_buf_printf(o, "%sroute = \"%s\";\n", ind, p->route);
+	if (p->auth_user)
+		vl_buf_printf(o, "%sauth = { user = \"%s\"; password = \"(hidden)\"; };\n",
+			      ind, p->auth_user);
+}
+
+void vl_config_print(const struct vl_config *c, struct vl_buf *o)
+{
+	vl_buf_printf(o, "data_dir = \"%s\";\nhostname = \"%s\";\nworkers = %lld;\n"
+		      "max_message_size = %llu;\n", c->data_dir, c->hostname,
+		      (long long)c->workers, (unsigned long long)c->max_message_size);
+	vl_buf_printf(o, "api = {\n  socket = \"%s\";\n  listen = \"%s\";\n  token = \"%s\";\n"
+		      "  max_connections = %lld;\n  max_body = %llu;\n};\n", c->api.socket,
+		      c->api.listen, *c->api.token ? "(hidden)" : "",
+		      (long long)c->api.max_connections, (unsigned long long)c->api.max_body);
+	vl_buf_printf(o, "spool = {\n  max_bytes = %llu;\n  min_free = %llu;\n"
+		      "  journal_commit_ms = %lld;\n  retain = \"%llus\";\n};\n",
+		      (unsigned long long)c->spool.max_bytes,
+		      (unsigned long long)c->spool.min_free,
+		      (long long)c->spool.journal_commit_ms,
+		      (unsigned long long)(c->spool.retain_ms / 1000));
+	vl_buf_appends(o, "dns = {\n  servers = [");
+	for (size_t i = 0; i < c->dns.nservers; i++)
+		vl_buf_printf(o, "%s\"%s\"", i ? ", " : " ", c->dns.servers[i]);
+	vl_buf_printf(o, " ];\n  timeout_ms = %lld;\n};\ndefaults = {\n",
+		      (long long)c->dns.timeout_ms);
+	print_policy(o, &c->defaults, "  ");
+	vl_buf_appends(o, "  retry = [");
+	for (size_t i = 0; i < c->nretry; i++)
+		vl_buf_printf(o, "%s\"%llus\"", i ? ", " : " ",
+			      (unsigned long long)(c->retry_ms[i] / 1000));
+	vl_buf_printf(o, " ];\n  max_age = \"%llus\";\n};\ndomains = (",
+		      (unsigned long long)(c->max_age_ms / 1000));
+	for (size_t i = 0; i < c->ndomains; i++) {
+		vl_buf_printf(o, "%s\n  {\n    match = \"%s\";\n", i ? "," : "", c->domains[i].match);
+		print_policy(o, &c->domains[i].p, "    ");
+		vl_buf_appends(o, "  }");
+	}
+	vl_buf_appends(o, "\n);\negress = (");
+	for (size_t i = 0; i < c->negress; i++)
+		vl_buf_printf(o, "%s\n  { address = \"%s\"; ehlo = \"%s\"; }", i ? "," : "",
+			      c->egress[i].address, c->egress[i].ehlo);
+	vl_buf_appends(o, "\n);\ndkim = (");
+	for (size_t i = 0; i < c->ndkim; i++)
+		vl_buf_printf(o, "%s\n  { domain = \"%s\"; selector = \"%s\"; key = \"%s\"; }",
+			      i ? "," : "", c->dkim[i].domain, c->dkim[i].selector,
+			      c->dkim[i].key);
+	vl_buf_appends(o, "\n);\n");
+}
