@@ -19,6 +19,8 @@ SINK_SRC   := $(filter-out bench/sink/sink_main.c,$(wildcard bench/sink/*.c))
 ENGINE_SRC := $(wildcard engine/*.c)
 MESSAGE_SRC := $(wildcard message/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
+# The volley CLI's own files (not volleyd's: filter them out of api/*.c).
+CLI_SRC    := $(wildcard api/cli*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -29,7 +31,7 @@ ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
-         $(BUILD)/volley-render-bench
+         $(BUILD)/volley-render-bench $(BUILD)/volley
 UNIT  := $(BUILD)/tests/unit
 
 .PHONY: all deps test asan bench demo fuzz clean
@@ -53,6 +55,9 @@ $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
 
 $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
+
+$(BUILD)/volley: $(call obj,$(CLI_SRC))
+	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs libcurl jansson)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)

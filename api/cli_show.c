@@ -1,0 +1,269 @@
+/*
+ * The read-only commands and job control: jobs, status, queues, stats,
+ * health, cancel/pause/resume. Human tables, or the daemon's JSON with --json.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* The array at key of the answer, or NULL after saying it is missing. */
+static json_t *list_of(json_t *ans, const char *key)
+{
+	json_t *a = json_object_get(ans, key);
+
+	if (!json_is_array(a))
+		cli_err("volleyd's answer has no \"%s\" list", key);
+	return json_is_array(a) ? a : NULL;
+}
+
+static void print_each(const json_t *a)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(a, i, v)
+		cli_print_json(v);
+}
+
+static void jobs_table(const json_t *jobs)
+{
+	static const char *head[] = {"ID", "STATE", "RECIPIENTS", "QUEUED", "DELIVERED",
+				     "BOUNCED", "DEFERRED", "CREATED", "CAMPAIGN"};
+	static const bool right[] = {0, 0, 1, 1, 1, 1, 1, 0, 0};
+	char n[5][32];
+	struct cli_table t;
+	size_t i;
+	json_t *j;
+
+	table_init(&t, 9, head, right);
+	json_array_foreach(jobs, i, j) {
+		const json_t *k = json_object_get(j, "counts");
+		const char *row[] = {jstr(j, "id"), jstr(j, "state"),
+				     jnum(j, "recipients", n[0], 32), jnum(k, "queued", n[1], 32),
+				     jnum(k, "delivered", n[2], 32), jnum(k, "bounced", n[3], 32),
+				     jnum(k, "deferred", n[4], 32), jstr(j, "created"),
+				     jstr(j, "campaign")};
+		table_row(&t, row);
+	}
+	table_print(&t, stdout);
+	table_free(&t);
+}
+
+int cli_jobs(const struct cli *c)
+{
+	char path[64] = "/v1/jobs";
+	int rc;
+
+	if (c->limit)
+		snprintf(path, sizeof(path), "/v1/jobs?limit=%ld", c->limit);
+	json_t *ans = cli_get_json(c, path, &rc), *jobs = ans ? list_of(ans, "jobs") : NULL;
+	if (jobs && c->json)
+		print_each(jobs);
+	else if (jobs)
+		jobs_table(jobs);
+	json_decref(ans);
+	return rc == CLI_OK && !jobs ? CLI_FAILED : rc;
+}
+
+/* Rows of "key  value", keys aligned. */
+static void kv_print(const char **k, const char **v, size_t n)
+{
+	int w = 0;
+
+	for (size_t i = 0; i < n; i++)
+		w = (int)strlen(k[i]) > w ? (int)strlen(k[i]) : w;
+	for (size_t i = 0; i < n; i++)
+		printf("%-*s  %s\n", w, k[i], v[i]);
+}
+
+static void job_block(const json_t *j)
+{
+	static const char *counts[] = {"queued", "in_flight", "delivered", "deferred",
+				       "bounced", "expired", "cancelled", "suppressed"};
+	const char *k[20], *v[20];
+	char num[10][32], rate[48];
+	const json_t *cnt = json_object_get(j, "counts");
+	const json_t *r = json_object_get(json_object_get(j, "rate"), "delivered_per_s");
+	size_t n = 0;
+
+	k[n] = "id", v[n++] = jstr(j, "id");
+	k[n] = "campaign", v[n++] = jstr(j, "campaign");
+	k[n] = "state", v[n++] = jstr(j, "state");
+	k[n] = "priority", v[n++] = jstr(j, "priority");
+	k[n] = "created", v[n++] = jstr(j, "created");
+	k[n] = "expires", v[n++] = jstr(j, "expires");
+	k[n] = "finished", v[n++] = jstr(j, "finished");
+	k[n] = "done", v[n++] = json_is_true(json_object_get(j, "done")) ? "yes" : "no";
+	k[n] = "recipients", v[n++] = jnum(j, "recipients", num[8], 32);
+	for (size_t i = 0; i < 8; i++)
+		k[n] = counts[i], v[n++] = jnum(cnt, counts[i], num[i], 32);
+	snprintf(rate, sizeof(rate), json_is_number(r) ? "%.1f/s" : "-",
+		 json_number_value(r));
+	k[n] = "rate", v[n++] = rate;
+	kv_print(k, v, n);
+}
+
+int cli_status(const struct cli *c)
+{
+	int rc;
+
+	if (!c->nargs)
+		return cli_jobs(c);
+	if (c->watch)
+		return cli_wait_job(c, c->args[0]);
+	char *path = cli_job_path(c->args[0], "");
+	json_t *j = cli_get_json(c, path, &rc);
+	if (j && c->json)
+		cli_print_json(j);
+	else if (j)
+		job_block(j);
+	json_decref(j);
+	free(path);
+	return rc;
+}
+
+int cli_control(const struct cli *c)
+{
+	char suffix[16];
+	int rc;
+
+	snprintf(suffix, sizeof(suffix), "/%s", c->cmd);
+	char *path = cli_job_path(c->args[0], suffix);
+	json_t *j = cli_post_json(c, path, &rc);
+	if (j && c->json)
+		cli_print_json(j);
+	else if (j)
+		printf("%s %s\n", c->args[0], jstr(j, "state"));
+	json_decref(j);
+	free(path);
+	return rc;
+}
+
+/* "550 5.1.1 no such user" from a response object. */
+static const char *response_str(const json_t *r, char *buf, size_t len)
+{
+	char code[32];
+
+	if (json_is_string(r))
+		return json_string_value(r);
+	if (!json_is_object(r))
+		return "-";
+	snprintf(buf, len, "%s %s %s", jnum(r, "code", code, sizeof(code)),
+		 jstr(r, "enhanced"), jstr(r, "text"));
+	return buf;
+}
+
+static const char *backoff_str(const json_t *b, char *buf, size_t len)
+{
+	if (!json_is_object(b))
+		return "-";
+	snprintf(buf, len, "%s until %s", jstr(b, "reason"), jstr(b, "until"));
+	return buf;
+}
+
+static void queues_table(const json_t *qs)
+{
+	static const char *head[] = {"SITE", "QUEUED", "IN_FLIGHT", "CONNS", "RATE",
+				     "BACKOFF", "LAST_RESPONSE"};
+	static const bool right[] = {0, 1, 1, 1, 0, 0, 0};
+	char n[4][32], bo[256], lr[512];
+	struct cli_table t;
+	size_t i;
+	json_t *q;
+
+	table_init(&t, 7, head, right);
+	json_array_foreach(qs, i, q) {
+		const char *row[] = {jstr(q, "site"), jnum(q, "queued", n[0], 32),
+				     jnum(q, "in_flight", n[1], 32),
+				     jnum(q, "connections", n[2], 32), jnum(q, "rate", n[3], 32),
+				     backoff_str(json_object_get(q, "backoff"), bo, sizeof(bo)),
+				     response_str(json_object_get(q, "last_response"), lr,
+						  sizeof(lr))};
+		table_row(&t, row);
+	}
+	table_print(&t, stdout);
+	table_free(&t);
+}
+
+int cli_queues(const struct cli *c)
+{
+	int rc;
+	json_t *ans = cli_get_json(c, "/v1/queues", &rc);
+	json_t *qs = ans ? list_of(ans, "queues") : NULL;
+
+	if (qs && c->json)
+		print_each(qs);
+	else if (qs)
+		queues_table(qs);
+	json_decref(ans);
+	return rc == CLI_OK && !qs ? CLI_FAILED : rc;
+}
+
+/* Nested counters as "a.b.c  value" rows. */
+static void flatten(const json_t *v, char *key, size_t klen, size_t cap, struct cli_table *t)
+{
+	const char *k;
+	json_t *x;
+	size_t i;
+
+	if (json_is_object(v) || json_is_array(v)) {
+		if (json_is_object(v)) {
+			json_object_foreach((json_t *)v, k, x) {
+				snprintf(key + klen, cap - klen, "%s%s", klen ? "." : "", k);
+				flatten(x, key, strlen(key), cap, t);
+			}
+		} else {
+			json_array_foreach(v, i, x) {
+				snprintf(key + klen, cap - klen, "[%zu]", i);
+				flatten(x, key, strlen(key), cap, t);
+			}
+		}
+		key[klen] = 0;
+		return;
+	}
+	char *s = json_is_string(v) ? strdup(json_string_value(v))
+				    : json_dumps(v, JSON_ENCODE_ANY);
+	const char *row[] = {key, s};
+	table_row(t, row);
+	free(s);
+}
+
+int cli_stats(const struct cli *c)
+{
+	static const char *head[] = {"COUNTER", "VALUE"};
+	static const bool right[] = {0, 1};
+	char key[1024] = "";
+	struct cli_table t;
+	int rc;
+	json_t *j = cli_get_json(c, "/v1/stats", &rc);
+
+	if (j && c->json) {
+		cli_print_json(j);
+	} else if (j) {
+		table_init(&t, 2, head, right);
+		flatten(j, key, 0, sizeof(key), &t);
+		table_print(&t, stdout);
+		table_free(&t);
+	}
+	json_decref(j);
+	return rc;
+}
+
+int cli_health(const struct cli *c)
+{
+	char up[32];
+	int rc;
+	json_t *j = cli_get_json(c, "/v1/health", &rc);
+
+	if (j && c->json)
+		cli_print_json(j);
+	else if (j)
+		printf("%s  version %s  uptime %ss  accepting %s\n", jstr(j, "status"),
+		       jstr(j, "version"), jnum(j, "uptime_s", up, sizeof(up)),
+		       json_is_true(json_object_get(j, "accepting")) ? "yes" : "no");
+	if (j && rc == CLI_OK && strcmp(jstr(j, "status"), "ok"))
+		rc = CLI_FAILED;
+	json_decref(j);
+	return rc;
+}

@@ -1,0 +1,128 @@
+/*
+ * The NDJSON streams: events (optionally followed) and a job's bounces as
+ * CSV. Lines are printed as they arrive, never collected.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void event_line(const char *line, size_t len, void *arg)
+{
+	const struct cli *c = arg;
+	json_t *e = c->json ? NULL : json_loadb(line, len, 0, NULL);
+
+	if (!e) {
+		/* --json, or a line this client cannot read: as is. */
+		fwrite(line, 1, len, stdout);
+		putchar('\n');
+	} else {
+		const json_t *r = json_object_get(e, "response");
+		char code[32];
+		printf("%s  %-16s  %s  %s", jstr(e, "time"), jstr(e, "type"), jstr(e, "job"),
+		       jstr(e, "recipient"));
+		if (json_is_object(r))
+			printf("  %s %s %s", jnum(r, "code", code, sizeof(code)),
+			       jstr(r, "enhanced"), jstr(r, "text"));
+		putchar('\n');
+		json_decref(e);
+	}
+	fflush(stdout);
+}
+
+int cli_events(const struct cli *c)
+{
+	char *job = c->job ? cli_escape(c->job) : NULL;
+	size_t n = 64 + (job ? strlen(job) : 0);
+	char *path = malloc(n);
+	struct cli_resp rs;
+
+	if (!path) {
+		cli_err("out of memory");
+		return CLI_FAILED;
+	}
+	snprintf(path, n, "/v1/events%s%s%s", c->follow ? "?follow=1" : "",
+		 job ? (c->follow ? "&job=" : "?job=") : "", job ? job : "");
+	struct cli_req rq = {.method = "GET", .path = path, .line = event_line,
+			     .line_arg = (void *)c, .endless = c->follow};
+	int rc = cli_request(c, &rq, &rs);
+	cli_resp_free(&rs);
+	free(path);
+	free(job);
+	return rc;
+}
+
+/* One CSV field, quoted when it holds a comma, a quote or a line break. */
+static void csv_field_out(const char *s, bool last)
+{
+	if (!s[strcspn(s, ",\"\r\n")]) {
+		fputs(s, stdout);
+	} else {
+		putchar('"');
+		for (; *s; s++) {
+			if (*s == '"')
+				putchar('"');
+			putchar(*s);
+		}
+		putchar('"');
+	}
+	putchar(last ? '\n' : ',');
+}
+
+struct bounces {
+	const struct cli *c;
+	bool header;
+};
+
+static void bounce_header(struct bounces *b)
+{
+	if (!b->header && !b->c->json)
+		fputs("email,code,enhanced,bounce_class,text\n", stdout);
+	b->header = true;
+}
+
+static void bounce_line(const char *line, size_t len, void *arg)
+{
+	struct bounces *b = arg;
+	json_t *e = b->c->json ? NULL : json_loadb(line, len, 0, NULL);
+
+	bounce_header(b);
+	if (b->c->json) {
+		fwrite(line, 1, len, stdout);
+		putchar('\n');
+		return;
+	}
+	if (!e) {
+		cli_err("skipped a line volleyd sent that is not JSON: %.80s", line);
+		return;
+	}
+	const json_t *r = json_object_get(e, "response");
+	const char *enh = json_string_value(json_object_get(r, "enhanced"));
+	const char *text = json_string_value(json_object_get(r, "text"));
+	const char *cls = json_string_value(json_object_get(e, "bounce_class"));
+	char code[32] = "";
+	if (json_is_integer(json_object_get(r, "code")))
+		jnum(r, "code", code, sizeof(code));
+	csv_field_out(jstr(e, "email"), false);
+	csv_field_out(code, false);
+	csv_field_out(enh ? enh : "", false);
+	csv_field_out(cls ? cls : "", false);
+	csv_field_out(text ? text : "", true);
+	json_decref(e);
+}
+
+int cli_bounces(const struct cli *c)
+{
+	struct bounces b = {.c = c};
+	char *path = cli_job_path(c->args[0], "/recipients?state=bounced");
+	struct cli_req rq = {.method = "GET", .path = path, .line = bounce_line,
+			     .line_arg = &b};
+	struct cli_resp rs;
+	int rc = cli_request(c, &rq, &rs);
+
+	if (rc == CLI_OK)
+		bounce_header(&b);
+	cli_resp_free(&rs);
+	free(path);
+	return rc;
+}
