@@ -32,6 +32,7 @@ static const struct opt {
 	{"--recipients", NULL, O_STR, offsetof(struct cli, recipients), " submit "},
 	{"--wait", NULL, O_FLAG, offsetof(struct cli, wait), " submit "},
 	{"--idempotency-key", NULL, O_STR, offsetof(struct cli, idem_key), " submit "},
+	{"--dry-run", NULL, O_FLAG, offsetof(struct cli, dry_run), " submit "},
 	{"--watch", "-w", O_FLAG, offsetof(struct cli, watch), " status "},
 	{"--follow", "-f", O_FLAG, offsetof(struct cli, follow), " events "},
 	{"--job", NULL, O_STR, offsetof(struct cli, job), " events "},
@@ -45,7 +46,8 @@ static const struct cmd {
 	const char *usage;
 } cmds[] = {
 	{"submit", cli_submit, 1, 1,
-	 "submit JOB.json [--recipients LIST.csv|LIST.ndjson] [--wait] [--idempotency-key K]"},
+	 "submit JOB.json [--recipients LIST.csv|LIST.ndjson] [--wait] [--idempotency-key K]"
+	 " [--dry-run]"},
 	{"status", cli_status, 0, 1, "status [ID] [--watch]"},
 	{"jobs", cli_jobs, 0, 0, "jobs [--limit N]"},
 	{"cancel", cli_control, 1, 1, "cancel ID"},
@@ -197,6 +199,10 @@ static int check_cmd(const struct cli *c, const struct cmd *k, unsigned used)
 	}
 	if (c->watch && !c->nargs) {
 		cli_err("status --watch needs a job ID");
+		return -1;
+	}
+	if (c->dry_run && c->wait) {
+		cli_err("--dry-run sends nothing, so there is nothing to --wait for");
 		return -1;
 	}
 	if (c->socket && c->url) {

@@ -28,7 +28,7 @@ struct cli {
 	const char *socket, *data_dir, *url, *token;
 	const char *recipients, *idem_key, *job;
 	long limit;
-	bool json, wait, watch, follow;
+	bool json, wait, watch, follow, dry_run;
 	bool tty;                 /* stdout is a terminal */
 	const char *cmd;
 	const char *args[CLI_MAX_ARGS];

@@ -265,6 +265,20 @@ static void upload_free(struct upload *u)
 	json_decref(u->inl);
 }
 
+/* --dry-run: the body to stdout instead of the daemon. */
+static int dry_run(struct upload *u)
+{
+	char buf[65536];
+	size_t n;
+
+	while ((n = up_read(buf, sizeof(buf), u)) != 0) {
+		if (n == CLI_READ_ABORT)
+			return CLI_USAGE;
+		fwrite(buf, 1, n, stdout);
+	}
+	return CLI_OK;
+}
+
 static int send_stream(const struct cli *c, json_t *job, struct cli_resp *rs)
 {
 	struct upload u = {.job = job};
@@ -279,7 +293,7 @@ static int send_stream(const struct cli *c, json_t *job, struct cli_resp *rs)
 	else
 		u.inl = (json_decref(u.inl), NULL);
 	if (open_list(&u, c->recipients) == 0)
-		rc = cli_request(c, &rq, rs);
+		rc = c->dry_run ? dry_run(&u) : cli_request(c, &rq, rs);
 	upload_free(&u);
 	return rc;
 }
@@ -295,7 +309,11 @@ static int send_json(const struct cli *c, json_t *job, struct cli_resp *rs)
 		cli_err("out of memory");
 		return CLI_FAILED;
 	}
-	int rc = cli_request(c, &rq, rs);
+	int rc = CLI_OK;
+	if (c->dry_run)
+		printf("%s\n", body);
+	else
+		rc = cli_request(c, &rq, rs);
 	free(body);
 	return rc;
 }
@@ -390,7 +408,7 @@ int cli_submit(const struct cli *c)
 		return CLI_USAGE;
 	rc = c->recipients ? send_stream(c, job, &rs) : send_json(c, job, &rs);
 	json_decref(job);
-	if (rc == CLI_OK)
+	if (rc == CLI_OK && !c->dry_run)
 		rc = report(c, &rs, &id);
 	cli_resp_free(&rs);
 	if (rc == CLI_OK && c->wait)
