@@ -71,13 +71,16 @@ static size_t on_write(char *p, size_t sz, size_t nmemb, void *arg)
 		append(x->rs, p, n);
 		return n;
 	}
-	for (size_t i = 0; i < n; i++) {
-		grow(&x->part, &x->pcap, x->plen + 2);
-		if (p[i] == '\n') {
+	for (size_t i = 0; i < n;) {
+		const char *nl = memchr(p + i, '\n', n - i);
+		size_t k = nl ? (size_t)(nl - (p + i)) : n - i;
+		grow(&x->part, &x->pcap, x->plen + k + 1);
+		memcpy(x->part + x->plen, p + i, k);
+		x->plen += k;
+		i += k + (nl != NULL);
+		if (nl) {
 			emit_line(x, x->part, x->plen);
 			x->plen = 0;
-		} else {
-			x->part[x->plen++] = p[i];
 		}
 	}
 	return n;

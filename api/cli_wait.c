@@ -135,10 +135,12 @@ static void final_line(struct watch *w, const json_t *j, const struct counts *n)
 		putchar('\n');
 	cli_bar_open = false;
 	duration(now_s() - w->t0, took, sizeof(took));
-	printf("job %s done (%s): %lld recipients: %lld delivered, %lld bounced, "
+	const char *state = jstr(j, "state");
+	bool plain = !strcmp(state, "done");
+	printf("job %s done%s%s%s: %lld recipients: %lld delivered, %lld bounced, "
 	       "%lld expired, %lld cancelled, %lld suppressed; waited %s\n",
-	       w->id, jstr(j, "state"), n->total, n->delivered, n->bounced, n->expired,
-	       n->cancelled, n->suppressed, took);
+	       w->id, plain ? "" : " (", plain ? "" : state, plain ? "" : ")", n->total,
+	       n->delivered, n->bounced, n->expired, n->cancelled, n->suppressed, took);
 }
 
 static void show(struct watch *w, const json_t *j, bool done)
