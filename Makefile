@@ -31,7 +31,8 @@ ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
-         $(BUILD)/volley-render-bench $(BUILD)/volley
+         $(BUILD)/volley-render-bench $(BUILD)/volley \
+         $(BUILD)/volley-compose
 UNIT  := $(BUILD)/tests/unit
 
 .PHONY: all deps test asan bench demo fuzz clean
@@ -56,6 +57,9 @@ $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
 $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
+$(BUILD)/volley-compose: $(call obj,tests/tools/compose.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
+
 $(BUILD)/volley: $(call obj,$(CLI_SRC))
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs libcurl jansson)
 
@@ -70,7 +74,7 @@ test: all
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		$(addprefix build/asan/,volley-sink volley-drive volley tests/unit)
+		$(addprefix build/asan/,volley-sink volley-drive volley volley-compose tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
 

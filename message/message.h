@@ -1,6 +1,6 @@
 /*
- * message: job templates, MIME composition, per-recipient rendering, DKIM.
- * So far: templates. A template is compiled once per job into static
+ * message: job templates, addresses, MIME composition, per-recipient
+ * rendering (DKIM later). A template is compiled once per job into static
  * segments and slots; rendering a recipient copies slot values into the
  * gaps, escaped for where they go, with no re-parse. Prefix: msg_.
  */
@@ -9,6 +9,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/uio.h>
+#include <time.h>
 
 #include "../common/common.h"
 
@@ -28,12 +30,17 @@ size_t msg_tpl_nslots(const struct msg_tpl *t);
 const char *msg_tpl_slot(const struct msg_tpl *t, size_t i);
 /* The template has no slots: render once for every recipient. */
 bool msg_tpl_is_static(const struct msg_tpl *t);
+/* Segments in order: static text (returns SIZE_MAX; *text, *len set) or
+ * a slot (returns its index). For compilers built on templates. */
+size_t msg_tpl_nsegs(const struct msg_tpl *t);
+size_t msg_tpl_seg(const struct msg_tpl *t, size_t i, const char **text, size_t *len);
 
 /* Where a value goes decides its escaping. */
 enum msg_escape {
 	MSG_ESC_NONE,    /* text: as is */
 	MSG_ESC_HTML,    /* & < > " ' as entities */
 	MSG_ESC_HEADER,  /* refused if it holds CR, LF or NUL (header injection) */
+	MSG_ESC_URL,     /* percent-encoded but RFC 3986 unreserved characters */
 };
 
 /* The value of slot i (named name) for this recipient; NULL if it has
@@ -45,5 +52,114 @@ typedef const char *(*msg_value_fn)(void *arg, size_t slot, const char *name,
 int msg_tpl_render(const struct msg_tpl *t, msg_value_fn value, void *arg,
 		   enum msg_escape esc, struct vl_buf *out, char *err,
 		   size_t errlen);
+
+
+/* ---- errors: what the API turns into {"error": {code, message, field}} ----
+ * Codes: "invalid_field" (unknown field, wrong type, bad value),
+ * "invalid_address", "too_large" (over max_size), and per recipient
+ * "missing_substitution" and "header_injection". */
+struct msg_err {
+	char code[40];
+	char field[160];     /* JSON path, e.g. "content.attachments[2].data" */
+	char message[320];   /* one sentence naming what is wrong */
+};
+
+/* ---- addresses (addr.c) ----
+ * RFC 5321 Mailbox: Local-part "@" ( Domain / address-literal ).
+ * Dot-atom or quoted-string local part (<= 64 octets), domain of LDH labels
+ * (<= 63 each, <= 255 in all) or [IPv4] / [IPv6:...] literal, <= 254 octets
+ * in all. UTF-8 (RFC 6531) is allowed in local part and domain labels when
+ * it is valid UTF-8; *utf8 tells whether the address needs SMTPUTF8.
+ * CR, LF, NUL, controls, spaces outside quotes, '<' '>' are refused.
+ * 0 if valid; -1 with why filled (a short phrase). */
+int msg_addr_check(const char *a, size_t len, bool *utf8, char *why,
+		   size_t whylen);
+/* The domain part of a valid address (after the last '@'). */
+const char *msg_addr_domain(const char *a);
+
+/* ---- composition (compose.c, mime.c) ----
+ * A job's content is composed once into a struct msg_job: the MIME
+ * skeleton with every static part encoded once (attachments base64'd,
+ * static text parts encoded), and templates for what varies per recipient.
+ */
+struct msg_job_opts {
+	const char *job_id;      /* goes into Message-ID: 1-64 of [A-Za-z0-9_-] */
+	const char *hostname;    /* Message-ID domain */
+	size_t max_size;         /* max_message_size (0: none): the static part or
+				    a rendered message over it is too_large */
+};
+
+struct msg_job;
+
+/* content is the job's "content" (object or string), substitutions the
+ * job-level "substitutions" object (or NULL), unsubscribe the job's
+ * "unsubscribe" object (or NULL). Field names in errors are full paths
+ * ("content.from.email", "unsubscribe.url"). Unknown fields and wrong types
+ * are errors. NULL with err filled. */
+struct json_t;
+/* A substitution value as text: strings as they are, numbers and booleans
+ * as JSON writes them (into tmp); NULL for null, arrays and objects. */
+#define MSG_SUB_TMP 64
+const char *msg_sub_string(const struct json_t *v, char tmp[MSG_SUB_TMP], size_t *len);
+struct msg_job *msg_job_compile(const struct json_t *content,
+				const struct json_t *substitutions,
+				const struct json_t *unsubscribe,
+				const struct msg_job_opts *o, struct msg_err *err);
+void msg_job_free(struct msg_job *j);
+/* Envelope needs of the static part: raw UTF-8 in a header (a UTF-8
+ * address) needs SMTPUTF8; 8-bit octets in a content string's body need
+ * 8BITMIME. Per recipient msg_out says it exactly. Static size. */
+bool msg_job_needs_smtputf8(const struct msg_job *j);
+bool msg_job_needs_8bitmime(const struct msg_job *j);
+size_t msg_job_static_size(const struct msg_job *j);
+/* Every template slot name the job uses, de-duplicated. */
+size_t msg_job_nvars(const struct msg_job *j);
+const char *msg_job_var(const struct msg_job *j, size_t i);
+/* Is variable i used in a header (so its value must not hold CR/LF/NUL)? */
+bool msg_job_var_in_header(const struct msg_job *j, size_t i);
+
+/* One recipient as rendering sees it. Values are looked up by name: first
+ * the recipient's own substitutions, then the job's. */
+struct msg_rcpt {
+	const char *email;
+	const char *name;        /* display name for To, or NULL */
+	size_t index;            /* position in the job: Message-ID, VERP */
+	size_t nsubs;
+	const char *const *keys; /* nsubs names */
+	const char *const *vals; /* nsubs values (NUL-terminated) */
+	const size_t *lens;      /* their lengths */
+};
+
+/* Would this recipient render? Checks, without rendering, the email, that
+ * every variable has a value, that values are UTF-8, that header-bound
+ * values (and name) hold no CR, LF or NUL, that a content string's body
+ * lines stay within 998 octets and the unsubscribe URL within its limit.
+ * 0, or -1 with err (field "email", "name", "substitutions.<name>",
+ * "unsubscribe.url"). msg_render runs the same checks. */
+int msg_job_check_rcpt(const struct msg_job *j, const struct msg_rcpt *r,
+		       struct msg_err *err);
+
+/* A rendered message: bytes in buf plus static blobs of the job, in order,
+ * as an iovec list. Valid until the next render into the same msg_out or
+ * msg_job_free. CRLF line endings, no line over 998 octets. */
+struct msg_out {
+	struct vl_buf buf;
+	struct iovec *iov;
+	size_t niov, iovcap;
+	size_t size;             /* total octets */
+	bool smtputf8;           /* raw UTF-8 in the header: needs SMTPUTF8 */
+	bool eightbit;           /* 8-bit octets anywhere: needs 8BITMIME */
+	struct vl_buf tmp;       /* scratch of msg_render */
+};
+void msg_out_init(struct msg_out *o);
+void msg_out_free(struct msg_out *o);
+/* date is the Date header's time (seconds since the epoch). -1 with err. */
+int msg_render(const struct msg_job *j, const struct msg_rcpt *r, time_t date,
+	       struct msg_out *out, struct msg_err *err);
+
+/* VERP return path: "bounces+<job>.<index>@domain" from "bounces@domain".
+ * Written to out (NUL-terminated); -1 if it would not fit. */
+int msg_verp(const char *sender, const char *job_id, size_t index, char *out,
+	     size_t outlen);
 
 #endif

@@ -3,7 +3,7 @@
  * Rendering walks the segment list: static text is one memcpy, a slot is
  * its value, escaped for the context. No parsing per recipient.
  */
-#include "message.h"
+#include "message_int.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -135,25 +135,38 @@ bool msg_tpl_is_static(const struct msg_tpl *t)
 	return t->nslots == 0;
 }
 
-static void append_html(struct vl_buf *out, const char *v, size_t n)
+size_t msg_tpl_nsegs(const struct msg_tpl *t)
 {
-	size_t start = 0;
+	return t->nsegs;
+}
+
+size_t msg_tpl_seg(const struct msg_tpl *t, size_t i, const char **text, size_t *len)
+{
+	const struct seg *s = &t->segs[i];
+
+	*text = t->src + s->off;
+	*len = s->len;
+	return s->slot;
+}
+
+/* RFC 3986 unreserved characters stay, every other octet is %XX. */
+void msg_url_escape(const char *v, size_t n, struct vl_buf *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *o = vl_buf_reserve(out, 3 * n), *start = o;
 
 	for (size_t i = 0; i < n; i++) {
-		const char *ent = NULL;
-		switch (v[i]) {
-		case '&': ent = "&amp;"; break;
-		case '<': ent = "&lt;"; break;
-		case '>': ent = "&gt;"; break;
-		case '"': ent = "&quot;"; break;
-		case '\'': ent = "&#39;"; break;
-		default: continue;
+		unsigned char c = (unsigned char)v[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~') {
+			*o++ = (char)c;
+		} else {
+			*o++ = '%';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
 		}
-		vl_buf_append(out, v + start, i - start);
-		vl_buf_appends(out, ent);
-		start = i + 1;
 	}
-	vl_buf_append(out, v + start, n - start);
+	out->len += (size_t)(o - start);
 }
 
 int msg_tpl_render(const struct msg_tpl *t, msg_value_fn value, void *arg,
@@ -183,7 +196,9 @@ int msg_tpl_render(const struct msg_tpl *t, msg_value_fn value, void *arg,
 			return -1;
 		}
 		if (esc == MSG_ESC_HTML)
-			append_html(out, v, n);
+			msg_html_escape(v, n, out);
+		else if (esc == MSG_ESC_URL)
+			msg_url_escape(v, n, out);
 		else
 			vl_buf_append(out, v, n);
 	}
