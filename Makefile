@@ -16,11 +16,13 @@ LIBS    = $$(pkg-config --libs liburing openssl libconfig jansson)
 COMMON_SRC := $(wildcard common/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
 SINK_SRC   := $(filter-out bench/sink/sink_main.c,$(wildcard bench/sink/*.c))
-ENGINE_SRC := $(wildcard engine/*.c)
+ENGINE_SRC := $(filter-out engine/volleyd.c,$(wildcard engine/*.c))
+SCHED_SRC  := $(wildcard scheduler/*.c)
 MESSAGE_SRC := $(wildcard message/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 # The volley CLI's own files (not volleyd's: filter them out of api/*.c).
 CLI_SRC    := $(wildcard api/cli*.c)
+API_SRC    := $(filter-out $(CLI_SRC),$(wildcard api/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -29,9 +31,11 @@ TLS_OBJ    := $(call obj,$(TLS_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
+SCHED_OBJ  := $(call obj,$(SCHED_SRC))
+API_OBJ    := $(call obj,$(API_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
-         $(BUILD)/volley-render-bench $(BUILD)/volley \
+         $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
          $(BUILD)/volley-compose
 UNIT  := $(BUILD)/tests/unit
 
@@ -60,10 +64,15 @@ $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $
 $(BUILD)/volley-compose: $(call obj,tests/tools/compose.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
+# volleyd runs on jemalloc (DESIGN.md), linked last so it takes malloc over.
+$(BUILD)/volleyd: $(call obj,engine/volleyd.c) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
+		$(ENGINE_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd) -ljemalloc
+
 $(BUILD)/volley: $(call obj,$(CLI_SRC))
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs libcurl jansson)
 
-$(UNIT): $(call obj,$(UNIT_SRC)) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(UNIT): $(call obj,$(UNIT_SRC)) $(filter-out %/http.o,$(API_OBJ)) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion)
 
@@ -82,6 +91,7 @@ bench: all
 	@scripts/install-deps.sh --bench
 	@bench/sink-vs-smtp-sink.sh
 	@bench/engine.sh
+	@bench/intake.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 
 demo: all
@@ -95,17 +105,22 @@ FUZZ_CC = clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefine
 FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson) -lm
 fuzz:
 	@scripts/install-deps.sh --fuzz
-	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine
+	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(MESSAGE_SRC) $(SCHED_SRC) \
+		$(filter-out api/http.c,$(API_SRC)) -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 		build/fuzz/corpus-sink
 	build/fuzz/fuzz_engine_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 		build/fuzz/corpus-engine
+	cp tests/fuzz/seeds/intake/* build/fuzz/corpus-intake/
+	build/fuzz/fuzz_intake -max_total_time=$(FUZZ_TIME) -max_len=8192 \
+		build/fuzz/corpus-intake
 
 clean:
 	rm -rf build

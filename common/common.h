@@ -47,6 +47,8 @@ void vl_buf_json_string(struct vl_buf *b, const char *s);
 uint64_t vl_now_ms(void);   /* CLOCK_MONOTONIC */
 uint64_t vl_now_ns(void);   /* CLOCK_MONOTONIC */
 double vl_wall_time(void);  /* CLOCK_REALTIME, seconds */
+/* "2026-11-23T17:20:01Z" (UTC, whole seconds). */
+void vl_iso8601(double t, char out[32]);
 
 /* ---- parsing: 0 on success, -1 on a malformed value ---- */
 /* "50ms", "1.5s", "5m", "2h", "3d"; a bare number is seconds. */

@@ -66,6 +66,15 @@ int vl_parse_duration_ms(const char *s, uint64_t *ms)
 	return -1;
 }
 
+void vl_iso8601(double t, char out[32])
+{
+	time_t s = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&s, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
 int vl_parse_size(const char *s, uint64_t *bytes)
 {
 	static const struct { const char *suffix; double mul; } units[] = {

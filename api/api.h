@@ -1,0 +1,53 @@
+/*
+ * api: the HTTP/JSON API on the Unix socket (http.c) and job intake
+ * (intake.c): validation, composition and durable storage of submitted
+ * jobs. The volley CLI lives here too (cli*.c) but is its own program.
+ * Prefix: api_.
+ */
+#ifndef VOLLEY_API_H
+#define VOLLEY_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "../common/common.h"
+#include "../scheduler/scheduler.h"
+
+/* An error as the API answers it. */
+struct api_error {
+	int status;              /* 400, 404, 409, 413, 415, 503, ... */
+	char code[40];
+	char field[160];         /* "" when no field is to blame */
+	char message[400];
+};
+/* {"error": {code, message, field}} */
+json_t *api_error_json(const struct api_error *e);
+
+/* ---- intake: one submitted job, fed as it arrives ----
+ * spool NULL validates without storing (the fuzzer does that). */
+struct api_intake;
+struct api_intake *api_intake_new(const struct vl_config *c, struct sched_spool *spool,
+				  bool ndjson, const char *idempotency_key);
+/* 0, or -1 once the job has failed (the error is kept; later data is
+ * discarded, so the caller may simply go on feeding). */
+int api_intake_feed(struct api_intake *in, const char *data, size_t len);
+/* End of the body: validate what is left, then store durably. 0 with
+ * *accept (the 202 answer) and *meta (job.json) set; -1 on error. */
+int api_intake_finish(struct api_intake *in, json_t **accept, json_t **meta);
+const struct api_error *api_intake_error(const struct api_intake *in);
+const char *api_intake_id(const struct api_intake *in);
+size_t api_intake_bytes(const struct api_intake *in);
+/* Frees; removes whatever was written unless the job was committed. */
+void api_intake_free(struct api_intake *in);
+
+/* ---- the server ---- */
+struct api;
+struct api *api_start(const struct vl_config *c, struct sched *sc,
+		      struct sched_spool *spool, char *err, size_t errlen);
+/* New submissions get 503 shutting_down from now on. */
+void api_drain(struct api *a);
+void api_stop(struct api *a);
+
+#endif

@@ -1,0 +1,120 @@
+/* common/: the configuration file. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../common/common.h"
+
+static int load(struct vl_config *c, const char *text, char *err, size_t errlen)
+{
+	char path[] = "/tmp/volley-conf-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	int rc = vl_config_load(c, path, err, errlen);
+	unlink(path);
+	return rc;
+}
+
+Test(config, defaults)
+{
+	struct vl_config c;
+	char err[256];
+	cr_assert_eq(vl_config_load(&c, NULL, err, sizeof err), 0);
+	cr_assert_str_eq(c.data_dir, "volley-data");
+	cr_assert_str_eq(c.defaults.tls, "dane");
+	cr_assert_eq(c.defaults.max_connections, 50);
+	cr_assert_eq(c.nretry, 6);
+	cr_assert_eq(c.retry_ms[0], 300000);
+	cr_assert_eq(c.spool.journal_commit_ms, 50);
+	vl_config_free(&c);
+}
+
+Test(config, full_file_and_policy_overlay)
+{
+	struct vl_config c;
+	char err[256] = "";
+	int rc = load(&c,
+		      "data_dir = \"/var/spool/volley\";\nhostname = \"mta1.example.com\";\n"
+		      "max_message_size = \"10MB\";\n"
+		      "dns = { servers = [ \"127.0.0.1:5353\" ]; timeout_ms = 500; };\n"
+		      "defaults = { tls = \"encrypt\"; max_connections = 10; retry = [ \"1m\", \"2m\" ];"
+		      " max_age = \"1d\"; };\n"
+		      "domains = ( { match = \"gmail.com\"; max_connections = 20; rate = \"3000/min\"; },\n"
+		      "  { match = \"*.test\"; route = \"127.0.0.1:2525\"; tls = \"none\";"
+		      " auth = { user = \"u\"; password = \"p\"; }; } );\n"
+		      "egress = ( { address = \"192.0.2.10\"; ehlo = \"mta1.example.com\"; } );\n"
+		      "dkim = ( { domain = \"example.com\"; selector = \"s1\"; key = \"/k.pem\"; } );\n",
+		      err, sizeof err);
+	cr_assert_eq(rc, 0, "%s", err);
+	cr_assert_eq(c.max_message_size, 10000000);
+	cr_assert_eq(c.dns.nservers, 1);
+	cr_assert_eq(c.max_age_ms, 86400000);
+	cr_assert_eq(c.nretry, 2);
+	struct vl_policy p;
+	vl_config_policy(&c, "gmail.com", &p);
+	cr_assert_eq(p.max_connections, 20);
+	cr_assert_str_eq(p.rate, "3000/min");
+	cr_assert_str_eq(p.tls, "encrypt");
+	vl_config_policy(&c, "a.test", &p);
+	cr_assert_str_eq(p.route, "127.0.0.1:2525");
+	cr_assert_str_eq(p.tls, "none");
+	cr_assert_str_eq(p.auth_user, "u");
+	cr_assert_eq(p.max_connections, 10);
+	cr_assert_str_eq(c.dkim[0].selector, "s1");
+	struct vl_buf b;
+	vl_buf_init(&b);
+	vl_config_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert(strstr(b.p, "password = \"(hidden)\""));
+	cr_assert_null(strstr(b.p, "\"p\""));
+	vl_buf_free(&b);
+	vl_config_free(&c);
+}
+
+Test(config, errors_name_line_and_key)
+{
+	struct { const char *text, *want; } cases[] = {
+		{ "a = 1;", ":1: a: unknown key" },
+		{ "\ndefaults = { tls = \"maybe\"; };", ":2: defaults.tls:" },
+		{ "defaults = { port = 70000; };", "defaults.port" },
+		{ "defaults = { rate = \"fast\"; };", "defaults.rate" },
+		{ "defaults = { retry = [ ]; };", "defaults.retry" },
+		{ "domains = ( { route = \"x:1\"; } );", "domains[0]: each entry needs match" },
+		{ "domains = ( { match = \"x\"; route = \"nope\"; } );", "domains[0].route" },
+		{ "dkim = ( { domain = \"x\"; } );", "dkim[0].selector: missing" },
+		{ "max_message_size = \"huge\";", "max_message_size" },
+		{ "api = { max_body = -1; };", "api.max_body" },
+		{ "workers = \"two\";", "workers: expected an integer" },
+		{ "hostname = ", "syntax error" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct vl_config c;
+		char err[256] = "";
+		cr_assert_eq(load(&c, cases[i].text, err, sizeof err), -1, "%s", cases[i].text);
+		cr_assert(strstr(err, cases[i].want), "%s: got \"%s\"", cases[i].text, err);
+		vl_config_free(&c);
+	}
+}
+
+Test(config, sizes_and_rates)
+{
+	uint64_t v;
+	double r;
+	cr_assert_eq(vl_parse_size("25MB", &v), 0);
+	cr_assert_eq(v, 25000000);
+	cr_assert_eq(vl_parse_size("1KiB", &v), 0);
+	cr_assert_eq(v, 1024);
+	cr_assert_eq(vl_parse_size("12", &v), 0);
+	cr_assert_eq(v, 12);
+	cr_assert_eq(vl_parse_size("3 MB", &v), -1);
+	cr_assert_eq(vl_parse_rate("3000/min", &r), 0);
+	cr_assert_float_eq(r, 50.0, 1e-9);
+	cr_assert_eq(vl_parse_rate("36000/h", &r), 0);
+	cr_assert_float_eq(r, 10.0, 1e-9);
+	cr_assert_eq(vl_parse_rate("0/s", &r), -1);
+	cr_assert_eq(vl_parse_rate("5", &r), -1);
+	cr_assert_eq(vl_parse_rate("5/week", &r), -1);
+}

@@ -1,0 +1,161 @@
+/* scheduler/: the spool writes whole jobs or nothing, finds duplicates,
+ * and reads recipient tables back. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../../scheduler/scheduler.h"
+
+static char dir[64];
+static struct sched_spool *sp;
+
+static void setup(void)
+{
+	char err[256];
+	strcpy(dir, "/tmp/volley-spool-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	sp = sched_spool_open(dir, err, sizeof err);
+	cr_assert_not_null(sp, "%s", err);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+	sched_spool_close(sp);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static size_t entries(const char *sub)
+{
+	char p[128];
+	size_t n = 0;
+	snprintf(p, sizeof p, "%s/%s", dir, sub);
+	DIR *d = opendir(p);
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static struct sched_rcpt mk(const char *email, const char *name, const char *k,
+			    const char *v)
+{
+	struct sched_rcpt r = { .email = email, .email_len = strlen(email), .name = name,
+				.name_len = name ? strlen(name) : 0 };
+	if (k) {
+		r.nsubs = 1;
+		r.keys[0] = k;
+		r.klens[0] = strlen(k);
+		r.vals[0] = v;
+		r.vlens[0] = strlen(v);
+	}
+	return r;
+}
+
+TestSuite(sched_spool, .init = setup, .fini = teardown);
+
+Test(sched_spool, commit_then_read_back)
+{
+	char id[SCHED_ID_LEN + 1], err[256];
+	size_t first;
+	sched_new_id(id);
+	struct sched_intake *in = sched_intake_begin(sp, id, err, sizeof err);
+	cr_assert_not_null(in, "%s", err);
+	struct sched_rcpt a = mk("ann@example.net", "Ann", "name", "Ann");
+	struct sched_rcpt b = mk("bob@example.net", NULL, NULL, NULL);
+	cr_assert_eq(sched_intake_add(in, &a, &first), 0);
+	cr_assert_eq(sched_intake_add(in, &b, &first), 0);
+	cr_assert_eq(entries("jobs"), 0, "visible before commit");
+	cr_assert_eq(sched_intake_commit(in, "{}", 2), 0);
+	cr_assert_eq(entries("jobs"), 1);
+	cr_assert_eq(entries("tmp"), 0);
+	struct sched_table *t = sched_table_open(sp, id);
+	cr_assert_not_null(t);
+	cr_assert_eq(sched_table_count(t), 2);
+	struct sched_rcpt r;
+	cr_assert_eq(sched_table_get(t, 0, &r), 0);
+	cr_assert_str_eq(r.email, "ann@example.net");
+	cr_assert_str_eq(r.name, "Ann");
+	cr_assert_eq(r.nsubs, 1);
+	cr_assert_str_eq(r.keys[0], "name");
+	cr_assert_str_eq(r.vals[0], "Ann");
+	cr_assert_eq(sched_table_get(t, 1, &r), 0);
+	cr_assert_str_eq(r.email, "bob@example.net");
+	cr_assert_null(r.name);
+	cr_assert_eq(sched_table_get(t, 2, &r), -1);
+	sched_table_close(t);
+	cr_assert_gt(sched_spool_job_bytes(sp, id), 0);
+}
+
+Test(sched_spool, abort_leaves_nothing)
+{
+	char id[SCHED_ID_LEN + 1], err[256];
+	size_t first;
+	sched_new_id(id);
+	struct sched_intake *in = sched_intake_begin(sp, id, err, sizeof err);
+	struct sched_rcpt a = mk("ann@example.net", NULL, NULL, NULL);
+	sched_intake_add(in, &a, &first);
+	cr_assert_eq(entries("tmp"), 1);
+	sched_intake_abort(in);
+	cr_assert_eq(entries("tmp"), 0);
+	cr_assert_eq(entries("jobs"), 0);
+}
+
+Test(sched_spool, duplicates_over_many_and_across_flushes)
+{
+	char id[SCHED_ID_LEN + 1], err[256], email[64];
+	size_t first;
+	sched_new_id(id);
+	struct sched_intake *in = sched_intake_begin(sp, id, err, sizeof err);
+	/* enough recipients that early ones are flushed to the file */
+	for (int i = 0; i < 60000; i++) {
+		snprintf(email, sizeof email, "user%d@Domain%d.example", i, i % 7);
+		struct sched_rcpt r = mk(email, NULL, "pad", "................................");
+		cr_assert_eq(sched_intake_add(in, &r, &first), 0, "%s", email);
+	}
+	for (int i = 0; i < 60000; i += 997) {
+		snprintf(email, sizeof email, "user%d@DOMAIN%d.EXAMPLE", i, i % 7);
+		struct sched_rcpt r = mk(email, NULL, NULL, NULL);
+		cr_assert_eq(sched_intake_add(in, &r, &first), 1, "%s", email);
+		cr_assert_eq(first, (size_t)i);
+		snprintf(email, sizeof email, "USER%d@domain%d.example", i, i % 7);
+		r = mk(email, NULL, NULL, NULL);
+		cr_assert_eq(sched_intake_add(in, &r, &first), 0, "local part is case-sensitive");
+	}
+	cr_assert_eq(sched_intake_count(in), 60000 + 61);
+	sched_intake_abort(in);
+}
+
+Test(sched_spool, leftovers_in_tmp_removed_at_open)
+{
+	char p[128], err[256];
+	snprintf(p, sizeof p, "%s/tmp/0000-dead", dir);
+	cr_assert_eq(mkdir(p, 0700), 0);
+	snprintf(p, sizeof p, "%s/tmp/0000-dead/rcpt", dir);
+	FILE *f = fopen(p, "w");
+	fputs("x", f);
+	fclose(f);
+	struct sched_spool *s2 = sched_spool_open(dir, err, sizeof err);
+	cr_assert_not_null(s2);
+	cr_assert_eq(entries("tmp"), 0);
+	sched_spool_close(s2);
+}
+
+Test(sched_spool, ids_unique_and_ordered)
+{
+	char a[SCHED_ID_LEN + 1], b[SCHED_ID_LEN + 1];
+	sched_new_id(a);
+	for (int i = 0; i < 1000; i++) {
+		sched_new_id(b);
+		cr_assert_eq(strlen(b), SCHED_ID_LEN);
+		cr_assert_neq(strcmp(a, b), 0);
+		cr_assert_leq(strncmp(a, b, 12), 0);
+		strcpy(a, b);
+	}
+}
