@@ -223,7 +223,8 @@ static int unreachable(const struct cli *c, CURLcode rc, const char *errbuf)
 	return CLI_UNREACHABLE;
 }
 
-/* Print the daemon's error as "volley: <field>: <message>". */
+/* Print the daemon's error as "volley: <field>: <message>"; the field only
+ * once when the message names it already. */
 static void print_error(const struct cli_resp *rs)
 {
 	json_t *j = json_loadb(rs->body ? rs->body : "", rs->len, 0, NULL);
@@ -234,7 +235,7 @@ static void print_error(const struct cli_resp *rs)
 	if (!msg) {
 		int n = rs->body ? (int)strcspn(rs->body, "\r\n") : 0;
 		cli_err("HTTP %ld%s%.*s", rs->status, n ? ": " : "", n, rs->body);
-	} else if (field && *field && strncmp(msg, field, strlen(field))) {
+	} else if (field && *field && !strstr(msg, field)) {
 		cli_err("%s: %s", field, msg);
 	} else {
 		cli_err("%s", msg);

@@ -356,6 +356,18 @@ class CliDaemonTest(VolleydTest, TempDir):
         self.assertEqual(self.d.request("GET", "/v1/jobs").json()["jobs"], [])
         self.assertEqual(self.d.jobs_on_disk(), [])
 
+    def test_daemon_refuses_a_row_of_a_big_list(self):
+        """The daemon's 400 for line 4 of a 50,000-row upload: exit 1 with
+        its message, not a broken connection; nothing stored."""
+        job = self.write("job.json", csv_job())
+        rows = "".join("u%d@example.net,U%d,C\n" % (i, i) for i in range(50000))
+        lst = self.write("list.csv", "email,first,city\na@example.net,A,C\nb@example.net,B,C\n"
+                         "not-an-address,X,C\n" + rows)
+        r = self.cli("submit", job, "--recipients", lst)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertRegex(r.stderr, r"^volley: .*line 4\b.*\n$")
+        self.assertEqual(self.d.request("GET", "/v1/jobs").json()["jobs"], [])
+
     def test_submit_ndjson_list_after_inline_recipients(self):
         job = dict(csv_job(), recipients=[{"email": "inline%d@example.net" % i,
                                            "substitutions": {"first": "I", "city": "X"}}
