@@ -11,6 +11,8 @@
  */
 #include "api_int.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct cur {
@@ -148,6 +150,25 @@ static int digits(struct cur *c)
 	return c->p > s ? 0 : -1;
 }
 
+/* Numbers jansson would refuse (an integer past 64 bits, a real out of
+ * range) are left to it. */
+static bool number_fits(const char *p, size_t n)
+{
+	char buf[64], *end;
+	bool real = memchr(p, '.', n) || memchr(p, 'e', n) || memchr(p, 'E', n);
+
+	if (n >= sizeof buf)
+		return false;
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	errno = 0;
+	if (real)
+		strtod(buf, &end);
+	else
+		strtoll(buf, &end, 10);
+	return errno == 0;
+}
+
 /* A number's literal text, or true/false, copied as the value. */
 static int scalar(struct cur *c, const char **s, size_t *n)
 {
@@ -177,6 +198,8 @@ static int scalar(struct cur *c, const char **s, size_t *n)
 		}
 	}
 	*n = (size_t)(c->p - st);
+	if (*st != 't' && *st != 'f' && !number_fits(st, *n))
+		return -1;
 	memcpy(c->out, st, *n);
 	*s = c->out;
 	c->out += *n;

@@ -64,6 +64,8 @@ Test(api_rcpt, hands_back_what_jansson_must_judge)
 		"{\"email\":\"a@b\",\"substitutions\":{\"n\":1.}}",
 		"{\"email\":\"a@b\",\"substitutions\":{\"n\":tru}}",
 		"{\"email\":\"a@b\",}",
+		"{\"email\":\"a@b\",\"substitutions\":{\"n\":1.5e999}}",       /* overflow */
+		"{\"email\":\"a@b\",\"substitutions\":{\"n\":99999999999999999999}}",
 	};
 	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
 		cr_assert(!fast(lines[i]), "fast path took: %s", lines[i]);
