@@ -81,14 +81,17 @@ static json_t *csv_recipient(struct upload *u)
 			json_decref(subs);
 			return NULL;
 		}
-		if ((long)i == u->email)
+		/* Every column but email is a substitution key (the header row
+		 * names them); name is also the recipient's display name. */
+		if ((long)i == u->email) {
 			json_object_set_new(o, "email", s);
-		else if ((long)i == u->name && n)
-			json_object_set_new(o, "name", s);
-		else if ((long)i != u->name && *u->cols[i])
-			json_object_set_new(subs, u->cols[i], s);
-		else
-			json_decref(s);
+			continue;
+		}
+		if ((long)i == u->name && n)
+			json_object_set(o, "name", s);
+		if (*u->cols[i])
+			json_object_set(subs, u->cols[i], s);
+		json_decref(s);
 	}
 	if (json_object_size(subs))
 		json_object_set(o, "substitutions", subs);

@@ -196,7 +196,10 @@ class CliOfflineTest(unittest.TestCase, TempDir):
         self.assertEqual(r.returncode, 0, r)
         lines = [json.loads(l) for l in r.stdout.splitlines()]
         self.assertEqual(lines[0], csv_job())
-        self.assertEqual(lines[1:], job["recipients"] + QUOTED_RCPTS)
+        # the name column is also a substitution, so {{ name }} works
+        want = [dict(r, substitutions=dict({"name": r.get("name", "")}, **r["substitutions"]))
+                for r in QUOTED_RCPTS]
+        self.assertEqual(lines[1:], job["recipients"] + want)
 
     def test_csv_malformed_rows_exit_2(self):
         job = self.write("job.json", csv_job())
