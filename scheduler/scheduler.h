@@ -125,6 +125,99 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 size_t sched_recipients_read(struct sched_cursor *c, char *buf, size_t max);
 void sched_recipients_close(struct sched_cursor *c);
 
+/* ---- bounce classification (bounce.c) ----
+ * Rules map a reply (code, enhanced code, text) or a failure stage to a
+ * class and to hard/soft. The built-in rules are scheduler/bounce.rules,
+ * compiled in; a user's file is consulted first. */
+enum sched_bounce_class {
+	SCHED_BC_NONE,               /* delivered: no class */
+	SCHED_BC_INVALID_RECIPIENT, SCHED_BC_MAILBOX_FULL, SCHED_BC_INACTIVE_MAILBOX,
+	SCHED_BC_POLICY, SCHED_BC_SPAM_BLOCK, SCHED_BC_RATE_LIMITED, SCHED_BC_DNS,
+	SCHED_BC_TLS, SCHED_BC_ROUTING, SCHED_BC_PROTOCOL, SCHED_BC_TIMEOUT,
+	SCHED_BC_MESSAGE_TOO_LARGE, SCHED_BC_OTHER,
+	SCHED_BC_COUNT
+};
+/* "invalid-recipient", ...; NULL for SCHED_BC_NONE. */
+const char *sched_bounce_class_name(enum sched_bounce_class c);
+int sched_bounce_class_parse(const char *s, enum sched_bounce_class *c);
+
+struct sched_bounce_verdict {
+	enum sched_bounce_class cls;
+	bool hard;                   /* permanent: retrying cannot help */
+};
+struct sched_bounce_rules;
+/* user_file NULL or "": the built-in rules only. NULL with err naming the
+ * file and line of a bad rule. */
+struct sched_bounce_rules *sched_bounce_load(const char *user_file, char *err,
+					     size_t errlen);
+void sched_bounce_free(struct sched_bounce_rules *r);
+/* code 0 when no reply came (stage says where it failed: connect, tls,
+ * greeting, ...); enhanced "" when none. Always gives a verdict: a 5xx
+ * nothing matches is other/hard, a 4xx or no reply other/soft. */
+void sched_bounce_classify(const struct sched_bounce_rules *r, int code,
+			   const char *enhanced, const char *text, const char *stage,
+			   struct sched_bounce_verdict *v);
+
+/* ---- suppression list (suppress.c) ----
+ * Addresses that later jobs skip. Kept in data_dir/suppression, an
+ * append-only log compacted at open. Addresses compare with the domain
+ * case-insensitive. Every call is thread-safe. */
+struct sched_suppress;
+struct sched_suppress *sched_suppress_open(const char *path, char *err, size_t errlen);
+void sched_suppress_close(struct sched_suppress *s);
+bool sched_suppressed(struct sched_suppress *s, const char *email, size_t len);
+/* 0 added (durably: fsync'd), 1 already there, -1 I/O error (errno). */
+int sched_suppress_add(struct sched_suppress *s, const char *email, const char *reason,
+		       const char *job);
+/* 0 removed, 1 not there, -1 I/O error. */
+int sched_suppress_remove(struct sched_suppress *s, const char *email);
+size_t sched_suppress_count(struct sched_suppress *s);
+/* {"suppressed": [{"email", "reason", "job", "added"}...], "next": email|null}
+ * in address order, starting after `after` (NULL: the start), at most limit. */
+json_t *sched_suppress_list(struct sched_suppress *s, const char *after, size_t limit);
+
+/* ---- events (events.c) ----
+ * Every outcome is an event: a JSON line in data_dir/events/*.jsonl
+ * (rotated by size, the oldest removed past a count) and on /v1/events. */
+struct sched_event {
+	const char *type;            /* Reception, Delivery, TransientFailure, Bounce,
+				      * Expiration, AdminBounce, OOB, Feedback */
+	double time;                 /* wall clock, seconds */
+	const char *job, *recipient, *domain, *site, *mx;
+	const char *peer_address, *source_address;   /* NULL: omitted */
+	unsigned attempt;
+	int code;                    /* 0: no response object */
+	const char *enhanced, *text;
+	enum sched_bounce_class bounce_class;  /* SCHED_BC_NONE: null */
+	const char *tls_version;     /* NULL: "tls": null (clear text) */
+	const char *tls_cipher;
+	bool tls_verified, tls_dane;
+	size_t size;
+};
+/* One line, '\n'-terminated, appended to out. */
+void sched_event_format(const struct sched_event *ev, struct vl_buf *out);
+
+struct sched_events;
+struct sched_events *sched_events_open(const char *dir, uint64_t rotate_bytes,
+				       unsigned keep_files, char *err, size_t errlen);
+/* Append formatted lines (buffered; written by sched_events_flush, which
+ * the scheduler calls at each journal commit). Thread-safe. */
+void sched_events_append(struct sched_events *e, const char *lines, size_t len);
+int sched_events_flush(struct sched_events *e);
+void sched_events_close(struct sched_events *e);
+
+/* A reader over every retained file, oldest first, then (follow) new
+ * lines as they are flushed. job: only that job's events (NULL: all). */
+struct sched_events_reader;
+struct sched_events_reader *sched_events_reader_open(struct sched_events *e,
+						     const char *job, bool follow);
+/* Whole lines into buf, up to max (a line longer than max is cut into
+ * pieces). 0: nothing new within timeout_ms (follow only); -1: the end
+ * (no follow), or the events log was closed. */
+long sched_events_read(struct sched_events_reader *r, char *buf, size_t max,
+		       int timeout_ms);
+void sched_events_reader_close(struct sched_events_reader *r);
+
 /* Counters over every job, for /v1/stats. */
 json_t *sched_stats_json(struct sched *sc);
 
