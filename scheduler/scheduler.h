@@ -177,7 +177,7 @@ size_t sched_suppress_count(struct sched_suppress *s);
 json_t *sched_suppress_list(struct sched_suppress *s, const char *after, size_t limit);
 
 /* ---- events (events.c) ----
- * Every outcome is an event: a JSON line in data_dir/events/*.jsonl
+ * Every outcome is an event: a JSON line in data_dir/events/ (files NNN.jsonl)
  * (rotated by size, the oldest removed past a count) and on /v1/events. */
 struct sched_event {
 	const char *type;            /* Reception, Delivery, TransientFailure, Bounce,
