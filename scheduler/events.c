@@ -1,0 +1,721 @@
+/*
+ * The events log: JSON lines in dir/NNNNNNNN.jsonl, numbered so that names
+ * sort by age. append() only copies into `pending` under `mu`; flush()
+ * (one at a time, under `flush_mu`) moves pending into `wbuf` and writes
+ * it outside `mu`, so neither appenders nor readers wait on the disk.
+ * Readers pread the files themselves and take `mu` only to learn how far
+ * the current file is written; flush signals `cv` after each write.
+ *
+ * The log is shared by its owner and its readers (refs): close marks it
+ * closed and wakes followers, the last one out frees it.
+ */
+#include "scheduler.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NAME_LEN 32
+#define READ_CHUNK (64u * 1024)
+/* Lines held while the disk refuses them: four files' worth, within
+ * [256 KiB, 64 MiB]; past that the oldest go (counted, logged once). */
+#define HOLD_MIN (256u * 1024)
+#define HOLD_MAX (64u * 1024 * 1024)
+
+struct sched_events {
+	pthread_mutex_t mu;          /* pending, seqs, cur_*, gen, refs, drops */
+	pthread_cond_t cv;           /* gen moved or closed */
+	pthread_mutex_t flush_mu;    /* one flusher; owns fd, wbuf, mid_line */
+	int dirfd;
+	uint64_t rotate_bytes, hold;
+	unsigned keep;
+	struct vl_buf pending, wbuf;
+	uint64_t *seqs;              /* files on disk, ascending */
+	size_t nseqs;
+	uint64_t cur_seq;            /* the file being written (maybe not yet created) */
+	uint64_t cur_size;           /* octets of it readers may read */
+	int fd;                      /* cur_seq's, -1 until its first write */
+	bool mid_line;               /* the file ends inside wbuf's first line */
+	bool failing;                /* inside a write-error episode */
+	uint64_t gen;
+	uint64_t drops;              /* lines dropped in this episode */
+	unsigned refs;
+	atomic_bool closed;
+};
+
+struct sched_events_reader {
+	struct sched_events *e;
+	char *needle;                /* "\"<job>\"" as the format writes it, or NULL */
+	size_t needle_len;
+	bool follow;
+	uint64_t end_seq, end_off;   /* without follow: where the log stood at open */
+	uint64_t seq, off, gen;
+	int fd;
+	struct vl_buf in;            /* read but not yet handed out */
+	size_t rest;                 /* octets of a cut line still to hand out */
+};
+
+/* ---- format ---- */
+
+/* bounce.c lands on its own: until it is linked, classes are written as
+ * null rather than failing every link of the scheduler. */
+#pragma weak sched_bounce_class_name
+
+static const char *class_name(enum sched_bounce_class c)
+{
+	return sched_bounce_class_name ? sched_bounce_class_name(c) : NULL;
+}
+
+static void key(struct vl_buf *b, const char *name)
+{
+	vl_buf_printf(b, ",\"%s\":", name);
+}
+
+static void str_field(struct vl_buf *b, const char *name, const char *v)
+{
+	key(b, name);
+	vl_buf_json_string(b, v);
+}
+
+/* "2026-11-23T17:20:01.123Z" */
+static void iso_ms(struct vl_buf *b, double t)
+{
+	long long ms = t > 0 ? llround(t * 1000.0) : 0;
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+	char out[40];
+
+	gmtime_r(&s, &tm);
+	strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
+	vl_buf_printf(b, "\"%s.%03lldZ\"", out, ms % 1000);
+}
+
+static void response(struct vl_buf *b, const struct sched_event *ev)
+{
+	key(b, "response");
+	if (!ev->code) {
+		vl_buf_appends(b, "null");
+		return;
+	}
+	vl_buf_printf(b, "{\"code\":%d,\"enhanced\":", ev->code);
+	vl_buf_json_string(b, ev->enhanced && *ev->enhanced ? ev->enhanced : NULL);
+	vl_buf_appends(b, ",\"text\":");
+	vl_buf_json_string(b, ev->text);
+	vl_buf_appends(b, "}");
+}
+
+static void tls(struct vl_buf *b, const struct sched_event *ev)
+{
+	key(b, "tls");
+	if (!ev->tls_version) {
+		vl_buf_appends(b, "null");
+		return;
+	}
+	vl_buf_appends(b, "{\"version\":");
+	vl_buf_json_string(b, ev->tls_version);
+	vl_buf_appends(b, ",\"cipher\":");
+	vl_buf_json_string(b, ev->tls_cipher);
+	vl_buf_printf(b, ",\"verified\":%s,\"dane\":%s}", ev->tls_verified ? "true" : "false",
+		      ev->tls_dane ? "true" : "false");
+}
+
+/* type, time and job come first, in that order: readers find the job by
+ * its key without parsing (see job_matches). */
+void sched_event_format(const struct sched_event *ev, struct vl_buf *out)
+{
+	vl_buf_appends(out, "{\"type\":");
+	vl_buf_json_string(out, ev->type);
+	key(out, "time");
+	iso_ms(out, ev->time);
+	str_field(out, "job", ev->job);
+	str_field(out, "recipient", ev->recipient);
+	str_field(out, "domain", ev->domain);
+	str_field(out, "site", ev->site);
+	str_field(out, "mx", ev->mx);
+	str_field(out, "peer_address", ev->peer_address);
+	str_field(out, "source_address", ev->source_address);
+	vl_buf_printf(out, ",\"attempt\":%u", ev->attempt);
+	response(out, ev);
+	str_field(out, "bounce_class", class_name(ev->bounce_class));
+	tls(out, ev);
+	vl_buf_printf(out, ",\"size\":%zu}\n", ev->size);
+}
+
+/* ---- files ---- */
+
+static void file_name(uint64_t seq, char name[NAME_LEN])
+{
+	snprintf(name, NAME_LEN, "%08" PRIu64 ".jsonl", seq);
+}
+
+/* seq of "NNNNNNNN.jsonl", 0 for any other name. */
+static uint64_t parse_name(const char *n)
+{
+	uint64_t seq = 0;
+	size_t i = 0;
+
+	for (; n[i] >= '0' && n[i] <= '9'; i++) {
+		if (seq > UINT64_MAX / 10 - 1)
+			return 0;
+		seq = seq * 10 + (uint64_t)(n[i] - '0');
+	}
+	return i >= 8 && strcmp(n + i, ".jsonl") == 0 ? seq : 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void push_seq(struct sched_events *e, uint64_t seq)
+{
+	e->seqs = realloc(e->seqs, (e->nseqs + 1) * sizeof *e->seqs);
+	if (!e->seqs)
+		abort();
+	e->seqs[e->nseqs++] = seq;
+}
+
+static int scan_dir(struct sched_events *e)
+{
+	int fd = dup(e->dirfd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while ((de = readdir(d))) {
+		uint64_t seq = parse_name(de->d_name);
+		if (seq)
+			push_seq(e, seq);
+	}
+	closedir(d);
+	if (e->nseqs)
+		qsort(e->seqs, e->nseqs, sizeof *e->seqs, cmp_u64);
+	return 0;
+}
+
+/* Remove the oldest files past keep, one at a time (unlink outside mu:
+ * a reader holding one open keeps reading it). */
+static void retain(struct sched_events *e)
+{
+	for (;;) {
+		char name[NAME_LEN];
+
+		pthread_mutex_lock(&e->mu);
+		if (e->nseqs <= e->keep) {
+			pthread_mutex_unlock(&e->mu);
+			return;
+		}
+		file_name(e->seqs[0], name);
+		memmove(e->seqs, e->seqs + 1, --e->nseqs * sizeof *e->seqs);
+		pthread_mutex_unlock(&e->mu);
+		if (unlinkat(e->dirfd, name, 0) < 0 && errno != ENOENT)
+			vl_log(VL_LOG_WARN, "events: cannot remove %s: %s", name, strerror(errno));
+	}
+}
+
+static void init_sync(struct sched_events *e)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_mutex_init(&e->flush_mu, NULL);
+}
+
+static uint64_t hold_bound(uint64_t rotate_bytes)
+{
+	uint64_t h = rotate_bytes > HOLD_MAX / 4 ? HOLD_MAX : rotate_bytes * 4;
+	return h < HOLD_MIN ? HOLD_MIN : h;
+}
+
+struct sched_events *sched_events_open(const char *dir, uint64_t rotate_bytes,
+				       unsigned keep_files, char *err, size_t errlen)
+{
+	struct sched_events *e = calloc(1, sizeof *e);
+
+	e->dirfd = -1;
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+		goto fail;
+	e->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (e->dirfd < 0 || scan_dir(e) < 0)
+		goto fail;
+	e->rotate_bytes = rotate_bytes ? rotate_bytes : UINT64_MAX;
+	e->hold = hold_bound(e->rotate_bytes);
+	e->keep = keep_files ? keep_files : 1;
+	/* a fresh file each start: the last one may end in a torn line */
+	e->cur_seq = e->nseqs ? e->seqs[e->nseqs - 1] + 1 : 1;
+	e->fd = -1;
+	e->refs = 1;
+	init_sync(e);
+	retain(e);
+	return e;
+fail:
+	snprintf(err, errlen, "events: %s: %s", dir, strerror(errno));
+	if (e->dirfd >= 0)
+		close(e->dirfd);
+	free(e->seqs);
+	free(e);
+	return NULL;
+}
+
+/* ---- writer ---- */
+
+/* Drop whole lines from the front of b (not a line already begun in the
+ * file) until it holds at most max octets. Returns the lines dropped. */
+static uint64_t trim(struct vl_buf *b, uint64_t max, bool keep_first)
+{
+	size_t from = 0, cut;
+	uint64_t n = 0;
+
+	if (b->len <= max)
+		return 0;
+	if (keep_first) {
+		const char *nl = memchr(b->p, '\n', b->len);
+		from = nl ? (size_t)(nl - b->p) + 1 : b->len;
+	}
+	for (cut = from; cut < b->len && b->len - (cut - from) > max; n++) {
+		const char *nl = memchr(b->p + cut, '\n', b->len - cut);
+		cut = nl ? (size_t)(nl - b->p) + 1 : b->len;
+	}
+	memmove(b->p + from, b->p + cut, b->len - cut);
+	b->len -= cut - from;
+	return n;
+}
+
+/* Under mu. */
+static void count_drops(struct sched_events *e, uint64_t n)
+{
+	if (!n)
+		return;
+	if (!e->drops)
+		vl_log(VL_LOG_ERROR, "events: more than %" PRIu64 " octets unwritten: "
+		       "dropping the oldest lines", e->hold);
+	e->drops += n;
+}
+
+void sched_events_append(struct sched_events *e, const char *lines, size_t len)
+{
+	pthread_mutex_lock(&e->mu);
+	vl_buf_append(&e->pending, lines, len);
+	/* bounded only while the disk refuses: a healthy log is flushed at
+	 * every journal commit, and a burst must not cost lines */
+	if (e->failing && e->pending.len > e->hold)
+		count_drops(e, trim(&e->pending, e->hold, false));
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Octets of wbuf from off to write into the current file: whole lines,
+ * stopping at the first line end past the rotation size. */
+static size_t chunk_len(const struct sched_events *e, size_t off)
+{
+	size_t avail = e->wbuf.len - off;
+	uint64_t room = e->rotate_bytes > e->cur_size ? e->rotate_bytes - e->cur_size : 1;
+
+	if (room >= avail)
+		return avail;
+	const char *nl = memchr(e->wbuf.p + off + room - 1, '\n', avail - (room - 1));
+	return nl ? (size_t)(nl - (e->wbuf.p + off)) + 1 : avail;
+}
+
+static int open_current(struct sched_events *e)
+{
+	char name[NAME_LEN];
+
+	file_name(e->cur_seq, name);
+	e->fd = openat(e->dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (e->fd < 0)
+		return -1;
+	pthread_mutex_lock(&e->mu);
+	push_seq(e, e->cur_seq);
+	pthread_mutex_unlock(&e->mu);
+	retain(e);
+	return 0;
+}
+
+/* The current file is complete: sync it once (cheap: once a file) and
+ * start the next. */
+static void rotate(struct sched_events *e)
+{
+	if (fdatasync(e->fd) < 0)
+		vl_log(VL_LOG_WARN, "events: fdatasync: %s", strerror(errno));
+	close(e->fd);
+	e->fd = -1;
+	pthread_mutex_lock(&e->mu);
+	e->cur_seq++;
+	e->cur_size = 0;
+	e->gen++;
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Publish n more octets to readers. */
+static void written(struct sched_events *e, size_t n, bool line_end)
+{
+	e->mid_line = !line_end;
+	pthread_mutex_lock(&e->mu);
+	e->cur_size += n;
+	e->gen++;
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Write wbuf from *off; -1 with errno, *off past what was written. */
+static int write_out(struct sched_events *e, size_t *off)
+{
+	while (*off < e->wbuf.len) {
+		if (e->fd < 0 && open_current(e) < 0)
+			return -1;
+		size_t len = chunk_len(e, *off);
+		ssize_t n = write(e->fd, e->wbuf.p + *off, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		*off += (size_t)n;
+		written(e, (size_t)n, e->wbuf.p[*off - 1] == '\n');
+		if (!e->mid_line && e->cur_size >= e->rotate_bytes)
+			rotate(e);
+	}
+	return 0;
+}
+
+/* Keep what was not written for the next flush, within the bound. */
+static void keep_unwritten(struct sched_events *e, size_t off, int error)
+{
+	vl_buf_consume(&e->wbuf, off);
+	pthread_mutex_lock(&e->mu);
+	if (!e->failing)
+		vl_log(VL_LOG_ERROR, "events: writing the log: %s; holding %zu octets to retry",
+		       strerror(error), e->wbuf.len + e->pending.len);
+	e->failing = true;
+	count_drops(e, trim(&e->wbuf, e->hold, e->mid_line));
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void recovered(struct sched_events *e)
+{
+	pthread_mutex_lock(&e->mu);
+	if (e->failing)
+		vl_log(VL_LOG_INFO, "events: writing the log again; %" PRIu64 " lines were "
+		       "dropped meanwhile", e->drops);
+	e->failing = false;
+	e->drops = 0;
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Take pending into wbuf: a swap, unless lines of a failed flush wait. */
+static void take_pending(struct sched_events *e)
+{
+	pthread_mutex_lock(&e->mu);
+	if (!e->wbuf.len) {
+		struct vl_buf t = e->wbuf;
+		e->wbuf = e->pending;
+		e->pending = t;
+	} else {
+		vl_buf_append(&e->wbuf, e->pending.p, e->pending.len);
+		vl_buf_reset(&e->pending);
+		count_drops(e, trim(&e->wbuf, e->hold, e->mid_line));
+	}
+	pthread_mutex_unlock(&e->mu);
+}
+
+int sched_events_flush(struct sched_events *e)
+{
+	size_t off = 0;
+	int rc;
+
+	pthread_mutex_lock(&e->flush_mu);
+	take_pending(e);
+	rc = write_out(e, &off);
+	if (rc < 0) {
+		int error = errno;
+		keep_unwritten(e, off, error);
+		errno = error;
+	} else {
+		vl_buf_reset(&e->wbuf);
+		vl_buf_shrink(&e->wbuf, 1u << 20);
+		recovered(e);
+	}
+	pthread_mutex_unlock(&e->flush_mu);
+	return rc;
+}
+
+static void unref(struct sched_events *e)
+{
+	pthread_mutex_lock(&e->mu);
+	bool last = --e->refs == 0;
+	pthread_mutex_unlock(&e->mu);
+	if (!last)
+		return;
+	pthread_cond_destroy(&e->cv);
+	pthread_mutex_destroy(&e->mu);
+	pthread_mutex_destroy(&e->flush_mu);
+	close(e->dirfd);   /* here: readers open files by it until the last goes */
+	free(e->seqs);
+	free(e);
+}
+
+void sched_events_close(struct sched_events *e)
+{
+	if (!e)
+		return;
+	if (sched_events_flush(e) < 0)
+		vl_log(VL_LOG_ERROR, "events: closing with %zu octets unwritten: %s",
+		       e->wbuf.len, strerror(errno));
+	pthread_mutex_lock(&e->mu);
+	atomic_store(&e->closed, true);
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+	if (e->fd >= 0) {
+		fdatasync(e->fd);
+		close(e->fd);
+	}
+	vl_buf_free(&e->pending);
+	vl_buf_free(&e->wbuf);
+	unref(e);
+}
+
+/* ---- readers ---- */
+
+struct sched_events_reader *sched_events_reader_open(struct sched_events *e,
+						     const char *job, bool follow)
+{
+	struct sched_events_reader *r = calloc(1, sizeof *r);
+	struct vl_buf b;
+
+	if (!r)
+		return NULL;
+	if (job) {
+		vl_buf_init(&b);
+		vl_buf_json_string(&b, job);
+		vl_buf_append(&b, "", 1);
+		r->needle = b.p;
+		r->needle_len = b.len - 1;
+	}
+	r->e = e;
+	r->follow = follow;
+	r->fd = -1;
+	vl_buf_init(&r->in);
+	pthread_mutex_lock(&e->mu);
+	e->refs++;
+	r->seq = e->nseqs ? e->seqs[0] : e->cur_seq;
+	r->end_seq = e->cur_seq;
+	r->end_off = e->cur_size;
+	pthread_mutex_unlock(&e->mu);
+	return r;
+}
+
+void sched_events_reader_close(struct sched_events_reader *r)
+{
+	if (!r)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	vl_buf_free(&r->in);
+	free(r->needle);
+	unref(r->e);
+	free(r);
+}
+
+/* The job is the third key and string values escape every '"', so the
+ * first ,"job": is the key itself. */
+static bool job_matches(const struct sched_events_reader *r, const char *line, size_t len)
+{
+	static const char k[] = ",\"job\":";
+	const char *p = memmem(line, len, k, sizeof k - 1);
+
+	if (!p)
+		return false;
+	p += sizeof k - 1;
+	size_t left = len - (size_t)(p - line);
+	return left > r->needle_len && memcmp(p, r->needle, r->needle_len) == 0 &&
+	       (p[r->needle_len] == ',' || p[r->needle_len] == '}');
+}
+
+/* Not an event line (a torn tail after a crash): skipped. */
+static bool wanted(const struct sched_events_reader *r, const char *line, size_t len)
+{
+	if (line[0] != '{')
+		return false;
+	return !r->needle || job_matches(r, line, len);
+}
+
+/* Whole wanted lines from r->in into buf; a line longer than max goes out
+ * in pieces (r->rest). */
+static size_t emit(struct sched_events_reader *r, char *buf, size_t max)
+{
+	size_t pos = 0, n = 0;
+
+	while (n < max && pos < r->in.len) {
+		if (r->rest) {
+			size_t k = r->rest < max - n ? r->rest : max - n;
+			memcpy(buf + n, r->in.p + pos, k);
+			n += k, pos += k, r->rest -= k;
+			continue;
+		}
+		const char *nl = memchr(r->in.p + pos, '\n', r->in.len - pos);
+		if (!nl)
+			break;
+		size_t len = (size_t)(nl - (r->in.p + pos)) + 1;
+		if (!wanted(r, r->in.p + pos, len))
+			pos += len;
+		else if (len > max - n && n)
+			break;
+		else
+			r->rest = len;
+	}
+	vl_buf_consume(&r->in, pos);
+	return n;
+}
+
+/* Under mu: the oldest file after seq still there, or the current one. */
+static uint64_t next_seq(const struct sched_events *e, uint64_t seq)
+{
+	for (size_t i = 0; i < e->nseqs; i++)
+		if (e->seqs[i] > seq)
+			return e->seqs[i];
+	return e->cur_seq > seq ? e->cur_seq : seq;
+}
+
+struct view {
+	uint64_t cur_seq, cur_size, next;
+};
+
+static void look(struct sched_events_reader *r, struct view *v)
+{
+	struct sched_events *e = r->e;
+
+	pthread_mutex_lock(&e->mu);
+	v->cur_seq = e->cur_seq;
+	v->cur_size = e->cur_size;
+	v->next = next_seq(e, r->seq);
+	r->gen = e->gen;
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* How far r may read its file: the current one as far as flushed, an
+ * older one to its end; without follow, no further than at open. */
+static uint64_t limit(const struct sched_events_reader *r, const struct view *v)
+{
+	uint64_t lim = r->seq == v->cur_seq ? v->cur_size : UINT64_MAX;
+
+	if (!r->follow && r->seq == r->end_seq && r->end_off < lim)
+		lim = r->end_off;
+	return lim;
+}
+
+/* Move on to the next file; a torn line at the end of the last is lost. */
+static void next_file(struct sched_events_reader *r, uint64_t next)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+	r->seq = next;
+	r->off = 0;
+	vl_buf_reset(&r->in);
+}
+
+static int open_file(struct sched_events_reader *r, const struct view *v)
+{
+	char name[NAME_LEN];
+
+	file_name(r->seq, name);
+	r->fd = openat(r->e->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (r->fd >= 0)
+		return 1;
+	if (errno != ENOENT || r->seq == v->cur_seq)
+		return 0;   /* the current one, not written yet (or unreadable) */
+	next_file(r, v->next);   /* removed by retention: go on */
+	return 1;
+}
+
+/* Read more into r->in: > 0 octets read, 0 nothing more for now, -1 the
+ * end (no follow). */
+static long fill(struct sched_events_reader *r)
+{
+	struct view v;
+
+	for (;;) {
+		look(r, &v);
+		if (!r->follow && r->seq > r->end_seq)
+			return -1;
+		if (r->fd < 0) {
+			if (!open_file(r, &v))
+				return r->follow ? 0 : -1;
+			continue;
+		}
+		uint64_t lim = limit(r, &v);
+		if (r->off < lim) {
+			uint64_t want = lim - r->off < READ_CHUNK ? lim - r->off : READ_CHUNK;
+			ssize_t n = pread(r->fd, vl_buf_reserve(&r->in, want), want, (off_t)r->off);
+			if (n > 0) {
+				r->in.len += (size_t)n, r->off += (uint64_t)n;
+				return n;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+		}
+		if (r->seq == v.cur_seq || (!r->follow && r->seq == r->end_seq))
+			return r->follow ? 0 : -1;
+		next_file(r, v.next);
+	}
+}
+
+/* Wait until something is flushed, the log closes or deadline (monotonic
+ * ms; UINT64_MAX: none). false on timeout. */
+static bool wait_new(struct sched_events_reader *r, uint64_t deadline)
+{
+	struct sched_events *e = r->e;
+	struct timespec ts = { .tv_sec = (time_t)(deadline / 1000),
+			       .tv_nsec = (long)(deadline % 1000) * 1000000 };
+	int rc = 0;
+
+	pthread_mutex_lock(&e->mu);
+	while (e->gen == r->gen && !atomic_load(&e->closed) && rc != ETIMEDOUT)
+		rc = deadline == UINT64_MAX ? pthread_cond_wait(&e->cv, &e->mu)
+					    : pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+	bool news = e->gen != r->gen || atomic_load(&e->closed);
+	pthread_mutex_unlock(&e->mu);
+	return news;
+}
+
+long sched_events_read(struct sched_events_reader *r, char *buf, size_t max,
+		       int timeout_ms)
+{
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : vl_now_ms() + (uint64_t)timeout_ms;
+
+	if (!max)
+		return 0;
+	for (;;) {
+		if (atomic_load(&r->e->closed))
+			return -1;
+		size_t n = emit(r, buf, max);
+		if (n)
+			return (long)n;
+		long f = fill(r);
+		if (f < 0)
+			return -1;
+		if (f == 0 && !wait_new(r, deadline))
+			return 0;
+	}
+}
