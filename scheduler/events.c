@@ -61,7 +61,8 @@ struct sched_events_reader {
 	uint64_t end_seq, end_off;   /* without follow: where the log stood at open */
 	uint64_t seq, off, gen;
 	int fd;
-	struct vl_buf in;            /* read but not yet handed out */
+	struct vl_buf in;            /* read; handed out up to pos */
+	size_t pos;
 	size_t rest;                 /* octets of a cut line still to hand out */
 };
 
@@ -564,7 +565,7 @@ static bool wanted(const struct sched_events_reader *r, const char *line, size_t
  * in pieces (r->rest). */
 static size_t emit(struct sched_events_reader *r, char *buf, size_t max)
 {
-	size_t pos = 0, n = 0;
+	size_t pos = r->pos, n = 0;
 
 	while (n < max && pos < r->in.len) {
 		if (r->rest) {
@@ -584,7 +585,7 @@ static size_t emit(struct sched_events_reader *r, char *buf, size_t max)
 		else
 			r->rest = len;
 	}
-	vl_buf_consume(&r->in, pos);
+	r->pos = pos;
 	return n;
 }
 
@@ -632,6 +633,7 @@ static void next_file(struct sched_events_reader *r, uint64_t next)
 	r->fd = -1;
 	r->seq = next;
 	r->off = 0;
+	r->pos = 0;
 	vl_buf_reset(&r->in);
 }
 
@@ -655,6 +657,8 @@ static long fill(struct sched_events_reader *r)
 {
 	struct view v;
 
+	vl_buf_consume(&r->in, r->pos);   /* once a fill, not once a line */
+	r->pos = 0;
 	for (;;) {
 		look(r, &v);
 		if (!r->follow && r->seq > r->end_seq)
