@@ -77,6 +77,20 @@ static void q_put(struct vl_buf *out, const unsigned char *t, size_t n)
 #define EW_OVERHEAD 12      /* "=?utf-8?Q?" "?=" */
 #define EW_MAX 75
 
+/* Where to end an encoded word that would hold t[i..j): after the last
+ * space of its second half if there is one. Decoders drop the white space
+ * between encoded words, but some (Python's address parser) put a space
+ * there in a phrase; cut where the text has one, they agree more. */
+static size_t split_at_space(const unsigned char *t, size_t i, size_t j, size_t n)
+{
+	if (j == n)
+		return j;
+	for (size_t k = j; k > i + (j - i) / 2; k--)
+		if (t[k - 1] == ' ')
+			return k;
+	return j;
+}
+
 /* Emit t as encoded words, the first after sep, each holding whole
  * characters and fitting the room left on its line. */
 static void ew_run(struct hw *h, const char *sep, size_t seplen,
@@ -105,6 +119,7 @@ static void ew_run(struct hw *h, const char *sep, size_t seplen,
 			qlen = elen;
 			j += c;
 		}
+		j = split_at_space(t, i, j, n);
 		size_t mark = h->out->len;
 		vl_buf_append(h->out, sep, seplen);
 		vl_buf_appends(h->out, b ? "=?utf-8?B?" : "=?utf-8?Q?");
@@ -320,8 +335,28 @@ static bool param_quotable(const char *v, size_t n)
 	return true;
 }
 
-/* Cut the percent-encoded value into pieces of at most 50 octets. */
+/* RFC 2231 pieces hold at most 50 encoded octets and whole characters
+ * (some decoders take each piece's octets as text on their own). */
 #define PARAM_PIECE 50
+
+static size_t pct_len(const char *v, size_t n)
+{
+	size_t len = 0;
+
+	for (size_t i = 0; i < n; i++)
+		len += attr_plain((unsigned char)v[i]) ? 1 : 3;
+	return len;
+}
+
+static void pct_put(struct vl_buf *out, const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (attr_plain((unsigned char)v[i]))
+			vl_buf_append(out, &v[i], 1);
+		else
+			vl_buf_printf(out, "%%%02X", (unsigned char)v[i]);
+	}
+}
 
 void msg_hdr_param(struct vl_buf *out, const char *name, const char *v, size_t n)
 {
@@ -335,30 +370,23 @@ void msg_hdr_param(struct vl_buf *out, const char *name, const char *v, size_t n
 		vl_buf_append(out, "\"", 1);
 		return;
 	}
-	struct vl_buf enc;
-	vl_buf_init(&enc);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)v[i];
-		if (attr_plain(c))
-			vl_buf_append(&enc, &v[i], 1);
-		else
-			vl_buf_printf(&enc, "%%%02X", c);
-	}
-	bool one = enc.len <= PARAM_PIECE;
-	for (size_t off = 0, k = 0; off < enc.len; k++) {
-		size_t len = enc.len - off < PARAM_PIECE ? enc.len - off : PARAM_PIECE;
-		if (off + len < enc.len && enc.p[off + len - 1] == '%')
-			len -= 1;      /* never cut "%XX" */
-		else if (off + len < enc.len && enc.p[off + len - 2] == '%')
-			len -= 2;
+	bool one = pct_len(v, n) <= PARAM_PIECE;
+	for (size_t i = 0, k = 0; i < n || k == 0; k++) {
 		if (one)
 			vl_buf_printf(out, ";\r\n %s*=utf-8''", name);
 		else
 			vl_buf_printf(out, ";\r\n %s*%zu*=%s", name, k, k ? "" : "utf-8''");
-		vl_buf_append(out, enc.p + off, len);
-		off += len;
+		for (size_t used = 0; i < n;) {
+			size_t c = msg_utf8_len((unsigned char)v[i]);
+			c = i + c > n ? n - i : c;
+			size_t len = pct_len(v + i, c);
+			if (used && used + len > PARAM_PIECE)
+				break;
+			pct_put(out, v + i, c);
+			used += len;
+			i += c;
+		}
 	}
-	vl_buf_free(&enc);
 }
 
 void msg_hdr_date(struct vl_buf *out, time_t t)
