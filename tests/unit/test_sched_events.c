@@ -542,12 +542,27 @@ Test(sched_events, close_wakes_followers)
 struct tail {
 	struct sched_events_reader *r;
 	struct vl_buf got;
+	size_t want;                 /* lines; 0: until the end */
 };
 
+static size_t newlines(const struct vl_buf *b)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < b->len; i++)
+		n += b->p[i] == '\n';
+	return n;
+}
+
+/* Follow until want lines came, the end, or 10 s. */
 static void *tail_all(void *arg)
 {
 	struct tail *t = arg;
-	read_all(t->r, &t->got, 8192, 10000);
+	char buf[8192];
+	uint64_t t0 = vl_now_ms();
+	long n;
+	while (vl_now_ms() - t0 < 10000 && (!t->want || newlines(&t->got) < t->want) &&
+	       (n = sched_events_read(t->r, buf, sizeof buf, 100)) >= 0)
+		vl_buf_append(&t->got, buf, (size_t)n);
 	return NULL;
 }
 
@@ -570,6 +585,7 @@ Test(sched_events, concurrent_appenders_flushers_and_readers)
 	pthread_t wt[4], ft, tt[2];
 	for (int i = 0; i < 2; i++) {
 		t[i].r = sched_events_reader_open(e, i ? "c" : NULL, true);
+		t[i].want = 0;
 		vl_buf_init(&t[i].got);
 		pthread_create(&tt[i], NULL, tail_all, &t[i]);
 	}
@@ -614,6 +630,31 @@ Test(sched_events, concurrent_appenders_flushers_and_readers)
 	sched_events_reader_close(r);
 	sched_events_close(e);
 	vl_buf_free(&all);
+}
+
+Test(sched_events, many_followers_each_get_every_line)
+{
+	struct sched_events *e = open_log(8192, 1000);
+	struct tail t[32];
+	pthread_t tt[32], wt;
+	for (int i = 0; i < 32; i++) {
+		t[i].r = sched_events_reader_open(e, i % 2 ? "j" : NULL, true);
+		t[i].want = 3000;
+		vl_buf_init(&t[i].got);
+		pthread_create(&tt[i], NULL, tail_all, &t[i]);
+	}
+	struct writer w = { e, "j", 0, 3000, 20, 0 };
+	pthread_create(&wt, NULL, write_lines, &w);
+	pthread_join(wt, NULL);
+	static unsigned at[3000];
+	for (int i = 0; i < 32; i++) {
+		pthread_join(tt[i], NULL);
+		cr_assert_eq(attempts(&t[i].got, at, 3000), 3000);
+		cr_assert_eq(at[2999], 2999);
+		sched_events_reader_close(t[i].r);
+		vl_buf_free(&t[i].got);
+	}
+	sched_events_close(e);
 }
 
 /* ---- write errors (a file size limit stands in for a full disk) ---- */
