@@ -31,7 +31,9 @@ TLS_OBJ    := $(call obj,$(TLS_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
-SCHED_OBJ  := $(call obj,$(SCHED_SRC))
+# scheduler/bounce.rules is compiled in: a C string generated at build time.
+SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
+SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
 API_OBJ    := $(call obj,$(API_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
@@ -46,6 +48,17 @@ deps:
 	@scripts/install-deps.sh
 
 $(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(SCHED_GEN): scheduler/bounce.rules
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from scheduler/bounce.rules: do not edit. */'; \
+	  echo 'const char sched_bounce_builtin[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' \
+	      -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/bounce_rules.o: $(SCHED_GEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -103,14 +116,14 @@ FUZZ_SRC := $(COMMON_SRC) $(TLS_SRC)
 FUZZ_CC = clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	$$(pkg-config --cflags openssl liburing libconfig jansson)
 FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson) -lm
-fuzz:
+fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(MESSAGE_SRC) $(SCHED_SRC) \
+	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(MESSAGE_SRC) $(SCHED_SRC) $(SCHED_GEN) \
 		$(filter-out api/http.c,$(API_SRC)) -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
