@@ -175,6 +175,14 @@ static const struct want providers[] = {
 	{ 530, "5.7.0", "Must issue a STARTTLS command first", "mail", "tls", true },
 	{ 554, "", "No SMTP service here", "greeting", "policy", true },
 	{ 451, "4.3.0", "Temporary local problem - please try later", "dot", "other", false },
+	/* before RCPT: about our sender, never the recipient */
+	{ 553, "5.1.8", "<bounces@news.example.com>: Sender address rejected: Domain not found",
+	  "mail", "policy", true },
+	{ 550, "5.1.0", "<bounces@news.example.com>: user unknown", "mail", "policy", true },
+	{ 550, "", "Address does not exist", "mail", "policy", true },
+	{ 552, "", "Message size exceeds fixed maximum message size", "mail",
+	  "message-too-large", true },
+	{ 550, "", "Address does not exist", "rcpt", "invalid-recipient", true },
 	{ 550, "", "something nobody has a rule for", "dot", "other", true },
 	{ 450, "", "something nobody has a rule for", "dot", "other", false },
 };
