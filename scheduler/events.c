@@ -68,15 +68,6 @@ struct sched_events_reader {
 
 /* ---- format ---- */
 
-/* bounce.c lands on its own: until it is linked, classes are written as
- * null rather than failing every link of the scheduler. */
-#pragma weak sched_bounce_class_name
-
-static const char *class_name(enum sched_bounce_class c)
-{
-	return sched_bounce_class_name ? sched_bounce_class_name(c) : NULL;
-}
-
 static void key(struct vl_buf *b, const char *name)
 {
 	vl_buf_printf(b, ",\"%s\":", name);
@@ -147,7 +138,7 @@ void sched_event_format(const struct sched_event *ev, struct vl_buf *out)
 	str_field(out, "source_address", ev->source_address);
 	vl_buf_printf(out, ",\"attempt\":%u", ev->attempt);
 	response(out, ev);
-	str_field(out, "bounce_class", class_name(ev->bounce_class));
+	str_field(out, "bounce_class", sched_bounce_class_name(ev->bounce_class));
 	tls(out, ev);
 	vl_buf_printf(out, ",\"size\":%zu}\n", ev->size);
 }
