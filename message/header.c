@@ -64,14 +64,21 @@ static size_t q_len(const unsigned char *t, size_t n)
 
 static void q_put(struct vl_buf *out, const unsigned char *t, size_t n)
 {
+	static const char hex[] = "0123456789ABCDEF";
+	char *o = vl_buf_reserve(out, 3 * n), *start = o;
+
 	for (size_t i = 0; i < n; i++) {
-		if (q_plain(t[i]))
-			vl_buf_append(out, &t[i], 1);
-		else if (t[i] == ' ')
-			vl_buf_append(out, "_", 1);
-		else
-			vl_buf_printf(out, "=%02X", t[i]);
+		if (q_plain(t[i])) {
+			*o++ = (char)t[i];
+		} else if (t[i] == ' ') {
+			*o++ = '_';
+		} else {
+			*o++ = '=';
+			*o++ = hex[t[i] >> 4];
+			*o++ = hex[t[i] & 15];
+		}
 	}
+	out->len += (size_t)(o - start);
 }
 
 #define EW_OVERHEAD 12      /* "=?utf-8?Q?" "?=" */
@@ -389,17 +396,38 @@ void msg_hdr_param(struct vl_buf *out, const char *name, const char *v, size_t n
 	}
 }
 
+static char *two(char *o, int v)
+{
+	*o++ = (char)('0' + v / 10 % 10);
+	*o++ = (char)('0' + v % 10);
+	return o;
+}
+
+/* By hand, not strftime: locale-proof and cheap per recipient. */
 void msg_hdr_date(struct vl_buf *out, time_t t)
 {
-	static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static const char days[] = "SunMonTueWedThuFriSat";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
 	struct tm tm;
+	char *o = vl_buf_reserve(out, 32), *start = o;
 
 	gmtime_r(&t, &tm);
-	vl_buf_printf(out, "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday],
-		      tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
-		      tm.tm_min, tm.tm_sec);
+	int year = tm.tm_year + 1900;
+	memcpy(o, days + 3 * tm.tm_wday, 3);
+	memcpy(o + 3, ", ", 2);
+	o = two(o + 5, tm.tm_mday);
+	*o++ = ' ';
+	memcpy(o, months + 3 * tm.tm_mon, 3);
+	o[3] = ' ';
+	o = two(two(o + 4, year / 100), year % 100);
+	*o++ = ' ';
+	o = two(o, tm.tm_hour);
+	*o++ = ':';
+	o = two(o, tm.tm_min);
+	*o++ = ':';
+	o = two(o, tm.tm_sec);
+	memcpy(o, " +0000", 6);
+	out->len += (size_t)(o + 6 - start);
 }
 
 bool msg_hdr_name_ok(const char *s, size_t n)

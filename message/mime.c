@@ -136,38 +136,43 @@ static bool qp_plain(unsigned char c)
 	return c >= 33 && c <= 126 && c != '=';
 }
 
-static void qp_unit(struct vl_buf *out, size_t *col, const char *u, size_t n)
-{
-	if (*col + n > 75) {       /* room for the '=' of a soft break */
-		vl_buf_append(out, "=\r\n", 3);
-		*col = 0;
-	}
-	vl_buf_append(out, u, n);
-	*col += n;
-}
-
 void msg_qp_encode(const char *s, size_t n, size_t *col, struct vl_buf *out)
 {
 	static const char hex[] = "0123456789ABCDEF";
+	/* at most 3 octets an input octet, and a soft break per 73 of them */
+	char *o = vl_buf_reserve(out, 3 * n + n / 8 + 8), *start = o;
+	size_t c = *col;
 
 	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '\r' || c == '\n') {
-			if (c == '\r' && i + 1 < n && s[i + 1] == '\n')
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '\r' || ch == '\n') {
+			if (ch == '\r' && i + 1 < n && s[i + 1] == '\n')
 				i++;
-			vl_buf_append(out, "\r\n", 2);
-			*col = 0;
+			*o++ = '\r';
+			*o++ = '\n';
+			c = 0;
 			continue;
 		}
-		bool ws = c == ' ' || c == '\t';
+		bool ws = ch == ' ' || ch == '\t';
 		bool eol = i + 1 == n || s[i + 1] == '\r' || s[i + 1] == '\n';
-		if (qp_plain(c) || (ws && !eol)) {
-			qp_unit(out, col, (const char *)&s[i], 1);
+		bool plain = qp_plain(ch) || (ws && !eol);
+		if (c + (plain ? 1 : 3) > 75) {     /* room for a soft break's '=' */
+			memcpy(o, "=\r\n", 3);
+			o += 3;
+			c = 0;
+		}
+		if (plain) {
+			*o++ = (char)ch;
+			c++;
 		} else {
-			char e[3] = {'=', hex[c >> 4], hex[c & 15]};
-			qp_unit(out, col, e, 3);
+			*o++ = '=';
+			*o++ = hex[ch >> 4];
+			*o++ = hex[ch & 15];
+			c += 3;
 		}
 	}
+	out->len += (size_t)(o - start);
+	*col = c;
 }
 
 void msg_crlf(const char *s, size_t n, struct vl_buf *out)
@@ -190,7 +195,7 @@ void msg_crlf(const char *s, size_t n, struct vl_buf *out)
 
 void msg_html_escape(const char *v, size_t n, struct vl_buf *out)
 {
-	size_t start = 0;
+	char *o = vl_buf_reserve(out, 6 * n), *start = o;
 
 	for (size_t i = 0; i < n; i++) {
 		const char *ent;
@@ -200,11 +205,12 @@ void msg_html_escape(const char *v, size_t n, struct vl_buf *out)
 		case '>': ent = "&gt;"; break;
 		case '"': ent = "&quot;"; break;
 		case '\'': ent = "&#39;"; break;
-		default: continue;
+		default:
+			*o++ = v[i];
+			continue;
 		}
-		vl_buf_append(out, v + start, i - start);
-		vl_buf_appends(out, ent);
-		start = i + 1;
+		while (*ent)
+			*o++ = *ent++;
 	}
-	vl_buf_append(out, v + start, n - start);
+	out->len += (size_t)(o - start);
 }

@@ -222,6 +222,24 @@ static void segs_text(struct rctx *c, const struct piece *p, enum msg_escape esc
 	}
 }
 
+/* "Message-ID: <job.index@hostname>" without printf (per recipient). */
+static void message_id(const struct rctx *c, struct vl_buf *b)
+{
+	char num[24], *n = num + sizeof num;
+	size_t i = c->r->index;
+
+	do
+		*--n = (char)('0' + i % 10);
+	while (i /= 10);
+	vl_buf_append(b, "Message-ID: <", 13);
+	vl_buf_appends(b, c->j->job_id);
+	vl_buf_append(b, ".", 1);
+	vl_buf_append(b, n, (size_t)(num + sizeof num - n));
+	vl_buf_append(b, "@", 1);
+	vl_buf_appends(b, c->j->hostname);
+	vl_buf_append(b, ">\r\n", 3);
+}
+
 static void render_header(struct rctx *c, const struct piece *p)
 {
 	struct msg_out *o = c->o;
@@ -253,8 +271,7 @@ static void render_header(struct rctx *c, const struct piece *p)
 		vl_buf_appends(&o->buf, "\r\n");
 		break;
 	default:        /* PC_MSGID */
-		vl_buf_printf(&o->buf, "Message-ID: <%s.%zu@%s>\r\n", c->j->job_id,
-			      c->r->index, c->j->hostname);
+		message_id(c, &o->buf);
 	}
 }
 
