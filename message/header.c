@@ -161,11 +161,27 @@ static bool is_addr(const struct word *w, enum msg_hdr_kind k)
 	       (k == MSG_HDR_ADDR && w->t == T_WORD && memchr(w->w, '@', w->wlen));
 }
 
+/* Holds "=?charset?Q|B?text?=", which a reader would decode: the text
+ * must then go encoded itself to come back as written. */
+static bool looks_encoded(const char *s, size_t n)
+{
+	for (const char *p = memmem(s, n, "=?", 2); p; ) {
+		const char *end = s + n, *q = p + 2;
+		while (q < end && *q != '?' && *q != ' ')
+			q++;
+		if (q > p + 2 && q + 2 < end && q[0] == '?' && strchr("QqBb", q[1]) && q[1] &&
+		    q[2] == '?' && memmem(q + 3, (size_t)(end - q - 3), "?=", 2))
+			return true;
+		p = memmem(p + 2, (size_t)(end - p - 2), "=?", 2);
+	}
+	return false;
+}
+
 static bool needs_enc(const struct word *w, enum msg_hdr_kind k, unsigned flags)
 {
 	if (is_addr(w, k))
 		return false;
-	if (w->wlen > MSG_WORD_MAX || ((flags & MSG_HDR_EQ) && memmem(w->w, w->wlen, "=?", 2)))
+	if (w->wlen > MSG_WORD_MAX || ((flags & MSG_HDR_EQ) && looks_encoded(w->w, w->wlen)))
 		return true;
 	for (size_t i = 0; i < w->wlen; i++)
 		if ((unsigned char)w->w[i] >= 0x7f || (unsigned char)w->w[i] < 0x20)

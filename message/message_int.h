@@ -42,8 +42,8 @@ enum msg_hdr_kind {
 	MSG_HDR_TEXT,  /* unstructured: words, encoded where not ASCII */
 	MSG_HDR_ADDR,  /* address list: phrases encoded, addresses kept */
 };
-#define MSG_HDR_EQ 1u  /* also encode words holding "=?" (text that is not
-			  meant to be pre-encoded, i.e. the JSON content) */
+#define MSG_HDR_EQ 1u  /* also encode words that look like encoded words
+			  (text not meant to be pre-encoded: the JSON content) */
 /* "Name: value\r\n", folded at white space to stay within 78 octets where
  * the words allow, never over 998; non-ASCII, control characters and
  * overlong words as RFC 2047 encoded words (UTF-8, B or Q, <= 75 each).

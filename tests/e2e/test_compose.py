@@ -562,3 +562,33 @@ class ComposeTest(unittest.TestCase):
                     self.assertEqual(a.get_content(), blob)
                     self.assertEqual(a.get_filename(),
                                      filename(content["attachments"][0]["file_name"]))
+
+    def test_random_content_strings_and_headers(self):
+        rnd = random.Random(8058)
+        alphabet = "abc XYZ 019 .,;:!?<>&\"'()[]=_-/\\@ üéñ ß ✓ 日本 😀 \t"
+        for n in range(40):
+            def s(k):
+                return "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(k)))
+            subs = {"a": s(60), "b": s(300), "c": s(80) + "\n" + s(80)}
+            # a value inside a template's quoted string: its author keeps '"' and '\' out
+            subs["q"] = subs["a"].replace('"', "").replace("\\", "")
+            raw = ("From: news@example.com\nSubject: " + s(20) + "{{ a }}" + s(20) +
+                   "\nX-Custom: {{ b }}\n\n" + s(100) + "{{ c }}" + s(50) + "\n")
+            rc = [{"email": "r@example.net", "substitutions": subs}]
+            with self.subTest(n=n, kind="content string"):
+                [m], _ = self.run_ok(job(raw, rc))
+                sub = raw.split("\n")[1][len("Subject: "):].replace("{{ a }}", subs["a"])
+                self.assertEqual(str(m["Subject"]), sub.strip(" \t"))
+                self.assertEqual(str(m["X-Custom"]), subs["b"].strip(" \t"))
+                body = raw.split("\n\n", 1)[1].replace("{{ c }}", subs["c"])
+                self.assertEqual(text(m.get_payload(decode=True).decode()), body)
+            content = {"from": FROM, "text_body": "x",
+                       "headers": {"X-A": s(30) + "{{ a }}", "X-B": s(200),
+                                   "Cc": '"{{ q }}" <c@example.net>'}}
+            with self.subTest(n=n, kind="custom headers"):
+                [m], _ = self.run_ok(job(content, rc))
+                self.assertEqual(str(m["X-A"]),
+                                 content["headers"]["X-A"].replace("{{ a }}", subs["a"]).strip(" \t"))
+                self.assertEqual(str(m["X-B"]), content["headers"]["X-B"].strip(" \t"))
+                self.assertEqual(m["Cc"].addresses[0].addr_spec, "c@example.net")
+                self.assertTrue(same_phrase(m["Cc"].addresses[0].display_name, subs["q"]))

@@ -146,6 +146,12 @@ Test(msg_header, encoded_words)
 		cr_assert_str_eq(decode_text(f), cases[i], "%s", f);
 		cr_assert(strstr(f, "=?utf-8?"), "%s", f);
 	}
+	/* only what a reader would decode is encoded */
+	cr_assert_str_eq(text_field("X-Url", "https://x.example/?a=?b&c=?d", 78),
+			 "X-Url: https://x.example/?a=?b&c=?d\r\n");
+	const char *enc = text_field("X", "x=?utf-8?q?a?=", 78);
+	cr_assert(!strncmp(enc, "X: =?utf-8?", 11), "%s", enc);
+	cr_assert_str_eq(decode_text(enc), "x=?utf-8?q?a?=");
 	/* plain ASCII words around stay plain */
 	const char *f = text_field("Subject", "Hello J\xc3\xb6rg, how are you", 78);
 	cr_assert(!strncmp(f, "Subject: Hello =?utf-8?", 23), "%s", f);
