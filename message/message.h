@@ -77,7 +77,7 @@ int msg_addr_check(const char *a, size_t len, bool *utf8, char *why,
 /* The domain part of a valid address (after the last '@'). */
 const char *msg_addr_domain(const char *a);
 
-/* ---- composition (compose.c, mime.c) ----
+/* ---- composition (compose.c, raw.c, render.c; header.c, mime.c) ----
  * A job's content is composed once into a struct msg_job: the MIME
  * skeleton with every static part encoded once (attachments base64'd,
  * static text parts encoded), and templates for what varies per recipient.
@@ -91,16 +91,17 @@ struct msg_job_opts {
 
 struct msg_job;
 
-/* content is the job's "content" (object or string), substitutions the
- * job-level "substitutions" object (or NULL), unsubscribe the job's
- * "unsubscribe" object (or NULL). Field names in errors are full paths
- * ("content.from.email", "unsubscribe.url"). Unknown fields and wrong types
- * are errors. NULL with err filled. */
 struct json_t;
 /* A substitution value as text: strings as they are, numbers and booleans
  * as JSON writes them (into tmp); NULL for null, arrays and objects. */
 #define MSG_SUB_TMP 64
 const char *msg_sub_string(const struct json_t *v, char tmp[MSG_SUB_TMP], size_t *len);
+
+/* content is the job's "content" (object or string), substitutions the
+ * job-level "substitutions" object (or NULL), unsubscribe the job's
+ * "unsubscribe" object (or NULL). Field names in errors are full paths
+ * ("content.from.email", "unsubscribe.url"). Unknown fields and wrong types
+ * are errors. NULL with err filled. docs/message.md has the choices. */
 struct msg_job *msg_job_compile(const struct json_t *content,
 				const struct json_t *substitutions,
 				const struct json_t *unsubscribe,
@@ -127,7 +128,7 @@ struct msg_rcpt {
 	size_t nsubs;
 	const char *const *keys; /* nsubs names */
 	const char *const *vals; /* nsubs values (NUL-terminated) */
-	const size_t *lens;      /* their lengths */
+	const size_t *lens;      /* their lengths (NULL: strlen) */
 };
 
 /* Would this recipient render? Checks, without rendering, the email, that
@@ -157,8 +158,10 @@ void msg_out_free(struct msg_out *o);
 int msg_render(const struct msg_job *j, const struct msg_rcpt *r, time_t date,
 	       struct msg_out *out, struct msg_err *err);
 
-/* VERP return path: "bounces+<job>.<index>@domain" from "bounces@domain".
- * Written to out (NUL-terminated); -1 if it would not fit. */
+/* VERP return path: "bounces+<job>.<index>@domain" from "bounces@domain"
+ * (inside the quotes of a quoted local part). Written to out
+ * (NUL-terminated); -1 if it would not fit, or the local part would grow
+ * past 64 octets. */
 int msg_verp(const char *sender, const char *job_id, size_t index, char *out,
 	     size_t outlen);
 
