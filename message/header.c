@@ -154,9 +154,12 @@ struct word {
 	bool enc;
 };
 
-/* An address (or <address>, or a comma) in an address list: never encoded. */
+/* An address (or <address>, or a comma) in an address list: not encoded,
+ * unless too long for any line (no address is). */
 static bool is_addr(const struct word *w, enum msg_hdr_kind k)
 {
+	if (w->wlen > MSG_WORD_MAX)
+		return false;
 	return w->t == T_ANGLE || w->t == T_COMMA ||
 	       (k == MSG_HDR_ADDR && w->t == T_WORD && memchr(w->w, '@', w->wlen));
 }

@@ -216,11 +216,18 @@ Test(msg_header, addresses)
 			 "To: =?utf-8?B?SsO2cmc=?= <j\xc3\xb6rg@example.net>\r\n");
 	cr_assert(raw8, "a UTF-8 address stays raw");
 	cr_assert_str_eq(addr_field("\"a \\\"q\\\" b\" <x@y>", &raw8), "To: \"a \\\"q\\\" b\" <x@y>\r\n");
+	const char *f;
+	/* nothing makes a line over 998, not even a giant <address> */
+	char giant[3000] = "<";
+	memset(giant + 1, 'g', 2500);
+	f = addr_field(giant, &raw8);
+	struct vl_buf g = {(char *)f, strlen(f), 0};
+	lines_ok(&g, 998);
 	/* a long list folds after commas */
 	char v[2000] = "";
 	for (int i = 0; i < 30; i++)
 		strcat(v, i ? ", Someone Else <someone@example.net>" : "A <a@example.net>");
-	const char *f = addr_field(v, &raw8);
+	f = addr_field(v, &raw8);
 	struct vl_buf b = {(char *)f, strlen(f), 0};
 	lines_ok(&b, 78);
 }
