@@ -77,7 +77,7 @@ int msg_addr_check(const char *a, size_t len, bool *utf8, char *why,
 /* The domain part of a valid address (after the last '@'). */
 const char *msg_addr_domain(const char *a);
 
-/* ---- composition (compose.c, raw.c, render.c; header.c, mime.c) ----
+/* ---- composition (job.c, compose.c, raw.c, render.c; header.c, mime.c) ----
  * A job's content is composed once into a struct msg_job: the MIME
  * skeleton with every static part encoded once (attachments base64'd,
  * static text parts encoded), and templates for what varies per recipient.

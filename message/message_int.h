@@ -121,23 +121,38 @@ struct msg_job {
 	char boundary[40];         /* prefix; a one-letter suffix per level */
 };
 
-/* compose.c helpers shared with raw.c */
+/* ---- job.c: building blocks ---- */
 int msg_fail(struct msg_err *e, const char *code, const char *field,
 	     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Append static octets (to the last piece when it is static). */
 void msg_job_static(struct msg_job *j, const char *s, size_t n);
 struct piece *msg_job_piece(struct msg_job *j, enum piece_kind k);
-/* Compile src as a template into segs, static text transformed by how
- * (NULL: as is), slots mapped to job variables (esc tells where they go). */
+void msg_span_measure(const struct msg_job *j, struct span *s);
+/* Compile src as a template into p's segs: static text into j->stat as
+ * how writes it (NULL: as is), slots mapped to job variables (esc tells
+ * where they go). */
 typedef void (*msg_static_fn)(struct msg_job *j, const char *s, size_t n);
 int msg_job_tpl(struct msg_job *j, const char *src, size_t n, enum msg_escape esc,
 		msg_static_fn how, const char *field, struct piece *p, struct msg_err *e);
-/* A header whose value is a template: static bytes now, or a piece. */
+/* Has the template any slot? 1, 0, or -1 if malformed (e filled). */
+int msg_job_slots(const char *src, size_t n, const char *field, struct msg_err *e);
+/* A header whose value is a template: static octets now, or a piece. */
 int msg_job_header(struct msg_job *j, const char *name, const char *v, size_t n,
 		   enum msg_hdr_kind k, unsigned flags, const char *field,
 		   struct msg_err *e);
-void msg_span_measure(const struct msg_job *j, struct span *s);
+/* JSON: no member but names; a string member (absent or null: *s NULL),
+ * valid UTF-8 without NUL. Errors name path.key. */
+int msg_json_fields(const json_t *o, const char *path, const char *const *names,
+		    struct msg_err *e);
+int msg_json_str(const json_t *o, const char *key, const char *path, bool required,
+		 const char **s, size_t *n, struct msg_err *e);
+bool msg_has_crlf(const char *s, size_t n);
+/* The unsubscribe headers at this point of the message. */
 int msg_unsub_compile(struct msg_job *j, const json_t *u, struct msg_err *e);
-/* raw.c: content given as a string */
+
+/* compose.c: a content object; raw.c: a content string */
+int msg_compose_object(struct msg_job *j, const json_t *o, const json_t *unsub,
+		       struct msg_err *e);
 int msg_raw_compile(struct msg_job *j, const char *s, size_t n, const json_t *unsub,
 		    struct msg_err *e);
 
