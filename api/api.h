@@ -45,7 +45,8 @@ void api_intake_free(struct api_intake *in);
 /* ---- the server ---- */
 struct api;
 struct api *api_start(const struct vl_config *c, struct sched *sc,
-		      struct sched_spool *spool, char *err, size_t errlen);
+		      struct sched_spool *spool, struct sched_suppress *sup,
+		      struct sched_events *ev, char *err, size_t errlen);
 /* New submissions get 503 shutting_down from now on. */
 void api_drain(struct api *a);
 void api_stop(struct api *a);

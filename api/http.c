@@ -5,6 +5,7 @@
  * Routes are a small table; submissions stream into api_intake.
  */
 #include "api.h"
+#include "../message/message.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -37,6 +38,8 @@ struct api {
 	const struct vl_config *cfg;
 	struct sched *sc;
 	struct sched_spool *spool;
+	struct sched_suppress *sup;
+	struct sched_events *ev;
 	struct listener unix_l, tcp_l;
 	char *sock_path;
 	atomic_bool draining;
@@ -128,9 +131,10 @@ static enum MHD_Result precheck(struct api *a, struct MHD_Connection *c, bool *n
 			 (unsigned long long)atomic_load(&a->spool_used));
 		return send_error(c, 503, "spool_full", NULL, msg);
 	}
-	if (sched_spool_free_bytes(a->spool) < a->cfg->spool.min_free)
+	if (sched_spool_free_bytes(a->spool) < a->cfg->spool.min_free || !sched_accepting(a->sc))
 		return send_error(c, 503, "disk_full", NULL, "the spool's disk has less free "
-				  "space than spool.min_free; retry when space returns");
+				  "space than spool.min_free (or the journal cannot be "
+				  "written); retry when space returns");
 	*ndjson = media(ct, "application/x-ndjson") || media(ct, "application/ndjson");
 	if (!*ndjson && !media(ct, "application/json"))
 		return send_error(c, 415, "unsupported_media_type", NULL,
@@ -391,7 +395,7 @@ static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 
 static enum MHD_Result health(struct api *a, struct MHD_Connection *c)
 {
-	bool accepting = !atomic_load(&a->draining) &&
+	bool accepting = !atomic_load(&a->draining) && sched_accepting(a->sc) &&
 			 sched_spool_free_bytes(a->spool) >= a->cfg->spool.min_free &&
 			 (!a->cfg->spool.max_bytes ||
 			  atomic_load(&a->spool_used) < a->cfg->spool.max_bytes);
@@ -402,36 +406,84 @@ static enum MHD_Result health(struct api *a, struct MHD_Connection *c)
 					   "accepting", accepting));
 }
 
-/* No events are recorded before the scheduler lands; a follower is sent
- * a blank keep-alive line now and then until it goes or volleyd stops. */
-static ssize_t follow_events(void *cls, uint64_t pos, char *buf, size_t max)
+/* The event log, then (follow) new events as they are committed. */
+static ssize_t read_events(void *cls, uint64_t pos, char *buf, size_t max)
 {
-	struct api *a = cls;
+	long n;
 	(void)pos;
 
-	for (int i = 0; i < 100; i++) {
-		if (atomic_load(&a->draining))
-			return MHD_CONTENT_READER_END_OF_STREAM;
-		usleep(100000);
+	/* a follower waits in slices, so a gone client is noticed at the
+	 * next keep-alive line */
+	for (int i = 0; i < 15; i++) {
+		n = sched_events_read(cls, buf, max, 1000);
+		if (n != 0)
+			return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
 	}
-	if (max < 1)
-		return 0;
 	buf[0] = '\n';
 	return 1;
+}
+
+static void close_events(void *cls)
+{
+	sched_events_reader_close(cls);
 }
 
 static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 {
 	const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
+	const char *job = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "job");
+	bool follow = f && strcmp(f, "0") && strcmp(f, "false");
 
-	if (!f || !strcmp(f, "0"))
-		return send_text(c, 200, "application/x-ndjson", strdup(""), 0);
-	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
-								   follow_events, a, NULL);
-	MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
-	enum MHD_Result rc = MHD_queue_response(c, 200, r);
-	MHD_destroy_response(r);
+	if (job && !valid_id(job, strlen(job)))
+		return send_error(c, 400, "invalid_field", "job", "job must be a job id");
+	struct sched_events_reader *r = sched_events_reader_open(a->ev, job, follow);
+	if (!r)
+		return send_error(c, 500, "internal", NULL, "cannot read the events log");
+	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536,
+								      read_events, r, close_events);
+	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
+	enum MHD_Result rc = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
 	return rc;
+}
+
+/* ---- suppression list ---- */
+
+static enum MHD_Result suppression_get(struct api *a, struct MHD_Connection *c)
+{
+	const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+	const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+	uint64_t limit = 1000;
+
+	if (l && (vl_parse_u64(l, &limit) < 0 || !limit))
+		return send_error(c, 400, "invalid_field", "limit", "limit must be a positive integer");
+	json_t *list = sched_suppress_list(a->sup, after, limit);
+	json_object_set_new(list, "count", json_integer((json_int_t)sched_suppress_count(a->sup)));
+	return send_json(c, 200, list);
+}
+
+static enum MHD_Result suppression_one(struct api *a, struct MHD_Connection *c,
+				       const char *method, const char *email)
+{
+	char why[160];
+	bool utf8;
+
+	if (msg_addr_check(email, strlen(email), &utf8, why, sizeof why) < 0)
+		return send_error(c, 400, "invalid_address", "email", why);
+	if (!strcmp(method, "GET"))
+		return sched_suppressed(a->sup, email, strlen(email)) ?
+		       send_json(c, 200, json_pack("{s:s, s:b}", "email", email, "suppressed", 1)) :
+		       not_found(c, "suppressed address");
+	int rc = !strcmp(method, "DELETE") ? sched_suppress_remove(a->sup, email) :
+		 !strcmp(method, "PUT") ? sched_suppress_add(a->sup, email, "added by API", "") : -2;
+	if (rc == -2)
+		return send_error(c, 405, "method_not_allowed", NULL, "use GET, PUT or DELETE");
+	if (rc < 0)
+		return send_error(c, 503, "disk_full", NULL, "cannot write the suppression list");
+	if (rc == 1 && !strcmp(method, "DELETE"))
+		return not_found(c, "suppressed address");
+	return send_json(c, 200, json_pack("{s:s, s:b}", "email", email, "suppressed",
+					   strcmp(method, "DELETE") != 0));
 }
 
 /* ---- dispatch ---- */
@@ -449,7 +501,9 @@ static enum MHD_Result route_get(struct api *a, struct MHD_Connection *c, const 
 		return send_json(c, 200, sched_jobs_json(a->sc, limit));
 	}
 	if (!strcmp(url, "/v1/queues"))
-		return send_json(c, 200, json_pack("{s:[]}", "queues"));
+		return send_json(c, 200, sched_queues_json(a->sc));
+	if (!strcmp(url, "/v1/suppression"))
+		return suppression_get(a, c);
 	if (!strcmp(url, "/v1/events"))
 		return events(a, c);
 	if (!strcmp(url, "/v1/stats"))
@@ -494,6 +548,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			return submit_begin(a, c, r);
 		if (!strncmp(url, "/v1/jobs/", 9))
 			return route_job(a, c, method, url + 9);
+		if (!strncmp(url, "/v1/suppression/", 16))
+			return suppression_one(a, c, method, url + 16);
 		if (!strcmp(url, "/api/inject/v1") ||
 		    (!strcmp(url, "/v1/jobs") && strcmp(method, "GET")))
 			return send_error(c, 405, "method_not_allowed", NULL,
@@ -622,7 +678,8 @@ static int start_listener(struct listener *l, int fd, char *err, size_t errlen)
 }
 
 struct api *api_start(const struct vl_config *c, struct sched *sc,
-		      struct sched_spool *spool, char *err, size_t errlen)
+		      struct sched_spool *spool, struct sched_suppress *sup,
+		      struct sched_events *ev, char *err, size_t errlen)
 {
 	struct api *a = calloc(1, sizeof *a);
 	int fd;
@@ -630,6 +687,8 @@ struct api *api_start(const struct vl_config *c, struct sched *sc,
 	a->cfg = c;
 	a->sc = sc;
 	a->spool = spool;
+	a->sup = sup;
+	a->ev = ev;
 	a->started = vl_wall_time();
 	a->unix_l.a = a->tcp_l.a = a;
 	a->tcp_l.tcp = true;

@@ -119,6 +119,12 @@ struct vl_config {
 	char *data_dir, *hostname;
 	int64_t workers;
 	uint64_t max_message_size;
+	char *bounce_rules;          /* a user's rules file, consulted first */
+	uint64_t shutdown_grace_ms;  /* SIGTERM: transactions in flight may end */
+	struct {
+		uint64_t rotate_bytes;
+		int64_t keep_files;
+	} events;
 	struct {
 		char *socket, *listen, *token;
 		int64_t max_connections;

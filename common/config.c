@@ -127,9 +127,16 @@ static const struct key top_keys[] = {
 	KEY("hostname", K_STR, struct vl_config, hostname),
 	KEY("workers", K_INT, struct vl_config, workers),
 	KEY("max_message_size", K_SIZE, struct vl_config, max_message_size),
+	KEY("bounce_rules", K_STR, struct vl_config, bounce_rules),
+	KEY("shutdown_grace", K_DUR, struct vl_config, shutdown_grace_ms),
 };
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
-					  "domains", "egress", "dkim", NULL };
+					  "domains", "egress", "dkim", "events", NULL };
+
+static const struct key events_keys[] = {
+	KEY("rotate_bytes", K_SIZE, struct vl_config, events.rotate_bytes),
+	KEY("keep_files", K_INT, struct vl_config, events.keep_files),
+};
 
 static const struct key api_keys[] = {
 	KEY("socket", K_STR, struct vl_config, api.socket),
@@ -346,6 +353,10 @@ static void defaults(struct vl_config *c)
 	set_str(&c->data_dir, "volley-data");
 	set_str(&c->hostname, host);
 	c->max_message_size = 25000000;
+	set_str(&c->bounce_rules, "");
+	c->shutdown_grace_ms = 30000;
+	c->events.rotate_bytes = 64000000;
+	c->events.keep_files = 50;
 	c->max_age_ms = 3 * 86400000ull;
 	set_str(&c->api.socket, "");
 	set_str(&c->api.listen, "");
@@ -379,6 +390,9 @@ static int load(struct ctx *x, config_t *cf, struct vl_config *c)
 		return -1;
 	if ((s = config_setting_get_member(root, "api")) &&
 	    get_group(x, s, "api", api_keys, VL_ARRAY_LEN(api_keys), NULL, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "events")) &&
+	    get_group(x, s, "events", events_keys, VL_ARRAY_LEN(events_keys), NULL, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "spool")) &&
 	    get_group(x, s, "spool", spool_keys, VL_ARRAY_LEN(spool_keys), NULL, c) < 0)
@@ -450,6 +464,7 @@ void vl_config_free(struct vl_config *c)
 {
 	free(c->data_dir);
 	free(c->hostname);
+	free(c->bounce_rules);
 	free(c->api.socket);
 	free(c->api.listen);
 	free(c->api.token);
@@ -529,8 +544,13 @@ static void print_policy(struct vl_buf *o, const struct vl_policy *p, const char
 void vl_config_print(const struct vl_config *c, struct vl_buf *o)
 {
 	vl_buf_printf(o, "data_dir = \"%s\";\nhostname = \"%s\";\nworkers = %lld;\n"
-		      "max_message_size = %llu;\n", c->data_dir, c->hostname,
-		      (long long)c->workers, (unsigned long long)c->max_message_size);
+		      "max_message_size = %llu;\nbounce_rules = \"%s\";\n"
+		      "shutdown_grace = \"%llums\";\n"
+		      "events = {\n  rotate_bytes = %llu;\n  keep_files = %lld;\n};\n",
+		      c->data_dir, c->hostname,
+		      (long long)c->workers, (unsigned long long)c->max_message_size,
+		      c->bounce_rules, (unsigned long long)c->shutdown_grace_ms,
+		      (unsigned long long)c->events.rotate_bytes, (long long)c->events.keep_files);
 	vl_buf_printf(o, "api = {\n  socket = \"%s\";\n  listen = \"%s\";\n  token = \"%s\";\n"
 		      "  max_connections = %lld;\n  max_body = %llu;\n};\n", c->api.socket,
 		      c->api.listen, *c->api.token ? "(hidden)" : "",

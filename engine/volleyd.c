@@ -132,12 +132,54 @@ static int wait_for_signal(void)
 	return sig;
 }
 
-static int run(struct vl_config *cfg, bool foreground)
-{
-	char err[512];
+struct daemon {
 	struct sched_spool *spool;
+	struct sched_suppress *sup;
+	struct sched_events *ev;
 	struct sched *sc;
 	struct api *api;
+};
+
+static int open_all(struct daemon *v, const struct vl_config *cfg)
+{
+	char err[512], path[4096];
+
+	snprintf(path, sizeof path, "%s/suppression", cfg->data_dir);
+	if (!(v->spool = sched_spool_open(cfg->data_dir, err, sizeof err)) ||
+	    !(v->sup = sched_suppress_open(path, err, sizeof err)))
+		goto fail;
+	snprintf(path, sizeof path, "%s/events", cfg->data_dir);
+	if (!(v->ev = sched_events_open(path, cfg->events.rotate_bytes,
+					(unsigned)cfg->events.keep_files, err, sizeof err)) ||
+	    !(v->sc = sched_new(cfg, v->spool, err, sizeof err)) ||
+	    sched_start(v->sc, v->sup, v->ev, err, sizeof err) < 0 ||
+	    !(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, sizeof err)))
+		goto fail;
+	return 0;
+fail:
+	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
+	return -1;
+}
+
+/* SIGTERM: no new jobs, deliveries drain, the journal is committed. */
+static void close_all(struct daemon *v, const struct vl_config *cfg)
+{
+	if (v->api)
+		api_drain(v->api);
+	if (v->sc && v->api)
+		sched_stop(v->sc, cfg->shutdown_grace_ms);
+	api_stop(v->api);
+	sched_free(v->sc);
+	if (v->ev)
+		sched_events_close(v->ev);
+	if (v->sup)
+		sched_suppress_close(v->sup);
+	sched_spool_close(v->spool);
+}
+
+static int run(struct vl_config *cfg, bool foreground)
+{
+	struct daemon v = { 0 };
 
 	if (mkdir(cfg->data_dir, 0750) < 0 && errno != EEXIST) {
 		fprintf(stderr, "volleyd: cannot create %s: %s\n", cfg->data_dir, strerror(errno));
@@ -149,23 +191,16 @@ static int run(struct vl_config *cfg, bool foreground)
 	}
 	if (lock_pidfile(cfg->data_dir) < 0)
 		return 1;
-	if (!(spool = sched_spool_open(cfg->data_dir, err, sizeof err)) ||
-	    !(sc = sched_new(cfg, spool, err, sizeof err))) {
-		vl_log(VL_LOG_ERROR, "volleyd: %s", err);
-		return 1;
-	}
-	if (!(api = api_start(cfg, sc, spool, err, sizeof err))) {
-		vl_log(VL_LOG_ERROR, "volleyd: %s", err);
+	if (open_all(&v, cfg) < 0) {
+		close_all(&v, cfg);
 		return 1;
 	}
 	vl_log(VL_LOG_INFO, "volleyd: ready, data dir %s, pid %ld", cfg->data_dir,
 	       (long)getpid());
 	int sig = wait_for_signal();
-	vl_log(VL_LOG_INFO, "volleyd: %s: draining", strsignal(sig));
-	api_drain(api);
-	api_stop(api);
-	sched_free(sc);
-	sched_spool_close(spool);
+	vl_log(VL_LOG_INFO, "volleyd: %s: draining (up to %llu ms)", strsignal(sig),
+	       (unsigned long long)cfg->shutdown_grace_ms);
+	close_all(&v, cfg);
 	vl_log(VL_LOG_INFO, "volleyd: stopped");
 	return 0;
 }

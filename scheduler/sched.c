@@ -4,7 +4,7 @@
  * spool). The API's threads call in concurrently, so one mutex guards it;
  * nothing here is on the delivery hot path.
  */
-#include "scheduler.h"
+#include "sched_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,18 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum jstate { J_ACTIVE, J_PAUSED, J_CANCELLED };
 static const char *const jstate_names[] = { "active", "paused", "cancelled" };
-
-struct job {
-	char id[SCHED_ID_LEN + 1];
-	char *campaign;
-	bool transactional;
-	double created, expires, finished;
-	size_t recipients;
-	enum jstate state;
-	size_t counts[SCHED_NSTATES];
-};
 
 struct sched {
 	const struct vl_config *cfg;
@@ -37,7 +26,28 @@ struct sched {
 	size_t njobs, cap;
 	json_t *index;           /* id -> position in jobs */
 	json_t *idem;            /* key -> id, or null while being received */
+	struct deliver *d;       /* the delivery thread, once started */
 };
+
+void sched_lock(struct sched *sc)
+{
+	pthread_mutex_lock(&sc->mu);
+}
+
+void sched_unlock(struct sched *sc)
+{
+	pthread_mutex_unlock(&sc->mu);
+}
+
+struct job *sched_job_at(struct sched *sc, size_t i)
+{
+	return sc->jobs[i];
+}
+
+size_t sched_njobs(struct sched *sc)
+{
+	return sc->njobs;
+}
 
 static const char *const state_names[SCHED_NSTATES] = {
 	"queued", "in_flight", "delivered", "deferred", "bounced", "expired",
@@ -71,8 +81,8 @@ static bool job_done(const struct job *j)
 	       j->counts[SCHED_DEFERRED] == 0;
 }
 
-/* Counters follow the job's control state until the journal (issue 5)
- * gives each recipient its own outcome. */
+/* Until the delivery thread has read a job's journal, its recipients
+ * count as queued (or cancelled). */
 static void recount(struct job *j)
 {
 	memset(j->counts, 0, sizeof j->counts);
@@ -263,7 +273,10 @@ int sched_job_add(struct sched *sc, const char *id, json_t *meta)
 	add_job(sc, j);
 	if (key)
 		json_object_set_new(sc->idem, key, json_string(id));
+	struct deliver *d = sc->d;
 	pthread_mutex_unlock(&sc->mu);
+	if (d)
+		deliver_add_job(d, j);
 	return 0;
 }
 
@@ -281,6 +294,8 @@ static json_t *job_json(const struct job *j)
 {
 	json_t *counts = json_object();
 	bool done = job_done(j);
+	double span = j->last_delivery - j->first_delivery;
+	double rate = span > 0.5 ? (double)j->counts[SCHED_DELIVERED] / span : 0;
 
 	for (int i = 0; i < SCHED_NSTATES; i++)
 		json_object_set_new(counts, state_names[i], json_integer((json_int_t)j->counts[i]));
@@ -293,7 +308,7 @@ static json_t *job_json(const struct job *j)
 			 "expires", time_or_null(j->expires),
 			 "recipients", (json_int_t)j->recipients,
 			 "counts", counts,
-			 "rate", "delivered_per_s", 0.0,
+			 "rate", "delivered_per_s", rate,
 			 "done", done,
 			 "finished", time_or_null(done ? j->finished : 0));
 }
@@ -376,6 +391,7 @@ int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
 
 	pthread_mutex_lock(&sc->mu);
 	struct job *j = find(sc, id);
+	bool changed = false;
 	if (!j) {
 		rc = -1;
 	} else if ((rc = transition(j, op, &to, why, whylen)) == 0 && to != j->state) {
@@ -385,40 +401,105 @@ int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
 			rc = -3;
 		} else {
 			j->state = to;
-			if (to == J_CANCELLED)
+			changed = true;
+			if (to == J_CANCELLED && !sc->d) {
 				j->finished = now;
-			recount(j);
+				recount(j);
+			}
 		}
 	}
-	if (rc == 0)
-		*out = job_json(j);
+	struct deliver *d = sc->d;
 	pthread_mutex_unlock(&sc->mu);
+	if (changed && d)
+		deliver_control(d, j);   /* returns with its outcomes committed */
+	if (rc == 0) {
+		pthread_mutex_lock(&sc->mu);
+		*out = job_json(j);
+		pthread_mutex_unlock(&sc->mu);
+	}
 	return rc;
 }
 
-static void rcpt_line(struct vl_buf *b, size_t i, const struct sched_rcpt *r,
-		      enum sched_state st)
-{
-	vl_buf_printf(b, "{\"index\":%zu,\"email\":", i);
-	vl_buf_json_string(b, r->email);
-	vl_buf_printf(b, ",\"state\":\"%s\",\"attempts\":0,\"updated\":null,"
-		      "\"bounce_class\":null,\"response\":null}\n", state_names[st]);
-}
+/* ---- recipients: their committed outcomes, from the journal ---- */
 
 struct sched_cursor {
 	struct sched_table *t;
-	enum sched_state st, filter;
+	enum sched_state filter;
 	size_t next;
+	char *jbuf;              /* the journal as it was at open */
+	uint8_t *st;
+	uint32_t *last;          /* per recipient: offset + 1 of its last record */
 	struct vl_buf pending;   /* formatted, not yet read */
 	struct sched_rcpt r;
 };
 
+static void load_outcomes(struct sched_cursor *c, const char *path, bool cancelled)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = sched_table_count(c->t), len = 0, cap = 0, off = 0, rl;
+	struct jrec r;
+
+	c->st = calloc(n + 1, 1);
+	c->last = calloc(n + 1, sizeof *c->last);
+	for (size_t got; f && (cap - len < 65536 ? (c->jbuf = realloc(c->jbuf, cap = cap * 2 + 65536)) : 0,
+			       (got = fread(c->jbuf + len, 1, cap - len, f)) > 0);)
+		len += got;
+	if (f)
+		fclose(f);
+	for (; off < len && (rl = journal_decode(c->jbuf + off, len - off, &r)); off += rl) {
+		if (r.idx < n) {
+			c->st[r.idx] = r.state;
+			c->last[r.idx] = (uint32_t)off + 1;
+			continue;
+		}
+		for (size_t i = 0; r.idx == JREC_ALL && i < n; i++)
+			if (!rstate_final(c->st[i])) {
+				c->st[i] = r.state;
+				c->last[i] = (uint32_t)off + 1;
+			}
+	}
+	/* cancelled, but the delivery thread has not journaled it yet */
+	for (size_t i = 0; cancelled && i < n; i++)
+		if (!rstate_final(c->st[i]))
+			c->st[i] = R_CANCELLED;
+}
+
+static void rcpt_line(struct sched_cursor *c, size_t i)
+{
+	struct jrec r;
+	char when[32];
+	bool has = c->last[i] && journal_decode(c->jbuf + c->last[i] - 1, SIZE_MAX / 2, &r);
+
+	vl_buf_printf(&c->pending, "{\"index\":%zu,\"email\":", i);
+	vl_buf_json_string(&c->pending, c->r.email);
+	vl_buf_printf(&c->pending, ",\"state\":\"%s\",\"attempts\":%u,\"updated\":",
+		      state_names[rstate_api(c->st[i])], has ? r.attempts : 0);
+	if (!has || !r.time) {
+		vl_buf_appends(&c->pending, "null,\"bounce_class\":null,\"response\":null}\n");
+		return;
+	}
+	vl_iso8601(r.time, when);
+	vl_buf_printf(&c->pending, "\"%s\",\"bounce_class\":", when);
+	vl_buf_json_string(&c->pending, sched_bounce_class_name((enum sched_bounce_class)r.cls));
+	if (!r.code && !r.textlen) {
+		vl_buf_appends(&c->pending, ",\"response\":null}\n");
+		return;
+	}
+	vl_buf_printf(&c->pending, ",\"response\":{\"code\":%d,\"enhanced\":", r.code);
+	vl_buf_json_string(&c->pending, r.enhanced);
+	vl_buf_appends(&c->pending, ",\"text\":");
+	vl_buf_json_string(&c->pending, r.text);
+	vl_buf_appends(&c->pending, "}}\n");
+}
+
 struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 					   enum sched_state filter)
 {
+	char path[4096];
+
 	pthread_mutex_lock(&sc->mu);
 	struct job *j = find(sc, id);
-	enum sched_state st = j && j->state == J_CANCELLED ? SCHED_CANCELLED : SCHED_QUEUED;
+	bool cancelled = j && j->state == J_CANCELLED;
 	pthread_mutex_unlock(&sc->mu);
 	if (!j)
 		return NULL;
@@ -427,22 +508,24 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 		return NULL;
 	struct sched_cursor *c = calloc(1, sizeof *c);
 	c->t = t;
-	c->st = st;
 	c->filter = filter;
 	vl_buf_init(&c->pending);
+	snprintf(path, sizeof path, "%s/%s/journal", sc->jobs_dir, id);
+	load_outcomes(c, path, cancelled);
 	return c;
 }
 
 size_t sched_recipients_read(struct sched_cursor *c, char *buf, size_t max)
 {
-	bool match = c->filter == SCHED_NSTATES || c->filter == c->st;
-
-	while (match && c->pending.len < max && c->next < sched_table_count(c->t)) {
-		if (sched_table_get(c->t, c->next, &c->r) < 0) {
+	while (c->pending.len < max && c->next < sched_table_count(c->t)) {
+		size_t i = c->next++;
+		if (c->filter != SCHED_NSTATES && rstate_api(c->st[i]) != c->filter)
+			continue;
+		if (sched_table_get(c->t, i, &c->r) < 0) {
 			c->next = sched_table_count(c->t);
 			break;
 		}
-		rcpt_line(&c->pending, c->next++, &c->r, c->st);
+		rcpt_line(c, i);
 	}
 	size_t n = c->pending.len < max ? c->pending.len : max;
 	memcpy(buf, c->pending.p, n);
@@ -456,7 +539,51 @@ void sched_recipients_close(struct sched_cursor *c)
 		return;
 	sched_table_close(c->t);
 	vl_buf_free(&c->pending);
+	free(c->jbuf);
+	free(c->st);
+	free(c->last);
 	free(c);
+}
+
+/* ---- delivery ---- */
+
+int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_events *ev,
+		char *err, size_t errlen)
+{
+	struct deliver *d = deliver_start(sc, sc->cfg, sc->spool, sup, ev, err, errlen);
+
+	if (!d)
+		return -1;
+	pthread_mutex_lock(&sc->mu);
+	sc->d = d;
+	pthread_mutex_unlock(&sc->mu);
+	return 0;
+}
+
+void sched_stop(struct sched *sc, uint64_t grace_ms)
+{
+	pthread_mutex_lock(&sc->mu);
+	struct deliver *d = sc->d;
+	pthread_mutex_unlock(&sc->mu);
+	deliver_stop(d, grace_ms);
+	pthread_mutex_lock(&sc->mu);
+	sc->d = NULL;
+	for (size_t i = 0; i < sc->njobs; i++)
+		sc->jobs[i]->d = NULL;
+	pthread_mutex_unlock(&sc->mu);
+}
+
+json_t *sched_queues_json(struct sched *sc)
+{
+	pthread_mutex_lock(&sc->mu);
+	struct deliver *d = sc->d;
+	pthread_mutex_unlock(&sc->mu);
+	return d ? deliver_queues_json(d) : json_pack("{s:[]}", "queues");
+}
+
+bool sched_accepting(struct sched *sc)
+{
+	return !deliver_blocked(sc->d);
 }
 
 json_t *sched_stats_json(struct sched *sc)
@@ -474,6 +601,9 @@ json_t *sched_stats_json(struct sched *sc)
 	pthread_mutex_unlock(&sc->mu);
 	for (int s = 0; s < SCHED_NSTATES; s++)
 		json_object_set_new(counts, state_names[s], json_integer((json_int_t)totals[s]));
-	return json_pack("{s:I, s:I, s:o}", "jobs", (json_int_t)njobs,
-			 "jobs_active", (json_int_t)active, "recipients", counts);
+	json_t *r = json_pack("{s:I, s:I, s:o}", "jobs", (json_int_t)njobs,
+			      "jobs_active", (json_int_t)active, "recipients", counts);
+	if (sc->d)
+		json_object_set_new(r, "delivery", deliver_stats_json(sc->d));
+	return r;
 }

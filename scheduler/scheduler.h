@@ -226,6 +226,19 @@ long sched_events_read(struct sched_events_reader *r, char *buf, size_t max,
 		       int timeout_ms);
 void sched_events_reader_close(struct sched_events_reader *r);
 
+/* ---- delivery ---- */
+/* Start the engine, the delivery thread and the journal committer; every
+ * job in the registry resumes where its journal left it. */
+int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_events *ev,
+		char *err, size_t errlen);
+/* Stop dispatching, let transactions in flight end within grace_ms (the
+ * rest is journaled as deferred), commit, stop the engine. */
+void sched_stop(struct sched *sc, uint64_t grace_ms);
+/* {"queues": [...]} per destination site. */
+json_t *sched_queues_json(struct sched *sc);
+/* False while the journal cannot be written (disk full). */
+bool sched_accepting(struct sched *sc);
+
 /* Counters over every job, for /v1/stats. */
 json_t *sched_stats_json(struct sched *sc);
 

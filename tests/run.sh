@@ -50,6 +50,7 @@ failed=$((failed + uf))
 
 suite e2e python3 tests/e2e/run.py
 suite stress python3 tests/stress/many_conns.py
+suite crash python3 tests/stress/crash.py
 
 echo
 echo "$passed passed, $failed failed"

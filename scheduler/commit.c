@@ -1,0 +1,292 @@
+/*
+ * The group committer. The delivery thread gathers journal records,
+ * counter changes and events per job and hands them over in batches
+ * (every journal_commit_ms); this thread appends the records to each job's
+ * journal, makes them durable (fdatasync each file, or one syncfs when a
+ * batch touches many), and only then applies the counters the API shows
+ * and writes the events. So an outcome the API reports as final is on
+ * disk, and the delivery thread never waits for a disk.
+ *
+ * When a write fails (disk full), the file is cut back to where the batch
+ * began and the batch is retried; meanwhile commit_blocked() is true and
+ * the delivery thread sends nothing new. No outcome is lost.
+ */
+#include "deliver_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SYNCFS_OVER 8            /* files in a batch past which one syncfs wins */
+#define RETRY_MS 500
+
+struct cjob {
+	struct job *j;
+	char id[SCHED_ID_LEN + 1];
+	struct vl_buf recs;
+	long long delta[SCHED_NSTATES];
+};
+
+struct batch {
+	struct cjob *jobs;
+	size_t n;
+	struct vl_buf events;
+	struct vl_buf suppress;      /* "email\0job\0" pairs */
+	struct batch *next;
+};
+
+struct commit {
+	struct deliver *d;
+	pthread_t tid;
+	pthread_mutex_t mu;
+	pthread_cond_t cv, done_cv;
+	struct batch *head, *tail;
+	uint64_t submitted, applied;
+	_Atomic bool stop;
+	_Atomic bool blocked;
+};
+
+static void batch_free(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		vl_buf_free(&b->jobs[i].recs);
+	free(b->jobs);
+	vl_buf_free(&b->events);
+	vl_buf_free(&b->suppress);
+	free(b);
+}
+
+/* Append one job's records; on failure cut the file back. */
+static int write_job(struct commit *c, struct cjob *cj, int *fd_out)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof path, "%s/jobs/%s/journal", c->d->cfg->data_dir, cj->id);
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -1;
+	off_t start = lseek(fd, 0, SEEK_END);
+	size_t done = 0;
+	while (done < cj->recs.len) {
+		ssize_t w = pwrite(fd, cj->recs.p + done, cj->recs.len - done, start + (off_t)done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			int e = errno;
+			if (ftruncate(fd, start) < 0)
+				vl_log(VL_LOG_ERROR, "journal %s: cannot cut back: %s", path,
+				       strerror(errno));
+			close(fd);
+			errno = e;
+			return -1;
+		}
+		done += (size_t)w;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+static int sync_all(int *fds, size_t n)
+{
+	if (n > SYNCFS_OVER)
+		return syncfs(fds[0]);
+	for (size_t i = 0; i < n; i++)
+		if (fdatasync(fds[i]) < 0)
+			return -1;
+	return 0;
+}
+
+/* 0 when the whole batch is durable. */
+static int make_durable(struct commit *c, struct batch *b)
+{
+	int *fds = calloc(b->n + 1, sizeof *fds);
+	size_t nfd = 0;
+	int rc = 0;
+
+	for (size_t i = 0; i < b->n && rc == 0; i++) {
+		if (!b->jobs[i].recs.len)
+			continue;
+		rc = write_job(c, &b->jobs[i], &fds[nfd]);
+		nfd += rc == 0;
+	}
+	if (rc == 0 && nfd)
+		rc = sync_all(fds, nfd);
+	int e = errno;
+	for (size_t i = 0; i < nfd; i++)
+		close(fds[i]);
+	free(fds);
+	errno = e;
+	return rc;
+}
+
+static void apply(struct commit *c, struct batch *b)
+{
+	struct sched *sc = c->d->sc;
+	double now = vl_wall_time();
+
+	sched_lock(sc);
+	for (size_t i = 0; i < b->n; i++) {
+		struct job *j = b->jobs[i].j;
+		for (int s = 0; s < SCHED_NSTATES; s++)
+			j->counts[s] = (size_t)((long long)j->counts[s] + b->jobs[i].delta[s]);
+		if (b->jobs[i].delta[SCHED_DELIVERED] > 0) {
+			if (!j->first_delivery)
+				j->first_delivery = now;
+			j->last_delivery = now;
+		}
+		if (!j->finished && j->counts[SCHED_QUEUED] + j->counts[SCHED_IN_FLIGHT] +
+		    j->counts[SCHED_DEFERRED] == 0)
+			j->finished = now;
+	}
+	sched_unlock(sc);
+	if (c->d->ev && b->events.len) {
+		sched_events_append(c->d->ev, b->events.p, b->events.len);
+		sched_events_flush(c->d->ev);
+	}
+	for (size_t off = 0; off < b->suppress.len;) {
+		const char *email = b->suppress.p + off;
+		const char *job = email + strlen(email) + 1;
+		if (c->d->sup && sched_suppress_add(c->d->sup, email, "invalid-recipient", job) < 0)
+			vl_log(VL_LOG_ERROR, "suppression: cannot add %s: %s", email, strerror(errno));
+		off = (size_t)(job - b->suppress.p) + strlen(job) + 1;
+	}
+}
+
+static void commit_one(struct commit *c, struct batch *b)
+{
+	bool told = false;
+	uint64_t since = vl_now_ms();
+
+	while (make_durable(c, b) < 0) {
+		if (c->stop && vl_now_ms() - since > 10000) {
+			/* Shutting down and still no space: these recipients are
+			 * delivered again after a restart (at least once). */
+			vl_log(VL_LOG_ERROR, "journal: giving up a batch at shutdown; its "
+			       "outcomes will be retried after a restart");
+			atomic_store(&c->blocked, false);
+			return;
+		}
+		if (!told)
+			vl_log(VL_LOG_ERROR, "journal: cannot write (%s); deliveries pause until "
+			       "it can", strerror(errno));
+		told = true;
+		atomic_store(&c->blocked, true);
+		usleep(RETRY_MS * 1000);
+	}
+	if (told)
+		vl_log(VL_LOG_INFO, "journal: writable again; deliveries resume");
+	atomic_store(&c->blocked, false);
+	apply(c, b);
+}
+
+static void *run(void *arg)
+{
+	struct commit *c = arg;
+
+	pthread_mutex_lock(&c->mu);
+	for (;;) {
+		while (!c->head && !c->stop)
+			pthread_cond_wait(&c->cv, &c->mu);
+		if (!c->head)
+			break;
+		struct batch *b = c->head;
+		c->head = b->next;
+		if (!c->head)
+			c->tail = NULL;
+		pthread_mutex_unlock(&c->mu);
+		commit_one(c, b);
+		batch_free(b);
+		pthread_mutex_lock(&c->mu);
+		c->applied++;
+		pthread_cond_broadcast(&c->done_cv);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+struct commit *commit_start(struct deliver *d, char *err, size_t errlen)
+{
+	struct commit *c = calloc(1, sizeof *c);
+
+	c->d = d;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	pthread_cond_init(&c->done_cv, NULL);
+	if (pthread_create(&c->tid, NULL, run, c) != 0) {
+		snprintf(err, errlen, "cannot start the journal committer");
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void take_job(struct cjob *cj, struct djob *dj)
+{
+	cj->j = dj->j;
+	memcpy(cj->id, dj->j->id, sizeof cj->id);
+	cj->recs = dj->jbuf;          /* the batch takes the buffer */
+	vl_buf_init(&dj->jbuf);
+	memcpy(cj->delta, dj->delta, sizeof cj->delta);
+	memset(dj->delta, 0, sizeof dj->delta);
+	dj->in_batch = false;
+}
+
+void commit_submit(struct commit *c, struct djob *jobs, struct vl_buf *events,
+		   struct vl_buf *suppress)
+{
+	struct batch *b = calloc(1, sizeof *b);
+	size_t n = 0;
+
+	for (struct djob *dj = jobs; dj; dj = dj->next)
+		n += dj->in_batch;
+	b->jobs = calloc(n + 1, sizeof *b->jobs);
+	for (struct djob *dj = jobs; dj; dj = dj->next)
+		if (dj->in_batch)
+			take_job(&b->jobs[b->n++], dj);
+	b->events = *events;
+	vl_buf_init(events);
+	b->suppress = *suppress;
+	vl_buf_init(suppress);
+	pthread_mutex_lock(&c->mu);
+	if (c->tail)
+		c->tail->next = b;
+	else
+		c->head = b;
+	c->tail = b;
+	c->submitted++;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+void commit_drain(struct commit *c)
+{
+	pthread_mutex_lock(&c->mu);
+	while (c->applied < c->submitted)
+		pthread_cond_wait(&c->done_cv, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+}
+
+bool commit_blocked(struct commit *c)
+{
+	return atomic_load(&c->blocked);
+}
+
+/* Batches still queued are written before the thread ends. */
+void commit_stop(struct commit *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->mu);
+	c->stop = true;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	pthread_join(c->tid, NULL);
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
+	pthread_cond_destroy(&c->done_cv);
+	free(c);
+}

@@ -1,0 +1,733 @@
+/*
+ * The delivery thread: turns spooled jobs into engine messages at each
+ * site's pace and every result into a journaled outcome. It owns jobs in
+ * delivery, sites and timers outright; the API threads and the engine's
+ * workers reach it only through its inbox (a mutex and a condition
+ * variable), so nothing here needs a lock of its own.
+ *
+ * One recipient per message: personalised mail differs per recipient
+ * (To, Message-ID, substitutions, VERP), so sharing a transaction would
+ * only pay off for identical content.
+ */
+#include "deliver_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SWEEP_MS 5000            /* expiry check of jobs that do not move */
+#define WAIT_MAX_MS 1000
+
+/* ---- timers: a binary min-heap ---- */
+
+static void heap_swap(struct timer *h, size_t a, size_t b)
+{
+	struct timer t = h[a];
+	h[a] = h[b];
+	h[b] = t;
+}
+
+void timer_add(struct deliver *d, uint64_t due_ms, enum tkind k, void *p, uint32_t idx)
+{
+	if (d->nheap == d->capheap) {
+		d->capheap = d->capheap ? d->capheap * 2 : 256;
+		d->heap = realloc(d->heap, d->capheap * sizeof *d->heap);
+	}
+	size_t i = d->nheap++;
+	d->heap[i] = (struct timer){ due_ms, k, idx, p };
+	while (i && d->heap[(i - 1) / 2].due_ms > d->heap[i].due_ms) {
+		heap_swap(d->heap, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static struct timer timer_pop(struct deliver *d)
+{
+	struct timer top = d->heap[0];
+	size_t i = 0;
+
+	d->heap[0] = d->heap[--d->nheap];
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < d->nheap && d->heap[l].due_ms < d->heap[m].due_ms)
+			m = l;
+		if (r < d->nheap && d->heap[r].due_ms < d->heap[m].due_ms)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(d->heap, i, m);
+		i = m;
+	}
+	return top;
+}
+
+/* Drop the retry timers of a job that is going away. */
+static void timers_forget(struct deliver *d, struct djob *dj)
+{
+	size_t n = d->nheap;
+	struct timer *keep = d->heap;
+
+	d->heap = NULL;
+	d->nheap = d->capheap = 0;
+	for (size_t i = 0; i < n; i++)
+		if (keep[i].kind != T_RETRY || ((struct sjq *)keep[i].p)->dj != dj)
+			timer_add(d, keep[i].due_ms, keep[i].kind, keep[i].p, keep[i].idx);
+	free(keep);
+}
+
+static void fire_retry(struct deliver *d, struct sjq *q, uint32_t idx)
+{
+	struct djob *dj = q->dj;
+
+	q->site->deferred--;
+	dj->ntimers--;
+	if (dj->st[idx] != R_DEFERRED || dj->cancelled || dj->expired)
+		return;
+	sjq_push(q, idx);
+	q->site->waiting++;
+	site_ready(d, q->site);
+}
+
+static void fire_timers(struct deliver *d)
+{
+	uint64_t now = vl_now_ms();
+
+	while (d->nheap && d->heap[0].due_ms <= now) {
+		struct timer t = timer_pop(d);
+		if (t.kind == T_RETRY)
+			fire_retry(d, t.p, t.idx);
+		else if (t.kind == T_SITE)
+			site_ready(d, t.p);
+	}
+}
+
+/* ---- events ---- */
+
+void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char *type,
+		   const struct dmsg *m, const struct jrec *r)
+{
+	const char *domain = "", *email = djob_email(dj, idx, &domain);
+	struct sched_event ev = {
+		.type = type, .time = vl_wall_time(), .job = dj->j->id,
+		.recipient = email ? email : "", .domain = domain,
+		.attempt = dj->att[idx],
+	};
+
+	if (!d->ev)
+		return;
+	if (r) {
+		ev.code = r->code;
+		ev.enhanced = r->enhanced;
+		ev.text = r->text;
+		ev.bounce_class = (enum sched_bounce_class)r->cls;
+	}
+	if (m) {
+		const char *bar = strchr(m->q->site->key, '|');
+		char site[256];
+		snprintf(site, sizeof site, "%.*s", bar ? (int)(bar - m->q->site->key) : 255,
+			 m->q->site->key);
+		ev.site = site;
+		ev.mx = m->q->site->route.name;
+		ev.peer_address = m->peer[0] ? m->peer : NULL;
+		ev.tls_version = m->tls_version[0] ? m->tls_version : NULL;
+		ev.tls_cipher = m->tls_cipher;
+		ev.tls_verified = m->tls_verified;
+		ev.size = m->out.size;
+		sched_event_format(&ev, &d->events);
+		return;
+	}
+	sched_event_format(&ev, &d->events);
+}
+
+/* ---- sending ---- */
+
+static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *r)
+{
+	struct dmsg *m = em->arg;
+	(void)rcpt;
+
+	m->status = r->status;
+	m->code = r->code;
+	m->maybe = r->maybe_delivered;
+	snprintf(m->enhanced, sizeof m->enhanced, "%s", r->enhanced ? r->enhanced : "");
+	snprintf(m->stage, sizeof m->stage, "%s", r->stage ? r->stage : "");
+	snprintf(m->peer, sizeof m->peer, "%s", r->peer ? r->peer : "");
+	snprintf(m->text, sizeof m->text, "%s", r->text ? r->text : "");
+	snprintf(m->tls_version, sizeof m->tls_version, "%s",
+		 r->tls_version ? r->tls_version : "");
+	snprintf(m->tls_cipher, sizeof m->tls_cipher, "%s", r->tls_cipher ? r->tls_cipher : "");
+	m->tls_verified = r->tls_verified;
+}
+
+/* On an engine worker: hand the message back to the delivery thread. */
+static void on_done(struct eng_msg *em)
+{
+	struct dmsg *m = em->arg;
+	struct deliver *d = m->dj->d;
+
+	pthread_mutex_lock(&d->mu);
+	m->next = d->results;
+	d->results = m;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static struct dmsg *msg_get(struct deliver *d)
+{
+	struct dmsg *m = d->free_msgs;
+
+	if (m) {
+		d->free_msgs = m->next;
+		return m;
+	}
+	m = calloc(1, sizeof *m);
+	msg_out_init(&m->out);
+	return m;
+}
+
+static void msg_put(struct deliver *d, struct dmsg *m)
+{
+	m->next = d->free_msgs;
+	d->free_msgs = m;
+}
+
+static void process(struct deliver *d, struct dmsg *m);
+
+/* An outcome decided here, without the engine (no route, bad render). */
+static void local_result(struct deliver *d, struct dmsg *m, enum eng_status st,
+			 const char *stage, const char *text)
+{
+	m->status = st;
+	m->code = 0;
+	m->enhanced[0] = m->peer[0] = m->tls_version[0] = '\0';
+	snprintf(m->stage, sizeof m->stage, "%s", stage);
+	snprintf(m->text, sizeof m->text, "%s", text);
+	process(d, m);
+}
+
+static int render(struct deliver *d, struct dmsg *m, struct sched_rcpt *r)
+{
+	struct djob *dj = m->dj;
+	struct msg_err me;
+	struct msg_rcpt mr = { .email = r->email, .name = r->name, .index = m->idx,
+			       .nsubs = r->nsubs, .keys = r->keys, .vals = r->vals,
+			       .lens = r->vlens };
+
+	if (msg_render(dj->msg, &mr, time(NULL), &m->out, &me) < 0) {
+		local_result(d, m, ENG_PERMANENT, "size", me.message);
+		return -1;
+	}
+	if (!dj->verp || msg_verp(dj->sender, dj->j->id, m->idx, m->from, sizeof m->from) < 0)
+		snprintf(m->from, sizeof m->from, "%s", dj->sender);
+	return 0;
+}
+
+static bool ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return false;
+	return true;
+}
+
+static void submit(struct deliver *d, struct dmsg *m)
+{
+	struct eng_msg *em = &m->m;
+
+	memset(em, 0, sizeof *em);
+	em->route = &m->q->site->route;
+	em->mail_from = m->from;
+	em->rcpts = &m->rcpt;
+	em->nrcpt = 1;
+	em->body = m->out.iov;
+	em->nbody = m->out.niov;
+	em->eightbit = m->out.eightbit;
+	em->smtputf8 = m->out.smtputf8 || !ascii(m->rcpt) || !ascii(m->from);
+	em->on_result = on_result;
+	em->on_done = on_done;
+	em->arg = m;
+	m->sent_ms = vl_now_ms();
+	d->dispatched++;
+	eng_submit(d->eng, em);
+}
+
+void deliver_send(struct deliver *d, struct sjq *q, uint32_t idx)
+{
+	struct djob *dj = q->dj;
+	struct sched_rcpt *r = &d->rcpt;
+
+	if (rstate_final(dj->st[idx]))
+		return;
+	if (sched_table_get(dj->table, idx, r) < 0)
+		return;
+	if (d->sup && sched_suppressed(d->sup, r->email, r->email_len)) {
+		struct jrec why = { .textlen = 0 };
+		why.textlen = (uint16_t)snprintf(why.text, sizeof why.text,
+						 "suppressed: the address is on the suppression list");
+		djob_set(dj, idx, R_SUPPRESSED, &why);
+		deliver_event(d, dj, idx, "AdminBounce", NULL, &why);
+		d->suppressed++;
+		return;
+	}
+	struct dmsg *m = msg_get(d);
+	m->dj = dj;
+	m->q = q;
+	m->idx = idx;
+	m->rcpt = r->email;
+	dj->att[idx]++;
+	djob_set(dj, idx, R_INFLIGHT, NULL);
+	dj->inflight++;
+	q->site->inflight++;
+	d->inflight++;
+	if (!q->site->routable) {
+		local_result(d, m, ENG_TRANSIENT, "dns", q->site->no_route);
+		return;
+	}
+	if (render(d, m, r) == 0)
+		submit(d, m);
+}
+
+/* ---- results ---- */
+
+static uint64_t retry_delay(struct deliver *d, unsigned attempts)
+{
+	size_t i = attempts ? attempts - 1 : 0;
+	uint64_t base = d->cfg->retry_ms[i < d->cfg->nretry ? i : d->cfg->nretry - 1];
+	/* +-10% jitter, so retries of one burst do not come back as one */
+	double j = 0.9 + 0.2 * (double)(vl_rand(&d->seed) >> 11) / 9007199254740992.0;
+	return (uint64_t)((double)base * j);
+}
+
+static void fill_jrec(struct jrec *r, const struct dmsg *m, const struct sched_bounce_verdict *v)
+{
+	memset(r, 0, offsetof(struct jrec, text));
+	r->code = (int16_t)m->code;
+	snprintf(r->enhanced, sizeof r->enhanced, "%s", m->enhanced);
+	r->cls = (uint8_t)v->cls;
+	int n = snprintf(r->text, sizeof r->text, "%s%s%s", m->stage[0] && !m->code ? m->stage : "",
+			 m->stage[0] && !m->code ? ": " : "", m->text);
+	r->textlen = (uint16_t)(n < 0 ? 0 : n > JREC_TEXT_MAX ? JREC_TEXT_MAX : n);
+	r->flags = m->maybe;
+}
+
+static void transient(struct deliver *d, struct dmsg *m, struct jrec *r)
+{
+	struct djob *dj = m->dj;
+	uint64_t now = vl_now_ms(), due = now + retry_delay(d, dj->att[m->idx]);
+	uint64_t end = (uint64_t)(dj->expires * 1000);
+
+	if (dj->cancelled) {
+		djob_set(dj, m->idx, R_CANCELLED, r);
+		deliver_event(d, dj, m->idx, "AdminBounce", m, r);
+		return;
+	}
+	if (vl_wall_time() * 1000 >= (double)end || dj->expired) {
+		djob_set(dj, m->idx, R_EXPIRED, r);
+		deliver_event(d, dj, m->idx, "Expiration", m, r);
+		d->expired++;
+		return;
+	}
+	djob_set(dj, m->idx, R_DEFERRED, r);
+	deliver_event(d, dj, m->idx, "TransientFailure", m, r);
+	/* wall-clock expiry onto the monotonic timer clock */
+	uint64_t left = end - (uint64_t)(vl_wall_time() * 1000);
+	if (due > now + left)
+		due = now + left;
+	m->q->site->deferred++;
+	dj->ntimers++;
+	timer_add(d, due, T_RETRY, m->q, m->idx);
+	d->transient++;
+}
+
+static void process(struct deliver *d, struct dmsg *m)
+{
+	struct djob *dj = m->dj;
+	struct sched_bounce_verdict v = { SCHED_BC_NONE, false };
+	struct jrec r;
+
+	if (m->status != ENG_DELIVERED)
+		sched_bounce_classify(d->rules, m->code, m->enhanced, m->text, m->stage, &v);
+	if (m->status == ENG_PERMANENT)
+		v.hard = true;          /* the engine saw a 5xx: final whatever the class */
+	fill_jrec(&r, m, &v);
+	site_result(d, m->q->site, m, &v);
+	dj->inflight--;
+	d->inflight--;
+	if (m->status == ENG_DELIVERED) {
+		djob_set(dj, m->idx, R_DELIVERED, &r);
+		deliver_event(d, dj, m->idx, "Delivery", m, &r);
+		d->delivered++;
+	} else if (m->status == ENG_PERMANENT) {
+		djob_set(dj, m->idx, R_BOUNCED, &r);
+		deliver_event(d, dj, m->idx, "Bounce", m, &r);
+		d->bounced++;
+		if (v.cls == SCHED_BC_INVALID_RECIPIENT) {
+			vl_buf_append(&d->suppress, m->rcpt, strlen(m->rcpt) + 1);
+			vl_buf_append(&d->suppress, dj->j->id, strlen(dj->j->id) + 1);
+		}
+	} else {
+		transient(d, m, &r);
+	}
+	msg_put(d, m);
+}
+
+/* ---- the loop ---- */
+
+/* Counter changes that need no commit (dispatches) go to the registry now. */
+static void publish_now(struct deliver *d)
+{
+	bool any = false;
+
+	for (struct djob *dj = d->jobs; dj && !any; dj = dj->next)
+		for (int s = 0; s < SCHED_NSTATES && !any; s++)
+			any = dj->now_delta[s] != 0;
+	if (!any)
+		return;
+	sched_lock(d->sc);
+	for (struct djob *dj = d->jobs; dj; dj = dj->next)
+		for (int s = 0; s < SCHED_NSTATES; s++) {
+			dj->j->counts[s] = (size_t)((long long)dj->j->counts[s] + dj->now_delta[s]);
+			dj->now_delta[s] = 0;
+		}
+	sched_unlock(d->sc);
+}
+
+static void maybe_commit(struct deliver *d, bool now)
+{
+	uint64_t t = vl_now_ms();
+	bool any = d->events.len > 0;
+
+	for (struct djob *dj = d->jobs; dj && !any; dj = dj->next)
+		any = dj->in_batch;
+	if (!any || (!now && t < d->next_commit_ms))
+		return;
+	commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
+	d->next_commit_ms = t + (uint64_t)d->cfg->spool.journal_commit_ms;
+}
+
+/* A job with nothing left to do leaves the delivery thread. */
+static void reap(struct deliver *d)
+{
+	for (struct djob **p = &d->jobs; *p;) {
+		struct djob *dj = *p;
+		if (dj->nonfinal || dj->inflight || dj->in_batch) {
+			p = &dj->next;
+			continue;
+		}
+		*p = dj->next;
+		if (dj->ntimers)
+			timers_forget(d, dj);
+		sjq_unlink_all(dj);
+		sched_lock(d->sc);
+		dj->j->d = NULL;
+		sched_unlock(d->sc);
+		djob_free(dj);
+	}
+}
+
+static void sweep(struct deliver *d)
+{
+	double now = vl_wall_time();
+
+	for (struct djob *dj = d->jobs; dj; dj = dj->next)
+		if (dj->nonfinal && now >= dj->expires)
+			djob_expire(dj);
+}
+
+static void take_commands(struct deliver *d, struct job ***adds, size_t *nadds,
+			  struct job ***ctls, size_t *nctls, struct dmsg **results)
+{
+	d->want_snap_now = d->want_snap;
+	d->want_snap = false;
+	*adds = d->adds;
+	*nadds = d->nadds;
+	*ctls = d->ctls;
+	*nctls = d->nctls;
+	*results = d->results;
+	d->adds = d->ctls = NULL;
+	d->nadds = d->capadds = d->nctls = d->capctls = 0;
+	d->results = NULL;
+}
+
+static void run_commands(struct deliver *d, struct job **adds, size_t nadds,
+			 struct job **ctls, size_t nctls, struct dmsg *results)
+{
+	for (size_t i = 0; i < nadds; i++) {
+		struct djob *dj = djob_load(d, adds[i]);
+		if (dj) {
+			dj->next = d->jobs;
+			d->jobs = dj;
+		}
+	}
+	for (size_t i = 0; i < nctls; i++)
+		if (ctls[i]->d)
+			djob_control(ctls[i]->d);
+	while (results) {
+		struct dmsg *next = results->next;
+		process(d, results);
+		results = next;
+	}
+	free(adds);
+	free(ctls);
+}
+
+static uint64_t next_wake(struct deliver *d)
+{
+	uint64_t now = vl_now_ms(), t = now + WAIT_MAX_MS;
+
+	if (d->nheap && d->heap[0].due_ms < t)
+		t = d->heap[0].due_ms;
+	if (d->next_commit_ms > now && d->next_commit_ms < t)
+		t = d->next_commit_ms;
+	return t > now ? t - now : 0;
+}
+
+static void wait_inbox(struct deliver *d, uint64_t ms)
+{
+	struct timespec ts;
+
+	if (d->results || d->nadds || d->nctls || d->stopping || !ms ||
+	    d->sync_req != d->sync_done)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+}
+
+/* Requests made through deliver_sync() are answered at the end of the
+ * round that saw them, with a queue snapshot when one was asked for. */
+static void answer(struct deliver *d, uint64_t sync)
+{
+	json_t *snap = NULL;
+
+	if (sync == d->sync_done)
+		return;
+	if (d->want_snap_now) {
+		json_t *a = json_array();
+		for (struct site *s = d->sites; s; s = s->next)
+			json_array_append_new(a, site_json(s));
+		snap = json_pack("{s:o}", "queues", a);
+	}
+	pthread_mutex_lock(&d->mu);
+	if (snap) {
+		json_decref(d->snap);
+		d->snap = snap;
+	}
+	d->sync_done = sync;
+	pthread_cond_broadcast(&d->progress);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void *run(void *arg)
+{
+	struct deliver *d = arg;
+	uint64_t last_sweep = 0;
+
+	for (;;) {
+		struct job **adds, **ctls;
+		size_t nadds, nctls;
+		struct dmsg *results;
+
+		pthread_mutex_lock(&d->mu);
+		wait_inbox(d, next_wake(d));
+		take_commands(d, &adds, &nadds, &ctls, &nctls, &results);
+		bool stopping = d->stopping;
+		uint64_t sync = d->sync_req;
+		pthread_mutex_unlock(&d->mu);
+		run_commands(d, adds, nadds, ctls, nctls, results);
+		fire_timers(d);
+		if (vl_now_ms() - last_sweep >= SWEEP_MS) {
+			sweep(d);
+			last_sweep = vl_now_ms();
+		}
+		atomic_store(&d->blocked, commit_blocked(d->commit));
+		if (!stopping && !atomic_load(&d->blocked))
+			site_dispatch_all(d);
+		if (stopping)
+			atomic_store(&d->quiet, true);
+		publish_now(d);
+		maybe_commit(d, stopping || nctls || sync != d->sync_done);
+		reap(d);
+		answer(d, sync);
+		if (stopping && !d->inflight)
+			break;
+	}
+	return NULL;
+}
+
+/* ---- the face (sched_int.h) ---- */
+
+static void push(struct job ***a, size_t *n, size_t *cap, struct job *j)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 16;
+		*a = realloc(*a, *cap * sizeof **a);
+	}
+	(*a)[(*n)++] = j;
+}
+
+void deliver_add_job(struct deliver *d, struct job *j)
+{
+	pthread_mutex_lock(&d->mu);
+	push(&d->adds, &d->nadds, &d->capadds, j);
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
+/* One round of the delivery thread, from another thread; then wait for
+ * what it committed. */
+static void deliver_sync(struct deliver *d, struct job *ctl, bool snap)
+{
+	pthread_mutex_lock(&d->mu);
+	if (ctl)
+		push(&d->ctls, &d->nctls, &d->capctls, ctl);
+	d->want_snap |= snap;
+	uint64_t target = ++d->sync_req;
+	pthread_cond_signal(&d->cv);
+	while (d->sync_done < target && !d->stopping)
+		pthread_cond_wait(&d->progress, &d->mu);
+	pthread_mutex_unlock(&d->mu);
+	commit_drain(d->commit);
+}
+
+void deliver_control(struct deliver *d, struct job *j)
+{
+	deliver_sync(d, j, false);
+}
+
+json_t *deliver_queues_json(struct deliver *d)
+{
+	json_t *r;
+
+	deliver_sync(d, NULL, true);
+	pthread_mutex_lock(&d->mu);
+	r = d->snap ? json_deep_copy(d->snap) : json_pack("{s:[]}", "queues");
+	pthread_mutex_unlock(&d->mu);
+	return r;
+}
+
+json_t *deliver_stats_json(struct deliver *d)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+			 "dispatched", (json_int_t)d->dispatched,
+			 "delivered", (json_int_t)d->delivered,
+			 "bounced", (json_int_t)d->bounced,
+			 "transient", (json_int_t)d->transient,
+			 "expired", (json_int_t)d->expired,
+			 "suppressed", (json_int_t)d->suppressed,
+			 "in_flight", (json_int_t)d->inflight,
+			 "connections", (json_int_t)eng_open_connections(d->eng),
+			 "journal_blocked", atomic_load(&d->blocked));
+}
+
+static struct engine *start_engine(const struct vl_config *c, char *err, size_t errlen)
+{
+	struct eng_config ec;
+
+	eng_config_defaults(&ec);
+	ec.workers = (int)c->workers;
+	snprintf(ec.helo, sizeof ec.helo, "%s", c->negress ? c->egress[0].ehlo : c->hostname);
+	return eng_new(&ec, err, errlen);
+}
+
+struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
+			      struct sched_spool *spool, struct sched_suppress *sup,
+			      struct sched_events *ev, char *err, size_t errlen)
+{
+	struct deliver *d = calloc(1, sizeof *d);
+
+	d->sc = sc;
+	d->cfg = cfg;
+	d->spool = spool;
+	d->sup = sup;
+	d->ev = ev;
+	d->seed = vl_now_ns();
+	d->site_index = json_object();
+	d->domain_site = json_object();
+	vl_buf_init(&d->events);
+	vl_buf_init(&d->suppress);
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	pthread_cond_init(&d->progress, NULL);
+	if (!(d->rules = sched_bounce_load(cfg->bounce_rules, err, errlen)) ||
+	    !(d->eng = start_engine(cfg, err, errlen)) ||
+	    !(d->commit = commit_start(d, err, errlen)))
+		goto fail;
+	sched_lock(sc);
+	for (size_t i = 0; i < sched_njobs(sc); i++)
+		push(&d->adds, &d->nadds, &d->capadds, sched_job_at(sc, i));
+	sched_unlock(sc);
+	if (pthread_create(&d->tid, NULL, run, d) != 0) {
+		snprintf(err, errlen, "cannot start the delivery thread");
+		goto fail;
+	}
+	return d;
+fail:
+	if (d->eng) {
+		eng_stop(d->eng, 0);
+		eng_free(d->eng);
+	}
+	commit_stop(d->commit);
+	sched_bounce_free(d->rules);
+	free(d);
+	return NULL;
+}
+
+void deliver_stop(struct deliver *d, uint64_t grace_ms)
+{
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->stopping = true;
+	pthread_cond_signal(&d->cv);
+	pthread_cond_broadcast(&d->progress);
+	pthread_mutex_unlock(&d->mu);
+	while (!atomic_load(&d->quiet))
+		usleep(1000);
+	/* the engine ends transactions in flight, then gives what it still
+	 * holds a transient result, which the thread journals as deferred */
+	eng_stop(d->eng, grace_ms);
+	pthread_join(d->tid, NULL);
+	commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
+	commit_drain(d->commit);
+	commit_stop(d->commit);
+	eng_free(d->eng);
+	while (d->jobs) {
+		struct djob *n = d->jobs->next;
+		djob_free(d->jobs);
+		d->jobs = n;
+	}
+	while (d->free_msgs) {
+		struct dmsg *n = d->free_msgs->next;
+		msg_out_free(&d->free_msgs->out);
+		free(d->free_msgs);
+		d->free_msgs = n;
+	}
+	sites_free(d);
+	sched_bounce_free(d->rules);
+	json_decref(d->site_index);
+	json_decref(d->domain_site);
+	vl_buf_free(&d->events);
+	vl_buf_free(&d->suppress);
+	free(d->heap);
+	free(d->adds);
+	free(d->ctls);
+	json_decref(d->snap);
+	pthread_mutex_destroy(&d->mu);
+	pthread_cond_destroy(&d->cv);
+	pthread_cond_destroy(&d->progress);
+	free(d);
+}
+
+bool deliver_blocked(struct deliver *d)
+{
+	return d && atomic_load(&d->blocked);
+}

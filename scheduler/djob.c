@@ -1,0 +1,240 @@
+/*
+ * A job on the delivery thread: its composed message, its recipient table
+ * and one state octet per recipient, rebuilt at load from the journal so a
+ * restart resumes where the last commit left off.
+ */
+#include "deliver_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum sched_state rstate_api(unsigned s)
+{
+	static const enum sched_state map[] = {
+		[R_QUEUED] = SCHED_QUEUED, [R_INFLIGHT] = SCHED_IN_FLIGHT,
+		[R_DEFERRED] = SCHED_DEFERRED, [R_DELIVERED] = SCHED_DELIVERED,
+		[R_BOUNCED] = SCHED_BOUNCED, [R_EXPIRED] = SCHED_EXPIRED,
+		[R_CANCELLED] = SCHED_CANCELLED, [R_SUPPRESSED] = SCHED_SUPPRESSED,
+	};
+	return s <= R_SUPPRESSED ? map[s] : SCHED_QUEUED;
+}
+
+const char *djob_email(struct djob *dj, uint32_t idx, const char **domain)
+{
+	struct sched_rcpt r;
+
+	if (sched_table_get(dj->table, idx, &r) < 0)
+		return NULL;
+	const char *at = strrchr(r.email, '@');
+	*domain = at ? at + 1 : r.email;
+	return r.email;
+}
+
+static void replay_one(void *arg, const struct jrec *r)
+{
+	struct djob *dj = arg;
+
+	if (r->idx == JREC_ALL) {
+		for (size_t i = 0; i < dj->n; i++)
+			if (!rstate_final(dj->st[i]))
+				dj->st[i] = r->state;
+		return;
+	}
+	if (r->idx < dj->n) {
+		dj->st[r->idx] = r->state;
+		dj->att[r->idx] = r->attempts;
+	}
+}
+
+static int compose(struct djob *dj, json_t *job)
+{
+	struct msg_job_opts o = { .job_id = dj->j->id, .hostname = dj->d->cfg->hostname,
+				  .max_size = dj->d->cfg->max_message_size };
+	struct msg_err me = { 0 };
+
+	dj->msg = msg_job_compile(json_object_get(job, "content"),
+				  json_object_get(job, "substitutions"),
+				  json_object_get(job, "unsubscribe"), &o, &me);
+	if (!dj->msg)
+		vl_log(VL_LOG_ERROR, "job %s: cannot compose its message: %s: %s", dj->j->id,
+		       me.field, me.message);
+	return dj->msg ? 0 : -1;
+}
+
+static int read_job(struct djob *dj)
+{
+	char path[4096];
+	json_error_t je;
+
+	snprintf(path, sizeof path, "%s/jobs/%s/job.json", dj->d->cfg->data_dir, dj->j->id);
+	json_t *meta = json_load_file(path, 0, &je), *job = json_object_get(meta, "job");
+	if (!job) {
+		vl_log(VL_LOG_ERROR, "job %s: cannot read %s: %s", dj->j->id, path, je.text);
+		json_decref(meta);
+		return -1;
+	}
+	const char *rate = json_string_value(json_object_get(job, "rate_limit"));
+	dj->sender = strdup(json_string_value(json_object_get(job, "envelope_sender")));
+	dj->verp = json_is_true(json_object_get(job, "verp"));
+	dj->transactional = dj->j->transactional;
+	dj->expires = dj->j->expires;
+	if (rate && vl_parse_rate(rate, &dj->rate.rate) == 0)
+		dj->rate.burst = dj->rate.rate < 1 ? 1 : dj->rate.rate;
+	int rc = compose(dj, job);
+	json_decref(meta);
+	return rc;
+}
+
+/* Counters from the states, into the registry. */
+static void publish_counts(struct djob *dj)
+{
+	size_t c[SCHED_NSTATES] = { 0 };
+
+	for (size_t i = 0; i < dj->n; i++)
+		c[rstate_api(dj->st[i])]++;
+	sched_lock(dj->d->sc);
+	memcpy(dj->j->counts, c, sizeof c);
+	dj->j->d = dj;
+	sched_unlock(dj->d->sc);
+}
+
+/* Every waiting recipient into its site's queue. */
+static void enqueue_all(struct djob *dj)
+{
+	for (uint32_t i = 0; i < dj->n; i++) {
+		const char *domain;
+		if (rstate_final(dj->st[i]))
+			continue;
+		dj->nonfinal++;
+		if (!djob_email(dj, i, &domain)) {
+			vl_log(VL_LOG_ERROR, "job %s: recipient %u unreadable", dj->j->id, i);
+			continue;
+		}
+		struct site *s = site_for(dj->d, domain);
+		sjq_push(sjq_for(dj, s), i);
+		s->waiting++;
+		site_ready(dj->d, s);
+	}
+}
+
+struct djob *djob_load(struct deliver *d, struct job *j)
+{
+	char path[4096];
+	struct djob *dj = calloc(1, sizeof *dj);
+
+	dj->j = j;
+	dj->d = d;
+	vl_buf_init(&dj->jbuf);
+	if (read_job(dj) < 0 || !(dj->table = sched_table_open(d->spool, j->id)))
+		goto fail;
+	dj->n = sched_table_count(dj->table);
+	dj->st = calloc(dj->n + 1, 1);
+	dj->att = calloc(dj->n + 1, 1);
+	snprintf(path, sizeof path, "%s/jobs/%s/journal", d->cfg->data_dir, j->id);
+	if (journal_replay(path, replay_one, dj) < 0) {
+		vl_log(VL_LOG_ERROR, "job %s: cannot read its journal: %s", j->id, strerror(errno));
+		goto fail;
+	}
+	publish_counts(dj);
+	enqueue_all(dj);
+	timer_add(d, (uint64_t)(dj->expires * 1000), T_EXPIRE, dj, 0);
+	djob_control(dj);
+	return dj;
+fail:
+	djob_free(dj);
+	return NULL;
+}
+
+void djob_free(struct djob *dj)
+{
+	if (!dj)
+		return;
+	for (size_t i = 0; i < dj->nqs; i++) {
+		free(dj->qs[i]->idx);
+		free(dj->qs[i]);
+	}
+	free(dj->qs);
+	msg_job_free(dj->msg);
+	sched_table_close(dj->table);
+	free(dj->st);
+	free(dj->att);
+	free(dj->sender);
+	vl_buf_free(&dj->jbuf);
+	free(dj);
+}
+
+static void journal(struct djob *dj, uint32_t idx, enum rstate to, const struct jrec *why)
+{
+	struct jrec r = { 0 };
+
+	if (why)
+		r = *why;
+	r.idx = idx;
+	r.state = (uint8_t)to;
+	r.attempts = idx == JREC_ALL ? 0 : dj->att[idx];
+	r.time = (uint32_t)vl_wall_time();
+	journal_encode(&r, &dj->jbuf);
+	dj->in_batch = true;
+}
+
+void djob_set(struct djob *dj, uint32_t idx, enum rstate to, const struct jrec *why)
+{
+	enum rstate from = dj->st[idx];
+
+	dj->st[idx] = (uint8_t)to;
+	if (to == R_INFLIGHT || (from == R_INFLIGHT && to == R_QUEUED)) {
+		dj->now_delta[rstate_api(from)]--;
+		dj->now_delta[rstate_api(to)]++;
+		return;
+	}
+	dj->delta[rstate_api(from)]--;
+	dj->delta[rstate_api(to)]++;
+	if (rstate_final(to))
+		dj->nonfinal--;
+	journal(dj, idx, to, why);
+}
+
+/* Every waiting (not in flight, not final) recipient becomes `to`. */
+static void finish_waiting(struct djob *dj, enum rstate to, const char *event)
+{
+	struct jrec why = { .textlen = 0 };
+
+	for (uint32_t i = 0; i < dj->n; i++) {
+		if (rstate_final(dj->st[i]) || dj->st[i] == R_INFLIGHT)
+			continue;
+		dj->delta[rstate_api(dj->st[i])]--;
+		dj->delta[rstate_api(to)]++;
+		dj->st[i] = (uint8_t)to;
+		dj->nonfinal--;
+		deliver_event(dj->d, dj, i, event, NULL, &why);
+	}
+	journal(dj, JREC_ALL, to, &why);
+	for (size_t q = 0; q < dj->nqs; q++) {
+		dj->qs[q]->site->waiting -= dj->qs[q]->len;
+		dj->qs[q]->len = 0;
+	}
+}
+
+void djob_control(struct djob *dj)
+{
+	sched_lock(dj->d->sc);
+	enum jstate st = dj->j->state;
+	sched_unlock(dj->d->sc);
+	dj->paused = st == J_PAUSED;
+	if (st == J_CANCELLED && !dj->cancelled) {
+		dj->cancelled = true;
+		finish_waiting(dj, R_CANCELLED, "AdminBounce");
+	}
+	for (size_t q = 0; q < dj->nqs && !dj->paused; q++)
+		site_ready(dj->d, dj->qs[q]->site);
+}
+
+void djob_expire(struct djob *dj)
+{
+	if (dj->expired || dj->cancelled)
+		return;
+	dj->expired = true;
+	finish_waiting(dj, R_EXPIRED, "Expiration");
+}

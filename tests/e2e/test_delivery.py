@@ -1,0 +1,235 @@
+"""volleyd end to end: jobs through the API to volley-sink, outcomes in the
+journal, counters, events, retries, expiry, bounces and suppression,
+back-off, shaping, transactional pre-emption, pause/resume/cancel and
+recovery after kill -9. Every wait is bounded."""
+
+import email
+import email.policy
+import time
+
+from daemon import Volleyd, VolleydTest, simple_job
+from sinkctl import Sink
+
+
+def conf(sink, extra="", tls="encrypt", domain="*.test", defaults=""):
+    return ('domains = ( { match = "%s"; route = "%s"; tls = "%s"; %s } );\n'
+            'defaults = { retry = [ "1s" ]; %s };\n' % (domain, sink.route(), tls, extra, defaults))
+
+
+def job_for(n, domain="d.test", **extra):
+    job = simple_job(n, domain=domain)
+    job.update(extra)
+    return job
+
+
+class Delivery(VolleydTest):
+    def sink(self, *args, **kw):
+        s = Sink("--tls", *args, **kw).start()
+        self.addCleanup(s.stop)
+        return s
+
+    def wait_done(self, d, jid, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            j = d.request("GET", "/v1/jobs/" + jid).json()
+            if j["done"]:
+                return j
+            time.sleep(0.05)
+        self.fail("job %s not done in %ds: %s" % (jid, timeout, j))
+
+    def wait_for(self, what, fn, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.05)
+        self.fail("waited %ds for %s" % (timeout, what))
+
+    def events(self, d, jid):
+        return d.request("GET", "/v1/events?job=" + jid).lines()
+
+    def test_delivers_every_recipient_over_tls(self):
+        s = self.sink()
+        d = self.start_daemon(config=conf(s))
+        jid = d.submit(job_for(300)).json()["id"]
+        j = self.wait_done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 300)
+        self.assertEqual(j["state"], "done")
+        msgs = s.new_messages(300, wait=10)
+        self.assertEqual(sorted(m.env["rcpt"][0] for m in msgs),
+                         sorted("user%d@d.test" % i for i in range(300)))
+        one = [m for m in msgs if m.env["rcpt"][0] == "user7@d.test"][0]
+        parsed = email.message_from_bytes(one.data, policy=email.policy.default)
+        self.assertEqual(parsed["Subject"], "Hello User 7")
+        self.assertEqual(parsed.get_content().strip(), "Hi User 7, the fall issue is out.")
+        self.assertEqual(one.env["mail_from"], "bounces@news.example.com")
+        self.assertTrue(one.env["tls"], one.env)
+        ev = self.events(d, jid)
+        self.assertEqual(len(ev), 300)
+        self.assertEqual({e["type"] for e in ev}, {"Delivery"})
+        self.assertTrue(all(e["tls"] and e["tls"]["version"].startswith("TLS") for e in ev))
+        self.assertEqual(ev[0]["response"]["code"], 250)
+        rc = d.request("GET", "/v1/jobs/%s/recipients?state=delivered" % jid).lines()
+        self.assertEqual(len(rc), 300)
+        self.assertEqual(rc[0]["response"]["code"], 250)
+
+    def test_verp_envelope_sender(self):
+        s = self.sink()
+        d = self.start_daemon(config=conf(s))
+        jid = d.submit(job_for(3, verp=True)).json()["id"]
+        self.wait_done(d, jid)
+        froms = sorted(m.env["mail_from"] for m in s.new_messages(3, wait=10))
+        self.assertEqual(froms, ["bounces+%s.%d@news.example.com" % (jid, i) for i in range(3)])
+
+    def test_bounce_classified_and_suppressed(self):
+        s = self.sink("--reply", "rcpt:user1@*=550 5.1.1 The email account that you tried to reach does not exist")
+        d = self.start_daemon(config=conf(s))
+        jid = d.submit(job_for(3)).json()["id"]
+        j = self.wait_done(d, jid)
+        self.assertEqual((j["counts"]["delivered"], j["counts"]["bounced"]), (2, 1))
+        b = d.request("GET", "/v1/jobs/%s/recipients?state=bounced" % jid).lines()
+        self.assertEqual(b[0]["email"], "user1@d.test")
+        self.assertEqual(b[0]["bounce_class"], "invalid-recipient")
+        self.assertEqual(b[0]["response"]["enhanced"], "5.1.1")
+        ev = [e for e in self.events(d, jid) if e["type"] == "Bounce"]
+        self.assertEqual(ev[0]["bounce_class"], "invalid-recipient")
+        # the hard bounce put the address on the suppression list
+        self.wait_for("suppression", lambda: d.request("GET", "/v1/suppression/user1@d.test").status == 200)
+        jid2 = d.submit(job_for(3)).json()["id"]
+        j2 = self.wait_done(d, jid2)
+        self.assertEqual(j2["counts"]["suppressed"], 1)
+        self.assertEqual(j2["counts"]["delivered"], 2)
+        lst = d.request("GET", "/v1/suppression").json()
+        self.assertEqual([x["email"] for x in lst["suppressed"]], ["user1@d.test"])
+        self.assertEqual(d.request("DELETE", "/v1/suppression/user1@d.test").status, 200)
+        self.assertEqual(d.request("GET", "/v1/suppression/user1@d.test").status, 404)
+
+    def test_transient_failures_are_retried(self):
+        s = self.sink("--tempfail", "rcpt:40%", "--seed", "7")
+        d = self.start_daemon(config=conf(s))
+        jid = d.submit(job_for(60)).json()["id"]
+        j = self.wait_done(d, jid, timeout=60)
+        self.assertEqual(j["counts"]["delivered"], 60)
+        types = [e["type"] for e in self.events(d, jid)]
+        self.assertEqual(types.count("Delivery"), 60)
+        self.assertGreater(types.count("TransientFailure"), 5)
+        att = [r["attempts"] for r in d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()]
+        self.assertGreater(max(att), 1)
+
+    def test_expiry(self):
+        s = self.sink("--reply", "rcpt:*@slow.test=451 4.3.0 try again later")
+        d = self.start_daemon(config=conf(s, defaults='max_age = "3s";'))
+        jid = d.submit(job_for(5, domain="slow.test")).json()["id"]
+        j = self.wait_done(d, jid, timeout=20)
+        self.assertEqual(j["counts"]["expired"], 5)
+        types = {e["type"] for e in self.events(d, jid)}
+        self.assertIn("Expiration", types)
+        self.assertIn("TransientFailure", types)
+
+    def test_rate_limit_reply_backs_the_site_off(self):
+        s = self.sink("--reply", "rcpt:*=421 4.7.28 Our system has detected an unusual rate of unsolicited mail")
+        d = self.start_daemon(config=conf(s))
+        d.submit(job_for(20))
+        q = self.wait_for("back-off", lambda: [x for x in d.request("GET", "/v1/queues").json()["queues"]
+                                                if x["backoff"]])
+        bo = q[0]["backoff"]
+        self.assertIn("4.7.28", bo["reason"])
+        self.assertIn("rate halved", bo["reason"])
+        self.assertTrue(bo["suspended"])
+        self.assertGreater(q[0]["deferred"] + q[0]["queued"], 0)
+
+    def test_domain_rate(self):
+        s = self.sink()
+        d = self.start_daemon(config=conf(s, extra='rate = "20/s";'))
+        t0 = time.monotonic()
+        jid = d.submit(job_for(60)).json()["id"]
+        self.wait_done(d, jid)
+        # a burst of 20 then 20 a second: 60 take at least 2 s
+        self.assertGreaterEqual(time.monotonic() - t0, 1.9)
+
+    def test_job_rate_limit(self):
+        s = self.sink()
+        d = self.start_daemon(config=conf(s))
+        t0 = time.monotonic()
+        jid = d.submit(job_for(30, rate_limit="10/s")).json()["id"]
+        self.wait_done(d, jid)
+        self.assertGreaterEqual(time.monotonic() - t0, 1.9)
+
+    def test_transactional_preempts_bulk(self):
+        s = self.sink("--latency", "20ms")
+        d = self.start_daemon(config=conf(s, extra="max_connections = 2;"))
+        bulk = d.submit(job_for(3000)).json()["id"]
+        self.wait_for("bulk under way", lambda: d.request("GET", "/v1/jobs/" + bulk).json()["counts"]["delivered"] > 20)
+        t0 = time.monotonic()
+        tx = d.submit(job_for(1, domain="d.test", priority="transactional",
+                              recipients=[{"email": "reset@d.test", "substitutions": {"name": "R"}}])).json()["id"]
+        self.wait_done(d, tx, timeout=10)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertFalse(d.request("GET", "/v1/jobs/" + bulk).json()["done"])
+        d.request("POST", "/v1/jobs/%s/cancel" % bulk)
+
+    def test_pause_resume_cancel_while_delivering(self):
+        s = self.sink("--latency", "20ms")
+        d = self.start_daemon(config=conf(s, extra="max_connections = 2;"))
+        jid = d.submit(job_for(400)).json()["id"]
+        self.wait_for("started", lambda: d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"] > 5)
+        p = d.request("POST", "/v1/jobs/%s/pause" % jid).json()
+        self.assertEqual(p["state"], "paused")
+        time.sleep(0.3)
+        a = d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"]
+        time.sleep(0.5)
+        self.assertEqual(d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"], a)
+        d.request("POST", "/v1/jobs/%s/resume" % jid)
+        self.wait_for("moving again", lambda: d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"] > a)
+        c = d.request("POST", "/v1/jobs/%s/cancel" % jid).json()
+        self.assertEqual(c["state"], "cancelled")
+        j = self.wait_done(d, jid)
+        n = j["counts"]
+        self.assertEqual(n["delivered"] + n["cancelled"], 400)
+        self.assertGreater(n["cancelled"], 0)
+        self.assertIn("AdminBounce", {e["type"] for e in self.events(d, jid)})
+
+    def test_kill9_mid_delivery_then_restart_delivers_all(self):
+        s = self.sink("--latency", "5ms")
+        d = self.start_daemon(config=conf(s, extra="max_connections = 4;"))
+        jid = d.submit(job_for(1500)).json()["id"]
+        self.wait_for("some delivered", lambda: d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"] > 100)
+        d.kill9()
+        d.start()
+        j = self.wait_done(d, jid, timeout=60)
+        self.assertEqual(j["counts"]["delivered"], 1500)
+        got = {m.env["rcpt"][0] for m in s.new_messages(1500, wait=10)}
+        self.assertEqual(got, {"user%d@d.test" % i for i in range(1500)})
+
+    def test_sigterm_drains_and_restart_completes(self):
+        s = self.sink("--latency", "20ms")
+        d = self.start_daemon(config=conf(s, extra="max_connections = 2;"))
+        jid = d.submit(job_for(300)).json()["id"]
+        self.wait_for("started", lambda: d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"] > 5)
+        self.assertEqual(d.stop(), 0)
+        d.start()
+        j = self.wait_done(d, jid, timeout=60)
+        self.assertEqual(j["counts"]["delivered"], 300)
+        got = [m.env["rcpt"][0] for m in s.new_messages(300, wait=10)]
+        self.assertEqual(set(got), {"user%d@d.test" % i for i in range(300)})
+        # a clean drain journals what it delivered: no duplicates
+        self.assertEqual(len(got), 300)
+
+    def test_unroutable_domain_defers_with_dns_class(self):
+        s = self.sink()
+        d = self.start_daemon(config=conf(s, domain="elsewhere.test"))
+        jid = d.submit(job_for(2, domain="nowhere.example")).json()["id"]
+        rows = self.wait_for("deferred", lambda: d.request("GET", "/v1/jobs/%s/recipients?state=deferred" % jid).lines())
+        self.assertEqual(rows[0]["bounce_class"], "dns")
+        self.assertIn("no route", rows[0]["response"]["text"])
+
+    def test_metrics_and_stats_after_delivery(self):
+        s = self.sink()
+        d = self.start_daemon(config=conf(s))
+        jid = d.submit(job_for(10)).json()["id"]
+        self.wait_done(d, jid)
+        st = d.request("GET", "/v1/stats").json()
+        self.assertEqual(st["scheduler"]["delivery"]["delivered"], 10)
+        m = d.request("GET", "/metrics").body.decode()
+        self.assertRegex(m, r'volley_recipients\{state="delivered"\} 10')
