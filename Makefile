@@ -96,7 +96,7 @@ test: all
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		$(addprefix build/asan/,volley-sink volley-drive volley volley-compose tests/unit)
+		$(addprefix build/asan/,volley-sink volley-drive volley volleyd volley-compose tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
 
@@ -123,8 +123,8 @@ fuzz: $(SCHED_GEN)
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(MESSAGE_SRC) $(SCHED_SRC) $(SCHED_GEN) \
-		$(filter-out api/http.c,$(API_SRC)) -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(MESSAGE_SRC) scheduler/spool.c \
+		api/intake.c api/rcpt_json.c -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \

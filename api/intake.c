@@ -42,7 +42,7 @@ struct api_intake {
 	json_t *failed_rcpts, *errors;
 	double created;
 	struct sched_rcpt sr;
-	char nums[SCHED_MAX_SUBS][40]; /* numbers and booleans as text */
+	char nums[SCHED_MAX_SUBS][MSG_SUB_TMP]; /* numbers and booleans as text */
 };
 
 json_t *api_error_json(const struct api_error *e)
@@ -297,21 +297,10 @@ static int rfail(struct api_intake *in, const char *sub, int status, const char 
 	return fail(in, status, code, path, "%s: %s", path, msg);
 }
 
+/* Numbers and booleans as text, the way composition writes the job's own. */
 static const char *sub_text(struct api_intake *in, size_t i, const json_t *v, size_t *n)
 {
-	if (json_is_string(v)) {
-		*n = json_string_length(v);
-		return json_string_value(v);
-	}
-	if (json_is_integer(v))
-		*n = (size_t)snprintf(in->nums[i], sizeof in->nums[i], "%" JSON_INTEGER_FORMAT,
-				      json_integer_value(v));
-	else if (json_is_real(v))
-		*n = (size_t)snprintf(in->nums[i], sizeof in->nums[i], "%.15g", json_real_value(v));
-	else
-		*n = (size_t)snprintf(in->nums[i], sizeof in->nums[i], "%s",
-				      json_is_true(v) ? "true" : "false");
-	return in->nums[i];
+	return msg_sub_string(v, in->nums[i], n);
 }
 
 /* Types and field names of a recipient object (the jansson path). */

@@ -150,22 +150,19 @@ static int digits(struct cur *c)
 	return c->p > s ? 0 : -1;
 }
 
-/* Numbers jansson would refuse (an integer past 64 bits, a real out of
- * range) are left to it. */
+/* Integers pass as written (jansson would print them the same); reals,
+ * whose text jansson rewrites, and integers past 64 bits go to jansson. */
 static bool number_fits(const char *p, size_t n)
 {
-	char buf[64], *end;
-	bool real = memchr(p, '.', n) || memchr(p, 'e', n) || memchr(p, 'E', n);
+	char buf[32], *end;
 
-	if (n >= sizeof buf)
+	if (n >= sizeof buf || memchr(p, '.', n) || memchr(p, 'e', n) || memchr(p, 'E', n) ||
+	    (n == 2 && p[0] == '-' && p[1] == '0'))
 		return false;
 	memcpy(buf, p, n);
 	buf[n] = '\0';
 	errno = 0;
-	if (real)
-		strtod(buf, &end);
-	else
-		strtoll(buf, &end, 10);
+	strtoll(buf, &end, 10);
 	return errno == 0;
 }
 

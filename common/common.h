@@ -113,6 +113,7 @@ struct vl_policy {               /* shaping and delivery for a set of domains */
 struct vl_domain_rule {
 	char *match;             /* glob on the recipient domain */
 	struct vl_policy p;      /* unset fields (NULL / -1) inherit defaults */
+	bool builtin;            /* one of the shipped provider defaults */
 };
 
 struct vl_config {
@@ -141,6 +142,11 @@ struct vl_config {
 		int64_t timeout_ms;
 	} dns;
 	struct vl_policy defaults;
+	struct {                 /* SMTP client timeouts (RFC 5321 4.5.3.2), ms */
+		uint64_t connect, greeting, helo, tls, mail, rcpt, data,
+			 data_block, data_term, idle, quit;
+	} timeouts;
+	bool provider_defaults;  /* the shipped rules for big mailbox providers */
 	uint64_t *retry_ms;
 	size_t nretry;
 	uint64_t max_age_ms;

@@ -131,7 +131,22 @@ static const struct key top_keys[] = {
 	KEY("shutdown_grace", K_DUR, struct vl_config, shutdown_grace_ms),
 };
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
-					  "domains", "egress", "dkim", "events", NULL };
+					  "domains", "egress", "dkim", "events", "timeouts",
+					  "provider_defaults", NULL };
+
+static const struct key timeout_keys[] = {
+	KEY("connect", K_DUR, struct vl_config, timeouts.connect),
+	KEY("greeting", K_DUR, struct vl_config, timeouts.greeting),
+	KEY("helo", K_DUR, struct vl_config, timeouts.helo),
+	KEY("tls", K_DUR, struct vl_config, timeouts.tls),
+	KEY("mail", K_DUR, struct vl_config, timeouts.mail),
+	KEY("rcpt", K_DUR, struct vl_config, timeouts.rcpt),
+	KEY("data", K_DUR, struct vl_config, timeouts.data),
+	KEY("data_block", K_DUR, struct vl_config, timeouts.data_block),
+	KEY("data_term", K_DUR, struct vl_config, timeouts.data_term),
+	KEY("idle", K_DUR, struct vl_config, timeouts.idle),
+	KEY("quit", K_DUR, struct vl_config, timeouts.quit),
+};
 
 static const struct key events_keys[] = {
 	KEY("rotate_bytes", K_SIZE, struct vl_config, events.rotate_bytes),
@@ -285,11 +300,14 @@ static int get_domains(struct ctx *x, const config_setting_t *l, struct vl_confi
 {
 	if (!config_setting_is_list(l))
 		return fail(x, l, "domains", "expected a list ( { match = ...; }, ... )");
-	c->ndomains = (size_t)config_setting_length(l);
-	c->domains = calloc(c->ndomains + 1, sizeof *c->domains);
-	for (size_t i = 0; i < c->ndomains; i++) {
+	/* after the provider defaults, so the user's rules win */
+	size_t base = c->ndomains, n = (size_t)config_setting_length(l);
+	c->domains = realloc(c->domains, (base + n + 1) * sizeof *c->domains);
+	memset(c->domains + base, 0, (n + 1) * sizeof *c->domains);
+	c->ndomains = base + n;
+	for (size_t i = 0; i < n; i++) {
 		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
-		struct vl_domain_rule *d = &c->domains[i];
+		struct vl_domain_rule *d = &c->domains[base + i];
 		const char *m = NULL;
 		char path[64];
 
@@ -342,6 +360,53 @@ static int get_records(struct ctx *x, const config_setting_t *l, const char *nam
 	return 0;
 }
 
+/* Starting points for the big mailbox providers (docs/config.md): they
+ * throttle senders that open too many connections or send too much per
+ * connection. A user's own domains rules come after these and win. */
+static const struct { const char *match; int conns, per_conn; const char *rate; }
+providers[] = {
+	{ "gmail.com", 20, 100, "" }, { "googlemail.com", 20, 100, "" },
+	{ "outlook.com", 10, 100, "" }, { "hotmail.*", 10, 100, "" },
+	{ "live.*", 10, 100, "" }, { "msn.com", 10, 100, "" },
+	{ "yahoo.*", 10, 50, "" }, { "ymail.com", 10, 50, "" }, { "aol.com", 10, 50, "" },
+	{ "icloud.com", 5, 100, "" }, { "me.com", 5, 100, "" }, { "mac.com", 5, 100, "" },
+	{ "gmx.*", 10, 100, "3000/min" }, { "web.de", 10, 100, "3000/min" },
+};
+
+static void add_providers(struct vl_config *c)
+{
+	c->ndomains = VL_ARRAY_LEN(providers);
+	c->domains = calloc(c->ndomains + 1, sizeof *c->domains);
+	for (size_t i = 0; i < c->ndomains; i++) {
+		struct vl_domain_rule *d = &c->domains[i];
+		policy_unset(&d->p);
+		d->builtin = true;
+		set_str(&d->match, providers[i].match);
+		d->p.max_connections = providers[i].conns;
+		d->p.max_messages_per_connection = providers[i].per_conn;
+		if (*providers[i].rate)
+			set_str(&d->p.rate, providers[i].rate);
+	}
+}
+
+static void free_policy(struct vl_policy *p);
+
+static void drop_builtin(struct vl_config *c)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < c->ndomains; i++) {
+		if (c->domains[i].builtin) {
+			free(c->domains[i].match);
+			free_policy(&c->domains[i].p);
+		} else {
+			c->domains[k++] = c->domains[i];
+		}
+	}
+	c->ndomains = k;
+	c->provider_defaults = false;
+}
+
 static void defaults(struct vl_config *c)
 {
 	static const uint64_t retry[] = { 300000, 600000, 1800000, 3600000,
@@ -375,6 +440,15 @@ static void defaults(struct vl_config *c)
 	set_str(&c->defaults.rate, "");
 	c->defaults.port = 25;
 	set_str(&c->defaults.route, "");
+	c->timeouts.connect = 30000;
+	c->timeouts.greeting = c->timeouts.helo = c->timeouts.mail = c->timeouts.rcpt = 300000;
+	c->timeouts.tls = c->timeouts.data = 120000;
+	c->timeouts.data_block = 180000;
+	c->timeouts.data_term = 600000;
+	c->timeouts.idle = 10000;
+	c->timeouts.quit = 5000;
+	c->provider_defaults = true;
+	add_providers(c);
 	c->nretry = VL_ARRAY_LEN(retry);
 	c->retry_ms = malloc(sizeof retry);
 	memcpy(c->retry_ms, retry, sizeof retry);
@@ -411,6 +485,15 @@ static int load(struct ctx *x, config_t *cf, struct vl_config *c)
 		}
 	}
 	if ((s = config_setting_get_member(root, "defaults")) && get_defaults(x, s, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "provider_defaults"))) {
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+			return fail(x, s, "provider_defaults", "expected true or false");
+		if (!config_setting_get_bool(s))
+			drop_builtin(c);
+	}
+	if ((s = config_setting_get_member(root, "timeouts")) &&
+	    get_group(x, s, "timeouts", timeout_keys, VL_ARRAY_LEN(timeout_keys), NULL, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "domains")) && get_domains(x, s, c) < 0)
 		return -1;
@@ -571,10 +654,22 @@ void vl_config_print(const struct vl_config *c, struct vl_buf *o)
 	for (size_t i = 0; i < c->nretry; i++)
 		vl_buf_printf(o, "%s\"%llus\"", i ? ", " : " ",
 			      (unsigned long long)(c->retry_ms[i] / 1000));
-	vl_buf_printf(o, " ];\n  max_age = \"%llus\";\n};\ndomains = (",
-		      (unsigned long long)(c->max_age_ms / 1000));
+	vl_buf_printf(o, " ];\n  max_age = \"%llus\";\n};\n", (unsigned long long)(c->max_age_ms / 1000));
+	vl_buf_printf(o, "timeouts = {\n  connect = \"%llums\";\n  greeting = \"%llums\";\n"
+		      "  helo = \"%llums\";\n  tls = \"%llums\";\n  mail = \"%llums\";\n"
+		      "  rcpt = \"%llums\";\n  data = \"%llums\";\n  data_block = \"%llums\";\n"
+		      "  data_term = \"%llums\";\n  idle = \"%llums\";\n  quit = \"%llums\";\n};\n"
+		      "provider_defaults = %s;\ndomains = (",
+		      (unsigned long long)c->timeouts.connect, (unsigned long long)c->timeouts.greeting,
+		      (unsigned long long)c->timeouts.helo, (unsigned long long)c->timeouts.tls,
+		      (unsigned long long)c->timeouts.mail, (unsigned long long)c->timeouts.rcpt,
+		      (unsigned long long)c->timeouts.data, (unsigned long long)c->timeouts.data_block,
+		      (unsigned long long)c->timeouts.data_term, (unsigned long long)c->timeouts.idle,
+		      (unsigned long long)c->timeouts.quit, c->provider_defaults ? "true" : "false");
 	for (size_t i = 0; i < c->ndomains; i++) {
-		vl_buf_printf(o, "%s\n  {\n    match = \"%s\";\n", i ? "," : "", c->domains[i].match);
+		vl_buf_printf(o, "%s\n  {%s\n    match = \"%s\";\n", i ? "," : "",
+			      c->domains[i].builtin ? "  # provider default" : "",
+			      c->domains[i].match);
 		print_policy(o, &c->domains[i].p, "    ");
 		vl_buf_appends(o, "  }");
 	}

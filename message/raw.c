@@ -55,8 +55,9 @@ static int field(struct msg_job *j, const char *f, size_t n, struct seen *seen,
 	size_t nlen = colon ? (size_t)(colon - f) : 0;
 
 	if (!colon || !msg_hdr_name_ok(f, nlen))
-		return msg_fail(e, "invalid_field", "content", "'%.40s' is not a header "
-				"field (name: value) and no blank line comes before it", f);
+		return msg_fail(e, "invalid_field", "content", "'%.*s' is not a header "
+				"field (name: value) and no blank line comes before it",
+				(int)(n < 40 ? n : 40), f);
 	memcpy(name, f, nlen);
 	name[nlen] = '\0';
 	seen->date |= !strcasecmp(name, "Date");

@@ -634,6 +634,13 @@ static struct engine *start_engine(const struct vl_config *c, char *err, size_t 
 
 	eng_config_defaults(&ec);
 	ec.workers = (int)c->workers;
+	ec.t = (struct eng_timeouts){
+		.connect = c->timeouts.connect, .greeting = c->timeouts.greeting,
+		.helo = c->timeouts.helo, .tls = c->timeouts.tls, .mail = c->timeouts.mail,
+		.rcpt = c->timeouts.rcpt, .data = c->timeouts.data,
+		.data_block = c->timeouts.data_block, .data_term = c->timeouts.data_term,
+		.idle = c->timeouts.idle, .quit = c->timeouts.quit,
+	};
 	snprintf(ec.helo, sizeof ec.helo, "%s", c->negress ? c->egress[0].ehlo : c->hostname);
 	return eng_new(&ec, err, errlen);
 }

@@ -166,7 +166,8 @@ static int load_all(struct sched *sc, char *err, size_t errlen)
 		names[n++] = strdup(e->d_name);
 	}
 	closedir(d);
-	qsort(names, n, sizeof *names, cmp_name);
+	if (n > 1)
+		qsort(names, n, sizeof *names, cmp_name);
 	for (size_t i = 0; i < n; i++) {
 		char path[512];
 		json_error_t je;
@@ -452,10 +453,13 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 			c->last[r.idx] = (uint32_t)off + 1;
 			continue;
 		}
+		/* a job-wide record (cancel, expiry) sets the state; the
+		 * recipient's own last record keeps telling why */
 		for (size_t i = 0; r.idx == JREC_ALL && i < n; i++)
 			if (!rstate_final(c->st[i])) {
 				c->st[i] = r.state;
-				c->last[i] = (uint32_t)off + 1;
+				if (!c->last[i])
+					c->last[i] = (uint32_t)off + 1;
 			}
 	}
 	/* cancelled, but the delivery thread has not journaled it yet */

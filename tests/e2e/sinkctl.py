@@ -38,7 +38,7 @@ DRIVE = os.path.abspath(os.environ.get("VOLLEY_DRIVE") or
                         os.path.join(REPO, os.environ.get("VOLLEY_BUILD") or "build",
                                      "volley-drive"))
 
-START_WAIT = 5.0      # seconds for the sink to listen
+START_WAIT = 15.0     # seconds for the sink to listen (a loaded machine, ASan)
 STOP_WAIT = 5.0       # seconds between SIGTERM and SIGKILL
 IO_TIMEOUT = 5.0      # default client read timeout
 DRIVE_WAIT = 60.0     # default bound on one volley-drive run

@@ -5,6 +5,7 @@ recovery after kill -9. Every wait is bounded."""
 
 import email
 import email.policy
+import os
 import time
 
 from daemon import Volleyd, VolleydTest, simple_job
@@ -22,7 +23,7 @@ def job_for(n, domain="d.test", **extra):
     return job
 
 
-class Delivery(VolleydTest):
+class Base(VolleydTest):
     def sink(self, *args, **kw):
         s = Sink("--tls", *args, **kw).start()
         self.addCleanup(s.stop)
@@ -49,6 +50,8 @@ class Delivery(VolleydTest):
     def events(self, d, jid):
         return d.request("GET", "/v1/events?job=" + jid).lines()
 
+
+class Delivery(Base):
     def test_delivers_every_recipient_over_tls(self):
         s = self.sink()
         d = self.start_daemon(config=conf(s))
@@ -233,3 +236,64 @@ class Delivery(VolleydTest):
         self.assertEqual(st["scheduler"]["delivery"]["delivered"], 10)
         m = d.request("GET", "/metrics").body.decode()
         self.assertRegex(m, r'volley_recipients\{state="delivered"\} 10')
+
+
+class MixedOutcomes(Base):
+    """One job over five routes (five sinks on five loopback addresses),
+    each answering its own way, with short retries, timeouts and max_age."""
+
+    def test_every_recipient_reaches_its_outcome(self):
+        ok = self.sink(hosts=("127.0.0.2",))
+        flaky = self.sink("--tempfail", "rcpt:30%", "--seed", "11", hosts=("127.0.0.3",))
+        bad = self.sink("--reply", "rcpt:*=550 5.1.1 <x>: Recipient address rejected: "
+                        "User unknown in virtual mailbox table", hosts=("127.0.0.4",))
+        busy = self.sink("--reply", "rcpt:*=421 4.7.0 [TSS04] Messages from 192.0.2.1 "
+                         "temporarily deferred due to unexpected volume or user complaints",
+                         hosts=("127.0.0.5",))
+        mute = self.sink("--reply", "rcpt:*=stall", hosts=("127.0.0.6",))
+        routes = "".join('{ match = "%s"; route = "%s"; tls = "encrypt"; },\n' % (d, s.route())
+                         for d, s in (("ok.test", ok), ("retry.test", flaky), ("bad.test", bad),
+                                      ("busy.test", busy), ("mute.test", mute)))
+        d = self.start_daemon(config="domains = ( %s );\n"
+                              'defaults = { retry = [ "1s" ]; max_age = "15s"; };\n'
+                              'timeouts = { rcpt = "1s"; };\n' % routes.rstrip(",\n"))
+        job = simple_job(0)
+        job["recipients"] = [{"email": "u%d@%s" % (i, dom), "substitutions": {"name": "x"}}
+                             for dom in ("ok.test", "retry.test", "bad.test", "busy.test",
+                                         "mute.test") for i in range(8)]
+        jid = d.submit(job).json()["id"]
+        q = self.wait_for("busy site backs off", lambda: [
+            x for x in d.request("GET", "/v1/queues").json()["queues"]
+            if x["backoff"] and x["site"] == busy.route()])
+        self.assertIn("TSS04", q[0]["backoff"]["reason"])
+        j = self.wait_done(d, jid, timeout=60)
+        c = j["counts"]
+        self.assertEqual(c["delivered"], 16, c)     # ok.test and retry.test
+        self.assertEqual(c["bounced"], 8, c)        # bad.test
+        self.assertEqual(c["expired"], 16, c)       # busy.test and mute.test
+        rows = {r["email"]: r for r in d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()}
+        self.assertEqual(rows["u0@bad.test"]["bounce_class"], "invalid-recipient")
+        self.assertEqual(rows["u0@bad.test"]["state"], "bounced")
+        self.assertEqual(rows["u0@busy.test"]["bounce_class"], "rate-limited")
+        self.assertEqual(rows["u0@mute.test"]["bounce_class"], "timeout")
+        self.assertGreater(max(r["attempts"] for e, r in rows.items() if "retry" in e), 1)
+        ev = self.events(d, jid)
+        mute_fail = [e for e in ev if e["type"] == "TransientFailure" and e["domain"] == "mute.test"]
+        self.assertTrue(mute_fail and mute_fail[0]["bounce_class"] == "timeout", mute_fail[:1])
+        self.assertEqual(len(ok.new_messages(8, wait=5)), 8)
+        self.assertEqual(len(flaky.new_messages(8, wait=5)), 8)
+        self.wait_for("suppressed", lambda: d.request("GET", "/v1/suppression").json()["count"] == 8)
+
+
+class Rates(Base):
+    def test_site_rate_within_ten_percent_at_the_sink(self):
+        s = self.sink()
+        d = self.start_daemon(config=conf(s, extra='rate = "20/s";'))
+        jid = d.submit(job_for(110)).json()["id"]
+        self.wait_done(d, jid)
+        times = sorted(os.stat(os.path.join(s.maildir, "new", m.id)).st_mtime_ns
+                       for m in s.new_messages(110, wait=5))
+        # after the first second's burst of 20, the steady pace
+        steady = times[30:]
+        rate = (len(steady) - 1) / ((steady[-1] - steady[0]) / 1e9)
+        self.assertLess(abs(rate - 20) / 20, 0.10, "measured %.2f/s at the sink" % rate)
