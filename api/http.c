@@ -352,6 +352,87 @@ static void metric(struct vl_buf *b, const char *name, const char *type,
 	vl_buf_printf(b, "%s%s %.17g\n", name, labels ? labels : "", v);
 }
 
+static double num(json_t *o, const char *k)
+{
+	return json_number_value(json_object_get(o, k));
+}
+
+static void delivery_metrics(struct vl_buf *b, json_t *d)
+{
+	static const char *const outcomes[] = { "delivered", "bounced", "transient",
+						"expired", "suppressed" };
+	json_t *j = json_object_get(d, "journal"), *classes = json_object_get(d, "classes"), *v;
+	const char *k;
+	char lab[128];
+
+	if (!d)
+		return;
+	for (size_t i = 0; i < VL_ARRAY_LEN(outcomes); i++) {
+		snprintf(lab, sizeof lab, "{outcome=\"%s\"}", outcomes[i]);
+		metric(b, "volley_outcomes_total", "counter", i ? NULL :
+		       "Delivery outcomes since start.", lab, num(d, outcomes[i]));
+	}
+	bool first = true;
+	json_object_foreach(classes, k, v) {
+		for (int o = 0; o < 2; o++) {
+			snprintf(lab, sizeof lab, "{outcome=\"%s\",class=\"%s\"}",
+				 o ? "transient" : "bounced", k);
+			metric(b, "volley_failures_total", "counter", first ?
+			       "Failures since start by bounce class." : NULL, lab,
+			       num(v, o ? "transient" : "bounced"));
+			first = false;
+		}
+	}
+	metric(b, "volley_in_flight", "gauge", "Messages in the engine.", NULL, num(d, "in_flight"));
+	metric(b, "volley_connections", "gauge", "Open SMTP connections.", NULL,
+	       num(d, "connections"));
+	metric(b, "volley_journal_blocked", "gauge", "1 while the journal cannot be written.",
+	       NULL, json_is_true(json_object_get(d, "journal_blocked")));
+	metric(b, "volley_journal_commits_total", "counter", "Group commits of the journal.",
+	       NULL, num(j, "commits"));
+	metric(b, "volley_journal_commit_avg_seconds", "gauge",
+	       "Mean time to make a commit durable.", NULL, num(j, "avg_ms") / 1000);
+	metric(b, "volley_journal_commit_max_seconds", "gauge",
+	       "Longest time to make a commit durable.", NULL, num(j, "max_ms") / 1000);
+}
+
+/* {site="..."}: label values escaped as the text format asks. */
+static void site_label(json_t *site, char *lab, size_t len)
+{
+	struct vl_buf esc;
+
+	vl_buf_init(&esc);
+	vl_buf_json_string(&esc, json_string_value(json_object_get(site, "site")));
+	snprintf(lab, len, "{site=%.*s}", (int)esc.len, esc.p);
+	vl_buf_free(&esc);
+}
+
+static void site_metrics(struct vl_buf *b, struct api *a)
+{
+	static const char *const gauges[][2] = {
+		{ "queued", "Recipients waiting at the site." },
+		{ "deferred", "Recipients waiting for a retry." },
+		{ "in_flight", "Messages to the site in the engine." },
+		{ "current_rate", "Current rate cap per second (0: none)." },
+		{ "backoff", "1 while the site is suspended after a slow-down reply." },
+	};
+	json_t *q = sched_queues_json(a->sc), *site;
+	size_t i;
+	char name[96], lab[400];
+
+	for (size_t g = 0; g < VL_ARRAY_LEN(gauges); g++) {
+		snprintf(name, sizeof name, "volley_site_%s", gauges[g][0]);
+		json_array_foreach(json_object_get(q, "queues"), i, site) {
+			json_t *bo = json_object_get(site, "backoff");
+			site_label(site, lab, sizeof lab);
+			metric(b, name, "gauge", i ? NULL : gauges[g][1], lab,
+			       g == 4 ? json_is_true(json_object_get(bo, "suspended")) :
+			       num(site, gauges[g][0]));
+		}
+	}
+	json_decref(q);
+}
+
 static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 {
 	json_t *s = stats_json(a), *sched = json_object_get(s, "scheduler");
@@ -389,6 +470,8 @@ static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 	       (double)atomic_load(&a->spool_used));
 	metric(&b, "volley_spool_free_bytes", "gauge", "Octets free on the spool's disk.",
 	       NULL, (double)sched_spool_free_bytes(a->spool));
+	delivery_metrics(&b, json_object_get(sched, "delivery"));
+	site_metrics(&b, a);
 	json_decref(s);
 	return send_text(c, 200, "text/plain; version=0.0.4", b.p, b.len);
 }

@@ -45,6 +45,8 @@ struct commit {
 	pthread_cond_t cv, done_cv;
 	struct batch *head, *tail;
 	uint64_t submitted, applied;
+	/* durability latency of each batch (write + fsync), under mu */
+	uint64_t commits, total_us, max_us, last_us;
 	_Atomic bool stop;
 	_Atomic bool blocked;
 };
@@ -156,10 +158,31 @@ static void apply(struct commit *c, struct batch *b)
 	}
 }
 
+static void note_latency(struct commit *c, uint64_t us)
+{
+	pthread_mutex_lock(&c->mu);
+	c->commits++;
+	c->total_us += us;
+	c->last_us = us;
+	if (us > c->max_us)
+		c->max_us = us;
+	pthread_mutex_unlock(&c->mu);
+}
+
+json_t *commit_stats_json(struct commit *c)
+{
+	pthread_mutex_lock(&c->mu);
+	json_t *j = json_pack("{s:I, s:f, s:f, s:f}", "commits", (json_int_t)c->commits,
+			      "avg_ms", c->commits ? (double)c->total_us / c->commits / 1000 : 0.0,
+			      "max_ms", (double)c->max_us / 1000, "last_ms", (double)c->last_us / 1000);
+	pthread_mutex_unlock(&c->mu);
+	return j;
+}
+
 static void commit_one(struct commit *c, struct batch *b)
 {
 	bool told = false;
-	uint64_t since = vl_now_ms();
+	uint64_t since = vl_now_ms(), t0 = vl_now_ns();
 
 	while (make_durable(c, b) < 0) {
 		if (c->stop && vl_now_ms() - since > 10000) {
@@ -180,6 +203,7 @@ static void commit_one(struct commit *c, struct batch *b)
 	if (told)
 		vl_log(VL_LOG_INFO, "journal: writable again; deliveries resume");
 	atomic_store(&c->blocked, false);
+	note_latency(c, (vl_now_ns() - t0) / 1000);
 	apply(c, b);
 }
 

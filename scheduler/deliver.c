@@ -354,6 +354,8 @@ static void process(struct deliver *d, struct dmsg *m)
 		v.hard = true;          /* the engine saw a 5xx: final whatever the class */
 	fill_jrec(&r, m, &v);
 	site_result(d, m->q->site, m, &v);
+	if (m->status != ENG_DELIVERED && v.cls < SCHED_BC_COUNT)
+		d->by_class[m->status == ENG_PERMANENT ? 0 : 1][v.cls]++;
 	dj->inflight--;
 	d->inflight--;
 	if (m->status == ENG_DELIVERED) {
@@ -614,9 +616,20 @@ json_t *deliver_queues_json(struct deliver *d)
 	return r;
 }
 
+/* Counters written by the delivery thread and read here without a lock:
+ * a stale view at worst, never a torn one on the machines we run on. */
 json_t *deliver_stats_json(struct deliver *d)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+	json_t *classes = json_object();
+
+	for (int c = 1; c < SCHED_BC_COUNT; c++) {
+		if (!d->by_class[0][c] && !d->by_class[1][c])
+			continue;
+		json_object_set_new(classes, sched_bounce_class_name((enum sched_bounce_class)c),
+				    json_pack("{s:I, s:I}", "bounced", (json_int_t)d->by_class[0][c],
+					      "transient", (json_int_t)d->by_class[1][c]));
+	}
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o}",
 			 "dispatched", (json_int_t)d->dispatched,
 			 "delivered", (json_int_t)d->delivered,
 			 "bounced", (json_int_t)d->bounced,
@@ -625,7 +638,9 @@ json_t *deliver_stats_json(struct deliver *d)
 			 "suppressed", (json_int_t)d->suppressed,
 			 "in_flight", (json_int_t)d->inflight,
 			 "connections", (json_int_t)eng_open_connections(d->eng),
-			 "journal_blocked", atomic_load(&d->blocked));
+			 "journal_blocked", atomic_load(&d->blocked),
+			 "journal", commit_stats_json(d->commit),
+			 "classes", classes);
 }
 
 static struct engine *start_engine(const struct vl_config *c, char *err, size_t errlen)

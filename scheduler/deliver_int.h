@@ -141,6 +141,7 @@ struct deliver {
 	uint64_t next_commit_ms;
 	/* stats */
 	uint64_t dispatched, delivered, bounced, transient, expired, suppressed;
+	uint64_t by_class[2][SCHED_BC_COUNT];   /* [bounced, transient][class] */
 	_Atomic bool blocked;
 	char gone_reason[200];
 };
@@ -183,5 +184,6 @@ void commit_submit(struct commit *c, struct djob *jobs, struct vl_buf *events,
 void commit_drain(struct commit *c);
 void commit_stop(struct commit *c);
 bool commit_blocked(struct commit *c);
+json_t *commit_stats_json(struct commit *c);
 
 #endif

@@ -6,7 +6,10 @@ recovery after kill -9. Every wait is bounded."""
 import email
 import email.policy
 import os
+import subprocess
+import tempfile
 import time
+import unittest
 
 from daemon import Volleyd, VolleydTest, simple_job
 from sinkctl import Sink
@@ -234,8 +237,12 @@ class Delivery(Base):
         self.wait_done(d, jid)
         st = d.request("GET", "/v1/stats").json()
         self.assertEqual(st["scheduler"]["delivery"]["delivered"], 10)
+        self.assertEqual(st["scheduler"]["delivery"]["journal"]["commits"] > 0, True)
         m = d.request("GET", "/metrics").body.decode()
         self.assertRegex(m, r'volley_recipients\{state="delivered"\} 10')
+        self.assertRegex(m, r'volley_outcomes_total\{outcome="delivered"\} 10')
+        self.assertRegex(m, r'volley_site_queued\{site="%s"\} 0' % s.route().replace(".", r"\."))
+        self.assertIn("# TYPE volley_journal_commit_max_seconds gauge", m)
 
 
 class MixedOutcomes(Base):
@@ -297,3 +304,42 @@ class Rates(Base):
         steady = times[30:]
         rate = (len(steady) - 1) / ((steady[-1] - steady[0]) / 1e9)
         self.assertLess(abs(rate - 20) / 20, 0.10, "measured %.2f/s at the sink" % rate)
+
+
+class DiskFull(Base):
+    @unittest.skipUnless(os.geteuid() == 0, "mounting a small tmpfs needs root")
+    def test_deliveries_pause_while_the_disk_is_full_and_resume(self):
+        mnt = tempfile.mkdtemp(prefix="volley-full-")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt]).returncode:
+            os.rmdir(mnt)
+            self.skipTest("cannot mount tmpfs here")
+        self.addCleanup(lambda: (subprocess.run(["umount", "-l", mnt]), os.rmdir(mnt)))
+        s = self.sink("--latency", "10ms")
+        d = Volleyd(data_dir=os.path.join(mnt, "data"),
+                    config=conf(s, extra="max_connections = 2;") + 'spool = { min_free = 0; };\n')
+        os.mkdir(d.data_dir)
+        self.addCleanup(d.stop)
+        d.start()
+        jid = d.submit(job_for(2000)).json()["id"]
+        self.wait_for("under way", lambda: d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"] > 50)
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        # the journal cannot be written: deliveries pause, intake refuses
+        self.wait_for("blocked", lambda: not d.request("GET", "/v1/health").json()["accepting"])
+        r = d.submit(job_for(1))
+        self.assertEqual(r.status, 503, r)
+        a = d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"]
+        time.sleep(1.0)
+        self.assertEqual(d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"], a)
+        self.assertLess(a, 2000)
+        os.unlink(filler)
+        j = self.wait_done(d, jid, timeout=90)
+        self.assertEqual(j["counts"]["delivered"], 2000)
+        got = {m.env["rcpt"][0] for m in s.new_messages(2000, wait=10)}
+        self.assertEqual(got, {"user%d@d.test" % i for i in range(2000)})
