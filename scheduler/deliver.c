@@ -72,9 +72,14 @@ static void timers_forget(struct deliver *d, struct djob *dj)
 
 	d->heap = NULL;
 	d->nheap = d->capheap = 0;
-	for (size_t i = 0; i < n; i++)
-		if (keep[i].kind != T_RETRY || ((struct sjq *)keep[i].p)->dj != dj)
+	for (size_t i = 0; i < n; i++) {
+		struct sjq *q = keep[i].p;
+		if (keep[i].kind == T_RETRY && q->dj == dj)
+			q->site->deferred--;
+		else
 			timer_add(d, keep[i].due_ms, keep[i].kind, keep[i].p, keep[i].idx);
+	}
+	dj->ntimers = 0;
 	free(keep);
 }
 
