@@ -437,14 +437,20 @@ struct sched_cursor {
 static void load_outcomes(struct sched_cursor *c, const char *path, bool cancelled)
 {
 	FILE *f = fopen(path, "r");
-	size_t n = sched_table_count(c->t), len = 0, cap = 0, off = 0, rl;
+	size_t n = sched_table_count(c->t), len = 0, cap = 0, off = 0, rl, got;
 	struct jrec r;
 
 	c->st = calloc(n + 1, 1);
 	c->last = calloc(n + 1, sizeof *c->last);
-	for (size_t got; f && (cap - len < 65536 ? (c->jbuf = realloc(c->jbuf, cap = cap * 2 + 65536)) : 0,
-			       (got = fread(c->jbuf + len, 1, cap - len, f)) > 0);)
+	while (f) {
+		if (cap - len < 65536) {
+			cap = cap * 2 + 65536;
+			c->jbuf = realloc(c->jbuf, cap);
+		}
+		if (!(got = fread(c->jbuf + len, 1, cap - len, f)))
+			break;
 		len += got;
+	}
 	if (f)
 		fclose(f);
 	for (; off < len && (rl = journal_decode(c->jbuf + off, len - off, &r)); off += rl) {
@@ -532,8 +538,10 @@ size_t sched_recipients_read(struct sched_cursor *c, char *buf, size_t max)
 		rcpt_line(c, i);
 	}
 	size_t n = c->pending.len < max ? c->pending.len : max;
-	memcpy(buf, c->pending.p, n);
-	vl_buf_consume(&c->pending, n);
+	if (n) {
+		memcpy(buf, c->pending.p, n);
+		vl_buf_consume(&c->pending, n);
+	}
 	return n;
 }
 
