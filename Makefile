@@ -19,6 +19,7 @@ SINK_SRC   := $(filter-out bench/sink/sink_main.c,$(wildcard bench/sink/*.c))
 ENGINE_SRC := $(filter-out engine/volleyd.c,$(wildcard engine/*.c))
 SCHED_SRC  := $(wildcard scheduler/*.c)
 MESSAGE_SRC := $(wildcard message/*.c)
+DNS_SRC    := $(wildcard dns/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 # The volley CLI's own files (not volleyd's: filter them out of api/*.c).
 CLI_SRC    := $(wildcard api/cli*.c)
@@ -31,6 +32,7 @@ TLS_OBJ    := $(call obj,$(TLS_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
+DNS_OBJ    := $(call obj,$(DNS_SRC))
 # scheduler/bounce.rules is compiled in: a C string generated at build time.
 SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
 SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
@@ -38,7 +40,7 @@ API_OBJ    := $(call obj,$(API_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
-         $(BUILD)/volley-compose
+         $(BUILD)/volley-compose $(BUILD)/volley-resolve
 UNIT  := $(BUILD)/tests/unit
 
 .PHONY: all deps test asan bench demo fuzz clean
@@ -77,6 +79,9 @@ $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $
 $(BUILD)/volley-compose: $(call obj,tests/tools/compose.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
+$(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
+
 # volleyd runs on jemalloc (DESIGN.md), linked last so it takes malloc over.
 $(BUILD)/volleyd: $(call obj,engine/volleyd.c) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
 		$(ENGINE_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
@@ -85,9 +90,9 @@ $(BUILD)/volleyd: $(call obj,engine/volleyd.c) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE
 $(BUILD)/volley: $(call obj,$(CLI_SRC))
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs libcurl jansson)
 
-$(UNIT): $(call obj,$(UNIT_SRC)) $(filter-out %/http.o,$(API_OBJ)) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(UNIT): $(call obj,$(UNIT_SRC)) $(filter-out %/http.o,$(API_OBJ)) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libcares)
 
 test: all
 	@VOLLEY_BUILD=$(BUILD) tests/run.sh
@@ -96,7 +101,7 @@ test: all
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		$(addprefix build/asan/,volley-sink volley-drive volley volleyd volley-compose tests/unit)
+		$(addprefix build/asan/,volley-sink volley-drive volley volleyd volley-compose volley-resolve tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
 
