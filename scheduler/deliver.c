@@ -496,7 +496,7 @@ static void wait_inbox(struct deliver *d, uint64_t ms)
 {
 	struct timespec ts;
 
-	if (d->results || d->nadds || d->nctls || d->stopping || !ms ||
+	if (d->results || d->nadds || d->nctls || d->stopping || !ms || d->ready ||
 	    d->sync_req != d->sync_done)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);

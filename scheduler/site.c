@@ -21,6 +21,9 @@
 #define RECOVER_EVERY 50         /* successes per rate step up */
 #define RECOVER_STEP 1.25
 #define MIN_RATE 0.2             /* per second, while backing off */
+#define ROUND_MAX 2048           /* sends per site per round: outcomes decided
+				  * locally (no route) return at once, and
+				  * commits and events must keep up */
 
 /* ---- queues ---- */
 
@@ -247,12 +250,17 @@ static void rotate(struct site *s, struct sjq *q)
 static void dispatch(struct deliver *d, struct site *s, uint64_t now)
 {
 	uint64_t wait = 0;
+	unsigned sent = 0;
 
 	if (s->backoff_until_ms > now) {
 		timer_add(d, s->backoff_until_ms, T_SITE, s, 0);
 		return;
 	}
 	while (s->inflight < s->window && s->waiting) {
+		if (++sent > ROUND_MAX) {
+			site_ready(d, s);     /* the rest in the next round */
+			return;
+		}
 		if ((wait = bucket_wait(&s->b, now)))
 			break;
 		struct sjq *q = pick(s, now, &wait);
