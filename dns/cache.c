@@ -119,12 +119,12 @@ void dns_entry_unpin(struct dns_entry *e)
 		free_entry(e);
 }
 
-/* Drop the least recently used done entries until under the bound. */
+/* Drop the least recently used done entries to make room for one. */
 static void evict(struct dns_cache *c)
 {
 	struct dns_entry *e = c->lru.prev;
 
-	while (c->n > c->max && e != &c->lru) {
+	while (c->n >= c->max && e != &c->lru) {
 		struct dns_entry *prev = e->prev;
 		if (!e->pins) {
 			dns_cache_remove(c, e);

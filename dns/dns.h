@@ -68,9 +68,9 @@ enum dns_status {
 				    loopback/private addresses (allow_private off) */
 	DNS_BADNAME,             /* not a valid domain name */
 	/* transient: try again later */
-	DNS_SERVFAIL,
+	DNS_SERVFAIL,            /* no server answered usefully: SERVFAIL,
+				    REFUSED or unreachable, every server tried */
 	DNS_TIMEOUT,
-	DNS_REFUSED,
 	DNS_LAME,                /* a referral or an answer without recursion */
 	DNS_ERROR,               /* network error, malformed answer, no memory */
 	DNS_SHUTDOWN,            /* the resolver is shutting down */

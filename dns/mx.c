@@ -40,7 +40,7 @@ static const char *const status_names[] = {
 	[DNS_OK] = "ok", [DNS_NXDOMAIN] = "nxdomain", [DNS_NODATA] = "nodata",
 	[DNS_NULLMX] = "null-mx", [DNS_NOADDR] = "no-address", [DNS_BADMX] = "bad-mx",
 	[DNS_BADNAME] = "bad-name", [DNS_SERVFAIL] = "servfail",
-	[DNS_TIMEOUT] = "timeout", [DNS_REFUSED] = "refused", [DNS_LAME] = "lame",
+	[DNS_TIMEOUT] = "timeout", [DNS_LAME] = "lame",
 	[DNS_ERROR] = "error", [DNS_SHUTDOWN] = "shutdown",
 };
 

@@ -275,7 +275,10 @@ static int take_rr(const uint8_t *buf, size_t len, const struct rrv *v, struct d
 	case DNS_T_MX: {
 		char host[DNS_NAME_MAX];
 		size_t off = v->rdoff + 2;
-		if (v->rdlen < 3 || dns_name_expand(buf, len, &off, host) != 0)
+		/* A target with odd octets is kept ('?' for them): the MX
+		 * rules count it as malformed rather than the record vanish
+		 * and the domain look as if it had no MX at all. */
+		if (v->rdlen < 3 || dns_name_expand(buf, len, &off, host) == -1)
 			return 0;
 		a->u.mx[a->n].pref = get16(buf + v->rdoff);
 		if (!(a->u.mx[a->n].host = strdup(host)))
@@ -368,8 +371,8 @@ static enum dns_status rcode_status(unsigned rcode)
 	switch (rcode) {
 	case RCODE_NOERROR: return DNS_OK;
 	case RCODE_NXDOMAIN: return DNS_NXDOMAIN;
-	case RCODE_SERVFAIL: return DNS_SERVFAIL;
-	case RCODE_REFUSED: return DNS_REFUSED;
+	case RCODE_SERVFAIL:
+	case RCODE_REFUSED: return DNS_SERVFAIL;
 	default: return DNS_ERROR;
 	}
 }

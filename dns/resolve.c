@@ -180,8 +180,11 @@ static enum dns_status ares_status(int status)
 {
 	switch (status) {
 	case ARES_ETIMEOUT: return DNS_TIMEOUT;
-	case ARES_ESERVFAIL: return DNS_SERVFAIL;
-	case ARES_EREFUSED: return DNS_REFUSED;
+	/* c-ares 1.18 tries the next server on SERVFAIL or REFUSED and, when
+	 * none is left, reports ECONNREFUSED, as for an unreachable server. */
+	case ARES_ESERVFAIL:
+	case ARES_EREFUSED:
+	case ARES_ECONNREFUSED: return DNS_SERVFAIL;
 	case ARES_ECANCELLED:
 	case ARES_EDESTRUCTION: return DNS_SHUTDOWN;
 	default: return DNS_ERROR;
