@@ -105,6 +105,18 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
 			   status == 503 ? "Retry-After" : NULL, "30");
 }
 
+/* NDJSON produced as the client reads it (chunked). */
+static enum MHD_Result send_stream(struct MHD_Connection *c, MHD_ContentReaderCallback read,
+				   void *cls, MHD_ContentReaderFreeCallback done)
+{
+	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536,
+								   read, cls, done);
+	MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
+	enum MHD_Result rc = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return rc;
+}
+
 /* ---- submissions ---- */
 
 static bool media(const char *ct, const char *want)
@@ -275,12 +287,7 @@ static enum MHD_Result job_recipients(struct api *a, struct MHD_Connection *c,
 	struct sched_cursor *cur = sched_recipients_open(a->sc, id, filter);
 	if (!cur)
 		return not_found(c, "job");
-	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536,
-								   read_rcpts, cur, close_rcpts);
-	MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
-	enum MHD_Result rc = MHD_queue_response(c, 200, r);
-	MHD_destroy_response(r);
-	return rc;
+	return send_stream(c, read_rcpts, cur, close_rcpts);
 }
 
 static enum MHD_Result job_control(struct api *a, struct MHD_Connection *c,
@@ -522,12 +529,7 @@ static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 	struct sched_events_reader *r = sched_events_reader_open(a->ev, job, follow);
 	if (!r)
 		return send_error(c, 500, "internal", NULL, "cannot read the events log");
-	struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536,
-								      read_events, r, close_events);
-	MHD_add_response_header(resp, "Content-Type", "application/x-ndjson");
-	enum MHD_Result rc = MHD_queue_response(c, 200, resp);
-	MHD_destroy_response(resp);
-	return rc;
+	return send_stream(c, read_events, r, close_events);
 }
 
 /* ---- suppression list ---- */

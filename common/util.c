@@ -43,27 +43,39 @@ static int parse_number(const char *s, double *v, const char **rest)
 	return 0;
 }
 
-int vl_parse_duration_ms(const char *s, uint64_t *ms)
+struct unit {
+	const char *suffix;
+	double mul;
+};
+
+/* A number with one of units' suffixes, scaled, at most max. */
+static int parse_scaled(const char *s, const struct unit *units, size_t n, double max,
+			uint64_t *out)
 {
-	static const struct { const char *suffix; double ms; } units[] = {
-		{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000},
-		{"h", 3600000}, {"d", 86400000},
-	};
 	double v;
 	const char *rest;
 
 	if (parse_number(s, &v, &rest) < 0)
 		return -1;
-	for (size_t i = 0; i < VL_ARRAY_LEN(units); i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (strcmp(rest, units[i].suffix) == 0) {
-			double r = v * units[i].ms;
-			if (r > 1e15)
+			double r = v * units[i].mul;
+			if (r > max)
 				return -1;
-			*ms = (uint64_t)llround(r);
+			*out = (uint64_t)llround(r);
 			return 0;
 		}
 	}
 	return -1;
+}
+
+int vl_parse_duration_ms(const char *s, uint64_t *ms)
+{
+	static const struct unit units[] = {
+		{"ms", 1}, {"s", 1000}, {"", 1000}, {"m", 60000},
+		{"h", 3600000}, {"d", 86400000},
+	};
+	return parse_scaled(s, units, VL_ARRAY_LEN(units), 1e15, ms);
 }
 
 void vl_iso8601(double t, char out[32])
@@ -77,27 +89,13 @@ void vl_iso8601(double t, char out[32])
 
 int vl_parse_size(const char *s, uint64_t *bytes)
 {
-	static const struct { const char *suffix; double mul; } units[] = {
+	static const struct unit units[] = {
 		{"", 1}, {"B", 1}, {"K", 1e3}, {"KB", 1e3}, {"KiB", 1024},
 		{"M", 1e6}, {"MB", 1e6}, {"MiB", 1048576}, {"G", 1e9},
 		{"GB", 1e9}, {"GiB", 1073741824.0}, {"T", 1e12}, {"TB", 1e12},
 		{"TiB", 1099511627776.0},
 	};
-	double v;
-	const char *rest;
-
-	if (parse_number(s, &v, &rest) < 0)
-		return -1;
-	for (size_t i = 0; i < VL_ARRAY_LEN(units); i++) {
-		if (strcmp(rest, units[i].suffix) == 0) {
-			double r = v * units[i].mul;
-			if (r > 1.8e19)
-				return -1;
-			*bytes = (uint64_t)llround(r);
-			return 0;
-		}
-	}
-	return -1;
+	return parse_scaled(s, units, VL_ARRAY_LEN(units), 1.8e19, bytes);
 }
 
 int vl_parse_rate(const char *s, double *per_s)
