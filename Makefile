@@ -110,6 +110,7 @@ bench: all
 	@bench/sink-vs-smtp-sink.sh
 	@bench/engine.sh
 	@bench/intake.sh
+	@bench/dns.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 
 demo: all

@@ -24,6 +24,7 @@
 #define DNS_MAX_HOSTS 16         /* MX hosts kept per domain */
 #define DNS_MAX_ADDRS 8          /* addresses kept per host and family */
 #define DNS_MAX_CHASE 8          /* CNAMEs a lookup follows */
+#define DNS_RCVBUF (1 << 20)     /* c-ares sockets' SO_RCVBUF (rmem_max caps it) */
 #define DNS_EDNS_SIZE 1232       /* the DNS flag day 2020 UDP size */
 
 /* ---- parse.c: raw answers ---- */

@@ -266,7 +266,7 @@ int dns_io_init(struct dns_resolver *r, char *err, size_t errlen)
 {
 	struct ares_options o;
 	int rc, mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
-		       ARES_OPT_SOCK_STATE_CB | ARES_OPT_EDNSPSZ;
+		       ARES_OPT_SOCK_STATE_CB | ARES_OPT_EDNSPSZ | ARES_OPT_SOCK_RCVBUF;
 
 	r->objs.next = r->objs.prev = &r->objs;
 	r->nop.kind = DNS_K_NOP;
@@ -278,6 +278,9 @@ int dns_io_init(struct dns_resolver *r, char *err, size_t errlen)
 	o.sock_state_cb = sock_state;
 	o.sock_state_cb_data = r;
 	o.ednspsz = DNS_EDNS_SIZE;
+	/* Hundreds of answers can land between two turns of the loop; the
+	 * default buffer (~200 datagrams) would drop them into timeouts. */
+	o.socket_receive_buffer_size = DNS_RCVBUF;
 	if ((rc = ares_library_init(ARES_LIB_INIT_ALL)) != ARES_SUCCESS ||
 	    (rc = ares_init_options(&r->ch, &o, mask)) != ARES_SUCCESS) {
 		snprintf(err, errlen, "c-ares: %s", ares_strerror(rc));

@@ -325,6 +325,7 @@ Test(dns_parse, malformed)
 	rr(&m, 6, "a.example", DNS_T_A, 60, ip, 3);
 	dns_parse_answer(m.b, m.n, "a.example", DNS_T_A, &a);
 	cr_assert_eq(a.n, 0);
+	dns_ans_free(&a);
 }
 
 Test(dns_parse, mx_target_with_bad_octets_kept_for_the_caller)
