@@ -563,6 +563,9 @@ static enum MHD_Result suppression_one(struct api *a, struct MHD_Connection *c,
 		 !strcmp(method, "PUT") ? sched_suppress_add(a->sup, email, "added by API", "") : -2;
 	if (rc == -2)
 		return send_error(c, 405, "method_not_allowed", NULL, "use GET, PUT or DELETE");
+	if (rc < 0 && errno == EINVAL)
+		return send_error(c, 400, "invalid_address", "email",
+				  "the suppression list refuses this address");
 	if (rc < 0)
 		return send_error(c, 503, "disk_full", NULL, "cannot write the suppression list");
 	if (rc == 1 && !strcmp(method, "DELETE"))
