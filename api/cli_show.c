@@ -140,46 +140,37 @@ int cli_control(const struct cli *c)
 	return rc;
 }
 
-/* "550 5.1.1 no such user" from a response object. */
-static const char *response_str(const json_t *r, char *buf, size_t len)
+/* The reason already says when the suspension ends. */
+static const char *backoff_str(const json_t *b)
 {
-	char code[32];
-
-	if (json_is_string(r))
-		return json_string_value(r);
-	if (!json_is_object(r))
-		return "-";
-	snprintf(buf, len, "%s %s %s", jnum(r, "code", code, sizeof(code)),
-		 jstr(r, "enhanced"), jstr(r, "text"));
-	return buf;
+	return json_is_object(b) ? jstr(b, "reason") : "-";
 }
 
-static const char *backoff_str(const json_t *b, char *buf, size_t len)
+static const char *last_str(const json_t *r)
 {
-	if (!json_is_object(b))
-		return "-";
-	snprintf(buf, len, "%s until %s", jstr(b, "reason"), jstr(b, "until"));
-	return buf;
+	return json_is_object(r) ? jstr(r, "text") : "-";
 }
 
 static void queues_table(const json_t *qs)
 {
-	static const char *head[] = {"SITE", "QUEUED", "IN_FLIGHT", "CONNS", "RATE",
-				     "BACKOFF", "LAST_RESPONSE"};
-	static const bool right[] = {0, 1, 1, 1, 0, 0, 0};
-	char n[4][32], bo[256], lr[512];
+	static const char *head[] = {"SITE", "QUEUED", "DEFERRED", "IN_FLIGHT", "MAX_CONNS",
+				     "RATE/S", "BACKOFF", "LAST_RESPONSE"};
+	static const bool right[] = {0, 1, 1, 1, 1, 1, 0, 0};
+	char n[5][32];
 	struct cli_table t;
 	size_t i;
 	json_t *q;
 
-	table_init(&t, 7, head, right);
+	table_init(&t, 8, head, right);
 	json_array_foreach(qs, i, q) {
+		json_t *cur = json_object_get(q, "current_rate");
 		const char *row[] = {jstr(q, "site"), jnum(q, "queued", n[0], 32),
-				     jnum(q, "in_flight", n[1], 32),
-				     jnum(q, "connections", n[2], 32), jnum(q, "rate", n[3], 32),
-				     backoff_str(json_object_get(q, "backoff"), bo, sizeof(bo)),
-				     response_str(json_object_get(q, "last_response"), lr,
-						  sizeof(lr))};
+				     jnum(q, "deferred", n[1], 32),
+				     jnum(q, "in_flight", n[2], 32),
+				     jnum(q, "max_connections", n[3], 32),
+				     json_number_value(cur) > 0 ? jnum(q, "current_rate", n[4], 32) : "-",
+				     backoff_str(json_object_get(q, "backoff")),
+				     last_str(json_object_get(q, "last_response"))};
 		table_row(&t, row);
 	}
 	table_print(&t, stdout);

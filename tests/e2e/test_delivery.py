@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from daemon import Volleyd, VolleydTest, simple_job
+from daemon import VOLLEY, Volleyd, VolleydTest, simple_job
 from sinkctl import Sink
 
 
@@ -144,6 +144,13 @@ class Delivery(Base):
         self.assertIn("rate halved", bo["reason"])
         self.assertTrue(bo["suspended"])
         self.assertGreater(q[0]["deferred"] + q[0]["queued"], 0)
+        # the operator's view: volley queues says why, in words
+        out = subprocess.run([VOLLEY, "--socket", d.sock, "queues"], capture_output=True,
+                             text=True, timeout=10)
+        self.assertEqual(out.returncode, 0, out)
+        self.assertIn("BACKOFF", out.stdout)
+        self.assertIn("4.7.28", out.stdout)
+        self.assertIn("suspended until", out.stdout)
 
     def test_domain_rate(self):
         s = self.sink()
