@@ -11,7 +11,7 @@ CFLAGS  = -std=c17 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE \
           -fno-strict-aliasing -MMD -MP $(SAN) $(PKG_CFLAGS)
 LDFLAGS = $(SAN) -pthread -lm
 # Every binary links common/ (liburing, libconfig) and what its modules use.
-LIBS    = $$(pkg-config --libs liburing openssl libconfig jansson)
+LIBS    = $$(pkg-config --libs liburing openssl libconfig jansson libcares)
 
 COMMON_SRC := $(wildcard common/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
@@ -67,7 +67,7 @@ $(BUILD)/obj/gen/bounce_rules.o: $(SCHED_GEN)
 $(BUILD)/volley-sink: $(call obj,bench/sink/sink_main.c) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
-$(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
@@ -84,7 +84,7 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 
 # volleyd runs on jemalloc (DESIGN.md), linked last so it takes malloc over.
 $(BUILD)/volleyd: $(call obj,engine/volleyd.c) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
-		$(ENGINE_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+		$(ENGINE_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd) -ljemalloc
 
 $(BUILD)/volley: $(call obj,$(CLI_SRC))
@@ -121,13 +121,13 @@ FUZZ_TIME ?= 120
 FUZZ_SRC := $(COMMON_SRC) $(TLS_SRC)
 FUZZ_CC = clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	$$(pkg-config --cflags openssl liburing libconfig jansson)
-FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson) -lm
+FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson libcares) -lm
 fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) \
+	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(MESSAGE_SRC) scheduler/spool.c \
 		api/intake.c api/rcpt_json.c -o build/fuzz/fuzz_intake $(FUZZ_LIBS)

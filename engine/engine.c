@@ -53,6 +53,38 @@ void eng_submit(struct engine *e, struct eng_msg *m)
 	eng_worker_submit(e->w[eng_route_hash(m->route) % (uint64_t)e->n], m);
 }
 
+static uint64_t name_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)(*s | 0x20)) * 0x100000001b3ull;
+	return h;
+}
+
+void eng_resolve_mx(struct engine *e, const char *domain, eng_mx_fn fn, void *arg)
+{
+	eng_worker_resolve(e->w[name_hash(domain) % (uint64_t)e->n], domain, fn, arg);
+}
+
+void eng_dns_stats(struct engine *e, struct dns_stats *s)
+{
+	memset(s, 0, sizeof *s);
+	for (int i = 0; i < e->n; i++) {
+		struct dns_stats one;
+		eng_worker_dns_stats(e->w[i], &one);
+		s->queries += one.queries;
+		s->answers += one.answers;
+		s->timeouts += one.timeouts;
+		s->failures += one.failures;
+		s->cache_hits += one.cache_hits;
+		s->coalesced += one.coalesced;
+		s->cache_entries += one.cache_entries;
+		s->mx_requests += one.mx_requests;
+		s->in_flight += one.in_flight;
+	}
+}
+
 void eng_stop(struct engine *e, uint64_t grace_ms)
 {
 	if (e->stopped)

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "../dns/dns.h"
 #include "../tls/tls.h"
 
 /* Timeouts in milliseconds; defaults are RFC 5321 4.5.3.2's. */
@@ -38,6 +39,9 @@ struct eng_config {
 	struct eng_timeouts t;
 	unsigned max_rcpts_per_txn;      /* recipients per transaction: 100 */
 	char ca_file[1024];              /* for tls = verify; "": system store */
+	bool dns;                        /* a resolver per worker (eng_resolve_mx) */
+	struct dns_config dns_cfg;       /* its settings; strings must outlive
+					  * the engine */
 };
 void eng_config_defaults(struct eng_config *c);
 
@@ -108,6 +112,14 @@ void eng_submit(struct engine *e, struct eng_msg *m);
 /* Stop taking work, finish transactions in flight (within grace_ms), give
  * queued messages a transient "shutting down" result, join the workers. */
 void eng_stop(struct engine *e, uint64_t grace_ms);
+/* MX resolution on a worker's ring (one worker per domain, so its cache
+ * and coalescing see every lookup of the domain). fn runs on that
+ * worker's thread; the result is valid only during the call. */
+typedef void (*eng_mx_fn)(void *arg, const struct dns_mx_result *r);
+void eng_resolve_mx(struct engine *e, const char *domain, eng_mx_fn fn, void *arg);
+/* Summed resolver counters of every worker (a recent view). */
+void eng_dns_stats(struct engine *e, struct dns_stats *s);
+
 /* Connections open right now, over all workers (a recent view). */
 size_t eng_open_connections(struct engine *e);
 void eng_free(struct engine *e);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #define RING_ENTRIES 4096
@@ -27,7 +28,9 @@
 #define POOL_RETRY_MS 1000 /* no new connection this soon after one failed */
 #define MAY_PLAIN_MS 600000 /* how long a host's broken TLS is remembered */
 
-enum op { OP_CONNECT = 1, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_CANCEL, OP_WAKE, OP_TICK };
+/* OP_DNS: the resolver's own SQEs (dns_new's tag), handed to dns_on_cqe */
+enum op { OP_DNS = 0, OP_CONNECT, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_CANCEL, OP_WAKE,
+	  OP_TICK };
 #define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
 #define UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
 #define UD_OP(u) ((enum op)((u) & 7))
@@ -97,6 +100,11 @@ struct eng_worker {
 	int efd;
 	uint64_t efd_val;
 	struct __kernel_timespec tick_ts;
+	/* MX lookups asked by other threads (rare: one per new domain) */
+	struct dns_resolver *dns;
+	pthread_mutex_t dns_mu;
+	struct dns_req *dns_reqs;
+	struct dns_stats dns_seen;     /* under dns_mu, for other threads */
 	atomic_bool stop;
 	uint64_t stop_deadline;
 	bool stopping;
@@ -106,6 +114,17 @@ static struct io_uring_sqe *get_sqe(struct eng_worker *w)
 {
 	return vl_ring_sqe(&w->r);
 }
+
+struct dns_req {
+	eng_mx_fn fn;
+	void *arg;
+	struct dns_req *next;
+	char domain[256];
+};
+
+/* c-ares' library set-up and tear-down are not thread-safe: workers
+ * create and free their resolvers one at a time. */
+static pthread_mutex_t dns_life = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- inbox: Vyukov's intrusive MPSC queue ---- */
 
@@ -162,6 +181,96 @@ void eng_worker_submit(struct eng_worker *w, struct eng_msg *m)
 	inbox_push(w, m);
 	if (!atomic_exchange(&w->wake_pending, true))
 		wake(w); /* one wake for a burst of submissions */
+}
+
+void eng_worker_resolve(struct eng_worker *w, const char *domain, eng_mx_fn fn, void *arg)
+{
+	struct dns_req *q = calloc(1, sizeof *q);
+
+	q->fn = fn;
+	q->arg = arg;
+	snprintf(q->domain, sizeof q->domain, "%s", domain);
+	pthread_mutex_lock(&w->dns_mu);
+	q->next = w->dns_reqs;
+	w->dns_reqs = q;
+	pthread_mutex_unlock(&w->dns_mu);
+	if (!atomic_exchange(&w->wake_pending, true))
+		wake(w);
+}
+
+void eng_worker_dns_stats(struct eng_worker *w, struct dns_stats *s)
+{
+	pthread_mutex_lock(&w->dns_mu);
+	*s = w->dns_seen;
+	pthread_mutex_unlock(&w->dns_mu);
+}
+
+static void on_mx(void *arg, const struct dns_mx_result *r)
+{
+	struct dns_req *q = arg;
+
+	q->fn(q->arg, r);
+	free(q);
+}
+
+/* Requests without a resolver (disabled, or shut down) are answered at
+ * once, as the resolver itself answers after dns_shutdown(). */
+static void no_resolver(struct dns_req *q)
+{
+	struct dns_mx_result r = { .domain = q->domain, .status = DNS_SHUTDOWN,
+				   .why = "no resolver: DNS is not configured in this engine" };
+	on_mx(q, &r);
+}
+
+static void take_dns(struct eng_worker *w)
+{
+	pthread_mutex_lock(&w->dns_mu);
+	struct dns_req *q = w->dns_reqs;
+	w->dns_reqs = NULL;
+	if (w->dns)
+		dns_get_stats(w->dns, &w->dns_seen);
+	pthread_mutex_unlock(&w->dns_mu);
+	while (q) {
+		struct dns_req *next = q->next;
+		if (w->dns)
+			dns_resolve_mx(w->dns, q->domain, on_mx, q);
+		else
+			no_resolver(q);
+		q = next;
+	}
+}
+
+static void dns_start(struct eng_worker *w)
+{
+	char err[256];
+
+	if (!w->cfg->dns)
+		return;
+	pthread_mutex_lock(&dns_life);
+	w->dns = dns_new(&w->r, OP_DNS, &w->cfg->dns_cfg, err, sizeof err);
+	pthread_mutex_unlock(&dns_life);
+	if (!w->dns)
+		vl_log(VL_LOG_ERROR, "engine: worker %u: no resolver: %s", w->id, err);
+}
+
+static void dispatch(void *arg, struct io_uring_cqe *cqe);
+
+/* Lookups still pending get DNS_SHUTDOWN; the resolver is freed once its
+ * cancellations have come back. */
+static void dns_stop(struct eng_worker *w)
+{
+	if (!w->dns)
+		return;
+	dns_shutdown(w->dns);
+	uint64_t until = vl_now_ms() + 2000;
+	while (!dns_quiescent(w->dns) && vl_now_ms() < until)
+		if (vl_ring_wait(&w->r, dispatch, w) < 0)
+			break;
+	pthread_mutex_lock(&dns_life);
+	dns_free(w->dns);
+	pthread_mutex_unlock(&dns_life);
+	w->dns = NULL;
+	take_dns(w);
 }
 
 void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms)
@@ -952,6 +1061,10 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 	if (!p)
 		return;
 	switch (UD_OP(ud)) {
+	case OP_DNS:
+		if (w->dns)
+			dns_on_cqe(w->dns, cqe);
+		break;
 	case OP_CONNECT: on_connect(p, cqe->res); break;
 	case OP_RECV: on_recv(p, cqe); break;
 	case OP_SEND: on_send(p, cqe->res); break;
@@ -965,6 +1078,7 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 	case OP_WAKE:
 		atomic_store(&w->wake_pending, false);
 		take_inbox(w);
+		take_dns(w);
 		arm_wake(w);
 		break;
 	case OP_TICK:
@@ -980,9 +1094,11 @@ int eng_worker_run(struct eng_worker *w)
 		vl_log(VL_LOG_ERROR, "engine: cannot enable the ring: %s", strerror(errno));
 		return -1;
 	}
+	dns_start(w);
 	arm_wake(w);
 	arm_tick(w);
 	take_inbox(w);
+	take_dns(w);
 	for (;;) {
 		if (vl_ring_wait(&w->r, dispatch, w) < 0)
 			return -1;
@@ -998,8 +1114,10 @@ int eng_worker_run(struct eng_worker *w)
 					if (!c->closing)
 						conn_fail(c, "the engine is shutting down");
 				}
-			if (w->nconns == 0)
+			if (w->nconns == 0) {
+				dns_stop(w);
 				return 0;
+			}
 		}
 	}
 }
@@ -1020,6 +1138,7 @@ struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
 	w->id = id;
 	w->efd = -1;
 	inbox_init(w);
+	pthread_mutex_init(&w->dns_mu, NULL);
 	w->tick_ts.tv_nsec = TICK_MS * 1000000LL;
 	w->tls_ctx = tls_client_ctx_new(cfg->ca_file[0] ? cfg->ca_file : NULL, err, errlen);
 	if (!w->tls_ctx)
@@ -1054,6 +1173,7 @@ void eng_worker_free(struct eng_worker *w)
 		}
 	free(w->pools);
 	eng_heap_free(&w->timers);
+	pthread_mutex_destroy(&w->dns_mu);
 	vl_ring_exit(&w->r);
 	if (w->efd >= 0)
 		close(w->efd);
