@@ -8,7 +8,9 @@
  * the removals of both); each carries user_data = pointer | tag, with the
  * 3-bit tag given to dns_new() and an 8-aligned pointer. The owner hands
  * every CQE whose low three bits equal the tag to dns_on_cqe(). Everything
- * runs on the ring's thread; nothing here is thread-safe.
+ * runs on the ring's thread; nothing here is thread-safe, and dns_new() and
+ * dns_free() must not run in two threads at once (c-ares 1.18's library
+ * init and cleanup are not thread-safe).
  *
  * Callbacks. A result is passed by const pointer and is valid only during
  * the callback (dns_mx_dup() keeps a copy). A callback may run before the

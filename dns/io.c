@@ -218,9 +218,12 @@ static void on_timer(struct dns_resolver *r, struct dns_timer *t)
 		r->in_ares++;
 		ares_process_fd(r->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 		dns_io_leave(r);
-		if (r->ch && ares_timeout(r->ch, NULL, &tv))
-			timer_set(r, vl_now_ms() + (uint64_t)tv.tv_sec * 1000 +
-					     ((uint64_t)tv.tv_usec + 999) / 1000);
+		if (r->ch && ares_timeout(r->ch, NULL, &tv)) {
+			uint64_t d = vl_now_ms() + (uint64_t)tv.tv_sec * 1000 +
+				     ((uint64_t)tv.tv_usec + 999) / 1000;
+			if (!r->timer || r->timer->deadline_ms > d)
+				timer_set(r, d);
+		}
 	}
 	ev_free(&t->ev);
 }
