@@ -124,13 +124,15 @@ FUZZ_CC = clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefine
 FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson libcares) -lm
 fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
-	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake
+	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
+		build/fuzz/corpus-dns
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(MESSAGE_SRC) scheduler/spool.c \
 		api/intake.c api/rcpt_json.c -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_dns_parse.c dns/parse.c -o build/fuzz/fuzz_dns_parse $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -140,6 +142,9 @@ fuzz: $(SCHED_GEN)
 	cp tests/fuzz/seeds/intake/* build/fuzz/corpus-intake/
 	build/fuzz/fuzz_intake -max_total_time=$(FUZZ_TIME) -max_len=8192 \
 		build/fuzz/corpus-intake
+	cp tests/fuzz/seeds/dns/* build/fuzz/corpus-dns/
+	build/fuzz/fuzz_dns_parse -max_total_time=$(FUZZ_TIME) -max_len=2048 \
+		build/fuzz/corpus-dns
 
 clean:
 	rm -rf build

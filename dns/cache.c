@@ -65,20 +65,27 @@ struct dns_entry *dns_cache_find(struct dns_cache *c, const char *name,
 
 static void lru_unlink(struct dns_entry *e)
 {
-	if (!e->prev)
+	struct dns_link *l = &e->lru;
+
+	if (!l->prev)
 		return;
-	e->prev->next = e->next;
-	e->next->prev = e->prev;
-	e->prev = e->next = NULL;
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	l->prev = l->next = NULL;
 }
 
 static void lru_push(struct dns_cache *c, struct dns_entry *e)
 {
-	e->next = c->lru.next;
-	e->prev = &c->lru;
-	c->lru.next->prev = e;
-	c->lru.next = e;
+	struct dns_link *l = &e->lru;
+
+	l->next = c->lru.next;
+	l->prev = &c->lru;
+	c->lru.next->prev = l;
+	c->lru.next = l;
 }
+
+/* The entry a link belongs to: the link is its first member. */
+static struct dns_entry *entry_of(struct dns_link *l) { return (struct dns_entry *)l; }
 
 static void grow(struct dns_cache *c)
 {
@@ -122,15 +129,16 @@ void dns_entry_unpin(struct dns_entry *e)
 /* Drop the least recently used done entries to make room for one. */
 static void evict(struct dns_cache *c)
 {
-	struct dns_entry *e = c->lru.prev;
+	struct dns_link *l = c->lru.prev;
 
-	while (c->n >= c->max && e != &c->lru) {
-		struct dns_entry *prev = e->prev;
+	while (c->n >= c->max && l != &c->lru) {
+		struct dns_link *prev = l->prev;
+		struct dns_entry *e = entry_of(l);
 		if (!e->pins) {
 			dns_cache_remove(c, e);
 			c->evicted++;
 		}
-		e = prev;
+		l = prev;
 	}
 }
 
@@ -167,7 +175,7 @@ void dns_cache_done(struct dns_cache *c, struct dns_entry *e, uint64_t expires_m
 
 void dns_cache_touch(struct dns_cache *c, struct dns_entry *e)
 {
-	if (c->lru.next == e || !e->prev)
+	if (c->lru.next == &e->lru || !e->lru.prev)
 		return;
 	lru_unlink(e);
 	lru_push(c, e);

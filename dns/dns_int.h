@@ -88,9 +88,13 @@ struct dns_waiter {
 	unsigned slot;
 };
 
+struct dns_link {                          /* LRU list links */
+	struct dns_link *prev, *next;
+};
+
 struct dns_entry {
+	struct dns_link lru;               /* first: LRU list, done entries only */
 	struct dns_entry *hnext;           /* hash chain */
-	struct dns_entry *prev, *next;     /* LRU list, done entries only */
 	struct dns_resolver *r;
 	uint64_t hash;
 	uint64_t expires_ms;               /* monotonic, done entries */
@@ -110,7 +114,7 @@ struct dns_entry {
 struct dns_cache {
 	struct dns_entry **tab;
 	size_t cap, n, max;
-	struct dns_entry lru;              /* sentinel: next is the newest */
+	struct dns_link lru;               /* sentinel: next is the newest */
 	uint64_t evicted;
 };
 
