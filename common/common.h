@@ -140,6 +140,7 @@ struct vl_config {
 		char **servers;
 		size_t nservers;
 		int64_t timeout_ms;
+		bool allow_private;  /* MX hosts on loopback/private addresses */
 	} dns;
 	struct vl_policy defaults;
 	struct {                 /* SMTP client timeouts (RFC 5321 4.5.3.2), ms */

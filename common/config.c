@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum kind { K_STR, K_INT, K_SIZE, K_DUR };
+enum kind { K_STR, K_INT, K_SIZE, K_DUR, K_BOOL };
 
 struct key {
 	const char *name;
@@ -77,6 +77,11 @@ static int get_key(struct ctx *x, const config_setting_t *s, const char *path,
 		set_str(dst, v);
 		return 0;
 	}
+	case K_BOOL:
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+			return fail(x, s, path, "expected true or false");
+		*(bool *)dst = config_setting_get_bool(s);
+		return 0;
 	case K_INT:
 		if (config_setting_type(s) != CONFIG_TYPE_INT &&
 		    config_setting_type(s) != CONFIG_TYPE_INT64)
@@ -473,10 +478,11 @@ static int load(struct ctx *x, config_t *cf, struct vl_config *c)
 		return -1;
 	if ((s = config_setting_get_member(root, "dns"))) {
 		static const struct key dns_keys[] = {
-			KEY("timeout_ms", K_INT, struct vl_config, dns.timeout_ms) };
+			KEY("timeout_ms", K_INT, struct vl_config, dns.timeout_ms),
+			KEY("allow_private", K_BOOL, struct vl_config, dns.allow_private) };
 		static const char *const extra[] = { "servers", NULL };
 		const config_setting_t *l;
-		if (get_group(x, s, "dns", dns_keys, 1, extra, c) < 0)
+		if (get_group(x, s, "dns", dns_keys, VL_ARRAY_LEN(dns_keys), extra, c) < 0)
 			return -1;
 		if ((l = config_setting_get_member(s, "servers"))) {
 			free(c->dns.servers);
@@ -647,8 +653,8 @@ void vl_config_print(const struct vl_config *c, struct vl_buf *o)
 	vl_buf_appends(o, "dns = {\n  servers = [");
 	for (size_t i = 0; i < c->dns.nservers; i++)
 		vl_buf_printf(o, "%s\"%s\"", i ? ", " : " ", c->dns.servers[i]);
-	vl_buf_printf(o, " ];\n  timeout_ms = %lld;\n};\ndefaults = {\n",
-		      (long long)c->dns.timeout_ms);
+	vl_buf_printf(o, " ];\n  timeout_ms = %lld;\n  allow_private = %s;\n};\ndefaults = {\n",
+		      (long long)c->dns.timeout_ms, c->dns.allow_private ? "true" : "false");
 	print_policy(o, &c->defaults, "  ");
 	vl_buf_appends(o, "  retry = [");
 	for (size_t i = 0; i < c->nretry; i++)

@@ -76,7 +76,7 @@ static void timers_forget(struct deliver *d, struct djob *dj)
 		struct sjq *q = keep[i].p;
 		if (keep[i].kind == T_RETRY && q->dj == dj)
 			q->site->deferred--;
-		else
+		else if (keep[i].kind != T_REQUEUE || keep[i].p != dj)
 			timer_add(d, keep[i].due_ms, keep[i].kind, keep[i].p, keep[i].idx);
 	}
 	dj->ntimers = 0;
@@ -96,6 +96,18 @@ static void fire_retry(struct deliver *d, struct sjq *q, uint32_t idx)
 	site_ready(d, q->site);
 }
 
+/* A recipient whose domain did not resolve tries its domain again. */
+static void fire_requeue(struct deliver *d, struct djob *dj, uint32_t idx)
+{
+	const char *domain;
+
+	dj->ntimers--;
+	if (dj->st[idx] != R_DEFERRED || dj->cancelled || dj->expired ||
+	    !djob_email(dj, idx, &domain))
+		return;
+	dom_enqueue(d, dj, idx, domain);
+}
+
 static void fire_timers(struct deliver *d)
 {
 	uint64_t now = vl_now_ms();
@@ -104,7 +116,9 @@ static void fire_timers(struct deliver *d)
 		struct timer t = timer_pop(d);
 		if (t.kind == T_RETRY)
 			fire_retry(d, t.p, t.idx);
-		else if (t.kind == T_SITE)
+		else if (t.kind == T_REQUEUE)
+			fire_requeue(d, t.p, t.idx);
+		else
 			site_ready(d, t.p);
 	}
 }
@@ -135,7 +149,7 @@ void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char 
 		snprintf(site, sizeof site, "%.*s", bar ? (int)(bar - m->q->site->key) : 255,
 			 m->q->site->key);
 		ev.site = site;
-		ev.mx = m->q->site->route.name;
+		ev.mx = m->q->site->routes ? m->q->site->routes[m->host].name : NULL;
 		ev.peer_address = m->peer[0] ? m->peer : NULL;
 		ev.tls_version = m->tls_version[0] ? m->tls_version : NULL;
 		ev.tls_cipher = m->tls_cipher;
@@ -243,7 +257,7 @@ static void submit(struct deliver *d, struct dmsg *m)
 	struct eng_msg *em = &m->m;
 
 	memset(em, 0, sizeof *em);
-	em->route = &m->q->site->route;
+	em->route = &m->q->site->routes[m->host];
 	em->mail_from = m->from;
 	em->rcpts = &m->rcpt;
 	em->nrcpt = 1;
@@ -288,9 +302,10 @@ void deliver_send(struct deliver *d, struct sjq *q, uint32_t idx)
 	q->site->inflight++;
 	d->inflight++;
 	if (!q->site->routable) {
-		local_result(d, m, ENG_TRANSIENT, "dns", q->site->no_route);
+		local_result(d, m, ENG_TRANSIENT, "routing", q->site->no_route);
 		return;
 	}
+	m->host = site_first_host(q->site, vl_now_ms());
 	if (render(d, m, r) == 0)
 		submit(d, m);
 }
@@ -347,11 +362,33 @@ static void transient(struct deliver *d, struct dmsg *m, struct jrec *r)
 	d->transient++;
 }
 
+/* Refused at connect or at the greeting: the next MX host gets the same
+ * message, without it counting as an attempt (RFC 5321 5.1). */
+static bool walk_mx(struct deliver *d, struct dmsg *m)
+{
+	struct site *s = m->q->site;
+	uint64_t now = vl_now_ms();
+
+	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 ||
+	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting")))
+		return false;
+	s->down_until[m->host] = now + 60000;
+	int next = site_next_host(s, m->host, now);
+	if (next < 0)
+		return false;
+	m->host = (unsigned)next;
+	submit(d, m);
+	return true;
+}
+
 static void process(struct deliver *d, struct dmsg *m)
 {
 	struct djob *dj = m->dj;
 	struct sched_bounce_verdict v = { SCHED_BC_NONE, false };
 	struct jrec r;
+
+	if (walk_mx(d, m))
+		return;
 
 	if (m->status != ENG_DELIVERED)
 		sched_bounce_classify(d->rules, m->code, m->enhanced, m->text, m->stage, &v);
@@ -379,6 +416,39 @@ static void process(struct deliver *d, struct dmsg *m)
 		transient(d, m, &r);
 	}
 	msg_put(d, m);
+}
+
+/* A recipient that never reached the engine: its domain did not resolve
+ * (permanently: a bounce; for now: a retry later). */
+void deliver_local(struct deliver *d, struct djob *dj, uint32_t idx, bool permanent,
+		   const char *text)
+{
+	struct jrec r = { .cls = SCHED_BC_DNS };
+	int n = snprintf(r.text, sizeof r.text, "%s", text);
+
+	r.textlen = (uint16_t)(n > JREC_TEXT_MAX ? JREC_TEXT_MAX : n);
+	dj->att[idx]++;
+	if (permanent) {
+		djob_set(dj, idx, R_BOUNCED, &r);
+		deliver_event(d, dj, idx, "Bounce", NULL, &r);
+		d->bounced++;
+		d->by_class[0][SCHED_BC_DNS]++;
+		return;
+	}
+	if (vl_wall_time() >= dj->expires) {
+		djob_set(dj, idx, R_EXPIRED, &r);
+		deliver_event(d, dj, idx, "Expiration", NULL, &r);
+		d->expired++;
+		return;
+	}
+	djob_set(dj, idx, R_DEFERRED, &r);
+	deliver_event(d, dj, idx, "TransientFailure", NULL, &r);
+	d->transient++;
+	d->by_class[1][SCHED_BC_DNS]++;
+	uint64_t delay = retry_delay(d, dj->att[idx]);
+	uint64_t left = (uint64_t)((dj->expires - vl_wall_time()) * 1000);
+	dj->ntimers++;
+	timer_add(d, vl_now_ms() + (delay < left ? delay : left), T_REQUEUE, dj, idx);
 }
 
 /* ---- the loop ---- */
@@ -420,7 +490,7 @@ static void reap(struct deliver *d)
 {
 	for (struct djob **p = &d->jobs; *p;) {
 		struct djob *dj = *p;
-		if (dj->nonfinal || dj->inflight || dj->in_batch) {
+		if (dj->nonfinal || dj->inflight || dj->in_batch || dj->pending_dns) {
 			p = &dj->next;
 			continue;
 		}
@@ -454,6 +524,8 @@ static void take_commands(struct deliver *d, struct job ***adds, size_t *nadds,
 	*ctls = d->ctls;
 	*nctls = d->nctls;
 	*results = d->results;
+	d->take_dns = d->dns_done;
+	d->dns_done = NULL;
 	d->adds = d->ctls = NULL;
 	d->nadds = d->capadds = d->nctls = d->capctls = 0;
 	d->results = NULL;
@@ -477,6 +549,11 @@ static void run_commands(struct deliver *d, struct job **adds, size_t nadds,
 		process(d, results);
 		results = next;
 	}
+	while (d->take_dns) {
+		struct dns_done *next = d->take_dns->next;
+		dom_answer(d, d->take_dns);
+		d->take_dns = next;
+	}
 	free(adds);
 	free(ctls);
 }
@@ -496,7 +573,7 @@ static void wait_inbox(struct deliver *d, uint64_t ms)
 {
 	struct timespec ts;
 
-	if (d->results || d->nadds || d->nctls || d->stopping || !ms || d->ready ||
+	if (d->results || d->nadds || d->nctls || d->stopping || !ms || d->ready || d->dns_done ||
 	    d->sync_req != d->sync_done)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -662,6 +739,12 @@ static struct engine *start_engine(const struct vl_config *c, char *err, size_t 
 		.idle = c->timeouts.idle, .quit = c->timeouts.quit,
 	};
 	snprintf(ec.helo, sizeof ec.helo, "%s", c->negress ? c->egress[0].ehlo : c->hostname);
+	ec.dns = true;
+	dns_config_default(&ec.dns_cfg);
+	ec.dns_cfg.servers = (const char *const *)c->dns.servers;
+	ec.dns_cfg.nservers = c->dns.nservers;
+	ec.dns_cfg.timeout_ms = (unsigned)c->dns.timeout_ms;
+	ec.dns_cfg.allow_private = c->dns.allow_private;
 	return eng_new(&ec, err, errlen);
 }
 
@@ -679,6 +762,7 @@ struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
 	d->seed = vl_now_ns();
 	d->site_index = json_object();
 	d->domain_site = json_object();
+	d->doms = json_object();
 	vl_buf_init(&d->events);
 	vl_buf_init(&d->suppress);
 	pthread_mutex_init(&d->mu, NULL);
@@ -739,6 +823,8 @@ void deliver_stop(struct deliver *d, uint64_t grace_ms)
 		d->free_msgs = n;
 	}
 	sites_free(d);
+	doms_free(d);
+	json_decref(d->doms);
 	sched_bounce_free(d->rules);
 	json_decref(d->site_index);
 	json_decref(d->domain_site);

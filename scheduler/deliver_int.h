@@ -44,6 +44,7 @@ struct djob {
 	long long now_delta[SCHED_NSTATES]; /* ... and for right away */
 	bool in_batch;                /* has records in the open batch */
 	size_t ntimers;               /* retry timers pending */
+	size_t pending_dns;           /* recipients on a domain's pending list */
 	double last_time;             /* of the newest journal record */
 	bool paused, cancelled, expired;
 	struct djob *next;
@@ -59,6 +60,7 @@ struct dmsg {
 	struct djob *dj;
 	struct sjq *q;
 	uint32_t idx;
+	unsigned host;                /* index in the site's routes */
 	uint64_t sent_ms;
 	/* the result, copied on the worker thread */
 	enum eng_status status;
@@ -70,8 +72,9 @@ struct dmsg {
 	struct dmsg *next;
 };
 
-/* Timers: retries (q, idx), site wake-ups, job expiries. */
-enum tkind { T_RETRY, T_SITE, T_EXPIRE };
+/* Timers: retries at a site (q, idx), site wake-ups, retries of a
+ * recipient whose domain did not resolve (djob, idx). */
+enum tkind { T_RETRY, T_SITE, T_REQUEUE };
 struct timer {
 	uint64_t due_ms;
 	enum tkind kind;
@@ -79,9 +82,14 @@ struct timer {
 	void *p;                      /* struct sjq, site or djob */
 };
 
+#define SITE_HOSTS_MAX 16        /* MX addresses tried per message */
 struct site {
 	char *key;
-	struct eng_route route;
+	struct eng_route route;       /* the policy's route template (tls, auth,
+				       * limits); the only host of a routed site */
+	struct eng_route *routes;     /* hosts in MX order; &route when routed */
+	size_t nroutes;
+	uint64_t down_until[SITE_HOSTS_MAX]; /* refused us: skip until then */
 	bool routable;
 	char no_route[400];
 	double rate;                  /* configured, per second; 0 = unlimited */
@@ -102,6 +110,30 @@ struct site {
 	uint64_t delivered, bounced, transient;
 };
 
+/* A recipient domain that needs MX resolution (no route configured). */
+enum dstate { D_NEW, D_RESOLVING, D_OK, D_FAILED };
+struct pend {
+	struct djob *dj;
+	uint32_t idx;
+};
+struct dom {
+	struct deliver *d;
+	char *name;
+	enum dstate st;
+	struct site *site;            /* D_OK */
+	uint64_t until_ms;            /* D_OK, D_FAILED: good until */
+	char why[256];                /* D_FAILED */
+	struct pend *pend;            /* waiting for the answer */
+	size_t npend, cap;
+};
+
+/* An answer from an engine worker's resolver, copied for this thread. */
+struct dns_done {
+	struct dom *dom;
+	struct dns_mx_result *r;
+	struct dns_done *next;
+};
+
 struct deliver {
 	struct sched *sc;
 	const struct vl_config *cfg;
@@ -115,6 +147,7 @@ struct deliver {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct dmsg *results;
+	struct dns_done *dns_done, *take_dns;
 	struct job **adds;
 	size_t nadds, capadds;
 	struct job **ctls;
@@ -130,6 +163,7 @@ struct deliver {
 	struct site *sites, *ready;
 	json_t *site_index;           /* key -> site (as an integer pointer) */
 	json_t *domain_site;          /* domain -> site, a cache */
+	json_t *doms;                 /* domain -> struct dom, for MX domains */
 	struct timer *heap;
 	size_t nheap, capheap;
 	struct dmsg *free_msgs;
@@ -148,6 +182,14 @@ struct deliver {
 
 /* site.c */
 struct site *site_for(struct deliver *d, const char *domain);
+/* Where recipient idx of dj waits: its site's queue, or its domain's
+ * pending list while MX resolution runs (or a bounce when it failed). */
+void dom_enqueue(struct deliver *d, struct djob *dj, uint32_t idx, const char *domain);
+void dom_answer(struct deliver *d, struct dns_done *dd);
+void doms_free(struct deliver *d);
+/* The host to try first; then the next after a refusal (-1: none left). */
+unsigned site_first_host(struct site *s, uint64_t now);
+int site_next_host(struct site *s, unsigned after, uint64_t now);
 void site_ready(struct deliver *d, struct site *s);
 void site_dispatch_all(struct deliver *d);
 void site_result(struct deliver *d, struct site *s, const struct dmsg *m,
@@ -173,6 +215,9 @@ void timer_add(struct deliver *d, uint64_t due_ms, enum tkind k, void *p, uint32
 void deliver_send(struct deliver *d, struct sjq *q, uint32_t idx);
 void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char *type,
 		   const struct dmsg *m, const struct jrec *r);
+/* An outcome decided without the engine, for a recipient not in flight. */
+void deliver_local(struct deliver *d, struct djob *dj, uint32_t idx, bool permanent,
+		   const char *text);
 
 /* commit.c: the group committer */
 struct commit *commit_start(struct deliver *d, char *err, size_t errlen);

@@ -112,10 +112,7 @@ static void enqueue_all(struct djob *dj)
 			vl_log(VL_LOG_ERROR, "job %s: recipient %u unreadable", dj->j->id, i);
 			continue;
 		}
-		struct site *s = site_for(dj->d, domain);
-		sjq_push(sjq_for(dj, s), i);
-		s->waiting++;
-		site_ready(dj->d, s);
+		dom_enqueue(dj->d, dj, i, domain);
 	}
 }
 
@@ -139,7 +136,6 @@ struct djob *djob_load(struct deliver *d, struct job *j)
 	}
 	publish_counts(dj);
 	enqueue_all(dj);
-	timer_add(d, (uint64_t)(dj->expires * 1000), T_EXPIRE, dj, 0);
 	djob_control(dj);
 	return dj;
 fail:

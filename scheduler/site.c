@@ -1,8 +1,9 @@
 /*
  * Destination sites: where recipients wait, and the pace at which they
- * leave. A site is a route (or, once DNS exists, an MX host set) under one
- * effective policy; every domain mapping to the same pair shares its queue,
- * its connection pool and its shaping. Transactional jobs are served before
+ * leave. A site is a route, or an MX host set, under one effective
+ * policy; every domain mapping to the same pair shares its queue, its
+ * connection pools and its shaping (all Google-hosted domains are one
+ * site). Transactional jobs are served before
  * bulk ones; bulk jobs take turns. A reply that means "slow down" suspends
  * the site and halves its rate, which then recovers step by step.
  */
@@ -108,20 +109,9 @@ static int parse_source(const char *addr, struct eng_route *r)
 	return 0;
 }
 
-static void site_route(struct deliver *d, struct site *s, const struct vl_policy *p,
-		       const char *domain)
+/* The policy's template: TLS, AUTH, limits, source address. */
+static void site_template(struct deliver *d, struct site *s, const struct vl_policy *p)
 {
-	char err[256];
-
-	if (!*p->route) {
-		snprintf(s->no_route, sizeof s->no_route, "no route for %s: MX resolution "
-			 "is not built yet; configure a route for the domain", domain);
-		return;
-	}
-	if (eng_route_parse(&s->route, p->route, err, sizeof err) < 0) {
-		snprintf(s->no_route, sizeof s->no_route, "%s", err);
-		return;
-	}
 	tls_policy_parse(p->tls, &s->route.tls);
 	s->route.max_connections = (unsigned)p->max_connections;
 	s->route.max_messages_per_connection = (unsigned)p->max_messages_per_connection;
@@ -132,16 +122,64 @@ static void site_route(struct deliver *d, struct site *s, const struct vl_policy
 	if (d->cfg->negress && parse_source(d->cfg->egress[0].address, &s->route) < 0)
 		vl_log(VL_LOG_WARN, "egress address %s is not an IP address; ignored",
 		       d->cfg->egress[0].address);
+}
+
+static void site_route(struct deliver *d, struct site *s, const struct vl_policy *p)
+{
+	char err[256];
+
+	if (eng_route_parse(&s->route, p->route, err, sizeof err) < 0) {
+		snprintf(s->no_route, sizeof s->no_route, "%s", err);
+		return;
+	}
+	site_template(d, s, p);
+	s->routes = &s->route;
+	s->nroutes = 1;
 	s->routable = true;
 }
 
+/* One route per MX address, in the answer's order, up to SITE_HOSTS_MAX. */
+static void site_hosts(struct deliver *d, struct site *s, const struct vl_policy *p,
+		       const struct dns_mx_result *r)
+{
+	char err[256];
+
+	eng_route_parse(&s->route, "0.0.0.0:25", err, sizeof err);
+	site_template(d, s, p);
+	s->routes = calloc(SITE_HOSTS_MAX, sizeof *s->routes);
+	for (size_t h = 0; h < r->nhosts && s->nroutes < SITE_HOSTS_MAX; h++)
+		for (size_t a = 0; a < r->hosts[h].naddrs && s->nroutes < SITE_HOSTS_MAX; a++) {
+			struct eng_route *rt = &s->routes[s->nroutes];
+			char ip[64], hp[96];
+			const struct dns_addr *ad = &r->hosts[h].addrs[a];
+			dns_addr_str(ad, ip, sizeof ip);
+			snprintf(hp, sizeof hp, ad->family == AF_INET6 ? "[%s]:%lld" : "%s:%lld",
+				 ip, (long long)p->port);
+			if (eng_route_parse(rt, hp, err, sizeof err) < 0)
+				continue;
+			struct sockaddr_storage addr = rt->addr;
+			socklen_t len = rt->addrlen;
+			*rt = s->route;
+			rt->addr = addr;
+			rt->addrlen = len;
+			snprintf(rt->name, sizeof rt->name, "%s", r->hosts[h].name);
+			s->nroutes++;
+		}
+	s->routable = s->nroutes > 0;
+	if (!s->routable)
+		snprintf(s->no_route, sizeof s->no_route, "no usable MX address");
+}
+
 static struct site *site_new(struct deliver *d, const char *key, const struct vl_policy *p,
-			     const char *domain)
+			     const struct dns_mx_result *mx)
 {
 	struct site *s = calloc(1, sizeof *s);
 
 	s->key = strdup(key);
-	site_route(d, s, p, domain);
+	if (mx)
+		site_hosts(d, s, p, mx);
+	else
+		site_route(d, s, p);
 	s->window = p->max_connections > 0 ? (unsigned)p->max_connections * 2 : 2;
 	if (p->rate && *p->rate && vl_parse_rate(p->rate, &s->rate) == 0) {
 		s->b.rate = s->rate;
@@ -153,10 +191,29 @@ static struct site *site_new(struct deliver *d, const char *key, const struct vl
 	return s;
 }
 
-/* Same route and same effective policy: same site. */
+/* "<where>|tls|conns|per conn|rcpts|rate|port|user": same key, same site. */
+static void site_key(char *key, size_t len, const char *where, const struct vl_policy *p)
+{
+	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s", where, p->tls,
+		 (long long)p->max_connections, (long long)p->max_messages_per_connection,
+		 (long long)p->max_recipients_per_message, p->rate, (long long)p->port,
+		 p->auth_user ? p->auth_user : "");
+}
+
+static struct site *site_get(struct deliver *d, const char *where, const struct vl_policy *p,
+			     const struct dns_mx_result *mx)
+{
+	char key[1400];
+
+	site_key(key, sizeof key, where, p);
+	json_t *v = json_object_get(d->site_index, key);
+	return v ? (struct site *)(intptr_t)json_integer_value(v) : site_new(d, key, p, mx);
+}
+
+/* A routed domain's site (its policy names a route). */
 struct site *site_for(struct deliver *d, const char *domain)
 {
-	char dom[256], key[1024];
+	char dom[256];
 	struct vl_policy p;
 
 	snprintf(dom, sizeof dom, "%s", domain);
@@ -165,15 +222,152 @@ struct site *site_for(struct deliver *d, const char *domain)
 	if (hit)
 		return (struct site *)(intptr_t)json_integer_value(hit);
 	vl_config_policy(d->cfg, dom, &p);
-	snprintf(key, sizeof key, "%s|%s|%lld|%lld|%lld|%s|%lld|%s", *p.route ? p.route : dom,
-		 p.tls, (long long)p.max_connections, (long long)p.max_messages_per_connection,
-		 (long long)p.max_recipients_per_message, p.rate, (long long)p.port,
-		 p.auth_user ? p.auth_user : "");
-	json_t *v = json_object_get(d->site_index, key);
-	struct site *s = v ? (struct site *)(intptr_t)json_integer_value(v) :
-			     site_new(d, key, &p, dom);
+	struct site *s = site_get(d, p.route, &p, NULL);
 	json_object_set_new(d->domain_site, dom, json_integer((json_int_t)(intptr_t)s));
 	return s;
+}
+
+unsigned site_first_host(struct site *s, uint64_t now)
+{
+	for (unsigned i = 0; i < s->nroutes; i++)
+		if (s->down_until[i] <= now)
+			return i;
+	return 0;                 /* all refused lately: the first again */
+}
+
+int site_next_host(struct site *s, unsigned after, uint64_t now)
+{
+	for (unsigned i = after + 1; i < s->nroutes; i++)
+		if (s->down_until[i] <= now)
+			return (int)i;
+	return -1;
+}
+
+/* ---- domains resolved through DNS ---- */
+
+static struct dom *dom_get(struct deliver *d, const char *name)
+{
+	json_t *v = json_object_get(d->doms, name);
+
+	if (v)
+		return (struct dom *)(intptr_t)json_integer_value(v);
+	struct dom *m = calloc(1, sizeof *m);
+	m->d = d;
+	m->name = strdup(name);
+	json_object_set_new(d->doms, name, json_integer((json_int_t)(intptr_t)m));
+	return m;
+}
+
+/* On an engine worker: copy the answer over to the delivery thread. */
+static void on_mx(void *arg, const struct dns_mx_result *r)
+{
+	struct dom *m = arg;
+	struct deliver *d = m->d;
+	struct dns_done *dd = calloc(1, sizeof *dd);
+
+	dd->dom = m;
+	dd->r = dns_mx_dup(r);
+	pthread_mutex_lock(&d->mu);
+	dd->next = d->dns_done;
+	d->dns_done = dd;
+	pthread_cond_signal(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void pend_push(struct dom *m, struct djob *dj, uint32_t idx)
+{
+	if (m->npend == m->cap) {
+		m->cap = m->cap ? m->cap * 2 : 16;
+		m->pend = realloc(m->pend, m->cap * sizeof *m->pend);
+	}
+	m->pend[m->npend++] = (struct pend){ dj, idx };
+}
+
+static void to_site(struct deliver *d, struct site *s, struct djob *dj, uint32_t idx)
+{
+	sjq_push(sjq_for(dj, s), idx);
+	s->waiting++;
+	site_ready(d, s);
+}
+
+void dom_enqueue(struct deliver *d, struct djob *dj, uint32_t idx, const char *domain)
+{
+	char name[256];
+	struct vl_policy p;
+	uint64_t now = vl_now_ms();
+
+	snprintf(name, sizeof name, "%s", domain);
+	lower(name);
+	vl_config_policy(d->cfg, name, &p);
+	if (*p.route) {
+		to_site(d, site_for(d, name), dj, idx);
+		return;
+	}
+	struct dom *m = dom_get(d, name);
+	if (m->st == D_OK && now < m->until_ms) {
+		to_site(d, m->site, dj, idx);
+		return;
+	}
+	if (m->st == D_FAILED && now < m->until_ms) {
+		deliver_local(d, dj, idx, true, m->why);
+		return;
+	}
+	pend_push(m, dj, idx);
+	dj->pending_dns++;
+	if (m->st != D_RESOLVING) {
+		m->st = D_RESOLVING;
+		eng_resolve_mx(d->eng, name, on_mx, m);
+	}
+}
+
+void dom_answer(struct deliver *d, struct dns_done *dd)
+{
+	struct dom *m = dd->dom;
+	const struct dns_mx_result *r = dd->r;
+	struct vl_policy p;
+	char key[1024] = "mx:";
+	bool ok = r && r->status == DNS_OK && r->nhosts;
+	bool perm = r && !ok && dns_status_permanent(r->status);
+	uint32_t ttl = r && r->ttl ? r->ttl : 60;
+
+	vl_config_policy(d->cfg, m->name, &p);
+	if (ok)
+		dns_site_key(r, key + 3, sizeof key - 3);
+	m->site = ok ? site_get(d, key, &p, r) : NULL;
+	m->st = ok ? D_OK : perm ? D_FAILED : D_NEW;
+	m->until_ms = vl_now_ms() + (uint64_t)ttl * 1000;
+	snprintf(m->why, sizeof m->why, "%s: %s", m->name,
+		 r && r->why ? r->why : "no answer from the resolver");
+	struct pend *pend = m->pend;
+	size_t n = m->npend;
+	m->pend = NULL;
+	m->npend = m->cap = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct djob *dj = pend[i].dj;
+		dj->pending_dns--;
+		if (rstate_final(dj->st[pend[i].idx]) || dj->cancelled)
+			continue;
+		if (ok)
+			to_site(d, m->site, dj, pend[i].idx);
+		else
+			deliver_local(d, dj, pend[i].idx, perm, m->why);
+	}
+	free(pend);
+	dns_mx_free(dd->r);
+	free(dd);
+}
+
+void doms_free(struct deliver *d)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(d->doms, k, v) {
+		struct dom *m = (struct dom *)(intptr_t)json_integer_value(v);
+		free(m->name);
+		free(m->pend);
+		free(m);
+	}
 }
 
 void site_ready(struct deliver *d, struct site *s)
@@ -386,9 +580,16 @@ json_t *site_json(const struct site *s)
 		vl_iso8601(s->last_time, since);
 		last = json_pack("{s:s, s:s}", "text", s->last_response, "time", since);
 	}
-	return json_pack("{s:o, s:s, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
+	json_t *hosts = json_array();
+	for (size_t i = 0; i < s->nroutes; i++) {
+		char addr[128];
+		vl_sockaddr_str(&s->routes[i].addr, addr, sizeof addr);
+		json_array_append_new(hosts, json_pack("{s:s, s:s}", "name", s->routes[i].name,
+						       "address", addr));
+	}
+	return json_pack("{s:o, s:s, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
 			 " s:{s:I, s:I, s:I}}",
-			 "site", site_name(s), "key", s->key,
+			 "site", site_name(s), "key", s->key, "hosts", hosts,
 			 "queued", (json_int_t)s->waiting, "deferred", (json_int_t)s->deferred,
 			 "in_flight", (json_int_t)s->inflight,
 			 "max_connections", (json_int_t)s->route.max_connections,
@@ -404,6 +605,8 @@ void sites_free(struct deliver *d)
 {
 	while (d->sites) {
 		struct site *n = d->sites->next;
+		if (d->sites->routes != &d->sites->route)
+			free(d->sites->routes);
 		free(d->sites->key);
 		free(d->sites);
 		d->sites = n;

@@ -82,11 +82,16 @@ class Volleyd:
 
     def start(self, wait=True):
         cmd = [VOLLEYD, "--foreground", "--data-dir", self.data_dir]
-        if self.config is not None:
-            path = os.path.join(self.data_dir, "volley.conf")
-            with open(path, "w") as f:
-                f.write(self.config)
-            cmd += ["--config", path]
+        config = self.config or ""
+        if "dns" not in config:
+            # No test may reach a real resolver: lookups go to a closed
+            # loopback port and fail at once, so recipients without a
+            # route wait (deferred) instead of depending on the machine.
+            config = 'dns = { servers = [ "127.0.0.1:9" ]; };\n' + config
+        path = os.path.join(self.data_dir, "volley.conf")
+        with open(path, "w") as f:
+            f.write(config)
+        cmd += ["--config", path]
         cmd += self.args
         env = dict(os.environ)
         env.update(self.env or {})

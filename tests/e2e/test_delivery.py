@@ -229,14 +229,6 @@ class Delivery(Base):
         # a clean drain journals what it delivered: no duplicates
         self.assertEqual(len(got), 300)
 
-    def test_unroutable_domain_defers_with_dns_class(self):
-        s = self.sink()
-        d = self.start_daemon(config=conf(s, domain="elsewhere.test"))
-        jid = d.submit(job_for(2, domain="nowhere.example")).json()["id"]
-        rows = self.wait_for("deferred", lambda: d.request("GET", "/v1/jobs/%s/recipients?state=deferred" % jid).lines())
-        self.assertEqual(rows[0]["bounce_class"], "dns")
-        self.assertIn("no route", rows[0]["response"]["text"])
-
     def test_metrics_and_stats_after_delivery(self):
         s = self.sink()
         d = self.start_daemon(config=conf(s))

@@ -1,0 +1,143 @@
+"""volleyd delivering through MX records served by a real DNS server
+(Debian's unbound on a loopback port): MX preference, walking the MX list
+past a host that refuses, implicit MX, null MX and NXDOMAIN bounces, a
+resolver that never answers (deferral), domains sharing one MX host set
+(one site), and one query for many recipients of a new domain."""
+
+import time
+
+import dnsctl
+import sinkctl
+from daemon import VolleydTest, simple_job
+from sinkctl import Sink
+
+ZONES = {
+    "mx.test": ["mx.test. 300 IN MX 10 mx1.mx.test.", "mx.test. 300 IN MX 20 mx2.mx.test.",
+                "mx1.mx.test. 300 IN A 127.0.0.2", "mx2.mx.test. 300 IN A 127.0.0.3"],
+    "walk.test": ["walk.test. 300 IN MX 10 dead.walk.test.",
+                  "walk.test. 300 IN MX 20 mx2.mx.test.",
+                  "dead.walk.test. 300 IN A 127.0.0.7"],
+    "implicit.test": ["implicit.test. 300 IN A 127.0.0.2"],
+    "nullmx.test": ["nullmx.test. 300 IN MX 0 ."],
+    "nx.test": [],
+    "shared1.test": ["shared1.test. 300 IN MX 10 mx1.mx.test."],
+    "shared2.test": ["shared2.test. 300 IN MX 10 mx1.mx.test."],
+    "shared3.test": ["shared3.test. 300 IN MX 10 mx1.mx.test."],
+    "fresh.test": ["fresh.test. 300 IN MX 10 mx1.mx.test."],
+}
+
+
+def rcpts(domain, n):
+    return [{"email": "u%d@%s" % (i, domain), "substitutions": {"name": "x"}} for i in range(n)]
+
+
+class DnsDelivery(VolleydTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.ub = dnsctl.Unbound(ZONES).start()
+        cls.s1 = Sink("--tls", hosts=("127.0.0.2",)).start()
+        # the second MX host listens on the same port (MX records carry no port)
+        real = sinkctl.free_port
+        sinkctl.free_port = lambda hosts: cls.s1.port
+        try:
+            cls.s2 = Sink("--tls", hosts=("127.0.0.3",)).start(attempts=1)
+        finally:
+            sinkctl.free_port = real
+
+    @classmethod
+    def tearDownClass(cls):
+        for x in (cls.s2, cls.s1, cls.ub):
+            x.stop()
+
+    def daemon(self, servers=None):
+        return self.start_daemon(config=(
+            'dns = { servers = [ "%s" ]; allow_private = true; timeout_ms = 500; };\n'
+            'defaults = { port = %d; tls = "encrypt"; retry = [ "1s" ]; };\n'
+            % (servers or self.ub.server, self.s1.port)))
+
+    def done(self, d, jid, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            j = d.request("GET", "/v1/jobs/" + jid).json()
+            if j["done"]:
+                return j
+            time.sleep(0.05)
+        self.fail("job not done: %s" % j)
+
+    def rows(self, d, jid):
+        return {r["email"]: r for r in d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()}
+
+    def test_mx_preference_and_walking_past_a_refusing_host(self):
+        d = self.daemon()
+        job = simple_job(0)
+        job["recipients"] = rcpts("mx.test", 3) + rcpts("walk.test", 3)
+        jid = d.submit(job).json()["id"]
+        j = self.done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 6, j)
+        at1 = {m.env["rcpt"][0] for m in self.s1.new_messages(3, wait=5)}
+        at2 = {m.env["rcpt"][0] for m in self.s2.new_messages(3, wait=5)}
+        self.assertEqual(at1, {"u%d@mx.test" % i for i in range(3)})   # preference 10
+        self.assertEqual(at2, {"u%d@walk.test" % i for i in range(3)})  # 127.0.0.7 refused
+        ev = [e for e in d.request("GET", "/v1/events?job=" + jid).lines() if e["type"] == "Delivery"]
+        mx = {e["domain"]: e["mx"] for e in ev}
+        self.assertEqual(mx, {"mx.test": "mx1.mx.test", "walk.test": "mx2.mx.test"})
+        self.assertTrue(all(e["attempt"] == 1 for e in ev), "walking the MX list is one attempt")
+
+    def test_implicit_mx(self):
+        d = self.daemon()
+        job = simple_job(0)
+        job["recipients"] = rcpts("implicit.test", 2)
+        j = self.done(d, d.submit(job).json()["id"])
+        self.assertEqual(j["counts"]["delivered"], 2)
+        self.assertEqual({m.env["rcpt"][0] for m in self.s1.new_messages(2, wait=5)},
+                         {"u0@implicit.test", "u1@implicit.test"})
+
+    def test_null_mx_and_nxdomain_bounce_with_the_dns_class(self):
+        d = self.daemon()
+        job = simple_job(0)
+        job["recipients"] = rcpts("nullmx.test", 2) + rcpts("nothere.nx.test", 2)
+        jid = d.submit(job).json()["id"]
+        j = self.done(d, jid)
+        self.assertEqual(j["counts"]["bounced"], 4, j)
+        rows = self.rows(d, jid)
+        for e, r in rows.items():
+            self.assertEqual(r["bounce_class"], "dns", r)
+        self.assertIn("null MX", rows["u0@nullmx.test"]["response"]["text"])
+        self.assertIn("NXDOMAIN", rows["u0@nothere.nx.test"]["response"]["text"])
+
+    def test_silent_resolver_defers(self):
+        with dnsctl.Blackhole() as bh:
+            d = self.daemon(servers=bh.server)
+            job = simple_job(0)
+            job["recipients"] = rcpts("mx.test", 2)
+            jid = d.submit(job).json()["id"]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                rows = self.rows(d, jid)
+                if all(r["state"] == "deferred" for r in rows.values()):
+                    break
+                time.sleep(0.1)
+            for r in rows.values():
+                self.assertEqual((r["state"], r["bounce_class"]), ("deferred", "dns"), r)
+
+    def test_domains_sharing_an_mx_set_share_one_site(self):
+        d = self.daemon()
+        job = simple_job(0)
+        job["recipients"] = rcpts("shared1.test", 2) + rcpts("shared2.test", 2) + rcpts("shared3.test", 2)
+        self.done(d, d.submit(job).json()["id"])
+        sites = [q for q in d.request("GET", "/v1/queues").json()["queues"]
+                 if q["site"].startswith("mx:")]
+        self.assertEqual([q["site"] for q in sites], ["mx:mx1.mx.test"])
+        self.assertEqual(sites[0]["totals"]["delivered"], 6)
+        self.s1.new_messages(6, wait=5)
+
+    def test_many_recipients_of_a_new_domain_cost_one_lookup(self):
+        d = self.daemon()
+        before = self.ub.queries()
+        job = simple_job(0)
+        job["recipients"] = rcpts("fresh.test", 300)
+        j = self.done(d, d.submit(job).json()["id"])
+        self.assertEqual(j["counts"]["delivered"], 300)
+        # MX, then A and AAAA of its one host: not 300 of anything
+        self.assertLessEqual(self.ub.queries() - before, 4)
+        self.s1.new_messages(300, wait=10)
