@@ -141,6 +141,7 @@ struct vl_config {
 		size_t nservers;
 		int64_t timeout_ms;
 		bool allow_private;  /* MX hosts on loopback/private addresses */
+		uint64_t min_ttl_ms, max_ttl_ms; /* answers kept at least, at most */
 	} dns;
 	struct vl_policy defaults;
 	struct {                 /* SMTP client timeouts (RFC 5321 4.5.3.2), ms */

@@ -745,6 +745,8 @@ static struct engine *start_engine(const struct vl_config *c, char *err, size_t 
 	ec.dns_cfg.nservers = c->dns.nservers;
 	ec.dns_cfg.timeout_ms = (unsigned)c->dns.timeout_ms;
 	ec.dns_cfg.allow_private = c->dns.allow_private;
+	ec.dns_cfg.min_ttl = (uint32_t)(c->dns.min_ttl_ms / 1000);
+	ec.dns_cfg.max_ttl = (uint32_t)(c->dns.max_ttl_ms / 1000);
 	return eng_new(&ec, err, errlen);
 }
 

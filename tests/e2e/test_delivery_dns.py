@@ -24,6 +24,9 @@ ZONES = {
     "shared2.test": ["shared2.test. 300 IN MX 10 mx1.mx.test."],
     "shared3.test": ["shared3.test. 300 IN MX 10 mx1.mx.test."],
     "fresh.test": ["fresh.test. 300 IN MX 10 mx1.mx.test."],
+    "cname.test": ["cname.test. 300 IN MX 10 alias.cname.test.",
+                   "alias.cname.test. 300 IN CNAME mx1.mx.test."],
+    "short.test": ["short.test. 1 IN MX 10 mx1.mx.test."],
 }
 
 
@@ -51,7 +54,7 @@ class DnsDelivery(VolleydTest):
 
     def daemon(self, servers=None):
         return self.start_daemon(config=(
-            'dns = { servers = [ "%s" ]; allow_private = true; timeout_ms = 500; };\n'
+            'dns = { servers = [ "%s" ]; allow_private = true; timeout_ms = 500; min_ttl = 1; };\n'
             'defaults = { port = %d; tls = "encrypt"; retry = [ "1s" ]; };\n'
             % (servers or self.ub.server, self.s1.port)))
 
@@ -141,3 +144,27 @@ class DnsDelivery(VolleydTest):
         # MX, then A and AAAA of its one host: not 300 of anything
         self.assertLessEqual(self.ub.queries() - before, 4)
         self.s1.new_messages(300, wait=10)
+
+    def test_cnamed_mx_target_is_followed(self):
+        d = self.daemon()
+        job = simple_job(0)
+        job["recipients"] = rcpts("cname.test", 2)
+        j = self.done(d, d.submit(job).json()["id"])
+        self.assertEqual(j["counts"]["delivered"], 2, j)
+        got = {m.env["rcpt"][0] for m in self.s1.new_messages(2, wait=5)}
+        self.assertTrue({"u0@cname.test", "u1@cname.test"} <= got, got)
+
+    def test_an_answer_is_kept_for_its_ttl_only(self):
+        d = self.daemon()
+        job = simple_job(0)
+        job["recipients"] = rcpts("short.test", 2)
+        self.done(d, d.submit(job).json()["id"])
+        q1 = self.ub.queries()
+        self.done(d, d.submit(job).json()["id"])      # within the TTL: no query
+        q2 = self.ub.queries()
+        time.sleep(2.5)                               # the 1 s TTL passes
+        self.done(d, d.submit(job).json()["id"])
+        q3 = self.ub.queries()
+        self.assertEqual(q2, q1)
+        self.assertGreater(q3, q2)
+        self.s1.new_messages(6, wait=5)
