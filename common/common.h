@@ -142,6 +142,7 @@ struct vl_config {
 		int64_t timeout_ms;
 		bool allow_private;  /* MX hosts on loopback/private addresses */
 		uint64_t min_ttl_ms, max_ttl_ms; /* answers kept at least, at most */
+		bool ipv6, prefer_ipv6;  /* use AAAA addresses; before A ones */
 	} dns;
 	struct vl_policy defaults;
 	struct {                 /* SMTP client timeouts (RFC 5321 4.5.3.2), ms */

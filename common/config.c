@@ -438,6 +438,7 @@ static void defaults(struct vl_config *c)
 	c->spool.retain_ms = 7 * 86400000ull;
 	c->dns.timeout_ms = 3000;
 	c->dns.min_ttl_ms = 30000;
+	c->dns.ipv6 = true;
 	c->dns.max_ttl_ms = 21600000;
 	c->dns.servers = calloc(1, sizeof *c->dns.servers);
 	set_str(&c->defaults.tls, "dane");
@@ -483,7 +484,9 @@ static int load(struct ctx *x, config_t *cf, struct vl_config *c)
 			KEY("timeout_ms", K_INT, struct vl_config, dns.timeout_ms),
 			KEY("allow_private", K_BOOL, struct vl_config, dns.allow_private),
 			KEY("min_ttl", K_DUR, struct vl_config, dns.min_ttl_ms),
-			KEY("max_ttl", K_DUR, struct vl_config, dns.max_ttl_ms) };
+			KEY("max_ttl", K_DUR, struct vl_config, dns.max_ttl_ms),
+			KEY("ipv6", K_BOOL, struct vl_config, dns.ipv6),
+			KEY("prefer_ipv6", K_BOOL, struct vl_config, dns.prefer_ipv6) };
 		static const char *const extra[] = { "servers", NULL };
 		const config_setting_t *l;
 		if (get_group(x, s, "dns", dns_keys, VL_ARRAY_LEN(dns_keys), extra, c) < 0)
@@ -658,10 +661,12 @@ void vl_config_print(const struct vl_config *c, struct vl_buf *o)
 	for (size_t i = 0; i < c->dns.nservers; i++)
 		vl_buf_printf(o, "%s\"%s\"", i ? ", " : " ", c->dns.servers[i]);
 	vl_buf_printf(o, " ];\n  timeout_ms = %lld;\n  allow_private = %s;\n"
-		      "  min_ttl = \"%llus\";\n  max_ttl = \"%llus\";\n};\ndefaults = {\n",
+		      "  min_ttl = \"%llus\";\n  max_ttl = \"%llus\";\n"
+		      "  ipv6 = %s;\n  prefer_ipv6 = %s;\n};\ndefaults = {\n",
 		      (long long)c->dns.timeout_ms, c->dns.allow_private ? "true" : "false",
 		      (unsigned long long)(c->dns.min_ttl_ms / 1000),
-		      (unsigned long long)(c->dns.max_ttl_ms / 1000));
+		      (unsigned long long)(c->dns.max_ttl_ms / 1000),
+		      c->dns.ipv6 ? "true" : "false", c->dns.prefer_ipv6 ? "true" : "false");
 	print_policy(o, &c->defaults, "  ");
 	vl_buf_appends(o, "  retry = [");
 	for (size_t i = 0; i < c->nretry; i++)

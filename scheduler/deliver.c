@@ -747,6 +747,8 @@ static struct engine *start_engine(const struct vl_config *c, char *err, size_t 
 	ec.dns_cfg.allow_private = c->dns.allow_private;
 	ec.dns_cfg.min_ttl = (uint32_t)(c->dns.min_ttl_ms / 1000);
 	ec.dns_cfg.max_ttl = (uint32_t)(c->dns.max_ttl_ms / 1000);
+	ec.dns_cfg.family = c->dns.ipv6 ? DNS_FAM_BOTH : DNS_FAM_V4;
+	ec.dns_cfg.prefer_ipv6 = c->dns.prefer_ipv6;
 	return eng_new(&ec, err, errlen);
 }
 
