@@ -1,6 +1,6 @@
 /*
  * message: job templates, addresses, MIME composition, per-recipient
- * rendering (DKIM later). A template is compiled once per job into static
+ * rendering, DKIM signing. A template is compiled once per job into static
  * segments and slots; rendering a recipient copies slot values into the
  * gaps, escaped for where they go, with no re-parse. Prefix: msg_.
  */
@@ -164,5 +164,70 @@ int msg_render(const struct msg_job *j, const struct msg_rcpt *r, time_t date,
  * past 64 octets. */
 int msg_verp(const char *sender, const char *job_id, size_t index, char *out,
 	     size_t outlen);
+
+/* ---- DKIM signing (dkim.c; RFC 6376, ed25519-sha256 per RFC 8463) ----
+ * Keys are loaded once (config time) and shared read-only by every worker.
+ * Signing a rendered message yields the DKIM-Signature field(s) to put in
+ * front of it. docs/dkim.md has the choices. */
+struct msg_dkim_key;
+
+/* An OpenSSL PEM private key (PKCS#8 or traditional): RSA of 1024-4096 bits
+ * or Ed25519, for d=domain, s=selector (DNS names). NULL with err filled
+ * for a missing, unreadable, encrypted or corrupt file, another key type,
+ * an RSA size outside 1024-4096, or a bad domain or selector. */
+struct msg_dkim_key *msg_dkim_key_load(const char *pem_path, const char *domain,
+				       const char *selector, char *err, size_t errlen);
+void msg_dkim_key_free(struct msg_dkim_key *k);
+/* "rsa-sha256" or "ed25519-sha256" (the a= tag). */
+const char *msg_dkim_key_alg(const struct msg_dkim_key *k);
+
+enum msg_dkim_canon { MSG_DKIM_RELAXED = 0, MSG_DKIM_SIMPLE = 1 };
+
+/* Zeroed (or NULL) options: relaxed/relaxed, t= now, no x=, the default
+ * header list: From (over-signed), Reply-To, Subject, Date, To, Cc,
+ * Message-ID, In-Reply-To, References, MIME-Version, Content-Type,
+ * Content-Transfer-Encoding, List-Unsubscribe, List-Unsubscribe-Post,
+ * List-Id, Feedback-ID, Sender -- each only when present, as many times
+ * as present; From once more than present. */
+struct msg_dkim_opts {
+	enum msg_dkim_canon hcanon, bcanon;  /* c=header/body */
+	time_t t;                 /* t= (0: now) */
+	time_t expire;            /* x= t + expire (0: no x=) */
+	const char *const *headers; /* NULL: the default list above */
+	size_t nheaders;
+};
+
+#define MSG_DKIM_BH_LEN 32        /* SHA-256: both algorithms share bh= */
+
+/* The body hash (bh=) of a body given alone as iovecs. It depends only on
+ * the body canonicalisation, not on the key: a job whose body has no
+ * per-recipient content computes it once and passes it to every sign. */
+int msg_dkim_body_hash(enum msg_dkim_canon c, const struct iovec *body, size_t niov,
+		       unsigned char bh[MSG_DKIM_BH_LEN]);
+/* The same over a whole message (header, blank line, body): the header is
+ * skipped. -1 if the header is not ended by CRLF. */
+int msg_dkim_msg_body_hash(enum msg_dkim_canon c, const struct iovec *msg,
+			   size_t niov, unsigned char bh[MSG_DKIM_BH_LEN]);
+
+/* Sign msg (header, blank line, body, CRLF line ends; e.g. msg_out's
+ * iovecs) with each of nkeys keys (dual signing: one Ed25519 and one RSA):
+ * one DKIM-Signature field per key, in key order, folded (lines <= 78
+ * octets where the values allow, never over 998), CRLF-ended, appended to
+ * out, to be sent before the message. body_hash_or_null: a precomputed bh
+ * for o->bcanon, or NULL to hash the body here. -1 with err (out as it
+ * was): a header line that is neither a field nor a continuation, a bare
+ * CR or LF or NUL in the header, no From field, no key, an OpenSSL error.
+ * Thread-safe: keys are only read. */
+int msg_dkim_sign(const struct msg_dkim_key *const *keys, size_t nkeys,
+		  const struct msg_dkim_opts *o, const struct iovec *msg, size_t niov,
+		  const unsigned char *body_hash_or_null, struct vl_buf *out,
+		  char *err, size_t errlen);
+
+/* Canonicalisations alone (tests, tools): one field (without its CRLF;
+ * relaxed adds none either) or a whole body, appended to out. */
+void msg_dkim_canon_header(enum msg_dkim_canon c, const char *field, size_t n,
+			   struct vl_buf *out);
+void msg_dkim_canon_body(enum msg_dkim_canon c, const char *p, size_t n,
+			 struct vl_buf *out);
 
 #endif

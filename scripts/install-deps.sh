@@ -7,7 +7,7 @@ set -eu
 PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
 libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
-curl unbound"
+curl unbound python3-dkim opendkim-tools"
 [ "${1:-}" = "--bench" ] && PKGS="$PKGS postfix"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 

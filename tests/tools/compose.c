@@ -1,10 +1,14 @@
 /*
  * volley-compose: a job's messages as message/ composes them, for tests.
  *   volley-compose JOB.json OUTDIR [--job-id ID] [--hostname H] [--date EPOCH]
- *                  [--max-size N]
+ *                  [--max-size N] [--dkim-key PEM --dkim-domain D --dkim-selector S
+ *                  [--dkim-key2 PEM --dkim-selector2 S2 [--dkim-domain2 D2]]
+ *                  [--dkim-canon relaxed|simple] [--dkim-expire SECONDS]]
  * JOB.json holds content, substitutions, unsubscribe and recipients
  * [{email, name, substitutions}]. Each message goes to OUTDIR/<index>.eml
  * and a line {"index", "size", "iov", "smtputf8", "eightbit"} to stdout.
+ * With a DKIM key each message is signed (t= is --date) and its
+ * DKIM-Signature fields written before it.
  * An error is {"code", "field", "message"} on stderr and exit 1 (2: usage).
  */
 #include "../../message/message.h"
@@ -38,8 +42,82 @@ static int fail(const struct msg_err *e, const char *prefix)
 static int usage(void)
 {
 	fprintf(stderr, "usage: volley-compose JOB.json OUTDIR [--job-id ID] "
-		"[--hostname H] [--date EPOCH] [--max-size N]\n");
+		"[--hostname H] [--date EPOCH] [--max-size N] [--dkim-key PEM "
+		"--dkim-domain D --dkim-selector S [--dkim-key2 PEM --dkim-selector2 S2 "
+		"[--dkim-domain2 D2]] [--dkim-canon relaxed|simple] [--dkim-expire N]]\n");
 	return 2;
+}
+
+/* DKIM signing as asked on the command line. */
+struct dkim {
+	const char *key[2], *domain[2], *selector[2], *canon;
+	uint64_t expire;
+	struct msg_dkim_key *k[2];
+	size_t nk;
+	struct vl_buf sig;
+};
+static struct dkim dk;
+
+static int dkim_fail(const char *code, const char *why)
+{
+	struct msg_err e = {.field = "dkim"};
+
+	snprintf(e.code, sizeof e.code, "%s", code);
+	snprintf(e.message, sizeof e.message, "%s", why);
+	return fail(&e, "");
+}
+
+static int dkim_arg(const char *opt, const char *val)
+{
+	static const char *const names[] = {"--dkim-key", "--dkim-domain", "--dkim-selector",
+					    "--dkim-key2", "--dkim-domain2",
+					    "--dkim-selector2"};
+	const char **slots[] = {&dk.key[0], &dk.domain[0], &dk.selector[0], &dk.key[1],
+				&dk.domain[1], &dk.selector[1]};
+	for (size_t i = 0; i < VL_ARRAY_LEN(names); i++)
+		if (!strcmp(opt, names[i]))
+			return *slots[i] = val, 0;
+	if (!strcmp(opt, "--dkim-canon") && (!strcmp(val, "relaxed") || !strcmp(val, "simple")))
+		return dk.canon = val, 0;
+	if (!strcmp(opt, "--dkim-expire"))
+		return vl_parse_u64(val, &dk.expire);
+	return -1;
+}
+
+static int dkim_load(void)
+{
+	char err[256];
+
+	if (!dk.domain[1])
+		dk.domain[1] = dk.domain[0];
+	for (int i = 0; i < 2 && dk.key[i]; i++) {
+		if (!dk.domain[i] || !dk.selector[i]) {
+			fprintf(stderr, "volley-compose: --dkim-key%s needs a domain and a "
+				"selector\n", i ? "2" : "");
+			return 2;
+		}
+		if (!(dk.k[dk.nk++] = msg_dkim_key_load(dk.key[i], dk.domain[i],
+							 dk.selector[i], err, sizeof err))) {
+			return dkim_fail("dkim_key", err);
+		}
+	}
+	vl_buf_init(&dk.sig);
+	return 0;
+}
+
+static int dkim_sign(const struct msg_out *o, time_t date)
+{
+	struct msg_dkim_opts opts = {.t = date, .expire = (time_t)dk.expire};
+	char err[256];
+
+	if (dk.canon && !strcmp(dk.canon, "simple"))
+		opts.hcanon = opts.bcanon = MSG_DKIM_SIMPLE;
+	dk.sig.len = 0;
+	if (msg_dkim_sign((const struct msg_dkim_key *const *)dk.k, dk.nk, &opts, o->iov,
+			  o->niov, NULL, &dk.sig, err, sizeof err) < 0) {
+		return -dkim_fail("dkim", err);
+	}
+	return 0;
 }
 
 static int write_out(const char *dir, size_t i, const struct msg_out *o)
@@ -53,10 +131,11 @@ static int write_out(const char *dir, size_t i, const struct msg_out *o)
 		return -1;
 	}
 	size_t done = 0;
+	bool bad = dk.nk && write(fd, dk.sig.p, dk.sig.len) != (ssize_t)dk.sig.len;
 	for (size_t k = 0; k < o->niov; k++)
 		done += (size_t)write(fd, o->iov[k].iov_base, o->iov[k].iov_len);
 	close(fd);
-	return done == o->size ? 0 : -1;
+	return !bad && done == o->size ? 0 : -1;
 }
 
 /* The recipient's substitutions as the arrays msg_rcpt wants. */
@@ -114,7 +193,7 @@ static int render_all(const struct msg_job *j, const json_t *rcpts, const char *
 			rc = fail(&e, prefix);
 			break;
 		}
-		if (write_out(dir, i, &o) < 0)
+		if ((dk.nk && dkim_sign(&o, date) < 0) || write_out(dir, i, &o) < 0)
 			rc = 1;
 		printf("{\"index\": %zu, \"size\": %zu, \"iov\": %zu, \"smtputf8\": %s, "
 		       "\"eightbit\": %s}\n", i, o.size, o.niov, o.smtputf8 ? "true" : "false",
@@ -142,9 +221,14 @@ int main(int argc, char **argv)
 			continue;
 		else if (!strcmp(argv[i], "--max-size") && vl_parse_u64(argv[i + 1], &max) == 0)
 			o.max_size = max;
+		else if (dkim_arg(argv[i], argv[i + 1]) == 0)
+			continue;
 		else
 			return usage();
 	}
+	int rc = dk.key[0] ? dkim_load() : 0;
+	if (rc)
+		return rc;
 	json_error_t je;
 	json_t *job = json_load_file(argv[1], 0, &je);
 	if (!job) {
@@ -155,9 +239,12 @@ int main(int argc, char **argv)
 	struct msg_job *j = msg_job_compile(json_object_get(job, "content"),
 					    json_object_get(job, "substitutions"),
 					    json_object_get(job, "unsubscribe"), &o, &e);
-	int rc = j ? render_all(j, json_object_get(job, "recipients"), argv[2],
+	rc = j ? render_all(j, json_object_get(job, "recipients"), argv[2],
 				(time_t)date) : fail(&e, "");
 	msg_job_free(j);
 	json_decref(job);
+	for (size_t i = 0; i < dk.nk; i++)
+		msg_dkim_key_free(dk.k[i]);
+	vl_buf_free(&dk.sig);
 	return rc;
 }
