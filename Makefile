@@ -88,7 +88,7 @@ $(BUILD)/volleyd: $(call obj,engine/volleyd.c) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd) -ljemalloc
 
 $(BUILD)/volley: $(call obj,$(CLI_SRC))
-	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs libcurl jansson)
+	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs libcurl jansson openssl)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(filter-out %/http.o,$(API_OBJ)) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)

@@ -96,6 +96,8 @@ static void usage(FILE *out)
 	      "[--json] COMMAND ...\n\ncommands:\n", out);
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(out, "  volley %s\n", cmds[i].usage);
+	fputs("  volley dkim keygen --domain D --selector S [--algorithm rsa|ed25519] "
+	      "[--bits N] [--out DIR]\n", out);
 	fputs("\nexit codes: 0 ok, 1 the daemon reported a failure, 2 usage, "
 	      "3 daemon not reachable, 130 interrupted.\nSee docs/cli.md.\n", out);
 }
@@ -245,6 +247,9 @@ static void on_sigint(int sig)
 
 int main(int argc, char **argv)
 {
+	/* dkim has its own options and needs no daemon (cli_dkim.c). */
+	if (argc > 1 && !strcmp(argv[1], "dkim"))
+		return cli_dkim(argc - 1, argv + 1);
 	struct cli c = {0};
 	unsigned used = 0;
 	int r = parse(&c, argc, argv, &used);
