@@ -40,7 +40,7 @@ API_OBJ    := $(call obj,$(API_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
-         $(BUILD)/volley-compose $(BUILD)/volley-resolve
+         $(BUILD)/volley-compose $(BUILD)/volley-resolve $(BUILD)/volley-dkim-bench
 UNIT  := $(BUILD)/tests/unit
 
 .PHONY: all deps test asan bench demo fuzz clean
@@ -74,6 +74,9 @@ $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
+
+$(BUILD)/volley-dkim-bench: $(call obj,bench/dkim/dkim.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-compose: $(call obj,tests/tools/compose.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
@@ -111,6 +114,7 @@ bench: all
 	@bench/engine.sh
 	@bench/intake.sh
 	@bench/dns.sh
+	@bench/dkim.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 
 demo: all
