@@ -36,6 +36,8 @@ static void replay_one(void *arg, const struct jrec *r)
 {
 	struct djob *dj = arg;
 
+	if (r->time > dj->last_time)
+		dj->last_time = r->time;
 	if (r->idx == JREC_ALL) {
 		for (size_t i = 0; i < dj->n; i++)
 			if (!rstate_final(dj->st[i]))
@@ -97,6 +99,9 @@ static void publish_counts(struct djob *dj)
 	sched_lock(dj->d->sc);
 	memcpy(dj->j->counts, c, sizeof c);
 	dj->j->d = dj;
+	/* a job finished before a restart keeps its finishing time */
+	if (!c[SCHED_QUEUED] && !c[SCHED_IN_FLIGHT] && !c[SCHED_DEFERRED] && !dj->j->finished)
+		dj->j->finished = dj->last_time;
 	sched_unlock(dj->d->sc);
 }
 

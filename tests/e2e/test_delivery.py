@@ -228,6 +228,13 @@ class Delivery(Base):
         self.assertEqual(set(got), {"user%d@d.test" % i for i in range(300)})
         # a clean drain journals what it delivered: no duplicates
         self.assertEqual(len(got), 300)
+        # and a finished job keeps its finishing time across a restart
+        finished = j["finished"]
+        self.assertEqual(d.stop(), 0)
+        d.start()
+        again = d.request("GET", "/v1/jobs/" + jid).json()["finished"]
+        iso = lambda t: time.mktime(time.strptime(t, "%Y-%m-%dT%H:%M:%SZ"))
+        self.assertLessEqual(abs(iso(again) - iso(finished)), 1, (finished, again))
 
     def test_metrics_and_stats_after_delivery(self):
         s = self.sink()
