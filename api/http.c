@@ -44,7 +44,7 @@ struct api {
 	char *sock_path;
 	atomic_bool draining;
 	double started;
-	_Atomic uint64_t jobs_in, rcpts_in, bytes_in, rejected, spool_used;
+	_Atomic uint64_t jobs_in, rcpts_in, bytes_in, rejected, spool_used, used_at;
 };
 
 /* One request's state across handler calls. */
@@ -126,6 +126,17 @@ static bool media(const char *ct, const char *want)
 						       ct[n] == ' ');
 }
 
+/* The spool's size, measured again every few seconds: retired jobs give
+ * their space back. */
+static uint64_t spool_used(struct api *a)
+{
+	uint64_t now = vl_now_ms(), last = atomic_load(&a->used_at);
+
+	if (now - last > 5000 && atomic_compare_exchange_strong(&a->used_at, &last, now))
+		atomic_store(&a->spool_used, sched_spool_used_bytes(a->spool));
+	return atomic_load(&a->spool_used);
+}
+
 /* Refusals before reading the body: draining, full spool, bad type. */
 static enum MHD_Result precheck(struct api *a, struct MHD_Connection *c, bool *ndjson,
 				bool *refused)
@@ -137,7 +148,7 @@ static enum MHD_Result precheck(struct api *a, struct MHD_Connection *c, bool *n
 	if (atomic_load(&a->draining))
 		return send_error(c, 503, "shutting_down", NULL,
 				  "volleyd is shutting down and takes no new jobs");
-	if (a->cfg->spool.max_bytes && atomic_load(&a->spool_used) >= a->cfg->spool.max_bytes) {
+	if (a->cfg->spool.max_bytes && spool_used(a) >= a->cfg->spool.max_bytes) {
 		snprintf(msg, sizeof msg, "the spool holds %llu octets, over spool.max_bytes; "
 			 "retry when jobs have finished",
 			 (unsigned long long)atomic_load(&a->spool_used));
@@ -781,6 +792,7 @@ struct api *api_start(const struct vl_config *c, struct sched *sc,
 	a->unix_l.a = a->tcp_l.a = a;
 	a->tcp_l.tcp = true;
 	atomic_store(&a->spool_used, sched_spool_used_bytes(spool));
+	atomic_store(&a->used_at, vl_now_ms());
 	if (*c->api.socket)
 		a->sock_path = strdup(c->api.socket);
 	else if (asprintf(&a->sock_path, "%s/volley.sock", c->data_dir) < 0)

@@ -512,6 +512,7 @@ static void sweep(struct deliver *d)
 	for (struct djob *dj = d->jobs; dj; dj = dj->next)
 		if (dj->nonfinal && now >= dj->expires)
 			djob_expire(dj);
+	sched_retire(d->sc);
 }
 
 static void take_commands(struct deliver *d, struct job ***adds, size_t *nadds,

@@ -557,6 +557,60 @@ void sched_recipients_close(struct sched_cursor *c)
 	free(c);
 }
 
+/* ---- retention ---- */
+
+/* A few seconds past the last commit, so no batch for the job is left. */
+#define RETIRE_MIN_S 3.0
+
+static bool retirable(const struct sched *sc, const struct job *j, double now)
+{
+	double retain = (double)sc->cfg->spool.retain_ms / 1000;
+
+	return j->finished > 0 && !j->d && job_done(j) &&
+	       now - j->finished >= (retain > RETIRE_MIN_S ? retain : RETIRE_MIN_S);
+}
+
+static void forget_keys(struct sched *sc, const char *id)
+{
+	const char *k;
+	json_t *v, *tmp;
+
+	json_object_foreach_safe(sc->idem, tmp, k, v)
+		if (json_is_string(v) && !strcmp(json_string_value(v), id))
+			json_object_del(sc->idem, k);
+}
+
+void sched_retire(struct sched *sc)
+{
+	double now = vl_wall_time();
+	struct job **gone = NULL;
+	size_t ngone = 0, keep = 0;
+
+	pthread_mutex_lock(&sc->mu);
+	for (size_t i = 0; i < sc->njobs; i++) {
+		struct job *j = sc->jobs[i];
+		if (!retirable(sc, j, now)) {
+			sc->jobs[keep++] = j;
+			continue;
+		}
+		gone = realloc(gone, (ngone + 1) * sizeof *gone);
+		gone[ngone++] = j;
+		json_object_del(sc->index, j->id);
+		forget_keys(sc, j->id);
+	}
+	sc->njobs = keep;
+	for (size_t i = 0; ngone && i < sc->njobs; i++)
+		json_object_set_new(sc->index, sc->jobs[i]->id, json_integer((json_int_t)i));
+	pthread_mutex_unlock(&sc->mu);
+	for (size_t i = 0; i < ngone; i++) {
+		vl_log(VL_LOG_INFO, "job %s: retention over; its files are removed", gone[i]->id);
+		sched_spool_remove(sc->spool, gone[i]->id);
+		free(gone[i]->campaign);
+		free(gone[i]);
+	}
+	free(gone);
+}
+
 /* ---- delivery ---- */
 
 int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_events *ev,

@@ -83,6 +83,10 @@ json_t *deliver_stats_json(struct deliver *d);
 /* The journal cannot be written (disk full): intake should refuse. */
 bool deliver_blocked(struct deliver *d);
 
+/* Jobs finished longer than spool.retain ago (and not in delivery) leave
+ * the registry, with their idempotency keys, and the spool. */
+void sched_retire(struct sched *sc);
+
 /* Registry hooks used by the delivery thread (sched.c). */
 void sched_lock(struct sched *sc);
 void sched_unlock(struct sched *sc);

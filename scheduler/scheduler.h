@@ -49,6 +49,8 @@ void sched_spool_close(struct sched_spool *s);
 uint64_t sched_spool_free_bytes(const struct sched_spool *s);
 /* Octets the jobs in the spool take. */
 uint64_t sched_spool_used_bytes(const struct sched_spool *s);
+/* Remove a job's files (it is over and its retention has passed). */
+int sched_spool_remove(struct sched_spool *s, const char *id);
 /* Octets one job takes. */
 uint64_t sched_spool_job_bytes(const struct sched_spool *s, const char *id);
 /* A fresh job id: time-ordered, unique. */

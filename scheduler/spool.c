@@ -153,6 +153,15 @@ uint64_t sched_spool_used_bytes(const struct sched_spool *s)
 	return n;
 }
 
+int sched_spool_remove(struct sched_spool *s, const char *id)
+{
+	char *p = path_join(s->jobs, id);
+
+	remove_dir(p);
+	free(p);
+	return fsync_path(s->jobs);
+}
+
 uint64_t sched_spool_job_bytes(const struct sched_spool *s, const char *id)
 {
 	char *p = path_join(s->jobs, id);

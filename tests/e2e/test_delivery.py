@@ -349,3 +349,19 @@ class DiskFull(Base):
         self.assertEqual(j["counts"]["delivered"], 2000)
         got = {m.env["rcpt"][0] for m in s.new_messages(2000, wait=10)}
         self.assertEqual(got, {"user%d@d.test" % i for i in range(2000)})
+
+
+class Retention(Base):
+    def test_finished_jobs_leave_after_their_retention(self):
+        s = self.sink()
+        d = self.start_daemon(config=conf(s) + 'spool = { retain = "1s"; };\n')
+        h = {"Idempotency-Key": "retained-1"}
+        jid = d.submit(job_for(5), headers=h).json()["id"]
+        self.wait_done(d, jid)
+        self.assertIn(jid, d.jobs_on_disk())
+        self.wait_for("retired", lambda: d.request("GET", "/v1/jobs/" + jid).status == 404)
+        self.assertEqual(d.jobs_on_disk(), [])
+        # its idempotency key went with it: the same key is a new job now
+        again = d.submit(job_for(5), headers=h).json()["id"]
+        self.assertNotEqual(again, jid)
+        s.new_messages(10, wait=10)
