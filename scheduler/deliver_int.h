@@ -164,6 +164,8 @@ struct deliver {
 	json_t *site_index;           /* key -> site (as an integer pointer) */
 	json_t *domain_site;          /* domain -> site, a cache */
 	json_t *doms;                 /* domain -> struct dom, for MX domains */
+	struct eng_route **old_routes; /* replaced MX address lists (see site_refresh) */
+	size_t nold;
 	struct timer *heap;
 	size_t nheap, capheap;
 	struct dmsg *free_msgs;

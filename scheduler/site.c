@@ -138,7 +138,33 @@ static void site_route(struct deliver *d, struct site *s, const struct vl_policy
 	s->routable = true;
 }
 
-/* One route per MX address, in the answer's order, up to SITE_HOSTS_MAX. */
+/* One route per MX address, in the answer's order, up to SITE_HOSTS_MAX,
+ * each a copy of the site's template with its own address and name. */
+static size_t build_routes(const struct site *s, long long port,
+			   const struct dns_mx_result *r, struct eng_route *out)
+{
+	char err[256];
+	size_t n = 0;
+
+	for (size_t h = 0; h < r->nhosts && n < SITE_HOSTS_MAX; h++)
+		for (size_t a = 0; a < r->hosts[h].naddrs && n < SITE_HOSTS_MAX; a++) {
+			struct eng_route tmp;
+			char ip[64], hp[96];
+			const struct dns_addr *ad = &r->hosts[h].addrs[a];
+			dns_addr_str(ad, ip, sizeof ip);
+			snprintf(hp, sizeof hp, ad->family == AF_INET6 ? "[%s]:%lld" : "%s:%lld",
+				 ip, port);
+			if (eng_route_parse(&tmp, hp, err, sizeof err) < 0)
+				continue;
+			out[n] = s->route;
+			out[n].addr = tmp.addr;
+			out[n].addrlen = tmp.addrlen;
+			snprintf(out[n].name, sizeof out[n].name, "%s", r->hosts[h].name);
+			n++;
+		}
+	return n;
+}
+
 static void site_hosts(struct deliver *d, struct site *s, const struct vl_policy *p,
 		       const struct dns_mx_result *r)
 {
@@ -147,27 +173,35 @@ static void site_hosts(struct deliver *d, struct site *s, const struct vl_policy
 	eng_route_parse(&s->route, "0.0.0.0:25", err, sizeof err);
 	site_template(d, s, p);
 	s->routes = calloc(SITE_HOSTS_MAX, sizeof *s->routes);
-	for (size_t h = 0; h < r->nhosts && s->nroutes < SITE_HOSTS_MAX; h++)
-		for (size_t a = 0; a < r->hosts[h].naddrs && s->nroutes < SITE_HOSTS_MAX; a++) {
-			struct eng_route *rt = &s->routes[s->nroutes];
-			char ip[64], hp[96];
-			const struct dns_addr *ad = &r->hosts[h].addrs[a];
-			dns_addr_str(ad, ip, sizeof ip);
-			snprintf(hp, sizeof hp, ad->family == AF_INET6 ? "[%s]:%lld" : "%s:%lld",
-				 ip, (long long)p->port);
-			if (eng_route_parse(rt, hp, err, sizeof err) < 0)
-				continue;
-			struct sockaddr_storage addr = rt->addr;
-			socklen_t len = rt->addrlen;
-			*rt = s->route;
-			rt->addr = addr;
-			rt->addrlen = len;
-			snprintf(rt->name, sizeof rt->name, "%s", r->hosts[h].name);
-			s->nroutes++;
-		}
+	s->nroutes = build_routes(s, (long long)p->port, r, s->routes);
 	s->routable = s->nroutes > 0;
 	if (!s->routable)
 		snprintf(s->no_route, sizeof s->no_route, "no usable MX address");
+}
+
+/* A fresh answer for a site's host set: when its addresses moved, later
+ * messages go to the new ones. Messages in the engine still point into the
+ * old array, so it is kept (in d->old_routes) until volleyd stops. */
+static void site_refresh(struct deliver *d, struct site *s, const struct vl_policy *p,
+			 const struct dns_mx_result *r)
+{
+	struct eng_route *fresh = calloc(SITE_HOSTS_MAX, sizeof *fresh);
+	size_t n = build_routes(s, (long long)p->port, r, fresh);
+	bool same = n == s->nroutes;
+
+	for (size_t i = 0; same && i < n; i++)
+		same = fresh[i].addrlen == s->routes[i].addrlen &&
+		       !memcmp(&fresh[i].addr, &s->routes[i].addr, fresh[i].addrlen);
+	if (same || !n) {
+		free(fresh);
+		return;
+	}
+	vl_log(VL_LOG_INFO, "site %s: MX addresses changed; %zu now", s->key, n);
+	d->old_routes = realloc(d->old_routes, (d->nold + 1) * sizeof *d->old_routes);
+	d->old_routes[d->nold++] = s->routes;
+	s->routes = fresh;
+	s->nroutes = n;
+	memset(s->down_until, 0, sizeof s->down_until);
 }
 
 static struct site *site_new(struct deliver *d, const char *key, const struct vl_policy *p,
@@ -334,6 +368,8 @@ void dom_answer(struct deliver *d, struct dns_done *dd)
 	if (ok)
 		dns_site_key(r, key + 3, sizeof key - 3);
 	m->site = ok ? site_get(d, key, &p, r) : NULL;
+	if (ok && m->site->routes != &m->site->route)
+		site_refresh(d, m->site, &p, r);
 	m->st = ok ? D_OK : perm ? D_FAILED : D_NEW;
 	m->until_ms = vl_now_ms() + (uint64_t)ttl * 1000;
 	snprintf(m->why, sizeof m->why, "%s: %s", m->name,
@@ -603,6 +639,9 @@ json_t *site_json(const struct site *s)
 
 void sites_free(struct deliver *d)
 {
+	for (size_t i = 0; i < d->nold; i++)
+		free(d->old_routes[i]);
+	free(d->old_routes);
 	while (d->sites) {
 		struct site *n = d->sites->next;
 		if (d->sites->routes != &d->sites->route)

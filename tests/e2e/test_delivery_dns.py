@@ -4,6 +4,7 @@ past a host that refuses, implicit MX, null MX and NXDOMAIN bounces, a
 resolver that never answers (deferral), domains sharing one MX host set
 (one site), and one query for many recipients of a new domain."""
 
+import subprocess
 import time
 
 import dnsctl
@@ -27,6 +28,7 @@ ZONES = {
     "cname.test": ["cname.test. 300 IN MX 10 alias.cname.test.",
                    "alias.cname.test. 300 IN CNAME mx1.mx.test."],
     "short.test": ["short.test. 1 IN MX 10 mx1.mx.test."],
+    "move.test": ["move.test. 1 IN MX 10 mv.move.test.", "mv.move.test. 1 IN A 127.0.0.2"],
 }
 
 
@@ -168,3 +170,20 @@ class DnsDelivery(VolleydTest):
         self.assertEqual(q2, q1)
         self.assertGreater(q3, q2)
         self.s1.new_messages(6, wait=5)
+
+    def test_a_site_follows_its_hosts_to_new_addresses(self):
+        d = self.daemon()
+        job = simple_job(0)
+        job["recipients"] = rcpts("move.test", 2)
+        self.done(d, d.submit(job).json()["id"])
+        self.assertTrue({"u0@move.test", "u1@move.test"} <=
+                        {m.env["rcpt"][0] for m in self.s1.new_messages(2, wait=5)})
+        ctl = [dnsctl.UNBOUND_CONTROL, "-c", self.ub.conf]
+        subprocess.run(ctl + ["local_data_remove", "mv.move.test."], check=True,
+                       capture_output=True, timeout=10)
+        subprocess.run(ctl + ["local_data", "mv.move.test. 1 IN A 127.0.0.3"], check=True,
+                       capture_output=True, timeout=10)
+        time.sleep(2.5)                               # the old answer's TTL passes
+        self.done(d, d.submit(job).json()["id"])
+        self.assertTrue({"u0@move.test", "u1@move.test"} <=
+                        {m.env["rcpt"][0] for m in self.s2.new_messages(2, wait=5)})
