@@ -125,6 +125,25 @@ static int make_durable(struct commit *c, struct batch *b)
 	return rc;
 }
 
+/* The batch's hard bounces of invalid recipients, with one fdatasync. */
+static void suppress(struct commit *c, const struct vl_buf *pairs)
+{
+	const char **emails = NULL, **jobs = NULL;
+	size_t n = 0;
+
+	for (size_t off = 0; c->d->sup && off < pairs->len; n++) {
+		emails = realloc(emails, (n + 1) * sizeof *emails);
+		jobs = realloc(jobs, (n + 1) * sizeof *jobs);
+		emails[n] = pairs->p + off;
+		jobs[n] = emails[n] + strlen(emails[n]) + 1;
+		off = (size_t)(jobs[n] - pairs->p) + strlen(jobs[n]) + 1;
+	}
+	if (n && sched_suppress_add_many(c->d->sup, emails, jobs, n, "invalid-recipient") < 0)
+		vl_log(VL_LOG_ERROR, "suppression: cannot add %zu addresses: %s", n, strerror(errno));
+	free(emails);
+	free(jobs);
+}
+
 static void apply(struct commit *c, struct batch *b)
 {
 	struct sched *sc = c->d->sc;
@@ -149,13 +168,7 @@ static void apply(struct commit *c, struct batch *b)
 		sched_events_append(c->d->ev, b->events.p, b->events.len);
 		sched_events_flush(c->d->ev);
 	}
-	for (size_t off = 0; off < b->suppress.len;) {
-		const char *email = b->suppress.p + off;
-		const char *job = email + strlen(email) + 1;
-		if (c->d->sup && sched_suppress_add(c->d->sup, email, "invalid-recipient", job) < 0)
-			vl_log(VL_LOG_ERROR, "suppression: cannot add %s: %s", email, strerror(errno));
-		off = (size_t)(job - b->suppress.p) + strlen(job) + 1;
-	}
+	suppress(c, &b->suppress);
 }
 
 static void note_latency(struct commit *c, uint64_t us)

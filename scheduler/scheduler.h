@@ -171,6 +171,10 @@ bool sched_suppressed(struct sched_suppress *s, const char *email, size_t len);
 /* 0 added (durably: fsync'd), 1 already there, -1 I/O error (errno). */
 int sched_suppress_add(struct sched_suppress *s, const char *email, const char *reason,
 		       const char *job);
+/* Several at once, durable with one fdatasync (the committer's hard
+ * bounces). Addresses refused as invalid are skipped. 0, or -1 (errno). */
+int sched_suppress_add_many(struct sched_suppress *s, const char *const *emails,
+			    const char *const *jobs, size_t n, const char *reason);
 /* 0 removed, 1 not there, -1 I/O error. */
 int sched_suppress_remove(struct sched_suppress *s, const char *email);
 size_t sched_suppress_count(struct sched_suppress *s);

@@ -492,7 +492,7 @@ bool sched_suppressed(struct sched_suppress *s, const char *email, size_t len)
 /* Under the write lock the line goes to the file and the set; the
  * fdatasync comes after it, so concurrent callers share the flushes. */
 static int change(struct sched_suppress *s, const char *key, size_t len,
-		  struct vl_buf *line, bool add)
+		  struct vl_buf *line, bool add, bool sync)
 {
 	uint32_t h = hash(key, len);
 	bool found;
@@ -512,11 +512,11 @@ static int change(struct sched_suppress *s, const char *key, size_t len,
 	else
 		drop(s, i);
 	pthread_rwlock_unlock(&s->lock);
-	return fdatasync(s->fd) < 0 ? -1 : 0;
+	return sync && fdatasync(s->fd) < 0 ? -1 : 0;
 }
 
-int sched_suppress_add(struct sched_suppress *s, const char *email, const char *reason,
-		       const char *job)
+static int add_one(struct sched_suppress *s, const char *email, const char *reason,
+		   const char *job, bool sync)
 {
 	char key[EMAIL_MAX + 1];
 	int len = normalize(email, email ? strlen(email) : 0, key);
@@ -531,8 +531,30 @@ int sched_suppress_add(struct sched_suppress *s, const char *email, const char *
 	vl_buf_appends(&b, "\t");
 	clean(&b, reason, REASON_MAX);
 	vl_buf_appends(&b, "\n");
-	int rc = change(s, key, (size_t)len, &b, true);
+	int rc = change(s, key, (size_t)len, &b, true, sync);
 	vl_buf_free(&b);
+	return rc;
+}
+
+int sched_suppress_add(struct sched_suppress *s, const char *email, const char *reason,
+		       const char *job)
+{
+	return add_one(s, email, reason, job, true);
+}
+
+int sched_suppress_add_many(struct sched_suppress *s, const char *const *emails,
+			    const char *const *jobs, size_t n, const char *reason)
+{
+	int rc = 0, added = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int r = add_one(s, emails[i], reason, jobs[i], false);
+		if (r < 0 && errno != EINVAL)
+			rc = -1;
+		added += r == 0;
+	}
+	if (added && fdatasync(s->fd) < 0)
+		rc = -1;
 	return rc;
 }
 
@@ -545,7 +567,7 @@ int sched_suppress_remove(struct sched_suppress *s, const char *email)
 	struct vl_buf b;
 	vl_buf_init(&b);
 	vl_buf_printf(&b, "-\t%s\t%lld\n", key, (long long)vl_wall_time());
-	int rc = change(s, key, (size_t)len, &b, false);
+	int rc = change(s, key, (size_t)len, &b, false, true);
 	vl_buf_free(&b);
 	return rc;
 }

@@ -367,3 +367,24 @@ Test(sched_suppress, a_million_addresses, .timeout = 120)
 		    (double)(after - before) * 1024 / n, per, sort_s);
 	sched_suppress_close(s);
 }
+
+Test(sched_suppress_many, one_flush_for_a_batch)
+{
+	char dir[] = "/tmp/volley-supmany-XXXXXX", path[64], err[256];
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/suppression", dir);
+	struct sched_suppress *s = sched_suppress_open(path, err, sizeof err);
+	cr_assert_not_null(s, "%s", err);
+	const char *emails[] = { "a@x.example", "B@X.example", "bad", "a@X.EXAMPLE" };
+	const char *jobs[] = { "j1", "j1", "j1", "j2" };
+	cr_assert_eq(sched_suppress_add_many(s, emails, jobs, 4, "invalid-recipient"), 0);
+	cr_assert_eq(sched_suppress_count(s), 2);   /* the invalid one skipped, a dup kept once */
+	cr_assert(sched_suppressed(s, "a@x.example", 11));
+	cr_assert(sched_suppressed(s, "B@x.example", 11));
+	sched_suppress_close(s);
+	s = sched_suppress_open(path, err, sizeof err);
+	cr_assert_eq(sched_suppress_count(s), 2, "durable across a reopen");
+	sched_suppress_close(s);
+	unlink(path);
+	rmdir(dir);
+}
