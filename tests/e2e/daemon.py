@@ -203,6 +203,26 @@ class VolleydTest(unittest.TestCase):
         self.addCleanup(d.cleanup)
         return d.start()
 
+    def wait_done(self, d, jid, timeout=30):
+        """The job's JSON once it is done (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            j = d.request("GET", "/v1/jobs/" + jid).json()
+            if j["done"]:
+                return j
+            time.sleep(0.05)
+        self.fail("job %s not done in %ds: %s" % (jid, timeout, j))
+
+    def wait_for(self, what, fn, timeout=20):
+        """fn()'s first true value within timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.05)
+        self.fail("waited %ds for %s" % (timeout, what))
+
     def assertError(self, r, status, code=None, field=None):
         self.assertEqual(r.status, status, r)
         e = r.json()["error"]

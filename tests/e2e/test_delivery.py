@@ -32,24 +32,6 @@ class Base(VolleydTest):
         self.addCleanup(s.stop)
         return s
 
-    def wait_done(self, d, jid, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            j = d.request("GET", "/v1/jobs/" + jid).json()
-            if j["done"]:
-                return j
-            time.sleep(0.05)
-        self.fail("job %s not done in %ds: %s" % (jid, timeout, j))
-
-    def wait_for(self, what, fn, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            v = fn()
-            if v:
-                return v
-            time.sleep(0.05)
-        self.fail("waited %ds for %s" % (timeout, what))
-
     def events(self, d, jid):
         return d.request("GET", "/v1/events?job=" + jid).lines()
 

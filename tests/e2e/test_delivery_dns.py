@@ -60,15 +60,6 @@ class DnsDelivery(VolleydTest):
             'defaults = { port = %d; tls = "encrypt"; retry = [ "1s" ]; };\n'
             % (servers or self.ub.server, self.s1.port)))
 
-    def done(self, d, jid, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            j = d.request("GET", "/v1/jobs/" + jid).json()
-            if j["done"]:
-                return j
-            time.sleep(0.05)
-        self.fail("job not done: %s" % j)
-
     def rows(self, d, jid):
         return {r["email"]: r for r in d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()}
 
@@ -77,7 +68,7 @@ class DnsDelivery(VolleydTest):
         job = simple_job(0)
         job["recipients"] = rcpts("mx.test", 3) + rcpts("walk.test", 3)
         jid = d.submit(job).json()["id"]
-        j = self.done(d, jid)
+        j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 6, j)
         at1 = {m.env["rcpt"][0] for m in self.s1.new_messages(3, wait=5)}
         at2 = {m.env["rcpt"][0] for m in self.s2.new_messages(3, wait=5)}
@@ -92,7 +83,7 @@ class DnsDelivery(VolleydTest):
         d = self.daemon()
         job = simple_job(0)
         job["recipients"] = rcpts("implicit.test", 2)
-        j = self.done(d, d.submit(job).json()["id"])
+        j = self.wait_done(d, d.submit(job).json()["id"])
         self.assertEqual(j["counts"]["delivered"], 2)
         self.assertEqual({m.env["rcpt"][0] for m in self.s1.new_messages(2, wait=5)},
                          {"u0@implicit.test", "u1@implicit.test"})
@@ -102,7 +93,7 @@ class DnsDelivery(VolleydTest):
         job = simple_job(0)
         job["recipients"] = rcpts("nullmx.test", 2) + rcpts("nothere.nx.test", 2)
         jid = d.submit(job).json()["id"]
-        j = self.done(d, jid)
+        j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["bounced"], 4, j)
         rows = self.rows(d, jid)
         for e, r in rows.items():
@@ -129,7 +120,7 @@ class DnsDelivery(VolleydTest):
         d = self.daemon()
         job = simple_job(0)
         job["recipients"] = rcpts("shared1.test", 2) + rcpts("shared2.test", 2) + rcpts("shared3.test", 2)
-        self.done(d, d.submit(job).json()["id"])
+        self.wait_done(d, d.submit(job).json()["id"])
         sites = [q for q in d.request("GET", "/v1/queues").json()["queues"]
                  if q["site"].startswith("mx:")]
         self.assertEqual([q["site"] for q in sites], ["mx:mx1.mx.test"])
@@ -141,7 +132,7 @@ class DnsDelivery(VolleydTest):
         before = self.ub.queries()
         job = simple_job(0)
         job["recipients"] = rcpts("fresh.test", 300)
-        j = self.done(d, d.submit(job).json()["id"])
+        j = self.wait_done(d, d.submit(job).json()["id"])
         self.assertEqual(j["counts"]["delivered"], 300)
         # MX, then A and AAAA of its one host: not 300 of anything
         self.assertLessEqual(self.ub.queries() - before, 4)
@@ -151,7 +142,7 @@ class DnsDelivery(VolleydTest):
         d = self.daemon()
         job = simple_job(0)
         job["recipients"] = rcpts("cname.test", 2)
-        j = self.done(d, d.submit(job).json()["id"])
+        j = self.wait_done(d, d.submit(job).json()["id"])
         self.assertEqual(j["counts"]["delivered"], 2, j)
         got = {m.env["rcpt"][0] for m in self.s1.new_messages(2, wait=5)}
         self.assertTrue({"u0@cname.test", "u1@cname.test"} <= got, got)
@@ -160,12 +151,12 @@ class DnsDelivery(VolleydTest):
         d = self.daemon()
         job = simple_job(0)
         job["recipients"] = rcpts("short.test", 2)
-        self.done(d, d.submit(job).json()["id"])
+        self.wait_done(d, d.submit(job).json()["id"])
         q1 = self.ub.queries()
-        self.done(d, d.submit(job).json()["id"])      # within the TTL: no query
+        self.wait_done(d, d.submit(job).json()["id"])      # within the TTL: no query
         q2 = self.ub.queries()
         time.sleep(2.5)                               # the 1 s TTL passes
-        self.done(d, d.submit(job).json()["id"])
+        self.wait_done(d, d.submit(job).json()["id"])
         q3 = self.ub.queries()
         self.assertEqual(q2, q1)
         self.assertGreater(q3, q2)
@@ -175,7 +166,7 @@ class DnsDelivery(VolleydTest):
         d = self.daemon()
         job = simple_job(0)
         job["recipients"] = rcpts("move.test", 2)
-        self.done(d, d.submit(job).json()["id"])
+        self.wait_done(d, d.submit(job).json()["id"])
         self.assertTrue({"u0@move.test", "u1@move.test"} <=
                         {m.env["rcpt"][0] for m in self.s1.new_messages(2, wait=5)})
         ctl = [dnsctl.UNBOUND_CONTROL, "-c", self.ub.conf]
@@ -184,6 +175,6 @@ class DnsDelivery(VolleydTest):
         subprocess.run(ctl + ["local_data", "mv.move.test. 1 IN A 127.0.0.3"], check=True,
                        capture_output=True, timeout=10)
         time.sleep(2.5)                               # the old answer's TTL passes
-        self.done(d, d.submit(job).json()["id"])
+        self.wait_done(d, d.submit(job).json()["id"])
         self.assertTrue({"u0@move.test", "u1@move.test"} <=
                         {m.env["rcpt"][0] for m in self.s2.new_messages(2, wait=5)})
