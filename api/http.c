@@ -53,9 +53,30 @@ struct req {
 	char *idem;               /* reserved key, released unless bound */
 	bool inject;              /* /api/inject/v1 */
 	bool done;
+	struct MHD_Response *resp; /* an answer held until the upload is read */
+	unsigned status;
 };
 
 /* ---- responses ---- */
+
+/* A submission refused (or replayed) before its body is read is answered
+ * only once the body has been read and dropped: a client still sending
+ * would otherwise meet a closed connection (EPIPE) instead of the answer.
+ * submit_begin() sets this for its thread; queue() then holds the answer. */
+static __thread struct req *deferring;
+
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status,
+			     struct MHD_Response *r)
+{
+	if (deferring) {
+		deferring->resp = r;
+		deferring->status = status;
+		return MHD_YES;
+	}
+	enum MHD_Result rc = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return rc;
+}
 
 static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status,
 				 const char *type, char *body, size_t len)
@@ -63,9 +84,7 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status,
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, body,
 								 MHD_RESPMEM_MUST_FREE);
 	MHD_add_response_header(r, "Content-Type", type);
-	enum MHD_Result rc = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
-	return rc;
+	return queue(c, status, r);
 }
 
 /* Steals body. */
@@ -83,9 +102,7 @@ static enum MHD_Result send_json_h(struct MHD_Connection *c, unsigned status,
 	MHD_add_response_header(r, "Content-Type", "application/json");
 	if (h)
 		MHD_add_response_header(r, h, v);
-	enum MHD_Result rc = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
-	return rc;
+	return queue(c, status, r);
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_t *body)
@@ -643,8 +660,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		if (!authorized(l, c))
 			return send_error(c, 401, "unauthorized", NULL,
 					  "send Authorization: Bearer <api.token>");
-		if (!strcmp(method, "POST") && is_submit(url))
-			return submit_begin(a, c, r);
+		if (!strcmp(method, "POST") && is_submit(url)) {
+			deferring = r;
+			enum MHD_Result rc = submit_begin(a, c, r);
+			deferring = NULL;
+			return rc;
+		}
 		if (!strncmp(url, "/v1/jobs/", 9))
 			return route_job(a, c, method, url + 9);
 		if (!strncmp(url, "/v1/suppression/", 16))
@@ -656,6 +677,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		if (strcmp(method, "GET") && strcmp(method, "HEAD"))
 			return send_error(c, 405, "method_not_allowed", NULL, "use GET");
 		return route_get(a, c, url);
+	}
+	if (r->resp) {
+		if (*size) {          /* refused before its body: drop the body */
+			*size = 0;
+			return MHD_YES;
+		}
+		enum MHD_Result rc = MHD_queue_response(c, r->status, r->resp);
+		MHD_destroy_response(r->resp);
+		r->resp = NULL;
+		r->done = true;
+		return rc;
 	}
 	if (!r->in || r->done)
 		return MHD_YES;       /* answered already; the body is dropped */
@@ -679,6 +711,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	if (r->in && !r->done && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		vl_log(VL_LOG_INFO, "api: submission %s abandoned mid-upload; nothing stored",
 		       api_intake_id(r->in));
+	if (r->resp)
+		MHD_destroy_response(r->resp);
 	api_intake_free(r->in);   /* removes whatever was not committed */
 	if (r->idem)
 		sched_idem_release(l->a->sc, r->idem);
