@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../message/message.h"
 
@@ -251,6 +252,29 @@ static int compile_content(struct api_intake *in)
 		    me.field, "%s", me.message);
 }
 
+/* With dkim_required, a job that could not be signed is refused now,
+ * rather than bounced message by message. */
+static int check_dkim(struct api_intake *in)
+{
+	const struct vl_config *c = in->cfg;
+	char dom[256];
+
+	if (!c->dkim_required)
+		return 0;
+	if (json_is_false(json_object_get(in->job, "dkim")))
+		return fail(in, 400, "invalid_field", "dkim", "dkim is false but the "
+			    "configuration sets dkim_required");
+	if (msg_content_from_domain(json_object_get(in->job, "content"), dom, sizeof dom) < 0)
+		return fail(in, 400, "invalid_field", "content", "dkim_required is set and the "
+			    "From domain cannot be known before rendering (a substitution in it?)");
+	for (const char *d = dom; d; d = strchr(d, '.') ? strchr(d, '.') + 1 : NULL)
+		for (size_t i = 0; i < c->ndkim; i++)
+			if (!strcasecmp(c->dkim[i].domain, d))
+				return 0;
+	return fail(in, 400, "invalid_field", "content.from", "dkim_required is set and no "
+		    "DKIM key is configured for %s", dom);
+}
+
 static int begin_job(struct api_intake *in, json_t *job)
 {
 	const char *k;
@@ -270,7 +294,7 @@ static int begin_job(struct api_intake *in, json_t *job)
 		return fail(in, 400, "missing_field", "content", "content is required");
 	if (!in->ndjson && !json_object_get(job, "recipients"))
 		return fail(in, 400, "missing_field", "recipients", "recipients is required");
-	if (compile_content(in) < 0)
+	if (compile_content(in) < 0 || check_dkim(in) < 0)
 		return -1;
 	if (in->spool && !(in->si = sched_intake_begin(in->spool, in->id, err, sizeof err)))
 		return fail(in, 503, errno == ENOSPC ? "disk_full" : "internal", NULL,

@@ -121,6 +121,7 @@ struct vl_config {
 	int64_t workers;
 	uint64_t max_message_size;
 	char *bounce_rules;          /* a user's rules file, consulted first */
+	bool dkim_required;          /* never send a message unsigned */
 	uint64_t shutdown_grace_ms;  /* SIGTERM: transactions in flight may end */
 	struct {
 		uint64_t rotate_bytes;

@@ -134,6 +134,7 @@ static const struct key top_keys[] = {
 	KEY("max_message_size", K_SIZE, struct vl_config, max_message_size),
 	KEY("bounce_rules", K_STR, struct vl_config, bounce_rules),
 	KEY("shutdown_grace", K_DUR, struct vl_config, shutdown_grace_ms),
+	KEY("dkim_required", K_BOOL, struct vl_config, dkim_required),
 };
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
@@ -641,11 +642,12 @@ void vl_config_print(const struct vl_config *c, struct vl_buf *o)
 {
 	vl_buf_printf(o, "data_dir = \"%s\";\nhostname = \"%s\";\nworkers = %lld;\n"
 		      "max_message_size = %llu;\nbounce_rules = \"%s\";\n"
-		      "shutdown_grace = \"%llums\";\n"
+		      "shutdown_grace = \"%llums\";\ndkim_required = %s;\n"
 		      "events = {\n  rotate_bytes = %llu;\n  keep_files = %lld;\n};\n",
 		      c->data_dir, c->hostname,
 		      (long long)c->workers, (unsigned long long)c->max_message_size,
 		      c->bounce_rules, (unsigned long long)c->shutdown_grace_ms,
+		      c->dkim_required ? "true" : "false",
 		      (unsigned long long)c->events.rotate_bytes, (long long)c->events.keep_files);
 	vl_buf_printf(o, "api = {\n  socket = \"%s\";\n  listen = \"%s\";\n  token = \"%s\";\n"
 		      "  max_connections = %lld;\n  max_body = %llu;\n};\n", c->api.socket,

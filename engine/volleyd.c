@@ -7,6 +7,7 @@
  *   volleyd [--config FILE] [--data-dir DIR] [--foreground] [--check-config]
  */
 #include "../api/api.h"
+#include "../message/message.h"
 #include "../scheduler/scheduler.h"
 
 #include <errno.h>
@@ -205,6 +206,30 @@ static int run(struct vl_config *cfg, bool foreground)
 	return 0;
 }
 
+/* --check-config: every DKIM key must load (file there, readable, the
+ * right kind and size); dkim_required without a key is a mistake. */
+static int check_keys(const struct vl_config *c)
+{
+	char err[512];
+	int rc = 0;
+
+	for (size_t i = 0; i < c->ndkim; i++) {
+		struct msg_dkim_key *k = msg_dkim_key_load(c->dkim[i].key, c->dkim[i].domain,
+							   c->dkim[i].selector, err, sizeof err);
+		if (!k) {
+			fprintf(stderr, "volleyd: dkim[%zu] (%s, selector %s): %s\n", i,
+				c->dkim[i].domain, c->dkim[i].selector, err);
+			rc = -1;
+		}
+		msg_dkim_key_free(k);
+	}
+	if (c->dkim_required && !c->ndkim) {
+		fprintf(stderr, "volleyd: dkim_required is set but no dkim key is configured\n");
+		rc = -1;
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = { 0 };
@@ -223,6 +248,10 @@ int main(int argc, char **argv)
 		cfg.data_dir = strdup(o.data_dir);
 	}
 	if (o.check) {
+		if (check_keys(&cfg) < 0) {
+			vl_config_free(&cfg);
+			return 1;
+		}
 		struct vl_buf b;
 		vl_buf_init(&b);
 		vl_config_print(&cfg, &b);

@@ -6,6 +6,8 @@
  */
 #include "message_int.h"
 
+#include <ctype.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -477,3 +479,55 @@ bool msg_job_var_in_header(const struct msg_job *j, size_t i)
 	return i < j->nvars && j->vars[i].in_header;
 }
 
+
+bool msg_job_body_static(const struct msg_job *j)
+{
+	for (size_t i = 0; i < j->np; i++)
+		if (j->p[i].kind == PC_QP || j->p[i].kind == PC_RAW)
+			return false;
+	return true;
+}
+
+/* The domain of the address in a From value: inside <...> when there,
+ * else the value itself; nothing when a template slot is in it. */
+static int from_value_domain(const char *v, size_t n, char *out, size_t outlen)
+{
+	const char *lt = memrchr(v, '<', n), *end = v + n;
+
+	if (memmem(v, n, "{{", 2))
+		return -1;
+	if (lt) {
+		const char *gt = memchr(lt, '>', (size_t)(end - lt));
+		v = lt + 1;
+		end = gt ? gt : end;
+	}
+	const char *at = memrchr(v, '@', (size_t)(end - v));
+	if (!at)
+		return -1;
+	size_t len = 0;
+	for (const char *p = at + 1; p < end && len + 1 < outlen; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+			out[len++] = (char)tolower((unsigned char)*p);
+	out[len] = '\0';
+	return len ? 0 : -1;
+}
+
+int msg_content_from_domain(const struct json_t *content, char *out, size_t outlen)
+{
+	const json_t *c = (const json_t *)content;
+
+	if (json_is_object(c)) {
+		const char *e = json_string_value(json_object_get(json_object_get(c, "from"),
+								  "email"));
+		return e ? from_value_domain(e, strlen(e), out, outlen) : -1;
+	}
+	const char *s = json_string_value(c);
+	for (const char *line = s; line && *line && *line != '\r' && *line != '\n';) {
+		const char *nl = strchr(line, '\n');
+		size_t n = nl ? (size_t)(nl - line) : strlen(line);
+		if (n > 5 && !strncasecmp(line, "From:", 5))
+			return from_value_domain(line + 5, n - 5, out, outlen);
+		line = nl ? nl + 1 : NULL;
+	}
+	return -1;
+}

@@ -165,6 +165,13 @@ int msg_render(const struct msg_job *j, const struct msg_rcpt *r, time_t date,
 int msg_verp(const char *sender, const char *job_id, size_t index, char *out,
 	     size_t outlen);
 
+/* The domain of a job's From address (content.from.email, or the From
+ * field of a content string), written to out; -1 when there is none or it
+ * varies per recipient. DKIM keys are chosen by it. */
+int msg_content_from_domain(const struct json_t *content, char *out, size_t outlen);
+/* No part of the body varies per recipient: one DKIM body hash serves all. */
+bool msg_job_body_static(const struct msg_job *j);
+
 /* ---- DKIM signing (dkim.c; RFC 6376, ed25519-sha256 per RFC 8463) ----
  * Keys are loaded once (config time) and shared read-only by every worker.
  * Signing a rendered message yields the DKIM-Signature field(s) to put in

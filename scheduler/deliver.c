@@ -204,6 +204,7 @@ static struct dmsg *msg_get(struct deliver *d)
 	}
 	m = calloc(1, sizeof *m);
 	msg_out_init(&m->out);
+	vl_buf_init(&m->sig);
 	return m;
 }
 
@@ -227,6 +228,36 @@ static void local_result(struct deliver *d, struct dmsg *m, enum eng_status st,
 	process(d, m);
 }
 
+/* DKIM-Signature fields in front of the rendered message. The body hash
+ * is computed once per job when no part of the body varies. -1: the
+ * message must not go (signing failed and dkim_required is set). */
+static int sign(struct deliver *d, struct dmsg *m)
+{
+	struct djob *dj = m->dj;
+	char err[256];
+
+	vl_buf_reset(&m->sig);
+	if (dj->body_static && !dj->bh_ok &&
+	    msg_dkim_msg_body_hash(MSG_DKIM_RELAXED, m->out.iov, m->out.niov, dj->bh) == 0)
+		dj->bh_ok = true;
+	if (msg_dkim_sign(dj->keys, dj->nkeys, NULL, m->out.iov, m->out.niov,
+			  dj->bh_ok ? dj->bh : NULL, &m->sig, err, sizeof err) < 0) {
+		if (d->cfg->dkim_required) {
+			local_result(d, m, ENG_PERMANENT, "dkim", err);
+			return -1;
+		}
+		vl_log(VL_LOG_WARN, "job %s: sending unsigned: %s", dj->j->id, err);
+		return 0;
+	}
+	if (m->iovcap < m->out.niov + 1) {
+		m->iovcap = m->out.niov + 8;
+		m->iov = realloc(m->iov, m->iovcap * sizeof *m->iov);
+	}
+	m->iov[0] = (struct iovec){ m->sig.p, m->sig.len };
+	memcpy(m->iov + 1, m->out.iov, m->out.niov * sizeof *m->iov);
+	return 0;
+}
+
 static int render(struct deliver *d, struct dmsg *m, struct sched_rcpt *r)
 {
 	struct djob *dj = m->dj;
@@ -241,6 +272,16 @@ static int render(struct deliver *d, struct dmsg *m, struct sched_rcpt *r)
 	}
 	if (!dj->verp || msg_verp(dj->sender, dj->j->id, m->idx, m->from, sizeof m->from) < 0)
 		snprintf(m->from, sizeof m->from, "%s", dj->sender);
+	vl_buf_reset(&m->sig);
+	if (dj->nkeys)
+		return sign(d, m);
+	if (d->cfg->dkim_required) {
+		char why[320];
+		snprintf(why, sizeof why, "dkim_required is set and no DKIM key is configured "
+			 "for %s", dj->from_domain[0] ? dj->from_domain : "the From domain");
+		local_result(d, m, ENG_PERMANENT, "dkim", why);
+		return -1;
+	}
 	return 0;
 }
 
@@ -261,8 +302,8 @@ static void submit(struct deliver *d, struct dmsg *m)
 	em->mail_from = m->from;
 	em->rcpts = &m->rcpt;
 	em->nrcpt = 1;
-	em->body = m->out.iov;
-	em->nbody = m->out.niov;
+	em->body = m->sig.len ? m->iov : m->out.iov;
+	em->nbody = m->out.niov + (m->sig.len ? 1 : 0);
 	em->eightbit = m->out.eightbit;
 	em->smtputf8 = m->out.smtputf8 || !ascii(m->rcpt) || !ascii(m->from);
 	em->on_result = on_result;
@@ -753,6 +794,23 @@ static struct engine *start_engine(const struct vl_config *c, char *err, size_t 
 	return eng_new(&ec, err, errlen);
 }
 
+static int load_keys(struct deliver *d, char *err, size_t errlen)
+{
+	d->dkim = calloc(d->cfg->ndkim + 1, sizeof *d->dkim);
+	for (size_t i = 0; i < d->cfg->ndkim; i++, d->ndkim++)
+		if (!(d->dkim[i] = msg_dkim_key_load(d->cfg->dkim[i].key, d->cfg->dkim[i].domain,
+						     d->cfg->dkim[i].selector, err, errlen)))
+			return -1;
+	return 0;
+}
+
+static void free_keys(struct deliver *d)
+{
+	for (size_t i = 0; i < d->ndkim; i++)
+		msg_dkim_key_free(d->dkim[i]);
+	free(d->dkim);
+}
+
 struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
 			      struct sched_spool *spool, struct sched_suppress *sup,
 			      struct sched_events *ev, char *err, size_t errlen)
@@ -773,7 +831,8 @@ struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_cond_init(&d->cv, NULL);
 	pthread_cond_init(&d->progress, NULL);
-	if (!(d->rules = sched_bounce_load(cfg->bounce_rules, err, errlen)) ||
+	if (load_keys(d, err, errlen) < 0 ||
+	    !(d->rules = sched_bounce_load(cfg->bounce_rules, err, errlen)) ||
 	    !(d->eng = start_engine(cfg, err, errlen)) ||
 	    !(d->commit = commit_start(d, err, errlen)))
 		goto fail;
@@ -793,6 +852,7 @@ fail:
 	}
 	commit_stop(d->commit);
 	sched_bounce_free(d->rules);
+	free_keys(d);
 	free(d);
 	return NULL;
 }
@@ -824,6 +884,8 @@ void deliver_stop(struct deliver *d, uint64_t grace_ms)
 	while (d->free_msgs) {
 		struct dmsg *n = d->free_msgs->next;
 		msg_out_free(&d->free_msgs->out);
+		vl_buf_free(&d->free_msgs->sig);
+		free(d->free_msgs->iov);
 		free(d->free_msgs);
 		d->free_msgs = n;
 	}
@@ -831,6 +893,7 @@ void deliver_stop(struct deliver *d, uint64_t grace_ms)
 	doms_free(d);
 	json_decref(d->doms);
 	sched_bounce_free(d->rules);
+	free_keys(d);
 	json_decref(d->site_index);
 	json_decref(d->domain_site);
 	vl_buf_free(&d->events);

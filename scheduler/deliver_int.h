@@ -40,6 +40,12 @@ struct djob {
 	struct sjq **qs;
 	size_t nqs;
 	struct vl_buf jbuf;           /* journal records for the next commit */
+	const struct msg_dkim_key *keys[4]; /* DKIM keys of its From domain */
+	size_t nkeys;
+	bool body_static;             /* one DKIM body hash for all */
+	bool bh_ok;
+	unsigned char bh[MSG_DKIM_BH_LEN];
+	char from_domain[256];
 	long long delta[SCHED_NSTATES];   /* counter changes for the next commit */
 	long long now_delta[SCHED_NSTATES]; /* ... and for right away */
 	bool in_batch;                /* has records in the open batch */
@@ -54,7 +60,9 @@ struct djob {
 struct dmsg {
 	struct eng_msg m;
 	struct msg_out out;
-	struct iovec one;
+	struct vl_buf sig;            /* DKIM-Signature fields, sent first */
+	struct iovec *iov;            /* sig + the rendered message */
+	size_t iovcap;
 	const char *rcpt;
 	char from[512];
 	struct djob *dj;
@@ -141,6 +149,8 @@ struct deliver {
 	struct sched_suppress *sup;
 	struct sched_events *ev;
 	struct sched_bounce_rules *rules;
+	struct msg_dkim_key **dkim;    /* cfg->dkim's keys, loaded at start */
+	size_t ndkim;
 	struct engine *eng;
 	pthread_t tid;
 	/* inbox, from API threads and engine workers */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum sched_state rstate_api(unsigned s)
 {
@@ -65,6 +66,22 @@ static int compose(struct djob *dj, json_t *job)
 	return dj->msg ? 0 : -1;
 }
 
+/* The keys of the From domain, or of its nearest parent domain with keys
+ * (d= may be a parent of the From domain: relaxed alignment). */
+static void pick_keys(struct djob *dj, const json_t *content)
+{
+	const struct deliver *d = dj->d;
+	const char *dom = dj->from_domain;
+
+	dj->body_static = msg_job_body_static(dj->msg);
+	if (msg_content_from_domain(content, dj->from_domain, sizeof dj->from_domain) < 0)
+		return;
+	for (; dom && !dj->nkeys; dom = strchr(dom, '.') ? strchr(dom, '.') + 1 : NULL)
+		for (size_t i = 0; i < d->ndkim && dj->nkeys < VL_ARRAY_LEN(dj->keys); i++)
+			if (!strcasecmp(d->cfg->dkim[i].domain, dom))
+				dj->keys[dj->nkeys++] = d->dkim[i];
+}
+
 static int read_job(struct djob *dj)
 {
 	char path[4096];
@@ -85,6 +102,8 @@ static int read_job(struct djob *dj)
 	if (rate && vl_parse_rate(rate, &dj->rate.rate) == 0)
 		dj->rate.burst = dj->rate.rate < 1 ? 1 : dj->rate.rate;
 	int rc = compose(dj, job);
+	if (rc == 0 && !json_is_false(json_object_get(job, "dkim")))
+		pick_keys(dj, json_object_get(job, "content"));
 	json_decref(meta);
 	return rc;
 }
