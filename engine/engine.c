@@ -3,6 +3,7 @@
 #include "engine_int.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@ struct engine {
 	struct eng_worker **w;
 	pthread_t *tid;
 	bool stopped;
+	_Atomic unsigned rr;             /* spreads prepare() over the workers */
 };
 
 static void *run(void *arg)
@@ -48,9 +50,20 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 	return e;
 }
 
+/* A message goes to the worker that owns its route's pool. One with a
+ * prepare step (DKIM signing: CPU-bound) is prepared on the workers in
+ * turn first, so every core signs, then handed to its owner. */
 void eng_submit(struct engine *e, struct eng_msg *m)
 {
-	eng_worker_submit(e->w[eng_route_hash(m->route) % (uint64_t)e->n], m);
+	struct eng_worker *owner = e->w[eng_route_hash(m->route) % (uint64_t)e->n];
+
+	m->owner_ = NULL;
+	if (m->prepare && e->n > 1) {
+		m->owner_ = owner;
+		eng_worker_submit(e->w[atomic_fetch_add(&e->rr, 1) % (unsigned)e->n], m);
+		return;
+	}
+	eng_worker_submit(owner, m);
 }
 
 static uint64_t name_hash(const char *s)
@@ -94,6 +107,8 @@ void eng_stop(struct engine *e, uint64_t grace_ms)
 		eng_worker_stop(e->w[i], grace_ms);
 	for (int i = 0; i < e->n; i++)
 		pthread_join(e->tid[i], NULL);
+	for (int i = 0; i < e->n; i++)
+		eng_worker_drain(e->w[i]);
 }
 
 size_t eng_open_connections(struct engine *e)

@@ -97,12 +97,18 @@ struct eng_msg {
 	bool eightbit, smtputf8;         /* needs 8BITMIME / SMTPUTF8 */
 	eng_result_fn on_result;
 	eng_done_fn on_done;
+	/* Optional: run on the worker when it takes the message, before any
+	 * session needs the body (e.g. DKIM signing, spread over the workers'
+	 * cores). It may change body/nbody. false: the message is not sent;
+	 * on_done follows at once, without results. */
+	bool (*prepare)(struct eng_msg *m);
 	void *arg;
 	/* the engine's own */
 	struct eng_msg *next_;
 	size_t size_;
 	size_t first_, count_;           /* recipients of this transaction */
 	size_t pending_;                 /* recipients without a result */
+	struct eng_worker *owner_;       /* prepared elsewhere: then to this one */
 };
 
 struct engine;

@@ -166,6 +166,7 @@ struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
 int eng_worker_run(struct eng_worker *w);
 void eng_worker_submit(struct eng_worker *w, struct eng_msg *m);
 void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms);
+void eng_worker_drain(struct eng_worker *w);
 void eng_worker_resolve(struct eng_worker *w, const char *domain, eng_mx_fn fn, void *arg);
 void eng_worker_dns_stats(struct eng_worker *w, struct dns_stats *s);
 void eng_worker_free(struct eng_worker *w);

@@ -273,6 +273,23 @@ static void dns_stop(struct eng_worker *w)
 	take_dns(w);
 }
 
+/* After the thread has ended: a message forwarded to this worker after it
+ * stopped (prepared on another one) still gets its results. */
+void eng_worker_drain(struct eng_worker *w)
+{
+	struct eng_msg *m;
+
+	while ((m = inbox_pop(w))) {
+		m->prepare = NULL;
+		m->first_ = 0;
+		m->pending_ = m->nrcpt;
+		for (size_t i = 0; i < m->nrcpt; i++)
+			eng_result_give(m, i, ENG_TRANSIENT, 0, "", "the engine is shutting down",
+					"queue", NULL, false);
+		m->on_done(m);
+	}
+}
+
 void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms)
 {
 	w->stop_deadline = vl_now_ms() + grace_ms;
@@ -984,6 +1001,21 @@ static void take_inbox(struct eng_worker *w)
 	struct eng_msg *m;
 
 	while ((m = inbox_pop(w))) {
+		if (m->prepare) {
+			bool ok = m->prepare(m);
+			m->prepare = NULL;
+			if (!ok) {
+				m->on_done(m);
+				continue;
+			}
+			/* stopping: the owner may be gone; fail it here below */
+			if (m->owner_ && m->owner_ != w && !w->stopping) {
+				struct eng_worker *o = m->owner_;
+				m->owner_ = NULL;
+				eng_worker_submit(o, m);
+				continue;
+			}
+		}
 		m->size_ = body_size(m);
 		m->first_ = m->count_ = 0;
 		m->pending_ = m->nrcpt;

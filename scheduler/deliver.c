@@ -228,26 +228,45 @@ static void local_result(struct deliver *d, struct dmsg *m, enum eng_status st,
 	process(d, m);
 }
 
-/* DKIM-Signature fields in front of the rendered message. The body hash
- * is computed once per job when no part of the body varies. -1: the
- * message must not go (signing failed and dkim_required is set). */
-static int sign(struct deliver *d, struct dmsg *m)
+/* On an engine worker (eng_msg.prepare): DKIM-Signature fields in front
+ * of the rendered message, so signing (RSA above all) runs on every core.
+ * The body hash is computed once per job when no part of the body varies
+ * (the first worker to get there publishes it). false: the message must
+ * not go (signing failed and dkim_required is set); the result is set. */
+static bool sign(struct eng_msg *em)
 {
+	struct dmsg *m = em->arg;
 	struct djob *dj = m->dj;
+	unsigned char bh[MSG_DKIM_BH_LEN];
+	const unsigned char *use = NULL;
 	char err[256];
 
-	vl_buf_reset(&m->sig);
-	if (dj->body_static && !dj->bh_ok &&
-	    msg_dkim_msg_body_hash(MSG_DKIM_RELAXED, m->out.iov, m->out.niov, dj->bh) == 0)
-		dj->bh_ok = true;
-	if (msg_dkim_sign(dj->keys, dj->nkeys, NULL, m->out.iov, m->out.niov,
-			  dj->bh_ok ? dj->bh : NULL, &m->sig, err, sizeof err) < 0) {
-		if (d->cfg->dkim_required) {
-			local_result(d, m, ENG_PERMANENT, "dkim", err);
-			return -1;
+	vl_buf_reset(&m->sig);        /* a message walking the MX list is signed anew */
+	if (dj->body_static) {
+		if (atomic_load_explicit(&dj->bh_ok, memory_order_acquire)) {
+			use = dj->bh;
+		} else if (msg_dkim_msg_body_hash(MSG_DKIM_RELAXED, m->out.iov, m->out.niov,
+						  bh) == 0) {
+			use = bh;
+			if (!atomic_exchange(&dj->bh_claim, true)) {
+				memcpy(dj->bh, bh, sizeof bh);
+				atomic_store_explicit(&dj->bh_ok, true, memory_order_release);
+			}
+		}
+	}
+	if (msg_dkim_sign(dj->keys, dj->nkeys, NULL, m->out.iov, m->out.niov, use,
+			  &m->sig, err, sizeof err) < 0) {
+		if (dj->dkim_required) {
+			m->status = ENG_PERMANENT;
+			m->code = 0;
+			m->maybe = false;
+			m->enhanced[0] = m->peer[0] = m->tls_version[0] = '\0';
+			snprintf(m->stage, sizeof m->stage, "dkim");
+			snprintf(m->text, sizeof m->text, "cannot sign: %s", err);
+			return false;
 		}
 		vl_log(VL_LOG_WARN, "job %s: sending unsigned: %s", dj->j->id, err);
-		return 0;
+		return true;
 	}
 	if (m->iovcap < m->out.niov + 1) {
 		m->iovcap = m->out.niov + 8;
@@ -255,7 +274,9 @@ static int sign(struct deliver *d, struct dmsg *m)
 	}
 	m->iov[0] = (struct iovec){ m->sig.p, m->sig.len };
 	memcpy(m->iov + 1, m->out.iov, m->out.niov * sizeof *m->iov);
-	return 0;
+	em->body = m->iov;
+	em->nbody = m->out.niov + 1;
+	return true;
 }
 
 static int render(struct deliver *d, struct dmsg *m, struct sched_rcpt *r)
@@ -274,7 +295,7 @@ static int render(struct deliver *d, struct dmsg *m, struct sched_rcpt *r)
 		snprintf(m->from, sizeof m->from, "%s", dj->sender);
 	vl_buf_reset(&m->sig);
 	if (dj->nkeys)
-		return sign(d, m);
+		return 0;             /* signed on the worker: sign() */
 	if (d->cfg->dkim_required) {
 		char why[320];
 		snprintf(why, sizeof why, "dkim_required is set and no DKIM key is configured "
@@ -302,8 +323,9 @@ static void submit(struct deliver *d, struct dmsg *m)
 	em->mail_from = m->from;
 	em->rcpts = &m->rcpt;
 	em->nrcpt = 1;
-	em->body = m->sig.len ? m->iov : m->out.iov;
-	em->nbody = m->out.niov + (m->sig.len ? 1 : 0);
+	em->body = m->out.iov;
+	em->nbody = m->out.niov;
+	em->prepare = m->dj->nkeys ? sign : NULL;
 	em->eightbit = m->out.eightbit;
 	em->smtputf8 = m->out.smtputf8 || !ascii(m->rcpt) || !ascii(m->from);
 	em->on_result = on_result;

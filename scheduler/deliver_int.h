@@ -43,7 +43,8 @@ struct djob {
 	const struct msg_dkim_key *keys[4]; /* DKIM keys of its From domain */
 	size_t nkeys;
 	bool body_static;             /* one DKIM body hash for all */
-	bool bh_ok;
+	bool dkim_required;
+	_Atomic bool bh_claim, bh_ok; /* set by the worker that hashed it first */
 	unsigned char bh[MSG_DKIM_BH_LEN];
 	char from_domain[256];
 	long long delta[SCHED_NSTATES];   /* counter changes for the next commit */

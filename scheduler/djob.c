@@ -74,6 +74,7 @@ static void pick_keys(struct djob *dj, const json_t *content)
 	const char *dom = dj->from_domain;
 
 	dj->body_static = msg_job_body_static(dj->msg);
+	dj->dkim_required = d->cfg->dkim_required;
 	if (msg_content_from_domain(content, dj->from_domain, sizeof dj->from_domain) < 0)
 		return;
 	for (; dom && !dj->nkeys; dom = strchr(dom, '.') ? strchr(dom, '.') + 1 : NULL)
