@@ -115,6 +115,7 @@ bench: all
 	@bench/intake.sh
 	@bench/dns.sh
 	@bench/dkim.sh
+	@bench/dkim-e2e.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 
 demo: all
