@@ -122,6 +122,8 @@ struct vl_config {
 	uint64_t max_message_size;
 	char *bounce_rules;          /* a user's rules file, consulted first */
 	bool dkim_required;          /* never send a message unsigned */
+	char *dkim_canon;            /* "relaxed/relaxed", "simple/simple", ... */
+	uint64_t dkim_expire_ms;     /* x= this long after t=; 0: no x= */
 	uint64_t shutdown_grace_ms;  /* SIGTERM: transactions in flight may end */
 	struct {
 		uint64_t rotate_bytes;

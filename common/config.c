@@ -135,6 +135,8 @@ static const struct key top_keys[] = {
 	KEY("bounce_rules", K_STR, struct vl_config, bounce_rules),
 	KEY("shutdown_grace", K_DUR, struct vl_config, shutdown_grace_ms),
 	KEY("dkim_required", K_BOOL, struct vl_config, dkim_required),
+	KEY("dkim_canonicalization", K_STR, struct vl_config, dkim_canon),
+	KEY("dkim_expire", K_DUR, struct vl_config, dkim_expire_ms),
 };
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
@@ -425,6 +427,7 @@ static void defaults(struct vl_config *c)
 	set_str(&c->hostname, host);
 	c->max_message_size = 25000000;
 	set_str(&c->bounce_rules, "");
+	set_str(&c->dkim_canon, "relaxed/relaxed");
 	c->shutdown_grace_ms = 30000;
 	c->events.rotate_bytes = 64000000;
 	c->events.keep_files = 50;
@@ -521,6 +524,10 @@ static int load(struct ctx *x, config_t *cf, struct vl_config *c)
 		return fail(x, root, "data_dir", "must not be empty");
 	if (!c->max_message_size)
 		return fail(x, root, "max_message_size", "must be positive");
+	if (strcmp(c->dkim_canon, "relaxed/relaxed") && strcmp(c->dkim_canon, "simple/simple") &&
+	    strcmp(c->dkim_canon, "relaxed/simple") && strcmp(c->dkim_canon, "simple/relaxed"))
+		return fail(x, root, "dkim_canonicalization", "expected relaxed/relaxed, "
+			    "simple/simple, relaxed/simple or simple/relaxed");
 	return check_policy(x, root, "defaults", &c->defaults);
 }
 
@@ -562,6 +569,7 @@ void vl_config_free(struct vl_config *c)
 	free(c->data_dir);
 	free(c->hostname);
 	free(c->bounce_rules);
+	free(c->dkim_canon);
 	free(c->api.socket);
 	free(c->api.listen);
 	free(c->api.token);
@@ -643,11 +651,13 @@ void vl_config_print(const struct vl_config *c, struct vl_buf *o)
 	vl_buf_printf(o, "data_dir = \"%s\";\nhostname = \"%s\";\nworkers = %lld;\n"
 		      "max_message_size = %llu;\nbounce_rules = \"%s\";\n"
 		      "shutdown_grace = \"%llums\";\ndkim_required = %s;\n"
+		      "dkim_canonicalization = \"%s\";\ndkim_expire = \"%llus\";\n"
 		      "events = {\n  rotate_bytes = %llu;\n  keep_files = %lld;\n};\n",
 		      c->data_dir, c->hostname,
 		      (long long)c->workers, (unsigned long long)c->max_message_size,
 		      c->bounce_rules, (unsigned long long)c->shutdown_grace_ms,
-		      c->dkim_required ? "true" : "false",
+		      c->dkim_required ? "true" : "false", c->dkim_canon,
+		      (unsigned long long)(c->dkim_expire_ms / 1000),
 		      (unsigned long long)c->events.rotate_bytes, (long long)c->events.keep_files);
 	vl_buf_printf(o, "api = {\n  socket = \"%s\";\n  listen = \"%s\";\n  token = \"%s\";\n"
 		      "  max_connections = %lld;\n  max_body = %llu;\n};\n", c->api.socket,

@@ -245,7 +245,7 @@ static bool sign(struct eng_msg *em)
 	if (dj->body_static) {
 		if (atomic_load_explicit(&dj->bh_ok, memory_order_acquire)) {
 			use = dj->bh;
-		} else if (msg_dkim_msg_body_hash(MSG_DKIM_RELAXED, m->out.iov, m->out.niov,
+		} else if (msg_dkim_msg_body_hash(dj->dkim_opts.bcanon, m->out.iov, m->out.niov,
 						  bh) == 0) {
 			use = bh;
 			if (!atomic_exchange(&dj->bh_claim, true)) {
@@ -254,7 +254,7 @@ static bool sign(struct eng_msg *em)
 			}
 		}
 	}
-	if (msg_dkim_sign(dj->keys, dj->nkeys, NULL, m->out.iov, m->out.niov, use,
+	if (msg_dkim_sign(dj->keys, dj->nkeys, &dj->dkim_opts, m->out.iov, m->out.niov, use,
 			  &m->sig, err, sizeof err) < 0) {
 		if (dj->dkim_required) {
 			m->status = ENG_PERMANENT;

@@ -44,6 +44,7 @@ struct djob {
 	size_t nkeys;
 	bool body_static;             /* one DKIM body hash for all */
 	bool dkim_required;
+	struct msg_dkim_opts dkim_opts;  /* canonicalisation, x= */
 	_Atomic bool bh_claim, bh_ok; /* set by the worker that hashed it first */
 	unsigned char bh[MSG_DKIM_BH_LEN];
 	char from_domain[256];

@@ -75,6 +75,11 @@ static void pick_keys(struct djob *dj, const json_t *content)
 
 	dj->body_static = msg_job_body_static(dj->msg);
 	dj->dkim_required = d->cfg->dkim_required;
+	dj->dkim_opts.hcanon = strncmp(d->cfg->dkim_canon, "simple/", 7) ? MSG_DKIM_RELAXED
+									 : MSG_DKIM_SIMPLE;
+	dj->dkim_opts.bcanon = strstr(d->cfg->dkim_canon, "/simple") ? MSG_DKIM_SIMPLE
+								   : MSG_DKIM_RELAXED;
+	dj->dkim_opts.expire = (time_t)(d->cfg->dkim_expire_ms / 1000);
 	if (msg_content_from_domain(content, dj->from_domain, sizeof dj->from_domain) < 0)
 		return;
 	for (; dom && !dj->nkeys; dom = strchr(dom, '.') ? strchr(dom, '.') + 1 : NULL)

@@ -42,10 +42,10 @@ class SignedDelivery(VolleydTest):
         self.assertEqual(p.returncode, 0, p.stderr)
         return json.loads(p.stdout)
 
-    def deliver(self, job, n):
+    def deliver(self, job, n, extra=""):
         s = Sink("--tls").start()
         self.addCleanup(s.stop)
-        d = self.start_daemon(config=self.config(s))
+        d = self.start_daemon(config=self.config(s, extra))
         jid = d.submit(job).json()["id"]
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], n, j)
@@ -66,6 +66,15 @@ class SignedDelivery(VolleydTest):
         job["content"]["text_body"] = "The same body for everyone.\n\n\n"
         paths = self.deliver(job, 5)
         self.assertEqual(self.verify(paths), [[True, True]] * 5)
+
+    def test_simple_canonicalisation_and_expiry_from_the_config(self):
+        paths = self.deliver(simple_job(3, domain="d.test"), 3,
+                             'dkim_canonicalization = "simple/simple";\ndkim_expire = "1d";\n')
+        self.assertEqual(self.verify(paths), [[True, True]] * 3)
+        with open(paths[0], "rb") as f:
+            head = f.read().split(b"\r\n\r\n")[0].replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+        self.assertIn(b"c=simple/simple", head)
+        self.assertRegex(head, rb"x=\d+")
 
     def test_a_changed_message_fails(self):
         paths = self.deliver(simple_job(1, domain="d.test"), 1)
