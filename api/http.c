@@ -429,6 +429,13 @@ static void delivery_metrics(struct vl_buf *b, json_t *d)
 	       "Mean time to make a commit durable.", NULL, num(j, "avg_ms") / 1000);
 	metric(b, "volley_journal_commit_max_seconds", "gauge",
 	       "Longest time to make a commit durable.", NULL, num(j, "max_ms") / 1000);
+	json_t *dns = json_object_get(d, "dns");
+	metric(b, "volley_dns_queries_total", "counter", "DNS queries sent.", NULL,
+	       num(dns, "queries"));
+	metric(b, "volley_dns_cache_hits_total", "counter", "DNS lookups answered by the cache.",
+	       NULL, num(dns, "cache_hits"));
+	metric(b, "volley_dns_timeouts_total", "counter", "DNS queries that timed out.", NULL,
+	       num(dns, "timeouts"));
 }
 
 /* {site="..."}: label values escaped as the text format asks. */

@@ -775,7 +775,15 @@ json_t *deliver_stats_json(struct deliver *d)
 				    json_pack("{s:I, s:I}", "bounced", (json_int_t)d->by_class[0][c],
 					      "transient", (json_int_t)d->by_class[1][c]));
 	}
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o}",
+	struct dns_stats ds;
+	eng_dns_stats(d->eng, &ds);
+	json_t *dns = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "queries", (json_int_t)ds.queries,
+				"cache_hits", (json_int_t)ds.cache_hits,
+				"coalesced", (json_int_t)ds.coalesced,
+				"timeouts", (json_int_t)ds.timeouts,
+				"failures", (json_int_t)ds.failures,
+				"in_flight", (json_int_t)ds.in_flight);
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:o}",
 			 "dispatched", (json_int_t)d->dispatched,
 			 "delivered", (json_int_t)d->delivered,
 			 "bounced", (json_int_t)d->bounced,
@@ -786,7 +794,7 @@ json_t *deliver_stats_json(struct deliver *d)
 			 "connections", (json_int_t)eng_open_connections(d->eng),
 			 "journal_blocked", atomic_load(&d->blocked),
 			 "journal", commit_stats_json(d->commit),
-			 "classes", classes);
+			 "classes", classes, "dns", dns);
 }
 
 static struct engine *start_engine(const struct vl_config *c, char *err, size_t errlen)
