@@ -1116,6 +1116,11 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 	case OP_TICK:
 		arm_tick(w);
 		kick_paused(w);
+		if (w->dns) {          /* a fresh view of the resolver's counters */
+			pthread_mutex_lock(&w->dns_mu);
+			dns_get_stats(w->dns, &w->dns_seen);
+			pthread_mutex_unlock(&w->dns_mu);
+		}
 		break;
 	}
 }

@@ -136,6 +136,9 @@ class DnsDelivery(VolleydTest):
         self.assertEqual(j["counts"]["delivered"], 300)
         # MX, then A and AAAA of its one host: not 300 of anything
         self.assertLessEqual(self.ub.queries() - before, 4)
+        st = d.request("GET", "/v1/stats").json()["scheduler"]["delivery"]["dns"]
+        self.assertGreaterEqual(st["queries"], 1)
+        self.assertIn("volley_dns_queries_total", d.request("GET", "/metrics").body.decode())
         self.s1.new_messages(300, wait=10)
 
     def test_cnamed_mx_target_is_followed(self):
