@@ -149,6 +149,9 @@ static void apply(struct commit *c, struct batch *b)
 	struct sched *sc = c->d->sc;
 	double now = vl_wall_time();
 
+	struct job **done = NULL;
+	size_t ndone = 0;
+
 	sched_lock(sc);
 	for (size_t i = 0; i < b->n; i++) {
 		struct job *j = b->jobs[i].j;
@@ -160,10 +163,16 @@ static void apply(struct commit *c, struct batch *b)
 			j->last_delivery = now;
 		}
 		if (!j->finished && j->counts[SCHED_QUEUED] + j->counts[SCHED_IN_FLIGHT] +
-		    j->counts[SCHED_DEFERRED] == 0)
+		    j->counts[SCHED_DEFERRED] == 0) {
 			j->finished = now;
+			done = realloc(done, (ndone + 1) * sizeof *done);
+			done[ndone++] = j;
+		}
 	}
 	sched_unlock(sc);
+	for (size_t i = 0; i < ndone; i++)
+		sched_mark_done(sc, done[i]);
+	free(done);
 	if (c->d->ev && b->events.len) {
 		sched_events_append(c->d->ev, b->events.p, b->events.len);
 		sched_events_flush(c->d->ev);

@@ -867,8 +867,9 @@ struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
 	    !(d->commit = commit_start(d, err, errlen)))
 		goto fail;
 	sched_lock(sc);
-	for (size_t i = 0; i < sched_njobs(sc); i++)
-		push(&d->adds, &d->nadds, &d->capadds, sched_job_at(sc, i));
+	for (size_t i = 0; i < sched_njobs(sc); i++)   /* finished ones stay on disk */
+		if (!sched_job_at(sc, i)->finished)
+			push(&d->adds, &d->nadds, &d->capadds, sched_job_at(sc, i));
 	sched_unlock(sc);
 	if (pthread_create(&d->tid, NULL, run, d) != 0) {
 		snprintf(err, errlen, "cannot start the delivery thread");

@@ -89,6 +89,8 @@ static void recount(struct job *j)
 	j->counts[j->state == J_CANCELLED ? SCHED_CANCELLED : SCHED_QUEUED] = j->recipients;
 }
 
+static bool read_done(struct sched *sc, struct job *j);
+
 static void read_control(struct sched *sc, struct job *j)
 {
 	char path[512], buf[64] = "";
@@ -178,7 +180,8 @@ static int load_all(struct sched *sc, char *err, size_t errlen)
 		} else {
 			struct job *j = job_from_meta(names[i], meta);
 			read_control(sc, j);
-			recount(j);
+			if (!read_done(sc, j))
+				recount(j);
 			add_job(sc, j);
 			json_decref(meta);
 		}
@@ -555,6 +558,51 @@ void sched_recipients_close(struct sched_cursor *c)
 	free(c->st);
 	free(c->last);
 	free(c);
+}
+
+/* ---- finished jobs ---- */
+
+void sched_mark_done(struct sched *sc, struct job *j)
+{
+	char path[4096], tmp[4100];
+	json_t *counts = json_object();
+
+	pthread_mutex_lock(&sc->mu);
+	for (int i = 0; i < SCHED_NSTATES; i++)
+		json_object_set_new(counts, state_names[i], json_integer((json_int_t)j->counts[i]));
+	json_t *d = json_pack("{s:f, s:f, s:f, s:o}", "finished", j->finished,
+			      "first_delivery", j->first_delivery,
+			      "last_delivery", j->last_delivery, "counts", counts);
+	pthread_mutex_unlock(&sc->mu);
+	snprintf(path, sizeof path, "%s/%s/done.json", sc->jobs_dir, j->id);
+	snprintf(tmp, sizeof tmp, "%s.new", path);
+	if (json_dump_file(d, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0)
+		vl_log(VL_LOG_DEBUG, "job %s: done", j->id);
+	json_decref(d);
+}
+
+/* A finished job's state from done.json: true when it is there and whole. */
+static bool read_done(struct sched *sc, struct job *j)
+{
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/%s/done.json", sc->jobs_dir, j->id);
+	json_t *d = json_load_file(path, 0, NULL), *counts = json_object_get(d, "counts");
+	size_t sum = 0, c[SCHED_NSTATES];
+	for (int i = 0; counts && i < SCHED_NSTATES; i++) {
+		c[i] = (size_t)json_integer_value(json_object_get(counts, state_names[i]));
+		sum += c[i];
+	}
+	bool ok = counts && sum == j->recipients && !c[SCHED_QUEUED] &&
+		  !c[SCHED_IN_FLIGHT] && !c[SCHED_DEFERRED];
+	if (ok) {
+		memcpy(j->counts, c, sizeof c);
+		j->finished = json_number_value(json_object_get(d, "finished"));
+		j->first_delivery = json_number_value(json_object_get(d, "first_delivery"));
+		j->last_delivery = json_number_value(json_object_get(d, "last_delivery"));
+	}
+	json_decref(d);
+	return ok && j->finished > 0;
 }
 
 /* ---- retention ---- */

@@ -83,6 +83,10 @@ json_t *deliver_stats_json(struct deliver *d);
 /* The journal cannot be written (disk full): intake should refuse. */
 bool deliver_blocked(struct deliver *d);
 
+/* A finished job's counters and times in jobs/<id>/done.json, so a
+ * restart need not replay its journal (without the file, it does). */
+void sched_mark_done(struct sched *sc, struct job *j);
+
 /* Jobs finished longer than spool.retain ago (and not in delivery) leave
  * the registry, with their idempotency keys, and the spool. */
 void sched_retire(struct sched *sc);

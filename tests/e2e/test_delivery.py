@@ -214,7 +214,11 @@ class Delivery(Base):
         finished = j["finished"]
         self.assertEqual(d.stop(), 0)
         d.start()
-        again = d.request("GET", "/v1/jobs/" + jid).json()["finished"]
+        self.assertTrue(os.path.exists(os.path.join(d.data_dir, "jobs", jid, "done.json")))
+        after = d.request("GET", "/v1/jobs/" + jid).json()
+        self.assertEqual(after["counts"], j["counts"])
+        self.assertEqual(len(d.request("GET", "/v1/jobs/%s/recipients?state=delivered" % jid).lines()), 300)
+        again = after["finished"]
         iso = lambda t: time.mktime(time.strptime(t, "%Y-%m-%dT%H:%M:%SZ"))
         self.assertLessEqual(abs(iso(again) - iso(finished)), 1, (finished, again))
 
