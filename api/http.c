@@ -531,16 +531,24 @@ static enum MHD_Result health(struct api *a, struct MHD_Connection *c)
 					   "accepting", accepting));
 }
 
+struct follower {
+	struct api *a;
+	struct sched_events_reader *r;
+};
+
 /* The event log, then (follow) new events as they are committed. */
 static ssize_t read_events(void *cls, uint64_t pos, char *buf, size_t max)
 {
+	struct follower *f = cls;
 	long n;
 	(void)pos;
 
 	/* a follower waits in slices, so a gone client is noticed at the
-	 * next keep-alive line */
+	 * next keep-alive line and a draining volleyd ends the stream */
 	for (int i = 0; i < 15; i++) {
-		n = sched_events_read(cls, buf, max, 1000);
+		if (atomic_load(&f->a->draining))
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		n = sched_events_read(f->r, buf, max, 1000);
 		if (n != 0)
 			return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
 	}
@@ -550,7 +558,10 @@ static ssize_t read_events(void *cls, uint64_t pos, char *buf, size_t max)
 
 static void close_events(void *cls)
 {
-	sched_events_reader_close(cls);
+	struct follower *f = cls;
+
+	sched_events_reader_close(f->r);
+	free(f);
 }
 
 static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
@@ -564,7 +575,9 @@ static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 	struct sched_events_reader *r = sched_events_reader_open(a->ev, job, follow);
 	if (!r)
 		return send_error(c, 500, "internal", NULL, "cannot read the events log");
-	return send_stream(c, read_events, r, close_events);
+	struct follower *fl = malloc(sizeof *fl);
+	*fl = (struct follower){ a, r };
+	return send_stream(c, read_events, fl, close_events);
 }
 
 /* ---- suppression list ---- */

@@ -165,11 +165,14 @@ fail:
 /* SIGTERM: no new jobs, deliveries drain, the journal is committed. */
 static void close_all(struct daemon *v, const struct vl_config *cfg)
 {
+	/* The API goes first: no request may reach the delivery state while it
+	 * is torn down. New jobs are refused from the first moment. */
+	bool started = v->api != NULL;
 	if (v->api)
 		api_drain(v->api);
-	if (v->sc && v->api)
-		sched_stop(v->sc, cfg->shutdown_grace_ms);
 	api_stop(v->api);
+	if (v->sc && started)
+		sched_stop(v->sc, cfg->shutdown_grace_ms);
 	sched_free(v->sc);
 	if (v->ev)
 		sched_events_close(v->ev);

@@ -62,7 +62,7 @@ static void batch_free(struct batch *b)
 }
 
 /* Append one job's records; on failure cut the file back. */
-static int write_job(struct commit *c, struct cjob *cj, int *fd_out)
+static int write_job(struct commit *c, struct cjob *cj, int *fd_out, off_t *start_out)
 {
 	char path[4096];
 	int fd;
@@ -89,6 +89,7 @@ static int write_job(struct commit *c, struct cjob *cj, int *fd_out)
 		done += (size_t)w;
 	}
 	*fd_out = fd;
+	*start_out = start;
 	return 0;
 }
 
@@ -102,25 +103,31 @@ static int sync_all(int *fds, size_t n)
 	return 0;
 }
 
-/* 0 when the whole batch is durable. */
+/* 0 when the whole batch is durable. On a failure every file written is
+ * cut back to where the batch began, so a retry appends nothing twice. */
 static int make_durable(struct commit *c, struct batch *b)
 {
 	int *fds = calloc(b->n + 1, sizeof *fds);
+	off_t *starts = calloc(b->n + 1, sizeof *starts);
 	size_t nfd = 0;
 	int rc = 0;
 
 	for (size_t i = 0; i < b->n && rc == 0; i++) {
 		if (!b->jobs[i].recs.len)
 			continue;
-		rc = write_job(c, &b->jobs[i], &fds[nfd]);
+		rc = write_job(c, &b->jobs[i], &fds[nfd], &starts[nfd]);
 		nfd += rc == 0;
 	}
 	if (rc == 0 && nfd)
 		rc = sync_all(fds, nfd);
 	int e = errno;
-	for (size_t i = 0; i < nfd; i++)
+	for (size_t i = 0; i < nfd; i++) {
+		if (rc < 0 && ftruncate(fds[i], starts[i]) < 0)
+			vl_log(VL_LOG_ERROR, "journal: cannot cut back: %s", strerror(errno));
 		close(fds[i]);
+	}
 	free(fds);
+	free(starts);
 	errno = e;
 	return rc;
 }
@@ -308,12 +315,22 @@ void commit_submit(struct commit *c, struct djob *jobs, struct vl_buf *events,
 	pthread_mutex_unlock(&c->mu);
 }
 
+/* Until everything submitted so far is applied (not what comes later). */
 void commit_drain(struct commit *c)
 {
 	pthread_mutex_lock(&c->mu);
-	while (c->applied < c->submitted)
+	uint64_t target = c->submitted;
+	while (c->applied < target)
 		pthread_cond_wait(&c->done_cv, &c->mu);
 	pthread_mutex_unlock(&c->mu);
+}
+
+uint64_t commit_backlog(struct commit *c)
+{
+	pthread_mutex_lock(&c->mu);
+	uint64_t n = c->submitted - c->applied;
+	pthread_mutex_unlock(&c->mu);
+	return n;
 }
 
 bool commit_blocked(struct commit *c)

@@ -87,10 +87,21 @@ static void fire_retry(struct deliver *d, struct sjq *q, uint32_t idx)
 {
 	struct djob *dj = q->dj;
 
+	const char *domain;
+
 	q->site->deferred--;
 	dj->ntimers--;
 	if (dj->st[idx] != R_DEFERRED || dj->cancelled || dj->expired)
 		return;
+	if (vl_wall_time() >= dj->expires) {
+		djob_expire(dj);
+		return;
+	}
+	/* an MX site: the domain may have moved since (its answer's TTL) */
+	if (q->site->routes != &q->site->route && djob_email(dj, idx, &domain)) {
+		dom_enqueue(d, dj, idx, domain);
+		return;
+	}
 	sjq_push(q, idx);
 	q->site->waiting++;
 	site_ready(d, q->site);
@@ -222,7 +233,10 @@ static void local_result(struct deliver *d, struct dmsg *m, enum eng_status st,
 {
 	m->status = st;
 	m->code = 0;
-	m->enhanced[0] = m->peer[0] = m->tls_version[0] = '\0';
+	m->maybe = m->tls_verified = false;
+	m->host = 0;
+	m->out.size = 0;
+	m->enhanced[0] = m->peer[0] = m->tls_version[0] = m->tls_cipher[0] = '\0';
 	snprintf(m->stage, sizeof m->stage, "%s", stage);
 	snprintf(m->text, sizeof m->text, "%s", text);
 	process(d, m);
@@ -432,7 +446,7 @@ static bool walk_mx(struct deliver *d, struct dmsg *m)
 	struct site *s = m->q->site;
 	uint64_t now = vl_now_ms();
 
-	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 ||
+	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
 	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting")))
 		return false;
 	s->down_until[m->host] = now + 60000;
@@ -542,7 +556,9 @@ static void maybe_commit(struct deliver *d, bool now)
 
 	for (struct djob *dj = d->jobs; dj && !any; dj = dj->next)
 		any = dj->in_batch;
-	if (!any || (!now && t < d->next_commit_ms))
+	/* a committer behind (a slow fsync) gets one bigger batch later
+	 * rather than a queue of them */
+	if (!any || (!now && (t < d->next_commit_ms || commit_backlog(d->commit) > 1)))
 		return;
 	commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
 	d->next_commit_ms = t + (uint64_t)d->cfg->spool.journal_commit_ms;
@@ -742,8 +758,10 @@ static void deliver_sync(struct deliver *d, struct job *ctl, bool snap)
 	pthread_cond_signal(&d->cv);
 	while (d->sync_done < target && !d->stopping)
 		pthread_cond_wait(&d->progress, &d->mu);
+	bool stopping = d->stopping;
 	pthread_mutex_unlock(&d->mu);
-	commit_drain(d->commit);
+	if (!stopping)
+		commit_drain(d->commit);
 }
 
 void deliver_control(struct deliver *d, struct job *j)
@@ -911,6 +929,12 @@ void deliver_stop(struct deliver *d, uint64_t grace_ms)
 		struct djob *n = d->jobs->next;
 		djob_free(d->jobs);
 		d->jobs = n;
+	}
+	while (d->dns_done) {     /* answers that came after the thread ended */
+		struct dns_done *n = d->dns_done->next;
+		dns_mx_free(d->dns_done->r);
+		free(d->dns_done);
+		d->dns_done = n;
 	}
 	while (d->free_msgs) {
 		struct dmsg *n = d->free_msgs->next;

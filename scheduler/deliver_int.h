@@ -241,6 +241,8 @@ void commit_submit(struct commit *c, struct djob *jobs, struct vl_buf *events,
 		   struct vl_buf *suppress);
 /* Wait until everything submitted is durable and applied. */
 void commit_drain(struct commit *c);
+/* Batches submitted and not yet applied. */
+uint64_t commit_backlog(struct commit *c);
 void commit_stop(struct commit *c);
 bool commit_blocked(struct commit *c);
 json_t *commit_stats_json(struct commit *c);

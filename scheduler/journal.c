@@ -95,12 +95,16 @@ int journal_replay(const char *path, void (*fn)(void *arg, const struct jrec *r)
 		close(fd);
 		return -1;
 	}
-	size_t n = (size_t)st.st_size, off = 0;
+	size_t n = (size_t)st.st_size, off = 0, got = 0;
 	char *buf = malloc(n ? n : 1);
-	if (pread(fd, buf, n, 0) != (ssize_t)n) {
-		free(buf);
-		close(fd);
-		return -1;
+	while (got < n) {         /* one pread returns at most about 2 GiB */
+		ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+		if (r <= 0) {
+			free(buf);
+			close(fd);
+			return -1;
+		}
+		got += (size_t)r;
 	}
 	for (size_t len; off < n && (len = journal_decode(buf + off, n - off, &r)); off += len)
 		fn(arg, &r);

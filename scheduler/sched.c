@@ -301,8 +301,11 @@ static json_t *job_json(const struct job *j)
 	double span = j->last_delivery - j->first_delivery;
 	double rate = span > 0.5 ? (double)j->counts[SCHED_DELIVERED] / span : 0;
 
+	/* a count can dip below zero for a moment (a dispatch is published at
+	 * once, the deferral before it only at its commit): show 0 then */
 	for (int i = 0; i < SCHED_NSTATES; i++)
-		json_object_set_new(counts, state_names[i], json_integer((json_int_t)j->counts[i]));
+		json_object_set_new(counts, state_names[i], json_integer(
+			j->counts[i] > j->recipients ? 0 : (json_int_t)j->counts[i]));
 	return json_pack("{s:s, s:o, s:s, s:s, s:o, s:o, s:I, s:o, s:{s:f}, s:b, s:o}",
 			 "id", j->id,
 			 "campaign", j->campaign ? json_string(j->campaign) : json_null(),
@@ -418,8 +421,10 @@ int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
 		deliver_control(d, j);   /* returns with its outcomes committed */
 	if (rc == 0) {
 		pthread_mutex_lock(&sc->mu);
-		*out = job_json(j);
+		j = find(sc, id);        /* it may have been retired meanwhile */
+		*out = j ? job_json(j) : NULL;
 		pthread_mutex_unlock(&sc->mu);
+		rc = j ? 0 : -1;
 	}
 	return rc;
 }
@@ -432,7 +437,7 @@ struct sched_cursor {
 	size_t next;
 	char *jbuf;              /* the journal as it was at open */
 	uint8_t *st;
-	uint32_t *last;          /* per recipient: offset + 1 of its last record */
+	uint64_t *last;          /* per recipient: offset + 1 of its last record */
 	struct vl_buf pending;   /* formatted, not yet read */
 	struct sched_rcpt r;
 };
@@ -459,7 +464,7 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 	for (; off < len && (rl = journal_decode(c->jbuf + off, len - off, &r)); off += rl) {
 		if (r.idx < n) {
 			c->st[r.idx] = r.state;
-			c->last[r.idx] = (uint32_t)off + 1;
+			c->last[r.idx] = off + 1;
 			continue;
 		}
 		/* a job-wide record (cancel, expiry) sets the state; the
@@ -468,7 +473,7 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 			if (!rstate_final(c->st[i])) {
 				c->st[i] = r.state;
 				if (!c->last[i])
-					c->last[i] = (uint32_t)off + 1;
+					c->last[i] = off + 1;
 			}
 	}
 	/* cancelled, but the delivery thread has not journaled it yet */
@@ -678,10 +683,10 @@ void sched_stop(struct sched *sc, uint64_t grace_ms)
 {
 	pthread_mutex_lock(&sc->mu);
 	struct deliver *d = sc->d;
+	sc->d = NULL;             /* nobody finds it any more */
 	pthread_mutex_unlock(&sc->mu);
 	deliver_stop(d, grace_ms);
 	pthread_mutex_lock(&sc->mu);
-	sc->d = NULL;
 	for (size_t i = 0; i < sc->njobs; i++)
 		sc->jobs[i]->d = NULL;
 	pthread_mutex_unlock(&sc->mu);

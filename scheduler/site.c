@@ -189,9 +189,14 @@ static void site_refresh(struct deliver *d, struct site *s, const struct vl_poli
 	size_t n = build_routes(s, (long long)p->port, r, fresh);
 	bool same = n == s->nroutes;
 
-	for (size_t i = 0; same && i < n; i++)
-		same = fresh[i].addrlen == s->routes[i].addrlen &&
-		       !memcmp(&fresh[i].addr, &s->routes[i].addr, fresh[i].addrlen);
+	/* as sets: every answer shuffles hosts of equal preference */
+	for (size_t i = 0; same && i < n; i++) {
+		bool found = false;
+		for (size_t k = 0; k < s->nroutes && !found; k++)
+			found = fresh[i].addrlen == s->routes[k].addrlen &&
+				!memcmp(&fresh[i].addr, &s->routes[k].addr, fresh[i].addrlen);
+		same = found;
+	}
 	if (same || !n) {
 		free(fresh);
 		return;

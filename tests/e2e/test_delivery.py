@@ -351,3 +351,32 @@ class Retention(Base):
         again = d.submit(job_for(5), headers=h).json()["id"]
         self.assertNotEqual(again, jid)
         s.new_messages(10, wait=10)
+
+
+class Shutdown(Base):
+    def test_sigterm_while_clients_poll_exits_zero(self):
+        import threading
+        s = self.sink("--latency", "20ms")
+        d = self.start_daemon(config=conf(s, extra="max_connections = 2;"))
+        jid = d.submit(job_for(500)).json()["id"]
+        self.wait_for("started", lambda: d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"] > 5)
+        stop = threading.Event()
+
+        def poll():
+            paths = ["/metrics", "/v1/stats", "/v1/queues", "/v1/health", "/v1/jobs/" + jid]
+            i = 0
+            while not stop.is_set():
+                try:
+                    d.request("GET", paths[i % len(paths)], timeout=2)
+                except Exception:
+                    pass
+                i += 1
+        threads = [threading.Thread(target=poll) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            self.assertEqual(d.stop(), 0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
