@@ -784,17 +784,7 @@ static int tcp_listen(const char *hostport, char *err, size_t errlen)
 		snprintf(err, errlen, "api.listen: expected \"host:port\", got \"%s\"", hostport);
 		return -1;
 	}
-	struct sockaddr_in *s4 = (void *)&ss;
-	struct sockaddr_in6 *s6 = (void *)&ss;
-	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(port);
-		sl = sizeof *s4;
-	} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(port);
-		sl = sizeof *s6;
-	} else {
+	if (vl_sockaddr_parse(host, port, &ss, &sl) < 0) {
 		snprintf(err, errlen, "api.listen: \"%s\" is not an IP address", host);
 		return -1;
 	}

@@ -149,6 +149,28 @@ void vl_ring_exit(struct vl_ring *r)
 	r->bufs = NULL;
 }
 
+int vl_sockaddr_parse(const char *ip, uint16_t port, struct sockaddr_storage *ss,
+		      socklen_t *len)
+{
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof *ss);
+	if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(port);
+		*len = sizeof *a4;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(port);
+		*len = sizeof *a6;
+		return 0;
+	}
+	return -1;
+}
+
 void vl_sockaddr_str(const struct sockaddr_storage *ss, char *out, size_t len)
 {
 	char ip[INET6_ADDRSTRLEN] = "?";

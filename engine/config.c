@@ -32,17 +32,7 @@ int eng_route_parse(struct eng_route *r, const char *hostport, char *err,
 		snprintf(err, errlen, "route '%s': expected ADDR:PORT", hostport);
 		return -1;
 	}
-	struct sockaddr_in *a4 = (struct sockaddr_in *)&r->addr;
-	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&r->addr;
-	if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		a4->sin_port = htons(port);
-		r->addrlen = sizeof *a4;
-	} else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons(port);
-		r->addrlen = sizeof *a6;
-	} else {
+	if (vl_sockaddr_parse(host, port, &r->addr, &r->addrlen) < 0) {
 		snprintf(err, errlen, "route '%s': '%s' is not an IP address", hostport, host);
 		return -1;
 	}

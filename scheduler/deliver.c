@@ -139,15 +139,17 @@ static void fire_timers(struct deliver *d)
 void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char *type,
 		   const struct dmsg *m, const struct jrec *r)
 {
-	const char *domain = "", *email = djob_email(dj, idx, &domain);
+	if (!d->ev)
+		return;
+	const char *domain = "", *email = m ? m->rcpt : djob_email(dj, idx, &domain);
+	if (m && email)
+		domain = strrchr(email, '@') ? strrchr(email, '@') + 1 : email;
 	struct sched_event ev = {
 		.type = type, .time = vl_wall_time(), .job = dj->j->id,
 		.recipient = email ? email : "", .domain = domain,
 		.attempt = dj->att[idx],
 	};
 
-	if (!d->ev)
-		return;
 	if (r) {
 		ev.code = r->code;
 		ev.enhanced = r->enhanced;
@@ -155,19 +157,13 @@ void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char 
 		ev.bounce_class = (enum sched_bounce_class)r->cls;
 	}
 	if (m) {
-		const char *bar = strchr(m->q->site->key, '|');
-		char site[256];
-		snprintf(site, sizeof site, "%.*s", bar ? (int)(bar - m->q->site->key) : 255,
-			 m->q->site->key);
-		ev.site = site;
+		ev.site = m->q->site->name;
 		ev.mx = m->q->site->routes ? m->q->site->routes[m->host].name : NULL;
 		ev.peer_address = m->peer[0] ? m->peer : NULL;
 		ev.tls_version = m->tls_version[0] ? m->tls_version : NULL;
 		ev.tls_cipher = m->tls_cipher;
 		ev.tls_verified = m->tls_verified;
 		ev.size = m->out.size;
-		sched_event_format(&ev, &d->events);
-		return;
 	}
 	sched_event_format(&ev, &d->events);
 }
@@ -533,13 +529,9 @@ void deliver_local(struct deliver *d, struct djob *dj, uint32_t idx, bool perman
 /* Counter changes that need no commit (dispatches) go to the registry now. */
 static void publish_now(struct deliver *d)
 {
-	bool any = false;
-
-	for (struct djob *dj = d->jobs; dj && !any; dj = dj->next)
-		for (int s = 0; s < SCHED_NSTATES && !any; s++)
-			any = dj->now_delta[s] != 0;
-	if (!any)
+	if (!d->now_dirty)
 		return;
+	d->now_dirty = false;
 	sched_lock(d->sc);
 	for (struct djob *dj = d->jobs; dj; dj = dj->next)
 		for (int s = 0; s < SCHED_NSTATES; s++) {
@@ -552,21 +544,24 @@ static void publish_now(struct deliver *d)
 static void maybe_commit(struct deliver *d, bool now)
 {
 	uint64_t t = vl_now_ms();
-	bool any = d->events.len > 0;
+	bool any = d->events.len > 0 || d->batch_dirty;
 
-	for (struct djob *dj = d->jobs; dj && !any; dj = dj->next)
-		any = dj->in_batch;
 	/* a committer behind (a slow fsync) gets one bigger batch later
 	 * rather than a queue of them */
 	if (!any || (!now && (t < d->next_commit_ms || commit_backlog(d->commit) > 1)))
 		return;
 	commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
+	d->batch_dirty = false;
+	d->reap_due = true;       /* in_batch is cleared: jobs may be over */
 	d->next_commit_ms = t + (uint64_t)d->cfg->spool.journal_commit_ms;
 }
 
 /* A job with nothing left to do leaves the delivery thread. */
 static void reap(struct deliver *d)
 {
+	if (!d->reap_due)
+		return;
+	d->reap_due = false;
 	for (struct djob **p = &d->jobs; *p;) {
 		struct djob *dj = *p;
 		if (dj->nonfinal || dj->inflight || dj->in_batch || dj->pending_dns) {
@@ -619,6 +614,7 @@ static void run_commands(struct deliver *d, struct job **adds, size_t nadds,
 		if (dj) {
 			dj->next = d->jobs;
 			d->jobs = dj;
+			d->reap_due = true;   /* it may have nothing left to do */
 		}
 	}
 	for (size_t i = 0; i < nctls; i++)

@@ -95,6 +95,7 @@ struct timer {
 #define SITE_HOSTS_MAX 16        /* MX addresses tried per message */
 struct site {
 	char *key;
+	char *name;                   /* the key's first part: what the API shows */
 	struct eng_route route;       /* the policy's route template (tls, auth,
 				       * limits); the only host of a routed site */
 	struct eng_route *routes;     /* hosts in MX order; &route when routed */
@@ -191,7 +192,10 @@ struct deliver {
 	uint64_t dispatched, delivered, bounced, transient, expired, suppressed;
 	uint64_t by_class[2][SCHED_BC_COUNT];   /* [bounced, transient][class] */
 	_Atomic bool blocked;
-	char gone_reason[200];
+	/* what the next round must look at, instead of scanning every job */
+	bool now_dirty;               /* some job has now_delta */
+	bool batch_dirty;             /* some job has records for a commit */
+	bool reap_due;                /* some job may have nothing left to do */
 };
 
 /* site.c */

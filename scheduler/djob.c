@@ -203,6 +203,7 @@ static void journal(struct djob *dj, uint32_t idx, enum rstate to, const struct 
 	r.time = (uint32_t)vl_wall_time();
 	journal_encode(&r, &dj->jbuf);
 	dj->in_batch = true;
+	dj->d->batch_dirty = true;
 }
 
 void djob_set(struct djob *dj, uint32_t idx, enum rstate to, const struct jrec *why)
@@ -213,6 +214,7 @@ void djob_set(struct djob *dj, uint32_t idx, enum rstate to, const struct jrec *
 	if (to == R_INFLIGHT || (from == R_INFLIGHT && to == R_QUEUED)) {
 		dj->now_delta[rstate_api(from)]--;
 		dj->now_delta[rstate_api(to)]++;
+		dj->d->now_dirty = true;
 		return;
 	}
 	dj->delta[rstate_api(from)]--;

@@ -52,19 +52,20 @@ static uint32_t sjq_pop(struct sjq *q)
 	return v;
 }
 
+/* Found on the site's list: a site has few jobs, while a job of a
+ * thousand domains may have a thousand sites. */
 struct sjq *sjq_for(struct djob *dj, struct site *s)
 {
-	for (size_t i = 0; i < dj->nqs; i++)
-		if (dj->qs[i]->site == s)
-			return dj->qs[i];
-	struct sjq *q = calloc(1, sizeof *q), **list;
+	struct sjq **list = dj->transactional ? &s->trans : &s->bulk;
+
+	for (; *list; list = &(*list)->next)
+		if ((*list)->dj == dj)
+			return *list;
+	struct sjq *q = calloc(1, sizeof *q);
 	q->dj = dj;
 	q->site = s;
 	dj->qs = realloc(dj->qs, (dj->nqs + 1) * sizeof *dj->qs);
 	dj->qs[dj->nqs++] = q;
-	list = dj->transactional ? &s->trans : &s->bulk;
-	while (*list)
-		list = &(*list)->next;
 	*list = q;
 	return q;
 }
@@ -93,18 +94,8 @@ static void lower(char *s)
 
 static int parse_source(const char *addr, struct eng_route *r)
 {
-	struct sockaddr_in *a4 = (void *)&r->source;
-	struct sockaddr_in6 *a6 = (void *)&r->source;
-
-	if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		r->sourcelen = sizeof *a4;
-	} else if (inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		r->sourcelen = sizeof *a6;
-	} else {
+	if (vl_sockaddr_parse(addr, 0, &r->source, &r->sourcelen) < 0)
 		return -1;
-	}
 	r->has_source = true;
 	return 0;
 }
@@ -143,22 +134,15 @@ static void site_route(struct deliver *d, struct site *s, const struct vl_policy
 static size_t build_routes(const struct site *s, long long port,
 			   const struct dns_mx_result *r, struct eng_route *out)
 {
-	char err[256];
 	size_t n = 0;
 
 	for (size_t h = 0; h < r->nhosts && n < SITE_HOSTS_MAX; h++)
 		for (size_t a = 0; a < r->hosts[h].naddrs && n < SITE_HOSTS_MAX; a++) {
-			struct eng_route tmp;
-			char ip[64], hp[96];
-			const struct dns_addr *ad = &r->hosts[h].addrs[a];
-			dns_addr_str(ad, ip, sizeof ip);
-			snprintf(hp, sizeof hp, ad->family == AF_INET6 ? "[%s]:%lld" : "%s:%lld",
-				 ip, port);
-			if (eng_route_parse(&tmp, hp, err, sizeof err) < 0)
-				continue;
+			char ip[64];
+			dns_addr_str(&r->hosts[h].addrs[a], ip, sizeof ip);
 			out[n] = s->route;
-			out[n].addr = tmp.addr;
-			out[n].addrlen = tmp.addrlen;
+			if (vl_sockaddr_parse(ip, (uint16_t)port, &out[n].addr, &out[n].addrlen) < 0)
+				continue;
 			snprintf(out[n].name, sizeof out[n].name, "%s", r->hosts[h].name);
 			n++;
 		}
@@ -215,6 +199,7 @@ static struct site *site_new(struct deliver *d, const char *key, const struct vl
 	struct site *s = calloc(1, sizeof *s);
 
 	s->key = strdup(key);
+	s->name = strndup(key, strcspn(key, "|"));
 	if (mx)
 		site_hosts(d, s, p, mx);
 	else
@@ -337,12 +322,22 @@ void dom_enqueue(struct deliver *d, struct djob *dj, uint32_t idx, const char *d
 
 	snprintf(name, sizeof name, "%s", domain);
 	lower(name);
-	vl_config_policy(d->cfg, name, &p);
-	if (*p.route) {
-		to_site(d, site_for(d, name), dj, idx);
+	/* the caches first: the policy's globs once per domain, not per recipient */
+	json_t *routed = json_object_get(d->domain_site, name);
+	if (routed) {
+		to_site(d, (struct site *)(intptr_t)json_integer_value(routed), dj, idx);
 		return;
 	}
-	struct dom *m = dom_get(d, name);
+	json_t *known = json_object_get(d->doms, name);
+	if (!known) {
+		vl_config_policy(d->cfg, name, &p);
+		if (*p.route) {
+			to_site(d, site_for(d, name), dj, idx);
+			return;
+		}
+	}
+	struct dom *m = known ? (struct dom *)(intptr_t)json_integer_value(known) :
+				dom_get(d, name);
 	if (m->st == D_OK && now < m->until_ms) {
 		to_site(d, m->site, dj, idx);
 		return;
@@ -385,7 +380,8 @@ void dom_answer(struct deliver *d, struct dns_done *dd)
 	m->npend = m->cap = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct djob *dj = pend[i].dj;
-		dj->pending_dns--;
+		if (!--dj->pending_dns)
+			d->reap_due = true;
 		if (rstate_final(dj->st[pend[i].idx]) || dj->cancelled)
 			continue;
 		if (ok)
@@ -598,12 +594,6 @@ void site_result(struct deliver *d, struct site *s, const struct dmsg *m,
 
 /* ---- views ---- */
 
-static json_t *site_name(const struct site *s)
-{
-	const char *bar = strchr(s->key, '|');
-	return json_stringn(s->key, bar ? (size_t)(bar - s->key) : strlen(s->key));
-}
-
 json_t *site_json(const struct site *s)
 {
 	char since[32], until[32];
@@ -630,7 +620,7 @@ json_t *site_json(const struct site *s)
 	}
 	return json_pack("{s:o, s:s, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
 			 " s:{s:I, s:I, s:I}}",
-			 "site", site_name(s), "key", s->key, "hosts", hosts,
+			 "site", json_string(s->name), "key", s->key, "hosts", hosts,
 			 "queued", (json_int_t)s->waiting, "deferred", (json_int_t)s->deferred,
 			 "in_flight", (json_int_t)s->inflight,
 			 "max_connections", (json_int_t)s->route.max_connections,
@@ -652,6 +642,7 @@ void sites_free(struct deliver *d)
 		if (d->sites->routes != &d->sites->route)
 			free(d->sites->routes);
 		free(d->sites->key);
+		free(d->sites->name);
 		free(d->sites);
 		d->sites = n;
 	}
