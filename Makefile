@@ -79,6 +79,11 @@ $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $
 $(BUILD)/volley-dkim-bench: $(call obj,bench/dkim/dkim.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
+# The benchmark driver: bench/vbench/ with volley's composer (the peers are
+# sent the very messages volleyd would send).
+$(BUILD)/volley-bench: $(call obj,$(wildcard bench/vbench/*.c)) $(MESSAGE_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
+
 $(BUILD)/volley-compose: $(call obj,tests/tools/compose.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 

@@ -1,14 +1,14 @@
 #!/bin/sh
 # Install what volley needs from Debian's packages; quiet and idempotent.
 #   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --bench  also the benchmark peers (postfix)
+#   scripts/install-deps.sh --bench  also the benchmark peers (postfix) and gnuplot
 set -eu
 
 PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
 libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
 curl unbound python3-dkim opendkim-tools"
-[ "${1:-}" = "--bench" ] && PKGS="$PKGS postfix"
+[ "${1:-}" = "--bench" ] && PKGS="$PKGS postfix gnuplot-nox"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""

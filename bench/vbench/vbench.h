@@ -1,0 +1,193 @@
+/*
+ * volley-bench: end-to-end benchmark driver (DESIGN.md "Load tools"). Runs a
+ * scenario (bench/scenarios/NAME.conf) through volleyd and, on request,
+ * through Postfix and Nodemailer, each against a fresh volley-sink on
+ * loopback, and reports the figures and the ratios of volley over each peer.
+ * Private to bench/vbench/. Prefix: vb_.
+ */
+#ifndef VOLLEY_VBENCH_H
+#define VOLLEY_VBENCH_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define VB_MAX_ADDRS 32
+
+/* ---- scenario (vbench_scen.c) ---- */
+struct vb_scen {
+	char name[64];
+	char path[PATH_MAX];
+	long recipients;       /* total recipients */
+	long domains;          /* recipient domains, d0..d{n-1} */
+	long msg_size;         /* approximate size of one message, octets */
+	bool personalised;     /* per-recipient substitutions in subject and body */
+	bool tls;              /* sink offers STARTTLS and volley demands it */
+	char dkim[16];         /* "", "ed25519", "rsa" */
+	long latency_ms;       /* sink reply latency */
+	double tempfail, permfail, disconnect;  /* percent, at rcpt, rcpt, dot */
+	long sessions;         /* concurrent sessions volley may open in all */
+	int sink_addrs;        /* sink listen addresses, 127.0.0.21.. */
+	int sink_threads;
+	bool transactional;    /* one single-recipient job per recipient */
+	long submit_rate;      /* transactional: jobs per second, 0 = at once */
+	long peer_max;         /* peers get at most this many messages */
+	long peer_sessions;    /* concurrent connections of a peer */
+	long timeout_s;        /* a peer's run is abandoned after this */
+};
+
+/* Parse a scenario: a path, or a name found in src_dir/bench/scenarios/.
+ * 0 or -1 with the reason printed. */
+int vb_scen_load(const char *name_or_path, const char *src_dir, struct vb_scen *sc);
+
+/* ---- the workload, written once and shared by every peer (vbench_work.c) ---- */
+struct vb_work {
+	const struct vb_scen *sc;
+	char dir[256];            /* the run's temporary folder */
+	char job[PATH_MAX];       /* dir/job.json: the job without recipients */
+	char rcpts[PATH_MAX];     /* dir/recipients.ndjson: one recipient a line,
+				     {"email":..,"name":..,"substitutions":{..}} */
+	char submit[PATH_MAX];    /* dir/submit.ndjson: job line + recipients */
+	char dkim_key[PATH_MAX];  /* PEM key when the scenario signs */
+	char sender_domain[64];   /* From domain: bench.example */
+	long msg_bytes;           /* one rendered message (the first recipient) */
+};
+
+int vb_work_write(const struct vb_scen *sc, const char *dir, struct vb_work *w);
+/* Recipient i's domain: d{i % domains}.s{(i % domains) % addrs}.bench.test,
+ * so that a glob per sink address routes it. */
+void vb_rcpt_domain(const struct vb_scen *sc, long i, char *out, size_t len);
+
+/* ---- processes (vbench_proc.c) ---- */
+/* fork+exec argv; stdout/stderr to these files (NULL: /dev/null). */
+pid_t vb_spawn(char *const argv[], const char *out, const char *err);
+/* SIGTERM, wait up to grace_ms, then SIGKILL; reaps. */
+void vb_stop(pid_t pid, int grace_ms);
+/* CPU seconds (user+sys) of pid, its reaped children and its live
+ * descendants. */
+double vb_tree_cpu(pid_t root);
+/* Resident set of pid and its live descendants, KiB. */
+long vb_tree_rss(pid_t root);
+/* Peak resident set (VmHWM) of one process, KiB. */
+long vb_hwm(pid_t pid);
+double vb_now(void);     /* monotonic seconds */
+double vb_wall(void);    /* UNIX time, seconds */
+int vb_free_port(void);
+/* Connectable within timeout_ms? */
+bool vb_wait_port(const char *ip, int port, int timeout_ms);
+/* Run a shell command line; its exit status, -1 if it could not run. */
+int vb_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Samples a process tree's CPU and RSS every 250 ms on its own thread, so
+ * a peer made of many processes (Postfix) has a peak RSS too. */
+struct vb_meter {
+	pid_t root;
+	double cpu0;
+	long peak_kb;
+	bool run;
+	pthread_t th;
+	pthread_mutex_t mu;
+};
+void vb_meter_start(struct vb_meter *m, pid_t root);
+/* Stop sampling; CPU seconds since the start and peak RSS (KiB). */
+void vb_meter_stop(struct vb_meter *m, double *cpu_s, long *peak_kb);
+
+/* ---- volley-sink (vbench_sink.c) ---- */
+#define VB_SERIES_MAX 8192
+struct vb_sink {
+	pid_t pid;
+	int port;
+	int naddrs;
+	char addr[VB_MAX_ADDRS][32];       /* "127.0.0.21" */
+	int fd;                            /* its stats lines */
+	pthread_t th;
+	pthread_mutex_t mu;
+	/* Latest counters, from the sink's JSON stats lines. */
+	long messages, recipients, conns_open, conns_peak, replies_4xx, replies_5xx, drops;
+	/* messages accepted, sampled every 100 ms: (time since start, count) */
+	double t0;
+	int nseries;
+	double st[VB_SERIES_MAX];
+	long sv[VB_SERIES_MAX];
+};
+
+/* Start a sink for this scenario (TLS, latency, faults); its stats are
+ * followed on a thread. */
+int vb_sink_start(const struct vb_scen *sc, const char *dir, const char *bin_dir,
+		  struct vb_sink *s);
+long vb_sink_messages(struct vb_sink *s);
+/* Mark now as time 0 of the series. */
+void vb_sink_mark(struct vb_sink *s);
+/* Wait until the sink has accepted n messages or timeout_s passes; true if
+ * it got there. */
+bool vb_sink_wait(struct vb_sink *s, long n, double timeout_s);
+void vb_sink_stop(struct vb_sink *s);
+
+/* ---- volleyd's API over its Unix socket (vbench_http.c) ---- */
+struct json_t;
+struct vb_api;
+struct vb_api *vb_api_open(const char *sock);
+void vb_api_close(struct vb_api *a);
+/* The JSON answer of a 2xx, or NULL with the failure printed. */
+struct json_t *vb_api_get(struct vb_api *a, const char *path);
+struct json_t *vb_api_post_json(struct vb_api *a, const char *path, const char *body);
+/* Streams a file as an application/x-ndjson body. */
+struct json_t *vb_api_post_file(struct vb_api *a, const char *path, const char *file);
+
+/* ---- one peer's figures ---- */
+struct vb_result {
+	char peer[32];            /* "volley", "postfix", "nodemailer" */
+	bool ran;                 /* false: skipped or failed; see note */
+	bool ok;                  /* every recipient accounted for */
+	long messages;            /* sent to this peer */
+	long delivered;           /* the peer's own count */
+	long bounced, other;      /* permanent failures; expired, cancelled, ... */
+	long sink_messages;       /* what the sink accepted */
+	double seconds;           /* first submission to last acceptance */
+	double cpu_s;             /* CPU seconds of the peer, all its processes */
+	long peak_rss_kb;
+	long peak_conns;          /* sink's most open connections */
+	double p50_ms, p99_ms;    /* submit-to-250; < 0 when not measured */
+	int nseries;              /* delivered per second, from the sink */
+	double st[VB_SERIES_MAX];
+	long sv[VB_SERIES_MAX];
+	char note[512];           /* why it failed, or what the figures mean */
+};
+
+/* Copy the sink's series into r. */
+void vb_result_series(struct vb_result *r, struct vb_sink *s);
+
+/* Latency percentiles of n samples (sorted in place), milliseconds. */
+void vb_percentiles(double *ms, size_t n, double *p50, double *p99);
+
+/* ---- peers ---- */
+struct vb_env {
+	const struct vb_scen *sc;
+	const struct vb_work *w;
+	const char *bin_dir;      /* where volleyd, volley-sink are */
+	const char *src_dir;      /* the source tree (bench/peers/) */
+	bool tty;                 /* draw progress */
+	bool verbose;
+};
+
+int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
+int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
+int vb_run_nodemailer(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
+
+/* Progress line on stderr when on a terminal: "peer  done/total  rate". */
+void vb_progress(const struct vb_env *e, const char *peer, long done, long total,
+		 double elapsed);
+void vb_progress_end(const struct vb_env *e);
+
+/* ---- report (vbench_report.c) ---- */
+void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n);
+int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_result *r,
+		   int n);
+/* PNG of delivered per second over time, a line per peer; needs gnuplot. */
+int vb_report_plot(const char *path, const struct vb_scen *sc, const struct vb_result *r,
+		   int n, const char *dir);
+
+#endif

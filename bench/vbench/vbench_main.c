@@ -1,0 +1,211 @@
+/*
+ * volley-bench SCENARIO [--compare postfix|nodemailer]... : one workload,
+ * volley first and then each peer, each against a fresh volley-sink, in
+ * one run; a table, a JSON result and a PNG plot. docs/bench.md.
+ */
+#include "vbench.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_PEERS 4
+
+struct opts {
+	const char *scen, *out, *bin_dir, *src_dir;
+	const char *peers[MAX_PEERS];
+	int npeers;
+	long recipients, peer_max;
+	bool keep, no_plot, verbose;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: volley-bench SCENARIO [--compare postfix|nodemailer]... [--recipients N]\n"
+		"                    [--peer-max N] [--out PREFIX] [--keep] [--no-plot]\n"
+		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
+		"             transactional) or a scenario file\n"
+		"  --compare  also run the workload through this peer (repeatable)\n"
+		"  --recipients, --peer-max  override the scenario's counts\n"
+		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
+		"  --keep     keep the run's temporary folder (logs, spools)\n");
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option lo[] = {
+		{ "compare", required_argument, 0, 'c' }, { "recipients", required_argument, 0, 'n' },
+		{ "peer-max", required_argument, 0, 'p' }, { "out", required_argument, 0, 'o' },
+		{ "keep", no_argument, 0, 'k' },           { "no-plot", no_argument, 0, 'P' },
+		{ "bin", required_argument, 0, 'b' },      { "src", required_argument, 0, 's' },
+		{ "verbose", no_argument, 0, 'v' },        { "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 }
+	};
+	int c;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			if (strcmp(optarg, "postfix") && strcmp(optarg, "nodemailer")) {
+				fprintf(stderr, "volley-bench: --compare: postfix or nodemailer, not %s\n",
+					optarg);
+				return -1;
+			}
+			if (o->npeers < MAX_PEERS)
+				o->peers[o->npeers++] = optarg;
+			break;
+		case 'n': o->recipients = atol(optarg); break;
+		case 'p': o->peer_max = atol(optarg); break;
+		case 'o': o->out = optarg; break;
+		case 'k': o->keep = true; break;
+		case 'P': o->no_plot = true; break;
+		case 'b': o->bin_dir = optarg; break;
+		case 's': o->src_dir = optarg; break;
+		case 'v': o->verbose = true; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind + 1 != argc) {
+		usage(stderr);
+		return -1;
+	}
+	o->scen = argv[optind];
+	return 0;
+}
+
+/* build/volley-bench lives in the source tree's build/ folder. */
+static void find_dirs(struct opts *o, char *bin, char *src)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[n > 0 ? n : 0] = 0;
+	snprintf(bin, PATH_MAX, "%s", o->bin_dir ? o->bin_dir : dirname(exe));
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s", bin);
+	snprintf(src, PATH_MAX, "%s", o->src_dir ? o->src_dir : dirname(tmp));
+	o->bin_dir = bin;
+	o->src_dir = src;
+}
+
+typedef int (*run_fn)(const struct vb_env *, struct vb_sink *, struct vb_result *);
+
+static run_fn peer_fn(const char *name)
+{
+	return !strcmp(name, "postfix") ? vb_run_postfix : vb_run_nodemailer;
+}
+
+/* One peer: its own folder and its own sink. */
+static void run_peer(const struct vb_env *e, const char *name, run_fn fn, struct vb_result *r)
+{
+	char dir[300];
+	struct vb_sink s;
+	struct vb_env pe = *e;
+	snprintf(dir, sizeof dir, "%s/%.32s", e->w->dir, name);
+	mkdir(dir, 0755);
+	snprintf(r->peer, sizeof r->peer, "%s", name);
+	fprintf(stderr, "== %s\n", name);
+	if (vb_sink_start(e->sc, dir, e->bin_dir, &s) < 0) {
+		snprintf(r->note, sizeof r->note, "volley-sink did not start");
+		return;
+	}
+	if (fn(&pe, &s, r) < 0 && !r->note[0])
+		snprintf(r->note, sizeof r->note, "failed (see %s)", dir);
+	snprintf(r->peer, sizeof r->peer, "%s", name);
+	vb_sink_stop(&s);
+	r->sink_messages = r->sink_messages ? r->sink_messages : s.messages;
+}
+
+static void outputs(const struct opts *o, const struct vb_scen *sc, struct vb_result *r,
+		    int n, const char *dir)
+{
+	char prefix[PATH_MAX], path[PATH_MAX + 8];
+	if (o->out)
+		snprintf(prefix, sizeof prefix, "%s", o->out);
+	else
+		snprintf(prefix, sizeof prefix, "%.3900s/bench/out/%s", o->src_dir, sc->name);
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s", prefix);
+	vb_system("mkdir -p '%s'", dirname(tmp));
+	snprintf(path, sizeof path, "%s.json", prefix);
+	if (vb_report_json(path, sc, r, n) == 0)
+		printf("result: %s\n", path);
+	snprintf(path, sizeof path, "%s.png", prefix);
+	if (!o->no_plot && access("/usr/bin/gnuplot", X_OK) < 0)
+		vb_system("'%s/scripts/install-deps.sh' --bench", o->src_dir);
+	if (!o->no_plot && vb_report_plot(path, sc, r, n, dir) == 0)
+		printf("plot:   %s\n", path);
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	/* Children are in their own process groups; the peers' code stops them
+	 * on its way out, so only end the waits here. */
+	_exit(130);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { 0 };
+	struct vb_scen sc;
+	struct vb_work w;
+	struct vb_result *r;
+	char bin[PATH_MAX], src[PATH_MAX], dir[] = "/tmp/volley-bench.XXXXXX";
+
+	if (parse_args(argc, argv, &o) < 0)
+		return 2;
+	find_dirs(&o, bin, src);
+	if (vb_scen_load(o.scen, o.src_dir, &sc) < 0)
+		return 2;
+	if (o.recipients > 0)
+		sc.recipients = o.recipients;
+	if (o.peer_max > 0)
+		sc.peer_max = o.peer_max;
+	signal(SIGINT, on_signal);
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (!mkdtemp(dir)) {
+		perror("volley-bench: mkdtemp");
+		return 1;
+	}
+	fprintf(stderr, "volley-bench %s: %ld recipients, %ld domains, %ld B, %s, run in %s\n",
+		sc.name, sc.recipients, sc.domains, sc.msg_size, sc.tls ? "STARTTLS" : "clear text",
+		dir);
+	if (vb_work_write(&sc, dir, &w) < 0)
+		return 1;
+	r = calloc(1 + (size_t)o.npeers, sizeof *r);
+	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
+			    .tty = isatty(2), .verbose = o.verbose };
+	run_peer(&e, "volley", vb_run_volley, &r[0]);
+	for (int i = 0; i < o.npeers; i++)
+		run_peer(&e, o.peers[i], peer_fn(o.peers[i]), &r[1 + i]);
+
+	printf("\nvolley-bench %s: %ld recipients over %ld domains, messages of %ld octets%s%s, "
+	       "%ld sessions, %d cores\n", sc.name, sc.recipients, sc.domains, w.msg_bytes,
+	       sc.tls ? ", STARTTLS" : "", sc.dkim[0] ? (sc.dkim[0] == 'r' ? ", DKIM rsa" :
+							     ", DKIM ed25519") : "",
+	       sc.sessions, (int)sysconf(_SC_NPROCESSORS_ONLN));
+	if (o.npeers)
+		printf("peers send the first %ld recipients with %ld connections\n",
+		       sc.recipients < sc.peer_max ? sc.recipients : sc.peer_max, sc.peer_sessions);
+	vb_report_table(&sc, r, 1 + o.npeers);
+	outputs(&o, &sc, r, 1 + o.npeers, dir);
+	bool ok = true;
+	for (int i = 0; i <= o.npeers; i++)
+		ok = ok && r[i].ran && r[i].ok;
+	if (ok && !o.keep)
+		vb_system("rm -rf '%s'", dir);
+	else
+		printf("run folder kept: %s\n", dir);
+	free(r);
+	curl_global_cleanup();
+	return ok ? 0 : 1;
+}

@@ -1,0 +1,210 @@
+/*
+ * What a run prints and keeps: the table with volley's ratios over every
+ * peer, a JSON result, and a PNG (gnuplot) of delivered per second.
+ */
+#include "vbench.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+void vb_percentiles(double *ms, size_t n, double *p50, double *p99)
+{
+	if (!n) {
+		*p50 = *p99 = -1;
+		return;
+	}
+	qsort(ms, n, sizeof *ms, cmp_double);
+	/* Nearest rank: the smallest sample with at least p of them at or below. */
+	*p50 = ms[(size_t)ceil(0.50 * (double)n) - 1];
+	*p99 = ms[(size_t)ceil(0.99 * (double)n) - 1];
+}
+
+void vb_progress(const struct vb_env *e, const char *peer, long done, long total, double el)
+{
+	if (!e->tty || total <= 0)
+		return;
+	int width = 30, fill = (int)((double)width * (double)done / (double)total);
+	char bar[64];
+	for (int i = 0; i < width; i++)
+		bar[i] = i < fill ? '#' : '.';
+	bar[width] = 0;
+	fprintf(stderr, "\r%-14s [%s] %ld/%ld  %.0f/s  %.1fs ", peer, bar, done, total,
+		el > 0 ? (double)done / el : 0.0, el);
+	fflush(stderr);
+}
+
+void vb_progress_end(const struct vb_env *e)
+{
+	if (e->tty)
+		fprintf(stderr, "\r\033[K");
+}
+
+static double rate(const struct vb_result *r)
+{
+	return r->seconds > 0 ? (double)r->delivered / r->seconds : 0;
+}
+
+/* CPU-seconds per 1,000 delivered messages. */
+static double cpu_k(const struct vb_result *r)
+{
+	return r->delivered > 0 ? r->cpu_s * 1000.0 / (double)r->delivered : 0;
+}
+
+static void ms_cell(char *out, size_t len, double ms)
+{
+	if (ms < 0)
+		snprintf(out, len, "-");
+	else
+		snprintf(out, len, ms < 10 ? "%.1f" : "%.0f", ms);
+}
+
+static void row(const struct vb_result *r)
+{
+	char p50[16], p99[16];
+	if (!r->ran) {
+		printf("%-11s  did not run: %s\n", r->peer, r->note);
+		return;
+	}
+	ms_cell(p50, sizeof p50, r->p50_ms);
+	ms_cell(p99, sizeof p99, r->p99_ms);
+	printf("%-11s %9ld %9ld %8.2f %9.0f %9.0f %9.3f %8.1f %8s %8s %7ld  %s\n", r->peer,
+	       r->messages, r->delivered, r->seconds, rate(r), rate(r), cpu_k(r),
+	       (double)r->peak_rss_kb / 1024.0, p50, p99, r->peak_conns,
+	       r->ok ? "yes" : "NO");
+}
+
+void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
+{
+	printf("\n%-11s %9s %9s %8s %9s %9s %9s %8s %8s %8s %7s  %s\n", "peer", "messages",
+	       "delivered", "seconds", "msg/s", "rcpt/s", "cpu-s/1k", "rss MB", "p50 ms",
+	       "p99 ms", "conns", "all counted");
+	for (int i = 0; i < n; i++)
+		row(&r[i]);
+	for (int i = 0; i < n; i++)
+		if (r[i].ran && r[i].note[0])
+			printf("  %s: %s\n", r[i].peer, r[i].note);
+	if (sc->latency_ms && r[0].ran && r[0].peak_conns > 0) {
+		double ideal = (double)r[0].peak_conns * 1000.0 / (double)sc->latency_ms;
+		printf("volley: %ld sessions held; sessions/latency = %.0f msg/s; reached %.2f of it\n",
+		       r[0].peak_conns, ideal, rate(&r[0]) / ideal);
+	}
+	for (int i = 1; i < n; i++) {
+		if (!r[0].ran || !r[i].ran || rate(&r[i]) <= 0)
+			continue;
+		printf("volley / %s: throughput %.2fx, messages per CPU-second %.2fx, "
+		       "peak RSS %.2fx\n", r[i].peer, rate(&r[0]) / rate(&r[i]),
+		       cpu_k(&r[0]) > 0 ? cpu_k(&r[i]) / cpu_k(&r[0]) : 0,
+		       r[i].peak_rss_kb > 0 ? (double)r[0].peak_rss_kb / (double)r[i].peak_rss_kb
+					    : 0);
+	}
+}
+
+static json_t *result_json(const struct vb_result *r)
+{
+	json_t *series = json_array();
+	for (int i = 0; i < r->nseries; i++)
+		json_array_append_new(series, json_pack("[f, I]", r->st[i], (json_int_t)r->sv[i]));
+	return json_pack("{s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I, "
+			 "s:f, s:f, s:I, s:s, s:o}",
+			 "peer", r->peer, "ran", r->ran, "ok", r->ok, "messages",
+			 (json_int_t)r->messages, "delivered", (json_int_t)r->delivered, "bounced",
+			 (json_int_t)r->bounced, "other", (json_int_t)r->other, "sink_messages",
+			 (json_int_t)r->sink_messages, "seconds", r->seconds, "messages_per_s",
+			 rate(r), "cpu_s", r->cpu_s, "cpu_s_per_1000", cpu_k(r), "peak_rss_kb",
+			 (json_int_t)r->peak_rss_kb, "p50_ms", r->p50_ms, "p99_ms", r->p99_ms,
+			 "peak_conns", (json_int_t)r->peak_conns, "note", r->note,
+			 "sink_messages_over_time", series);
+}
+
+int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_result *r,
+		   int n)
+{
+	char host[256] = "";
+	gethostname(host, sizeof host - 1);
+	json_t *res = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(res, result_json(&r[i]));
+	json_t *j = json_pack(
+		"{s:s, s:f, s:s, s:i, s:{s:I, s:I, s:I, s:b, s:b, s:s, s:I, s:f, s:f, s:f, s:I, "
+		"s:i, s:b, s:I, s:I}, s:o}",
+		"scenario", sc->name, "time", vb_wall(), "host", host, "cores",
+		(int)sysconf(_SC_NPROCESSORS_ONLN), "settings", "recipients",
+		(json_int_t)sc->recipients, "domains", (json_int_t)sc->domains, "message_size",
+		(json_int_t)sc->msg_size, "personalised", sc->personalised, "tls", sc->tls, "dkim",
+		sc->dkim, "latency_ms", (json_int_t)sc->latency_ms, "tempfail", sc->tempfail,
+		"permfail", sc->permfail, "disconnect", sc->disconnect, "sessions",
+		(json_int_t)sc->sessions, "sink_addresses", sc->sink_addrs, "transactional",
+		sc->transactional, "peer_max", (json_int_t)sc->peer_max, "peer_sessions",
+		(json_int_t)sc->peer_sessions, "results", res);
+	int rc = json_dump_file(j, path, JSON_INDENT(2));
+	json_decref(j);
+	if (rc < 0)
+		fprintf(stderr, "volley-bench: cannot write %s\n", path);
+	return rc;
+}
+
+/* Delivered per second over windows of about a hundredth of the run (at
+ * least 0.2 s): short runs still draw a curve, long ones stay smooth. */
+static int write_rates(const char *path, const struct vb_result *r)
+{
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return -1;
+	double end = r->nseries ? r->st[r->nseries - 1] : 0, w = end / 100 > 0.2 ? end / 100 : 0.2;
+	double pt = 0;
+	long pv = 0;
+	fprintf(f, "0 0\n");
+	for (int i = 0; i < r->nseries; i++) {
+		if (r->st[i] - pt < w && i + 1 < r->nseries)
+			continue;
+		if (r->st[i] > pt)
+			fprintf(f, "%.2f %.0f\n", r->st[i], (double)(r->sv[i] - pv) / (r->st[i] - pt));
+		pt = r->st[i];
+		pv = r->sv[i];
+	}
+	return fclose(f);
+}
+
+int vb_report_plot(const char *path, const struct vb_scen *sc, const struct vb_result *r,
+		   int n, const char *dir)
+{
+	char script[PATH_MAX], dat[8][PATH_MAX];
+	snprintf(script, sizeof script, "%s/plot.gp", dir);
+	FILE *f = fopen(script, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "set terminal pngcairo size 1000,520 noenhanced\nset output '%s'\n"
+		   "set title 'volley-bench %s: delivered per second (%ld recipients, %ld B%s%s)'\n"
+		   "set xlabel 'seconds since the first submission'\nset ylabel 'messages/s'\n"
+		   "set grid\nset key top right\nplot ", path, sc->name, sc->recipients,
+		sc->msg_size, sc->tls ? ", STARTTLS" : "", sc->latency_ms ? ", slow sink" : "");
+	int lines = 0;
+	for (int i = 0; i < n && i < 8; i++) {
+		if (!r[i].ran || r[i].nseries == 0)
+			continue;
+		snprintf(dat[i], sizeof dat[i], "%s/rate-%s.dat", dir, r[i].peer);
+		if (write_rates(dat[i], &r[i]) < 0)
+			continue;
+		fprintf(f, "%s'%s' using 1:2 with linespoints lw 2 pt 7 ps 0.4 title '%s'", lines++ ? ", " : "",
+			dat[i], r[i].peer);
+	}
+	fprintf(f, "\n");
+	fclose(f);
+	if (!lines)
+		return -1;
+	if (vb_system("gnuplot '%s' 2>'%s/gnuplot.log'", script, dir) != 0) {
+		fprintf(stderr, "volley-bench: gnuplot failed (see %s/gnuplot.log)\n", dir);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,183 @@
+/*
+ * Scenario files: libconfig, one setting a line (bench/scenarios/NAME.conf).
+ * Unknown settings are errors, so a typo cannot silently bench the default.
+ */
+#include "vbench.h"
+
+#include "../../common/common.h"
+
+#include <libconfig.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const known[] = {
+	"recipients", "domains", "message_size", "personalised", "tls", "dkim",
+	"latency", "tempfail", "permfail", "disconnect", "sessions", "sink_addresses",
+	"sink_threads", "transactional", "submit_rate", "peer_max", "peer_sessions",
+	"timeout", NULL
+};
+
+static void defaults(struct vb_scen *sc)
+{
+	memset(sc, 0, sizeof *sc);
+	sc->recipients = 10000;
+	sc->domains = 100;
+	sc->msg_size = 4096;
+	sc->personalised = true;
+	sc->tls = true;
+	sc->sessions = 100;
+	sc->sink_addrs = 1;
+	sc->sink_threads = 1;
+	sc->peer_max = 100000;
+	sc->peer_sessions = 50;
+	sc->timeout_s = 600;
+}
+
+static int err(const struct vb_scen *sc, const char *key, const char *why)
+{
+	fprintf(stderr, "volley-bench: %s: %s: %s\n", sc->path, key, why);
+	return -1;
+}
+
+static int get_long(config_t *cf, struct vb_scen *sc, const char *key, long *v, long min,
+		    long max)
+{
+	config_setting_t *s = config_lookup(cf, key);
+	if (!s)
+		return 0;
+	if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
+		return err(sc, key, "must be a whole number");
+	long long x = config_setting_get_int64(s);
+	if (x < min || x > max) {
+		char why[96];
+		snprintf(why, sizeof why, "must be from %ld to %ld", min, max);
+		return err(sc, key, why);
+	}
+	*v = (long)x;
+	return 0;
+}
+
+static int get_bool(config_t *cf, struct vb_scen *sc, const char *key, bool *v)
+{
+	config_setting_t *s = config_lookup(cf, key);
+	if (!s)
+		return 0;
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+		return err(sc, key, "must be true or false");
+	*v = config_setting_get_bool(s);
+	return 0;
+}
+
+static const char *get_str(config_t *cf, struct vb_scen *sc, const char *key, int *rc)
+{
+	config_setting_t *s = config_lookup(cf, key);
+	if (!s)
+		return NULL;
+	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		*rc = err(sc, key, "must be a string");
+		return NULL;
+	}
+	return config_setting_get_string(s);
+}
+
+static int parse_strings(config_t *cf, struct vb_scen *sc)
+{
+	int rc = 0;
+	const char *v;
+	uint64_t u;
+
+	if ((v = get_str(cf, sc, "message_size", &rc))) {
+		if (vl_parse_size(v, &u) < 0 || u < 512 || u > 10 << 20)
+			return err(sc, "message_size", "a size from 512 to 10MB, like \"4KB\"");
+		sc->msg_size = (long)u;
+	}
+	if ((v = get_str(cf, sc, "latency", &rc))) {
+		if (vl_parse_duration_ms(v, &u) < 0 || u > 60000)
+			return err(sc, "latency", "a duration up to 60s, like \"50ms\"");
+		sc->latency_ms = (long)u;
+	}
+	if ((v = get_str(cf, sc, "timeout", &rc))) {
+		if (vl_parse_duration_ms(v, &u) < 0 || u < 1000)
+			return err(sc, "timeout", "a duration of at least 1s, like \"10m\"");
+		sc->timeout_s = (long)(u / 1000);
+	}
+	struct { const char *key; double *v; } pct[] = {
+		{ "tempfail", &sc->tempfail }, { "permfail", &sc->permfail },
+		{ "disconnect", &sc->disconnect },
+	};
+	for (size_t i = 0; i < sizeof pct / sizeof *pct; i++)
+		if ((v = get_str(cf, sc, pct[i].key, &rc)) &&
+		    (vl_parse_percent(v, pct[i].v) < 0 || *pct[i].v > 50))
+			return err(sc, pct[i].key, "a percentage up to 50%, like \"5%\"");
+	if ((v = get_str(cf, sc, "dkim", &rc))) {
+		if (strcmp(v, "") && strcmp(v, "ed25519") && strcmp(v, "rsa"))
+			return err(sc, "dkim", "\"\", \"ed25519\" or \"rsa\"");
+		snprintf(sc->dkim, sizeof sc->dkim, "%s", v);
+	}
+	return rc;
+}
+
+static int parse(config_t *cf, struct vb_scen *sc)
+{
+	config_setting_t *root = config_root_setting(cf);
+	for (int i = 0; i < config_setting_length(root); i++) {
+		const char *k = config_setting_name(config_setting_get_elem(root, i));
+		size_t j = 0;
+		while (known[j] && strcmp(known[j], k))
+			j++;
+		if (!known[j])
+			return err(sc, k, "unknown setting");
+	}
+	long addrs = sc->sink_addrs, threads = sc->sink_threads;
+	if (get_long(cf, sc, "recipients", &sc->recipients, 1, 100000000) < 0 ||
+	    get_long(cf, sc, "domains", &sc->domains, 1, 1000000) < 0 ||
+	    get_long(cf, sc, "sessions", &sc->sessions, 1, 100000) < 0 ||
+	    get_long(cf, sc, "sink_addresses", &addrs, 1, VB_MAX_ADDRS) < 0 ||
+	    get_long(cf, sc, "sink_threads", &threads, 1, 64) < 0 ||
+	    get_long(cf, sc, "submit_rate", &sc->submit_rate, 0, 1000000) < 0 ||
+	    get_long(cf, sc, "peer_max", &sc->peer_max, 1, 100000000) < 0 ||
+	    get_long(cf, sc, "peer_sessions", &sc->peer_sessions, 1, 100000) < 0 ||
+	    get_bool(cf, sc, "personalised", &sc->personalised) < 0 ||
+	    get_bool(cf, sc, "tls", &sc->tls) < 0 ||
+	    get_bool(cf, sc, "transactional", &sc->transactional) < 0 || parse_strings(cf, sc) < 0)
+		return -1;
+	sc->sink_addrs = (int)addrs;
+	sc->sink_threads = (int)threads;
+	if (sc->sessions < sc->sink_addrs)
+		return err(sc, "sessions", "at least one per sink address");
+	return 0;
+}
+
+static void resolve_path(const char *arg, const char *src_dir, struct vb_scen *sc)
+{
+	if (strchr(arg, '/') || access(arg, R_OK) == 0)
+		snprintf(sc->path, sizeof sc->path, "%s", arg);
+	else
+		snprintf(sc->path, sizeof sc->path, "%s/bench/scenarios/%s.conf", src_dir, arg);
+	const char *base = strrchr(sc->path, '/');
+	base = base ? base + 1 : sc->path;
+	snprintf(sc->name, sizeof sc->name, "%.*s", (int)strcspn(base, "."), base);
+}
+
+int vb_scen_load(const char *arg, const char *src_dir, struct vb_scen *sc)
+{
+	config_t cf;
+	int rc = -1;
+
+	defaults(sc);
+	resolve_path(arg, src_dir, sc);
+	if (access(sc->path, R_OK) < 0) {
+		fprintf(stderr, "volley-bench: no scenario %s (%s); see bench/scenarios/\n", arg,
+			sc->path);
+		return -1;
+	}
+	config_init(&cf);
+	if (!config_read_file(&cf, sc->path))
+		fprintf(stderr, "volley-bench: %s:%d: %s\n", sc->path, config_error_line(&cf),
+			config_error_text(&cf));
+	else
+		rc = parse(&cf, sc);
+	config_destroy(&cf);
+	return rc;
+}

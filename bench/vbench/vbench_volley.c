@@ -1,0 +1,279 @@
+/*
+ * volley as a peer: volleyd in the run's folder, routed to the sink, the
+ * job submitted through the real API (one NDJSON upload, or one JSON job
+ * per recipient for the transactional scenario), followed until every
+ * recipient has a final outcome. Latency is each Delivery event's time
+ * less the moment its job was submitted, from volleyd's own events files.
+ */
+#include "vbench.h"
+
+#include "../../common/common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct vrun {
+	const struct vb_env *e;
+	struct vb_sink *s;
+	struct vb_result *r;
+	char dir[300], data[320];
+	pid_t pid;
+	struct vb_api *api;
+	json_t *submitted;   /* job id -> submit time (UNIX seconds) */
+};
+
+static int write_config(struct vrun *v)
+{
+	const struct vb_scen *sc = v->e->sc;
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/volley.conf", v->dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return -1;
+	long per_site = sc->sessions / v->s->naddrs;
+	fprintf(f, "data_dir = \"%s\";\nhostname = \"mta1.bench.example\";\n", v->data);
+	/* Nothing resolves: every bench domain has a route (port 9 is discard). */
+	fprintf(f, "dns = { servers = [ \"127.0.0.1:9\" ]; };\n");
+	fprintf(f, "defaults = { retry = [ \"1s\", \"2s\", \"5s\" ]; max_age = \"1h\"; "
+		   "max_messages_per_connection = 100000; };\ndomains = (\n");
+	for (int a = 0; a < v->s->naddrs; a++)
+		fprintf(f, "  { match = \"*.s%d.bench.test\"; route = \"%s:%d\"; tls = \"%s\"; "
+			   "max_connections = %ld; }%s\n", a, v->s->addr[a], v->s->port,
+			sc->tls ? "encrypt" : "none", per_site, a + 1 < v->s->naddrs ? "," : "");
+	fprintf(f, ");\n");
+	if (sc->dkim[0])
+		fprintf(f, "dkim = ( { domain = \"%s\"; selector = \"bench\"; key = \"%s\"; } );\n",
+			v->e->w->sender_domain, v->e->w->dkim_key);
+	return fclose(f);
+}
+
+static int start(struct vrun *v)
+{
+	char bin[PATH_MAX], conf[PATH_MAX], log[400], sock[PATH_MAX];
+	snprintf(v->dir, sizeof v->dir, "%s/volley", v->e->w->dir);
+	snprintf(v->data, sizeof v->data, "%s/data", v->dir);
+	if (mkdir(v->dir, 0755) < 0 && errno != EEXIST)
+		return -1;
+	if (write_config(v) < 0)
+		return -1;
+	snprintf(bin, sizeof bin, "%s/volleyd", v->e->bin_dir);
+	snprintf(conf, sizeof conf, "%s/volley.conf", v->dir);
+	snprintf(log, sizeof log, "%s/volleyd.log", v->dir);
+	snprintf(sock, sizeof sock, "%s/volley.sock", v->data);
+	char *argv[] = { bin, "--foreground", "--config", conf, NULL };
+	v->pid = vb_spawn(argv, log, log);
+	for (int i = 0; i < 500 && access(sock, F_OK) < 0; i++)
+		usleep(10000);
+	if (access(sock, F_OK) < 0) {
+		snprintf(v->r->note, sizeof v->r->note, "volleyd did not start (see %s)", log);
+		return -1;
+	}
+	v->api = vb_api_open(sock);
+	return v->api ? 0 : -1;
+}
+
+/* Sum the counts of every job: one job, or the transactional thousands. */
+static int counts(struct vrun *v, long *total, long *final, long *delivered, long *bounced)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/v1/jobs?limit=%ld", v->e->sc->recipients + 10);
+	json_t *j = vb_api_get(v->api, path), *job;
+	size_t i;
+	if (!j)
+		return -1;
+	*total = *final = *delivered = *bounced = 0;
+	json_array_foreach(json_object_get(j, "jobs"), i, job) {
+		json_t *c = json_object_get(job, "counts");
+		long d = (long)json_integer_value(json_object_get(c, "delivered"));
+		long b = (long)json_integer_value(json_object_get(c, "bounced"));
+		*total += (long)json_integer_value(json_object_get(job, "recipients"));
+		*delivered += d;
+		*bounced += b;
+		*final += d + b;
+		const char *rest[] = { "expired", "cancelled", "suppressed" };
+		for (int k = 0; k < 3; k++)
+			*final += (long)json_integer_value(json_object_get(c, rest[k]));
+	}
+	json_decref(j);
+	return 0;
+}
+
+static int submit_bulk(struct vrun *v)
+{
+	double t = vb_wall();
+	json_t *j = vb_api_post_file(v->api, "/v1/jobs", v->e->w->submit);
+	if (!j)
+		return -1;
+	json_object_set_new(v->submitted, json_string_value(json_object_get(j, "id")),
+			    json_real(t));
+	json_decref(j);
+	return 0;
+}
+
+/* One single-recipient JSON job per line of the list, paced. */
+static int submit_each(struct vrun *v)
+{
+	const struct vb_scen *sc = v->e->sc;
+	json_t *job = json_load_file(v->e->w->job, 0, NULL);
+	FILE *f = fopen(v->e->w->rcpts, "r");
+	char line[1024];
+	double t0 = vb_now();
+	long i = 0;
+	int rc = job && f ? 0 : -1;
+	while (rc == 0 && fgets(line, sizeof line, f)) {
+		if (sc->submit_rate > 0)
+			while (vb_now() < t0 + (double)i / (double)sc->submit_rate)
+				usleep(500);
+		json_t *r = json_loads(line, 0, NULL);
+		json_object_set_new(job, "recipients", json_pack("[o]", r));
+		char *body = json_dumps(job, JSON_COMPACT);
+		double t = vb_wall();
+		json_t *ans = vb_api_post_json(v->api, "/v1/jobs", body);
+		free(body);
+		if (!ans) {
+			rc = -1;
+			break;
+		}
+		json_object_set_new(v->submitted, json_string_value(json_object_get(ans, "id")),
+				    json_real(t));
+		json_decref(ans);
+		vb_progress(v->e, "volley submit", ++i, sc->recipients, vb_now() - t0);
+	}
+	if (f)
+		fclose(f);
+	json_decref(job);
+	return rc;
+}
+
+static int follow(struct vrun *v, double t0)
+{
+	const struct vb_scen *sc = v->e->sc;
+	long total, final, delivered, bounced;
+	double end = vb_now() + (double)sc->timeout_s;
+	for (;;) {
+		if (counts(v, &total, &final, &delivered, &bounced) < 0)
+			return -1;
+		vb_progress(v->e, "volley", final, sc->recipients, vb_now() - t0);
+		if (total == sc->recipients && final == total)
+			break;
+		if (vb_now() > end) {
+			snprintf(v->r->note, sizeof v->r->note, "timed out: %ld of %ld final", final,
+				 sc->recipients);
+			return -1;
+		}
+		usleep(50000);
+	}
+	v->r->delivered = delivered;
+	v->r->bounced = bounced;
+	v->r->other = final - delivered - bounced;
+	return 0;
+}
+
+/* "2026-11-23T17:20:01.123Z" to UNIX seconds. */
+static double iso_time(const char *s)
+{
+	struct tm tm = { 0 };
+	int ms = 0;
+	if (!s || sscanf(s, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+			 &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
+		return -1;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (double)timegm(&tm) + ms / 1000.0;
+}
+
+static void latency_file(struct vrun *v, const char *path, double **ms, size_t *n, size_t *cap)
+{
+	FILE *f = fopen(path, "r");
+	char line[8192];
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		if (strncmp(line, "{\"type\":\"Delivery\"", 18))
+			continue;
+		json_t *ev = json_loads(line, 0, NULL);
+		json_t *sub = json_object_get(v->submitted,
+					      json_string_value(json_object_get(ev, "job")) ?: "");
+		double t = iso_time(json_string_value(json_object_get(ev, "time")));
+		if (sub && t > 0) {
+			if (*n == *cap) {
+				*cap = *cap ? *cap * 2 : 65536;
+				*ms = realloc(*ms, *cap * sizeof **ms);
+			}
+			(*ms)[(*n)++] = (t - json_real_value(sub)) * 1000.0;
+		}
+		json_decref(ev);
+	}
+	fclose(f);
+}
+
+/* After volleyd stopped (its events are on disk). */
+static void latency(struct vrun *v)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300];
+	double *ms = NULL;
+	size_t n = 0, cap = 0;
+	snprintf(dir, sizeof dir, "%s/events", v->data);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		if (strstr(de->d_name, ".jsonl")) {
+			snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+			latency_file(v, path, &ms, &n, &cap);
+		}
+	if (d)
+		closedir(d);
+	vb_percentiles(ms, n, &v->r->p50_ms, &v->r->p99_ms);
+	free(ms);
+}
+
+static int run(struct vrun *v)
+{
+	struct vb_meter m;
+	struct vb_result *r = v->r;
+	if (start(v) < 0)
+		return -1;
+	vb_meter_start(&m, v->pid);
+	vb_sink_mark(v->s);
+	double t0 = vb_now();
+	int rc = v->e->sc->transactional ? submit_each(v) : submit_bulk(v);
+	if (rc == 0)
+		rc = follow(v, t0);
+	vb_progress_end(v->e);
+	/* The sink's count lags its replies by one stats period at most. */
+	if (rc == 0 && !vb_sink_wait(v->s, r->delivered, 2.0))
+		snprintf(r->note, sizeof r->note, "the sink counted fewer than volley delivered");
+	r->seconds = vb_now() - t0;
+	vb_meter_stop(&m, &r->cpu_s, &r->peak_rss_kb);
+	r->sink_messages = vb_sink_messages(v->s);
+	vb_result_series(r, v->s);
+	return rc;
+}
+
+int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
+{
+	struct vrun v = { .e = e, .s = s, .r = r, .submitted = json_object() };
+	snprintf(r->peer, sizeof r->peer, "volley");
+	r->messages = e->sc->recipients;
+	r->p50_ms = r->p99_ms = -1;
+	int rc = run(&v);
+	vb_api_close(v.api);
+	vb_stop(v.pid, 30000);
+	if (rc == 0)
+		latency(&v);
+	json_decref(v.submitted);
+	r->ran = rc == 0;
+	r->ok = rc == 0 && r->delivered + r->bounced + r->other == r->messages &&
+		r->sink_messages == r->delivered;
+	if (rc == 0 && !r->ok && !r->note[0])
+		snprintf(r->note, sizeof r->note, "sink accepted %ld, volley delivered %ld",
+			 r->sink_messages, r->delivered);
+	return rc;
+}
