@@ -74,7 +74,10 @@ static void wait_for_signal(const struct sink_conf *c, struct thread *t,
 				if (next <= now)
 					next = now + c->stats_every_ms;
 			}
-			wait = next - vl_now_ms() + 1;
+			/* Late already (a busy machine): do not let the subtraction wrap
+			 * into a wait of 500 million years. */
+			now = vl_now_ms();
+			wait = next > now ? next - now + 1 : 1;
 		}
 		struct timespec ts = {.tv_sec = (time_t)(wait / 1000),
 				      .tv_nsec = (long)(wait % 1000) * 1000000};
