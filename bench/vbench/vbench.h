@@ -150,6 +150,7 @@ struct vb_result {
 	double cpu_s;             /* CPU seconds of the peer, all its processes */
 	long peak_rss_kb;
 	long peak_conns;          /* sink's most open connections */
+	double sink_cpu_s;        /* CPU seconds the sink used meanwhile */
 	double p50_ms, p99_ms;    /* submit-to-250; < 0 when not measured */
 	int nseries;              /* delivered per second, from the sink */
 	double st[VB_SERIES_MAX];

@@ -119,6 +119,7 @@ static void run_peer(const struct vb_env *e, const char *name, run_fn fn, struct
 	if (fn(&pe, &s, r) < 0 && !r->note[0])
 		snprintf(r->note, sizeof r->note, "failed (see %s)", dir);
 	snprintf(r->peer, sizeof r->peer, "%s", name);
+	r->sink_cpu_s = vb_tree_cpu(s.pid);
 	vb_sink_stop(&s);
 	r->sink_messages = r->sink_messages ? r->sink_messages : s.messages;
 }

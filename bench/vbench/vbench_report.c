@@ -90,9 +90,18 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 	       "p99 ms", "conns", "all counted");
 	for (int i = 0; i < n; i++)
 		row(&r[i]);
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
+		if (r[i].ran && (r[i].bounced || r[i].other))
+			printf("  %s: %ld bounced, %ld expired or otherwise final\n", r[i].peer,
+			       r[i].bounced, r[i].other);
 		if (r[i].ran && r[i].note[0])
 			printf("  %s: %s\n", r[i].peer, r[i].note);
+		if (r[i].ran && r[i].seconds > 0)
+			printf("  %s: the sink used %.1f CPU-seconds (%.0f%% of a core), the peer "
+			       "%.1f (%.0f%%)\n", r[i].peer, r[i].sink_cpu_s,
+			       100 * r[i].sink_cpu_s / r[i].seconds, r[i].cpu_s,
+			       100 * r[i].cpu_s / r[i].seconds);
+	}
 	if (sc->latency_ms && r[0].ran && r[0].peak_conns > 0) {
 		double ideal = (double)r[0].peak_conns * 1000.0 / (double)sc->latency_ms;
 		printf("volley: %ld sessions held; sessions/latency = %.0f msg/s; reached %.2f of it\n",
@@ -115,14 +124,14 @@ static json_t *result_json(const struct vb_result *r)
 	for (int i = 0; i < r->nseries; i++)
 		json_array_append_new(series, json_pack("[f, I]", r->st[i], (json_int_t)r->sv[i]));
 	return json_pack("{s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I, "
-			 "s:f, s:f, s:I, s:s, s:o}",
+			 "s:f, s:f, s:I, s:f, s:s, s:o}",
 			 "peer", r->peer, "ran", r->ran, "ok", r->ok, "messages",
 			 (json_int_t)r->messages, "delivered", (json_int_t)r->delivered, "bounced",
 			 (json_int_t)r->bounced, "other", (json_int_t)r->other, "sink_messages",
 			 (json_int_t)r->sink_messages, "seconds", r->seconds, "messages_per_s",
 			 rate(r), "cpu_s", r->cpu_s, "cpu_s_per_1000", cpu_k(r), "peak_rss_kb",
 			 (json_int_t)r->peak_rss_kb, "p50_ms", r->p50_ms, "p99_ms", r->p99_ms,
-			 "peak_conns", (json_int_t)r->peak_conns, "note", r->note,
+			 "peak_conns", (json_int_t)r->peak_conns, "sink_cpu_s", r->sink_cpu_s, "note", r->note,
 			 "sink_messages_over_time", series);
 }
 

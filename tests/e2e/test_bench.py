@@ -1,0 +1,106 @@
+"""volley-bench end to end: scenarios shrunk to a few thousand recipients,
+run through volleyd and volley-sink for real; the JSON result must account
+for every recipient, agree with the sink, and carry sane figures. Bad
+scenarios are refused with the setting named."""
+
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.path.abspath(os.environ.get("VOLLEY_BUILD", os.path.join(ROOT, "build")))
+BENCH = os.path.join(BUILD, "volley-bench")
+
+
+def bench(*args, timeout=300):
+    return subprocess.run([BENCH, "--bin", BUILD, "--src", ROOT, "--no-plot", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class BenchTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="volley-bench-test.")
+        self.out = os.path.join(self.tmp.name, "r")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def run_scenario(self, *args):
+        p = bench(*args, "--out", self.out)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        with open(self.out + ".json") as f:
+            return json.load(f), p.stdout
+
+    def check_volley(self, res, n):
+        v = res["results"][0]
+        self.assertEqual(v["peer"], "volley")
+        self.assertTrue(v["ran"] and v["ok"], v["note"])
+        self.assertEqual(v["messages"], n)
+        self.assertEqual(v["delivered"] + v["bounced"] + v["other"], n)
+        self.assertEqual(v["sink_messages"], v["delivered"])
+        self.assertGreater(v["messages_per_s"], 0)
+        self.assertGreater(v["cpu_s"], 0)
+        self.assertGreater(v["peak_rss_kb"], 1000)
+        self.assertGreater(v["peak_conns"], 0)
+        self.assertGreaterEqual(v["p99_ms"], v["p50_ms"])
+        self.assertGreater(v["p50_ms"], 0)
+        series = v["sink_messages_over_time"]
+        self.assertTrue(series, "no samples of the sink's count")
+        self.assertEqual(series[-1][1], v["delivered"])
+        return v
+
+    def test_small(self):
+        res, out = self.run_scenario("small", "--recipients", "2000")
+        self.assertEqual(res["scenario"], "small")
+        self.assertEqual(res["settings"]["recipients"], 2000)
+        v = self.check_volley(res, 2000)
+        self.assertEqual(v["delivered"], 2000)
+        self.assertIn("msg/s", out)
+        self.assertRegex(out, r"volley\s+2000\s+2000\s")
+
+    def test_faults_every_recipient_final(self):
+        res, out = self.run_scenario("faults", "--recipients", "3000")
+        v = self.check_volley(res, 3000)
+        # 1 % of RCPTs fail for good: some bounce, the 4xx and resets retry.
+        self.assertGreater(v["bounced"], 0)
+        self.assertGreater(v["delivered"], 2800)
+        self.assertIn("bounced", out)
+
+    def test_transactional_latency(self):
+        res, _ = self.run_scenario("transactional", "--recipients", "100")
+        v = self.check_volley(res, 100)
+        self.assertEqual(v["delivered"], 100)
+        self.assertLess(v["p50_ms"], 5000)
+
+    def test_plot(self):
+        p = subprocess.run([BENCH, "--bin", BUILD, "--src", ROOT, "small", "--recipients",
+                            "500", "--out", self.out], capture_output=True, text=True,
+                           timeout=300)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        with open(self.out + ".png", "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_bad_scenarios(self):
+        path = os.path.join(self.tmp.name, "typo.conf")
+        with open(path, "w") as f:
+            f.write("recipients = 10;\nrecipents = 5;\n")
+        p = bench(path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("recipents: unknown setting", p.stderr)
+        with open(path, "w") as f:
+            f.write('recipients = 10;\ntempfail = "70%";\n')
+        p = bench(path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("tempfail", p.stderr)
+        p = bench("no-such-scenario")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("no scenario no-such-scenario", p.stderr)
+        p = bench("small", "--compare", "sendmail")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("postfix or nodemailer", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
