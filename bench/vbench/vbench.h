@@ -177,6 +177,8 @@ struct vb_env {
 int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
 int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
 int vb_run_nodemailer(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
+/* volley-blast, the clear-text pre-rendered ceiling (vbench_blast.c). */
+int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
 
 /* Progress line on stderr when on a terminal: "peer  done/total  rate". */
 void vb_progress(const struct vb_env *e, const char *peer, long done, long total,

@@ -29,11 +29,12 @@ struct opts {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: volley-bench SCENARIO [--compare postfix|nodemailer]... [--recipients N]\n"
+		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|blast]... [--recipients N]\n"
 		"                    [--peer-max N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
 		"             transactional) or a scenario file\n"
-		"  --compare  also run the workload through this peer (repeatable)\n"
+		"  --compare  also run the workload through this peer (repeatable); blast is\n"
+		"             volley-blast, a pre-rendered clear-text ceiling\n"
 		"  --recipients, --peer-max  override the scenario's counts\n"
 		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
 		"  --keep     keep the run's temporary folder (logs, spools)\n");
@@ -53,9 +54,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			if (strcmp(optarg, "postfix") && strcmp(optarg, "nodemailer")) {
-				fprintf(stderr, "volley-bench: --compare: postfix or nodemailer, not %s\n",
-					optarg);
+			if (strcmp(optarg, "postfix") && strcmp(optarg, "nodemailer") &&
+			    strcmp(optarg, "blast")) {
+				fprintf(stderr, "volley-bench: --compare: postfix, nodemailer or blast, "
+					"not %s\n", optarg);
 				return -1;
 			}
 			if (o->npeers < MAX_PEERS)
@@ -99,7 +101,8 @@ typedef int (*run_fn)(const struct vb_env *, struct vb_sink *, struct vb_result 
 
 static run_fn peer_fn(const char *name)
 {
-	return !strcmp(name, "postfix") ? vb_run_postfix : vb_run_nodemailer;
+	return !strcmp(name, "postfix") ? vb_run_postfix
+	       : !strcmp(name, "blast") ? vb_run_blast : vb_run_nodemailer;
 }
 
 /* One peer: its own folder and its own sink. */

@@ -99,7 +99,7 @@ class BenchTest(unittest.TestCase):
         self.assertIn("no scenario no-such-scenario", p.stderr)
         p = bench("small", "--compare", "sendmail")
         self.assertEqual(p.returncode, 2)
-        self.assertIn("postfix or nodemailer", p.stderr)
+        self.assertIn("postfix, nodemailer or blast", p.stderr)
 
 
 if __name__ == "__main__":
