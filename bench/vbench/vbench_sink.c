@@ -6,11 +6,13 @@
  */
 #include "vbench.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static void sink_args(const struct vb_scen *sc, struct vb_sink *s, char **argv, int *argc,
@@ -92,6 +94,34 @@ static void *follow(void *arg)
 	return NULL;
 }
 
+/* Free on every sink address: probed without SO_REUSEPORT, so a sink of
+ * another run (which listens with it) makes the bind fail instead of
+ * silently sharing its connections with ours. */
+static bool port_free(const struct vb_sink *s, int port)
+{
+	for (int i = 0; i < s->naddrs; i++) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		bool ok = fd >= 0 && inet_pton(AF_INET, s->addr[i], &a.sin_addr) == 1 &&
+			  bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+		if (fd >= 0)
+			close(fd);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+static int pick_port(const struct vb_sink *s)
+{
+	for (int i = 0; i < 50; i++) {
+		int port = vb_free_port();
+		if (port > 0 && port_free(s, port))
+			return port;
+	}
+	return -1;
+}
+
 int vb_sink_start(const struct vb_scen *sc, const char *dir, const char *bin_dir,
 		  struct vb_sink *s)
 {
@@ -104,7 +134,7 @@ int vb_sink_start(const struct vb_scen *sc, const char *dir, const char *bin_dir
 	s->naddrs = sc->sink_addrs;
 	for (int i = 0; i < s->naddrs; i++)
 		snprintf(s->addr[i], sizeof s->addr[i], "127.0.0.%d", 21 + i);
-	s->port = vb_free_port();
+	s->port = pick_port(s);
 	snprintf(bin, sizeof bin, "%s/volley-sink", bin_dir);
 	snprintf(log, sizeof log, "%s/sink.log", dir);
 	argv[argc++] = bin;
