@@ -68,9 +68,25 @@ struct sched_events_reader {
 
 /* ---- format ---- */
 
+/* An event a delivery: formatted with appends, not printf (whose parsing
+ * of the format was 6% of volleyd's CPU in a bulk run). */
 static void key(struct vl_buf *b, const char *name)
 {
-	vl_buf_printf(b, ",\"%s\":", name);
+	vl_buf_appends(b, ",\"");
+	vl_buf_appends(b, name);
+	vl_buf_appends(b, "\":");
+}
+
+/* n in decimal, at least width digits (zero-padded). */
+static void num(struct vl_buf *b, unsigned long long n, int width)
+{
+	char d[24];
+	int i = sizeof d;
+	do {
+		d[--i] = (char)('0' + n % 10);
+		n /= 10;
+	} while (n || (int)sizeof d - i < width);
+	vl_buf_append(b, d + i, sizeof d - (size_t)i);
 }
 
 static void str_field(struct vl_buf *b, const char *name, const char *v)
@@ -85,11 +101,16 @@ static void iso_ms(struct vl_buf *b, double t)
 	long long ms = t > 0 ? llround(t * 1000.0) : 0;
 	time_t s = (time_t)(ms / 1000);
 	struct tm tm;
-	char out[40];
 
 	gmtime_r(&s, &tm);
-	strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
-	vl_buf_printf(b, "\"%s.%03lldZ\"", out, ms % 1000);
+	const int part[] = { tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+			     tm.tm_min, tm.tm_sec, (int)(ms % 1000) };
+	const char sep[] = "\"--T::.";
+	for (int i = 0; i < 7; i++) {
+		vl_buf_append(b, &sep[i], 1);
+		num(b, (unsigned long long)part[i], i == 0 ? 4 : i == 6 ? 3 : 2);
+	}
+	vl_buf_appends(b, "Z\"");
 }
 
 static void response(struct vl_buf *b, const struct sched_event *ev)
@@ -99,7 +120,9 @@ static void response(struct vl_buf *b, const struct sched_event *ev)
 		vl_buf_appends(b, "null");
 		return;
 	}
-	vl_buf_printf(b, "{\"code\":%d,\"enhanced\":", ev->code);
+	vl_buf_appends(b, "{\"code\":");
+	num(b, (unsigned long long)ev->code, 1);
+	vl_buf_appends(b, ",\"enhanced\":");
 	vl_buf_json_string(b, ev->enhanced && *ev->enhanced ? ev->enhanced : NULL);
 	vl_buf_appends(b, ",\"text\":");
 	vl_buf_json_string(b, ev->text);
@@ -117,8 +140,8 @@ static void tls(struct vl_buf *b, const struct sched_event *ev)
 	vl_buf_json_string(b, ev->tls_version);
 	vl_buf_appends(b, ",\"cipher\":");
 	vl_buf_json_string(b, ev->tls_cipher);
-	vl_buf_printf(b, ",\"verified\":%s,\"dane\":%s}", ev->tls_verified ? "true" : "false",
-		      ev->tls_dane ? "true" : "false");
+	vl_buf_appends(b, ev->tls_verified ? ",\"verified\":true" : ",\"verified\":false");
+	vl_buf_appends(b, ev->tls_dane ? ",\"dane\":true}" : ",\"dane\":false}");
 }
 
 /* type, time and job come first, in that order: readers find the job by
@@ -136,11 +159,14 @@ void sched_event_format(const struct sched_event *ev, struct vl_buf *out)
 	str_field(out, "mx", ev->mx);
 	str_field(out, "peer_address", ev->peer_address);
 	str_field(out, "source_address", ev->source_address);
-	vl_buf_printf(out, ",\"attempt\":%u", ev->attempt);
+	key(out, "attempt");
+	num(out, ev->attempt, 1);
 	response(out, ev);
 	str_field(out, "bounce_class", sched_bounce_class_name(ev->bounce_class));
 	tls(out, ev);
-	vl_buf_printf(out, ",\"size\":%zu}\n", ev->size);
+	key(out, "size");
+	num(out, ev->size, 1);
+	vl_buf_appends(out, "}\n");
 }
 
 /* ---- files ---- */
