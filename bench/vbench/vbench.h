@@ -64,12 +64,18 @@ void vb_rcpt_domain(const struct vb_scen *sc, long i, char *out, size_t len);
 /* ---- processes (vbench_proc.c) ---- */
 /* fork+exec argv; stdout/stderr to these files (NULL: /dev/null). */
 pid_t vb_spawn(char *const argv[], const char *out, const char *err);
+/* SIGTERM to every process group vb_spawn started and vb_stop has not
+ * stopped: for a signal handler (async-signal-safe). */
+void vb_kill_all(void);
+/* Have vb_kill_all also SIGTERM this process (add) or no longer (!add). */
+void vb_kill_also(pid_t pid, bool add);
 /* SIGTERM, wait up to grace_ms, then SIGKILL; reaps. */
 void vb_stop(pid_t pid, int grace_ms);
 /* CPU seconds (user+sys) of pid, its reaped children and its live
  * descendants. */
 double vb_tree_cpu(pid_t root);
-/* Resident set of pid and its live descendants, KiB. */
+/* Memory of pid and its live descendants, KiB: a lone process's resident
+ * set, a tree's summed proportional set size (shared pages counted once). */
 long vb_tree_rss(pid_t root);
 /* Peak resident set (VmHWM) of one process, KiB. */
 long vb_hwm(pid_t pid);

@@ -151,8 +151,9 @@ static void outputs(const struct opts *o, const struct vb_scen *sc, struct vb_re
 static void on_signal(int sig)
 {
 	(void)sig;
-	/* Children are in their own process groups; the peers' code stops them
-	 * on its way out, so only end the waits here. */
+	/* The children lead their own process groups (a Ctrl-C reaches only
+	 * us): stop them all, then leave. */
+	vb_kill_all();
 	_exit(130);
 }
 
@@ -174,6 +175,7 @@ int main(int argc, char **argv)
 	if (o.peer_max > 0)
 		sc.peer_max = o.peer_max;
 	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (!mkdtemp(dir)) {

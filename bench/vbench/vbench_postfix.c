@@ -299,8 +299,8 @@ static int vb_pf_wait_ready(struct vb_pf *p, char *why, size_t len)
 				snprintf(why, len, "`postfix -c %.300s start-fg` ended", p->etc);
 			return -1;
 		}
-		if (!p->master)
-			p->master = vb_pf_read_pid(p);
+		if (!p->master && (p->master = vb_pf_read_pid(p)))
+			vb_kill_also(p->master, true);   /* a Ctrl-C stops it too */
 		if (p->master && vb_wait_port("127.0.0.1", p->port, 50))
 			return 0;
 		usleep(50000);
@@ -347,6 +347,7 @@ static void vb_pf_stop(struct vb_pf *p)
 	p->sh = 0;
 	if (p->master && vb_pf_read_pid(p) == p->master)
 		kill(p->master, SIGKILL);
+	vb_kill_also(p->master, false);
 	p->master = 0;
 }
 

@@ -30,9 +30,50 @@ static void redirect(int to, const char *path)
 	}
 }
 
+/* What is running, for vb_kill_all from a signal handler. */
+#define MAX_LIVE 64
+static volatile pid_t live[MAX_LIVE];
+
+static void live_set(pid_t old, pid_t new)
+{
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (live[i] == old) {
+			live[i] = new;
+			return;
+		}
+}
+
+/* Processes that are not our children but must not outlive us (a
+ * daemon that left our process group, such as Postfix's master). */
+static volatile pid_t also[MAX_LIVE];
+
+void vb_kill_also(pid_t pid, bool add)
+{
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (also[i] == (add ? 0 : pid)) {
+			also[i] = add ? pid : 0;
+			return;
+		}
+}
+
+void vb_kill_all(void)
+{
+	for (int i = 0; i < MAX_LIVE; i++)
+		if (also[i] > 0)
+			kill(also[i], SIGTERM);
+	/* Each child leads its own process group: this reaches its children
+	 * too (Postfix's master and the processes it started). */
+	for (int i = 0; i < MAX_LIVE; i++)
+		/* Still our child (not reaped by a peer's own waitpid)? */
+		if (live[i] > 0 && waitpid(live[i], NULL, WNOHANG) == 0)
+			kill(-live[i], SIGTERM);
+}
+
 pid_t vb_spawn(char *const argv[], const char *out, const char *err)
 {
 	pid_t pid = fork();
+	if (pid > 0)
+		live_set(0, pid);
 	if (pid != 0)
 		return pid;
 	int in = open("/dev/null", O_RDONLY);
@@ -52,6 +93,7 @@ void vb_stop(pid_t pid, int grace_ms)
 {
 	if (pid <= 0)
 		return;
+	live_set(pid, 0);
 	kill(pid, SIGTERM);
 	for (int waited = 0; waited < grace_ms; waited += 10) {
 		if (waitpid(pid, NULL, WNOHANG) == pid)
@@ -162,16 +204,43 @@ static long status_kb(pid_t pid, const char *key)
 	return kb;
 }
 
-static void add_rss(pid_t pid, void *arg)
+/* Proportional set size: shared pages divided among their sharers, so the
+ * 80 processes of a Postfix that share its libraries count them once. */
+static long pss_kb(pid_t pid)
 {
-	*(long *)arg += status_kb(pid, "VmRSS");
+	char path[64], line[256];
+	long kb = 0;
+	snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return status_kb(pid, "VmRSS");
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, "Pss:", 4)) {
+			kb = atol(line + 4);
+			break;
+		}
+	fclose(f);
+	return kb;
+}
+
+struct tree_mem {
+	long kb;
+	int n;
+};
+
+static void add_pss(pid_t pid, void *arg)
+{
+	struct tree_mem *m = arg;
+	m->kb += pss_kb(pid);
+	m->n++;
 }
 
 long vb_tree_rss(pid_t root)
 {
-	long kb = status_kb(root, "VmRSS");
-	each_descendant(root, add_rss, &kb);
-	return kb;
+	struct tree_mem m = { 0, 0 };
+	each_descendant(root, add_pss, &m);
+	/* A lone process: its resident set, as top shows it. */
+	return m.n ? m.kb + pss_kb(root) : status_kb(root, "VmRSS");
 }
 
 long vb_hwm(pid_t pid)

@@ -108,8 +108,11 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 		       r[0].peak_conns, ideal, rate(&r[0]) / ideal);
 	}
 	for (int i = 1; i < n; i++) {
-		if (!r[0].ran || !r[i].ran || rate(&r[i]) <= 0)
+		if (!r[0].ok || !r[i].ok || rate(&r[i]) <= 0) {
+			printf("volley / %s: no ratio (a run did not account for every message)\n",
+			       r[i].peer);
 			continue;
+		}
 		printf("volley / %s: throughput %.2fx, messages per CPU-second %.2fx, "
 		       "peak RSS %.2fx\n", r[i].peer, rate(&r[0]) / rate(&r[i]),
 		       cpu_k(&r[0]) > 0 ? cpu_k(&r[i]) / cpu_k(&r[0]) : 0,
