@@ -10,14 +10,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static int wait_blast(const struct vb_env *e, struct vb_sink *s, pid_t pid, long n,
-		      double t0, int *status)
+		      double t0, int *status, long *maxrss_kb)
 {
 	double end = t0 + (double)e->sc->timeout_s;
-	while (waitpid(pid, status, WNOHANG) == 0) {
+	struct rusage ru = { 0 };
+	while (wait4(pid, status, WNOHANG, &ru) == 0) {
 		vb_progress(e, "blast", vb_sink_messages(s), n, vb_now() - t0);
 		if (vb_now() > end) {
 			vb_stop(pid, 1000);
@@ -25,6 +27,7 @@ static int wait_blast(const struct vb_env *e, struct vb_sink *s, pid_t pid, long
 		}
 		usleep(20000);
 	}
+	*maxrss_kb = ru.ru_maxrss;
 	return 0;
 }
 
@@ -51,11 +54,13 @@ int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 	double t0 = vb_now();
 	pid_t pid = vb_spawn(argv, NULL, out);
 	vb_meter_start(&m, pid);
-	int rc = wait_blast(e, s, pid, n, t0, &status);
-	/* It has been reaped, so /proc no longer has its times: the CPU figure
-	 * comes from the line it printed (getrusage), the peak RSS from the
-	 * meter's samples. */
+	long maxrss = 0;
+	int rc = wait_blast(e, s, pid, n, t0, &status, &maxrss);
+	/* It has been reaped, so /proc no longer has its figures: the CPU comes
+	 * from the line it printed (getrusage), the peak RSS from wait4. */
 	vb_meter_stop(&m, &r->cpu_s, &r->peak_rss_kb);
+	if (maxrss > r->peak_rss_kb)
+		r->peak_rss_kb = maxrss;
 	if (rc == 0 && !vb_sink_wait(s, n, 5.0))
 		rc = -1;
 	vb_progress_end(e);
