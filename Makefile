@@ -40,7 +40,8 @@ API_OBJ    := $(call obj,$(API_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
-         $(BUILD)/volley-compose $(BUILD)/volley-resolve $(BUILD)/volley-dkim-bench
+         $(BUILD)/volley-compose $(BUILD)/volley-resolve $(BUILD)/volley-dkim-bench \
+         $(BUILD)/volley-bench
 UNIT  := $(BUILD)/tests/unit
 
 .PHONY: all deps test asan bench demo fuzz clean
@@ -122,6 +123,12 @@ bench: all
 	@bench/dkim.sh
 	@bench/dkim-e2e.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
+	@echo "== volley-bench: every scenario, end to end, with its peers (docs/bench.md)"
+	@$(BUILD)/volley-bench small --compare postfix --compare nodemailer --compare blast
+	@$(BUILD)/volley-bench newsletter --compare postfix --compare nodemailer --compare blast
+	@$(BUILD)/volley-bench latency --compare nodemailer --compare blast
+	@$(BUILD)/volley-bench faults --compare postfix
+	@$(BUILD)/volley-bench transactional --compare postfix
 
 demo: all
 	@scripts/demo.sh

@@ -1,14 +1,14 @@
 #!/bin/sh
 # Install what volley needs from Debian's packages; quiet and idempotent.
-#   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --bench  also the benchmark peers (postfix) and gnuplot
+#   scripts/install-deps.sh          build + test dependencies (postfix and
+#                                    gnuplot too: volley-bench's tests use them)
+#   scripts/install-deps.sh --bench  the same (kept for older callers)
 set -eu
 
 PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
 libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
-curl unbound python3-dkim opendkim-tools"
-[ "${1:-}" = "--bench" ] && PKGS="$PKGS postfix gnuplot-nox"
+curl unbound python3-dkim opendkim-tools postfix gnuplot-nox"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""

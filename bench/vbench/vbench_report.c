@@ -175,11 +175,11 @@ static int write_rates(const char *path, const struct vb_result *r)
 	double end = r->nseries ? r->st[r->nseries - 1] : 0, w = end / 100 > 0.2 ? end / 100 : 0.2;
 	double pt = 0;
 	long pv = 0;
-	fprintf(f, "0 0\n");
 	for (int i = 0; i < r->nseries; i++) {
 		if (r->st[i] - pt < w && i + 1 < r->nseries)
 			continue;
-		if (r->st[i] > pt)
+		/* The y axis is logarithmic: a window without deliveries is left out. */
+		if (r->st[i] > pt && r->sv[i] > pv)
 			fprintf(f, "%.2f %.0f\n", r->st[i], (double)(r->sv[i] - pv) / (r->st[i] - pt));
 		pt = r->st[i];
 		pv = r->sv[i];
@@ -197,8 +197,9 @@ int vb_report_plot(const char *path, const struct vb_scen *sc, const struct vb_r
 		return -1;
 	fprintf(f, "set terminal pngcairo size 1000,520 noenhanced\nset output '%s'\n"
 		   "set title 'volley-bench %s: delivered per second (%ld recipients, %ld B%s%s)'\n"
-		   "set xlabel 'seconds since the first submission'\nset ylabel 'messages/s'\n"
-		   "set grid\nset key top right\nplot ", path, sc->name, sc->recipients,
+		   "set xlabel 'seconds since the first submission'\n"
+		   "set ylabel 'messages/s (log scale)'\nset logscale y\n"
+		   "set grid\nset key outside right\nplot ", path, sc->name, sc->recipients,
 		sc->msg_size, sc->tls ? ", STARTTLS" : "", sc->latency_ms ? ", slow sink" : "");
 	int lines = 0;
 	for (int i = 0; i < n && i < 8; i++) {

@@ -19,6 +19,17 @@ def bench(*args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def procs_in(prefix):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink("/proc/%s/cwd" % pid).startswith(prefix):
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
 class BenchTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="volley-bench-test.")
@@ -81,6 +92,28 @@ class BenchTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         with open(self.out + ".png", "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_compare_peers(self):
+        """Postfix (installed from Debian's packages, a private instance) and
+        Nodemailer (installed from npm on first use) send the same workload;
+        every message is counted on both sides and the ratios are printed."""
+        res, out = self.run_scenario("small", "--recipients", "300", "--compare", "postfix",
+                                     "--compare", "nodemailer", "--compare", "blast")
+        self.check_volley(res, 300)
+        peers = {r["peer"]: r for r in res["results"][1:]}
+        self.assertEqual(sorted(peers), ["blast", "nodemailer", "postfix"])
+        for name, r in peers.items():
+            self.assertTrue(r["ran"] and r["ok"], "%s: %s" % (name, r["note"]))
+            self.assertEqual(r["delivered"], 300, name)
+            self.assertEqual(r["sink_messages"], 300, name)
+            self.assertGreater(r["cpu_s"], 0, name)
+            self.assertGreater(r["peak_rss_kb"], 0, name)
+            self.assertRegex(out, r"volley / %s: throughput [0-9.]+x" % name)
+        self.assertGreater(peers["postfix"]["p99_ms"], 0)
+        self.assertGreater(peers["nodemailer"]["p50_ms"], 0)
+        # Nothing is left running in a run's folder (Postfix's processes
+        # work in its queue directory there).
+        self.assertEqual(procs_in("/tmp/volley-bench."), [])
 
     def test_bad_scenarios(self):
         path = os.path.join(self.tmp.name, "typo.conf")
