@@ -157,6 +157,7 @@ struct vb_result {
 	long peak_rss_kb;
 	long peak_conns;          /* sink's most open connections */
 	double sink_cpu_s;        /* CPU seconds the sink used meanwhile */
+	double intake_s;          /* volley: upload to 202 (durable); 0: n/a */
 	double p50_ms, p99_ms;    /* submit-to-250; < 0 when not measured */
 	int nseries;              /* delivered per second, from the sink */
 	double st[VB_SERIES_MAX];

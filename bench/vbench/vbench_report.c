@@ -96,6 +96,9 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 			       r[i].bounced, r[i].other);
 		if (r[i].ran && r[i].note[0])
 			printf("  %s: %s\n", r[i].peer, r[i].note);
+		if (r[i].ran && r[i].intake_s > 0)
+			printf("  %s: the job of %ld recipients was durable (202) %.2f s after its "
+			       "upload began\n", r[i].peer, r[i].messages, r[i].intake_s);
 		if (r[i].ran && r[i].seconds > 0)
 			printf("  %s: the sink used %.1f CPU-seconds (%.0f%% of a core), the peer "
 			       "%.1f (%.0f%%)\n", r[i].peer, r[i].sink_cpu_s,
@@ -127,14 +130,15 @@ static json_t *result_json(const struct vb_result *r)
 	for (int i = 0; i < r->nseries; i++)
 		json_array_append_new(series, json_pack("[f, I]", r->st[i], (json_int_t)r->sv[i]));
 	return json_pack("{s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I, "
-			 "s:f, s:f, s:I, s:f, s:s, s:o}",
+			 "s:f, s:f, s:I, s:f, s:f, s:s, s:o}",
 			 "peer", r->peer, "ran", r->ran, "ok", r->ok, "messages",
 			 (json_int_t)r->messages, "delivered", (json_int_t)r->delivered, "bounced",
 			 (json_int_t)r->bounced, "other", (json_int_t)r->other, "sink_messages",
 			 (json_int_t)r->sink_messages, "seconds", r->seconds, "messages_per_s",
 			 rate(r), "cpu_s", r->cpu_s, "cpu_s_per_1000", cpu_k(r), "peak_rss_kb",
 			 (json_int_t)r->peak_rss_kb, "p50_ms", r->p50_ms, "p99_ms", r->p99_ms,
-			 "peak_conns", (json_int_t)r->peak_conns, "sink_cpu_s", r->sink_cpu_s, "note", r->note,
+			 "peak_conns", (json_int_t)r->peak_conns, "sink_cpu_s", r->sink_cpu_s, "intake_s",
+			 r->intake_s, "note", r->note,
 			 "sink_messages_over_time", series);
 }
 

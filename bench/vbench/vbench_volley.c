@@ -107,10 +107,11 @@ static int counts(struct vrun *v, long *total, long *final, long *delivered, lon
 
 static int submit_bulk(struct vrun *v)
 {
-	double t = vb_wall();
+	double t = vb_wall(), t0 = vb_now();
 	json_t *j = vb_api_post_file(v->api, "/v1/jobs", v->e->w->submit);
 	if (!j)
 		return -1;
+	v->r->intake_s = vb_now() - t0;
 	json_object_set_new(v->submitted, json_string_value(json_object_get(j, "id")),
 			    json_real(t));
 	json_decref(j);

@@ -68,6 +68,9 @@ class BenchTest(unittest.TestCase):
         self.assertEqual(res["settings"]["recipients"], 2000)
         v = self.check_volley(res, 2000)
         self.assertEqual(v["delivered"], 2000)
+        self.assertGreater(v["intake_s"], 0)
+        self.assertLess(v["intake_s"], v["seconds"])
+        self.assertIn("was durable (202)", out)
         self.assertIn("msg/s", out)
         self.assertRegex(out, r"volley\s+2000\s+2000\s")
 
