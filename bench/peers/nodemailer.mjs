@@ -136,10 +136,11 @@ function route(email, n) {
 	return a < n ? a : 0;
 }
 
+// Nearest rank, as volley-bench's own vb_percentiles.
 function pct(ms, n, p) {
 	if (n === 0)
 		return -1;
-	return ms[Math.min(n - 1, Math.floor(p * n))];
+	return ms[Math.max(0, Math.ceil(p * n) - 1)];
 }
 
 async function run(a) {
@@ -179,6 +180,12 @@ async function run(a) {
 		if (!line.trim())
 			continue;
 		i++;
+		// A transactional scenario submits at its rate, as volley's jobs are.
+		if (a.rate > 0) {
+			const due = start + (i - 1) * 1000 / a.rate - performance.now();
+			if (due > 0)
+				await new Promise((res) => setTimeout(res, due));
+		}
 		let p;
 		while ((p = until(window)))
 			await p;

@@ -74,11 +74,9 @@ void vb_stop(pid_t pid, int grace_ms);
 /* CPU seconds (user+sys) of pid, its reaped children and its live
  * descendants. */
 double vb_tree_cpu(pid_t root);
-/* Memory of pid and its live descendants, KiB: a lone process's resident
- * set, a tree's summed proportional set size (shared pages counted once). */
+/* Memory of pid and its live descendants, KiB: their summed proportional
+ * set size (shared pages counted once). */
 long vb_tree_rss(pid_t root);
-/* Peak resident set (VmHWM) of one process, KiB. */
-long vb_hwm(pid_t pid);
 double vb_now(void);     /* monotonic seconds */
 double vb_wall(void);    /* UNIX time, seconds */
 int vb_free_port(void);
@@ -115,6 +113,7 @@ struct vb_sink {
 	long messages, recipients, conns_open, conns_peak, replies_4xx, replies_5xx, drops;
 	/* messages accepted, sampled every 100 ms: (time since start, count) */
 	double t0;
+	double cpu_mark;                   /* the sink's CPU seconds at the mark */
 	int nseries;
 	double st[VB_SERIES_MAX];
 	long sv[VB_SERIES_MAX];

@@ -31,6 +31,20 @@ static int wait_blast(const struct vb_env *e, struct vb_sink *s, pid_t pid, long
 	return 0;
 }
 
+/* Its figures are the last line it printed (diagnostics may come first). */
+static json_t *last_json_line(const char *path)
+{
+	char line[1024], last[1024] = "";
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof line, f))
+		if (line[0] == '{')
+			memcpy(last, line, sizeof last);
+	fclose(f);
+	return json_loads(last, 0, NULL);
+}
+
 int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 {
 	const struct vb_scen *sc = e->sc;
@@ -53,6 +67,10 @@ int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 	vb_sink_mark(s);
 	double t0 = vb_now();
 	pid_t pid = vb_spawn(argv, NULL, out);
+	if (pid < 0) {
+		snprintf(r->note, sizeof r->note, "cannot start %.400s", bin);
+		return -1;
+	}
 	vb_meter_start(&m, pid);
 	long maxrss = 0;
 	int rc = wait_blast(e, s, pid, n, t0, &status, &maxrss);
@@ -66,7 +84,7 @@ int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 	vb_progress_end(e);
 	r->seconds = vb_now() - t0;
 	r->sink_messages = vb_sink_messages(s);
-	json_t *j = json_load_file(out, 0, NULL);
+	json_t *j = last_json_line(out);
 	r->delivered = (long)json_integer_value(json_object_get(j, "messages"));
 	double cpu_us = json_number_value(json_object_get(j, "cpu_us_per_msg"));
 	r->cpu_s = cpu_us * (double)r->delivered / 1e6;

@@ -76,6 +76,11 @@ static json_t *request(struct vb_api *a, const char *method, const char *path,
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &acc);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	/* A wedged daemon fails the run instead of hanging it: a minute without
+	 * a byte either way ends the request (an upload moves all the time). */
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
 	if (ctype) {
 		char hdr[128];
 		snprintf(hdr, sizeof hdr, "Content-Type: %s", ctype);

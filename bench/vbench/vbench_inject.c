@@ -228,7 +228,7 @@ static int read_reply(struct conn *c, char *text, size_t cap, bool *seen_pipelin
 			return -1;
 		if (strlen(line) < 3 || line[0] < '1' || line[0] > '5')
 			return -1;
-		if (seen_pipelining && !strncasecmp(line + 4, "PIPELINING", 10))
+		if (seen_pipelining && strlen(line) > 4 && !strncasecmp(line + 4, "PIPELINING", 10))
 			*seen_pipelining = true;
 		if (line[3] != '-') {
 			/* Reply texts are short; a long one is cut (it is only shown). */

@@ -40,6 +40,20 @@ static void usage(FILE *f)
 		"  --keep     keep the run's temporary folder (logs, spools)\n");
 }
 
+static int count_arg(const char *opt, const char *arg, long *v)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || n < 1 || n > 100000000) {
+		fprintf(stderr, "volley-bench: %s: a number from 1 to 100000000, not \"%s\"\n", opt,
+			arg);
+		return -1;
+	}
+	*v = n;
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {
@@ -60,11 +74,19 @@ static int parse_args(int argc, char **argv, struct opts *o)
 					"not %s\n", optarg);
 				return -1;
 			}
-			if (o->npeers < MAX_PEERS)
-				o->peers[o->npeers++] = optarg;
+			for (int i = 0; i < o->npeers; i++)
+				if (!strcmp(o->peers[i], optarg)) {
+					fprintf(stderr, "volley-bench: --compare %s twice\n", optarg);
+					return -1;
+				}
+			o->peers[o->npeers++] = optarg;  /* three names: never past MAX_PEERS */
 			break;
-		case 'n': o->recipients = atol(optarg); break;
-		case 'p': o->peer_max = atol(optarg); break;
+		case 'n':
+		case 'p':
+			if (count_arg(c == 'n' ? "--recipients" : "--peer-max", optarg,
+				      c == 'n' ? &o->recipients : &o->peer_max) < 0)
+				return -1;
+			break;
 		case 'o': o->out = optarg; break;
 		case 'k': o->keep = true; break;
 		case 'P': o->no_plot = true; break;
@@ -122,13 +144,14 @@ static void run_peer(const struct vb_env *e, const char *name, run_fn fn, struct
 	if (fn(&pe, &s, r) < 0 && !r->note[0])
 		snprintf(r->note, sizeof r->note, "failed (see %s)", dir);
 	snprintf(r->peer, sizeof r->peer, "%s", name);
-	r->sink_cpu_s = vb_tree_cpu(s.pid);
+	r->sink_cpu_s = vb_tree_cpu(s.pid) - s.cpu_mark;
 	vb_sink_stop(&s);
 	r->sink_messages = r->sink_messages ? r->sink_messages : s.messages;
 }
 
-static void outputs(const struct opts *o, const struct vb_scen *sc, struct vb_result *r,
-		    int n, const char *dir)
+/* JSON and PNG; -1 if the JSON could not be written. */
+static int outputs(const struct opts *o, const struct vb_scen *sc, struct vb_result *r,
+		   int n, const char *dir)
 {
 	char prefix[PATH_MAX], path[PATH_MAX + 8];
 	if (o->out)
@@ -139,13 +162,15 @@ static void outputs(const struct opts *o, const struct vb_scen *sc, struct vb_re
 	snprintf(tmp, sizeof tmp, "%s", prefix);
 	vb_system("mkdir -p '%s'", dirname(tmp));
 	snprintf(path, sizeof path, "%s.json", prefix);
-	if (vb_report_json(path, sc, r, n) == 0)
-		printf("result: %s\n", path);
+	if (vb_report_json(path, sc, r, n) < 0)
+		return -1;
+	printf("result: %s\n", path);
 	snprintf(path, sizeof path, "%s.png", prefix);
 	if (!o->no_plot && access("/usr/bin/gnuplot", X_OK) < 0)
 		vb_system("'%s/scripts/install-deps.sh' --bench", o->src_dir);
 	if (!o->no_plot && vb_report_plot(path, sc, r, n, dir) == 0)
 		printf("plot:   %s\n", path);
+	return 0;
 }
 
 static void on_signal(int sig)
@@ -174,6 +199,12 @@ int main(int argc, char **argv)
 		sc.recipients = o.recipients;
 	if (o.peer_max > 0)
 		sc.peer_max = o.peer_max;
+	for (int i = 0; i < o.npeers; i++)
+		if (sc.transactional && !strcmp(o.peers[i], "blast")) {
+			fprintf(stderr, "volley-bench: %s: blast sends as fast as it can; a "
+				"transactional scenario is paced\n", sc.name);
+			return 2;
+		}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);
@@ -185,8 +216,10 @@ int main(int argc, char **argv)
 	fprintf(stderr, "volley-bench %s: %ld recipients, %ld domains, %ld B, %s, run in %s\n",
 		sc.name, sc.recipients, sc.domains, sc.msg_size, sc.tls ? "STARTTLS" : "clear text",
 		dir);
-	if (vb_work_write(&sc, dir, &w) < 0)
+	if (vb_work_write(&sc, dir, &w) < 0) {
+		fprintf(stderr, "volley-bench: the workload could not be written; %s kept\n", dir);
 		return 1;
+	}
 	r = calloc(1 + (size_t)o.npeers, sizeof *r);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
 			    .tty = isatty(2), .verbose = o.verbose };
@@ -203,8 +236,7 @@ int main(int argc, char **argv)
 		printf("peers send the first %ld recipients with %ld connections\n",
 		       sc.recipients < sc.peer_max ? sc.recipients : sc.peer_max, sc.peer_sessions);
 	vb_report_table(&sc, r, 1 + o.npeers);
-	outputs(&o, &sc, r, 1 + o.npeers, dir);
-	bool ok = true;
+	bool ok = outputs(&o, &sc, r, 1 + o.npeers, dir) == 0;
 	for (int i = 0; i <= o.npeers; i++)
 		ok = ok && r[i].ran && r[i].ok;
 	if (ok && !o.keep)

@@ -74,14 +74,15 @@ static int ensure_node(const struct vb_env *e, char *node, struct vb_result *r)
 	if (!path_in(log, e->w->dir, "apt.log"))
 		return fail(r, "%s", "the run's folder's path is too long");
 	fprintf(stderr, "volley-bench: installing nodejs and npm (apt-get)\n");
+	/* sudo -n: a password prompt would stop us in the background. */
 	char *sudo = geteuid() ? "sudo" : NULL;
-	char *update[] = { sudo, "apt-get", "update", "-qq", NULL };
-	char *install[] = { sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+	char *update[] = { sudo, "-n", "apt-get", "update", "-qq", NULL };
+	char *install[] = { sudo, "-n", "apt-get", "install", "-y", "-qq", "--no-install-recommends",
 			    "nodejs", "npm", NULL };
-	/* Without sudo, the argument lists start one further on. */
-	int rc = run(update + !sudo, log);
+	/* Without sudo, the argument lists start two further on. */
+	int rc = run(update + 2 * !sudo, log);
 	if (rc == 0)
-		rc = run(install + !sudo, log);
+		rc = run(install + 2 * !sudo, log);
 	if (rc != 0 || !on_path("node", node))
 		return fail(r, "node and npm are missing and apt-get could not install them "
 			    "(see %.400s)", log);
@@ -114,10 +115,11 @@ static char *node_args(const struct vb_env *e, const struct vb_sink *s, long n)
 
 	for (int i = 0; i < s->naddrs; i++)
 		json_array_append_new(addrs, json_string(s->addr[i]));
-	json_t *a = json_pack("{s:s, s:s, s:I, s:o, s:i, s:b, s:I}", "job", e->w->job,
+	json_t *a = json_pack("{s:s, s:s, s:I, s:o, s:i, s:b, s:I, s:I}", "job", e->w->job,
 			      "rcpts", e->w->rcpts, "count", (json_int_t)n, "addrs", addrs,
 			      "port", s->port, "tls", e->sc->tls, "sessions",
-			      (json_int_t)e->sc->peer_sessions);
+			      (json_int_t)e->sc->peer_sessions, "rate",
+			      (json_int_t)(e->sc->transactional ? e->sc->submit_rate : 0));
 	char *j = a ? json_dumps(a, JSON_COMPACT) : NULL;
 	json_decref(a);
 	return j;
@@ -163,8 +165,8 @@ static double sink_time(const struct vb_result *r, long n)
 	return r->nseries ? r->st[r->nseries - 1] : 0;
 }
 
-/* Stop metering, reap node; its exit status. Its own rusage is exact where
- * samples every 250 ms could miss a peak. */
+/* Stop metering, reap node; its exit status. Its own CPU time is exact;
+ * memory stays the meter's (PSS, the measure of every peer). */
 static int reap(pid_t pid, struct vb_meter *m, struct vb_result *r)
 {
 	struct rusage ru = { 0 };
@@ -177,8 +179,6 @@ static int reap(pid_t pid, struct vb_meter *m, struct vb_result *r)
 		     (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 	if (cpu > r->cpu_s)
 		r->cpu_s = cpu;
-	if (ru.ru_maxrss > r->peak_rss_kb)
-		r->peak_rss_kb = ru.ru_maxrss;
 	return st;
 }
 

@@ -339,15 +339,21 @@ static int vb_pf_start(struct vb_pf *p, char *why, size_t len)
 
 static void vb_pf_stop(struct vb_pf *p)
 {
-	if (!p->sh)
-		return;
-	vb_system(VB_PF_BIN " -c '%s' stop >/dev/null 2>&1", p->etc);
+	/* Also when the shell is gone already: the master may not be. */
+	if (p->sh || vb_pf_read_pid(p))
+		vb_system(VB_PF_BIN " -c '%s' stop >/dev/null 2>&1", p->etc);
 	/* The shell ends when the master does. */
-	vb_stop(p->sh, 10000);
+	if (p->sh)
+		vb_stop(p->sh, 10000);
 	p->sh = 0;
-	if (p->master && vb_pf_read_pid(p) == p->master)
-		kill(p->master, SIGKILL);
-	vb_kill_also(p->master, false);
+	pid_t master = vb_pf_read_pid(p);
+	if (master) {
+		/* It did not stop: it and its group (its children) go now. */
+		kill(-master, SIGKILL);
+		kill(master, SIGKILL);
+	}
+	if (p->master)
+		vb_kill_also(p->master, false);
 	p->master = 0;
 }
 

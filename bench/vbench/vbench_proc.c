@@ -205,7 +205,8 @@ static long status_kb(pid_t pid, const char *key)
 }
 
 /* Proportional set size: shared pages divided among their sharers, so the
- * 80 processes of a Postfix that share its libraries count them once. */
+ * 80 processes of a Postfix that share its libraries count them once; the
+ * same measure for every peer, so that the ratios compare like with like. */
 static long pss_kb(pid_t pid)
 {
 	char path[64], line[256];
@@ -239,13 +240,7 @@ long vb_tree_rss(pid_t root)
 {
 	struct tree_mem m = { 0, 0 };
 	each_descendant(root, add_pss, &m);
-	/* A lone process: its resident set, as top shows it. */
-	return m.n ? m.kb + pss_kb(root) : status_kb(root, "VmRSS");
-}
-
-long vb_hwm(pid_t pid)
-{
-	return status_kb(pid, "VmHWM");
+	return m.kb + pss_kb(root);
 }
 
 double vb_now(void)
@@ -343,10 +338,8 @@ void vb_meter_stop(struct vb_meter *m, double *cpu_s, long *peak_kb)
 	pthread_mutex_unlock(&m->mu);
 	pthread_join(m->th, NULL);
 	pthread_mutex_destroy(&m->mu);
-	long hwm = vb_hwm(m->root);
-	if (kb < m->peak_kb)
-		kb = m->peak_kb;
-	/* One process: its own high-water mark is exact, samples may miss it. */
-	*peak_kb = hwm > kb ? hwm : kb;
+	/* PSS for every peer, one process or eighty: samples, not a kernel
+	 * high-water mark (there is none for PSS). */
+	*peak_kb = kb > m->peak_kb ? kb : m->peak_kb;
 	*cpu_s = cpu > 0 ? cpu : 0;
 }

@@ -175,7 +175,9 @@ long vb_sink_messages(struct vb_sink *s)
 
 void vb_sink_mark(struct vb_sink *s)
 {
+	double cpu = vb_tree_cpu(s->pid);
 	pthread_mutex_lock(&s->mu);
+	s->cpu_mark = cpu;
 	s->t0 = vb_now();
 	s->nseries = 0;
 	pthread_mutex_unlock(&s->mu);

@@ -164,6 +164,12 @@ static int follow(struct vrun *v, double t0)
 		vb_progress(v->e, "volley", final, sc->recipients, vb_now() - t0);
 		if (total == sc->recipients && final == total)
 			break;
+		/* Every job is in: a count that differs will not change. */
+		if (total != sc->recipients) {
+			snprintf(v->r->note, sizeof v->r->note, "volleyd holds %ld recipients, "
+				 "%ld were submitted", total, sc->recipients);
+			return -1;
+		}
 		if (vb_now() > end) {
 			snprintf(v->r->note, sizeof v->r->note, "timed out: %ld of %ld final", final,
 				 sc->recipients);

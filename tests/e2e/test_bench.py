@@ -20,13 +20,23 @@ def bench(*args, timeout=300):
 
 
 def procs_in(prefix):
+    """Processes working in, started with, or holding a file under a
+    volley-bench run folder (volleyd's --config, a sink's log, Postfix's
+    queue, node's output)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
         try:
-            if os.readlink("/proc/%s/cwd" % pid).startswith(prefix):
-                found.append(int(pid))
+            paths = [os.readlink("/proc/%s/cwd" % pid)]
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                paths += f.read().decode(errors="replace").split("\0")
+            for fd in os.listdir("/proc/%s/fd" % pid):
+                paths.append(os.readlink("/proc/%s/fd/%s" % (pid, fd)))
         except OSError:
-            pass
+            continue
+        if any(p.startswith(prefix) for p in paths):
+            found.append(int(pid))
     return found
 
 
