@@ -153,7 +153,7 @@ struct vb_result {
 	long sink_messages;       /* what the sink accepted */
 	double seconds;           /* first submission to last acceptance */
 	double cpu_s;             /* CPU seconds of the peer, all its processes */
-	long peak_rss_kb;
+	long peak_mem_kb;
 	long peak_conns;          /* sink's most open connections */
 	double sink_cpu_s;        /* CPU seconds the sink used meanwhile */
 	double intake_s;          /* volley: upload to 202 (durable); 0: n/a */

@@ -76,9 +76,9 @@ int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 	int rc = wait_blast(e, s, pid, n, t0, &status, &maxrss);
 	/* It has been reaped, so /proc no longer has its figures: the CPU comes
 	 * from the line it printed (getrusage), the peak RSS from wait4. */
-	vb_meter_stop(&m, &r->cpu_s, &r->peak_rss_kb);
-	if (maxrss > r->peak_rss_kb)
-		r->peak_rss_kb = maxrss;
+	vb_meter_stop(&m, &r->cpu_s, &r->peak_mem_kb);
+	if (maxrss > r->peak_mem_kb)
+		r->peak_mem_kb = maxrss;
 	if (rc == 0 && !vb_sink_wait(s, n, 5.0))
 		rc = -1;
 	vb_progress_end(e);

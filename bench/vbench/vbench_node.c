@@ -172,7 +172,7 @@ static int reap(pid_t pid, struct vb_meter *m, struct vb_result *r)
 	struct rusage ru = { 0 };
 	int st = 0;
 
-	vb_meter_stop(m, &r->cpu_s, &r->peak_rss_kb);
+	vb_meter_stop(m, &r->cpu_s, &r->peak_mem_kb);
 	if (wait4(pid, &st, 0, &ru) != pid)
 		return -1;
 	double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
@@ -198,7 +198,7 @@ static bool follow(const struct vb_env *e, struct vb_sink *s, pid_t pid, long n,
 			return true;
 		}
 		if (vb_now() - t0 > (double)e->sc->timeout_s) {
-			vb_meter_stop(m, &r->cpu_s, &r->peak_rss_kb);
+			vb_meter_stop(m, &r->cpu_s, &r->peak_mem_kb);
 			vb_stop(pid, 2000);
 			return false;
 		}

@@ -533,7 +533,7 @@ static int vb_pf_measure(const struct vb_env *e, struct vb_sink *s, struct vb_pf
 	else
 		rc = vb_pf_wait(e, s, p, in, &l, t0, r->note, sizeof r->note);
 	r->seconds = vb_now() - t0;
-	vb_meter_stop(&m, &r->cpu_s, &r->peak_rss_kb);
+	vb_meter_stop(&m, &r->cpu_s, &r->peak_mem_kb);
 	if (e->tty)
 		vb_progress_end(e);
 	vb_inject_abort(in);

@@ -79,14 +79,14 @@ static void row(const struct vb_result *r)
 	ms_cell(p99, sizeof p99, r->p99_ms);
 	printf("%-11s %9ld %9ld %8.2f %9.0f %9.0f %9.3f %8.1f %8s %8s %7ld  %s\n", r->peer,
 	       r->messages, r->delivered, r->seconds, rate(r), rate(r), cpu_k(r),
-	       (double)r->peak_rss_kb / 1024.0, p50, p99, r->peak_conns,
+	       (double)r->peak_mem_kb / 1024.0, p50, p99, r->peak_conns,
 	       r->ok ? "yes" : "NO");
 }
 
 void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 {
 	printf("\n%-11s %9s %9s %8s %9s %9s %9s %8s %8s %8s %7s  %s\n", "peer", "messages",
-	       "delivered", "seconds", "msg/s", "rcpt/s", "cpu-s/1k", "mem MB", "p50 ms",
+	       "delivered", "seconds", "msg/s", "rcpt/s", "cpu-s/1k", "pss MB", "p50 ms",
 	       "p99 ms", "conns", "all counted");
 	for (int i = 0; i < n; i++)
 		row(&r[i]);
@@ -119,9 +119,9 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 		printf("volley / %s: throughput %.2fx, messages per CPU-second %.2fx", r[i].peer,
 		       rate(&r[0]) / rate(&r[i]), cpu_k(&r[0]) > 0 ? cpu_k(&r[i]) / cpu_k(&r[0]) : 0);
 		/* Memory grows with the list: compared only for the same one. */
-		if (r[i].messages == r[0].messages && r[i].peak_rss_kb > 0)
+		if (r[i].messages == r[0].messages && r[i].peak_mem_kb > 0)
 			printf(", peak memory %.2fx",
-			       (double)r[0].peak_rss_kb / (double)r[i].peak_rss_kb);
+			       (double)r[0].peak_mem_kb / (double)r[i].peak_mem_kb);
 		printf("\n");
 	}
 }
@@ -137,8 +137,8 @@ static json_t *result_json(const struct vb_result *r)
 			 (json_int_t)r->messages, "delivered", (json_int_t)r->delivered, "bounced",
 			 (json_int_t)r->bounced, "other", (json_int_t)r->other, "sink_messages",
 			 (json_int_t)r->sink_messages, "seconds", r->seconds, "messages_per_s",
-			 rate(r), "cpu_s", r->cpu_s, "cpu_s_per_1000", cpu_k(r), "peak_rss_kb",
-			 (json_int_t)r->peak_rss_kb, "p50_ms", r->p50_ms, "p99_ms", r->p99_ms,
+			 rate(r), "cpu_s", r->cpu_s, "cpu_s_per_1000", cpu_k(r), "peak_pss_kb",
+			 (json_int_t)r->peak_mem_kb, "p50_ms", r->p50_ms, "p99_ms", r->p99_ms,
 			 "peak_conns", (json_int_t)r->peak_conns, "sink_cpu_s", r->sink_cpu_s, "intake_s",
 			 r->intake_s, "note", r->note,
 			 "sink_messages_over_time", series);

@@ -258,7 +258,7 @@ static int run(struct vrun *v)
 	if (rc == 0 && !vb_sink_wait(v->s, r->delivered, 2.0))
 		snprintf(r->note, sizeof r->note, "the sink counted fewer than volley delivered");
 	r->seconds = vb_now() - t0;
-	vb_meter_stop(&m, &r->cpu_s, &r->peak_rss_kb);
+	vb_meter_stop(&m, &r->cpu_s, &r->peak_mem_kb);
 	r->sink_messages = vb_sink_messages(v->s);
 	vb_result_series(r, v->s);
 	return rc;
