@@ -225,5 +225,8 @@ int main(int argc, char **argv)
 		"\"msgs_per_s\": %.0f, \"cpu_us_per_msg\": %.1f}\n", done,
 		atomic_load(&sh.errors), secs, (double)done / secs,
 		cpu * 1e6 / (double)(done ? done : 1));
+	free(t);
+	vl_buf_free(&body);
+	vl_buf_free(&txn);
 	return done == (long)messages ? 0 : 1;
 }
