@@ -37,6 +37,9 @@ struct vb_scen {
 	long peer_max;         /* peers get at most this many messages */
 	long peer_sessions;    /* concurrent connections of a peer */
 	long timeout_s;        /* a peer's run is abandoned after this */
+	/* DESIGN.md's targets, checked and printed when set (0: none): volley's
+	 * throughput over each peer's, and over sessions/latency. */
+	double target_postfix, target_nodemailer, target_blast, target_latency;
 };
 
 /* Parse a scenario: a path, or a name found in src_dir/bench/scenarios/.

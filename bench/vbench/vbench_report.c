@@ -83,6 +83,34 @@ static void row(const struct vb_result *r)
 	       r->ok ? "yes" : "NO");
 }
 
+static void target_line(const char *what, double got, double want)
+{
+	printf("target: %s at least %.2f: %s (%.2f", what, want, got >= want ? "met" : "MISSED",
+	       got);
+	if (got < want && got > 0)
+		printf(", short by a factor of %.1f", want / got);
+	printf(")\n");
+}
+
+/* The scenario's targets (DESIGN.md) against this run's ratios. */
+static void targets(const struct vb_scen *sc, const struct vb_result *r, int n)
+{
+	if (sc->target_latency > 0 && r[0].ok && r[0].peak_conns > 0 && sc->latency_ms)
+		target_line("throughput over sessions/latency", rate(&r[0]) /
+			    ((double)r[0].peak_conns * 1000.0 / (double)sc->latency_ms),
+			    sc->target_latency);
+	for (int i = 1; i < n; i++) {
+		double want = !strcmp(r[i].peer, "postfix")      ? sc->target_postfix
+			      : !strcmp(r[i].peer, "nodemailer") ? sc->target_nodemailer
+			      : !strcmp(r[i].peer, "blast")      ? sc->target_blast : 0;
+		char what[64];
+		if (want <= 0 || !r[0].ok || !r[i].ok || rate(&r[i]) <= 0)
+			continue;
+		snprintf(what, sizeof what, "volley / %s throughput", r[i].peer);
+		target_line(what, rate(&r[0]) / rate(&r[i]), want);
+	}
+}
+
 void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 {
 	printf("\n%-11s %9s %9s %8s %9s %9s %9s %8s %8s %8s %7s  %s\n", "peer", "messages",
@@ -124,6 +152,7 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 			       (double)r[0].peak_mem_kb / (double)r[i].peak_mem_kb);
 		printf("\n");
 	}
+	targets(sc, r, n);
 }
 
 static json_t *result_json(const struct vb_result *r)

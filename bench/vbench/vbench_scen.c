@@ -15,7 +15,8 @@ static const char *const known[] = {
 	"recipients", "domains", "message_size", "personalised", "tls", "dkim",
 	"latency", "tempfail", "permfail", "disconnect", "sessions", "sink_addresses",
 	"sink_threads", "transactional", "submit_rate", "peer_max", "peer_sessions",
-	"timeout", NULL
+	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
+	NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -81,6 +82,21 @@ static const char *get_str(config_t *cf, struct vb_scen *sc, const char *key, in
 	return config_setting_get_string(s);
 }
 
+static int get_ratio(config_t *cf, struct vb_scen *sc, const char *key, double *v)
+{
+	config_setting_t *s = config_lookup(cf, key);
+	if (!s)
+		return 0;
+	int t = config_setting_type(s);
+	double x = t == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+		   : t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64 ? (double)config_setting_get_int64(s)
+		   : -1;
+	if (x <= 0 || x > 1e6)
+		return err(sc, key, "a positive ratio, like 20.0 or 0.5");
+	*v = x;
+	return 0;
+}
+
 static int parse_strings(config_t *cf, struct vb_scen *sc)
 {
 	int rc = 0;
@@ -140,7 +156,11 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_long(cf, sc, "peer_sessions", &sc->peer_sessions, 1, 100000) < 0 ||
 	    get_bool(cf, sc, "personalised", &sc->personalised) < 0 ||
 	    get_bool(cf, sc, "tls", &sc->tls) < 0 ||
-	    get_bool(cf, sc, "transactional", &sc->transactional) < 0 || parse_strings(cf, sc) < 0)
+	    get_bool(cf, sc, "transactional", &sc->transactional) < 0 || parse_strings(cf, sc) < 0 ||
+	    get_ratio(cf, sc, "target_postfix", &sc->target_postfix) < 0 ||
+	    get_ratio(cf, sc, "target_nodemailer", &sc->target_nodemailer) < 0 ||
+	    get_ratio(cf, sc, "target_blast", &sc->target_blast) < 0 ||
+	    get_ratio(cf, sc, "target_latency", &sc->target_latency) < 0)
 		return -1;
 	sc->sink_addrs = (int)addrs;
 	sc->sink_threads = (int)threads;

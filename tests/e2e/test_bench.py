@@ -128,6 +128,18 @@ class BenchTest(unittest.TestCase):
         # work in its queue directory there).
         self.assertEqual(procs_in("/tmp/volley-bench."), [])
 
+    def test_targets(self):
+        """A scenario's targets are checked against the run's ratios: met
+        and missed both said, with the factor; a miss is not a failure."""
+        path = os.path.join(self.tmp.name, "t.conf")
+        with open(path, "w") as f:
+            f.write("recipients = 500;\ndomains = 10;\ntls = false;\n"
+                    "target_blast = 1000.0;\ntarget_nodemailer = 0.001;\n")
+        _, out = self.run_scenario(path, "--compare", "blast")
+        self.assertRegex(out, r"target: volley / blast throughput at least 1000.00: MISSED "
+                              r"\([0-9.]+, short by a factor of [0-9.]+\)")
+        self.assertNotIn("nodemailer", out.split("target:", 1)[1])
+
     def test_bad_scenarios(self):
         path = os.path.join(self.tmp.name, "typo.conf")
         with open(path, "w") as f:
@@ -140,6 +152,11 @@ class BenchTest(unittest.TestCase):
         p = bench(path)
         self.assertEqual(p.returncode, 2)
         self.assertIn("tempfail", p.stderr)
+        with open(path, "w") as f:
+            f.write('recipients = 10;\ntarget_postfix = "lots";\n')
+        p = bench(path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("target_postfix: a positive ratio", p.stderr)
         p = bench("no-such-scenario")
         self.assertEqual(p.returncode, 2)
         self.assertIn("no scenario no-such-scenario", p.stderr)
