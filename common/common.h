@@ -46,6 +46,9 @@ void vl_buf_json_string(struct vl_buf *b, const char *s);
 /* ---- time ---- */
 uint64_t vl_now_ms(void);   /* CLOCK_MONOTONIC */
 uint64_t vl_now_ns(void);   /* CLOCK_MONOTONIC */
+/* write() until all n octets are out, across short writes and EINTR;
+ * 0, or -1 with errno. */
+int vl_write_all(int fd, const void *p, size_t n);
 double vl_wall_time(void);  /* CLOCK_REALTIME, seconds */
 /* "2026-11-23T17:20:01Z" (UTC, whole seconds). */
 void vl_iso8601(double t, char out[32]);

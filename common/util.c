@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t vl_now_ns(void)
 {
@@ -225,4 +226,20 @@ void vl_log(enum vl_log_level lvl, const char *fmt, ...)
 	va_end(ap);
 	/* One write per line so lines of several threads do not interleave. */
 	fprintf(stderr, "%.3f %s: %s\n", vl_wall_time(), names[lvl], line);
+}
+
+int vl_write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n) {
+		ssize_t w = write(fd, c, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
 }

@@ -197,25 +197,11 @@ static int fsync_dir(const char *path)
 	return rc;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Append one line; on failure cut the file back so no torn line stays
  * for the next append to glue onto. */
 static int append(struct sched_suppress *s, const char *line, size_t n)
 {
-	if (write_all(s->fd, line, n) < 0) {
+	if (vl_write_all(s->fd, line, n) < 0) {
 		int e = errno ? errno : EIO;
 		if (ftruncate(s->fd, (off_t)s->fsize) < 0)
 			vl_log(VL_LOG_ERROR, "suppression: %s: cannot cut back a failed "
@@ -344,7 +330,7 @@ static int write_new(const char *path, const char *tmp, const struct vl_buf *b)
 	int fd = open(tmp, O_RDWR | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
-	if (write_all(fd, b->p, b->len) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0) {
+	if (vl_write_all(fd, b->p, b->len) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0) {
 		int e = errno;
 		close(fd);
 		unlink(tmp);
@@ -388,7 +374,7 @@ static int compact(struct sched_suppress *s, const char *map, size_t size)
 static int init_file(struct sched_suppress *s)
 {
 	s->fsize = strlen(HEADER);
-	return write_all(s->fd, HEADER, s->fsize) < 0 || fsync(s->fd) < 0 ||
+	return vl_write_all(s->fd, HEADER, s->fsize) < 0 || fsync(s->fd) < 0 ||
 	       fsync_dir(s->path) < 0 ? -1 : 0;
 }
 

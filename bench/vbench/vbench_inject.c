@@ -175,18 +175,10 @@ static void fail(struct vb_inject *in, const char *what, const char *text)
 	pthread_mutex_unlock(&in->mu);
 }
 
+/* volley-bench ignores SIGPIPE: a plain write() to the socket is safe. */
 static int send_all(struct conn *c, const char *p, size_t n)
 {
-	while (n) {
-		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	return vl_write_all(c->fd, p, n);
 }
 
 /* The next line (without CRLF) into line; -1 on EOF, error or overlong. */
