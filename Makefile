@@ -129,7 +129,8 @@ bench: all
 	@$(BUILD)/volley-bench newsletter --compare postfix --compare nodemailer --compare blast
 	@$(BUILD)/volley-bench latency --compare nodemailer --compare blast
 	@$(BUILD)/volley-bench faults --compare postfix
-	@$(BUILD)/volley-bench transactional --compare postfix
+	@$(BUILD)/volley-bench transactional --compare postfix --compare nodemailer
+	@$(BUILD)/volley-bench dkim
 
 demo: all
 	@scripts/demo.sh

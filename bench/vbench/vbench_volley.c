@@ -48,8 +48,11 @@ static int write_config(struct vrun *v)
 			   "max_connections = %ld; }%s\n", a, v->s->addr[a], v->s->port,
 			sc->tls ? "encrypt" : "none", per_site, a + 1 < v->s->naddrs ? "," : "");
 	fprintf(f, ");\n");
+	/* dkim_required: volleyd refuses the job rather than send it unsigned,
+	 * so a DKIM scenario cannot measure unsigned mail by mistake. */
 	if (sc->dkim[0])
-		fprintf(f, "dkim = ( { domain = \"%s\"; selector = \"bench\"; key = \"%s\"; } );\n",
+		fprintf(f, "dkim_required = true;\n"
+			   "dkim = ( { domain = \"%s\"; selector = \"bench\"; key = \"%s\"; } );\n",
 			v->e->w->sender_domain, v->e->w->dkim_key);
 	return fclose(f);
 }

@@ -98,6 +98,19 @@ class BenchTest(unittest.TestCase):
         self.assertEqual(v["delivered"], 100)
         self.assertLess(v["p50_ms"], 5000)
 
+    def test_dkim_rsa(self):
+        """The dkim scenario with an RSA key: volleyd runs with dkim_required,
+        so every delivered message was signed (it refuses to send unsigned)."""
+        path = os.path.join(self.tmp.name, "rsa.conf")
+        with open(os.path.join(ROOT, "bench", "scenarios", "dkim.conf")) as f:
+            conf = f.read().replace('dkim = "ed25519";', 'dkim = "rsa";')
+        self.assertIn('dkim = "rsa";', conf)
+        with open(path, "w") as f:
+            f.write(conf)
+        res, _ = self.run_scenario(path, "--recipients", "300")
+        self.check_volley(res, 300)
+        self.assertEqual(res["settings"]["dkim"], "rsa")
+
     def test_plot(self):
         p = subprocess.run([BENCH, "--bin", BUILD, "--src", ROOT, "small", "--recipients",
                             "500", "--out", self.out], capture_output=True, text=True,
