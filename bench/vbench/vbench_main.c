@@ -32,7 +32,7 @@ static void usage(FILE *f)
 		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|blast]... [--recipients N]\n"
 		"                    [--peer-max N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
-		"             transactional) or a scenario file\n"
+		"             transactional, dkim) or a scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); blast is\n"
 		"             volley-blast, a pre-rendered clear-text ceiling\n"
 		"  --recipients, --peer-max  override the scenario's counts\n"
