@@ -109,7 +109,7 @@ struct eng_worker {
 	atomic_bool stop;
 	uint64_t stop_deadline;
 	bool stopping;
-	struct vl_buf plain;           /* TLS: commands and body gathered */
+	char plain[TLS_RECORD_MAX];    /* TLS: commands and body staged */
 } __attribute__((aligned(64)));
 
 static struct io_uring_sqe *get_sqe(struct eng_worker *w)
@@ -565,27 +565,41 @@ static void submit_send(struct conn *c)
 
 /* Under TLS a rendered message is many small pieces (static blobs and
  * values); one SSL_write each would make a record each, with its own
- * header, tag and OpenSSL call overhead on both ends. Gathered first, they
- * go as full 16 KB records. */
-static int tls_write_gathered(struct conn *c, bool body)
+ * header, tag and OpenSSL call overhead on both ends. They are staged in
+ * the worker's one record-sized buffer and go as full records. */
+struct tls_stage {
+	struct tls_conn *tls;
+	char *buf;
+	size_t len;
+	int rc;
+};
+
+static void stage(struct tls_stage *st, const char *p, size_t n)
+{
+	while (n && st->rc == 0) {
+		size_t k = TLS_RECORD_MAX - st->len < n ? TLS_RECORD_MAX - st->len : n;
+		memcpy(st->buf + st->len, p, k);
+		st->len += k;
+		p += k;
+		n -= k;
+		if (st->len == TLS_RECORD_MAX) {
+			st->rc = tls_conn_write(st->tls, st->buf, st->len);
+			st->len = 0;
+		}
+	}
+}
+
+static int tls_write_staged(struct conn *c, bool body)
 {
 	struct eng_sess *s = &c->s;
-	struct vl_buf *g = &c->w->plain;
-	int rc = 0;
+	struct tls_stage st = { .tls = c->tls, .buf = c->w->plain };
 
-	vl_buf_reset(g);
-	vl_buf_append(g, s->out.p, s->out.len);
+	stage(&st, s->out.p, s->out.len);
 	for (size_t i = 0; body && i < s->body.n; i++)
-		vl_buf_append(g, s->body.v[i].iov_base, s->body.v[i].iov_len);
-	for (size_t off = 0; off < g->len && rc == 0;) {
-		size_t n = g->len - off < TLS_RECORD_MAX ? g->len - off : TLS_RECORD_MAX;
-		rc = tls_conn_write(c->tls, g->p + off, n);
-		off += n;
-	}
-	/* A big message leaves a big buffer: do not keep it for every worker. */
-	vl_buf_reset(g);
-	vl_buf_shrink(g, 64 * 1024);
-	return rc;
+		stage(&st, s->body.v[i].iov_base, s->body.v[i].iov_len);
+	if (st.len && st.rc == 0)
+		st.rc = tls_conn_write(c->tls, st.buf, st.len);
+	return st.rc;
 }
 
 /* Send what the session wrote: its commands, then (once per transaction)
@@ -601,7 +615,7 @@ static void conn_flush(struct conn *c)
 	vl_buf_reset(&c->sendbuf);
 	c->svn = 0;
 	if (c->tls) {
-		if (tls_write_gathered(c, body) < 0)
+		if (tls_write_staged(c, body) < 0)
 			c->close_after_send = true;
 		/* A clean end (QUIT answered) says close_notify, which also
 		 * keeps the host's ticket resumable; a failure does not. */
@@ -1198,7 +1212,6 @@ struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
 	w->cfg = cfg;
 	w->id = id;
 	w->efd = -1;
-	vl_buf_init(&w->plain);
 	inbox_init(w);
 	pthread_mutex_init(&w->dns_mu, NULL);
 	w->tick_ts.tv_nsec = TICK_MS * 1000000LL;
@@ -1240,6 +1253,5 @@ void eng_worker_free(struct eng_worker *w)
 	if (w->efd >= 0)
 		close(w->efd);
 	tls_ctx_free(w->tls_ctx);
-	vl_buf_free(&w->plain);
 	free(w);
 }

@@ -15,7 +15,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "../../common/common.h"
+
 #define VB_MAX_ADDRS 32
+/* The sender's domain: From, envelope sender, DKIM key. */
+#define VB_FROM_DOMAIN "bench.example"
 
 /* ---- scenario (vbench_scen.c) ---- */
 struct vb_scen {
@@ -45,6 +49,11 @@ struct vb_scen {
 /* Parse a scenario: a path, or a name found in src_dir/bench/scenarios/.
  * 0 or -1 with the reason printed. */
 int vb_scen_load(const char *name_or_path, const char *src_dir, struct vb_scen *sc);
+/* How many messages a peer other than volley is given. */
+static inline long vb_peer_messages(const struct vb_scen *sc)
+{
+	return sc->recipients < sc->peer_max ? sc->recipients : sc->peer_max;
+}
 
 /* ---- the workload, written once and shared by every peer (vbench_work.c) ---- */
 struct vb_work {
@@ -55,7 +64,6 @@ struct vb_work {
 				     {"email":..,"name":..,"substitutions":{..}} */
 	char submit[PATH_MAX];    /* dir/submit.ndjson: job line + recipients */
 	char dkim_key[PATH_MAX];  /* PEM key when the scenario signs */
-	char sender_domain[64];   /* From domain: bench.example */
 	long msg_bytes;           /* one rendered message (the first recipient) */
 };
 
@@ -80,8 +88,11 @@ double vb_tree_cpu(pid_t root);
 /* Memory of pid and its live descendants, KiB: their summed proportional
  * set size (shared pages counted once). */
 long vb_tree_rss(pid_t root);
-double vb_now(void);     /* monotonic seconds */
-double vb_wall(void);    /* UNIX time, seconds */
+/* Monotonic seconds (UNIX time: vl_wall_time). */
+static inline double vb_now(void)
+{
+	return (double)vl_now_ns() / 1e9;
+}
 int vb_free_port(void);
 /* Connectable within timeout_ms? */
 bool vb_wait_port(const char *ip, int port, int timeout_ms);
@@ -113,7 +124,7 @@ struct vb_sink {
 	pthread_t th;
 	pthread_mutex_t mu;
 	/* Latest counters, from the sink's JSON stats lines. */
-	long messages, recipients, conns_open, conns_peak, replies_4xx, replies_5xx, drops;
+	long messages, conns_peak;
 	/* messages accepted, sampled every 100 ms: (time since start, count) */
 	double t0;
 	double cpu_mark;                   /* the sink's CPU seconds at the mark */

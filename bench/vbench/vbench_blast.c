@@ -48,7 +48,7 @@ static json_t *last_json_line(const char *path)
 int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 {
 	const struct vb_scen *sc = e->sc;
-	long n = sc->recipients < sc->peer_max ? sc->recipients : sc->peer_max;
+	long n = vb_peer_messages(sc);
 	char bin[PATH_MAX], route[64], conns[32], msgs[32], size[32], out[300];
 	snprintf(bin, sizeof bin, "%s/volley-blast", e->bin_dir);
 	snprintf(route, sizeof route, "%s:%d", s->addr[0], s->port);

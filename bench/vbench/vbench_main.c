@@ -234,7 +234,7 @@ int main(int argc, char **argv)
 	       sc.sessions, (int)sysconf(_SC_NPROCESSORS_ONLN));
 	if (o.npeers)
 		printf("peers send the first %ld recipients with %ld connections\n",
-		       sc.recipients < sc.peer_max ? sc.recipients : sc.peer_max, sc.peer_sessions);
+		       vb_peer_messages(&sc), sc.peer_sessions);
 	vb_report_table(&sc, r, 1 + o.npeers);
 	bool ok = outputs(&o, &sc, r, 1 + o.npeers, dir) == 0;
 	for (int i = 0; i <= o.npeers; i++)

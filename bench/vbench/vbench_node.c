@@ -239,7 +239,7 @@ static int finish(struct vb_sink *s, struct vb_result *r, int st, const char *ou
 int vb_run_nodemailer(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 {
 	const struct vb_scen *sc = e->sc;
-	long n = sc->recipients < sc->peer_max ? sc->recipients : sc->peer_max;
+	long n = vb_peer_messages(sc);
 	char node[PATH_MAX], script[PATH_MAX], out[PATH_MAX], err[PATH_MAX];
 
 	memset(r, 0, sizeof *r);

@@ -51,8 +51,6 @@
 #include "vbench.h"
 #include "vbench_inject.h"
 
-#include "../../common/common.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -555,7 +553,7 @@ int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *
 	const struct vb_scen *sc = e->sc;
 	struct vb_pf p = { 0 };
 	struct vb_inject *in = calloc(1, sizeof *in);
-	long n = sc->recipients < sc->peer_max ? sc->recipients : sc->peer_max;
+	long n = vb_peer_messages(sc);
 	char why[400] = "";
 	int rc = -1;
 

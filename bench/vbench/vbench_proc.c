@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 static void redirect(int to, const char *path)
@@ -241,20 +240,6 @@ long vb_tree_rss(pid_t root)
 	struct tree_mem m = { 0, 0 };
 	each_descendant(root, add_pss, &m);
 	return m.kb + pss_kb(root);
-}
-
-double vb_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-double vb_wall(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 int vb_free_port(void)

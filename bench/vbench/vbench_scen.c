@@ -4,8 +4,6 @@
  */
 #include "vbench.h"
 
-#include "../../common/common.h"
-
 #include <libconfig.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,7 +22,7 @@ static void defaults(struct vb_scen *sc)
 	memset(sc, 0, sizeof *sc);
 	sc->recipients = 10000;
 	sc->domains = 100;
-	sc->msg_size = 4096;
+	sc->msg_size = 4000;   /* "4KB" */
 	sc->personalised = true;
 	sc->tls = true;
 	sc->sessions = 100;

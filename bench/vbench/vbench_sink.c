@@ -54,14 +54,10 @@ static void take_line(struct vb_sink *s, const char *line, size_t *nlines, int *
 		return;
 	double now = vb_now();
 	pthread_mutex_lock(&s->mu);
+	long open = (long)json_integer_value(json_object_get(j, "conns_open"));
 	s->messages = (long)json_integer_value(json_object_get(j, "messages"));
-	s->recipients = (long)json_integer_value(json_object_get(j, "recipients"));
-	s->conns_open = (long)json_integer_value(json_object_get(j, "conns_open"));
-	s->replies_4xx = (long)json_integer_value(json_object_get(j, "replies_4xx"));
-	s->replies_5xx = (long)json_integer_value(json_object_get(j, "replies_5xx"));
-	s->drops = (long)json_integer_value(json_object_get(j, "drops"));
-	if (s->conns_open > s->conns_peak)
-		s->conns_peak = s->conns_open;
+	if (open > s->conns_peak)
+		s->conns_peak = open;
 	if (s->t0 > 0 && (*nlines)++ % (size_t)*stride == 0) {
 		if (s->nseries == VB_SERIES_MAX) {
 			/* Full: keep every other sample and sample half as often. */

@@ -55,14 +55,14 @@ static json_t *job_json(const struct vb_scen *sc, long body)
 		       "{{ city }}: cold.</p>\n" : "<p>Hello,</p>\n<p>the {{ issue }} issue is out.</p>\n",
 	    body * 3 / 5, "<p>", "</p>");
 	json_t *j = json_pack("{s:s, s:s, s:{s:{s:s, s:s}, s:s, s:o, s:o}, s:{s:s}, s:{s:s, s:s}}",
-			      "envelope_sender", "bounces@bench.example", "campaign", sc->name,
-			      "content", "from", "email", "news@bench.example", "name",
+			      "envelope_sender", "bounces@" VB_FROM_DOMAIN, "campaign", sc->name,
+			      "content", "from", "email", "news@" VB_FROM_DOMAIN, "name",
 			      "Volley Bench News", "subject",
 			      p ? "{{ first }}, the {{ issue }} issue" : "The {{ issue }} issue", "text_body",
 			      text, "html_body", html, "substitutions", "issue", "December",
 			      "unsubscribe", "url",
-			      p ? "https://bench.example/u/{{ token }}" : "https://bench.example/u",
-			      "mailto", "unsubscribe@bench.example");
+			      p ? "https://" VB_FROM_DOMAIN "/u/{{ token }}" : "https://" VB_FROM_DOMAIN "/u",
+			      "mailto", "unsubscribe@" VB_FROM_DOMAIN);
 	if (sc->transactional)
 		json_object_set_new(j, "priority", json_string("transactional"));
 	return j;
@@ -149,7 +149,6 @@ int vb_work_write(const struct vb_scen *sc, const char *dir, struct vb_work *w)
 	snprintf(w->job, sizeof w->job, "%s/job.json", dir);
 	snprintf(w->rcpts, sizeof w->rcpts, "%s/recipients.ndjson", dir);
 	snprintf(w->submit, sizeof w->submit, "%s/submit.ndjson", dir);
-	snprintf(w->sender_domain, sizeof w->sender_domain, "bench.example");
 
 	/* The headers and MIME frame take about 900 octets. */
 	long body = sc->msg_size > 1400 ? sc->msg_size - 900 : 500;
