@@ -13,30 +13,35 @@ LDFLAGS = $(SAN) -pthread -lm
 # Every binary links common/ (liburing, libconfig) and what its modules use.
 LIBS    = $$(pkg-config --libs liburing openssl libconfig jansson libcares)
 
+# One folder a module; a program's own files are its folder (volleyd/, cli/)
+# or its main.c beside the module it drives (sink/main.c).
 COMMON_SRC := $(wildcard common/*.c)
+CONFIG_SRC := $(wildcard config/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
-SINK_SRC   := $(filter-out bench/sink/sink_main.c,$(wildcard bench/sink/*.c))
-ENGINE_SRC := $(filter-out engine/volleyd.c,$(wildcard engine/*.c))
-SCHED_SRC  := $(wildcard scheduler/*.c)
-MESSAGE_SRC := $(wildcard message/*.c)
 DNS_SRC    := $(wildcard dns/*.c)
+MESSAGE_SRC := $(wildcard message/*.c)
+ENGINE_SRC := $(wildcard engine/*.c)
+SCHED_SRC  := $(wildcard scheduler/*.c)
+API_SRC    := $(wildcard api/*.c)
+SINK_SRC   := $(wildcard sink/sink_*.c)
+CLI_SRC    := $(wildcard cli/*.c)
+VOLLEYD_SRC := $(wildcard volleyd/*.c)
+VBENCH_SRC := $(wildcard bench/vbench/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
-# The volley CLI's own files (not volleyd's: filter them out of api/*.c).
-CLI_SRC    := $(wildcard api/cli*.c)
-API_SRC    := $(filter-out $(CLI_SRC),$(wildcard api/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
+CONFIG_OBJ := $(call obj,$(CONFIG_SRC))
 TLS_OBJ    := $(call obj,$(TLS_SRC))
-SINK_OBJ   := $(call obj,$(SINK_SRC))
-ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
-MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
 DNS_OBJ    := $(call obj,$(DNS_SRC))
+MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
+ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 # scheduler/bounce.rules is compiled in: a C string generated at build time.
 SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
 SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
 API_OBJ    := $(call obj,$(API_SRC))
+SINK_OBJ   := $(call obj,$(SINK_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
@@ -65,7 +70,7 @@ $(BUILD)/obj/gen/bounce_rules.o: $(SCHED_GEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/volley-sink: $(call obj,bench/sink/sink_main.c) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley-sink: $(call obj,sink/main.c) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
@@ -82,7 +87,7 @@ $(BUILD)/volley-dkim-bench: $(call obj,bench/dkim/dkim.c) $(MESSAGE_OBJ) $(COMMO
 
 # The benchmark driver: bench/vbench/ with volley's composer (the peers are
 # sent the very messages volleyd would send).
-$(BUILD)/volley-bench: $(call obj,$(wildcard bench/vbench/*.c)) $(MESSAGE_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley-bench: $(call obj,$(VBENCH_SRC)) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
 
 $(BUILD)/volley-compose: $(call obj,tests/tools/compose.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
@@ -92,16 +97,17 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
 
 # volleyd runs on jemalloc (DESIGN.md), linked last so it takes malloc over.
-$(BUILD)/volleyd: $(call obj,engine/volleyd.c) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
-		$(ENGINE_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
+		$(ENGINE_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd) -ljemalloc
 
 $(BUILD)/volley: $(call obj,$(CLI_SRC))
 	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs libcurl jansson openssl)
 
-$(UNIT): $(call obj,$(UNIT_SRC)) $(filter-out %/http.o,$(API_OBJ)) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
+		$(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libcares)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd)
 
 test: all
 	@VOLLEY_BUILD=$(BUILD) tests/run.sh
@@ -149,7 +155,7 @@ fuzz: $(SCHED_GEN)
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(MESSAGE_SRC) scheduler/spool.c \
+	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(CONFIG_SRC) $(MESSAGE_SRC) scheduler/spool.c \
 		api/intake.c api/rcpt_json.c -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_dns_parse.c dns/parse.c -o build/fuzz/fuzz_dns_parse $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/

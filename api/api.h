@@ -28,7 +28,7 @@ json_t *api_error_json(const struct api_error *e);
 /* ---- intake: one submitted job, fed as it arrives ----
  * spool NULL validates without storing (the fuzzer does that). */
 struct api_intake;
-struct api_intake *api_intake_new(const struct vl_config *c, struct sched_spool *spool,
+struct api_intake *api_intake_new(const struct cfg *c, struct sched_spool *spool,
 				  bool ndjson, const char *idempotency_key);
 /* 0, or -1 once the job has failed (the error is kept; later data is
  * discarded, so the caller may simply go on feeding). */
@@ -44,7 +44,7 @@ void api_intake_free(struct api_intake *in);
 
 /* ---- the server ---- */
 struct api;
-struct api *api_start(const struct vl_config *c, struct sched *sc,
+struct api *api_start(const struct cfg *c, struct sched *sc,
 		      struct sched_spool *spool, struct sched_suppress *sup,
 		      struct sched_events *ev, char *err, size_t errlen);
 /* New submissions get 503 shutting_down from now on. */

@@ -35,7 +35,7 @@ struct listener {
 };
 
 struct api {
-	const struct vl_config *cfg;
+	const struct cfg *cfg;
 	struct sched *sc;
 	struct sched_spool *spool;
 	struct sched_suppress *sup;
@@ -820,7 +820,7 @@ static int start_listener(struct listener *l, int fd, char *err, size_t errlen)
 	return 0;
 }
 
-struct api *api_start(const struct vl_config *c, struct sched *sc,
+struct api *api_start(const struct cfg *c, struct sched *sc,
 		      struct sched_spool *spool, struct sched_suppress *sup,
 		      struct sched_events *ev, char *err, size_t errlen)
 {

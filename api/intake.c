@@ -26,7 +26,7 @@
 #define SPACE_CHECK 65536         /* recipients between free-space checks */
 
 struct api_intake {
-	const struct vl_config *cfg;
+	const struct cfg *cfg;
 	struct sched_spool *spool;
 	bool ndjson;
 	char *idem;
@@ -79,7 +79,7 @@ static int fail(struct api_intake *in, int status, const char *code,
 	return -1;
 }
 
-struct api_intake *api_intake_new(const struct vl_config *c, struct sched_spool *spool,
+struct api_intake *api_intake_new(const struct cfg *c, struct sched_spool *spool,
 				  bool ndjson, const char *idempotency_key)
 {
 	struct api_intake *in = calloc(1, sizeof *in);
@@ -256,7 +256,7 @@ static int compile_content(struct api_intake *in)
  * rather than bounced message by message. */
 static int check_dkim(struct api_intake *in)
 {
-	const struct vl_config *c = in->cfg;
+	const struct cfg *c = in->cfg;
 	char dom[256];
 
 	if (!c->dkim_required)

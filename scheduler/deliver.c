@@ -811,33 +811,6 @@ json_t *deliver_stats_json(struct deliver *d)
 			 "classes", classes, "dns", dns);
 }
 
-static struct engine *start_engine(const struct vl_config *c, char *err, size_t errlen)
-{
-	struct eng_config ec;
-
-	eng_config_defaults(&ec);
-	ec.workers = (int)c->workers;
-	ec.t = (struct eng_timeouts){
-		.connect = c->timeouts.connect, .greeting = c->timeouts.greeting,
-		.helo = c->timeouts.helo, .tls = c->timeouts.tls, .mail = c->timeouts.mail,
-		.rcpt = c->timeouts.rcpt, .data = c->timeouts.data,
-		.data_block = c->timeouts.data_block, .data_term = c->timeouts.data_term,
-		.idle = c->timeouts.idle, .quit = c->timeouts.quit,
-	};
-	snprintf(ec.helo, sizeof ec.helo, "%s", c->negress ? c->egress[0].ehlo : c->hostname);
-	ec.dns = true;
-	dns_config_default(&ec.dns_cfg);
-	ec.dns_cfg.servers = (const char *const *)c->dns.servers;
-	ec.dns_cfg.nservers = c->dns.nservers;
-	ec.dns_cfg.timeout_ms = (unsigned)c->dns.timeout_ms;
-	ec.dns_cfg.allow_private = c->dns.allow_private;
-	ec.dns_cfg.min_ttl = (uint32_t)(c->dns.min_ttl_ms / 1000);
-	ec.dns_cfg.max_ttl = (uint32_t)(c->dns.max_ttl_ms / 1000);
-	ec.dns_cfg.family = c->dns.ipv6 ? DNS_FAM_BOTH : DNS_FAM_V4;
-	ec.dns_cfg.prefer_ipv6 = c->dns.prefer_ipv6;
-	return eng_new(&ec, err, errlen);
-}
-
 static int load_keys(struct deliver *d, char *err, size_t errlen)
 {
 	d->dkim = calloc(d->cfg->ndkim + 1, sizeof *d->dkim);
@@ -855,13 +828,15 @@ static void free_keys(struct deliver *d)
 	free(d->dkim);
 }
 
-struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
+struct deliver *deliver_start(struct sched *sc, const struct cfg *cfg,
 			      struct sched_spool *spool, struct sched_suppress *sup,
-			      struct sched_events *ev, char *err, size_t errlen)
+			      struct sched_events *ev, struct engine *eng, char *err,
+			      size_t errlen)
 {
 	struct deliver *d = calloc(1, sizeof *d);
 
 	d->sc = sc;
+	d->eng = eng;
 	d->cfg = cfg;
 	d->spool = spool;
 	d->sup = sup;
@@ -877,7 +852,6 @@ struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
 	pthread_cond_init(&d->progress, NULL);
 	if (load_keys(d, err, errlen) < 0 ||
 	    !(d->rules = sched_bounce_load(cfg->bounce_rules, err, errlen)) ||
-	    !(d->eng = start_engine(cfg, err, errlen)) ||
 	    !(d->commit = commit_start(d, err, errlen)))
 		goto fail;
 	sched_lock(sc);
@@ -891,10 +865,6 @@ struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
 	}
 	return d;
 fail:
-	if (d->eng) {
-		eng_stop(d->eng, 0);
-		eng_free(d->eng);
-	}
 	commit_stop(d->commit);
 	sched_bounce_free(d->rules);
 	free_keys(d);
@@ -920,7 +890,6 @@ void deliver_stop(struct deliver *d, uint64_t grace_ms)
 	commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
 	commit_drain(d->commit);
 	commit_stop(d->commit);
-	eng_free(d->eng);
 	while (d->jobs) {
 		struct djob *n = d->jobs->next;
 		djob_free(d->jobs);

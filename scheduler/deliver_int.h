@@ -147,7 +147,7 @@ struct dns_done {
 
 struct deliver {
 	struct sched *sc;
-	const struct vl_config *cfg;
+	const struct cfg *cfg;
 	struct sched_spool *spool;
 	struct sched_suppress *sup;
 	struct sched_events *ev;

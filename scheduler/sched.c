@@ -18,7 +18,7 @@
 static const char *const jstate_names[] = { "active", "paused", "cancelled" };
 
 struct sched {
-	const struct vl_config *cfg;
+	const struct cfg *cfg;
 	struct sched_spool *spool;
 	char *jobs_dir;
 	pthread_mutex_t mu;
@@ -205,7 +205,7 @@ static void load_idem(struct sched *sc)
 	}
 }
 
-struct sched *sched_new(const struct vl_config *c, struct sched_spool *s,
+struct sched *sched_new(const struct cfg *c, struct sched_spool *s,
 			char *err, size_t errlen)
 {
 	struct sched *sc = calloc(1, sizeof *sc);
@@ -667,9 +667,9 @@ void sched_retire(struct sched *sc)
 /* ---- delivery ---- */
 
 int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_events *ev,
-		char *err, size_t errlen)
+		struct engine *eng, char *err, size_t errlen)
 {
-	struct deliver *d = deliver_start(sc, sc->cfg, sc->spool, sup, ev, err, errlen);
+	struct deliver *d = deliver_start(sc, sc->cfg, sc->spool, sup, ev, eng, err, errlen);
 
 	if (!d)
 		return -1;

@@ -67,9 +67,10 @@ void journal_encode(const struct jrec *r, struct vl_buf *b);
 
 /* ---- the delivery thread (deliver.c) ---- */
 struct deliver;
-struct deliver *deliver_start(struct sched *sc, const struct vl_config *cfg,
+struct deliver *deliver_start(struct sched *sc, const struct cfg *cfg,
 			      struct sched_spool *spool, struct sched_suppress *sup,
-			      struct sched_events *ev, char *err, size_t errlen);
+			      struct sched_events *ev, struct engine *eng, char *err,
+			      size_t errlen);
 /* A job joined the registry (at startup or after intake). */
 void deliver_add_job(struct deliver *d, struct job *j);
 /* Pause, resume or cancel: already recorded in the registry. Returns once

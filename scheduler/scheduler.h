@@ -21,6 +21,8 @@
 #include <jansson.h>
 
 #include "../common/common.h"
+#include "../config/config.h"
+#include "../engine/engine.h"
 
 #define SCHED_ID_LEN 21          /* "0194c1d2e3f4-5a6b7c8d" */
 
@@ -83,7 +85,7 @@ int sched_table_get(const struct sched_table *t, size_t i, struct sched_rcpt *r)
 /* ---- job registry ---- */
 struct sched;
 /* Loads every job in the spool. NULL with err. */
-struct sched *sched_new(const struct vl_config *c, struct sched_spool *s,
+struct sched *sched_new(const struct cfg *c, struct sched_spool *s,
 			char *err, size_t errlen);
 void sched_free(struct sched *sc);
 
@@ -233,12 +235,14 @@ long sched_events_read(struct sched_events_reader *r, char *buf, size_t max,
 void sched_events_reader_close(struct sched_events_reader *r);
 
 /* ---- delivery ---- */
-/* Start the engine, the delivery thread and the journal committer; every
- * job in the registry resumes where its journal left it. */
+/* Start the delivery thread and the journal committer over eng (the
+ * caller's: it outlives sched_stop); every job in the registry resumes
+ * where its journal left it. */
 int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_events *ev,
-		char *err, size_t errlen);
+		struct engine *eng, char *err, size_t errlen);
 /* Stop dispatching, let transactions in flight end within grace_ms (the
- * rest is journaled as deferred), commit, stop the engine. */
+ * rest is journaled as deferred), commit; the engine is stopped, not
+ * freed. */
 void sched_stop(struct sched *sc, uint64_t grace_ms);
 /* {"queues": [...]} per destination site. */
 json_t *sched_queues_json(struct sched *sc);

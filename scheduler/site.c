@@ -101,7 +101,7 @@ static int parse_source(const char *addr, struct eng_route *r)
 }
 
 /* The policy's template: TLS, AUTH, limits, source address. */
-static void site_template(struct deliver *d, struct site *s, const struct vl_policy *p)
+static void site_template(struct deliver *d, struct site *s, const struct cfg_policy *p)
 {
 	tls_policy_parse(p->tls, &s->route.tls);
 	s->route.max_connections = (unsigned)p->max_connections;
@@ -115,7 +115,7 @@ static void site_template(struct deliver *d, struct site *s, const struct vl_pol
 		       d->cfg->egress[0].address);
 }
 
-static void site_route(struct deliver *d, struct site *s, const struct vl_policy *p)
+static void site_route(struct deliver *d, struct site *s, const struct cfg_policy *p)
 {
 	char err[256];
 
@@ -149,7 +149,7 @@ static size_t build_routes(const struct site *s, long long port,
 	return n;
 }
 
-static void site_hosts(struct deliver *d, struct site *s, const struct vl_policy *p,
+static void site_hosts(struct deliver *d, struct site *s, const struct cfg_policy *p,
 		       const struct dns_mx_result *r)
 {
 	char err[256];
@@ -166,7 +166,7 @@ static void site_hosts(struct deliver *d, struct site *s, const struct vl_policy
 /* A fresh answer for a site's host set: when its addresses moved, later
  * messages go to the new ones. Messages in the engine still point into the
  * old array, so it is kept (in d->old_routes) until volleyd stops. */
-static void site_refresh(struct deliver *d, struct site *s, const struct vl_policy *p,
+static void site_refresh(struct deliver *d, struct site *s, const struct cfg_policy *p,
 			 const struct dns_mx_result *r)
 {
 	struct eng_route *fresh = calloc(SITE_HOSTS_MAX, sizeof *fresh);
@@ -193,7 +193,7 @@ static void site_refresh(struct deliver *d, struct site *s, const struct vl_poli
 	memset(s->down_until, 0, sizeof s->down_until);
 }
 
-static struct site *site_new(struct deliver *d, const char *key, const struct vl_policy *p,
+static struct site *site_new(struct deliver *d, const char *key, const struct cfg_policy *p,
 			     const struct dns_mx_result *mx)
 {
 	struct site *s = calloc(1, sizeof *s);
@@ -216,7 +216,7 @@ static struct site *site_new(struct deliver *d, const char *key, const struct vl
 }
 
 /* "<where>|tls|conns|per conn|rcpts|rate|port|user": same key, same site. */
-static void site_key(char *key, size_t len, const char *where, const struct vl_policy *p)
+static void site_key(char *key, size_t len, const char *where, const struct cfg_policy *p)
 {
 	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s", where, p->tls,
 		 (long long)p->max_connections, (long long)p->max_messages_per_connection,
@@ -224,7 +224,7 @@ static void site_key(char *key, size_t len, const char *where, const struct vl_p
 		 p->auth_user ? p->auth_user : "");
 }
 
-static struct site *site_get(struct deliver *d, const char *where, const struct vl_policy *p,
+static struct site *site_get(struct deliver *d, const char *where, const struct cfg_policy *p,
 			     const struct dns_mx_result *mx)
 {
 	char key[1400];
@@ -238,14 +238,14 @@ static struct site *site_get(struct deliver *d, const char *where, const struct 
 struct site *site_for(struct deliver *d, const char *domain)
 {
 	char dom[256];
-	struct vl_policy p;
+	struct cfg_policy p;
 
 	snprintf(dom, sizeof dom, "%s", domain);
 	lower(dom);
 	json_t *hit = json_object_get(d->domain_site, dom);
 	if (hit)
 		return (struct site *)(intptr_t)json_integer_value(hit);
-	vl_config_policy(d->cfg, dom, &p);
+	cfg_policy_for(d->cfg, dom, &p);
 	struct site *s = site_get(d, p.route, &p, NULL);
 	json_object_set_new(d->domain_site, dom, json_integer((json_int_t)(intptr_t)s));
 	return s;
@@ -317,7 +317,7 @@ static void to_site(struct deliver *d, struct site *s, struct djob *dj, uint32_t
 void dom_enqueue(struct deliver *d, struct djob *dj, uint32_t idx, const char *domain)
 {
 	char name[256];
-	struct vl_policy p;
+	struct cfg_policy p;
 	uint64_t now = vl_now_ms();
 
 	snprintf(name, sizeof name, "%s", domain);
@@ -330,7 +330,7 @@ void dom_enqueue(struct deliver *d, struct djob *dj, uint32_t idx, const char *d
 	}
 	json_t *known = json_object_get(d->doms, name);
 	if (!known) {
-		vl_config_policy(d->cfg, name, &p);
+		cfg_policy_for(d->cfg, name, &p);
 		if (*p.route) {
 			to_site(d, site_for(d, name), dj, idx);
 			return;
@@ -358,13 +358,13 @@ void dom_answer(struct deliver *d, struct dns_done *dd)
 {
 	struct dom *m = dd->dom;
 	const struct dns_mx_result *r = dd->r;
-	struct vl_policy p;
+	struct cfg_policy p;
 	char key[1024] = "mx:";
 	bool ok = r && r->status == DNS_OK && r->nhosts;
 	bool perm = r && !ok && dns_status_permanent(r->status);
 	uint32_t ttl = r && r->ttl ? r->ttl : 60;
 
-	vl_config_policy(d->cfg, m->name, &p);
+	cfg_policy_for(d->cfg, m->name, &p);
 	if (ok)
 		dns_site_key(r, key + 3, sizeof key - 3);
 	m->site = ok ? site_get(d, key, &p, r) : NULL;

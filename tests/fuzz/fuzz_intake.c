@@ -53,12 +53,12 @@ static void differential(const char *p, size_t n)
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 {
-	static struct vl_config cfg;
+	static struct cfg cfg;
 	static int init;
 	char err[128];
 
 	if (!init) {
-		vl_config_load(&cfg, NULL, err, sizeof err);
+		cfg_load(&cfg, NULL, err, sizeof err);
 		cfg.max_message_size = 100000;
 		cfg.api.max_body = 1 << 20;
 		vl_log_set_level(VL_LOG_ERROR);

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../bench/sink/sink.h"
+#include "../../sink/sink.h"
 
 static struct sink_conf confs[4];
 

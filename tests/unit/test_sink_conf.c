@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "../../bench/sink/sink.h"
+#include "../../sink/sink.h"
 
 static int parse(struct sink_conf *c, char *err, size_t errlen, ...)
 {

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../bench/sink/sink.h"
+#include "../../sink/sink.h"
 
 struct h {
 	struct sink_conf conf;

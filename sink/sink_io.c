@@ -7,7 +7,7 @@
  * encrypted and plain connections share the same I/O path.
  */
 #include "sink.h"
-#include "../../tls/tls.h"
+#include "../tls/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

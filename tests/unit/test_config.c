@@ -4,37 +4,37 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../common/common.h"
+#include "../../config/config.h"
 
-static int load(struct vl_config *c, const char *text, char *err, size_t errlen)
+static int load(struct cfg *c, const char *text, char *err, size_t errlen)
 {
 	char path[] = "/tmp/volley-conf-XXXXXX";
 	int fd = mkstemp(path);
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
 	close(fd);
-	int rc = vl_config_load(c, path, err, errlen);
+	int rc = cfg_load(c, path, err, errlen);
 	unlink(path);
 	return rc;
 }
 
 Test(config, defaults)
 {
-	struct vl_config c;
+	struct cfg c;
 	char err[256];
-	cr_assert_eq(vl_config_load(&c, NULL, err, sizeof err), 0);
+	cr_assert_eq(cfg_load(&c, NULL, err, sizeof err), 0);
 	cr_assert_str_eq(c.data_dir, "volley-data");
 	cr_assert_str_eq(c.defaults.tls, "dane");
 	cr_assert_eq(c.defaults.max_connections, 50);
 	cr_assert_eq(c.nretry, 6);
 	cr_assert_eq(c.retry_ms[0], 300000);
 	cr_assert_eq(c.spool.journal_commit_ms, 50);
-	vl_config_free(&c);
+	cfg_free(&c);
 }
 
 Test(config, full_file_and_policy_overlay)
 {
-	struct vl_config c;
+	struct cfg c;
 	char err[256] = "";
 	int rc = load(&c,
 		      "data_dir = \"/var/spool/volley\";\nhostname = \"mta1.example.com\";\n"
@@ -53,12 +53,12 @@ Test(config, full_file_and_policy_overlay)
 	cr_assert_eq(c.dns.nservers, 1);
 	cr_assert_eq(c.max_age_ms, 86400000);
 	cr_assert_eq(c.nretry, 2);
-	struct vl_policy p;
-	vl_config_policy(&c, "gmail.com", &p);
+	struct cfg_policy p;
+	cfg_policy_for(&c, "gmail.com", &p);
 	cr_assert_eq(p.max_connections, 20);
 	cr_assert_str_eq(p.rate, "3000/min");
 	cr_assert_str_eq(p.tls, "encrypt");
-	vl_config_policy(&c, "a.test", &p);
+	cfg_policy_for(&c, "a.test", &p);
 	cr_assert_str_eq(p.route, "127.0.0.1:2525");
 	cr_assert_str_eq(p.tls, "none");
 	cr_assert_str_eq(p.auth_user, "u");
@@ -66,12 +66,12 @@ Test(config, full_file_and_policy_overlay)
 	cr_assert_str_eq(c.dkim[0].selector, "s1");
 	struct vl_buf b;
 	vl_buf_init(&b);
-	vl_config_print(&c, &b);
+	cfg_print(&c, &b);
 	vl_buf_append(&b, "", 1);
 	cr_assert(strstr(b.p, "password = \"(hidden)\""));
 	cr_assert_null(strstr(b.p, "\"p\""));
 	vl_buf_free(&b);
-	vl_config_free(&c);
+	cfg_free(&c);
 }
 
 Test(config, errors_name_line_and_key)
@@ -91,11 +91,11 @@ Test(config, errors_name_line_and_key)
 		{ "hostname = ", "syntax error" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-		struct vl_config c;
+		struct cfg c;
 		char err[256] = "";
 		cr_assert_eq(load(&c, cases[i].text, err, sizeof err), -1, "%s", cases[i].text);
 		cr_assert(strstr(err, cases[i].want), "%s: got \"%s\"", cases[i].text, err);
-		vl_config_free(&c);
+		cfg_free(&c);
 	}
 }
 

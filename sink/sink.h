@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "../../common/common.h"
-#include "../../tls/tls.h"
+#include "../common/common.h"
+#include "../tls/tls.h"
 
 #define SINK_LINE_MAX 1000        /* command line incl. CRLF (RFC 5321) */
 #define SINK_MAX_LISTEN 32

@@ -3,7 +3,7 @@
  * drives both parsing and the unknown-key check, so a misspelt key is an
  * error naming its line instead of a setting silently ignored.
  */
-#include "common.h"
+#include "config.h"
 
 #include <libconfig.h>
 #include <stdio.h>
@@ -128,71 +128,71 @@ static int get_group(struct ctx *x, const config_setting_t *g, const char *prefi
 #define KEY(n, k, type, field) { n, k, offsetof(type, field) }
 
 static const struct key top_keys[] = {
-	KEY("data_dir", K_STR, struct vl_config, data_dir),
-	KEY("hostname", K_STR, struct vl_config, hostname),
-	KEY("workers", K_INT, struct vl_config, workers),
-	KEY("max_message_size", K_SIZE, struct vl_config, max_message_size),
-	KEY("bounce_rules", K_STR, struct vl_config, bounce_rules),
-	KEY("shutdown_grace", K_DUR, struct vl_config, shutdown_grace_ms),
-	KEY("dkim_required", K_BOOL, struct vl_config, dkim_required),
-	KEY("dkim_canonicalization", K_STR, struct vl_config, dkim_canon),
-	KEY("dkim_expire", K_DUR, struct vl_config, dkim_expire_ms),
+	KEY("data_dir", K_STR, struct cfg, data_dir),
+	KEY("hostname", K_STR, struct cfg, hostname),
+	KEY("workers", K_INT, struct cfg, workers),
+	KEY("max_message_size", K_SIZE, struct cfg, max_message_size),
+	KEY("bounce_rules", K_STR, struct cfg, bounce_rules),
+	KEY("shutdown_grace", K_DUR, struct cfg, shutdown_grace_ms),
+	KEY("dkim_required", K_BOOL, struct cfg, dkim_required),
+	KEY("dkim_canonicalization", K_STR, struct cfg, dkim_canon),
+	KEY("dkim_expire", K_DUR, struct cfg, dkim_expire_ms),
 };
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
 					  "provider_defaults", NULL };
 
 static const struct key timeout_keys[] = {
-	KEY("connect", K_DUR, struct vl_config, timeouts.connect),
-	KEY("greeting", K_DUR, struct vl_config, timeouts.greeting),
-	KEY("helo", K_DUR, struct vl_config, timeouts.helo),
-	KEY("tls", K_DUR, struct vl_config, timeouts.tls),
-	KEY("mail", K_DUR, struct vl_config, timeouts.mail),
-	KEY("rcpt", K_DUR, struct vl_config, timeouts.rcpt),
-	KEY("data", K_DUR, struct vl_config, timeouts.data),
-	KEY("data_block", K_DUR, struct vl_config, timeouts.data_block),
-	KEY("data_term", K_DUR, struct vl_config, timeouts.data_term),
-	KEY("idle", K_DUR, struct vl_config, timeouts.idle),
-	KEY("quit", K_DUR, struct vl_config, timeouts.quit),
+	KEY("connect", K_DUR, struct cfg, timeouts.connect),
+	KEY("greeting", K_DUR, struct cfg, timeouts.greeting),
+	KEY("helo", K_DUR, struct cfg, timeouts.helo),
+	KEY("tls", K_DUR, struct cfg, timeouts.tls),
+	KEY("mail", K_DUR, struct cfg, timeouts.mail),
+	KEY("rcpt", K_DUR, struct cfg, timeouts.rcpt),
+	KEY("data", K_DUR, struct cfg, timeouts.data),
+	KEY("data_block", K_DUR, struct cfg, timeouts.data_block),
+	KEY("data_term", K_DUR, struct cfg, timeouts.data_term),
+	KEY("idle", K_DUR, struct cfg, timeouts.idle),
+	KEY("quit", K_DUR, struct cfg, timeouts.quit),
 };
 
 static const struct key events_keys[] = {
-	KEY("rotate_bytes", K_SIZE, struct vl_config, events.rotate_bytes),
-	KEY("keep_files", K_INT, struct vl_config, events.keep_files),
+	KEY("rotate_bytes", K_SIZE, struct cfg, events.rotate_bytes),
+	KEY("keep_files", K_INT, struct cfg, events.keep_files),
 };
 
 static const struct key api_keys[] = {
-	KEY("socket", K_STR, struct vl_config, api.socket),
-	KEY("listen", K_STR, struct vl_config, api.listen),
-	KEY("token", K_STR, struct vl_config, api.token),
-	KEY("max_connections", K_INT, struct vl_config, api.max_connections),
-	KEY("max_body", K_SIZE, struct vl_config, api.max_body),
+	KEY("socket", K_STR, struct cfg, api.socket),
+	KEY("listen", K_STR, struct cfg, api.listen),
+	KEY("token", K_STR, struct cfg, api.token),
+	KEY("max_connections", K_INT, struct cfg, api.max_connections),
+	KEY("max_body", K_SIZE, struct cfg, api.max_body),
 };
 
 static const struct key spool_keys[] = {
-	KEY("max_bytes", K_SIZE, struct vl_config, spool.max_bytes),
-	KEY("min_free", K_SIZE, struct vl_config, spool.min_free),
-	KEY("journal_commit_ms", K_INT, struct vl_config, spool.journal_commit_ms),
-	KEY("retain", K_DUR, struct vl_config, spool.retain_ms),
+	KEY("max_bytes", K_SIZE, struct cfg, spool.max_bytes),
+	KEY("min_free", K_SIZE, struct cfg, spool.min_free),
+	KEY("journal_commit_ms", K_INT, struct cfg, spool.journal_commit_ms),
+	KEY("retain", K_DUR, struct cfg, spool.retain_ms),
 };
 
 static const struct key policy_keys[] = {
-	KEY("tls", K_STR, struct vl_policy, tls),
-	KEY("max_connections", K_INT, struct vl_policy, max_connections),
-	KEY("max_messages_per_connection", K_INT, struct vl_policy,
+	KEY("tls", K_STR, struct cfg_policy, tls),
+	KEY("max_connections", K_INT, struct cfg_policy, max_connections),
+	KEY("max_messages_per_connection", K_INT, struct cfg_policy,
 	    max_messages_per_connection),
-	KEY("max_recipients_per_message", K_INT, struct vl_policy,
+	KEY("max_recipients_per_message", K_INT, struct cfg_policy,
 	    max_recipients_per_message),
-	KEY("rate", K_STR, struct vl_policy, rate),
-	KEY("port", K_INT, struct vl_policy, port),
-	KEY("route", K_STR, struct vl_policy, route),
+	KEY("rate", K_STR, struct cfg_policy, rate),
+	KEY("port", K_INT, struct cfg_policy, port),
+	KEY("route", K_STR, struct cfg_policy, route),
 };
 
 static const char *const tls_names[] = { "none", "may", "encrypt", "dane",
 					 "dane-only", "verify" };
 
 static int check_policy(struct ctx *x, const config_setting_t *g, const char *path,
-			const struct vl_policy *p)
+			const struct cfg_policy *p)
 {
 	char sub[160];
 	double r;
@@ -222,7 +222,7 @@ static int check_policy(struct ctx *x, const config_setting_t *g, const char *pa
 
 /* A policy group, with its optional auth = { user; password; }. */
 static int get_policy(struct ctx *x, const config_setting_t *g, const char *path,
-		      struct vl_policy *p, const char *const *extra)
+		      struct cfg_policy *p, const char *const *extra)
 {
 	static const char *const with_auth[] = { "auth", "match", NULL };
 	const config_setting_t *auth = config_setting_get_member(g, "auth");
@@ -262,7 +262,7 @@ static int get_strings(struct ctx *x, const config_setting_t *l, const char *pat
 	return 0;
 }
 
-static int get_retry(struct ctx *x, const config_setting_t *l, struct vl_config *c)
+static int get_retry(struct ctx *x, const config_setting_t *l, struct cfg *c)
 {
 	char **v = NULL;
 	size_t n = 0;
@@ -282,7 +282,7 @@ static int get_retry(struct ctx *x, const config_setting_t *l, struct vl_config 
 	return rc;
 }
 
-static int get_defaults(struct ctx *x, const config_setting_t *g, struct vl_config *c)
+static int get_defaults(struct ctx *x, const config_setting_t *g, struct cfg *c)
 {
 	static const char *const extra[] = { "auth", "retry", "max_age", NULL };
 	const config_setting_t *s;
@@ -297,14 +297,14 @@ static int get_defaults(struct ctx *x, const config_setting_t *g, struct vl_conf
 	return 0;
 }
 
-static void policy_unset(struct vl_policy *p)
+static void policy_unset(struct cfg_policy *p)
 {
 	memset(p, 0, sizeof *p);
 	p->max_connections = p->max_messages_per_connection = -1;
 	p->max_recipients_per_message = p->port = -1;
 }
 
-static int get_domains(struct ctx *x, const config_setting_t *l, struct vl_config *c)
+static int get_domains(struct ctx *x, const config_setting_t *l, struct cfg *c)
 {
 	if (!config_setting_is_list(l))
 		return fail(x, l, "domains", "expected a list ( { match = ...; }, ... )");
@@ -315,7 +315,7 @@ static int get_domains(struct ctx *x, const config_setting_t *l, struct vl_confi
 	c->ndomains = base + n;
 	for (size_t i = 0; i < n; i++) {
 		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
-		struct vl_domain_rule *d = &c->domains[base + i];
+		struct cfg_domain_rule *d = &c->domains[base + i];
 		const char *m = NULL;
 		char path[64];
 
@@ -381,12 +381,12 @@ providers[] = {
 	{ "gmx.*", 10, 100, "3000/min" }, { "web.de", 10, 100, "3000/min" },
 };
 
-static void add_providers(struct vl_config *c)
+static void add_providers(struct cfg *c)
 {
 	c->ndomains = VL_ARRAY_LEN(providers);
 	c->domains = calloc(c->ndomains + 1, sizeof *c->domains);
 	for (size_t i = 0; i < c->ndomains; i++) {
-		struct vl_domain_rule *d = &c->domains[i];
+		struct cfg_domain_rule *d = &c->domains[i];
 		policy_unset(&d->p);
 		d->builtin = true;
 		set_str(&d->match, providers[i].match);
@@ -397,9 +397,9 @@ static void add_providers(struct vl_config *c)
 	}
 }
 
-static void free_policy(struct vl_policy *p);
+static void free_policy(struct cfg_policy *p);
 
-static void drop_builtin(struct vl_config *c)
+static void drop_builtin(struct cfg *c)
 {
 	size_t k = 0;
 
@@ -415,7 +415,7 @@ static void drop_builtin(struct vl_config *c)
 	c->provider_defaults = false;
 }
 
-static void defaults(struct vl_config *c)
+static void defaults(struct cfg *c)
 {
 	static const uint64_t retry[] = { 300000, 600000, 1800000, 3600000,
 					  7200000, 14400000 };
@@ -466,7 +466,7 @@ static void defaults(struct vl_config *c)
 	memcpy(c->retry_ms, retry, sizeof retry);
 }
 
-static int load(struct ctx *x, config_t *cf, struct vl_config *c)
+static int load(struct ctx *x, config_t *cf, struct cfg *c)
 {
 	static const char *const egress_keys[] = { "address", "ehlo" };
 	static const char *const dkim_keys[] = { "domain", "selector", "key" };
@@ -485,12 +485,12 @@ static int load(struct ctx *x, config_t *cf, struct vl_config *c)
 		return -1;
 	if ((s = config_setting_get_member(root, "dns"))) {
 		static const struct key dns_keys[] = {
-			KEY("timeout_ms", K_INT, struct vl_config, dns.timeout_ms),
-			KEY("allow_private", K_BOOL, struct vl_config, dns.allow_private),
-			KEY("min_ttl", K_DUR, struct vl_config, dns.min_ttl_ms),
-			KEY("max_ttl", K_DUR, struct vl_config, dns.max_ttl_ms),
-			KEY("ipv6", K_BOOL, struct vl_config, dns.ipv6),
-			KEY("prefer_ipv6", K_BOOL, struct vl_config, dns.prefer_ipv6) };
+			KEY("timeout_ms", K_INT, struct cfg, dns.timeout_ms),
+			KEY("allow_private", K_BOOL, struct cfg, dns.allow_private),
+			KEY("min_ttl", K_DUR, struct cfg, dns.min_ttl_ms),
+			KEY("max_ttl", K_DUR, struct cfg, dns.max_ttl_ms),
+			KEY("ipv6", K_BOOL, struct cfg, dns.ipv6),
+			KEY("prefer_ipv6", K_BOOL, struct cfg, dns.prefer_ipv6) };
 		static const char *const extra[] = { "servers", NULL };
 		const config_setting_t *l;
 		if (get_group(x, s, "dns", dns_keys, VL_ARRAY_LEN(dns_keys), extra, c) < 0)
@@ -531,7 +531,7 @@ static int load(struct ctx *x, config_t *cf, struct vl_config *c)
 	return check_policy(x, root, "defaults", &c->defaults);
 }
 
-int vl_config_load(struct vl_config *c, const char *path, char *err, size_t errlen)
+int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 {
 	struct ctx x = { path ? path : "(defaults)", err, errlen };
 	config_t cf;
@@ -555,7 +555,7 @@ int vl_config_load(struct vl_config *c, const char *path, char *err, size_t errl
 	return rc;
 }
 
-static void free_policy(struct vl_policy *p)
+static void free_policy(struct cfg_policy *p)
 {
 	free(p->tls);
 	free(p->rate);
@@ -564,7 +564,7 @@ static void free_policy(struct vl_policy *p)
 	free(p->auth_password);
 }
 
-void vl_config_free(struct vl_config *c)
+void cfg_free(struct cfg *c)
 {
 	free(c->data_dir);
 	free(c->hostname);
@@ -597,7 +597,7 @@ void vl_config_free(struct vl_config *c)
 	memset(c, 0, sizeof *c);
 }
 
-static void overlay(struct vl_policy *out, const struct vl_policy *p)
+static void overlay(struct cfg_policy *out, const struct cfg_policy *p)
 {
 #define OV_STR(f) if (p->f) out->f = p->f
 #define OV_INT(f) if (p->f >= 0) out->f = p->f
@@ -614,8 +614,8 @@ static void overlay(struct vl_policy *out, const struct vl_policy *p)
 #undef OV_INT
 }
 
-void vl_config_policy(const struct vl_config *c, const char *domain,
-		      struct vl_policy *out)
+void cfg_policy_for(const struct cfg *c, const char *domain,
+		      struct cfg_policy *out)
 {
 	*out = c->defaults;
 	for (size_t i = 0; i < c->ndomains; i++)
@@ -623,7 +623,7 @@ void vl_config_policy(const struct vl_config *c, const char *domain,
 			overlay(out, &c->domains[i].p);
 }
 
-static void print_policy(struct vl_buf *o, const struct vl_policy *p, const char *ind)
+static void print_policy(struct vl_buf *o, const struct cfg_policy *p, const char *ind)
 {
 	if (p->tls)
 		vl_buf_printf(o, "%stls = \"%s\";\n", ind, p->tls);
@@ -646,7 +646,7 @@ static void print_policy(struct vl_buf *o, const struct vl_policy *p, const char
 			      ind, p->auth_user);
 }
 
-void vl_config_print(const struct vl_config *c, struct vl_buf *o)
+void cfg_print(const struct cfg *c, struct vl_buf *o)
 {
 	vl_buf_printf(o, "data_dir = \"%s\";\nhostname = \"%s\";\nworkers = %lld;\n"
 		      "max_message_size = %llu;\nbounce_rules = \"%s\";\n"

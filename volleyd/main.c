@@ -6,9 +6,7 @@
  *
  *   volleyd [--config FILE] [--data-dir DIR] [--foreground] [--check-config]
  */
-#include "../api/api.h"
-#include "../message/message.h"
-#include "../scheduler/scheduler.h"
+#include "volleyd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -133,57 +131,9 @@ static int wait_for_signal(void)
 	return sig;
 }
 
-struct daemon {
-	struct sched_spool *spool;
-	struct sched_suppress *sup;
-	struct sched_events *ev;
-	struct sched *sc;
-	struct api *api;
-};
-
-static int open_all(struct daemon *v, const struct vl_config *cfg)
+static int run(struct cfg *cfg, bool foreground)
 {
-	char err[512], path[4096];
-
-	snprintf(path, sizeof path, "%s/suppression", cfg->data_dir);
-	if (!(v->spool = sched_spool_open(cfg->data_dir, err, sizeof err)) ||
-	    !(v->sup = sched_suppress_open(path, err, sizeof err)))
-		goto fail;
-	snprintf(path, sizeof path, "%s/events", cfg->data_dir);
-	if (!(v->ev = sched_events_open(path, cfg->events.rotate_bytes,
-					(unsigned)cfg->events.keep_files, err, sizeof err)) ||
-	    !(v->sc = sched_new(cfg, v->spool, err, sizeof err)) ||
-	    sched_start(v->sc, v->sup, v->ev, err, sizeof err) < 0 ||
-	    !(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, sizeof err)))
-		goto fail;
-	return 0;
-fail:
-	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
-	return -1;
-}
-
-/* SIGTERM: no new jobs, deliveries drain, the journal is committed. */
-static void close_all(struct daemon *v, const struct vl_config *cfg)
-{
-	/* The API goes first: no request may reach the delivery state while it
-	 * is torn down. New jobs are refused from the first moment. */
-	bool started = v->api != NULL;
-	if (v->api)
-		api_drain(v->api);
-	api_stop(v->api);
-	if (v->sc && started)
-		sched_stop(v->sc, cfg->shutdown_grace_ms);
-	sched_free(v->sc);
-	if (v->ev)
-		sched_events_close(v->ev);
-	if (v->sup)
-		sched_suppress_close(v->sup);
-	sched_spool_close(v->spool);
-}
-
-static int run(struct vl_config *cfg, bool foreground)
-{
-	struct daemon v = { 0 };
+	struct vd_daemon v = { 0 };
 
 	if (mkdir(cfg->data_dir, 0750) < 0 && errno != EEXIST) {
 		fprintf(stderr, "volleyd: cannot create %s: %s\n", cfg->data_dir, strerror(errno));
@@ -195,8 +145,8 @@ static int run(struct vl_config *cfg, bool foreground)
 	}
 	if (lock_pidfile(cfg->data_dir) < 0)
 		return 1;
-	if (open_all(&v, cfg) < 0) {
-		close_all(&v, cfg);
+	if (vd_open(&v, cfg) < 0) {
+		vd_close(&v, cfg);
 		return 1;
 	}
 	vl_log(VL_LOG_INFO, "volleyd: ready, data dir %s, pid %ld", cfg->data_dir,
@@ -204,14 +154,14 @@ static int run(struct vl_config *cfg, bool foreground)
 	int sig = wait_for_signal();
 	vl_log(VL_LOG_INFO, "volleyd: %s: draining (up to %llu ms)", strsignal(sig),
 	       (unsigned long long)cfg->shutdown_grace_ms);
-	close_all(&v, cfg);
+	vd_close(&v, cfg);
 	vl_log(VL_LOG_INFO, "volleyd: stopped");
 	return 0;
 }
 
 /* --check-config: every DKIM key must load (file there, readable, the
  * right kind and size); dkim_required without a key is a mistake. */
-static int check_keys(const struct vl_config *c)
+static int check_keys(const struct cfg *c)
 {
 	char err[512];
 	int rc = 0;
@@ -236,13 +186,13 @@ static int check_keys(const struct vl_config *c)
 int main(int argc, char **argv)
 {
 	struct opts o = { 0 };
-	struct vl_config cfg;
+	struct cfg cfg;
 	char err[512];
 	sigset_t set;
 
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
-	if (vl_config_load(&cfg, o.config, err, sizeof err) < 0) {
+	if (cfg_load(&cfg, o.config, err, sizeof err) < 0) {
 		fprintf(stderr, "volleyd: %s\n", err);
 		return 1;
 	}
@@ -252,15 +202,15 @@ int main(int argc, char **argv)
 	}
 	if (o.check) {
 		if (check_keys(&cfg) < 0) {
-			vl_config_free(&cfg);
+			cfg_free(&cfg);
 			return 1;
 		}
 		struct vl_buf b;
 		vl_buf_init(&b);
-		vl_config_print(&cfg, &b);
+		cfg_print(&cfg, &b);
 		fwrite(b.p, 1, b.len, stdout);
 		vl_buf_free(&b);
-		vl_config_free(&cfg);
+		cfg_free(&cfg);
 		return 0;
 	}
 	vl_log_set_level(o.verbose ? VL_LOG_DEBUG : VL_LOG_INFO);
@@ -272,6 +222,6 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	int rc = run(&cfg, o.foreground);
-	vl_config_free(&cfg);
+	cfg_free(&cfg);
 	return rc;
 }

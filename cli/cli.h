@@ -1,6 +1,6 @@
 /*
  * The volley CLI (build/volley): a libcurl client of volleyd's HTTP API
- * (docs/api.md). Private to api/cli*.c. Prefix: cli_.
+ * (docs/api.md). Private to cli/. Prefix: cli_.
  */
 #ifndef VOLLEY_CLI_H
 #define VOLLEY_CLI_H

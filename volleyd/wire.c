@@ -1,0 +1,76 @@
+/*
+ * From configuration to running parts: the engine, the spool, the
+ * suppression list, events, the scheduler and the API, opened bottom up
+ * and closed top down (the API first, so no request reaches what is being
+ * torn down).
+ */
+#include "volleyd.h"
+
+#include <stdio.h>
+
+void vd_engine_config(const struct cfg *c, struct eng_config *ec)
+{
+	eng_config_defaults(ec);
+	ec->workers = (int)c->workers;
+	ec->t = (struct eng_timeouts){
+		.connect = c->timeouts.connect, .greeting = c->timeouts.greeting,
+		.helo = c->timeouts.helo, .tls = c->timeouts.tls, .mail = c->timeouts.mail,
+		.rcpt = c->timeouts.rcpt, .data = c->timeouts.data,
+		.data_block = c->timeouts.data_block, .data_term = c->timeouts.data_term,
+		.idle = c->timeouts.idle, .quit = c->timeouts.quit,
+	};
+	snprintf(ec->helo, sizeof ec->helo, "%s", c->negress ? c->egress[0].ehlo : c->hostname);
+	ec->dns = true;
+	dns_config_default(&ec->dns_cfg);
+	ec->dns_cfg.servers = (const char *const *)c->dns.servers;
+	ec->dns_cfg.nservers = c->dns.nservers;
+	ec->dns_cfg.timeout_ms = (unsigned)c->dns.timeout_ms;
+	ec->dns_cfg.allow_private = c->dns.allow_private;
+	ec->dns_cfg.min_ttl = (uint32_t)(c->dns.min_ttl_ms / 1000);
+	ec->dns_cfg.max_ttl = (uint32_t)(c->dns.max_ttl_ms / 1000);
+	ec->dns_cfg.family = c->dns.ipv6 ? DNS_FAM_BOTH : DNS_FAM_V4;
+	ec->dns_cfg.prefer_ipv6 = c->dns.prefer_ipv6;
+}
+
+int vd_open(struct vd_daemon *v, const struct cfg *cfg)
+{
+	char err[512], path[4096];
+	struct eng_config ec;
+
+	vd_engine_config(cfg, &ec);
+	snprintf(path, sizeof path, "%s/suppression", cfg->data_dir);
+	if (!(v->spool = sched_spool_open(cfg->data_dir, err, sizeof err)) ||
+	    !(v->sup = sched_suppress_open(path, err, sizeof err)))
+		goto fail;
+	snprintf(path, sizeof path, "%s/events", cfg->data_dir);
+	if (!(v->ev = sched_events_open(path, cfg->events.rotate_bytes,
+					(unsigned)cfg->events.keep_files, err, sizeof err)) ||
+	    !(v->sc = sched_new(cfg, v->spool, err, sizeof err)) ||
+	    !(v->eng = eng_new(&ec, err, sizeof err)))
+		goto fail;
+	if (sched_start(v->sc, v->sup, v->ev, v->eng, err, sizeof err) < 0)
+		goto fail;
+	v->started = true;
+	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, sizeof err)))
+		goto fail;
+	return 0;
+fail:
+	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
+	return -1;
+}
+
+void vd_close(struct vd_daemon *v, const struct cfg *cfg)
+{
+	if (v->api)
+		api_drain(v->api);
+	api_stop(v->api);
+	if (v->started)
+		sched_stop(v->sc, cfg->shutdown_grace_ms);
+	sched_free(v->sc);
+	eng_free(v->eng);        /* stopped by sched_stop, or never used */
+	if (v->ev)
+		sched_events_close(v->ev);
+	if (v->sup)
+		sched_suppress_close(v->sup);
+	sched_spool_close(v->spool);
+}
