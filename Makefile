@@ -101,8 +101,8 @@ $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_O
 		$(ENGINE_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd) -ljemalloc
 
-$(BUILD)/volley: $(call obj,$(CLI_SRC))
-	$(CC) $^ -o $@ $(LDFLAGS) $$(pkg-config --libs libcurl jansson openssl)
+$(BUILD)/volley: $(call obj,$(CLI_SRC)) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
 		$(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)

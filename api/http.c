@@ -22,7 +22,6 @@
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 
-#define VERSION "0.1.0"
 #define IDEM_MAX 128
 #define CONN_TIMEOUT_S 300
 
@@ -95,7 +94,7 @@ static enum MHD_Result send_json_h(struct MHD_Connection *c, unsigned status,
 	size_t n = strlen(text);
 
 	json_decref(body);
-	text = realloc(text, n + 2);
+	text = vl_realloc(text, n + 2);
 	text[n++] = '\n';
 	struct MHD_Response *r = MHD_create_response_from_buffer(n, text,
 								 MHD_RESPMEM_MUST_FREE);
@@ -217,7 +216,7 @@ static enum MHD_Result idem_check(struct api *a, struct MHD_Connection *c,
 					  "Idempotency-Key cannot be read back");
 		return send_json_h(c, 202, acc, "Idempotent-Replayed", "true");
 	}
-	r->idem = strdup(key);
+	r->idem = vl_strdup(key);
 	*answered = false;
 	return MHD_YES;
 }
@@ -368,7 +367,7 @@ static enum MHD_Result route_job(struct api *a, struct MHD_Connection *c,
 static json_t *stats_json(struct api *a)
 {
 	return json_pack("{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}, s:o}",
-			 "version", VERSION,
+			 "version", VL_VERSION,
 			 "uptime_s", (json_int_t)(vl_wall_time() - a->started),
 			 "intake", "jobs", (json_int_t)atomic_load(&a->jobs_in),
 			 "recipients", (json_int_t)atomic_load(&a->rcpts_in),
@@ -526,7 +525,7 @@ static enum MHD_Result health(struct api *a, struct MHD_Connection *c)
 			  atomic_load(&a->spool_used) < a->cfg->spool.max_bytes);
 
 	return send_json(c, 200, json_pack("{s:s, s:s, s:I, s:b}", "status", "ok",
-					   "version", VERSION, "uptime_s",
+					   "version", VL_VERSION, "uptime_s",
 					   (json_int_t)(vl_wall_time() - a->started),
 					   "accepting", accepting));
 }
@@ -575,7 +574,7 @@ static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 	struct sched_events_reader *r = sched_events_reader_open(a->ev, job, follow);
 	if (!r)
 		return send_error(c, 500, "internal", NULL, "cannot read the events log");
-	struct follower *fl = malloc(sizeof *fl);
+	struct follower *fl = vl_malloc(sizeof *fl);
 	*fl = (struct follower){ a, r };
 	return send_stream(c, read_events, fl, close_events);
 }
@@ -676,7 +675,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	(void)version;
 
 	if (!r) {
-		r = *con_cls = calloc(1, sizeof *r);
+		r = *con_cls = vl_calloc(1, sizeof *r);
 		if (!authorized(l, c))
 			return send_error(c, 401, "unauthorized", NULL,
 					  "send Authorization: Bearer <api.token>");
@@ -824,7 +823,7 @@ struct api *api_start(const struct cfg *c, struct sched *sc,
 		      struct sched_spool *spool, struct sched_suppress *sup,
 		      struct sched_events *ev, char *err, size_t errlen)
 {
-	struct api *a = calloc(1, sizeof *a);
+	struct api *a = vl_calloc(1, sizeof *a);
 	int fd;
 
 	a->cfg = c;
@@ -838,7 +837,7 @@ struct api *api_start(const struct cfg *c, struct sched *sc,
 	atomic_store(&a->spool_used, sched_spool_used_bytes(spool));
 	atomic_store(&a->used_at, vl_now_ms());
 	if (*c->api.socket)
-		a->sock_path = strdup(c->api.socket);
+		a->sock_path = vl_strdup(c->api.socket);
 	else if (asprintf(&a->sock_path, "%s/volley.sock", c->data_dir) < 0)
 		abort();
 	if ((fd = unix_listen(a->sock_path, err, errlen)) < 0 ||

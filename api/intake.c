@@ -82,12 +82,12 @@ static int fail(struct api_intake *in, int status, const char *code,
 struct api_intake *api_intake_new(const struct cfg *c, struct sched_spool *spool,
 				  bool ndjson, const char *idempotency_key)
 {
-	struct api_intake *in = calloc(1, sizeof *in);
+	struct api_intake *in = vl_calloc(1, sizeof *in);
 
 	in->cfg = c;
 	in->spool = spool;
 	in->ndjson = ndjson;
-	in->idem = idempotency_key ? strdup(idempotency_key) : NULL;
+	in->idem = idempotency_key ? vl_strdup(idempotency_key) : NULL;
 	vl_buf_init(&in->buf);
 	vl_buf_init(&in->scratch);
 	in->failed_rcpts = json_array();

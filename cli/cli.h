@@ -12,7 +12,8 @@
 
 #include <jansson.h>
 
-#define CLI_VERSION "0.1.0"
+#include "../common/common.h"
+
 
 enum {
 	CLI_OK = 0,

@@ -12,7 +12,7 @@ static void put(struct csv *c, char ch)
 {
 	if (c->len + 1 >= c->cap) {
 		size_t n = c->cap ? 2 * c->cap : 1024;
-		char *p = realloc(c->buf, n);
+		char *p = vl_realloc(c->buf, n);
 		if (!p) {
 			cli_err("out of memory");
 			exit(CLI_FAILED);
@@ -27,7 +27,7 @@ static void new_field(struct csv *c)
 {
 	if (c->nf == c->fcap) {
 		size_t n = c->fcap ? 2 * c->fcap : 16;
-		size_t *p = realloc(c->off, n * sizeof(*p));
+		size_t *p = vl_realloc(c->off, n * sizeof(*p));
 		if (!p) {
 			cli_err("out of memory");
 			exit(CLI_FAILED);

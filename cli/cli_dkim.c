@@ -101,7 +101,7 @@ static char *public_b64(EVP_PKEY *pk, bool ed)
 		 (int)(n = (size_t)i2d_PUBKEY(pk, NULL)) <= 0 || n > sizeof raw ||
 		 i2d_PUBKEY(pk, &p) <= 0)
 		return NULL;
-	char *out = malloc(n * 4 / 3 + 8);
+	char *out = vl_malloc(n * 4 / 3 + 8);
 	if (out)
 		EVP_EncodeBlock((unsigned char *)out, raw, (int)n);
 	return out;

@@ -32,7 +32,7 @@ static void grow(char **p, size_t *cap, size_t need)
 	size_t n = *cap ? *cap : 4096;
 	while (n < need)
 		n *= 2;
-	char *q = realloc(*p, n);
+	char *q = vl_realloc(*p, n);
 	if (!q) {
 		cli_err("out of memory");
 		exit(CLI_FAILED);
@@ -187,7 +187,7 @@ static struct curl_slist *set_body(const struct cli_req *rq, struct xfer *x,
 
 static void set_options(const struct cli_req *rq, struct xfer *x)
 {
-	curl_easy_setopt(curl, CURLOPT_USERAGENT, "volley/" CLI_VERSION);
+	curl_easy_setopt(curl, CURLOPT_USERAGENT, "volley/" VL_VERSION);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
 	if (!rq->endless) {
@@ -344,7 +344,7 @@ json_t *cli_post_json(const struct cli *c, const char *path, int *rc)
 char *cli_escape(const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	char *p = malloc(3 * strlen(s) + 1), *q = p;
+	char *p = vl_malloc(3 * strlen(s) + 1), *q = p;
 
 	if (!p) {
 		cli_err("out of memory");
@@ -367,7 +367,7 @@ char *cli_job_path(const char *id, const char *suffix)
 {
 	char *esc = cli_escape(id);
 	size_t n = strlen(esc) + strlen(suffix) + 16;
-	char *p = malloc(n);
+	char *p = vl_malloc(n);
 
 	if (!p) {
 		cli_err("out of memory");

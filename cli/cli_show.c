@@ -213,7 +213,7 @@ static void flatten(const json_t *v, char *key, size_t klen, size_t cap, struct 
 		key[klen] = 0;
 		return;
 	}
-	char *s = json_is_string(v) ? strdup(json_string_value(v))
+	char *s = json_is_string(v) ? vl_strdup(json_string_value(v))
 				    : json_dumps(v, JSON_ENCODE_ANY);
 	const char *row[] = {key, s};
 	table_row(t, row);

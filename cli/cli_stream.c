@@ -34,7 +34,7 @@ int cli_events(const struct cli *c)
 {
 	char *job = c->job ? cli_escape(c->job) : NULL;
 	size_t n = 64 + (job ? strlen(job) : 0);
-	char *path = malloc(n);
+	char *path = vl_malloc(n);
 	struct cli_resp rs;
 
 	if (!path) {

@@ -35,7 +35,7 @@ static void pend_add(struct upload *u, const char *p, size_t n)
 		size_t cap = u->pcap ? u->pcap : 65536;
 		while (cap < u->plen + n)
 			cap *= 2;
-		char *q = realloc(u->pend, cap);
+		char *q = vl_realloc(u->pend, cap);
 		if (!q) {
 			cli_err("out of memory");
 			exit(CLI_FAILED);
@@ -213,10 +213,10 @@ static int csv_header(struct upload *u)
 		return -1;
 	}
 	u->ncols = u->csv.nf;
-	u->cols = calloc(u->ncols, sizeof(*u->cols));
+	u->cols = vl_calloc(u->ncols, sizeof(*u->cols));
 	u->email = u->name = -1;
 	for (size_t i = 0; u->cols && i < u->ncols; i++) {
-		u->cols[i] = strdup(trim(u->csv.buf + u->csv.off[i]));
+		u->cols[i] = vl_strdup(trim(u->csv.buf + u->csv.off[i]));
 		if (!u->cols[i])
 			break;
 		if (!strcasecmp(u->cols[i], "email") && u->email < 0)
@@ -379,7 +379,7 @@ static int report(const struct cli *c, const struct cli_resp *rs, char **id)
 		cli_err("idempotency key seen before: job %s was accepted earlier; nothing new stored",
 			jid);
 	print_dropped(ans);
-	*id = strdup(jid);
+	*id = vl_strdup(jid);
 	json_decref(ans);
 	return *id ? CLI_OK : CLI_FAILED;
 }

@@ -18,7 +18,7 @@ void table_row(struct cli_table *t, const char **cells)
 {
 	if (t->nrows == t->cap) {
 		size_t n = t->cap ? 2 * t->cap : 16;
-		char **p = realloc(t->cells, n * t->ncols * sizeof(*p));
+		char **p = vl_realloc(t->cells, n * t->ncols * sizeof(*p));
 		if (!p) {
 			cli_err("out of memory");
 			exit(CLI_FAILED);
@@ -27,7 +27,7 @@ void table_row(struct cli_table *t, const char **cells)
 		t->cap = n;
 	}
 	for (size_t i = 0; i < t->ncols; i++) {
-		char *s = strdup(cells[i] ? cells[i] : "-");
+		char *s = vl_strdup(cells[i] ? cells[i] : "-");
 		if (!s) {
 			cli_err("out of memory");
 			exit(CLI_FAILED);
@@ -66,7 +66,7 @@ static void cell(FILE *out, const char *s, size_t w, bool right, bool last)
 
 void table_print(struct cli_table *t, FILE *out)
 {
-	size_t *w = calloc(t->ncols, sizeof(*w));
+	size_t *w = vl_calloc(t->ncols, sizeof(*w));
 
 	if (!w)
 		return;

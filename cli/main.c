@@ -230,7 +230,7 @@ static int parse(struct cli *c, int argc, char **argv, unsigned *used)
 			usage(stdout);
 			return 1;
 		} else if (!strcmp(a, "--version")) {
-			printf("volley %s\n", CLI_VERSION);
+			printf("volley %s\n", VL_VERSION);
 			return 1;
 		} else if (parse_opt(c, argc, argv, &i, used) < 0) {
 			return -1;

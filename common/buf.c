@@ -8,7 +8,7 @@
 
 static void *xrealloc(void *p, size_t n)
 {
-	void *q = realloc(p, n);
+	void *q = vl_realloc(p, n);
 	if (!q) {
 		fputs("volley: out of memory\n", stderr);
 		abort();

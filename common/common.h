@@ -1,7 +1,8 @@
 /*
- * common: small pieces every module shares -- growable byte buffers, time,
- * parsing of durations/sizes/percentages, glob matching, a fast PRNG and
- * logging. Prefix: vl_.
+ * common: small pieces every program shares -- allocation, growable byte
+ * buffers, time, parsing of durations/sizes/percentages, glob matching,
+ * hashing, a timer heap, a fast PRNG, logging, the io_uring ring and the
+ * version. Prefix: vl_.
  */
 #ifndef VOLLEY_COMMON_H
 #define VOLLEY_COMMON_H
@@ -10,9 +11,115 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include <liburing.h>
+
+/* One version for every program (volleyd's /v1/health, volley --version). */
+#define VL_VERSION "0.1.0"
+
+/* ---- allocation ----
+ * One out-of-memory policy for the whole tree: report and abort. A daemon
+ * that cannot allocate a few octets cannot keep its promises either, and
+ * an unchecked NULL would crash later, further from the cause. */
+__attribute__((noreturn)) void vl_oom(size_t n);
+static inline void *vl_malloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		vl_oom(n);
+	return p;
+}
+static inline void *vl_calloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		vl_oom(n * size);
+	return p;
+}
+static inline void *vl_realloc(void *old, size_t n)
+{
+	void *p = realloc(old, n ? n : 1);
+	if (!p)
+		vl_oom(n);
+	return p;
+}
+static inline char *vl_strdup(const char *s)
+{
+	char *p = strdup(s);
+	if (!p)
+		vl_oom(strlen(s) + 1);
+	return p;
+}
+static inline char *vl_strndup(const char *s, size_t n)
+{
+	char *p = strndup(s, n);
+	if (!p)
+		vl_oom(n + 1);
+	return p;
+}
+
+/* ---- hashing: FNV-1a, 64 bits ----
+ * Not for anything a peer could use to flood one bucket on purpose unless
+ * the table also bounds its chains. */
+#define VL_HASH_INIT 0xcbf29ce484222325ull
+static inline uint64_t vl_hash_add(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ c[i]) * 0x100000001b3ull;
+	return h;
+}
+static inline uint64_t vl_hash(const void *p, size_t n)
+{
+	return vl_hash_add(VL_HASH_INIT, p, n);
+}
+/* The same over the ASCII lower-case of s (host and domain names). */
+static inline uint64_t vl_hash_lower(uint64_t h, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 'A' && c <= 'Z')
+			c += 32;
+		h = (h ^ c) * 0x100000001b3ull;
+	}
+	return h;
+}
+
+/* ---- files ---- */
+/* fsync the directory dir itself (after creating, renaming or removing an
+ * entry in it, so the change survives a crash). 0, or -1 with errno. */
+int vl_fsync_dir(const char *dir);
+/* The same for the directory that holds path. */
+int vl_fsync_parent(const char *path);
+
+/* ---- timer heap (heap.c): earliest key first ----
+ * Intrusive: a node lives in its owner's struct and knows its position,
+ * so re-arming and cancelling are O(log n) without searching. */
+struct vl_heap_node {
+	uint64_t key;     /* e.g. a deadline in ms */
+	size_t idx;       /* position in the heap, or SIZE_MAX when not in it */
+};
+struct vl_heap {
+	struct vl_heap_node **v;
+	size_t n, cap;
+};
+static inline void vl_heap_node_init(struct vl_heap_node *t)
+{
+	t->idx = SIZE_MAX;
+}
+/* Insert t with key, or move it there when it is in the heap already. */
+void vl_heap_set(struct vl_heap *h, struct vl_heap_node *t, uint64_t key);
+/* Remove t; harmless when it is not in the heap. */
+void vl_heap_del(struct vl_heap *h, struct vl_heap_node *t);
+/* The node with the smallest key, NULL when empty. */
+static inline struct vl_heap_node *vl_heap_top(const struct vl_heap *h)
+{
+	return h->n ? h->v[0] : NULL;
+}
+void vl_heap_free(struct vl_heap *h);
 
 /* ---- byte buffer ----
  * A plain growable buffer. Growth doubles, so appending is amortised O(1);

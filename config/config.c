@@ -37,7 +37,7 @@ static int fail(struct ctx *x, const config_setting_t *s, const char *path,
 static void set_str(char **dst, const char *v)
 {
 	free(*dst);
-	*dst = strdup(v);
+	*dst = vl_strdup(v);
 	if (!*dst)
 		abort();
 }
@@ -252,7 +252,7 @@ static int get_strings(struct ctx *x, const config_setting_t *l, const char *pat
 	if (!config_setting_is_array(l) && !config_setting_is_list(l))
 		return fail(x, l, path, "expected a list [ \"...\", ... ]");
 	*n = (size_t)config_setting_length(l);
-	*out = calloc(*n + 1, sizeof **out);
+	*out = vl_calloc(*n + 1, sizeof **out);
 	for (size_t i = 0; i < *n; i++) {
 		const char *v = config_setting_get_string_elem(l, (int)i);
 		if (!v)
@@ -269,7 +269,7 @@ static int get_retry(struct ctx *x, const config_setting_t *l, struct cfg *c)
 	int rc = get_strings(x, l, "defaults.retry", &v, &n);
 
 	free(c->retry_ms);
-	c->retry_ms = calloc(n ? n : 1, sizeof *c->retry_ms);
+	c->retry_ms = vl_calloc(n ? n : 1, sizeof *c->retry_ms);
 	c->nretry = n;
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		if (vl_parse_duration_ms(v[i], &c->retry_ms[i]) < 0 || !c->retry_ms[i])
@@ -310,7 +310,7 @@ static int get_domains(struct ctx *x, const config_setting_t *l, struct cfg *c)
 		return fail(x, l, "domains", "expected a list ( { match = ...; }, ... )");
 	/* after the provider defaults, so the user's rules win */
 	size_t base = c->ndomains, n = (size_t)config_setting_length(l);
-	c->domains = realloc(c->domains, (base + n + 1) * sizeof *c->domains);
+	c->domains = vl_realloc(c->domains, (base + n + 1) * sizeof *c->domains);
 	memset(c->domains + base, 0, (n + 1) * sizeof *c->domains);
 	c->ndomains = base + n;
 	for (size_t i = 0; i < n; i++) {
@@ -337,7 +337,7 @@ static int get_records(struct ctx *x, const config_setting_t *l, const char *nam
 	if (!config_setting_is_list(l))
 		return fail(x, l, name, "expected a list ( { ... }, ... )");
 	*n = (size_t)config_setting_length(l);
-	char **v = calloc((*n + 1) * nkeys, sizeof *v);
+	char **v = vl_calloc((*n + 1) * nkeys, sizeof *v);
 	*out = v;
 	for (size_t i = 0; i < *n; i++) {
 		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
@@ -384,7 +384,7 @@ providers[] = {
 static void add_providers(struct cfg *c)
 {
 	c->ndomains = VL_ARRAY_LEN(providers);
-	c->domains = calloc(c->ndomains + 1, sizeof *c->domains);
+	c->domains = vl_calloc(c->ndomains + 1, sizeof *c->domains);
 	for (size_t i = 0; i < c->ndomains; i++) {
 		struct cfg_domain_rule *d = &c->domains[i];
 		policy_unset(&d->p);
@@ -444,7 +444,7 @@ static void defaults(struct cfg *c)
 	c->dns.min_ttl_ms = 30000;
 	c->dns.ipv6 = true;
 	c->dns.max_ttl_ms = 21600000;
-	c->dns.servers = calloc(1, sizeof *c->dns.servers);
+	c->dns.servers = vl_calloc(1, sizeof *c->dns.servers);
 	set_str(&c->defaults.tls, "dane");
 	c->defaults.max_connections = 50;
 	c->defaults.max_messages_per_connection = 1000;
@@ -462,7 +462,7 @@ static void defaults(struct cfg *c)
 	c->provider_defaults = true;
 	add_providers(c);
 	c->nretry = VL_ARRAY_LEN(retry);
-	c->retry_ms = malloc(sizeof retry);
+	c->retry_ms = vl_malloc(sizeof retry);
 	memcpy(c->retry_ms, retry, sizeof retry);
 }
 

@@ -13,11 +13,7 @@
 
 static uint64_t hash_of(const char *name, uint16_t qtype)
 {
-	uint64_t h = 0xcbf29ce484222325ull ^ qtype;
-
-	for (const char *p = name; *p; p++)
-		h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
-	return h;
+	return vl_hash(name, strlen(name)) ^ qtype;
 }
 
 int dns_cache_init(struct dns_cache *c, size_t max)
@@ -26,7 +22,7 @@ int dns_cache_init(struct dns_cache *c, size_t max)
 	c->cap = INITIAL_CAP;
 	c->max = max ? max : 1;
 	c->lru.next = c->lru.prev = &c->lru;
-	c->tab = calloc(c->cap, sizeof *c->tab);
+	c->tab = vl_calloc(c->cap, sizeof *c->tab);
 	return c->tab ? 0 : -1;
 }
 
@@ -90,7 +86,7 @@ static struct dns_entry *entry_of(struct dns_link *l) { return (struct dns_entry
 static void grow(struct dns_cache *c)
 {
 	size_t cap = c->cap * 2;
-	struct dns_entry **tab = calloc(cap, sizeof *tab);
+	struct dns_entry **tab = vl_calloc(cap, sizeof *tab);
 
 	if (!tab)
 		return;              /* longer chains, still correct */
@@ -146,7 +142,7 @@ struct dns_entry *dns_cache_add(struct dns_cache *c, const char *name,
 				uint16_t qtype)
 {
 	size_t len = strlen(name);
-	struct dns_entry *e = calloc(1, sizeof *e + len + 1);
+	struct dns_entry *e = vl_calloc(1, sizeof *e + len + 1);
 
 	if (!e)
 		return NULL;

@@ -126,7 +126,7 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
 		return;
 	}
 	if (!w) {
-		if (!(w = calloc(1, sizeof *w))) {
+		if (!(w = vl_calloc(1, sizeof *w))) {
 			vl_log(VL_LOG_ERROR, "dns: out of memory watching a socket");
 			return;      /* its queries time out */
 		}
@@ -175,7 +175,7 @@ static void on_watch(struct dns_resolver *r, struct dns_watch *w, int res)
 
 static void timer_set(struct dns_resolver *r, uint64_t deadline_ms)
 {
-	struct dns_timer *t = calloc(1, sizeof *t);
+	struct dns_timer *t = vl_calloc(1, sizeof *t);
 	uint64_t now = vl_now_ms(), d = deadline_ms > now ? deadline_ms - now : 1;
 
 	if (!t) {

@@ -194,7 +194,7 @@ static void hosts_failed(struct mx_req *q, const struct tally *t)
 static void finish_hosts(struct mx_req *q)
 {
 	struct dns_host hosts[DNS_MAX_HOSTS];
-	struct dns_addr *pool = malloc(q->nh * 2 * DNS_MAX_ADDRS * sizeof *pool);
+	struct dns_addr *pool = vl_malloc(q->nh * 2 * DNS_MAX_ADDRS * sizeof *pool);
 	struct tally t = { 0 };
 	bool partial = false, ad = q->mx_ad;
 	char why[64];
@@ -307,8 +307,8 @@ static void on_mx_records(struct mx_req *q, const struct dns_ans *a)
 			q->domain);
 		return;
 	}
-	c = malloc(a->n * sizeof *c);
-	q->h = calloc(a->n < DNS_MAX_HOSTS ? a->n : DNS_MAX_HOSTS, sizeof *q->h);
+	c = vl_malloc(a->n * sizeof *c);
+	q->h = vl_calloc(a->n < DNS_MAX_HOSTS ? a->n : DNS_MAX_HOSTS, sizeof *q->h);
 	if (!c || !q->h) {
 		free(c);
 		mx_fail(q, DNS_ERROR, "out of memory");
@@ -337,7 +337,7 @@ static void on_mx(void *arg, unsigned slot, const struct dns_ans *a, uint32_t tt
 		break;
 	case DNS_NODATA:             /* RFC 5321 5.1: the domain itself */
 		q->implicit = true;
-		if (!(q->h = calloc(1, sizeof *q->h))) {
+		if (!(q->h = vl_calloc(1, sizeof *q->h))) {
 			mx_fail(q, DNS_ERROR, "out of memory");
 			break;
 		}
@@ -357,7 +357,7 @@ static void on_mx(void *arg, unsigned slot, const struct dns_ans *a, uint32_t tt
 
 void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_cb cb, void *arg)
 {
-	struct mx_req *q = calloc(1, sizeof *q);
+	struct mx_req *q = vl_calloc(1, sizeof *q);
 
 	r->st.mx_requests++;
 	if (!q) {
@@ -406,7 +406,7 @@ static void on_tlsa(void *arg, unsigned slot, const struct dns_ans *a, uint32_t 
 void dns_resolve_tlsa(struct dns_resolver *r, const char *host, unsigned port,
 		      dns_tlsa_cb cb, void *arg)
 {
-	struct tlsa_req *q = calloc(1, sizeof *q);
+	struct tlsa_req *q = vl_calloc(1, sizeof *q);
 	char name[DNS_NAME_MAX];
 	int n;
 
@@ -470,9 +470,9 @@ void dns_mx_free(struct dns_mx_result *m)
 static int dup_host(struct dns_host *d, const struct dns_host *s)
 {
 	*d = *s;
-	d->name = strdup(s->name);
-	d->canon = strdup(s->canon);
-	d->addrs = malloc((s->naddrs ? s->naddrs : 1) * sizeof *d->addrs);
+	d->name = vl_strdup(s->name);
+	d->canon = vl_strdup(s->canon);
+	d->addrs = vl_malloc((s->naddrs ? s->naddrs : 1) * sizeof *d->addrs);
 	if (!d->name || !d->canon || !d->addrs)
 		return -1;
 	memcpy(d->addrs, s->addrs, s->naddrs * sizeof *d->addrs);
@@ -481,15 +481,15 @@ static int dup_host(struct dns_host *d, const struct dns_host *s)
 
 struct dns_mx_result *dns_mx_dup(const struct dns_mx_result *m)
 {
-	struct dns_mx_result *d = calloc(1, sizeof *d);
+	struct dns_mx_result *d = vl_calloc(1, sizeof *d);
 
 	if (!d)
 		return NULL;
 	*d = *m;
 	d->nhosts = 0;
-	d->domain = strdup(m->domain ? m->domain : "");
-	d->why = strdup(m->why ? m->why : "");
-	d->hosts = calloc(m->nhosts ? m->nhosts : 1, sizeof *d->hosts);
+	d->domain = vl_strdup(m->domain ? m->domain : "");
+	d->why = vl_strdup(m->why ? m->why : "");
+	d->hosts = vl_calloc(m->nhosts ? m->nhosts : 1, sizeof *d->hosts);
 	if (!d->domain || !d->why || !d->hosts) {
 		dns_mx_free(d);
 		return NULL;

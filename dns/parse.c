@@ -157,7 +157,7 @@ int dns_build_query(const char *name, uint16_t qtype, bool do_bit,
 		    uint8_t **out, size_t *outlen)
 {
 	size_t n = strlen(name), cap = HDR_LEN + n + 2 + 4 + 11;
-	uint8_t *q = calloc(1, cap), *p;
+	uint8_t *q = vl_calloc(1, cap), *p;
 
 	if (!q)
 		return -1;
@@ -281,7 +281,7 @@ static int take_rr(const uint8_t *buf, size_t len, const struct rrv *v, struct d
 		if (v->rdlen < 3 || dns_name_expand(buf, len, &off, host) == -1)
 			return 0;
 		a->u.mx[a->n].pref = get16(buf + v->rdoff);
-		if (!(a->u.mx[a->n].host = strdup(host)))
+		if (!(a->u.mx[a->n].host = vl_strdup(host)))
 			return 0;
 		break;
 	}
@@ -304,7 +304,7 @@ static int take_rr(const uint8_t *buf, size_t len, const struct rrv *v, struct d
 		t->selector = buf[v->rdoff + 1];
 		t->mtype = buf[v->rdoff + 2];
 		t->len = v->rdlen - 3;
-		if (!(t->data = malloc(t->len ? t->len : 1)))
+		if (!(t->data = vl_malloc(t->len ? t->len : 1)))
 			return 0;
 		memcpy(t->data, buf + v->rdoff + 3, t->len);
 		break;
@@ -333,7 +333,7 @@ static int take_records(const uint8_t *buf, size_t len, const struct rrv *v,
 		want += v[i].type == a->qtype && strcmp(v[i].owner, owner) == 0;
 	if (!want)
 		return 0;
-	if (!(a->u.mx = calloc(want, elem_size(a->qtype))))
+	if (!(a->u.mx = vl_calloc(want, elem_size(a->qtype))))
 		return -1;
 	for (size_t i = 0; i < nv; i++)
 		if (v[i].type == a->qtype && strcmp(v[i].owner, owner) == 0 &&
@@ -410,7 +410,7 @@ static int parse_sections(const uint8_t *buf, size_t len, const char *qname,
 	char cur[DNS_NAME_MAX];
 	uint32_t ttl = follow_cnames(buf, len, v, *nan, qname, cur);
 	a->cname_ttl = ttl;
-	if (strcmp(cur, qname) != 0 && !(a->canon = strdup(cur)))
+	if (strcmp(cur, qname) != 0 && !(a->canon = vl_strdup(cur)))
 		return -1;
 	if (a->status == DNS_OK && take_records(buf, len, v, *nan, cur, a, &ttl) < 0)
 		return -1;
@@ -436,7 +436,7 @@ int dns_parse_answer(const uint8_t *buf, size_t len, const char *qname,
 	a->status = DNS_ERROR;
 	a->cname_ttl = UINT32_MAX;
 	if (len < HDR_LEN ||
-	    !(v = malloc((cap_rrs(get16(buf + 6)) + cap_rrs(get16(buf + 8)) + 1) * sizeof *v)))
+	    !(v = vl_malloc((cap_rrs(get16(buf + 6)) + cap_rrs(get16(buf + 8)) + 1) * sizeof *v)))
 		return -1;
 	if (parse_sections(buf, len, qname, a, v, &nan, &nauth) == 0)
 		rc = 0;

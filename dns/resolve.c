@@ -59,10 +59,10 @@ static int copy_servers(struct dns_resolver *r, const struct dns_config *c)
 {
 	if (!c->nservers)
 		return 0;
-	if (!(r->servers = calloc(c->nservers, sizeof *r->servers)))
+	if (!(r->servers = vl_calloc(c->nservers, sizeof *r->servers)))
 		return -1;
 	for (size_t i = 0; i < c->nservers; i++)
-		if (!(r->servers[i] = strdup(c->servers[i])))
+		if (!(r->servers[i] = vl_strdup(c->servers[i])))
 			return -1;
 	r->cfg.servers = (const char *const *)r->servers;
 	return 0;
@@ -82,7 +82,7 @@ struct dns_resolver *dns_new(struct vl_ring *ring, unsigned tag,
 
 	if (check_config(tag, c, err, errlen) < 0)
 		return NULL;
-	if (!(r = calloc(1, sizeof *r))) {
+	if (!(r = vl_calloc(1, sizeof *r))) {
 		snprintf(err, errlen, "dns: out of memory");
 		return NULL;
 	}
@@ -223,7 +223,7 @@ static void merge_chase(struct dns_entry *e, struct dns_ans *a)
 		a->ttl = e->chase_ttl;
 	a->ad = a->ad && e->chase_ad;
 	if (!a->canon)
-		a->canon = strdup(e->chase);
+		a->canon = vl_strdup(e->chase);
 }
 
 static void on_ares(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
@@ -272,7 +272,7 @@ static void send_query(struct dns_resolver *r, struct dns_entry *e)
 
 static int add_waiter(struct dns_entry *e, lookup_fn fn, void *arg, unsigned slot)
 {
-	struct dns_waiter *w = malloc(sizeof *w);
+	struct dns_waiter *w = vl_malloc(sizeof *w);
 
 	if (!w)
 		return -1;

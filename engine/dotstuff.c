@@ -19,7 +19,7 @@ static void push(struct eng_iov *b, const void *p, size_t n)
 		return;
 	if (b->n == b->cap) {
 		b->cap = b->cap ? b->cap * 2 : 16;
-		b->v = realloc(b->v, b->cap * sizeof *b->v);
+		b->v = vl_realloc(b->v, b->cap * sizeof *b->v);
 		if (!b->v)
 			abort();
 	}

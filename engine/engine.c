@@ -26,14 +26,14 @@ static void *run(void *arg)
 
 struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 {
-	struct engine *e = calloc(1, sizeof *e);
+	struct engine *e = vl_calloc(1, sizeof *e);
 
 	e->cfg = *c;
 	e->n = c->workers > 0 ? c->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (e->n < 1)
 		e->n = 1;
-	e->w = calloc((size_t)e->n, sizeof *e->w);
-	e->tid = calloc((size_t)e->n, sizeof *e->tid);
+	e->w = vl_calloc((size_t)e->n, sizeof *e->w);
+	e->tid = vl_calloc((size_t)e->n, sizeof *e->tid);
 	for (int i = 0; i < e->n; i++) {
 		e->w[i] = eng_worker_new(&e->cfg, (unsigned)i, err, errlen);
 		if (!e->w[i]) {
@@ -66,18 +66,9 @@ void eng_submit(struct engine *e, struct eng_msg *m)
 	eng_worker_submit(owner, m);
 }
 
-static uint64_t name_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)(*s | 0x20)) * 0x100000001b3ull;
-	return h;
-}
-
 void eng_resolve_mx(struct engine *e, const char *domain, eng_mx_fn fn, void *arg)
 {
-	eng_worker_resolve(e->w[name_hash(domain) % (uint64_t)e->n], domain, fn, arg);
+	eng_worker_resolve(e->w[vl_hash_lower(VL_HASH_INIT, domain, strlen(domain)) % (uint64_t)e->n], domain, fn, arg);
 }
 
 void eng_dns_stats(struct engine *e, struct dns_stats *s)

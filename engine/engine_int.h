@@ -145,20 +145,6 @@ void eng_result_give(struct eng_msg *m, size_t rcpt, enum eng_status st,
 		     const char *stage, const struct eng_sess *s,
 		     bool maybe_delivered);
 
-/* ---- timer heap (heap.c): the earliest deadline first ---- */
-struct eng_timer {
-	uint64_t due;     /* ms, CLOCK_MONOTONIC */
-	size_t idx;       /* position in the heap, or SIZE_MAX when not in it */
-};
-struct eng_heap {
-	struct eng_timer **v;
-	size_t n, cap;
-};
-void eng_heap_set(struct eng_heap *h, struct eng_timer *t, uint64_t due);
-void eng_heap_del(struct eng_heap *h, struct eng_timer *t);
-struct eng_timer *eng_heap_top(const struct eng_heap *h);
-void eng_heap_free(struct eng_heap *h);
-
 /* ---- workers (worker.c) ---- */
 struct eng_worker;
 struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,

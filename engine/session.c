@@ -386,7 +386,7 @@ enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
 			      "internationalised message and the peer offers no SMTPUTF8");
 	if (s->rs_cap < m->count_) {
 		free(s->rs);
-		s->rs = malloc(m->count_);
+		s->rs = vl_malloc(m->count_);
 		s->rs_cap = m->count_;
 	}
 	memset(s->rs, RS_PENDING, m->count_);

@@ -51,7 +51,7 @@ struct conn {
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
-	struct eng_timer timer;
+	struct vl_heap_node timer;
 	struct __kernel_timespec connect_ts;
 	/* the send in flight: commands (or ciphertext), then body pieces */
 	struct vl_buf sendbuf;
@@ -91,7 +91,7 @@ struct eng_worker {
 	struct conn *all;              /* every open connection */
 	size_t nconns;
 	atomic_size_t nconns_seen;     /* nconns, for other threads */
-	struct eng_heap timers;
+	struct vl_heap timers;
 	struct pool *kick_list;        /* pools paused with messages waiting */
 	/* inbox */
 	struct eng_msg *_Atomic in_head;
@@ -187,7 +187,7 @@ void eng_worker_submit(struct eng_worker *w, struct eng_msg *m)
 
 void eng_worker_resolve(struct eng_worker *w, const char *domain, eng_mx_fn fn, void *arg)
 {
-	struct dns_req *q = calloc(1, sizeof *q);
+	struct dns_req *q = vl_calloc(1, sizeof *q);
 
 	q->fn = fn;
 	q->arg = arg;
@@ -303,18 +303,13 @@ void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms)
 
 uint64_t eng_route_hash(const struct eng_route *r)
 {
-	uint64_t h = 1469598103934665603ull;
-	const unsigned char *p = (const unsigned char *)&r->addr;
+	unsigned char tls = (unsigned char)r->tls;
+	uint64_t h = vl_hash(&r->addr, r->addrlen);
 
-	for (socklen_t i = 0; i < r->addrlen; i++)
-		h = (h ^ p[i]) * 1099511628211ull;
-	p = (const unsigned char *)&r->source;
-	for (socklen_t i = 0; r->has_source && i < r->sourcelen; i++)
-		h = (h ^ p[i]) * 1099511628211ull;
-	h = (h ^ (uint64_t)r->tls) * 1099511628211ull;
-	for (const char *s = r->auth_user; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
+	if (r->has_source)
+		h = vl_hash_add(h, &r->source, r->sourcelen);
+	h = vl_hash_add(h, &tls, 1);
+	return vl_hash_add(h, r->auth_user, strlen(r->auth_user));
 }
 
 static bool route_same(const struct eng_route *a, const struct eng_route *b)
@@ -336,7 +331,7 @@ static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
 	}
 	if (w->npools + 1 > w->npools_cap / 2) { /* grow and rehash */
 		size_t cap = w->npools_cap ? w->npools_cap * 2 : 64;
-		struct pool **v = calloc(cap, sizeof *v);
+		struct pool **v = vl_calloc(cap, sizeof *v);
 		for (size_t i = 0; i < w->npools_cap; i++) {
 			for (struct pool *p = w->pools[i], *n; p; p = n) {
 				n = p->hnext;
@@ -348,7 +343,7 @@ static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
 		w->pools = v;
 		w->npools_cap = cap;
 	}
-	struct pool *p = calloc(1, sizeof *p);
+	struct pool *p = vl_calloc(1, sizeof *p);
 	p->route = *r;
 	p->hash = h;
 	p->hnext = w->pools[h % w->npools_cap];
@@ -448,7 +443,7 @@ static void hand_back(struct conn *c)
 static void conn_timer(struct conn *c, uint64_t ms)
 {
 	if (!c->closing)
-		eng_heap_set(&c->w->timers, &c->timer, vl_now_ms() + ms);
+		vl_heap_set(&c->w->timers, &c->timer, vl_now_ms() + ms);
 }
 
 static void idle_remove(struct conn *c)
@@ -497,7 +492,7 @@ static void conn_close(struct conn *c)
 		return;
 	c->closing = true;
 	idle_remove(c);
-	eng_heap_del(&w->timers, &c->timer);
+	vl_heap_del(&w->timers, &c->timer);
 	if (c->established)
 		p->nestablished--;
 	p->nconn--;
@@ -543,7 +538,7 @@ static void sv_push(struct conn *c, void *p, size_t n)
 		return;
 	if (c->svn == c->svcap) {
 		c->svcap = c->svcap ? c->svcap * 2 : 8;
-		c->sv = realloc(c->sv, c->svcap * sizeof *c->sv);
+		c->sv = vl_realloc(c->sv, c->svcap * sizeof *c->sv);
 		if (!c->sv)
 			abort();
 	}
@@ -921,12 +916,12 @@ static void on_connect(struct conn *c, int res)
 
 static void conn_open(struct eng_worker *w, struct pool *p)
 {
-	struct conn *c = calloc(1, sizeof *c);
+	struct conn *c = vl_calloc(1, sizeof *c);
 	const struct eng_route *r = &p->route;
 
 	c->w = w;
 	c->pool = p;
-	c->timer.idx = SIZE_MAX;
+	vl_heap_node_init(&c->timer);
 	eng_sess_init(&c->s, w->cfg, &p->route);
 	eng_reply_parser_init(&c->rp);
 	vl_buf_init(&c->sendbuf);
@@ -1014,11 +1009,11 @@ static void on_timeout(struct conn *c)
 static void expire_timers(struct eng_worker *w)
 {
 	uint64_t now = vl_now_ms();
-	struct eng_timer *t;
+	struct vl_heap_node *t;
 
-	while ((t = eng_heap_top(&w->timers)) && t->due <= now) {
+	while ((t = vl_heap_top(&w->timers)) && t->key <= now) {
 		struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
-		eng_heap_del(&w->timers, t);
+		vl_heap_del(&w->timers, t);
 		on_timeout(c);
 	}
 }
@@ -1247,7 +1242,7 @@ void eng_worker_free(struct eng_worker *w)
 			free(p);
 		}
 	free(w->pools);
-	eng_heap_free(&w->timers);
+	vl_heap_free(&w->timers);
 	pthread_mutex_destroy(&w->dns_mu);
 	vl_ring_exit(&w->r);
 	if (w->efd >= 0)

@@ -139,7 +139,7 @@ static int attachments(struct content *c, struct msg_err *e)
 	if (!json_is_array(a))
 		return msg_fail(e, "invalid_field", "content.attachments", "must be an array");
 	c->natt = json_array_size(a);
-	c->att = calloc(c->natt ? c->natt : 1, sizeof *c->att);
+	c->att = vl_calloc(c->natt ? c->natt : 1, sizeof *c->att);
 	for (size_t i = 0; i < c->natt; i++) {
 		if (attachment(json_array_get(a, i), i, &c->att[i], e) < 0)
 			return -1;

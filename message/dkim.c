@@ -151,7 +151,7 @@ struct msg_dkim_key *msg_dkim_key_load(const char *pem_path, const char *domain,
 		EVP_PKEY_free(pk);
 		return NULL;
 	}
-	struct msg_dkim_key *k = calloc(1, sizeof *k);
+	struct msg_dkim_key *k = vl_calloc(1, sizeof *k);
 	if (!k)
 		abort();
 	k->pkey = pk;
@@ -401,7 +401,7 @@ static int add_line(struct fields *fs, const char *p, size_t n, char *err, size_
 		return fail(err, errlen, "header line without a field name and colon: %.40s", p);
 	if (fs->n == fs->cap) {
 		fs->cap = fs->cap ? fs->cap * 2 : 32;
-		if (!(fs->f = realloc(fs->f, fs->cap * sizeof *fs->f)))
+		if (!(fs->f = vl_realloc(fs->f, fs->cap * sizeof *fs->f)))
 			abort();
 	}
 	fs->f[fs->n++] = (struct field){p, n, name, false};

@@ -255,7 +255,7 @@ static void put_run(struct hw *h, const struct word *first, const struct word *l
 		ew_run(h, sep, seplen, (const unsigned char *)s, n);
 		return;
 	}
-	char small[512], *t = n <= sizeof small ? small : malloc(n);
+	char small[512], *t = n <= sizeof small ? small : vl_malloc(n);
 	if (!t)
 		abort();
 	n = unquote(s, n, t);

@@ -33,7 +33,7 @@ struct piece *msg_job_piece(struct msg_job *j, enum piece_kind k)
 {
 	if (j->np == j->pcap) {
 		j->pcap = j->pcap ? j->pcap * 2 : 16;
-		j->p = realloc(j->p, j->pcap * sizeof *j->p);
+		j->p = vl_realloc(j->p, j->pcap * sizeof *j->p);
 		if (!j->p)
 			abort();
 	}
@@ -80,11 +80,11 @@ static long var_of(struct msg_job *j, const char *name, enum msg_escape esc)
 	if (i == j->nvars) {
 		if (j->nvars == MSG_JOB_VARS_MAX)
 			return -1;
-		j->vars = realloc(j->vars, (j->nvars + 1) * sizeof *j->vars);
+		j->vars = vl_realloc(j->vars, (j->nvars + 1) * sizeof *j->vars);
 		if (!j->vars)
 			abort();
 		memset(&j->vars[i], 0, sizeof j->vars[i]);
-		j->vars[i].name = strdup(name);
+		j->vars[i].name = vl_strdup(name);
 		j->nvars++;
 	}
 	if (esc == MSG_ESC_HEADER)
@@ -101,7 +101,7 @@ int msg_job_tpl(struct msg_job *j, const char *src, size_t n, enum msg_escape es
 	if (!t)
 		return msg_fail(e, "invalid_field", field, "%s", err);
 	p->nsegs = msg_tpl_nsegs(t);
-	p->segs = calloc(p->nsegs ? p->nsegs : 1, sizeof *p->segs);
+	p->segs = vl_calloc(p->nsegs ? p->nsegs : 1, sizeof *p->segs);
 	for (size_t i = 0; i < p->nsegs; i++) {
 		struct tseg *s = &p->segs[i];
 		const char *text;
@@ -152,7 +152,7 @@ int msg_job_header(struct msg_job *j, const char *name, const char *v, size_t n,
 		return -1;
 	if (slots) {
 		struct piece *p = msg_job_piece(j, PC_HEADER);
-		p->name = strdup(name);
+		p->name = vl_strdup(name);
 		p->hk = k;
 		p->hflags = flags;
 		return msg_job_tpl(j, v, n, MSG_ESC_HEADER, NULL, field, p, e);
@@ -286,7 +286,7 @@ int msg_unsub_compile(struct msg_job *j, const json_t *u, struct msg_err *e)
 		return 0;
 	}
 	struct piece *p = msg_job_piece(j, PC_UNSUB);
-	p->name = *m ? strdup(m) : NULL;
+	p->name = *m ? vl_strdup(m) : NULL;
 	if (unsub_url(j, p, url, ulen, e) < 0)
 		return -1;
 	msg_job_static(j, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", 51);
@@ -342,7 +342,7 @@ static int job_subs(struct msg_job *j, const json_t *subs, struct msg_err *e)
 		if (j->vars[i].in_header && msg_has_crlf(s, len))
 			return msg_fail(e, "header_injection", f, "holds CR or LF and goes "
 					"into a header");
-		j->vars[i].job_val = strndup(s, len);
+		j->vars[i].job_val = vl_strndup(s, len);
 		j->vars[i].job_len = len;
 	}
 	return 0;
@@ -374,8 +374,8 @@ static int job_init(struct msg_job *j, const struct msg_job_opts *o, struct msg_
 	if (msg_addr_check(host, strlen(host), &utf8, why, sizeof why) < 0 || utf8)
 		return msg_fail(e, "invalid_field", "hostname", "must be an ASCII domain: %s",
 				why);
-	j->job_id = strdup(o->job_id);
-	j->hostname = strdup(o->hostname);
+	j->job_id = vl_strdup(o->job_id);
+	j->hostname = vl_strdup(o->hostname);
 	j->max_size = o->max_size;
 	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
 		uint64_t s = vl_now_ns() ^ (uintptr_t)j;
@@ -407,7 +407,7 @@ struct msg_job *msg_job_compile(const struct json_t *content,
 				const struct json_t *unsubscribe,
 				const struct msg_job_opts *o, struct msg_err *e)
 {
-	struct msg_job *j = calloc(1, sizeof *j);
+	struct msg_job *j = vl_calloc(1, sizeof *j);
 	int rc;
 
 	memset(e, 0, sizeof *e);

@@ -178,7 +178,7 @@ static void push_iov(struct msg_out *o, const void *p, size_t n)
 {
 	if (o->niov == o->iovcap) {
 		o->iovcap = o->iovcap ? o->iovcap * 2 : 16;
-		o->iov = realloc(o->iov, o->iovcap * sizeof *o->iov);
+		o->iov = vl_realloc(o->iov, o->iovcap * sizeof *o->iov);
 		if (!o->iov)
 			abort();
 	}

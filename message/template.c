@@ -32,7 +32,7 @@ static void add_seg(struct msg_tpl *t, size_t *cap, struct seg s)
 {
 	if (t->nsegs == *cap) {
 		*cap = *cap ? *cap * 2 : 8;
-		t->segs = realloc(t->segs, *cap * sizeof *t->segs);
+		t->segs = vl_realloc(t->segs, *cap * sizeof *t->segs);
 		if (!t->segs)
 			abort();
 	}
@@ -43,11 +43,11 @@ static void add_slot(struct msg_tpl *t, size_t *cap, const char *name, size_t n)
 {
 	if (t->nslots == *cap) {
 		*cap = *cap ? *cap * 2 : 8;
-		t->names = realloc(t->names, *cap * sizeof *t->names);
+		t->names = vl_realloc(t->names, *cap * sizeof *t->names);
 		if (!t->names)
 			abort();
 	}
-	t->names[t->nslots++] = strndup(name, n);
+	t->names[t->nslots++] = vl_strndup(name, n);
 }
 
 /* Parse "{{ name }}" at src+i (which starts with "{{"): the name's start
@@ -74,10 +74,10 @@ static long parse_slot(const char *src, size_t len, size_t i, size_t *name,
 struct msg_tpl *msg_tpl_compile(const char *src, size_t len, char *err,
 				size_t errlen)
 {
-	struct msg_tpl *t = calloc(1, sizeof *t);
+	struct msg_tpl *t = vl_calloc(1, sizeof *t);
 	size_t segcap = 0, slotcap = 0, start = 0, i = 0;
 
-	t->src = malloc(len + 1);
+	t->src = vl_malloc(len + 1);
 	memcpy(t->src, src, len);
 	t->src[len] = '\0';
 	while (i + 1 < len) {

@@ -108,12 +108,12 @@ static char **glob_list(const char *f)
 	size_t n = 1;
 	for (const char *p = f; *p; p++)
 		n += *p == ',';
-	char **l = calloc(n + 1, sizeof *l);
+	char **l = vl_calloc(n + 1, sizeof *l);
 	const char *p = f;
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strcspn(p, ",");
 		bool none = len == 4 && strncmp(p, "none", 4) == 0;
-		l[i] = strndup(p, none ? 0 : len);
+		l[i] = vl_strndup(p, none ? 0 : len);
 		p += len + (p[len] == ',');
 	}
 	return l;
@@ -179,7 +179,7 @@ static int parse_text(struct src *s, struct rule *r, const char *p, const char *
 	if (*p == '*') {
 		p++;
 	} else if (*p == '/') {
-		char *re = malloc((size_t)(end - p) + 1), *o = re;
+		char *re = vl_malloc((size_t)(end - p) + 1), *o = re;
 		for (p++; p < end && *p != '/'; p++) {
 			if (*p == '\\' && p + 1 < end && p[1] == '/')
 				p++;
@@ -258,7 +258,7 @@ static struct rule *grow(struct sched_bounce_rules *rs)
 {
 	if (rs->n == rs->cap) {
 		rs->cap = rs->cap ? rs->cap * 2 : 64;
-		rs->r = realloc(rs->r, rs->cap * sizeof *rs->r);
+		rs->r = vl_realloc(rs->r, rs->cap * sizeof *rs->r);
 	}
 	struct rule *r = &rs->r[rs->n];
 	memset(r, 0, sizeof *r);
@@ -315,7 +315,7 @@ static int load_file(struct sched_bounce_rules *rs, struct src *s)
 struct sched_bounce_rules *sched_bounce_load(const char *user_file, char *err,
 					     size_t errlen)
 {
-	struct sched_bounce_rules *rs = calloc(1, sizeof *rs);
+	struct sched_bounce_rules *rs = vl_calloc(1, sizeof *rs);
 	struct src s = { .name = user_file, .line = 1, .err = err, .errlen = errlen };
 	if (user_file && *user_file && load_file(rs, &s)) {
 		sched_bounce_free(rs);

@@ -107,8 +107,8 @@ static int sync_all(int *fds, size_t n)
  * cut back to where the batch began, so a retry appends nothing twice. */
 static int make_durable(struct commit *c, struct batch *b)
 {
-	int *fds = calloc(b->n + 1, sizeof *fds);
-	off_t *starts = calloc(b->n + 1, sizeof *starts);
+	int *fds = vl_calloc(b->n + 1, sizeof *fds);
+	off_t *starts = vl_calloc(b->n + 1, sizeof *starts);
 	size_t nfd = 0;
 	int rc = 0;
 
@@ -139,8 +139,8 @@ static void suppress(struct commit *c, const struct vl_buf *pairs)
 	size_t n = 0;
 
 	for (size_t off = 0; c->d->sup && off < pairs->len; n++) {
-		emails = realloc(emails, (n + 1) * sizeof *emails);
-		jobs = realloc(jobs, (n + 1) * sizeof *jobs);
+		emails = vl_realloc(emails, (n + 1) * sizeof *emails);
+		jobs = vl_realloc(jobs, (n + 1) * sizeof *jobs);
 		emails[n] = pairs->p + off;
 		jobs[n] = emails[n] + strlen(emails[n]) + 1;
 		off = (size_t)(jobs[n] - pairs->p) + strlen(jobs[n]) + 1;
@@ -172,7 +172,7 @@ static void apply(struct commit *c, struct batch *b)
 		if (!j->finished && j->counts[SCHED_QUEUED] + j->counts[SCHED_IN_FLIGHT] +
 		    j->counts[SCHED_DEFERRED] == 0) {
 			j->finished = now;
-			done = realloc(done, (ndone + 1) * sizeof *done);
+			done = vl_realloc(done, (ndone + 1) * sizeof *done);
 			done[ndone++] = j;
 		}
 	}
@@ -263,7 +263,7 @@ static void *run(void *arg)
 
 struct commit *commit_start(struct deliver *d, char *err, size_t errlen)
 {
-	struct commit *c = calloc(1, sizeof *c);
+	struct commit *c = vl_calloc(1, sizeof *c);
 
 	c->d = d;
 	pthread_mutex_init(&c->mu, NULL);
@@ -291,12 +291,12 @@ static void take_job(struct cjob *cj, struct djob *dj)
 void commit_submit(struct commit *c, struct djob *jobs, struct vl_buf *events,
 		   struct vl_buf *suppress)
 {
-	struct batch *b = calloc(1, sizeof *b);
+	struct batch *b = vl_calloc(1, sizeof *b);
 	size_t n = 0;
 
 	for (struct djob *dj = jobs; dj; dj = dj->next)
 		n += dj->in_batch;
-	b->jobs = calloc(n + 1, sizeof *b->jobs);
+	b->jobs = vl_calloc(n + 1, sizeof *b->jobs);
 	for (struct djob *dj = jobs; dj; dj = dj->next)
 		if (dj->in_batch)
 			take_job(&b->jobs[b->n++], dj);

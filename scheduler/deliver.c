@@ -21,66 +21,49 @@
 #define SWEEP_MS 5000            /* expiry check of jobs that do not move */
 #define WAIT_MAX_MS 1000
 
-/* ---- timers: a binary min-heap ---- */
-
-static void heap_swap(struct timer *h, size_t a, size_t b)
-{
-	struct timer t = h[a];
-	h[a] = h[b];
-	h[b] = t;
-}
+/* ---- timers, on common's heap ---- */
 
 void timer_add(struct deliver *d, uint64_t due_ms, enum tkind k, void *p, uint32_t idx)
 {
-	if (d->nheap == d->capheap) {
-		d->capheap = d->capheap ? d->capheap * 2 : 256;
-		d->heap = realloc(d->heap, d->capheap * sizeof *d->heap);
-	}
-	size_t i = d->nheap++;
-	d->heap[i] = (struct timer){ due_ms, k, idx, p };
-	while (i && d->heap[(i - 1) / 2].due_ms > d->heap[i].due_ms) {
-		heap_swap(d->heap, i, (i - 1) / 2);
-		i = (i - 1) / 2;
-	}
+	struct timer *t = vl_malloc(sizeof *t);
+
+	*t = (struct timer){ .kind = k, .idx = idx, .p = p };
+	vl_heap_node_init(&t->hn);
+	vl_heap_set(&d->timers, &t->hn, due_ms);
 }
 
-static struct timer timer_pop(struct deliver *d)
+/* The next timer due by now (the caller frees it), or NULL. */
+static struct timer *timer_due(struct deliver *d, uint64_t now)
 {
-	struct timer top = d->heap[0];
-	size_t i = 0;
+	struct vl_heap_node *top = vl_heap_top(&d->timers);
 
-	d->heap[0] = d->heap[--d->nheap];
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-		if (l < d->nheap && d->heap[l].due_ms < d->heap[m].due_ms)
-			m = l;
-		if (r < d->nheap && d->heap[r].due_ms < d->heap[m].due_ms)
-			m = r;
-		if (m == i)
-			break;
-		heap_swap(d->heap, i, m);
-		i = m;
-	}
-	return top;
+	if (!top || top->key > now)
+		return NULL;
+	vl_heap_del(&d->timers, top);
+	return (struct timer *)top;
 }
 
-/* Drop the retry timers of a job that is going away. */
+/* Drop the retry timers of a job that is going away: the heap is rebuilt
+ * from the timers that stay. */
 static void timers_forget(struct deliver *d, struct djob *dj)
 {
-	size_t n = d->nheap;
-	struct timer *keep = d->heap;
+	struct vl_heap old = d->timers;
 
-	d->heap = NULL;
-	d->nheap = d->capheap = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct sjq *q = keep[i].p;
-		if (keep[i].kind == T_RETRY && q->dj == dj)
+	d->timers = (struct vl_heap){ 0 };
+	for (size_t i = 0; i < old.n; i++) {
+		struct timer *t = (struct timer *)old.v[i];
+		struct sjq *q = t->p;
+		vl_heap_node_init(&t->hn);
+		if (t->kind == T_RETRY && q->dj == dj)
 			q->site->deferred--;
-		else if (keep[i].kind != T_REQUEUE || keep[i].p != dj)
-			timer_add(d, keep[i].due_ms, keep[i].kind, keep[i].p, keep[i].idx);
+		else if (t->kind != T_REQUEUE || t->p != dj) {
+			vl_heap_set(&d->timers, &t->hn, t->hn.key);
+			continue;
+		}
+		free(t);
 	}
 	dj->ntimers = 0;
-	free(keep);
+	vl_heap_free(&old);
 }
 
 static void fire_retry(struct deliver *d, struct sjq *q, uint32_t idx)
@@ -123,14 +106,16 @@ static void fire_timers(struct deliver *d)
 {
 	uint64_t now = vl_now_ms();
 
-	while (d->nheap && d->heap[0].due_ms <= now) {
-		struct timer t = timer_pop(d);
-		if (t.kind == T_RETRY)
-			fire_retry(d, t.p, t.idx);
-		else if (t.kind == T_REQUEUE)
-			fire_requeue(d, t.p, t.idx);
+	struct timer *t;
+
+	while ((t = timer_due(d, now))) {
+		if (t->kind == T_RETRY)
+			fire_retry(d, t->p, t->idx);
+		else if (t->kind == T_REQUEUE)
+			fire_requeue(d, t->p, t->idx);
 		else
-			site_ready(d, t.p);
+			site_ready(d, t->p);
+		free(t);
 	}
 }
 
@@ -209,7 +194,7 @@ static struct dmsg *msg_get(struct deliver *d)
 		d->free_msgs = m->next;
 		return m;
 	}
-	m = calloc(1, sizeof *m);
+	m = vl_calloc(1, sizeof *m);
 	msg_out_init(&m->out);
 	vl_buf_init(&m->sig);
 	return m;
@@ -280,7 +265,7 @@ static bool sign(struct eng_msg *em)
 	}
 	if (m->iovcap < m->out.niov + 1) {
 		m->iovcap = m->out.niov + 8;
-		m->iov = realloc(m->iov, m->iovcap * sizeof *m->iov);
+		m->iov = vl_realloc(m->iov, m->iovcap * sizeof *m->iov);
 	}
 	m->iov[0] = (struct iovec){ m->sig.p, m->sig.len };
 	memcpy(m->iov + 1, m->out.iov, m->out.niov * sizeof *m->iov);
@@ -638,8 +623,10 @@ static uint64_t next_wake(struct deliver *d)
 {
 	uint64_t now = vl_now_ms(), t = now + WAIT_MAX_MS;
 
-	if (d->nheap && d->heap[0].due_ms < t)
-		t = d->heap[0].due_ms;
+	struct vl_heap_node *top = vl_heap_top(&d->timers);
+
+	if (top && top->key < t)
+		t = top->key;
 	if (d->next_commit_ms > now && d->next_commit_ms < t)
 		t = d->next_commit_ms;
 	return t > now ? t - now : 0;
@@ -729,7 +716,7 @@ static void push(struct job ***a, size_t *n, size_t *cap, struct job *j)
 {
 	if (*n == *cap) {
 		*cap = *cap ? *cap * 2 : 16;
-		*a = realloc(*a, *cap * sizeof **a);
+		*a = vl_realloc(*a, *cap * sizeof **a);
 	}
 	(*a)[(*n)++] = j;
 }
@@ -813,7 +800,7 @@ json_t *deliver_stats_json(struct deliver *d)
 
 static int load_keys(struct deliver *d, char *err, size_t errlen)
 {
-	d->dkim = calloc(d->cfg->ndkim + 1, sizeof *d->dkim);
+	d->dkim = vl_calloc(d->cfg->ndkim + 1, sizeof *d->dkim);
 	for (size_t i = 0; i < d->cfg->ndkim; i++, d->ndkim++)
 		if (!(d->dkim[i] = msg_dkim_key_load(d->cfg->dkim[i].key, d->cfg->dkim[i].domain,
 						     d->cfg->dkim[i].selector, err, errlen)))
@@ -833,7 +820,7 @@ struct deliver *deliver_start(struct sched *sc, const struct cfg *cfg,
 			      struct sched_events *ev, struct engine *eng, char *err,
 			      size_t errlen)
 {
-	struct deliver *d = calloc(1, sizeof *d);
+	struct deliver *d = vl_calloc(1, sizeof *d);
 
 	d->sc = sc;
 	d->eng = eng;
@@ -918,7 +905,9 @@ void deliver_stop(struct deliver *d, uint64_t grace_ms)
 	json_decref(d->domain_site);
 	vl_buf_free(&d->events);
 	vl_buf_free(&d->suppress);
-	free(d->heap);
+	for (size_t i = 0; i < d->timers.n; i++)
+		free(d->timers.v[i]);
+	vl_heap_free(&d->timers);
 	free(d->adds);
 	free(d->ctls);
 	json_decref(d->snap);

@@ -86,7 +86,7 @@ struct dmsg {
  * recipient whose domain did not resolve (djob, idx). */
 enum tkind { T_RETRY, T_SITE, T_REQUEUE };
 struct timer {
-	uint64_t due_ms;
+	struct vl_heap_node hn;       /* first: key is the due time, ms */
 	enum tkind kind;
 	uint32_t idx;
 	void *p;                      /* struct sjq, site or djob */
@@ -179,8 +179,7 @@ struct deliver {
 	json_t *doms;                 /* domain -> struct dom, for MX domains */
 	struct eng_route **old_routes; /* replaced MX address lists (see site_refresh) */
 	size_t nold;
-	struct timer *heap;
-	size_t nheap, capheap;
+	struct vl_heap timers;        /* of struct timer */
 	struct dmsg *free_msgs;
 	size_t inflight;
 	uint64_t seed;

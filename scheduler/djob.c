@@ -101,7 +101,7 @@ static int read_job(struct djob *dj)
 		return -1;
 	}
 	const char *rate = json_string_value(json_object_get(job, "rate_limit"));
-	dj->sender = strdup(json_string_value(json_object_get(job, "envelope_sender")));
+	dj->sender = vl_strdup(json_string_value(json_object_get(job, "envelope_sender")));
 	dj->verp = json_is_true(json_object_get(job, "verp"));
 	dj->transactional = dj->j->transactional;
 	dj->expires = dj->j->expires;
@@ -149,7 +149,7 @@ static void enqueue_all(struct djob *dj)
 struct djob *djob_load(struct deliver *d, struct job *j)
 {
 	char path[4096];
-	struct djob *dj = calloc(1, sizeof *dj);
+	struct djob *dj = vl_calloc(1, sizeof *dj);
 
 	dj->j = j;
 	dj->d = d;
@@ -157,8 +157,8 @@ struct djob *djob_load(struct deliver *d, struct job *j)
 	if (read_job(dj) < 0 || !(dj->table = sched_table_open(d->spool, j->id)))
 		goto fail;
 	dj->n = sched_table_count(dj->table);
-	dj->st = calloc(dj->n + 1, 1);
-	dj->att = calloc(dj->n + 1, 1);
+	dj->st = vl_calloc(dj->n + 1, 1);
+	dj->att = vl_calloc(dj->n + 1, 1);
 	snprintf(path, sizeof path, "%s/jobs/%s/journal", d->cfg->data_dir, j->id);
 	if (journal_replay(path, replay_one, dj) < 0) {
 		vl_log(VL_LOG_ERROR, "job %s: cannot read its journal: %s", j->id, strerror(errno));

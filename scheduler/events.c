@@ -198,7 +198,7 @@ static int cmp_u64(const void *a, const void *b)
 
 static void push_seq(struct sched_events *e, uint64_t seq)
 {
-	e->seqs = realloc(e->seqs, (e->nseqs + 1) * sizeof *e->seqs);
+	e->seqs = vl_realloc(e->seqs, (e->nseqs + 1) * sizeof *e->seqs);
 	if (!e->seqs)
 		abort();
 	e->seqs[e->nseqs++] = seq;
@@ -267,7 +267,7 @@ static uint64_t hold_bound(uint64_t rotate_bytes)
 struct sched_events *sched_events_open(const char *dir, uint64_t rotate_bytes,
 				       unsigned keep_files, char *err, size_t errlen)
 {
-	struct sched_events *e = calloc(1, sizeof *e);
+	struct sched_events *e = vl_calloc(1, sizeof *e);
 
 	e->dirfd = -1;
 	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
@@ -518,7 +518,7 @@ void sched_events_close(struct sched_events *e)
 struct sched_events_reader *sched_events_reader_open(struct sched_events *e,
 						     const char *job, bool follow)
 {
-	struct sched_events_reader *r = calloc(1, sizeof *r);
+	struct sched_events_reader *r = vl_calloc(1, sizeof *r);
 	struct vl_buf b;
 
 	if (!r)

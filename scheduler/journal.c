@@ -96,7 +96,7 @@ int journal_replay(const char *path, void (*fn)(void *arg, const struct jrec *r)
 		return -1;
 	}
 	size_t n = (size_t)st.st_size, off = 0, got = 0;
-	char *buf = malloc(n ? n : 1);
+	char *buf = vl_malloc(n ? n : 1);
 	while (got < n) {         /* one pread returns at most about 2 GiB */
 		ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
 		if (r <= 0) {

@@ -117,7 +117,7 @@ static void add_job(struct sched *sc, struct job *j)
 {
 	if (sc->njobs == sc->cap) {
 		sc->cap = sc->cap ? sc->cap * 2 : 64;
-		sc->jobs = realloc(sc->jobs, sc->cap * sizeof *sc->jobs);
+		sc->jobs = vl_realloc(sc->jobs, sc->cap * sizeof *sc->jobs);
 		if (!sc->jobs)
 			abort();
 	}
@@ -127,13 +127,13 @@ static void add_job(struct sched *sc, struct job *j)
 
 static struct job *job_from_meta(const char *id, json_t *meta)
 {
-	struct job *j = calloc(1, sizeof *j);
+	struct job *j = vl_calloc(1, sizeof *j);
 	json_t *job = json_object_get(meta, "job");
 	const char *campaign = json_string_value(json_object_get(job, "campaign"));
 	const char *prio = json_string_value(json_object_get(job, "priority"));
 
 	snprintf(j->id, sizeof j->id, "%s", id);
-	j->campaign = campaign ? strdup(campaign) : NULL;
+	j->campaign = campaign ? vl_strdup(campaign) : NULL;
 	j->transactional = prio && strcmp(prio, "transactional") == 0;
 	j->created = json_number_value(json_object_get(meta, "created"));
 	j->expires = json_number_value(json_object_get(meta, "expires"));
@@ -163,9 +163,9 @@ static int load_all(struct sched *sc, char *err, size_t errlen)
 			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 64;
-			names = realloc(names, cap * sizeof *names);
+			names = vl_realloc(names, cap * sizeof *names);
 		}
-		names[n++] = strdup(e->d_name);
+		names[n++] = vl_strdup(e->d_name);
 	}
 	closedir(d);
 	if (n > 1)
@@ -208,7 +208,7 @@ static void load_idem(struct sched *sc)
 struct sched *sched_new(const struct cfg *c, struct sched_spool *s,
 			char *err, size_t errlen)
 {
-	struct sched *sc = calloc(1, sizeof *sc);
+	struct sched *sc = vl_calloc(1, sizeof *sc);
 
 	sc->cfg = c;
 	sc->spool = s;
@@ -448,12 +448,12 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 	size_t n = sched_table_count(c->t), len = 0, cap = 0, off = 0, rl, got;
 	struct jrec r;
 
-	c->st = calloc(n + 1, 1);
-	c->last = calloc(n + 1, sizeof *c->last);
+	c->st = vl_calloc(n + 1, 1);
+	c->last = vl_calloc(n + 1, sizeof *c->last);
 	while (f) {
 		if (cap - len < 65536) {
 			cap = cap * 2 + 65536;
-			c->jbuf = realloc(c->jbuf, cap);
+			c->jbuf = vl_realloc(c->jbuf, cap);
 		}
 		if (!(got = fread(c->jbuf + len, 1, cap - len, f)))
 			break;
@@ -524,7 +524,7 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 	struct sched_table *t = sched_table_open(sc->spool, id);
 	if (!t)
 		return NULL;
-	struct sched_cursor *c = calloc(1, sizeof *c);
+	struct sched_cursor *c = vl_calloc(1, sizeof *c);
 	c->t = t;
 	c->filter = filter;
 	vl_buf_init(&c->pending);
@@ -646,7 +646,7 @@ void sched_retire(struct sched *sc)
 			sc->jobs[keep++] = j;
 			continue;
 		}
-		gone = realloc(gone, (ngone + 1) * sizeof *gone);
+		gone = vl_realloc(gone, (ngone + 1) * sizeof *gone);
 		gone[ngone++] = j;
 		json_object_del(sc->index, j->id);
 		forget_keys(sc, j->id);

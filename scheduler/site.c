@@ -32,7 +32,7 @@ void sjq_push(struct sjq *q, uint32_t idx)
 {
 	if (q->len == q->cap) {
 		size_t cap = q->cap ? q->cap * 2 : 16;
-		uint32_t *n = malloc(cap * sizeof *n);
+		uint32_t *n = vl_malloc(cap * sizeof *n);
 		for (size_t i = 0; i < q->len; i++)
 			n[i] = q->idx[(q->head + i) % q->cap];
 		free(q->idx);
@@ -61,10 +61,10 @@ struct sjq *sjq_for(struct djob *dj, struct site *s)
 	for (; *list; list = &(*list)->next)
 		if ((*list)->dj == dj)
 			return *list;
-	struct sjq *q = calloc(1, sizeof *q);
+	struct sjq *q = vl_calloc(1, sizeof *q);
 	q->dj = dj;
 	q->site = s;
-	dj->qs = realloc(dj->qs, (dj->nqs + 1) * sizeof *dj->qs);
+	dj->qs = vl_realloc(dj->qs, (dj->nqs + 1) * sizeof *dj->qs);
 	dj->qs[dj->nqs++] = q;
 	*list = q;
 	return q;
@@ -156,7 +156,7 @@ static void site_hosts(struct deliver *d, struct site *s, const struct cfg_polic
 
 	eng_route_parse(&s->route, "0.0.0.0:25", err, sizeof err);
 	site_template(d, s, p);
-	s->routes = calloc(SITE_HOSTS_MAX, sizeof *s->routes);
+	s->routes = vl_calloc(SITE_HOSTS_MAX, sizeof *s->routes);
 	s->nroutes = build_routes(s, (long long)p->port, r, s->routes);
 	s->routable = s->nroutes > 0;
 	if (!s->routable)
@@ -169,7 +169,7 @@ static void site_hosts(struct deliver *d, struct site *s, const struct cfg_polic
 static void site_refresh(struct deliver *d, struct site *s, const struct cfg_policy *p,
 			 const struct dns_mx_result *r)
 {
-	struct eng_route *fresh = calloc(SITE_HOSTS_MAX, sizeof *fresh);
+	struct eng_route *fresh = vl_calloc(SITE_HOSTS_MAX, sizeof *fresh);
 	size_t n = build_routes(s, (long long)p->port, r, fresh);
 	bool same = n == s->nroutes;
 
@@ -186,7 +186,7 @@ static void site_refresh(struct deliver *d, struct site *s, const struct cfg_pol
 		return;
 	}
 	vl_log(VL_LOG_INFO, "site %s: MX addresses changed; %zu now", s->key, n);
-	d->old_routes = realloc(d->old_routes, (d->nold + 1) * sizeof *d->old_routes);
+	d->old_routes = vl_realloc(d->old_routes, (d->nold + 1) * sizeof *d->old_routes);
 	d->old_routes[d->nold++] = s->routes;
 	s->routes = fresh;
 	s->nroutes = n;
@@ -196,10 +196,10 @@ static void site_refresh(struct deliver *d, struct site *s, const struct cfg_pol
 static struct site *site_new(struct deliver *d, const char *key, const struct cfg_policy *p,
 			     const struct dns_mx_result *mx)
 {
-	struct site *s = calloc(1, sizeof *s);
+	struct site *s = vl_calloc(1, sizeof *s);
 
-	s->key = strdup(key);
-	s->name = strndup(key, strcspn(key, "|"));
+	s->key = vl_strdup(key);
+	s->name = vl_strndup(key, strcspn(key, "|"));
 	if (mx)
 		site_hosts(d, s, p, mx);
 	else
@@ -275,9 +275,9 @@ static struct dom *dom_get(struct deliver *d, const char *name)
 
 	if (v)
 		return (struct dom *)(intptr_t)json_integer_value(v);
-	struct dom *m = calloc(1, sizeof *m);
+	struct dom *m = vl_calloc(1, sizeof *m);
 	m->d = d;
-	m->name = strdup(name);
+	m->name = vl_strdup(name);
 	json_object_set_new(d->doms, name, json_integer((json_int_t)(intptr_t)m));
 	return m;
 }
@@ -287,7 +287,7 @@ static void on_mx(void *arg, const struct dns_mx_result *r)
 {
 	struct dom *m = arg;
 	struct deliver *d = m->d;
-	struct dns_done *dd = calloc(1, sizeof *dd);
+	struct dns_done *dd = vl_calloc(1, sizeof *dd);
 
 	dd->dom = m;
 	dd->r = dns_mx_dup(r);
@@ -302,7 +302,7 @@ static void pend_push(struct dom *m, struct djob *dj, uint32_t idx)
 {
 	if (m->npend == m->cap) {
 		m->cap = m->cap ? m->cap * 2 : 16;
-		m->pend = realloc(m->pend, m->cap * sizeof *m->pend);
+		m->pend = vl_realloc(m->pend, m->cap * sizeof *m->pend);
 	}
 	m->pend[m->npend++] = (struct pend){ dj, idx };
 }

@@ -35,18 +35,6 @@ static char *path_join(const char *a, const char *b)
 	return p;
 }
 
-static int fsync_path(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 /* rm -r of one job directory (flat: files only). */
 static void remove_dir(const char *path)
 {
@@ -73,9 +61,9 @@ static int mkdir_p(const char *path)
 
 struct sched_spool *sched_spool_open(const char *data_dir, char *err, size_t errlen)
 {
-	struct sched_spool *s = calloc(1, sizeof *s);
+	struct sched_spool *s = vl_calloc(1, sizeof *s);
 
-	s->dir = strdup(data_dir);
+	s->dir = vl_strdup(data_dir);
 	s->jobs = path_join(data_dir, "jobs");
 	s->tmp = path_join(data_dir, "tmp");
 	if (mkdir_p(s->dir) < 0 || mkdir_p(s->jobs) < 0 || mkdir_p(s->tmp) < 0) {
@@ -84,7 +72,7 @@ struct sched_spool *sched_spool_open(const char *data_dir, char *err, size_t err
 		sched_spool_close(s);
 		return NULL;
 	}
-	fsync_path(s->dir);      /* jobs/ and tmp/ themselves must survive */
+	vl_fsync_dir(s->dir);      /* jobs/ and tmp/ themselves must survive */
 	DIR *d = opendir(s->tmp);
 	struct dirent *e;
 	while (d && (e = readdir(d))) {
@@ -159,7 +147,7 @@ int sched_spool_remove(struct sched_spool *s, const char *id)
 
 	remove_dir(p);
 	free(p);
-	return fsync_path(s->jobs);
+	return vl_fsync_dir(s->jobs);
 }
 
 uint64_t sched_spool_job_bytes(const struct sched_spool *s, const char *id)
@@ -214,7 +202,7 @@ struct sched_intake {
 struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 					char *err, size_t errlen)
 {
-	struct sched_intake *in = calloc(1, sizeof *in);
+	struct sched_intake *in = vl_calloc(1, sizeof *in);
 
 	in->s = s;
 	snprintf(in->id, sizeof in->id, "%s", id);
@@ -235,9 +223,9 @@ struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 	vl_buf_init(&in->scratch);
 	vl_buf_append(&in->wbuf, TABLE_MAGIC "\0\0\0\0\0\0\0\0", HDR_LEN);
 	in->setcap = 1024;
-	in->set = calloc(in->setcap, sizeof *in->set);
+	in->set = vl_calloc(in->setcap, sizeof *in->set);
 	in->offcap = 512;
-	in->off = malloc(in->offcap * sizeof *in->off);
+	in->off = vl_malloc(in->offcap * sizeof *in->off);
 	return in;
 fail:
 	sched_intake_abort(in);
@@ -249,14 +237,9 @@ fail:
 static uint64_t addr_hash(const char *a, size_t n)
 {
 	const char *at = memrchr(a, '@', n);
-	uint64_t h = 0xcbf29ce484222325ull;
+	size_t local = at ? (size_t)(at - a) + 1 : n;
+	uint64_t h = vl_hash_lower(vl_hash(a, local), a + local, n - local);
 
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)a[i];
-		if (at && a + i > at && c >= 'A' && c <= 'Z')
-			c += 32;
-		h = (h ^ c) * 0x100000001b3ull;
-	}
 	h ^= h >> 29;
 	return h ? h : 1;
 }
@@ -335,7 +318,7 @@ static uint32_t tag_of(uint64_t h)
 static void set_grow(struct sched_intake *in)
 {
 	size_t cap = in->setcap * 2;
-	struct slot *n = calloc(cap, sizeof *n);
+	struct slot *n = vl_calloc(cap, sizeof *n);
 
 	for (size_t i = 0; i < in->setcap; i++) {
 		if (!in->set[i].tag)
@@ -387,7 +370,7 @@ int sched_intake_add(struct sched_intake *in, const struct sched_rcpt *r, size_t
 		return d;
 	if (in->count == in->offcap) {
 		in->offcap *= 2;
-		in->off = realloc(in->off, in->offcap * sizeof *in->off);
+		in->off = vl_realloc(in->off, in->offcap * sizeof *in->off);
 		if (!in->off)
 			abort();
 	}
@@ -450,8 +433,8 @@ int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t le
 	int rc = -1, e = 0;
 
 	if (finish_table(in) == 0 && write_file(meta, job_json, len) == 0 &&
-	    fsync_path(in->dir) == 0 && rename(in->dir, dst) == 0) {
-		rc = fsync_path(in->s->jobs) == 0 && fsync_path(in->s->tmp) == 0 ? 0 : -1;
+	    vl_fsync_dir(in->dir) == 0 && rename(in->dir, dst) == 0) {
+		rc = vl_fsync_dir(in->s->jobs) == 0 && vl_fsync_dir(in->s->tmp) == 0 ? 0 : -1;
 		if (rc < 0) {
 			e = errno;
 			rename(dst, in->dir);
@@ -504,13 +487,13 @@ struct sched_table *sched_table_open(struct sched_spool *s, const char *id)
 		return NULL;
 	if (fstat(fd, &st) < 0 || (size_t)st.st_size < HDR_LEN)
 		goto out;
-	t = calloc(1, sizeof *t);
+	t = vl_calloc(1, sizeof *t);
 	t->len = (size_t)st.st_size;
 	t->map = mmap(NULL, t->len, PROT_READ, MAP_PRIVATE, fd, 0);
 	if (t->map == MAP_FAILED || memcmp(t->map, TABLE_MAGIC, 8) != 0)
 		goto bad;
 	memcpy(&t->count, t->map + 8, 8);
-	t->off = malloc((t->count + 1) * sizeof *t->off);
+	t->off = vl_malloc((t->count + 1) * sizeof *t->off);
 	uint64_t o = HDR_LEN;
 	for (size_t i = 0; i < t->count; i++) {
 		uint32_t n;

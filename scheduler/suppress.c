@@ -14,7 +14,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,9 +75,7 @@ static int normalize(const char *e, size_t len, char out[EMAIL_MAX + 1])
 
 static uint32_t hash(const char *s, size_t n)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+	uint64_t h = vl_hash(s, n);
 	h ^= h >> 29;
 	return (uint32_t)(h ^ (h >> 32));
 }
@@ -137,7 +134,7 @@ static void rehash(struct sched_suppress *s, size_t nslot)
 {
 	uint32_t *old = s->slot;
 	size_t oldn = s->nslot;
-	s->slot = calloc(nslot, sizeof *s->slot);
+	s->slot = vl_calloc(nslot, sizeof *s->slot);
 	s->nslot = nslot;
 	s->used = s->n;
 	for (size_t i = 0; i < oldn; i++) {
@@ -159,7 +156,7 @@ static void insert(struct sched_suppress *s, const char *key, size_t len, uint32
 	size_t need = (REC_HDR + len + 1 + 3) & ~(size_t)3;
 	if (s->alen + need > s->acap) {
 		s->acap = s->acap + s->acap / 2 + need;
-		s->arena = realloc(s->arena, s->acap);
+		s->arena = vl_realloc(s->arena, s->acap);
 	}
 	char *r = s->arena + s->alen;
 	memcpy(r, &foff, 8);
@@ -184,18 +181,6 @@ static void drop(struct sched_suppress *s, size_t i)
 }
 
 /* ---- the file ---- */
-
-static int fsync_dir(const char *path)
-{
-	char *copy = strdup(path);
-	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(copy);
-	if (fd < 0)
-		return -1;
-	int rc = fsync(fd);
-	close(fd);
-	return rc;
-}
 
 /* Append one line; on failure cut the file back so no torn line stays
  * for the next append to glue onto. */
@@ -308,7 +293,7 @@ static void live_lines(const struct sched_suppress *s, const char *map, size_t s
 		       struct vl_buf *b, uint64_t **offs)
 {
 	size_t k = 0;
-	*offs = malloc((s->n ? s->n : 1) * sizeof **offs);
+	*offs = vl_malloc((s->n ? s->n : 1) * sizeof **offs);
 	vl_buf_appends(b, HEADER);
 	for (size_t a = 8; a < s->alen;) {
 		const char *r = s->arena + a;
@@ -337,7 +322,7 @@ static int write_new(const char *path, const char *tmp, const struct vl_buf *b)
 		errno = e;
 		return -1;
 	}
-	if (fsync_dir(path) < 0)
+	if (vl_fsync_parent(path) < 0)
 		vl_log(VL_LOG_WARN, "suppression: %s: fsync of its directory: %s", path,
 		       strerror(errno));
 	return fd;
@@ -375,7 +360,7 @@ static int init_file(struct sched_suppress *s)
 {
 	s->fsize = strlen(HEADER);
 	return vl_write_all(s->fd, HEADER, s->fsize) < 0 || fsync(s->fd) < 0 ||
-	       fsync_dir(s->path) < 0 ? -1 : 0;
+	       vl_fsync_parent(s->path) < 0 ? -1 : 0;
 }
 
 /* Compaction failing (disk full at start) is not fatal: the old file
@@ -422,15 +407,15 @@ fail:
 
 struct sched_suppress *sched_suppress_open(const char *path, char *err, size_t errlen)
 {
-	struct sched_suppress *s = calloc(1, sizeof *s);
+	struct sched_suppress *s = vl_calloc(1, sizeof *s);
 	pthread_rwlock_init(&s->lock, NULL);
 	pthread_mutex_init(&s->sort_lock, NULL);
-	s->path = strdup(path);
+	s->path = vl_strdup(path);
 	s->nslot = 1024;
-	s->slot = calloc(s->nslot, sizeof *s->slot);
+	s->slot = vl_calloc(s->nslot, sizeof *s->slot);
 	s->alen = 8;                     /* offsets 0 and 4 are EMPTY and TOMB */
 	s->acap = 65536;
-	s->arena = calloc(1, s->acap);
+	s->arena = vl_calloc(1, s->acap);
 	s->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	if (s->fd < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -582,7 +567,7 @@ static void ensure_sorted(struct sched_suppress *s)
 	pthread_mutex_lock(&s->sort_lock);
 	if (!s->sorted_ok) {
 		free(s->sorted);
-		s->sorted = malloc((s->n ? s->n : 1) * sizeof *s->sorted);
+		s->sorted = vl_malloc((s->n ? s->n : 1) * sizeof *s->sorted);
 		s->nsorted = 0;
 		for (size_t i = 0; i < s->nslot; i++)
 			if (s->slot[i] > SLOT_TOMB)

@@ -124,8 +124,8 @@ int main(int argc, char **argv)
 	}
 	atomic_bool stop = false;
 	_Atomic uint64_t conns_open = 0;
-	struct thread *t = calloc((size_t)conf.threads, sizeof *t);
-	struct sink_stats **each = calloc((size_t)conf.threads, sizeof *each);
+	struct thread *t = vl_calloc((size_t)conf.threads, sizeof *t);
+	struct sink_stats **each = vl_calloc((size_t)conf.threads, sizeof *each);
 	for (int i = 0; i < conf.threads; i++) {
 		t[i].w = sink_worker_new(&conf, (unsigned)i, store, tls, &conns_open,
 					 err, sizeof err);

@@ -40,7 +40,7 @@ int sink_stage_parse(const char *name, enum sink_stage *st)
 /* Turn "\n" and "\r" escapes into bytes; "\\" into a backslash. */
 static char *unescape(const char *s)
 {
-	char *out = malloc(strlen(s) + 1), *o = out;
+	char *out = vl_malloc(strlen(s) + 1), *o = out;
 
 	for (; *s; s++) {
 		if (*s == '\\' && s[1]) {
@@ -116,7 +116,7 @@ int sink_rule_parse(struct sink_rule *r, const char *spec, char *err,
 		return -1;
 	}
 	if (colon && colon[1] && strcmp(colon + 1, "*") != 0)
-		r->pattern = strdup(colon + 1);
+		r->pattern = vl_strdup(colon + 1);
 
 	const char *val = eq + 1;
 	if (strcmp(val, "drop") == 0) {
@@ -258,7 +258,7 @@ static int add_rule(struct sink_conf *c, const char *arg, char *err,
 
 	if (sink_rule_parse(&r, arg, err, errlen) < 0)
 		return -1;
-	c->rules = realloc(c->rules, sizeof *c->rules * (size_t)(c->nrules + 1));
+	c->rules = vl_realloc(c->rules, sizeof *c->rules * (size_t)(c->nrules + 1));
 	c->rules[c->nrules++] = r;
 	return 0;
 }
@@ -320,8 +320,8 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 		snprintf(c->hostname, sizeof c->hostname, "%s", arg);
 		return 0;
 	case O_TLS: c->tls = true; return 0;
-	case O_CERT: free(c->cert); c->cert = strdup(arg); return 0;
-	case O_KEY: free(c->key); c->key = strdup(arg); return 0;
+	case O_CERT: free(c->cert); c->cert = vl_strdup(arg); return 0;
+	case O_KEY: free(c->key); c->key = vl_strdup(arg); return 0;
 	case O_LATENCY: return parse_dur_opt(&c->latency_ms, "latency", arg, err, errlen);
 	case O_TIMEOUT:
 		if (parse_dur_opt(&c->timeout_ms, "timeout", arg, err, errlen) < 0)
@@ -340,7 +340,7 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 	case O_MAXCONNS: return parse_u64_opt(&c->max_conns, "max-conns", arg, 0, err, errlen);
 	case O_MAXSIZE: return parse_u64_opt(&c->max_size, "max-size", arg, 1, err, errlen);
 	case O_MAXRCPTS: return parse_u64_opt(&c->max_rcpts, "max-rcpts", arg, 1, err, errlen);
-	case O_MAILDIR: free(c->maildir); c->maildir = strdup(arg); return 0;
+	case O_MAILDIR: free(c->maildir); c->maildir = vl_strdup(arg); return 0;
 	case O_STATS:
 		if (parse_dur_opt(&c->stats_every_ms, "stats-every", arg, err, errlen) < 0)
 			return -1;
@@ -355,8 +355,8 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 			return bad(err, errlen, "auth", arg, "expected USER:PASS");
 		free(c->auth_user);
 		free(c->auth_pass);
-		c->auth_user = strndup(arg, (size_t)(colon - arg));
-		c->auth_pass = strdup(colon + 1);
+		c->auth_user = vl_strndup(arg, (size_t)(colon - arg));
+		c->auth_pass = vl_strdup(colon + 1);
 		return 0;
 	}
 	default:

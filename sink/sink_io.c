@@ -505,7 +505,7 @@ static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 		close(fd);
 		return;
 	}
-	struct conn *c = calloc(1, sizeof *c);
+	struct conn *c = vl_calloc(1, sizeof *c);
 	if (!c) {
 		close(fd);
 		return;

@@ -31,8 +31,8 @@ struct sink_store *sink_store_open(const char *dir, char *err, size_t errlen)
 			return NULL;
 		}
 	}
-	struct sink_store *s = calloc(1, sizeof *s);
-	s->dir = strdup(dir);
+	struct sink_store *s = vl_calloc(1, sizeof *s);
+	s->dir = vl_strdup(dir);
 	return s;
 }
 

@@ -190,7 +190,7 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen)
 
 static struct tls_conn *conn_new(SSL_CTX *ctx)
 {
-	struct tls_conn *t = calloc(1, sizeof *t);
+	struct tls_conn *t = vl_calloc(1, sizeof *t);
 
 	if (!t)
 		return NULL;

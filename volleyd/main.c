@@ -198,7 +198,7 @@ int main(int argc, char **argv)
 	}
 	if (o.data_dir) {
 		free(cfg.data_dir);
-		cfg.data_dir = strdup(o.data_dir);
+		cfg.data_dir = vl_strdup(o.data_dir);
 	}
 	if (o.check) {
 		if (check_keys(&cfg) < 0) {

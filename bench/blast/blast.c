@@ -92,7 +92,7 @@ static void *run(void *arg)
 	struct thread *t = arg;
 	struct shared *sh = t->sh;
 	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct bconn *conns = calloc((size_t)t->nconns, sizeof *conns);
+	struct bconn *conns = vl_calloc((size_t)t->nconns, sizeof *conns);
 	char buf[65536];
 	int open = 0;
 
@@ -202,7 +202,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	atomic_store(&sh.left, (long)messages);
-	struct thread *t = calloc(threads, sizeof *t);
+	struct thread *t = vl_calloc(threads, sizeof *t);
 	struct rusage ru0, ru1;
 	getrusage(RUSAGE_SELF, &ru0);
 	uint64_t t0 = vl_now_ns();

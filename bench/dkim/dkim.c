@@ -53,7 +53,7 @@ static struct msg_dkim_key *key(const char *alg)
 /* A body of n octets: 76-column text lines. */
 static char *body(size_t n)
 {
-	char *b = malloc(n);
+	char *b = vl_malloc(n);
 	for (size_t i = 0; i < n; i++)
 		b[i] = (i % 78 == 76) ? '\r' : (i % 78 == 77) ? '\n' : (char)('a' + i % 26);
 	memcpy(b + n - 2, "\r\n", 2);

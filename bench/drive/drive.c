@@ -112,9 +112,9 @@ static void make_msg(struct msg *m, struct drive *d, uint64_t n, const char *bod
 {
 	m->d = d;
 	m->n = n;
-	m->rcpts = calloc(d->rcpts, sizeof *m->rcpts);
+	m->rcpts = vl_calloc(d->rcpts, sizeof *m->rcpts);
 	for (uint64_t i = 0; i < d->rcpts; i++) {
-		m->rcpts[i] = malloc(64);
+		m->rcpts[i] = vl_malloc(64);
 		snprintf(m->rcpts[i], 64, "%s%llu.%llu@drive.test",
 			 d->smtputf8 ? "m\xc3\xbcller" : "user",
 			 (unsigned long long)n, (unsigned long long)i);
@@ -137,7 +137,7 @@ static void make_msg(struct msg *m, struct drive *d, uint64_t n, const char *bod
  * final CRLF), which the engine must complete for DATA. */
 static char *make_body(size_t size, bool eightbit, size_t *len)
 {
-	char *b = malloc(size + 80);
+	char *b = vl_malloc(size + 80);
 	size_t n = 0;
 
 	while (n < size) {
@@ -284,7 +284,7 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&d.lock, NULL);
 	size_t bodylen;
 	char *body = make_body(d.size, d.eightbit, &bodylen);
-	struct msg *msgs = calloc(d.messages, sizeof *msgs);
+	struct msg *msgs = vl_calloc(d.messages, sizeof *msgs);
 	for (uint64_t i = 0; i < d.messages; i++)
 		make_msg(&msgs[i], &d, i, body, bodylen);
 

@@ -220,7 +220,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "volley-bench: the workload could not be written; %s kept\n", dir);
 		return 1;
 	}
-	r = calloc(1 + (size_t)o.npeers, sizeof *r);
+	r = vl_calloc(1 + (size_t)o.npeers, sizeof *r);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
 			    .tty = isatty(2), .verbose = o.verbose };
 	run_peer(&e, "volley", vb_run_volley, &r[0]);

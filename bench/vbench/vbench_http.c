@@ -27,7 +27,7 @@ static size_t on_data(char *d, size_t sz, size_t n, void *arg)
 	size_t len = sz * n;
 	if (a->len + len + 1 > a->cap) {
 		size_t cap = (a->cap ? a->cap * 2 : 4096) + len;
-		char *p = realloc(a->p, cap);
+		char *p = vl_realloc(a->p, cap);
 		if (!p)
 			return 0;
 		a->p = p;
@@ -41,7 +41,7 @@ static size_t on_data(char *d, size_t sz, size_t n, void *arg)
 
 struct vb_api *vb_api_open(const char *sock)
 {
-	struct vb_api *a = calloc(1, sizeof *a);
+	struct vb_api *a = vl_calloc(1, sizeof *a);
 	if (!a || !(a->c = curl_easy_init())) {
 		free(a);
 		return NULL;

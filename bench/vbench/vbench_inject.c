@@ -77,7 +77,7 @@ static struct vb_inject_rcpt *rcpt_parse(const char *line)
 	}
 	subs = json_object_get(j, "substitutions");
 	size_t n = json_object_size(subs), len;
-	struct vb_inject_rcpt *r = malloc(rcpt_size(j, email, name));
+	struct vb_inject_rcpt *r = vl_malloc(rcpt_size(j, email, name));
 	if (!r) {
 		json_decref(j);
 		return NULL;
@@ -108,7 +108,7 @@ static int read_rcpts(struct vb_inject *in, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", in->o.rcpts, strerror(errno));
 		return -1;
 	}
-	in->r = calloc((size_t)in->o.n, sizeof *in->r);
+	in->r = vl_calloc((size_t)in->o.n, sizeof *in->r);
 	while (in->n < in->o.n && getline(&line, &cap, f) > 0) {
 		if (!(in->r[in->n] = rcpt_parse(line))) {
 			snprintf(err, errlen, "%s: line %ld is not a recipient", in->o.rcpts,

@@ -369,7 +369,7 @@ static void vb_plog_delay(struct vb_plog *l, const char *s)
 		return;
 	if (l->nms == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 4096;
-		double *m = realloc(l->ms, cap * sizeof *m);
+		double *m = vl_realloc(l->ms, cap * sizeof *m);
 		if (!m)
 			return;
 		l->ms = m;
@@ -552,7 +552,7 @@ int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *
 {
 	const struct vb_scen *sc = e->sc;
 	struct vb_pf p = { 0 };
-	struct vb_inject *in = calloc(1, sizeof *in);
+	struct vb_inject *in = vl_calloc(1, sizeof *in);
 	long n = vb_peer_messages(sc);
 	char why[400] = "";
 	int rc = -1;

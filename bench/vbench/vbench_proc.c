@@ -136,7 +136,7 @@ static double proc_cpu(pid_t pid, bool children, pid_t *ppid)
 static void each_descendant(pid_t root, void (*fn)(pid_t, void *), void *arg)
 {
 	enum { MAXP = 65536 };
-	pid_t *pids = malloc(2 * MAXP * sizeof *pids), *parents = pids + MAXP;
+	pid_t *pids = vl_malloc(2 * MAXP * sizeof *pids), *parents = pids + MAXP;
 	size_t n = 0;
 	DIR *d = opendir("/proc");
 	struct dirent *de;

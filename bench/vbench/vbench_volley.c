@@ -216,7 +216,7 @@ static void latency_file(struct vrun *v, const char *path, double **ms, size_t *
 		if (sub && t > 0) {
 			if (*n == *cap) {
 				*cap = *cap ? *cap * 2 : 65536;
-				*ms = realloc(*ms, *cap * sizeof **ms);
+				*ms = vl_realloc(*ms, *cap * sizeof **ms);
 			}
 			(*ms)[(*n)++] = (t - json_real_value(sub)) * 1000.0;
 		}

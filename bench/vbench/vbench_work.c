@@ -35,7 +35,7 @@ void vb_rcpt_domain(const struct vb_scen *sc, long i, char *out, size_t len)
 static void pad(struct json_t **dst, const char *head, long n, const char *pre, const char *post)
 {
 	size_t cap = (size_t)n + 512, len = 0;
-	char *s = malloc(cap);
+	char *s = vl_malloc(cap);
 	len += (size_t)snprintf(s, cap, "%s", head);
 	for (size_t i = 0; (long)len < n; i++)
 		len += (size_t)snprintf(s + len, cap - len, "%s%s%s\n", pre,

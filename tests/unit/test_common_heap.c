@@ -1,16 +1,16 @@
-/* engine: the timer heap, against a brute-force reference. */
+/* common: the timer heap, against a brute-force reference. */
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "../../engine/engine_int.h"
+#include "../../common/common.h"
 
 #define N 500
 
-Test(eng_heap, ordered_under_random_set_and_delete)
+Test(vl_heap, ordered_under_random_set_and_delete)
 {
-	static struct eng_timer t[N];
-	struct eng_heap h = {0};
+	static struct vl_heap_node t[N];
+	struct vl_heap h = {0};
 	uint64_t seed = 12345;
 	bool in[N] = {false};
 
@@ -19,10 +19,10 @@ Test(eng_heap, ordered_under_random_set_and_delete)
 	for (int step = 0; step < 20000; step++) {
 		int i = (int)(vl_rand(&seed) % N);
 		if (vl_rand(&seed) % 4 == 0) {
-			eng_heap_del(&h, &t[i]);
+			vl_heap_del(&h, &t[i]);
 			in[i] = false;
 		} else {
-			eng_heap_set(&h, &t[i], vl_rand(&seed) % 100000);
+			vl_heap_set(&h, &t[i], vl_rand(&seed) % 100000);
 			in[i] = true;
 		}
 		/* The top is the smallest due among those in the heap. */
@@ -31,24 +31,24 @@ Test(eng_heap, ordered_under_random_set_and_delete)
 		for (int j = 0; j < N; j++)
 			if (in[j]) {
 				count++;
-				if (t[j].due < min)
-					min = t[j].due;
+				if (t[j].key < min)
+					min = t[j].key;
 			}
 		cr_assert_eq(h.n, count);
 		if (count)
-			cr_assert_eq(eng_heap_top(&h)->due, min, "step %d", step);
+			cr_assert_eq(vl_heap_top(&h)->key, min, "step %d", step);
 		else
-			cr_assert_null(eng_heap_top(&h));
+			cr_assert_null(vl_heap_top(&h));
 	}
 	/* Popping everything comes out sorted. */
 	uint64_t last = 0;
-	struct eng_timer *top;
-	while ((top = eng_heap_top(&h))) {
-		cr_assert_geq(top->due, last);
-		last = top->due;
-		eng_heap_del(&h, top);
+	struct vl_heap_node *top;
+	while ((top = vl_heap_top(&h))) {
+		cr_assert_geq(top->key, last);
+		last = top->key;
+		vl_heap_del(&h, top);
 		cr_assert_eq(top->idx, SIZE_MAX);
 	}
-	eng_heap_del(&h, &t[0]); /* deleting what is not there is harmless */
-	eng_heap_free(&h);
+	vl_heap_del(&h, &t[0]); /* deleting what is not there is harmless */
+	vl_heap_free(&h);
 }
