@@ -95,7 +95,7 @@ void cli_print_json(const json_t *v);
 bool cli_sleep_ms(long ms);
 
 /* ---- CSV (cli_csv.c) ---- */
-struct csv {
+struct cli_csv {
 	FILE *f;
 	const char *path;
 	unsigned long line;      /* line the current record started on */
@@ -107,12 +107,12 @@ struct csv {
 	bool started;
 };
 /* 1: a record; 0: end of file; -1: malformed (reason in err). */
-int csv_read(struct csv *c, char *err, size_t errlen);
-static inline const char *csv_field(const struct csv *c, size_t i)
+int cli_csv_read(struct cli_csv *c, char *err, size_t errlen);
+static inline const char *cli_csv_field(const struct cli_csv *c, size_t i)
 {
 	return c->buf + c->off[i];
 }
-void csv_free(struct csv *c);
+void cli_csv_free(struct cli_csv *c);
 
 /* ---- commands ---- */
 int cli_submit(const struct cli *c);
@@ -135,14 +135,14 @@ struct cli_table {
 	const bool *right;       /* right-aligned columns */
 	char **cells;            /* nrows * ncols, malloc'd */
 };
-void table_init(struct cli_table *t, size_t ncols, const char **head, const bool *right);
+void cli_table_init(struct cli_table *t, size_t ncols, const char **head, const bool *right);
 /* Append a row of ncols strings (copied; NULL prints as "-"). */
-void table_row(struct cli_table *t, const char **cells);
-void table_print(struct cli_table *t, FILE *out);
-void table_free(struct cli_table *t);
+void cli_table_row(struct cli_table *t, const char **cells);
+void cli_table_print(struct cli_table *t, FILE *out);
+void cli_table_free(struct cli_table *t);
 /* The number at key (missing or null: "-") into buf. */
-const char *jnum(const json_t *obj, const char *key, char *buf, size_t len);
+const char *cli_jnum(const json_t *obj, const char *key, char *buf, size_t len);
 /* The string at key, or "-". */
-const char *jstr(const json_t *obj, const char *key);
+const char *cli_jstr(const json_t *obj, const char *key);
 
 #endif

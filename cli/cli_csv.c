@@ -8,7 +8,7 @@
 
 #include "cli.h"
 
-static void put(struct csv *c, char ch)
+static void put(struct cli_csv *c, char ch)
 {
 	if (c->len + 1 >= c->cap) {
 		size_t n = c->cap ? 2 * c->cap : 1024;
@@ -23,7 +23,7 @@ static void put(struct csv *c, char ch)
 	c->buf[c->len++] = ch;
 }
 
-static void new_field(struct csv *c)
+static void new_field(struct cli_csv *c)
 {
 	if (c->nf == c->fcap) {
 		size_t n = c->fcap ? 2 * c->fcap : 16;
@@ -38,13 +38,13 @@ static void new_field(struct csv *c)
 	c->off[c->nf++] = c->len;
 }
 
-static void end_field(struct csv *c)
+static void end_field(struct cli_csv *c)
 {
 	put(c, 0);
 }
 
 /* A UTF-8 byte order mark at the very start is not data (Excel writes one). */
-static void skip_bom(struct csv *c)
+static void skip_bom(struct cli_csv *c)
 {
 	int a = getc(c->f);
 
@@ -62,7 +62,7 @@ static void skip_bom(struct csv *c)
 }
 
 /* True at a record's end: LF, CRLF or end of file. */
-static bool at_eol(struct csv *c, int ch)
+static bool at_eol(struct cli_csv *c, int ch)
 {
 	if (ch == '\r') {
 		int n = getc(c->f);
@@ -76,7 +76,7 @@ static bool at_eol(struct csv *c, int ch)
 }
 
 /* A quoted field, after its opening quote; returns the octet after it. */
-static int quoted(struct csv *c, char *err, size_t errlen)
+static int quoted(struct cli_csv *c, char *err, size_t errlen)
 {
 	unsigned long start = c->next_line;
 	int ch;
@@ -105,7 +105,7 @@ static int quoted(struct csv *c, char *err, size_t errlen)
 	return ch;
 }
 
-int csv_read(struct csv *c, char *err, size_t errlen)
+int cli_csv_read(struct cli_csv *c, char *err, size_t errlen)
 {
 	int ch;
 
@@ -134,7 +134,7 @@ int csv_read(struct csv *c, char *err, size_t errlen)
 	}
 }
 
-void csv_free(struct csv *c)
+void cli_csv_free(struct cli_csv *c)
 {
 	free(c->buf);
 	free(c->off);

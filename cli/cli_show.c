@@ -36,18 +36,18 @@ static void jobs_table(const json_t *jobs)
 	size_t i;
 	json_t *j;
 
-	table_init(&t, 9, head, right);
+	cli_table_init(&t, 9, head, right);
 	json_array_foreach(jobs, i, j) {
 		const json_t *k = json_object_get(j, "counts");
-		const char *row[] = {jstr(j, "id"), jstr(j, "state"),
-				     jnum(j, "recipients", n[0], 32), jnum(k, "queued", n[1], 32),
-				     jnum(k, "delivered", n[2], 32), jnum(k, "bounced", n[3], 32),
-				     jnum(k, "deferred", n[4], 32), jstr(j, "created"),
-				     jstr(j, "campaign")};
-		table_row(&t, row);
+		const char *row[] = {cli_jstr(j, "id"), cli_jstr(j, "state"),
+				     cli_jnum(j, "recipients", n[0], 32), cli_jnum(k, "queued", n[1], 32),
+				     cli_jnum(k, "delivered", n[2], 32), cli_jnum(k, "bounced", n[3], 32),
+				     cli_jnum(k, "deferred", n[4], 32), cli_jstr(j, "created"),
+				     cli_jstr(j, "campaign")};
+		cli_table_row(&t, row);
 	}
-	table_print(&t, stdout);
-	table_free(&t);
+	cli_table_print(&t, stdout);
+	cli_table_free(&t);
 }
 
 int cli_jobs(const struct cli *c)
@@ -87,17 +87,17 @@ static void job_block(const json_t *j)
 	const json_t *r = json_object_get(json_object_get(j, "rate"), "delivered_per_s");
 	size_t n = 0;
 
-	k[n] = "id", v[n++] = jstr(j, "id");
-	k[n] = "campaign", v[n++] = jstr(j, "campaign");
-	k[n] = "state", v[n++] = jstr(j, "state");
-	k[n] = "priority", v[n++] = jstr(j, "priority");
-	k[n] = "created", v[n++] = jstr(j, "created");
-	k[n] = "expires", v[n++] = jstr(j, "expires");
-	k[n] = "finished", v[n++] = jstr(j, "finished");
+	k[n] = "id", v[n++] = cli_jstr(j, "id");
+	k[n] = "campaign", v[n++] = cli_jstr(j, "campaign");
+	k[n] = "state", v[n++] = cli_jstr(j, "state");
+	k[n] = "priority", v[n++] = cli_jstr(j, "priority");
+	k[n] = "created", v[n++] = cli_jstr(j, "created");
+	k[n] = "expires", v[n++] = cli_jstr(j, "expires");
+	k[n] = "finished", v[n++] = cli_jstr(j, "finished");
 	k[n] = "done", v[n++] = json_is_true(json_object_get(j, "done")) ? "yes" : "no";
-	k[n] = "recipients", v[n++] = jnum(j, "recipients", num[8], 32);
+	k[n] = "recipients", v[n++] = cli_jnum(j, "recipients", num[8], 32);
 	for (size_t i = 0; i < 8; i++)
-		k[n] = counts[i], v[n++] = jnum(cnt, counts[i], num[i], 32);
+		k[n] = counts[i], v[n++] = cli_jnum(cnt, counts[i], num[i], 32);
 	snprintf(rate, sizeof(rate), json_is_number(r) ? "%.1f/s" : "-",
 		 json_number_value(r));
 	k[n] = "rate", v[n++] = rate;
@@ -134,7 +134,7 @@ int cli_control(const struct cli *c)
 	if (j && c->json)
 		cli_print_json(j);
 	else if (j)
-		printf("%s %s\n", c->args[0], jstr(j, "state"));
+		printf("%s %s\n", c->args[0], cli_jstr(j, "state"));
 	json_decref(j);
 	free(path);
 	return rc;
@@ -143,12 +143,12 @@ int cli_control(const struct cli *c)
 /* The reason already says when the suspension ends. */
 static const char *backoff_str(const json_t *b)
 {
-	return json_is_object(b) ? jstr(b, "reason") : "-";
+	return json_is_object(b) ? cli_jstr(b, "reason") : "-";
 }
 
 static const char *last_str(const json_t *r)
 {
-	return json_is_object(r) ? jstr(r, "text") : "-";
+	return json_is_object(r) ? cli_jstr(r, "text") : "-";
 }
 
 static void queues_table(const json_t *qs)
@@ -161,20 +161,20 @@ static void queues_table(const json_t *qs)
 	size_t i;
 	json_t *q;
 
-	table_init(&t, 8, head, right);
+	cli_table_init(&t, 8, head, right);
 	json_array_foreach(qs, i, q) {
 		json_t *cur = json_object_get(q, "current_rate");
-		const char *row[] = {jstr(q, "site"), jnum(q, "queued", n[0], 32),
-				     jnum(q, "deferred", n[1], 32),
-				     jnum(q, "in_flight", n[2], 32),
-				     jnum(q, "max_connections", n[3], 32),
-				     json_number_value(cur) > 0 ? jnum(q, "current_rate", n[4], 32) : "-",
+		const char *row[] = {cli_jstr(q, "site"), cli_jnum(q, "queued", n[0], 32),
+				     cli_jnum(q, "deferred", n[1], 32),
+				     cli_jnum(q, "in_flight", n[2], 32),
+				     cli_jnum(q, "max_connections", n[3], 32),
+				     json_number_value(cur) > 0 ? cli_jnum(q, "current_rate", n[4], 32) : "-",
 				     backoff_str(json_object_get(q, "backoff")),
 				     last_str(json_object_get(q, "last_response"))};
-		table_row(&t, row);
+		cli_table_row(&t, row);
 	}
-	table_print(&t, stdout);
-	table_free(&t);
+	cli_table_print(&t, stdout);
+	cli_table_free(&t);
 }
 
 int cli_queues(const struct cli *c)
@@ -216,7 +216,7 @@ static void flatten(const json_t *v, char *key, size_t klen, size_t cap, struct 
 	char *s = json_is_string(v) ? vl_strdup(json_string_value(v))
 				    : json_dumps(v, JSON_ENCODE_ANY);
 	const char *row[] = {key, s};
-	table_row(t, row);
+	cli_table_row(t, row);
 	free(s);
 }
 
@@ -232,10 +232,10 @@ int cli_stats(const struct cli *c)
 	if (j && c->json) {
 		cli_print_json(j);
 	} else if (j) {
-		table_init(&t, 2, head, right);
+		cli_table_init(&t, 2, head, right);
 		flatten(j, key, 0, sizeof(key), &t);
-		table_print(&t, stdout);
-		table_free(&t);
+		cli_table_print(&t, stdout);
+		cli_table_free(&t);
 	}
 	json_decref(j);
 	return rc;
@@ -250,10 +250,10 @@ int cli_health(const struct cli *c)
 	if (j && c->json)
 		cli_print_json(j);
 	else if (j)
-		printf("%s  version %s  uptime %ss  accepting %s\n", jstr(j, "status"),
-		       jstr(j, "version"), jnum(j, "uptime_s", up, sizeof(up)),
+		printf("%s  version %s  uptime %ss  accepting %s\n", cli_jstr(j, "status"),
+		       cli_jstr(j, "version"), cli_jnum(j, "uptime_s", up, sizeof(up)),
 		       json_is_true(json_object_get(j, "accepting")) ? "yes" : "no");
-	if (j && rc == CLI_OK && strcmp(jstr(j, "status"), "ok"))
+	if (j && rc == CLI_OK && strcmp(cli_jstr(j, "status"), "ok"))
 		rc = CLI_FAILED;
 	json_decref(j);
 	return rc;

@@ -19,11 +19,11 @@ static void event_line(const char *line, size_t len, void *arg)
 	} else {
 		const json_t *r = json_object_get(e, "response");
 		char code[32];
-		printf("%s  %-16s  %s  %s", jstr(e, "time"), jstr(e, "type"), jstr(e, "job"),
-		       jstr(e, "recipient"));
+		printf("%s  %-16s  %s  %s", cli_jstr(e, "time"), cli_jstr(e, "type"), cli_jstr(e, "job"),
+		       cli_jstr(e, "recipient"));
 		if (json_is_object(r))
-			printf("  %s %s %s", jnum(r, "code", code, sizeof(code)),
-			       jstr(r, "enhanced"), jstr(r, "text"));
+			printf("  %s %s %s", cli_jnum(r, "code", code, sizeof(code)),
+			       cli_jstr(r, "enhanced"), cli_jstr(r, "text"));
 		putchar('\n');
 		json_decref(e);
 	}
@@ -102,8 +102,8 @@ static void bounce_line(const char *line, size_t len, void *arg)
 	const char *cls = json_string_value(json_object_get(e, "bounce_class"));
 	char code[32] = "";
 	if (json_is_integer(json_object_get(r, "code")))
-		jnum(r, "code", code, sizeof(code));
-	csv_field_out(jstr(e, "email"), false);
+		cli_jnum(r, "code", code, sizeof(code));
+	csv_field_out(cli_jstr(e, "email"), false);
 	csv_field_out(code, false);
 	csv_field_out(enh ? enh : "", false);
 	csv_field_out(cls ? cls : "", false);

@@ -21,7 +21,7 @@ struct upload {
 	FILE *list;
 	const char *path;
 	bool is_csv;
-	struct csv csv;
+	struct cli_csv csv;
 	char **cols;             /* CSV header names */
 	size_t ncols;
 	long email, name;        /* their columns; -1 for none */
@@ -59,7 +59,7 @@ static void pend_json(struct upload *u, const json_t *v)
 	pend_add(u, "\n", 1);
 }
 
-static size_t field_len(const struct csv *c, size_t i)
+static size_t field_len(const struct cli_csv *c, size_t i)
 {
 	size_t end = i + 1 < c->nf ? c->off[i + 1] : c->len;
 
@@ -73,7 +73,7 @@ static json_t *csv_recipient(struct upload *u)
 
 	for (size_t i = 0; i < u->ncols; i++) {
 		size_t n = field_len(&u->csv, i);
-		json_t *s = json_stringn(csv_field(&u->csv, i), n);
+		json_t *s = json_stringn(cli_csv_field(&u->csv, i), n);
 		if (!s) {
 			cli_err("%s: line %lu: column %s: not valid UTF-8", u->path,
 				u->csv.line, u->cols[i]);
@@ -105,7 +105,7 @@ static int next_csv(struct upload *u)
 	char err[256];
 
 	for (;;) {
-		int r = csv_read(&u->csv, err, sizeof(err));
+		int r = cli_csv_read(&u->csv, err, sizeof(err));
 		if (r < 0 || (r == 0 && ferror(u->list))) {
 			cli_err("%s: %s", u->path, r < 0 ? err : strerror(errno));
 			return -1;
@@ -206,7 +206,7 @@ static char *trim(char *s)
 static int csv_header(struct upload *u)
 {
 	char err[256];
-	int r = csv_read(&u->csv, err, sizeof(err));
+	int r = cli_csv_read(&u->csv, err, sizeof(err));
 
 	if (r <= 0) {
 		cli_err("%s: %s", u->path, r < 0 ? err : "empty; a CSV list starts with a header row");
@@ -263,7 +263,7 @@ static void upload_free(struct upload *u)
 	for (size_t i = 0; u->cols && i < u->ncols; i++)
 		free(u->cols[i]);
 	free(u->cols);
-	csv_free(&u->csv);
+	cli_csv_free(&u->csv);
 	free(u->pend);
 	json_decref(u->inl);
 }

@@ -6,7 +6,7 @@
 
 #include "cli.h"
 
-void table_init(struct cli_table *t, size_t ncols, const char **head, const bool *right)
+void cli_table_init(struct cli_table *t, size_t ncols, const char **head, const bool *right)
 {
 	memset(t, 0, sizeof(*t));
 	t->ncols = ncols;
@@ -14,7 +14,7 @@ void table_init(struct cli_table *t, size_t ncols, const char **head, const bool
 	t->right = right;
 }
 
-void table_row(struct cli_table *t, const char **cells)
+void cli_table_row(struct cli_table *t, const char **cells)
 {
 	if (t->nrows == t->cap) {
 		size_t n = t->cap ? 2 * t->cap : 16;
@@ -64,7 +64,7 @@ static void cell(FILE *out, const char *s, size_t w, bool right, bool last)
 		fputs("  ", out);
 }
 
-void table_print(struct cli_table *t, FILE *out)
+void cli_table_print(struct cli_table *t, FILE *out)
 {
 	size_t *w = vl_calloc(t->ncols, sizeof(*w));
 
@@ -89,7 +89,7 @@ void table_print(struct cli_table *t, FILE *out)
 	free(w);
 }
 
-void table_free(struct cli_table *t)
+void cli_table_free(struct cli_table *t)
 {
 	for (size_t i = 0; i < t->nrows * t->ncols; i++)
 		free(t->cells[i]);
@@ -98,7 +98,7 @@ void table_free(struct cli_table *t)
 	t->nrows = t->cap = 0;
 }
 
-const char *jnum(const json_t *obj, const char *key, char *buf, size_t len)
+const char *cli_jnum(const json_t *obj, const char *key, char *buf, size_t len)
 {
 	const json_t *v = json_object_get(obj, key);
 
@@ -113,7 +113,7 @@ const char *jnum(const json_t *obj, const char *key, char *buf, size_t len)
 	return buf;
 }
 
-const char *jstr(const json_t *obj, const char *key)
+const char *cli_jstr(const json_t *obj, const char *key)
 {
 	const char *s = json_string_value(json_object_get(obj, key));
 

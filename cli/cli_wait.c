@@ -135,7 +135,7 @@ static void final_line(struct watch *w, const json_t *j, const struct counts *n)
 		putchar('\n');
 	cli_bar_open = false;
 	duration(now_s() - w->t0, took, sizeof(took));
-	const char *state = jstr(j, "state");
+	const char *state = cli_jstr(j, "state");
 	bool plain = !strcmp(state, "done");
 	printf("job %s done%s%s%s: %lld recipients: %lld delivered, %lld bounced, "
 	       "%lld expired, %lld cancelled, %lld suppressed; waited %s\n",
