@@ -13,10 +13,6 @@ static void put(struct cli_csv *c, char ch)
 	if (c->len + 1 >= c->cap) {
 		size_t n = c->cap ? 2 * c->cap : 1024;
 		char *p = vl_realloc(c->buf, n);
-		if (!p) {
-			cli_err("out of memory");
-			exit(CLI_FAILED);
-		}
 		c->buf = p;
 		c->cap = n;
 	}
@@ -28,10 +24,6 @@ static void new_field(struct cli_csv *c)
 	if (c->nf == c->fcap) {
 		size_t n = c->fcap ? 2 * c->fcap : 16;
 		size_t *p = vl_realloc(c->off, n * sizeof(*p));
-		if (!p) {
-			cli_err("out of memory");
-			exit(CLI_FAILED);
-		}
 		c->off = p;
 		c->fcap = n;
 	}

@@ -33,10 +33,6 @@ static void grow(char **p, size_t *cap, size_t need)
 	while (n < need)
 		n *= 2;
 	char *q = vl_realloc(*p, n);
-	if (!q) {
-		cli_err("out of memory");
-		exit(CLI_FAILED);
-	}
 	*p = q;
 	*cap = n;
 }
@@ -346,10 +342,6 @@ char *cli_escape(const char *s)
 	static const char hex[] = "0123456789ABCDEF";
 	char *p = vl_malloc(3 * strlen(s) + 1), *q = p;
 
-	if (!p) {
-		cli_err("out of memory");
-		exit(CLI_FAILED);
-	}
 	for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
 		if (isalnum(*u) || strchr("-._~", *u)) {
 			*q++ = (char)*u;
@@ -369,10 +361,6 @@ char *cli_job_path(const char *id, const char *suffix)
 	size_t n = strlen(esc) + strlen(suffix) + 16;
 	char *p = vl_malloc(n);
 
-	if (!p) {
-		cli_err("out of memory");
-		exit(CLI_FAILED);
-	}
 	snprintf(p, n, "/v1/jobs/%s%s", esc, suffix);
 	free(esc);
 	return p;

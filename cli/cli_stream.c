@@ -37,10 +37,6 @@ int cli_events(const struct cli *c)
 	char *path = vl_malloc(n);
 	struct cli_resp rs;
 
-	if (!path) {
-		cli_err("out of memory");
-		return CLI_FAILED;
-	}
 	snprintf(path, n, "/v1/events%s%s%s", c->follow ? "?follow=1" : "",
 		 job ? (c->follow ? "&job=" : "?job=") : "", job ? job : "");
 	struct cli_req rq = {.method = "GET", .path = path, .line = event_line,

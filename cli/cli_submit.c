@@ -36,10 +36,6 @@ static void pend_add(struct upload *u, const char *p, size_t n)
 		while (cap < u->plen + n)
 			cap *= 2;
 		char *q = vl_realloc(u->pend, cap);
-		if (!q) {
-			cli_err("out of memory");
-			exit(CLI_FAILED);
-		}
 		u->pend = q;
 		u->pcap = cap;
 	}
@@ -217,8 +213,6 @@ static int csv_header(struct upload *u)
 	u->email = u->name = -1;
 	for (size_t i = 0; u->cols && i < u->ncols; i++) {
 		u->cols[i] = vl_strdup(trim(u->csv.buf + u->csv.off[i]));
-		if (!u->cols[i])
-			break;
 		if (!strcasecmp(u->cols[i], "email") && u->email < 0)
 			u->email = (long)i;
 		else if (!strcasecmp(u->cols[i], "name") && u->name < 0)

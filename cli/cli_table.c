@@ -19,19 +19,11 @@ void cli_table_row(struct cli_table *t, const char **cells)
 	if (t->nrows == t->cap) {
 		size_t n = t->cap ? 2 * t->cap : 16;
 		char **p = vl_realloc(t->cells, n * t->ncols * sizeof(*p));
-		if (!p) {
-			cli_err("out of memory");
-			exit(CLI_FAILED);
-		}
 		t->cells = p;
 		t->cap = n;
 	}
 	for (size_t i = 0; i < t->ncols; i++) {
 		char *s = vl_strdup(cells[i] ? cells[i] : "-");
-		if (!s) {
-			cli_err("out of memory");
-			exit(CLI_FAILED);
-		}
 		/* A line break in a value would break the table. */
 		for (char *p = s; *p; p++)
 			if (*p == '\n' || *p == '\r' || *p == '\t')
@@ -68,8 +60,6 @@ void cli_table_print(struct cli_table *t, FILE *out)
 {
 	size_t *w = vl_calloc(t->ncols, sizeof(*w));
 
-	if (!w)
-		return;
 	for (size_t i = 0; i < t->ncols; i++) {
 		w[i] = width(t->head[i]);
 		for (size_t r = 0; r < t->nrows; r++) {

@@ -1,20 +1,9 @@
-/* Growable byte buffer. Out-of-memory is fatal: a mail server that cannot
- * allocate a few KB is better restarted than limping. */
+/* Growable byte buffer (out-of-memory is fatal, as everywhere: vl_oom). */
 #include "common.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void *xrealloc(void *p, size_t n)
-{
-	void *q = vl_realloc(p, n);
-	if (!q) {
-		fputs("volley: out of memory\n", stderr);
-		abort();
-	}
-	return q;
-}
 
 void vl_buf_init(struct vl_buf *b)
 {
@@ -34,7 +23,7 @@ char *vl_buf_reserve(struct vl_buf *b, size_t n)
 		size_t cap = b->cap ? b->cap : 256;
 		while (cap - b->len < n)
 			cap *= 2;
-		b->p = xrealloc(b->p, cap);
+		b->p = vl_realloc(b->p, cap);
 		b->cap = cap;
 	}
 	return b->p + b->len;
@@ -97,7 +86,7 @@ void vl_buf_shrink(struct vl_buf *b, size_t keep)
 		vl_buf_free(b);
 		return;
 	}
-	b->p = xrealloc(b->p, keep);
+	b->p = vl_realloc(b->p, keep);
 	b->cap = keep;
 }
 

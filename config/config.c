@@ -38,8 +38,6 @@ static void set_str(char **dst, const char *v)
 {
 	free(*dst);
 	*dst = vl_strdup(v);
-	if (!*dst)
-		abort();
 }
 
 /* A size or duration given as a string ("25MB", "5m") or an integer. */

@@ -88,8 +88,6 @@ static void grow(struct dns_cache *c)
 	size_t cap = c->cap * 2;
 	struct dns_entry **tab = vl_calloc(cap, sizeof *tab);
 
-	if (!tab)
-		return;              /* longer chains, still correct */
 	for (size_t i = 0; i < c->cap; i++)
 		for (struct dns_entry *e = c->tab[i], *next; e; e = next) {
 			next = e->hnext;
@@ -144,8 +142,6 @@ struct dns_entry *dns_cache_add(struct dns_cache *c, const char *name,
 	size_t len = strlen(name);
 	struct dns_entry *e = vl_calloc(1, sizeof *e + len + 1);
 
-	if (!e)
-		return NULL;
 	memcpy(e->name, name, len + 1);
 	e->hash = hash_of(name, qtype);
 	e->qtype = qtype;

@@ -192,7 +192,7 @@ void dns_get_stats(const struct dns_resolver *r, struct dns_stats *s);
  * ','. Domains with the same key share a destination site. Returns the
  * length the key needs (like snprintf); 0 for a result without hosts. */
 size_t dns_site_key(const struct dns_mx_result *m, char *out, size_t outlen);
-/* A deep copy that outlives the callback (NULL when out of memory). */
+/* A deep copy that outlives the callback. */
 struct dns_mx_result *dns_mx_dup(const struct dns_mx_result *m);
 void dns_mx_free(struct dns_mx_result *m);
 /* "192.0.2.1" or "2001:db8::1". */

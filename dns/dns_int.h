@@ -122,7 +122,7 @@ int dns_cache_init(struct dns_cache *c, size_t max);
 void dns_cache_free(struct dns_cache *c);
 struct dns_entry *dns_cache_find(struct dns_cache *c, const char *name,
 				 uint16_t qtype);
-/* A new pending entry (NULL when out of memory); may evict old ones. */
+/* A new pending entry; may evict old ones. */
 struct dns_entry *dns_cache_add(struct dns_cache *c, const char *name,
 				uint16_t qtype);
 /* A pending entry got its answer, kept until expires_ms. */

@@ -178,10 +178,6 @@ static void timer_set(struct dns_resolver *r, uint64_t deadline_ms)
 	struct dns_timer *t = vl_calloc(1, sizeof *t);
 	uint64_t now = vl_now_ms(), d = deadline_ms > now ? deadline_ms - now : 1;
 
-	if (!t) {
-		vl_log(VL_LOG_ERROR, "dns: out of memory arming a timer");
-		return;
-	}
 	if (r->timer) {
 		r->timer->stale = true;
 		io_uring_prep_timeout_remove(sqe_for(r, &r->nop), ud(r, r->timer), 0);

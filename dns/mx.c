@@ -360,12 +360,6 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_cb cb, vo
 	struct mx_req *q = vl_calloc(1, sizeof *q);
 
 	r->st.mx_requests++;
-	if (!q) {
-		struct dns_mx_result res = { .domain = domain, .status = DNS_ERROR,
-					     .why = "out of memory" };
-		cb(arg, &res);
-		return;
-	}
 	*q = (struct mx_req){ .r = r, .cb = cb, .arg = arg, .ttl = UINT32_MAX };
 	if (dns_is_ip_literal(domain) || dns_normalize(domain, q->domain) < 0) {
 		snprintf(q->domain, sizeof q->domain, "%.*s", DNS_NAME_MAX - 1, domain);
@@ -467,38 +461,25 @@ void dns_mx_free(struct dns_mx_result *m)
 	free(m);
 }
 
-static int dup_host(struct dns_host *d, const struct dns_host *s)
+static void dup_host(struct dns_host *d, const struct dns_host *s)
 {
 	*d = *s;
 	d->name = vl_strdup(s->name);
 	d->canon = vl_strdup(s->canon);
 	d->addrs = vl_malloc((s->naddrs ? s->naddrs : 1) * sizeof *d->addrs);
-	if (!d->name || !d->canon || !d->addrs)
-		return -1;
 	memcpy(d->addrs, s->addrs, s->naddrs * sizeof *d->addrs);
-	return 0;
 }
 
 struct dns_mx_result *dns_mx_dup(const struct dns_mx_result *m)
 {
 	struct dns_mx_result *d = vl_calloc(1, sizeof *d);
 
-	if (!d)
-		return NULL;
 	*d = *m;
 	d->nhosts = 0;
 	d->domain = vl_strdup(m->domain ? m->domain : "");
 	d->why = vl_strdup(m->why ? m->why : "");
 	d->hosts = vl_calloc(m->nhosts ? m->nhosts : 1, sizeof *d->hosts);
-	if (!d->domain || !d->why || !d->hosts) {
-		dns_mx_free(d);
-		return NULL;
-	}
 	for (; d->nhosts < m->nhosts; d->nhosts++)
-		if (dup_host(&d->hosts[d->nhosts], &m->hosts[d->nhosts]) < 0) {
-			d->nhosts++;
-			dns_mx_free(d);
-			return NULL;
-		}
+		dup_host(&d->hosts[d->nhosts], &m->hosts[d->nhosts]);
 	return d;
 }

@@ -159,8 +159,6 @@ int dns_build_query(const char *name, uint16_t qtype, bool do_bit,
 	size_t n = strlen(name), cap = HDR_LEN + n + 2 + 4 + 11;
 	uint8_t *q = vl_calloc(1, cap), *p;
 
-	if (!q)
-		return -1;
 	q[2] = 0x01;                 /* RD */
 	q[3] = FLAG_AD;              /* RFC 6840 5.7: we understand AD */
 	q[5] = 1;                    /* QDCOUNT */

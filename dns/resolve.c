@@ -270,16 +270,13 @@ static void send_query(struct dns_resolver *r, struct dns_entry *e)
 	dns_io_kick(r);
 }
 
-static int add_waiter(struct dns_entry *e, lookup_fn fn, void *arg, unsigned slot)
+static void add_waiter(struct dns_entry *e, lookup_fn fn, void *arg, unsigned slot)
 {
 	struct dns_waiter *w = vl_malloc(sizeof *w);
 
-	if (!w)
-		return -1;
 	*w = (struct dns_waiter){ .fn = fn, .arg = arg, .slot = slot };
 	*e->wtail = w;
 	e->wtail = &w->next;
-	return 0;
 }
 
 static void cache_hit(struct dns_resolver *r, struct dns_entry *e, uint64_t now,
@@ -314,16 +311,11 @@ void dns_lookup(struct dns_resolver *r, const char *name, uint16_t qtype,
 	}
 	if (e) {
 		r->st.coalesced++;
-		if (add_waiter(e, fn, arg, slot) < 0)
-			answer_now(qtype, DNS_ERROR, fn, arg, slot);
+		add_waiter(e, fn, arg, slot);
 		return;
 	}
-	if (!(e = dns_cache_add(&r->cache, name, qtype)) || add_waiter(e, fn, arg, slot) < 0) {
-		if (e)
-			dns_cache_remove(&r->cache, e);
-		answer_now(qtype, DNS_ERROR, fn, arg, slot);
-		return;
-	}
+	e = dns_cache_add(&r->cache, name, qtype);
+	add_waiter(e, fn, arg, slot);
 	e->r = r;
 	send_query(r, e);
 }

@@ -152,8 +152,6 @@ struct msg_dkim_key *msg_dkim_key_load(const char *pem_path, const char *domain,
 		return NULL;
 	}
 	struct msg_dkim_key *k = vl_calloc(1, sizeof *k);
-	if (!k)
-		abort();
 	k->pkey = pk;
 	k->ed25519 = ed;
 	if (make_tpl(k) < 0) {

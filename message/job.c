@@ -34,8 +34,6 @@ struct piece *msg_job_piece(struct msg_job *j, enum piece_kind k)
 	if (j->np == j->pcap) {
 		j->pcap = j->pcap ? j->pcap * 2 : 16;
 		j->p = vl_realloc(j->p, j->pcap * sizeof *j->p);
-		if (!j->p)
-			abort();
 	}
 	struct piece *p = &j->p[j->np++];
 	memset(p, 0, sizeof *p);
@@ -81,8 +79,6 @@ static long var_of(struct msg_job *j, const char *name, enum msg_escape esc)
 		if (j->nvars == MSG_JOB_VARS_MAX)
 			return -1;
 		j->vars = vl_realloc(j->vars, (j->nvars + 1) * sizeof *j->vars);
-		if (!j->vars)
-			abort();
 		memset(&j->vars[i], 0, sizeof j->vars[i]);
 		j->vars[i].name = vl_strdup(name);
 		j->nvars++;

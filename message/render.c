@@ -179,8 +179,6 @@ static void push_iov(struct msg_out *o, const void *p, size_t n)
 	if (o->niov == o->iovcap) {
 		o->iovcap = o->iovcap ? o->iovcap * 2 : 16;
 		o->iov = vl_realloc(o->iov, o->iovcap * sizeof *o->iov);
-		if (!o->iov)
-			abort();
 	}
 	o->iov[o->niov++] = (struct iovec){(void *)p, n};
 }

@@ -33,8 +33,6 @@ static void add_seg(struct msg_tpl *t, size_t *cap, struct seg s)
 	if (t->nsegs == *cap) {
 		*cap = *cap ? *cap * 2 : 8;
 		t->segs = vl_realloc(t->segs, *cap * sizeof *t->segs);
-		if (!t->segs)
-			abort();
 	}
 	t->segs[t->nsegs++] = s;
 }
@@ -44,8 +42,6 @@ static void add_slot(struct msg_tpl *t, size_t *cap, const char *name, size_t n)
 	if (t->nslots == *cap) {
 		*cap = *cap ? *cap * 2 : 8;
 		t->names = vl_realloc(t->names, *cap * sizeof *t->names);
-		if (!t->names)
-			abort();
 	}
 	t->names[t->nslots++] = vl_strndup(name, n);
 }

@@ -506,10 +506,6 @@ static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 		return;
 	}
 	struct conn *c = vl_calloc(1, sizeof *c);
-	if (!c) {
-		close(fd);
-		return;
-	}
 	c->w = w;
 	c->fd = fd;
 	w->nconns++;

@@ -192,8 +192,6 @@ static struct tls_conn *conn_new(SSL_CTX *ctx)
 {
 	struct tls_conn *t = vl_calloc(1, sizeof *t);
 
-	if (!t)
-		return NULL;
 	t->ssl = SSL_new(ctx);
 	t->rbio = BIO_new(BIO_s_mem());
 	t->wbio = BIO_new(BIO_s_mem());

@@ -28,8 +28,6 @@ static size_t on_data(char *d, size_t sz, size_t n, void *arg)
 	if (a->len + len + 1 > a->cap) {
 		size_t cap = (a->cap ? a->cap * 2 : 4096) + len;
 		char *p = vl_realloc(a->p, cap);
-		if (!p)
-			return 0;
 		a->p = p;
 		a->cap = cap;
 	}

@@ -78,10 +78,6 @@ static struct vb_inject_rcpt *rcpt_parse(const char *line)
 	subs = json_object_get(j, "substitutions");
 	size_t n = json_object_size(subs), len;
 	struct vb_inject_rcpt *r = vl_malloc(rcpt_size(j, email, name));
-	if (!r) {
-		json_decref(j);
-		return NULL;
-	}
 	r->keys = (const char **)(r + 1);
 	r->vals = r->keys + n;
 	char *p = (char *)(r->vals + n), tmp[MSG_SUB_TMP];

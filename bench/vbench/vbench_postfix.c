@@ -370,8 +370,6 @@ static void vb_plog_delay(struct vb_plog *l, const char *s)
 	if (l->nms == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 4096;
 		double *m = vl_realloc(l->ms, cap * sizeof *m);
-		if (!m)
-			return;
 		l->ms = m;
 		l->cap = cap;
 	}
