@@ -109,7 +109,10 @@ $(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd)
 
+# The layout's rules first (docs/architecture.md), then every test.
 test: all
+	@scripts/check-layers.sh
+	@scripts/check-names.sh $(BUILD)
 	@VOLLEY_BUILD=$(BUILD) tests/run.sh
 
 # Same tests, sanitized build in build/asan.

@@ -1,0 +1,63 @@
+#!/bin/sh
+# Every #include points to the same module or a lower layer, and only at
+# another module's face, never at its internals (*_int.h). The layers are
+# docs/architecture.md's:
+#
+#   5  volleyd/  cli/  bench/  tests/     programs (nothing includes them)
+#   4  api/
+#   3  scheduler/  sink/
+#   2  engine/  message/
+#   1  dns/  tls/  config/
+#   0  common/
+#
+# Tests may include any module's internal header (they test the insides).
+# Prints each offending include and exits 1 if there is one.
+set -u
+cd "$(dirname "$0")/.."
+
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+git ls-files '*.c' '*.h' | xargs grep -Hn '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' | awk '
+function layer(m) {
+	if (m == "common") return 0
+	if (m == "dns" || m == "tls" || m == "config") return 1
+	if (m == "engine" || m == "message") return 2
+	if (m == "scheduler" || m == "sink") return 3
+	if (m == "api") return 4
+	if (m == "volleyd" || m == "cli" || m == "bench" || m == "tests") return 5
+	return -1
+}
+# dir/inc with "." and ".." resolved
+function norm(path,   n, i, k, parts, out, res) {
+	n = split(path, parts, "/")
+	k = 0
+	for (i = 1; i <= n; i++) {
+		if (parts[i] == "." || parts[i] == "") continue
+		if (parts[i] == "..") { if (k > 0) k--; continue }
+		out[++k] = parts[i]
+	}
+	res = ""
+	for (i = 1; i <= k; i++) res = res (i > 1 ? "/" : "") out[i]
+	return res
+}
+{
+	split($0, a, ":")
+	f = a[1]; n = a[2]
+	inc = $0; sub(/^[^"]*"/, "", inc); sub(/".*$/, "", inc)
+	dir = f; sub(/\/[^\/]*$/, "", dir)
+	target = norm(dir "/" inc)
+	from = f; sub(/\/.*/, "", from)
+	to = target; sub(/\/.*/, "", to)
+	lf = layer(from); lt = layer(to)
+	if (lf < 0) { print f ": folder " from " has no layer in scripts/check-layers.sh"; next }
+	if (lt < 0) { print f ":" n ": includes " inc ", outside every module"; next }
+	if (to == from) next
+	if (lt >= lf) { print f ":" n ": " from " (layer " lf ") includes " target " (layer " lt "): not a lower layer"; next }
+	if (from != "tests" && target ~ /_int\.h$/) print f ":" n ": " from " reaches into " to "\047s internals (" target ")"
+}' >"$out"
+if [ -s "$out" ]; then
+	cat "$out"
+	echo "check-layers: the includes above point up a layer or into another module's insides" >&2
+	exit 1
+fi
+echo "check-layers: every include points to its own module or a lower layer's face"
