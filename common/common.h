@@ -206,6 +206,21 @@ void vl_log(enum vl_log_level lvl, const char *fmt, ...)
 #define VL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- io_uring (ring.c) ---- */
+/* An SQE's user_data: a pointer with the operation in its low 3 bits
+ * (every pointer tagged so is at least 8-aligned; op < 8). */
+static inline uint64_t vl_ud(const void *p, unsigned op)
+{
+	return (uint64_t)(uintptr_t)p | (uint64_t)op;
+}
+static inline void *vl_ud_ptr(uint64_t ud)
+{
+	return (void *)(uintptr_t)(ud & ~(uint64_t)7);
+}
+static inline unsigned vl_ud_op(uint64_t ud)
+{
+	return (unsigned)(ud & 7);
+}
+
 struct vl_ring {
 	struct io_uring ring;
 	struct io_uring_buf_ring *br;  /* provided buffers for recv, group 0 */

@@ -31,11 +31,8 @@
 #define RESUME_WIRE (64u << 10)
 #define INPUT_STEP 4096        /* input handled between backpressure checks */
 
-/* user_data = pointer | op; every pointer here is at least 8-aligned. */
+/* user_data = vl_ud(pointer, op) */
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_LATENCY, OP_TICK, OP_CANCEL };
-#define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
-#define UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
-#define UD_OP(u) ((enum op)((u) & 7))
 
 struct listener {
 	int fd;
@@ -161,13 +158,13 @@ static void conn_close(struct conn *c, bool reset)
 	} else if (c->recv_armed || c->send_busy) {
 		struct io_uring_sqe *sqe = get_sqe(w);
 		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
+		io_uring_sqe_set_data64(sqe, vl_ud(c, OP_CANCEL));
 		c->ops++;
 	}
 	if (c->timer_armed) { /* do not keep the fd (and a drop's RST) waiting */
 		struct io_uring_sqe *sqe = get_sqe(w);
-		io_uring_prep_timeout_remove(sqe, UD(c, OP_LATENCY), 0);
-		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
+		io_uring_prep_timeout_remove(sqe, vl_ud(c, OP_LATENCY), 0);
+		io_uring_sqe_set_data64(sqe, vl_ud(c, OP_CANCEL));
 		c->ops++;
 	}
 	conn_maybe_free(c);
@@ -175,7 +172,7 @@ static void conn_close(struct conn *c, bool reset)
 
 static void arm_recv(struct conn *c)
 {
-	vl_ring_recv(&c->w->r, c->fd, UD(c, OP_RECV));
+	vl_ring_recv(&c->w->r, c->fd, vl_ud(c, OP_RECV));
 	c->recv_armed = true;
 	c->ops++;
 }
@@ -190,7 +187,7 @@ static void arm_latency_timer(struct conn *c, uint64_t now)
 	c->lat_ts.tv_sec = (long long)(wait / 1000);
 	c->lat_ts.tv_nsec = (long long)(wait % 1000) * 1000000;
 	io_uring_prep_timeout(sqe, &c->lat_ts, 0, 0);
-	io_uring_sqe_set_data64(sqe, UD(c, OP_LATENCY));
+	io_uring_sqe_set_data64(sqe, vl_ud(c, OP_LATENCY));
 	c->timer_armed = true;
 	c->ops++;
 }
@@ -236,7 +233,7 @@ static void conn_flush(struct conn *c)
 	c->inflight_off = 0;
 	struct io_uring_sqe *sqe = get_sqe(c->w);
 	io_uring_prep_send(sqe, c->fd, c->inflight.p, c->inflight.len, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, UD(c, OP_SEND));
+	io_uring_sqe_set_data64(sqe, vl_ud(c, OP_SEND));
 	c->send_busy = true;
 	c->ops++;
 }
@@ -284,8 +281,8 @@ static void conn_after_session(struct conn *c)
 		/* Backpressure: a client that does not read its replies is not
 		 * read either, so it cannot make us buffer without bound. */
 		struct io_uring_sqe *sqe = get_sqe(c->w);
-		io_uring_prep_cancel64(sqe, UD(c, OP_RECV), 0);
-		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
+		io_uring_prep_cancel64(sqe, vl_ud(c, OP_RECV), 0);
+		io_uring_sqe_set_data64(sqe, vl_ud(c, OP_CANCEL));
 		c->ops++;
 		c->paused = true;
 	}
@@ -442,7 +439,7 @@ static void on_send(struct conn *c, int res)
 		struct io_uring_sqe *sqe = get_sqe(c->w);
 		io_uring_prep_send(sqe, c->fd, c->inflight.p + c->inflight_off,
 				   c->inflight.len - c->inflight_off, MSG_NOSIGNAL);
-		io_uring_sqe_set_data64(sqe, UD(c, OP_SEND));
+		io_uring_sqe_set_data64(sqe, vl_ud(c, OP_SEND));
 		c->send_busy = true;
 		c->ops++;
 		return;
@@ -475,7 +472,7 @@ static void arm_accept(struct listener *l)
 	struct io_uring_sqe *sqe = get_sqe(l->w);
 
 	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, UD(l, OP_ACCEPT));
+	io_uring_sqe_set_data64(sqe, vl_ud(l, OP_ACCEPT));
 }
 
 static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
@@ -532,7 +529,7 @@ static void arm_tick(struct sink_worker *w)
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
-	io_uring_sqe_set_data64(sqe, UD(w, OP_TICK));
+	io_uring_sqe_set_data64(sqe, vl_ud(w, OP_TICK));
 }
 
 /* Idle connections get a 421; one that still has not gone by the next
@@ -654,11 +651,11 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
 	struct sink_worker *w = arg;
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
-	void *p = UD_PTR(ud);
+	void *p = vl_ud_ptr(ud);
 
 	if (!p)
 		return;
-	switch (UD_OP(ud)) {
+	switch ((enum op)vl_ud_op(ud)) {
 	case OP_ACCEPT: on_accept(p, cqe); break;
 	case OP_RECV: on_recv(p, cqe); break;
 	case OP_SEND: on_send(p, cqe->res); break;
