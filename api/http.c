@@ -2,7 +2,8 @@
  * The HTTP server: libmicrohttpd with a thread per connection, so a
  * million-recipient upload being written to the spool never holds up a
  * health check, and no API thread ever touches an engine worker's ring.
- * Routes are a small table; submissions stream into api_intake.
+ * Requests are dispatched by method and path (route_*); submissions stream
+ * into api_intake.
  */
 #include "api.h"
 #include "../message/message.h"

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The delivery engine against volley-sink on loopback, 4 KB messages, one
-# recipient each (DESIGN.md performance targets, issue 3):
+# recipient each (the performance targets in bench/RESULTS.md):
 #  1. zero latency, TLS off: volley-drive (the engine) vs volley-blast (a raw
 #     pre-rendered pipelined client, the ceiling), same sink, same sessions;
 #  2. zero latency, TLS on (STARTTLS, policy encrypt);
