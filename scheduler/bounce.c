@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "scheduler.h"
+#include "bounce.h"
+
+#include "../common/common.h"
 
 extern const char sched_bounce_builtin[];
 

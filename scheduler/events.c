@@ -9,7 +9,7 @@
  * The log is shared by its owner and its readers (refs): close marks it
  * closed and wakes followers, the last one out frees it.
  */
-#include "scheduler.h"
+#include "events.h"
 
 #include <dirent.h>
 #include <errno.h>

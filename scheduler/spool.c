@@ -6,7 +6,9 @@
  * recipient: u32 length of the rest, then email, name and nsubs pairs,
  * each string as u32 length + octets + NUL. Little-endian, as the host.
  */
-#include "scheduler.h"
+#include "spool.h"
+
+#include "../common/common.h"
 
 #include <dirent.h>
 #include <errno.h>

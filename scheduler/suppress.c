@@ -22,7 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "scheduler.h"
+#include "suppress.h"
+
+#include "../common/common.h"
 
 #define EMAIL_MAX 512
 #define JOB_MAX 128

@@ -1,0 +1,64 @@
+/*
+ * scheduler/events: every outcome is an event, a JSON line in
+ * data_dir/events/ (files NNNNNNNN.jsonl, rotated by size, the oldest
+ * removed past a count) and on /v1/events. docs/events.md describes the
+ * format. Depends on common/ and on bounce.h for the class an event names
+ * (events.c links with bounce.c). Prefix: sched_event_, sched_events_.
+ */
+#ifndef VOLLEY_SCHED_EVENTS_H
+#define VOLLEY_SCHED_EVENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/common.h"
+#include "bounce.h"
+
+struct sched_event {
+	const char *type;            /* Reception, Delivery, TransientFailure, Bounce,
+				      * Expiration, AdminBounce, OOB, Feedback */
+	double time;                 /* wall clock, seconds */
+	const char *job, *recipient, *domain, *site, *mx;
+	const char *peer_address, *source_address;   /* NULL: null */
+	unsigned attempt;
+	int code;                    /* 0: no response object */
+	const char *enhanced, *text;
+	enum sched_bounce_class bounce_class;  /* SCHED_BC_NONE: null */
+	const char *tls_version;     /* NULL: "tls": null (clear text) */
+	const char *tls_cipher;
+	bool tls_verified, tls_dane;
+	size_t size;
+};
+/* One line, '\n'-terminated, appended to out. Every key is always there
+ * (null when unset), type, time and job first. */
+void sched_event_format(const struct sched_event *ev, struct vl_buf *out);
+
+/* rotate_bytes 0: no rotation by size; keep_files 0 counts as 1. NULL
+ * with err. */
+struct sched_events;
+struct sched_events *sched_events_open(const char *dir, uint64_t rotate_bytes,
+				       unsigned keep_files, char *err, size_t errlen);
+/* Append formatted lines (buffered; written by sched_events_flush, which
+ * the scheduler calls at each journal commit). Thread-safe. */
+void sched_events_append(struct sched_events *e, const char *lines, size_t len);
+/* -1 with errno on a write error: the lines are held (bounded) for the
+ * next flush. Not fsync'd but once a file, at rotation and close. */
+int sched_events_flush(struct sched_events *e);
+/* Flushes; readers' reads return -1 from then on (close them after). */
+void sched_events_close(struct sched_events *e);
+
+/* A reader over every retained file, oldest first, then (follow) new
+ * lines as they are flushed; without follow, up to where the log stood
+ * at open. job: only that job's events (NULL: all). */
+struct sched_events_reader;
+struct sched_events_reader *sched_events_reader_open(struct sched_events *e,
+						     const char *job, bool follow);
+/* Whole lines into buf, up to max (a line longer than max is cut into
+ * pieces). 0: nothing new within timeout_ms (follow only); -1: the end
+ * (no follow), or the events log was closed. timeout_ms < 0: no limit. */
+long sched_events_read(struct sched_events_reader *r, char *buf, size_t max,
+		       int timeout_ms);
+void sched_events_reader_close(struct sched_events_reader *r);
+
+#endif

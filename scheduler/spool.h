@@ -1,0 +1,81 @@
+/*
+ * scheduler/spool: jobs on disk. Intake writes a job's recipient table
+ * and job.json into tmp/<id>/ and moves the directory whole into jobs/;
+ * the delivery thread and the API read the table back. Depends on
+ * common/ only. Prefix: sched_ (sched_spool_, sched_intake_, sched_table_).
+ *
+ * Layout, under data_dir:
+ *   tmp/<id>/           a job being received; moved whole into jobs/
+ *   jobs/<id>/job.json  the validated job (content, options, intake report)
+ *   jobs/<id>/rcpt      the recipient table (spool.c)
+ *   jobs/<id>/journal   outcomes, appended by the scheduler (journal.c)
+ *   jobs/<id>/control   "paused" or "cancelled", when not active
+ *   jobs/<id>/done.json a finished job's counters
+ * A job directory appears in jobs/ only after its files and tmp/ are
+ * fsync'd; the rename and jobs/ are fsync'd before the API answers 202.
+ */
+#ifndef VOLLEY_SCHED_SPOOL_H
+#define VOLLEY_SCHED_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCHED_ID_LEN 21          /* "0194c1d2e3f4-5a6b7c8d" */
+
+/* One recipient as stored. Strings are NUL-terminated in the table too,
+ * so a reader hands them on without copying. */
+#define SCHED_MAX_SUBS 256
+struct sched_rcpt {
+	const char *email;
+	size_t email_len;
+	const char *name;        /* NULL when none */
+	size_t name_len;
+	size_t nsubs;
+	const char *keys[SCHED_MAX_SUBS];
+	size_t klens[SCHED_MAX_SUBS];
+	const char *vals[SCHED_MAX_SUBS];
+	size_t vlens[SCHED_MAX_SUBS];
+};
+
+struct sched_spool;
+/* Creates data_dir/{jobs,tmp}; removes what an interrupted intake left in
+ * tmp/. NULL with err. */
+struct sched_spool *sched_spool_open(const char *data_dir, char *err, size_t errlen);
+void sched_spool_close(struct sched_spool *s);
+/* Octets free on the spool's file system for an unprivileged writer. */
+uint64_t sched_spool_free_bytes(const struct sched_spool *s);
+/* Octets the jobs in the spool take. */
+uint64_t sched_spool_used_bytes(const struct sched_spool *s);
+/* Remove a job's files (it is over and its retention has passed). */
+int sched_spool_remove(struct sched_spool *s, const char *id);
+/* Octets one job takes. */
+uint64_t sched_spool_job_bytes(const struct sched_spool *s, const char *id);
+/* A fresh job id: time-ordered, unique. */
+void sched_new_id(char id[SCHED_ID_LEN + 1]);
+
+/* Receiving a job: recipients are appended as they are parsed (nothing
+ * held in memory but a hash per recipient for duplicate detection). */
+struct sched_intake;
+struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
+					char *err, size_t errlen);
+/* 0 stored; 1 a duplicate of recipient *first (not stored); -1 an I/O
+ * error, errno kept (ENOSPC: disk full). */
+int sched_intake_add(struct sched_intake *in, const struct sched_rcpt *r,
+		     size_t *first);
+size_t sched_intake_count(const struct sched_intake *in);
+/* Write job.json, fsync everything, move into jobs/. -1 with errno. The
+ * intake is freed either way. */
+int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t len);
+/* Remove what was written. */
+void sched_intake_abort(struct sched_intake *in);
+
+/* A job's recipient table, mapped read-only. */
+struct sched_table;
+struct sched_table *sched_table_open(struct sched_spool *s, const char *id);
+void sched_table_close(struct sched_table *t);
+size_t sched_table_count(const struct sched_table *t);
+/* Recipient i; -1 if the table is damaged there. */
+int sched_table_get(const struct sched_table *t, size_t i, struct sched_rcpt *r);
+
+#endif
