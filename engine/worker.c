@@ -610,8 +610,21 @@ static void conn_flush(struct conn *c)
 	vl_buf_reset(&c->sendbuf);
 	c->svn = 0;
 	if (c->tls) {
-		if (tls_write_staged(c, body) < 0)
+		if (tls_write_staged(c, body) < 0) {
+			/* The connection cannot carry the session any more:
+			 * the transaction in progress gets its transient
+			 * results, as for a lost connection (closing without
+			 * them lost the message), and whatever OpenSSL still
+			 * has to send (an alert) goes before the close. */
+			if (s->state != ENG_S_CLOSED) {
+				char err[256], why[300];
+				snprintf(why, sizeof why, "TLS: %s",
+					 tls_last_error(err, sizeof err));
+				eng_sess_fail(s, eng_sess_stage(s), 0, "", why);
+				hand_back(c);
+			}
 			c->close_after_send = true;
+		}
 		/* A clean end (QUIT answered) says close_notify, which also
 		 * keeps the host's ticket resumable; a failure does not. */
 		if (c->close_after_send && !s->fail_stage && !c->tls_shut) {
