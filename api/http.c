@@ -573,8 +573,6 @@ static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 	if (job && !valid_id(job, strlen(job)))
 		return send_error(c, 400, "invalid_field", "job", "job must be a job id");
 	struct sched_events_reader *r = sched_events_reader_open(a->ev, job, follow);
-	if (!r)
-		return send_error(c, 500, "internal", NULL, "cannot read the events log");
 	struct follower *fl = vl_malloc(sizeof *fl);
 	*fl = (struct follower){ a, r };
 	return send_stream(c, read_events, fl, close_events);

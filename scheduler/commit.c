@@ -8,7 +8,7 @@
  * disk, and the delivery thread never waits for a disk.
  *
  * When a write fails (disk full), the file is cut back to where the batch
- * began and the batch is retried; meanwhile commit_blocked() is true and
+ * began and the batch is retried; meanwhile sched_commit_blocked() is true and
  * the delivery thread sends nothing new. No outcome is lost.
  */
 #include "deliver_int.h"
@@ -24,7 +24,7 @@
 #define RETRY_MS 500
 
 struct cjob {
-	struct job *j;
+	struct sched_job *j;
 	char id[SCHED_ID_LEN + 1];
 	struct vl_buf recs;
 	long long delta[SCHED_NSTATES];
@@ -38,8 +38,8 @@ struct batch {
 	struct batch *next;
 };
 
-struct commit {
-	struct deliver *d;
+struct sched_commit {
+	struct sched_deliver *d;
 	pthread_t tid;
 	pthread_mutex_t mu;
 	pthread_cond_t cv, done_cv;
@@ -62,7 +62,7 @@ static void batch_free(struct batch *b)
 }
 
 /* Append one job's records; on failure cut the file back. */
-static int write_job(struct commit *c, struct cjob *cj, int *fd_out, off_t *start_out)
+static int write_job(struct sched_commit *c, struct cjob *cj, int *fd_out, off_t *start_out)
 {
 	char path[4096];
 	int fd;
@@ -105,7 +105,7 @@ static int sync_all(int *fds, size_t n)
 
 /* 0 when the whole batch is durable. On a failure every file written is
  * cut back to where the batch began, so a retry appends nothing twice. */
-static int make_durable(struct commit *c, struct batch *b)
+static int make_durable(struct sched_commit *c, struct batch *b)
 {
 	int *fds = vl_calloc(b->n + 1, sizeof *fds);
 	off_t *starts = vl_calloc(b->n + 1, sizeof *starts);
@@ -133,7 +133,7 @@ static int make_durable(struct commit *c, struct batch *b)
 }
 
 /* The batch's hard bounces of invalid recipients, with one fdatasync. */
-static void suppress(struct commit *c, const struct vl_buf *pairs)
+static void suppress(struct sched_commit *c, const struct vl_buf *pairs)
 {
 	const char **emails = NULL, **jobs = NULL;
 	size_t n = 0;
@@ -151,17 +151,17 @@ static void suppress(struct commit *c, const struct vl_buf *pairs)
 	free(jobs);
 }
 
-static void apply(struct commit *c, struct batch *b)
+static void apply(struct sched_commit *c, struct batch *b)
 {
 	struct sched *sc = c->d->sc;
 	double now = vl_wall_time();
 
-	struct job **done = NULL;
+	struct sched_job **done = NULL;
 	size_t ndone = 0;
 
 	sched_lock(sc);
 	for (size_t i = 0; i < b->n; i++) {
-		struct job *j = b->jobs[i].j;
+		struct sched_job *j = b->jobs[i].j;
 		for (int s = 0; s < SCHED_NSTATES; s++)
 			j->counts[s] = (size_t)((long long)j->counts[s] + b->jobs[i].delta[s]);
 		if (b->jobs[i].delta[SCHED_DELIVERED] > 0) {
@@ -187,7 +187,7 @@ static void apply(struct commit *c, struct batch *b)
 	suppress(c, &b->suppress);
 }
 
-static void note_latency(struct commit *c, uint64_t us)
+static void note_latency(struct sched_commit *c, uint64_t us)
 {
 	pthread_mutex_lock(&c->mu);
 	c->commits++;
@@ -198,7 +198,7 @@ static void note_latency(struct commit *c, uint64_t us)
 	pthread_mutex_unlock(&c->mu);
 }
 
-json_t *commit_stats_json(struct commit *c)
+json_t *sched_commit_stats_json(struct sched_commit *c)
 {
 	pthread_mutex_lock(&c->mu);
 	json_t *j = json_pack("{s:I, s:f, s:f, s:f}", "commits", (json_int_t)c->commits,
@@ -208,7 +208,7 @@ json_t *commit_stats_json(struct commit *c)
 	return j;
 }
 
-static void commit_one(struct commit *c, struct batch *b)
+static void commit_one(struct sched_commit *c, struct batch *b)
 {
 	bool told = false;
 	uint64_t since = vl_now_ms(), t0 = vl_now_ns();
@@ -238,7 +238,7 @@ static void commit_one(struct commit *c, struct batch *b)
 
 static void *run(void *arg)
 {
-	struct commit *c = arg;
+	struct sched_commit *c = arg;
 
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
@@ -261,9 +261,9 @@ static void *run(void *arg)
 	return NULL;
 }
 
-struct commit *commit_start(struct deliver *d, char *err, size_t errlen)
+struct sched_commit *sched_commit_start(struct sched_deliver *d, char *err, size_t errlen)
 {
-	struct commit *c = vl_calloc(1, sizeof *c);
+	struct sched_commit *c = vl_calloc(1, sizeof *c);
 
 	c->d = d;
 	pthread_mutex_init(&c->mu, NULL);
@@ -277,7 +277,7 @@ struct commit *commit_start(struct deliver *d, char *err, size_t errlen)
 	return c;
 }
 
-static void take_job(struct cjob *cj, struct djob *dj)
+static void take_job(struct cjob *cj, struct sched_djob *dj)
 {
 	cj->j = dj->j;
 	memcpy(cj->id, dj->j->id, sizeof cj->id);
@@ -288,16 +288,16 @@ static void take_job(struct cjob *cj, struct djob *dj)
 	dj->in_batch = false;
 }
 
-void commit_submit(struct commit *c, struct djob *jobs, struct vl_buf *events,
-		   struct vl_buf *suppress)
+void sched_commit_submit(struct sched_commit *c, struct sched_djob *jobs, struct vl_buf *events,
+			 struct vl_buf *suppress)
 {
 	struct batch *b = vl_calloc(1, sizeof *b);
 	size_t n = 0;
 
-	for (struct djob *dj = jobs; dj; dj = dj->next)
+	for (struct sched_djob *dj = jobs; dj; dj = dj->next)
 		n += dj->in_batch;
 	b->jobs = vl_calloc(n + 1, sizeof *b->jobs);
-	for (struct djob *dj = jobs; dj; dj = dj->next)
+	for (struct sched_djob *dj = jobs; dj; dj = dj->next)
 		if (dj->in_batch)
 			take_job(&b->jobs[b->n++], dj);
 	b->events = *events;
@@ -316,7 +316,7 @@ void commit_submit(struct commit *c, struct djob *jobs, struct vl_buf *events,
 }
 
 /* Until everything submitted so far is applied (not what comes later). */
-void commit_drain(struct commit *c)
+void sched_commit_drain(struct sched_commit *c)
 {
 	pthread_mutex_lock(&c->mu);
 	uint64_t target = c->submitted;
@@ -325,7 +325,7 @@ void commit_drain(struct commit *c)
 	pthread_mutex_unlock(&c->mu);
 }
 
-uint64_t commit_backlog(struct commit *c)
+uint64_t sched_commit_backlog(struct sched_commit *c)
 {
 	pthread_mutex_lock(&c->mu);
 	uint64_t n = c->submitted - c->applied;
@@ -333,13 +333,13 @@ uint64_t commit_backlog(struct commit *c)
 	return n;
 }
 
-bool commit_blocked(struct commit *c)
+bool sched_commit_blocked(struct sched_commit *c)
 {
 	return atomic_load(&c->blocked);
 }
 
 /* Batches still queued are written before the thread ends. */
-void commit_stop(struct commit *c)
+void sched_commit_stop(struct sched_commit *c)
 {
 	if (!c)
 		return;

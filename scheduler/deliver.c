@@ -23,40 +23,41 @@
 
 /* ---- timers, on common's heap ---- */
 
-void timer_add(struct deliver *d, uint64_t due_ms, enum tkind k, void *p, uint32_t idx)
+void sched_timer_add(struct sched_deliver *d, uint64_t due_ms, enum sched_tkind k, void *p,
+		     uint32_t idx)
 {
-	struct timer *t = vl_malloc(sizeof *t);
+	struct sched_timer *t = vl_malloc(sizeof *t);
 
-	*t = (struct timer){ .kind = k, .idx = idx, .p = p };
+	*t = (struct sched_timer){ .kind = k, .idx = idx, .p = p };
 	vl_heap_node_init(&t->hn);
 	vl_heap_set(&d->timers, &t->hn, due_ms);
 }
 
 /* The next timer due by now (the caller frees it), or NULL. */
-static struct timer *timer_due(struct deliver *d, uint64_t now)
+static struct sched_timer *timer_due(struct sched_deliver *d, uint64_t now)
 {
 	struct vl_heap_node *top = vl_heap_top(&d->timers);
 
 	if (!top || top->key > now)
 		return NULL;
 	vl_heap_del(&d->timers, top);
-	return (struct timer *)top;
+	return (struct sched_timer *)top;
 }
 
 /* Drop the retry timers of a job that is going away: the heap is rebuilt
  * from the timers that stay. */
-static void timers_forget(struct deliver *d, struct djob *dj)
+static void timers_forget(struct sched_deliver *d, struct sched_djob *dj)
 {
 	struct vl_heap old = d->timers;
 
 	d->timers = (struct vl_heap){ 0 };
 	for (size_t i = 0; i < old.n; i++) {
-		struct timer *t = (struct timer *)old.v[i];
-		struct sjq *q = t->p;
+		struct sched_timer *t = (struct sched_timer *)old.v[i];
+		struct sched_sjq *q = t->p;
 		vl_heap_node_init(&t->hn);
-		if (t->kind == T_RETRY && q->dj == dj)
+		if (t->kind == SCHED_T_RETRY && q->dj == dj)
 			q->site->deferred--;
-		else if (t->kind != T_REQUEUE || t->p != dj) {
+		else if (t->kind != SCHED_T_REQUEUE || t->p != dj) {
 			vl_heap_set(&d->timers, &t->hn, t->hn.key);
 			continue;
 		}
@@ -66,67 +67,68 @@ static void timers_forget(struct deliver *d, struct djob *dj)
 	vl_heap_free(&old);
 }
 
-static void fire_retry(struct deliver *d, struct sjq *q, uint32_t idx)
+static void fire_retry(struct sched_deliver *d, struct sched_sjq *q, uint32_t idx)
 {
-	struct djob *dj = q->dj;
+	struct sched_djob *dj = q->dj;
 
 	const char *domain;
 
 	q->site->deferred--;
 	dj->ntimers--;
-	if (dj->st[idx] != R_DEFERRED || dj->cancelled || dj->expired)
+	if (dj->st[idx] != SCHED_R_DEFERRED || dj->cancelled || dj->expired)
 		return;
 	if (vl_wall_time() >= dj->expires) {
-		djob_expire(dj);
+		sched_djob_expire(dj);
 		return;
 	}
 	/* an MX site: the domain may have moved since (its answer's TTL) */
-	if (q->site->routes != &q->site->route && djob_email(dj, idx, &domain)) {
-		dom_enqueue(d, dj, idx, domain);
+	if (q->site->routes != &q->site->route && sched_djob_email(dj, idx, &domain)) {
+		sched_dom_enqueue(d, dj, idx, domain);
 		return;
 	}
-	sjq_push(q, idx);
+	sched_sjq_push(q, idx);
 	q->site->waiting++;
-	site_ready(d, q->site);
+	sched_site_ready(d, q->site);
 }
 
 /* A recipient whose domain did not resolve tries its domain again. */
-static void fire_requeue(struct deliver *d, struct djob *dj, uint32_t idx)
+static void fire_requeue(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx)
 {
 	const char *domain;
 
 	dj->ntimers--;
-	if (dj->st[idx] != R_DEFERRED || dj->cancelled || dj->expired ||
-	    !djob_email(dj, idx, &domain))
+	if (dj->st[idx] != SCHED_R_DEFERRED || dj->cancelled || dj->expired ||
+	    !sched_djob_email(dj, idx, &domain))
 		return;
-	dom_enqueue(d, dj, idx, domain);
+	sched_dom_enqueue(d, dj, idx, domain);
 }
 
-static void fire_timers(struct deliver *d)
+static void fire_timers(struct sched_deliver *d)
 {
 	uint64_t now = vl_now_ms();
 
-	struct timer *t;
+	struct sched_timer *t;
 
 	while ((t = timer_due(d, now))) {
-		if (t->kind == T_RETRY)
+		if (t->kind == SCHED_T_RETRY)
 			fire_retry(d, t->p, t->idx);
-		else if (t->kind == T_REQUEUE)
+		else if (t->kind == SCHED_T_REQUEUE)
 			fire_requeue(d, t->p, t->idx);
 		else
-			site_ready(d, t->p);
+			sched_site_ready(d, t->p);
 		free(t);
 	}
 }
 
 /* ---- events ---- */
 
-void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char *type,
-		   const struct dmsg *m, const struct jrec *r)
+void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
+			 const char *type, const struct sched_dmsg *m,
+			 const struct sched_jrec *r)
 {
 	if (!d->ev)
 		return;
-	const char *domain = "", *email = m ? m->rcpt : djob_email(dj, idx, &domain);
+	const char *domain = "", *email = m ? m->rcpt : sched_djob_email(dj, idx, &domain);
 	if (m && email)
 		domain = strrchr(email, '@') ? strrchr(email, '@') + 1 : email;
 	struct sched_event ev = {
@@ -139,7 +141,7 @@ void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char 
 		ev.code = r->code;
 		ev.enhanced = r->enhanced;
 		ev.text = r->text;
-		ev.bounce_class = (enum sched_bounce_class)r->cls;
+		ev.bounce_class = sched_bounce_class_name((enum sched_bounce_class)r->cls);
 	}
 	if (m) {
 		ev.site = m->q->site->name;
@@ -157,7 +159,7 @@ void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char 
 
 static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *r)
 {
-	struct dmsg *m = em->arg;
+	struct sched_dmsg *m = em->arg;
 	(void)rcpt;
 
 	m->status = r->status;
@@ -176,8 +178,8 @@ static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *
 /* On an engine worker: hand the message back to the delivery thread. */
 static void on_done(struct eng_msg *em)
 {
-	struct dmsg *m = em->arg;
-	struct deliver *d = m->dj->d;
+	struct sched_dmsg *m = em->arg;
+	struct sched_deliver *d = m->dj->d;
 
 	pthread_mutex_lock(&d->mu);
 	m->next = d->results;
@@ -186,9 +188,9 @@ static void on_done(struct eng_msg *em)
 	pthread_mutex_unlock(&d->mu);
 }
 
-static struct dmsg *msg_get(struct deliver *d)
+static struct sched_dmsg *msg_get(struct sched_deliver *d)
 {
-	struct dmsg *m = d->free_msgs;
+	struct sched_dmsg *m = d->free_msgs;
 
 	if (m) {
 		d->free_msgs = m->next;
@@ -200,16 +202,16 @@ static struct dmsg *msg_get(struct deliver *d)
 	return m;
 }
 
-static void msg_put(struct deliver *d, struct dmsg *m)
+static void msg_put(struct sched_deliver *d, struct sched_dmsg *m)
 {
 	m->next = d->free_msgs;
 	d->free_msgs = m;
 }
 
-static void process(struct deliver *d, struct dmsg *m);
+static void process(struct sched_deliver *d, struct sched_dmsg *m);
 
 /* An outcome decided here, without the engine (no route, bad render). */
-static void local_result(struct deliver *d, struct dmsg *m, enum eng_status st,
+static void local_result(struct sched_deliver *d, struct sched_dmsg *m, enum eng_status st,
 			 const char *stage, const char *text)
 {
 	m->status = st;
@@ -230,8 +232,8 @@ static void local_result(struct deliver *d, struct dmsg *m, enum eng_status st,
  * not go (signing failed and dkim_required is set); the result is set. */
 static bool sign(struct eng_msg *em)
 {
-	struct dmsg *m = em->arg;
-	struct djob *dj = m->dj;
+	struct sched_dmsg *m = em->arg;
+	struct sched_djob *dj = m->dj;
 	unsigned char bh[MSG_DKIM_BH_LEN];
 	const unsigned char *use = NULL;
 	char err[256];
@@ -274,9 +276,9 @@ static bool sign(struct eng_msg *em)
 	return true;
 }
 
-static int render(struct deliver *d, struct dmsg *m, struct sched_rcpt *r)
+static int render(struct sched_deliver *d, struct sched_dmsg *m, struct sched_rcpt *r)
 {
-	struct djob *dj = m->dj;
+	struct sched_djob *dj = m->dj;
 	struct msg_err me;
 	struct msg_rcpt mr = { .email = r->email, .name = r->name, .index = m->idx,
 			       .nsubs = r->nsubs, .keys = r->keys, .vals = r->vals,
@@ -309,7 +311,7 @@ static bool ascii(const char *s)
 	return true;
 }
 
-static void submit(struct deliver *d, struct dmsg *m)
+static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 {
 	struct eng_msg *em = &m->m;
 
@@ -331,31 +333,31 @@ static void submit(struct deliver *d, struct dmsg *m)
 	eng_submit(d->eng, em);
 }
 
-void deliver_send(struct deliver *d, struct sjq *q, uint32_t idx)
+void sched_deliver_send(struct sched_deliver *d, struct sched_sjq *q, uint32_t idx)
 {
-	struct djob *dj = q->dj;
+	struct sched_djob *dj = q->dj;
 	struct sched_rcpt *r = &d->rcpt;
 
-	if (rstate_final(dj->st[idx]))
+	if (sched_rstate_final(dj->st[idx]))
 		return;
 	if (sched_table_get(dj->table, idx, r) < 0)
 		return;
 	if (d->sup && sched_suppressed(d->sup, r->email, r->email_len)) {
-		struct jrec why = { .textlen = 0 };
-		why.textlen = (uint16_t)snprintf(why.text, sizeof why.text,
-						 "suppressed: the address is on the suppression list");
-		djob_set(dj, idx, R_SUPPRESSED, &why);
-		deliver_event(d, dj, idx, "AdminBounce", NULL, &why);
+		struct sched_jrec why = { .textlen = 0 };
+		why.textlen = (uint16_t)snprintf(why.text, sizeof why.text, "suppressed: the "
+						 "address is on the suppression list");
+		sched_djob_set(dj, idx, SCHED_R_SUPPRESSED, &why);
+		sched_deliver_event(d, dj, idx, "AdminBounce", NULL, &why);
 		d->suppressed++;
 		return;
 	}
-	struct dmsg *m = msg_get(d);
+	struct sched_dmsg *m = msg_get(d);
 	m->dj = dj;
 	m->q = q;
 	m->idx = idx;
 	m->rcpt = r->email;
 	dj->att[idx]++;
-	djob_set(dj, idx, R_INFLIGHT, NULL);
+	sched_djob_set(dj, idx, SCHED_R_INFLIGHT, NULL);
 	dj->inflight++;
 	q->site->inflight++;
 	d->inflight++;
@@ -363,14 +365,14 @@ void deliver_send(struct deliver *d, struct sjq *q, uint32_t idx)
 		local_result(d, m, ENG_TRANSIENT, "routing", q->site->no_route);
 		return;
 	}
-	m->host = site_first_host(q->site, vl_now_ms());
+	m->host = sched_site_first_host(q->site, vl_now_ms());
 	if (render(d, m, r) == 0)
 		submit(d, m);
 }
 
 /* ---- results ---- */
 
-static uint64_t retry_delay(struct deliver *d, unsigned attempts)
+static uint64_t retry_delay(struct sched_deliver *d, unsigned attempts)
 {
 	size_t i = attempts ? attempts - 1 : 0;
 	uint64_t base = d->cfg->retry_ms[i < d->cfg->nretry ? i : d->cfg->nretry - 1];
@@ -379,59 +381,60 @@ static uint64_t retry_delay(struct deliver *d, unsigned attempts)
 	return (uint64_t)((double)base * j);
 }
 
-static void fill_jrec(struct jrec *r, const struct dmsg *m, const struct sched_bounce_verdict *v)
+static void fill_jrec(struct sched_jrec *r, const struct sched_dmsg *m,
+		      const struct sched_bounce_verdict *v)
 {
-	memset(r, 0, offsetof(struct jrec, text));
+	memset(r, 0, offsetof(struct sched_jrec, text));
 	r->code = (int16_t)m->code;
 	snprintf(r->enhanced, sizeof r->enhanced, "%s", m->enhanced);
 	r->cls = (uint8_t)v->cls;
 	int n = snprintf(r->text, sizeof r->text, "%s%s%s", m->stage[0] && !m->code ? m->stage : "",
 			 m->stage[0] && !m->code ? ": " : "", m->text);
-	r->textlen = (uint16_t)(n < 0 ? 0 : n > JREC_TEXT_MAX ? JREC_TEXT_MAX : n);
+	r->textlen = (uint16_t)(n < 0 ? 0 : n > SCHED_JREC_TEXT_MAX ? SCHED_JREC_TEXT_MAX : n);
 	r->flags = m->maybe;
 }
 
-static void transient(struct deliver *d, struct dmsg *m, struct jrec *r)
+static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sched_jrec *r)
 {
-	struct djob *dj = m->dj;
+	struct sched_djob *dj = m->dj;
 	uint64_t now = vl_now_ms(), due = now + retry_delay(d, dj->att[m->idx]);
 	uint64_t end = (uint64_t)(dj->expires * 1000);
 
 	if (dj->cancelled) {
-		djob_set(dj, m->idx, R_CANCELLED, r);
-		deliver_event(d, dj, m->idx, "AdminBounce", m, r);
+		sched_djob_set(dj, m->idx, SCHED_R_CANCELLED, r);
+		sched_deliver_event(d, dj, m->idx, "AdminBounce", m, r);
 		return;
 	}
 	if (vl_wall_time() * 1000 >= (double)end || dj->expired) {
-		djob_set(dj, m->idx, R_EXPIRED, r);
-		deliver_event(d, dj, m->idx, "Expiration", m, r);
+		sched_djob_set(dj, m->idx, SCHED_R_EXPIRED, r);
+		sched_deliver_event(d, dj, m->idx, "Expiration", m, r);
 		d->expired++;
 		return;
 	}
-	djob_set(dj, m->idx, R_DEFERRED, r);
-	deliver_event(d, dj, m->idx, "TransientFailure", m, r);
+	sched_djob_set(dj, m->idx, SCHED_R_DEFERRED, r);
+	sched_deliver_event(d, dj, m->idx, "TransientFailure", m, r);
 	/* wall-clock expiry onto the monotonic timer clock */
 	uint64_t left = end - (uint64_t)(vl_wall_time() * 1000);
 	if (due > now + left)
 		due = now + left;
 	m->q->site->deferred++;
 	dj->ntimers++;
-	timer_add(d, due, T_RETRY, m->q, m->idx);
+	sched_timer_add(d, due, SCHED_T_RETRY, m->q, m->idx);
 	d->transient++;
 }
 
 /* Refused at connect or at the greeting: the next MX host gets the same
  * message, without it counting as an attempt (RFC 5321 5.1). */
-static bool walk_mx(struct deliver *d, struct dmsg *m)
+static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 {
-	struct site *s = m->q->site;
+	struct sched_site *s = m->q->site;
 	uint64_t now = vl_now_ms();
 
 	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
 	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting")))
 		return false;
 	s->down_until[m->host] = now + 60000;
-	int next = site_next_host(s, m->host, now);
+	int next = sched_site_next_host(s, m->host, now);
 	if (next < 0)
 		return false;
 	m->host = (unsigned)next;
@@ -439,11 +442,11 @@ static bool walk_mx(struct deliver *d, struct dmsg *m)
 	return true;
 }
 
-static void process(struct deliver *d, struct dmsg *m)
+static void process(struct sched_deliver *d, struct sched_dmsg *m)
 {
-	struct djob *dj = m->dj;
+	struct sched_djob *dj = m->dj;
 	struct sched_bounce_verdict v = { SCHED_BC_NONE, false };
-	struct jrec r;
+	struct sched_jrec r;
 
 	if (walk_mx(d, m))
 		return;
@@ -453,18 +456,18 @@ static void process(struct deliver *d, struct dmsg *m)
 	if (m->status == ENG_PERMANENT)
 		v.hard = true;          /* the engine saw a 5xx: final whatever the class */
 	fill_jrec(&r, m, &v);
-	site_result(d, m->q->site, m, &v);
+	sched_site_result(d, m->q->site, m, &v);
 	if (m->status != ENG_DELIVERED && v.cls < SCHED_BC_COUNT)
 		d->by_class[m->status == ENG_PERMANENT ? 0 : 1][v.cls]++;
 	dj->inflight--;
 	d->inflight--;
 	if (m->status == ENG_DELIVERED) {
-		djob_set(dj, m->idx, R_DELIVERED, &r);
-		deliver_event(d, dj, m->idx, "Delivery", m, &r);
+		sched_djob_set(dj, m->idx, SCHED_R_DELIVERED, &r);
+		sched_deliver_event(d, dj, m->idx, "Delivery", m, &r);
 		d->delivered++;
 	} else if (m->status == ENG_PERMANENT) {
-		djob_set(dj, m->idx, R_BOUNCED, &r);
-		deliver_event(d, dj, m->idx, "Bounce", m, &r);
+		sched_djob_set(dj, m->idx, SCHED_R_BOUNCED, &r);
+		sched_deliver_event(d, dj, m->idx, "Bounce", m, &r);
 		d->bounced++;
 		if (v.cls == SCHED_BC_INVALID_RECIPIENT) {
 			vl_buf_append(&d->suppress, m->rcpt, strlen(m->rcpt) + 1);
@@ -478,47 +481,47 @@ static void process(struct deliver *d, struct dmsg *m)
 
 /* A recipient that never reached the engine: its domain did not resolve
  * (permanently: a bounce; for now: a retry later). */
-void deliver_local(struct deliver *d, struct djob *dj, uint32_t idx, bool permanent,
-		   const char *text)
+void sched_deliver_local(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
+			 bool permanent, const char *text)
 {
-	struct jrec r = { .cls = SCHED_BC_DNS };
+	struct sched_jrec r = { .cls = SCHED_BC_DNS };
 	int n = snprintf(r.text, sizeof r.text, "%s", text);
 
-	r.textlen = (uint16_t)(n > JREC_TEXT_MAX ? JREC_TEXT_MAX : n);
+	r.textlen = (uint16_t)(n > SCHED_JREC_TEXT_MAX ? SCHED_JREC_TEXT_MAX : n);
 	dj->att[idx]++;
 	if (permanent) {
-		djob_set(dj, idx, R_BOUNCED, &r);
-		deliver_event(d, dj, idx, "Bounce", NULL, &r);
+		sched_djob_set(dj, idx, SCHED_R_BOUNCED, &r);
+		sched_deliver_event(d, dj, idx, "Bounce", NULL, &r);
 		d->bounced++;
 		d->by_class[0][SCHED_BC_DNS]++;
 		return;
 	}
 	if (vl_wall_time() >= dj->expires) {
-		djob_set(dj, idx, R_EXPIRED, &r);
-		deliver_event(d, dj, idx, "Expiration", NULL, &r);
+		sched_djob_set(dj, idx, SCHED_R_EXPIRED, &r);
+		sched_deliver_event(d, dj, idx, "Expiration", NULL, &r);
 		d->expired++;
 		return;
 	}
-	djob_set(dj, idx, R_DEFERRED, &r);
-	deliver_event(d, dj, idx, "TransientFailure", NULL, &r);
+	sched_djob_set(dj, idx, SCHED_R_DEFERRED, &r);
+	sched_deliver_event(d, dj, idx, "TransientFailure", NULL, &r);
 	d->transient++;
 	d->by_class[1][SCHED_BC_DNS]++;
 	uint64_t delay = retry_delay(d, dj->att[idx]);
 	uint64_t left = (uint64_t)((dj->expires - vl_wall_time()) * 1000);
 	dj->ntimers++;
-	timer_add(d, vl_now_ms() + (delay < left ? delay : left), T_REQUEUE, dj, idx);
+	sched_timer_add(d, vl_now_ms() + (delay < left ? delay : left), SCHED_T_REQUEUE, dj, idx);
 }
 
 /* ---- the loop ---- */
 
 /* Counter changes that need no commit (dispatches) go to the registry now. */
-static void publish_now(struct deliver *d)
+static void publish_now(struct sched_deliver *d)
 {
 	if (!d->now_dirty)
 		return;
 	d->now_dirty = false;
 	sched_lock(d->sc);
-	for (struct djob *dj = d->jobs; dj; dj = dj->next)
+	for (struct sched_djob *dj = d->jobs; dj; dj = dj->next)
 		for (int s = 0; s < SCHED_NSTATES; s++) {
 			dj->j->counts[s] = (size_t)((long long)dj->j->counts[s] + dj->now_delta[s]);
 			dj->now_delta[s] = 0;
@@ -526,29 +529,29 @@ static void publish_now(struct deliver *d)
 	sched_unlock(d->sc);
 }
 
-static void maybe_commit(struct deliver *d, bool now)
+static void maybe_commit(struct sched_deliver *d, bool now)
 {
 	uint64_t t = vl_now_ms();
 	bool any = d->events.len > 0 || d->batch_dirty;
 
 	/* a committer behind (a slow fsync) gets one bigger batch later
 	 * rather than a queue of them */
-	if (!any || (!now && (t < d->next_commit_ms || commit_backlog(d->commit) > 1)))
+	if (!any || (!now && (t < d->next_commit_ms || sched_commit_backlog(d->commit) > 1)))
 		return;
-	commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
+	sched_commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
 	d->batch_dirty = false;
 	d->reap_due = true;       /* in_batch is cleared: jobs may be over */
 	d->next_commit_ms = t + (uint64_t)d->cfg->spool.journal_commit_ms;
 }
 
 /* A job with nothing left to do leaves the delivery thread. */
-static void reap(struct deliver *d)
+static void reap(struct sched_deliver *d)
 {
 	if (!d->reap_due)
 		return;
 	d->reap_due = false;
-	for (struct djob **p = &d->jobs; *p;) {
-		struct djob *dj = *p;
+	for (struct sched_djob **p = &d->jobs; *p;) {
+		struct sched_djob *dj = *p;
 		if (dj->nonfinal || dj->inflight || dj->in_batch || dj->pending_dns) {
 			p = &dj->next;
 			continue;
@@ -556,26 +559,26 @@ static void reap(struct deliver *d)
 		*p = dj->next;
 		if (dj->ntimers)
 			timers_forget(d, dj);
-		sjq_unlink_all(dj);
+		sched_sjq_unlink_all(dj);
 		sched_lock(d->sc);
 		dj->j->d = NULL;
 		sched_unlock(d->sc);
-		djob_free(dj);
+		sched_djob_free(dj);
 	}
 }
 
-static void sweep(struct deliver *d)
+static void sweep(struct sched_deliver *d)
 {
 	double now = vl_wall_time();
 
-	for (struct djob *dj = d->jobs; dj; dj = dj->next)
+	for (struct sched_djob *dj = d->jobs; dj; dj = dj->next)
 		if (dj->nonfinal && now >= dj->expires)
-			djob_expire(dj);
+			sched_djob_expire(dj);
 	sched_retire(d->sc);
 }
 
-static void take_commands(struct deliver *d, struct job ***adds, size_t *nadds,
-			  struct job ***ctls, size_t *nctls, struct dmsg **results)
+static void take_commands(struct sched_deliver *d, struct sched_job ***adds, size_t *nadds,
+			  struct sched_job ***ctls, size_t *nctls, struct sched_dmsg **results)
 {
 	d->want_snap_now = d->want_snap;
 	d->want_snap = false;
@@ -591,11 +594,11 @@ static void take_commands(struct deliver *d, struct job ***adds, size_t *nadds,
 	d->results = NULL;
 }
 
-static void run_commands(struct deliver *d, struct job **adds, size_t nadds,
-			 struct job **ctls, size_t nctls, struct dmsg *results)
+static void run_commands(struct sched_deliver *d, struct sched_job **adds, size_t nadds,
+			 struct sched_job **ctls, size_t nctls, struct sched_dmsg *results)
 {
 	for (size_t i = 0; i < nadds; i++) {
-		struct djob *dj = djob_load(d, adds[i]);
+		struct sched_djob *dj = sched_djob_load(d, adds[i]);
 		if (dj) {
 			dj->next = d->jobs;
 			d->jobs = dj;
@@ -604,22 +607,22 @@ static void run_commands(struct deliver *d, struct job **adds, size_t nadds,
 	}
 	for (size_t i = 0; i < nctls; i++)
 		if (ctls[i]->d)
-			djob_control(ctls[i]->d);
+			sched_djob_control(ctls[i]->d);
 	while (results) {
-		struct dmsg *next = results->next;
+		struct sched_dmsg *next = results->next;
 		process(d, results);
 		results = next;
 	}
 	while (d->take_dns) {
-		struct dns_done *next = d->take_dns->next;
-		dom_answer(d, d->take_dns);
+		struct sched_dns_done *next = d->take_dns->next;
+		sched_dom_answer(d, d->take_dns);
 		d->take_dns = next;
 	}
 	free(adds);
 	free(ctls);
 }
 
-static uint64_t next_wake(struct deliver *d)
+static uint64_t next_wake(struct sched_deliver *d)
 {
 	uint64_t now = vl_now_ms(), t = now + WAIT_MAX_MS;
 
@@ -632,7 +635,7 @@ static uint64_t next_wake(struct deliver *d)
 	return t > now ? t - now : 0;
 }
 
-static void wait_inbox(struct deliver *d, uint64_t ms)
+static void wait_inbox(struct sched_deliver *d, uint64_t ms)
 {
 	struct timespec ts;
 
@@ -649,9 +652,9 @@ static void wait_inbox(struct deliver *d, uint64_t ms)
 	pthread_cond_timedwait(&d->cv, &d->mu, &ts);
 }
 
-/* Requests made through deliver_sync() are answered at the end of the
+/* Requests made through sched_deliver_sync() are answered at the end of the
  * round that saw them, with a queue snapshot when one was asked for. */
-static void answer(struct deliver *d, uint64_t sync)
+static void answer(struct sched_deliver *d, uint64_t sync)
 {
 	json_t *snap = NULL;
 
@@ -659,8 +662,8 @@ static void answer(struct deliver *d, uint64_t sync)
 		return;
 	if (d->want_snap_now) {
 		json_t *a = json_array();
-		for (struct site *s = d->sites; s; s = s->next)
-			json_array_append_new(a, site_json(s));
+		for (struct sched_site *s = d->sites; s; s = s->next)
+			json_array_append_new(a, sched_site_json(s));
 		snap = json_pack("{s:o}", "queues", a);
 	}
 	pthread_mutex_lock(&d->mu);
@@ -675,13 +678,13 @@ static void answer(struct deliver *d, uint64_t sync)
 
 static void *run(void *arg)
 {
-	struct deliver *d = arg;
+	struct sched_deliver *d = arg;
 	uint64_t last_sweep = 0;
 
 	for (;;) {
-		struct job **adds, **ctls;
+		struct sched_job **adds, **ctls;
 		size_t nadds, nctls;
-		struct dmsg *results;
+		struct sched_dmsg *results;
 
 		pthread_mutex_lock(&d->mu);
 		wait_inbox(d, next_wake(d));
@@ -695,9 +698,9 @@ static void *run(void *arg)
 			sweep(d);
 			last_sweep = vl_now_ms();
 		}
-		atomic_store(&d->blocked, commit_blocked(d->commit));
+		atomic_store(&d->blocked, sched_commit_blocked(d->commit));
 		if (!stopping && !atomic_load(&d->blocked))
-			site_dispatch_all(d);
+			sched_site_dispatch_all(d);
 		if (stopping)
 			atomic_store(&d->quiet, true);
 		publish_now(d);
@@ -712,7 +715,7 @@ static void *run(void *arg)
 
 /* ---- the face (sched_int.h) ---- */
 
-static void push(struct job ***a, size_t *n, size_t *cap, struct job *j)
+static void push(struct sched_job ***a, size_t *n, size_t *cap, struct sched_job *j)
 {
 	if (*n == *cap) {
 		*cap = *cap ? *cap * 2 : 16;
@@ -721,7 +724,7 @@ static void push(struct job ***a, size_t *n, size_t *cap, struct job *j)
 	(*a)[(*n)++] = j;
 }
 
-void deliver_add_job(struct deliver *d, struct job *j)
+void sched_deliver_add_job(struct sched_deliver *d, struct sched_job *j)
 {
 	pthread_mutex_lock(&d->mu);
 	push(&d->adds, &d->nadds, &d->capadds, j);
@@ -731,7 +734,7 @@ void deliver_add_job(struct deliver *d, struct job *j)
 
 /* One round of the delivery thread, from another thread; then wait for
  * what it committed. */
-static void deliver_sync(struct deliver *d, struct job *ctl, bool snap)
+static void sched_deliver_sync(struct sched_deliver *d, struct sched_job *ctl, bool snap)
 {
 	pthread_mutex_lock(&d->mu);
 	if (ctl)
@@ -744,19 +747,19 @@ static void deliver_sync(struct deliver *d, struct job *ctl, bool snap)
 	bool stopping = d->stopping;
 	pthread_mutex_unlock(&d->mu);
 	if (!stopping)
-		commit_drain(d->commit);
+		sched_commit_drain(d->commit);
 }
 
-void deliver_control(struct deliver *d, struct job *j)
+void sched_deliver_control(struct sched_deliver *d, struct sched_job *j)
 {
-	deliver_sync(d, j, false);
+	sched_deliver_sync(d, j, false);
 }
 
-json_t *deliver_queues_json(struct deliver *d)
+json_t *sched_deliver_queues_json(struct sched_deliver *d)
 {
 	json_t *r;
 
-	deliver_sync(d, NULL, true);
+	sched_deliver_sync(d, NULL, true);
 	pthread_mutex_lock(&d->mu);
 	r = d->snap ? json_deep_copy(d->snap) : json_pack("{s:[]}", "queues");
 	pthread_mutex_unlock(&d->mu);
@@ -765,7 +768,7 @@ json_t *deliver_queues_json(struct deliver *d)
 
 /* Counters written by the delivery thread and read here without a lock:
  * a stale view at worst, never a torn one on the machines we run on. */
-json_t *deliver_stats_json(struct deliver *d)
+json_t *sched_deliver_stats_json(struct sched_deliver *d)
 {
 	json_t *classes = json_object();
 
@@ -773,7 +776,8 @@ json_t *deliver_stats_json(struct deliver *d)
 		if (!d->by_class[0][c] && !d->by_class[1][c])
 			continue;
 		json_object_set_new(classes, sched_bounce_class_name((enum sched_bounce_class)c),
-				    json_pack("{s:I, s:I}", "bounced", (json_int_t)d->by_class[0][c],
+				    json_pack("{s:I, s:I}",
+					      "bounced", (json_int_t)d->by_class[0][c],
 					      "transient", (json_int_t)d->by_class[1][c]));
 	}
 	struct dns_stats ds;
@@ -794,11 +798,11 @@ json_t *deliver_stats_json(struct deliver *d)
 			 "in_flight", (json_int_t)d->inflight,
 			 "connections", (json_int_t)eng_open_connections(d->eng),
 			 "journal_blocked", atomic_load(&d->blocked),
-			 "journal", commit_stats_json(d->commit),
+			 "journal", sched_commit_stats_json(d->commit),
 			 "classes", classes, "dns", dns);
 }
 
-static int load_keys(struct deliver *d, char *err, size_t errlen)
+static int load_keys(struct sched_deliver *d, char *err, size_t errlen)
 {
 	d->dkim = vl_calloc(d->cfg->ndkim + 1, sizeof *d->dkim);
 	for (size_t i = 0; i < d->cfg->ndkim; i++, d->ndkim++)
@@ -808,19 +812,19 @@ static int load_keys(struct deliver *d, char *err, size_t errlen)
 	return 0;
 }
 
-static void free_keys(struct deliver *d)
+static void free_keys(struct sched_deliver *d)
 {
 	for (size_t i = 0; i < d->ndkim; i++)
 		msg_dkim_key_free(d->dkim[i]);
 	free(d->dkim);
 }
 
-struct deliver *deliver_start(struct sched *sc, const struct cfg *cfg,
-			      struct sched_spool *spool, struct sched_suppress *sup,
-			      struct sched_events *ev, struct engine *eng, char *err,
-			      size_t errlen)
+struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cfg,
+					  struct sched_spool *spool, struct sched_suppress *sup,
+					  struct sched_events *ev, struct engine *eng, char *err,
+					  size_t errlen)
 {
-	struct deliver *d = vl_calloc(1, sizeof *d);
+	struct sched_deliver *d = vl_calloc(1, sizeof *d);
 
 	d->sc = sc;
 	d->eng = eng;
@@ -839,7 +843,7 @@ struct deliver *deliver_start(struct sched *sc, const struct cfg *cfg,
 	pthread_cond_init(&d->progress, NULL);
 	if (load_keys(d, err, errlen) < 0 ||
 	    !(d->rules = sched_bounce_load(cfg->bounce_rules, err, errlen)) ||
-	    !(d->commit = commit_start(d, err, errlen)))
+	    !(d->commit = sched_commit_start(d, err, errlen)))
 		goto fail;
 	sched_lock(sc);
 	for (size_t i = 0; i < sched_njobs(sc); i++)   /* finished ones stay on disk */
@@ -852,14 +856,14 @@ struct deliver *deliver_start(struct sched *sc, const struct cfg *cfg,
 	}
 	return d;
 fail:
-	commit_stop(d->commit);
+	sched_commit_stop(d->commit);
 	sched_bounce_free(d->rules);
 	free_keys(d);
 	free(d);
 	return NULL;
 }
 
-void deliver_stop(struct deliver *d, uint64_t grace_ms)
+void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 {
 	if (!d)
 		return;
@@ -874,30 +878,30 @@ void deliver_stop(struct deliver *d, uint64_t grace_ms)
 	 * holds a transient result, which the thread journals as deferred */
 	eng_stop(d->eng, grace_ms);
 	pthread_join(d->tid, NULL);
-	commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
-	commit_drain(d->commit);
-	commit_stop(d->commit);
+	sched_commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
+	sched_commit_drain(d->commit);
+	sched_commit_stop(d->commit);
 	while (d->jobs) {
-		struct djob *n = d->jobs->next;
-		djob_free(d->jobs);
+		struct sched_djob *n = d->jobs->next;
+		sched_djob_free(d->jobs);
 		d->jobs = n;
 	}
 	while (d->dns_done) {     /* answers that came after the thread ended */
-		struct dns_done *n = d->dns_done->next;
+		struct sched_dns_done *n = d->dns_done->next;
 		dns_mx_free(d->dns_done->r);
 		free(d->dns_done);
 		d->dns_done = n;
 	}
 	while (d->free_msgs) {
-		struct dmsg *n = d->free_msgs->next;
+		struct sched_dmsg *n = d->free_msgs->next;
 		msg_out_free(&d->free_msgs->out);
 		vl_buf_free(&d->free_msgs->sig);
 		free(d->free_msgs->iov);
 		free(d->free_msgs);
 		d->free_msgs = n;
 	}
-	sites_free(d);
-	doms_free(d);
+	sched_sites_free(d);
+	sched_doms_free(d);
 	json_decref(d->doms);
 	sched_bounce_free(d->rules);
 	free_keys(d);
@@ -917,7 +921,7 @@ void deliver_stop(struct deliver *d, uint64_t grace_ms)
 	free(d);
 }
 
-bool deliver_blocked(struct deliver *d)
+bool sched_deliver_blocked(struct sched_deliver *d)
 {
 	return d && atomic_load(&d->blocked);
 }

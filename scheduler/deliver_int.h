@@ -8,36 +8,36 @@
 
 #include "sched_int.h"
 
-struct site;
-struct deliver;
+struct sched_site;
+struct sched_deliver;
 
 /* One job's recipients waiting at one site: a FIFO of indexes. */
-struct sjq {
-	struct djob *dj;
-	struct site *site;
+struct sched_sjq {
+	struct sched_djob *dj;
+	struct sched_site *site;
 	uint32_t *idx;
 	size_t head, len, cap;
-	struct sjq *next;             /* in the site's transactional or bulk list */
+	struct sched_sjq *next;       /* in the site's transactional or bulk list */
 };
 
-struct bucket {                   /* token bucket; rate 0 = unlimited */
+struct sched_bucket {             /* token bucket; rate 0 = unlimited */
 	double rate, tokens, burst;
 	uint64_t at_ms;
 };
 
 /* A job being delivered. */
-struct djob {
-	struct job *j;
-	struct deliver *d;
+struct sched_djob {
+	struct sched_job *j;
+	struct sched_deliver *d;
 	struct msg_job *msg;
 	struct sched_table *table;
 	char *sender;
 	bool verp, transactional;
 	double expires;
-	uint8_t *st, *att;            /* per recipient: enum rstate, attempts */
+	uint8_t *st, *att;            /* per recipient: enum sched_rstate, attempts */
 	size_t n, nonfinal, inflight;
-	struct bucket rate;
-	struct sjq **qs;
+	struct sched_bucket rate;
+	struct sched_sjq **qs;
 	size_t nqs;
 	struct vl_buf jbuf;           /* journal records for the next commit */
 	const struct msg_dkim_key *keys[4]; /* DKIM keys of its From domain */
@@ -55,11 +55,11 @@ struct djob {
 	size_t pending_dns;           /* recipients on a domain's pending list */
 	double last_time;             /* of the newest journal record */
 	bool paused, cancelled, expired;
-	struct djob *next;
+	struct sched_djob *next;
 };
 
 /* A message in the engine. */
-struct dmsg {
+struct sched_dmsg {
 	struct eng_msg m;
 	struct msg_out out;
 	struct vl_buf sig;            /* DKIM-Signature fields, sent first */
@@ -67,8 +67,8 @@ struct dmsg {
 	size_t iovcap;
 	const char *rcpt;
 	char from[512];
-	struct djob *dj;
-	struct sjq *q;
+	struct sched_djob *dj;
+	struct sched_sjq *q;
 	uint32_t idx;
 	unsigned host;                /* index in the site's routes */
 	uint64_t sent_ms;
@@ -78,38 +78,38 @@ struct dmsg {
 	bool maybe;
 	char enhanced[10], stage[16], peer[64], tls_version[16], tls_cipher[64];
 	bool tls_verified;
-	char text[JREC_TEXT_MAX + 1];
-	struct dmsg *next;
+	char text[SCHED_JREC_TEXT_MAX + 1];
+	struct sched_dmsg *next;
 };
 
 /* Timers: retries at a site (q, idx), site wake-ups, retries of a
  * recipient whose domain did not resolve (djob, idx). */
-enum tkind { T_RETRY, T_SITE, T_REQUEUE };
-struct timer {
+enum sched_tkind { SCHED_T_RETRY, SCHED_T_SITE, SCHED_T_REQUEUE };
+struct sched_timer {
 	struct vl_heap_node hn;       /* first: key is the due time, ms */
-	enum tkind kind;
+	enum sched_tkind kind;
 	uint32_t idx;
-	void *p;                      /* struct sjq, site or djob */
+	void *p;                      /* struct sched_sjq, site or djob */
 };
 
-#define SITE_HOSTS_MAX 16        /* MX addresses tried per message */
-struct site {
+#define SCHED_SITE_HOSTS_MAX 16  /* MX addresses tried per message */
+struct sched_site {
 	char *key;
 	char *name;                   /* the key's first part: what the API shows */
 	struct eng_route route;       /* the policy's route template (tls, auth,
 				       * limits); the only host of a routed site */
 	struct eng_route *routes;     /* hosts in MX order; &route when routed */
 	size_t nroutes;
-	uint64_t down_until[SITE_HOSTS_MAX]; /* refused us: skip until then */
+	uint64_t down_until[SCHED_SITE_HOSTS_MAX]; /* refused us: skip until then */
 	bool routable;
 	char no_route[400];
 	double rate;                  /* configured, per second; 0 = unlimited */
-	struct bucket b;              /* current (adaptive) */
+	struct sched_bucket b;        /* current (adaptive) */
 	unsigned window, inflight;
-	struct sjq *trans, *bulk;
+	struct sched_sjq *trans, *bulk;
 	size_t waiting, deferred;     /* in queues; in retry timers */
 	bool ready;                   /* on the ready list */
-	struct site *next_ready, *next;
+	struct sched_site *next_ready, *next;
 	/* adaptive back-off */
 	uint64_t backoff_until_ms;
 	double backoff_since;
@@ -122,30 +122,30 @@ struct site {
 };
 
 /* A recipient domain that needs MX resolution (no route configured). */
-enum dstate { D_NEW, D_RESOLVING, D_OK, D_FAILED };
-struct pend {
-	struct djob *dj;
+enum sched_dstate { SCHED_D_NEW, SCHED_D_RESOLVING, SCHED_D_OK, SCHED_D_FAILED };
+struct sched_pend {
+	struct sched_djob *dj;
 	uint32_t idx;
 };
-struct dom {
-	struct deliver *d;
+struct sched_dom {
+	struct sched_deliver *d;
 	char *name;
-	enum dstate st;
-	struct site *site;            /* D_OK */
-	uint64_t until_ms;            /* D_OK, D_FAILED: good until */
-	char why[256];                /* D_FAILED */
-	struct pend *pend;            /* waiting for the answer */
+	enum sched_dstate st;
+	struct sched_site *site;      /* SCHED_D_OK */
+	uint64_t until_ms;            /* SCHED_D_OK, SCHED_D_FAILED: good until */
+	char why[256];                /* SCHED_D_FAILED */
+	struct sched_pend *pend;      /* waiting for the answer */
 	size_t npend, cap;
 };
 
 /* An answer from an engine worker's resolver, copied for this thread. */
-struct dns_done {
-	struct dom *dom;
+struct sched_dns_done {
+	struct sched_dom *dom;
 	struct dns_mx_result *r;
-	struct dns_done *next;
+	struct sched_dns_done *next;
 };
 
-struct deliver {
+struct sched_deliver {
 	struct sched *sc;
 	const struct cfg *cfg;
 	struct sched_spool *spool;
@@ -159,32 +159,32 @@ struct deliver {
 	/* inbox, from API threads and engine workers */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct dmsg *results;
-	struct dns_done *dns_done, *take_dns;
-	struct job **adds;
+	struct sched_dmsg *results;
+	struct sched_dns_done *dns_done, *take_dns;
+	struct sched_job **adds;
 	size_t nadds, capadds;
-	struct job **ctls;
+	struct sched_job **ctls;
 	size_t nctls, capctls;
 	bool stopping;
 	_Atomic bool quiet;           /* stopping: nothing more goes to the engine */
-	uint64_t sync_req, sync_done; /* deliver_sync() rounds */
+	uint64_t sync_req, sync_done; /* sched_deliver_sync() rounds */
 	pthread_cond_t progress;
 	bool want_snap, want_snap_now;
 	json_t *snap;                 /* queues, built on request */
 	/* the delivery thread's own */
-	struct djob *jobs;
-	struct site *sites, *ready;
+	struct sched_djob *jobs;
+	struct sched_site *sites, *ready;
 	json_t *site_index;           /* key -> site (as an integer pointer) */
 	json_t *domain_site;          /* domain -> site, a cache */
-	json_t *doms;                 /* domain -> struct dom, for MX domains */
+	json_t *doms;                 /* domain -> struct sched_dom, for MX domains */
 	struct eng_route **old_routes; /* replaced MX address lists (see site_refresh) */
 	size_t nold;
-	struct vl_heap timers;        /* of struct timer */
-	struct dmsg *free_msgs;
+	struct vl_heap timers;        /* of struct sched_timer */
+	struct sched_dmsg *free_msgs;
 	size_t inflight;
 	uint64_t seed;
-	struct commit *commit;
-	struct sched_rcpt rcpt;       /* scratch of deliver_send */
+	struct sched_commit *commit;
+	struct sched_rcpt rcpt;       /* scratch of sched_deliver_send */
 	struct vl_buf events, suppress;   /* for the next batch */
 	uint64_t next_commit_ms;
 	/* stats */
@@ -198,56 +198,59 @@ struct deliver {
 };
 
 /* site.c */
-struct site *site_for(struct deliver *d, const char *domain);
+struct sched_site *sched_site_for(struct sched_deliver *d, const char *domain);
 /* Where recipient idx of dj waits: its site's queue, or its domain's
  * pending list while MX resolution runs (or a bounce when it failed). */
-void dom_enqueue(struct deliver *d, struct djob *dj, uint32_t idx, const char *domain);
-void dom_answer(struct deliver *d, struct dns_done *dd);
-void doms_free(struct deliver *d);
+void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
+		       const char *domain);
+void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd);
+void sched_doms_free(struct sched_deliver *d);
 /* The host to try first; then the next after a refusal (-1: none left). */
-unsigned site_first_host(struct site *s, uint64_t now);
-int site_next_host(struct site *s, unsigned after, uint64_t now);
-void site_ready(struct deliver *d, struct site *s);
-void site_dispatch_all(struct deliver *d);
-void site_result(struct deliver *d, struct site *s, const struct dmsg *m,
-		 const struct sched_bounce_verdict *v);
-json_t *site_json(const struct site *s);
-void sjq_push(struct sjq *q, uint32_t idx);
-void sjq_unlink_all(struct djob *dj);
-struct sjq *sjq_for(struct djob *dj, struct site *s);
-void sites_free(struct deliver *d);
+unsigned sched_site_first_host(struct sched_site *s, uint64_t now);
+int sched_site_next_host(struct sched_site *s, unsigned after, uint64_t now);
+void sched_site_ready(struct sched_deliver *d, struct sched_site *s);
+void sched_site_dispatch_all(struct sched_deliver *d);
+void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
+		       const struct sched_bounce_verdict *v);
+json_t *sched_site_json(const struct sched_site *s);
+void sched_sjq_push(struct sched_sjq *q, uint32_t idx);
+void sched_sjq_unlink_all(struct sched_djob *dj);
+struct sched_sjq *sched_sjq_for(struct sched_djob *dj, struct sched_site *s);
+void sched_sites_free(struct sched_deliver *d);
 
 /* djob.c */
-struct djob *djob_load(struct deliver *d, struct job *j);
-void djob_free(struct djob *dj);
+struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j);
+void sched_djob_free(struct sched_djob *dj);
 /* Give recipient idx a new state; journal it when final or deferred. */
-void djob_set(struct djob *dj, uint32_t idx, enum rstate to, const struct jrec *why);
-void djob_control(struct djob *dj);
-void djob_expire(struct djob *dj);
-void djob_flush_now(struct djob *dj);
-const char *djob_email(struct djob *dj, uint32_t idx, const char **domain);
+void sched_djob_set(struct sched_djob *dj, uint32_t idx, enum sched_rstate to,
+		    const struct sched_jrec *why);
+void sched_djob_control(struct sched_djob *dj);
+void sched_djob_expire(struct sched_djob *dj);
+const char *sched_djob_email(struct sched_djob *dj, uint32_t idx, const char **domain);
 
 /* deliver.c */
-void timer_add(struct deliver *d, uint64_t due_ms, enum tkind k, void *p, uint32_t idx);
-void deliver_send(struct deliver *d, struct sjq *q, uint32_t idx);
-void deliver_event(struct deliver *d, struct djob *dj, uint32_t idx, const char *type,
-		   const struct dmsg *m, const struct jrec *r);
+void sched_timer_add(struct sched_deliver *d, uint64_t due_ms, enum sched_tkind k, void *p,
+		     uint32_t idx);
+void sched_deliver_send(struct sched_deliver *d, struct sched_sjq *q, uint32_t idx);
+void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
+			 const char *type, const struct sched_dmsg *m,
+			 const struct sched_jrec *r);
 /* An outcome decided without the engine, for a recipient not in flight. */
-void deliver_local(struct deliver *d, struct djob *dj, uint32_t idx, bool permanent,
-		   const char *text);
+void sched_deliver_local(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
+			 bool permanent, const char *text);
 
 /* commit.c: the group committer */
-struct commit *commit_start(struct deliver *d, char *err, size_t errlen);
+struct sched_commit *sched_commit_start(struct sched_deliver *d, char *err, size_t errlen);
 /* Hand over what the jobs gathered since the last call (journal records,
  * counter changes, events); fsync'd then applied on the committer thread. */
-void commit_submit(struct commit *c, struct djob *jobs, struct vl_buf *events,
-		   struct vl_buf *suppress);
+void sched_commit_submit(struct sched_commit *c, struct sched_djob *jobs, struct vl_buf *events,
+			 struct vl_buf *suppress);
 /* Wait until everything submitted is durable and applied. */
-void commit_drain(struct commit *c);
+void sched_commit_drain(struct sched_commit *c);
 /* Batches submitted and not yet applied. */
-uint64_t commit_backlog(struct commit *c);
-void commit_stop(struct commit *c);
-bool commit_blocked(struct commit *c);
-json_t *commit_stats_json(struct commit *c);
+uint64_t sched_commit_backlog(struct sched_commit *c);
+void sched_commit_stop(struct sched_commit *c);
+bool sched_commit_blocked(struct sched_commit *c);
+json_t *sched_commit_stats_json(struct sched_commit *c);
 
 #endif

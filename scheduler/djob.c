@@ -11,18 +11,18 @@
 #include <string.h>
 #include <strings.h>
 
-enum sched_state rstate_api(unsigned s)
+enum sched_state sched_rstate_api(unsigned s)
 {
 	static const enum sched_state map[] = {
-		[R_QUEUED] = SCHED_QUEUED, [R_INFLIGHT] = SCHED_IN_FLIGHT,
-		[R_DEFERRED] = SCHED_DEFERRED, [R_DELIVERED] = SCHED_DELIVERED,
-		[R_BOUNCED] = SCHED_BOUNCED, [R_EXPIRED] = SCHED_EXPIRED,
-		[R_CANCELLED] = SCHED_CANCELLED, [R_SUPPRESSED] = SCHED_SUPPRESSED,
+		[SCHED_R_QUEUED] = SCHED_QUEUED, [SCHED_R_INFLIGHT] = SCHED_IN_FLIGHT,
+		[SCHED_R_DEFERRED] = SCHED_DEFERRED, [SCHED_R_DELIVERED] = SCHED_DELIVERED,
+		[SCHED_R_BOUNCED] = SCHED_BOUNCED, [SCHED_R_EXPIRED] = SCHED_EXPIRED,
+		[SCHED_R_CANCELLED] = SCHED_CANCELLED, [SCHED_R_SUPPRESSED] = SCHED_SUPPRESSED,
 	};
-	return s <= R_SUPPRESSED ? map[s] : SCHED_QUEUED;
+	return s <= SCHED_R_SUPPRESSED ? map[s] : SCHED_QUEUED;
 }
 
-const char *djob_email(struct djob *dj, uint32_t idx, const char **domain)
+const char *sched_djob_email(struct sched_djob *dj, uint32_t idx, const char **domain)
 {
 	struct sched_rcpt r;
 
@@ -33,15 +33,15 @@ const char *djob_email(struct djob *dj, uint32_t idx, const char **domain)
 	return r.email;
 }
 
-static void replay_one(void *arg, const struct jrec *r)
+static void replay_one(void *arg, const struct sched_jrec *r)
 {
-	struct djob *dj = arg;
+	struct sched_djob *dj = arg;
 
 	if (r->time > dj->last_time)
 		dj->last_time = r->time;
-	if (r->idx == JREC_ALL) {
+	if (r->idx == SCHED_JREC_ALL) {
 		for (size_t i = 0; i < dj->n; i++)
-			if (!rstate_final(dj->st[i]))
+			if (!sched_rstate_final(dj->st[i]))
 				dj->st[i] = r->state;
 		return;
 	}
@@ -51,7 +51,7 @@ static void replay_one(void *arg, const struct jrec *r)
 	}
 }
 
-static int compose(struct djob *dj, json_t *job)
+static int compose(struct sched_djob *dj, json_t *job)
 {
 	struct msg_job_opts o = { .job_id = dj->j->id, .hostname = dj->d->cfg->hostname,
 				  .max_size = dj->d->cfg->max_message_size };
@@ -68,9 +68,9 @@ static int compose(struct djob *dj, json_t *job)
 
 /* The keys of the From domain, or of its nearest parent domain with keys
  * (d= may be a parent of the From domain: relaxed alignment). */
-static void pick_keys(struct djob *dj, const json_t *content)
+static void pick_keys(struct sched_djob *dj, const json_t *content)
 {
-	const struct deliver *d = dj->d;
+	const struct sched_deliver *d = dj->d;
 	const char *dom = dj->from_domain;
 
 	dj->body_static = msg_job_body_static(dj->msg);
@@ -88,7 +88,7 @@ static void pick_keys(struct djob *dj, const json_t *content)
 				dj->keys[dj->nkeys++] = d->dkim[i];
 }
 
-static int read_job(struct djob *dj)
+static int read_job(struct sched_djob *dj)
 {
 	char path[4096];
 	json_error_t je;
@@ -115,12 +115,12 @@ static int read_job(struct djob *dj)
 }
 
 /* Counters from the states, into the registry. */
-static void publish_counts(struct djob *dj)
+static void publish_counts(struct sched_djob *dj)
 {
 	size_t c[SCHED_NSTATES] = { 0 };
 
 	for (size_t i = 0; i < dj->n; i++)
-		c[rstate_api(dj->st[i])]++;
+		c[sched_rstate_api(dj->st[i])]++;
 	sched_lock(dj->d->sc);
 	memcpy(dj->j->counts, c, sizeof c);
 	dj->j->d = dj;
@@ -131,25 +131,25 @@ static void publish_counts(struct djob *dj)
 }
 
 /* Every waiting recipient into its site's queue. */
-static void enqueue_all(struct djob *dj)
+static void enqueue_all(struct sched_djob *dj)
 {
 	for (uint32_t i = 0; i < dj->n; i++) {
 		const char *domain;
-		if (rstate_final(dj->st[i]))
+		if (sched_rstate_final(dj->st[i]))
 			continue;
 		dj->nonfinal++;
-		if (!djob_email(dj, i, &domain)) {
+		if (!sched_djob_email(dj, i, &domain)) {
 			vl_log(VL_LOG_ERROR, "job %s: recipient %u unreadable", dj->j->id, i);
 			continue;
 		}
-		dom_enqueue(dj->d, dj, i, domain);
+		sched_dom_enqueue(dj->d, dj, i, domain);
 	}
 }
 
-struct djob *djob_load(struct deliver *d, struct job *j)
+struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j)
 {
 	char path[4096];
-	struct djob *dj = vl_calloc(1, sizeof *dj);
+	struct sched_djob *dj = vl_calloc(1, sizeof *dj);
 
 	dj->j = j;
 	dj->d = d;
@@ -160,20 +160,20 @@ struct djob *djob_load(struct deliver *d, struct job *j)
 	dj->st = vl_calloc(dj->n + 1, 1);
 	dj->att = vl_calloc(dj->n + 1, 1);
 	snprintf(path, sizeof path, "%s/jobs/%s/journal", d->cfg->data_dir, j->id);
-	if (journal_replay(path, replay_one, dj) < 0) {
+	if (sched_journal_replay(path, replay_one, dj) < 0) {
 		vl_log(VL_LOG_ERROR, "job %s: cannot read its journal: %s", j->id, strerror(errno));
 		goto fail;
 	}
 	publish_counts(dj);
 	enqueue_all(dj);
-	djob_control(dj);
+	sched_djob_control(dj);
 	return dj;
 fail:
-	djob_free(dj);
+	sched_djob_free(dj);
 	return NULL;
 }
 
-void djob_free(struct djob *dj)
+void sched_djob_free(struct sched_djob *dj)
 {
 	if (!dj)
 		return;
@@ -191,78 +191,80 @@ void djob_free(struct djob *dj)
 	free(dj);
 }
 
-static void journal(struct djob *dj, uint32_t idx, enum rstate to, const struct jrec *why)
+static void journal(struct sched_djob *dj, uint32_t idx, enum sched_rstate to,
+		    const struct sched_jrec *why)
 {
-	struct jrec r = { 0 };
+	struct sched_jrec r = { 0 };
 
 	if (why)
 		r = *why;
 	r.idx = idx;
 	r.state = (uint8_t)to;
-	r.attempts = idx == JREC_ALL ? 0 : dj->att[idx];
+	r.attempts = idx == SCHED_JREC_ALL ? 0 : dj->att[idx];
 	r.time = (uint32_t)vl_wall_time();
-	journal_encode(&r, &dj->jbuf);
+	sched_journal_encode(&r, &dj->jbuf);
 	dj->in_batch = true;
 	dj->d->batch_dirty = true;
 }
 
-void djob_set(struct djob *dj, uint32_t idx, enum rstate to, const struct jrec *why)
+void sched_djob_set(struct sched_djob *dj, uint32_t idx, enum sched_rstate to,
+		    const struct sched_jrec *why)
 {
-	enum rstate from = dj->st[idx];
+	enum sched_rstate from = dj->st[idx];
 
 	dj->st[idx] = (uint8_t)to;
-	if (to == R_INFLIGHT || (from == R_INFLIGHT && to == R_QUEUED)) {
-		dj->now_delta[rstate_api(from)]--;
-		dj->now_delta[rstate_api(to)]++;
+	if (to == SCHED_R_INFLIGHT || (from == SCHED_R_INFLIGHT && to == SCHED_R_QUEUED)) {
+		dj->now_delta[sched_rstate_api(from)]--;
+		dj->now_delta[sched_rstate_api(to)]++;
 		dj->d->now_dirty = true;
 		return;
 	}
-	dj->delta[rstate_api(from)]--;
-	dj->delta[rstate_api(to)]++;
-	if (rstate_final(to))
+	dj->delta[sched_rstate_api(from)]--;
+	dj->delta[sched_rstate_api(to)]++;
+	if (sched_rstate_final(to))
 		dj->nonfinal--;
 	journal(dj, idx, to, why);
 }
 
 /* Every waiting (not in flight, not final) recipient becomes `to`. */
-static void finish_waiting(struct djob *dj, enum rstate to, const char *event)
+static void finish_waiting(struct sched_djob *dj, enum sched_rstate to, const char *event)
 {
-	struct jrec why = { .textlen = 0 };
+	struct sched_jrec why = { .textlen = 0 };
 
 	for (uint32_t i = 0; i < dj->n; i++) {
-		if (rstate_final(dj->st[i]) || dj->st[i] == R_INFLIGHT)
+		if (sched_rstate_final(dj->st[i]) || dj->st[i] == SCHED_R_INFLIGHT)
 			continue;
-		dj->delta[rstate_api(dj->st[i])]--;
-		dj->delta[rstate_api(to)]++;
+		dj->delta[sched_rstate_api(dj->st[i])]--;
+		dj->delta[sched_rstate_api(to)]++;
 		dj->st[i] = (uint8_t)to;
 		dj->nonfinal--;
-		deliver_event(dj->d, dj, i, event, NULL, &why);
+		sched_deliver_event(dj->d, dj, i, event, NULL, &why);
 	}
-	journal(dj, JREC_ALL, to, &why);
+	journal(dj, SCHED_JREC_ALL, to, &why);
 	for (size_t q = 0; q < dj->nqs; q++) {
 		dj->qs[q]->site->waiting -= dj->qs[q]->len;
 		dj->qs[q]->len = 0;
 	}
 }
 
-void djob_control(struct djob *dj)
+void sched_djob_control(struct sched_djob *dj)
 {
 	sched_lock(dj->d->sc);
-	enum jstate st = dj->j->state;
+	enum sched_jstate st = dj->j->state;
 	sched_unlock(dj->d->sc);
-	dj->paused = st == J_PAUSED;
-	if (st == J_CANCELLED && !dj->cancelled) {
+	dj->paused = st == SCHED_J_PAUSED;
+	if (st == SCHED_J_CANCELLED && !dj->cancelled) {
 		dj->cancelled = true;
-		finish_waiting(dj, R_CANCELLED, "AdminBounce");
+		finish_waiting(dj, SCHED_R_CANCELLED, "AdminBounce");
 	}
 	for (size_t q = 0; q < dj->nqs && !dj->paused; q++)
-		site_ready(dj->d, dj->qs[q]->site);
+		sched_site_ready(dj->d, dj->qs[q]->site);
 }
 
-void djob_expire(struct djob *dj)
+void sched_djob_expire(struct sched_djob *dj)
 {
 	if (dj->expired || dj->cancelled)
 		return;
 	dj->expired = true;
-	finish_waiting(dj, R_EXPIRED, "Expiration");
+	finish_waiting(dj, SCHED_R_EXPIRED, "Expiration");
 }

@@ -162,7 +162,7 @@ void sched_event_format(const struct sched_event *ev, struct vl_buf *out)
 	key(out, "attempt");
 	num(out, ev->attempt, 1);
 	response(out, ev);
-	str_field(out, "bounce_class", sched_bounce_class_name(ev->bounce_class));
+	str_field(out, "bounce_class", ev->bounce_class);
 	tls(out, ev);
 	key(out, "size");
 	num(out, ev->size, 1);
@@ -199,8 +199,6 @@ static int cmp_u64(const void *a, const void *b)
 static void push_seq(struct sched_events *e, uint64_t seq)
 {
 	e->seqs = vl_realloc(e->seqs, (e->nseqs + 1) * sizeof *e->seqs);
-	if (!e->seqs)
-		abort();
 	e->seqs[e->nseqs++] = seq;
 }
 
@@ -521,8 +519,6 @@ struct sched_events_reader *sched_events_reader_open(struct sched_events *e,
 	struct sched_events_reader *r = vl_calloc(1, sizeof *r);
 	struct vl_buf b;
 
-	if (!r)
-		return NULL;
 	if (job) {
 		vl_buf_init(&b);
 		vl_buf_json_string(&b, job);

@@ -2,8 +2,8 @@
  * scheduler/events: every outcome is an event, a JSON line in
  * data_dir/events/ (files NNNNNNNN.jsonl, rotated by size, the oldest
  * removed past a count) and on /v1/events. docs/events.md describes the
- * format. Depends on common/ and on bounce.h for the class an event names
- * (events.c links with bounce.c). Prefix: sched_event_, sched_events_.
+ * format. Depends on common/ only (an event names its bounce class as
+ * text). Prefix: sched_event_, sched_events_.
  */
 #ifndef VOLLEY_SCHED_EVENTS_H
 #define VOLLEY_SCHED_EVENTS_H
@@ -13,7 +13,6 @@
 #include <stdint.h>
 
 #include "../common/common.h"
-#include "bounce.h"
 
 struct sched_event {
 	const char *type;            /* Reception, Delivery, TransientFailure, Bounce,
@@ -24,7 +23,8 @@ struct sched_event {
 	unsigned attempt;
 	int code;                    /* 0: no response object */
 	const char *enhanced, *text;
-	enum sched_bounce_class bounce_class;  /* SCHED_BC_NONE: null */
+	const char *bounce_class;    /* "invalid-recipient", ... (as
+				      * sched_bounce_class_name); NULL: null */
 	const char *tls_version;     /* NULL: "tls": null (clear text) */
 	const char *tls_cipher;
 	bool tls_verified, tls_dane;
@@ -50,7 +50,7 @@ void sched_events_close(struct sched_events *e);
 
 /* A reader over every retained file, oldest first, then (follow) new
  * lines as they are flushed; without follow, up to where the log stood
- * at open. job: only that job's events (NULL: all). */
+ * at open. job: only that job's events (NULL: all). Never NULL. */
 struct sched_events_reader;
 struct sched_events_reader *sched_events_reader_open(struct sched_events *e,
 						     const char *job, bool follow);

@@ -6,8 +6,10 @@
  * cut off at replay instead of being misread.
  *
  * Record: u32 idx, u8 state, u8 attempts, u8 class, u8 flags, u32 time,
- * i16 code, char enhanced[10], u16 textlen, text, u32 checksum of all
- * before it. Host byte order.
+ * i16 code, char enhanced[10], u16 textlen, two zero octets, text (at
+ * most SCHED_JREC_TEXT_MAX), u32 checksum (FNV-1a, 32 bits) of all before
+ * it. Host byte order. A record whose checksum or state is wrong ends the
+ * replay there.
  */
 #include "sched_int.h"
 
@@ -30,10 +32,10 @@ static uint32_t checksum(const void *p, size_t n)
 	return h;
 }
 
-void journal_encode(const struct jrec *r, struct vl_buf *b)
+void sched_journal_encode(const struct sched_jrec *r, struct vl_buf *b)
 {
 	size_t start = b->len;
-	uint16_t tl = r->textlen > JREC_TEXT_MAX ? JREC_TEXT_MAX : r->textlen;
+	uint16_t tl = r->textlen > SCHED_JREC_TEXT_MAX ? SCHED_JREC_TEXT_MAX : r->textlen;
 	char *p = vl_buf_reserve(b, HDR + tl + 4);
 
 	memcpy(p, &r->idx, 4);
@@ -54,7 +56,7 @@ void journal_encode(const struct jrec *r, struct vl_buf *b)
 
 /* One record at p (n octets available): its length, or 0 if it is not a
  * whole, valid record. */
-size_t journal_decode(const char *p, size_t n, struct jrec *r)
+size_t sched_journal_decode(const char *p, size_t n, struct sched_jrec *r)
 {
 	uint16_t tl;
 	uint32_t c;
@@ -62,10 +64,10 @@ size_t journal_decode(const char *p, size_t n, struct jrec *r)
 	if (n < HDR + 4)
 		return 0;
 	memcpy(&tl, p + 24, 2);
-	if (tl > JREC_TEXT_MAX || n < (size_t)HDR + tl + 4)
+	if (tl > SCHED_JREC_TEXT_MAX || n < (size_t)HDR + tl + 4)
 		return 0;
 	memcpy(&c, p + HDR + tl, 4);
-	if (c != checksum(p, HDR + tl) || (unsigned char)p[4] > R_SUPPRESSED)
+	if (c != checksum(p, HDR + tl) || (unsigned char)p[4] > SCHED_R_SUPPRESSED)
 		return 0;
 	memcpy(&r->idx, p, 4);
 	r->state = (uint8_t)p[4];
@@ -82,12 +84,12 @@ size_t journal_decode(const char *p, size_t n, struct jrec *r)
 	return HDR + (size_t)tl + 4;
 }
 
-int journal_replay(const char *path, void (*fn)(void *arg, const struct jrec *r),
-		   void *arg)
+int sched_journal_replay(const char *path, void (*fn)(void *arg, const struct sched_jrec *r),
+			 void *arg)
 {
 	int fd = open(path, O_RDWR | O_CLOEXEC);
 	struct stat st;
-	struct jrec r;
+	struct sched_jrec r;
 
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -1;
@@ -106,7 +108,8 @@ int journal_replay(const char *path, void (*fn)(void *arg, const struct jrec *r)
 		}
 		got += (size_t)r;
 	}
-	for (size_t len; off < n && (len = journal_decode(buf + off, n - off, &r)); off += len)
+	for (size_t len; off < n && (len = sched_journal_decode(buf + off, n - off, &r));
+	     off += len)
 		fn(arg, &r);
 	if (off < n) {
 		vl_log(VL_LOG_WARN, "journal %s: cutting a torn tail of %zu octets", path, n - off);

@@ -22,11 +22,11 @@ struct sched {
 	struct sched_spool *spool;
 	char *jobs_dir;
 	pthread_mutex_t mu;
-	struct job **jobs;       /* in creation (id) order */
+	struct sched_job **jobs; /* in creation (id) order */
 	size_t njobs, cap;
 	json_t *index;           /* id -> position in jobs */
 	json_t *idem;            /* key -> id, or null while being received */
-	struct deliver *d;       /* the delivery thread, once started */
+	struct sched_deliver *d; /* the delivery thread, once started */
 };
 
 void sched_lock(struct sched *sc)
@@ -39,7 +39,7 @@ void sched_unlock(struct sched *sc)
 	pthread_mutex_unlock(&sc->mu);
 }
 
-struct job *sched_job_at(struct sched *sc, size_t i)
+struct sched_job *sched_job_at(struct sched *sc, size_t i)
 {
 	return sc->jobs[i];
 }
@@ -69,13 +69,13 @@ int sched_state_parse(const char *s, enum sched_state *st)
 	return -1;
 }
 
-static struct job *find(struct sched *sc, const char *id)
+static struct sched_job *find(struct sched *sc, const char *id)
 {
 	json_t *v = json_object_get(sc->index, id);
 	return v ? sc->jobs[json_integer_value(v)] : NULL;
 }
 
-static bool job_done(const struct job *j)
+static bool job_done(const struct sched_job *j)
 {
 	return j->counts[SCHED_QUEUED] + j->counts[SCHED_IN_FLIGHT] +
 	       j->counts[SCHED_DEFERRED] == 0;
@@ -83,15 +83,15 @@ static bool job_done(const struct job *j)
 
 /* Until the delivery thread has read a job's journal, its recipients
  * count as queued (or cancelled). */
-static void recount(struct job *j)
+static void recount(struct sched_job *j)
 {
 	memset(j->counts, 0, sizeof j->counts);
-	j->counts[j->state == J_CANCELLED ? SCHED_CANCELLED : SCHED_QUEUED] = j->recipients;
+	j->counts[j->state == SCHED_J_CANCELLED ? SCHED_CANCELLED : SCHED_QUEUED] = j->recipients;
 }
 
-static bool read_done(struct sched *sc, struct job *j);
+static bool read_done(struct sched *sc, struct sched_job *j);
 
-static void read_control(struct sched *sc, struct job *j)
+static void read_control(struct sched *sc, struct sched_job *j)
 {
 	char path[512], buf[64] = "";
 	FILE *f;
@@ -104,30 +104,28 @@ static void read_control(struct sched *sc, struct job *j)
 		char word[16] = "";
 		sscanf(buf, "%15s %lf", word, &t);
 		if (strcmp(word, "paused") == 0)
-			j->state = J_PAUSED;
+			j->state = SCHED_J_PAUSED;
 		else if (strcmp(word, "cancelled") == 0) {
-			j->state = J_CANCELLED;
+			j->state = SCHED_J_CANCELLED;
 			j->finished = t;
 		}
 	}
 	fclose(f);
 }
 
-static void add_job(struct sched *sc, struct job *j)
+static void add_job(struct sched *sc, struct sched_job *j)
 {
 	if (sc->njobs == sc->cap) {
 		sc->cap = sc->cap ? sc->cap * 2 : 64;
 		sc->jobs = vl_realloc(sc->jobs, sc->cap * sizeof *sc->jobs);
-		if (!sc->jobs)
-			abort();
 	}
 	json_object_set_new(sc->index, j->id, json_integer((json_int_t)sc->njobs));
 	sc->jobs[sc->njobs++] = j;
 }
 
-static struct job *job_from_meta(const char *id, json_t *meta)
+static struct sched_job *job_from_meta(const char *id, json_t *meta)
 {
-	struct job *j = vl_calloc(1, sizeof *j);
+	struct sched_job *j = vl_calloc(1, sizeof *j);
 	json_t *job = json_object_get(meta, "job");
 	const char *campaign = json_string_value(json_object_get(job, "campaign"));
 	const char *prio = json_string_value(json_object_get(job, "priority"));
@@ -178,7 +176,7 @@ static int load_all(struct sched *sc, char *err, size_t errlen)
 		if (!meta) {
 			vl_log(VL_LOG_ERROR, "spool: skipping job %s: %s: %s", names[i], path, je.text);
 		} else {
-			struct job *j = job_from_meta(names[i], meta);
+			struct sched_job *j = job_from_meta(names[i], meta);
 			read_control(sc, j);
 			if (!read_done(sc, j))
 				recount(j);
@@ -269,7 +267,7 @@ void sched_idem_release(struct sched *sc, const char *key)
 
 int sched_job_add(struct sched *sc, const char *id, json_t *meta)
 {
-	struct job *j = job_from_meta(id, meta);
+	struct sched_job *j = job_from_meta(id, meta);
 	const char *key = json_string_value(json_object_get(meta, "idempotency_key"));
 
 	recount(j);
@@ -277,10 +275,10 @@ int sched_job_add(struct sched *sc, const char *id, json_t *meta)
 	add_job(sc, j);
 	if (key)
 		json_object_set_new(sc->idem, key, json_string(id));
-	struct deliver *d = sc->d;
+	struct sched_deliver *d = sc->d;
 	pthread_mutex_unlock(&sc->mu);
 	if (d)
-		deliver_add_job(d, j);
+		sched_deliver_add_job(d, j);
 	return 0;
 }
 
@@ -294,7 +292,7 @@ static json_t *time_or_null(double t)
 	return json_string(buf);
 }
 
-static json_t *job_json(const struct job *j)
+static json_t *job_json(const struct sched_job *j)
 {
 	json_t *counts = json_object();
 	bool done = job_done(j);
@@ -310,7 +308,8 @@ static json_t *job_json(const struct job *j)
 			 "id", j->id,
 			 "campaign", j->campaign ? json_string(j->campaign) : json_null(),
 			 "priority", j->transactional ? "transactional" : "bulk",
-			 "state", done && j->state != J_CANCELLED ? "done" : jstate_names[j->state],
+			 "state", done && j->state != SCHED_J_CANCELLED ? "done"
+								       : jstate_names[j->state],
 			 "created", time_or_null(j->created),
 			 "expires", time_or_null(j->expires),
 			 "recipients", (json_int_t)j->recipients,
@@ -323,7 +322,7 @@ static json_t *job_json(const struct job *j)
 json_t *sched_job_json(struct sched *sc, const char *id)
 {
 	pthread_mutex_lock(&sc->mu);
-	struct job *j = find(sc, id);
+	struct sched_job *j = find(sc, id);
 	json_t *r = j ? job_json(j) : NULL;
 	pthread_mutex_unlock(&sc->mu);
 	return r;
@@ -353,7 +352,7 @@ json_t *sched_job_accept_json(struct sched *sc, const char *id)
 
 /* control: written to a temporary name, fsync'd and renamed, so a crash
  * leaves the old state or the new one. */
-static int write_control(struct sched *sc, struct job *j, const char *word, double t)
+static int write_control(struct sched *sc, struct sched_job *j, const char *word, double t)
 {
 	char path[512], tmp[520], line[64];
 	int n = snprintf(line, sizeof line, "%s %.3f\n", word, t);
@@ -374,18 +373,19 @@ static int write_control(struct sched *sc, struct job *j, const char *word, doub
 	return rename(tmp, path);
 }
 
-static int transition(struct job *j, enum sched_op op, enum jstate *to,
+static int transition(struct sched_job *j, enum sched_op op, enum sched_jstate *to,
 		      char *why, size_t whylen)
 {
 	static const char *const verbs[] = { "pause", "resume", "cancel" };
 	bool done = job_done(j);
 
-	if (j->state == J_CANCELLED || done) {
+	if (j->state == SCHED_J_CANCELLED || done) {
 		snprintf(why, whylen, "cannot %s job %s: it is %s", verbs[op], j->id,
-			 j->state == J_CANCELLED ? "cancelled" : "done");
+			 j->state == SCHED_J_CANCELLED ? "cancelled" : "done");
 		return -2;
 	}
-	*to = op == SCHED_PAUSE ? J_PAUSED : op == SCHED_RESUME ? J_ACTIVE : J_CANCELLED;
+	*to = op == SCHED_PAUSE ? SCHED_J_PAUSED :
+	      op == SCHED_RESUME ? SCHED_J_ACTIVE : SCHED_J_CANCELLED;
 	return 0;
 }
 
@@ -393,11 +393,11 @@ int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
 		      json_t **out, char *why, size_t whylen)
 {
 	static const char *const words[] = { "", "paused", "cancelled" };
-	enum jstate to;
+	enum sched_jstate to;
 	int rc;
 
 	pthread_mutex_lock(&sc->mu);
-	struct job *j = find(sc, id);
+	struct sched_job *j = find(sc, id);
 	bool changed = false;
 	if (!j) {
 		rc = -1;
@@ -409,16 +409,16 @@ int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
 		} else {
 			j->state = to;
 			changed = true;
-			if (to == J_CANCELLED && !sc->d) {
+			if (to == SCHED_J_CANCELLED && !sc->d) {
 				j->finished = now;
 				recount(j);
 			}
 		}
 	}
-	struct deliver *d = sc->d;
+	struct sched_deliver *d = sc->d;
 	pthread_mutex_unlock(&sc->mu);
 	if (changed && d)
-		deliver_control(d, j);   /* returns with its outcomes committed */
+		sched_deliver_control(d, j); /* returns with its outcomes committed */
 	if (rc == 0) {
 		pthread_mutex_lock(&sc->mu);
 		j = find(sc, id);        /* it may have been retired meanwhile */
@@ -446,7 +446,7 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 {
 	FILE *f = fopen(path, "r");
 	size_t n = sched_table_count(c->t), len = 0, cap = 0, off = 0, rl, got;
-	struct jrec r;
+	struct sched_jrec r;
 
 	c->st = vl_calloc(n + 1, 1);
 	c->last = vl_calloc(n + 1, sizeof *c->last);
@@ -461,7 +461,7 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 	}
 	if (f)
 		fclose(f);
-	for (; off < len && (rl = journal_decode(c->jbuf + off, len - off, &r)); off += rl) {
+	for (; off < len && (rl = sched_journal_decode(c->jbuf + off, len - off, &r)); off += rl) {
 		if (r.idx < n) {
 			c->st[r.idx] = r.state;
 			c->last[r.idx] = off + 1;
@@ -469,8 +469,8 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 		}
 		/* a job-wide record (cancel, expiry) sets the state; the
 		 * recipient's own last record keeps telling why */
-		for (size_t i = 0; r.idx == JREC_ALL && i < n; i++)
-			if (!rstate_final(c->st[i])) {
+		for (size_t i = 0; r.idx == SCHED_JREC_ALL && i < n; i++)
+			if (!sched_rstate_final(c->st[i])) {
 				c->st[i] = r.state;
 				if (!c->last[i])
 					c->last[i] = off + 1;
@@ -478,20 +478,20 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 	}
 	/* cancelled, but the delivery thread has not journaled it yet */
 	for (size_t i = 0; cancelled && i < n; i++)
-		if (!rstate_final(c->st[i]))
-			c->st[i] = R_CANCELLED;
+		if (!sched_rstate_final(c->st[i]))
+			c->st[i] = SCHED_R_CANCELLED;
 }
 
 static void rcpt_line(struct sched_cursor *c, size_t i)
 {
-	struct jrec r;
+	struct sched_jrec r;
 	char when[32];
-	bool has = c->last[i] && journal_decode(c->jbuf + c->last[i] - 1, SIZE_MAX / 2, &r);
+	bool has = c->last[i] && sched_journal_decode(c->jbuf + c->last[i] - 1, SIZE_MAX / 2, &r);
 
 	vl_buf_printf(&c->pending, "{\"index\":%zu,\"email\":", i);
 	vl_buf_json_string(&c->pending, c->r.email);
 	vl_buf_printf(&c->pending, ",\"state\":\"%s\",\"attempts\":%u,\"updated\":",
-		      state_names[rstate_api(c->st[i])], has ? r.attempts : 0);
+		      state_names[sched_rstate_api(c->st[i])], has ? r.attempts : 0);
 	if (!has || !r.time) {
 		vl_buf_appends(&c->pending, "null,\"bounce_class\":null,\"response\":null}\n");
 		return;
@@ -516,8 +516,8 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 	char path[4096];
 
 	pthread_mutex_lock(&sc->mu);
-	struct job *j = find(sc, id);
-	bool cancelled = j && j->state == J_CANCELLED;
+	struct sched_job *j = find(sc, id);
+	bool cancelled = j && j->state == SCHED_J_CANCELLED;
 	pthread_mutex_unlock(&sc->mu);
 	if (!j)
 		return NULL;
@@ -537,7 +537,7 @@ size_t sched_recipients_read(struct sched_cursor *c, char *buf, size_t max)
 {
 	while (c->pending.len < max && c->next < sched_table_count(c->t)) {
 		size_t i = c->next++;
-		if (c->filter != SCHED_NSTATES && rstate_api(c->st[i]) != c->filter)
+		if (c->filter != SCHED_NSTATES && sched_rstate_api(c->st[i]) != c->filter)
 			continue;
 		if (sched_table_get(c->t, i, &c->r) < 0) {
 			c->next = sched_table_count(c->t);
@@ -567,7 +567,7 @@ void sched_recipients_close(struct sched_cursor *c)
 
 /* ---- finished jobs ---- */
 
-void sched_mark_done(struct sched *sc, struct job *j)
+void sched_mark_done(struct sched *sc, struct sched_job *j)
 {
 	char path[4096], tmp[4100];
 	json_t *counts = json_object();
@@ -587,7 +587,7 @@ void sched_mark_done(struct sched *sc, struct job *j)
 }
 
 /* A finished job's state from done.json: true when it is there and whole. */
-static bool read_done(struct sched *sc, struct job *j)
+static bool read_done(struct sched *sc, struct sched_job *j)
 {
 	char path[4096];
 
@@ -615,7 +615,7 @@ static bool read_done(struct sched *sc, struct job *j)
 /* A few seconds past the last commit, so no batch for the job is left. */
 #define RETIRE_MIN_S 3.0
 
-static bool retirable(const struct sched *sc, const struct job *j, double now)
+static bool retirable(const struct sched *sc, const struct sched_job *j, double now)
 {
 	double retain = (double)sc->cfg->spool.retain_ms / 1000;
 
@@ -636,12 +636,12 @@ static void forget_keys(struct sched *sc, const char *id)
 void sched_retire(struct sched *sc)
 {
 	double now = vl_wall_time();
-	struct job **gone = NULL;
+	struct sched_job **gone = NULL;
 	size_t ngone = 0, keep = 0;
 
 	pthread_mutex_lock(&sc->mu);
 	for (size_t i = 0; i < sc->njobs; i++) {
-		struct job *j = sc->jobs[i];
+		struct sched_job *j = sc->jobs[i];
 		if (!retirable(sc, j, now)) {
 			sc->jobs[keep++] = j;
 			continue;
@@ -669,7 +669,8 @@ void sched_retire(struct sched *sc)
 int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_events *ev,
 		struct engine *eng, char *err, size_t errlen)
 {
-	struct deliver *d = deliver_start(sc, sc->cfg, sc->spool, sup, ev, eng, err, errlen);
+	struct sched_deliver *d = sched_deliver_start(sc, sc->cfg, sc->spool, sup, ev, eng, err,
+						      errlen);
 
 	if (!d)
 		return -1;
@@ -682,10 +683,10 @@ int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_event
 void sched_stop(struct sched *sc, uint64_t grace_ms)
 {
 	pthread_mutex_lock(&sc->mu);
-	struct deliver *d = sc->d;
+	struct sched_deliver *d = sc->d;
 	sc->d = NULL;             /* nobody finds it any more */
 	pthread_mutex_unlock(&sc->mu);
-	deliver_stop(d, grace_ms);
+	sched_deliver_stop(d, grace_ms);
 	pthread_mutex_lock(&sc->mu);
 	for (size_t i = 0; i < sc->njobs; i++)
 		sc->jobs[i]->d = NULL;
@@ -695,14 +696,14 @@ void sched_stop(struct sched *sc, uint64_t grace_ms)
 json_t *sched_queues_json(struct sched *sc)
 {
 	pthread_mutex_lock(&sc->mu);
-	struct deliver *d = sc->d;
+	struct sched_deliver *d = sc->d;
 	pthread_mutex_unlock(&sc->mu);
-	return d ? deliver_queues_json(d) : json_pack("{s:[]}", "queues");
+	return d ? sched_deliver_queues_json(d) : json_pack("{s:[]}", "queues");
 }
 
 bool sched_accepting(struct sched *sc)
 {
-	return !deliver_blocked(sc->d);
+	return !sched_deliver_blocked(sc->d);
 }
 
 json_t *sched_stats_json(struct sched *sc)
@@ -723,6 +724,6 @@ json_t *sched_stats_json(struct sched *sc)
 	json_t *r = json_pack("{s:I, s:I, s:o}", "jobs", (json_int_t)njobs,
 			      "jobs_active", (json_int_t)active, "recipients", counts);
 	if (sc->d)
-		json_object_set_new(r, "delivery", deliver_stats_json(sc->d));
+		json_object_set_new(r, "delivery", sched_deliver_stats_json(sc->d));
 	return r;
 }

@@ -28,7 +28,7 @@
 
 /* ---- queues ---- */
 
-void sjq_push(struct sjq *q, uint32_t idx)
+void sched_sjq_push(struct sched_sjq *q, uint32_t idx)
 {
 	if (q->len == q->cap) {
 		size_t cap = q->cap ? q->cap * 2 : 16;
@@ -43,7 +43,7 @@ void sjq_push(struct sjq *q, uint32_t idx)
 	q->idx[(q->head + q->len++) % q->cap] = idx;
 }
 
-static uint32_t sjq_pop(struct sjq *q)
+static uint32_t sched_sjq_pop(struct sched_sjq *q)
 {
 	uint32_t v = q->idx[q->head];
 
@@ -54,14 +54,14 @@ static uint32_t sjq_pop(struct sjq *q)
 
 /* Found on the site's list: a site has few jobs, while a job of a
  * thousand domains may have a thousand sites. */
-struct sjq *sjq_for(struct djob *dj, struct site *s)
+struct sched_sjq *sched_sjq_for(struct sched_djob *dj, struct sched_site *s)
 {
-	struct sjq **list = dj->transactional ? &s->trans : &s->bulk;
+	struct sched_sjq **list = dj->transactional ? &s->trans : &s->bulk;
 
 	for (; *list; list = &(*list)->next)
 		if ((*list)->dj == dj)
 			return *list;
-	struct sjq *q = vl_calloc(1, sizeof *q);
+	struct sched_sjq *q = vl_calloc(1, sizeof *q);
 	q->dj = dj;
 	q->site = s;
 	dj->qs = vl_realloc(dj->qs, (dj->nqs + 1) * sizeof *dj->qs);
@@ -71,11 +71,11 @@ struct sjq *sjq_for(struct djob *dj, struct site *s)
 }
 
 /* Unlink a job's queues from their sites (the job is going away). */
-void sjq_unlink_all(struct djob *dj)
+void sched_sjq_unlink_all(struct sched_djob *dj)
 {
 	for (size_t i = 0; i < dj->nqs; i++) {
-		struct sjq *q = dj->qs[i];
-		struct sjq **l = dj->transactional ? &q->site->trans : &q->site->bulk;
+		struct sched_sjq *q = dj->qs[i];
+		struct sched_sjq **l = dj->transactional ? &q->site->trans : &q->site->bulk;
 		while (*l && *l != q)
 			l = &(*l)->next;
 		if (*l)
@@ -101,7 +101,7 @@ static int parse_source(const char *addr, struct eng_route *r)
 }
 
 /* The policy's template: TLS, AUTH, limits, source address. */
-static void site_template(struct deliver *d, struct site *s, const struct cfg_policy *p)
+static void site_template(struct sched_deliver *d, struct sched_site *s, const struct cfg_policy *p)
 {
 	tls_policy_parse(p->tls, &s->route.tls);
 	s->route.max_connections = (unsigned)p->max_connections;
@@ -115,7 +115,7 @@ static void site_template(struct deliver *d, struct site *s, const struct cfg_po
 		       d->cfg->egress[0].address);
 }
 
-static void site_route(struct deliver *d, struct site *s, const struct cfg_policy *p)
+static void site_route(struct sched_deliver *d, struct sched_site *s, const struct cfg_policy *p)
 {
 	char err[256];
 
@@ -129,15 +129,15 @@ static void site_route(struct deliver *d, struct site *s, const struct cfg_polic
 	s->routable = true;
 }
 
-/* One route per MX address, in the answer's order, up to SITE_HOSTS_MAX,
+/* One route per MX address, in the answer's order, up to SCHED_SITE_HOSTS_MAX,
  * each a copy of the site's template with its own address and name. */
-static size_t build_routes(const struct site *s, long long port,
+static size_t build_routes(const struct sched_site *s, long long port,
 			   const struct dns_mx_result *r, struct eng_route *out)
 {
 	size_t n = 0;
 
-	for (size_t h = 0; h < r->nhosts && n < SITE_HOSTS_MAX; h++)
-		for (size_t a = 0; a < r->hosts[h].naddrs && n < SITE_HOSTS_MAX; a++) {
+	for (size_t h = 0; h < r->nhosts && n < SCHED_SITE_HOSTS_MAX; h++)
+		for (size_t a = 0; a < r->hosts[h].naddrs && n < SCHED_SITE_HOSTS_MAX; a++) {
 			char ip[64];
 			dns_addr_str(&r->hosts[h].addrs[a], ip, sizeof ip);
 			out[n] = s->route;
@@ -149,14 +149,14 @@ static size_t build_routes(const struct site *s, long long port,
 	return n;
 }
 
-static void site_hosts(struct deliver *d, struct site *s, const struct cfg_policy *p,
+static void site_hosts(struct sched_deliver *d, struct sched_site *s, const struct cfg_policy *p,
 		       const struct dns_mx_result *r)
 {
 	char err[256];
 
 	eng_route_parse(&s->route, "0.0.0.0:25", err, sizeof err);
 	site_template(d, s, p);
-	s->routes = vl_calloc(SITE_HOSTS_MAX, sizeof *s->routes);
+	s->routes = vl_calloc(SCHED_SITE_HOSTS_MAX, sizeof *s->routes);
 	s->nroutes = build_routes(s, (long long)p->port, r, s->routes);
 	s->routable = s->nroutes > 0;
 	if (!s->routable)
@@ -166,10 +166,10 @@ static void site_hosts(struct deliver *d, struct site *s, const struct cfg_polic
 /* A fresh answer for a site's host set: when its addresses moved, later
  * messages go to the new ones. Messages in the engine still point into the
  * old array, so it is kept (in d->old_routes) until volleyd stops. */
-static void site_refresh(struct deliver *d, struct site *s, const struct cfg_policy *p,
+static void site_refresh(struct sched_deliver *d, struct sched_site *s, const struct cfg_policy *p,
 			 const struct dns_mx_result *r)
 {
-	struct eng_route *fresh = vl_calloc(SITE_HOSTS_MAX, sizeof *fresh);
+	struct eng_route *fresh = vl_calloc(SCHED_SITE_HOSTS_MAX, sizeof *fresh);
 	size_t n = build_routes(s, (long long)p->port, r, fresh);
 	bool same = n == s->nroutes;
 
@@ -193,10 +193,10 @@ static void site_refresh(struct deliver *d, struct site *s, const struct cfg_pol
 	memset(s->down_until, 0, sizeof s->down_until);
 }
 
-static struct site *site_new(struct deliver *d, const char *key, const struct cfg_policy *p,
-			     const struct dns_mx_result *mx)
+static struct sched_site *site_new(struct sched_deliver *d, const char *key,
+				   const struct cfg_policy *p, const struct dns_mx_result *mx)
 {
-	struct site *s = vl_calloc(1, sizeof *s);
+	struct sched_site *s = vl_calloc(1, sizeof *s);
 
 	s->key = vl_strdup(key);
 	s->name = vl_strndup(key, strcspn(key, "|"));
@@ -224,18 +224,18 @@ static void site_key(char *key, size_t len, const char *where, const struct cfg_
 		 p->auth_user ? p->auth_user : "");
 }
 
-static struct site *site_get(struct deliver *d, const char *where, const struct cfg_policy *p,
-			     const struct dns_mx_result *mx)
+static struct sched_site *site_get(struct sched_deliver *d, const char *where,
+				   const struct cfg_policy *p, const struct dns_mx_result *mx)
 {
 	char key[1400];
 
 	site_key(key, sizeof key, where, p);
 	json_t *v = json_object_get(d->site_index, key);
-	return v ? (struct site *)(intptr_t)json_integer_value(v) : site_new(d, key, p, mx);
+	return v ? (struct sched_site *)(intptr_t)json_integer_value(v) : site_new(d, key, p, mx);
 }
 
 /* A routed domain's site (its policy names a route). */
-struct site *site_for(struct deliver *d, const char *domain)
+struct sched_site *sched_site_for(struct sched_deliver *d, const char *domain)
 {
 	char dom[256];
 	struct cfg_policy p;
@@ -244,14 +244,14 @@ struct site *site_for(struct deliver *d, const char *domain)
 	lower(dom);
 	json_t *hit = json_object_get(d->domain_site, dom);
 	if (hit)
-		return (struct site *)(intptr_t)json_integer_value(hit);
+		return (struct sched_site *)(intptr_t)json_integer_value(hit);
 	cfg_policy_for(d->cfg, dom, &p);
-	struct site *s = site_get(d, p.route, &p, NULL);
+	struct sched_site *s = site_get(d, p.route, &p, NULL);
 	json_object_set_new(d->domain_site, dom, json_integer((json_int_t)(intptr_t)s));
 	return s;
 }
 
-unsigned site_first_host(struct site *s, uint64_t now)
+unsigned sched_site_first_host(struct sched_site *s, uint64_t now)
 {
 	for (unsigned i = 0; i < s->nroutes; i++)
 		if (s->down_until[i] <= now)
@@ -259,7 +259,7 @@ unsigned site_first_host(struct site *s, uint64_t now)
 	return 0;                 /* all refused lately: the first again */
 }
 
-int site_next_host(struct site *s, unsigned after, uint64_t now)
+int sched_site_next_host(struct sched_site *s, unsigned after, uint64_t now)
 {
 	for (unsigned i = after + 1; i < s->nroutes; i++)
 		if (s->down_until[i] <= now)
@@ -269,13 +269,13 @@ int site_next_host(struct site *s, unsigned after, uint64_t now)
 
 /* ---- domains resolved through DNS ---- */
 
-static struct dom *dom_get(struct deliver *d, const char *name)
+static struct sched_dom *dom_get(struct sched_deliver *d, const char *name)
 {
 	json_t *v = json_object_get(d->doms, name);
 
 	if (v)
-		return (struct dom *)(intptr_t)json_integer_value(v);
-	struct dom *m = vl_calloc(1, sizeof *m);
+		return (struct sched_dom *)(intptr_t)json_integer_value(v);
+	struct sched_dom *m = vl_calloc(1, sizeof *m);
 	m->d = d;
 	m->name = vl_strdup(name);
 	json_object_set_new(d->doms, name, json_integer((json_int_t)(intptr_t)m));
@@ -285,9 +285,9 @@ static struct dom *dom_get(struct deliver *d, const char *name)
 /* On an engine worker: copy the answer over to the delivery thread. */
 static void on_mx(void *arg, const struct dns_mx_result *r)
 {
-	struct dom *m = arg;
-	struct deliver *d = m->d;
-	struct dns_done *dd = vl_calloc(1, sizeof *dd);
+	struct sched_dom *m = arg;
+	struct sched_deliver *d = m->d;
+	struct sched_dns_done *dd = vl_calloc(1, sizeof *dd);
 
 	dd->dom = m;
 	dd->r = dns_mx_dup(r);
@@ -298,23 +298,25 @@ static void on_mx(void *arg, const struct dns_mx_result *r)
 	pthread_mutex_unlock(&d->mu);
 }
 
-static void pend_push(struct dom *m, struct djob *dj, uint32_t idx)
+static void pend_push(struct sched_dom *m, struct sched_djob *dj, uint32_t idx)
 {
 	if (m->npend == m->cap) {
 		m->cap = m->cap ? m->cap * 2 : 16;
 		m->pend = vl_realloc(m->pend, m->cap * sizeof *m->pend);
 	}
-	m->pend[m->npend++] = (struct pend){ dj, idx };
+	m->pend[m->npend++] = (struct sched_pend){ dj, idx };
 }
 
-static void to_site(struct deliver *d, struct site *s, struct djob *dj, uint32_t idx)
+static void to_site(struct sched_deliver *d, struct sched_site *s, struct sched_djob *dj,
+		    uint32_t idx)
 {
-	sjq_push(sjq_for(dj, s), idx);
+	sched_sjq_push(sched_sjq_for(dj, s), idx);
 	s->waiting++;
-	site_ready(d, s);
+	sched_site_ready(d, s);
 }
 
-void dom_enqueue(struct deliver *d, struct djob *dj, uint32_t idx, const char *domain)
+void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
+		       const char *domain)
 {
 	char name[256];
 	struct cfg_policy p;
@@ -325,38 +327,38 @@ void dom_enqueue(struct deliver *d, struct djob *dj, uint32_t idx, const char *d
 	/* the caches first: the policy's globs once per domain, not per recipient */
 	json_t *routed = json_object_get(d->domain_site, name);
 	if (routed) {
-		to_site(d, (struct site *)(intptr_t)json_integer_value(routed), dj, idx);
+		to_site(d, (struct sched_site *)(intptr_t)json_integer_value(routed), dj, idx);
 		return;
 	}
 	json_t *known = json_object_get(d->doms, name);
 	if (!known) {
 		cfg_policy_for(d->cfg, name, &p);
 		if (*p.route) {
-			to_site(d, site_for(d, name), dj, idx);
+			to_site(d, sched_site_for(d, name), dj, idx);
 			return;
 		}
 	}
-	struct dom *m = known ? (struct dom *)(intptr_t)json_integer_value(known) :
+	struct sched_dom *m = known ? (struct sched_dom *)(intptr_t)json_integer_value(known) :
 				dom_get(d, name);
-	if (m->st == D_OK && now < m->until_ms) {
+	if (m->st == SCHED_D_OK && now < m->until_ms) {
 		to_site(d, m->site, dj, idx);
 		return;
 	}
-	if (m->st == D_FAILED && now < m->until_ms) {
-		deliver_local(d, dj, idx, true, m->why);
+	if (m->st == SCHED_D_FAILED && now < m->until_ms) {
+		sched_deliver_local(d, dj, idx, true, m->why);
 		return;
 	}
 	pend_push(m, dj, idx);
 	dj->pending_dns++;
-	if (m->st != D_RESOLVING) {
-		m->st = D_RESOLVING;
+	if (m->st != SCHED_D_RESOLVING) {
+		m->st = SCHED_D_RESOLVING;
 		eng_resolve_mx(d->eng, name, on_mx, m);
 	}
 }
 
-void dom_answer(struct deliver *d, struct dns_done *dd)
+void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 {
-	struct dom *m = dd->dom;
+	struct sched_dom *m = dd->dom;
 	const struct dns_mx_result *r = dd->r;
 	struct cfg_policy p;
 	char key[1024] = "mx:";
@@ -370,44 +372,44 @@ void dom_answer(struct deliver *d, struct dns_done *dd)
 	m->site = ok ? site_get(d, key, &p, r) : NULL;
 	if (ok && m->site->routes != &m->site->route)
 		site_refresh(d, m->site, &p, r);
-	m->st = ok ? D_OK : perm ? D_FAILED : D_NEW;
+	m->st = ok ? SCHED_D_OK : perm ? SCHED_D_FAILED : SCHED_D_NEW;
 	m->until_ms = vl_now_ms() + (uint64_t)ttl * 1000;
 	snprintf(m->why, sizeof m->why, "%s: %s", m->name,
 		 r && r->why ? r->why : "no answer from the resolver");
-	struct pend *pend = m->pend;
+	struct sched_pend *pend = m->pend;
 	size_t n = m->npend;
 	m->pend = NULL;
 	m->npend = m->cap = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct djob *dj = pend[i].dj;
+		struct sched_djob *dj = pend[i].dj;
 		if (!--dj->pending_dns)
 			d->reap_due = true;
-		if (rstate_final(dj->st[pend[i].idx]) || dj->cancelled)
+		if (sched_rstate_final(dj->st[pend[i].idx]) || dj->cancelled)
 			continue;
 		if (ok)
 			to_site(d, m->site, dj, pend[i].idx);
 		else
-			deliver_local(d, dj, pend[i].idx, perm, m->why);
+			sched_deliver_local(d, dj, pend[i].idx, perm, m->why);
 	}
 	free(pend);
 	dns_mx_free(dd->r);
 	free(dd);
 }
 
-void doms_free(struct deliver *d)
+void sched_doms_free(struct sched_deliver *d)
 {
 	const char *k;
 	json_t *v;
 
 	json_object_foreach(d->doms, k, v) {
-		struct dom *m = (struct dom *)(intptr_t)json_integer_value(v);
+		struct sched_dom *m = (struct sched_dom *)(intptr_t)json_integer_value(v);
 		free(m->name);
 		free(m->pend);
 		free(m);
 	}
 }
 
-void site_ready(struct deliver *d, struct site *s)
+void sched_site_ready(struct sched_deliver *d, struct sched_site *s)
 {
 	if (s->ready)
 		return;
@@ -418,7 +420,7 @@ void site_ready(struct deliver *d, struct site *s)
 
 /* ---- shaping ---- */
 
-static void refill(struct bucket *b, uint64_t now)
+static void refill(struct sched_bucket *b, uint64_t now)
 {
 	if (b->rate <= 0)
 		return;
@@ -430,7 +432,7 @@ static void refill(struct bucket *b, uint64_t now)
 }
 
 /* ms until a token (0: one is there). */
-static uint64_t bucket_wait(struct bucket *b, uint64_t now)
+static uint64_t bucket_wait(struct sched_bucket *b, uint64_t now)
 {
 	refill(b, now);
 	if (b->rate <= 0 || b->tokens >= 1)
@@ -438,7 +440,7 @@ static uint64_t bucket_wait(struct bucket *b, uint64_t now)
 	return (uint64_t)ceil((1 - b->tokens) * 1000.0 / b->rate);
 }
 
-static void bucket_take(struct bucket *b)
+static void bucket_take(struct sched_bucket *b)
 {
 	if (b->rate > 0)
 		b->tokens -= 1;
@@ -446,12 +448,12 @@ static void bucket_take(struct bucket *b)
 
 /* The next queue to serve: transactional first, then bulk in turn. A
  * job's own rate limit may hold it back (*wait: when it may go). */
-static struct sjq *pick(struct site *s, uint64_t now, uint64_t *wait)
+static struct sched_sjq *pick(struct sched_site *s, uint64_t now, uint64_t *wait)
 {
-	struct sjq *lists[2] = { s->trans, s->bulk };
+	struct sched_sjq *lists[2] = { s->trans, s->bulk };
 
 	for (int l = 0; l < 2; l++)
-		for (struct sjq *q = lists[l]; q; q = q->next) {
+		for (struct sched_sjq *q = lists[l]; q; q = q->next) {
 			if (!q->len || q->dj->paused || q->dj->cancelled)
 				continue;
 			uint64_t w = bucket_wait(&q->dj->rate, now);
@@ -464,11 +466,11 @@ static struct sjq *pick(struct site *s, uint64_t now, uint64_t *wait)
 }
 
 /* Move a served bulk queue to the end, so bulk jobs take turns. */
-static void rotate(struct site *s, struct sjq *q)
+static void rotate(struct sched_site *s, struct sched_sjq *q)
 {
 	if (q->dj->transactional || !q->next)
 		return;
-	struct sjq **l = &s->bulk;
+	struct sched_sjq **l = &s->bulk;
 	while (*l != q)
 		l = &(*l)->next;
 	*l = q->next;
@@ -478,44 +480,44 @@ static void rotate(struct site *s, struct sjq *q)
 	q->next = NULL;
 }
 
-static void dispatch(struct deliver *d, struct site *s, uint64_t now)
+static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now)
 {
 	uint64_t wait = 0;
 	unsigned sent = 0;
 
 	if (s->backoff_until_ms > now) {
-		timer_add(d, s->backoff_until_ms, T_SITE, s, 0);
+		sched_timer_add(d, s->backoff_until_ms, SCHED_T_SITE, s, 0);
 		return;
 	}
 	while (s->inflight < s->window && s->waiting) {
 		if (++sent > ROUND_MAX) {
-			site_ready(d, s);     /* the rest in the next round */
+			sched_site_ready(d, s); /* the rest in the next round */
 			return;
 		}
 		if ((wait = bucket_wait(&s->b, now)))
 			break;
-		struct sjq *q = pick(s, now, &wait);
+		struct sched_sjq *q = pick(s, now, &wait);
 		if (!q)
 			break;
 		bucket_take(&s->b);
 		bucket_take(&q->dj->rate);
-		uint32_t idx = sjq_pop(q);
+		uint32_t idx = sched_sjq_pop(q);
 		s->waiting--;
 		rotate(s, q);
-		deliver_send(d, q, idx);
+		sched_deliver_send(d, q, idx);
 	}
 	if (wait)
-		timer_add(d, now + wait, T_SITE, s, 0);
+		sched_timer_add(d, now + wait, SCHED_T_SITE, s, 0);
 }
 
-void site_dispatch_all(struct deliver *d)
+void sched_site_dispatch_all(struct sched_deliver *d)
 {
 	uint64_t now = vl_now_ms();
-	struct site *s = d->ready;
+	struct sched_site *s = d->ready;
 
 	d->ready = NULL;
 	while (s) {
-		struct site *next = s->next_ready;
+		struct sched_site *next = s->next_ready;
 		s->ready = false;
 		dispatch(d, s, now);
 		s = next;
@@ -524,7 +526,7 @@ void site_dispatch_all(struct deliver *d)
 
 /* ---- adaptive back-off ---- */
 
-static void backoff(struct site *s, const struct dmsg *m, uint64_t now)
+static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t now)
 {
 	char until[32], since[32];
 	double cur = s->b.rate > 0 ? s->b.rate : (double)s->window;
@@ -553,7 +555,7 @@ static void backoff(struct site *s, const struct dmsg *m, uint64_t now)
 
 /* After enough successes the rate steps back up towards the configured
  * one (or to unlimited when none is configured). */
-static void recover(struct site *s)
+static void recover(struct sched_site *s)
 {
 	if (!s->backoff_level || ++s->ok_streak < RECOVER_EVERY)
 		return;
@@ -569,8 +571,8 @@ static void recover(struct site *s)
 	}
 }
 
-void site_result(struct deliver *d, struct site *s, const struct dmsg *m,
-		 const struct sched_bounce_verdict *v)
+void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
+		       const struct sched_bounce_verdict *v)
 {
 	uint64_t now = vl_now_ms();
 
@@ -589,12 +591,12 @@ void site_result(struct deliver *d, struct site *s, const struct dmsg *m,
 	} else {
 		s->transient++;
 	}
-	site_ready(d, s);
+	sched_site_ready(d, s);
 }
 
 /* ---- views ---- */
 
-json_t *site_json(const struct site *s)
+json_t *sched_site_json(const struct sched_site *s)
 {
 	char since[32], until[32];
 	json_t *bo = json_null(), *last = json_null();
@@ -632,13 +634,13 @@ json_t *site_json(const struct site *s)
 			 "bounced", (json_int_t)s->bounced, "transient", (json_int_t)s->transient);
 }
 
-void sites_free(struct deliver *d)
+void sched_sites_free(struct sched_deliver *d)
 {
 	for (size_t i = 0; i < d->nold; i++)
 		free(d->old_routes[i]);
 	free(d->old_routes);
 	while (d->sites) {
-		struct site *n = d->sites->next;
+		struct sched_site *n = d->sites->next;
 		if (d->sites->routes != &d->sites->route)
 			free(d->sites->routes);
 		free(d->sites->key);

@@ -3,8 +3,9 @@
  *
  * Recipient table ("rcpt"): a 16-octet header ("VLRCPT01", u64 count,
  * written last so a torn table is recognisable), then one record per
- * recipient: u32 length of the rest, then email, name and nsubs pairs,
- * each string as u32 length + octets + NUL. Little-endian, as the host.
+ * recipient: u32 length of the rest, then email, name, u32 nsubs and
+ * nsubs key/value pairs, each string as u32 length + octets + NUL.
+ * Little-endian, as the host.
  */
 #include "spool.h"
 
@@ -373,8 +374,6 @@ int sched_intake_add(struct sched_intake *in, const struct sched_rcpt *r, size_t
 	if (in->count == in->offcap) {
 		in->offcap *= 2;
 		in->off = vl_realloc(in->off, in->offcap * sizeof *in->off);
-		if (!in->off)
-			abort();
 	}
 	in->off[in->count] = in->flushed + in->wbuf.len;
 	size_t start = in->wbuf.len;

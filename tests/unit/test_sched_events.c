@@ -161,7 +161,7 @@ Test(sched_events, format_every_field)
 		.site = "mx.example.net", .mx = "mx1.example.net",
 		.peer_address = "192.0.2.1:25", .source_address = "192.0.2.10",
 		.attempt = 3, .code = 550, .enhanced = "5.1.1", .text = "no such user",
-		.bounce_class = SCHED_BC_INVALID_RECIPIENT, .tls_version = "TLSv1.3",
+		.bounce_class = "invalid-recipient", .tls_version = "TLSv1.3",
 		.tls_cipher = "TLS_AES_256_GCM_SHA384", .tls_verified = true,
 		.tls_dane = false, .size = 4096,
 	};
