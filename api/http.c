@@ -272,17 +272,6 @@ static enum MHD_Result submit_end(struct api *a, struct MHD_Connection *c, struc
 
 /* ---- jobs ---- */
 
-static bool valid_id(const char *s, size_t n)
-{
-	if (n != SCHED_ID_LEN)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
-		      (i == 12 && s[i] == '-')))
-			return false;
-	return s[12] == '-';
-}
-
 static enum MHD_Result not_found(struct MHD_Connection *c, const char *what)
 {
 	char msg[160];
@@ -343,7 +332,7 @@ static enum MHD_Result route_job(struct api *a, struct MHD_Connection *c,
 	char id[SCHED_ID_LEN + 1];
 	bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
 
-	if (!valid_id(rest, idlen))
+	if (!sched_id_valid(rest, idlen))
 		return not_found(c, "job");
 	memcpy(id, rest, idlen);
 	id[idlen] = '\0';
@@ -570,7 +559,7 @@ static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 	const char *job = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "job");
 	bool follow = f && strcmp(f, "0") && strcmp(f, "false");
 
-	if (job && !valid_id(job, strlen(job)))
+	if (job && !sched_id_valid(job, strlen(job)))
 		return send_error(c, 400, "invalid_field", "job", "job must be a job id");
 	struct sched_events_reader *r = sched_events_reader_open(a->ev, job, follow);
 	struct follower *fl = vl_malloc(sizeof *fl);

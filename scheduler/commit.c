@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,10 +65,11 @@ static void batch_free(struct batch *b)
 /* Append one job's records; on failure cut the file back. */
 static int write_job(struct sched_commit *c, struct cjob *cj, int *fd_out, off_t *start_out)
 {
-	char path[4096];
+	char path[PATH_MAX];
 	int fd;
 
-	snprintf(path, sizeof path, "%s/jobs/%s/journal", c->d->cfg->data_dir, cj->id);
+	if (sched_spool_path(c->d->spool, cj->id, SCHED_SPOOL_JOURNAL, path, sizeof path) < 0)
+		return -1;
 	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;

@@ -6,6 +6,7 @@
 #include "deliver_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,12 +91,15 @@ static void pick_keys(struct sched_djob *dj, const json_t *content)
 
 static int read_job(struct sched_djob *dj)
 {
-	char path[4096];
-	json_error_t je;
+	char path[PATH_MAX];
+	json_error_t je = { .text = "" };
+	json_t *meta = NULL, *job;
 
-	snprintf(path, sizeof path, "%s/jobs/%s/job.json", dj->d->cfg->data_dir, dj->j->id);
-	json_t *meta = json_load_file(path, 0, &je), *job = json_object_get(meta, "job");
-	if (!job) {
+	if (sched_spool_path(dj->d->spool, dj->j->id, SCHED_SPOOL_JOB, path, sizeof path) < 0)
+		snprintf(je.text, sizeof je.text, "%s", strerror(errno));
+	else
+		meta = json_load_file(path, 0, &je);
+	if (!(job = json_object_get(meta, "job"))) {
 		vl_log(VL_LOG_ERROR, "job %s: cannot read %s: %s", dj->j->id, path, je.text);
 		json_decref(meta);
 		return -1;
@@ -148,7 +152,7 @@ static void enqueue_all(struct sched_djob *dj)
 
 struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j)
 {
-	char path[4096];
+	char path[PATH_MAX];
 	struct sched_djob *dj = vl_calloc(1, sizeof *dj);
 
 	dj->j = j;
@@ -159,8 +163,8 @@ struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j)
 	dj->n = sched_table_count(dj->table);
 	dj->st = vl_calloc(dj->n + 1, 1);
 	dj->att = vl_calloc(dj->n + 1, 1);
-	snprintf(path, sizeof path, "%s/jobs/%s/journal", d->cfg->data_dir, j->id);
-	if (sched_journal_replay(path, replay_one, dj) < 0) {
+	if (sched_spool_path(d->spool, j->id, SCHED_SPOOL_JOURNAL, path, sizeof path) < 0 ||
+	    sched_journal_replay(path, replay_one, dj) < 0) {
 		vl_log(VL_LOG_ERROR, "job %s: cannot read its journal: %s", j->id, strerror(errno));
 		goto fail;
 	}

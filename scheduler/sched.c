@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -20,7 +21,6 @@ static const char *const jstate_names[] = { "active", "paused", "cancelled" };
 struct sched {
 	const struct cfg *cfg;
 	struct sched_spool *spool;
-	char *jobs_dir;
 	pthread_mutex_t mu;
 	struct sched_job **jobs; /* in creation (id) order */
 	size_t njobs, cap;
@@ -93,11 +93,11 @@ static bool read_done(struct sched *sc, struct sched_job *j);
 
 static void read_control(struct sched *sc, struct sched_job *j)
 {
-	char path[512], buf[64] = "";
+	char path[PATH_MAX], buf[64] = "";
 	FILE *f;
 
-	snprintf(path, sizeof path, "%s/%s/control", sc->jobs_dir, j->id);
-	if (!(f = fopen(path, "r")))
+	if (sched_spool_path(sc->spool, j->id, SCHED_SPOOL_CONTROL, path, sizeof path) < 0 ||
+	    !(f = fopen(path, "r")))
 		return;
 	if (fgets(buf, sizeof buf, f)) {
 		double t = 0;
@@ -147,13 +147,14 @@ static int cmp_name(const void *a, const void *b)
 /* Every job dir, in id (= time) order. */
 static int load_all(struct sched *sc, char *err, size_t errlen)
 {
-	DIR *d = opendir(sc->jobs_dir);
+	const char *dir = sched_spool_jobs_dir(sc->spool);
+	DIR *d = opendir(dir);
 	struct dirent *e;
 	char **names = NULL;
 	size_t n = 0, cap = 0;
 
 	if (!d) {
-		snprintf(err, errlen, "cannot read %s: %s", sc->jobs_dir, strerror(errno));
+		snprintf(err, errlen, "cannot read %s: %s", dir, strerror(errno));
 		return -1;
 	}
 	while ((e = readdir(d))) {
@@ -169,11 +170,13 @@ static int load_all(struct sched *sc, char *err, size_t errlen)
 	if (n > 1)
 		qsort(names, n, sizeof *names, cmp_name);
 	for (size_t i = 0; i < n; i++) {
-		char path[512];
+		char path[PATH_MAX];
 		json_error_t je;
-		snprintf(path, sizeof path, "%s/%s/job.json", sc->jobs_dir, names[i]);
-		json_t *meta = json_load_file(path, 0, &je);
-		if (!meta) {
+		json_t *meta = NULL;
+		if (sched_spool_path(sc->spool, names[i], SCHED_SPOOL_JOB, path, sizeof path) < 0)
+			vl_log(VL_LOG_ERROR, "spool: skipping %s/%s: %s", dir, names[i],
+			       errno == EINVAL ? "not a job id" : strerror(errno));
+		else if (!(meta = json_load_file(path, 0, &je))) {
 			vl_log(VL_LOG_ERROR, "spool: skipping job %s: %s: %s", names[i], path, je.text);
 		} else {
 			struct sched_job *j = job_from_meta(names[i], meta);
@@ -193,9 +196,9 @@ static int load_all(struct sched *sc, char *err, size_t errlen)
 static void load_idem(struct sched *sc)
 {
 	for (size_t i = 0; i < sc->njobs; i++) {
-		char path[512];
-		snprintf(path, sizeof path, "%s/%s/job.json", sc->jobs_dir, sc->jobs[i]->id);
-		json_t *meta = json_load_file(path, 0, NULL);
+		char path[PATH_MAX];
+		json_t *meta = sched_spool_path(sc->spool, sc->jobs[i]->id, SCHED_SPOOL_JOB, path,
+						sizeof path) < 0 ? NULL : json_load_file(path, 0, NULL);
 		const char *key = json_string_value(json_object_get(meta, "idempotency_key"));
 		if (key)
 			json_object_set_new(sc->idem, key, json_string(sc->jobs[i]->id));
@@ -210,8 +213,6 @@ struct sched *sched_new(const struct cfg *c, struct sched_spool *s,
 
 	sc->cfg = c;
 	sc->spool = s;
-	if (asprintf(&sc->jobs_dir, "%s/jobs", c->data_dir) < 0)
-		abort();
 	pthread_mutex_init(&sc->mu, NULL);
 	sc->index = json_object();
 	sc->idem = json_object();
@@ -234,7 +235,6 @@ void sched_free(struct sched *sc)
 	free(sc->jobs);
 	json_decref(sc->index);
 	json_decref(sc->idem);
-	free(sc->jobs_dir);
 	pthread_mutex_destroy(&sc->mu);
 	free(sc);
 }
@@ -341,9 +341,10 @@ json_t *sched_jobs_json(struct sched *sc, size_t limit)
 
 json_t *sched_job_accept_json(struct sched *sc, const char *id)
 {
-	char path[512];
+	char path[PATH_MAX];
 
-	snprintf(path, sizeof path, "%s/%s/job.json", sc->jobs_dir, id);
+	if (sched_spool_path(sc->spool, id, SCHED_SPOOL_JOB, path, sizeof path) < 0)
+		return NULL;
 	json_t *meta = json_load_file(path, 0, NULL);
 	json_t *acc = json_incref(json_object_get(meta, "accept"));
 	json_decref(meta);
@@ -354,10 +355,11 @@ json_t *sched_job_accept_json(struct sched *sc, const char *id)
  * leaves the old state or the new one. */
 static int write_control(struct sched *sc, struct sched_job *j, const char *word, double t)
 {
-	char path[512], tmp[520], line[64];
+	char path[PATH_MAX], tmp[PATH_MAX + 8], line[64];
 	int n = snprintf(line, sizeof line, "%s %.3f\n", word, t);
 
-	snprintf(path, sizeof path, "%s/%s/control", sc->jobs_dir, j->id);
+	if (sched_spool_path(sc->spool, j->id, SCHED_SPOOL_CONTROL, path, sizeof path) < 0)
+		return -1;
 	snprintf(tmp, sizeof tmp, "%s.new", path);
 	if (!*word)
 		return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
@@ -513,7 +515,7 @@ static void rcpt_line(struct sched_cursor *c, size_t i)
 struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 					   enum sched_state filter)
 {
-	char path[4096];
+	char path[PATH_MAX];
 
 	pthread_mutex_lock(&sc->mu);
 	struct sched_job *j = find(sc, id);
@@ -522,13 +524,14 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 	if (!j)
 		return NULL;
 	struct sched_table *t = sched_table_open(sc->spool, id);
-	if (!t)
+	if (!t || sched_spool_path(sc->spool, id, SCHED_SPOOL_JOURNAL, path, sizeof path) < 0) {
+		sched_table_close(t);
 		return NULL;
+	}
 	struct sched_cursor *c = vl_calloc(1, sizeof *c);
 	c->t = t;
 	c->filter = filter;
 	vl_buf_init(&c->pending);
-	snprintf(path, sizeof path, "%s/%s/journal", sc->jobs_dir, id);
 	load_outcomes(c, path, cancelled);
 	return c;
 }
@@ -569,7 +572,7 @@ void sched_recipients_close(struct sched_cursor *c)
 
 void sched_mark_done(struct sched *sc, struct sched_job *j)
 {
-	char path[4096], tmp[4100];
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
 	json_t *counts = json_object();
 
 	pthread_mutex_lock(&sc->mu);
@@ -579,7 +582,10 @@ void sched_mark_done(struct sched *sc, struct sched_job *j)
 			      "first_delivery", j->first_delivery,
 			      "last_delivery", j->last_delivery, "counts", counts);
 	pthread_mutex_unlock(&sc->mu);
-	snprintf(path, sizeof path, "%s/%s/done.json", sc->jobs_dir, j->id);
+	if (sched_spool_path(sc->spool, j->id, SCHED_SPOOL_DONE, path, sizeof path) < 0) {
+		json_decref(d);
+		return;
+	}
 	snprintf(tmp, sizeof tmp, "%s.new", path);
 	if (json_dump_file(d, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0)
 		vl_log(VL_LOG_DEBUG, "job %s: done", j->id);
@@ -589,10 +595,10 @@ void sched_mark_done(struct sched *sc, struct sched_job *j)
 /* A finished job's state from done.json: true when it is there and whole. */
 static bool read_done(struct sched *sc, struct sched_job *j)
 {
-	char path[4096];
-
-	snprintf(path, sizeof path, "%s/%s/done.json", sc->jobs_dir, j->id);
-	json_t *d = json_load_file(path, 0, NULL), *counts = json_object_get(d, "counts");
+	char path[PATH_MAX];
+	json_t *d = sched_spool_path(sc->spool, j->id, SCHED_SPOOL_DONE, path, sizeof path) < 0 ?
+		    NULL : json_load_file(path, 0, NULL);
+	json_t *counts = json_object_get(d, "counts");
 	size_t sum = 0, c[SCHED_NSTATES];
 	for (int i = 0; counts && i < SCHED_NSTATES; i++) {
 		c[i] = (size_t)json_integer_value(json_object_get(counts, state_names[i]));

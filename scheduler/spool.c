@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,14 @@
 
 struct sched_spool {
 	char *dir, *jobs, *tmp;
+};
+
+/* The names in a job's directory (sched_spool_path; intake writes the
+ * rcpt and job.json of tmp/<id>/ by the same names). */
+static const char *const file_names[] = {
+	[SCHED_SPOOL_JOB] = "job.json", [SCHED_SPOOL_RCPT] = "rcpt",
+	[SCHED_SPOOL_JOURNAL] = "journal", [SCHED_SPOOL_CONTROL] = "control",
+	[SCHED_SPOOL_DONE] = "done.json",
 };
 
 static char *path_join(const char *a, const char *b)
@@ -146,20 +155,59 @@ uint64_t sched_spool_used_bytes(const struct sched_spool *s)
 
 int sched_spool_remove(struct sched_spool *s, const char *id)
 {
-	char *p = path_join(s->jobs, id);
+	char p[PATH_MAX];
 
+	if (sched_spool_path(s, id, SCHED_SPOOL_DIR, p, sizeof p) < 0)
+		return -1;
 	remove_dir(p);
-	free(p);
 	return vl_fsync_dir(s->jobs);
 }
 
 uint64_t sched_spool_job_bytes(const struct sched_spool *s, const char *id)
 {
-	char *p = path_join(s->jobs, id);
-	uint64_t n = dir_bytes(p);
+	char p[PATH_MAX];
 
-	free(p);
-	return n;
+	return sched_spool_path(s, id, SCHED_SPOOL_DIR, p, sizeof p) < 0 ? 0 : dir_bytes(p);
+}
+
+bool sched_id_valid(const char *s, size_t n)
+{
+	if (n != SCHED_ID_LEN || s[12] != '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (i != 12 && !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+int sched_spool_path(const struct sched_spool *s, const char *id, enum sched_spool_file f,
+		     char *out, size_t outlen)
+{
+	int n = -1;
+
+	if (outlen)
+		out[0] = '\0';
+	if (!id || !sched_id_valid(id, strnlen(id, SCHED_ID_LEN + 1)) ||
+	    (unsigned)f > SCHED_SPOOL_TMP) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (f == SCHED_SPOOL_DIR || f == SCHED_SPOOL_TMP)
+		n = snprintf(out, outlen, "%s/%s", f == SCHED_SPOOL_TMP ? s->tmp : s->jobs, id);
+	else
+		n = snprintf(out, outlen, "%s/%s/%s", s->jobs, id, file_names[f]);
+	if (n < 0 || (size_t)n >= outlen) {
+		if (outlen)
+			out[0] = '\0';
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+const char *sched_spool_jobs_dir(const struct sched_spool *s)
+{
+	return s->jobs;
 }
 
 void sched_new_id(char id[SCHED_ID_LEN + 1])
@@ -206,16 +254,21 @@ struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 					char *err, size_t errlen)
 {
 	struct sched_intake *in = vl_calloc(1, sizeof *in);
+	char dir[PATH_MAX];
 
+	in->fd = -1;
+	if (sched_spool_path(s, id, SCHED_SPOOL_TMP, dir, sizeof dir) < 0) {
+		snprintf(err, errlen, "cannot receive job %.40s: %s", id, strerror(errno));
+		goto fail;
+	}
 	in->s = s;
 	snprintf(in->id, sizeof in->id, "%s", id);
-	in->dir = path_join(s->tmp, id);
-	in->fd = -1;
+	in->dir = vl_strdup(dir);
 	if (mkdir(in->dir, 0750) < 0) {
 		snprintf(err, errlen, "cannot create %s: %s", in->dir, strerror(errno));
 		goto fail;
 	}
-	char *p = path_join(in->dir, "rcpt");
+	char *p = path_join(in->dir, file_names[SCHED_SPOOL_RCPT]);
 	in->fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	free(p);
 	if (in->fd < 0) {
@@ -429,11 +482,11 @@ static int finish_table(struct sched_intake *in)
 
 int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t len)
 {
-	char *meta = path_join(in->dir, "job.json");
-	char *dst = path_join(in->s->jobs, in->id);
+	char *meta = path_join(in->dir, file_names[SCHED_SPOOL_JOB]), dst[PATH_MAX];
 	int rc = -1, e = 0;
 
-	if (finish_table(in) == 0 && write_file(meta, job_json, len) == 0 &&
+	if (sched_spool_path(in->s, in->id, SCHED_SPOOL_DIR, dst, sizeof dst) == 0 &&
+	    finish_table(in) == 0 && write_file(meta, job_json, len) == 0 &&
 	    vl_fsync_dir(in->dir) == 0 && rename(in->dir, dst) == 0) {
 		rc = vl_fsync_dir(in->s->jobs) == 0 && vl_fsync_dir(in->s->tmp) == 0 ? 0 : -1;
 		if (rc < 0) {
@@ -444,7 +497,6 @@ int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t le
 		e = errno;
 	}
 	free(meta);
-	free(dst);
 	sched_intake_abort(in);   /* frees; removes tmp/<id> if it is still there */
 	errno = e;
 	return rc;
@@ -456,7 +508,8 @@ void sched_intake_abort(struct sched_intake *in)
 		return;
 	if (in->fd >= 0)
 		close(in->fd);
-	remove_dir(in->dir);
+	if (in->dir)
+		remove_dir(in->dir);
 	free(in->dir);
 	vl_buf_free(&in->wbuf);
 	vl_buf_free(&in->scratch);
@@ -476,14 +529,13 @@ struct sched_table {
 
 struct sched_table *sched_table_open(struct sched_spool *s, const char *id)
 {
-	char *path;
+	char path[PATH_MAX];
 	struct stat st;
 	struct sched_table *t = NULL;
 
-	if (asprintf(&path, "%s/%s/rcpt", s->jobs, id) < 0)
-		abort();
+	if (sched_spool_path(s, id, SCHED_SPOOL_RCPT, path, sizeof path) < 0)
+		return NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	free(path);
 	if (fd < 0)
 		return NULL;
 	if (fstat(fd, &st) < 0 || (size_t)st.st_size < HDR_LEN)

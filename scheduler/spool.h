@@ -53,6 +53,27 @@ int sched_spool_remove(struct sched_spool *s, const char *id);
 uint64_t sched_spool_job_bytes(const struct sched_spool *s, const char *id);
 /* A fresh job id: time-ordered, unique. */
 void sched_new_id(char id[SCHED_ID_LEN + 1]);
+/* Whether the n octets at s are a job id as sched_new_id makes them: 12
+ * and 8 lower-case hex digits joined by '-'. */
+bool sched_id_valid(const char *s, size_t n);
+
+/* A job's files in the spool (the layout above). */
+enum sched_spool_file {
+	SCHED_SPOOL_DIR,             /* jobs/<id> */
+	SCHED_SPOOL_JOB,             /* jobs/<id>/job.json */
+	SCHED_SPOOL_RCPT,            /* jobs/<id>/rcpt */
+	SCHED_SPOOL_JOURNAL,         /* jobs/<id>/journal */
+	SCHED_SPOOL_CONTROL,         /* jobs/<id>/control */
+	SCHED_SPOOL_DONE,            /* jobs/<id>/done.json */
+	SCHED_SPOOL_TMP,             /* tmp/<id>: a job being received */
+};
+/* The path of job id's file f into out (outlen octets). 0; or -1 with
+ * out "" and errno EINVAL when id is not a job id (sched_id_valid) or f
+ * not a file, ENAMETOOLONG when the path does not fit. */
+int sched_spool_path(const struct sched_spool *s, const char *id, enum sched_spool_file f,
+		     char *out, size_t outlen);
+/* data_dir/jobs, where every job's directory is. */
+const char *sched_spool_jobs_dir(const struct sched_spool *s);
 
 /* Receiving a job: recipients are appended as they are parsed (nothing
  * held in memory but a hash per recipient for duplicate detection). */
