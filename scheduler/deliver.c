@@ -372,13 +372,14 @@ void sched_deliver_send(struct sched_deliver *d, struct sched_sjq *q, uint32_t i
 
 /* ---- results ---- */
 
-static uint64_t retry_delay(struct sched_deliver *d, unsigned attempts)
+/* When recipient idx of dj, deferred just now, is retried (shape.c):
+ * false when the job has expired instead. */
+static bool retry_wait(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
+		       uint64_t *wait_ms)
 {
-	size_t i = attempts ? attempts - 1 : 0;
-	uint64_t base = d->cfg->retry_ms[i < d->cfg->nretry ? i : d->cfg->nretry - 1];
-	/* +-10% jitter, so retries of one burst do not come back as one */
-	double j = 0.9 + 0.2 * (double)(vl_rand(&d->seed) >> 11) / 9007199254740992.0;
-	return (uint64_t)((double)base * j);
+	uint64_t delay = sched_retry_delay(d->cfg->retry_ms, d->cfg->nretry, dj->att[idx], &d->seed);
+
+	return !dj->expired && sched_retry_wait(delay, vl_wall_time(), dj->expires, wait_ms);
 }
 
 static void fill_jrec(struct sched_jrec *r, const struct sched_dmsg *m,
@@ -397,15 +398,14 @@ static void fill_jrec(struct sched_jrec *r, const struct sched_dmsg *m,
 static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sched_jrec *r)
 {
 	struct sched_djob *dj = m->dj;
-	uint64_t now = vl_now_ms(), due = now + retry_delay(d, dj->att[m->idx]);
-	uint64_t end = (uint64_t)(dj->expires * 1000);
+	uint64_t wait;
 
 	if (dj->cancelled) {
 		sched_djob_set(dj, m->idx, SCHED_R_CANCELLED, r);
 		sched_deliver_event(d, dj, m->idx, "AdminBounce", m, r);
 		return;
 	}
-	if (vl_wall_time() * 1000 >= (double)end || dj->expired) {
+	if (!retry_wait(d, dj, m->idx, &wait)) {
 		sched_djob_set(dj, m->idx, SCHED_R_EXPIRED, r);
 		sched_deliver_event(d, dj, m->idx, "Expiration", m, r);
 		d->expired++;
@@ -413,13 +413,10 @@ static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sche
 	}
 	sched_djob_set(dj, m->idx, SCHED_R_DEFERRED, r);
 	sched_deliver_event(d, dj, m->idx, "TransientFailure", m, r);
-	/* wall-clock expiry onto the monotonic timer clock */
-	uint64_t left = end - (uint64_t)(vl_wall_time() * 1000);
-	if (due > now + left)
-		due = now + left;
+	/* the wait was cut on the wall clock; timers run on the monotonic one */
 	m->q->site->deferred++;
 	dj->ntimers++;
-	sched_timer_add(d, due, SCHED_T_RETRY, m->q, m->idx);
+	sched_timer_add(d, vl_now_ms() + wait, SCHED_T_RETRY, m->q, m->idx);
 	d->transient++;
 }
 
@@ -496,7 +493,8 @@ void sched_deliver_local(struct sched_deliver *d, struct sched_djob *dj, uint32_
 		d->by_class[0][SCHED_BC_DNS]++;
 		return;
 	}
-	if (vl_wall_time() >= dj->expires) {
+	uint64_t wait;
+	if (!retry_wait(d, dj, idx, &wait)) {
 		sched_djob_set(dj, idx, SCHED_R_EXPIRED, &r);
 		sched_deliver_event(d, dj, idx, "Expiration", NULL, &r);
 		d->expired++;
@@ -506,10 +504,8 @@ void sched_deliver_local(struct sched_deliver *d, struct sched_djob *dj, uint32_
 	sched_deliver_event(d, dj, idx, "TransientFailure", NULL, &r);
 	d->transient++;
 	d->by_class[1][SCHED_BC_DNS]++;
-	uint64_t delay = retry_delay(d, dj->att[idx]);
-	uint64_t left = (uint64_t)((dj->expires - vl_wall_time()) * 1000);
 	dj->ntimers++;
-	sched_timer_add(d, vl_now_ms() + (delay < left ? delay : left), SCHED_T_REQUEUE, dj, idx);
+	sched_timer_add(d, vl_now_ms() + wait, SCHED_T_REQUEUE, dj, idx);
 }
 
 /* ---- the loop ---- */

@@ -1,12 +1,14 @@
 /*
  * The delivery thread's own structures (deliver.c, site.c, djob.c,
  * commit.c). Everything here is touched by the delivery thread only,
- * except what commit.c's batches carry to the committer thread.
+ * except what commit.c's batches carry to the committer thread. The unit
+ * tests include it to build a job or a site of their own.
  */
 #ifndef VOLLEY_DELIVER_INT_H
 #define VOLLEY_DELIVER_INT_H
 
 #include "sched_int.h"
+#include "shape.h"
 
 struct sched_site;
 struct sched_deliver;
@@ -18,11 +20,6 @@ struct sched_sjq {
 	uint32_t *idx;
 	size_t head, len, cap;
 	struct sched_sjq *next;       /* in the site's transactional or bulk list */
-};
-
-struct sched_bucket {             /* token bucket; rate 0 = unlimited */
-	double rate, tokens, burst;
-	uint64_t at_ms;
 };
 
 /* A job being delivered. */
@@ -110,10 +107,9 @@ struct sched_site {
 	size_t waiting, deferred;     /* in queues; in retry timers */
 	bool ready;                   /* on the ready list */
 	struct sched_site *next_ready, *next;
-	/* adaptive back-off */
-	uint64_t backoff_until_ms;
+	/* adaptive back-off (shape.h); since and reason are for the API */
+	struct sched_backoff bo;
 	double backoff_since;
-	unsigned backoff_level, ok_streak;
 	char backoff_reason[480];
 	/* observation */
 	char last_response[320];
@@ -221,7 +217,12 @@ void sched_sites_free(struct sched_deliver *d);
 /* djob.c */
 struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j);
 void sched_djob_free(struct sched_djob *dj);
-/* Give recipient idx a new state; journal it when final or deferred. */
+/* The states, attempts and last_time of dj's n recipients (st and att
+ * zeroed: all queued) from the journal at path, as sched_journal_replay. */
+int sched_djob_replay(struct sched_djob *dj, const char *path);
+/* Give recipient idx a new state. Counters move (published at once, or
+ * at the commit of the record) and the move is journaled as
+ * sched_rstate_journaled says. */
 void sched_djob_set(struct sched_djob *dj, uint32_t idx, enum sched_rstate to,
 		    const struct sched_jrec *why);
 void sched_djob_control(struct sched_djob *dj);

@@ -52,6 +52,11 @@ static void replay_one(void *arg, const struct sched_jrec *r)
 	}
 }
 
+int sched_djob_replay(struct sched_djob *dj, const char *path)
+{
+	return sched_journal_replay(path, replay_one, dj);
+}
+
 static int compose(struct sched_djob *dj, json_t *job)
 {
 	struct msg_job_opts o = { .job_id = dj->j->id, .hostname = dj->d->cfg->hostname,
@@ -109,8 +114,9 @@ static int read_job(struct sched_djob *dj)
 	dj->verp = json_is_true(json_object_get(job, "verp"));
 	dj->transactional = dj->j->transactional;
 	dj->expires = dj->j->expires;
-	if (rate && vl_parse_rate(rate, &dj->rate.rate) == 0)
-		dj->rate.burst = dj->rate.rate < 1 ? 1 : dj->rate.rate;
+	double r;
+	if (rate && vl_parse_rate(rate, &r) == 0)
+		sched_bucket_init(&dj->rate, r);
 	int rc = compose(dj, job);
 	if (rc == 0 && !json_is_false(json_object_get(job, "dkim")))
 		pick_keys(dj, json_object_get(job, "content"));
@@ -164,7 +170,7 @@ struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j)
 	dj->st = vl_calloc(dj->n + 1, 1);
 	dj->att = vl_calloc(dj->n + 1, 1);
 	if (sched_spool_path(d->spool, j->id, SCHED_SPOOL_JOURNAL, path, sizeof path) < 0 ||
-	    sched_journal_replay(path, replay_one, dj) < 0) {
+	    sched_djob_replay(dj, path) < 0) {
 		vl_log(VL_LOG_ERROR, "job %s: cannot read its journal: %s", j->id, strerror(errno));
 		goto fail;
 	}
@@ -217,7 +223,7 @@ void sched_djob_set(struct sched_djob *dj, uint32_t idx, enum sched_rstate to,
 	enum sched_rstate from = dj->st[idx];
 
 	dj->st[idx] = (uint8_t)to;
-	if (to == SCHED_R_INFLIGHT || (from == SCHED_R_INFLIGHT && to == SCHED_R_QUEUED)) {
+	if (!sched_rstate_journaled(from, to)) {
 		dj->now_delta[sched_rstate_api(from)]--;
 		dj->now_delta[sched_rstate_api(to)]++;
 		dj->d->now_dirty = true;

@@ -22,6 +22,14 @@ static inline bool sched_rstate_final(unsigned s)
 {
 	return s >= SCHED_R_DELIVERED;
 }
+/* How a move between two states is accounted: a dispatch (to in flight)
+ * and its undoing (in flight back to queued) are published at once and
+ * not journaled; every other move is journaled and its counters applied
+ * once the record is committed. */
+static inline bool sched_rstate_journaled(unsigned from, unsigned to)
+{
+	return to != SCHED_R_INFLIGHT && !(from == SCHED_R_INFLIGHT && to == SCHED_R_QUEUED);
+}
 enum sched_state sched_rstate_api(unsigned s);
 
 enum sched_jstate { SCHED_J_ACTIVE, SCHED_J_PAUSED, SCHED_J_CANCELLED };

@@ -2,11 +2,11 @@
  * scheduler: the module's face. The job registry (sched.c) and the
  * delivery core: the delivery thread, destination sites and shaping,
  * retries, the journal and its group committer (deliver.c, djob.c,
- * site.c, journal.c, commit.c). The parts that stand alone have
+ * site.c, shape.c, journal.c, commit.c). The parts that stand alone have
  * their own headers, included here: spool.h (jobs on disk, intake,
  * recipient tables), bounce.h (bounce classification), suppress.h (the
- * suppression list) and events.h (the events log). sched_int.h and
- * deliver_int.h are internal. Prefix: sched_.
+ * suppression list) and events.h (the events log). sched_int.h,
+ * deliver_int.h and shape.h are internal. Prefix: sched_.
  */
 #ifndef VOLLEY_SCHEDULER_H
 #define VOLLEY_SCHEDULER_H

@@ -10,18 +10,12 @@
 #include "deliver_int.h"
 
 #include <ctype.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#define BACKOFF_FIRST_MS 30000
-#define BACKOFF_MAX_MS 1800000
-#define RECOVER_EVERY 50         /* successes per rate step up */
-#define RECOVER_STEP 1.25
-#define MIN_RATE 0.2             /* per second, while backing off */
 #define ROUND_MAX 2048           /* sends per site per round: outcomes decided
 				  * locally (no route) return at once, and
 				  * commits and events must keep up */
@@ -205,10 +199,8 @@ static struct sched_site *site_new(struct sched_deliver *d, const char *key,
 	else
 		site_route(d, s, p);
 	s->window = p->max_connections > 0 ? (unsigned)p->max_connections * 2 : 2;
-	if (p->rate && *p->rate && vl_parse_rate(p->rate, &s->rate) == 0) {
-		s->b.rate = s->rate;
-		s->b.burst = s->b.tokens = s->rate < 1 ? 1 : s->rate;
-	}
+	if (p->rate && *p->rate && vl_parse_rate(p->rate, &s->rate) == 0)
+		sched_bucket_init(&s->b, s->rate);
 	s->next = d->sites;
 	d->sites = s;
 	json_object_set_new(d->site_index, key, json_integer((json_int_t)(intptr_t)s));
@@ -418,33 +410,7 @@ void sched_site_ready(struct sched_deliver *d, struct sched_site *s)
 	d->ready = s;
 }
 
-/* ---- shaping ---- */
-
-static void refill(struct sched_bucket *b, uint64_t now)
-{
-	if (b->rate <= 0)
-		return;
-	if (now > b->at_ms)
-		b->tokens += (double)(now - b->at_ms) * b->rate / 1000.0;
-	if (b->tokens > b->burst)
-		b->tokens = b->burst;
-	b->at_ms = now;
-}
-
-/* ms until a token (0: one is there). */
-static uint64_t bucket_wait(struct sched_bucket *b, uint64_t now)
-{
-	refill(b, now);
-	if (b->rate <= 0 || b->tokens >= 1)
-		return 0;
-	return (uint64_t)ceil((1 - b->tokens) * 1000.0 / b->rate);
-}
-
-static void bucket_take(struct sched_bucket *b)
-{
-	if (b->rate > 0)
-		b->tokens -= 1;
-}
+/* ---- shaping (the rules are shape.c's) ---- */
 
 /* The next queue to serve: transactional first, then bulk in turn. A
  * job's own rate limit may hold it back (*wait: when it may go). */
@@ -456,7 +422,7 @@ static struct sched_sjq *pick(struct sched_site *s, uint64_t now, uint64_t *wait
 		for (struct sched_sjq *q = lists[l]; q; q = q->next) {
 			if (!q->len || q->dj->paused || q->dj->cancelled)
 				continue;
-			uint64_t w = bucket_wait(&q->dj->rate, now);
+			uint64_t w = sched_bucket_wait(&q->dj->rate, now);
 			if (!w)
 				return q;
 			if (!*wait || w < *wait)
@@ -485,8 +451,8 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 	uint64_t wait = 0;
 	unsigned sent = 0;
 
-	if (s->backoff_until_ms > now) {
-		sched_timer_add(d, s->backoff_until_ms, SCHED_T_SITE, s, 0);
+	if (sched_backoff_suspended(&s->bo, now)) {
+		sched_timer_add(d, s->bo.until_ms, SCHED_T_SITE, s, 0);
 		return;
 	}
 	while (s->inflight < s->window && s->waiting) {
@@ -494,13 +460,13 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 			sched_site_ready(d, s); /* the rest in the next round */
 			return;
 		}
-		if ((wait = bucket_wait(&s->b, now)))
+		if ((wait = sched_bucket_wait(&s->b, now)))
 			break;
 		struct sched_sjq *q = pick(s, now, &wait);
 		if (!q)
 			break;
-		bucket_take(&s->b);
-		bucket_take(&q->dj->rate);
+		sched_bucket_take(&s->b);
+		sched_bucket_take(&q->dj->rate);
 		uint32_t idx = sched_sjq_pop(q);
 		s->waiting--;
 		rotate(s, q);
@@ -526,23 +492,14 @@ void sched_site_dispatch_all(struct sched_deliver *d)
 
 /* ---- adaptive back-off ---- */
 
+/* Suspend and slow down (shape.c), and say why in words for the API. */
 static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t now)
 {
 	char until[32], since[32];
-	double cur = s->b.rate > 0 ? s->b.rate : (double)s->window;
-	uint64_t ms = BACKOFF_FIRST_MS << (s->backoff_level < 6 ? s->backoff_level : 6);
+	uint64_t ms = sched_backoff_slow_down(&s->bo, &s->b, s->window, now);
 
-	if (ms > BACKOFF_MAX_MS)
-		ms = BACKOFF_MAX_MS;
-	if (s->backoff_until_ms > now)
+	if (!ms)
 		return;               /* already backing off: one step per episode */
-	s->backoff_level++;
-	s->ok_streak = 0;
-	s->b.rate = cur / 2 < MIN_RATE ? MIN_RATE : cur / 2;
-	s->b.burst = s->b.rate < 1 ? 1 : s->b.rate;
-	s->b.tokens = 0;
-	s->b.at_ms = now + ms;
-	s->backoff_until_ms = now + ms;
 	s->backoff_since = vl_wall_time();
 	vl_iso8601(s->backoff_since, since);
 	vl_iso8601(s->backoff_since + (double)ms / 1000, until);
@@ -557,18 +514,8 @@ static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t n
  * one (or to unlimited when none is configured). */
 static void recover(struct sched_site *s)
 {
-	if (!s->backoff_level || ++s->ok_streak < RECOVER_EVERY)
-		return;
-	s->ok_streak = 0;
-	s->b.rate *= RECOVER_STEP;
-	s->b.burst = s->b.rate < 1 ? 1 : s->b.rate;
-	if ((s->rate > 0 && s->b.rate >= s->rate) ||
-	    (s->rate <= 0 && s->b.rate >= (double)s->window * 10)) {
-		s->b.rate = s->rate;
-		s->b.burst = s->rate < 1 ? 1 : s->rate;
-		s->backoff_level = 0;
+	if (sched_backoff_ok(&s->bo, &s->b, s->rate, s->window))
 		s->backoff_reason[0] = '\0';
-	}
 }
 
 void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
@@ -600,14 +547,14 @@ json_t *sched_site_json(const struct sched_site *s)
 {
 	char since[32], until[32];
 	json_t *bo = json_null(), *last = json_null();
-	double left = (double)s->backoff_until_ms - (double)vl_now_ms();
+	double left = (double)s->bo.until_ms - (double)vl_now_ms();
 
 	if (s->backoff_reason[0]) {
 		vl_iso8601(s->backoff_since, since);
 		vl_iso8601(vl_wall_time() + (left > 0 ? left / 1000 : 0), until);
 		bo = json_pack("{s:s, s:s, s:s, s:b, s:i}", "reason", s->backoff_reason,
 			       "since", since, "until", until, "suspended", left > 0,
-			       "level", (int)s->backoff_level);
+			       "level", (int)s->bo.level);
 	}
 	if (s->last_time > 0) {
 		vl_iso8601(s->last_time, since);

@@ -1,0 +1,112 @@
+/*
+ * Pace and time rules of the delivery thread (shape.h): token buckets,
+ * adaptive back-off, retry delays. site.c and deliver.c call these; the
+ * unit tests too.
+ */
+#include "shape.h"
+
+#include <math.h>
+
+#include "../common/common.h"
+
+/* ---- token bucket ---- */
+
+static double burst_of(double rate)
+{
+	return rate < 1 ? 1 : rate;
+}
+
+void sched_bucket_init(struct sched_bucket *b, double rate)
+{
+	*b = (struct sched_bucket){ .rate = rate, .burst = burst_of(rate) };
+	b->tokens = b->burst;
+}
+
+/* at_ms never moves back: a suspension sets it in the future, and
+ * nothing accrues before then. */
+void sched_bucket_refill(struct sched_bucket *b, uint64_t now_ms)
+{
+	if (b->rate <= 0)
+		return;
+	if (now_ms > b->at_ms) {
+		b->tokens += (double)(now_ms - b->at_ms) * b->rate / 1000.0;
+		b->at_ms = now_ms;
+	}
+	if (b->tokens > b->burst)
+		b->tokens = b->burst;
+}
+
+uint64_t sched_bucket_wait(struct sched_bucket *b, uint64_t now_ms)
+{
+	sched_bucket_refill(b, now_ms);
+	if (b->rate <= 0 || b->tokens >= 1)
+		return 0;
+	return (uint64_t)ceil((1 - b->tokens) * 1000.0 / b->rate);
+}
+
+void sched_bucket_take(struct sched_bucket *b)
+{
+	if (b->rate > 0)
+		b->tokens -= 1;
+}
+
+/* ---- adaptive back-off ---- */
+
+uint64_t sched_backoff_slow_down(struct sched_backoff *bo, struct sched_bucket *b,
+				 unsigned window, uint64_t now_ms)
+{
+	double cur = b->rate > 0 ? b->rate : (double)window;
+	uint64_t ms = (uint64_t)SCHED_BACKOFF_FIRST_MS << (bo->level < 6 ? bo->level : 6);
+
+	if (sched_backoff_suspended(bo, now_ms))
+		return 0;
+	if (ms > SCHED_BACKOFF_MAX_MS)
+		ms = SCHED_BACKOFF_MAX_MS;
+	bo->level++;
+	bo->ok_streak = 0;
+	b->rate = cur / 2 < SCHED_BACKOFF_MIN_RATE ? SCHED_BACKOFF_MIN_RATE : cur / 2;
+	b->burst = burst_of(b->rate);
+	b->tokens = 0;
+	b->at_ms = now_ms + ms;       /* nothing accrues while suspended */
+	bo->until_ms = now_ms + ms;
+	return ms;
+}
+
+bool sched_backoff_ok(struct sched_backoff *bo, struct sched_bucket *b, double rate,
+		      unsigned window)
+{
+	if (!bo->level || ++bo->ok_streak < SCHED_BACKOFF_RECOVER_EVERY)
+		return false;
+	bo->ok_streak = 0;
+	b->rate *= SCHED_BACKOFF_RECOVER_STEP;
+	b->burst = burst_of(b->rate);
+	if ((rate > 0 && b->rate < rate) || (rate <= 0 && b->rate < (double)window * 10))
+		return false;
+	b->rate = rate;
+	b->burst = burst_of(rate);
+	bo->level = 0;
+	return true;
+}
+
+/* ---- retries ---- */
+
+uint64_t sched_retry_delay(const uint64_t *retry_ms, size_t nretry, unsigned attempts,
+			   uint64_t *seed)
+{
+	size_t i = attempts ? attempts - 1 : 0;
+	uint64_t base = retry_ms[i < nretry ? i : nretry - 1];
+	/* 53 random bits: a uniform double in [0, 1) */
+	double j = 0.9 + 0.2 * (double)(vl_rand(seed) >> 11) / 9007199254740992.0;
+
+	return (uint64_t)((double)base * j);
+}
+
+bool sched_retry_wait(uint64_t delay_ms, double now_s, double expires_s, uint64_t *wait_ms)
+{
+	if (now_s >= expires_s)
+		return false;
+	uint64_t left = (uint64_t)((expires_s - now_s) * 1000);
+
+	*wait_ms = delay_ms < left ? delay_ms : left;
+	return true;
+}
