@@ -1,0 +1,325 @@
+/* scheduler/shape.c and site.c: a site's token bucket (refill at the rate,
+ * burst cap, waits) and its adaptive back-off (suspension doubling per
+ * episode up to its cap, the rate halved down to its floor, one step per
+ * episode, recovery by a quarter per streak of successes up to the
+ * configured rate or to unlimited), then the same through
+ * sched_site_result, the function the delivery thread calls. */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../scheduler/deliver_int.h"
+
+#define T0 1000000ull            /* any clock reading: the caller passes time */
+
+/* ---- token bucket ---- */
+
+Test(sched_bucket, starts_full_with_a_burst_of_one_second)
+{
+	struct sched_bucket b;
+
+	sched_bucket_init(&b, 50);
+	cr_assert_float_eq(b.burst, 50, 1e-9);
+	cr_assert_float_eq(b.tokens, 50, 1e-9);
+	sched_bucket_init(&b, 0.25);           /* slower than 1/s: a burst of one */
+	cr_assert_float_eq(b.burst, 1, 1e-9);
+	cr_assert_float_eq(b.tokens, 1, 1e-9);
+}
+
+Test(sched_bucket, burst_then_the_rate)
+{
+	struct sched_bucket b;
+	int sent = 0;
+
+	sched_bucket_init(&b, 10);
+	b.at_ms = T0;
+	while (!sched_bucket_wait(&b, T0)) {
+		sched_bucket_take(&b);
+		sent++;
+	}
+	cr_assert_eq(sent, 10, "the burst: one second's worth");
+	cr_assert_eq(sched_bucket_wait(&b, T0), 100, "then one every 100 ms");
+	cr_assert_eq(sched_bucket_wait(&b, T0 + 40), 60);
+	uint64_t w = sched_bucket_wait(&b, T0 + 99);
+	cr_assert(w >= 1 && w <= 2, "%llu (1 ms, give or take the rounding)",
+		  (unsigned long long)w);
+	cr_assert_eq(sched_bucket_wait(&b, T0 + 100), 0);
+	sched_bucket_take(&b);
+	cr_assert_float_eq(b.tokens, 0, 1e-9);
+	sched_bucket_refill(&b, T0 + 150);
+	cr_assert_float_eq(b.tokens, 0.5, 1e-9, "half a token in 50 ms");
+}
+
+Test(sched_bucket, refill_stops_at_the_burst)
+{
+	struct sched_bucket b;
+
+	sched_bucket_init(&b, 20);
+	b.tokens = 0;
+	b.at_ms = T0;
+	sched_bucket_refill(&b, T0 + 500);
+	cr_assert_float_eq(b.tokens, 10, 1e-9);
+	sched_bucket_refill(&b, T0 + 3600 * 1000);
+	cr_assert_float_eq(b.tokens, 20, 1e-9, "an hour idle is still one burst");
+	sched_bucket_refill(&b, T0 + 3600 * 1000);
+	cr_assert_float_eq(b.tokens, 20, 1e-9);
+}
+
+Test(sched_bucket, paces_a_long_run_at_the_rate)
+{
+	struct sched_bucket b;
+	uint64_t now = T0;
+	unsigned sent = 0;
+
+	sched_bucket_init(&b, 25);
+	b.at_ms = T0;
+	/* a dispatch loop that sleeps exactly as long as it is told */
+	while (now < T0 + 60000) {
+		uint64_t w = sched_bucket_wait(&b, now);
+		if (w) {
+			now += w;
+			continue;
+		}
+		sched_bucket_take(&b);
+		sent++;
+	}
+	/* 60 s at 25/s, plus the initial burst of 25 */
+	cr_assert(sent >= 25 * 60 + 25 - 1 && sent <= 25 * 60 + 25 + 1, "%u sent", sent);
+}
+
+Test(sched_bucket, rate_zero_is_unlimited)
+{
+	struct sched_bucket b = { 0 };
+
+	for (int i = 0; i < 100000; i++) {
+		cr_assert_eq(sched_bucket_wait(&b, T0), 0);
+		sched_bucket_take(&b);
+	}
+	cr_assert_float_eq(b.tokens, 0, 1e-9, "nothing is counted");
+}
+
+/* ---- adaptive back-off ---- */
+
+struct pace {
+	struct sched_bucket b;
+	struct sched_backoff bo;
+	double rate;
+	unsigned window;
+};
+
+static struct pace pace(double rate, unsigned window)
+{
+	struct pace p = { .rate = rate, .window = window };
+	sched_bucket_init(&p.b, rate);
+	return p;
+}
+
+Test(sched_backoff, slow_down_suspends_and_halves)
+{
+	struct pace p = pace(100, 20);
+
+	cr_assert_not(sched_backoff_suspended(&p.bo, T0));
+	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, T0), 30000);
+	cr_assert_eq(p.bo.level, 1);
+	cr_assert_float_eq(p.b.rate, 50, 1e-9);
+	cr_assert_float_eq(p.b.burst, 50, 1e-9);
+	cr_assert_float_eq(p.b.tokens, 0, 1e-9, "the bucket is emptied");
+	cr_assert(sched_backoff_suspended(&p.bo, T0));
+	cr_assert(sched_backoff_suspended(&p.bo, T0 + 29999));
+	cr_assert_not(sched_backoff_suspended(&p.bo, T0 + 30000));
+	/* nothing accrues while suspended, even if the bucket is looked at */
+	sched_bucket_refill(&p.b, T0 + 20000);
+	cr_assert_float_eq(p.b.tokens, 0, 1e-9);
+	cr_assert_gt(sched_bucket_wait(&p.b, T0 + 29000), 0);
+	sched_bucket_refill(&p.b, T0 + 29999);
+	cr_assert_float_eq(p.b.tokens, 0, 1e-9);
+	/* afterwards the halved rate: one token per 20 ms */
+	cr_assert_eq(sched_bucket_wait(&p.b, T0 + 30000), 20);
+	cr_assert_eq(sched_bucket_wait(&p.b, T0 + 30020), 0);
+}
+
+Test(sched_backoff, one_step_per_episode)
+{
+	struct pace p = pace(100, 20);
+
+	sched_backoff_slow_down(&p.bo, &p.b, p.window, T0);
+	struct pace before = p;
+	/* more "slow down" replies from messages already in the engine */
+	for (uint64_t t = T0; t < T0 + 30000; t += 1000)
+		cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, t), 0);
+	cr_assert_eq(memcmp(&p, &before, sizeof p), 0, "nothing changed");
+}
+
+Test(sched_backoff, suspension_doubles_up_to_thirty_minutes)
+{
+	struct pace p = pace(1000, 20);
+	static const uint64_t want[] = { 30000, 60000, 120000, 240000, 480000, 960000,
+					 1800000, 1800000, 1800000 };
+	uint64_t now = T0;
+
+	for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+		uint64_t ms = sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
+		cr_assert_eq(ms, want[i], "episode %zu: %llu ms", i + 1, (unsigned long long)ms);
+		cr_assert_eq(p.bo.until_ms, now + ms);
+		cr_assert_eq(p.bo.level, i + 1);
+		now += ms;                     /* the next reply right after it ends */
+	}
+}
+
+Test(sched_backoff, rate_halves_down_to_the_floor)
+{
+	struct pace p = pace(3.2, 20);
+	static const double want[] = { 1.6, 0.8, 0.4, 0.2, 0.2, 0.2 };
+	uint64_t now = T0;
+
+	for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+		now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
+		cr_assert_float_eq(p.b.rate, want[i], 1e-9, "episode %zu: %g", i + 1, p.b.rate);
+		cr_assert_float_eq(p.b.burst, want[i] < 1 ? 1 : want[i], 1e-9);
+	}
+	cr_assert_float_eq(SCHED_BACKOFF_MIN_RATE, 0.2, 1e-12);
+}
+
+Test(sched_backoff, unlimited_site_counts_as_its_window)
+{
+	struct pace p = pace(0, 20);
+
+	sched_backoff_slow_down(&p.bo, &p.b, p.window, T0);
+	cr_assert_float_eq(p.b.rate, 10, 1e-9, "20 a second, halved");
+}
+
+Test(sched_backoff, recovers_by_a_quarter_per_fifty_successes)
+{
+	struct pace p = pace(100, 20);
+	uint64_t now = T0;
+
+	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
+	/* 50 -> 62.5 -> 78.125 -> 97.66 -> (122, capped) 100: four steps */
+	static const double steps[] = { 62.5, 78.125, 97.65625 };
+	for (size_t s = 0; s < 3; s++) {
+		for (int i = 1; i < 50; i++) {
+			cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window));
+			cr_assert_eq(p.bo.ok_streak, (unsigned)i);
+		}
+		cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window));
+		cr_assert_float_eq(p.b.rate, steps[s], 1e-9, "step %zu", s + 1);
+		cr_assert_float_eq(p.b.burst, steps[s], 1e-9);
+		cr_assert_eq(p.bo.ok_streak, 0);
+		cr_assert_eq(p.bo.level, 1, "still backing off");
+	}
+	for (int i = 1; i < 50; i++)
+		cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window));
+	cr_assert(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window), "whole again");
+	cr_assert_float_eq(p.b.rate, 100, 1e-9, "the configured rate, not past it");
+	cr_assert_float_eq(p.b.burst, 100, 1e-9);
+	cr_assert_eq(p.bo.level, 0);
+	/* over: the next episode starts from the first suspension again */
+	cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window));
+	cr_assert_eq(p.bo.ok_streak, 0, "no streak counted outside a back-off");
+	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, now), 30000);
+}
+
+Test(sched_backoff, a_slow_down_breaks_the_streak)
+{
+	struct pace p = pace(100, 20);
+	uint64_t now = T0;
+
+	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
+	for (int i = 0; i < 49; i++)
+		sched_backoff_ok(&p.bo, &p.b, p.rate, p.window);
+	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
+	cr_assert_eq(p.bo.ok_streak, 0);
+	cr_assert_eq(p.bo.level, 2);
+	cr_assert_float_eq(p.b.rate, 25, 1e-9);
+	sched_backoff_ok(&p.bo, &p.b, p.rate, p.window);
+	cr_assert_float_eq(p.b.rate, 25, 1e-9, "one success is not a streak");
+}
+
+Test(sched_backoff, unlimited_site_recovers_to_unlimited)
+{
+	struct pace p = pace(0, 20);
+	unsigned n = 0;
+
+	sched_backoff_slow_down(&p.bo, &p.b, p.window, T0);
+	/* from 10/s by quarters past 10 x window = 200/s: 14 steps */
+	while (!sched_backoff_ok(&p.bo, &p.b, p.rate, p.window))
+		cr_assert_lt(++n, 100000);
+	cr_assert_eq(n + 1, 14 * 50);
+	cr_assert_float_eq(p.b.rate, 0, 1e-12, "unlimited again");
+	cr_assert_eq(sched_bucket_wait(&p.b, T0), 0);
+}
+
+/* ---- through sched_site_result, as the delivery thread calls it ---- */
+
+static struct sched_dmsg *reply(enum eng_status st, int code, const char *enh, const char *text)
+{
+	struct sched_dmsg *m = calloc(1, sizeof *m);
+
+	m->status = st;
+	m->code = code;
+	snprintf(m->enhanced, sizeof m->enhanced, "%s", enh);
+	snprintf(m->text, sizeof m->text, "%s", text);
+	snprintf(m->peer, sizeof m->peer, "127.0.0.5:2525");
+	return m;
+}
+
+Test(sched_site, rate_limited_reply_backs_off_then_recovers, .init = cr_redirect_stderr)
+{
+	struct sched_deliver *d = calloc(1, sizeof *d);
+	struct sched_site *s = calloc(1, sizeof *s);
+	struct sched_dmsg *slow = reply(ENG_TRANSIENT, 421, "4.7.28", "too many messages");
+	struct sched_dmsg *ok = reply(ENG_DELIVERED, 250, "2.0.0", "queued");
+	struct sched_dmsg *other = reply(ENG_TRANSIENT, 451, "4.3.0", "try later");
+	struct sched_bounce_verdict rl = { SCHED_BC_RATE_LIMITED, false };
+	struct sched_bounce_verdict none = { SCHED_BC_NONE, false };
+	struct sched_bounce_verdict soft = { SCHED_BC_OTHER, false };
+
+	s->key = "127.0.0.5:2525|opportunistic|10|100|1|100/s|25|";
+	s->rate = 100;
+	s->window = 20;
+	sched_bucket_init(&s->b, s->rate);
+
+	/* an ordinary transient failure does not slow the site */
+	s->inflight = 1;
+	sched_site_result(d, s, other, &soft);
+	cr_assert_eq(s->bo.level, 0);
+	cr_assert_float_eq(s->b.rate, 100, 1e-9);
+	cr_assert_eq(s->transient, 1);
+	cr_assert_eq(d->ready, s, "the site is ready for its next message");
+
+	s->inflight = 1;
+	sched_site_result(d, s, slow, &rl);
+	cr_assert_eq(s->inflight, 0);
+	cr_assert_eq(s->transient, 2);
+	cr_assert_eq(s->bo.level, 1);
+	cr_assert_float_eq(s->b.rate, 50, 1e-9);
+	cr_assert(sched_backoff_suspended(&s->bo, vl_now_ms()));
+	cr_assert_not_null(strstr(s->backoff_reason, "421 4.7.28 too many messages "
+				  "(from 127.0.0.5:2525) at "), "%s", s->backoff_reason);
+	cr_assert_not_null(strstr(s->backoff_reason, ": suspended until "), "%s",
+			   s->backoff_reason);
+	cr_assert_not_null(strstr(s->backoff_reason, ", rate halved to 50/s"), "%s",
+			   s->backoff_reason);
+	cr_assert_str_eq(s->last_response, "421 4.7.28 too many messages");
+
+	/* four steps of fifty deliveries bring it back */
+	for (int i = 0; i < 199; i++) {
+		s->inflight = 1;
+		sched_site_result(d, s, ok, &none);
+		cr_assert_eq(s->bo.level, 1, "delivery %d", i + 1);
+		cr_assert_neq(s->backoff_reason[0], '\0');
+	}
+	s->inflight = 1;
+	sched_site_result(d, s, ok, &none);
+	cr_assert_eq(s->bo.level, 0);
+	cr_assert_float_eq(s->b.rate, 100, 1e-9);
+	cr_assert_str_eq(s->backoff_reason, "", "the API no longer shows a back-off");
+	cr_assert_eq(s->delivered, 200);
+	free(slow);
+	free(ok);
+	free(other);
+	free(s);
+	free(d);
+}
