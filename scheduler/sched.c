@@ -173,10 +173,10 @@ static int load_all(struct sched *sc, char *err, size_t errlen)
 		char path[PATH_MAX];
 		json_error_t je;
 		json_t *meta = NULL;
-		if (sched_spool_path(sc->spool, names[i], SCHED_SPOOL_JOB, path, sizeof path) < 0)
+		if (sched_spool_path(sc->spool, names[i], SCHED_SPOOL_JOB, path, sizeof path) < 0) {
 			vl_log(VL_LOG_ERROR, "spool: skipping %s/%s: %s", dir, names[i],
 			       errno == EINVAL ? "not a job id" : strerror(errno));
-		else if (!(meta = json_load_file(path, 0, &je))) {
+		} else if (!(meta = json_load_file(path, 0, &je))) {
 			vl_log(VL_LOG_ERROR, "spool: skipping job %s: %s: %s", names[i], path, je.text);
 		} else {
 			struct sched_job *j = job_from_meta(names[i], meta);
