@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 
 #include "../common/common.h"
+#include "engine.h"
 
 /* ---- replies (reply.c) ---- */
 #define ENG_REPLY_LINE_MAX 2048   /* octets per reply line, CRLF excluded */
@@ -48,12 +49,26 @@ void eng_iov_free(struct eng_iov *b);
  * into body's memory (no copy). out is reset first. */
 void eng_dotstuff(const struct iovec *body, size_t nbody, struct eng_iov *out);
 
+/* ---- state machines: checks and logs (session.c, worker.c) ----
+ * Every change of a session's state (enum eng_state) and of a connection's
+ * (worker.c's enum conn_state) goes through one enter function, which logs
+ * it at debug level (volleyd --verbose) and checks that it is one the
+ * machine has. An illegal one is a bug: sanitized builds (make asan, the
+ * fuzz targets) abort on it, others log an error and go on. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ENG_STRICT_STATES 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ENG_STRICT_STATES 1
+#endif
+#endif
+#ifndef ENG_STRICT_STATES
+#define ENG_STRICT_STATES 0
 #endif
 
 /* ---- the SMTP client session, protocol only (session.c) ----
  * Replies in, commands out; the worker does the I/O. Like OpenSMTPD's
  * mta_session: one state enum, one function per event. */
-#include "engine.h"
 
 enum eng_state {
 	ENG_S_CONNECTING,
@@ -71,7 +86,13 @@ enum eng_state {
 	ENG_S_RSET,
 	ENG_S_QUIT,
 	ENG_S_CLOSED,
+	ENG_S_COUNT
 };
+/* "EHLO", "TXN", ...: the enum's names without ENG_S_; "?" out of range. */
+const char *eng_sess_state_name(enum eng_state st);
+/* Whether the session may go from one state to the other (a state to
+ * itself is no change and always allowed). */
+bool eng_sess_transition_ok(enum eng_state from, enum eng_state to);
 
 enum eng_act {
 	ENG_WAIT,      /* send the output (if any), then wait for a reply */
@@ -83,7 +104,10 @@ enum eng_act {
 struct eng_sess {
 	const struct eng_config *cfg;
 	const struct eng_route *route;
-	enum eng_state state;
+	enum eng_state state;             /* changed only by session.c's enter() */
+	/* for logs, "conn 0.17": the worker's number and the connection's */
+	unsigned id_worker;
+	unsigned long long id_conn;
 	/* what the peer offers */
 	bool pipelining, chunking, eightbitmime, smtputf8, starttls;
 	bool auth_plain, auth_login, size_ext;
@@ -158,3 +182,5 @@ void eng_worker_dns_stats(struct eng_worker *w, struct dns_stats *s);
 void eng_worker_free(struct eng_worker *w);
 uint64_t eng_route_hash(const struct eng_route *r);
 size_t eng_worker_conns(struct eng_worker *w);
+
+#endif

@@ -17,13 +17,84 @@
 enum { RS_PENDING, RS_ACCEPTED, RS_DONE }; /* per-recipient progress */
 #define BODY_WITH_CMDS_MAX 65536 /* BDAT body sent before RCPT replies */
 
+/* ---- states ---- */
+
+static const char *const state_names[ENG_S_COUNT] = {
+	[ENG_S_CONNECTING] = "CONNECTING", [ENG_S_BANNER] = "BANNER",
+	[ENG_S_EHLO] = "EHLO", [ENG_S_HELO] = "HELO",
+	[ENG_S_STARTTLS] = "STARTTLS", [ENG_S_TLS] = "TLS", [ENG_S_AUTH] = "AUTH",
+	[ENG_S_AUTH_USER] = "AUTH_USER", [ENG_S_AUTH_PASS] = "AUTH_PASS",
+	[ENG_S_READY] = "READY", [ENG_S_TXN] = "TXN", [ENG_S_BODY] = "BODY",
+	[ENG_S_RSET] = "RSET", [ENG_S_QUIT] = "QUIT", [ENG_S_CLOSED] = "CLOSED",
+};
+
+const char *eng_sess_state_name(enum eng_state st)
+{
+	return (unsigned)st < ENG_S_COUNT ? state_names[st] : "?";
+}
+
+/* The session's transitions: from each state, a bit per state it may go
+ * to. Any state may fail to CLOSED. */
+#define TO(st) (1u << ENG_S_##st)
+static const unsigned transitions[ENG_S_COUNT] = {
+	[ENG_S_CONNECTING] = TO(BANNER),
+	[ENG_S_BANNER] = TO(EHLO),
+	/* after EHLO/HELO: STARTTLS, AUTH or READY (after_hello); a 5xx to
+	 * EHLO tries HELO */
+	[ENG_S_EHLO] = TO(HELO) | TO(STARTTLS) | TO(AUTH) | TO(AUTH_USER) | TO(READY),
+	[ENG_S_HELO] = TO(STARTTLS) | TO(AUTH) | TO(AUTH_USER) | TO(READY),
+	/* 220: the handshake; refused: on in clear text where the policy
+	 * allows it */
+	[ENG_S_STARTTLS] = TO(TLS) | TO(AUTH) | TO(AUTH_USER) | TO(READY),
+	[ENG_S_TLS] = TO(EHLO),
+	[ENG_S_AUTH] = TO(READY),
+	[ENG_S_AUTH_USER] = TO(AUTH_PASS),
+	[ENG_S_AUTH_PASS] = TO(AUTH),
+	[ENG_S_READY] = TO(TXN) | TO(QUIT),
+	[ENG_S_TXN] = TO(BODY) | TO(RSET) | TO(READY),
+	[ENG_S_BODY] = TO(RSET) | TO(READY),
+	[ENG_S_RSET] = TO(READY),
+	[ENG_S_QUIT] = 0,
+	[ENG_S_CLOSED] = 0,
+};
+#undef TO
+
+bool eng_sess_transition_ok(enum eng_state from, enum eng_state to)
+{
+	if ((unsigned)from >= ENG_S_COUNT || (unsigned)to >= ENG_S_COUNT)
+		return false;
+	return from == to || to == ENG_S_CLOSED || (transitions[from] >> to & 1u);
+}
+
+/* Every state change goes through here. vl_log drops a debug line before
+ * formatting it, so at the info level this costs a call and a compare. */
+static void enter(struct eng_sess *s, enum eng_state to)
+{
+	enum eng_state from = s->state;
+
+	if (from == to)
+		return;
+	if (!eng_sess_transition_ok(from, to)) {
+		vl_log(VL_LOG_ERROR, "engine: conn %u.%llu %s: illegal session state "
+		       "transition %s -> %s", s->id_worker, s->id_conn, s->peer,
+		       eng_sess_state_name(from), eng_sess_state_name(to));
+		if (ENG_STRICT_STATES)
+			abort();
+	}
+	vl_log(VL_LOG_DEBUG, "engine: conn %u.%llu %s: state %s -> %s", s->id_worker,
+	       s->id_conn, s->peer, state_names[from], state_names[to]);
+	s->state = to;
+}
+
+/* ---- set-up ---- */
+
 void eng_sess_init(struct eng_sess *s, const struct eng_config *cfg,
 		   const struct eng_route *route)
 {
 	memset(s, 0, sizeof *s);
 	s->cfg = cfg;
 	s->route = route;
-	s->state = ENG_S_CONNECTING;
+	s->state = ENG_S_CONNECTING; /* the initial state */
 	vl_buf_init(&s->out);
 }
 
@@ -36,7 +107,7 @@ void eng_sess_free(struct eng_sess *s)
 
 void eng_sess_connected(struct eng_sess *s)
 {
-	s->state = ENG_S_BANNER;
+	enter(s, ENG_S_BANNER);
 }
 
 const char *eng_sess_stage(const struct eng_sess *s)
@@ -146,10 +217,10 @@ static enum eng_act end_txn(struct eng_sess *s, bool rset)
 	s->body.n = s->body.bytes = 0;
 	if (rset) {
 		vl_buf_appends(&s->out, "RSET\r\n");
-		s->state = ENG_S_RSET;
+		enter(s, ENG_S_RSET);
 		return ENG_WAIT;
 	}
-	s->state = ENG_S_READY;
+	enter(s, ENG_S_READY);
 	return ENG_IDLE;
 }
 
@@ -172,7 +243,7 @@ static enum eng_act sess_fail(struct eng_sess *s, const char *stage, int code,
 		s->finished = s->msg;
 		s->msg = NULL;
 	}
-	s->state = ENG_S_CLOSED;
+	enter(s, ENG_S_CLOSED);
 	return ENG_CLOSE;
 }
 
@@ -195,7 +266,7 @@ static enum eng_act fail_reply(struct eng_sess *s, const struct eng_reply *r)
 static enum eng_act send_ehlo(struct eng_sess *s, bool extended)
 {
 	vl_buf_printf(&s->out, "%s %s\r\n", extended ? "EHLO" : "HELO", s->cfg->helo);
-	s->state = extended ? ENG_S_EHLO : ENG_S_HELO;
+	enter(s, extended ? ENG_S_EHLO : ENG_S_HELO);
 	s->pipelining = s->chunking = s->eightbitmime = s->smtputf8 = false;
 	s->starttls = s->auth_plain = s->auth_login = s->size_ext = false;
 	s->size_max = 0;
@@ -264,12 +335,12 @@ static enum eng_act start_auth(struct eng_sess *s)
 		vl_buf_appends(&s->out, "AUTH PLAIN ");
 		append_base64(&s->out, creds, 2 + u + p);
 		vl_buf_appends(&s->out, "\r\n");
-		s->state = ENG_S_AUTH;
+		enter(s, ENG_S_AUTH);
 		return ENG_WAIT;
 	}
 	if (s->auth_login) {
 		vl_buf_appends(&s->out, "AUTH LOGIN\r\n");
-		s->state = ENG_S_AUTH_USER;
+		enter(s, ENG_S_AUTH_USER);
 		return ENG_WAIT;
 	}
 	return eng_sess_fail(s, "auth", 0, "", "the peer offers no AUTH PLAIN or LOGIN");
@@ -283,7 +354,7 @@ static enum eng_act after_hello(struct eng_sess *s)
 	if (!s->tls_on && p != TLS_POLICY_NONE) {
 		if (s->starttls && !s->starttls_refused) {
 			vl_buf_appends(&s->out, "STARTTLS\r\n");
-			s->state = ENG_S_STARTTLS;
+			enter(s, ENG_S_STARTTLS);
 			return ENG_WAIT;
 		}
 		if (tls_policy_requires_tls(p)) {
@@ -300,7 +371,7 @@ static enum eng_act after_hello(struct eng_sess *s)
 	}
 	if (s->route->auth_user[0])
 		return start_auth(s);
-	s->state = ENG_S_READY;
+	enter(s, ENG_S_READY);
 	return ENG_IDLE;
 }
 
@@ -312,7 +383,7 @@ static enum eng_act auth_login_step(struct eng_sess *s, const struct eng_reply *
 						    : s->route->auth_pass;
 	append_base64(&s->out, v, strlen(v));
 	vl_buf_appends(&s->out, "\r\n");
-	s->state = s->state == ENG_S_AUTH_USER ? ENG_S_AUTH_PASS : ENG_S_AUTH;
+	enter(s, s->state == ENG_S_AUTH_USER ? ENG_S_AUTH_PASS : ENG_S_AUTH);
 	return ENG_WAIT;
 }
 
@@ -405,7 +476,7 @@ enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
 		s->body.n = s->stuffed.n;
 		s->body.bytes = s->stuffed.bytes;
 	}
-	s->state = ENG_S_TXN;
+	enter(s, ENG_S_TXN);
 	s->nmsgs++;
 	size_t ncmd = s->pipelining ? m->count_ + 1 + (s->use_bdat ? s->body_with_cmds : 1) : 1;
 	for (size_t k = 0; k < ncmd; k++)
@@ -448,13 +519,13 @@ static enum eng_act txn_reply(struct eng_sess *s, const struct eng_reply *r)
 			return final_reply(s, r);
 		if (r->code == 354 && s->accepted && !s->txn_dead) {
 			s->body_queued = true;
-			s->state = ENG_S_BODY;
+			enter(s, ENG_S_BODY);
 			return ENG_WAIT;
 		}
 		if (r->code == 354) { /* no recipient, yet 354: end it empty */
 			vl_buf_appends(&s->out, ".\r\n");
 			s->txn_dead = true;
-			s->state = ENG_S_BODY;
+			enter(s, ENG_S_BODY);
 			return ENG_WAIT;
 		}
 		give_rest(s, RS_ACCEPTED, status_of(r->code), r->code, r->enhanced,
@@ -491,7 +562,7 @@ enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r)
 		return ok ? after_hello(s) : fail_reply(s, r);
 	case ENG_S_STARTTLS:
 		if (r->code == 220) {
-			s->state = ENG_S_TLS;
+			enter(s, ENG_S_TLS);
 			return ENG_STARTTLS;
 		}
 		s->starttls_refused = true;
@@ -499,7 +570,7 @@ enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r)
 		return after_hello(s);
 	case ENG_S_AUTH:
 		if (r->code == 235) {
-			s->state = ENG_S_READY;
+			enter(s, ENG_S_READY);
 			return ENG_IDLE;
 		}
 		return fail_reply(s, r);
@@ -513,10 +584,10 @@ enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r)
 	case ENG_S_RSET:
 		if (!ok)
 			return fail_reply(s, r);
-		s->state = ENG_S_READY;
+		enter(s, ENG_S_READY);
 		return ENG_IDLE;
 	case ENG_S_QUIT:
-		s->state = ENG_S_CLOSED;
+		enter(s, ENG_S_CLOSED);
 		return ENG_CLOSE;
 	default:
 		return eng_sess_fail(s, eng_sess_stage(s), r->code, r->enhanced,
@@ -527,6 +598,6 @@ enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r)
 enum eng_act eng_sess_quit(struct eng_sess *s)
 {
 	vl_buf_appends(&s->out, "QUIT\r\n");
-	s->state = ENG_S_QUIT;
+	enter(s, ENG_S_QUIT);
 	return ENG_WAIT;
 }

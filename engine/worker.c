@@ -30,24 +30,72 @@
 #define MAY_PLAIN_MS 600000 /* how long a host's broken TLS is remembered */
 
 /* OP_DNS: the resolver's own SQEs (dns_new's tag), handed to dns_on_cqe */
-enum op { OP_DNS = 0, OP_CONNECT, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_CANCEL, OP_WAKE,
-	  OP_TICK };
+enum op { OP_DNS = 0, OP_CONNECT, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_WAKE, OP_TICK };
 #define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
 #define UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
 #define UD_OP(u) ((enum op)((u) & 7))
 
 struct pool;
 
+/*
+ * A connection's lifecycle: what the worker does with the socket and where
+ * the connection stands in its pool. The SMTP dialogue on it is the
+ * session's own machine (enum eng_state, session.c); this one sits under
+ * it. Every change goes through conn_enter(), which checks it against
+ * conn_next[] and logs it at debug level. docs/engine.md has the diagram.
+ *
+ *   NEW -> CONNECTING -> SETUP <-> TLS
+ *                          |
+ *                          v
+ *                     IDLE <-> BUSY
+ *                          |
+ *                          v
+ *                       QUITTING
+ *                          |
+ *                          v
+ *                       DRAINING -> CLOSING -> CLOSED
+ *
+ * SETUP's first READY goes to IDLE, BUSY (a message waits) or QUITTING
+ * (stopping, or max_messages_per_connection 0); SETUP, IDLE and BUSY may go
+ * to DRAINING too (the session ended: a refusal, a 421). Every live state
+ * may go straight to CLOSING: a failure (conn_fail), a timeout, EOF.
+ */
+enum conn_state {
+	CONN_NEW,        /* allocated, not yet counted in its pool */
+	CONN_CONNECTING, /* TCP connect in flight, with its linked timeout */
+	CONN_SETUP,      /* banner, EHLO, STARTTLS, AUTH: not usable yet */
+	CONN_TLS,        /* the TLS handshake after STARTTLS's 220 */
+	CONN_IDLE,       /* session READY, on the pool's idle list */
+	CONN_BUSY,       /* a transaction (and its RSET) in progress */
+	CONN_QUITTING,   /* QUIT sent: its reply, EOF or the quit timeout ends it */
+	CONN_DRAINING,   /* the session is over: its last output goes, then close */
+	CONN_CLOSING,    /* out of its pool, socket shut down: CQEs still to come */
+	CONN_CLOSED,     /* freed (seen only in the log) */
+	CONN_NSTATES
+};
+
 struct conn {
 	struct eng_worker *w;
 	struct pool *pool;
 	int fd;
+	enum conn_state state;         /* changed only by conn_enter() */
+	/* Requests in flight on the ring whose CQEs point at c (the connect
+	 * and its linked timeout, the multishot recv, a send), plus a hold
+	 * while on_recv hands input to the session, which may close c. Several
+	 * are out at once and the kernel owns them, so a count, not the state,
+	 * says when a CLOSING connection may be freed: at zero. */
 	unsigned ops;
-	bool closing, close_after_send, send_busy, recv_armed, body_taken;
-	bool connecting;               /* counted in pool->nconnecting */
-	bool established;              /* counted in pool->nestablished */
-	bool tls_shut;                 /* close_notify queued */
-	bool tls_fallback;             /* TLS broke under `may`: retry clear */
+	/* Facts the lifecycle state does not carry: */
+	bool established;   /* reached READY once: counted in nestablished,
+			     * not nconnecting. DRAINING and CLOSING are
+			     * reached both before and after, and the close
+			     * must know which count to give back and whether
+			     * the host failed before it was ever usable. */
+	bool send_busy;     /* a sendmsg in flight: may overlap any live state */
+	bool body_taken;    /* this transaction's body went into a send */
+	bool tls_shut;      /* close_notify queued (once, while DRAINING) */
+	bool tls_fallback;  /* TLS broke under `may`: the close is no failure
+			     * of the host; the clear-text retry follows */
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
@@ -60,8 +108,7 @@ struct conn {
 	struct msghdr mh;
 	struct eng_msg *held;          /* finished while a send was in flight:
 					* their bodies may still be read */
-	struct conn *idle_next, *idle_prev;
-	bool idle;
+	struct conn *idle_next, *idle_prev; /* in state IDLE only */
 	struct conn *all_next, *all_prev;
 } __attribute__((aligned(8)));
 
@@ -71,9 +118,9 @@ struct pool {
 	struct pool *hnext;
 	struct eng_msg *qhead, *qtail;
 	size_t qlen;
-	struct conn *idle;             /* READY sessions */
+	struct conn *idle;             /* connections in state IDLE */
 	unsigned nconn, nconnecting;
-	unsigned nestablished;         /* open sessions that reached READY */
+	unsigned nestablished;         /* open ones that reached READY */
 	uint64_t no_open_until;        /* after a failed attempt: pause, ms */
 	uint64_t may_plain_until;      /* `may` and TLS broke: clear text */
 	bool kick_later;               /* on w->kick_list */
@@ -88,8 +135,9 @@ struct eng_worker {
 	SSL_CTX *tls_ctx;
 	struct pool **pools;           /* hash table */
 	size_t npools_cap, npools;
-	struct conn *all;              /* every open connection */
+	struct conn *all;              /* every connection not yet freed */
 	size_t nconns;
+	unsigned long long conn_seq;   /* the last connection's number (logs) */
 	atomic_size_t nconns_seen;     /* nconns, for other threads */
 	struct vl_heap timers;
 	struct pool *kick_list;        /* pools paused with messages waiting */
@@ -438,34 +486,94 @@ static void hand_back(struct conn *c)
 
 /* ---- connections ---- */
 
+static const char *const conn_names[CONN_NSTATES] = {
+	[CONN_NEW] = "NEW", [CONN_CONNECTING] = "CONNECTING", [CONN_SETUP] = "SETUP",
+	[CONN_TLS] = "TLS", [CONN_IDLE] = "IDLE", [CONN_BUSY] = "BUSY",
+	[CONN_QUITTING] = "QUITTING", [CONN_DRAINING] = "DRAINING",
+	[CONN_CLOSING] = "CLOSING", [CONN_CLOSED] = "CLOSED",
+};
+
+/* The lifecycle's transitions: from each state, a bit per state it may go
+ * to (the diagram above enum conn_state). */
+#define TO(st) (1u << CONN_##st)
+static const unsigned conn_next[CONN_NSTATES] = {
+	[CONN_NEW] = TO(CONNECTING),
+	[CONN_CONNECTING] = TO(SETUP) | TO(CLOSING),
+	/* the first READY: IDLE, or BUSY with a message waiting, or QUIT
+	 * (stopping, or max_messages_per_connection reached) */
+	[CONN_SETUP] = TO(TLS) | TO(IDLE) | TO(BUSY) | TO(QUITTING) | TO(DRAINING) |
+		       TO(CLOSING),
+	[CONN_TLS] = TO(SETUP) | TO(CLOSING),           /* SETUP: EHLO again */
+	[CONN_IDLE] = TO(BUSY) | TO(QUITTING) | TO(DRAINING) | TO(CLOSING),
+	[CONN_BUSY] = TO(IDLE) | TO(QUITTING) | TO(DRAINING) | TO(CLOSING),
+	[CONN_QUITTING] = TO(DRAINING) | TO(CLOSING),
+	[CONN_DRAINING] = TO(CLOSING),
+	[CONN_CLOSING] = TO(CLOSED),
+	[CONN_CLOSED] = 0,
+};
+#undef TO
+
+/* CLOSING or CLOSED: out of its pool; no more I/O is started for it. */
+static bool conn_closing(const struct conn *c)
+{
+	return c->state >= CONN_CLOSING;
+}
+
+/* Every lifecycle change goes through here: checked, logged at debug
+ * level (vl_log drops a debug line before formatting it: at the info
+ * level this is a call and a compare), and the pool's idle list kept as
+ * exactly the connections in state IDLE, newest first. A state to itself
+ * is no change (conn_ready may leave a connection IDLE or BUSY). */
+static void conn_enter(struct conn *c, enum conn_state to)
+{
+	enum conn_state from = c->state;
+	struct pool *p = c->pool;
+
+	if (from == to)
+		return;
+	if (!(conn_next[from] >> to & 1u)) {
+		vl_log(VL_LOG_ERROR, "engine: conn %u.%llu %s: illegal connection state "
+		       "transition %s -> %s", c->s.id_worker, c->s.id_conn, c->s.peer,
+		       conn_names[from], conn_names[to]);
+		if (ENG_STRICT_STATES)
+			abort();
+	}
+	vl_log(VL_LOG_DEBUG, "engine: conn %u.%llu %s: %s -> %s", c->s.id_worker,
+	       c->s.id_conn, c->s.peer, conn_names[from], conn_names[to]);
+	if (from == CONN_IDLE) {
+		if (c->idle_prev)
+			c->idle_prev->idle_next = c->idle_next;
+		else
+			p->idle = c->idle_next;
+		if (c->idle_next)
+			c->idle_next->idle_prev = c->idle_prev;
+		c->idle_next = c->idle_prev = NULL;
+	}
+	c->state = to;
+	if (to == CONN_IDLE) {
+		c->idle_prev = NULL;
+		c->idle_next = p->idle;
+		if (p->idle)
+			p->idle->idle_prev = c;
+		p->idle = c;
+	}
+}
+
 /* A closing connection is out of the heap for good (conn_close took it
  * out), so it can be freed without leaving a timer behind. */
 static void conn_timer(struct conn *c, uint64_t ms)
 {
-	if (!c->closing)
+	if (!conn_closing(c))
 		vl_heap_set(&c->w->timers, &c->timer, vl_now_ms() + ms);
-}
-
-static void idle_remove(struct conn *c)
-{
-	if (!c->idle)
-		return;
-	if (c->idle_prev)
-		c->idle_prev->idle_next = c->idle_next;
-	else
-		c->pool->idle = c->idle_next;
-	if (c->idle_next)
-		c->idle_next->idle_prev = c->idle_prev;
-	c->idle_next = c->idle_prev = NULL;
-	c->idle = false;
 }
 
 static void conn_maybe_free(struct conn *c)
 {
 	struct eng_worker *w = c->w;
 
-	if (!c->closing || c->ops > 0)
+	if (c->state != CONN_CLOSING || c->ops > 0)
 		return;
+	conn_enter(c, CONN_CLOSED);
 	if (c->fd >= 0)
 		close(c->fd);
 	release_held(c);
@@ -488,43 +596,37 @@ static void conn_close(struct conn *c)
 	struct eng_worker *w = c->w;
 	struct pool *p = c->pool;
 
-	if (c->closing)
+	if (conn_closing(c))
 		return;
-	c->closing = true;
-	idle_remove(c);
+	conn_enter(c, CONN_CLOSING); /* off the idle list, if it was there */
 	vl_heap_del(&w->timers, &c->timer);
 	if (c->established)
 		p->nestablished--;
 	p->nconn--;
 	hand_back(c);
-	if (c->connecting && c->tls_fallback) {
-		c->connecting = false;
-		p->nconnecting--; /* and pool_kick below opens the clear one */
-	} else if (c->connecting) {
-		/* Failed before it was usable: pause new attempts so a refusing
-		 * host is not hammered, and if no other session to it works or
-		 * is on its way, what waits gets this failure now (the
-		 * scheduler retries). */
-		c->connecting = false;
+	if (!c->established) {
 		p->nconnecting--;
-		p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
-		if (p->nestablished == 0 && p->nconnecting == 0 && p->qhead)
-			pool_fail_queue(p, &c->s, c->s.fail_stage ? c->s.fail_stage : "connect",
-					c->s.fail_code, c->s.fail_enhanced,
-					c->s.fail_text[0] ? c->s.fail_text : "connection lost");
+		/* Failed before it was usable (unless TLS broke under `may`:
+		 * then pool_kick below opens the clear-text one): pause new
+		 * attempts so a refusing host is not hammered, and if no
+		 * other session to it works or is on its way, what waits
+		 * gets this failure now (the scheduler retries). */
+		if (!c->tls_fallback) {
+			p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
+			if (p->nestablished == 0 && p->nconnecting == 0 && p->qhead)
+				pool_fail_queue(p, &c->s,
+						c->s.fail_stage ? c->s.fail_stage : "connect",
+						c->s.fail_code, c->s.fail_enhanced,
+						c->s.fail_text[0] ? c->s.fail_text : "connection lost");
+		}
 	}
-	/* Ends the pending recv and send. shutdown() rather than an
-	 * async cancel: a cancel scans every request in flight on the ring,
-	 * and ten thousand sessions closing would make that quadratic. A
-	 * connect still in progress is not woken by it: cancel that one. */
-	if (c->s.state == ENG_S_CONNECTING && c->ops) {
-		struct io_uring_sqe *sqe = get_sqe(w);
-		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-		io_uring_sqe_set_data64(sqe, UD(c, OP_CANCEL));
-		c->ops++;
-	} else if (c->fd >= 0 && c->ops) {
+	/* Ends the pending recv and send, and a connect still in flight
+	 * (Linux disconnects a socket in SYN_SENT on shutdown, and the
+	 * connect completes with an error). shutdown() rather than an async
+	 * cancel: a cancel scans every request in flight on the ring, and ten
+	 * thousand sessions closing would make that quadratic. */
+	if (c->fd >= 0 && c->ops)
 		shutdown(c->fd, SHUT_RDWR);
-	}
 	conn_maybe_free(c);
 	if (!w->stopping)
 		pool_kick(w, p);
@@ -605,7 +707,7 @@ static void conn_flush(struct conn *c)
 	struct eng_sess *s = &c->s;
 	bool body = s->body_queued && !c->body_taken;
 
-	if (c->send_busy || c->closing)
+	if (c->send_busy || conn_closing(c))
 		return;
 	vl_buf_reset(&c->sendbuf);
 	c->svn = 0;
@@ -623,11 +725,11 @@ static void conn_flush(struct conn *c)
 				eng_sess_fail(s, eng_sess_stage(s), 0, "", why);
 				hand_back(c);
 			}
-			c->close_after_send = true;
+			conn_enter(c, CONN_DRAINING);
 		}
 		/* A clean end (QUIT answered) says close_notify, which also
 		 * keeps the host's ticket resumable; a failure does not. */
-		if (c->close_after_send && !s->fail_stage && !c->tls_shut) {
+		if (c->state == CONN_DRAINING && !s->fail_stage && !c->tls_shut) {
 			c->tls_shut = true;
 			tls_conn_shutdown(c->tls);
 		}
@@ -652,7 +754,7 @@ static void conn_flush(struct conn *c)
 		submit_send(c);
 		return;
 	}
-	if (c->close_after_send)
+	if (c->state == CONN_DRAINING)
 		conn_close(c);
 }
 
@@ -660,12 +762,11 @@ static void on_send(struct conn *c, int res)
 {
 	c->ops--;
 	c->send_busy = false;
-	if (!c->closing)
-		release_held(c);
-	if (c->closing) {
+	if (conn_closing(c)) {
 		conn_maybe_free(c);
 		return;
 	}
+	release_held(c);
 	if (res < 0) {
 		char why[128];
 		snprintf(why, sizeof why, "send failed: %s", strerror(-res));
@@ -688,13 +789,21 @@ static void on_send(struct conn *c, int res)
 	c->svn = 0;
 	if (c->body_taken && c->s.state != ENG_S_READY)
 		conn_timer(c, eng_sess_timeout(&c->s));
-	if (c->s.out.len || (c->s.body_queued && !c->body_taken) || c->close_after_send)
+	if (c->s.out.len || (c->s.body_queued && !c->body_taken) ||
+	    c->state == CONN_DRAINING)
 		conn_flush(c);
 }
 
 /* ---- session events ---- */
 
 static void conn_act(struct conn *c, enum eng_act act);
+
+/* Leave politely: QUIT, then its reply (or the quit timeout) closes. */
+static void conn_quit(struct conn *c)
+{
+	conn_enter(c, CONN_QUITTING);
+	conn_act(c, eng_sess_quit(&c->s));
+}
 
 /* The session is READY: next message, QUIT, or wait in the pool. */
 static void conn_ready(struct conn *c)
@@ -703,16 +812,13 @@ static void conn_ready(struct conn *c)
 	struct eng_worker *w = c->w;
 
 	hand_back(c);
-	if (c->connecting) {
-		c->connecting = false;
+	if (!c->established) {
 		p->nconnecting--;
 		c->established = true;
 		p->nestablished++;
 	}
 	if (w->stopping || c->s.nmsgs >= p->route.max_messages_per_connection) {
-		eng_sess_quit(&c->s);
-		conn_timer(c, w->cfg->t.quit);
-		conn_flush(c);
+		conn_quit(c);
 		return;
 	}
 	/* A loop, not recursion: messages the peer cannot take (SIZE,
@@ -720,21 +826,16 @@ static void conn_ready(struct conn *c)
 	 * them must not become a deep call chain. */
 	struct eng_msg *m;
 	while ((m = queue_pop(p))) {
-		idle_remove(c);
 		c->body_taken = false;
 		enum eng_act act = eng_sess_start(&c->s, m);
 		if (act != ENG_IDLE) {
+			conn_enter(c, CONN_BUSY);
 			conn_act(c, act);
 			return;
 		}
 		hand_back(c);
 	}
-	c->idle = true;
-	c->idle_prev = NULL;
-	c->idle_next = p->idle;
-	if (p->idle)
-		p->idle->idle_prev = c;
-	p->idle = c;
+	conn_enter(c, CONN_IDLE);
 	conn_timer(c, w->cfg->t.idle);
 	conn_flush(c); /* e.g. an RSET's successor output, if any */
 }
@@ -750,6 +851,7 @@ static void conn_act(struct conn *c, enum eng_act act)
 		conn_flush(c);
 		break;
 	case ENG_STARTTLS:
+		conn_enter(c, CONN_TLS);
 		conn_tls_start(c);
 		break;
 	case ENG_IDLE:
@@ -757,7 +859,7 @@ static void conn_act(struct conn *c, enum eng_act act)
 		break;
 	case ENG_CLOSE:
 		hand_back(c);
-		c->close_after_send = true;
+		conn_enter(c, CONN_DRAINING);
 		conn_flush(c);
 		break;
 	}
@@ -771,7 +873,7 @@ static void conn_fail(struct conn *c, const char *text)
 	/* Opportunistic TLS that breaks is not a reason to defer: like
 	 * Postfix, go again in clear text, and remember the host's broken TLS
 	 * for a while. No message is lost: TLS comes before any transaction. */
-	if (c->s.state == ENG_S_TLS && p->route.tls == TLS_POLICY_MAY) {
+	if (c->state == CONN_TLS && p->route.tls == TLS_POLICY_MAY) {
 		p->may_plain_until = vl_now_ms() + MAY_PLAIN_MS;
 		c->tls_fallback = true;
 		vl_log(VL_LOG_INFO, "engine: %s: %s; policy may: clear text for %d min",
@@ -788,7 +890,7 @@ static void conn_plaintext(struct conn *c, const char *data, size_t len)
 {
 	size_t off = 0;
 
-	while (off < len && !c->closing && !c->close_after_send) {
+	while (off < len && c->state < CONN_DRAINING) {
 		struct eng_reply r;
 		size_t used;
 		int rc = eng_reply_feed(&c->rp, data + off, len - off, &used, &r);
@@ -799,7 +901,7 @@ static void conn_plaintext(struct conn *c, const char *data, size_t len)
 		}
 		if (rc == 0)
 			return;
-		if (c->s.state == ENG_S_TLS) { /* plaintext during a handshake */
+		if (c->state == CONN_TLS) { /* plaintext during a handshake */
 			conn_fail(c, "reply pipelined into the TLS handshake");
 			return;
 		}
@@ -815,7 +917,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 	tls_conn_input(c->tls, data, len);
 	while ((n = tls_conn_read(c->tls, buf, sizeof buf)) > 0) {
 		conn_plaintext(c, buf, (size_t)n);
-		if (c->closing)
+		if (conn_closing(c))
 			return;
 	}
 	SSL_SESSION *ticket = tls_conn_take_session(c->tls);
@@ -829,7 +931,8 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 		conn_fail(c, why);
 		return;
 	}
-	if (c->s.state == ENG_S_TLS && tls_conn_established(c->tls)) {
+	if (c->state == CONN_TLS && tls_conn_established(c->tls)) {
+		conn_enter(c, CONN_SETUP);
 		c->s.tls_on = true;
 		c->s.tls_version = tls_conn_version(c->tls);
 		c->s.tls_cipher = tls_conn_cipher(c->tls);
@@ -837,7 +940,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 		conn_act(c, eng_sess_tls_done(&c->s));
 		return;
 	}
-	if (c->s.state == ENG_S_TLS)
+	if (c->state == CONN_TLS)
 		conn_flush(c); /* more handshake to send */
 }
 
@@ -858,7 +961,6 @@ static void conn_tls_start(struct conn *c)
 static void arm_recv(struct conn *c)
 {
 	vl_ring_recv(&c->w->r, c->fd, UD(c, OP_RECV));
-	c->recv_armed = true;
 	c->ops++;
 }
 
@@ -867,14 +969,12 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	struct eng_worker *w = c->w;
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 
-	if (!more) {
-		c->recv_armed = false;
+	if (!more)
 		c->ops--;
-	}
 	c->ops++; /* hold c while the input is handled */
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-		if (cqe->res > 0 && !c->closing) {
+		if (cqe->res > 0 && !conn_closing(c)) {
 			const char *data = vl_ring_buf(&w->r, bid);
 			if (c->tls)
 				conn_tls_input(c, data, (size_t)cqe->res);
@@ -884,7 +984,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		vl_ring_buf_return(&w->r, bid);
 	}
 	c->ops--;
-	if (c->closing) {
+	if (conn_closing(c)) {
 		conn_maybe_free(c);
 		return;
 	}
@@ -894,7 +994,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 			snprintf(why, sizeof why, "connection closed by the peer");
 		else
 			snprintf(why, sizeof why, "connection lost: %s", strerror(-cqe->res));
-		if (c->s.state == ENG_S_QUIT || c->close_after_send)
+		if (c->state == CONN_QUITTING || c->state == CONN_DRAINING)
 			conn_close(c);
 		else
 			conn_fail(c, why);
@@ -909,7 +1009,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 static void on_connect(struct conn *c, int res)
 {
 	c->ops--;
-	if (c->closing) {
+	if (conn_closing(c)) {
 		conn_maybe_free(c);
 		return;
 	}
@@ -922,6 +1022,7 @@ static void on_connect(struct conn *c, int res)
 	}
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	conn_enter(c, CONN_SETUP);
 	eng_sess_connected(&c->s);
 	conn_timer(c, c->w->cfg->t.greeting);
 	arm_recv(c);
@@ -936,6 +1037,8 @@ static void conn_open(struct eng_worker *w, struct pool *p)
 	c->pool = p;
 	vl_heap_node_init(&c->timer);
 	eng_sess_init(&c->s, w->cfg, &p->route);
+	c->s.id_worker = w->id;
+	c->s.id_conn = ++w->conn_seq;
 	eng_reply_parser_init(&c->rp);
 	vl_buf_init(&c->sendbuf);
 	vl_sockaddr_str(&r->addr, c->s.peer, sizeof c->s.peer);
@@ -944,9 +1047,9 @@ static void conn_open(struct eng_worker *w, struct pool *p)
 		w->all->all_prev = c;
 	w->all = c;
 	w->nconns++;
+	conn_enter(c, CONN_CONNECTING);
 	p->nconn++;
 	p->nconnecting++;
-	c->connecting = true;
 	if (vl_now_ms() < p->may_plain_until)
 		c->s.starttls_refused = true; /* skip STARTTLS, as if refused */
 	c->fd = socket(r->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -976,11 +1079,8 @@ static void conn_open(struct eng_worker *w, struct pool *p)
  * queue grows, up to the host's cap. */
 static void pool_kick(struct eng_worker *w, struct pool *p)
 {
-	while (p->qhead && p->idle) {
-		struct conn *c = p->idle;
-		idle_remove(c);
-		conn_ready(c); /* takes from the queue itself */
-	}
+	while (p->qhead && p->idle)
+		conn_ready(p->idle); /* takes from the queue itself */
 	if (w->stopping)
 		return;
 	if (vl_now_ms() < p->no_open_until) {
@@ -1002,13 +1102,12 @@ static void on_timeout(struct conn *c)
 {
 	char why[128];
 
-	switch (c->s.state) {
-	case ENG_S_READY: /* idle too long: leave politely */
-		idle_remove(c);
-		conn_act(c, eng_sess_quit(&c->s));
+	switch (c->state) {
+	case CONN_IDLE: /* unused too long: leave politely */
+		conn_quit(c);
 		return;
-	case ENG_S_QUIT:
-	case ENG_S_CLOSED:
+	case CONN_QUITTING:
+	case CONN_DRAINING:
 		conn_close(c);
 		return;
 	default:
@@ -1104,11 +1203,8 @@ static void begin_stop(struct eng_worker *w)
 	for (size_t i = 0; i < w->npools_cap; i++)
 		for (struct pool *p = w->pools[i]; p; p = p->hnext) {
 			pool_fail_queue(p, NULL, "queue", 0, "", "the engine is shutting down");
-			while (p->idle) {
-				struct conn *c = p->idle;
-				idle_remove(c);
-				conn_act(c, eng_sess_quit(&c->s));
-			}
+			while (p->idle)
+				conn_quit(p->idle);
 		}
 }
 
@@ -1146,8 +1242,7 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 	case OP_CONNECT: on_connect(p, cqe->res); break;
 	case OP_RECV: on_recv(p, cqe); break;
 	case OP_SEND: on_send(p, cqe->res); break;
-	case OP_LINK_TIMEOUT:
-	case OP_CANCEL: {
+	case OP_LINK_TIMEOUT: {
 		struct conn *c = p;
 		c->ops--;
 		conn_maybe_free(c);
@@ -1194,7 +1289,7 @@ int eng_worker_run(struct eng_worker *w)
 			if (vl_now_ms() > w->stop_deadline)
 				for (struct conn *c = w->all, *next; c; c = next) {
 					next = c->all_next;
-					if (!c->closing)
+					if (!conn_closing(c))
 						conn_fail(c, "the engine is shutting down");
 				}
 			if (w->nconns == 0) {

@@ -1,6 +1,8 @@
 /* engine: the SMTP client session state machine, driven by scripted
  * replies; what it writes is checked byte for byte. */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../../engine/engine_int.h"
@@ -328,4 +330,91 @@ Test(eng_session, recipients_split_over_transactions)
 	t->m.first_ += t->m.count_;
 	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n");
 	t_free(t);
+}
+
+Test(eng_session, state_names)
+{
+	for (int a = 0; a < ENG_S_COUNT; a++) {
+		const char *n = eng_sess_state_name((enum eng_state)a);
+		cr_assert(n && n[0] && strcmp(n, "?") != 0, "state %d has no name", a);
+		for (int b = 0; b < a; b++)
+			cr_assert_str_neq(n, eng_sess_state_name((enum eng_state)b));
+	}
+	cr_assert_str_eq(eng_sess_state_name(ENG_S_EHLO), "EHLO");
+	cr_assert_str_eq(eng_sess_state_name(ENG_S_COUNT), "?");
+	cr_assert_str_eq(eng_sess_state_name((enum eng_state)-1), "?");
+}
+
+Test(eng_session, transitions)
+{
+	/* the handshake, one transaction, QUIT */
+	static const enum eng_state path[] = {
+		ENG_S_CONNECTING, ENG_S_BANNER, ENG_S_EHLO, ENG_S_STARTTLS, ENG_S_TLS,
+		ENG_S_EHLO, ENG_S_AUTH_USER, ENG_S_AUTH_PASS, ENG_S_AUTH, ENG_S_READY,
+		ENG_S_TXN, ENG_S_BODY, ENG_S_READY, ENG_S_TXN, ENG_S_RSET, ENG_S_READY,
+		ENG_S_QUIT, ENG_S_CLOSED,
+	};
+	for (size_t i = 1; i < sizeof path / sizeof *path; i++)
+		cr_assert(eng_sess_transition_ok(path[i - 1], path[i]), "%s -> %s",
+			  eng_sess_state_name(path[i - 1]), eng_sess_state_name(path[i]));
+	for (int a = 0; a < ENG_S_COUNT; a++) {
+		cr_assert(eng_sess_transition_ok((enum eng_state)a, ENG_S_CLOSED),
+			  "every state may fail");
+		cr_assert(eng_sess_transition_ok((enum eng_state)a, (enum eng_state)a));
+	}
+	cr_assert_not(eng_sess_transition_ok(ENG_S_BANNER, ENG_S_TXN));
+	cr_assert_not(eng_sess_transition_ok(ENG_S_TLS, ENG_S_READY), "EHLO again first");
+	cr_assert_not(eng_sess_transition_ok(ENG_S_EHLO, ENG_S_TXN));
+	cr_assert_not(eng_sess_transition_ok(ENG_S_QUIT, ENG_S_READY));
+	cr_assert_not(eng_sess_transition_ok(ENG_S_CLOSED, ENG_S_BANNER));
+	cr_assert_not(eng_sess_transition_ok(ENG_S_READY, ENG_S_COUNT));
+}
+
+/* At debug level every state change is one line; at info level none. */
+static char *session_log(enum vl_log_level lvl)
+{
+	static char log[8192];
+	cr_redirect_stderr();
+	vl_log_set_level(lvl);
+	struct t *t = t_new(TLS_POLICY_NONE, 1);
+	t->s.id_worker = 1;
+	t->s.id_conn = 42;
+	snprintf(t->s.peer, sizeof t->s.peer, "127.0.0.1:25");
+	hello(t, "250-mx\r\n250 PIPELINING\r\n");
+	start(t);
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "354 go\r\n");
+	reply(t, "250 ok\r\n");
+	eng_sess_quit(&t->s);
+	reply(t, "221 bye\r\n");
+	t_free(t);
+	fflush(stderr);
+	FILE *f = cr_get_redirected_stderr();
+	fclose(stderr); /* the pipe's writing end: read to its end */
+	size_t n = fread(log, 1, sizeof log - 1, f);
+	log[n] = '\0';
+	return log;
+}
+
+Test(eng_session, state_log_at_debug_level)
+{
+	const char *log = session_log(VL_LOG_DEBUG);
+	static const char *const want[] = {
+		"conn 1.42 127.0.0.1:25: state BANNER -> EHLO\n",
+		"state EHLO -> READY\n", "state READY -> TXN\n", "state TXN -> BODY\n",
+		"state BODY -> READY\n", "state READY -> QUIT\n", "state QUIT -> CLOSED\n",
+	};
+	const char *at = log;
+	for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+		const char *hit = strstr(at, want[i]);
+		cr_assert(hit, "no '%s' in order in:\n%s", want[i], log);
+		at = hit;
+	}
+	cr_assert_null(strstr(log, "illegal"), "%s", log);
+}
+
+Test(eng_session, no_state_log_at_info_level)
+{
+	cr_assert_str_eq(session_log(VL_LOG_INFO), "");
 }
