@@ -20,8 +20,6 @@ static void push(struct eng_iov *b, const void *p, size_t n)
 	if (b->n == b->cap) {
 		b->cap = b->cap ? b->cap * 2 : 16;
 		b->v = vl_realloc(b->v, b->cap * sizeof *b->v);
-		if (!b->v)
-			abort();
 	}
 	b->v[b->n++] = (struct iovec){.iov_base = (void *)p, .iov_len = n};
 	b->bytes += n;

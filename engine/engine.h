@@ -1,7 +1,8 @@
 /*
  * engine: the delivery engine. Worker threads, each with its own io_uring,
  * deliver messages over pooled SMTP client sessions: one pool per
- * destination host (address, port, source address, TLS policy), pipelined
+ * destination host (address, port, source address, TLS policy, AUTH
+ * user), pipelined
  * commands, STARTTLS over OpenSSL memory BIOs, AUTH inside TLS, BDAT when
  * offered. Every recipient of every message submitted gets exactly one
  * result, then the message gets its done call. Prefix: eng_.
@@ -27,7 +28,7 @@ struct eng_timeouts {
 	uint64_t mail;       /* MAIL: 5 min */
 	uint64_t rcpt;       /* RCPT: 5 min */
 	uint64_t data;       /* DATA initiation (354): 2 min */
-	uint64_t data_block; /* sending the body: 3 min per write */
+	uint64_t data_block; /* sending the body, all of it: 3 min */
 	uint64_t data_term;  /* reply after the final dot: 10 min */
 	uint64_t idle;       /* an unused pooled session is closed after: 10 s */
 	uint64_t quit;       /* reply to QUIT before closing anyway: 5 s */
@@ -70,7 +71,8 @@ struct eng_result {
 	const char *enhanced;     /* "5.1.1" or "" */
 	const char *text;         /* reply text, or what went wrong */
 	const char *stage;        /* connect, greeting, ehlo, starttls, tls,
-				   * auth, mail, rcpt, data, dot, size */
+				   * auth, mail, rcpt, data, dot, size; queue:
+				   * the engine stopped before it was sent */
 	bool maybe_delivered;     /* no answer to the final dot: the peer may
 				   * have the message; a retry may duplicate */
 	const char *peer;         /* "127.0.0.1:2525" */

@@ -1,9 +1,11 @@
 /*
- * An engine worker: one thread, one io_uring, its own pools and sessions.
- * Connect with a linked timeout, sendmsg with iovecs (commands, then the
- * body's own memory), multishot recv into a provided buffer ring, timers
- * from a heap, and an inbox other threads push messages into (a lock-free
- * MPSC list woken by an eventfd read on the ring).
+ * An engine worker: one thread, one io_uring, its own pools and
+ * connections (each a lifecycle machine, enum conn_state, under its SMTP
+ * session's). Connect with a linked timeout, sendmsg with iovecs
+ * (commands, then the body's own memory), multishot recv into a provided
+ * buffer ring, timers from a heap, and an inbox other threads push
+ * messages into (a lock-free MPSC list woken by an eventfd read on the
+ * ring).
  */
 #include "engine_int.h"
 
@@ -29,11 +31,9 @@
 #define POOL_RETRY_MS 1000 /* no new connection this soon after one failed */
 #define MAY_PLAIN_MS 600000 /* how long a host's broken TLS is remembered */
 
-/* OP_DNS: the resolver's own SQEs (dns_new's tag), handed to dns_on_cqe */
+/* user_data = vl_ud(pointer, op). OP_DNS: the resolver's own SQEs
+ * (dns_new's tag), handed to dns_on_cqe. */
 enum op { OP_DNS = 0, OP_CONNECT, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_WAKE, OP_TICK };
-#define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
-#define UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
-#define UD_OP(u) ((enum op)((u) & 7))
 
 struct pool;
 
@@ -641,8 +641,6 @@ static void sv_push(struct conn *c, void *p, size_t n)
 	if (c->svn == c->svcap) {
 		c->svcap = c->svcap ? c->svcap * 2 : 8;
 		c->sv = vl_realloc(c->sv, c->svcap * sizeof *c->sv);
-		if (!c->sv)
-			abort();
 	}
 	c->sv[c->svn++] = (struct iovec){.iov_base = p, .iov_len = n};
 }
@@ -655,7 +653,7 @@ static void submit_send(struct conn *c)
 	c->mh.msg_iov = c->sv;
 	c->mh.msg_iovlen = c->svn;
 	io_uring_prep_sendmsg(sqe, c->fd, &c->mh, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, UD(c, OP_SEND));
+	io_uring_sqe_set_data64(sqe, vl_ud(c, OP_SEND));
 	c->send_busy = true;
 	c->ops++;
 }
@@ -960,7 +958,7 @@ static void conn_tls_start(struct conn *c)
 
 static void arm_recv(struct conn *c)
 {
-	vl_ring_recv(&c->w->r, c->fd, UD(c, OP_RECV));
+	vl_ring_recv(&c->w->r, c->fd, vl_ud(c, OP_RECV));
 	c->ops++;
 }
 
@@ -1063,13 +1061,13 @@ static void conn_open(struct eng_worker *w, struct pool *p)
 	}
 	struct io_uring_sqe *sqe = get_sqe(w);
 	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&r->addr, r->addrlen);
-	io_uring_sqe_set_data64(sqe, UD(c, OP_CONNECT));
+	io_uring_sqe_set_data64(sqe, vl_ud(c, OP_CONNECT));
 	sqe->flags |= IOSQE_IO_LINK;
 	c->connect_ts.tv_sec = (long long)(w->cfg->t.connect / 1000);
 	c->connect_ts.tv_nsec = (long long)(w->cfg->t.connect % 1000) * 1000000;
 	sqe = get_sqe(w);
 	io_uring_prep_link_timeout(sqe, &c->connect_ts, 0);
-	io_uring_sqe_set_data64(sqe, UD(c, OP_LINK_TIMEOUT));
+	io_uring_sqe_set_data64(sqe, vl_ud(c, OP_LINK_TIMEOUT));
 	c->ops += 2;
 	/* The linked timeout covers the connect; the heap is a backstop. */
 	conn_timer(c, w->cfg->t.connect + 1000);
@@ -1184,7 +1182,7 @@ static void arm_wake(struct eng_worker *w)
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	io_uring_prep_read(sqe, w->efd, &w->efd_val, sizeof w->efd_val, 0);
-	io_uring_sqe_set_data64(sqe, UD(w, OP_WAKE));
+	io_uring_sqe_set_data64(sqe, vl_ud(w, OP_WAKE));
 }
 
 static void arm_tick(struct eng_worker *w)
@@ -1192,7 +1190,7 @@ static void arm_tick(struct eng_worker *w)
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
-	io_uring_sqe_set_data64(sqe, UD(w, OP_TICK));
+	io_uring_sqe_set_data64(sqe, vl_ud(w, OP_TICK));
 }
 
 /* Stop: queued messages fail now, idle sessions QUIT, busy ones get until
@@ -1230,11 +1228,11 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
 	struct eng_worker *w = arg;
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
-	void *p = UD_PTR(ud);
+	void *p = vl_ud_ptr(ud);
 
 	if (!p)
 		return;
-	switch (UD_OP(ud)) {
+	switch ((enum op)vl_ud_op(ud)) {
 	case OP_DNS:
 		if (w->dns)
 			dns_on_cqe(w->dns, cqe);
