@@ -13,7 +13,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$T"; }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(python3 -c 'from tests.e2e.util import free_port; print(free_port())')
 "$B/volley-sink" --listen "127.0.0.1:$PORT" --tls --quiet >/dev/null &
 PIDS+=($!)
 "$B/volley" dkim keygen --domain example.com --selector ed --algorithm ed25519 --out "$T" >/dev/null
@@ -43,8 +43,7 @@ EOF
 	for _ in $(seq 200); do [ -S "$dir/data/volley.sock" ] && break; sleep 0.05; done
 	python3 - "$dir/data/volley.sock" "$T/job.ndjson" "$N" "$1" <<'EOF'
 import json, sys, time
-sys.path.insert(0, "tests/e2e")
-from daemon import UnixHTTPConnection
+from tests.e2e.daemon import UnixHTTPConnection
 sock, path, n, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 def req(m, p, body=None, h=None):
     c = UnixHTTPConnection(sock, timeout=120)

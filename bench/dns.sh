@@ -15,8 +15,7 @@ export DOMAINS=${DOMAINS:-10000} HOSTS=${HOSTS:-100} LOOKUPS=${LOOKUPS:-100000}
 export INFLIGHT=${INFLIGHT:-500} RUNS=${RUNS:-3} VOLLEY_BUILD="$B"
 exec python3 - <<'EOF'
 import json, os, statistics, subprocess, sys
-sys.path.insert(0, "tests/e2e")
-import dnsctl
+from tests.e2e import dnsctl
 
 n, hosts, lookups = int(os.environ["DOMAINS"]), int(os.environ["HOSTS"]), int(os.environ["LOOKUPS"])
 inflight, runs = os.environ["INFLIGHT"], int(os.environ["RUNS"])

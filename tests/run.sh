@@ -48,9 +48,9 @@ echo "unit: $up passed, $uf failed"
 passed=$((passed + up))
 failed=$((failed + uf))
 
-suite e2e python3 tests/e2e/run.py
-suite stress python3 tests/stress/many_conns.py
-suite crash python3 tests/stress/crash.py
+suite e2e python3 -m tests.e2e.run
+suite stress python3 -m tests.stress.many_conns
+suite crash python3 -m tests.stress.crash
 
 echo
 echo "$passed passed, $failed failed"

@@ -8,35 +8,21 @@ VolleydTest unittest base class: start_daemon() with automatic cleanup.
 Every wait is bounded; every process started is stopped by PID.
 """
 
-import atexit
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
-import time
 import unittest
 
-from sinkctl import REPO, _die_with_parent
+from . import util
 
-BUILD = os.environ.get("VOLLEY_BUILD") or "build"
-VOLLEYD = os.path.abspath(os.environ.get("VOLLEYD") or os.path.join(REPO, BUILD, "volleyd"))
-VOLLEY = os.path.abspath(os.environ.get("VOLLEY_CLI") or os.path.join(REPO, BUILD, "volley"))
+VOLLEYD = util.build_path("volleyd", "VOLLEYD")
+VOLLEY = util.build_path("volley", "VOLLEY_CLI")
 
 START_WAIT = 10.0
 STOP_WAIT = 10.0
-_live = set()
-
-
-def _kill_live():
-    for d in list(_live):
-        d.stop()
-
-
-atexit.register(_kill_live)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -72,11 +58,12 @@ class Volleyd:
 
     def __init__(self, data_dir=None, config=None, args=(), env=None):
         self.own_dir = data_dir is None
-        self.data_dir = data_dir or tempfile.mkdtemp(prefix="volleyd-")
+        self.data_dir = data_dir or util.tempdir("volleyd-")
         self.config = config
         self.args = list(args)
         self.env = env
         self.proc = None
+        self.log = None
         self.sock = os.path.join(self.data_dir, "volley.sock")
         self.log_path = os.path.join(self.data_dir, "volleyd.log")
 
@@ -95,26 +82,27 @@ class Volleyd:
         cmd += self.args
         env = dict(os.environ)
         env.update(self.env or {})
+        self._close_log()
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=env, preexec_fn=_die_with_parent)
-        _live.add(self)
+        self.proc = util.start(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if wait:
             self.wait_ready()
         return self
 
-    def wait_ready(self):
-        deadline = time.monotonic() + START_WAIT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("volleyd exited %d: %s" % (self.proc.returncode, self.output()))
-            try:
-                if self.request("GET", "/v1/health", timeout=1.0).status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("volleyd did not answer within %.0fs: %s" % (START_WAIT, self.output()))
+    def _healthy(self):
+        try:
+            return self.request("GET", "/v1/health", timeout=1.0).status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout=START_WAIT):
+        """Until /v1/health answers 200 (bounded); RuntimeError if volleyd
+        exits or stays silent."""
+        if util.wait_until(self._healthy, timeout, proc=self.proc):
+            return
+        if self.proc.poll() is not None:
+            raise RuntimeError("volleyd exited %d: %s" % (self.proc.returncode, self.output()))
+        raise RuntimeError("volleyd did not answer within %.0fs: %s" % (timeout, self.output()))
 
     def output(self):
         try:
@@ -152,31 +140,24 @@ class Volleyd:
         d = os.path.join(self.data_dir, "tmp")
         return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
-    def kill9(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(STOP_WAIT)
-        _live.discard(self)
+    def _close_log(self):
+        if self.log:
+            self.log.close()
+            self.log = None
 
-    def stop(self, sig=signal.SIGTERM):
-        """Stop by PID; returns the exit code (SIGKILL after STOP_WAIT)."""
-        rc = None
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                rc = self.proc.wait(STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_WAIT)
-        elif self.proc:
-            rc = self.proc.returncode
-        _live.discard(self)
+    def kill9(self):
+        self.stop(signal.SIGKILL)
+
+    def stop(self, sig=signal.SIGTERM, wait=STOP_WAIT):
+        """Stop by PID; returns the exit code (SIGKILL after wait seconds)."""
+        rc = util.stop(self.proc, sig, wait) if self.proc else None
+        self._close_log()
         return rc
 
     def cleanup(self):
         self.stop()
         if self.own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+            util.remove_dir(self.data_dir)
 
 
 def simple_job(n=3, domain="example.net", **extra):
@@ -205,23 +186,23 @@ class VolleydTest(unittest.TestCase):
 
     def wait_done(self, d, jid, timeout=30):
         """The job's JSON once it is done (bounded)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            j = d.request("GET", "/v1/jobs/" + jid).json()
-            if j["done"]:
-                return j
-            time.sleep(0.05)
-        self.fail("job %s not done in %ds: %s" % (jid, timeout, j))
+        last = []
+
+        def done():
+            last[:] = [d.request("GET", "/v1/jobs/" + jid).json()]
+            return last[0] if last[0]["done"] else None
+
+        j = util.wait_until(done, timeout, 0.05)
+        if not j:
+            self.fail("job %s not done in %ds: %s" % (jid, timeout, last[-1]))
+        return j
 
     def wait_for(self, what, fn, timeout=20):
         """fn()'s first true value within timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            v = fn()
-            if v:
-                return v
-            time.sleep(0.05)
-        self.fail("waited %ds for %s" % (timeout, what))
+        v = util.wait_until(fn, timeout, 0.05)
+        if not v:
+            self.fail("waited %ds for %s" % (timeout, what))
+        return v
 
     def assertError(self, r, status, code=None, field=None):
         self.assertEqual(r.status, status, r)

@@ -13,58 +13,24 @@ resolve    runs build/volley-resolve and parses its JSON lines.
 Every address is on 127.0.0.0/8; every wait is bounded.
 """
 
-import atexit
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-RESOLVE = os.path.abspath(os.environ.get("VOLLEY_RESOLVE") or
-                          os.path.join(REPO, os.environ.get("VOLLEY_BUILD") or "build",
-                                       "volley-resolve"))
+from . import util
+
+RESOLVE = util.build_path("volley-resolve", "VOLLEY_RESOLVE")
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
 START_WAIT = 15.0
 STOP_WAIT = 5.0
 
 T_A, T_NS, T_CNAME, T_SOA, T_MX, T_AAAA, T_OPT, T_TLSA = 1, 2, 5, 6, 15, 28, 41, 52
-
-_live = set()
-
-
-def _stop_all():
-    for s in list(_live):
-        s.stop()
-
-
-atexit.register(_stop_all)
-
-
-def free_port(host="127.0.0.1", tries=50):
-    """A port free for both UDP and TCP on host."""
-    for _ in range(tries):
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind((host, 0))
-        port = u.getsockname()[1]
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind((host, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-            u.close()
-    raise RuntimeError("no free port")
-
 
 # ---- wire format ----
 
@@ -153,15 +119,17 @@ SOA = "3600 IN SOA ns.{z} hostmaster.{z} 1 3600 600 86400 300"
 
 
 class Unbound:
-    """unbound serving zones {zone: [local-data lines]} on a free port."""
+    """unbound serving zones {zone: [local-data lines]} on port, else on a
+    free one."""
 
-    def __init__(self, zones, threads=1, extra=""):
+    def __init__(self, zones, threads=1, extra="", port=None):
         self.zones = zones
         self.threads = threads
         self.extra = extra
         self.proc = None
         self.dir = None
         self.port = None
+        self.fixed_port = port
 
     @property
     def server(self):
@@ -199,23 +167,18 @@ class Unbound:
         return "\n".join(lines) + "\n"
 
     def start(self):
-        self.dir = tempfile.mkdtemp(prefix="volley-unbound-")
-        self.port = free_port()
+        self.dir = util.tempdir("volley-unbound-")
+        self.port = self.fixed_port or util.free_port(udp=True)
         self.conf = os.path.join(self.dir, "unbound.conf")
         with open(self.conf, "w") as f:
             f.write(self.config())
         self.log = open(os.path.join(self.dir, "stderr"), "w+")
-        self.proc = subprocess.Popen([UNBOUND, "-d", "-c", self.conf], stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        _live.add(self)
+        self.proc = util.start([UNBOUND, "-d", "-c", self.conf], stdout=self.log,
+                               stderr=subprocess.STDOUT)
         zone = next(iter(self.zones))
-        deadline = time.monotonic() + START_WAIT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if udp_query(self.server, zone, T_SOA, 0.3):
-                return self
-            time.sleep(0.05)
+        if util.wait_until(lambda: udp_query(self.server, zone, T_SOA, 0.3), START_WAIT,
+                           0.05, proc=self.proc):
+            return self
         self.log.seek(0)
         err = self.log.read()
         self.stop()
@@ -238,17 +201,11 @@ class Unbound:
         return int(self.stats().get("total.num.queries", -1))
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_WAIT)
-        _live.discard(self)
+        if self.proc:
+            util.stop(self.proc, wait=STOP_WAIT)
         if self.dir:
             self.log.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
+            util.remove_dir(self.dir)
             self.dir = None
 
     def __enter__(self):
@@ -274,7 +231,7 @@ class FakeDNS:
     """
 
     def __init__(self):
-        self.port = free_port()
+        self.port = util.free_port(udp=True)
         self.queries = []
         self.stopping = False
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -295,7 +252,6 @@ class FakeDNS:
     def start(self):
         for t in self.threads:
             t.start()
-        _live.add(self)
         return self
 
     def stop(self):
@@ -304,7 +260,6 @@ class FakeDNS:
             t.join(2)
         self.udp.close()
         self.tcp.close()
-        _live.discard(self)
 
     def __enter__(self):
         return self.start()
@@ -418,14 +373,12 @@ class Blackhole:
 
     def start(self):
         self.thread.start()
-        _live.add(self)
         return self
 
     def stop(self):
         self.stopping = True
         self.thread.join(2)
         self.sock.close()
-        _live.discard(self)
 
     def __enter__(self):
         return self.start()

@@ -1,17 +1,30 @@
 #!/usr/bin/env python3
-"""Run the volley-sink end-to-end tests.
+"""Run the end-to-end tests.
 
-    tests/e2e/run.py [FILTER...]
+    python3 -m tests.e2e.run [FILTER...]     (from the repository root)
+    python3 tests/e2e/run.py [FILTER...]     (the same, from anywhere)
 
-A FILTER selects the tests whose id (module.Class.test) contains it.
+A FILTER selects the tests whose id (tests.e2e.module.Class.test) contains it.
 The last line is `e2e: N passed, N failed[, N skipped]`; exit 0 iff none failed.
-Binary: $VOLLEY_SINK, default <repo>/build/volley-sink.
+The build: $VOLLEY_BUILD (default build/); volley-sink: $VOLLEY_SINK, default
+the build's.
+
+tests/ is a package whose modules import each other relatively from the
+repository root: started as a file, this runs itself again as the module
+tests.e2e.run with the root on PYTHONPATH (-P: the current folder is not).
 """
 
 import os
-import signal
 import sys
 import unittest
+
+if __name__ == "__main__" and not __package__:
+    _root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "tests.e2e.run", *sys.argv[1:]],
+              dict(os.environ, PYTHONPATH=os.pathsep.join(
+                  filter(None, [_root, os.environ.get("PYTHONPATH")]))))
+
+from . import sinkctl, util  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,16 +55,12 @@ class Result(unittest.TextTestResult):
 
 
 def main(filters):
-    sys.path.insert(0, HERE)
-    import sinkctl
-    # SIGTERM runs atexit too, so no sink outlives the runner
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not os.access(sinkctl.BINARY, os.X_OK):
         print("e2e: no executable volley-sink at %s (run make, or set VOLLEY_SINK)"
               % sinkctl.BINARY)
         print("e2e: 0 passed, 1 failed")
         return 1
-    found = unittest.TestLoader().discover(HERE, pattern="test_*.py", top_level_dir=HERE)
+    found = unittest.TestLoader().discover(HERE, pattern="test_*.py", top_level_dir=util.REPO)
     tests = [t for t in tests_of(found) if not filters or any(f in t.id() for f in filters)]
     if not tests:
         print("e2e: no test matches %s" % " ".join(filters))
@@ -69,4 +78,4 @@ def main(filters):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(util.run_main(main, sys.argv[1:]))

@@ -12,31 +12,22 @@ run_drive  runs volley-drive (the engine's harness) to completion, bounded in
 Every network address is on 127.0.0.0/8; every wait is bounded.
 """
 
-import atexit
-import ctypes
 import json
 import os
 import re
 import select
-import shutil
-import signal
 import smtplib
 import socket
 import ssl
 import struct
 import subprocess
-import tempfile
 import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-BINARY = os.path.abspath(os.environ.get("VOLLEY_SINK") or
-                         os.path.join(REPO, "build", "volley-sink"))
-# volley-drive: $VOLLEY_DRIVE, else $VOLLEY_BUILD (build/ or build/asan/)
-DRIVE = os.path.abspath(os.environ.get("VOLLEY_DRIVE") or
-                        os.path.join(REPO, os.environ.get("VOLLEY_BUILD") or "build",
-                                     "volley-drive"))
+from . import util
+
+BINARY = util.build_path("volley-sink", "VOLLEY_SINK")
+DRIVE = util.build_path("volley-drive", "VOLLEY_DRIVE")
 
 START_WAIT = 15.0     # seconds for the sink to listen (a loaded machine, ASan)
 STOP_WAIT = 5.0       # seconds between SIGTERM and SIGKILL
@@ -51,62 +42,12 @@ EXTENSIONS = {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8",
               "ENHANCEDSTATUSCODES", "CHUNKING"}
 ENH_RE = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
 
-_live = set()         # every Sink not yet stopped, for atexit
-
-
-def _kill_live():
-    for sink in list(_live):
-        sink.stop()
-
-
-atexit.register(_kill_live)
-
-
-def _die_with_parent():
-    """preexec_fn: the sink gets SIGKILL if the test process dies."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _proc_hex(host, port):
-    addr = struct.unpack("<I", socket.inet_aton(host))[0]
-    return "%08X:%04X" % (addr, port)
-
-
-def _listening(host, port):
-    """True if a socket listens on host:port (or *:port); None if unknown."""
-    want = {_proc_hex(host, port), _proc_hex("0.0.0.0", port)}
-    try:
-        with open("/proc/net/tcp") as f:
-            rows = [line.split() for line in f.readlines()[1:]]
-    except OSError:
-        return None
-    return any(r[1] in want and r[3] == "0A" for r in rows)
-
-
-def free_port(hosts=(DEFAULT_HOST,), tries=50):
-    """A TCP port free on every one of hosts."""
-    for _ in range(tries):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port on %s" % (hosts,))
-
 
 def run_once(*args, timeout=5.0):
     """Run the binary to completion (usage errors): (rc, stdout, stderr)."""
     try:
         p = subprocess.run([BINARY, *args], capture_output=True, text=True,
-                           timeout=timeout, preexec_fn=_die_with_parent)
+                           timeout=timeout, preexec_fn=util.die_with_parent)
         return p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired as e:
         return None, e.stdout or "", e.stderr or ""
@@ -150,13 +91,16 @@ class Message:
 
 
 class Sink:
-    """One volley-sink process. Use as a context manager or call stop()."""
+    """One volley-sink process. Use as a context manager or call stop().
+    port: listen there (the same on every one of hosts), else on a free one;
+    parent: the folder of its temporary directory (maildir, stdout, stderr)."""
 
-    def __init__(self, *args, hosts=(DEFAULT_HOST,), maildir=True):
+    def __init__(self, *args, hosts=(DEFAULT_HOST,), maildir=True, port=None, parent=None):
         self.args, self.hosts = [str(a) for a in args], tuple(hosts)
-        self.dir = tempfile.mkdtemp(prefix="volley-e2e-")
+        self.dir = util.tempdir("volley-e2e-", dir=parent)
         self.maildir = os.path.join(self.dir, "maildir") if maildir else None
         self.proc, self.port, self.returncode = None, None, None
+        self.fixed_port = port
         self._seen = set()
 
     @property
@@ -172,7 +116,7 @@ class Sink:
             raise RuntimeError("no executable volley-sink at %s" % BINARY)
         if self.maildir:
             os.makedirs(self.maildir, exist_ok=True)
-        for _ in range(attempts):
+        for _ in range(1 if self.fixed_port else attempts):
             if self._start_once():
                 return self
             if self.returncode != 1:       # 1: address in use, try another
@@ -189,54 +133,25 @@ class Sink:
         return argv + self.args
 
     def _start_once(self):
-        self.port = free_port(self.hosts)
+        self.port = self.fixed_port or util.free_port(self.hosts)
         with open(self._path("stdout"), "wb") as out, \
                 open(self._path("stderr"), "wb") as err:
-            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err,
-                                         preexec_fn=_die_with_parent)
-        _live.add(self)
-        deadline = time.monotonic() + START_WAIT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.returncode = self.proc.returncode
-                _live.discard(self)
-                return False
-            if all(self._ready(h) for h in self.hosts):
-                return True
-            time.sleep(0.02)
-        self.stop()
+            self.proc = util.start(self.argv(), stdout=out, stderr=err)
+        # No probe connection: the counters and --max-conns stay exact.
+        if util.wait_port(self.hosts, self.port, START_WAIT, proc=self.proc):
+            return True
+        self.stop()     # exited (its status tells why), or too slow
         return False
 
-    def _ready(self, host):
-        """Listening, seen in /proc/net/tcp: no probe connection, so the
-        counters and --max-conns stay exact. Falls back to a connect probe."""
-        state = _listening(host, self.port)
-        if state is not None:
-            return state
-        try:
-            socket.create_connection((host, self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self):
-        """SIGTERM, SIGKILL after STOP_WAIT; returns the exit status."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_WAIT)
+    def stop(self, wait=STOP_WAIT):
+        """SIGTERM, SIGKILL after wait seconds; returns the exit status."""
         if self.proc is not None:
-            self.returncode = self.proc.returncode
-        _live.discard(self)
+            self.returncode = util.stop(self.proc, wait=wait)
         return self.returncode
 
     def cleanup(self):
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        util.remove_dir(self.dir)
 
     def finish(self):
         """cleanup(), then fail if stderr held a sanitizer report (make asan)."""
@@ -312,12 +227,13 @@ class Sink:
 
     def new_messages(self, count=0, wait=2.0):
         """Messages not returned before; waits (bounded) for at least count."""
-        deadline = time.monotonic() + wait
-        while True:
-            fresh = [m for m in self.messages() if m.id not in self._seen]
-            if len(fresh) >= count or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+        fresh = []
+
+        def enough():
+            fresh[:] = [m for m in self.messages() if m.id not in self._seen]
+            return len(fresh) >= count
+
+        util.wait_until(enough, wait)
         self._seen.update(m.id for m in fresh)
         return fresh
 
@@ -506,9 +422,7 @@ class SinkTest(unittest.TestCase):
         return sink.start()
 
     def tempdir(self):
-        d = tempfile.mkdtemp(prefix="volley-e2e-")
-        self.addCleanup(shutil.rmtree, d, True)
-        return d
+        return util.tempdir("volley-e2e-", cleanup=self.addCleanup)
 
     def connect(self, sink=None, host=None, greet=True):
         c = (sink or self.sink).connect(host)
@@ -625,17 +539,15 @@ def run_drive(*args, timeout=DRIVE_WAIT, results=True):
         raise RuntimeError("no executable volley-drive at %s" % DRIVE)
     argv = [DRIVE] + (["--results"] if results else []) + [str(a) for a in args]
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=timeout, preexec_fn=util.die_with_parent)
+    except subprocess.TimeoutExpired as e:     # run() killed it by PID
         raise AssertionError("volley-drive did not finish within %.0f s: %s\nstderr: %s"
-                             % (timeout, " ".join(argv), err.decode("utf-8", "replace")[-2000:]))
-    return DriveRun(argv, proc.returncode, out.decode("utf-8", "replace"),
-                    err.decode("utf-8", "replace"), time.monotonic() - t0)
+                             % (timeout, " ".join(argv),
+                                (e.stderr or b"").decode("utf-8", "replace")[-2000:]))
+    return DriveRun(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
+                    p.stderr.decode("utf-8", "replace"), time.monotonic() - t0)
 
 
 def make_cert(directory, name, cn, san):

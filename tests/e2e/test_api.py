@@ -4,14 +4,13 @@ idempotency, the TCP listener's token, disk full."""
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import tempfile
 import time
 import unittest
 
-from daemon import VOLLEYD, Volleyd, VolleydTest, simple_job
+from . import util
+from .daemon import VOLLEYD, Volleyd, VolleydTest, simple_job
 
 
 def ndjson(job, recipients):
@@ -331,9 +330,7 @@ class BadInput(VolleydTest):
         self.wait_clean()
 
     def wait_clean(self):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.d.tmp_on_disk():
-            time.sleep(0.05)
+        util.wait_until(lambda: not self.d.tmp_on_disk(), 10, 0.05)
         self.assertEqual(self.d.tmp_on_disk(), [])
         self.assertEqual(self.d.jobs_on_disk(), self.before)
         self.assertEqual(self.d.request("GET", "/v1/health").status, 200)
@@ -421,7 +418,7 @@ class Space(VolleydTest):
 
     @unittest.skipUnless(os.geteuid() == 0, "mounting a small tmpfs needs root")
     def test_disk_full_mid_intake(self):
-        mnt = tempfile.mkdtemp(prefix="volley-full-")
+        mnt = util.tempdir("volley-full-")
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt]).returncode:
             os.rmdir(mnt)
             self.skipTest("cannot mount tmpfs here")
@@ -444,7 +441,7 @@ class Space(VolleydTest):
 
 class Listeners(VolleydTest):
     def test_tcp_needs_token(self):
-        port = free_port()
+        port = util.free_port()
         d = self.start_daemon(config='api = { listen = "127.0.0.1:%d"; token = "s3cret"; };\n' % port)
         import http.client
         def get(h):
@@ -461,7 +458,7 @@ class Listeners(VolleydTest):
         self.assertEqual(d.request("GET", "/v1/health").status, 200)
 
     def test_listen_without_token_refused(self):
-        d = Volleyd(config='api = { listen = "127.0.0.1:%d"; };\n' % free_port())
+        d = Volleyd(config='api = { listen = "127.0.0.1:%d"; };\n' % util.free_port())
         self.addCleanup(d.cleanup)
         with self.assertRaises(RuntimeError) as cm:
             d.start()
@@ -474,10 +471,10 @@ class Listeners(VolleydTest):
 
 class Config(unittest.TestCase):
     def run_check(self, text):
-        with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+        path = os.path.join(util.tempdir("volley-conf-", cleanup=self.addCleanup), "volley.conf")
+        with open(path, "w") as f:
             f.write(text)
-        self.addCleanup(os.unlink, f.name)
-        return subprocess.run([VOLLEYD, "--check-config", "--config", f.name],
+        return subprocess.run([VOLLEYD, "--check-config", "--config", path],
                               capture_output=True, text=True, timeout=10)
 
     def test_check_config_prints_effective(self):
@@ -505,11 +502,3 @@ class Config(unittest.TestCase):
     def test_usage(self):
         p = subprocess.run([VOLLEYD, "--bogus"], capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 2)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port

@@ -6,16 +6,16 @@ scenarios are refused with the setting named."""
 import json
 import os
 import subprocess
-import tempfile
 import unittest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.path.abspath(os.environ.get("VOLLEY_BUILD", os.path.join(ROOT, "build")))
-BENCH = os.path.join(BUILD, "volley-bench")
+from . import util
+from .util import BUILD, REPO
+
+BENCH = util.build_path("volley-bench")
 
 
 def bench(*args, timeout=300):
-    return subprocess.run([BENCH, "--bin", BUILD, "--src", ROOT, "--no-plot", *args],
+    return subprocess.run([BENCH, "--bin", BUILD, "--src", REPO, "--no-plot", *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -42,11 +42,8 @@ def procs_in(prefix):
 
 class BenchTest(unittest.TestCase):
     def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory(prefix="volley-bench-test.")
-        self.out = os.path.join(self.tmp.name, "r")
-
-    def tearDown(self):
-        self.tmp.cleanup()
+        self.tmp = util.tempdir("volley-bench-test.", cleanup=self.addCleanup)
+        self.out = os.path.join(self.tmp, "r")
 
     def run_scenario(self, *args):
         p = bench(*args, "--out", self.out)
@@ -101,8 +98,8 @@ class BenchTest(unittest.TestCase):
     def test_dkim_rsa(self):
         """The dkim scenario with an RSA key: volleyd runs with dkim_required,
         so every delivered message was signed (it refuses to send unsigned)."""
-        path = os.path.join(self.tmp.name, "rsa.conf")
-        with open(os.path.join(ROOT, "bench", "scenarios", "dkim.conf")) as f:
+        path = os.path.join(self.tmp, "rsa.conf")
+        with open(os.path.join(REPO, "bench", "scenarios", "dkim.conf")) as f:
             conf = f.read().replace('dkim = "ed25519";', 'dkim = "rsa";')
         self.assertIn('dkim = "rsa";', conf)
         with open(path, "w") as f:
@@ -112,7 +109,7 @@ class BenchTest(unittest.TestCase):
         self.assertEqual(res["settings"]["dkim"], "rsa")
 
     def test_plot(self):
-        p = subprocess.run([BENCH, "--bin", BUILD, "--src", ROOT, "small", "--recipients",
+        p = subprocess.run([BENCH, "--bin", BUILD, "--src", REPO, "small", "--recipients",
                             "500", "--out", self.out], capture_output=True, text=True,
                            timeout=300)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
@@ -144,7 +141,7 @@ class BenchTest(unittest.TestCase):
     def test_targets(self):
         """A scenario's targets are checked against the run's ratios: met
         and missed both said, with the factor; a miss is not a failure."""
-        path = os.path.join(self.tmp.name, "t.conf")
+        path = os.path.join(self.tmp, "t.conf")
         with open(path, "w") as f:
             f.write("recipients = 500;\ndomains = 10;\ntls = false;\n"
                     "target_blast = 1000.0;\ntarget_nodemailer = 0.001;\n")
@@ -154,7 +151,7 @@ class BenchTest(unittest.TestCase):
         self.assertNotIn("nodemailer", out.split("target:", 1)[1])
 
     def test_bad_scenarios(self):
-        path = os.path.join(self.tmp.name, "typo.conf")
+        path = os.path.join(self.tmp, "typo.conf")
         with open(path, "w") as f:
             f.write("recipients = 10;\nrecipents = 5;\n")
         p = bench(path)

@@ -10,16 +10,13 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 import unittest
 
-from daemon import VOLLEY, VOLLEYD, Volleyd, VolleydTest, simple_job
-from sinkctl import _die_with_parent
+from . import util
+from .daemon import VOLLEY, VOLLEYD, VolleydTest, simple_job
 
 RUN_WAIT = 60.0         # bound on one volley run
 LINE_WAIT = 15.0        # bound on waiting for one line of output
@@ -41,14 +38,16 @@ def volley(*args, env=None, timeout=RUN_WAIT, input=None):
 
 def open_fifo_writer(path, timeout=LINE_WAIT):
     """The write end of a FIFO, once its reader has it open."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def try_open():
         try:
             return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+            return None
+
+    fd = util.wait_until(try_open, timeout)
+    if fd is None:
+        raise TimeoutError("no reader opened %s within %.0fs" % (path, timeout))
+    return fd
 
 
 def write_all(fd, data, timeout=RUN_WAIT):
@@ -70,14 +69,6 @@ def vm_hwm_kb(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     raise AssertionError("no VmHWM for %d" % pid)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def csv_job():
@@ -110,9 +101,7 @@ QUOTED_RCPTS = [
 
 class TempDir:
     def make_dir(self):
-        d = tempfile.mkdtemp(prefix="volley-cli-")
-        self.addCleanup(shutil.rmtree, d, True)
-        return d
+        return util.tempdir("volley-cli-", cleanup=self.addCleanup)
 
     def write(self, name, data):
         path = os.path.join(self.dir, name)
@@ -230,7 +219,7 @@ class CliOfflineTest(unittest.TestCase, TempDir):
         r = volley("jobs", env={"VOLLEY_SOCKET": self.sock})
         self.assertEqual(r.returncode, 3, r)
         self.assertIn(self.sock, r.stderr)
-        r = volley("--url", "http://127.0.0.1:%d" % free_port(), "stats")
+        r = volley("--url", "http://127.0.0.1:%d" % util.free_port(), "stats")
         self.assertEqual(r.returncode, 3, r)
         self.assertIn("cannot reach volleyd", r.stderr)
         job = self.write("job.json", simple_job())
@@ -253,7 +242,7 @@ class CliDaemonTest(VolleydTest, TempDir):
         self.dir = self.make_dir()
         # Every domain goes to a closed port: mail defers, nothing leaves.
         self.d = self.start_daemon(config='defaults = { route = "127.0.0.1:%d"; };\n'
-                                   % free_port())
+                                   % util.free_port())
 
     def cli(self, *args, env=None, **kw):
         return volley("--socket", self.d.sock, *args, env=env, **kw)
@@ -274,19 +263,10 @@ class CliDaemonTest(VolleydTest, TempDir):
         return r.json()
 
     def spawn(self, *args, env=None):
-        p = subprocess.Popen([VOLLEY, "--socket", self.d.sock, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=clean_env(env),
-                             preexec_fn=_die_with_parent)
-        self.addCleanup(self.reap, p)
+        p = util.start([VOLLEY, "--socket", self.d.sock, *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=clean_env(env))
+        self.addCleanup(util.kill, p)
         return p
-
-    @staticmethod
-    def reap(p):
-        if p.poll() is None:
-            p.kill()
-        p.wait(RUN_WAIT)
-        p.stdout.close()
-        p.stderr.close()
 
     def read_line(self, p):
         """One line of p's stdout, waiting at most LINE_WAIT."""
@@ -526,11 +506,10 @@ class CliDaemonTest(VolleydTest, TempDir):
         jid = self.submit(simple_job(4))["id"]
         self.ok("cancel", jid)
         master, slave = pty.openpty()
-        p = subprocess.Popen([VOLLEY, "--socket", self.d.sock, "status", jid, "--watch"],
-                             stdout=slave, stderr=slave, env=clean_env(),
-                             preexec_fn=_die_with_parent)
+        p = util.start([VOLLEY, "--socket", self.d.sock, "status", jid, "--watch"],
+                       stdout=slave, stderr=slave, env=clean_env())
         os.close(slave)
-        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait(RUN_WAIT)))
+        self.addCleanup(util.kill, p)
         out = b""
         deadline = time.monotonic() + LINE_WAIT
         while time.monotonic() < deadline:
@@ -574,7 +553,7 @@ class CliTcpTest(VolleydTest):
     """--url and --token against api.listen."""
 
     def test_url_with_token(self):
-        port = free_port()
+        port = util.free_port()
         self.start_daemon(config='api = { listen = "127.0.0.1:%d"; token = "s3cret"; };\n'
                           % port)
         url = "http://127.0.0.1:%d" % port

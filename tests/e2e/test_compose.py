@@ -12,17 +12,15 @@ import json
 import os
 import random
 import subprocess
-import tempfile
 import unittest
 from email import policy
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
 
-from sinkctl import REPO, sanitizer_report
+from . import util
+from .sinkctl import sanitizer_report
 
-COMPOSE = os.path.abspath(os.environ.get("VOLLEY_COMPOSE") or
-                          os.path.join(REPO, os.environ.get("VOLLEY_BUILD") or "build",
-                                       "volley-compose"))
+COMPOSE = util.build_path("volley-compose", "VOLLEY_COMPOSE")
 DATE = 1795000000
 FROM = {"email": "news@example.com", "name": "Example News"}
 ADDRESS_HEADERS = ("From", "To", "Cc", "Reply-To")
@@ -39,7 +37,8 @@ class Run:
 
 def compose(job, *args):
     """volley-compose on job (a dict): every message as bytes, in order."""
-    with tempfile.TemporaryDirectory() as d:
+    d = util.tempdir("volley-compose-")
+    try:
         path = os.path.join(d, "job.json")
         with open(path, "w") as f:
             json.dump(job, f)
@@ -52,6 +51,8 @@ def compose(job, *args):
                 with open(name, "rb") as f:
                     msgs.append(f.read())
         return Run(p.returncode, p.stdout, p.stderr, msgs)
+    finally:
+        util.remove_dir(d)
 
 
 def job(content, recipients=None, **kw):

@@ -7,12 +7,12 @@ import email
 import email.policy
 import os
 import subprocess
-import tempfile
 import time
 import unittest
 
-from daemon import VOLLEY, Volleyd, VolleydTest, simple_job
-from sinkctl import Sink
+from . import util
+from .daemon import VOLLEY, Volleyd, VolleydTest, simple_job
+from .sinkctl import Sink
 
 
 def conf(sink, extra="", tls="encrypt", domain="*.test", defaults=""):
@@ -301,7 +301,7 @@ class Rates(Base):
 class DiskFull(Base):
     @unittest.skipUnless(os.geteuid() == 0, "mounting a small tmpfs needs root")
     def test_deliveries_pause_while_the_disk_is_full_and_resume(self):
-        mnt = tempfile.mkdtemp(prefix="volley-full-")
+        mnt = util.tempdir("volley-full-")
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt]).returncode:
             os.rmdir(mnt)
             self.skipTest("cannot mount tmpfs here")

@@ -6,28 +6,23 @@ python3-dkim; dkim_required refuses what could not be signed;
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import unittest
 
-from daemon import VOLLEYD, VolleydTest, simple_job
-from sinkctl import Sink
-from test_dkim import DEBIAN_PY, DKIMPY, keygen
+from . import util
+from .daemon import VOLLEYD, VolleydTest, simple_job
+from .sinkctl import Sink
+from .test_dkim import DEBIAN_PY, DKIMPY, keygen
 
 
 @unittest.skipUnless(os.path.exists(DEBIAN_PY), "needs Debian's python3 with python3-dkim")
 class SignedDelivery(VolleydTest):
     @classmethod
     def setUpClass(cls):
-        cls.keys = tempfile.mkdtemp(prefix="volley-dkim-keys-")
+        cls.keys = util.tempdir("volley-dkim-keys-", cleanup=cls.addClassCleanup)
         cls.ed, ed_name, ed_txt, _ = keygen(cls.keys, "s1", "ed25519")
         cls.rsa, rsa_name, rsa_txt, _ = keygen(cls.keys, "s2", "rsa")
         cls.records = {ed_name + ".": ed_txt, rsa_name + ".": rsa_txt}
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.keys, ignore_errors=True)
 
     def config(self, sink, extra=""):
         return ('domains = ( { match = "*.test"; route = "%s"; tls = "encrypt"; } );\n'
@@ -96,11 +91,11 @@ class SignedDelivery(VolleydTest):
         self.assertEqual(d.submit(simple_job(1, domain="d.test")).status, 202)
 
     def test_check_config_names_a_key_it_cannot_load(self):
-        with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+        path = os.path.join(util.tempdir("volley-conf-", cleanup=self.addCleanup), "volley.conf")
+        with open(path, "w") as f:
             f.write('dkim = ( { domain = "example.com"; selector = "s9"; '
                     'key = "/nonexistent/s9.pem"; } );\n')
-        self.addCleanup(os.unlink, f.name)
-        p = subprocess.run([VOLLEYD, "--check-config", "--config", f.name],
+        p = subprocess.run([VOLLEYD, "--check-config", "--config", path],
                            capture_output=True, text=True, timeout=10)
         self.assertEqual(p.returncode, 1)
         self.assertIn("/nonexistent/s9.pem", p.stderr)

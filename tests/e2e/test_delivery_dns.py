@@ -7,10 +7,9 @@ resolver that never answers (deferral), domains sharing one MX host set
 import subprocess
 import time
 
-import dnsctl
-import sinkctl
-from daemon import VolleydTest, simple_job
-from sinkctl import Sink
+from . import dnsctl, util
+from .daemon import VolleydTest, simple_job
+from .sinkctl import Sink
 
 ZONES = {
     "mx.test": ["mx.test. 300 IN MX 10 mx1.mx.test.", "mx.test. 300 IN MX 20 mx2.mx.test.",
@@ -42,12 +41,7 @@ class DnsDelivery(VolleydTest):
         cls.ub = dnsctl.Unbound(ZONES).start()
         cls.s1 = Sink("--tls", hosts=("127.0.0.2",)).start()
         # the second MX host listens on the same port (MX records carry no port)
-        real = sinkctl.free_port
-        sinkctl.free_port = lambda hosts: cls.s1.port
-        try:
-            cls.s2 = Sink("--tls", hosts=("127.0.0.3",)).start(attempts=1)
-        finally:
-            sinkctl.free_port = real
+        cls.s2 = Sink("--tls", hosts=("127.0.0.3",), port=cls.s1.port).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -107,12 +101,14 @@ class DnsDelivery(VolleydTest):
             job = simple_job(0)
             job["recipients"] = rcpts("mx.test", 2)
             jid = d.submit(job).json()["id"]
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                rows = self.rows(d, jid)
-                if all(r["state"] == "deferred" for r in rows.values()):
-                    break
-                time.sleep(0.1)
+            rows = {}
+
+            def deferred():
+                rows.clear()
+                rows.update(self.rows(d, jid))
+                return all(r["state"] == "deferred" for r in rows.values())
+
+            util.wait_until(deferred, 20, 0.1)
             for r in rows.values():
                 self.assertEqual((r["state"], r["bounce_class"]), ("deferred", "dns"), r)
 

@@ -17,15 +17,14 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
-from sinkctl import REPO
+from . import dnsctl, util
+from .daemon import VOLLEY
 
-BUILD = os.path.join(REPO, os.environ.get("VOLLEY_BUILD") or "build")
-COMPOSE = os.path.join(BUILD, "volley-compose")
-VOLLEY = os.path.join(BUILD, "volley")
+COMPOSE = util.build_path("volley-compose", "VOLLEY_COMPOSE")
+
 DEBIAN_PY = "/usr/bin/python3"   # python3-dkim is installed for Debian's python
 DOMAIN = "example.com"
 FROM = {"email": "news@example.com", "name": "Example News"}
@@ -69,8 +68,8 @@ def keygen(d, selector, alg):
 def opendkim_verify(records, files):
     """[(rc, output)] per file from opendkim-testmsg, inside a namespace."""
     req = json.dumps({"records": records, "files": files})
-    p = subprocess.run(["unshare", "--net", "--mount", sys.executable,
-                        os.path.abspath(__file__), "--opendkim"], input=req,
+    p = subprocess.run(["unshare", "--net", "--mount", sys.executable, "-m",
+                        "tests.e2e.test_dkim", "--opendkim"], input=req, cwd=util.REPO,
                        capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         raise AssertionError("opendkim harness failed: %s %s" % (p.stdout, p.stderr))
@@ -79,27 +78,24 @@ def opendkim_verify(records, files):
 
 def _opendkim_child():
     """In the fresh namespace: lo up, resolv.conf -> 127.0.0.1, unbound on 53."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import dnsctl
     req = json.load(sys.stdin)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    d = tempfile.mkdtemp(prefix="volley-dkim-ns-")
+    d = util.tempdir("volley-dkim-ns-")
     conf = os.path.join(d, "resolv.conf")
     with open(conf, "w") as f:
         f.write("nameserver 127.0.0.1\noptions timeout:2 attempts:2\n")
     subprocess.run(["mount", "--bind", conf, "/etc/resolv.conf"], check=True)
-    dnsctl.free_port = lambda *a, **k: 53
     extra = "\n".join("  local-data: '%s TXT %s'" % (
         name, " ".join('"%s"' % txt[i:i + 255] for i in range(0, len(txt), 255)))
         for name, txt in req["records"].items())
     out = []
-    with dnsctl.Unbound({DOMAIN: []}, extra=extra):
+    with dnsctl.Unbound({DOMAIN: []}, extra=extra, port=53):
         for path in req["files"]:
             with open(path, "rb") as f:
                 p = subprocess.run(["opendkim-testmsg"], stdin=f, capture_output=True,
                                    timeout=60)
             out.append([p.returncode, (p.stdout + p.stderr).decode(errors="replace")])
-    shutil.rmtree(d, ignore_errors=True)
+    util.remove_dir(d)
     print(json.dumps(out))
 
 
@@ -148,19 +144,15 @@ class DkimTest(unittest.TestCase):
         for tool in (DEBIAN_PY, shutil.which("opendkim-testmsg"), shutil.which("unshare")):
             if not tool or not os.path.exists(tool):
                 raise unittest.SkipTest("python3-dkim / opendkim-tools missing")
-        cls.dir = tempfile.mkdtemp(prefix="volley-dkim-")
+        cls.dir = util.tempdir("volley-dkim-", cleanup=cls.addClassCleanup)
         cls.rsa, rname, rtxt, cls.rline = keygen(cls.dir, "r2048", "rsa")
         cls.ed, ename, etxt, _ = keygen(cls.dir, "ed1", "ed25519")
         cls.records = {rname + ".": rtxt, ename + ".": etxt}
         cls.now = int(time.time())
 
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.dir, ignore_errors=True)
-
     def sign(self, name, keys, *extra, date=None):
         """Compose and sign JOBS[name]; the message paths."""
-        out = tempfile.mkdtemp(dir=self.dir)
+        out = util.tempdir(dir=self.dir)
         path = os.path.join(out, "job.json")
         with open(path, "w") as f:
             json.dump(JOBS[name], f)

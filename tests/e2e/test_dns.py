@@ -7,8 +7,8 @@ the resolver's counters (and unbound's own for coalescing)."""
 import time
 import unittest
 
-import dnsctl
-from dnsctl import resolve
+from . import dnsctl
+from .dnsctl import resolve
 
 TLSA1 = "3 1 1 " + "".join("%02x" % i for i in range(32))
 TLSA2 = "2 0 1 " + "ab" * 32

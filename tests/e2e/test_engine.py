@@ -9,7 +9,7 @@ import collections
 import re
 import socket
 
-from sinkctl import (SinkTest, data_wire, drive_body, drive_message, drive_rcpt,
+from .sinkctl import (SinkTest, data_wire, drive_body, drive_message, drive_rcpt,
                      make_cert, run_drive, sanitizer_report)
 
 HELO = "drive.volley.test"

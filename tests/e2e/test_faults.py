@@ -2,7 +2,7 @@
 
 import time
 
-from sinkctl import SinkTest
+from .sinkctl import SinkTest
 
 MSG = b"Subject: fault\r\n\r\nbody\r\n"
 STEPS = [("connect", b""), ("ehlo", b"EHLO client.test\r\n"),

@@ -1,6 +1,6 @@
 """Raw-socket protocol tests: errors, limits, pipelining, BDAT, framing."""
 
-from sinkctl import EXTENSIONS, SinkTest, dot_stuff
+from .sinkctl import EXTENSIONS, SinkTest, dot_stuff
 
 MSG = b"Subject: raw\r\n\r\nraw body\r\n"
 # about 3 MB; every 100th line starts with a dot

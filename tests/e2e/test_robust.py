@@ -5,7 +5,7 @@ import selectors
 import socket
 import time
 
-from sinkctl import SinkTest
+from .sinkctl import SinkTest
 
 MSG = b"Subject: robust\r\n\r\nbody\r\n"
 

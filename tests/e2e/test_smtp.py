@@ -2,7 +2,7 @@
 
 import smtplib
 
-from sinkctl import EXTENSIONS, SinkTest, as_reply, smtplib_wire
+from .sinkctl import EXTENSIONS, SinkTest, as_reply, smtplib_wire
 
 SENDER, RCPT = "alice@example.test", "bob@example.test"
 

@@ -3,9 +3,9 @@
 import signal
 import smtplib
 import socket
-import time
 
-from sinkctl import DEFAULT_HOST, STATS_KEYS, SinkTest, free_port, run_once
+from . import util
+from .sinkctl import DEFAULT_HOST, STATS_KEYS, SinkTest, run_once
 
 
 class StatsTest(SinkTest):
@@ -14,9 +14,7 @@ class StatsTest(SinkTest):
         self.connect(sink)                   # greeted: accepted and open
 
         def wait_lines(n, seconds=3.0):
-            deadline = time.monotonic() + seconds
-            while len(sink.stats_lines()) < n and time.monotonic() < deadline:
-                time.sleep(0.05)
+            util.wait_until(lambda: len(sink.stats_lines()) >= n, seconds, 0.05)
             return sink.stats_lines()
 
         lines = wait_lines(len(wait_lines(0, 0)) + 3)
@@ -61,7 +59,7 @@ class StatsTest(SinkTest):
 
 class UsageTest(SinkTest):
     def test_usage_errors_exit_2_naming_the_option(self):
-        listen = ["--listen", "%s:%d" % (DEFAULT_HOST, free_port())]
+        listen = ["--listen", "%s:%d" % (DEFAULT_HOST, util.free_port(DEFAULT_HOST))]
         for args, option in (
                 (["--bogus"], "--bogus"),
                 (["--listen"], "--listen"),

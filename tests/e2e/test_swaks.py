@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import unittest
 
-from sinkctl import SinkTest
+from .sinkctl import SinkTest
 
 DATA = b"Subject: swaks\r\nFrom: <s@example.test>\r\n\r\nhello from swaks\r\n.dot line\r\n"
 

@@ -5,7 +5,7 @@ import re
 import ssl
 import subprocess
 
-from sinkctl import EXTENSIONS, SinkTest, smtplib_wire, tls_client_context
+from .sinkctl import EXTENSIONS, SinkTest, smtplib_wire, tls_client_context
 
 HOSTNAME = "mx.tls.test"
 

@@ -10,70 +10,36 @@ if they exceed what the contract allows: per crash, the messages in flight
 plus those delivered within the last commit windows.
 Bounded: every wait has a deadline; processes are stopped by PID.
 Prints 'crash: N passed, N failed'.
+
+    python3 -m tests.stress.crash      (from the repository root)
+    python3 tests/stress/crash.py      (the same, from anywhere)
 """
 import json
 import os
 import random
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-B = os.environ.get("VOLLEY_BUILD", "build")
-SINK = os.path.join(ROOT, B, "volley-sink")
-VOLLEYD = os.environ.get("VOLLEYD") or os.path.join(ROOT, B, "volleyd")
+if __name__ == "__main__" and not __package__:
+    # Started as a file: run as the module of the tests package (see tests/e2e/run.py).
+    _root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "tests.stress.crash", *sys.argv[1:]],
+              dict(os.environ, PYTHONPATH=os.pathsep.join(
+                  filter(None, [_root, os.environ.get("PYTHONPATH")]))))
+
+from ..e2e import util  # noqa: E402
+from ..e2e.daemon import Volleyd  # noqa: E402
+from ..e2e.sinkctl import Sink  # noqa: E402
+
 # under ASan everything is slower: a smaller job keeps the run bounded
-N = int(os.environ.get("CRASH_RECIPIENTS", "50000" if "asan" in B else "200000"))
+ASAN = "asan" in os.environ.get("VOLLEY_BUILD", "build")
+N = int(os.environ.get("CRASH_RECIPIENTS", "50000" if ASAN else "200000"))
 KILLS = int(os.environ.get("CRASH_KILLS", "3"))
 CONNS = 20
 COMMIT_MS = 50
 DEADLINE = 240.0
-sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-from daemon import UnixHTTPConnection  # noqa: E402
-
-procs = []
-
-
-def start(argv, log):
-    p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    procs.append(p)
-    return p
-
-
-def stop_all():
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait(10)
-
-
-def request(sock, method, path, body=None, headers=None):
-    c = UnixHTTPConnection(sock, timeout=60)
-    try:
-        c.request(method, path, body=body, headers=headers or {},
-                  encode_chunked=body is not None and not isinstance(body, bytes))
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
-
-def wait_sock(sock, p, deadline):
-    while time.monotonic() < deadline:
-        if p.poll() is not None:
-            raise RuntimeError("volleyd exited %s" % p.returncode)
-        try:
-            if request(sock, "GET", "/v1/health")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError("volleyd did not come up")
+REQUEST_WAIT = 60.0
 
 
 def job_body():
@@ -99,68 +65,60 @@ def delivered_counts(maildir):
     return counts
 
 
-def job_state(sock, jid):
-    st, body = request(sock, "GET", "/v1/jobs/" + jid)
-    return json.loads(body) if st == 200 else None
+def job_state(d, jid):
+    r = d.request("GET", "/v1/jobs/" + jid, timeout=REQUEST_WAIT)
+    return r.json() if r.status == 200 else None
 
 
-def run(tmp):
-    deadline = time.monotonic() + DEADLINE
-    shm = tempfile.mkdtemp(prefix="volley-crash-", dir="/dev/shm")
-    try:
-        return run_in(tmp, shm, deadline)
-    finally:
-        shutil.rmtree(shm, ignore_errors=True)
+def done_state(d, jid):
+    j = job_state(d, jid)
+    return j if j["done"] else None
 
 
-def run_in(tmp, shm, deadline):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(os.path.join(tmp, "log"), "ab")
-    start([SINK, "--listen", "127.0.0.1:%d" % port, "--maildir", os.path.join(shm, "md"),
-           "--quiet"], log)
-    data = os.path.join(tmp, "data")
-    conf = os.path.join(tmp, "volley.conf")
-    with open(conf, "w") as f:
-        f.write('domains = ( { match = "*.test"; route = "127.0.0.1:%d"; tls = "may"; '
-                'max_connections = %d; } );\nspool = { journal_commit_ms = %d; };\n'
-                % (port, CONNS, COMMIT_MS))
-    argv = [VOLLEYD, "--foreground", "--data-dir", data, "--config", conf]
-    sock = os.path.join(data, "volley.sock")
-    d = start(argv, log)
-    wait_sock(sock, d, deadline)
-    st, body = request(sock, "POST", "/v1/jobs", job_body(),
-                       {"Content-Type": "application/x-ndjson"})
-    if st != 202:
-        raise RuntimeError("submit: %d %s" % (st, body[:300]))
-    jid = json.loads(body)["id"]
+def left(deadline):
+    return max(deadline - time.monotonic(), 0)
+
+
+def start(d, deadline):
+    """Start volleyd and wait for it, within what is left of the run."""
+    d.start(wait=False)
+    d.wait_ready(left(deadline))
+
+
+def config(sink):
+    return ('domains = ( { match = "*.test"; route = "%s"; tls = "may"; '
+            'max_connections = %d; } );\nspool = { journal_commit_ms = %d; };\n'
+            % (sink.route(), CONNS, COMMIT_MS))
+
+
+def run(sink, d, deadline):
+    start(d, deadline)
+    r = d.request("POST", "/v1/jobs", job_body(), {"Content-Type": "application/x-ndjson"},
+                  timeout=REQUEST_WAIT)
+    if r.status != 202:
+        raise RuntimeError("submit: %d %s" % (r.status, r.body[:300]))
+    jid = r.json()["id"]
     rnd = random.Random(os.environ.get("CRASH_SEED", str(time.time())))
     rates = []
     for k in range(KILLS):
         # a random moment while deliveries run
         target = rnd.randint(N * (k + 1) // (KILLS + 2), N * (k + 2) // (KILLS + 2))
-        t0, d0 = time.monotonic(), job_state(sock, jid)["counts"]["delivered"]
-        while job_state(sock, jid)["counts"]["delivered"] < target:
-            if time.monotonic() > deadline:
-                raise RuntimeError("timed out before kill %d" % (k + 1))
-            time.sleep(0.01)
-        j = job_state(sock, jid)["counts"]["delivered"]
+        t0, d0 = time.monotonic(), job_state(d, jid)["counts"]["delivered"]
+        if not util.wait_until(lambda: job_state(d, jid)["counts"]["delivered"] >= target,
+                               left(deadline), 0.01):
+            raise RuntimeError("timed out before kill %d" % (k + 1))
+        j = job_state(d, jid)["counts"]["delivered"]
         if k == 0:     # later phases start with a jump: the journal replayed
             rates.append((j - d0) / max(time.monotonic() - t0, 0.001))
-        d.send_signal(signal.SIGKILL)
-        d.wait(10)
+        d.kill9()
         print("kill %d at %d delivered" % (k + 1, j))
-        d = start(argv, log)
-        wait_sock(sock, d, deadline)
-    while not job_state(sock, jid)["done"]:
-        if time.monotonic() > deadline:
-            raise RuntimeError("job not done in time: %s" % job_state(sock, jid))
-        time.sleep(0.1)
-    final = job_state(sock, jid)
-    d.send_signal(signal.SIGTERM)
-    d.wait(30)
-    counts = delivered_counts(os.path.join(shm, "md"))
+        start(d, deadline)
+    final = util.wait_until(lambda: done_state(d, jid), left(deadline), 0.1)
+    if not final:
+        raise RuntimeError("job not done in time: %s" % job_state(d, jid))
+    if d.stop(wait=30) == -signal.SIGKILL:
+        raise RuntimeError("volleyd did not stop within 30 s of SIGTERM")
+    counts = delivered_counts(sink.maildir)
     missing = N - len([r for r in counts if r.startswith("c")])
     dups = sum(c - 1 for c in counts.values())
     rate = max(rates) if rates else 0
@@ -174,23 +132,24 @@ def run_in(tmp, shm, deadline):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="volley-crash-")
+    deadline = time.monotonic() + DEADLINE
+    sink, d = Sink("--quiet", parent="/dev/shm"), None   # its maildir in memory
     try:
-        ok = run(tmp)
+        sink.start()
+        d = Volleyd(config=config(sink))
+        ok = run(sink, d, deadline)
     except Exception as e:  # report, never hang
         print("crash test error: %s" % e)
-        try:
-            print(open(os.path.join(tmp, "log"), errors="replace").read()[-3000:])
-        except OSError:
-            pass
+        for log in ((d.output() if d else ""), sink.stderr()):
+            print(log[-3000:])
         ok = False
     finally:
-        stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if d:
+            d.cleanup()
+        sink.cleanup()
     print("crash: %d passed, %d failed" % (int(ok), int(not ok)))
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(main())
+    sys.exit(util.run_main(main))

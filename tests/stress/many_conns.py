@@ -9,29 +9,32 @@ for every greeting, keeps them all open, then checks the sink still serves a
 new client, sends QUIT on every connection and expects 221 on each. Bounded:
 every phase has a deadline; the sink is stopped by PID at the end.
 Prints 'stress: N passed, N failed'.
+
+    python3 -m tests.stress.many_conns     (from the repository root)
+    python3 tests/stress/many_conns.py     (the same, from anywhere)
 """
 import os
 import resource
 import selectors
-import signal
 import socket
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SINK = os.environ.get("VOLLEY_SINK",
-                      os.path.join(ROOT, os.environ.get("VOLLEY_BUILD", "build"), "volley-sink"))
+if __name__ == "__main__" and not __package__:
+    # Started as a file: run as the module of the tests package (see tests/e2e/run.py).
+    _root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.execve(sys.executable, [sys.executable, "-P", "-m", "tests.stress.many_conns",
+                               *sys.argv[1:]],
+              dict(os.environ, PYTHONPATH=os.pathsep.join(
+                  filter(None, [_root, os.environ.get("PYTHONPATH")]))))
+
+from ..e2e import util  # noqa: E402
+from ..e2e.sinkctl import Sink  # noqa: E402
+
 N = int(os.environ.get("STRESS_CONNS", "20000"))
 HOST = "127.0.0.9"
 BURST = 1000
 DEADLINE = 90.0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def raise_nofile(n):
@@ -71,21 +74,11 @@ def read_all(sel, socks, want, deadline):
 
 def main():
     n = raise_nofile(N)
-    port = free_port()
-    sink = subprocess.Popen([SINK, "--listen", f"{HOST}:{port}", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sink = Sink("--quiet", hosts=(HOST,), maildir=False).start()
+    port = sink.port
     passed = failed = 0
     socks = []
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         sel = selectors.DefaultSelector()
         deadline = time.monotonic() + DEADLINE
         greeted = 0
@@ -119,18 +112,15 @@ def main():
     finally:
         for s in socks:
             s.close()
-        sink.send_signal(signal.SIGTERM)
-        try:
-            out, _ = sink.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            sink.kill()
-            out, _ = sink.communicate()
-    ok = sink.returncode == 0
-    print(f"stress: sink exited {sink.returncode}; final counters {out.decode().strip()}")
+        rc = sink.stop(wait=10)
+        out = sink.stdout().strip()
+        sink.cleanup()
+    ok = rc == 0
+    print(f"stress: sink exited {rc}; final counters {out}")
     passed, failed = passed + ok, failed + (not ok)
     print(f"stress: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(util.run_main(main))
