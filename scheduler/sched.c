@@ -654,6 +654,10 @@ void sched_retire(struct sched *sc)
 		}
 		gone = vl_realloc(gone, (ngone + 1) * sizeof *gone);
 		gone[ngone++] = j;
+		/* files first, under the lock: once the API answers 404 for a
+		 * job, nothing of it is left on disk (a few unlinks, rarely) */
+		vl_log(VL_LOG_INFO, "job %s: retention over; its files are removed", j->id);
+		sched_spool_remove(sc->spool, j->id);
 		json_object_del(sc->index, j->id);
 		forget_keys(sc, j->id);
 	}
@@ -662,8 +666,6 @@ void sched_retire(struct sched *sc)
 		json_object_set_new(sc->index, sc->jobs[i]->id, json_integer((json_int_t)i));
 	pthread_mutex_unlock(&sc->mu);
 	for (size_t i = 0; i < ngone; i++) {
-		vl_log(VL_LOG_INFO, "job %s: retention over; its files are removed", gone[i]->id);
-		sched_spool_remove(sc->spool, gone[i]->id);
 		free(gone[i]->campaign);
 		free(gone[i]);
 	}
