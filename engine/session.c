@@ -59,31 +59,42 @@ static const unsigned transitions[ENG_S_COUNT] = {
 };
 #undef TO
 
+static bool transition_ok(enum eng_state from, enum eng_state to)
+{
+	return from == to || to == ENG_S_CLOSED || (transitions[from] >> to & 1u);
+}
+
 bool eng_sess_transition_ok(enum eng_state from, enum eng_state to)
 {
 	if ((unsigned)from >= ENG_S_COUNT || (unsigned)to >= ENG_S_COUNT)
 		return false;
-	return from == to || to == ENG_S_CLOSED || (transitions[from] >> to & 1u);
+	return transition_ok(from, to);
+}
+
+__attribute__((cold, noinline))
+static void illegal(const struct eng_sess *s, enum eng_state from, enum eng_state to)
+{
+	vl_log(VL_LOG_ERROR, "engine: conn %u.%llu %s: illegal session state "
+	       "transition %s -> %s", s->id_worker, s->id_conn, s->peer,
+	       state_names[from], state_names[to]);
+	if (ENG_STRICT_STATES)
+		abort();
 }
 
 /* Every state change goes through here. vl_log drops a debug line before
- * formatting it, so at the info level this costs a call and a compare. */
+ * formatting it, so at the info level the log is a call and a compare
+ * (the state is set first so that the call is the last thing done). */
 static void enter(struct eng_sess *s, enum eng_state to)
 {
 	enum eng_state from = s->state;
 
 	if (from == to)
 		return;
-	if (!eng_sess_transition_ok(from, to)) {
-		vl_log(VL_LOG_ERROR, "engine: conn %u.%llu %s: illegal session state "
-		       "transition %s -> %s", s->id_worker, s->id_conn, s->peer,
-		       eng_sess_state_name(from), eng_sess_state_name(to));
-		if (ENG_STRICT_STATES)
-			abort();
-	}
+	if (!transition_ok(from, to))
+		illegal(s, from, to);
+	s->state = to;
 	vl_log(VL_LOG_DEBUG, "engine: conn %u.%llu %s: state %s -> %s", s->id_worker,
 	       s->id_conn, s->peer, state_names[from], state_names[to]);
-	s->state = to;
 }
 
 /* ---- set-up ---- */

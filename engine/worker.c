@@ -519,11 +519,21 @@ static bool conn_closing(const struct conn *c)
 	return c->state >= CONN_CLOSING;
 }
 
-/* Every lifecycle change goes through here: checked, logged at debug
- * level (vl_log drops a debug line before formatting it: at the info
- * level this is a call and a compare), and the pool's idle list kept as
- * exactly the connections in state IDLE, newest first. A state to itself
- * is no change (conn_ready may leave a connection IDLE or BUSY). */
+__attribute__((cold, noinline))
+static void conn_illegal(const struct conn *c, enum conn_state from, enum conn_state to)
+{
+	vl_log(VL_LOG_ERROR, "engine: conn %u.%llu %s: illegal connection state "
+	       "transition %s -> %s", c->s.id_worker, c->s.id_conn, c->s.peer,
+	       conn_names[from], conn_names[to]);
+	if (ENG_STRICT_STATES)
+		abort();
+}
+
+/* Every lifecycle change goes through here: checked, the pool's idle list
+ * kept as exactly the connections in state IDLE (newest first), and logged
+ * at debug level (vl_log drops a debug line before formatting it: at the
+ * info level the log is a call and a compare). A state to itself is no
+ * change (conn_ready may leave a connection IDLE or BUSY). */
 static void conn_enter(struct conn *c, enum conn_state to)
 {
 	enum conn_state from = c->state;
@@ -531,15 +541,8 @@ static void conn_enter(struct conn *c, enum conn_state to)
 
 	if (from == to)
 		return;
-	if (!(conn_next[from] >> to & 1u)) {
-		vl_log(VL_LOG_ERROR, "engine: conn %u.%llu %s: illegal connection state "
-		       "transition %s -> %s", c->s.id_worker, c->s.id_conn, c->s.peer,
-		       conn_names[from], conn_names[to]);
-		if (ENG_STRICT_STATES)
-			abort();
-	}
-	vl_log(VL_LOG_DEBUG, "engine: conn %u.%llu %s: %s -> %s", c->s.id_worker,
-	       c->s.id_conn, c->s.peer, conn_names[from], conn_names[to]);
+	if (!(conn_next[from] >> to & 1u))
+		conn_illegal(c, from, to);
 	if (from == CONN_IDLE) {
 		if (c->idle_prev)
 			c->idle_prev->idle_next = c->idle_next;
@@ -557,6 +560,8 @@ static void conn_enter(struct conn *c, enum conn_state to)
 			p->idle->idle_prev = c;
 		p->idle = c;
 	}
+	vl_log(VL_LOG_DEBUG, "engine: conn %u.%llu %s: %s -> %s", c->s.id_worker,
+	       c->s.id_conn, c->s.peer, conn_names[from], conn_names[to]);
 }
 
 /* A closing connection is out of the heap for good (conn_close took it
