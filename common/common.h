@@ -46,6 +46,16 @@ static inline void *vl_realloc(void *old, size_t n)
 		vl_oom(n);
 	return p;
 }
+/* Zeroed, on cache lines of its own (a worker's state: no false sharing
+ * with another thread's). */
+static inline void *vl_cacheline_alloc(size_t n)
+{
+	size_t size = (n + 63) & ~(size_t)63;
+	void *p = aligned_alloc(64, size ? size : 64);
+	if (!p)
+		vl_oom(size);
+	return memset(p, 0, size);
+}
 static inline char *vl_strdup(const char *s)
 {
 	char *p = strdup(s);

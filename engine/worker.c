@@ -1308,13 +1308,8 @@ int eng_worker_run(struct eng_worker *w)
 struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
 				  char *err, size_t errlen)
 {
-	struct eng_worker *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
+	struct eng_worker *w = vl_cacheline_alloc(sizeof *w);
 
-	if (!w) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	memset(w, 0, sizeof *w);
 	w->cfg = cfg;
 	w->id = id;
 	w->efd = -1;

@@ -615,13 +615,8 @@ struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
 				    _Atomic uint64_t *conns_open, char *err,
 				    size_t errlen)
 {
-	struct sink_worker *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
+	struct sink_worker *w = vl_cacheline_alloc(sizeof *w);
 
-	if (!w) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	memset(w, 0, sizeof *w);
 	w->conf = conf;
 	w->ctx = (struct sink_ctx){
 		.conf = conf, .stats = &w->stats, .store = store,
