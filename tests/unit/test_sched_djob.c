@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../../scheduler/deliver_int.h"
+#include "unit.h"
 
 enum {
 	Q = SCHED_R_QUEUED, F = SCHED_R_INFLIGHT, DF = SCHED_R_DEFERRED,
@@ -22,15 +23,12 @@ static char dir[64];
 
 static void setup(void)
 {
-	strcpy(dir, "/tmp/volley-djob-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	unit_tmpdir(dir, sizeof dir, "djob");
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
+	unit_rmdir(dir);
 }
 
 TestSuite(sched_djob, .init = setup, .fini = teardown);

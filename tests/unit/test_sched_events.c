@@ -13,21 +13,19 @@
 #include <unistd.h>
 
 #include "../../scheduler/scheduler.h"
+#include "unit.h"
 
 static char tmp[64], dir[96];
 
 static void setup(void)
 {
-	strcpy(tmp, "/tmp/volley-events-XXXXXX");
-	cr_assert_not_null(mkdtemp(tmp));
+	unit_tmpdir(tmp, sizeof tmp, "events");
 	snprintf(dir, sizeof dir, "%s/events", tmp);
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-	cr_assert_eq(system(cmd), 0);
+	unit_rmdir(tmp);
 }
 
 TestSuite(sched_events, .init = setup, .fini = teardown);

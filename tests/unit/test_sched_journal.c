@@ -14,22 +14,20 @@
 #include <unistd.h>
 
 #include "../../scheduler/sched_int.h"
+#include "unit.h"
 
 static char dir[64], path[128];
 
 static void setup(void)
 {
 	cr_redirect_stderr();    /* the cut tails are logged as warnings */
-	strcpy(dir, "/tmp/volley-journal-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	unit_tmpdir(dir, sizeof dir, "journal");
 	snprintf(path, sizeof path, "%s/journal", dir);
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
+	unit_rmdir(dir);
 }
 
 TestSuite(sched_journal, .init = setup, .fini = teardown);

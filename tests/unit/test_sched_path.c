@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "../../scheduler/spool.h"
+#include "unit.h"
 
 static char dir[64];
 static struct sched_spool *sp;
@@ -16,18 +17,15 @@ static struct sched_spool *sp;
 static void setup(void)
 {
 	char err[256];
-	strcpy(dir, "/tmp/volley-path-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	unit_tmpdir(dir, sizeof dir, "path");
 	sp = sched_spool_open(dir, err, sizeof err);
 	cr_assert_not_null(sp, "%s", err);
 }
 
 static void teardown(void)
 {
-	char cmd[128];
 	sched_spool_close(sp);
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
+	unit_rmdir(dir);
 }
 
 TestSuite(sched_path, .init = setup, .fini = teardown);

@@ -10,21 +10,19 @@
 #include <unistd.h>
 
 #include "../../scheduler/scheduler.h"
+#include "unit.h"
 
 static char dir[64], path[96];
 
 static void setup(void)
 {
-	strcpy(dir, "/tmp/volley-supp-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	unit_tmpdir(dir, sizeof dir, "supp");
 	snprintf(path, sizeof path, "%s/suppression", dir);
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-	cr_assert_eq(system(cmd), 0);
+	unit_rmdir(dir);
 }
 
 TestSuite(sched_suppress, .init = setup, .fini = teardown);
@@ -370,8 +368,8 @@ Test(sched_suppress, a_million_addresses, .timeout = 120)
 
 Test(sched_suppress_many, one_flush_for_a_batch)
 {
-	char dir[] = "/tmp/volley-supmany-XXXXXX", path[64], err[256];
-	cr_assert_not_null(mkdtemp(dir));
+	char dir[64], path[64], err[256];
+	unit_tmpdir(dir, sizeof dir, "supmany");
 	snprintf(path, sizeof path, "%s/suppression", dir);
 	struct sched_suppress *s = sched_suppress_open(path, err, sizeof err);
 	cr_assert_not_null(s, "%s", err);
