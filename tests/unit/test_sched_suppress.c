@@ -368,7 +368,7 @@ Test(sched_suppress, a_million_addresses, .timeout = 120)
 
 Test(sched_suppress_many, one_flush_for_a_batch)
 {
-	char dir[64], path[64], err[256];
+	char dir[64], path[96], err[256];
 	unit_tmpdir(dir, sizeof dir, "supmany");
 	snprintf(path, sizeof path, "%s/suppression", dir);
 	struct sched_suppress *s = sched_suppress_open(path, err, sizeof err);
