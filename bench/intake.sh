@@ -1,5 +1,5 @@
 #!/bin/bash
-# Job intake (DESIGN.md target: a 1,000,000-recipient NDJSON job accepted,
+# Job intake (the project's target: a 1,000,000-recipient NDJSON job accepted,
 # durable, in under 5 s). Generates a personalised job of N recipients over
 # 1,000 domains, uploads it to volleyd over the Unix socket with curl RUNS
 # times, and prints the time to the 202 (fsync'd), recipients per second,

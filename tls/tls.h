@@ -22,7 +22,7 @@
 
 struct tls_conn;
 
-/* TLS policy of a destination (DESIGN.md "Standards it speaks"). */
+/* TLS policy of a destination (docs/engine.md, "TLS policies"). */
 enum tls_policy {
 	TLS_POLICY_NONE,      /* never STARTTLS */
 	TLS_POLICY_MAY,       /* STARTTLS when offered, else clear text */

@@ -1,5 +1,5 @@
 /*
- * volley-bench: end-to-end benchmark driver (DESIGN.md "Load tools"). Runs a
+ * volley-bench: end-to-end benchmark driver (docs/bench.md). Runs a
  * scenario (bench/scenarios/NAME.conf) through volleyd and, on request,
  * through Postfix and Nodemailer, each against a fresh volley-sink on
  * loopback, and reports the figures and the ratios of volley over each peer.
@@ -41,7 +41,7 @@ struct vb_scen {
 	long peer_max;         /* peers get at most this many messages */
 	long peer_sessions;    /* concurrent connections of a peer */
 	long timeout_s;        /* a peer's run is abandoned after this */
-	/* DESIGN.md's targets, checked and printed when set (0: none): volley's
+	/* The performance targets, checked and printed when set (0: none): volley's
 	 * throughput over each peer's, and over sessions/latency. */
 	double target_postfix, target_nodemailer, target_blast, target_latency;
 };

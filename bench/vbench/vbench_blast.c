@@ -2,7 +2,7 @@
  * The ceiling as a peer (--compare blast): volley-blast sends one
  * pre-rendered clear-text transaction of the scenario's size, again and
  * again, over the scenario's sessions, to the first sink address, and does
- * no other work. DESIGN.md asks volley end to end for at least half of it.
+ * no other work: the ceiling volley end to end is measured against.
  */
 #include "vbench.h"
 

@@ -92,7 +92,7 @@ static void target_line(const char *what, double got, double want)
 	printf(")\n");
 }
 
-/* The scenario's targets (DESIGN.md) against this run's ratios. */
+/* The scenario's targets against this run's ratios. */
 static void targets(const struct vb_scen *sc, const struct vb_result *r, int n)
 {
 	if (sc->target_latency > 0 && r[0].ok && r[0].peak_conns > 0 && sc->latency_ms)
