@@ -160,7 +160,7 @@ fuzz: $(SCHED_GEN)
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(CONFIG_SRC) $(MESSAGE_SRC) scheduler/spool.c \
 		api/intake.c api/rcpt_json.c -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_dns_parse.c dns/parse.c -o build/fuzz/fuzz_dns_parse $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_dns_parse.c dns/parse.c $(COMMON_SRC) -o build/fuzz/fuzz_dns_parse $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
