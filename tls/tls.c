@@ -16,6 +16,7 @@ struct tls_conn {
 	bool established;
 	bool closed;
 	bool verify;
+	bool dane;                 /* DANE records were given to OpenSSL */
 	SSL_SESSION *new_session;
 };
 
@@ -180,6 +181,11 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
+	if (SSL_CTX_dane_enable(ctx) <= 0) {
+		snprintf(err, errlen, "SSL_CTX_dane_enable: %s", tls_last_error(why, sizeof why));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
 					    SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(ctx, on_new_session);
@@ -217,6 +223,23 @@ struct tls_conn *tls_conn_new_server(SSL_CTX *ctx)
 	return t;
 }
 
+/* SNI only for names, never for address literals (RFC 6066 3). */
+static void set_sni(SSL *ssl, const char *name)
+{
+	if (name && *name && !strchr(name, ':') && strspn(name, "0123456789.") != strlen(name))
+		SSL_set_tlsext_host_name(ssl, name);
+}
+
+static struct tls_conn *client_start(struct tls_conn *t, SSL_SESSION *resume)
+{
+	if (resume)
+		SSL_set_session(t->ssl, resume);
+	SSL_set_connect_state(t->ssl);
+	SSL_do_handshake(t->ssl); /* queues the ClientHello */
+	ERR_clear_error();
+	return t;
+}
+
 struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify,
 				     SSL_SESSION *resume)
 {
@@ -225,9 +248,7 @@ struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify
 	if (!t)
 		return NULL;
 	SSL_set_ex_data(t->ssl, conn_index, t);
-	/* SNI only for names, never for address literals (RFC 6066 3). */
-	if (name && *name && !strchr(name, ':') && strspn(name, "0123456789.") != strlen(name))
-		SSL_set_tlsext_host_name(t->ssl, name);
+	set_sni(t->ssl, name);
 	t->verify = verify;
 	if (verify) {
 		SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -239,12 +260,74 @@ struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify
 	} else {
 		SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
 	}
-	if (resume)
-		SSL_set_session(t->ssl, resume);
-	SSL_set_connect_state(t->ssl);
-	SSL_do_handshake(t->ssl); /* queues the ClientHello */
+	return client_start(t, resume);
+}
+
+bool tls_tlsa_usable(const struct tls_tlsa *r)
+{
+	static const size_t digest_len[] = { 0, 32, 64 };
+
+	if (r->usage != 2 && r->usage != 3)
+		return false;
+	if (r->selector > 1 || r->mtype > 2 || !r->data || !r->len)
+		return false;
+	return r->mtype == 0 || r->len == digest_len[r->mtype];
+}
+
+struct tls_conn *tls_conn_new_dane(SSL_CTX *ctx, const char *name, const struct tls_tlsa *rr,
+				   size_t n, size_t *usable)
+{
+	struct tls_conn *t = conn_new(ctx);
+
+	*usable = 0;
+	if (!t)
+		return NULL;
+	SSL_set_ex_data(t->ssl, conn_index, t);
+	set_sni(t->ssl, name);
+	/* Verification runs and records its result, but never stops the
+	 * handshake: the caller reads tls_conn_dane() and sends nothing to a
+	 * peer that failed it, with the verifier's reason in its log. */
+	SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
+	if (!name || SSL_dane_enable(t->ssl, name) <= 0) {
+		tls_conn_free(t);
+		return NULL;
+	}
+	SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	for (size_t i = 0; i < n; i++) {
+		if (!tls_tlsa_usable(&rr[i]))
+			continue;
+		if (SSL_dane_tlsa_add(t->ssl, rr[i].usage, rr[i].selector, rr[i].mtype,
+				      rr[i].data, rr[i].len) > 0)
+			(*usable)++;
+	}
+	t->dane = *usable > 0;
 	ERR_clear_error();
-	return t;
+	return client_start(t, NULL);
+}
+
+bool tls_conn_dane(const struct tls_conn *t)
+{
+	return t->dane && t->established && SSL_get_verify_result(t->ssl) == X509_V_OK &&
+	       SSL_get0_dane_authority(t->ssl, NULL, NULL) >= 0;
+}
+
+bool tls_conn_dane_match(const struct tls_conn *t, struct tls_tlsa *match)
+{
+	uint8_t usage, selector, mtype;
+	const unsigned char *data;
+	size_t len;
+
+	if (!tls_conn_dane(t) ||
+	    SSL_get0_dane_tlsa(t->ssl, &usage, &selector, &mtype, &data, &len) < 0)
+		return false;
+	*match = (struct tls_tlsa){ usage, selector, mtype, data, len };
+	return true;
+}
+
+const char *tls_conn_verify_error(const struct tls_conn *t)
+{
+	return X509_verify_cert_error_string(SSL_get_verify_result(t->ssl));
 }
 
 bool tls_conn_verified(const struct tls_conn *t)

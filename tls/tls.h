@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <openssl/ssl.h>
@@ -44,6 +45,38 @@ struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify
 				     SSL_SESSION *resume);
 /* Chain and name verified (only ever true for a verifying connection). */
 bool tls_conn_verified(const struct tls_conn *t);
+
+/* ---- DANE (RFC 6698, RFC 7672) ----
+ * One TLSA record as DNS gives it; data is only read during the call. */
+struct tls_tlsa {
+	uint8_t usage, selector, mtype;
+	const unsigned char *data;
+	size_t len;
+};
+/* Whether SMTP may use a record (RFC 7672 3.1): DANE-TA(2) or DANE-EE(3),
+ * selector Cert(0) or SPKI(1), matching Full(0), SHA2-256(1), SHA2-512(2),
+ * and a digest of its algorithm's length. PKIX-TA(0) and PKIX-EE(1) are
+ * unusable for SMTP. */
+bool tls_tlsa_usable(const struct tls_tlsa *r);
+/* A client connection to be authenticated by the usable records among
+ * rr[0..n) (OpenSSL's DANE: SSL_dane_enable and SSL_dane_tlsa_add).
+ * name is the TLSA base domain: SNI, and the reference identifier that a
+ * DANE-TA(2) match must carry (DANE-EE(3) matches need no name). *usable:
+ * how many records were taken; 0 means the RRset is unusable and the
+ * connection is plain TLS without authentication (RFC 7672 2.2). The
+ * handshake completes whatever the peer shows: ask tls_conn_dane() after
+ * it, and send nothing unless it says so. Never resumes a session: a
+ * resumed handshake proves nothing about the records (OpenSSL reports no
+ * DANE authority for it), so each connection authenticates in full. */
+struct tls_conn *tls_conn_new_dane(SSL_CTX *ctx, const char *name, const struct tls_tlsa *rr,
+				   size_t n, size_t *usable);
+/* Established and authenticated by one of its TLSA records. */
+bool tls_conn_dane(const struct tls_conn *t);
+/* The record that matched (false when none did). */
+bool tls_conn_dane_match(const struct tls_conn *t, struct tls_tlsa *match);
+/* Why the peer's chain was not authenticated ("ok" when it was): the
+ * verifier's reason, e.g. "no matching DANE TLSA records". */
+const char *tls_conn_verify_error(const struct tls_conn *t);
 bool tls_conn_resumed(const struct tls_conn *t);
 /* A session ticket for resumption, if one arrived since the last call;
  * the caller owns the reference (SSL_SESSION_free). */
