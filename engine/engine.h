@@ -79,6 +79,7 @@ struct eng_result {
 	const char *tls_version;  /* NULL: clear text */
 	const char *tls_cipher;
 	bool tls_verified;
+	bool tls_dane;            /* authenticated by the host's TLSA records */
 };
 
 struct eng_msg;

@@ -113,7 +113,7 @@ struct eng_sess {
 	bool auth_plain, auth_login, size_ext;
 	uint64_t size_max;                /* 0: no SIZE limit announced */
 	/* TLS, filled by the worker */
-	bool tls_on, tls_verified;
+	bool tls_on, tls_verified, tls_dane;
 	const char *tls_version, *tls_cipher;
 	char peer[64];
 	/* output for the worker: commands, then the body pieces: the message's

@@ -179,6 +179,7 @@ void eng_result_give(struct eng_msg *m, size_t rcpt, enum eng_status st,
 		.tls_version = s && s->tls_on ? s->tls_version : NULL,
 		.tls_cipher = s && s->tls_on ? s->tls_cipher : NULL,
 		.tls_verified = s && s->tls_on && s->tls_verified,
+		.tls_dane = s && s->tls_on && s->tls_dane,
 	};
 	m->pending_--;
 	m->on_result(m, rcpt, &r);

@@ -37,6 +37,30 @@ enum op { OP_DNS = 0, OP_CONNECT, OP_LINK_TIMEOUT, OP_RECV, OP_SEND, OP_WAKE, OP
 
 struct pool;
 
+/* A pool's DANE state (RFC 7672) under policy dane or dane-only: the host's
+ * TLSA RRset, looked up on the worker's own resolver before the first
+ * connection and again when its TTL is over. Connections wait for it. */
+enum dane_state {
+	DANE_UNKNOWN,  /* never asked */
+	DANE_LOOKING,  /* a lookup in flight: no connection opens meanwhile */
+	DANE_NONE,     /* no usable, DNSSEC-validated records: TLS without
+			* authentication (dane), or nothing (dane-only) */
+	DANE_RECORDS,  /* usable validated records: every connection
+			* authenticates by them or sends nothing */
+	DANE_FAILED,   /* the lookup failed (a bogus answer, SERVFAIL, a
+			* timeout): the host cannot be used until it is over */
+};
+#define DANE_RETRY_MS 60000  /* a failed lookup is asked again after this */
+#define DANE_MIN_TTL_MS 30000
+struct pool_dane {
+	enum dane_state st;
+	bool asking;                 /* inside dns_resolve_tlsa: answered inline */
+	uint64_t until;              /* the answer's end of life, ms */
+	struct tls_tlsa *rr;         /* DANE_RECORDS: the RRset (data after it) */
+	size_t n, usable;
+	char why[400];               /* what the state rests on, for results */
+};
+
 /*
  * A connection's lifecycle: what the worker does with the socket and where
  * the connection stands in its pool. The SMTP dialogue on it is the
@@ -126,6 +150,8 @@ struct pool {
 	bool kick_later;               /* on w->kick_list */
 	struct pool *kick_next;
 	SSL_SESSION *ticket;           /* TLS resumption for this host */
+	struct eng_worker *w;
+	struct pool_dane dane;         /* policies dane and dane-only */
 };
 
 struct eng_worker {
@@ -392,6 +418,7 @@ static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
 		w->npools_cap = cap;
 	}
 	struct pool *p = vl_calloc(1, sizeof *p);
+	p->w = w;
 	p->route = *r;
 	p->hash = h;
 	p->hnext = w->pools[h % w->npools_cap];
@@ -457,6 +484,132 @@ static void msg_finished(struct pool *p, struct eng_msg *m)
 }
 
 static void pool_kick(struct eng_worker *w, struct pool *p);
+
+/* ---- DANE: the pool's TLSA RRset ---- */
+
+static bool dane_policy(const struct pool *p)
+{
+	return p->route.tls == TLS_POLICY_DANE || p->route.tls == TLS_POLICY_DANE_ONLY;
+}
+
+/* An IP address literal has no TLSA base domain. */
+static bool is_host_name(const char *name)
+{
+	return *name && !strchr(name, ':') && strspn(name, "0123456789.") != strlen(name);
+}
+
+static unsigned route_port(const struct eng_route *r)
+{
+	const struct sockaddr_storage *a = &r->addr;
+
+	if (a->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)a)->sin_port);
+}
+
+/* "3 1 1 6f8c...e2a1, 2 0 1 ..." for results and logs (digests cut). */
+static void dane_describe(const struct pool_dane *d, char *out, size_t len)
+{
+	size_t at = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < d->n && at + 32 < len; i++) {
+		const struct tls_tlsa *r = &d->rr[i];
+		at += (size_t)snprintf(out + at, len - at, "%s%u %u %u ", i ? ", " : "",
+				       r->usage, r->selector, r->mtype);
+		for (size_t k = 0; k < r->len && k < 8 && at + 3 < len; k++)
+			at += (size_t)snprintf(out + at, len - at, "%02x", r->data[k]);
+		if (r->len > 8 && at + 4 < len)
+			at += (size_t)snprintf(out + at, len - at, "...");
+	}
+}
+
+static void dane_keep(struct pool_dane *d, const struct dns_tlsa_result *res)
+{
+	size_t bytes = 0;
+
+	for (size_t i = 0; i < res->n; i++)
+		bytes += res->rr[i].len;
+	free(d->rr);
+	d->rr = vl_malloc(res->n * sizeof *d->rr + bytes + 1);
+	unsigned char *data = (unsigned char *)(d->rr + res->n);
+	d->n = res->n;
+	d->usable = 0;
+	for (size_t i = 0; i < res->n; i++) {
+		const struct dns_tlsa_rr *x = &res->rr[i];
+		memcpy(data, x->data, x->len);
+		d->rr[i] = (struct tls_tlsa){ x->usage, x->selector, x->mtype, data, x->len };
+		d->usable += tls_tlsa_usable(&d->rr[i]);
+		data += x->len;
+	}
+}
+
+static void on_tlsa(void *arg, const struct dns_tlsa_result *res)
+{
+	struct pool *p = arg;
+	struct pool_dane *d = &p->dane;
+	uint64_t ttl = (uint64_t)res->ttl * 1000;
+
+	d->until = vl_now_ms() + (ttl > DANE_MIN_TTL_MS ? ttl : DANE_MIN_TTL_MS);
+	if (res->status == DNS_OK && res->ad && res->n) {
+		dane_keep(d, res);
+		char recs[300];
+		dane_describe(d, recs, sizeof recs);
+		d->st = d->usable ? DANE_RECORDS : DANE_NONE;
+		snprintf(d->why, sizeof d->why, "%s: %s TLSA record%s %s", res->qname,
+			 d->usable ? "DNSSEC-validated" : "no usable", d->n == 1 ? "" : "s", recs);
+	} else if (res->status == DNS_OK || res->status == DNS_NODATA ||
+		   res->status == DNS_NXDOMAIN) {
+		d->st = DANE_NONE;   /* none, or unsigned: insecure means none */
+		snprintf(d->why, sizeof d->why, "%s: no DNSSEC-validated TLSA records",
+			 res->qname);
+	} else {
+		d->st = DANE_FAILED;
+		d->until = vl_now_ms() + DANE_RETRY_MS;
+		snprintf(d->why, sizeof d->why, "%s: TLSA lookup failed (%s): DANE cannot "
+			 "be checked", res->qname, res->why ? res->why : "?");
+	}
+	vl_log(VL_LOG_DEBUG, "engine: %s: %s", p->route.name, d->why);
+	if (!d->asking && !p->w->stopping)
+		pool_kick(p->w, p);
+}
+
+/* Whether connections may open now under the pool's DANE state; starts
+ * the lookup when the state is unknown or old. A host whose lookup failed,
+ * or that has no usable records under dane-only, fails what waits. */
+static bool dane_ready(struct eng_worker *w, struct pool *p)
+{
+	struct pool_dane *d = &p->dane;
+
+	if (!dane_policy(p))
+		return true;
+	if (d->st == DANE_LOOKING)
+		return false;
+	if (d->st == DANE_UNKNOWN || vl_now_ms() >= d->until) {
+		if (!w->dns || !is_host_name(p->route.name)) {
+			d->st = DANE_NONE;
+			d->until = UINT64_MAX;
+			snprintf(d->why, sizeof d->why, "%s: no TLSA lookup (%s)", p->route.name,
+				 w->dns ? "an address, not a host name" : "no resolver");
+		} else {
+			d->st = DANE_LOOKING;
+			d->asking = true;
+			dns_resolve_tlsa(w->dns, p->route.name, route_port(&p->route), on_tlsa, p);
+			d->asking = false;
+			if (d->st == DANE_LOOKING)
+				return false;
+		}
+	}
+	if (d->st == DANE_FAILED ||
+	    (d->st == DANE_NONE && p->route.tls == TLS_POLICY_DANE_ONLY)) {
+		char why[480];
+		snprintf(why, sizeof why, "%s%s", d->why,
+			 d->st == DANE_NONE ? "; policy dane-only" : "");
+		pool_fail_queue(p, NULL, "tls", 0, "", why);
+		return false;
+	}
+	return true;
+}
 
 static void release_held(struct conn *c)
 {
@@ -935,8 +1088,18 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 		return;
 	}
 	if (c->state == CONN_TLS && tls_conn_established(c->tls)) {
+		if (dane_policy(c->pool) && c->pool->dane.st == DANE_RECORDS &&
+		    !tls_conn_dane(c->tls)) {
+			char why[600];
+			snprintf(why, sizeof why, "DANE: the certificate of %s matches none of "
+				 "its TLSA records (%s); nothing sent", c->pool->dane.why,
+				 tls_conn_verify_error(c->tls));
+			conn_fail(c, why);
+			return;
+		}
 		conn_enter(c, CONN_SETUP);
 		c->s.tls_on = true;
+		c->s.tls_dane = tls_conn_dane(c->tls);
 		c->s.tls_version = tls_conn_version(c->tls);
 		c->s.tls_cipher = tls_conn_cipher(c->tls);
 		c->s.tls_verified = tls_conn_verified(c->tls);
@@ -951,8 +1114,13 @@ static void conn_tls_start(struct conn *c)
 {
 	struct pool *p = c->pool;
 	bool verify = p->route.tls == TLS_POLICY_VERIFY;
+	size_t usable;
 
-	c->tls = tls_conn_new_client(c->w->tls_ctx, p->route.name, verify, p->ticket);
+	if (dane_policy(p) && p->dane.st == DANE_RECORDS)
+		c->tls = tls_conn_new_dane(c->w->tls_ctx, p->route.name, p->dane.rr, p->dane.n,
+					   &usable);
+	else
+		c->tls = tls_conn_new_client(c->w->tls_ctx, p->route.name, verify, p->ticket);
 	if (!c->tls) {
 		conn_fail(c, "TLS: cannot set up a client connection");
 		return;
@@ -1084,7 +1252,7 @@ static void pool_kick(struct eng_worker *w, struct pool *p)
 {
 	while (p->qhead && p->idle)
 		conn_ready(p->idle); /* takes from the queue itself */
-	if (w->stopping)
+	if (w->stopping || !dane_ready(w, p))
 		return;
 	if (vl_now_ms() < p->no_open_until) {
 		/* Paused after a failed connect: the tick comes back for it. */
@@ -1345,6 +1513,7 @@ void eng_worker_free(struct eng_worker *w)
 		for (struct pool *p = w->pools[i], *n; p; p = n) {
 			n = p->hnext;
 			SSL_SESSION_free(p->ticket);
+			free(p->dane.rr);
 			free(p);
 		}
 	free(w->pools);

@@ -150,6 +150,7 @@ void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_
 		ev.tls_version = m->tls_version[0] ? m->tls_version : NULL;
 		ev.tls_cipher = m->tls_cipher;
 		ev.tls_verified = m->tls_verified;
+		ev.tls_dane = m->tls_dane;
 		ev.size = m->out.size;
 	}
 	sched_event_format(&ev, &d->events);
@@ -173,6 +174,7 @@ static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *
 		 r->tls_version ? r->tls_version : "");
 	snprintf(m->tls_cipher, sizeof m->tls_cipher, "%s", r->tls_cipher ? r->tls_cipher : "");
 	m->tls_verified = r->tls_verified;
+	m->tls_dane = r->tls_dane;
 }
 
 /* On an engine worker: hand the message back to the delivery thread. */
@@ -216,7 +218,7 @@ static void local_result(struct sched_deliver *d, struct sched_dmsg *m, enum eng
 {
 	m->status = st;
 	m->code = 0;
-	m->maybe = m->tls_verified = false;
+	m->maybe = m->tls_verified = m->tls_dane = false;
 	m->host = 0;
 	m->out.size = 0;
 	m->enhanced[0] = m->peer[0] = m->tls_version[0] = m->tls_cipher[0] = '\0';

@@ -74,7 +74,7 @@ struct sched_dmsg {
 	int code;
 	bool maybe;
 	char enhanced[10], stage[16], peer[64], tls_version[16], tls_cipher[64];
-	bool tls_verified;
+	bool tls_verified, tls_dane;
 	char text[SCHED_JREC_TEXT_MAX + 1];
 	struct sched_dmsg *next;
 };
