@@ -1,0 +1,165 @@
+"""volleyd delivering under DANE (RFC 7672) through a real DNSSEC world:
+zones signed with ldns, served by NSD, validated by unbound (dnssec.py).
+The receiving sink presents a certificate issued by a test CA; TLSA records
+pin it (3 1 1), or its CA (2 0 1), or something else (a mismatch: nothing
+may be sent). Unsigned zones' TLSA records are not used; a TLSA RRset
+that fails validation makes the host unusable; dane-only refuses to send
+without DANE."""
+
+import os
+import subprocess
+
+from . import dnssec, util
+from .daemon import VolleydTest, simple_job
+from .sinkctl import Sink
+
+NAMES = ["mx.good.test", "mx.ta.test", "mx.bad.test", "mx.none.test", "mx.plain.test",
+         "mx.weird.test"]
+
+
+def make_certs(folder):
+    """A test CA and, issued by it, the sink's certificate for NAMES; the
+    chain file holds the key, the certificate and the CA's."""
+    def run(*argv):
+        subprocess.run(argv, cwd=folder, check=True, capture_output=True, timeout=30)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=Volley DANE Test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "mx.key", "-out", "mx.csr", "-subj", "/CN=" + NAMES[0])
+    with open(os.path.join(folder, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n"
+                % ",".join("DNS:" + n for n in NAMES))
+    run("openssl", "x509", "-req", "-in", "mx.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "mx.pem", "-days", "2", "-extfile", "ext.cnf")
+    chain = os.path.join(folder, "chain.pem")
+    with open(chain, "w") as out:
+        for part in ("mx.pem", "ca.pem"):
+            with open(os.path.join(folder, part)) as f:
+                out.write(f.read())
+    return chain, os.path.join(folder, "mx.key"), os.path.join(folder, "mx.pem"), \
+        os.path.join(folder, "ca.pem")
+
+
+def zone(name, host, port, tlsa=None):
+    lines = ["%s. 300 IN MX 10 mx.%s." % (name, name), "mx.%s. 300 IN A %s" % (name, host)]
+    if tlsa:
+        lines.append("_%d._tcp.mx.%s. 300 IN TLSA %s" % (port, name, tlsa))
+    return lines
+
+
+class DaneDelivery(VolleydTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = util.tempdir("volley-dane-")
+        chain, key, leaf, ca = make_certs(cls.dir)
+        cls.sink = Sink("--tls", "--cert", chain, "--key", key, hosts=("127.0.0.2",)).start()
+        p = cls.sink.port
+        ee = dnssec.tlsa_3_1_1(leaf)
+        wrong = "3 1 1 " + "ab" * 32
+        zones = {
+            "good.test": zone("good.test", "127.0.0.2", p, ee),
+            "ta.test": zone("ta.test", "127.0.0.2", p, dnssec.tlsa_2_0_1(ca)),
+            "bad.test": zone("bad.test", "127.0.0.2", p, wrong),
+            "none.test": zone("none.test", "127.0.0.2", p),
+            "plain.test": zone("plain.test", "127.0.0.2", p, wrong),
+            # the host is signed, its TLSA RRset lives in a zone of its own
+            # whose signatures do not verify: the TLSA lookup fails
+            "weird.test": zone("weird.test", "127.0.0.2", p),
+            "_tcp.mx.weird.test": ["_%d._tcp.mx.weird.test. 300 IN TLSA %s" % (p, ee)],
+        }
+        cls.world = dnssec.DnssecWorld(zones, bogus=["_tcp.mx.weird.test"],
+                                       unsigned=["plain.test"]).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.world.stop()
+        cls.sink.stop()
+        util.remove_dir(cls.dir)
+
+    def daemon(self, rules=""):
+        return self.start_daemon(config=(
+            'dns = { servers = [ "%s" ]; allow_private = true; timeout_ms = 2000; };\n'
+            'defaults = { port = %d; retry = [ "1s" ]; };\n%s'
+            % (self.world.resolver, self.sink.port, rules)))
+
+    def submit(self, d, domain, n=2):
+        job = simple_job(0)
+        job["recipients"] = [{"email": "u%d@%s" % (i, domain),
+                              "substitutions": {"name": "x"}} for i in range(n)]
+        return d.submit(job).json()["id"]
+
+    def events(self, d, jid, kind):
+        return [e for e in d.request("GET", "/v1/events?job=" + jid).lines()
+                if e["type"] == kind]
+
+    def deferred(self, d, jid, n):
+        """The recipients' rows once n of them are deferred."""
+        def some():
+            rows = [r for r in d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()
+                    if r["state"] == "deferred"]
+            return rows if len(rows) >= n else None
+        return self.wait_for("%d deferrals" % n, some, timeout=20)
+
+    def delivered_with(self, domain, dane):
+        d = self.daemon()
+        jid = self.submit(d, domain)
+        j = self.wait_done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 2, j)
+        self.assertEqual(len(self.sink.new_messages(2, wait=5)), 2)
+        for e in self.events(d, jid, "Delivery"):
+            self.assertEqual(e["tls"]["dane"], dane, e)
+            self.assertEqual(e["mx"], "mx." + domain)
+
+    def test_dane_ee_match_is_delivered_authenticated(self):
+        self.delivered_with("good.test", True)
+
+    def test_dane_ta_on_the_issuing_ca_is_delivered_authenticated(self):
+        self.delivered_with("ta.test", True)
+
+    def test_no_tlsa_records_means_tls_without_authentication(self):
+        self.delivered_with("none.test", False)
+
+    def test_tlsa_in_an_unsigned_zone_is_not_used(self):
+        # the records there would not match: unused, they cannot block
+        self.delivered_with("plain.test", False)
+
+    def test_a_mismatch_defers_and_nothing_is_sent(self):
+        self.sink.new_messages(0)
+        d = self.daemon()
+        jid = self.submit(d, "bad.test")
+        rows = self.deferred(d, jid, 2)
+        text = rows[0]["response"]["text"]
+        self.assertIn("DANE", text)
+        self.assertIn("mx.bad.test", text)
+        self.assertIn("3 1 1 abababab", text)
+        self.assertEqual(rows[0]["bounce_class"], "tls", rows[0])
+        self.assertEqual(self.sink.new_messages(0, wait=1), [], "the sink got nothing")
+        j = d.request("GET", "/v1/jobs/" + jid).json()
+        self.assertEqual(j["counts"]["delivered"], 0, j)
+
+    def test_a_tlsa_lookup_that_fails_validation_defers(self):
+        self.sink.new_messages(0)
+        d = self.daemon()
+        jid = self.submit(d, "weird.test")
+        rows = self.deferred(d, jid, 2)
+        self.assertIn("TLSA lookup failed", rows[0]["response"]["text"])
+        self.assertEqual(self.sink.new_messages(0, wait=1), [])
+
+    def test_dane_only_without_tlsa_defers(self):
+        self.sink.new_messages(0)
+        d = self.daemon('domains = ( { match = "none.test"; tls = "dane-only"; } );\n')
+        jid = self.submit(d, "none.test")
+        rows = self.deferred(d, jid, 2)
+        self.assertIn("dane-only", rows[0]["response"]["text"])
+        self.assertEqual(self.sink.new_messages(0, wait=1), [])
+
+    def test_dane_only_with_a_match_delivers(self):
+        d = self.daemon('domains = ( { match = "good.test"; tls = "dane-only"; } );\n')
+        jid = self.submit(d, "good.test")
+        j = self.wait_done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 2, j)
+        self.sink.new_messages(2, wait=5)
+        self.assertTrue(all(e["tls"]["dane"] for e in self.events(d, jid, "Delivery")))
