@@ -175,7 +175,7 @@ class Unbound:
         self.log = open(os.path.join(self.dir, "stderr"), "w+")
         self.proc = util.start([UNBOUND, "-d", "-c", self.conf], stdout=self.log,
                                stderr=subprocess.STDOUT)
-        zone = next(iter(self.zones))
+        zone = self.probe_name()
         if util.wait_until(lambda: udp_query(self.server, zone, T_SOA, 0.3), START_WAIT,
                            0.05, proc=self.proc):
             return self
@@ -183,6 +183,10 @@ class Unbound:
         err = self.log.read()
         self.stop()
         raise RuntimeError("unbound did not answer: %s" % err[-2000:])
+
+    def probe_name(self):
+        """The name whose SOA start() asks until unbound answers."""
+        return next(iter(self.zones))
 
     def stats(self):
         """unbound-control stats_noreset as a dict of numbers."""

@@ -10,9 +10,10 @@ Ports        free_port(): a port free on one or more 127.0.0.x addresses
 Processes    start(): a process in its own process group (a new session),
              killed if this one dies (PR_SET_PDEATHSIG), and registered;
              stop(): by PID, SIGTERM, then SIGKILL after a bounded wait,
-             reaped. stop_all() stops whatever is still registered, at exit
-             too. run_main(): a program's main, a SIGTERM ending it at once
-             (status 143) through the same cleanup.
+             reaped; stop_tree(): the same, then waits for (or kills) the
+             processes it had forked, by PID. stop_all() stops whatever is
+             still registered, at exit too. run_main(): a program's main, a
+             SIGTERM ending it at once (status 143) through the same cleanup.
 Waiting      wait_until(): a condition polled until a deadline.
 Directories  tempdir(): a fresh directory, removed by the cleanup it is
              given (a TestCase's addCleanup) or else at exit.
@@ -162,6 +163,58 @@ def stop(p, sig=signal.SIGTERM, wait=STOP_WAIT):
             if f:
                 f.close()
     return p.returncode
+
+
+def _proc_stat(pid):
+    """(state, ppid, start time) of pid from /proc/PID/stat; None if gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return rest[0], int(rest[1]), int(rest[19])
+
+
+def descendants(pid):
+    """[(pid, start time)] of every process below pid now (children,
+    grandchildren...), read from /proc."""
+    parent = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _proc_stat(int(name))
+            if st:
+                parent[int(name)] = st
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c, st in parent.items():
+            if st[1] == p:
+                out.append((c, st[2]))
+                todo.append(c)
+    return out
+
+
+def stop_tree(p, sig=signal.SIGTERM, wait=STOP_WAIT):
+    """stop(p) for a daemon that forks processes of its own (NSD): those seen
+    below it before the signal are then waited for, each by its PID (and
+    start time, against reuse), until gone or dead awaiting their reaper;
+    SIGKILLed past wait seconds. Returns p's exit status."""
+    kids = descendants(p.pid)
+    rc = stop(p, sig, wait)
+
+    def alive():
+        return [(c, t) for c, t in kids
+                if (st := _proc_stat(c)) and st[2] == t and st[0] not in "ZX"]
+
+    if kids and not wait_until(lambda: not alive(), wait):
+        for c, _ in alive():
+            try:
+                os.kill(c, signal.SIGKILL)
+            except OSError:
+                pass
+        wait_until(lambda: not alive(), STOP_WAIT)
+    return rc
 
 
 def kill(p):
