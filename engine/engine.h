@@ -55,6 +55,10 @@ struct eng_route {
 	socklen_t sourcelen;
 	bool has_source;
 	enum tls_policy tls;
+	bool dnssec;                     /* the MX and the host's addresses were
+					  * DNSSEC-validated: only then does
+					  * policy dane look for TLSA records
+					  * (RFC 7672 2.2) */
 	char auth_user[256], auth_pass[256]; /* AUTH when auth_user[0] */
 	unsigned max_connections;        /* default 50 */
 	unsigned max_messages_per_connection; /* default 1000 */

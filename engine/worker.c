@@ -375,6 +375,15 @@ void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms)
 
 /* ---- pools ---- */
 
+/* Whether the host's name is part of what a connection proves (verify
+ * checks it, DANE looks up its TLSA records): then two names on one
+ * address are two pools. */
+static bool route_named(const struct eng_route *r)
+{
+	return r->tls == TLS_POLICY_VERIFY || r->tls == TLS_POLICY_DANE ||
+	       r->tls == TLS_POLICY_DANE_ONLY;
+}
+
 uint64_t eng_route_hash(const struct eng_route *r)
 {
 	unsigned char tls = (unsigned char)r->tls;
@@ -383,6 +392,8 @@ uint64_t eng_route_hash(const struct eng_route *r)
 	if (r->has_source)
 		h = vl_hash_add(h, &r->source, r->sourcelen);
 	h = vl_hash_add(h, &tls, 1);
+	if (route_named(r))
+		h = vl_hash_lower(h, r->name, strlen(r->name));
 	return vl_hash_add(h, r->auth_user, strlen(r->auth_user));
 }
 
@@ -391,7 +402,8 @@ static bool route_same(const struct eng_route *a, const struct eng_route *b)
 	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0 &&
 	       a->has_source == b->has_source &&
 	       (!a->has_source || memcmp(&a->source, &b->source, a->sourcelen) == 0) &&
-	       a->tls == b->tls && strcmp(a->auth_user, b->auth_user) == 0;
+	       a->tls == b->tls && strcmp(a->auth_user, b->auth_user) == 0 &&
+	       (!route_named(a) || (a->dnssec == b->dnssec && strcasecmp(a->name, b->name) == 0));
 }
 
 static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
@@ -586,11 +598,13 @@ static bool dane_ready(struct eng_worker *w, struct pool *p)
 	if (d->st == DANE_LOOKING)
 		return false;
 	if (d->st == DANE_UNKNOWN || vl_now_ms() >= d->until) {
-		if (!w->dns || !is_host_name(p->route.name)) {
+		if (!w->dns || !is_host_name(p->route.name) || !p->route.dnssec) {
 			d->st = DANE_NONE;
 			d->until = UINT64_MAX;
 			snprintf(d->why, sizeof d->why, "%s: no TLSA lookup (%s)", p->route.name,
-				 w->dns ? "an address, not a host name" : "no resolver");
+				 !w->dns ? "no resolver" : !is_host_name(p->route.name) ?
+				 "an address, not a host name" :
+				 "its MX or address records are not DNSSEC-validated");
 		} else {
 			d->st = DANE_LOOKING;
 			d->asking = true;

@@ -138,6 +138,7 @@ static size_t build_routes(const struct sched_site *s, long long port,
 			if (vl_sockaddr_parse(ip, (uint16_t)port, &out[n].addr, &out[n].addrlen) < 0)
 				continue;
 			snprintf(out[n].name, sizeof out[n].name, "%s", r->hosts[h].name);
+			out[n].dnssec = r->mx_ad && r->hosts[h].ad;
 			n++;
 		}
 	return n;

@@ -163,3 +163,18 @@ class DaneDelivery(VolleydTest):
         self.assertEqual(j["counts"]["delivered"], 2, j)
         self.sink.new_messages(2, wait=5)
         self.assertTrue(all(e["tls"]["dane"] for e in self.events(d, jid, "Delivery")))
+
+    def test_two_names_on_one_address_keep_their_own_records(self):
+        # mx.good.test and mx.bad.test are the same address and port: one
+        # host's TLSA records must never vouch for (or block) the other's
+        self.sink.new_messages(0)
+        d = self.daemon()
+        jid = self.submit(d, "good.test")
+        jid2 = self.submit(d, "bad.test")
+        j = self.wait_done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 2, j)
+        self.assertTrue(all(e["tls"]["dane"] for e in self.events(d, jid, "Delivery")))
+        rows = self.deferred(d, jid2, 2)
+        self.assertIn("mx.bad.test", rows[0]["response"]["text"])
+        got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
+        self.assertEqual(got, {"good.test"})
