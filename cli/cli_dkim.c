@@ -102,8 +102,7 @@ static char *public_b64(EVP_PKEY *pk, bool ed)
 		 i2d_PUBKEY(pk, &p) <= 0)
 		return NULL;
 	char *out = vl_malloc(n * 4 / 3 + 8);
-	if (out)
-		EVP_EncodeBlock((unsigned char *)out, raw, (int)n);
+	EVP_EncodeBlock((unsigned char *)out, raw, (int)n);
 	return out;
 }
 

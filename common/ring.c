@@ -49,7 +49,7 @@ int vl_ring_init(struct vl_ring *r, unsigned entries, unsigned cq_entries,
 	r->br = mmap(NULL, sizeof(struct io_uring_buf) * nbufs, PROT_READ | PROT_WRITE,
 		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	r->bufs = vl_malloc((size_t)nbufs * bufsz);
-	if (r->br == MAP_FAILED || !r->bufs) {
+	if (r->br == MAP_FAILED) {
 		snprintf(err, errlen, "buffer ring: out of memory");
 		return -1;
 	}

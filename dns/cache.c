@@ -16,14 +16,13 @@ static uint64_t hash_of(const char *name, uint16_t qtype)
 	return vl_hash(name, strlen(name)) ^ qtype;
 }
 
-int dns_cache_init(struct dns_cache *c, size_t max)
+void dns_cache_init(struct dns_cache *c, size_t max)
 {
 	memset(c, 0, sizeof *c);
 	c->cap = INITIAL_CAP;
 	c->max = max ? max : 1;
 	c->lru.next = c->lru.prev = &c->lru;
 	c->tab = vl_calloc(c->cap, sizeof *c->tab);
-	return c->tab ? 0 : -1;
 }
 
 static void free_entry(struct dns_entry *e)

@@ -118,7 +118,7 @@ struct dns_cache {
 	uint64_t evicted;
 };
 
-int dns_cache_init(struct dns_cache *c, size_t max);
+void dns_cache_init(struct dns_cache *c, size_t max);
 void dns_cache_free(struct dns_cache *c);
 struct dns_entry *dns_cache_find(struct dns_cache *c, const char *name,
 				 uint16_t qtype);

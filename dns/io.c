@@ -126,10 +126,7 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
 		return;
 	}
 	if (!w) {
-		if (!(w = vl_calloc(1, sizeof *w))) {
-			vl_log(VL_LOG_ERROR, "dns: out of memory watching a socket");
-			return;      /* its queries time out */
-		}
+		w = vl_calloc(1, sizeof *w);
 		ev_link(r, &w->ev, DNS_K_WATCH);
 		w->r = r;
 		w->fd = fd;

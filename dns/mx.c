@@ -199,10 +199,6 @@ static void finish_hosts(struct mx_req *q)
 	bool partial = false, ad = q->mx_ad;
 	char why[64];
 
-	if (!pool) {
-		mx_fail(q, DNS_ERROR, "out of memory");
-		return;
-	}
 	size_t n = usable_hosts(q, hosts, pool, &t, &partial, &ad);
 	if (t.any_shutdown)
 		mx_fail(q, DNS_SHUTDOWN, "the resolver is shutting down");
@@ -309,11 +305,6 @@ static void on_mx_records(struct mx_req *q, const struct dns_ans *a)
 	}
 	c = vl_malloc(a->n * sizeof *c);
 	q->h = vl_calloc(a->n < DNS_MAX_HOSTS ? a->n : DNS_MAX_HOSTS, sizeof *q->h);
-	if (!c || !q->h) {
-		free(c);
-		mx_fail(q, DNS_ERROR, "out of memory");
-		return;
-	}
 	take_targets(q, a, c);
 	free(c);
 	if (!q->nh)
@@ -337,10 +328,7 @@ static void on_mx(void *arg, unsigned slot, const struct dns_ans *a, uint32_t tt
 		break;
 	case DNS_NODATA:             /* RFC 5321 5.1: the domain itself */
 		q->implicit = true;
-		if (!(q->h = vl_calloc(1, sizeof *q->h))) {
-			mx_fail(q, DNS_ERROR, "out of memory");
-			break;
-		}
+		q->h = vl_calloc(1, sizeof *q->h);
 		snprintf(q->h[0].name, DNS_NAME_MAX, "%s", q->domain);
 		q->nh = 1;
 		launch(q);

@@ -279,8 +279,7 @@ static int take_rr(const uint8_t *buf, size_t len, const struct rrv *v, struct d
 		if (v->rdlen < 3 || dns_name_expand(buf, len, &off, host) == -1)
 			return 0;
 		a->u.mx[a->n].pref = get16(buf + v->rdoff);
-		if (!(a->u.mx[a->n].host = vl_strdup(host)))
-			return 0;
+		a->u.mx[a->n].host = vl_strdup(host);
 		break;
 	}
 	case DNS_T_A:
@@ -302,8 +301,7 @@ static int take_rr(const uint8_t *buf, size_t len, const struct rrv *v, struct d
 		t->selector = buf[v->rdoff + 1];
 		t->mtype = buf[v->rdoff + 2];
 		t->len = v->rdlen - 3;
-		if (!(t->data = vl_malloc(t->len ? t->len : 1)))
-			return 0;
+		t->data = vl_malloc(t->len ? t->len : 1);
 		memcpy(t->data, buf + v->rdoff + 3, t->len);
 		break;
 	}
@@ -322,24 +320,22 @@ static size_t elem_size(uint16_t qtype)
 	}
 }
 
-static int take_records(const uint8_t *buf, size_t len, const struct rrv *v,
-			size_t nv, const char *owner, struct dns_ans *a, uint32_t *ttl)
+static void take_records(const uint8_t *buf, size_t len, const struct rrv *v,
+			 size_t nv, const char *owner, struct dns_ans *a, uint32_t *ttl)
 {
 	size_t want = 0;
 
 	for (size_t i = 0; i < nv; i++)
 		want += v[i].type == a->qtype && strcmp(v[i].owner, owner) == 0;
 	if (!want)
-		return 0;
-	if (!(a->u.mx = vl_calloc(want, elem_size(a->qtype))))
-		return -1;
+		return;
+	a->u.mx = vl_calloc(want, elem_size(a->qtype));
 	for (size_t i = 0; i < nv; i++)
 		if (v[i].type == a->qtype && strcmp(v[i].owner, owner) == 0 &&
 		    take_rr(buf, len, &v[i], a)) {
 			a->n++;
 			*ttl = min32(*ttl, v[i].ttl);
 		}
-	return 0;
 }
 
 /* RFC 2308 5: a negative answer lives min(SOA TTL, SOA MINIMUM). */
@@ -408,10 +404,10 @@ static int parse_sections(const uint8_t *buf, size_t len, const char *qname,
 	char cur[DNS_NAME_MAX];
 	uint32_t ttl = follow_cnames(buf, len, v, *nan, qname, cur);
 	a->cname_ttl = ttl;
-	if (strcmp(cur, qname) != 0 && !(a->canon = vl_strdup(cur)))
-		return -1;
-	if (a->status == DNS_OK && take_records(buf, len, v, *nan, cur, a, &ttl) < 0)
-		return -1;
+	if (strcmp(cur, qname) != 0)
+		a->canon = vl_strdup(cur);
+	if (a->status == DNS_OK)
+		take_records(buf, len, v, *nan, cur, a, &ttl);
 	if (a->n) {
 		a->ttl = ttl;
 		return 0;
@@ -433,9 +429,9 @@ int dns_parse_answer(const uint8_t *buf, size_t len, const char *qname,
 	a->qtype = qtype;
 	a->status = DNS_ERROR;
 	a->cname_ttl = UINT32_MAX;
-	if (len < HDR_LEN ||
-	    !(v = vl_malloc((cap_rrs(get16(buf + 6)) + cap_rrs(get16(buf + 8)) + 1) * sizeof *v)))
+	if (len < HDR_LEN)
 		return -1;
+	v = vl_malloc((cap_rrs(get16(buf + 6)) + cap_rrs(get16(buf + 8)) + 1) * sizeof *v);
 	if (parse_sections(buf, len, qname, a, v, &nan, &nauth) == 0)
 		rc = 0;
 	free(v);

@@ -55,17 +55,14 @@ static int check_config(unsigned tag, const struct dns_config *c, char *err,
 	return 0;
 }
 
-static int copy_servers(struct dns_resolver *r, const struct dns_config *c)
+static void copy_servers(struct dns_resolver *r, const struct dns_config *c)
 {
 	if (!c->nservers)
-		return 0;
-	if (!(r->servers = vl_calloc(c->nservers, sizeof *r->servers)))
-		return -1;
+		return;
+	r->servers = vl_calloc(c->nservers, sizeof *r->servers);
 	for (size_t i = 0; i < c->nservers; i++)
-		if (!(r->servers[i] = vl_strdup(c->servers[i])))
-			return -1;
+		r->servers[i] = vl_strdup(c->servers[i]);
 	r->cfg.servers = (const char *const *)r->servers;
-	return 0;
 }
 
 static void free_servers(struct dns_resolver *r)
@@ -82,22 +79,14 @@ struct dns_resolver *dns_new(struct vl_ring *ring, unsigned tag,
 
 	if (check_config(tag, c, err, errlen) < 0)
 		return NULL;
-	if (!(r = vl_calloc(1, sizeof *r))) {
-		snprintf(err, errlen, "dns: out of memory");
-		return NULL;
-	}
+	r = vl_calloc(1, sizeof *r);
 	r->ring = ring;
 	r->tag = tag;
 	r->cfg = *c;
 	r->cfg.servers = NULL;
 	r->rng = c->seed ? c->seed : vl_now_ns() ^ (uintptr_t)r;
-	if (copy_servers(r, c) < 0 || dns_cache_init(&r->cache, c->cache_max) < 0) {
-		snprintf(err, errlen, "dns: out of memory");
-		free_servers(r);
-		dns_cache_free(&r->cache);
-		free(r);
-		return NULL;
-	}
+	copy_servers(r, c);
+	dns_cache_init(&r->cache, c->cache_max);
 	if (dns_io_init(r, err, errlen) < 0) {
 		dns_free(r);
 		return NULL;

@@ -670,7 +670,7 @@ static const unsigned conn_next[CONN_NSTATES] = {
 	 * (stopping, or max_messages_per_connection reached) */
 	[CONN_SETUP] = TO(TLS) | TO(IDLE) | TO(BUSY) | TO(QUITTING) | TO(DRAINING) |
 		       TO(CLOSING),
-	[CONN_TLS] = TO(SETUP) | TO(CLOSING),           /* SETUP: EHLO again */
+	[CONN_TLS] = TO(SETUP) | TO(DRAINING) | TO(CLOSING), /* SETUP: EHLO again */
 	[CONN_IDLE] = TO(BUSY) | TO(QUITTING) | TO(DRAINING) | TO(CLOSING),
 	[CONN_BUSY] = TO(IDLE) | TO(QUITTING) | TO(DRAINING) | TO(CLOSING),
 	[CONN_QUITTING] = TO(DRAINING) | TO(CLOSING),

@@ -399,8 +399,7 @@ static int add_line(struct fields *fs, const char *p, size_t n, char *err, size_
 		return fail(err, errlen, "header line without a field name and colon: %.40s", p);
 	if (fs->n == fs->cap) {
 		fs->cap = fs->cap ? fs->cap * 2 : 32;
-		if (!(fs->f = vl_realloc(fs->f, fs->cap * sizeof *fs->f)))
-			abort();
+		fs->f = vl_realloc(fs->f, fs->cap * sizeof *fs->f);
 	}
 	fs->f[fs->n++] = (struct field){p, n, name, false};
 	return 0;

@@ -26,14 +26,25 @@
 void sched_timer_add(struct sched_deliver *d, uint64_t due_ms, enum sched_tkind k, void *p,
 		     uint32_t idx)
 {
-	struct sched_timer *t = vl_malloc(sizeof *t);
+	struct sched_timer *t = d->free_timers;
 
+	if (t)
+		d->free_timers = t->p;
+	else
+		t = vl_malloc(sizeof *t);
 	*t = (struct sched_timer){ .kind = k, .idx = idx, .p = p };
 	vl_heap_node_init(&t->hn);
 	vl_heap_set(&d->timers, &t->hn, due_ms);
 }
 
-/* The next timer due by now (the caller frees it), or NULL. */
+/* A timer fired or forgotten goes to the free list (p links it there). */
+static void timer_free(struct sched_deliver *d, struct sched_timer *t)
+{
+	t->p = d->free_timers;
+	d->free_timers = t;
+}
+
+/* The next timer due by now (the caller gives it to timer_free), or NULL. */
 static struct sched_timer *timer_due(struct sched_deliver *d, uint64_t now)
 {
 	struct vl_heap_node *top = vl_heap_top(&d->timers);
@@ -61,7 +72,7 @@ static void timers_forget(struct sched_deliver *d, struct sched_djob *dj)
 			vl_heap_set(&d->timers, &t->hn, t->hn.key);
 			continue;
 		}
-		free(t);
+		timer_free(d, t);
 	}
 	dj->ntimers = 0;
 	vl_heap_free(&old);
@@ -116,7 +127,7 @@ static void fire_timers(struct sched_deliver *d)
 			fire_requeue(d, t->p, t->idx);
 		else
 			sched_site_ready(d, t->p);
-		free(t);
+		timer_free(d, t);
 	}
 }
 
@@ -910,6 +921,11 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 	for (size_t i = 0; i < d->timers.n; i++)
 		free(d->timers.v[i]);
 	vl_heap_free(&d->timers);
+	while (d->free_timers) {
+		struct sched_timer *n = d->free_timers->p;
+		free(d->free_timers);
+		d->free_timers = n;
+	}
 	free(d->adds);
 	free(d->ctls);
 	json_decref(d->snap);

@@ -176,6 +176,8 @@ struct sched_deliver {
 	struct eng_route **old_routes; /* replaced MX address lists (see site_refresh) */
 	size_t nold;
 	struct vl_heap timers;        /* of struct sched_timer */
+	struct sched_timer *free_timers; /* fired ones, for reuse: no malloc
+				       * per deferral or site wake-up */
 	struct sched_dmsg *free_msgs;
 	size_t inflight;
 	uint64_t seed;

@@ -654,10 +654,11 @@ void sched_retire(struct sched *sc)
 		}
 		gone = vl_realloc(gone, (ngone + 1) * sizeof *gone);
 		gone[ngone++] = j;
-		/* files first, under the lock: once the API answers 404 for a
-		 * job, nothing of it is left on disk (a few unlinks, rarely) */
+		/* out of jobs/ under the lock (one rename), so that once the
+		 * API answers 404 for a job it is gone from the spool too; its
+		 * files go after the lock */
 		vl_log(VL_LOG_INFO, "job %s: retention over; its files are removed", j->id);
-		sched_spool_remove(sc->spool, j->id);
+		sched_spool_detach(sc->spool, j->id);
 		json_object_del(sc->index, j->id);
 		forget_keys(sc, j->id);
 	}
@@ -666,6 +667,7 @@ void sched_retire(struct sched *sc)
 		json_object_set_new(sc->index, sc->jobs[i]->id, json_integer((json_int_t)i));
 	pthread_mutex_unlock(&sc->mu);
 	for (size_t i = 0; i < ngone; i++) {
+		sched_spool_purge(sc->spool, gone[i]->id);
 		free(gone[i]->campaign);
 		free(gone[i]);
 	}

@@ -34,8 +34,9 @@ void sched_bucket_take(struct sched_bucket *b);
  * A "slow down" reply suspends the site for SCHED_BACKOFF_FIRST_MS,
  * doubled each further episode up to SCHED_BACKOFF_MAX_MS, and halves its
  * current rate (an unlimited site counts as `window` a second), not below
- * SCHED_BACKOFF_MIN_RATE. Each SCHED_BACKOFF_RECOVER_EVERY deliveries in a
- * row then raise the rate by SCHED_BACKOFF_RECOVER_STEP until it is back
+ * SCHED_BACKOFF_MIN_RATE. Each SCHED_BACKOFF_RECOVER_EVERY deliveries
+ * (counted since the last step; other failures do not reset the count,
+ * only a new "slow down" does) then raise the rate by SCHED_BACKOFF_RECOVER_STEP until it is back
  * at the configured rate (or, with none, past 10 x window: unlimited
  * again), which ends the back-off. */
 #define SCHED_BACKOFF_FIRST_MS 30000u

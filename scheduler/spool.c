@@ -153,14 +153,30 @@ uint64_t sched_spool_used_bytes(const struct sched_spool *s)
 	return n;
 }
 
-int sched_spool_remove(struct sched_spool *s, const char *id)
+int sched_spool_detach(struct sched_spool *s, const char *id)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+
+	if (sched_spool_path(s, id, SCHED_SPOOL_DIR, from, sizeof from) < 0 ||
+	    sched_spool_path(s, id, SCHED_SPOOL_TMP, to, sizeof to) < 0)
+		return -1;
+	remove_dir(to);          /* nothing is there: ids are never reused */
+	return rename(from, to);
+}
+
+int sched_spool_purge(struct sched_spool *s, const char *id)
 {
 	char p[PATH_MAX];
 
-	if (sched_spool_path(s, id, SCHED_SPOOL_DIR, p, sizeof p) < 0)
+	if (sched_spool_path(s, id, SCHED_SPOOL_TMP, p, sizeof p) < 0)
 		return -1;
 	remove_dir(p);
-	return vl_fsync_dir(s->jobs);
+	return vl_fsync_dir(s->jobs);  /* the detaching rename, durable */
+}
+
+int sched_spool_remove(struct sched_spool *s, const char *id)
+{
+	return sched_spool_detach(s, id) < 0 ? -1 : sched_spool_purge(s, id);
 }
 
 uint64_t sched_spool_job_bytes(const struct sched_spool *s, const char *id)

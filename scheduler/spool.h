@@ -49,6 +49,12 @@ uint64_t sched_spool_free_bytes(const struct sched_spool *s);
 uint64_t sched_spool_used_bytes(const struct sched_spool *s);
 /* Remove a job's files (it is over and its retention has passed). */
 int sched_spool_remove(struct sched_spool *s, const char *id);
+/* The same in two steps: detach takes the job out of jobs/ at once (one
+ * rename into tmp/, cheap enough under a lock); purge then removes its
+ * files and makes the rename durable. A crash in between leaves tmp/<id>,
+ * which the next sched_spool_open clears. */
+int sched_spool_detach(struct sched_spool *s, const char *id);
+int sched_spool_purge(struct sched_spool *s, const char *id);
 /* Octets one job takes. */
 uint64_t sched_spool_job_bytes(const struct sched_spool *s, const char *id);
 /* A fresh job id: time-ordered, unique. */

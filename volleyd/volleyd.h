@@ -13,7 +13,9 @@
 #include "../message/message.h"
 #include "../scheduler/scheduler.h"
 
-/* Everything a running daemon holds, opened in this order by vd_open. */
+/* Everything a running daemon holds (vd_open opens the spool, the
+ * suppression list, events, the registry, the engine, delivery and the
+ * API in that order). */
 struct vd_daemon {
 	struct engine *eng;
 	struct sched_spool *spool;

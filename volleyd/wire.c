@@ -1,8 +1,8 @@
 /*
- * From configuration to running parts: the engine, the spool, the
- * suppression list, events, the scheduler and the API, opened bottom up
- * and closed top down (the API first, so no request reaches what is being
- * torn down).
+ * From configuration to running parts: the spool, the suppression list,
+ * events, the job registry, the engine, delivery and the API, each opened
+ * after what it uses, and closed the other way round (the API first, so
+ * no request reaches what is being torn down).
  */
 #include "volleyd.h"
 

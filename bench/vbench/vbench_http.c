@@ -40,7 +40,7 @@ static size_t on_data(char *d, size_t sz, size_t n, void *arg)
 struct vb_api *vb_api_open(const char *sock)
 {
 	struct vb_api *a = vl_calloc(1, sizeof *a);
-	if (!a || !(a->c = curl_easy_init())) {
+	if (!(a->c = curl_easy_init())) {
 		free(a);
 		return NULL;
 	}
