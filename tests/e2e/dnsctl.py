@@ -135,8 +135,10 @@ class Unbound:
     def server(self):
         return "127.0.0.1:%d" % self.port
 
-    def config(self):
-        lines = [
+    def server_lines(self, modules="iterator", verbosity=0, threads=None):
+        """The server: section's start, shared by every unbound here: on
+        loopback, in the foreground, unprivileged, every file in self.dir."""
+        return [
             "server:",
             "  interface: 127.0.0.1",
             "  port: %d" % self.port,
@@ -147,23 +149,28 @@ class Unbound:
             '  pidfile: "%s/unbound.pid"' % self.dir,
             "  use-syslog: no",
             '  logfile: ""',
-            "  verbosity: 0",
-            "  num-threads: %d" % self.threads,
+            "  verbosity: %d" % verbosity,
+            "  num-threads: %d" % (threads or self.threads),
             "  do-ip6: no",
             "  access-control: 127.0.0.0/8 allow",
-            '  module-config: "iterator"',
+            '  module-config: "%s"' % modules,
             "  so-reuseport: no",
             "  statistics-cumulative: yes",
             "  extended-statistics: yes",
-            "  minimal-responses: yes",
         ]
+
+    def control_lines(self):
+        return ["remote-control:", "  control-enable: yes",
+                '  control-interface: "%s/ctl.sock"' % self.dir,
+                "  control-use-cert: no"]
+
+    def config(self):
+        lines = self.server_lines() + ["  minimal-responses: yes"]
         for zone, data in self.zones.items():
             lines.append('  local-zone: "%s." static' % zone)
             lines.append('  local-data: "%s. %s"' % (zone, SOA.format(z=zone + ".")))
             lines += ['  local-data: "%s"' % d for d in data]
-        lines += [self.extra, "remote-control:", "  control-enable: yes",
-                  '  control-interface: "%s/ctl.sock"' % self.dir,
-                  "  control-use-cert: no"]
+        lines += [self.extra] + self.control_lines()
         return "\n".join(lines) + "\n"
 
     def start(self):

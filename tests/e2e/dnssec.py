@@ -180,30 +180,12 @@ class ValidatingUnbound(dnsctl.Unbound):
         return min(self.stubs, key=lambda z: z.count("."))
 
     def config(self):
-        lines = [
-            "server:",
-            "  interface: 127.0.0.1",
-            "  port: %d" % self.port,
-            "  do-daemonize: no",
-            '  username: ""',
-            '  chroot: ""',
-            '  directory: "%s"' % self.dir,
-            '  pidfile: "%s/unbound.pid"' % self.dir,
-            "  use-syslog: no",
-            '  logfile: ""',
-            "  verbosity: 1",
+        lines = self.server_lines("validator iterator", verbosity=1, threads=1) + [
             "  val-log-level: 2",
-            "  num-threads: 1",
-            "  do-ip6: no",
-            "  access-control: 127.0.0.0/8 allow",
-            '  module-config: "validator iterator"',
-            "  so-reuseport: no",
             "  do-not-query-localhost: no",
             "  harden-dnssec-stripped: yes",
             "  trust-anchor-signaling: no",
             "  qname-minimisation: no",
-            "  statistics-cumulative: yes",
-            "  extended-statistics: yes",
         ]
         # test., invalid., onion. and the like are unbound's own empty
         # zones (RFC 6761) unless told otherwise.
@@ -214,9 +196,7 @@ class ValidatingUnbound(dnsctl.Unbound):
         for zone, addr in self.stubs.items():
             lines += ["stub-zone:", '  name: "%s."' % zone.rstrip("."),
                       "  stub-addr: %s" % addr]
-        lines += ["remote-control:", "  control-enable: yes",
-                  '  control-interface: "%s/ctl.sock"' % self.dir,
-                  "  control-use-cert: no"]
+        lines += self.control_lines()
         return "\n".join(lines) + "\n"
 
     def log_text(self):

@@ -6,40 +6,7 @@
 #include <unistd.h>
 
 #include "../../tls/tls.h"
-
-/* Move bytes both ways until neither side has anything to say. */
-static int pump(struct tls_conn *c, struct tls_conn *s, char *got_s, size_t *n_s)
-{
-	struct vl_buf b;
-	char buf[4096];
-	int rc = 0;
-
-	vl_buf_init(&b);
-	for (int round = 0; round < 20; round++) {
-		size_t moved = 0;
-		vl_buf_reset(&b);
-		moved += tls_conn_output(c, &b);
-		tls_conn_input(s, b.p, b.len);
-		ssize_t n;
-		while ((n = tls_conn_read(s, buf, sizeof buf)) > 0) {
-			memcpy(got_s + *n_s, buf, (size_t)n);
-			*n_s += (size_t)n;
-		}
-		if (n < 0)
-			rc = -1;
-		vl_buf_reset(&b);
-		moved += tls_conn_output(s, &b);
-		tls_conn_input(c, b.p, b.len);
-		while ((n = tls_conn_read(c, buf, sizeof buf)) > 0)
-			;
-		if (n < 0)
-			rc = -1;
-		if (moved == 0 || rc < 0)
-			break;
-	}
-	vl_buf_free(&b);
-	return rc;
-}
+#include "tls_pump.h"
 
 static SSL_CTX *server(void)
 {
@@ -71,12 +38,12 @@ Test(tls, handshake_data_and_resumption)
 
 	struct tls_conn *s = tls_conn_new_server(sctx);
 	struct tls_conn *c = tls_conn_new_client(cctx, "mx.volley.test", false, NULL);
-	cr_assert_eq(pump(c, s, got, &n), 0);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
 	cr_assert(tls_conn_established(c) && tls_conn_established(s));
 	cr_assert_str_eq(tls_conn_version(c), "TLSv1.3");
 	cr_assert_not(tls_conn_verified(c), "not asked to verify");
 	cr_assert_eq(tls_conn_write(c, "EHLO x\r\n", 8), 0);
-	cr_assert_eq(pump(c, s, got, &n), 0);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
 	cr_assert_eq(n, 8);
 	cr_assert_eq(memcmp(got, "EHLO x\r\n", 8), 0);
 	SSL_SESSION *ticket = tls_conn_take_session(c);
@@ -89,7 +56,7 @@ Test(tls, handshake_data_and_resumption)
 	s = tls_conn_new_server(sctx);
 	c = tls_conn_new_client(cctx, "mx.volley.test", false, ticket);
 	n = 0;
-	cr_assert_eq(pump(c, s, got, &n), 0);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
 	cr_assert(tls_conn_resumed(c), "second connection resumes");
 	SSL_SESSION_free(ticket);
 	tls_conn_free(c);
@@ -112,7 +79,7 @@ Test(tls, verify_chain_and_name)
 	SSL_CTX *sys = tls_client_ctx_new(NULL, err, sizeof err);
 	struct tls_conn *s = tls_conn_new_server(sctx);
 	struct tls_conn *c = tls_conn_new_client(sys, "mx.volley.test", true, NULL);
-	cr_assert_eq(pump(c, s, got, &n), -1);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), -1);
 	cr_assert_not(tls_conn_verified(c));
 	tls_conn_free(c);
 	tls_conn_free(s);
@@ -122,13 +89,13 @@ Test(tls, verify_chain_and_name)
 	cr_assert_not_null(trust, "%s", err);
 	s = tls_conn_new_server(sctx);
 	c = tls_conn_new_client(trust, "mx.volley.test", true, NULL);
-	cr_assert_eq(pump(c, s, got, &n), 0);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
 	cr_assert(tls_conn_verified(c));
 	tls_conn_free(c);
 	tls_conn_free(s);
 	s = tls_conn_new_server(sctx);
 	c = tls_conn_new_client(trust, "other.test", true, NULL);
-	cr_assert_eq(pump(c, s, got, &n), -1);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), -1);
 	tls_conn_free(c);
 	tls_conn_free(s);
 

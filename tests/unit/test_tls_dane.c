@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../../tls/tls.h"
+#include "tls_pump.h"
 
 #define HOST "mx.dane.test"
 
@@ -104,36 +105,6 @@ static size_t tlsa_data(X509 *c, int selector, int mtype, unsigned char *buf)
 	return len;
 }
 
-static int pump(struct tls_conn *c, struct tls_conn *s)
-{
-	struct vl_buf b;
-	char buf[4096];
-	int rc = 0;
-
-	vl_buf_init(&b);
-	for (int round = 0; round < 20 && rc == 0; round++) {
-		size_t moved = 0;
-		vl_buf_reset(&b);
-		moved += tls_conn_output(c, &b);
-		tls_conn_input(s, b.p, b.len);
-		ssize_t n;
-		while ((n = tls_conn_read(s, buf, sizeof buf)) > 0)
-			;
-		rc = n < 0 ? -1 : 0;
-		vl_buf_reset(&b);
-		moved += tls_conn_output(s, &b);
-		tls_conn_input(c, b.p, b.len);
-		while ((n = tls_conn_read(c, buf, sizeof buf)) > 0)
-			;
-		if (n < 0)
-			rc = -1;
-		if (!moved)
-			break;
-	}
-	vl_buf_free(&b);
-	return rc;
-}
-
 struct run {
 	bool established, dane;
 	size_t usable;
@@ -153,7 +124,7 @@ static struct run handshake(const char *name, const struct tls_tlsa *rr, size_t 
 	struct tls_conn *s = tls_conn_new_server(sctx);
 	struct tls_conn *c = tls_conn_new_dane(cctx, name, rr, n, &r.usable);
 	cr_assert_not_null(c);
-	cr_assert_eq(pump(c, s), 0, "the handshake itself never fails on DANE");
+	cr_assert_eq(unit_tls_pump(c, s, NULL, NULL), 0, "the handshake itself never fails on DANE");
 	r.established = tls_conn_established(c);
 	r.dane = tls_conn_dane(c);
 	r.matched = tls_conn_dane_match(c, &r.match);
@@ -161,7 +132,7 @@ static struct run handshake(const char *name, const struct tls_tlsa *rr, size_t 
 	snprintf(r.why, sizeof r.why, "%s", tls_conn_verify_error(c));
 	r.ticket = tls_conn_take_session(c);
 	tls_conn_shutdown(c);
-	pump(c, s);
+	unit_tls_pump(c, s, NULL, NULL);
 	tls_conn_free(c);
 	tls_conn_free(s);
 	tls_ctx_free(cctx);
