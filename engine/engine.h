@@ -75,6 +75,8 @@ struct eng_result {
 	const char *enhanced;     /* "5.1.1" or "" */
 	const char *text;         /* reply text, or what went wrong */
 	const char *stage;        /* connect, greeting, ehlo, starttls, tls,
+				   * dane (the host's TLSA records: lookup
+				   * failed, no match, none under dane-only),
 				   * auth, mail, rcpt, data, dot, size; queue:
 				   * the engine stopped before it was sent */
 	bool maybe_delivered;     /* no answer to the final dot: the peer may

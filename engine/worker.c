@@ -619,7 +619,7 @@ static bool dane_ready(struct eng_worker *w, struct pool *p)
 		char why[480];
 		snprintf(why, sizeof why, "%s%s", d->why,
 			 d->st == DANE_NONE ? "; policy dane-only" : "");
-		pool_fail_queue(p, NULL, "tls", 0, "", why);
+		pool_fail_queue(p, NULL, "dane", 0, "", why);
 		return false;
 	}
 	return true;
@@ -1035,8 +1035,9 @@ static void conn_act(struct conn *c, enum eng_act act)
 	}
 }
 
-/* A connection-level failure: the session gives its results, we close. */
-static void conn_fail(struct conn *c, const char *text)
+/* A connection-level failure at stage (a static string): the session
+ * gives its results, we close. */
+static void conn_fail_at(struct conn *c, const char *stage, const char *text)
 {
 	struct pool *p = c->pool;
 
@@ -1049,9 +1050,15 @@ static void conn_fail(struct conn *c, const char *text)
 		vl_log(VL_LOG_INFO, "engine: %s: %s; policy may: clear text for %d min",
 		       c->s.peer, text, MAY_PLAIN_MS / 60000);
 	}
-	eng_sess_fail(&c->s, eng_sess_stage(&c->s), 0, "", text);
+	eng_sess_fail(&c->s, stage, 0, "", text);
 	hand_back(c);
 	conn_close(c);
+}
+
+/* ... at the stage the session is in. */
+static void conn_fail(struct conn *c, const char *text)
+{
+	conn_fail_at(c, eng_sess_stage(&c->s), text);
 }
 
 /* ---- receiving ---- */
@@ -1108,7 +1115,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 			snprintf(why, sizeof why, "DANE: the certificate of %s matches none of "
 				 "its TLSA records (%s); nothing sent", c->pool->dane.why,
 				 tls_conn_verify_error(c->tls));
-			conn_fail(c, why);
+			conn_fail_at(c, "dane", why);
 			return;
 		}
 		conn_enter(c, CONN_SETUP);

@@ -433,15 +433,18 @@ static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sche
 	d->transient++;
 }
 
-/* Refused at connect or at the greeting: the next MX host gets the same
- * message, without it counting as an attempt (RFC 5321 5.1). */
+/* Refused at connect or at the greeting, or not to be used under DANE
+ * (its TLSA lookup failed, or its certificate matched none of its
+ * records: RFC 7672 2.2): the next MX host gets the same message, without
+ * it counting as an attempt (RFC 5321 5.1). */
 static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 {
 	struct sched_site *s = m->q->site;
 	uint64_t now = vl_now_ms();
 
 	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
-	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting")))
+	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting") &&
+	     strcmp(m->stage, "dane")))
 		return false;
 	s->down_until[m->host] = now + 60000;
 	int next = sched_site_next_host(s, m->host, now);

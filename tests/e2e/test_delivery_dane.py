@@ -14,7 +14,7 @@ from .daemon import VolleydTest, simple_job
 from .sinkctl import Sink
 
 NAMES = ["mx.good.test", "mx.ta.test", "mx.bad.test", "mx.none.test", "mx.plain.test",
-         "mx.weird.test"]
+         "mx.weird.test", "mx1.walk.test", "mx2.walk.test"]
 
 
 def make_certs(folder):
@@ -68,6 +68,13 @@ class DaneDelivery(VolleydTest):
             # the host is signed, its TLSA RRset lives in a zone of its own
             # whose signatures do not verify: the TLSA lookup fails
             "weird.test": zone("weird.test", "127.0.0.2", p),
+            # two MX hosts on one sink: the preferred one fails DANE
+            "walk.test": ["walk.test. 300 IN MX 10 mx1.walk.test.",
+                          "walk.test. 300 IN MX 20 mx2.walk.test.",
+                          "mx1.walk.test. 300 IN A 127.0.0.2",
+                          "mx2.walk.test. 300 IN A 127.0.0.2",
+                          "_%d._tcp.mx1.walk.test. 300 IN TLSA %s" % (p, wrong),
+                          "_%d._tcp.mx2.walk.test. 300 IN TLSA %s" % (p, ee)],
             "_tcp.mx.weird.test": ["_%d._tcp.mx.weird.test. 300 IN TLSA %s" % (p, ee)],
         }
         cls.world = dnssec.DnssecWorld(zones, bogus=["_tcp.mx.weird.test"],
@@ -178,3 +185,14 @@ class DaneDelivery(VolleydTest):
         self.assertIn("mx.bad.test", rows[0]["response"]["text"])
         got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
         self.assertEqual(got, {"good.test"})
+
+    def test_a_host_failing_dane_passes_the_message_to_the_next_mx(self):
+        self.sink.new_messages(0)
+        d = self.daemon()
+        jid = self.submit(d, "walk.test")
+        j = self.wait_done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 2, j)
+        ev = self.events(d, jid, "Delivery")
+        self.assertEqual({e["mx"] for e in ev}, {"mx2.walk.test"})
+        self.assertTrue(all(e["tls"]["dane"] and e["attempt"] == 1 for e in ev), ev)
+        self.assertEqual(len(self.sink.new_messages(2, wait=5)), 2)
