@@ -183,6 +183,29 @@ static int check_keys(const struct cfg *c)
 	return rc;
 }
 
+/* DANE trusts the AD bit of dns.servers: say so when they are not on
+ * this machine (a validating resolver one trusts, reached over a path no
+ * one can tamper with, is the premise). Comment lines: the output stays
+ * a valid configuration file. */
+static void note_dnssec_trust(const struct cfg *c, struct vl_buf *out)
+{
+	if (!c->dns.nservers) {
+		vl_buf_appends(out, "# note: dns.servers is unset: the system's resolvers are "
+			       "used, and DANE trusts their DNSSEC validation (the AD bit);\n"
+			       "# note: set it to a local validating resolver (unbound on "
+			       "127.0.0.1) to be sure of it\n");
+		return;
+	}
+	for (size_t i = 0; i < c->dns.nservers; i++) {
+		const char *s = c->dns.servers[i];
+		if (strncmp(s, "127.", 4) == 0 || strncmp(s, "[::1]", 5) == 0)
+			continue;
+		vl_buf_printf(out, "# note: dns.servers[%zu] = \"%s\" is not on loopback: DANE "
+			      "trusts its DNSSEC validation (the AD bit) and the path to it\n",
+			      i, s);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = { 0 };
@@ -208,6 +231,7 @@ int main(int argc, char **argv)
 		struct vl_buf b;
 		vl_buf_init(&b);
 		cfg_print(&cfg, &b);
+		note_dnssec_trust(&cfg, &b);
 		fwrite(b.p, 1, b.len, stdout);
 		vl_buf_free(&b);
 		cfg_free(&cfg);

@@ -484,6 +484,13 @@ class Config(unittest.TestCase):
         self.assertIn('hostname = "mta1.example.com";', p.stdout)
         self.assertIn('route = "127.0.0.1:2525";', p.stdout)
         self.assertIn('tls = "dane";', p.stdout)     # the default policy
+        self.assertIn("dns.servers is unset", p.stdout)  # DANE's trust, said
+
+    def test_check_config_says_when_dane_trusts_a_distant_resolver(self):
+        p = self.run_check('dns = { servers = [ "127.0.0.1:53", "192.0.2.53:53" ]; };\n')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn('dns.servers[1] = "192.0.2.53:53" is not on loopback', p.stdout)
+        self.assertNotIn("dns.servers[0]", p.stdout)
 
     def test_bad_config_names_line_and_key(self):
         p = self.run_check('hostname = "x";\n\ndefaults = { max_conections = 5; };\n')
