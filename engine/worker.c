@@ -1111,10 +1111,10 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 	if (c->state == CONN_TLS && tls_conn_established(c->tls)) {
 		if (dane_policy(c->pool) && c->pool->dane.st == DANE_RECORDS &&
 		    !tls_conn_dane(c->tls)) {
-			char why[600];
+			char why[900];
 			snprintf(why, sizeof why, "DANE: the certificate of %s matches none of "
-				 "its TLSA records (%s); nothing sent", c->pool->dane.why,
-				 tls_conn_verify_error(c->tls));
+				 "its TLSA records (%s; %s); nothing sent", c->pool->route.name,
+				 c->pool->dane.why, tls_conn_verify_error(c->tls));
 			conn_fail_at(c, "dane", why);
 			return;
 		}

@@ -161,6 +161,7 @@ void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_
 		ev.tls_version = m->tls_version[0] ? m->tls_version : NULL;
 		ev.tls_cipher = m->tls_cipher;
 		ev.tls_verified = m->tls_verified;
+		ev.tls_policy = tls_policy_name(m->q->site->route.tls);
 		ev.tls_dane = m->tls_dane;
 		ev.size = m->out.size;
 	}

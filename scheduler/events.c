@@ -129,6 +129,15 @@ static void response(struct vl_buf *b, const struct sched_event *ev)
 	vl_buf_appends(b, "}");
 }
 
+/* What went wrong in the failure's own words when no SMTP reply came
+ * (connect, TLS, DNS, DANE, expiry): every failure carries a response or
+ * a reason. */
+static void reason(struct vl_buf *b, const struct sched_event *ev)
+{
+	key(b, "reason");
+	vl_buf_json_string(b, !ev->code && ev->text && *ev->text ? ev->text : NULL);
+}
+
 static void tls(struct vl_buf *b, const struct sched_event *ev)
 {
 	key(b, "tls");
@@ -141,7 +150,10 @@ static void tls(struct vl_buf *b, const struct sched_event *ev)
 	vl_buf_appends(b, ",\"cipher\":");
 	vl_buf_json_string(b, ev->tls_cipher);
 	vl_buf_appends(b, ev->tls_verified ? ",\"verified\":true" : ",\"verified\":false");
-	vl_buf_appends(b, ev->tls_dane ? ",\"dane\":true}" : ",\"dane\":false}");
+	vl_buf_appends(b, ev->tls_dane ? ",\"dane\":true" : ",\"dane\":false");
+	vl_buf_appends(b, ",\"mta_sts\":null,\"policy\":");   /* MTA-STS: not yet */
+	vl_buf_json_string(b, ev->tls_policy);
+	vl_buf_appends(b, "}");
 }
 
 /* type, time and job come first, in that order: readers find the job by
@@ -162,6 +174,7 @@ void sched_event_format(const struct sched_event *ev, struct vl_buf *out)
 	key(out, "attempt");
 	num(out, ev->attempt, 1);
 	response(out, ev);
+	reason(out, ev);
 	str_field(out, "bounce_class", ev->bounce_class);
 	tls(out, ev);
 	key(out, "size");

@@ -21,12 +21,14 @@ struct sched_event {
 	const char *job, *recipient, *domain, *site, *mx;
 	const char *peer_address, *source_address;   /* NULL: null */
 	unsigned attempt;
-	int code;                    /* 0: no response object */
+	int code;                    /* 0: no response object; then text,
+				      * if any, is the "reason" */
 	const char *enhanced, *text;
 	const char *bounce_class;    /* "invalid-recipient", ... (as
 				      * sched_bounce_class_name); NULL: null */
 	const char *tls_version;     /* NULL: "tls": null (clear text) */
 	const char *tls_cipher;
+	const char *tls_policy;      /* the effective policy: "dane", ... */
 	bool tls_verified, tls_dane;
 	size_t size;
 };

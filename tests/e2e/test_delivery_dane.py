@@ -118,6 +118,7 @@ class DaneDelivery(VolleydTest):
         self.assertEqual(len(self.sink.new_messages(2, wait=5)), 2)
         for e in self.events(d, jid, "Delivery"):
             self.assertEqual(e["tls"]["dane"], dane, e)
+            self.assertEqual(e["tls"]["policy"], "dane", e)
             self.assertEqual(e["mx"], "mx." + domain)
 
     def test_dane_ee_match_is_delivered_authenticated(self):
@@ -143,6 +144,9 @@ class DaneDelivery(VolleydTest):
         self.assertIn("mx.bad.test", text)
         self.assertIn("3 1 1 abababab", text)
         self.assertEqual(rows[0]["bounce_class"], "tls", rows[0])
+        ev = self.events(d, jid, "TransientFailure")
+        self.assertTrue(ev and all(e["response"] is None and "DANE" in e["reason"]
+                                   for e in ev), ev)
         self.assertEqual(self.sink.new_messages(0, wait=1), [], "the sink got nothing")
         j = d.request("GET", "/v1/jobs/" + jid).json()
         self.assertEqual(j["counts"]["delivered"], 0, j)

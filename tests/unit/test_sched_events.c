@@ -161,7 +161,7 @@ Test(sched_events, format_every_field)
 		.attempt = 3, .code = 550, .enhanced = "5.1.1", .text = "no such user",
 		.bounce_class = "invalid-recipient", .tls_version = "TLSv1.3",
 		.tls_cipher = "TLS_AES_256_GCM_SHA384", .tls_verified = true,
-		.tls_dane = false, .size = 4096,
+		.tls_dane = false, .tls_policy = "dane", .size = 4096,
 	};
 	struct vl_buf b;
 	vl_buf_init(&b);
@@ -170,7 +170,8 @@ Test(sched_events, format_every_field)
 			   "\"job\":\"0194c1d2e3f4-5a6b7c8d\",";
 	cr_assert(strncmp(b.p, head, strlen(head)) == 0, "%s", b.p);
 	json_t *j = parse_line(&b);
-	cr_assert_eq(json_object_size(j), 14);
+	cr_assert_eq(json_object_size(j), 15);
+	cr_assert(json_is_null(json_object_get(j, "reason")), "a reply came");
 	cr_assert_str_eq(sget(j, "recipient"), "ann@example.net");
 	cr_assert_str_eq(sget(j, "domain"), "example.net");
 	cr_assert_str_eq(sget(j, "site"), "mx.example.net");
@@ -188,6 +189,8 @@ Test(sched_events, format_every_field)
 	cr_assert_str_eq(sget(tls, "cipher"), "TLS_AES_256_GCM_SHA384");
 	cr_assert(json_is_true(json_object_get(tls, "verified")));
 	cr_assert(json_is_false(json_object_get(tls, "dane")));
+	cr_assert(json_is_null(json_object_get(tls, "mta_sts")));
+	cr_assert_str_eq(sget(tls, "policy"), "dane");
 	cr_assert_str_eq(sget(j, "bounce_class"), "invalid-recipient");
 	json_decref(j);
 	vl_buf_free(&b);
@@ -197,7 +200,7 @@ Test(sched_events, format_nulls_keep_every_key)
 {
 	static const char *const keys[] = {
 		"type", "time", "job", "recipient", "domain", "site", "mx", "peer_address",
-		"source_address", "attempt", "response", "bounce_class", "tls", "size",
+		"source_address", "attempt", "response", "reason", "bounce_class", "tls", "size",
 	};
 	struct sched_event ev = { .type = "Reception", .time = 0 };
 	struct vl_buf b;
@@ -211,6 +214,7 @@ Test(sched_events, format_nulls_keep_every_key)
 	for (size_t i = 2; i < 9; i++)
 		cr_assert(json_is_null(json_object_get(j, keys[i])), "%s", keys[i]);
 	cr_assert(json_is_null(json_object_get(j, "response")));
+	cr_assert(json_is_null(json_object_get(j, "reason")));
 	cr_assert(json_is_null(json_object_get(j, "bounce_class")));
 	cr_assert(json_is_null(json_object_get(j, "tls")));
 	json_decref(j);
@@ -222,6 +226,14 @@ Test(sched_events, format_nulls_keep_every_key)
 	json_t *resp = json_object_get(j, "response");
 	cr_assert(json_is_null(json_object_get(resp, "enhanced")));
 	cr_assert(json_is_null(json_object_get(resp, "text")));
+	json_decref(j);
+	/* no reply: the failure's own words are the reason */
+	vl_buf_reset(&b);
+	ev.code = 0, ev.text = "dane: mx.example.net matches none of its TLSA records";
+	sched_event_format(&ev, &b);
+	j = parse_line(&b);
+	cr_assert(json_is_null(json_object_get(j, "response")));
+	cr_assert_str_eq(sget(j, "reason"), ev.text);
 	json_decref(j);
 	vl_buf_free(&b);
 }
