@@ -112,6 +112,34 @@ bool tls_conn_established(const struct tls_conn *t);
 bool tls_conn_closed(const struct tls_conn *t);
 const char *tls_conn_version(const struct tls_conn *t);
 const char *tls_conn_cipher(const struct tls_conn *t);
+/* ---- MTA-STS (RFC 8461), sts.c: pure parsers, no I/O ----
+ * The TXT record at _mta-sts.<domain> ("v=STSv1; id=...;") and the policy
+ * file from https://mta-sts.<domain>/.well-known/mta-sts.txt, both written
+ * by the peer: bounded, every octet checked, unknown fields ignored (3.1,
+ * 3.2). -1 with err naming what is wrong. */
+#define TLS_STS_MX_MAX 32            /* mx lines kept; more is an error */
+#define TLS_STS_NAME_MAX 253
+#define TLS_STS_MAX_AGE 31557600u    /* a year, the RFC's upper bound */
+#define TLS_STS_POLICY_MAX 65536     /* octets: the fetch's limit too */
+struct tls_sts_txt {
+	char id[33];                 /* 1-32 alphanumerics */
+};
+int tls_sts_txt_parse(const char *txt, size_t len, struct tls_sts_txt *out, char *err,
+		      size_t errlen);
+enum tls_sts_mode { TLS_STS_NONE, TLS_STS_TESTING, TLS_STS_ENFORCE };
+struct tls_sts_policy {
+	enum tls_sts_mode mode;
+	uint32_t max_age;            /* seconds */
+	size_t nmx;
+	char mx[TLS_STS_MX_MAX][TLS_STS_NAME_MAX + 1];  /* lower case, "*." allowed */
+};
+int tls_sts_policy_parse(const char *text, size_t len, struct tls_sts_policy *p, char *err,
+			 size_t errlen);
+/* Whether an MX host name is one the policy allows (4.1): equal to an mx
+ * pattern, or one label under a "*." pattern; case-insensitive. */
+bool tls_sts_mx_match(const struct tls_sts_policy *p, const char *host);
+const char *tls_sts_mode_name(enum tls_sts_mode m);
+
 /* Last OpenSSL error as text, for logs. */
 const char *tls_last_error(char *buf, size_t len);
 
