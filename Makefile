@@ -153,7 +153,7 @@ FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson libcares) -l
 fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
-		build/fuzz/corpus-dns build/fuzz/corpus-tlsa
+		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
@@ -162,6 +162,7 @@ fuzz: $(SCHED_GEN)
 		api/intake.c api/rcpt_json.c -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_dns_parse.c dns/parse.c $(COMMON_SRC) -o build/fuzz/fuzz_dns_parse $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_tlsa.c dns/parse.c $(FUZZ_SRC) -o build/fuzz/fuzz_tlsa $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_sts.c $(FUZZ_SRC) -o build/fuzz/fuzz_sts $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -177,6 +178,8 @@ fuzz: $(SCHED_GEN)
 	cp tests/fuzz/seeds/tlsa/*-* build/fuzz/corpus-tlsa/
 	build/fuzz/fuzz_tlsa -max_total_time=$(FUZZ_TIME) -max_len=2048 \
 		build/fuzz/corpus-tlsa
+	cp tests/fuzz/seeds/sts/* build/fuzz/corpus-sts/
+	build/fuzz/fuzz_sts -max_total_time=$(FUZZ_TIME) -max_len=70000 build/fuzz/corpus-sts
 
 clean:
 	rm -rf build
