@@ -118,6 +118,10 @@ struct conn {
 	bool send_busy;     /* a sendmsg in flight: may overlap any live state */
 	bool body_taken;    /* this transaction's body went into a send */
 	bool tls_shut;      /* close_notify queued (once, while DRAINING) */
+	bool dane;          /* its handshake must authenticate by the pool's
+			     * TLSA records (decided when TLS starts: a
+			     * refresh of the records meanwhile changes
+			     * nothing for it) */
 	bool tls_fallback;  /* TLS broke under `may`: the close is no failure
 			     * of the host; the clear-text retry follows */
 	struct eng_sess s;
@@ -597,7 +601,7 @@ static bool dane_ready(struct eng_worker *w, struct pool *p)
 		return true;
 	if (d->st == DANE_LOOKING)
 		return false;
-	if (d->st == DANE_UNKNOWN || vl_now_ms() >= d->until) {
+	if (d->st == DANE_UNKNOWN || (d->until != UINT64_MAX && vl_now_ms() >= d->until)) {
 		if (!w->dns || !is_host_name(p->route.name) || !p->route.dnssec) {
 			d->st = DANE_NONE;
 			d->until = UINT64_MAX;
@@ -1109,8 +1113,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 		return;
 	}
 	if (c->state == CONN_TLS && tls_conn_established(c->tls)) {
-		if (dane_policy(c->pool) && c->pool->dane.st == DANE_RECORDS &&
-		    !tls_conn_dane(c->tls)) {
+		if (c->dane && !tls_conn_dane(c->tls)) {
 			char why[900];
 			snprintf(why, sizeof why, "DANE: the certificate of %s matches none of "
 				 "its TLSA records (%s; %s); nothing sent", c->pool->route.name,
@@ -1137,11 +1140,23 @@ static void conn_tls_start(struct conn *c)
 	bool verify = p->route.tls == TLS_POLICY_VERIFY;
 	size_t usable;
 
-	if (dane_policy(p) && p->dane.st == DANE_RECORDS)
+	c->dane = dane_policy(p) && p->dane.st == DANE_RECORDS;
+	if (c->dane)
 		c->tls = tls_conn_new_dane(c->w->tls_ctx, p->route.name, p->dane.rr, p->dane.n,
 					   &usable);
 	else
 		c->tls = tls_conn_new_client(c->w->tls_ctx, p->route.name, verify, p->ticket);
+	if (c->tls && c->dane && usable == 0) {
+		/* OpenSSL took none of the records (a Full(0) one that is no
+		 * certificate or key): an unusable RRset (RFC 7672 2.2) */
+		c->dane = false;
+		if (p->route.tls == TLS_POLICY_DANE_ONLY) {
+			char why[480];
+			snprintf(why, sizeof why, "%s: none usable; policy dane-only", p->dane.why);
+			conn_fail_at(c, "dane", why);
+			return;
+		}
+	}
 	if (!c->tls) {
 		conn_fail(c, "TLS: cannot set up a client connection");
 		return;
