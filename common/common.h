@@ -255,6 +255,11 @@ void vl_ring_buf_return(struct vl_ring *r, unsigned bid);
 void vl_ring_exit(struct vl_ring *r);
 /* "1.2.3.4:25" or "[::1]:25". */
 void vl_sockaddr_str(const struct sockaddr_storage *ss, char *out, size_t len);
+/* Its port, host order. */
+uint16_t vl_sockaddr_port(const struct sockaddr_storage *ss);
+/* True for "192.0.2.1", "2001:db8::1" and "[...]" forms: an address
+ * literal, not a host name (no SNI, no TLSA, no MX lookup for it). */
+bool vl_ip_literal(const char *s);
 /* An IPv4 or IPv6 address (no brackets) and a port into ss; -1 if ip is
  * not an IP address. */
 int vl_sockaddr_parse(const char *ip, uint16_t port, struct sockaddr_storage *ss,

@@ -185,3 +185,27 @@ void vl_sockaddr_str(const struct sockaddr_storage *ss, char *out, size_t len)
 		snprintf(out, len, "%s:%u", ip, ntohs(a->sin_port));
 	}
 }
+
+bool vl_ip_literal(const char *s)
+{
+	char tmp[64];
+	uint8_t ip[16];
+	size_t n = strlen(s);
+
+	if (n >= sizeof tmp)
+		return false;
+	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+		memcpy(tmp, s + 1, n - 2);
+		tmp[n - 2] = '\0';
+	} else {
+		memcpy(tmp, s, n + 1);
+	}
+	return inet_pton(AF_INET, tmp, ip) == 1 || inet_pton(AF_INET6, tmp, ip) == 1;
+}
+
+uint16_t vl_sockaddr_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}

@@ -71,8 +71,6 @@ int dns_build_query(const char *name, uint16_t qtype, bool do_bit,
 /* Lower-case copy of a domain without its trailing dot; -1 if it is not a
  * host name (LDH labels of 1..63, '_' allowed, 253 octets at most). */
 int dns_normalize(const char *in, char out[DNS_NAME_MAX]);
-/* True for "192.0.2.1", "2001:db8::1" and "[...]" forms. */
-bool dns_is_ip_literal(const char *s);
 /* DNS_ADDR_* flags of an address, or DNS_ADDR_UNUSABLE for ones no mail
  * goes to (unspecified, multicast, broadcast, reserved). */
 #define DNS_ADDR_UNUSABLE 0x100

@@ -272,7 +272,7 @@ static void take_targets(struct mx_req *q, const struct dns_ans *a, struct dns_m
 		const char *t = a->u.mx[i].host;
 		if (!t[0])
 			continue;    /* "." among real MX: ignored (RFC 7505 3) */
-		if (dns_is_ip_literal(t)) {
+		if (vl_ip_literal(t)) {
 			q->nliteral++;
 			continue;
 		}
@@ -349,7 +349,7 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_cb cb, vo
 
 	r->st.mx_requests++;
 	*q = (struct mx_req){ .r = r, .cb = cb, .arg = arg, .ttl = UINT32_MAX };
-	if (dns_is_ip_literal(domain) || dns_normalize(domain, q->domain) < 0) {
+	if (vl_ip_literal(domain) || dns_normalize(domain, q->domain) < 0) {
 		snprintf(q->domain, sizeof q->domain, "%.*s", DNS_NAME_MAX - 1, domain);
 		q->ttl = 0;
 		mx_fail(q, DNS_BADNAME, "\"%s\" is not a domain name", q->domain);
@@ -393,7 +393,7 @@ void dns_resolve_tlsa(struct dns_resolver *r, const char *host, unsigned port,
 	int n;
 
 	r->st.tlsa_requests++;
-	if (!q || dns_is_ip_literal(host) || dns_normalize(host, name) < 0 || !port ||
+	if (!q || vl_ip_literal(host) || dns_normalize(host, name) < 0 || !port ||
 	    port > 65535 ||
 	    (n = snprintf(q->qname, sizeof q->qname, "_%u._tcp.%s", port, name)) > 253) {
 		struct dns_tlsa_result res = { .qname = host, .why = "not a host name",

@@ -102,23 +102,6 @@ int dns_normalize(const char *in, char out[DNS_NAME_MAX])
 	return label ? 0 : -1;
 }
 
-bool dns_is_ip_literal(const char *s)
-{
-	char tmp[64];
-	uint8_t ip[16];
-	size_t n = strlen(s);
-
-	if (n >= sizeof tmp)
-		return false;
-	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
-		memcpy(tmp, s + 1, n - 2);
-		tmp[n - 2] = '\0';
-	} else {
-		memcpy(tmp, s, n + 1);
-	}
-	return inet_pton(AF_INET, tmp, ip) == 1 || inet_pton(AF_INET6, tmp, ip) == 1;
-}
-
 static unsigned classify4(const uint8_t *a)
 {
 	if (a[0] == 0 || a[0] >= 224)  /* this network, multicast, reserved */

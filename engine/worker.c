@@ -508,21 +508,6 @@ static bool dane_policy(const struct pool *p)
 	return p->route.tls == TLS_POLICY_DANE || p->route.tls == TLS_POLICY_DANE_ONLY;
 }
 
-/* An IP address literal has no TLSA base domain. */
-static bool is_host_name(const char *name)
-{
-	return *name && !strchr(name, ':') && strspn(name, "0123456789.") != strlen(name);
-}
-
-static unsigned route_port(const struct eng_route *r)
-{
-	const struct sockaddr_storage *a = &r->addr;
-
-	if (a->ss_family == AF_INET6)
-		return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
-	return ntohs(((const struct sockaddr_in *)a)->sin_port);
-}
-
 /* "3 1 1 6f8c...e2a1, 2 0 1 ..." for results and logs (digests cut). */
 static void dane_describe(const struct pool_dane *d, char *out, size_t len)
 {
@@ -602,17 +587,19 @@ static bool dane_ready(struct eng_worker *w, struct pool *p)
 	if (d->st == DANE_LOOKING)
 		return false;
 	if (d->st == DANE_UNKNOWN || (d->until != UINT64_MAX && vl_now_ms() >= d->until)) {
-		if (!w->dns || !is_host_name(p->route.name) || !p->route.dnssec) {
+		const char *name = p->route.name;
+		const char *no = !w->dns ? "no resolver" :
+				 !*name || vl_ip_literal(name) ? "an address, not a host name" :
+				 !p->route.dnssec ? "its MX or address records are not "
+						    "DNSSEC-validated" : NULL;
+		if (no) {
 			d->st = DANE_NONE;
 			d->until = UINT64_MAX;
-			snprintf(d->why, sizeof d->why, "%s: no TLSA lookup (%s)", p->route.name,
-				 !w->dns ? "no resolver" : !is_host_name(p->route.name) ?
-				 "an address, not a host name" :
-				 "its MX or address records are not DNSSEC-validated");
+			snprintf(d->why, sizeof d->why, "%s: no TLSA lookup (%s)", name, no);
 		} else {
 			d->st = DANE_LOOKING;
 			d->asking = true;
-			dns_resolve_tlsa(w->dns, p->route.name, route_port(&p->route), on_tlsa, p);
+			dns_resolve_tlsa(w->dns, name, vl_sockaddr_port(&p->route.addr), on_tlsa, p);
 			d->asking = false;
 			if (d->st == DANE_LOOKING)
 				return false;

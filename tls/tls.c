@@ -226,7 +226,7 @@ struct tls_conn *tls_conn_new_server(SSL_CTX *ctx)
 /* SNI only for names, never for address literals (RFC 6066 3). */
 static void set_sni(SSL *ssl, const char *name)
 {
-	if (name && *name && !strchr(name, ':') && strspn(name, "0123456789.") != strlen(name))
+	if (name && *name && !vl_ip_literal(name))
 		SSL_set_tlsext_host_name(ssl, name);
 }
 

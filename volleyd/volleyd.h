@@ -26,8 +26,6 @@ struct vd_daemon {
 	bool started;            /* sched_start succeeded */
 };
 
-/* The engine's settings from the configuration file. */
-void vd_engine_config(const struct cfg *c, struct eng_config *ec);
 /* Open the spool (recovering it), start the engine, the scheduler and the
  * API. -1 after logging why; vd_close takes down what was opened. */
 int vd_open(struct vd_daemon *v, const struct cfg *cfg);

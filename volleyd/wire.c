@@ -8,7 +8,8 @@
 
 #include <stdio.h>
 
-void vd_engine_config(const struct cfg *c, struct eng_config *ec)
+/* The engine's settings from the configuration file. */
+static void engine_config(const struct cfg *c, struct eng_config *ec)
 {
 	eng_config_defaults(ec);
 	ec->workers = (int)c->workers;
@@ -37,7 +38,7 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg)
 	char err[512], path[4096];
 	struct eng_config ec;
 
-	vd_engine_config(cfg, &ec);
+	engine_config(cfg, &ec);
 	snprintf(path, sizeof path, "%s/suppression", cfg->data_dir);
 	if (!(v->spool = sched_spool_open(cfg->data_dir, err, sizeof err)) ||
 	    !(v->sup = sched_suppress_open(path, err, sizeof err)))

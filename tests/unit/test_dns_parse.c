@@ -382,11 +382,11 @@ Test(dns_parse, normalize_and_literals)
 	memset(long_label, 'a', 64);
 	long_label[64] = '\0';
 	cr_assert_eq(dns_normalize(long_label, out), -1);
-	cr_assert(dns_is_ip_literal("192.0.2.1"));
-	cr_assert(dns_is_ip_literal("[192.0.2.1]"));
-	cr_assert(dns_is_ip_literal("2001:db8::1"));
-	cr_assert_not(dns_is_ip_literal("mx1.example"));
-	cr_assert_not(dns_is_ip_literal("1.2.3.4.example"));
+	cr_assert(vl_ip_literal("192.0.2.1"));
+	cr_assert(vl_ip_literal("[192.0.2.1]"));
+	cr_assert(vl_ip_literal("2001:db8::1"));
+	cr_assert_not(vl_ip_literal("mx1.example"));
+	cr_assert_not(vl_ip_literal("1.2.3.4.example"));
 }
 
 static unsigned cls(const char *s)
