@@ -1,5 +1,5 @@
 /*
- * dns: MX, A/AAAA and TLSA resolution on c-ares, driven by the owner's
+ * dns: MX, A/AAAA, TLSA and TXT resolution on c-ares, driven by the owner's
  * io_uring (no thread, no blocking call), with a TTL cache that also
  * coalesces concurrent lookups. Prefix: dns_. Manual: docs/dns.md.
  *
@@ -137,8 +137,25 @@ struct dns_tlsa_result {
 	struct dns_tlsa_rr *rr;
 };
 
+struct dns_txt_rr {
+	size_t len;
+	char *data;              /* the record's strings joined, NUL-terminated
+				    (len counts any NUL inside: check it) */
+};
+
+struct dns_txt_result {
+	const char *qname;
+	enum dns_status status;  /* OK, NODATA / NXDOMAIN (none), transient */
+	const char *why;
+	uint32_t ttl;
+	bool ad;
+	size_t n;
+	struct dns_txt_rr *rr;
+};
+
 typedef void (*dns_mx_cb)(void *arg, const struct dns_mx_result *res);
 typedef void (*dns_tlsa_cb)(void *arg, const struct dns_tlsa_result *res);
+typedef void (*dns_txt_cb)(void *arg, const struct dns_txt_result *res);
 
 /* ---- the resolver ---- */
 
@@ -153,6 +170,15 @@ void dns_on_cqe(struct dns_resolver *r, struct io_uring_cqe *cqe);
  * among equals) with their addresses, or the implicit MX. */
 void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_cb cb,
 		    void *arg);
+/* The addresses of one host name, no MX lookup (a smarthost, an HTTPS
+ * server): a result with one host, or none and a status. mx_ad is true
+ * (no MX answer is involved), so ad alone says whether they validated.
+ * any_address keeps loopback and private addresses whatever the
+ * configuration says (a relay the operator named). */
+void dns_resolve_host(struct dns_resolver *r, const char *name, bool any_address,
+		      dns_mx_cb cb, void *arg);
+/* TXT records of a name (MTA-STS, TLS-RPT), with the AD bit. */
+void dns_resolve_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, void *arg);
 /* TLSA records of _port._tcp.host (RFC 7672), with the AD bit. */
 void dns_resolve_tlsa(struct dns_resolver *r, const char *host, unsigned port,
 		      dns_tlsa_cb cb, void *arg);
@@ -181,7 +207,7 @@ struct dns_stats {
 	uint64_t expired;        /* ... that found their entry expired */
 	uint64_t evicted;        /* entries dropped for room */
 	uint64_t cache_entries;  /* now */
-	uint64_t mx_requests, tlsa_requests;
+	uint64_t mx_requests, tlsa_requests, host_requests, txt_requests;
 	uint64_t in_flight;      /* queries now */
 };
 void dns_get_stats(const struct dns_resolver *r, struct dns_stats *s);

@@ -16,6 +16,7 @@
 #define DNS_T_CNAME 5
 #define DNS_T_SOA 6
 #define DNS_T_MX 15
+#define DNS_T_TXT 16
 #define DNS_T_AAAA 28
 #define DNS_T_OPT 41
 #define DNS_T_TLSA 52
@@ -50,6 +51,7 @@ struct dns_ans {
 		struct dns_mx_rr *mx;
 		struct dns_addr *addr;
 		struct dns_tlsa_rr *tlsa;
+		struct dns_txt_rr *txt;
 	} u;
 };
 

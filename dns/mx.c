@@ -1,5 +1,6 @@
 /*
- * MX resolution (RFC 5321 5.1) and TLSA lookups on top of dns_lookup():
+ * MX resolution (RFC 5321 5.1), host, TLSA and TXT lookups on top of
+ * dns_lookup():
  * the MX answer, then A and AAAA of each host, all through the cache, then
  * the careful-MTA filters and the order. docs/dns.md has the rules.
  */
@@ -31,6 +32,8 @@ struct mx_req {
 	unsigned pending;            /* lookups not answered yet */
 	uint32_t ttl;
 	bool implicit, mx_ad;
+	bool host_only;              /* dns_resolve_host: no MX asked */
+	bool any_address;            /* ... and no address policy */
 	unsigned nliteral, nbad;     /* MX targets skipped */
 	size_t nh;
 	struct mxh *h;
@@ -119,7 +122,7 @@ struct tally {                   /* why hosts were left out */
 };
 
 /* The addresses of h policy lets through, in family order; 0 if none. */
-static size_t host_addrs(const struct dns_resolver *r, const struct mxh *h,
+static size_t host_addrs(const struct dns_resolver *r, const struct mxh *h, bool any,
 			 struct dns_addr *out, unsigned *blocked)
 {
 	int order[2] = { r->cfg.prefer_ipv6 ? V6 : V4, r->cfg.prefer_ipv6 ? V4 : V6 };
@@ -129,7 +132,8 @@ static size_t host_addrs(const struct dns_resolver *r, const struct mxh *h,
 		for (size_t i = 0; i < h->naddr[order[k]]; i++) {
 			struct dns_addr a = h->addr[order[k]][i];
 			a.flags = dns_addr_classify(&a);
-			if ((a.flags & DNS_ADDR_UNUSABLE) || (a.flags && !r->cfg.allow_private)) {
+			if ((a.flags & DNS_ADDR_UNUSABLE) ||
+			    (a.flags && !r->cfg.allow_private && !any)) {
 				(*blocked)++;
 				continue;
 			}
@@ -159,7 +163,7 @@ static size_t usable_hosts(struct mx_req *q, struct dns_host *out,
 			tf |= transient(h->st[f]);
 			hostad &= h->ad[f];
 		}
-		size_t na = host_addrs(q->r, h, pool, &blocked);
+		size_t na = host_addrs(q->r, h, q->any_address, pool, &blocked);
 		if (!na) {
 			t->transient += tf;
 			t->blocked += !tf && blocked;
@@ -184,6 +188,8 @@ static void hosts_failed(struct mx_req *q, const struct tally *t)
 	else if (t->blocked)
 		mx_fail(q, DNS_BADMX, "MX hosts of %s have only loopback, private or "
 			"unusable addresses", q->domain);
+	else if (q->host_only)
+		mx_fail(q, DNS_NOADDR, "%s has no address", q->domain);
 	else if (q->implicit)
 		mx_fail(q, DNS_NOADDR, "%s has no MX record and no address", q->domain);
 	else
@@ -207,7 +213,7 @@ static void finish_hosts(struct mx_req *q)
 	else {
 		dns_order_hosts(hosts, n, &q->r->rng);
 		snprintf(why, sizeof why, "%zu host%s%s%s", n, n == 1 ? "" : "s",
-			 q->implicit ? ", implicit MX" : "", partial ? ", some unresolved" : "");
+			 q->implicit ? ", implicit MX" : q->host_only ? ", no MX asked" : "", partial ? ", some unresolved" : "");
 		struct dns_mx_result res = { .status = DNS_OK, .why = why, .ttl = q->ttl,
 			.ad = ad, .mx_ad = q->mx_ad, .implicit = q->implicit,
 			.partial = partial, .nhosts = n, .hosts = hosts };
@@ -356,6 +362,72 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_mx_cb cb, vo
 		return;
 	}
 	dns_lookup(r, q->domain, DNS_T_MX, on_mx, q, 0);
+}
+
+/* ---- one host ---- */
+
+void dns_resolve_host(struct dns_resolver *r, const char *name, bool any_address,
+		      dns_mx_cb cb, void *arg)
+{
+	struct mx_req *q = vl_calloc(1, sizeof *q);
+
+	r->st.host_requests++;
+	*q = (struct mx_req){ .r = r, .cb = cb, .arg = arg, .ttl = UINT32_MAX, .mx_ad = true,
+			      .host_only = true, .any_address = any_address };
+	if (vl_ip_literal(name) || dns_normalize(name, q->domain) < 0) {
+		snprintf(q->domain, sizeof q->domain, "%.*s", DNS_NAME_MAX - 1, name);
+		q->ttl = 0;
+		mx_fail(q, DNS_BADNAME, "\"%s\" is not a host name", q->domain);
+		return;
+	}
+	q->h = vl_calloc(1, sizeof *q->h);
+	snprintf(q->h[0].name, DNS_NAME_MAX, "%s", q->domain);
+	q->nh = 1;
+	launch(q);
+}
+
+/* ---- TXT ---- */
+
+struct txt_req {
+	dns_txt_cb cb;
+	void *arg;
+	char qname[DNS_NAME_MAX];
+};
+
+static void on_txt(void *arg, unsigned slot, const struct dns_ans *a, uint32_t ttl)
+{
+	struct txt_req *q = arg;
+	char why[300];
+	struct dns_txt_result res = { .qname = q->qname, .status = a->status,
+		.why = why, .ttl = ttl, .ad = a->ad, .n = a->n, .rr = a->u.txt };
+
+	(void)slot;
+	if (a->status == DNS_OK)
+		snprintf(why, sizeof why, "%zu TXT record%s", a->n, a->n == 1 ? "" : "s");
+	else if (a->status == DNS_NODATA || a->status == DNS_NXDOMAIN)
+		snprintf(why, sizeof why, "no TXT records at %s", q->qname);
+	else
+		snprintf(why, sizeof why, "TXT lookup for %s: %s", q->qname,
+			 dns_status_name(a->status));
+	q->cb(q->arg, &res);
+	free(q);
+}
+
+void dns_resolve_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, void *arg)
+{
+	struct txt_req *q = vl_calloc(1, sizeof *q);
+
+	r->st.txt_requests++;
+	if (vl_ip_literal(name) || dns_normalize(name, q->qname) < 0) {
+		struct dns_txt_result res = { .qname = name, .why = "not a domain name",
+			.status = DNS_BADNAME };
+		cb(arg, &res);
+		free(q);
+		return;
+	}
+	q->cb = cb;
+	q->arg = arg;
+	dns_lookup(r, q->qname, DNS_T_TXT, on_txt, q, 0);
 }
 
 /* ---- TLSA ---- */

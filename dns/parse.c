@@ -249,6 +249,28 @@ static uint32_t follow_cnames(const uint8_t *buf, size_t len, const struct rrv *
 	return ttl;
 }
 
+/* A TXT record's character-strings (RFC 1035 3.3.14), joined: each is a
+ * length octet and that many octets, which must fill the rdata exactly. */
+static int take_txt(const uint8_t *rd, size_t rdlen, struct dns_txt_rr *t)
+{
+	size_t at = 0, out = 0;
+
+	while (at < rdlen) {
+		size_t n = rd[at];
+		if (at + 1 + n > rdlen)
+			return 0;
+		at += 1 + n;
+	}
+	t->data = vl_malloc(rdlen + 1);
+	for (at = 0; at < rdlen; at += 1 + rd[at]) {
+		memcpy(t->data + out, rd + at + 1, rd[at]);
+		out += rd[at];
+	}
+	t->data[out] = '\0';
+	t->len = out;
+	return 1;
+}
+
 /* Add the rdata of v to a; 1 if kept, 0 if skipped as malformed. */
 static int take_rr(const uint8_t *buf, size_t len, const struct rrv *v, struct dns_ans *a)
 {
@@ -288,6 +310,8 @@ static int take_rr(const uint8_t *buf, size_t len, const struct rrv *v, struct d
 		memcpy(t->data, buf + v->rdoff + 3, t->len);
 		break;
 	}
+	case DNS_T_TXT:
+		return take_txt(buf + v->rdoff, v->rdlen, &a->u.txt[a->n]);
 	default:
 		return 0;
 	}
@@ -299,6 +323,7 @@ static size_t elem_size(uint16_t qtype)
 	switch (qtype) {
 	case DNS_T_MX: return sizeof(struct dns_mx_rr);
 	case DNS_T_TLSA: return sizeof(struct dns_tlsa_rr);
+	case DNS_T_TXT: return sizeof(struct dns_txt_rr);
 	default: return sizeof(struct dns_addr);
 	}
 }
@@ -433,6 +458,8 @@ void dns_ans_free(struct dns_ans *a)
 			free(a->u.mx[i].host);
 		else if (a->qtype == DNS_T_TLSA)
 			free(a->u.tlsa[i].data);
+		else if (a->qtype == DNS_T_TXT)
+			free(a->u.txt[i].data);
 	}
 	free(a->u.mx);
 	free(a->canon);

@@ -66,9 +66,28 @@ void eng_submit(struct engine *e, struct eng_msg *m)
 	eng_worker_submit(owner, m);
 }
 
+static void resolve(struct engine *e, const struct eng_dns_ask *ask, const char *name, void *arg)
+{
+	uint64_t h = vl_hash_lower(VL_HASH_INIT, name, strlen(name));
+
+	eng_worker_resolve(e->w[h % (uint64_t)e->n], ask, name, arg);
+}
+
 void eng_resolve_mx(struct engine *e, const char *domain, eng_mx_fn fn, void *arg)
 {
-	eng_worker_resolve(e->w[vl_hash_lower(VL_HASH_INIT, domain, strlen(domain)) % (uint64_t)e->n], domain, fn, arg);
+	resolve(e, &(struct eng_dns_ask){ .mx = fn }, domain, arg);
+}
+
+void eng_resolve_host(struct engine *e, const char *name, bool any_address, eng_mx_fn fn,
+		      void *arg)
+{
+	resolve(e, &(struct eng_dns_ask){ .mx = fn, .host = true, .any_address = any_address },
+		name, arg);
+}
+
+void eng_resolve_txt(struct engine *e, const char *name, eng_txt_fn fn, void *arg)
+{
+	resolve(e, &(struct eng_dns_ask){ .txt = fn }, name, arg);
 }
 
 void eng_dns_stats(struct engine *e, struct dns_stats *s)

@@ -132,6 +132,14 @@ void eng_stop(struct engine *e, uint64_t grace_ms);
  * worker's thread; the result is valid only during the call. */
 typedef void (*eng_mx_fn)(void *arg, const struct dns_mx_result *r);
 void eng_resolve_mx(struct engine *e, const char *domain, eng_mx_fn fn, void *arg);
+/* The addresses of one host name, no MX (dns_resolve_host), likewise.
+ * any_address: private addresses too, whatever dns.allow_private says (a
+ * smarthost the operator named). */
+void eng_resolve_host(struct engine *e, const char *name, bool any_address, eng_mx_fn fn,
+		      void *arg);
+/* TXT records of a name, likewise. */
+typedef void (*eng_txt_fn)(void *arg, const struct dns_txt_result *r);
+void eng_resolve_txt(struct engine *e, const char *name, eng_txt_fn fn, void *arg);
 /* Summed resolver counters of every worker (a recent view). */
 void eng_dns_stats(struct engine *e, struct dns_stats *s);
 

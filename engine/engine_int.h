@@ -177,7 +177,15 @@ int eng_worker_run(struct eng_worker *w);
 void eng_worker_submit(struct eng_worker *w, struct eng_msg *m);
 void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms);
 void eng_worker_drain(struct eng_worker *w);
-void eng_worker_resolve(struct eng_worker *w, const char *domain, eng_mx_fn fn, void *arg);
+/* What to resolve: one callback set (txt, else mx with host or not). */
+struct eng_dns_ask {
+	eng_mx_fn mx;
+	eng_txt_fn txt;
+	bool host;               /* dns_resolve_host, not MX */
+	bool any_address;        /* ... keeping private addresses */
+};
+void eng_worker_resolve(struct eng_worker *w, const struct eng_dns_ask *ask, const char *domain,
+			void *arg);
 void eng_worker_dns_stats(struct eng_worker *w, struct dns_stats *s);
 void eng_worker_free(struct eng_worker *w);
 uint64_t eng_route_hash(const struct eng_route *r);

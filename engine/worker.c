@@ -195,8 +195,12 @@ static struct io_uring_sqe *get_sqe(struct eng_worker *w)
 	return vl_ring_sqe(&w->r);
 }
 
+enum dns_kind { REQ_MX, REQ_HOST, REQ_TXT };
 struct dns_req {
-	eng_mx_fn fn;
+	enum dns_kind kind;
+	bool any_address;
+	eng_mx_fn fn;            /* REQ_MX, REQ_HOST */
+	eng_txt_fn txt_fn;       /* REQ_TXT */
 	void *arg;
 	struct dns_req *next;
 	char domain[256];
@@ -263,11 +267,15 @@ void eng_worker_submit(struct eng_worker *w, struct eng_msg *m)
 		wake(w); /* one wake for a burst of submissions */
 }
 
-void eng_worker_resolve(struct eng_worker *w, const char *domain, eng_mx_fn fn, void *arg)
+void eng_worker_resolve(struct eng_worker *w, const struct eng_dns_ask *ask, const char *domain,
+			void *arg)
 {
 	struct dns_req *q = vl_calloc(1, sizeof *q);
 
-	q->fn = fn;
+	q->kind = ask->txt ? REQ_TXT : ask->host ? REQ_HOST : REQ_MX;
+	q->fn = ask->mx;
+	q->txt_fn = ask->txt;
+	q->any_address = ask->any_address;
 	q->arg = arg;
 	snprintf(q->domain, sizeof q->domain, "%s", domain);
 	pthread_mutex_lock(&w->dns_mu);
@@ -293,13 +301,35 @@ static void on_mx(void *arg, const struct dns_mx_result *r)
 	free(q);
 }
 
+static void on_txt(void *arg, const struct dns_txt_result *r)
+{
+	struct dns_req *q = arg;
+
+	q->txt_fn(q->arg, r);
+	free(q);
+}
+
 /* Requests without a resolver (disabled, or shut down) are answered at
  * once, as the resolver itself answers after dns_shutdown(). */
 static void no_resolver(struct dns_req *q)
 {
-	struct dns_mx_result r = { .domain = q->domain, .status = DNS_SHUTDOWN,
-				   .why = "no resolver: DNS is not configured in this engine" };
-	on_mx(q, &r);
+	const char *why = "no resolver: DNS is not configured in this engine";
+	struct dns_mx_result r = { .domain = q->domain, .status = DNS_SHUTDOWN, .why = why };
+	struct dns_txt_result t = { .qname = q->domain, .status = DNS_SHUTDOWN, .why = why };
+
+	if (q->kind == REQ_TXT)
+		on_txt(q, &t);
+	else
+		on_mx(q, &r);
+}
+
+static void ask_dns(struct eng_worker *w, struct dns_req *q)
+{
+	switch (q->kind) {
+	case REQ_MX: dns_resolve_mx(w->dns, q->domain, on_mx, q); break;
+	case REQ_HOST: dns_resolve_host(w->dns, q->domain, q->any_address, on_mx, q); break;
+	case REQ_TXT: dns_resolve_txt(w->dns, q->domain, on_txt, q); break;
+	}
 }
 
 static void take_dns(struct eng_worker *w)
@@ -313,7 +343,7 @@ static void take_dns(struct eng_worker *w)
 	while (q) {
 		struct dns_req *next = q->next;
 		if (w->dns)
-			dns_resolve_mx(w->dns, q->domain, on_mx, q);
+			ask_dns(w, q);
 		else
 			no_resolver(q);
 		q = next;

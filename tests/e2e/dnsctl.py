@@ -169,7 +169,9 @@ class Unbound:
         for zone, data in self.zones.items():
             lines.append('  local-zone: "%s." static' % zone)
             lines.append('  local-data: "%s. %s"' % (zone, SOA.format(z=zone + ".")))
-            lines += ['  local-data: "%s"' % d for d in data]
+            # a record with quoted strings (TXT) goes in single quotes
+            lines += [("  local-data: '%s'" if '"' in d else '  local-data: "%s"') % d
+                      for d in data]
         lines += [self.extra] + self.control_lines()
         return "\n".join(lines) + "\n"
 

@@ -37,6 +37,8 @@ def zone():
         "neg.{z}. MX 10 mx1.{z}.",
         "_25._tcp.mx1.{z}. TLSA " + TLSA1, "_25._tcp.mx1.{z}. TLSA " + TLSA2,
         "_465._tcp.mx1.{z}. TLSA " + TLSA1,
+        '_mta-sts.{z}. TXT "v=STSv1; " "id=20261207;"', "_mta-sts.{z}. TXT other",
+        "mxonly.{z}. MX 10 mx1.{z}.", "mxonly.{z}. A 127.0.0.60",
         "mxa.shared.{z}. A 127.0.0.40", "mxb.shared.{z}. A 127.0.0.41",
     ]
     for i in range(20):
@@ -194,6 +196,24 @@ class DnsTest(unittest.TestCase):
         lines, _ = resolve(self.ub.server, "--tlsa", "--port", "465", "mx1." + Z)
         self.assertEqual(lines[0]["name"], "_465._tcp.mx1." + Z)
         self.assertEqual(len(lines[0]["records"]), 1)
+
+    def test_txt_records_joined(self):
+        lines, _ = resolve(self.ub.server, script="txt _mta-sts.%s\ntxt mx1.%s\nwait\n" % (Z, Z))
+        res = by_name(lines)
+        t = res["_mta-sts." + Z]
+        self.assertEqual(t["status"], "ok")
+        self.assertEqual(sorted(t["records"]), ["other", "v=STSv1; id=20261207;"])
+        self.assertIn(res["mx1." + Z]["status"], ("nodata", "nxdomain"))
+
+    def test_host_lookup_ignores_mx_and_keeps_private_addresses(self):
+        lines, _ = resolve(self.ub.server, script="host mxonly.%s\nhost mxpriv.%s\n"
+                           "host ghost2.%s\nwait\n" % (Z, Z, Z))
+        res = by_name(lines)
+        h = res["mxonly." + Z]
+        self.assertEqual(h["status"], "ok")
+        self.assertEqual([ips(x) for x in h["hosts"]], [["127.0.0.60"]])   # not mx1's
+        self.assertEqual(ips(res["mxpriv." + Z]["hosts"][0]), ["10.0.0.5"])
+        self.assertIn(res["ghost2." + Z]["status"], ("nxdomain", "no-address"))
 
     # ---- the cache ----
 

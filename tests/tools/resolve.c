@@ -6,6 +6,8 @@
  *   volley-resolve [OPTIONS] --script     commands from stdin, one a line:
  *       mx NAME [COUNT]    COUNT lookups of NAME at once (coalescing)
  *       tlsa HOST [PORT]   TLSA of _PORT._tcp.HOST (default port 25)
+ *       host NAME          addresses of NAME, no MX (any address kept)
+ *       txt NAME           TXT records of NAME
  *       wait               until every lookup so far has its answer
  *       sleep MS           run the loop for MS milliseconds
  *       stats              a {"stats": ...} line
@@ -150,6 +152,26 @@ static void print_tlsa(const struct dns_tlsa_result *t)
 	print_buf(&b);
 }
 
+static void print_txt(const struct dns_txt_result *t)
+{
+	struct vl_buf b;
+
+	vl_buf_init(&b);
+	vl_buf_appends(&b, "{\"type\": \"txt\", \"name\": ");
+	vl_buf_json_string(&b, t->qname);
+	vl_buf_printf(&b, ", \"status\": \"%s\", \"why\": ", dns_status_name(t->status));
+	vl_buf_json_string(&b, t->why);
+	vl_buf_printf(&b, ", \"ttl\": %u, \"ad\": %s, \"records\": [", t->ttl,
+		      t->ad ? "true" : "false");
+	for (size_t i = 0; i < t->n; i++) {
+		vl_buf_appends(&b, i ? ", " : "");
+		vl_buf_json_string(&b, memchr(t->rr[i].data, 0, t->rr[i].len) ? "(NUL inside)" :
+				   t->rr[i].data);
+	}
+	vl_buf_appends(&b, "]}");
+	print_buf(&b);
+}
+
 static void print_stats(const struct tool *t)
 {
 	struct dns_stats s;
@@ -184,6 +206,14 @@ static void on_tlsa(void *arg, const struct dns_tlsa_result *res)
 
 	t->outstanding--;
 	print_tlsa(res);
+}
+
+static void on_txt(void *arg, const struct dns_txt_result *res)
+{
+	struct tool *t = arg;
+
+	t->outstanding--;
+	print_txt(res);
 }
 
 static void dispatch(void *arg, struct io_uring_cqe *cqe)
@@ -265,6 +295,12 @@ static int script_line(struct tool *t, char *line)
 			ask(t, arg, false, 0);
 	} else if (strcmp(cmd, "tlsa") == 0 && k >= 2) {
 		ask(t, arg, true, k >= 3 ? (unsigned)n : 25);
+	} else if (strcmp(cmd, "host") == 0 && k >= 2) {
+		t->outstanding++;
+		dns_resolve_host(t->r, arg, true, on_mx, t);
+	} else if (strcmp(cmd, "txt") == 0 && k >= 2) {
+		t->outstanding++;
+		dns_resolve_txt(t->r, arg, on_txt, t);
 	} else if (strcmp(cmd, "wait") == 0) {
 		wait_all(t);
 	} else if (strcmp(cmd, "sleep") == 0 && k >= 2) {

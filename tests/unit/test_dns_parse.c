@@ -125,6 +125,29 @@ Test(dns_parse, tlsa_records_and_ad)
 	dns_ans_free(&a);
 }
 
+Test(dns_parse, txt_strings_joined_and_bad_lengths_skipped)
+{
+	struct msg m;
+	struct dns_ans a;
+	uint8_t r1[] = { 6, 'v', '=', 'S', 'T', 'S', 'v', 3, '1', ';', ' ', 0 };
+	uint8_t r2[] = { 4, 'a', 'b' };  /* claims 4 octets, has 2 */
+	uint8_t r3[] = { 3, 'x', 0, 'y' };
+
+	start(&m, RA | AD, "_mta-sts.example", DNS_T_TXT);
+	rr(&m, 6, "_mta-sts.example", DNS_T_TXT, 300, r1, sizeof r1);
+	rr(&m, 6, "_mta-sts.example", DNS_T_TXT, 300, r2, sizeof r2);
+	rr(&m, 6, "_mta-sts.example", DNS_T_TXT, 300, r3, sizeof r3);
+	cr_assert_eq(dns_parse_answer(m.b, m.n, "_mta-sts.example", DNS_T_TXT, &a), 0);
+	cr_assert_eq(a.status, DNS_OK);
+	cr_assert(a.ad);
+	cr_assert_eq(a.n, 2);
+	cr_assert_eq(a.u.txt[0].len, 9);
+	cr_assert_str_eq(a.u.txt[0].data, "v=STSv1; ");
+	cr_assert_eq(a.u.txt[1].len, 3);  /* a NUL inside is kept, and counted */
+	cr_assert_eq(memcmp(a.u.txt[1].data, "x\0y", 4), 0);
+	dns_ans_free(&a);
+}
+
 Test(dns_parse, tlsa_short_rdata_skipped_and_no_ad)
 {
 	struct msg m;
