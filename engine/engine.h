@@ -86,6 +86,14 @@ struct eng_result {
 	const char *tls_cipher;
 	bool tls_verified;
 	bool tls_dane;            /* authenticated by the host's TLSA records */
+	/* For TLS reporting (RFC 8460): why TLS failed, as a result type
+	 * (starttls-not-supported, certificate-host-mismatch,
+	 * certificate-expired, certificate-not-trusted, validation-failure,
+	 * tlsa-invalid, dnssec-invalid, dane-required, ...), NULL when it did
+	 * not; and the TLSA RRset that applied ("3 1 1 <hex>" lines), NULL
+	 * when DANE did not. */
+	const char *tls_failure;
+	const char *tls_tlsa;
 };
 
 struct eng_msg;

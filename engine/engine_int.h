@@ -115,6 +115,8 @@ struct eng_sess {
 	/* TLS, filled by the worker */
 	bool tls_on, tls_verified, tls_dane;
 	const char *tls_version, *tls_cipher;
+	const char *tls_failure;          /* RFC 8460 result type, or NULL */
+	const char *tls_tlsa;             /* the host's TLSA records, when used */
 	char peer[64];
 	/* output for the worker: commands, then the body pieces: the message's
 	 * own iovecs for BDAT, `stuffed` for DATA (no copy either way) */

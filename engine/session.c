@@ -180,6 +180,8 @@ void eng_result_give(struct eng_msg *m, size_t rcpt, enum eng_status st,
 		.tls_cipher = s && s->tls_on ? s->tls_cipher : NULL,
 		.tls_verified = s && s->tls_on && s->tls_verified,
 		.tls_dane = s && s->tls_on && s->tls_dane,
+		.tls_failure = s ? s->tls_failure : NULL,
+		.tls_tlsa = s ? s->tls_tlsa : NULL,
 	};
 	m->pending_--;
 	m->on_result(m, rcpt, &r);
@@ -377,6 +379,7 @@ static enum eng_act after_hello(struct eng_sess *s)
 			else
 				snprintf(why, sizeof why, "STARTTLS not offered; TLS policy "
 					 "'%s' requires it", tls_policy_name(p));
+			s->tls_failure = "starttls-not-supported";
 			return sess_fail(s, "starttls", s->starttls_refused ? s->refusal.code : 0,
 					 s->starttls_refused ? s->refusal.enhanced : "", why, false);
 		}

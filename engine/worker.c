@@ -57,6 +57,7 @@ struct pool_dane {
 	bool asking;                 /* inside dns_resolve_tlsa: answered inline */
 	uint64_t until;              /* the answer's end of life, ms */
 	struct tls_tlsa *rr;         /* DANE_RECORDS: the RRset (data after it) */
+	char *text;                  /* ... as "u s m hex" lines, for reports */
 	size_t n, usable;
 	char why[400];               /* what the state rests on, for results */
 };
@@ -127,6 +128,8 @@ struct conn {
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
+	char *tlsa_text;    /* the pool's TLSA records when DANE applied to it
+			     * (its own copy: a refresh frees the pool's) */
 	struct vl_heap_node timer;
 	struct __kernel_timespec connect_ts;
 	/* the send in flight: commands (or ciphertext), then body pieces */
@@ -503,12 +506,17 @@ static struct eng_msg *queue_pop(struct pool *p)
 
 /* Give every queued message of p a transient result: no connection to the
  * host could be made, or the engine is stopping. */
-static void pool_fail_queue(struct pool *p, const struct eng_sess *s,
+/* s: the session that failed, NULL for none; without one, failure is
+ * the TLS-RPT result type of why the pool cannot be used (or NULL). */
+static void pool_fail_queue(struct pool *p, const struct eng_sess *s, const char *failure,
 			    const char *stage, int code, const char *enh,
 			    const char *text)
 {
 	struct eng_msg *m;
+	struct eng_sess none = { .tls_failure = failure };
 
+	if (!s && failure)
+		s = &none;
 	while ((m = queue_pop(p))) {
 		for (size_t i = m->first_; i < m->nrcpt; i++)
 			eng_result_give(m, i, ENG_TRANSIENT, code, enh, text, stage, s, false);
@@ -555,10 +563,28 @@ static void dane_describe(const struct pool_dane *d, char *out, size_t len)
 	}
 }
 
+/* RFC 8460 4.4's policy-string for a TLSA RRset: one record a line. */
+static char *dane_text(const struct dns_tlsa_result *res)
+{
+	struct vl_buf b;
+
+	vl_buf_init(&b);
+	for (size_t i = 0; i < res->n; i++) {
+		const struct dns_tlsa_rr *x = &res->rr[i];
+		vl_buf_printf(&b, "%s%u %u %u ", i ? "\n" : "", x->usage, x->selector, x->mtype);
+		for (size_t k = 0; k < x->len; k++)
+			vl_buf_printf(&b, "%02x", x->data[k]);
+	}
+	vl_buf_append(&b, "", 1);   /* the NUL */
+	return b.p;
+}
+
 static void dane_keep(struct pool_dane *d, const struct dns_tlsa_result *res)
 {
 	size_t bytes = 0;
 
+	free(d->text);
+	d->text = dane_text(res);
 	for (size_t i = 0; i < res->n; i++)
 		bytes += res->rr[i].len;
 	free(d->rr);
@@ -640,7 +666,8 @@ static bool dane_ready(struct eng_worker *w, struct pool *p)
 		char why[480];
 		snprintf(why, sizeof why, "%s%s", d->why,
 			 d->st == DANE_NONE ? "; policy dane-only" : "");
-		pool_fail_queue(p, NULL, "dane", 0, "", why);
+		pool_fail_queue(p, NULL, d->st == DANE_FAILED ? "dnssec-invalid" : "dane-required",
+				"dane", 0, "", why);
 		return false;
 	}
 	return true;
@@ -774,6 +801,7 @@ static void conn_maybe_free(struct conn *c)
 	eng_sess_free(&c->s);
 	vl_buf_free(&c->sendbuf);
 	free(c->sv);
+	free(c->tlsa_text);
 	if (c->all_prev)
 		c->all_prev->all_next = c->all_next;
 	else
@@ -807,7 +835,7 @@ static void conn_close(struct conn *c)
 		if (!c->tls_fallback) {
 			p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
 			if (p->nestablished == 0 && p->nconnecting == 0 && p->qhead)
-				pool_fail_queue(p, &c->s,
+				pool_fail_queue(p, &c->s, NULL,
 						c->s.fail_stage ? c->s.fail_stage : "connect",
 						c->s.fail_code, c->s.fail_enhanced,
 						c->s.fail_text[0] ? c->s.fail_text : "connection lost");
@@ -1126,6 +1154,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 	if (n < 0) {
 		char err[256], why[300];
 		snprintf(why, sizeof why, "TLS: %s", tls_last_error(err, sizeof err));
+		c->s.tls_failure = "validation-failure";
 		conn_fail(c, why);
 		return;
 	}
@@ -1135,6 +1164,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 			snprintf(why, sizeof why, "DANE: the certificate of %s matches none of "
 				 "its TLSA records (%s; %s); nothing sent", c->pool->route.name,
 				 c->pool->dane.why, tls_conn_verify_error(c->tls));
+			c->s.tls_failure = "validation-failure";
 			conn_fail_at(c, "dane", why);
 			return;
 		}
@@ -1158,6 +1188,10 @@ static void conn_tls_start(struct conn *c)
 	size_t usable;
 
 	c->dane = dane_policy(p) && p->dane.st == DANE_RECORDS;
+	if (c->dane) {
+		c->tlsa_text = vl_strdup(p->dane.text);
+		c->s.tls_tlsa = c->tlsa_text;
+	}
 	if (c->dane)
 		c->tls = tls_conn_new_dane(c->w->tls_ctx, p->route.name, p->dane.rr, p->dane.n,
 					   &usable);
@@ -1170,6 +1204,7 @@ static void conn_tls_start(struct conn *c)
 		if (p->route.tls == TLS_POLICY_DANE_ONLY) {
 			char why[480];
 			snprintf(why, sizeof why, "%s: none usable; policy dane-only", p->dane.why);
+			c->s.tls_failure = "tlsa-invalid";
 			conn_fail_at(c, "dane", why);
 			return;
 		}
@@ -1395,7 +1430,7 @@ static void take_inbox(struct eng_worker *w)
 		struct pool *p = pool_get(w, m->route);
 		if (w->stopping) {
 			queue_push(p, m, false);
-			pool_fail_queue(p, NULL, "queue", 0, "", "the engine is shutting down");
+			pool_fail_queue(p, NULL, NULL, "queue", 0, "", "the engine is shutting down");
 			continue;
 		}
 		queue_push(p, m, false);
@@ -1426,7 +1461,7 @@ static void begin_stop(struct eng_worker *w)
 	w->stopping = true;
 	for (size_t i = 0; i < w->npools_cap; i++)
 		for (struct pool *p = w->pools[i]; p; p = p->hnext) {
-			pool_fail_queue(p, NULL, "queue", 0, "", "the engine is shutting down");
+			pool_fail_queue(p, NULL, NULL, "queue", 0, "", "the engine is shutting down");
 			while (p->idle)
 				conn_quit(p->idle);
 		}
@@ -1567,6 +1602,7 @@ void eng_worker_free(struct eng_worker *w)
 			n = p->hnext;
 			SSL_SESSION_free(p->ticket);
 			free(p->dane.rr);
+			free(p->dane.text);
 			free(p);
 		}
 	free(w->pools);
