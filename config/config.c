@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,10 +185,11 @@ static const struct key policy_keys[] = {
 	KEY("rate", K_STR, struct cfg_policy, rate),
 	KEY("port", K_INT, struct cfg_policy, port),
 	KEY("route", K_STR, struct cfg_policy, route),
+	KEY("ca_file", K_STR, struct cfg_policy, ca_file),
 };
 
 static const char *const tls_names[] = { "none", "may", "encrypt", "dane",
-					 "dane-only", "verify" };
+					 "dane-only", "mta-sts", "verify" };
 
 static int check_policy(struct ctx *x, const config_setting_t *g, const char *path,
 			const struct cfg_policy *p)
@@ -203,7 +205,8 @@ static int check_policy(struct ctx *x, const config_setting_t *g, const char *pa
 			ok |= strcmp(p->tls, tls_names[i]) == 0;
 		snprintf(sub, sizeof sub, "%s.tls", path);
 		if (!ok)
-			return fail(x, g, sub, "expected none, may, encrypt, dane, dane-only or verify");
+			return fail(x, g, sub, "expected none, may, encrypt, dane, dane-only, "
+				    "mta-sts or verify");
 	}
 	snprintf(sub, sizeof sub, "%s.rate", path);
 	if (p->rate && *p->rate && vl_parse_rate(p->rate, &r) < 0)
@@ -215,6 +218,9 @@ static int check_policy(struct ctx *x, const config_setting_t *g, const char *pa
 	if (p->route && *p->route &&
 	    vl_parse_hostport(p->route, host, sizeof host, &port) < 0)
 		return fail(x, g, sub, "expected \"host:port\"");
+	snprintf(sub, sizeof sub, "%s.ca_file", path);
+	if (p->ca_file && *p->ca_file && access(p->ca_file, R_OK) < 0)
+		return fail(x, g, sub, strerror(errno));
 	return 0;
 }
 
@@ -450,6 +456,7 @@ static void defaults(struct cfg *c)
 	set_str(&c->defaults.rate, "");
 	c->defaults.port = 25;
 	set_str(&c->defaults.route, "");
+	set_str(&c->defaults.ca_file, "");
 	c->timeouts.connect = 30000;
 	c->timeouts.greeting = c->timeouts.helo = c->timeouts.mail = c->timeouts.rcpt = 300000;
 	c->timeouts.tls = c->timeouts.data = 120000;
@@ -558,6 +565,7 @@ static void free_policy(struct cfg_policy *p)
 	free(p->tls);
 	free(p->rate);
 	free(p->route);
+	free(p->ca_file);
 	free(p->auth_user);
 	free(p->auth_password);
 }
@@ -602,6 +610,7 @@ static void overlay(struct cfg_policy *out, const struct cfg_policy *p)
 	OV_STR(tls);
 	OV_STR(rate);
 	OV_STR(route);
+	OV_STR(ca_file);
 	OV_STR(auth_user);
 	OV_STR(auth_password);
 	OV_INT(max_connections);
@@ -639,6 +648,8 @@ static void print_policy(struct vl_buf *o, const struct cfg_policy *p, const cha
 		vl_buf_printf(o, "%sport = %lld;\n", ind, (long long)p->port);
 	if (p->route)
 		vl_buf_printf(o, "%sroute = \"%s\";\n", ind, p->route);
+	if (p->ca_file)
+		vl_buf_printf(o, "%sca_file = \"%s\";\n", ind, p->ca_file);
 	if (p->auth_user)
 		vl_buf_printf(o, "%sauth = { user = \"%s\"; password = \"(hidden)\"; };\n",
 			      ind, p->auth_user);

@@ -16,7 +16,8 @@
 #include "../common/common.h"
 
 struct cfg_policy {               /* shaping and delivery for a set of domains */
-	char *tls;               /* none|may|encrypt|dane|dane-only|verify */
+	char *tls;               /* none|may|encrypt|dane|dane-only|mta-sts|verify */
+	char *ca_file;           /* CA bundle for verify and MTA-STS; "": system */
 	int64_t max_connections;
 	int64_t max_messages_per_connection;
 	int64_t max_recipients_per_message;

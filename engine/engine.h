@@ -59,6 +59,14 @@ struct eng_route {
 					  * DNSSEC-validated: only then does
 					  * policy dane look for TLSA records
 					  * (RFC 7672 2.2) */
+	const char *ca_file;             /* verify and MTA-STS: the CA bundle
+					  * ("" or NULL: the engine's); must
+					  * outlive the engine */
+	enum eng_sts {                   /* the domain's MTA-STS mode, under
+					  * policies dane and mta-sts */
+		ENG_STS_OFF, ENG_STS_TESTING, ENG_STS_ENFORCE
+	} sts;
+	bool sts_mx_ok;                  /* the host matches the policy's mx */
 	char auth_user[256], auth_pass[256]; /* AUTH when auth_user[0] */
 	unsigned max_connections;        /* default 50 */
 	unsigned max_messages_per_connection; /* default 1000 */
@@ -77,6 +85,9 @@ struct eng_result {
 	const char *stage;        /* connect, greeting, ehlo, starttls, tls,
 				   * dane (the host's TLSA records: lookup
 				   * failed, no match, none under dane-only),
+				   * mta-sts (an enforced policy: the host is
+				   * not in its mx list, or its certificate
+				   * did not verify),
 				   * auth, mail, rcpt, data, dot, size; queue:
 				   * the engine stopped before it was sent */
 	bool maybe_delivered;     /* no answer to the final dot: the peer may

@@ -123,6 +123,9 @@ struct conn {
 			     * TLSA records (decided when TLS starts: a
 			     * refresh of the records meanwhile changes
 			     * nothing for it) */
+	bool verify;        /* its handshake must pass WebPKI verification of
+			     * the route's name (verify, or MTA-STS without
+			     * DANE): enforced, or only reported (testing) */
 	bool tls_fallback;  /* TLS broke under `may`: the close is no failure
 			     * of the host; the clear-text retry follows */
 	struct eng_sess s;
@@ -166,6 +169,12 @@ struct eng_worker {
 	unsigned id;
 	struct vl_ring r;
 	SSL_CTX *tls_ctx;
+	struct {                       /* CA stores of routes' ca_file, loaded
+					* once each, on first use */
+		const char *path;
+		X509_STORE *st;
+	} stores[8];
+	unsigned nstores;
 	struct pool **pools;           /* hash table */
 	size_t npools_cap, npools;
 	struct conn *all;              /* every connection not yet freed */
@@ -418,7 +427,12 @@ void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms)
 static bool route_named(const struct eng_route *r)
 {
 	return r->tls == TLS_POLICY_VERIFY || r->tls == TLS_POLICY_DANE ||
-	       r->tls == TLS_POLICY_DANE_ONLY;
+	       r->tls == TLS_POLICY_DANE_ONLY || r->tls == TLS_POLICY_MTA_STS;
+}
+
+static const char *route_ca(const struct eng_route *r)
+{
+	return r->ca_file ? r->ca_file : "";
 }
 
 uint64_t eng_route_hash(const struct eng_route *r)
@@ -429,8 +443,12 @@ uint64_t eng_route_hash(const struct eng_route *r)
 	if (r->has_source)
 		h = vl_hash_add(h, &r->source, r->sourcelen);
 	h = vl_hash_add(h, &tls, 1);
-	if (route_named(r))
+	if (route_named(r)) {
+		unsigned char sts = (unsigned char)(r->sts * 2 + r->sts_mx_ok);
 		h = vl_hash_lower(h, r->name, strlen(r->name));
+		h = vl_hash_add(h, &sts, 1);
+		h = vl_hash_add(h, route_ca(r), strlen(route_ca(r)));
+	}
 	return vl_hash_add(h, r->auth_user, strlen(r->auth_user));
 }
 
@@ -440,7 +458,10 @@ static bool route_same(const struct eng_route *a, const struct eng_route *b)
 	       a->has_source == b->has_source &&
 	       (!a->has_source || memcmp(&a->source, &b->source, a->sourcelen) == 0) &&
 	       a->tls == b->tls && strcmp(a->auth_user, b->auth_user) == 0 &&
-	       (!route_named(a) || (a->dnssec == b->dnssec && strcasecmp(a->name, b->name) == 0));
+	       (!route_named(a) || (a->dnssec == b->dnssec && a->sts == b->sts &&
+				    a->sts_mx_ok == b->sts_mx_ok &&
+				    strcasecmp(a->name, b->name) == 0 &&
+				    strcmp(route_ca(a), route_ca(b)) == 0));
 }
 
 static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
@@ -629,6 +650,29 @@ static void on_tlsa(void *arg, const struct dns_tlsa_result *res)
 	vl_log(VL_LOG_DEBUG, "engine: %s: %s", p->route.name, d->why);
 	if (!d->asking && !p->w->stopping)
 		pool_kick(p->w, p);
+}
+
+/* MTA-STS (RFC 8461) applies to the pool's host: its domain has a
+ * policy, and DANE does not authenticate the host (DANE comes first, 2). */
+static bool sts_applies(const struct pool *p)
+{
+	return p->route.sts != ENG_STS_OFF &&
+	       (p->route.tls == TLS_POLICY_MTA_STS ||
+		(p->route.tls == TLS_POLICY_DANE && p->dane.st != DANE_RECORDS));
+}
+
+/* An enforced policy uses only the hosts its mx list names (4.1): the
+ * others get nothing, and their messages go on to the next MX. */
+static bool sts_ready(struct pool *p)
+{
+	char why[400];
+
+	if (!sts_applies(p) || p->route.sts != ENG_STS_ENFORCE || p->route.sts_mx_ok)
+		return true;
+	snprintf(why, sizeof why, "MTA-STS: %s is not in the mx list of its domain's "
+		 "enforced policy; nothing sent", p->route.name);
+	pool_fail_queue(p, NULL, "validation-failure", "mta-sts", 0, "", why);
+	return false;
 }
 
 /* Whether connections may open now under the pool's DANE state; starts
@@ -1135,6 +1179,25 @@ static void conn_plaintext(struct conn *c, const char *data, size_t len)
 	}
 }
 
+/* A verifying connection whose peer did not verify: verify and an
+ * enforced MTA-STS policy send nothing (false: the connection is failed);
+ * a testing policy only reports it (RFC 8461 5). */
+static bool conn_verify_failed(struct conn *c)
+{
+	const struct eng_route *r = &c->pool->route;
+	bool enforce = r->tls == TLS_POLICY_VERIFY || r->sts == ENG_STS_ENFORCE;
+	char why[700];
+
+	c->s.tls_failure = tls_conn_verify_failure(c->tls);
+	if (!enforce)
+		return true;
+	snprintf(why, sizeof why, "%s: the certificate of %s does not verify (%s)%s; nothing "
+		 "sent", r->tls == TLS_POLICY_VERIFY ? "TLS policy verify" : "MTA-STS enforce",
+		 r->name, tls_conn_verify_error(c->tls), route_ca(r)[0] ? " with its ca_file" : "");
+	conn_fail_at(c, r->tls == TLS_POLICY_VERIFY ? "tls" : "mta-sts", why);
+	return false;
+}
+
 static void conn_tls_input(struct conn *c, const char *data, size_t len)
 {
 	char buf[16384];
@@ -1168,6 +1231,8 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 			conn_fail_at(c, "dane", why);
 			return;
 		}
+		if (c->verify && !tls_conn_verified(c->tls) && !conn_verify_failed(c))
+			return;
 		conn_enter(c, CONN_SETUP);
 		c->s.tls_on = true;
 		c->s.tls_dane = tls_conn_dane(c->tls);
@@ -1181,36 +1246,82 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 		conn_flush(c); /* more handshake to send */
 }
 
+/* The CA store of a route's own ca_file (NULL: the context's), loaded on
+ * first use; *bad when it cannot be. */
+static X509_STORE *route_store(struct eng_worker *w, const struct eng_route *r, bool *bad)
+{
+	char err[300];
+	const char *path = route_ca(r);
+
+	*bad = false;
+	if (!*path)
+		return NULL;
+	for (unsigned i = 0; i < w->nstores; i++)
+		if (strcmp(w->stores[i].path, path) == 0)
+			return w->stores[i].st;
+	X509_STORE *st = tls_store_new(path, err, sizeof err);
+	if (!st) {
+		vl_log(VL_LOG_ERROR, "engine: %s", err);
+		*bad = true;
+		return NULL;
+	}
+	if (w->nstores == VL_ARRAY_LEN(w->stores)) {
+		tls_store_free(w->stores[0].st);   /* more bundles than slots: rare */
+		memmove(w->stores, w->stores + 1, sizeof w->stores - sizeof w->stores[0]);
+		w->nstores--;
+	}
+	w->stores[w->nstores].path = path;
+	w->stores[w->nstores++].st = st;
+	return st;
+}
+
+/* A DANE connection by the pool's usable records; NULL with c->dane off
+ * when OpenSSL takes none of them (a Full(0) record that is no
+ * certificate or key: an unusable RRset, RFC 7672 2.2, as if none). */
+static struct tls_conn *conn_tls_dane(struct conn *c)
+{
+	struct pool *p = c->pool;
+	size_t usable = 0;
+	struct tls_conn *t = tls_conn_new_dane(c->w->tls_ctx, p->route.name, p->dane.rr,
+					       p->dane.n, &usable);
+
+	if (t && usable == 0) {
+		tls_conn_free(t);
+		c->dane = false;
+		return NULL;
+	}
+	c->tlsa_text = vl_strdup(p->dane.text);
+	c->s.tls_tlsa = c->tlsa_text;
+	return t;
+}
+
 static void conn_tls_start(struct conn *c)
 {
 	struct pool *p = c->pool;
-	bool verify = p->route.tls == TLS_POLICY_VERIFY;
-	size_t usable;
+	bool bad_ca = false;
 
 	c->dane = dane_policy(p) && p->dane.st == DANE_RECORDS;
-	if (c->dane) {
-		c->tlsa_text = vl_strdup(p->dane.text);
-		c->s.tls_tlsa = c->tlsa_text;
-	}
 	if (c->dane)
-		c->tls = tls_conn_new_dane(c->w->tls_ctx, p->route.name, p->dane.rr, p->dane.n,
-					   &usable);
-	else
-		c->tls = tls_conn_new_client(c->w->tls_ctx, p->route.name, verify, p->ticket);
-	if (c->tls && c->dane && usable == 0) {
-		/* OpenSSL took none of the records (a Full(0) one that is no
-		 * certificate or key): an unusable RRset (RFC 7672 2.2) */
-		c->dane = false;
-		if (p->route.tls == TLS_POLICY_DANE_ONLY) {
-			char why[480];
-			snprintf(why, sizeof why, "%s: none usable; policy dane-only", p->dane.why);
-			c->s.tls_failure = "tlsa-invalid";
-			conn_fail_at(c, "dane", why);
-			return;
-		}
+		c->tls = conn_tls_dane(c);
+	if (!c->dane && p->route.tls == TLS_POLICY_DANE_ONLY) {
+		char why[480];
+		snprintf(why, sizeof why, "%s: none usable; policy dane-only", p->dane.why);
+		c->s.tls_failure = "tlsa-invalid";
+		conn_fail_at(c, "dane", why);
+		return;
+	}
+	if (!c->dane) {
+		c->verify = p->route.tls == TLS_POLICY_VERIFY || sts_applies(p);
+		X509_STORE *st = c->verify ? route_store(c->w, &p->route, &bad_ca) : NULL;
+		if (!bad_ca)
+			c->tls = tls_conn_new_client(c->w->tls_ctx, p->route.name, c->verify, st,
+						     p->ticket);
+		if (sts_applies(p) && !p->route.sts_mx_ok)
+			c->s.tls_failure = "validation-failure";  /* testing: reported */
 	}
 	if (!c->tls) {
-		conn_fail(c, "TLS: cannot set up a client connection");
+		conn_fail(c, bad_ca ? "TLS: the route's CA file cannot be loaded" :
+			  "TLS: cannot set up a client connection");
 		return;
 	}
 	conn_timer(c, c->w->cfg->t.tls);
@@ -1340,7 +1451,7 @@ static void pool_kick(struct eng_worker *w, struct pool *p)
 {
 	while (p->qhead && p->idle)
 		conn_ready(p->idle); /* takes from the queue itself */
-	if (w->stopping || !dane_ready(w, p))
+	if (w->stopping || !dane_ready(w, p) || !sts_ready(p))
 		return;
 	if (vl_now_ms() < p->no_open_until) {
 		/* Paused after a failed connect: the tick comes back for it. */
@@ -1612,5 +1723,7 @@ void eng_worker_free(struct eng_worker *w)
 	if (w->efd >= 0)
 		close(w->efd);
 	tls_ctx_free(w->tls_ctx);
+	for (unsigned i = 0; i < w->nstores; i++)
+		tls_store_free(w->stores[i].st);
 	free(w);
 }

@@ -98,6 +98,7 @@ static int parse_source(const char *addr, struct eng_route *r)
 static void site_template(struct sched_deliver *d, struct sched_site *s, const struct cfg_policy *p)
 {
 	tls_policy_parse(p->tls, &s->route.tls);
+	s->route.ca_file = p->ca_file && *p->ca_file ? p->ca_file : NULL;
 	s->route.max_connections = (unsigned)p->max_connections;
 	s->route.max_messages_per_connection = (unsigned)p->max_messages_per_connection;
 	if (p->auth_user) {
@@ -208,13 +209,13 @@ static struct sched_site *site_new(struct sched_deliver *d, const char *key,
 	return s;
 }
 
-/* "<where>|tls|conns|per conn|rcpts|rate|port|user": same key, same site. */
+/* "<where>|tls|conns|per conn|rcpts|rate|port|user|ca": same key, same site. */
 static void site_key(char *key, size_t len, const char *where, const struct cfg_policy *p)
 {
-	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s", where, p->tls,
+	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s|%s", where, p->tls,
 		 (long long)p->max_connections, (long long)p->max_messages_per_connection,
 		 (long long)p->max_recipients_per_message, p->rate, (long long)p->port,
-		 p->auth_user ? p->auth_user : "");
+		 p->auth_user ? p->auth_user : "", p->ca_file ? p->ca_file : "");
 }
 
 static struct sched_site *site_get(struct sched_deliver *d, const char *where,

@@ -24,6 +24,7 @@ static const char *const policy_names[] = {
 	[TLS_POLICY_NONE] = "none", [TLS_POLICY_MAY] = "may",
 	[TLS_POLICY_ENCRYPT] = "encrypt", [TLS_POLICY_DANE] = "dane",
 	[TLS_POLICY_DANE_ONLY] = "dane-only", [TLS_POLICY_VERIFY] = "verify",
+	[TLS_POLICY_MTA_STS] = "mta-sts",
 };
 
 int tls_policy_parse(const char *name, enum tls_policy *p)
@@ -240,8 +241,28 @@ static struct tls_conn *client_start(struct tls_conn *t, SSL_SESSION *resume)
 	return t;
 }
 
+X509_STORE *tls_store_new(const char *ca_file, char *err, size_t errlen)
+{
+	X509_STORE *st = X509_STORE_new();
+	char why[256];
+
+	if (!st || (ca_file ? X509_STORE_load_file(st, ca_file) :
+		    X509_STORE_set_default_paths(st)) != 1) {
+		snprintf(err, errlen, "CA file %s: %s", ca_file ? ca_file : "(system)",
+			 tls_last_error(why, sizeof why));
+		X509_STORE_free(st);
+		return NULL;
+	}
+	return st;
+}
+
+void tls_store_free(X509_STORE *st)
+{
+	X509_STORE_free(st);
+}
+
 struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify,
-				     SSL_SESSION *resume)
+				     X509_STORE *store, SSL_SESSION *resume)
 {
 	struct tls_conn *t = conn_new(ctx);
 
@@ -252,14 +273,13 @@ struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify
 	t->verify = verify;
 	if (verify) {
 		SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-		if (!name || SSL_set1_host(t->ssl, name) != 1) {
+		if (!name || SSL_set1_host(t->ssl, name) != 1 ||
+		    (store && SSL_set1_verify_cert_store(t->ssl, store) != 1)) {
 			tls_conn_free(t);
 			return NULL;
 		}
-		SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
-	} else {
-		SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
 	}
+	SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
 	return client_start(t, resume);
 }
 
@@ -334,6 +354,26 @@ bool tls_conn_verified(const struct tls_conn *t)
 {
 	return t->verify && t->established &&
 	       SSL_get_verify_result(t->ssl) == X509_V_OK;
+}
+
+const char *tls_conn_verify_failure(const struct tls_conn *t)
+{
+	switch (SSL_get_verify_result(t->ssl)) {
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return "certificate-expired";
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+		return "certificate-host-mismatch";
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_CERT_UNTRUSTED:
+		return "certificate-not-trusted";
+	default:
+		return "validation-failure";
+	}
 }
 
 bool tls_conn_resumed(const struct tls_conn *t)

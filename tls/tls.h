@@ -31,6 +31,7 @@ enum tls_policy {
 	TLS_POLICY_DANE,      /* DANE when TLSA records exist, else encrypt */
 	TLS_POLICY_DANE_ONLY, /* DANE required */
 	TLS_POLICY_VERIFY,    /* TLS with the chain and host name verified */
+	TLS_POLICY_MTA_STS,   /* the domain's MTA-STS policy, else encrypt */
 };
 int tls_policy_parse(const char *name, enum tls_policy *p);
 const char *tls_policy_name(enum tls_policy p);
@@ -39,12 +40,23 @@ bool tls_policy_requires_tls(enum tls_policy p);
 
 /* Client context: CA file for `verify` (NULL: the system's store). */
 SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen);
-/* A client connection: SNI name, verification of chain + name when verify,
- * resuming session when not NULL. */
+/* A CA store of its own (a domain's ca_file; NULL: the system's), for
+ * tls_conn_new_client. Read-only once loaded, so threads share it. */
+X509_STORE *tls_store_new(const char *ca_file, char *err, size_t errlen);
+void tls_store_free(X509_STORE *st);
+/* A client connection: SNI name; with verify, the chain is verified
+ * against store (NULL: the context's) and the name checked; resuming
+ * session when not NULL. Verification records its result and never stops
+ * the handshake: ask tls_conn_verified() after it and decide (policy
+ * verify and MTA-STS enforce send nothing, MTA-STS testing reports). */
 struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, const char *name, bool verify,
-				     SSL_SESSION *resume);
+				     X509_STORE *store, SSL_SESSION *resume);
 /* Chain and name verified (only ever true for a verifying connection). */
 bool tls_conn_verified(const struct tls_conn *t);
+/* Why verification failed, as an RFC 8460 result type:
+ * certificate-expired, certificate-host-mismatch, certificate-not-trusted
+ * or validation-failure. */
+const char *tls_conn_verify_failure(const struct tls_conn *t);
 
 /* ---- DANE (RFC 6698, RFC 7672) ----
  * One TLSA record as DNS gives it; data is only read during the call. */

@@ -37,7 +37,7 @@ Test(tls, handshake_data_and_resumption)
 	cr_assert_not_null(cctx, "%s", err);
 
 	struct tls_conn *s = tls_conn_new_server(sctx);
-	struct tls_conn *c = tls_conn_new_client(cctx, "mx.volley.test", false, NULL);
+	struct tls_conn *c = tls_conn_new_client(cctx, "mx.volley.test", false, NULL, NULL);
 	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
 	cr_assert(tls_conn_established(c) && tls_conn_established(s));
 	cr_assert_str_eq(tls_conn_version(c), "TLSv1.3");
@@ -54,7 +54,7 @@ Test(tls, handshake_data_and_resumption)
 	tls_conn_free(s);
 
 	s = tls_conn_new_server(sctx);
-	c = tls_conn_new_client(cctx, "mx.volley.test", false, ticket);
+	c = tls_conn_new_client(cctx, "mx.volley.test", false, NULL, ticket);
 	n = 0;
 	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
 	cr_assert(tls_conn_resumed(c), "second connection resumes");
@@ -75,29 +75,44 @@ Test(tls, verify_chain_and_name)
 	PEM_write_X509(f, SSL_CTX_get0_certificate(sctx));
 	fclose(f);
 
-	/* Unknown issuer: a verifying client refuses. */
+	/* Unknown issuer: the handshake completes, unverified, and says why. */
 	SSL_CTX *sys = tls_client_ctx_new(NULL, err, sizeof err);
 	struct tls_conn *s = tls_conn_new_server(sctx);
-	struct tls_conn *c = tls_conn_new_client(sys, "mx.volley.test", true, NULL);
-	cr_assert_eq(unit_tls_pump(c, s, got, &n), -1);
+	struct tls_conn *c = tls_conn_new_client(sys, "mx.volley.test", true, NULL, NULL);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
 	cr_assert_not(tls_conn_verified(c));
+	cr_assert_str_eq(tls_conn_verify_failure(c), "certificate-not-trusted");
 	tls_conn_free(c);
 	tls_conn_free(s);
 
-	/* Trusted, right name: verified. Wrong name: refused. */
+	/* Trusted, right name: verified. Wrong name: not, and why. */
 	SSL_CTX *trust = tls_client_ctx_new(ca, err, sizeof err);
 	cr_assert_not_null(trust, "%s", err);
 	s = tls_conn_new_server(sctx);
-	c = tls_conn_new_client(trust, "mx.volley.test", true, NULL);
+	c = tls_conn_new_client(trust, "mx.volley.test", true, NULL, NULL);
 	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
 	cr_assert(tls_conn_verified(c));
 	tls_conn_free(c);
 	tls_conn_free(s);
 	s = tls_conn_new_server(sctx);
-	c = tls_conn_new_client(trust, "other.test", true, NULL);
-	cr_assert_eq(unit_tls_pump(c, s, got, &n), -1);
+	c = tls_conn_new_client(trust, "other.test", true, NULL, NULL);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
+	cr_assert_not(tls_conn_verified(c));
+	cr_assert_str_eq(tls_conn_verify_failure(c), "certificate-host-mismatch");
 	tls_conn_free(c);
 	tls_conn_free(s);
+
+	/* A store of its own overrides the context's (system) one. */
+	X509_STORE *st = tls_store_new(ca, err, sizeof err);
+	cr_assert_not_null(st, "%s", err);
+	s = tls_conn_new_server(sctx);
+	c = tls_conn_new_client(sys, "mx.volley.test", true, st, NULL);
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
+	cr_assert(tls_conn_verified(c));
+	tls_conn_free(c);
+	tls_conn_free(s);
+	tls_store_free(st);
+	cr_assert_null(tls_store_new("/nonexistent/ca.pem", err, sizeof err));
 
 	cr_assert_null(tls_client_ctx_new("/nonexistent/ca.pem", err, sizeof err));
 	cr_assert(strstr(err, "/nonexistent/ca.pem"), "%s", err);
