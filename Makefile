@@ -21,6 +21,7 @@ TLS_SRC    := $(wildcard tls/*.c)
 DNS_SRC    := $(wildcard dns/*.c)
 MESSAGE_SRC := $(wildcard message/*.c)
 ENGINE_SRC := $(wildcard engine/*.c)
+STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
 API_SRC    := $(wildcard api/*.c)
 SINK_SRC   := $(wildcard sink/sink_*.c)
@@ -37,6 +38,7 @@ TLS_OBJ    := $(call obj,$(TLS_SRC))
 DNS_OBJ    := $(call obj,$(DNS_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
+STS_OBJ    := $(call obj,$(STS_SRC))
 # scheduler/bounce.rules is compiled in: a C string generated at build time.
 SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
 SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
@@ -98,16 +100,16 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
 $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
-		$(ENGINE_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd) -ljemalloc
+		$(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl) -ljemalloc
 
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
-		$(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+		$(STS_OBJ) $(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl)
 
 # The layout's rules first (docs/architecture.md), then every test.
 test: all

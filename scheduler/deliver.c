@@ -163,6 +163,8 @@ void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_
 		ev.tls_verified = m->tls_verified;
 		ev.tls_policy = tls_policy_name(m->q->site->route.tls);
 		ev.tls_dane = m->tls_dane;
+		ev.tls_mta_sts = m->q->site->sts_mode == ENG_STS_ENFORCE ? "enforce" :
+				 m->q->site->sts_mode == ENG_STS_TESTING ? "testing" : NULL;
 		ev.size = m->out.size;
 	}
 	sched_event_format(&ev, &d->events);
@@ -436,7 +438,9 @@ static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sche
 
 /* Refused at connect or at the greeting, or not to be used under DANE
  * (its TLSA lookup failed, or its certificate matched none of its
- * records: RFC 7672 2.2): the next MX host gets the same message, without
+ * records: RFC 7672 2.2), or that an enforced MTA-STS policy rules out
+ * (not in its mx list, or a certificate that does not verify: RFC 8461
+ * 4.2): the next MX host gets the same message, without
  * it counting as an attempt (RFC 5321 5.1). */
 static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 {
@@ -445,7 +449,7 @@ static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 
 	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
 	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting") &&
-	     strcmp(m->stage, "dane")))
+	     strcmp(m->stage, "dane") && strcmp(m->stage, "mta-sts")))
 		return false;
 	s->down_until[m->host] = now + 60000;
 	int next = sched_site_next_host(s, m->host, now);
@@ -832,6 +836,21 @@ static void free_keys(struct sched_deliver *d)
 	free(d->dkim);
 }
 
+/* MTA-STS: the policies kept under the data dir, and the fetcher. */
+static int sts_open(struct sched_deliver *d, char *err, size_t errlen)
+{
+	char dir[PATH_MAX];
+
+	snprintf(dir, sizeof dir, "%s/mta-sts", d->cfg->data_dir);
+	if (!(d->sts = sts_store_open(dir, err, errlen)) ||
+	    !(d->fetcher = sts_fetcher_new(443, err, errlen)))
+		return -1;
+	if (sts_store_count(d->sts))
+		vl_log(VL_LOG_INFO, "mta-sts: %zu polic%s kept", sts_store_count(d->sts),
+		       sts_store_count(d->sts) == 1 ? "y" : "ies");
+	return 0;
+}
+
 struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cfg,
 					  struct sched_spool *spool, struct sched_suppress *sup,
 					  struct sched_events *ev, struct engine *eng, char *err,
@@ -856,6 +875,7 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	pthread_cond_init(&d->progress, NULL);
 	if (load_keys(d, err, errlen) < 0 ||
 	    !(d->rules = sched_bounce_load(cfg->bounce_rules, err, errlen)) ||
+	    sts_open(d, err, errlen) < 0 ||
 	    !(d->commit = sched_commit_start(d, err, errlen)))
 		goto fail;
 	sched_lock(sc);
@@ -870,6 +890,8 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	return d;
 fail:
 	sched_commit_stop(d->commit);
+	sts_fetcher_free(d->fetcher);
+	sts_store_free(d->sts);
 	sched_bounce_free(d->rules);
 	free_keys(d);
 	free(d);
@@ -891,6 +913,7 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 	 * holds a transient result, which the thread journals as deferred */
 	eng_stop(d->eng, grace_ms);
 	pthread_join(d->tid, NULL);
+	sts_fetcher_free(d->fetcher);  /* fetches in flight answer into the inbox */
 	sched_commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
 	sched_commit_drain(d->commit);
 	sched_commit_stop(d->commit);
@@ -901,10 +924,10 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 	}
 	while (d->dns_done) {     /* answers that came after the thread ended */
 		struct sched_dns_done *n = d->dns_done->next;
-		dns_mx_free(d->dns_done->r);
-		free(d->dns_done);
+		sched_dd_free(d->dns_done);
 		d->dns_done = n;
 	}
+	sts_store_free(d->sts);
 	while (d->free_msgs) {
 		struct sched_dmsg *n = d->free_msgs->next;
 		msg_out_free(&d->free_msgs->out);

@@ -9,6 +9,7 @@
 
 #include "sched_int.h"
 #include "shape.h"
+#include "../sts/sts.h"
 
 struct sched_site;
 struct sched_deliver;
@@ -100,6 +101,10 @@ struct sched_site {
 	uint64_t down_until[SCHED_SITE_HOSTS_MAX]; /* refused us: skip until then */
 	bool routable;
 	char no_route[400];
+	/* the MTA-STS policy its hosts were judged by (NULL: none), kept for
+	 * address refreshes and reports */
+	enum eng_sts sts_mode;
+	struct sts_entry *sts;
 	double rate;                  /* configured, per second; 0 = unlimited */
 	struct sched_bucket b;        /* current (adaptive) */
 	unsigned window, inflight;
@@ -123,6 +128,9 @@ struct sched_pend {
 	struct sched_djob *dj;
 	uint32_t idx;
 };
+/* MTA-STS discovery of a domain (mtasts.c): TXT, then the policy host's
+ * addresses and the fetch when the TXT names a policy not kept. */
+enum sched_sts_step { SCHED_STS_IDLE, SCHED_STS_TXT, SCHED_STS_HOST, SCHED_STS_FETCH };
 struct sched_dom {
 	struct sched_deliver *d;
 	char *name;
@@ -132,14 +140,36 @@ struct sched_dom {
 	char why[256];                /* SCHED_D_FAILED */
 	struct sched_pend *pend;      /* waiting for the answer */
 	size_t npend, cap;
+	struct dns_mx_result *mx;     /* the last good MX answer: the site is
+				       * chosen again when the policy changes */
+	uint64_t mx_until_ms;
+	bool placed;                  /* has had a site once */
+	enum sched_sts_step sts_step;
+	bool sts_blocking;            /* recipients wait for discovery: the
+				       * first one, with no valid policy kept */
+	uint64_t sts_until_ms;        /* the next TXT check */
+	char sts_id[33];              /* the TXT record's id being fetched */
+	const char *sts_failure;      /* RFC 8460 type of the last discovery
+				       * failure (sts-policy-fetch-error, ...) */
 };
 
-/* An answer from an engine worker's resolver, copied for this thread. */
+/* An answer for the delivery thread from another one: an engine worker's
+ * resolver (MX, TXT, one host's addresses) or the MTA-STS fetcher. */
+enum sched_dd_kind { SCHED_DD_MX, SCHED_DD_TXT, SCHED_DD_HOST, SCHED_DD_FETCH };
 struct sched_dns_done {
+	enum sched_dd_kind kind;
 	struct sched_dom *dom;
-	struct dns_mx_result *r;
+	struct dns_mx_result *r;      /* MX, HOST */
+	enum dns_status status;       /* TXT */
+	char **txt;                   /* TXT: the records, joined */
+	size_t *txtlen, ntxt;
+	bool ok;                      /* FETCH */
+	char *body, *why;
+	size_t len;
 	struct sched_dns_done *next;
 };
+void sched_dd_post(struct sched_deliver *d, struct sched_dns_done *dd);
+void sched_dd_free(struct sched_dns_done *dd);
 
 struct sched_deliver {
 	struct sched *sc;
@@ -173,6 +203,8 @@ struct sched_deliver {
 	json_t *site_index;           /* key -> site (as an integer pointer) */
 	json_t *domain_site;          /* domain -> site, a cache */
 	json_t *doms;                 /* domain -> struct sched_dom, for MX domains */
+	struct sts_store *sts;        /* MTA-STS policies kept (NULL: none) */
+	struct sts_fetcher *fetcher;
 	struct eng_route **old_routes; /* replaced MX address lists (see site_refresh) */
 	size_t nold;
 	struct vl_heap timers;        /* of struct sched_timer */
@@ -202,6 +234,9 @@ struct sched_site *sched_site_for(struct sched_deliver *d, const char *domain);
 void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
 		       const char *domain);
 void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd);
+/* The domain's answers are in (MX, and MTA-STS unless it need not wait):
+ * choose its site and send what waited there. */
+void sched_dom_place(struct sched_deliver *d, struct sched_dom *m);
 void sched_doms_free(struct sched_deliver *d);
 /* The host to try first; then the next after a refusal (-1: none left). */
 unsigned sched_site_first_host(struct sched_site *s, uint64_t now);
@@ -215,6 +250,16 @@ void sched_sjq_push(struct sched_sjq *q, uint32_t idx);
 void sched_sjq_unlink_all(struct sched_djob *dj);
 struct sched_sjq *sched_sjq_for(struct sched_djob *dj, struct sched_site *s);
 void sched_sites_free(struct sched_deliver *d);
+
+/* mtasts.c */
+bool sched_sts_wanted(const struct cfg_policy *p);
+/* Start the domain's discovery when due (a TXT check every
+ * SCHED_STS_RECHECK_MS); blocking the first time when no valid policy is
+ * kept. */
+void sched_sts_check(struct sched_deliver *d, struct sched_dom *m, const struct cfg_policy *p);
+void sched_sts_answer(struct sched_deliver *d, struct sched_dns_done *dd);
+/* The valid policy kept for a domain, NULL when none (or mode none). */
+const struct sts_entry *sched_sts_policy(struct sched_deliver *d, const char *domain);
 
 /* djob.c */
 struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j);

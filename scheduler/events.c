@@ -151,7 +151,12 @@ static void tls(struct vl_buf *b, const struct sched_event *ev)
 	vl_buf_json_string(b, ev->tls_cipher);
 	vl_buf_appends(b, ev->tls_verified ? ",\"verified\":true" : ",\"verified\":false");
 	vl_buf_appends(b, ev->tls_dane ? ",\"dane\":true" : ",\"dane\":false");
-	vl_buf_appends(b, ",\"mta_sts\":null,\"policy\":");   /* MTA-STS: not yet */
+	vl_buf_appends(b, ",\"mta_sts\":");
+	if (ev->tls_mta_sts)
+		vl_buf_json_string(b, ev->tls_mta_sts);
+	else
+		vl_buf_appends(b, "null");
+	vl_buf_appends(b, ",\"policy\":");
 	vl_buf_json_string(b, ev->tls_policy);
 	vl_buf_appends(b, "}");
 }

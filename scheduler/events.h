@@ -29,6 +29,7 @@ struct sched_event {
 	const char *tls_version;     /* NULL: "tls": null (clear text) */
 	const char *tls_cipher;
 	const char *tls_policy;      /* the effective policy: "dane", ... */
+	const char *tls_mta_sts;     /* the domain's MTA-STS mode, NULL: none */
 	bool tls_verified, tls_dane;
 	size_t size;
 };

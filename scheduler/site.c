@@ -140,6 +140,9 @@ static size_t build_routes(const struct sched_site *s, long long port,
 				continue;
 			snprintf(out[n].name, sizeof out[n].name, "%s", r->hosts[h].name);
 			out[n].dnssec = r->mx_ad && r->hosts[h].ad;
+			out[n].sts = s->sts_mode;
+			out[n].sts_mx_ok = s->sts && tls_sts_mx_match(&s->sts->policy,
+								      r->hosts[h].name);
 			n++;
 		}
 	return n;
@@ -189,13 +192,33 @@ static void site_refresh(struct sched_deliver *d, struct sched_site *s, const st
 	memset(s->down_until, 0, sizeof s->down_until);
 }
 
+static enum eng_sts sts_mode(const struct sts_entry *e)
+{
+	if (!e)
+		return ENG_STS_OFF;
+	return e->policy.mode == TLS_STS_ENFORCE ? ENG_STS_ENFORCE :
+	       e->policy.mode == TLS_STS_TESTING ? ENG_STS_TESTING : ENG_STS_OFF;
+}
+
+static struct sts_entry *sts_copy(const struct sts_entry *e)
+{
+	struct sts_entry *c = vl_malloc(sizeof *c);
+
+	*c = *e;
+	c->text = vl_strdup(e->text);
+	return c;
+}
+
 static struct sched_site *site_new(struct sched_deliver *d, const char *key,
-				   const struct cfg_policy *p, const struct dns_mx_result *mx)
+				   const struct cfg_policy *p, const struct dns_mx_result *mx,
+				   const struct sts_entry *sts)
 {
 	struct sched_site *s = vl_calloc(1, sizeof *s);
 
 	s->key = vl_strdup(key);
 	s->name = vl_strndup(key, strcspn(key, "|"));
+	s->sts_mode = sts_mode(sts);
+	s->sts = s->sts_mode != ENG_STS_OFF ? sts_copy(sts) : NULL;
 	if (mx)
 		site_hosts(d, s, p, mx);
 	else
@@ -219,13 +242,37 @@ static void site_key(char *key, size_t len, const char *where, const struct cfg_
 }
 
 static struct sched_site *site_get(struct sched_deliver *d, const char *where,
-				   const struct cfg_policy *p, const struct dns_mx_result *mx)
+				   const struct cfg_policy *p, const struct dns_mx_result *mx,
+				   const struct sts_entry *sts)
 {
-	char key[1400];
+	char key[1600];
 
 	site_key(key, sizeof key, where, p);
 	json_t *v = json_object_get(d->site_index, key);
-	return v ? (struct sched_site *)(intptr_t)json_integer_value(v) : site_new(d, key, p, mx);
+	return v ? (struct sched_site *)(intptr_t)json_integer_value(v) :
+		   site_new(d, key, p, mx, sts);
+}
+
+/* "|sts=E:101": the mode, and which of the hosts (in site-key order, by
+ * name) the policy's mx list names. Domains with the same hosts and the
+ * same verdicts share a site; a different verdict is another site. */
+static void sts_suffix(char *out, size_t len, const char *hosts, const struct sts_entry *e)
+{
+	size_t at;
+	char name[256];
+
+	if (sts_mode(e) == ENG_STS_OFF) {
+		out[0] = '\0';
+		return;
+	}
+	at = (size_t)snprintf(out, len, "|sts=%c:", sts_mode(e) == ENG_STS_ENFORCE ? 'E' : 'T');
+	for (const char *h = hosts; *h && at + 2 < len;) {
+		size_t n = strcspn(h, ",");
+		snprintf(name, sizeof name, "%.*s", (int)(n < 255 ? n : 255), h);
+		out[at++] = tls_sts_mx_match(&e->policy, name) ? '1' : '0';
+		h += n + (h[n] == ',');
+	}
+	out[at] = '\0';
 }
 
 /* A routed domain's site (its policy names a route). */
@@ -240,7 +287,7 @@ struct sched_site *sched_site_for(struct sched_deliver *d, const char *domain)
 	if (hit)
 		return (struct sched_site *)(intptr_t)json_integer_value(hit);
 	cfg_policy_for(d->cfg, dom, &p);
-	struct sched_site *s = site_get(d, p.route, &p, NULL);
+	struct sched_site *s = site_get(d, p.route, &p, NULL, NULL);
 	json_object_set_new(d->domain_site, dom, json_integer((json_int_t)(intptr_t)s));
 	return s;
 }
@@ -280,16 +327,33 @@ static struct sched_dom *dom_get(struct sched_deliver *d, const char *name)
 static void on_mx(void *arg, const struct dns_mx_result *r)
 {
 	struct sched_dom *m = arg;
-	struct sched_deliver *d = m->d;
 	struct sched_dns_done *dd = vl_calloc(1, sizeof *dd);
 
+	dd->kind = SCHED_DD_MX;
 	dd->dom = m;
 	dd->r = dns_mx_dup(r);
+	sched_dd_post(m->d, dd);
+}
+
+void sched_dd_post(struct sched_deliver *d, struct sched_dns_done *dd)
+{
 	pthread_mutex_lock(&d->mu);
 	dd->next = d->dns_done;
 	d->dns_done = dd;
 	pthread_cond_signal(&d->cv);
 	pthread_mutex_unlock(&d->mu);
+}
+
+void sched_dd_free(struct sched_dns_done *dd)
+{
+	dns_mx_free(dd->r);
+	for (size_t i = 0; i < dd->ntxt; i++)
+		free(dd->txt[i]);
+	free(dd->txt);
+	free(dd->txtlen);
+	free(dd->body);
+	free(dd->why);
+	free(dd);
 }
 
 static void pend_push(struct sched_dom *m, struct sched_djob *dj, uint32_t idx)
@@ -335,6 +399,10 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 	struct sched_dom *m = known ? (struct sched_dom *)(intptr_t)json_integer_value(known) :
 				dom_get(d, name);
 	if (m->st == SCHED_D_OK && now < m->until_ms) {
+		if (now >= m->sts_until_ms && m->sts_step == SCHED_STS_IDLE) {
+			cfg_policy_for(d->cfg, name, &p);
+			sched_sts_check(d, m, &p);
+		}
 		to_site(d, m->site, dj, idx);
 		return;
 	}
@@ -346,6 +414,9 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 	dj->pending_dns++;
 	if (m->st != SCHED_D_RESOLVING) {
 		m->st = SCHED_D_RESOLVING;
+		m->mx_until_ms = 0;
+		cfg_policy_for(d->cfg, name, &p);
+		sched_sts_check(d, m, &p);
 		eng_resolve_mx(d->eng, name, on_mx, m);
 	}
 }
@@ -354,22 +425,57 @@ void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 {
 	struct sched_dom *m = dd->dom;
 	const struct dns_mx_result *r = dd->r;
-	struct cfg_policy p;
-	char key[1024] = "mx:";
 	bool ok = r && r->status == DNS_OK && r->nhosts;
 	bool perm = r && !ok && dns_status_permanent(r->status);
 	uint32_t ttl = r && r->ttl ? r->ttl : 60;
 
-	cfg_policy_for(d->cfg, m->name, &p);
-	if (ok)
-		dns_site_key(r, key + 3, sizeof key - 3);
-	m->site = ok ? site_get(d, key, &p, r) : NULL;
-	if (ok && m->site->routes != &m->site->route)
-		site_refresh(d, m->site, &p, r);
-	m->st = ok ? SCHED_D_OK : perm ? SCHED_D_FAILED : SCHED_D_NEW;
-	m->until_ms = vl_now_ms() + (uint64_t)ttl * 1000;
+	if (dd->kind != SCHED_DD_MX) {
+		sched_sts_answer(d, dd);
+		return;
+	}
+	m->st = ok ? SCHED_D_RESOLVING : perm ? SCHED_D_FAILED : SCHED_D_NEW;
+	m->until_ms = m->mx_until_ms = vl_now_ms() + (uint64_t)ttl * 1000;
 	snprintf(m->why, sizeof m->why, "%s: %s", m->name,
 		 r && r->why ? r->why : "no answer from the resolver");
+	if (ok) {
+		dns_mx_free(m->mx);
+		m->mx = dd->r;
+		dd->r = NULL;
+	}
+	sched_dd_free(dd);
+	if (!ok || !m->sts_blocking || m->sts_step == SCHED_STS_IDLE)
+		sched_dom_place(d, m);
+}
+
+/* The site for the domain's MX answer under its MTA-STS policy now. */
+static struct sched_site *dom_site(struct sched_deliver *d, struct sched_dom *m)
+{
+	struct cfg_policy p;
+	char key[1400] = "mx:", suffix[64];
+	const struct sts_entry *e;
+
+	cfg_policy_for(d->cfg, m->name, &p);
+	e = sched_sts_wanted(&p) ? sched_sts_policy(d, m->name) : NULL;
+	dns_site_key(m->mx, key + 3, sizeof key - 3);
+	sts_suffix(suffix, sizeof suffix, key + 3, e);
+	snprintf(key + strlen(key), sizeof key - strlen(key), "%s", suffix);
+	struct sched_site *s = site_get(d, key, &p, m->mx, e);
+	if (s->routes != &s->route)
+		site_refresh(d, s, &p, m->mx);
+	return s;
+}
+
+void sched_dom_place(struct sched_deliver *d, struct sched_dom *m)
+{
+	bool ok = m->st != SCHED_D_FAILED && m->st != SCHED_D_NEW;
+
+	if (m->st == SCHED_D_RESOLVING && !m->mx_until_ms)
+		return;                  /* the MX answer is still to come */
+	if (ok) {
+		m->site = dom_site(d, m);
+		m->st = SCHED_D_OK;
+		m->placed = true;
+	}
 	struct sched_pend *pend = m->pend;
 	size_t n = m->npend;
 	m->pend = NULL;
@@ -383,11 +489,9 @@ void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 		if (ok)
 			to_site(d, m->site, dj, pend[i].idx);
 		else
-			sched_deliver_local(d, dj, pend[i].idx, perm, m->why);
+			sched_deliver_local(d, dj, pend[i].idx, m->st == SCHED_D_FAILED, m->why);
 	}
 	free(pend);
-	dns_mx_free(dd->r);
-	free(dd);
 }
 
 void sched_doms_free(struct sched_deliver *d)
@@ -397,6 +501,7 @@ void sched_doms_free(struct sched_deliver *d)
 
 	json_object_foreach(d->doms, k, v) {
 		struct sched_dom *m = (struct sched_dom *)(intptr_t)json_integer_value(v);
+		dns_mx_free(m->mx);
 		free(m->name);
 		free(m->pend);
 		free(m);
@@ -545,6 +650,15 @@ void sched_site_result(struct sched_deliver *d, struct sched_site *s, const stru
 
 /* ---- views ---- */
 
+static json_t *sts_mx_json(const struct sts_entry *e)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < e->policy.nmx; i++)
+		json_array_append_new(a, json_string(e->policy.mx[i]));
+	return a;
+}
+
 json_t *sched_site_json(const struct sched_site *s)
 {
 	char since[32], until[32];
@@ -569,9 +683,13 @@ json_t *sched_site_json(const struct sched_site *s)
 		json_array_append_new(hosts, json_pack("{s:s, s:s}", "name", s->routes[i].name,
 						       "address", addr));
 	}
-	return json_pack("{s:o, s:s, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
+	json_t *tls = json_pack("{s:s, s:o}", "policy", tls_policy_name(s->route.tls),
+				"mta_sts", s->sts ? json_pack("{s:s, s:s, s:o}", "mode",
+				tls_sts_mode_name(s->sts->policy.mode), "id", s->sts->id, "mx",
+				sts_mx_json(s->sts)) : json_null());
+	return json_pack("{s:o, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
 			 " s:{s:I, s:I, s:I}}",
-			 "site", json_string(s->name), "key", s->key, "hosts", hosts,
+			 "site", json_string(s->name), "key", s->key, "hosts", hosts, "tls", tls,
 			 "queued", (json_int_t)s->waiting, "deferred", (json_int_t)s->deferred,
 			 "in_flight", (json_int_t)s->inflight,
 			 "max_connections", (json_int_t)s->route.max_connections,
@@ -594,6 +712,9 @@ void sched_sites_free(struct sched_deliver *d)
 			free(d->sites->routes);
 		free(d->sites->key);
 		free(d->sites->name);
+		if (d->sites->sts)
+			free(d->sites->sts->text);
+		free(d->sites->sts);
 		free(d->sites);
 		d->sites = n;
 	}

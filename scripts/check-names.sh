@@ -34,6 +34,7 @@ check tls tls_
 check dns dns_
 check message msg_
 check engine eng_
+check sts sts_
 check scheduler sched_
 check gen sched_
 check api api_
@@ -44,7 +45,7 @@ check bench/vbench vb_
 for p in blast drive render dkim; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns message engine scheduler gen api sink cli volleyd bench tests "
+known=" common config tls dns message engine sts scheduler gen api sink cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)
