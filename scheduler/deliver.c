@@ -339,6 +339,7 @@ static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 	em->prepare = m->dj->nkeys ? sign : NULL;
 	em->eightbit = m->out.eightbit;
 	em->smtputf8 = m->out.smtputf8 || !ascii(m->rcpt) || !ascii(m->from);
+	em->require_tls = m->dj->require_tls;
 	em->on_result = on_result;
 	em->on_done = on_done;
 	em->arg = m;
@@ -437,17 +438,21 @@ static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sche
 /* Refused at connect or at the greeting, or not to be used under DANE
  * (its TLSA lookup failed, or its certificate matched none of its
  * records: RFC 7672 2.2): the next MX host gets the same message, without
- * it counting as an attempt (RFC 5321 5.1). */
+ * it counting as an attempt (RFC 5321 5.1). A host that cannot take a
+ * REQUIRETLS message (RFC 8689 4.2.1) is passed over for that message
+ * only: it stays up for the others. */
 static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 {
 	struct sched_site *s = m->q->site;
 	uint64_t now = vl_now_ms();
+	bool rtls = !strcmp(m->stage, "requiretls");
 
 	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
 	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting") &&
-	     strcmp(m->stage, "dane")))
+	     strcmp(m->stage, "dane") && !rtls))
 		return false;
-	s->down_until[m->host] = now + 60000;
+	if (!rtls)
+		s->down_until[m->host] = now + 60000;
 	int next = sched_site_next_host(s, m->host, now);
 	if (next < 0)
 		return false;
