@@ -228,7 +228,7 @@ static int check_field(struct api_intake *in, const char *k, json_t *v)
 	}
 	if (!strcmp(k, "unsubscribe"))
 		return want(in, v, JSON_OBJECT, k, "an object");
-	if (!strcmp(k, "verp") || !strcmp(k, "dkim"))
+	if (!strcmp(k, "verp") || !strcmp(k, "dkim") || !strcmp(k, "require_tls"))
 		return want(in, v, JSON_TRUE, k, "a boolean");
 	return fail(in, 400, "unknown_field", k, "unknown field \"%s\"", k);
 }

@@ -81,7 +81,7 @@ static void job_block(const json_t *j)
 {
 	static const char *counts[] = {"queued", "in_flight", "delivered", "deferred",
 				       "bounced", "expired", "cancelled", "suppressed"};
-	const char *k[20], *v[20];
+	const char *k[24], *v[24];
 	char num[10][32], rate[48];
 	const json_t *cnt = json_object_get(j, "counts");
 	const json_t *r = json_object_get(json_object_get(j, "rate"), "delivered_per_s");
@@ -91,6 +91,8 @@ static void job_block(const json_t *j)
 	k[n] = "campaign", v[n++] = cli_jstr(j, "campaign");
 	k[n] = "state", v[n++] = cli_jstr(j, "state");
 	k[n] = "priority", v[n++] = cli_jstr(j, "priority");
+	k[n] = "require_tls";
+	v[n++] = json_is_true(json_object_get(j, "require_tls")) ? "yes" : "no";
 	k[n] = "created", v[n++] = cli_jstr(j, "created");
 	k[n] = "expires", v[n++] = cli_jstr(j, "expires");
 	k[n] = "finished", v[n++] = cli_jstr(j, "finished");

@@ -88,7 +88,9 @@ struct eng_result {
 				   * mta-sts (an enforced policy: the host is
 				   * not in its mx list, or its certificate
 				   * did not verify),
-				   * auth, mail, rcpt, data, dot, size; queue:
+				   * auth, mail, rcpt, data, dot, size;
+				   * requiretls (a require_tls message the
+				   * connection cannot carry); queue:
 				   * the engine stopped before it was sent */
 	bool maybe_delivered;     /* no answer to the final dot: the peer may
 				   * have the message; a retry may duplicate */
@@ -123,6 +125,12 @@ struct eng_msg {
 					  * dot-stuffed; lives until done */
 	size_t nbody;
 	bool eightbit, smtputf8;         /* needs 8BITMIME / SMTPUTF8 */
+	bool require_tls;                /* REQUIRETLS (RFC 8689): sent only over
+					  * an authenticated TLS connection (DANE
+					  * or a verified certificate) to a host
+					  * that offers REQUIRETLS, with MAIL's
+					  * REQUIRETLS parameter; otherwise a
+					  * transient result, stage requiretls */
 	eng_result_fn on_result;
 	eng_done_fn on_done;
 	/* Optional: run on the worker when it takes the message, before any

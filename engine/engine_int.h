@@ -111,6 +111,7 @@ struct eng_sess {
 	/* what the peer offers */
 	bool pipelining, chunking, eightbitmime, smtputf8, starttls;
 	bool auth_plain, auth_login, size_ext;
+	bool requiretls;                  /* REQUIRETLS (RFC 8689) */
 	uint64_t size_max;                /* 0: no SIZE limit announced */
 	/* TLS, filled by the worker */
 	bool tls_on, tls_verified, tls_dane;

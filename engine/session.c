@@ -1,6 +1,6 @@
 /*
  * The SMTP client session (RFC 5321, 2920, 3030, 3207, 4954, 1870, 6152,
- * 6531) as one state enum and one function per event. Protocol only: the
+ * 6531, 8689) as one state enum and one function per event. Protocol only: the
  * worker (worker.c) moves the bytes. Every recipient handed over gets
  * exactly one result, whatever the peer does.
  */
@@ -283,6 +283,7 @@ static enum eng_act send_ehlo(struct eng_sess *s, bool extended)
 	enter(s, extended ? ENG_S_EHLO : ENG_S_HELO);
 	s->pipelining = s->chunking = s->eightbitmime = s->smtputf8 = false;
 	s->starttls = s->auth_plain = s->auth_login = s->size_ext = false;
+	s->requiretls = false;
 	s->size_max = 0;
 	return ENG_WAIT;
 }
@@ -309,6 +310,7 @@ static void parse_ehlo(struct eng_sess *s, const char *text)
 		else if (!strcasecmp(kw, "8BITMIME")) s->eightbitmime = true;
 		else if (!strcasecmp(kw, "SMTPUTF8")) s->smtputf8 = true;
 		else if (!strcasecmp(kw, "STARTTLS")) s->starttls = true;
+		else if (!strcasecmp(kw, "REQUIRETLS")) s->requiretls = true;
 		else if (!strcasecmp(kw, "SIZE")) {
 			s->size_ext = true;
 			s->size_max = strtoull(arg, NULL, 10);
@@ -427,6 +429,8 @@ static void write_cmd(struct eng_sess *s, size_t k)
 			vl_buf_appends(&s->out, " BODY=8BITMIME");
 		if (m->smtputf8)
 			vl_buf_appends(&s->out, " SMTPUTF8");
+		if (m->require_tls)
+			vl_buf_appends(&s->out, " REQUIRETLS");
 		vl_buf_appends(&s->out, "\r\n");
 	} else if (k <= m->count_) {
 		append_path(&s->out, "RCPT TO", m->rcpts[m->first_ + k - 1]);
@@ -440,15 +444,62 @@ static void write_cmd(struct eng_sess *s, size_t k)
 	s->sent = k + 1;
 }
 
-/* Refuse without sending: the peer cannot take this message. */
-static enum eng_act refuse(struct eng_sess *s, struct eng_msg *m, int code,
-			   const char *enh, const char *text)
+/* Refuse without sending: the peer cannot take this message (stage
+ * size: permanently), or this connection must not carry it (requiretls:
+ * transient). The session stays READY for the next message. */
+static bool refuse(struct eng_sess *s, struct eng_msg *m, enum eng_status st,
+		   const char *stage, int code, const char *enh, const char *text)
 {
 	for (size_t i = 0; i < m->count_; i++)
-		eng_result_give(m, m->first_ + i, ENG_PERMANENT, code, enh, text,
-				"size", s, false);
+		eng_result_give(m, m->first_ + i, st, code, enh, text, stage, s, false);
 	s->finished = m;
-	return ENG_IDLE;
+	return true;
+}
+
+/* RFC 8689 4.2.1: a REQUIRETLS message goes only over TLS whose peer is
+ * authenticated (DANE, or a verified chain and name) and that offers
+ * REQUIRETLS in its EHLO after STARTTLS. Checked per message: a pooled
+ * session carries messages with and without the requirement. NULL: it
+ * may go; otherwise why not, in buf. */
+static const char *requiretls_refusal(const struct eng_sess *s, char *buf, size_t len)
+{
+	const char *host = s->route->name[0] ? s->route->name : s->peer;
+
+	if (!s->tls_on)
+		snprintf(buf, len, "REQUIRETLS: the connection to %s is not encrypted "
+			 "(TLS is required)", host);
+	else if (!s->tls_dane && !s->tls_verified)
+		snprintf(buf, len, "REQUIRETLS: the connection to %s is not authenticated "
+			 "(DANE or a verified certificate is required)", host);
+	else if (!s->requiretls)
+		snprintf(buf, len, "REQUIRETLS: %s does not advertise REQUIRETLS", host);
+	else
+		return NULL;
+	return buf;
+}
+
+/* What the peer or this connection cannot take is refused before any
+ * command is sent: true when m got its results so. */
+static bool refused_here(struct eng_sess *s, struct eng_msg *m)
+{
+	char why[400];
+
+	/* first: a host this message must not reach decides nothing about it */
+	if (m->require_tls && requiretls_refusal(s, why, sizeof why))
+		return refuse(s, m, ENG_TRANSIENT, "requiretls", 0, "", why);
+	if (s->size_max && m->size_ > s->size_max) {
+		snprintf(why, sizeof why, "message of %zu octets exceeds the "
+			 "peer's SIZE limit of %llu", m->size_,
+			 (unsigned long long)s->size_max);
+		return refuse(s, m, ENG_PERMANENT, "size", 552, "5.3.4", why);
+	}
+	if (m->eightbit && !s->eightbitmime)
+		return refuse(s, m, ENG_PERMANENT, "size", 554, "5.6.3",
+			      "8-bit message and the peer offers no 8BITMIME");
+	if (m->smtputf8 && !s->smtputf8)
+		return refuse(s, m, ENG_PERMANENT, "size", 553, "5.6.7",
+			      "internationalised message and the peer offers no SMTPUTF8");
+	return false;
 }
 
 enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
@@ -457,19 +508,8 @@ enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
 	size_t max = s->cfg->max_rcpts_per_txn ? s->cfg->max_rcpts_per_txn : 100;
 
 	m->count_ = left < max ? left : max;
-	if (s->size_max && m->size_ > s->size_max) {
-		char text[128];
-		snprintf(text, sizeof text, "message of %zu octets exceeds the "
-			 "peer's SIZE limit of %llu", m->size_,
-			 (unsigned long long)s->size_max);
-		return refuse(s, m, 552, "5.3.4", text);
-	}
-	if (m->eightbit && !s->eightbitmime)
-		return refuse(s, m, 554, "5.6.3",
-			      "8-bit message and the peer offers no 8BITMIME");
-	if (m->smtputf8 && !s->smtputf8)
-		return refuse(s, m, 553, "5.6.7",
-			      "internationalised message and the peer offers no SMTPUTF8");
+	if (refused_here(s, m))
+		return ENG_IDLE;
 	if (s->rs_cap < m->count_) {
 		free(s->rs);
 		s->rs = vl_malloc(m->count_);

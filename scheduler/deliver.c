@@ -341,6 +341,7 @@ static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 	em->prepare = m->dj->nkeys ? sign : NULL;
 	em->eightbit = m->out.eightbit;
 	em->smtputf8 = m->out.smtputf8 || !ascii(m->rcpt) || !ascii(m->from);
+	em->require_tls = m->dj->require_tls;
 	em->on_result = on_result;
 	em->on_done = on_done;
 	em->arg = m;
@@ -440,18 +441,22 @@ static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sche
  * (its TLSA lookup failed, or its certificate matched none of its
  * records: RFC 7672 2.2), or that an enforced MTA-STS policy rules out
  * (not in its mx list, or a certificate that does not verify: RFC 8461
- * 4.2): the next MX host gets the same message, without
- * it counting as an attempt (RFC 5321 5.1). */
+ * 4.2): the next MX host gets the same message, without it counting as an
+ * attempt (RFC 5321 5.1). A host that cannot take a REQUIRETLS message
+ * (RFC 8689 4.2.1) is passed over for that message only: it stays up for
+ * the others. */
 static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 {
 	struct sched_site *s = m->q->site;
 	uint64_t now = vl_now_ms();
+	bool rtls = !strcmp(m->stage, "requiretls");
 
 	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
 	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting") &&
-	     strcmp(m->stage, "dane") && strcmp(m->stage, "mta-sts")))
+	     strcmp(m->stage, "dane") && strcmp(m->stage, "mta-sts") && !rtls))
 		return false;
-	s->down_until[m->host] = now + 60000;
+	if (!rtls)
+		s->down_until[m->host] = now + 60000;
 	int next = sched_site_next_host(s, m->host, now);
 	if (next < 0)
 		return false;

@@ -31,6 +31,7 @@ struct sched_djob {
 	struct sched_table *table;
 	char *sender;
 	bool verp, transactional;
+	bool require_tls;             /* every message with REQUIRETLS */
 	double expires;
 	uint8_t *st, *att;            /* per recipient: enum sched_rstate, attempts */
 	size_t n, nonfinal, inflight;

@@ -113,6 +113,7 @@ static int read_job(struct sched_djob *dj)
 	dj->sender = vl_strdup(json_string_value(json_object_get(job, "envelope_sender")));
 	dj->verp = json_is_true(json_object_get(job, "verp"));
 	dj->transactional = dj->j->transactional;
+	dj->require_tls = dj->j->require_tls;
 	dj->expires = dj->j->expires;
 	double r;
 	if (rate && vl_parse_rate(rate, &r) == 0)

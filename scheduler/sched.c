@@ -133,6 +133,7 @@ static struct sched_job *job_from_meta(const char *id, json_t *meta)
 	snprintf(j->id, sizeof j->id, "%s", id);
 	j->campaign = campaign ? vl_strdup(campaign) : NULL;
 	j->transactional = prio && strcmp(prio, "transactional") == 0;
+	j->require_tls = json_is_true(json_object_get(job, "require_tls"));
 	j->created = json_number_value(json_object_get(meta, "created"));
 	j->expires = json_number_value(json_object_get(meta, "expires"));
 	j->recipients = (size_t)json_integer_value(json_object_get(meta, "recipients"));
@@ -304,10 +305,11 @@ static json_t *job_json(const struct sched_job *j)
 	for (int i = 0; i < SCHED_NSTATES; i++)
 		json_object_set_new(counts, state_names[i], json_integer(
 			j->counts[i] > j->recipients ? 0 : (json_int_t)j->counts[i]));
-	return json_pack("{s:s, s:o, s:s, s:s, s:o, s:o, s:I, s:o, s:{s:f}, s:b, s:o}",
+	return json_pack("{s:s, s:o, s:s, s:b, s:s, s:o, s:o, s:I, s:o, s:{s:f}, s:b, s:o}",
 			 "id", j->id,
 			 "campaign", j->campaign ? json_string(j->campaign) : json_null(),
 			 "priority", j->transactional ? "transactional" : "bulk",
+			 "require_tls", j->require_tls,
 			 "state", done && j->state != SCHED_J_CANCELLED ? "done"
 								       : jstate_names[j->state],
 			 "created", time_or_null(j->created),

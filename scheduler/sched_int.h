@@ -39,6 +39,7 @@ struct sched_job {
 	char id[SCHED_ID_LEN + 1];
 	char *campaign;
 	bool transactional;
+	bool require_tls;          /* REQUIRETLS (RFC 8689) for every message */
 	double created, expires, finished;
 	size_t recipients;
 	enum sched_jstate state;

@@ -90,6 +90,7 @@ struct sink_conf {
 	bool quiet;
 	unsigned disabled;      /* SINK_NO_* extensions not offered */
 	char *auth_user, *auth_pass; /* --auth: required, only inside TLS */
+	bool requiretls;        /* --requiretls: REQUIRETLS (RFC 8689) inside TLS */
 };
 
 /* --disable: extensions the sink does not offer (and, for PIPELINING,
@@ -135,6 +136,7 @@ struct sink_envelope {
 	const char *helo;
 	const char *body;       /* NULL, "7BIT", "8BITMIME" */
 	bool smtputf8, chunking;
+	bool requiretls;        /* MAIL had the REQUIRETLS parameter */
 	const char *tls_version, *tls_cipher; /* NULL: cleartext */
 	bool tls_resumed;
 	const char *auth;       /* NULL: not authenticated */
@@ -193,7 +195,7 @@ struct sink_sess {
 	/* transaction */
 	char mail_from[520];
 	const char *body;           /* BODY= value or NULL */
-	bool smtputf8, chunking;
+	bool smtputf8, chunking, requiretls;
 	struct vl_buf rcpts;        /* accepted recipients, NUL-separated */
 	int nrcpt;
 

@@ -176,7 +176,7 @@ void sink_usage(FILE *f)
 	      "                   [--permfail [STAGE:]PCT] [--disconnect [STAGE:]PCT] [--seed N]\n"
 	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
 	      "                   [--maildir DIR] [--stats-every DUR] [--quiet]\n"
-	      "                   [--disable EXT[,EXT]...] [--auth USER:PASS]\n"
+	      "                   [--disable EXT[,EXT]...] [--auth USER:PASS] [--requiretls]\n"
 	      "See docs/sink.md.\n", f);
 }
 
@@ -184,7 +184,7 @@ enum {
 	O_LISTEN = 256, O_THREADS, O_HOSTNAME, O_TLS, O_CERT, O_KEY, O_LATENCY,
 	O_TIMEOUT, O_REPLY, O_TEMPFAIL, O_PERMFAIL, O_DISCONNECT, O_SEED,
 	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP,
-	O_DISABLE, O_AUTH
+	O_DISABLE, O_AUTH, O_REQUIRETLS
 };
 
 static const struct option long_opts[] = {
@@ -209,6 +209,7 @@ static const struct option long_opts[] = {
 	{"quiet", no_argument, NULL, O_QUIET},
 	{"disable", required_argument, NULL, O_DISABLE},
 	{"auth", required_argument, NULL, O_AUTH},
+	{"requiretls", no_argument, NULL, O_REQUIRETLS},
 	{"help", no_argument, NULL, O_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -348,6 +349,7 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 			return bad(err, errlen, "stats-every", arg, "at least 10ms");
 		return 0;
 	case O_QUIET: c->quiet = true; return 0;
+	case O_REQUIRETLS: c->requiretls = true; return 0;
 	case O_DISABLE: return parse_disable(c, arg, err, errlen);
 	case O_AUTH: {
 		const char *colon = strchr(arg, ':');
@@ -400,6 +402,11 @@ int sink_conf_parse(struct sink_conf *c, int argc, char **argv, char *err,
 	}
 	if ((c->cert) && !c->tls)
 		c->tls = true;
+	if (c->requiretls && !c->tls) {
+		/* offered only inside TLS (RFC 8689 4.1): without it, never */
+		snprintf(err, errlen, "--requiretls needs --tls (or --cert/--key)");
+		return -1;
+	}
 	return 0;
 }
 

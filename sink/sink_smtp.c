@@ -21,7 +21,7 @@ static void txn_reset(struct sink_sess *s)
 	s->in_mail = false;
 	s->mail_from[0] = '\0';
 	s->body = NULL;
-	s->smtputf8 = s->chunking = false;
+	s->smtputf8 = s->chunking = s->requiretls = false;
 	vl_buf_reset(&s->rcpts);
 	s->nrcpt = 0;
 	vl_buf_reset(&s->msg);
@@ -348,12 +348,16 @@ static void cmd_helo(struct sink_sess *s, const char *arg, bool extended)
 		vl_buf_appends(s->out, "250-STARTTLS\r\n");
 	if (c->auth_user && s->tls)
 		vl_buf_appends(s->out, "250-AUTH PLAIN LOGIN\r\n");
+	if (c->requiretls && s->tls)
+		vl_buf_appends(s->out, "250-REQUIRETLS\r\n");
 	if (!(c->disabled & SINK_NO_CHUNKING))
 		vl_buf_appends(s->out, "250-CHUNKING\r\n");
 	vl_buf_appends(s->out, "250 ENHANCEDSTATUSCODES\r\n");
 }
 
-/* MAIL parameters (RFC 1870, 6152, 6531). Returns false after replying. */
+/* MAIL parameters (RFC 1870, 6152, 6531, 8689). Returns false after
+ * replying. REQUIRETLS is known only where it is offered: with
+ * --requiretls, inside TLS. */
 static bool mail_params(struct sink_sess *s, const char *p)
 {
 	char param[128];
@@ -397,6 +401,9 @@ static bool mail_params(struct sink_sess *s, const char *p)
 			return false;
 		} else if (strcasecmp(param, "SMTPUTF8") == 0) {
 			s->smtputf8 = true;
+		} else if (!strcasecmp(param, "REQUIRETLS") && s->ctx->conf->requiretls &&
+			   s->tls) {
+			s->requiretls = true;
 		} else {
 			client_error(s, 555, "5.5.4 Unsupported parameter");
 			return false;
@@ -432,7 +439,7 @@ static void cmd_mail(struct sink_sess *s, const char *arg)
 		return;
 	}
 	s->body = NULL;
-	s->smtputf8 = false;
+	s->smtputf8 = s->requiretls = false;
 	if (!mail_params(s, p))
 		return;
 	if (has_8bit(addr) && !s->smtputf8) {
@@ -867,6 +874,7 @@ static void finish_message(struct sink_sess *s)
 			.id = id, .mail_from = s->mail_from, .rcpts = s->rcpts.p,
 			.nrcpt = s->nrcpt, .helo = s->helo_name, .body = s->body,
 			.smtputf8 = s->smtputf8, .chunking = s->chunking,
+			.requiretls = s->requiretls,
 			.tls_version = s->tls_version, .tls_cipher = s->tls_cipher,
 			.tls_resumed = s->tls_resumed,
 			.peer = s->peer, .local = s->local,

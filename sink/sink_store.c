@@ -84,9 +84,9 @@ static void envelope_json(const struct sink_envelope *e, size_t size,
 	vl_buf_json_string(b, e->helo);
 	vl_buf_appends(b, ", \"body\": ");
 	vl_buf_json_string(b, e->body);
-	vl_buf_printf(b, ", \"smtputf8\": %s, \"size\": %zu, \"chunking\": %s",
-		      e->smtputf8 ? "true" : "false", size,
-		      e->chunking ? "true" : "false");
+	vl_buf_printf(b, ", \"smtputf8\": %s, \"size\": %zu, \"chunking\": %s, "
+		      "\"requiretls\": %s", e->smtputf8 ? "true" : "false", size,
+		      e->chunking ? "true" : "false", e->requiretls ? "true" : "false");
 	vl_buf_appends(b, ", \"tls\": ");
 	if (e->tls_version) {
 		vl_buf_appends(b, "{\"version\": ");

@@ -40,12 +40,14 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 	finished = 0;
 	struct eng_msg m = {.route = &route, .mail_from = "s@y.test", .rcpts = rcpts,
 			    .nrcpt = 3, .body = body, .nbody = 1, .on_result = on_result,
-			    .size_ = 21, .pending_ = 3, .eightbit = data[0] & 0x40};
+			    .size_ = 21, .pending_ = 3, .eightbit = data[0] & 0x40,
+			    .require_tls = (data[0] & 0x21) == 0x21};
 	struct eng_sess s;
 	struct eng_reply_parser p;
 	eng_sess_init(&s, &cfg, &route);
 	eng_reply_parser_init(&p);
 	eng_sess_connected(&s);
+	bool dane = data[0] & 0x10; /* TLS authenticated, for REQUIRETLS */
 	data++, len--;
 
 	bool started = false, closed = false;
@@ -78,6 +80,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 			}
 			if (act == ENG_STARTTLS) {
 				s.tls_on = true;
+				s.tls_dane = dane;
 				act = eng_sess_tls_done(&s);
 				vl_buf_reset(&s.out);
 				continue;

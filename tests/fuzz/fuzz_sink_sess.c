@@ -15,7 +15,8 @@ static void setup(void)
 {
 	static const char *argv[4][12] = {
 		{"s", "--seed", "1", NULL},
-		{"s", "--seed", "1", "--tls", "--max-size", "64", "--max-rcpts", "3", NULL},
+		{"s", "--seed", "1", "--tls", "--max-size", "64", "--max-rcpts", "3",
+		 "--requiretls", NULL},
 		{"s", "--seed", "1", "--reply", "rcpt:*@b*=550 5.1.1 no\\nmore",
 		 "--reply", "dot:*x*=stall", "--tempfail", "mail:30%", NULL},
 		{"s", "--seed", "1", "--reply", "greeting=554 no", "--permfail", "dot:50", NULL},

@@ -332,6 +332,130 @@ Test(eng_session, recipients_split_over_transactions)
 	t_free(t);
 }
 
+/* ---- REQUIRETLS (RFC 8689) ---- */
+
+/* Banner, EHLO, STARTTLS, the handshake (authenticated as said), EHLO
+ * again answered with `after`; session ready. */
+static void tls_hello(struct t *t, const char *after, bool dane, bool verified)
+{
+	snprintf(t->route.name, sizeof t->route.name, "mx.example.test");
+	reply(t, "220 mx ESMTP\r\n");
+	cr_assert_str_eq(reply(t, "250-mx\r\n250-REQUIRETLS\r\n250 STARTTLS\r\n"),
+			 "STARTTLS\r\n");
+	reply(t, "220 2.0.0 go ahead\r\n");
+	cr_assert_eq(t->act, ENG_STARTTLS);
+	t->s.tls_on = true;
+	t->s.tls_dane = dane;
+	t->s.tls_verified = verified;
+	t->act = eng_sess_tls_done(&t->s);
+	vl_buf_reset(&t->s.out);
+	reply(t, after);
+	cr_assert_eq(t->act, ENG_IDLE);
+}
+
+static const char *EHLO_RTLS = "250-mx\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
+	"250-REQUIRETLS\r\n250 ENHANCEDSTATUSCODES\r\n";
+
+/* A require_tls message that may not go: every recipient transient, stage
+ * requiretls, nothing written, the session READY for the next message. */
+static void assert_refused(struct t *t, const char *why)
+{
+	t->m.require_tls = true;
+	cr_assert_str_eq(start(t), "", "nothing is sent for it");
+	cr_assert_eq(t->act, ENG_IDLE);
+	cr_assert_eq(t->s.state, ENG_S_READY);
+	cr_assert_eq(t->s.finished, &t->m);
+	cr_assert_eq(t->nres, (int)t->m.nrcpt);
+	for (size_t i = 0; i < t->m.nrcpt; i++) {
+		cr_assert_eq(t->res[i].status, ENG_TRANSIENT);
+		cr_assert_str_eq(t->res[i].stage, "requiretls");
+		cr_assert_eq(t->res[i].code, 0);
+		cr_assert(strstr(t->text[i], why), "'%s' not in '%s'", why, t->text[i]);
+	}
+	cr_assert_eq(t->m.pending_, 0);
+}
+
+Test(eng_session, requiretls_sent_over_dane_or_verified_tls)
+{
+	for (int verified = 0; verified < 2; verified++) {
+		struct t *t = t_new(verified ? TLS_POLICY_VERIFY : TLS_POLICY_DANE, 2);
+		tls_hello(t, EHLO_RTLS, !verified, verified);
+		cr_assert(t->s.requiretls);
+		t->m.require_tls = true;
+		cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test> SIZE=19 REQUIRETLS\r\n"
+				 "RCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n");
+		reply(t, "250 2.1.0 ok\r\n");
+		reply(t, "250 2.1.5 ok\r\n");
+		reply(t, "250 2.1.5 ok\r\n");
+		reply(t, "354 go\r\n");
+		reply(t, "250 2.0.0 queued\r\n");
+		cr_assert_eq(t->nres, 2);
+		cr_assert_eq(t->res[0].status, ENG_DELIVERED);
+		cr_assert_eq(t->res[1].tls_dane, !verified);
+		t_free(t);
+	}
+}
+
+Test(eng_session, requiretls_params_in_order_with_bdat)
+{
+	struct t *t = t_new(TLS_POLICY_DANE, 1);
+	tls_hello(t, "250-mx\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
+		  "250-SMTPUTF8\r\n250-CHUNKING\r\n250 REQUIRETLS\r\n", true, false);
+	t->m.require_tls = t->m.eightbit = t->m.smtputf8 = true;
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test> SIZE=19 BODY=8BITMIME SMTPUTF8 "
+			 "REQUIRETLS\r\nRCPT TO:<a@x.test>\r\nBDAT 19 LAST\r\n");
+	t_free(t);
+}
+
+Test(eng_session, requiretls_not_advertised_after_starttls)
+{
+	/* offered before STARTTLS only: what counts is the EHLO inside TLS */
+	struct t *t = t_new(TLS_POLICY_DANE, 2);
+	tls_hello(t, EHLO_FULL, true, false);
+	cr_assert_not(t->s.requiretls, "forgotten with the rest at STARTTLS");
+	assert_refused(t, "REQUIRETLS: mx.example.test does not advertise REQUIRETLS");
+	/* the same session carries a message without the requirement, plainly */
+	t->m.require_tls = false;
+	t->m.pending_ = 2;
+	t->nres = 0;
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test> SIZE=19\r\nRCPT TO:<a@x.test>\r\n"
+			 "RCPT TO:<b@x.test>\r\nDATA\r\n");
+	t_free(t);
+}
+
+Test(eng_session, requiretls_needs_an_authenticated_peer)
+{
+	struct t *t = t_new(TLS_POLICY_DANE, 1);
+	tls_hello(t, EHLO_RTLS, false, false); /* TLS, no TLSA records: not authenticated */
+	assert_refused(t, "REQUIRETLS: the connection to mx.example.test is not "
+		       "authenticated (DANE or a verified certificate is required)");
+	t_free(t);
+}
+
+Test(eng_session, requiretls_never_in_clear_text)
+{
+	/* may, no STARTTLS offered; none: never STARTTLS. REQUIRETLS offered in
+	 * clear text means nothing. */
+	for (int p = 0; p < 2; p++) {
+		struct t *t = t_new(p ? TLS_POLICY_NONE : TLS_POLICY_MAY, 1);
+		snprintf(t->route.name, sizeof t->route.name, "mx.example.test");
+		hello(t, p ? "250-mx\r\n250-STARTTLS\r\n250 REQUIRETLS\r\n"
+			   : "250-mx\r\n250 REQUIRETLS\r\n");
+		assert_refused(t, "REQUIRETLS: the connection to mx.example.test is not "
+			       "encrypted");
+		t_free(t);
+	}
+}
+
+Test(eng_session, requiretls_refused_before_size)
+{
+	/* a host the message must not reach decides nothing about it */
+	struct t *t = t_new(TLS_POLICY_NONE, 1);
+	hello(t, "250-mx\r\n250 SIZE 10\r\n");
+	assert_refused(t, "not encrypted");
+	t_free(t);
+}
+
 Test(eng_session, state_names)
 {
 	for (int a = 0; a < ENG_S_COUNT; a++) {

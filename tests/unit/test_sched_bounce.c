@@ -208,6 +208,13 @@ static const struct want stages[] = {
 	{ 502, "5.5.1", "STARTTLS refused: command not implemented; TLS policy 'encrypt' "
 	  "requires TLS", "starttls", "tls", false },
 	{ 0, "", "connection closed by the peer", "greeting", "routing", false },
+	/* REQUIRETLS (RFC 8689): retried, never downgraded */
+	{ 0, "", "REQUIRETLS: mx.example.com does not advertise REQUIRETLS", "requiretls",
+	  "tls", false },
+	{ 0, "", "REQUIRETLS: the connection to mx.example.com is not authenticated (DANE or a "
+	  "verified certificate is required)", "requiretls", "tls", false },
+	{ 0, "", "REQUIRETLS: the connection to mx.example.com is not encrypted (TLS is "
+	  "required)", "requiretls", "tls", false },
 	{ 0, "", "example.invalid: NXDOMAIN", "dns", "dns", true },
 	{ 0, "", "example.com: null MX (RFC 7505): the domain accepts no mail", "dns", "dns",
 	  true },

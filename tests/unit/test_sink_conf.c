@@ -114,6 +114,7 @@ Test(sink_conf, errors_name_the_option)
 		{"--max-conns", "-1", "--max-conns '-1'"},
 		{"--reply", "rcpt", "--reply 'rcpt'"},
 		{"--bogus", NULL, "unknown option: '--bogus'"},
+		{"--requiretls", NULL, "--requiretls needs --tls"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		err[0] = '\0';

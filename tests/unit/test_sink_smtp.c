@@ -90,11 +90,11 @@ static void hello(struct h *h)
 	feed(h, "EHLO client.test\r\n");
 }
 
-/* The only message in the maildir, read whole. */
-static char *stored(struct h *h, size_t *len)
+/* The only file in the maildir's sub-folder (new, env), read whole. */
+static char *only_file(struct h *h, const char *sub, size_t *len)
 {
 	char path[512];
-	snprintf(path, sizeof path, "%s/new", h->dir);
+	snprintf(path, sizeof path, "%s/%s", h->dir, sub);
 	DIR *d = opendir(path);
 	struct dirent *e;
 	char *data = NULL;
@@ -103,15 +103,22 @@ static char *stored(struct h *h, size_t *len)
 		if (e->d_name[0] == '.')
 			continue;
 		n++;
-		snprintf(path, sizeof path, "%s/new/%s", h->dir, e->d_name);
+		snprintf(path, sizeof path, "%s/%s/%s", h->dir, sub, e->d_name);
 		FILE *f = fopen(path, "rb");
-		data = malloc(1 << 20);
-		*len = fread(data, 1, 1 << 20, f);
+		free(data);
+		data = calloc(1, 1 << 20);
+		*len = fread(data, 1, (1 << 20) - 1, f);
 		fclose(f);
 	}
 	closedir(d);
-	cr_assert_eq(n, 1, "one stored message, found %d", n);
+	cr_assert_eq(n, 1, "one file in %s, found %d", sub, n);
 	return data;
+}
+
+/* The only message in the maildir, read whole. */
+static char *stored(struct h *h, size_t *len)
+{
+	return only_file(h, "new", len);
 }
 
 Test(sink_smtp, greeting_and_ehlo)
@@ -144,6 +151,51 @@ Test(sink_smtp, starttls_advertised_and_injection_dropped)
 	const char *r = feed(h, "EHLO a\r\n");
 	cr_assert_null(strstr(r, "STARTTLS"));
 	cr_assert_str_eq(feed(h, "STARTTLS\r\n"), "503 5.5.1 Error: TLS already active\r\n");
+	h_free(h);
+}
+
+/* RFC 8689: REQUIRETLS offered inside TLS only, with --requiretls; the
+ * parameter is unknown (555) wherever it is not offered. */
+Test(sink_smtp, requiretls_inside_tls_only)
+{
+	struct h *h = h_new("--tls", "--requiretls", "--maildir", "x", NULL);
+	sink_sess_greet(&h->s);
+	take(h);
+	cr_assert_null(strstr(feed(h, "EHLO a\r\n"), "REQUIRETLS"), "not in clear text");
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> REQUIRETLS\r\n"),
+			 "555 5.5.4 Unsupported parameter\r\n");
+	feed(h, "STARTTLS\r\n");
+	sink_sess_tls_started(&h->s, "TLSv1.3", "X");
+	cr_assert(strstr(feed(h, "EHLO a\r\n"), "250-REQUIRETLS\r\n"));
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> SIZE=40 requiretls\r\n"
+			      "RCPT TO:<c@d.test>\r\nDATA\r\n"),
+			 "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	cr_assert(strstr(feed(h, "Subject: x\r\n\r\nhi\r\n.\r\n"), "250 2.0.0 Ok"));
+	size_t len;
+	char *env = only_file(h, "env", &len);
+	cr_assert(strstr(env, "\"requiretls\": true"), "%s", env);
+	free(env);
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> REQUIRETLS=YES\r\n"),
+			 "555 5.5.4 Unsupported parameter\r\n", "no value allowed");
+	h_free(h);
+}
+
+Test(sink_smtp, requiretls_unknown_without_the_option)
+{
+	struct h *h = h_new("--tls", "--maildir", "x", NULL);
+	hello(h);
+	feed(h, "STARTTLS\r\n");
+	sink_sess_tls_started(&h->s, "TLSv1.3", "X");
+	cr_assert_null(strstr(feed(h, "EHLO a\r\n"), "REQUIRETLS"));
+	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> REQUIRETLS\r\n"),
+			 "555 5.5.4 Unsupported parameter\r\n");
+	/* a message without it is stored saying so */
+	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+	feed(h, "Subject: x\r\n\r\nhi\r\n.\r\n");
+	size_t len;
+	char *env = only_file(h, "env", &len);
+	cr_assert(strstr(env, "\"requiretls\": false"), "%s", env);
+	free(env);
 	h_free(h);
 }
 
