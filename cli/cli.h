@@ -124,6 +124,7 @@ int cli_events(const struct cli *c);
 int cli_stats(const struct cli *c);
 int cli_bounces(const struct cli *c);
 int cli_health(const struct cli *c);
+int cli_tls_check(const struct cli *c);
 int cli_dkim(int argc, char **argv);  /* "volley dkim ...": argv[0] is "dkim" */
 /* Poll the job until done (cli_wait.c). */
 int cli_wait_job(const struct cli *c, const char *id);

@@ -153,20 +153,36 @@ static const char *last_str(const json_t *r)
 	return json_is_object(r) ? cli_jstr(r, "text") : "-";
 }
 
+/* "dane", "dane+mta-sts:enforce" */
+static const char *tls_str(const json_t *q, char *buf, size_t len)
+{
+	const json_t *t = json_object_get(q, "tls");
+	const json_t *sts = json_object_get(t, "mta_sts");
+
+	if (!json_is_object(t))
+		return "-";
+	if (json_is_object(sts))
+		snprintf(buf, len, "%s+mta-sts:%s", cli_jstr(t, "policy"), cli_jstr(sts, "mode"));
+	else
+		snprintf(buf, len, "%s", cli_jstr(t, "policy"));
+	return buf;
+}
+
 static void queues_table(const json_t *qs)
 {
-	static const char *head[] = {"SITE", "QUEUED", "DEFERRED", "IN_FLIGHT", "MAX_CONNS",
-				     "RATE/S", "BACKOFF", "LAST_RESPONSE"};
-	static const bool right[] = {0, 1, 1, 1, 1, 1, 0, 0};
-	char n[5][32];
+	static const char *head[] = {"SITE", "TLS", "QUEUED", "DEFERRED", "IN_FLIGHT",
+				     "MAX_CONNS", "RATE/S", "BACKOFF", "LAST_RESPONSE"};
+	static const bool right[] = {0, 0, 1, 1, 1, 1, 1, 0, 0};
+	char n[5][32], tls[64];
 	struct cli_table t;
 	size_t i;
 	json_t *q;
 
-	cli_table_init(&t, 8, head, right);
+	cli_table_init(&t, 9, head, right);
 	json_array_foreach(qs, i, q) {
 		json_t *cur = json_object_get(q, "current_rate");
-		const char *row[] = {cli_jstr(q, "site"), cli_jnum(q, "queued", n[0], 32),
+		const char *row[] = {cli_jstr(q, "site"), tls_str(q, tls, sizeof tls),
+				     cli_jnum(q, "queued", n[0], 32),
 				     cli_jnum(q, "deferred", n[1], 32),
 				     cli_jnum(q, "in_flight", n[2], 32),
 				     cli_jnum(q, "max_connections", n[3], 32),
@@ -191,6 +207,80 @@ int cli_queues(const struct cli *c)
 		queues_table(qs);
 	json_decref(ans);
 	return rc == CLI_OK && !qs ? CLI_FAILED : rc;
+}
+
+/* ---- tls-check ---- */
+
+static void tls_check_sts(const json_t *s)
+{
+	const json_t *txt = json_object_get(s, "txt"), *kept = json_object_get(s, "kept");
+	const json_t *now = json_object_get(s, "fetched_now");
+
+	printf("MTA-STS: _mta-sts TXT %s%s%s\n", cli_jstr(txt, "status"),
+	       json_object_get(txt, "id") ? ", id " : "",
+	       json_object_get(txt, "id") ? cli_jstr(txt, "id") : "");
+	if (json_is_object(kept))
+		printf("  kept policy: id %s, mode %s, fetched %s, expires %s\n", cli_jstr(kept, "id"),
+		       cli_jstr(kept, "mode"), cli_jstr(kept, "fetched"), cli_jstr(kept, "expires"));
+	if (json_is_object(now) && json_object_get(now, "error"))
+		printf("  fetched now: %s\n", cli_jstr(now, "error"));
+	else if (json_is_object(now))
+		printf("  fetched now:\n    %s\n", cli_jstr(now, "policy"));
+	printf("  applies: %s\n", json_is_string(json_object_get(s, "applies")) ?
+	       cli_jstr(s, "applies") : "no policy");
+}
+
+static void tls_check_host(const json_t *h)
+{
+	const json_t *tlsa = json_object_get(h, "tlsa"), *r;
+	const json_t *listed = json_object_get(h, "mta_sts_listed");
+	char pref[16], usable[16];
+	size_t i;
+
+	printf("MX %s %s (%s)  addresses:", cli_jnum(h, "pref", pref, sizeof pref), cli_jstr(h, "name"),
+	       json_is_true(json_object_get(h, "dnssec")) ? "DNSSEC-validated" : "not validated");
+	json_array_foreach(json_object_get(h, "addresses"), i, r)
+		printf(" %s", json_string_value(r));
+	printf("\n  TLSA: %s", cli_jstr(tlsa, "status"));
+	if (json_object_get(tlsa, "dnssec"))
+		printf(" (%s, %s usable)", json_is_true(json_object_get(tlsa, "dnssec")) ?
+		       "DNSSEC-validated" : "not validated",
+		       cli_jnum(tlsa, "usable", usable, sizeof usable));
+	putchar('\n');
+	json_array_foreach(json_object_get(tlsa, "records"), i, r)
+		printf("    %s\n", json_string_value(r));
+	if (json_is_boolean(listed))
+		printf("  in the MTA-STS mx list: %s\n", json_is_true(listed) ? "yes" : "no");
+	printf("  volley would: %s\n", cli_jstr(h, "volley_would"));
+}
+
+int cli_tls_check(const struct cli *c)
+{
+	int rc;
+	char *esc = cli_escape(c->args[0]), path[600];
+	size_t i;
+	json_t *h;
+
+	snprintf(path, sizeof path, "/v1/tls-check?domain=%s", esc);
+	free(esc);
+	json_t *j = cli_get_json(c, path, &rc);
+	if (j && c->json) {
+		cli_print_json(j);
+	} else if (j && rc == CLI_OK) {
+		const json_t *mx = json_object_get(j, "mx");
+		printf("%s: policy %s%s%s\n", cli_jstr(j, "domain"), cli_jstr(j, "policy"),
+		       json_object_get(j, "route") ? ", route " : "",
+		       json_object_get(j, "route") ? cli_jstr(j, "route") : "");
+		if (json_object_get(j, "mta_sts"))
+			tls_check_sts(json_object_get(j, "mta_sts"));
+		if (mx)
+			printf("MX: %s (%s)%s\n", cli_jstr(mx, "status"), cli_jstr(mx, "why"),
+			       json_is_true(json_object_get(mx, "dnssec")) ? ", DNSSEC-validated" : "");
+		json_array_foreach(json_object_get(j, "hosts"), i, h)
+			tls_check_host(h);
+	}
+	json_decref(j);
+	return rc;
 }
 
 /* Nested counters as "a.b.c  value" rows. */

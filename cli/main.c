@@ -58,6 +58,7 @@ static const struct cmd {
 	{"stats", cli_stats, 0, 0, "stats"},
 	{"bounces", cli_bounces, 1, 1, "bounces ID"},
 	{"health", cli_health, 0, 0, "health"},
+	{"tls-check", cli_tls_check, 1, 1, "tls-check DOMAIN"},
 };
 
 void cli_err(const char *fmt, ...)

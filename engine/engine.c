@@ -90,6 +90,12 @@ void eng_resolve_txt(struct engine *e, const char *name, eng_txt_fn fn, void *ar
 	resolve(e, &(struct eng_dns_ask){ .txt = fn }, name, arg);
 }
 
+void eng_resolve_tlsa(struct engine *e, const char *host, unsigned port, eng_tlsa_fn fn,
+		      void *arg)
+{
+	resolve(e, &(struct eng_dns_ask){ .tlsa = fn, .port = port }, host, arg);
+}
+
 void eng_dns_stats(struct engine *e, struct dns_stats *s)
 {
 	memset(s, 0, sizeof *s);

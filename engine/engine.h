@@ -167,6 +167,11 @@ void eng_resolve_host(struct engine *e, const char *name, bool any_address, eng_
 /* TXT records of a name, likewise. */
 typedef void (*eng_txt_fn)(void *arg, const struct dns_txt_result *r);
 void eng_resolve_txt(struct engine *e, const char *name, eng_txt_fn fn, void *arg);
+/* TLSA records of _port._tcp.host, likewise (pools look up their own;
+ * this is for views such as volley tls-check). */
+typedef void (*eng_tlsa_fn)(void *arg, const struct dns_tlsa_result *r);
+void eng_resolve_tlsa(struct engine *e, const char *host, unsigned port, eng_tlsa_fn fn,
+		      void *arg);
 /* Summed resolver counters of every worker (a recent view). */
 void eng_dns_stats(struct engine *e, struct dns_stats *s);
 

@@ -184,6 +184,8 @@ void eng_worker_drain(struct eng_worker *w);
 struct eng_dns_ask {
 	eng_mx_fn mx;
 	eng_txt_fn txt;
+	eng_tlsa_fn tlsa;
+	unsigned port;           /* tlsa */
 	bool host;               /* dns_resolve_host, not MX */
 	bool any_address;        /* ... keeping private addresses */
 };

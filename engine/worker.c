@@ -207,12 +207,14 @@ static struct io_uring_sqe *get_sqe(struct eng_worker *w)
 	return vl_ring_sqe(&w->r);
 }
 
-enum dns_kind { REQ_MX, REQ_HOST, REQ_TXT };
+enum dns_kind { REQ_MX, REQ_HOST, REQ_TXT, REQ_TLSA };
 struct dns_req {
 	enum dns_kind kind;
 	bool any_address;
+	unsigned port;
 	eng_mx_fn fn;            /* REQ_MX, REQ_HOST */
 	eng_txt_fn txt_fn;       /* REQ_TXT */
+	eng_tlsa_fn tlsa_fn;     /* REQ_TLSA */
 	void *arg;
 	struct dns_req *next;
 	char domain[256];
@@ -284,7 +286,9 @@ void eng_worker_resolve(struct eng_worker *w, const struct eng_dns_ask *ask, con
 {
 	struct dns_req *q = vl_calloc(1, sizeof *q);
 
-	q->kind = ask->txt ? REQ_TXT : ask->host ? REQ_HOST : REQ_MX;
+	q->kind = ask->tlsa ? REQ_TLSA : ask->txt ? REQ_TXT : ask->host ? REQ_HOST : REQ_MX;
+	q->tlsa_fn = ask->tlsa;
+	q->port = ask->port;
 	q->fn = ask->mx;
 	q->txt_fn = ask->txt;
 	q->any_address = ask->any_address;
@@ -321,6 +325,14 @@ static void on_txt(void *arg, const struct dns_txt_result *r)
 	free(q);
 }
 
+static void on_tlsa_req(void *arg, const struct dns_tlsa_result *r)
+{
+	struct dns_req *q = arg;
+
+	q->tlsa_fn(q->arg, r);
+	free(q);
+}
+
 /* Requests without a resolver (disabled, or shut down) are answered at
  * once, as the resolver itself answers after dns_shutdown(). */
 static void no_resolver(struct dns_req *q)
@@ -328,9 +340,12 @@ static void no_resolver(struct dns_req *q)
 	const char *why = "no resolver: DNS is not configured in this engine";
 	struct dns_mx_result r = { .domain = q->domain, .status = DNS_SHUTDOWN, .why = why };
 	struct dns_txt_result t = { .qname = q->domain, .status = DNS_SHUTDOWN, .why = why };
+	struct dns_tlsa_result a = { .qname = q->domain, .status = DNS_SHUTDOWN, .why = why };
 
 	if (q->kind == REQ_TXT)
 		on_txt(q, &t);
+	else if (q->kind == REQ_TLSA)
+		on_tlsa_req(q, &a);
 	else
 		on_mx(q, &r);
 }
@@ -341,6 +356,7 @@ static void ask_dns(struct eng_worker *w, struct dns_req *q)
 	case REQ_MX: dns_resolve_mx(w->dns, q->domain, on_mx, q); break;
 	case REQ_HOST: dns_resolve_host(w->dns, q->domain, q->any_address, on_mx, q); break;
 	case REQ_TXT: dns_resolve_txt(w->dns, q->domain, on_txt, q); break;
+	case REQ_TLSA: dns_resolve_tlsa(w->dns, q->domain, q->port, on_tlsa_req, q); break;
 	}
 }
 

@@ -713,6 +713,14 @@ json_t *sched_queues_json(struct sched *sc)
 	return d ? sched_deliver_queues_json(d) : json_pack("{s:[]}", "queues");
 }
 
+json_t *sched_tls_check(struct sched *sc, const char *domain)
+{
+	pthread_mutex_lock(&sc->mu);
+	struct sched_deliver *d = sc->d;
+	pthread_mutex_unlock(&sc->mu);
+	return d ? sched_deliver_tls_check(d, domain) : NULL;
+}
+
 bool sched_accepting(struct sched *sc)
 {
 	return !sched_deliver_blocked(sc->d);

@@ -89,6 +89,8 @@ void sched_deliver_control(struct sched_deliver *d, struct sched_job *j);
  * the journal, stop the engine. */
 void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms);
 json_t *sched_deliver_queues_json(struct sched_deliver *d);
+/* tlscheck.c: volley tls-check, on the asking thread (it waits) */
+json_t *sched_deliver_tls_check(struct sched_deliver *d, const char *domain);
 json_t *sched_deliver_stats_json(struct sched_deliver *d);
 /* The journal cannot be written (disk full): intake should refuse. */
 bool sched_deliver_blocked(struct sched_deliver *d);

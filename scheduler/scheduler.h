@@ -84,6 +84,10 @@ int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_event
 void sched_stop(struct sched *sc, uint64_t grace_ms);
 /* {"queues": [...]} per destination site. */
 json_t *sched_queues_json(struct sched *sc);
+/* What volley would do with TLS for a domain now: MX hosts, their TLSA
+ * records, the MTA-STS policy (docs/api.md, /v1/tls-check). Waits for DNS
+ * and a policy fetch (bounded); NULL when delivery is not running. */
+json_t *sched_tls_check(struct sched *sc, const char *domain);
 /* False while the journal cannot be written (disk full). */
 bool sched_accepting(struct sched *sc);
 

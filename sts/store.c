@@ -74,29 +74,48 @@ static struct sts_entry *entry_new(const char *domain, const char *id, const cha
 	return e;
 }
 
-static void load_one(struct sts_store *s, const char *name)
+struct sts_entry *sts_entry_load(const char *dir, const char *domain, char *err,
+				 size_t errlen)
 {
-	char path[1400], err[256];
+	char path[1400];
 	json_error_t je;
 	json_t *j;
 	const char *id, *text;
 	json_int_t fetched;
+	struct sts_entry *e = NULL;
 
-	snprintf(path, sizeof path, "%s/%s", s->dir, name);
-	j = json_load_file(path, 0, &je);
-	if (!j || json_unpack(j, "{s:s, s:I, s:s}", "id", &id, "fetched", &fetched, "policy",
-			      &text) < 0 || fetched < 0) {
-		vl_log(VL_LOG_WARN, "mta-sts: %s: damaged, ignored", path);
-		json_decref(j);
-		return;
+	if (!file_name_ok(domain)) {
+		snprintf(err, errlen, "\"%s\" is not a domain name", domain);
+		return NULL;
 	}
-	struct sts_entry *e = entry_new(name, id, text, strlen(text), (uint64_t)fetched, err,
-					sizeof err);
+	snprintf(path, sizeof path, "%s/%s", dir, domain);
+	j = json_load_file(path, 0, &je);
+	if (!j)
+		snprintf(err, errlen, "%s: %s", path, je.text);
+	else if (json_unpack(j, "{s:s, s:I, s:s}", "id", &id, "fetched", &fetched, "policy",
+			     &text) < 0 || fetched < 0)
+		snprintf(err, errlen, "%s: damaged", path);
+	else if ((e = entry_new(domain, id, text, strlen(text), (uint64_t)fetched, err,
+				errlen)) == NULL)
+		snprintf(err + strlen(err), errlen - strlen(err), " (%s)", path);
+	json_decref(j);
+	return e;
+}
+
+void sts_entry_free(struct sts_entry *e)
+{
+	entry_free(e);
+}
+
+static void load_one(struct sts_store *s, const char *name)
+{
+	char err[1600];
+	struct sts_entry *e = sts_entry_load(s->dir, name, err, sizeof err);
+
 	if (e)
 		keep(s, e);
 	else
-		vl_log(VL_LOG_WARN, "mta-sts: %s: %s; ignored", path, err);
-	json_decref(j);
+		vl_log(VL_LOG_WARN, "mta-sts: %s; ignored", err);
 }
 
 struct sts_store *sts_store_open(const char *dir, char *err, size_t errlen)

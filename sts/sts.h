@@ -55,6 +55,11 @@ void sts_store_confirm(struct sts_store *s, const char *domain, uint64_t now);
 /* Forget a domain's policy (its max_age passed long ago). */
 void sts_store_drop(struct sts_store *s, const char *domain);
 size_t sts_store_count(const struct sts_store *s);
+/* One domain's kept policy read from dir, for another thread than the
+ * store's (views): NULL with err when there is none or it is damaged. */
+struct sts_entry *sts_entry_load(const char *dir, const char *domain, char *err,
+				 size_t errlen);
+void sts_entry_free(struct sts_entry *e);
 
 /* ---- what a TXT answer means (RFC 8461 3.1, 5.1) ---- */
 

@@ -55,6 +55,7 @@ class DaneDelivery(VolleydTest):
     def setUpClass(cls):
         cls.dir = util.tempdir("volley-dane-")
         chain, key, leaf, ca = make_certs(cls.dir)
+        cls.leaf = leaf
         cls.sink = Sink("--tls", "--cert", chain, "--key", key, hosts=("127.0.0.2",)).start()
         p = cls.sink.port
         ee = dnssec.tlsa_3_1_1(leaf)
@@ -120,6 +121,21 @@ class DaneDelivery(VolleydTest):
             self.assertEqual(e["tls"]["dane"], dane, e)
             self.assertEqual(e["tls"]["policy"], "dane", e)
             self.assertEqual(e["mx"], "mx." + domain)
+
+    def test_tls_check_shows_validated_tlsa_records(self):
+        d = self.daemon()
+        j = d.request("GET", "/v1/tls-check?domain=good.test").json()
+        self.assertTrue(j["mx"]["dnssec"], j)
+        h = j["hosts"][0]
+        self.assertEqual(h["name"], "mx.good.test")
+        self.assertTrue(h["tlsa"]["dnssec"], j)
+        self.assertEqual(h["tlsa"]["usable"], 1, j)
+        self.assertEqual(h["tlsa"]["records"], [dnssec.tlsa_3_1_1(self.leaf)], j)
+        self.assertIn("DANE", h["volley_would"], j)
+        h = d.request("GET", "/v1/tls-check?domain=plain.test").json()["hosts"][0]
+        self.assertEqual(h["tlsa"]["status"], "not looked up", h)   # unsigned zone
+        h = d.request("GET", "/v1/tls-check?domain=weird.test").json()["hosts"][0]
+        self.assertIn("lookup failed", h["volley_would"], h)
 
     def test_dane_ee_match_is_delivered_authenticated(self):
         self.delivered_with("good.test", True)

@@ -17,6 +17,7 @@ from . import dnsctl, util
 from .daemon import VolleydTest, simple_job
 from .pki import TestCA
 from .sinkctl import Sink
+from .test_cli import volley
 
 Z = "sts.test"
 POLICY_IP, UNTRUSTED_IP = "127.0.0.40", "127.0.0.41"
@@ -184,6 +185,8 @@ class MtaStsDelivery(VolleydTest):
         site = [s for s in sites if s["site"].startswith("mx:mx1.good.")][0]
         self.assertEqual(site["tls"]["mta_sts"]["mode"], "enforce", site)
         self.assertEqual(site["tls"]["mta_sts"]["mx"], ["mx1.good." + Z], site)
+        out = volley("--socket", d.sock, "queues").stdout
+        self.assertIn("dane+mta-sts:enforce", out)
 
     def test_enforce_with_a_certificate_for_another_name_sends_nothing(self):
         d = self.daemon()
@@ -213,6 +216,26 @@ class MtaStsDelivery(VolleydTest):
                 self.assertIsNone(e["tls"]["mta_sts"], e)
                 self.assertFalse(e["tls"]["verified"], e)
         self.assertEqual(self.untrusted.hits.get("mta-sts.fetchfail." + Z, 0), 0)  # no HTTP
+
+    def test_tls_check_shows_the_policy_and_what_volley_would_do(self):
+        d = self.daemon()
+        j = d.request("GET", "/v1/tls-check?domain=Listed." + Z).json()
+        self.assertEqual(j["policy"], "dane")
+        self.assertEqual(j["mta_sts"]["applies"], "enforce", j)
+        self.assertEqual(j["mta_sts"]["txt"]["id"], "l1", j)
+        self.assertEqual(j["mta_sts"]["kept"], None, j)       # nothing delivered yet
+        self.assertIn("mx: mx2.listed." + Z, j["mta_sts"]["fetched_now"]["policy"], j)
+        hosts = {h["name"]: h for h in j["hosts"]}
+        self.assertFalse(hosts["mx1.listed." + Z]["mta_sts_listed"], j)
+        self.assertIn("not used", hosts["mx1.listed." + Z]["volley_would"], j)
+        self.assertTrue(hosts["mx2.listed." + Z]["mta_sts_listed"], j)
+        self.assertIn("MTA-STS enforce", hosts["mx2.listed." + Z]["volley_would"], j)
+        self.assertEqual(hosts["mx2.listed." + Z]["tlsa"]["status"], "not looked up", j)
+        out = volley("--socket", d.sock, "tls-check", "listed." + Z).stdout
+        self.assertIn("applies: enforce", out)
+        self.assertIn("volley would: not used: not in the MTA-STS policy's mx list", out)
+        self.assertEqual(d.request("GET", "/v1/tls-check?domain=a/b").status, 400)
+        self.assertEqual(d.request("GET", "/v1/tls-check").status, 400)
 
     def test_policy_verify_checks_the_mx_name_against_the_domains_ca_file(self):
         d = self.daemon()
