@@ -49,6 +49,9 @@ void eng_config_defaults(struct eng_config *c);
 /* A destination host: the key of a connection pool. */
 struct eng_route {
 	char name[256];                  /* host name: SNI, verification, logs */
+	char canon[256];                 /* the name after CNAMEs, "" when none:
+					  * DANE's first TLSA base (RFC 7672
+					  * 2.2.2) */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	struct sockaddr_storage source;  /* source address, if has_source */

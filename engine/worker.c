@@ -56,6 +56,9 @@ struct pool_dane {
 	enum dane_state st;
 	bool asking;                 /* inside dns_resolve_tlsa: answered inline */
 	uint64_t until;              /* the answer's end of life, ms */
+	bool at_canon;               /* the lookup in flight asks the CNAME
+				      * target's name (RFC 7672 2.2.2) */
+	char base[256];              /* the TLSA base domain of the records */
 	struct tls_tlsa *rr;         /* DANE_RECORDS: the RRset (data after it) */
 	char *text;                  /* ... as "u s m hex" lines, for reports */
 	size_t n, usable;
@@ -638,12 +641,27 @@ static void dane_keep(struct pool_dane *d, const struct dns_tlsa_result *res)
 	}
 }
 
+static void dane_ask(struct eng_worker *w, struct pool *p, bool canon);
+
+/* Whether the host was reached through a CNAME: then the target's name is
+ * the first TLSA base domain, the MX name the second (RFC 7672 2.2.2). */
+static bool route_aliased(const struct eng_route *r)
+{
+	return r->canon[0] && strcasecmp(r->canon, r->name) != 0;
+}
+
 static void on_tlsa(void *arg, const struct dns_tlsa_result *res)
 {
 	struct pool *p = arg;
 	struct pool_dane *d = &p->dane;
 	uint64_t ttl = (uint64_t)res->ttl * 1000;
 
+	if (d->at_canon && (res->status == DNS_NODATA || res->status == DNS_NXDOMAIN ||
+			    (res->status == DNS_OK && !res->n))) {
+		dane_ask(p->w, p, false);    /* none at the target: the MX name's */
+		return;
+	}
+	snprintf(d->base, sizeof d->base, "%s", d->at_canon ? p->route.canon : p->route.name);
 	d->until = vl_now_ms() + (ttl > DANE_MIN_TTL_MS ? ttl : DANE_MIN_TTL_MS);
 	if (res->status == DNS_OK && res->ad && res->n) {
 		dane_keep(d, res);
@@ -691,6 +709,13 @@ static bool sts_ready(struct pool *p)
 	return false;
 }
 
+static void dane_ask(struct eng_worker *w, struct pool *p, bool canon)
+{
+	p->dane.at_canon = canon;
+	dns_resolve_tlsa(w->dns, canon ? p->route.canon : p->route.name,
+			 vl_sockaddr_port(&p->route.addr), on_tlsa, p);
+}
+
 /* Whether connections may open now under the pool's DANE state; starts
  * the lookup when the state is unknown or old. A host whose lookup failed,
  * or that has no usable records under dane-only, fails what waits. */
@@ -715,7 +740,7 @@ static bool dane_ready(struct eng_worker *w, struct pool *p)
 		} else {
 			d->st = DANE_LOOKING;
 			d->asking = true;
-			dns_resolve_tlsa(w->dns, name, vl_sockaddr_port(&p->route.addr), on_tlsa, p);
+			dane_ask(w, p, route_aliased(&p->route));
 			d->asking = false;
 			if (d->st == DANE_LOOKING)
 				return false;
@@ -1298,7 +1323,9 @@ static struct tls_conn *conn_tls_dane(struct conn *c)
 {
 	struct pool *p = c->pool;
 	size_t usable = 0;
-	struct tls_conn *t = tls_conn_new_dane(c->w->tls_ctx, p->route.name, p->dane.rr,
+	bool alias = strcasecmp(p->dane.base, p->route.name) != 0;
+	struct tls_conn *t = tls_conn_new_dane(c->w->tls_ctx, p->dane.base,
+					       alias ? p->route.name : NULL, p->dane.rr,
 					       p->dane.n, &usable);
 
 	if (t && usable == 0) {

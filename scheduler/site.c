@@ -139,6 +139,8 @@ static size_t build_routes(const struct sched_site *s, long long port,
 			if (vl_sockaddr_parse(ip, (uint16_t)port, &out[n].addr, &out[n].addrlen) < 0)
 				continue;
 			snprintf(out[n].name, sizeof out[n].name, "%s", r->hosts[h].name);
+			snprintf(out[n].canon, sizeof out[n].canon, "%s",
+				 r->hosts[h].canon ? r->hosts[h].canon : "");
 			out[n].dnssec = r->mx_ad && r->hosts[h].ad;
 			out[n].sts = s->sts_mode;
 			out[n].sts_mx_ok = s->sts && tls_sts_mx_match(&s->sts->policy,

@@ -294,8 +294,8 @@ bool tls_tlsa_usable(const struct tls_tlsa *r)
 	return r->mtype == 0 || r->len == digest_len[r->mtype];
 }
 
-struct tls_conn *tls_conn_new_dane(SSL_CTX *ctx, const char *name, const struct tls_tlsa *rr,
-				   size_t n, size_t *usable)
+struct tls_conn *tls_conn_new_dane(SSL_CTX *ctx, const char *name, const char *alt,
+				   const struct tls_tlsa *rr, size_t n, size_t *usable)
 {
 	struct tls_conn *t = conn_new(ctx);
 
@@ -308,7 +308,8 @@ struct tls_conn *tls_conn_new_dane(SSL_CTX *ctx, const char *name, const struct 
 	 * handshake: the caller reads tls_conn_dane() and sends nothing to a
 	 * peer that failed it, with the verifier's reason in its log. */
 	SSL_set_verify(t->ssl, SSL_VERIFY_NONE, NULL);
-	if (!name || SSL_dane_enable(t->ssl, name) <= 0) {
+	if (!name || SSL_dane_enable(t->ssl, name) <= 0 ||
+	    (alt && *alt && SSL_add1_host(t->ssl, alt) != 1)) {
 		tls_conn_free(t);
 		return NULL;
 	}

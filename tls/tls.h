@@ -75,13 +75,15 @@ bool tls_tlsa_usable(const struct tls_tlsa *r);
  * name is the TLSA base domain: SNI, and the reference identifier that a
  * DANE-TA(2) match must carry (DANE-EE(3) matches need no name). *usable:
  * how many records were taken; 0 means the RRset is unusable and the
- * connection is plain TLS without authentication (RFC 7672 2.2). The
+ * connection is plain TLS without authentication (RFC 7672 2.2). alt, if
+ * not NULL, is a second reference identifier for DANE-TA: the MX name when
+ * name is its CNAME target (RFC 7672 2.2.2, 3.2.3). The
  * handshake completes whatever the peer shows: ask tls_conn_dane() after
  * it, and send nothing unless it says so. Never resumes a session: a
  * resumed handshake proves nothing about the records (OpenSSL reports no
  * DANE authority for it), so each connection authenticates in full. */
-struct tls_conn *tls_conn_new_dane(SSL_CTX *ctx, const char *name, const struct tls_tlsa *rr,
-				   size_t n, size_t *usable);
+struct tls_conn *tls_conn_new_dane(SSL_CTX *ctx, const char *name, const char *alt,
+				   const struct tls_tlsa *rr, size_t n, size_t *usable);
 /* Established and authenticated by one of its TLSA records. */
 bool tls_conn_dane(const struct tls_conn *t);
 /* The record that matched (false when none did). */

@@ -77,6 +77,23 @@ class DaneDelivery(VolleydTest):
                           "_%d._tcp.mx1.walk.test. 300 IN TLSA %s" % (p, wrong),
                           "_%d._tcp.mx2.walk.test. 300 IN TLSA %s" % (p, ee)],
             "_tcp.mx.weird.test": ["_%d._tcp.mx.weird.test. 300 IN TLSA %s" % (p, ee)],
+            # MX hosts that are CNAMEs (RFC 7672 2.2.2): the target's TLSA
+            # records first (a mismatch there wins over a match at the MX
+            # name), the MX name's when the target has none
+            "alias.test": ["alias.test. 300 IN MX 10 mx.alias.test.",
+                           "mx.alias.test. 300 IN CNAME host.alias.test.",
+                           "host.alias.test. 300 IN A 127.0.0.2",
+                           "_%d._tcp.host.alias.test. 300 IN TLSA %s" % (p, ee),
+                           "_%d._tcp.mx.alias.test. 300 IN TLSA %s" % (p, wrong)],
+            "alias2.test": ["alias2.test. 300 IN MX 10 mx.alias2.test.",
+                            "mx.alias2.test. 300 IN CNAME host.alias2.test.",
+                            "host.alias2.test. 300 IN A 127.0.0.2",
+                            "_%d._tcp.mx.alias2.test. 300 IN TLSA %s" % (p, ee)],
+            "alias3.test": ["alias3.test. 300 IN MX 10 mx.alias3.test.",
+                            "mx.alias3.test. 300 IN CNAME host.alias3.test.",
+                            "host.alias3.test. 300 IN A 127.0.0.2",
+                            "_%d._tcp.host.alias3.test. 300 IN TLSA %s" % (p, wrong),
+                            "_%d._tcp.mx.alias3.test. 300 IN TLSA %s" % (p, ee)],
         }
         cls.world = dnssec.DnssecWorld(zones, bogus=["_tcp.mx.weird.test"],
                                        unsigned=["plain.test"]).start()
@@ -205,6 +222,20 @@ class DaneDelivery(VolleydTest):
         self.assertIn("mx.bad.test", rows[0]["response"]["text"])
         got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
         self.assertEqual(got, {"good.test"})
+
+    def test_a_cname_mx_uses_the_targets_tlsa_records_first(self):
+        self.sink.new_messages(0)
+        d = self.daemon()
+        for domain in ("alias.test", "alias2.test"):
+            jid = self.submit(d, domain)
+            j = self.wait_done(d, jid)
+            self.assertEqual(j["counts"]["delivered"], 2, (domain, j))
+            self.assertTrue(all(e["tls"]["dane"] for e in self.events(d, jid, "Delivery")))
+        self.assertEqual(len(self.sink.new_messages(4, wait=5)), 4)
+        jid = self.submit(d, "alias3.test")         # a mismatch at the target
+        rows = self.deferred(d, jid, 2)
+        self.assertIn("_tcp.host.alias3.test", rows[0]["response"]["text"], rows[0])
+        self.assertEqual(self.sink.new_messages(0, wait=1), [])
 
     def test_a_host_failing_dane_passes_the_message_to_the_next_mx(self):
         self.sink.new_messages(0)

@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	dns_ans_free(&a);
 
 	size_t taken;
-	struct tls_conn *t = tls_conn_new_dane(client_ctx(), "mx.example.test", rr, n, &taken);
+	struct tls_conn *t = tls_conn_new_dane(client_ctx(), "mx.example.test", NULL, rr, n, &taken);
 	free(rr);                           /* data is only read during the call */
 	if (!t)
 		abort();

@@ -122,7 +122,7 @@ static struct run handshake(const char *name, const struct tls_tlsa *rr, size_t 
 	SSL_CTX *cctx = tls_client_ctx_new(NULL, err, sizeof err);
 	cr_assert_not_null(cctx, "%s", err);
 	struct tls_conn *s = tls_conn_new_server(sctx);
-	struct tls_conn *c = tls_conn_new_dane(cctx, name, rr, n, &r.usable);
+	struct tls_conn *c = tls_conn_new_dane(cctx, name, NULL, rr, n, &r.usable);
 	cr_assert_not_null(c);
 	cr_assert_eq(unit_tls_pump(c, s, NULL, NULL), 0, "the handshake itself never fails on DANE");
 	r.established = tls_conn_established(c);
