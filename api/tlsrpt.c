@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -42,6 +43,19 @@ struct api_tlsrpt {
 	json_t *retry_at;             /* "day/domain" -> when to try again (wall s) */
 	char from[320];
 };
+
+/* why gets the text (cut to fit); returns rc. */
+static int say(char *why, size_t whylen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int say(char *why, size_t whylen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
 
 /* ---- waiting for the engine's resolver ---- */
 
@@ -209,11 +223,11 @@ static int post(struct api_tlsrpt *t, const char *uri, const struct vl_buf *gz, 
 	enum dns_status st;
 
 	if (!uri_host(uri, host, sizeof host, &port))
-		return snprintf(why, whylen, "no host in %s", uri), -1;
+		return say(why, whylen, -1, "no host in %s", uri);
 	json_t *addrs = resolve(t, host, false, &st);
 	if (!json_array_size(addrs)) {
 		json_decref(addrs);
-		return snprintf(why, whylen, "%s: no address (%s)", host, dns_status_name(st)), -1;
+		return say(why, whylen, -1, "%s: no address (%s)", host, dns_status_name(st));
 	}
 	const char *ip = json_string_value(json_array_get(addrs, 0));
 	snprintf(resolve_line, sizeof resolve_line, strchr(ip, ':') ? "%s:%u:[%s]" : "%s:%u:%s",
@@ -244,10 +258,10 @@ static int post(struct api_tlsrpt *t, const char *uri, const struct vl_buf *gz, 
 	curl_slist_free_all(res);
 	curl_slist_free_all(hdr);
 	if (rc != CURLE_OK)
-		return snprintf(why, whylen, "%s", *errbuf ? errbuf : curl_easy_strerror(rc)), -1;
+		return say(why, whylen, -1, "%s", *errbuf ? errbuf : curl_easy_strerror(rc));
 	if (status < 200 || status > 299)
-		return snprintf(why, whylen, "HTTP %ld", status), -1;
-	snprintf(why, whylen, "HTTP %ld", status);
+		return say(why, whylen, -1, "HTTP %ld", status);
+	say(why, whylen, 0, "HTTP %ld", status);
 	return 0;
 }
 
@@ -323,9 +337,9 @@ static int mail(struct api_tlsrpt *t, const char *uri, const char *date, int64_t
 	free(body);
 	int rc = api_intake_finish(in, &accept, &meta);
 	if (rc < 0) {
-		snprintf(why, whylen, "%s", api_intake_error(in)->message);
+		say(why, whylen, 0, "%s", api_intake_error(in)->message);
 	} else {
-		snprintf(why, whylen, "job %s", api_intake_id(in));
+		say(why, whylen, 0, "job %s", api_intake_id(in));
 		sched_job_add(t->sc, api_intake_id(in), meta);
 		json_decref(meta);
 		json_decref(accept);
@@ -358,10 +372,10 @@ static int lookup(struct api_tlsrpt *t, const char *domain, struct rpt_record *r
 	}
 	json_decref(txt);
 	if (st != DNS_OK && !dns_status_permanent(st))
-		return snprintf(why, whylen, "%s: %s", name, dns_status_name(st)), -1;
+		return say(why, whylen, -1, "%s: %s", name, dns_status_name(st));
 	if (found != 1 || !r->nrua)
-		return snprintf(why, whylen, "%s: %s", name, found > 1 ? "more than one TLSRPTv1 record"
-				: *err ? err : "no TLSRPTv1 record"), 0;
+		return say(why, whylen, 0, "%s: %s", name, found > 1 ? "more than one TLSRPTv1 record"
+				: *err ? err : "no TLSRPTv1 record");
 	return 1;
 }
 

@@ -22,7 +22,8 @@ int cli_tls_report(const struct cli *c)
 	else if (j)
 		json_dumpf(j, stdout, JSON_INDENT(2)), putchar('\n');
 	if (j && c->send && !json_is_true(json_object_get(j, "sent"))) {
-		cli_err("not sent: %s", cli_jstr(j, "why"));
+		const char *why = cli_jstr(j, "why");
+		cli_err("not sent: %s", *why ? why : "no rua URI took it (see rua)");
 		rc = CLI_FAILED;
 	}
 	json_decref(j);

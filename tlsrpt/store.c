@@ -268,12 +268,16 @@ size_t rpt_store_days(struct rpt_store *st, int64_t before, int64_t *days, size_
 	DIR *dp = opendir(st->dir);
 	struct dirent *e;
 	size_t n = 0;
-	int64_t day;
+	int64_t day, unwritten = -1;
 
 	if (!dp)
 		return 0;
+	pthread_mutex_lock(&st->mu);
+	if (st->old)              /* ended, but its last changes are not on disk */
+		unwritten = rpt_day_day(st->old);
+	pthread_mutex_unlock(&st->mu);
 	while ((e = readdir(dp)) && n < max)
-		if (rpt_day_parse(e->d_name, &day) == 0 && day < before)
+		if (rpt_day_parse(e->d_name, &day) == 0 && day < before && day != unwritten)
 			days[n++] = day;
 	closedir(dp);
 	qsort(days, n, sizeof *days, cmp_day);

@@ -119,7 +119,8 @@ int rpt_store_flush(struct rpt_store *st);
 /* A domain's stored object for a day (today's from memory), a new
  * reference, or NULL when nothing was recorded. */
 json_t *rpt_store_get(struct rpt_store *st, int64_t day, const char *domain);
-/* Days on disk before `before`, oldest first (at most max). */
+/* Days on disk before `before`, oldest first (at most max), but a day
+ * whose last changes still wait for a flush. */
 size_t rpt_store_days(struct rpt_store *st, int64_t before, int64_t *days, size_t max);
 /* A day's domains on disk (a JSON array of strings, new reference). */
 json_t *rpt_store_domains(struct rpt_store *st, int64_t day);
