@@ -17,9 +17,10 @@ import os
 import ssl
 import subprocess
 import threading
+import time
 
 from . import dnsctl, util
-from .daemon import VOLLEY, VolleydTest, simple_job
+from .daemon import VOLLEY, Volleyd, VolleydTest, simple_job
 from .sinkctl import Sink, make_cert
 
 VALIDATE = os.path.join(util.REPO, "tests", "tools", "tlsrpt_validate.py")
@@ -69,6 +70,7 @@ class TlsRpt(VolleydTest):
             "bad.test": ["bad.test. 300 IN MX 10 mx.bad.test.", "mx.bad.test. 300 IN A 127.0.0.3",
                          '_smtp._tls.bad.test. 300 IN TXT "v=TLSRPTv1;" "rua=mailto:tlsrpt@rua.test"'],
             "rua.test": ["rua.test. 300 IN MX 10 mx.ok.test."],
+            "fail.test": ['_smtp._tls.fail.test. 300 IN TXT "v=TLSRPTv1; rua=https://reports.test:1/x"'],
             "reports.test": ["reports.test. 300 IN A 127.0.0.1"],
         }
         cls.ub = dnsctl.Unbound(zones).start()
@@ -203,3 +205,38 @@ class TlsRpt(VolleydTest):
         self.deliver_one_each(d)
         self.assertError(d.request("GET", "/v1/tls-report?domain=ok.test"), 404, "not_found")
         self.assertFalse(os.path.exists(os.path.join(d.data_dir, "tls-rpt")))
+
+    def test_a_finished_day_is_sent_once(self):
+        """A day before today found at start is sent by the daemon itself:
+        ok.test's report reaches its https rua and is marked sent; fail.test's
+        receiver refuses, so the day stays; a restart sends ok.test's
+        report no second time."""
+        d = Volleyd(config=self.config())
+        self.addCleanup(d.cleanup)
+        yday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+        folder = os.path.join(d.data_dir, "tls-rpt", yday)
+        os.makedirs(folder)
+        for dom in ("ok.test", "fail.test"):
+            with open(os.path.join(folder, dom + ".json"), "w") as f:
+                json.dump({"policy-domain": dom, "date": yday, "policies": [
+                    {"policy": {"policy-type": "no-policy-found", "policy-domain": dom},
+                     "summary": {"total-successful-session-count": 7,
+                                 "total-failure-session-count": 0},
+                     "failure-details": []}]}, f)
+        Receiver.posts.clear()
+        d.start()
+        self.wait_for("ok.test marked sent",
+                      lambda: os.path.exists(os.path.join(folder, "ok.test.sent")))
+        self.assertEqual(len(Receiver.posts), 1)
+        rep = json.loads(gzip.decompress(Receiver.posts[0][2]))
+        self.assertEqual(schema_problems(rep), "", rep)
+        self.assertEqual(rep["date-range"]["start-datetime"], yday + "T00:00:00Z")
+        self.assertEqual(rep["policies"][0]["summary"]["total-successful-session-count"], 7)
+        self.assertFalse(os.path.exists(os.path.join(folder, "fail.test.sent")))
+        self.assertTrue(os.path.exists(os.path.join(folder, "fail.test.json")))
+        self.assertEqual(d.stop(), 0)
+        d.start()
+        # the log is kept across starts: the second try is the second line
+        self.wait_for("fail.test tried again",
+                      lambda: d.output().count("fail.test: will try again") >= 2)
+        self.assertEqual(len(Receiver.posts), 1, "ok.test's report was sent again")
