@@ -59,13 +59,13 @@ static void source_ip(const struct eng_route *r, char *out, size_t len)
 void sched_tlsrpt_record(struct sched_deliver *d, const struct sched_dmsg *m)
 {
 	const char *campaign = m->dj->j->campaign, *at = m->rcpt ? strrchr(m->rcpt, '@') : NULL;
-	const struct eng_route *route = &m->q->site->routes[m->host];
 	bool failed = m->tls_failure[0] != '\0';
 	char rip[64], sip[64];
 
-	if (!d->rpt || !at || (!failed && !m->tls_version[0]) ||
+	if (!d->rpt || !at || (!failed && !m->tls_version[0]) || !m->q->site->routes ||
 	    (campaign && !strcmp(campaign, SCHED_TLSRPT_CAMPAIGN)))
 		return;
+	const struct eng_route *route = &m->q->site->routes[m->host];
 	peer_ip(m->peer, rip, sizeof rip);
 	source_ip(route, sip, sizeof sip);
 	struct rpt_session s = {
