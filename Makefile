@@ -4,7 +4,7 @@ CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2
 SAN     ?=
-PKGS    := liburing libcares openssl jansson libmicrohttpd libconfig libcurl
+PKGS    := liburing libcares openssl jansson libmicrohttpd libconfig libcurl zlib
 # Recursive on purpose: pkg-config runs after `deps` has installed them.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CFLAGS  = -std=c17 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE \
@@ -19,6 +19,7 @@ COMMON_SRC := $(wildcard common/*.c)
 CONFIG_SRC := $(wildcard config/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
 DNS_SRC    := $(wildcard dns/*.c)
+TLSRPT_SRC := $(wildcard tlsrpt/*.c)
 MESSAGE_SRC := $(wildcard message/*.c)
 ENGINE_SRC := $(wildcard engine/*.c)
 STS_SRC    := $(wildcard sts/*.c)
@@ -36,6 +37,7 @@ COMMON_OBJ := $(call obj,$(COMMON_SRC))
 CONFIG_OBJ := $(call obj,$(CONFIG_SRC))
 TLS_OBJ    := $(call obj,$(TLS_SRC))
 DNS_OBJ    := $(call obj,$(DNS_SRC))
+TLSRPT_OBJ := $(call obj,$(TLSRPT_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 STS_OBJ    := $(call obj,$(STS_SRC))
@@ -100,16 +102,16 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
 $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
-		$(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl) -ljemalloc
+		$(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) -ljemalloc
 
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
-		$(STS_OBJ) $(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+		$(STS_OBJ) $(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib)
 
 # The layout's rules first (docs/architecture.md), then every test.
 test: all
@@ -155,7 +157,8 @@ FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson libcares) -l
 fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
-		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts
+		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
+		build/fuzz/corpus-tlsrpt
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
@@ -165,6 +168,7 @@ fuzz: $(SCHED_GEN)
 	$(FUZZ_CC) tests/fuzz/fuzz_dns_parse.c dns/parse.c $(COMMON_SRC) -o build/fuzz/fuzz_dns_parse $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_tlsa.c dns/parse.c $(FUZZ_SRC) -o build/fuzz/fuzz_tlsa $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_sts.c $(FUZZ_SRC) -o build/fuzz/fuzz_sts $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_tlsrpt.c $(TLSRPT_SRC) $(COMMON_SRC) -o build/fuzz/fuzz_tlsrpt $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -182,6 +186,8 @@ fuzz: $(SCHED_GEN)
 		build/fuzz/corpus-tlsa
 	cp tests/fuzz/seeds/sts/* build/fuzz/corpus-sts/
 	build/fuzz/fuzz_sts -max_total_time=$(FUZZ_TIME) -max_len=70000 build/fuzz/corpus-sts
+	cp tests/fuzz/seeds/tlsrpt/* build/fuzz/corpus-tlsrpt/
+	build/fuzz/fuzz_tlsrpt -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-tlsrpt
 
 clean:
 	rm -rf build

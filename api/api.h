@@ -47,8 +47,27 @@ struct api;
 struct api *api_start(const struct cfg *c, struct sched *sc,
 		      struct sched_spool *spool, struct sched_suppress *sup,
 		      struct sched_events *ev, char *err, size_t errlen);
+/* TLS-RPT's reports for GET /v1/tls-report and POST /v1/tls-report/send
+ * (NULL: reporting is off, they answer 404). */
+struct api_tlsrpt;
+void api_set_tlsrpt(struct api *a, struct api_tlsrpt *t);
+
 /* New submissions get 503 shutting_down from now on. */
 void api_drain(struct api *a);
 void api_stop(struct api *a);
+
+/* ---- TLS-RPT (tlsrpt.c): reports and their daily sender ----
+ * A thread that writes st's aggregates every minute and, once a UTC day is
+ * over, sends each domain's report to its _smtp._tls rua (https through
+ * libcurl, resolved by eng's resolver; mailto as a job through intake). */
+struct api_tlsrpt *api_tlsrpt_start(const struct cfg *c, struct sched *sc,
+				    struct sched_spool *spool, struct engine *eng,
+				    struct rpt_store *st, char *err, size_t errlen);
+/* Joins the thread (a send under way ends first: 10 s at most per URI). */
+void api_tlsrpt_stop(struct api_tlsrpt *t);
+/* The report of domain on date ("YYYY-MM-DD"; NULL: today, UTC), or with
+ * send, what sending it now did. NULL with e filled (400, 404). */
+json_t *api_tlsrpt_answer(struct api_tlsrpt *t, const char *domain, const char *date,
+			  bool send, struct api_error *e);
 
 #endif

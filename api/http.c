@@ -46,6 +46,7 @@ struct api {
 	atomic_bool draining;
 	double started;
 	_Atomic uint64_t jobs_in, rcpts_in, bytes_in, rejected, spool_used, used_at;
+	struct api_tlsrpt *tlsrpt;    /* TLS-RPT reports, or NULL */
 };
 
 /* One request's state across handler calls. */
@@ -643,6 +644,27 @@ static enum MHD_Result tls_check(struct api *a, struct MHD_Connection *c)
 	return send_json(c, 200, j);
 }
 
+/* ---- TLS-RPT ---- */
+
+void api_set_tlsrpt(struct api *a, struct api_tlsrpt *t)
+{
+	a->tlsrpt = t;
+}
+
+/* GET /v1/tls-report?domain=D[&date=YYYY-MM-DD], POST /v1/tls-report/send?... */
+static enum MHD_Result tls_report(struct api *a, struct MHD_Connection *c, const char *method,
+				  bool send)
+{
+	const char *domain = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "domain");
+	const char *date = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "date");
+	struct api_error e = { 0 };
+
+	if (send ? strcmp(method, "POST") != 0 : strcmp(method, "GET") && strcmp(method, "HEAD"))
+		return send_error(c, 405, "method_not_allowed", NULL, send ? "use POST" : "use GET");
+	json_t *j = api_tlsrpt_answer(a->tlsrpt, domain, date, send, &e);
+	return j ? send_json(c, 200, j) : send_json(c, (unsigned)e.status, api_error_json(&e));
+}
+
 /* ---- dispatch ---- */
 
 static enum MHD_Result route_get(struct api *a, struct MHD_Connection *c, const char *url)
@@ -713,6 +735,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 			return route_job(a, c, method, url + 9);
 		if (!strncmp(url, "/v1/suppression/", 16))
 			return suppression_one(a, c, method, url + 16);
+		if (!strcmp(url, "/v1/tls-report") || !strcmp(url, "/v1/tls-report/send"))
+			return tls_report(a, c, method, url[14] != '\0');
 		if (!strcmp(url, "/api/inject/v1") ||
 		    (!strcmp(url, "/v1/jobs") && strcmp(method, "GET")))
 			return send_error(c, 405, "method_not_allowed", NULL,

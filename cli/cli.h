@@ -28,8 +28,10 @@ enum {
 struct cli {
 	const char *socket, *data_dir, *url, *token;
 	const char *recipients, *idem_key, *job;
+	const char *date;         /* tls-report --date */
 	long limit;
 	bool json, wait, watch, follow, dry_run;
+	bool send;                /* tls-report --send */
 	bool tty;                 /* stdout is a terminal */
 	const char *cmd;
 	const char *args[CLI_MAX_ARGS];
@@ -125,6 +127,7 @@ int cli_stats(const struct cli *c);
 int cli_bounces(const struct cli *c);
 int cli_health(const struct cli *c);
 int cli_tls_check(const struct cli *c);
+int cli_tls_report(const struct cli *c);
 int cli_dkim(int argc, char **argv);  /* "volley dkim ...": argv[0] is "dkim" */
 /* Poll the job until done (cli_wait.c). */
 int cli_wait_job(const struct cli *c, const char *id);

@@ -37,6 +37,8 @@ static const struct opt {
 	{"--follow", "-f", O_FLAG, offsetof(struct cli, follow), " events "},
 	{"--job", NULL, O_STR, offsetof(struct cli, job), " events "},
 	{"--limit", NULL, O_LONG, offsetof(struct cli, limit), " jobs status "},
+	{"--date", NULL, O_STR, offsetof(struct cli, date), " tls-report "},
+	{"--send", NULL, O_FLAG, offsetof(struct cli, send), " tls-report "},
 };
 
 static const struct cmd {
@@ -59,6 +61,7 @@ static const struct cmd {
 	{"bounces", cli_bounces, 1, 1, "bounces ID"},
 	{"health", cli_health, 0, 0, "health"},
 	{"tls-check", cli_tls_check, 1, 1, "tls-check DOMAIN"},
+	{"tls-report", cli_tls_report, 1, 1, "tls-report DOMAIN [--date YYYY-MM-DD] [--send]"},
 };
 
 void cli_err(const char *fmt, ...)

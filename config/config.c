@@ -139,7 +139,7 @@ static const struct key top_keys[] = {
 };
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
-					  "provider_defaults", NULL };
+					  "provider_defaults", "tls_rpt", NULL };
 
 static const struct key timeout_keys[] = {
 	KEY("connect", K_DUR, struct cfg, timeouts.connect),
@@ -159,6 +159,29 @@ static const struct key events_keys[] = {
 	KEY("rotate_bytes", K_SIZE, struct cfg, events.rotate_bytes),
 	KEY("keep_files", K_INT, struct cfg, events.keep_files),
 };
+
+static const struct key tls_rpt_keys[] = {
+	KEY("organization", K_STR, struct cfg, tls_rpt.organization),
+	KEY("contact", K_STR, struct cfg, tls_rpt.contact),
+	KEY("from", K_STR, struct cfg, tls_rpt.from),
+	KEY("ca_file", K_STR, struct cfg, tls_rpt.ca_file),
+	KEY("send", K_BOOL, struct cfg, tls_rpt.send),
+};
+
+/* tls_rpt = { organization; contact; ... }: both needed, contact an address. */
+static int get_tls_rpt(struct ctx *x, const config_setting_t *s, struct cfg *c)
+{
+	if (get_group(x, s, "tls_rpt", tls_rpt_keys, VL_ARRAY_LEN(tls_rpt_keys), NULL, c) < 0)
+		return -1;
+	if (!*c->tls_rpt.organization)
+		return fail(x, s, "tls_rpt.organization", "needed: the reports' organization-name");
+	if (!strchr(c->tls_rpt.contact, '@'))
+		return fail(x, s, "tls_rpt.contact", "needed: an email address (contact-info)");
+	if (*c->tls_rpt.from && !strchr(c->tls_rpt.from, '@'))
+		return fail(x, s, "tls_rpt.from", "expected an email address");
+	c->tls_rpt.on = true;
+	return 0;
+}
 
 static const struct key api_keys[] = {
 	KEY("socket", K_STR, struct cfg, api.socket),
@@ -465,6 +488,11 @@ static void defaults(struct cfg *c)
 	c->timeouts.idle = 10000;
 	c->timeouts.quit = 5000;
 	c->provider_defaults = true;
+	set_str(&c->tls_rpt.organization, "");
+	set_str(&c->tls_rpt.contact, "");
+	set_str(&c->tls_rpt.from, "");
+	set_str(&c->tls_rpt.ca_file, "");
+	c->tls_rpt.send = true;
 	add_providers(c);
 	c->nretry = VL_ARRAY_LEN(retry);
 	c->retry_ms = vl_malloc(sizeof retry);
@@ -524,6 +552,8 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 		return -1;
 	if ((s = config_setting_get_member(root, "dkim")) &&
 	    get_records(x, s, "dkim", dkim_keys, 3, (void **)&c->dkim, &c->ndkim) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "tls_rpt")) && get_tls_rpt(x, s, c) < 0)
 		return -1;
 	if (!*c->data_dir)
 		return fail(x, root, "data_dir", "must not be empty");
@@ -600,6 +630,10 @@ void cfg_free(struct cfg *c)
 		free(c->dkim[i].key);
 	}
 	free(c->dkim);
+	free(c->tls_rpt.organization);
+	free(c->tls_rpt.contact);
+	free(c->tls_rpt.from);
+	free(c->tls_rpt.ca_file);
 	memset(c, 0, sizeof *c);
 }
 
@@ -722,4 +756,9 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 			      i ? "," : "", c->dkim[i].domain, c->dkim[i].selector,
 			      c->dkim[i].key);
 	vl_buf_appends(o, "\n);\n");
+	if (c->tls_rpt.on)
+		vl_buf_printf(o, "tls_rpt = {\n  organization = \"%s\";\n  contact = \"%s\";\n"
+			      "  from = \"%s\";\n  ca_file = \"%s\";\n  send = %s;\n};\n",
+			      c->tls_rpt.organization, c->tls_rpt.contact, c->tls_rpt.from,
+			      c->tls_rpt.ca_file, c->tls_rpt.send ? "true" : "false");
 }

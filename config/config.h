@@ -79,6 +79,13 @@ struct cfg {
 	size_t negress;
 	struct { char *domain, *selector, *key; } *dkim;
 	size_t ndkim;
+	struct {                 /* TLS reporting (RFC 8460): on when set */
+		bool on;
+		char *organization, *contact; /* the report's organization-name, contact-info */
+		char *from;          /* From of mailed reports; "": tlsrpt-noreply@hostname */
+		char *ca_file;       /* https reports: CAs to verify with; "": the system's */
+		bool send;           /* send daily reports (false: record only) */
+	} tls_rpt;
 };
 
 /* Defaults, then the file at path (NULL: none). -1 with err naming the

@@ -189,6 +189,7 @@ static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *
 	snprintf(m->tls_cipher, sizeof m->tls_cipher, "%s", r->tls_cipher ? r->tls_cipher : "");
 	m->tls_verified = r->tls_verified;
 	m->tls_dane = r->tls_dane;
+	sched_tlsrpt_copy(m, r);
 }
 
 /* On an engine worker: hand the message back to the delivery thread. */
@@ -238,6 +239,7 @@ static void local_result(struct sched_deliver *d, struct sched_dmsg *m, enum eng
 	m->enhanced[0] = m->peer[0] = m->tls_version[0] = m->tls_cipher[0] = '\0';
 	snprintf(m->stage, sizeof m->stage, "%s", stage);
 	snprintf(m->text, sizeof m->text, "%s", text);
+	sched_tlsrpt_reset(m);
 	process(d, m);
 }
 
@@ -345,6 +347,7 @@ static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 	em->on_result = on_result;
 	em->on_done = on_done;
 	em->arg = m;
+	sched_tlsrpt_reset(m);
 	m->sent_ms = vl_now_ms();
 	d->dispatched++;
 	eng_submit(d->eng, em);
@@ -471,6 +474,7 @@ static void process(struct sched_deliver *d, struct sched_dmsg *m)
 	struct sched_bounce_verdict v = { SCHED_BC_NONE, false };
 	struct sched_jrec r;
 
+	sched_tlsrpt_record(d, m);
 	if (walk_mx(d, m))
 		return;
 
@@ -870,6 +874,7 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	d->sup = sup;
 	d->ev = ev;
 	d->seed = vl_now_ns();
+	d->rpt = sched_tlsrpt_store(sc);
 	d->site_index = json_object();
 	d->domain_site = json_object();
 	d->doms = json_object();
@@ -938,6 +943,7 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 		msg_out_free(&d->free_msgs->out);
 		vl_buf_free(&d->free_msgs->sig);
 		free(d->free_msgs->iov);
+		free(d->free_msgs->tls_tlsa);
 		free(d->free_msgs);
 		d->free_msgs = n;
 	}

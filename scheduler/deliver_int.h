@@ -78,6 +78,8 @@ struct sched_dmsg {
 	char enhanced[10], stage[16], peer[64], tls_version[16], tls_cipher[64];
 	bool tls_verified, tls_dane;
 	char text[SCHED_JREC_TEXT_MAX + 1];
+	char tls_failure[40];         /* TLS-RPT result type, or "" */
+	char *tls_tlsa;               /* the TLSA RRset that applied, or NULL */
 	struct sched_dmsg *next;
 };
 
@@ -215,6 +217,7 @@ struct sched_deliver {
 	size_t inflight;
 	uint64_t seed;
 	struct sched_commit *commit;
+	struct rpt_store *rpt;        /* TLS-RPT counting, or NULL */
 	struct sched_rcpt rcpt;       /* scratch of sched_deliver_send */
 	struct vl_buf events, suppress;   /* for the next batch */
 	uint64_t next_commit_ms;
@@ -287,6 +290,13 @@ void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_
 /* An outcome decided without the engine, for a recipient not in flight. */
 void sched_deliver_local(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
 			 bool permanent, const char *text);
+
+/* tlsrpt.c: TLS-RPT counting. Copy what a result says of TLS (on the
+ * worker), forget it (before a message is sent again), count it (on the
+ * delivery thread: one session per result from the engine). */
+void sched_tlsrpt_copy(struct sched_dmsg *m, const struct eng_result *r);
+void sched_tlsrpt_reset(struct sched_dmsg *m);
+void sched_tlsrpt_record(struct sched_deliver *d, const struct sched_dmsg *m);
 
 /* commit.c: the group committer */
 struct sched_commit *sched_commit_start(struct sched_deliver *d, char *err, size_t errlen);

@@ -27,6 +27,7 @@ struct sched {
 	json_t *index;           /* id -> position in jobs */
 	json_t *idem;            /* key -> id, or null while being received */
 	struct sched_deliver *d; /* the delivery thread, once started */
+	struct rpt_store *rpt;   /* TLS-RPT: where sessions are counted, or NULL */
 };
 
 void sched_lock(struct sched *sc)
@@ -746,4 +747,14 @@ json_t *sched_stats_json(struct sched *sc)
 	if (sc->d)
 		json_object_set_new(r, "delivery", sched_deliver_stats_json(sc->d));
 	return r;
+}
+
+void sched_set_tlsrpt(struct sched *sc, struct rpt_store *st)
+{
+	sc->rpt = st;
+}
+
+struct rpt_store *sched_tlsrpt_store(struct sched *sc)
+{
+	return sc->rpt;
 }

@@ -103,6 +103,9 @@ void sched_mark_done(struct sched *sc, struct sched_job *j);
  * the registry, with their idempotency keys, and the spool. */
 void sched_retire(struct sched *sc);
 
+/* The store sched_set_tlsrpt gave, or NULL (sched.c). */
+struct rpt_store *sched_tlsrpt_store(struct sched *sc);
+
 /* Registry hooks used by the delivery thread (sched.c). */
 void sched_lock(struct sched *sc);
 void sched_unlock(struct sched *sc);

@@ -20,6 +20,7 @@
 #include "../common/common.h"
 #include "../config/config.h"
 #include "../engine/engine.h"
+#include "../tlsrpt/tlsrpt.h"
 #include "bounce.h"
 #include "events.h"
 #include "spool.h"
@@ -90,6 +91,13 @@ json_t *sched_queues_json(struct sched *sc);
 json_t *sched_tls_check(struct sched *sc, const char *domain);
 /* False while the journal cannot be written (disk full). */
 bool sched_accepting(struct sched *sc);
+
+/* TLS-RPT (RFC 8460): every delivery attempt's TLS outcome is counted in
+ * st from sched_start on (NULL, the default: none). Call before it. */
+void sched_set_tlsrpt(struct sched *sc, struct rpt_store *st);
+/* Jobs of this campaign (the reports volley mails itself) are not
+ * counted: a report about reports would never end. */
+#define SCHED_TLSRPT_CAMPAIGN "tls-rpt"
 
 /* Counters over every job, for /v1/stats. */
 json_t *sched_stats_json(struct sched *sc);

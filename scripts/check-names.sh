@@ -32,6 +32,7 @@ check common vl_
 check config cfg_
 check tls tls_
 check dns dns_
+check tlsrpt rpt_
 check message msg_
 check engine eng_
 check sts sts_
@@ -45,7 +46,7 @@ check bench/vbench vb_
 for p in blast drive render dkim; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns message engine sts scheduler gen api sink cli volleyd bench tests "
+known=" common config tls dns tlsrpt message engine sts scheduler gen api sink cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)

@@ -23,6 +23,8 @@ struct vd_daemon {
 	struct sched_events *ev;
 	struct sched *sc;
 	struct api *api;
+	struct rpt_store *rpt;   /* TLS-RPT (tls_rpt set), or NULL */
+	struct api_tlsrpt *rpt_sender;
 	bool started;            /* sched_start succeeded */
 };
 

@@ -49,11 +49,19 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg)
 	    !(v->sc = sched_new(cfg, v->spool, err, sizeof err)) ||
 	    !(v->eng = eng_new(&ec, err, sizeof err)))
 		goto fail;
+	snprintf(path, sizeof path, "%s/tls-rpt", cfg->data_dir);
+	if (cfg->tls_rpt.on && !(v->rpt = rpt_store_open(path, err, sizeof err)))
+		goto fail;
+	sched_set_tlsrpt(v->sc, v->rpt);
 	if (sched_start(v->sc, v->sup, v->ev, v->eng, err, sizeof err) < 0)
 		goto fail;
 	v->started = true;
 	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, sizeof err)))
 		goto fail;
+	if (v->rpt && !(v->rpt_sender = api_tlsrpt_start(cfg, v->sc, v->spool, v->eng, v->rpt,
+							  err, sizeof err)))
+		goto fail;
+	api_set_tlsrpt(v->api, v->rpt_sender);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -65,8 +73,12 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 	if (v->api)
 		api_drain(v->api);
 	api_stop(v->api);
+	api_tlsrpt_stop(v->rpt_sender);  /* before the scheduler: it submits jobs */
 	if (v->started)
 		sched_stop(v->sc, cfg->shutdown_grace_ms);
+	if (v->rpt)
+		rpt_store_flush(v->rpt); /* the last results are in */
+	rpt_store_close(v->rpt);
 	sched_free(v->sc);
 	eng_free(v->eng);        /* stopped by sched_stop, or never used */
 	if (v->ev)

@@ -137,7 +137,7 @@ class MtaStsDelivery(VolleydTest):
         util.remove_dir(cls.dir)
         util.remove_dir(cls.other_dir)
 
-    def daemon(self, data_dir=None):
+    def daemon(self, data_dir=None, extra=""):
         rules = "".join('{ match = "*%s.%s"; port = %d; },\n' % (n, Z, s.port) for n, s in (
             ("good", self.good), ("testing2", self.good), ("listed", self.good),
             ("cached", self.good), ("bad", self.bad), ("testing", self.bad),
@@ -146,7 +146,7 @@ class MtaStsDelivery(VolleydTest):
                          for n, s in (("verify", self.good), ("verifybad", self.bad)))
         config = ('dns = { servers = [ "%s" ]; allow_private = true; timeout_ms = 2000; };\n'
                   'defaults = { ca_file = "%s"; retry = [ "1s" ]; };\n'
-                  'domains = ( %s );\n' % (self.ub.server, self.ca, rules.rstrip(",\n")))
+                  'domains = ( %s );\n%s' % (self.ub.server, self.ca, rules.rstrip(",\n"), extra))
         return self.start_daemon(config=config, data_dir=data_dir)
 
     def submit(self, d, name, n=2):
@@ -208,6 +208,25 @@ class MtaStsDelivery(VolleydTest):
             self.assertFalse(e["tls"]["verified"], e)
         for e in self.delivered(d, "testing2", self.good):      # host not in the list
             self.assertEqual(e["tls"]["mta_sts"], "testing", e)
+
+    def test_tls_reports_name_the_sts_policy_and_its_failures(self):
+        d = self.daemon(extra='tls_rpt = { organization = "Volley Test"; '
+                        'contact = "tlsrpt@volley.test"; };\n')
+        self.delivered(d, "testing", self.bad)         # testing: sent, failure reported
+        self.delivered(d, "good", self.good)
+        r = d.request("GET", "/v1/tls-report?domain=testing." + Z).json()
+        pol = r["policies"][0]
+        self.assertEqual(pol["policy"]["policy-type"], "sts", r)
+        self.assertIn("mode: testing", pol["policy"]["policy-string"], r)
+        self.assertEqual(pol["policy"]["mx-host"], ["*.testing." + Z], r)
+        self.assertEqual(pol["summary"]["total-failure-session-count"], 2, r)
+        self.assertEqual(pol["failure-details"][0]["result-type"],
+                         "certificate-host-mismatch", r)
+        r = d.request("GET", "/v1/tls-report?domain=good." + Z).json()
+        pol = r["policies"][0]
+        self.assertEqual(pol["policy"]["policy-type"], "sts", r)
+        self.assertEqual(pol["summary"]["total-successful-session-count"], 2, r)
+        self.assertEqual(pol["summary"]["total-failure-session-count"], 0, r)
 
     def test_a_policy_that_cannot_be_fetched_is_no_policy(self):
         d = self.daemon()
