@@ -11,7 +11,9 @@ import subprocess
 
 from . import dnssec, util
 from .daemon import VolleydTest, simple_job
+from .pki import TestCA
 from .sinkctl import Sink
+from .test_mta_sts import PolicyServer, policy
 
 NAMES = ["mx.good.test", "mx.ta.test", "mx.bad.test", "mx.none.test", "mx.plain.test",
          "mx.weird.test", "mx1.walk.test", "mx2.walk.test"]
@@ -89,17 +91,31 @@ class DaneDelivery(VolleydTest):
                             "mx.alias2.test. 300 IN CNAME host.alias2.test.",
                             "host.alias2.test. 300 IN A 127.0.0.2",
                             "_%d._tcp.mx.alias2.test. 300 IN TLSA %s" % (p, ee)],
+            # DANE and an enforced MTA-STS policy whose mx list leaves the
+            # host out: DANE takes precedence (RFC 8461 2)
+            "both.test": zone("both.test", "127.0.0.2", p, ee) + [
+                'both.test. 300 IN TXT "v=spf1 -all"',
+                '_mta-sts.both.test. 300 IN TXT "v=STSv1; id=b1;"',
+                "mta-sts.both.test. 300 IN A 127.0.0.42"],
             "alias3.test": ["alias3.test. 300 IN MX 10 mx.alias3.test.",
                             "mx.alias3.test. 300 IN CNAME host.alias3.test.",
                             "host.alias3.test. 300 IN A 127.0.0.2",
                             "_%d._tcp.host.alias3.test. 300 IN TLSA %s" % (p, wrong),
                             "_%d._tcp.mx.alias3.test. 300 IN TLSA %s" % (p, ee)],
         }
+        web_ca = TestCA(util.tempdir("volley-dane-web-"), "Volley DANE Web CA")
+        cls.web_dir, cls.web_ca = web_ca.folder, web_ca.ca_pem
+        wchain, wkey, _ = web_ca.issue("web", ["mta-sts.both.test"])
+        cls.web = PolicyServer("127.0.0.42", wchain, wkey).start()
+        cls.web.pages["mta-sts.both.test"] = (200, "text/plain",
+                                              policy("enforce", "nothing.invalid"))
         cls.world = dnssec.DnssecWorld(zones, bogus=["_tcp.mx.weird.test"],
                                        unsigned=["plain.test"]).start()
 
     @classmethod
     def tearDownClass(cls):
+        cls.web.stop()
+        util.remove_dir(cls.web_dir)
         cls.world.stop()
         cls.sink.stop()
         util.remove_dir(cls.dir)
@@ -107,8 +123,8 @@ class DaneDelivery(VolleydTest):
     def daemon(self, rules=""):
         return self.start_daemon(config=(
             'dns = { servers = [ "%s" ]; allow_private = true; timeout_ms = 2000; };\n'
-            'defaults = { port = %d; retry = [ "1s" ]; };\n%s'
-            % (self.world.resolver, self.sink.port, rules)))
+            'defaults = { port = %d; retry = [ "1s" ]; ca_file = "%s"; };\n%s'
+            % (self.world.resolver, self.sink.port, self.web_ca, rules)))
 
     def submit(self, d, domain, n=2):
         job = simple_job(0)
@@ -222,6 +238,18 @@ class DaneDelivery(VolleydTest):
         self.assertIn("mx.bad.test", rows[0]["response"]["text"])
         got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
         self.assertEqual(got, {"good.test"})
+
+    def test_dane_takes_precedence_over_an_enforced_mta_sts_policy(self):
+        self.sink.new_messages(0)
+        d = self.daemon()
+        jid = self.submit(d, "both.test")
+        j = self.wait_done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 2, j)
+        for e in self.events(d, jid, "Delivery"):
+            self.assertTrue(e["tls"]["dane"], e)
+            self.assertEqual(e["tls"]["mta_sts"], "enforce", e)   # it was fetched
+        self.assertEqual(self.web.hits.get("mta-sts.both.test"), 1)
+        self.assertEqual(len(self.sink.new_messages(2, wait=5)), 2)
 
     def test_a_cname_mx_uses_the_targets_tlsa_records_first(self):
         self.sink.new_messages(0)
