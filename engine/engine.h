@@ -59,6 +59,9 @@ struct eng_route {
 					  * DNSSEC-validated: only then does
 					  * policy dane look for TLSA records
 					  * (RFC 7672 2.2) */
+	bool implicit_tls;               /* TLS from the connect on, before the
+					  * greeting (RFC 8314, port 465); the
+					  * policy still says what is checked */
 	char auth_user[256], auth_pass[256]; /* AUTH when auth_user[0] */
 	unsigned max_connections;        /* default 50 */
 	unsigned max_messages_per_connection; /* default 1000 */

@@ -98,6 +98,7 @@ static int parse_source(const char *addr, struct eng_route *r)
 static void site_template(struct sched_deliver *d, struct sched_site *s, const struct cfg_policy *p)
 {
 	tls_policy_parse(p->tls, &s->route.tls);
+	s->route.implicit_tls = cfg_policy_implicit_tls(p);
 	s->route.max_connections = (unsigned)p->max_connections;
 	s->route.max_messages_per_connection = (unsigned)p->max_messages_per_connection;
 	if (p->auth_user) {
@@ -152,10 +153,11 @@ static void site_hosts(struct sched_deliver *d, struct sched_site *s, const stru
 	eng_route_parse(&s->route, "0.0.0.0:25", err, sizeof err);
 	site_template(d, s, p);
 	s->routes = vl_calloc(SCHED_SITE_HOSTS_MAX, sizeof *s->routes);
-	s->nroutes = build_routes(s, (long long)p->port, r, s->routes);
+	s->nroutes = build_routes(s, cfg_policy_port(p), r, s->routes);
 	s->routable = s->nroutes > 0;
 	if (!s->routable)
-		snprintf(s->no_route, sizeof s->no_route, "no usable MX address");
+		snprintf(s->no_route, sizeof s->no_route, "no usable %saddress",
+			 *p->route ? "" : "MX ");
 }
 
 /* A fresh answer for a site's host set: when its addresses moved, later
@@ -165,7 +167,7 @@ static void site_refresh(struct sched_deliver *d, struct sched_site *s, const st
 			 const struct dns_mx_result *r)
 {
 	struct eng_route *fresh = vl_calloc(SCHED_SITE_HOSTS_MAX, sizeof *fresh);
-	size_t n = build_routes(s, (long long)p->port, r, fresh);
+	size_t n = build_routes(s, cfg_policy_port(p), r, fresh);
 	bool same = n == s->nroutes;
 
 	/* as sets: every answer shuffles hosts of equal preference */
@@ -180,7 +182,7 @@ static void site_refresh(struct sched_deliver *d, struct sched_site *s, const st
 		free(fresh);
 		return;
 	}
-	vl_log(VL_LOG_INFO, "site %s: MX addresses changed; %zu now", s->key, n);
+	vl_log(VL_LOG_INFO, "site %s: addresses changed; %zu now", s->key, n);
 	d->old_routes = vl_realloc(d->old_routes, (d->nold + 1) * sizeof *d->old_routes);
 	d->old_routes[d->nold++] = s->routes;
 	s->routes = fresh;
@@ -199,6 +201,11 @@ static struct sched_site *site_new(struct sched_deliver *d, const char *key,
 		site_hosts(d, s, p, mx);
 	else
 		site_route(d, s, p);
+	if (s->routable && s->route.implicit_tls && s->route.tls == TLS_POLICY_NONE) {
+		s->routable = false;   /* rules that combine so through overlapping matches */
+		snprintf(s->no_route, sizeof s->no_route, "implicit TLS (port 465 or "
+			 "implicit_tls) with tls = \"none\": refused");
+	}
 	s->window = p->max_connections > 0 ? (unsigned)p->max_connections * 2 : 2;
 	if (p->rate && *p->rate && vl_parse_rate(p->rate, &s->rate) == 0)
 		sched_bucket_init(&s->b, s->rate);
@@ -208,13 +215,14 @@ static struct sched_site *site_new(struct sched_deliver *d, const char *key,
 	return s;
 }
 
-/* "<where>|tls|conns|per conn|rcpts|rate|port|user": same key, same site. */
+/* "<where>|tls|conns|per conn|rcpts|rate|port|user[|implicit]": same key,
+ * same site. */
 static void site_key(char *key, size_t len, const char *where, const struct cfg_policy *p)
 {
-	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s", where, p->tls,
+	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s%s", where, p->tls,
 		 (long long)p->max_connections, (long long)p->max_messages_per_connection,
 		 (long long)p->max_recipients_per_message, p->rate, (long long)p->port,
-		 p->auth_user ? p->auth_user : "");
+		 p->auth_user ? p->auth_user : "", cfg_policy_implicit_tls(p) ? "|implicit" : "");
 }
 
 static struct sched_site *site_get(struct sched_deliver *d, const char *where,
@@ -262,7 +270,19 @@ int sched_site_next_host(struct sched_site *s, unsigned after, uint64_t now)
 
 /* ---- domains resolved through DNS ---- */
 
-static struct sched_dom *dom_get(struct sched_deliver *d, const char *name)
+/* route's host when it is a name, not an address: NULL for none */
+static char *route_name(const char *route)
+{
+	char host[256];
+	uint16_t port;
+
+	if (!*route || vl_parse_hostport(route, host, sizeof host, &port) < 0 ||
+	    vl_ip_literal(host))
+		return NULL;
+	return vl_strdup(host);
+}
+
+static struct sched_dom *dom_get(struct sched_deliver *d, const char *name, const char *route)
 {
 	json_t *v = json_object_get(d->doms, name);
 
@@ -271,6 +291,7 @@ static struct sched_dom *dom_get(struct sched_deliver *d, const char *name)
 	struct sched_dom *m = vl_calloc(1, sizeof *m);
 	m->d = d;
 	m->name = vl_strdup(name);
+	m->host = route_name(route);
 	json_object_set_new(d->doms, name, json_integer((json_int_t)(intptr_t)m));
 	return m;
 }
@@ -324,15 +345,17 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 		return;
 	}
 	json_t *known = json_object_get(d->doms, name);
+	char *host = NULL;
 	if (!known) {
 		cfg_policy_for(d->cfg, name, &p);
-		if (*p.route) {
+		if (*p.route && !(host = route_name(p.route))) {  /* an address */
 			to_site(d, sched_site_for(d, name), dj, idx);
 			return;
 		}
+		free(host);       /* a name: resolved as the domain's "MX" below */
 	}
 	struct sched_dom *m = known ? (struct sched_dom *)(intptr_t)json_integer_value(known) :
-				dom_get(d, name);
+				dom_get(d, name, p.route);
 	if (m->st == SCHED_D_OK && now < m->until_ms) {
 		to_site(d, m->site, dj, idx);
 		return;
@@ -345,7 +368,10 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 	dj->pending_dns++;
 	if (m->st != SCHED_D_RESOLVING) {
 		m->st = SCHED_D_RESOLVING;
-		eng_resolve_mx(d->eng, name, on_mx, m);
+		if (m->host)   /* the operator named it: private addresses too */
+			eng_resolve_host(d->eng, m->host, true, on_mx, m);
+		else
+			eng_resolve_mx(d->eng, name, on_mx, m);
 	}
 }
 
@@ -356,19 +382,23 @@ void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 	struct cfg_policy p;
 	char key[1024] = "mx:";
 	bool ok = r && r->status == DNS_OK && r->nhosts;
-	bool perm = r && !ok && dns_status_permanent(r->status);
+	/* a relay's name failing is the operator's problem, never the
+	 * recipient's: it defers, even on NXDOMAIN */
+	bool perm = r && !ok && dns_status_permanent(r->status) && !m->host;
 	uint32_t ttl = r && r->ttl ? r->ttl : 60;
 
 	cfg_policy_for(d->cfg, m->name, &p);
-	if (ok)
+	if (ok && m->host)
+		snprintf(key, sizeof key, "%s", p.route);
+	else if (ok)
 		dns_site_key(r, key + 3, sizeof key - 3);
 	m->site = ok ? site_get(d, key, &p, r) : NULL;
 	if (ok && m->site->routes != &m->site->route)
 		site_refresh(d, m->site, &p, r);
 	m->st = ok ? SCHED_D_OK : perm ? SCHED_D_FAILED : SCHED_D_NEW;
 	m->until_ms = vl_now_ms() + (uint64_t)ttl * 1000;
-	snprintf(m->why, sizeof m->why, "%s: %s", m->name,
-		 r && r->why ? r->why : "no answer from the resolver");
+	snprintf(m->why, sizeof m->why, "%s%s: %s", m->host ? "route " : "",
+		 m->host ? p.route : m->name, r && r->why ? r->why : "no answer from the resolver");
 	struct sched_pend *pend = m->pend;
 	size_t n = m->npend;
 	m->pend = NULL;
@@ -397,6 +427,7 @@ void sched_doms_free(struct sched_deliver *d)
 	json_object_foreach(d->doms, k, v) {
 		struct sched_dom *m = (struct sched_dom *)(intptr_t)json_integer_value(v);
 		free(m->name);
+		free(m->host);
 		free(m->pend);
 		free(m);
 	}
