@@ -1,8 +1,8 @@
 /*
  * engine: the delivery engine. Worker threads, each with its own io_uring,
  * deliver messages over pooled SMTP client sessions: one pool per
- * destination host (address, port, source address, TLS policy, AUTH
- * user), pipelined
+ * destination host (address, port, source address, TLS policy, implicit
+ * TLS, AUTH user), pipelined
  * commands, STARTTLS over OpenSSL memory BIOs, AUTH inside TLS, BDAT when
  * offered. Every recipient of every message submitted gets exactly one
  * result, then the message gets its done call. Prefix: eng_.
