@@ -9,6 +9,9 @@ configuration error. A second class, on a plain unbound whose data can
 change, follows the name to a new address once its TTL is over, and
 shows that the port (465) is what turns implicit TLS on.
 
+A third class puts a real MTA there: a private Postfix in smtps wrapper
+mode with SASL (postfixctl.py), relaying on to a sink.
+
 `verify` against the relay's name needs a CA file volleyd can be given
 (per-domain ca_file, not in this branch): not tested here."""
 
@@ -17,8 +20,9 @@ import random
 import socket
 import subprocess
 import time
+import unittest
 
-from . import dnsctl, dnssec, util
+from . import dnsctl, dnssec, postfixctl, util
 from .daemon import VOLLEYD, VolleydTest, simple_job
 from .sinkctl import Sink
 from .test_delivery_dane import make_certs
@@ -262,3 +266,68 @@ class SmarthostMoves(Base):
         jid = self.submit(d, "m.test")
         rows = self.deferred(d, jid, 2)
         self.assertIn("greeting", rows[0]["response"]["text"], rows[0])
+
+
+@unittest.skipUnless(postfixctl.available(), "needs root and Debian's Postfix")
+class PostfixSmarthost(Base):
+    """A real MTA as the smarthost: Postfix's smtpd in wrapper mode (implicit
+    TLS) on 127.x.y.z:465, AUTH required, relaying on to a sink."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = util.tempdir("volley-smarthost-pf-")
+        chain, key, _, _ = make_certs(cls.dir, names=[RELAY])
+        cls.addr = loopback_465()
+        cls.sink = Sink().start()
+        cls.ub = cls.relay = None
+        try:
+            cls.relay = postfixctl.Relay(cls.addr, 465, chain, key, cls.sink.host,
+                                         cls.sink.port).start()
+            cls.ub = dnsctl.Unbound({"smart.test": ["%s. 300 IN A %s" % (RELAY, cls.addr)]})
+            cls.ub.start()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for x in (cls.ub, cls.relay, cls.sink):
+            if x:
+                x.stop()
+        util.remove_dir(cls.dir)
+
+    def daemon(self, auth):
+        return self.start_daemon(config=(
+            'dns = { servers = [ "%s" ]; timeout_ms = 1000; };\n'
+            'defaults = { retry = [ "1s" ]; };\ndomains = ( %s );\n'
+            % (self.ub.server, rule("a.test", RELAY + ":465", "encrypt", auth))))
+
+    def test_implicit_tls_and_auth_to_postfix_by_name(self):
+        self.sink.new_messages(0)
+        d = self.daemon(AUTH)
+        jid = self.submit(d, "a.test")
+        j = self.wait_done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 2, j)
+        ev = self.events(d, jid, "Delivery")
+        self.assertTrue(all(e["tls"]["version"] and e["mx"] == RELAY and
+                            e["peer_address"] == "%s:465" % self.addr for e in ev), ev)
+        # Postfix relayed them on: its Received field says TLS, its log AUTH
+        got = self.sink.new_messages(2, wait=20)
+        self.assertEqual({m.env["rcpt"][0] for m in got}, {"u0@a.test", "u1@a.test"})
+        for m in got:
+            self.assertRegex(m.data.decode(errors="replace"),
+                             r"Received: from [^\r]*\r\n\t\(using TLSv1\.[23] ", m.data[:600])
+        log = self.relay.log_text()
+        self.assertIn("sasl_method=PLAIN, sasl_username=u", log)
+        self.assertIn(("PLAIN", "u", True), self.relay.auth.requests)
+
+    def test_a_wrong_password_is_refused_by_postfix(self):
+        self.sink.new_messages(0)
+        d = self.daemon('auth = { user = "u"; password = "wrong"; };')
+        jid = self.submit(d, "a.test")
+        rows = self.deferred(d, jid, 2)
+        for r in rows:
+            self.assertEqual((r["response"]["code"], r["response"]["enhanced"]),
+                             (535, "5.7.8"), r)
+        self.assertIn(("PLAIN", "u", False), self.relay.auth.requests)
+        self.assertEqual(self.sink.new_messages(0, wait=1), [])
