@@ -270,16 +270,13 @@ int sched_site_next_host(struct sched_site *s, unsigned after, uint64_t now)
 
 /* ---- domains resolved through DNS ---- */
 
-/* route's host when it is a name, not an address: NULL for none */
-static char *route_name(const char *route)
+/* Whether a route names its host (a smarthost to resolve), not an
+ * address; the name goes to host[256]. */
+static bool route_by_name(const char *route, char *host)
 {
-	char host[256];
 	uint16_t port;
 
-	if (!*route || vl_parse_hostport(route, host, sizeof host, &port) < 0 ||
-	    vl_ip_literal(host))
-		return NULL;
-	return vl_strdup(host);
+	return *route && vl_parse_hostport(route, host, 256, &port) == 0 && !vl_ip_literal(host);
 }
 
 static struct sched_dom *dom_get(struct sched_deliver *d, const char *name, const char *route)
@@ -291,7 +288,9 @@ static struct sched_dom *dom_get(struct sched_deliver *d, const char *name, cons
 	struct sched_dom *m = vl_calloc(1, sizeof *m);
 	m->d = d;
 	m->name = vl_strdup(name);
-	m->host = route_name(route);
+	char host[256];
+	if (route_by_name(route, host))
+		m->host = vl_strdup(host);
 	json_object_set_new(d->doms, name, json_integer((json_int_t)(intptr_t)m));
 	return m;
 }
@@ -345,14 +344,15 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 		return;
 	}
 	json_t *known = json_object_get(d->doms, name);
-	char *host = NULL;
+	char host[256];
 	if (!known) {
 		cfg_policy_for(d->cfg, name, &p);
-		if (*p.route && !(host = route_name(p.route))) {  /* an address */
+		/* a route to an address is the site; a name is resolved below
+		 * as the domain's MX would be */
+		if (*p.route && !route_by_name(p.route, host)) {
 			to_site(d, sched_site_for(d, name), dj, idx);
 			return;
 		}
-		free(host);       /* a name: resolved as the domain's "MX" below */
 	}
 	struct sched_dom *m = known ? (struct sched_dom *)(intptr_t)json_integer_value(known) :
 				dom_get(d, name, p.route);
