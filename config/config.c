@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <stdio.h>
@@ -12,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum kind { K_STR, K_INT, K_SIZE, K_DUR, K_BOOL };
+enum kind { K_STR, K_INT, K_SIZE, K_DUR, K_BOOL, K_TRI /* bool as int64_t 0/1, -1 unset */ };
 
 struct key {
 	const char *name;
@@ -80,6 +81,11 @@ static int get_key(struct ctx *x, const config_setting_t *s, const char *path,
 		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
 			return fail(x, s, path, "expected true or false");
 		*(bool *)dst = config_setting_get_bool(s);
+		return 0;
+	case K_TRI:
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+			return fail(x, s, path, "expected true or false");
+		*(int64_t *)dst = config_setting_get_bool(s);
 		return 0;
 	case K_INT:
 		if (config_setting_type(s) != CONFIG_TYPE_INT &&
@@ -209,10 +215,35 @@ static const struct key policy_keys[] = {
 	KEY("port", K_INT, struct cfg_policy, port),
 	KEY("route", K_STR, struct cfg_policy, route),
 	KEY("ca_file", K_STR, struct cfg_policy, ca_file),
+	KEY("implicit_tls", K_TRI, struct cfg_policy, implicit_tls),
 };
 
 static const char *const tls_names[] = { "none", "may", "encrypt", "dane",
 					 "dane-only", "mta-sts", "verify" };
+
+/* A route's host: an IP address, or a host name (LDH labels, '_' allowed,
+ * as dns/ takes them) that volleyd resolves. */
+static bool route_host_ok(const char *h)
+{
+	size_t label = 0, n = strlen(h);
+
+	if (vl_ip_literal(h))
+		return true;
+	if (n == 0 || n > 253 || h[0] == '.')
+		return false;
+	for (const char *p = h; *p; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if ((isalnum((unsigned char)*p) || *p == '-' || *p == '_') && ++label <= 63) {
+			continue;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
 
 static int check_policy(struct ctx *x, const config_setting_t *g, const char *path,
 			const struct cfg_policy *p)
@@ -239,11 +270,31 @@ static int check_policy(struct ctx *x, const config_setting_t *g, const char *pa
 		return fail(x, g, sub, "expected a port 1-65535");
 	snprintf(sub, sizeof sub, "%s.route", path);
 	if (p->route && *p->route &&
-	    vl_parse_hostport(p->route, host, sizeof host, &port) < 0)
-		return fail(x, g, sub, "expected \"host:port\"");
+	    (vl_parse_hostport(p->route, host, sizeof host, &port) < 0 || !route_host_ok(host)))
+		return fail(x, g, sub, "expected \"host:port\" (an IP address, [IPv6] or a "
+			    "host name, and a port)");
 	snprintf(sub, sizeof sub, "%s.ca_file", path);
 	if (p->ca_file && *p->ca_file && access(p->ca_file, R_OK) < 0)
 		return fail(x, g, sub, strerror(errno));
+	return 0;
+}
+
+static void overlay(struct cfg_policy *out, const struct cfg_policy *p);
+
+/* Implicit TLS is TLS: policy none cannot go with it. Checked for the
+ * defaults and for each rule on top of them; rules that only combine so
+ * through overlapping matches are refused by the scheduler. */
+static int check_implicit(struct ctx *x, const config_setting_t *g, const char *path,
+			  const struct cfg_policy *defaults, const struct cfg_policy *rule)
+{
+	struct cfg_policy p = *defaults;
+
+	if (rule)
+		overlay(&p, rule);
+	if (cfg_policy_implicit_tls(&p) && strcmp(p.tls, "none") == 0)
+		return fail(x, g, path, "implicit TLS (port 465, or implicit_tls = true) "
+			    "is always TLS: tls = \"none\" cannot go with it (use may, "
+			    "encrypt, dane, dane-only or verify, or implicit_tls = false)");
 	return 0;
 }
 
@@ -329,6 +380,7 @@ static void policy_unset(struct cfg_policy *p)
 	memset(p, 0, sizeof *p);
 	p->max_connections = p->max_messages_per_connection = -1;
 	p->max_recipients_per_message = p->port = -1;
+	p->implicit_tls = -1;
 }
 
 static int get_domains(struct ctx *x, const config_setting_t *l, struct cfg *c)
@@ -351,7 +403,8 @@ static int get_domains(struct ctx *x, const config_setting_t *l, struct cfg *c)
 		if (!config_setting_is_group(g) || !config_setting_lookup_string(g, "match", &m))
 			return fail(x, g, path, "each entry needs match = \"domain or glob\"");
 		set_str(&d->match, m);
-		if (get_policy(x, g, path, &d->p, NULL) < 0)
+		if (get_policy(x, g, path, &d->p, NULL) < 0 ||
+		    check_implicit(x, g, path, &c->defaults, &d->p) < 0)
 			return -1;
 	}
 	return 0;
@@ -480,6 +533,7 @@ static void defaults(struct cfg *c)
 	c->defaults.port = 25;
 	set_str(&c->defaults.route, "");
 	set_str(&c->defaults.ca_file, "");
+	c->defaults.implicit_tls = -1;
 	c->timeouts.connect = 30000;
 	c->timeouts.greeting = c->timeouts.helo = c->timeouts.mail = c->timeouts.rcpt = 300000;
 	c->timeouts.tls = c->timeouts.data = 120000;
@@ -563,7 +617,9 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	    strcmp(c->dkim_canon, "relaxed/simple") && strcmp(c->dkim_canon, "simple/relaxed"))
 		return fail(x, root, "dkim_canonicalization", "expected relaxed/relaxed, "
 			    "simple/simple, relaxed/simple or simple/relaxed");
-	return check_policy(x, root, "defaults", &c->defaults);
+	if (check_policy(x, root, "defaults", &c->defaults) < 0)
+		return -1;
+	return check_implicit(x, root, "defaults", &c->defaults, NULL);
 }
 
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
@@ -651,6 +707,7 @@ static void overlay(struct cfg_policy *out, const struct cfg_policy *p)
 	OV_INT(max_messages_per_connection);
 	OV_INT(max_recipients_per_message);
 	OV_INT(port);
+	OV_INT(implicit_tls);
 #undef OV_STR
 #undef OV_INT
 }
@@ -662,6 +719,21 @@ void cfg_policy_for(const struct cfg *c, const char *domain,
 	for (size_t i = 0; i < c->ndomains; i++)
 		if (vl_glob_match(c->domains[i].match, domain))
 			overlay(out, &c->domains[i].p);
+}
+
+unsigned cfg_policy_port(const struct cfg_policy *p)
+{
+	char host[256];
+	uint16_t port;
+
+	if (p->route && *p->route && vl_parse_hostport(p->route, host, sizeof host, &port) == 0)
+		return port;
+	return p->port > 0 ? (unsigned)p->port : 25;
+}
+
+bool cfg_policy_implicit_tls(const struct cfg_policy *p)
+{
+	return p->implicit_tls >= 0 ? p->implicit_tls != 0 : cfg_policy_port(p) == 465;
 }
 
 static void print_policy(struct vl_buf *o, const struct cfg_policy *p, const char *ind)
@@ -684,6 +756,8 @@ static void print_policy(struct vl_buf *o, const struct cfg_policy *p, const cha
 		vl_buf_printf(o, "%sroute = \"%s\";\n", ind, p->route);
 	if (p->ca_file)
 		vl_buf_printf(o, "%sca_file = \"%s\";\n", ind, p->ca_file);
+	if (p->implicit_tls >= 0)
+		vl_buf_printf(o, "%simplicit_tls = %s;\n", ind, p->implicit_tls ? "true" : "false");
 	if (p->auth_user)
 		vl_buf_printf(o, "%sauth = { user = \"%s\"; password = \"(hidden)\"; };\n",
 			      ind, p->auth_user);

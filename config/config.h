@@ -23,7 +23,9 @@ struct cfg_policy {               /* shaping and delivery for a set of domains *
 	int64_t max_recipients_per_message;
 	char *rate;              /* "" = unlimited, else "N/s|min|h" */
 	int64_t port;
-	char *route;             /* "host:port" instead of MX, "" = MX */
+	char *route;             /* "host:port" instead of MX, "" = MX; host is
+				  * an IP address or a name (A/AAAA) */
+	int64_t implicit_tls;    /* 1/0; unset (-1): on when the port is 465 */
 	char *auth_user, *auth_password;
 };
 
@@ -99,5 +101,10 @@ void cfg_print(const struct cfg *c, struct vl_buf *out);
  * rule in order (later rules win). */
 void cfg_policy_for(const struct cfg *c, const char *domain,
 		      struct cfg_policy *out);
+/* The port a policy's mail goes to: its route's, else `port`. */
+unsigned cfg_policy_port(const struct cfg_policy *p);
+/* Whether it speaks TLS from the connect on (RFC 8314): implicit_tls if
+ * set, else whether that port is 465. */
+bool cfg_policy_implicit_tls(const struct cfg_policy *p);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * engine: the delivery engine. Worker threads, each with its own io_uring,
  * deliver messages over pooled SMTP client sessions: one pool per
- * destination host (address, port, source address, TLS policy, AUTH
- * user), pipelined
+ * destination host (address, port, source address, TLS policy, implicit
+ * TLS, AUTH user), pipelined
  * commands, STARTTLS over OpenSSL memory BIOs, AUTH inside TLS, BDAT when
  * offered. Every recipient of every message submitted gets exactly one
  * result, then the message gets its done call. Prefix: eng_.
@@ -70,6 +70,9 @@ struct eng_route {
 		ENG_STS_OFF, ENG_STS_TESTING, ENG_STS_ENFORCE
 	} sts;
 	bool sts_mx_ok;                  /* the host matches the policy's mx */
+	bool implicit_tls;               /* TLS from the connect on, before the
+					  * greeting (RFC 8314, port 465); the
+					  * policy still says what is checked */
 	char auth_user[256], auth_pass[256]; /* AUTH when auth_user[0] */
 	unsigned max_connections;        /* default 50 */
 	unsigned max_messages_per_connection; /* default 1000 */

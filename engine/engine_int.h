@@ -149,8 +149,9 @@ struct eng_sess {
 void eng_sess_init(struct eng_sess *s, const struct eng_config *cfg,
 		   const struct eng_route *route);
 void eng_sess_free(struct eng_sess *s);
-/* TCP connected: the banner is next. */
-void eng_sess_connected(struct eng_sess *s);
+/* TCP connected: the banner is next (ENG_WAIT), or with implicit TLS the
+ * handshake (ENG_STARTTLS), then the banner inside TLS. */
+enum eng_act eng_sess_connected(struct eng_sess *s);
 enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r);
 /* The TLS handshake finished (worker set tls_* fields). */
 enum eng_act eng_sess_tls_done(struct eng_sess *s);

@@ -37,7 +37,8 @@ const char *eng_sess_state_name(enum eng_state st)
  * to. Any state may fail to CLOSED. */
 #define TO(st) (1u << ENG_S_##st)
 static const unsigned transitions[ENG_S_COUNT] = {
-	[ENG_S_CONNECTING] = TO(BANNER),
+	/* implicit TLS (RFC 8314): the handshake first, the banner inside it */
+	[ENG_S_CONNECTING] = TO(BANNER) | TO(TLS),
 	[ENG_S_BANNER] = TO(EHLO),
 	/* after EHLO/HELO: STARTTLS, AUTH or READY (after_hello); a 5xx to
 	 * EHLO tries HELO */
@@ -46,7 +47,7 @@ static const unsigned transitions[ENG_S_COUNT] = {
 	/* 220: the handshake; refused: on in clear text where the policy
 	 * allows it */
 	[ENG_S_STARTTLS] = TO(TLS) | TO(AUTH) | TO(AUTH_USER) | TO(READY),
-	[ENG_S_TLS] = TO(EHLO),
+	[ENG_S_TLS] = TO(EHLO) | TO(BANNER),
 	[ENG_S_AUTH] = TO(READY),
 	[ENG_S_AUTH_USER] = TO(AUTH_PASS),
 	[ENG_S_AUTH_PASS] = TO(AUTH),
@@ -116,9 +117,14 @@ void eng_sess_free(struct eng_sess *s)
 	free(s->rs);
 }
 
-void eng_sess_connected(struct eng_sess *s)
+enum eng_act eng_sess_connected(struct eng_sess *s)
 {
+	if (s->route->implicit_tls) {
+		enter(s, ENG_S_TLS);
+		return ENG_STARTTLS;
+	}
 	enter(s, ENG_S_BANNER);
+	return ENG_WAIT;
 }
 
 const char *eng_sess_stage(const struct eng_sess *s)
@@ -406,6 +412,10 @@ static enum eng_act auth_login_step(struct eng_sess *s, const struct eng_reply *
 
 enum eng_act eng_sess_tls_done(struct eng_sess *s)
 {
+	if (s->route->implicit_tls) { /* tls_on: the banner, and no STARTTLS */
+		enter(s, ENG_S_BANNER);
+		return ENG_WAIT;
+	}
 	return send_ehlo(s, true); /* RFC 3207 4.2: forget and ask again */
 }
 

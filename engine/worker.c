@@ -73,6 +73,8 @@ struct pool_dane {
  * conn_next[] and logs it at debug level. docs/engine.md has the diagram.
  *
  *   NEW -> CONNECTING -> SETUP <-> TLS
+ *               |                   ^
+ *               +-------------------+  (implicit TLS: the handshake first)
  *                          |
  *                          v
  *                     IDLE <-> BUSY
@@ -92,7 +94,8 @@ enum conn_state {
 	CONN_NEW,        /* allocated, not yet counted in its pool */
 	CONN_CONNECTING, /* TCP connect in flight, with its linked timeout */
 	CONN_SETUP,      /* banner, EHLO, STARTTLS, AUTH: not usable yet */
-	CONN_TLS,        /* the TLS handshake after STARTTLS's 220 */
+	CONN_TLS,        /* the TLS handshake after STARTTLS's 220, or right
+			  * after the connect (implicit TLS) */
 	CONN_IDLE,       /* session READY, on the pool's idle list */
 	CONN_BUSY,       /* a transaction (and its RSET) in progress */
 	CONN_QUITTING,   /* QUIT sent: its reply, EOF or the quit timeout ends it */
@@ -462,6 +465,7 @@ uint64_t eng_route_hash(const struct eng_route *r)
 	if (r->has_source)
 		h = vl_hash_add(h, &r->source, r->sourcelen);
 	h = vl_hash_add(h, &tls, 1);
+	h = vl_hash_add(h, &r->implicit_tls, sizeof r->implicit_tls);
 	if (route_named(r)) {
 		unsigned char sts = (unsigned char)(r->sts * 2 + r->sts_mx_ok);
 		h = vl_hash_lower(h, r->name, strlen(r->name));
@@ -476,7 +480,8 @@ static bool route_same(const struct eng_route *a, const struct eng_route *b)
 	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0 &&
 	       a->has_source == b->has_source &&
 	       (!a->has_source || memcmp(&a->source, &b->source, a->sourcelen) == 0) &&
-	       a->tls == b->tls && strcmp(a->auth_user, b->auth_user) == 0 &&
+	       a->tls == b->tls && a->implicit_tls == b->implicit_tls &&
+	       strcmp(a->auth_user, b->auth_user) == 0 &&
 	       (!route_named(a) || (a->dnssec == b->dnssec && a->sts == b->sts &&
 				    a->sts_mx_ok == b->sts_mx_ok &&
 				    strcasecmp(a->name, b->name) == 0 &&
@@ -798,7 +803,7 @@ static const char *const conn_names[CONN_NSTATES] = {
 #define TO(st) (1u << CONN_##st)
 static const unsigned conn_next[CONN_NSTATES] = {
 	[CONN_NEW] = TO(CONNECTING),
-	[CONN_CONNECTING] = TO(SETUP) | TO(CLOSING),
+	[CONN_CONNECTING] = TO(SETUP) | TO(TLS) | TO(CLOSING), /* TLS: implicit */
 	/* the first READY: IDLE, or BUSY with a message waiting, or QUIT
 	 * (stopping, or max_messages_per_connection reached) */
 	[CONN_SETUP] = TO(TLS) | TO(IDLE) | TO(BUSY) | TO(QUITTING) | TO(DRAINING) |
@@ -1177,8 +1182,9 @@ static void conn_fail_at(struct conn *c, const char *stage, const char *text)
 
 	/* Opportunistic TLS that breaks is not a reason to defer: like
 	 * Postfix, go again in clear text, and remember the host's broken TLS
-	 * for a while. No message is lost: TLS comes before any transaction. */
-	if (c->state == CONN_TLS && p->route.tls == TLS_POLICY_MAY) {
+	 * for a while. No message is lost: TLS comes before any transaction.
+	 * Not with implicit TLS: that port has no clear text. */
+	if (c->state == CONN_TLS && p->route.tls == TLS_POLICY_MAY && !p->route.implicit_tls) {
 		p->may_plain_until = vl_now_ms() + MAY_PLAIN_MS;
 		c->tls_fallback = true;
 		vl_log(VL_LOG_INFO, "engine: %s: %s; policy may: clear text for %d min",
@@ -1220,10 +1226,10 @@ static void conn_plaintext(struct conn *c, const char *data, size_t len)
 	}
 }
 
-/* A verifying connection whose peer did not verify: verify and an
- * enforced MTA-STS policy send nothing (false: the connection is failed);
- * a testing policy only reports it (RFC 8461 5). */
-static bool conn_verify_failed(struct conn *c)
+/* A verifying connection whose peer did not verify: may it go on? Not
+ * under verify or an enforced MTA-STS policy (false: the connection is
+ * failed, nothing sent); a testing policy only reports it (RFC 8461 5). */
+static bool conn_unverified_ok(struct conn *c)
 {
 	const struct eng_route *r = &c->pool->route;
 	bool enforce = r->tls == TLS_POLICY_VERIFY || r->sts == ENG_STS_ENFORCE;
@@ -1239,6 +1245,31 @@ static bool conn_verify_failed(struct conn *c)
 	return false;
 }
 
+/* The handshake is over: the session goes on inside TLS. false: the
+ * connection failed (DANE) and is closing. */
+static bool conn_tls_up(struct conn *c)
+{
+	if (c->dane && !tls_conn_dane(c->tls)) {
+		char why[900];
+		snprintf(why, sizeof why, "DANE: the certificate of %s matches none of "
+			 "its TLSA records (%s; %s); nothing sent", c->pool->route.name,
+			 c->pool->dane.why, tls_conn_verify_error(c->tls));
+		c->s.tls_failure = "validation-failure";
+		conn_fail_at(c, "dane", why);
+		return false;
+	}
+	if (c->verify && !tls_conn_verified(c->tls) && !conn_unverified_ok(c))
+		return false;
+	conn_enter(c, CONN_SETUP);
+	c->s.tls_on = true;
+	c->s.tls_dane = tls_conn_dane(c->tls);
+	c->s.tls_version = tls_conn_version(c->tls);
+	c->s.tls_cipher = tls_conn_cipher(c->tls);
+	c->s.tls_verified = tls_conn_verified(c->tls);
+	conn_act(c, eng_sess_tls_done(&c->s));
+	return !conn_closing(c);
+}
+
 static void conn_tls_input(struct conn *c, const char *data, size_t len)
 {
 	char buf[16384];
@@ -1246,6 +1277,9 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 
 	tls_conn_input(c->tls, data, len);
 	while ((n = tls_conn_read(c->tls, buf, sizeof buf)) > 0) {
+		/* implicit TLS: the banner may come with the handshake's end */
+		if (c->state == CONN_TLS && c->pool->route.implicit_tls && !conn_tls_up(c))
+			return;
 		conn_plaintext(c, buf, (size_t)n);
 		if (conn_closing(c))
 			return;
@@ -1263,24 +1297,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 		return;
 	}
 	if (c->state == CONN_TLS && tls_conn_established(c->tls)) {
-		if (c->dane && !tls_conn_dane(c->tls)) {
-			char why[900];
-			snprintf(why, sizeof why, "DANE: the certificate of %s matches none of "
-				 "its TLSA records (%s; %s); nothing sent", c->pool->route.name,
-				 c->pool->dane.why, tls_conn_verify_error(c->tls));
-			c->s.tls_failure = "validation-failure";
-			conn_fail_at(c, "dane", why);
-			return;
-		}
-		if (c->verify && !tls_conn_verified(c->tls) && !conn_verify_failed(c))
-			return;
-		conn_enter(c, CONN_SETUP);
-		c->s.tls_on = true;
-		c->s.tls_dane = tls_conn_dane(c->tls);
-		c->s.tls_version = tls_conn_version(c->tls);
-		c->s.tls_cipher = tls_conn_cipher(c->tls);
-		c->s.tls_verified = tls_conn_verified(c->tls);
-		conn_act(c, eng_sess_tls_done(&c->s));
+		conn_tls_up(c);
 		return;
 	}
 	if (c->state == CONN_TLS)
@@ -1435,10 +1452,11 @@ static void on_connect(struct conn *c, int res)
 	}
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	conn_enter(c, CONN_SETUP);
-	eng_sess_connected(&c->s);
-	conn_timer(c, c->w->cfg->t.greeting);
 	arm_recv(c);
+	enum eng_act act = eng_sess_connected(&c->s);
+	if (act == ENG_WAIT)
+		conn_enter(c, CONN_SETUP);
+	conn_act(c, act);   /* the banner's timeout, or the handshake (implicit TLS) */
 }
 
 static void conn_open(struct eng_worker *w, struct pool *p)

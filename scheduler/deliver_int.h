@@ -125,7 +125,8 @@ struct sched_site {
 	uint64_t delivered, bounced, transient;
 };
 
-/* A recipient domain that needs MX resolution (no route configured). */
+/* A recipient domain that needs resolution: its MX, or, routed to a
+ * smarthost given by name, that name's addresses (host). */
 enum sched_dstate { SCHED_D_NEW, SCHED_D_RESOLVING, SCHED_D_OK, SCHED_D_FAILED };
 struct sched_pend {
 	struct sched_djob *dj;
@@ -137,6 +138,7 @@ enum sched_sts_step { SCHED_STS_IDLE, SCHED_STS_TXT, SCHED_STS_HOST, SCHED_STS_F
 struct sched_dom {
 	struct sched_deliver *d;
 	char *name;
+	char *host;                   /* the route's host name; NULL: MX */
 	enum sched_dstate st;
 	struct sched_site *site;      /* SCHED_D_OK */
 	uint64_t until_ms;            /* SCHED_D_OK, SCHED_D_FAILED: good until */

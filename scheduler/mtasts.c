@@ -103,7 +103,7 @@ void sched_sts_check(struct sched_deliver *d, struct sched_dom *m, const struct 
 {
 	char qname[300];
 
-	if (!d->sts || !sched_sts_wanted(p) || m->sts_step != SCHED_STS_IDLE ||
+	if (!d->sts || m->host || !sched_sts_wanted(p) || m->sts_step != SCHED_STS_IDLE ||
 	    vl_now_ms() < m->sts_until_ms)
 		return;
 	m->sts_step = SCHED_STS_TXT;

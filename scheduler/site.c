@@ -99,6 +99,7 @@ static void site_template(struct sched_deliver *d, struct sched_site *s, const s
 {
 	tls_policy_parse(p->tls, &s->route.tls);
 	s->route.ca_file = p->ca_file && *p->ca_file ? p->ca_file : NULL;
+	s->route.implicit_tls = cfg_policy_implicit_tls(p);
 	s->route.max_connections = (unsigned)p->max_connections;
 	s->route.max_messages_per_connection = (unsigned)p->max_messages_per_connection;
 	if (p->auth_user) {
@@ -158,10 +159,11 @@ static void site_hosts(struct sched_deliver *d, struct sched_site *s, const stru
 	eng_route_parse(&s->route, "0.0.0.0:25", err, sizeof err);
 	site_template(d, s, p);
 	s->routes = vl_calloc(SCHED_SITE_HOSTS_MAX, sizeof *s->routes);
-	s->nroutes = build_routes(s, (long long)p->port, r, s->routes);
+	s->nroutes = build_routes(s, cfg_policy_port(p), r, s->routes);
 	s->routable = s->nroutes > 0;
 	if (!s->routable)
-		snprintf(s->no_route, sizeof s->no_route, "no usable MX address");
+		snprintf(s->no_route, sizeof s->no_route, "no usable %saddress",
+			 *p->route ? "" : "MX ");
 }
 
 /* A fresh answer for a site's host set: when its addresses moved, later
@@ -171,7 +173,7 @@ static void site_refresh(struct sched_deliver *d, struct sched_site *s, const st
 			 const struct dns_mx_result *r)
 {
 	struct eng_route *fresh = vl_calloc(SCHED_SITE_HOSTS_MAX, sizeof *fresh);
-	size_t n = build_routes(s, (long long)p->port, r, fresh);
+	size_t n = build_routes(s, cfg_policy_port(p), r, fresh);
 	bool same = n == s->nroutes;
 
 	/* as sets: every answer shuffles hosts of equal preference */
@@ -186,7 +188,7 @@ static void site_refresh(struct sched_deliver *d, struct sched_site *s, const st
 		free(fresh);
 		return;
 	}
-	vl_log(VL_LOG_INFO, "site %s: MX addresses changed; %zu now", s->key, n);
+	vl_log(VL_LOG_INFO, "site %s: addresses changed; %zu now", s->key, n);
 	d->old_routes = vl_realloc(d->old_routes, (d->nold + 1) * sizeof *d->old_routes);
 	d->old_routes[d->nold++] = s->routes;
 	s->routes = fresh;
@@ -225,6 +227,11 @@ static struct sched_site *site_new(struct sched_deliver *d, const char *key,
 		site_hosts(d, s, p, mx);
 	else
 		site_route(d, s, p);
+	if (s->routable && s->route.implicit_tls && s->route.tls == TLS_POLICY_NONE) {
+		s->routable = false;   /* rules that combine so through overlapping matches */
+		snprintf(s->no_route, sizeof s->no_route, "implicit TLS (port 465 or "
+			 "implicit_tls) with tls = \"none\": refused");
+	}
 	s->window = p->max_connections > 0 ? (unsigned)p->max_connections * 2 : 2;
 	if (p->rate && *p->rate && vl_parse_rate(p->rate, &s->rate) == 0)
 		sched_bucket_init(&s->b, s->rate);
@@ -234,13 +241,15 @@ static struct sched_site *site_new(struct sched_deliver *d, const char *key,
 	return s;
 }
 
-/* "<where>|tls|conns|per conn|rcpts|rate|port|user|ca": same key, same site. */
+/* "<where>|tls|conns|per conn|rcpts|rate|port|user|ca[|implicit]": same
+ * key, same site. */
 static void site_key(char *key, size_t len, const char *where, const struct cfg_policy *p)
 {
-	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s|%s", where, p->tls,
+	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s|%s%s", where, p->tls,
 		 (long long)p->max_connections, (long long)p->max_messages_per_connection,
 		 (long long)p->max_recipients_per_message, p->rate, (long long)p->port,
-		 p->auth_user ? p->auth_user : "", p->ca_file ? p->ca_file : "");
+		 p->auth_user ? p->auth_user : "", p->ca_file ? p->ca_file : "",
+		 cfg_policy_implicit_tls(p) ? "|implicit" : "");
 }
 
 static struct sched_site *site_get(struct sched_deliver *d, const char *where,
@@ -312,7 +321,16 @@ int sched_site_next_host(struct sched_site *s, unsigned after, uint64_t now)
 
 /* ---- domains resolved through DNS ---- */
 
-static struct sched_dom *dom_get(struct sched_deliver *d, const char *name)
+/* Whether a route names its host (a smarthost to resolve), not an
+ * address; the name goes to host[256]. */
+static bool route_by_name(const char *route, char *host)
+{
+	uint16_t port;
+
+	return *route && vl_parse_hostport(route, host, 256, &port) == 0 && !vl_ip_literal(host);
+}
+
+static struct sched_dom *dom_get(struct sched_deliver *d, const char *name, const char *route)
 {
 	json_t *v = json_object_get(d->doms, name);
 
@@ -321,6 +339,9 @@ static struct sched_dom *dom_get(struct sched_deliver *d, const char *name)
 	struct sched_dom *m = vl_calloc(1, sizeof *m);
 	m->d = d;
 	m->name = vl_strdup(name);
+	char host[256];
+	if (route_by_name(route, host))
+		m->host = vl_strdup(host);
 	json_object_set_new(d->doms, name, json_integer((json_int_t)(intptr_t)m));
 	return m;
 }
@@ -391,15 +412,18 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 		return;
 	}
 	json_t *known = json_object_get(d->doms, name);
+	char host[256];
 	if (!known) {
 		cfg_policy_for(d->cfg, name, &p);
-		if (*p.route) {
+		/* a route to an address is the site; a name is resolved below
+		 * as the domain's MX would be */
+		if (*p.route && !route_by_name(p.route, host)) {
 			to_site(d, sched_site_for(d, name), dj, idx);
 			return;
 		}
 	}
 	struct sched_dom *m = known ? (struct sched_dom *)(intptr_t)json_integer_value(known) :
-				dom_get(d, name);
+				dom_get(d, name, p.route);
 	if (m->st == SCHED_D_OK && now < m->until_ms) {
 		if (now >= m->sts_until_ms && m->sts_step == SCHED_STS_IDLE) {
 			cfg_policy_for(d->cfg, name, &p);
@@ -418,8 +442,12 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 		m->st = SCHED_D_RESOLVING;
 		m->mx_until_ms = 0;
 		cfg_policy_for(d->cfg, name, &p);
-		sched_sts_check(d, m, &p);
-		eng_resolve_mx(d->eng, name, on_mx, m);
+		if (m->host) {  /* the operator named it: private addresses too */
+			eng_resolve_host(d->eng, m->host, true, on_mx, m);
+		} else {
+			sched_sts_check(d, m, &p);
+			eng_resolve_mx(d->eng, name, on_mx, m);
+		}
 	}
 }
 
@@ -428,7 +456,9 @@ void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 	struct sched_dom *m = dd->dom;
 	const struct dns_mx_result *r = dd->r;
 	bool ok = r && r->status == DNS_OK && r->nhosts;
-	bool perm = r && !ok && dns_status_permanent(r->status);
+	/* a relay's name failing is the operator's problem, never the
+	 * recipient's: it defers, even on NXDOMAIN */
+	bool perm = r && !ok && dns_status_permanent(r->status) && !m->host;
 	uint32_t ttl = r && r->ttl ? r->ttl : 60;
 
 	if (dd->kind != SCHED_DD_MX) {
@@ -437,8 +467,15 @@ void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 	}
 	m->st = ok ? SCHED_D_RESOLVING : perm ? SCHED_D_FAILED : SCHED_D_NEW;
 	m->until_ms = m->mx_until_ms = vl_now_ms() + (uint64_t)ttl * 1000;
-	snprintf(m->why, sizeof m->why, "%s: %s", m->name,
-		 r && r->why ? r->why : "no answer from the resolver");
+	if (m->host) {
+		struct cfg_policy p;
+		cfg_policy_for(d->cfg, m->name, &p);
+		snprintf(m->why, sizeof m->why, "route %s: %s", p.route,
+			 r && r->why ? r->why : "no answer from the resolver");
+	} else {
+		snprintf(m->why, sizeof m->why, "%s: %s", m->name,
+			 r && r->why ? r->why : "no answer from the resolver");
+	}
 	if (ok) {
 		dns_mx_free(m->mx);
 		m->mx = dd->r;
@@ -449,18 +486,23 @@ void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 		sched_dom_place(d, m);
 }
 
-/* The site for the domain's MX answer under its MTA-STS policy now. */
+/* The site for the domain's answer: a named route's (its route string is
+ * the site), or its MX hosts' under its MTA-STS policy now. */
 static struct sched_site *dom_site(struct sched_deliver *d, struct sched_dom *m)
 {
 	struct cfg_policy p;
 	char key[1400] = "mx:", suffix[64];
-	const struct sts_entry *e;
+	const struct sts_entry *e = NULL;
 
 	cfg_policy_for(d->cfg, m->name, &p);
-	e = sched_sts_wanted(&p) ? sched_sts_policy(d, m->name) : NULL;
-	dns_site_key(m->mx, key + 3, sizeof key - 3);
-	sts_suffix(suffix, sizeof suffix, key + 3, e);
-	snprintf(key + strlen(key), sizeof key - strlen(key), "%s", suffix);
+	if (m->host) {
+		snprintf(key, sizeof key, "%s", p.route);
+	} else {
+		e = sched_sts_wanted(&p) ? sched_sts_policy(d, m->name) : NULL;
+		dns_site_key(m->mx, key + 3, sizeof key - 3);
+		sts_suffix(suffix, sizeof suffix, key + 3, e);
+		snprintf(key + strlen(key), sizeof key - strlen(key), "%s", suffix);
+	}
 	struct sched_site *s = site_get(d, key, &p, m->mx, e);
 	if (s->routes != &s->route)
 		site_refresh(d, s, &p, m->mx);
@@ -505,6 +547,7 @@ void sched_doms_free(struct sched_deliver *d)
 		struct sched_dom *m = (struct sched_dom *)(intptr_t)json_integer_value(v);
 		dns_mx_free(m->mx);
 		free(m->name);
+		free(m->host);
 		free(m->pend);
 		free(m);
 	}

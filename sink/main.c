@@ -139,7 +139,8 @@ int main(int argc, char **argv)
 		pthread_create(&t[i].tid, NULL, thread_main, &t[i]);
 	for (int i = 0; i < conf.nlisten; i++)
 		vl_log(VL_LOG_INFO, "volley-sink listening on %s:%u%s", conf.listen[i].host,
-		       conf.listen[i].port, conf.tls ? " (STARTTLS)" : "");
+		       conf.listen[i].port, conf.implicit_tls ? " (implicit TLS)" :
+		       conf.tls ? " (STARTTLS)" : "");
 
 	wait_for_signal(&conf, t, each);
 	atomic_store(&stop, true);

@@ -75,6 +75,8 @@ struct sink_conf {
 	int threads;
 	char hostname[256];
 	bool tls;
+	bool implicit_tls;      /* TLS from the connect on (RFC 8314): the
+				 * greeting comes inside it, no STARTTLS */
 	char *cert, *key;
 	uint64_t latency_ms;
 	uint64_t timeout_ms;

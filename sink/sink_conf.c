@@ -171,7 +171,8 @@ static int parse_fault(struct sink_fault *f, const char *opt, const char *arg,
 void sink_usage(FILE *f)
 {
 	fputs("usage: volley-sink [--listen ADDR:PORT]... [--threads N] [--hostname NAME]\n"
-	      "                   [--tls] [--cert FILE --key FILE] [--latency DUR] [--timeout DUR]\n"
+	      "                   [--tls | --implicit-tls] [--cert FILE --key FILE]\n"
+	      "                   [--latency DUR] [--timeout DUR]\n"
 	      "                   [--reply 'STAGE[:PATTERN]=REPLY']... [--tempfail [STAGE:]PCT]\n"
 	      "                   [--permfail [STAGE:]PCT] [--disconnect [STAGE:]PCT] [--seed N]\n"
 	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
@@ -184,7 +185,7 @@ enum {
 	O_LISTEN = 256, O_THREADS, O_HOSTNAME, O_TLS, O_CERT, O_KEY, O_LATENCY,
 	O_TIMEOUT, O_REPLY, O_TEMPFAIL, O_PERMFAIL, O_DISCONNECT, O_SEED,
 	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP,
-	O_DISABLE, O_AUTH, O_REQUIRETLS
+	O_DISABLE, O_AUTH, O_REQUIRETLS, O_IMPLICIT_TLS
 };
 
 static const struct option long_opts[] = {
@@ -192,6 +193,7 @@ static const struct option long_opts[] = {
 	{"threads", required_argument, NULL, O_THREADS},
 	{"hostname", required_argument, NULL, O_HOSTNAME},
 	{"tls", no_argument, NULL, O_TLS},
+	{"implicit-tls", no_argument, NULL, O_IMPLICIT_TLS},
 	{"cert", required_argument, NULL, O_CERT},
 	{"key", required_argument, NULL, O_KEY},
 	{"latency", required_argument, NULL, O_LATENCY},
@@ -321,6 +323,7 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 		snprintf(c->hostname, sizeof c->hostname, "%s", arg);
 		return 0;
 	case O_TLS: c->tls = true; return 0;
+	case O_IMPLICIT_TLS: c->tls = c->implicit_tls = true; return 0;
 	case O_CERT: free(c->cert); c->cert = vl_strdup(arg); return 0;
 	case O_KEY: free(c->key); c->key = vl_strdup(arg); return 0;
 	case O_LATENCY: return parse_dur_opt(&c->latency_ms, "latency", arg, err, errlen);

@@ -308,7 +308,8 @@ static void conn_plaintext(struct conn *c, const char *data, size_t len)
 	sink_sess_feed(&c->sess, data, len);
 }
 
-/* The handshake is done: the session starts over inside TLS. */
+/* The handshake is done: the session starts over inside TLS (with
+ * implicit TLS it starts there: the greeting goes now). */
 static void tls_begin(struct conn *c)
 {
 	if (c->tls_started)
@@ -316,6 +317,8 @@ static void tls_begin(struct conn *c)
 	c->tls_started = true;
 	sink_sess_tls_started(&c->sess, tls_conn_version(c->tls), tls_conn_cipher(c->tls));
 	c->sess.tls_resumed = tls_conn_resumed(c->tls);
+	if (c->w->conf->implicit_tls)
+		sink_sess_greet(&c->sess);
 }
 
 static void conn_tls_input(struct conn *c, const char *data, size_t len)
@@ -517,8 +520,13 @@ static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 	SINK_STAT_ADD(&w->stats, conns_open, 1);
 	SINK_STAT_ADD(&w->stats, conns_total, 1);
 	idle_touch(w, c);
-	sink_sess_greet(&c->sess);
 	arm_recv(c);
+	if (w->conf->implicit_tls) { /* the client speaks first: its ClientHello */
+		if (!(c->tls = tls_conn_new_server(w->tls_ctx)))
+			conn_close(c, true);
+		return;
+	}
+	sink_sess_greet(&c->sess);
 	conn_after_session(c);
 }
 

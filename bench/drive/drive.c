@@ -7,7 +7,7 @@
  *
  *   volley-drive --route 127.0.0.1:2525 [--route ...] [--messages N]
  *       [--rcpts N] [--size BYTES] [--tls POLICY] [--ca FILE]
- *       [--auth USER:PASS] [--max-conns N] [--max-per-conn N]
+ *       [--auth USER:PASS] [--implicit-tls] [--max-conns N] [--max-per-conn N]
  *       [--max-rcpts-per-txn N] [--workers N] [--helo NAME]
  *       [--timeout NAME=DUR]... [--8bit] [--smtputf8] [--submitters N]
  *       [--results]
@@ -201,7 +201,7 @@ static void usage(void)
 {
 	fputs("usage: volley-drive --route ADDR:PORT [--route ...] [--messages N] [--rcpts N]\n"
 	      "  [--size BYTES] [--tls none|may|encrypt|dane|dane-only|verify] [--ca FILE]\n"
-	      "  [--auth USER:PASS] [--max-conns N] [--max-per-conn N] [--max-rcpts-per-txn N]\n"
+	      "  [--auth USER:PASS] [--implicit-tls] [--max-conns N] [--max-per-conn N] [--max-rcpts-per-txn N]\n"
 	      "  [--workers N] [--helo NAME] [--timeout NAME=DUR]... [--8bit] [--smtputf8]\n"
 	      "  [--submitters N] [--results]\n", stderr);
 }
@@ -212,6 +212,7 @@ int main(int argc, char **argv)
 	struct eng_config cfg;
 	enum tls_policy tls = TLS_POLICY_MAY;
 	uint64_t max_conns = 50, max_per_conn = 1000, v, submitters = 1;
+	bool implicit_tls = false;
 	char auth[512] = "", err[256];
 	const char *routes[16];
 	int nroutes = 0, opt;
@@ -221,7 +222,8 @@ int main(int argc, char **argv)
 		{"max-conns", 1, 0, 'C'}, {"max-per-conn", 1, 0, 'P'},
 		{"max-rcpts-per-txn", 1, 0, 'R'}, {"workers", 1, 0, 'w'}, {"helo", 1, 0, 'h'},
 		{"timeout", 1, 0, 'T'}, {"8bit", 0, 0, '8'}, {"smtputf8", 0, 0, 'u'},
-		{"results", 0, 0, 'j'}, {"submitters", 1, 0, 'S'}, {0, 0, 0, 0},
+		{"results", 0, 0, 'j'}, {"submitters", 1, 0, 'S'}, {"implicit-tls", 0, 0, 'I'},
+		{0, 0, 0, 0},
 	};
 
 	eng_config_defaults(&cfg);
@@ -245,6 +247,7 @@ int main(int argc, char **argv)
 		case '8': d.eightbit = true; break;
 		case 'u': d.smtputf8 = true; break;
 		case 'j': d.results = true; break;
+		case 'I': implicit_tls = true; break;
 		case 'S': bad = vl_parse_u64(optarg, &submitters) < 0 || !submitters ||
 				submitters > 64; break;
 		default: bad = true;
@@ -267,6 +270,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		r->tls = tls;
+		r->implicit_tls = implicit_tls;
 		r->max_connections = (unsigned)max_conns;
 		r->max_messages_per_connection = (unsigned)max_per_conn;
 		if (auth[0]) {

@@ -19,8 +19,8 @@ NAMES = ["mx.good.test", "mx.ta.test", "mx.bad.test", "mx.none.test", "mx.plain.
          "mx.weird.test", "mx1.walk.test", "mx2.walk.test"]
 
 
-def make_certs(folder):
-    """A test CA and, issued by it, the sink's certificate for NAMES; the
+def make_certs(folder, names=NAMES):
+    """A test CA and, issued by it, the sink's certificate for names; the
     chain file holds the key, the certificate and the CA's."""
     def run(*argv):
         subprocess.run(argv, cwd=folder, check=True, capture_output=True, timeout=30)
@@ -30,10 +30,10 @@ def make_certs(folder):
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "mx.key", "-out", "mx.csr", "-subj", "/CN=" + NAMES[0])
+        "-keyout", "mx.key", "-out", "mx.csr", "-subj", "/CN=" + names[0])
     with open(os.path.join(folder, "ext.cnf"), "w") as f:
         f.write("subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n"
-                % ",".join("DNS:" + n for n in NAMES))
+                % ",".join("DNS:" + n for n in names))
     run("openssl", "x509", "-req", "-in", "mx.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "mx.pem", "-days", "2", "-extfile", "ext.cnf")
     chain = os.path.join(folder, "chain.pem")

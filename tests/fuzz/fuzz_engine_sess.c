@@ -31,7 +31,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 	eng_config_defaults(&cfg);
 	cfg.max_rcpts_per_txn = 1 + (data[0] & 3);
 	eng_route_parse(&route, "127.0.0.1:25", err, sizeof err);
-	route.tls = (enum tls_policy)((data[0] >> 2) % 6);
+	route.tls = (enum tls_policy)((data[0] >> 2) % 7);
+	route.implicit_tls = data[0] & 0x20;   /* the handshake, then the banner */
 	if (data[0] & 0x80) {
 		strcpy(route.auth_user, "u");
 		strcpy(route.auth_pass, "p");
@@ -46,8 +47,12 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 	struct eng_reply_parser p;
 	eng_sess_init(&s, &cfg, &route);
 	eng_reply_parser_init(&p);
-	eng_sess_connected(&s);
 	bool dane = data[0] & 0x10; /* TLS authenticated, for REQUIRETLS */
+	if (eng_sess_connected(&s) == ENG_STARTTLS) {   /* implicit TLS */
+		s.tls_on = true;
+		s.tls_dane = dane;
+		eng_sess_tls_done(&s);
+	}
 	data++, len--;
 
 	bool started = false, closed = false;

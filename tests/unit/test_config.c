@@ -99,6 +99,75 @@ Test(config, errors_name_line_and_key)
 	}
 }
 
+/* Smarthosts by name, and implicit TLS: on by default for port 465. */
+Test(config, named_routes_and_implicit_tls)
+{
+	struct cfg c;
+	char err[256] = "";
+	int rc = load(&c,
+		      "defaults = { tls = \"encrypt\"; };\n"
+		      "domains = ( { match = \"a.test\"; route = \"relay.example.com:465\";"
+		      " auth = { user = \"u\"; password = \"p\"; }; },\n"
+		      "  { match = \"b.test\"; route = \"relay.example.com:587\"; },\n"
+		      "  { match = \"c.test\"; route = \"[::1]:2465\"; implicit_tls = true; },\n"
+		      "  { match = \"d.test\"; route = \"192.0.2.1:465\"; implicit_tls = false;"
+		      " tls = \"none\"; },\n"
+		      "  { match = \"e.test\"; port = 465; tls = \"dane\"; } );\n",
+		      err, sizeof err);
+	cr_assert_eq(rc, 0, "%s", err);
+	struct cfg_policy p;
+	struct { const char *dom; unsigned port; bool implicit; } want[] = {
+		{ "a.test", 465, true }, { "b.test", 587, false }, { "c.test", 2465, true },
+		{ "d.test", 465, false }, { "e.test", 465, true }, { "other.test", 25, false },
+	};
+	for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+		cfg_policy_for(&c, want[i].dom, &p);
+		cr_assert_eq(cfg_policy_port(&p), want[i].port, "%s", want[i].dom);
+		cr_assert_eq(cfg_policy_implicit_tls(&p), want[i].implicit, "%s", want[i].dom);
+	}
+	cfg_policy_for(&c, "a.test", &p);
+	cr_assert_str_eq(p.route, "relay.example.com:465");
+	struct vl_buf b;
+	vl_buf_init(&b);
+	cfg_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert(strstr(b.p, "route = \"relay.example.com:465\";"), "%s", b.p);
+	cr_assert(strstr(b.p, "implicit_tls = true;"), "%s", b.p);
+	cr_assert(strstr(b.p, "implicit_tls = false;"), "%s", b.p);
+	vl_buf_free(&b);
+	cfg_free(&c);
+}
+
+Test(config, route_and_implicit_tls_errors)
+{
+	struct { const char *text, *want; } cases[] = {
+		/* implicit TLS is TLS: policy none cannot have it */
+		{ "domains = ( { match = \"x\"; route = \"relay.test:465\"; tls = \"none\"; } );",
+		  "domains[0]: implicit TLS" },
+		{ "domains = ( { match = \"x\"; route = \"relay.test:25\"; implicit_tls = true; } );"
+		  "\ndefaults = { tls = \"none\"; };", "domains[0]: implicit TLS" },
+		{ "defaults = { port = 465; tls = \"none\"; };", "defaults: implicit TLS" },
+		{ "defaults = { implicit_tls = \"yes\"; };", "defaults.implicit_tls: expected true" },
+		/* a route's host: an address or a host name */
+		{ "domains = ( { match = \"x\"; route = \"relay test:25\"; } );", "domains[0].route" },
+		{ "domains = ( { match = \"x\"; route = \"relay..test:25\"; } );", "domains[0].route" },
+		{ "domains = ( { match = \"x\"; route = \"a:b:25\"; } );", "domains[0].route" },
+		{ "domains = ( { match = \"x\"; route = \"relay.test\"; } );", "domains[0].route" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct cfg c;
+		char err[512] = "";
+		cr_assert_eq(load(&c, cases[i].text, err, sizeof err), -1, "%s", cases[i].text);
+		cr_assert(strstr(err, cases[i].want), "%s: got \"%s\"", cases[i].text, err);
+		cfg_free(&c);
+	}
+	struct cfg c;
+	char err[512] = "";
+	cr_assert_eq(load(&c, "domains = ( { match = \"x\"; route = \"relay.test:465\"; "
+			  "tls = \"may\"; } );", err, sizeof err), 0, "%s", err);
+	cfg_free(&c);
+}
+
 Test(config, sizes_and_rates)
 {
 	uint64_t v;

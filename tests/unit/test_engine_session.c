@@ -35,7 +35,9 @@ static void on_result(struct eng_msg *m, size_t i, const struct eng_result *r)
 	t->nres++;
 }
 
-static struct t *t_new(enum tls_policy p, int nrcpt)
+/* implicit: TLS from the connect on (RFC 8314): the connect asks for the
+ * handshake (t->act) instead of waiting for the banner. */
+static struct t *t_new_tls(enum tls_policy p, int nrcpt, bool implicit)
 {
 	struct t *t = calloc(1, sizeof *t);
 	char err[128];
@@ -43,6 +45,7 @@ static struct t *t_new(enum tls_policy p, int nrcpt)
 	snprintf(t->cfg.helo, sizeof t->cfg.helo, "me.test");
 	cr_assert_eq(eng_route_parse(&t->route, "127.0.0.1:25", err, sizeof err), 0);
 	t->route.tls = p;
+	t->route.implicit_tls = implicit;
 	eng_sess_init(&t->s, &t->cfg, &t->route);
 	static const char *names[] = {"a@x.test", "b@x.test", "c@x.test", "d@x.test"};
 	for (int i = 0; i < nrcpt; i++)
@@ -52,7 +55,14 @@ static struct t *t_new(enum tls_policy p, int nrcpt)
 	t->m = (struct eng_msg){.mail_from = "s@y.test", .rcpts = t->rcpts,
 		.nrcpt = (size_t)nrcpt, .body = t->body, .nbody = 2,
 		.on_result = on_result, .arg = t, .size_ = 19, .pending_ = (size_t)nrcpt};
-	eng_sess_connected(&t->s);
+	t->act = eng_sess_connected(&t->s);
+	return t;
+}
+
+static struct t *t_new(enum tls_policy p, int nrcpt)
+{
+	struct t *t = t_new_tls(p, nrcpt, false);
+	cr_assert_eq(t->act, ENG_WAIT, "the banner first");
 	return t;
 }
 
@@ -248,6 +258,64 @@ Test(eng_session, auth_only_inside_tls)
 	cr_assert_str_eq(reply(t, "250-mx\r\n250 AUTH=LOGIN PLAIN\r\n"), "AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
 	reply(t, "235 2.7.0 ok\r\n");
 	cr_assert_eq(t->act, ENG_IDLE);
+	t_free(t);
+}
+
+/* Implicit TLS (RFC 8314): the handshake before anything, the banner and
+ * EHLO inside it, AUTH then, STARTTLS never, whatever the policy. */
+Test(eng_session, implicit_tls_greeting_inside_tls)
+{
+	static const enum tls_policy pols[] = { TLS_POLICY_MAY, TLS_POLICY_ENCRYPT,
+						TLS_POLICY_DANE, TLS_POLICY_VERIFY };
+	for (size_t i = 0; i < sizeof pols / sizeof *pols; i++) {
+		struct t *t = t_new_tls(pols[i], 1, true);
+		snprintf(t->route.auth_user, sizeof t->route.auth_user, "user");
+		snprintf(t->route.auth_pass, sizeof t->route.auth_pass, "pass");
+		cr_assert_eq(t->act, ENG_STARTTLS, "the handshake comes first");
+		cr_assert_eq(t->s.state, ENG_S_TLS);
+		cr_assert_str_eq(eng_sess_stage(&t->s), "tls");
+		cr_assert_eq(eng_sess_timeout(&t->s), t->cfg.t.tls);
+		cr_assert_eq(t->s.out.len, 0, "not a byte in clear text");
+		t->s.tls_on = true;
+		t->s.tls_version = "TLSv1.3";
+		t->act = eng_sess_tls_done(&t->s);
+		cr_assert_eq(t->act, ENG_WAIT);
+		cr_assert_eq(t->s.out.len, 0, "the server speaks first, inside TLS");
+		cr_assert_eq(t->s.state, ENG_S_BANNER);
+		cr_assert_eq(eng_sess_timeout(&t->s), t->cfg.t.greeting);
+		cr_assert_str_eq(reply(t, "220 relay ESMTP\r\n"), "EHLO me.test\r\n");
+		/* STARTTLS offered all the same: TLS is on, it is not sent */
+		cr_assert_str_eq(reply(t, "250-relay\r\n250-STARTTLS\r\n250-PIPELINING\r\n"
+				       "250 AUTH PLAIN LOGIN\r\n"), "AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
+		cr_assert_eq(t->s.state, ENG_S_AUTH);
+		reply(t, "235 2.7.0 ok\r\n");
+		cr_assert_eq(t->act, ENG_IDLE);
+		cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n");
+		reply(t, "250 ok\r\n");
+		reply(t, "250 ok\r\n");
+		reply(t, "354 go\r\n");
+		reply(t, "250 2.0.0 queued\r\n");
+		cr_assert_eq(t->res[0].status, ENG_DELIVERED);
+		cr_assert_str_eq(t->res[0].tls_version, "TLSv1.3");
+		t_free(t);
+	}
+	/* a handshake that fails: stage tls, nothing sent */
+	struct t *t = t_new_tls(TLS_POLICY_ENCRYPT, 1, true);
+	cr_assert_eq(eng_sess_fail(&t->s, eng_sess_stage(&t->s), 0, "", "TLS: bad"), ENG_CLOSE);
+	cr_assert_str_eq(t->s.fail_stage, "tls");
+	cr_assert_eq(t->s.out.len, 0);
+	t_free(t);
+	/* a wrong password inside TLS: the session ends at stage auth */
+	t = t_new_tls(TLS_POLICY_ENCRYPT, 1, true);
+	snprintf(t->route.auth_user, sizeof t->route.auth_user, "user");
+	t->s.tls_on = true;
+	eng_sess_tls_done(&t->s);
+	reply(t, "220 relay\r\n");
+	reply(t, "250-relay\r\n250 AUTH PLAIN\r\n");
+	reply(t, "535 5.7.8 bad credentials\r\n");
+	cr_assert_eq(t->act, ENG_CLOSE);
+	cr_assert_str_eq(t->s.fail_stage, "auth");
+	cr_assert_eq(t->s.fail_code, 535);
 	t_free(t);
 }
 
@@ -486,6 +554,10 @@ Test(eng_session, transitions)
 			  "every state may fail");
 		cr_assert(eng_sess_transition_ok((enum eng_state)a, (enum eng_state)a));
 	}
+	/* implicit TLS: the handshake, then the banner inside it */
+	cr_assert(eng_sess_transition_ok(ENG_S_CONNECTING, ENG_S_TLS));
+	cr_assert(eng_sess_transition_ok(ENG_S_TLS, ENG_S_BANNER));
+	cr_assert_not(eng_sess_transition_ok(ENG_S_CONNECTING, ENG_S_EHLO));
 	cr_assert_not(eng_sess_transition_ok(ENG_S_BANNER, ENG_S_TXN));
 	cr_assert_not(eng_sess_transition_ok(ENG_S_TLS, ENG_S_READY), "EHLO again first");
 	cr_assert_not(eng_sess_transition_ok(ENG_S_EHLO, ENG_S_TXN));

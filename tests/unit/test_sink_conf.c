@@ -99,6 +99,12 @@ Test(sink_conf, defaults_and_options)
 	cr_assert_eq(c.nrules, 1);
 	cr_assert_eq(c.max_conns, 10);
 	cr_assert_eq(c.stats_every_ms, 1000);
+	cr_assert_not(c.implicit_tls);
+	sink_conf_free(&c);
+
+	/* implicit TLS: TLS on every listener (a certificate is needed) */
+	cr_assert_eq(parse(&c, err, sizeof err, "--implicit-tls", "--auth", "u:p", NULL), 0);
+	cr_assert(c.implicit_tls && c.tls);
 	sink_conf_free(&c);
 }
 

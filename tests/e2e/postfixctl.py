@@ -1,0 +1,244 @@
+"""A private Postfix as a smarthost for the e2e tests (stdlib only).
+
+Relay   Debian's Postfix, its own config, queue and data folders in a temp
+        folder (a system Postfix is untouched), every service unchrooted,
+        its log in a file (postlog): smtpd on HOST:PORT in wrapper mode
+        (smtpd_tls_wrappermode: implicit TLS, RFC 8314), AUTH required to
+        relay (smtpd_tls_auth_only), SASL from a Dovecot auth socket that
+        DovecotAuth serves, and everything it accepts relayed on to one
+        volley-sink (transport_maps). Started with `postfix -c ETC
+        start-fg` as a child, stopped with `postfix -c ETC stop`, then by
+        PID.
+DovecotAuth
+        Dovecot's authentication protocol (1.2, the part Postfix's smtpd
+        speaks) on a Unix socket, in a thread: PLAIN and LOGIN against one
+        user and password. Postfix has no SASL server of its own, and
+        neither Dovecot nor Cyrus's saslpasswd2 is installed here.
+
+Needs root (Postfix's master). Every address is on 127.0.0.0/8; every wait
+is bounded.
+"""
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import threading
+
+from . import util
+
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+START_WAIT = 30.0
+
+
+def available():
+    return os.access(POSTFIX, os.X_OK) and os.geteuid() == 0
+
+
+class DovecotAuth:
+    def __init__(self, path, user, password):
+        self.path, self.user, self.password = path, user, password
+        self.requests = []     # (mechanism, user, ok) as decided
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        os.chmod(path, 0o666)  # smtpd runs as postfix
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(2)
+        self.sock.close()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _check(self, mech, ident, creds, out):
+        """creds: (user, password) or None when malformed."""
+        ok = creds == (self.user, self.password)
+        self.requests.append((mech, creds[0] if creds else None, ok))
+        if ok:
+            out.append("OK\t%s\tuser=%s" % (ident, self.user))
+        else:
+            out.append("FAIL\t%s" % ident)
+
+    def _step(self, state, ident, data, out):
+        """One client response (base64) in an exchange; state: [mech, user]."""
+        raw = base64.b64decode(data or "")
+        if state[0] == "PLAIN":
+            parts = raw.split(b"\0")
+            creds = (parts[1].decode(), parts[2].decode()) if len(parts) == 3 else None
+            self._check("PLAIN", ident, creds, out)
+            return True
+        if state[1] is None:          # LOGIN: the user name, then the password
+            state[1] = raw.decode()
+            out.append("CONT\t%s\t%s" % (ident, base64.b64encode(b"Password:").decode()))
+            return False
+        self._check("LOGIN", ident, (state[1], raw.decode()), out)
+        return True
+
+    def _conn(self, c):
+        c.settimeout(10)
+        c.sendall(("VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\n"
+                   "SPID\t%d\nCUID\t1\nCOOKIE\t%s\nDONE\n" % (os.getpid(), "0" * 32)).encode())
+        exchanges, buf = {}, b""
+        try:
+            while not self.stopping:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    out = []
+                    self._line(line.decode(errors="replace").split("\t"), exchanges, out)
+                    if out:
+                        c.sendall(("\n".join(out) + "\n").encode())
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def _line(self, f, exchanges, out):
+        if f[0] == "AUTH" and len(f) >= 3:
+            ident, mech = f[1], f[2].upper()
+            args = dict(a.split("=", 1) for a in f[3:] if "=" in a)
+            if mech not in ("PLAIN", "LOGIN"):
+                out.append("FAIL\t%s\treason=unsupported mechanism" % ident)
+                return
+            state = exchanges[ident] = [mech, None]
+            if "resp" in args:
+                if self._step(state, ident, args["resp"], out):
+                    exchanges.pop(ident, None)
+            elif mech == "LOGIN":
+                out.append("CONT\t%s\t%s" % (ident, base64.b64encode(b"Username:").decode()))
+            else:
+                out.append("CONT\t%s\t" % ident)
+        elif f[0] == "CONT" and len(f) >= 2 and f[1] in exchanges:
+            if self._step(exchanges[f[1]], f[1], f[2] if len(f) > 2 else "", out):
+                exchanges.pop(f[1], None)
+
+
+class Relay:
+    """A private Postfix: smtps (wrapper mode) on host:port with cert/key,
+    AUTH as user/password required, relaying to [sink_host]:sink_port."""
+
+    def __init__(self, host, port, cert, key, sink_host, sink_port, user="u",
+                 password="p"):
+        self.host, self.port = host, port
+        self.cert, self.key = cert, key
+        self.sink = (sink_host, sink_port)
+        self.user, self.password = user, password
+        self.proc = self.auth = None
+        self.dir = None
+
+    def _paths(self):
+        d = self.dir
+        return d, os.path.join(d, "etc"), os.path.join(d, "queue"), os.path.join(d, "maillog")
+
+    def _write(self, name, text):
+        with open(os.path.join(self.etc, name), "w") as f:
+            f.write(text)
+
+    def _configure(self):
+        self._write("main.cf", "\n".join([
+            "compatibility_level = 3.6",
+            "config_directory = %s" % self.etc,
+            "queue_directory = %s" % self.queue,
+            "data_directory = %s/data" % self.dir,
+            "maillog_file = %s" % self.log,
+            "maillog_file_prefixes = %s" % self.dir,
+            "myhostname = relay.smart.test", "mydomain = smart.test",
+            # 127.0.0.1: Postfix wants an interface address; smtpd binds to
+            # its own host:port in master.cf whatever this says
+            "inet_interfaces = 127.0.0.1", "inet_protocols = ipv4",
+            "mynetworks =", "mydestination =", "relay_domains =",
+            "local_transport = error:local delivery is disabled",
+            "alias_maps =", "alias_database =", "biff = no",
+            "smtpd_peername_lookup = no",
+            "transport_maps = regexp:%s/transport" % self.etc,
+            "smtp_tls_security_level = none",
+            # relaying only after AUTH, AUTH only inside TLS
+            "smtpd_relay_restrictions = permit_sasl_authenticated, reject",
+            "smtpd_recipient_restrictions = permit_sasl_authenticated, reject",
+            "smtpd_sasl_auth_enable = yes", "smtpd_sasl_type = dovecot",
+            "smtpd_sasl_path = private/auth", "smtpd_tls_auth_only = yes",
+            "smtpd_tls_chain_files = %s, %s" % (self.key, self.cert),
+            "smtpd_tls_security_level = encrypt",
+            "smtpd_tls_received_header = yes", "smtpd_tls_loglevel = 1",
+            "queue_run_delay = 1s", "minimal_backoff_time = 1s",
+            "maximal_backoff_time = 2s", ""]))
+        self._write("transport", "/./ smtp:[%s]:%d\n" % self.sink)
+        self._write("master.cf", "\n".join([
+            "%s:%d inet n - n - - smtpd -o smtpd_tls_wrappermode=yes" % (self.host, self.port),
+            "pickup unix n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr", "tlsmgr unix - - n 1000? 1 tlsmgr",
+            "rewrite unix - - n - - trivial-rewrite", "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap", "proxywrite unix - - n - 1 proxymap",
+            "smtp unix - - n - - smtp", "relay unix - - n - - smtp",
+            "showq unix n - n - - showq", "error unix - - n - - error",
+            "retry unix - - n - - error", "discard unix - - n - - discard",
+            "local unix - n n - - local", "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache", "postlog unix-dgram n - n - 1 postlogd", ""]))
+
+    def start(self):
+        self.dir = util.tempdir("volley-postfix-")
+        os.chmod(self.dir, 0o755)       # the postfix user goes through to data/
+        self.dir, self.etc, self.queue, self.log = self._paths()
+        for d in (self.etc, self.queue):
+            os.makedirs(d, mode=0o755)
+        self._configure()
+        # the key is read by smtpd: Postfix wants it root's, not world-readable
+        os.chmod(self.key, 0o600)
+        p = subprocess.run([POSTFIX, "-c", self.etc, "check"], capture_output=True,
+                           text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError("postfix check: %s %s" % (p.stdout, p.stderr))
+        os.makedirs(os.path.join(self.queue, "private"), exist_ok=True)
+        self.auth = DovecotAuth(os.path.join(self.queue, "private", "auth"), self.user,
+                                self.password).start()
+        self.out = open(os.path.join(self.dir, "postfix.out"), "w")
+        self.proc = util.start([POSTFIX, "-c", self.etc, "start-fg"], stdout=self.out,
+                               stderr=subprocess.STDOUT)
+        if not util.wait_port(self.host, self.port, START_WAIT, proc=self.proc):
+            err = self.log_text()[-2000:]
+            self.stop()
+            raise RuntimeError("postfix did not listen on %s:%d: %s"
+                               % (self.host, self.port, err))
+        return self
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None:
+            subprocess.run([POSTFIX, "-c", self.etc, "stop"], capture_output=True, timeout=30)
+            util.stop_tree(self.proc, wait=10)
+            self.proc = None
+            self.out.close()
+        if self.auth:
+            self.auth.stop()
+            self.auth = None
+        if self.dir:
+            util.remove_dir(self.dir)
+            self.dir = None
