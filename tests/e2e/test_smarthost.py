@@ -29,6 +29,7 @@ from .test_delivery_dane import make_certs
 
 RELAY = "relay.smart.test"
 BAD = "bad.smart.test"          # TLSA records its certificate does not match
+OTHER = "other.smart.test"      # not a name its certificate carries
 
 
 def loopback_465():
@@ -84,7 +85,7 @@ class SmarthostByName(Base):
     @classmethod
     def setUpClass(cls):
         cls.dir = util.tempdir("volley-smarthost-")
-        chain, key, leaf, _ = make_certs(cls.dir, names=[RELAY, BAD])
+        chain, key, leaf, cls.ca = make_certs(cls.dir, names=[RELAY, BAD])
         cls.addr = loopback_465()
         cls.sink = Sink("--implicit-tls", "--cert", chain, "--key", key, "--auth", "u:p",
                         hosts=(cls.addr,), port=465).start()
@@ -93,6 +94,7 @@ class SmarthostByName(Base):
             "_465._tcp.%s. 300 IN TLSA %s" % (RELAY, dnssec.tlsa_3_1_1(leaf)),
             "%s. 300 IN A %s" % (BAD, cls.addr),
             "_465._tcp.%s. 300 IN TLSA 3 1 1 %s" % (BAD, "ab" * 32),
+            "%s. 300 IN A %s" % (OTHER, cls.addr),
         ]}
         try:
             cls.world = dnssec.DnssecWorld(zones).start()
@@ -165,6 +167,26 @@ class SmarthostByName(Base):
         self.assertIn(BAD, text)
         got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
         self.assertEqual(got, {"a.test"}, "the mismatching name got nothing")
+
+    def test_verify_against_the_relays_name_with_its_ca_file(self):
+        self.sink.new_messages(0)
+        ca = 'ca_file = "%s"; %s' % (self.ca, AUTH)
+        d = self.daemon(rule("a.test", RELAY + ":465", "verify", ca) + ",\n" +
+                        rule("b.test", OTHER + ":465", "verify", ca) + ",\n" +
+                        rule("c.test", RELAY + ":465", "verify", AUTH))
+        jid = self.submit(d, "a.test")
+        j = self.wait_done(d, jid)
+        self.assertEqual(j["counts"]["delivered"], 2, j)
+        ev = self.events(d, jid, "Delivery")
+        self.assertTrue(ev and all(e["tls"]["verified"] for e in ev), ev)
+        for dom, why in (("b.test", "hostname mismatch"),       # another name
+                         ("c.test", "self-signed certificate in certificate chain")):  # system store
+            rows = self.deferred(d, self.submit(d, dom), 2)
+            text = rows[0]["response"]["text"]
+            self.assertIn("TLS policy verify", text, (dom, text))
+            self.assertIn(why, text, (dom, text))
+        got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
+        self.assertEqual(got, {"a.test"})
 
     def test_a_route_name_that_does_not_resolve_defers_naming_it(self):
         d = self.daemon(rule("a.test", "nothere.smart.test:465", "encrypt", AUTH))
