@@ -386,36 +386,44 @@ void dns_resolve_host(struct dns_resolver *r, const char *name, bool any_address
 	launch(q);
 }
 
-/* ---- TXT ---- */
+/* ---- TXT and TLSA: the records as answered ---- */
 
-struct txt_req {
-	dns_txt_cb cb;
+struct rr_req {
+	uint16_t qtype;              /* DNS_T_TXT or DNS_T_TLSA */
+	union { dns_txt_cb txt; dns_tlsa_cb tlsa; } cb;
 	void *arg;
 	char qname[DNS_NAME_MAX];
 };
 
-static void on_txt(void *arg, unsigned slot, const struct dns_ans *a, uint32_t ttl)
+static void on_rr(void *arg, unsigned slot, const struct dns_ans *a, uint32_t ttl)
 {
-	struct txt_req *q = arg;
+	struct rr_req *q = arg;
+	const char *type = q->qtype == DNS_T_TXT ? "TXT" : "TLSA";
 	char why[300];
-	struct dns_txt_result res = { .qname = q->qname, .status = a->status,
-		.why = why, .ttl = ttl, .ad = a->ad, .n = a->n, .rr = a->u.txt };
 
 	(void)slot;
 	if (a->status == DNS_OK)
-		snprintf(why, sizeof why, "%zu TXT record%s", a->n, a->n == 1 ? "" : "s");
+		snprintf(why, sizeof why, "%zu %s record%s", a->n, type, a->n == 1 ? "" : "s");
 	else if (a->status == DNS_NODATA || a->status == DNS_NXDOMAIN)
-		snprintf(why, sizeof why, "no TXT records at %s", q->qname);
+		snprintf(why, sizeof why, "no %s records at %s", type, q->qname);
 	else
-		snprintf(why, sizeof why, "TXT lookup for %s: %s", q->qname,
+		snprintf(why, sizeof why, "%s lookup for %s: %s", type, q->qname,
 			 dns_status_name(a->status));
-	q->cb(q->arg, &res);
+	if (q->qtype == DNS_T_TXT) {
+		struct dns_txt_result res = { .qname = q->qname, .status = a->status,
+			.why = why, .ttl = ttl, .ad = a->ad, .n = a->n, .rr = a->u.txt };
+		q->cb.txt(q->arg, &res);
+	} else {
+		struct dns_tlsa_result res = { .qname = q->qname, .status = a->status,
+			.why = why, .ttl = ttl, .ad = a->ad, .n = a->n, .rr = a->u.tlsa };
+		q->cb.tlsa(q->arg, &res);
+	}
 	free(q);
 }
 
 void dns_resolve_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, void *arg)
 {
-	struct txt_req *q = vl_calloc(1, sizeof *q);
+	struct rr_req *q = vl_calloc(1, sizeof *q);
 
 	r->st.txt_requests++;
 	if (vl_ip_literal(name) || dns_normalize(name, q->qname) < 0) {
@@ -425,58 +433,32 @@ void dns_resolve_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, vo
 		free(q);
 		return;
 	}
-	q->cb = cb;
+	q->qtype = DNS_T_TXT;
+	q->cb.txt = cb;
 	q->arg = arg;
-	dns_lookup(r, q->qname, DNS_T_TXT, on_txt, q, 0);
-}
-
-/* ---- TLSA ---- */
-
-struct tlsa_req {
-	dns_tlsa_cb cb;
-	void *arg;
-	char qname[DNS_NAME_MAX];
-};
-
-static void on_tlsa(void *arg, unsigned slot, const struct dns_ans *a, uint32_t ttl)
-{
-	struct tlsa_req *q = arg;
-	char why[300];
-	struct dns_tlsa_result res = { .qname = q->qname, .status = a->status,
-		.why = why, .ttl = ttl, .ad = a->ad, .n = a->n, .rr = a->u.tlsa };
-
-	(void)slot;
-	if (a->status == DNS_OK)
-		snprintf(why, sizeof why, "%zu TLSA record%s", a->n, a->n == 1 ? "" : "s");
-	else if (a->status == DNS_NODATA || a->status == DNS_NXDOMAIN)
-		snprintf(why, sizeof why, "no TLSA records at %s", q->qname);
-	else
-		snprintf(why, sizeof why, "TLSA lookup for %s: %s", q->qname,
-			 dns_status_name(a->status));
-	q->cb(q->arg, &res);
-	free(q);
+	dns_lookup(r, q->qname, DNS_T_TXT, on_rr, q, 0);
 }
 
 void dns_resolve_tlsa(struct dns_resolver *r, const char *host, unsigned port,
 		      dns_tlsa_cb cb, void *arg)
 {
-	struct tlsa_req *q = vl_calloc(1, sizeof *q);
+	struct rr_req *q = vl_calloc(1, sizeof *q);
 	char name[DNS_NAME_MAX];
 	int n;
 
 	r->st.tlsa_requests++;
-	if (!q || vl_ip_literal(host) || dns_normalize(host, name) < 0 || !port ||
-	    port > 65535 ||
+	if (vl_ip_literal(host) || dns_normalize(host, name) < 0 || !port || port > 65535 ||
 	    (n = snprintf(q->qname, sizeof q->qname, "_%u._tcp.%s", port, name)) > 253) {
 		struct dns_tlsa_result res = { .qname = host, .why = "not a host name",
-			.status = q ? DNS_BADNAME : DNS_ERROR };
+			.status = DNS_BADNAME };
 		cb(arg, &res);
 		free(q);
 		return;
 	}
-	q->cb = cb;
+	q->qtype = DNS_T_TLSA;
+	q->cb.tlsa = cb;
 	q->arg = arg;
-	dns_lookup(r, q->qname, DNS_T_TLSA, on_tlsa, q, 0);
+	dns_lookup(r, q->qname, DNS_T_TLSA, on_rr, q, 0);
 }
 
 /* ---- results kept by the caller ---- */

@@ -174,6 +174,8 @@ struct sched_dns_done {
 	struct sched_dns_done *next;
 };
 void sched_dd_post(struct sched_deliver *d, struct sched_dns_done *dd);
+/* An MX or host answer for m, copied and posted (on a worker thread). */
+void sched_dd_post_mx(struct sched_dom *m, enum sched_dd_kind kind, const struct dns_mx_result *r);
 void sched_dd_free(struct sched_dns_done *dd);
 
 struct sched_deliver {

@@ -71,13 +71,7 @@ static void on_txt(void *arg, const struct dns_txt_result *r)
 
 static void on_host(void *arg, const struct dns_mx_result *r)
 {
-	struct sched_dom *m = arg;
-	struct sched_dns_done *dd = vl_calloc(1, sizeof *dd);
-
-	dd->kind = SCHED_DD_HOST;
-	dd->dom = m;
-	dd->r = dns_mx_dup(r);
-	sched_dd_post(m->d, dd);
+	sched_dd_post_mx(arg, SCHED_DD_HOST, r);
 }
 
 static void on_fetch(void *arg, const struct sts_fetch_result *r)

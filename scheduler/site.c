@@ -349,10 +349,14 @@ static struct sched_dom *dom_get(struct sched_deliver *d, const char *name, cons
 /* On an engine worker: copy the answer over to the delivery thread. */
 static void on_mx(void *arg, const struct dns_mx_result *r)
 {
-	struct sched_dom *m = arg;
+	sched_dd_post_mx(arg, SCHED_DD_MX, r);
+}
+
+void sched_dd_post_mx(struct sched_dom *m, enum sched_dd_kind kind, const struct dns_mx_result *r)
+{
 	struct sched_dns_done *dd = vl_calloc(1, sizeof *dd);
 
-	dd->kind = SCHED_DD_MX;
+	dd->kind = kind;
 	dd->dom = m;
 	dd->r = dns_mx_dup(r);
 	sched_dd_post(m->d, dd);

@@ -197,6 +197,27 @@ class VolleydTest(unittest.TestCase):
             self.fail("job %s not done in %ds: %s" % (jid, timeout, last[-1]))
         return j
 
+    def submit_to(self, d, domain, n=2, **extra):
+        """A job of n recipients u0@domain...; its id."""
+        job = simple_job(0, **extra)
+        job["recipients"] = [{"email": "u%d@%s" % (i, domain),
+                              "substitutions": {"name": "x"}} for i in range(n)]
+        r = d.submit(job)
+        self.assertEqual(r.status, 202, r)
+        return r.json()["id"]
+
+    def events(self, d, jid, kind):
+        return [e for e in d.request("GET", "/v1/events?job=" + jid).lines()
+                if e["type"] == kind]
+
+    def deferred(self, d, jid, n):
+        """The recipients' rows once n of them are deferred."""
+        def some():
+            rows = [r for r in d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()
+                    if r["state"] == "deferred"]
+            return rows if len(rows) >= n else None
+        return self.wait_for("%d deferrals" % n, some, timeout=20)
+
     def wait_for(self, what, fn, timeout=20):
         """fn()'s first true value within timeout seconds."""
         v = util.wait_until(fn, timeout, 0.05)

@@ -126,27 +126,9 @@ class DaneDelivery(VolleydTest):
             'defaults = { port = %d; retry = [ "1s" ]; ca_file = "%s"; };\n%s'
             % (self.world.resolver, self.sink.port, self.web_ca, rules)))
 
-    def submit(self, d, domain, n=2):
-        job = simple_job(0)
-        job["recipients"] = [{"email": "u%d@%s" % (i, domain),
-                              "substitutions": {"name": "x"}} for i in range(n)]
-        return d.submit(job).json()["id"]
-
-    def events(self, d, jid, kind):
-        return [e for e in d.request("GET", "/v1/events?job=" + jid).lines()
-                if e["type"] == kind]
-
-    def deferred(self, d, jid, n):
-        """The recipients' rows once n of them are deferred."""
-        def some():
-            rows = [r for r in d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()
-                    if r["state"] == "deferred"]
-            return rows if len(rows) >= n else None
-        return self.wait_for("%d deferrals" % n, some, timeout=20)
-
     def delivered_with(self, domain, dane):
         d = self.daemon()
-        jid = self.submit(d, domain)
+        jid = self.submit_to(d, domain)
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         self.assertEqual(len(self.sink.new_messages(2, wait=5)), 2)
@@ -186,7 +168,7 @@ class DaneDelivery(VolleydTest):
     def test_a_mismatch_defers_and_nothing_is_sent(self):
         self.sink.new_messages(0)
         d = self.daemon()
-        jid = self.submit(d, "bad.test")
+        jid = self.submit_to(d, "bad.test")
         rows = self.deferred(d, jid, 2)
         text = rows[0]["response"]["text"]
         self.assertIn("DANE", text)
@@ -203,7 +185,7 @@ class DaneDelivery(VolleydTest):
     def test_a_tlsa_lookup_that_fails_validation_defers(self):
         self.sink.new_messages(0)
         d = self.daemon()
-        jid = self.submit(d, "weird.test")
+        jid = self.submit_to(d, "weird.test")
         rows = self.deferred(d, jid, 2)
         self.assertIn("TLSA lookup failed", rows[0]["response"]["text"])
         self.assertEqual(self.sink.new_messages(0, wait=1), [])
@@ -211,14 +193,14 @@ class DaneDelivery(VolleydTest):
     def test_dane_only_without_tlsa_defers(self):
         self.sink.new_messages(0)
         d = self.daemon('domains = ( { match = "none.test"; tls = "dane-only"; } );\n')
-        jid = self.submit(d, "none.test")
+        jid = self.submit_to(d, "none.test")
         rows = self.deferred(d, jid, 2)
         self.assertIn("dane-only", rows[0]["response"]["text"])
         self.assertEqual(self.sink.new_messages(0, wait=1), [])
 
     def test_dane_only_with_a_match_delivers(self):
         d = self.daemon('domains = ( { match = "good.test"; tls = "dane-only"; } );\n')
-        jid = self.submit(d, "good.test")
+        jid = self.submit_to(d, "good.test")
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         self.sink.new_messages(2, wait=5)
@@ -229,8 +211,8 @@ class DaneDelivery(VolleydTest):
         # host's TLSA records must never vouch for (or block) the other's
         self.sink.new_messages(0)
         d = self.daemon()
-        jid = self.submit(d, "good.test")
-        jid2 = self.submit(d, "bad.test")
+        jid = self.submit_to(d, "good.test")
+        jid2 = self.submit_to(d, "bad.test")
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         self.assertTrue(all(e["tls"]["dane"] for e in self.events(d, jid, "Delivery")))
@@ -242,7 +224,7 @@ class DaneDelivery(VolleydTest):
     def test_dane_takes_precedence_over_an_enforced_mta_sts_policy(self):
         self.sink.new_messages(0)
         d = self.daemon()
-        jid = self.submit(d, "both.test")
+        jid = self.submit_to(d, "both.test")
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         for e in self.events(d, jid, "Delivery"):
@@ -255,12 +237,12 @@ class DaneDelivery(VolleydTest):
         self.sink.new_messages(0)
         d = self.daemon()
         for domain in ("alias.test", "alias2.test"):
-            jid = self.submit(d, domain)
+            jid = self.submit_to(d, domain)
             j = self.wait_done(d, jid)
             self.assertEqual(j["counts"]["delivered"], 2, (domain, j))
             self.assertTrue(all(e["tls"]["dane"] for e in self.events(d, jid, "Delivery")))
         self.assertEqual(len(self.sink.new_messages(4, wait=5)), 4)
-        jid = self.submit(d, "alias3.test")         # a mismatch at the target
+        jid = self.submit_to(d, "alias3.test")         # a mismatch at the target
         rows = self.deferred(d, jid, 2)
         self.assertIn("_tcp.host.alias3.test", rows[0]["response"]["text"], rows[0])
         self.assertEqual(self.sink.new_messages(0, wait=1), [])
@@ -268,7 +250,7 @@ class DaneDelivery(VolleydTest):
     def test_a_host_failing_dane_passes_the_message_to_the_next_mx(self):
         self.sink.new_messages(0)
         d = self.daemon()
-        jid = self.submit(d, "walk.test")
+        jid = self.submit_to(d, "walk.test")
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         ev = self.events(d, jid, "Delivery")

@@ -150,14 +150,7 @@ class MtaStsDelivery(VolleydTest):
         return self.start_daemon(config=config, data_dir=data_dir)
 
     def submit(self, d, name, n=2):
-        job = simple_job(0)
-        job["recipients"] = [{"email": "u%d@%s.%s" % (i, name, Z),
-                              "substitutions": {"name": "x"}} for i in range(n)]
-        return d.submit(job).json()["id"]
-
-    def events(self, d, jid, kind):
-        return [e for e in d.request("GET", "/v1/events?job=" + jid).lines()
-                if e["type"] == kind]
+        return self.submit_to(d, "%s.%s" % (name, Z), n)
 
     def delivered(self, d, name, sink, n=2):
         jid = self.submit(d, name, n)
@@ -166,7 +159,7 @@ class MtaStsDelivery(VolleydTest):
         self.assertEqual(len(sink.new_messages(n, wait=5)), n)
         return self.events(d, jid, "Delivery")
 
-    def deferred(self, d, name, sink):
+    def deferred_at(self, d, name, sink):
         jid = self.submit(d, name)
         ev = self.wait_for("a deferral", lambda: self.events(d, jid, "TransientFailure"),
                            timeout=20)
@@ -190,7 +183,7 @@ class MtaStsDelivery(VolleydTest):
 
     def test_enforce_with_a_certificate_for_another_name_sends_nothing(self):
         d = self.daemon()
-        e = self.deferred(d, "bad", self.bad)[0]
+        e = self.deferred_at(d, "bad", self.bad)[0]
         self.assertEqual(e["mx"], "mx1.bad." + Z, e)
         self.assertIn("MTA-STS enforce", e["reason"], e)
         self.assertIn("does not verify", e["reason"], e)
@@ -262,7 +255,7 @@ class MtaStsDelivery(VolleydTest):
             self.assertTrue(e["tls"]["verified"], e)
             self.assertEqual(e["tls"]["policy"], "verify", e)
             self.assertIsNone(e["tls"]["mta_sts"], e)
-        e = self.deferred(d, "verifybad", self.bad)[0]
+        e = self.deferred_at(d, "verifybad", self.bad)[0]
         self.assertIn("TLS policy verify", e["reason"], e)
         self.assertIn("mx1.verifybad." + Z, e["reason"], e)
 

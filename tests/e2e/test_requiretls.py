@@ -14,16 +14,9 @@ import subprocess
 from . import dnssec, util
 from .daemon import VOLLEY, VolleydTest, simple_job
 from .sinkctl import Sink
-from .test_delivery_dane import make_certs
+from .test_delivery_dane import make_certs, zone
 
 RTLS, PLAIN = "127.0.0.2", "127.0.0.3"   # the sink with --requiretls, without
-
-
-def zone(name, host, port, tlsa=None):
-    lines = ["%s. 300 IN MX 10 mx.%s." % (name, name), "mx.%s. 300 IN A %s" % (name, host)]
-    if tlsa:
-        lines.append("_%d._tcp.mx.%s. 300 IN TLSA %s" % (port, name, tlsa))
-    return lines
 
 
 class RequireTls(VolleydTest):
@@ -68,26 +61,10 @@ class RequireTls(VolleydTest):
             % (self.world.resolver, self.rtls.port, defaults)))
 
     def submit(self, d, domain, n=2, require_tls=True):
-        job = simple_job(0, require_tls=require_tls)
-        job["recipients"] = [{"email": "u%d@%s" % (i, domain),
-                              "substitutions": {"name": "x"}} for i in range(n)]
-        r = d.submit(job)
-        self.assertEqual(r.status, 202, r)
-        return r.json()["id"]
-
-    def events(self, d, jid, kind):
-        return [e for e in d.request("GET", "/v1/events?job=" + jid).lines()
-                if e["type"] == kind]
+        return self.submit_to(d, domain, n, require_tls=require_tls)
 
     def rows(self, d, jid):
         return list(d.request("GET", "/v1/jobs/%s/recipients" % jid).lines())
-
-    def deferred(self, d, jid, n):
-        """The recipients' rows once n of them are deferred."""
-        def some():
-            rows = [r for r in self.rows(d, jid) if r["state"] == "deferred"]
-            return rows if len(rows) >= n else None
-        return self.wait_for("%d deferrals" % n, some, timeout=20)
 
     def assert_deferred(self, d, jid, why, n=2):
         rows = self.deferred(d, jid, n)

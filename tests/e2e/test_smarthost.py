@@ -62,26 +62,7 @@ def rule(domain, route, tls, extra=""):
 AUTH = 'auth = { user = "u"; password = "p"; };'
 
 
-class Base(VolleydTest):
-    def submit(self, d, domain, n=2):
-        job = simple_job(0)
-        job["recipients"] = rcpts(domain, n)
-        return d.submit(job).json()["id"]
-
-    def events(self, d, jid, kind):
-        return [e for e in d.request("GET", "/v1/events?job=" + jid).lines()
-                if e["type"] == kind]
-
-    def deferred(self, d, jid, n):
-        """The recipients' rows once n of them are deferred."""
-        def some():
-            rows = [r for r in d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()
-                    if r["state"] == "deferred"]
-            return rows if len(rows) >= n else None
-        return self.wait_for("%d deferrals" % n, some, timeout=20)
-
-
-class SmarthostByName(Base):
+class SmarthostByName(VolleydTest):
     @classmethod
     def setUpClass(cls):
         cls.dir = util.tempdir("volley-smarthost-")
@@ -118,7 +99,7 @@ class SmarthostByName(Base):
     def test_implicit_tls_on_465_to_a_smarthost_by_name_with_auth(self):
         self.sink.new_messages(0)
         d = self.daemon(rule("a.test", RELAY + ":465", "encrypt", AUTH))
-        jid = self.submit(d, "a.test")
+        jid = self.submit_to(d, "a.test")
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         got = self.sink.new_messages(2, wait=5)
@@ -144,7 +125,7 @@ class SmarthostByName(Base):
         self.sink.new_messages(0)
         d = self.daemon(rule("a.test", RELAY + ":465", "encrypt",
                              'auth = { user = "u"; password = "wrong"; };'))
-        jid = self.submit(d, "a.test")
+        jid = self.submit_to(d, "a.test")
         rows = self.deferred(d, jid, 2)
         for r in rows:
             self.assertEqual((r["response"]["code"], r["response"]["enhanced"]),
@@ -155,8 +136,8 @@ class SmarthostByName(Base):
         self.sink.new_messages(0)
         d = self.daemon(rule("a.test", RELAY + ":465", "dane", AUTH) + ",\n" +
                         rule("b.test", BAD + ":465", "dane", AUTH))
-        jid = self.submit(d, "a.test")
-        jid_bad = self.submit(d, "b.test")
+        jid = self.submit_to(d, "a.test")
+        jid_bad = self.submit_to(d, "b.test")
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         ev = self.events(d, jid, "Delivery")
@@ -174,14 +155,14 @@ class SmarthostByName(Base):
         d = self.daemon(rule("a.test", RELAY + ":465", "verify", ca) + ",\n" +
                         rule("b.test", OTHER + ":465", "verify", ca) + ",\n" +
                         rule("c.test", RELAY + ":465", "verify", AUTH))
-        jid = self.submit(d, "a.test")
+        jid = self.submit_to(d, "a.test")
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         ev = self.events(d, jid, "Delivery")
         self.assertTrue(ev and all(e["tls"]["verified"] for e in ev), ev)
         for dom, why in (("b.test", "hostname mismatch"),       # another name
                          ("c.test", "self-signed certificate in certificate chain")):  # system store
-            rows = self.deferred(d, self.submit(d, dom), 2)
+            rows = self.deferred(d, self.submit_to(d, dom), 2)
             text = rows[0]["response"]["text"]
             self.assertIn("TLS policy verify", text, (dom, text))
             self.assertIn(why, text, (dom, text))
@@ -190,7 +171,7 @@ class SmarthostByName(Base):
 
     def test_a_route_name_that_does_not_resolve_defers_naming_it(self):
         d = self.daemon(rule("a.test", "nothere.smart.test:465", "encrypt", AUTH))
-        jid = self.submit(d, "a.test")
+        jid = self.submit_to(d, "a.test")
         rows = self.deferred(d, jid, 2)
         for r in rows:
             self.assertEqual(r["state"], "deferred", r)   # NXDOMAIN: not a bounce
@@ -228,7 +209,7 @@ class CheckConfig(VolleydTest):
         self.assertIn("domains[0].route", p.stderr)
 
 
-class SmarthostMoves(Base):
+class SmarthostMoves(VolleydTest):
     """The relay's name on a plain unbound whose data the test changes."""
 
     @classmethod
@@ -259,7 +240,7 @@ class SmarthostMoves(Base):
 
     def test_the_route_name_is_resolved_again_after_its_ttl(self):
         d = self.daemon()
-        self.wait_done(d, self.submit(d, "m.test"))
+        self.wait_done(d, self.submit_to(d, "m.test"))
         self.assertEqual(len(self.s1.new_messages(2, wait=5)), 2)
         ctl = [dnsctl.UNBOUND_CONTROL, "-c", self.ub.conf]
         subprocess.run(ctl + ["local_data_remove", "relay.moving.test."], check=True,
@@ -267,7 +248,7 @@ class SmarthostMoves(Base):
         subprocess.run(ctl + ["local_data", "relay.moving.test. 1 IN A %s" % self.a2],
                        check=True, capture_output=True, timeout=10)
         time.sleep(2.5)                               # the 1 s TTL passes
-        j = self.wait_done(d, self.submit(d, "m.test"))
+        j = self.wait_done(d, self.submit_to(d, "m.test"))
         self.assertEqual(j["counts"]["delivered"], 2, j)
         self.assertEqual(len(self.s2.new_messages(2, wait=5)), 2, "the new address is used")
         q = [x for x in d.request("GET", "/v1/queues").json()["queues"]
@@ -285,13 +266,13 @@ class SmarthostMoves(Base):
         # times out, nothing is sent
         time.sleep(1.5)                               # any earlier answer expires
         d = self.daemon(" implicit_tls = false;")
-        jid = self.submit(d, "m.test")
+        jid = self.submit_to(d, "m.test")
         rows = self.deferred(d, jid, 2)
         self.assertIn("greeting", rows[0]["response"]["text"], rows[0])
 
 
 @unittest.skipUnless(postfixctl.available(), "needs root and Debian's Postfix")
-class PostfixSmarthost(Base):
+class PostfixSmarthost(VolleydTest):
     """A real MTA as the smarthost: Postfix's smtpd in wrapper mode (implicit
     TLS) on 127.x.y.z:465, AUTH required, relaying on to a sink."""
 
@@ -327,7 +308,7 @@ class PostfixSmarthost(Base):
     def test_implicit_tls_and_auth_to_postfix_by_name(self):
         self.sink.new_messages(0)
         d = self.daemon(AUTH)
-        jid = self.submit(d, "a.test")
+        jid = self.submit_to(d, "a.test")
         j = self.wait_done(d, jid)
         self.assertEqual(j["counts"]["delivered"], 2, j)
         ev = self.events(d, jid, "Delivery")
@@ -346,7 +327,7 @@ class PostfixSmarthost(Base):
     def test_a_wrong_password_is_refused_by_postfix(self):
         self.sink.new_messages(0)
         d = self.daemon('auth = { user = "u"; password = "wrong"; };')
-        jid = self.submit(d, "a.test")
+        jid = self.submit_to(d, "a.test")
         rows = self.deferred(d, jid, 2)
         for r in rows:
             self.assertEqual((r["response"]["code"], r["response"]["enhanced"]),

@@ -5,18 +5,8 @@
 #include <unistd.h>
 
 #include "../../config/config.h"
+#include "unit_cfg.h"
 
-static int load(struct cfg *c, const char *text, char *err, size_t errlen)
-{
-	char path[] = "/tmp/volley-conf-XXXXXX";
-	int fd = mkstemp(path);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-	close(fd);
-	int rc = cfg_load(c, path, err, errlen);
-	unlink(path);
-	return rc;
-}
 
 Test(config, defaults)
 {
@@ -36,7 +26,7 @@ Test(config, full_file_and_policy_overlay)
 {
 	struct cfg c;
 	char err[256] = "";
-	int rc = load(&c,
+	int rc = unit_cfg_load(&c,
 		      "data_dir = \"/var/spool/volley\";\nhostname = \"mta1.example.com\";\n"
 		      "max_message_size = \"10MB\";\n"
 		      "dns = { servers = [ \"127.0.0.1:5353\" ]; timeout_ms = 500; };\n"
@@ -93,7 +83,7 @@ Test(config, errors_name_line_and_key)
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		struct cfg c;
 		char err[256] = "";
-		cr_assert_eq(load(&c, cases[i].text, err, sizeof err), -1, "%s", cases[i].text);
+		cr_assert_eq(unit_cfg_load(&c, cases[i].text, err, sizeof err), -1, "%s", cases[i].text);
 		cr_assert(strstr(err, cases[i].want), "%s: got \"%s\"", cases[i].text, err);
 		cfg_free(&c);
 	}
@@ -104,7 +94,7 @@ Test(config, named_routes_and_implicit_tls)
 {
 	struct cfg c;
 	char err[256] = "";
-	int rc = load(&c,
+	int rc = unit_cfg_load(&c,
 		      "defaults = { tls = \"encrypt\"; };\n"
 		      "domains = ( { match = \"a.test\"; route = \"relay.example.com:465\";"
 		      " auth = { user = \"u\"; password = \"p\"; }; },\n"
@@ -157,13 +147,13 @@ Test(config, route_and_implicit_tls_errors)
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		struct cfg c;
 		char err[512] = "";
-		cr_assert_eq(load(&c, cases[i].text, err, sizeof err), -1, "%s", cases[i].text);
+		cr_assert_eq(unit_cfg_load(&c, cases[i].text, err, sizeof err), -1, "%s", cases[i].text);
 		cr_assert(strstr(err, cases[i].want), "%s: got \"%s\"", cases[i].text, err);
 		cfg_free(&c);
 	}
 	struct cfg c;
 	char err[512] = "";
-	cr_assert_eq(load(&c, "domains = ( { match = \"x\"; route = \"relay.test:465\"; "
+	cr_assert_eq(unit_cfg_load(&c, "domains = ( { match = \"x\"; route = \"relay.test:465\"; "
 			  "tls = \"may\"; } );", err, sizeof err), 0, "%s", err);
 	cfg_free(&c);
 }

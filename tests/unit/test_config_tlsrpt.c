@@ -6,25 +6,15 @@
 #include <unistd.h>
 
 #include "../../config/config.h"
+#include "unit_cfg.h"
 
-static int load(struct cfg *c, const char *text, char *err, size_t errlen)
-{
-	char path[] = "/tmp/volley-conf-XXXXXX";
-	int fd = mkstemp(path);
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-	close(fd);
-	int rc = cfg_load(c, path, err, errlen);
-	unlink(path);
-	return rc;
-}
 
 Test(config_tlsrpt, off_unless_set)
 {
 	struct cfg c;
 	char err[256];
 
-	cr_assert_eq(load(&c, "hostname = \"h.test\";\n", err, sizeof err), 0, "%s", err);
+	cr_assert_eq(unit_cfg_load(&c, "hostname = \"h.test\";\n", err, sizeof err), 0, "%s", err);
 	cr_assert_eq(c.tls_rpt.on, false);
 	cfg_free(&c);
 }
@@ -35,7 +25,7 @@ Test(config_tlsrpt, keys_and_checks)
 	char err[256] = "";
 	struct vl_buf b;
 
-	cr_assert_eq(load(&c, "tls_rpt = { organization = \"Example\"; contact = \"tls@example.com\";"
+	cr_assert_eq(unit_cfg_load(&c, "tls_rpt = { organization = \"Example\"; contact = \"tls@example.com\";"
 			  " ca_file = \"/x/ca.pem\"; send = false; };\n", err, sizeof err), 0, "%s", err);
 	cr_assert(c.tls_rpt.on);
 	cr_assert_str_eq(c.tls_rpt.organization, "Example");
@@ -61,7 +51,7 @@ Test(config_tlsrpt, keys_and_checks)
 		{ "tls_rpt = 1;", "tls_rpt: expected a group" },
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-		cr_assert_eq(load(&c, bad[i].text, err, sizeof err), -1, "accepted %s", bad[i].text);
+		cr_assert_eq(unit_cfg_load(&c, bad[i].text, err, sizeof err), -1, "accepted %s", bad[i].text);
 		cr_assert(strstr(err, bad[i].want), "%s: got %s", bad[i].text, err);
 		cfg_free(&c);
 	}
