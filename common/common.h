@@ -209,6 +209,10 @@ static inline bool vl_chance(uint64_t *s, double pct)
 
 /* ---- logging (stderr) ---- */
 enum vl_log_level { VL_LOG_ERROR, VL_LOG_WARN, VL_LOG_INFO, VL_LOG_DEBUG };
+/* Format an error into err (errlen octets) and return -1: the parsers'
+ * "return vl_fail(err, errlen, ...)". */
+int vl_fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 void vl_log_set_level(enum vl_log_level lvl);
 void vl_log(enum vl_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -209,6 +209,16 @@ bool vl_glob_match(const char *pat, const char *s)
 
 static enum vl_log_level log_level = VL_LOG_INFO;
 
+int vl_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
 void vl_log_set_level(enum vl_log_level lvl)
 {
 	log_level = lvl;

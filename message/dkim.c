@@ -35,17 +35,6 @@ static const char *const default_headers[] = {
 	"List-Id", "Feedback-ID", "Sender",
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 /* SHA-256 fetched once: EVP_sha256() makes OpenSSL 3 look the provider
  * up again on every digest, a tenth of an Ed25519 signature. */
@@ -102,14 +91,14 @@ static EVP_PKEY *read_pem(const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	if (!f) {
-		fail(err, errlen, "DKIM key %s: %s", path, strerror(errno));
+		vl_fail(err, errlen, "DKIM key %s: %s", path, strerror(errno));
 		return NULL;
 	}
 	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, no_pass, NULL);
 	int bad = ferror(f);
 	fclose(f);
 	if (!k)
-		fail(err, errlen, "DKIM key %s: %s", path, bad ? "read error" :
+		vl_fail(err, errlen, "DKIM key %s: %s", path, bad ? "read error" :
 		     "not a PEM private key (corrupt, encrypted or empty)");
 	return k;
 }
@@ -120,10 +109,10 @@ static int check_pkey(EVP_PKEY *k, const char *path, bool *ed, char *err, size_t
 
 	*ed = id == EVP_PKEY_ED25519;
 	if (id == EVP_PKEY_RSA && (bits < 1024 || bits > 4096))
-		return fail(err, errlen, "DKIM key %s: RSA key of %d bits (1024-4096 "
+		return vl_fail(err, errlen, "DKIM key %s: RSA key of %d bits (1024-4096 "
 			    "allowed)", path, bits);
 	if (id != EVP_PKEY_RSA && !*ed)
-		return fail(err, errlen, "DKIM key %s: neither RSA nor Ed25519", path);
+		return vl_fail(err, errlen, "DKIM key %s: neither RSA nor Ed25519", path);
 	return 0;
 }
 
@@ -142,7 +131,7 @@ struct msg_dkim_key *msg_dkim_key_load(const char *pem_path, const char *domain,
 				       const char *selector, char *err, size_t errlen)
 {
 	if (!dns_name_ok(domain, 253) || !dns_name_ok(selector, 63)) {
-		fail(err, errlen, "DKIM key %s: bad domain or selector", pem_path);
+		vl_fail(err, errlen, "DKIM key %s: bad domain or selector", pem_path);
 		return NULL;
 	}
 	EVP_PKEY *pk = read_pem(pem_path, err, errlen);
@@ -155,7 +144,7 @@ struct msg_dkim_key *msg_dkim_key_load(const char *pem_path, const char *domain,
 	k->pkey = pk;
 	k->ed25519 = ed;
 	if (make_tpl(k) < 0) {
-		fail(err, errlen, "DKIM key %s: OpenSSL cannot sign with it", pem_path);
+		vl_fail(err, errlen, "DKIM key %s: OpenSSL cannot sign with it", pem_path);
 		msg_dkim_key_free(k);
 		return NULL;
 	}
@@ -382,10 +371,10 @@ static bool ftext(unsigned char c)
 static int add_line(struct fields *fs, const char *p, size_t n, char *err, size_t errlen)
 {
 	if (memchr(p, '\r', n) || memchr(p, '\n', n) || memchr(p, '\0', n))
-		return fail(err, errlen, "header holds a bare CR, bare LF or NUL");
+		return vl_fail(err, errlen, "header holds a bare CR, bare LF or NUL");
 	if (n && (p[0] == ' ' || p[0] == '\t')) {
 		if (!fs->n)
-			return fail(err, errlen, "header starts with a continuation line");
+			return vl_fail(err, errlen, "header starts with a continuation line");
 		fs->f[fs->n - 1].len = (size_t)(p + n - fs->f[fs->n - 1].p);
 		return 0;
 	}
@@ -396,7 +385,7 @@ static int add_line(struct fields *fs, const char *p, size_t n, char *err, size_
 	while (k < n && (p[k] == ' ' || p[k] == '\t'))
 		k++;
 	if (name == 0 || k == n || p[k] != ':')
-		return fail(err, errlen, "header line without a field name and colon: %.40s", p);
+		return vl_fail(err, errlen, "header line without a field name and colon: %.40s", p);
 	if (fs->n == fs->cap) {
 		fs->cap = fs->cap ? fs->cap * 2 : 32;
 		fs->f = vl_realloc(fs->f, fs->cap * sizeof *fs->f);
@@ -413,7 +402,7 @@ static int parse_fields(const char *h, size_t n, struct fields *fs, char *err,
 	while (h < end) {
 		const char *lf = memchr(h, '\n', (size_t)(end - h));
 		if (!lf || lf == h || lf[-1] != '\r')
-			return fail(err, errlen, "header line not ended by CRLF");
+			return vl_fail(err, errlen, "header line not ended by CRLF");
 		if (add_line(fs, h, (size_t)(lf - 1 - h), err, errlen) < 0)
 			return -1;
 		h = lf + 1;
@@ -661,18 +650,18 @@ static int prepare(struct signer *s, const struct iovec *msg, size_t niov,
 	size_t hlen, bi, boff;
 
 	if (split(msg, niov, &hlen, &bi, &boff) < 0)
-		return fail(err, errlen, "message header not ended by CRLF");
+		return vl_fail(err, errlen, "message header not ended by CRLF");
 	const char *h = header_bytes(msg, niov, hlen, &s->tmp);
 	if (parse_fields(h, hlen, &s->fs, err, errlen) < 0)
 		return -1;
 	const char *const *want = o->headers ? o->headers : default_headers;
 	size_t nwant = o->headers ? o->nheaders : VL_ARRAY_LEN(default_headers);
 	if (hlist(&s->fs, want, nwant, s->names, VL_ARRAY_LEN(s->names), &s->nn) < 0)
-		return fail(err, errlen, "message has no From field to sign");
+		return vl_fail(err, errlen, "message has no From field to sign");
 	if (bh)
 		memcpy(s->bh, bh, MSG_DKIM_BH_LEN);
 	else if (body_hash(o->bcanon, msg, niov, bi, boff, s->bh) < 0)
-		return fail(err, errlen, "body hash failed");
+		return vl_fail(err, errlen, "body hash failed");
 	canon_fields(&s->fs, s->names, s->nn, o->hcanon, &s->hdata);
 	return 0;
 }
@@ -691,12 +680,12 @@ int msg_dkim_sign(const struct msg_dkim_key *const *keys, size_t nkeys,
 	vl_buf_init(&s.tmp);
 	vl_buf_init(&s.hdata);
 	if (nkeys == 0)
-		rc = fail(err, errlen, "no DKIM key to sign with");
+		rc = vl_fail(err, errlen, "no DKIM key to sign with");
 	else
 		rc = prepare(&s, msg, niov, body_hash_or_null, err, errlen);
 	for (size_t i = 0; i < nkeys && rc == 0; i++)
 		if (sign_one(keys[i], s.o, s.names, s.nn, s.bh, t, &s.hdata, out) < 0)
-			rc = fail(err, errlen, "signing with %s failed",
+			rc = vl_fail(err, errlen, "signing with %s failed",
 				  msg_dkim_key_alg(keys[i]));
 	if (rc < 0)
 		out->len = start;

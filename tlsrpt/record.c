@@ -20,17 +20,6 @@ struct cur {
 	const char *start, *p, *end;
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 static void skip_wsp(struct cur *c)
 {
@@ -66,7 +55,7 @@ static int parse_rua(struct cur *c, struct rpt_record *r, char *err, size_t errl
 			c->p++;
 		size_t n = (size_t)(c->p - u);
 		if (!n)
-			return fail(err, errlen, "rua: no URI at offset %zu", (size_t)(u - c->start));
+			return vl_fail(err, errlen, "rua: no URI at offset %zu", (size_t)(u - c->start));
 		if (n < RPT_URI_MAX && r->nrua < RPT_RUA_MAX && uri_usable(u, n)) {
 			memcpy(r->rua[r->nrua], u, n);
 			r->rua[r->nrua++][n] = '\0';
@@ -86,12 +75,12 @@ static int parse_field(struct cur *c, struct rpt_record *r, bool *seen_rua, char
 	const char *name = c->p;
 
 	if (c->p == c->end || !name_char(*c->p, true))
-		return fail(err, errlen, "a field name must start with a letter or digit");
+		return vl_fail(err, errlen, "a field name must start with a letter or digit");
 	while (c->p < c->end && name_char(*c->p, false) && c->p - name < 32)
 		c->p++;
 	size_t n = (size_t)(c->p - name);
 	if (c->p == c->end || *c->p != '=')
-		return fail(err, errlen, "field \"%.*s\": no '=' (or a name over 32 octets)",
+		return vl_fail(err, errlen, "field \"%.*s\": no '=' (or a name over 32 octets)",
 			    (int)n, name);
 	c->p++;
 	if (n == 3 && !memcmp(name, "rua", 3) && !*seen_rua) {
@@ -102,7 +91,7 @@ static int parse_field(struct cur *c, struct rpt_record *r, bool *seen_rua, char
 	while (c->p < c->end && *c->p > 0x20 && *c->p < 0x7f && *c->p != ';' && *c->p != '=')
 		c->p++;
 	if (c->p == v)
-		return fail(err, errlen, "field \"%.*s\": an empty value", (int)n, name);
+		return vl_fail(err, errlen, "field \"%.*s\": an empty value", (int)n, name);
 	return 0;
 }
 
@@ -114,14 +103,14 @@ int rpt_record_parse(const char *txt, size_t len, struct rpt_record *r, char *er
 
 	r->nrua = 0;
 	if (len < 10 || memcmp(txt, "v=TLSRPTv1", 10))
-		return fail(err, errlen, "not a TLS-RPT record (it must start with v=TLSRPTv1)");
+		return vl_fail(err, errlen, "not a TLS-RPT record (it must start with v=TLSRPTv1)");
 	c.p += 10;
 	for (;;) {
 		skip_wsp(&c);
 		if (c.p == c.end)
 			break;
 		if (*c.p != ';')
-			return fail(err, errlen, "octet 0x%02x at offset %zu where ';' must be",
+			return vl_fail(err, errlen, "octet 0x%02x at offset %zu where ';' must be",
 				    (unsigned char)*c.p, (size_t)(c.p - txt));
 		c.p++;
 		skip_wsp(&c);
@@ -131,8 +120,8 @@ int rpt_record_parse(const char *txt, size_t len, struct rpt_record *r, char *er
 			return -1;
 	}
 	if (!seen_rua)
-		return fail(err, errlen, "no rua field");
+		return vl_fail(err, errlen, "no rua field");
 	if (!r->nrua)
-		return fail(err, errlen, "rua names no mailto: or https: URI volley can use");
+		return vl_fail(err, errlen, "rua names no mailto: or https: URI volley can use");
 	return 0;
 }
