@@ -1,19 +1,31 @@
 /*
- * The HTTP server: libmicrohttpd with a thread per connection, so a
- * million-recipient upload being written to the spool never holds up a
- * health check, and no API thread ever touches an engine worker's ring.
- * Requests are dispatched by method and path (route_*); submissions stream
- * into api_intake.
+ * The HTTP server: libmicrohttpd behind the gate (gate.c). The gate owns
+ * the sockets and hands libmicrohttpd only requests whose head is whole
+ * and valid, one at a time per connection, over a socket pair;
+ * libmicrohttpd runs them on a small pool of threads, each an epoll loop
+ * over its connections (api.threads). Requests are dispatched by method
+ * and path (route_*); submissions stream into api_intake.
+ *
+ * No pool thread waits: what may take long (a submission's end, with its
+ * parse and fsync; job control, which waits for the delivery thread; the
+ * TLS views, which wait for DNS and HTTPS) runs on a worker while its
+ * connection is suspended, and an /v1/events follower with nothing to
+ * send is suspended until the follower thread finds events for it. Every
+ * answer is queued once the request is whole (libmicrohttpd closes the
+ * connection after an answer given from the head alone), so keep-alive
+ * works for every request.
  */
-#include "api.h"
+#include "api_int.h"
 #include "../message/message.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -22,18 +34,13 @@
 #include <unistd.h>
 
 #include <microhttpd.h>
-#include <openssl/crypto.h>
 
 #define IDEM_MAX 128
-#define CONN_TIMEOUT_S 300
+#define KEEPALIVE_MS 15000        /* a blank line to a silent follower */
+#define FOLLOW_TICK_MS 50         /* how often waiting followers are looked at */
 
-struct api;
-
-struct listener {
-	struct api *a;
-	bool tcp;                 /* needs the bearer token */
-	struct MHD_Daemon *d;
-};
+struct req;
+struct follower;
 
 struct api {
 	const struct cfg *cfg;
@@ -41,43 +48,62 @@ struct api {
 	struct sched_spool *spool;
 	struct sched_suppress *sup;
 	struct sched_events *ev;
-	struct listener unix_l, tcp_l;
+	struct MHD_Daemon *d;
+	struct api_gate *gate;
 	char *sock_path;
-	atomic_bool draining;
+	bool sock_bound;              /* ours to remove */
+	atomic_bool draining, stopping;
 	double started;
 	_Atomic uint64_t jobs_in, rcpts_in, bytes_in, rejected, spool_used, used_at;
 	struct api_tlsrpt *tlsrpt;    /* TLS-RPT reports, or NULL */
+	/* slow requests, run by workers while their connection is suspended */
+	pthread_mutex_t wmu;
+	pthread_cond_t wcv;
+	struct req *wq, *wq_tail;
+	pthread_t *workers;
+	unsigned nworkers;
+	bool wstop;
+	/* /v1/events followers suspended until there is something to send */
+	pthread_mutex_t fmu;
+	pthread_cond_t fcv;
+	struct follower *waiting;
+	pthread_t fthread;
+	bool fstarted, fstop;
 };
 
 /* One request's state across handler calls. */
 struct req {
+	struct MHD_Connection *c;
 	struct api_intake *in;
 	char *idem;               /* reserved key, released unless bound */
-	bool inject;              /* /api/inject/v1 */
-	bool done;
-	struct MHD_Response *resp; /* an answer held until the upload is read */
+	bool done, head;
+	struct MHD_Response *resp; /* the answer, queued once the request is whole */
 	unsigned status;
+	/* a slow request: run by a worker, the connection suspended */
+	enum MHD_Result (*slow)(struct api *a, struct MHD_Connection *c, struct req *r);
+	char *url, *method;
+	bool queued;
+	struct req *wnext;
 };
 
 /* ---- responses ---- */
 
-/* A submission refused (or replayed) before its body is read is answered
- * only once the body has been read and dropped: a client still sending
- * would otherwise meet a closed connection (EPIPE) instead of the answer.
- * submit_begin() sets this for its thread; queue() then holds the answer. */
-static __thread struct req *deferring;
+/* Every answer is made while a handler (or a worker) runs for r, and kept
+ * in r until the request is whole: an answer queued before the body is
+ * read would close the connection (libmicrohttpd 0.9.75 refuses to read
+ * a body or a further request then), and a client still sending its body
+ * would meet a closed connection instead of the answer. */
+static __thread struct req *answering;
 
 static enum MHD_Result queue(struct MHD_Connection *c, unsigned status,
 			     struct MHD_Response *r)
 {
-	if (deferring) {
-		deferring->resp = r;
-		deferring->status = status;
-		return MHD_YES;
-	}
-	enum MHD_Result rc = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
-	return rc;
+	(void)c;
+	if (answering->resp)
+		MHD_destroy_response(answering->resp);
+	answering->resp = r;
+	answering->status = status;
+	return MHD_YES;
 }
 
 static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status,
@@ -112,28 +138,40 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json
 	return send_json_h(c, status, body, NULL, NULL);
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *code,
-				  const char *field, const char *msg)
+static enum MHD_Result send_error_h(struct MHD_Connection *c, int status, const char *code,
+				    const char *field, const char *msg, const char *h,
+				    const char *v)
 {
 	struct api_error e = { .status = status };
 
 	snprintf(e.code, sizeof e.code, "%s", code);
 	snprintf(e.field, sizeof e.field, "%s", field ? field : "");
 	snprintf(e.message, sizeof e.message, "%s", msg);
-	return send_json_h(c, (unsigned)status, api_error_json(&e),
-			   status == 503 ? "Retry-After" : NULL, "30");
+	return send_json_h(c, (unsigned)status, api_error_json(&e), h, v);
 }
 
-/* NDJSON produced as the client reads it (chunked). */
+static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *code,
+				  const char *field, const char *msg)
+{
+	return send_error_h(c, status, code, field, msg, status == 503 ? "Retry-After" : NULL,
+			    "30");
+}
+
+/* NDJSON produced as the client reads it (chunked); for HEAD only the
+ * head. */
 static enum MHD_Result send_stream(struct MHD_Connection *c, MHD_ContentReaderCallback read,
 				   void *cls, MHD_ContentReaderFreeCallback done)
 {
-	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536,
-								   read, cls, done);
+	struct MHD_Response *r;
+
+	if (answering->head) {
+		done(cls);
+		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	} else {
+		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, read, cls, done);
+	}
 	MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
-	enum MHD_Result rc = MHD_queue_response(c, 200, r);
-	MHD_destroy_response(r);
-	return rc;
+	return queue(c, 200, r);
 }
 
 /* ---- submissions ---- */
@@ -325,40 +363,36 @@ static enum MHD_Result job_control(struct api *a, struct MHD_Connection *c,
 	}
 }
 
-/* /v1/jobs/{id}[/{sub}] */
-static enum MHD_Result route_job(struct api *a, struct MHD_Connection *c,
-				 const char *method, const char *rest)
+/* /v1/jobs/{id}[/{sub}], with a method methods_of() allows */
+static enum MHD_Result route_job(struct api *a, struct MHD_Connection *c, const char *rest)
 {
 	const char *slash = strchr(rest, '/');
 	size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
 	char id[SCHED_ID_LEN + 1];
-	bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
 
 	if (!sched_id_valid(rest, idlen))
 		return not_found(c, "job");
 	memcpy(id, rest, idlen);
 	id[idlen] = '\0';
 	if (!slash) {
-		if (!get)
-			return send_error(c, 405, "method_not_allowed", NULL, "use GET");
 		json_t *j = sched_job_json(a->sc, id);
 		return j ? send_json(c, 200, j) : not_found(c, "job");
 	}
-	const char *sub = slash + 1;
-	if (!strcmp(sub, "recipients"))
-		return get ? job_recipients(a, c, id) :
-		       send_error(c, 405, "method_not_allowed", NULL, "use GET");
-	if (!strcmp(sub, "pause") || !strcmp(sub, "resume") || !strcmp(sub, "cancel"))
-		return post ? job_control(a, c, id, sub) :
-		       send_error(c, 405, "method_not_allowed", NULL, "use POST");
-	return not_found(c, "path");
+	if (!strcmp(slash + 1, "recipients"))
+		return job_recipients(a, c, id);
+	return job_control(a, c, id, slash + 1);
 }
 
 /* ---- operations ---- */
 
 static json_t *stats_json(struct api *a)
 {
-	return json_pack("{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}, s:o}",
+	struct api_gate_stats g = { 0 };
+
+	if (a->gate)
+		api_gate_stats(a->gate, &g);
+	return json_pack("{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}, s:o, "
+			 "s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
 			 "version", VL_VERSION,
 			 "uptime_s", (json_int_t)(vl_wall_time() - a->started),
 			 "intake", "jobs", (json_int_t)atomic_load(&a->jobs_in),
@@ -367,7 +401,11 @@ static json_t *stats_json(struct api *a)
 			 "rejected", (json_int_t)atomic_load(&a->rejected),
 			 "spool", "used_bytes", (json_int_t)atomic_load(&a->spool_used),
 			 "free_bytes", (json_int_t)sched_spool_free_bytes(a->spool),
-			 "scheduler", sched_stats_json(a->sc));
+			 "scheduler", sched_stats_json(a->sc),
+			 "api", "connections", (json_int_t)g.open, "accepted", (json_int_t)g.accepted,
+			 "refused", (json_int_t)g.refused, "timeouts", (json_int_t)g.timeouts,
+			 "bad_requests", (json_int_t)g.bad_requests,
+			 "unauthorized", (json_int_t)g.unauthorized);
 }
 
 static void metric(struct vl_buf *b, const char *name, const char *type,
@@ -427,6 +465,22 @@ static void delivery_metrics(struct vl_buf *b, json_t *d)
 	       NULL, num(dns, "cache_hits"));
 	metric(b, "volley_dns_timeouts_total", "counter", "DNS queries that timed out.", NULL,
 	       num(dns, "timeouts"));
+}
+
+static void api_metrics(struct vl_buf *b, json_t *g)
+{
+	metric(b, "volley_api_connections", "gauge", "Open API connections.", NULL,
+	       num(g, "connections"));
+	metric(b, "volley_api_connections_refused_total", "counter",
+	       "API connections refused at api.max_connections or api.max_connections_per_ip.",
+	       NULL, num(g, "refused"));
+	metric(b, "volley_api_timeouts_total", "counter",
+	       "API connections closed by api.header_timeout or api.idle_timeout.", NULL,
+	       num(g, "timeouts"));
+	metric(b, "volley_api_bad_requests_total", "counter",
+	       "Requests refused as malformed HTTP.", NULL, num(g, "bad_requests"));
+	metric(b, "volley_api_unauthorized_total", "counter",
+	       "Requests refused for want of the bearer token.", NULL, num(g, "unauthorized"));
 }
 
 /* {site="..."}: label values escaped as the text format asks. */
@@ -504,6 +558,7 @@ static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 	metric(&b, "volley_spool_free_bytes", "gauge", "Octets free on the spool's disk.",
 	       NULL, (double)sched_spool_free_bytes(a->spool));
 	delivery_metrics(&b, json_object_get(sched, "delivery"));
+	api_metrics(&b, json_object_get(s, "api"));
 	site_metrics(&b, a);
 	json_decref(s);
 	return send_text(c, 200, "text/plain; version=0.0.4", b.p, b.len);
@@ -522,29 +577,57 @@ static enum MHD_Result health(struct api *a, struct MHD_Connection *c)
 					   "accepting", accepting));
 }
 
+/* A reader of the event log. A follower with nothing to send suspends its
+ * connection (no pool thread waits for events) and waits on a->waiting;
+ * the follower thread reads for it every FOLLOW_TICK_MS, and resumes it
+ * with what it found, a keep-alive line after KEEPALIVE_MS of silence, or
+ * the end of the stream when volleyd stops. */
 struct follower {
 	struct api *a;
+	struct MHD_Connection *c;
 	struct sched_events_reader *r;
+	bool follow, end;
+	uint64_t last;             /* when something was last sent */
+	struct follower *next;     /* in a->waiting */
+	size_t pend_len, pend_off; /* read by the follower thread, to send */
+	char pend[16384];
 };
 
 /* The event log, then (follow) new events as they are committed. */
 static ssize_t read_events(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct follower *f = cls;
+	struct api *a = f->a;
 	long n;
 	(void)pos;
 
-	/* a follower waits in slices, so a gone client is noticed at the
-	 * next keep-alive line and a draining volleyd ends the stream */
-	for (int i = 0; i < 15; i++) {
-		if (atomic_load(&f->a->draining))
-			return MHD_CONTENT_READER_END_OF_STREAM;
-		n = sched_events_read(f->r, buf, max, 1000);
-		if (n != 0)
-			return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
+	if (f->pend_len) {
+		size_t k = f->pend_len - f->pend_off < max ? f->pend_len - f->pend_off : max;
+		memcpy(buf, f->pend + f->pend_off, k);
+		if ((f->pend_off += k) == f->pend_len)
+			f->pend_len = f->pend_off = 0;
+		f->last = vl_now_ms();
+		return (ssize_t)k;
 	}
-	buf[0] = '\n';
-	return 1;
+	if (f->end || atomic_load(&a->draining))
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	n = sched_events_read(f->r, buf, max, 0);
+	if (n > 0) {
+		f->last = vl_now_ms();
+		return n;
+	}
+	if (n < 0 || !f->follow)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	pthread_mutex_lock(&a->fmu);
+	if (a->fstop) {
+		pthread_mutex_unlock(&a->fmu);
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	}
+	MHD_suspend_connection(f->c);
+	f->next = a->waiting;
+	a->waiting = f;
+	pthread_mutex_unlock(&a->fmu);
+	return 0;
 }
 
 static void close_events(void *cls)
@@ -555,6 +638,50 @@ static void close_events(void *cls)
 	free(f);
 }
 
+/* The follower thread. */
+static void *followers_main(void *arg)
+{
+	struct api *a = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&a->fmu);
+	while (!a->fstop) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += FOLLOW_TICK_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&a->fcv, &a->fmu, &ts);
+		uint64_t now = vl_now_ms();
+		bool drain = atomic_load(&a->draining);
+		for (struct follower **p = &a->waiting, *f; (f = *p);) {
+			long n = drain ? -1 : sched_events_read(f->r, f->pend, sizeof f->pend, 0);
+			if (n == 0 && now - f->last < KEEPALIVE_MS && !a->fstop) {
+				p = &f->next;
+				continue;
+			}
+			if (n > 0) {
+				f->pend_len = (size_t)n;
+			} else if (n < 0 || a->fstop) {
+				f->end = true;
+			} else {
+				f->pend[0] = '\n';
+				f->pend_len = 1;
+			}
+			*p = f->next;
+			MHD_resume_connection(f->c);
+		}
+	}
+	for (struct follower *f; (f = a->waiting);) {   /* stopping: end every stream */
+		a->waiting = f->next;
+		f->end = true;
+		MHD_resume_connection(f->c);
+	}
+	pthread_mutex_unlock(&a->fmu);
+	return NULL;
+}
+
 static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 {
 	const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
@@ -563,9 +690,12 @@ static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 
 	if (job && !sched_id_valid(job, strlen(job)))
 		return send_error(c, 400, "invalid_field", "job", "job must be a job id");
-	struct sched_events_reader *r = sched_events_reader_open(a->ev, job, follow);
-	struct follower *fl = vl_malloc(sizeof *fl);
-	*fl = (struct follower){ a, r };
+	struct follower *fl = vl_calloc(1, sizeof *fl);
+	fl->a = a;
+	fl->c = c;
+	fl->r = sched_events_reader_open(a->ev, job, follow);
+	fl->follow = follow;
+	fl->last = vl_now_ms();
 	return send_stream(c, read_events, fl, close_events);
 }
 
@@ -592,14 +722,12 @@ static enum MHD_Result suppression_one(struct api *a, struct MHD_Connection *c,
 
 	if (msg_addr_check(email, strlen(email), &utf8, why, sizeof why) < 0)
 		return send_error(c, 400, "invalid_address", "email", why);
-	if (!strcmp(method, "GET"))
+	if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
 		return sched_suppressed(a->sup, email, strlen(email)) ?
 		       send_json(c, 200, json_pack("{s:s, s:b}", "email", email, "suppressed", 1)) :
 		       not_found(c, "suppressed address");
 	int rc = !strcmp(method, "DELETE") ? sched_suppress_remove(a->sup, email) :
-		 !strcmp(method, "PUT") ? sched_suppress_add(a->sup, email, "added by API", "") : -2;
-	if (rc == -2)
-		return send_error(c, 405, "method_not_allowed", NULL, "use GET, PUT or DELETE");
+		 sched_suppress_add(a->sup, email, "added by API", "");
 	if (rc < 0 && errno == EINVAL)
 		return send_error(c, 400, "invalid_address", "email",
 				  "the suppression list refuses this address");
@@ -652,124 +780,242 @@ void api_set_tlsrpt(struct api *a, struct api_tlsrpt *t)
 }
 
 /* GET /v1/tls-report?domain=D[&date=YYYY-MM-DD], POST /v1/tls-report/send?... */
-static enum MHD_Result tls_report(struct api *a, struct MHD_Connection *c, const char *method,
-				  bool send)
+static enum MHD_Result tls_report(struct api *a, struct MHD_Connection *c, bool send)
 {
 	const char *domain = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "domain");
 	const char *date = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "date");
 	struct api_error e = { 0 };
 
-	if (send ? strcmp(method, "POST") != 0 : strcmp(method, "GET") && strcmp(method, "HEAD"))
-		return send_error(c, 405, "method_not_allowed", NULL, send ? "use POST" : "use GET");
 	json_t *j = api_tlsrpt_answer(a->tlsrpt, domain, date, send, &e);
 	return j ? send_json(c, 200, j) : send_json(c, (unsigned)e.status, api_error_json(&e));
 }
 
 /* ---- dispatch ---- */
 
-static enum MHD_Result route_get(struct api *a, struct MHD_Connection *c, const char *url)
+/* The methods a path takes ("GET, HEAD": the Allow header of a 405), NULL
+ * when there is no such path. */
+static const char *methods_of(const char *url)
 {
-	if (!strcmp(url, "/v1/health"))
-		return health(a, c);
-	if (!strcmp(url, "/v1/jobs")) {
+	static const char *const reads[] = { "/v1/health", "/v1/queues", "/v1/tls-check",
+					     "/v1/suppression", "/v1/events", "/v1/stats",
+					     "/metrics", "/v1/tls-report" };
+
+	if (!strcmp(url, "/v1/jobs"))
+		return "GET, HEAD, POST";
+	if (!strcmp(url, "/api/inject/v1") || !strcmp(url, "/v1/tls-report/send"))
+		return "POST";
+	for (size_t i = 0; i < VL_ARRAY_LEN(reads); i++)
+		if (!strcmp(url, reads[i]))
+			return "GET, HEAD";
+	if (!strncmp(url, "/v1/suppression/", 16))
+		return url[16] ? "GET, HEAD, PUT, DELETE" : NULL;
+	if (!strncmp(url, "/v1/jobs/", 9)) {
+		const char *sub = strchr(url + 9, '/');
+		if (!sub || !strcmp(sub, "/recipients"))
+			return "GET, HEAD";
+		if (!strcmp(sub, "/pause") || !strcmp(sub, "/resume") || !strcmp(sub, "/cancel"))
+			return "POST";
+	}
+	return NULL;
+}
+
+static bool method_in(const char *m, const char *allow)
+{
+	size_t n = strlen(m);
+
+	for (const char *p = allow; (p = strstr(p, m)); p += n)
+		if ((p == allow || p[-1] == ' ') && (p[n] == ',' || !p[n]))
+			return true;
+	return false;
+}
+
+/* The slow ones, run by a worker (r->url and r->method are copies). */
+static enum MHD_Result slow_submit(struct api *a, struct MHD_Connection *c, struct req *r)
+{
+	return submit_end(a, c, r);
+}
+
+static enum MHD_Result slow_job(struct api *a, struct MHD_Connection *c, struct req *r)
+{
+	return route_job(a, c, r->url + 9);
+}
+
+static enum MHD_Result slow_tls_check(struct api *a, struct MHD_Connection *c, struct req *r)
+{
+	(void)r;
+	return tls_check(a, c);
+}
+
+static enum MHD_Result slow_tls_report(struct api *a, struct MHD_Connection *c, struct req *r)
+{
+	return tls_report(a, c, r->url[14] != '\0');
+}
+
+static void set_slow(struct req *r, enum MHD_Result (*fn)(struct api *, struct MHD_Connection *,
+							   struct req *),
+		     const char *url, const char *method)
+{
+	r->slow = fn;
+	r->url = vl_strdup(url);
+	r->method = vl_strdup(method);
+}
+
+static void route(struct api *a, struct MHD_Connection *c, struct req *r, const char *url,
+		  const char *method)
+{
+	const char *allow = methods_of(url);
+	char msg[80];
+
+	r->head = !strcmp(method, "HEAD");
+	if (!allow) {
+		not_found(c, "path");
+		return;
+	}
+	if (!method_in(method, allow)) {
+		snprintf(msg, sizeof msg, "%s takes %s", url, allow);
+		send_error_h(c, 405, "method_not_allowed", NULL, msg, "Allow", allow);
+		return;
+	}
+	if (!strcmp(method, "POST") && (!strcmp(url, "/v1/jobs") || !strcmp(url, "/api/inject/v1"))) {
+		submit_begin(a, c, r);
+		return;
+	}
+	if (!strncmp(url, "/v1/jobs/", 9)) {
+		if (!strcmp(method, "POST"))
+			set_slow(r, slow_job, url, method);
+		else
+			route_job(a, c, url + 9);
+	} else if (!strncmp(url, "/v1/suppression/", 16)) {
+		suppression_one(a, c, method, url + 16);
+	} else if (!strcmp(url, "/v1/tls-check")) {
+		set_slow(r, slow_tls_check, url, method);
+	} else if (!strncmp(url, "/v1/tls-report", 14)) {
+		set_slow(r, slow_tls_report, url, method);
+	} else if (!strcmp(url, "/v1/health")) {
+		health(a, c);
+	} else if (!strcmp(url, "/v1/jobs")) {
 		const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
 		uint64_t limit = 100;
 		if (l && (vl_parse_u64(l, &limit) < 0 || !limit))
-			return send_error(c, 400, "invalid_field", "limit",
-					  "limit must be a positive integer");
-		return send_json(c, 200, sched_jobs_json(a->sc, limit));
+			send_error(c, 400, "invalid_field", "limit", "limit must be a positive integer");
+		else
+			send_json(c, 200, sched_jobs_json(a->sc, limit));
+	} else if (!strcmp(url, "/v1/queues")) {
+		send_json(c, 200, sched_queues_json(a->sc));
+	} else if (!strcmp(url, "/v1/suppression")) {
+		suppression_get(a, c);
+	} else if (!strcmp(url, "/v1/events")) {
+		events(a, c);
+	} else if (!strcmp(url, "/v1/stats")) {
+		send_json(c, 200, stats_json(a));
+	} else {
+		metrics(a, c);
 	}
-	if (!strcmp(url, "/v1/queues"))
-		return send_json(c, 200, sched_queues_json(a->sc));
-	if (!strcmp(url, "/v1/tls-check"))
-		return tls_check(a, c);
-	if (!strcmp(url, "/v1/suppression"))
-		return suppression_get(a, c);
-	if (!strcmp(url, "/v1/events"))
-		return events(a, c);
-	if (!strcmp(url, "/v1/stats"))
-		return send_json(c, 200, stats_json(a));
-	if (!strcmp(url, "/metrics"))
-		return metrics(a, c);
-	return not_found(c, "path");
 }
 
-static bool authorized(struct listener *l, struct MHD_Connection *c)
+/* ---- workers: slow requests ---- */
+
+/* Run r on a worker, its connection suspended meanwhile; false once the
+ * workers are stopping. */
+static bool work_push(struct api *a, struct MHD_Connection *c, struct req *r)
 {
-	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-	const char *tok = l->a->cfg->api.token;
-	size_t n = strlen(tok);
-
-	if (!l->tcp)
-		return true;
-	return h && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n &&
-	       CRYPTO_memcmp(h + 7, tok, n) == 0;
+	pthread_mutex_lock(&a->wmu);
+	if (a->wstop) {
+		pthread_mutex_unlock(&a->wmu);
+		return false;
+	}
+	MHD_suspend_connection(c);
+	r->wnext = NULL;
+	if (a->wq_tail)
+		a->wq_tail->wnext = r;
+	else
+		a->wq = r;
+	a->wq_tail = r;
+	pthread_cond_signal(&a->wcv);
+	pthread_mutex_unlock(&a->wmu);
+	return true;
 }
 
-static bool is_submit(const char *url)
+static void *worker_main(void *arg)
 {
-	return !strcmp(url, "/v1/jobs") || !strcmp(url, "/api/inject/v1");
+	struct api *a = arg;
+
+	for (;;) {
+		pthread_mutex_lock(&a->wmu);
+		while (!a->wq && !a->wstop)
+			pthread_cond_wait(&a->wcv, &a->wmu);
+		struct req *r = a->wq;
+		if (!r) {
+			pthread_mutex_unlock(&a->wmu);
+			return NULL;
+		}
+		if (!(a->wq = r->wnext))
+			a->wq_tail = NULL;
+		pthread_mutex_unlock(&a->wmu);
+		answering = r;
+		if (atomic_load(&a->stopping))
+			send_error(r->c, 503, "shutting_down", NULL, "volleyd is shutting down");
+		else
+			r->slow(a, r->c, r);
+		if (!r->resp)
+			send_error(r->c, 500, "internal", NULL, "no answer was made");
+		answering = NULL;
+		MHD_resume_connection(r->c);
+	}
 }
+
+/* ---- libmicrohttpd's callbacks ---- */
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
 			      const char *method, const char *version,
 			      const char *data, size_t *size, void **con_cls)
 {
-	struct listener *l = cls;
-	struct api *a = l->a;
+	struct api *a = cls;
 	struct req *r = *con_cls;
 	(void)version;
 
-	if (!r) {
+	if (!r) {                 /* the head: route; the answer waits for the body */
 		r = *con_cls = vl_calloc(1, sizeof *r);
-		if (!authorized(l, c))
-			return send_error(c, 401, "unauthorized", NULL,
-					  "send Authorization: Bearer <api.token>");
-		if (!strcmp(method, "POST") && is_submit(url)) {
-			deferring = r;
-			enum MHD_Result rc = submit_begin(a, c, r);
-			deferring = NULL;
-			return rc;
-		}
-		if (!strncmp(url, "/v1/jobs/", 9))
-			return route_job(a, c, method, url + 9);
-		if (!strncmp(url, "/v1/suppression/", 16))
-			return suppression_one(a, c, method, url + 16);
-		if (!strcmp(url, "/v1/tls-report") || !strcmp(url, "/v1/tls-report/send"))
-			return tls_report(a, c, method, url[14] != '\0');
-		if (!strcmp(url, "/api/inject/v1") ||
-		    (!strcmp(url, "/v1/jobs") && strcmp(method, "GET")))
-			return send_error(c, 405, "method_not_allowed", NULL,
-					  !strcmp(url, "/v1/jobs") ? "use GET or POST" : "use POST");
-		if (strcmp(method, "GET") && strcmp(method, "HEAD"))
-			return send_error(c, 405, "method_not_allowed", NULL, "use GET");
-		return route_get(a, c, url);
+		r->c = c;
+		answering = r;
+		route(a, c, r, url, method);
+		answering = NULL;
+		return MHD_YES;
 	}
-	if (r->resp) {
-		if (*size) {          /* refused before its body: drop the body */
-			*size = 0;
-			return MHD_YES;
-		}
+	if (*size) {              /* the body: a submission's, or dropped */
+		if (r->in && !r->resp)
+			api_intake_feed(r->in, data, *size);
+		*size = 0;
+		return MHD_YES;
+	}
+	if (r->resp) {            /* the request is whole: answer */
 		enum MHD_Result rc = MHD_queue_response(c, r->status, r->resp);
 		MHD_destroy_response(r->resp);
 		r->resp = NULL;
 		r->done = true;
 		return rc;
 	}
-	if (!r->in || r->done)
-		return MHD_YES;       /* answered already; the body is dropped */
-	if (*size) {
-		api_intake_feed(r->in, data, *size);
-		*size = 0;
-		return MHD_YES;
+	if (r->in && !r->slow)
+		r->slow = slow_submit;
+	if (r->slow && !r->queued) {
+		r->queued = true;
+		if (!work_push(a, c, r)) {
+			answering = r;
+			send_error(c, 503, "shutting_down", NULL, "volleyd is shutting down");
+			answering = NULL;
+			enum MHD_Result rc = MHD_queue_response(c, r->status, r->resp);
+			MHD_destroy_response(r->resp);
+			r->resp = NULL;
+			return rc;
+		}
 	}
-	return submit_end(a, c, r);
+	return MHD_YES;
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		      enum MHD_RequestTerminationCode toe)
 {
-	struct listener *l = cls;
+	struct api *a = cls;
 	struct req *r = *con_cls;
 	(void)c;
 
@@ -782,10 +1028,34 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		MHD_destroy_response(r->resp);
 	api_intake_free(r->in);   /* removes whatever was not committed */
 	if (r->idem)
-		sched_idem_release(l->a->sc, r->idem);
+		sched_idem_release(a->sc, r->idem);
 	free(r->idem);
+	free(r->url);
+	free(r->method);
 	free(r);
 	*con_cls = NULL;
+}
+
+/* libmicrohttpd's own messages: debug lines, never on stderr. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char m[512];
+	size_t n;
+	(void)cls;
+
+	vsnprintf(m, sizeof m, fmt, ap);
+	n = strlen(m);
+	while (n && (m[n - 1] == '\n' || m[n - 1] == '\r'))
+		m[--n] = '\0';
+	vl_log(VL_LOG_DEBUG, "api: libmicrohttpd: %s", m);
+}
+
+/* The gate hands a connection over. */
+static int attach(void *cls, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	struct api *a = cls;
+
+	return MHD_add_connection(a->d, fd, sa, salen) == MHD_YES ? 0 : -1;
 }
 
 /* ---- listeners ---- */
@@ -811,7 +1081,7 @@ static int unix_listen(const char *path, char *err, size_t errlen)
 	mode_t old = umask(0117);
 	int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
 	umask(old);
-	if (rc < 0 || chmod(path, 0660) < 0 || listen(fd, 256) < 0) {
+	if (rc < 0 || chmod(path, 0660) < 0 || listen(fd, 1024) < 0) {
 		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
 		close(fd);
 		return -1;
@@ -837,7 +1107,7 @@ static int tcp_listen(const char *hostport, char *err, size_t errlen)
 	}
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 256) < 0) {
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
 		snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(errno));
 		close(fd);
 		return -1;
@@ -845,25 +1115,57 @@ static int tcp_listen(const char *hostport, char *err, size_t errlen)
 	return fd;
 }
 
-static int start_listener(struct listener *l, int fd, char *err, size_t errlen)
+/* Each connection takes three descriptors once it has made a request (its
+ * socket and a socket pair): raise the soft limit when it is lower than
+ * that needs, as far as the hard limit allows. */
+static void raise_nofile(const struct cfg *c)
 {
-	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-			 MHD_USE_POLL | MHD_USE_ERROR_LOG;
+	struct rlimit rl;
+	rlim_t want = (rlim_t)c->api.max_connections * 3 + 1024;
 
-	l->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, l,
-				MHD_OPTION_LISTEN_SOCKET, fd,
-				MHD_OPTION_NOTIFY_COMPLETED, completed, l,
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
+		vl_log(VL_LOG_WARN, "api: the descriptor limit (%llu) is below what "
+		       "api.max_connections = %lld may need (%llu)",
+		       (unsigned long long)rl.rlim_cur, (long long)c->api.max_connections,
+		       (unsigned long long)want);
+}
+
+static int start_server(struct api *a, char *err, size_t errlen)
+{
+	const struct cfg *c = a->cfg;
+	unsigned threads = (unsigned)c->api.threads;
+
+	a->d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_NO_LISTEN_SOCKET |
+				MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+				0, NULL, NULL, handle, a,
+				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
+				MHD_OPTION_THREAD_POOL_SIZE, threads,
+				MHD_OPTION_NOTIFY_COMPLETED, completed, a,
+				/* the gate keeps the count; this is only a ceiling */
 				MHD_OPTION_CONNECTION_LIMIT,
-				(unsigned)l->a->cfg->api.max_connections,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
+				(unsigned)c->api.max_connections + 64 * threads,
+				MHD_OPTION_CONNECTION_TIMEOUT, 0u,
 				/* bigger reads of big uploads: fewer handler calls */
 				MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
 				MHD_OPTION_END);
-	if (!l->d) {
+	if (!a->d) {
 		snprintf(err, errlen, "cannot start the HTTP server");
-		close(fd);
 		return -1;
 	}
+	a->workers = vl_calloc(threads, sizeof *a->workers);
+	for (; a->nworkers < threads; a->nworkers++)
+		if (pthread_create(&a->workers[a->nworkers], NULL, worker_main, a) != 0) {
+			snprintf(err, errlen, "cannot start the API's workers");
+			return -1;
+		}
+	if (pthread_create(&a->fthread, NULL, followers_main, a) != 0) {
+		snprintf(err, errlen, "cannot start the API's follower thread");
+		return -1;
+	}
+	a->fstarted = true;
 	return 0;
 }
 
@@ -872,7 +1174,7 @@ struct api *api_start(const struct cfg *c, struct sched *sc,
 		      struct sched_events *ev, char *err, size_t errlen)
 {
 	struct api *a = vl_calloc(1, sizeof *a);
-	int fd;
+	int ufd = -1, tfd = -1;
 
 	a->cfg = c;
 	a->sc = sc;
@@ -880,29 +1182,44 @@ struct api *api_start(const struct cfg *c, struct sched *sc,
 	a->sup = sup;
 	a->ev = ev;
 	a->started = vl_wall_time();
-	a->unix_l.a = a->tcp_l.a = a;
-	a->tcp_l.tcp = true;
+	pthread_mutex_init(&a->wmu, NULL);
+	pthread_cond_init(&a->wcv, NULL);
+	pthread_mutex_init(&a->fmu, NULL);
+	pthread_cond_init(&a->fcv, NULL);
 	atomic_store(&a->spool_used, sched_spool_used_bytes(spool));
 	atomic_store(&a->used_at, vl_now_ms());
 	if (*c->api.socket)
 		a->sock_path = vl_strdup(c->api.socket);
 	else if (asprintf(&a->sock_path, "%s/volley.sock", c->data_dir) < 0)
 		abort();
-	if ((fd = unix_listen(a->sock_path, err, errlen)) < 0 ||
-	    start_listener(&a->unix_l, fd, err, errlen) < 0)
+	if (*c->api.listen && !*c->api.token) {
+		snprintf(err, errlen, "api.listen needs api.token: the TCP listener "
+			 "demands Authorization: Bearer <token>");
 		goto fail;
-	if (*c->api.listen) {
-		if (!*c->api.token) {
-			snprintf(err, errlen, "api.listen needs api.token: the TCP listener "
-				 "demands Authorization: Bearer <token>");
-			goto fail;
-		}
-		if ((fd = tcp_listen(c->api.listen, err, errlen)) < 0 ||
-		    start_listener(&a->tcp_l, fd, err, errlen) < 0)
-			goto fail;
 	}
+	raise_nofile(c);
+	if (start_server(a, err, errlen) < 0 ||
+	    (ufd = unix_listen(a->sock_path, err, errlen)) < 0 ||
+	    !(a->sock_bound = true) ||
+	    (*c->api.listen && (tfd = tcp_listen(c->api.listen, err, errlen)) < 0))
+		goto fail;
+	struct api_gate_cfg gc = {
+		.unix_fd = ufd, .tcp_fd = tfd, .token = c->api.token,
+		.threads = ((unsigned)c->api.threads + 1) / 2,
+		.max_conns = (unsigned)c->api.max_connections,
+		.max_per_ip = (unsigned)c->api.max_connections_per_ip,
+		.header_ms = c->api.header_timeout_ms, .idle_ms = c->api.idle_timeout_ms,
+		.attach = attach, .cls = a,
+	};
+	ufd = tfd = -1;          /* the gate's now, even if it fails */
+	if (!(a->gate = api_gate_start(&gc, err, errlen)))
+		goto fail;
 	return a;
 fail:
+	if (ufd >= 0)
+		close(ufd);
+	if (tfd >= 0)
+		close(tfd);
 	api_stop(a);
 	return NULL;
 }
@@ -917,12 +1234,29 @@ void api_stop(struct api *a)
 	if (!a)
 		return;
 	atomic_store(&a->draining, true);
-	if (a->tcp_l.d)
-		MHD_stop_daemon(a->tcp_l.d);
-	if (a->unix_l.d) {
-		MHD_stop_daemon(a->unix_l.d);
+	atomic_store(&a->stopping, true);
+	api_gate_stop(a->gate);  /* no more requests; connections closed */
+	pthread_mutex_lock(&a->fmu);
+	a->fstop = true;         /* every suspended follower resumed, to end */
+	pthread_cond_signal(&a->fcv);
+	pthread_mutex_unlock(&a->fmu);
+	if (a->fstarted)
+		pthread_join(a->fthread, NULL);
+	pthread_mutex_lock(&a->wmu);
+	a->wstop = true;         /* what is queued is answered 503, then they end */
+	pthread_cond_broadcast(&a->wcv);
+	pthread_mutex_unlock(&a->wmu);
+	for (unsigned i = 0; i < a->nworkers; i++)
+		pthread_join(a->workers[i], NULL);
+	if (a->d)                /* nothing is suspended any more */
+		MHD_stop_daemon(a->d);
+	if (a->sock_bound)
 		unlink(a->sock_path);
-	}
+	pthread_mutex_destroy(&a->wmu);
+	pthread_cond_destroy(&a->wcv);
+	pthread_mutex_destroy(&a->fmu);
+	pthread_cond_destroy(&a->fcv);
+	free(a->workers);
 	free(a->sock_path);
 	free(a);
 }

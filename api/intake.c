@@ -480,14 +480,48 @@ static int add_rcpt(struct api_intake *in, const json_t *r)
 
 /* ---- feeding ---- */
 
+/* The place of the first string in v that holds NUL (valid JSON as
+ * \u0000, refused as a field's value), e.g. content.subject; false if none. */
+static bool nul_at(const json_t *v, char *path, size_t len, size_t cap)
+{
+	const char *k;
+	json_t *m;
+	size_t i;
+
+	if (json_is_string(v))
+		return memchr(json_string_value(v), '\0', json_string_length(v)) != NULL;
+	json_object_foreach((json_t *)v, k, m) {
+		snprintf(path + len, cap - len, "%s%s", len ? "." : "", k);
+		if (nul_at(m, path, strlen(path), cap))
+			return true;
+	}
+	json_array_foreach(v, i, m) {
+		snprintf(path + len, cap - len, "[%zu]", i);
+		if (nul_at(m, path, strlen(path), cap))
+			return true;
+	}
+	path[len] = '\0';
+	return false;
+}
+
 static json_t *parse(struct api_intake *in, const char *p, size_t n)
 {
 	json_error_t je;
-	json_t *v = json_loadb(p, n, JSON_REJECT_DUPLICATES, &je);
+	json_t *v = json_loadb(p, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+	char path[160] = "";
 
-	if (!v)
+	if (!v) {
 		fail(in, 400, "malformed_json", NULL, "malformed JSON at column %d: %s",
 		     je.column, je.text);
+		return NULL;
+	}
+	if (in->ndjson && in->job)      /* a recipient line */
+		snprintf(path, sizeof path, "recipients[%zu]", in->seen);
+	if (nul_at(v, path, strlen(path), sizeof path)) {
+		fail(in, 400, "invalid_field", path, "%s holds NUL (\\u0000)", path);
+		json_decref(v);
+		return NULL;
+	}
 	return v;
 }
 
@@ -564,6 +598,14 @@ int api_intake_feed(struct api_intake *in, const char *data, size_t len)
 
 static int finish_json(struct api_intake *in)
 {
+	size_t sp = 0;
+
+	while (sp < in->buf.len && (in->buf.p[sp] == ' ' || in->buf.p[sp] == '\t' ||
+				    in->buf.p[sp] == '\r' || in->buf.p[sp] == '\n'))
+		sp++;
+	if (sp == in->buf.len)
+		return fail(in, 400, "malformed_json", NULL, "empty body: a JSON object is "
+			    "required");
 	json_t *job = parse(in, in->buf.p, in->buf.len);
 	size_t i;
 	json_t *r;
@@ -633,7 +675,8 @@ int api_intake_finish(struct api_intake *in, json_t **accept, json_t **meta)
 	if (in->failed)
 		return -1;
 	if (!in->job)
-		return fail(in, 400, "malformed_json", NULL, "the body is empty: expected the job");
+		return fail(in, 400, "malformed_json", NULL, "empty body: a JSON object (the "
+			    "job) is required");
 	if (in->seen == 0)
 		return fail(in, 400, "no_recipients", "recipients", "the job has no recipients");
 	json_t *acc = accept_json(in), *m = meta_json(in, acc);

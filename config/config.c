@@ -194,8 +194,27 @@ static const struct key api_keys[] = {
 	KEY("listen", K_STR, struct cfg, api.listen),
 	KEY("token", K_STR, struct cfg, api.token),
 	KEY("max_connections", K_INT, struct cfg, api.max_connections),
+	KEY("max_connections_per_ip", K_INT, struct cfg, api.max_connections_per_ip),
+	KEY("threads", K_INT, struct cfg, api.threads),
+	KEY("header_timeout", K_DUR, struct cfg, api.header_timeout_ms),
+	KEY("idle_timeout", K_DUR, struct cfg, api.idle_timeout_ms),
 	KEY("max_body", K_SIZE, struct cfg, api.max_body),
 };
+
+static int check_api(struct ctx *x, const config_setting_t *s, const struct cfg *c)
+{
+	if (c->api.max_connections < 1 || c->api.max_connections > 1000000)
+		return fail(x, s, "api.max_connections", "expected 1 to 1000000");
+	if (c->api.max_connections_per_ip < 0)
+		return fail(x, s, "api.max_connections_per_ip", "expected 0 (no limit) or more");
+	if (c->api.threads < 1 || c->api.threads > 256)
+		return fail(x, s, "api.threads", "expected 1 to 256");
+	if (c->api.header_timeout_ms < 100)
+		return fail(x, s, "api.header_timeout", "expected at least 100ms");
+	if (c->api.idle_timeout_ms < 100)
+		return fail(x, s, "api.idle_timeout", "expected at least 100ms");
+	return 0;
+}
 
 static const struct key spool_keys[] = {
 	KEY("max_bytes", K_SIZE, struct cfg, spool.max_bytes),
@@ -515,7 +534,11 @@ static void defaults(struct cfg *c)
 	set_str(&c->api.socket, "");
 	set_str(&c->api.listen, "");
 	set_str(&c->api.token, "");
-	c->api.max_connections = 64;
+	c->api.max_connections = 1024;
+	c->api.max_connections_per_ip = 128;
+	c->api.threads = 4;
+	c->api.header_timeout_ms = 10000;
+	c->api.idle_timeout_ms = 60000;
 	c->api.max_body = 32000000;
 	c->spool.min_free = 256000000;
 	c->spool.journal_commit_ms = 50;
@@ -562,7 +585,8 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	if (get_group(x, root, "", top_keys, VL_ARRAY_LEN(top_keys), top_groups, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "api")) &&
-	    get_group(x, s, "api", api_keys, VL_ARRAY_LEN(api_keys), NULL, c) < 0)
+	    (get_group(x, s, "api", api_keys, VL_ARRAY_LEN(api_keys), NULL, c) < 0 ||
+	     check_api(x, s, c) < 0))
 		return -1;
 	if ((s = config_setting_get_member(root, "events")) &&
 	    get_group(x, s, "events", events_keys, VL_ARRAY_LEN(events_keys), NULL, c) < 0)
@@ -777,9 +801,13 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 		      (unsigned long long)(c->dkim_expire_ms / 1000),
 		      (unsigned long long)c->events.rotate_bytes, (long long)c->events.keep_files);
 	vl_buf_printf(o, "api = {\n  socket = \"%s\";\n  listen = \"%s\";\n  token = \"%s\";\n"
-		      "  max_connections = %lld;\n  max_body = %llu;\n};\n", c->api.socket,
+		      "  max_connections = %lld;\n  max_connections_per_ip = %lld;\n"
+		      "  threads = %lld;\n  header_timeout = \"%llums\";\n"
+		      "  idle_timeout = \"%llums\";\n  max_body = %llu;\n};\n", c->api.socket,
 		      c->api.listen, *c->api.token ? "(hidden)" : "",
-		      (long long)c->api.max_connections, (unsigned long long)c->api.max_body);
+		      (long long)c->api.max_connections, (long long)c->api.max_connections_per_ip,
+		      (long long)c->api.threads, (unsigned long long)c->api.header_timeout_ms,
+		      (unsigned long long)c->api.idle_timeout_ms, (unsigned long long)c->api.max_body);
 	vl_buf_printf(o, "spool = {\n  max_bytes = %llu;\n  min_free = %llu;\n"
 		      "  journal_commit_ms = %lld;\n  retain = \"%llus\";\n};\n",
 		      (unsigned long long)c->spool.max_bytes,

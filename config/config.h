@@ -50,8 +50,8 @@ struct cfg {
 	} events;
 	struct {
 		char *socket, *listen, *token;
-		int64_t max_connections;
-		uint64_t max_body;
+		int64_t max_connections, max_connections_per_ip, threads;
+		uint64_t max_body, header_timeout_ms, idle_timeout_ms;
 	} api;
 	struct {
 		uint64_t max_bytes, min_free;

@@ -210,7 +210,9 @@ class BadInput(VolleydTest):
         self.rejected(self.d.submit("", headers=h), 400, "malformed_json")
         job = simple_job(1)
         job["recipients"][0]["email"] = "a@b.example\x00"
-        self.rejected(self.d.submit(job), 400, "malformed_json")   # jansson refuses NUL
+        # valid JSON (\u0000), refused by the field's check, which names it
+        e = self.rejected(self.d.submit(job), 400, "invalid_field", "recipients[0].email")
+        self.assertIn("NUL", e["message"])
 
     def test_unknown_and_wrong_fields(self):
         self.rejected(self.d.submit(simple_job(1, colour="red")), 400, "unknown_field", "colour")
