@@ -157,7 +157,7 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 		    struct vb_result *r)
 {
 	struct vb_dane dn;
-	struct vb_env de = *e, plain = *e;
+	struct vb_env de = *e;
 	if (e->sc->dane && vb_dane_start(e->sc, dir, o->src_dir, &dn) < 0) {
 		for (int i = 0; i <= o->npeers; i++) {
 			snprintf(r[i].peer, sizeof r[i].peer, "%s", i ? o->peers[i - 1] : "volley");
@@ -169,10 +169,8 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 	run_peer(&de, "volley", vb_run_volley, &r[0]);
 	for (int i = 0; i < o->npeers; i++) {
 		bool nd = !strcmp(o->peers[i], "no-dane");
-		plain.dane = de.dane;
-		plain.dane_off = nd;
-		run_peer(&plain, o->peers[i], nd ? vb_run_volley : peer_fn(o->peers[i]),
-			 &r[1 + i]);
+		de.dane_off = nd;
+		run_peer(&de, o->peers[i], nd ? vb_run_volley : peer_fn(o->peers[i]), &r[1 + i]);
 	}
 	if (e->sc->dane)
 		vb_dane_stop(&dn);
