@@ -20,6 +20,7 @@ import argparse
 import ctypes
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def validated(resolver, name):
     q = struct.pack("!6H", 0x4242, 0x0120, 1, 0, 0, 0) + dnsctl.wire_name(name) + \
         struct.pack("!HH", dnsctl.T_TLSA, 1)
     host, port = resolver.rsplit(":", 1)
-    s = dnsctl.socket.socket(dnsctl.socket.AF_INET, dnsctl.socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(5)
     try:
         s.sendto(q, (host, int(port)))
@@ -108,6 +109,9 @@ def main(args):
         write(os.path.join(args.dir, "error"), "%s\n" % e)
         return 1
     finally:
+        # One SIGTERM is enough (volley-bench's and our parent's death may
+        # both come): the world's stop must not be cut short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if world:
             world.stop()
 

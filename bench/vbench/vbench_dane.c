@@ -43,8 +43,8 @@ static int wait_world(struct vb_dane *d)
 	}
 	snprintf(path, sizeof path, "%s/error", d->dir);
 	if (!read_line(path, why, sizeof why))
-		snprintf(why, sizeof why, "no resolver within %d s (see %.300s/world.log)", START_S,
-			 d->dir);
+		snprintf(why, sizeof why, "%s (see %.300s/world.log)",
+			 d->pid ? "no resolver in time" : "bench/dane-world.py ended", d->dir);
 	fprintf(stderr, "volley-bench: the DNSSEC world did not start: %s\n", why);
 	return -1;
 }
