@@ -144,6 +144,7 @@ bench: all
 	@$(BUILD)/volley-bench faults --compare postfix
 	@$(BUILD)/volley-bench transactional --compare postfix --compare nodemailer
 	@$(BUILD)/volley-bench dkim
+	@$(BUILD)/volley-bench dane
 
 demo: all
 	@scripts/demo.sh
