@@ -53,8 +53,17 @@ PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-bench
 UNIT  := $(BUILD)/tests/unit
 
-.PHONY: all deps test asan bench demo fuzz clean
-all: deps $(PROGS) $(UNIT)
+# Man pages: man/NAME.N.scd (scdoc) into build/man/NAME.N.
+MANS  := $(patsubst man/%.scd,$(BUILD)/man/%,$(wildcard man/*.scd))
+
+.PHONY: all deps test asan bench demo fuzz clean man install
+all: deps $(PROGS) $(UNIT) $(MANS)
+
+man: $(MANS)
+
+$(BUILD)/man/%: man/%.scd
+	@mkdir -p $(dir $@)
+	scdoc <$< >$@.tmp && mv $@.tmp $@
 
 deps:
 	@scripts/install-deps.sh
@@ -144,9 +153,36 @@ bench: all
 	@$(BUILD)/volley-bench faults --compare postfix
 	@$(BUILD)/volley-bench transactional --compare postfix --compare nodemailer
 	@$(BUILD)/volley-bench dkim
+	@$(BUILD)/volley-bench dane
 
 demo: all
 	@scripts/demo.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the programs, man pages,
+# docs, the systemd unit and an example configuration (packaging/). The
+# configuration is not replaced when it exists (it is the operator's).
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+STATEDIR   ?= /var/lib/volley
+install: $(BUILD)/volleyd $(BUILD)/volley $(BUILD)/volley-sink $(BUILD)/volley-bench $(MANS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/volley $(DESTDIR)$(PREFIX)/share/doc/volley \
+		$(DESTDIR)$(PREFIX)/share/volley/bench/scenarios
+	install -m 0755 $(BUILD)/volleyd $(DESTDIR)$(PREFIX)/sbin/volleyd
+	install -m 0755 $(BUILD)/volley $(BUILD)/volley-sink $(BUILD)/volley-bench \
+		$(DESTDIR)$(PREFIX)/bin/
+	for m in $(MANS); do s=$${m##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s && \
+		install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/ || exit 1; done
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/volley/
+	install -m 0644 bench/scenarios/*.conf $(DESTDIR)$(PREFIX)/share/volley/bench/scenarios/
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		-e 's|@STATEDIR@|$(STATEDIR)|g' packaging/volleyd.service \
+		>$(DESTDIR)$(UNITDIR)/volleyd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/volleyd.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/volley/volley.conf ] || \
+		sed -e 's|@STATEDIR@|$(STATEDIR)|g' packaging/volley.conf \
+		>$(DESTDIR)$(SYSCONFDIR)/volley/volley.conf
 
 # libFuzzer (clang) on the parsers; FUZZ_TIME seconds per target.
 FUZZ_TIME ?= 120

@@ -81,6 +81,8 @@ void cli_resp_free(struct cli_resp *rs);
 json_t *cli_get_json(const struct cli *c, const char *path, int *rc);
 /* POST without a body and parse the answer. */
 json_t *cli_post_json(const struct cli *c, const char *path, int *rc);
+/* Any method without a body (PUT, DELETE) and parse the answer. */
+json_t *cli_call_json(const struct cli *c, const char *method, const char *path, int *rc);
 /* s percent-encoded for a path or query, malloc'd. */
 char *cli_escape(const char *s);
 /* "/v1/jobs/<escaped id><suffix>" into a malloc'd string. */
@@ -128,6 +130,7 @@ int cli_bounces(const struct cli *c);
 int cli_health(const struct cli *c);
 int cli_tls_check(const struct cli *c);
 int cli_tls_report(const struct cli *c);
+int cli_suppression(const struct cli *c);   /* list, add, remove, import */
 int cli_dkim(int argc, char **argv);  /* "volley dkim ...": argv[0] is "dkim" */
 /* Poll the job until done (cli_wait.c). */
 int cli_wait_job(const struct cli *c, const char *id);

@@ -141,8 +141,23 @@ static int keygen(int argc, char **argv)
 	return rc;
 }
 
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") ||
+		    (i == 1 && !strcmp(argv[i], "help")))
+			return true;
+	return false;
+}
+
 int cli_dkim(int argc, char **argv)
 {
+	if (wants_help(argc, argv)) {
+		printf("%s\n\nWrites a DKIM signing key to DIR/D.S.pem (mode 0600; default DIR: .)\n"
+		       "and prints the DNS TXT record to publish for it. Needs no daemon.\n"
+		       "More: volley(1), docs/dkim.md.\n", usage_line);
+		return CLI_OK;
+	}
 	if (argc >= 2 && !strcmp(argv[1], "keygen"))
 		return keygen(argc, argv);
 	cli_err("dkim: %s", usage_line);

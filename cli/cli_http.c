@@ -14,6 +14,7 @@
 #include "cli.h"
 
 #define DEFAULT_DIR "volley-data"
+#define SYSTEM_SOCK "/var/lib/volley/volley.sock"  /* the Debian package's data_dir */
 
 static CURL *curl;
 
@@ -130,6 +131,9 @@ const char *cli_socket_path(const struct cli *c)
 	if (!c->data_dir && env && *env)
 		return env;
 	snprintf(buf, sizeof(buf), "%s/volley.sock", c->data_dir ? c->data_dir : DEFAULT_DIR);
+	/* No volley-data here: the packaged daemon's (debian/, volleyd(8)). */
+	if (!c->data_dir && access(buf, F_OK) < 0 && access(SYSTEM_SOCK, F_OK) == 0)
+		return SYSTEM_SOCK;
 	return buf;
 }
 
@@ -199,23 +203,32 @@ static void set_options(const struct cli_req *rq, struct xfer *x)
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
 }
 
+/* What was tried, why it failed, and where the daemon's log is. */
 static int unreachable(const struct cli *c, CURLcode rc, const char *errbuf)
 {
 	if (c->url) {
-		cli_err("cannot reach volleyd at %s: %s (is it running with api.listen set?)",
-			c->url, *errbuf ? errbuf : curl_easy_strerror(rc));
+		cli_err("cannot reach volleyd at %s: %s", c->url,
+			*errbuf ? errbuf : curl_easy_strerror(rc));
+		cli_err("is it running with api.listen set? Its log: data_dir/volleyd.log, "
+			"or under systemd: journalctl -u volleyd");
 		return CLI_UNREACHABLE;
 	}
 	const char *sock = cli_socket_path(c), *slash = strrchr(sock, '/');
-	if (access(sock, F_OK) == 0 && access(sock, R_OK | W_OK) < 0) {
+	bool there = access(sock, F_OK) == 0;
+	if (there && access(sock, R_OK | W_OK) < 0) {
 		cli_err("cannot reach volleyd at %s: permission denied", sock);
+		cli_err("the socket is for its owner and group: join the group "
+			"(the Debian package's is volley) or use sudo");
 		return CLI_UNREACHABLE;
 	}
 	/* The data dir is the socket's folder unless api.socket moved it. */
 	const char *dir = c->data_dir ? c->data_dir : slash ? sock : ".";
 	int dlen = c->data_dir || !slash ? (int)strlen(dir) : slash == sock ? 1 : (int)(slash - sock);
-	cli_err("cannot reach volleyd at %s (is it running? start it with: "
-		"volleyd --data-dir %.*s)", sock, dlen, dir);
+	cli_err("cannot reach volleyd at %s: %s", sock, there ? "connection refused (a socket "
+		"left by a volleyd that stopped?)" : "no such socket");
+	cli_err("is it running? start it with: volleyd --data-dir %.*s; its log: "
+		"%.*s/volleyd.log (with --foreground: its stderr; under systemd: "
+		"journalctl -u volleyd)", dlen, dir, dlen, dir);
 	return CLI_UNREACHABLE;
 }
 
@@ -331,6 +344,13 @@ json_t *cli_get_json(const struct cli *c, const char *path, int *rc)
 json_t *cli_post_json(const struct cli *c, const char *path, int *rc)
 {
 	struct cli_req rq = {.method = "POST", .path = path};
+
+	return call_json(c, &rq, rc);
+}
+
+json_t *cli_call_json(const struct cli *c, const char *method, const char *path, int *rc)
+{
+	struct cli_req rq = {.method = method, .path = path};
 
 	return call_json(c, &rq, rc);
 }

@@ -29,21 +29,21 @@ static void print_each(const json_t *a)
 static void jobs_table(const json_t *jobs)
 {
 	static const char *head[] = {"ID", "STATE", "RECIPIENTS", "QUEUED", "DELIVERED",
-				     "BOUNCED", "DEFERRED", "CREATED", "CAMPAIGN"};
-	static const bool right[] = {0, 0, 1, 1, 1, 1, 1, 0, 0};
-	char n[5][32];
+				     "BOUNCED", "DEFERRED", "EXPIRED", "CREATED", "CAMPAIGN"};
+	static const bool right[] = {0, 0, 1, 1, 1, 1, 1, 1, 0, 0};
+	char n[6][32];
 	struct cli_table t;
 	size_t i;
 	json_t *j;
 
-	cli_table_init(&t, 9, head, right);
+	cli_table_init(&t, 10, head, right);
 	json_array_foreach(jobs, i, j) {
 		const json_t *k = json_object_get(j, "counts");
 		const char *row[] = {cli_jstr(j, "id"), cli_jstr(j, "state"),
 				     cli_jnum(j, "recipients", n[0], 32), cli_jnum(k, "queued", n[1], 32),
 				     cli_jnum(k, "delivered", n[2], 32), cli_jnum(k, "bounced", n[3], 32),
-				     cli_jnum(k, "deferred", n[4], 32), cli_jstr(j, "created"),
-				     cli_jstr(j, "campaign")};
+				     cli_jnum(k, "deferred", n[4], 32), cli_jnum(k, "expired", n[5], 32),
+				     cli_jstr(j, "created"), cli_jstr(j, "campaign")};
 		cli_table_row(&t, row);
 	}
 	cli_table_print(&t, stdout);

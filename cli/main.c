@@ -36,32 +36,60 @@ static const struct opt {
 	{"--watch", "-w", O_FLAG, offsetof(struct cli, watch), " status "},
 	{"--follow", "-f", O_FLAG, offsetof(struct cli, follow), " events "},
 	{"--job", NULL, O_STR, offsetof(struct cli, job), " events "},
-	{"--limit", NULL, O_LONG, offsetof(struct cli, limit), " jobs status "},
+	{"--limit", NULL, O_LONG, offsetof(struct cli, limit), " jobs status suppression "},
 	{"--date", NULL, O_STR, offsetof(struct cli, date), " tls-report "},
 	{"--send", NULL, O_FLAG, offsetof(struct cli, send), " tls-report "},
 };
 
+/* help: what the command does, for `volley COMMAND --help` (docs/cli.md). */
 static const struct cmd {
 	const char *name;
 	int (*fn)(const struct cli *);
 	int min, max;
-	const char *usage;
+	const char *usage, *help;
 } cmds[] = {
 	{"submit", cli_submit, 1, 1,
 	 "submit JOB.json [--recipients LIST.csv|LIST.ndjson] [--wait] [--idempotency-key K]"
-	 " [--dry-run]"},
-	{"status", cli_status, 0, 1, "status [ID] [--watch]"},
-	{"jobs", cli_jobs, 0, 0, "jobs [--limit N]"},
-	{"cancel", cli_control, 1, 1, "cancel ID"},
-	{"pause", cli_control, 1, 1, "pause ID"},
-	{"resume", cli_control, 1, 1, "resume ID"},
-	{"queues", cli_queues, 0, 0, "queues"},
-	{"events", cli_events, 0, 0, "events [-f] [--job ID]"},
-	{"stats", cli_stats, 0, 0, "stats"},
-	{"bounces", cli_bounces, 1, 1, "bounces ID"},
-	{"health", cli_health, 0, 0, "health"},
-	{"tls-check", cli_tls_check, 1, 1, "tls-check DOMAIN"},
-	{"tls-report", cli_tls_report, 1, 1, "tls-report DOMAIN [--date YYYY-MM-DD] [--send]"},
+	 " [--dry-run]",
+	 "Submit a job (docs/jobs.md; '-' reads it from standard input) and print its id.\n"
+	 "  --recipients LIST    stream a .csv (header row, an email column) or .ndjson list\n"
+	 "  --wait               show progress until every recipient is final\n"
+	 "  --idempotency-key K  a repeated submission returns the first job's id\n"
+	 "  --dry-run            print the body that would be sent; send nothing\n"},
+	{"status", cli_status, 0, 1, "status [ID] [--watch]",
+	 "One job's state and counters; without ID, the jobs table.\n"
+	 "  --watch, -w  redraw the progress until the job is done\n"},
+	{"jobs", cli_jobs, 0, 0, "jobs [--limit N]",
+	 "The jobs, newest first (default 100).\n"},
+	{"cancel", cli_control, 1, 1, "cancel ID",
+	 "Cancel a job: every recipient not yet final becomes cancelled.\n"},
+	{"pause", cli_control, 1, 1, "pause ID", "Stop starting new deliveries of a job.\n"},
+	{"resume", cli_control, 1, 1, "resume ID", "Resume a paused job.\n"},
+	{"queues", cli_queues, 0, 0, "queues",
+	 "The destination sites: queued, deferred, in flight, rate, back-off, TLS.\n"},
+	{"events", cli_events, 0, 0, "events [-f] [--job ID]",
+	 "The event log, oldest first.\n"
+	 "  --follow, -f  keep printing new events until Ctrl-C\n"
+	 "  --job ID      only that job's events\n"},
+	{"stats", cli_stats, 0, 0, "stats", "The daemon's counters, one 'name  value' a line.\n"},
+	{"bounces", cli_bounces, 1, 1, "bounces ID",
+	 "A job's bounced recipients as CSV: email,code,enhanced,bounce_class,text.\n"},
+	{"health", cli_health, 0, 0, "health",
+	 "Whether the daemon is up and accepting jobs; exit 1 unless it says ok.\n"},
+	{"suppression", cli_suppression, 1, 2,
+	 "suppression list [--limit N] | add EMAIL | remove EMAIL | import FILE",
+	 "The suppression list: addresses volley never sends to.\n"
+	 "  list [--limit N]  the addresses in order, with reason, job and time added\n"
+	 "  add EMAIL         suppress an address\n"
+	 "  remove EMAIL      take an address off the list (exit 1 if it was not on it)\n"
+	 "  import FILE       add every address of FILE, one a line ('-': standard\n"
+	 "                    input; blank lines and lines starting with # skipped);\n"
+	 "                    prints how many were added, names each failure\n"},
+	{"tls-check", cli_tls_check, 1, 1, "tls-check DOMAIN",
+	 "What volley would do with TLS for DOMAIN: MX hosts, TLSA, MTA-STS.\n"},
+	{"tls-report", cli_tls_report, 1, 1, "tls-report DOMAIN [--date YYYY-MM-DD] [--send]",
+	 "The day's TLS-RPT report of DOMAIN (today, UTC, by default).\n"
+	 "  --send  send it now to the domain's rua URIs and print the outcome\n"},
 };
 
 void cli_err(const char *fmt, ...)
@@ -102,8 +130,9 @@ static void usage(FILE *out)
 		fprintf(out, "  volley %s\n", cmds[i].usage);
 	fputs("  volley dkim keygen --domain D --selector S [--algorithm rsa|ed25519] "
 	      "[--bits N] [--out DIR]\n", out);
-	fputs("\nexit codes: 0 ok, 1 the daemon reported a failure, 2 usage, "
-	      "3 daemon not reachable, 130 interrupted.\nSee docs/cli.md.\n", out);
+	fputs("\n'volley COMMAND --help' (or 'volley help COMMAND') explains one command.\n"
+	      "exit codes: 0 ok, 1 the daemon reported a failure, 2 usage, "
+	      "3 daemon not reachable, 130 interrupted.\nSee volley(1), docs/cli.md.\n", out);
 }
 
 static const struct opt *find_opt(const char *name, size_t len)
@@ -218,10 +247,29 @@ static int check_cmd(const struct cli *c, const struct cmd *k, unsigned used)
 	return 0;
 }
 
+static const char global_opts[] =
+	"global options: --socket PATH | --data-dir DIR | --url URL [--token T], --json\n";
+
+/* volley COMMAND --help (or volley help COMMAND): that command only. */
+static int cmd_help(const char *name)
+{
+	const struct cmd *k = find_cmd(name);
+
+	if (!k && strcmp(name, "dkim")) {
+		cli_err("unknown command %s (see volley --help)", name);
+		return -1;
+	}
+	if (!k)
+		return cli_dkim(2, (char *[]){"dkim", "--help", NULL}) == CLI_OK ? 1 : -1;
+	printf("usage: volley %s\n\n%s\n%s", k->usage, k->help, global_opts);
+	puts("More: volley(1), docs/cli.md.");
+	return 1;
+}
+
 /* 0 to run, 1 for --help/--version (done), -1 for a usage error. */
 static int parse(struct cli *c, int argc, char **argv, unsigned *used)
 {
-	bool rest = false;
+	bool rest = false, help = false;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -231,14 +279,21 @@ static int parse(struct cli *c, int argc, char **argv, unsigned *used)
 		} else if (!strcmp(a, "--")) {
 			rest = true;
 		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			usage(stdout);
-			return 1;
+			help = true;
 		} else if (!strcmp(a, "--version")) {
 			printf("volley %s\n", VL_VERSION);
 			return 1;
 		} else if (parse_opt(c, argc, argv, &i, used) < 0) {
 			return -1;
 		}
+	}
+	if (c->cmd && !strcmp(c->cmd, "help") && c->nargs)
+		return cmd_help(c->args[0]);
+	if (c->cmd && help)
+		return cmd_help(c->cmd);
+	if (help || (c->cmd && !strcmp(c->cmd, "help"))) {
+		usage(stdout);
+		return 1;
 	}
 	return 0;
 }

@@ -47,6 +47,10 @@ struct dns_config {
 	uint32_t neg_ttl_max;    /* NXDOMAIN/no data at most (s); default 900 */
 	uint32_t fail_ttl;       /* SERVFAIL/timeouts remembered (s); default 5 */
 	size_t cache_max;        /* cached name/type entries; default 100000 */
+	unsigned max_inflight;   /* queries out at once; more wait their turn
+				    (a resolver drops what it cannot hold:
+				    unbound takes 1024 per thread by
+				    default); default 256 */
 	enum dns_family family;  /* default DNS_FAM_BOTH */
 	bool prefer_ipv6;        /* per host, AAAA before A; default IPv4 first */
 	bool allow_private;      /* keep loopback/private/link-local addresses */
@@ -209,6 +213,8 @@ struct dns_stats {
 	uint64_t cache_entries;  /* now */
 	uint64_t mx_requests, tlsa_requests, host_requests, txt_requests;
 	uint64_t in_flight;      /* queries now */
+	uint64_t waiting;        /* ... and waiting for their turn now */
+	uint64_t inflight_peak;  /* the most ever out at once */
 };
 void dns_get_stats(const struct dns_resolver *r, struct dns_stats *s);
 

@@ -95,6 +95,7 @@ struct dns_link {                          /* LRU list links */
 struct dns_entry {
 	struct dns_link lru;               /* first: LRU list, done entries only */
 	struct dns_entry *hnext;           /* hash chain */
+	struct dns_entry *qnext;           /* in the resolver's backlog */
 	struct dns_resolver *r;
 	uint64_t hash;
 	uint64_t expires_ms;               /* monotonic, done entries */
@@ -162,6 +163,8 @@ struct dns_resolver {
 	struct dns_timer *timer;           /* the armed one */
 	uint64_t ops;                      /* SQEs whose CQE is still due */
 	uint64_t inflight;                 /* c-ares queries */
+	struct dns_entry *backlog, **backlog_tail; /* pending, not sent yet */
+	uint64_t nbacklog;
 	bool closing;
 	unsigned in_ares;                  /* inside a c-ares call now */
 	bool shut_pending;                 /* shut down when it returns */

@@ -21,6 +21,7 @@ void dns_config_default(struct dns_config *c)
 	c->neg_ttl_max = 900;
 	c->fail_ttl = 5;
 	c->cache_max = 100000;
+	c->max_inflight = 256;
 	c->family = DNS_FAM_BOTH;
 	c->dnssec = true;
 }
@@ -87,6 +88,9 @@ struct dns_resolver *dns_new(struct vl_ring *ring, unsigned tag,
 	r->rng = c->seed ? c->seed : vl_now_ns() ^ (uintptr_t)r;
 	copy_servers(r, c);
 	dns_cache_init(&r->cache, c->cache_max);
+	r->backlog_tail = &r->backlog;
+	if (!r->cfg.max_inflight)
+		r->cfg.max_inflight = 256;
 	if (dns_io_init(r, err, errlen) < 0) {
 		dns_free(r);
 		return NULL;
@@ -99,9 +103,13 @@ void dns_on_cqe(struct dns_resolver *r, struct io_uring_cqe *cqe)
 	dns_io_cqe(r, cqe);
 }
 
+static void drain_backlog(struct dns_resolver *r);
+static void pump_backlog(struct dns_resolver *r);
+
 void dns_shutdown(struct dns_resolver *r)
 {
 	r->closing = true;
+	drain_backlog(r);
 	dns_io_shutdown(r);
 }
 
@@ -127,6 +135,7 @@ void dns_get_stats(const struct dns_resolver *r, struct dns_stats *s)
 	s->cache_entries = r->cache.n;
 	s->evicted = r->cache.evicted;
 	s->in_flight = r->inflight;
+	s->waiting = r->nbacklog;
 }
 
 /* ---- lookups ---- */
@@ -237,6 +246,7 @@ static void on_ares(void *arg, int status, int timeouts, unsigned char *abuf, in
 		r->st.failures += a.status != DNS_TIMEOUT && a.status != DNS_SHUTDOWN;
 	}
 	complete(r, e, &a);
+	pump_backlog(r);
 }
 
 static void send_query(struct dns_resolver *r, struct dns_entry *e)
@@ -251,12 +261,57 @@ static void send_query(struct dns_resolver *r, struct dns_entry *e)
 	}
 	r->st.queries++;
 	r->inflight++;
+	if (r->inflight > r->st.inflight_peak)
+		r->st.inflight_peak = r->inflight;
 	r->in_ares++;
 	/* May call on_ares before it returns: e is not touched after. */
 	ares_send(r->ch, q, (int)qlen, on_ares, e);
 	dns_io_leave(r);
 	free(q);
 	dns_io_kick(r);
+}
+
+/* ---- the backlog: queries beyond max_inflight wait, in order ---- */
+
+static void to_backlog(struct dns_resolver *r, struct dns_entry *e)
+{
+	e->qnext = NULL;
+	*r->backlog_tail = e;
+	r->backlog_tail = &e->qnext;
+	r->nbacklog++;
+}
+
+static struct dns_entry *from_backlog(struct dns_resolver *r)
+{
+	struct dns_entry *e = r->backlog;
+
+	if (e) {
+		r->backlog = e->qnext;
+		if (!r->backlog)
+			r->backlog_tail = &r->backlog;
+		r->nbacklog--;
+	}
+	return e;
+}
+
+/* A query slot came free: the oldest waiting query goes out. */
+static void pump_backlog(struct dns_resolver *r)
+{
+	struct dns_entry *e;
+
+	while (!r->closing && r->inflight < r->cfg.max_inflight && (e = from_backlog(r)))
+		send_query(r, e);
+}
+
+/* Shutting down: what never went out is answered like what did. */
+static void drain_backlog(struct dns_resolver *r)
+{
+	struct dns_entry *e;
+
+	while ((e = from_backlog(r))) {
+		struct dns_ans a = { .status = DNS_SHUTDOWN, .qtype = e->qtype };
+		complete(r, e, &a);
+	}
 }
 
 static void add_waiter(struct dns_entry *e, lookup_fn fn, void *arg, unsigned slot)
@@ -306,5 +361,8 @@ void dns_lookup(struct dns_resolver *r, const char *name, uint16_t qtype,
 	e = dns_cache_add(&r->cache, name, qtype);
 	add_waiter(e, fn, arg, slot);
 	e->r = r;
-	send_query(r, e);
+	if (r->inflight >= r->cfg.max_inflight)
+		to_backlog(r, e);
+	else
+		send_query(r, e);
 }

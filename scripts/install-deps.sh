@@ -3,13 +3,14 @@
 #   scripts/install-deps.sh          build + test dependencies (postfix and
 #                                    gnuplot too: volley-bench's tests use them)
 #   scripts/install-deps.sh --bench  the same (kept for older callers)
+# scdoc builds the man pages; debhelper builds the Debian package (debian/).
 set -eu
 
 PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
 libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
 curl unbound nsd ldnsutils python3-dkim opendkim-tools postfix gnuplot-nox
-zlib1g-dev python3-jsonschema"
+zlib1g-dev python3-jsonschema scdoc debhelper"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""

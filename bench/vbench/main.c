@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <signal.h>
@@ -16,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PEERS 4
+#define MAX_PEERS 5   /* three peers, and dane's "no-dane" */
 
 struct opts {
 	const char *scen, *out, *bin_dir, *src_dir;
@@ -32,7 +33,7 @@ static void usage(FILE *f)
 		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|blast]... [--recipients N]\n"
 		"                    [--peer-max N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
-		"             transactional, dkim) or a scenario file\n"
+		"             transactional, dkim, dane) or a scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); blast is\n"
 		"             volley-blast, a pre-rendered clear-text ceiling\n"
 		"  --recipients, --peer-max  override the scenario's counts\n"
@@ -135,9 +136,10 @@ static void run_peer(const struct vb_env *e, const char *name, run_fn fn, struct
 	struct vb_env pe = *e;
 	snprintf(dir, sizeof dir, "%s/%.32s", e->w->dir, name);
 	mkdir(dir, 0755);
+	pe.dir = dir;
 	snprintf(r->peer, sizeof r->peer, "%s", name);
 	fprintf(stderr, "== %s\n", name);
-	if (vb_sink_start(e->sc, dir, e->bin_dir, &s) < 0) {
+	if (vb_sink_start(&pe, dir, &s) < 0) {
 		snprintf(r->note, sizeof r->note, "volley-sink did not start");
 		return;
 	}
@@ -147,6 +149,31 @@ static void run_peer(const struct vb_env *e, const char *name, run_fn fn, struct
 	r->sink_cpu_s = vb_tree_cpu(s.pid) - s.cpu_mark;
 	vb_sink_stop(&s);
 	r->sink_messages = r->sink_messages ? r->sink_messages : s.messages;
+}
+
+/* volley, then the peers; under dane, the DNSSEC world first, and the
+ * "no-dane" peer is volley again under encrypt in it. */
+static void run_all(const struct opts *o, const struct vb_env *e, const char *dir,
+		    struct vb_result *r)
+{
+	struct vb_dane dn;
+	struct vb_env de = *e;
+	if (e->sc->dane && vb_dane_start(e->sc, dir, o->src_dir, &dn) < 0) {
+		for (int i = 0; i <= o->npeers; i++) {
+			snprintf(r[i].peer, sizeof r[i].peer, "%s", i ? o->peers[i - 1] : "volley");
+			snprintf(r[i].note, sizeof r[i].note, "the DNSSEC world did not start");
+		}
+		return;
+	}
+	de.dane = e->sc->dane ? &dn : NULL;
+	run_peer(&de, "volley", vb_run_volley, &r[0]);
+	for (int i = 0; i < o->npeers; i++) {
+		bool nd = !strcmp(o->peers[i], "no-dane");
+		de.dane_off = nd;
+		run_peer(&de, o->peers[i], nd ? vb_run_volley : peer_fn(o->peers[i]), &r[1 + i]);
+	}
+	if (e->sc->dane)
+		vb_dane_stop(&dn);
 }
 
 /* JSON and PNG; -1 if the JSON could not be written. */
@@ -171,6 +198,15 @@ static int outputs(const struct opts *o, const struct vb_scen *sc, struct vb_res
 	if (!o->no_plot && vb_report_plot(path, sc, r, n, dir) == 0)
 		printf("plot:   %s\n", path);
 	return 0;
+}
+
+static void sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		syncfs(fd);
+		close(fd);
+	}
 }
 
 static void on_signal(int sig)
@@ -220,17 +256,25 @@ int main(int argc, char **argv)
 		fprintf(stderr, "volley-bench: the workload could not be written; %s kept\n", dir);
 		return 1;
 	}
+	/* Its files on disk now: else their writeback (the newsletter's list
+	 * and upload are 250 MB) falls in the first peer's run, whose journal
+	 * fsyncs then wait for it. */
+	sync_dir(dir);
+	if (sc.dane) {  /* right after volley: the ratio that counts */
+		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
+		o.peers[0] = "no-dane";
+	}
 	r = vl_calloc(1 + (size_t)o.npeers, sizeof *r);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
 			    .tty = isatty(2), .verbose = o.verbose };
-	run_peer(&e, "volley", vb_run_volley, &r[0]);
-	for (int i = 0; i < o.npeers; i++)
-		run_peer(&e, o.peers[i], peer_fn(o.peers[i]), &r[1 + i]);
+	run_all(&o, &e, dir, r);
 
-	printf("\nvolley-bench %s: %ld recipients over %ld domains, messages of %ld octets%s%s, "
+	printf("\nvolley-bench %s: %ld recipients over %ld domains, messages of %ld octets%s%s%s, "
 	       "%ld sessions, %d cores\n", sc.name, sc.recipients, sc.domains, w.msg_bytes,
 	       sc.tls ? ", STARTTLS" : "", sc.dkim[0] ? (sc.dkim[0] == 'r' ? ", DKIM rsa" :
 							     ", DKIM ed25519") : "",
+	       sc.dane ? ", MX via a validating unbound, TLSA 3 1 1 on every MX (no-dane: "
+			 "policy encrypt)" : "",
 	       sc.sessions, (int)sysconf(_SC_NPROCESSORS_ONLN));
 	if (o.npeers)
 		printf("peers send the first %ld recipients with %ld connections\n",

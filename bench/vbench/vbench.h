@@ -41,9 +41,12 @@ struct vb_scen {
 	long peer_max;         /* peers get at most this many messages */
 	long peer_sessions;    /* concurrent connections of a peer */
 	long timeout_s;        /* a peer's run is abandoned after this */
+	bool dane;             /* MX through a DNSSEC world, TLSA-pinned sink;
+				  volley again under encrypt: "no-dane" */
 	/* The performance targets, checked and printed when set (0: none): volley's
 	 * throughput over each peer's, and over sessions/latency. */
 	double target_postfix, target_nodemailer, target_blast, target_latency;
+	double target_dane;    /* volley / no-dane */
 };
 
 /* Parse a scenario: a path, or a name found in src_dir/bench/scenarios/.
@@ -113,6 +116,20 @@ void vb_meter_start(struct vb_meter *m, pid_t root);
 /* Stop sampling; CPU seconds since the start and peak RSS (KiB). */
 void vb_meter_stop(struct vb_meter *m, double *cpu_s, long *peak_kb);
 
+/* ---- the dane scenario's DNSSEC world (vbench_dane.c, bench/dane-world.py) ---- */
+struct vb_dane {
+	pid_t pid;
+	int port;                  /* the sink's port, named by the TLSA records */
+	char dir[PATH_MAX - 64];   /* run folder/dane */
+	char resolver[64];         /* the validating unbound, "127.0.0.1:PORT" */
+	char cert[PATH_MAX], key[PATH_MAX];  /* the sink's, pinned by TLSA 3 1 1 */
+};
+
+/* Sign the zone, start NSD and unbound; 0, or -1 with the reason printed. */
+int vb_dane_start(const struct vb_scen *sc, const char *run_dir, const char *src_dir,
+		  struct vb_dane *d);
+void vb_dane_stop(struct vb_dane *d);
+
 /* ---- volley-sink (vbench_sink.c) ---- */
 #define VB_SERIES_MAX 8192
 struct vb_sink {
@@ -133,10 +150,13 @@ struct vb_sink {
 	long sv[VB_SERIES_MAX];
 };
 
-/* Start a sink for this scenario (TLS, latency, faults); its stats are
- * followed on a thread. */
-int vb_sink_start(const struct vb_scen *sc, const char *dir, const char *bin_dir,
-		  struct vb_sink *s);
+struct vb_env;
+/* Start a sink for this scenario (TLS, latency, faults) in dir, on the DANE
+ * world's port and certificate if there is one; its stats are followed on
+ * a thread. */
+int vb_sink_start(const struct vb_env *e, const char *dir, struct vb_sink *s);
+/* A port free on every sink address of the scenario; -1 if none found. */
+int vb_sink_port(const struct vb_scen *sc);
 long vb_sink_messages(struct vb_sink *s);
 /* Mark now as time 0 of the series. */
 void vb_sink_mark(struct vb_sink *s);
@@ -172,6 +192,7 @@ struct vb_result {
 	double sink_cpu_s;        /* CPU seconds the sink used meanwhile */
 	double intake_s;          /* volley: upload to 202 (durable); 0: n/a */
 	double p50_ms, p99_ms;    /* submit-to-250; < 0 when not measured */
+	long dane;                /* volley: Delivery events with tls.dane true */
 	int nseries;              /* delivered per second, from the sink */
 	double st[VB_SERIES_MAX];
 	long sv[VB_SERIES_MAX];
@@ -192,6 +213,9 @@ struct vb_env {
 	const char *src_dir;      /* the source tree (bench/peers/) */
 	bool tty;                 /* draw progress */
 	bool verbose;
+	const char *dir;          /* this peer's folder in the run's */
+	const struct vb_dane *dane;  /* the DNSSEC world, or NULL */
+	bool dane_off;            /* volley under encrypt in that world */
 };
 
 int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);

@@ -102,7 +102,8 @@ static void targets(const struct vb_scen *sc, const struct vb_result *r, int n)
 	for (int i = 1; i < n; i++) {
 		double want = !strcmp(r[i].peer, "postfix")      ? sc->target_postfix
 			      : !strcmp(r[i].peer, "nodemailer") ? sc->target_nodemailer
-			      : !strcmp(r[i].peer, "blast")      ? sc->target_blast : 0;
+			      : !strcmp(r[i].peer, "blast")      ? sc->target_blast
+			      : !strcmp(r[i].peer, "no-dane")    ? sc->target_dane : 0;
 		char what[64];
 		if (want <= 0 || !r[0].ok || !r[i].ok || rate(&r[i]) <= 0)
 			continue;
@@ -161,7 +162,7 @@ static json_t *result_json(const struct vb_result *r)
 	for (int i = 0; i < r->nseries; i++)
 		json_array_append_new(series, json_pack("[f, I]", r->st[i], (json_int_t)r->sv[i]));
 	return json_pack("{s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I, "
-			 "s:f, s:f, s:I, s:f, s:f, s:s, s:o}",
+			 "s:f, s:f, s:I, s:f, s:f, s:I, s:s, s:o}",
 			 "peer", r->peer, "ran", r->ran, "ok", r->ok, "messages",
 			 (json_int_t)r->messages, "delivered", (json_int_t)r->delivered, "bounced",
 			 (json_int_t)r->bounced, "other", (json_int_t)r->other, "sink_messages",
@@ -169,7 +170,7 @@ static json_t *result_json(const struct vb_result *r)
 			 rate(r), "cpu_s", r->cpu_s, "cpu_s_per_1000", cpu_k(r), "peak_pss_kb",
 			 (json_int_t)r->peak_mem_kb, "p50_ms", r->p50_ms, "p99_ms", r->p99_ms,
 			 "peak_conns", (json_int_t)r->peak_conns, "sink_cpu_s", r->sink_cpu_s, "intake_s",
-			 r->intake_s, "note", r->note,
+			 r->intake_s, "dane_deliveries", (json_int_t)r->dane, "note", r->note,
 			 "sink_messages_over_time", series);
 }
 
@@ -183,7 +184,7 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		json_array_append_new(res, result_json(&r[i]));
 	json_t *j = json_pack(
 		"{s:s, s:f, s:s, s:i, s:{s:I, s:I, s:I, s:b, s:b, s:s, s:I, s:f, s:f, s:f, s:I, "
-		"s:i, s:b, s:I, s:I}, s:o}",
+		"s:i, s:b, s:I, s:I, s:b}, s:o}",
 		"scenario", sc->name, "time", vl_wall_time(), "host", host, "cores",
 		(int)sysconf(_SC_NPROCESSORS_ONLN), "settings", "recipients",
 		(json_int_t)sc->recipients, "domains", (json_int_t)sc->domains, "message_size",
@@ -192,7 +193,7 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		"permfail", sc->permfail, "disconnect", sc->disconnect, "sessions",
 		(json_int_t)sc->sessions, "sink_addresses", sc->sink_addrs, "transactional",
 		sc->transactional, "peer_max", (json_int_t)sc->peer_max, "peer_sessions",
-		(json_int_t)sc->peer_sessions, "results", res);
+		(json_int_t)sc->peer_sessions, "dane", sc->dane, "results", res);
 	int rc = json_dump_file(j, path, JSON_INDENT(2));
 	json_decref(j);
 	if (rc < 0)

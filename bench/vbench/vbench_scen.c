@@ -14,7 +14,7 @@ static const char *const known[] = {
 	"latency", "tempfail", "permfail", "disconnect", "sessions", "sink_addresses",
 	"sink_threads", "transactional", "submit_rate", "peer_max", "peer_sessions",
 	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
-	NULL
+	"dane", "target_dane", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -155,6 +155,8 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_bool(cf, sc, "personalised", &sc->personalised) < 0 ||
 	    get_bool(cf, sc, "tls", &sc->tls) < 0 ||
 	    get_bool(cf, sc, "transactional", &sc->transactional) < 0 || parse_strings(cf, sc) < 0 ||
+	    get_bool(cf, sc, "dane", &sc->dane) < 0 ||
+	    get_ratio(cf, sc, "target_dane", &sc->target_dane) < 0 ||
 	    get_ratio(cf, sc, "target_postfix", &sc->target_postfix) < 0 ||
 	    get_ratio(cf, sc, "target_nodemailer", &sc->target_nodemailer) < 0 ||
 	    get_ratio(cf, sc, "target_blast", &sc->target_blast) < 0 ||
@@ -164,6 +166,11 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	sc->sink_threads = (int)threads;
 	if (sc->sessions < sc->sink_addrs)
 		return err(sc, "sessions", "at least one per sink address");
+	if (sc->dane && !sc->tls)
+		return err(sc, "dane", "needs tls = true");
+	/* An MX record a domain in the signed zone. */
+	if (sc->dane && sc->domains > 100000)
+		return err(sc, "domains", "at most 100000 with dane");
 	return 0;
 }
 

@@ -15,9 +15,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static void sink_args(const struct vb_scen *sc, struct vb_sink *s, char **argv, int *argc,
+static void sink_args(const struct vb_env *e, struct vb_sink *s, char **argv, int *argc,
 		      char store[][48])
 {
+	const struct vb_scen *sc = e->sc;
 	int n = *argc, k = 0;
 	for (int i = 0; i < s->naddrs; i++) {
 		argv[n++] = "--listen";
@@ -29,6 +30,12 @@ static void sink_args(const struct vb_scen *sc, struct vb_sink *s, char **argv, 
 	argv[n++] = store[k++];
 	if (sc->tls)
 		argv[n++] = "--tls";
+	if (sc->tls && e->dane) {
+		argv[n++] = "--cert";
+		argv[n++] = (char *)e->dane->cert;
+		argv[n++] = "--key";
+		argv[n++] = (char *)e->dane->key;
+	}
 	if (sc->latency_ms) {
 		argv[n++] = "--latency";
 		snprintf(store[k], sizeof store[k], "%ldms", sc->latency_ms);
@@ -92,13 +99,16 @@ static void *follow(void *arg)
 
 /* Free on every sink address: probed without SO_REUSEPORT, so a sink of
  * another run (which listens with it) makes the bind fail instead of
- * silently sharing its connections with ours. */
+ * silently sharing its connections with ours. SO_REUSEADDR lets a port
+ * whose connections are in TIME_WAIT pass (the dane scenario's sinks
+ * reuse one port). */
 static bool port_free(const struct vb_sink *s, int port)
 {
 	for (int i = 0; i < s->naddrs; i++) {
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 		bool ok = fd >= 0 && inet_pton(AF_INET, s->addr[i], &a.sin_addr) == 1 &&
+			  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
 			  bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
 		if (fd >= 0)
 			close(fd);
@@ -118,23 +128,45 @@ static int pick_port(const struct vb_sink *s)
 	return -1;
 }
 
-int vb_sink_start(const struct vb_scen *sc, const char *dir, const char *bin_dir,
-		  struct vb_sink *s)
+static void sink_addrs(const struct vb_scen *sc, struct vb_sink *s)
+{
+	s->naddrs = sc->sink_addrs;
+	for (int i = 0; i < s->naddrs; i++)
+		snprintf(s->addr[i], sizeof s->addr[i], "127.0.0.%d", 21 + i);
+}
+
+int vb_sink_port(const struct vb_scen *sc)
+{
+	struct vb_sink s = { 0 };
+	sink_addrs(sc, &s);
+	return pick_port(&s);
+}
+
+/* The DANE world's port (named by its TLSA records), still free; or any. */
+static int sink_port(const struct vb_env *e, const struct vb_sink *s)
+{
+	if (!e->dane)
+		return pick_port(s);
+	if (port_free(s, e->dane->port))
+		return e->dane->port;
+	fprintf(stderr, "volley-bench: the sink's port %d is taken\n", e->dane->port);
+	return -1;
+}
+
+int vb_sink_start(const struct vb_env *e, const char *dir, struct vb_sink *s)
 {
 	char bin[PATH_MAX], log[PATH_MAX], store[VB_MAX_ADDRS + 8][48];
-	char *argv[2 * VB_MAX_ADDRS + 24];
+	char *argv[2 * VB_MAX_ADDRS + 28];
 	int argc = 0, pfd[2];
 
 	memset(s, 0, sizeof *s);
 	pthread_mutex_init(&s->mu, NULL);
-	s->naddrs = sc->sink_addrs;
-	for (int i = 0; i < s->naddrs; i++)
-		snprintf(s->addr[i], sizeof s->addr[i], "127.0.0.%d", 21 + i);
-	s->port = pick_port(s);
-	snprintf(bin, sizeof bin, "%s/volley-sink", bin_dir);
+	sink_addrs(e->sc, s);
+	s->port = sink_port(e, s);
+	snprintf(bin, sizeof bin, "%s/volley-sink", e->bin_dir);
 	snprintf(log, sizeof log, "%s/sink.log", dir);
 	argv[argc++] = bin;
-	sink_args(sc, s, argv, &argc, store);
+	sink_args(e, s, argv, &argc, store);
 	argv[argc++] = "--stats-every";
 	argv[argc++] = "100ms";
 	argv[argc++] = "--quiet";

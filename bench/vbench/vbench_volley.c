@@ -27,6 +27,35 @@ struct vrun {
 	json_t *submitted;   /* job id -> submit time (UNIX seconds) */
 };
 
+/* A route per sink address; or, in the DANE world, MX resolution through
+ * its validating resolver (the MX hosts are the sink's addresses). */
+static void write_domains(struct vrun *v, FILE *f)
+{
+	const struct vb_scen *sc = v->e->sc;
+	const struct vb_dane *dn = v->e->dane;
+	long per_site = sc->sessions / v->s->naddrs;
+	const char *tls = !sc->tls ? "none" : dn && !v->e->dane_off ? "dane" : "encrypt";
+	char route[96] = "";
+	if (dn)
+		fprintf(f, "dns = { servers = [ \"%s\" ]; allow_private = true; };\n",
+			dn->resolver);
+	else  /* Nothing resolves: every bench domain has a route (port 9 is discard). */
+		fprintf(f, "dns = { servers = [ \"127.0.0.1:9\" ]; };\n");
+	fprintf(f, "defaults = { retry = [ \"1s\", \"2s\", \"5s\" ]; max_age = \"1h\"; "
+		   "max_messages_per_connection = 100000; };\ndomains = (\n");
+	for (int a = 0; a < v->s->naddrs; a++) {
+		if (dn)
+			snprintf(route, sizeof route, "port = %d; ", v->s->port);
+		else
+			snprintf(route, sizeof route, "route = \"%s:%d\"; ", v->s->addr[a],
+				 v->s->port);
+		fprintf(f, "  { match = \"*.s%d.bench.test\"; %stls = \"%s\"; "
+			   "max_connections = %ld; }%s\n", a, route, tls, per_site,
+			a + 1 < v->s->naddrs ? "," : "");
+	}
+	fprintf(f, ");\n");
+}
+
 static int write_config(struct vrun *v)
 {
 	const struct vb_scen *sc = v->e->sc;
@@ -35,17 +64,8 @@ static int write_config(struct vrun *v)
 	FILE *f = fopen(path, "w");
 	if (!f)
 		return -1;
-	long per_site = sc->sessions / v->s->naddrs;
 	fprintf(f, "data_dir = \"%s\";\nhostname = \"mta1.bench.example\";\n", v->data);
-	/* Nothing resolves: every bench domain has a route (port 9 is discard). */
-	fprintf(f, "dns = { servers = [ \"127.0.0.1:9\" ]; };\n");
-	fprintf(f, "defaults = { retry = [ \"1s\", \"2s\", \"5s\" ]; max_age = \"1h\"; "
-		   "max_messages_per_connection = 100000; };\ndomains = (\n");
-	for (int a = 0; a < v->s->naddrs; a++)
-		fprintf(f, "  { match = \"*.s%d.bench.test\"; route = \"%s:%d\"; tls = \"%s\"; "
-			   "max_connections = %ld; }%s\n", a, v->s->addr[a], v->s->port,
-			sc->tls ? "encrypt" : "none", per_site, a + 1 < v->s->naddrs ? "," : "");
-	fprintf(f, ");\n");
+	write_domains(v, f);
 	/* dkim_required: volleyd refuses the job rather than send it unsigned,
 	 * so a DKIM scenario cannot measure unsigned mail by mistake. */
 	if (sc->dkim[0])
@@ -58,7 +78,7 @@ static int write_config(struct vrun *v)
 static int start(struct vrun *v)
 {
 	char bin[PATH_MAX], conf[PATH_MAX], log[400], sock[PATH_MAX];
-	snprintf(v->dir, sizeof v->dir, "%s/volley", v->e->w->dir);
+	snprintf(v->dir, sizeof v->dir, "%s", v->e->dir);
 	snprintf(v->data, sizeof v->data, "%s/data", v->dir);
 	if (mkdir(v->dir, 0755) < 0 && errno != EEXIST)
 		return -1;
@@ -212,6 +232,7 @@ static void latency_file(struct vrun *v, const char *path, double **ms, size_t *
 		json_t *ev = json_loads(line, 0, NULL);
 		json_t *sub = json_object_get(v->submitted,
 					      json_string_value(json_object_get(ev, "job")) ?: "");
+		v->r->dane += json_is_true(json_object_get(json_object_get(ev, "tls"), "dane"));
 		double t = iso_time(json_string_value(json_object_get(ev, "time")));
 		if (sub && t > 0) {
 			if (*n == *cap) {
@@ -268,6 +289,20 @@ static int run(struct vrun *v)
 	return rc;
 }
 
+/* In the DANE world every delivery must say tls.dane (none under
+ * encrypt), or the run measured something else: then it is not ok. */
+static void check_dane(const struct vb_env *e, struct vb_result *r)
+{
+	long want = e->dane_off ? 0 : r->delivered;
+	char *n = r->note + strlen(r->note);
+	size_t left = sizeof r->note - (size_t)(n - r->note);
+	if (r->dane != want)
+		r->ok = false;
+	snprintf(n, left, "%s%s%ld of %ld deliveries authenticated by DANE (tls.dane)%s",
+		 r->note[0] ? "; " : "", r->dane != want ? "WRONG: " : "", r->dane, r->delivered,
+		 e->dane_off ? ", policy encrypt" : ", policy dane");
+}
+
 int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 {
 	struct vrun v = { .e = e, .s = s, .r = r, .submitted = json_object() };
@@ -286,5 +321,7 @@ int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r
 	if (rc == 0 && !r->ok && !r->note[0])
 		snprintf(r->note, sizeof r->note, "sink accepted %ld, volley delivered %ld",
 			 r->sink_messages, r->delivered);
+	if (rc == 0 && e->dane)
+		check_dane(e, r);
 	return rc;
 }

@@ -25,6 +25,7 @@ DnssecWorld   zones under one made-up top-level domain (default "test."),
                 in the signed file (the RRSIGs no longer match): unbound
                 answers SERVFAIL.
     expired     signed with signatures that expired a week ago: SERVFAIL.
+  unbound_extra: "server:" lines for every unbound (volley-bench's tuning).
   w.add_resolver(anchor=None) starts another validating unbound on the same
   NSD: anchor "wrong" (the DS of a key that signs nothing: everything under
   the top zone is bogus) or None (no anchor: everything insecure). The
@@ -248,7 +249,7 @@ class DnssecWorld:
     given, for records of its own); bogus, expired, unsigned: zone names."""
 
     def __init__(self, zones, bogus=(), expired=(), unsigned=(), tld="test",
-                 host="127.0.0.1"):
+                 host="127.0.0.1", unbound_extra=""):
         self.tld = tld.strip(".").lower()
         self.zones = {z.strip(".").lower(): list(r) for z, r in zones.items()}
         self.zones.setdefault(self.tld, [])
@@ -262,6 +263,7 @@ class DnssecWorld:
             if z not in self.zones or z == self.tld:
                 raise ValueError("%s is not a zone below %s." % (z, self.tld))
         self.host = host
+        self.unbound_extra = unbound_extra   # server: lines for every unbound
         self.dir = None
         self.nsd = None
         self.unbound = None
@@ -368,7 +370,7 @@ class DnssecWorld:
             ds = _run([KEY2DS, "-n", "-2", key], sub).split()
             anchor = "%s. IN DS %s" % (self.tld, " ".join(ds[ds.index("DS") + 1:]))
         stubs = {z: "%s@%d" % (self.nsd.host, self.nsd.port) for z in self.zones}
-        u = ValidatingUnbound(stubs, [anchor] if anchor else [])
+        u = ValidatingUnbound(stubs, [anchor] if anchor else [], extra=self.unbound_extra)
         self.others.append(u)
         return u.start()
 

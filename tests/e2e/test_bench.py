@@ -5,6 +5,7 @@ scenarios are refused with the setting named."""
 
 import json
 import os
+import re
 import subprocess
 import unittest
 
@@ -138,6 +139,33 @@ class BenchTest(unittest.TestCase):
         # work in its queue directory there).
         self.assertEqual(procs_in("/tmp/volley-bench."), [])
 
+    def test_dane(self):
+        """The dane scenario: MX through a signed world and a validating
+        unbound, TLSA 3 1 1 on every MX. Every delivery of the DANE run is
+        DANE-authenticated (tls.dane in its events) and none of the no-dane
+        run's (policy encrypt), so the ratio compares what it says; the
+        world's NSD and unbound are gone afterwards."""
+        p = bench("dane", "--recipients", "500", "--out", self.out)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        out = p.stdout
+        with open(self.out + ".json") as f:
+            res = json.load(f)
+        self.assertTrue(res["settings"]["dane"])
+        v = self.check_volley(res, 500)
+        self.assertEqual(v["delivered"], 500)
+        self.assertEqual(v["dane_deliveries"], 500, v["note"])
+        nd = res["results"][1]
+        self.assertEqual(nd["peer"], "no-dane")
+        self.assertTrue(nd["ran"] and nd["ok"], nd["note"])
+        self.assertEqual((nd["delivered"], nd["dane_deliveries"]), (500, 0))
+        self.assertIn("500 of 500 deliveries authenticated by DANE", out)
+        self.assertRegex(out, r"volley / no-dane: throughput [0-9.]+x")
+        self.assertRegex(out, r"target: volley / no-dane throughput at least 0.90: "
+                              r"(met|MISSED)")
+        # NSD and unbound worked in the run's folder: nothing is left there.
+        run_dir = re.search(r"run in (/tmp/volley-bench\.\S+)", p.stderr).group(1)
+        self.assertEqual(procs_in(run_dir + "/"), [])
+
     def test_targets(self):
         """A scenario's targets are checked against the run's ratios: met
         and missed both said, with the factor; a miss is not a failure."""
@@ -170,6 +198,11 @@ class BenchTest(unittest.TestCase):
         p = bench("no-such-scenario")
         self.assertEqual(p.returncode, 2)
         self.assertIn("no scenario no-such-scenario", p.stderr)
+        with open(path, "w") as f:
+            f.write("recipients = 10;\ntls = false;\ndane = true;\n")
+        p = bench(path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("dane: needs tls = true", p.stderr)
         p = bench("small", "--compare", "sendmail")
         self.assertEqual(p.returncode, 2)
         self.assertIn("postfix, nodemailer or blast", p.stderr)

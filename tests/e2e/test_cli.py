@@ -6,12 +6,15 @@ The daemon routes all mail to a closed loopback port, so nothing leaves the
 machine and jobs stay undelivered (deferred) until a test cancels them.
 """
 
+import http.server
 import json
 import os
 import pty
 import select
 import signal
+import socket
 import subprocess
+import threading
 import time
 import unittest
 
@@ -97,6 +100,28 @@ QUOTED_RCPTS = [
      "substitutions": {"first": "Bob", "city": "Rome"}},
     {"email": "carl@example.net", "substitutions": {"first": "Carl", "city": "Oslo, Norway"}},
 ]
+
+
+def stub_daemon(test, answers):
+    """A loopback HTTP server answering GET path -> JSON from answers; its
+    URL. Stopped by the test's cleanup."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(answers.get(self.path.split("?")[0], {})).encode()
+            self.send_response(200 if self.path.split("?")[0] in answers else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    test.addCleanup(lambda: (srv.shutdown(), srv.server_close(), t.join(LINE_WAIT)))
+    return "http://127.0.0.1:%d" % srv.server_address[1]
 
 
 class TempDir:
@@ -213,9 +238,12 @@ class CliOfflineTest(unittest.TestCase, TempDir):
     def test_no_daemon_exit_3_with_hint(self):
         r = volley("--data-dir", self.dir, "health")
         self.assertEqual(r.returncode, 3, r)
-        self.assertEqual(r.stderr.count("\n"), 1, r)
-        self.assertIn("cannot reach volleyd at %s" % self.sock, r.stderr)
+        self.assertEqual(r.stderr.count("\n"), 2, r)
+        self.assertIn("cannot reach volleyd at %s: no such socket" % self.sock, r.stderr)
         self.assertIn("volleyd --data-dir %s" % self.dir, r.stderr)
+        # where the daemon's log is, detached or under systemd
+        self.assertIn("its log: %s/volleyd.log" % self.dir, r.stderr)
+        self.assertIn("journalctl -u volleyd", r.stderr)
         r = volley("jobs", env={"VOLLEY_SOCKET": self.sock})
         self.assertEqual(r.returncode, 3, r)
         self.assertIn(self.sock, r.stderr)
@@ -225,6 +253,66 @@ class CliOfflineTest(unittest.TestCase, TempDir):
         job = self.write("job.json", simple_job())
         r = volley("--socket", self.sock, "submit", job)
         self.assertEqual(r.returncode, 3, r)
+
+    def test_stale_socket_says_connection_refused(self):
+        """A socket file nobody listens on: a volleyd that stopped."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.sock)
+        s.close()
+        r = volley("--socket", self.sock, "jobs")
+        self.assertEqual(r.returncode, 3, r)
+        self.assertIn("cannot reach volleyd at %s: connection refused" % self.sock, r.stderr)
+        self.assertIn("volleyd.log", r.stderr)
+
+    def test_per_command_help(self):
+        top = volley("--help").stdout
+        self.assertIn("volley suppression list", top)
+        for cmd in ("submit", "status", "jobs", "cancel", "pause", "resume", "queues",
+                    "events", "stats", "bounces", "health", "suppression", "tls-check",
+                    "tls-report"):
+            with self.subTest(cmd):
+                r = volley(cmd, "--help")
+                self.assertEqual(r.returncode, 0, r)
+                self.assertTrue(r.stdout.startswith("usage: volley %s" % cmd), r.stdout)
+                self.assertNotEqual(r.stdout, top)
+                self.assertEqual(r.stdout.count("usage:"), 1, r.stdout)
+                self.assertEqual(volley("help", cmd).stdout, r.stdout)
+        self.assertIn("--recipients", volley("submit", "--help").stdout)
+        self.assertIn("import FILE", volley("suppression", "--help").stdout)
+        for argv in (("dkim", "--help"), ("dkim", "keygen", "--help"), ("help", "dkim")):
+            with self.subTest(argv):
+                r = volley(*argv)
+                self.assertEqual(r.returncode, 0, r)
+                self.assertIn("usage: volley dkim keygen --domain D", r.stdout)
+        self.assertUsage(volley("frobnicate", "--help"), "frobnicate")
+
+    def test_suppression_usage(self):
+        for argv, word in ((("suppression",), "missing argument"),
+                           (("suppression", "frob"), "list, add, remove or import"),
+                           (("suppression", "add"), "EMAIL"),
+                           (("suppression", "import"), "FILE"),
+                           (("suppression", "list", "x"), "no argument"),
+                           (("suppression", "add", "a@b.c", "--limit", "2"), "--limit"),
+                           (("jobs", "--limit", "2", "--recipients", "x.csv"), "--recipients")):
+            with self.subTest(argv):
+                self.assertUsage(volley("--socket", self.sock, *argv), word)
+        missing = os.path.join(self.dir, "none.txt")
+        self.assertUsage(volley("--socket", self.sock, "suppression", "import", missing), missing)
+
+    def test_jobs_table_expired_column(self):
+        """The EXPIRED column shows counts.expired (a stub daemon on --url)."""
+        job = {"id": "j1", "state": "done", "recipients": 10, "created": "2026-01-01T00:00:00Z",
+               "campaign": "c", "counts": {"queued": 0, "delivered": 3, "bounced": 1,
+                                          "deferred": 0, "expired": 6}}
+        url = stub_daemon(self, {"/v1/jobs": {"jobs": [job]}})
+        r = volley("--url", url, "jobs")
+        self.assertEqual(r.returncode, 0, r)
+        head, row = r.stdout.splitlines()
+        cells = dict(zip(head.split(), row.split()))
+        self.assertEqual(cells["EXPIRED"], "6")
+        self.assertEqual(cells["BOUNCED"], "1")
+        end = head.index("EXPIRED") + len("EXPIRED")
+        self.assertEqual(row[end - 1], "6")        # right-aligned under its header
 
     def test_default_socket_is_volley_data(self):
         r = subprocess.run([VOLLEY, "health"], capture_output=True, text=True,
@@ -420,7 +508,8 @@ class CliDaemonTest(VolleydTest, TempDir):
         r = self.ok("jobs")
         lines = r.stdout.splitlines()
         self.assertEqual(lines[0].split(), ["ID", "STATE", "RECIPIENTS", "QUEUED", "DELIVERED",
-                                            "BOUNCED", "DEFERRED", "CREATED", "CAMPAIGN"])
+                                            "BOUNCED", "DEFERRED", "EXPIRED", "CREATED",
+                                            "CAMPAIGN"])
         rows = {l.split()[0]: l.split() for l in lines[1:]}
         self.assertEqual(set(rows), set(ids))
         self.assertEqual(rows[ids[1]][2], "2")
@@ -460,6 +549,55 @@ class CliDaemonTest(VolleydTest, TempDir):
         r = self.cli("bounces", "no-such-job")
         self.assertEqual(r.returncode, 1, r)
         self.assertEqual(r.stdout, "")
+
+    # ---- suppression ----
+
+    def test_suppression_add_list_remove_import(self):
+        self.assertEqual(self.ok("suppression", "add", "ann@Example.NET").stdout,
+                         "ann@Example.NET suppressed\n")
+        self.assertEqual(self.d.request("GET", "/v1/suppression/ann@example.net").status, 200)
+        lst = self.write("list.txt", "# bounced last year\nbob@example.net\n\n"
+                         "  carl@example.net  \nnot-an-address\ndan@example.net\n")
+        r = self.cli("suppression", "import", lst)
+        self.assertEqual(r.returncode, 1, r)          # one line failed
+        self.assertEqual(r.stdout, "3 added, 1 failed (%s, 6 lines read)\n" % lst)
+        self.assertIn("%s: line 5: not-an-address not added" % lst, r.stderr)
+        r = self.ok("suppression", "list")
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[0].split(), ["EMAIL", "REASON", "JOB", "ADDED"])
+        emails = [l.split()[0] for l in lines[1:]]
+        self.assertEqual(len(emails), 4, r.stdout)
+        for e in ("bob@example.net", "carl@example.net", "dan@example.net"):
+            self.assertIn(e, emails)
+        js = [json.loads(l) for l in self.ok("suppression", "list", "--json").stdout.splitlines()]
+        self.assertEqual(len(js), 4)
+        self.assertEqual(len(self.ok("suppression", "list", "--limit", "2").stdout.splitlines()), 3)
+        self.assertEqual(self.ok("suppression", "remove", "bob@example.net").stdout,
+                         "bob@example.net removed\n")
+        self.assertEqual(self.d.request("GET", "/v1/suppression/bob@example.net").status, 404)
+        r = self.cli("suppression", "remove", "bob@example.net")
+        self.assertEqual(r.returncode, 1, r)          # not on the list any more
+        r = self.cli("suppression", "add", "no-at-sign")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("email", r.stderr)
+        r = self.ok("suppression", "add", "eve@example.net", "--json")
+        self.assertEqual(json.loads(r.stdout), {"email": "eve@example.net", "suppressed": True})
+        r = self.cli("suppression", "import", "-", input="fay@example.net\n")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(self.d.request("GET", "/v1/suppression/fay@example.net").status, 200)
+
+    def test_suppression_list_pages(self):
+        """More addresses than one page of the API: every one listed, once."""
+        n = 1203
+        lst = self.write("many.txt", "".join("u%04d@example.org\n" % i for i in range(n)))
+        r = self.cli("suppression", "import", lst, timeout=120)
+        self.assertEqual(r.returncode, 0, r)
+        emails = [json.loads(l)["email"]
+                  for l in self.ok("suppression", "list", "--json").stdout.splitlines()]
+        self.assertEqual(len(emails), n)
+        self.assertEqual(len(set(emails)), n)
+        self.assertEqual(len(self.ok("suppression", "list", "--json", "--limit", "1100")
+                             .stdout.splitlines()), 1100)
 
     # ---- control ----
 

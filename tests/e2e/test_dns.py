@@ -228,6 +228,18 @@ class DnsTest(unittest.TestCase):
         self.assertEqual(st["coalesced"], 999 * 3)
         self.assertEqual(self.ub.queries() - before, 3)
 
+    def test_queries_beyond_max_inflight_wait_their_turn(self):
+        names = "".join("mx d%d.many.%s\n" % (i, Z) for i in range(60))
+        lines, _ = resolve(self.ub.server, "--max-inflight", "4",
+                           script=names + "wait\nstats\n")
+        res = [x for x in lines if x.get("type") == "mx"]
+        self.assertEqual(len(res), 60)
+        self.assertTrue(all(x["status"] == "ok" for x in res), res)
+        st = stats(lines)[-1]
+        self.assertLessEqual(st["inflight_peak"], 4, st)
+        self.assertGreaterEqual(st["inflight_peak"], 2, st)
+        self.assertEqual((st["in_flight"], st["waiting"]), (0, 0), st)
+
     def test_cache_hit_then_ttl_expiry(self):
         script = ("mx short.{z}\nwait\nstats\nmx short.{z}\nwait\nstats\n"
                   "sleep 2600\nmx short.{z}\nwait\nstats\n").format(z=Z)

@@ -17,7 +17,7 @@
  *       prints one {"bench": ...} line and a stats line.
  *
  * OPTIONS: --server IP:PORT (repeatable), --timeout-ms, --tries, --min-ttl,
- * --max-ttl, --neg-ttl-max, --fail-ttl, --cache-max, --allow-private,
+ * --max-ttl, --neg-ttl-max, --fail-ttl, --cache-max, --max-inflight, --allow-private,
  * --prefer-ipv6, --family both|4|6, --no-dnssec, --seed, --port (TLSA),
  * --repeat N (each NAME N times), --stats, --inflight W (bench window),
  * --deadline-ms (whole run; default 120000: exit 3 past it).
@@ -180,10 +180,11 @@ static void print_stats(const struct tool *t)
 	printf("{\"stats\": {\"queries\": %lu, \"answers\": %lu, \"timeouts\": %lu, "
 	       "\"failures\": %lu, \"cache_hits\": %lu, \"coalesced\": %lu, \"expired\": %lu, "
 	       "\"evicted\": %lu, \"cache_entries\": %lu, \"mx_requests\": %lu, "
-	       "\"tlsa_requests\": %lu, \"in_flight\": %lu}}\n",
+	       "\"tlsa_requests\": %lu, \"in_flight\": %lu, \"waiting\": %lu, "
+	       "\"inflight_peak\": %lu}}\n",
 	       s.queries, s.answers, s.timeouts, s.failures, s.cache_hits, s.coalesced,
 	       s.expired, s.evicted, s.cache_entries, s.mx_requests, s.tlsa_requests,
-	       s.in_flight);
+	       s.in_flight, s.waiting, s.inflight_peak);
 	fflush(stdout);
 }
 
@@ -410,6 +411,7 @@ static int option(struct tool *t, int opt, const char *v)
 	case 'N': c->neg_ttl_max = (uint32_t)n; break;
 	case 'F': c->fail_ttl = (uint32_t)n; break;
 	case 'C': c->cache_max = n; break;
+	case 'Q': c->max_inflight = (unsigned)n; break;
 	case 'P': c->allow_private = true; break;
 	case '6': c->prefer_ipv6 = true; break;
 	case 'f': return parse_family(v, &c->family);
@@ -434,7 +436,7 @@ static int option(struct tool *t, int opt, const char *v)
 static const struct option opts[] = {
 	{ "server", 1, 0, 's' }, { "timeout-ms", 1, 0, 'T' }, { "tries", 1, 0, 'R' },
 	{ "min-ttl", 1, 0, 'm' }, { "max-ttl", 1, 0, 'M' }, { "neg-ttl-max", 1, 0, 'N' },
-	{ "fail-ttl", 1, 0, 'F' }, { "cache-max", 1, 0, 'C' },
+	{ "fail-ttl", 1, 0, 'F' }, { "cache-max", 1, 0, 'C' }, { "max-inflight", 1, 0, 'Q' },
 	{ "allow-private", 0, 0, 'P' }, { "prefer-ipv6", 0, 0, '6' },
 	{ "family", 1, 0, 'f' }, { "no-dnssec", 0, 0, 'D' }, { "seed", 1, 0, 'S' },
 	{ "tlsa", 0, 0, 't' }, { "port", 1, 0, 'p' }, { "repeat", 1, 0, 'r' },
