@@ -81,6 +81,8 @@ void api_http_resp_free(struct api_http_resp *r);
 long api_http_resp(struct api_http_resp *r, const char *p, size_t n, bool *done);
 /* The answer has no length: it ends when the stream does. */
 bool api_http_resp_until_eof(const struct api_http_resp *r);
+/* Some of the answer (or of an interim one) has come. */
+bool api_http_resp_started(const struct api_http_resp *r);
 
 /* A whole answer of the gate's own: e as JSON, Connection: close; extra:
  * more header lines, each ending in CRLF (NULL: none). */

@@ -488,6 +488,24 @@ static bool client_in(struct gconn *c)
 	return true;
 }
 
+/* libmicrohttpd closed its end: what it said goes out, then we close. */
+static void mhd_closed(struct gconn *c)
+{
+	bool unanswered = c->resp_pending && !api_http_resp_started(&c->resp);
+
+	close_mhd(c);
+	if (c->st == G_LINGER)
+		return;
+	if (unanswered) {          /* a request dropped (cannot happen): still one answer */
+		struct api_error e;
+		vl_log(VL_LOG_ERROR, "api: libmicrohttpd closed a connection without an answer");
+		fail_e(&e, 500, "internal", "the request was dropped without an answer");
+		refuse(c, &e, NULL);
+		return;
+	}
+	c->st = G_DRAIN;
+}
+
 static bool mhd_out(struct gconn *c)
 {
 	if (c->mfd < 0 || !pending(&c->tom))
@@ -496,8 +514,7 @@ static bool mhd_out(struct gconn *c)
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return false;
-		close_mhd(c);          /* libmicrohttpd closed: nothing more to say */
-		c->st = G_DRAIN;
+		mhd_closed(c);
 		return true;
 	}
 	obuf_done(&c->tom, (size_t)n);
@@ -518,13 +535,8 @@ static bool mhd_in(struct gconn *c)
 			return false;
 		n = 0;
 	}
-	if (n == 0) {              /* libmicrohttpd closed its end */
-		bool whole = !c->resp_pending || api_http_resp_until_eof(&c->resp);
-		close_mhd(c);
-		if (!whole)
-			c->close_after = true;
-		if (c->st != G_LINGER)
-			c->st = G_DRAIN;
+	if (n == 0) {
+		mhd_closed(c);
 		return true;
 	}
 	bool done = false;

@@ -683,6 +683,11 @@ bool api_http_resp_until_eof(const struct api_http_resp *r)
 	return r->st == R_EOF;
 }
 
+bool api_http_resp_started(const struct api_http_resp *r)
+{
+	return r->st != R_HEAD || r->head.len;
+}
+
 /* ---- the gate's own answers ---- */
 
 static const char *reason(int status)
