@@ -77,6 +77,11 @@ Test(config, errors_name_line_and_key)
 		{ "dkim = ( { domain = \"x\"; } );", "dkim[0].selector: missing" },
 		{ "max_message_size = \"huge\";", "max_message_size" },
 		{ "api = { max_body = -1; };", "api.max_body" },
+		{ "api = { max_connections = 0; };", "api.max_connections" },
+		{ "api = { max_connections_per_ip = -1; };", "api.max_connections_per_ip" },
+		{ "api = { threads = 0; };", "api.threads" },
+		{ "api = { header_timeout = \"0s\"; };", "api.header_timeout" },
+		{ "api = { idle_timeout = \"soon\"; };", "api.idle_timeout" },
 		{ "workers = \"two\";", "workers: expected an integer" },
 		{ "hostname = ", "syntax error" },
 	};
