@@ -136,7 +136,7 @@ static int check_text(struct api_intake *in, const json_t *v, const char *field,
 			    field, max);
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return fail(in, 400, "header_injection", field,
+			return fail(in, 400, "invalid_field", field,
 				    "%s holds a control character (CR, LF, NUL, ...)", field);
 	return 0;
 }
@@ -395,7 +395,7 @@ static int check_rcpt(struct api_intake *in, const struct sched_rcpt *r)
 		return rfail(in, "name", 400, "invalid_field", "longer than %d octets",
 			     NAME_MAX_LEN);
 	if (r->name && has_ctl(r->name, r->name_len))
-		return rfail(in, "name", 400, "header_injection",
+		return rfail(in, "name", 400, "invalid_field",
 			     "holds a control character (CR, LF, NUL, ...)");
 	for (size_t i = 0; i < r->nsubs; i++) {
 		if (r->klens[i] == 0 || r->klens[i] > SUBKEY_MAX)
