@@ -47,7 +47,7 @@ static void compile_err(const char *content, const char *subs, const char *unsub
 Test(msg_compose, errors_name_fields)
 {
 	compile_err("{\"text_body\": \"x\"}", NULL, NULL, "invalid_field", "content.from");
-	compile_err("{" FROM ", \"text_body\": \"x\", \"x\": 1}", NULL, NULL, "invalid_field",
+	compile_err("{" FROM ", \"text_body\": \"x\", \"x\": 1}", NULL, NULL, "unknown_field",
 		    "content.x");
 	compile_err("{\"from\": {\"email\": \"bad\"}, \"text_body\": \"x\"}", NULL, NULL,
 		    "invalid_address", "content.from.email");
