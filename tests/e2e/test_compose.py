@@ -424,8 +424,9 @@ class ComposeTest(unittest.TestCase):
               dict(ANN, substitutions={"name": "", "n": 7})]
         ms, _ = self.run_ok(job({"from": FROM, "text_body": "[{{ name }}]{{n}}"}, rc,
                                 substitutions={"name": "Job", "n": True}))
+        # the recipient's own, then its name (predefined, as KumoMTA's), then the job's
         self.assertEqual([self.body(m, "text/plain") for m in ms],
-                         ["[Own]true", "[Job]true", "[]7"])
+                         ["[Own]true", "[Ann]true", "[]7"])
 
     # ---- content as a string ----
 
@@ -507,8 +508,8 @@ class ComposeTest(unittest.TestCase):
                      "invalid_field")
         self.run_err(job(ok, [dict(ANN, substitutions={"name": "a\r\nBcc: v@x"})]),
                      "recipients[0].substitutions.name", "invalid_field")
-        self.run_err(job(ok, [dict(ANN, substitutions={})]),
-                     "recipients[0].substitutions.name", "missing_substitution")
+        self.run_err(job(dict(ok, subject="{{ first }}"), [dict(ANN, substitutions={})]),
+                     "recipients[0].substitutions.first", "missing_substitution")
         self.run_err(job(ok, [dict(ANN, name="a\nb")]), "recipients[0].name")
         self.run_err(job(ok, [dict(ANN, email="no-at")]), "recipients[0].email",
                      "invalid_address")
