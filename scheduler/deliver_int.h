@@ -34,6 +34,8 @@ struct sched_djob {
 	bool require_tls;             /* every message with REQUIRETLS */
 	double expires;
 	uint8_t *st, *att;            /* per recipient: enum sched_rstate, attempts */
+	uint8_t *cls;                 /* ... and the class of its last failure, for
+				       * the Expiration event of a job's expiry */
 	size_t n, nonfinal, inflight;
 	struct sched_bucket rate;
 	struct sched_sjq **qs;

@@ -681,8 +681,12 @@ void sched_site_result(struct sched_deliver *d, struct sched_site *s, const stru
 
 	s->inflight--;
 	s->last_time = vl_wall_time();
-	snprintf(s->last_response, sizeof s->last_response, "%d %s %.250s", m->code,
-		 m->enhanced, m->text);
+	if (m->code)        /* "550 5.1.1 text", or "550 text" without an enhanced code */
+		snprintf(s->last_response, sizeof s->last_response, "%d%s%s %.250s", m->code,
+			 *m->enhanced ? " " : "", m->enhanced, m->text);
+	else                /* no reply: where it failed and why */
+		snprintf(s->last_response, sizeof s->last_response, "%s%s%.250s", m->stage,
+			 *m->stage ? ": " : "", m->text);
 	if (m->status == ENG_DELIVERED) {
 		s->delivered++;
 		recover(s);
