@@ -119,6 +119,8 @@ void vd_reload(struct vd_daemon *v, struct vd_cfgs *cfgs, const struct vd_opts *
 	char err[512];
 
 	vd_notify("RELOADING=1");
+	if (vl_log_reopen(err, sizeof err) < 0)   /* logrotate may send HUP too */
+		vl_log(VL_LOG_ERROR, "volleyd: SIGHUP: %s", err);
 	vl_log(VL_LOG_INFO, "volleyd: SIGHUP: reloading %s", o->config ? o->config : "(defaults)");
 	if (cfg_load(c, o->config, err, sizeof err) < 0)
 		goto refuse;
