@@ -726,6 +726,16 @@ json_t *sched_tls_check(struct sched *sc, const char *domain)
 	return d ? sched_deliver_tls_check(d, domain) : NULL;
 }
 
+int sched_reload(struct sched *sc, const struct cfg *c, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&sc->mu);
+	struct sched_deliver *d = sc->d;
+	pthread_mutex_unlock(&sc->mu);
+	if (!d)
+		return vl_fail(err, errlen, "delivery is not running");
+	return sched_deliver_reload(d, c, err, errlen);
+}
+
 bool sched_accepting(struct sched *sc)
 {
 	return !sched_deliver_blocked(sc->d);
