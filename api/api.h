@@ -21,8 +21,13 @@ struct api_error {
 	char code[40];
 	char field[160];         /* "" when no field is to blame */
 	char message[400];
+	/* Invalid recipients of a refused job: a JSON array of {index, line,
+	 * email, code, field, message} as text ("" when none), so the error
+	 * stays a plain value to copy. */
+	char invalid[16384];
+	size_t ninvalid;         /* how many there were (the array may list fewer) */
 };
-/* {"error": {code, message, field}} */
+/* {"error": {code, message, field[, invalid_count, invalid_recipients]}} */
 json_t *api_error_json(const struct api_error *e);
 
 /* ---- intake: one submitted job, fed as it arrives ----

@@ -41,6 +41,13 @@ struct api_intake {
 	struct sched_intake *si;
 	size_t seen, dups;
 	json_t *failed_rcpts, *errors;
+	bool skip_invalid;        /* on_invalid "skip": keep the valid ones */
+	size_t nbad;              /* invalid recipients */
+	json_t *bad;              /* the first REPORT_MAX of them, as objects */
+	struct api_error first;   /* the first one's error */
+	const char *cur_email;    /* the recipient being checked, if known */
+	json_t *warnings;         /* fields accepted but ignored */
+	bool warned_metadata;
 	double created;
 	struct sched_rcpt sr;
 	char nums[SCHED_MAX_SUBS][MSG_SUB_TMP]; /* numbers and booleans as text */
@@ -48,9 +55,17 @@ struct api_intake {
 
 json_t *api_error_json(const struct api_error *e)
 {
-	return json_pack("{s:{s:s, s:s, s:o}}", "error", "code", e->code,
-			 "message", e->message,
-			 "field", *e->field ? json_string(e->field) : json_null());
+	json_t *j = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", e->code,
+			      "message", e->message,
+			      "field", *e->field ? json_string(e->field) : json_null());
+	json_t *list = e->ninvalid ? json_loads(e->invalid, 0, NULL) : NULL;
+
+	if (list) {
+		json_t *o = json_object_get(j, "error");
+		json_object_set_new(o, "invalid_count", json_integer((json_int_t)e->ninvalid));
+		json_object_set_new(o, "invalid_recipients", list);
+	}
+	return j;
 }
 
 static int fail(struct api_intake *in, int status, const char *code,
@@ -92,6 +107,8 @@ struct api_intake *api_intake_new(const struct cfg *c, struct sched_spool *spool
 	vl_buf_init(&in->scratch);
 	in->failed_rcpts = json_array();
 	in->errors = json_array();
+	in->bad = json_array();
+	in->warnings = json_array();
 	in->created = vl_wall_time();
 	sched_new_id(in->id);
 	return in;
@@ -136,7 +153,7 @@ static int check_text(struct api_intake *in, const json_t *v, const char *field,
 			    field, max);
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return fail(in, 400, "header_injection", field,
+			return fail(in, 400, "invalid_field", field,
 				    "%s holds a control character (CR, LF, NUL, ...)", field);
 	return 0;
 }
@@ -189,6 +206,51 @@ static int check_duration(struct api_intake *in, const json_t *v, const char *fi
 	return 0;
 }
 
+static void warn(struct api_intake *in, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void warn(struct api_intake *in, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	json_array_append_new(in->warnings, json_string(msg));
+}
+
+/* Fields of KumoMTA's injection API that have no volley meaning: accepted
+ * (when of the right type) and named in the answer's warnings. Their
+ * defaults, and template_dialect "Jinja" (volley's {{ name }} is its
+ * subset), are what volley does anyway: no warning. */
+static int kumo_field(struct api_intake *in, const char *k, json_t *v)
+{
+	if (!strcmp(k, "deferred_generation") || !strcmp(k, "deferred_spool")) {
+		if (want(in, v, JSON_TRUE, k, "a boolean") < 0)
+			return -1;
+		if (json_is_true(v))
+			warn(in, "%s: ignored: volley stores every job whole and durably before "
+			     "answering, and generates each message when it is sent", k);
+		return 0;
+	}
+	if (!strcmp(k, "template_dialect")) {
+		if (want(in, v, JSON_STRING, k, "a string") < 0)
+			return -1;
+		if (strcmp(json_string_value(v), "Jinja"))
+			warn(in, "template_dialect: \"%s\" ignored: volley substitutes "
+			     "{{ name }} variables only", json_string_value(v));
+		return 0;
+	}
+	if (!strcmp(k, "trace_headers")) {
+		if (want(in, v, JSON_OBJECT, k, "an object") < 0)
+			return -1;
+		warn(in, "trace_headers: ignored: volley adds no Received or X-KumoRef header");
+		return 0;
+	}
+	return fail(in, 400, "unknown_field", k, "unknown field \"%s\"", k);
+}
+
 static int check_field(struct api_intake *in, const char *k, json_t *v)
 {
 	double r;
@@ -230,7 +292,26 @@ static int check_field(struct api_intake *in, const char *k, json_t *v)
 		return want(in, v, JSON_OBJECT, k, "an object");
 	if (!strcmp(k, "verp") || !strcmp(k, "dkim") || !strcmp(k, "require_tls"))
 		return want(in, v, JSON_TRUE, k, "a boolean");
-	return fail(in, 400, "unknown_field", k, "unknown field \"%s\"", k);
+	if (!strcmp(k, "on_invalid")) {
+		if (want(in, v, JSON_STRING, k, "a string") < 0)
+			return -1;
+		in->skip_invalid = !strcmp(json_string_value(v), "skip");
+		return in->skip_invalid || !strcmp(json_string_value(v), "refuse") ? 0 :
+		       fail(in, 400, "invalid_field", k, "on_invalid must be \"refuse\" or \"skip\"");
+	}
+	return kumo_field(in, k, v);
+}
+
+/* KumoMTA's content.amp_html_body has no volley part: dropped, warned. */
+static void drop_amp(struct api_intake *in)
+{
+	json_t *c = json_object_get(in->job, "content");
+
+	if (!json_is_object(c) || !json_object_get(c, "amp_html_body"))
+		return;
+	if (!json_is_null(json_object_get(c, "amp_html_body")))
+		warn(in, "content.amp_html_body: ignored: volley sends no text/x-amp-html part");
+	json_object_del(c, "amp_html_body");
 }
 
 static int compile_content(struct api_intake *in)
@@ -294,6 +375,7 @@ static int begin_job(struct api_intake *in, json_t *job)
 		return fail(in, 400, "missing_field", "content", "content is required");
 	if (!in->ndjson && !json_object_get(job, "recipients"))
 		return fail(in, 400, "missing_field", "recipients", "recipients is required");
+	drop_amp(in);
 	if (compile_content(in) < 0 || check_dkim(in) < 0)
 		return -1;
 	if (in->spool && !(in->si = sched_intake_begin(in->spool, in->id, err, sizeof err)))
@@ -304,27 +386,73 @@ static int begin_job(struct api_intake *in, json_t *job)
 
 /* ---- recipients ---- */
 
-/* An error about recipients[seen].<sub>; the path is built only here. */
+/* recipients[seen] is invalid (the error about its <sub>): recorded, and
+ * the intake goes on, so that one answer names every bad recipient. The
+ * job is refused at the end unless on_invalid is "skip". -1 always. */
 static int rfail(struct api_intake *in, const char *sub, int status, const char *code,
 		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 static int rfail(struct api_intake *in, const char *sub, int status, const char *code,
 		 const char *fmt, ...)
 {
-	char path[200], msg[300];
+	char path[sizeof in->first.field], msg[300], full[sizeof path + sizeof msg + 32];
 	va_list ap;
 
 	snprintf(path, sizeof path, "recipients[%zu]%s%s", in->seen, *sub ? "." : "", sub);
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	return fail(in, status, code, path, "%s: %s", path, msg);
+	if (in->ndjson)
+		snprintf(full, sizeof full, "line %zu: %s: %s", in->line, path, msg);
+	else
+		snprintf(full, sizeof full, "%s: %s", path, msg);
+	if (in->nbad++ == 0) {
+		in->first.status = status;
+		snprintf(in->first.code, sizeof in->first.code, "%s", code);
+		snprintf(in->first.field, sizeof in->first.field, "%s", path);
+		snprintf(in->first.message, sizeof in->first.message, "%.399s", full);
+	}
+	if (json_array_size(in->bad) < REPORT_MAX)
+		json_array_append_new(in->bad, json_pack(
+			"{s:I, s:o, s:o, s:s, s:s, s:s}", "index", (json_int_t)in->seen,
+			"line", in->ndjson ? json_integer((json_int_t)in->line) : json_null(),
+			"email", in->cur_email ? json_string(in->cur_email) : json_null(),
+			"code", code, "field", path, "message", full));
+	if (json_array_size(in->errors) < REPORT_MAX) {
+		json_array_append_new(in->failed_rcpts, in->cur_email ?
+				      json_string(in->cur_email) : json_null());
+		json_array_append_new(in->errors, json_string(full));
+	}
+	return -1;
 }
 
 /* Numbers and booleans as text, the way composition writes the job's own. */
 static const char *sub_text(struct api_intake *in, size_t i, const json_t *v, size_t *n)
 {
 	return msg_sub_string(v, in->nums[i], n);
+}
+
+/* A recipient's substitutions: as check_subs, but a recipient's fault. */
+static int rcpt_subs(struct api_intake *in, const json_t *subs)
+{
+	const char *k;
+	json_t *v;
+	char sub[200];
+
+	if (!json_is_object(subs))
+		return rfail(in, "substitutions", 400, "wrong_type", "must be an object, not %s",
+			     type_name(subs));
+	if (json_object_size(subs) > SCHED_MAX_SUBS)
+		return rfail(in, "substitutions", 400, "invalid_field", "has more than %d entries",
+			     SCHED_MAX_SUBS);
+	json_object_foreach((json_t *)subs, k, v) {
+		if (json_is_string(v) || json_is_number(v) || json_is_boolean(v))
+			continue;
+		snprintf(sub, sizeof sub, "substitutions.%s", k);
+		return rfail(in, sub, 400, "wrong_type", "must be a string, number or boolean, "
+			     "not %s", type_name(v));
+	}
+	return 0;
 }
 
 /* Types and field names of a recipient object (the jansson path). */
@@ -337,17 +465,20 @@ static int check_rcpt_json(struct api_intake *in, const json_t *r)
 		return rfail(in, "", 400, "wrong_type", "must be an object, not %s", type_name(r));
 	json_object_foreach((json_t *)r, k, v) {
 		bool sub = !strcmp(k, "substitutions");
+		if (!strcmp(k, "metadata") && json_is_object(v)) {
+			if (!in->warned_metadata)   /* KumoMTA's: for its Lua hooks */
+				warn(in, "recipients[].metadata: ignored: volley has no "
+				     "per-message metadata");
+			in->warned_metadata = true;
+			continue;
+		}
 		if (strcmp(k, "email") && strcmp(k, "name") && !sub)
 			return rfail(in, k, 400, "unknown_field", "unknown field");
 		if (!sub && !json_is_string(v))
 			return rfail(in, k, 400, "wrong_type", "must be a string, not %s",
 				     type_name(v));
-		if (sub) {
-			char path[64];
-			snprintf(path, sizeof path, "recipients[%zu].substitutions", in->seen);
-			if (check_subs(in, v, path) < 0)
-				return -1;
-		}
+		if (sub && rcpt_subs(in, v) < 0)
+			return -1;
 	}
 	if (!json_object_get(r, "email"))
 		return rfail(in, "email", 400, "missing_field", "is required");
@@ -395,7 +526,7 @@ static int check_rcpt(struct api_intake *in, const struct sched_rcpt *r)
 		return rfail(in, "name", 400, "invalid_field", "longer than %d octets",
 			     NAME_MAX_LEN);
 	if (r->name && has_ctl(r->name, r->name_len))
-		return rfail(in, "name", 400, "header_injection",
+		return rfail(in, "name", 400, "invalid_field",
 			     "holds a control character (CR, LF, NUL, ...)");
 	for (size_t i = 0; i < r->nsubs; i++) {
 		if (r->klens[i] == 0 || r->klens[i] > SUBKEY_MAX)
@@ -448,32 +579,51 @@ static int store_rcpt(struct api_intake *in)
 	return 0;
 }
 
-/* in->sr holds a parsed recipient: check, then store. */
+/* Past a recipient, valid or not: -1 only when the whole job failed. */
+static int next_rcpt(struct api_intake *in)
+{
+	in->seen++;
+	in->cur_email = NULL;
+	return in->failed ? -1 : 0;
+}
+
+/* in->sr holds a parsed recipient: check, then store (unless the job is
+ * to be refused anyway). */
 static int add_parsed(struct api_intake *in)
 {
 	struct msg_err me = { 0 };
 
+	in->cur_email = in->sr.email;
 	if (check_rcpt(in, &in->sr) < 0)
-		return -1;
+		return next_rcpt(in);
 	struct msg_rcpt mr = {
 		.email = in->sr.email, .name = in->sr.name,
 		.index = in->si ? sched_intake_count(in->si) : in->seen,
 		.nsubs = in->sr.nsubs, .keys = in->sr.keys, .vals = in->sr.vals,
 		.lens = in->sr.vlens,
 	};
-	if (msg_job_check_rcpt(in->msg, &mr, &me) < 0)
-		return rfail(in, me.field, 400, *me.code ? me.code : "invalid_field", "%s",
-			     me.message);
-	if (store_rcpt(in) < 0)
-		return -1;
-	in->seen++;
-	return 0;
+	if (msg_job_check_rcpt(in->msg, &mr, &me) < 0) {
+		rfail(in, me.field, 400, *me.code ? me.code : "invalid_field", "%s", me.message);
+		return next_rcpt(in);
+	}
+	if (in->nbad == 0 || in->skip_invalid)
+		store_rcpt(in);
+	return next_rcpt(in);
 }
+
+static bool nul_at(const json_t *v, char *path, size_t len, size_t cap, const char *skip);
 
 static int add_rcpt(struct api_intake *in, const json_t *r)
 {
+	char path[160] = "";
+
+	in->cur_email = json_string_value(json_object_get(r, "email"));
+	if (nul_at(r, path, 0, sizeof path, NULL)) {
+		rfail(in, path, 400, "invalid_field", "holds NUL (\\u0000)");
+		return next_rcpt(in);
+	}
 	if (check_rcpt_json(in, r) < 0)
-		return -1;
+		return next_rcpt(in);
 	to_rcpt(in, r);
 	return add_parsed(in);
 }
@@ -481,8 +631,9 @@ static int add_rcpt(struct api_intake *in, const json_t *r)
 /* ---- feeding ---- */
 
 /* The place of the first string in v that holds NUL (valid JSON as
- * \u0000, refused as a field's value), e.g. content.subject; false if none. */
-static bool nul_at(const json_t *v, char *path, size_t len, size_t cap)
+ * \u0000, refused as a field's value), e.g. content.subject; false if none.
+ * skip: a top-level member not looked into (NULL: none). */
+static bool nul_at(const json_t *v, char *path, size_t len, size_t cap, const char *skip)
 {
 	const char *k;
 	json_t *m;
@@ -491,13 +642,15 @@ static bool nul_at(const json_t *v, char *path, size_t len, size_t cap)
 	if (json_is_string(v))
 		return memchr(json_string_value(v), '\0', json_string_length(v)) != NULL;
 	json_object_foreach((json_t *)v, k, m) {
+		if (skip && !strcmp(k, skip))
+			continue;
 		snprintf(path + len, cap - len, "%s%s", len ? "." : "", k);
-		if (nul_at(m, path, strlen(path), cap))
+		if (nul_at(m, path, strlen(path), cap, NULL))
 			return true;
 	}
 	json_array_foreach(v, i, m) {
 		snprintf(path + len, cap - len, "[%zu]", i);
-		if (nul_at(m, path, strlen(path), cap))
+		if (nul_at(m, path, strlen(path), cap, NULL))
 			return true;
 	}
 	path[len] = '\0';
@@ -515,9 +668,8 @@ static json_t *parse(struct api_intake *in, const char *p, size_t n)
 		     je.column, je.text);
 		return NULL;
 	}
-	if (in->ndjson && in->job)      /* a recipient line */
-		snprintf(path, sizeof path, "recipients[%zu]", in->seen);
-	if (nul_at(v, path, strlen(path), sizeof path)) {
+	/* the recipients' fields are checked one by one (add_rcpt) */
+	if (nul_at(v, path, 0, sizeof path, "recipients")) {
 		fail(in, 400, "invalid_field", path, "%s holds NUL (\\u0000)", path);
 		json_decref(v);
 		return NULL;
@@ -540,14 +692,22 @@ static int ndjson_line(struct api_intake *in, const char *p, size_t n)
 		return 0;
 	if (in->job && api_rcpt_fast(p, n, &in->scratch, &in->sr))
 		return add_parsed(in);
+	if (in->job) {
+		json_error_t je;
+		json_t *r = json_loadb(p, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+		if (!r) {
+			rfail(in, "", 400, "malformed_json", "malformed JSON at column %d: %s",
+			      je.column, je.text);
+			return next_rcpt(in);
+		}
+		int rc = add_rcpt(in, r);
+		json_decref(r);
+		return rc;
+	}
 	json_t *v = parse(in, p, n);
 	if (!v)
 		return -1;
-	if (!in->job)
-		return begin_job(in, v);   /* the job keeps v */
-	int rc = add_rcpt(in, v);
-	json_decref(v);
-	return rc;
+	return begin_job(in, v);   /* the job keeps v */
 }
 
 static size_t line_max(const struct api_intake *in)
@@ -620,14 +780,54 @@ static int finish_json(struct api_intake *in)
 	return 0;
 }
 
+/* Recipients stored: neither duplicates nor skipped invalid ones. */
+static size_t stored(const struct api_intake *in)
+{
+	return in->seen - in->dups - in->nbad;
+}
+
 static json_t *accept_json(struct api_intake *in)
 {
-	size_t n = in->seen - in->dups;
+	size_t n = stored(in);
+	json_t *a = json_pack("{s:s, s:I, s:I, s:I, s:O, s:O}", "id", in->id,
+			      "recipients", (json_int_t)n, "success_count", (json_int_t)n,
+			      "fail_count", (json_int_t)(in->dups + in->nbad),
+			      "failed_recipients", in->failed_rcpts, "errors", in->errors);
 
-	return json_pack("{s:s, s:I, s:I, s:I, s:O, s:O}", "id", in->id,
-			 "recipients", (json_int_t)n, "success_count", (json_int_t)n,
-			 "fail_count", (json_int_t)in->dups,
-			 "failed_recipients", in->failed_rcpts, "errors", in->errors);
+	if (in->nbad) {
+		json_object_set_new(a, "invalid_count", json_integer((json_int_t)in->nbad));
+		json_object_set(a, "invalid_recipients", in->bad);
+	}
+	if (json_array_size(in->warnings))
+		json_object_set(a, "warnings", in->warnings);
+	return a;
+}
+
+/* Refused for its invalid recipients: the first one's error, and the
+ * list of them (as many as fit) for the client to fix all at once. */
+static int refuse_invalid(struct api_intake *in)
+{
+	char *text;
+
+	in->err = in->first;
+	in->failed = true;
+	in->err.ninvalid = in->nbad;
+	if (in->nbad > 1) {
+		size_t n = strlen(in->err.message);
+		snprintf(in->err.message + n, sizeof in->err.message - n, " (and %zu more "
+			 "invalid recipient%s: invalid_recipients lists %s)", in->nbad - 1,
+			 in->nbad == 2 ? "" : "s",
+			 in->nbad > REPORT_MAX ? "the first ones" : "them all");
+	}
+	while ((text = json_dumps(in->bad, JSON_COMPACT)) &&
+	       strlen(text) >= sizeof in->err.invalid && json_array_size(in->bad) > 1) {
+		free(text);
+		json_array_remove(in->bad, json_array_size(in->bad) - 1);
+	}
+	snprintf(in->err.invalid, sizeof in->err.invalid, "%s",
+		 text && strlen(text) < sizeof in->err.invalid ? text : "[]");
+	free(text);
+	return -1;
 }
 
 static json_t *meta_json(struct api_intake *in, json_t *accept)
@@ -639,7 +839,7 @@ static json_t *meta_json(struct api_intake *in, json_t *accept)
 		vl_parse_duration_ms(exp, &life);
 	json_t *m = json_pack("{s:s, s:f, s:f, s:I, s:O, s:O}", "id", in->id,
 			      "created", in->created, "expires", in->created + life / 1000.0,
-			      "recipients", (json_int_t)(in->seen - in->dups),
+			      "recipients", (json_int_t)stored(in),
 			      "job", in->job, "accept", accept);
 	if (in->idem)
 		json_object_set_new(m, "idempotency_key", json_string(in->idem));
@@ -677,6 +877,8 @@ int api_intake_finish(struct api_intake *in, json_t **accept, json_t **meta)
 	if (!in->job)
 		return fail(in, 400, "malformed_json", NULL, "empty body: a JSON object (the "
 			    "job) is required");
+	if (in->nbad && (!in->skip_invalid || stored(in) == 0))
+		return refuse_invalid(in);
 	if (in->seen == 0)
 		return fail(in, 400, "no_recipients", "recipients", "the job has no recipients");
 	json_t *acc = accept_json(in), *m = meta_json(in, acc);
@@ -715,6 +917,8 @@ void api_intake_free(struct api_intake *in)
 	json_decref(in->job);
 	json_decref(in->failed_rcpts);
 	json_decref(in->errors);
+	json_decref(in->bad);
+	json_decref(in->warnings);
 	vl_buf_free(&in->buf);
 	vl_buf_free(&in->scratch);
 	free(in->idem);

@@ -18,12 +18,19 @@ static void event_line(const char *line, size_t len, void *arg)
 		putchar('\n');
 	} else {
 		const json_t *r = json_object_get(e, "response");
+		const char *cls = json_string_value(json_object_get(e, "bounce_class"));
+		const char *why = json_string_value(json_object_get(e, "reason"));
+		const char *enh = json_string_value(json_object_get(r, "enhanced"));
 		char code[32];
 		printf("%s  %-16s  %s  %s", cli_jstr(e, "time"), cli_jstr(e, "type"), cli_jstr(e, "job"),
 		       cli_jstr(e, "recipient"));
+		if (cls)
+			printf("  %s", cls);
 		if (json_is_object(r))
-			printf("  %s %s %s", cli_jnum(r, "code", code, sizeof(code)),
-			       cli_jstr(r, "enhanced"), cli_jstr(r, "text"));
+			printf("  %s%s%s %s", cli_jnum(r, "code", code, sizeof(code)),
+			       enh ? " " : "", enh ? enh : "", cli_jstr(r, "text"));
+		if (why)        /* no reply came: what went wrong, in volley's words */
+			printf("  %s", why);
 		putchar('\n');
 		json_decref(e);
 	}
@@ -73,7 +80,7 @@ struct bounces {
 static void bounce_header(struct bounces *b)
 {
 	if (!b->header && !b->c->json)
-		fputs("email,code,enhanced,bounce_class,text\n", stdout);
+		fputs("email,code,enhanced,bounce_class,text,reason\n", stdout);
 	b->header = true;
 }
 
@@ -96,6 +103,7 @@ static void bounce_line(const char *line, size_t len, void *arg)
 	const char *enh = json_string_value(json_object_get(r, "enhanced"));
 	const char *text = json_string_value(json_object_get(r, "text"));
 	const char *cls = json_string_value(json_object_get(e, "bounce_class"));
+	const char *why = json_string_value(json_object_get(e, "reason"));
 	char code[32] = "";
 	if (json_is_integer(json_object_get(r, "code")))
 		cli_jnum(r, "code", code, sizeof(code));
@@ -103,7 +111,8 @@ static void bounce_line(const char *line, size_t len, void *arg)
 	csv_field_out(code, false);
 	csv_field_out(enh ? enh : "", false);
 	csv_field_out(cls ? cls : "", false);
-	csv_field_out(text ? text : "", true);
+	csv_field_out(text ? text : "", false);
+	csv_field_out(why ? why : "", true);
 	json_decref(e);
 }
 

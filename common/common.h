@@ -207,7 +207,9 @@ static inline bool vl_chance(uint64_t *s, double pct)
 	return (double)(vl_rand(s) >> 11) * (1.0 / 9007199254740992.0) * 100.0 < pct;
 }
 
-/* ---- logging (stderr) ---- */
+/* ---- logging (log.c) ----
+ * One process-wide sink (the one global state in the tree): stderr with a
+ * timestamp until vl_log_open says otherwise. */
 enum vl_log_level { VL_LOG_ERROR, VL_LOG_WARN, VL_LOG_INFO, VL_LOG_DEBUG };
 /* Format an error into err (errlen octets) and return -1: the parsers'
  * "return vl_fail(err, errlen, ...)". */
@@ -216,6 +218,21 @@ int vl_fail(char *err, size_t errlen, const char *fmt, ...)
 void vl_log_set_level(enum vl_log_level lvl);
 void vl_log(enum vl_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* The same with a va_list (for a library's logger callback). */
+void vl_log_v(enum vl_log_level lvl, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+/* Where lines go from now on. file NULL or "": stderr, plain "level:
+ * message" lines (a terminal, or journald: JOURNAL_STREAM set adds the
+ * "<N>" priority prefix it reads); else appended to file with an ISO 8601
+ * timestamp, and stdout and stderr are pointed at it too when
+ * take_stdio (a detached daemon: stray library output lands there).
+ * to_syslog: every line also to syslog(3) as ident, facility mail.
+ * -1 with err (the previous sink stays). */
+int vl_log_open(const char *ident, const char *file, bool to_syslog, bool take_stdio,
+		char *err, size_t errlen);
+/* Reopen the file at its path (after logrotate renamed it); 0 when
+ * there is none. -1 with err (lines keep going to the old one). */
+int vl_log_reopen(char *err, size_t errlen);
 
 #define VL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -207,8 +207,6 @@ bool vl_glob_match(const char *pat, const char *s)
 	return *pat == '\0';
 }
 
-static enum vl_log_level log_level = VL_LOG_INFO;
-
 int vl_fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
@@ -217,26 +215,6 @@ int vl_fail(char *err, size_t errlen, const char *fmt, ...)
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
 	return -1;
-}
-
-void vl_log_set_level(enum vl_log_level lvl)
-{
-	log_level = lvl;
-}
-
-void vl_log(enum vl_log_level lvl, const char *fmt, ...)
-{
-	static const char *const names[] = {"error", "warn", "info", "debug"};
-	char line[1024];
-	va_list ap;
-
-	if (lvl > log_level)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	/* One write per line so lines of several threads do not interleave. */
-	fprintf(stderr, "%.3f %s: %s\n", vl_wall_time(), names[lvl], line);
 }
 
 int vl_write_all(int fd, const void *p, size_t n)

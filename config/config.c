@@ -145,7 +145,7 @@ static const struct key top_keys[] = {
 };
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
-					  "provider_defaults", "tls_rpt", NULL };
+					  "provider_defaults", "tls_rpt", "log", NULL };
 
 static const struct key timeout_keys[] = {
 	KEY("connect", K_DUR, struct cfg, timeouts.connect),
@@ -201,7 +201,8 @@ static const struct key api_keys[] = {
 	KEY("max_body", K_SIZE, struct cfg, api.max_body),
 };
 
-static int check_api(struct ctx *x, const config_setting_t *s, const struct cfg *c)
+/* The API's limits and clocks (api.md, "Connections, limits and timeouts"). */
+static int check_api_limits(struct ctx *x, const config_setting_t *s, const struct cfg *c)
 {
 	if (c->api.max_connections < 1 || c->api.max_connections > 1000000)
 		return fail(x, s, "api.max_connections", "expected 1 to 1000000");
@@ -214,6 +215,50 @@ static int check_api(struct ctx *x, const config_setting_t *s, const struct cfg 
 	if (c->api.idle_timeout_ms < 100)
 		return fail(x, s, "api.idle_timeout", "expected at least 100ms");
 	return 0;
+}
+
+static const struct key log_keys[] = {
+	KEY("file", K_STR, struct cfg, log.file),
+	KEY("syslog", K_BOOL, struct cfg, log.syslog),
+	KEY("level", K_STR, struct cfg, log.level),
+};
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+enum vl_log_level cfg_log_level(const struct cfg *c)
+{
+	for (size_t i = 0; i < VL_ARRAY_LEN(level_names); i++)
+		if (strcmp(c->log.level, level_names[i]) == 0)
+			return (enum vl_log_level)i;
+	return VL_LOG_INFO;
+}
+
+/* What the daemon would refuse at start, refused here already (so
+ * --check-config says it): the TCP listener's form and its token. */
+static int check_api(struct ctx *x, const config_setting_t *root, const struct cfg *c)
+{
+	char host[256];
+	uint16_t port;
+
+	if (!*c->api.listen)
+		return 0;
+	root = config_setting_lookup((config_setting_t *)root, "api.listen");
+	if (vl_parse_hostport(c->api.listen, host, sizeof host, &port) < 0 || !port)
+		return fail(x, root, "api.listen", "expected \"host:port\"");
+	if (!vl_ip_literal(host))
+		return fail(x, root, "api.listen", "the host must be an IP address");
+	if (!*c->api.token)
+		return fail(x, root, "api.listen", "needs api.token: the TCP listener demands "
+			    "Authorization: Bearer <token>");
+	return 0;
+}
+
+static int check_log(struct ctx *x, const config_setting_t *root, const struct cfg *c)
+{
+	for (size_t i = 0; i < VL_ARRAY_LEN(level_names); i++)
+		if (strcmp(c->log.level, level_names[i]) == 0)
+			return 0;
+	return fail(x, config_setting_lookup((config_setting_t *)root, "log.level"), "log.level", "expected error, warn, info or debug");
 }
 
 static const struct key spool_keys[] = {
@@ -570,6 +615,8 @@ static void defaults(struct cfg *c)
 	set_str(&c->tls_rpt.from, "");
 	set_str(&c->tls_rpt.ca_file, "");
 	c->tls_rpt.send = true;
+	set_str(&c->log.file, "");
+	set_str(&c->log.level, "info");
 	add_providers(c);
 	c->nretry = VL_ARRAY_LEN(retry);
 	c->retry_ms = vl_malloc(sizeof retry);
@@ -586,7 +633,7 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 		return -1;
 	if ((s = config_setting_get_member(root, "api")) &&
 	    (get_group(x, s, "api", api_keys, VL_ARRAY_LEN(api_keys), NULL, c) < 0 ||
-	     check_api(x, s, c) < 0))
+	     check_api_limits(x, s, c) < 0))
 		return -1;
 	if ((s = config_setting_get_member(root, "events")) &&
 	    get_group(x, s, "events", events_keys, VL_ARRAY_LEN(events_keys), NULL, c) < 0)
@@ -632,6 +679,11 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	    get_records(x, s, "dkim", dkim_keys, 3, (void **)&c->dkim, &c->ndkim) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "tls_rpt")) && get_tls_rpt(x, s, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "log")) &&
+	    get_group(x, s, "log", log_keys, VL_ARRAY_LEN(log_keys), NULL, c) < 0)
+		return -1;
+	if (check_api(x, root, c) < 0 || check_log(x, root, c) < 0)
 		return -1;
 	if (!*c->data_dir)
 		return fail(x, root, "data_dir", "must not be empty");
@@ -714,6 +766,8 @@ void cfg_free(struct cfg *c)
 	free(c->tls_rpt.contact);
 	free(c->tls_rpt.from);
 	free(c->tls_rpt.ca_file);
+	free(c->log.file);
+	free(c->log.level);
 	memset(c, 0, sizeof *c);
 }
 
@@ -863,4 +917,6 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 			      "  from = \"%s\";\n  ca_file = \"%s\";\n  send = %s;\n};\n",
 			      c->tls_rpt.organization, c->tls_rpt.contact, c->tls_rpt.from,
 			      c->tls_rpt.ca_file, c->tls_rpt.send ? "true" : "false");
+	vl_buf_printf(o, "log = {\n  file = \"%s\";\n  syslog = %s;\n  level = \"%s\";\n};\n",
+		      c->log.file, c->log.syslog ? "true" : "false", c->log.level);
 }

@@ -88,6 +88,11 @@ struct cfg {
 		char *ca_file;       /* https reports: CAs to verify with; "": the system's */
 		bool send;           /* send daily reports (false: record only) */
 	} tls_rpt;
+	struct {                 /* volleyd's own log */
+		char *file;          /* "": data_dir/volleyd.log (detached only) */
+		bool syslog;         /* also to syslog(3), facility mail */
+		char *level;         /* error|warn|info|debug */
+	} log;
 };
 
 /* Defaults, then the file at path (NULL: none). -1 with err naming the
@@ -95,6 +100,8 @@ struct cfg {
 int cfg_load(struct cfg *c, const char *path, char *err,
 		   size_t errlen);
 void cfg_free(struct cfg *c);
+/* The log level a configuration names. */
+enum vl_log_level cfg_log_level(const struct cfg *c);
 /* The effective configuration, in the file's own syntax. */
 void cfg_print(const struct cfg *c, struct vl_buf *out);
 /* The policy for a recipient domain: defaults overlaid by every matching

@@ -176,7 +176,7 @@ int msg_json_fields(const json_t *o, const char *path, const char *const *names,
 		if (!names[i]) {
 			char f[160];
 			snprintf(f, sizeof f, "%s.%s", path, key);
-			return msg_fail(e, "invalid_field", f, "unknown field");
+			return msg_fail(e, "unknown_field", f, "unknown field");
 		}
 	}
 	return 0;
@@ -336,7 +336,7 @@ static int job_subs(struct msg_job *j, const json_t *subs, struct msg_err *e)
 			continue;
 		snprintf(f, sizeof f, "substitutions.%s", j->vars[i].name);
 		if (j->vars[i].in_header && msg_has_crlf(s, len))
-			return msg_fail(e, "header_injection", f, "holds CR or LF and goes "
+			return msg_fail(e, "invalid_field", f, "holds CR or LF and goes "
 					"into a header");
 		j->vars[i].job_val = vl_strndup(s, len);
 		j->vars[i].job_len = len;

@@ -57,7 +57,7 @@ int msg_tpl_render(const struct msg_tpl *t, msg_value_fn value, void *arg,
 /* ---- errors: what the API turns into {"error": {code, message, field}} ----
  * Codes: "invalid_field" (unknown field, wrong type, bad value),
  * "invalid_address", "too_large" (over max_size), and per recipient
- * "missing_substitution" and "header_injection". */
+ * "missing_substitution" and "invalid_field" (CR or LF into a header). */
 struct msg_err {
 	char code[40];
 	char field[160];     /* JSON path, e.g. "content.attachments[2].data" */

@@ -23,9 +23,36 @@ struct rctx {
 	size_t flushed;      /* octets of o->buf already in o->iov */
 	time_t date;
 	struct val v[MSG_JOB_VARS_MAX];
+	char to_hdr[1400];   /* the predefined to_header, when a template uses it */
 };
 
 /* ---- values and their checks ---- */
+
+/* KumoMTA's predefined substitutions, over the job's and under the
+ * recipient's own: email, name (when the recipient has one) and to_header
+ * (name and email as a To value). false: name is not one of them. */
+static bool predefined(struct rctx *c, const char *name, struct val *v)
+{
+	const struct msg_rcpt *r = c->r;
+
+	if (!strcmp(name, "email")) {
+		*v = (struct val){r->email, strlen(r->email), true};
+	} else if (!strcmp(name, "name") && r->name) {
+		*v = (struct val){r->name, strlen(r->name), true};
+	} else if (!strcmp(name, "to_header")) {
+		struct vl_buf b;
+		vl_buf_init(&b);
+		msg_hdr_mailbox(&b, r->name, r->email);
+		size_t n = b.len < sizeof c->to_hdr ? b.len : sizeof c->to_hdr - 1;
+		memcpy(c->to_hdr, b.p, n);
+		c->to_hdr[n] = '\0';
+		vl_buf_free(&b);
+		*v = (struct val){c->to_hdr, n, true};
+	} else {
+		return false;
+	}
+	return true;
+}
 
 static int resolve(struct rctx *c, struct msg_err *e)
 {
@@ -39,8 +66,12 @@ static int resolve(struct rctx *c, struct msg_err *e)
 		if (k < r->nsubs) {
 			c->v[i] = (struct val){r->vals[k],
 					       r->lens ? r->lens[k] : strlen(r->vals[k]), true};
+		} else if (predefined(c, j->vars[i].name, &c->v[i])) {
+			continue;
 		} else if (j->vars[i].job_val) {
 			c->v[i] = (struct val){j->vars[i].job_val, j->vars[i].job_len, false};
+		} else if (!strcmp(j->vars[i].name, "name")) {
+			c->v[i] = (struct val){"", 0, false};   /* no name: empty, as KumoMTA */
 		} else {
 			char f[160];
 			snprintf(f, sizeof f, "substitutions.%s", j->vars[i].name);
@@ -65,7 +96,7 @@ static int check_value(const struct var *var, const struct val *v, struct msg_er
 	if (!msg_utf8_valid(v->p, v->n))
 		return msg_fail(e, "invalid_field", f, "is not valid UTF-8");
 	if (var->in_header && has_crlf0(v->p, v->n))
-		return msg_fail(e, "header_injection", f, "holds CR, LF or NUL and goes "
+		return msg_fail(e, "invalid_field", f, "holds CR, LF or NUL and goes "
 				"into a header");
 	if (var->in_raw && memchr(v->p, '\0', v->n))
 		return msg_fail(e, "invalid_field", f, "holds NUL");

@@ -63,12 +63,12 @@ static void batch_free(struct batch *b)
 }
 
 /* Append one job's records; on failure cut the file back. */
-static int write_job(struct sched_commit *c, struct cjob *cj, int *fd_out, off_t *start_out)
+static int write_job(struct sched_commit *c, struct cjob *cj, int *fd_out, off_t *start_out,
+		     char *path)
 {
-	char path[PATH_MAX];
 	int fd;
 
-	if (sched_spool_path(c->d->spool, cj->id, SCHED_SPOOL_JOURNAL, path, sizeof path) < 0)
+	if (sched_spool_path(c->d->spool, cj->id, SCHED_SPOOL_JOURNAL, path, PATH_MAX) < 0)
 		return -1;
 	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0)
@@ -106,8 +106,9 @@ static int sync_all(int *fds, size_t n)
 }
 
 /* 0 when the whole batch is durable. On a failure every file written is
- * cut back to where the batch began, so a retry appends nothing twice. */
-static int make_durable(struct sched_commit *c, struct batch *b)
+ * cut back to where the batch began, so a retry appends nothing twice;
+ * path[PATH_MAX] names the journal that failed. */
+static int make_durable(struct sched_commit *c, struct batch *b, char *path)
 {
 	int *fds = vl_calloc(b->n + 1, sizeof *fds);
 	off_t *starts = vl_calloc(b->n + 1, sizeof *starts);
@@ -117,11 +118,15 @@ static int make_durable(struct sched_commit *c, struct batch *b)
 	for (size_t i = 0; i < b->n && rc == 0; i++) {
 		if (!b->jobs[i].recs.len)
 			continue;
-		rc = write_job(c, &b->jobs[i], &fds[nfd], &starts[nfd]);
+		rc = write_job(c, &b->jobs[i], &fds[nfd], &starts[nfd], path);
 		nfd += rc == 0;
 	}
-	if (rc == 0 && nfd)
-		rc = sync_all(fds, nfd);
+	if (rc == 0 && nfd && (rc = sync_all(fds, nfd)) < 0) {
+		int se = errno;
+		size_t at = strnlen(path, PATH_MAX - 32);
+		snprintf(path + at, PATH_MAX - at, " (fsync, with %zu others)", nfd - 1);
+		errno = se;
+	}
 	int e = errno;
 	for (size_t i = 0; i < nfd; i++) {
 		if (rc < 0 && ftruncate(fds[i], starts[i]) < 0)
@@ -214,8 +219,9 @@ static void commit_one(struct sched_commit *c, struct batch *b)
 {
 	bool told = false;
 	uint64_t since = vl_now_ms(), t0 = vl_now_ns();
+	char path[PATH_MAX] = "";
 
-	while (make_durable(c, b) < 0) {
+	while (make_durable(c, b, path) < 0) {
 		if (c->stop && vl_now_ms() - since > 10000) {
 			/* Shutting down and still no space: these recipients are
 			 * delivered again after a restart (at least once). */
@@ -225,8 +231,8 @@ static void commit_one(struct sched_commit *c, struct batch *b)
 			return;
 		}
 		if (!told)
-			vl_log(VL_LOG_ERROR, "journal: cannot write (%s); deliveries pause until "
-			       "it can", strerror(errno));
+			vl_log(VL_LOG_ERROR, "journal %s: cannot write (%s); deliveries pause "
+			       "until it can", path, strerror(errno));
 		told = true;
 		atomic_store(&c->blocked, true);
 		usleep(RETRY_MS * 1000);

@@ -666,7 +666,7 @@ static void wait_inbox(struct sched_deliver *d, uint64_t ms)
 	struct timespec ts;
 
 	if (d->results || d->nadds || d->nctls || d->stopping || !ms || d->ready || d->dns_done ||
-	    d->sync_req != d->sync_done)
+	    d->sync_req != d->sync_done || d->reload_in)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += (time_t)(ms / 1000);
@@ -715,9 +715,13 @@ static void *run(void *arg)
 		pthread_mutex_lock(&d->mu);
 		wait_inbox(d, next_wake(d));
 		take_commands(d, &adds, &nadds, &ctls, &nctls, &results);
+		struct sched_reload *reload = d->reload_in;
+		d->reload_in = NULL;
 		bool stopping = d->stopping;
 		uint64_t sync = d->sync_req;
 		pthread_mutex_unlock(&d->mu);
+		if (reload)        /* before the jobs added after it */
+			sched_reload_apply(d, reload);
 		run_commands(d, adds, nadds, ctls, nctls, results);
 		fire_timers(d);
 		if (vl_now_ms() - last_sweep >= SWEEP_MS) {
@@ -952,6 +956,7 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 	json_decref(d->doms);
 	sched_bounce_free(d->rules);
 	free_keys(d);
+	sched_reload_free_all(d);
 	json_decref(d->site_index);
 	json_decref(d->domain_site);
 	vl_buf_free(&d->events);

@@ -34,6 +34,8 @@ struct sched_djob {
 	bool require_tls;             /* every message with REQUIRETLS */
 	double expires;
 	uint8_t *st, *att;            /* per recipient: enum sched_rstate, attempts */
+	uint8_t *cls;                 /* ... and the class of its last failure, for
+				       * the Expiration event of a job's expiry */
 	size_t n, nonfinal, inflight;
 	struct sched_bucket rate;
 	struct sched_sjq **qs;
@@ -180,7 +182,9 @@ void sched_dd_free(struct sched_dns_done *dd);
 
 struct sched_deliver {
 	struct sched *sc;
-	const struct cfg *cfg;
+	/* swapped by a reload on the delivery thread; read by tls-check on
+	 * API threads too (old ones are never freed while volleyd runs) */
+	const struct cfg *_Atomic cfg;
 	struct sched_spool *spool;
 	struct sched_suppress *sup;
 	struct sched_events *ev;
@@ -199,6 +203,8 @@ struct sched_deliver {
 	struct sched_job **ctls;
 	size_t nctls, capctls;
 	bool stopping;
+	struct sched_reload *reload_in; /* a configuration to switch to */
+	struct sched_reload *retired;  /* what earlier ones replaced (reload.c) */
 	_Atomic bool quiet;           /* stopping: nothing more goes to the engine */
 	uint64_t sync_req, sync_done; /* sched_deliver_sync() rounds */
 	pthread_cond_t progress;
@@ -258,6 +264,24 @@ void sched_sjq_push(struct sched_sjq *q, uint32_t idx);
 void sched_sjq_unlink_all(struct sched_djob *dj);
 struct sched_sjq *sched_sjq_for(struct sched_djob *dj, struct sched_site *s);
 void sched_sites_free(struct sched_deliver *d);
+
+/* Forget what each domain's rules decided (sched_site_for's cache, the
+ * domains not waiting for an answer): after a reload, the next recipient
+ * of a domain is placed by the new rules. */
+void sched_doms_forget(struct sched_deliver *d);
+
+/* reload.c: the new configuration's keys and rules, loaded on the
+ * caller's thread, applied by the delivery thread between rounds. */
+struct sched_reload {
+	const struct cfg *cfg;
+	struct msg_dkim_key **dkim;
+	size_t ndkim;
+	struct sched_bounce_rules *rules;
+	struct sched_reload *next;
+};
+void sched_reload_apply(struct sched_deliver *d, struct sched_reload *r);
+/* At stop: what reloads replaced, and one never applied. */
+void sched_reload_free_all(struct sched_deliver *d);
 
 /* mtasts.c */
 bool sched_sts_wanted(const struct cfg_policy *p);

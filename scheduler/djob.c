@@ -49,6 +49,7 @@ static void replay_one(void *arg, const struct sched_jrec *r)
 	if (r->idx < dj->n) {
 		dj->st[r->idx] = r->state;
 		dj->att[r->idx] = r->attempts;
+		dj->cls[r->idx] = r->cls;
 	}
 }
 
@@ -170,6 +171,7 @@ struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j)
 	dj->n = sched_table_count(dj->table);
 	dj->st = vl_calloc(dj->n + 1, 1);
 	dj->att = vl_calloc(dj->n + 1, 1);
+	dj->cls = vl_calloc(dj->n + 1, 1);
 	if (sched_spool_path(d->spool, j->id, SCHED_SPOOL_JOURNAL, path, sizeof path) < 0 ||
 	    sched_djob_replay(dj, path) < 0) {
 		vl_log(VL_LOG_ERROR, "job %s: cannot read its journal: %s", j->id, strerror(errno));
@@ -197,6 +199,7 @@ void sched_djob_free(struct sched_djob *dj)
 	sched_table_close(dj->table);
 	free(dj->st);
 	free(dj->att);
+	free(dj->cls);
 	free(dj->sender);
 	vl_buf_free(&dj->jbuf);
 	free(dj);
@@ -224,6 +227,8 @@ void sched_djob_set(struct sched_djob *dj, uint32_t idx, enum sched_rstate to,
 	enum sched_rstate from = dj->st[idx];
 
 	dj->st[idx] = (uint8_t)to;
+	if (why)
+		dj->cls[idx] = why->cls;
 	if (!sched_rstate_journaled(from, to)) {
 		dj->now_delta[sched_rstate_api(from)]--;
 		dj->now_delta[sched_rstate_api(to)]++;
@@ -235,6 +240,25 @@ void sched_djob_set(struct sched_djob *dj, uint32_t idx, enum sched_rstate to,
 	if (sched_rstate_final(to))
 		dj->nonfinal--;
 	journal(dj, idx, to, why);
+}
+
+/* The event's why for recipient i when its job expires: the class of its
+ * last failure (kept per recipient; its text stays in its journal record,
+ * shown by GET /v1/jobs/ID/recipients) and a reason in words. */
+static void expiry_why(const struct sched_djob *dj, uint32_t i, struct sched_jrec *why)
+{
+	const char *cls = sched_bounce_class_name((enum sched_bounce_class)dj->cls[i]);
+	int n;
+
+	why->cls = dj->cls[i];
+	if (dj->att[i])
+		n = snprintf(why->text, sizeof why->text, "expired: the job's expiry passed "
+			     "after %u attempt%s; the last failed (%s)", dj->att[i],
+			     dj->att[i] == 1 ? "" : "s", cls ? cls : "no class");
+	else
+		n = snprintf(why->text, sizeof why->text, "expired: the job's expiry passed "
+			     "before any attempt");
+	why->textlen = (uint16_t)(n < 0 ? 0 : n > SCHED_JREC_TEXT_MAX ? SCHED_JREC_TEXT_MAX : n);
 }
 
 /* Every waiting (not in flight, not final) recipient becomes `to`. */
@@ -249,7 +273,10 @@ static void finish_waiting(struct sched_djob *dj, enum sched_rstate to, const ch
 		dj->delta[sched_rstate_api(to)]++;
 		dj->st[i] = (uint8_t)to;
 		dj->nonfinal--;
-		sched_deliver_event(dj->d, dj, i, event, NULL, &why);
+		struct sched_jrec ev = { .textlen = 0 };
+		if (to == SCHED_R_EXPIRED)
+			expiry_why(dj, i, &ev);
+		sched_deliver_event(dj->d, dj, i, event, NULL, &ev);
 	}
 	journal(dj, SCHED_JREC_ALL, to, &why);
 	for (size_t q = 0; q < dj->nqs; q++) {

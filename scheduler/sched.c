@@ -498,21 +498,25 @@ static void rcpt_line(struct sched_cursor *c, size_t i)
 	vl_buf_printf(&c->pending, ",\"state\":\"%s\",\"attempts\":%u,\"updated\":",
 		      state_names[sched_rstate_api(c->st[i])], has ? r.attempts : 0);
 	if (!has || !r.time) {
-		vl_buf_appends(&c->pending, "null,\"bounce_class\":null,\"response\":null}\n");
+		vl_buf_appends(&c->pending, "null,\"bounce_class\":null,\"response\":null,"
+			       "\"reason\":null}\n");
 		return;
 	}
 	vl_iso8601(r.time, when);
 	vl_buf_printf(&c->pending, "\"%s\",\"bounce_class\":", when);
 	vl_buf_json_string(&c->pending, sched_bounce_class_name((enum sched_bounce_class)r.cls));
-	if (!r.code && !r.textlen) {
-		vl_buf_appends(&c->pending, ",\"response\":null}\n");
+	/* as in events: a reply is a response; no reply, the words are the reason */
+	if (!r.code) {
+		vl_buf_appends(&c->pending, ",\"response\":null,\"reason\":");
+		vl_buf_json_string(&c->pending, r.textlen ? r.text : NULL);
+		vl_buf_appends(&c->pending, "}\n");
 		return;
 	}
 	vl_buf_printf(&c->pending, ",\"response\":{\"code\":%d,\"enhanced\":", r.code);
-	vl_buf_json_string(&c->pending, r.enhanced);
+	vl_buf_json_string(&c->pending, *r.enhanced ? r.enhanced : NULL);
 	vl_buf_appends(&c->pending, ",\"text\":");
 	vl_buf_json_string(&c->pending, r.text);
-	vl_buf_appends(&c->pending, "}}\n");
+	vl_buf_appends(&c->pending, "},\"reason\":null}\n");
 }
 
 struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
@@ -720,6 +724,16 @@ json_t *sched_tls_check(struct sched *sc, const char *domain)
 	struct sched_deliver *d = sc->d;
 	pthread_mutex_unlock(&sc->mu);
 	return d ? sched_deliver_tls_check(d, domain) : NULL;
+}
+
+int sched_reload(struct sched *sc, const struct cfg *c, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&sc->mu);
+	struct sched_deliver *d = sc->d;
+	pthread_mutex_unlock(&sc->mu);
+	if (!d)
+		return vl_fail(err, errlen, "delivery is not running");
+	return sched_deliver_reload(d, c, err, errlen);
 }
 
 bool sched_accepting(struct sched *sc)

@@ -92,6 +92,8 @@ json_t *sched_deliver_queues_json(struct sched_deliver *d);
 /* tlscheck.c: volley tls-check, on the asking thread (it waits) */
 json_t *sched_deliver_tls_check(struct sched_deliver *d, const char *domain);
 json_t *sched_deliver_stats_json(struct sched_deliver *d);
+/* sched_reload's work (reload.c). */
+int sched_deliver_reload(struct sched_deliver *d, const struct cfg *c, char *err, size_t errlen);
 /* The journal cannot be written (disk full): intake should refuse. */
 bool sched_deliver_blocked(struct sched_deliver *d);
 

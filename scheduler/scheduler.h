@@ -89,6 +89,13 @@ json_t *sched_queues_json(struct sched *sc);
  * records, the MTA-STS policy (docs/api.md, /v1/tls-check). Waits for DNS
  * and a policy fetch (bounded); NULL when delivery is not running. */
 json_t *sched_tls_check(struct sched *sc, const char *domain);
+/* SIGHUP: the delivery thread goes on by c (domain rules, rates, routes,
+ * TLS policies, retries, DKIM keys, bounce rules): its DKIM keys and
+ * bounce rules are loaded here first (-1 with err: nothing changes), the
+ * switch happens between two rounds. Recipients placed from then on
+ * follow the new rules; sites already built keep theirs. c must stay
+ * until volleyd exits (routes point into its strings). */
+int sched_reload(struct sched *sc, const struct cfg *c, char *err, size_t errlen);
 /* False while the journal cannot be written (disk full). */
 bool sched_accepting(struct sched *sc);
 

@@ -542,18 +542,39 @@ void sched_dom_place(struct sched_deliver *d, struct sched_dom *m)
 	free(pend);
 }
 
+static void dom_free(struct sched_dom *m)
+{
+	dns_mx_free(m->mx);
+	free(m->name);
+	free(m->host);
+	free(m->pend);
+	free(m);
+}
+
 void sched_doms_free(struct sched_deliver *d)
 {
 	const char *k;
 	json_t *v;
 
-	json_object_foreach(d->doms, k, v) {
+	json_object_foreach(d->doms, k, v)
+		dom_free((struct sched_dom *)(intptr_t)json_integer_value(v));
+}
+
+void sched_doms_forget(struct sched_deliver *d)
+{
+	const char *k;
+	json_t *v;
+	void *tmp;
+
+	json_object_clear(d->domain_site);
+	/* a domain with an answer or a policy fetch on the way is asked for
+	 * by pointer: it stays, and is placed by the new rules when it comes */
+	json_object_foreach_safe(d->doms, tmp, k, v) {
 		struct sched_dom *m = (struct sched_dom *)(intptr_t)json_integer_value(v);
-		dns_mx_free(m->mx);
-		free(m->name);
-		free(m->host);
-		free(m->pend);
-		free(m);
+		if (m->st == SCHED_D_RESOLVING || m->sts_step != SCHED_STS_IDLE || m->npend)
+			continue;
+		dom_free(m);
+		json_object_del(d->doms, k);
 	}
 }
 
@@ -681,8 +702,12 @@ void sched_site_result(struct sched_deliver *d, struct sched_site *s, const stru
 
 	s->inflight--;
 	s->last_time = vl_wall_time();
-	snprintf(s->last_response, sizeof s->last_response, "%d %s %.250s", m->code,
-		 m->enhanced, m->text);
+	if (m->code)        /* "550 5.1.1 text", or "550 text" without an enhanced code */
+		snprintf(s->last_response, sizeof s->last_response, "%d%s%s %.250s", m->code,
+			 *m->enhanced ? " " : "", m->enhanced, m->text);
+	else                /* no reply: where it failed and why */
+		snprintf(s->last_response, sizeof s->last_response, "%s%s%.250s", m->stage,
+			 *m->stage ? ": " : "", m->text);
 	if (m->status == ENG_DELIVERED) {
 		s->delivered++;
 		recover(s);

@@ -266,6 +266,17 @@ struct sched_intake {
 	size_t offcap;
 };
 
+/* A storage failure the API answers 503: logged here with the path and
+ * the reason, since the client's answer is no operator's log. Returns
+ * errno, kept. */
+static int spool_err(const char *what, const char *path)
+{
+	int e = errno;
+
+	vl_log(VL_LOG_ERROR, "spool: %s %s: %s", what, path, strerror(e));
+	return e;
+}
+
 struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 					char *err, size_t errlen)
 {
@@ -300,6 +311,7 @@ struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 	in->off = vl_malloc(in->offcap * sizeof *in->off);
 	return in;
 fail:
+	vl_log(VL_LOG_ERROR, "spool: %s", err);
 	sched_intake_abort(in);
 	return NULL;
 }
@@ -457,8 +469,10 @@ int sched_intake_add(struct sched_intake *in, const struct sched_rcpt *r, size_t
 	uint32_t len = (uint32_t)(in->wbuf.len - start - 4);
 	memcpy(in->wbuf.p + start, &len, 4);
 	in->count++;
-	if (in->wbuf.len >= WBUF && flush(in) < 0)
+	if (in->wbuf.len >= WBUF && flush(in) < 0) {
+		errno = spool_err("cannot write the recipient table in", in->dir);
 		return -1;
+	}
 	return 0;
 }
 
@@ -501,16 +515,21 @@ int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t le
 	char *meta = path_join(in->dir, file_names[SCHED_SPOOL_JOB]), dst[PATH_MAX];
 	int rc = -1, e = 0;
 
-	if (sched_spool_path(in->s, in->id, SCHED_SPOOL_DIR, dst, sizeof dst) == 0 &&
-	    finish_table(in) == 0 && write_file(meta, job_json, len) == 0 &&
-	    vl_fsync_dir(in->dir) == 0 && rename(in->dir, dst) == 0) {
-		rc = vl_fsync_dir(in->s->jobs) == 0 && vl_fsync_dir(in->s->tmp) == 0 ? 0 : -1;
-		if (rc < 0) {
-			e = errno;
-			rename(dst, in->dir);
-		}
+	if (sched_spool_path(in->s, in->id, SCHED_SPOOL_DIR, dst, sizeof dst) < 0) {
+		e = spool_err("cannot name the directory of job", in->id);
+	} else if (finish_table(in) < 0) {
+		e = spool_err("cannot write the recipient table in", in->dir);
+	} else if (write_file(meta, job_json, len) < 0) {
+		e = spool_err("cannot write", meta);
+	} else if (vl_fsync_dir(in->dir) < 0) {
+		e = spool_err("cannot sync", in->dir);
+	} else if (rename(in->dir, dst) < 0) {
+		e = spool_err("cannot move the job to", dst);
+	} else if (vl_fsync_dir(in->s->jobs) < 0 || vl_fsync_dir(in->s->tmp) < 0) {
+		e = spool_err("cannot sync", in->s->jobs);
+		rename(dst, in->dir);
 	} else {
-		e = errno;
+		rc = 0;
 	}
 	free(meta);
 	sched_intake_abort(in);   /* frees; removes tmp/<id> if it is still there */

@@ -178,13 +178,14 @@ void sink_usage(FILE *f)
 	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
 	      "                   [--maildir DIR] [--stats-every DUR] [--quiet]\n"
 	      "                   [--disable EXT[,EXT]...] [--auth USER:PASS] [--requiretls]\n"
+	      "       volley-sink --help | --version\n"
 	      "See docs/sink.md.\n", f);
 }
 
 enum {
 	O_LISTEN = 256, O_THREADS, O_HOSTNAME, O_TLS, O_CERT, O_KEY, O_LATENCY,
 	O_TIMEOUT, O_REPLY, O_TEMPFAIL, O_PERMFAIL, O_DISCONNECT, O_SEED,
-	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP,
+	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP, O_VERSION,
 	O_DISABLE, O_AUTH, O_REQUIRETLS, O_IMPLICIT_TLS
 };
 
@@ -213,6 +214,7 @@ static const struct option long_opts[] = {
 	{"auth", required_argument, NULL, O_AUTH},
 	{"requiretls", no_argument, NULL, O_REQUIRETLS},
 	{"help", no_argument, NULL, O_HELP},
+	{"version", no_argument, NULL, O_VERSION},
 	{NULL, 0, NULL, 0},
 };
 
@@ -381,6 +383,10 @@ int sink_conf_parse(struct sink_conf *c, int argc, char **argv, char *err,
 	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
 		if (opt == O_HELP) {
 			sink_usage(stdout);
+			return 1;
+		}
+		if (opt == O_VERSION) {
+			printf("volley-sink %s\n", VL_VERSION);
 			return 1;
 		}
 		if (opt == '?' || opt == ':') {

@@ -29,9 +29,39 @@ struct vd_daemon {
 };
 
 /* Open the spool (recovering it), start the engine, the scheduler and the
- * API. -1 after logging why; vd_close takes down what was opened. */
-int vd_open(struct vd_daemon *v, const struct cfg *cfg);
+ * API. -1 with err (also logged); vd_close takes down what was opened. */
+int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen);
 /* SIGTERM: no new jobs, deliveries drain, the journal is committed. */
 void vd_close(struct vd_daemon *v, const struct cfg *cfg);
+
+/* What the daemon would refuse at start besides the file's syntax (DKIM
+ * keys, dkim_required, bounce rules, the API socket's place): -1 with
+ * err. --check-config and the start run the same checks. */
+int vd_check(const struct cfg *c, char *err, size_t errlen);
+
+/* Every configuration loaded (the first, then one per good reload),
+ * newest last: none is freed before exit, since sites, routes and jobs
+ * point into them. */
+struct vd_cfgs {
+	struct cfg **v;
+	size_t n;
+};
+static inline struct cfg *vd_current(const struct vd_cfgs *c)
+{
+	return c->v[c->n - 1];
+}
+/* How volleyd was started, for a reload to follow. */
+struct vd_opts {
+	const char *config, *data_dir;
+	bool foreground, check, verbose;
+};
+/* Where the log goes with c: NULL (stderr) in the foreground. */
+const char *vd_log_file(const struct cfg *c, bool foreground, char *buf, size_t len);
+/* SIGHUP: read the file again; a good one goes to delivery and the log,
+ * a bad one is logged and changes nothing. */
+void vd_reload(struct vd_daemon *v, struct vd_cfgs *cfgs, const struct vd_opts *o);
+
+/* sd_notify: state ("READY=1", ...) to $NOTIFY_SOCKET when set. */
+int vd_notify(const char *state);
 
 #endif

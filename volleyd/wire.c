@@ -33,33 +33,33 @@ static void engine_config(const struct cfg *c, struct eng_config *ec)
 	ec->dns_cfg.prefer_ipv6 = c->dns.prefer_ipv6;
 }
 
-int vd_open(struct vd_daemon *v, const struct cfg *cfg)
+int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen)
 {
-	char err[512], path[4096];
+	char path[4096];
 	struct eng_config ec;
 
 	engine_config(cfg, &ec);
 	snprintf(path, sizeof path, "%s/suppression", cfg->data_dir);
-	if (!(v->spool = sched_spool_open(cfg->data_dir, err, sizeof err)) ||
-	    !(v->sup = sched_suppress_open(path, err, sizeof err)))
+	if (!(v->spool = sched_spool_open(cfg->data_dir, err, errlen)) ||
+	    !(v->sup = sched_suppress_open(path, err, errlen)))
 		goto fail;
 	snprintf(path, sizeof path, "%s/events", cfg->data_dir);
 	if (!(v->ev = sched_events_open(path, cfg->events.rotate_bytes,
-					(unsigned)cfg->events.keep_files, err, sizeof err)) ||
-	    !(v->sc = sched_new(cfg, v->spool, err, sizeof err)) ||
-	    !(v->eng = eng_new(&ec, err, sizeof err)))
+					(unsigned)cfg->events.keep_files, err, errlen)) ||
+	    !(v->sc = sched_new(cfg, v->spool, err, errlen)) ||
+	    !(v->eng = eng_new(&ec, err, errlen)))
 		goto fail;
 	snprintf(path, sizeof path, "%s/tls-rpt", cfg->data_dir);
-	if (cfg->tls_rpt.on && !(v->rpt = rpt_store_open(path, err, sizeof err)))
+	if (cfg->tls_rpt.on && !(v->rpt = rpt_store_open(path, err, errlen)))
 		goto fail;
 	sched_set_tlsrpt(v->sc, v->rpt);
-	if (sched_start(v->sc, v->sup, v->ev, v->eng, err, sizeof err) < 0)
+	if (sched_start(v->sc, v->sup, v->ev, v->eng, err, errlen) < 0)
 		goto fail;
 	v->started = true;
-	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, sizeof err)))
+	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, errlen)))
 		goto fail;
 	if (v->rpt && !(v->rpt_sender = api_tlsrpt_start(cfg, v->sc, v->spool, v->eng, v->rpt,
-							  err, sizeof err)))
+							  err, errlen)))
 		goto fail;
 	api_set_tlsrpt(v->api, v->rpt_sender);
 	return 0;

@@ -156,6 +156,10 @@ int main(int argc, char **argv)
 	uint16_t port = 2525;
 	uint64_t conns = 50, messages = 100000, size = 4096, threads = 2;
 	int opt;
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("volley-blast %s\n", VL_VERSION);
+		return 0;
+	}
 	static const struct option opts[] = {
 		{"route", 1, 0, 'r'}, {"conns", 1, 0, 'c'}, {"messages", 1, 0, 'm'},
 		{"size", 1, 0, 's'}, {"threads", 1, 0, 't'}, {0, 0, 0, 0},

@@ -88,6 +88,10 @@ int main(int argc, char **argv)
 	struct msg_dkim_key *rsa = key("RSA"), *ed = key("ED25519");
 	unsigned char bh[MSG_DKIM_BH_LEN];
 	size_t sizes[] = {5000, 100000};
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("volley-dkim-bench %s\n", VL_VERSION);
+		return 0;
+	}
 
 	char *b = body(sizes[0]);
 	struct iovec iov[2] = {{(void *)header, sizeof header - 1}, {b, sizes[0]}};

@@ -216,6 +216,10 @@ int main(int argc, char **argv)
 	char auth[512] = "", err[256];
 	const char *routes[16];
 	int nroutes = 0, opt;
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("volley-drive %s\n", VL_VERSION);
+		return 0;
+	}
 	static const struct option opts[] = {
 		{"route", 1, 0, 'r'}, {"messages", 1, 0, 'm'}, {"rcpts", 1, 0, 'n'},
 		{"size", 1, 0, 's'}, {"tls", 1, 0, 't'}, {"ca", 1, 0, 'c'}, {"auth", 1, 0, 'a'},

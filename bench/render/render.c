@@ -82,6 +82,10 @@ int main(int argc, char **argv)
 {
 	uint64_t n = 1000000;
 	char err[256];
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("volley-render-bench %s\n", VL_VERSION);
+		return 0;
+	}
 
 	if (argc > 1 && vl_parse_u64(argv[1], &n) < 0) {
 		fprintf(stderr, "usage: volley-render-bench [RECIPIENTS]\n");

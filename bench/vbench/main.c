@@ -38,7 +38,8 @@ static void usage(FILE *f)
 		"             volley-blast, a pre-rendered clear-text ceiling\n"
 		"  --recipients, --peer-max  override the scenario's counts\n"
 		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
-		"  --keep     keep the run's temporary folder (logs, spools)\n");
+		"  --keep     keep the run's temporary folder (logs, spools)\n"
+		"  --version  print the version and exit\n");
 }
 
 static int count_arg(const char *opt, const char *arg, long *v)
@@ -63,7 +64,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "keep", no_argument, 0, 'k' },           { "no-plot", no_argument, 0, 'P' },
 		{ "bin", required_argument, 0, 'b' },      { "src", required_argument, 0, 's' },
 		{ "verbose", no_argument, 0, 'v' },        { "help", no_argument, 0, 'h' },
-		{ 0, 0, 0, 0 }
+		{ "version", no_argument, 0, 'V' },        { 0, 0, 0, 0 }
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -95,6 +96,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 's': o->src_dir = optarg; break;
 		case 'v': o->verbose = true; break;
 		case 'h': usage(stdout); exit(0);
+		case 'V': printf("volley-bench %s\n", VL_VERSION); exit(0);
 		default: usage(stderr); return -1;
 		}
 	}

@@ -23,7 +23,7 @@ from .daemon import VOLLEY, VOLLEYD, VolleydTest, simple_job
 
 RUN_WAIT = 60.0         # bound on one volley run
 LINE_WAIT = 15.0        # bound on waiting for one line of output
-CSV_HEADER = "email,code,enhanced,bounce_class,text\n"
+CSV_HEADER = "email,code,enhanced,bounce_class,text,reason\n"
 HAVE_VOLLEYD = os.access(VOLLEYD, os.X_OK)
 
 

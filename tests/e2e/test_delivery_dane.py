@@ -170,7 +170,7 @@ class DaneDelivery(VolleydTest):
         d = self.daemon()
         jid = self.submit_to(d, "bad.test")
         rows = self.deferred(d, jid, 2)
-        text = rows[0]["response"]["text"]
+        text = rows[0]["reason"]
         self.assertIn("DANE", text)
         self.assertIn("mx.bad.test", text)
         self.assertIn("3 1 1 abababab", text)
@@ -187,7 +187,7 @@ class DaneDelivery(VolleydTest):
         d = self.daemon()
         jid = self.submit_to(d, "weird.test")
         rows = self.deferred(d, jid, 2)
-        self.assertIn("TLSA lookup failed", rows[0]["response"]["text"])
+        self.assertIn("TLSA lookup failed", rows[0]["reason"])
         self.assertEqual(self.sink.new_messages(0, wait=1), [])
 
     def test_dane_only_without_tlsa_defers(self):
@@ -195,7 +195,7 @@ class DaneDelivery(VolleydTest):
         d = self.daemon('domains = ( { match = "none.test"; tls = "dane-only"; } );\n')
         jid = self.submit_to(d, "none.test")
         rows = self.deferred(d, jid, 2)
-        self.assertIn("dane-only", rows[0]["response"]["text"])
+        self.assertIn("dane-only", rows[0]["reason"])
         self.assertEqual(self.sink.new_messages(0, wait=1), [])
 
     def test_dane_only_with_a_match_delivers(self):
@@ -217,7 +217,7 @@ class DaneDelivery(VolleydTest):
         self.assertEqual(j["counts"]["delivered"], 2, j)
         self.assertTrue(all(e["tls"]["dane"] for e in self.events(d, jid, "Delivery")))
         rows = self.deferred(d, jid2, 2)
-        self.assertIn("mx.bad.test", rows[0]["response"]["text"])
+        self.assertIn("mx.bad.test", rows[0]["reason"])
         got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
         self.assertEqual(got, {"good.test"})
 
@@ -244,7 +244,7 @@ class DaneDelivery(VolleydTest):
         self.assertEqual(len(self.sink.new_messages(4, wait=5)), 4)
         jid = self.submit_to(d, "alias3.test")         # a mismatch at the target
         rows = self.deferred(d, jid, 2)
-        self.assertIn("_tcp.host.alias3.test", rows[0]["response"]["text"], rows[0])
+        self.assertIn("_tcp.host.alias3.test", rows[0]["reason"], rows[0])
         self.assertEqual(self.sink.new_messages(0, wait=1), [])
 
     def test_a_host_failing_dane_passes_the_message_to_the_next_mx(self):

@@ -92,8 +92,8 @@ class DnsDelivery(VolleydTest):
         rows = self.rows(d, jid)
         for e, r in rows.items():
             self.assertEqual(r["bounce_class"], "dns", r)
-        self.assertIn("null MX", rows["u0@nullmx.test"]["response"]["text"])
-        self.assertIn("NXDOMAIN", rows["u0@nothere.nx.test"]["response"]["text"])
+        self.assertIn("null MX", rows["u0@nullmx.test"]["reason"])
+        self.assertIn("NXDOMAIN", rows["u0@nothere.nx.test"]["reason"])
 
     def test_silent_resolver_defers(self):
         with dnsctl.Blackhole() as bh:

@@ -70,8 +70,8 @@ class RequireTls(VolleydTest):
         rows = self.deferred(d, jid, n)
         for r in rows:
             self.assertEqual(r["bounce_class"], "tls", r)
-            self.assertTrue(r["response"]["text"].startswith("requiretls: REQUIRETLS: "), r)
-            self.assertIn(why, r["response"]["text"], r)
+            self.assertTrue(r["reason"].startswith("requiretls: REQUIRETLS: "), r)
+            self.assertIn(why, r["reason"], r)
         ev = self.events(d, jid, "TransientFailure")
         self.assertTrue(ev and all(e["response"] is None and e["bounce_class"] == "tls"
                                    and why in e["reason"] for e in ev), ev)
@@ -137,7 +137,7 @@ class RequireTls(VolleydTest):
         self.assertEqual(j["counts"]["delivered"], 0, j)
         for r in self.rows(d, jid):
             self.assertEqual((r["state"], r["bounce_class"]), ("expired", "tls"), r)
-            self.assertIn("does not advertise REQUIRETLS", r["response"]["text"], r)
+            self.assertIn("does not advertise REQUIRETLS", r["reason"], r)
         self.assertTrue(self.events(d, jid, "Expiration"))
         self.assertEqual(self.plain.new_messages(0, wait=1), [], "never sent")
 

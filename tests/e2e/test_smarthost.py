@@ -143,7 +143,7 @@ class SmarthostByName(VolleydTest):
         ev = self.events(d, jid, "Delivery")
         self.assertTrue(ev and all(e["tls"]["dane"] and e["mx"] == RELAY for e in ev), ev)
         rows = self.deferred(d, jid_bad, 2)
-        text = rows[0]["response"]["text"]
+        text = rows[0]["reason"]
         self.assertIn("DANE", text)
         self.assertIn(BAD, text)
         got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
@@ -163,7 +163,7 @@ class SmarthostByName(VolleydTest):
         for dom, why in (("b.test", "hostname mismatch"),       # another name
                          ("c.test", "self-signed certificate in certificate chain")):  # system store
             rows = self.deferred(d, self.submit_to(d, dom), 2)
-            text = rows[0]["response"]["text"]
+            text = rows[0]["reason"]
             self.assertIn("TLS policy verify", text, (dom, text))
             self.assertIn(why, text, (dom, text))
         got = {m.env["rcpt"][0].split("@")[1] for m in self.sink.new_messages(2, wait=5)}
@@ -175,7 +175,7 @@ class SmarthostByName(VolleydTest):
         rows = self.deferred(d, jid, 2)
         for r in rows:
             self.assertEqual(r["state"], "deferred", r)   # NXDOMAIN: not a bounce
-            self.assertIn("route nothere.smart.test:465", r["response"]["text"], r)
+            self.assertIn("route nothere.smart.test:465", r["reason"], r)
             self.assertEqual(r["bounce_class"], "dns", r)
         j = d.request("GET", "/v1/jobs/" + jid).json()
         self.assertEqual(j["counts"]["bounced"], 0, j)
@@ -268,7 +268,7 @@ class SmarthostMoves(VolleydTest):
         d = self.daemon(" implicit_tls = false;")
         jid = self.submit_to(d, "m.test")
         rows = self.deferred(d, jid, 2)
-        self.assertIn("greeting", rows[0]["response"]["text"], rows[0])
+        self.assertIn("greeting", rows[0]["reason"], rows[0])
 
 
 @unittest.skipUnless(postfixctl.available(), "needs root and Debian's Postfix")

@@ -4,7 +4,8 @@
  * spool, so validation, composition and the NDJSON line splitter see
  * hostile bytes; nothing may crash or leak. Every line the fast recipient
  * parser accepts must also parse with jansson to the same values: the two
- * parsers may not disagree on what a recipient is.
+ * parsers may not disagree on what a recipient is. A refusal's list of
+ * invalid recipients must be JSON; on_invalid "skip" is in the seeds.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -84,8 +85,16 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 	if (api_intake_finish(in, &acc, &meta) == 0) {
 		json_decref(acc);
 		json_decref(meta);
-	} else if (!api_intake_error(in) || !*api_intake_error(in)->message) {
-		abort();
+	} else {
+		const struct api_error *e = api_intake_error(in);
+		if (!e || !*e->message)
+			abort();
+		/* the list of invalid recipients must come out as JSON */
+		json_t *j = api_error_json(e);
+		if (!j || (e->ninvalid &&
+			   !json_object_get(json_object_get(j, "error"), "invalid_recipients")))
+			abort();
+		json_decref(j);
 	}
 	api_intake_free(in);
 	return 0;

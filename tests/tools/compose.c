@@ -207,6 +207,10 @@ int main(int argc, char **argv)
 {
 	struct msg_job_opts o = {"job1", "mta.example.com", 0};
 	uint64_t date = 1795000000, max = 0;
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("volley-compose %s\n", VL_VERSION);
+		return 0;
+	}
 
 	if (argc < 3)
 		return usage();

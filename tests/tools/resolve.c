@@ -491,6 +491,10 @@ int main(int argc, char **argv)
 {
 	static struct tool t;
 	int opt, rc;
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("volley-resolve %s\n", VL_VERSION);
+		return 0;
+	}
 
 	dns_config_default(&t.cfg);
 	t.tlsa_port = 25;

@@ -84,6 +84,11 @@ Test(config, errors_name_line_and_key)
 		{ "api = { idle_timeout = \"soon\"; };", "api.idle_timeout" },
 		{ "workers = \"two\";", "workers: expected an integer" },
 		{ "hostname = ", "syntax error" },
+		{ "api = { listen = \"127.0.0.1:8025\"; };", ":1: api.listen: needs api.token" },
+		{ "api = { listen = \"any:8025\"; token = \"t\"; };", "must be an IP address" },
+		{ "api = { listen = \"127.0.0.1\"; token = \"t\"; };", "expected \"host:port\"" },
+		{ "log = { level = \"loud\"; };", ":1: log.level: expected error, warn" },
+		{ "log = { colour = true; };", "log.colour: unknown key" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		struct cfg c;
@@ -92,6 +97,25 @@ Test(config, errors_name_line_and_key)
 		cr_assert(strstr(err, cases[i].want), "%s: got \"%s\"", cases[i].text, err);
 		cfg_free(&c);
 	}
+}
+
+/* The log group: defaults, and what a file sets. */
+Test(config, log_group)
+{
+	struct cfg c;
+	char err[256] = "";
+
+	cr_assert_eq(unit_cfg_load(&c, "", err, sizeof err), 0, "%s", err);
+	cr_assert_str_eq(c.log.file, "");
+	cr_assert_not(c.log.syslog);
+	cr_assert_eq(cfg_log_level(&c), VL_LOG_INFO);
+	cfg_free(&c);
+	cr_assert_eq(unit_cfg_load(&c, "log = { file = \"/tmp/v.log\"; syslog = true; "
+				   "level = \"warn\"; };", err, sizeof err), 0, "%s", err);
+	cr_assert_str_eq(c.log.file, "/tmp/v.log");
+	cr_assert(c.log.syslog);
+	cr_assert_eq(cfg_log_level(&c), VL_LOG_WARN);
+	cfg_free(&c);
 }
 
 /* Smarthosts by name, and implicit TLS: on by default for port 465. */

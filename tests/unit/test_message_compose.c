@@ -47,7 +47,7 @@ static void compile_err(const char *content, const char *subs, const char *unsub
 Test(msg_compose, errors_name_fields)
 {
 	compile_err("{\"text_body\": \"x\"}", NULL, NULL, "invalid_field", "content.from");
-	compile_err("{" FROM ", \"text_body\": \"x\", \"x\": 1}", NULL, NULL, "invalid_field",
+	compile_err("{" FROM ", \"text_body\": \"x\", \"x\": 1}", NULL, NULL, "unknown_field",
 		    "content.x");
 	compile_err("{\"from\": {\"email\": \"bad\"}, \"text_body\": \"x\"}", NULL, NULL,
 		    "invalid_address", "content.from.email");
@@ -73,7 +73,7 @@ Test(msg_compose, errors_name_fields)
 	compile_err("{" FROM ", \"text_body\": \"x\"}", "{\"a\": {}}", NULL, "invalid_field",
 		    "substitutions.a");
 	compile_err("{" FROM ", \"subject\": \"{{ a }}\", \"text_body\": \"x\"}",
-		    "{\"a\": \"1\\n2\"}", NULL, "header_injection", "substitutions.a");
+		    "{\"a\": \"1\\n2\"}", NULL, "invalid_field", "substitutions.a");
 	compile_err("{" FROM ", \"text_body\": \"x\"}", NULL, "{\"url\": \"http://x.example/\"}",
 		    "invalid_field", "unsubscribe.url");
 	compile_err("{" FROM ", \"text_body\": \"x\"}", NULL, "{}", "invalid_field", "unsubscribe");
@@ -168,22 +168,22 @@ Test(msg_compose, check_rcpt)
 {
 	struct msg_err e;
 	struct rcpt x;
-	struct msg_job *j = compile("{" FROM ", \"subject\": \"Hi {{ name }}\", "
+	struct msg_job *j = compile("{" FROM ", \"subject\": \"Hi {{ first }}\", "
 				    "\"text_body\": \"{{ body }}\"}", "{\"body\": \"job\"}", NULL, &e);
 	cr_assert_not_null(j, "%s", e.message);
-	cr_assert_eq(msg_job_check_rcpt(j, rcpt(&x, "a@b.example", "A", "name", "Ann", NULL, NULL),
+	cr_assert_eq(msg_job_check_rcpt(j, rcpt(&x, "a@b.example", "A", "first", "Ann", NULL, NULL),
 					&e), 0, "%s", e.message);
 	check_err(j, rcpt(&x, "a@b.example", "A", NULL, NULL, NULL, NULL), "missing_substitution",
-		  "substitutions.name");
-	check_err(j, rcpt(&x, "a@b.example", "A", "name", "x\r\nBcc: v@x", NULL, NULL),
-		  "header_injection", "substitutions.name");
-	check_err(j, rcpt(&x, "a@b.example", "A", "name", "x\xff", NULL, NULL), "invalid_field",
-		  "substitutions.name");
-	check_err(j, rcpt(&x, "a@b.example", "A\nB", "name", "x", NULL, NULL), "invalid_field",
+		  "substitutions.first");
+	check_err(j, rcpt(&x, "a@b.example", "A", "first", "x\r\nBcc: v@x", NULL, NULL),
+		  "invalid_field", "substitutions.first");
+	check_err(j, rcpt(&x, "a@b.example", "A", "first", "x\xff", NULL, NULL), "invalid_field",
+		  "substitutions.first");
+	check_err(j, rcpt(&x, "a@b.example", "A\nB", "first", "x", NULL, NULL), "invalid_field",
 		  "name");
-	check_err(j, rcpt(&x, "bad", "A", "name", "x", NULL, NULL), "invalid_address", "email");
+	check_err(j, rcpt(&x, "bad", "A", "first", "x", NULL, NULL), "invalid_address", "email");
 	/* a body value may hold line breaks */
-	cr_assert_eq(msg_job_check_rcpt(j, rcpt(&x, "a@b.example", NULL, "name", "x", "body",
+	cr_assert_eq(msg_job_check_rcpt(j, rcpt(&x, "a@b.example", NULL, "first", "x", "body",
 						"1\n2"), &e), 0);
 	msg_job_free(j);
 	/* a content string's body lines, and the unsubscribe URL's length */

@@ -208,6 +208,14 @@ static const struct want stages[] = {
 	{ 502, "5.5.1", "STARTTLS refused: command not implemented; TLS policy 'encrypt' "
 	  "requires TLS", "starttls", "tls", false },
 	{ 0, "", "connection closed by the peer", "greeting", "routing", false },
+	/* not SMTP: the peer's fault, transient, never policy (no reply named
+	 * our sender) */
+	{ 0, "", "malformed or over-long reply from the peer", "greeting", "protocol", false },
+	{ 0, "", "malformed or over-long reply from the peer", "ehlo", "protocol", false },
+	{ 0, "", "malformed or over-long reply from the peer", "rcpt", "protocol", false },
+	{ 0, "", "reply pipelined into the TLS handshake", "tls", "protocol", false },
+	{ 0, "", "something odd", "greeting", "other", false },
+	{ 0, "", "something odd", "mail", "other", false },
 	/* REQUIRETLS (RFC 8689): retried, never downgraded */
 	{ 0, "", "REQUIRETLS: mx.example.com does not advertise REQUIRETLS", "requiretls",
 	  "tls", false },

@@ -93,6 +93,7 @@ static struct fix mk(size_t n)
 	f.dj->nonfinal = n;
 	f.dj->st = calloc(n + 1, 1);
 	f.dj->att = calloc(n + 1, 1);
+	f.dj->cls = calloc(n + 1, 1);
 	vl_buf_init(&f.dj->jbuf);
 	return f;
 }
