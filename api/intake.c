@@ -53,12 +53,31 @@ struct api_intake {
 	char nums[SCHED_MAX_SUBS][MSG_SUB_TMP]; /* numbers and booleans as text */
 };
 
+/* A JSON string of text that may quote a client's bytes (a parser's
+ * "near '...'" can cut a UTF-8 sequence): octets that do not make UTF-8
+ * become '?', so an error answer is never lost to its own text. */
+static json_t *text_json(const char *t)
+{
+	json_t *j = json_string(t);
+
+	if (j)
+		return j;
+	char *c = vl_strdup(t);
+	for (char *p = c; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			*p = '?';
+	j = json_string(c);
+	free(c);
+	return j;
+}
+
 json_t *api_error_json(const struct api_error *e)
 {
-	json_t *j = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", e->code,
-			      "message", e->message,
-			      "field", *e->field ? json_string(e->field) : json_null());
-	json_t *list = e->ninvalid ? json_loads(e->invalid, 0, NULL) : NULL;
+	json_t *j = json_pack("{s:{s:s, s:o, s:o}}", "error", "code", e->code,
+			      "message", text_json(e->message),
+			      "field", *e->field ? text_json(e->field) : json_null());
+	/* the list was dumped from what intake parsed, NULs included */
+	json_t *list = e->ninvalid ? json_loads(e->invalid, JSON_ALLOW_NUL, NULL) : NULL;
 
 	if (list) {
 		json_t *o = json_object_get(j, "error");

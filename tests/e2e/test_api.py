@@ -76,6 +76,18 @@ class Submit(VolleydTest):
         self.assertEqual([l["email"] for l in lines], [x["email"] for x in rcpts])
         self.assertEqual([l["index"] for l in lines], list(range(20000)))
 
+    def test_an_error_quoting_a_cut_utf8_sequence_is_still_json(self):
+        # jansson's "near '...'" cuts the client's bytes mid-sequence
+        job = simple_job(0)
+        del job["recipients"]
+        bad = b'{"email": "a@b.example", "substitutions": {"name": "\\u0\xd0\xa39"}}\n'
+        r = self.d.submit(iter([(json.dumps(job) + "\n").encode(), bad]), headers=NDJSON)
+        self.assertEqual(r.status, 400, r)
+        e = r.json()["error"]
+        self.assertEqual(e["code"], "malformed_json", e)
+        self.assertIn("line 2", e["message"], e)
+        self.assertEqual(e["invalid_count"], 1, e)
+
     def test_ndjson_escapes_numbers_and_last_line_without_newline(self):
         job = simple_job(0)
         del job["recipients"]
