@@ -715,10 +715,13 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 			snprintf(err, errlen, "%s:%d: %s", path, config_error_line(&cf),
 				 config_error_text(&cf));
 		config_destroy(&cf);
+		cfg_free(c);
 		return -1;
 	}
 	rc = load(&x, &cf, c);
 	config_destroy(&cf);
+	if (rc < 0)
+		cfg_free(c);     /* nothing half-loaded for the caller to free */
 	return rc;
 }
 

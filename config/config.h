@@ -96,7 +96,7 @@ struct cfg {
 };
 
 /* Defaults, then the file at path (NULL: none). -1 with err naming the
- * file, line and key. */
+ * file, line and key, and c freed (cfg_free on it again is harmless). */
 int cfg_load(struct cfg *c, const char *path, char *err,
 		   size_t errlen);
 void cfg_free(struct cfg *c);

@@ -363,16 +363,19 @@ static int run(struct vd_cfgs *cfgs, const struct vd_opts *o)
 int main(int argc, char **argv)
 {
 	struct vd_opts o = { 0 };
-	struct vd_cfgs cfgs = { vl_calloc(1, sizeof *cfgs.v), 1 };
+	struct vd_cfgs cfgs = { NULL, 1 };
 	char err[512];
 	sigset_t set;
 	int rc;
 
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
+	cfgs.v = vl_calloc(1, sizeof *cfgs.v);
 	cfgs.v[0] = vl_calloc(1, sizeof **cfgs.v);
 	if (cfg_load(cfgs.v[0], o.config, err, sizeof err) < 0) {
 		fprintf(stderr, "volleyd: %s\n", err);
+		free(cfgs.v[0]);
+		free(cfgs.v);
 		return 1;
 	}
 	if (o.data_dir) {

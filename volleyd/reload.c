@@ -29,7 +29,7 @@ static json_t *flatten(const struct cfg *c)
 	vl_buf_init(&b);
 	vl_buf_init(&acc);
 	cfg_print(c, &b);
-	vl_buf_appends(&b, "");     /* NUL-terminated */
+	vl_buf_append(&b, "", 1);   /* NUL-terminated */
 	for (char *line = b.p, *nl; line && *line; line = nl ? nl + 1 : NULL) {
 		if ((nl = strchr(line, '\n')))
 			*nl = '\0';

@@ -84,14 +84,14 @@ static double rate(const struct msg_dkim_key *k, const struct iovec *iov, double
 
 int main(int argc, char **argv)
 {
-	double secs = argc > 1 ? atof(argv[1]) : 3;
-	struct msg_dkim_key *rsa = key("RSA"), *ed = key("ED25519");
-	unsigned char bh[MSG_DKIM_BH_LEN];
-	size_t sizes[] = {5000, 100000};
 	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
 		printf("volley-dkim-bench %s\n", VL_VERSION);
 		return 0;
 	}
+	double secs = argc > 1 ? atof(argv[1]) : 3;
+	struct msg_dkim_key *rsa = key("RSA"), *ed = key("ED25519");
+	unsigned char bh[MSG_DKIM_BH_LEN];
+	size_t sizes[] = {5000, 100000};
 
 	char *b = body(sizes[0]);
 	struct iovec iov[2] = {{(void *)header, sizeof header - 1}, {b, sizes[0]}};
