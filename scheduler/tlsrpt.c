@@ -20,7 +20,9 @@ void sched_tlsrpt_copy(struct sched_dmsg *m, const struct eng_result *r)
 {
 	snprintf(m->tls_failure, sizeof m->tls_failure, "%s", r->tls_failure ? r->tls_failure : "");
 	free(m->tls_tlsa);
-	m->tls_tlsa = r->tls_tlsa ? vl_strndup(r->tls_tlsa, RPT_STRINGS_MAX) : NULL;
+	/* the RRset's text only when reports are kept: no allocation per
+	 * DANE message otherwise */
+	m->tls_tlsa = r->tls_tlsa && m->dj->d->rpt ? vl_strndup(r->tls_tlsa, RPT_STRINGS_MAX) : NULL;
 }
 
 void sched_tlsrpt_reset(struct sched_dmsg *m)
