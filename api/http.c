@@ -741,31 +741,15 @@ static enum MHD_Result suppression_one(struct api *a, struct MHD_Connection *c,
 
 /* ---- TLS view ---- */
 
-/* A domain name as the delivery path would take it: letters, digits, '-',
- * '.', and no more than 253 octets. */
-static bool domain_ok(const char *d)
-{
-	size_t n = strlen(d);
-
-	if (!n || n > 253 || d[0] == '.' || d[n - 1] == '.' || strstr(d, ".."))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)d[i]) && d[i] != '-' && d[i] != '.')
-			return false;
-	return true;
-}
-
 static enum MHD_Result tls_check(struct api *a, struct MHD_Connection *c)
 {
 	const char *dom = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "domain");
-	char lower[256];
+	char lower[254];
 
 	if (!dom)
 		return send_error(c, 400, "missing_field", "domain", "give ?domain=example.com");
-	if (!domain_ok(dom))
+	if (vl_domain_norm(dom, lower) < 0)
 		return send_error(c, 400, "invalid_field", "domain", "not a domain name");
-	for (size_t i = 0; i <= strlen(dom); i++)
-		lower[i] = (char)tolower((unsigned char)dom[i]);
 	json_t *j = sched_tls_check(a->sc, lower);
 	if (!j)
 		return send_error(c, 503, "not_delivering", NULL, "delivery is not running");

@@ -569,7 +569,7 @@ json_t *api_tlsrpt_answer(struct api_tlsrpt *t, const char *domain, const char *
 	if (!t)
 		return refuse(e, 404, "not_found", NULL, "TLS reporting is off: the configuration "
 			      "has no tls_rpt = { organization; contact; }");
-	if (!domain || rpt_domain_norm(domain, name) < 0)
+	if (!domain || vl_domain_norm(domain, name) < 0)
 		return refuse(e, 400, domain ? "invalid_field" : "missing_field", "domain",
 			      "domain: expected a domain name (letters, digits, '-', '_', '.')");
 	if (date && rpt_day_parse(date, &day) < 0)

@@ -211,6 +211,11 @@ static inline bool vl_chance(uint64_t *s, double pct)
  * One process-wide sink (the one global state in the tree): stderr with a
  * timestamp until vl_log_open says otherwise. */
 enum vl_log_level { VL_LOG_ERROR, VL_LOG_WARN, VL_LOG_INFO, VL_LOG_DEBUG };
+/* A domain name fit for a file name and a report: letters, digits, '-',
+ * '_' and '.', 1 to 253 octets, no empty label; out gets it in lower case.
+ * -1 for anything else (so nothing a peer sends picks a path). */
+int vl_domain_norm(const char *in, char out[254]);
+
 /* Format an error into err (errlen octets) and return -1: the parsers'
  * "return vl_fail(err, errlen, ...)". */
 int vl_fail(char *err, size_t errlen, const char *fmt, ...)

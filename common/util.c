@@ -207,6 +207,25 @@ bool vl_glob_match(const char *pat, const char *s)
 	return *pat == '\0';
 }
 
+int vl_domain_norm(const char *in, char out[254])
+{
+	size_t n = in ? strlen(in) : 0;
+
+	if (!n || n > 253 || in[0] == '.' || in[n - 1] == '.')
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		char c = in[i];
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c + 32);
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+		      c == '.') || (c == '.' && in[i + 1] == '.'))
+			return -1;
+		out[i] = c;
+	}
+	out[n] = '\0';
+	return 0;
+}
+
 int vl_fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;

@@ -20,19 +20,13 @@ struct sts_store {
 	json_t *index;               /* domain -> (intptr_t) struct sts_entry * */
 };
 
-/* A file name must be the domain itself: a name of letters, digits, '-'
- * and '.', never "." or "..": nothing from a peer picks a path. */
+/* A file name must be the domain itself, already in lower case:
+ * nothing from a peer picks a path. */
 static bool file_name_ok(const char *d)
 {
-	size_t n = strlen(d);
+	char norm[254];
 
-	if (!n || n > 253 || d[0] == '.')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((d[i] >= 'a' && d[i] <= 'z') || (d[i] >= '0' && d[i] <= '9') ||
-		      d[i] == '-' || d[i] == '.'))
-			return false;
-	return true;
+	return vl_domain_norm(d, norm) == 0 && strcmp(norm, d) == 0;
 }
 
 static struct sts_entry *find(const struct sts_store *s, const char *domain)

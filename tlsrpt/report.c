@@ -77,25 +77,6 @@ int rpt_day_parse(const char *s, int64_t *day)
 	return strcmp(back, s) ? -1 : 0;          /* 2026-02-30 is no date */
 }
 
-int rpt_domain_norm(const char *in, char out[254])
-{
-	size_t n = in ? strlen(in) : 0;
-
-	if (!n || n > 253 || in[0] == '.' || in[n - 1] == '.')
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		char c = in[i];
-		if (c >= 'A' && c <= 'Z')
-			c = (char)(c + 32);
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-		      c == '.') || (c == '.' && in[i + 1] == '.'))
-			return -1;
-		out[i] = c;
-	}
-	out[n] = '\0';
-	return 0;
-}
-
 /* ---- the aggregates ---- */
 
 struct rpt_day *rpt_day_new(int64_t day)
@@ -242,7 +223,7 @@ static int add_n(struct rpt_day *d, const struct rpt_session *s, uint64_t n)
 	char name[254];
 	struct dom *m;
 
-	if (rpt_domain_norm(s->domain, name) < 0 || !(m = dom_find(d, name, true))) {
+	if (vl_domain_norm(s->domain, name) < 0 || !(m = dom_find(d, name, true))) {
 		d->dropped += n;
 		return -1;
 	}
@@ -327,7 +308,7 @@ json_t *rpt_day_domain_json(const struct rpt_day *d, const char *domain)
 	char name[254], date[11];
 	struct dom *m;
 
-	if (rpt_domain_norm(domain, name) < 0 || !(m = dom_find((struct rpt_day *)d, name, false)))
+	if (vl_domain_norm(domain, name) < 0 || !(m = dom_find((struct rpt_day *)d, name, false)))
 		return NULL;
 	json_t *ps = json_array();
 	for (size_t i = 0; i < m->np; i++)
@@ -413,7 +394,7 @@ static int load_policy(struct rpt_day *d, const char *domain, const json_t *pe,
 	}
 	if (failn > detailed) {       /* those whose details did not fit */
 		char name[254];
-		rpt_domain_norm(domain, name);
+		vl_domain_norm(domain, name);
 		struct dom *m = dom_find(d, name, false);
 		struct policy *p = m ? policy_find(m, s.policy_type, s.policy_strings,
 						   s.mx_patterns) : NULL;
@@ -433,7 +414,7 @@ int rpt_day_load(struct rpt_day *d, const json_t *stored, char *err, size_t errl
 	size_t i;
 	int rc = 0;
 
-	if (!domain || rpt_domain_norm(domain, name) < 0 || !json_is_array(ps)) {
+	if (!domain || vl_domain_norm(domain, name) < 0 || !json_is_array(ps)) {
 		snprintf(err, errlen, "not a TLS-RPT aggregate: no valid policy-domain or policies");
 		return -1;
 	}

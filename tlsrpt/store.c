@@ -244,7 +244,7 @@ json_t *rpt_store_get(struct rpt_store *st, int64_t day, const char *domain)
 	char name[254], path[PATH_MAX_];
 	json_t *j = NULL;
 
-	if (rpt_domain_norm(domain, name) < 0)
+	if (vl_domain_norm(domain, name) < 0)
 		return NULL;
 	pthread_mutex_lock(&st->mu);
 	bool mem = day == rpt_day_day(st->cur) || (st->old && day == rpt_day_day(st->old));
@@ -310,7 +310,7 @@ int rpt_store_mark_sent(struct rpt_store *st, int64_t day, const char *domain,
 {
 	char dir[PATH_MAX_], path[PATH_MAX_], name[254], line[600];
 
-	if (rpt_domain_norm(domain, name) < 0 || path_of(st, day, NULL, "", dir, sizeof dir) < 0 ||
+	if (vl_domain_norm(domain, name) < 0 || path_of(st, day, NULL, "", dir, sizeof dir) < 0 ||
 	    path_of(st, day, name, ".sent", path, sizeof path) < 0)
 		return -1;
 	int n = snprintf(line, sizeof line, "%s\n", what);
@@ -327,7 +327,7 @@ bool rpt_store_sent(struct rpt_store *st, int64_t day, const char *domain)
 {
 	char path[PATH_MAX_], name[254];
 
-	return rpt_domain_norm(domain, name) == 0 &&
+	return vl_domain_norm(domain, name) == 0 &&
 	       path_of(st, day, name, ".sent", path, sizeof path) == 0 && access(path, F_OK) == 0;
 }
 

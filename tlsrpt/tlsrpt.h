@@ -32,10 +32,6 @@ int64_t rpt_day_of(double t);
 void rpt_day_format(int64_t day, char out[11]);
 /* Strictly YYYY-MM-DD, a real date. 0, or -1. */
 int rpt_day_parse(const char *s, int64_t *day);
-/* A domain name fit for a report and a file name: letters, digits, '-',
- * '_' and '.', not empty, no empty label, at most 253 octets; lower-cased
- * into out (254 octets). 0, or -1. */
-int rpt_domain_norm(const char *in, char out[254]);
 
 /* ---- one session (a message's transaction attempt) ---- */
 struct rpt_session {

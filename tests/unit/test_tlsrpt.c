@@ -84,11 +84,11 @@ Test(tlsrpt, days_and_domains)
 					   "2026/11/23", "2026-13-01", "2026-00-10", "+026-11-23" };
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
 		cr_assert_eq(rpt_day_parse(bad[i], &day), -1, "accepted %s", bad[i]);
-	cr_assert_eq(rpt_domain_norm("Mail.Example.NET", dom), 0);
+	cr_assert_eq(vl_domain_norm("Mail.Example.NET", dom), 0);
 	cr_assert_str_eq(dom, "mail.example.net");
 	static const char *const baddom[] = { "", ".a", "a.", "a..b", "a/b", "..", "a b", "é.fr" };
 	for (size_t i = 0; i < sizeof baddom / sizeof *baddom; i++)
-		cr_assert_eq(rpt_domain_norm(baddom[i], dom), -1, "accepted %s", baddom[i]);
+		cr_assert_eq(vl_domain_norm(baddom[i], dom), -1, "accepted %s", baddom[i]);
 }
 
 Test(tlsrpt, one_success_and_one_failure_match_the_schema)
