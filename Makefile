@@ -26,6 +26,7 @@ STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
 API_SRC    := $(wildcard api/*.c)
 SINK_SRC   := $(wildcard sink/sink_*.c)
+SMTPD_SRC  := $(wildcard smtpd/*.c)
 CLI_SRC    := $(wildcard cli/*.c)
 VOLLEYD_SRC := $(wildcard volleyd/*.c)
 VBENCH_SRC := $(wildcard bench/vbench/*.c)
@@ -46,6 +47,7 @@ SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
 SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
 API_OBJ    := $(call obj,$(API_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
+SMTPD_OBJ  := $(call obj,$(SMTPD_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
@@ -83,7 +85,7 @@ $(BUILD)/obj/gen/bounce_rules.o: $(SCHED_GEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/volley-sink: $(call obj,sink/main.c) $(SINK_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley-sink: $(call obj,sink/main.c) $(SINK_OBJ) $(SMTPD_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(COMMON_OBJ)
@@ -118,7 +120,7 @@ $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
-		$(STS_OBJ) $(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib)
 
@@ -195,7 +197,7 @@ fuzz: $(SCHED_GEN)
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
 		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http
-	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
+	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)

@@ -12,7 +12,8 @@
 
 struct thread {
 	pthread_t tid;
-	struct sink_worker *w;
+	struct smtpd_worker *w;
+	struct sink_ctx hooks;
 	atomic_bool *stop;
 	int rc;
 };
@@ -20,7 +21,7 @@ struct thread {
 static void *thread_main(void *arg)
 {
 	struct thread *t = arg;
-	t->rc = sink_worker_run(t->w, t->stop);
+	t->rc = smtpd_worker_run(t->w, t->stop);
 	return NULL;
 }
 
@@ -39,14 +40,14 @@ static void raise_nofile(void)
 	}
 }
 
-static void print_stats(struct thread *t, int n, struct sink_stats **each)
+static void print_stats(struct thread *t, int n, struct smtpd_stats **each)
 {
-	struct sink_stats sum;
+	struct smtpd_stats sum;
 	struct vl_buf line;
 
 	for (int i = 0; i < n; i++)
-		each[i] = sink_worker_stats(t[i].w);
-	sink_stats_sum(&sum, each, n);
+		each[i] = smtpd_worker_stats(t[i].w);
+	smtpd_stats_sum(&sum, each, n);
 	vl_buf_init(&line);
 	sink_stats_json(&sum, &line);
 	fwrite(line.p, 1, line.len, stdout);
@@ -56,7 +57,7 @@ static void print_stats(struct thread *t, int n, struct sink_stats **each)
 
 /* Wait for SIGINT/SIGTERM, printing counters every stats_every_ms. */
 static void wait_for_signal(const struct sink_conf *c, struct thread *t,
-			    struct sink_stats **each)
+			    struct smtpd_stats **each)
 {
 	sigset_t set;
 	uint64_t next = vl_now_ms() + c->stats_every_ms;
@@ -125,10 +126,11 @@ int main(int argc, char **argv)
 	atomic_bool stop = false;
 	_Atomic uint64_t conns_open = 0;
 	struct thread *t = vl_calloc((size_t)conf.threads, sizeof *t);
-	struct sink_stats **each = vl_calloc((size_t)conf.threads, sizeof *each);
+	struct smtpd_stats **each = vl_calloc((size_t)conf.threads, sizeof *each);
 	for (int i = 0; i < conf.threads; i++) {
-		t[i].w = sink_worker_new(&conf, (unsigned)i, store, tls, &conns_open,
-					 err, sizeof err);
+		sink_ctx_init(&t[i].hooks, &conf, (unsigned)i, store);
+		t[i].w = smtpd_worker_new(&conf.smtpd, &sink_hooks, &t[i].hooks, (unsigned)i, tls,
+					  &conns_open, err, sizeof err);
 		if (!t[i].w) {
 			fprintf(stderr, "volley-sink: %s\n", err);
 			return 1;
@@ -152,7 +154,7 @@ int main(int argc, char **argv)
 	}
 	print_stats(t, conf.threads, each);
 	for (int i = 0; i < conf.threads; i++)
-		sink_worker_free(t[i].w);
+		smtpd_worker_free(t[i].w);
 	sink_store_close(store);
 	tls_ctx_free(tls);
 	free(t);

@@ -9,28 +9,28 @@
 #include <strings.h>
 #include <time.h>
 
-static const char *const stage_names[SINK_ST_COUNT] = {
-	[SINK_ST_CONNECT] = "connect", [SINK_ST_HELO] = "helo",
-	[SINK_ST_MAIL] = "mail",       [SINK_ST_RCPT] = "rcpt",
-	[SINK_ST_DATA] = "data",       [SINK_ST_DOT] = "dot",
-	[SINK_ST_RSET] = "rset",       [SINK_ST_NOOP] = "noop",
-	[SINK_ST_QUIT] = "quit",       [SINK_ST_STARTTLS] = "starttls",
-	[SINK_ST_VRFY] = "vrfy",
+static const char *const stage_names[SMTPD_ST_COUNT] = {
+	[SMTPD_ST_CONNECT] = "connect", [SMTPD_ST_HELO] = "helo",
+	[SMTPD_ST_MAIL] = "mail",       [SMTPD_ST_RCPT] = "rcpt",
+	[SMTPD_ST_DATA] = "data",       [SMTPD_ST_DOT] = "dot",
+	[SMTPD_ST_RSET] = "rset",       [SMTPD_ST_NOOP] = "noop",
+	[SMTPD_ST_QUIT] = "quit",       [SMTPD_ST_STARTTLS] = "starttls",
+	[SMTPD_ST_VRFY] = "vrfy",
 };
 
-int sink_stage_parse(const char *name, enum sink_stage *st)
+int sink_stage_parse(const char *name, enum smtpd_stage *st)
 {
 	if (strcmp(name, "greeting") == 0) {
-		*st = SINK_ST_CONNECT;
+		*st = SMTPD_ST_CONNECT;
 		return 0;
 	}
 	if (strcmp(name, "ehlo") == 0) {
-		*st = SINK_ST_HELO;
+		*st = SMTPD_ST_HELO;
 		return 0;
 	}
-	for (int i = 0; i < SINK_ST_COUNT; i++) {
+	for (int i = 0; i < SMTPD_ST_COUNT; i++) {
 		if (strcmp(name, stage_names[i]) == 0) {
-			*st = (enum sink_stage)i;
+			*st = (enum smtpd_stage)i;
 			return 0;
 		}
 	}
@@ -140,7 +140,7 @@ int sink_rule_parse(struct sink_rule *r, const char *spec, char *err,
 }
 
 static int parse_fault(struct sink_fault *f, const char *opt, const char *arg,
-		       enum sink_stage dflt, char *err, size_t errlen)
+		       enum smtpd_stage dflt, char *err, size_t errlen)
 {
 	const char *colon = strchr(arg, ':');
 	const char *pct = arg;
@@ -153,7 +153,7 @@ static int parse_fault(struct sink_fault *f, const char *opt, const char *arg,
 			n = sizeof stage - 1;
 		memcpy(stage, arg, n);
 		stage[n] = '\0';
-		if (sink_stage_parse(stage, &f->stage) < 0 || f->stage > SINK_ST_DOT) {
+		if (sink_stage_parse(stage, &f->stage) < 0 || f->stage > SMTPD_ST_DOT) {
 			snprintf(err, errlen, "%s '%s': stage must be connect, ehlo, "
 				 "mail, rcpt, data or dot", opt, arg);
 			return -1;
@@ -243,12 +243,14 @@ static int parse_dur_opt(uint64_t *v, const char *opt, const char *arg,
 	return 0;
 }
 
+static void make_smtpd(struct sink_conf *c);
+
 static int add_listen(struct sink_conf *c, const char *arg, char *err,
 		      size_t errlen)
 {
-	if (c->nlisten >= SINK_MAX_LISTEN)
+	if (c->nlisten >= SMTPD_MAX_LISTEN)
 		return bad(err, errlen, "listen", arg, "too many listen addresses");
-	struct sink_listen *l = &c->listen[c->nlisten];
+	struct smtpd_listen *l = &c->listen[c->nlisten];
 	if (vl_parse_hostport(arg, l->host, sizeof l->host, &l->port) < 0)
 		return bad(err, errlen, "listen", arg,
 			   "expected ADDR:PORT such as 127.0.0.1:2525 or [::1]:2525");
@@ -272,9 +274,9 @@ static int parse_disable(struct sink_conf *c, const char *arg, char *err,
 			 size_t errlen)
 {
 	static const struct { const char *name; unsigned bit; } ext[] = {
-		{"pipelining", SINK_NO_PIPELINING}, {"chunking", SINK_NO_CHUNKING},
-		{"8bitmime", SINK_NO_8BITMIME}, {"smtputf8", SINK_NO_SMTPUTF8},
-		{"size", SINK_NO_SIZE}, {"ehlo", SINK_NO_EHLO},
+		{"pipelining", SMTPD_NO_PIPELINING}, {"chunking", SMTPD_NO_CHUNKING},
+		{"8bitmime", SMTPD_NO_8BITMIME}, {"smtputf8", SMTPD_NO_SMTPUTF8},
+		{"size", SMTPD_NO_SIZE}, {"ehlo", SMTPD_NO_EHLO},
 	};
 	char list[256];
 
@@ -301,8 +303,8 @@ static void conf_defaults(struct sink_conf *c)
 	c->max_size = 52428800;
 	c->max_rcpts = 1000;
 	c->seed = (uint64_t)vl_now_ns() ^ (uint64_t)time(NULL) << 20;
-	c->tempfail.stage = c->permfail.stage = SINK_ST_RCPT;
-	c->disconnect.stage = SINK_ST_DOT;
+	c->tempfail.stage = c->permfail.stage = SMTPD_ST_RCPT;
+	c->disconnect.stage = SMTPD_ST_DOT;
 }
 
 static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
@@ -337,11 +339,11 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 		return 0;
 	case O_REPLY: return add_rule(c, arg, err, errlen);
 	case O_TEMPFAIL:
-		return parse_fault(&c->tempfail, "--tempfail", arg, SINK_ST_RCPT, err, errlen);
+		return parse_fault(&c->tempfail, "--tempfail", arg, SMTPD_ST_RCPT, err, errlen);
 	case O_PERMFAIL:
-		return parse_fault(&c->permfail, "--permfail", arg, SINK_ST_RCPT, err, errlen);
+		return parse_fault(&c->permfail, "--permfail", arg, SMTPD_ST_RCPT, err, errlen);
 	case O_DISCONNECT:
-		return parse_fault(&c->disconnect, "--disconnect", arg, SINK_ST_DOT, err, errlen);
+		return parse_fault(&c->disconnect, "--disconnect", arg, SMTPD_ST_DOT, err, errlen);
 	case O_SEED: return parse_u64_opt(&c->seed, "seed", arg, 0, err, errlen);
 	case O_MAXCONNS: return parse_u64_opt(&c->max_conns, "max-conns", arg, 0, err, errlen);
 	case O_MAXSIZE: return parse_u64_opt(&c->max_size, "max-size", arg, 1, err, errlen);
@@ -416,7 +418,32 @@ int sink_conf_parse(struct sink_conf *c, int argc, char **argv, char *err,
 		snprintf(err, errlen, "--requiretls needs --tls (or --cert/--key)");
 		return -1;
 	}
+	for (int i = 0; i < c->nlisten; i++)
+		c->listen[i].implicit_tls = c->implicit_tls;
+	make_smtpd(c);
 	return 0;
+}
+
+/* What the server itself needs to know. */
+static void make_smtpd(struct sink_conf *c)
+{
+	struct smtpd_conf *d = &c->smtpd;
+
+	memset(d, 0, sizeof *d);
+	memcpy(d->listen, c->listen, sizeof d->listen);
+	d->nlisten = c->nlisten;
+	snprintf(d->hostname, sizeof d->hostname, "%s", c->hostname);
+	d->banner = "volley-sink";
+	d->starttls = c->tls && !c->implicit_tls;
+	d->auth = c->auth_user != NULL;
+	d->requiretls = c->requiretls;
+	d->keep_message = c->maildir != NULL;
+	d->disabled = c->disabled;
+	d->max_size = c->max_size;
+	d->max_rcpts = c->max_rcpts;
+	d->max_conns = c->max_conns;
+	d->timeout_ms = c->timeout_ms;
+	d->latency_ms = c->latency_ms;
 }
 
 void sink_conf_free(struct sink_conf *c)
@@ -437,28 +464,14 @@ void sink_conf_free(struct sink_conf *c)
 static const char *const stat_names[] = {
 	"conns_open", "conns_total", "conns_refused", "messages", "recipients",
 	"bytes", "tls_sessions", "replies_4xx", "replies_5xx", "drops",
-	"timeouts", "errors",
+	"timeouts", "errors", "auth_ok", "auth_failed",
 };
 
 /* The counters are laid out as consecutive atomics in the order above. */
-_Static_assert(sizeof(struct sink_stats) == sizeof(_Atomic uint64_t) * 12,
-	       "stat_names must match struct sink_stats");
+_Static_assert(sizeof(struct smtpd_stats) == sizeof(_Atomic uint64_t) * 14,
+	       "stat_names must match struct smtpd_stats");
 
-void sink_stats_sum(struct sink_stats *sum, struct sink_stats *const *each, int n)
-{
-	_Atomic uint64_t *dst = (_Atomic uint64_t *)sum;
-
-	for (size_t f = 0; f < VL_ARRAY_LEN(stat_names); f++) {
-		uint64_t total = 0;
-		for (int i = 0; i < n; i++) {
-			const _Atomic uint64_t *src = (const _Atomic uint64_t *)each[i];
-			total += atomic_load_explicit(&src[f], memory_order_relaxed);
-		}
-		atomic_store_explicit(&dst[f], total, memory_order_relaxed);
-	}
-}
-
-void sink_stats_json(const struct sink_stats *sum, struct vl_buf *out)
+void sink_stats_json(const struct smtpd_stats *sum, struct vl_buf *out)
 {
 	const _Atomic uint64_t *v = (const _Atomic uint64_t *)sum;
 

@@ -64,7 +64,7 @@ static int write_file(const char *path, const char *data, size_t len)
 	return close(fd);
 }
 
-static void envelope_json(const struct sink_envelope *e, size_t size,
+static void envelope_json(const struct smtpd_envelope *e, size_t size,
 			  struct vl_buf *b)
 {
 	const char *r = e->rcpts;
@@ -106,7 +106,7 @@ static void envelope_json(const struct sink_envelope *e, size_t size,
 	vl_buf_appends(b, "}\n");
 }
 
-int sink_store_put(struct sink_store *s, const struct sink_envelope *env,
+int sink_store_put(struct sink_store *s, const struct smtpd_envelope *env,
 		   const char *msg, size_t len)
 {
 	char tmp[4096], dst[4096], envp[4096];

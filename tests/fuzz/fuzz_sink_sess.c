@@ -43,28 +43,30 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 	unsigned sel = data[0];
 	data++, len--;
 
-	struct sink_stats stats;
+	struct smtpd_stats stats;
 	memset(&stats, 0, sizeof stats);
 	_Atomic uint64_t open = 1;
-	struct sink_ctx ctx = {.conf = &confs[sel & 3], .stats = &stats, .rng = sel,
-			       .conns_open = &open};
+	struct sink_ctx hooks;
+	sink_ctx_init(&hooks, &confs[sel & 3], sel, NULL);
+	struct smtpd_ctx ctx = {.conf = &confs[sel & 3].smtpd, .hooks = &sink_hooks,
+				.hook_arg = &hooks, .stats = &stats, .conns_open = &open};
 	struct vl_buf out;
-	struct sink_sess s;
+	struct smtpd_sess s;
 	vl_buf_init(&out);
-	sink_sess_init(&s, &ctx, &out);
-	sink_sess_greet(&s);
+	smtpd_sess_init(&s, &ctx, &out);
+	smtpd_sess_greet(&s);
 
 	size_t chunk = (sel >> 2) ? (sel >> 2) : len; /* 1..63 or all at once */
 	size_t i = 0;
 	while (i < len) {
 		size_t n = len - i < chunk ? len - i : chunk;
-		size_t used = sink_sess_feed(&s, (const char *)data + i, n);
+		size_t used = smtpd_sess_feed(&s, (const char *)data + i, n);
 		if (used > n)
 			abort();
-		if (s.action == SINK_STARTTLS) {
-			sink_sess_tls_started(&s, "TLSv1.3", "TEST");
+		if (s.action == SMTPD_STARTTLS) {
+			smtpd_sess_tls_started(&s, "TLSv1.3", "TEST");
 			n = used; /* the rest of this read is discarded */
-		} else if (s.action != SINK_OK) {
+		} else if (s.action != SMTPD_OK) {
 			break;
 		}
 		i += n;
@@ -73,8 +75,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 			abort();
 		vl_buf_reset(&out);
 	}
-	sink_sess_timeout(&s);
-	sink_sess_free(&s);
+	smtpd_sess_timeout(&s);
+	smtpd_sess_free(&s);
 	vl_buf_free(&out);
 	return 0;
 }

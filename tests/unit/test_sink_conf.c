@@ -22,7 +22,7 @@ Test(sink_rule, reply_forms)
 	char err[256];
 
 	cr_assert_eq(sink_rule_parse(&r, "rcpt:*@bad.test=550 5.1.1 no such user", err, sizeof err), 0);
-	cr_assert_eq(r.stage, SINK_ST_RCPT);
+	cr_assert_eq(r.stage, SMTPD_ST_RCPT);
 	cr_assert_str_eq(r.pattern, "*@bad.test");
 	cr_assert_eq(r.kind, SINK_RULE_REPLY);
 	cr_assert_eq(r.code, 550);
@@ -31,7 +31,7 @@ Test(sink_rule, reply_forms)
 	free(r.reply);
 
 	cr_assert_eq(sink_rule_parse(&r, "greeting=554 no", err, sizeof err), 0);
-	cr_assert_eq(r.stage, SINK_ST_CONNECT);
+	cr_assert_eq(r.stage, SMTPD_ST_CONNECT);
 	cr_assert_null(r.pattern);
 	cr_assert_str_eq(r.reply, "554 no\r\n");
 	free(r.reply);
@@ -46,7 +46,7 @@ Test(sink_rule, reply_forms)
 	free(r.pattern);
 	cr_assert_eq(sink_rule_parse(&r, "ehlo=drop", err, sizeof err), 0);
 	cr_assert_eq(r.kind, SINK_RULE_DROP);
-	cr_assert_eq(r.stage, SINK_ST_HELO);
+	cr_assert_eq(r.stage, SMTPD_ST_HELO);
 	cr_assert_eq(sink_rule_parse(&r, "data=raw:garbage\\r\\n", err, sizeof err), 0);
 	cr_assert_eq(r.kind, SINK_RULE_RAW);
 	cr_assert_str_eq(r.reply, "garbage\r\n");
@@ -80,8 +80,8 @@ Test(sink_conf, defaults_and_options)
 	cr_assert_str_eq(c.listen[0].host, "127.0.0.1");
 	cr_assert_eq(c.listen[0].port, 2525);
 	cr_assert_eq(c.max_size, 52428800);
-	cr_assert_eq(c.tempfail.stage, SINK_ST_RCPT);
-	cr_assert_eq(c.disconnect.stage, SINK_ST_DOT);
+	cr_assert_eq(c.tempfail.stage, SMTPD_ST_RCPT);
+	cr_assert_eq(c.disconnect.stage, SMTPD_ST_DOT);
 	sink_conf_free(&c);
 
 	cr_assert_eq(parse(&c, err, sizeof err, "--listen", "127.0.0.2:2525",
@@ -92,9 +92,9 @@ Test(sink_conf, defaults_and_options)
 	cr_assert_eq(c.nlisten, 2);
 	cr_assert_eq(c.listen[1].port, 2526);
 	cr_assert_eq(c.latency_ms, 50);
-	cr_assert_eq(c.tempfail.stage, SINK_ST_MAIL);
+	cr_assert_eq(c.tempfail.stage, SMTPD_ST_MAIL);
 	cr_assert_float_eq(c.tempfail.pct, 5.0, 1e-9);
-	cr_assert_eq(c.permfail.stage, SINK_ST_RCPT);
+	cr_assert_eq(c.permfail.stage, SMTPD_ST_RCPT);
 	cr_assert_float_eq(c.disconnect.pct, 0.5, 1e-9);
 	cr_assert_eq(c.nrules, 1);
 	cr_assert_eq(c.max_conns, 10);

@@ -1,4 +1,5 @@
-/* volley-sink's SMTP session, fed bytes directly: no sockets involved. */
+/* The SMTP server session (smtpd/) as volley-sink drives it, fed bytes
+ * directly: no sockets involved. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -10,11 +11,12 @@
 
 struct h {
 	struct sink_conf conf;
-	struct sink_stats stats;
-	struct sink_ctx ctx;
+	struct smtpd_stats stats;
+	struct sink_ctx hooks;
+	struct smtpd_ctx ctx;
 	_Atomic uint64_t conns_open;
 	struct vl_buf out;
-	struct sink_sess s;
+	struct smtpd_sess s;
 	char dir[64];
 	char reply[8192];
 };
@@ -36,28 +38,30 @@ static struct h *h_new(const char *first, ...)
 	if (h->conf.maildir) {
 		snprintf(h->dir, sizeof h->dir, "/tmp/volley-unit-XXXXXX");
 		cr_assert_not_null(mkdtemp(h->dir));
-		h->ctx.store = sink_store_open(h->dir, err, sizeof err);
-		cr_assert_not_null(h->ctx.store, "%s", err);
+		h->hooks.store = sink_store_open(h->dir, err, sizeof err);
+		cr_assert_not_null(h->hooks.store, "%s", err);
 	}
-	h->ctx.conf = &h->conf;
+	sink_ctx_init(&h->hooks, &h->conf, 0, h->hooks.store);
+	h->ctx.conf = &h->conf.smtpd;
+	h->ctx.hooks = &sink_hooks;
+	h->ctx.hook_arg = &h->hooks;
 	h->ctx.stats = &h->stats;
-	h->ctx.rng = h->conf.seed;
 	h->conns_open = 1;
 	h->ctx.conns_open = &h->conns_open;
 	vl_buf_init(&h->out);
-	sink_sess_init(&h->s, &h->ctx, &h->out);
+	smtpd_sess_init(&h->s, &h->ctx, &h->out);
 	return h;
 }
 
 static void h_free(struct h *h)
 {
-	if (h->ctx.store) {
+	if (h->hooks.store) {
 		char cmd[128];
 		snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->dir);
 		cr_assert_eq(system(cmd), 0);
-		sink_store_close(h->ctx.store);
+		sink_store_close(h->hooks.store);
 	}
-	sink_sess_free(&h->s);
+	smtpd_sess_free(&h->s);
 	vl_buf_free(&h->out);
 	sink_conf_free(&h->conf);
 	free(h);
@@ -74,7 +78,7 @@ static const char *take(struct h *h)
 
 static const char *feedn(struct h *h, const char *in, size_t len)
 {
-	sink_sess_feed(&h->s, in, len);
+	smtpd_sess_feed(&h->s, in, len);
 	return take(h);
 }
 
@@ -86,7 +90,7 @@ static const char *feed(struct h *h, const char *in)
 /* Greeting and EHLO, replies discarded. */
 static void hello(struct h *h)
 {
-	sink_sess_greet(&h->s);
+	smtpd_sess_greet(&h->s);
 	feed(h, "EHLO client.test\r\n");
 }
 
@@ -124,7 +128,7 @@ static char *stored(struct h *h, size_t *len)
 Test(sink_smtp, greeting_and_ehlo)
 {
 	struct h *h = h_new("--hostname", "mx.test", NULL);
-	sink_sess_greet(&h->s);
+	smtpd_sess_greet(&h->s);
 	cr_assert_str_eq(take(h), "220 mx.test ESMTP volley-sink\r\n");
 	cr_assert_str_eq(feed(h, "EHLO client.test\r\n"),
 		"250-mx.test greets client.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n"
@@ -138,14 +142,14 @@ Test(sink_smtp, starttls_advertised_and_injection_dropped)
 {
 	struct h *h = h_new("--tls", NULL);
 	hello(h);
-	sink_sess_feed(&h->s, "EHLO a\r\n", 8);
+	smtpd_sess_feed(&h->s, "EHLO a\r\n", 8);
 	cr_assert(strstr(take(h), "250-STARTTLS\r\n"));
 	const char *in = "STARTTLS\r\nRSET\r\n";
-	size_t used = sink_sess_feed(&h->s, in, strlen(in));
+	size_t used = smtpd_sess_feed(&h->s, in, strlen(in));
 	cr_assert_eq(used, 10, "input after STARTTLS must not be consumed");
-	cr_assert_eq(h->s.action, SINK_STARTTLS);
+	cr_assert_eq(h->s.action, SMTPD_STARTTLS);
 	cr_assert_str_eq(take(h), "220 2.0.0 Ready to start TLS\r\n");
-	sink_sess_tls_started(&h->s, "TLSv1.3", "X");
+	smtpd_sess_tls_started(&h->s, "TLSv1.3", "X");
 	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test>\r\n"),
 			 "503 5.5.1 Error: send HELO/EHLO first\r\n", "EHLO again after TLS");
 	const char *r = feed(h, "EHLO a\r\n");
@@ -159,13 +163,13 @@ Test(sink_smtp, starttls_advertised_and_injection_dropped)
 Test(sink_smtp, requiretls_inside_tls_only)
 {
 	struct h *h = h_new("--tls", "--requiretls", "--maildir", "x", NULL);
-	sink_sess_greet(&h->s);
+	smtpd_sess_greet(&h->s);
 	take(h);
 	cr_assert_null(strstr(feed(h, "EHLO a\r\n"), "REQUIRETLS"), "not in clear text");
 	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> REQUIRETLS\r\n"),
 			 "555 5.5.4 Unsupported parameter\r\n");
 	feed(h, "STARTTLS\r\n");
-	sink_sess_tls_started(&h->s, "TLSv1.3", "X");
+	smtpd_sess_tls_started(&h->s, "TLSv1.3", "X");
 	cr_assert(strstr(feed(h, "EHLO a\r\n"), "250-REQUIRETLS\r\n"));
 	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> SIZE=40 requiretls\r\n"
 			      "RCPT TO:<c@d.test>\r\nDATA\r\n"),
@@ -185,7 +189,7 @@ Test(sink_smtp, requiretls_unknown_without_the_option)
 	struct h *h = h_new("--tls", "--maildir", "x", NULL);
 	hello(h);
 	feed(h, "STARTTLS\r\n");
-	sink_sess_tls_started(&h->s, "TLSv1.3", "X");
+	smtpd_sess_tls_started(&h->s, "TLSv1.3", "X");
 	cr_assert_null(strstr(feed(h, "EHLO a\r\n"), "REQUIRETLS"));
 	cr_assert_str_eq(feed(h, "MAIL FROM:<a@b.test> REQUIRETLS\r\n"),
 			 "555 5.5.4 Unsupported parameter\r\n");
@@ -219,7 +223,7 @@ Test(sink_smtp, pipelined_transaction_in_order)
 	const char *r = feed(h, "Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
 	cr_assert(strncmp(r, "250 2.0.0 Ok: queued as ", 24) == 0, "%s", r);
 	cr_assert(strstr(r, "\r\n221 2.0.0 Bye\r\n"));
-	cr_assert_eq(h->s.action, SINK_CLOSE);
+	cr_assert_eq(h->s.action, SMTPD_CLOSE);
 	cr_assert_eq(h->stats.messages, 1);
 	cr_assert_eq(h->stats.recipients, 2);
 	cr_assert_eq(h->stats.replies_5xx, 1);
@@ -256,7 +260,7 @@ Test(sink_smtp, order_is_enforced)
 		{"RCPT TO:<a@b.test>\r\n", "503 5.5.1 Error: need MAIL command\r\n"},
 	};
 	struct h *h = h_new(NULL);
-	sink_sess_greet(&h->s);
+	smtpd_sess_greet(&h->s);
 	take(h);
 	converse(h, x, sizeof x / sizeof x[0]);
 	h_free(h);
@@ -310,7 +314,7 @@ Test(sink_smtp, garbage_long_lines_and_error_limit)
 	const char *r = feed(h, "BAD\r\nNOOP\r\n");
 	cr_assert(strstr(r, "421 4.7.0"), "%s", r);
 	cr_assert_null(strstr(r, "250"), "nothing after the 421");
-	cr_assert_eq(h->s.action, SINK_CLOSE);
+	cr_assert_eq(h->s.action, SMTPD_CLOSE);
 	h_free(h);
 }
 
@@ -398,7 +402,7 @@ Test(sink_smtp, bdat_errors)
 	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 1\r\nx");
 	cr_assert_str_eq(feed(h, "DATA\r\n"), "503 5.5.1 Error: DATA after BDAT\r\n");
 	cr_assert_str_eq(feed(h, "BDAT x\r\nNOOP\r\n"), "501 5.5.4 Syntax: BDAT size [LAST]\r\n");
-	cr_assert_eq(h->s.action, SINK_CLOSE);
+	cr_assert_eq(h->s.action, SMTPD_CLOSE);
 	h_free(h);
 }
 
@@ -415,14 +419,14 @@ Test(sink_smtp, rules_by_stage)
 	cr_assert_str_eq(feed(h, "hi\r\n.\r\n"), "554-5.7.1 spam\r\n554 really\r\n");
 	cr_assert_eq(h->stats.messages, 0);
 	cr_assert_str_eq(feed(h, "MAIL FROM:<x@block.test>\r\nNOOP\r\n"), "421 4.7.0 try later\r\n");
-	cr_assert_eq(h->s.action, SINK_CLOSE);
+	cr_assert_eq(h->s.action, SMTPD_CLOSE);
 	h_free(h);
 }
 
 Test(sink_smtp, greeting_554_then_503)
 {
 	struct h *h = h_new("--reply", "greeting=554 5.3.2 go away", NULL);
-	sink_sess_greet(&h->s);
+	smtpd_sess_greet(&h->s);
 	cr_assert_str_eq(take(h), "554 5.3.2 go away\r\n");
 	cr_assert_str_eq(feed(h, "EHLO x\r\n"), "503 5.5.1 Error: no SMTP service here\r\n");
 	cr_assert_str_eq(feed(h, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
@@ -437,14 +441,14 @@ Test(sink_smtp, stall_drop_raw)
 	feed(h, "MAIL FROM:<a@b.test>\r\n");
 	cr_assert_str_eq(feed(h, "RCPT TO:<raw@x.test>\r\n"), "2x0 junk\r\n");
 	cr_assert_str_eq(feed(h, "RCPT TO:<stall@x.test>\r\nNOOP\r\n"), "");
-	cr_assert_eq(h->s.state, SINK_S_STALL);
-	sink_sess_timeout(&h->s);
+	cr_assert_eq(h->s.state, SMTPD_S_STALL);
+	smtpd_sess_timeout(&h->s);
 	cr_assert(strncmp(take(h), "421 4.4.2 ", 10) == 0);
 	h_free(h);
 	h = h_new("--reply", "rcpt:drop@*=drop", NULL);
 	hello(h);
 	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<drop@x.test>\r\n");
-	cr_assert_eq(h->s.action, SINK_DROP);
+	cr_assert_eq(h->s.action, SMTPD_DROP);
 	cr_assert_eq(h->stats.drops, 1);
 	h_free(h);
 }
@@ -465,7 +469,7 @@ Test(sink_smtp, faults_at_full_rate)
 	hello(h);
 	feed(h, "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
 	cr_assert_str_eq(feed(h, "x\r\n.\r\n"), "");
-	cr_assert_eq(h->s.action, SINK_DROP);
+	cr_assert_eq(h->s.action, SMTPD_DROP);
 	h_free(h);
 }
 
@@ -489,9 +493,9 @@ Test(sink_smtp, max_conns_and_max_rcpts)
 {
 	struct h *h = h_new("--max-conns", "1", "--max-rcpts", "2", NULL);
 	h->conns_open = 2;
-	sink_sess_greet(&h->s);
+	smtpd_sess_greet(&h->s);
 	cr_assert(strncmp(take(h), "421 4.7.0 ", 10) == 0);
-	cr_assert_eq(h->s.action, SINK_CLOSE);
+	cr_assert_eq(h->s.action, SMTPD_CLOSE);
 	h_free(h);
 	h = h_new("--max-rcpts", "2", NULL);
 	hello(h);

@@ -1,12 +1,13 @@
 /*
- * volley-sink's worker: one io_uring per thread doing all socket I/O.
+ * The SMTP server's worker: one io_uring per thread doing all socket I/O.
  * Multishot accept per listener, multishot recv into a provided buffer ring,
  * one send in flight per connection (replies produced meanwhile are batched
  * into the next one), a tick for idle timeouts, and a timeout per
- * connection for --latency. TLS is OpenSSL over memory BIOs (tls/), so
+ * connection for latency_ms, and an eventfd through which other threads
+ * answer sessions that wait for a hook (the mailbox). TLS is OpenSSL over memory BIOs (tls/), so
  * encrypted and plain connections share the same I/O path.
  */
-#include "sink.h"
+#include "smtpd.h"
 #include "../tls/tls.h"
 
 #include <arpa/inet.h>
@@ -14,9 +15,11 @@
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,12 +35,15 @@
 #define INPUT_STEP 4096        /* input handled between backpressure checks */
 
 /* user_data = vl_ud(pointer, op) */
-enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_LATENCY, OP_TICK, OP_CANCEL };
+enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_LATENCY, OP_TICK, OP_CANCEL, OP_WAKE };
+
+#define WAIT_MAX_MS 30000     /* stopping: how long sessions waiting for a hook are given */
 
 struct listener {
 	int fd;
-	struct sink_worker *w;
+	struct smtpd_worker *w;
 	char name[72];
+	bool implicit_tls;
 	bool rearm_on_tick;    /* accept failed (EMFILE...): retry later */
 	uint64_t last_log_ms;
 } __attribute__((aligned(8)));
@@ -47,11 +53,13 @@ struct mark {          /* --latency: bytes up to end may go at due */
 };
 
 struct conn {
-	struct sink_worker *w;
+	struct smtpd_worker *w;
 	int fd;
 	unsigned ops;              /* SQEs in flight */
 	bool closing, close_after_send, send_busy, recv_armed, timer_armed;
-	bool timed_out, tls_started;
+	bool timed_out, tls_started, implicit_tls;
+	bool waiting;              /* the session waits for a hook's answer */
+	struct vl_buf held;        /* plaintext input read meanwhile */
 	bool paused;               /* recv cancelled until replies drain */
 	struct vl_buf pending_in;  /* input read but not processed meanwhile */
 	struct tls_conn *tls;
@@ -67,17 +75,37 @@ struct conn {
 	struct conn *idle_prev, *idle_next;  /* LRU, oldest first */
 	struct conn *rearm_next;
 	bool rearm;
-	struct sink_sess sess;
+	struct smtpd_sess sess;
 } __attribute__((aligned(8)));
 
-struct sink_worker {
-	const struct sink_conf *conf;
+/* Answers from other threads: a list under a mutex, and an eventfd that
+ * wakes the ring when the list stops being empty. */
+struct mitem {
+	struct smtpd_sess *s;
+	int code;
+	bool has_text;
+	char text[SMTPD_REPLY_MAX];
+};
+
+struct smtpd_mbox {
+	pthread_mutex_t mu;
+	struct mitem *items;
+	size_t n, cap;
+	int efd;
+	uint64_t val;              /* the ring reads the eventfd into this */
+};
+
+struct smtpd_worker {
+	const struct smtpd_conf *conf;
+	const struct smtpd_hooks *hooks;
+	struct smtpd_mbox mbox;
+	uint64_t nwaiting;
 	struct vl_ring r;
-	struct listener listeners[SINK_MAX_LISTEN];
+	struct listener listeners[SMTPD_MAX_LISTEN];
 	int nlisten;
 	SSL_CTX *tls_ctx;
-	struct sink_ctx ctx;
-	struct sink_stats stats;
+	struct smtpd_ctx ctx;
+	struct smtpd_stats stats;
 	struct conn *idle_head, *idle_tail;
 	struct conn *rearm_list;
 	uint64_t nconns;
@@ -85,14 +113,14 @@ struct sink_worker {
 	struct __kernel_timespec tick_ts;
 } __attribute__((aligned(8)));
 
-static struct io_uring_sqe *get_sqe(struct sink_worker *w)
+static struct io_uring_sqe *get_sqe(struct smtpd_worker *w)
 {
 	return vl_ring_sqe(&w->r);
 }
 
 /* ---- idle list ---- */
 
-static void idle_remove(struct sink_worker *w, struct conn *c)
+static void idle_remove(struct smtpd_worker *w, struct conn *c)
 {
 	if (c->idle_prev)
 		c->idle_prev->idle_next = c->idle_next;
@@ -107,7 +135,7 @@ static void idle_remove(struct sink_worker *w, struct conn *c)
 	c->idle_prev = c->idle_next = NULL;
 }
 
-static void idle_touch(struct sink_worker *w, struct conn *c)
+static void idle_touch(struct smtpd_worker *w, struct conn *c)
 {
 	idle_remove(w, c);
 	c->last_active = vl_now_ms();
@@ -127,18 +155,19 @@ static void conn_maybe_free(struct conn *c)
 		return;
 	close(c->fd);
 	tls_conn_free(c->tls);
-	sink_sess_free(&c->sess);
+	smtpd_sess_free(&c->sess);
 	vl_buf_free(&c->out);
 	vl_buf_free(&c->wire);
 	vl_buf_free(&c->inflight);
 	vl_buf_free(&c->pending_in);
+	vl_buf_free(&c->held);
 	c->w->nconns--;
 	free(c);
 }
 
 static void conn_close(struct conn *c, bool reset)
 {
-	struct sink_worker *w = c->w;
+	struct smtpd_worker *w = c->w;
 
 	if (c->closing)
 		return;
@@ -149,7 +178,7 @@ static void conn_close(struct conn *c, bool reset)
 	}
 	idle_remove(w, c);
 	atomic_fetch_sub_explicit(w->ctx.conns_open, 1, memory_order_relaxed);
-	SINK_STAT_ADD(&w->stats, conns_open, (uint64_t)-1);
+	SMTPD_STAT_ADD(&w->stats, conns_open, (uint64_t)-1);
 	/* A graceful close ends the recv and send with shutdown(): an async
 	 * cancel scans every request on the ring, quadratic over thousands of
 	 * closing connections. A reset must not send a FIN first: cancel. */
@@ -266,11 +295,16 @@ static void conn_emit(struct conn *c, bool last)
 /* Act on what the session asked for, then send. */
 static void conn_after_session(struct conn *c)
 {
-	struct sink_sess *s = &c->sess;
+	struct smtpd_sess *s = &c->sess;
 
-	if (s->action == SINK_DROP) {
+	if (s->action == SMTPD_DROP) {
 		conn_close(c, true);
 		return;
+	}
+	if (s->action == SMTPD_WAIT && !c->waiting) {
+		c->waiting = true;  /* c lives until the answer comes */
+		c->ops++;
+		c->w->nwaiting++;
 	}
 	if (c->wire.len > MAX_WIRE) {
 		vl_log(VL_LOG_WARN, "%s: does not read its replies; reset", s->peer);
@@ -286,11 +320,11 @@ static void conn_after_session(struct conn *c)
 		c->ops++;
 		c->paused = true;
 	}
-	conn_emit(c, s->action == SINK_CLOSE && !c->close_after_send);
-	if (s->action == SINK_CLOSE) {
+	conn_emit(c, s->action == SMTPD_CLOSE && !c->close_after_send);
+	if (s->action == SMTPD_CLOSE) {
 		c->close_after_send = true;
-		s->state = SINK_S_CLOSED;
-	} else if (s->action == SINK_STARTTLS && !c->tls) {
+		s->state = SMTPD_S_CLOSED;
+	} else if (s->action == SMTPD_STARTTLS && !c->tls) {
 		/* The 220 went out in clear above; from here on, TLS. */
 		c->tls = tls_conn_new_server(c->w->tls_ctx);
 		if (!c->tls)
@@ -301,11 +335,29 @@ static void conn_after_session(struct conn *c)
 
 /* ---- input ---- */
 
+static void hold_input(struct conn *c, const char *data, size_t len)
+{
+	vl_buf_append(&c->held, data, len);
+	if (c->held.len > PAUSE_WIRE && c->recv_armed && !c->paused) {
+		struct io_uring_sqe *sqe = get_sqe(c->w);
+		io_uring_prep_cancel64(sqe, vl_ud(c, OP_RECV), 0);
+		io_uring_sqe_set_data64(sqe, vl_ud(c, OP_CANCEL));
+		c->ops++;
+		c->paused = true;
+	}
+}
+
 static void conn_plaintext(struct conn *c, const char *data, size_t len)
 {
-	if (c->sess.action != SINK_OK || c->close_after_send)
+	if (c->waiting) {
+		hold_input(c, data, len);
+		return;
+	}
+	if (c->sess.action != SMTPD_OK || c->close_after_send)
 		return; /* e.g. bytes after STARTTLS or QUIT: ignored */
-	sink_sess_feed(&c->sess, data, len);
+	size_t n = smtpd_sess_feed(&c->sess, data, len);
+	if (c->sess.action == SMTPD_WAIT && n < len)
+		hold_input(c, data + n, len - n);
 }
 
 /* The handshake is done: the session starts over inside TLS (with
@@ -315,10 +367,10 @@ static void tls_begin(struct conn *c)
 	if (c->tls_started)
 		return;
 	c->tls_started = true;
-	sink_sess_tls_started(&c->sess, tls_conn_version(c->tls), tls_conn_cipher(c->tls));
+	smtpd_sess_tls_started(&c->sess, tls_conn_version(c->tls), tls_conn_cipher(c->tls));
 	c->sess.tls_resumed = tls_conn_resumed(c->tls);
-	if (c->w->conf->implicit_tls)
-		sink_sess_greet(&c->sess);
+	if (c->implicit_tls)
+		smtpd_sess_greet(&c->sess);
 }
 
 static void conn_tls_input(struct conn *c, const char *data, size_t len)
@@ -330,7 +382,7 @@ static void conn_tls_input(struct conn *c, const char *data, size_t len)
 	while ((n = tls_conn_read(c->tls, buf, sizeof buf)) > 0) {
 		tls_begin(c);
 		conn_plaintext(c, buf, (size_t)n);
-		if (c->sess.action != SINK_OK)
+		if (c->sess.action != SMTPD_OK && c->sess.action != SMTPD_WAIT)
 			break;
 	}
 	if (n < 0 || tls_conn_closed(c->tls)) {
@@ -385,7 +437,7 @@ static void conn_resume(struct conn *c)
 
 static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 {
-	struct sink_worker *w = c->w;
+	struct smtpd_worker *w = c->w;
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 
 	if (!more) {
@@ -408,7 +460,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		/* The client half-closed: it may still read. Answer what it sent
 		 * (a 250 not seen is a message sent twice), then close. */
 		c->close_after_send = true;
-		c->sess.state = SINK_S_CLOSED;
+		c->sess.state = SMTPD_S_CLOSED;
 		conn_flush(c);
 		return;
 	}
@@ -449,7 +501,7 @@ static void on_send(struct conn *c, int res)
 	}
 	vl_buf_reset(&c->inflight);
 	vl_buf_shrink(&c->inflight, 1 << 16);
-	if (c->paused && c->wire.len < RESUME_WIRE && !c->recv_armed &&
+	if (c->paused && !c->waiting && c->wire.len < RESUME_WIRE && !c->recv_armed &&
 	    !c->close_after_send) {
 		conn_resume(c);
 		if (c->closing)
@@ -468,6 +520,88 @@ static void on_latency(struct conn *c)
 		conn_flush(c);
 }
 
+/* ---- answers from other threads ---- */
+
+void smtpd_mbox_post(struct smtpd_mbox *m, struct smtpd_sess *s, int code, const char *text)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&m->mu);
+	if (m->n == m->cap) {
+		m->cap = m->cap ? m->cap * 2 : 64;
+		m->items = vl_realloc(m->items, m->cap * sizeof *m->items);
+	}
+	struct mitem *it = &m->items[m->n++];
+	it->s = s;
+	it->code = code;
+	it->has_text = text != NULL;
+	if (text)
+		snprintf(it->text, sizeof it->text, "%s", text);
+	bool first = m->n == 1;
+	pthread_mutex_unlock(&m->mu);
+	if (first && write(m->efd, &one, sizeof one) < 0)
+		vl_log(VL_LOG_ERROR, "smtpd: eventfd write: %s", strerror(errno));
+}
+
+static void arm_wake(struct smtpd_worker *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_read(sqe, w->mbox.efd, &w->mbox.val, sizeof w->mbox.val, 0);
+	io_uring_sqe_set_data64(sqe, vl_ud(w, OP_WAKE));
+}
+
+/* The session got its answer: reply, then go on with what was held. */
+static void conn_answered(struct conn *c, const struct mitem *it)
+{
+	struct vl_buf in = c->held;
+
+	c->waiting = false;
+	c->w->nwaiting--;
+	if (c->closing) {
+		c->ops--;
+		conn_maybe_free(c);
+		return;
+	}
+	smtpd_sess_apply(&c->sess, it->code, it->has_text ? it->text : NULL);
+	conn_after_session(c);
+	vl_buf_init(&c->held);
+	for (size_t off = 0; off < in.len && !c->closing && !c->waiting &&
+	     !c->close_after_send;) {
+		size_t n = in.len - off < INPUT_STEP ? in.len - off : INPUT_STEP;
+		conn_plaintext(c, in.p + off, n);
+		off += n;
+		if (c->waiting && off < in.len) /* the rest waits again */
+			vl_buf_append(&c->held, in.p + off, in.len - off);
+		conn_after_session(c);
+	}
+	vl_buf_free(&in);
+	c->ops--;
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (c->paused && !c->waiting && c->wire.len < RESUME_WIRE && !c->recv_armed)
+		conn_resume(c);
+}
+
+static void on_wake(struct smtpd_worker *w)
+{
+	struct mitem *items;
+	size_t n;
+
+	pthread_mutex_lock(&w->mbox.mu);
+	items = w->mbox.items;
+	n = w->mbox.n;
+	w->mbox.items = NULL;
+	w->mbox.n = w->mbox.cap = 0;
+	pthread_mutex_unlock(&w->mbox.mu);
+	for (size_t i = 0; i < n; i++)
+		conn_answered(items[i].s->conn, &items[i]);
+	free(items);
+	arm_wake(w);
+}
+
 /* ---- accept ---- */
 
 static void arm_accept(struct listener *l)
@@ -480,7 +614,7 @@ static void arm_accept(struct listener *l)
 
 static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 {
-	struct sink_worker *w = l->w;
+	struct smtpd_worker *w = l->w;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
 	int one = 1;
@@ -510,29 +644,32 @@ static void on_accept(struct listener *l, struct io_uring_cqe *cqe)
 	c->fd = fd;
 	w->nconns++;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	sink_sess_init(&c->sess, &w->ctx, &c->out);
+	smtpd_sess_init(&c->sess, &w->ctx, &c->out);
+	c->sess.mbox = &w->mbox;
+	c->sess.conn = c;
+	c->implicit_tls = l->implicit_tls;
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
 		vl_sockaddr_str(&ss, c->sess.peer, sizeof c->sess.peer);
 	sl = sizeof ss;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		vl_sockaddr_str(&ss, c->sess.local, sizeof c->sess.local);
 	atomic_fetch_add_explicit(w->ctx.conns_open, 1, memory_order_relaxed);
-	SINK_STAT_ADD(&w->stats, conns_open, 1);
-	SINK_STAT_ADD(&w->stats, conns_total, 1);
+	SMTPD_STAT_ADD(&w->stats, conns_open, 1);
+	SMTPD_STAT_ADD(&w->stats, conns_total, 1);
 	idle_touch(w, c);
 	arm_recv(c);
-	if (w->conf->implicit_tls) { /* the client speaks first: its ClientHello */
+	if (c->implicit_tls) { /* the client speaks first: its ClientHello */
 		if (!(c->tls = tls_conn_new_server(w->tls_ctx)))
 			conn_close(c, true);
 		return;
 	}
-	sink_sess_greet(&c->sess);
+	smtpd_sess_greet(&c->sess);
 	conn_after_session(c);
 }
 
 /* ---- timers ---- */
 
-static void arm_tick(struct sink_worker *w)
+static void arm_tick(struct smtpd_worker *w)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
@@ -542,7 +679,7 @@ static void arm_tick(struct sink_worker *w)
 
 /* Idle connections get a 421; one that still has not gone by the next
  * expiry (it may not even read) is reset. */
-static void expire_idle(struct sink_worker *w)
+static void expire_idle(struct smtpd_worker *w)
 {
 	uint64_t now = vl_now_ms();
 
@@ -552,23 +689,25 @@ static void expire_idle(struct sink_worker *w)
 			conn_close(c, true);
 			continue;
 		}
-		c->timed_out = true;
 		idle_touch(w, c);
-		if (c->sess.state == SINK_S_CLOSED)
+		if (c->waiting)
+			continue; /* the hook's answer is what it waits for */
+		c->timed_out = true;
+		if (c->sess.state == SMTPD_S_CLOSED)
 			continue;
 		if (c->tls && !c->tls_started) { /* no way to say 421 mid-handshake */
-			SINK_STAT_ADD(&w->stats, timeouts, 1);
+			SMTPD_STAT_ADD(&w->stats, timeouts, 1);
 			conn_close(c, false);
 			continue;
 		}
-		c->sess.action = SINK_OK;
-		c->sess.state = SINK_S_CMD;
-		sink_sess_timeout(&c->sess);
+		c->sess.action = SMTPD_OK;
+		c->sess.state = SMTPD_S_CMD;
+		smtpd_sess_timeout(&c->sess);
 		conn_after_session(c);
 	}
 }
 
-static void stop_worker(struct sink_worker *w)
+static void stop_worker(struct smtpd_worker *w)
 {
 	w->stopping = true;
 	for (int i = 0; i < w->nlisten; i++) {
@@ -582,7 +721,19 @@ static void stop_worker(struct sink_worker *w)
 
 /* ---- setup ---- */
 
-static int open_listener(struct listener *l, const struct sink_listen *spec,
+int smtpd_listen_parse(const char *spec, struct smtpd_listen *l)
+{
+	unsigned char bin[16];
+	struct smtpd_listen t = { .implicit_tls = l->implicit_tls };
+
+	if (vl_parse_hostport(spec, t.host, sizeof t.host, &t.port) < 0 || t.port == 0 ||
+	    (inet_pton(AF_INET, t.host, bin) != 1 && inet_pton(AF_INET6, t.host, bin) != 1))
+		return -1;
+	*l = t;
+	return 0;
+}
+
+static int open_listener(struct listener *l, const struct smtpd_listen *spec,
 			 char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
@@ -601,7 +752,7 @@ static int open_listener(struct listener *l, const struct sink_listen *spec,
 		a6->sin6_port = htons(spec->port);
 		sl = sizeof *a6;
 	} else {
-		snprintf(err, errlen, "--listen %s: not an IP address", spec->host);
+		snprintf(err, errlen, "listen %s: not an IP address", spec->host);
 		return -1;
 	}
 	snprintf(l->name, sizeof l->name, "%s:%u", spec->host, spec->port);
@@ -610,7 +761,7 @@ static int open_listener(struct listener *l, const struct sink_listen *spec,
 	    setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
 	    setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
 	    bind(l->fd, (struct sockaddr *)&ss, sl) < 0 || listen(l->fd, 4096) < 0) {
-		snprintf(err, errlen, "--listen %s: %s", l->name, strerror(errno));
+		snprintf(err, errlen, "listen %s: %s", l->name, strerror(errno));
 		if (l->fd >= 0)
 			close(l->fd);
 		return -1;
@@ -618,41 +769,53 @@ static int open_listener(struct listener *l, const struct sink_listen *spec,
 	return 0;
 }
 
-struct sink_worker *sink_worker_new(const struct sink_conf *conf, unsigned id,
-				    struct sink_store *store, SSL_CTX *tls,
-				    _Atomic uint64_t *conns_open, char *err,
-				    size_t errlen)
+struct smtpd_worker *smtpd_worker_new(const struct smtpd_conf *conf,
+				      const struct smtpd_hooks *hooks, void *hook_arg,
+				      unsigned id, SSL_CTX *tls, _Atomic uint64_t *conns_open,
+				      char *err, size_t errlen)
 {
-	struct sink_worker *w = vl_cacheline_alloc(sizeof *w);
+	struct smtpd_worker *w = vl_cacheline_alloc(sizeof *w);
 
 	w->conf = conf;
-	w->ctx = (struct sink_ctx){
-		.conf = conf, .stats = &w->stats, .store = store,
-		.rng = conf->seed + id * 0x9e3779b97f4a7c15ull, .worker = id,
-		.conns_open = conns_open,
+	w->hooks = hooks;
+	w->ctx = (struct smtpd_ctx){
+		.conf = conf, .hooks = hooks, .hook_arg = hook_arg, .stats = &w->stats,
+		.worker = id, .conns_open = conns_open,
 	};
+	pthread_mutex_init(&w->mbox.mu, NULL);
+	w->mbox.efd = eventfd(0, EFD_CLOEXEC);
 	uint64_t tick = conf->timeout_ms / 4;
 	tick = tick > 200 ? 200 : tick < 10 ? 10 : tick;
 	w->tick_ts.tv_sec = (long long)(tick / 1000);
 	w->tick_ts.tv_nsec = (long long)(tick % 1000) * 1000000;
 	w->tls_ctx = tls;
+	if (w->mbox.efd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
 	if (vl_ring_init(&w->r, RING_ENTRIES, CQ_ENTRIES, NBUFS, BUFSZ, err, errlen) < 0)
 		goto fail;
 	for (int i = 0; i < conf->nlisten; i++) {
 		w->listeners[i].w = w;
+		w->listeners[i].implicit_tls = conf->listen[i].implicit_tls;
+		if ((conf->listen[i].implicit_tls || conf->starttls) && !tls) {
+			snprintf(err, errlen, "%s:%u: TLS without a certificate",
+				 conf->listen[i].host, conf->listen[i].port);
+			goto fail;
+		}
 		if (open_listener(&w->listeners[i], &conf->listen[i], err, errlen) < 0)
 			goto fail;
 		w->nlisten++;
 	}
 	return w;
 fail:
-	sink_worker_free(w);
+	smtpd_worker_free(w);
 	return NULL;
 }
 
 static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
-	struct sink_worker *w = arg;
+	struct smtpd_worker *w = arg;
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	void *p = vl_ud_ptr(ud);
 
@@ -663,6 +826,7 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 	case OP_RECV: on_recv(p, cqe); break;
 	case OP_SEND: on_send(p, cqe->res); break;
 	case OP_LATENCY: on_latency(p); break;
+	case OP_WAKE: on_wake(p); break;
 	case OP_CANCEL: {
 		struct conn *c = p;
 		c->ops--;
@@ -680,7 +844,7 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 	}
 }
 
-int sink_worker_run(struct sink_worker *w, atomic_bool *stop)
+int smtpd_worker_run(struct smtpd_worker *w, atomic_bool *stop)
 {
 	uint64_t stop_deadline = 0;
 
@@ -691,6 +855,7 @@ int sink_worker_run(struct sink_worker *w, atomic_bool *stop)
 	for (int i = 0; i < w->nlisten; i++)
 		arm_accept(&w->listeners[i]);
 	arm_tick(w);
+	arm_wake(w);
 	for (;;) {
 		if (vl_ring_wait(&w->r, dispatch, w) < 0)
 			return -1;
@@ -709,23 +874,32 @@ int sink_worker_run(struct sink_worker *w, atomic_bool *stop)
 				stop_worker(w);
 				stop_deadline = vl_now_ms() + 2000;
 			}
-		} else if (w->nconns == 0 || vl_now_ms() > stop_deadline) {
+		} else if (w->nconns == 0) {
+			return 0;
+		} else if (vl_now_ms() > stop_deadline + (w->nwaiting ? WAIT_MAX_MS : 0)) {
+			if (w->nwaiting)
+				vl_log(VL_LOG_ERROR, "smtpd: %llu sessions still wait for an answer",
+				       (unsigned long long)w->nwaiting);
 			return 0;
 		}
 	}
 }
 
-struct sink_stats *sink_worker_stats(struct sink_worker *w)
+struct smtpd_stats *smtpd_worker_stats(struct smtpd_worker *w)
 {
 	return &w->stats;
 }
 
-void sink_worker_free(struct sink_worker *w)
+void smtpd_worker_free(struct smtpd_worker *w)
 {
 	if (!w)
 		return;
 	for (int i = 0; i < w->nlisten; i++)
 		close(w->listeners[i].fd);
 	vl_ring_exit(&w->r);
+	if (w->mbox.efd >= 0)
+		close(w->mbox.efd);
+	free(w->mbox.items);
+	pthread_mutex_destroy(&w->mbox.mu);
 	free(w);
 }

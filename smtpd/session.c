@@ -1,10 +1,12 @@
 /*
- * The SMTP server session of volley-sink: client bytes in, replies out.
- * No I/O here, so the protocol can be unit-tested byte by byte.
+ * The SMTP server session: client bytes in, replies out. No I/O here, so
+ * the protocol can be unit-tested byte by byte. What is accepted is the
+ * hooks' call (smtpd.h); the protocol itself is decided here.
  */
-#include "sink.h"
+#include "smtpd.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +18,7 @@ enum { D_BOL, D_MID, D_DOT, D_DOTCR }; /* DATA scanner states */
 
 #define MAX_PATH 256 /* RFC 5321 4.5.3.1.3, brackets included */
 
-static void txn_reset(struct sink_sess *s)
+static void txn_reset(struct smtpd_sess *s)
 {
 	s->in_mail = false;
 	s->mail_from[0] = '\0';
@@ -27,10 +29,11 @@ static void txn_reset(struct sink_sess *s)
 	vl_buf_reset(&s->msg);
 	vl_buf_shrink(&s->msg, 1 << 16);
 	s->msg_size = 0;
-	s->data_long_line = s->data_too_big = false;
+	s->data_long_line = s->data_too_big = s->data_bad_eol = s->data_nul = false;
+	s->scan_cr = false;
 }
 
-void sink_sess_init(struct sink_sess *s, struct sink_ctx *ctx, struct vl_buf *out)
+void smtpd_sess_init(struct smtpd_sess *s, struct smtpd_ctx *ctx, struct vl_buf *out)
 {
 	memset(s, 0, sizeof *s);
 	s->ctx = ctx;
@@ -39,7 +42,7 @@ void sink_sess_init(struct sink_sess *s, struct sink_ctx *ctx, struct vl_buf *ou
 	vl_buf_init(&s->msg);
 }
 
-void sink_sess_free(struct sink_sess *s)
+void smtpd_sess_free(struct smtpd_sess *s)
 {
 	vl_buf_free(&s->rcpts);
 	vl_buf_free(&s->msg);
@@ -47,20 +50,20 @@ void sink_sess_free(struct sink_sess *s)
 
 /* ---- replies ---- */
 
-static void count_reply(struct sink_sess *s, int code)
+static void count_reply(struct smtpd_sess *s, int code)
 {
 	if (code >= 400 && code < 500)
-		SINK_STAT_ADD(s->ctx->stats, replies_4xx, 1);
+		SMTPD_STAT_ADD(s->ctx->stats, replies_4xx, 1);
 	else if (code >= 500)
-		SINK_STAT_ADD(s->ctx->stats, replies_5xx, 1);
+		SMTPD_STAT_ADD(s->ctx->stats, replies_5xx, 1);
 	if (code == 421)
-		s->action = SINK_CLOSE;
+		s->action = SMTPD_CLOSE;
 }
 
-static void reply(struct sink_sess *s, int code, const char *fmt, ...)
+static void reply(struct smtpd_sess *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-static void reply(struct sink_sess *s, int code, const char *fmt, ...)
+static void reply(struct smtpd_sess *s, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -75,157 +78,100 @@ static void reply(struct sink_sess *s, int code, const char *fmt, ...)
 
 /* A client's protocol error; too many and the session ends, as Postfix's
  * hard error limit does, so a confused client cannot spin forever. */
-static void client_error(struct sink_sess *s, int code, const char *text)
+static void client_error(struct smtpd_sess *s, int code, const char *text)
 {
 	reply(s, code, "%s", text);
-	SINK_STAT_ADD(s->ctx->stats, errors, 1);
-	if (++s->errors >= SINK_MAX_ERRORS && s->action == SINK_OK) {
+	SMTPD_STAT_ADD(s->ctx->stats, errors, 1);
+	if (++s->errors >= SMTPD_MAX_ERRORS && s->action == SMTPD_OK) {
 		reply(s, 421, "4.7.0 %s Error: too many errors", s->ctx->conf->hostname);
 	}
 }
 
-/* ---- rules and faults ---- */
+/* ---- hooks ---- */
 
-static bool rcpt_matches(const struct sink_sess *s, const char *pattern)
-{
-	const char *r = s->rcpts.p;
-
-	for (int i = 0; i < s->nrcpt; i++) {
-		if (vl_glob_match(pattern, r))
-			return true;
-		r += strlen(r) + 1;
-	}
-	return false;
-}
-
-static const struct sink_rule *find_rule(const struct sink_sess *s,
-					 enum sink_stage st, const char *arg)
-{
-	const struct sink_conf *c = s->ctx->conf;
-
-	for (int i = 0; i < c->nrules; i++) {
-		const struct sink_rule *r = &c->rules[i];
-		if (r->stage != st)
-			continue;
-		if (!r->pattern)
-			return r;
-		if (st == SINK_ST_DATA || st == SINK_ST_DOT) {
-			if (rcpt_matches(s, r->pattern))
-				return r;
-		} else if (arg && vl_glob_match(r->pattern, arg)) {
-			return r;
-		}
-	}
-	return NULL;
-}
-
-static const char *const temp_text[] = {
-	[SINK_ST_CONNECT] = "421 4.3.2 Service temporarily unavailable (injected)",
-	[SINK_ST_HELO] = "451 4.3.0 Temporary failure (injected)",
-	[SINK_ST_MAIL] = "451 4.3.0 Temporary failure (injected)",
-	[SINK_ST_RCPT] = "450 4.2.0 Mailbox temporarily unavailable (injected)",
-	[SINK_ST_DATA] = "451 4.3.0 Temporary failure (injected)",
-	[SINK_ST_DOT] = "451 4.3.0 Message not accepted, try again (injected)",
-};
-
-static const char *const perm_text[] = {
-	[SINK_ST_CONNECT] = "554 5.3.2 No SMTP service here (injected)",
-	[SINK_ST_HELO] = "550 5.7.1 Client rejected (injected)",
-	[SINK_ST_MAIL] = "550 5.7.1 Sender rejected (injected)",
-	[SINK_ST_RCPT] = "550 5.1.1 No such user (injected)",
-	[SINK_ST_DATA] = "554 5.3.0 Transaction failed (injected)",
-	[SINK_ST_DOT] = "554 5.6.0 Message rejected (injected)",
-};
-
-static void send_failure(struct sink_sess *s, enum sink_stage st, const char *wire,
+static void send_failure(struct smtpd_sess *s, enum smtpd_stage st, const char *wire,
 			 int code)
 {
 	vl_buf_appends(s->out, wire);
 	count_reply(s, code);
-	if (st == SINK_ST_CONNECT && code >= 500)
+	if (st == SMTPD_ST_CONNECT && code >= 500)
 		s->noservice = true;
-	else if (st == SINK_ST_CONNECT)
-		s->action = SINK_CLOSE;
+	else if (st == SMTPD_ST_CONNECT)
+		s->action = SMTPD_CLOSE;
 }
 
-static void drop(struct sink_sess *s)
+static void drop(struct smtpd_sess *s)
 {
-	s->action = SINK_DROP;
-	SINK_STAT_ADD(s->ctx->stats, drops, 1);
+	s->action = SMTPD_DROP;
+	SMTPD_STAT_ADD(s->ctx->stats, drops, 1);
 }
 
-/* Scripted rules first, then the fault dice. Returns true when the command
- * was answered here; *custom gets a rule's text for a successful reply. */
-static bool intercept(struct sink_sess *s, enum sink_stage st, const char *arg,
+/* A verdict other than DEFAULT or a success text, carried out. Returns
+ * true when the command was answered by it. */
+static bool carry_out(struct smtpd_sess *s, enum smtpd_stage st, struct smtpd_verdict v,
 		      const char **custom)
 {
-	const struct sink_conf *c = s->ctx->conf;
-	const struct sink_rule *r = find_rule(s, st, arg);
-	char wire[600];
-
-	*custom = NULL;
-	if (r) {
-		switch (r->kind) {
-		case SINK_RULE_DROP: drop(s); return true;
-		case SINK_RULE_STALL: s->state = SINK_S_STALL; return true;
-		case SINK_RULE_RAW: vl_buf_appends(s->out, r->reply); return true;
-		case SINK_RULE_REPLY:
-			if (r->code < 400) {
-				*custom = r->reply;
-				return false;
-			}
-			send_failure(s, st, r->reply, r->code);
-			return true;
-		}
-	}
-	if (st > SINK_ST_DOT)
+	switch (v.kind) {
+	case SMTPD_V_DEFAULT:
+	case SMTPD_V_PENDING: /* only the message and AUTH hooks may wait */
 		return false;
-	if (c->disconnect.stage == st && vl_chance(&s->ctx->rng, c->disconnect.pct)) {
-		drop(s);
-		return true;
-	}
-	const struct sink_fault *f[2] = {&c->permfail, &c->tempfail};
-	const char *const *texts[2] = {perm_text, temp_text};
-	for (int i = 0; i < 2; i++) {
-		if (f[i]->stage == st && vl_chance(&s->ctx->rng, f[i]->pct)) {
-			snprintf(wire, sizeof wire, "%s\r\n", texts[i][st]);
-			send_failure(s, st, wire, atoi(wire));
-			return true;
+	case SMTPD_V_DROP: drop(s); return true;
+	case SMTPD_V_STALL: s->state = SMTPD_S_STALL; return true;
+	case SMTPD_V_RAW: vl_buf_appends(s->out, v.text ? v.text : ""); return true;
+	case SMTPD_V_REPLY:
+		if (v.code < 400) {
+			*custom = v.text;
+			return false;
 		}
+		send_failure(s, st, v.text ? v.text : "554 5.3.0 Error\r\n", v.code);
+		return true;
 	}
 	return false;
 }
 
+/* The check hook's say on a command. Returns true when the command was
+ * answered here; *custom gets a hook's text for a successful reply. */
+static bool intercept(struct smtpd_sess *s, enum smtpd_stage st, const char *arg,
+		      const char **custom)
+{
+	const struct smtpd_hooks *h = s->ctx->hooks;
+
+	*custom = NULL;
+	if (!h || !h->check)
+		return false;
+	return carry_out(s, st, h->check(s->ctx->hook_arg, s, st, arg), custom);
+}
+
 /* ---- greeting, timeout, TLS ---- */
 
-enum sink_action sink_sess_greet(struct sink_sess *s)
+enum smtpd_action smtpd_sess_greet(struct smtpd_sess *s)
 {
-	const struct sink_conf *c = s->ctx->conf;
+	const struct smtpd_conf *c = s->ctx->conf;
 	const char *custom;
 
 	s->greeted = true;
 	if (c->max_conns && atomic_load_explicit(s->ctx->conns_open,
 						 memory_order_relaxed) > c->max_conns) {
-		SINK_STAT_ADD(s->ctx->stats, conns_refused, 1);
+		SMTPD_STAT_ADD(s->ctx->stats, conns_refused, 1);
 		reply(s, 421, "4.7.0 %s Error: too many connections", c->hostname);
 		return s->action;
 	}
-	if (intercept(s, SINK_ST_CONNECT, NULL, &custom))
+	if (intercept(s, SMTPD_ST_CONNECT, NULL, &custom))
 		return s->action;
 	if (custom)
 		vl_buf_appends(s->out, custom);
 	else
-		reply(s, 220, "%s ESMTP volley-sink", c->hostname);
+		reply(s, 220, "%s ESMTP %s", c->hostname, c->banner ? c->banner : "");
 	return s->action;
 }
 
-void sink_sess_timeout(struct sink_sess *s)
+void smtpd_sess_timeout(struct smtpd_sess *s)
 {
-	SINK_STAT_ADD(s->ctx->stats, timeouts, 1);
+	SMTPD_STAT_ADD(s->ctx->stats, timeouts, 1);
 	reply(s, 421, "4.4.2 %s Error: timeout exceeded", s->ctx->conf->hostname);
 }
 
-void sink_sess_tls_started(struct sink_sess *s, const char *version,
+void smtpd_sess_tls_started(struct smtpd_sess *s, const char *version,
 			   const char *cipher)
 {
 	txn_reset(s);
@@ -234,8 +180,8 @@ void sink_sess_tls_started(struct sink_sess *s, const char *version,
 	s->tls = true;
 	s->tls_version = version;
 	s->tls_cipher = cipher;
-	s->action = SINK_OK;
-	SINK_STAT_ADD(s->ctx->stats, tls_sessions, 1);
+	s->action = SMTPD_OK;
+	SMTPD_STAT_ADD(s->ctx->stats, tls_sessions, 1);
 }
 
 /* ---- address parsing ---- */
@@ -307,12 +253,12 @@ static const char *after_prefix(const char *arg, const char *prefix)
 
 /* ---- commands ---- */
 
-static void cmd_helo(struct sink_sess *s, const char *arg, bool extended)
+static void cmd_helo(struct smtpd_sess *s, const char *arg, bool extended)
 {
-	const struct sink_conf *c = s->ctx->conf;
+	const struct smtpd_conf *c = s->ctx->conf;
 	const char *custom;
 
-	if (extended && (c->disabled & SINK_NO_EHLO)) {
+	if (extended && (c->disabled & SMTPD_NO_EHLO)) {
 		client_error(s, 502, "5.5.1 Error: command not implemented");
 		return;
 	}
@@ -322,7 +268,7 @@ static void cmd_helo(struct sink_sess *s, const char *arg, bool extended)
 		return;
 	}
 	txn_reset(s);
-	if (intercept(s, SINK_ST_HELO, arg, &custom))
+	if (intercept(s, SMTPD_ST_HELO, arg, &custom))
 		return;
 	s->helo = true;
 	s->ehlo = extended;
@@ -336,21 +282,21 @@ static void cmd_helo(struct sink_sess *s, const char *arg, bool extended)
 		return;
 	}
 	vl_buf_printf(s->out, "250-%s greets %s\r\n", c->hostname, arg);
-	if (!(c->disabled & SINK_NO_PIPELINING))
+	if (!(c->disabled & SMTPD_NO_PIPELINING))
 		vl_buf_appends(s->out, "250-PIPELINING\r\n");
-	if (!(c->disabled & SINK_NO_SIZE))
+	if (!(c->disabled & SMTPD_NO_SIZE))
 		vl_buf_printf(s->out, "250-SIZE %llu\r\n", (unsigned long long)c->max_size);
-	if (!(c->disabled & SINK_NO_8BITMIME))
+	if (!(c->disabled & SMTPD_NO_8BITMIME))
 		vl_buf_appends(s->out, "250-8BITMIME\r\n");
-	if (!(c->disabled & SINK_NO_SMTPUTF8))
+	if (!(c->disabled & SMTPD_NO_SMTPUTF8))
 		vl_buf_appends(s->out, "250-SMTPUTF8\r\n");
-	if (c->tls && !s->tls)
+	if (c->starttls && !s->tls)
 		vl_buf_appends(s->out, "250-STARTTLS\r\n");
-	if (c->auth_user && s->tls)
+	if (c->auth && s->tls)
 		vl_buf_appends(s->out, "250-AUTH PLAIN LOGIN\r\n");
 	if (c->requiretls && s->tls)
 		vl_buf_appends(s->out, "250-REQUIRETLS\r\n");
-	if (!(c->disabled & SINK_NO_CHUNKING))
+	if (!(c->disabled & SMTPD_NO_CHUNKING))
 		vl_buf_appends(s->out, "250-CHUNKING\r\n");
 	vl_buf_appends(s->out, "250 ENHANCEDSTATUSCODES\r\n");
 }
@@ -358,7 +304,7 @@ static void cmd_helo(struct sink_sess *s, const char *arg, bool extended)
 /* MAIL parameters (RFC 1870, 6152, 6531, 8689). Returns false after
  * replying. REQUIRETLS is known only where it is offered: with
  * --requiretls, inside TLS. */
-static bool mail_params(struct sink_sess *s, const char *p)
+static bool mail_params(struct smtpd_sess *s, const char *p)
 {
 	char param[128];
 
@@ -377,9 +323,9 @@ static bool mail_params(struct sink_sess *s, const char *p)
 		p += n;
 		uint64_t size;
 		unsigned off = s->ctx->conf->disabled;
-		if ((off & SINK_NO_SIZE && !strncasecmp(param, "SIZE=", 5)) ||
-		    (off & SINK_NO_8BITMIME && !strncasecmp(param, "BODY=", 5)) ||
-		    (off & SINK_NO_SMTPUTF8 && !strcasecmp(param, "SMTPUTF8"))) {
+		if ((off & SMTPD_NO_SIZE && !strncasecmp(param, "SIZE=", 5)) ||
+		    (off & SMTPD_NO_8BITMIME && !strncasecmp(param, "BODY=", 5)) ||
+		    (off & SMTPD_NO_SMTPUTF8 && !strcasecmp(param, "SMTPUTF8"))) {
 			client_error(s, 555, "5.5.4 Unsupported parameter");
 			return false;
 		}
@@ -412,7 +358,7 @@ static bool mail_params(struct sink_sess *s, const char *p)
 	return true;
 }
 
-static void cmd_mail(struct sink_sess *s, const char *arg)
+static void cmd_mail(struct smtpd_sess *s, const char *arg)
 {
 	const char *p = after_prefix(arg, "FROM:");
 	char addr[MAX_PATH];
@@ -426,7 +372,11 @@ static void cmd_mail(struct sink_sess *s, const char *arg)
 		client_error(s, 503, "5.5.1 Error: nested MAIL command");
 		return;
 	}
-	if (s->ctx->conf->auth_user && !s->auth_user[0]) {
+	if (s->ctx->conf->auth && !s->tls) {
+		reply(s, 530, "5.7.0 Must issue a STARTTLS command first");
+		return;
+	}
+	if (s->ctx->conf->auth && !s->auth_user[0]) {
 		reply(s, 530, "5.7.0 Authentication required");
 		return;
 	}
@@ -446,7 +396,7 @@ static void cmd_mail(struct sink_sess *s, const char *arg)
 		reply(s, 553, "5.6.7 Non-ASCII address requires SMTPUTF8");
 		return;
 	}
-	if (intercept(s, SINK_ST_MAIL, addr, &custom))
+	if (intercept(s, SMTPD_ST_MAIL, addr, &custom))
 		return;
 	s->in_mail = true;
 	snprintf(s->mail_from, sizeof s->mail_from, "%s", addr);
@@ -456,7 +406,7 @@ static void cmd_mail(struct sink_sess *s, const char *arg)
 		reply(s, 250, "2.1.0 Ok");
 }
 
-static void cmd_rcpt(struct sink_sess *s, const char *arg)
+static void cmd_rcpt(struct smtpd_sess *s, const char *arg)
 {
 	const char *p = after_prefix(arg, "TO:");
 	char addr[MAX_PATH];
@@ -486,7 +436,7 @@ static void cmd_rcpt(struct sink_sess *s, const char *arg)
 		reply(s, 452, "4.5.3 Error: too many recipients");
 		return;
 	}
-	if (intercept(s, SINK_ST_RCPT, addr, &custom))
+	if (intercept(s, SMTPD_ST_RCPT, addr, &custom))
 		return;
 	vl_buf_append(&s->rcpts, addr, strlen(addr) + 1);
 	s->nrcpt++;
@@ -496,7 +446,7 @@ static void cmd_rcpt(struct sink_sess *s, const char *arg)
 		reply(s, 250, "2.1.5 Ok");
 }
 
-static void start_message(struct sink_sess *s)
+static void start_message(struct smtpd_sess *s)
 {
 	vl_buf_reset(&s->msg);
 	s->msg_size = 0;
@@ -506,7 +456,7 @@ static void start_message(struct sink_sess *s)
 	s->dstate = D_BOL;
 }
 
-static bool txn_ready(struct sink_sess *s)
+static bool txn_ready(struct smtpd_sess *s)
 {
 	if (!s->in_mail) {
 		client_error(s, 503, "5.5.1 Error: need MAIL command");
@@ -519,7 +469,7 @@ static bool txn_ready(struct sink_sess *s)
 	return true;
 }
 
-static void cmd_data(struct sink_sess *s, const char *arg)
+static void cmd_data(struct smtpd_sess *s, const char *arg)
 {
 	const char *custom;
 
@@ -533,34 +483,34 @@ static void cmd_data(struct sink_sess *s, const char *arg)
 	}
 	if (!txn_ready(s))
 		return;
-	if (intercept(s, SINK_ST_DATA, NULL, &custom))
+	if (intercept(s, SMTPD_ST_DATA, NULL, &custom))
 		return;
 	start_message(s);
-	s->state = SINK_S_DATA;
+	s->state = SMTPD_S_DATA;
 	if (custom)
 		vl_buf_appends(s->out, custom);
 	else
 		reply(s, 354, "End data with <CR><LF>.<CR><LF>");
 }
 
-static void bdat_chunk_done(struct sink_sess *s);
+static void bdat_chunk_done(struct smtpd_sess *s);
 
-static void cmd_bdat(struct sink_sess *s, const char *arg)
+static void cmd_bdat(struct smtpd_sess *s, const char *arg)
 {
 	char num[32];
 	uint64_t n;
 	size_t len = arg ? strcspn(arg, " ") : 0;
 	const char *rest = arg ? arg + len : NULL;
 
-	if (s->ctx->conf->disabled & SINK_NO_CHUNKING) {
+	if (s->ctx->conf->disabled & SMTPD_NO_CHUNKING) {
 		client_error(s, 502, "5.5.1 Error: command not implemented");
-		s->action = SINK_CLOSE; /* a chunk may follow: cannot go on */
+		s->action = SMTPD_CLOSE; /* a chunk may follow: cannot go on */
 		return;
 	}
 	/* Without a size we cannot find the next command in the stream. */
 	if (!arg || len == 0 || len >= sizeof num) {
 		client_error(s, 501, "5.5.4 Syntax: BDAT size [LAST]");
-		s->action = SINK_CLOSE;
+		s->action = SMTPD_CLOSE;
 		return;
 	}
 	memcpy(num, arg, len);
@@ -569,7 +519,7 @@ static void cmd_bdat(struct sink_sess *s, const char *arg)
 		rest++;
 	if (vl_parse_u64(num, &n) < 0 || (*rest && strcasecmp(rest, "LAST") != 0)) {
 		client_error(s, 501, "5.5.4 Syntax: BDAT size [LAST]");
-		s->action = SINK_CLOSE;
+		s->action = SMTPD_CLOSE;
 		return;
 	}
 	/* RFC 3030: a chunk is always read, even when it will be refused. */
@@ -580,12 +530,12 @@ static void cmd_bdat(struct sink_sess *s, const char *arg)
 	}
 	s->bdat_left = n;
 	s->bdat_last = *rest != '\0';
-	s->state = SINK_S_BDAT;
+	s->state = SMTPD_S_BDAT;
 	if (n == 0)
 		bdat_chunk_done(s);
 }
 
-static void cmd_starttls(struct sink_sess *s, const char *arg)
+static void cmd_starttls(struct smtpd_sess *s, const char *arg)
 {
 	const char *custom;
 
@@ -593,7 +543,7 @@ static void cmd_starttls(struct sink_sess *s, const char *arg)
 		client_error(s, 501, "5.5.4 Syntax: STARTTLS");
 		return;
 	}
-	if (!s->ctx->conf->tls) {
+	if (!s->ctx->conf->starttls) {
 		client_error(s, 502, "5.5.1 Error: command not implemented");
 		return;
 	}
@@ -601,42 +551,42 @@ static void cmd_starttls(struct sink_sess *s, const char *arg)
 		client_error(s, 503, "5.5.1 Error: TLS already active");
 		return;
 	}
-	if (intercept(s, SINK_ST_STARTTLS, NULL, &custom))
+	if (intercept(s, SMTPD_ST_STARTTLS, NULL, &custom))
 		return;
 	if (custom)
 		vl_buf_appends(s->out, custom);
 	else
 		reply(s, 220, "2.0.0 Ready to start TLS");
-	s->action = SINK_STARTTLS;
+	s->action = SMTPD_STARTTLS;
 }
 
 /* RSET, NOOP, QUIT, VRFY: the simple ones. */
-static void cmd_simple(struct sink_sess *s, enum sink_stage st, const char *arg)
+static void cmd_simple(struct smtpd_sess *s, enum smtpd_stage st, const char *arg)
 {
 	const char *custom;
 
-	if ((st == SINK_ST_RSET || st == SINK_ST_QUIT) && arg) {
+	if ((st == SMTPD_ST_RSET || st == SMTPD_ST_QUIT) && arg) {
 		client_error(s, 501, "5.5.4 Syntax: no parameters allowed");
 		return;
 	}
-	if (st == SINK_ST_VRFY && !arg) {
+	if (st == SMTPD_ST_VRFY && !arg) {
 		client_error(s, 501, "5.5.4 Syntax: VRFY address");
 		return;
 	}
 	if (intercept(s, st, arg, &custom))
 		return;
-	if (st == SINK_ST_RSET)
+	if (st == SMTPD_ST_RSET)
 		txn_reset(s);
 	if (custom)
 		vl_buf_appends(s->out, custom);
-	else if (st == SINK_ST_QUIT)
+	else if (st == SMTPD_ST_QUIT)
 		reply(s, 221, "2.0.0 Bye");
-	else if (st == SINK_ST_VRFY)
+	else if (st == SMTPD_ST_VRFY)
 		reply(s, 252, "2.0.0 Cannot VRFY user, but will accept message");
 	else
 		reply(s, 250, "2.0.0 Ok");
-	if (st == SINK_ST_QUIT)
-		s->action = SINK_CLOSE;
+	if (st == SMTPD_ST_QUIT)
+		s->action = SMTPD_CLOSE;
 }
 
 /* ---- AUTH PLAIN and LOGIN (RFC 4954), only inside TLS ---- */
@@ -661,20 +611,49 @@ static int b64_decode(const char *in, char *out, size_t outlen)
 	return len;
 }
 
-static void auth_result(struct sink_sess *s, const char *user, const char *pass)
+static void auth_refused(struct smtpd_sess *s, const char *text)
 {
-	const struct sink_conf *c = s->ctx->conf;
+	SMTPD_STAT_ADD(s->ctx->stats, auth_failed, 1);
+	if (text)
+		vl_buf_appends(s->out, text), count_reply(s, 535);
+	else
+		reply(s, 535, "5.7.8 Error: authentication failed");
+}
+
+static void auth_granted(struct smtpd_sess *s, const char *user, const char *text)
+{
+	SMTPD_STAT_ADD(s->ctx->stats, auth_ok, 1);
+	snprintf(s->auth_user, sizeof s->auth_user, "%s", user);
+	if (text)
+		vl_buf_appends(s->out, text);
+	else
+		reply(s, 235, "2.7.0 Authentication successful");
+}
+
+/* The credentials go to the auth hook, which may answer later. */
+static void auth_result(struct smtpd_sess *s, const char *user, const char *pass)
+{
+	const struct smtpd_hooks *h = s->ctx->hooks;
+	struct smtpd_verdict v = { SMTPD_V_DEFAULT, 0, NULL };
 
 	s->auth_step = AUTH_NONE;
-	if (strcmp(user, c->auth_user) == 0 && strcmp(pass, c->auth_pass) == 0) {
-		snprintf(s->auth_user, sizeof s->auth_user, "%s", user);
-		reply(s, 235, "2.7.0 Authentication successful");
+	if (h && h->auth && *user)
+		v = h->auth(s->ctx->hook_arg, s, user, pass);
+	if (v.kind == SMTPD_V_PENDING) {
+		snprintf(s->wait_user, sizeof s->wait_user, "%s", user);
+		s->wait_stage = SMTPD_ST_COUNT;
+		s->state = SMTPD_S_WAIT;
+		s->action = SMTPD_WAIT;
+	} else if (v.kind == SMTPD_V_REPLY && v.code >= 200 && v.code < 300) {
+		auth_granted(s, user, v.text);
+	} else if (v.kind == SMTPD_V_DROP) {
+		drop(s);
 	} else {
-		reply(s, 535, "5.7.8 Error: authentication failed");
+		auth_refused(s, v.kind == SMTPD_V_REPLY ? v.text : NULL);
 	}
 }
 
-static void auth_plain(struct sink_sess *s, const char *b64)
+static void auth_plain(struct smtpd_sess *s, const char *b64)
 {
 	char buf[768];
 	int n = b64_decode(b64, buf, sizeof buf);
@@ -691,7 +670,7 @@ static void auth_plain(struct sink_sess *s, const char *b64)
 }
 
 /* A line of an AUTH exchange in progress. */
-static void auth_line(struct sink_sess *s, const char *line)
+static void auth_line(struct smtpd_sess *s, const char *line)
 {
 	char user[256], buf[256];
 
@@ -720,7 +699,7 @@ static void auth_line(struct sink_sess *s, const char *line)
 	auth_result(s, user, buf);
 }
 
-static void cmd_auth(struct sink_sess *s, const char *arg)
+static void cmd_auth(struct smtpd_sess *s, const char *arg)
 {
 	char mech[32] = "";
 	const char *resp = NULL;
@@ -752,7 +731,7 @@ static void cmd_auth(struct sink_sess *s, const char *arg)
 	}
 }
 
-static void command(struct sink_sess *s, char *line)
+static void command(struct smtpd_sess *s, char *line)
 {
 	char *arg;
 
@@ -769,7 +748,7 @@ static void command(struct sink_sess *s, char *line)
 	}
 	if (s->noservice) {
 		if (strcasecmp(line, "QUIT") == 0)
-			cmd_simple(s, SINK_ST_QUIT, NULL);
+			cmd_simple(s, SMTPD_ST_QUIT, NULL);
 		else if (strcasecmp(line, "BDAT") == 0)
 			cmd_bdat(s, arg); /* its chunk is read and refused, never run */
 		else
@@ -789,18 +768,18 @@ static void command(struct sink_sess *s, char *line)
 	else if (strcasecmp(line, "BDAT") == 0)
 		cmd_bdat(s, arg);
 	else if (strcasecmp(line, "RSET") == 0)
-		cmd_simple(s, SINK_ST_RSET, arg);
+		cmd_simple(s, SMTPD_ST_RSET, arg);
 	else if (strcasecmp(line, "NOOP") == 0)
-		cmd_simple(s, SINK_ST_NOOP, arg);
+		cmd_simple(s, SMTPD_ST_NOOP, arg);
 	else if (strcasecmp(line, "QUIT") == 0)
-		cmd_simple(s, SINK_ST_QUIT, arg);
+		cmd_simple(s, SMTPD_ST_QUIT, arg);
 	else if (strcasecmp(line, "VRFY") == 0)
-		cmd_simple(s, SINK_ST_VRFY, arg);
+		cmd_simple(s, SMTPD_ST_VRFY, arg);
 	else if (strcasecmp(line, "STARTTLS") == 0)
 		cmd_starttls(s, arg);
 	else if (strcasecmp(line, "HELP") == 0)
-		reply(s, 214, "2.0.0 volley-sink, see docs/sink.md");
-	else if (strcasecmp(line, "AUTH") == 0 && s->ctx->conf->auth_user)
+		reply(s, 214, "2.0.0 %s", s->ctx->conf->banner ? s->ctx->conf->banner : "SMTP");
+	else if (strcasecmp(line, "AUTH") == 0 && s->ctx->conf->auth)
 		cmd_auth(s, arg);
 	else if (strcasecmp(line, "EXPN") == 0 || strcasecmp(line, "AUTH") == 0 ||
 		 strcasecmp(line, "ETRN") == 0 || strcasecmp(line, "TURN") == 0)
@@ -810,12 +789,12 @@ static void command(struct sink_sess *s, char *line)
 }
 
 /* One command line; returns the bytes used. */
-static size_t feed_line(struct sink_sess *s, const char *in, size_t len)
+static size_t feed_line(struct smtpd_sess *s, const char *in, size_t len)
 {
 	const char *nl = memchr(in, '\n', len);
 	size_t n = nl ? (size_t)(nl - in) : len;
 
-	if (s->line_overflow || s->line_len + n + (nl ? 1 : 0) > SINK_LINE_MAX) {
+	if (s->line_overflow || s->line_len + n + (nl ? 1 : 0) > SMTPD_LINE_MAX) {
 		s->line_overflow = true;
 		s->line_len = 0;
 	} else {
@@ -844,62 +823,102 @@ static size_t feed_line(struct sink_sess *s, const char *in, size_t len)
 
 /* ---- message content ---- */
 
-static void data_emit(struct sink_sess *s, const char *p, size_t n)
+/* strict_data: a CR or LF outside a CRLF pair, or a NUL, spoils the
+ * message (refused at its end: what a bare LF means differs from one
+ * server to the next, the root of SMTP smuggling). */
+static void data_scan(struct smtpd_sess *s, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char ch = p[i];
+		if ((s->scan_cr && ch != '\n') || (ch == '\n' && !s->scan_cr))
+			s->data_bad_eol = true;
+		s->data_nul |= ch == '\0';
+		s->scan_cr = ch == '\r';
+	}
+}
+
+static void data_emit(struct smtpd_sess *s, const char *p, size_t n)
 {
 	s->msg_size += n;
 	if (s->msg_size > s->ctx->conf->max_size)
 		s->data_too_big = true;
-	if (s->ctx->store && !s->data_too_big)
+	if (s->ctx->conf->strict_data)
+		data_scan(s, p, n);
+	if (s->ctx->conf->keep_message && !s->data_too_big)
 		vl_buf_append(&s->msg, p, n);
 }
 
-static void make_id(struct sink_sess *s, char *id, size_t len)
+static void make_id(struct smtpd_sess *s)
 {
-	snprintf(id, len, "%llx.w%u.%llu", (unsigned long long)vl_now_ns(),
+	snprintf(s->msg_id, sizeof s->msg_id, "%llx.w%u.%llu", (unsigned long long)vl_now_ns(),
 		 s->ctx->worker, (unsigned long long)++s->ctx->next_id);
 }
 
-static void finish_message(struct sink_sess *s)
+/* The message is taken: counted, answered with text or the default. */
+static void accepted(struct smtpd_sess *s, const char *text)
 {
-	const char *custom;
-	char id[64];
+	SMTPD_STAT_ADD(s->ctx->stats, messages, 1);
+	SMTPD_STAT_ADD(s->ctx->stats, recipients, (uint64_t)s->nrcpt);
+	SMTPD_STAT_ADD(s->ctx->stats, bytes, s->msg_size);
+	if (text)
+		vl_buf_appends(s->out, text);
+	else
+		reply(s, 250, "2.0.0 Ok: queued as %s", s->msg_id);
+}
 
-	if (s->data_long_line) {
-		reply(s, 554, "5.6.0 Error: message has a line over 998 octets");
-	} else if (s->data_too_big) {
-		reply(s, 552, "5.3.4 Error: message size exceeds fixed limit");
-	} else if (!intercept(s, SINK_ST_DOT, NULL, &custom)) {
-		make_id(s, id, sizeof id);
-		struct sink_envelope env = {
-			.id = id, .mail_from = s->mail_from, .rcpts = s->rcpts.p,
-			.nrcpt = s->nrcpt, .helo = s->helo_name, .body = s->body,
-			.smtputf8 = s->smtputf8, .chunking = s->chunking,
-			.requiretls = s->requiretls,
-			.tls_version = s->tls_version, .tls_cipher = s->tls_cipher,
-			.tls_resumed = s->tls_resumed,
-			.peer = s->peer, .local = s->local,
-			.auth = s->auth_user[0] ? s->auth_user : NULL,
-		};
-		if (s->ctx->store &&
-		    sink_store_put(s->ctx->store, &env, s->msg.p, s->msg.len) < 0) {
-			reply(s, 451, "4.3.0 Error: cannot store message");
-		} else {
-			SINK_STAT_ADD(s->ctx->stats, messages, 1);
-			SINK_STAT_ADD(s->ctx->stats, recipients, (uint64_t)s->nrcpt);
-			SINK_STAT_ADD(s->ctx->stats, bytes, s->msg_size);
-			if (custom)
-				vl_buf_appends(s->out, custom);
-			else
-				reply(s, 250, "2.0.0 Ok: queued as %s", id);
-		}
+static const char *content_fault(const struct smtpd_sess *s)
+{
+	if (s->data_long_line)
+		return "554 5.6.0 Error: message has a line over 998 octets\r\n";
+	if (s->data_too_big)
+		return "552 5.3.4 Error: message size exceeds fixed limit\r\n";
+	if (s->data_nul)
+		return "554 5.6.0 Error: message contains a NUL octet\r\n";
+	if (s->data_bad_eol || s->scan_cr)
+		return "554 5.6.11 Error: message contains a bare CR or LF\r\n";
+	return NULL;
+}
+
+static void finish_message(struct smtpd_sess *s)
+{
+	const struct smtpd_hooks *h = s->ctx->hooks;
+	struct smtpd_verdict v = { SMTPD_V_DEFAULT, 0, NULL };
+	const char *fault = content_fault(s), *custom = NULL;
+
+	if (fault) {
+		vl_buf_appends(s->out, fault);
+		count_reply(s, atoi(fault));
+		txn_reset(s);
+		return;
 	}
+	make_id(s);
+	struct smtpd_envelope env = {
+		.id = s->msg_id, .mail_from = s->mail_from, .rcpts = s->rcpts.p,
+		.nrcpt = s->nrcpt, .helo = s->helo_name, .body = s->body,
+		.smtputf8 = s->smtputf8, .chunking = s->chunking,
+		.requiretls = s->requiretls,
+		.tls_version = s->tls_version, .tls_cipher = s->tls_cipher,
+		.tls_resumed = s->tls_resumed,
+		.peer = s->peer, .local = s->local,
+		.auth = s->auth_user[0] ? s->auth_user : NULL,
+	};
+	if (h && h->message)
+		v = h->message(s->ctx->hook_arg, s, &env, s->msg.p ? s->msg.p : "", s->msg.len);
+	if (v.kind == SMTPD_V_PENDING) {
+		s->wait_stage = SMTPD_ST_DOT;
+		s->state = SMTPD_S_WAIT;
+		s->action = SMTPD_WAIT;
+		return;     /* the transaction stays until the answer */
+	}
+	if (!carry_out(s, SMTPD_ST_DOT, v, &custom) && s->state != SMTPD_S_STALL)
+		accepted(s, custom);
 	txn_reset(s);
 }
 
 /* DATA content up to CRLF.CRLF, unstuffing leading dots (RFC 5321 4.5.2).
  * Only CRLF ends a line here: a bare LF never starts the end marker, so
  * "\n.\n" tricks (SMTP smuggling) do not end the message early. */
-static size_t feed_data(struct sink_sess *s, const char *in, size_t len)
+static size_t feed_data(struct smtpd_sess *s, const char *in, size_t len)
 {
 	size_t i = 0;
 
@@ -925,7 +944,7 @@ static size_t feed_data(struct sink_sess *s, const char *in, size_t len)
 			break;
 		case D_DOTCR:
 			if (in[i] == '\n') {
-				s->state = SINK_S_CMD;
+				s->state = SMTPD_S_CMD;
 				finish_message(s);
 				return i + 1;
 			}
@@ -940,7 +959,7 @@ static size_t feed_data(struct sink_sess *s, const char *in, size_t len)
 			bool crlf = nl && (n >= 2 ? in[i + n - 2] == '\r' : s->data_cr);
 			data_emit(s, in + i, n);
 			s->data_line += n;
-			if (s->data_line > SINK_LINE_MAX)
+			if (s->data_line > SMTPD_LINE_MAX)
 				s->data_long_line = true;
 			s->data_cr = in[i + n - 1] == '\r';
 			if (nl) {
@@ -956,9 +975,9 @@ static size_t feed_data(struct sink_sess *s, const char *in, size_t len)
 	return len;
 }
 
-static void bdat_chunk_done(struct sink_sess *s)
+static void bdat_chunk_done(struct smtpd_sess *s)
 {
-	s->state = SINK_S_CMD;
+	s->state = SMTPD_S_CMD;
 	if (s->bdat_discard) {
 		client_error(s, 503, "5.5.1 Error: no valid transaction for BDAT");
 	} else if (s->data_too_big) {
@@ -972,7 +991,7 @@ static void bdat_chunk_done(struct sink_sess *s)
 	}
 }
 
-static size_t feed_bdat(struct sink_sess *s, const char *in, size_t len)
+static size_t feed_bdat(struct smtpd_sess *s, const char *in, size_t len)
 {
 	size_t n = len < s->bdat_left ? len : (size_t)s->bdat_left;
 
@@ -988,34 +1007,106 @@ static size_t feed_bdat(struct sink_sess *s, const char *in, size_t len)
  * input behind a complete command is refused, as Postfix's
  * reject_unauth_pipelining does, so tests catch a client that pipelines
  * anyway. */
-static bool improper_pipelining(struct sink_sess *s, bool more)
+static bool improper_pipelining(struct smtpd_sess *s, bool more)
 {
-	if (!more || !(s->ctx->conf->disabled & SINK_NO_PIPELINING) ||
-	    s->line_len || s->action != SINK_OK ||
-	    !(s->state == SINK_S_CMD || s->state == SINK_S_DATA))
+	if (!more || !(s->ctx->conf->disabled & SMTPD_NO_PIPELINING) ||
+	    s->line_len || s->action != SMTPD_OK ||
+	    !(s->state == SMTPD_S_CMD || s->state == SMTPD_S_DATA))
 		return false;
 	reply(s, 554, "5.5.0 Error: improper use of SMTP command pipelining");
-	SINK_STAT_ADD(s->ctx->stats, errors, 1);
-	s->action = SINK_CLOSE;
+	SMTPD_STAT_ADD(s->ctx->stats, errors, 1);
+	s->action = SMTPD_CLOSE;
 	return true;
 }
 
-size_t sink_sess_feed(struct sink_sess *s, const char *in, size_t len)
+size_t smtpd_sess_feed(struct smtpd_sess *s, const char *in, size_t len)
 {
 	size_t i = 0;
 
-	while (i < len && s->action == SINK_OK) {
+	while (i < len && s->action == SMTPD_OK) {
 		switch (s->state) {
-		case SINK_S_CMD:
+		case SMTPD_S_CMD:
 			i += feed_line(s, in + i, len - i);
 			if (improper_pipelining(s, i < len))
 				return len;
 			break;
-		case SINK_S_DATA: i += feed_data(s, in + i, len - i); break;
-		case SINK_S_BDAT: i += feed_bdat(s, in + i, len - i); break;
-		case SINK_S_STALL:
-		case SINK_S_CLOSED: return len;
+		case SMTPD_S_DATA: i += feed_data(s, in + i, len - i); break;
+		case SMTPD_S_BDAT: i += feed_bdat(s, in + i, len - i); break;
+		case SMTPD_S_WAIT: return i;
+		case SMTPD_S_STALL:
+		case SMTPD_S_CLOSED: return len;
 		}
 	}
 	return i;
+}
+
+/* ---- answers that came later ---- */
+
+void smtpd_sess_apply(struct smtpd_sess *s, int code, const char *text)
+{
+	if (s->state != SMTPD_S_WAIT)
+		return;
+	s->state = SMTPD_S_CMD;
+	s->action = SMTPD_OK;
+	if (s->wait_stage == SMTPD_ST_DOT) {
+		if (code >= 200 && code < 300) {
+			accepted(s, text);
+		} else if (text) {
+			vl_buf_appends(s->out, text);
+			count_reply(s, code);
+		} else {
+			reply(s, code, "%s", code >= 500 ? "5.3.0 Error: message refused"
+						 : "4.3.0 Error: message not stored, try again");
+		}
+		txn_reset(s);
+	} else if (code >= 200 && code < 300) {
+		auth_granted(s, s->wait_user, text);
+	} else if (code == 421) {
+		reply(s, 421, "4.7.0 %s Error: too many failed authentications",
+		      s->ctx->conf->hostname);
+	} else {
+		auth_refused(s, text);
+	}
+	s->wait_user[0] = '\0';
+}
+
+void smtpd_sess_resume(struct smtpd_sess *s, int code, const char *text)
+{
+	if (s->mbox)
+		smtpd_mbox_post(s->mbox, s, code, text);
+	else
+		smtpd_sess_apply(s, code, text);
+}
+
+const char *smtpd_reply_fmt(char *out, size_t outlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(out, outlen, "%d ", code);
+
+	va_start(ap, fmt);
+	if (n > 0 && (size_t)n < outlen)
+		n += vsnprintf(out + n, outlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n + 3 > outlen)
+		n = outlen >= 3 ? (int)outlen - 3 : 0;
+	/* a value put into the text must not end the reply early */
+	for (int i = 0; i < n; i++)
+		if (out[i] == '\r' || out[i] == '\n')
+			out[i] = ' ';
+	memcpy(out + n, "\r\n", 3);
+	return out;
+}
+
+void smtpd_stats_sum(struct smtpd_stats *sum, struct smtpd_stats *const *each, int n)
+{
+	_Atomic uint64_t *d = (_Atomic uint64_t *)sum;
+	size_t fields = sizeof *sum / sizeof(_Atomic uint64_t);
+
+	memset(sum, 0, sizeof *sum);
+	for (int i = 0; i < n; i++) {
+		const _Atomic uint64_t *src = (const _Atomic uint64_t *)each[i];
+		for (size_t f = 0; f < fields; f++)
+			atomic_fetch_add_explicit(&d[f], atomic_load_explicit(&src[f],
+					memory_order_relaxed), memory_order_relaxed);
+	}
 }
