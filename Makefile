@@ -196,9 +196,11 @@ fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
-		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http
+		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
+		-o build/fuzz/fuzz_smtpd_sub $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(CONFIG_SRC) $(MESSAGE_SRC) scheduler/spool.c \
@@ -212,6 +214,9 @@ fuzz: $(SCHED_GEN)
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 		build/fuzz/corpus-sink
+	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-smtpd-sub/
+	build/fuzz/fuzz_smtpd_sub -max_total_time=$(FUZZ_TIME) -max_len=4096 \
+		build/fuzz/corpus-smtpd-sub
 	build/fuzz/fuzz_engine_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 		build/fuzz/corpus-engine
 	cp tests/fuzz/seeds/intake/* build/fuzz/corpus-intake/
