@@ -200,7 +200,7 @@ fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
-		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http
+		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-submit
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
@@ -212,6 +212,8 @@ fuzz: $(SCHED_GEN)
 	$(FUZZ_CC) tests/fuzz/fuzz_sts.c $(FUZZ_SRC) -o build/fuzz/fuzz_sts $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_tlsrpt.c $(TLSRPT_SRC) $(COMMON_SRC) -o build/fuzz/fuzz_tlsrpt $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_http.c api/http1.c $(COMMON_SRC) -o build/fuzz/fuzz_http $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_submit_prep.c $(MESSAGE_SRC) $(COMMON_SRC) \
+		-o build/fuzz/fuzz_submit_prep $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -233,6 +235,8 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_tlsrpt -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-tlsrpt
 	cp tests/fuzz/seeds/http/* build/fuzz/corpus-http/
 	build/fuzz/fuzz_http -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-http
+	cp tests/fuzz/seeds/submit/* build/fuzz/corpus-submit/
+	build/fuzz/fuzz_submit_prep -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-submit
 
 clean:
 	rm -rf build
