@@ -289,7 +289,8 @@ static void *racer(void *arg)
 	for (int i = 0; i < 20; i++) {
 		r->ok += sub_users_verify(r->u, "app", "pw", NULL) == 0;
 		r->ok += sub_users_verify(r->u, "app", "bad", NULL) == -1;
-		r->ok += sub_users_verify(r->u, "ghost", "pw", NULL) == -1;
+		/* an unknown name costs a yescrypt (~0.1 s): a few only */
+		r->ok += i >= 2 || sub_users_verify(r->u, "ghost", "pw", NULL) == -1;
 	}
 	return NULL;
 }
@@ -314,7 +315,7 @@ Test(submit_users, verify_from_many_threads)
 	}
 	sub_users_stats(u, vl_now_ms(), &st);
 	cr_assert_eq(st.verified, 80);
-	cr_assert_eq(st.failed, 160);
+	cr_assert_eq(st.failed, 88);
 	cr_assert_geq(st.cache_hits, 76);
 	sub_users_free(u);
 }
