@@ -12,6 +12,8 @@ CFLAGS  = -std=c17 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE \
 LDFLAGS = $(SAN) -pthread -lm
 # Every binary links common/ (liburing, libconfig) and what its modules use.
 LIBS    = $$(pkg-config --libs liburing openssl libconfig jansson libcares)
+# libxcrypt's crypt_r: the submission users' password hashes (submit/).
+CRYPT_LIBS = -lcrypt
 
 # One folder a module; a program's own files are its folder (volleyd/, cli/)
 # or its main.c beside the module it drives (sink/main.c).
@@ -25,6 +27,7 @@ ENGINE_SRC := $(wildcard engine/*.c)
 STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
 API_SRC    := $(wildcard api/*.c)
+SUBMIT_SRC := $(wildcard submit/*.c)
 SINK_SRC   := $(wildcard sink/sink_*.c)
 SMTPD_SRC  := $(wildcard smtpd/*.c)
 CLI_SRC    := $(wildcard cli/*.c)
@@ -46,6 +49,7 @@ STS_OBJ    := $(call obj,$(STS_SRC))
 SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
 SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
 API_OBJ    := $(call obj,$(API_SRC))
+SUBMIT_OBJ := $(call obj,$(SUBMIT_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 SMTPD_OBJ  := $(call obj,$(SMTPD_SRC))
 
@@ -112,17 +116,19 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
-$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
+$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
 		$(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) -ljemalloc
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
+		$(CRYPT_LIBS) -ljemalloc
 
-$(BUILD)/volley: $(call obj,$(CLI_SRC)) $(COMMON_OBJ)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
+$(BUILD)/volley: $(call obj,$(CLI_SRC)) $(SUBMIT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \
+		$(CRYPT_LIBS)
 
 # The layout's rules first (docs/architecture.md), then every test.
 test: all
@@ -196,7 +202,7 @@ fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
-		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub
+		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
@@ -210,6 +216,8 @@ fuzz: $(SCHED_GEN)
 	$(FUZZ_CC) tests/fuzz/fuzz_sts.c $(FUZZ_SRC) -o build/fuzz/fuzz_sts $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_tlsrpt.c $(TLSRPT_SRC) $(COMMON_SRC) -o build/fuzz/fuzz_tlsrpt $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_http.c api/http1.c $(COMMON_SRC) -o build/fuzz/fuzz_http $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_submit_prep.c $(MESSAGE_SRC) $(COMMON_SRC) \
+		-o build/fuzz/fuzz_submit_prep $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -234,6 +242,8 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_tlsrpt -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-tlsrpt
 	cp tests/fuzz/seeds/http/* build/fuzz/corpus-http/
 	build/fuzz/fuzz_http -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-http
+	cp tests/fuzz/seeds/submit/* build/fuzz/corpus-submit/
+	build/fuzz/fuzz_submit_prep -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-submit
 
 clean:
 	rm -rf build

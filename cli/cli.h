@@ -132,6 +132,7 @@ int cli_tls_check(const struct cli *c);
 int cli_tls_report(const struct cli *c);
 int cli_suppression(const struct cli *c);   /* list, add, remove, import */
 int cli_dkim(int argc, char **argv);  /* "volley dkim ...": argv[0] is "dkim" */
+int cli_user(int argc, char **argv);  /* "volley user ...": the users file, no daemon */
 /* Poll the job until done (cli_wait.c). */
 int cli_wait_job(const struct cli *c, const char *id);
 

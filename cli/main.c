@@ -130,6 +130,7 @@ static void usage(FILE *out)
 		fprintf(out, "  volley %s\n", cmds[i].usage);
 	fputs("  volley dkim keygen --domain D --selector S [--algorithm rsa|ed25519] "
 	      "[--bits N] [--out DIR]\n", out);
+	fputs("  volley user add|del|list [--users FILE] [NAME]\n", out);
 	fputs("\n'volley COMMAND --help' (or 'volley help COMMAND') explains one command.\n"
 	      "exit codes: 0 ok, 1 the daemon reported a failure, 2 usage, "
 	      "3 daemon not reachable, 130 interrupted.\nSee volley(1), docs/cli.md.\n", out);
@@ -255,6 +256,8 @@ static int cmd_help(const char *name)
 {
 	const struct cmd *k = find_cmd(name);
 
+	if (!k && !strcmp(name, "user"))
+		return cli_user(2, (char *[]){"user", "--help", NULL}) == CLI_OK ? 1 : -1;
 	if (!k && strcmp(name, "dkim")) {
 		cli_err("unknown command %s (see volley --help)", name);
 		return -1;
@@ -309,6 +312,9 @@ int main(int argc, char **argv)
 	/* dkim has its own options and needs no daemon (cli_dkim.c). */
 	if (argc > 1 && !strcmp(argv[1], "dkim"))
 		return cli_dkim(argc - 1, argv + 1);
+	/* user edits the submission users file, no daemon either (cli_user.c). */
+	if (argc > 1 && !strcmp(argv[1], "user"))
+		return cli_user(argc - 1, argv + 1);
 	struct cli c = {0};
 	unsigned used = 0;
 	int r = parse(&c, argc, argv, &used);

@@ -145,7 +145,8 @@ static const struct key top_keys[] = {
 };
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
-					  "provider_defaults", "tls_rpt", "log", NULL };
+					  "provider_defaults", "tls_rpt", "log", "submission",
+					  "feedback", NULL };
 
 static const struct key timeout_keys[] = {
 	KEY("connect", K_DUR, struct cfg, timeouts.connect),
@@ -541,6 +542,454 @@ static void add_providers(struct cfg *c)
 	}
 }
 
+/* ---- submission and feedback: the SMTP listeners ---- */
+
+bool cfg_user_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > CFG_USER_NAME_MAX)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._@+-", *s))
+			return false;
+	return true;
+}
+
+void cfg_sub_settings_init(struct cfg_sub_settings *s)
+{
+	memset(s, 0, sizeof *s);
+	s->dkim = s->max_recipients = -1;
+}
+
+void cfg_sub_settings_free(struct cfg_sub_settings *s)
+{
+	for (size_t i = 0; i < s->nfrom_domains; i++)
+		free(s->from_domains[i]);
+	free(s->from_domains);
+	free(s->campaign);
+	free(s->priority);
+	free(s->rate_limit);
+	cfg_sub_settings_init(s);
+}
+
+/* A glob of From domains: what a domain name holds (UTF-8 too) and '*',
+ * '?'; nothing that would end a list or an address. */
+static bool domain_glob_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 253)
+		return false;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x80 && !isalnum(c) && !strchr(".-_*?", c))
+			return false;
+	}
+	return true;
+}
+
+static int sub_fail(char *err, size_t errlen, const char **bad, const char *key,
+		    const char *what)
+{
+	*bad = key;
+	snprintf(err, errlen, "%s", what);
+	return -1;
+}
+
+int cfg_sub_settings_check(const struct cfg_sub_settings *s, const char **bad,
+			   char *err, size_t errlen)
+{
+	double r;
+
+	for (size_t i = 0; i < s->nfrom_domains; i++)
+		if (!domain_glob_ok(s->from_domains[i]))
+			return sub_fail(err, errlen, bad, "from_domains", "expected domain "
+					"names or globs such as \"*.example.com\"");
+	if (s->campaign) {
+		size_t n = strlen(s->campaign);
+		bool ctl = false;
+		for (const char *p = s->campaign; *p; p++)
+			ctl |= (unsigned char)*p < 0x20 || *p == 0x7f;
+		if (n == 0 || n > 256 || ctl)
+			return sub_fail(err, errlen, bad, "campaign", "expected 1 to 256 octets "
+					"without control characters");
+	}
+	if (s->priority && strcmp(s->priority, "bulk") && strcmp(s->priority, "transactional"))
+		return sub_fail(err, errlen, bad, "priority", "expected bulk or transactional");
+	if (s->rate_limit && vl_parse_rate(s->rate_limit, &r) < 0)
+		return sub_fail(err, errlen, bad, "rate_limit", "not a rate (\"50/s\", "
+				"\"100/m\", \"3000/min\", \"50000/h\")");
+	if (s->max_recipients == 0 || s->max_recipients > 100000)
+		return sub_fail(err, errlen, bad, "max_recipients", "expected 1 to 100000");
+	return 0;
+}
+
+/* from_domains=a.example,b.example into a NULL-terminated list. */
+static void split_domains(struct cfg_sub_settings *s, const char *v)
+{
+	size_t n = 1;
+
+	for (const char *p = v; *p; p++)
+		n += *p == ',';
+	for (size_t i = 0; i < s->nfrom_domains; i++)
+		free(s->from_domains[i]);
+	free(s->from_domains);
+	s->from_domains = vl_calloc(n + 1, sizeof *s->from_domains);
+	s->nfrom_domains = n;
+	for (size_t i = 0; i < n; i++) {
+		const char *comma = strchr(v, ',');
+		size_t len = comma ? (size_t)(comma - v) : strlen(v);
+		s->from_domains[i] = vl_strndup(v, len);
+		v += len + (comma != NULL);
+	}
+}
+
+int cfg_sub_setting_parse(struct cfg_sub_settings *s, const char *key, const char *v,
+			  char *err, size_t errlen)
+{
+	const char *bad;
+	uint64_t u;
+
+	if (!strcmp(key, "from_domains")) {
+		split_domains(s, v);
+	} else if (!strcmp(key, "campaign")) {
+		set_str(&s->campaign, v);
+	} else if (!strcmp(key, "priority")) {
+		set_str(&s->priority, v);
+	} else if (!strcmp(key, "rate_limit")) {
+		set_str(&s->rate_limit, v);
+	} else if (!strcmp(key, "dkim")) {
+		if (strcmp(v, "yes") && strcmp(v, "no"))
+			return vl_fail(err, errlen, "dkim: expected yes or no");
+		s->dkim = !strcmp(v, "yes");
+	} else if (!strcmp(key, "max_recipients")) {
+		if (vl_parse_u64(v, &u) < 0 || u == 0 || u > 100000)
+			return vl_fail(err, errlen, "max_recipients: expected 1 to 100000");
+		s->max_recipients = (int64_t)u;
+	} else {
+		return vl_fail(err, errlen, "%s: unknown key (from_domains, campaign, priority, "
+			       "rate_limit, dkim or max_recipients)", key);
+	}
+	char why[160];
+	if (cfg_sub_settings_check(s, &bad, why, sizeof why) < 0)
+		return vl_fail(err, errlen, "%s: %s", bad, why);
+	return 0;
+}
+
+static const struct key sub_setting_keys[] = {
+	KEY("campaign", K_STR, struct cfg_sub_settings, campaign),
+	KEY("priority", K_STR, struct cfg_sub_settings, priority),
+	KEY("rate_limit", K_STR, struct cfg_sub_settings, rate_limit),
+	KEY("dkim", K_TRI, struct cfg_sub_settings, dkim),
+	KEY("max_recipients", K_INT, struct cfg_sub_settings, max_recipients),
+};
+
+/* The settings among group g's members (the others are the caller's). */
+static int get_settings(struct ctx *x, const config_setting_t *g, const char *path,
+			struct cfg_sub_settings *s)
+{
+	const config_setting_t *m;
+	const char *bad;
+	char sub[160], why[160];
+
+	for (size_t i = 0; i < VL_ARRAY_LEN(sub_setting_keys); i++) {
+		snprintf(sub, sizeof sub, "%s.%s", path, sub_setting_keys[i].name);
+		if ((m = config_setting_get_member(g, sub_setting_keys[i].name)) &&
+		    get_key(x, m, sub, &sub_setting_keys[i], s) < 0)
+			return -1;
+	}
+	snprintf(sub, sizeof sub, "%s.from_domains", path);
+	if ((m = config_setting_get_member(g, "from_domains")) &&
+	    get_strings(x, m, sub, &s->from_domains, &s->nfrom_domains) < 0)
+		return -1;
+	if (cfg_sub_settings_check(s, &bad, why, sizeof why) < 0) {
+		snprintf(sub, sizeof sub, "%s.%s", path, bad);
+		return fail(x, config_setting_get_member(g, bad), sub, why);
+	}
+	return 0;
+}
+
+/* listen = [ "IP:PORT", "[IPv6]:PORT" ]: IP addresses, never names. */
+static int get_listen(struct ctx *x, const config_setting_t *g, const char *name,
+		      const char *path, struct cfg_listen **out, size_t *n)
+{
+	const config_setting_t *l = config_setting_get_member(g, name);
+	char **v = NULL;
+	size_t nv = 0;
+	int rc;
+
+	if (!l)
+		return 0;
+	rc = get_strings(x, l, path, &v, &nv);
+	*out = vl_calloc(nv + 1, sizeof **out);
+	*n = nv;
+	for (size_t i = 0; i < nv; i++) {
+		struct cfg_listen *e = &(*out)[i];
+		struct sockaddr_storage ss;
+		socklen_t len;
+		e->text = v[i];
+		if (rc == 0 && (vl_parse_hostport(v[i], e->host, sizeof e->host, &e->port) < 0 ||
+				(v[i][0] != '[' && strchr(e->host, ':')) ||
+				vl_sockaddr_parse(e->host, e->port, &ss, &len) < 0))
+			rc = fail(x, l, path, "expected \"IP:PORT\" or \"[IPv6]:PORT\" (an "
+				  "IP address, not a name, and a port 1-65535)");
+	}
+	free(v);
+	return rc;
+}
+
+static const struct key submission_keys[] = {
+	KEY("cert", K_STR, struct cfg_submission, cert),
+	KEY("key", K_STR, struct cfg_submission, key),
+	KEY("users", K_STR, struct cfg_submission, users),
+	KEY("max_message_size", K_SIZE, struct cfg_submission, max_message_size),
+	KEY("auth_cache_ttl", K_DUR, struct cfg_submission, auth_cache_ttl_ms),
+	KEY("auth_cache_size", K_INT, struct cfg_submission, auth_cache_size),
+};
+
+static int get_per_user(struct ctx *x, const config_setting_t *l, struct cfg_submission *sub)
+{
+	static const char *const extra[] = { "name", "from_domains", NULL };
+
+	if (!config_setting_is_list(l))
+		return fail(x, l, "submission.per_user", "expected a list ( { name = ...; }, ... )");
+	sub->nper_user = (size_t)config_setting_length(l);
+	sub->per_user = vl_calloc(sub->nper_user + 1, sizeof *sub->per_user);
+	for (size_t i = 0; i < sub->nper_user; i++)
+		cfg_sub_settings_init(&sub->per_user[i].s);
+	for (size_t i = 0; i < sub->nper_user; i++) {
+		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
+		struct cfg_sub_user *u = &sub->per_user[i];
+		const char *name = NULL;
+		char path[64];
+
+		snprintf(path, sizeof path, "submission.per_user[%zu]", i);
+		if (!config_setting_is_group(g) || !config_setting_lookup_string(g, "name", &name))
+			return fail(x, g, path, "each entry needs name = \"user\"");
+		set_str(&u->name, name);
+		if (!cfg_user_name_ok(name))
+			return fail(x, g, path, "name: expected 1 to 64 of letters, digits, "
+				    "'.', '_', '@', '+' and '-'");
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(sub->per_user[j].name, name))
+				return fail(x, g, path, "name: a second entry for this user");
+		if (get_group(x, g, path, sub_setting_keys, VL_ARRAY_LEN(sub_setting_keys),
+			      extra, &u->s) < 0 || get_settings(x, g, path, &u->s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* A certificate or key file given: volleyd must be able to read it. */
+static int check_file(struct ctx *x, const config_setting_t *g, const char *path,
+		      const char *file)
+{
+	char what[600];
+
+	if (!*file || access(file, R_OK) == 0)
+		return 0;
+	snprintf(what, sizeof what, "%s: %s", file, strerror(errno));
+	return fail(x, g, path, what);
+}
+
+static int get_submission(struct ctx *x, const config_setting_t *g, struct cfg *c)
+{
+	static const char *const extra[] = { "listen", "implicit_tls", "from_domains",
+		"campaign", "priority", "rate_limit", "dkim", "max_recipients", "per_user", NULL };
+	struct cfg_submission *s = &c->submission;
+	const config_setting_t *m;
+
+	if (get_group(x, g, "submission", submission_keys, VL_ARRAY_LEN(submission_keys),
+		      extra, s) < 0 ||
+	    get_listen(x, g, "listen", "submission.listen", &s->listen, &s->nlisten) < 0 ||
+	    get_listen(x, g, "implicit_tls", "submission.implicit_tls", &s->implicit_tls,
+		       &s->nimplicit_tls) < 0 ||
+	    get_settings(x, g, "submission", &s->defaults) < 0)
+		return -1;
+	if ((m = config_setting_get_member(g, "per_user")) && get_per_user(x, m, s) < 0)
+		return -1;
+	if (s->auth_cache_size < 1 || s->auth_cache_size > 1000000)
+		return fail(x, config_setting_get_member(g, "auth_cache_size"),
+			    "submission.auth_cache_size", "expected 1 to 1000000");
+	s->on = s->nlisten + s->nimplicit_tls > 0;
+	if (!s->on)
+		return 0;
+	if (!*s->cert || !*s->key)
+		return fail(x, g, *s->cert ? "submission.key" : "submission.cert",
+			    "needed with a listener: submission is TLS only (STARTTLS on "
+			    "listen, TLS from the start on implicit_tls; AUTH only inside TLS)");
+	if (!*s->users)
+		return fail(x, g, "submission.users", "needed with a listener: the users "
+			    "file (name:hash lines; volley user add NAME)");
+	if (check_file(x, config_setting_get_member(g, "cert"), "submission.cert", s->cert) < 0 ||
+	    check_file(x, config_setting_get_member(g, "key"), "submission.key", s->key) < 0 ||
+	    check_file(x, config_setting_get_member(g, "users"), "submission.users", s->users) < 0)
+		return -1;
+	return 0;
+}
+
+static const struct key feedback_keys[] = {
+	KEY("cert", K_STR, struct cfg_feedback, cert),
+	KEY("key", K_STR, struct cfg_feedback, key),
+	KEY("max_message_size", K_SIZE, struct cfg_feedback, max_message_size),
+};
+
+/* After submission: its certificate serves feedback when it has none. */
+static int get_feedback(struct ctx *x, const config_setting_t *g, struct cfg *c)
+{
+	static const char *const extra[] = { "listen", "domains", NULL };
+	struct cfg_feedback *f = &c->feedback;
+	const config_setting_t *m;
+	char d[254];
+
+	if (get_group(x, g, "feedback", feedback_keys, VL_ARRAY_LEN(feedback_keys), extra, f) < 0 ||
+	    get_listen(x, g, "listen", "feedback.listen", &f->listen, &f->nlisten) < 0)
+		return -1;
+	if ((m = config_setting_get_member(g, "domains"))) {
+		free(f->domains);
+		if (get_strings(x, m, "feedback.domains", &f->domains, &f->ndomains) < 0)
+			return -1;
+		for (size_t i = 0; i < f->ndomains; i++)
+			if (vl_domain_norm(f->domains[i], d) < 0 || !strchr(d, '.'))
+				return fail(x, m, "feedback.domains", "expected domain names "
+					    "such as \"bounces.example.com\"");
+	}
+	if (!*f->cert != !*f->key)
+		return fail(x, g, *f->cert ? "feedback.key" : "feedback.cert",
+			    "cert and key go together");
+	if (!*f->cert) {
+		set_str(&f->cert, c->submission.cert);
+		set_str(&f->key, c->submission.key);
+	}
+	f->on = f->nlisten > 0;
+	if (f->on && !f->ndomains)
+		return fail(x, g, "feedback.domains", "needed with a listener: the domains "
+			    "of the return paths it takes mail for");
+	if (check_file(x, config_setting_get_member(g, "cert"), "feedback.cert", f->cert) < 0 ||
+	    check_file(x, config_setting_get_member(g, "key"), "feedback.key", f->key) < 0)
+		return -1;
+	return 0;
+}
+
+static void free_listen(struct cfg_listen *l, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(l[i].text);
+	free(l);
+}
+
+static void free_listeners(struct cfg *c)
+{
+	struct cfg_submission *s = &c->submission;
+
+	free_listen(s->listen, s->nlisten);
+	free_listen(s->implicit_tls, s->nimplicit_tls);
+	free(s->cert);
+	free(s->key);
+	free(s->users);
+	cfg_sub_settings_free(&s->defaults);
+	for (size_t i = 0; i < s->nper_user; i++) {
+		free(s->per_user[i].name);
+		cfg_sub_settings_free(&s->per_user[i].s);
+	}
+	free(s->per_user);
+	free_listen(c->feedback.listen, c->feedback.nlisten);
+	for (size_t i = 0; i < c->feedback.ndomains; i++)
+		free(c->feedback.domains[i]);
+	free(c->feedback.domains);
+	free(c->feedback.cert);
+	free(c->feedback.key);
+}
+
+static void listener_defaults(struct cfg *c)
+{
+	set_str(&c->submission.cert, "");
+	set_str(&c->submission.key, "");
+	set_str(&c->submission.users, "");
+	c->submission.auth_cache_ttl_ms = 300000;
+	c->submission.auth_cache_size = 1024;
+	cfg_sub_settings_init(&c->submission.defaults);
+	set_str(&c->feedback.cert, "");
+	set_str(&c->feedback.key, "");
+	c->feedback.domains = vl_calloc(1, sizeof *c->feedback.domains);
+}
+
+static void print_strings(struct vl_buf *o, const char *name, char *const *v, size_t n)
+{
+	vl_buf_printf(o, "  %s = [", name);
+	for (size_t i = 0; i < n; i++)
+		vl_buf_printf(o, "%s\"%s\"", i ? ", " : " ", v[i]);
+	vl_buf_appends(o, " ];\n");
+}
+
+static void print_listen(struct vl_buf *o, const char *name, const struct cfg_listen *l,
+			 size_t n)
+{
+	vl_buf_printf(o, "  %s = [", name);
+	for (size_t i = 0; i < n; i++)
+		vl_buf_printf(o, "%s\"%s\"", i ? ", " : " ", l[i].text);
+	vl_buf_appends(o, " ];\n");
+}
+
+/* The set fields of s, "key = value; " each, on one line after lead. */
+static void print_settings(struct vl_buf *o, const struct cfg_sub_settings *s,
+			   const char *lead, const char *sep)
+{
+	if (s->from_domains) {
+		vl_buf_printf(o, "%sfrom_domains = [", lead);
+		for (size_t i = 0; i < s->nfrom_domains; i++)
+			vl_buf_printf(o, "%s\"%s\"", i ? ", " : " ", s->from_domains[i]);
+		vl_buf_printf(o, " ];%s", sep);
+	}
+	if (s->campaign)
+		vl_buf_printf(o, "%scampaign = \"%s\";%s", lead, s->campaign, sep);
+	if (s->priority)
+		vl_buf_printf(o, "%spriority = \"%s\";%s", lead, s->priority, sep);
+	if (s->rate_limit)
+		vl_buf_printf(o, "%srate_limit = \"%s\";%s", lead, s->rate_limit, sep);
+	if (s->dkim >= 0)
+		vl_buf_printf(o, "%sdkim = %s;%s", lead, s->dkim ? "true" : "false", sep);
+	if (s->max_recipients >= 0)
+		vl_buf_printf(o, "%smax_recipients = %lld;%s", lead,
+			      (long long)s->max_recipients, sep);
+}
+
+/* per_user on one line: the reload's comparison takes a list to the
+ * line that ends it. */
+static void print_listeners(struct vl_buf *o, const struct cfg *c)
+{
+	const struct cfg_submission *s = &c->submission;
+	const struct cfg_feedback *f = &c->feedback;
+
+	if (s->on) {
+		vl_buf_appends(o, "submission = {\n");
+		print_listen(o, "listen", s->listen, s->nlisten);
+		print_listen(o, "implicit_tls", s->implicit_tls, s->nimplicit_tls);
+		vl_buf_printf(o, "  cert = \"%s\";\n  key = \"%s\";\n  users = \"%s\";\n"
+			      "  max_message_size = %llu;\n  auth_cache_ttl = \"%llums\";\n"
+			      "  auth_cache_size = %lld;\n", s->cert, s->key, s->users,
+			      (unsigned long long)s->max_message_size,
+			      (unsigned long long)s->auth_cache_ttl_ms,
+			      (long long)s->auth_cache_size);
+		print_settings(o, &s->defaults, "  ", "\n");
+		vl_buf_appends(o, "  per_user = (");
+		for (size_t i = 0; i < s->nper_user; i++) {
+			vl_buf_printf(o, "%s{ name = \"%s\"; ", i ? ", " : " ", s->per_user[i].name);
+			print_settings(o, &s->per_user[i].s, "", " ");
+			vl_buf_appends(o, "}");
+		}
+		vl_buf_appends(o, " );\n};\n");
+	}
+	if (f->on) {
+		vl_buf_appends(o, "feedback = {\n");
+		print_listen(o, "listen", f->listen, f->nlisten);
+		print_strings(o, "domains", f->domains, f->ndomains);
+		vl_buf_printf(o, "  cert = \"%s\";\n  key = \"%s\";\n  max_message_size = %llu;\n};\n",
+			      f->cert, f->key, (unsigned long long)f->max_message_size);
+	}
+}
+
 static void free_policy(struct cfg_policy *p);
 
 static void drop_builtin(struct cfg *c)
@@ -617,6 +1066,7 @@ static void defaults(struct cfg *c)
 	c->tls_rpt.send = true;
 	set_str(&c->log.file, "");
 	set_str(&c->log.level, "info");
+	listener_defaults(c);
 	add_providers(c);
 	c->nretry = VL_ARRAY_LEN(retry);
 	c->retry_ms = vl_malloc(sizeof retry);
@@ -683,6 +1133,14 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	if ((s = config_setting_get_member(root, "log")) &&
 	    get_group(x, s, "log", log_keys, VL_ARRAY_LEN(log_keys), NULL, c) < 0)
 		return -1;
+	if ((s = config_setting_get_member(root, "submission")) && get_submission(x, s, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "feedback")) && get_feedback(x, s, c) < 0)
+		return -1;
+	if (!c->submission.max_message_size)
+		c->submission.max_message_size = c->max_message_size;
+	if (!c->feedback.max_message_size)
+		c->feedback.max_message_size = c->max_message_size;
 	if (check_api(x, root, c) < 0 || check_log(x, root, c) < 0)
 		return -1;
 	if (!*c->data_dir)
@@ -771,6 +1229,7 @@ void cfg_free(struct cfg *c)
 	free(c->tls_rpt.ca_file);
 	free(c->log.file);
 	free(c->log.level);
+	free_listeners(c);
 	memset(c, 0, sizeof *c);
 }
 
@@ -920,6 +1379,7 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 			      "  from = \"%s\";\n  ca_file = \"%s\";\n  send = %s;\n};\n",
 			      c->tls_rpt.organization, c->tls_rpt.contact, c->tls_rpt.from,
 			      c->tls_rpt.ca_file, c->tls_rpt.send ? "true" : "false");
+	print_listeners(o, c);
 	vl_buf_printf(o, "log = {\n  file = \"%s\";\n  syslog = %s;\n  level = \"%s\";\n};\n",
 		      c->log.file, c->log.syslog ? "true" : "false", c->log.level);
 }

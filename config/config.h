@@ -35,6 +35,55 @@ struct cfg_domain_rule {
 	bool builtin;            /* one of the shipped provider defaults */
 };
 
+/* A listener's address: "IP:PORT" or "[IPv6]:PORT" as written, and parsed. */
+struct cfg_listen {
+	char *text;
+	char host[46];           /* the IP address, without brackets */
+	uint16_t port;
+};
+
+/* What mail a submitting user sends gets (submission's defaults and its
+ * per_user entries); an unset field is NULL / -1 and inherits. */
+struct cfg_sub_settings {
+	char **from_domains;     /* globs of allowed From domains, NULL-terminated;
+				    NULL: unset */
+	size_t nfrom_domains;
+	char *campaign;
+	char *priority;          /* "bulk" | "transactional" */
+	char *rate_limit;        /* "100/m" (vl_parse_rate) */
+	int64_t dkim;            /* 1/0, -1 unset */
+	int64_t max_recipients;  /* -1 unset */
+};
+
+/* SMTP submission (RFC 6409, RFC 8314): on when it has a listener. */
+struct cfg_submission {
+	bool on;
+	struct cfg_listen *listen, *implicit_tls;  /* STARTTLS (587), TLS (465) */
+	size_t nlisten, nimplicit_tls;
+	char *cert, *key;        /* PEM; needed with any listener */
+	char *users;             /* the users file (submit/submit.h) */
+	uint64_t max_message_size;     /* 0 in the file: the global one */
+	uint64_t auth_cache_ttl_ms;    /* a verified login is remembered; 0: off */
+	int64_t auth_cache_size;       /* entries */
+	struct cfg_sub_settings defaults;
+	struct cfg_sub_user {
+		char *name;
+		struct cfg_sub_settings s;
+	} *per_user;
+	size_t nper_user;
+};
+
+/* The return-path receiver (bounces and feedback): on when it listens. */
+struct cfg_feedback {
+	bool on;
+	struct cfg_listen *listen;
+	size_t nlisten;
+	char **domains;          /* the domains it takes mail for, NULL-terminated */
+	size_t ndomains;
+	char *cert, *key;        /* "": submission's; both "": no STARTTLS */
+	uint64_t max_message_size;
+};
+
 struct cfg {
 	char *data_dir, *hostname;
 	int64_t workers;
@@ -93,7 +142,28 @@ struct cfg {
 		bool syslog;         /* also to syslog(3), facility mail */
 		char *level;         /* error|warn|info|debug */
 	} log;
+	struct cfg_submission submission;
+	struct cfg_feedback feedback;
 };
+
+/* ---- submission users (the users file is submit/'s; these are shared
+ * by it, the configuration's per_user entries and `volley user`) ---- */
+#define CFG_USER_NAME_MAX 64
+/* A user name: 1 to 64 of letters, digits, '.', '_', '@', '+', '-'. */
+bool cfg_user_name_ok(const char *name);
+void cfg_sub_settings_init(struct cfg_sub_settings *s);   /* all unset */
+void cfg_sub_settings_free(struct cfg_sub_settings *s);   /* and unset again */
+/* The set values of s are valid: from_domains globs of domain characters,
+ * campaign 1-256 octets without control characters, priority bulk or
+ * transactional, rate_limit a rate (vl_parse_rate), max_recipients 1 to
+ * 100000. -1 with *bad the key at fault and err what is wrong. */
+int cfg_sub_settings_check(const struct cfg_sub_settings *s, const char **bad,
+			   char *err, size_t errlen);
+/* One setting as text, key=value of a users file: from_domains
+ * (a.example,b.example), campaign, priority, rate_limit, dkim (yes|no),
+ * max_recipients; set in s and checked. -1 with err ("key: what"). */
+int cfg_sub_setting_parse(struct cfg_sub_settings *s, const char *key, const char *value,
+			  char *err, size_t errlen);
 
 /* Defaults, then the file at path (NULL: none). -1 with err naming the
  * file, line and key, and c freed (cfg_free on it again is harmless). */

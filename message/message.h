@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/uio.h>
 #include <time.h>
 
@@ -171,6 +172,65 @@ int msg_verp(const char *sender, const char *job_id, size_t index, char *out,
 int msg_content_from_domain(const struct json_t *content, char *out, size_t outlen);
 /* No part of the body varies per recipient: one DKIM body hash serves all. */
 bool msg_job_body_static(const struct msg_job *j);
+
+/* ---- a message submitted over SMTP (submit.c; RFC 6409) ----
+ * The input is the whole message as the SMTP server took it: CRLF line
+ * ends, dot-unstuffing undone, 8-bit allowed (not necessarily UTF-8).
+ * The header fields are kept octet for octet and in order, except:
+ *   - every Bcc field (with its continuation lines) is removed;
+ *   - X-Volley-Campaign (1-256 octets of UTF-8 without control
+ *     characters, taken as written: no RFC 2047 decoding),
+ *     X-Volley-Priority (bulk or transactional, any case) and
+ *     X-Volley-Expires (a duration, "1m" to "30d") are read into the
+ *     result and removed; names in any case; a bad value or a second
+ *     field of one is an error naming it;
+ *   - Date (now, or opts.date) and Message-ID (<id@hostname>) are added
+ *     at the end of the header section when missing.
+ * From: exactly one field. One mailbox, or several and a Sender field
+ * (RFC 5322 3.6.2); from_domain is the first mailbox's domain in either
+ * case (what DKIM signs for and the user's from_domains allow). Display
+ * names, quoted strings, comments, angle brackets, obsolete routes and
+ * groups (RFC 6854) are understood; an address literal domain is refused.
+ * A message without an empty line is a header section only (RFC 5322
+ * 2.1: the body is optional); it is stored with an empty body.
+ * Limits: the header section at most MSG_SUBMIT_HEADER_MAX octets, a line
+ * at most 998 (RFC 5322 2.1.1: a folded field may be longer); a bare CR
+ * or LF, or a NUL, in the header is an error. The body is not read but for
+ * 8-bit octets. */
+#define MSG_SUBMIT_HEADER_MAX (1024 * 1024)
+
+struct msg_submit_opts {
+	const char *msg_id;      /* Message-ID's id, when one is added (the job's id):
+				    1-64 of letters, digits, '.', '_', '-' */
+	const char *hostname;    /* its right part: 1-253 of the same */
+	time_t date;             /* Date, when one is added; 0: now */
+};
+
+enum msg_priority { MSG_PRIO_NONE, MSG_PRIO_BULK, MSG_PRIO_TRANSACTIONAL };
+
+/* What to store is head followed by body_len octets at body. */
+struct msg_submit {
+	struct vl_buf head;      /* the header section, its empty line included */
+	const char *body;        /* into the input: not a copy */
+	size_t body_len;
+	char from_domain[256];   /* the (first) From mailbox's domain, lower case */
+	size_t nfrom;            /* mailboxes in From */
+	char campaign[257];      /* X-Volley-Campaign; "" when none */
+	enum msg_priority priority;  /* X-Volley-Priority; NONE when none */
+	uint64_t expires_ms;     /* X-Volley-Expires; 0 when none */
+	bool smtputf8;           /* 8-bit octets in head: needs SMTPUTF8 */
+	bool eightbit;           /* 8-bit octets in body: needs 8BITMIME */
+	bool added_date, added_msgid;
+};
+void msg_submit_init(struct msg_submit *s);
+void msg_submit_free(struct msg_submit *s);
+/* 0 with out filled (its previous content replaced), or -1 with err:
+ * code "invalid_field" (field: the header's name, or "header" for the
+ * section's shape), "invalid_address" (field "From"), "too_large" (the
+ * header section), and "invalid_field" with field "opts" for a bad id
+ * or hostname. Thread-safe (no shared state). */
+int msg_submit_prepare(const char *msg, size_t len, const struct msg_submit_opts *o,
+		       struct msg_submit *out, struct msg_err *err);
 
 /* ---- DKIM signing (dkim.c; RFC 6376, ed25519-sha256 per RFC 8463) ----
  * Keys are loaded once (config time) and shared read-only by every worker.

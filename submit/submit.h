@@ -1,0 +1,142 @@
+/*
+ * submit: what SMTP submission (RFC 6409, RFC 8314) needs around its
+ * protocol: the users file and password checks with an auth cache
+ * (users.c), and the failed-login limiter per client address
+ * (authlimit.c). No I/O but reading the users file; every function here
+ * may be called from any thread. Prefix: sub_.
+ */
+#ifndef VOLLEY_SUBMIT_H
+#define VOLLEY_SUBMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../common/common.h"
+#include "../config/config.h"
+
+/* ---- users (users.c) ----
+ * The users file holds one user a line, the passwd-file shape of Dovecot
+ * and htpasswd:
+ *
+ *     name:HASH[:key=value]...
+ *
+ * name: cfg_user_name_ok (1-64 of letters, digits, ".", "_", "@", "+",
+ * "-"). HASH: a crypt(3) hash in $id$ form that libxcrypt computes
+ * (yescrypt "$y$", bcrypt "$2b$", sha512crypt "$6$", ...); each is checked
+ * at load by computing it once (about 0.1 s for a yescrypt hash of the
+ * default cost). The settings after it: from_domains=a.example,b.example,
+ * campaign=NAME, priority=bulk|transactional, rate_limit=100/m,
+ * dkim=yes|no, max_recipients=N. Lines whose first non-blank character is
+ * '#' and blank lines are skipped; trailing white space is ignored. The
+ * file must not be readable or writable by others (mode & 006), as ssh
+ * refuses such keys. */
+
+/* A user and the effective settings of its mail: its line's, else the
+ * configuration's per_user entry for it, else submission's own, else the
+ * built-in default (named). Read only; valid while its sub_users is. */
+struct sub_user {
+	char *name;
+	char **from_domains;     /* globs (vl_glob_match), NULL-terminated */
+	size_t nfrom_domains;    /* 0 (default): any From domain */
+	char *campaign;          /* NULL (default): none */
+	bool transactional;      /* priority; default transactional */
+	char *rate_limit;        /* as written, "100/m"; NULL (default): none */
+	double rate_per_s;       /* the same per second; 0: none */
+	bool dkim;               /* sign (default true) */
+	uint64_t max_recipients; /* RCPT TO a message; default 100 */
+};
+
+struct sub_users;
+
+/* Load and check the users file at path; defaults is the configuration's
+ * submission group (NULL: built-in defaults, auth cache of 1024 entries
+ * for 5 minutes). NULL with err "path:line: what is wrong" for an
+ * unreadable file, one readable by others, a malformed line, a bad user
+ * name, a hash crypt cannot compute or a malformed one, a non-$id$ hash
+ * (DES crypt keeps 8 characters of a password), an unknown or repeated
+ * setting, a bad value, or a user named twice. A reload is a new load:
+ * the old sub_users and its auth cache go with sub_users_free. */
+struct sub_users *sub_users_load(const char *path, const struct cfg_submission *defaults,
+				 char *err, size_t errlen);
+void sub_users_free(struct sub_users *u);
+size_t sub_users_count(const struct sub_users *u);
+/* The i-th user in name order (i < sub_users_count). */
+const struct sub_user *sub_users_at(const struct sub_users *u, size_t i);
+/* The user of that name (exact, case-sensitive), or NULL. */
+const struct sub_user *sub_users_find(const struct sub_users *u, const char *name);
+
+/* The password check of AUTH PLAIN and LOGIN: 0 with *out (may be NULL)
+ * the user when pass is name's password, else -1. Slow by design (crypt_r,
+ * each call with its own struct crypt_data on the heap): call it from a
+ * pool of threads, never from an event loop. Thread-safe. An unknown name
+ * costs the same crypt_r against a dummy yescrypt hash, so timing does not
+ * tell which names exist; the comparison is constant-time
+ * (CRYPTO_memcmp). A success is remembered in the auth cache for the
+ * configured time (keyed by HMAC-SHA256 of name NUL password under a key
+ * drawn at load), so the next check of the same pair skips crypt_r; a
+ * failure never is. Passwords over SUB_PASS_MAX octets fail at once. */
+#define SUB_PASS_MAX 1024
+int sub_users_verify(const struct sub_users *u, const char *name, const char *pass,
+		     const struct sub_user **out);
+/* The same with the caller's clock (ms, monotonic) for the cache's expiry. */
+int sub_users_verify_at(const struct sub_users *u, const char *name, const char *pass,
+			uint64_t now_ms, const struct sub_user **out);
+
+struct sub_users_stats {
+	uint64_t verified;       /* successes, cache hits included */
+	uint64_t failed;         /* failures, unknown names included */
+	uint64_t cache_hits;
+	size_t cache_entries;    /* live entries now */
+};
+void sub_users_stats(const struct sub_users *u, uint64_t now_ms, struct sub_users_stats *out);
+
+/* May this user's mail carry a From address in domain (ASCII case
+ * folded)? True when its from_domains is empty or a glob matches. */
+bool sub_user_from_ok(const struct sub_user *u, const char *domain);
+
+/* A new hash of pass for the users file: yescrypt with libxcrypt's default
+ * cost and a random salt (crypt_gensalt_rn "$y$", crypt_rn). 0 with out
+ * (NUL-terminated), or -1 with err (an empty password, one with a line
+ * end, one over SUB_PASS_MAX, no randomness, a libcrypt failure). */
+#define SUB_HASH_MAX 384          /* libxcrypt's CRYPT_OUTPUT_SIZE */
+int sub_hash_password(const char *pass, char out[SUB_HASH_MAX], char *err, size_t errlen);
+
+/* ---- the failed-login limiter (authlimit.c) ----
+ * Failures counted per client address (IPv4 /32; IPv6 /64, an IPv4-mapped
+ * IPv6 address as its IPv4 one) in a bounded table; past free_failures,
+ * the answer to a failure waits first_delay_ms, doubling with each further
+ * failure up to max_delay_ms. Each quiet_ms without a failure halves an
+ * address's count. A full table takes a new address in place of the one
+ * whose last failure is oldest. Deterministic given the time arguments
+ * (monotonic ms); thread-safe (one mutex). */
+struct sub_authlimit_opts {
+	size_t max_addrs;         /* addresses tracked (4096) */
+	unsigned free_failures;   /* failures answered at once (3) */
+	uint32_t first_delay_ms;  /* (1000) */
+	uint32_t max_delay_ms;    /* (30000) */
+	uint64_t quiet_ms;        /* (300000) */
+};
+/* The values in parentheses above. */
+void sub_authlimit_defaults(struct sub_authlimit_opts *o);
+
+struct sub_authlimit;
+/* o NULL: the defaults. */
+struct sub_authlimit *sub_authlimit_new(const struct sub_authlimit_opts *o);
+void sub_authlimit_free(struct sub_authlimit *l);
+/* A failed AUTH from sa (AF_INET or AF_INET6; another family is not
+ * counted, 0): counted; returns the ms to wait before answering it. */
+uint32_t sub_authlimit_fail(struct sub_authlimit *l, const struct sockaddr *sa, uint64_t now_ms);
+/* The ms a failure's answer would wait now, without counting one (for a
+ * listener that delays every AUTH answer from a suspect address alike). */
+uint32_t sub_authlimit_delay(struct sub_authlimit *l, const struct sockaddr *sa,
+			     uint64_t now_ms);
+struct sub_authlimit_stats {
+	uint64_t failures;        /* failures counted, all addresses */
+	uint64_t delayed;         /* of them, answered with a delay */
+	size_t tracked;           /* addresses in the table now */
+};
+void sub_authlimit_stats(struct sub_authlimit *l, struct sub_authlimit_stats *out);
+
+#endif
