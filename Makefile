@@ -121,7 +121,7 @@ $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OB
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
 		$(CRYPT_LIBS) -ljemalloc
 
-$(BUILD)/volley: $(call obj,$(CLI_SRC)) $(SUBMIT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
 $(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \

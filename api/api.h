@@ -57,6 +57,11 @@ struct api *api_start(const struct cfg *c, struct sched *sc,
 struct api_tlsrpt;
 void api_set_tlsrpt(struct api *a, struct api_tlsrpt *t);
 
+/* Lines that other parts of volleyd add to GET /metrics (Prometheus text
+ * format, appended to out). Set before requests arrive. */
+typedef void (*api_metrics_fn)(void *arg, struct vl_buf *out);
+void api_set_metrics(struct api *a, api_metrics_fn fn, void *arg);
+
 /* New submissions get 503 shutting_down from now on. */
 void api_drain(struct api *a);
 void api_stop(struct api *a);

@@ -56,6 +56,8 @@ struct api {
 	double started;
 	_Atomic uint64_t jobs_in, rcpts_in, bytes_in, rejected, spool_used, used_at;
 	struct api_tlsrpt *tlsrpt;    /* TLS-RPT reports, or NULL */
+	api_metrics_fn more_metrics;  /* another part's /metrics lines */
+	void *more_metrics_arg;
 	/* slow requests, run by workers while their connection is suspended */
 	pthread_mutex_t wmu;
 	pthread_cond_t wcv;
@@ -560,6 +562,8 @@ static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 	delivery_metrics(&b, json_object_get(sched, "delivery"));
 	api_metrics(&b, json_object_get(s, "api"));
 	site_metrics(&b, a);
+	if (a->more_metrics)
+		a->more_metrics(a->more_metrics_arg, &b);
 	json_decref(s);
 	return send_text(c, 200, "text/plain; version=0.0.4", b.p, b.len);
 }
@@ -761,6 +765,12 @@ static enum MHD_Result tls_check(struct api *a, struct MHD_Connection *c)
 void api_set_tlsrpt(struct api *a, struct api_tlsrpt *t)
 {
 	a->tlsrpt = t;
+}
+
+void api_set_metrics(struct api *a, api_metrics_fn fn, void *arg)
+{
+	a->more_metrics_arg = arg;
+	a->more_metrics = fn;
 }
 
 /* GET /v1/tls-report?domain=D[&date=YYYY-MM-DD], POST /v1/tls-report/send?... */

@@ -746,6 +746,7 @@ static const struct key submission_keys[] = {
 	KEY("max_message_size", K_SIZE, struct cfg_submission, max_message_size),
 	KEY("auth_cache_ttl", K_DUR, struct cfg_submission, auth_cache_ttl_ms),
 	KEY("auth_cache_size", K_INT, struct cfg_submission, auth_cache_size),
+	KEY("threads", K_INT, struct cfg_submission, threads),
 };
 
 static int get_per_user(struct ctx *x, const config_setting_t *l, struct cfg_submission *sub)
@@ -812,6 +813,9 @@ static int get_submission(struct ctx *x, const config_setting_t *g, struct cfg *
 	if (s->auth_cache_size < 1 || s->auth_cache_size > 1000000)
 		return fail(x, config_setting_get_member(g, "auth_cache_size"),
 			    "submission.auth_cache_size", "expected 1 to 1000000");
+	if (s->threads < 1 || s->threads > 64)
+		return fail(x, config_setting_get_member(g, "threads"), "submission.threads",
+			    "expected 1 to 64");
 	s->on = s->nlisten + s->nimplicit_tls > 0;
 	if (!s->on)
 		return 0;
@@ -909,6 +913,7 @@ static void listener_defaults(struct cfg *c)
 	set_str(&c->submission.users, "");
 	c->submission.auth_cache_ttl_ms = 300000;
 	c->submission.auth_cache_size = 1024;
+	c->submission.threads = 1;
 	cfg_sub_settings_init(&c->submission.defaults);
 	set_str(&c->feedback.cert, "");
 	set_str(&c->feedback.key, "");
@@ -968,10 +973,10 @@ static void print_listeners(struct vl_buf *o, const struct cfg *c)
 		print_listen(o, "implicit_tls", s->implicit_tls, s->nimplicit_tls);
 		vl_buf_printf(o, "  cert = \"%s\";\n  key = \"%s\";\n  users = \"%s\";\n"
 			      "  max_message_size = %llu;\n  auth_cache_ttl = \"%llums\";\n"
-			      "  auth_cache_size = %lld;\n", s->cert, s->key, s->users,
-			      (unsigned long long)s->max_message_size,
+			      "  auth_cache_size = %lld;\n  threads = %lld;\n", s->cert, s->key,
+			      s->users, (unsigned long long)s->max_message_size,
 			      (unsigned long long)s->auth_cache_ttl_ms,
-			      (long long)s->auth_cache_size);
+			      (long long)s->auth_cache_size, (long long)s->threads);
 		print_settings(o, &s->defaults, "  ", "\n");
 		vl_buf_appends(o, "  per_user = (");
 		for (size_t i = 0; i < s->nper_user; i++) {

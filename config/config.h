@@ -65,6 +65,7 @@ struct cfg_submission {
 	uint64_t max_message_size;     /* 0 in the file: the global one */
 	uint64_t auth_cache_ttl_ms;    /* a verified login is remembered; 0: off */
 	int64_t auth_cache_size;       /* entries */
+	int64_t threads;               /* io_uring workers of the listeners (1) */
 	struct cfg_sub_settings defaults;
 	struct cfg_sub_user {
 		char *name;

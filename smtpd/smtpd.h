@@ -180,6 +180,7 @@ struct smtpd_sess {
 	enum smtpd_action action;
 	struct vl_buf *out;         /* replies go here (plaintext) */
 	void *user;                 /* the hooks' own, per session */
+	char hook_reply[SMTPD_REPLY_MAX]; /* a hook may build its reply here */
 
 	bool greeted, noservice;    /* noservice: after a 554 greeting */
 	bool helo, ehlo, tls, in_mail;

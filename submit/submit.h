@@ -15,6 +15,8 @@
 
 #include "../common/common.h"
 #include "../config/config.h"
+#include "../scheduler/scheduler.h"
+#include "../smtpd/smtpd.h"
 
 /* ---- users (users.c) ----
  * The users file holds one user a line, the passwd-file shape of Dovecot
@@ -138,5 +140,42 @@ struct sub_authlimit_stats {
 	size_t tracked;           /* addresses in the table now */
 };
 void sub_authlimit_stats(struct sub_authlimit *l, struct sub_authlimit_stats *out);
+
+/* ==== the listeners (server.c, inbox.c) ====
+ * The submission listener (submission.listen: STARTTLS; .implicit_tls:
+ * RFC 8314) and the return-path receiver (feedback.listen) on smtpd/'s
+ * io_uring workers. Submission: AUTH PLAIN/LOGIN inside TLS only and
+ * required; each message prepared (msg_submit_prepare), checked against
+ * its user's settings and answered 250 once the submission log has made
+ * it durable. Return path: mail for feedback.domains only, each message
+ * stored in the inbox (data_dir/feedback/new/) before the 250.
+ * docs/submission.md. */
+struct sub_log;
+typedef void (*sub_done_fn)(void *arg, int rc, const char *id);
+
+struct sub_server;
+/* Starts what the configuration turns on (c->submission.on,
+ * c->feedback.on); log is where submitted messages go (NULL when
+ * submission is off). NULL with err. */
+struct sub_server *sub_server_start(const struct cfg *c, struct sub_log *log, char *err,
+				    size_t errlen);
+/* Stops listening, answers every session that waits, stops the threads.
+ * The log must still be open. */
+void sub_server_stop(struct sub_server *v);
+/* The listeners' Prometheus lines (docs/api.md's /metrics). */
+void sub_server_metrics(struct sub_server *v, struct vl_buf *out);
+
+/* The return-path receiver's store: DIR/{tmp,new}, a maildir whose files
+ * start with Return-Path, a Delivered-To per recipient and Received. put
+ * from any thread: done (on the store's thread) once the file and new/
+ * are fsync'd (rc 0) or not (-1). msg is the caller's until then. */
+struct sub_inbox;
+struct sub_inbox *sub_inbox_open(const char *dir, char *err, size_t errlen);
+int sub_inbox_put(struct sub_inbox *b, const char *hostname, const struct smtpd_envelope *env,
+		  const char *msg, size_t len, sub_done_fn done, void *arg);
+void sub_inbox_counts(struct sub_inbox *b, uint64_t *stored, uint64_t *failed);
+void sub_inbox_close(struct sub_inbox *b);
+
+/* ==== end of the listeners ==== */
 
 #endif

@@ -12,6 +12,7 @@
 #include "../engine/engine.h"
 #include "../message/message.h"
 #include "../scheduler/scheduler.h"
+#include "../submit/submit.h"
 
 /* Everything a running daemon holds (vd_open opens the spool, the
  * suppression list, events, the registry, the engine, delivery and the
@@ -25,6 +26,8 @@ struct vd_daemon {
 	struct api *api;
 	struct rpt_store *rpt;   /* TLS-RPT (tls_rpt set), or NULL */
 	struct api_tlsrpt *rpt_sender;
+	struct sub_log *sublog;  /* submission's durable log, or NULL */
+	struct sub_server *smtp; /* the SMTP listeners, or NULL */
 	bool started;            /* sched_start succeeded */
 };
 

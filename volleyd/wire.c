@@ -33,6 +33,11 @@ static void engine_config(const struct cfg *c, struct eng_config *ec)
 	ec->dns_cfg.prefer_ipv6 = c->dns.prefer_ipv6;
 }
 
+static void sub_metrics(void *arg, struct vl_buf *out)
+{
+	sub_server_metrics(arg, out);
+}
+
 int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen)
 {
 	char path[4096];
@@ -53,6 +58,9 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if (cfg->tls_rpt.on && !(v->rpt = rpt_store_open(path, err, errlen)))
 		goto fail;
 	sched_set_tlsrpt(v->sc, v->rpt);
+	/* before delivery starts: recovery mends jobs a crash left half made */
+	if (cfg->submission.on && !(v->sublog = sub_log_open(cfg, v->spool, v->sc, err, errlen)))
+		goto fail;
 	if (sched_start(v->sc, v->sup, v->ev, v->eng, err, errlen) < 0)
 		goto fail;
 	v->started = true;
@@ -62,6 +70,10 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 							  err, errlen)))
 		goto fail;
 	api_set_tlsrpt(v->api, v->rpt_sender);
+	if ((cfg->submission.on || cfg->feedback.on) &&
+	    !(v->smtp = sub_server_start(cfg, v->sublog, err, errlen)))
+		goto fail;
+	api_set_metrics(v->api, sub_metrics, v->smtp);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -72,7 +84,9 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 {
 	if (v->api)
 		api_drain(v->api);
+	sub_server_stop(v->smtp);     /* no new messages; waiting sessions answered */
 	api_stop(v->api);
+	sub_log_close(v->sublog);     /* its jobs reach the registry */
 	api_tlsrpt_stop(v->rpt_sender);  /* before the scheduler: it submits jobs */
 	if (v->started)
 		sched_stop(v->sc, cfg->shutdown_grace_ms);
