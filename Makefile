@@ -25,6 +25,7 @@ ENGINE_SRC := $(wildcard engine/*.c)
 STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
 API_SRC    := $(wildcard api/*.c)
+SUBMIT_SRC := $(wildcard submit/*.c)
 SINK_SRC   := $(wildcard sink/sink_*.c)
 CLI_SRC    := $(wildcard cli/*.c)
 VOLLEYD_SRC := $(wildcard volleyd/*.c)
@@ -45,6 +46,7 @@ STS_OBJ    := $(call obj,$(STS_SRC))
 SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
 SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
 API_OBJ    := $(call obj,$(API_SRC))
+SUBMIT_OBJ := $(call obj,$(SUBMIT_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
@@ -110,14 +112,14 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
-$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
+$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
 		$(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) -ljemalloc
 
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
 
-$(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib)

@@ -4,7 +4,7 @@
 # docs/architecture.md's:
 #
 #   5  volleyd/  cli/  bench/  tests/     programs (nothing includes them)
-#   4  api/
+#   4  api/  submit/
 #   3  scheduler/  sink/
 #   2  engine/  message/  sts/
 #   1  dns/  tls/  config/  tlsrpt/
@@ -31,13 +31,13 @@ function layer(m) {
 	if (m == "dns" || m == "tls" || m == "config" || m == "tlsrpt") return 1
 	if (m == "engine" || m == "message" || m == "sts") return 2
 	if (m == "scheduler" || m == "sink") return 3
-	if (m == "api") return 4
+	if (m == "api" || m == "submit") return 4
 	if (m == "volleyd" || m == "cli" || m == "bench" || m == "tests") return 5
 	return -1
 }
 # the headers other modules may include
 function face(path) {
-	return path ~ /^(common\/common|config\/config|tls\/tls|dns\/dns|message\/message|engine\/engine|sts\/sts|scheduler\/(scheduler|spool|suppress|events|bounce)|sink\/sink|api\/api|tlsrpt\/tlsrpt)\.h$/
+	return path ~ /^(common\/common|config\/config|tls\/tls|dns\/dns|message\/message|engine\/engine|sts\/sts|scheduler\/(scheduler|spool|suppress|events|bounce)|sink\/sink|api\/api|submit\/submit|tlsrpt\/tlsrpt)\.h$/
 }
 # dir/inc with "." and ".." resolved
 function norm(path,   n, i, k, parts, out, res) {

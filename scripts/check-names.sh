@@ -39,6 +39,7 @@ check sts sts_
 check scheduler sched_
 check gen sched_
 check api api_
+check submit sub_
 check sink sink_
 check cli cli_
 check volleyd vd_
@@ -46,7 +47,7 @@ check bench/vbench vb_
 for p in blast drive render dkim; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message engine sts scheduler gen api sink cli volleyd bench tests "
+known=" common config tls dns tlsrpt message engine sts scheduler gen api submit sink cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)
