@@ -116,7 +116,7 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
-$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
+$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SMTPD_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
 		$(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
 		$(CRYPT_LIBS) -ljemalloc

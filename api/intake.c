@@ -311,6 +311,9 @@ static int check_field(struct api_intake *in, const char *k, json_t *v)
 		return want(in, v, JSON_OBJECT, k, "an object");
 	if (!strcmp(k, "verp") || !strcmp(k, "dkim") || !strcmp(k, "require_tls"))
 		return want(in, v, JSON_TRUE, k, "a boolean");
+	if (!strcmp(k, "raw_message"))   /* the spool's mark of a verbatim job */
+		return fail(in, 400, "invalid_field", k, "raw_message is set by SMTP submission "
+			    "only; send a whole message as content (a string)");
 	if (!strcmp(k, "on_invalid")) {
 		if (want(in, v, JSON_STRING, k, "a string") < 0)
 			return -1;

@@ -78,7 +78,7 @@ int msg_addr_check(const char *a, size_t len, bool *utf8, char *why,
 /* The domain part of a valid address (after the last '@'). */
 const char *msg_addr_domain(const char *a);
 
-/* ---- composition (job.c, compose.c, raw.c, render.c; header.c, mime.c) ----
+/* ---- composition (job.c, compose.c, raw.c, verbatim.c, render.c; header.c, mime.c) ----
  * A job's content is composed once into a struct msg_job: the MIME
  * skeleton with every static part encoded once (attachments base64'd,
  * static text parts encoded), and templates for what varies per recipient.
@@ -231,6 +231,26 @@ void msg_submit_free(struct msg_submit *s);
  * or hostname. Thread-safe (no shared state). */
 int msg_submit_prepare(const char *msg, size_t len, const struct msg_submit_opts *o,
 		       struct msg_submit *out, struct msg_err *err);
+
+/* ---- verbatim messages (verbatim.c) ----
+ * A message submitted whole (SMTP submission): len octets, CRLF lines,
+ * possibly 8-bit and not UTF-8, already finished by its submitter (Date,
+ * Message-ID, no Bcc). Compiled into a job that renders exactly these
+ * octets for every recipient: no template, no field added or rewritten;
+ * DKIM fields go in front as for any job. Its needs come from the octets:
+ * an 8-bit octet in the header needs SMTPUTF8, one in the body 8BITMIME.
+ * Only the header is checked (0, or -1 with e, field "message"): not
+ * empty, within max_size ("too_large"), lines ended by CRLF that are
+ * fields or continuations, without NUL, at most 998 octets, exactly one
+ * From field. The body may hold any octets ("{{" included). */
+int msg_verbatim_check(const char *msg, size_t len, size_t max_size, struct msg_err *e);
+/* o: max_size is used; job_id and hostname may be NULL (nothing is
+ * generated). The octets are copied. NULL with e. */
+struct msg_job *msg_job_compile_verbatim(const char *msg, size_t len,
+					 const struct msg_job_opts *o, struct msg_err *e);
+/* The domain of the From field's address (the last one, lower-cased),
+ * for DKIM key choice; -1 when there is no From field or no domain. */
+int msg_verbatim_from_domain(const char *msg, size_t len, char *out, size_t outlen);
 
 /* ---- DKIM signing (dkim.c; RFC 6376, ed25519-sha256 per RFC 8463) ----
  * Keys are loaded once (config time) and shared read-only by every worker.

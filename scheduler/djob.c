@@ -6,11 +6,14 @@
 #include "deliver_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum sched_state sched_rstate_api(unsigned s)
 {
@@ -58,15 +61,69 @@ int sched_djob_replay(struct sched_djob *dj, const char *path)
 	return sched_journal_replay(path, replay_one, dj);
 }
 
+/* A verbatim job's message (jobs/<id>/message), whole, into buf. */
+static int read_message(struct sched_djob *dj, struct vl_buf *buf)
+{
+	char path[PATH_MAX];
+	int fd = -1;
+	struct stat st;
+
+	if (sched_spool_path(dj->d->spool, dj->j->id, SCHED_SPOOL_MESSAGE, path, sizeof path) < 0 ||
+	    (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0)
+		goto fail;
+	size_t n = (size_t)st.st_size, done = 0;
+	char *p = vl_buf_reserve(buf, n + 1);
+	while (done < n) {
+		ssize_t r = read(fd, p + done, n - done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			errno = EIO;   /* shorter than its size: cut meanwhile */
+		if (r <= 0)
+			goto fail;
+		done += (size_t)r;
+	}
+	buf->len = n;
+	close(fd);
+	return 0;
+fail:
+	vl_log(VL_LOG_ERROR, "job %s: cannot read its message %s: %s", dj->j->id, path,
+	       strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* The job's message compiled, and the From domain its DKIM keys follow:
+ * a content (object or string) or, with "raw_message", the octets of
+ * jobs/<id>/message kept as they are. */
 static int compose(struct sched_djob *dj, json_t *job)
 {
 	struct msg_job_opts o = { .job_id = dj->j->id, .hostname = dj->d->cfg->hostname,
 				  .max_size = dj->d->cfg->max_message_size };
 	struct msg_err me = { 0 };
+	json_t *content = json_object_get(job, "content");
 
-	dj->msg = msg_job_compile(json_object_get(job, "content"),
-				  json_object_get(job, "substitutions"),
-				  json_object_get(job, "unsubscribe"), &o, &me);
+	if (json_is_true(json_object_get(job, "raw_message"))) {
+		struct vl_buf m;
+		vl_buf_init(&m);
+		if (read_message(dj, &m) == 0) {
+			dj->msg = msg_job_compile_verbatim(m.p, m.len, &o, &me);
+			if (msg_verbatim_from_domain(m.p, m.len, dj->from_domain,
+						     sizeof dj->from_domain) < 0)
+				dj->from_domain[0] = '\0';
+		} else {
+			snprintf(me.field, sizeof me.field, "message");
+			snprintf(me.message, sizeof me.message, "unreadable");
+		}
+		vl_buf_free(&m);
+	} else {
+		dj->msg = msg_job_compile(content, json_object_get(job, "substitutions"),
+					  json_object_get(job, "unsubscribe"), &o, &me);
+		if (dj->msg && msg_content_from_domain(content, dj->from_domain,
+						       sizeof dj->from_domain) < 0)
+			dj->from_domain[0] = '\0';
+	}
 	if (!dj->msg)
 		vl_log(VL_LOG_ERROR, "job %s: cannot compose its message: %s: %s", dj->j->id,
 		       me.field, me.message);
@@ -75,7 +132,7 @@ static int compose(struct sched_djob *dj, json_t *job)
 
 /* The keys of the From domain, or of its nearest parent domain with keys
  * (d= may be a parent of the From domain: relaxed alignment). */
-static void pick_keys(struct sched_djob *dj, const json_t *content)
+static void pick_keys(struct sched_djob *dj)
 {
 	const struct sched_deliver *d = dj->d;
 	const char *dom = dj->from_domain;
@@ -87,7 +144,7 @@ static void pick_keys(struct sched_djob *dj, const json_t *content)
 	dj->dkim_opts.bcanon = strstr(d->cfg->dkim_canon, "/simple") ? MSG_DKIM_SIMPLE
 								   : MSG_DKIM_RELAXED;
 	dj->dkim_opts.expire = (time_t)(d->cfg->dkim_expire_ms / 1000);
-	if (msg_content_from_domain(content, dj->from_domain, sizeof dj->from_domain) < 0)
+	if (!*dom)
 		return;
 	for (; dom && !dj->nkeys; dom = strchr(dom, '.') ? strchr(dom, '.') + 1 : NULL)
 		for (size_t i = 0; i < d->ndkim && dj->nkeys < VL_ARRAY_LEN(dj->keys); i++)
@@ -121,7 +178,7 @@ static int read_job(struct sched_djob *dj)
 		sched_bucket_init(&dj->rate, r);
 	int rc = compose(dj, job);
 	if (rc == 0 && !json_is_false(json_object_get(job, "dkim")))
-		pick_keys(dj, json_object_get(job, "content"));
+		pick_keys(dj);
 	json_decref(meta);
 	return rc;
 }

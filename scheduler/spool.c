@@ -29,6 +29,7 @@
 
 struct sched_spool {
 	char *dir, *jobs, *tmp;
+	int jobs_fd;             /* for syncfs (sched_spool_sync) */
 };
 
 /* The names in a job's directory (sched_spool_path; intake writes the
@@ -36,7 +37,7 @@ struct sched_spool {
 static const char *const file_names[] = {
 	[SCHED_SPOOL_JOB] = "job.json", [SCHED_SPOOL_RCPT] = "rcpt",
 	[SCHED_SPOOL_JOURNAL] = "journal", [SCHED_SPOOL_CONTROL] = "control",
-	[SCHED_SPOOL_DONE] = "done.json",
+	[SCHED_SPOOL_DONE] = "done.json", [SCHED_SPOOL_MESSAGE] = "message",
 };
 
 static char *path_join(const char *a, const char *b)
@@ -75,6 +76,7 @@ struct sched_spool *sched_spool_open(const char *data_dir, char *err, size_t err
 {
 	struct sched_spool *s = vl_calloc(1, sizeof *s);
 
+	s->jobs_fd = -1;
 	s->dir = vl_strdup(data_dir);
 	s->jobs = path_join(data_dir, "jobs");
 	s->tmp = path_join(data_dir, "tmp");
@@ -85,6 +87,7 @@ struct sched_spool *sched_spool_open(const char *data_dir, char *err, size_t err
 		return NULL;
 	}
 	vl_fsync_dir(s->dir);      /* jobs/ and tmp/ themselves must survive */
+	s->jobs_fd = open(s->jobs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = opendir(s->tmp);
 	struct dirent *e;
 	while (d && (e = readdir(d))) {
@@ -104,6 +107,8 @@ void sched_spool_close(struct sched_spool *s)
 {
 	if (!s)
 		return;
+	if (s->jobs_fd >= 0)
+		close(s->jobs_fd);
 	free(s->dir);
 	free(s->jobs);
 	free(s->tmp);
@@ -204,7 +209,7 @@ int sched_spool_path(const struct sched_spool *s, const char *id, enum sched_spo
 	if (outlen)
 		out[0] = '\0';
 	if (!id || !sched_id_valid(id, strnlen(id, SCHED_ID_LEN + 1)) ||
-	    (unsigned)f > SCHED_SPOOL_TMP) {
+	    (unsigned)f > SCHED_SPOOL_MESSAGE) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -224,6 +229,15 @@ int sched_spool_path(const struct sched_spool *s, const char *id, enum sched_spo
 const char *sched_spool_jobs_dir(const struct sched_spool *s)
 {
 	return s->jobs;
+}
+
+int sched_spool_sync(struct sched_spool *s)
+{
+	if (s->jobs_fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	return syncfs(s->jobs_fd);
 }
 
 void sched_new_id(char id[SCHED_ID_LEN + 1])
@@ -256,6 +270,7 @@ struct sched_intake {
 	char id[SCHED_ID_LEN + 1];
 	char *dir;
 	int fd;
+	int msg_fd;              /* tmp/<id>/message, or -1 */
 	uint64_t flushed;        /* octets already written to fd */
 	struct vl_buf wbuf;
 	struct vl_buf scratch;
@@ -283,7 +298,7 @@ struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 	struct sched_intake *in = vl_calloc(1, sizeof *in);
 	char dir[PATH_MAX];
 
-	in->fd = -1;
+	in->fd = in->msg_fd = -1;
 	if (sched_spool_path(s, id, SCHED_SPOOL_TMP, dir, sizeof dir) < 0) {
 		snprintf(err, errlen, "cannot receive job %.40s: %s", id, strerror(errno));
 		goto fail;
@@ -481,13 +496,13 @@ size_t sched_intake_count(const struct sched_intake *in)
 	return in->count;
 }
 
-static int write_file(const char *path, const char *data, size_t len)
+static int write_file(const char *path, const char *data, size_t len, bool sync)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 
 	if (fd < 0)
 		return -1;
-	if (vl_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+	if (vl_write_all(fd, data, len) < 0 || (sync && fsync(fd) < 0)) {
 		int e = errno;
 		close(fd);
 		errno = e;
@@ -496,7 +511,7 @@ static int write_file(const char *path, const char *data, size_t len)
 	return close(fd);
 }
 
-static int finish_table(struct sched_intake *in)
+static int finish_table(struct sched_intake *in, bool sync)
 {
 	char hdr[HDR_LEN];
 	uint64_t n = in->count;
@@ -505,27 +520,51 @@ static int finish_table(struct sched_intake *in)
 		return -1;
 	memcpy(hdr, TABLE_MAGIC, 8);
 	memcpy(hdr + 8, &n, 8);
-	if (pwrite(in->fd, hdr, HDR_LEN, 0) != HDR_LEN || fsync(in->fd) < 0)
+	if (pwrite(in->fd, hdr, HDR_LEN, 0) != HDR_LEN || (sync && fsync(in->fd) < 0))
 		return -1;
 	return 0;
 }
 
-int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t len)
+int sched_intake_message(struct sched_intake *in, const void *p, size_t n)
+{
+	if (in->msg_fd >= 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	char *path = path_join(in->dir, file_names[SCHED_SPOOL_MESSAGE]);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0 || vl_write_all(fd, p, n) < 0) {
+		errno = spool_err("cannot write", path);
+		if (fd >= 0)
+			close(fd);
+		free(path);
+		return -1;
+	}
+	free(path);
+	in->msg_fd = fd;
+	return 0;
+}
+
+/* Both commits: files complete (and fsync'd when sync), job.json last,
+ * the directory renamed into jobs/ (and the rename made durable). */
+static int commit(struct sched_intake *in, const char *job_json, size_t len, bool sync)
 {
 	char *meta = path_join(in->dir, file_names[SCHED_SPOOL_JOB]), dst[PATH_MAX];
 	int rc = -1, e = 0;
 
 	if (sched_spool_path(in->s, in->id, SCHED_SPOOL_DIR, dst, sizeof dst) < 0) {
 		e = spool_err("cannot name the directory of job", in->id);
-	} else if (finish_table(in) < 0) {
+	} else if (finish_table(in, sync) < 0) {
 		e = spool_err("cannot write the recipient table in", in->dir);
-	} else if (write_file(meta, job_json, len) < 0) {
+	} else if (sync && in->msg_fd >= 0 && fsync(in->msg_fd) < 0) {
+		e = spool_err("cannot sync the message in", in->dir);
+	} else if (write_file(meta, job_json, len, sync) < 0) {
 		e = spool_err("cannot write", meta);
-	} else if (vl_fsync_dir(in->dir) < 0) {
+	} else if (sync && vl_fsync_dir(in->dir) < 0) {
 		e = spool_err("cannot sync", in->dir);
 	} else if (rename(in->dir, dst) < 0) {
 		e = spool_err("cannot move the job to", dst);
-	} else if (vl_fsync_dir(in->s->jobs) < 0 || vl_fsync_dir(in->s->tmp) < 0) {
+	} else if (sync && (vl_fsync_dir(in->s->jobs) < 0 || vl_fsync_dir(in->s->tmp) < 0)) {
 		e = spool_err("cannot sync", in->s->jobs);
 		rename(dst, in->dir);
 	} else {
@@ -537,12 +576,24 @@ int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t le
 	return rc;
 }
 
+int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t len)
+{
+	return commit(in, job_json, len, true);
+}
+
+int sched_intake_commit_nosync(struct sched_intake *in, const char *job_json, size_t len)
+{
+	return commit(in, job_json, len, false);
+}
+
 void sched_intake_abort(struct sched_intake *in)
 {
 	if (!in)
 		return;
 	if (in->fd >= 0)
 		close(in->fd);
+	if (in->msg_fd >= 0)
+		close(in->msg_fd);
 	if (in->dir)
 		remove_dir(in->dir);
 	free(in->dir);

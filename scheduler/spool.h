@@ -8,11 +8,14 @@
  *   tmp/<id>/           a job being received; moved whole into jobs/
  *   jobs/<id>/job.json  the validated job (content, options, intake report)
  *   jobs/<id>/rcpt      the recipient table (spool.c)
+ *   jobs/<id>/message   a verbatim job's message octets (sched_intake_message)
  *   jobs/<id>/journal   outcomes, appended by the scheduler (journal.c)
  *   jobs/<id>/control   "paused" or "cancelled", when not active
  *   jobs/<id>/done.json a finished job's counters
  * A job directory appears in jobs/ only after its files and tmp/ are
  * fsync'd; the rename and jobs/ are fsync'd before the API answers 202.
+ * sched_intake_commit_nosync skips every fsync: its caller keeps the job
+ * elsewhere (submit/'s log) until sched_spool_sync has made it durable.
  */
 #ifndef VOLLEY_SCHED_SPOOL_H
 #define VOLLEY_SCHED_SPOOL_H
@@ -72,6 +75,7 @@ enum sched_spool_file {
 	SCHED_SPOOL_CONTROL,         /* jobs/<id>/control */
 	SCHED_SPOOL_DONE,            /* jobs/<id>/done.json */
 	SCHED_SPOOL_TMP,             /* tmp/<id>: a job being received */
+	SCHED_SPOOL_MESSAGE,         /* jobs/<id>/message: a verbatim job's octets */
 };
 /* The path of job id's file f into out (outlen octets). 0; or -1 with
  * out "" and errno EINVAL when id is not a job id (sched_id_valid) or f
@@ -91,9 +95,20 @@ struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 int sched_intake_add(struct sched_intake *in, const struct sched_rcpt *r,
 		     size_t *first);
 size_t sched_intake_count(const struct sched_intake *in);
+/* A verbatim job's message: the n octets at p written to tmp/<id>/message
+ * now, fsync'd by the commit with the rest. Once per intake: -1 with errno
+ * (EEXIST a second time; ENOSPC: disk full). */
+int sched_intake_message(struct sched_intake *in, const void *p, size_t n);
 /* Write job.json, fsync everything, move into jobs/. -1 with errno. The
  * intake is freed either way. */
 int sched_intake_commit(struct sched_intake *in, const char *job_json, size_t len);
+/* The same without any fsync: the job is in jobs/ but may not survive a
+ * crash until sched_spool_sync returns 0. For a caller that holds the job
+ * durably elsewhere meanwhile (submit/'s log); -1 with errno, freed. */
+int sched_intake_commit_nosync(struct sched_intake *in, const char *job_json, size_t len);
+/* Everything written to the spool's file system so far made durable (one
+ * syncfs(2)): what sched_intake_commit_nosync left, above all. -1 errno. */
+int sched_spool_sync(struct sched_spool *s);
 /* Remove what was written. */
 void sched_intake_abort(struct sched_intake *in);
 

@@ -240,6 +240,15 @@ class BadInput(VolleydTest):
         self.rejected(self.d.submit(simple_job(1, substitutions={"a": [1]})), 400,
                       "wrong_type", "substitutions.a")
         self.rejected(self.d.submit([1, 2]), 400, "wrong_type")
+        # the spool's mark of a verbatim job (SMTP submission only): a client
+        # cannot point a job at a file, with or without content
+        for raw in (True, False, "message"):
+            e = self.rejected(self.d.submit(simple_job(1, raw_message=raw)), 400,
+                              "invalid_field", "raw_message")
+            self.assertIn("SMTP submission", e["message"])
+        job = simple_job(1, raw_message=True)
+        del job["content"]
+        self.rejected(self.d.submit(job), 400, "invalid_field", "raw_message")
         job = simple_job(2)
         job["recipients"][1]["colour"] = "red"
         self.rejected(self.d.submit(job), 400, "unknown_field", "recipients[1].colour")

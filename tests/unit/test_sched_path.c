@@ -45,6 +45,7 @@ Test(sched_path, every_file_of_a_job)
 		{ SCHED_SPOOL_CONTROL, "jobs/" ID "/control" },
 		{ SCHED_SPOOL_DONE, "jobs/" ID "/done.json" },
 		{ SCHED_SPOOL_TMP, "tmp/" ID },
+		{ SCHED_SPOOL_MESSAGE, "jobs/" ID "/message" },
 	};
 	char got[512], exp[512];
 

@@ -2,10 +2,12 @@
  * and reads recipient tables back. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../../scheduler/scheduler.h"
 #include "unit.h"
@@ -89,6 +91,65 @@ Test(sched_spool, commit_then_read_back)
 	cr_assert_eq(sched_table_get(t, 2, &r), -1);
 	sched_table_close(t);
 	cr_assert_gt(sched_spool_job_bytes(sp, id), 0);
+}
+
+/* A verbatim job's message file: written into tmp/<id>/ with the rest,
+ * moved with it, octets kept; the commit without fsync makes the same job. */
+static void read_file(const char *path, struct vl_buf *out)
+{
+	FILE *f = fopen(path, "rb");
+	char buf[4096];
+	size_t n;
+	cr_assert_not_null(f, "%s", path);
+	vl_buf_reset(out);
+	while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+		vl_buf_append(out, buf, n);
+	fclose(f);
+}
+
+Test(sched_spool, message_file_and_commit_without_fsync)
+{
+	static const char m[] = "From: a@b.example\r\n\r\n\xe9\0{{ x }}\r\n.\r\n";
+	char id[SCHED_ID_LEN + 1], err[256], path[512];
+	size_t first;
+	struct vl_buf got;
+
+	vl_buf_init(&got);
+	for (int sync = 0; sync < 2; sync++) {
+		sched_new_id(id);
+		struct sched_intake *in = sched_intake_begin(sp, id, err, sizeof err);
+		cr_assert_not_null(in, "%s", err);
+		struct sched_rcpt a = mk("ann@example.net", NULL, NULL, NULL);
+		cr_assert_eq(sched_intake_add(in, &a, &first), 0);
+		cr_assert_eq(sched_intake_message(in, m, sizeof m - 1), 0);
+		errno = 0;
+		cr_assert_eq(sched_intake_message(in, m, 1), -1, "one message a job");
+		cr_assert_eq(errno, EEXIST);
+		snprintf(path, sizeof path, "%s/tmp/%s/message", dir, id);
+		cr_assert_eq(access(path, F_OK), 0, "written into tmp/ before the commit");
+		int rc = sync ? sched_intake_commit(in, "{}", 2)
+			      : sched_intake_commit_nosync(in, "{}", 2);
+		cr_assert_eq(rc, 0);
+		cr_assert_eq(sched_spool_path(sp, id, SCHED_SPOOL_MESSAGE, path, sizeof path), 0);
+		read_file(path, &got);
+		cr_assert_eq(got.len, sizeof m - 1);
+		cr_assert(!memcmp(got.p, m, got.len), "octets kept, NUL and 8-bit included");
+		struct sched_table *t = sched_table_open(sp, id);
+		cr_assert_not_null(t);
+		cr_assert_eq(sched_table_count(t), 1);
+		sched_table_close(t);
+	}
+	cr_assert_eq(entries("jobs"), 2);
+	cr_assert_eq(entries("tmp"), 0);
+	cr_assert_eq(sched_spool_sync(sp), 0);
+	/* an aborted intake takes its message with it */
+	sched_new_id(id);
+	struct sched_intake *in = sched_intake_begin(sp, id, err, sizeof err);
+	cr_assert_eq(sched_intake_message(in, m, sizeof m - 1), 0);
+	sched_intake_abort(in);
+	cr_assert_eq(entries("tmp"), 0);
+	cr_assert_eq(entries("jobs"), 2);
+	vl_buf_free(&got);
 }
 
 Test(sched_spool, abort_leaves_nothing)
