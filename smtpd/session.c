@@ -723,9 +723,13 @@ static void cmd_auth(struct smtpd_sess *s, const char *arg)
 			auth_plain(s, resp);
 		else
 			reply(s, 334, "%s", "");
-	} else if (strcasecmp(mech, "LOGIN") == 0 && !resp) {
+	} else if (strcasecmp(mech, "LOGIN") == 0) {
+		/* the user name may come at once, as many clients send it */
 		s->auth_step = AUTH_USER;
-		reply(s, 334, "VXNlcm5hbWU6");
+		if (resp)
+			auth_line(s, resp);
+		else
+			reply(s, 334, "VXNlcm5hbWU6");
 	} else {
 		client_error(s, 504, "5.5.4 Error: unsupported authentication mechanism");
 	}

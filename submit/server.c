@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -686,35 +687,49 @@ static void role_stats(const struct role *r, struct smtpd_stats *sum)
 	smtpd_stats_sum(sum, each, n);
 }
 
-static void listener_metrics(struct vl_buf *b, const struct role *r, const char *name,
-			     bool first)
+/* Each family's samples together, one per listener (the text format
+ * wants a family in one block). */
+static void listener_metrics(struct vl_buf *b, struct sub_server *v)
 {
-	struct smtpd_stats st;
+	static const struct { const char *name, *type, *help; size_t off; } fam[] = {
+#define F(n, t, h, f) { "volley_smtpd_" n, t, h, offsetof(struct smtpd_stats, f) }
+		F("connections", "gauge", "Open inbound SMTP connections.", conns_open),
+		F("connections_total", "counter", "Inbound SMTP connections accepted.",
+		  conns_total),
+		F("messages_total", "counter", "Messages accepted (answered 250) by an SMTP "
+		  "listener.", messages),
+		F("recipients_total", "counter", "Recipients of the accepted messages.",
+		  recipients),
+		F("bytes_total", "counter", "Octets of the accepted messages.", bytes),
+		F("replies_4xx_total", "counter", "Transient refusals sent.", replies_4xx),
+		F("replies_5xx_total", "counter", "Permanent refusals sent.", replies_5xx),
+		F("tls_sessions_total", "counter", "TLS sessions started.", tls_sessions),
+#undef F
+	};
+	const struct role *roles[2] = { &v->sub, &v->fb };
+	const char *names[2] = { "submission", "feedback" };
+	struct smtpd_stats st[2];
 	char lab[64];
 
-	role_stats(r, &st);
-	snprintf(lab, sizeof lab, "{listener=\"%s\"}", name);
-	metric(b, "volley_smtpd_connections", "gauge", first ? "Open inbound SMTP "
-	       "connections." : NULL, lab, (double)(st.conns_open));
-	metric(b, "volley_smtpd_connections_total", "counter", first ? "Inbound SMTP "
-	       "connections accepted." : NULL, lab, (double)st.conns_total);
-	metric(b, "volley_smtpd_messages_total", "counter", first ? "Messages accepted "
-	       "(answered 250) by an SMTP listener." : NULL, lab, (double)st.messages);
-	metric(b, "volley_smtpd_recipients_total", "counter", first ? "Recipients of the "
-	       "accepted messages." : NULL, lab, (double)st.recipients);
-	metric(b, "volley_smtpd_bytes_total", "counter", first ? "Octets of the accepted "
-	       "messages." : NULL, lab, (double)st.bytes);
-	metric(b, "volley_smtpd_replies_4xx_total", "counter", first ? "Transient refusals "
-	       "sent." : NULL, lab, (double)st.replies_4xx);
-	metric(b, "volley_smtpd_replies_5xx_total", "counter", first ? "Permanent refusals "
-	       "sent." : NULL, lab, (double)st.replies_5xx);
-	metric(b, "volley_smtpd_tls_sessions_total", "counter", first ? "TLS sessions "
-	       "started." : NULL, lab, (double)st.tls_sessions);
-	if (r == &r->srv->sub) {
+	for (int r = 0; r < 2; r++)
+		role_stats(roles[r], &st[r]);
+	for (size_t f = 0; f < VL_ARRAY_LEN(fam); f++) {
+		bool first = true;
+		for (int r = 0; r < 2; r++) {
+			if (!roles[r]->nthreads)
+				continue;
+			snprintf(lab, sizeof lab, "{listener=\"%s\"}", names[r]);
+			const _Atomic uint64_t *x = (const void *)((const char *)&st[r] + fam[f].off);
+			metric(b, fam[f].name, fam[f].type, first ? fam[f].help : NULL, lab,
+			       (double)atomic_load(x));
+			first = false;
+		}
+	}
+	if (v->sub.nthreads) {
 		metric(b, "volley_submission_auth_total", "counter", "AUTH attempts by result.",
-		       "{result=\"ok\"}", (double)st.auth_ok);
+		       "{result=\"ok\"}", (double)st[0].auth_ok);
 		metric(b, "volley_submission_auth_total", "counter", NULL,
-		       "{result=\"failed\"}", (double)st.auth_failed);
+		       "{result=\"failed\"}", (double)st[0].auth_failed);
 	}
 }
 
@@ -722,10 +737,7 @@ void sub_server_metrics(struct sub_server *v, struct vl_buf *b)
 {
 	if (!v)
 		return;
-	if (v->sub.nthreads)
-		listener_metrics(b, &v->sub, "submission", true);
-	if (v->fb.nthreads)
-		listener_metrics(b, &v->fb, "feedback", !v->sub.nthreads);
+	listener_metrics(b, v);
 	if (v->limit) {
 		struct sub_authlimit_stats ls;
 		sub_authlimit_stats(v->limit, &ls);

@@ -273,3 +273,18 @@ Test(smtpd_hooks, listen_parse)
 	cr_assert_eq(smtpd_listen_parse("127.0.0.1:0", &l), -1);
 	cr_assert_eq(smtpd_listen_parse("127.0.0.1:70000", &l), -1);
 }
+
+Test(smtpd_hooks, auth_login_with_initial_response)
+{
+	struct hk *h = hk_new(0);
+	feed(h, "EHLO c\r\n");
+	smtpd_sess_feed(&h->s, "STARTTLS\r\n", 10);
+	take(h);
+	smtpd_sess_tls_started(&h->s, "TLSv1.3", "X");
+	feed(h, "EHLO c\r\n");
+	/* smtplib and others send the user name with the command */
+	cr_assert_str_eq(feed(h, "AUTH LOGIN dQ==\r\n"), "334 UGFzc3dvcmQ6\r\n");
+	cr_assert_str_eq(feed(h, "cHc=\r\n"), "235 2.7.0 Authentication successful\r\n");
+	cr_assert_str_eq(h->user, "u");
+	hk_free(h);
+}
