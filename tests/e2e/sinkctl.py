@@ -37,7 +37,7 @@ DEFAULT_HOST = "127.0.0.1"
 
 STATS_KEYS = {"time", "conns_open", "conns_total", "conns_refused", "messages",
               "recipients", "bytes", "tls_sessions", "replies_4xx",
-              "replies_5xx", "drops", "timeouts", "errors"}
+              "replies_5xx", "drops", "timeouts", "errors", "auth_ok", "auth_failed"}
 EXTENSIONS = {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8",
               "ENHANCEDSTATUSCODES", "CHUNKING"}
 ENH_RE = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
