@@ -56,7 +56,9 @@ struct sub_server {
 	const struct cfg *cfg;
 	struct sub_log *log;
 	struct sub_inbox *inbox;
-	struct sub_users *users;
+	_Atomic(struct sub_users *) users; /* the newest; SIGHUP loads another */
+	struct sub_users **old_users;  /* kept until stop: sessions may hold them */
+	size_t nold_users;
 	struct sub_authlimit *limit;
 	struct role sub, fb;
 	atomic_bool stop;
@@ -143,7 +145,7 @@ static void auth_answer(struct sub_server *v, struct auth_job *j)
 	const struct sub_user *u = NULL;
 	uint64_t now = vl_now_ms();
 
-	if (sub_users_verify_at(v->users, j->user, j->pass, now, &u) == 0) {
+	if (sub_users_verify_at(atomic_load(&v->users), j->user, j->pass, now, &u) == 0) {
 		explicit_bzero(j->pass, sizeof j->pass);
 		smtpd_sess_resume(j->s, 235, NULL);
 		free(j);
@@ -271,7 +273,7 @@ static struct smtpd_verdict hook_auth(void *arg, struct smtpd_sess *s, const cha
 
 static const struct sub_user *session_user(struct sub_server *v, const struct smtpd_sess *s)
 {
-	return s->auth_user[0] ? sub_users_find(v->users, s->auth_user) : NULL;
+	return s->auth_user[0] ? sub_users_find(atomic_load(&v->users), s->auth_user) : NULL;
 }
 
 static struct smtpd_verdict sub_check(void *arg, struct smtpd_sess *s, enum smtpd_stage st,
@@ -577,7 +579,9 @@ static int start_submission(struct sub_server *v, char *err, size_t errlen)
 	for (size_t i = 0; i < c->nimplicit_tls; i++)
 		if (add_listen(&r->conf, &c->implicit_tls[i], true, err, errlen) < 0)
 			return -1;
-	if (!(v->users = sub_users_load(c->users, c, err, errlen)) ||
+	struct sub_users *u = sub_users_load(c->users, c, err, errlen);
+	atomic_store(&v->users, u);
+	if (!u ||
 	    !(r->tls = tls_server_ctx_new(c->cert, c->key, v->cfg->hostname, err, errlen)))
 		return -1;
 	v->limit = sub_authlimit_new(NULL);
@@ -660,7 +664,10 @@ void sub_server_stop(struct sub_server *v)
 	for (size_t i = 0; i < v->nrates; i++)
 		free(v->rates[i].name);
 	free(v->rates);
-	sub_users_free(v->users);
+	sub_users_free(atomic_load(&v->users));
+	for (size_t i = 0; i < v->nold_users; i++)
+		sub_users_free(v->old_users[i]);
+	free(v->old_users);
 	sub_authlimit_free(v->limit);
 	pthread_mutex_destroy(&v->mu);
 	pthread_cond_destroy(&v->cv);
@@ -764,4 +771,22 @@ void sub_server_metrics(struct sub_server *v, struct vl_buf *b)
 		metric(b, "volley_submission_log_waiting", "gauge", "Messages waiting for the "
 		       "submission log's committer.", NULL, (double)ls.waiting);
 	}
+}
+
+int sub_server_reload_users(struct sub_server *v, const struct cfg *c, char *err, size_t errlen)
+{
+	if (!v || !atomic_load(&v->users))
+		return 0;
+	if (!c->submission.on) {
+		snprintf(err, errlen, "submission is off in the new configuration: needs a restart");
+		return -1;
+	}
+	struct sub_users *u = sub_users_load(c->submission.users, &c->submission, err, errlen);
+	if (!u)
+		return -1;
+	pthread_mutex_lock(&v->mu);
+	v->old_users = vl_realloc(v->old_users, (v->nold_users + 1) * sizeof *v->old_users);
+	v->old_users[v->nold_users++] = atomic_exchange(&v->users, u);
+	pthread_mutex_unlock(&v->mu);
+	return 0;
 }

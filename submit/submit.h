@@ -254,6 +254,11 @@ struct sub_server *sub_server_start(const struct cfg *c, struct sub_log *log, ch
 /* Stops listening, answers every session that waits, stops the threads.
  * The log must still be open. */
 void sub_server_stop(struct sub_server *v);
+/* SIGHUP: the users file (and its settings from c) read again; sessions
+ * already logged in keep going, new logins check the new file. -1 with
+ * err: the running users stay. */
+int sub_server_reload_users(struct sub_server *v, const struct cfg *c, char *err,
+			    size_t errlen);
 /* The listeners' Prometheus lines (docs/api.md's /metrics). */
 void sub_server_metrics(struct sub_server *v, struct vl_buf *out);
 

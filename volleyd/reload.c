@@ -14,7 +14,10 @@
 /* Keys (or groups, "api.") a running volleyd cannot change. */
 static const char *const restart_keys[] = {
 	"data_dir", "hostname", "workers", "max_message_size", "events.", "api.",
-	"spool.", "dns.", "timeouts.", "egress", "tls_rpt.", "defaults.max_age", NULL,
+	"spool.", "dns.", "timeouts.", "egress", "tls_rpt.", "defaults.max_age",
+	"submission.listen", "submission.implicit_tls", "submission.cert", "submission.key",
+	"submission.threads", "submission.max_message_size", "submission.auth_cache_ttl",
+	"submission.auth_cache_size", "feedback.", NULL,
 };
 
 /* The printed configuration as "group.key" -> its text; a list
@@ -130,6 +133,9 @@ void vd_reload(struct vd_daemon *v, struct vd_cfgs *cfgs, const struct vd_opts *
 	}
 	if (vd_check(c, err, sizeof err) < 0 || sched_reload(v->sc, c, err, sizeof err) < 0)
 		goto refuse;
+	if (sub_server_reload_users(v->smtp, c, err, sizeof err) < 0)
+		vl_log(VL_LOG_ERROR, "volleyd: reload: submission users: %s; the running users "
+		       "stay", err);
 	note_restart_keys(vd_current(cfgs), c);
 	cfgs->v = vl_realloc(cfgs->v, (cfgs->n + 1) * sizeof *cfgs->v);
 	cfgs->v[cfgs->n++] = c;
