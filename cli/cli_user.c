@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +35,8 @@ static const char usage_line[] =
 
 static const char help_text[] =
 	"The users of SMTP submission (docs/cli.md, docs/config.md), in the users file\n"
-	"(--users FILE, else $VOLLEY_USERS, else " DEFAULT_USERS "). Needs no daemon;\n"
-	"volleyd reads the file at start and on SIGHUP.\n"
+	"(--users FILE, else $VOLLEY_USERS, else " DEFAULT_USERS "): the file that\n"
+	"submission.users names in volleyd's configuration. Needs no daemon.\n"
 	"  add NAME   add NAME, or give NAME a new password (its settings stay). The\n"
 	"             password is the first line of standard input; on a terminal it\n"
 	"             is asked for twice, without echo. Hashed with yescrypt.\n"
@@ -48,6 +49,9 @@ struct user_cmd {
 };
 
 static volatile sig_atomic_t interrupted;
+/* SIGINT and SIGTERM are blocked but while waiting for input (ppoll with
+ * this mask), so one that comes is never lost between a check and a read. */
+static sigset_t wait_mask;
 
 static void on_int(int sig)
 {
@@ -103,11 +107,14 @@ static int read_line(char *buf, size_t len)
 	size_t n = 0;
 
 	for (;;) {
+		struct pollfd pf = { .fd = STDIN_FILENO, .events = POLLIN };
 		char c;
-		ssize_t r = read(STDIN_FILENO, &c, 1);
+		ssize_t r = ppoll(&pf, 1, NULL, &wait_mask);
+		if (r >= 0 && !interrupted)
+			r = read(STDIN_FILENO, &c, 1);
 		if (r < 0 && errno == EINTR && !interrupted)
 			continue;
-		if (r < 0) {
+		if (r < 0 || interrupted) {
 			if (!interrupted)
 				cli_err("user add: standard input: %s", strerror(errno));
 			return -1;
@@ -399,10 +406,15 @@ int cli_user(int argc, char **argv)
 		}
 	if (parse(argc, argv, &u) < 0)
 		return CLI_USAGE;
-	/* no SA_RESTART: a read at the prompt returns on Ctrl-C */
+	/* Ctrl-C at the prompt ends the wait (ppoll), never a write of the file */
 	struct sigaction sa = { .sa_handler = on_int };
+	sigset_t block;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigprocmask(SIG_BLOCK, &block, &wait_mask);
 	return !strcmp(u.op, "list") ? list(u.file) : edit(&u);
 }
