@@ -29,6 +29,7 @@ SINK_SRC   := $(wildcard sink/sink_*.c)
 CLI_SRC    := $(wildcard cli/*.c)
 VOLLEYD_SRC := $(wildcard volleyd/*.c)
 VBENCH_SRC := $(wildcard bench/vbench/*.c)
+SUBMIT_SRC := $(wildcard bench/submit/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -48,7 +49,7 @@ API_OBJ    := $(call obj,$(API_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
-         $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
+         $(BUILD)/volley-submit $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
          $(BUILD)/volley-compose $(BUILD)/volley-resolve $(BUILD)/volley-dkim-bench \
          $(BUILD)/volley-bench
 UNIT  := $(BUILD)/tests/unit
@@ -92,6 +93,10 @@ $(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(DNS_OBJ) 
 $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
+# The submission load client: its session machine, TLS over memory BIOs, io_uring.
+$(BUILD)/volley-submit: $(call obj,$(SUBMIT_SRC)) $(TLS_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
+
 $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
@@ -132,7 +137,7 @@ test: all
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		$(addprefix build/asan/,volley-sink volley-drive volley-blast volley volleyd volley-compose \
+		$(addprefix build/asan/,volley-sink volley-drive volley-blast volley-submit volley volleyd volley-compose \
 		volley-resolve volley-bench volley-render-bench volley-dkim-bench tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
