@@ -60,7 +60,8 @@ struct shared {
 };
 
 struct counts {
-	long sent, accepted, refused4, refused5, rcpt_refused, auth_refused, errors, lost;
+	long sent, accepted, refused4, refused5, rcpt_refused, auth_refused, auth_tempfail;
+	long errors, lost;
 	long conns, handshakes, resumed;
 };
 
@@ -75,6 +76,10 @@ struct client {
 	bool handshaking;
 	SSL_SESSION *resume;      /* the last session ticket, for the next connection */
 	struct vs_sess sess;
+	/* The messages this client has claimed, [cur, end): a block of
+	 * --per-conn at a time, so that no connection is made for nothing
+	 * at the end, and the rest of a block outlives a failed connection. */
+	long cur, end;
 	struct vl_buf plain, out, fly;
 	uint64_t dot_ns, last_ms;
 };
@@ -106,16 +111,29 @@ static void note_error(struct shared *sh, const char *fmt, ...)
 
 /* ---- the session's callbacks ---- */
 
-static bool next_msg(void *arg, uint64_t *id)
+/* A new block of messages for c when its own is used up; false when
+ * none is left or the run stops. */
+static bool claim(struct client *c)
 {
-	struct client *c = arg;
 	struct shared *sh = c->w->sh;
 	if (atomic_load(&sh->stop))
 		return false;
-	long i = atomic_fetch_add(&sh->next_id, 1);
+	if (c->cur < c->end)
+		return true;
+	long i = atomic_fetch_add(&sh->next_id, sh->o->per_conn);
 	if (i >= sh->o->messages)
 		return false;
-	*id = (uint64_t)i;
+	c->cur = i;
+	c->end = i + sh->o->per_conn < sh->o->messages ? i + sh->o->per_conn : sh->o->messages;
+	return true;
+}
+
+static bool next_msg(void *arg, uint64_t *id)
+{
+	struct client *c = arg;
+	if (c->cur >= c->end || atomic_load(&c->w->sh->stop))
+		return false;
+	*id = (uint64_t)c->cur++;
 	c->w->n.sent++;
 	return true;
 }
@@ -157,10 +175,20 @@ static void event(void *arg, enum vs_ev ev, uint64_t id, int code, const char *t
 		break;
 	case VS_EV_RCPT_REFUSED: w->n.rcpt_refused++; break;
 	case VS_EV_AUTH_REFUSED:
+		note_error(w->sh, "AUTH refused: %d %s", code, text);
+		if (code >= 400 && code < 500) {
+			/* "try again later", as an overloaded auth service says:
+			 * this connection ends and a new one tries again, as a
+			 * client would; counted with the errors (--max-errors). */
+			w->n.auth_tempfail++;
+			w->n.errors++;
+			if (atomic_fetch_add(&w->sh->errors, 1) + 1 >= w->sh->o->max_errors)
+				atomic_store(&w->sh->stop, true);
+			break;
+		}
 		/* Every other connection would be refused too: the run stops. */
 		w->n.auth_refused++;
 		atomic_store(&w->sh->stop, true);
-		note_error(w->sh, "AUTH refused: %d %s", code, text);
 		break;
 	case VS_EV_CLOSE: c->quit_done = true; break;
 	case VS_EV_FAIL:
@@ -370,10 +398,6 @@ static void connect_one(struct client *c)
 	io_uring_sqe_set_data64(sqe, vl_ud(c, OP_CONNECT));
 }
 
-static bool more_to_send(const struct shared *sh)
-{
-	return !atomic_load(&sh->stop) && atomic_load(&sh->next_id) < sh->o->messages;
-}
 
 /* Closed when nothing is in flight; then a new connection if mail is left. */
 static void maybe_close(struct client *c)
@@ -389,7 +413,7 @@ static void maybe_close(struct client *c)
 	vl_buf_reset(&c->out);
 	vl_buf_reset(&c->fly);
 	vl_buf_reset(&c->plain);
-	if (more_to_send(c->w->sh))
+	if (claim(c))
 		connect_one(c);
 }
 
@@ -516,7 +540,7 @@ static void *run(void *arg)
 		atomic_store(&w->sh->stop, true);
 		return NULL;
 	}
-	for (int i = 0; i < w->nclients && more_to_send(w->sh); i++)
+	for (int i = 0; i < w->nclients && claim(&w->c[i]); i++)
 		connect_one(&w->c[i]);
 	uint64_t last = 0;
 	while (live_clients(w) > 0) {
@@ -739,13 +763,14 @@ static void report(const struct opts *o, struct shared *sh, struct worker *w, do
 	struct vl_buf b;
 	vl_buf_init(&b);
 	vl_buf_printf(&b, "{\"messages\":%ld,\"sent\":%ld,\"accepted\":%ld,\"refused\":{\"4xx\":%ld,"
-		      "\"5xx\":%ld},\"rcpt_refused\":%ld,\"auth_refused\":%ld,\"errors\":%ld,"
+		      "\"5xx\":%ld},\"rcpt_refused\":%ld,\"auth_refused\":%ld,\"auth_tempfail\":%ld,"
+		      "\"errors\":%ld,"
 		      "\"lost\":%ld,\"connections\":%ld,\"tls_handshakes\":%ld,\"tls_resumed\":%ld,"
 		      "\"clients\":%ld,\"per_conn\":%ld,\"rcpts\":%d,\"size\":%llu,"
 		      "\"elapsed_s\":%.3f,\"msgs_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
 		      "\"cpu_s\":%.3f,\"timed_out\":%s,\"first_error\":",
 		      o->messages, t.sent, t.accepted, t.refused4, t.refused5, t.rcpt_refused,
-		      t.auth_refused, t.errors, t.lost, t.conns, t.handshakes, t.resumed,
+		      t.auth_refused, t.auth_tempfail, t.errors, t.lost, t.conns, t.handshakes, t.resumed,
 		      o->clients, o->per_conn, o->rcpts, (unsigned long long)o->size, secs_, rate,
 		      p50, p99, cpu, atomic_load(&sh->timed_out) ? "true" : "false");
 	vl_buf_json_string(&b, sh->first_error[0] ? sh->first_error : NULL);
@@ -755,8 +780,9 @@ static void report(const struct opts *o, struct shared *sh, struct worker *w, do
 	} else {
 		printf("volley-submit: %ld of %ld messages accepted in %.2f s: %.0f msg/s\n",
 		       t.accepted, o->messages, secs_, rate);
-		printf("  refused 4xx %ld, 5xx %ld; recipients refused %ld; errors %ld, lost %ld\n",
-		       t.refused4, t.refused5, t.rcpt_refused, t.errors, t.lost);
+		printf("  refused 4xx %ld, 5xx %ld; recipients refused %ld; AUTH refused %ld, "
+		       "AUTH 4xx %ld; errors %ld, lost %ld\n", t.refused4, t.refused5, t.rcpt_refused,
+		       t.auth_refused, t.auth_tempfail, t.errors, t.lost);
 		printf("  %ld connections, %ld TLS handshakes (%ld resumed); end of data to 250: "
 		       "p50 %.2f ms, p99 %.2f ms; CPU %.2f s\n", t.conns, t.handshakes, t.resumed,
 		       p50, p99, cpu);
