@@ -579,13 +579,15 @@ static int vb_pf_msa(const struct vb_env *e, struct vb_sink *s, struct vb_result
 		snprintf(r->note, sizeof r->note, "Postfix did not start: %s", why);
 	} else {
 		rc = vb_submit_measure(e, s, "127.0.0.1", p.port, p.master, dc.pid, r);
-		if (rc == 0 && !r->note[0])
+		char first[sizeof r->note];
+		snprintf(first, sizeof first, "%s", r->note);
+		if (rc == 0)
 			snprintf(r->note, sizeof r->note,
 				 "Postfix %s as the MSA: smtpd with %s, SASL from a private Dovecot "
-				 "(passwd-file, yescrypt), durable queue; relaying over %ld smtp "
-				 "processes, TLS reuse via tlsproxy; CPU includes Dovecot's", p.version,
+				 "(passwd-file, %s), durable queue; relaying over %ld smtp processes, "
+				 "TLS reuse via tlsproxy; CPU includes Dovecot's%s%.200s", p.version,
 				 strcmp(e->sc->submit_tls, "implicit") ? "STARTTLS" : "implicit TLS",
-				 p.procs);
+				 e->sc->password_hash, p.procs, first[0] ? "; " : "", first);
 	}
 	vb_pf_stop(&p);
 	vb_dovecot_stop(&dc);

@@ -260,7 +260,7 @@ static int submit_figures(const char *out, const char *err, struct vb_result *r)
 	r->p99_ms = json_number_value(json_object_get(j, "p99_ms"));
 	const char *fe = json_string_value(json_object_get(j, "first_error"));
 	if (fe)
-		snprintf(r->note, sizeof r->note, "volley-submit: %s", fe);
+		snprintf(r->note, sizeof r->note, "volley-submit's first error: %s", fe);
 	json_decref(j);
 	return 0;
 }
