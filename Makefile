@@ -199,7 +199,7 @@ fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
-		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http
+		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-submit
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
@@ -230,6 +230,10 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_sts -max_total_time=$(FUZZ_TIME) -max_len=70000 build/fuzz/corpus-sts
 	cp tests/fuzz/seeds/tlsrpt/* build/fuzz/corpus-tlsrpt/
 	build/fuzz/fuzz_tlsrpt -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-tlsrpt
+	$(FUZZ_CC) tests/fuzz/fuzz_submit_sess.c bench/submit/sess.c $(FUZZ_SRC) \
+		-o build/fuzz/fuzz_submit_sess $(FUZZ_LIBS)
+	cp tests/fuzz/seeds/submit/* build/fuzz/corpus-submit/
+	build/fuzz/fuzz_submit_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-submit
 	cp tests/fuzz/seeds/http/* build/fuzz/corpus-http/
 	build/fuzz/fuzz_http -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-http
 

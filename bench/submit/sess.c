@@ -337,8 +337,8 @@ void vs_sess_init(struct vs_sess *s, const struct vs_sess_cfg *cfg,
 int vs_sess_input(struct vs_sess *s, const char *data, size_t n, struct vl_buf *out)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (s->done)
-			return s->failed ? -1 : fail(s, 0, "octets after the end of the session");
+		if (s->done)  /* after the 221 or a failure: the rest is not read */
+			return s->failed ? -1 : 1;
 		if (s->tls_wait)  /* between STARTTLS's 220 and the handshake */
 			return fail(s, 0, "octets after STARTTLS's 220 (an injection?)");
 		if (data[i] != '\n') {
