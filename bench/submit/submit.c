@@ -754,7 +754,8 @@ static void report(const struct opts *o, struct shared *sh, struct worker *w, do
 	uint32_t *lat = vl_malloc(nlat * sizeof *lat);
 	nlat = 0;
 	for (long i = 0; i < o->threads; i++) {
-		memcpy(lat + nlat, w[i].lat_us, w[i].nlat * sizeof *lat);
+		if (w[i].nlat)  /* none accepted: no array (memcpy wants one) */
+			memcpy(lat + nlat, w[i].lat_us, w[i].nlat * sizeof *lat);
 		nlat += w[i].nlat;
 	}
 	qsort(lat, nlat, sizeof *lat, cmp_u32);
