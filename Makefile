@@ -33,6 +33,7 @@ SMTPD_SRC  := $(wildcard smtpd/*.c)
 CLI_SRC    := $(wildcard cli/*.c)
 VOLLEYD_SRC := $(wildcard volleyd/*.c)
 VBENCH_SRC := $(wildcard bench/vbench/*.c)
+SUBMIT_SRC := $(wildcard bench/submit/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -54,7 +55,7 @@ SINK_OBJ   := $(call obj,$(SINK_SRC))
 SMTPD_OBJ  := $(call obj,$(SMTPD_SRC))
 
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
-         $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
+         $(BUILD)/volley-submit $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
          $(BUILD)/volley-compose $(BUILD)/volley-resolve $(BUILD)/volley-dkim-bench \
          $(BUILD)/volley-bench
 UNIT  := $(BUILD)/tests/unit
@@ -98,6 +99,10 @@ $(BUILD)/volley-drive: $(call obj,bench/drive/drive.c) $(ENGINE_OBJ) $(DNS_OBJ) 
 $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
+# The submission load client: its session machine, TLS over memory BIOs, io_uring.
+$(BUILD)/volley-submit: $(call obj,$(SUBMIT_SRC)) $(TLS_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
+
 $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
@@ -124,7 +129,7 @@ $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SMTPD_OB
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \
@@ -140,7 +145,7 @@ test: all
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-		$(addprefix build/asan/,volley-sink volley-drive volley-blast volley volleyd volley-compose \
+		$(addprefix build/asan/,volley-sink volley-drive volley-blast volley-submit volley volleyd volley-compose \
 		volley-resolve volley-bench volley-render-bench volley-dkim-bench tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
@@ -240,6 +245,10 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_sts -max_total_time=$(FUZZ_TIME) -max_len=70000 build/fuzz/corpus-sts
 	cp tests/fuzz/seeds/tlsrpt/* build/fuzz/corpus-tlsrpt/
 	build/fuzz/fuzz_tlsrpt -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-tlsrpt
+	$(FUZZ_CC) tests/fuzz/fuzz_submit_sess.c bench/submit/sess.c $(FUZZ_SRC) \
+		-o build/fuzz/fuzz_submit_sess $(FUZZ_LIBS)
+	cp tests/fuzz/seeds/submit/* build/fuzz/corpus-submit/
+	build/fuzz/fuzz_submit_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-submit
 	cp tests/fuzz/seeds/http/* build/fuzz/corpus-http/
 	build/fuzz/fuzz_http -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-http
 	cp tests/fuzz/seeds/submit/* build/fuzz/corpus-submit/

@@ -4,13 +4,16 @@
 #                                    gnuplot too: volley-bench's tests use them)
 #   scripts/install-deps.sh --bench  the same (kept for older callers)
 # scdoc builds the man pages; debhelper builds the Debian package (debian/).
+# dovecot-core (its auth service, for the Postfix MSA's SASL) and whois
+# (mkpasswd: the yescrypt hashes) serve volley-bench's submission scenario;
+# the packaged dovecot service is not needed (volley-bench runs its own).
 set -eu
 
 PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
 libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
 curl unbound nsd ldnsutils python3-dkim opendkim-tools postfix gnuplot-nox
-zlib1g-dev python3-jsonschema scdoc debhelper libcrypt-dev"
+zlib1g-dev python3-jsonschema scdoc debhelper libcrypt-dev dovecot-core whois"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""

@@ -23,7 +23,7 @@ struct opts {
 	const char *scen, *out, *bin_dir, *src_dir;
 	const char *peers[MAX_PEERS];
 	int npeers;
-	long recipients, peer_max;
+	long recipients, peer_max, per_conn;
 	bool keep, no_plot, verbose;
 };
 
@@ -31,12 +31,13 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|blast]... [--recipients N]\n"
-		"                    [--peer-max N] [--out PREFIX] [--keep] [--no-plot]\n"
+		"                    [--peer-max N] [--per-conn N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
-		"             transactional, dkim, dane) or a scenario file\n"
+		"             transactional, dkim, dane, submission) or a scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); blast is\n"
 		"             volley-blast, a pre-rendered clear-text ceiling\n"
 		"  --recipients, --peer-max  override the scenario's counts\n"
+		"  --per-conn N  submission: messages per connection (1: a connection a message)\n"
 		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
 		"  --keep     keep the run's temporary folder (logs, spools)\n"
 		"  --version  print the version and exit\n");
@@ -61,6 +62,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	static const struct option lo[] = {
 		{ "compare", required_argument, 0, 'c' }, { "recipients", required_argument, 0, 'n' },
 		{ "peer-max", required_argument, 0, 'p' }, { "out", required_argument, 0, 'o' },
+		{ "per-conn", required_argument, 0, 'C' },
 		{ "keep", no_argument, 0, 'k' },           { "no-plot", no_argument, 0, 'P' },
 		{ "bin", required_argument, 0, 'b' },      { "src", required_argument, 0, 's' },
 		{ "verbose", no_argument, 0, 'v' },        { "help", no_argument, 0, 'h' },
@@ -87,6 +89,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'p':
 			if (count_arg(c == 'n' ? "--recipients" : "--peer-max", optarg,
 				      c == 'n' ? &o->recipients : &o->peer_max) < 0)
+				return -1;
+			break;
+		case 'C':
+			if (count_arg("--per-conn", optarg, &o->per_conn) < 0)
 				return -1;
 			break;
 		case 'o': o->out = optarg; break;
@@ -211,6 +217,28 @@ static void sync_dir(const char *dir)
 	}
 }
 
+/* What was run, above the table. */
+static void headline(const struct vb_scen *sc, const struct vb_work *w)
+{
+	int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (sc->submission) {
+		printf("\nvolley-bench %s: %ld messages of %ld octets submitted by volley-submit: %ld "
+		       "clients, %ld messages a connection, %s, AUTH PLAIN (yescrypt); delivered "
+		       "to the sink%s with %ld sessions; %d cores\n", sc->name, sc->recipients,
+		       sc->msg_size, sc->submit_clients, sc->per_conn,
+		       !strcmp(sc->submit_tls, "implicit") ? "implicit TLS" : "STARTTLS",
+		       sc->tls ? " over STARTTLS" : "", sc->sessions, cores);
+		return;
+	}
+	printf("\nvolley-bench %s: %ld recipients over %ld domains, messages of %ld octets%s%s%s, "
+	       "%ld sessions, %d cores\n", sc->name, sc->recipients, sc->domains, w->msg_bytes,
+	       sc->tls ? ", STARTTLS" : "", sc->dkim[0] ? (sc->dkim[0] == 'r' ? ", DKIM rsa" :
+							     ", DKIM ed25519") : "",
+	       sc->dane ? ", MX via a validating unbound, TLSA 3 1 1 on every MX (no-dane: "
+			 "policy encrypt)" : "",
+	       sc->sessions, cores);
+}
+
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -237,6 +265,14 @@ int main(int argc, char **argv)
 		sc.recipients = o.recipients;
 	if (o.peer_max > 0)
 		sc.peer_max = o.peer_max;
+	if (o.per_conn > 0)
+		sc.per_conn = o.per_conn;
+	for (int i = 0; i < o.npeers; i++)
+		if (sc.submission && strcmp(o.peers[i], "postfix")) {
+			fprintf(stderr, "volley-bench: %s: a submission scenario compares with "
+				"Postfix (a submission server) only\n", sc.name);
+			return 2;
+		}
 	for (int i = 0; i < o.npeers; i++)
 		if (sc.transactional && !strcmp(o.peers[i], "blast")) {
 			fprintf(stderr, "volley-bench: %s: blast sends as fast as it can; a "
@@ -254,7 +290,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "volley-bench %s: %ld recipients, %ld domains, %ld B, %s, run in %s\n",
 		sc.name, sc.recipients, sc.domains, sc.msg_size, sc.tls ? "STARTTLS" : "clear text",
 		dir);
-	if (vb_work_write(&sc, dir, &w) < 0) {
+	if (vb_work_write(&sc, dir, &w) < 0 || (sc.submission && vb_submit_material(&w, o.src_dir) < 0)) {
 		fprintf(stderr, "volley-bench: the workload could not be written; %s kept\n", dir);
 		return 1;
 	}
@@ -271,14 +307,8 @@ int main(int argc, char **argv)
 			    .tty = isatty(2), .verbose = o.verbose };
 	run_all(&o, &e, dir, r);
 
-	printf("\nvolley-bench %s: %ld recipients over %ld domains, messages of %ld octets%s%s%s, "
-	       "%ld sessions, %d cores\n", sc.name, sc.recipients, sc.domains, w.msg_bytes,
-	       sc.tls ? ", STARTTLS" : "", sc.dkim[0] ? (sc.dkim[0] == 'r' ? ", DKIM rsa" :
-							     ", DKIM ed25519") : "",
-	       sc.dane ? ", MX via a validating unbound, TLSA 3 1 1 on every MX (no-dane: "
-			 "policy encrypt)" : "",
-	       sc.sessions, (int)sysconf(_SC_NPROCESSORS_ONLN));
-	if (o.npeers)
+	headline(&sc, &w);
+	if (o.npeers && !sc.submission)
 		printf("peers send the first %ld recipients with %ld connections\n",
 		       vb_peer_messages(&sc), sc.peer_sessions);
 	vb_report_table(&sc, r, 1 + o.npeers);

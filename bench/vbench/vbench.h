@@ -47,6 +47,14 @@ struct vb_scen {
 	 * throughput over each peer's, and over sessions/latency. */
 	double target_postfix, target_nodemailer, target_blast, target_latency;
 	double target_dane;    /* volley / no-dane */
+	/* The submission scenario: recipients messages of one recipient each,
+	 * submitted by volley-submit over SMTP (AUTH inside TLS) instead of
+	 * the API, then delivered to the sink as usual. */
+	bool submission;
+	long submit_clients;   /* volley-submit's concurrent connections */
+	long per_conn;         /* messages per connection before QUIT */
+	char submit_tls[16];   /* "starttls" (port 587) or "implicit" (465) */
+	char password_hash[16];  /* the users' crypt(3) hash: "yescrypt", "sha512crypt" */
 };
 
 /* Parse a scenario: a path, or a name found in src_dir/bench/scenarios/.
@@ -68,6 +76,11 @@ struct vb_work {
 	char submit[PATH_MAX];    /* dir/submit.ndjson: job line + recipients */
 	char dkim_key[PATH_MAX];  /* PEM key when the scenario signs */
 	long msg_bytes;           /* one rendered message (the first recipient) */
+	/* The submission scenario's material, shared by volley and Postfix. */
+	char cert[PATH_MAX], key[PATH_MAX];   /* the listeners' certificate and key */
+	char users[PATH_MAX];     /* volleyd's users file: "name:HASH" */
+	char dovecot_users[PATH_MAX];  /* the same user for Dovecot: "name:{CRYPT}HASH" */
+	char user[32], pass[48];  /* volley-submit's credentials */
 };
 
 int vb_work_write(const struct vb_scen *sc, const char *dir, struct vb_work *w);
@@ -192,6 +205,11 @@ struct vb_result {
 	double sink_cpu_s;        /* CPU seconds the sink used meanwhile */
 	double intake_s;          /* volley: upload to 202 (durable); 0: n/a */
 	double p50_ms, p99_ms;    /* submit-to-250; < 0 when not measured */
+	/* Submission: volley-submit's figures (p50/p99 above are its end of
+	 * data to 250), and the sink's count when it ended. */
+	long accepted, refused, submit_errors;
+	double accept_s;          /* volley-submit's run */
+	long delivered_in_load;
 	long dane;                /* volley: Delivery events with tls.dane true */
 	int nseries;              /* delivered per second, from the sink */
 	double st[VB_SERIES_MAX];
@@ -228,6 +246,26 @@ int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 void vb_progress(const struct vb_env *e, const char *peer, long done, long total,
 		 double elapsed);
 void vb_progress_end(const struct vb_env *e);
+
+/* ---- the submission scenario (vbench_submit.c) ---- */
+/* The certificate, the key and the users files into w (the scenario's
+ * users: one, with a yescrypt hash made by mkpasswd). */
+int vb_submit_material(struct vb_work *w, const char *src_dir);
+/* volley-submit against ip:port with the scenario's settings, then the
+ * sink followed until it has every accepted message; root (and extra, if
+ * not 0) is the peer's process tree, for CPU and memory. Fills r; 0 when
+ * every message was accepted and delivered. */
+int vb_submit_measure(const struct vb_env *e, struct vb_sink *s, const char *ip, int port,
+		      pid_t root, pid_t extra, struct vb_result *r);
+/* A private Dovecot, only its auth service: passwd-file with the {CRYPT}
+ * hash, its client socket at sock (what Postfix's smtpd_sasl_path names). */
+struct vb_dovecot {
+	pid_t pid;
+	char dir[PATH_MAX - 64], conf[PATH_MAX], sock[PATH_MAX];
+};
+int vb_dovecot_start(const struct vb_env *e, const char *dir, struct vb_dovecot *d, char *why,
+		     size_t len);
+void vb_dovecot_stop(struct vb_dovecot *d);
 
 /* ---- report (vbench_report.c) ---- */
 void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n);

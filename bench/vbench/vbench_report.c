@@ -112,6 +112,38 @@ static void targets(const struct vb_scen *sc, const struct vb_result *r, int n)
 	}
 }
 
+static double accepted_rate(const struct vb_result *r)
+{
+	return r->accept_s > 0 ? (double)r->accepted / r->accept_s : 0;
+}
+
+/* The submission scenario: what the clients saw (accepted a second, each
+ * durable before its 250) beside the deliveries of the table above. */
+static void submission_table(const struct vb_result *r, int n)
+{
+	char p50[16], p99[16];
+	printf("\n%-11s %9s %8s %7s %8s %12s %16s %8s %8s\n", "submission", "accepted", "refused",
+	       "errors", "seconds", "accepted/s", "delivered/s", "p50 ms", "p99 ms");
+	for (int i = 0; i < n; i++) {
+		if (!r[i].ran)
+			continue;
+		ms_cell(p50, sizeof p50, r[i].p50_ms);
+		ms_cell(p99, sizeof p99, r[i].p99_ms);
+		printf("%-11s %9ld %8ld %7ld %8.2f %12.0f %16.0f %8s %8s\n", r[i].peer, r[i].accepted,
+		       r[i].refused, r[i].submit_errors, r[i].accept_s, accepted_rate(&r[i]),
+		       r[i].accept_s > 0 ? (double)r[i].delivered_in_load / r[i].accept_s : 0, p50,
+		       p99);
+	}
+	printf("  accepted/s: volley-submit's accepted messages over its run (connect, TLS, AUTH, "
+	       "each message durable before its 250); delivered/s: the sink's count when "
+	       "volley-submit ended, over the same time; p50/p99: end of data to the 250\n");
+	for (int i = 1; i < n; i++)
+		if (r[0].ok && r[i].ok && accepted_rate(&r[i]) > 0)
+			printf("volley / %s: accepted msg/s %.2fx, delivered msg/s %.2fx\n", r[i].peer,
+			       accepted_rate(&r[0]) / accepted_rate(&r[i]),
+			       rate(&r[i]) > 0 ? rate(&r[0]) / rate(&r[i]) : 0);
+}
+
 void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 {
 	printf("\n%-11s %9s %9s %8s %9s %9s %9s %8s %8s %8s %7s  %s\n", "peer", "messages",
@@ -154,6 +186,8 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 		printf("\n");
 	}
 	targets(sc, r, n);
+	if (sc->submission)
+		submission_table(r, n);
 }
 
 static json_t *result_json(const struct vb_result *r)
@@ -174,14 +208,29 @@ static json_t *result_json(const struct vb_result *r)
 			 "sink_messages_over_time", series);
 }
 
+/* The submission scenario's figures of one peer. */
+static void submission_json(json_t *o, const struct vb_result *r)
+{
+	json_object_set_new(o, "accepted", json_integer(r->accepted));
+	json_object_set_new(o, "refused", json_integer(r->refused));
+	json_object_set_new(o, "submit_errors", json_integer(r->submit_errors));
+	json_object_set_new(o, "accept_seconds", json_real(r->accept_s));
+	json_object_set_new(o, "accepted_per_s", json_real(accepted_rate(r)));
+	json_object_set_new(o, "delivered_in_load", json_integer(r->delivered_in_load));
+}
+
 int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_result *r,
 		   int n)
 {
 	char host[256] = "";
 	gethostname(host, sizeof host - 1);
 	json_t *res = json_array();
-	for (int i = 0; i < n; i++)
-		json_array_append_new(res, result_json(&r[i]));
+	for (int i = 0; i < n; i++) {
+		json_t *o = result_json(&r[i]);
+		if (sc->submission)
+			submission_json(o, &r[i]);
+		json_array_append_new(res, o);
+	}
 	json_t *j = json_pack(
 		"{s:s, s:f, s:s, s:i, s:{s:I, s:I, s:I, s:b, s:b, s:s, s:I, s:f, s:f, s:f, s:I, "
 		"s:i, s:b, s:I, s:I, s:b}, s:o}",
@@ -194,6 +243,14 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		(json_int_t)sc->sessions, "sink_addresses", sc->sink_addrs, "transactional",
 		sc->transactional, "peer_max", (json_int_t)sc->peer_max, "peer_sessions",
 		(json_int_t)sc->peer_sessions, "dane", sc->dane, "results", res);
+	if (sc->submission) {
+		json_t *sub = json_pack("{s:b, s:I, s:I, s:s, s:s}", "submission", 1, "submit_clients",
+					(json_int_t)sc->submit_clients, "per_conn",
+					(json_int_t)sc->per_conn, "submit_tls", sc->submit_tls,
+					"password_hash", sc->password_hash);
+		json_object_update(json_object_get(j, "settings"), sub);
+		json_decref(sub);
+	}
 	int rc = json_dump_file(j, path, JSON_INDENT(2));
 	json_decref(j);
 	if (rc < 0)

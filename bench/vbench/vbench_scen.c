@@ -14,7 +14,8 @@ static const char *const known[] = {
 	"latency", "tempfail", "permfail", "disconnect", "sessions", "sink_addresses",
 	"sink_threads", "transactional", "submit_rate", "peer_max", "peer_sessions",
 	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
-	"dane", "target_dane", NULL
+	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
+	"password_hash", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -31,6 +32,10 @@ static void defaults(struct vb_scen *sc)
 	sc->peer_max = 100000;
 	sc->peer_sessions = 50;
 	sc->timeout_s = 600;
+	sc->submit_clients = 50;
+	sc->per_conn = 20;
+	snprintf(sc->submit_tls, sizeof sc->submit_tls, "starttls");
+	snprintf(sc->password_hash, sizeof sc->password_hash, "yescrypt");
 }
 
 static int err(const struct vb_scen *sc, const char *key, const char *why)
@@ -129,6 +134,16 @@ static int parse_strings(config_t *cf, struct vb_scen *sc)
 			return err(sc, "dkim", "\"\", \"ed25519\" or \"rsa\"");
 		snprintf(sc->dkim, sizeof sc->dkim, "%s", v);
 	}
+	if ((v = get_str(cf, sc, "submit_tls", &rc))) {
+		if (strcmp(v, "starttls") && strcmp(v, "implicit"))
+			return err(sc, "submit_tls", "\"starttls\" (port 587) or \"implicit\" (465)");
+		snprintf(sc->submit_tls, sizeof sc->submit_tls, "%s", v);
+	}
+	if ((v = get_str(cf, sc, "password_hash", &rc))) {
+		if (strcmp(v, "yescrypt") && strcmp(v, "sha512crypt"))
+			return err(sc, "password_hash", "\"yescrypt\" or \"sha512crypt\"");
+		snprintf(sc->password_hash, sizeof sc->password_hash, "%s", v);
+	}
 	return rc;
 }
 
@@ -156,6 +171,9 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_bool(cf, sc, "tls", &sc->tls) < 0 ||
 	    get_bool(cf, sc, "transactional", &sc->transactional) < 0 || parse_strings(cf, sc) < 0 ||
 	    get_bool(cf, sc, "dane", &sc->dane) < 0 ||
+	    get_bool(cf, sc, "submission", &sc->submission) < 0 ||
+	    get_long(cf, sc, "submit_clients", &sc->submit_clients, 1, 10000) < 0 ||
+	    get_long(cf, sc, "per_conn", &sc->per_conn, 1, 100000000) < 0 ||
 	    get_ratio(cf, sc, "target_dane", &sc->target_dane) < 0 ||
 	    get_ratio(cf, sc, "target_postfix", &sc->target_postfix) < 0 ||
 	    get_ratio(cf, sc, "target_nodemailer", &sc->target_nodemailer) < 0 ||
@@ -171,6 +189,10 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	/* An MX record a domain in the signed zone. */
 	if (sc->dane && sc->domains > 100000)
 		return err(sc, "domains", "at most 100000 with dane");
+	/* Submitted mail goes to one domain (volley-submit's --to-domain). */
+	if (sc->submission && (sc->dane || sc->transactional || sc->dkim[0] || sc->sink_addrs > 1))
+		return err(sc, "submission", "goes without dane, transactional, dkim and more "
+			   "than one sink address");
 	return 0;
 }
 

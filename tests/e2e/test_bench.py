@@ -9,10 +9,11 @@ import re
 import subprocess
 import unittest
 
-from . import util
+from . import sinkctl, util
 from .util import BUILD, REPO
 
 BENCH = util.build_path("volley-bench")
+SUBMIT = util.build_path("volley-submit")
 
 
 def bench(*args, timeout=300):
@@ -206,6 +207,143 @@ class BenchTest(unittest.TestCase):
         p = bench("small", "--compare", "sendmail")
         self.assertEqual(p.returncode, 2)
         self.assertIn("postfix, nodemailer or blast", p.stderr)
+
+
+def submit(sink, *args, timeout=60):
+    """volley-submit against a sink, --json: (exit status, its result)."""
+    p = subprocess.run([SUBMIT, "--connect", sink.route(), "--json", "--max-time", "30",
+                        *args], capture_output=True, text=True, timeout=timeout,
+                       preexec_fn=util.die_with_parent)
+    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise AssertionError("volley-submit printed no result: %s %s" % (p.stdout, p.stderr))
+    return p.returncode, json.loads(lines[-1])
+
+
+class SubmitTest(unittest.TestCase):
+    """volley-submit, the submission scenario's load tool, against volley-sink
+    with --auth (AUTH PLAIN/LOGIN inside TLS only): every message counted
+    on both sides and byte-checked in the maildir, a wrong password refused,
+    and the submission scenario's clear failure while volleyd has no
+    submission listener."""
+
+    def sink(self, *args):
+        s = sinkctl.Sink("--auth", "bench:s3cret", *args).start()
+        self.addCleanup(s.finish)
+        return s
+
+    def check_messages(self, s, n, rcpts=1):
+        msgs = s.new_messages(n, wait=5)
+        self.assertEqual(len(msgs), n)
+        ids = set()
+        for m in msgs:
+            text = m.data.decode()
+            ident = re.search(r"^Message-ID: <([^>]+)>", text, re.M).group(1)
+            ids.add(ident)
+            self.assertRegex(text, r"^Date: \w{3}, \d\d \w{3} \d{4} ")
+            self.assertIn("From: <sender@submit.test>", text)
+            self.assertIn("\r\n.line 000003", text)       # unstuffed by the sink
+            self.assertEqual(len(m.env["rcpt"]), rcpts)
+            self.assertEqual((m.env["auth"], m.env["mail_from"]), ("bench", "sender@submit.test"))
+            self.assertTrue(m.env["tls"])
+        self.assertEqual(len(ids), n, "Message-IDs are not unique")
+
+    def test_starttls_pipelined(self):
+        s = self.sink("--tls")
+        rc, r = submit(s, "--user", "bench", "--pass", "s3cret", "--messages", "30",
+                       "--clients", "4", "--per-conn", "5", "--rcpts", "2")
+        self.assertEqual(rc, 0, r)
+        self.assertEqual((r["sent"], r["accepted"], r["errors"], r["lost"]), (30, 30, 0, 0))
+        self.assertEqual(r["refused"], {"4xx": 0, "5xx": 0})
+        # 30 messages, 5 a connection: 6 connections, each after the first
+        # of its client resuming that client's TLS session
+        self.assertEqual((r["connections"], r["tls_handshakes"]), (6, 6))
+        self.assertGreaterEqual(r["tls_resumed"], 2)
+        self.assertGreater(r["msgs_per_s"], 0)
+        self.assertGreaterEqual(r["p99_ms"], r["p50_ms"])
+        self.assertGreater(r["p50_ms"], 0)
+        self.assertEqual(s.final_stats()["messages"], 30)
+        self.check_messages(s, 30, rcpts=2)
+
+    def test_implicit_tls_login_unpipelined(self):
+        s = self.sink("--implicit-tls", "--disable", "pipelining")
+        rc, r = submit(s, "--tls", "implicit", "--auth", "login", "--user", "bench",
+                       "--pass", "s3cret", "--messages", "7", "--clients", "2",
+                       "--per-conn", "1", "--size", "1000")
+        self.assertEqual(rc, 0, r)
+        self.assertEqual((r["accepted"], r["connections"]), (7, 7))
+        msgs = s.new_messages(7, wait=5)
+        self.assertEqual(len(msgs), 7)
+        for m in msgs:     # --size: the message as the sink stores it, unstuffed
+            self.assertEqual(len(m.data), 1000)
+
+    def test_wrong_password_refused(self):
+        s = self.sink("--tls")
+        rc, r = submit(s, "--user", "bench", "--pass", "wrong", "--messages", "10",
+                       "--clients", "3")
+        self.assertEqual(rc, 1)
+        self.assertEqual((r["sent"], r["accepted"]), (0, 0))
+        self.assertGreaterEqual(r["auth_refused"], 1)
+        self.assertIn("535", r["first_error"])
+        self.assertEqual(s.final_stats()["messages"], 0)
+
+    def test_refused_recipients_counted(self):
+        s = self.sink("--tls", "--reply", "rcpt:*0@*=550 5.1.1 no such user")
+        rc, r = submit(s, "--user", "bench", "--pass", "s3cret", "--messages", "20",
+                       "--clients", "2")
+        self.assertEqual(rc, 1)
+        # recipients u..0 (ids 0 and 10) are refused: their messages too
+        self.assertEqual((r["accepted"], r["refused"]["5xx"], r["rcpt_refused"]), (18, 2, 2))
+
+    def test_no_server_is_bounded(self):
+        port = util.free_port()
+        p = subprocess.run([SUBMIT, "--connect", "127.0.0.1:%d" % port, "--messages", "5",
+                            "--max-errors", "3", "--json"], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 1)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["accepted"], 0)
+        self.assertIn("connect", r["first_error"])
+
+    def test_scenario_without_listener(self):
+        """volleyd refuses the submission block until the listener exists:
+        the run fails and says why (the Postfix half is in test_bench's
+        test_submission_postfix)."""
+        tmp = util.tempdir("volley-bench-test.", cleanup=self.addCleanup)
+        p = bench("submission", "--recipients", "20", "--out", os.path.join(tmp, "r"))
+        if p.returncode == 0:    # the listener has landed: the run must count
+            with open(os.path.join(tmp, "r.json")) as f:
+                v = json.load(f)["results"][0]
+            self.assertEqual((v["accepted"], v["delivered"]), (20, 20))
+            return
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("volley", p.stdout)
+        self.assertRegex(p.stdout, r"volleyd (refused the configuration with a submission "
+                                   r"listener|runs but does not listen for submission)")
+
+
+@unittest.skipUnless(os.geteuid() == 0, "Postfix's master needs root")
+class SubmissionPostfixTest(unittest.TestCase):
+    def test_submission_postfix(self):
+        """Postfix as the MSA: STARTTLS, SASL from a real private Dovecot
+        (passwd-file, yescrypt), the durable queue, relayed to the sink;
+        volley-submit's accepted count and the sink's agree."""
+        tmp = util.tempdir("volley-bench-test.", cleanup=self.addCleanup)
+        out = os.path.join(tmp, "r")
+        p = bench("submission", "--recipients", "200", "--per-conn", "50", "--compare",
+                  "postfix", "--out", out)
+        with open(out + ".json") as f:
+            res = json.load(f)
+        self.assertTrue(res["settings"]["submission"])
+        self.assertEqual(res["settings"]["password_hash"], "yescrypt")
+        pf = res["results"][1]
+        self.assertEqual(pf["peer"], "postfix")
+        self.assertTrue(pf["ran"] and pf["ok"], pf["note"])
+        self.assertEqual((pf["accepted"], pf["delivered"], pf["sink_messages"]), (200, 200, 200))
+        self.assertGreater(pf["accepted_per_s"], 0)
+        self.assertGreater(pf["cpu_s"], 0)
+        self.assertRegex(p.stdout, r"postfix\s+200\s+0\s+\d+\s+[0-9.]+\s+\d+")
+        self.assertEqual(procs_in("/tmp/volley-bench."), [])
 
 
 if __name__ == "__main__":
