@@ -33,7 +33,7 @@ SMTPD_SRC  := $(wildcard smtpd/*.c)
 CLI_SRC    := $(wildcard cli/*.c)
 VOLLEYD_SRC := $(wildcard volleyd/*.c)
 VBENCH_SRC := $(wildcard bench/vbench/*.c)
-SUBMIT_SRC := $(wildcard bench/submit/*.c)
+VSUBMIT_SRC := $(wildcard bench/submit/*.c)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -100,7 +100,7 @@ $(BUILD)/volley-blast: $(call obj,bench/blast/blast.c) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 # The submission load client: its session machine, TLS over memory BIOs, io_uring.
-$(BUILD)/volley-submit: $(call obj,$(SUBMIT_SRC)) $(TLS_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley-submit: $(call obj,$(VSUBMIT_SRC)) $(TLS_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
 $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $(COMMON_OBJ)

@@ -77,10 +77,10 @@ static int write_config(struct vrun *v)
 	/* The submission listener (AUTH inside TLS; users: "name:crypt(3) hash"
 	 * lines). implicit_tls: TLS from the connect on, as on port 465. */
 	if (sc->submission)
-		fprintf(f, "submission = { listen = [ \"127.0.0.1:%d\" ]; cert = \"%s\"; "
-			   "key = \"%s\"; users = \"%s\";%s };\n", v->sub_port, v->e->w->cert,
-			v->e->w->key, v->e->w->users,
-			strcmp(sc->submit_tls, "implicit") ? "" : " implicit_tls = true;");
+		fprintf(f, "submission = { %s = [ \"127.0.0.1:%d\" ]; cert = \"%s\"; "
+			   "key = \"%s\"; users = \"%s\"; };\n",
+			strcmp(sc->submit_tls, "implicit") ? "listen" : "implicit_tls", v->sub_port,
+			v->e->w->cert, v->e->w->key, v->e->w->users);
 	return fclose(f);
 }
 
