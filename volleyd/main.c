@@ -162,6 +162,14 @@ static int check_config(const struct cfg *c)
 		fprintf(stderr, "volleyd: %s\n", err);
 		return 1;
 	}
+	/* the users file too (each hash is computed once: not on every reload) */
+	struct sub_users *u = NULL;
+	if (c->submission.on &&
+	    !(u = sub_users_load(c->submission.users, &c->submission, err, sizeof err))) {
+		fprintf(stderr, "volleyd: submission.users: %s\n", err);
+		return 1;
+	}
+	sub_users_free(u);
 	vl_buf_init(&b);
 	cfg_print(c, &b);
 	note_dnssec_trust(c, &b);
