@@ -38,7 +38,7 @@ import uuid
 
 from . import pki, postfixctl, submitclient, util
 from .daemon import VOLLEY, Volleyd, VolleydTest
-from .sinkctl import Client, Sink, tls_client_context
+from .sinkctl import Client, Sink, sanitizer_report, tls_client_context
 from .test_dkim import DKIMPY, keygen
 
 HOST = "127.0.0.1"
@@ -59,6 +59,19 @@ def route_conf(sink_port, extra=""):
     return ('hostname = "msa.test";\n'
             'domains = ( { match = "dest.test"; route = "%s:%d"; tls = "none"; } );\n'
             'defaults = { retry = [ "1s" ]; };\n%s' % (HOST, sink_port, extra))
+
+
+def stop_and_check(d):
+    """Stop volleyd (SIGTERM), then fail on a sanitizer report in its log
+    (under `make asan` builds: leaks show at exit)."""
+    d.stop()
+    try:
+        with open(d.log_path, "rb") as f:
+            report = sanitizer_report(f.read().decode("utf-8", "replace"))
+    except OSError:
+        report = None
+    if report:
+        raise AssertionError("sanitizer report from volleyd:\n" + report)
 
 
 class World:
@@ -94,9 +107,13 @@ class World:
                self.users, MAX_SIZE, HOST, self.fb_port)))
 
     def close(self):
-        self.d.cleanup()
-        self.sink.cleanup()
-        util.remove_dir(self.dir)
+        try:
+            stop_and_check(self.d)
+            self.sink.finish()
+        finally:
+            self.d.cleanup()
+            self.sink.cleanup()
+            util.remove_dir(self.dir)
 
 
 def setUpModule():
@@ -647,6 +664,7 @@ class ReturnPath(Base):
         d = self.start_daemon(config=route_conf(self.w.sink.port, (
             'feedback = { listen = [ "%s:%d" ]; domains = [ "bounces.example.com" ]; };\n'
             % (HOST, port))))
+        self.addCleanup(stop_and_check, d)
         res = submitclient.session(HOST, port, [
             ["ehlo", "mx.dest.test"], ["docmd", "STARTTLS"], ["mail", ""],
             ["rcpt", "b@bounces.example.com"], ["data", b"Subject: x\r\n\r\nx\r\n"],
@@ -787,6 +805,7 @@ class KillDuringBurst(VolleydTest):
                         '  users = "%s"; from_domains = [ "example.com" ]; };\n'
                         % (HOST, port, W.chain, W.key, W.users))))
         self.addCleanup(d.cleanup)
+        self.addCleanup(stop_and_check, d)
         d.start()
         burst = submitclient.Burst(folder, HOST, port, W.ca.ca_pem, "app", PASSWORD["app"],
                                    self.CLIENTS, [(i, "app@example.com", list(self.RCPTS),
@@ -811,7 +830,7 @@ class KillDuringBurst(VolleydTest):
         self.assertEqual(refused, set(), [results[i] for i in refused])
 
         sink = Sink(port=sink_port).start()
-        self.addCleanup(sink.cleanup)
+        self.addCleanup(sink.finish)
         d.start()
 
         def all_done():
