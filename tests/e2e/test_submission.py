@@ -30,9 +30,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
 import unittest
 import uuid
 
