@@ -64,15 +64,16 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if (sched_start(v->sc, v->sup, v->ev, v->eng, err, errlen) < 0)
 		goto fail;
 	v->started = true;
+	/* the listeners before the API: once /v1/health answers, they take mail */
+	if ((cfg->submission.on || cfg->feedback.on) &&
+	    !(v->smtp = sub_server_start(cfg, v->sublog, err, errlen)))
+		goto fail;
 	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, errlen)))
 		goto fail;
 	if (v->rpt && !(v->rpt_sender = api_tlsrpt_start(cfg, v->sc, v->spool, v->eng, v->rpt,
 							  err, errlen)))
 		goto fail;
 	api_set_tlsrpt(v->api, v->rpt_sender);
-	if ((cfg->submission.on || cfg->feedback.on) &&
-	    !(v->smtp = sub_server_start(cfg, v->sublog, err, errlen)))
-		goto fail;
 	api_set_metrics(v->api, sub_metrics, v->smtp);
 	return 0;
 fail:

@@ -1,4 +1,5 @@
-"""A private Postfix as a smarthost for the e2e tests (stdlib only).
+"""Private Postfixes for the e2e tests (stdlib only): a smarthost for
+volleyd to send through, and a client that submits to volleyd.
 
 Relay   Debian's Postfix, its own config, queue and data folders in a temp
         folder (a system Postfix is untouched), every service unchrooted,
@@ -9,6 +10,10 @@ Relay   Debian's Postfix, its own config, queue and data folders in a temp
         volley-sink (transport_maps). Started with `postfix -c ETC
         start-fg` as a child, stopped with `postfix -c ETC stop`, then by
         PID.
+Sender  the same private Postfix (folders, log) as a client of an SMTP submission
+        server: what its smtpd on HOST:PORT takes from loopback goes to
+        relayhost [IP]:PORT, STARTTLS required, SASL AUTH with a user and
+        password from smtp_sasl_password_maps.
 DovecotAuth
         Dovecot's authentication protocol (1.2, the part Postfix's smtpd
         speaks) on a Unix socket, in a thread: PLAIN and LOGIN against one
@@ -133,16 +138,30 @@ class DovecotAuth:
                 exchanges.pop(f[1], None)
 
 
-class Relay:
-    """A private Postfix: smtps (wrapper mode) on host:port with cert/key,
-    AUTH as user/password required, relaying to [sink_host]:sink_port."""
+MASTER_SERVICES = [
+    "pickup unix n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup",
+    "qmgr unix n - n 300 1 qmgr", "tlsmgr unix - - n 1000? 1 tlsmgr",
+    "rewrite unix - - n - - trivial-rewrite", "bounce unix - - n - 0 bounce",
+    "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
+    "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush",
+    "proxymap unix - - n - - proxymap", "proxywrite unix - - n - 1 proxymap",
+    "smtp unix - - n - - smtp", "relay unix - - n - - smtp",
+    "showq unix n - n - - showq", "error unix - - n - - error",
+    "retry unix - - n - - error", "discard unix - - n - - discard",
+    "local unix - n n - - local", "anvil unix - - n - 1 anvil",
+    "scache unix - - n - 1 scache", "postlog unix-dgram n - n - 1 postlogd"]
 
-    def __init__(self, host, port, cert, key, sink_host, sink_port, user="u",
-                 password="p"):
+
+class _Postfix:
+    """What every private Postfix here shares: its folders, the parts of
+    main.cf that keep it away from the system's, master.cf with one smtpd
+    on host:port, start-fg and stop. Subclasses give the rest."""
+
+    SMTPD_ARGS = ""          # -o options of the smtpd line in master.cf
+    CHECK = True             # `postfix check` first (start-fg checks too, slowly)
+
+    def __init__(self, host, port):
         self.host, self.port = host, port
-        self.cert, self.key = cert, key
-        self.sink = (sink_host, sink_port)
-        self.user, self.password = user, password
         self.proc = self.auth = None
         self.dir = None
 
@@ -154,48 +173,30 @@ class Relay:
         with open(os.path.join(self.etc, name), "w") as f:
             f.write(text)
 
-    def _configure(self):
-        self._write("main.cf", "\n".join([
+    def _base_main(self, hostname, domain):
+        return [
             "compatibility_level = 3.6",
             "config_directory = %s" % self.etc,
             "queue_directory = %s" % self.queue,
             "data_directory = %s/data" % self.dir,
             "maillog_file = %s" % self.log,
             "maillog_file_prefixes = %s" % self.dir,
-            "myhostname = relay.smart.test", "mydomain = smart.test",
+            "myhostname = %s" % hostname, "mydomain = %s" % domain,
             # 127.0.0.1: Postfix wants an interface address; smtpd binds to
             # its own host:port in master.cf whatever this says
             "inet_interfaces = 127.0.0.1", "inet_protocols = ipv4",
-            "mynetworks =", "mydestination =", "relay_domains =",
+            "mydestination =", "relay_domains =",
             "local_transport = error:local delivery is disabled",
             "alias_maps =", "alias_database =", "biff = no",
             "smtpd_peername_lookup = no",
-            "transport_maps = regexp:%s/transport" % self.etc,
-            "smtp_tls_security_level = none",
-            # relaying only after AUTH, AUTH only inside TLS
-            "smtpd_relay_restrictions = permit_sasl_authenticated, reject",
-            "smtpd_recipient_restrictions = permit_sasl_authenticated, reject",
-            "smtpd_sasl_auth_enable = yes", "smtpd_sasl_type = dovecot",
-            "smtpd_sasl_path = private/auth", "smtpd_tls_auth_only = yes",
-            "smtpd_tls_chain_files = %s, %s" % (self.key, self.cert),
-            "smtpd_tls_security_level = encrypt",
-            "smtpd_tls_received_header = yes", "smtpd_tls_loglevel = 1",
             "queue_run_delay = 1s", "minimal_backoff_time = 1s",
-            "maximal_backoff_time = 2s", ""]))
-        self._write("transport", "/./ smtp:[%s]:%d\n" % self.sink)
-        self._write("master.cf", "\n".join([
-            "%s:%d inet n - n - - smtpd -o smtpd_tls_wrappermode=yes" % (self.host, self.port),
-            "pickup unix n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup",
-            "qmgr unix n - n 300 1 qmgr", "tlsmgr unix - - n 1000? 1 tlsmgr",
-            "rewrite unix - - n - - trivial-rewrite", "bounce unix - - n - 0 bounce",
-            "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
-            "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush",
-            "proxymap unix - - n - - proxymap", "proxywrite unix - - n - 1 proxymap",
-            "smtp unix - - n - - smtp", "relay unix - - n - - smtp",
-            "showq unix n - n - - showq", "error unix - - n - - error",
-            "retry unix - - n - - error", "discard unix - - n - - discard",
-            "local unix - n n - - local", "anvil unix - - n - 1 anvil",
-            "scache unix - - n - 1 scache", "postlog unix-dgram n - n - 1 postlogd", ""]))
+            "maximal_backoff_time = 2s"]
+
+    def _configure(self):
+        raise NotImplementedError
+
+    def _prepare(self):
+        """Before start-fg: what the configuration needs in place."""
 
     def start(self):
         self.dir = util.tempdir("volley-postfix-")
@@ -204,15 +205,15 @@ class Relay:
         for d in (self.etc, self.queue):
             os.makedirs(d, mode=0o755)
         self._configure()
-        # the key is read by smtpd: Postfix wants it root's, not world-readable
-        os.chmod(self.key, 0o600)
-        p = subprocess.run([POSTFIX, "-c", self.etc, "check"], capture_output=True,
-                           text=True, timeout=60)
-        if p.returncode != 0:
-            raise RuntimeError("postfix check: %s %s" % (p.stdout, p.stderr))
-        os.makedirs(os.path.join(self.queue, "private"), exist_ok=True)
-        self.auth = DovecotAuth(os.path.join(self.queue, "private", "auth"), self.user,
-                                self.password).start()
+        self._write("master.cf", "\n".join(
+            ["%s:%d inet n - n - - smtpd%s" % (self.host, self.port, self.SMTPD_ARGS)] +
+            MASTER_SERVICES + [""]))
+        if self.CHECK:
+            p = subprocess.run([POSTFIX, "-c", self.etc, "check"], capture_output=True,
+                               text=True, timeout=60)
+            if p.returncode != 0:
+                raise RuntimeError("postfix check: %s %s" % (p.stdout, p.stderr))
+        self._prepare()
         self.out = open(os.path.join(self.dir, "postfix.out"), "w")
         self.proc = util.start([POSTFIX, "-c", self.etc, "start-fg"], stdout=self.out,
                                stderr=subprocess.STDOUT)
@@ -242,3 +243,75 @@ class Relay:
         if self.dir:
             util.remove_dir(self.dir)
             self.dir = None
+
+
+class Relay(_Postfix):
+    """A private Postfix: smtps (wrapper mode) on host:port with cert/key,
+    AUTH as user/password required, relaying to [sink_host]:sink_port."""
+
+    SMTPD_ARGS = " -o smtpd_tls_wrappermode=yes"
+
+    def __init__(self, host, port, cert, key, sink_host, sink_port, user="u",
+                 password="p"):
+        super().__init__(host, port)
+        self.cert, self.key = cert, key
+        self.sink = (sink_host, sink_port)
+        self.user, self.password = user, password
+
+    def _configure(self):
+        self._write("main.cf", "\n".join(self._base_main("relay.smart.test", "smart.test") + [
+            "mynetworks =",
+            "transport_maps = regexp:%s/transport" % self.etc,
+            "smtp_tls_security_level = none",
+            # relaying only after AUTH, AUTH only inside TLS
+            "smtpd_relay_restrictions = permit_sasl_authenticated, reject",
+            "smtpd_recipient_restrictions = permit_sasl_authenticated, reject",
+            "smtpd_sasl_auth_enable = yes", "smtpd_sasl_type = dovecot",
+            "smtpd_sasl_path = private/auth", "smtpd_tls_auth_only = yes",
+            "smtpd_tls_chain_files = %s, %s" % (self.key, self.cert),
+            "smtpd_tls_security_level = encrypt",
+            "smtpd_tls_received_header = yes", "smtpd_tls_loglevel = 1", ""]))
+        self._write("transport", "/./ smtp:[%s]:%d\n" % self.sink)
+        # the key is read by smtpd: Postfix wants it root's, not world-readable
+        os.chmod(self.key, 0o600)
+
+    def _prepare(self):
+        os.makedirs(os.path.join(self.queue, "private"), exist_ok=True)
+        self.auth = DovecotAuth(os.path.join(self.queue, "private", "auth"), self.user,
+                                self.password).start()
+
+
+class Sender(_Postfix):
+    """A private Postfix as a submission client: its smtpd on host:port
+    takes mail from 127.0.0.0/8 without AUTH and relays all of it to
+    relayhost [relay_host]:relay_port with STARTTLS required
+    (smtp_tls_security_level = encrypt) and SASL AUTH as user/password
+    (Cyrus SASL's client plugins, libsasl2-modules: PLAIN, LOGIN); senders
+    in by_sender ({address: (user, password)}) authenticate as theirs
+    (smtp_sender_dependent_authentication). No separate `postfix check`:
+    start-fg runs the same checks."""
+
+    CHECK = False
+
+    def __init__(self, host, port, relay_host, relay_port, user, password, by_sender=None):
+        super().__init__(host, port)
+        self.relay = "[%s]:%d" % (relay_host, relay_port)
+        self.user, self.password = user, password
+        self.by_sender = dict(by_sender or {})
+
+    def _configure(self):
+        self._write("main.cf", "\n".join(self._base_main("sender.client.test", "client.test") + [
+            "mynetworks = 127.0.0.0/8",
+            "smtpd_relay_restrictions = permit_mynetworks, reject",
+            "relayhost = %s" % self.relay,
+            "smtp_sasl_auth_enable = yes",
+            "smtp_sasl_password_maps = texthash:%s/sasl_passwd" % self.etc,
+            "smtp_sender_dependent_authentication = %s" % ("yes" if self.by_sender else "no"),
+            # PLAIN and LOGIN are fine inside TLS (the default refuses them)
+            "smtp_sasl_security_options = noanonymous",
+            "smtp_sasl_tls_security_options = noanonymous",
+            "smtp_tls_security_level = encrypt", "smtp_tls_loglevel = 1", ""]))
+        lines = ["%s %s:%s" % (a, u, p) for a, (u, p) in self.by_sender.items()]
+        self._write("sasl_passwd", "\n".join(
+            lines + ["%s %s:%s" % (self.relay, self.user, self.password), ""]))
+        os.chmod(os.path.join(self.etc, "sasl_passwd"), 0o600)
