@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import unittest
 import uuid
@@ -40,7 +41,7 @@ from .sinkctl import Client, Sink, sanitizer_report, tls_client_context
 from .test_dkim import DKIMPY, keygen
 
 HOST = "127.0.0.1"
-PASSWORD = {"app": "app-Secret-1", "small": "small-Secret-2"}
+PASSWORD = {"app": "app-Secret-1", "small": "small-Secret-2", "slow": "slow-Secret-3"}
 MAX_SIZE = 200000
 QUEUED = re.compile(r"queued as (\S+)")
 
@@ -99,7 +100,8 @@ class World:
             '  cert = "%s"; key = "%s"; users = "%s";\n'
             '  from_domains = [ "example.com", "*.example.com" ]; max_message_size = %d;\n'
             '  per_user = ( { name = "small"; max_recipients = 3; priority = "bulk";\n'
-            '                 campaign = "small-default"; dkim = false; } ); };\n'
+            '                 campaign = "small-default"; dkim = false; },\n'
+            '               { name = "slow"; rate_limit = "1/h"; } ); };\n'
             'feedback = { listen = [ "%s:%d" ]; domains = [ "bounces.example.com" ]; };\n'
             % (self.ed, HOST, self.sub_port, HOST, self.tls_port, self.chain, self.key,
                self.users, MAX_SIZE, HOST, self.fb_port)))
@@ -857,3 +859,60 @@ class KillDuringBurst(VolleydTest):
         print("\n  kill -9 burst: %d accepted, %d cut off (%d of them kept), %d not sent"
               % (len(ok), len(cut), sum(1 for i in cut if got.get((i, self.RCPTS[0]))),
                  self.MESSAGES - len(ok) - len(cut)))
+
+
+# ---- more of the protocol: BDAT, REQUIRETLS, a user's rate, a new users file ----
+
+class More(Base):
+    raw_session = Refused.raw_session
+
+    def test_bdat_from_a_raw_client_is_one_job(self):
+        tag = unique("bdat")
+        body = simple_message(tag)
+        c = self.raw_session()
+        for line in ("MAIL FROM:<app@example.com>", "RCPT TO:<x@dest.test>"):
+            self.assertEqual(c.cmd(line).code, 250)
+        half = len(body) // 2
+        c.send(b"BDAT %d\r\n" % half + body[:half])
+        self.assertEqual(c.reply().code, 250)
+        c.send(b"BDAT %d LAST\r\n" % (len(body) - half) + body[half:])
+        r = c.reply()
+        self.assertEqual(r.code, 250, r)
+        jid = QUEUED.search(r.text).group(1)
+        _, msgs = self.delivered(jid, 1)
+        self.assertIn(b"Subject: " + tag.encode(), msgs[0].data)
+
+    def test_requiretls_on_mail_makes_the_job_require_tls(self):
+        res = self.send(simple_message(unique("rtls")), sender="app@example.com")
+        jid = job_id(res[-2])
+        self.assertFalse(self.w.d.request("GET", "/v1/jobs/" + jid).json()["require_tls"])
+        tag = unique("rtls")
+        steps = [["mail", "app@example.com", ["REQUIRETLS"]], ["rcpt", "x@dest.test"],
+                 ["data", simple_message(tag)], ["quit"]]
+        res = self.smtp(steps)
+        self.assertEqual(res[2]["code"], 250, res)
+        j = self.w.d.request("GET", "/v1/jobs/" + job_id(res[2])).json()
+        self.assertTrue(j["require_tls"], j)
+
+    def test_a_user_over_its_rate_limit_gets_451(self):
+        self.send_ok(simple_message(unique("rate")), user="slow")
+        res = self.send(simple_message(unique("rate")), user="slow")
+        self.assertEqual(res[-2]["code"], 451, res)
+        self.assertIn("rate limit", res[-2]["text"])
+        m = self.metrics()
+        self.assertGreaterEqual(m['volley_submission_refused_total{reason="rate_limit"}'], 1)
+
+    def test_sighup_reads_the_users_file_again(self):
+        src = "127.0.0.%d" % (60 + os.getpid() % 100)
+        late = unique("late")[:20]
+        PASSWORD[late] = "late-Secret-4"
+        self.addCleanup(PASSWORD.pop, late, None)
+        r = submitclient.session(HOST, self.w.sub_port, [
+            ["ehlo", "c"], ["starttls"], ["ehlo", "c"], ["login", late, PASSWORD[late]],
+            ["quit"]], tls="none", ca=self.w.ca.ca_pem, source=src)
+        self.assertEqual(r[4]["code"], 535, r)
+        add_user(self.w.users, late, PASSWORD[late])
+        self.w.d.proc.send_signal(signal.SIGHUP)
+        self.wait_for("the reload", lambda: "configuration reloaded" in self.w.d.output(),
+                      timeout=20)
+        self.send_ok(simple_message(unique("late")), user=late, source=src)
