@@ -52,7 +52,7 @@ SINK_OBJ   := $(call obj,$(SINK_SRC))
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
          $(BUILD)/volley-compose $(BUILD)/volley-resolve $(BUILD)/volley-dkim-bench \
-         $(BUILD)/volley-bench
+         $(BUILD)/volley-bench $(BUILD)/volley-submitlog-bench $(BUILD)/volley-submit
 UNIT  := $(BUILD)/tests/unit
 
 # Man pages: man/NAME.N.scd (scdoc) into build/man/NAME.N.
@@ -116,6 +116,16 @@ $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OB
 		$(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) -ljemalloc
 
+# SMTP submission's storage: the submission log against the per-job path
+# (the benchmark), and messages put into a data directory's log (tests).
+SUBMIT_DEPS = $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) \
+	      $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley-submitlog-bench: $(call obj,bench/submitlog/submitlog.c) $(SUBMIT_DEPS)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib)
+
+$(BUILD)/volley-submit: $(call obj,tests/tools/submit.c) $(SUBMIT_DEPS)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib)
+
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl)
 
@@ -135,7 +145,8 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		$(addprefix build/asan/,volley-sink volley-drive volley-blast volley volleyd volley-compose \
-		volley-resolve volley-bench volley-render-bench volley-dkim-bench tests/unit)
+		volley-resolve volley-bench volley-render-bench volley-dkim-bench volley-submit \
+		tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
 
@@ -147,6 +158,7 @@ bench: all
 	@bench/dns.sh
 	@bench/dkim.sh
 	@bench/dkim-e2e.sh
+	@bench/submitlog.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 	@echo "== volley-bench: every scenario, end to end, with its peers (docs/bench.md)"
 	@$(BUILD)/volley-bench small --compare postfix --compare nodemailer --compare blast

@@ -44,7 +44,7 @@ check sink sink_
 check cli cli_
 check volleyd vd_
 check bench/vbench vb_
-for p in blast drive render dkim; do check "bench/$p"; done
+for p in blast drive render dkim submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
 known=" common config tls dns tlsrpt message engine sts scheduler gen api submit sink cli volleyd bench tests "
@@ -56,7 +56,7 @@ for d in "$B"/obj/*/; do
 	esac
 done
 for d in "$B"/obj/bench/*/ "$B"/obj/tests/*/; do
-	case "$(basename "$d")" in vbench | blast | drive | render | dkim | tools | unit) ;; *)
+	case "$(basename "$d")" in vbench | blast | drive | render | dkim | submitlog | tools | unit) ;; *)
 		echo "$d: a program folder unknown to scripts/check-names.sh"
 		bad=1 ;;
 	esac
