@@ -208,7 +208,7 @@ fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
-		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http
+		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-verbatim
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
@@ -220,6 +220,8 @@ fuzz: $(SCHED_GEN)
 	$(FUZZ_CC) tests/fuzz/fuzz_sts.c $(FUZZ_SRC) -o build/fuzz/fuzz_sts $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_tlsrpt.c $(TLSRPT_SRC) $(COMMON_SRC) -o build/fuzz/fuzz_tlsrpt $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_http.c api/http1.c $(COMMON_SRC) -o build/fuzz/fuzz_http $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_verbatim.c $(COMMON_SRC) $(MESSAGE_SRC) submit/log_rec.c \
+		scheduler/spool.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -241,6 +243,8 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_tlsrpt -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-tlsrpt
 	cp tests/fuzz/seeds/http/* build/fuzz/corpus-http/
 	build/fuzz/fuzz_http -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-http
+	cp tests/fuzz/seeds/verbatim/* build/fuzz/corpus-verbatim/
+	build/fuzz/fuzz_verbatim -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-verbatim
 
 clean:
 	rm -rf build

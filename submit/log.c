@@ -1,6 +1,6 @@
 /*
  * The submission log: group commit for SMTP submission (submit.h has the
- * contract, log_int.h the record layout, docs/submit.md the story).
+ * contract, log_int.h the record layout, docs/submission-log.md the story).
  *
  * Threads. Sessions call sub_log_put: the record's fields are encoded and
  * checksummed on their thread, the message octets are not copied, and
@@ -396,6 +396,14 @@ static void answer(struct sub_log *l, struct pend *b, int rc, int e)
 	}
 }
 
+/* The spool's own rule (the API answers 503 then): under spool.min_free
+ * free, or the journal cannot be written. Once a batch, not a message. */
+static bool spool_full(const struct sub_log *l)
+{
+	return sched_spool_free_bytes(l->sp) < l->cfg->spool.min_free ||
+	       (l->sc && !sched_accepting(l->sc));
+}
+
 static void commit_batch(struct sub_log *l, struct pend *b)
 {
 	uint64_t bytes = 0;
@@ -404,6 +412,8 @@ static void commit_batch(struct sub_log *l, struct pend *b)
 	pthread_mutex_lock(&l->mu);
 	e = l->broken;
 	pthread_mutex_unlock(&l->mu);
+	if (!e && spool_full(l))
+		e = ENOSPC;
 	if (seg_due(l))
 		seg_close(l);
 	if (!e && !l->cur && seg_open(l) < 0)

@@ -199,7 +199,8 @@ int sub_rec_decode(const char *p, size_t n, struct sub_rec *r)
 		return -1;
 	r->rcpts = vl_calloc(r->nrcpt, sizeof *r->rcpts);
 	for (size_t i = 0; i < r->nrcpt && !d.bad; i++)
-		r->rcpts[i] = get_str(&d, false);
+		if (!(r->rcpts[i] = get_str(&d, false)))
+			d.bad = true;     /* an empty address: never written */
 	r->len = (size_t)get(&d, 8);
 	r->msg = d.bad ? NULL : take(&d, r->len);
 	if (d.bad || d.p != d.end) {

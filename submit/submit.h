@@ -22,7 +22,7 @@
  * durable record into an ordinary spool job (no fsync per job) and hands
  * it to the registry, and deletes a segment once one syncfs has made its
  * jobs durable. A crash at any point leaves each message in jobs/ or in a
- * segment, and sub_log_open recovers the segments (docs/submit.md).
+ * segment, and sub_log_open recovers the segments (docs/submission-log.md).
  */
 struct sub_log;
 
@@ -45,9 +45,10 @@ struct sub_item {
 	const char *user;            /* the authenticated user; NULL: none */
 	const char *client;          /* the client's address; NULL: none */
 	/* Called once, on the committer thread, when the message is durable
-	 * (rc 0) or cannot be (rc -1 and errno: ENOSPC, EIO, EFBIG...; the
-	 * record is then not recovered either). id: the job's id. Must be
-	 * cheap: post the reply to the session and return. */
+	 * (rc 0) or cannot be (rc -1 and errno: ENOSPC, also when the spool
+	 * has less than spool.min_free free or its journal cannot be written;
+	 * EIO, EFBIG...; the record is then not recovered either). id: the
+	 * job's id. Must be cheap: post the reply to the session and return. */
 	void (*done)(void *arg, int rc, const char *id);
 	void *arg;
 };
