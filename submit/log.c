@@ -531,7 +531,13 @@ static int materialise(struct sub_log *l, struct seg *s, uint64_t end)
 	}
 	while (s->read < end) {
 		uint64_t off = s->read;
-		if (!sub_seg_read(s->fd, &off, end, &l->rbuf, &r, &why)) {
+		int got = sub_seg_read(s->fd, &off, end, &l->rbuf, &r, &why);
+		if (got < 0) {
+			vl_log(VL_LOG_ERROR, "submit: cannot read %s: %s (tried again in %d ms)",
+			       s->path, strerror(errno), RETRY_MS);
+			return -1;
+		}
+		if (got == 0) {
 			if (!s->recovered)
 				return -2;
 			vl_log(VL_LOG_INFO, "submit: %s: %llu octets after offset %llu ignored (%s: "

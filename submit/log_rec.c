@@ -226,6 +226,8 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off)
 		ssize_t k = pread(fd, (char *)p + done, n - done, (off_t)(off + done));
 		if (k < 0 && errno == EINTR)
 			continue;
+		if (k == 0)
+			errno = EIO;     /* shorter than it was: cut meanwhile */
 		if (k <= 0)
 			return -1;
 		done += (size_t)k;
@@ -249,7 +251,7 @@ int sub_seg_read(int fd, uint64_t *off, uint64_t end, struct vl_buf *buf, struct
 	char *p = vl_buf_reserve(buf, SUB_REC_HEAD);
 	if (pread_all(fd, p, SUB_REC_HEAD, *off) < 0) {
 		*why = "unreadable";
-		return 0;
+		return -1;
 	}
 	memcpy(&len, p, 4);
 	if (len == 0 || len > end - *off - SUB_REC_HEAD) {
@@ -259,7 +261,7 @@ int sub_seg_read(int fd, uint64_t *off, uint64_t end, struct vl_buf *buf, struct
 	p = vl_buf_reserve(buf, (size_t)len + SUB_REC_HEAD);
 	if (pread_all(fd, p, (size_t)len + SUB_REC_HEAD, *off) < 0) {
 		*why = "unreadable";
-		return 0;
+		return -1;
 	}
 	buf->len = (size_t)len + SUB_REC_HEAD;
 	if (sub_rec_decode(buf->p, buf->len, r) < 0) {
