@@ -146,6 +146,7 @@ asan: deps
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		$(addprefix build/asan/,volley-sink volley-drive volley-blast volley volleyd volley-compose \
 		volley-resolve volley-bench volley-render-bench volley-dkim-bench volley-submit \
+		volley-submitlog-bench \
 		tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh

@@ -14,7 +14,7 @@
  * Prints messages per second until every message was acknowledged, the
  * fdatasyncs (log) or fsyncs (per job) per second, and the ratio.
  *   volley-submitlog-bench [--items N] [--threads T] [--size BYTES]
- *                          [--per-job-items N] [--dir DIR]
+ *                          [--per-job-items N] [--dir DIR] | --version
  */
 #include "../../submit/submit.h"
 
@@ -271,6 +271,10 @@ int main(int argc, char **argv)
 	size_t per_job = 0;
 	const char *dir = NULL;
 
+	if (argc == 2 && !strcmp(argv[1], "--version")) {
+		printf("volley-submitlog-bench %s\n", VL_VERSION);
+		return 0;
+	}
 	for (int i = 1; i < argc; i++) {
 		uint64_t v;
 		if (i + 1 >= argc)

@@ -120,6 +120,10 @@ int main(int argc, char **argv)
 	struct sub_item it = { .sender = NULL };
 	int i = 1, bad = 0;
 
+	if (argc == 2 && !strcmp(argv[1], "--version")) {
+		printf("volley-submit %s\n", VL_VERSION);
+		return 0;
+	}
 	for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
 		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(o, "--transactional"))
