@@ -650,12 +650,13 @@ static void *materialiser(void *arg)
 	for (;;) {
 		if (step(l, true))
 			continue;
-		bool failing = l->retry_at > now_ms();
+		uint64_t now = now_ms();
+		bool failing = l->retry_at > now;
 		if (l->committed_all && (!l->segs || failing))
 			break;        /* closing: what failed stays for the next open */
 		if (failing) {
 			struct timespec ts;
-			deadline(&ts, l->retry_at - now_ms());
+			deadline(&ts, l->retry_at - now);
 			pthread_cond_timedwait(&l->cm, &l->mu, &ts);
 		} else {
 			pthread_cond_wait(&l->cm, &l->mu);
