@@ -149,12 +149,17 @@ static int check_addrs(const struct sub_item *it, char *why, size_t whylen)
 	return 0;
 }
 
-static int check_opts(const struct sub_item *it, char *why, size_t whylen)
+static int check_opts(const struct sub_log *l, const struct sub_item *it, char *why,
+		      size_t whylen)
 {
+	char path[PATH_MAX];
 	double r;
 
 	if (*it->id && !sched_id_valid(it->id, strnlen(it->id, sizeof it->id)))
 		return why_fail(why, whylen, EINVAL, "the id is not a job id");
+	if (*it->id && sched_spool_path(l->sp, it->id, SCHED_SPOOL_DIR, path, sizeof path) == 0 &&
+	    access(path, F_OK) == 0)
+		return why_fail(why, whylen, EEXIST, "job %s exists already", it->id);
 	if (it->campaign && !utf8_text(it->campaign, TEXT_MAX, false))
 		return why_fail(why, whylen, EINVAL, "the campaign must be 1 to %d octets of "
 				"UTF-8 text", TEXT_MAX);
@@ -176,7 +181,7 @@ int sub_log_check(const struct sub_log *l, const struct sub_item *it, char *why,
 	struct msg_err e;
 	uint64_t max = l->cfg->max_message_size;
 
-	if (check_addrs(it, why, whylen) < 0 || check_opts(it, why, whylen) < 0)
+	if (check_addrs(it, why, whylen) < 0 || check_opts(l, it, why, whylen) < 0)
 		return -1;
 	if (!it->done)
 		return why_fail(why, whylen, EINVAL, "no done callback");

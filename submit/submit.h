@@ -75,7 +75,7 @@ struct sub_log *sub_log_open_opts(const struct cfg *c, struct sched_spool *sp,
 				  char *err, size_t errlen);
 /* Would sub_log_put take it? 0, or -1 with errno and why (a sentence for
  * the SMTP reply): EINVAL (an address, the message's header, an option),
- * EMSGSIZE (over max_message_size). */
+ * EMSGSIZE (over max_message_size), EEXIST (the caller's id is a job's). */
 int sub_log_check(const struct sub_log *l, const struct sub_item *it, char *why,
 		  size_t whylen);
 /* From any thread. 0: queued, done will be called. -1 (done will not be)

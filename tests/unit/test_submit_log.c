@@ -556,6 +556,12 @@ Test(submit_log, queue_bound_and_checks)
 	snprintf(it.id, sizeof it.id, "../../etc");
 	cr_assert_eq(sub_log_check(l, &it, why, sizeof why), -1);
 	it = item(&s[5]);
+	memcpy(it.id, s[0].id, sizeof it.id);
+	for (int t = 0; t < 3000 && !job_dir(s[0].id); t++)
+		usleep(1000);
+	cr_assert_eq(sub_log_check(l, &it, why, sizeof why), -1, "an id that is taken");
+	cr_expect_eq(errno, EEXIST);
+	it = item(&s[5]);
 	it.nrcpt = 0;
 	cr_assert_eq(sub_log_check(l, &it, why, sizeof why), -1);
 	it = item(&s[5]);
