@@ -57,7 +57,7 @@ SMTPD_OBJ  := $(call obj,$(SMTPD_SRC))
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-submit $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
          $(BUILD)/volley-compose $(BUILD)/volley-resolve $(BUILD)/volley-dkim-bench \
-         $(BUILD)/volley-bench
+         $(BUILD)/volley-bench $(BUILD)/volley-submitlog-bench $(BUILD)/volley-logput
 UNIT  := $(BUILD)/tests/unit
 
 # Man pages: man/NAME.N.scd (scdoc) into build/man/NAME.N.
@@ -126,6 +126,16 @@ $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SMTPD_OB
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
 		$(CRYPT_LIBS) -ljemalloc
 
+# SMTP submission's storage: the submission log against the per-job path
+# (the benchmark), and volley-logput: messages put into a data directory's log (tests).
+SUBMIT_DEPS = $(SUBMIT_OBJ) $(SMTPD_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) \
+	      $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley-submitlog-bench: $(call obj,bench/submitlog/submitlog.c) $(SUBMIT_DEPS)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib) $(CRYPT_LIBS)
+
+$(BUILD)/volley-logput: $(call obj,tests/tools/logput.c) $(SUBMIT_DEPS)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib) $(CRYPT_LIBS)
+
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
@@ -146,7 +156,8 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		$(addprefix build/asan/,volley-sink volley-drive volley-blast volley-submit volley volleyd volley-compose \
-		volley-resolve volley-bench volley-render-bench volley-dkim-bench tests/unit)
+		volley-resolve volley-bench volley-render-bench volley-dkim-bench volley-logput \
+		volley-submitlog-bench tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
 
@@ -158,6 +169,7 @@ bench: all
 	@bench/dns.sh
 	@bench/dkim.sh
 	@bench/dkim-e2e.sh
+	@bench/submitlog.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 	@echo "== volley-bench: every scenario, end to end, with its peers (docs/bench.md)"
 	@$(BUILD)/volley-bench small --compare postfix --compare nodemailer --compare blast
@@ -207,7 +219,8 @@ fuzz: $(SCHED_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
-		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit
+		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit \
+		build/fuzz/corpus-verbatim
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
@@ -223,6 +236,8 @@ fuzz: $(SCHED_GEN)
 	$(FUZZ_CC) tests/fuzz/fuzz_http.c api/http1.c $(COMMON_SRC) -o build/fuzz/fuzz_http $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_submit_prep.c $(MESSAGE_SRC) $(COMMON_SRC) \
 		-o build/fuzz/fuzz_submit_prep $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_verbatim.c $(COMMON_SRC) $(MESSAGE_SRC) submit/log_rec.c \
+		scheduler/spool.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -253,6 +268,8 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_http -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-http
 	cp tests/fuzz/seeds/submit/* build/fuzz/corpus-submit/
 	build/fuzz/fuzz_submit_prep -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-submit
+	cp tests/fuzz/seeds/verbatim/* build/fuzz/corpus-verbatim/
+	build/fuzz/fuzz_verbatim -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-verbatim
 
 clean:
 	rm -rf build

@@ -46,7 +46,7 @@ check cli cli_
 check volleyd vd_
 check bench/vbench vb_
 check bench/submit vs_
-for p in blast drive render dkim; do check "bench/$p"; done
+for p in blast drive render dkim submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
 known=" common config tls dns tlsrpt message engine sts smtpd scheduler gen api submit sink cli volleyd bench tests "
@@ -58,7 +58,7 @@ for d in "$B"/obj/*/; do
 	esac
 done
 for d in "$B"/obj/bench/*/ "$B"/obj/tests/*/; do
-	case "$(basename "$d")" in vbench | submit | blast | drive | render | dkim | tools | unit) ;; *)
+	case "$(basename "$d")" in vbench | submit | blast | drive | render | dkim | submitlog | tools | unit) ;; *)
 		echo "$d: a program folder unknown to scripts/check-names.sh"
 		bad=1 ;;
 	esac

@@ -1,6 +1,6 @@
 /*
  * The submission log: group commit for SMTP submission (submit.h has the
- * contract, log_int.h the record layout, docs/submit.md the story).
+ * contract, log_int.h the record layout, docs/submission-log.md the story).
  *
  * Threads. Sessions call sub_log_put: the record's fields are encoded and
  * checksummed on their thread, the message octets are not copied, and
@@ -149,12 +149,17 @@ static int check_addrs(const struct sub_item *it, char *why, size_t whylen)
 	return 0;
 }
 
-static int check_opts(const struct sub_item *it, char *why, size_t whylen)
+static int check_opts(const struct sub_log *l, const struct sub_item *it, char *why,
+		      size_t whylen)
 {
+	char path[PATH_MAX];
 	double r;
 
 	if (*it->id && !sched_id_valid(it->id, strnlen(it->id, sizeof it->id)))
 		return why_fail(why, whylen, EINVAL, "the id is not a job id");
+	if (*it->id && sched_spool_path(l->sp, it->id, SCHED_SPOOL_DIR, path, sizeof path) == 0 &&
+	    access(path, F_OK) == 0)
+		return why_fail(why, whylen, EEXIST, "job %s exists already", it->id);
 	if (it->campaign && !utf8_text(it->campaign, TEXT_MAX, false))
 		return why_fail(why, whylen, EINVAL, "the campaign must be 1 to %d octets of "
 				"UTF-8 text", TEXT_MAX);
@@ -176,7 +181,7 @@ int sub_log_check(const struct sub_log *l, const struct sub_item *it, char *why,
 	struct msg_err e;
 	uint64_t max = l->cfg->max_message_size;
 
-	if (check_addrs(it, why, whylen) < 0 || check_opts(it, why, whylen) < 0)
+	if (check_addrs(it, why, whylen) < 0 || check_opts(l, it, why, whylen) < 0)
 		return -1;
 	if (!it->done)
 		return why_fail(why, whylen, EINVAL, "no done callback");
@@ -396,6 +401,14 @@ static void answer(struct sub_log *l, struct pend *b, int rc, int e)
 	}
 }
 
+/* The spool's own rule (the API answers 503 then): under spool.min_free
+ * free, or the journal cannot be written. Once a batch, not a message. */
+static bool spool_full(const struct sub_log *l)
+{
+	return sched_spool_free_bytes(l->sp) < l->cfg->spool.min_free ||
+	       (l->sc && !sched_accepting(l->sc));
+}
+
 static void commit_batch(struct sub_log *l, struct pend *b)
 {
 	uint64_t bytes = 0;
@@ -404,6 +417,8 @@ static void commit_batch(struct sub_log *l, struct pend *b)
 	pthread_mutex_lock(&l->mu);
 	e = l->broken;
 	pthread_mutex_unlock(&l->mu);
+	if (!e && spool_full(l))
+		e = ENOSPC;
 	if (seg_due(l))
 		seg_close(l);
 	if (!e && !l->cur && seg_open(l) < 0)
@@ -521,7 +536,13 @@ static int materialise(struct sub_log *l, struct seg *s, uint64_t end)
 	}
 	while (s->read < end) {
 		uint64_t off = s->read;
-		if (!sub_seg_read(s->fd, &off, end, &l->rbuf, &r, &why)) {
+		int got = sub_seg_read(s->fd, &off, end, &l->rbuf, &r, &why);
+		if (got < 0) {
+			vl_log(VL_LOG_ERROR, "submit: cannot read %s: %s (tried again in %d ms)",
+			       s->path, strerror(errno), RETRY_MS);
+			return -1;
+		}
+		if (got == 0) {
 			if (!s->recovered)
 				return -2;
 			vl_log(VL_LOG_INFO, "submit: %s: %llu octets after offset %llu ignored (%s: "
@@ -634,12 +655,13 @@ static void *materialiser(void *arg)
 	for (;;) {
 		if (step(l, true))
 			continue;
-		bool failing = l->retry_at > now_ms();
+		uint64_t now = now_ms();
+		bool failing = l->retry_at > now;
 		if (l->committed_all && (!l->segs || failing))
 			break;        /* closing: what failed stays for the next open */
 		if (failing) {
 			struct timespec ts;
-			deadline(&ts, l->retry_at - now_ms());
+			deadline(&ts, l->retry_at - now);
 			pthread_cond_timedwait(&l->cm, &l->mu, &ts);
 		} else {
 			pthread_cond_wait(&l->cm, &l->mu);

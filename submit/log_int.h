@@ -59,8 +59,8 @@ int sub_rec_decode(const char *p, size_t n, struct sub_rec *r);
 void sub_rec_free(struct sub_rec *r);
 
 /* Read the record at *off of fd, before end, into buf and r: 1 (and *off
- * past it), or 0 when none is whole there (end reached: *why NULL; or a
- * torn or damaged record: *why says which). */
+ * past it), 0 when none is whole there (end reached: *why NULL; or a torn
+ * or damaged record: *why says which), -1 on a read error (try again). */
 int sub_seg_read(int fd, uint64_t *off, uint64_t end, struct vl_buf *buf, struct sub_rec *r,
 		 const char **why);
 

@@ -199,7 +199,8 @@ int sub_rec_decode(const char *p, size_t n, struct sub_rec *r)
 		return -1;
 	r->rcpts = vl_calloc(r->nrcpt, sizeof *r->rcpts);
 	for (size_t i = 0; i < r->nrcpt && !d.bad; i++)
-		r->rcpts[i] = get_str(&d, false);
+		if (!(r->rcpts[i] = get_str(&d, false)))
+			d.bad = true;     /* an empty address: never written */
 	r->len = (size_t)get(&d, 8);
 	r->msg = d.bad ? NULL : take(&d, r->len);
 	if (d.bad || d.p != d.end) {
@@ -225,6 +226,8 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off)
 		ssize_t k = pread(fd, (char *)p + done, n - done, (off_t)(off + done));
 		if (k < 0 && errno == EINTR)
 			continue;
+		if (k == 0)
+			errno = EIO;     /* shorter than it was: cut meanwhile */
 		if (k <= 0)
 			return -1;
 		done += (size_t)k;
@@ -248,7 +251,7 @@ int sub_seg_read(int fd, uint64_t *off, uint64_t end, struct vl_buf *buf, struct
 	char *p = vl_buf_reserve(buf, SUB_REC_HEAD);
 	if (pread_all(fd, p, SUB_REC_HEAD, *off) < 0) {
 		*why = "unreadable";
-		return 0;
+		return -1;
 	}
 	memcpy(&len, p, 4);
 	if (len == 0 || len > end - *off - SUB_REC_HEAD) {
@@ -258,7 +261,7 @@ int sub_seg_read(int fd, uint64_t *off, uint64_t end, struct vl_buf *buf, struct
 	p = vl_buf_reserve(buf, (size_t)len + SUB_REC_HEAD);
 	if (pread_all(fd, p, (size_t)len + SUB_REC_HEAD, *off) < 0) {
 		*why = "unreadable";
-		return 0;
+		return -1;
 	}
 	buf->len = (size_t)len + SUB_REC_HEAD;
 	if (sub_rec_decode(buf->p, buf->len, r) < 0) {

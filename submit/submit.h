@@ -152,7 +152,7 @@ void sub_authlimit_stats(struct sub_authlimit *l, struct sub_authlimit_stats *ou
  * durable record into an ordinary spool job (no fsync per job) and hands
  * it to the registry, and deletes a segment once one syncfs has made its
  * jobs durable. A crash at any point leaves each message in jobs/ or in a
- * segment, and sub_log_open recovers the segments (docs/submit.md).
+ * segment, and sub_log_open recovers the segments (docs/submission-log.md).
  */
 struct sub_log;
 
@@ -175,9 +175,10 @@ struct sub_item {
 	const char *user;            /* the authenticated user; NULL: none */
 	const char *client;          /* the client's address; NULL: none */
 	/* Called once, on the committer thread, when the message is durable
-	 * (rc 0) or cannot be (rc -1 and errno: ENOSPC, EIO, EFBIG...; the
-	 * record is then not recovered either). id: the job's id. Must be
-	 * cheap: post the reply to the session and return. */
+	 * (rc 0) or cannot be (rc -1 and errno: ENOSPC, also when the spool
+	 * has less than spool.min_free free or its journal cannot be written;
+	 * EIO, EFBIG...; the record is then not recovered either). id: the
+	 * job's id. Must be cheap: post the reply to the session and return. */
 	void (*done)(void *arg, int rc, const char *id);
 	void *arg;
 };
@@ -204,7 +205,7 @@ struct sub_log *sub_log_open_opts(const struct cfg *c, struct sched_spool *sp,
 				  char *err, size_t errlen);
 /* Would sub_log_put take it? 0, or -1 with errno and why (a sentence for
  * the SMTP reply): EINVAL (an address, the message's header, an option),
- * EMSGSIZE (over max_message_size). */
+ * EMSGSIZE (over max_message_size), EEXIST (the caller's id is a job's). */
 int sub_log_check(const struct sub_log *l, const struct sub_item *it, char *why,
 		  size_t whylen);
 /* From any thread. 0: queued, done will be called. -1 (done will not be)

@@ -19,7 +19,8 @@ from .daemon import VOLLEYD, Volleyd, VolleydTest, simple_job
 from .sinkctl import Sink
 
 PROGRAMS = ("volleyd", "volley", "volley-sink", "volley-bench", "volley-drive",
-            "volley-blast", "volley-render-bench", "volley-dkim-bench")
+            "volley-blast", "volley-render-bench", "volley-dkim-bench",
+            "volley-submitlog-bench", "volley-submit", "volley-logput")
 NO_DNS = 'dns = { servers = [ "127.0.0.1:9" ]; };\n'
 
 

@@ -137,6 +137,27 @@ JOBS = {
     "empty_body": job("From: news@example.com\nSubject: nothing\n\n"),
 }
 
+# Verbatim messages (SMTP submission's jobs): octets kept exactly, so
+# 8-bit octets that are not UTF-8 (header and body), "{{", dotted lines,
+# trailing white space and blank lines at the end are signed as they are.
+VERBATIM = {
+    "verbatim_8bit": (b"From: Shop <orders@example.com>\r\nTo: ann@example.net\r\n"
+                      b"Subject: Caf\xe9 {{ not a template }}\r\n"
+                      b"Date: Mon, 07 Dec 2026 10:00:00 +0000\r\n"
+                      b"Message-ID: <v1@example.com>\r\nMIME-Version: 1.0\r\n"
+                      b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+                      b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+                      b"Gr\xfc\xdfe {{ name }} \xff\r\n.\r\n..two dots\r\n"
+                      b"trailing  \t\r\n\r\n\r\n"),
+    "verbatim_folded": (b"Received: from app (127.0.0.1)\r\n\tby x; Mon, 7 Dec 2026\r\n"
+                        b"From:\r\n Shop\r\n <orders@example.com>\r\n"
+                        b"Subject:   spaced    out  \r\nTo: a@example.net,\r\n  b@example.net\r\n"
+                        b"Date: Mon, 07 Dec 2026 10:00:00 +0000\r\n\r\n"
+                        b"body\r\n"),
+}
+for _name, _octets in VERBATIM.items():
+    JOBS[_name] = {"verbatim": _octets, "recipients": [ANN, ZOE]}
+
 
 class DkimTest(unittest.TestCase):
     @classmethod
@@ -154,8 +175,13 @@ class DkimTest(unittest.TestCase):
         """Compose and sign JOBS[name]; the message paths."""
         out = util.tempdir(dir=self.dir)
         path = os.path.join(out, "job.json")
+        j = dict(JOBS[name])
+        if "verbatim" in j:
+            with open(os.path.join(out, "message"), "wb") as f:
+                f.write(j.pop("verbatim"))
+            j["verbatim_file"] = os.path.join(out, "message")
         with open(path, "w") as f:
-            json.dump(JOBS[name], f)
+            json.dump(j, f)
         args = [COMPOSE, path, out, "--date", str(date or self.now)]
         sel = {"rsa": (self.rsa, "r2048"), "ed": (self.ed, "ed1")}
         for i, k in enumerate(keys):
@@ -206,6 +232,26 @@ class DkimTest(unittest.TestCase):
             self.assertEqual(res, [True] * n, f)
         for f, (rc, out) in zip(files, opendkim_verify(self.records, files)):
             self.assertEqual(rc, 0, "%s: %s" % (f, out))
+
+    def test_verbatim_messages_signed_as_they_are(self):
+        """A verbatim job renders its octets unchanged (after the signatures)
+        and both verifiers accept every signature, relaxed and simple."""
+        files = []
+        for name in VERBATIM:
+            for canon in ((), ("--dkim-canon", "simple")):
+                fs = self.sign(name, ["ed", "rsa"], *canon)
+                for f in fs:
+                    with open(f, "rb") as fh:
+                        m = fh.read()
+                    self.assertTrue(m.endswith(VERBATIM[name]), f)
+                    sigs = m[:len(m) - len(VERBATIM[name])]
+                    self.assertEqual(sigs.count(b"DKIM-Signature:"), 2)
+                    self.assertTrue(sigs.startswith(b"DKIM-Signature:"), f)
+                files += fs
+        self.assert_verified(files, 2)
+        bad = self.tamper(self.sign("verbatim_8bit", ["ed", "rsa"]), b"\xff", b"\xfe")
+        for res in self.dkimpy(bad):
+            self.assertNotIn(True, res)
 
     def test_simple_canonicalisation(self):
         files = []

@@ -5,7 +5,9 @@
  *                  [--dkim-key2 PEM --dkim-selector2 S2 [--dkim-domain2 D2]]
  *                  [--dkim-canon relaxed|simple] [--dkim-expire SECONDS]]
  * JOB.json holds content, substitutions, unsubscribe and recipients
- * [{email, name, substitutions}]. Each message goes to OUTDIR/<index>.eml
+ * [{email, name, substitutions}]; or, for a verbatim job (SMTP submission's
+ * kind), "verbatim_file" (a file of message octets, compiled by
+ * msg_job_compile_verbatim) and recipients. Each message goes to OUTDIR/<index>.eml
  * and a line {"index", "size", "iov", "smtputf8", "eightbit"} to stdout.
  * With a DKIM key each message is signed (t= is --date) and its
  * DKIM-Signature fields written before it.
@@ -203,6 +205,21 @@ static int render_all(const struct msg_job *j, const json_t *rcpts, const char *
 	return rc;
 }
 
+static int read_file(const char *path, struct vl_buf *out)
+{
+	char buf[65536];
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+
+	vl_buf_init(out);
+	if (fd < 0)
+		return -1;
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		vl_buf_append(out, buf, (size_t)n);
+	close(fd);
+	return n < 0 ? -1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct msg_job_opts o = {"job1", "mta.example.com", 0};
@@ -240,9 +257,22 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	struct msg_err e;
-	struct msg_job *j = msg_job_compile(json_object_get(job, "content"),
-					    json_object_get(job, "substitutions"),
-					    json_object_get(job, "unsubscribe"), &o, &e);
+	const char *vfile = json_string_value(json_object_get(job, "verbatim_file"));
+	struct msg_job *j;
+	if (vfile) {
+		struct vl_buf m;
+		if (read_file(vfile, &m) < 0) {
+			perror(vfile);
+			json_decref(job);
+			return 2;
+		}
+		j = msg_job_compile_verbatim(m.p, m.len, &o, &e);
+		vl_buf_free(&m);
+	} else {
+		j = msg_job_compile(json_object_get(job, "content"),
+				    json_object_get(job, "substitutions"),
+				    json_object_get(job, "unsubscribe"), &o, &e);
+	}
 	rc = j ? render_all(j, json_object_get(job, "recipients"), argv[2],
 				(time_t)date) : fail(&e, "");
 	msg_job_free(j);

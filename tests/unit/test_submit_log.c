@@ -266,6 +266,11 @@ Test(submit_log, record_round_trip_and_damage)
 		}
 	for (size_t n = 0; n < b.len; n++)
 		cr_assert_eq(sub_rec_decode(b.p, n, &d), -1, "cut at %zu", n);
+	/* an empty recipient (never written: found by fuzz_verbatim) */
+	const char *empty[] = {"a@b.example", ""};
+	r.rcpts = empty;
+	encode_full(&r, &b);
+	cr_assert_eq(sub_rec_decode(b.p, b.len, &d), -1);
 	vl_buf_free(&b);
 }
 
@@ -448,6 +453,26 @@ Test(submit_log, a_failed_write_is_cut_back_and_never_recovered)
 	check_job(&s[4]);
 }
 
+Test(submit_log, refused_while_the_spool_is_short_of_space)
+{
+	struct slot s[2] = {0};
+	struct sub_log *l = bare(NULL);
+
+	cfg.spool.min_free = UINT64_MAX;
+	put(l, &s[0], 0);
+	sub_log_commit_step(l);
+	cr_assert(s[0].state);
+	cr_assert_eq(s[0].rc, -1);
+	cr_assert_eq(s[0].err, ENOSPC, "452 4.3.1 for the client");
+	cfg.spool.min_free = 0;
+	put(l, &s[1], 1);
+	sub_log_commit_step(l);
+	cr_assert_eq(s[1].rc, 0);
+	sub_log_close(l);
+	cr_assert_not(job_dir(s[0].id));
+	check_job(&s[1]);
+}
+
 Test(submit_log, a_job_that_cannot_be_made_is_tried_again)
 {
 	struct slot s[1] = {0};
@@ -530,6 +555,12 @@ Test(submit_log, queue_bound_and_checks)
 	it = item(&s[5]);
 	snprintf(it.id, sizeof it.id, "../../etc");
 	cr_assert_eq(sub_log_check(l, &it, why, sizeof why), -1);
+	it = item(&s[5]);
+	memcpy(it.id, s[0].id, sizeof it.id);
+	for (int t = 0; t < 3000 && !job_dir(s[0].id); t++)
+		usleep(1000);
+	cr_assert_eq(sub_log_check(l, &it, why, sizeof why), -1, "an id that is taken");
+	cr_expect_eq(errno, EEXIST);
 	it = item(&s[5]);
 	it.nrcpt = 0;
 	cr_assert_eq(sub_log_check(l, &it, why, sizeof why), -1);
