@@ -54,6 +54,9 @@ struct role {
 
 struct sub_server {
 	const struct cfg *cfg;
+	struct sched_spool *spool;
+	_Atomic uint64_t spool_used;   /* measured every few seconds (AUTH threads) */
+	uint64_t spool_measured_ms;
 	struct sub_log *log;
 	struct sub_inbox *inbox;
 	_Atomic(struct sub_users *) users; /* the newest; SIGHUP loads another */
@@ -188,6 +191,20 @@ static struct auth_job *take_due(struct sub_server *v, uint64_t now, uint64_t *n
 	return due;
 }
 
+/* spool.max_bytes: the spool's size, measured on these threads every few
+ * seconds (a walk of jobs/: never on an SMTP worker). Under mu. */
+#define SPOOL_MEASURE_MS 5000
+static bool spool_measure_due(struct sub_server *v)
+{
+	uint64_t now = vl_now_ms();
+
+	if (!v->cfg->spool.max_bytes || !v->spool || v->auth_stop ||
+	    now < v->spool_measured_ms + SPOOL_MEASURE_MS)
+		return false;
+	v->spool_measured_ms = now;
+	return true;
+}
+
 static void *auth_main(void *arg)
 {
 	struct sub_server *v = arg;
@@ -219,6 +236,15 @@ static void *auth_main(void *arg)
 		}
 		if (v->auth_stop && !v->delayed)
 			break;
+		if (spool_measure_due(v)) {
+			pthread_mutex_unlock(&v->mu);
+			atomic_store(&v->spool_used, sched_spool_used_bytes(v->spool));
+			pthread_mutex_lock(&v->mu);
+			continue;
+		}
+		if (v->cfg->spool.max_bytes && v->spool)
+			next = next < v->spool_measured_ms + SPOOL_MEASURE_MS ? next :
+			       v->spool_measured_ms + SPOOL_MEASURE_MS;
 		if (next == UINT64_MAX) {
 			pthread_cond_wait(&v->cv, &v->mu);
 		} else {
@@ -284,6 +310,10 @@ static struct smtpd_verdict sub_check(void *arg, struct smtpd_sess *s, enum smtp
 	char why[128];
 	bool utf8;
 
+	if (st == SMTPD_ST_MAIL && ((v->cfg->spool.max_bytes &&
+				     atomic_load(&v->spool_used) >= v->cfg->spool.max_bytes) ||
+				    sched_spool_free_bytes(v->spool) < v->cfg->spool.min_free))
+		return v_reply(s, 452, "4.3.1 Insufficient system storage, try again later");
 	if (st == SMTPD_ST_MAIL && u && *a && !sub_user_from_ok(u, addr_domain(a))) {
 		atomic_fetch_add(&v->refused_from, 1);
 		return v_reply(s, 550, "5.7.1 Sender address domain %s is not allowed for user %s",
@@ -616,12 +646,16 @@ static int start_feedback(struct sub_server *v, char *err, size_t errlen)
 	return role_start(r, &fb_hooks, 1, err, errlen);
 }
 
-struct sub_server *sub_server_start(const struct cfg *c, struct sub_log *log, char *err,
-				    size_t errlen)
+struct sub_server *sub_server_start(const struct cfg *c, struct sched_spool *sp,
+				    struct sub_log *log, char *err, size_t errlen)
 {
 	struct sub_server *v = vl_calloc(1, sizeof *v);
 
 	v->cfg = c;
+	v->spool = sp;
+	if (c->spool.max_bytes && sp)
+		atomic_store(&v->spool_used, sched_spool_used_bytes(sp));
+	v->spool_measured_ms = vl_now_ms();
 	v->log = log;
 	v->sub.srv = v->fb.srv = v;
 	pthread_mutex_init(&v->mu, NULL);

@@ -249,9 +249,10 @@ typedef void (*sub_done_fn)(void *arg, int rc, const char *id);
 struct sub_server;
 /* Starts what the configuration turns on (c->submission.on,
  * c->feedback.on); log is where submitted messages go (NULL when
- * submission is off). NULL with err. */
-struct sub_server *sub_server_start(const struct cfg *c, struct sub_log *log, char *err,
-				    size_t errlen);
+ * submission is off); sp is measured against spool.max_bytes and
+ * spool.min_free (MAIL gets 452 4.3.1 past them). NULL with err. */
+struct sub_server *sub_server_start(const struct cfg *c, struct sched_spool *sp,
+				    struct sub_log *log, char *err, size_t errlen);
 /* Stops listening, answers every session that waits, stops the threads.
  * The log must still be open. */
 void sub_server_stop(struct sub_server *v);

@@ -66,7 +66,7 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	v->started = true;
 	/* the listeners before the API: once /v1/health answers, they take mail */
 	if ((cfg->submission.on || cfg->feedback.on) &&
-	    !(v->smtp = sub_server_start(cfg, v->sublog, err, errlen)))
+	    !(v->smtp = sub_server_start(cfg, v->spool, v->sublog, err, errlen)))
 		goto fail;
 	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, errlen)))
 		goto fail;
