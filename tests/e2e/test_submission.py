@@ -916,3 +916,17 @@ class More(Base):
         self.wait_for("the reload", lambda: "configuration reloaded" in self.w.d.output(),
                       timeout=20)
         self.send_ok(simple_message(unique("late")), user=late, source=src)
+
+
+class SpoolFull(Base):
+    def test_mail_is_452_while_the_disk_is_under_min_free(self):
+        port = util.free_port(HOST)
+        d = self.start_daemon(config=route_conf(self.w.sink.port, (
+            'spool = { min_free = "1000000G"; };\n'
+            'submission = { listen = [ "%s:%d" ]; cert = "%s"; key = "%s"; users = "%s"; };\n'
+            % (HOST, port, self.w.chain, self.w.key, self.w.users))))
+        self.addCleanup(stop_and_check, d)
+        res = self.send(simple_message(unique("full")), port=port)
+        self.assertEqual(res[0]["code"], 452, res)
+        self.assertIn("4.3.1", res[0]["text"])
+        self.assertEqual(d.jobs_on_disk(), [])
