@@ -179,6 +179,8 @@ bench: all
 	@$(BUILD)/volley-bench transactional --compare postfix --compare nodemailer
 	@$(BUILD)/volley-bench dkim
 	@$(BUILD)/volley-bench dane
+	@$(BUILD)/volley-bench submission --compare postfix
+	@$(BUILD)/volley-bench submission-sha512 --compare postfix
 
 demo: all
 	@scripts/demo.sh
