@@ -733,6 +733,7 @@ static void *gate_main(void *arg)
 	struct epoll_event evs[64];
 	uint64_t last = vl_now_ms();
 
+	vl_thread_name("vl-apigate");
 	while (!atomic_load(&t->g->stop)) {
 		int n = epoll_wait(t->ep, evs, 64, TICK_MS);
 		for (int i = 0; i < n; i++) {

@@ -648,6 +648,7 @@ static void *followers_main(void *arg)
 	struct api *a = arg;
 	struct timespec ts;
 
+	vl_thread_name("vl-follow");
 	pthread_mutex_lock(&a->fmu);
 	while (!a->fstop) {
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -934,6 +935,7 @@ static void *worker_main(void *arg)
 {
 	struct api *a = arg;
 
+	vl_thread_name("vl-apiwork");
 	for (;;) {
 		pthread_mutex_lock(&a->wmu);
 		while (!a->wq && !a->wstop)

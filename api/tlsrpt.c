@@ -502,6 +502,7 @@ static void *run(void *arg)
 {
 	struct api_tlsrpt *t = arg;
 
+	vl_thread_name("vl-tlsrpt");
 	do {
 		rpt_store_flush(t->st);
 		round_(t);

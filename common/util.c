@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,4 +288,9 @@ int vl_fsync_parent(const char *path)
 	memcpy(dir, path, n);
 	dir[n] = '\0';
 	return vl_fsync_dir(dir);
+}
+
+void vl_thread_name(const char *name)
+{
+	pthread_setname_np(pthread_self(), name);
 }

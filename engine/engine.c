@@ -20,6 +20,7 @@ struct engine {
 
 static void *run(void *arg)
 {
+	vl_thread_name("vl-engine");
 	eng_worker_run(arg);
 	return NULL;
 }

@@ -248,6 +248,7 @@ static void *run(void *arg)
 {
 	struct sched_commit *c = arg;
 
+	vl_thread_name("vl-journal");
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
 		while (!c->head && !c->stop)

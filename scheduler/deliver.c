@@ -707,6 +707,7 @@ static void *run(void *arg)
 	struct sched_deliver *d = arg;
 	uint64_t last_sweep = 0;
 
+	vl_thread_name("vl-deliver");
 	for (;;) {
 		struct sched_job **adds, **ctls;
 		size_t nadds, nctls;

@@ -161,6 +161,7 @@ static void *run(void *arg)
 	int running, left;
 	CURLMsg *m;
 
+	vl_thread_name("vl-mtasts");
 	while (!take(f)) {
 		curl_multi_perform(f->multi, &running);
 		while ((m = curl_multi_info_read(f->multi, &left))) {

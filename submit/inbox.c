@@ -89,6 +89,7 @@ static void *run(void *arg)
 	struct sub_inbox *b = arg;
 	char dir[4096];
 
+	vl_thread_name("vl-fbstore");
 	snprintf(dir, sizeof dir, "%s/new", b->dir);
 	for (;;) {
 		pthread_mutex_lock(&b->mu);

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -36,6 +37,7 @@
 #define SEGMENT_BYTES (64ull << 20)
 #define SEGMENT_MS 1000
 #define RETRY_MS 1000             /* a job that could not be made, tried again */
+#define SUB_JOBS_NICE 10          /* the job maker's nice value */
 #define TEXT_MAX 256              /* campaign, user */
 
 /* An item waiting for the committer. */
@@ -474,6 +476,7 @@ static void *committer(void *arg)
 {
 	struct sub_log *l = arg;
 
+	vl_thread_name("vl-sublog");
 	pthread_mutex_lock(&l->mu);
 	for (;;) {
 		if (l->nq && !l->hold) {
@@ -651,6 +654,10 @@ static void *materialiser(void *arg)
 {
 	struct sub_log *l = arg;
 
+	vl_thread_name("vl-subjobs");
+	/* Making jobs is the deferred half: the messages are durable in the
+	 * log already. Under a burst the sessions' answers go first. */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), SUB_JOBS_NICE);
 	pthread_mutex_lock(&l->mu);
 	for (;;) {
 		if (step(l, true))

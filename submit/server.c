@@ -209,6 +209,7 @@ static void *auth_main(void *arg)
 {
 	struct sub_server *v = arg;
 
+	vl_thread_name("vl-auth");
 	pthread_mutex_lock(&v->mu);
 	for (;;) {
 		uint64_t next;
@@ -522,6 +523,8 @@ struct run_arg {
 static void *worker_main(void *arg)
 {
 	struct run_arg *a = arg;
+
+	vl_thread_name("vl-smtpd");
 	smtpd_worker_run(a->w, a->stop);
 	free(a);
 	return NULL;
