@@ -207,6 +207,10 @@ static inline bool vl_chance(uint64_t *s, double pct)
 	return (double)(vl_rand(s) >> 11) * (1.0 / 9007199254740992.0) * 100.0 < pct;
 }
 
+/* The whole file at path appended to out (initialised here). -1 with
+ * errno when it cannot be opened or read. */
+int vl_read_file(const char *path, struct vl_buf *out);
+
 /* The calling thread's name as ps, top and perf show it (at most 15
  * characters: "vl-deliver"). */
 void vl_thread_name(const char *name);

@@ -294,3 +294,20 @@ void vl_thread_name(const char *name)
 {
 	pthread_setname_np(pthread_self(), name);
 }
+
+int vl_read_file(const char *path, struct vl_buf *out)
+{
+	char buf[65536];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	vl_buf_init(out);
+	if (fd < 0)
+		return -1;
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		vl_buf_append(out, buf, (size_t)n);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return n < 0 ? -1 : 0;
+}

@@ -205,21 +205,6 @@ static int render_all(const struct msg_job *j, const json_t *rcpts, const char *
 	return rc;
 }
 
-static int read_file(const char *path, struct vl_buf *out)
-{
-	char buf[65536];
-	ssize_t n;
-	int fd = open(path, O_RDONLY);
-
-	vl_buf_init(out);
-	if (fd < 0)
-		return -1;
-	while ((n = read(fd, buf, sizeof buf)) > 0)
-		vl_buf_append(out, buf, (size_t)n);
-	close(fd);
-	return n < 0 ? -1 : 0;
-}
-
 int main(int argc, char **argv)
 {
 	struct msg_job_opts o = {"job1", "mta.example.com", 0};
@@ -261,7 +246,7 @@ int main(int argc, char **argv)
 	struct msg_job *j;
 	if (vfile) {
 		struct vl_buf m;
-		if (read_file(vfile, &m) < 0) {
+		if (vl_read_file(vfile, &m) < 0) {
 			perror(vfile);
 			json_decref(job);
 			return 2;

@@ -42,21 +42,6 @@ static void on_done(void *arg, int rc, const char *id)
 	pthread_mutex_unlock(&a->mu);
 }
 
-static int read_file(const char *path, struct vl_buf *out)
-{
-	char buf[65536];
-	ssize_t n;
-	int fd = open(path, O_RDONLY);
-
-	vl_buf_init(out);
-	if (fd < 0)
-		return -1;
-	while ((n = read(fd, buf, sizeof buf)) > 0)
-		vl_buf_append(out, buf, (size_t)n);
-	close(fd);
-	return n < 0 ? -1 : 0;
-}
-
 static int usage(void)
 {
 	fprintf(stderr, "usage: volley-logput --data-dir DIR --from SENDER --to RCPT [--to RCPT]... "
@@ -88,7 +73,7 @@ static int put_one(struct sub_log *l, struct sub_item *it, const char *file)
 	char why[300];
 	int rc = -1;
 
-	if (read_file(file, &m) < 0) {
+	if (vl_read_file(file, &m) < 0) {
 		line(file, NULL, -1, strerror(errno));
 		return -1;
 	}
