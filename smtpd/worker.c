@@ -245,7 +245,7 @@ static void conn_flush(struct conn *c)
 		return;
 	size_t n = releasable(c);
 	if (n == 0) {
-		if (c->close_after_send && c->wire.len == 0)
+		if (c->close_after_send && c->wire.len == 0 && !c->waiting)
 			conn_close(c, false);
 		return;
 	}
@@ -458,9 +458,11 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	}
 	if (cqe->res == 0) {
 		/* The client half-closed: it may still read. Answer what it sent
-		 * (a 250 not seen is a message sent twice), then close. */
+		 * (a 250 not seen is a message sent twice), then close; a session
+		 * waiting for a hook gets its answer first. */
 		c->close_after_send = true;
-		c->sess.state = SMTPD_S_CLOSED;
+		if (!c->waiting)
+			c->sess.state = SMTPD_S_CLOSED;
 		conn_flush(c);
 		return;
 	}
@@ -715,8 +717,17 @@ static void stop_worker(struct smtpd_worker *w)
 		io_uring_prep_cancel_fd(sqe, w->listeners[i].fd, IORING_ASYNC_CANCEL_ALL);
 		io_uring_sqe_set_data64(sqe, 0);
 	}
-	while (w->idle_head)
-		conn_close(w->idle_head, false);
+	/* A session waiting for a hook's answer gets it, then closes: a 250
+	 * the client never sees is a message it sends twice. */
+	for (struct conn *c = w->idle_head, *next; c; c = next) {
+		next = c->idle_next;
+		if (c->waiting) {
+			c->close_after_send = true;
+			idle_remove(w, c);
+		} else {
+			conn_close(c, false);
+		}
+	}
 }
 
 /* ---- setup ---- */

@@ -659,6 +659,25 @@ class ReturnPath(Base):
         self.assertEqual([r["code"] for r in res], [220, 250, 250, 250, 250, 221], res)
         self.assertEqual(len(set(self.inbox()) - set(before)), 1)
 
+    def test_client_that_half_closes_after_the_dot_still_gets_its_250(self):
+        """The answer waits for the store; a client that shuts down its
+        sending side right after the final dot must still read the 250
+        (unseen, it would send the message again)."""
+        import socket
+        before = self.inbox()
+        c = Client(HOST, self.w.fb_port, timeout=15)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply().code, 220)
+        c.ehlo()
+        for line in ("MAIL FROM:<>", "RCPT TO:<b@bounces.example.com>"):
+            self.assertEqual(c.cmd(line).code, 250)
+        self.assertEqual(c.cmd("DATA").code, 354)
+        c.send(b"Subject: half-closed\r\n\r\nx\r\n.\r\nQUIT\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.reply()
+        self.assertEqual(r.code, 250, r)
+        self.assertEqual(len(set(self.inbox()) - set(before)), 1)
+
     def test_no_starttls_without_a_certificate(self):
         port = util.free_port(HOST)
         d = self.start_daemon(config=route_conf(self.w.sink.port, (
