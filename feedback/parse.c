@@ -86,12 +86,23 @@ static enum fb_action action_of(const char *v)
 	return FB_ACT_OTHER;
 }
 
+/* "rfc822; addr": an address with an '@' (a cut or odd value is none) */
+static char *mailbox(const char *v)
+{
+	char *a = fb_addr_of(v, true);
+	if (a && !strchr(a, '@')) {
+		free(a);
+		a = NULL;
+	}
+	return a;
+}
+
 static void rcpt_field(struct fb_rcpt *x, const struct fb_field *f)
 {
 	if (fb_field_is(f, "Final-Recipient")) {
-		keep(&x->final_rcpt, fb_addr_of(f->val, true));
+		keep(&x->final_rcpt, mailbox(f->val));
 	} else if (fb_field_is(f, "Original-Recipient")) {
-		keep(&x->orig_rcpt, fb_addr_of(f->val, true));
+		keep(&x->orig_rcpt, mailbox(f->val));
 	} else if (fb_field_is(f, "Action")) {
 		x->action = action_of(f->val);
 	} else if (fb_field_is(f, "Status")) {
