@@ -175,6 +175,7 @@ bench: all
 	@bench/dns.sh
 	@bench/dkim.sh
 	@bench/dkim-e2e.sh
+	@bench/feedback.sh
 	@bench/submitlog.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 	@echo "== volley-bench: every scenario, end to end, with its peers (docs/bench.md)"

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #define DIAG_MAX 512
+#define PARA_MAX 2048  /* a recipient's paragraph read for its status */
 
 struct text {
 	const char *p;
@@ -194,7 +195,9 @@ static void paragraphs(struct text t, struct fb_report *r, const char *self, siz
 		const char *pl;
 		size_t pln;
 		size_t scan = pos;
-		while (next_line(t, &scan, &pl, &pln) && !blank(pl, pln))
+		/* at most PARA_MAX octets: lines without a blank one between
+		 * must not make this quadratic */
+		while (scan - pos < PARA_MAX && next_line(t, &scan, &pl, &pln) && !blank(pl, pln))
 			pe = scan;
 		size_t plen = (size_t)(t.p + pe - ps);
 		if (!find_status(ps, plen, x->status))
