@@ -15,6 +15,11 @@ NAMES = ["postfix-dsn.eml", "postfix-delayed.eml", "multi-rcpt-dsn.eml", "dsn-ba
          "exchange-ndr.eml", "gmail-plain.eml", "not-report.eml"]
 
 
+def headers_of(part):
+    p = part.get_payload()
+    return p[0] if isinstance(p, list) else email.parser.HeaderParser().parsestr(p)
+
+
 def one(raw):
     m = email.message_from_bytes(raw)
     out = {"to": m.get("Delivered-To") or m.get("To"), "rcpts": []}
@@ -22,19 +27,19 @@ def one(raw):
         ct = part.get_content_type()
         if ct == "message/delivery-status":
             blocks = part.get_payload()
-            if not isinstance(blocks, list):        # base64: decode and parse
-                text = part.get_payload(decode=True).decode("latin-1")
-                blocks = [email.message_from_string(b) for b in text.split("\r\n\r\n")]
+            if (part.get("Content-Transfer-Encoding") or "").lower() == "base64":
+                raw64 = "".join(str(b) for b in blocks) if isinstance(blocks, list) else blocks
+                text = email.message_from_string("Content-Transfer-Encoding: base64\n\n" + raw64)
+                text = text.get_payload(decode=True).decode("latin-1").replace("\r\n", "\n")
+                blocks = [email.message_from_string(b) for b in text.split("\n\n") if b.strip()]
             for b in blocks[1:]:
                 out["rcpts"].append((b.get("Final-Recipient"), b.get("Action"), b.get("Status"),
                                      b.get("Diagnostic-Code")))
         elif ct == "message/feedback-report":
-            f = email.parser.HeaderParser().parsestr(part.get_payload())
+            f = headers_of(part)
             out["fb"] = (f.get("Feedback-Type"), f.get_all("Original-Rcpt-To"))
         elif ct in ("message/rfc822", "text/rfc822-headers"):
-            p = part.get_payload()
-            h = p[0] if isinstance(p, list) else email.parser.HeaderParser().parsestr(p)
-            out["msgid"] = h.get("Message-ID")
+            out["msgid"] = headers_of(part).get("Message-ID")
         elif ct == "text/plain" and "text" not in out:
             out["text"] = part.get_payload(decode=True)[:65536]
     return out
@@ -49,4 +54,5 @@ def main():
     print(f"feedback_peer_rate {count / (time.monotonic() - t0):.0f} reports/s")
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -47,10 +47,11 @@ enum fb_action {
 	FB_ACT_OTHER,           /* an Action value RFC 3464 does not know */
 };
 
+/* A field left 0 takes its default. */
 struct fb_opts {
 	size_t max_size;        /* the whole message; larger is an error */
 	unsigned max_depth;     /* MIME nesting; deeper is an error */
-	unsigned max_parts;     /* MIME parts in the whole message; more is an error */
+	unsigned max_parts;     /* MIME parts in the whole message (at most 64); more is an error */
 	size_t max_rcpts;       /* recipients kept per report; the rest dropped (truncated) */
 };
 

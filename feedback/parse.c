@@ -11,6 +11,7 @@ struct ctx {
 	const struct fb_opts *o;
 	struct fb_report *r;
 	unsigned budget;        /* MIME parts left */
+	unsigned max_parts;
 	char *err;
 	size_t errlen;
 };
@@ -340,15 +341,20 @@ int fb_parse(const char *msg, size_t len, const struct fb_opts *o, struct fb_rep
 	struct fb_entity e;
 	int rc = -1;
 
-	if (!o) {
-		fb_opts_default(&def);
-		o = &def;
+	/* NULL, or a field left 0, means the default */
+	fb_opts_default(&def);
+	if (o) {
+		def.max_size = o->max_size ? o->max_size : def.max_size;
+		def.max_depth = o->max_depth ? o->max_depth : def.max_depth;
+		def.max_parts = o->max_parts ? o->max_parts : def.max_parts;
+		def.max_rcpts = o->max_rcpts ? o->max_rcpts : def.max_rcpts;
 	}
+	o = &def;
 	memset(out, 0, sizeof *out);
 	if (errlen)
 		err[0] = '\0';
-	struct ctx c = { o, out, o->max_parts < FB_MAX_PARTS ? o->max_parts : FB_MAX_PARTS,
-			 err, errlen };
+	unsigned parts = o->max_parts < FB_MAX_PARTS ? o->max_parts : FB_MAX_PARTS;
+	struct ctx c = { o, out, parts, parts, err, errlen };
 	if (len > o->max_size) {
 		fb_errf(err, errlen, "message of %zu octets over the limit of %zu", len, o->max_size);
 		return -1;
@@ -362,7 +368,9 @@ int fb_parse(const char *msg, size_t len, const struct fb_opts *o, struct fb_rep
 	int found = find_report(&c, &e, 0);
 	if (found < 0)
 		goto out;
-	if (!found && fb_heuristic(&e, &top, o, &c.budget, out, err, errlen))
+	/* the heuristic reads the same parts again: a budget of its own */
+	unsigned budget = c.max_parts;
+	if (!found && fb_heuristic(&e, &top, o, &budget, out, err, errlen))
 		goto out;
 	rc = 0;
 out:

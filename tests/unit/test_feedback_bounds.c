@@ -310,3 +310,42 @@ Test(feedback_match, msgid)
 	cr_assert_not(fb_match_msgid("<short@h>", id, &idx, &has));
 	cr_assert_not(fb_match_msgid("8787KJKJ3K4J3K4J3K4J3.mail@example.net", id, &idx, &has));
 }
+
+/* The heuristic reads the parts find_report read: a budget of its own, so
+ * 40 parts (under the 64) are not counted twice. */
+Test(feedback_bounds, forty_parts_are_not_counted_twice)
+{
+	struct vl_buf b;
+	struct fb_report r;
+
+	vl_buf_init(&b);
+	vl_buf_appends(&b, "From: MAILER-DAEMON@x.example.org\nContent-Type: multipart/mixed; boundary=p\n\n");
+	vl_buf_appends(&b, "--p\nContent-Type: text/plain\n\n<lost@example.org>: 550 5.1.1 unknown\n");
+	for (int i = 0; i < 39; i++)
+		vl_buf_appends(&b, "--p\nContent-Type: application/octet-stream\n\nx\n");
+	vl_buf_appends(&b, "--p--\n");
+	cr_assert_eq(parse(b.p, b.len, NULL, &r), 0, "%s", err);
+	cr_assert_eq(r.kind, FB_BOUNCE_HEURISTIC);
+	cr_assert_str_eq(r.rcpts[0].final_rcpt, "lost@example.org");
+	cr_assert_str_eq(r.rcpts[0].status, "5.1.1");
+	fb_report_free(&r);
+	vl_buf_free(&b);
+}
+
+Test(feedback_bounds, zero_options_take_the_defaults)
+{
+	struct fb_opts o = { 0 };
+	struct fb_report r;
+	size_t n;
+	char *m = fb_sample("multi-rcpt-dsn.eml", &n);
+
+	cr_assert_eq(parse(m, n, &o, &r), 0, "%s", err);
+	cr_assert_eq(r.nrcpts, 3);
+	fb_report_free(&r);
+	o.max_rcpts = 2;
+	cr_assert_eq(parse(m, n, &o, &r), 0, "%s", err);
+	cr_assert_eq(r.nrcpts, 2);
+	cr_assert(r.truncated);
+	fb_report_free(&r);
+	free(m);
+}
