@@ -395,7 +395,7 @@ int fb_heuristic(const struct fb_entity *top, const struct fb_top *th, const str
 	size_t from = 0;
 	paragraphs(ex, r, self, o->max_rcpts);
 	if (exch) {
-		exchange(exch ? t : ex, r, self, o->max_rcpts);
+		exchange(t, r, self, o->max_rcpts);
 		/* Exchange's diagnostics come in the administrators' part */
 		const char *p = d;
 		for (; p + strlen(EXCH_ADMIN) <= d + len; p++)
