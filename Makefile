@@ -23,6 +23,7 @@ TLS_SRC    := $(wildcard tls/*.c)
 DNS_SRC    := $(wildcard dns/*.c)
 TLSRPT_SRC := $(wildcard tlsrpt/*.c)
 MESSAGE_SRC := $(wildcard message/*.c)
+FEEDBACK_SRC := $(wildcard feedback/*.c)
 ENGINE_SRC := $(wildcard engine/*.c)
 STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
@@ -44,6 +45,7 @@ TLS_OBJ    := $(call obj,$(TLS_SRC))
 DNS_OBJ    := $(call obj,$(DNS_SRC))
 TLSRPT_OBJ := $(call obj,$(TLSRPT_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
+FEEDBACK_OBJ := $(call obj,$(FEEDBACK_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 STS_OBJ    := $(call obj,$(STS_SRC))
 # scheduler/bounce.rules is compiled in: a C string generated at build time.
@@ -57,7 +59,8 @@ SMTPD_OBJ  := $(call obj,$(SMTPD_SRC))
 PROGS := $(BUILD)/volley-sink $(BUILD)/volley-drive $(BUILD)/volley-blast \
          $(BUILD)/volley-submit $(BUILD)/volley-render-bench $(BUILD)/volley $(BUILD)/volleyd \
          $(BUILD)/volley-compose $(BUILD)/volley-resolve $(BUILD)/volley-dkim-bench \
-         $(BUILD)/volley-bench $(BUILD)/volley-submitlog-bench $(BUILD)/volley-logput
+         $(BUILD)/volley-bench $(BUILD)/volley-submitlog-bench $(BUILD)/volley-logput \
+         $(BUILD)/volley-feedback-bench
 UNIT  := $(BUILD)/tests/unit
 
 # Man pages: man/NAME.N.scd (scdoc) into build/man/NAME.N.
@@ -109,6 +112,9 @@ $(BUILD)/volley-render-bench: $(call obj,bench/render/render.c) $(MESSAGE_OBJ) $
 $(BUILD)/volley-dkim-bench: $(call obj,bench/dkim/dkim.c) $(MESSAGE_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
 
+$(BUILD)/volley-feedback-bench: $(call obj,bench/feedback/feedback.c) $(FEEDBACK_OBJ) $(COMMON_OBJ)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS)
+
 # The benchmark driver: bench/vbench/ with volley's composer (the peers are
 # sent the very messages volleyd would send).
 $(BUILD)/volley-bench: $(call obj,$(VBENCH_SRC)) $(MESSAGE_OBJ) $(COMMON_OBJ)
@@ -139,7 +145,7 @@ $(BUILD)/volley-logput: $(call obj,tests/tools/logput.c) $(SUBMIT_DEPS)
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \
@@ -156,7 +162,7 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 		$(addprefix build/asan/,volley-sink volley-drive volley-blast volley-submit volley volleyd volley-compose \
-		volley-resolve volley-bench volley-render-bench volley-dkim-bench volley-logput \
+		volley-resolve volley-bench volley-render-bench volley-dkim-bench volley-feedback-bench volley-logput \
 		volley-submitlog-bench tests/unit)
 	@VOLLEY_BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
@@ -169,6 +175,7 @@ bench: all
 	@bench/dns.sh
 	@bench/dkim.sh
 	@bench/dkim-e2e.sh
+	@bench/feedback.sh
 	@bench/submitlog.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 	@echo "== volley-bench: every scenario, end to end, with its peers (docs/bench.md)"
@@ -222,7 +229,7 @@ fuzz: $(SCHED_GEN)
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
 		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit \
-		build/fuzz/corpus-verbatim
+		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
@@ -238,6 +245,8 @@ fuzz: $(SCHED_GEN)
 	$(FUZZ_CC) tests/fuzz/fuzz_http.c api/http1.c $(COMMON_SRC) -o build/fuzz/fuzz_http $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_submit_prep.c $(MESSAGE_SRC) $(COMMON_SRC) \
 		-o build/fuzz/fuzz_submit_prep $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_feedback.c $(FEEDBACK_SRC) $(COMMON_SRC) \
+		-o build/fuzz/fuzz_feedback $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_verbatim.c $(COMMON_SRC) $(MESSAGE_SRC) submit/log_rec.c \
 		scheduler/spool.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
@@ -272,6 +281,8 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_submit_prep -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-submit
 	cp tests/fuzz/seeds/verbatim/* build/fuzz/corpus-verbatim/
 	build/fuzz/fuzz_verbatim -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-verbatim
+	cp tests/fuzz/seeds/feedback/* build/fuzz/corpus-feedback/
+	build/fuzz/fuzz_feedback -max_total_time=$(FUZZ_TIME) -max_len=16384 build/fuzz/corpus-feedback
 
 clean:
 	rm -rf build

@@ -34,6 +34,7 @@ check tls tls_
 check dns dns_
 check tlsrpt rpt_
 check message msg_
+check feedback fb_
 check engine eng_
 check sts sts_
 check scheduler sched_
@@ -46,10 +47,10 @@ check cli cli_
 check volleyd vd_
 check bench/vbench vb_
 check bench/submit vs_
-for p in blast drive render dkim submitlog; do check "bench/$p"; done
+for p in blast drive render dkim feedback submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message engine sts smtpd scheduler gen api submit sink cli volleyd bench tests "
+known=" common config tls dns tlsrpt message feedback engine sts smtpd scheduler gen api submit sink cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)
@@ -58,7 +59,7 @@ for d in "$B"/obj/*/; do
 	esac
 done
 for d in "$B"/obj/bench/*/ "$B"/obj/tests/*/; do
-	case "$(basename "$d")" in vbench | submit | blast | drive | render | dkim | submitlog | tools | unit) ;; *)
+	case "$(basename "$d")" in vbench | submit | blast | drive | render | dkim | feedback | submitlog | tools | unit) ;; *)
 		echo "$d: a program folder unknown to scripts/check-names.sh"
 		bad=1 ;;
 	esac
