@@ -410,14 +410,6 @@ static json_t *stats_json(struct api *a)
 			 "unauthorized", (json_int_t)g.unauthorized);
 }
 
-static void metric(struct vl_buf *b, const char *name, const char *type,
-		   const char *help, const char *labels, double v)
-{
-	if (help)
-		vl_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-	vl_buf_printf(b, "%s%s %.17g\n", name, labels ? labels : "", v);
-}
-
 static double num(json_t *o, const char *k)
 {
 	return json_number_value(json_object_get(o, k));
@@ -435,7 +427,7 @@ static void delivery_metrics(struct vl_buf *b, json_t *d)
 		return;
 	for (size_t i = 0; i < VL_ARRAY_LEN(outcomes); i++) {
 		snprintf(lab, sizeof lab, "{outcome=\"%s\"}", outcomes[i]);
-		metric(b, "volley_outcomes_total", "counter", i ? NULL :
+		vl_prom_metric(b, "volley_outcomes_total", "counter", i ? NULL :
 		       "Delivery outcomes since start.", lab, num(d, outcomes[i]));
 	}
 	bool first = true;
@@ -443,45 +435,45 @@ static void delivery_metrics(struct vl_buf *b, json_t *d)
 		for (int o = 0; o < 2; o++) {
 			snprintf(lab, sizeof lab, "{outcome=\"%s\",class=\"%s\"}",
 				 o ? "transient" : "bounced", k);
-			metric(b, "volley_failures_total", "counter", first ?
+			vl_prom_metric(b, "volley_failures_total", "counter", first ?
 			       "Failures since start by bounce class." : NULL, lab,
 			       num(v, o ? "transient" : "bounced"));
 			first = false;
 		}
 	}
-	metric(b, "volley_in_flight", "gauge", "Messages in the engine.", NULL, num(d, "in_flight"));
-	metric(b, "volley_connections", "gauge", "Open SMTP connections.", NULL,
+	vl_prom_metric(b, "volley_in_flight", "gauge", "Messages in the engine.", NULL, num(d, "in_flight"));
+	vl_prom_metric(b, "volley_connections", "gauge", "Open SMTP connections.", NULL,
 	       num(d, "connections"));
-	metric(b, "volley_journal_blocked", "gauge", "1 while the journal cannot be written.",
+	vl_prom_metric(b, "volley_journal_blocked", "gauge", "1 while the journal cannot be written.",
 	       NULL, json_is_true(json_object_get(d, "journal_blocked")));
-	metric(b, "volley_journal_commits_total", "counter", "Group commits of the journal.",
+	vl_prom_metric(b, "volley_journal_commits_total", "counter", "Group commits of the journal.",
 	       NULL, num(j, "commits"));
-	metric(b, "volley_journal_commit_avg_seconds", "gauge",
+	vl_prom_metric(b, "volley_journal_commit_avg_seconds", "gauge",
 	       "Mean time to make a commit durable.", NULL, num(j, "avg_ms") / 1000);
-	metric(b, "volley_journal_commit_max_seconds", "gauge",
+	vl_prom_metric(b, "volley_journal_commit_max_seconds", "gauge",
 	       "Longest time to make a commit durable.", NULL, num(j, "max_ms") / 1000);
 	json_t *dns = json_object_get(d, "dns");
-	metric(b, "volley_dns_queries_total", "counter", "DNS queries sent.", NULL,
+	vl_prom_metric(b, "volley_dns_queries_total", "counter", "DNS queries sent.", NULL,
 	       num(dns, "queries"));
-	metric(b, "volley_dns_cache_hits_total", "counter", "DNS lookups answered by the cache.",
+	vl_prom_metric(b, "volley_dns_cache_hits_total", "counter", "DNS lookups answered by the cache.",
 	       NULL, num(dns, "cache_hits"));
-	metric(b, "volley_dns_timeouts_total", "counter", "DNS queries that timed out.", NULL,
+	vl_prom_metric(b, "volley_dns_timeouts_total", "counter", "DNS queries that timed out.", NULL,
 	       num(dns, "timeouts"));
 }
 
 static void api_metrics(struct vl_buf *b, json_t *g)
 {
-	metric(b, "volley_api_connections", "gauge", "Open API connections.", NULL,
+	vl_prom_metric(b, "volley_api_connections", "gauge", "Open API connections.", NULL,
 	       num(g, "connections"));
-	metric(b, "volley_api_connections_refused_total", "counter",
+	vl_prom_metric(b, "volley_api_connections_refused_total", "counter",
 	       "API connections refused at api.max_connections or api.max_connections_per_ip.",
 	       NULL, num(g, "refused"));
-	metric(b, "volley_api_timeouts_total", "counter",
+	vl_prom_metric(b, "volley_api_timeouts_total", "counter",
 	       "API connections closed by api.header_timeout or api.idle_timeout.", NULL,
 	       num(g, "timeouts"));
-	metric(b, "volley_api_bad_requests_total", "counter",
+	vl_prom_metric(b, "volley_api_bad_requests_total", "counter",
 	       "Requests refused as malformed HTTP.", NULL, num(g, "bad_requests"));
-	metric(b, "volley_api_unauthorized_total", "counter",
+	vl_prom_metric(b, "volley_api_unauthorized_total", "counter",
 	       "Requests refused for want of the bearer token.", NULL, num(g, "unauthorized"));
 }
 
@@ -514,7 +506,7 @@ static void site_metrics(struct vl_buf *b, struct api *a)
 		json_array_foreach(json_object_get(q, "queues"), i, site) {
 			json_t *bo = json_object_get(site, "backoff");
 			site_label(site, lab, sizeof lab);
-			metric(b, name, "gauge", i ? NULL : gauges[g][1], lab,
+			vl_prom_metric(b, name, "gauge", i ? NULL : gauges[g][1], lab,
 			       g == 4 ? json_is_true(json_object_get(bo, "suspended")) :
 			       num(site, gauges[g][0]));
 		}
@@ -532,32 +524,32 @@ static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 	bool first = true;
 
 	vl_buf_init(&b);
-	metric(&b, "volley_up", "gauge", "volleyd is running.", NULL, 1);
-	metric(&b, "volley_uptime_seconds", "gauge", "Seconds since volleyd started.", NULL,
+	vl_prom_metric(&b, "volley_up", "gauge", "volleyd is running.", NULL, 1);
+	vl_prom_metric(&b, "volley_uptime_seconds", "gauge", "Seconds since volleyd started.", NULL,
 	       (double)json_integer_value(json_object_get(s, "uptime_s")));
-	metric(&b, "volley_jobs", "gauge", "Jobs in the spool.", NULL,
+	vl_prom_metric(&b, "volley_jobs", "gauge", "Jobs in the spool.", NULL,
 	       (double)json_integer_value(json_object_get(sched, "jobs")));
-	metric(&b, "volley_jobs_active", "gauge", "Jobs with recipients not yet final.",
+	vl_prom_metric(&b, "volley_jobs_active", "gauge", "Jobs with recipients not yet final.",
 	       NULL, (double)json_integer_value(json_object_get(sched, "jobs_active")));
 	json_object_foreach(counts, k, v) {
 		snprintf(lab, sizeof lab, "{state=\"%s\"}", k);
-		metric(&b, "volley_recipients", "gauge", first ?
+		vl_prom_metric(&b, "volley_recipients", "gauge", first ?
 		       "Recipients of the spooled jobs by state." : NULL, lab,
 		       (double)json_integer_value(v));
 		first = false;
 	}
-	metric(&b, "volley_intake_jobs_total", "counter", "Jobs accepted since start.", NULL,
+	vl_prom_metric(&b, "volley_intake_jobs_total", "counter", "Jobs accepted since start.", NULL,
 	       (double)atomic_load(&a->jobs_in));
-	metric(&b, "volley_intake_recipients_total", "counter",
+	vl_prom_metric(&b, "volley_intake_recipients_total", "counter",
 	       "Recipients accepted since start.", NULL, (double)atomic_load(&a->rcpts_in));
-	metric(&b, "volley_intake_bytes_total", "counter", "Octets of accepted uploads.",
+	vl_prom_metric(&b, "volley_intake_bytes_total", "counter", "Octets of accepted uploads.",
 	       NULL, (double)atomic_load(&a->bytes_in));
-	metric(&b, "volley_intake_rejected_total", "counter",
+	vl_prom_metric(&b, "volley_intake_rejected_total", "counter",
 	       "Submissions refused as bad input or for lack of space.", NULL,
 	       (double)atomic_load(&a->rejected));
-	metric(&b, "volley_spool_used_bytes", "gauge", "Octets the spooled jobs take.", NULL,
+	vl_prom_metric(&b, "volley_spool_used_bytes", "gauge", "Octets the spooled jobs take.", NULL,
 	       (double)atomic_load(&a->spool_used));
-	metric(&b, "volley_spool_free_bytes", "gauge", "Octets free on the spool's disk.",
+	vl_prom_metric(&b, "volley_spool_free_bytes", "gauge", "Octets free on the spool's disk.",
 	       NULL, (double)sched_spool_free_bytes(a->spool));
 	delivery_metrics(&b, json_object_get(sched, "delivery"));
 	api_metrics(&b, json_object_get(s, "api"));

@@ -211,6 +211,11 @@ static inline bool vl_chance(uint64_t *s, double pct)
  * errno when it cannot be opened or read. */
 int vl_read_file(const char *path, struct vl_buf *out);
 
+/* One sample in Prometheus' text format: "name{labels} value", after its
+ * "# HELP" and "# TYPE" lines when help is given (a family's first sample). */
+void vl_prom_metric(struct vl_buf *b, const char *name, const char *type, const char *help,
+		    const char *labels, double v);
+
 /* The calling thread's name as ps, top and perf show it (at most 15
  * characters: "vl-deliver"). */
 void vl_thread_name(const char *name);

@@ -311,3 +311,11 @@ int vl_read_file(const char *path, struct vl_buf *out)
 	errno = e;
 	return n < 0 ? -1 : 0;
 }
+
+void vl_prom_metric(struct vl_buf *b, const char *name, const char *type, const char *help,
+		    const char *labels, double v)
+{
+	if (help)
+		vl_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	vl_buf_printf(b, "%s%s %.17g\n", name, labels ? labels : "", v);
+}

@@ -713,14 +713,6 @@ void sub_server_stop(struct sub_server *v)
 
 /* ---- metrics ---- */
 
-static void metric(struct vl_buf *b, const char *name, const char *type, const char *help,
-		   const char *labels, double v)
-{
-	if (help)
-		vl_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-	vl_buf_printf(b, "%s%s %.17g\n", name, labels ? labels : "", v);
-}
-
 static void role_stats(const struct role *r, struct smtpd_stats *sum)
 {
 	struct smtpd_stats *each[64];
@@ -764,15 +756,15 @@ static void listener_metrics(struct vl_buf *b, struct sub_server *v)
 				continue;
 			snprintf(lab, sizeof lab, "{listener=\"%s\"}", names[r]);
 			const _Atomic uint64_t *x = (const void *)((const char *)&st[r] + fam[f].off);
-			metric(b, fam[f].name, fam[f].type, first ? fam[f].help : NULL, lab,
+			vl_prom_metric(b, fam[f].name, fam[f].type, first ? fam[f].help : NULL, lab,
 			       (double)atomic_load(x));
 			first = false;
 		}
 	}
 	if (v->sub.nthreads) {
-		metric(b, "volley_submission_auth_total", "counter", "AUTH attempts by result.",
+		vl_prom_metric(b, "volley_submission_auth_total", "counter", "AUTH attempts by result.",
 		       "{result=\"ok\"}", (double)st[0].auth_ok);
-		metric(b, "volley_submission_auth_total", "counter", NULL,
+		vl_prom_metric(b, "volley_submission_auth_total", "counter", NULL,
 		       "{result=\"failed\"}", (double)st[0].auth_failed);
 	}
 }
@@ -785,27 +777,27 @@ void sub_server_metrics(struct sub_server *v, struct vl_buf *b)
 	if (v->limit) {
 		struct sub_authlimit_stats ls;
 		sub_authlimit_stats(v->limit, &ls);
-		metric(b, "volley_submission_auth_delayed_total", "counter", "Failed AUTH "
+		vl_prom_metric(b, "volley_submission_auth_delayed_total", "counter", "Failed AUTH "
 		       "answers delayed by the per-address limiter.", NULL, (double)ls.delayed);
-		metric(b, "volley_submission_auth_tracked_addresses", "gauge", "Client "
+		vl_prom_metric(b, "volley_submission_auth_tracked_addresses", "gauge", "Client "
 		       "addresses with recent AUTH failures.", NULL, (double)ls.tracked);
 	}
 	if (v->sub.nthreads) {
-		metric(b, "volley_submission_refused_total", "counter", "Submissions refused "
+		vl_prom_metric(b, "volley_submission_refused_total", "counter", "Submissions refused "
 		       "by policy.", "{reason=\"from_domain\"}", (double)v->refused_from);
-		metric(b, "volley_submission_refused_total", "counter", NULL,
+		vl_prom_metric(b, "volley_submission_refused_total", "counter", NULL,
 		       "{reason=\"rate_limit\"}", (double)v->refused_rate);
-		metric(b, "volley_submission_refused_total", "counter", NULL,
+		vl_prom_metric(b, "volley_submission_refused_total", "counter", NULL,
 		       "{reason=\"busy\"}", (double)(v->refused_queue + v->auth_busy));
 	}
 	if (v->log) {
 		struct sub_log_stats ls;
 		sub_log_stats(v->log, &ls);
-		metric(b, "volley_submission_log_syncs_total", "counter", "fdatasync calls of the "
+		vl_prom_metric(b, "volley_submission_log_syncs_total", "counter", "fdatasync calls of the "
 		       "submission log (one per group commit).", NULL, (double)ls.syncs);
-		metric(b, "volley_submission_log_jobs_total", "counter", "Jobs made from the "
+		vl_prom_metric(b, "volley_submission_log_jobs_total", "counter", "Jobs made from the "
 		       "submission log.", NULL, (double)ls.jobs);
-		metric(b, "volley_submission_log_waiting", "gauge", "Messages waiting for the "
+		vl_prom_metric(b, "volley_submission_log_waiting", "gauge", "Messages waiting for the "
 		       "submission log's committer.", NULL, (double)ls.waiting);
 	}
 }
