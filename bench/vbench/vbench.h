@@ -112,6 +112,9 @@ static inline double vb_now(void)
 int vb_free_port(void);
 /* Connectable within timeout_ms? */
 bool vb_wait_port(const char *ip, int port, int timeout_ms);
+/* The last line of path that starts with '{', as JSON (a tool's figures
+ * come last; diagnostics may come first). NULL if none parses. */
+struct json_t *vb_last_json_line(const char *path);
 /* Run a shell command line; its exit status, -1 if it could not run. */
 int vb_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

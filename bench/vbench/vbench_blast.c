@@ -31,19 +31,6 @@ static int wait_blast(const struct vb_env *e, struct vb_sink *s, pid_t pid, long
 	return 0;
 }
 
-/* Its figures are the last line it printed (diagnostics may come first). */
-static json_t *last_json_line(const char *path)
-{
-	char line[1024], last[1024] = "";
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	while (fgets(line, sizeof line, f))
-		if (line[0] == '{')
-			memcpy(last, line, sizeof last);
-	fclose(f);
-	return json_loads(last, 0, NULL);
-}
 
 int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 {
@@ -84,7 +71,7 @@ int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 	vb_progress_end(e);
 	r->seconds = vb_now() - t0;
 	r->sink_messages = vb_sink_messages(s);
-	json_t *j = last_json_line(out);
+	json_t *j = vb_last_json_line(out);
 	r->delivered = (long)json_integer_value(json_object_get(j, "messages"));
 	double cpu_us = json_number_value(json_object_get(j, "cpu_us_per_msg"));
 	r->cpu_s = cpu_us * (double)r->delivered / 1e6;

@@ -6,6 +6,8 @@
  */
 #include "vbench.h"
 
+#include <jansson.h>
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -327,4 +329,18 @@ void vb_meter_stop(struct vb_meter *m, double *cpu_s, long *peak_kb)
 	 * high-water mark (there is none for PSS). */
 	*peak_kb = kb > m->peak_kb ? kb : m->peak_kb;
 	*cpu_s = cpu > 0 ? cpu : 0;
+}
+
+json_t *vb_last_json_line(const char *path)
+{
+	char line[4096], last[4096] = "";
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof line, f))
+		if (line[0] == '{')
+			memcpy(last, line, sizeof last);
+	fclose(f);
+	return json_loads(last, 0, NULL);
 }

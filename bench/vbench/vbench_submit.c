@@ -189,18 +189,6 @@ void vb_dovecot_stop(struct vb_dovecot *d)
 
 /* ---- the measurement ---- */
 
-static json_t *last_json(const char *path)
-{
-	char line[4096], last[4096] = "";
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	while (fgets(line, sizeof line, f))
-		if (line[0] == '{')
-			memcpy(last, line, sizeof last);
-	fclose(f);
-	return json_loads(last, 0, NULL);
-}
 
 /* Run volley-submit to its end (it stops by itself at --max-time; we
  * stop it 30 s later if it did not). */
@@ -243,7 +231,7 @@ static int submit_run(const struct vb_env *e, struct vb_sink *s, const char *ip,
 /* volley-submit's JSON line into r; 0, or -1 with the note said. */
 static int submit_figures(const char *out, const char *err, struct vb_result *r)
 {
-	json_t *j = last_json(out);
+	json_t *j = vb_last_json_line(out);
 	if (!j) {
 		char line[300];
 		first_line(err, line, sizeof line);
