@@ -58,9 +58,11 @@ struct api_tlsrpt;
 void api_set_tlsrpt(struct api *a, struct api_tlsrpt *t);
 
 /* Lines that other parts of volleyd add to GET /metrics (Prometheus text
- * format, appended to out). Set before requests arrive. */
+ * format, appended to out), in the order added. Add before requests
+ * arrive; -1 when API_METRICS_MAX are there. */
+#define API_METRICS_MAX 8
 typedef void (*api_metrics_fn)(void *arg, struct vl_buf *out);
-void api_set_metrics(struct api *a, api_metrics_fn fn, void *arg);
+int api_add_metrics(struct api *a, api_metrics_fn fn, void *arg);
 
 /* New submissions get 503 shutting_down from now on. */
 void api_drain(struct api *a);

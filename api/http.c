@@ -56,8 +56,8 @@ struct api {
 	double started;
 	_Atomic uint64_t jobs_in, rcpts_in, bytes_in, rejected, spool_used, used_at;
 	struct api_tlsrpt *tlsrpt;    /* TLS-RPT reports, or NULL */
-	api_metrics_fn more_metrics;  /* another part's /metrics lines */
-	void *more_metrics_arg;
+	struct { api_metrics_fn fn; void *arg; } more[API_METRICS_MAX]; /* other parts' lines */
+	size_t nmore;
 	/* slow requests, run by workers while their connection is suspended */
 	pthread_mutex_t wmu;
 	pthread_cond_t wcv;
@@ -554,8 +554,8 @@ static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 	delivery_metrics(&b, json_object_get(sched, "delivery"));
 	api_metrics(&b, json_object_get(s, "api"));
 	site_metrics(&b, a);
-	if (a->more_metrics)
-		a->more_metrics(a->more_metrics_arg, &b);
+	for (size_t i = 0; i < a->nmore; i++)
+		a->more[i].fn(a->more[i].arg, &b);
 	json_decref(s);
 	return send_text(c, 200, "text/plain; version=0.0.4", b.p, b.len);
 }
@@ -760,10 +760,13 @@ void api_set_tlsrpt(struct api *a, struct api_tlsrpt *t)
 	a->tlsrpt = t;
 }
 
-void api_set_metrics(struct api *a, api_metrics_fn fn, void *arg)
+int api_add_metrics(struct api *a, api_metrics_fn fn, void *arg)
 {
-	a->more_metrics_arg = arg;
-	a->more_metrics = fn;
+	if (a->nmore == API_METRICS_MAX)
+		return -1;
+	a->more[a->nmore].fn = fn;
+	a->more[a->nmore++].arg = arg;
+	return 0;
 }
 
 /* GET /v1/tls-report?domain=D[&date=YYYY-MM-DD], POST /v1/tls-report/send?... */

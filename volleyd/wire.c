@@ -74,7 +74,8 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 							  err, errlen)))
 		goto fail;
 	api_set_tlsrpt(v->api, v->rpt_sender);
-	api_set_metrics(v->api, sub_metrics, v->smtp);
+	if (v->smtp)
+		api_add_metrics(v->api, sub_metrics, v->smtp);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
