@@ -128,13 +128,13 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
 $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SMTPD_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
-		$(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+		$(FEEDBACK_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
 		$(CRYPT_LIBS) -ljemalloc
 
 # SMTP submission's storage: the submission log against the per-job path
 # (the benchmark), and volley-logput: messages put into a data directory's log (tests).
-SUBMIT_DEPS = $(SUBMIT_OBJ) $(SMTPD_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) \
+SUBMIT_DEPS = $(SUBMIT_OBJ) $(SMTPD_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) \
 	      $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 $(BUILD)/volley-submitlog-bench: $(call obj,bench/submitlog/submitlog.c) $(SUBMIT_DEPS)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib) $(CRYPT_LIBS)

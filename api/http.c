@@ -736,6 +736,43 @@ static enum MHD_Result suppression_one(struct api *a, struct MHD_Connection *c,
 					   strcmp(method, "DELETE") != 0));
 }
 
+/* ---- feedback (docs/feedback.md) ---- */
+
+static enum MHD_Result feedback_reports(struct api *a, struct MHD_Connection *c)
+{
+	const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+	const char *u = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "unmatched");
+	uint64_t limit = 50;
+
+	if (l && (vl_parse_u64(l, &limit) < 0 || !limit || limit > 10000))
+		return send_error(c, 400, "invalid_field", "limit", "limit must be 1 to 10000");
+	return send_json(c, 200, sched_feedback_reports_json(a->sc, limit,
+							     u && strcmp(u, "0") != 0));
+}
+
+/* POST /v1/feedback/domains/{domain}/resume */
+static enum MHD_Result feedback_resume(struct api *a, struct MHD_Connection *c, const char *rest)
+{
+	char dom[256], lower[254], why[300];
+	size_t n = strcspn(rest, "/");
+
+	if (n >= sizeof dom)
+		return send_error(c, 400, "invalid_field", "domain", "not a domain name");
+	memcpy(dom, rest, n);
+	dom[n] = '\0';
+	if (vl_domain_norm(dom, lower) < 0)
+		return send_error(c, 400, "invalid_field", "domain", "not a domain name");
+	if (sched_feedback_domain_resume(a->sc, lower, why, sizeof why) < 0)
+		return send_error(c, 409, "not_blocked", "domain", why);
+	return send_json(c, 200, json_pack("{s:s, s:b}", "domain", lower, "blocked", 0));
+}
+
+static enum MHD_Result slow_feedback_resume(struct api *a, struct MHD_Connection *c,
+					    struct req *r)
+{
+	return feedback_resume(a, c, r->url + 21);
+}
+
 /* ---- TLS view ---- */
 
 static enum MHD_Result tls_check(struct api *a, struct MHD_Connection *c)
@@ -788,7 +825,8 @@ static const char *methods_of(const char *url)
 {
 	static const char *const reads[] = { "/v1/health", "/v1/queues", "/v1/tls-check",
 					     "/v1/suppression", "/v1/events", "/v1/stats",
-					     "/metrics", "/v1/tls-report" };
+					     "/metrics", "/v1/tls-report", "/v1/feedback",
+					     "/v1/feedback/domains" };
 
 	if (!strcmp(url, "/v1/jobs"))
 		return "GET, HEAD, POST";
@@ -799,6 +837,10 @@ static const char *methods_of(const char *url)
 			return "GET, HEAD";
 	if (!strncmp(url, "/v1/suppression/", 16))
 		return url[16] ? "GET, HEAD, PUT, DELETE" : NULL;
+	if (!strncmp(url, "/v1/feedback/domains/", 21)) {
+		const char *sub = strchr(url + 21, '/');
+		return sub && sub > url + 21 && !strcmp(sub, "/resume") ? "POST" : NULL;
+	}
 	if (!strncmp(url, "/v1/jobs/", 9)) {
 		const char *sub = strchr(url + 9, '/');
 		if (!sub || !strcmp(sub, "/recipients"))
@@ -877,6 +919,12 @@ static void route(struct api *a, struct MHD_Connection *c, struct req *r, const 
 			route_job(a, c, url + 9);
 	} else if (!strncmp(url, "/v1/suppression/", 16)) {
 		suppression_one(a, c, method, url + 16);
+	} else if (!strncmp(url, "/v1/feedback/domains/", 21)) {
+		set_slow(r, slow_feedback_resume, url, method);
+	} else if (!strcmp(url, "/v1/feedback")) {
+		feedback_reports(a, c);
+	} else if (!strcmp(url, "/v1/feedback/domains")) {
+		send_json(c, 200, sched_feedback_domains_json(a->sc));
 	} else if (!strcmp(url, "/v1/tls-check")) {
 		set_slow(r, slow_tls_check, url, method);
 	} else if (!strncmp(url, "/v1/tls-report", 14)) {

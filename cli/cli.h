@@ -32,6 +32,7 @@ struct cli {
 	long limit;
 	bool json, wait, watch, follow, dry_run;
 	bool send;                /* tls-report --send */
+	bool unmatched;           /* feedback --unmatched */
 	bool tty;                 /* stdout is a terminal */
 	const char *cmd;
 	const char *args[CLI_MAX_ARGS];
@@ -131,6 +132,7 @@ int cli_health(const struct cli *c);
 int cli_tls_check(const struct cli *c);
 int cli_tls_report(const struct cli *c);
 int cli_suppression(const struct cli *c);   /* list, add, remove, import */
+int cli_feedback(const struct cli *c);      /* list, domains, resume-domain */
 int cli_dkim(int argc, char **argv);  /* "volley dkim ...": argv[0] is "dkim" */
 int cli_user(int argc, char **argv);  /* "volley user ...": the users file, no daemon */
 /* Poll the job until done (cli_wait.c). */

@@ -82,7 +82,7 @@ static void job_block(const json_t *j)
 	static const char *counts[] = {"queued", "in_flight", "delivered", "deferred",
 				       "bounced", "expired", "cancelled", "suppressed"};
 	const char *k[24], *v[24];
-	char num[10][32], rate[48];
+	char num[11][32], rate[48];
 	const json_t *cnt = json_object_get(j, "counts");
 	const json_t *r = json_object_get(json_object_get(j, "rate"), "delivered_per_s");
 	size_t n = 0;
@@ -103,6 +103,15 @@ static void job_block(const json_t *j)
 	snprintf(rate, sizeof(rate), json_is_number(r) ? "%.1f/s" : "-",
 		 json_number_value(r));
 	k[n] = "rate", v[n++] = rate;
+	const json_t *fb = json_object_get(j, "feedback");
+	char crate[32];
+	k[n] = "complaints", v[n++] = cli_jnum(fb, "complaints", num[9], 32);
+	snprintf(crate, sizeof(crate), "%.2f%%",
+		 100 * json_number_value(json_object_get(fb, "complaint_rate")));
+	k[n] = "complaint_rate", v[n++] = crate;
+	k[n] = "late_bounces", v[n++] = cli_jnum(fb, "async_bounces", num[10], 32);
+	if (json_is_string(json_object_get(j, "paused_reason")))
+		k[n] = "paused_reason", v[n++] = cli_jstr(j, "paused_reason");
 	kv_print(k, v, n);
 }
 

@@ -36,7 +36,8 @@ static const struct opt {
 	{"--watch", "-w", O_FLAG, offsetof(struct cli, watch), " status "},
 	{"--follow", "-f", O_FLAG, offsetof(struct cli, follow), " events "},
 	{"--job", NULL, O_STR, offsetof(struct cli, job), " events "},
-	{"--limit", NULL, O_LONG, offsetof(struct cli, limit), " jobs status suppression "},
+	{"--limit", NULL, O_LONG, offsetof(struct cli, limit), " jobs status suppression feedback "},
+	{"--unmatched", NULL, O_FLAG, offsetof(struct cli, unmatched), " feedback "},
 	{"--date", NULL, O_STR, offsetof(struct cli, date), " tls-report "},
 	{"--send", NULL, O_FLAG, offsetof(struct cli, send), " tls-report "},
 };
@@ -85,6 +86,15 @@ static const struct cmd {
 	 "  import FILE       add every address of FILE, one a line ('-': standard\n"
 	 "                    input; blank lines and lines starting with # skipped);\n"
 	 "                    prints how many were added, names each failure\n"},
+	{"feedback", cli_feedback, 0, 2,
+	 "feedback [list] [--unmatched] [--limit N] | domains | resume-domain DOMAIN",
+	 "What came back after delivery: late bounces and complaints (docs/feedback.md).\n"
+	 "  list [--unmatched] [--limit N]  the newest reports read, with their match and\n"
+	 "                                  effect (default 50; --unmatched: those that\n"
+	 "                                  matched no recipient)\n"
+	 "  domains                         sending domains' complaint rates over 24 h\n"
+	 "  resume-domain DOMAIN            unblock a domain paused for its complaint\n"
+	 "                                  rate; resume the jobs its block paused\n"},
 	{"tls-check", cli_tls_check, 1, 1, "tls-check DOMAIN",
 	 "What volley would do with TLS for DOMAIN: MX hosts, TLSA, MTA-STS.\n"},
 	{"tls-report", cli_tls_report, 1, 1, "tls-report DOMAIN [--date YYYY-MM-DD] [--send]",

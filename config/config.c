@@ -837,19 +837,50 @@ static const struct key feedback_keys[] = {
 	KEY("cert", K_STR, struct cfg_feedback, cert),
 	KEY("key", K_STR, struct cfg_feedback, key),
 	KEY("max_message_size", K_SIZE, struct cfg_feedback, max_message_size),
+	KEY("complaint_min_delivered", K_INT, struct cfg_feedback, complaint_min_delivered),
+	KEY("retain", K_DUR, struct cfg_feedback, retain_ms),
 };
+
+/* "0.3%" or a fraction such as 0.003: into (0, 1]. */
+static int get_rate(struct ctx *x, const config_setting_t *g, const char *name,
+		    const char *path, double *out)
+{
+	const config_setting_t *s = config_setting_get_member(g, name);
+	const char *v;
+	char *end;
+
+	if (!s)
+		return 0;
+	if (config_setting_type(s) == CONFIG_TYPE_FLOAT) {
+		*out = config_setting_get_float(s);
+	} else if ((v = config_setting_get_string(s))) {
+		*out = strtod(v, &end);
+		if (end == v || (*end && strcmp(end, "%")))
+			return fail(x, s, path, "expected a share such as \"0.3%\" or 0.003");
+		if (*end)
+			*out /= 100;
+	} else {
+		return fail(x, s, path, "expected a share such as \"0.3%\" or 0.003");
+	}
+	if (!(*out > 0 && *out <= 1))
+		return fail(x, s, path, "must be more than 0 and at most 100%");
+	return 0;
+}
 
 /* After submission: its certificate serves feedback when it has none. */
 static int get_feedback(struct ctx *x, const config_setting_t *g, struct cfg *c)
 {
-	static const char *const extra[] = { "listen", "domains", NULL };
+	static const char *const extra[] = { "listen", "domains", "complaint_rate", NULL };
 	struct cfg_feedback *f = &c->feedback;
 	const config_setting_t *m;
 	char d[254];
 
 	if (get_group(x, g, "feedback", feedback_keys, VL_ARRAY_LEN(feedback_keys), extra, f) < 0 ||
-	    get_listen(x, g, "listen", "feedback.listen", &f->listen, &f->nlisten) < 0)
+	    get_listen(x, g, "listen", "feedback.listen", &f->listen, &f->nlisten) < 0 ||
+	    get_rate(x, g, "complaint_rate", "feedback.complaint_rate", &f->complaint_rate) < 0)
 		return -1;
+	if (f->complaint_min_delivered < 1)
+		return fail(x, g, "feedback.complaint_min_delivered", "must be at least 1");
 	if ((m = config_setting_get_member(g, "domains"))) {
 		free(f->domains);
 		if (get_strings(x, m, "feedback.domains", &f->domains, &f->ndomains) < 0)
@@ -917,6 +948,9 @@ static void listener_defaults(struct cfg *c)
 	cfg_sub_settings_init(&c->submission.defaults);
 	set_str(&c->feedback.cert, "");
 	set_str(&c->feedback.key, "");
+	c->feedback.complaint_rate = 0.003;
+	c->feedback.complaint_min_delivered = 1000;
+	c->feedback.retain_ms = 30ull * 86400 * 1000;
 	c->feedback.domains = vl_calloc(1, sizeof *c->feedback.domains);
 }
 
@@ -986,13 +1020,16 @@ static void print_listeners(struct vl_buf *o, const struct cfg *c)
 		}
 		vl_buf_appends(o, " );\n};\n");
 	}
+	vl_buf_appends(o, "feedback = {\n");
 	if (f->on) {
-		vl_buf_appends(o, "feedback = {\n");
 		print_listen(o, "listen", f->listen, f->nlisten);
 		print_strings(o, "domains", f->domains, f->ndomains);
-		vl_buf_printf(o, "  cert = \"%s\";\n  key = \"%s\";\n  max_message_size = %llu;\n};\n",
+		vl_buf_printf(o, "  cert = \"%s\";\n  key = \"%s\";\n  max_message_size = %llu;\n",
 			      f->cert, f->key, (unsigned long long)f->max_message_size);
 	}
+	vl_buf_printf(o, "  complaint_rate = \"%g%%\";\n  complaint_min_delivered = %lld;\n"
+		      "  retain = \"%llums\";\n};\n", f->complaint_rate * 100,
+		      (long long)f->complaint_min_delivered, (unsigned long long)f->retain_ms);
 }
 
 static void free_policy(struct cfg_policy *p);

@@ -83,6 +83,11 @@ struct cfg_feedback {
 	size_t ndomains;
 	char *cert, *key;        /* "": submission's; both "": no STARTTLS */
 	uint64_t max_message_size;
+	/* complaints (docs/feedback.md): a job, and a From domain over 24 h,
+	 * pause over this share of delivered, from min_delivered on */
+	double complaint_rate;   /* 0.003 */
+	int64_t complaint_min_delivered;
+	uint64_t retain_ms;      /* processed reports are kept this long */
 };
 
 struct cfg {

@@ -175,6 +175,9 @@ static void apply(struct sched_commit *c, struct batch *b)
 			if (!j->first_delivery)
 				j->first_delivery = now;
 			j->last_delivery = now;
+			if (!j->transactional && j->from_domain[0])
+				sched_fb_delivered(sc, j->from_domain,
+						   (size_t)b->jobs[i].delta[SCHED_DELIVERED]);
 		}
 		if (!j->finished && j->counts[SCHED_QUEUED] + j->counts[SCHED_IN_FLIGHT] +
 		    j->counts[SCHED_DEFERRED] == 0) {

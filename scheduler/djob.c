@@ -124,6 +124,11 @@ static int compose(struct sched_djob *dj, json_t *job)
 						       sizeof dj->from_domain) < 0)
 			dj->from_domain[0] = '\0';
 	}
+	if (dj->from_domain[0] && !dj->j->from_domain[0]) {  /* a verbatim job's */
+		sched_lock(dj->d->sc);
+		snprintf(dj->j->from_domain, sizeof dj->j->from_domain, "%s", dj->from_domain);
+		sched_unlock(dj->d->sc);
+	}
 	if (!dj->msg)
 		vl_log(VL_LOG_ERROR, "job %s: cannot compose its message: %s: %s", dj->j->id,
 		       me.field, me.message);

@@ -28,7 +28,35 @@ struct sched {
 	json_t *idem;            /* key -> id, or null while being received */
 	struct sched_deliver *d; /* the delivery thread, once started */
 	struct rpt_store *rpt;   /* TLS-RPT: where sessions are counted, or NULL */
+	struct sched_fbstate *fb;    /* feedback effects (fback.c) */
+	struct sched_suppress *sup;  /* given by sched_start */
+	struct sched_events *ev;
 };
+
+struct sched_fbstate *sched_fbstate(struct sched *sc)
+{
+	return sc->fb;
+}
+
+const struct cfg *sched_cfg_of(struct sched *sc)
+{
+	return sc->cfg;
+}
+
+struct sched_spool *sched_spool_of(struct sched *sc)
+{
+	return sc->spool;
+}
+
+struct sched_events *sched_events_of(struct sched *sc)
+{
+	return sc->ev;
+}
+
+struct sched_suppress *sched_suppress_of(struct sched *sc)
+{
+	return sc->sup;
+}
 
 void sched_lock(struct sched *sc)
 {
@@ -76,6 +104,20 @@ static struct sched_job *find(struct sched *sc, const char *id)
 	return v ? sc->jobs[json_integer_value(v)] : NULL;
 }
 
+struct sched_job *sched_job_find(struct sched *sc, const char *id)
+{
+	return find(sc, id);
+}
+
+/* Late bounces were delivered first: the API shows them bounced. */
+void sched_job_counts(const struct sched_job *j, size_t out[SCHED_NSTATES])
+{
+	memcpy(out, j->counts, sizeof j->counts);
+	size_t late = j->fb_oob < out[SCHED_DELIVERED] ? j->fb_oob : out[SCHED_DELIVERED];
+	out[SCHED_DELIVERED] -= late;
+	out[SCHED_BOUNCED] += late;
+}
+
 static bool job_done(const struct sched_job *j)
 {
 	return j->counts[SCHED_QUEUED] + j->counts[SCHED_IN_FLIGHT] +
@@ -91,10 +133,12 @@ static void recount(struct sched_job *j)
 }
 
 static bool read_done(struct sched *sc, struct sched_job *j);
+static int write_control(struct sched *sc, struct sched_job *j, const char *word, double t,
+			 const char *reason);
 
 static void read_control(struct sched *sc, struct sched_job *j)
 {
-	char path[PATH_MAX], buf[64] = "";
+	char path[PATH_MAX], buf[320] = "";
 	FILE *f;
 
 	if (sched_spool_path(sc->spool, j->id, SCHED_SPOOL_CONTROL, path, sizeof path) < 0 ||
@@ -103,9 +147,14 @@ static void read_control(struct sched *sc, struct sched_job *j)
 	if (fgets(buf, sizeof buf, f)) {
 		double t = 0;
 		char word[16] = "";
-		sscanf(buf, "%15s %lf", word, &t);
-		if (strcmp(word, "paused") == 0)
+		int at = 0;
+		buf[strcspn(buf, "\n")] = '\0';
+		sscanf(buf, "%15s %lf %n", word, &t, &at);
+		if (strcmp(word, "paused") == 0) {
 			j->state = SCHED_J_PAUSED;
+			if (at > 0)
+				snprintf(j->pause_reason, sizeof j->pause_reason, "%s", buf + at);
+		}
 		else if (strcmp(word, "cancelled") == 0) {
 			j->state = SCHED_J_CANCELLED;
 			j->finished = t;
@@ -138,6 +187,9 @@ static struct sched_job *job_from_meta(const char *id, json_t *meta)
 	j->created = json_number_value(json_object_get(meta, "created"));
 	j->expires = json_number_value(json_object_get(meta, "expires"));
 	j->recipients = (size_t)json_integer_value(json_object_get(meta, "recipients"));
+	if (msg_content_from_domain(json_object_get(job, "content"), j->from_domain,
+				    sizeof j->from_domain) < 0)
+		j->from_domain[0] = '\0';
 	return j;
 }
 
@@ -185,6 +237,7 @@ static int load_all(struct sched *sc, char *err, size_t errlen)
 			read_control(sc, j);
 			if (!read_done(sc, j))
 				recount(j);
+			sched_fb_load_job(sc, j);
 			add_job(sc, j);
 			json_decref(meta);
 		}
@@ -215,6 +268,7 @@ struct sched *sched_new(const struct cfg *c, struct sched_spool *s,
 
 	sc->cfg = c;
 	sc->spool = s;
+	sc->fb = sched_fbstate_new(c);
 	pthread_mutex_init(&sc->mu, NULL);
 	sc->index = json_object();
 	sc->idem = json_object();
@@ -232,9 +286,11 @@ void sched_free(struct sched *sc)
 		return;
 	for (size_t i = 0; i < sc->njobs; i++) {
 		free(sc->jobs[i]->campaign);
+		sched_fb_job_free(sc->jobs[i]);
 		free(sc->jobs[i]);
 	}
 	free(sc->jobs);
+	sched_fbstate_free(sc->fb);
 	json_decref(sc->index);
 	json_decref(sc->idem);
 	pthread_mutex_destroy(&sc->mu);
@@ -271,8 +327,17 @@ int sched_job_add(struct sched *sc, const char *id, json_t *meta)
 {
 	struct sched_job *j = job_from_meta(id, meta);
 	const char *key = json_string_value(json_object_get(meta, "idempotency_key"));
+	char why[240];
 
 	recount(j);
+	if (!j->transactional && sched_fb_domain_blocked(sc, j->from_domain, why, sizeof why)) {
+		/* starts paused: its From domain is over its complaint rate */
+		if (write_control(sc, j, "paused", vl_wall_time(), why) == 0) {
+			j->state = SCHED_J_PAUSED;
+			snprintf(j->pause_reason, sizeof j->pause_reason, "%s", why);
+			vl_log(VL_LOG_WARN, "job %s: paused at intake: %s", id, why);
+		}
+	}
 	pthread_mutex_lock(&sc->mu);
 	add_job(sc, j);
 	if (key)
@@ -294,19 +359,31 @@ static json_t *time_or_null(double t)
 	return json_string(buf);
 }
 
+static json_t *job_feedback_json(const struct sched_job *j)
+{
+	size_t dl = j->counts[SCHED_DELIVERED];
+
+	return json_pack("{s:I, s:I, s:f}", "complaints", (json_int_t)j->fb_complaints,
+			 "async_bounces", (json_int_t)j->fb_oob,
+			 "complaint_rate", dl ? (double)j->fb_complaints / (double)dl : 0.0);
+}
+
 static json_t *job_json(const struct sched_job *j)
 {
 	json_t *counts = json_object();
 	bool done = job_done(j);
 	double span = j->last_delivery - j->first_delivery;
 	double rate = span > 0.5 ? (double)j->counts[SCHED_DELIVERED] / span : 0;
+	size_t c[SCHED_NSTATES];
 
 	/* a count can dip below zero for a moment (a dispatch is published at
 	 * once, the deferral before it only at its commit): show 0 then */
+	sched_job_counts(j, c);
 	for (int i = 0; i < SCHED_NSTATES; i++)
 		json_object_set_new(counts, state_names[i], json_integer(
-			j->counts[i] > j->recipients ? 0 : (json_int_t)j->counts[i]));
-	return json_pack("{s:s, s:o, s:s, s:b, s:s, s:o, s:o, s:I, s:o, s:{s:f}, s:b, s:o}",
+			c[i] > j->recipients ? 0 : (json_int_t)c[i]));
+	return json_pack("{s:s, s:o, s:s, s:b, s:s, s:o, s:o, s:I, s:o, s:{s:f}, s:b, s:o, "
+			 "s:o, s:o}",
 			 "id", j->id,
 			 "campaign", j->campaign ? json_string(j->campaign) : json_null(),
 			 "priority", j->transactional ? "transactional" : "bulk",
@@ -319,7 +396,10 @@ static json_t *job_json(const struct sched_job *j)
 			 "counts", counts,
 			 "rate", "delivered_per_s", rate,
 			 "done", done,
-			 "finished", time_or_null(done ? j->finished : 0));
+			 "finished", time_or_null(done ? j->finished : 0),
+			 "paused_reason", j->state == SCHED_J_PAUSED && *j->pause_reason ?
+					  json_string(j->pause_reason) : json_null(),
+			 "feedback", job_feedback_json(j));
 }
 
 json_t *sched_job_json(struct sched *sc, const char *id)
@@ -356,10 +436,12 @@ json_t *sched_job_accept_json(struct sched *sc, const char *id)
 
 /* control: written to a temporary name, fsync'd and renamed, so a crash
  * leaves the old state or the new one. */
-static int write_control(struct sched *sc, struct sched_job *j, const char *word, double t)
+static int write_control(struct sched *sc, struct sched_job *j, const char *word, double t,
+			 const char *reason)
 {
-	char path[PATH_MAX], tmp[PATH_MAX + 8], line[64];
-	int n = snprintf(line, sizeof line, "%s %.3f\n", word, t);
+	char path[PATH_MAX], tmp[PATH_MAX + 8], line[320];
+	int n = snprintf(line, sizeof line, "%s %.3f%s%.240s\n", word, t, reason ? " " : "",
+			 reason ? reason : "");
 
 	if (sched_spool_path(sc->spool, j->id, SCHED_SPOOL_CONTROL, path, sizeof path) < 0)
 		return -1;
@@ -394,8 +476,9 @@ static int transition(struct sched_job *j, enum sched_op op, enum sched_jstate *
 	return 0;
 }
 
-int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
-		      json_t **out, char *why, size_t whylen)
+/* reason: why a pause happened by itself (NULL: by hand). */
+static int control(struct sched *sc, const char *id, enum sched_op op, const char *reason,
+		   json_t **out, char *why, size_t whylen)
 {
 	static const char *const words[] = { "", "paused", "cancelled" };
 	enum sched_jstate to;
@@ -408,11 +491,13 @@ int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
 		rc = -1;
 	} else if ((rc = transition(j, op, &to, why, whylen)) == 0 && to != j->state) {
 		double now = vl_wall_time();
-		if (write_control(sc, j, words[to], now) < 0) {
+		if (write_control(sc, j, words[to], now, to == SCHED_J_PAUSED ? reason : NULL) < 0) {
 			snprintf(why, whylen, "cannot record the job's state: %s", strerror(errno));
 			rc = -3;
 		} else {
 			j->state = to;
+			snprintf(j->pause_reason, sizeof j->pause_reason, "%s",
+				 to == SCHED_J_PAUSED && reason ? reason : "");
 			changed = true;
 			if (to == SCHED_J_CANCELLED && !sc->d) {
 				j->finished = now;
@@ -427,11 +512,25 @@ int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
 	if (rc == 0) {
 		pthread_mutex_lock(&sc->mu);
 		j = find(sc, id);        /* it may have been retired meanwhile */
-		*out = j ? job_json(j) : NULL;
+		if (out)
+			*out = j ? job_json(j) : NULL;
 		pthread_mutex_unlock(&sc->mu);
 		rc = j ? 0 : -1;
 	}
 	return rc;
+}
+
+int sched_job_control(struct sched *sc, const char *id, enum sched_op op,
+		      json_t **out, char *why, size_t whylen)
+{
+	return control(sc, id, op, NULL, out, why, whylen);
+}
+
+int sched_job_pause_for(struct sched *sc, const char *id, const char *reason)
+{
+	char why[200];
+
+	return control(sc, id, SCHED_PAUSE, reason, NULL, why, sizeof why) == 0 ? 0 : -1;
 }
 
 /* ---- recipients: their committed outcomes, from the journal ---- */
@@ -447,25 +546,50 @@ struct sched_cursor {
 	struct sched_rcpt r;
 };
 
-static void load_outcomes(struct sched_cursor *c, const char *path, bool cancelled)
+/* The whole file at path appended to c->jbuf (nothing if it is not there). */
+static size_t slurp(struct sched_cursor *c, const char *path, size_t len, size_t *cap)
 {
 	FILE *f = fopen(path, "r");
-	size_t n = sched_table_count(c->t), len = 0, cap = 0, off = 0, rl, got;
-	struct sched_jrec r;
+	size_t got;
 
-	c->st = vl_calloc(n + 1, 1);
-	c->last = vl_calloc(n + 1, sizeof *c->last);
 	while (f) {
-		if (cap - len < 65536) {
-			cap = cap * 2 + 65536;
-			c->jbuf = vl_realloc(c->jbuf, cap);
+		if (*cap - len < 65536) {
+			*cap = *cap * 2 + 65536;
+			c->jbuf = vl_realloc(c->jbuf, *cap);
 		}
-		if (!(got = fread(c->jbuf + len, 1, cap - len, f)))
+		if (!(got = fread(c->jbuf + len, 1, *cap - len, f)))
 			break;
 		len += got;
 	}
 	if (f)
 		fclose(f);
+	return len;
+}
+
+/* Late bounces (feedback file, after the journal at from) override a
+ * delivered state; complaints change no state. */
+static void load_late(struct sched_cursor *c, size_t from, size_t len, size_t n)
+{
+	struct sched_jrec r;
+	size_t rl;
+
+	for (size_t off = from; off < len && (rl = sched_journal_decode(c->jbuf + off, len - off,
+									  &r)); off += rl)
+		if ((r.flags & SCHED_FBR_OOB) && r.idx < n && c->st[r.idx] == SCHED_R_DELIVERED) {
+			c->st[r.idx] = SCHED_R_BOUNCED;
+			c->last[r.idx] = off + 1;
+		}
+}
+
+static void load_outcomes(struct sched_cursor *c, const char *path, const char *fbpath,
+			  bool cancelled)
+{
+	size_t n = sched_table_count(c->t), cap = 0, off = 0, rl;
+	size_t len = slurp(c, path, 0, &cap);
+	struct sched_jrec r;
+
+	c->st = vl_calloc(n + 1, 1);
+	c->last = vl_calloc(n + 1, sizeof *c->last);
 	for (; off < len && (rl = sched_journal_decode(c->jbuf + off, len - off, &r)); off += rl) {
 		if (r.idx < n) {
 			c->st[r.idx] = r.state;
@@ -485,6 +609,9 @@ static void load_outcomes(struct sched_cursor *c, const char *path, bool cancell
 	for (size_t i = 0; cancelled && i < n; i++)
 		if (!sched_rstate_final(c->st[i]))
 			c->st[i] = SCHED_R_CANCELLED;
+	size_t jlen = len;
+	len = slurp(c, fbpath, len, &cap);
+	load_late(c, jlen, len, n);
 }
 
 static void rcpt_line(struct sched_cursor *c, size_t i)
@@ -522,7 +649,7 @@ static void rcpt_line(struct sched_cursor *c, size_t i)
 struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 					   enum sched_state filter)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], fbpath[PATH_MAX];
 
 	pthread_mutex_lock(&sc->mu);
 	struct sched_job *j = find(sc, id);
@@ -531,7 +658,8 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 	if (!j)
 		return NULL;
 	struct sched_table *t = sched_table_open(sc->spool, id);
-	if (!t || sched_spool_path(sc->spool, id, SCHED_SPOOL_JOURNAL, path, sizeof path) < 0) {
+	if (!t || sched_spool_path(sc->spool, id, SCHED_SPOOL_JOURNAL, path, sizeof path) < 0 ||
+	    sched_spool_path(sc->spool, id, SCHED_SPOOL_FEEDBACK, fbpath, sizeof fbpath) < 0) {
 		sched_table_close(t);
 		return NULL;
 	}
@@ -539,7 +667,7 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 	c->t = t;
 	c->filter = filter;
 	vl_buf_init(&c->pending);
-	load_outcomes(c, path, cancelled);
+	load_outcomes(c, path, fbpath, cancelled);
 	return c;
 }
 
@@ -676,6 +804,7 @@ void sched_retire(struct sched *sc)
 	for (size_t i = 0; i < ngone; i++) {
 		sched_spool_purge(sc->spool, gone[i]->id);
 		free(gone[i]->campaign);
+		sched_fb_job_free(gone[i]);
 		free(gone[i]);
 	}
 	free(gone);
@@ -693,6 +822,8 @@ int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_event
 		return -1;
 	pthread_mutex_lock(&sc->mu);
 	sc->d = d;
+	sc->sup = sup;
+	sc->ev = ev;
 	pthread_mutex_unlock(&sc->mu);
 	return 0;
 }
@@ -748,8 +879,10 @@ json_t *sched_stats_json(struct sched *sc)
 
 	pthread_mutex_lock(&sc->mu);
 	for (size_t i = 0; i < sc->njobs; i++) {
+		size_t c[SCHED_NSTATES];
+		sched_job_counts(sc->jobs[i], c);
 		for (int s = 0; s < SCHED_NSTATES; s++)
-			totals[s] += sc->jobs[i]->counts[s];
+			totals[s] += c[s];
 		active += !job_done(sc->jobs[i]);
 	}
 	size_t njobs = sc->njobs;

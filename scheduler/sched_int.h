@@ -46,6 +46,11 @@ struct sched_job {
 	size_t counts[SCHED_NSTATES];
 	double first_delivery, last_delivery;
 	struct sched_djob *d;      /* the delivery thread's side, or NULL */
+	/* feedback (fback.c): what came back after delivery */
+	size_t fb_oob, fb_complaints;   /* recipients bounced late; complaints */
+	struct sched_fbset *fbset;  /* per recipient: what was applied */
+	char from_domain[256];     /* its From domain, "" until known */
+	char pause_reason[240];    /* why it paused itself; "" paused by hand */
 };
 
 /* ---- journal (journal.c): per job, data_dir/jobs/<id>/journal ----
@@ -107,6 +112,44 @@ void sched_retire(struct sched *sc);
 
 /* The store sched_set_tlsrpt gave, or NULL (sched.c). */
 struct rpt_store *sched_tlsrpt_store(struct sched *sc);
+
+/* ---- feedback (fback.c) ----
+ * jobs/<id>/feedback holds journal records too: a late bounce (state
+ * bounced, flag SCHED_FBR_OOB) or a complaint (state delivered, flag
+ * SCHED_FBR_COMPLAINT), at most one of each per recipient. */
+#define SCHED_FBR_OOB 0x10
+#define SCHED_FBR_COMPLAINT 0x20
+struct sched_fbstate;
+struct sched_fbstate *sched_fbstate_new(const struct cfg *c);
+void sched_fbstate_free(struct sched_fbstate *fs);
+struct sched_fbstate *sched_fbstate(struct sched *sc);        /* sched.c */
+struct sched_spool *sched_spool_of(struct sched *sc);         /* sched.c */
+struct sched_events *sched_events_of(struct sched *sc);       /* sched.c */
+struct sched_suppress *sched_suppress_of(struct sched *sc);   /* sched.c */
+/* A job joins the registry: its feedback file replayed into its
+ * counters (not locked: before the job is shared). */
+void sched_fb_load_job(struct sched *sc, struct sched_job *j);
+void sched_fb_job_free(struct sched_job *j);
+/* The committer: n more delivered for a From domain's 24 h window. */
+void sched_fb_delivered(struct sched *sc, const char *domain, size_t n);
+/* Whether a From domain is blocked for bulk jobs (why filled). */
+bool sched_fb_domain_blocked(struct sched *sc, const char *domain, char *why, size_t whylen);
+/* Pause job id with a reason (the registry's sched_job_control, with the
+ * reason kept in the control file); 0, or -1. */
+int sched_job_pause_for(struct sched *sc, const char *id, const char *reason);
+/* A job's counts as the API shows them (late bounces moved from
+ * delivered to bounced). Locked. */
+void sched_job_counts(const struct sched_job *j, size_t out[SCHED_NSTATES]);
+/* The registry's job of this id (locked), or NULL. */
+struct sched_job *sched_job_find(struct sched *sc, const char *id);
+
+/* fback.c for fbproc.c: the windows written when changed; where the
+ * processor is kept; the effects' metrics. */
+void sched_fb_tick(struct sched *sc);
+struct sched_fbproc;
+struct sched_fbproc **sched_fb_proc_slot(struct sched *sc);
+void sched_fb_metrics_effects(struct sched *sc, struct vl_buf *out);
+const struct cfg *sched_cfg_of(struct sched *sc);             /* sched.c */
 
 /* Registry hooks used by the delivery thread (sched.c). */
 void sched_lock(struct sched *sc);

@@ -23,6 +23,7 @@
 #include "../tlsrpt/tlsrpt.h"
 #include "bounce.h"
 #include "events.h"
+#include "fback.h"
 #include "spool.h"
 #include "suppress.h"
 

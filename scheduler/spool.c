@@ -38,6 +38,7 @@ static const char *const file_names[] = {
 	[SCHED_SPOOL_JOB] = "job.json", [SCHED_SPOOL_RCPT] = "rcpt",
 	[SCHED_SPOOL_JOURNAL] = "journal", [SCHED_SPOOL_CONTROL] = "control",
 	[SCHED_SPOOL_DONE] = "done.json", [SCHED_SPOOL_MESSAGE] = "message",
+	[SCHED_SPOOL_FEEDBACK] = "feedback",
 };
 
 static char *path_join(const char *a, const char *b)
@@ -209,7 +210,7 @@ int sched_spool_path(const struct sched_spool *s, const char *id, enum sched_spo
 	if (outlen)
 		out[0] = '\0';
 	if (!id || !sched_id_valid(id, strnlen(id, SCHED_ID_LEN + 1)) ||
-	    (unsigned)f > SCHED_SPOOL_MESSAGE) {
+	    (unsigned)f > SCHED_SPOOL_FEEDBACK) {
 		errno = EINVAL;
 		return -1;
 	}

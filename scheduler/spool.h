@@ -12,6 +12,7 @@
  *   jobs/<id>/journal   outcomes, appended by the scheduler (journal.c)
  *   jobs/<id>/control   "paused" or "cancelled", when not active
  *   jobs/<id>/done.json a finished job's counters
+ *   jobs/<id>/feedback  asynchronous bounces and complaints (fback.h)
  * A job directory appears in jobs/ only after its files and tmp/ are
  * fsync'd; the rename and jobs/ are fsync'd before the API answers 202.
  * sched_intake_commit_nosync skips every fsync: its caller keeps the job
@@ -76,6 +77,8 @@ enum sched_spool_file {
 	SCHED_SPOOL_DONE,            /* jobs/<id>/done.json */
 	SCHED_SPOOL_TMP,             /* tmp/<id>: a job being received */
 	SCHED_SPOOL_MESSAGE,         /* jobs/<id>/message: a verbatim job's octets */
+	SCHED_SPOOL_FEEDBACK,        /* jobs/<id>/feedback: asynchronous bounces and
+				      * complaints (fback.h) */
 };
 /* The path of job id's file f into out (outlen octets). 0; or -1 with
  * out "" and errno EINVAL when id is not a job id (sched_id_valid) or f

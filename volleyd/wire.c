@@ -38,6 +38,11 @@ static void sub_metrics(void *arg, struct vl_buf *out)
 	sub_server_metrics(arg, out);
 }
 
+static void fb_metrics(void *arg, struct vl_buf *out)
+{
+	sched_feedback_metrics(arg, out);
+}
+
 int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen)
 {
 	char path[4096];
@@ -64,6 +69,10 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if (sched_start(v->sc, v->sup, v->ev, v->eng, err, errlen) < 0)
 		goto fail;
 	v->started = true;
+	/* reports stored in the inbox (by the receiver below, or by hand) */
+	snprintf(path, sizeof path, "%s/feedback", cfg->data_dir);
+	if (sched_feedback_start(v->sc, path, err, errlen) < 0)
+		goto fail;
 	/* the listeners before the API: once /v1/health answers, they take mail */
 	if ((cfg->submission.on || cfg->feedback.on) &&
 	    !(v->smtp = sub_server_start(cfg, v->spool, v->sublog, err, errlen)))
@@ -76,6 +85,7 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	api_set_tlsrpt(v->api, v->rpt_sender);
 	if (v->smtp)
 		api_add_metrics(v->api, sub_metrics, v->smtp);
+	api_add_metrics(v->api, fb_metrics, v->sc);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -90,6 +100,8 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 	api_stop(v->api);
 	sub_log_close(v->sublog);     /* its jobs reach the registry */
 	api_tlsrpt_stop(v->rpt_sender);  /* before the scheduler: it submits jobs */
+	if (v->sc)
+		sched_feedback_stop(v->sc);   /* it pauses jobs: before delivery stops */
 	if (v->started)
 		sched_stop(v->sc, cfg->shutdown_grace_ms);
 	if (v->rpt)
