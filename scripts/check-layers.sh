@@ -37,7 +37,7 @@ function layer(m) {
 }
 # the headers other modules may include
 function face(path) {
-	return path ~ /^(common\/common|config\/config|tls\/tls|dns\/dns|message\/message|engine\/engine|sts\/sts|scheduler\/(scheduler|spool|suppress|events|bounce)|sink\/sink|smtpd\/smtpd|api\/api|submit\/submit|tlsrpt\/tlsrpt|feedback\/feedback)\.h$/
+	return path ~ /^(common\/common|config\/config|tls\/tls|dns\/dns|message\/message|engine\/engine|sts\/sts|scheduler\/(scheduler|spool|suppress|events|bounce|fback)|sink\/sink|smtpd\/smtpd|api\/api|submit\/submit|tlsrpt\/tlsrpt|feedback\/feedback)\.h$/
 }
 # dir/inc with "." and ".." resolved
 function norm(path,   n, i, k, parts, out, res) {
