@@ -15,7 +15,7 @@
  * loses at most a minute of delivered counts, which errs towards
  * blocking).
  */
-#include "sched_int.h"
+#include "fback_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,27 +45,6 @@ struct fb_dom {
 	bool blocked;
 	double since;
 	char reason[240];
-};
-
-struct sched_fbstate {
-	pthread_mutex_t mu;          /* domains, the state cache, counters */
-	double rate;
-	size_t min_delivered;
-	char *dom_path;              /* data_dir/feedback/domains.json */
-	struct fb_dom *doms;
-	size_t ndoms;
-	bool dirty;
-	_Atomic bool any_blocked;
-	struct sched_bounce_rules *rules;
-	/* recipients' states of one job, from its journal */
-	char cache_id[SCHED_ID_LEN + 1];
-	uint8_t *cache_st;
-	size_t cache_n;
-	double cache_at;
-	/* what was done, for /metrics */
-	uint64_t n_bounced, n_recorded, n_complaints, n_dup, n_suppressed, n_unmatched,
-		 n_job_pauses, n_dom_blocks;
-	struct sched_fbproc *proc;   /* fbproc.c */
 };
 
 /* ---- per-job recipient flags: a small open-addressing set ---- */
@@ -99,10 +78,18 @@ static uint8_t *fbset_slot(struct sched_fbset *s, uint32_t idx, bool add)
 	}
 }
 
-static uint8_t fbset_get(struct sched_job *j, uint32_t idx)
+uint8_t sched_fb_flags(struct sched_job *j, uint32_t idx)
 {
 	uint8_t *p = j->fbset ? fbset_slot(j->fbset, idx, false) : NULL;
 	return p ? *p : 0;
+}
+
+void sched_fb_mark(struct sched_job *j, uint32_t idx, uint8_t flag, bool on)
+{
+	if (!j->fbset)
+		j->fbset = vl_calloc(1, sizeof *j->fbset);
+	uint8_t *p = fbset_slot(j->fbset, idx, true);
+	*p = on ? *p | flag : *p & (uint8_t)~flag;
 }
 
 /* Record r's flag for its recipient; true when it is new. */
@@ -392,167 +379,17 @@ static int rstate(struct sched *sc, struct sched_fbstate *fs, const char *id, si
 	return fs->cache_st[idx];
 }
 
-/* ---- effects ---- */
-
-static int append_record(struct sched *sc, const char *id, const struct sched_jrec *r)
+int sched_fb_rstate(struct sched *sc, const char *id, size_t n, uint32_t idx)
 {
-	char path[PATH_MAX];
-	struct vl_buf b;
-	int rc = -1, e = 0;
+	struct sched_fbstate *fs = sched_fbstate(sc);
 
-	if (sched_spool_path(sched_spool_of(sc), id, SCHED_SPOOL_FEEDBACK, path, sizeof path) < 0)
-		return -1;
-	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
-	if (fd < 0)
-		return -1;
-	vl_buf_init(&b);
-	sched_journal_encode(r, &b);
-	off_t end = lseek(fd, 0, SEEK_END);
-	if (end >= 0 && pwrite(fd, b.p, b.len, end) == (ssize_t)b.len && fdatasync(fd) == 0)
-		rc = 0;
-	else if (end >= 0 && ftruncate(fd, end) < 0)
-		vl_log(VL_LOG_ERROR, "feedback: cannot cut %s back: %s", path, strerror(errno));
-	e = errno;
-	close(fd);
-	vl_buf_free(&b);
-	errno = e;
-	return rc;
+	pthread_mutex_lock(&fs->mu);
+	int st = rstate(sc, fs, id, n, idx);
+	pthread_mutex_unlock(&fs->mu);
+	return st;
 }
 
-/* "550 5.1.1 text" -> code 550, the rest after the enhanced code. */
-static int diag_code(const char *diag, const char **rest)
-{
-	*rest = diag ? diag : "";
-	if (!diag || diag[0] < '2' || diag[0] > '5' || diag[1] < '0' || diag[1] > '9' ||
-	    diag[2] < '0' || diag[2] > '9' || (diag[3] && diag[3] != ' ' && diag[3] != '-'))
-		return 0;
-	const char *p = diag + 3 + (diag[3] != '\0');
-	*rest = p;
-	return (diag[0] - '0') * 100 + (diag[1] - '0') * 10 + (diag[2] - '0');
-}
-
-static void emit(struct sched *sc, const char *type, const char *job, const char *email,
-		 const struct sched_jrec *r, const char *reason, const char *mx)
-{
-	struct sched_events *ev = sched_events_of(sc);
-	struct vl_buf b;
-
-	if (!ev)
-		return;
-	const char *at = email ? strrchr(email, '@') : NULL;
-	struct sched_event e = {
-		.type = type, .time = vl_wall_time(), .job = job ? job : "",
-		.recipient = email ? email : "", .domain = at ? at + 1 : "", .mx = mx,
-	};
-	if (r && r->code) {
-		e.code = r->code;
-		e.enhanced = r->enhanced;
-		e.text = r->text;
-	} else {
-		e.text = reason;
-	}
-	if (r && r->cls)
-		e.bounce_class = sched_bounce_class_name((enum sched_bounce_class)r->cls);
-	vl_buf_init(&b);
-	sched_event_format(&e, &b);
-	sched_events_append(ev, b.p, b.len);
-	sched_events_flush(ev);
-	vl_buf_free(&b);
-}
-
-/* The record of a late bounce or a complaint. */
-static void make_record(struct sched_fbstate *fs, const struct sched_fb *f, uint32_t idx,
-			struct sched_jrec *r)
-{
-	const char *rest;
-	struct sched_bounce_verdict v = { SCHED_BC_OTHER, true };
-
-	memset(r, 0, sizeof *r);
-	r->idx = idx;
-	r->time = (uint32_t)vl_wall_time();
-	if (f->kind == SCHED_FB_COMPLAINT) {
-		r->state = SCHED_R_DELIVERED;
-		r->flags = SCHED_FBR_COMPLAINT;
-		r->textlen = (uint16_t)snprintf(r->text, sizeof r->text, "complaint: %s%s%s",
-						f->feedback_type ? f->feedback_type : "abuse",
-						f->reporter ? ", reported by " : "",
-						f->reporter ? f->reporter : "");
-		return;
-	}
-	r->state = SCHED_R_BOUNCED;
-	r->flags = f->kind == SCHED_FB_OOB_HARD ? SCHED_FBR_OOB : 0;
-	r->code = (int16_t)diag_code(f->diag, &rest);
-	snprintf(r->enhanced, sizeof r->enhanced, "%s", f->status ? f->status : "");
-	if (r->code)
-		r->textlen = (uint16_t)snprintf(r->text, sizeof r->text, "%s", rest);
-	else
-		r->textlen = (uint16_t)snprintf(r->text, sizeof r->text, "late bounce%s%s%s%s",
-						*r->enhanced ? " " : "", r->enhanced,
-						f->diag ? ": " : "", f->diag ? f->diag : "");
-	if (r->textlen > SCHED_JREC_TEXT_MAX)
-		r->textlen = SCHED_JREC_TEXT_MAX;
-	int code = r->code ? r->code : f->kind == SCHED_FB_OOB_HARD ? 550 : 450;
-	if (fs->rules)
-		sched_bounce_classify(fs->rules, code, r->enhanced, f->diag ? f->diag : "", "dsn", &v);
-	r->cls = (uint8_t)v.cls;
-}
-
-static void set_effect(struct sched_fb_result *out, const char *effect, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_effect(struct sched_fb_result *out, const char *effect, const char *fmt, ...)
-{
-	va_list ap;
-
-	snprintf(out->effect, sizeof out->effect, "%s", effect);
-	if (!fmt)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(out->note, sizeof out->note, fmt, ap);
-	va_end(ap);
-}
-
-/* The recipient of a matched report: its index and address from the
- * job's table (by index, else by the address the report names). */
-static int find_rcpt(struct sched *sc, const struct sched_fb *f, const char *id,
-		     struct sched_fb_result *out)
-{
-	struct sched_table *t = sched_table_open(sched_spool_of(sc), id);
-	struct sched_rcpt r;
-	int rc = -1;
-
-	if (!t)
-		return -1;
-	size_t n = sched_table_count(t);
-	if (f->has_index) {
-		if (f->index < n && sched_table_get(t, f->index, &r) == 0) {
-			out->index = (long long)f->index;
-			rc = 0;
-		}
-	} else if (f->email) {
-		for (size_t i = 0; i < n && rc < 0; i++)
-			if (sched_table_get(t, i, &r) == 0 && !strcasecmp(r.email, f->email)) {
-				out->index = (long long)i;
-				rc = 0;
-			}
-	}
-	if (rc == 0)
-		snprintf(out->email, sizeof out->email, "%s", r.email);
-	sched_table_close(t);
-	return rc;
-}
-
-static void suppress(struct sched *sc, struct sched_fb_result *out, const char *email,
-		     const char *reason, const char *job)
-{
-	struct sched_suppress *sup = sched_suppress_of(sc);
-
-	if (sup && *email && sched_suppress_add(sup, email, reason, job) < 0)
-		vl_log(VL_LOG_ERROR, "feedback: cannot suppress %s: %s", email, strerror(errno));
-	(void)out;
-}
-
-/* Over the rate with enough delivered? The share in words into why. */
-static bool over(double rate, size_t min, uint64_t comp, uint64_t del, char *why, size_t n)
+bool sched_fb_over(double rate, size_t min, uint64_t comp, uint64_t del, char *why, size_t n)
 {
 	if (del < min || (double)comp <= rate * (double)del)
 		return false;
@@ -562,78 +399,28 @@ static bool over(double rate, size_t min, uint64_t comp, uint64_t del, char *why
 	return true;
 }
 
-static void event_pause(struct sched *sc, const char *job, const char *reason)
+bool sched_fb_domain_complaint(struct sched *sc, const char *domain, char *why, size_t whylen)
 {
-	emit(sc, "JobPaused", job, NULL, NULL, reason, NULL);
-}
-
-static void check_job(struct sched *sc, struct sched_fbstate *fs, const char *id,
-		      struct sched_fb_result *out)
-{
-	char why[240] = "";
-
-	sched_lock(sc);
-	struct sched_job *j = sched_job_find(sc, id);
-	bool go = j && j->state == SCHED_J_ACTIVE &&
-		  j->counts[SCHED_QUEUED] + j->counts[SCHED_IN_FLIGHT] + j->counts[SCHED_DEFERRED] &&
-		  over(fs->rate, fs->min_delivered, j->fb_complaints, j->counts[SCHED_DELIVERED],
-		       why, sizeof why);
-	sched_unlock(sc);
-	if (go && sched_job_pause_for(sc, id, why) == 0) {
-		vl_log(VL_LOG_WARN, "job %s: paused: %s", id, why);
-		snprintf(out->note, sizeof out->note, "job paused: %s", why);
-		event_pause(sc, id, why);
-		pthread_mutex_lock(&fs->mu);
-		fs->n_job_pauses++;
-		pthread_mutex_unlock(&fs->mu);
-	}
-}
-
-/* Bulk jobs of the domain still sending: paused with its reason. */
-static void pause_domain_jobs(struct sched *sc, const char *domain, const char *why)
-{
-	char (*ids)[SCHED_ID_LEN + 1] = NULL;
-	size_t n = 0;
-
-	sched_lock(sc);
-	for (size_t i = 0; i < sched_njobs(sc); i++) {
-		struct sched_job *j = sched_job_at(sc, i);
-		if (!j->transactional && j->state == SCHED_J_ACTIVE &&
-		    !strcasecmp(j->from_domain, domain) &&
-		    j->counts[SCHED_QUEUED] + j->counts[SCHED_IN_FLIGHT] + j->counts[SCHED_DEFERRED]) {
-			ids = vl_realloc(ids, (n + 1) * sizeof *ids);
-			memcpy(ids[n++], j->id, SCHED_ID_LEN + 1);
-		}
-	}
-	sched_unlock(sc);
-	for (size_t i = 0; i < n; i++)
-		if (sched_job_pause_for(sc, ids[i], why) == 0)
-			event_pause(sc, ids[i], why);
-	free(ids);
-}
-
-static void count_domain(struct sched *sc, struct sched_fbstate *fs, const char *domain,
-			 struct sched_fb_result *out)
-{
-	char rate[120], why[240] = "";
+	struct sched_fbstate *fs = sched_fbstate(sc);
+	char rate[120];
 	uint64_t del, comp;
+	bool block = false;
 
 	if (!*domain)
-		return;
+		return false;
 	pthread_mutex_lock(&fs->mu);
 	struct fb_dom *d = dom_get(fs, domain, true);
-	bool block = false;
 	if (d) {
 		uint64_t h = hour_now();
 		d->complaints[bucket(d, h)]++;
 		fs->dirty = true;
 		dom_sums(d, h, &del, &comp);
-		if (!d->blocked && over(fs->rate, fs->min_delivered, comp, del, rate, sizeof rate)) {
-			if (snprintf(why, sizeof why, "sending domain %s: %s over 24 h; resume "
-				     "with `volley feedback resume-domain %s`", domain, rate,
-				     domain) >= (int)sizeof why)
-				snprintf(why, sizeof why, "sending domain %.60s: %.120s", domain,
-					 rate);
+		if (!d->blocked && sched_fb_over(fs->rate, fs->min_delivered, comp, del, rate,
+						 sizeof rate)) {
+			if (snprintf(why, whylen, "sending domain %s: %s over 24 h; resume with "
+				     "`volley feedback resume-domain %s`", domain, rate,
+				     domain) >= (int)whylen)
+				snprintf(why, whylen, "sending domain %.60s: %.120s", domain, rate);
 			d->blocked = block = true;
 			d->since = vl_wall_time();
 			snprintf(d->reason, sizeof d->reason, "%s", why);
@@ -643,131 +430,7 @@ static void count_domain(struct sched *sc, struct sched_fbstate *fs, const char 
 		}
 	}
 	pthread_mutex_unlock(&fs->mu);
-	if (!block)
-		return;
-	vl_log(VL_LOG_WARN, "feedback: %s", why);
-	snprintf(out->note, sizeof out->note, "%s", why);
-	pause_domain_jobs(sc, domain, why);
-}
-
-static void bump(struct sched_fbstate *fs, uint64_t *c)
-{
-	pthread_mutex_lock(&fs->mu);
-	(*c)++;
-	pthread_mutex_unlock(&fs->mu);
-}
-
-/* A report naming no job we know: a complaint still suppresses the
- * address it names. */
-static int unmatched(struct sched *sc, struct sched_fbstate *fs, const struct sched_fb *f,
-		     struct sched_fb_result *out)
-{
-	if (f->kind == SCHED_FB_COMPLAINT && f->email && *f->email) {
-		snprintf(out->email, sizeof out->email, "%s", f->email);
-		suppress(sc, out, f->email, "complaint", f->job);
-		emit(sc, "Feedback", f->job, f->email, NULL, "complaint: matched no job", NULL);
-		set_effect(out, "suppressed", "%s", f->job ? "the job is no longer in the spool"
-							   : "matched no job");
-		bump(fs, &fs->n_suppressed);
-		return 0;
-	}
-	set_effect(out, "unmatched", "%s", f->job ? "the job is no longer in the spool" :
-		   "matched no job");
-	bump(fs, &fs->n_unmatched);
-	return 0;
-}
-
-int sched_feedback_apply(struct sched *sc, const struct sched_fb *f, struct sched_fb_result *out)
-{
-	struct sched_fbstate *fs = sched_fbstate(sc);
-	struct sched_jrec r;
-	char id[SCHED_ID_LEN + 1] = "", domain[256] = "";
-	size_t n = 0;
-
-	memset(out, 0, sizeof *out);
-	out->index = -1;
-	if (f->job) {
-		sched_lock(sc);
-		struct sched_job *j = sched_job_find(sc, f->job);
-		if (j) {
-			memcpy(id, j->id, sizeof id);
-			n = j->recipients;
-			snprintf(domain, sizeof domain, "%s", j->transactional ? "" : j->from_domain);
-		}
-		sched_unlock(sc);
-	}
-	if (!*id || find_rcpt(sc, f, id, out) < 0) {
-		if (*id)
-			snprintf(out->job, sizeof out->job, "%s", id);
-		return *id && f->kind != SCHED_FB_COMPLAINT ?
-		       (set_effect(out, "unmatched", "the recipient is not in the job"),
-			bump(fs, &fs->n_unmatched), 0) : unmatched(sc, fs, f, out);
-	}
-	snprintf(out->job, sizeof out->job, "%s", id);
-	uint32_t idx = (uint32_t)out->index;
-	make_record(fs, f, idx, &r);
-	if (f->kind == SCHED_FB_OTHER) {
-		emit(sc, "Feedback", id, out->email, NULL, r.text, NULL);
-		set_effect(out, "recorded", "feedback type %s: not a complaint",
-			   f->feedback_type ? f->feedback_type : "(none)");
-		bump(fs, &fs->n_recorded);
-		return 0;
-	}
-	/* at most once per recipient and kind */
-	sched_lock(sc);
-	struct sched_job *j = sched_job_find(sc, id);
-	bool dup = j && (fbset_get(j, idx) & r.flags);
-	sched_unlock(sc);
-	bool invalid = r.cls == SCHED_BC_INVALID_RECIPIENT || r.cls == SCHED_BC_INACTIVE_MAILBOX;
-	if (dup) {
-		if (f->kind == SCHED_FB_COMPLAINT || invalid)
-			suppress(sc, out, out->email, f->kind == SCHED_FB_COMPLAINT ? "complaint" :
-				 sched_bounce_class_name((enum sched_bounce_class)r.cls), id);
-		set_effect(out, "duplicate", "already applied to this recipient");
-		bump(fs, &fs->n_dup);
-		return 0;
-	}
-	if (f->kind == SCHED_FB_OOB_HARD) {
-		pthread_mutex_lock(&fs->mu);
-		int st = rstate(sc, fs, id, n, idx);
-		pthread_mutex_unlock(&fs->mu);
-		if (st != SCHED_R_DELIVERED) {
-			r.flags = 0;
-			emit(sc, "OOB", id, out->email, &r, r.text, f->remote_mta);
-			set_effect(out, "recorded", "the recipient is %s, not delivered: an event only",
-				   st < 0 ? "unknown" : sched_state_name(sched_rstate_api((unsigned)st)));
-			bump(fs, &fs->n_recorded);
-			return 0;
-		}
-	}
-	if (f->kind == SCHED_FB_OOB_SOFT) {
-		emit(sc, "OOB", id, out->email, &r, r.text, f->remote_mta);
-		set_effect(out, "recorded", "a delay or temporary failure: an event only");
-		bump(fs, &fs->n_recorded);
-		return 0;
-	}
-	if (append_record(sc, id, &r) < 0)
-		return -1;
-	sched_lock(sc);
-	if ((j = sched_job_find(sc, id)))
-		fbset_add(j, &r);
-	sched_unlock(sc);
-	if (f->kind == SCHED_FB_OOB_HARD) {
-		emit(sc, "OOB", id, out->email, &r, r.text, f->remote_mta);
-		if (invalid)
-			suppress(sc, out, out->email,
-				 sched_bounce_class_name((enum sched_bounce_class)r.cls), id);
-		set_effect(out, "bounced", NULL);
-		bump(fs, &fs->n_bounced);
-		return 0;
-	}
-	emit(sc, "Feedback", id, out->email, NULL, r.text, NULL);
-	suppress(sc, out, out->email, "complaint", id);
-	set_effect(out, "complaint", NULL);
-	bump(fs, &fs->n_complaints);
-	check_job(sc, fs, id, out);
-	count_domain(sc, fs, domain, out);
-	return 0;
+	return block;
 }
 
 /* ---- views ---- */

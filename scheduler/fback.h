@@ -52,7 +52,7 @@ struct sched_fb_result {
 	char job[22];            /* the job it counted against, or "" */
 	long long index;         /* -1: none */
 	char email[320];         /* the recipient, or "" */
-	char note[200];          /* why, in words (a pause, a mismatch) */
+	char note[256];          /* why, in words (a pause, a mismatch) */
 };
 
 /* Settings: complaint rate over which a job (and, over 24 h, its From
@@ -60,10 +60,21 @@ struct sched_fb_result {
  * sched_start. */
 void sched_feedback_config(struct sched *sc, double complaint_rate, size_t min_delivered);
 
-/* Apply one recipient's report outcome (on the processor's thread). 0,
- * or -1 when it could not be made durable (errno: the report stays in
- * new/ for the next pass). */
-int sched_feedback_apply(struct sched *sc, const struct sched_fb *f, struct sched_fb_result *out);
+/* Outcomes are decided one by one and made durable together: a batch
+ * (one fdatasync per job file and one for the suppression list, however
+ * many reports). */
+struct sched_fb_batch;
+struct sched_fb_batch *sched_feedback_batch(void);
+void sched_feedback_batch_free(struct sched_fb_batch *b);
+/* Decide one recipient's outcome (on the processor's thread) into out;
+ * what must be durable waits in b. out must live until the commit (a
+ * pause it causes is noted in it then). */
+void sched_feedback_apply(struct sched *sc, struct sched_fb_batch *b, const struct sched_fb *f,
+			  struct sched_fb_result *out);
+/* Make b durable, then apply it: counters, events, complaint-rate
+ * checks. 0; or -1 with errno and nothing applied (its reports can be
+ * given again). b is empty after either. */
+int sched_feedback_commit(struct sched *sc, struct sched_fb_batch *b);
 
 /* The processor: reads dir/new/ (the inbox, docs/feedback.md) every
  * interval, moves each file to dir/cur/ once its effects are durable,

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #define PASS_MS 250              /* new/ is looked at this often */
-#define PASS_MAX 500             /* reports per pass, so stop stays quick */
+#define PASS_MAX 200             /* reports per pass (and per commit) */
 #define TICK_S 60.0              /* complaint windows written */
 #define PRUNE_S 3600.0           /* cur/ pruned by feedback.retain */
 #define LOG_MAX (16u << 20)      /* reports.jsonl rotated to .1 past this */
@@ -47,6 +47,7 @@ struct sched_fbproc {
 	int logfd;
 	uint64_t kinds[K_COUNT], failed;
 	double last_tick, last_prune;
+	struct sched_fb_batch *batch;
 };
 
 /* ---- the reports log ---- */
@@ -121,6 +122,22 @@ struct match {
 	const char *by;
 };
 
+/* One stored message of a pass and its outcomes. */
+struct item {
+	struct sched_fb f;
+	struct sched_fb_result res;
+};
+
+struct doc {
+	char *name;
+	int kind;
+	char err[256];
+	struct fb_report r;
+	struct match m;
+	struct item *items;
+	size_t nitems;
+};
+
 /* VERP first (the path the report came back to, or an ARF's
  * Original-Mail-From), then the returned Message-ID. */
 static void match_report(const struct fb_report *r, struct match *m)
@@ -159,125 +176,113 @@ static enum sched_fb_kind dsn_kind(const struct fb_rcpt *rc, bool *skip)
 	}
 }
 
-/* -1: an effect could not be made durable; the file stays in new/. */
-static int apply_one(struct sched_fbproc *p, const char *file, const char *kind,
-		     const struct fb_report *r, struct sched_fb *f)
+static struct item *new_item(struct doc *d)
 {
-	struct sched_fb_result res;
-
-	if (sched_feedback_apply(p->sc, f, &res) < 0) {
-		vl_log(VL_LOG_ERROR, "feedback: %s: cannot record its effect: %s (kept for the "
-		       "next pass)", file, strerror(errno));
-		return -1;
-	}
-	json_t *o = entry(file, kind, r, f, &res, NULL);
-	log_line(p, o);
-	json_decref(o);
-	return 0;
+	d->items = vl_realloc(d->items, (d->nitems + 1) * sizeof *d->items);
+	struct item *it = &d->items[d->nitems++];
+	memset(it, 0, sizeof *it);
+	return it;
 }
 
-static int apply_dsn(struct sched_fbproc *p, const char *file, const struct fb_report *r,
-		     const struct match *m)
+/* The outcomes a report holds: one per failed or delayed recipient of a
+ * bounce, one per feedback report. */
+static void outcomes(struct doc *d)
 {
-	const char *kind = r->kind == FB_DSN ? "dsn" : "heuristic";
-	size_t done = 0;
+	const struct fb_report *r = &d->r;
+	const struct match *m = &d->m;
 
-	for (size_t i = 0; i < r->nrcpts; i++) {
+	if (d->kind == K_ARF) {
+		const char *ft = r->feedback_type;
+		new_item(d)->f = (struct sched_fb){
+			.kind = !ft || !strcasecmp(ft, "abuse") ? SCHED_FB_COMPLAINT : SCHED_FB_OTHER,
+			.job = m->has_job ? m->job : NULL, .index = m->index,
+			.has_index = m->has_index,
+			.email = r->norig_rcpt_to ? r->orig_rcpt_to[0] : NULL, .matched_by = m->by,
+			.feedback_type = ft ? ft : "abuse", .reporter = r->user_agent,
+		};
+		return;
+	}
+	for (size_t i = 0; (d->kind == K_DSN || d->kind == K_HEUR) && i < r->nrcpts; i++) {
 		const struct fb_rcpt *rc = &r->rcpts[i];
 		bool skip;
-		struct sched_fb f = {
-			.kind = dsn_kind(rc, &skip), .job = m->has_job ? m->job : NULL,
+		enum sched_fb_kind k = dsn_kind(rc, &skip);
+		if (skip)
+			continue;
+		new_item(d)->f = (struct sched_fb){
+			.kind = k, .job = m->has_job ? m->job : NULL,
 			.index = m->index, .has_index = m->has_index,
 			.email = rc->final_rcpt ? rc->final_rcpt : rc->orig_rcpt,
 			.matched_by = m->by, .status = rc->status, .diag = rc->diag,
 			.remote_mta = rc->remote_mta, .reporter = r->reporting_mta,
 		};
-		if (skip)
-			continue;
-		done++;
-		if (apply_one(p, file, kind, r, &f) < 0)
-			return -1;
 	}
-	if (!done) {         /* nothing failed in it, or no recipient found */
-		json_t *o = entry(file, kind, r, NULL, NULL, r->nrcpts ?
-				  "no failed recipient in the report" : "no recipient found");
-		log_line(p, o);
-		json_decref(o);
-	}
-	return 0;
+	if ((d->kind == K_DSN || d->kind == K_HEUR) && !d->nitems)
+		snprintf(d->err, sizeof d->err, "%s", r->nrcpts ? "no failed recipient in the report"
+								 : "no recipient found");
 }
 
-static int apply_arf(struct sched_fbproc *p, const char *file, const struct fb_report *r,
-		     const struct match *m)
+/* Read and parse one stored message: -1 when it cannot be read now. */
+static int load(struct sched_fbproc *p, struct doc *d)
 {
-	const char *ft = r->feedback_type;
-	struct sched_fb f = {
-		.kind = !ft || !strcasecmp(ft, "abuse") ? SCHED_FB_COMPLAINT : SCHED_FB_OTHER,
-		.job = m->has_job ? m->job : NULL, .index = m->index, .has_index = m->has_index,
-		.email = r->norig_rcpt_to ? r->orig_rcpt_to[0] : NULL, .matched_by = m->by,
-		.feedback_type = ft ? ft : "abuse", .reporter = r->user_agent,
-	};
-
-	return apply_one(p, file, "arf", r, &f);
-}
-
-static void count(struct sched_fbproc *p, int k)
-{
-	pthread_mutex_lock(&p->mu);
-	p->kinds[k]++;
-	pthread_mutex_unlock(&p->mu);
-}
-
-/* One stored message: 0 done (moved to cur/), -1 left in new/. */
-static int process(struct sched_fbproc *p, const char *name)
-{
-	char path[PATH_MAX], to[PATH_MAX], err[256] = "";
-	struct fb_report r;
+	char path[PATH_MAX];
 	struct vl_buf b;
 	struct stat st;
-	int rc = 0, k;
 
-	if (snprintf(path, sizeof path, "%s/%s", p->newdir, name) >= (int)sizeof path ||
-	    snprintf(to, sizeof to, "%s/%s", p->curdir, name) >= (int)sizeof to)
+	if (snprintf(path, sizeof path, "%s/%s", p->newdir, d->name) >= (int)sizeof path ||
+	    stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 		return -1;
-	memset(&r, 0, sizeof r);
-	vl_buf_init(&b);
-	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
-		vl_buf_free(&b);
-		return -1;
-	}
 	if ((uint64_t)st.st_size > FB_MAX_SIZE) {
-		snprintf(err, sizeof err, "larger than %u octets: not read", FB_MAX_SIZE);
-		k = K_ERR;
-	} else if (vl_read_file(path, &b) < 0) {
-		vl_log(VL_LOG_ERROR, "feedback: cannot read %s: %s", path, strerror(errno));
-		vl_buf_free(&b);
-		return -1;
-	} else if (fb_parse(b.p, b.len, NULL, &r, err, sizeof err) < 0) {
-		k = K_ERR;
-	} else {
-		k = r.kind == FB_DSN ? K_DSN : r.kind == FB_ARF ? K_ARF :
-		    r.kind == FB_BOUNCE_HEURISTIC ? K_HEUR : K_NOT;
+		snprintf(d->err, sizeof d->err, "larger than %u octets: not read", FB_MAX_SIZE);
+		d->kind = K_ERR;
+		return 0;
 	}
-	struct match m;
-	match_report(&r, &m);
-	if (k == K_DSN || k == K_HEUR)
-		rc = apply_dsn(p, name, &r, &m);
-	else if (k == K_ARF)
-		rc = apply_arf(p, name, &r, &m);
-	else {
-		json_t *o = entry(name, kind_names[k], &r, NULL, NULL, *err ? err : NULL);
+	if (vl_read_file(path, &b) < 0) {
+		vl_log(VL_LOG_ERROR, "feedback: cannot read %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fb_parse(b.p, b.len, NULL, &d->r, d->err, sizeof d->err) < 0)
+		d->kind = K_ERR;
+	else
+		d->kind = d->r.kind == FB_DSN ? K_DSN : d->r.kind == FB_ARF ? K_ARF :
+			  d->r.kind == FB_BOUNCE_HEURISTIC ? K_HEUR : K_NOT;
+	vl_buf_free(&b);
+	if (d->kind != K_ERR)
+		match_report(&d->r, &d->m);
+	outcomes(d);
+	return 0;
+}
+
+static void doc_free(struct doc *d)
+{
+	fb_report_free(&d->r);
+	free(d->items);
+	free(d->name);
+}
+
+/* The log lines of a committed report, its count, its move to cur/. */
+static void finish(struct sched_fbproc *p, struct doc *d)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	const char *kind = kind_names[d->kind];
+
+	for (size_t i = 0; i < d->nitems; i++) {
+		json_t *o = entry(d->name, kind, &d->r, &d->items[i].f, &d->items[i].res, NULL);
 		log_line(p, o);
 		json_decref(o);
 	}
-	fb_report_free(&r);
-	vl_buf_free(&b);
-	if (rc < 0)
-		return -1;
-	count(p, k);
-	if (rename(path, to) < 0)
-		vl_log(VL_LOG_ERROR, "feedback: cannot move %s to cur/: %s", name, strerror(errno));
-	return 0;
+	if (!d->nitems) {
+		json_t *o = entry(d->name, kind, &d->r, NULL, NULL, *d->err ? d->err : NULL);
+		log_line(p, o);
+		json_decref(o);
+	}
+	pthread_mutex_lock(&p->mu);
+	p->kinds[d->kind]++;
+	pthread_mutex_unlock(&p->mu);
+	if (snprintf(from, sizeof from, "%s/%s", p->newdir, d->name) < (int)sizeof from &&
+	    snprintf(to, sizeof to, "%s/%s", p->curdir, d->name) < (int)sizeof to &&
+	    rename(from, to) < 0)
+		vl_log(VL_LOG_ERROR, "feedback: cannot move %s to cur/: %s", d->name,
+		       strerror(errno));
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -326,28 +331,47 @@ static void prune(struct sched_fbproc *p)
 		closedir(d);
 }
 
-static bool stopping(struct sched_fbproc *p)
-{
-	pthread_mutex_lock(&p->mu);
-	bool s = p->stop;
-	pthread_mutex_unlock(&p->mu);
-	return s;
-}
-
-static void pass(struct sched_fbproc *p)
+/* Every report in new/ (up to PASS_MAX): decided, committed together,
+ * then logged and moved. A failed commit leaves them all for the next. */
+static size_t reports_pass(struct sched_fbproc *p)
 {
 	char **names;
-	size_t n = list_new(p, &names);
+	size_t n = list_new(p, &names), nd = 0;
+	struct doc *docs = vl_calloc(n + 1, sizeof *docs);
 
 	for (size_t i = 0; i < n; i++) {
-		if (!stopping(p) && process(p, names[i]) < 0) {
-			pthread_mutex_lock(&p->mu);
-			p->failed++;
-			pthread_mutex_unlock(&p->mu);
-		}
-		free(names[i]);
+		docs[nd].name = names[i];
+		if (load(p, &docs[nd]) == 0)
+			nd++;
+		else
+			doc_free(&docs[nd]);
 	}
 	free(names);
+	for (size_t i = 0; i < nd; i++)
+		for (size_t k = 0; k < docs[i].nitems; k++)
+			sched_feedback_apply(p->sc, p->batch, &docs[i].items[k].f,
+					     &docs[i].items[k].res);
+	bool ok = sched_feedback_commit(p->sc, p->batch) == 0;
+	if (!ok) {
+		vl_log(VL_LOG_ERROR, "feedback: cannot record %zu reports' effects: %s (kept for "
+		       "the next pass)", nd, strerror(errno));
+		pthread_mutex_lock(&p->mu);
+		p->failed += nd;
+		pthread_mutex_unlock(&p->mu);
+	}
+	for (size_t i = 0; i < nd; i++) {
+		if (ok)
+			finish(p, &docs[i]);
+		doc_free(&docs[i]);
+	}
+	free(docs);
+	return ok ? n : 0;
+}
+
+/* true when new/ had more than one pass takes: go on at once */
+static bool pass(struct sched_fbproc *p)
+{
+	bool more = reports_pass(p) == PASS_MAX;
 	double now = vl_wall_time();
 	if (now - p->last_tick >= TICK_S) {
 		sched_fb_tick(p->sc);
@@ -357,6 +381,7 @@ static void pass(struct sched_fbproc *p)
 		prune(p);
 		p->last_prune = now;
 	}
+	return more;
 }
 
 static void wait_ms(struct sched_fbproc *p, long ms)
@@ -378,9 +403,9 @@ static void *run(void *arg)
 	pthread_mutex_lock(&p->mu);
 	while (!p->stop) {
 		pthread_mutex_unlock(&p->mu);
-		pass(p);
+		bool more = pass(p);
 		pthread_mutex_lock(&p->mu);
-		if (!p->stop)
+		if (!p->stop && !more)
 			wait_ms(p, PASS_MS);
 	}
 	pthread_mutex_unlock(&p->mu);
@@ -408,12 +433,14 @@ int sched_feedback_start(struct sched *sc, const char *dir, char *err, size_t er
 	}
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
+	p->batch = sched_feedback_batch();
 	log_open(p);
 	p->last_tick = vl_wall_time();
 	if (pthread_create(&p->tid, NULL, run, p) != 0) {
 		snprintf(err, errlen, "feedback: cannot start its thread");
 		if (p->logfd >= 0)
 			close(p->logfd);
+		sched_feedback_batch_free(p->batch);
 		free(p->dir);
 		free(p);
 		return -1;
@@ -438,6 +465,7 @@ void sched_feedback_stop(struct sched *sc)
 		close(p->logfd);
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->cv);
+	sched_feedback_batch_free(p->batch);
 	free(p->dir);
 	free(p);
 }
