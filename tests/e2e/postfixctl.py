@@ -315,3 +315,51 @@ class Sender(_Postfix):
         self._write("sasl_passwd", "\n".join(
             lines + ["%s %s:%s" % (self.relay, self.user, self.password), ""]))
         os.chmod(os.path.join(self.etc, "sasl_passwd"), 0o600)
+
+
+class Bouncer(_Postfix):
+    """A private Postfix that says 250 and bounces later, as a receiving
+    MTA does when it accepts and then cannot deliver: its smtpd on
+    host:port takes every recipient of `domains` (relay_domains, from
+    anywhere), and the queue manager hands them to Postfix's error(8)
+    service (transport_maps), so Postfix's bounce daemon writes the RFC
+    3464 DSN to the envelope sender itself. The DSN's way out: the
+    `return_domains` (the VERP domain) go to [return_host]:return_port
+    (volleyd's return-path receiver), in cleartext.
+
+    mode "fail": `error:5.1.1 ...`, a failed DSN (Status 5.1.1) at once.
+    mode "delay": `retry:4.4.1 ...` (the error service in its deferring
+    mode), retried every second, and delay_warning_time = 1s, so Postfix
+    sends a delayed DSN (Action: delayed, Status 4.4.1) a second or two
+    after the message came in; the message stays queued until stop()."""
+
+    CHECK = False
+    FAIL_TEXT = "5.1.1 mailbox unavailable (volley test bouncer)"
+    DELAY_TEXT = "4.4.1 host not reachable (volley test bouncer)"
+
+    def __init__(self, host, port, domains, return_host, return_port, return_domains,
+                 mode="fail"):
+        super().__init__(host, port)
+        if mode not in ("fail", "delay"):
+            raise ValueError("mode: fail or delay")
+        self.domains, self.return_domains = list(domains), list(return_domains)
+        self.ret = "[%s]:%d" % (return_host, return_port)
+        self.mode = mode
+
+    def _configure(self):
+        self._write("main.cf", "\n".join(self._base_main("bouncer.dest.test", "dest.test") + [
+            "mynetworks = 127.0.0.0/8",
+            "relay_domains = %s" % ", ".join(self.domains),
+            "smtpd_relay_restrictions = permit_auth_destination, reject",
+            # the error transport would be seen at RCPT (550): accept, bounce later
+            "smtpd_reject_unlisted_recipient = no",
+            "transport_maps = texthash:%s/transport" % self.etc,
+            "smtp_tls_security_level = none",
+            # the delay mode: warn after a second in the queue (qmgr checks
+            # it at each deferral, and deferrals come every second)
+            "delay_warning_time = 1s",
+            "maximal_queue_lifetime = 1h", "bounce_queue_lifetime = 1h", ""]))
+        what = ("error:" + self.FAIL_TEXT) if self.mode == "fail" else ("retry:" + self.DELAY_TEXT)
+        lines = ["%s %s" % (d, what) for d in self.domains]
+        lines += ["%s smtp:%s" % (d, self.ret) for d in self.return_domains]
+        self._write("transport", "\n".join(lines + [""]))
