@@ -327,6 +327,9 @@ class Bouncer(_Postfix):
     `return_domains` (the VERP domain) go to [return_host]:return_port
     (volleyd's return-path receiver), in cleartext.
 
+    Its name (HELO, Reporting-MTA, MAILER-DAEMON@) is bouncer.DOMAIN, after
+    the first of domains.
+
     mode "fail": `error:5.1.1 ...`, a failed DSN (Status 5.1.1) at once.
     mode "delay": `retry:4.4.1 ...` (the error service in its deferring
     mode), retried every second, and delay_warning_time = 1s, so Postfix
@@ -347,7 +350,8 @@ class Bouncer(_Postfix):
         self.mode = mode
 
     def _configure(self):
-        self._write("main.cf", "\n".join(self._base_main("bouncer.dest.test", "dest.test") + [
+        dom = self.domains[0]
+        self._write("main.cf", "\n".join(self._base_main("bouncer." + dom, dom) + [
             "mynetworks = 127.0.0.0/8",
             "relay_domains = %s" % ", ".join(self.domains),
             "smtpd_relay_restrictions = permit_auth_destination, reject",

@@ -1,0 +1,174 @@
+"""Asynchronous bounces made by a real Postfix, end to end: volleyd sends
+a job to a private Postfix (postfixctl.Bouncer) that says 250 to every
+recipient and then fails the delivery itself, so Postfix's bounce daemon
+writes an RFC 3464 DSN to the job's envelope sender and relays it to
+volleyd's return-path receiver (`feedback.listen`, `feedback.domains` =
+the VERP domain). volley reports the recipients delivered (Postfix said
+250); the DSNs land in data_dir/feedback/new/ (or cur/, once a processor
+has taken them) within a bounded wait; `volley feedback parse` on each
+says dsn, failed, 5.1.1, and points at the job and the recipient: by the
+VERP address with `verp`, by the returned Message-ID without. A second
+Postfix defers instead (retry: transport, delay_warning_time 1s) and its
+delayed DSN (4.4.1) is matched the same way.
+
+Needs root (Postfix's master). Every wait is bounded; every process is
+stopped by its PID.
+"""
+
+import json
+import os
+import subprocess
+import unittest
+
+from . import postfixctl, util
+from .daemon import VOLLEY, Volleyd, VolleydTest, simple_job
+
+HOST = "127.0.0.1"
+VDOM = "bounces.example.com"
+MSGID_HOST = "msa.test"
+DSN_WAIT = 60.0
+
+W = None
+
+
+class World:
+    """volleyd with the return-path receiver; dest.test routed to a
+    failing Bouncer, late.test to a deferring one; both send their DSNs
+    back to volleyd."""
+
+    def __init__(self):
+        self.fb_port = util.free_port(HOST)
+        self.bouncers = {}
+        self.d = None
+        try:
+            for dom, mode in (("dest.test", "fail"), ("late.test", "delay")):
+                b = postfixctl.Bouncer(HOST, util.free_port(HOST), [dom], HOST, self.fb_port,
+                                       [VDOM], mode=mode)
+                self.bouncers[dom] = b.start()
+            self.d = Volleyd(config=self.config()).start()
+        except Exception:
+            self.close()
+            raise
+
+    def config(self):
+        rules = ",\n  ".join('{ match = "%s"; route = "%s:%d"; tls = "none"; }'
+                             % (dom, HOST, b.port) for dom, b in self.bouncers.items())
+        return ('hostname = "%s";\n'
+                'domains = ( %s );\n'
+                'defaults = { retry = [ "1s" ]; };\n'
+                'feedback = { listen = [ "%s:%d" ]; domains = [ "%s" ]; };\n'
+                % (MSGID_HOST, rules, HOST, self.fb_port, VDOM))
+
+    def close(self):
+        if self.d:
+            self.d.cleanup()
+        for b in self.bouncers.values():
+            b.stop()
+
+
+def setUpModule():
+    global W
+    if not postfixctl.available():
+        raise unittest.SkipTest("needs Debian's Postfix and root")
+    W = World()
+
+
+def tearDownModule():
+    global W
+    if W:
+        W.close()
+        W = None
+
+
+def stored(data_dir):
+    """{path: bytes} of every message in feedback/new and feedback/cur."""
+    out = {}
+    for sub in ("new", "cur"):
+        d = os.path.join(data_dir, "feedback", sub)
+        for n in os.listdir(d) if os.path.isdir(d) else ():
+            with open(os.path.join(d, n), "rb") as f:
+                out[os.path.join(d, n)] = f.read()
+    return out
+
+
+def parse(paths):
+    p = subprocess.run([VOLLEY, "feedback", "parse", "--json", *paths], capture_output=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(l) for l in p.stdout.decode().splitlines()]
+
+
+class PostfixDSN(VolleydTest):
+    def submit(self, domain, verp, n=2):
+        job = simple_job(0, envelope_sender="bounces@" + VDOM, verp=verp)
+        job["recipients"] = [{"email": "u%d.%s@%s" % (i, "v" if verp else "m", domain),
+                              "substitutions": {"name": "U%d" % i}} for i in range(n)]
+        r = W.d.submit(job)
+        self.assertEqual(r.status, 202, r)
+        return r.json()["id"], {x["email"]: i for i, x in enumerate(job["recipients"])}
+
+    def delivered(self, jid, n):
+        """The recipients' rows once all n are delivered (Postfix's 250)."""
+        def all_final():
+            rows = W.d.request("GET", "/v1/jobs/%s/recipients" % jid).lines()
+            return rows if len(rows) == n and all(
+                r["state"] not in ("queued", "deferred", "in_flight") for r in rows) else None
+        rows = self.wait_for("job %s final" % jid, all_final, timeout=30)
+        self.assertEqual([r["state"] for r in rows], ["delivered"] * n, rows)
+        return rows
+
+    def dsns(self, jid, n, bouncer):
+        """The n stored messages that name the job (its id is in the VERP
+        address or in the returned Message-ID), within DSN_WAIT."""
+        def mine():
+            got = {p: m for p, m in stored(W.d.data_dir).items() if jid.encode() in m}
+            return got if len(got) >= n else None
+        got = util.wait_until(mine, DSN_WAIT, 0.2)
+        if not got:
+            self.fail("no %d DSNs for %s in %ds; Postfix's log:\n%s"
+                      % (n, jid, DSN_WAIT, bouncer.log_text()[-3000:]))
+        self.assertEqual(len(got), n, list(got))
+        return got
+
+    def check(self, domain, verp, action, status):
+        jid, index = self.submit(domain, verp)
+        self.delivered(jid, len(index))
+        got = self.dsns(jid, len(index), W.bouncers[domain])
+        seen = {}
+        for o in parse(sorted(got)):
+            data = got[o["file"]]
+            # volleyd's receiver wrote its trace fields in front
+            self.assertTrue(data.startswith(b"Return-Path: <>\r\nDelivered-To: "), data[:200])
+            self.assertEqual((o["kind"], o["error"]), ("dsn", None), o)
+            self.assertIn("MAILER-DAEMON@bouncer.%s" % domain, o["from"])
+            self.assertEqual(o["reporting_mta"], "bouncer.%s" % domain)
+            self.assertEqual(len(o["recipients"]), 1, o)
+            r = o["recipients"][0]
+            self.assertEqual((r["action"], r["status"]), (action, status), o)
+            self.assertIn("volley test bouncer", r["diagnostic"])
+            email = r["final_rcpt"]
+            self.assertIn(email, index, o)
+            self.assertEqual(o["orig_msgid"], "<%s.%d@%s>" % (jid, index[email], MSGID_HOST))
+            if verp:
+                self.assertEqual(o["envelope_to"],
+                                 "bounces+%s.%d@%s" % (jid, index[email], VDOM))
+                self.assertEqual(o["match"], {"job": jid, "index": index[email], "by": "verp"})
+            else:
+                self.assertEqual(o["envelope_to"], "bounces@" + VDOM)
+                self.assertEqual(o["match"],
+                                 {"job": jid, "index": index[email], "by": "message-id"})
+            seen[email] = o
+        self.assertEqual(set(seen), set(index))     # one DSN each recipient
+
+    def test_failed_dsn_matches_by_verp(self):
+        self.check("dest.test", True, "failed", "5.1.1")
+
+    def test_failed_dsn_matches_by_message_id_without_verp(self):
+        self.check("dest.test", False, "failed", "5.1.1")
+
+    def test_delayed_dsn_matches_by_verp(self):
+        self.check("late.test", True, "delayed", "4.4.1")
+
+
+if __name__ == "__main__":
+    unittest.main()
