@@ -109,8 +109,24 @@ static void fbp_match(const struct fb_report *r, struct fbp_match *m)
 		m->job[0] = '\0';
 }
 
-/* A JSON string of s, or null; octets that are not UTF-8 (the parser
- * keeps raw values) become '?'. */
+/* Octets in a valid UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, at most U+10FFFF), 0 when it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+	size_t n = p[0] < 0x80 ? 1 : p[0] >= 0xC2 && p[0] <= 0xDF ? 2
+		 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+
+	for (size_t i = 1; i < n; i++)
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+	if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] > 0x9F) ||
+	    (p[0] == 0xF0 && p[1] < 0x90) || (p[0] == 0xF4 && p[1] > 0x8F))
+		return 0;
+	return n;
+}
+
+/* A JSON string of s, or null; each octet that starts no valid UTF-8
+ * sequence (the parser keeps raw values) becomes '?'. */
 static json_t *jstr(const char *s)
 {
 	if (!s)
@@ -119,9 +135,12 @@ static json_t *jstr(const char *s)
 	if (v)
 		return v;
 	char *c = vl_strdup(s);
-	for (unsigned char *p = (unsigned char *)c; *p; p++)
-		if (*p >= 0x80)
+	for (unsigned char *p = (unsigned char *)c; *p;) {
+		size_t n = utf8_len(p);
+		if (!n)
 			*p = '?';
+		p += n ? n : 1;
+	}
 	v = json_string(c);
 	free(c);
 	return v ? v : json_null();

@@ -131,6 +131,15 @@ class FeedbackParse(unittest.TestCase):
 
     # ---- the CLI ----
 
+    def test_octets_that_are_not_utf8_print_as_question_marks(self):
+        data = F.qsbmf(RCPT, F.verp("b", VDOM, JOB, 6), F.msgid(JOB, 6, HOST))
+        data = data.replace(b"Subject: failure notice",
+                            b"Subject: failure notice \xff\xfe Zur\xc3\xbcck \xc0\xaf \xed\xa0\x80 "
+                            b"\xf0\x9f\x93\xac \xe2\x82", 1)
+        o, = self.parse(data)
+        self.assertEqual(o["subject"], "failure notice ?? Zur\u00fcck ?? ??? \U0001f4ec ??")
+        self.assertMatch(o, JOB, 6, "verp")
+
     def test_table_one_row_a_recipient(self):
         a = self.file(F.dsn(RCPT, F.verp("bounces", VDOM, JOB, 5), F.msgid(JOB, 5, HOST)), "a")
         b = self.file(F.garbage(RCPT, "x@" + VDOM, "<x@y>"), "b")
