@@ -10,6 +10,10 @@ Relay   Debian's Postfix, its own config, queue and data folders in a temp
         volley-sink (transport_maps). Started with `postfix -c ETC
         start-fg` as a child, stopped with `postfix -c ETC stop`, then by
         PID.
+Bouncer the same private Postfix as a receiving MTA that says 250, then
+        bounces (error(8): a failed DSN, 5.1.1) or defers (a delayed DSN,
+        4.4.1, after a second): Postfix writes the RFC 3464 DSN itself and
+        relays it to volleyd's return-path receiver (transport_maps).
 Sender  the same private Postfix (folders, log) as a client of an SMTP submission
         server: what its smtpd on HOST:PORT takes from loopback goes to
         relayhost [IP]:PORT, STARTTLS required, SASL AUTH with a user and
@@ -325,7 +329,9 @@ class Bouncer(_Postfix):
     service (transport_maps), so Postfix's bounce daemon writes the RFC
     3464 DSN to the envelope sender itself. The DSN's way out: the
     `return_domains` (the VERP domain) go to [return_host]:return_port
-    (volleyd's return-path receiver), in cleartext.
+    (volleyd's return-path receiver), with smtp_tls_security_level =
+    return_tls ("none", "may", or "encrypt": STARTTLS required, the
+    certificate not checked).
 
     Its name (HELO, Reporting-MTA, MAILER-DAEMON@) is bouncer.DOMAIN, after
     the first of domains.
@@ -341,13 +347,14 @@ class Bouncer(_Postfix):
     DELAY_TEXT = "4.4.1 host not reachable (volley test bouncer)"
 
     def __init__(self, host, port, domains, return_host, return_port, return_domains,
-                 mode="fail"):
+                 mode="fail", return_tls="none"):
         super().__init__(host, port)
         if mode not in ("fail", "delay"):
             raise ValueError("mode: fail or delay")
         self.domains, self.return_domains = list(domains), list(return_domains)
         self.ret = "[%s]:%d" % (return_host, return_port)
         self.mode = mode
+        self.return_tls = return_tls
 
     def _configure(self):
         dom = self.domains[0]
@@ -358,7 +365,7 @@ class Bouncer(_Postfix):
             # the error transport would be seen at RCPT (550): accept, bounce later
             "smtpd_reject_unlisted_recipient = no",
             "transport_maps = texthash:%s/transport" % self.etc,
-            "smtp_tls_security_level = none",
+            "smtp_tls_security_level = %s" % self.return_tls, "smtp_tls_loglevel = 1",
             # the delay mode: warn after a second in the queue (qmgr checks
             # it at each deferral, and deferrals come every second)
             "delay_warning_time = 1s",

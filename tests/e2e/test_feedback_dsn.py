@@ -9,7 +9,9 @@ has taken them) within a bounded wait; `volley feedback parse` on each
 says dsn, failed, 5.1.1, and points at the job and the recipient: by the
 VERP address with `verp`, by the returned Message-ID without. A second
 Postfix defers instead (retry: transport, delay_warning_time 1s) and its
-delayed DSN (4.4.1) is matched the same way.
+delayed DSN (4.4.1) is matched the same way. The failing Postfix sends its
+DSNs over STARTTLS (required; the receiver has a certificate), the
+deferring one in cleartext; volleyd's Received field says which.
 
 Needs root (Postfix's master). Every wait is bounded; every process is
 stopped by its PID.
@@ -20,7 +22,7 @@ import os
 import subprocess
 import unittest
 
-from . import postfixctl, util
+from . import pki, postfixctl, util
 from .daemon import VOLLEY, Volleyd, VolleydTest, simple_job
 
 HOST = "127.0.0.1"
@@ -32,18 +34,22 @@ W = None
 
 
 class World:
-    """volleyd with the return-path receiver; dest.test routed to a
-    failing Bouncer, late.test to a deferring one; both send their DSNs
-    back to volleyd."""
+    """volleyd with the return-path receiver (a certificate: STARTTLS
+    offered); dest.test routed to a failing Bouncer that sends its DSNs
+    back over STARTTLS (required), late.test to a deferring one that sends
+    them in cleartext."""
 
     def __init__(self):
         self.fb_port = util.free_port(HOST)
         self.bouncers = {}
         self.d = None
+        self.dir = util.tempdir("volley-fbdsn-")
         try:
-            for dom, mode in (("dest.test", "fail"), ("late.test", "delay")):
+            self.chain, self.key, _ = pki.TestCA(self.dir).issue("mx", ["mx.example.com"])
+            for dom, mode, tls in (("dest.test", "fail", "encrypt"),
+                                   ("late.test", "delay", "none")):
                 b = postfixctl.Bouncer(HOST, util.free_port(HOST), [dom], HOST, self.fb_port,
-                                       [VDOM], mode=mode)
+                                       [VDOM], mode=mode, return_tls=tls)
                 self.bouncers[dom] = b.start()
             self.d = Volleyd(config=self.config()).start()
         except Exception:
@@ -56,14 +62,16 @@ class World:
         return ('hostname = "%s";\n'
                 'domains = ( %s );\n'
                 'defaults = { retry = [ "1s" ]; };\n'
-                'feedback = { listen = [ "%s:%d" ]; domains = [ "%s" ]; };\n'
-                % (MSGID_HOST, rules, HOST, self.fb_port, VDOM))
+                'feedback = { listen = [ "%s:%d" ]; domains = [ "%s" ];\n'
+                '  cert = "%s"; key = "%s"; };\n'
+                % (MSGID_HOST, rules, HOST, self.fb_port, VDOM, self.chain, self.key))
 
     def close(self):
         if self.d:
             self.d.cleanup()
         for b in self.bouncers.values():
             b.stop()
+        util.remove_dir(self.dir)
 
 
 def setUpModule():
@@ -130,7 +138,7 @@ class PostfixDSN(VolleydTest):
         self.assertEqual(len(got), n, list(got))
         return got
 
-    def check(self, domain, verp, action, status):
+    def check(self, domain, verp, action, status, tls):
         jid, index = self.submit(domain, verp)
         self.delivered(jid, len(index))
         got = self.dsns(jid, len(index), W.bouncers[domain])
@@ -139,6 +147,8 @@ class PostfixDSN(VolleydTest):
             data = got[o["file"]]
             # volleyd's receiver wrote its trace fields in front
             self.assertTrue(data.startswith(b"Return-Path: <>\r\nDelivered-To: "), data[:200])
+            received = data.split(b"\r\nReceived: ", 1)[1].split(b";", 1)[0]
+            self.assertIn(b"with ESMTPS" if tls else b"with ESMTP id", received)
             self.assertEqual((o["kind"], o["error"]), ("dsn", None), o)
             self.assertIn("MAILER-DAEMON@bouncer.%s" % domain, o["from"])
             self.assertEqual(o["reporting_mta"], "bouncer.%s" % domain)
@@ -161,13 +171,13 @@ class PostfixDSN(VolleydTest):
         self.assertEqual(set(seen), set(index))     # one DSN each recipient
 
     def test_failed_dsn_matches_by_verp(self):
-        self.check("dest.test", True, "failed", "5.1.1")
+        self.check("dest.test", True, "failed", "5.1.1", tls=True)
 
     def test_failed_dsn_matches_by_message_id_without_verp(self):
-        self.check("dest.test", False, "failed", "5.1.1")
+        self.check("dest.test", False, "failed", "5.1.1", tls=True)
 
     def test_delayed_dsn_matches_by_verp(self):
-        self.check("late.test", True, "delayed", "4.4.1")
+        self.check("late.test", True, "delayed", "4.4.1", tls=False)
 
 
 if __name__ == "__main__":
