@@ -31,6 +31,24 @@ struct fbp_match {
 	const char *by;           /* "verp", "message-id" or "none" */
 };
 
+/* Reads f to its end, or to max + 1 octets (then *len > max: too long). */
+static void slurp(FILE *f, size_t max, char **out, size_t *len)
+{
+	size_t cap = 65536, n = 0, got;
+	char *buf = vl_malloc(cap);
+
+	do {
+		if (n == cap) {
+			cap = cap > max / 2 ? max + 1 : cap * 2;
+			buf = vl_realloc(buf, cap);
+		}
+		got = fread(buf + n, 1, cap - n, f);
+		n += got;
+	} while (got && n <= max);
+	*out = buf;
+	*len = n;
+}
+
 /* The whole file (or standard input) into a malloc'd buffer, at most max
  * octets; -1 with err when it cannot be read or is longer. */
 static int read_all(const char *path, size_t max, char **out, size_t *len, char *err,
@@ -39,50 +57,28 @@ static int read_all(const char *path, size_t max, char **out, size_t *len, char 
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
 	struct stat st;
 
+	*out = NULL;
+	err[0] = '\0';
 	if (!f) {
 		snprintf(err, errlen, "cannot open: %s", strerror(errno));
 		return -1;
 	}
 	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
 		snprintf(err, errlen, "is a folder");
-		goto fail;
-	}
-	size_t cap = 65536, n = 0;
-	char *buf = vl_malloc(cap);
-	for (;;) {
-		if (n == cap) {
-			if (cap > max) {
-				free(buf);
-				snprintf(err, errlen, "longer than %zu octets (the parser's max_size)",
-					 max);
-				goto fail;
-			}
-			cap *= 2;
-			buf = vl_realloc(buf, cap);
-		}
-		size_t got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	if (ferror(f)) {
-		free(buf);
-		snprintf(err, errlen, "read error: %s", strerror(errno));
-		goto fail;
-	}
-	if (n > max) {
-		free(buf);
-		snprintf(err, errlen, "longer than %zu octets (the parser's max_size)", max);
-		goto fail;
+	} else {
+		slurp(f, max, out, len);
+		if (ferror(f))
+			snprintf(err, errlen, "read error: %s", strerror(errno));
+		else if (*len > max)
+			snprintf(err, errlen, "longer than %zu octets (the parser's max_size)",
+				 max);
 	}
 	if (f != stdin)
 		fclose(f);
-	*out = buf;
-	*len = n;
-	return 0;
-fail:
-	if (f != stdin)
-		fclose(f);
+	if (!err[0])
+		return 0;
+	free(*out);
+	*out = NULL;
 	return -1;
 }
 
