@@ -87,14 +87,17 @@ static const struct cmd {
 	 "                    input; blank lines and lines starting with # skipped);\n"
 	 "                    prints how many were added, names each failure\n"},
 	{"feedback", cli_feedback, 0, 2,
-	 "feedback [list] [--unmatched] [--limit N] | domains | resume-domain DOMAIN",
+	 "feedback [list] [--unmatched] [--limit N] | domains | resume-domain DOMAIN | "
+	 "parse [--json] FILE...",
 	 "What came back after delivery: late bounces and complaints (docs/feedback.md).\n"
 	 "  list [--unmatched] [--limit N]  the newest reports read, with their match and\n"
 	 "                                  effect (default 50; --unmatched: those that\n"
 	 "                                  matched no recipient)\n"
 	 "  domains                         sending domains' complaint rates over 24 h\n"
 	 "  resume-domain DOMAIN            unblock a domain paused for its complaint\n"
-	 "                                  rate; resume the jobs its block paused\n"},
+	 "                                  rate; resume the jobs its block paused\n"
+	 "  parse [--json] FILE...          classify stored messages and show their match\n"
+	 "                                  (no daemon; '-' reads standard input)\n"},
 	{"tls-check", cli_tls_check, 1, 1, "tls-check DOMAIN",
 	 "What volley would do with TLS for DOMAIN: MX hosts, TLSA, MTA-STS.\n"},
 	{"tls-report", cli_tls_report, 1, 1, "tls-report DOMAIN [--date YYYY-MM-DD] [--send]",
@@ -325,6 +328,9 @@ int main(int argc, char **argv)
 	/* user edits the submission users file, no daemon either (cli_user.c). */
 	if (argc > 1 && !strcmp(argv[1], "user"))
 		return cli_user(argc - 1, argv + 1);
+	/* feedback parse reads stored messages, no daemon (cli_fbparse.c). */
+	if (argc > 2 && !strcmp(argv[1], "feedback") && !strcmp(argv[2], "parse"))
+		return cli_fbparse(argc - 2, argv + 2);
 	struct cli c = {0};
 	unsigned used = 0;
 	int r = parse(&c, argc, argv, &used);

@@ -10,6 +10,10 @@ Relay   Debian's Postfix, its own config, queue and data folders in a temp
         volley-sink (transport_maps). Started with `postfix -c ETC
         start-fg` as a child, stopped with `postfix -c ETC stop`, then by
         PID.
+Bouncer the same private Postfix as a receiving MTA that says 250, then
+        bounces (error(8): a failed DSN, 5.1.1) or defers (a delayed DSN,
+        4.4.1, after a second): Postfix writes the RFC 3464 DSN itself and
+        relays it to volleyd's return-path receiver (transport_maps).
 Sender  the same private Postfix (folders, log) as a client of an SMTP submission
         server: what its smtpd on HOST:PORT takes from loopback goes to
         relayhost [IP]:PORT, STARTTLS required, SASL AUTH with a user and
@@ -315,3 +319,58 @@ class Sender(_Postfix):
         self._write("sasl_passwd", "\n".join(
             lines + ["%s %s:%s" % (self.relay, self.user, self.password), ""]))
         os.chmod(os.path.join(self.etc, "sasl_passwd"), 0o600)
+
+
+class Bouncer(_Postfix):
+    """A private Postfix that says 250 and bounces later, as a receiving
+    MTA does when it accepts and then cannot deliver: its smtpd on
+    host:port takes every recipient of `domains` (relay_domains, from
+    anywhere), and the queue manager hands them to Postfix's error(8)
+    service (transport_maps), so Postfix's bounce daemon writes the RFC
+    3464 DSN to the envelope sender itself. The DSN's way out: the
+    `return_domains` (the VERP domain) go to [return_host]:return_port
+    (volleyd's return-path receiver), with smtp_tls_security_level =
+    return_tls ("none", "may", or "encrypt": STARTTLS required, the
+    certificate not checked).
+
+    Its name (HELO, Reporting-MTA, MAILER-DAEMON@) is bouncer.DOMAIN, after
+    the first of domains.
+
+    mode "fail": `error:5.1.1 ...`, a failed DSN (Status 5.1.1) at once.
+    mode "delay": `retry:4.4.1 ...` (the error service in its deferring
+    mode), retried every second, and delay_warning_time = 1s, so Postfix
+    sends a delayed DSN (Action: delayed, Status 4.4.1) a second or two
+    after the message came in; the message stays queued until stop()."""
+
+    CHECK = False
+    FAIL_TEXT = "5.1.1 mailbox unavailable (volley test bouncer)"
+    DELAY_TEXT = "4.4.1 host not reachable (volley test bouncer)"
+
+    def __init__(self, host, port, domains, return_host, return_port, return_domains,
+                 mode="fail", return_tls="none"):
+        super().__init__(host, port)
+        if mode not in ("fail", "delay"):
+            raise ValueError("mode: fail or delay")
+        self.domains, self.return_domains = list(domains), list(return_domains)
+        self.ret = "[%s]:%d" % (return_host, return_port)
+        self.mode = mode
+        self.return_tls = return_tls
+
+    def _configure(self):
+        dom = self.domains[0]
+        self._write("main.cf", "\n".join(self._base_main("bouncer." + dom, dom) + [
+            "mynetworks = 127.0.0.0/8",
+            "relay_domains = %s" % ", ".join(self.domains),
+            "smtpd_relay_restrictions = permit_auth_destination, reject",
+            # the error transport would be seen at RCPT (550): accept, bounce later
+            "smtpd_reject_unlisted_recipient = no",
+            "transport_maps = texthash:%s/transport" % self.etc,
+            "smtp_tls_security_level = %s" % self.return_tls, "smtp_tls_loglevel = 1",
+            # the delay mode: warn after a second in the queue (qmgr checks
+            # it at each deferral, and deferrals come every second)
+            "delay_warning_time = 1s",
+            "maximal_queue_lifetime = 1h", "bounce_queue_lifetime = 1h", ""]))
+        what = ("error:" + self.FAIL_TEXT) if self.mode == "fail" else ("retry:" + self.DELAY_TEXT)
+        lines = ["%s %s" % (d, what) for d in self.domains]
+        lines += ["%s smtp:%s" % (d, self.ret) for d in self.return_domains]
+        self._write("transport", "\n".join(lines + [""]))
