@@ -11,6 +11,7 @@ import os
 import subprocess
 import time
 
+from . import fbsamples
 from .daemon import VOLLEY, VolleydTest, simple_job
 from .sinkctl import Sink
 
@@ -246,3 +247,25 @@ class FeedbackLoop(VolleydTest):
         self.assertEqual(self.job(d, jid)["state"], "paused")   # paused for its own rate
         r = d.request("POST", "/v1/feedback/domains/example.com/resume")
         self.assertEqual(r.status, 409, r)
+
+    def test_non_standard_bounces_by_message_id(self):
+        """qmail's QSBMF, an Exchange NDR and a plain bounce, addressed to
+        the plain return path: matched by the returned Message-ID."""
+        d = self.start_daemon(config=conf(self.sink) + 'hostname = "volley.test";\n')
+        jid = d.submit(simple_job(4, domain="d.test")).json()["id"]
+        self.wait_done(d, jid)
+        to = "bounces@news.example.com"
+        shapes = [fbsamples.qsbmf, fbsamples.exchange_ndr, fbsamples.plain_bounce,
+                  fbsamples.garbage]
+        names = [self.drop(d, b(("user%d@d.test" % i), to, fbsamples.msgid(jid, i, "volley.test")))
+                 for i, b in enumerate(shapes)]
+        for n in names:
+            self.processed(d, n)
+        rep = {r["file"]: r for r in self.reports(d, "?limit=10")}
+        for n in names[:3]:
+            self.assertEqual((rep[n]["kind"], rep[n]["effect"], rep[n]["matched_by"]),
+                             ("heuristic", "bounced", "message-id"), rep[n])
+        self.assertEqual(rep[names[3]]["kind"], "not-report")
+        j = self.job(d, jid)
+        self.assertEqual((j["counts"]["bounced"], j["counts"]["delivered"],
+                          j["feedback"]["async_bounces"]), (3, 1, 3), j)
