@@ -101,11 +101,23 @@ def stored(data_dir):
     return out
 
 
-def parse(paths):
-    p = subprocess.run([VOLLEY, "feedback", "parse", "--json", *paths], capture_output=True,
+def parse(got, tmp):
+    """`volley feedback parse` on copies of the stored messages (volleyd's
+    processor moves the originals from new/ to cur/ meanwhile); each
+    object's "file" is put back to the original's path."""
+    copies = {}
+    for i, (path, data) in enumerate(sorted(got.items())):
+        c = os.path.join(tmp, "m%d" % i)
+        with open(c, "wb") as f:
+            f.write(data)
+        copies[c] = path
+    p = subprocess.run([VOLLEY, "feedback", "parse", "--json", *copies], capture_output=True,
                        timeout=60)
     assert p.returncode == 0, p.stderr
-    return [json.loads(l) for l in p.stdout.decode().splitlines()]
+    out = [json.loads(l) for l in p.stdout.decode().splitlines()]
+    for o in out:
+        o["file"] = copies[o["file"]]
+    return out
 
 
 class PostfixDSN(VolleydTest):
@@ -174,7 +186,7 @@ class PostfixDSN(VolleydTest):
         self.delivered(jid, len(index))
         got = self.dsns(jid, len(index), W.bouncers[domain])
         seen = {}
-        for o in parse(sorted(got)):
+        for o in parse(got, util.tempdir("volley-fbcopy-", cleanup=self.addCleanup)):
             data = got[o["file"]]
             # volleyd's receiver wrote its trace fields in front
             self.assertTrue(data.startswith(b"Return-Path: <>\r\nDelivered-To: "), data[:200])

@@ -196,7 +196,8 @@ class FeedbackParse(unittest.TestCase):
         self.assertIn("usage: volley feedback parse", out)
         p = subprocess.run([VOLLEY, "help", "feedback"], capture_output=True, text=True,
                            timeout=30)
-        self.assertEqual((p.returncode, p.stdout), (0, out))
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("parse [--json] FILE...", p.stdout)     # among the subcommands
         # a file named like an option, after --
         path = self.file(F.garbage(RCPT, "x@" + VDOM, "<x@y>"), "-odd")
         rc, out, _ = run("--json", "--", path)
