@@ -257,6 +257,11 @@ void sched_fb_delivered(struct sched *sc, const char *domain, size_t n)
 	pthread_mutex_unlock(&fs->mu);
 }
 
+bool sched_fb_any_blocked(struct sched *sc)
+{
+	return atomic_load(&sched_fbstate(sc)->any_blocked);
+}
+
 bool sched_fb_domain_blocked(struct sched *sc, const char *domain, char *why, size_t whylen)
 {
 	struct sched_fbstate *fs = sched_fbstate(sc);

@@ -323,6 +323,22 @@ void sched_idem_release(struct sched *sc, const char *key)
 	pthread_mutex_unlock(&sc->mu);
 }
 
+/* A verbatim job's From domain, from its message's header (read only
+ * while some domain is blocked: the delivery thread finds it otherwise). */
+static void raw_from_domain(struct sched *sc, struct sched_job *j)
+{
+	char path[PATH_MAX], head[65536];
+	FILE *f;
+
+	if (sched_spool_path(sc->spool, j->id, SCHED_SPOOL_MESSAGE, path, sizeof path) < 0 ||
+	    !(f = fopen(path, "r")))
+		return;
+	size_t n = fread(head, 1, sizeof head, f);
+	fclose(f);
+	if (msg_verbatim_from_domain(head, n, j->from_domain, sizeof j->from_domain) < 0)
+		j->from_domain[0] = '\0';
+}
+
 int sched_job_add(struct sched *sc, const char *id, json_t *meta)
 {
 	struct sched_job *j = job_from_meta(id, meta);
@@ -330,6 +346,9 @@ int sched_job_add(struct sched *sc, const char *id, json_t *meta)
 	char why[240];
 
 	recount(j);
+	if (!j->transactional && !*j->from_domain && sched_fb_any_blocked(sc) &&
+	    json_is_true(json_object_get(json_object_get(meta, "job"), "raw_message")))
+		raw_from_domain(sc, j);
 	if (!j->transactional && sched_fb_domain_blocked(sc, j->from_domain, why, sizeof why)) {
 		/* starts paused: its From domain is over its complaint rate */
 		if (write_control(sc, j, "paused", vl_wall_time(), why) == 0) {

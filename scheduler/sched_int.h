@@ -132,6 +132,8 @@ void sched_fb_load_job(struct sched *sc, struct sched_job *j);
 void sched_fb_job_free(struct sched_job *j);
 /* The committer: n more delivered for a From domain's 24 h window. */
 void sched_fb_delivered(struct sched *sc, const char *domain, size_t n);
+/* Whether any From domain is blocked now (cheap). */
+bool sched_fb_any_blocked(struct sched *sc);
 /* Whether a From domain is blocked for bulk jobs (why filled). */
 bool sched_fb_domain_blocked(struct sched *sc, const char *domain, char *why, size_t whylen);
 /* Pause job id with a reason (the registry's sched_job_control, with the
