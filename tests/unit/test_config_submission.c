@@ -53,7 +53,10 @@ Test(config_submission, off_unless_set)
 	cfg_print(&c, &b);
 	vl_buf_append(&b, "", 1);
 	cr_assert_null(strstr(b.p, "submission"));
-	cr_assert_null(strstr(b.p, "feedback"));
+	/* the feedback group is printed for its complaint settings, without
+	 * a listener */
+	cr_assert_not_null(strstr(b.p, "feedback = {\n  complaint_rate = \"0.3%\";"), "%s", b.p);
+	cr_assert_null(strstr(b.p, "feedback = {\n  listen"));
 	vl_buf_free(&b);
 	cfg_free(&c);
 	/* a group without a listener is off, and needs nothing */
@@ -284,4 +287,39 @@ Test(config_submission, settings_as_text)
 	cr_assert_not(cfg_user_name_ok(long_name));
 	long_name[64] = '\0';
 	cr_assert(cfg_user_name_ok(long_name));
+}
+
+Test(config_submission, complaint_rate)
+{
+	struct cfg c;
+	char err[512] = "";
+
+	cr_assert_eq(unit_cfg_load(&c, "", err, sizeof err), 0, "%s", err);
+	cr_assert_float_eq(c.feedback.complaint_rate, 0.003, 1e-12);
+	cr_assert_eq(c.feedback.complaint_min_delivered, 1000);
+	cr_assert_eq(c.feedback.retain_ms, 30ull * 86400 * 1000);
+	cfg_free(&c);
+	cr_assert_eq(unit_cfg_load(&c, "feedback = { complaint_rate = \"0.5%\"; "
+				   "complaint_min_delivered = 10; retain = \"1d\"; };", err,
+				   sizeof err), 0, "%s", err);
+	cr_assert_float_eq(c.feedback.complaint_rate, 0.005, 1e-12);
+	cr_assert_eq(c.feedback.complaint_min_delivered, 10);
+	cr_assert_not(c.feedback.on);
+	cfg_free(&c);
+	cr_assert_eq(unit_cfg_load(&c, "feedback = { complaint_rate = 0.01; };", err, sizeof err),
+		     0, "%s", err);
+	cr_assert_float_eq(c.feedback.complaint_rate, 0.01, 1e-12);
+	cfg_free(&c);
+	static const char *const bad[] = {
+		"feedback = { complaint_rate = \"abc\"; };",
+		"feedback = { complaint_rate = \"0.3%%\"; };",
+		"feedback = { complaint_rate = \"0%\"; };",
+		"feedback = { complaint_rate = \"150%\"; };",
+		"feedback = { complaint_rate = 0.0; };",
+		"feedback = { complaint_min_delivered = 0; };",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		cr_assert_eq(unit_cfg_load(&c, bad[i], err, sizeof err), -1, "%s", bad[i]);
+		cr_assert_not_null(strstr(err, "feedback.complaint_"), "%s: %s", bad[i], err);
+	}
 }
