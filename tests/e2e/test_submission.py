@@ -73,6 +73,22 @@ def stop_and_check(d):
         raise AssertionError("sanitizer report from volleyd:\n" + report)
 
 
+
+def stored(data_dir):
+    """{name: octets} of the inbox: feedback/new/ and feedback/cur/ (the
+    feedback processor moves what it has read)."""
+    out = {}
+    for sub in ("new", "cur"):
+        d = os.path.join(data_dir, "feedback", sub)
+        for n in os.listdir(d) if os.path.isdir(d) else ():
+            try:
+                with open(os.path.join(d, n), "rb") as f:
+                    out[n] = f.read()
+            except FileNotFoundError:    # moved between listdir and open
+                with open(os.path.join(data_dir, "feedback", "cur", n), "rb") as f:
+                    out[n] = f.read()
+    return out
+
 class World:
     """A CA and a certificate for msa.test, a users file (app; small, whose
     mail is bulk, unsigned, campaign small-default, 3 recipients at most),
@@ -607,8 +623,9 @@ class Refused(Base):
 
 class ReturnPath(Base):
     def inbox(self):
-        d = os.path.join(self.w.d.data_dir, "feedback", "new")
-        return {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)}
+        """Every stored message: in new/, or in cur/ once the feedback
+        processor has read it."""
+        return stored(self.w.d.data_dir)
 
     def test_bounce_domain_is_accepted_over_starttls_and_stored(self):
         before = self.inbox()
@@ -690,7 +707,7 @@ class ReturnPath(Base):
             ["quit"]], tls="none")
         self.assertEqual([r["code"] for r in res], [220, 250, 502, 250, 250, 250, 221], res)
         self.assertNotIn("starttls", res[1]["features"])
-        self.assertEqual(len(os.listdir(os.path.join(d.data_dir, "feedback", "new"))), 1)
+        self.assertEqual(len(stored(d.data_dir)), 1)
 
 
 # ---- 6. metrics ----
