@@ -870,7 +870,7 @@ static bool move_ok(const char *v)
 	if (strncmp(v, "move:", 5) || !v[5] || strlen(v + 5) > 255)
 		return false;
 	for (const char *p = v + 5; *p; p++)
-		if (*p < 0x21 || *p > 0x7e || strchr("\"\\*%", *p))
+		if (*p < 0x20 || *p > 0x7e || strchr("\"\\*%", *p))
 			return false;
 	return true;
 }

@@ -78,9 +78,13 @@ int imap_parse_fetch(const char *r, size_t n, struct imap_fetch *out, char *err,
 /* The URL of a mailbox (imaps://host[:port]/FOLDER or imap://...): the
  * server part (scheme://host[:port]/, into base) and the folder,
  * percent-decoded ("INBOX" when the path is empty). The folder is 1-255
- * printable ASCII octets without '"', '\\', '*', '%'. -1 with err. */
+ * printable ASCII octets (spaces too) without '"', '\\', '*', '%'. -1 with err. */
 int imap_url_split(const char *url, char *base, size_t baselen, char *folder,
 		   size_t folderlen, bool *implicit_tls, char *err, size_t errlen);
+
+/* Every feedback.mailboxes[i].url splits (imap_url_split); -1 with err
+ * naming the key. volleyd's start and --check-config run it. */
+int imap_check_config(const struct cfg *c, char *err, size_t errlen);
 
 /* ==== the poller (poll.c) ==== */
 

@@ -453,7 +453,11 @@ static int fetch_att(struct cur *c, struct imap_fetch *o)
 	size_t n;
 	uint64_t v;
 
-	if (!atom(c, &s, &n, false))
+	s = c->p;                /* the name: an atom up to a '[' */
+	while (c->p < c->e && atom_ch(*c->p, false) && *c->p != '[')
+		c->p++;
+	n = (size_t)(c->p - s);
+	if (!n)
 		return -1;
 	if (at(c, '[')) {
 		const char *b = c->p;
@@ -532,9 +536,9 @@ static int decode_folder(const char *s, char *out, size_t outlen, char *err, siz
 		}
 		if (ch == ';' || ch == '?' || ch == '#')
 			return vl_fail(err, errlen, "URL parameters are not supported");
-		if (ch < 0x21 || ch > 0x7e || strchr("\"\\*%", ch))
+		if (ch < 0x20 || ch > 0x7e || strchr("\"\\*%", ch))
 			return vl_fail(err, errlen, "the folder holds a character that is "
-				       "not allowed (printable ASCII, no quotes, '\\', '*', '%%')");
+				       "not allowed (printable ASCII or spaces, no quotes, '\\', '*', '%%')");
 		if (o + 1 >= outlen || o >= 255)
 			return vl_fail(err, errlen, "the folder is longer than 255 octets");
 		out[o++] = (char)ch;
@@ -573,4 +577,16 @@ int imap_url_split(const char *url, char *base, size_t baselen, char *folder,
 	if (!*path)
 		path = "INBOX";
 	return decode_folder(path, folder, folderlen, err, errlen);
+}
+
+int imap_check_config(const struct cfg *c, char *err, size_t errlen)
+{
+	char base[512], folder[256], e[256];
+	bool implicit;
+
+	for (size_t i = 0; i < c->feedback.nmailboxes; i++)
+		if (imap_url_split(c->feedback.mailboxes[i].url, base, sizeof base, folder,
+				   sizeof folder, &implicit, e, sizeof e) < 0)
+			return vl_fail(err, errlen, "feedback.mailboxes[%zu].url: %s", i, e);
+	return 0;
 }
