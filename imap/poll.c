@@ -388,8 +388,14 @@ static int on_fetch(struct sess *s, const char *r, size_t n, const struct imap_r
 
 	if (!resp->is_fetch)
 		return 0;
-	if (imap_parse_fetch(r, n, &x, perr, sizeof perr) < 0)
-		return fail(s, "UID FETCH: %s", perr);
+	if (imap_parse_fetch(r, n, &x, perr, sizeof perr) < 0) {
+		char shown[81];
+		size_t k = 0;
+		for (; k < n && k < 80 && r[k] != '\r' && r[k] != '\n'; k++)
+			shown[k] = r[k] >= 0x20 && r[k] < 0x7f ? r[k] : '?';
+		shown[k] = '\0';
+		return fail(s, "UID FETCH: %s: \"%s\"", perr, shown);
+	}
 	if (x.uid != f->uid)      /* an unsolicited FLAGS update of another message */
 		return 0;
 	f->found = true;
