@@ -238,8 +238,11 @@ static int cmd(struct sess *s, untagged_fn handler, void *arg, const char *fmt, 
 	snprintf(tag, sizeof tag, "V%u", ++s->tagn);
 	int k = snprintf(line, sizeof line, "%s ", tag);
 	va_start(ap, fmt);
-	k += vsnprintf(line + k, sizeof line - (size_t)k - 2, fmt, ap);
+	int w = vsnprintf(line + k, sizeof line - (size_t)k - 2, fmt, ap);
 	va_end(ap);
+	if (w < 0 || (size_t)(k + w) >= sizeof line - 2)
+		return fail(s, "a command longer than %zu octets", sizeof line - 2);
+	k += w;
 	snprintf(verb, sizeof verb, "%.*s", (int)strcspn(line + strlen(tag) + 1, " "),
 		 line + strlen(tag) + 1);
 	memcpy(line + k, "\r\n", 2);
@@ -692,6 +695,7 @@ struct imap_poller *imap_start(const struct cfg *c, const char *dir, imap_store_
 		vl_fail(err, errlen, "%s: %s", dir, strerror(errno));
 		return NULL;
 	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);   /* counted; before the thread */
 	struct imap_poller *p = vl_calloc(1, sizeof *p);
 	p->dir = vl_strdup(dir);
 	p->max_size = f->max_message_size ? f->max_message_size : c->max_message_size;

@@ -351,6 +351,20 @@ class FeedbackImap(VolleydTest):
         self.assertEqual(d.stop(wait=10), 0)
         self.assertLess(time.monotonic() - t0, 3.0, "the stop waited for the hung poll")
 
+    def test_reload_says_a_restart_is_needed(self):
+        dv = self.start_dovecot()
+        d = self.start_daemon(config=self.config(self.mailbox(dv)))
+        path = os.path.join(d.data_dir, "volley.conf")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text.replace('poll = "1s"', 'poll = "7s"'))
+        d.proc.send_signal(signal.SIGHUP)
+        self.wait_for("the reload's note", lambda: "reload: feedback.mailboxes changed: "
+                      "needs a restart" in d.output())
+        self.assertNotIn(PASSWORD, d.output())
+        self.assertEqual(d.request("GET", "/v1/health").status, 200)
+
     def test_too_large_is_not_a_report(self):
         dv = self.start_dovecot()
         big = arf("big@example.net", 1).replace(
