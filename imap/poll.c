@@ -33,7 +33,7 @@
 #include "../feedback/feedback.h"
 
 #define SEARCH_BATCH  256          /* UIDs taken per SEARCH */
-#define CMD_TIMEOUT_MS 60000       /* a command's whole answer */
+#define CMD_TIMEOUT_MS 60000       /* the server silent this long: an error */
 #define CONNECT_TIMEOUT_S 30
 #define BACKOFF_MAX_MS (15 * 60 * 1000)
 #define WAIT_SLICE_MS 200          /* how often a wait looks at stop */
@@ -157,7 +157,7 @@ static int wait_fd(struct sess *s, short ev, uint64_t deadline)
 	if (stopping(s))
 		return fail(s, "stopping");
 	if (vl_now_ms() >= deadline)
-		return fail(s, "the server did not answer in %ds", CMD_TIMEOUT_MS / 1000);
+		return fail(s, "the server said nothing for %ds", CMD_TIMEOUT_MS / 1000);
 	if (poll(&pfd, 1, WAIT_SLICE_MS) < 0 && errno != EINTR)
 		return fail(s, "poll: %s", strerror(errno));
 	return 0;
@@ -219,6 +219,7 @@ static int read_resp(struct sess *s, const char **r, size_t *n)
 		if (got == 0)
 			return fail(s, "the server closed the connection");
 		s->in.len += got;
+		deadline = vl_now_ms() + CMD_TIMEOUT_MS;   /* a silence, not a whole answer */
 	}
 }
 
