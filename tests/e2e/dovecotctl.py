@@ -20,6 +20,7 @@ Every wait is bounded; every process started is stopped by its PID.
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import textwrap
@@ -88,6 +89,7 @@ class Dovecot:
                 ssl_min_protocol = TLSv1.2
                 disable_plaintext_auth = yes
                 auth_mechanisms = plain login
+                login_log_format_elements = user=<%u> method=%m rip=%r lip=%l lport=%{{local_port}} mpid=%e %c
                 default_login_user = {login}
                 default_internal_user = {internal}
                 default_internal_group = {internal_group}
@@ -145,6 +147,17 @@ class Dovecot:
             except OSError:
                 pass
         return text
+
+    def logins(self):
+        """Dovecot's login lines: (user, local port, secured: "TLS" seen)."""
+        out = []
+        for line in self.log_text().splitlines():
+            if "imap-login:" in line and "Login: user=" in line:
+                u = re.search(r"user=<([^>]*)>", line)
+                p = re.search(r"lport=(\d+)", line)
+                out.append((u.group(1) if u else None, int(p.group(1)) if p else None,
+                            "TLS" in line))
+        return out
 
     def maildir(self, folder="INBOX"):
         base = os.path.join(self.dir, "mail", self.user)
