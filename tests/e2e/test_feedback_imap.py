@@ -180,6 +180,7 @@ class FeedbackImap(VolleydTest):
         self.wait_for("4 fetched", lambda: self.metric(
             d, "volley_feedback_imap_fetched_total") == 4)
         self.assertEqual(self.metric(d, "volley_feedback_imap_errors_total"), 0)
+        self.assertEqual(d.stop(), 0, d.output())   # a clean exit (sanitizers too)
 
     def test_delete_and_other_moved(self):
         dv = self.start_dovecot()
@@ -312,6 +313,7 @@ class FeedbackImap(VolleydTest):
         self.assertEqual(self.metric(d, "volley_feedback_imap_reports_total", "badca"), 0)
         rows = dv.messages()
         self.assertNotIn("\\Seen", rows[0]["flags"])
+        self.assertEqual(d.stop(), 0, d.output())   # a clean exit (sanitizers too)
 
     def test_cleartext_refused(self):
         # a scheme without TLS: a configuration error naming the key
@@ -339,6 +341,7 @@ class FeedbackImap(VolleydTest):
                              or b"AUTHENTICATE" in line.upper() for line in srv.received),
                          srv.received)
         self.assertRegex(d.output(), r"imap: plain: .*(SSL|TLS)")
+        self.assertEqual(d.stop(), 0, d.output())   # a clean exit (sanitizers too)
 
     def test_stop_while_a_server_hangs(self):
         srv = FakeImap(hang=True)
@@ -383,6 +386,7 @@ class FeedbackImap(VolleydTest):
         self.assertIn("over feedback.max_message_size", d.output())
         rows = self.by_uid(dv.messages())
         self.assertNotIn("\\Seen", rows[ub]["flags"])
+        self.assertEqual(d.stop(), 0, d.output())   # a clean exit (sanitizers too)
 
 
 class FakeImap:
