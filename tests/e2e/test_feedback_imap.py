@@ -293,9 +293,13 @@ class FeedbackImap(VolleydTest):
         dv.append(dsn("a@example.net", 1))
         bad_pw = self.mailbox(dv, name="badpw", password="not-the-password")
         bad_ca = self.mailbox(dv, name="badca", ca_file=self.other_ca.ca_pem)
-        d = self.start_daemon(config=self.config(bad_pw, bad_ca))
-        self.wait_for("both errors logged", lambda: "imap: badpw:" in d.output() and
-                      "imap: badca:" in d.output(), timeout=20)
+        # the certificate names localhost, not 127.0.0.1
+        bad_host = dict(self.mailbox(dv, name="badhost"),
+                        url="imaps://127.0.0.1:%d/INBOX" % dv.imaps_port)
+        d = self.start_daemon(config=self.config(bad_pw, bad_ca, bad_host))
+        self.wait_for("the errors logged", lambda: "imap: badpw:" in d.output() and
+                      "imap: badca:" in d.output() and "imap: badhost:" in d.output(),
+                      timeout=20)
         time.sleep(4)            # several polls (1s, then backing off)
         out = d.output()
         self.assertEqual(self.stored(d), {})
@@ -305,6 +309,7 @@ class FeedbackImap(VolleydTest):
         self.assertEqual(out.count("imap: badca:"), 1, out)
         self.assertRegex(out, r"imap: badpw: .*(Login denied|denied)")
         self.assertRegex(out, r"imap: badca: .*(certificate|SSL)")
+        self.assertRegex(out, r"imap: badhost: .*(subject name|host name|certificate)")
         # Dovecot delays a failed login (2 s): the retries come slower
         self.wait_for("a second failed poll", lambda: self.metric(
             d, "volley_feedback_imap_errors_total", "badpw") >= 2, timeout=30)
