@@ -556,8 +556,9 @@ static int poll_session(struct sess *s)
 
 	if (sess_open(s) < 0 || cmd(s, NULL, NULL, "CAPABILITY"))
 		return -1;
-	int rc = cmd(s, on_select, &validity, "SELECT \"%s\"", m->folder);
-	if (rc)
+	vl_log(VL_LOG_DEBUG, "imap: %s: logged in (MOVE %s, UIDPLUS %s)", m->c->name,
+	       s->caps & IMAP_CAP_MOVE ? "yes" : "no", s->caps & IMAP_CAP_UIDPLUS ? "yes" : "no");
+	if (cmd(s, on_select, &validity, "SELECT \"%s\"", m->folder))
 		return -1;
 	if (!validity)
 		return fail(s, "SELECT \"%s\": no UIDVALIDITY in the answer", m->folder);

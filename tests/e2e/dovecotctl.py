@@ -39,8 +39,12 @@ def available():
 
 
 class Dovecot:
-    def __init__(self, cert, key, ca, host="127.0.0.1", user="fbl", password="s3cret"):
+    def __init__(self, cert, key, ca, host="127.0.0.1", user="fbl", password="s3cret",
+                 capability=None):
+        """capability: the post-login CAPABILITY to announce instead of
+        Dovecot's own (imap_capability), e.g. one without MOVE and UIDPLUS."""
         self.cert, self.key, self.ca = cert, key, ca
+        self.capability = capability
         self.host, self.user, self.password = host, user, password
         self.proc = self.dir = None
         self.imap_port = self.imaps_port = None
@@ -128,6 +132,9 @@ class Dovecot:
                             internal_group=internal if os.geteuid() == 0 else
                             _group_of(internal), uid=uid, gid=gid, imap=self.imap_port,
                             imaps=self.imaps_port, port=self.imaps_port))
+        if self.capability:
+            with open(self.conf, "a") as f:
+                f.write("imap_capability = %s\n" % self.capability)
         self.out = open(os.path.join(d, "dovecot.out"), "w")
         self.proc = util.start([DOVECOT, "-F", "-c", self.conf], stdout=self.out,
                                stderr=subprocess.STDOUT)

@@ -89,9 +89,9 @@ class FeedbackImap(VolleydTest):
         cls.chain, cls.key, _ = cls.ca.issue("imap", ["localhost"])
         cls.other_ca = pki.TestCA(util.tempdir("volley-imap-pki2-"), cn="Another CA")
 
-    def start_dovecot(self):
+    def start_dovecot(self, **kw):
         dv = dovecotctl.Dovecot(self.chain, self.key, self.ca.ca_pem, user=USER,
-                                password=PASSWORD)
+                                password=PASSWORD, **kw)
         self.addCleanup(dv.stop)
         return dv.start()
 
@@ -197,6 +197,24 @@ class FeedbackImap(VolleydTest):
         body = dv.client([["body", "Not Reports", moved[0]["uid"]]])[0]
         self.assertIn("Subject: lunch? 2", body)
         self.assertTrue(ug)
+
+    def test_move_without_move_and_uidplus(self):
+        """A server that offers neither MOVE nor UIDPLUS: COPY, \\Deleted and
+        EXPUNGE (which also takes what else is marked deleted)."""
+        dv = self.start_dovecot(capability="IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE "
+                                "NAMESPACE CHILDREN")
+        dv.append(dsn("a@example.net", 1))
+        ug = dv.append(garbage(2))
+        dv.append(arf("b@example.net", 3))
+        d = self.start_daemon(config='log = { level = "debug"; };\n' + self.config(
+            self.mailbox(dv, processed="move:Done")))
+        self.wait_stored(d, 2)
+        self.wait_for("the reports in Done", lambda: len(dv.messages("Done") or []) == 2)
+        self.wait_for("only the garbage left", lambda: [r["uid"] for r in dv.messages()]
+                      == [ug])
+        self.assertNotIn("\\Seen", dv.messages()[0]["flags"])
+        self.assertIn("imap: fbl: logged in (MOVE no, UIDPLUS no)", d.output())
+        self.assertEqual(d.stop(), 0, d.output())
 
     def test_move_processed_over_starttls(self):
         dv = self.start_dovecot()
