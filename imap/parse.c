@@ -96,8 +96,9 @@ static bool eat(struct cur *c, char ch)
 	return true;
 }
 
-/* An atom's characters (RFC 3501's ATOM-CHAR, plus ']' in codes' args
- * where the caller stops, and '\' for flags). */
+/* An atom's characters: RFC 3501's ATOM-CHAR less ']' (a response code's
+ * end), and '\' too for flags. '[' is one: callers reading a FETCH item's
+ * name stop at it themselves. */
 static bool atom_ch(char ch, bool flag)
 {
 	unsigned char u = (unsigned char)ch;
@@ -124,7 +125,7 @@ static bool word_is(const char *s, size_t n, const char *w)
 	return strlen(w) == n && strncasecmp(s, w, n) == 0;
 }
 
-/* A decimal number of at most 20 digits no larger than max. */
+/* A decimal number of at most 19 digits no larger than max. */
 static int number(struct cur *c, uint64_t max, uint64_t *out)
 {
 	const char *b = c->p;
