@@ -24,6 +24,7 @@ DNS_SRC    := $(wildcard dns/*.c)
 TLSRPT_SRC := $(wildcard tlsrpt/*.c)
 MESSAGE_SRC := $(wildcard message/*.c)
 FEEDBACK_SRC := $(wildcard feedback/*.c)
+IMAP_SRC   := $(wildcard imap/*.c)
 ENGINE_SRC := $(wildcard engine/*.c)
 STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
@@ -46,6 +47,7 @@ DNS_OBJ    := $(call obj,$(DNS_SRC))
 TLSRPT_OBJ := $(call obj,$(TLSRPT_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
 FEEDBACK_OBJ := $(call obj,$(FEEDBACK_SRC))
+IMAP_OBJ   := $(call obj,$(IMAP_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 STS_OBJ    := $(call obj,$(STS_SRC))
 # scheduler/bounce.rules is compiled in: a C string generated at build time.
@@ -127,8 +129,8 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
-$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SMTPD_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) \
-		$(FEEDBACK_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SMTPD_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) \
+		$(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
 		$(CRYPT_LIBS) -ljemalloc
 
@@ -145,7 +147,7 @@ $(BUILD)/volley-logput: $(call obj,tests/tools/logput.c) $(SUBMIT_DEPS)
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(FEEDBACK_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \
@@ -229,7 +231,7 @@ fuzz: $(SCHED_GEN)
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
 		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit \
-		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback
+		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback build/fuzz/corpus-imap
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
@@ -283,6 +285,9 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_verbatim -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-verbatim
 	cp tests/fuzz/seeds/feedback/* build/fuzz/corpus-feedback/
 	build/fuzz/fuzz_feedback -max_total_time=$(FUZZ_TIME) -max_len=16384 build/fuzz/corpus-feedback
+	$(FUZZ_CC) tests/fuzz/fuzz_imap.c imap/parse.c $(COMMON_SRC) -o build/fuzz/fuzz_imap $(FUZZ_LIBS)
+	cp tests/fuzz/seeds/imap/* build/fuzz/corpus-imap/
+	build/fuzz/fuzz_imap -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-imap
 
 clean:
 	rm -rf build

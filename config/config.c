@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 enum kind { K_STR, K_INT, K_SIZE, K_DUR, K_BOOL, K_TRI /* bool as int64_t 0/1, -1 unset */ };
@@ -841,6 +842,147 @@ static const struct key feedback_keys[] = {
 	KEY("retain", K_DUR, struct cfg_feedback, retain_ms),
 };
 
+static const struct key mailbox_keys[] = {
+	KEY("name", K_STR, struct cfg_mailbox, name),
+	KEY("url", K_STR, struct cfg_mailbox, url),
+	KEY("user", K_STR, struct cfg_mailbox, user),
+	KEY("password", K_STR, struct cfg_mailbox, password),
+	KEY("password_file", K_STR, struct cfg_mailbox, password_file),
+	KEY("ca_file", K_STR, struct cfg_mailbox, ca_file),
+	KEY("poll", K_DUR, struct cfg_mailbox, poll_ms),
+	KEY("processed", K_STR, struct cfg_mailbox, processed),
+	KEY("other", K_STR, struct cfg_mailbox, other),
+};
+
+static bool mailbox_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 1 || n > 32)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+			return false;
+	return true;
+}
+
+/* "move:FOLDER": a folder of printable ASCII without quotes, '\', '*', '%'. */
+static bool move_ok(const char *v)
+{
+	if (strncmp(v, "move:", 5) || !v[5] || strlen(v + 5) > 255)
+		return false;
+	for (const char *p = v + 5; *p; p++)
+		if (*p < 0x20 || *p > 0x7e || strchr("\"\\*%", *p))
+			return false;
+	return true;
+}
+
+/* The password from password_file: its first line. */
+static int read_password(struct ctx *x, const config_setting_t *g, const char *path,
+			 struct cfg_mailbox *m)
+{
+	struct vl_buf b;
+	char what[600];
+
+	if (vl_read_file(m->password_file, &b) < 0) {
+		snprintf(what, sizeof what, "%s: %s", m->password_file, strerror(errno));
+		return fail(x, g, path, what);
+	}
+	size_t n = 0;
+	while (n < b.len && b.p[n] != '\n' && b.p[n] != '\r' && b.p[n])
+		n++;
+	free(m->password);
+	m->password = vl_strndup(b.p, n);
+	vl_buf_free(&b);
+	return 0;
+}
+
+static int check_mailbox(struct ctx *x, const config_setting_t *g, const char *path,
+			 struct cfg_mailbox *m, size_t i)
+{
+	char key[128];
+
+#define MKEY(k) (snprintf(key, sizeof key, "%s.%s", path, k), key)
+	if (!*m->name) {
+		free(m->name);
+		m->name = vl_calloc(1, 32);
+		snprintf(m->name, 32, "mbox%zu", i + 1);
+	}
+	if (!mailbox_name_ok(m->name))
+		return fail(x, g, MKEY("name"), "expected 1 to 32 of A-Z, a-z, 0-9, '_', '-'");
+	if (strncasecmp(m->url, "imaps://", 8) && strncasecmp(m->url, "imap://", 7))
+		return fail(x, g, MKEY("url"), "TLS is required: imaps://HOST[:PORT]/FOLDER "
+			    "(implicit TLS) or imap://HOST[:PORT]/FOLDER (STARTTLS, enforced)");
+	if (!*m->user)
+		return fail(x, g, MKEY("user"), "missing");
+	if (!*m->password == !*m->password_file)
+		return fail(x, g, MKEY("password"), "give password or password_file (one)");
+	if (*m->password_file && read_password(x, g, MKEY("password_file"), m) < 0)
+		return -1;
+	if (check_file(x, g, MKEY("ca_file"), m->ca_file) < 0)
+		return -1;
+	if (m->poll_ms < 1000)
+		return fail(x, g, MKEY("poll"), "at least 1s");
+	if (strcmp(m->processed, "flag") && strcmp(m->processed, "delete") &&
+	    !move_ok(m->processed))
+		return fail(x, g, MKEY("processed"), "expected \"flag\", \"delete\" or "
+			    "\"move:FOLDER\"");
+	if (strcmp(m->other, "leave") && !move_ok(m->other))
+		return fail(x, g, MKEY("other"), "expected \"leave\" or \"move:FOLDER\"");
+#undef MKEY
+	return 0;
+}
+
+static int get_mailboxes(struct ctx *x, const config_setting_t *l, struct cfg_feedback *f)
+{
+	if (!config_setting_is_list(l))
+		return fail(x, l, "feedback.mailboxes", "expected a list ( { ... }, ... )");
+	f->nmailboxes = (size_t)config_setting_length(l);
+	f->mailboxes = vl_calloc(f->nmailboxes + 1, sizeof *f->mailboxes);
+	for (size_t i = 0; i < f->nmailboxes; i++) {
+		struct cfg_mailbox *m = &f->mailboxes[i];
+		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
+		char path[64];
+		set_str(&m->name, "");
+		set_str(&m->url, "");
+		set_str(&m->user, "");
+		set_str(&m->password, "");
+		set_str(&m->password_file, "");
+		set_str(&m->ca_file, "");
+		set_str(&m->processed, "flag");
+		set_str(&m->other, "leave");
+		m->poll_ms = 60000;
+		snprintf(path, sizeof path, "feedback.mailboxes[%zu]", i);
+		if (get_group(x, g, path, mailbox_keys, VL_ARRAY_LEN(mailbox_keys), NULL, m) < 0 ||
+		    check_mailbox(x, g, path, m, i) < 0)
+			return -1;
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(f->mailboxes[j].name, m->name))
+				return fail(x, g, path, "a second mailbox with this name");
+	}
+	return 0;
+}
+
+static void free_mailboxes(struct cfg_feedback *f)
+{
+	for (size_t i = 0; i < f->nmailboxes; i++) {
+		struct cfg_mailbox *m = &f->mailboxes[i];
+		free(m->name);
+		free(m->url);
+		free(m->user);
+		if (m->password)
+			explicit_bzero(m->password, strlen(m->password));
+		free(m->password);
+		free(m->password_file);
+		free(m->ca_file);
+		free(m->processed);
+		free(m->other);
+	}
+	free(f->mailboxes);
+	f->mailboxes = NULL;
+	f->nmailboxes = 0;
+}
+
 /* "0.3%" or a fraction such as 0.003: into (0, 1]. */
 static int get_rate(struct ctx *x, const config_setting_t *g, const char *name,
 		    const char *path, double *out)
@@ -870,7 +1012,8 @@ static int get_rate(struct ctx *x, const config_setting_t *g, const char *name,
 /* After submission: its certificate serves feedback when it has none. */
 static int get_feedback(struct ctx *x, const config_setting_t *g, struct cfg *c)
 {
-	static const char *const extra[] = { "listen", "domains", "complaint_rate", NULL };
+	static const char *const extra[] = { "listen", "domains", "mailboxes", "complaint_rate",
+					     NULL };
 	struct cfg_feedback *f = &c->feedback;
 	const config_setting_t *m;
 	char d[254];
@@ -897,6 +1040,8 @@ static int get_feedback(struct ctx *x, const config_setting_t *g, struct cfg *c)
 		set_str(&f->cert, c->submission.cert);
 		set_str(&f->key, c->submission.key);
 	}
+	if ((m = config_setting_get_member(g, "mailboxes")) && get_mailboxes(x, m, f) < 0)
+		return -1;
 	f->on = f->nlisten > 0;
 	if (f->on && !f->ndomains)
 		return fail(x, g, "feedback.domains", "needed with a listener: the domains "
@@ -935,6 +1080,7 @@ static void free_listeners(struct cfg *c)
 	free(c->feedback.domains);
 	free(c->feedback.cert);
 	free(c->feedback.key);
+	free_mailboxes(&c->feedback);
 }
 
 static void listener_defaults(struct cfg *c)
@@ -994,6 +1140,26 @@ static void print_settings(struct vl_buf *o, const struct cfg_sub_settings *s,
 			      (long long)s->max_recipients, sep);
 }
 
+/* On one line (the reload compares a list to the line that ends it); the
+ * password never: "(hidden)". */
+static void print_mailboxes(struct vl_buf *o, const struct cfg_feedback *f)
+{
+	vl_buf_appends(o, "  mailboxes = (");
+	for (size_t i = 0; i < f->nmailboxes; i++) {
+		const struct cfg_mailbox *m = &f->mailboxes[i];
+		vl_buf_printf(o, "%s{ name = \"%s\"; url = \"%s\"; user = \"%s\"; ", i ? ", " : " ",
+			      m->name, m->url, m->user);
+		if (*m->password_file)
+			vl_buf_printf(o, "password_file = \"%s\"; ", m->password_file);
+		else
+			vl_buf_appends(o, "password = \"(hidden)\"; ");
+		vl_buf_printf(o, "ca_file = \"%s\"; poll = \"%llums\"; processed = \"%s\"; "
+			      "other = \"%s\"; }", m->ca_file, (unsigned long long)m->poll_ms,
+			      m->processed, m->other);
+	}
+	vl_buf_appends(o, " );\n");
+}
+
 /* per_user on one line: the reload's comparison takes a list to the
  * line that ends it. */
 static void print_listeners(struct vl_buf *o, const struct cfg *c)
@@ -1021,11 +1187,12 @@ static void print_listeners(struct vl_buf *o, const struct cfg *c)
 		vl_buf_appends(o, " );\n};\n");
 	}
 	vl_buf_appends(o, "feedback = {\n");
-	if (f->on) {
+	if (f->on || f->nmailboxes) {
 		print_listen(o, "listen", f->listen, f->nlisten);
 		print_strings(o, "domains", f->domains, f->ndomains);
 		vl_buf_printf(o, "  cert = \"%s\";\n  key = \"%s\";\n  max_message_size = %llu;\n",
 			      f->cert, f->key, (unsigned long long)f->max_message_size);
+		print_mailboxes(o, f);
 	}
 	vl_buf_printf(o, "  complaint_rate = \"%g%%\";\n  complaint_min_delivered = %lld;\n"
 		      "  retain = \"%llums\";\n};\n", f->complaint_rate * 100,

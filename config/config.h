@@ -74,7 +74,19 @@ struct cfg_submission {
 	size_t nper_user;
 };
 
-/* The return-path receiver (bounces and feedback): on when it listens. */
+/* A feedback mailbox read over IMAP (imap/, docs/feedback.md). */
+struct cfg_mailbox {
+	char *name;              /* [A-Za-z0-9_-]{1,32}; default mbox1, mbox2, ... */
+	char *url;               /* imaps://HOST[:PORT]/FOLDER or imap:// (STARTTLS) */
+	char *user, *password;   /* password read from password_file when given */
+	char *password_file, *ca_file;   /* "": none; ca_file "": the system's CAs */
+	uint64_t poll_ms;
+	char *processed;         /* "flag", "delete" or "move:FOLDER" */
+	char *other;             /* "leave" or "move:FOLDER" */
+};
+
+/* The return-path receiver (bounces and feedback): on when it listens;
+ * mailboxes are read over IMAP whether it listens or not. */
 struct cfg_feedback {
 	bool on;
 	struct cfg_listen *listen;
@@ -83,6 +95,8 @@ struct cfg_feedback {
 	size_t ndomains;
 	char *cert, *key;        /* "": submission's; both "": no STARTTLS */
 	uint64_t max_message_size;
+	struct cfg_mailbox *mailboxes;
+	size_t nmailboxes;
 	/* complaints (docs/feedback.md): a job, and a From domain over 24 h,
 	 * pause over this share of delivered, from min_delivered on */
 	double complaint_rate;   /* 0.003 */

@@ -35,6 +35,7 @@ check dns dns_
 check tlsrpt rpt_
 check message msg_
 check feedback fb_
+check imap imap_
 check engine eng_
 check sts sts_
 check scheduler sched_
@@ -50,7 +51,7 @@ check bench/submit vs_
 for p in blast drive render dkim feedback submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message feedback engine sts smtpd scheduler gen api submit sink cli volleyd bench tests "
+known=" common config tls dns tlsrpt message feedback imap engine sts smtpd scheduler gen api submit sink cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)

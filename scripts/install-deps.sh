@@ -13,7 +13,7 @@ PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
 libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
 curl unbound nsd ldnsutils python3-dkim opendkim-tools postfix gnuplot-nox
-zlib1g-dev python3-jsonschema scdoc debhelper libcrypt-dev dovecot-core whois"
+zlib1g-dev python3-jsonschema scdoc debhelper libcrypt-dev dovecot-core dovecot-imapd whois"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""

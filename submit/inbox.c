@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define INBOX_QUEUE_MAX 4096
@@ -176,6 +177,50 @@ int sub_inbox_put(struct sub_inbox *b, const char *hostname, const struct smtpd_
 	it->arg = arg;
 	pthread_cond_signal(&b->cv);
 	pthread_mutex_unlock(&b->mu);
+	return 0;
+}
+
+/* The name is the writer's (deterministic): the same name in new/ or cur/
+ * is the same message, so a second write is skipped. Only one thread
+ * writes a given name (the IMAP poller), so check-then-write does not
+ * race with itself; the processor only renames new/ to cur/. */
+int sub_inbox_store(struct sub_inbox *b, const char *name, const char *head, size_t hlen,
+		    const char *msg, size_t len, char *err, size_t errlen)
+{
+	char tmp[4096], fin[4096], cur[4096], dir[4096];
+	struct stat st;
+	struct iovec iov[2] = { { (void *)head, hlen }, { (void *)msg, len } };
+
+	if (!*name || strlen(name) > 200 || name[0] == '.' || strchr(name, '/'))
+		return vl_fail(err, errlen, "a bad file name \"%s\"", name);
+	snprintf(fin, sizeof fin, "%s/new/%s", b->dir, name);
+	snprintf(cur, sizeof cur, "%s/cur/%s", b->dir, name);
+	if (stat(fin, &st) == 0 || stat(cur, &st) == 0)
+		return 1;
+	snprintf(tmp, sizeof tmp, "%s/tmp/%s", b->dir, name);
+	unlink(tmp);                 /* a crash's leftover of the same write */
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return vl_fail(err, errlen, "%s: %s", tmp, strerror(errno));
+	ssize_t n = writev(fd, iov, 2);
+	int e = n < 0 ? errno : EIO;
+	bool ok = n >= 0 && (size_t)n == hlen + len;
+	if (ok && fsync(fd) < 0) {
+		ok = false;
+		e = errno;
+	}
+	close(fd);
+	snprintf(dir, sizeof dir, "%s/new", b->dir);
+	if (ok && (rename(tmp, fin) < 0 || vl_fsync_dir(dir) < 0)) {
+		ok = false;
+		e = errno;
+	}
+	if (!ok) {
+		unlink(tmp);
+		atomic_fetch_add(&b->failed, 1);
+		return vl_fail(err, errlen, "%s: %s", fin, strerror(e));
+	}
+	atomic_fetch_add(&b->stored, 1);
 	return 0;
 }
 

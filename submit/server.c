@@ -631,7 +631,6 @@ static int start_feedback(struct sub_server *v, char *err, size_t errlen)
 	const struct cfg_feedback *f = &v->cfg->feedback;
 	const struct cfg_submission *c = &v->cfg->submission;
 	struct role *r = &v->fb;
-	char dir[4096];
 
 	role_conf(&r->conf, v->cfg, f->max_message_size);
 	for (size_t i = 0; i < f->nlisten; i++)
@@ -643,17 +642,20 @@ static int start_feedback(struct sub_server *v, char *err, size_t errlen)
 							   errlen)))
 		return -1;
 	r->conf.starttls = r->tls != NULL;
-	snprintf(dir, sizeof dir, "%s/feedback", v->cfg->data_dir);
-	if (!(v->inbox = sub_inbox_open(dir, err, errlen)))
+	if (!v->inbox) {
+		snprintf(err, errlen, "feedback: no inbox to store into");
 		return -1;
+	}
 	return role_start(r, &fb_hooks, 1, err, errlen);
 }
 
 struct sub_server *sub_server_start(const struct cfg *c, struct sched_spool *sp,
-				    struct sub_log *log, char *err, size_t errlen)
+				    struct sub_log *log, struct sub_inbox *inbox, char *err,
+				    size_t errlen)
 {
 	struct sub_server *v = vl_calloc(1, sizeof *v);
 
+	v->inbox = inbox;
 	v->cfg = c;
 	v->spool = sp;
 	if (c->spool.max_bytes && sp)
@@ -681,7 +683,8 @@ void sub_server_stop(struct sub_server *v)
 		return;
 	/* AUTH takes no new checks and answers the delayed failures now; the
 	 * workers end once every session waiting for an answer has it from
-	 * the AUTH threads, the log or the inbox, which all go after them. */
+	 * the AUTH threads, the log or the inbox (its owner's: closed after
+	 * this), which all go after them. */
 	pthread_mutex_lock(&v->mu);
 	v->auth_stop = true;
 	pthread_cond_broadcast(&v->cv);
@@ -691,7 +694,6 @@ void sub_server_stop(struct sub_server *v)
 	role_join(&v->fb);
 	for (int i = 0; i < v->nauth; i++)
 		pthread_join(v->auth_tid[i], NULL);
-	sub_inbox_close(v->inbox);
 	role_free(&v->sub);
 	role_free(&v->fb);
 	for (struct auth_job *j = v->checks, *n; j; j = n) {

@@ -247,12 +247,16 @@ struct sub_log;
 typedef void (*sub_done_fn)(void *arg, int rc, const char *id);
 
 struct sub_server;
+struct sub_inbox;
 /* Starts what the configuration turns on (c->submission.on,
  * c->feedback.on); log is where submitted messages go (NULL when
- * submission is off); sp is measured against spool.max_bytes and
- * spool.min_free (MAIL gets 452 4.3.1 past them). NULL with err. */
+ * submission is off); inbox where the return path's go (the caller's,
+ * opened before and closed after; needed with c->feedback.on); sp is
+ * measured against spool.max_bytes and spool.min_free (MAIL gets 452
+ * 4.3.1 past them). NULL with err. */
 struct sub_server *sub_server_start(const struct cfg *c, struct sched_spool *sp,
-				    struct sub_log *log, char *err, size_t errlen);
+				    struct sub_log *log, struct sub_inbox *inbox, char *err,
+				    size_t errlen);
 /* Stops listening, answers every session that waits, stops the threads.
  * The log must still be open. */
 void sub_server_stop(struct sub_server *v);
@@ -272,6 +276,13 @@ struct sub_inbox;
 struct sub_inbox *sub_inbox_open(const char *dir, char *err, size_t errlen);
 int sub_inbox_put(struct sub_inbox *b, const char *hostname, const struct smtpd_envelope *env,
 		  const char *msg, size_t len, sub_done_fn done, void *arg);
+/* A message stored under a name of the writer's (the IMAP poller's
+ * imap-<mailbox>-<uidvalidity>-<uid>), head in front of msg, durable
+ * (file and new/ fsync'd) before it returns, on the caller's thread: 0;
+ * 1 when new/NAME or cur/NAME exists already (nothing written); -1 with
+ * err. */
+int sub_inbox_store(struct sub_inbox *b, const char *name, const char *head, size_t hlen,
+		    const char *msg, size_t len, char *err, size_t errlen);
 void sub_inbox_counts(struct sub_inbox *b, uint64_t *stored, uint64_t *failed);
 void sub_inbox_close(struct sub_inbox *b);
 

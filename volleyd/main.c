@@ -122,7 +122,8 @@ int vd_check(const struct cfg *c, char *err, size_t errlen)
 {
 	struct sched_bounce_rules *r;
 
-	if (check_keys(c, err, errlen) < 0 || check_socket(c, err, errlen) < 0)
+	if (check_keys(c, err, errlen) < 0 || check_socket(c, err, errlen) < 0 ||
+	    imap_check_config(c, err, errlen) < 0)
 		return -1;
 	if (!(r = sched_bounce_load(c->bounce_rules, err, errlen)))
 		return -1;

@@ -26,7 +26,7 @@ static json_t *flatten(const struct cfg *c)
 {
 	struct vl_buf b;
 	json_t *m = json_object();
-	char group[64] = "", list[64] = "";
+	char group[64] = "", list[160] = "";
 	struct vl_buf acc;
 
 	vl_buf_init(&b);
@@ -48,7 +48,9 @@ static json_t *flatten(const struct cfg *c)
 		} else if (eq && strcmp(eq, " = {") == 0) {
 			snprintf(group, sizeof group, "%.*s", (int)(eq - line), line);
 		} else if (eq && strncmp(eq, " = (", 4) == 0) {
-			snprintf(list, sizeof list, "%.*s", (int)(eq - line), line);
+			const char *k = line + strspn(line, " ");   /* in a group: group.key */
+			snprintf(list, sizeof list, "%s%s%.*s", group, *group ? "." : "",
+				 (int)(eq - k), k);
 			acc.len = 0;
 			vl_buf_appends(&acc, eq);
 			if (strcmp(eq, " = ();") == 0 || strstr(eq, ");")) {

@@ -10,6 +10,7 @@
 #include "../api/api.h"
 #include "../config/config.h"
 #include "../engine/engine.h"
+#include "../imap/imap.h"
 #include "../message/message.h"
 #include "../scheduler/scheduler.h"
 #include "../submit/submit.h"
@@ -28,6 +29,8 @@ struct vd_daemon {
 	struct api_tlsrpt *rpt_sender;
 	struct sub_log *sublog;  /* submission's durable log, or NULL */
 	struct sub_server *smtp; /* the SMTP listeners, or NULL */
+	struct sub_inbox *inbox; /* data_dir/feedback (feedback.listen or .mailboxes), or NULL */
+	struct imap_poller *imap; /* feedback.mailboxes, or NULL */
 	bool started;            /* sched_start succeeded */
 };
 

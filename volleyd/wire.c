@@ -43,6 +43,39 @@ static void fb_metrics(void *arg, struct vl_buf *out)
 	sched_feedback_metrics(arg, out);
 }
 
+static void imap_metrics_fn(void *arg, struct vl_buf *out)
+{
+	imap_metrics(arg, out);
+}
+
+static int imap_store(void *arg, const char *name, const char *head, size_t hlen,
+		      const char *msg, size_t len, char *err, size_t errlen)
+{
+	return sub_inbox_store(arg, name, head, hlen, msg, len, err, errlen);
+}
+
+/* The feedback inbox (data_dir/feedback), which the return-path listener
+ * and the IMAP poller both store into. */
+static int open_inbox(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen)
+{
+	char path[4096];
+
+	if (!cfg->feedback.on && !cfg->feedback.nmailboxes)
+		return 0;
+	snprintf(path, sizeof path, "%s/feedback", cfg->data_dir);
+	return (v->inbox = sub_inbox_open(path, err, errlen)) ? 0 : -1;
+}
+
+static int start_imap(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen)
+{
+	char path[4096];
+
+	if (!cfg->feedback.nmailboxes)
+		return 0;
+	snprintf(path, sizeof path, "%s/feedback/imap", cfg->data_dir);
+	return (v->imap = imap_start(cfg, path, imap_store, v->inbox, err, errlen)) ? 0 : -1;
+}
+
 int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen)
 {
 	char path[4096];
@@ -74,8 +107,12 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if (sched_feedback_start(v->sc, path, err, errlen) < 0)
 		goto fail;
 	/* the listeners before the API: once /v1/health answers, they take mail */
+	if (open_inbox(v, cfg, err, errlen) < 0)
+		goto fail;
 	if ((cfg->submission.on || cfg->feedback.on) &&
-	    !(v->smtp = sub_server_start(cfg, v->spool, v->sublog, err, errlen)))
+	    !(v->smtp = sub_server_start(cfg, v->spool, v->sublog, v->inbox, err, errlen)))
+		goto fail;
+	if (start_imap(v, cfg, err, errlen) < 0)
 		goto fail;
 	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, errlen)))
 		goto fail;
@@ -86,6 +123,8 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if (v->smtp)
 		api_add_metrics(v->api, sub_metrics, v->smtp);
 	api_add_metrics(v->api, fb_metrics, v->sc);
+	if (v->imap)
+		api_add_metrics(v->api, imap_metrics_fn, v->imap);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -97,7 +136,9 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 	if (v->api)
 		api_drain(v->api);
 	sub_server_stop(v->smtp);     /* no new messages; waiting sessions answered */
-	api_stop(v->api);
+	api_stop(v->api);             /* no /metrics reads the poller's counters after this */
+	imap_stop(v->imap);           /* a poll in progress ends within a second */
+	sub_inbox_close(v->inbox);    /* after both writers */
 	sub_log_close(v->sublog);     /* its jobs reach the registry */
 	api_tlsrpt_stop(v->rpt_sender);  /* before the scheduler: it submits jobs */
 	if (v->sc)
