@@ -135,8 +135,9 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 {
 	if (v->api)
 		api_drain(v->api);
+	/* the API before the parts whose counters /metrics reads */
+	api_stop(v->api);
 	sub_server_stop(v->smtp);     /* no new messages; waiting sessions answered */
-	api_stop(v->api);             /* no /metrics reads the poller's counters after this */
 	imap_stop(v->imap);           /* a poll in progress ends within a second */
 	sub_inbox_close(v->inbox);    /* after both writers */
 	sub_log_close(v->sublog);     /* its jobs reach the registry */
