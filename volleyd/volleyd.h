@@ -13,6 +13,7 @@
 #include "../message/message.h"
 #include "../scheduler/scheduler.h"
 #include "../submit/submit.h"
+#include "../unsub/unsub.h"
 
 /* Everything a running daemon holds (vd_open opens the spool, the
  * suppression list, events, the registry, the engine, delivery and the
@@ -28,6 +29,7 @@ struct vd_daemon {
 	struct api_tlsrpt *rpt_sender;
 	struct sub_log *sublog;  /* submission's durable log, or NULL */
 	struct sub_server *smtp; /* the SMTP listeners, or NULL */
+	struct uns_server *unsub; /* the one-click unsubscribe listener, or NULL */
 	bool started;            /* sched_start succeeded */
 };
 

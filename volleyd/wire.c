@@ -68,6 +68,10 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if ((cfg->submission.on || cfg->feedback.on) &&
 	    !(v->smtp = sub_server_start(cfg, v->spool, v->sublog, err, errlen)))
 		goto fail;
+	if (cfg->unsubscribe.on &&
+	    !(v->unsub = uns_start(&cfg->unsubscribe, v->sup, v->ev, err, errlen)) &&
+	    cfg->unsubscribe.nlisten)
+		goto fail;
 	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, errlen)))
 		goto fail;
 	if (v->rpt && !(v->rpt_sender = api_tlsrpt_start(cfg, v->sc, v->spool, v->eng, v->rpt,
@@ -76,6 +80,8 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	api_set_tlsrpt(v->api, v->rpt_sender);
 	if (v->smtp)
 		api_add_metrics(v->api, sub_metrics, v->smtp);
+	if (v->unsub)
+		api_add_metrics(v->api, uns_metrics, v->unsub);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -87,6 +93,7 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 	if (v->api)
 		api_drain(v->api);
 	sub_server_stop(v->smtp);     /* no new messages; waiting sessions answered */
+	uns_stop(v->unsub);           /* before the suppression list and events close */
 	api_stop(v->api);
 	sub_log_close(v->sublog);     /* its jobs reach the registry */
 	api_tlsrpt_stop(v->rpt_sender);  /* before the scheduler: it submits jobs */
