@@ -231,7 +231,7 @@ fuzz: $(SCHED_GEN)
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
 		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit \
-		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback
+		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback build/fuzz/corpus-unsub
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
@@ -249,6 +249,8 @@ fuzz: $(SCHED_GEN)
 		-o build/fuzz/fuzz_submit_prep $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_feedback.c $(FEEDBACK_SRC) $(COMMON_SRC) \
 		-o build/fuzz/fuzz_feedback $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_unsub.c $(COMMON_SRC) $(MESSAGE_SRC) unsub/form.c \
+		-o build/fuzz/fuzz_unsub $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_verbatim.c $(COMMON_SRC) $(MESSAGE_SRC) submit/log_rec.c \
 		scheduler/spool.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
@@ -285,6 +287,8 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_verbatim -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-verbatim
 	cp tests/fuzz/seeds/feedback/* build/fuzz/corpus-feedback/
 	build/fuzz/fuzz_feedback -max_total_time=$(FUZZ_TIME) -max_len=16384 build/fuzz/corpus-feedback
+	cp tests/fuzz/seeds/unsub/* build/fuzz/corpus-unsub/
+	build/fuzz/fuzz_unsub -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-unsub
 
 clean:
 	rm -rf build
