@@ -13,12 +13,16 @@ import email.policy
 import http.client
 import json
 import os
+import hashlib
+import hmac
 import re
+import ssl
 import subprocess
 import unittest
 
 from . import util
 from .daemon import VOLLEY, VolleydTest, simple_job
+from .pki import TestCA
 from .sinkctl import Sink
 from .test_dkim import DEBIAN_PY, DKIMPY, keygen
 
@@ -154,8 +158,6 @@ class Unsubscribe(VolleydTest):
         st, _, _ = self.http.one_click("/unsubscribe/" + tok + "xx")
         self.assertIn(st, (400, 403))
         # another secret's token, made by Python to the documented format
-        import hashlib
-        import hmac
         head = raw[:-16]
         forged = head + hmac.new(b"another-secret-0123456789abcdef01", head,
                                  hashlib.sha256).digest()[:16]
@@ -228,6 +230,56 @@ class Unsubscribe(VolleydTest):
         _, msgs = self.deliver(job, 1)
         self.assertEqual(unfold(headers_of(msgs[0].data)["List-Unsubscribe"]),
                          "<https://example.com/u/user0%40t.test>")
+
+
+def token(secret, job, index, addr):
+    """A token made by the documented format (docs/message.md)."""
+    leb = b""
+    while True:
+        b, index = index & 0x7F, index >> 7
+        leb += bytes([b | (0x80 if index else 0)])
+        if not index:
+            break
+    raw = bytes([1, len(job)]) + job.encode() + leb + addr.encode()
+    return b64url(raw + hmac.new(secret, raw, hashlib.sha256).digest()[:16])
+
+
+class HttpsAndRotation(VolleydTest):
+    """cert and key: the listener speaks HTTPS itself; previous_secret:
+    tokens of the old secret still work, others do not."""
+
+    def test_https_listener_and_previous_secret(self):
+        folder = util.tempdir("volley-unsub-pki-", cleanup=self.addCleanup)
+        ca = TestCA(folder)
+        chain, key, _ = ca.issue("unsub", ["localhost"])
+        port = util.free_port()
+        old = b"old-secret-0123456789abcdef0123456789"
+        d = self.start_daemon(config=(
+            'defaults = { route = "127.0.0.1:%d"; };\n'
+            'unsubscribe = { listen = [ "127.0.0.1:%d" ]; base_url = "%s";\n'
+            '  secret = "%s"; previous_secret = "%s"; cert = "%s"; key = "%s"; };\n'
+            % (util.free_port(), port, BASE, SECRET, old.decode(), chain, key)))
+        util.wait_port("127.0.0.1", port, 10)
+        ctx = ssl.create_default_context(cafile=ca.ca_pem)
+
+        def post(tok):
+            c = http.client.HTTPSConnection("localhost", port, timeout=10, context=ctx)
+            try:
+                c.request("POST", "/unsubscribe/" + tok, b"List-Unsubscribe=One-Click",
+                          {"Content-Type": "application/x-www-form-urlencoded"})
+                r = c.getresponse()
+                return r.status, r.read()
+            finally:
+                c.close()
+
+        self.assertEqual(post(token(SECRET.encode(), "J1", 1, "new@example.net"))[0], 200)
+        self.assertEqual(post(token(old, "J1", 2, "old@example.net"))[0], 200)
+        self.assertEqual(post(token(b"x" * 40, "J1", 3, "bad@example.net"))[0], 403)
+        got = {s["email"] for s in d.request("GET", "/v1/suppression").json()["suppressed"]}
+        self.assertEqual(got, {"new@example.net", "old@example.net"})
+        # plain HTTP to the TLS port gets no answer
+        with self.assertRaises((http.client.HTTPException, OSError)):
+            Listener(port).request("GET", "/unsubscribe/AAAA")
 
 
 class NotConfigured(VolleydTest):
