@@ -25,6 +25,7 @@
 #include <microhttpd.h>
 
 #define MAX_DAEMONS 16
+#define DISCARD_MAX (64 * 1024)  /* body octets read past UNS_BODY_MAX before hanging up */
 
 enum result { R_UNSUBSCRIBED, R_REPEAT, R_PAGE, R_MALFORMED, R_FORGED, R_BAD_BODY,
 	      R_TOO_LARGE, R_METHOD, R_NOT_FOUND, R_ERROR, R_N };
@@ -47,7 +48,7 @@ struct uns_server {
 
 /* A request's body, gathered until it is whole. */
 struct req {
-	size_t len;
+	size_t len, seen;
 	bool too_large;
 	char body[UNS_BODY_MAX];
 };
@@ -120,6 +121,11 @@ static enum MHD_Result unsubscribe(struct uns_server *s, struct MHD_Connection *
 {
 	int rc = sched_suppress_add(s->sup, t->email, "unsubscribe", t->job);
 
+	if (rc < 0 && errno == EINVAL) {     /* an address the list cannot hold */
+		vl_log(VL_LOG_WARN, "unsubscribe: job %s recipient %u: the suppression list "
+		       "refuses the address", t->job, t->index);
+		return text(s, c, MHD_HTTP_BAD_REQUEST, R_MALFORMED, "This link is not valid.\n");
+	}
 	if (rc < 0) {
 		vl_log(VL_LOG_ERROR, "unsubscribe: cannot add to the suppression list: %s",
 		       strerror(errno));
@@ -178,6 +184,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		return MHD_YES;
 	}
 	if (*size) {
+		/* read on to answer 413 (a client sending its body reads no answer
+		 * before it is done), but not forever */
+		if ((r->seen += *size) > DISCARD_MAX)
+			return MHD_NO;
 		if (r->len + *size > sizeof r->body)
 			r->too_large = true;
 		else

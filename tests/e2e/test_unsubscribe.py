@@ -174,6 +174,8 @@ class Unsubscribe(VolleydTest):
         self.assertEqual(self.http.one_click("/elsewhere/" + tok)[0], 404)
         self.assertEqual(self.http.one_click(ann, b"List-Unsubscribe=Yes")[0], 400)
         self.assertEqual(self.http.one_click(ann, b"x" * 5000)[0], 413)
+        with self.assertRaises((http.client.HTTPException, OSError)):
+            self.http.one_click(ann, b"List-Unsubscribe=One-Click&" + b"x" * 200000)
         self.assertEqual(self.suppressed(), {})
 
         # the real thing, then again
