@@ -161,6 +161,8 @@ int msg_unsub_compile(struct msg_job *j, const json_t *u, bool own, struct msg_e
  * does not fit a token. */
 int msg_unsub_url(const struct msg_job *j, const char *email, size_t index, char *out,
 		  size_t outlen);
+/* token.c: the length of a token for these lengths (without making it). */
+size_t msg_unsub_token_len(size_t job_len, uint32_t index, size_t email_len);
 
 /* compose.c: a content object; raw.c: a content string */
 int msg_compose_object(struct msg_job *j, const json_t *o, const json_t *unsub,

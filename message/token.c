@@ -187,6 +187,15 @@ int msg_unsub_token_sign(const struct msg_unsub_signer *s, const char *job, uint
 	return (int)b64url_encode(raw, n, out);
 }
 
+size_t msg_unsub_token_len(size_t job_len, uint32_t index, size_t email_len)
+{
+	size_t leb = 1;
+
+	while (index >>= 7)
+		leb++;
+	return ((2 + job_len + leb + email_len + MSG_UNSUB_MAC_LEN) * 4 + 2) / 3;
+}
+
 int msg_unsub_token(const unsigned char *key, size_t keylen, const char *job,
 		    uint32_t index, const char *email, char *out, size_t outlen)
 {

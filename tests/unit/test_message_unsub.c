@@ -5,7 +5,7 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "../../message/message.h"
+#include "../../message/message_int.h"
 
 static const unsigned char K1[] = "k1-0123456789abcdef0123456789abcdef";
 static const unsigned char K2[] = "k2-0123456789abcdef0123456789abcdef";
@@ -35,6 +35,7 @@ Test(msg_unsub, round_trip)
 		int n = make(K1, "0194c1d2e3f4-5a6b7c8d", idx[i], "ann@example.net", tok);
 		cr_assert_gt(n, 0);
 		cr_assert_eq((size_t)n, strlen(tok));
+		cr_assert_eq((size_t)n, msg_unsub_token_len(21, idx[i], 15));
 		for (int k = 0; k < n; k++)
 			cr_assert(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 					 "0123456789-_", tok[k]), "%s", tok);
@@ -273,6 +274,23 @@ Test(msg_unsub, rendered_headers)
 	m = render("\"From: a@example.com\\nSubject: s\\n\\nx\\n\"", NULL, true, false, &e);
 	has_builtin(m, "");
 	free(m);
+}
+
+/* A check alone (intake) makes no token, but sees the same lengths. */
+Test(msg_unsub, check_rcpt)
+{
+	json_t *c = json_loads("\"From: a@example.com\\n\\n{{ unsubscribe_url }}\\n\"",
+			       JSON_DECODE_ANY, NULL);
+	struct msg_job_opts o = { .job_id = "J1", .hostname = "mta.example.com", .unsub = &UC };
+	struct msg_err e;
+	struct msg_job *j = msg_job_compile(c, NULL, NULL, &o, &e);
+	cr_assert_not_null(j, "%s", e.message);
+	struct msg_rcpt r = { .email = "ann@example.net", .index = 5 };
+	cr_assert_eq(msg_job_check_rcpt(j, &r, &e), 0, "%s", e.message);
+	r.index = (size_t)UINT32_MAX + 1;
+	cr_assert_eq(msg_job_check_rcpt(j, &r, &e), -1);
+	msg_job_free(j);
+	json_decref(c);
 }
 
 Test(msg_unsub, refused)
