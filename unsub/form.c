@@ -84,6 +84,24 @@ static bool boundary(const char *ctype, char *out, size_t outlen)
 	return true;
 }
 
+/* A name="List-Unsubscribe" (or unquoted) parameter in a
+ * Content-Disposition line: "name" itself, not the end of "filename". */
+static bool named(const char *l, size_t n)
+{
+	for (size_t i = 1; i + 5 <= n; i++) {
+		if (strncasecmp(l + i, "name=", 5) || (l[i - 1] != ';' && l[i - 1] != ' ' &&
+						      l[i - 1] != '\t'))
+			continue;
+		const char *v = l + i + 5;
+		size_t rest = n - i - 5, k = strlen(KEY);
+		if (rest >= k + 2 && v[0] == '"' && !memcmp(v + 1, KEY, k) && v[k + 1] == '"')
+			return true;
+		if (rest >= k && !memcmp(v, KEY, k) && (rest == k || v[k] == ';' || v[k] == ' '))
+			return true;
+	}
+	return false;
+}
+
 /* A part (headers, blank line, content) named List-Unsubscribe whose
  * content is One-Click. */
 static bool part_ok(const char *p, size_t n)
@@ -94,19 +112,15 @@ static bool part_ok(const char *p, size_t n)
 		return false;
 	size_t hn = (size_t)(blank - p), cn = n - hn - 4;
 	const char *content = blank + 4;
-	bool named = false;
+	bool is_it = false;
 	for (size_t i = 0; i < hn;) {
 		const char *nl = memmem(p + i, hn - i, "\r\n", 2);
 		size_t ln = nl ? (size_t)(nl - p) - i : hn - i;
-		if (ln > 20 && !strncasecmp(p + i, "Content-Disposition:", 20)) {
-			const char *l = p + i;
-			named = memmem(l, ln, "name=\"List-Unsubscribe\"", 23) ||
-				(memmem(l, ln, "name=List-Unsubscribe", 21) &&
-				 !memmem(l, ln, "name=List-Unsubscribe-", 22));
-		}
+		if (ln > 20 && !strncasecmp(p + i, "Content-Disposition:", 20))
+			is_it = named(p + i + 20, ln - 20);
 		i += ln + 2;
 	}
-	return named && cn == strlen(VAL) && !memcmp(content, VAL, cn);
+	return is_it && cn == strlen(VAL) && !memcmp(content, VAL, cn);
 }
 
 static bool multipart(const char *ctype, const char *b, size_t n)

@@ -49,6 +49,12 @@ Test(uns_form, multipart)
 			  "\r\nOne-Click"));   /* never closed */
 	cr_assert_not(ok("multipart/form-data", "--XyZ\r\n\r\nOne-Click\r\n--XyZ--\r\n"));
 	cr_assert_not(ok(ct, "List-Unsubscribe=One-Click"));
+	cr_assert(ok(ct, "--XyZ\r\nContent-Disposition: form-data; name=List-Unsubscribe\r\n"
+		      "\r\nOne-Click\r\n--XyZ--\r\n"));
+	cr_assert_not(ok(ct, "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; "
+			  "filename=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--XyZ--\r\n"));
+	cr_assert_not(ok(ct, "--XyZ\r\nContent-Disposition: form-data; name=\"List-Unsubscribe-X\"\r\n"
+			  "\r\nOne-Click\r\n--XyZ--\r\n"));
 }
 
 Test(uns_form, paths)
