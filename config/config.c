@@ -1130,15 +1130,22 @@ static void print_listeners(struct vl_buf *o, const struct cfg *c)
 	}
 	const struct cfg_unsubscribe *u = &c->unsubscribe;
 	if (u->on) {
-		/* the secrets never; a fingerprint would do no better for a reload,
-		 * which cannot change them anyway */
+		/* never a secret: its file when it came from one, else a comment
+		 * (such output then needs the secret put back to load) */
 		vl_buf_appends(o, "unsubscribe = {\n");
 		print_listen(o, "listen", u->listen, u->nlisten);
-		vl_buf_printf(o, "  base_url = \"%s\";\n  secret = \"(hidden)\";\n"
-			      "  previous_secret = \"%s\";\n  cert = \"%s\";\n  key = \"%s\";\n"
+		vl_buf_printf(o, "  base_url = \"%s\";\n", u->base_url);
+		if (*u->secret_file)
+			vl_buf_printf(o, "  secret_file = \"%s\";\n", u->secret_file);
+		else
+			vl_buf_appends(o, "  # secret: given in the file, not shown\n");
+		if (*u->previous_secret_file)
+			vl_buf_printf(o, "  previous_secret_file = \"%s\";\n", u->previous_secret_file);
+		else if (u->previous)
+			vl_buf_appends(o, "  # previous_secret: given in the file, not shown\n");
+		vl_buf_printf(o, "  cert = \"%s\";\n  key = \"%s\";\n"
 			      "  max_connections = %lld;\n  max_connections_per_ip = %lld;\n"
-			      "  threads = %lld;\n  timeout = \"%llums\";\n};\n", u->base_url,
-			      u->previous ? "(hidden)" : "", u->cert, u->key,
+			      "  threads = %lld;\n  timeout = \"%llums\";\n};\n", u->cert, u->key,
 			      (long long)u->max_connections, (long long)u->max_connections_per_ip,
 			      (long long)u->threads, (unsigned long long)u->timeout_ms);
 	}

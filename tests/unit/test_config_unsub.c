@@ -56,6 +56,20 @@ Test(config_unsub, secret_file)
 		 "secret_file = \"%s\"; };", path);
 	cr_assert_eq(unit_cfg_load(&c, text, err, sizeof err), 0, "%s", err);
 	cr_assert_eq(c.unsubscribe.secret_len, 32, "the final line break is dropped");
+	/* --check-config's output names the file and loads the same */
+	struct vl_buf b;
+	vl_buf_init(&b);
+	cfg_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert_null(strstr(b.p, S32));
+	const char *from = strstr(b.p, "unsubscribe = {");
+	cr_assert_not_null(from);
+	struct cfg again = { 0 };
+	cr_assert_eq(unit_cfg_load(&again, from, err, sizeof err), 0, "%s\n%s", err, from);
+	cr_assert_eq(again.unsubscribe.secret_len, 32);
+	cr_assert_eq(memcmp(again.unsubscribe.secret, S32, 32), 0);
+	cfg_free(&again);
+	vl_buf_free(&b);
 	cfg_free(&c);
 	snprintf(text, sizeof text, "unsubscribe = { base_url = \"https://e.example/u\"; "
 		 "secret_file = \"%s\"; secret = \"" S32 "\"; };", path);
