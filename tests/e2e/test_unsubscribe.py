@@ -16,6 +16,7 @@ import os
 import hashlib
 import hmac
 import re
+import signal
 import ssl
 import subprocess
 import unittest
@@ -219,6 +220,25 @@ class Unsubscribe(VolleydTest):
         self.assertIn('volley_unsubscribe_requests_total{result="unsubscribed"} 2', metrics)
         self.assertIn('volley_unsubscribe_requests_total{result="repeat"} 1', metrics)
         self.assertIn('volley_unsubscribe_requests_total{result="page"} 1', metrics)
+
+    def test_reload_keeps_the_running_unsubscribe_settings(self):
+        path = os.path.join(self.d.data_dir, "volley.conf")
+        with open(path) as f:
+            conf = f.read()
+        with open(path, "w") as f:
+            f.write(conf.replace(BASE, "https://other.example.com/u")
+                    .replace(SECRET, "another-secret-0123456789abcdef0123456789"))
+        self.d.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(util.wait_until(
+            lambda: "configuration reloaded" in self.d.output(), 10), self.d.output())
+        self.assertIn("unsubscribe.base_url changed: needs a restart", self.d.output())
+        # new mail: the running base_url and secret, which the listener takes
+        jid, msgs = self.deliver(simple_job(1, domain="r.test"), 1)
+        lu = unfold(headers_of(msgs[0].data)["List-Unsubscribe"])
+        self.assertTrue(lu.startswith("<%s/" % BASE), lu)
+        tok = lu[len(BASE) + 2:-1]
+        self.assertEqual(tok, token(SECRET.encode(), jid, 0, "user0@r.test"))
+        self.assertEqual(self.http.one_click("/unsubscribe/" + tok)[0], 200)
 
     def test_transactional_and_opt_out_get_no_builtin_header(self):
         job = simple_job(1, domain="t.test", priority="transactional")
