@@ -188,12 +188,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		 * before it is done), but not forever */
 		if ((r->seen += *size) > DISCARD_MAX)
 			return MHD_NO;
-		if (r->len + *size > sizeof r->body)
+		if (r->too_large || r->len + *size > sizeof r->body) {
 			r->too_large = true;
-		else
+		} else {
 			memcpy(r->body + r->len, data, *size);
-		if (!r->too_large)
 			r->len += *size;
+		}
 		*size = 0;
 		return MHD_YES;
 	}
