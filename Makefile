@@ -30,6 +30,7 @@ STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
 API_SRC    := $(wildcard api/*.c)
 SUBMIT_SRC := $(wildcard submit/*.c)
+UNSUB_SRC  := $(wildcard unsub/*.c)
 SINK_SRC   := $(wildcard sink/sink_*.c)
 SMTPD_SRC  := $(wildcard smtpd/*.c)
 CLI_SRC    := $(wildcard cli/*.c)
@@ -55,6 +56,7 @@ SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
 SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
 API_OBJ    := $(call obj,$(API_SRC))
 SUBMIT_OBJ := $(call obj,$(SUBMIT_SRC))
+UNSUB_OBJ  := $(call obj,$(UNSUB_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 SMTPD_OBJ  := $(call obj,$(SMTPD_SRC))
 
@@ -129,7 +131,7 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
-$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(SMTPD_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) \
+$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(SMTPD_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) \
 		$(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
 		$(CRYPT_LIBS) -ljemalloc
@@ -147,7 +149,7 @@ $(BUILD)/volley-logput: $(call obj,tests/tools/logput.c) $(SUBMIT_DEPS)
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(FEEDBACK_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \
@@ -231,7 +233,7 @@ fuzz: $(SCHED_GEN)
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
 		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit \
-		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback build/fuzz/corpus-imap
+		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback build/fuzz/corpus-imap build/fuzz/corpus-unsub
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
@@ -249,6 +251,8 @@ fuzz: $(SCHED_GEN)
 		-o build/fuzz/fuzz_submit_prep $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_feedback.c $(FEEDBACK_SRC) $(COMMON_SRC) \
 		-o build/fuzz/fuzz_feedback $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_unsub.c $(COMMON_SRC) $(MESSAGE_SRC) unsub/form.c \
+		-o build/fuzz/fuzz_unsub $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_verbatim.c $(COMMON_SRC) $(MESSAGE_SRC) submit/log_rec.c \
 		scheduler/spool.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
@@ -288,6 +292,8 @@ fuzz: $(SCHED_GEN)
 	$(FUZZ_CC) tests/fuzz/fuzz_imap.c imap/parse.c $(COMMON_SRC) -o build/fuzz/fuzz_imap $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/imap/* build/fuzz/corpus-imap/
 	build/fuzz/fuzz_imap -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-imap
+	cp tests/fuzz/seeds/unsub/* build/fuzz/corpus-unsub/
+	build/fuzz/fuzz_unsub -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-unsub
 
 clean:
 	rm -rf build

@@ -338,10 +338,16 @@ static void drop_amp(struct api_intake *in)
 
 static int compile_content(struct api_intake *in)
 {
+	const struct cfg_unsubscribe *u = &in->cfg->unsubscribe;
+	const struct msg_unsub_conf uc = { .base_url = u->base_url, .key = u->secret,
+					   .keylen = u->secret_len };
+	const char *prio = json_string_value(json_object_get(in->job, "priority"));
 	struct msg_job_opts o = {
 		.job_id = in->id,
 		.hostname = in->cfg->hostname,
 		.max_size = in->cfg->max_message_size,
+		.unsub = u->on ? &uc : NULL,
+		.transactional = prio && !strcmp(prio, "transactional"),
 	};
 	struct msg_err me = { 0 };
 

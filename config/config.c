@@ -147,7 +147,7 @@ static const struct key top_keys[] = {
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
 					  "provider_defaults", "tls_rpt", "log", "submission",
-					  "feedback", NULL };
+					  "feedback", "unsubscribe", NULL };
 
 static const struct key timeout_keys[] = {
 	KEY("connect", K_DUR, struct cfg, timeouts.connect),
@@ -1052,6 +1052,119 @@ static int get_feedback(struct ctx *x, const config_setting_t *g, struct cfg *c)
 	return 0;
 }
 
+/* ---- unsubscribe: volley's one-click endpoint ---- */
+
+/* What message/ also checks (msg_unsub_base_ok); config is below it. */
+static const char *unsub_base_why(const char *u)
+{
+	size_t n = strlen(u);
+
+	if (n < 9 || strncasecmp(u, "https://", 8))
+		return "expected an https:// URL (RFC 8058 one-click needs https)";
+	if (n > 256)
+		return "longer than 256 octets";
+	if (u[n - 1] == '/')
+		return "must not end with '/' (tokens go after base_url \"/\")";
+	for (size_t i = 0; i < n; i++)
+		if (u[i] <= 32 || u[i] >= 127 || strchr("<>\"\\^`|{}?#", u[i]))
+			return "holds a character a URL may not, or a query or fragment";
+	if (u[8] == '/')
+		return "has no host";
+	return NULL;
+}
+
+
+static const struct key unsub_keys[] = {
+	KEY("base_url", K_STR, struct cfg_unsubscribe, base_url),
+	KEY("secret_file", K_STR, struct cfg_unsubscribe, secret_file),
+	KEY("previous_secret_file", K_STR, struct cfg_unsubscribe, previous_secret_file),
+	KEY("cert", K_STR, struct cfg_unsubscribe, cert),
+	KEY("key", K_STR, struct cfg_unsubscribe, key),
+	KEY("max_connections", K_INT, struct cfg_unsubscribe, max_connections),
+	KEY("max_connections_per_ip", K_INT, struct cfg_unsubscribe, max_connections_per_ip),
+	KEY("threads", K_INT, struct cfg_unsubscribe, threads),
+	KEY("timeout", K_DUR, struct cfg_unsubscribe, timeout_ms),
+};
+
+/* A secret's octets: the string's, or the file's (its final line breaks
+ * dropped); 32 to 1024 of them. */
+static int get_secret(struct ctx *x, const config_setting_t *g, const char *name,
+		      const char *file, unsigned char **out, size_t *n)
+{
+	const config_setting_t *s = config_setting_get_member(g, name);
+	char path[64], buf[1100];
+	const char *v = s ? config_setting_get_string(s) : NULL;
+	size_t len = 0;
+
+	snprintf(path, sizeof path, "unsubscribe.%s", *file ? (strcmp(name, "secret") ?
+		 "previous_secret_file" : "secret_file") : name);
+	if (s && !v)
+		return fail(x, s, path, "expected a string");
+	if (s && *file)
+		return fail(x, s, path, "give the secret or its file, not both");
+	if (*file) {
+		FILE *f = fopen(file, "r");
+		if (!f) {
+			snprintf(buf, sizeof buf, "%s: %s", file, strerror(errno));
+			return fail(x, g, path, buf);
+		}
+		len = fread(buf, 1, sizeof buf, f);
+		fclose(f);
+		while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+			len--;
+		v = buf;
+	} else if (v) {
+		len = strlen(v);
+	} else {
+		return 0;
+	}
+	if (len < 32 || len > 1024)
+		return fail(x, s ? s : g, path, "expected 32 to 1024 octets of secret "
+			    "(e.g. `openssl rand -hex 32`)");
+	*out = vl_malloc(len);
+	memcpy(*out, v, len);
+	*n = len;
+	explicit_bzero(buf, sizeof buf);
+	return 0;
+}
+
+static int get_unsubscribe(struct ctx *x, const config_setting_t *g, struct cfg *c)
+{
+	static const char *const extra[] = { "listen", "secret", "previous_secret", NULL };
+	struct cfg_unsubscribe *u = &c->unsubscribe;
+
+	if (get_group(x, g, "unsubscribe", unsub_keys, VL_ARRAY_LEN(unsub_keys), extra, u) < 0 ||
+	    get_listen(x, g, "listen", "unsubscribe.listen", &u->listen, &u->nlisten) < 0 ||
+	    get_secret(x, g, "secret", u->secret_file, &u->secret, &u->secret_len) < 0 ||
+	    get_secret(x, g, "previous_secret", u->previous_secret_file, &u->previous,
+		       &u->previous_len) < 0)
+		return -1;
+	u->on = *u->base_url != '\0';
+	if (!u->on)
+		return u->nlisten ? fail(x, g, "unsubscribe.base_url", "needed with a listener: "
+					 "the https URL the tokens go under") : 0;
+	const char *why = unsub_base_why(u->base_url);
+	if (why)
+		return fail(x, g, "unsubscribe.base_url", why);
+	if (!u->secret)
+		return fail(x, g, "unsubscribe.secret", "needed with base_url (or secret_file)");
+	if (!*u->cert != !*u->key)
+		return fail(x, g, *u->cert ? "unsubscribe.key" : "unsubscribe.cert",
+			    "cert and key go together");
+	if (u->max_connections < 1 || u->max_connections > 100000)
+		return fail(x, g, "unsubscribe.max_connections", "expected 1 to 100000");
+	if (u->max_connections_per_ip < 1)
+		return fail(x, g, "unsubscribe.max_connections_per_ip", "expected at least 1");
+	if (u->threads < 1 || u->threads > 16)
+		return fail(x, g, "unsubscribe.threads", "expected 1 to 16");
+	if (u->timeout_ms < 1000)
+		return fail(x, g, "unsubscribe.timeout", "expected at least 1s");
+	if (check_file(x, config_setting_get_member(g, "cert"), "unsubscribe.cert", u->cert) < 0 ||
+	    check_file(x, config_setting_get_member(g, "key"), "unsubscribe.key", u->key) < 0)
+		return -1;
+	return 0;
+}
+
 static void free_listen(struct cfg_listen *l, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -1081,6 +1194,19 @@ static void free_listeners(struct cfg *c)
 	free(c->feedback.cert);
 	free(c->feedback.key);
 	free_mailboxes(&c->feedback);
+	struct cfg_unsubscribe *u = &c->unsubscribe;
+	free_listen(u->listen, u->nlisten);
+	free(u->base_url);
+	free(u->secret_file);
+	free(u->previous_secret_file);
+	if (u->secret)
+		explicit_bzero(u->secret, u->secret_len);
+	if (u->previous)
+		explicit_bzero(u->previous, u->previous_len);
+	free(u->secret);
+	free(u->previous);
+	free(u->cert);
+	free(u->key);
 }
 
 static void listener_defaults(struct cfg *c)
@@ -1098,6 +1224,15 @@ static void listener_defaults(struct cfg *c)
 	c->feedback.complaint_min_delivered = 1000;
 	c->feedback.retain_ms = 30ull * 86400 * 1000;
 	c->feedback.domains = vl_calloc(1, sizeof *c->feedback.domains);
+	set_str(&c->unsubscribe.base_url, "");
+	set_str(&c->unsubscribe.secret_file, "");
+	set_str(&c->unsubscribe.previous_secret_file, "");
+	set_str(&c->unsubscribe.cert, "");
+	set_str(&c->unsubscribe.key, "");
+	c->unsubscribe.max_connections = 256;
+	c->unsubscribe.max_connections_per_ip = 16;
+	c->unsubscribe.threads = 2;
+	c->unsubscribe.timeout_ms = 10000;
 }
 
 static void print_strings(struct vl_buf *o, const char *name, char *const *v, size_t n)
@@ -1197,6 +1332,27 @@ static void print_listeners(struct vl_buf *o, const struct cfg *c)
 	vl_buf_printf(o, "  complaint_rate = \"%g%%\";\n  complaint_min_delivered = %lld;\n"
 		      "  retain = \"%llums\";\n};\n", f->complaint_rate * 100,
 		      (long long)f->complaint_min_delivered, (unsigned long long)f->retain_ms);
+	const struct cfg_unsubscribe *u = &c->unsubscribe;
+	if (u->on) {
+		/* never a secret: its file when it came from one, else a comment
+		 * (such output then needs the secret put back to load) */
+		vl_buf_appends(o, "unsubscribe = {\n");
+		print_listen(o, "listen", u->listen, u->nlisten);
+		vl_buf_printf(o, "  base_url = \"%s\";\n", u->base_url);
+		if (*u->secret_file)
+			vl_buf_printf(o, "  secret_file = \"%s\";\n", u->secret_file);
+		else
+			vl_buf_appends(o, "  # secret: given in the file, not shown\n");
+		if (*u->previous_secret_file)
+			vl_buf_printf(o, "  previous_secret_file = \"%s\";\n", u->previous_secret_file);
+		else if (u->previous)
+			vl_buf_appends(o, "  # previous_secret: given in the file, not shown\n");
+		vl_buf_printf(o, "  cert = \"%s\";\n  key = \"%s\";\n"
+			      "  max_connections = %lld;\n  max_connections_per_ip = %lld;\n"
+			      "  threads = %lld;\n  timeout = \"%llums\";\n};\n", u->cert, u->key,
+			      (long long)u->max_connections, (long long)u->max_connections_per_ip,
+			      (long long)u->threads, (unsigned long long)u->timeout_ms);
+	}
 }
 
 static void free_policy(struct cfg_policy *p);
@@ -1345,6 +1501,8 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	if ((s = config_setting_get_member(root, "submission")) && get_submission(x, s, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "feedback")) && get_feedback(x, s, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "unsubscribe")) && get_unsubscribe(x, s, c) < 0)
 		return -1;
 	if (!c->submission.max_message_size)
 		c->submission.max_message_size = c->max_message_size;

@@ -104,6 +104,22 @@ struct cfg_feedback {
 	uint64_t retain_ms;      /* processed reports are kept this long */
 };
 
+/* volley's one-click unsubscribe (RFC 8058; unsub/): on when base_url is
+ * set. The secrets are octets (a string's, or a file's without its final
+ * line break), 32 to 1024 of them. */
+struct cfg_unsubscribe {
+	bool on;
+	struct cfg_listen *listen;   /* the HTTP listener(s); none: tokens only */
+	size_t nlisten;
+	char *base_url;              /* https://host/path: URLs are base_url/TOKEN */
+	char *secret_file, *previous_secret_file;
+	unsigned char *secret, *previous;   /* previous: accepted, not issued */
+	size_t secret_len, previous_len;
+	char *cert, *key;            /* HTTPS on the listener itself; "": plain HTTP */
+	int64_t max_connections, max_connections_per_ip, threads;
+	uint64_t timeout_ms;         /* a connection idle this long is closed */
+};
+
 struct cfg {
 	char *data_dir, *hostname;
 	int64_t workers;
@@ -164,6 +180,7 @@ struct cfg {
 	} log;
 	struct cfg_submission submission;
 	struct cfg_feedback feedback;
+	struct cfg_unsubscribe unsubscribe;
 };
 
 /* ---- submission users (the users file is submit/'s; these are shared

@@ -258,6 +258,20 @@ static int custom_headers(struct msg_job *j, const struct content *c, struct msg
 	return 0;
 }
 
+/* The content's own List-Unsubscribe* headers (then none is built in). */
+static bool has_unsub_header(const struct content *c)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(c->headers))
+		return false;
+	json_object_foreach((json_t *)c->headers, key, v)
+		if (!strncasecmp(key, "List-Unsubscribe", 16))
+			return true;
+	return false;
+}
+
 static int top_headers(struct msg_job *j, const struct content *c, const json_t *unsub,
 		       struct msg_err *e)
 {
@@ -277,7 +291,7 @@ static int top_headers(struct msg_job *j, const struct content *c, const json_t 
 		msg_job_piece(j, PC_DATE);
 	if (!(c->custom & G_MSGID))
 		msg_job_piece(j, PC_MSGID);
-	if (unsub && msg_unsub_compile(j, unsub, e) < 0)
+	if (msg_unsub_compile(j, unsub, has_unsub_header(c), e) < 0)
 		return -1;
 	if (custom_headers(j, c, e) < 0)
 		return -1;

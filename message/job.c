@@ -257,24 +257,65 @@ static int unsub_url(struct msg_job *j, struct piece *p, const char *url, size_t
 	return 0;
 }
 
-int msg_unsub_compile(struct msg_job *j, const json_t *u, struct msg_err *e)
+/* "builtin": absent (-1), false (0) or true (1). */
+static int unsub_builtin(const json_t *u, int *b, struct msg_err *e)
 {
-	static const char *const names[] = {"url", "mailto", NULL};
-	const char *url, *mailto;
-	size_t ulen, mlen;
-	char m[300] = "";
+	const json_t *v = u ? json_object_get(u, "builtin") : NULL;
 
-	if (!json_is_object(u))
+	*b = -1;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_boolean(v))
+		return msg_fail(e, "invalid_field", "unsubscribe.builtin", "must be true or false");
+	*b = json_is_true(v);
+	return 0;
+}
+
+/* List-Unsubscribe with volley's own URL per recipient (and the job's
+ * mailto, m, when it gives one). */
+static void unsub_builtin_piece(struct msg_job *j, const char *m)
+{
+	struct piece *p = msg_job_piece(j, PC_UNSUB);
+
+	p->builtin = true;
+	p->name = *m ? vl_strdup(m) : NULL;
+	msg_job_static(j, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", 51);
+}
+
+int msg_unsub_compile(struct msg_job *j, const json_t *u, bool own, struct msg_err *e)
+{
+	static const char *const names[] = {"url", "mailto", "builtin", NULL};
+	const char *url = NULL, *mailto = NULL;
+	size_t ulen = 0, mlen;
+	char m[300] = "";
+	int builtin = -1;
+
+	if (u && !json_is_object(u))
 		return msg_fail(e, "invalid_field", "unsubscribe", "must be an object "
-				"{\"url\", \"mailto\"}");
-	if (msg_json_fields(u, "unsubscribe", names, e) < 0 ||
-	    msg_json_str(u, "url", "unsubscribe", false, &url, &ulen, e) < 0 ||
-	    msg_json_str(u, "mailto", "unsubscribe", false, &mailto, &mlen, e) < 0)
+				"{\"url\", \"mailto\", \"builtin\"}");
+	if (u && (msg_json_fields(u, "unsubscribe", names, e) < 0 ||
+		  msg_json_str(u, "url", "unsubscribe", false, &url, &ulen, e) < 0 ||
+		  msg_json_str(u, "mailto", "unsubscribe", false, &mailto, &mlen, e) < 0 ||
+		  unsub_builtin(u, &builtin, e) < 0))
 		return -1;
-	if (!url && !mailto)
-		return msg_fail(e, "invalid_field", "unsubscribe", "needs url or mailto");
+	if (u && !url && !mailto && builtin < 0)
+		return msg_fail(e, "invalid_field", "unsubscribe", "needs url, mailto or builtin");
+	if (builtin == 1 && url)
+		return msg_fail(e, "invalid_field", "unsubscribe.builtin", "goes without url: "
+				"the job's own URL or volley's, not both");
+	if (builtin == 1 && !j->ubase)
+		return msg_fail(e, "invalid_field", "unsubscribe.builtin", "volley's one-click "
+				"unsubscribe is not configured (unsubscribe.base_url in volleyd's "
+				"configuration)");
 	if (mailto && unsub_mailto(mailto, m, sizeof m, e) < 0)
 		return -1;
+	/* volley's URL: asked for, or by default for bulk mail that has none */
+	if (builtin == 1 || (builtin < 0 && j->ubase && !url && !own && !j->transactional)) {
+		unsub_builtin_piece(j, m);
+		return 0;
+	}
+	if (!url && !*m)
+		return 0;
 	if (!url) {
 		char h[360];
 		snprintf(h, sizeof h, "List-Unsubscribe: %s\r\n", m);
@@ -287,6 +328,20 @@ int msg_unsub_compile(struct msg_job *j, const json_t *u, struct msg_err *e)
 		return -1;
 	msg_job_static(j, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", 51);
 	return 0;
+}
+
+int msg_unsub_url(const struct msg_job *j, const char *email, size_t index, char *out,
+		  size_t outlen)
+{
+	size_t b = j->ubase ? strlen(j->ubase) : 0;
+
+	if (!j->ubase || index > UINT32_MAX || outlen < b + 2 + MSG_UNSUB_TOKEN_MAX)
+		return -1;
+	memcpy(out, j->ubase, b);
+	out[b] = '/';
+	int n = msg_unsub_token_sign(j->usign, j->job_id, (uint32_t)index, email, out + b + 1,
+				     outlen - b - 1);
+	return n < 0 ? -1 : (int)b + 1 + n;
 }
 
 /* ---- the job ---- */
@@ -373,6 +428,18 @@ static int job_init(struct msg_job *j, const struct msg_job_opts *o, struct msg_
 	j->job_id = vl_strdup(o->job_id);
 	j->hostname = vl_strdup(o->hostname);
 	j->max_size = o->max_size;
+	j->transactional = o->transactional;
+	if (o->unsub) {
+		const char *why = msg_unsub_base_ok(o->unsub->base_url);
+		if (why || o->unsub->keylen < MSG_UNSUB_SECRET_MIN ||
+		    o->unsub->keylen > MSG_UNSUB_SECRET_MAX)
+			return msg_fail(e, "invalid_field", "unsubscribe.base_url", "%s", why ? why :
+					"the secret must be 32 to 1024 octets");
+		j->ubase = vl_strdup(o->unsub->base_url);
+		if (!(j->usign = msg_unsub_signer_new(o->unsub->key, o->unsub->keylen)))
+			return msg_fail(e, "invalid_field", "unsubscribe.base_url", "cannot set "
+					"up HMAC-SHA256 (OpenSSL)");
+	}
 	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
 		uint64_t s = vl_now_ns() ^ (uintptr_t)j;
 		for (size_t i = 0; i < sizeof r; i++)
@@ -446,6 +513,8 @@ void msg_job_free(struct msg_job *j)
 	free(j->vars);
 	free(j->job_id);
 	free(j->hostname);
+	free(j->ubase);
+	msg_unsub_signer_free(j->usign);
 	vl_buf_free(&j->stat);
 	free(j);
 }

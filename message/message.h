@@ -88,6 +88,12 @@ struct msg_job_opts {
 	const char *hostname;    /* Message-ID domain */
 	size_t max_size;         /* max_message_size (0: none): the static part or
 				    a rendered message over it is too_large */
+	/* volley's own one-click unsubscribe (NULL: not configured). A bulk
+	 * job without its own unsubscribe.url (and without "builtin": false)
+	 * gets List-Unsubscribe <base_url/token> per recipient, and
+	 * {{ unsubscribe_url }} renders that URL. Copied into the job. */
+	const struct msg_unsub_conf *unsub;
+	bool transactional;      /* no built-in List-Unsubscribe unless asked */
 };
 
 struct msg_job;
@@ -158,6 +164,74 @@ void msg_out_free(struct msg_out *o);
 /* date is the Date header's time (seconds since the epoch). -1 with err. */
 int msg_render(const struct msg_job *j, const struct msg_rcpt *r, time_t date,
 	       struct msg_out *out, struct msg_err *err);
+
+/* ---- one-click unsubscribe tokens (token.c; RFC 8058) ----
+ * A token names a job, a recipient index and the recipient's address and
+ * carries an HMAC-SHA256 of them under volleyd's unsubscribe secret,
+ * truncated to 128 bits, so volley's own endpoint can act on it without
+ * the spool (the job may be long gone). Version 1, as octets:
+ *   0x01, job id length (1-64), job id ([A-Za-z0-9_-]), the index as
+ *   LEB128 (minimal, at most 5 octets, <= UINT32_MAX), the address (the
+ *   rest, 3-254 octets), 16 octets of MAC over everything before it;
+ * base64url without padding (RFC 4648 5). The address is readable by
+ * whoever has the URL (it is the recipient's own link); only the MAC is
+ * secret-bound. Secrets are at least MSG_UNSUB_SECRET_MIN octets. */
+#define MSG_UNSUB_SECRET_MIN 32
+#define MSG_UNSUB_SECRET_MAX 1024
+#define MSG_UNSUB_MAC_LEN 16
+#define MSG_UNSUB_RAW_MAX (2 + 64 + 5 + 254 + MSG_UNSUB_MAC_LEN)
+#define MSG_UNSUB_TOKEN_MAX ((MSG_UNSUB_RAW_MAX * 4 + 2) / 3)   /* 455 characters */
+
+/* The secrets a verifier accepts: the current one, and optionally the one
+ * before a rotation (prev NULL: none). Tokens are made with key only. */
+struct msg_unsub_keys {
+	const unsigned char *key, *prev;
+	size_t keylen, prevlen;
+};
+
+/* The token for (job, index, email) into out (NUL-terminated): its
+ * length, or -1 when an argument is out of range (job id, address length)
+ * or out is smaller than MSG_UNSUB_TOKEN_MAX + 1. */
+int msg_unsub_token(const unsigned char *key, size_t keylen, const char *job,
+		    uint32_t index, const char *email, char *out, size_t outlen);
+
+/* The same with the key set up once (its HMAC pads digested): what a job
+ * keeps to make a token per recipient. Read-only once made, so threads
+ * may share one. NULL for a key outside 32-1024 octets. */
+struct msg_unsub_signer;
+struct msg_unsub_signer *msg_unsub_signer_new(const unsigned char *key, size_t keylen);
+void msg_unsub_signer_free(struct msg_unsub_signer *s);
+int msg_unsub_token_sign(const struct msg_unsub_signer *s, const char *job, uint32_t index,
+			 const char *email, char *out, size_t outlen);
+
+enum msg_unsub_verdict {
+	MSG_UNSUB_OK = 0,
+	MSG_UNSUB_MALFORMED = -1,   /* not a token: alphabet, length, version, fields */
+	MSG_UNSUB_FORGED = -2,      /* well formed, but no secret's MAC matches */
+};
+struct msg_unsub_tok {
+	char job[65];
+	uint32_t index;
+	char email[255];
+};
+/* Decode and verify len characters of tok (the MAC compared in constant
+ * time, against each secret of keys). out is filled only with OK. Pure. */
+enum msg_unsub_verdict msg_unsub_verify(const char *tok, size_t len,
+					const struct msg_unsub_keys *keys,
+					struct msg_unsub_tok *out);
+
+/* volley's own unsubscribe endpoint as a job compile sees it
+ * (msg_job_opts.unsub): URLs are base_url "/" token. base_url: https,
+ * URL characters only, no query or fragment, no trailing '/', at most
+ * MSG_UNSUB_BASE_MAX octets (msg_unsub_base_ok). */
+#define MSG_UNSUB_BASE_MAX 256
+struct msg_unsub_conf {
+	const char *base_url;
+	const unsigned char *key;
+	size_t keylen;
+};
+/* NULL if fine, else what is wrong with base_url. */
+const char *msg_unsub_base_ok(const char *base_url);
 
 /* VERP return path: "bounces+<job>.<index>@domain" from "bounces@domain"
  * (inside the quotes of a quoted local part). Written to out

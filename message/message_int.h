@@ -98,6 +98,7 @@ struct piece {
 	unsigned hflags;           /* PC_HEADER */
 	enum msg_escape esc;       /* PC_QP: MSG_ESC_NONE or MSG_ESC_HTML */
 	bool soft_end;             /* PC_QP: end on a soft line break (last in message) */
+	bool builtin;              /* PC_UNSUB: volley's own URL (j->ubase/token), no segs */
 };
 
 struct var {
@@ -118,6 +119,9 @@ struct msg_job {
 	size_t max_size;
 	size_t url_max;            /* longest rendered unsubscribe URL allowed */
 	bool smtputf8, eightbit;
+	char *ubase;               /* volley's unsubscribe base_url, or NULL */
+	struct msg_unsub_signer *usign;  /* its secret, set up for HMAC */
+	bool transactional;
 	char boundary[40];         /* prefix; a one-letter suffix per level */
 };
 
@@ -147,8 +151,18 @@ int msg_json_fields(const json_t *o, const char *path, const char *const *names,
 int msg_json_str(const json_t *o, const char *key, const char *path, bool required,
 		 const char **s, size_t *n, struct msg_err *e);
 bool msg_has_crlf(const char *s, size_t n);
-/* The unsubscribe headers at this point of the message. */
-int msg_unsub_compile(struct msg_job *j, const json_t *u, struct msg_err *e);
+/* The unsubscribe headers at this point of the message. u: the job's
+ * "unsubscribe" (or NULL); own: the content has List-Unsubscribe fields
+ * of its own (then the built-in ones are not added). */
+int msg_unsub_compile(struct msg_job *j, const json_t *u, bool own, struct msg_err *e);
+/* volley's URL for a recipient: base_url "/" token into out
+ * (NUL-terminated; outlen >= MSG_UNSUB_BASE_MAX + 2 + MSG_UNSUB_TOKEN_MAX):
+ * its length, or -1 when the job has no base_url or the index or address
+ * does not fit a token. */
+int msg_unsub_url(const struct msg_job *j, const char *email, size_t index, char *out,
+		  size_t outlen);
+/* token.c: the length of a token for these lengths (without making it). */
+size_t msg_unsub_token_len(size_t job_len, uint32_t index, size_t email_len);
 
 /* compose.c: a content object; raw.c: a content string */
 int msg_compose_object(struct msg_job *j, const json_t *o, const json_t *unsub,

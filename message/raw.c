@@ -195,8 +195,8 @@ int msg_raw_compile(struct msg_job *j, const char *s, size_t n, const json_t *un
 	if (rc == 0 && unsub && seen.unsub)
 		rc = msg_fail(e, "invalid_field", "unsubscribe", "the content already has "
 			      "List-Unsubscribe headers");
-	if (rc == 0 && unsub)
-		rc = msg_unsub_compile(j, unsub, e);
+	if (rc == 0)
+		rc = msg_unsub_compile(j, unsub, seen.unsub, e);
 	if (rc == 0) {
 		msg_job_static(j, "\r\n", 2);
 		size_t first = 1;

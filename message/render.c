@@ -24,7 +24,36 @@ struct rctx {
 	time_t date;
 	struct val v[MSG_JOB_VARS_MAX];
 	char to_hdr[1400];   /* the predefined to_header, when a template uses it */
+	char url[MSG_UNSUB_BASE_MAX + 2 + MSG_UNSUB_TOKEN_MAX + 1];  /* volley's unsubscribe URL */
+	size_t url_len;      /* 0: not made yet */
+	bool checking;       /* msg_job_check_rcpt: no render follows */
 };
+
+/* volley's unsubscribe URL for this recipient, made once per render. A
+ * check alone gets a stand-in of the same length: intake checks every
+ * recipient of a job, and only lengths matter there (the HMAC is not
+ * worth it). */
+static const char *own_url(struct rctx *c, size_t *len)
+{
+	const struct msg_job *j = c->j;
+	size_t el = strlen(c->r->email), b = j->ubase ? strlen(j->ubase) : 0;
+
+	if (!c->url_len && c->checking && j->ubase && c->r->index <= UINT32_MAX &&
+	    el >= 3 && el <= 254) {
+		size_t n = b + 1 + msg_unsub_token_len(strlen(j->job_id), (uint32_t)c->r->index, el);
+		memcpy(c->url, j->ubase, b);
+		memset(c->url + b, 'A', n - b);
+		c->url[b] = '/';
+		c->url[n] = '\0';
+		c->url_len = n;
+	}
+	if (!c->url_len) {
+		int n = msg_unsub_url(c->j, c->r->email, c->r->index, c->url, sizeof c->url);
+		c->url_len = n > 0 ? (size_t)n : 0;
+	}
+	*len = c->url_len;
+	return c->url_len ? c->url : NULL;
+}
 
 /* ---- values and their checks ---- */
 
@@ -72,6 +101,16 @@ static int resolve(struct rctx *c, struct msg_err *e)
 			c->v[i] = (struct val){j->vars[i].job_val, j->vars[i].job_len, false};
 		} else if (!strcmp(j->vars[i].name, "name")) {
 			c->v[i] = (struct val){"", 0, false};   /* no name: empty, as KumoMTA */
+		} else if (!strcmp(j->vars[i].name, "unsubscribe_url")) {
+			/* after the job's own value: senders that already use the name keep it */
+			size_t n;
+			const char *u = own_url(c, &n);
+			if (!u)
+				return msg_fail(e, "missing_substitution", "substitutions.unsubscribe_url",
+						"has no value: volley's own unsubscribe URL needs "
+						"unsubscribe.base_url in volleyd's configuration, and "
+						"neither the recipient nor the job gives one");
+			c->v[i] = (struct val){u, n, false};
 		} else {
 			char f[160];
 			snprintf(f, sizeof f, "substitutions.%s", j->vars[i].name);
@@ -189,8 +228,12 @@ static int check(struct rctx *c, struct msg_err *e)
 		const struct piece *p = &c->j->p[i];
 		if (p->kind == PC_RAW && raw_lines(c, p, e) < 0)
 			return -1;
-		if (p->kind == PC_UNSUB && unsub_len(c, p, e) < 0)
+		if (p->kind == PC_UNSUB && !p->builtin && unsub_len(c, p, e) < 0)
 			return -1;
+		size_t n;
+		if (p->kind == PC_UNSUB && p->builtin && !own_url(c, &n))
+			return msg_fail(e, "invalid_field", "email", "cannot go into an "
+					"unsubscribe token (index over 2^32)");
 	}
 	return 0;
 }
@@ -198,7 +241,7 @@ static int check(struct rctx *c, struct msg_err *e)
 int msg_job_check_rcpt(const struct msg_job *j, const struct msg_rcpt *r,
 		       struct msg_err *err)
 {
-	struct rctx c = {.j = j, .r = r};
+	struct rctx c = {.j = j, .r = r, .checking = true};
 
 	return check(&c, err);
 }
@@ -289,7 +332,13 @@ static void render_header(struct rctx *c, const struct piece *p)
 		if (p->name)
 			vl_buf_printf(&o->tmp, "%s, ", p->name);
 		vl_buf_append(&o->tmp, "<", 1);
-		segs_text(c, p, MSG_ESC_URL);
+		if (p->builtin) {
+			size_t n;
+			const char *u = own_url(c, &n);
+			vl_buf_append(&o->tmp, u, n);
+		} else {
+			segs_text(c, p, MSG_ESC_URL);
+		}
 		vl_buf_append(&o->tmp, ">", 1);
 		msg_hdr_write(&o->buf, "List-Unsubscribe", o->tmp.p, o->tmp.len, MSG_HDR_TEXT,
 			      0, &o->smtputf8);

@@ -875,6 +875,10 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	d->sc = sc;
 	d->eng = eng;
 	d->cfg = cfg;
+	d->unsub_on = cfg->unsubscribe.on;
+	d->unsub = (struct msg_unsub_conf){ .base_url = cfg->unsubscribe.base_url,
+					    .key = cfg->unsubscribe.secret,
+					    .keylen = cfg->unsubscribe.secret_len };
 	d->spool = spool;
 	d->sup = sup;
 	d->ev = ev;

@@ -191,6 +191,10 @@ struct sched_deliver {
 	struct sched_bounce_rules *rules;
 	struct msg_dkim_key **dkim;    /* cfg->dkim's keys, loaded at start */
 	size_t ndkim;
+	/* volley's one-click unsubscribe, from the configuration at start (a
+	 * reload cannot change it: the listener verifies with that secret) */
+	struct msg_unsub_conf unsub;
+	bool unsub_on;
 	struct engine *eng;
 	pthread_t tid;
 	/* inbox, from API threads and engine workers */

@@ -100,7 +100,9 @@ fail:
 static int compose(struct sched_djob *dj, json_t *job)
 {
 	struct msg_job_opts o = { .job_id = dj->j->id, .hostname = dj->d->cfg->hostname,
-				  .max_size = dj->d->cfg->max_message_size };
+				  .max_size = dj->d->cfg->max_message_size,
+				  .unsub = dj->d->unsub_on ? &dj->d->unsub : NULL,
+				  .transactional = dj->j->transactional };
 	struct msg_err me = { 0 };
 	json_t *content = json_object_get(job, "content");
 

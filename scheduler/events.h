@@ -16,7 +16,8 @@
 
 struct sched_event {
 	const char *type;            /* Reception, Delivery, TransientFailure, Bounce,
-				      * Expiration, AdminBounce, OOB, Feedback */
+				      * Expiration, AdminBounce, OOB, Feedback,
+				      * Unsubscribe (unsub/) */
 	double time;                 /* wall clock, seconds */
 	const char *job, *recipient, *domain, *site, *mx;
 	const char *peer_address, *source_address;   /* NULL: null */

@@ -42,6 +42,7 @@ check scheduler sched_
 check gen sched_
 check api api_
 check submit sub_
+check unsub uns_
 check sink sink_
 check smtpd smtpd_
 check cli cli_
@@ -51,7 +52,7 @@ check bench/submit vs_
 for p in blast drive render dkim feedback submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message feedback imap engine sts smtpd scheduler gen api submit sink cli volleyd bench tests "
+known=" common config tls dns tlsrpt message feedback imap engine sts smtpd scheduler gen api submit unsub sink cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)

@@ -14,6 +14,7 @@
 #include "../message/message.h"
 #include "../scheduler/scheduler.h"
 #include "../submit/submit.h"
+#include "../unsub/unsub.h"
 
 /* Everything a running daemon holds (vd_open opens the spool, the
  * suppression list, events, the registry, the engine, delivery and the
@@ -31,6 +32,7 @@ struct vd_daemon {
 	struct sub_server *smtp; /* the SMTP listeners, or NULL */
 	struct sub_inbox *inbox; /* data_dir/feedback (feedback.listen or .mailboxes), or NULL */
 	struct imap_poller *imap; /* feedback.mailboxes, or NULL */
+	struct uns_server *unsub; /* the one-click unsubscribe listener, or NULL */
 	bool started;            /* sched_start succeeded */
 };
 

@@ -114,6 +114,10 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 		goto fail;
 	if (start_imap(v, cfg, err, errlen) < 0)
 		goto fail;
+	if (cfg->unsubscribe.on &&
+	    !(v->unsub = uns_start(&cfg->unsubscribe, v->sup, v->ev, err, errlen)) &&
+	    cfg->unsubscribe.nlisten)
+		goto fail;
 	if (!(v->api = api_start(cfg, v->sc, v->spool, v->sup, v->ev, err, errlen)))
 		goto fail;
 	if (v->rpt && !(v->rpt_sender = api_tlsrpt_start(cfg, v->sc, v->spool, v->eng, v->rpt,
@@ -125,6 +129,8 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	api_add_metrics(v->api, fb_metrics, v->sc);
 	if (v->imap)
 		api_add_metrics(v->api, imap_metrics_fn, v->imap);
+	if (v->unsub)
+		api_add_metrics(v->api, uns_metrics, v->unsub);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -138,6 +144,7 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 	/* the API before the parts whose counters /metrics reads */
 	api_stop(v->api);
 	sub_server_stop(v->smtp);     /* no new messages; waiting sessions answered */
+	uns_stop(v->unsub);           /* before the suppression list and events close */
 	imap_stop(v->imap);           /* a poll in progress ends within a second */
 	sub_inbox_close(v->inbox);    /* after both writers */
 	sub_log_close(v->sublog);     /* its jobs reach the registry */

@@ -62,12 +62,20 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 		cfg_load(&cfg, NULL, err, sizeof err);
 		cfg.max_message_size = 100000;
 		cfg.api.max_body = 1 << 20;
+		/* volley's own unsubscribe URL, on for inputs whose first octet has
+		 * its top bit set: the built-in List-Unsubscribe and
+		 * {{ unsubscribe_url }} paths */
+		free(cfg.unsubscribe.base_url);
+		cfg.unsubscribe.base_url = strdup("https://news.example.com/unsubscribe");
+		cfg.unsubscribe.secret = (unsigned char *)strdup("fuzz-0123456789abcdef0123456789abcdef");
+		cfg.unsubscribe.secret_len = strlen((char *)cfg.unsubscribe.secret);
 		vl_log_set_level(VL_LOG_ERROR);
 		init = 1;
 	}
 	if (len < 1)
 		return 0;
 	bool ndjson = data[0] & 1;
+	cfg.unsubscribe.on = data[0] & 0x80;
 	size_t cut = 1 + (data[0] >> 1);
 	const char *p = (const char *)data + 1;
 	size_t n = len - 1;

@@ -207,7 +207,7 @@ static int render_all(const struct msg_job *j, const json_t *rcpts, const char *
 
 int main(int argc, char **argv)
 {
-	struct msg_job_opts o = {"job1", "mta.example.com", 0};
+	struct msg_job_opts o = {.job_id = "job1", .hostname = "mta.example.com", .max_size = 0};
 	uint64_t date = 1795000000, max = 0;
 	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
 		printf("volley-compose %s\n", VL_VERSION);

@@ -7,7 +7,7 @@
 
 #include "../../message/message.h"
 
-static const struct msg_job_opts opts = {"J1", "mta.example.com", 0};
+static const struct msg_job_opts opts = {.job_id = "J1", .hostname = "mta.example.com", .max_size = 0};
 
 static struct msg_job *compile_opts(const char *content, const char *subs,
 				    const char *unsub, const struct msg_job_opts *o,
@@ -85,17 +85,17 @@ Test(msg_compose, errors_name_fields)
 	compile_err("\" starts with space: x\\n\\nbody\"", NULL, NULL, "invalid_field", "content");
 	compile_err("\"Subject: {{ bad\\n\\nbody\"", NULL, NULL, "invalid_field", "content");
 	struct msg_err e;
-	struct msg_job_opts bad = {"bad id!", "h.example", 0};
+	struct msg_job_opts bad = {.job_id = "bad id!", .hostname = "h.example", .max_size = 0};
 	cr_assert_null(compile_opts("{" FROM ", \"text_body\": \"x\"}", NULL, NULL, &bad, &e));
 	cr_assert_str_eq(e.field, "job_id");
-	struct msg_job_opts badhost = {"J", "not a host", 0};
+	struct msg_job_opts badhost = {.job_id = "J", .hostname = "not a host", .max_size = 0};
 	cr_assert_null(compile_opts("{" FROM ", \"text_body\": \"x\"}", NULL, NULL, &badhost, &e));
 	cr_assert_str_eq(e.field, "hostname");
 }
 
 Test(msg_compose, too_large)
 {
-	struct msg_job_opts small = {"J1", "mta.example.com", 400};
+	struct msg_job_opts small = {.job_id = "J1", .hostname = "mta.example.com", .max_size = 400};
 	struct msg_err e;
 	char content[2000];
 	snprintf(content, sizeof content, "{" FROM ", \"text_body\": \"%0500d\"}", 0);
