@@ -13,6 +13,7 @@
 #include "../message/message.h"
 #include "../scheduler/scheduler.h"
 #include "../submit/submit.h"
+#include "../webhook/webhook.h"
 
 /* Everything a running daemon holds (vd_open opens the spool, the
  * suppression list, events, the registry, the engine, delivery and the
@@ -26,6 +27,7 @@ struct vd_daemon {
 	struct api *api;
 	struct rpt_store *rpt;   /* TLS-RPT (tls_rpt set), or NULL */
 	struct api_tlsrpt *rpt_sender;
+	struct wh *hooks;             /* NULL without webhooks */
 	struct sub_log *sublog;  /* submission's durable log, or NULL */
 	struct sub_server *smtp; /* the SMTP listeners, or NULL */
 	bool started;            /* sched_start succeeded */

@@ -52,6 +52,7 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if (!(v->ev = sched_events_open(path, cfg->events.rotate_bytes,
 					(unsigned)cfg->events.keep_files, err, errlen)) ||
 	    !(v->sc = sched_new(cfg, v->spool, err, errlen)) ||
+	    (!(v->hooks = wh_start(cfg, v->ev, err, errlen)) && *err) ||
 	    !(v->eng = eng_new(&ec, err, errlen)))
 		goto fail;
 	snprintf(path, sizeof path, "%s/tls-rpt", cfg->data_dir);
@@ -76,6 +77,8 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	api_set_tlsrpt(v->api, v->rpt_sender);
 	if (v->smtp)
 		api_add_metrics(v->api, sub_metrics, v->smtp);
+	if (v->hooks)
+		api_add_metrics(v->api, wh_metrics, v->hooks);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -88,6 +91,7 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 		api_drain(v->api);
 	sub_server_stop(v->smtp);     /* no new messages; waiting sessions answered */
 	api_stop(v->api);
+	wh_stop(v->hooks);            /* after the API: /metrics reads it */
 	sub_log_close(v->sublog);     /* its jobs reach the registry */
 	api_tlsrpt_stop(v->rpt_sender);  /* before the scheduler: it submits jobs */
 	if (v->started)
