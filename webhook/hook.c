@@ -432,7 +432,7 @@ static void family(struct vl_buf *out, const struct wh *w, const char *name, con
 		const struct hook *h = &w->hooks[i];
 		char labels[128];
 		double v;
-		snprintf(labels, sizeof labels, "webhook=\"%s\"", h->name);
+		snprintf(labels, sizeof labels, "{webhook=\"%s\"}", h->name);
 		if (field == 0) {
 			v = (double)atomic_load(&h->sent);
 		} else if (field == 1) {
@@ -461,7 +461,7 @@ void wh_metrics(void *arg, struct vl_buf *out)
 			const struct hook *h = &w->hooks[i];
 			if (r == R_1XX)
 				continue;
-			snprintf(labels, sizeof labels, "webhook=\"%s\",result=\"%s\"", h->name,
+			snprintf(labels, sizeof labels, "{webhook=\"%s\",result=\"%s\"}", h->name,
 				 wh_result_class(r * 100L));
 			vl_prom_metric(out, "volley_webhook_requests_total", "counter",
 				       first ? "POSTs by outcome: the status class, or error when "
