@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""Webhooks against delivery: volley-bench's newsletter scenario (by default
+200,000 recipients) without a webhook and with one for Delivery events to a
+local receiver, alternated, in one run; prints msg/s both ways, their
+ratio, and the webhook's events/s and lag (docs/bench.md, "Webhooks").
+
+    /usr/bin/python3 bench/webhook.py [--recipients N] [--rounds R]
+        [--batch B] [--gzip] [--scenario NAME] [--build DIR]
+
+The receiver is tests/e2e/hookrecv.py as its own process
+(ThreadingHTTPServer, HTTP/1.1 keep-alive): it checks each batch's
+signature and timestamp, counts the events without parsing them, answers
+200, and notes when each batch arrived against its last event's time.
+Every process started is stopped by PID; everything runs on loopback.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(HERE)
+SECRET = "bench-secret"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def bench(a, tmp, name, conf=None):
+    out = os.path.join(tmp, name)
+    cmd = [os.path.join(a.build, "volley-bench"), a.scenario, "--recipients",
+           str(a.recipients), "--no-plot", "--out", out]
+    if conf:
+        cmd += ["--volley-conf", conf]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=1800)
+    try:
+        with open(out + ".json") as f:
+            r = json.load(f)["results"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        sys.exit("webhook bench: volley-bench failed:\n" + p.stdout.decode())
+    if not r["ok"]:
+        sys.exit("webhook bench: volley-bench: not every recipient accounted for: " + r["note"])
+    return r
+
+
+def with_hook(a, tmp, i):
+    port = free_port()
+    conf = os.path.join(tmp, "hook.conf")
+    with open(conf, "w") as f:
+        f.write('webhooks = ( { name = "bench"; url = "http://127.0.0.1:%d/hook"; '
+                'events = [ "Delivery" ]; secret = "%s"; batch = %d; gzip = %s; } );\n'
+                % (port, SECRET, a.batch, "true" if a.gzip else "false"))
+    stats = open(os.path.join(tmp, "receiver-%d.jsonl" % i), "w+")
+    rx = subprocess.Popen(["/usr/bin/python3", "-m", "tests.e2e.hookrecv", "--port", str(port),
+                           "--secret", SECRET, "--count-only"], cwd=SRC, stdout=stats,
+                          env=dict(os.environ, PYTHONPATH=SRC))
+    try:
+        time.sleep(0.5)
+        r = bench(a, tmp, "hook-%d" % i, conf)
+        time.sleep(1.2)     # the receiver's last counts
+    finally:
+        stop(rx)
+    stats.seek(0)
+    lines = [json.loads(line) for line in stats if line.strip()]
+    r["hook"] = lines[-1] if lines else {}
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recipients", type=int, default=200000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--gzip", action="store_true")
+    ap.add_argument("--scenario", default="newsletter")
+    ap.add_argument("--build", default=os.path.join(SRC, "build"))
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="volley-hookbench-")
+    plain, hooked = [], []
+    print("webhook bench: %s, %d recipients, %d rounds (alternated), batch %d%s"
+          % (a.scenario, a.recipients, a.rounds, a.batch, ", gzip" if a.gzip else ""))
+    print("%-8s %10s %9s %12s %12s %10s %10s %9s" % ("run", "delivered", "msg/s", "hook events",
+                                                     "hook ev/s", "final lag", "max lag",
+                                                     "rejected"))
+    for i in range(a.rounds):
+        order = ["plain", "hook"] if i % 2 == 0 else ["hook", "plain"]
+        for kind in order:
+            if kind == "plain":
+                r = bench(a, tmp, "plain-%d" % i)
+                plain.append(r)
+                print("%-8s %10d %9.0f" % ("no hook", r["delivered"], r["messages_per_s"]))
+            else:
+                r = with_hook(a, tmp, i)
+                hooked.append(r)
+                h = r["hook"]
+                span = h.get("last_arrival", 0) - h.get("first_arrival", 0)
+                rate = h.get("events", 0) / span if span > 0 else 0
+                print("%-8s %10d %9.0f %12d %12.0f %9.2fs %9.2fs %9d"
+                      % ("webhook", r["delivered"], r["messages_per_s"], h.get("events", 0),
+                         rate, h.get("last_lag", 0), h.get("max_lag", 0),
+                         h.get("rejected", 0)))
+                sys.stdout.flush()
+    mp = sum(r["messages_per_s"] for r in plain) / len(plain)
+    mh = sum(r["messages_per_s"] for r in hooked) / len(hooked)
+    got = sum(r["hook"].get("events", 0) for r in hooked)
+    want = sum(r["delivered"] for r in hooked)
+    print("mean msg/s: no webhook %.0f, webhook %.0f; webhook / no webhook %.3f "
+          "(target: at least 0.95)" % (mp, mh, mh / mp))
+    print("the webhook received %d of %d Delivery events before volleyd stopped (%.2f%%)"
+          % (got, want, 100.0 * got / want if want else 0))
+    print("run folder: %s" % tmp)
+
+
+if __name__ == "__main__":
+    main()
