@@ -186,6 +186,14 @@ Test(webhook_config, defaults_and_values)
 	cr_assert_eq(c.webhooks[1].timeout_ms, 3000);
 	cr_assert_str_eq(c.webhooks[1].ca_file, "/x.pem");
 	cr_assert_str_eq(c.webhooks[2].name, "hook3");
+	struct vl_buf b;
+	vl_buf_init(&b);
+	cfg_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert(strstr(b.p, "name = \"crm\"; url = \"http://127.0.0.5:81/\""), "%s", b.p);
+	cr_assert(strstr(b.p, "secret = \"(hidden)\""));
+	cr_assert_null(strstr(b.p, "\"k2\""));
+	vl_buf_free(&b);
 	cfg_free(&c);
 }
 
