@@ -38,13 +38,17 @@ def free_port():
 
 
 def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    """Stop by PID; the CPU seconds it used."""
+    p.send_signal(signal.SIGTERM)
+    for _ in range(50):
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = status
+            return ru.ru_utime + ru.ru_stime
+        time.sleep(0.1)
+    p.kill()
+    _, _, ru = os.wait4(p.pid, 0)
+    return ru.ru_utime + ru.ru_stime
 
 
 def bench(a, tmp, name, conf=None):
@@ -75,15 +79,17 @@ def with_hook(a, tmp, i):
     rx = subprocess.Popen(["/usr/bin/python3", "-m", "tests.e2e.hookrecv", "--port", str(port),
                            "--secret", SECRET, "--count-only"], cwd=SRC, stdout=stats,
                           env=dict(os.environ, PYTHONPATH=SRC))
+    cpu = 0.0
     try:
         time.sleep(0.5)
         r = bench(a, tmp, "hook-%d" % i, conf)
         time.sleep(1.2)     # the receiver's last counts
     finally:
-        stop(rx)
+        cpu = stop(rx)
     stats.seek(0)
     lines = [json.loads(line) for line in stats if line.strip()]
     r["hook"] = lines[-1] if lines else {}
+    r["hook"]["receiver_cpu_s"] = cpu
     return r
 
 
@@ -100,33 +106,38 @@ def main():
     plain, hooked = [], []
     print("webhook bench: %s, %d recipients, %d rounds (alternated), batch %d%s"
           % (a.scenario, a.recipients, a.rounds, a.batch, ", gzip" if a.gzip else ""))
-    print("%-8s %10s %9s %12s %12s %10s %10s %9s" % ("run", "delivered", "msg/s", "hook events",
-                                                     "hook ev/s", "final lag", "max lag",
-                                                     "rejected"))
+    print("%-8s %10s %9s %9s %12s %10s %10s %10s %8s %8s"
+          % ("run", "delivered", "msg/s", "cpu-s/1k", "hook events", "hook ev/s", "final lag",
+             "max lag", "rejected", "rx cpu-s"))
     for i in range(a.rounds):
         order = ["plain", "hook"] if i % 2 == 0 else ["hook", "plain"]
         for kind in order:
             if kind == "plain":
                 r = bench(a, tmp, "plain-%d" % i)
                 plain.append(r)
-                print("%-8s %10d %9.0f" % ("no hook", r["delivered"], r["messages_per_s"]))
+                print("%-8s %10d %9.0f %9.3f" % ("no hook", r["delivered"], r["messages_per_s"],
+                                                  r["cpu_s_per_1000"]))
             else:
                 r = with_hook(a, tmp, i)
                 hooked.append(r)
                 h = r["hook"]
                 span = h.get("last_arrival", 0) - h.get("first_arrival", 0)
                 rate = h.get("events", 0) / span if span > 0 else 0
-                print("%-8s %10d %9.0f %12d %12.0f %9.2fs %9.2fs %9d"
-                      % ("webhook", r["delivered"], r["messages_per_s"], h.get("events", 0),
-                         rate, h.get("last_lag", 0), h.get("max_lag", 0),
-                         h.get("rejected", 0)))
+                print("%-8s %10d %9.0f %9.3f %12d %10.0f %9.2fs %9.2fs %8d %8.1f"
+                      % ("webhook", r["delivered"], r["messages_per_s"], r["cpu_s_per_1000"],
+                         h.get("events", 0), rate, h.get("last_lag", 0), h.get("max_lag", 0),
+                         h.get("rejected", 0), h.get("receiver_cpu_s", 0)))
                 sys.stdout.flush()
     mp = sum(r["messages_per_s"] for r in plain) / len(plain)
     mh = sum(r["messages_per_s"] for r in hooked) / len(hooked)
     got = sum(r["hook"].get("events", 0) for r in hooked)
     want = sum(r["delivered"] for r in hooked)
+    cp = sum(r["cpu_s_per_1000"] for r in plain) / len(plain)
+    ch = sum(r["cpu_s_per_1000"] for r in hooked) / len(hooked)
     print("mean msg/s: no webhook %.0f, webhook %.0f; webhook / no webhook %.3f "
           "(target: at least 0.95)" % (mp, mh, mh / mp))
+    print("volleyd's CPU per 1,000 messages: no webhook %.4f s, webhook %.4f s (%+.1f%%)"
+          % (cp, ch, 100.0 * (ch - cp) / cp if cp else 0))
     print("the webhook received %d of %d Delivery events before volleyd stopped (%.2f%%)"
           % (got, want, 100.0 * got / want if want else 0))
     print("run folder: %s" % tmp)
