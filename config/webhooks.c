@@ -144,6 +144,7 @@ static int get_secret(const config_setting_t *g, const char *file, const char *p
 			rc = wfail(g, file, p, "secret and secret_file: one or the other", err, errlen);
 		else if (vl_read_file(sfile, &b) < 0) {
 			snprintf(what, sizeof what, "%s: %s", sfile, strerror(errno));
+			vl_buf_free(&b);
 			rc = wfail(g, file, p, what, err, errlen);
 		} else {
 			while (b.len && (b.p[b.len - 1] == '\n' || b.p[b.len - 1] == '\r'))

@@ -41,6 +41,7 @@ struct hook {
 	struct wh_batch b;
 	struct vl_buf gz;             /* the body as sent when gzip */
 	bool in_flight, closed;
+	bool cursor_failing;          /* logged once an episode */
 	unsigned failures;            /* in a row */
 	uint64_t retry_at;            /* mono ms, 0: none */
 	CURL *easy;
@@ -79,9 +80,12 @@ static int cursor_write(struct hook *h, const struct sched_events_pos *p)
 		close(fd);
 	if (rc == 0 && rename(tmp, h->path) < 0)
 		rc = -1;
-	if (rc < 0)
-		vl_log(VL_LOG_ERROR, "webhook %s: writing %s: %s", h->name, h->path,
-		       strerror(errno));
+	if (rc < 0 && !h->cursor_failing)
+		vl_log(VL_LOG_ERROR, "webhook %s: writing %s: %s (events acknowledged since "
+		       "may be sent again after a restart)", h->name, h->path, strerror(errno));
+	else if (rc == 0 && h->cursor_failing)
+		vl_log(VL_LOG_INFO, "webhook %s: writing %s again", h->name, h->path);
+	h->cursor_failing = rc < 0;
 	vl_buf_free(&b);
 	return rc;
 }
@@ -95,6 +99,9 @@ static void cursor_read(struct hook *h, struct sched_events *ev, struct sched_ev
 	char why[200], bad[4200];
 
 	if (vl_read_file(h->path, &b) < 0) {
+		int e = errno;
+		vl_buf_free(&b);
+		errno = e;
 		if (errno != ENOENT)
 			vl_log(VL_LOG_ERROR, "webhook %s: reading %s: %s; starting at the oldest "
 			       "event kept", h->name, h->path, strerror(errno));
