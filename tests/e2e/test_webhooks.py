@@ -116,9 +116,13 @@ class Webhooks(VolleydTest):
             self.assertLessEqual(len(evs), 100)
         self.assertEqual(rx.rejected, [])
         self.assertEqual(rx.requests, len(rx.batches) + 3)
-        m = self.wait_for("metrics", lambda: (lambda m: m if m.get(
-            'volley_webhook_events_sent_total{webhook="deliveries"}', 0) >= 299 else None)(
-                metrics(d)), timeout=10)
+        def settled():
+            # the receiver records a batch before its 200 reaches volleyd
+            m = metrics(d)
+            ok = sum(v for k, v in m.items() if 'result="2xx"' in k) == len(rx.batches)
+            return m if ok else None
+        m = self.wait_for("metrics", settled, timeout=10)
+        self.assertEqual(m['volley_webhook_events_sent_total{webhook="deliveries"}'], 299)
         failed = sum(v for k, v in m.items() if k.startswith("volley_webhook_failures_total"))
         self.assertEqual(failed, 3, m)
         self.assertEqual(m['volley_webhook_requests_total{webhook="deliveries",result="2xx"}'] +
@@ -220,7 +224,7 @@ class Webhooks(VolleydTest):
         t = time.monotonic()
         self.assertEqual(d.stop(), 0)
         took = time.monotonic() - t
-        self.assertLess(took, 3.0)
+        self.assertLess(took, 5.0)     # about a second; slack for a loaded machine
         self.assertEqual(rx.events_of("slow"), [])
         d = self.start_daemon(config=cfg, data_dir=data)   # the cursor did not move
         self.wait_events(rx, "slow", log_events(data, "Delivery", jid))
