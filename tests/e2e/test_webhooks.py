@@ -8,6 +8,7 @@ Every wait is bounded."""
 import json
 import os
 import re
+import signal
 import time
 
 from . import util
@@ -228,6 +229,17 @@ class Webhooks(VolleydTest):
         self.assertEqual(rx.events_of("slow"), [])
         d = self.start_daemon(config=cfg, data_dir=data)   # the cursor did not move
         self.wait_events(rx, "slow", log_events(data, "Delivery", jid))
+
+    def test_reload_says_webhooks_need_a_restart(self):
+        rx = self.receiver()
+        s = self.sink()
+        d = self.start_daemon(config=conf(s, [hook("a", rx)]))
+        with open(os.path.join(d.data_dir, "volley.conf"), "w") as f:
+            f.write('dns = { servers = [ "127.0.0.1:9" ]; };\n' +
+                    conf(s, [hook("a", rx, batch=7)]))
+        d.proc.send_signal(signal.SIGHUP)
+        self.wait_for("the reload's warning",
+                      lambda: "webhooks changed: needs a restart" in d.output(), timeout=10)
 
     def test_config_errors(self):
         for bad, words in [
