@@ -42,6 +42,7 @@ struct hook {
 	struct vl_buf gz;             /* the body as sent when gzip */
 	bool in_flight, closed;
 	bool cursor_failing;          /* logged once an episode */
+	bool in_long;                 /* inside a line too long to send */
 	unsigned failures;            /* in a row */
 	uint64_t retry_at;            /* mono ms, 0: none */
 	CURL *easy;
@@ -226,7 +227,13 @@ static bool fill(struct hook *h)
 			return true;
 		if (n == 0)
 			break;
-		wh_batch_add(&h->b, h->w->buf, (size_t)n);
+		const char *p = h->w->buf;
+		bool was = h->in_long;
+		size_t len = wh_whole_lines(&h->in_long, &p, (size_t)n);
+		if (h->in_long && !was)
+			vl_log(VL_LOG_WARN, "webhook %s: an event line over %u octets skipped",
+			       h->name, READ_MAX);
+		wh_batch_add(&h->b, p, len);
 		h->b.end = sched_events_reader_pos(h->rd);
 		if (h->b.n && !atomic_load(&h->oldest_ms))
 			atomic_store(&h->oldest_ms, (uint64_t)(h->b.first_time * 1000.0));

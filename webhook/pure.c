@@ -64,6 +64,27 @@ void wh_batch_finish(struct wh_batch *b)
 	b->finished = true;
 }
 
+size_t wh_whole_lines(bool *in_long, const char **p, size_t n)
+{
+	const char *buf = *p;
+	size_t from = 0, to = n;
+
+	if (*in_long) {
+		const char *nl = memchr(buf, '\n', n);
+		if (!nl)
+			return 0;
+		from = (size_t)(nl - buf) + 1;
+		*in_long = false;
+	}
+	if (from < n && buf[n - 1] != '\n') {
+		const char *last = memrchr(buf + from, '\n', n - from);
+		to = last ? (size_t)(last - buf) + 1 : from;
+		*in_long = true;
+	}
+	*p = buf + from;
+	return to - from;
+}
+
 /* n digits at p, or -1. */
 static int digits(const char *p, int n)
 {

@@ -26,6 +26,11 @@ void wh_batch_free(struct wh_batch *b);
 /* Whole '\n'-terminated lines of lines[0, len) into the array (an empty
  * line or a tail without '\n' is ignored). Returns the events added. */
 size_t wh_batch_add(struct wh_batch *b, const char *lines, size_t len);
+/* The whole lines of a read of n octets at *p (moved to the first). A
+ * line longer than a read comes in pieces; such a line is dropped, never
+ * sent cut: *in_long says a read ended inside one (set, then cleared by
+ * the read that holds its end). */
+size_t wh_whole_lines(bool *in_long, const char **p, size_t n);
 /* Closes the array (idempotent): body is then the JSON to send. */
 void wh_batch_finish(struct wh_batch *b);
 

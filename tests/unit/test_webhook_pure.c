@@ -34,6 +34,28 @@ Test(webhook_batch, lines_become_a_json_array)
 	wh_batch_free(&b);
 }
 
+Test(webhook_batch, a_line_in_pieces_is_dropped_whole)
+{
+	bool in_long = false;
+	const char *p;
+	char r1[] = "{\"a\":1}\n{\"lo", r2[] = "ng\":2", r3[] = "}\n{\"b\":3}\n", r4[] = "{\"c\":4}\n";
+
+	p = r1;     /* a whole line, then the start of a long one */
+	cr_assert_eq(wh_whole_lines(&in_long, &p, strlen(r1)), 8);
+	cr_assert_eq(p, r1);
+	cr_assert(in_long);
+	p = r2;     /* its middle */
+	cr_assert_eq(wh_whole_lines(&in_long, &p, strlen(r2)), 0);
+	cr_assert(in_long);
+	p = r3;     /* its end and a whole line */
+	cr_assert_eq(wh_whole_lines(&in_long, &p, strlen(r3)), 8);
+	cr_assert_eq(memcmp(p, "{\"b\":3}\n", 8), 0);
+	cr_assert_not(in_long);
+	p = r4;
+	cr_assert_eq(wh_whole_lines(&in_long, &p, strlen(r4)), 8);
+	cr_assert_eq(p, r4);
+}
+
 Test(webhook_batch, event_time)
 {
 	cr_assert_float_eq(wh_event_time(L1, strlen(L1)), 1795454401.123, 1e-3);
