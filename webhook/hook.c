@@ -17,12 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define POLL_MS 50
 #define READ_MAX (1u << 20)     /* octets a read: longer lines come in pieces */
 #define IDLE_CURSOR_MS 1000     /* cursor moved over unmatched events, at most this often */
+#define HOOKS_NICE 10
 
 /* requests[] by wh_result_class: error (no answer), then the status classes */
 enum { R_ERROR, R_1XX, R_N = 6 };
@@ -282,6 +284,10 @@ static void *run(void *arg)
 	CURLMsg *m;
 
 	vl_thread_name("vl-hooks");
+	/* background work: on a busy machine delivery's threads go first (a
+	 * thread's own nice value, Linux); the webhook lags a little instead */
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), HOOKS_NICE) < 0)
+		vl_log(VL_LOG_DEBUG, "webhooks: setpriority: %s", strerror(errno));
 	while (!atomic_load(&w->stop)) {
 		uint64_t now = vl_now_ms();
 		long wait = POLL_MS;
