@@ -66,6 +66,7 @@ class Receiver:
         self.batches = []          # [(webhook name, headers dict, [events])]
         self.requests = 0
         self.rejected = []
+        self.truncated = 0           # bodies cut short by the sender's end
         self.events = 0
         self.gzipped = 0
         self.first_arrival = self.last_arrival = 0.0
@@ -85,6 +86,11 @@ class Receiver:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
+                if len(body) < n:   # the sender went away mid-body (a stop)
+                    with rx.lock:
+                        rx.truncated += 1
+                    self.close_connection = True
+                    return
                 with rx.lock:
                     rx.requests += 1
                     action = rx.script.pop(0) if rx.script else 200
@@ -172,7 +178,7 @@ def main(argv):
         time.sleep(0.5)
         with r.lock:
             print(json.dumps({"time": time.time(), "requests": r.requests, "events": r.events,
-                              "rejected": len(r.rejected), "first_arrival": r.first_arrival,
+                              "rejected": len(r.rejected), "truncated": r.truncated, "first_arrival": r.first_arrival,
                               "last_arrival": r.last_arrival, "last_lag": r.last_lag,
                               "max_lag": r.max_lag}), flush=True)
 
