@@ -31,6 +31,7 @@ SCHED_SRC  := $(wildcard scheduler/*.c)
 API_SRC    := $(wildcard api/*.c)
 SUBMIT_SRC := $(wildcard submit/*.c)
 UNSUB_SRC  := $(wildcard unsub/*.c)
+WEBHOOK_SRC := $(wildcard webhook/*.c)
 SINK_SRC   := $(wildcard sink/sink_*.c)
 SMTPD_SRC  := $(wildcard smtpd/*.c)
 CLI_SRC    := $(wildcard cli/*.c)
@@ -57,6 +58,7 @@ SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
 API_OBJ    := $(call obj,$(API_SRC))
 SUBMIT_OBJ := $(call obj,$(SUBMIT_SRC))
 UNSUB_OBJ  := $(call obj,$(UNSUB_SRC))
+WEBHOOK_OBJ := $(call obj,$(WEBHOOK_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 SMTPD_OBJ  := $(call obj,$(SMTPD_SRC))
 
@@ -131,7 +133,7 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
-$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(SMTPD_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) \
+$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(SMTPD_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) \
 		$(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
 		$(CRYPT_LIBS) -ljemalloc
@@ -149,7 +151,7 @@ $(BUILD)/volley-logput: $(call obj,tests/tools/logput.c) $(SUBMIT_DEPS)
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(FEEDBACK_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \

@@ -147,7 +147,7 @@ static const struct key top_keys[] = {
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
 					  "provider_defaults", "tls_rpt", "log", "submission",
-					  "feedback", "unsubscribe", NULL };
+					  "feedback", "unsubscribe", "webhooks", NULL };
 
 static const struct key timeout_keys[] = {
 	KEY("connect", K_DUR, struct cfg, timeouts.connect),
@@ -1504,6 +1504,9 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 		return -1;
 	if ((s = config_setting_get_member(root, "unsubscribe")) && get_unsubscribe(x, s, c) < 0)
 		return -1;
+	if ((s = config_setting_get_member(root, "webhooks")) &&
+	    cfg_webhooks_load(s, x->file, c, x->err, x->errlen) < 0)
+		return -1;
 	if (!c->submission.max_message_size)
 		c->submission.max_message_size = c->max_message_size;
 	if (!c->feedback.max_message_size)
@@ -1597,6 +1600,7 @@ void cfg_free(struct cfg *c)
 	free(c->log.file);
 	free(c->log.level);
 	free_listeners(c);
+	cfg_webhooks_free(c);
 	memset(c, 0, sizeof *c);
 }
 
@@ -1747,6 +1751,7 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 			      c->tls_rpt.organization, c->tls_rpt.contact, c->tls_rpt.from,
 			      c->tls_rpt.ca_file, c->tls_rpt.send ? "true" : "false");
 	print_listeners(o, c);
+	cfg_webhooks_print(c, o);
 	vl_buf_printf(o, "log = {\n  file = \"%s\";\n  syslog = %s;\n  level = \"%s\";\n};\n",
 		      c->log.file, c->log.syslog ? "true" : "false", c->log.level);
 }

@@ -120,6 +120,19 @@ struct cfg_unsubscribe {
 	uint64_t timeout_ms;         /* a connection idle this long is closed */
 };
 
+/* A webhook (docs/webhooks.md): events POSTed as JSON, signed. */
+struct cfg_webhook {
+	char *name;              /* unique; default hook1, hook2, ... */
+	char *url;               /* https, or http to a loopback address */
+	char **events;           /* type names, NULL-terminated; none: all */
+	size_t nevents;
+	char *secret;            /* the HMAC key (secret_file's content) */
+	unsigned batch;          /* events a POST at most (100) */
+	bool gzip;
+	uint64_t timeout_ms;     /* a request's limit (10 s) */
+	char *ca_file;           /* "": the system's CAs */
+};
+
 struct cfg {
 	char *data_dir, *hostname;
 	int64_t workers;
@@ -181,7 +194,22 @@ struct cfg {
 	struct cfg_submission submission;
 	struct cfg_feedback feedback;
 	struct cfg_unsubscribe unsubscribe;
+	struct cfg_webhook *webhooks;
+	size_t nwebhooks;
 };
+
+/* ---- webhooks (webhooks.c) ---- */
+/* The event types there are, NULL-terminated: what webhooks may name. */
+extern const char *const cfg_event_types[];
+/* 1 to 64 of letters, digits, '-', '_'. */
+bool cfg_webhook_name_ok(const char *name);
+/* https, or http to 127.0.0.0/8 or [::1]; -1 with why. */
+int cfg_webhook_url_check(const char *url, char *why, size_t whylen);
+/* list: the libconfig setting of `webhooks`. -1 with err (file:line: key). */
+int cfg_webhooks_load(const void *list, const char *file, struct cfg *c, char *err,
+		      size_t errlen);
+void cfg_webhooks_free(struct cfg *c);
+void cfg_webhooks_print(const struct cfg *c, struct vl_buf *out);
 
 /* ---- submission users (the users file is submit/'s; these are shared
  * by it, the configuration's per_user entries and `volley user`) ---- */

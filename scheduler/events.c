@@ -64,6 +64,10 @@ struct sched_events_reader {
 	struct vl_buf in;            /* read; handed out up to pos */
 	size_t pos;
 	size_t rest;                 /* octets of a cut line still to hand out */
+	uint64_t cut_at;             /* file offset of the line being cut */
+	char **types;                /* "{\"type\":\"<T>\"," needles, or NULL */
+	size_t ntypes;
+	size_t max_lines, lines;     /* of the read under way */
 };
 
 /* ---- format ---- */
@@ -547,6 +551,7 @@ struct sched_events_reader *sched_events_reader_open(struct sched_events *e,
 	r->e = e;
 	r->follow = follow;
 	r->fd = -1;
+	r->max_lines = SIZE_MAX;
 	vl_buf_init(&r->in);
 	pthread_mutex_lock(&e->mu);
 	e->refs++;
@@ -565,6 +570,9 @@ void sched_events_reader_close(struct sched_events_reader *r)
 		close(r->fd);
 	vl_buf_free(&r->in);
 	free(r->needle);
+	for (size_t i = 0; i < r->ntypes; i++)
+		free(r->types[i]);
+	free(r->types);
 	unref(r->e);
 	free(r);
 }
@@ -589,6 +597,14 @@ static bool wanted(const struct sched_events_reader *r, const char *line, size_t
 {
 	if (line[0] != '{')
 		return false;
+	if (r->types) {
+		size_t i = 0;
+		while (i < r->ntypes && (len < strlen(r->types[i]) ||
+					 memcmp(line, r->types[i], strlen(r->types[i]))))
+			i++;
+		if (i == r->ntypes)
+			return false;
+	}
 	return !r->needle || job_matches(r, line, len);
 }
 
@@ -599,6 +615,8 @@ static size_t emit(struct sched_events_reader *r, char *buf, size_t max)
 	size_t pos = r->pos, n = 0;
 
 	while (n < max && pos < r->in.len) {
+		if (!r->rest && r->lines >= r->max_lines)
+			break;
 		if (r->rest) {
 			size_t k = r->rest < max - n ? r->rest : max - n;
 			memcpy(buf + n, r->in.p + pos, k);
@@ -613,8 +631,11 @@ static size_t emit(struct sched_events_reader *r, char *buf, size_t max)
 			pos += len;
 		else if (len > max - n && n)
 			break;
-		else
+		else {
 			r->rest = len;
+			r->cut_at = r->off - r->in.len + pos;
+			r->lines++;
+		}
 	}
 	r->pos = pos;
 	return n;
@@ -737,20 +758,119 @@ static bool wait_new(struct sched_events_reader *r, uint64_t deadline)
 long sched_events_read(struct sched_events_reader *r, char *buf, size_t max,
 		       int timeout_ms)
 {
+	size_t nlines;
+
+	return sched_events_read_lines(r, buf, max, SIZE_MAX, &nlines, timeout_ms);
+}
+
+long sched_events_read_lines(struct sched_events_reader *r, char *buf, size_t max,
+			     size_t max_lines, size_t *nlines, int timeout_ms)
+{
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : vl_now_ms() + (uint64_t)timeout_ms;
 
-	if (!max)
+	r->max_lines = max_lines;
+	r->lines = 0;
+	*nlines = 0;
+	if (!max || !max_lines)
 		return 0;
 	for (;;) {
 		if (atomic_load(&r->e->closed))
 			return -1;
 		size_t n = emit(r, buf, max);
-		if (n)
+		if (n) {
+			*nlines = r->lines;
 			return (long)n;
+		}
 		long f = fill(r);
 		if (f < 0)
 			return -1;
 		if (f == 0 && !wait_new(r, deadline))
 			return 0;
 	}
+}
+
+/* ---- positions ---- */
+
+struct sched_events_pos sched_events_begin(struct sched_events *e)
+{
+	struct sched_events_pos p = { 0, 0 };
+
+	pthread_mutex_lock(&e->mu);
+	p.seq = e->nseqs ? e->seqs[0] : e->cur_seq;
+	pthread_mutex_unlock(&e->mu);
+	return p;
+}
+
+struct sched_events_pos sched_events_end(struct sched_events *e)
+{
+	struct sched_events_pos p;
+
+	pthread_mutex_lock(&e->mu);
+	p.seq = e->cur_seq;
+	p.off = e->cur_size;
+	pthread_mutex_unlock(&e->mu);
+	return p;
+}
+
+/* "{\"type\":\"Delivery\"," as the format writes a line's start. */
+static void set_types(struct sched_events_reader *r, const char *const *types, size_t n)
+{
+	r->types = vl_calloc(n ? n : 1, sizeof *r->types);
+	r->ntypes = n;
+	for (size_t i = 0; i < n; i++) {
+		struct vl_buf b;
+		vl_buf_init(&b);
+		vl_buf_appends(&b, "{\"type\":");
+		vl_buf_json_string(&b, types[i]);
+		vl_buf_append(&b, ",", 2);
+		r->types[i] = b.p;
+	}
+}
+
+/* Under mu: where a reader asked for at starts, and the files it skips. */
+static void place(struct sched_events *e, const struct sched_events_pos *at,
+		  struct sched_events_reader *r, uint64_t *skipped)
+{
+	uint64_t oldest = e->nseqs ? e->seqs[0] : e->cur_seq;
+
+	*skipped = 0;
+	if (!at || !at->seq) {
+		r->seq = e->cur_seq;
+		r->off = e->cur_size;
+	} else if (at->seq > e->cur_seq) {
+		r->seq = oldest;   /* beyond the log: the folder was replaced */
+	} else if (at->seq < oldest) {
+		r->seq = oldest;   /* removed by retention */
+		*skipped = oldest - at->seq;
+	} else {
+		r->seq = at->seq;
+		r->off = at->off;
+	}
+}
+
+struct sched_events_reader *sched_events_reader_open_at(struct sched_events *e,
+							const struct sched_events_pos *at,
+							const char *const *types, size_t ntypes,
+							uint64_t *skipped)
+{
+	struct sched_events_reader *r = sched_events_reader_open(e, NULL, true);
+	uint64_t sk;
+
+	if (types)
+		set_types(r, types, ntypes);
+	pthread_mutex_lock(&e->mu);
+	place(e, at, r, &sk);
+	pthread_mutex_unlock(&e->mu);
+	if (skipped)
+		*skipped = sk;
+	return r;
+}
+
+struct sched_events_pos sched_events_reader_pos(const struct sched_events_reader *r)
+{
+	struct sched_events_pos p = { r->seq, r->off - r->in.len + r->pos };
+
+	if (r->rest)
+		p.off = r->cut_at;
+	return p;
 }

@@ -65,4 +65,31 @@ long sched_events_read(struct sched_events_reader *r, char *buf, size_t max,
 		       int timeout_ms);
 void sched_events_reader_close(struct sched_events_reader *r);
 
+/* A place in the log: a file's number and an octet offset in it, always
+ * at a line start. {0, 0}: none (a reader opened there starts at the
+ * current end). */
+struct sched_events_pos {
+	uint64_t seq, off;
+};
+/* A following reader from at (NULL or seq 0: the current end of the log),
+ * of the events whose type is one of types (NULL: all). A position whose
+ * file retention removed goes on at the oldest file kept, *skipped (if
+ * given) set to the files passed over (the first maybe partly read
+ * before); one beyond the log (the folder replaced) starts at the oldest
+ * file kept. Never NULL. */
+struct sched_events_reader *sched_events_reader_open_at(struct sched_events *e,
+							const struct sched_events_pos *at,
+							const char *const *types, size_t ntypes,
+							uint64_t *skipped);
+/* As sched_events_read, at most max_lines lines (counted in *nlines). */
+long sched_events_read_lines(struct sched_events_reader *r, char *buf, size_t max,
+			     size_t max_lines, size_t *nlines, int timeout_ms);
+/* The position just after what the reads so far returned: whole lines
+ * (a line handed out in pieces counts from its start until its end). */
+struct sched_events_pos sched_events_reader_pos(const struct sched_events_reader *r);
+/* Where the oldest file kept begins (the whole log). */
+struct sched_events_pos sched_events_begin(struct sched_events *e);
+/* Where the log ends now (what a reader opened at NULL starts from). */
+struct sched_events_pos sched_events_end(struct sched_events *e);
+
 #endif

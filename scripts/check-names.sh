@@ -43,6 +43,7 @@ check gen sched_
 check api api_
 check submit sub_
 check unsub uns_
+check webhook wh_
 check sink sink_
 check smtpd smtpd_
 check cli cli_
@@ -52,7 +53,7 @@ check bench/submit vs_
 for p in blast drive render dkim feedback submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message feedback imap engine sts smtpd scheduler gen api submit unsub sink cli volleyd bench tests "
+known=" common config tls dns tlsrpt message feedback imap engine sts smtpd scheduler gen api submit unsub webhook sink cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)

@@ -17,7 +17,7 @@ static const char *const restart_keys[] = {
 	"spool.", "dns.", "timeouts.", "egress", "tls_rpt.", "defaults.max_age",
 	"submission.listen", "submission.implicit_tls", "submission.cert", "submission.key",
 	"submission.threads", "submission.max_message_size", "submission.auth_cache_ttl",
-	"submission.auth_cache_size", "feedback.", "unsubscribe.", NULL,
+	"submission.auth_cache_size", "feedback.", "unsubscribe.", "webhooks", NULL,
 };
 
 /* The printed configuration as "group.key" -> its text; a list

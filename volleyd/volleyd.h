@@ -15,6 +15,7 @@
 #include "../scheduler/scheduler.h"
 #include "../submit/submit.h"
 #include "../unsub/unsub.h"
+#include "../webhook/webhook.h"
 
 /* Everything a running daemon holds (vd_open opens the spool, the
  * suppression list, events, the registry, the engine, delivery and the
@@ -28,6 +29,7 @@ struct vd_daemon {
 	struct api *api;
 	struct rpt_store *rpt;   /* TLS-RPT (tls_rpt set), or NULL */
 	struct api_tlsrpt *rpt_sender;
+	struct wh *hooks;             /* NULL without webhooks */
 	struct sub_log *sublog;  /* submission's durable log, or NULL */
 	struct sub_server *smtp; /* the SMTP listeners, or NULL */
 	struct sub_inbox *inbox; /* data_dir/feedback (feedback.listen or .mailboxes), or NULL */

@@ -90,6 +90,7 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if (!(v->ev = sched_events_open(path, cfg->events.rotate_bytes,
 					(unsigned)cfg->events.keep_files, err, errlen)) ||
 	    !(v->sc = sched_new(cfg, v->spool, err, errlen)) ||
+	    (!(v->hooks = wh_start(cfg, v->ev, err, errlen)) && *err) ||
 	    !(v->eng = eng_new(&ec, err, errlen)))
 		goto fail;
 	snprintf(path, sizeof path, "%s/tls-rpt", cfg->data_dir);
@@ -131,6 +132,8 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 		api_add_metrics(v->api, imap_metrics_fn, v->imap);
 	if (v->unsub)
 		api_add_metrics(v->api, uns_metrics, v->unsub);
+	if (v->hooks)
+		api_add_metrics(v->api, wh_metrics, v->hooks);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -147,6 +150,7 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 	uns_stop(v->unsub);           /* before the suppression list and events close */
 	imap_stop(v->imap);           /* a poll in progress ends within a second */
 	sub_inbox_close(v->inbox);    /* after both writers */
+	wh_stop(v->hooks);            /* after the API: /metrics reads it */
 	sub_log_close(v->sublog);     /* its jobs reach the registry */
 	api_tlsrpt_stop(v->rpt_sender);  /* before the scheduler: it submits jobs */
 	if (v->sc)

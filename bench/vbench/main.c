@@ -20,7 +20,7 @@
 #define MAX_PEERS 5   /* three peers, and dane's "no-dane" */
 
 struct opts {
-	const char *scen, *out, *bin_dir, *src_dir;
+	const char *scen, *out, *bin_dir, *src_dir, *volley_conf;
 	const char *peers[MAX_PEERS];
 	int npeers;
 	long recipients, peer_max, per_conn;
@@ -40,6 +40,7 @@ static void usage(FILE *f)
 		"  --per-conn N  submission: messages per connection (1: a connection a message)\n"
 		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
 		"  --keep     keep the run's temporary folder (logs, spools)\n"
+		"  --volley-conf FILE  append FILE to volleyd's configuration (webhooks, ...)\n"
 		"  --version  print the version and exit\n");
 }
 
@@ -66,7 +67,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "keep", no_argument, 0, 'k' },           { "no-plot", no_argument, 0, 'P' },
 		{ "bin", required_argument, 0, 'b' },      { "src", required_argument, 0, 's' },
 		{ "verbose", no_argument, 0, 'v' },        { "help", no_argument, 0, 'h' },
-		{ "version", no_argument, 0, 'V' },        { 0, 0, 0, 0 }
+		{ "version", no_argument, 0, 'V' },        { "volley-conf", required_argument, 0, 'X' },
+		{ 0, 0, 0, 0 }
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -96,6 +98,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				return -1;
 			break;
 		case 'o': o->out = optarg; break;
+		case 'X': o->volley_conf = optarg; break;
 		case 'k': o->keep = true; break;
 		case 'P': o->no_plot = true; break;
 		case 'b': o->bin_dir = optarg; break;
@@ -304,7 +307,7 @@ int main(int argc, char **argv)
 	}
 	r = vl_calloc(1 + (size_t)o.npeers, sizeof *r);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
-			    .tty = isatty(2), .verbose = o.verbose };
+			    .tty = isatty(2), .verbose = o.verbose, .volley_conf = o.volley_conf };
 	run_all(&o, &e, dir, r);
 
 	headline(&sc, &w);

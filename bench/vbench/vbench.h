@@ -237,6 +237,7 @@ struct vb_env {
 	const char *dir;          /* this peer's folder in the run's */
 	const struct vb_dane *dane;  /* the DNSSEC world, or NULL */
 	bool dane_off;            /* volley under encrypt in that world */
+	const char *volley_conf;  /* a file appended to volleyd's configuration, or NULL */
 };
 
 int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);

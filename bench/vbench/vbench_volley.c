@@ -58,6 +58,23 @@ static void write_domains(struct vrun *v, FILE *f)
 	fprintf(f, ");\n");
 }
 
+/* --volley-conf: the user's lines after volley-bench's own. */
+static int append_file(FILE *f, const char *path)
+{
+	char buf[4096];
+	size_t n;
+	FILE *in = fopen(path, "r");
+
+	if (!in) {
+		fprintf(stderr, "volley-bench: --volley-conf %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+		fwrite(buf, 1, n, f);
+	fclose(in);
+	return 0;
+}
+
 static int write_config(struct vrun *v)
 {
 	const struct vb_scen *sc = v->e->sc;
@@ -81,6 +98,10 @@ static int write_config(struct vrun *v)
 			   "key = \"%s\"; users = \"%s\"; };\n",
 			strcmp(sc->submit_tls, "implicit") ? "listen" : "implicit_tls", v->sub_port,
 			v->e->w->cert, v->e->w->key, v->e->w->users);
+	if (v->e->volley_conf && append_file(f, v->e->volley_conf) < 0) {
+		fclose(f);
+		return -1;
+	}
 	return fclose(f);
 }
 
