@@ -382,7 +382,8 @@ void sink_prof_json(const struct sink_profile *p, const struct sink_prof_table *
 		vl_buf_printf(out, "%s\"%s\": {\"conns\": %u, \"age_s\": %.1f, \"share\": %.3f, "
 			      "\"accepted\": %llu, \"recipients\": %llu, \"throttled\": %llu",
 			      i == t->head ? "" : ", ", e->addr, e->conns,
-			      (double)(now - e->first_ms) / 1000.0, sink_prof_factor(p, e, now),
+			      (double)(now > e->first_ms ? now - e->first_ms : 0) / 1000.0,
+			      sink_prof_factor(p, e, now),
 			      (unsigned long long)e->accepted, (unsigned long long)e->rcpts,
 			      (unsigned long long)thr);
 		for (int r = 1; r < SINK_PR_COUNT; r++)
