@@ -203,6 +203,38 @@ class Profiles(SinkTest):
         a = self.smtp_from(sink, IP_A)
         self.assertEqual(self.send_one(a)[0], 250)
 
+    # -- the table: shared by the workers, bounded --------------------------
+    def test_limit_holds_across_worker_threads(self):
+        # SO_REUSEPORT spreads the connections over both workers' rings
+        sink = self.profile_sink("--threads", "2", "--profile", "yahoo",
+                                 "--profile-conns", "3", *NO_AGE)
+        for _ in range(3):
+            self.smtp_from(sink, IP_A)
+        for _ in range(4):
+            with self.assertRaises(smtplib.SMTPConnectError):
+                self.smtp_from(sink, IP_A, ehlo=False)
+        self.assertEqual(self.ip_stats(sink, IP_A)["conns"], 3)
+
+    def test_table_forgets_the_least_recently_seen_ip(self):
+        sink = self.profile_sink("--profile", "gmail", "--profile-max-ips", "1", *NO_AGE)
+        a = self.smtp_from(sink, IP_A)
+        self.assertEqual(self.send_one(a)[0], 250)
+        # while the first IP has a connection open, a second IP has no room
+        b = self.smtp_from(sink, IP_B, ehlo=False)
+        self.assertText(b.ehlo(), 421, GMAIL_CONNS)
+        a.quit()
+        b = util.wait_until(lambda: self.try_ehlo(sink, IP_B), 3.0)
+        self.assertTrue(b, "the idle IP was not forgotten")
+        self.assertEqual(self.send_one(b)[0], 250)
+        last = util.wait_until(lambda: [l for l in sink.stats_lines()
+                                        if IP_B in l["ips"] and l["ips"][IP_B]["accepted"]],
+                               3.0)
+        self.assertTrue(last, sink.stdout()[-2000:])
+        self.assertEqual(list(last[-1]["ips"]), [IP_B])
+        self.assertEqual(last[-1]["ips_forgotten"], 1)
+        # the refused EHLO, and any retry before the first IP's close was seen
+        self.assertGreaterEqual(last[-1]["ips_full"], 1)
+
     # -- recipients per message --------------------------------------------
     def test_gmail_too_many_recipients(self):
         sink = self.profile_sink("--profile", "gmail", *NO_AGE)
