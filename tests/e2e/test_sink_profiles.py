@@ -281,8 +281,14 @@ class VolleydAgainstGmail(VolleydTest):
         self.assertEqual(ip["accepted"], self.N, ip)
         # the profile pushed back, and volleyd took it as a slow-down
         self.assertGreater(ip["by_reason"]["rate"], 0, ip)
-        types = [e["type"] for e in d.request("GET", "/v1/events?job=" + jid).lines()]
+        ev = d.request("GET", "/v1/events?job=" + jid).lines()
+        types = [e["type"] for e in ev]
         self.assertEqual(types.count("Delivery"), self.N)
         self.assertNotIn("Bounce", types)
-        self.assertIn("TransientFailure", types)
+        # the profile's 4.7.28 came back as a rate-limited transient failure
+        slow = [e for e in ev if e["type"] == "TransientFailure" and e["response"]
+                and e["response"]["enhanced"] == "4.7.28"]
+        self.assertTrue(slow, [e for e in ev if e["type"] == "TransientFailure"][:3])
+        self.assertEqual({e["bounce_class"] for e in slow}, {"rate-limited"})
+        self.assertIn("unusual rate of unsolicited mail", slow[0]["response"]["text"])
         print("\n  %d recipients in %.1f s; sink: %s" % (self.N, took, ip))
