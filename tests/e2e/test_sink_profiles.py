@@ -166,6 +166,20 @@ class Profiles(SinkTest):
         b = self.smtp_from(sink, IP_B)
         self.assertEqual(self.send_one(b)[0], 250)
 
+    def test_yahoo_messages_per_connection(self):
+        sink = self.profile_sink("--profile", "yahoo", "--profile-msgs-per-conn", "2",
+                                 "--profile-rate", "0", *NO_AGE)
+        a = self.smtp_from(sink, IP_A)
+        for _ in range(2):
+            self.assertEqual(self.send_one(a)[0], 250)
+        self.assertText(a.mail("a@sender.test"), 421,
+                        "Max message per connection reached, closing transmission channel")
+        with self.assertRaises(smtplib.SMTPServerDisconnected):
+            a.noop()
+        a2 = self.smtp_from(sink, IP_A)     # a new connection starts over
+        self.assertEqual(self.send_one(a2)[0], 250)
+        self.assertEqual(self.ip_stats(sink, IP_A)["by_reason"]["per_conn"], 1)
+
     # -- reputation age ----------------------------------------------------
     def test_new_ip_deferred_then_accepted(self):
         # Microsoft's 60 s deferral of a new IP, scaled down 60 times
