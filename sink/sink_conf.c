@@ -398,7 +398,7 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 	}
 }
 
-/* An override that must be a positive integer (at most max), or 0 too. */
+/* An integer override in [min, max], when given. */
 static int prof_u32(const char *opt, const char *arg, uint64_t min, uint64_t max,
 		    uint32_t *out, char *err, size_t errlen)
 {

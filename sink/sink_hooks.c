@@ -36,13 +36,14 @@ static enum sink_prof_reason prof_check(struct sink_ctx *x, struct smtpd_sess *s
 	const struct sink_profile *p = &x->conf->profile;
 	enum sink_prof_reason r;
 	uint64_t now = vl_now_ms();
+	char ip[48];
 
+	if (st == SMTPD_ST_CONNECT) { /* once a session */
+		sink_prof_peer_addr(s->peer, ip, sizeof ip);
+		s->user = vl_calloc(1, sizeof(struct sink_prof_sess));
+	}
 	pthread_mutex_lock(&x->prof->mu);
 	if (st == SMTPD_ST_CONNECT) {
-		char ip[48];
-		sink_prof_peer_addr(s->peer, ip, sizeof ip);
-		if (!s->user)
-			s->user = vl_calloc(1, sizeof(struct sink_prof_sess));
 		r = sink_prof_connect(p, &x->prof->t, ip, now, s->user);
 	} else {
 		r = s->user ? sink_prof_command(p, s->user, st, s->nrcpt, now) : SINK_PR_OK;
