@@ -183,7 +183,7 @@ void sink_usage(FILE *f)
 	      "                    [--profile-msgs-per-conn N] [--profile-rcpts N]\n"
 	      "                    [--profile-new-defer DUR] [--profile-ramp DUR]\n"
 	      "                    [--profile-ramp-start PCT] [--profile-time-scale N]\n"
-	      "                    [--profile-max-ips N]]\n"
+	      "                    [--profile-rate-stage mail|rcpt|dot] [--profile-max-ips N]]\n"
 	      "       volley-sink --help | --version\n"
 	      "See docs/sink.md.\n", f);
 }
@@ -195,8 +195,11 @@ enum {
 	O_DISABLE, O_AUTH, O_REQUIRETLS, O_IMPLICIT_TLS,
 	/* --profile and its overrides: prof_opt[opt - O_PROFILE] */
 	O_PROFILE, O_P_CONNS, O_P_RATE, O_P_BURST, O_P_MSGS, O_P_RCPTS, O_P_DEFER,
-	O_P_RAMP, O_P_RAMP_START, O_P_SCALE, O_P_IPS, O_P_END
+	O_P_RAMP, O_P_RAMP_START, O_P_SCALE, O_P_IPS, O_P_RATE_STAGE, O_P_END
 };
+
+_Static_assert(O_P_END - O_PROFILE <= sizeof ((struct sink_conf *)0)->prof_opt /
+	       sizeof(char *), "prof_opt holds every --profile-* option");
 
 static const struct option long_opts[] = {
 	{"listen", required_argument, NULL, O_LISTEN},
@@ -233,6 +236,7 @@ static const struct option long_opts[] = {
 	{"profile-ramp-start", required_argument, NULL, O_P_RAMP_START},
 	{"profile-time-scale", required_argument, NULL, O_P_SCALE},
 	{"profile-max-ips", required_argument, NULL, O_P_IPS},
+	{"profile-rate-stage", required_argument, NULL, O_P_RATE_STAGE},
 	{"help", no_argument, NULL, O_HELP},
 	{"version", no_argument, NULL, O_VERSION},
 	{NULL, 0, NULL, 0},
@@ -474,6 +478,11 @@ static int apply_profile(struct sink_conf *c, char *err, size_t errlen)
 				   "expected a share above 0 such as 10%");
 		p->ramp_start = pct / 100;
 	}
+	if ((a = o[O_P_RATE_STAGE - O_PROFILE]) &&
+	    (sink_stage_parse(a, &p->rate_stage) < 0 ||
+	     (p->rate_stage != SMTPD_ST_MAIL && p->rate_stage != SMTPD_ST_RCPT &&
+	      p->rate_stage != SMTPD_ST_DOT)))
+		return bad(err, errlen, "profile-rate-stage", a, "expected mail, rcpt or dot");
 	if (o[O_P_SCALE - O_PROFILE] &&
 	    parse_u64_opt(&scale, "profile-time-scale", o[O_P_SCALE - O_PROFILE], 1,
 			  err, errlen) < 0)

@@ -145,6 +145,16 @@ class Profiles(SinkTest):
         self.assertEqual((st["accepted"], st["throttled"]), (3, 0), st)
         self.assertEqual(len(sink.new_messages(7, wait=3)), 7)
 
+    def test_gmail_rate_limit_moved_to_rcpt(self):
+        sink = self.profile_sink("--profile", "gmail", "--profile-rate", "1/s",
+                                 "--profile-rate-stage", "rcpt", *NO_AGE)
+        a = self.smtp_from(sink, IP_A)
+        # one token a message: its other recipients do not spend more
+        self.assertEqual(a.sendmail("a@sender.test", ["r1@rcpt.test", "r2@rcpt.test"], MSG),
+                         {})
+        self.assertEqual(a.mail("a@sender.test")[0], 250)
+        self.assertText(a.rcpt("r3@rcpt.test"), 421, GMAIL_RATE % IP_A)
+
     def test_microsoft_rate_limit_at_mail(self):
         sink = self.profile_sink("--profile", "microsoft", "--profile-rate", "2/s",
                                  "--profile-burst", "2", *NO_AGE)

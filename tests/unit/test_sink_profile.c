@@ -402,7 +402,9 @@ Test(sink_profile, command_line)
 	cr_assert_eq(parse(&c, err, sizeof err, "--profile", "yahoo", "--profile-new-defer", "0",
 			   "--profile-ramp", "3s", "--profile-ramp-start", "50%",
 			   "--profile-burst", "7", "--profile-msgs-per-conn", "0",
-			   "--profile-rate", "120/min", NULL), 0, "%s", err);
+			   "--profile-rate", "120/min", "--profile-rate-stage", "rcpt", NULL), 0,
+		     "%s", err);
+	cr_assert_eq(c.profile.rate_stage, SMTPD_ST_RCPT);
 	cr_assert_eq(c.profile.new_defer_ms, 0);
 	cr_assert_eq(c.profile.ramp_ms, 3000);
 	cr_assert_float_eq(c.profile.ramp_start, 0.5, 1e-9);
@@ -422,6 +424,7 @@ Test(sink_profile, command_line)
 		{"--profile", "gmail", "--profile-ramp-start", "0", "--profile-ramp-start '0'"},
 		{"--profile", "gmail", "--profile-max-ips", "0", "--profile-max-ips '0'"},
 		{"--profile", "gmail", "--profile-burst", "0", "--profile-burst '0'"},
+		{"--profile", "gmail", "--profile-rate-stage", "helo", "--profile-rate-stage 'helo'"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		err[0] = '\0';
