@@ -434,3 +434,50 @@ Test(sink_profile, command_line)
 		sink_conf_free(&c);
 	}
 }
+
+/* What volley's built-in bounce rules make of each profile reply: which
+ * ones back a site off (rate-limited) and which merely defer. */
+#include "../../scheduler/scheduler.h"
+
+Test(sink_profile, volley_classes_the_replies)
+{
+	static const struct { const char *profile; enum sink_prof_reason r; const char *stage, *cls; } want[] = {
+		{"gmail", SINK_PR_CONNS, "ehlo", "policy"},
+		{"gmail", SINK_PR_RATE, "dot", "rate-limited"},
+		{"gmail", SINK_PR_NEWIP, "mail", "spam-block"},
+		{"gmail", SINK_PR_RCPTS, "rcpt", "protocol"},
+		{"gmail", SINK_PR_PERCONN, "mail", "policy"},
+		{"yahoo", SINK_PR_CONNS, "greeting", "rate-limited"},
+		{"yahoo", SINK_PR_RATE, "mail", "rate-limited"},
+		{"yahoo", SINK_PR_NEWIP, "greeting", "rate-limited"},
+		{"yahoo", SINK_PR_RCPTS, "rcpt", "protocol"},
+		{"yahoo", SINK_PR_PERCONN, "mail", "rate-limited"},
+		{"microsoft", SINK_PR_CONNS, "greeting", "rate-limited"},
+		{"microsoft", SINK_PR_RATE, "mail", "rate-limited"},
+		{"microsoft", SINK_PR_NEWIP, "mail", "rate-limited"},
+		{"microsoft", SINK_PR_RCPTS, "rcpt", "protocol"},
+		{"microsoft", SINK_PR_PERCONN, "mail", "rate-limited"},
+	};
+	char err[256] = "", out[SMTPD_REPLY_MAX], enh[16];
+	struct sched_bounce_rules *rules = sched_bounce_load(NULL, err, sizeof err);
+
+	cr_assert_not_null(rules, "%s", err);
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+		int code = sink_prof_reply(sink_prof_find(want[i].profile), want[i].r, "127.0.0.2",
+					   out, sizeof out);
+		const char *text = out + 4;
+		enh[0] = '\0';
+		if (text[0] >= '2' && text[0] <= '5' && text[1] == '.') {
+			size_t n = strcspn(text, " ");
+			snprintf(enh, sizeof enh, "%.*s", (int)n, text);
+			text += n + 1;
+		}
+		out[strlen(out) - 2] = '\0';
+		struct sched_bounce_verdict v;
+		sched_bounce_classify(rules, code, enh, text, want[i].stage, &v);
+		cr_expect_str_eq(sched_bounce_class_name(v.cls), want[i].cls, "%s %s: %s",
+				 want[i].profile, sink_prof_reason_names[want[i].r], out);
+		cr_expect_not(v.hard, "%s", out);
+	}
+	sched_bounce_free(rules);
+}
