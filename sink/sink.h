@@ -86,8 +86,8 @@ struct sink_prof_ip {
 	int32_t prev, next;      /* LRU list, most recent first */
 };
 
-/* The IPs, at most cap: when full, the least recently seen IP without an
- * open connection is forgotten (it comes back as a new IP). */
+/* The IPs, at most cap: when full, the least recently connected IP
+ * without an open connection is forgotten (it comes back as a new IP). */
 struct sink_prof_table {
 	struct sink_prof_ip *e;
 	int32_t *bucket;

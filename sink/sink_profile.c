@@ -156,7 +156,7 @@ static void hash_remove(struct sink_prof_table *t, int32_t i)
 	*p = t->e[i].hnext;
 }
 
-/* A slot for a new IP: a free one, else the least recently seen IP
+/* A slot for a new IP: a free one, else the least recently connected IP
  * without open connections, forgotten. -1 when none. */
 static int32_t take_slot(struct sink_prof_table *t)
 {
