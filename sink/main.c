@@ -40,7 +40,8 @@ static void raise_nofile(void)
 	}
 }
 
-static void print_stats(struct thread *t, int n, struct smtpd_stats **each)
+static void print_stats(const struct sink_conf *c, struct thread *t, int n,
+			struct smtpd_stats **each, struct sink_prof_shared *prof)
 {
 	struct smtpd_stats sum;
 	struct vl_buf line;
@@ -49,7 +50,7 @@ static void print_stats(struct thread *t, int n, struct smtpd_stats **each)
 		each[i] = smtpd_worker_stats(t[i].w);
 	smtpd_stats_sum(&sum, each, n);
 	vl_buf_init(&line);
-	sink_stats_json(&sum, &line);
+	sink_stats_json(&sum, c, prof, &line);
 	fwrite(line.p, 1, line.len, stdout);
 	fflush(stdout);
 	vl_buf_free(&line);
@@ -57,7 +58,7 @@ static void print_stats(struct thread *t, int n, struct smtpd_stats **each)
 
 /* Wait for SIGINT/SIGTERM, printing counters every stats_every_ms. */
 static void wait_for_signal(const struct sink_conf *c, struct thread *t,
-			    struct smtpd_stats **each)
+			    struct smtpd_stats **each, struct sink_prof_shared *prof)
 {
 	sigset_t set;
 	uint64_t next = vl_now_ms() + c->stats_every_ms;
@@ -70,7 +71,7 @@ static void wait_for_signal(const struct sink_conf *c, struct thread *t,
 		if (c->stats_every_ms) {
 			uint64_t now = vl_now_ms();
 			if (now >= next) {
-				print_stats(t, c->threads, each);
+				print_stats(c, t, c->threads, each, prof);
 				next += c->stats_every_ms;
 				if (next <= now)
 					next = now + c->stats_every_ms;
@@ -123,12 +124,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "volley-sink: %s\n", err);
 		return 1;
 	}
+	struct sink_prof_shared *prof = NULL;
+	if (conf.has_profile) {
+		prof = vl_calloc(1, sizeof *prof);
+		pthread_mutex_init(&prof->mu, NULL);
+		sink_prof_table_init(&prof->t, conf.profile_ips);
+	}
 	atomic_bool stop = false;
 	_Atomic uint64_t conns_open = 0;
 	struct thread *t = vl_calloc((size_t)conf.threads, sizeof *t);
 	struct smtpd_stats **each = vl_calloc((size_t)conf.threads, sizeof *each);
 	for (int i = 0; i < conf.threads; i++) {
-		sink_ctx_init(&t[i].hooks, &conf, (unsigned)i, store);
+		sink_ctx_init(&t[i].hooks, &conf, (unsigned)i, store, prof);
 		t[i].w = smtpd_worker_new(&conf.smtpd, &sink_hooks, &t[i].hooks, (unsigned)i, tls,
 					  &conns_open, err, sizeof err);
 		if (!t[i].w) {
@@ -143,8 +150,16 @@ int main(int argc, char **argv)
 		vl_log(VL_LOG_INFO, "volley-sink listening on %s:%u%s", conf.listen[i].host,
 		       conf.listen[i].port, conf.implicit_tls ? " (implicit TLS)" :
 		       conf.tls ? " (STARTTLS)" : "");
+	if (conf.has_profile)
+		vl_log(VL_LOG_INFO, "volley-sink profile %s: %u connections, %.2f messages/s, "
+		       "%u messages a connection, %u recipients a message per client IP; "
+		       "new IPs deferred %.1fs, then ramped from %.0f%% over %.1fs",
+		       conf.profile.name, conf.profile.max_conns, conf.profile.rate,
+		       conf.profile.msgs_per_conn, conf.profile.rcpts_per_msg,
+		       (double)conf.profile.new_defer_ms / 1000, conf.profile.ramp_start * 100,
+		       (double)conf.profile.ramp_ms / 1000);
 
-	wait_for_signal(&conf, t, each);
+	wait_for_signal(&conf, t, each, prof);
 	atomic_store(&stop, true);
 	rc = 0;
 	for (int i = 0; i < conf.threads; i++) {
@@ -152,10 +167,15 @@ int main(int argc, char **argv)
 		if (t[i].rc)
 			rc = 1;
 	}
-	print_stats(t, conf.threads, each);
+	print_stats(&conf, t, conf.threads, each, prof);
 	for (int i = 0; i < conf.threads; i++)
 		smtpd_worker_free(t[i].w);
 	sink_store_close(store);
+	if (prof) {
+		sink_prof_table_free(&prof->t);
+		pthread_mutex_destroy(&prof->mu);
+		free(prof);
+	}
 	tls_ctx_free(tls);
 	free(t);
 	free(each);

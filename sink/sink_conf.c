@@ -178,6 +178,12 @@ void sink_usage(FILE *f)
 	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
 	      "                   [--maildir DIR] [--stats-every DUR] [--quiet]\n"
 	      "                   [--disable EXT[,EXT]...] [--auth USER:PASS] [--requiretls]\n"
+	      "                   [--profile gmail|yahoo|microsoft [--profile-conns N]\n"
+	      "                    [--profile-rate RATE] [--profile-burst N]\n"
+	      "                    [--profile-msgs-per-conn N] [--profile-rcpts N]\n"
+	      "                    [--profile-new-defer DUR] [--profile-ramp DUR]\n"
+	      "                    [--profile-ramp-start PCT] [--profile-time-scale N]\n"
+	      "                    [--profile-rate-stage mail|rcpt|dot] [--profile-max-ips N]]\n"
 	      "       volley-sink --help | --version\n"
 	      "See docs/sink.md.\n", f);
 }
@@ -186,8 +192,14 @@ enum {
 	O_LISTEN = 256, O_THREADS, O_HOSTNAME, O_TLS, O_CERT, O_KEY, O_LATENCY,
 	O_TIMEOUT, O_REPLY, O_TEMPFAIL, O_PERMFAIL, O_DISCONNECT, O_SEED,
 	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP, O_VERSION,
-	O_DISABLE, O_AUTH, O_REQUIRETLS, O_IMPLICIT_TLS
+	O_DISABLE, O_AUTH, O_REQUIRETLS, O_IMPLICIT_TLS,
+	/* --profile and its overrides: prof_opt[opt - O_PROFILE] */
+	O_PROFILE, O_P_CONNS, O_P_RATE, O_P_BURST, O_P_MSGS, O_P_RCPTS, O_P_DEFER,
+	O_P_RAMP, O_P_RAMP_START, O_P_SCALE, O_P_IPS, O_P_RATE_STAGE, O_P_END
 };
+
+_Static_assert(O_P_END - O_PROFILE <= sizeof ((struct sink_conf *)0)->prof_opt /
+	       sizeof(char *), "prof_opt holds every --profile-* option");
 
 static const struct option long_opts[] = {
 	{"listen", required_argument, NULL, O_LISTEN},
@@ -213,6 +225,18 @@ static const struct option long_opts[] = {
 	{"disable", required_argument, NULL, O_DISABLE},
 	{"auth", required_argument, NULL, O_AUTH},
 	{"requiretls", no_argument, NULL, O_REQUIRETLS},
+	{"profile", required_argument, NULL, O_PROFILE},
+	{"profile-conns", required_argument, NULL, O_P_CONNS},
+	{"profile-rate", required_argument, NULL, O_P_RATE},
+	{"profile-burst", required_argument, NULL, O_P_BURST},
+	{"profile-msgs-per-conn", required_argument, NULL, O_P_MSGS},
+	{"profile-rcpts", required_argument, NULL, O_P_RCPTS},
+	{"profile-new-defer", required_argument, NULL, O_P_DEFER},
+	{"profile-ramp", required_argument, NULL, O_P_RAMP},
+	{"profile-ramp-start", required_argument, NULL, O_P_RAMP_START},
+	{"profile-time-scale", required_argument, NULL, O_P_SCALE},
+	{"profile-max-ips", required_argument, NULL, O_P_IPS},
+	{"profile-rate-stage", required_argument, NULL, O_P_RATE_STAGE},
 	{"help", no_argument, NULL, O_HELP},
 	{"version", no_argument, NULL, O_VERSION},
 	{NULL, 0, NULL, 0},
@@ -369,9 +393,105 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 		return 0;
 	}
 	default:
+		if (opt >= O_PROFILE && opt < O_P_END) {
+			c->prof_opt[opt - O_PROFILE] = arg;
+			return 0;
+		}
 		snprintf(err, errlen, "unknown option (see --help)");
 		return -1;
 	}
+}
+
+/* An integer override in [min, max], when given. */
+static int prof_u32(const char *opt, const char *arg, uint64_t min, uint64_t max,
+		    uint32_t *out, char *err, size_t errlen)
+{
+	uint64_t v;
+
+	if (!arg)
+		return 0;
+	if (parse_u64_opt(&v, opt, arg, min, err, errlen) < 0)
+		return -1;
+	if (v > max)
+		return bad(err, errlen, opt, arg, "too large");
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int prof_dur(const char *opt, const char *arg, uint64_t *out, char *err,
+		    size_t errlen)
+{
+	return arg ? parse_dur_opt(out, opt, arg, err, errlen) : 0;
+}
+
+/* --profile NAME, then its overrides, then the time scale. */
+static int apply_profile(struct sink_conf *c, char *err, size_t errlen)
+{
+	const char *const *o = c->prof_opt;
+	const struct sink_profile *base;
+	struct sink_profile *p = &c->profile;
+	uint64_t scale = 1;
+
+	if (!o[0]) {
+		for (int i = 1; i < O_P_END - O_PROFILE; i++)
+			if (o[i]) {
+				snprintf(err, errlen, "--profile-* options need --profile");
+				return -1;
+			}
+		return 0;
+	}
+	if (!(base = sink_prof_find(o[0])))
+		return bad(err, errlen, "profile", o[0], "expected gmail, yahoo or microsoft");
+	c->has_profile = true;
+	*p = *base;
+	c->profile_ips = SINK_PROF_IPS_DEFAULT;
+	if (prof_u32("profile-conns", o[O_P_CONNS - O_PROFILE], 0, 1000000, &p->max_conns,
+		     err, errlen) < 0 ||
+	    prof_u32("profile-msgs-per-conn", o[O_P_MSGS - O_PROFILE], 0, 1000000000,
+		     &p->msgs_per_conn, err, errlen) < 0 ||
+	    prof_u32("profile-rcpts", o[O_P_RCPTS - O_PROFILE], 0, 1000000, &p->rcpts_per_msg,
+		     err, errlen) < 0 ||
+	    prof_u32("profile-max-ips", o[O_P_IPS - O_PROFILE], 1, 1 << 20, &c->profile_ips,
+		     err, errlen) < 0 ||
+	    prof_dur("profile-new-defer", o[O_P_DEFER - O_PROFILE], &p->new_defer_ms,
+		     err, errlen) < 0 ||
+	    prof_dur("profile-ramp", o[O_P_RAMP - O_PROFILE], &p->ramp_ms, err, errlen) < 0)
+		return -1;
+	const char *a;
+	if ((a = o[O_P_RATE - O_PROFILE])) {
+		if (!strcmp(a, "0"))
+			p->rate = 0;
+		else if (vl_parse_rate(a, &p->rate) < 0)
+			return bad(err, errlen, "profile-rate", a,
+				   "expected a rate such as 50/s, 300/min, 0 (no limit)");
+	}
+	if ((a = o[O_P_BURST - O_PROFILE])) {
+		uint32_t b;
+		if (prof_u32("profile-burst", a, 1, 1000000, &b, err, errlen) < 0)
+			return -1;
+		p->burst = b;
+	}
+	if ((a = o[O_P_RAMP_START - O_PROFILE])) {
+		double pct;
+		if (vl_parse_percent(a, &pct) < 0 || pct <= 0)
+			return bad(err, errlen, "profile-ramp-start", a,
+				   "expected a share above 0 such as 10%");
+		p->ramp_start = pct / 100;
+	}
+	if ((a = o[O_P_RATE_STAGE - O_PROFILE]) &&
+	    (sink_stage_parse(a, &p->rate_stage) < 0 ||
+	     (p->rate_stage != SMTPD_ST_MAIL && p->rate_stage != SMTPD_ST_RCPT &&
+	      p->rate_stage != SMTPD_ST_DOT)))
+		return bad(err, errlen, "profile-rate-stage", a, "expected mail, rcpt or dot");
+	if (o[O_P_SCALE - O_PROFILE] &&
+	    parse_u64_opt(&scale, "profile-time-scale", o[O_P_SCALE - O_PROFILE], 1,
+			  err, errlen) < 0)
+		return -1;
+	c->time_scale = (double)scale;
+	p->new_defer_ms /= scale;
+	p->ramp_ms /= scale;
+	memset(c->prof_opt, 0, sizeof c->prof_opt); /* argv's: not kept */
+	return 0;
 }
 
 int sink_conf_parse(struct sink_conf *c, int argc, char **argv, char *err,
@@ -420,6 +540,8 @@ int sink_conf_parse(struct sink_conf *c, int argc, char **argv, char *err,
 	}
 	for (int i = 0; i < c->nlisten; i++)
 		c->listen[i].implicit_tls = c->implicit_tls;
+	if (apply_profile(c, err, errlen) < 0)
+		return -1;
 	make_smtpd(c);
 	return 0;
 }
@@ -471,7 +593,8 @@ static const char *const stat_names[] = {
 _Static_assert(sizeof(struct smtpd_stats) == sizeof(_Atomic uint64_t) * 14,
 	       "stat_names must match struct smtpd_stats");
 
-void sink_stats_json(const struct smtpd_stats *sum, struct vl_buf *out)
+void sink_stats_json(const struct smtpd_stats *sum, const struct sink_conf *c,
+		     struct sink_prof_shared *prof, struct vl_buf *out)
 {
 	const _Atomic uint64_t *v = (const _Atomic uint64_t *)sum;
 
@@ -480,5 +603,11 @@ void sink_stats_json(const struct smtpd_stats *sum, struct vl_buf *out)
 		vl_buf_printf(out, ", \"%s\": %llu", stat_names[f],
 			      (unsigned long long)atomic_load_explicit(&v[f],
 							memory_order_relaxed));
+	if (prof) {
+		vl_buf_appends(out, ", ");
+		pthread_mutex_lock(&prof->mu);
+		sink_prof_json(&c->profile, &prof->t, vl_now_ms(), out);
+		pthread_mutex_unlock(&prof->mu);
+	}
 	vl_buf_appends(out, "}\n");
 }

@@ -10,10 +10,70 @@
 #include <string.h>
 
 void sink_ctx_init(struct sink_ctx *x, const struct sink_conf *conf, unsigned worker,
-		   struct sink_store *store)
+		   struct sink_store *store, struct sink_prof_shared *prof)
 {
-	*x = (struct sink_ctx){ .conf = conf, .store = store,
+	*x = (struct sink_ctx){ .conf = conf, .store = store, .prof = prof,
 				.rng = conf->seed + worker * 0x9e3779b97f4a7c15ull };
+}
+
+/* ---- --profile: the pure decisions (sink_profile.c) under the shared
+ * table's lock; the session's share lives in s->user ---- */
+
+static struct smtpd_verdict prof_verdict(struct sink_ctx *x, struct smtpd_sess *s,
+					 enum sink_prof_reason r)
+{
+	char ip[48];
+
+	sink_prof_peer_addr(s->peer, ip, sizeof ip);
+	int code = sink_prof_reply(&x->conf->profile, r, ip, s->hook_reply,
+				   sizeof s->hook_reply);
+	return (struct smtpd_verdict){ SMTPD_V_REPLY, code, s->hook_reply };
+}
+
+static enum sink_prof_reason prof_check(struct sink_ctx *x, struct smtpd_sess *s,
+					enum smtpd_stage st)
+{
+	const struct sink_profile *p = &x->conf->profile;
+	enum sink_prof_reason r;
+	uint64_t now = vl_now_ms();
+	char ip[48];
+
+	if (st == SMTPD_ST_CONNECT) { /* once a session */
+		sink_prof_peer_addr(s->peer, ip, sizeof ip);
+		s->user = vl_calloc(1, sizeof(struct sink_prof_sess));
+	}
+	pthread_mutex_lock(&x->prof->mu);
+	if (st == SMTPD_ST_CONNECT) {
+		r = sink_prof_connect(p, &x->prof->t, ip, now, s->user);
+	} else {
+		r = s->user ? sink_prof_command(p, s->user, st, s->nrcpt, now) : SINK_PR_OK;
+	}
+	pthread_mutex_unlock(&x->prof->mu);
+	return r;
+}
+
+static void prof_accepted(struct sink_ctx *x, struct smtpd_sess *s)
+{
+	if (!x->prof || !s->user)
+		return;
+	pthread_mutex_lock(&x->prof->mu);
+	sink_prof_accepted(s->user, s->nrcpt);
+	pthread_mutex_unlock(&x->prof->mu);
+}
+
+static void closed(void *arg, struct smtpd_sess *s)
+{
+	struct sink_ctx *x = arg;
+
+	if (!s->user)
+		return;
+	if (x->prof) {
+		pthread_mutex_lock(&x->prof->mu);
+		sink_prof_close(s->user);
+		pthread_mutex_unlock(&x->prof->mu);
+	}
+	free(s->user);
+	s->user = NULL;
 }
 
 static bool rcpt_matches(const struct smtpd_sess *s, const char *pattern)
@@ -83,6 +143,11 @@ static struct smtpd_verdict check(void *arg, struct smtpd_sess *s, enum smtpd_st
 			return (struct smtpd_verdict){ SMTPD_V_REPLY, r->code, r->reply };
 		}
 	}
+	if (x->prof) {
+		enum sink_prof_reason pr = prof_check(x, s, st);
+		if (pr != SINK_PR_OK)
+			return prof_verdict(x, s, pr);
+	}
 	if (st > SMTPD_ST_DOT)
 		return (struct smtpd_verdict){ SMTPD_V_DEFAULT, 0, NULL };
 	if (c->disconnect.stage == st && vl_chance(&x->rng, c->disconnect.pct))
@@ -120,7 +185,9 @@ static struct smtpd_verdict message(void *arg, struct smtpd_sess *s,
 	if (x->store && sink_store_put(x->store, env, msg, len) < 0)
 		return (struct smtpd_verdict){ SMTPD_V_REPLY, 451,
 					       "451 4.3.0 Error: cannot store message\r\n" };
+	prof_accepted(x, s);
 	return v;
 }
 
-const struct smtpd_hooks sink_hooks = { .check = check, .auth = auth, .message = message };
+const struct smtpd_hooks sink_hooks = { .check = check, .auth = auth, .message = message,
+					.closed = closed };

@@ -44,6 +44,10 @@ void smtpd_sess_init(struct smtpd_sess *s, struct smtpd_ctx *ctx, struct vl_buf 
 
 void smtpd_sess_free(struct smtpd_sess *s)
 {
+	const struct smtpd_hooks *h = s->ctx ? s->ctx->hooks : NULL;
+
+	if (h && h->closed)
+		h->closed(s->ctx->hook_arg, s);
 	vl_buf_free(&s->rcpts);
 	vl_buf_free(&s->msg);
 }

@@ -142,6 +142,9 @@ struct smtpd_hooks {
 	struct smtpd_verdict (*message)(void *arg, struct smtpd_sess *s,
 					const struct smtpd_envelope *env, const char *msg,
 					size_t len);
+	/* The session ends (smtpd_sess_free): the place to let go of what
+	 * the other hooks kept in s->user. */
+	void (*closed)(void *arg, struct smtpd_sess *s);
 };
 
 /* What a worker shares with its sessions. */

@@ -288,3 +288,42 @@ Test(smtpd_hooks, auth_login_with_initial_response)
 	cr_assert_str_eq(h->user, "u");
 	hk_free(h);
 }
+
+/* The closed hook: once, when the session is freed, with what the other
+ * hooks left in s->user. */
+static int closed_calls;
+static void *closed_user;
+
+static struct smtpd_verdict h_check_keep(void *arg, struct smtpd_sess *s, enum smtpd_stage st,
+					 const char *a)
+{
+	(void)arg;
+	(void)a;
+	if (st == SMTPD_ST_CONNECT)
+		s->user = &closed_calls;
+	return (struct smtpd_verdict){ SMTPD_V_DEFAULT, 0, NULL };
+}
+
+static void h_closed(void *arg, struct smtpd_sess *s)
+{
+	(void)arg;
+	closed_calls++;
+	closed_user = s->user;
+}
+
+Test(smtpd_hooks, closed_hook_sees_the_session_once)
+{
+	static const struct smtpd_hooks ch = { .check = h_check_keep, .closed = h_closed };
+	struct hk *h = hk_new(0);
+
+	smtpd_sess_free(&h->s);          /* the default hooks: no closed hook */
+	h->ctx.hooks = &ch;
+	smtpd_sess_init(&h->s, &h->ctx, &h->out);
+	smtpd_sess_greet(&h->s);
+	cr_assert_str_eq(take(h), "220 msa.test ESMTP volley\r\n");
+	cr_assert_str_eq(feed(h, "QUIT\r\n"), "221 2.0.0 Bye\r\n");
+	cr_assert_eq(closed_calls, 0);
+	hk_free(h);
+	cr_assert_eq(closed_calls, 1);
+	cr_assert_eq(closed_user, &closed_calls);
+}
