@@ -42,6 +42,7 @@ check gen sched_
 check api api_
 check submit sub_
 check sink sink_
+check doctor doc_
 check smtpd smtpd_
 check cli cli_
 check volleyd vd_
@@ -50,7 +51,7 @@ check bench/submit vs_
 for p in blast drive render dkim feedback submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message feedback engine sts smtpd scheduler gen api submit sink cli volleyd bench tests "
+known=" common config tls dns tlsrpt message feedback engine sts smtpd scheduler gen api submit sink doctor cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)

@@ -1,0 +1,730 @@
+/*
+ * The checks of `volley doctor` (docs/doctor.md): the I/O shell around the
+ * pure parsers. volley's own resolver (dns/) runs on a private io_uring;
+ * each lookup is waited for in turn (a preflight asks a few dozen
+ * questions, one after the other reads simply). One row per finding.
+ */
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../common/common.h"
+#include "../config/config.h"
+#include "../dns/dns.h"
+#include "../message/message.h"
+#include "../tls/tls.h"
+#include "doctor.h"
+
+#define DNS_TAG 1
+
+struct ctx {
+	struct vl_ring ring;
+	struct dns_resolver *r;
+	bool done;
+	/* the last answer, copied out of its callback */
+	enum doc_rc rc;
+	enum dns_status status;
+	bool ad;
+	size_t n;
+	char **txt;              /* TXT records, PTR names */
+	struct doc_ip *ip;       /* addresses */
+	size_t nmx;
+	struct dns_mx_result *mx;
+	const struct cfg *cfg;
+	struct doc_report *rep;
+};
+
+static const char *const verdicts[] = {"pass", "warn", "fail"};
+
+const char *doc_verdict_name(enum doc_verdict v)
+{
+	return (unsigned)v <= DOC_FAIL ? verdicts[v] : "?";
+}
+
+void doc_add(struct doc_report *rep, const char *check, const char *subject,
+	     enum doc_verdict v, const char *fix, const char *fmt, ...)
+{
+	if (rep->n == rep->cap) {
+		rep->cap = rep->cap ? rep->cap * 2 : 16;
+		rep->rows = vl_realloc(rep->rows, rep->cap * sizeof *rep->rows);
+	}
+	struct doc_row *r = &rep->rows[rep->n++];
+	va_list ap;
+
+	memset(r, 0, sizeof *r);
+	snprintf(r->check, sizeof r->check, "%s", check);
+	snprintf(r->subject, sizeof r->subject, "%s", subject);
+	snprintf(r->fix, sizeof r->fix, "%s", fix ? fix : "");
+	r->verdict = v;
+	va_start(ap, fmt);
+	vsnprintf(r->detail, sizeof r->detail, fmt, ap);
+	va_end(ap);
+	*(v == DOC_PASS ? &rep->npass : v == DOC_WARN ? &rep->nwarn : &rep->nfail) += 1;
+}
+
+void doc_report_free(struct doc_report *rep)
+{
+	free(rep->rows);
+	memset(rep, 0, sizeof *rep);
+}
+
+/* ---- lookups, one at a time ---- */
+
+static void clear(struct ctx *c)
+{
+	for (size_t i = 0; c->txt && i < c->n; i++)
+		free(c->txt[i]);
+	free(c->txt);
+	free(c->ip);
+	dns_mx_free(c->mx);
+	c->txt = NULL;
+	c->ip = NULL;
+	c->mx = NULL;
+	c->n = c->nmx = 0;
+	c->ad = false;
+}
+
+static enum doc_rc rc_of(enum dns_status s)
+{
+	switch (s) {
+	case DNS_OK: return DOC_RC_OK;
+	case DNS_NXDOMAIN: case DNS_BADNAME: return DOC_RC_NXDOMAIN;
+	case DNS_NODATA: case DNS_NOADDR: case DNS_NULLMX: case DNS_BADMX: return DOC_RC_NODATA;
+	default: return DOC_RC_TEMP;
+	}
+}
+
+static void dispatch(void *arg, struct io_uring_cqe *cqe)
+{
+	struct ctx *c = arg;
+
+	if ((io_uring_cqe_get_data64(cqe) & 7) == DNS_TAG)
+		dns_on_cqe(c->r, cqe);
+}
+
+static void wait_answer(struct ctx *c)
+{
+	while (!c->done)
+		if (vl_ring_wait(&c->ring, dispatch, c) < 0) {
+			c->rc = DOC_RC_TEMP;
+			c->status = DNS_ERROR;
+			break;
+		}
+}
+
+static void on_txt(void *arg, const struct dns_txt_result *res)
+{
+	struct ctx *c = arg;
+
+	c->status = res->status;
+	c->rc = rc_of(res->status);
+	c->ad = res->ad;
+	c->txt = vl_calloc(res->n + 1, sizeof *c->txt);
+	for (size_t i = 0; i < res->n; i++)
+		if (strlen(res->rr[i].data) == res->rr[i].len)   /* a NUL inside: dropped */
+			c->txt[c->n++] = vl_strdup(res->rr[i].data);
+	if (c->rc == DOC_RC_OK && !c->n)
+		c->rc = DOC_RC_NODATA;
+	c->done = true;
+}
+
+static void on_ptr(void *arg, const struct dns_ptr_result *res)
+{
+	struct ctx *c = arg;
+
+	c->status = res->status;
+	c->rc = rc_of(res->status);
+	c->txt = vl_calloc(res->n + 1, sizeof *c->txt);
+	for (size_t i = 0; i < res->n; i++)
+		c->txt[c->n++] = vl_strdup(res->names[i]);
+	c->done = true;
+}
+
+/* A host or MX result: its addresses, flattened. */
+static void on_hosts(void *arg, const struct dns_mx_result *res)
+{
+	struct ctx *c = arg;
+	size_t total = 0;
+
+	c->status = res->status;
+	c->rc = res->implicit ? DOC_RC_NODATA : rc_of(res->status);
+	c->mx = dns_mx_dup(res);
+	for (size_t h = 0; h < res->nhosts; h++)
+		total += res->hosts[h].naddrs;
+	c->ip = vl_calloc(total + 1, sizeof *c->ip);
+	for (size_t h = 0; h < res->nhosts; h++)
+		for (size_t i = 0; i < res->hosts[h].naddrs; i++) {
+			const struct dns_addr *a = &res->hosts[h].addrs[i];
+			c->ip[c->n].family = a->family;
+			memcpy(c->ip[c->n].ip, a->ip, 16);
+			c->n++;
+		}
+	c->nmx = res->implicit ? 0 : res->nhosts;
+	c->done = true;
+}
+
+static void ask_txt(struct ctx *c, const char *name)
+{
+	clear(c);
+	c->done = false;
+	dns_resolve_txt(c->r, name, on_txt, c);
+	wait_answer(c);
+}
+
+static void ask_host(struct ctx *c, const char *name)
+{
+	clear(c);
+	c->done = false;
+	dns_resolve_host(c->r, name, true, on_hosts, c);
+	wait_answer(c);
+}
+
+static void ask_mx(struct ctx *c, const char *name)
+{
+	clear(c);
+	c->done = false;
+	dns_resolve_mx(c->r, name, on_hosts, c);
+	wait_answer(c);
+}
+
+static void ask_ptr(struct ctx *c, const struct doc_ip *ip)
+{
+	struct dns_addr a = { .family = ip->family };
+
+	memcpy(a.ip, ip->ip, 16);
+	clear(c);
+	c->done = false;
+	dns_resolve_ptr(c->r, &a, on_ptr, c);
+	wait_answer(c);
+}
+
+/* The SPF evaluator's lookups. */
+static void spf_lookup(void *arg, enum doc_q q, const char *name, struct doc_answer *ans)
+{
+	struct ctx *c = arg;
+
+	if (q == DOC_Q_TXT)
+		ask_txt(c, name);
+	else if (q == DOC_Q_MX)
+		ask_mx(c, name);
+	else
+		ask_host(c, name);
+	*ans = (struct doc_answer){ .rc = c->rc, .n = c->n, .nmx = c->nmx,
+		.txt = (const char *const *)c->txt, .ip = c->ip };
+}
+
+static void ip_str(const struct doc_ip *ip, char *out, size_t len)
+{
+	if (!inet_ntop(ip->family, ip->ip, out, (socklen_t)len))
+		snprintf(out, len, "?");
+}
+
+static const char *ehlo_of(const struct cfg *cfg, size_t i)
+{
+	const char *e = cfg->egress[i].ehlo;
+	return e && *e ? e : cfg->hostname;
+}
+
+/* ---- SPF ---- */
+
+static void spf_one(struct ctx *c, const char *domain, const char *role, const struct doc_ip *ip,
+		    const char *ehlo, bool listed)
+{
+	char sender[300], subj[300], ips[64], fix[300];
+	struct doc_spf_out out;
+
+	snprintf(sender, sizeof sender, "postmaster@%s", domain);
+	struct doc_spf_query q = { .ip = *ip, .domain = domain, .sender = sender, .helo = ehlo };
+	doc_spf_check(&q, spf_lookup, c, &out);
+	ip_str(ip, ips, sizeof ips);
+	snprintf(subj, sizeof subj, listed ? "%s (%s) from %s" : "%s (%s)", domain, role, ips);
+	const char *res = doc_spf_result_name(out.result);
+	if (!listed) {
+		bool broken = out.result == DOC_SPF_PERMERROR || out.result == DOC_SPF_NONE;
+		doc_add(c->rep, "spf", subj, broken ? DOC_FAIL : DOC_WARN,
+			broken ? "publish one valid v=spf1 record (10 DNS lookups at most)" :
+				 "list the sending addresses in the configuration's egress list",
+			"no egress addresses configured: the machine's default address cannot be "
+			"known; the record evaluates to %s (%s; %u lookups)", res, out.why, out.lookups);
+		return;
+	}
+	if (out.result == DOC_SPF_PASS) {
+		doc_add(c->rep, "spf", subj, DOC_PASS, "", "pass: %s (%u of %d DNS lookups)", out.why,
+			out.lookups, DOC_SPF_LOOKUPS_MAX);
+		return;
+	}
+	if (out.result == DOC_SPF_PERMERROR || out.result == DOC_SPF_NONE)
+		snprintf(fix, sizeof fix, "publish one valid SPF record at %s that covers %s "
+			 "(at most 10 DNS-querying terms, includes flattened if need be)", domain, ips);
+	else if (out.result == DOC_SPF_TEMPERROR)
+		snprintf(fix, sizeof fix, "DNS failed for now: run volley doctor again");
+	else
+		snprintf(fix, sizeof fix, "add ip%c:%s to the SPF record of %s (or an include "
+			 "that covers it)", ip->family == AF_INET ? '4' : '6', ips, domain);
+	doc_add(c->rep, "spf", subj, out.result == DOC_SPF_TEMPERROR ? DOC_WARN : DOC_FAIL, fix,
+		"%s: %s", res, out.why);
+}
+
+static void check_spf(struct ctx *c, const char *domain, const char *role)
+{
+	const struct cfg *cfg = c->cfg;
+
+	if (!cfg->negress) {
+		struct doc_ip none = { .family = AF_INET };   /* 0.0.0.0: matches nearly nothing */
+		spf_one(c, domain, role, &none, cfg->hostname, false);
+		return;
+	}
+	for (size_t i = 0; i < cfg->negress; i++) {
+		struct doc_ip ip;
+		if (doc_ip_parse(cfg->egress[i].address, &ip) < 0) {
+			doc_add(c->rep, "spf", cfg->egress[i].address, DOC_FAIL,
+				"give egress addresses as IP addresses",
+				"egress address \"%s\" is not an IP address", cfg->egress[i].address);
+			continue;
+		}
+		spf_one(c, domain, role, &ip, ehlo_of(cfg, i), true);
+	}
+}
+
+/* ---- DKIM ---- */
+
+/* One configured key against its published record; true when it passes. */
+static bool dkim_one(struct ctx *c, const char *domain, const char *sel, const char *file)
+{
+	char name[300], err[300], subj[300];
+	unsigned char pub[DOC_DKIM_KEY_MAX];
+	size_t publen = 0;
+	struct doc_dkim_rec rec;
+
+	snprintf(name, sizeof name, "%s._domainkey.%s", sel, domain);
+	snprintf(subj, sizeof subj, "%s", name);
+	struct msg_dkim_key *k = msg_dkim_key_load(file, domain, sel, err, sizeof err);
+	if (!k || msg_dkim_key_public(k, pub, sizeof pub, &publen) < 0) {
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, "fix the key file (volley dkim keygen "
+			"makes one)", "%s", k ? "the public key does not fit" : err);
+		msg_dkim_key_free(k);
+		return false;
+	}
+	bool ed = !strcmp(msg_dkim_key_alg(k), "ed25519-sha256");
+	msg_dkim_key_free(k);
+	char fix[400];
+	snprintf(fix, sizeof fix, "publish the TXT record `volley dkim keygen` printed for %s at %s",
+		 file, name);
+	ask_txt(c, name);
+	if (c->rc == DOC_RC_TEMP) {
+		doc_add(c->rep, "dkim", subj, DOC_WARN, "run volley doctor again",
+			"TXT lookup failed for now (%s)", dns_status_name(c->status));
+		return false;
+	}
+	if (c->rc != DOC_RC_OK) {
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "no DKIM key record published");
+		return false;
+	}
+	int got = -1;
+	for (size_t i = 0; i < c->n && got < 0; i++)
+		got = doc_dkim_parse(c->txt[i], &rec, err, sizeof err);
+	if (got < 0) {
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "the record does not parse: %s", err);
+		return false;
+	}
+	if (rec.revoked) {
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "the key is revoked (empty p=)");
+		return false;
+	}
+	if (strcmp(rec.k, ed ? "ed25519" : "rsa")) {
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "k=%s, but %s is an %s key", rec.k,
+			file, ed ? "ed25519" : "rsa");
+		return false;
+	}
+	if (rec.keylen != publen || memcmp(rec.key, pub, publen)) {
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix,
+			"the published key does not match %s: signatures will fail", file);
+		return false;
+	}
+	if (!rec.sha256) {
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, "drop h= or list sha256 in it",
+			"h= excludes sha256, which volley signs with");
+		return false;
+	}
+	if (rec.testing) {
+		doc_add(c->rep, "dkim", subj, DOC_WARN, "remove t=y once tests are done",
+			"matches %s, but t=y (testing): receivers may ignore the signatures", file);
+		return true;
+	}
+	doc_add(c->rep, "dkim", subj, DOC_PASS, "", "published, matches %s (%s)", file,
+		ed ? "ed25519-sha256" : "rsa-sha256");
+	return true;
+}
+
+/* Whether some configured key of domain works. */
+static bool check_dkim(struct ctx *c, const char *domain)
+{
+	const struct cfg *cfg = c->cfg;
+	bool any = false, ok = false;
+
+	for (size_t i = 0; i < cfg->ndkim; i++) {
+		if (strcasecmp(cfg->dkim[i].domain, domain))
+			continue;
+		any = true;
+		ok |= dkim_one(c, domain, cfg->dkim[i].selector, cfg->dkim[i].key);
+	}
+	if (!any) {
+		char fix[400];
+		snprintf(fix, sizeof fix, "volley dkim keygen --domain %s --selector SEL; add it "
+			 "to the dkim list of the configuration; publish its TXT record", domain);
+		doc_add(c->rep, "dkim", domain, DOC_FAIL, fix, "no DKIM key configured for %s: "
+			"its mail goes out unsigned", domain);
+	}
+	return ok;
+}
+
+/* ---- DMARC and alignment ---- */
+
+/* The DMARC record of domain (or of its organizational domain): 1 found
+ * and parsed into *d, 0 none, -1 reported as broken. */
+static int find_dmarc(struct ctx *c, const char *domain, struct doc_dmarc_rec *d, char *at,
+		      size_t atlen)
+{
+	char org[256], name[300], err[200];
+	const char *fix = "publish one record: _dmarc TXT \"v=DMARC1; p=quarantine; "
+			  "rua=mailto:dmarc-reports@YOUR-DOMAIN\"";
+
+	doc_org_domain(domain, org, sizeof org);
+	for (int pass = 0; pass < 2; pass++) {
+		const char *dom = pass ? org : domain;
+		if (pass && !strcasecmp(org, domain))
+			break;
+		snprintf(name, sizeof name, "_dmarc.%s", dom);
+		snprintf(at, atlen, "%s", name);
+		ask_txt(c, name);
+		if (c->rc == DOC_RC_TEMP) {
+			doc_add(c->rep, "dmarc", name, DOC_WARN, "run volley doctor again",
+				"TXT lookup failed for now (%s)", dns_status_name(c->status));
+			return -1;
+		}
+		const char *rec = NULL;
+		size_t nrec = 0;
+		for (size_t i = 0; i < c->n; i++)
+			if (doc_dmarc_is_record(c->txt[i]))
+				rec = rec ? rec : c->txt[i], nrec++;
+		if (nrec > 1) {
+			doc_add(c->rep, "dmarc", name, DOC_FAIL, fix, "%zu DMARC records: receivers "
+				"apply none (RFC 7489 6.6.3)", nrec);
+			return -1;
+		}
+		if (!rec)
+			continue;
+		if (doc_dmarc_parse(rec, d, err, sizeof err) < 0) {
+			doc_add(c->rep, "dmarc", name, DOC_FAIL, fix, "the record does not parse: %s",
+				err);
+			return -1;
+		}
+		if (pass)
+			d->p = d->sp;   /* a subdomain gets the organizational domain's sp= */
+		return 1;
+	}
+	doc_add(c->rep, "dmarc", domain, DOC_FAIL, fix, "no DMARC record at _dmarc.%s%s%s: "
+		"Gmail and Yahoo require one of bulk senders", domain,
+		strcasecmp(org, domain) ? " nor at _dmarc." : "", strcasecmp(org, domain) ? org : "");
+	return 0;
+}
+
+static void check_dmarc(struct ctx *c, const char *domain, const char *rp, bool dkim_ok)
+{
+	struct doc_dmarc_rec d = {0};
+	char at[300], org[256];
+	int got = find_dmarc(c, domain, &d, at, sizeof at);
+
+	if (got > 0) {
+		if (d.p == DOC_P_NONE)
+			doc_add(c->rep, "dmarc", at, DOC_WARN, "move to p=quarantine, then p=reject, "
+				"once the aggregate reports show only your own mail failing",
+				"p=none: monitoring only (accepted by Gmail and Yahoo, but spoofed "
+				"mail is not stopped)");
+		else if (d.pct < 100)
+			doc_add(c->rep, "dmarc", at, DOC_WARN, "raise pct to 100",
+				"p=%s applies to %u %% of failing mail", doc_dmarc_policy_name(d.p), d.pct);
+		else
+			doc_add(c->rep, "dmarc", at, DOC_PASS, "", "p=%s",
+				doc_dmarc_policy_name(d.p));
+		if (!d.rua[0])
+			doc_add(c->rep, "dmarc-rua", at, DOC_WARN, "add rua=mailto:ADDRESS to receive "
+				"aggregate reports", "no rua: nobody receives the aggregate reports");
+		else
+			doc_add(c->rep, "dmarc-rua", at, DOC_PASS, "", "rua=%s", d.rua);
+	}
+	char fix[400];
+	snprintf(fix, sizeof fix, "configure a working DKIM key with d=%s", domain);
+	doc_add(c->rep, "align-dkim", domain, dkim_ok ? DOC_PASS : DOC_FAIL, dkim_ok ? "" : fix,
+		dkim_ok ? "DKIM d=%s is the From domain: aligned%s" :
+			  "no working DKIM key for %s: DMARC cannot pass through DKIM%s", domain,
+		d.strict_dkim ? " (adkim=s)" : "");
+	doc_org_domain(domain, org, sizeof org);
+	bool spf_al = doc_aligned(rp, domain, d.strict_spf);
+	snprintf(fix, sizeof fix, "use a return path under %s (e.g. bounces.%s), or rely on DKIM",
+		 d.strict_spf ? domain : org, d.strict_spf ? domain : org);
+	char how[300];
+	if (d.strict_spf)
+		snprintf(how, sizeof how, "aspf=s: the names must be equal");
+	else
+		snprintf(how, sizeof how, "relaxed: organizational domain %s by the last two "
+			 "labels, approximate without the Public Suffix List", org);
+	doc_add(c->rep, "align-spf", domain, spf_al ? DOC_PASS : dkim_ok ? DOC_WARN : DOC_FAIL,
+		spf_al ? "" : fix, "return path %s %s From %s (%s)", rp,
+		spf_al ? "aligned with" : "not aligned with", domain, how);
+}
+
+/* ---- PTR (FCrDNS) ---- */
+
+static void check_ptr(struct ctx *c)
+{
+	const struct cfg *cfg = c->cfg;
+
+	if (!cfg->negress) {
+		doc_add(c->rep, "ptr", "(default address)", DOC_WARN,
+			"list the sending addresses in the configuration's egress list",
+			"no egress addresses configured: the machine's default address cannot be known");
+		return;
+	}
+	for (size_t i = 0; i < cfg->negress; i++) {
+		struct doc_ip ip;
+		char ips[64], fix[400], names[300] = "", confirmed[256] = "";
+		const char *ehlo = ehlo_of(cfg, i);
+		if (doc_ip_parse(cfg->egress[i].address, &ip) < 0)
+			continue;                       /* said under spf */
+		ip_str(&ip, ips, sizeof ips);
+		snprintf(fix, sizeof fix, "have the owner of %s set its PTR to %s, and %s's A/AAAA "
+			 "record to %s", ips, ehlo, ehlo, ips);
+		ask_ptr(c, &ip);
+		if (c->rc == DOC_RC_TEMP) {
+			doc_add(c->rep, "ptr", ips, DOC_WARN, "run volley doctor again",
+				"PTR lookup failed for now (%s)", dns_status_name(c->status));
+			continue;
+		}
+		if (c->rc != DOC_RC_OK || !c->n) {
+			doc_add(c->rep, "ptr", ips, DOC_FAIL, fix, "no PTR record: Gmail, Yahoo and "
+				"Microsoft refuse or junk mail from addresses without one");
+			continue;
+		}
+		size_t n = c->n;
+		char **list = c->txt;
+		c->txt = NULL;
+		c->n = 0;
+		bool ehlo_confirmed = false;
+		for (size_t k = 0; k < n; k++) {
+			size_t l = strlen(names);
+			snprintf(names + l, sizeof names - l, "%s%s", k ? ", " : "", list[k]);
+			ask_host(c, list[k]);
+			bool back = false;
+			for (size_t a = 0; a < c->n; a++)
+				back |= doc_ip_in(&ip, &c->ip[a], ip.family == AF_INET ? 32 : 128);
+			if (back && !confirmed[0])
+				snprintf(confirmed, sizeof confirmed, "%s", list[k]);
+			if (back && ehlo && !strcasecmp(list[k], ehlo))
+				ehlo_confirmed = true;
+		}
+		for (size_t k = 0; k < n; k++)
+			free(list[k]);
+		free(list);
+		if (!confirmed[0])
+			doc_add(c->rep, "ptr", ips, DOC_FAIL, fix, "PTR %s does not resolve back to %s "
+				"(not forward-confirmed)", names, ips);
+		else if (!ehlo_confirmed)
+			doc_add(c->rep, "ptr", ips, DOC_WARN, fix, "PTR %s, forward-confirmed, but the "
+				"EHLO name is %s", confirmed, ehlo ? ehlo : "(none)");
+		else
+			doc_add(c->rep, "ptr", ips, DOC_PASS, "", "PTR %s, forward-confirmed, the EHLO "
+				"name", ehlo);
+	}
+}
+
+/* ---- MX of the return path; MTA-STS and TLSA of the From domain ---- */
+
+static void check_mx(struct ctx *c, const char *rp)
+{
+	char fix[300], hosts[300] = "";
+
+	snprintf(fix, sizeof fix, "publish an MX record for %s pointing at a server that takes "
+		 "its bounces (volleyd's return-path receiver: feedback.listen)", rp);
+	ask_mx(c, rp);
+	if (c->rc == DOC_RC_TEMP) {
+		doc_add(c->rep, "mx", rp, DOC_WARN, "run volley doctor again",
+			"MX lookup failed for now (%s)", dns_status_name(c->status));
+		return;
+	}
+	if (!c->mx || c->mx->status != DNS_OK) {
+		doc_add(c->rep, "mx", rp, DOC_FAIL, fix, "%s: bounces to the return path cannot be "
+			"delivered", c->mx ? c->mx->why : "no answer");
+		return;
+	}
+	for (size_t h = 0; h < c->mx->nhosts; h++) {
+		size_t l = strlen(hosts);
+		snprintf(hosts + l, sizeof hosts - l, "%s%s (%u)", h ? ", " : "",
+			 c->mx->hosts[h].name, c->mx->hosts[h].pref);
+	}
+	if (c->mx->implicit)
+		doc_add(c->rep, "mx", rp, DOC_WARN, fix, "no MX record: bounces go to %s's own "
+			"address (implicit MX)", rp);
+	else
+		doc_add(c->rep, "mx", rp, DOC_PASS, "", "%s", hosts);
+}
+
+static void check_sts(struct ctx *c, const char *domain)
+{
+	char name[300], err[200];
+	struct tls_sts_txt t;
+
+	snprintf(name, sizeof name, "_mta-sts.%s", domain);
+	ask_txt(c, name);
+	if (c->rc == DOC_RC_TEMP) {
+		doc_add(c->rep, "mta-sts", name, DOC_WARN, "run volley doctor again",
+			"TXT lookup failed for now (%s)", dns_status_name(c->status));
+		return;
+	}
+	for (size_t i = 0; i < c->n; i++) {
+		if (strncmp(c->txt[i], "v=STSv1", 7))
+			continue;
+		if (tls_sts_txt_parse(c->txt[i], strlen(c->txt[i]), &t, err, sizeof err) < 0) {
+			doc_add(c->rep, "mta-sts", name, DOC_WARN, "fix the record: "
+				"\"v=STSv1; id=20240101\"", "the record does not parse: %s", err);
+			return;
+		}
+		doc_add(c->rep, "mta-sts", name, DOC_PASS, "", "v=STSv1, id=%s (policy not fetched)",
+			t.id);
+		return;
+	}
+	doc_add(c->rep, "mta-sts", name, DOC_WARN, "optional: publish an MTA-STS policy "
+		"(RFC 8461) so that senders require TLS to your MX hosts",
+		"no MTA-STS record (informational)");
+}
+
+static void on_tlsa(void *arg, const struct dns_tlsa_result *res)
+{
+	struct ctx *c = arg;
+
+	c->status = res->status;
+	c->rc = rc_of(res->status);
+	c->ad = res->ad;
+	c->n = res->n;
+	c->done = true;
+}
+
+static void check_tlsa(struct ctx *c, const char *domain)
+{
+	ask_mx(c, domain);
+	if (c->rc != DOC_RC_OK || !c->mx || c->mx->status != DNS_OK || c->mx->implicit) {
+		doc_add(c->rep, "tlsa", domain, DOC_WARN, "", "no MX hosts to look up TLSA for "
+			"(informational)");
+		return;
+	}
+	struct dns_mx_result *mx = c->mx;
+	c->mx = NULL;
+	for (size_t h = 0; h < mx->nhosts; h++) {
+		char subj[300];
+		snprintf(subj, sizeof subj, "_25._tcp.%s", mx->hosts[h].name);
+		clear(c);
+		c->done = false;
+		dns_resolve_tlsa(c->r, mx->hosts[h].name, 25, on_tlsa, c);
+		wait_answer(c);
+		if (c->rc == DOC_RC_OK && c->n && c->ad)
+			doc_add(c->rep, "tlsa", subj, DOC_PASS, "", "%zu TLSA records, DNSSEC-validated",
+				c->n);
+		else if (c->rc == DOC_RC_OK && c->n)
+			doc_add(c->rep, "tlsa", subj, DOC_WARN, "sign the zone with DNSSEC: DANE "
+				"ignores unvalidated TLSA records", "%zu TLSA records, not "
+				"DNSSEC-validated (no AD bit)", c->n);
+		else
+			doc_add(c->rep, "tlsa", subj, DOC_WARN, "optional: DNSSEC and TLSA records "
+				"(RFC 7672) let senders authenticate your MX", "no TLSA records "
+				"(informational)%s", c->rc == DOC_RC_TEMP ? ": lookup failed" : "");
+	}
+	dns_mx_free(mx);
+}
+
+/* ---- the run ---- */
+
+static int start(struct ctx *c, const struct cfg *cfg, char *err, size_t errlen)
+{
+	struct dns_config dc;
+
+	dns_config_default(&dc);
+	dc.servers = (const char *const *)cfg->dns.servers;
+	dc.nservers = cfg->dns.nservers;
+	if (cfg->dns.timeout_ms > 0)
+		dc.timeout_ms = (unsigned)cfg->dns.timeout_ms;
+	dc.allow_private = true;     /* SPF and PTR look at every address */
+	dc.min_ttl = 0;
+	if (vl_ring_init(&c->ring, 64, 256, 2, 64, err, errlen) < 0)
+		return -1;
+	if (vl_ring_enable(&c->ring) < 0 ||
+	    !(c->r = dns_new(&c->ring, DNS_TAG, &dc, err, errlen))) {
+		if (!err[0])
+			snprintf(err, errlen, "cannot enable the ring");
+		vl_ring_exit(&c->ring);
+		return -1;
+	}
+	return 0;
+}
+
+static void stop(struct ctx *c)
+{
+	clear(c);
+	dns_shutdown(c->r);
+	while (!dns_quiescent(c->r))
+		if (vl_ring_wait(&c->ring, dispatch, c) < 0)
+			break;
+	dns_free(c->r);
+	vl_ring_exit(&c->ring);
+}
+
+/* Whether the resolver answers at all: a TXT lookup of the first domain
+ * that comes back with anything but a transient failure. */
+static bool reachable(struct ctx *c, const char *domain)
+{
+	ask_txt(c, domain);
+	return c->rc != DOC_RC_TEMP;
+}
+
+static void check_domain(struct ctx *c, const struct doc_opts *o, const char *domain)
+{
+	const char *rp = o->return_path ? o->return_path : domain;
+	bool same = !strcasecmp(rp, domain);
+
+	check_spf(c, rp, same ? "return path and From" : "return path");
+	if (!same)
+		check_spf(c, domain, "From");
+	bool dkim_ok = check_dkim(c, domain);
+	check_dmarc(c, domain, rp, dkim_ok);
+	check_mx(c, rp);
+	check_sts(c, domain);
+	check_tlsa(c, domain);
+}
+
+int doc_run(const struct doc_opts *o, struct doc_report *rep, char *err, size_t errlen)
+{
+	struct ctx c = { .cfg = o->cfg, .rep = rep };
+
+	err[0] = '\0';
+	if (!o->ndomains) {
+		snprintf(err, errlen, "no domain to check");
+		return -1;
+	}
+	if (start(&c, o->cfg, err, errlen) < 0)
+		return -1;
+	if (!reachable(&c, o->domains[0])) {
+		rep->dns_unreachable = true;
+		snprintf(err, errlen, "DNS does not answer (%s for %s)", dns_status_name(c.status),
+			 o->domains[0]);
+		stop(&c);
+		return 0;
+	}
+	for (size_t i = 0; i < o->ndomains; i++)
+		check_domain(&c, o, o->domains[i]);
+	check_ptr(&c);
+	doc_check_unsubscribe(o->config_path, rep);
+	stop(&c);
+	return 0;
+}
