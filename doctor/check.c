@@ -240,7 +240,10 @@ static void spf_one(struct ctx *c, const char *domain, const char *role, const s
 	struct doc_spf_query q = { .ip = *ip, .domain = domain, .sender = sender, .helo = ehlo };
 	doc_spf_check(&q, spf_lookup, c, &out);
 	ip_str(ip, ips, sizeof ips);
-	snprintf(subj, sizeof subj, listed ? "%s (%s) from %s" : "%s (%s)", domain, role, ips);
+	if (listed)
+		snprintf(subj, sizeof subj, "%s (%s) from %s", domain, role, ips);
+	else
+		snprintf(subj, sizeof subj, "%s (%s)", domain, role);
 	const char *res = doc_spf_result_name(out.result);
 	if (!listed) {
 		bool broken = out.result == DOC_SPF_PERMERROR || out.result == DOC_SPF_NONE;
@@ -407,9 +410,13 @@ static int find_dmarc(struct ctx *c, const char *domain, struct doc_dmarc_rec *d
 		}
 		const char *rec = NULL;
 		size_t nrec = 0;
-		for (size_t i = 0; i < c->n; i++)
-			if (doc_dmarc_is_record(c->txt[i]))
-				rec = rec ? rec : c->txt[i], nrec++;
+		for (size_t i = 0; i < c->n; i++) {
+			if (!doc_dmarc_is_record(c->txt[i]))
+				continue;
+			if (!rec)
+				rec = c->txt[i];
+			nrec++;
+		}
 		if (nrec > 1) {
 			doc_add(c->rep, "dmarc", name, DOC_FAIL, fix, "%zu DMARC records: receivers "
 				"apply none (RFC 7489 6.6.3)", nrec);
@@ -456,7 +463,7 @@ static void check_dmarc(struct ctx *c, const char *domain, const char *rp, bool 
 		else
 			doc_add(c->rep, "dmarc-rua", at, DOC_PASS, "", "rua=%s", d.rua);
 	}
-	char fix[400];
+	char fix[600];
 	snprintf(fix, sizeof fix, "configure a working DKIM key with d=%s", domain);
 	doc_add(c->rep, "align-dkim", domain, dkim_ok ? DOC_PASS : DOC_FAIL, dkim_ok ? "" : fix,
 		dkim_ok ? "DKIM d=%s is the From domain: aligned%s" :
@@ -466,7 +473,7 @@ static void check_dmarc(struct ctx *c, const char *domain, const char *rp, bool 
 	bool spf_al = doc_aligned(rp, domain, d.strict_spf);
 	snprintf(fix, sizeof fix, "use a return path under %s (e.g. bounces.%s), or rely on DKIM",
 		 d.strict_spf ? domain : org, d.strict_spf ? domain : org);
-	char how[300];
+	char how[400];
 	if (d.strict_spf)
 		snprintf(how, sizeof how, "aspf=s: the names must be equal");
 	else
@@ -657,7 +664,7 @@ static int start(struct ctx *c, const struct cfg *cfg, char *err, size_t errlen)
 		dc.timeout_ms = (unsigned)cfg->dns.timeout_ms;
 	dc.allow_private = true;     /* SPF and PTR look at every address */
 	dc.min_ttl = 0;
-	if (vl_ring_init(&c->ring, 64, 256, 2, 64, err, errlen) < 0)
+	if (vl_ring_init(&c->ring, 64, 256, 4, 64, err, errlen) < 0)
 		return -1;
 	if (vl_ring_enable(&c->ring) < 0 ||
 	    !(c->r = dns_new(&c->ring, DNS_TAG, &dc, err, errlen))) {

@@ -163,7 +163,7 @@ int doc_dkim_parse(const char *txt, struct doc_dkim_rec *out, char *err, size_t 
 	else
 		rc = 0;
 	if (rc == 0) {
-		snprintf(out->k, sizeof out->k, "%s", k ? k : "rsa");
+		snprintf(out->k, sizeof out->k, "%.15s", k ? k : "rsa");
 		out->revoked = out->keylen == 0;
 		out->sha256 = !h || list_has(h, "sha256");
 		out->testing = fl && list_has(fl, "y");
@@ -260,7 +260,7 @@ int doc_dmarc_parse(const char *txt, struct doc_dmarc_rec *out, char *err, size_
 		out->strict_dkim = ad && !strcmp(ad, "s");
 		out->strict_spf = as && !strcmp(as, "s");
 		out->pct = (unsigned)pv;
-		snprintf(out->rua, sizeof out->rua, "%s", rua ? rua : "");
+		snprintf(out->rua, sizeof out->rua, "%.255s", rua ? rua : "");
 	}
 done:
 	free(t);

@@ -395,7 +395,7 @@ struct ev {
 	doc_lookup_fn fn;
 	void *arg;
 	unsigned lookups, voids;
-	char why[300];
+	char why[800];           /* names of up to 255 octets in sentences */
 };
 
 /* A term that queries DNS: over the limit is permerror. */
@@ -614,5 +614,7 @@ void doc_spf_check(const struct doc_spf_query *q, doc_lookup_fn fn, void *arg,
 	out->result = check_host(&e, q->domain);
 	out->lookups = e.lookups;
 	out->voids = e.voids;
-	snprintf(out->why, sizeof out->why, "%s", e.why);
+	size_t n = strnlen(e.why, sizeof out->why - 1);
+	memcpy(out->why, e.why, n);     /* cut to the row's width */
+	out->why[n] = '\0';
 }
