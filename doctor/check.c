@@ -474,7 +474,9 @@ static void check_dmarc(struct ctx *c, const char *domain, const char *rp, bool 
 	snprintf(fix, sizeof fix, "use a return path under %s (e.g. bounces.%s), or rely on DKIM",
 		 d.strict_spf ? domain : org, d.strict_spf ? domain : org);
 	char how[400];
-	if (d.strict_spf)
+	if (!strcasecmp(rp, domain))
+		snprintf(how, sizeof how, "the same domain");
+	else if (d.strict_spf)
 		snprintf(how, sizeof how, "aspf=s: the names must be equal");
 	else
 		snprintf(how, sizeof how, "relaxed: organizational domain %s by the last two "
