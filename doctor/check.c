@@ -574,9 +574,16 @@ static void check_mx(struct ctx *c, const char *rp)
 		snprintf(hosts + l, sizeof hosts - l, "%s%s (%u)", h ? ", " : "",
 			 c->mx->hosts[h].name, c->mx->hosts[h].pref);
 	}
+	size_t inside = 0, total = 0;
+	for (size_t h = 0; h < c->mx->nhosts; h++)
+		for (size_t i = 0; i < c->mx->hosts[h].naddrs; i++, total++)
+			inside += c->mx->hosts[h].addrs[i].flags != 0;
 	if (c->mx->implicit)
 		doc_add(c->rep, "mx", rp, DOC_WARN, fix, "no MX record: bounces go to %s's own "
 			"address (implicit MX)", rp);
+	else if (inside == total && !c->cfg->dns.allow_private)
+		doc_add(c->rep, "mx", rp, DOC_WARN, fix, "%s: only loopback, private or link-local "
+			"addresses, which the Internet cannot deliver bounces to", hosts);
 	else
 		doc_add(c->rep, "mx", rp, DOC_PASS, "", "%s", hosts);
 }

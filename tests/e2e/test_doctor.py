@@ -99,15 +99,16 @@ class Doctor(unittest.TestCase):
         util.remove_dir(cls.dir)
 
     @classmethod
-    def config(cls, name, egress, servers=None, keys=None):
+    def config(cls, name, egress, servers=None, keys=None, private=True):
         path = os.path.join(cls.dir, name + ".conf")
         eg = ", ".join('{ address = "%s"; ehlo = "%s"; }' % e for e in egress)
         dk = ", ".join('{ domain = "%s"; selector = "sel1"; key = "%s"; }' % (d, k)
                        for d, k in (keys or cls.keys).items())
         with open(path, "w") as f:
-            f.write('data_dir = "%s/data";\ndns = { servers = [ "%s" ]; timeout_ms = 300; };\n'
+            f.write('data_dir = "%s/data";\n'
+                    'dns = { servers = [ "%s" ]; timeout_ms = 300; allow_private = %s; };\n'
                     'egress = ( %s );\ndkim = ( %s );\n'
-                    % (cls.dir, servers or cls.ub.server, eg, dk))
+                    % (cls.dir, servers or cls.ub.server, "true" if private else "false", eg, dk))
         return path
 
     def doctor(self, *args, conf=None):
@@ -253,6 +254,13 @@ class Doctor(unittest.TestCase):
         self.assertIn("mail.good.test", ptr["127.0.0.14"]["detail"])
         # 127.0.0.12-14 are inside 127.0.0.8/29: SPF still passes
         self.assertEqual(self.verdicts(out, "spf"), ["pass"] * 3)
+
+    def test_mx_on_loopback_warns_outside_a_test_world(self):
+        # without dns.allow_private, an MX only on 127.0.0.20 takes no bounces from outside
+        rc, out = self.doctor("good.test", conf=self.config("public", EGRESS, private=False))
+        self.assertEqual(rc, 0, json.dumps(out, indent=1))
+        self.assertEqual(self.verdicts(out, "mx"), ["warn"])
+        self.assertIn("loopback", self.rows(out, "mx")[0]["detail"])
 
     def test_no_egress_warns(self):
         conf = self.config("noegress", [])
