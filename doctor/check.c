@@ -201,17 +201,40 @@ static void ask_ptr(struct ctx *c, const struct doc_ip *ip)
 	wait_answer(c);
 }
 
+/* Only the addresses of one family; none left of an answer is no data
+ * (what an A or AAAA query alone would have said). */
+static void keep_family(struct ctx *c, int family)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < c->n; i++)
+		if (c->ip[i].family == family)
+			c->ip[k++] = c->ip[i];
+	c->n = k;
+	if (c->rc == DOC_RC_OK && !k)
+		c->rc = DOC_RC_NODATA;
+}
+
 /* The SPF evaluator's lookups. */
 static void spf_lookup(void *arg, enum doc_q q, const char *name, struct doc_answer *ans)
 {
 	struct ctx *c = arg;
 
-	if (q == DOC_Q_TXT)
+	struct doc_ip ip;
+
+	if (q == DOC_Q_TXT) {
 		ask_txt(c, name);
-	else if (q == DOC_Q_MX)
+	} else if (q == DOC_Q_MX) {
 		ask_mx(c, name);
-	else
+	} else if (q == DOC_Q_PTR) {
+		if (doc_ip_parse(name, &ip) == 0)
+			ask_ptr(c, &ip);
+		else
+			clear(c), c->rc = DOC_RC_NXDOMAIN;
+	} else {
 		ask_host(c, name);
+		keep_family(c, q == DOC_Q_A ? AF_INET : AF_INET6);
+	}
 	*ans = (struct doc_answer){ .rc = c->rc, .n = c->n, .nmx = c->nmx,
 		.txt = (const char *const *)c->txt, .ip = c->ip };
 }

@@ -34,8 +34,11 @@ bool doc_ip_in(const struct doc_ip *a, const struct doc_ip *net, unsigned bits);
 
 enum doc_q {
 	DOC_Q_TXT,               /* TXT records of a name */
-	DOC_Q_ADDR,              /* A and AAAA of a name */
+	DOC_Q_A,                 /* A records of a name */
+	DOC_Q_AAAA,              /* AAAA records of a name */
 	DOC_Q_MX,                /* the addresses of a name's MX hosts */
+	DOC_Q_PTR,               /* PTR names of an address ("name" is the
+				    address as text); answered in txt */
 };
 
 enum doc_rc {
@@ -47,7 +50,7 @@ enum doc_rc {
 
 struct doc_answer {
 	enum doc_rc rc;
-	size_t n;                /* TXT: records; ADDR, MX: addresses */
+	size_t n;                /* TXT, PTR: records; A, AAAA, MX: addresses */
 	const char *const *txt;  /* each NUL-terminated (records with a NUL
 				    inside are the caller's to drop) */
 	const struct doc_ip *ip;

@@ -445,6 +445,32 @@ static enum doc_spf_result check_host(struct ev *e, const char *domain);
 
 enum { NOMATCH = 0, MATCH = 1, TEMP = -1, PERM = -2 };
 
+/* RFC 7208 5.5 (ptr, deprecated): some PTR name of the address, at or
+ * under target, resolves back to it. DNS errors are no match. */
+static int ptr_match(struct ev *e, const char *target)
+{
+	char ipstr[64], names[10][256];
+	struct doc_answer a = {0};
+	size_t n = 0, tl = strlen(target);
+
+	if (!inet_ntop(e->q->ip.family, e->q->ip.ip, ipstr, sizeof ipstr))
+		return NOMATCH;
+	e->fn(e->arg, DOC_Q_PTR, ipstr, &a);
+	for (size_t i = 0; a.rc == DOC_RC_OK && i < a.n && n < 10; i++) {
+		size_t l = strlen(a.txt[i]);
+		if (l < sizeof names[0] && (l == tl ? !strcasecmp(a.txt[i], target) :
+		    l > tl && a.txt[i][l - tl - 1] == '.' && !strcasecmp(a.txt[i] + l - tl, target)))
+			memcpy(names[n++], a.txt[i], l + 1);
+	}
+	enum doc_q q = e->q->ip.family == AF_INET ? DOC_Q_A : DOC_Q_AAAA;
+	for (size_t i = 0; i < n; i++) {
+		e->fn(e->arg, q, names[i], &a);
+		if (a.rc == DOC_RC_OK && addr_match(e, &a, -1, -1, false))
+			return MATCH;
+	}
+	return NOMATCH;
+}
+
 /* One DNS-querying mechanism's outcome. */
 static int dns_mech(struct ev *e, const struct doc_spf_term *t, const char *target)
 {
@@ -469,7 +495,7 @@ static int dns_mech(struct ev *e, const struct doc_spf_term *t, const char *targ
 		return NOMATCH;
 	}
 	case DOC_M_PTR:
-		return NOMATCH;                 /* deprecated (5.5); never matches here */
+		return ptr_match(e, target);
 	case DOC_M_MX:
 		e->fn(e->arg, DOC_Q_MX, target, &a);
 		if (a.rc == DOC_RC_OK && a.nmx > 10) {
@@ -478,8 +504,11 @@ static int dns_mech(struct ev *e, const struct doc_spf_term *t, const char *targ
 			return PERM;
 		}
 		break;
-	default:                                /* a, exists */
-		e->fn(e->arg, DOC_Q_ADDR, target, &a);
+	case DOC_M_EXISTS:                      /* an A query whatever the family */
+		e->fn(e->arg, DOC_Q_A, target, &a);
+		break;
+	default:                                /* a */
+		e->fn(e->arg, e->q->ip.family == AF_INET ? DOC_Q_A : DOC_Q_AAAA, target, &a);
 		break;
 	}
 	int r = answered(e, &a, target);

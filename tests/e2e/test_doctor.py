@@ -54,7 +54,7 @@ class Doctor(unittest.TestCase):
         cls.dir = util.tempdir("volley-doctor-")
         keys, recs = {}, {}
         names = ["good.test", "spfmiss.test", "spfmany.test", "spfloop.test", "dkimbad.test",
-                 "revoked.test", "nodmarc.test", "pnone.test", "nomx.test"]
+                 "revoked.test", "nodmarc.test", "pnone.test", "nomx.test", "spfmech.test"]
         for d in names:
             keys[d], recs[d] = keygen(cls.dir, d, "rsa" if d == "good.test" else "ed25519")
         _, other = keygen(util.tempdir("volley-doctor-other-"), "dkimbad.test")
@@ -83,6 +83,9 @@ class Doctor(unittest.TestCase):
             "pnone.test": domain_zone("pnone.test", recs["pnone.test"],
                                       dmarc="v=DMARC1; p=none; rua=mailto:d@pnone.test"),
             "nomx.test": domain_zone("nomx.test", recs["nomx.test"], mx=False),
+            "spfmech.test": domain_zone("spfmech.test", recs["spfmech.test"],
+                                        spf="v=spf1 mx:good.test a:mta1.good.test "
+                                            "ptr:good.test -all"),
             "0.0.127.in-addr.arpa": [
                 "10.0.0.127.in-addr.arpa. 300 IN PTR mta1.good.test.",
                 "11.0.0.127.in-addr.arpa. 300 IN PTR mta2.good.test.",
@@ -163,7 +166,7 @@ class Doctor(unittest.TestCase):
     def test_every_configured_domain_by_default(self):
         rc, out = self.doctor()
         self.assertEqual(rc, 1)
-        self.assertEqual(len(out["domains"]), 9)
+        self.assertEqual(len(out["domains"]), 10)
         subjects = {r["subject"] for r in self.rows(out, "dkim")}
         self.assertIn("sel1._domainkey.good.test", subjects)
         self.assertIn("sel1._domainkey.revoked.test", subjects)
@@ -183,6 +186,17 @@ class Doctor(unittest.TestCase):
         self.assertEqual(self.verdicts(out, "spf"), ["fail", "fail"])
         self.assertIn("permerror", self.rows(out, "spf")[0]["detail"])
         self.assertIn("more than 10", self.rows(out, "spf")[0]["detail"])
+
+    def test_spf_a_mx_and_ptr_mechanisms(self):
+        # 127.0.0.10 is mta1.good.test's A record; 127.0.0.11 only matches
+        # through its PTR name mta2.good.test, which resolves back to it
+        rc, out = self.doctor("spfmech.test")
+        self.assertEqual(rc, 0, json.dumps(out, indent=1))
+        spf = self.rows(out, "spf")
+        self.assertEqual([r["result"] for r in spf], ["pass", "pass"])
+        self.assertIn("a:mta1.good.test", spf[0]["detail"])
+        self.assertIn("ptr:good.test", spf[1]["detail"])
+        self.assertIn("3 of 10", spf[1]["detail"])
 
     def test_spf_redirect_loop_fails(self):
         rc, out = self.doctor("spfloop.test")

@@ -15,7 +15,7 @@ static void lookup(void *arg, enum doc_q q, const char *name, struct doc_answer 
 	static struct doc_ip ip;
 	(void)arg;
 	*a = (struct doc_answer){ .rc = DOC_RC_NXDOMAIN };
-	if (q == DOC_Q_TXT) {
+	if (q == DOC_Q_TXT || q == DOC_Q_PTR) {
 		a->rc = DOC_RC_OK;
 		a->n = 1;
 		a->txt = &rec;

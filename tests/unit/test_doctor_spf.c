@@ -31,17 +31,23 @@ static void lookup(void *arg, enum doc_q q, const char *name, struct doc_answer 
 
 	w->asked++;
 	*a = (struct doc_answer){ .rc = DOC_RC_NXDOMAIN };
+	/* ADDR() records answer A and AAAA queries, each its own family */
+	int fam = q == DOC_Q_A ? AF_INET : q == DOC_Q_AAAA ? AF_INET6 : 0;
+	enum doc_q zq = q == DOC_Q_AAAA ? DOC_Q_A : q;
 	for (size_t i = 0; i < w->n; i++) {
 		const struct zrec *z = &w->z[i];
-		if (z->q != q || strcmp(z->name, name))
+		if (z->q != zq || strcmp(z->name, name))
 			continue;
 		a->rc = z->rc;
 		size_t k = 0;
-		for (; k < 4 && (q == DOC_Q_TXT ? z->txt[k] : z->ips[k]); k++) {
-			if (q == DOC_Q_TXT)
-				w->txt[k] = z->txt[k];
-			else
-				cr_assert_eq(doc_ip_parse(z->ips[k], &w->ip[k]), 0);
+		bool names = q == DOC_Q_TXT || q == DOC_Q_PTR;
+		for (size_t j = 0; j < 4 && (names ? z->txt[j] : z->ips[j]); j++) {
+			if (names) {
+				w->txt[k++] = z->txt[j];
+				continue;
+			}
+			cr_assert_eq(doc_ip_parse(z->ips[j], &w->ip[k]), 0);
+			k += !fam || w->ip[k].family == fam;
 		}
 		a->n = k;
 		a->txt = w->txt;
@@ -65,7 +71,8 @@ static enum doc_spf_result run(const struct zrec *z, size_t n, const char *ip,
 }
 
 #define TXT(n, ...) { .name = n, .q = DOC_Q_TXT, .rc = DOC_RC_OK, .txt = { __VA_ARGS__ } }
-#define ADDR(n, ...) { .name = n, .q = DOC_Q_ADDR, .rc = DOC_RC_OK, .ips = { __VA_ARGS__ } }
+#define ADDR(n, ...) { .name = n, .q = DOC_Q_A, .rc = DOC_RC_OK, .ips = { __VA_ARGS__ } }
+#define PTR(n, ...) { .name = n, .q = DOC_Q_PTR, .rc = DOC_RC_OK, .txt = { __VA_ARGS__ } }
 
 Test(doctor_spf, include_chain_passes_and_counts_lookups)
 {
@@ -208,6 +215,29 @@ Test(doctor_spf, temperror_and_permerrors)
 	cr_assert(strstr(o.why, "foo:bar"), "%s", o.why);
 	cr_assert_eq(run(z, 8, "10.0.0.1", "incnone.test", &o), DOC_SPF_PERMERROR);
 	cr_assert_eq(run(z, 8, "10.0.0.1", "mx11.test", &o), DOC_SPF_PERMERROR);
+}
+
+Test(doctor_spf, void_per_family_and_ptr)
+{
+	static const struct zrec z[] = {
+		/* v4.test has only A records: for an IPv6 sender its a: is void */
+		TXT("fam.test", "v=spf1 a:v4.test a:v4.test a:v4.test ip6:2001:db8::1 -all"),
+		ADDR("v4.test", "192.0.2.1"),
+		TXT("ptr.test", "v=spf1 ptr:ptr.test -all"),
+		PTR("192.0.2.7", "other.example", "mta.ptr.test"),
+		ADDR("mta.ptr.test", "192.0.2.7"),
+		PTR("192.0.2.8", "fake.ptr.test"),
+		ADDR("fake.ptr.test", "192.0.2.99"),
+	};
+	struct doc_spf_out o;
+
+	cr_assert_eq(run(z, 7, "2001:db8::1", "fam.test", &o), DOC_SPF_PERMERROR, "%s", o.why);
+	cr_assert_eq(o.voids, 3);
+	cr_assert_eq(run(z, 7, "192.0.2.1", "fam.test", &o), DOC_SPF_PASS);
+	cr_assert_eq(run(z, 7, "192.0.2.7", "ptr.test", &o), DOC_SPF_PASS, "%s", o.why);
+	/* a PTR name that does not resolve back is no match */
+	cr_assert_eq(run(z, 7, "192.0.2.8", "ptr.test", &o), DOC_SPF_FAIL);
+	cr_assert_eq(run(z, 7, "192.0.2.9", "ptr.test", &o), DOC_SPF_FAIL);
 }
 
 Test(doctor_spf, parser_terms)
