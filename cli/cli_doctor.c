@@ -69,7 +69,7 @@ static size_t domains_of(const struct cfg *c, const struct dargs *a, const char 
 }
 
 static void print_json(const struct doc_report *r, const char *const *dom, size_t nd,
-		       const char *rp, int code)
+		       const char *rp, int code, const char *err)
 {
 	json_t *o = json_object(), *checks = json_array(), *ds = json_array();
 
@@ -89,6 +89,8 @@ static void print_json(const struct doc_report *r, const char *const *dom, size_
 	json_object_set_new(o, "fail", json_integer(r->nfail));
 	json_object_set_new(o, "dns_unreachable", json_boolean(r->dns_unreachable));
 	json_object_set_new(o, "exit", json_integer(code));
+	if (err[0])
+		json_object_set_new(o, "error", json_string(err));
 	json_dumpf(o, stdout, JSON_INDENT(2));
 	putchar('\n');
 	json_decref(o);
@@ -146,7 +148,7 @@ static int run(const struct dargs *a)
 			cli_err("doctor: %s", err);
 	}
 	if (a->json)
-		print_json(&rep, dom, nd, a->rp, code);
+		print_json(&rep, dom, nd, a->rp, code, code == CLI_UNREACHABLE ? err : "");
 	else if (!rep.dns_unreachable && code != CLI_UNREACHABLE)
 		print_table(&rep, isatty(STDOUT_FILENO));
 	doc_report_free(&rep);

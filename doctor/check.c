@@ -11,6 +11,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include "../common/common.h"
 #include "../config/config.h"
 #include "../dns/dns.h"
@@ -277,6 +280,12 @@ static void spf_one(struct ctx *c, const char *domain, const char *role, const s
 			"known; the record evaluates to %s (%s; %u lookups)", res, out.why, out.lookups);
 		return;
 	}
+	if (out.result == DOC_SPF_PASS && out.plus_all) {
+		doc_add(c->rep, "spf", subj, DOC_WARN, "end the record with -all or ~all after the "
+			"mechanisms that cover your senders", "pass only through \"+all\" (%s): "
+			"anyone may send as %s", out.why, domain);
+		return;
+	}
 	if (out.result == DOC_SPF_PASS) {
 		doc_add(c->rep, "spf", subj, DOC_PASS, "", "pass: %s (%u of %d DNS lookups)", out.why,
 			out.lookups, DOC_SPF_LOOKUPS_MAX);
@@ -316,6 +325,17 @@ static void check_spf(struct ctx *c, const char *domain, const char *role)
 }
 
 /* ---- DKIM ---- */
+
+/* The size of an RSA public key (SubjectPublicKeyInfo), 0 if unreadable. */
+static int rsa_bits(const unsigned char *der, size_t len)
+{
+	const unsigned char *p = der;
+	EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)len);
+	int bits = k ? EVP_PKEY_get_bits(k) : 0;
+
+	EVP_PKEY_free(k);
+	return bits;
+}
 
 /* One configured key against its published record; true when it passes. */
 static bool dkim_one(struct ctx *c, const char *domain, const char *sel, const char *file)
@@ -374,6 +394,12 @@ static bool dkim_one(struct ctx *c, const char *domain, const char *sel, const c
 		doc_add(c->rep, "dkim", subj, DOC_FAIL, "drop h= or list sha256 in it",
 			"h= excludes sha256, which volley signs with");
 		return false;
+	}
+	if (!ed && rsa_bits(pub, publen) < 2048) {
+		doc_add(c->rep, "dkim", subj, DOC_WARN, "volley dkim keygen makes 2048-bit keys: "
+			"rotate to one under a new selector", "matches %s, but the RSA key has %d bits "
+			"(2048 is what Gmail and Yahoo ask for)", file, rsa_bits(pub, publen));
+		return true;
 	}
 	if (rec.testing) {
 		doc_add(c->rep, "dkim", subj, DOC_WARN, "remove t=y once tests are done",

@@ -112,6 +112,7 @@ struct doc_spf_query {
 struct doc_spf_out {
 	enum doc_spf_result result;
 	unsigned lookups, voids; /* DNS-querying terms, void answers */
+	bool plus_all;           /* the pass came from "+all" (anyone passes) */
 	char why[300];           /* one line: what matched or what was wrong */
 };
 

@@ -395,6 +395,7 @@ struct ev {
 	doc_lookup_fn fn;
 	void *arg;
 	unsigned lookups, voids;
+	bool plus_all;
 	char why[800];           /* names of up to 255 octets in sentences */
 };
 
@@ -603,6 +604,7 @@ static enum doc_spf_result check_host(struct ev *e, const char *domain)
 		int m = term_match(e, t, domain);
 		if (m == MATCH) {
 			res = qual_result(t->qual);
+			e->plus_all |= t->mech == DOC_M_ALL && res == DOC_SPF_PASS;
 			if (!e->why[0])
 				snprintf(e->why, sizeof e->why, "\"%s\" in %s", t->raw, domain);
 			free(r);
@@ -643,6 +645,7 @@ void doc_spf_check(const struct doc_spf_query *q, doc_lookup_fn fn, void *arg,
 	out->result = check_host(&e, q->domain);
 	out->lookups = e.lookups;
 	out->voids = e.voids;
+	out->plus_all = e.plus_all;
 	size_t n = strnlen(e.why, sizeof out->why - 1);
 	memcpy(out->why, e.why, n);     /* cut to the row's width */
 	out->why[n] = '\0';

@@ -20,10 +20,10 @@ EGRESS = [("127.0.0.10", "mta1.good.test"), ("127.0.0.11", "mta2.good.test")]
 GOOD_SPF = "v=spf1 include:_spf.good.test -all"
 
 
-def keygen(d, domain, alg="ed25519", selector="sel1"):
+def keygen(d, domain, alg="ed25519", selector="sel1", bits=2048):
     p = subprocess.run([VOLLEY, "dkim", "keygen", "--domain", domain, "--selector", selector,
-                        "--algorithm", alg, "--out", d], capture_output=True, text=True,
-                       timeout=60)
+                        "--algorithm", alg, "--bits", str(bits), "--out", d],
+                       capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     line = [l for l in p.stdout.splitlines() if " IN TXT " in l][0]
     txt = "".join(re.findall(r'"([^"]*)"', line))
@@ -54,9 +54,10 @@ class Doctor(unittest.TestCase):
         cls.dir = util.tempdir("volley-doctor-")
         keys, recs = {}, {}
         names = ["good.test", "spfmiss.test", "spfmany.test", "spfloop.test", "dkimbad.test",
-                 "revoked.test", "nodmarc.test", "pnone.test", "nomx.test", "spfmech.test"]
+                 "revoked.test", "nodmarc.test", "pnone.test", "nomx.test", "spfmech.test", "lax.test"]
         for d in names:
-            keys[d], recs[d] = keygen(cls.dir, d, "rsa" if d == "good.test" else "ed25519")
+            keys[d], recs[d] = keygen(cls.dir, d, "rsa" if d in ("good.test", "lax.test")
+                                      else "ed25519", bits=1024 if d == "lax.test" else 2048)
         _, other = keygen(util.tempdir("volley-doctor-other-"), "dkimbad.test")
         zones = {
             "good.test": domain_zone("good.test", recs["good.test"], extra=[
@@ -86,6 +87,7 @@ class Doctor(unittest.TestCase):
             "spfmech.test": domain_zone("spfmech.test", recs["spfmech.test"],
                                         spf="v=spf1 mx:good.test a:mta1.good.test "
                                             "ptr:good.test -all"),
+            "lax.test": domain_zone("lax.test", recs["lax.test"], spf="v=spf1 +all"),
             "0.0.127.in-addr.arpa": [
                 "10.0.0.127.in-addr.arpa. 300 IN PTR mta1.good.test.",
                 "11.0.0.127.in-addr.arpa. 300 IN PTR mta2.good.test.",
@@ -166,7 +168,7 @@ class Doctor(unittest.TestCase):
     def test_every_configured_domain_by_default(self):
         rc, out = self.doctor()
         self.assertEqual(rc, 1)
-        self.assertEqual(len(out["domains"]), 10)
+        self.assertEqual(len(out["domains"]), 11)
         subjects = {r["subject"] for r in self.rows(out, "dkim")}
         self.assertIn("sel1._domainkey.good.test", subjects)
         self.assertIn("sel1._domainkey.revoked.test", subjects)
@@ -197,6 +199,14 @@ class Doctor(unittest.TestCase):
         self.assertIn("a:mta1.good.test", spf[0]["detail"])
         self.assertIn("ptr:good.test", spf[1]["detail"])
         self.assertIn("3 of 10", spf[1]["detail"])
+
+    def test_plus_all_and_a_1024_bit_key_warn(self):
+        rc, out = self.doctor("lax.test")
+        self.assertEqual(rc, 0, json.dumps(out, indent=1))
+        self.assertEqual(self.verdicts(out, "spf"), ["warn", "warn"])
+        self.assertIn("+all", self.rows(out, "spf")[0]["detail"])
+        self.assertEqual(self.verdicts(out, "dkim"), ["warn"])
+        self.assertIn("1024 bits", self.rows(out, "dkim")[0]["detail"])
 
     def test_spf_redirect_loop_fails(self):
         rc, out = self.doctor("spfloop.test")
@@ -294,6 +304,7 @@ class Doctor(unittest.TestCase):
             rc, out = self.doctor("good.test", conf=conf)
         self.assertEqual(rc, 3)
         self.assertTrue(out["dns_unreachable"])
+        self.assertIn("DNS does not answer", out["error"])
 
     def test_usage_errors_are_exit_2(self):
         for args in (["--bogus"], ["a.test", "b.test"], ["--config"]):

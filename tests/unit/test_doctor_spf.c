@@ -97,13 +97,19 @@ Test(doctor_spf, qualifiers_and_none)
 	static const struct zrec z[] = {
 		TXT("soft.test", "v=spf1 ?ip4:10.0.0.1 ~all"),
 		TXT("other.test", "google-site-verification=abc"),
+		TXT("open.test", "v=spf1 ip4:10.0.0.1 +all"),
 	};
 	struct doc_spf_out o;
 
-	cr_assert_eq(run(z, 2, "10.0.0.1", "soft.test", &o), DOC_SPF_NEUTRAL);
-	cr_assert_eq(run(z, 2, "10.0.0.2", "soft.test", &o), DOC_SPF_SOFTFAIL);
-	cr_assert_eq(run(z, 2, "10.0.0.2", "other.test", &o), DOC_SPF_NONE);
-	cr_assert_eq(run(z, 2, "10.0.0.2", "absent.test", &o), DOC_SPF_NONE);
+	cr_assert_eq(run(z, 3, "10.0.0.1", "soft.test", &o), DOC_SPF_NEUTRAL);
+	cr_assert_eq(run(z, 3, "10.0.0.2", "soft.test", &o), DOC_SPF_SOFTFAIL);
+	cr_assert(!o.plus_all);
+	cr_assert_eq(run(z, 3, "10.0.0.2", "other.test", &o), DOC_SPF_NONE);
+	cr_assert_eq(run(z, 3, "10.0.0.2", "absent.test", &o), DOC_SPF_NONE);
+	cr_assert_eq(run(z, 3, "10.0.0.2", "open.test", &o), DOC_SPF_PASS);
+	cr_assert(o.plus_all);
+	cr_assert_eq(run(z, 3, "10.0.0.1", "open.test", &o), DOC_SPF_PASS);
+	cr_assert(!o.plus_all);
 }
 
 Test(doctor_spf, a_mx_exists_and_cidr)
