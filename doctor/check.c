@@ -337,78 +337,98 @@ static int rsa_bits(const unsigned char *der, size_t len)
 	return bits;
 }
 
-/* One configured key against its published record; true when it passes. */
-static bool dkim_one(struct ctx *c, const char *domain, const char *sel, const char *file)
-{
-	char name[300], err[300], subj[300];
-	unsigned char pub[DOC_DKIM_KEY_MAX];
-	size_t publen = 0;
-	struct doc_dkim_rec rec;
+struct pubkey {
+	unsigned char der[DOC_DKIM_KEY_MAX];
+	size_t len;
+	bool ed;
+};
 
-	snprintf(name, sizeof name, "%s._domainkey.%s", sel, domain);
-	snprintf(subj, sizeof subj, "%s", name);
+/* The configured key's public half, as p= holds it; false (reported) when
+ * the key file does not load as volleyd would load it. */
+static bool load_pub(struct ctx *c, const char *subj, const char *file, const char *domain,
+		     const char *sel, struct pubkey *pk)
+{
+	char err[300];
 	struct msg_dkim_key *k = msg_dkim_key_load(file, domain, sel, err, sizeof err);
-	if (!k || msg_dkim_key_public(k, pub, sizeof pub, &publen) < 0) {
+
+	if (!k || msg_dkim_key_public(k, pk->der, sizeof pk->der, &pk->len) < 0) {
 		doc_add(c->rep, "dkim", subj, DOC_FAIL, "fix the key file (volley dkim keygen "
 			"makes one)", "%s", k ? "the public key does not fit" : err);
 		msg_dkim_key_free(k);
 		return false;
 	}
-	bool ed = !strcmp(msg_dkim_key_alg(k), "ed25519-sha256");
+	pk->ed = !strcmp(msg_dkim_key_alg(k), "ed25519-sha256");
 	msg_dkim_key_free(k);
-	char fix[400];
+	return true;
+}
+
+/* The published record against the key: one row, true when usable. */
+static bool judge_dkim(struct ctx *c, const char *subj, const char *file, const char *fix,
+		       const struct pubkey *pk, const struct doc_dkim_rec *rec)
+{
+	const char *alg = pk->ed ? "ed25519" : "rsa";
+
+	if (rec->revoked)
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "the key is revoked (empty p=)");
+	else if (strcmp(rec->k, alg))
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "k=%s, but %s is an %s key", rec->k,
+			file, alg);
+	else if (rec->keylen != pk->len || memcmp(rec->key, pk->der, pk->len))
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix,
+			"the published key does not match %s: signatures will fail", file);
+	else if (!rec->sha256)
+		doc_add(c->rep, "dkim", subj, DOC_FAIL, "drop h= or list sha256 in it",
+			"h= excludes sha256, which volley signs with");
+	else if (!pk->ed && rsa_bits(pk->der, pk->len) < 2048)
+		doc_add(c->rep, "dkim", subj, DOC_WARN, "volley dkim keygen makes 2048-bit keys: "
+			"rotate to one under a new selector", "matches %s, but the RSA key has %d bits "
+			"(2048 is what Gmail and Yahoo ask for)", file, rsa_bits(pk->der, pk->len));
+	else if (rec->testing)
+		doc_add(c->rep, "dkim", subj, DOC_WARN, "remove t=y once tests are done",
+			"matches %s, but t=y (testing): receivers may ignore the signatures", file);
+	else
+		doc_add(c->rep, "dkim", subj, DOC_PASS, "", "published, matches %s (%s-sha256)", file,
+			alg);
+	return c->rep->rows[c->rep->n - 1].verdict != DOC_FAIL;
+}
+
+/* One configured key against its published record; true when it passes.
+ * Of several records at the name, the one with this key is judged (else
+ * the first that parses). */
+static bool dkim_one(struct ctx *c, const char *domain, const char *sel, const char *file)
+{
+	char name[300], err[300] = "", fix[400];
+	struct pubkey pk;
+	struct doc_dkim_rec rec, best;
+	bool have = false;
+
+	snprintf(name, sizeof name, "%s._domainkey.%s", sel, domain);
+	if (!load_pub(c, name, file, domain, sel, &pk))
+		return false;
 	snprintf(fix, sizeof fix, "publish the TXT record `volley dkim keygen` printed for %s at %s",
 		 file, name);
 	ask_txt(c, name);
 	if (c->rc == DOC_RC_TEMP) {
-		doc_add(c->rep, "dkim", subj, DOC_WARN, "run volley doctor again",
+		doc_add(c->rep, "dkim", name, DOC_WARN, "run volley doctor again",
 			"TXT lookup failed for now (%s)", dns_status_name(c->status));
 		return false;
 	}
 	if (c->rc != DOC_RC_OK) {
-		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "no DKIM key record published");
+		doc_add(c->rep, "dkim", name, DOC_FAIL, fix, "no DKIM key record published");
 		return false;
 	}
-	int got = -1;
-	for (size_t i = 0; i < c->n && got < 0; i++)
-		got = doc_dkim_parse(c->txt[i], &rec, err, sizeof err);
-	if (got < 0) {
-		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "the record does not parse: %s", err);
+	for (size_t i = 0; i < c->n; i++) {
+		if (doc_dkim_parse(c->txt[i], &rec, have ? NULL : err, have ? 0 : sizeof err) < 0)
+			continue;
+		if (!have || (rec.keylen == pk.len && !memcmp(rec.key, pk.der, pk.len)))
+			best = rec;
+		have = true;
+	}
+	if (!have) {
+		doc_add(c->rep, "dkim", name, DOC_FAIL, fix, "the record does not parse: %s", err);
 		return false;
 	}
-	if (rec.revoked) {
-		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "the key is revoked (empty p=)");
-		return false;
-	}
-	if (strcmp(rec.k, ed ? "ed25519" : "rsa")) {
-		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix, "k=%s, but %s is an %s key", rec.k,
-			file, ed ? "ed25519" : "rsa");
-		return false;
-	}
-	if (rec.keylen != publen || memcmp(rec.key, pub, publen)) {
-		doc_add(c->rep, "dkim", subj, DOC_FAIL, fix,
-			"the published key does not match %s: signatures will fail", file);
-		return false;
-	}
-	if (!rec.sha256) {
-		doc_add(c->rep, "dkim", subj, DOC_FAIL, "drop h= or list sha256 in it",
-			"h= excludes sha256, which volley signs with");
-		return false;
-	}
-	if (!ed && rsa_bits(pub, publen) < 2048) {
-		doc_add(c->rep, "dkim", subj, DOC_WARN, "volley dkim keygen makes 2048-bit keys: "
-			"rotate to one under a new selector", "matches %s, but the RSA key has %d bits "
-			"(2048 is what Gmail and Yahoo ask for)", file, rsa_bits(pub, publen));
-		return true;
-	}
-	if (rec.testing) {
-		doc_add(c->rep, "dkim", subj, DOC_WARN, "remove t=y once tests are done",
-			"matches %s, but t=y (testing): receivers may ignore the signatures", file);
-		return true;
-	}
-	doc_add(c->rep, "dkim", subj, DOC_PASS, "", "published, matches %s (%s)", file,
-		ed ? "ed25519-sha256" : "rsa-sha256");
-	return true;
+	return judge_dkim(c, name, file, fix, &pk, &best);
 }
 
 /* Whether some configured key of domain works. */
@@ -537,6 +557,65 @@ static void check_dmarc(struct ctx *c, const char *domain, const char *rp, bool 
 
 /* ---- PTR (FCrDNS) ---- */
 
+/* Which PTR names of ip resolve back to it: the first into confirmed,
+ * whether one of them is ehlo; every name into names. */
+static bool confirm_names(struct ctx *c, const struct doc_ip *ip, const char *ehlo,
+			  char *names, size_t nlen, char *confirmed, size_t clen)
+{
+	size_t n = c->n;
+	char **list = c->txt;
+	bool ehlo_ok = false;
+
+	c->txt = NULL;                  /* the lookups below reuse c */
+	c->n = 0;
+	for (size_t k = 0; k < n; k++) {
+		size_t l = strlen(names);
+		snprintf(names + l, nlen - l, "%s%s", k ? ", " : "", list[k]);
+		ask_host(c, list[k]);
+		bool back = false;
+		for (size_t a = 0; a < c->n; a++)
+			back |= doc_ip_in(ip, &c->ip[a], ip->family == AF_INET ? 32 : 128);
+		if (back && !confirmed[0])
+			snprintf(confirmed, clen, "%s", list[k]);
+		ehlo_ok |= back && ehlo && !strcasecmp(list[k], ehlo);
+	}
+	for (size_t k = 0; k < n; k++)
+		free(list[k]);
+	free(list);
+	return ehlo_ok;
+}
+
+static void ptr_one(struct ctx *c, const struct doc_ip *ip, const char *ehlo)
+{
+	char ips[64], fix[600], names[300] = "", confirmed[256] = "";
+
+	ip_str(ip, ips, sizeof ips);
+	snprintf(fix, sizeof fix, "have the owner of %s set its PTR to %s, and %s's A/AAAA "
+		 "record to %s", ips, ehlo, ehlo, ips);
+	ask_ptr(c, ip);
+	if (c->rc == DOC_RC_TEMP) {
+		doc_add(c->rep, "ptr", ips, DOC_WARN, "run volley doctor again",
+			"PTR lookup failed for now (%s)", dns_status_name(c->status));
+		return;
+	}
+	if (c->rc != DOC_RC_OK || !c->n) {
+		doc_add(c->rep, "ptr", ips, DOC_FAIL, fix, "no PTR record: Gmail, Yahoo and "
+			"Microsoft refuse or junk mail from addresses without one");
+		return;
+	}
+	bool ehlo_ok = confirm_names(c, ip, ehlo, names, sizeof names, confirmed,
+				     sizeof confirmed);
+	if (!confirmed[0])
+		doc_add(c->rep, "ptr", ips, DOC_FAIL, fix, "PTR %s does not resolve back to %s "
+			"(not forward-confirmed)", names, ips);
+	else if (!ehlo_ok)
+		doc_add(c->rep, "ptr", ips, DOC_WARN, fix, "PTR %s, forward-confirmed, but the "
+			"EHLO name is %s", confirmed, ehlo);
+	else
+		doc_add(c->rep, "ptr", ips, DOC_PASS, "", "PTR %s, forward-confirmed, the EHLO "
+			"name", ehlo);
+}
+
 static void check_ptr(struct ctx *c)
 {
 	const struct cfg *cfg = c->cfg;
@@ -549,53 +628,9 @@ static void check_ptr(struct ctx *c)
 	}
 	for (size_t i = 0; i < cfg->negress; i++) {
 		struct doc_ip ip;
-		char ips[64], fix[400], names[300] = "", confirmed[256] = "";
 		const char *ehlo = ehlo_of(cfg, i);
-		if (doc_ip_parse(cfg->egress[i].address, &ip) < 0)
-			continue;                       /* said under spf */
-		ip_str(&ip, ips, sizeof ips);
-		snprintf(fix, sizeof fix, "have the owner of %s set its PTR to %s, and %s's A/AAAA "
-			 "record to %s", ips, ehlo, ehlo, ips);
-		ask_ptr(c, &ip);
-		if (c->rc == DOC_RC_TEMP) {
-			doc_add(c->rep, "ptr", ips, DOC_WARN, "run volley doctor again",
-				"PTR lookup failed for now (%s)", dns_status_name(c->status));
-			continue;
-		}
-		if (c->rc != DOC_RC_OK || !c->n) {
-			doc_add(c->rep, "ptr", ips, DOC_FAIL, fix, "no PTR record: Gmail, Yahoo and "
-				"Microsoft refuse or junk mail from addresses without one");
-			continue;
-		}
-		size_t n = c->n;
-		char **list = c->txt;
-		c->txt = NULL;
-		c->n = 0;
-		bool ehlo_confirmed = false;
-		for (size_t k = 0; k < n; k++) {
-			size_t l = strlen(names);
-			snprintf(names + l, sizeof names - l, "%s%s", k ? ", " : "", list[k]);
-			ask_host(c, list[k]);
-			bool back = false;
-			for (size_t a = 0; a < c->n; a++)
-				back |= doc_ip_in(&ip, &c->ip[a], ip.family == AF_INET ? 32 : 128);
-			if (back && !confirmed[0])
-				snprintf(confirmed, sizeof confirmed, "%s", list[k]);
-			if (back && ehlo && !strcasecmp(list[k], ehlo))
-				ehlo_confirmed = true;
-		}
-		for (size_t k = 0; k < n; k++)
-			free(list[k]);
-		free(list);
-		if (!confirmed[0])
-			doc_add(c->rep, "ptr", ips, DOC_FAIL, fix, "PTR %s does not resolve back to %s "
-				"(not forward-confirmed)", names, ips);
-		else if (!ehlo_confirmed)
-			doc_add(c->rep, "ptr", ips, DOC_WARN, fix, "PTR %s, forward-confirmed, but the "
-				"EHLO name is %s", confirmed, ehlo ? ehlo : "(none)");
-		else
-			doc_add(c->rep, "ptr", ips, DOC_PASS, "", "PTR %s, forward-confirmed, the EHLO "
-				"name", ehlo);
+		if (doc_ip_parse(cfg->egress[i].address, &ip) == 0)   /* else said under spf */
+			ptr_one(c, &ip, ehlo && *ehlo ? ehlo : "(no EHLO name)");
 	}
 }
 

@@ -54,7 +54,7 @@ class Doctor(unittest.TestCase):
         cls.dir = util.tempdir("volley-doctor-")
         keys, recs = {}, {}
         names = ["good.test", "spfmiss.test", "spfmany.test", "spfloop.test", "dkimbad.test",
-                 "revoked.test", "nodmarc.test", "pnone.test", "nomx.test", "spfmech.test", "lax.test"]
+                 "revoked.test", "nodmarc.test", "pnone.test", "nomx.test", "spfmech.test", "lax.test", "twokeys.test"]
         for d in names:
             keys[d], recs[d] = keygen(cls.dir, d, "rsa" if d in ("good.test", "lax.test")
                                       else "ed25519", bits=1024 if d == "lax.test" else 2048)
@@ -87,6 +87,8 @@ class Doctor(unittest.TestCase):
             "spfmech.test": domain_zone("spfmech.test", recs["spfmech.test"],
                                         spf="v=spf1 mx:good.test a:mta1.good.test "
                                             "ptr:good.test -all"),
+            "twokeys.test": domain_zone("twokeys.test", other, extra=[
+                txt("sel1._domainkey.twokeys.test", recs["twokeys.test"])]),
             "lax.test": domain_zone("lax.test", recs["lax.test"], spf="v=spf1 +all"),
             "0.0.127.in-addr.arpa": [
                 "10.0.0.127.in-addr.arpa. 300 IN PTR mta1.good.test.",
@@ -168,7 +170,7 @@ class Doctor(unittest.TestCase):
     def test_every_configured_domain_by_default(self):
         rc, out = self.doctor()
         self.assertEqual(rc, 1)
-        self.assertEqual(len(out["domains"]), 11)
+        self.assertEqual(len(out["domains"]), 12)
         subjects = {r["subject"] for r in self.rows(out, "dkim")}
         self.assertIn("sel1._domainkey.good.test", subjects)
         self.assertIn("sel1._domainkey.revoked.test", subjects)
@@ -233,6 +235,12 @@ class Doctor(unittest.TestCase):
         self.assertEqual(self.verdicts(out, "dkim"), ["fail"])
         self.assertIn("does not match", self.rows(out, "dkim")[0]["detail"])
         self.assertEqual(self.verdicts(out, "align-dkim"), ["fail"])
+
+    def test_the_matching_record_among_several_is_judged(self):
+        # two records at sel1._domainkey.twokeys.test: another key's, then this one's
+        rc, out = self.doctor("twokeys.test")
+        self.assertEqual(rc, 0, json.dumps(out, indent=1))
+        self.assertEqual(self.verdicts(out, "dkim"), ["pass"])
 
     def test_revoked_key_fails(self):
         rc, out = self.doctor("revoked.test")
