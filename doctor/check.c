@@ -672,6 +672,67 @@ static void check_mx(struct ctx *c, const char *rp)
 		doc_add(c->rep, "mx", rp, DOC_PASS, "", "%s", hosts);
 }
 
+/* The MX hosts of domain that policy p does not allow, into out. */
+static size_t sts_uncovered(struct ctx *c, const char *domain, const struct tls_sts_policy *p,
+			    char *out, size_t outlen)
+{
+	size_t bad = 0;
+
+	out[0] = '\0';
+	ask_mx(c, domain);
+	for (size_t h = 0; c->mx && c->mx->status == DNS_OK && !c->mx->implicit &&
+			   h < c->mx->nhosts; h++) {
+		if (tls_sts_mx_match(p, c->mx->hosts[h].name))
+			continue;
+		size_t l = strlen(out);
+		snprintf(out + l, outlen - l, "%s%s", bad++ ? ", " : "", c->mx->hosts[h].name);
+	}
+	return bad;
+}
+
+/* The record is there: fetch the policy it announces and judge it. */
+static void sts_policy(struct ctx *c, const char *domain, const char *name, const char *id)
+{
+	char host[300], err[800] = "", body[TLS_STS_POLICY_MAX + 1], bad[300];
+	struct cfg_policy pol;
+	struct tls_sts_policy *p = vl_malloc(sizeof *p);
+	struct doc_ip ip;
+	size_t len;
+
+	snprintf(host, sizeof host, "mta-sts.%s", domain);
+	ask_host(c, host);
+	if (c->rc != DOC_RC_OK || !c->n) {
+		doc_add(c->rep, "mta-sts", name, DOC_WARN, "give mta-sts.DOMAIN an address serving "
+			"the policy over HTTPS", "id=%s, but %s has no address: the policy cannot be "
+			"fetched (senders see no policy)", id, host);
+		free(p);
+		return;
+	}
+	ip = c->ip[0];
+	cfg_policy_for(c->cfg, domain, &pol);    /* ca_file: as volleyd's fetcher */
+	if (doc_sts_fetch(domain, &ip, pol.ca_file, body, sizeof body, &len, err, sizeof err) < 0 ||
+	    tls_sts_policy_parse(body, len, p, err + strlen(err), sizeof err - strlen(err)) < 0) {
+		doc_add(c->rep, "mta-sts", name, DOC_WARN, "serve a valid policy at "
+			"https://mta-sts.DOMAIN/.well-known/mta-sts.txt with a certificate for that "
+			"name", "id=%s, policy not usable: %s", id, err);
+		free(p);
+		return;
+	}
+	size_t nbad = sts_uncovered(c, domain, p, bad, sizeof bad);
+	if (p->mode == TLS_STS_ENFORCE && nbad)
+		doc_add(c->rep, "mta-sts", name, DOC_FAIL, "list every MX host in the policy's mx "
+			"lines (and change the id)", "mode enforce, but MX %s not in its mx list: "
+			"senders that enforce MTA-STS refuse to deliver there", bad);
+	else if (p->mode != TLS_STS_ENFORCE)
+		doc_add(c->rep, "mta-sts", name, DOC_WARN, "move to mode: enforce once TLS reports "
+			"are clean", "id=%s, mode %s (fetched): senders do not enforce it", id,
+			tls_sts_mode_name(p->mode));
+	else
+		doc_add(c->rep, "mta-sts", name, DOC_PASS, "", "id=%s, mode enforce, max_age %u, "
+			"every MX host listed (fetched)", id, p->max_age);
+	free(p);
+}
+
 static void check_sts(struct ctx *c, const char *domain)
 {
 	char name[300], err[200];
@@ -692,8 +753,7 @@ static void check_sts(struct ctx *c, const char *domain)
 				"\"v=STSv1; id=20240101\"", "the record does not parse: %s", err);
 			return;
 		}
-		doc_add(c->rep, "mta-sts", name, DOC_PASS, "", "v=STSv1, id=%s (policy not fetched)",
-			t.id);
+		sts_policy(c, domain, name, t.id);
 		return;
 	}
 	doc_add(c->rep, "mta-sts", name, DOC_WARN, "optional: publish an MTA-STS policy "

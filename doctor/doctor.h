@@ -7,7 +7,8 @@
  * every DNS answer it needs (spf.c, rec.c; unit tests and a fuzzer). The
  * checks (check.c) are the I/O shell: volley's own resolver (dns/) on a
  * private io_uring, the configuration (config/), the configured DKIM keys
- * (message/), one result row per check.
+ * (message/), the MTA-STS policy over HTTPS (fetch.c, libcurl), one result
+ * row per check.
  */
 #ifndef VOLLEY_DOCTOR_H
 #define VOLLEY_DOCTOR_H
@@ -201,6 +202,12 @@ void doc_report_free(struct doc_report *rep);
 void doc_add(struct doc_report *rep, const char *check, const char *subject,
 	     enum doc_verdict v, const char *fix, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
+
+/* The MTA-STS policy of domain from ip (fetch.c): what volleyd's fetcher
+ * does, blocking, 10 s at most. The body (NUL-terminated) in out, its
+ * length in *len; -1 with err naming the URL and what went wrong. */
+int doc_sts_fetch(const char *domain, const struct doc_ip *ip, const char *ca_file,
+		  char *out, size_t cap, size_t *len, char *err, size_t errlen);
 
 /* The one-click unsubscribe check (unsub.c): whether the configuration
  * file has an `unsubscribe` group with a base_url. */

@@ -13,11 +13,19 @@ import subprocess
 
 from . import dnsctl, util
 from .daemon import VOLLEY
+from .pki import TestCA
+from .test_mta_sts import PolicyServer, policy
 
 import unittest
 
 EGRESS = [("127.0.0.10", "mta1.good.test"), ("127.0.0.11", "mta2.good.test")]
 GOOD_SPF = "v=spf1 include:_spf.good.test -all"
+POLICY_IP = "127.0.0.147"   # the MTA-STS policy server, on 443
+
+
+def sts(d, ident="1"):
+    return [txt("_mta-sts." + d, "v=STSv1; id=%s" % ident),
+            "mta-sts.%s. 300 IN A %s" % (d, POLICY_IP)]
 
 
 def keygen(d, domain, alg="ed25519", selector="sel1", bits=2048):
@@ -52,6 +60,16 @@ class Doctor(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = util.tempdir("volley-doctor-")
+        ca = TestCA(cls.dir, "Volley Doctor Test CA")
+        cls.ca = ca.ca_pem
+        chain, key, _ = ca.issue("policy", ["mta-sts.%s" % d for d in
+                                            ("good.test", "spfmiss.test", "pnone.test")])
+        cls.web = PolicyServer(POLICY_IP, chain, key).start()
+        cls.web.pages.update({
+            "mta-sts.good.test": (200, "text/plain", policy("enforce", "mx.good.test")),
+            "mta-sts.spfmiss.test": (200, "text/plain", policy("enforce", "*.elsewhere.test")),
+            "mta-sts.pnone.test": (200, "text/plain", policy("testing", "mx.pnone.test")),
+        })
         keys, recs = {}, {}
         names = ["good.test", "spfmiss.test", "spfmany.test", "spfloop.test", "dkimbad.test",
                  "revoked.test", "nodmarc.test", "pnone.test", "nomx.test", "spfmech.test", "lax.test", "twokeys.test"]
@@ -63,12 +81,13 @@ class Doctor(unittest.TestCase):
             "good.test": domain_zone("good.test", recs["good.test"], extra=[
                 txt("_spf.good.test", "v=spf1 include:_net.good.test ~all"),
                 txt("_net.good.test", "v=spf1 ip4:127.0.0.8/29 ip6:::1/128 -all"),
-                txt("_mta-sts.good.test", "v=STSv1; id=20240101"),
+                *sts("good.test", "20240101"),
                 "mta1.good.test. 300 IN A 127.0.0.10", "mta2.good.test. 300 IN A 127.0.0.11",
                 "mta3.good.test. 300 IN A 127.0.0.99", "mta4.good.test. 300 IN A 127.0.0.14",
                 "mta6.good.test. 300 IN AAAA ::1"]),
             "spfmiss.test": domain_zone("spfmiss.test", recs["spfmiss.test"],
-                                        spf="v=spf1 ip4:192.0.2.0/24 -all"),
+                                        spf="v=spf1 ip4:192.0.2.0/24 -all",
+                                        extra=sts("spfmiss.test")),
             "spfmany.test": domain_zone("spfmany.test", recs["spfmany.test"],
                                         spf="v=spf1 " + " ".join(
                                             "include:i%d.spfmany.test" % i for i in range(11))
@@ -81,9 +100,11 @@ class Doctor(unittest.TestCase):
                                             txt("b.spfloop.test", "v=spf1 redirect=a.spfloop.test")]),
             "dkimbad.test": domain_zone("dkimbad.test", other),
             "revoked.test": domain_zone("revoked.test", "v=DKIM1; k=ed25519; p="),
-            "nodmarc.test": domain_zone("nodmarc.test", recs["nodmarc.test"], dmarc=None),
+            "nodmarc.test": domain_zone("nodmarc.test", recs["nodmarc.test"], dmarc=None,
+                                        extra=[txt("_mta-sts.nodmarc.test", "v=STSv1; id=9")]),
             "pnone.test": domain_zone("pnone.test", recs["pnone.test"],
-                                      dmarc="v=DMARC1; p=none; rua=mailto:d@pnone.test"),
+                                      dmarc="v=DMARC1; p=none; rua=mailto:d@pnone.test",
+                                      extra=sts("pnone.test")),
             "nomx.test": domain_zone("nomx.test", recs["nomx.test"], mx=False),
             "spfmech.test": domain_zone("spfmech.test", recs["spfmech.test"],
                                         spf="v=spf1 mx:good.test a:mta1.good.test "
@@ -105,6 +126,7 @@ class Doctor(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.ub.stop()
+        cls.web.stop()
         util.remove_dir(cls.dir)
 
     @classmethod
@@ -114,10 +136,10 @@ class Doctor(unittest.TestCase):
         dk = ", ".join('{ domain = "%s"; selector = "sel1"; key = "%s"; }' % (d, k)
                        for d, k in (keys or cls.keys).items())
         with open(path, "w") as f:
-            f.write('data_dir = "%s/data";\n'
+            f.write('data_dir = "%s/data";\ndefaults = { ca_file = "%s"; };\n'
                     'dns = { servers = [ "%s" ]; timeout_ms = 300; allow_private = %s; };\n'
                     'egress = ( %s );\ndkim = ( %s );\n'
-                    % (cls.dir, servers or cls.ub.server, "true" if private else "false", eg, dk))
+                    % (cls.dir, cls.ca, servers or cls.ub.server, "true" if private else "false", eg, dk))
         return path
 
     def doctor(self, *args, conf=None):
@@ -155,7 +177,9 @@ class Doctor(unittest.TestCase):
         self.assertEqual(self.verdicts(out, "mx"), ["pass"])
         self.assertIn("mx.good.test", self.rows(out, "mx")[0]["detail"])
         self.assertEqual(self.verdicts(out, "mta-sts"), ["pass"])
-        self.assertIn("not fetched", self.rows(out, "mta-sts")[0]["detail"])
+        self.assertIn("mode enforce", self.rows(out, "mta-sts")[0]["detail"])
+        self.assertIn("fetched", self.rows(out, "mta-sts")[0]["detail"])
+        self.assertEqual(self.web.hits.get("mta-sts.good.test", 0) > 0, True)
         self.assertEqual(self.verdicts(out, "tlsa"), ["warn"])
         self.assertEqual(self.verdicts(out, "unsubscribe"), ["warn"])
 
@@ -185,6 +209,30 @@ class Doctor(unittest.TestCase):
         self.assertIn("fail", r["detail"])
         self.assertIn("ip4:127.0.0.10", r["fix"])
         self.assertEqual(self.verdicts(out, "dkim"), ["pass"])
+
+    def test_mta_sts_policies(self):
+        # enforce with an MX outside its mx list: fail
+        _, out = self.doctor("spfmiss.test")
+        self.assertEqual(self.verdicts(out, "mta-sts"), ["fail"])
+        self.assertIn("mx.spfmiss.test", self.rows(out, "mta-sts")[0]["detail"])
+        # testing: warn
+        rc, out = self.doctor("pnone.test")
+        self.assertEqual(self.verdicts(out, "mta-sts"), ["warn"])
+        self.assertIn("mode testing", self.rows(out, "mta-sts")[0]["detail"])
+        # a record, but no policy host
+        _, out = self.doctor("nodmarc.test")
+        self.assertEqual(self.verdicts(out, "mta-sts"), ["warn"])
+        self.assertIn("no address", self.rows(out, "mta-sts")[0]["detail"])
+        # the policy server's certificate is not trusted without the CA
+        conf = self.config("noca", EGRESS)
+        with open(conf) as f:
+            text = f.read().replace('defaults = { ca_file = "%s"; };\n' % self.ca, "")
+        with open(conf, "w") as f:
+            f.write(text)
+        rc, out = self.doctor("good.test", conf=conf)
+        self.assertEqual(rc, 0)
+        self.assertEqual(self.verdicts(out, "mta-sts"), ["warn"])
+        self.assertIn("policy not usable", self.rows(out, "mta-sts")[0]["detail"])
 
     def test_spf_over_ten_lookups_fails(self):
         rc, out = self.doctor("spfmany.test")
