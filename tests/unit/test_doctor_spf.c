@@ -271,6 +271,19 @@ Test(doctor_spf, parser_terms)
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		cr_assert_eq(doc_spf_parse(bad[i], r, err, sizeof err), -1, "%s", bad[i]);
+	/* bounds: 128 terms fit, 129 do not; a record over 4096 octets does not */
+	char big[5000] = "v=spf1";
+	for (int i = 0; i < 128; i++)
+		strcat(big, " a");
+	cr_assert_eq(doc_spf_parse(big, r, err, sizeof err), 0, "%s", err);
+	cr_assert_eq(r->n, 128);
+	strcat(big, " a");
+	cr_assert_eq(doc_spf_parse(big, r, err, sizeof err), -1);
+	cr_assert(strstr(err, "128"), "%s", err);
+	memset(big + 6, ' ', 4094);
+	strcpy(big + 4100, "-all");
+	cr_assert_eq(doc_spf_parse(big, r, err, sizeof err), -1);
+	cr_assert(strstr(err, "octets"), "%s", err);
 	free(r);
 }
 
