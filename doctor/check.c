@@ -432,23 +432,35 @@ static bool dkim_one(struct ctx *c, const char *domain, const char *sel, const c
 }
 
 /* Whether some configured key of domain works. */
-static bool check_dkim(struct ctx *c, const char *domain)
+/* The domain whose keys sign mail From domain: itself or its nearest
+ * parent with keys in the configuration (scheduler/djob.c's rule); NULL
+ * when none has. */
+static const char *signing_domain(const struct cfg *cfg, const char *domain)
+{
+	for (const char *d = domain; d; d = strchr(d, '.') ? strchr(d, '.') + 1 : NULL)
+		for (size_t i = 0; i < cfg->ndkim; i++)
+			if (!strcasecmp(cfg->dkim[i].domain, d))
+				return cfg->dkim[i].domain;
+	return NULL;
+}
+
+/* Whether some key that signs mail From domain works; *d_out: its d=. */
+static bool check_dkim(struct ctx *c, const char *domain, const char **d_out)
 {
 	const struct cfg *cfg = c->cfg;
-	bool any = false, ok = false;
+	const char *d = signing_domain(cfg, domain);
+	bool ok = false;
 
-	for (size_t i = 0; i < cfg->ndkim; i++) {
-		if (strcasecmp(cfg->dkim[i].domain, domain))
-			continue;
-		any = true;
-		ok |= dkim_one(c, domain, cfg->dkim[i].selector, cfg->dkim[i].key);
-	}
-	if (!any) {
+	*d_out = d;
+	for (size_t i = 0; d && i < cfg->ndkim; i++)
+		if (!strcasecmp(cfg->dkim[i].domain, d))
+			ok |= dkim_one(c, d, cfg->dkim[i].selector, cfg->dkim[i].key);
+	if (!d) {
 		char fix[400];
 		snprintf(fix, sizeof fix, "volley dkim keygen --domain %s --selector SEL; add it "
 			 "to the dkim list of the configuration; publish its TXT record", domain);
-		doc_add(c->rep, "dkim", domain, DOC_FAIL, fix, "no DKIM key configured for %s: "
-			"its mail goes out unsigned", domain);
+		doc_add(c->rep, "dkim", domain, DOC_FAIL, fix, "no DKIM key configured for %s "
+			"nor a parent domain: its mail goes out unsigned", domain);
 	}
 	return ok;
 }
@@ -508,7 +520,8 @@ static int find_dmarc(struct ctx *c, const char *domain, struct doc_dmarc_rec *d
 	return 0;
 }
 
-static void check_dmarc(struct ctx *c, const char *domain, const char *rp, bool dkim_ok)
+static void check_dmarc(struct ctx *c, const char *domain, const char *rp, const char *dkim_d,
+			bool dkim_ok)
 {
 	struct doc_dmarc_rec d = {0};
 	char at[300], org[256];
@@ -533,12 +546,19 @@ static void check_dmarc(struct ctx *c, const char *domain, const char *rp, bool 
 			doc_add(c->rep, "dmarc-rua", at, DOC_PASS, "", "rua=%s", d.rua);
 	}
 	char fix[600];
-	snprintf(fix, sizeof fix, "configure a working DKIM key with d=%s", domain);
-	doc_add(c->rep, "align-dkim", domain, dkim_ok ? DOC_PASS : DOC_FAIL, dkim_ok ? "" : fix,
-		dkim_ok ? "DKIM d=%s is the From domain: aligned%s" :
-			  "no working DKIM key for %s: DMARC cannot pass through DKIM%s", domain,
-		d.strict_dkim ? " (adkim=s)" : "");
 	doc_org_domain(domain, org, sizeof org);
+	bool dkim_al = dkim_ok && doc_aligned(dkim_d, domain, d.strict_dkim);
+	snprintf(fix, sizeof fix, "configure a working DKIM key with d=%s", domain);
+	if (!dkim_ok)
+		doc_add(c->rep, "align-dkim", domain, DOC_FAIL, fix, "no working DKIM key for %s: "
+			"DMARC cannot pass through DKIM", domain);
+	else if (!dkim_al)
+		doc_add(c->rep, "align-dkim", domain, DOC_FAIL, fix, "DKIM d=%s is not the From "
+			"domain, and adkim=s wants them equal", dkim_d);
+	else
+		doc_add(c->rep, "align-dkim", domain, DOC_PASS, "", "DKIM d=%s %s%s", dkim_d,
+			strcasecmp(dkim_d, domain) ? "is a parent of the From domain: aligned "
+			"(relaxed)" : "is the From domain: aligned", d.strict_dkim ? " (adkim=s)" : "");
 	bool spf_al = doc_aligned(rp, domain, d.strict_spf);
 	snprintf(fix, sizeof fix, "use a return path under %s (e.g. bounces.%s), or rely on DKIM",
 		 d.strict_spf ? domain : org, d.strict_spf ? domain : org);
@@ -550,7 +570,7 @@ static void check_dmarc(struct ctx *c, const char *domain, const char *rp, bool 
 	else
 		snprintf(how, sizeof how, "relaxed: organizational domain %s by the last two "
 			 "labels, approximate without the Public Suffix List", org);
-	doc_add(c->rep, "align-spf", domain, spf_al ? DOC_PASS : dkim_ok ? DOC_WARN : DOC_FAIL,
+	doc_add(c->rep, "align-spf", domain, spf_al ? DOC_PASS : dkim_al ? DOC_WARN : DOC_FAIL,
 		spf_al ? "" : fix, "return path %s %s From %s (%s)", rp,
 		spf_al ? "aligned with" : "not aligned with", domain, how);
 }
@@ -856,8 +876,9 @@ static void check_domain(struct ctx *c, const struct doc_opts *o, const char *do
 	check_spf(c, rp, same ? "return path and From" : "return path");
 	if (!same)
 		check_spf(c, domain, "From");
-	bool dkim_ok = check_dkim(c, domain);
-	check_dmarc(c, domain, rp, dkim_ok);
+	const char *dkim_d;
+	bool dkim_ok = check_dkim(c, domain, &dkim_d);
+	check_dmarc(c, domain, rp, dkim_d, dkim_ok);
 	check_mx(c, rp);
 	check_sts(c, domain);
 	check_tlsa(c, domain);

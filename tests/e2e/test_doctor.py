@@ -292,6 +292,22 @@ class Doctor(unittest.TestCase):
         self.assertEqual(rc, 0, json.dumps(out, indent=1))
         self.assertEqual(self.verdicts(out, "dkim"), ["pass"])
 
+    def test_a_subdomain_signed_with_its_parents_key(self):
+        # volleyd signs From news.good.test with good.test's key (the nearest
+        # parent with keys): d=good.test, aligned relaxed; DMARC from good.test
+        rc, out = self.doctor("news.good.test", "--return-path", "good.test")
+        dkim = self.rows(out, "dkim")
+        self.assertEqual([(r["subject"], r["result"]) for r in dkim],
+                         [("sel1._domainkey.good.test", "pass")])
+        self.assertEqual(self.verdicts(out, "align-dkim"), ["pass"])
+        self.assertIn("parent", self.rows(out, "align-dkim")[0]["detail"])
+        self.assertEqual(self.verdicts(out, "align-spf"), ["pass"])
+        self.assertEqual(self.verdicts(out, "dmarc"), ["pass"])
+        self.assertEqual(self.rows(out, "dmarc")[0]["subject"], "_dmarc.good.test")
+        # news.good.test publishes no SPF record of its own
+        self.assertEqual(self.verdicts(out, "spf"), ["pass", "pass", "fail", "fail"])
+        self.assertEqual(rc, 1)
+
     def test_revoked_key_fails(self):
         rc, out = self.doctor("revoked.test")
         self.assertEqual(rc, 1)
