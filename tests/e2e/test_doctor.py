@@ -80,11 +80,11 @@ class Doctor(unittest.TestCase):
         zones = {
             "good.test": domain_zone("good.test", recs["good.test"], extra=[
                 txt("_spf.good.test", "v=spf1 include:_net.good.test ~all"),
-                txt("_net.good.test", "v=spf1 ip4:127.0.0.8/29 ip6:::1/128 -all"),
+                txt("_net.good.test", "v=spf1 ip4:127.0.0.8/29 ip6:2001:db8::10/128 -all"),
                 *sts("good.test", "20240101"),
                 "mta1.good.test. 300 IN A 127.0.0.10", "mta2.good.test. 300 IN A 127.0.0.11",
                 "mta3.good.test. 300 IN A 127.0.0.99", "mta4.good.test. 300 IN A 127.0.0.14",
-                "mta6.good.test. 300 IN AAAA ::1"]),
+                "mta6.good.test. 300 IN AAAA 2001:db8::10"]),
             "spfmiss.test": domain_zone("spfmiss.test", recs["spfmiss.test"],
                                         spf="v=spf1 ip4:192.0.2.0/24 -all",
                                         extra=sts("spfmiss.test")),
@@ -117,7 +117,8 @@ class Doctor(unittest.TestCase):
                 "11.0.0.127.in-addr.arpa. 300 IN PTR mta2.good.test.",
                 "13.0.0.127.in-addr.arpa. 300 IN PTR mta3.good.test.",
                 "14.0.0.127.in-addr.arpa. 300 IN PTR mta4.good.test."],
-            "ip6.arpa": ["1." + "0." * 31 + "ip6.arpa. 300 IN PTR mta6.good.test."],
+            "8.b.d.0.1.0.0.2.ip6.arpa": ["0.1." + "0." * 22 + "8.b.d.0.1.0.0.2.ip6.arpa. 300 IN "
+                                         "PTR mta6.good.test."],
         }
         cls.ub = dnsctl.Unbound(zones).start()
         cls.keys = keys
@@ -361,13 +362,14 @@ class Doctor(unittest.TestCase):
         self.assertIn("loopback", self.rows(out, "mx")[0]["detail"])
 
     def test_ipv6_egress(self):
-        # ::1's PTR under ip6.arpa (32 nibbles), its AAAA back, ip6: in SPF
-        rc, out = self.doctor("good.test", conf=self.config("v6", [("::1", "mta6.good.test")]))
+        # 2001:db8::10's PTR under ip6.arpa (32 nibbles), its AAAA back, ip6: in SPF
+        rc, out = self.doctor("good.test", conf=self.config("v6", [("2001:db8::10",
+                                                                    "mta6.good.test")]))
         self.assertEqual(rc, 0, json.dumps(out, indent=1))
         self.assertEqual(self.verdicts(out, "spf"), ["pass"])
-        self.assertIn("ip6:::1/128", self.rows(out, "spf")[0]["detail"])
+        self.assertIn("ip6:2001:db8::10/128", self.rows(out, "spf")[0]["detail"])
         ptr = self.rows(out, "ptr")
-        self.assertEqual([(r["subject"], r["result"]) for r in ptr], [("::1", "pass")])
+        self.assertEqual([(r["subject"], r["result"]) for r in ptr], [("2001:db8::10", "pass")])
 
     def test_no_egress_warns(self):
         conf = self.config("noegress", [])
