@@ -230,10 +230,12 @@ static void spf_lookup(void *arg, enum doc_q q, const char *name, struct doc_ans
 	} else if (q == DOC_Q_MX) {
 		ask_mx(c, name);
 	} else if (q == DOC_Q_PTR) {
-		if (doc_ip_parse(name, &ip) == 0)
+		if (doc_ip_parse(name, &ip) == 0) {
 			ask_ptr(c, &ip);
-		else
-			clear(c), c->rc = DOC_RC_NXDOMAIN;
+		} else {
+			clear(c);
+			c->rc = DOC_RC_NXDOMAIN;
+		}
 	} else {
 		ask_host(c, name);
 		keep_family(c, q == DOC_Q_A ? AF_INET : AF_INET6);
@@ -256,30 +258,29 @@ static const char *ehlo_of(const struct cfg *cfg, size_t i)
 
 /* ---- SPF ---- */
 
-static void spf_one(struct ctx *c, const char *domain, const char *role, const struct doc_ip *ip,
-		    const char *ehlo, bool listed)
+/* No egress list: the record still evaluated (for 0.0.0.0), so that a
+ * broken one fails. */
+static void spf_unlisted(struct ctx *c, const char *subj, const struct doc_spf_out *out)
 {
-	char sender[300], subj[300], ips[64], fix[300];
-	struct doc_spf_out out;
+	bool broken = out->result == DOC_SPF_PERMERROR || out->result == DOC_SPF_NONE;
 
-	snprintf(sender, sizeof sender, "postmaster@%s", domain);
-	struct doc_spf_query q = { .ip = *ip, .domain = domain, .sender = sender, .helo = ehlo };
-	doc_spf_check(&q, spf_lookup, c, &out);
-	ip_str(ip, ips, sizeof ips);
-	if (listed)
-		snprintf(subj, sizeof subj, "%s (%s) from %s", domain, role, ips);
-	else
-		snprintf(subj, sizeof subj, "%s (%s)", domain, role);
+	doc_add(c->rep, "spf", subj, broken ? DOC_FAIL : DOC_WARN,
+		broken ? "publish one valid v=spf1 record (10 DNS lookups at most)" :
+			 "list the sending addresses in the configuration's egress list",
+		"no egress addresses configured: the machine's default address cannot be "
+		"known; the record evaluates to %s (%s; %u lookups)",
+		doc_spf_result_name(out->result), out->why, out->lookups);
+}
+
+/* One address's row: pass, or what fails and its fix. */
+static void spf_row(struct ctx *c, const char *subj, const char *domain, const struct doc_ip *ip,
+		    const struct doc_spf_out *o)
+{
+	char fix[600], ips[64];
+	const struct doc_spf_out out = *o;      /* a copy: short names below */
 	const char *res = doc_spf_result_name(out.result);
-	if (!listed) {
-		bool broken = out.result == DOC_SPF_PERMERROR || out.result == DOC_SPF_NONE;
-		doc_add(c->rep, "spf", subj, broken ? DOC_FAIL : DOC_WARN,
-			broken ? "publish one valid v=spf1 record (10 DNS lookups at most)" :
-				 "list the sending addresses in the configuration's egress list",
-			"no egress addresses configured: the machine's default address cannot be "
-			"known; the record evaluates to %s (%s; %u lookups)", res, out.why, out.lookups);
-		return;
-	}
+
+	ip_str(ip, ips, sizeof ips);
 	if (out.result == DOC_SPF_PASS && out.plus_all) {
 		doc_add(c->rep, "spf", subj, DOC_WARN, "end the record with -all or ~all after the "
 			"mechanisms that cover your senders", "pass only through \"+all\" (%s): "
@@ -301,6 +302,26 @@ static void spf_one(struct ctx *c, const char *domain, const char *role, const s
 			 "that covers it)", ip->family == AF_INET ? '4' : '6', ips, domain);
 	doc_add(c->rep, "spf", subj, out.result == DOC_SPF_TEMPERROR ? DOC_WARN : DOC_FAIL, fix,
 		"%s: %s", res, out.why);
+}
+
+static void spf_one(struct ctx *c, const char *domain, const char *role, const struct doc_ip *ip,
+		    const char *ehlo, bool listed)
+{
+	char sender[300], subj[300], ips[64];
+	struct doc_spf_out out;
+
+	snprintf(sender, sizeof sender, "postmaster@%s", domain);
+	struct doc_spf_query q = { .ip = *ip, .domain = domain, .sender = sender, .helo = ehlo };
+	doc_spf_check(&q, spf_lookup, c, &out);
+	ip_str(ip, ips, sizeof ips);
+	if (listed)
+		snprintf(subj, sizeof subj, "%s (%s) from %s", domain, role, ips);
+	else
+		snprintf(subj, sizeof subj, "%s (%s)", domain, role);
+	if (!listed)
+		spf_unlisted(c, subj, &out);
+	else
+		spf_row(c, subj, domain, ip, &out);
 }
 
 static void check_spf(struct ctx *c, const char *domain, const char *role)
