@@ -541,59 +541,79 @@ static int find_dmarc(struct ctx *c, const char *domain, struct doc_dmarc_rec *d
 	return 0;
 }
 
-static void check_dmarc(struct ctx *c, const char *domain, const char *rp, const char *dkim_d,
-			bool dkim_ok)
+/* The policy and rua rows of a found record. */
+static void dmarc_rows(struct ctx *c, const char *at, const struct doc_dmarc_rec *d)
 {
-	struct doc_dmarc_rec d = {0};
-	char at[300], org[256];
-	int got = find_dmarc(c, domain, &d, at, sizeof at);
+	if (d->p == DOC_P_NONE)
+		doc_add(c->rep, "dmarc", at, DOC_WARN, "move to p=quarantine, then p=reject, "
+			"once the aggregate reports show only your own mail failing",
+			"p=none: monitoring only (accepted by Gmail and Yahoo, but spoofed "
+			"mail is not stopped)");
+	else if (d->pct < 100)
+		doc_add(c->rep, "dmarc", at, DOC_WARN, "raise pct to 100",
+			"p=%s applies to %u %% of failing mail", doc_dmarc_policy_name(d->p), d->pct);
+	else
+		doc_add(c->rep, "dmarc", at, DOC_PASS, "", "p=%s", doc_dmarc_policy_name(d->p));
+	if (!d->rua[0])
+		doc_add(c->rep, "dmarc-rua", at, DOC_WARN, "add rua=mailto:ADDRESS to receive "
+			"aggregate reports", "no rua: nobody receives the aggregate reports");
+	else
+		doc_add(c->rep, "dmarc-rua", at, DOC_PASS, "", "rua=%s", d->rua);
+}
 
-	if (got > 0) {
-		if (d.p == DOC_P_NONE)
-			doc_add(c->rep, "dmarc", at, DOC_WARN, "move to p=quarantine, then p=reject, "
-				"once the aggregate reports show only your own mail failing",
-				"p=none: monitoring only (accepted by Gmail and Yahoo, but spoofed "
-				"mail is not stopped)");
-		else if (d.pct < 100)
-			doc_add(c->rep, "dmarc", at, DOC_WARN, "raise pct to 100",
-				"p=%s applies to %u %% of failing mail", doc_dmarc_policy_name(d.p), d.pct);
-		else
-			doc_add(c->rep, "dmarc", at, DOC_PASS, "", "p=%s",
-				doc_dmarc_policy_name(d.p));
-		if (!d.rua[0])
-			doc_add(c->rep, "dmarc-rua", at, DOC_WARN, "add rua=mailto:ADDRESS to receive "
-				"aggregate reports", "no rua: nobody receives the aggregate reports");
-		else
-			doc_add(c->rep, "dmarc-rua", at, DOC_PASS, "", "rua=%s", d.rua);
-	}
+/* align-dkim: whether DMARC can pass through DKIM. */
+static bool align_dkim(struct ctx *c, const char *domain, const char *dkim_d, bool dkim_ok,
+		       bool strict)
+{
 	char fix[600];
-	doc_org_domain(domain, org, sizeof org);
-	bool dkim_al = dkim_ok && doc_aligned(dkim_d, domain, d.strict_dkim);
+	bool al = dkim_ok && doc_aligned(dkim_d, domain, strict);
+
 	snprintf(fix, sizeof fix, "configure a working DKIM key with d=%s", domain);
 	if (!dkim_ok)
 		doc_add(c->rep, "align-dkim", domain, DOC_FAIL, fix, "no working DKIM key for %s: "
 			"DMARC cannot pass through DKIM", domain);
-	else if (!dkim_al)
+	else if (!al)
 		doc_add(c->rep, "align-dkim", domain, DOC_FAIL, fix, "DKIM d=%s is not the From "
 			"domain, and adkim=s wants them equal", dkim_d);
 	else
 		doc_add(c->rep, "align-dkim", domain, DOC_PASS, "", "DKIM d=%s %s%s", dkim_d,
 			strcasecmp(dkim_d, domain) ? "is a parent of the From domain: aligned "
-			"(relaxed)" : "is the From domain: aligned", d.strict_dkim ? " (adkim=s)" : "");
-	bool spf_al = doc_aligned(rp, domain, d.strict_spf);
+			"(relaxed)" : "is the From domain: aligned", strict ? " (adkim=s)" : "");
+	return al;
+}
+
+/* align-spf: the return path against From; a warn when DKIM aligns. */
+static void align_spf(struct ctx *c, const char *domain, const char *rp, bool strict,
+		      bool dkim_al)
+{
+	char fix[600], how[400], org[256];
+	bool al = doc_aligned(rp, domain, strict);
+
+	doc_org_domain(domain, org, sizeof org);
 	snprintf(fix, sizeof fix, "use a return path under %s (e.g. bounces.%s), or rely on DKIM",
-		 d.strict_spf ? domain : org, d.strict_spf ? domain : org);
-	char how[400];
+		 strict ? domain : org, strict ? domain : org);
 	if (!strcasecmp(rp, domain))
 		snprintf(how, sizeof how, "the same domain");
-	else if (d.strict_spf)
+	else if (strict)
 		snprintf(how, sizeof how, "aspf=s: the names must be equal");
 	else
 		snprintf(how, sizeof how, "relaxed: organizational domain %s by the last two "
 			 "labels, approximate without the Public Suffix List", org);
-	doc_add(c->rep, "align-spf", domain, spf_al ? DOC_PASS : dkim_al ? DOC_WARN : DOC_FAIL,
-		spf_al ? "" : fix, "return path %s %s From %s (%s)", rp,
-		spf_al ? "aligned with" : "not aligned with", domain, how);
+	doc_add(c->rep, "align-spf", domain, al ? DOC_PASS : dkim_al ? DOC_WARN : DOC_FAIL,
+		al ? "" : fix, "return path %s %s From %s (%s)", rp,
+		al ? "aligned with" : "not aligned with", domain, how);
+}
+
+static void check_dmarc(struct ctx *c, const char *domain, const char *rp, const char *dkim_d,
+			bool dkim_ok)
+{
+	struct doc_dmarc_rec d = {0};     /* none found: relaxed alignment, as RFC 7489's default */
+	char at[300];
+
+	if (find_dmarc(c, domain, &d, at, sizeof at) > 0)
+		dmarc_rows(c, at, &d);
+	bool dkim_al = align_dkim(c, domain, dkim_d, dkim_ok, d.strict_dkim);
+	align_spf(c, domain, rp, d.strict_spf, dkim_al);
 }
 
 /* ---- PTR (FCrDNS) ---- */
