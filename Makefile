@@ -25,6 +25,7 @@ TLSRPT_SRC := $(wildcard tlsrpt/*.c)
 MESSAGE_SRC := $(wildcard message/*.c)
 FEEDBACK_SRC := $(wildcard feedback/*.c)
 IMAP_SRC   := $(wildcard imap/*.c)
+DOCTOR_SRC := $(wildcard doctor/*.c)
 ENGINE_SRC := $(wildcard engine/*.c)
 STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
@@ -50,6 +51,7 @@ TLSRPT_OBJ := $(call obj,$(TLSRPT_SRC))
 MESSAGE_OBJ := $(call obj,$(MESSAGE_SRC))
 FEEDBACK_OBJ := $(call obj,$(FEEDBACK_SRC))
 IMAP_OBJ   := $(call obj,$(IMAP_SRC))
+DOCTOR_OBJ := $(call obj,$(DOCTOR_SRC))
 ENGINE_OBJ := $(call obj,$(ENGINE_SRC))
 STS_OBJ    := $(call obj,$(STS_SRC))
 # scheduler/bounce.rules is compiled in: a C string generated at build time.
@@ -148,10 +150,11 @@ $(BUILD)/volley-submitlog-bench: $(call obj,bench/submitlog/submitlog.c) $(SUBMI
 $(BUILD)/volley-logput: $(call obj,tests/tools/logput.c) $(SUBMIT_DEPS)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib) $(CRYPT_LIBS)
 
-$(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(FEEDBACK_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+$(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(DOCTOR_OBJ) $(FEEDBACK_OBJ) $(MESSAGE_OBJ) \
+		$(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(DOCTOR_OBJ) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \
@@ -235,7 +238,7 @@ fuzz: $(SCHED_GEN)
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
 		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit \
-		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback build/fuzz/corpus-imap build/fuzz/corpus-unsub
+		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback build/fuzz/corpus-imap build/fuzz/corpus-unsub build/fuzz/corpus-doctor
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
@@ -257,6 +260,8 @@ fuzz: $(SCHED_GEN)
 		-o build/fuzz/fuzz_unsub $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_verbatim.c $(COMMON_SRC) $(MESSAGE_SRC) submit/log_rec.c \
 		scheduler/spool.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_doctor.c doctor/spf.c doctor/rec.c $(COMMON_SRC) \
+		-o build/fuzz/fuzz_doctor $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -296,6 +301,8 @@ fuzz: $(SCHED_GEN)
 	build/fuzz/fuzz_imap -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-imap
 	cp tests/fuzz/seeds/unsub/* build/fuzz/corpus-unsub/
 	build/fuzz/fuzz_unsub -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-unsub
+	cp tests/fuzz/seeds/doctor/* build/fuzz/corpus-doctor/
+	build/fuzz/fuzz_doctor -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-doctor
 
 clean:
 	rm -rf build

@@ -137,6 +137,8 @@ int cli_dkim(int argc, char **argv);  /* "volley dkim ...": argv[0] is "dkim" */
 int cli_user(int argc, char **argv);  /* "volley user ...": the users file, no daemon */
 /* "volley feedback parse ...": argv[0] is "parse"; reads files, no daemon (cli_fbparse.c) */
 int cli_fbparse(int argc, char **argv);
+/* "volley doctor ...": argv[0] is "doctor"; DNS and the configuration, no daemon (cli_doctor.c) */
+int cli_doctor(int argc, char **argv);
 /* Poll the job until done (cli_wait.c). */
 int cli_wait_job(const struct cli *c, const char *id);
 

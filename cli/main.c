@@ -144,6 +144,7 @@ static void usage(FILE *out)
 	fputs("  volley dkim keygen --domain D --selector S [--algorithm rsa|ed25519] "
 	      "[--bits N] [--out DIR]\n", out);
 	fputs("  volley user add|del|list [--users FILE] [NAME]\n", out);
+	fputs("  volley doctor [DOMAIN] [--config FILE] [--return-path DOMAIN] [--json]\n", out);
 	fputs("\n'volley COMMAND --help' (or 'volley help COMMAND') explains one command.\n"
 	      "exit codes: 0 ok, 1 the daemon reported a failure, 2 usage, "
 	      "3 daemon not reachable, 130 interrupted.\nSee volley(1), docs/cli.md.\n", out);
@@ -271,6 +272,8 @@ static int cmd_help(const char *name)
 
 	if (!k && !strcmp(name, "user"))
 		return cli_user(2, (char *[]){"user", "--help", NULL}) == CLI_OK ? 1 : -1;
+	if (!k && !strcmp(name, "doctor"))
+		return cli_doctor(2, (char *[]){"doctor", "--help", NULL}) == CLI_OK ? 1 : -1;
 	if (!k && strcmp(name, "dkim")) {
 		cli_err("unknown command %s (see volley --help)", name);
 		return -1;
@@ -328,6 +331,9 @@ int main(int argc, char **argv)
 	/* user edits the submission users file, no daemon either (cli_user.c). */
 	if (argc > 1 && !strcmp(argv[1], "user"))
 		return cli_user(argc - 1, argv + 1);
+	/* doctor reads the configuration and asks DNS, no daemon (cli_doctor.c). */
+	if (argc > 1 && !strcmp(argv[1], "doctor"))
+		return cli_doctor(argc - 1, argv + 1);
 	/* feedback parse reads stored messages, no daemon (cli_fbparse.c). */
 	if (argc > 2 && !strcmp(argv[1], "feedback") && !strcmp(argv[2], "parse"))
 		return cli_fbparse(argc - 2, argv + 2);

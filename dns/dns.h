@@ -157,9 +157,20 @@ struct dns_txt_result {
 	struct dns_txt_rr *rr;
 };
 
+struct dns_ptr_result {
+	const char *qname;       /* "1.2.0.192.in-addr.arpa" */
+	enum dns_status status;  /* OK, NODATA / NXDOMAIN (none), transient */
+	const char *why;
+	uint32_t ttl;
+	bool ad;
+	size_t n;
+	char **names;            /* lower case, no trailing dot */
+};
+
 typedef void (*dns_mx_cb)(void *arg, const struct dns_mx_result *res);
 typedef void (*dns_tlsa_cb)(void *arg, const struct dns_tlsa_result *res);
 typedef void (*dns_txt_cb)(void *arg, const struct dns_txt_result *res);
+typedef void (*dns_ptr_cb)(void *arg, const struct dns_ptr_result *res);
 
 /* ---- the resolver ---- */
 
@@ -183,6 +194,10 @@ void dns_resolve_host(struct dns_resolver *r, const char *name, bool any_address
 		      dns_mx_cb cb, void *arg);
 /* TXT records of a name (MTA-STS, TLS-RPT), with the AD bit. */
 void dns_resolve_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, void *arg);
+/* PTR records of an address (its in-addr.arpa or ip6.arpa name): the
+ * reverse name of a sending address, for forward-confirmed reverse DNS. */
+void dns_resolve_ptr(struct dns_resolver *r, const struct dns_addr *a, dns_ptr_cb cb,
+		     void *arg);
 /* TLSA records of _port._tcp.host (RFC 7672), with the AD bit. */
 void dns_resolve_tlsa(struct dns_resolver *r, const char *host, unsigned port,
 		      dns_tlsa_cb cb, void *arg);
@@ -211,7 +226,7 @@ struct dns_stats {
 	uint64_t expired;        /* ... that found their entry expired */
 	uint64_t evicted;        /* entries dropped for room */
 	uint64_t cache_entries;  /* now */
-	uint64_t mx_requests, tlsa_requests, host_requests, txt_requests;
+	uint64_t mx_requests, tlsa_requests, host_requests, txt_requests, ptr_requests;
 	uint64_t in_flight;      /* queries now */
 	uint64_t waiting;        /* ... and waiting for their turn now */
 	uint64_t inflight_peak;  /* the most ever out at once */

@@ -15,6 +15,7 @@
 #define DNS_T_NS 2
 #define DNS_T_CNAME 5
 #define DNS_T_SOA 6
+#define DNS_T_PTR 12
 #define DNS_T_MX 15
 #define DNS_T_TXT 16
 #define DNS_T_AAAA 28
@@ -52,6 +53,7 @@ struct dns_ans {
 		struct dns_addr *addr;
 		struct dns_tlsa_rr *tlsa;
 		struct dns_txt_rr *txt;
+		char **ptr;          /* PTR targets, lower case, no trailing dot */
 	} u;
 };
 

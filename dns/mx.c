@@ -389,8 +389,8 @@ void dns_resolve_host(struct dns_resolver *r, const char *name, bool any_address
 /* ---- TXT and TLSA: the records as answered ---- */
 
 struct rr_req {
-	uint16_t qtype;              /* DNS_T_TXT or DNS_T_TLSA */
-	union { dns_txt_cb txt; dns_tlsa_cb tlsa; } cb;
+	uint16_t qtype;              /* DNS_T_TXT, DNS_T_TLSA or DNS_T_PTR */
+	union { dns_txt_cb txt; dns_tlsa_cb tlsa; dns_ptr_cb ptr; } cb;
 	void *arg;
 	char qname[DNS_NAME_MAX];
 };
@@ -398,7 +398,7 @@ struct rr_req {
 static void on_rr(void *arg, unsigned slot, const struct dns_ans *a, uint32_t ttl)
 {
 	struct rr_req *q = arg;
-	const char *type = q->qtype == DNS_T_TXT ? "TXT" : "TLSA";
+	const char *type = q->qtype == DNS_T_TXT ? "TXT" : q->qtype == DNS_T_PTR ? "PTR" : "TLSA";
 	char why[300];
 
 	(void)slot;
@@ -413,6 +413,10 @@ static void on_rr(void *arg, unsigned slot, const struct dns_ans *a, uint32_t tt
 		struct dns_txt_result res = { .qname = q->qname, .status = a->status,
 			.why = why, .ttl = ttl, .ad = a->ad, .n = a->n, .rr = a->u.txt };
 		q->cb.txt(q->arg, &res);
+	} else if (q->qtype == DNS_T_PTR) {
+		struct dns_ptr_result res = { .qname = q->qname, .status = a->status,
+			.why = why, .ttl = ttl, .ad = a->ad, .n = a->n, .names = a->u.ptr };
+		q->cb.ptr(q->arg, &res);
 	} else {
 		struct dns_tlsa_result res = { .qname = q->qname, .status = a->status,
 			.why = why, .ttl = ttl, .ad = a->ad, .n = a->n, .rr = a->u.tlsa };
@@ -437,6 +441,46 @@ void dns_resolve_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, vo
 	q->cb.txt = cb;
 	q->arg = arg;
 	dns_lookup(r, q->qname, DNS_T_TXT, on_rr, q, 0);
+}
+
+/* 4.3.2.1.in-addr.arpa, or the 32 nibbles of ip6.arpa (RFC 3596 2.5). */
+static void reverse_name(const struct dns_addr *a, char out[DNS_NAME_MAX])
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+
+	if (a->family == AF_INET) {
+		snprintf(out, DNS_NAME_MAX, "%u.%u.%u.%u.in-addr.arpa", a->ip[3], a->ip[2],
+			 a->ip[1], a->ip[0]);
+		return;
+	}
+	for (int i = 15; i >= 0; i--) {
+		out[n++] = hex[a->ip[i] & 15];
+		out[n++] = '.';
+		out[n++] = hex[a->ip[i] >> 4];
+		out[n++] = '.';
+	}
+	snprintf(out + n, DNS_NAME_MAX - n, "ip6.arpa");
+}
+
+void dns_resolve_ptr(struct dns_resolver *r, const struct dns_addr *a, dns_ptr_cb cb,
+		     void *arg)
+{
+	struct rr_req *q = vl_calloc(1, sizeof *q);
+
+	r->st.ptr_requests++;
+	if (a->family != AF_INET && a->family != AF_INET6) {
+		struct dns_ptr_result res = { .qname = "", .why = "not an address",
+			.status = DNS_BADNAME };
+		cb(arg, &res);
+		free(q);
+		return;
+	}
+	reverse_name(a, q->qname);
+	q->qtype = DNS_T_PTR;
+	q->cb.ptr = cb;
+	q->arg = arg;
+	dns_lookup(r, q->qname, DNS_T_PTR, on_rr, q, 0);
 }
 
 void dns_resolve_tlsa(struct dns_resolver *r, const char *host, unsigned port,

@@ -312,6 +312,15 @@ static int take_rr(const uint8_t *buf, size_t len, const struct rrv *v, struct d
 	}
 	case DNS_T_TXT:
 		return take_txt(buf + v->rdoff, v->rdlen, &a->u.txt[a->n]);
+	case DNS_T_PTR: {
+		char host[DNS_NAME_MAX];
+		size_t off = v->rdoff;
+		/* a target that is not a host name is no name to confirm */
+		if (dns_name_expand(buf, len, &off, host) != 0 || !host[0])
+			return 0;
+		a->u.ptr[a->n] = vl_strdup(host);
+		break;
+	}
 	default:
 		return 0;
 	}
@@ -324,6 +333,7 @@ static size_t elem_size(uint16_t qtype)
 	case DNS_T_MX: return sizeof(struct dns_mx_rr);
 	case DNS_T_TLSA: return sizeof(struct dns_tlsa_rr);
 	case DNS_T_TXT: return sizeof(struct dns_txt_rr);
+	case DNS_T_PTR: return sizeof(char *);
 	default: return sizeof(struct dns_addr);
 	}
 }
@@ -460,6 +470,8 @@ void dns_ans_free(struct dns_ans *a)
 			free(a->u.tlsa[i].data);
 		else if (a->qtype == DNS_T_TXT)
 			free(a->u.txt[i].data);
+		else if (a->qtype == DNS_T_PTR)
+			free(a->u.ptr[i]);
 	}
 	free(a->u.mx);
 	free(a->canon);

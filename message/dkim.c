@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,20 @@ void msg_dkim_key_free(struct msg_dkim_key *k)
 const char *msg_dkim_key_alg(const struct msg_dkim_key *k)
 {
 	return k->ed25519 ? "ed25519-sha256" : "rsa-sha256";
+}
+
+int msg_dkim_key_public(const struct msg_dkim_key *k, unsigned char *out, size_t cap,
+			size_t *len)
+{
+	if (k->ed25519) {
+		*len = cap;
+		return EVP_PKEY_get_raw_public_key(k->pkey, out, len) == 1 ? 0 : -1;
+	}
+	int n = i2d_PUBKEY(k->pkey, NULL);
+	if (n <= 0 || (size_t)n > cap || i2d_PUBKEY(k->pkey, &out) != n)
+		return -1;
+	*len = (size_t)n;
+	return 0;
 }
 
 /* ---- body canonicalisation: a streaming state machine ---- */

@@ -341,6 +341,11 @@ struct msg_dkim_key *msg_dkim_key_load(const char *pem_path, const char *domain,
 void msg_dkim_key_free(struct msg_dkim_key *k);
 /* "rsa-sha256" or "ed25519-sha256" (the a= tag). */
 const char *msg_dkim_key_alg(const struct msg_dkim_key *k);
+/* The public key as a DKIM record's p= holds it, decoded: the
+ * SubjectPublicKeyInfo (DER) for RSA, the raw 32 octets for Ed25519
+ * (RFC 8463). -1 when it does not fit cap. */
+int msg_dkim_key_public(const struct msg_dkim_key *k, unsigned char *out, size_t cap,
+			size_t *len);
 
 enum msg_dkim_canon { MSG_DKIM_RELAXED = 0, MSG_DKIM_SIMPLE = 1 };
 

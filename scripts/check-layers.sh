@@ -5,7 +5,7 @@
 #
 #   5  volleyd/  cli/  bench/  tests/     programs (nothing includes them)
 #   4  api/  submit/  unsub/  webhook/
-#   3  scheduler/  sink/  imap/
+#   3  scheduler/  sink/  imap/  doctor/
 #   2  engine/  message/  sts/  smtpd/  feedback/
 #   1  dns/  tls/  config/  tlsrpt/
 #   0  common/
@@ -30,14 +30,14 @@ function layer(m) {
 	if (m == "common") return 0
 	if (m == "dns" || m == "tls" || m == "config" || m == "tlsrpt") return 1
 	if (m == "engine" || m == "message" || m == "sts" || m == "smtpd" || m == "feedback") return 2
-	if (m == "scheduler" || m == "sink" || m == "imap") return 3
+	if (m == "scheduler" || m == "sink" || m == "imap" || m == "doctor") return 3
 	if (m == "api" || m == "submit" || m == "unsub" || m == "webhook") return 4
 	if (m == "volleyd" || m == "cli" || m == "bench" || m == "tests") return 5
 	return -1
 }
 # the headers other modules may include
 function face(path) {
-	return path ~ /^(common\/common|config\/config|tls\/tls|dns\/dns|message\/message|engine\/engine|sts\/sts|scheduler\/(scheduler|spool|suppress|events|bounce|fback)|sink\/sink|smtpd\/smtpd|api\/api|submit\/submit|unsub\/unsub|webhook\/webhook|tlsrpt\/tlsrpt|feedback\/feedback|imap\/imap)\.h$/
+	return path ~ /^(common\/common|config\/config|tls\/tls|dns\/dns|message\/message|engine\/engine|sts\/sts|scheduler\/(scheduler|spool|suppress|events|bounce|fback)|sink\/sink|smtpd\/smtpd|api\/api|submit\/submit|unsub\/unsub|webhook\/webhook|tlsrpt\/tlsrpt|feedback\/feedback|imap\/imap|doctor\/doctor)\.h$/
 }
 # dir/inc with "." and ".." resolved
 function norm(path,   n, i, k, parts, out, res) {

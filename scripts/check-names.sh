@@ -45,6 +45,7 @@ check submit sub_
 check unsub uns_
 check webhook wh_
 check sink sink_
+check doctor doc_
 check smtpd smtpd_
 check cli cli_
 check volleyd vd_
@@ -53,7 +54,7 @@ check bench/submit vs_
 for p in blast drive render dkim feedback submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message feedback imap engine sts smtpd scheduler gen api submit unsub webhook sink cli volleyd bench tests "
+known=" common config tls dns tlsrpt message feedback imap engine sts smtpd scheduler gen api submit unsub webhook sink doctor cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)

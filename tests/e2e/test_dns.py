@@ -205,6 +205,26 @@ class DnsTest(unittest.TestCase):
         self.assertEqual(sorted(t["records"]), ["other", "v=STSv1; id=20261207;"])
         self.assertIn(res["mx1." + Z]["status"], ("nodata", "nxdomain"))
 
+    def test_ptr_names_of_v4_and_v6_addresses(self):
+        ub = dnsctl.Unbound({
+            "0.0.127.in-addr.arpa": ["9.0.0.127.in-addr.arpa. 300 IN PTR Mta9.Example.Test.",
+                                     "9.0.0.127.in-addr.arpa. 300 IN PTR other.example.test."],
+            # 2001:db8::9 (unbound answers ::1 itself: localhost)
+            "8.b.d.0.1.0.0.2.ip6.arpa": ["9." + "0." * 23 + "8.b.d.0.1.0.0.2.ip6.arpa. 300 IN PTR "
+                                         "six.example.test."],
+        }).start()
+        try:
+            lines, _ = resolve(ub.server, script="ptr 127.0.0.9\nptr 2001:db8::9\nptr 127.0.0.8\nwait\n")
+        finally:
+            ub.stop()
+        res = by_name(lines)
+        v4 = res["9.0.0.127.in-addr.arpa"]
+        self.assertEqual(v4["status"], "ok")
+        self.assertEqual(sorted(v4["names"]), ["mta9.example.test", "other.example.test"])
+        v6 = res["9." + "0." * 23 + "8.b.d.0.1.0.0.2.ip6.arpa"]
+        self.assertEqual(v6["names"], ["six.example.test"])
+        self.assertIn(res["8.0.0.127.in-addr.arpa"]["status"], ("nxdomain", "nodata"))
+
     def test_host_lookup_ignores_mx_and_keeps_private_addresses(self):
         lines, _ = resolve(self.ub.server, script="host mxonly.%s\nhost mxpriv.%s\n"
                            "host ghost2.%s\nwait\n" % (Z, Z, Z))

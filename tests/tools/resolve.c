@@ -8,6 +8,7 @@
  *       tlsa HOST [PORT]   TLSA of _PORT._tcp.HOST (default port 25)
  *       host NAME          addresses of NAME, no MX (any address kept)
  *       txt NAME           TXT records of NAME
+ *       ptr ADDRESS        PTR names of an IPv4 or IPv6 address
  *       wait               until every lookup so far has its answer
  *       sleep MS           run the loop for MS milliseconds
  *       stats              a {"stats": ...} line
@@ -27,6 +28,7 @@
 #include "../../common/common.h"
 
 #include <getopt.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +174,24 @@ static void print_txt(const struct dns_txt_result *t)
 	print_buf(&b);
 }
 
+static void print_ptr(const struct dns_ptr_result *t)
+{
+	struct vl_buf b;
+
+	vl_buf_init(&b);
+	vl_buf_appends(&b, "{\"type\": \"ptr\", \"name\": ");
+	vl_buf_json_string(&b, t->qname);
+	vl_buf_printf(&b, ", \"status\": \"%s\", \"why\": ", dns_status_name(t->status));
+	vl_buf_json_string(&b, t->why);
+	vl_buf_printf(&b, ", \"ttl\": %u, \"names\": [", t->ttl);
+	for (size_t i = 0; i < t->n; i++) {
+		vl_buf_appends(&b, i ? ", " : "");
+		vl_buf_json_string(&b, t->names[i]);
+	}
+	vl_buf_appends(&b, "]}");
+	print_buf(&b);
+}
+
 static void print_stats(const struct tool *t)
 {
 	struct dns_stats s;
@@ -215,6 +235,14 @@ static void on_txt(void *arg, const struct dns_txt_result *res)
 
 	t->outstanding--;
 	print_txt(res);
+}
+
+static void on_ptr(void *arg, const struct dns_ptr_result *res)
+{
+	struct tool *t = arg;
+
+	t->outstanding--;
+	print_ptr(res);
 }
 
 static void dispatch(void *arg, struct io_uring_cqe *cqe)
@@ -302,6 +330,12 @@ static int script_line(struct tool *t, char *line)
 	} else if (strcmp(cmd, "txt") == 0 && k >= 2) {
 		t->outstanding++;
 		dns_resolve_txt(t->r, arg, on_txt, t);
+	} else if (strcmp(cmd, "ptr") == 0 && k >= 2) {
+		struct dns_addr a = { .family = strchr(arg, ':') ? AF_INET6 : AF_INET };
+		if (inet_pton(a.family, arg, a.ip) != 1)
+			return -1;
+		t->outstanding++;
+		dns_resolve_ptr(t->r, &a, on_ptr, t);
 	} else if (strcmp(cmd, "wait") == 0) {
 		wait_all(t);
 	} else if (strcmp(cmd, "sleep") == 0 && k >= 2) {

@@ -443,3 +443,23 @@ Test(dns_parse, address_classes)
 	cr_assert_eq(cls("::ffff:127.0.0.1"), DNS_ADDR_LOOPBACK);
 	cr_assert_eq(cls("2001:db8::1"), 0);
 }
+
+Test(dns_parse, ptr_targets_kept_and_bad_ones_skipped)
+{
+	struct msg m, rd1 = { .n = 0 }, rd2 = { .n = 0 };
+	struct dns_ans a;
+	uint8_t bad[] = { 3, 'a', '!', 'b', 0 };   /* not a host name: skipped */
+
+	name(&rd1, "MTA1.Example.com");
+	name(&rd2, "mta2.example.com");
+	start(&m, RA, "1.2.0.192.in-addr.arpa", DNS_T_PTR);
+	rr(&m, 6, "1.2.0.192.in-addr.arpa", DNS_T_PTR, 300, rd1.b, rd1.n);
+	rr(&m, 6, "1.2.0.192.in-addr.arpa", DNS_T_PTR, 300, bad, sizeof bad);
+	rr(&m, 6, "1.2.0.192.in-addr.arpa", DNS_T_PTR, 200, rd2.b, rd2.n);
+	cr_assert_eq(dns_parse_answer(m.b, m.n, "1.2.0.192.in-addr.arpa", DNS_T_PTR, &a), 0);
+	cr_assert_eq(a.status, DNS_OK);
+	cr_assert_eq(a.n, 2);
+	cr_assert_str_eq(a.u.ptr[0], "mta1.example.com");
+	cr_assert_str_eq(a.u.ptr[1], "mta2.example.com");
+	dns_ans_free(&a);
+}
