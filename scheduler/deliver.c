@@ -92,8 +92,11 @@ static void fire_retry(struct sched_deliver *d, struct sched_sjq *q, uint32_t id
 		sched_djob_expire(dj);
 		return;
 	}
-	/* an MX site: the domain may have moved since (its answer's TTL) */
-	if (q->site->routes != &q->site->route && sched_djob_email(dj, idx, &domain)) {
+	/* an MX site: the domain may have moved since (its answer's TTL); a
+	 * site of several sources: the pool picks again (this one may be
+	 * backing off) */
+	if ((q->site->routes != &q->site->route || q->site->src >= 0) &&
+	    sched_djob_email(dj, idx, &domain)) {
 		sched_dom_enqueue(d, dj, idx, domain);
 		return;
 	}
@@ -158,6 +161,7 @@ void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_
 		ev.site = m->q->site->name;
 		ev.mx = m->q->site->routes ? m->q->site->routes[m->host].name : NULL;
 		ev.peer_address = m->peer[0] ? m->peer : NULL;
+		ev.source_address = m->q->site->src_addr;
 		ev.tls_version = m->tls_version[0] ? m->tls_version : NULL;
 		ev.tls_cipher = m->tls_cipher;
 		ev.tls_verified = m->tls_verified;
@@ -875,6 +879,7 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	d->sc = sc;
 	d->eng = eng;
 	d->cfg = cfg;
+	d->ecfg = cfg;
 	d->spool = spool;
 	d->sup = sup;
 	d->ev = ev;
