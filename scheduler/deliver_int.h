@@ -258,6 +258,8 @@ struct sched_deliver {
 	/* stats */
 	uint64_t dispatched, delivered, bounced, transient, expired, suppressed;
 	uint64_t by_class[2][SCHED_BC_COUNT];   /* [bounced, transient][class] */
+	uint64_t (*by_source)[3];     /* per egress source: delivered, bounced,
+				       * transient */
 	_Atomic bool blocked;
 	/* what the next round must look at, instead of scanning every job */
 	bool now_dirty;               /* some job has now_delta */
