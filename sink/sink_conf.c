@@ -199,7 +199,7 @@ void sink_usage(FILE *f)
 	fputs("usage: volley-sink [--listen ADDR:PORT]... [--threads N] [--hostname NAME]\n"
 	      "                   [--tls | --implicit-tls] [--cert FILE --key FILE]\n"
 	      "                   [--latency DUR] [--timeout DUR]\n"
-	      "                   [--reply 'STAGE[:PATTERN]=REPLY']... [--tempfail [STAGE:]PCT]\n"
+	      "                   [--reply '[CLIENT]STAGE[:PATTERN]=REPLY']... [--tempfail [STAGE:]PCT]\n"
 	      "                   [--permfail [STAGE:]PCT] [--disconnect [STAGE:]PCT] [--seed N]\n"
 	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
 	      "                   [--maildir DIR] [--stats-every DUR] [--quiet]\n"
