@@ -994,6 +994,7 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 	pthread_mutex_destroy(&d->mu);
 	pthread_cond_destroy(&d->cv);
 	pthread_cond_destroy(&d->progress);
+	free(d->by_source);
 	free(d);
 }
 

@@ -345,7 +345,7 @@ static struct sched_site *group_site(struct sched_deliver *d, struct sched_sgrou
 struct sched_site *sched_group_pick(struct sched_deliver *d, struct sched_sgroup *g, int pool)
 {
 	const struct cfg_pool *pl;
-	bool skip[64];
+	bool few[16], *skip;
 	uint64_t now;
 
 	if (!d->ecfg->negress)
@@ -357,13 +357,16 @@ struct sched_site *sched_group_pick(struct sched_deliver *d, struct sched_sgroup
 		return g->any;
 	if (pl->n == 1)
 		return group_site(d, g, pl->src[0]);
-	size_t n = pl->n < VL_ARRAY_LEN(skip) ? pl->n : VL_ARRAY_LEN(skip);
+	size_t n = pl->n;
+	skip = n <= VL_ARRAY_LEN(few) ? few : vl_malloc(n * sizeof *skip);
 	now = vl_now_ms();
 	for (size_t i = 0; i < n; i++) {
 		const struct sched_site *s = g->site[pl->src[i]];
 		skip[i] = s && sched_backoff_suspended(&s->bo, now);
 	}
 	size_t at = sched_swrr_pick(g->cur + (size_t)pool * g->nsrc, pl->weight, skip, n);
+	if (skip != few)
+		free(skip);
 	return group_site(d, g, pl->src[at]);
 }
 

@@ -7,10 +7,11 @@ rules) while the other keeps delivering. Every wait is bounded."""
 import collections
 import os
 import subprocess
+import time
 
 from .daemon import VOLLEY, VOLLEYD, VolleydTest, simple_job
 from .sinkctl import Sink
-from . import util
+from . import dnsctl, util
 
 EGRESS = ('egress = ( { name = "ip1"; address = "127.0.0.2"; ehlo = "mta1.example.test"; },\n'
           '           { name = "ip2"; address = "127.0.0.3"; ehlo = "mta2.example.test"; } );\n')
@@ -150,6 +151,46 @@ class Throttle(Base):
         self.assertEqual({e["source_address"] for e in tf}, {"127.0.0.3"})
         self.assertEqual({e["source_address"] for e in ev if e["type"] == "Delivery"},
                          {"127.0.0.2"})
+
+
+class MxSites(VolleydTest):
+    """An MX destination: every source's site follows the hosts' new
+    addresses (one answer refreshes them all)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ub = dnsctl.Unbound({"move.test": ["move.test. 1 IN MX 10 mv.move.test.",
+                                               "mv.move.test. 1 IN A 127.0.0.4"]}).start()
+        cls.s1 = Sink("--tls", hosts=("127.0.0.4",)).start()
+        cls.s2 = Sink("--tls", hosts=("127.0.0.5",), port=cls.s1.port).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for x in (cls.s2, cls.s1, cls.ub):
+            x.stop()
+
+    def test_every_source_follows_the_hosts(self):
+        d = self.start_daemon(config=EGRESS + (
+            'dns = { servers = [ "%s" ]; allow_private = true; timeout_ms = 500; min_ttl = 1; };\n'
+            'defaults = { port = %d; tls = "encrypt"; retry = [ "1s" ]; };\n'
+            % (self.ub.server, self.s1.port)))
+        self.wait_done(d, d.submit(simple_job(20, domain="move.test")).json()["id"])
+        by_peer = collections.Counter(peer_ip(m.env) for m in self.s1.new_messages(20, wait=5))
+        self.assertEqual(by_peer, {"127.0.0.2": 10, "127.0.0.3": 10})
+        ctl = [dnsctl.UNBOUND_CONTROL, "-c", self.ub.conf]
+        subprocess.run(ctl + ["local_data_remove", "mv.move.test."], check=True,
+                       capture_output=True, timeout=10)
+        subprocess.run(ctl + ["local_data", "mv.move.test. 1 IN A 127.0.0.5"], check=True,
+                       capture_output=True, timeout=10)
+        time.sleep(2.5)                               # the old answer's TTL passes
+        self.wait_done(d, d.submit(simple_job(20, domain="move.test")).json()["id"])
+        by_peer = collections.Counter(peer_ip(m.env) for m in self.s2.new_messages(20, wait=5))
+        self.assertEqual(by_peer, {"127.0.0.2": 10, "127.0.0.3": 10})
+        self.assertEqual(self.s1.new_messages(0, wait=0.2), [])
+        rows = [q for q in d.request("GET", "/v1/queues").json()["queues"]
+                if q["source"] and q["hosts"] and q["hosts"][0]["name"] == "mv.move.test"]
+        self.assertEqual(sorted(q["source"] for q in rows), ["ip1", "ip2"])
+        self.assertEqual({q["hosts"][0]["address"].split(":")[0] for q in rows}, {"127.0.0.5"})
 
 
 class Config(VolleydTest):
