@@ -57,7 +57,9 @@ class Pools(Base):
         ev = [e for e in d.request("GET", "/v1/events?job=" + jid).lines()
               if e["type"] == "Delivery"]
         self.assertEqual(len(ev), 400)
-        self.assertEqual(collections.Counter(e["source_address"] for e in ev), by_peer)
+        # each recipient left from the source its event names
+        peer_of = {m.env["rcpt"][0]: peer_ip(m.env) for m in msgs}
+        self.assertEqual({e["recipient"]: e["source_address"] for e in ev}, peer_of)
         # site x source: two rows for the one route
         rows = [q for q in self.queues(d) if q["site"] == s.route()]
         self.assertEqual(sorted((q["source"], q["source_address"]) for q in rows),
