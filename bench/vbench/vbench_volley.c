@@ -56,6 +56,15 @@ static void write_domains(struct vrun *v, FILE *f)
 			a + 1 < v->s->naddrs ? "," : "");
 	}
 	fprintf(f, ");\n");
+	/* egress sources: the implicit pool "default" holds them all */
+	if (sc->egress) {
+		fprintf(f, "egress = (\n");
+		for (int i = 0; i < sc->egress; i++)
+			fprintf(f, "  { name = \"src%d\"; address = \"127.0.0.%d\"; "
+				   "ehlo = \"mta%d.bench.example\"; }%s\n", i, 41 + i, i,
+				i + 1 < sc->egress ? "," : "");
+		fprintf(f, ");\n");
+	}
 }
 
 static int write_config(struct vrun *v)
