@@ -441,6 +441,23 @@ static void delivery_metrics(struct vl_buf *b, json_t *d)
 			first = false;
 		}
 	}
+	for (int o = 0; o < 3; o++) {
+		static const char *const what[] = { "delivered", "bounced", "transient" };
+		char name[64], src[96];
+		first = true;
+		snprintf(name, sizeof name, "volley_source_%s_total", what[o]);
+		json_object_foreach(json_object_get(d, "sources"), k, v) {
+			/* the operator's names: no quote, backslash or newline in a label */
+			snprintf(src, sizeof src, "%.80s", k);
+			for (char *q = src; *q; q++)
+				if (*q == '"' || *q == '\\' || *q == '\n')
+					*q = '_';
+			snprintf(lab, sizeof lab, "{source=\"%s\"}", src);
+			vl_prom_metric(b, name, "counter", first ? "Outcomes per egress source "
+				       "since start." : NULL, lab, num(v, what[o]));
+			first = false;
+		}
+	}
 	vl_prom_metric(b, "volley_in_flight", "gauge", "Messages in the engine.", NULL, num(d, "in_flight"));
 	vl_prom_metric(b, "volley_connections", "gauge", "Open SMTP connections.", NULL,
 	       num(d, "connections"));

@@ -309,6 +309,14 @@ static int check_field(struct api_intake *in, const char *k, json_t *v)
 	}
 	if (!strcmp(k, "unsubscribe"))
 		return want(in, v, JSON_OBJECT, k, "an object");
+	if (!strcmp(k, "pool")) {
+		if (want(in, v, JSON_STRING, k, "a string") < 0)
+			return -1;
+		return cfg_pool_find(in->cfg, json_string_value(v)) >= 0 ? 0 :
+		       fail(in, 400, "invalid_field", k, "pool \"%.100s\" is not configured "
+			    "(see pools; \"default\" is every egress source)",
+			    json_string_value(v));
+	}
 	if (!strcmp(k, "verp") || !strcmp(k, "dkim") || !strcmp(k, "require_tls"))
 		return want(in, v, JSON_TRUE, k, "a boolean");
 	if (!strcmp(k, "raw_message"))   /* the spool's mark of a verbatim job */

@@ -179,18 +179,20 @@ static const char *tls_str(const json_t *q, char *buf, size_t len)
 
 static void queues_table(const json_t *qs)
 {
-	static const char *head[] = {"SITE", "TLS", "QUEUED", "DEFERRED", "IN_FLIGHT",
+	static const char *head[] = {"SITE", "SOURCE", "TLS", "QUEUED", "DEFERRED", "IN_FLIGHT",
 				     "MAX_CONNS", "RATE/S", "BACKOFF", "LAST_RESPONSE"};
-	static const bool right[] = {0, 0, 1, 1, 1, 1, 1, 0, 0};
+	static const bool right[] = {0, 0, 0, 1, 1, 1, 1, 1, 0, 0};
 	char n[5][32], tls[64];
 	struct cli_table t;
 	size_t i;
 	json_t *q;
 
-	cli_table_init(&t, 9, head, right);
+	cli_table_init(&t, 10, head, right);
 	json_array_foreach(qs, i, q) {
 		json_t *cur = json_object_get(q, "current_rate");
-		const char *row[] = {cli_jstr(q, "site"), tls_str(q, tls, sizeof tls),
+		const char *src = json_string_value(json_object_get(q, "source"));
+		const char *row[] = {cli_jstr(q, "site"), src ? src : "-",
+				     tls_str(q, tls, sizeof tls),
 				     cli_jnum(q, "queued", n[0], 32),
 				     cli_jnum(q, "deferred", n[1], 32),
 				     cli_jnum(q, "in_flight", n[2], 32),

@@ -147,7 +147,7 @@ static const struct key top_keys[] = {
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
 					  "provider_defaults", "tls_rpt", "log", "submission",
-					  "feedback", "unsubscribe", "webhooks", NULL };
+					  "feedback", "unsubscribe", "webhooks", "pools", NULL };
 
 static const struct key timeout_keys[] = {
 	KEY("connect", K_DUR, struct cfg, timeouts.connect),
@@ -282,6 +282,7 @@ static const struct key policy_keys[] = {
 	KEY("route", K_STR, struct cfg_policy, route),
 	KEY("ca_file", K_STR, struct cfg_policy, ca_file),
 	KEY("implicit_tls", K_TRI, struct cfg_policy, implicit_tls),
+	KEY("pool", K_STR, struct cfg_policy, pool),
 };
 
 static const char *const tls_names[] = { "none", "may", "encrypt", "dane",
@@ -476,9 +477,10 @@ static int get_domains(struct ctx *x, const config_setting_t *l, struct cfg *c)
 	return 0;
 }
 
-/* egress and dkim: lists of groups of strings, all keys required. */
+/* egress and dkim: lists of groups of strings, the first nreq keys
+ * required. */
 static int get_records(struct ctx *x, const config_setting_t *l, const char *name,
-		       const char *const *keys, size_t nkeys, void **out, size_t *n)
+		       const char *const *keys, size_t nkeys, size_t nreq, void **out, size_t *n)
 {
 	if (!config_setting_is_list(l))
 		return fail(x, l, name, "expected a list ( { ... }, ... )");
@@ -504,12 +506,181 @@ static int get_records(struct ctx *x, const config_setting_t *l, const char *nam
 				return fail(x, s, sub, "expected a string");
 			set_str(&v[i * nkeys + k], config_setting_get_string(s));
 		}
-		for (size_t k = 0; k < nkeys; k++)
+		for (size_t k = 0; k < nreq; k++)
 			if (!v[i * nkeys + k]) {
 				char sub[128];
 				snprintf(sub, sizeof sub, "%s.%s", path, keys[k]);
 				return fail(x, g, sub, "missing");
 			}
+	}
+	return 0;
+}
+
+/* egress: names default to the address and are unique; addresses are IP
+ * addresses (a connection binds to them). */
+static int check_egress(struct ctx *x, const config_setting_t *l, struct cfg *c)
+{
+	char path[96];
+
+	for (size_t i = 0; i < c->negress; i++) {
+		struct cfg_egress *e = &c->egress[i];
+		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
+		if (!e->name)
+			set_str(&e->name, e->address);
+		snprintf(path, sizeof path, "egress[%zu].address", i);
+		if (!vl_ip_literal(e->address))
+			return fail(x, g, path, "expected an IP address (the source to bind to)");
+		snprintf(path, sizeof path, "egress[%zu].ehlo", i);
+		bool ok = *e->ehlo && strlen(e->ehlo) < 256;
+		for (const char *q = e->ehlo; ok && *q; q++)
+			ok = *q > ' ' && *q < 127;
+		if (!ok)
+			return fail(x, g, path, "expected a host name (printable, no spaces, "
+				    "at most 255 octets)");
+		snprintf(path, sizeof path, "egress[%zu].name", i);
+		if (!*e->name)
+			return fail(x, g, path, "must not be empty");
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(c->egress[k].name, e->name) == 0)
+				return fail(x, g, path, "names a source twice (names default to "
+					    "the address)");
+	}
+	return 0;
+}
+
+static int egress_find(const struct cfg *c, const char *name)
+{
+	for (size_t i = 0; i < c->negress; i++)
+		if (strcmp(c->egress[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+int cfg_pool_find(const struct cfg *c, const char *name)
+{
+	if (!name)
+		name = CFG_POOL_DEFAULT;
+	for (size_t i = 0; i < c->npools; i++)
+		if (strcmp(c->pools[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* One pool { name; sources = [...]; weights = [...]; } into pl. */
+static int get_pool(struct ctx *x, const config_setting_t *g, const char *path,
+		    const struct cfg *c, struct cfg_pool *pl)
+{
+	const config_setting_t *src = config_setting_get_member(g, "sources");
+	const config_setting_t *w = config_setting_get_member(g, "weights");
+	const char *name = NULL;
+	char sub[128];
+
+	if (!config_setting_is_group(g))
+		return fail(x, g, path, "expected a group { name = ...; sources = [...]; }");
+	for (int j = 0; j < config_setting_length(g); j++) {
+		const char *k = config_setting_name(config_setting_get_elem(g, (unsigned)j));
+		snprintf(sub, sizeof sub, "%s.%s", path, k);
+		if (strcmp(k, "name") && strcmp(k, "sources") && strcmp(k, "weights"))
+			return fail(x, g, sub, "unknown key");
+	}
+	snprintf(sub, sizeof sub, "%s.name", path);
+	if (!config_setting_lookup_string(g, "name", &name) || !*name)
+		return fail(x, g, sub, "missing (a non-empty string)");
+	set_str(&pl->name, name);
+	snprintf(sub, sizeof sub, "%s.sources", path);
+	if (!src || (!config_setting_is_array(src) && !config_setting_is_list(src)) ||
+	    config_setting_length(src) < 1)
+		return fail(x, src ? src : g, sub, "expected a list of egress names [ \"ip1\", ... ]");
+	pl->n = (size_t)config_setting_length(src);
+	pl->src = vl_calloc(pl->n, sizeof *pl->src);
+	pl->weight = vl_calloc(pl->n, sizeof *pl->weight);
+	for (size_t i = 0; i < pl->n; i++) {
+		const char *v = config_setting_get_string_elem(src, (int)i);
+		int at = v ? egress_find(c, v) : -1;
+		snprintf(sub, sizeof sub, "%s.sources[%zu]", path, i);
+		if (!v)
+			return fail(x, src, sub, "expected the name of an egress source");
+		if (at < 0)
+			return fail(x, src, sub, "names no egress source (egress names default "
+				    "to their address)");
+		for (size_t k = 0; k < i; k++)
+			if (pl->src[k] == (size_t)at)
+				return fail(x, src, sub, "names a source twice");
+		pl->src[i] = (size_t)at;
+		pl->weight[i] = 1;
+	}
+	if (!w)
+		return 0;
+	snprintf(sub, sizeof sub, "%s.weights", path);
+	if ((!config_setting_is_array(w) && !config_setting_is_list(w)) ||
+	    (size_t)config_setting_length(w) != pl->n)
+		return fail(x, w, sub, "expected one integer per source");
+	for (size_t i = 0; i < pl->n; i++) {
+		const config_setting_t *e = config_setting_get_elem(w, (unsigned)i);
+		long long v = e && (config_setting_type(e) == CONFIG_TYPE_INT ||
+				    config_setting_type(e) == CONFIG_TYPE_INT64) ?
+			      config_setting_get_int64(e) : -1;
+		if (v < 1 || v > 1000000)
+			return fail(x, w, sub, "expected integers 1-1000000");
+		pl->weight[i] = (unsigned)v;
+	}
+	return 0;
+}
+
+static int get_pools(struct ctx *x, const config_setting_t *l, struct cfg *c)
+{
+	char path[64];
+
+	if (!config_setting_is_list(l))
+		return fail(x, l, "pools", "expected a list ( { name = ...; sources = [...]; }, ... )");
+	size_t n = (size_t)config_setting_length(l);
+	c->pools = vl_calloc(n + 1, sizeof *c->pools);
+	for (size_t i = 0; i < n; i++) {
+		const config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
+		snprintf(path, sizeof path, "pools[%zu]", i);
+		c->npools = i + 1;
+		if (get_pool(x, g, path, c, &c->pools[i]) < 0)
+			return -1;
+		if (cfg_pool_find(c, c->pools[i].name) != (int)i)
+			return fail(x, g, path, "names a pool twice");
+	}
+	return 0;
+}
+
+/* The implicit pool "default": every source, equal weights (none without
+ * egress: the engine's own address and EHLO name). */
+static void add_default_pool(struct cfg *c)
+{
+	if (cfg_pool_find(c, CFG_POOL_DEFAULT) >= 0)
+		return;
+	c->pools = vl_realloc(c->pools, (c->npools + 1) * sizeof *c->pools);
+	struct cfg_pool *pl = &c->pools[c->npools++];
+	memset(pl, 0, sizeof *pl);
+	set_str(&pl->name, CFG_POOL_DEFAULT);
+	pl->n = c->negress;
+	pl->src = vl_calloc(pl->n + 1, sizeof *pl->src);
+	pl->weight = vl_calloc(pl->n + 1, sizeof *pl->weight);
+	for (size_t i = 0; i < pl->n; i++) {
+		pl->src[i] = i;
+		pl->weight[i] = 1;
+	}
+}
+
+/* Every policy's pool exists. */
+static int check_pool_keys(struct ctx *x, const config_setting_t *root, const struct cfg *c)
+{
+	char path[64];
+
+	if (c->defaults.pool && cfg_pool_find(c, c->defaults.pool) < 0)
+		return fail(x, root, "defaults.pool", "names no pool (see pools; \"default\" "
+			    "is every egress source)");
+	for (size_t i = 0, user = 0; i < c->ndomains; i++) {
+		if (c->domains[i].builtin)
+			continue;
+		snprintf(path, sizeof path, "domains[%zu].pool", user++);
+		if (c->domains[i].p.pool && cfg_pool_find(c, c->domains[i].p.pool) < 0)
+			return fail(x, root, path, "names no pool (see pools; \"default\" is "
+				    "every egress source)");
 	}
 	return 0;
 }
@@ -1440,7 +1611,7 @@ static void defaults(struct cfg *c)
 
 static int load(struct ctx *x, config_t *cf, struct cfg *c)
 {
-	static const char *const egress_keys[] = { "address", "ehlo" };
+	static const char *const egress_keys[] = { "address", "ehlo", "name" };
 	static const char *const dkim_keys[] = { "domain", "selector", "key" };
 	const config_setting_t *root = config_root_setting(cf), *s;
 
@@ -1488,10 +1659,16 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	if ((s = config_setting_get_member(root, "domains")) && get_domains(x, s, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "egress")) &&
-	    get_records(x, s, "egress", egress_keys, 2, (void **)&c->egress, &c->negress) < 0)
+	    (get_records(x, s, "egress", egress_keys, 3, 2, (void **)&c->egress,
+			 &c->negress) < 0 || check_egress(x, s, c) < 0))
+		return -1;
+	if ((s = config_setting_get_member(root, "pools")) && get_pools(x, s, c) < 0)
+		return -1;
+	add_default_pool(c);
+	if (check_pool_keys(x, root, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "dkim")) &&
-	    get_records(x, s, "dkim", dkim_keys, 3, (void **)&c->dkim, &c->ndkim) < 0)
+	    get_records(x, s, "dkim", dkim_keys, 3, 3, (void **)&c->dkim, &c->ndkim) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "tls_rpt")) && get_tls_rpt(x, s, c) < 0)
 		return -1;
@@ -1533,8 +1710,10 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 	int rc;
 
 	defaults(c);
-	if (!path)
+	if (!path) {
+		add_default_pool(c);
 		return 0;
+	}
 	config_init(&cf);
 	if (!config_read_file(&cf, path)) {
 		if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
@@ -1561,6 +1740,7 @@ static void free_policy(struct cfg_policy *p)
 	free(p->ca_file);
 	free(p->auth_user);
 	free(p->auth_password);
+	free(p->pool);
 }
 
 void cfg_free(struct cfg *c)
@@ -1585,8 +1765,15 @@ void cfg_free(struct cfg *c)
 	for (size_t i = 0; i < c->negress; i++) {
 		free(c->egress[i].address);
 		free(c->egress[i].ehlo);
+		free(c->egress[i].name);
 	}
 	free(c->egress);
+	for (size_t i = 0; i < c->npools; i++) {
+		free(c->pools[i].name);
+		free(c->pools[i].src);
+		free(c->pools[i].weight);
+	}
+	free(c->pools);
 	for (size_t i = 0; i < c->ndkim; i++) {
 		free(c->dkim[i].domain);
 		free(c->dkim[i].selector);
@@ -1614,6 +1801,7 @@ static void overlay(struct cfg_policy *out, const struct cfg_policy *p)
 	OV_STR(ca_file);
 	OV_STR(auth_user);
 	OV_STR(auth_password);
+	OV_STR(pool);
 	OV_INT(max_connections);
 	OV_INT(max_messages_per_connection);
 	OV_INT(max_recipients_per_message);
@@ -1669,6 +1857,8 @@ static void print_policy(struct vl_buf *o, const struct cfg_policy *p, const cha
 		vl_buf_printf(o, "%sca_file = \"%s\";\n", ind, p->ca_file);
 	if (p->implicit_tls >= 0)
 		vl_buf_printf(o, "%simplicit_tls = %s;\n", ind, p->implicit_tls ? "true" : "false");
+	if (p->pool)
+		vl_buf_printf(o, "%spool = \"%s\";\n", ind, p->pool);
 	if (p->auth_user)
 		vl_buf_printf(o, "%sauth = { user = \"%s\"; password = \"(hidden)\"; };\n",
 			      ind, p->auth_user);
@@ -1737,8 +1927,23 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 	}
 	vl_buf_appends(o, "\n);\negress = (");
 	for (size_t i = 0; i < c->negress; i++)
-		vl_buf_printf(o, "%s\n  { address = \"%s\"; ehlo = \"%s\"; }", i ? "," : "",
-			      c->egress[i].address, c->egress[i].ehlo);
+		vl_buf_printf(o, "%s\n  { name = \"%s\"; address = \"%s\"; ehlo = \"%s\"; }",
+			      i ? "," : "", c->egress[i].name, c->egress[i].address,
+			      c->egress[i].ehlo);
+	vl_buf_appends(o, "\n);\npools = (");
+	for (size_t i = 0, out = 0; i < c->npools; i++) {
+		if (!c->pools[i].n)
+			continue;
+		vl_buf_printf(o, "%s\n  { name = \"%s\"; sources = [", out++ ? "," : "",
+			      c->pools[i].name);
+		for (size_t k = 0; k < c->pools[i].n; k++)
+			vl_buf_printf(o, "%s\"%s\"", k ? ", " : " ",
+				      c->egress[c->pools[i].src[k]].name);
+		vl_buf_appends(o, " ]; weights = [");
+		for (size_t k = 0; k < c->pools[i].n; k++)
+			vl_buf_printf(o, "%s%u", k ? ", " : " ", c->pools[i].weight[k]);
+		vl_buf_appends(o, " ]; }");
+	}
 	vl_buf_appends(o, "\n);\ndkim = (");
 	for (size_t i = 0; i < c->ndkim; i++)
 		vl_buf_printf(o, "%s\n  { domain = \"%s\"; selector = \"%s\"; key = \"%s\"; }",

@@ -27,7 +27,23 @@ struct cfg_policy {               /* shaping and delivery for a set of domains *
 				  * an IP address or a name (A/AAAA) */
 	int64_t implicit_tls;    /* 1/0; unset (-1): on when the port is 465 */
 	char *auth_user, *auth_password;
+	char *pool;              /* the egress pool (cfg_pool_find); NULL: default */
 };
+
+/* An egress source: a local address to send from and its EHLO name. */
+struct cfg_egress {
+	char *address, *ehlo;
+	char *name;              /* unique; defaults to the address */
+};
+
+/* A pool: egress sources sharing traffic by weight. */
+struct cfg_pool {
+	char *name;
+	size_t n;
+	size_t *src;             /* indexes into cfg.egress */
+	unsigned *weight;        /* >= 1 each */
+};
+#define CFG_POOL_DEFAULT "default"
 
 struct cfg_domain_rule {
 	char *match;             /* glob on the recipient domain */
@@ -175,8 +191,12 @@ struct cfg {
 	uint64_t max_age_ms;
 	struct cfg_domain_rule *domains;
 	size_t ndomains;
-	struct { char *address, *ehlo; } *egress;
+	struct cfg_egress *egress;
 	size_t negress;
+	/* the configured pools, then the implicit "default" (every source,
+	 * equal weights) unless one of them is named so; always at least one */
+	struct cfg_pool *pools;
+	size_t npools;
 	struct { char *domain, *selector, *key; } *dkim;
 	size_t ndkim;
 	struct {                 /* TLS reporting (RFC 8460): on when set */
@@ -243,6 +263,8 @@ void cfg_print(const struct cfg *c, struct vl_buf *out);
  * rule in order (later rules win). */
 void cfg_policy_for(const struct cfg *c, const char *domain,
 		      struct cfg_policy *out);
+/* The index of the pool named name (NULL: the default one), -1 when none. */
+int cfg_pool_find(const struct cfg *c, const char *name);
 /* The port a policy's mail goes to: its route's, else `port`. */
 unsigned cfg_policy_port(const struct cfg_policy *p);
 /* Whether it speaks TLS from the connect on (RFC 8314): implicit_tls if

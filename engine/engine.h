@@ -57,6 +57,10 @@ struct eng_route {
 	struct sockaddr_storage source;  /* source address, if has_source */
 	socklen_t sourcelen;
 	bool has_source;
+	char helo[256];                  /* EHLO name from this source; "": the
+					  * engine's (part of the pool's key:
+					  * two sources never share a
+					  * connection) */
 	enum tls_policy tls;
 	bool dnssec;                     /* the MX and the host's addresses were
 					  * DNSSEC-validated: only then does

@@ -285,7 +285,9 @@ static enum eng_act fail_reply(struct eng_sess *s, const struct eng_reply *r)
 
 static enum eng_act send_ehlo(struct eng_sess *s, bool extended)
 {
-	vl_buf_printf(&s->out, "%s %s\r\n", extended ? "EHLO" : "HELO", s->cfg->helo);
+	const char *name = s->route->helo[0] ? s->route->helo : s->cfg->helo;
+
+	vl_buf_printf(&s->out, "%s %s\r\n", extended ? "EHLO" : "HELO", name);
 	enter(s, extended ? ENG_S_EHLO : ENG_S_HELO);
 	s->pipelining = s->chunking = s->eightbitmime = s->smtputf8 = false;
 	s->starttls = s->auth_plain = s->auth_login = s->size_ext = false;

@@ -464,6 +464,7 @@ uint64_t eng_route_hash(const struct eng_route *r)
 
 	if (r->has_source)
 		h = vl_hash_add(h, &r->source, r->sourcelen);
+	h = vl_hash_add(h, r->helo, strlen(r->helo));
 	h = vl_hash_add(h, &tls, 1);
 	h = vl_hash_add(h, &r->implicit_tls, sizeof r->implicit_tls);
 	if (route_named(r)) {
@@ -480,6 +481,7 @@ static bool route_same(const struct eng_route *a, const struct eng_route *b)
 	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0 &&
 	       a->has_source == b->has_source &&
 	       (!a->has_source || memcmp(&a->source, &b->source, a->sourcelen) == 0) &&
+	       strcmp(a->helo, b->helo) == 0 &&
 	       a->tls == b->tls && a->implicit_tls == b->implicit_tls &&
 	       strcmp(a->auth_user, b->auth_user) == 0 &&
 	       (!route_named(a) || (a->dnssec == b->dnssec && a->sts == b->sts &&

@@ -92,8 +92,11 @@ static void fire_retry(struct sched_deliver *d, struct sched_sjq *q, uint32_t id
 		sched_djob_expire(dj);
 		return;
 	}
-	/* an MX site: the domain may have moved since (its answer's TTL) */
-	if (q->site->routes != &q->site->route && sched_djob_email(dj, idx, &domain)) {
+	/* an MX site: the domain may have moved since (its answer's TTL); a
+	 * site of several sources: the pool picks again (this one may be
+	 * backing off) */
+	if ((q->site->routes != &q->site->route || q->site->src >= 0) &&
+	    sched_djob_email(dj, idx, &domain)) {
 		sched_dom_enqueue(d, dj, idx, domain);
 		return;
 	}
@@ -158,6 +161,7 @@ void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_
 		ev.site = m->q->site->name;
 		ev.mx = m->q->site->routes ? m->q->site->routes[m->host].name : NULL;
 		ev.peer_address = m->peer[0] ? m->peer : NULL;
+		ev.source_address = m->q->site->src_addr;
 		ev.tls_version = m->tls_version[0] ? m->tls_version : NULL;
 		ev.tls_cipher = m->tls_cipher;
 		ev.tls_verified = m->tls_verified;
@@ -484,6 +488,9 @@ static void process(struct sched_deliver *d, struct sched_dmsg *m)
 		v.hard = true;          /* the engine saw a 5xx: final whatever the class */
 	fill_jrec(&r, m, &v);
 	sched_site_result(d, m->q->site, m, &v);
+	if (m->q->site->src >= 0)
+		d->by_source[m->q->site->src][m->status == ENG_DELIVERED ? 0 :
+					      m->status == ENG_PERMANENT ? 1 : 2]++;
 	if (m->status != ENG_DELIVERED && v.cls < SCHED_BC_COUNT)
 		d->by_class[m->status == ENG_PERMANENT ? 0 : 1][v.cls]++;
 	dj->inflight--;
@@ -811,6 +818,14 @@ json_t *sched_deliver_stats_json(struct sched_deliver *d)
 					      "bounced", (json_int_t)d->by_class[0][c],
 					      "transient", (json_int_t)d->by_class[1][c]));
 	}
+	json_t *src = json_object();
+	for (size_t i = 0; i < d->ecfg->negress; i++)
+		json_object_set_new(src, d->ecfg->egress[i].name,
+				    json_pack("{s:s, s:I, s:I, s:I}",
+					      "address", d->ecfg->egress[i].address,
+					      "delivered", (json_int_t)d->by_source[i][0],
+					      "bounced", (json_int_t)d->by_source[i][1],
+					      "transient", (json_int_t)d->by_source[i][2]));
 	struct dns_stats ds;
 	eng_dns_stats(d->eng, &ds);
 	json_t *dns = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "queries", (json_int_t)ds.queries,
@@ -819,7 +834,7 @@ json_t *sched_deliver_stats_json(struct sched_deliver *d)
 				"timeouts", (json_int_t)ds.timeouts,
 				"failures", (json_int_t)ds.failures,
 				"in_flight", (json_int_t)ds.in_flight);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:o}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:o, s:o}",
 			 "dispatched", (json_int_t)d->dispatched,
 			 "delivered", (json_int_t)d->delivered,
 			 "bounced", (json_int_t)d->bounced,
@@ -830,7 +845,7 @@ json_t *sched_deliver_stats_json(struct sched_deliver *d)
 			 "connections", (json_int_t)eng_open_connections(d->eng),
 			 "journal_blocked", atomic_load(&d->blocked),
 			 "journal", sched_commit_stats_json(d->commit),
-			 "classes", classes, "dns", dns);
+			 "classes", classes, "dns", dns, "sources", src);
 }
 
 static int load_keys(struct sched_deliver *d, char *err, size_t errlen)
@@ -879,6 +894,8 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	d->unsub = (struct msg_unsub_conf){ .base_url = cfg->unsubscribe.base_url,
 					    .key = cfg->unsubscribe.secret,
 					    .keylen = cfg->unsubscribe.secret_len };
+	d->ecfg = cfg;
+	d->by_source = vl_calloc(cfg->negress + 1, sizeof *d->by_source);
 	d->spool = spool;
 	d->sup = sup;
 	d->ev = ev;
@@ -913,6 +930,7 @@ fail:
 	sts_store_free(d->sts);
 	sched_bounce_free(d->rules);
 	free_keys(d);
+	free(d->by_source);
 	free(d);
 	return NULL;
 }
@@ -980,6 +998,7 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 	pthread_mutex_destroy(&d->mu);
 	pthread_cond_destroy(&d->cv);
 	pthread_cond_destroy(&d->progress);
+	free(d->by_source);
 	free(d);
 }
 

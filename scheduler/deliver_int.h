@@ -12,6 +12,7 @@
 #include "../sts/sts.h"
 
 struct sched_site;
+struct sched_sgroup;
 struct sched_deliver;
 
 /* One job's recipients waiting at one site: a FIFO of indexes. */
@@ -31,6 +32,7 @@ struct sched_djob {
 	struct sched_table *table;
 	char *sender;
 	bool verp, transactional;
+	int pool;                     /* the job's egress pool; -1: its domains' */
 	bool require_tls;             /* every message with REQUIRETLS */
 	double expires;
 	uint8_t *st, *att;            /* per recipient: enum sched_rstate, attempts */
@@ -96,9 +98,14 @@ struct sched_timer {
 };
 
 #define SCHED_SITE_HOSTS_MAX 16  /* MX addresses tried per message */
+/* A site is one destination (route or MX host set, under one policy) as
+ * one egress source sees it: its own connections, pace and back-off. */
 struct sched_site {
-	char *key;
+	char *key;                    /* the destination's, "|src=NAME" added */
 	char *name;                   /* the key's first part: what the API shows */
+	struct sched_sgroup *group;
+	int src;                      /* index in cfg.egress; -1: no egress */
+	char *src_name, *src_addr;    /* NULL: no egress */
 	struct eng_route route;       /* the policy's route template (tls, auth,
 				       * limits); the only host of a routed site */
 	struct eng_route *routes;     /* hosts in MX order; &route when routed */
@@ -127,6 +134,20 @@ struct sched_site {
 	uint64_t delivered, bounced, transient;
 };
 
+/* One destination and the sites of its egress sources, created as a
+ * pool first picks each; recipients are placed by the pool's weights
+ * (sched_swrr_pick). Without egress: one site, src -1. */
+struct sched_sgroup {
+	char *key;
+	struct sched_site **site;     /* [nsrc], by egress index */
+	size_t nsrc;
+	int *cur;                     /* weighted round-robin state, [npools][nsrc] */
+	size_t npools;
+	int pool;                     /* the policy's pool */
+	struct sched_site *any;       /* the first site made: the others copy it */
+	struct sched_sgroup *next;
+};
+
 /* A recipient domain that needs resolution: its MX, or, routed to a
  * smarthost given by name, that name's addresses (host). */
 enum sched_dstate { SCHED_D_NEW, SCHED_D_RESOLVING, SCHED_D_OK, SCHED_D_FAILED };
@@ -142,7 +163,7 @@ struct sched_dom {
 	char *name;
 	char *host;                   /* the route's host name; NULL: MX */
 	enum sched_dstate st;
-	struct sched_site *site;      /* SCHED_D_OK */
+	struct sched_sgroup *group;   /* SCHED_D_OK */
 	uint64_t until_ms;            /* SCHED_D_OK, SCHED_D_FAILED: good until */
 	char why[256];                /* SCHED_D_FAILED */
 	struct sched_pend *pend;      /* waiting for the answer */
@@ -185,6 +206,8 @@ struct sched_deliver {
 	/* swapped by a reload on the delivery thread; read by tls-check on
 	 * API threads too (old ones are never freed while volleyd runs) */
 	const struct cfg *_Atomic cfg;
+	const struct cfg *ecfg;       /* the first one: egress and pools (a
+				       * restart changes them) */
 	struct sched_spool *spool;
 	struct sched_suppress *sup;
 	struct sched_events *ev;
@@ -217,8 +240,9 @@ struct sched_deliver {
 	/* the delivery thread's own */
 	struct sched_djob *jobs;
 	struct sched_site *sites, *ready;
-	json_t *site_index;           /* key -> site (as an integer pointer) */
-	json_t *domain_site;          /* domain -> site, a cache */
+	struct sched_sgroup *groups;
+	json_t *site_index;           /* key -> group (as an integer pointer) */
+	json_t *domain_site;          /* domain -> group, a cache */
 	json_t *doms;                 /* domain -> struct sched_dom, for MX domains */
 	struct sts_store *sts;        /* MTA-STS policies kept (NULL: none) */
 	struct sts_fetcher *fetcher;
@@ -238,6 +262,8 @@ struct sched_deliver {
 	/* stats */
 	uint64_t dispatched, delivered, bounced, transient, expired, suppressed;
 	uint64_t by_class[2][SCHED_BC_COUNT];   /* [bounced, transient][class] */
+	uint64_t (*by_source)[3];     /* per egress source: delivered, bounced,
+				       * transient */
 	_Atomic bool blocked;
 	/* what the next round must look at, instead of scanning every job */
 	bool now_dirty;               /* some job has now_delta */
@@ -246,7 +272,9 @@ struct sched_deliver {
 };
 
 /* site.c */
-struct sched_site *sched_site_for(struct sched_deliver *d, const char *domain);
+struct sched_sgroup *sched_group_for(struct sched_deliver *d, const char *domain);
+/* The site of the group that the pool's next recipient goes to. */
+struct sched_site *sched_group_pick(struct sched_deliver *d, struct sched_sgroup *g, int pool);
 /* Where recipient idx of dj waits: its site's queue, or its domain's
  * pending list while MX resolution runs (or a bounce when it failed). */
 void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,

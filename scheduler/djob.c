@@ -179,6 +179,11 @@ static int read_job(struct sched_djob *dj)
 	dj->verp = json_is_true(json_object_get(job, "verp"));
 	dj->transactional = dj->j->transactional;
 	dj->require_tls = dj->j->require_tls;
+	const char *pool = json_string_value(json_object_get(job, "pool"));
+	dj->pool = pool ? cfg_pool_find(dj->d->ecfg, pool) : -1;
+	if (pool && dj->pool < 0)   /* configured when accepted, gone since */
+		vl_log(VL_LOG_WARN, "job %s: pool %s is not configured; its domains' pools "
+		       "are used", dj->j->id, pool);
 	dj->expires = dj->j->expires;
 	double r;
 	if (rate && vl_parse_rate(rate, &r) == 0)

@@ -110,3 +110,25 @@ bool sched_retry_wait(uint64_t delay_ms, double now_s, double expires_s, uint64_
 	*wait_ms = delay_ms < left ? delay_ms : left;
 	return true;
 }
+
+size_t sched_swrr_pick(int *cur, const unsigned *weight, const bool *skip, size_t n)
+{
+	bool all = true;
+	size_t best = 0;
+	long total = 0;
+
+	for (size_t i = 0; skip && i < n && all; i++)
+		all = skip[i];
+	bool any = false;
+	for (size_t i = 0; i < n; i++) {
+		if (skip && skip[i] && !all)
+			continue;
+		cur[i] += (int)weight[i];
+		total += weight[i];
+		if (!any || cur[i] > cur[best])
+			best = i;
+		any = true;
+	}
+	cur[best] -= (int)total;
+	return best;
+}

@@ -79,4 +79,13 @@ uint64_t sched_retry_delay(const uint64_t *retry_ms, size_t nretry, unsigned att
  * delay_ms, cut to what is left of the job's life. */
 bool sched_retry_wait(uint64_t delay_ms, double now_s, double expires_s, uint64_t *wait_ms);
 
+/* ---- weighted choice of an egress source ----
+ * Smooth weighted round-robin (as nginx's upstreams): each eligible entry
+ * gains its weight, the largest current value wins and loses the total,
+ * so weights 3:1 give a b a a | a b a a ... evenly spread. Entries with
+ * skip[i] set (a source suspended by back-off) neither gain nor win,
+ * unless every entry is skipped: then all take part. skip may be NULL.
+ * cur[n] is the state, zeroed at first. Returns the index; n >= 1. */
+size_t sched_swrr_pick(int *cur, const unsigned *weight, const bool *skip, size_t n);
+
 #endif

@@ -86,12 +86,19 @@ static void lower(char *s)
 		*s = (char)tolower((unsigned char)*s);
 }
 
-static int parse_source(const char *addr, struct eng_route *r)
+/* The site's egress source on a route: bind address and EHLO name. */
+static void route_source(const struct sched_deliver *d, const struct sched_site *s,
+			 struct eng_route *r)
 {
-	if (vl_sockaddr_parse(addr, 0, &r->source, &r->sourcelen) < 0)
-		return -1;
-	r->has_source = true;
-	return 0;
+	if (s->src < 0)
+		return;
+	const struct cfg_egress *e = &d->ecfg->egress[s->src];
+	if (vl_sockaddr_parse(e->address, 0, &r->source, &r->sourcelen) == 0)
+		r->has_source = true;
+	else
+		vl_log(VL_LOG_WARN, "egress address %s is not an IP address; ignored",
+		       e->address);
+	snprintf(r->helo, sizeof r->helo, "%s", e->ehlo);
 }
 
 /* The policy's template: TLS, AUTH, limits, source address. */
@@ -106,9 +113,7 @@ static void site_template(struct sched_deliver *d, struct sched_site *s, const s
 		snprintf(s->route.auth_user, sizeof s->route.auth_user, "%s", p->auth_user);
 		snprintf(s->route.auth_pass, sizeof s->route.auth_pass, "%s", p->auth_password);
 	}
-	if (d->cfg->negress && parse_source(d->cfg->egress[0].address, &s->route) < 0)
-		vl_log(VL_LOG_WARN, "egress address %s is not an IP address; ignored",
-		       d->cfg->egress[0].address);
+	route_source(d, s, &s->route);
 }
 
 static void site_route(struct sched_deliver *d, struct sched_site *s, const struct cfg_policy *p)
@@ -213,14 +218,39 @@ static struct sts_entry *sts_copy(const struct sts_entry *e)
 	return c;
 }
 
-static struct sched_site *site_new(struct sched_deliver *d, const char *key,
+/* A site of group g for egress source src (-1: none): the key says so. */
+static struct sched_site *site_alloc(struct sched_deliver *d, struct sched_sgroup *g, int src)
+{
+	struct sched_site *s = vl_calloc(1, sizeof *s);
+	const char *key = g->key;
+
+	s->group = g;
+	s->src = src;
+	if (src >= 0) {
+		const struct cfg_egress *e = &d->ecfg->egress[src];
+		size_t n = strlen(key) + strlen(e->name) + 8;
+		s->key = vl_malloc(n);
+		snprintf(s->key, n, "%s|src=%s", key, e->name);
+		s->src_name = vl_strdup(e->name);
+		s->src_addr = vl_strdup(e->address);
+	} else {
+		s->key = vl_strdup(key);
+	}
+	s->name = vl_strndup(key, strcspn(key, "|"));
+	g->site[src >= 0 ? (size_t)src : 0] = s;
+	if (!g->any)
+		g->any = s;
+	s->next = d->sites;
+	d->sites = s;
+	return s;
+}
+
+static struct sched_site *site_new(struct sched_deliver *d, struct sched_sgroup *g, int src,
 				   const struct cfg_policy *p, const struct dns_mx_result *mx,
 				   const struct sts_entry *sts)
 {
-	struct sched_site *s = vl_calloc(1, sizeof *s);
+	struct sched_site *s = site_alloc(d, g, src);
 
-	s->key = vl_strdup(key);
-	s->name = vl_strndup(key, strcspn(key, "|"));
 	s->sts_mode = sts_mode(sts);
 	s->sts = s->sts_mode != ENG_STS_OFF ? sts_copy(sts) : NULL;
 	if (mx)
@@ -235,33 +265,133 @@ static struct sched_site *site_new(struct sched_deliver *d, const char *key,
 	s->window = p->max_connections > 0 ? (unsigned)p->max_connections * 2 : 2;
 	if (p->rate && *p->rate && vl_parse_rate(p->rate, &s->rate) == 0)
 		sched_bucket_init(&s->b, s->rate);
-	s->next = d->sites;
-	d->sites = s;
-	json_object_set_new(d->site_index, key, json_integer((json_int_t)(intptr_t)s));
 	return s;
 }
 
-/* "<where>|tls|conns|per conn|rcpts|rate|port|user|ca[|implicit]": same
- * key, same site. */
+/* Another source's site for the same destination: a copy of one of the
+ * group's sites (template, hosts, policy), with its own source and fresh
+ * state. */
+static struct sched_site *site_clone(struct sched_deliver *d, struct sched_sgroup *g, int src)
+{
+	const struct sched_site *o = g->any;
+	struct sched_site *s = site_alloc(d, g, src);
+
+	s->route = o->route;
+	s->route.has_source = false;
+	s->route.helo[0] = '\0';
+	route_source(d, s, &s->route);
+	if (o->routes == &o->route) {
+		s->routes = &s->route;
+	} else {
+		s->routes = vl_calloc(SCHED_SITE_HOSTS_MAX, sizeof *s->routes);
+		for (size_t i = 0; i < o->nroutes; i++) {
+			s->routes[i] = o->routes[i];
+			s->routes[i].has_source = s->route.has_source;
+			s->routes[i].source = s->route.source;
+			s->routes[i].sourcelen = s->route.sourcelen;
+			memcpy(s->routes[i].helo, s->route.helo, sizeof s->routes[i].helo);
+		}
+	}
+	s->nroutes = o->nroutes;
+	s->routable = o->routable;
+	memcpy(s->no_route, o->no_route, sizeof s->no_route);
+	s->sts_mode = o->sts_mode;
+	s->sts = o->sts ? sts_copy(o->sts) : NULL;
+	s->window = o->window;
+	s->rate = o->rate;
+	if (s->rate > 0)
+		sched_bucket_init(&s->b, s->rate);
+	return s;
+}
+
+/* The pool's index in the egress configuration; an unknown one (a reload
+ * added it, or a job from before one) is the default. */
+static int pool_index(const struct sched_deliver *d, const char *name)
+{
+	int i = cfg_pool_find(d->ecfg, name);
+
+	return i >= 0 ? i : cfg_pool_find(d->ecfg, NULL);
+}
+
+static struct sched_sgroup *group_new(struct sched_deliver *d, const char *key,
+				      const struct cfg_policy *p, const struct dns_mx_result *mx,
+				      const struct sts_entry *sts)
+{
+	struct sched_sgroup *g = vl_calloc(1, sizeof *g);
+	int pool = pool_index(d, p->pool);
+
+	g->key = vl_strdup(key);
+	g->nsrc = d->ecfg->negress ? d->ecfg->negress : 1;
+	g->site = vl_calloc(g->nsrc, sizeof *g->site);
+	g->npools = d->ecfg->npools;
+	g->cur = vl_calloc(g->npools * g->nsrc + 1, sizeof *g->cur);
+	g->pool = pool;
+	/* the first site: the policy pool's first source */
+	int src = -1;
+	if (d->ecfg->negress)
+		src = pool >= 0 && d->ecfg->pools[pool].n ? (int)d->ecfg->pools[pool].src[0] : 0;
+	site_new(d, g, src, p, mx, sts);
+	g->next = d->groups;
+	d->groups = g;
+	json_object_set_new(d->site_index, key, json_integer((json_int_t)(intptr_t)g));
+	return g;
+}
+
+static struct sched_site *group_site(struct sched_deliver *d, struct sched_sgroup *g, size_t src)
+{
+	return g->site[src] ? g->site[src] : site_clone(d, g, (int)src);
+}
+
+struct sched_site *sched_group_pick(struct sched_deliver *d, struct sched_sgroup *g, int pool)
+{
+	const struct cfg_pool *pl;
+	bool few[16], *skip;
+	uint64_t now;
+
+	if (!d->ecfg->negress)
+		return g->any;
+	if (pool < 0 || (size_t)pool >= g->npools)
+		pool = g->pool;
+	pl = pool >= 0 ? &d->ecfg->pools[pool] : NULL;
+	if (!pl || !pl->n)
+		return g->any;
+	if (pl->n == 1)
+		return group_site(d, g, pl->src[0]);
+	size_t n = pl->n;
+	skip = n <= VL_ARRAY_LEN(few) ? few : vl_malloc(n * sizeof *skip);
+	now = vl_now_ms();
+	for (size_t i = 0; i < n; i++) {
+		const struct sched_site *s = g->site[pl->src[i]];
+		skip[i] = s && sched_backoff_suspended(&s->bo, now);
+	}
+	size_t at = sched_swrr_pick(g->cur + (size_t)pool * g->nsrc, pl->weight, skip, n);
+	if (skip != few)
+		free(skip);
+	return group_site(d, g, pl->src[at]);
+}
+
+/* "<where>|tls|conns|per conn|rcpts|rate|port|user|ca[|implicit][|pool=P]":
+ * same key, same destination (a group of sites, one per source). */
 static void site_key(char *key, size_t len, const char *where, const struct cfg_policy *p)
 {
-	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s|%s%s", where, p->tls,
+	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s|%s%s%s%.64s", where, p->tls,
 		 (long long)p->max_connections, (long long)p->max_messages_per_connection,
 		 (long long)p->max_recipients_per_message, p->rate, (long long)p->port,
 		 p->auth_user ? p->auth_user : "", p->ca_file ? p->ca_file : "",
-		 cfg_policy_implicit_tls(p) ? "|implicit" : "");
+		 cfg_policy_implicit_tls(p) ? "|implicit" : "", p->pool ? "|pool=" : "",
+		 p->pool ? p->pool : "");
 }
 
-static struct sched_site *site_get(struct sched_deliver *d, const char *where,
-				   const struct cfg_policy *p, const struct dns_mx_result *mx,
-				   const struct sts_entry *sts)
+static struct sched_sgroup *group_get(struct sched_deliver *d, const char *where,
+				      const struct cfg_policy *p, const struct dns_mx_result *mx,
+				      const struct sts_entry *sts)
 {
 	char key[1600];
 
 	site_key(key, sizeof key, where, p);
 	json_t *v = json_object_get(d->site_index, key);
-	return v ? (struct sched_site *)(intptr_t)json_integer_value(v) :
-		   site_new(d, key, p, mx, sts);
+	return v ? (struct sched_sgroup *)(intptr_t)json_integer_value(v) :
+		   group_new(d, key, p, mx, sts);
 }
 
 /* "|sts=E:101": the mode, and which of the hosts (in site-key order, by
@@ -286,8 +416,8 @@ static void sts_suffix(char *out, size_t len, const char *hosts, const struct st
 	out[at] = '\0';
 }
 
-/* A routed domain's site (its policy names a route). */
-struct sched_site *sched_site_for(struct sched_deliver *d, const char *domain)
+/* A routed domain's group of sites (its policy names a route). */
+struct sched_sgroup *sched_group_for(struct sched_deliver *d, const char *domain)
 {
 	char dom[256];
 	struct cfg_policy p;
@@ -296,11 +426,11 @@ struct sched_site *sched_site_for(struct sched_deliver *d, const char *domain)
 	lower(dom);
 	json_t *hit = json_object_get(d->domain_site, dom);
 	if (hit)
-		return (struct sched_site *)(intptr_t)json_integer_value(hit);
+		return (struct sched_sgroup *)(intptr_t)json_integer_value(hit);
 	cfg_policy_for(d->cfg, dom, &p);
-	struct sched_site *s = site_get(d, p.route, &p, NULL, NULL);
-	json_object_set_new(d->domain_site, dom, json_integer((json_int_t)(intptr_t)s));
-	return s;
+	struct sched_sgroup *g = group_get(d, p.route, &p, NULL, NULL);
+	json_object_set_new(d->domain_site, dom, json_integer((json_int_t)(intptr_t)g));
+	return g;
 }
 
 unsigned sched_site_first_host(struct sched_site *s, uint64_t now)
@@ -392,9 +522,13 @@ static void pend_push(struct sched_dom *m, struct sched_djob *dj, uint32_t idx)
 	m->pend[m->npend++] = (struct sched_pend){ dj, idx };
 }
 
-static void to_site(struct sched_deliver *d, struct sched_site *s, struct sched_djob *dj,
+/* The recipient joins the site of the source its pool picks (the job's
+ * pool, else its domain's). */
+static void to_site(struct sched_deliver *d, struct sched_sgroup *g, struct sched_djob *dj,
 		    uint32_t idx)
 {
+	struct sched_site *s = sched_group_pick(d, g, dj->pool >= 0 ? dj->pool : g->pool);
+
 	sched_sjq_push(sched_sjq_for(dj, s), idx);
 	s->waiting++;
 	sched_site_ready(d, s);
@@ -412,7 +546,7 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 	/* the caches first: the policy's globs once per domain, not per recipient */
 	json_t *routed = json_object_get(d->domain_site, name);
 	if (routed) {
-		to_site(d, (struct sched_site *)(intptr_t)json_integer_value(routed), dj, idx);
+		to_site(d, (struct sched_sgroup *)(intptr_t)json_integer_value(routed), dj, idx);
 		return;
 	}
 	json_t *known = json_object_get(d->doms, name);
@@ -422,7 +556,7 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 		/* a route to an address is the site; a name is resolved below
 		 * as the domain's MX would be */
 		if (*p.route && !route_by_name(p.route, host)) {
-			to_site(d, sched_site_for(d, name), dj, idx);
+			to_site(d, sched_group_for(d, name), dj, idx);
 			return;
 		}
 	}
@@ -433,7 +567,7 @@ void sched_dom_enqueue(struct sched_deliver *d, struct sched_djob *dj, uint32_t 
 			cfg_policy_for(d->cfg, name, &p);
 			sched_sts_check(d, m, &p);
 		}
-		to_site(d, m->site, dj, idx);
+		to_site(d, m->group, dj, idx);
 		return;
 	}
 	if (m->st == SCHED_D_FAILED && now < m->until_ms) {
@@ -492,7 +626,7 @@ void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 
 /* The site for the domain's answer: a named route's (its route string is
  * the site), or its MX hosts' under its MTA-STS policy now. */
-static struct sched_site *dom_site(struct sched_deliver *d, struct sched_dom *m)
+static struct sched_sgroup *dom_site(struct sched_deliver *d, struct sched_dom *m)
 {
 	struct cfg_policy p;
 	char key[1400] = "mx:", suffix[64];
@@ -507,10 +641,14 @@ static struct sched_site *dom_site(struct sched_deliver *d, struct sched_dom *m)
 		sts_suffix(suffix, sizeof suffix, key + 3, e);
 		snprintf(key + strlen(key), sizeof key - strlen(key), "%s", suffix);
 	}
-	struct sched_site *s = site_get(d, key, &p, m->mx, e);
-	if (s->routes != &s->route)
-		site_refresh(d, s, &p, m->mx);
-	return s;
+	struct sched_sgroup *g = group_get(d, key, &p, m->mx, e);
+	/* every source's site: they reach the same hosts */
+	for (size_t i = 0; i < g->nsrc; i++) {
+		struct sched_site *s = g->site[i];
+		if (s && s->routes != &s->route)
+			site_refresh(d, s, &p, m->mx);
+	}
+	return g;
 }
 
 void sched_dom_place(struct sched_deliver *d, struct sched_dom *m)
@@ -520,7 +658,7 @@ void sched_dom_place(struct sched_deliver *d, struct sched_dom *m)
 	if (m->st == SCHED_D_RESOLVING && !m->mx_until_ms)
 		return;                  /* the MX answer is still to come */
 	if (ok) {
-		m->site = dom_site(d, m);
+		m->group = dom_site(d, m);
 		m->st = SCHED_D_OK;
 		m->placed = true;
 	}
@@ -535,7 +673,7 @@ void sched_dom_place(struct sched_deliver *d, struct sched_dom *m)
 		if (sched_rstate_final(dj->st[pend[i].idx]) || dj->cancelled)
 			continue;
 		if (ok)
-			to_site(d, m->site, dj, pend[i].idx);
+			to_site(d, m->group, dj, pend[i].idx);
 		else
 			sched_deliver_local(d, dj, pend[i].idx, m->st == SCHED_D_FAILED, m->why);
 	}
@@ -762,7 +900,7 @@ json_t *sched_site_json(const struct sched_site *s)
 				tls_sts_mode_name(s->sts->policy.mode), "id", s->sts->id, "mx",
 				sts_mx_json(s->sts)) : json_null());
 	return json_pack("{s:o, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
-			 " s:{s:I, s:I, s:I}}",
+			 " s:o, s:o, s:{s:I, s:I, s:I}}",
 			 "site", json_string(s->name), "key", s->key, "hosts", hosts, "tls", tls,
 			 "queued", (json_int_t)s->waiting, "deferred", (json_int_t)s->deferred,
 			 "in_flight", (json_int_t)s->inflight,
@@ -771,6 +909,8 @@ json_t *sched_site_json(const struct sched_site *s)
 			 "current_rate", s->b.rate,
 			 "backoff", bo, "last_response", last,
 			 "route", s->routable ? json_true() : json_string(s->no_route),
+			 "source", s->src_name ? json_string(s->src_name) : json_null(),
+			 "source_address", s->src_addr ? json_string(s->src_addr) : json_null(),
 			 "totals", "delivered", (json_int_t)s->delivered,
 			 "bounced", (json_int_t)s->bounced, "transient", (json_int_t)s->transient);
 }
@@ -786,10 +926,20 @@ void sched_sites_free(struct sched_deliver *d)
 			free(d->sites->routes);
 		free(d->sites->key);
 		free(d->sites->name);
+		free(d->sites->src_name);
+		free(d->sites->src_addr);
 		if (d->sites->sts)
 			free(d->sites->sts->text);
 		free(d->sites->sts);
 		free(d->sites);
 		d->sites = n;
+	}
+	while (d->groups) {
+		struct sched_sgroup *n = d->groups->next;
+		free(d->groups->key);
+		free(d->groups->site);
+		free(d->groups->cur);
+		free(d->groups);
+		d->groups = n;
 	}
 }

@@ -153,6 +153,7 @@ enum sink_rule_kind {
 struct sink_rule {
 	enum smtpd_stage stage;
 	char *pattern;          /* NULL: any */
+	char *client;           /* glob on the client's IP address; NULL: any */
 	enum sink_rule_kind kind;
 	int code;               /* SINK_RULE_REPLY */
 	char *reply;            /* wire form, CRLF-terminated (REPLY and RAW) */

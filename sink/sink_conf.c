@@ -93,13 +93,11 @@ static int format_reply(struct sink_rule *r, const char *spec, char *err,
 	return 0;
 }
 
-int sink_rule_parse(struct sink_rule *r, const char *spec, char *err,
-		    size_t errlen)
+static int rule_parse(struct sink_rule *r, const char *spec, char *err, size_t errlen)
 {
 	const char *eq = strchr(spec, '=');
 	char head[256];
 
-	memset(r, 0, sizeof *r);
 	if (!eq || (size_t)(eq - spec) >= sizeof head) {
 		snprintf(err, errlen, "--reply '%s': expected STAGE[:PATTERN]=REPLY", spec);
 		return -1;
@@ -139,6 +137,34 @@ int sink_rule_parse(struct sink_rule *r, const char *spec, char *err,
 	return 0;
 }
 
+/* "[CLIENT]STAGE[:PATTERN]=REPLY": a rule for the clients whose IP
+ * address matches the CLIENT glob only (a provider that throttles one
+ * sending address). */
+int sink_rule_parse(struct sink_rule *r, const char *spec, char *err,
+		    size_t errlen)
+{
+	char *client = NULL;
+
+	if (spec[0] == '[') {
+		const char *end = strchr(spec, ']');
+		if (!end || end == spec + 1) {
+			memset(r, 0, sizeof *r);
+			snprintf(err, errlen, "--reply '%s': expected [CLIENT]STAGE[:PATTERN]=REPLY",
+				 spec);
+			return -1;
+		}
+		client = vl_strndup(spec + 1, (size_t)(end - spec - 1));
+		spec = end + 1;
+	}
+	memset(r, 0, sizeof *r);
+	if (rule_parse(r, spec, err, errlen) < 0) {
+		free(client);
+		return -1;
+	}
+	r->client = client;
+	return 0;
+}
+
 static int parse_fault(struct sink_fault *f, const char *opt, const char *arg,
 		       enum smtpd_stage dflt, char *err, size_t errlen)
 {
@@ -173,7 +199,7 @@ void sink_usage(FILE *f)
 	fputs("usage: volley-sink [--listen ADDR:PORT]... [--threads N] [--hostname NAME]\n"
 	      "                   [--tls | --implicit-tls] [--cert FILE --key FILE]\n"
 	      "                   [--latency DUR] [--timeout DUR]\n"
-	      "                   [--reply 'STAGE[:PATTERN]=REPLY']... [--tempfail [STAGE:]PCT]\n"
+	      "                   [--reply '[CLIENT]STAGE[:PATTERN]=REPLY']... [--tempfail [STAGE:]PCT]\n"
 	      "                   [--permfail [STAGE:]PCT] [--disconnect [STAGE:]PCT] [--seed N]\n"
 	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
 	      "                   [--maildir DIR] [--stats-every DUR] [--quiet]\n"
@@ -572,6 +598,7 @@ void sink_conf_free(struct sink_conf *c)
 {
 	for (int i = 0; i < c->nrules; i++) {
 		free(c->rules[i].pattern);
+		free(c->rules[i].client);
 		free(c->rules[i].reply);
 	}
 	free(c->rules);

@@ -88,13 +88,31 @@ static bool rcpt_matches(const struct smtpd_sess *s, const char *pattern)
 	return false;
 }
 
+/* The client's IP address (peer without its port or brackets). */
+static bool client_matches(const struct smtpd_sess *s, const char *glob)
+{
+	char ip[64];
+	const char *p = s->peer;
+	size_t n;
+
+	if (*p == '[') {
+		p++;
+		n = strcspn(p, "]");
+	} else {
+		const char *colon = strrchr(p, ':');
+		n = colon && strchr(p, ':') == colon ? (size_t)(colon - p) : strlen(p);
+	}
+	snprintf(ip, sizeof ip, "%.*s", (int)n, p);
+	return vl_glob_match(glob, ip);
+}
+
 static const struct sink_rule *find_rule(const struct sink_conf *c,
 					 const struct smtpd_sess *s,
 					 enum smtpd_stage st, const char *arg)
 {
 	for (int i = 0; i < c->nrules; i++) {
 		const struct sink_rule *r = &c->rules[i];
-		if (r->stage != st)
+		if (r->stage != st || (r->client && !client_matches(s, r->client)))
 			continue;
 		if (!r->pattern)
 			return r;

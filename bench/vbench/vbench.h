@@ -36,6 +36,8 @@ struct vb_scen {
 	long sessions;         /* concurrent sessions volley may open in all */
 	int sink_addrs;        /* sink listen addresses, 127.0.0.21.. */
 	int sink_threads;
+	int egress;            /* volley's egress sources, 127.0.0.41.. in one
+				  pool of equal weights (0: none) */
 	bool transactional;    /* one single-recipient job per recipient */
 	long submit_rate;      /* transactional: jobs per second, 0 = at once */
 	long peer_max;         /* peers get at most this many messages */

@@ -233,14 +233,14 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 	}
 	json_t *j = json_pack(
 		"{s:s, s:f, s:s, s:i, s:{s:I, s:I, s:I, s:b, s:b, s:s, s:I, s:f, s:f, s:f, s:I, "
-		"s:i, s:b, s:I, s:I, s:b}, s:o}",
+		"s:i, s:i, s:b, s:I, s:I, s:b}, s:o}",
 		"scenario", sc->name, "time", vl_wall_time(), "host", host, "cores",
 		(int)sysconf(_SC_NPROCESSORS_ONLN), "settings", "recipients",
 		(json_int_t)sc->recipients, "domains", (json_int_t)sc->domains, "message_size",
 		(json_int_t)sc->msg_size, "personalised", sc->personalised, "tls", sc->tls, "dkim",
 		sc->dkim, "latency_ms", (json_int_t)sc->latency_ms, "tempfail", sc->tempfail,
 		"permfail", sc->permfail, "disconnect", sc->disconnect, "sessions",
-		(json_int_t)sc->sessions, "sink_addresses", sc->sink_addrs, "transactional",
+		(json_int_t)sc->sessions, "sink_addresses", sc->sink_addrs, "egress_sources", sc->egress, "transactional",
 		sc->transactional, "peer_max", (json_int_t)sc->peer_max, "peer_sessions",
 		(json_int_t)sc->peer_sessions, "dane", sc->dane, "results", res);
 	if (sc->submission) {

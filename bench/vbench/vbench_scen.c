@@ -15,7 +15,7 @@ static const char *const known[] = {
 	"sink_threads", "transactional", "submit_rate", "peer_max", "peer_sessions",
 	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
 	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
-	"password_hash", NULL
+	"password_hash", "egress_sources", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -158,12 +158,13 @@ static int parse(config_t *cf, struct vb_scen *sc)
 		if (!known[j])
 			return err(sc, k, "unknown setting");
 	}
-	long addrs = sc->sink_addrs, threads = sc->sink_threads;
+	long addrs = sc->sink_addrs, threads = sc->sink_threads, egress = 0;
 	if (get_long(cf, sc, "recipients", &sc->recipients, 1, 100000000) < 0 ||
 	    get_long(cf, sc, "domains", &sc->domains, 1, 1000000) < 0 ||
 	    get_long(cf, sc, "sessions", &sc->sessions, 1, 100000) < 0 ||
 	    get_long(cf, sc, "sink_addresses", &addrs, 1, VB_MAX_ADDRS) < 0 ||
 	    get_long(cf, sc, "sink_threads", &threads, 1, 64) < 0 ||
+	    get_long(cf, sc, "egress_sources", &egress, 0, 16) < 0 ||
 	    get_long(cf, sc, "submit_rate", &sc->submit_rate, 0, 1000000) < 0 ||
 	    get_long(cf, sc, "peer_max", &sc->peer_max, 1, 100000000) < 0 ||
 	    get_long(cf, sc, "peer_sessions", &sc->peer_sessions, 1, 100000) < 0 ||
@@ -182,6 +183,7 @@ static int parse(config_t *cf, struct vb_scen *sc)
 		return -1;
 	sc->sink_addrs = (int)addrs;
 	sc->sink_threads = (int)threads;
+	sc->egress = (int)egress;
 	if (sc->sessions < sc->sink_addrs)
 		return err(sc, "sessions", "at least one per sink address");
 	if (sc->dane && !sc->tls)

@@ -35,7 +35,10 @@ static void write_domains(struct vrun *v, FILE *f)
 {
 	const struct vb_scen *sc = v->e->sc;
 	const struct vb_dane *dn = v->e->dane;
-	long per_site = sc->sessions / v->s->naddrs;
+	/* sessions in all: with egress sources each source's site has its share */
+	long per_site = sc->sessions / v->s->naddrs / (sc->egress ? sc->egress : 1);
+	if (per_site < 1)
+		per_site = 1;
 	const char *tls = !sc->tls ? "none" : dn && !v->e->dane_off ? "dane" : "encrypt";
 	char route[96] = "";
 	if (dn)
@@ -56,6 +59,15 @@ static void write_domains(struct vrun *v, FILE *f)
 			a + 1 < v->s->naddrs ? "," : "");
 	}
 	fprintf(f, ");\n");
+	/* egress sources: the implicit pool "default" holds them all */
+	if (sc->egress) {
+		fprintf(f, "egress = (\n");
+		for (int i = 0; i < sc->egress; i++)
+			fprintf(f, "  { name = \"src%d\"; address = \"127.0.0.%d\"; "
+				   "ehlo = \"mta%d.bench.example\"; }%s\n", i, 41 + i, i,
+				i + 1 < sc->egress ? "," : "");
+		fprintf(f, ");\n");
+	}
 }
 
 /* --volley-conf: the user's lines after volley-bench's own. */

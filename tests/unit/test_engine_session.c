@@ -354,6 +354,16 @@ Test(eng_session, helo_fallback_and_limits)
 	t_free(t);
 }
 
+/* An egress source's route carries its own EHLO name; "" is the engine's. */
+Test(eng_session, route_helo_wins)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 1);
+	snprintf(t->route.helo, sizeof t->route.helo, "mta2.example.test");
+	cr_assert_str_eq(reply(t, "220 mx\r\n"), "EHLO mta2.example.test\r\n");
+	cr_assert_str_eq(reply(t, "502 5.5.1 what\r\n"), "HELO mta2.example.test\r\n");
+	t_free(t);
+}
+
 Test(eng_session, failures_are_transient)
 {
 	/* A 421 in the middle of a transaction. */

@@ -323,3 +323,62 @@ Test(sched_site, rate_limited_reply_backs_off_then_recovers, .init = cr_redirect
 	free(s);
 	free(d);
 }
+
+/* ---- weighted choice of an egress source ---- */
+
+Test(sched_swrr, weights_three_to_one_spread_evenly)
+{
+	int cur[2] = { 0, 0 };
+	const unsigned w[2] = { 3, 1 };
+	size_t n[2] = { 0, 0 };
+	char seq[9] = "";
+
+	for (int i = 0; i < 8; i++) {
+		size_t k = sched_swrr_pick(cur, w, NULL, 2);
+		n[k]++;
+		seq[i] = (char)('a' + k);
+	}
+	cr_assert_str_eq(seq, "aabaaaba");  /* never b twice in a row, 3:1 per 4 */
+	cr_assert_eq(n[0], 6);
+	cr_assert_eq(n[1], 2);
+	for (int i = 0; i < 4000; i++)
+		n[sched_swrr_pick(cur, w, NULL, 2)]++;
+	cr_assert_eq(n[0], 3006);
+	cr_assert_eq(n[1], 1002);
+}
+
+Test(sched_swrr, equal_weights_alternate_and_one_entry_always_wins)
+{
+	int cur[3] = { 0 };
+	const unsigned w[3] = { 1, 1, 1 };
+
+	for (int i = 0; i < 9; i++)
+		cr_assert_eq(sched_swrr_pick(cur, w, NULL, 3), (size_t)(i % 3));
+	int one = 0;
+	const unsigned w1 = 5;
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(sched_swrr_pick(&one, &w1, NULL, 1), 0);
+	cr_assert_eq(one, 0);
+}
+
+Test(sched_swrr, skips_a_suspended_source_unless_all_are)
+{
+	int cur[3] = { 0 };
+	const unsigned w[3] = { 3, 1, 1 };
+	bool skip[3] = { true, false, false };
+	size_t n[3] = { 0 };
+
+	for (int i = 0; i < 100; i++)
+		n[sched_swrr_pick(cur, w, skip, 3)]++;
+	cr_assert_eq(n[0], 0);
+	cr_assert_eq(n[1], 50);
+	cr_assert_eq(n[2], 50);
+	bool all[3] = { true, true, true };   /* all suspended: weights as usual */
+	memset(cur, 0, sizeof cur);
+	memset(n, 0, sizeof n);
+	for (int i = 0; i < 50; i++)
+		n[sched_swrr_pick(cur, w, all, 3)]++;
+	cr_assert_eq(n[0], 30);
+	cr_assert_eq(n[1], 10);
+	cr_assert_eq(n[2], 10);
+}

@@ -53,6 +53,34 @@ Test(sink_rule, reply_forms)
 	free(r.reply);
 }
 
+Test(sink_rule, client_prefix)
+{
+	struct sink_rule r;
+	char err[256];
+
+	cr_assert_eq(sink_rule_parse(&r, "[127.0.0.3]mail=421 4.7.0 slow down", err, sizeof err), 0,
+		     "%s", err);
+	cr_assert_str_eq(r.client, "127.0.0.3");
+	cr_assert_eq(r.stage, SMTPD_ST_MAIL);
+	cr_assert_null(r.pattern);
+	cr_assert_eq(r.code, 421);
+	free(r.client);
+	free(r.reply);
+	cr_assert_eq(sink_rule_parse(&r, "[127.0.0.*]rcpt:*@a.test=drop", err, sizeof err), 0);
+	cr_assert_str_eq(r.client, "127.0.0.*");
+	cr_assert_str_eq(r.pattern, "*@a.test");
+	cr_assert_eq(r.kind, SINK_RULE_DROP);
+	free(r.client);
+	free(r.pattern);
+	cr_assert_eq(sink_rule_parse(&r, "rcpt=250 ok", err, sizeof err), 0);
+	cr_assert_null(r.client);
+	free(r.reply);
+	cr_assert_neq(sink_rule_parse(&r, "[]rcpt=250 ok", err, sizeof err), 0);
+	cr_assert_neq(sink_rule_parse(&r, "[127.0.0.1rcpt=250 ok", err, sizeof err), 0);
+	cr_assert_neq(sink_rule_parse(&r, "[127.0.0.1]nope=250 ok", err, sizeof err), 0);
+	cr_assert(strstr(err, "unknown stage"), "%s", err);
+}
+
 Test(sink_rule, rejects_bad_rules)
 {
 	struct sink_rule r;
