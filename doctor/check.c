@@ -946,7 +946,7 @@ int doc_run(const struct doc_opts *o, struct doc_report *rep, char *err, size_t 
 	for (size_t i = 0; i < o->ndomains; i++)
 		check_domain(&c, o, o->domains[i]);
 	check_ptr(&c);
-	doc_check_unsubscribe(o->config_path, rep);
+	doc_check_unsubscribe(o->cfg, rep);
 	stop(&c);
 	return 0;
 }

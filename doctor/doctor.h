@@ -209,8 +209,8 @@ void doc_add(struct doc_report *rep, const char *check, const char *subject,
 int doc_sts_fetch(const char *domain, const struct doc_ip *ip, const char *ca_file,
 		  char *out, size_t cap, size_t *len, char *err, size_t errlen);
 
-/* The one-click unsubscribe check (unsub.c): whether the configuration
- * file has an `unsubscribe` group with a base_url. */
-void doc_check_unsubscribe(const char *config_path, struct doc_report *rep);
+/* The one-click unsubscribe check (unsub.c): whether volley's endpoint
+ * is configured (unsubscribe.base_url, and a listener for the POSTs). */
+void doc_check_unsubscribe(const struct cfg *c, struct doc_report *rep);
 
 #endif

@@ -1,39 +1,33 @@
 /*
  * One-click unsubscribe (RFC 8058; Gmail and Yahoo require it of bulk
- * mail): whether the configuration has an `unsubscribe` group with a
- * base_url. Read from the file with libconfig directly, so that this check
- * does not depend on config/ knowing the group; kept apart on purpose.
+ * mail): whether volley's own endpoint is configured (`unsubscribe`, with
+ * its https base_url and, to answer the POSTs, a listener). A sender who
+ * serves one-click URLs of their own gives them per job instead
+ * (docs/unsubscribe.md): that cannot be seen here, hence a warning.
  */
-#include <libconfig.h>
 #include <stdio.h>
 
+#include "../config/config.h"
 #include "doctor.h"
 
-void doc_check_unsubscribe(const char *path, struct doc_report *rep)
+void doc_check_unsubscribe(const struct cfg *c, struct doc_report *rep)
 {
-	const char *fix = "add unsubscribe = { base_url = \"https://...\"; }; to the "
-			  "configuration, so bulk jobs carry List-Unsubscribe-Post (RFC 8058)";
-	config_t c;
-	const char *url = NULL;
+	const struct cfg_unsubscribe *u = &c->unsubscribe;
+	const char *fix = "add unsubscribe = { base_url = \"https://...\"; listen = [ ... ]; "
+			  "secret_file = \"...\"; }; so bulk jobs carry List-Unsubscribe-Post "
+			  "(RFC 8058), or give every bulk job its own one-click unsubscribe.url";
 
-	if (!path) {
+	if (!u->on) {
 		doc_add(rep, "unsubscribe", "(configuration)", DOC_WARN, fix,
-			"no configuration file: not configured");
+			"volley's one-click unsubscribe is not configured");
 		return;
 	}
-	config_init(&c);
-	if (config_read_file(&c, path) != CONFIG_TRUE) {
-		doc_add(rep, "unsubscribe", path, DOC_WARN, fix, "cannot read %s", path);
-		config_destroy(&c);
+	if (!u->nlisten) {
+		doc_add(rep, "unsubscribe", u->base_url, DOC_WARN, "add unsubscribe.listen, or "
+			"make sure something else answers POSTs to base_url with volley's tokens",
+			"base_url set but volleyd does not listen for the one-click POSTs");
 		return;
 	}
-	config_setting_t *g = config_lookup(&c, "unsubscribe");
-	if (g && config_setting_is_group(g) &&
-	    config_setting_lookup_string(g, "base_url", &url) == CONFIG_TRUE && url[0])
-		doc_add(rep, "unsubscribe", path, DOC_PASS, "", "one-click unsubscribe: base_url %s",
-			url);
-	else
-		doc_add(rep, "unsubscribe", path, DOC_WARN, fix, "not configured (no unsubscribe "
-			"group with a base_url)");
-	config_destroy(&c);
+	doc_add(rep, "unsubscribe", u->base_url, DOC_PASS, "", "one-click unsubscribe: "
+		"bulk jobs get List-Unsubscribe <%s/TOKEN>", u->base_url);
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "../../doctor/doctor.h"
+#include "unit_cfg.h"
 
 Test(doctor_rec, dkim_key_record)
 {
@@ -88,28 +89,31 @@ Test(doctor_rec, org_domain_and_alignment)
 	cr_assert(!doc_aligned("example.net", "example.com", false));
 }
 
-Test(doctor_rec, unsubscribe_group_in_the_raw_file)
+Test(doctor_rec, unsubscribe_from_the_configuration)
 {
-	char path[] = "/tmp/volley-doctor-unsub-XXXXXX";
-	int fd = mkstemp(path);
+	static const char *const confs[] = {
+		"unsubscribe = { base_url = \"https://u.example.com/u\"; listen = [ \"127.0.0.1:8026\" ];"
+		" secret = \"0123456789abcdef0123456789abcdef\"; };",
+		"unsubscribe = { base_url = \"https://u.example.com/u\";"
+		" secret = \"0123456789abcdef0123456789abcdef\"; };",
+		"data_dir = \"/tmp\";",
+	};
 	struct doc_report rep = {0};
-	FILE *f = fdopen(fd, "w");
+	char err[512];
 
-	fputs("unsubscribe = { base_url = \"https://u.example.com/u\"; };\n", f);
-	fclose(f);
-	doc_check_unsubscribe(path, &rep);
-	f = fopen(path, "w");
-	fputs("data_dir = \"/tmp\";\n", f);
-	fclose(f);
-	doc_check_unsubscribe(path, &rep);
-	doc_check_unsubscribe(NULL, &rep);
-	unlink(path);
+	for (size_t i = 0; i < 3; i++) {
+		struct cfg c;
+		cr_assert_eq(unit_cfg_load(&c, confs[i], err, sizeof err), 0, "%s", err);
+		doc_check_unsubscribe(&c, &rep);
+		cfg_free(&c);
+	}
 	cr_assert_eq(rep.n, 3);
 	cr_assert_eq(rep.rows[0].verdict, DOC_PASS);
-	cr_assert(strstr(rep.rows[0].detail, "https://u.example.com/u"));
+	cr_assert(strstr(rep.rows[0].detail, "https://u.example.com/u/TOKEN"));
 	cr_assert_eq(rep.rows[1].verdict, DOC_WARN);
-	cr_assert(strstr(rep.rows[1].detail, "not configured"));
+	cr_assert(strstr(rep.rows[1].detail, "does not listen"));
 	cr_assert_eq(rep.rows[2].verdict, DOC_WARN);
+	cr_assert(strstr(rep.rows[2].detail, "not configured"));
 	cr_assert_eq(rep.nwarn, 2);
 	doc_report_free(&rep);
 }
