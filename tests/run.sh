@@ -44,6 +44,12 @@ if [ -z "$syn" ]; then
 	up=0 uf="1 0"
 fi
 uf=$(echo "$uf" | awk '{print $1 + $2}')
+# Criterion's workers report leaks on exit without failing the test: count them.
+leaks=$(grep -c "ERROR: LeakSanitizer" "$LOG/unit")
+if [ "$leaks" -gt 0 ]; then
+	echo "unit: LeakSanitizer reported $leaks leaking test process(es): counted as failures"
+	uf=$((uf + leaks))
+fi
 echo "unit: $up passed, $uf failed"
 passed=$((passed + up))
 failed=$((failed + uf))

@@ -74,6 +74,12 @@ static const char *feed(struct t *t, const char *in, int want_rc)
 	return t->out.p;
 }
 
+/* The session owns nothing on the heap; the output buffer is the test's. */
+static void stop(struct t *t)
+{
+	vl_buf_free(&t->out);
+}
+
 static int last_ev(const struct t *t)
 {
 	return t->r.nev ? t->r.ev[t->r.nev - 1] : -1;
@@ -119,6 +125,7 @@ Test(submit_sess, starttls_auth_pipelined_then_quit)
 	cr_assert_eq(feed(&t, "221 bye\r\n", 1)[0], '\0');
 	cr_assert_eq(last_ev(&t), VS_EV_CLOSE);
 	cr_assert_eq(t.r.left, 3);
+	stop(&t);
 }
 
 Test(submit_sess, unpipelined_one_command_at_a_time)
@@ -135,6 +142,7 @@ Test(submit_sess, unpipelined_one_command_at_a_time)
 	feed(&t, "354 go\r\n", 0);
 	cr_assert_str_eq(feed(&t, "250 ok\r\n", 0), "QUIT\r\n");
 	cr_assert_eq(t.r.ev[t.r.nev - 1], VS_EV_ACCEPTED);
+	stop(&t);
 }
 
 Test(submit_sess, refused_recipients_refuse_the_message_and_reset)
@@ -153,6 +161,7 @@ Test(submit_sess, refused_recipients_refuse_the_message_and_reset)
 	cr_assert_str_eq(feed(&t, "250 ok\r\n451 4.3.0 later\r\n503 no\r\n503 no\r\n", 0), "QUIT\r\n");
 	cr_assert_eq(last_ev(&t), VS_EV_REFUSED);
 	cr_assert_eq(t.r.code[t.r.nev - 1], 451);
+	stop(&t);
 }
 
 Test(submit_sess, auth_refused_quits)
@@ -165,6 +174,7 @@ Test(submit_sess, auth_refused_quits)
 	cr_assert_eq(t.r.code[t.r.nev - 1], 535);
 	feed(&t, "221 bye\r\n", 1);
 	cr_assert_eq(t.r.left, 2);
+	stop(&t);
 }
 
 Test(submit_sess, octets_after_starttls_220_fail)
@@ -175,6 +185,7 @@ Test(submit_sess, octets_after_starttls_220_fail)
 	feed(&t, "250-s.test\r\n250 STARTTLS\r\n", 0);
 	feed(&t, "220 go\r\n250 injected\r\n", -1);
 	cr_assert_eq(last_ev(&t), VS_EV_FAIL);
+	stop(&t);
 }
 
 Test(submit_sess, no_starttls_offered_fails)
@@ -184,6 +195,7 @@ Test(submit_sess, no_starttls_offered_fails)
 	feed(&t, "220 s.test\r\n", 0);
 	feed(&t, "250-s.test\r\n250 PIPELINING\r\n", -1);
 	cr_assert_eq(last_ev(&t), VS_EV_FAIL);
+	stop(&t);
 }
 
 Test(submit_sess, bad_replies_fail)
@@ -195,6 +207,7 @@ Test(submit_sess, bad_replies_fail)
 		start(&t, cfg(VS_TLS_STARTTLS, VS_MECH_PLAIN, 1, 10), 1);
 		feed(&t, bad[i], -1);
 		cr_assert_eq(last_ev(&t), VS_EV_FAIL, "%s", bad[i]);
+		stop(&t);
 	}
 	struct t t;
 	start(&t, cfg(VS_TLS_STARTTLS, VS_MECH_PLAIN, 1, 10), 1);
@@ -203,11 +216,13 @@ Test(submit_sess, bad_replies_fail)
 	memcpy(line, "220 ", 4);
 	line[sizeof line - 1] = '\0';
 	feed(&t, line, -1);
+	stop(&t);
 	/* a 421 at any time ends the session */
 	start(&t, cfg(VS_TLS_STARTTLS, VS_MECH_PLAIN, 1, 10), 1);
 	feed(&t, "220 s.test\r\n", 0);
 	feed(&t, "421 4.3.2 shutting down\r\n", -1);
 	cr_assert_eq(t.r.code[t.r.nev - 1], 421);
+	stop(&t);
 }
 
 Test(submit_msg, size_headers_and_stuffing)
