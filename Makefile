@@ -44,7 +44,9 @@ UNIT_SRC   := $(wildcard tests/unit/*.c)
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
-CONFIG_OBJ := $(call obj,$(CONFIG_SRC))
+# config/providers.conf is compiled in, as bounce.rules below.
+CONFIG_GEN := $(BUILD)/gen/providers_conf.c
+CONFIG_OBJ := $(call obj,$(CONFIG_SRC)) $(BUILD)/obj/gen/providers_conf.o
 TLS_OBJ    := $(call obj,$(TLS_SRC))
 DNS_OBJ    := $(call obj,$(DNS_SRC))
 TLSRPT_OBJ := $(call obj,$(TLSRPT_SRC))
@@ -96,6 +98,17 @@ $(SCHED_GEN): scheduler/bounce.rules
 	  echo 'const char sched_bounce_builtin[] ='; \
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' \
 	      -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } >$@.tmp && mv $@.tmp $@
+
+$(CONFIG_GEN): config/providers.conf
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from config/providers.conf: do not edit. */'; \
+	  echo 'const char cfg_providers_builtin[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' \
+	      -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/providers_conf.o: $(CONFIG_GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/gen/bounce_rules.o: $(SCHED_GEN)
 	@mkdir -p $(dir $@)
@@ -233,7 +246,7 @@ FUZZ_SRC := $(COMMON_SRC) $(TLS_SRC)
 FUZZ_CC = clang -std=c17 -O1 -g -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	$$(pkg-config --cflags openssl liburing libconfig jansson)
 FUZZ_LIBS = $$(pkg-config --libs openssl liburing libconfig jansson libcares) -lm
-fuzz: $(SCHED_GEN)
+fuzz: $(SCHED_GEN) $(CONFIG_GEN)
 	@scripts/install-deps.sh --fuzz
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
@@ -245,7 +258,7 @@ fuzz: $(SCHED_GEN)
 		-o build/fuzz/fuzz_smtpd_sub $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(CONFIG_SRC) $(MESSAGE_SRC) scheduler/spool.c \
+	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(CONFIG_SRC) $(CONFIG_GEN) $(MESSAGE_SRC) scheduler/spool.c \
 		api/intake.c api/rcpt_json.c -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_dns_parse.c dns/parse.c $(COMMON_SRC) -o build/fuzz/fuzz_dns_parse $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_tlsa.c dns/parse.c $(FUZZ_SRC) -o build/fuzz/fuzz_tlsa $(FUZZ_LIBS)

@@ -147,7 +147,8 @@ static const struct key top_keys[] = {
 static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
 					  "provider_defaults", "tls_rpt", "log", "submission",
-					  "feedback", "unsubscribe", "webhooks", "pools", NULL };
+					  "feedback", "unsubscribe", "webhooks", "pools", "providers",
+					  NULL };
 
 static const struct key timeout_keys[] = {
 	KEY("connect", K_DUR, struct cfg, timeouts.connect),
@@ -675,43 +676,12 @@ static int check_pool_keys(struct ctx *x, const config_setting_t *root, const st
 		return fail(x, root, "defaults.pool", "names no pool (see pools; \"default\" "
 			    "is every egress source)");
 	for (size_t i = 0, user = 0; i < c->ndomains; i++) {
-		if (c->domains[i].builtin)
-			continue;
 		snprintf(path, sizeof path, "domains[%zu].pool", user++);
 		if (c->domains[i].p.pool && cfg_pool_find(c, c->domains[i].p.pool) < 0)
 			return fail(x, root, path, "names no pool (see pools; \"default\" is "
 				    "every egress source)");
 	}
 	return 0;
-}
-
-/* Starting points for the big mailbox providers (docs/config.md): they
- * throttle senders that open too many connections or send too much per
- * connection. A user's own domains rules come after these and win. */
-static const struct { const char *match; int conns, per_conn; const char *rate; }
-providers[] = {
-	{ "gmail.com", 20, 100, "" }, { "googlemail.com", 20, 100, "" },
-	{ "outlook.com", 10, 100, "" }, { "hotmail.*", 10, 100, "" },
-	{ "live.*", 10, 100, "" }, { "msn.com", 10, 100, "" },
-	{ "yahoo.*", 10, 50, "" }, { "ymail.com", 10, 50, "" }, { "aol.com", 10, 50, "" },
-	{ "icloud.com", 5, 100, "" }, { "me.com", 5, 100, "" }, { "mac.com", 5, 100, "" },
-	{ "gmx.*", 10, 100, "3000/min" }, { "web.de", 10, 100, "3000/min" },
-};
-
-static void add_providers(struct cfg *c)
-{
-	c->ndomains = VL_ARRAY_LEN(providers);
-	c->domains = vl_calloc(c->ndomains + 1, sizeof *c->domains);
-	for (size_t i = 0; i < c->ndomains; i++) {
-		struct cfg_domain_rule *d = &c->domains[i];
-		policy_unset(&d->p);
-		d->builtin = true;
-		set_str(&d->match, providers[i].match);
-		d->p.max_connections = providers[i].conns;
-		d->p.max_messages_per_connection = providers[i].per_conn;
-		if (*providers[i].rate)
-			set_str(&d->p.rate, providers[i].rate);
-	}
 }
 
 /* ---- submission and feedback: the SMTP listeners ---- */
@@ -1528,22 +1498,6 @@ static void print_listeners(struct vl_buf *o, const struct cfg *c)
 
 static void free_policy(struct cfg_policy *p);
 
-static void drop_builtin(struct cfg *c)
-{
-	size_t k = 0;
-
-	for (size_t i = 0; i < c->ndomains; i++) {
-		if (c->domains[i].builtin) {
-			free(c->domains[i].match);
-			free_policy(&c->domains[i].p);
-		} else {
-			c->domains[k++] = c->domains[i];
-		}
-	}
-	c->ndomains = k;
-	c->provider_defaults = false;
-}
-
 static void defaults(struct cfg *c)
 {
 	static const uint64_t retry[] = { 300000, 600000, 1800000, 3600000,
@@ -1603,7 +1557,6 @@ static void defaults(struct cfg *c)
 	set_str(&c->log.file, "");
 	set_str(&c->log.level, "info");
 	listener_defaults(c);
-	add_providers(c);
 	c->nretry = VL_ARRAY_LEN(retry);
 	c->retry_ms = vl_malloc(sizeof retry);
 	memcpy(c->retry_ms, retry, sizeof retry);
@@ -1650,13 +1603,17 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	if ((s = config_setting_get_member(root, "provider_defaults"))) {
 		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
 			return fail(x, s, "provider_defaults", "expected true or false");
-		if (!config_setting_get_bool(s))
-			drop_builtin(c);
+		c->provider_defaults = config_setting_get_bool(s);
+		if (!c->provider_defaults)
+			cfg_providers_drop_builtin(c);
 	}
 	if ((s = config_setting_get_member(root, "timeouts")) &&
 	    get_group(x, s, "timeouts", timeout_keys, VL_ARRAY_LEN(timeout_keys), NULL, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "domains")) && get_domains(x, s, c) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "providers")) &&
+	    cfg_providers_load(s, x->file, false, c, x->err, x->errlen) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "egress")) &&
 	    (get_records(x, s, "egress", egress_keys, 3, 2, (void **)&c->egress,
@@ -1710,6 +1667,10 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
 	int rc;
 
 	defaults(c);
+	if (cfg_providers_builtin_load(c, err, errlen) < 0) {
+		cfg_free(c);
+		return -1;
+	}
 	if (!path) {
 		add_default_pool(c);
 		return 0;
@@ -1788,6 +1749,7 @@ void cfg_free(struct cfg *c)
 	free(c->log.level);
 	free_listeners(c);
 	cfg_webhooks_free(c);
+	cfg_providers_free(c);
 	memset(c, 0, sizeof *c);
 }
 
@@ -1811,13 +1773,20 @@ static void overlay(struct cfg_policy *out, const struct cfg_policy *p)
 #undef OV_INT
 }
 
-void cfg_policy_for(const struct cfg *c, const char *domain,
-		      struct cfg_policy *out)
+void cfg_policy_for_provider(const struct cfg *c, const char *domain, int prov,
+			     struct cfg_policy *out)
 {
 	*out = c->defaults;
+	if (prov >= 0 && (size_t)prov < c->nproviders)
+		overlay(out, &c->providers[prov].p);
 	for (size_t i = 0; i < c->ndomains; i++)
 		if (vl_glob_match(c->domains[i].match, domain))
 			overlay(out, &c->domains[i].p);
+}
+
+void cfg_policy_for(const struct cfg *c, const char *domain, struct cfg_policy *out)
+{
+	cfg_policy_for_provider(c, domain, cfg_provider_for(c, domain, NULL, 0), out);
 }
 
 unsigned cfg_policy_port(const struct cfg_policy *p)
@@ -1919,8 +1888,7 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 		      (unsigned long long)c->timeouts.data_term, (unsigned long long)c->timeouts.idle,
 		      (unsigned long long)c->timeouts.quit, c->provider_defaults ? "true" : "false");
 	for (size_t i = 0; i < c->ndomains; i++) {
-		vl_buf_printf(o, "%s\n  {%s\n    match = \"%s\";\n", i ? "," : "",
-			      c->domains[i].builtin ? "  # provider default" : "",
+		vl_buf_printf(o, "%s\n  {\n    match = \"%s\";\n", i ? "," : "",
 			      c->domains[i].match);
 		print_policy(o, &c->domains[i].p, "    ");
 		vl_buf_appends(o, "  }");
@@ -1957,6 +1925,7 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 			      c->tls_rpt.ca_file, c->tls_rpt.send ? "true" : "false");
 	print_listeners(o, c);
 	cfg_webhooks_print(c, o);
+	cfg_providers_print(c, o);
 	vl_buf_printf(o, "log = {\n  file = \"%s\";\n  syslog = %s;\n  level = \"%s\";\n};\n",
 		      c->log.file, c->log.syslog ? "true" : "false", c->log.level);
 }

@@ -45,10 +45,36 @@ struct cfg_pool {
 };
 #define CFG_POOL_DEFAULT "default"
 
+/* A provider's reply rule (providers.c): what one of its replies means. */
+enum cfg_reply_action {
+	CFG_RA_BACKOFF,          /* the adaptive back-off of the source x site */
+	CFG_RA_SUSPEND_SOURCE,   /* this source leaves the site for duration_ms */
+	CFG_RA_SUSPEND_POOL,     /* every source leaves the site for duration_ms */
+	CFG_RA_DEFER,            /* a deferral, nothing more */
+	CFG_RA_BOUNCE,           /* a bounce, even for a 4xx */
+};
+struct cfg_reply_rule {
+	char *code, *enhanced;   /* globs or comma-separated lists; "*": any */
+	char *text;              /* POSIX ERE, case-insensitive; "": any */
+	void *re;                /* its compiled form (regex_t), or NULL */
+	enum cfg_reply_action action;
+	uint64_t duration_ms;    /* suspend-*: how long */
+};
+/* A mailbox provider (providers.c, docs/providers.md): the domains whose
+ * name or MX hosts match share one site per source, under its policy. */
+struct cfg_provider {
+	char *name;
+	char **domains, **mx;    /* globs, NULL-terminated */
+	size_t ndomains, nmx;
+	struct cfg_policy p;     /* unset fields (NULL / -1) inherit defaults */
+	struct cfg_reply_rule *replies;
+	size_t nreplies;
+	bool builtin;            /* from the shipped providers.conf */
+};
+
 struct cfg_domain_rule {
 	char *match;             /* glob on the recipient domain */
 	struct cfg_policy p;      /* unset fields (NULL / -1) inherit defaults */
-	bool builtin;            /* one of the shipped provider defaults */
 };
 
 /* A listener's address: "IP:PORT" or "[IPv6]:PORT" as written, and parsed. */
@@ -185,7 +211,9 @@ struct cfg {
 		uint64_t connect, greeting, helo, tls, mail, rcpt, data,
 			 data_block, data_term, idle, quit;
 	} timeouts;
-	bool provider_defaults;  /* the shipped rules for big mailbox providers */
+	bool provider_defaults;  /* the shipped providers.conf applies */
+	struct cfg_provider *providers; /* user ones first, then the shipped ones */
+	size_t nproviders;
 	uint64_t *retry_ms;
 	size_t nretry;
 	uint64_t max_age_ms;
@@ -231,6 +259,29 @@ int cfg_webhooks_load(const void *list, const char *file, struct cfg *c, char *e
 void cfg_webhooks_free(struct cfg *c);
 void cfg_webhooks_print(const struct cfg *c, struct vl_buf *out);
 
+/* ---- providers (providers.c) ---- */
+/* The shipped providers.conf, compiled in. */
+extern const char cfg_providers_builtin[];
+/* list: the libconfig setting of `providers` (builtin: the shipped file's).
+ * A name already there is replaced. -1 with err (file:line: key). */
+int cfg_providers_load(const void *list, const char *file, bool builtin, struct cfg *c,
+		       char *err, size_t errlen);
+/* Parse the shipped file into c (called by cfg_load's defaults). */
+int cfg_providers_builtin_load(struct cfg *c, char *err, size_t errlen);
+void cfg_providers_drop_builtin(struct cfg *c);
+void cfg_providers_free(struct cfg *c);
+void cfg_providers_print(const struct cfg *c, struct vl_buf *out);
+/* The provider of a domain: by its name, else by any of its MX hosts
+ * (mx may be NULL). -1: none. */
+int cfg_provider_for(const struct cfg *c, const char *domain, const char *const *mx,
+		     size_t nmx);
+int cfg_provider_find(const struct cfg *c, const char *name);
+/* The first reply rule of provider i matching the reply (code 0: none came;
+ * enhanced ""; text folded to one line). NULL: none. */
+const struct cfg_reply_rule *cfg_provider_reply(const struct cfg *c, int i, int code,
+						const char *enhanced, const char *text);
+const char *cfg_reply_action_name(enum cfg_reply_action a);
+
 /* ---- submission users (the users file is submit/'s; these are shared
  * by it, the configuration's per_user entries and `volley user`) ---- */
 #define CFG_USER_NAME_MAX 64
@@ -259,8 +310,12 @@ void cfg_free(struct cfg *c);
 enum vl_log_level cfg_log_level(const struct cfg *c);
 /* The effective configuration, in the file's own syntax. */
 void cfg_print(const struct cfg *c, struct vl_buf *out);
-/* The policy for a recipient domain: defaults overlaid by every matching
- * rule in order (later rules win). */
+/* The policy for a recipient domain: the defaults, overlaid by provider
+ * prov's policy (-1: none), then by every matching domains rule in order
+ * (later rules win). */
+void cfg_policy_for_provider(const struct cfg *c, const char *domain, int prov,
+			     struct cfg_policy *out);
+/* The same with the provider its name gives (cfg_provider_for without MX). */
 void cfg_policy_for(const struct cfg *c, const char *domain,
 		      struct cfg_policy *out);
 /* The index of the pool named name (NULL: the default one), -1 when none. */

@@ -484,10 +484,17 @@ static void process(struct sched_deliver *d, struct sched_dmsg *m)
 
 	if (m->status != ENG_DELIVERED)
 		sched_bounce_classify(d->rules, m->code, m->enhanced, m->text, m->stage, &v);
+	/* a provider's reply rule decides before the verdict: a bounce, or a
+	 * retry (the address is blocked, not the recipient) */
+	const struct cfg_reply_rule *rr = sched_site_reply_rule(d, m->q->site, m);
+	if (rr)
+		m->status = rr->action == CFG_RA_BOUNCE ? ENG_PERMANENT : ENG_TRANSIENT;
 	if (m->status == ENG_PERMANENT)
 		v.hard = true;          /* the engine saw a 5xx: final whatever the class */
+	else if (rr)
+		v.hard = false;
 	fill_jrec(&r, m, &v);
-	sched_site_result(d, m->q->site, m, &v);
+	sched_site_result(d, m->q->site, m, &v, rr);
 	if (m->q->site->src >= 0)
 		d->by_source[m->q->site->src][m->status == ENG_DELIVERED ? 0 :
 					      m->status == ENG_PERMANENT ? 1 : 2]++;

@@ -145,6 +145,9 @@ struct sched_sgroup {
 	size_t npools;
 	int pool;                     /* the policy's pool */
 	struct sched_site *any;       /* the first site made: the others copy it */
+	char *provider;               /* its mailbox provider's name, or NULL */
+	char *anchor;                 /* a provider's MX site: the domain whose MX
+				       * answers give its hosts (the first) */
 	struct sched_sgroup *next;
 };
 
@@ -289,8 +292,13 @@ unsigned sched_site_first_host(struct sched_site *s, uint64_t now);
 int sched_site_next_host(struct sched_site *s, unsigned after, uint64_t now);
 void sched_site_ready(struct sched_deliver *d, struct sched_site *s);
 void sched_site_dispatch_all(struct sched_deliver *d);
+/* The provider's reply rule for a failed delivery at s (NULL: none). */
+const struct cfg_reply_rule *sched_site_reply_rule(const struct sched_deliver *d,
+						   const struct sched_site *s,
+						   const struct sched_dmsg *m);
+/* rr: the reply rule that matched (NULL: the bounce verdict decides). */
 void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
-		       const struct sched_bounce_verdict *v);
+		       const struct sched_bounce_verdict *v, const struct cfg_reply_rule *rr);
 json_t *sched_site_json(const struct sched_site *s);
 void sched_sjq_push(struct sched_sjq *q, uint32_t idx);
 void sched_sjq_unlink_all(struct sched_djob *dj);

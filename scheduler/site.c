@@ -315,12 +315,13 @@ static int pool_index(const struct sched_deliver *d, const char *name)
 
 static struct sched_sgroup *group_new(struct sched_deliver *d, const char *key,
 				      const struct cfg_policy *p, const struct dns_mx_result *mx,
-				      const struct sts_entry *sts)
+				      const struct sts_entry *sts, const char *provider)
 {
 	struct sched_sgroup *g = vl_calloc(1, sizeof *g);
 	int pool = pool_index(d, p->pool);
 
 	g->key = vl_strdup(key);
+	g->provider = provider ? vl_strdup(provider) : NULL;
 	g->nsrc = d->ecfg->negress ? d->ecfg->negress : 1;
 	g->site = vl_calloc(g->nsrc, sizeof *g->site);
 	g->npools = d->ecfg->npools;
@@ -370,28 +371,35 @@ struct sched_site *sched_group_pick(struct sched_deliver *d, struct sched_sgroup
 	return group_site(d, g, pl->src[at]);
 }
 
-/* "<where>|tls|conns|per conn|rcpts|rate|port|user|ca[|implicit][|pool=P]":
- * same key, same destination (a group of sites, one per source). */
-static void site_key(char *key, size_t len, const char *where, const struct cfg_policy *p)
+/* "<where>|tls|conns|per conn|rcpts|rate|port|user|ca[|implicit][|pool=P]
+ * [|prov=NAME]": same key, same destination (a group of sites, one per
+ * source). */
+static void site_key(char *key, size_t len, const char *where, const struct cfg_policy *p,
+		     const char *prov)
 {
-	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s|%s%s%s%.64s", where, p->tls,
+	snprintf(key, len, "%s|%s|%lld|%lld|%lld|%s|%lld|%s|%s%s%s%.64s%s%.32s", where, p->tls,
 		 (long long)p->max_connections, (long long)p->max_messages_per_connection,
 		 (long long)p->max_recipients_per_message, p->rate, (long long)p->port,
 		 p->auth_user ? p->auth_user : "", p->ca_file ? p->ca_file : "",
 		 cfg_policy_implicit_tls(p) ? "|implicit" : "", p->pool ? "|pool=" : "",
-		 p->pool ? p->pool : "");
+		 p->pool ? p->pool : "", prov ? "|prov=" : "", prov ? prov : "");
 }
 
 static struct sched_sgroup *group_get(struct sched_deliver *d, const char *where,
 				      const struct cfg_policy *p, const struct dns_mx_result *mx,
-				      const struct sts_entry *sts)
+				      const struct sts_entry *sts, const char *prov)
 {
-	char key[1600];
+	char key[1700];
 
-	site_key(key, sizeof key, where, p);
+	site_key(key, sizeof key, where, p, prov);
 	json_t *v = json_object_get(d->site_index, key);
 	return v ? (struct sched_sgroup *)(intptr_t)json_integer_value(v) :
-		   group_new(d, key, p, mx, sts);
+		   group_new(d, key, p, mx, sts, prov);
+}
+
+static const char *prov_name(const struct sched_deliver *d, int prov)
+{
+	return prov >= 0 ? d->cfg->providers[prov].name : NULL;
 }
 
 /* "|sts=E:101": the mode, and which of the hosts (in site-key order, by
@@ -427,8 +435,9 @@ struct sched_sgroup *sched_group_for(struct sched_deliver *d, const char *domain
 	json_t *hit = json_object_get(d->domain_site, dom);
 	if (hit)
 		return (struct sched_sgroup *)(intptr_t)json_integer_value(hit);
-	cfg_policy_for(d->cfg, dom, &p);
-	struct sched_sgroup *g = group_get(d, p.route, &p, NULL, NULL);
+	int prov = cfg_provider_for(d->cfg, dom, NULL, 0);
+	cfg_policy_for_provider(d->cfg, dom, prov, &p);
+	struct sched_sgroup *g = group_get(d, p.route, &p, NULL, NULL, prov_name(d, prov));
 	json_object_set_new(d->domain_site, dom, json_integer((json_int_t)(intptr_t)g));
 	return g;
 }
@@ -625,23 +634,38 @@ void sched_dom_answer(struct sched_deliver *d, struct sched_dns_done *dd)
 }
 
 /* The site for the domain's answer: a named route's (its route string is
- * the site), or its MX hosts' under its MTA-STS policy now. */
+ * the site), a provider's (every domain it serves, by name or MX host,
+ * shares it: an MX rollup), or its MX hosts' under its MTA-STS policy now. */
 static struct sched_sgroup *dom_site(struct sched_deliver *d, struct sched_dom *m)
 {
 	struct cfg_policy p;
-	char key[1400] = "mx:", suffix[64];
+	char key[1500], hosts[1400], suffix[64];
+	const char *names[SCHED_SITE_HOSTS_MAX];
 	const struct sts_entry *e = NULL;
+	size_t n = 0;
 
-	cfg_policy_for(d->cfg, m->name, &p);
+	for (size_t i = 0; m->mx && i < m->mx->nhosts && i < SCHED_SITE_HOSTS_MAX; i++)
+		names[n++] = m->mx->hosts[i].name;
+	int prov = cfg_provider_for(d->cfg, m->name, m->host ? NULL : names, m->host ? 0 : n);
+	cfg_policy_for_provider(d->cfg, m->name, prov, &p);
 	if (m->host) {
 		snprintf(key, sizeof key, "%s", p.route);
 	} else {
 		e = sched_sts_wanted(&p) ? sched_sts_policy(d, m->name) : NULL;
-		dns_site_key(m->mx, key + 3, sizeof key - 3);
-		sts_suffix(suffix, sizeof suffix, key + 3, e);
-		snprintf(key + strlen(key), sizeof key - strlen(key), "%s", suffix);
+		dns_site_key(m->mx, hosts, sizeof hosts);
+		sts_suffix(suffix, sizeof suffix, hosts, e);
+		if (prov >= 0)
+			snprintf(key, sizeof key, "provider:%s%s", prov_name(d, prov), suffix);
+		else
+			snprintf(key, sizeof key, "mx:%s%s", hosts, suffix);
 	}
-	struct sched_sgroup *g = group_get(d, key, &p, m->mx, e);
+	struct sched_sgroup *g = group_get(d, key, &p, m->mx, e, prov_name(d, prov));
+	/* a provider's site takes its hosts from one of its domains' answers:
+	 * the others' (hosted domains) would make them change back and forth */
+	if (prov >= 0 && !m->host && !g->anchor)
+		g->anchor = vl_strdup(m->name);
+	if (g->anchor && strcmp(g->anchor, m->name))
+		return g;
 	/* every source's site: they reach the same hosts */
 	for (size_t i = 0; i < g->nsrc; i++) {
 		struct sched_site *s = g->site[i];
@@ -833,8 +857,105 @@ static void recover(struct sched_site *s)
 		s->backoff_reason[0] = '\0';
 }
 
+/* A suspended source's waiting recipients go to the pool's other sources
+ * (those not suspended themselves; with none, they stay). */
+static void spill(struct sched_deliver *d, struct sched_site *s)
+{
+	struct sched_sjq *lists[2] = { s->trans, s->bulk };
+	size_t moved = 0;
+
+	if (s->group->nsrc < 2 || !s->waiting)
+		return;
+	for (int l = 0; l < 2; l++)
+		for (struct sched_sjq *q = lists[l]; q; q = q->next)
+			for (size_t n = q->len; n; n--) {
+				uint32_t idx = sched_sjq_pop(q);
+				s->waiting--;
+				to_site(d, s->group, q->dj, idx);
+				moved++;
+			}
+	if (moved)
+		vl_log(VL_LOG_INFO, "site %s: %zu waiting recipients offered to the pool's "
+		       "other sources", s->key, moved);
+}
+
+/* A provider rule's suspension: no sending from s to the site until
+ * now + the rule's duration (a longer one in force stays). */
+static void suspend(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
+		    const struct cfg_reply_rule *r, uint64_t now)
+{
+	char until[32], since[32];
+
+	if (s->bo.until_ms >= now + r->duration_ms)
+		return;
+	s->bo.until_ms = now + r->duration_ms;
+	s->backoff_since = vl_wall_time();
+	vl_iso8601(s->backoff_since, since);
+	vl_iso8601(s->backoff_since + (double)r->duration_ms / 1000, until);
+	snprintf(s->backoff_reason, sizeof s->backoff_reason,
+		 "%d %s %.160s (from %s) at %s: provider %s says %s: suspended until %s",
+		 m->code, m->enhanced, m->text, m->peer[0] ? m->peer : "?", since,
+		 s->group->provider ? s->group->provider : "?",
+		 cfg_reply_action_name(r->action), until);
+	vl_log(VL_LOG_INFO, "site %s: %s", s->key, s->backoff_reason);
+	sched_site_ready(d, s);
+}
+
+static void act(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
+		const struct cfg_reply_rule *rr, bool rate_limited, uint64_t now)
+{
+	if (!rr) {
+		if (rate_limited)
+			backoff(s, m, now);
+		return;
+	}
+	switch (rr->action) {
+	case CFG_RA_BACKOFF:
+		backoff(s, m, now);
+		break;
+	case CFG_RA_SUSPEND_SOURCE:
+		suspend(d, s, m, rr, now);
+		spill(d, s);
+		break;
+	case CFG_RA_SUSPEND_POOL:
+		for (size_t i = 0; i < s->group->nsrc; i++)
+			if (s->group->site[i])
+				suspend(d, s->group->site[i], m, rr, now);
+		if (!s->group->site[0] && s->src < 0)
+			suspend(d, s, m, rr, now);
+		break;
+	case CFG_RA_DEFER:
+	case CFG_RA_BOUNCE:
+		break;
+	}
+}
+
+const struct cfg_reply_rule *sched_site_reply_rule(const struct sched_deliver *d,
+						   const struct sched_site *s,
+						   const struct sched_dmsg *m)
+{
+	char text[512];
+	size_t n = 0;
+	bool space = false;
+
+	if (m->status == ENG_DELIVERED || !s->group->provider)
+		return NULL;
+	/* line breaks and runs of white space as one space, as the bounce rules */
+	for (const char *t = m->text; *t && n + 1 < sizeof text; t++) {
+		bool ws = *t == ' ' || *t == '\t' || *t == '\r' || *t == '\n';
+		if (ws && !space && n)
+			text[n++] = ' ';
+		else if (!ws)
+			text[n++] = *t;
+		space = ws;
+	}
+	text[n] = '\0';
+	return cfg_provider_reply(d->cfg, cfg_provider_find(d->cfg, s->group->provider), m->code,
+				  m->enhanced, text);
+}
+
 void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
-		       const struct sched_bounce_verdict *v)
+		       const struct sched_bounce_verdict *v, const struct cfg_reply_rule *rr)
 {
 	uint64_t now = vl_now_ms();
 
@@ -849,13 +970,12 @@ void sched_site_result(struct sched_deliver *d, struct sched_site *s, const stru
 	if (m->status == ENG_DELIVERED) {
 		s->delivered++;
 		recover(s);
-	} else if (v->cls == SCHED_BC_RATE_LIMITED) {
-		s->transient++;
-		backoff(s, m, now);
-	} else if (m->status == ENG_PERMANENT) {
-		s->bounced++;
 	} else {
-		s->transient++;
+		if (m->status == ENG_PERMANENT)
+			s->bounced++;
+		else
+			s->transient++;
+		act(d, s, m, rr, v->cls == SCHED_BC_RATE_LIMITED, now);
 	}
 	sched_site_ready(d, s);
 }
@@ -899,9 +1019,10 @@ json_t *sched_site_json(const struct sched_site *s)
 				"mta_sts", s->sts ? json_pack("{s:s, s:s, s:o}", "mode",
 				tls_sts_mode_name(s->sts->policy.mode), "id", s->sts->id, "mx",
 				sts_mx_json(s->sts)) : json_null());
-	return json_pack("{s:o, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
+	return json_pack("{s:o, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
 			 " s:o, s:o, s:{s:I, s:I, s:I}}",
-			 "site", json_string(s->name), "key", s->key, "hosts", hosts, "tls", tls,
+			 "site", json_string(s->name), "key", s->key,
+			 "provider", s->group->provider ? json_string(s->group->provider) : json_null(), "hosts", hosts, "tls", tls,
 			 "queued", (json_int_t)s->waiting, "deferred", (json_int_t)s->deferred,
 			 "in_flight", (json_int_t)s->inflight,
 			 "max_connections", (json_int_t)s->route.max_connections,
@@ -937,6 +1058,8 @@ void sched_sites_free(struct sched_deliver *d)
 	while (d->groups) {
 		struct sched_sgroup *n = d->groups->next;
 		free(d->groups->key);
+		free(d->groups->provider);
+		free(d->groups->anchor);
 		free(d->groups->site);
 		free(d->groups->cur);
 		free(d->groups);

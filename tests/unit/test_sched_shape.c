@@ -283,14 +283,14 @@ Test(sched_site, rate_limited_reply_backs_off_then_recovers, .init = cr_redirect
 
 	/* an ordinary transient failure does not slow the site */
 	s->inflight = 1;
-	sched_site_result(d, s, other, &soft);
+	sched_site_result(d, s, other, &soft, NULL);
 	cr_assert_eq(s->bo.level, 0);
 	cr_assert_float_eq(s->b.rate, 100, 1e-9);
 	cr_assert_eq(s->transient, 1);
 	cr_assert_eq(d->ready, s, "the site is ready for its next message");
 
 	s->inflight = 1;
-	sched_site_result(d, s, slow, &rl);
+	sched_site_result(d, s, slow, &rl, NULL);
 	cr_assert_eq(s->inflight, 0);
 	cr_assert_eq(s->transient, 2);
 	cr_assert_eq(s->bo.level, 1);
@@ -307,12 +307,12 @@ Test(sched_site, rate_limited_reply_backs_off_then_recovers, .init = cr_redirect
 	/* four steps of fifty deliveries bring it back */
 	for (int i = 0; i < 199; i++) {
 		s->inflight = 1;
-		sched_site_result(d, s, ok, &none);
+		sched_site_result(d, s, ok, &none, NULL);
 		cr_assert_eq(s->bo.level, 1, "delivery %d", i + 1);
 		cr_assert_neq(s->backoff_reason[0], '\0');
 	}
 	s->inflight = 1;
-	sched_site_result(d, s, ok, &none);
+	sched_site_result(d, s, ok, &none, NULL);
 	cr_assert_eq(s->bo.level, 0);
 	cr_assert_float_eq(s->b.rate, 100, 1e-9);
 	cr_assert_str_eq(s->backoff_reason, "", "the API no longer shows a back-off");
