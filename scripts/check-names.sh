@@ -39,7 +39,7 @@ check imap imap_
 check engine eng_
 check sts sts_
 check scheduler sched_
-check gen sched_
+check gen sched_ cfg_      # generated: bounce.rules (scheduler), providers.conf (config)
 check api api_
 check submit sub_
 check unsub uns_
