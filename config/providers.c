@@ -181,6 +181,7 @@ static int get_limits(struct pctx *x, const config_setting_t *g, const char *pat
 	long long v;
 	double r;
 
+	p->port = p->implicit_tls = -1;      /* never a provider's to set */
 	for (size_t i = 0; i < VL_ARRAY_LEN(ints); i++) {
 		*dst[i] = -1;
 		if (!config_setting_get_member(g, ints[i]))

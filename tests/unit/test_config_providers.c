@@ -43,6 +43,8 @@ Test(config_providers, shipped_ones_match_by_name_and_by_mx)
 	cfg_policy_for_provider(&c, "example.org", g, &p);
 	cr_assert_eq(p.max_connections, 20);
 	cr_assert_eq(p.max_messages_per_connection, 100);
+	cr_assert_eq(p.port, 25, "the defaults' port: a provider has none");
+	cr_assert_eq(p.implicit_tls, -1);
 	cfg_policy_for(&c, "gmail.com", &p);
 	cr_assert_eq(p.max_connections, 20);
 	cfg_policy_for(&c, "example.org", &p);
