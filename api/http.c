@@ -415,6 +415,51 @@ static double num(json_t *o, const char *k)
 	return json_number_value(json_object_get(o, k));
 }
 
+
+/* The operator's names in a label: no quote, backslash or newline. */
+static void label_value(char *out, size_t len, const char *name)
+{
+	snprintf(out, len, "%.80s", name);
+	for (char *q = out; *q; q++)
+		if (*q == '"' || *q == '\\' || *q == '\n')
+			*q = '_';
+}
+
+/* Sources with a warm-up schedule: the day, today's cap, what went out. */
+static void warmup_metrics(struct vl_buf *b, json_t *sources)
+{
+	const char *k, *p;
+	json_t *v, *n;
+	char src[96], prov[96], lab[256];
+	bool first[3] = { true, true, true };
+
+	json_object_foreach(sources, k, v) {
+		json_t *w = json_object_get(v, "warmup");
+		if (!json_is_object(w))
+			continue;
+		label_value(src, sizeof src, k);
+		snprintf(lab, sizeof lab, "{source=\"%s\"}", src);
+		vl_prom_metric(b, "volley_warmup_day", "gauge", first[0] ? "Day of the egress "
+			       "source's warm-up schedule (1: its first)." : NULL, lab,
+			       (double)json_integer_value(json_object_get(w, "day")));
+		first[0] = false;
+		if (json_is_integer(json_object_get(w, "cap"))) {
+			vl_prom_metric(b, "volley_warmup_cap", "gauge", first[1] ? "Messages the "
+				       "source may send to each provider today." : NULL, lab,
+				       (double)json_integer_value(json_object_get(w, "cap")));
+			first[1] = false;
+		}
+		json_object_foreach(json_object_get(w, "sent"), p, n) {
+			label_value(prov, sizeof prov, p);
+			snprintf(lab, sizeof lab, "{source=\"%s\",provider=\"%s\"}", src, prov);
+			vl_prom_metric(b, "volley_warmup_sent", "gauge", first[2] ? "Messages the "
+				       "source sent to the provider today (\"*\": no provider)." :
+				       NULL, lab, (double)json_integer_value(n));
+			first[2] = false;
+		}
+	}
+}
+
 static void delivery_metrics(struct vl_buf *b, json_t *d)
 {
 	static const char *const outcomes[] = { "delivered", "bounced", "transient",
@@ -447,17 +492,14 @@ static void delivery_metrics(struct vl_buf *b, json_t *d)
 		first = true;
 		snprintf(name, sizeof name, "volley_source_%s_total", what[o]);
 		json_object_foreach(json_object_get(d, "sources"), k, v) {
-			/* the operator's names: no quote, backslash or newline in a label */
-			snprintf(src, sizeof src, "%.80s", k);
-			for (char *q = src; *q; q++)
-				if (*q == '"' || *q == '\\' || *q == '\n')
-					*q = '_';
+			label_value(src, sizeof src, k);
 			snprintf(lab, sizeof lab, "{source=\"%s\"}", src);
 			vl_prom_metric(b, name, "counter", first ? "Outcomes per egress source "
 				       "since start." : NULL, lab, num(v, what[o]));
 			first = false;
 		}
 	}
+	warmup_metrics(b, json_object_get(d, "sources"));
 	vl_prom_metric(b, "volley_in_flight", "gauge", "Messages in the engine.", NULL, num(d, "in_flight"));
 	vl_prom_metric(b, "volley_connections", "gauge", "Open SMTP connections.", NULL,
 	       num(d, "connections"));

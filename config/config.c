@@ -480,8 +480,19 @@ static int get_domains(struct ctx *x, const config_setting_t *l, struct cfg *c)
 
 /* egress and dkim: lists of groups of strings, the first nreq keys
  * required. */
+static bool listed(const char *const *l, const char *k)
+{
+	for (; l && *l; l++)
+		if (!strcmp(*l, k))
+			return true;
+	return false;
+}
+
+/* Groups of string keys into structs of as many char pointers; keys in
+ * `other` are the caller's to read. */
 static int get_records(struct ctx *x, const config_setting_t *l, const char *name,
-		       const char *const *keys, size_t nkeys, size_t nreq, void **out, size_t *n)
+		       const char *const *keys, size_t nkeys, size_t nreq, void **out, size_t *n,
+		       const char *const *other)
 {
 	if (!config_setting_is_list(l))
 		return fail(x, l, name, "expected a list ( { ... }, ... )");
@@ -497,6 +508,8 @@ static int get_records(struct ctx *x, const config_setting_t *l, const char *nam
 		for (int j = 0; j < config_setting_length(g); j++) {
 			const config_setting_t *s = config_setting_get_elem(g, (unsigned)j);
 			size_t k = 0;
+			if (listed(other, config_setting_name(s)))
+				continue;
 			while (k < nkeys && strcmp(keys[k], config_setting_name(s)))
 				k++;
 			char sub[128];
@@ -515,6 +528,33 @@ static int get_records(struct ctx *x, const config_setting_t *l, const char *nam
 			}
 	}
 	return 0;
+}
+
+/* egress: the strings through get_records, then into struct cfg_egress
+ * (warmup.c reads the rest). */
+static int get_egress(struct ctx *x, const config_setting_t *l, struct cfg *c)
+{
+	static const char *const keys[] = { "address", "ehlo", "name" };
+	static const char *const other[] = { "warmup", "warmup_start", NULL };
+	char **v = NULL;
+	size_t n = 0;
+	int rc = get_records(x, l, "egress", keys, 3, 2, (void **)&v, &n, other);
+
+	if (rc == 0) {
+		c->egress = vl_calloc(n + 1, sizeof *c->egress);
+		c->negress = n;
+		for (size_t i = 0; i < n; i++) {
+			c->egress[i].address = v[i * 3];
+			c->egress[i].ehlo = v[i * 3 + 1];
+			c->egress[i].name = v[i * 3 + 2];
+			c->egress[i].warmup_start = -1;
+		}
+	} else {
+		for (size_t i = 0; v && i < (n + 1) * 3; i++)
+			free(v[i]);
+	}
+	free(v);
+	return rc;
 }
 
 /* egress: names default to the address and are unique; addresses are IP
@@ -581,9 +621,18 @@ static int get_pool(struct ctx *x, const config_setting_t *g, const char *path,
 	for (int j = 0; j < config_setting_length(g); j++) {
 		const char *k = config_setting_name(config_setting_get_elem(g, (unsigned)j));
 		snprintf(sub, sizeof sub, "%s.%s", path, k);
-		if (strcmp(k, "name") && strcmp(k, "sources") && strcmp(k, "weights"))
+		if (strcmp(k, "name") && strcmp(k, "sources") && strcmp(k, "weights") &&
+		    strcmp(k, "overflow"))
 			return fail(x, g, sub, "unknown key");
 	}
+	const char *ov = NULL;
+	snprintf(sub, sizeof sub, "%s.overflow", path);
+	if (config_setting_get_member(g, "overflow") &&
+	    (!config_setting_lookup_string(g, "overflow", &ov) ||
+	     (strcmp(ov, "spill") && strcmp(ov, "wait"))))
+		return fail(x, g, sub, "expected \"spill\" (to the pool's other sources) or "
+			    "\"wait\"");
+	pl->overflow_wait = ov && !strcmp(ov, "wait");
 	snprintf(sub, sizeof sub, "%s.name", path);
 	if (!config_setting_lookup_string(g, "name", &name) || !*name)
 		return fail(x, g, sub, "missing (a non-empty string)");
@@ -1564,7 +1613,6 @@ static void defaults(struct cfg *c)
 
 static int load(struct ctx *x, config_t *cf, struct cfg *c)
 {
-	static const char *const egress_keys[] = { "address", "ehlo", "name" };
 	static const char *const dkim_keys[] = { "domain", "selector", "key" };
 	const config_setting_t *root = config_root_setting(cf), *s;
 
@@ -1616,8 +1664,8 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	    cfg_providers_load(s, x->file, false, c, x->err, x->errlen) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "egress")) &&
-	    (get_records(x, s, "egress", egress_keys, 3, 2, (void **)&c->egress,
-			 &c->negress) < 0 || check_egress(x, s, c) < 0))
+	    (get_egress(x, s, c) < 0 || check_egress(x, s, c) < 0 ||
+	     cfg_warmup_load(s, x->file, c, x->err, x->errlen) < 0))
 		return -1;
 	if ((s = config_setting_get_member(root, "pools")) && get_pools(x, s, c) < 0)
 		return -1;
@@ -1625,7 +1673,7 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	if (check_pool_keys(x, root, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "dkim")) &&
-	    get_records(x, s, "dkim", dkim_keys, 3, 3, (void **)&c->dkim, &c->ndkim) < 0)
+	    get_records(x, s, "dkim", dkim_keys, 3, 3, (void **)&c->dkim, &c->ndkim, NULL) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "tls_rpt")) && get_tls_rpt(x, s, c) < 0)
 		return -1;
@@ -1727,6 +1775,7 @@ void cfg_free(struct cfg *c)
 		free(c->egress[i].address);
 		free(c->egress[i].ehlo);
 		free(c->egress[i].name);
+		cfg_warmup_free(&c->egress[i]);
 	}
 	free(c->egress);
 	for (size_t i = 0; i < c->npools; i++) {
@@ -1894,10 +1943,13 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 		vl_buf_appends(o, "  }");
 	}
 	vl_buf_appends(o, "\n);\negress = (");
-	for (size_t i = 0; i < c->negress; i++)
-		vl_buf_printf(o, "%s\n  { name = \"%s\"; address = \"%s\"; ehlo = \"%s\"; }",
+	for (size_t i = 0; i < c->negress; i++) {
+		vl_buf_printf(o, "%s\n  { name = \"%s\"; address = \"%s\"; ehlo = \"%s\";",
 			      i ? "," : "", c->egress[i].name, c->egress[i].address,
 			      c->egress[i].ehlo);
+		cfg_warmup_print(&c->egress[i], o);
+		vl_buf_appends(o, " }");
+	}
 	vl_buf_appends(o, "\n);\npools = (");
 	for (size_t i = 0, out = 0; i < c->npools; i++) {
 		if (!c->pools[i].n)
@@ -1910,7 +1962,7 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 		vl_buf_appends(o, " ]; weights = [");
 		for (size_t k = 0; k < c->pools[i].n; k++)
 			vl_buf_printf(o, "%s%u", k ? ", " : " ", c->pools[i].weight[k]);
-		vl_buf_appends(o, " ]; }");
+		vl_buf_printf(o, " ];%s }", c->pools[i].overflow_wait ? " overflow = \"wait\";" : "");
 	}
 	vl_buf_appends(o, "\n);\ndkim = (");
 	for (size_t i = 0; i < c->ndkim; i++)

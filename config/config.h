@@ -30,10 +30,23 @@ struct cfg_policy {               /* shaping and delivery for a set of domains *
 	char *pool;              /* the egress pool (cfg_pool_find); NULL: default */
 };
 
+/* A warm-up step: from day `day` of the schedule (1 = its first) on, at
+ * most `max` messages a day to each provider (0: no cap from then on). */
+struct cfg_warmup_step {
+	uint32_t day;
+	uint64_t max;
+};
+
 /* An egress source: a local address to send from and its EHLO name. */
 struct cfg_egress {
 	char *address, *ehlo;
 	char *name;              /* unique; defaults to the address */
+	/* warm-up (warmup.c): NULL/0 steps: none */
+	char *warmup;            /* "standard", "custom" (a table), or NULL */
+	struct cfg_warmup_step *steps;
+	size_t nsteps;
+	int64_t warmup_start;    /* day 1, in days since 1970-01-01 (UTC); -1:
+				  * the day the source first sends */
 };
 
 /* A pool: egress sources sharing traffic by weight. */
@@ -42,6 +55,8 @@ struct cfg_pool {
 	size_t n;
 	size_t *src;             /* indexes into cfg.egress */
 	unsigned *weight;        /* >= 1 each */
+	bool overflow_wait;      /* a source over its warm-up cap: its share
+				  * waits (true) or goes to the others */
 };
 #define CFG_POOL_DEFAULT "default"
 
@@ -258,6 +273,18 @@ int cfg_webhooks_load(const void *list, const char *file, struct cfg *c, char *e
 		      size_t errlen);
 void cfg_webhooks_free(struct cfg *c);
 void cfg_webhooks_print(const struct cfg *c, struct vl_buf *out);
+
+/* ---- warm-up (warmup.c) ---- */
+/* list: the libconfig setting of `egress`; reads each entry's warmup and
+ * warmup_start into c->egress (already parsed). -1 with err. */
+int cfg_warmup_load(const void *list, const char *file, struct cfg *c, char *err,
+		    size_t errlen);
+/* Messages source e may send to one provider on day `day` (1 = the
+ * schedule's first; days before count as 1): UINT64_MAX when uncapped. */
+uint64_t cfg_warmup_cap(const struct cfg_egress *e, int64_t day);
+void cfg_warmup_free(struct cfg_egress *e);
+/* " warmup = ...; warmup_start = ...;" as the file writes it ("" if none). */
+void cfg_warmup_print(const struct cfg_egress *e, struct vl_buf *out);
 
 /* ---- providers (providers.c) ---- */
 /* The shipped providers.conf, compiled in. */

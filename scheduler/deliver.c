@@ -703,7 +703,7 @@ static void answer(struct sched_deliver *d, uint64_t sync)
 	if (d->want_snap_now) {
 		json_t *a = json_array();
 		for (struct sched_site *s = d->sites; s; s = s->next)
-			json_array_append_new(a, sched_site_json(s));
+			json_array_append_new(a, sched_site_json(d, s));
 		snap = json_pack("{s:o}", "queues", a);
 	}
 	pthread_mutex_lock(&d->mu);
@@ -744,6 +744,7 @@ static void *run(void *arg)
 			last_sweep = vl_now_ms();
 		}
 		atomic_store(&d->blocked, sched_commit_blocked(d->commit));
+		sched_warm_tick(d, vl_now_ms());
 		if (!stopping && !atomic_load(&d->blocked))
 			sched_site_dispatch_all(d);
 		if (stopping)
@@ -828,11 +829,12 @@ json_t *sched_deliver_stats_json(struct sched_deliver *d)
 	json_t *src = json_object();
 	for (size_t i = 0; i < d->ecfg->negress; i++)
 		json_object_set_new(src, d->ecfg->egress[i].name,
-				    json_pack("{s:s, s:I, s:I, s:I}",
+				    json_pack("{s:s, s:I, s:I, s:I, s:o}",
 					      "address", d->ecfg->egress[i].address,
 					      "delivered", (json_int_t)d->by_source[i][0],
 					      "bounced", (json_int_t)d->by_source[i][1],
-					      "transient", (json_int_t)d->by_source[i][2]));
+					      "transient", (json_int_t)d->by_source[i][2],
+					      "warmup", sched_warm_stats_json(d, (int)i)));
 	struct dns_stats ds;
 	eng_dns_stats(d->eng, &ds);
 	json_t *dns = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "queries", (json_int_t)ds.queries,
@@ -908,6 +910,7 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	d->ev = ev;
 	d->seed = vl_now_ns();
 	d->rpt = sched_tlsrpt_store(sc);
+	sched_warm_open(d);
 	d->site_index = json_object();
 	d->domain_site = json_object();
 	d->doms = json_object();
@@ -937,6 +940,7 @@ fail:
 	sts_store_free(d->sts);
 	sched_bounce_free(d->rules);
 	free_keys(d);
+	sched_warm_close(d);
 	free(d->by_source);
 	free(d);
 	return NULL;
@@ -981,6 +985,7 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 		free(d->free_msgs);
 		d->free_msgs = n;
 	}
+	sched_warm_close(d);
 	sched_sites_free(d);
 	sched_doms_free(d);
 	json_decref(d->doms);

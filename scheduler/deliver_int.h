@@ -126,6 +126,9 @@ struct sched_site {
 	struct sched_site *next_ready, *next;
 	/* adaptive back-off (shape.h); since and reason are for the API */
 	struct sched_backoff bo;
+	/* warm-up (warm.c): its source x provider counter, -1: none */
+	int wslot;
+	uint64_t warm_until_ms;       /* over today's cap: nothing until then */
 	double backoff_since;
 	char backoff_reason[480];
 	/* observation */
@@ -259,6 +262,7 @@ struct sched_deliver {
 	uint64_t seed;
 	struct sched_commit *commit;
 	struct rpt_store *rpt;        /* TLS-RPT counting, or NULL */
+	struct sched_warm *warm;      /* warm-up counts, or NULL */
 	struct sched_rcpt rcpt;       /* scratch of sched_deliver_send */
 	struct vl_buf events, suppress;   /* for the next batch */
 	uint64_t next_commit_ms;
@@ -299,7 +303,22 @@ const struct cfg_reply_rule *sched_site_reply_rule(const struct sched_deliver *d
 /* rr: the reply rule that matched (NULL: the bounce verdict decides). */
 void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
 		       const struct sched_bounce_verdict *v, const struct cfg_reply_rule *rr);
-json_t *sched_site_json(const struct sched_site *s);
+json_t *sched_site_json(const struct sched_deliver *d, const struct sched_site *s);
+
+/* warm.c: egress sources' warm-up counts (d->warm; NULL: no source has a
+ * schedule). */
+struct sched_warm;
+void sched_warm_open(struct sched_deliver *d);
+void sched_warm_close(struct sched_deliver *d);
+/* The counter of source src for a provider's sites (NULL: "*"); -1: none. */
+int sched_warm_slot(struct sched_deliver *d, int src, const char *provider);
+/* Day change and the periodic write. */
+void sched_warm_tick(struct sched_deliver *d, uint64_t now);
+/* One message from s (wslot >= 0): counted, or false when today's cap is
+ * reached (then s->warm_until_ms is the day's end). */
+bool sched_warm_take(struct sched_deliver *d, struct sched_site *s);
+json_t *sched_warm_site_json(const struct sched_deliver *d, const struct sched_site *s);
+json_t *sched_warm_stats_json(const struct sched_deliver *d, int src);
 void sched_sjq_push(struct sched_sjq *q, uint32_t idx);
 void sched_sjq_unlink_all(struct sched_djob *dj);
 struct sched_sjq *sched_sjq_for(struct sched_djob *dj, struct sched_site *s);

@@ -226,6 +226,7 @@ static struct sched_site *site_alloc(struct sched_deliver *d, struct sched_sgrou
 
 	s->group = g;
 	s->src = src;
+	s->wslot = sched_warm_slot(d, src, g->provider);
 	if (src >= 0) {
 		const struct cfg_egress *e = &d->ecfg->egress[src];
 		size_t n = strlen(key) + strlen(e->name) + 8;
@@ -363,7 +364,8 @@ struct sched_site *sched_group_pick(struct sched_deliver *d, struct sched_sgroup
 	now = vl_now_ms();
 	for (size_t i = 0; i < n; i++) {
 		const struct sched_site *s = g->site[pl->src[i]];
-		skip[i] = s && sched_backoff_suspended(&s->bo, now);
+		skip[i] = s && (sched_backoff_suspended(&s->bo, now) ||
+				(s->warm_until_ms > now && !pl->overflow_wait));
 	}
 	size_t at = sched_swrr_pick(g->cur + (size_t)pool * g->nsrc, pl->weight, skip, n);
 	if (skip != few)
@@ -785,6 +787,18 @@ static void rotate(struct sched_site *s, struct sched_sjq *q)
 	q->next = NULL;
 }
 
+static void spill(struct sched_deliver *d, struct sched_site *s, bool warm);
+
+/* Today's warm-up cap reached: the site waits for the next day; what waits
+ * there goes to the pool's other sources unless the pool says wait. */
+static void warm_capped(struct sched_deliver *d, struct sched_site *s)
+{
+	vl_log(VL_LOG_INFO, "site %s: source %s reached today's warm-up cap", s->key,
+	       s->src_name);
+	spill(d, s, true);
+	sched_timer_add(d, s->warm_until_ms, SCHED_T_SITE, s, 0);
+}
+
 static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now)
 {
 	uint64_t wait = 0;
@@ -792,6 +806,10 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 
 	if (sched_backoff_suspended(&s->bo, now)) {
 		sched_timer_add(d, s->bo.until_ms, SCHED_T_SITE, s, 0);
+		return;
+	}
+	if (s->warm_until_ms > now) {
+		sched_timer_add(d, s->warm_until_ms, SCHED_T_SITE, s, 0);
 		return;
 	}
 	while (s->inflight < s->window && s->waiting) {
@@ -804,6 +822,10 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 		struct sched_sjq *q = pick(s, now, &wait);
 		if (!q)
 			break;
+		if (s->wslot >= 0 && !sched_warm_take(d, s)) {
+			warm_capped(d, s);
+			return;
+		}
 		sched_bucket_take(&s->b);
 		sched_bucket_take(&q->dj->rate);
 		uint32_t idx = sched_sjq_pop(q);
@@ -857,23 +879,30 @@ static void recover(struct sched_site *s)
 		s->backoff_reason[0] = '\0';
 }
 
-/* A suspended source's waiting recipients go to the pool's other sources
- * (those not suspended themselves; with none, they stay). */
-static void spill(struct sched_deliver *d, struct sched_site *s)
+/* A suspended (or, warm, capped) source's waiting recipients go to the
+ * pool's other sources (those not suspended themselves; with none, they
+ * stay). A capped source keeps those of pools that say overflow = "wait". */
+static void spill(struct sched_deliver *d, struct sched_site *s, bool warm)
 {
 	struct sched_sjq *lists[2] = { s->trans, s->bulk };
+	struct sched_sgroup *g = s->group;
 	size_t moved = 0;
 
-	if (s->group->nsrc < 2 || !s->waiting)
+	if (g->nsrc < 2 || !s->waiting)
 		return;
 	for (int l = 0; l < 2; l++)
-		for (struct sched_sjq *q = lists[l]; q; q = q->next)
+		for (struct sched_sjq *q = lists[l]; q; q = q->next) {
+			int pool = q->dj->pool >= 0 ? q->dj->pool : g->pool;
+			if (warm && pool >= 0 && (size_t)pool < d->ecfg->npools &&
+			    d->ecfg->pools[pool].overflow_wait)
+				continue;
 			for (size_t n = q->len; n; n--) {
 				uint32_t idx = sched_sjq_pop(q);
 				s->waiting--;
-				to_site(d, s->group, q->dj, idx);
+				to_site(d, g, q->dj, idx);
 				moved++;
 			}
+		}
 	if (moved)
 		vl_log(VL_LOG_INFO, "site %s: %zu waiting recipients offered to the pool's "
 		       "other sources", s->key, moved);
@@ -915,7 +944,7 @@ static void act(struct sched_deliver *d, struct sched_site *s, const struct sche
 		break;
 	case CFG_RA_SUSPEND_SOURCE:
 		suspend(d, s, m, rr, now);
-		spill(d, s);
+		spill(d, s, false);
 		break;
 	case CFG_RA_SUSPEND_POOL:
 		for (size_t i = 0; i < s->group->nsrc; i++)
@@ -991,7 +1020,7 @@ static json_t *sts_mx_json(const struct sts_entry *e)
 	return a;
 }
 
-json_t *sched_site_json(const struct sched_site *s)
+json_t *sched_site_json(const struct sched_deliver *d, const struct sched_site *s)
 {
 	char since[32], until[32];
 	json_t *bo = json_null(), *last = json_null();
@@ -1020,7 +1049,7 @@ json_t *sched_site_json(const struct sched_site *s)
 				tls_sts_mode_name(s->sts->policy.mode), "id", s->sts->id, "mx",
 				sts_mx_json(s->sts)) : json_null());
 	return json_pack("{s:o, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
-			 " s:o, s:o, s:{s:I, s:I, s:I}}",
+			 " s:o, s:o, s:o, s:{s:I, s:I, s:I}}",
 			 "site", json_string(s->name), "key", s->key,
 			 "provider", s->group->provider ? json_string(s->group->provider) : json_null(), "hosts", hosts, "tls", tls,
 			 "queued", (json_int_t)s->waiting, "deferred", (json_int_t)s->deferred,
@@ -1032,6 +1061,7 @@ json_t *sched_site_json(const struct sched_site *s)
 			 "route", s->routable ? json_true() : json_string(s->no_route),
 			 "source", s->src_name ? json_string(s->src_name) : json_null(),
 			 "source_address", s->src_addr ? json_string(s->src_addr) : json_null(),
+			 "warmup", sched_warm_site_json(d, s),
 			 "totals", "delivered", (json_int_t)s->delivered,
 			 "bounced", (json_int_t)s->bounced, "transient", (json_int_t)s->transient);
 }

@@ -7,8 +7,11 @@ suspend-pool, bounce (a 4xx made final) and defer (a "rate-limited" reply
 without the back-off). Every wait is bounded."""
 
 import collections
+import os
+import subprocess
+import time
 
-from .daemon import VolleydTest, simple_job
+from .daemon import VOLLEYD, VolleydTest, simple_job
 from .sinkctl import Sink
 from . import dnsctl
 
@@ -150,3 +153,101 @@ class Replies(VolleydTest):
         self.assertTrue(all(q["backoff"] is None for q in r.values()), r)
         got = collections.Counter(m.env["rcpt"][0] for m in s.new_messages(19, wait=5))
         self.assertNotIn("user0@big.test", got)
+
+
+class WarmUp(VolleydTest):
+    """ip1 is new (a warm-up table), ip2 is not; both in the default pool."""
+
+    def sink(self):
+        s = Sink("--tls").start()
+        self.addCleanup(s.stop)
+        return s
+
+    def conf(self, sink, warm, pool=""):
+        return ('egress = ( { name = "ip1"; address = "127.0.0.2"; ehlo = "mta1.example.test";\n'
+                '             %s },\n'
+                '           { name = "ip2"; address = "127.0.0.3"; ehlo = "mta2.example.test"; } );\n'
+                '%s'
+                'domains = ( { match = "*.test"; route = "%s"; tls = "encrypt"; } );\n'
+                'defaults = { retry = [ "1s" ]; };\n'
+                'providers = ( { name = "bigmail"; domains = [ "big.test" ]; } );\n'
+                % (warm, pool, sink.route()))
+
+    def row(self, d, src, provider="bigmail"):
+        for q in d.request("GET", "/v1/queues").json()["queues"]:
+            if q["source"] == src and q["provider"] == provider:
+                return q
+        return None
+
+    def test_over_the_cap_spills_to_the_other_source_and_persists(self):
+        s = self.sink()
+        d = self.start_daemon(config=self.conf(s, 'warmup = ( [ 1, 5 ], [ 2, 10 ], [ 3, 0 ] );'))
+        jid = d.submit(simple_job(40, domain="big.test")).json()["id"]
+        j = self.wait_done(d, jid, timeout=60)
+        self.assertEqual(j["counts"]["delivered"], 40, j)
+        by_peer = collections.Counter(peer_ip(m.env) for m in s.new_messages(40, wait=10))
+        self.assertEqual(by_peer, {"127.0.0.2": 5, "127.0.0.3": 35})
+        w = self.row(d, "ip1")["warmup"]
+        self.assertEqual((w["schedule"], w["day"], w["cap"], w["sent"], w["provider"]),
+                         ("custom", 1, 5, 5, "bigmail"))
+        self.assertIsNotNone(w["capped_until"])
+        self.assertIsNone(self.row(d, "ip2")["warmup"])
+        # another provider's domain has its own count for the day ("*": no provider)
+        jid = d.submit(simple_job(10, domain="small.test")).json()["id"]
+        self.wait_done(d, jid, timeout=30)
+        self.assertEqual(self.row(d, "ip1", None)["warmup"]["sent"], 5)
+        by_peer = collections.Counter(peer_ip(m.env) for m in s.new_messages(10, wait=10))
+        self.assertEqual(by_peer, {"127.0.0.2": 5, "127.0.0.3": 5})
+        st = d.request("GET", "/v1/stats").json()
+        self.assertEqual(st["scheduler"]["delivery"]["sources"]["ip1"]["warmup"]["sent"], {"*": 5, "bigmail": 5})
+        m = d.request("GET", "/metrics").body.decode()
+        self.assertIn('volley_warmup_sent{source="ip1",provider="bigmail"} 5', m)
+        self.assertIn('volley_warmup_cap{source="ip1"} 5', m)
+        # the count outlives a restart (today's), as does day 1
+        d.stop()
+        self.assertTrue(os.path.exists(os.path.join(d.data_dir, "warmup.json")))
+        d.start()
+        jid = d.submit(simple_job(10, domain="big.test")).json()["id"]
+        self.wait_done(d, jid, timeout=30)
+        self.assertEqual({peer_ip(m.env) for m in s.new_messages(10, wait=10)}, {"127.0.0.3"})
+
+    def test_overflow_wait_holds_the_source_share(self):
+        s = self.sink()
+        d = self.start_daemon(config=self.conf(
+            s, 'warmup = ( [ 1, 4 ] );',
+            'pools = ( { name = "default"; sources = [ "ip1", "ip2" ]; overflow = "wait"; } );\n'))
+        jid = d.submit(simple_job(20, domain="big.test")).json()["id"]
+        self.wait_for("ip2's ten", lambda: (self.row(d, "ip2") or {}).get(
+            "totals", {}).get("delivered") == 10)
+        r = self.wait_for("ip1 capped", lambda: (self.row(d, "ip1") or {}).get("warmup") and
+                          self.row(d, "ip1")["warmup"]["capped_until"] and self.row(d, "ip1"))
+        self.assertEqual(r["totals"]["delivered"], 4)
+        self.assertEqual(r["queued"], 6, "its share waits for tomorrow")
+        self.assertEqual(d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"], 14)
+
+    def test_warmup_start_sets_the_day_and_standard_schedule(self):
+        s = self.sink()
+        yday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+        d = self.start_daemon(config=self.conf(
+            s, 'warmup = ( [ 1, 2 ], [ 2, 3 ] ); warmup_start = "%s";' % yday))
+        jid = d.submit(simple_job(12, domain="big.test")).json()["id"]
+        self.wait_done(d, jid, timeout=30)
+        w = self.row(d, "ip1")["warmup"]
+        self.assertEqual((w["day"], w["cap"], w["sent"]), (2, 3, 3))
+        out = subprocess.run([VOLLEYD, "--check-config", "--config",
+                              os.path.join(d.data_dir, "volley.conf")],
+                             capture_output=True, text=True, timeout=10)
+        self.assertIn('warmup = ( [ 1, 2 ], [ 2, 3 ] ); warmup_start = "%s";' % yday, out.stdout)
+
+    def test_bad_warmup_is_refused(self):
+        s = self.sink()
+        for warm, want in (('warmup = "gentle";', 'egress[0].warmup: expected "standard"'),
+                           ('warmup = ( [ 2, 5 ] );', "the first step is day 1"),
+                           ('warmup = ( [ 1, 5 ], [ 1, 6 ] );', "increasing day"),
+                           ('warmup = "standard"; warmup_start = "yesterday";',
+                            "warmup_start: expected a date")):
+            out = subprocess.run([VOLLEYD, "--check-config", "--config", "/dev/stdin"],
+                                 input=self.conf(s, warm), capture_output=True, text=True,
+                                 timeout=10)
+            self.assertNotEqual(out.returncode, 0, warm)
+            self.assertIn(want, out.stderr, warm)
