@@ -177,17 +177,33 @@ static const char *tls_str(const json_t *q, char *buf, size_t len)
 	return buf;
 }
 
+/* "d3 812/1500", "d3 1500/1500 capped", "d20 9000" (no cap), "-" */
+static const char *warm_str(const json_t *w, char *buf, size_t len)
+{
+	const json_t *cap = json_object_get(w, "cap");
+
+	if (!json_is_object(w))
+		return "-";
+	int n = snprintf(buf, len, "d%lld %lld", (long long)json_integer_value(json_object_get(w, "day")),
+			 (long long)json_integer_value(json_object_get(w, "sent")));
+	if (json_is_integer(cap) && n > 0 && (size_t)n < len)
+		n += snprintf(buf + n, len - (size_t)n, "/%lld", (long long)json_integer_value(cap));
+	if (json_is_string(json_object_get(w, "capped_until")) && n > 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, " capped");
+	return buf;
+}
+
 static void queues_table(const json_t *qs)
 {
 	static const char *head[] = {"SITE", "SOURCE", "TLS", "QUEUED", "DEFERRED", "IN_FLIGHT",
-				     "MAX_CONNS", "RATE/S", "BACKOFF", "LAST_RESPONSE"};
-	static const bool right[] = {0, 0, 0, 1, 1, 1, 1, 1, 0, 0};
-	char n[5][32], tls[64];
+				     "MAX_CONNS", "RATE/S", "WARMUP", "BACKOFF", "LAST_RESPONSE"};
+	static const bool right[] = {0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0};
+	char n[5][32], tls[64], warm[64];
 	struct cli_table t;
 	size_t i;
 	json_t *q;
 
-	cli_table_init(&t, 10, head, right);
+	cli_table_init(&t, 11, head, right);
 	json_array_foreach(qs, i, q) {
 		json_t *cur = json_object_get(q, "current_rate");
 		const char *src = json_string_value(json_object_get(q, "source"));
@@ -198,6 +214,7 @@ static void queues_table(const json_t *qs)
 				     cli_jnum(q, "in_flight", n[2], 32),
 				     cli_jnum(q, "max_connections", n[3], 32),
 				     json_number_value(cur) > 0 ? cli_jnum(q, "current_rate", n[4], 32) : "-",
+				     warm_str(json_object_get(q, "warmup"), warm, sizeof warm),
 				     backoff_str(json_object_get(q, "backoff")),
 				     last_str(json_object_get(q, "last_response"))};
 		cli_table_row(&t, row);

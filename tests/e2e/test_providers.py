@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 
-from .daemon import VOLLEYD, VolleydTest, simple_job
+from .daemon import VOLLEY, VOLLEYD, VolleydTest, simple_job
 from .sinkctl import Sink
 from . import dnsctl
 
@@ -224,6 +224,11 @@ class WarmUp(VolleydTest):
         self.assertEqual(r["totals"]["delivered"], 4)
         self.assertEqual(r["queued"], 6, "its share waits for tomorrow")
         self.assertEqual(d.request("GET", "/v1/jobs/" + jid).json()["counts"]["delivered"], 14)
+        out = subprocess.run([VOLLEY, "--socket", d.sock, "queues"], capture_output=True,
+                             text=True, timeout=10)
+        self.assertEqual(out.returncode, 0, out)
+        self.assertIn("WARMUP", out.stdout)
+        self.assertIn("d1 4/4 capped", out.stdout)
 
     def test_warmup_start_sets_the_day_and_standard_schedule(self):
         s = self.sink()
