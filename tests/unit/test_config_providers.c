@@ -170,3 +170,73 @@ Test(config_providers, bad_entries_are_named)
 		cr_assert_not_null(strstr(err, bad[i].want), "%s: got %s", bad[i].conf, err);
 	}
 }
+
+Test(config_warmup, standard_and_tables_give_the_day_cap)
+{
+	struct cfg c;
+	char err[512] = "";
+
+	cr_assert_eq(unit_cfg_load(&c,
+		"egress = ( { name = \"a\"; address = \"192.0.2.1\"; ehlo = \"a.test\"; warmup = \"standard\"; },\n"
+		"           { name = \"b\"; address = \"192.0.2.2\"; ehlo = \"b.test\";\n"
+		"             warmup = ( [ 1, 500 ], [ 3, 2000 ], [ 8, 0 ] ); warmup_start = \"2026-12-01\"; },\n"
+		"           { name = \"c\"; address = \"192.0.2.3\"; ehlo = \"c.test\";\n"
+		"             warmup = ( [ 1, 50 ], [ 2, 70 ] ); },\n"
+		"           { name = \"d\"; address = \"192.0.2.4\"; ehlo = \"d.test\"; } );\n"
+		"pools = ( { name = \"p\"; sources = [ \"a\", \"b\" ]; overflow = \"wait\"; } );\n",
+		err, sizeof err), 0, "%s", err);
+	const struct cfg_egress *a = &c.egress[0], *b = &c.egress[1], *e = &c.egress[2];
+	cr_assert_str_eq(a->warmup, "standard");
+	cr_assert_eq(a->warmup_start, -1);
+	cr_assert_eq(cfg_warmup_cap(a, 0), 200, "before day 1 counts as day 1");
+	cr_assert_eq(cfg_warmup_cap(a, 1), 200);
+	cr_assert_eq(cfg_warmup_cap(a, 17), 1000000);
+	cr_assert_eq(cfg_warmup_cap(a, 18), UINT64_MAX);
+	cr_assert_str_eq(b->warmup, "custom");
+	cr_assert_eq(b->warmup_start, 20788, "2026-12-01 in days since 1970");
+	cr_assert_eq(cfg_warmup_cap(b, 2), 500);
+	cr_assert_eq(cfg_warmup_cap(b, 3), 2000);
+	cr_assert_eq(cfg_warmup_cap(b, 7), 2000);
+	cr_assert_eq(cfg_warmup_cap(b, 8), UINT64_MAX);
+	cr_assert_eq(cfg_warmup_cap(e, 400), 70, "the last cap holds");
+	cr_assert_eq(c.egress[3].nsteps, 0);
+	cr_assert_eq(cfg_warmup_cap(&c.egress[3], 1), UINT64_MAX);
+	int p = cfg_pool_find(&c, "p");
+	cr_assert(c.pools[p].overflow_wait);
+	cr_assert_not(c.pools[cfg_pool_find(&c, NULL)].overflow_wait);
+	struct vl_buf o;
+	vl_buf_init(&o);
+	cfg_print(&c, &o);
+	vl_buf_append(&o, "", 1);
+	cr_assert_not_null(strstr(o.p, "warmup = ( [ 1, 500 ], [ 3, 2000 ], [ 8, 0 ] ); "
+				  "warmup_start = \"2026-12-01\";"), "%s", o.p);
+	cr_assert_not_null(strstr(o.p, "overflow = \"wait\";"));
+	vl_buf_free(&o);
+	cfg_free(&c);
+}
+
+Test(config_warmup, bad_ones_are_named)
+{
+	static const struct { const char *warm, *want; } bad[] = {
+		{ "warmup = 5;", "egress[0].warmup: expected \"standard\" or a table" },
+		{ "warmup = ( );", "1 to 366 steps" },
+		{ "warmup = ( [ 1 ] );", "each step is [ DAY, MAX_PER_DAY ]" },
+		{ "warmup = ( [ 1, -5 ] );", "each step is" },
+		{ "warmup_start = \"2026-12-01\";", "warmup_start: only with a warmup" },
+		{ "warmup = \"standard\"; warmup_start = \"2026-13-01\";", "expected a date" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		struct cfg c;
+		char err[512] = "", conf[512];
+		snprintf(conf, sizeof conf, "egress = ( { name = \"a\"; address = \"192.0.2.1\"; "
+			 "ehlo = \"a.test\"; %s } );\n", bad[i].warm);
+		cr_assert_eq(unit_cfg_load(&c, conf, err, sizeof err), -1, "%s", conf);
+		cr_assert_not_null(strstr(err, bad[i].want), "%s: got %s", conf, err);
+	}
+	struct cfg c;
+	char err[512] = "";
+	cr_assert_eq(unit_cfg_load(&c, "egress = ( { address = \"192.0.2.1\"; ehlo = \"a.test\"; } );\n"
+		     "pools = ( { name = \"p\"; sources = [ \"192.0.2.1\" ]; overflow = \"later\"; } );\n",
+		     err, sizeof err), -1);
+	cr_assert_not_null(strstr(err, "pools[0].overflow: expected \"spill\""), "%s", err);
+}
