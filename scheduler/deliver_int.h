@@ -151,6 +151,7 @@ struct sched_sgroup {
 	char *provider;               /* its mailbox provider's name, or NULL */
 	char *anchor;                 /* a provider's MX site: the domain whose MX
 				       * answers give its hosts (the first) */
+	uint64_t anchor_ms;           /* when its answer last came */
 	struct sched_sgroup *next;
 };
 

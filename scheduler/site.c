@@ -664,10 +664,17 @@ static struct sched_sgroup *dom_site(struct sched_deliver *d, struct sched_dom *
 	struct sched_sgroup *g = group_get(d, key, &p, m->mx, e, prov_name(d, prov));
 	/* a provider's site takes its hosts from one of its domains' answers:
 	 * the others' (hosted domains) would make them change back and forth */
+	uint64_t now = vl_now_ms();
+	if (prov >= 0 && !m->host && g->anchor && strcmp(g->anchor, m->name) &&
+	    now - g->anchor_ms > d->cfg->dns.max_ttl_ms) {
+		free(g->anchor);      /* no answer from it for long: it left */
+		g->anchor = NULL;
+	}
 	if (prov >= 0 && !m->host && !g->anchor)
 		g->anchor = vl_strdup(m->name);
 	if (g->anchor && strcmp(g->anchor, m->name))
 		return g;
+	g->anchor_ms = now;
 	/* every source's site: they reach the same hosts */
 	for (size_t i = 0; i < g->nsrc; i++) {
 		struct sched_site *s = g->site[i];
