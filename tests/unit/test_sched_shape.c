@@ -324,6 +324,58 @@ Test(sched_site, rate_limited_reply_backs_off_then_recovers, .init = cr_redirect
 	free(d);
 }
 
+/* A provider's reply rules: a suspension of one source, or of every
+ * source of the destination, for the rule's duration; no halving. */
+Test(sched_site, provider_rules_suspend_a_source_or_the_pool, .init = cr_redirect_stderr)
+{
+	struct sched_deliver *d = calloc(1, sizeof *d);
+	struct sched_sgroup g = { 0 };
+	struct sched_site *site[2] = { calloc(1, sizeof **site), calloc(1, sizeof **site) };
+	struct sched_dmsg *blk = reply(ENG_TRANSIENT, 550, "5.7.1", "[BM01] blocked");
+	struct sched_bounce_verdict other = { SCHED_BC_OTHER, false };
+	struct sched_bounce_verdict rl = { SCHED_BC_RATE_LIMITED, false };
+	struct cfg_reply_rule src = { .action = CFG_RA_SUSPEND_SOURCE, .duration_ms = 3600000 };
+	struct cfg_reply_rule pool = { .action = CFG_RA_SUSPEND_POOL, .duration_ms = 600000 };
+	struct cfg_reply_rule defer = { .action = CFG_RA_DEFER };
+	uint64_t now = vl_now_ms();
+
+	g.provider = "bigmail";
+	g.nsrc = 2;
+	g.site = site;
+	for (int i = 0; i < 2; i++) {
+		site[i]->group = &g;
+		site[i]->src = i;
+		site[i]->key = "k";
+		sched_bucket_init(&site[i]->b, 100);
+		site[i]->rate = 100;
+	}
+	/* defer: a rate-limited reply without the back-off */
+	site[0]->inflight = 1;
+	sched_site_result(d, site[0], blk, &rl, &defer);
+	cr_assert_not(sched_backoff_suspended(&site[0]->bo, now));
+	cr_assert_eq(site[0]->transient, 1);
+
+	site[0]->inflight = 1;
+	sched_site_result(d, site[0], blk, &other, &src);
+	cr_assert(sched_backoff_suspended(&site[0]->bo, now + 3599000));
+	cr_assert_not(sched_backoff_suspended(&site[0]->bo, now + 3601000 + 1000));
+	cr_assert_not(sched_backoff_suspended(&site[1]->bo, now), "the other source goes on");
+	cr_assert_float_eq(site[0]->b.rate, 100, 1e-9, "a suspension does not halve the rate");
+	cr_assert_not_null(strstr(site[0]->backoff_reason, "provider bigmail says suspend-source: "
+				  "suspended until "), "%s", site[0]->backoff_reason);
+	/* a shorter one does not cut a longer one short */
+	site[0]->inflight = 1;
+	sched_site_result(d, site[0], blk, &other, &pool);
+	cr_assert(sched_backoff_suspended(&site[0]->bo, now + 3599000));
+	cr_assert(sched_backoff_suspended(&site[1]->bo, now + 599000));
+	cr_assert_not(sched_backoff_suspended(&site[1]->bo, now + 602000));
+	cr_assert_not_null(strstr(site[1]->backoff_reason, "suspend-pool"));
+	free(blk);
+	free(site[0]);
+	free(site[1]);
+	free(d);
+}
+
 /* ---- weighted choice of an egress source ---- */
 
 Test(sched_swrr, weights_three_to_one_spread_evenly)
