@@ -266,6 +266,8 @@ struct cfg {
 extern const char *const cfg_event_types[];
 /* 1 to 64 of letters, digits, '-', '_'. */
 bool cfg_webhook_name_ok(const char *name);
+/* 1 to max of letters, digits, '-', '_' (a file name, a metric label). */
+bool cfg_name_ok(const char *name, size_t max);
 /* https, or http to 127.0.0.0/8 or [::1]; -1 with why. */
 int cfg_webhook_url_check(const char *url, char *why, size_t whylen);
 /* list: the libconfig setting of `webhooks`. -1 with err (file:line: key). */

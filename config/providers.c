@@ -40,20 +40,6 @@ const char *cfg_reply_action_name(enum cfg_reply_action a)
 	return (size_t)a < VL_ARRAY_LEN(actions) ? actions[a] : "?";
 }
 
-/* name: 1 to 32 of letters, digits, '-', '_' (a metric label, a site name). */
-static bool name_ok(const char *n)
-{
-	size_t len = strlen(n);
-
-	if (len < 1 || len > 32)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
-		      (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '_'))
-			return false;
-	return true;
-}
-
 static int globs(struct pctx *x, const config_setting_t *g, const char *key, const char *path,
 		 char ***out, size_t *n)
 {
@@ -116,6 +102,31 @@ static const char *opt_str(const config_setting_t *g, const char *key, const cha
 	return config_setting_lookup_string(g, key, &v) ? v : dflt;
 }
 
+/* Every key of group g is one of keys (NULL-terminated); the error lists
+ * them. */
+static int check_keys(struct pctx *x, const config_setting_t *g, const char *path,
+		      const char *const *keys)
+{
+	char sub[160], list[320] = "";
+
+	for (size_t j = 0; keys[j]; j++)
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "",
+			 keys[j]);
+	for (int i = 0; i < config_setting_length(g); i++) {
+		const char *k = config_setting_name(config_setting_get_elem(g, (unsigned)i));
+		bool known = false;
+		for (size_t j = 0; keys[j]; j++)
+			known |= !strcmp(k, keys[j]);
+		snprintf(sub, sizeof sub, "%.96s.%.48s", path, k);
+		if (!known) {
+			char why[400];
+			snprintf(why, sizeof why, "unknown key (%s)", list);
+			return pfail(x, g, sub, why);
+		}
+	}
+	return 0;
+}
+
 static int get_reply(struct pctx *x, const config_setting_t *g, const char *path,
 		     struct cfg_reply_rule *r)
 {
@@ -124,15 +135,8 @@ static int get_reply(struct pctx *x, const config_setting_t *g, const char *path
 
 	if (!config_setting_is_group(g))
 		return pfail(x, g, path, "expected { code = \"421\"; text = \"...\"; action = ...; }");
-	for (int i = 0; i < config_setting_length(g); i++) {
-		const char *k = config_setting_name(config_setting_get_elem(g, (unsigned)i));
-		bool known = false;
-		for (size_t j = 0; keys[j]; j++)
-			known |= !strcmp(k, keys[j]);
-		snprintf(sub, sizeof sub, "%.96s.%s", path, k);
-		if (!known)
-			return pfail(x, g, sub, "unknown key (code, enhanced, text, action, duration)");
-	}
+	if (check_keys(x, g, path, keys) < 0)
+		return -1;
 	r->code = vl_strdup(opt_str(g, "code", "*"));
 	r->enhanced = vl_strdup(opt_str(g, "enhanced", "*"));
 	r->text = vl_strdup(opt_str(g, "text", ""));
@@ -200,39 +204,21 @@ static int get_limits(struct pctx *x, const config_setting_t *g, const char *pat
 	return 0;
 }
 
-static int check_keys(struct pctx *x, const config_setting_t *g, const char *path)
+static int get_provider(struct pctx *x, const config_setting_t *g, const char *path,
+			struct cfg_provider *p)
 {
 	static const char *const keys[] = { "name", "domains", "mx", "max_connections",
 		"max_messages_per_connection", "max_recipients_per_message", "rate", "replies",
 		NULL };
-	char sub[160];
-
-	for (int i = 0; i < config_setting_length(g); i++) {
-		const char *k = config_setting_name(config_setting_get_elem(g, (unsigned)i));
-		bool known = false;
-		for (size_t j = 0; keys[j]; j++)
-			known |= !strcmp(k, keys[j]);
-		snprintf(sub, sizeof sub, "%.96s.%s", path, k);
-		if (!known)
-			return pfail(x, g, sub, "unknown key (name, domains, mx, max_connections, "
-				     "max_messages_per_connection, max_recipients_per_message, "
-				     "rate, replies)");
-	}
-	return 0;
-}
-
-static int get_provider(struct pctx *x, const config_setting_t *g, const char *path,
-			struct cfg_provider *p)
-{
 	const char *name = NULL;
 	char sub[160];
 
 	if (!config_setting_is_group(g))
 		return pfail(x, g, path, "expected { name = \"...\"; domains = [...]; mx = [...]; }");
-	if (check_keys(x, g, path) < 0)
+	if (check_keys(x, g, path, keys) < 0)
 		return -1;
 	snprintf(sub, sizeof sub, "%.96s.name", path);
-	if (!config_setting_lookup_string(g, "name", &name) || !name_ok(name))
+	if (!config_setting_lookup_string(g, "name", &name) || !cfg_name_ok(name, 32))
 		return pfail(x, g, sub, "needed: 1 to 32 of letters, digits, '-', '_'");
 	p->name = vl_strdup(name);
 	if (globs(x, g, "domains", path, &p->domains, &p->ndomains) < 0 ||

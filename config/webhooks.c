@@ -28,18 +28,24 @@ static int wfail(const config_setting_t *s, const char *file, const char *path,
 	return -1;
 }
 
-/* A webhook's name: a file name and a metric label. */
-bool cfg_webhook_name_ok(const char *n)
+/* A name that is a file name and a metric label: 1 to max of letters,
+ * digits, '-', '_'. */
+bool cfg_name_ok(const char *n, size_t max)
 {
 	size_t len = strlen(n);
 
-	if (len < 1 || len > 64)
+	if (len < 1 || len > max)
 		return false;
 	for (size_t i = 0; i < len; i++)
 		if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
 		      (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '_'))
 			return false;
 	return true;
+}
+
+bool cfg_webhook_name_ok(const char *n)
+{
+	return cfg_name_ok(n, 64);
 }
 
 /* A loopback address literal: 127.0.0.0/8 or [::1]. */
