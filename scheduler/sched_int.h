@@ -76,6 +76,12 @@ int sched_journal_replay(const char *path, void (*fn)(void *arg, const struct sc
 /* One record at p (n octets there): its length, or 0 when there is no
  * whole valid record. */
 size_t sched_journal_decode(const char *p, size_t n, struct sched_jrec *r);
+/* The recipients cursor over a job's table (taken), journal and feedback
+ * file (rcptcur.c; sched_recipients_read/close are its face); win: the
+ * matching recipients per window (0: the default, a million). */
+struct sched_cursor *sched_cursor_new(struct sched_table *t, const char *journal,
+				      const char *feedback, bool cancelled,
+				      enum sched_state filter, size_t win);
 /* Serialise r onto b (the committer writes b to the job's journal). */
 void sched_journal_encode(const struct sched_jrec *r, struct vl_buf *b);
 
