@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,16 +98,18 @@ int sched_journal_replay(const char *path, void (*fn)(void *arg, const struct sc
 		close(fd);
 		return -1;
 	}
-	size_t n = (size_t)st.st_size, off = 0, got = 0;
-	char *buf = vl_malloc(n ? n : 1);
-	while (got < n) {         /* one pread returns at most about 2 GiB */
-		ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
-		if (r <= 0) {
-			free(buf);
+	/* mapped, not read: a big job's journal stays in the page cache
+	 * instead of the daemon's heap while it replays */
+	size_t n = (size_t)st.st_size, off = 0;
+	char *buf = NULL;
+	if (n) {
+		void *p = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p == MAP_FAILED) {
 			close(fd);
 			return -1;
 		}
-		got += (size_t)r;
+		madvise(p, n, MADV_SEQUENTIAL);
+		buf = p;
 	}
 	for (size_t len; off < n && (len = sched_journal_decode(buf + off, n - off, &r));
 	     off += len)
@@ -116,7 +119,8 @@ int sched_journal_replay(const char *path, void (*fn)(void *arg, const struct sc
 		if (ftruncate(fd, (off_t)off) < 0 || fdatasync(fd) < 0)
 			vl_log(VL_LOG_ERROR, "journal %s: cannot truncate: %s", path, strerror(errno));
 	}
-	free(buf);
+	if (buf)
+		munmap(buf, n);
 	close(fd);
 	return 0;
 }
