@@ -1,11 +1,19 @@
 /*
  * The spool: jobs received into tmp/, fsync'd, then renamed into jobs/.
  *
- * Recipient table ("rcpt"): a 16-octet header ("VLRCPT01", u64 count,
- * written last so a torn table is recognisable), then one record per
- * recipient: u32 length of the rest, then email, name, u32 nsubs and
- * nsubs key/value pairs, each string as u32 length + octets + NUL.
- * Little-endian, as the host.
+ * Recipient table ("rcpt"): a 24-octet header ("VLRCPT02", u64 count,
+ * u64 offset of the index; written last so a torn table is recognisable),
+ * then one record per recipient: u32 length of the rest, then email,
+ * name, u32 nsubs and nsubs key/value pairs, each string as u32 length +
+ * octets + NUL; then the index, 8-aligned: u64 offset of each record.
+ * Little-endian, as the host. A reader maps the table, index included:
+ * a ten-million-recipient job costs page cache, not heap. Tables of the
+ * first format ("VLRCPT01", 16-octet header, no index) are still read,
+ * their index built by a scan.
+ *
+ * While a job comes in, its duplicate set and record offsets live in
+ * files of tmp/<id>/ mapped shared (struct fmap), not in the heap: the
+ * kernel may write them out and drop them under pressure.
  */
 #include "spool.h"
 
@@ -23,8 +31,10 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#define TABLE_MAGIC "VLRCPT01"
-#define HDR_LEN 16
+#define TABLE_MAGIC "VLRCPT02"
+#define TABLE_MAGIC_V1 "VLRCPT01"
+#define HDR_LEN 24
+#define HDR_LEN_V1 16
 #define WBUF (1u << 20)          /* write-behind buffer of the table */
 
 struct sched_spool {
@@ -266,6 +276,54 @@ struct slot {
 	uint32_t index;          /* recipient number, 0-based */
 };
 
+/* A growable array in a file mapped shared (intake's scratch). */
+struct fmap {
+	int fd;
+	char *p;
+	size_t cap;              /* octets mapped */
+};
+
+static int fmap_open(struct fmap *m, const char *dir, const char *name, size_t cap)
+{
+	char *path = path_join(dir, name);
+
+	m->p = NULL;
+	m->cap = 0;
+	m->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	free(path);
+	if (m->fd < 0 || ftruncate(m->fd, (off_t)cap) < 0)
+		return -1;
+	void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	m->p = p;
+	m->cap = cap;
+	return 0;
+}
+
+/* Grown to cap octets (new ones zero); -1 with errno (ENOSPC...). */
+static int fmap_grow(struct fmap *m, size_t cap)
+{
+	if (ftruncate(m->fd, (off_t)cap) < 0)
+		return -1;
+	void *p = mremap(m->p, m->cap, cap, MREMAP_MAYMOVE);
+	if (p == MAP_FAILED)
+		return -1;
+	m->p = p;
+	m->cap = cap;
+	return 0;
+}
+
+static void fmap_close(struct fmap *m)
+{
+	if (m->p)
+		munmap(m->p, m->cap);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->p = NULL;
+	m->fd = -1;
+}
+
 struct sched_intake {
 	struct sched_spool *s;
 	char id[SCHED_ID_LEN + 1];
@@ -276,10 +334,12 @@ struct sched_intake {
 	struct vl_buf wbuf;
 	struct vl_buf scratch;
 	size_t count;
+	struct fmap setm, offm;  /* files "dedup" and "index" in dir */
 	struct slot *set;        /* open addressing on the address hash */
 	size_t setcap;
 	uint64_t *off;           /* record offset of each recipient */
 	size_t offcap;
+	unsigned setgen;         /* the dedup file's generation (growing) */
 };
 
 /* A storage failure the API answers 503: logged here with the path and
@@ -299,7 +359,7 @@ struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 	struct sched_intake *in = vl_calloc(1, sizeof *in);
 	char dir[PATH_MAX];
 
-	in->fd = in->msg_fd = -1;
+	in->fd = in->msg_fd = in->setm.fd = in->offm.fd = -1;
 	if (sched_spool_path(s, id, SCHED_SPOOL_TMP, dir, sizeof dir) < 0) {
 		snprintf(err, errlen, "cannot receive job %.40s: %s", id, strerror(errno));
 		goto fail;
@@ -320,11 +380,17 @@ struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
 	}
 	vl_buf_init(&in->wbuf);
 	vl_buf_init(&in->scratch);
-	vl_buf_append(&in->wbuf, TABLE_MAGIC "\0\0\0\0\0\0\0\0", HDR_LEN);
+	vl_buf_append(&in->wbuf, (char[HDR_LEN]){ 0 }, HDR_LEN);  /* the header: written last */
 	in->setcap = 1024;
-	in->set = vl_calloc(in->setcap, sizeof *in->set);
 	in->offcap = 512;
-	in->off = vl_malloc(in->offcap * sizeof *in->off);
+	if (fmap_open(&in->setm, in->dir, "dedup.0", in->setcap * sizeof *in->set) < 0 ||
+	    fmap_open(&in->offm, in->dir, "index", in->offcap * sizeof *in->off) < 0) {
+		snprintf(err, errlen, "cannot map the intake's index in %s: %s", in->dir,
+			 strerror(errno));
+		goto fail;
+	}
+	in->set = (struct slot *)in->setm.p;
+	in->off = (uint64_t *)in->offm.p;
 	return in;
 fail:
 	vl_log(VL_LOG_ERROR, "spool: %s", err);
@@ -414,12 +480,20 @@ static uint32_t tag_of(uint64_t h)
 	return t ? t : 1;
 }
 
-/* The tag also picks the slot, so growing needs no address re-read. */
-static void set_grow(struct sched_intake *in)
+/* The tag also picks the slot, so growing needs no address re-read. The
+ * bigger set is a new file: both are mapped while it fills. */
+static int set_grow(struct sched_intake *in)
 {
 	size_t cap = in->setcap * 2;
-	struct slot *n = vl_calloc(cap, sizeof *n);
+	struct fmap nm;
+	char name[32];
 
+	snprintf(name, sizeof name, "dedup.%u", in->setgen + 1);
+	if (fmap_open(&nm, in->dir, name, cap * sizeof *in->set) < 0) {
+		fmap_close(&nm);
+		return -1;
+	}
+	struct slot *n = (struct slot *)nm.p;
 	for (size_t i = 0; i < in->setcap; i++) {
 		if (!in->set[i].tag)
 			continue;
@@ -428,9 +502,15 @@ static void set_grow(struct sched_intake *in)
 			j = (j + 1) & (cap - 1);
 		n[j] = in->set[i];
 	}
-	free(in->set);
+	fmap_close(&in->setm);
+	snprintf(name, sizeof name, "dedup.%u", in->setgen++);
+	char *old = path_join(in->dir, name);
+	unlink(old);
+	free(old);
+	in->setm = nm;
 	in->set = n;
 	in->setcap = cap;
+	return 0;
 }
 
 /* 1 and *first if r's address is there already; else claims its slot. */
@@ -464,13 +544,19 @@ int sched_intake_add(struct sched_intake *in, const struct sched_rcpt *r, size_t
 		errno = EFBIG;
 		return -1;
 	}
-	if ((in->count + 1) * 2 > in->setcap)
-		set_grow(in);
+	if ((in->count + 1) * 2 > in->setcap && set_grow(in) < 0) {
+		errno = spool_err("cannot grow the duplicate set in", in->dir);
+		return -1;
+	}
 	if ((d = dedup(in, r, first)) != 0)
 		return d;
 	if (in->count == in->offcap) {
+		if (fmap_grow(&in->offm, in->offcap * 2 * sizeof *in->off) < 0) {
+			errno = spool_err("cannot grow the index in", in->dir);
+			return -1;
+		}
 		in->offcap *= 2;
-		in->off = vl_realloc(in->off, in->offcap * sizeof *in->off);
+		in->off = (uint64_t *)in->offm.p;
 	}
 	in->off[in->count] = in->flushed + in->wbuf.len;
 	size_t start = in->wbuf.len;
@@ -512,17 +598,47 @@ static int write_file(const char *path, const char *data, size_t len, bool sync)
 	return close(fd);
 }
 
+/* The intake's scratch files: not part of the job. */
+static void drop_scratch(struct sched_intake *in)
+{
+	char name[32];
+
+	fmap_close(&in->setm);
+	fmap_close(&in->offm);
+	snprintf(name, sizeof name, "dedup.%u", in->setgen);
+	char *a = path_join(in->dir, name), *b = path_join(in->dir, "index");
+	unlink(a);
+	unlink(b);
+	free(a);
+	free(b);
+}
+
+/* The records, then the index (8-aligned), then the header; the scratch
+ * files go. */
 static int finish_table(struct sched_intake *in, bool sync)
 {
 	char hdr[HDR_LEN];
-	uint64_t n = in->count;
+	uint64_t n = in->count, at;
 
 	if (flush(in) < 0)
 		return -1;
+	at = (in->flushed + 7) & ~(uint64_t)7;
+	if (at > in->flushed && pwrite(in->fd, "\0\0\0\0\0\0\0", at - in->flushed,
+					(off_t)in->flushed) != (ssize_t)(at - in->flushed))
+		return -1;
+	for (size_t done = 0; done < n * 8;) {
+		ssize_t w = pwrite(in->fd, (const char *)in->off + done, n * 8 - done,
+				   (off_t)(at + done));
+		if (w <= 0)
+			return -1;
+		done += (size_t)w;
+	}
 	memcpy(hdr, TABLE_MAGIC, 8);
 	memcpy(hdr + 8, &n, 8);
+	memcpy(hdr + 16, &at, 8);
 	if (pwrite(in->fd, hdr, HDR_LEN, 0) != HDR_LEN || (sync && fsync(in->fd) < 0))
 		return -1;
+	drop_scratch(in);
 	return 0;
 }
 
@@ -600,8 +716,8 @@ void sched_intake_abort(struct sched_intake *in)
 	free(in->dir);
 	vl_buf_free(&in->wbuf);
 	vl_buf_free(&in->scratch);
-	free(in->set);
-	free(in->off);
+	fmap_close(&in->setm);
+	fmap_close(&in->offm);
 	free(in);
 }
 
@@ -611,8 +727,43 @@ struct sched_table {
 	const char *map;
 	size_t len;
 	size_t count;
-	uint64_t *off;           /* record offsets, found by one scan */
+	size_t end;              /* where the records end */
+	const uint64_t *off;     /* record offsets: the mapped index */
+	uint64_t *scanned;       /* ... or, first format, found by one scan */
 };
+
+/* A first-format table: its offsets by a scan. */
+static int scan_v1(struct sched_table *t)
+{
+	uint64_t o = HDR_LEN_V1;
+
+	t->scanned = vl_malloc((t->count + 1) * sizeof *t->scanned);
+	for (size_t i = 0; i < t->count; i++) {
+		uint32_t n;
+		if (o + 4 > t->len)
+			return -1;
+		memcpy(&n, t->map + o, 4);
+		t->scanned[i] = o;
+		o += 4 + (uint64_t)n;
+	}
+	t->off = t->scanned;
+	t->end = t->len;
+	return o > t->len ? -1 : 0;
+}
+
+static int index_v2(struct sched_table *t)
+{
+	uint64_t at;
+
+	if (t->len < HDR_LEN)
+		return -1;
+	memcpy(&at, t->map + 16, 8);
+	if (at < HDR_LEN || (at & 7) || at > t->len || (t->len - at) / 8 < t->count)
+		return -1;
+	t->off = (const uint64_t *)(t->map + at);
+	t->end = at;
+	return 0;
+}
 
 struct sched_table *sched_table_open(struct sched_spool *s, const char *id)
 {
@@ -625,25 +776,16 @@ struct sched_table *sched_table_open(struct sched_spool *s, const char *id)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
-	if (fstat(fd, &st) < 0 || (size_t)st.st_size < HDR_LEN)
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size < HDR_LEN_V1)
 		goto out;
 	t = vl_calloc(1, sizeof *t);
 	t->len = (size_t)st.st_size;
 	t->map = mmap(NULL, t->len, PROT_READ, MAP_PRIVATE, fd, 0);
-	if (t->map == MAP_FAILED || memcmp(t->map, TABLE_MAGIC, 8) != 0)
+	if (t->map == MAP_FAILED)
 		goto bad;
 	memcpy(&t->count, t->map + 8, 8);
-	t->off = vl_malloc((t->count + 1) * sizeof *t->off);
-	uint64_t o = HDR_LEN;
-	for (size_t i = 0; i < t->count; i++) {
-		uint32_t n;
-		if (o + 4 > t->len)
-			goto bad;
-		memcpy(&n, t->map + o, 4);
-		t->off[i] = o;
-		o += 4 + (uint64_t)n;
-	}
-	if (o > t->len)
+	if (!memcmp(t->map, TABLE_MAGIC, 8) ? index_v2(t) < 0 :
+	    !memcmp(t->map, TABLE_MAGIC_V1, 8) ? scan_v1(t) < 0 : true)
 		goto bad;
 	goto out;
 bad:
@@ -664,7 +806,7 @@ void sched_table_close(struct sched_table *t)
 		return;
 	if (t->map && t->map != MAP_FAILED)
 		munmap((void *)t->map, t->len);
-	free(t->off);
+	free(t->scanned);
 	free(t);
 }
 
@@ -693,10 +835,12 @@ int sched_table_get(const struct sched_table *t, size_t i, struct sched_rcpt *r)
 {
 	uint32_t len, ns;
 
-	if (i >= t->count)
+	if (i >= t->count || t->off[i] < HDR_LEN_V1 || t->off[i] + 4 > t->end)
 		return -1;
 	const char *p = t->map + t->off[i];
 	memcpy(&len, p, 4);
+	if (len > t->end - t->off[i] - 4)
+		return -1;
 	const char *end = p + 4 + len;
 	p += 4;
 	if (get_str(&p, end, &r->email, &r->email_len) < 0 ||

@@ -188,7 +188,66 @@ Test(sched_spool, duplicates_over_many_and_across_flushes)
 		cr_assert_eq(sched_intake_add(in, &r, &first), 0, "local part is case-sensitive");
 	}
 	cr_assert_eq(sched_intake_count(in), 60000 + 61);
-	sched_intake_abort(in);
+	cr_assert_eq(sched_intake_commit(in, "{}", 2), 0);
+	/* the table reads back through its mapped index; the intake's
+	 * scratch files (duplicate set, offsets) did not come along */
+	struct sched_table *t = sched_table_open(sp, id);
+	cr_assert_not_null(t);
+	cr_assert_eq(sched_table_count(t), 60061);
+	struct sched_rcpt r;
+	cr_assert_eq(sched_table_get(t, 59999, &r), 0);
+	cr_assert_str_eq(r.email, "user59999@Domain2.example");
+	cr_assert_eq(sched_table_get(t, 60060, &r), 0);
+	cr_assert_str_eq(r.email, "USER59820@domain5.example");
+	sched_table_close(t);
+	char p[160];
+	snprintf(p, sizeof p, "jobs/%s", id);
+	cr_assert_eq(entries(p), 2, "rcpt and job.json only");
+}
+
+/* A table of the first format (no index) still reads, by a scan. */
+Test(sched_spool, first_format_table_reads)
+{
+	char id[SCHED_ID_LEN + 1], err[256], p[160];
+	size_t first;
+	sched_new_id(id);
+	struct sched_intake *in = sched_intake_begin(sp, id, err, sizeof err);
+	struct sched_rcpt a = mk("ann@example.net", "Ann", "k", "v");
+	cr_assert_eq(sched_intake_add(in, &a, &first), 0);
+	cr_assert_eq(sched_intake_commit(in, "{}", 2), 0);
+	/* rewrite it as the first format wrote it: 16-octet header, records */
+	snprintf(p, sizeof p, "%s/jobs/%s/rcpt", dir, id);
+	FILE *f = fopen(p, "r+b");
+	cr_assert_not_null(f);
+	char buf[4096];
+	size_t n = fread(buf, 1, sizeof buf, f);
+	uint64_t at, count;
+	memcpy(&count, buf + 8, 8);
+	memcpy(&at, buf + 16, 8);
+	cr_assert_eq(count, 1);
+	cr_assert_lt(at, n);
+	char old[4096];
+	memcpy(old, "VLRCPT01", 8);
+	memcpy(old + 8, &count, 8);
+	size_t rec = at - 24;             /* records (and padding) */
+	memcpy(old + 16, buf + 24, rec);
+	fclose(f);
+	f = fopen(p, "wb");
+	fwrite(old, 1, 16 + rec, f);
+	fclose(f);
+	struct sched_table *t = sched_table_open(sp, id);
+	cr_assert_not_null(t);
+	struct sched_rcpt r;
+	cr_assert_eq(sched_table_get(t, 0, &r), 0);
+	cr_assert_str_eq(r.email, "ann@example.net");
+	cr_assert_str_eq(r.vals[0], "v");
+	sched_table_close(t);
+	/* a damaged index is refused, not followed */
+	f = fopen(p, "wb");
+	memcpy(buf + 16, &(uint64_t){ 1u << 30 }, 8);
+	fwrite(buf, 1, n, f);
+	fclose(f);
+	cr_assert_null(sched_table_open(sp, id));
 }
 
 Test(sched_spool, leftovers_in_tmp_removed_at_open)
