@@ -283,6 +283,16 @@ struct fmap {
 	size_t cap;              /* octets mapped */
 };
 
+/* The file's octets up to cap allocated, not only its size set: a page
+ * written through the mapping past what the file system can hold would
+ * be a SIGBUS; a full disk is ENOSPC here instead. */
+static int reserve(int fd, size_t cap)
+{
+	if (fallocate(fd, 0, 0, (off_t)cap) == 0)
+		return 0;
+	return errno == EOPNOTSUPP ? ftruncate(fd, (off_t)cap) : -1;
+}
+
 static int fmap_open(struct fmap *m, const char *dir, const char *name, size_t cap)
 {
 	char *path = path_join(dir, name);
@@ -291,7 +301,7 @@ static int fmap_open(struct fmap *m, const char *dir, const char *name, size_t c
 	m->cap = 0;
 	m->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	free(path);
-	if (m->fd < 0 || ftruncate(m->fd, (off_t)cap) < 0)
+	if (m->fd < 0 || reserve(m->fd, cap) < 0)
 		return -1;
 	void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
 	if (p == MAP_FAILED)
@@ -304,7 +314,7 @@ static int fmap_open(struct fmap *m, const char *dir, const char *name, size_t c
 /* Grown to cap octets (new ones zero); -1 with errno (ENOSPC...). */
 static int fmap_grow(struct fmap *m, size_t cap)
 {
-	if (ftruncate(m->fd, (off_t)cap) < 0)
+	if (reserve(m->fd, cap) < 0)
 		return -1;
 	void *p = mremap(m->p, m->cap, cap, MREMAP_MAYMOVE);
 	if (p == MAP_FAILED)
