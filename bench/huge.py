@@ -11,9 +11,12 @@ a personalised NDJSON job of N recipients (about 120 octets a line,
     listed, and its memory then.
 
 The job carries rate_limit "1/h" so that delivery does not run under the
-measurement (the recipients stay queued).
+measurement (the recipients stay queued). With --deliver, another run
+delivers the whole job to volley-sink over STARTTLS instead and reports
+the rate and volleyd's peak private memory during delivery (bounded: 30
+minutes).
 
-    python3 bench/huge.py [N]          # from the repository's top
+    python3 bench/huge.py [N] [--deliver]     # from the repository's top
 
 The NDJSON file is kept in $TMPDIR/volley-huge-N.ndjson for the next run."""
 
@@ -27,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.e2e.daemon import Volleyd                      # noqa: E402
+from tests.e2e.sinkctl import Sink                        # noqa: E402
 
 JOB = {"envelope_sender": "bounces@news.example.com", "rate_limit": "1/h",
        "content": {"from": {"email": "news@example.com", "name": "Example News"},
@@ -81,9 +85,47 @@ def curl(sock, *args):
                           timeout=3600)
 
 
+def deliver(n, path):
+    """The whole job to volley-sink: rate and peak private memory."""
+    sink = Sink("--tls", maildir=False).start()
+    d = Volleyd(config='domains = ( { match = "*"; route = "%s"; tls = "encrypt"; } );\n'
+                       'spool = { min_free = "1GB"; };\n' % sink.route()).start()
+    try:
+        job = dict(JOB)
+        del job["rate_limit"]
+        with open(path + ".deliver", "w") as f, open(path) as src:
+            f.write(json.dumps(job) + "\n")
+            next(src)
+            for line in src:
+                f.write(line)
+        p = Peak(d.proc.pid)
+        t0 = time.time()
+        out = curl(d.sock, "-X", "POST", "-H", "Content-Type: application/x-ndjson",
+                   "-T", path + ".deliver", "http://volley/v1/jobs")
+        os.unlink(path + ".deliver")
+        jid = json.loads(out.stdout)["id"]
+        t1 = time.time()
+        while True:
+            j = d.request("GET", "/v1/jobs/" + jid).json()
+            if j["done"] or time.time() - t1 > 1800:
+                break
+            time.sleep(1)
+        dt = time.time() - t1
+        print("delivery: %d of %d delivered in %.0f s after the 202 (%.0f msg/s); volleyd "
+              "RssAnon peak %.0f MB from the upload to the end" %
+              (j["counts"]["delivered"], n, dt, j["counts"]["delivered"] / dt, p.done()))
+        del t0
+    finally:
+        d.cleanup()
+        sink.stop()
+
+
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 10_000_000
     path = ndjson(n)
+    if "--deliver" in sys.argv:
+        return deliver(n, path)
     size = os.path.getsize(path)
     d = Volleyd(config='domains = ( { match = "*"; route = "127.0.0.1:9"; tls = "none"; } );\n'
                        'spool = { min_free = "1GB"; };\n').start()
