@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PEERS 5   /* three peers, and dane's "no-dane" */
+#define MAX_PEERS 6   /* four peers, and dane's "no-dane" */
 
 struct opts {
 	const char *scen, *out, *bin_dir, *src_dir, *volley_conf;
@@ -30,12 +30,13 @@ struct opts {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|blast]... [--recipients N]\n"
+		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|haraka|blast]... [--recipients N]\n"
 		"                    [--peer-max N] [--per-conn N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
 		"             transactional, dkim, dane, submission) or a scenario file\n"
-		"  --compare  also run the workload through this peer (repeatable); blast is\n"
-		"             volley-blast, a pre-rendered clear-text ceiling\n"
+		"  --compare  also run the workload through this peer (repeatable); haraka is\n"
+		"             the Node.js MTA as an outbound relay; blast is volley-blast, a\n"
+		"             pre-rendered clear-text ceiling\n"
 		"  --recipients, --peer-max  override the scenario's counts\n"
 		"  --per-conn N  submission: messages per connection (1: a connection a message)\n"
 		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
@@ -75,9 +76,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		switch (c) {
 		case 'c':
 			if (strcmp(optarg, "postfix") && strcmp(optarg, "nodemailer") &&
-			    strcmp(optarg, "blast")) {
-				fprintf(stderr, "volley-bench: --compare: postfix, nodemailer or blast, "
-					"not %s\n", optarg);
+			    strcmp(optarg, "haraka") && strcmp(optarg, "blast")) {
+				fprintf(stderr, "volley-bench: --compare: postfix, nodemailer, haraka or "
+					"blast, not %s\n", optarg);
 				return -1;
 			}
 			for (int i = 0; i < o->npeers; i++)
@@ -85,7 +86,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 					fprintf(stderr, "volley-bench: --compare %s twice\n", optarg);
 					return -1;
 				}
-			o->peers[o->npeers++] = optarg;  /* three names: never past MAX_PEERS */
+			o->peers[o->npeers++] = optarg;  /* four names: never past MAX_PEERS */
 			break;
 		case 'n':
 		case 'p':
@@ -136,6 +137,7 @@ typedef int (*run_fn)(const struct vb_env *, struct vb_sink *, struct vb_result 
 static run_fn peer_fn(const char *name)
 {
 	return !strcmp(name, "postfix") ? vb_run_postfix
+	       : !strcmp(name, "haraka") ? vb_run_haraka
 	       : !strcmp(name, "blast") ? vb_run_blast : vb_run_nodemailer;
 }
 
@@ -280,6 +282,13 @@ int main(int argc, char **argv)
 		if (sc.transactional && !strcmp(o.peers[i], "blast")) {
 			fprintf(stderr, "volley-bench: %s: blast sends as fast as it can; a "
 				"transactional scenario is paced\n", sc.name);
+			return 2;
+		}
+	for (int i = 0; i < o.npeers; i++)
+		if ((sc.tempfail > 0 || sc.permfail > 0 || sc.disconnect > 0) &&
+		    !strcmp(o.peers[i], "haraka")) {
+			fprintf(stderr, "volley-bench: %s: Haraka is compared where every message is "
+				"delivered (nothing counts its bounces)\n", sc.name);
 			return 2;
 		}
 	signal(SIGINT, on_signal);

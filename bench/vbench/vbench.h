@@ -245,6 +245,11 @@ struct vb_env {
 int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
 int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
 int vb_run_nodemailer(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
+/* Haraka as an outbound relay (vbench_haraka.c). */
+int vb_run_haraka(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
+/* node and npm on PATH (node's path into node, PATH_MAX), installed from
+ * Debian's packages when missing; -1 with r's note (vbench_node.c). */
+int vb_node_ensure(const struct vb_env *e, char *node, struct vb_result *r);
 /* volley-blast, the clear-text pre-rendered ceiling (vbench_blast.c). */
 int vb_run_blast(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
 

@@ -65,7 +65,7 @@ static int run(char *const argv[], const char *log)
 }
 
 /* node and npm, from Debian's packages when the machine has none. */
-static int ensure_node(const struct vb_env *e, char *node, struct vb_result *r)
+int vb_node_ensure(const struct vb_env *e, char *node, struct vb_result *r)
 {
 	char npm[PATH_MAX], log[PATH_MAX];
 
@@ -246,7 +246,7 @@ int vb_run_nodemailer(const struct vb_env *e, struct vb_sink *s, struct vb_resul
 	snprintf(r->peer, sizeof r->peer, "nodemailer");
 	r->messages = n;
 	r->p50_ms = r->p99_ms = -1;
-	if (ensure_node(e, node, r) < 0 || ensure_nodemailer(e, r) < 0)
+	if (vb_node_ensure(e, node, r) < 0 || ensure_nodemailer(e, r) < 0)
 		return -1;
 	if (!path_in(script, e->src_dir, "bench/peers/nodemailer.mjs") ||
 	    !path_in(out, e->w->dir, "nodemailer.out") || !path_in(err, e->w->dir, "nodemailer.err"))

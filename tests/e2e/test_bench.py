@@ -118,6 +118,24 @@ class BenchTest(unittest.TestCase):
         with open(self.out + ".png", "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+    def test_compare_haraka(self):
+        """Haraka (installed from npm on first use) as an outbound relay, fed
+        by the injector: every message reaches the sink, over STARTTLS."""
+        res, out = self.run_scenario("small", "--recipients", "300", "--compare", "haraka")
+        self.check_volley(res, 300)
+        r = res["results"][1]
+        self.assertEqual(r["peer"], "haraka")
+        self.assertTrue(r["ran"] and r["ok"], r["note"])
+        self.assertEqual(r["delivered"], 300)
+        self.assertEqual(r["sink_messages"], 300)
+        self.assertGreater(r["cpu_s"], 0)
+        self.assertIn("Haraka 3.3.4", r["note"])
+        self.assertRegex(out, r"volley / haraka: throughput [0-9.]+x")
+        # where it does not apply, volley-bench says so before it starts
+        p = bench("faults", "--compare", "haraka")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("Haraka is compared where every message is delivered", p.stderr)
+
     def test_compare_peers(self):
         """Postfix (installed from Debian's packages, a private instance) and
         Nodemailer (installed from npm on first use) send the same workload;
@@ -206,7 +224,7 @@ class BenchTest(unittest.TestCase):
         self.assertIn("dane: needs tls = true", p.stderr)
         p = bench("small", "--compare", "sendmail")
         self.assertEqual(p.returncode, 2)
-        self.assertIn("postfix, nodemailer or blast", p.stderr)
+        self.assertIn("postfix, nodemailer, haraka or blast", p.stderr)
 
 
 def submit(sink, *args, timeout=60):
