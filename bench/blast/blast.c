@@ -3,9 +3,12 @@
  * transactions (MAIL, RCPT, BDAT LAST with a 4 KB body, in one write) sent
  * over N connections with epoll, counting replies and nothing else: what a
  * client with no per-message work at all reaches against the same sink.
+ * With --tls, each connection does STARTTLS first (sessions resumed from
+ * the thread's first one, certificates not verified) and every transaction
+ * is one SSL_write (records of up to 16 KB): the TLS ceiling.
  *
  *   volley-blast --route ADDR:PORT --conns 50 --messages 100000 [--size 4096]
- *                [--threads 2]
+ *                [--threads 2] [--tls]
  */
 #include "../../common/common.h"
 
@@ -14,11 +17,15 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -26,6 +33,7 @@
 
 struct bconn {
 	int fd;
+	SSL *ssl;              /* --tls: after STARTTLS */
 	int replies_due;       /* final reply lines still expected */
 	bool ehlo_sent, ready; /* EHLO sent; its reply read */
 	int col;               /* position in the current line (0..3) */
@@ -39,12 +47,14 @@ struct shared {
 	atomic_long left;      /* messages not yet started */
 	atomic_long done;
 	atomic_long errors;
+	SSL_CTX *tls;          /* --tls, else NULL */
 };
 
 struct thread {
 	pthread_t tid;
 	struct shared *sh;
 	int nconns;
+	SSL_SESSION *sess;     /* --tls: resumed by the thread's other connections */
 };
 
 static void xsend(int fd, const char *p, size_t n)
@@ -79,12 +89,98 @@ static int count_replies(struct bconn *c, const char *p, size_t n)
 	return finals;
 }
 
+/* The whole of p over TLS; a full socket buffer waits (poll). */
+static void tls_send(struct bconn *c, const char *p, size_t n)
+{
+	while (n > 0) {
+		int w = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+			continue;
+		}
+		int e = SSL_get_error(c->ssl, w);
+		struct pollfd pf = { c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, 0 };
+		if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ)
+			return;   /* the read side will see the failure */
+		poll(&pf, 1, 1000);
+	}
+}
+
 static void next_txn(struct shared *sh, struct bconn *c)
 {
 	if (atomic_fetch_sub(&sh->left, 1) <= 0)
 		return;
-	xsend(c->fd, sh->txn, sh->txn_len);
+	if (c->ssl)
+		tls_send(c, sh->txn, sh->txn_len);
+	else
+		xsend(c->fd, sh->txn, sh->txn_len);
 	c->replies_due = 3;
+}
+
+/* Blocking, during setup: read until one whole reply; its code or -1. */
+static int setup_reply(struct bconn *c)
+{
+	char buf[4096];
+
+	c->col = 0;
+	c->final_line = false;
+	for (;;) {
+		int r = c->ssl ? SSL_read(c->ssl, buf, sizeof buf) : (int)recv(c->fd, buf, sizeof buf, 0);
+		if (r <= 0)
+			return -1;
+		if (count_replies(c, buf, (size_t)r) > 0)
+			return atoi(buf);
+	}
+}
+
+/* Banner, EHLO, STARTTLS, the handshake (resuming t's session), EHLO
+ * again; then the socket is non-blocking. 0, or -1. */
+static int setup_tls(struct thread *t, struct bconn *c)
+{
+	static const char ehlo[] = "EHLO blast.volley.test\r\n";
+
+	if (setup_reply(c) != 220 || send(c->fd, ehlo, sizeof ehlo - 1, MSG_NOSIGNAL) < 0 ||
+	    setup_reply(c) != 250 || send(c->fd, "STARTTLS\r\n", 10, MSG_NOSIGNAL) < 0 ||
+	    setup_reply(c) != 220)
+		return -1;
+	c->ssl = SSL_new(t->sh->tls);
+	SSL_set_fd(c->ssl, c->fd);
+	if (t->sess)
+		SSL_set_session(c->ssl, t->sess);
+	if (SSL_connect(c->ssl) != 1)
+		return -1;
+	tls_send(c, ehlo, sizeof ehlo - 1);
+	if (setup_reply(c) != 250)
+		return -1;
+	if (!t->sess)          /* the ticket came with the reply */
+		t->sess = SSL_get1_session(c->ssl);
+	fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+	c->ehlo_sent = c->ready = true;
+	c->replies_due = 0;
+	return 0;
+}
+
+/* What arrived: plain recv, or every record SSL has for us (0: none yet,
+ * -1: the connection is over). */
+static ssize_t conn_read(struct bconn *c, char *buf, size_t n)
+{
+	if (!c->ssl)
+		return recv(c->fd, buf, n, 0);
+	int r = SSL_read(c->ssl, buf, (int)n);
+	if (r > 0)
+		return r;
+	int e = SSL_get_error(c->ssl, r);
+	return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+}
+
+static void conn_close(int ep, struct bconn *c)
+{
+	epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	close(c->fd);
+	c->ssl = NULL;
 }
 
 static void *run(void *arg)
@@ -108,24 +204,41 @@ static void *run(void *arg)
 		}
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		c->replies_due = 1; /* the banner */
+		if (sh->tls && setup_tls(t, c) < 0) {
+			atomic_fetch_add(&sh->errors, 1);
+			if (c->ssl)
+				SSL_free(c->ssl);
+			close(c->fd);
+			c->fd = -1;
+			c->ssl = NULL;
+			continue;
+		}
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 		epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 		open++;
+		if (c->ready)
+			next_txn(sh, c);
 	}
 	while (open > 0) {
 		struct epoll_event evs[256];
 		int n = epoll_wait(ep, evs, 256, 1000);
 		for (int i = 0; i < n; i++) {
 			struct bconn *c = evs[i].data.ptr;
-			ssize_t r = recv(c->fd, buf, sizeof buf, 0);
-			if (r <= 0) {
+			ssize_t r;
+			bool gone = false;
+			while ((r = conn_read(c, buf, sizeof buf)) > 0) {
+				c->replies_due -= count_replies(c, buf, (size_t)r);
+				if (!c->ssl)
+					break;       /* epoll says when there is more */
+			}
+			if (r < 0 || (r == 0 && !c->ssl))
+				gone = true;
+			if (gone) {
 				atomic_fetch_add(&sh->errors, 1);
-				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-				close(c->fd);
+				conn_close(ep, c);
 				open--;
 				continue;
 			}
-			c->replies_due -= count_replies(c, buf, (size_t)r);
 			if (c->replies_due > 0)
 				continue;
 			if (c->ready)
@@ -139,12 +252,12 @@ static void *run(void *arg)
 			c->ready = true;
 			next_txn(sh, c);
 			if (c->replies_due <= 0) { /* nothing left: QUIT */
-				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-				close(c->fd);
+				conn_close(ep, c);
 				open--;
 			}
 		}
 	}
+	SSL_SESSION_free(t->sess);
 	free(conns);
 	close(ep);
 	return NULL;
@@ -155,6 +268,7 @@ int main(int argc, char **argv)
 	char host[64] = "127.0.0.1";
 	uint16_t port = 2525;
 	uint64_t conns = 50, messages = 100000, size = 4096, threads = 2;
+	bool tls = false;
 	int opt;
 	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
 		printf("volley-blast %s\n", VL_VERSION);
@@ -162,7 +276,7 @@ int main(int argc, char **argv)
 	}
 	static const struct option opts[] = {
 		{"route", 1, 0, 'r'}, {"conns", 1, 0, 'c'}, {"messages", 1, 0, 'm'},
-		{"size", 1, 0, 's'}, {"threads", 1, 0, 't'}, {0, 0, 0, 0},
+		{"size", 1, 0, 's'}, {"threads", 1, 0, 't'}, {"tls", 0, 0, 'T'}, {0, 0, 0, 0},
 	};
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		bool bad = false;
@@ -172,11 +286,12 @@ int main(int argc, char **argv)
 		case 'm': bad = vl_parse_u64(optarg, &messages) < 0; break;
 		case 's': bad = vl_parse_u64(optarg, &size) < 0; break;
 		case 't': bad = vl_parse_u64(optarg, &threads) < 0 || !threads; break;
+		case 'T': tls = true; break;
 		default: bad = true;
 		}
 		if (bad) {
 			fprintf(stderr, "usage: volley-blast --route ADDR:PORT [--conns N] "
-				"[--messages N] [--size BYTES] [--threads N]\n");
+				"[--messages N] [--size BYTES] [--threads N] [--tls]\n");
 			return 2;
 		}
 	}
@@ -199,6 +314,11 @@ int main(int argc, char **argv)
 	vl_buf_append(&txn, body.p, body.len);
 
 	struct shared sh = {.txn = txn.p, .txn_len = txn.len};
+	if (tls) {
+		sh.tls = SSL_CTX_new(TLS_client_method());
+		SSL_CTX_set_verify(sh.tls, SSL_VERIFY_NONE, NULL);
+		SSL_CTX_set_session_cache_mode(sh.tls, SSL_SESS_CACHE_CLIENT);
+	}
 	sh.addr.sin_family = AF_INET;
 	sh.addr.sin_port = htons(port);
 	if (inet_pton(AF_INET, host, &sh.addr.sin_addr) != 1) {
@@ -230,6 +350,7 @@ int main(int argc, char **argv)
 		atomic_load(&sh.errors), secs, (double)done / secs,
 		cpu * 1e6 / (double)(done ? done : 1));
 	free(t);
+	SSL_CTX_free(sh.tls);
 	vl_buf_free(&body);
 	vl_buf_free(&txn);
 	return done == (long)messages ? 0 : 1;
