@@ -216,8 +216,13 @@ static void *run(void *arg)
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 		epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 		open++;
-		if (c->ready)
+		if (c->ready) {
 			next_txn(sh, c);
+			if (c->replies_due <= 0) {   /* nothing left for it */
+				conn_close(ep, c);
+				open--;
+			}
+		}
 	}
 	while (open > 0) {
 		struct epoll_event evs[256];
