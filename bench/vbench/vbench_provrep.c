@@ -17,12 +17,13 @@
 /* A converged profile: its steady rate is at least this part of the allowed. */
 #define VB_CONVERGED 0.9
 
+/* When the sink had accepted n; -1 if it never did. */
 static double at_count(const struct vb_sink *s, long n)
 {
 	for (int i = 0; i < s->nseries; i++)
 		if (s->sv[i] >= n)
 			return s->st[i];
-	return s->nseries ? s->st[s->nseries - 1] : 0;
+	return -1;
 }
 
 static int index_at(const struct vb_sink *s, double t)
@@ -43,8 +44,10 @@ static double full_at(const struct vb_pdest *d, int nsrc)
 	return -1;
 }
 
-/* The steady state: from when the full rate is allowed (or a tenth of the
- * destination's recipients are in, if later) to when nine tenths are. */
+/* The steady state: from when the full rate is allowed (or half the
+ * destination's recipients are in, if later: past the climb back from the
+ * first back-off) to when nine tenths are (or the end of the run, if they
+ * never were). */
 static void figures(struct vb_pdest *d, int nsrc)
 {
 	const struct vb_sink *s = &d->sink;
@@ -57,13 +60,12 @@ static void figures(struct vb_pdest *d, int nsrc)
 		return;
 	d->t_first = at_count(s, 1);
 	d->t_last = at_count(s, s->messages);
-	double t10 = at_count(s, (d->recipients + 9) / 10);
+	double end = s->st[s->nseries - 1];
+	double t50 = at_count(s, (d->recipients + 1) / 2);
 	double t90 = at_count(s, d->recipients * 9 / 10);
 	double tf = full_at(d, nsrc);
-	d->win_a = tf > t10 ? tf : t10;
-	d->win_b = t90;
-	if (d->win_b - d->win_a < 2)
-		d->win_a = t10;
+	d->win_a = tf > t50 ? tf : t50 >= 0 ? t50 : 0;
+	d->win_b = t90 >= 0 ? t90 : end;
 	if (d->win_b - d->win_a < 1)
 		return;
 	int a = index_at(s, d->win_a), b = index_at(s, d->win_b);
@@ -140,8 +142,8 @@ void vb_prov_table(const struct vb_prov *p)
 	printf("  deferred: TransientFailure events (rate: classed rate-limited, so the site "
 	       "backed off; other: any other class); allowed/s: the profile's rate per IP times "
 	       "each source IP's share, averaged over the window; steady/s: the sink's accepted "
-	       "over the window (from when the full rate is allowed, or a tenth of the "
-	       "destination's recipients are in, to nine tenths); susp: back-off episodes "
+	       "over the window (from when the full rate is allowed, or half the "
+	       "destination's recipients are in, to nine tenths or the end); susp: back-off episodes "
 	       "begun, susp%%: the part of the run the sources were suspended (/v1/queues, "
 	       "every 500 ms); converged: ratio at least %.1f and no bounce\n",
 	       VB_CONVERGED);
@@ -273,9 +275,9 @@ static int write_caps(const char *path, const struct vb_pdest *d)
 static void plot_one(FILE *f, const struct vb_prov *p, const struct vb_pdest *d,
 		     const char *rates, const char *caps)
 {
-	fprintf(f, "set title '%s (%s): allowed %g/s per IP, %ld recipients; steady %.1f/s of "
-		   "%.1f/s allowed (%.2f), %ld deferred, %ld bounced, suspended %.0f%% of the "
-		   "time'\n", d->name, d->domain, d->sink.prof_rate, d->recipients, d->steady,
+	fprintf(f, "set title \"%s (%s): %g/s allowed per IP, %ld recipients\\nsteady %.1f/s "
+		   "of %.1f/s allowed (%.2f); %ld deferred, %ld bounced; suspended %.0f%% of the "
+		   "time\"\n", d->name, d->domain, d->sink.prof_rate, d->recipients, d->steady,
 		d->allowed, ratio(d), d->deferred_all, d->bounced, 100 * d->suspended);
 	fprintf(f, "plot '%s' using 1:2 with lines lw 2 lc rgb '#1f77b4' title 'accepted/s', "
 		   "'%s' using 1:3 with lines lw 2 dt 2 lc rgb 'black' title 'allowed/s'", rates,
@@ -298,6 +300,7 @@ int vb_prov_plot(const struct vb_prov *p, const char *path)
 		return -1;
 	fprintf(f, "set terminal pngcairo size 1100,%d noenhanced\nset output '%s'\n"
 		   "set multiplot layout %d,1\nset grid\nset key outside right\n"
+		   "set title font ',10'\n"
 		   "set xlabel 'seconds since the submission'\nset ylabel 'messages/s'\n"
 		   "set yrange [0:*]\n", 300 * p->n + 40, path, p->n);
 	for (int k = 0; k < p->n; k++) {
