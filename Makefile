@@ -210,6 +210,7 @@ bench: all
 	@$(BUILD)/volley-bench dane
 	@$(BUILD)/volley-bench submission --compare postfix
 	@$(BUILD)/volley-bench submission-sha512 --compare postfix
+	@$(BUILD)/volley-bench providers-known
 
 demo: all
 	@scripts/demo.sh
@@ -224,7 +225,7 @@ STATEDIR   ?= /var/lib/volley
 install: $(BUILD)/volleyd $(BUILD)/volley $(BUILD)/volley-sink $(BUILD)/volley-bench $(MANS)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(SYSCONFDIR)/volley $(DESTDIR)$(PREFIX)/share/doc/volley \
-		$(DESTDIR)$(PREFIX)/share/volley/bench/scenarios
+		$(DESTDIR)$(PREFIX)/share/volley/bench/scenarios/volleyd
 	install -m 0755 $(BUILD)/volleyd $(DESTDIR)$(PREFIX)/sbin/volleyd
 	install -m 0755 $(BUILD)/volley $(BUILD)/volley-sink $(BUILD)/volley-bench \
 		$(DESTDIR)$(PREFIX)/bin/
@@ -232,6 +233,7 @@ install: $(BUILD)/volleyd $(BUILD)/volley $(BUILD)/volley-sink $(BUILD)/volley-b
 		install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/ || exit 1; done
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/volley/
 	install -m 0644 bench/scenarios/*.conf $(DESTDIR)$(PREFIX)/share/volley/bench/scenarios/
+	install -m 0644 bench/scenarios/volleyd/*.conf $(DESTDIR)$(PREFIX)/share/volley/bench/scenarios/volleyd/
 	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
 		-e 's|@STATEDIR@|$(STATEDIR)|g' packaging/volleyd.service \
 		>$(DESTDIR)$(UNITDIR)/volleyd.service

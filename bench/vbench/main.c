@@ -33,10 +33,11 @@ static void usage(FILE *f)
 		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|haraka|blast]... [--recipients N]\n"
 		"                    [--peer-max N] [--per-conn N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
-		"             transactional, dkim, dane, submission) or a scenario file\n"
+		"             transactional, dkim, dane, submission, providers,\n"
+		"             providers-known) or a scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); haraka is\n"
 		"             the Node.js MTA as an outbound relay; blast is volley-blast, a\n"
-		"             pre-rendered clear-text ceiling\n"
+		"             pre-rendered ceiling (STARTTLS in TLS scenarios)\n"
 		"  --recipients, --peer-max  override the scenario's counts\n"
 		"  --per-conn N  submission: messages per connection (1: a connection a message)\n"
 		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
@@ -189,18 +190,24 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 		vb_dane_stop(&dn);
 }
 
+/* The outputs' PREFIX (--out, or bench/out/SCENARIO), its folder made. */
+static void out_prefix(const struct opts *o, const struct vb_scen *sc, char *prefix)
+{
+	if (o->out)
+		snprintf(prefix, PATH_MAX, "%s", o->out);
+	else
+		snprintf(prefix, PATH_MAX, "%.3900s/bench/out/%s", o->src_dir, sc->name);
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof tmp, "%s", prefix);
+	vb_system("mkdir -p '%s'", dirname(tmp));
+}
+
 /* JSON and PNG; -1 if the JSON could not be written. */
 static int outputs(const struct opts *o, const struct vb_scen *sc, struct vb_result *r,
 		   int n, const char *dir)
 {
 	char prefix[PATH_MAX], path[PATH_MAX + 8];
-	if (o->out)
-		snprintf(prefix, sizeof prefix, "%s", o->out);
-	else
-		snprintf(prefix, sizeof prefix, "%.3900s/bench/out/%s", o->src_dir, sc->name);
-	char tmp[PATH_MAX];
-	snprintf(tmp, sizeof tmp, "%s", prefix);
-	vb_system("mkdir -p '%s'", dirname(tmp));
+	out_prefix(o, sc, prefix);
 	snprintf(path, sizeof path, "%s.json", prefix);
 	if (vb_report_json(path, sc, r, n) < 0)
 		return -1;
@@ -244,6 +251,20 @@ static void headline(const struct vb_scen *sc, const struct vb_work *w)
 	       sc->sessions, cores);
 }
 
+/* The providers scenario: volley alone, its own report. */
+static int providers(const struct opts *o, const struct vb_env *e, const char *dir)
+{
+	char prefix[PATH_MAX];
+	out_prefix(o, e->sc, prefix);
+	bool ok = vb_run_providers(e, prefix, o->no_plot) == 0;
+	if (ok && !o->keep)
+		vb_system("rm -rf '%s'", dir);
+	else
+		printf("run folder kept: %s\n", dir);
+	curl_global_cleanup();
+	return ok ? 0 : 1;
+}
+
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -272,6 +293,11 @@ int main(int argc, char **argv)
 		sc.peer_max = o.peer_max;
 	if (o.per_conn > 0)
 		sc.per_conn = o.per_conn;
+	if (sc.nprofiles && o.npeers) {
+		fprintf(stderr, "volley-bench: %s: a providers scenario runs volley alone\n",
+			sc.name);
+		return 2;
+	}
 	for (int i = 0; i < o.npeers; i++)
 		if (sc.submission && strcmp(o.peers[i], "postfix")) {
 			fprintf(stderr, "volley-bench: %s: a submission scenario compares with "
@@ -314,9 +340,11 @@ int main(int argc, char **argv)
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
 		o.peers[0] = "no-dane";
 	}
-	r = vl_calloc(1 + (size_t)o.npeers, sizeof *r);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
 			    .tty = isatty(2), .verbose = o.verbose, .volley_conf = o.volley_conf };
+	if (sc.nprofiles)
+		return providers(&o, &e, dir);
+	r = vl_calloc(1 + (size_t)o.npeers, sizeof *r);
 	run_all(&o, &e, dir, r);
 
 	headline(&sc, &w);

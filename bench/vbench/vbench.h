@@ -18,6 +18,9 @@
 #include "../../common/common.h"
 
 #define VB_MAX_ADDRS 32
+#define VB_MAX_PROFILES 3
+/* volley's egress sources are 127.0.0.(VB_EGRESS_BASE + i). */
+#define VB_EGRESS_BASE 41
 /* The sender's domain: From, envelope sender, DKIM key. */
 #define VB_FROM_DOMAIN "bench.example"
 
@@ -57,6 +60,13 @@ struct vb_scen {
 	long per_conn;         /* messages per connection before QUIT */
 	char submit_tls[16];   /* "starttls" (port 587) or "implicit" (465) */
 	char password_hash[16];  /* the users' crypt(3) hash: "yescrypt", "sha512crypt" */
+	/* The providers scenario (vbench_prov.c): one volley-sink per profile,
+	 * its recipients split by the profiles' allowed rates, volleyd's
+	 * configuration from a file beside the scenario. */
+	int nprofiles;
+	char profiles[VB_MAX_PROFILES][16];   /* "gmail", "yahoo", "microsoft" */
+	char profile_opts[256];   /* more volley-sink options for every profile */
+	char volleyd_conf[PATH_MAX];  /* its template: @NAME@ is that sink's route */
 };
 
 /* Parse a scenario: a path, or a name found in src_dir/bench/scenarios/.
@@ -150,6 +160,21 @@ void vb_dane_stop(struct vb_dane *d);
 
 /* ---- volley-sink (vbench_sink.c) ---- */
 #define VB_SERIES_MAX 8192
+#define VB_MAX_IPS 8
+#define VB_NREASONS 5   /* conns, rate, new_ip, rcpts, per_conn */
+/* A profile sink's figures per client IP, from its stats lines. */
+struct vb_ipstats {
+	int n;
+	char ip[VB_MAX_IPS][16];
+	long accepted[VB_MAX_IPS], throttled[VB_MAX_IPS];
+	long reason[VB_MAX_IPS][VB_NREASONS];
+	double share[VB_MAX_IPS];     /* the part of the limits its age gives it */
+	/* At each sample of the sink's series: the rate the profile allows
+	 * (its rate times the IPs' shares) and the messages accepted per IP. */
+	double allowed[VB_SERIES_MAX];
+	long acc[VB_SERIES_MAX][VB_MAX_IPS];
+};
+
 struct vb_sink {
 	pid_t pid;
 	int port;
@@ -166,6 +191,10 @@ struct vb_sink {
 	int nseries;
 	double st[VB_SERIES_MAX];
 	long sv[VB_SERIES_MAX];
+	double prof_rate;                  /* a profile's rate per IP (0: none) */
+	int nsrc;                          /* with egress, only its IPs are counted
+					      (not volley-bench's own probe) */
+	struct vb_ipstats *ips;            /* with a profile, else NULL */
 };
 
 struct vb_env;
@@ -173,6 +202,8 @@ struct vb_env;
  * world's port and certificate if there is one; its stats are followed on
  * a thread. */
 int vb_sink_start(const struct vb_env *e, const char *dir, struct vb_sink *s);
+/* A sink with the scenario's profile k, alone on 127.0.0.(21+k). */
+int vb_sink_start_profile(const struct vb_env *e, const char *dir, struct vb_sink *s, int k);
 /* A port free on every sink address of the scenario; -1 if none found. */
 int vb_sink_port(const struct vb_scen *sc);
 long vb_sink_messages(struct vb_sink *s);
@@ -277,6 +308,17 @@ struct vb_dovecot {
 int vb_dovecot_start(const struct vb_env *e, const char *dir, struct vb_dovecot *d, char *why,
 		     size_t len);
 void vb_dovecot_stop(struct vb_dovecot *d);
+
+/* ---- the providers scenario (vbench_prov.c, vbench_provrep.c) ---- */
+/* A profile volley-sink knows? */
+bool vb_prof_known(const char *name);
+/* Its allowed rate per client IP once ramped up (the sink's default),
+ * messages a second. */
+double vb_prof_rate(const char *name);
+/* The whole scenario: the sinks, volleyd, the job, followed until every
+ * recipient is final or the timeout; table, JSON (prefix.json) and plot
+ * (prefix.png unless no_plot). 0 when every recipient was delivered. */
+int vb_run_providers(const struct vb_env *e, const char *prefix, bool no_plot);
 
 /* ---- report (vbench_report.c) ---- */
 void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n);

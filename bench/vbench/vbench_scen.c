@@ -15,7 +15,7 @@ static const char *const known[] = {
 	"sink_threads", "transactional", "submit_rate", "peer_max", "peer_sessions",
 	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
 	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
-	"password_hash", "egress_sources", NULL
+	"password_hash", "egress_sources", "profiles", "profile_options", "volleyd_conf", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -147,6 +147,57 @@ static int parse_strings(config_t *cf, struct vb_scen *sc)
 	return rc;
 }
 
+/* profiles = [ "gmail", ... ]: known, each once. */
+static int parse_profiles(config_t *cf, struct vb_scen *sc)
+{
+	config_setting_t *s = config_lookup(cf, "profiles");
+	if (!s)
+		return 0;
+	int n = config_setting_type(s) == CONFIG_TYPE_ARRAY ? config_setting_length(s) : -1;
+	if (n < 1 || n > VB_MAX_PROFILES)
+		return err(sc, "profiles", "a list of one to three of \"gmail\", \"yahoo\", "
+			   "\"microsoft\"");
+	for (int i = 0; i < n; i++) {
+		const char *v = config_setting_get_string_elem(s, i);
+		if (!v || !vb_prof_known(v))
+			return err(sc, "profiles", "each one of \"gmail\", \"yahoo\", \"microsoft\"");
+		for (int j = 0; j < i; j++)
+			if (!strcmp(sc->profiles[j], v))
+				return err(sc, "profiles", "names a profile twice");
+		snprintf(sc->profiles[i], sizeof sc->profiles[i], "%s", v);
+	}
+	sc->nprofiles = n;
+	return 0;
+}
+
+/* profile_options (the sinks'), volleyd_conf (beside the scenario file). */
+static int parse_prov_strings(config_t *cf, struct vb_scen *sc)
+{
+	int rc = 0;
+	const char *v;
+	if ((v = get_str(cf, sc, "profile_options", &rc))) {
+		if (strlen(v) >= sizeof sc->profile_opts)
+			return err(sc, "profile_options", "too long");
+		snprintf(sc->profile_opts, sizeof sc->profile_opts, "%s", v);
+	}
+	if ((v = get_str(cf, sc, "volleyd_conf", &rc))) {
+		const char *slash = strrchr(sc->path, '/');
+		int dl = slash ? (int)(slash - sc->path) + 1 : 0;
+		if (v[0] == '/')
+			dl = 0;
+		if ((size_t)dl + strlen(v) >= sizeof sc->volleyd_conf)
+			return err(sc, "volleyd_conf", "path too long");
+		snprintf(sc->volleyd_conf, sizeof sc->volleyd_conf, "%.*s%s", dl, sc->path, v);
+		if (access(sc->volleyd_conf, R_OK) < 0)
+			return err(sc, "volleyd_conf", "no such readable file");
+	}
+	if (rc == 0 && sc->nprofiles && !sc->volleyd_conf[0])
+		return err(sc, "profiles", "needs volleyd_conf: volleyd's domains for the sinks");
+	if (rc == 0 && sc->nprofiles && (sc->dane || sc->submission || sc->transactional))
+		return err(sc, "profiles", "goes without dane, submission and transactional");
+	return rc;
+}
+
 static int parse(config_t *cf, struct vb_scen *sc)
 {
 	config_setting_t *root = config_root_setting(cf);
@@ -179,7 +230,8 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_ratio(cf, sc, "target_postfix", &sc->target_postfix) < 0 ||
 	    get_ratio(cf, sc, "target_nodemailer", &sc->target_nodemailer) < 0 ||
 	    get_ratio(cf, sc, "target_blast", &sc->target_blast) < 0 ||
-	    get_ratio(cf, sc, "target_latency", &sc->target_latency) < 0)
+	    get_ratio(cf, sc, "target_latency", &sc->target_latency) < 0 ||
+	    parse_profiles(cf, sc) < 0 || parse_prov_strings(cf, sc) < 0)
 		return -1;
 	sc->sink_addrs = (int)addrs;
 	sc->sink_threads = (int)threads;

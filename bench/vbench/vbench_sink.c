@@ -54,6 +54,73 @@ static void sink_args(const struct vb_env *e, struct vb_sink *s, char **argv, in
 	*argc = n;
 }
 
+/* --profile NAME --profile-rate R, then the scenario's profile_options
+ * split at blanks (store: the copy they point into). */
+static void profile_args(const struct vb_scen *sc, struct vb_sink *s, int k, char **argv,
+			 int *argc, char *rate, size_t rlen, char *store, int max)
+{
+	int n = *argc;
+	argv[n++] = "--profile";
+	argv[n++] = (char *)sc->profiles[k];
+	argv[n++] = "--profile-rate";
+	snprintf(rate, rlen, "%g/s", s->prof_rate);
+	argv[n++] = rate;
+	snprintf(store, sizeof sc->profile_opts, "%s", sc->profile_opts);
+	for (char *save, *t = strtok_r(store, " \t", &save); t && n < max;
+	     t = strtok_r(NULL, " \t", &save))
+		argv[n++] = t;
+	*argc = n;
+}
+
+static int ip_index(const struct vb_sink *s, const char *ip)
+{
+	struct vb_ipstats *p = s->ips;
+	int a, b, c, d;
+	/* With egress sources, another address is volley-bench's own wait for
+	 * the listener (from 127.0.0.1): not a source, its share not allowed. */
+	if (s->nsrc > 0 && (sscanf(ip, "%d.%d.%d.%d", &a, &b, &c, &d) != 4 || a != 127 || b ||
+			    c || d < VB_EGRESS_BASE || d >= VB_EGRESS_BASE + s->nsrc))
+		return -1;
+	for (int i = 0; i < p->n; i++)
+		if (!strcmp(p->ip[i], ip))
+			return i;
+	if (p->n == VB_MAX_IPS || strlen(ip) >= sizeof p->ip[0])
+		return -1;
+	snprintf(p->ip[p->n], sizeof p->ip[0], "%s", ip);
+	return p->n++;
+}
+
+/* The "ips" object of a profile sink's line; under s->mu. */
+static void take_ips(struct vb_sink *s, json_t *ips)
+{
+	static const char *const why[VB_NREASONS] = { "conns", "rate", "new_ip", "rcpts",
+						      "per_conn" };
+	const char *ip;
+	json_t *o;
+	json_object_foreach(ips, ip, o) {
+		int i = ip_index(s, ip);
+		if (i < 0)
+			continue;
+		s->ips->accepted[i] = (long)json_integer_value(json_object_get(o, "accepted"));
+		s->ips->throttled[i] = (long)json_integer_value(json_object_get(o, "throttled"));
+		s->ips->share[i] = json_number_value(json_object_get(o, "share"));
+		for (int r = 0; r < VB_NREASONS; r++)
+			s->ips->reason[i][r] = (long)json_integer_value(
+				json_object_get(json_object_get(o, "by_reason"), why[r]));
+	}
+}
+
+/* One sample of the per-IP series at index k. */
+static void ips_sample(struct vb_sink *s, int k)
+{
+	double share = 0;
+	for (int i = 0; i < s->ips->n; i++) {
+		share += s->ips->share[i];
+		s->ips->acc[k][i] = s->ips->accepted[i];
+	}
+	s->ips->allowed[k] = s->prof_rate * share;
+}
+
 static void take_line(struct vb_sink *s, const char *line, size_t *nlines, int *stride)
 {
 	json_t *j = json_loads(line, 0, NULL);
@@ -65,17 +132,25 @@ static void take_line(struct vb_sink *s, const char *line, size_t *nlines, int *
 	s->messages = (long)json_integer_value(json_object_get(j, "messages"));
 	if (open > s->conns_peak)
 		s->conns_peak = open;
+	if (s->ips && json_is_object(json_object_get(j, "ips")))
+		take_ips(s, json_object_get(j, "ips"));
 	if (s->t0 > 0 && (*nlines)++ % (size_t)*stride == 0) {
 		if (s->nseries == VB_SERIES_MAX) {
 			/* Full: keep every other sample and sample half as often. */
 			for (int i = 0; i < VB_SERIES_MAX / 2; i++) {
 				s->st[i] = s->st[2 * i];
 				s->sv[i] = s->sv[2 * i];
+				if (s->ips) {
+					s->ips->allowed[i] = s->ips->allowed[2 * i];
+					memcpy(s->ips->acc[i], s->ips->acc[2 * i], sizeof s->ips->acc[i]);
+				}
 			}
 			s->nseries = VB_SERIES_MAX / 2;
 			*stride *= 2;
 		}
 		s->st[s->nseries] = now - s->t0;
+		if (s->ips)
+			ips_sample(s, s->nseries);
 		s->sv[s->nseries++] = s->messages;
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -86,7 +161,7 @@ static void *follow(void *arg)
 {
 	struct vb_sink *s = arg;
 	FILE *f = fdopen(s->fd, "r");
-	char line[4096];
+	char line[16384];   /* a profile sink's line lists its IPs */
 	size_t nlines = 0;
 	int stride = 1;
 	if (!f)
@@ -153,20 +228,33 @@ static int sink_port(const struct vb_env *e, const struct vb_sink *s)
 	return -1;
 }
 
-int vb_sink_start(const struct vb_env *e, const char *dir, struct vb_sink *s)
+/* prof: the scenario's profile index, -1 for none. */
+static int start(const struct vb_env *e, const char *dir, struct vb_sink *s, int prof)
 {
 	char bin[PATH_MAX], log[PATH_MAX], store[VB_MAX_ADDRS + 8][48];
-	char *argv[2 * VB_MAX_ADDRS + 28];
+	char popts[sizeof e->sc->profile_opts], rate[32];
+	char *argv[2 * VB_MAX_ADDRS + 28 + sizeof popts / 2];
 	int argc = 0, pfd[2];
 
 	memset(s, 0, sizeof *s);
 	pthread_mutex_init(&s->mu, NULL);
 	sink_addrs(e->sc, s);
+	if (prof >= 0) {
+		s->naddrs = 1;
+		snprintf(s->addr[0], sizeof s->addr[0], "127.0.0.%d", 21 + prof);
+		s->prof_rate = vb_prof_rate(e->sc->profiles[prof]);
+		s->nsrc = e->sc->egress;
+		s->ips = vl_calloc(1, sizeof *s->ips);
+	}
 	s->port = sink_port(e, s);
 	snprintf(bin, sizeof bin, "%s/volley-sink", e->bin_dir);
-	snprintf(log, sizeof log, "%s/sink.log", dir);
+	snprintf(log, sizeof log, "%s/sink%s%s.log", dir, prof >= 0 ? "-" : "",
+		 prof >= 0 ? e->sc->profiles[prof] : "");
 	argv[argc++] = bin;
 	sink_args(e, s, argv, &argc, store);
+	if (prof >= 0)
+		profile_args(e->sc, s, prof, argv, &argc, rate, sizeof rate, popts,
+			     (int)(sizeof argv / sizeof *argv) - 5);
 	argv[argc++] = "--stats-every";
 	argv[argc++] = "100ms";
 	argv[argc++] = "--quiet";
@@ -191,6 +279,16 @@ int vb_sink_start(const struct vb_env *e, const char *dir, struct vb_sink *s)
 			return -1;
 		}
 	return 0;
+}
+
+int vb_sink_start(const struct vb_env *e, const char *dir, struct vb_sink *s)
+{
+	return start(e, dir, s, -1);
+}
+
+int vb_sink_start_profile(const struct vb_env *e, const char *dir, struct vb_sink *s, int k)
+{
+	return start(e, dir, s, k);
 }
 
 long vb_sink_messages(struct vb_sink *s)

@@ -64,7 +64,7 @@ static void write_domains(struct vrun *v, FILE *f)
 		fprintf(f, "egress = (\n");
 		for (int i = 0; i < sc->egress; i++)
 			fprintf(f, "  { name = \"src%d\"; address = \"127.0.0.%d\"; "
-				   "ehlo = \"mta%d.bench.example\"; }%s\n", i, 41 + i, i,
+				   "ehlo = \"mta%d.bench.example\"; }%s\n", i, VB_EGRESS_BASE + i, i,
 				i + 1 < sc->egress ? "," : "");
 		fprintf(f, ");\n");
 	}

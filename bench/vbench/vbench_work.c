@@ -25,8 +25,29 @@ static const char *const prose[] = {
 };
 static const char *const cities[] = { "Amsterdam", "Zurich", "Lisbon", "Krakow", "Oslo", "Lyon" };
 
+/* The providers scenario: recipients in proportion to the profiles'
+ * allowed rates (all finish together at those rates), evenly interleaved;
+ * domain dK.NAME.test, or NAME.test for one domain a profile. */
+static void prov_domain(const struct vb_scen *sc, long i, char *out, size_t len)
+{
+	long w[VB_MAX_PROFILES], sum = 0;
+	for (int k = 0; k < sc->nprofiles; k++)
+		sum += w[k] = (long)(vb_prof_rate(sc->profiles[k]) + 0.5);
+	long x = i % sum, k = 0;
+	while (k + 1 < sc->nprofiles && x >= w[k])
+		x -= w[k++];
+	if (sc->domains > 1)
+		snprintf(out, len, "d%ld.%s.test", (i / sum) % sc->domains, sc->profiles[k]);
+	else
+		snprintf(out, len, "%s.test", sc->profiles[k]);
+}
+
 void vb_rcpt_domain(const struct vb_scen *sc, long i, char *out, size_t len)
 {
+	if (sc->nprofiles) {
+		prov_domain(sc, i, out, len);
+		return;
+	}
 	long d = i % sc->domains;
 	snprintf(out, len, "d%ld.s%ld.bench.test", d, d % sc->sink_addrs);
 }

@@ -228,6 +228,96 @@ class BenchTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("postfix, nodemailer, haraka or blast", p.stderr)
 
+    def providers_file(self, name, timeout):
+        """A copy of a providers scenario here, its volleyd_conf absolute,
+        with this timeout."""
+        src = os.path.join(REPO, "bench", "scenarios")
+        with open(os.path.join(src, name + ".conf")) as f:
+            text = f.read()
+        text = re.sub(r'volleyd_conf = "([^"]+)";',
+                      lambda m: 'volleyd_conf = "%s";' % os.path.join(src, m.group(1)), text)
+        text = re.sub(r'(?m)^timeout = .*$', 'timeout = "%s";' % timeout, text)
+        path = os.path.join(self.tmp, name + ".conf")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_providers_known(self):
+        """Three profile sinks, two egress sources, volleyd told the
+        profiles' limits: every recipient delivered, none bounced, each
+        sink's count per source IP agrees with volley's events; after the
+        first back-off volley climbs back without passing the allowed rate
+        (900 recipients end during the climb: the ratio is not 1 yet)."""
+        path = self.providers_file("providers-known", "2m")
+        res, out = self.run_scenario(path, "--recipients", "900")
+        self.assertIn("all counted: yes", out)
+        self.assertEqual(res["delivered"], 900)
+        self.assertEqual(res["bounced"], 0)
+        want = {"gmail": (400, 20), "yahoo": (200, 10), "microsoft": (300, 15)}
+        for p in res["profiles"]:
+            n, rate = want[p["profile"]]
+            self.assertEqual(p["recipients"], n)
+            self.assertEqual(p["delivered"], n)
+            self.assertEqual(p["sink_accepted"], n)
+            self.assertEqual(p["bounced"], 0)
+            self.assertEqual(p["rate_per_ip"], rate)
+            self.assertEqual(sorted(ip["ip"] for ip in p["ips"]), ["127.0.0.41", "127.0.0.42"])
+            for ip in p["ips"]:
+                self.assertEqual(ip["accepted"], p["sources"][ip["ip"]]["delivered"])
+            # The new IPs are deferred at first: a back-off episode per source.
+            self.assertGreaterEqual(p["backoff_episodes"], 2)
+            self.assertGreater(p["deferred_rate_limited"], 0)
+            self.assertAlmostEqual(p["allowed_per_s"], 2 * rate, delta=0.5)
+            self.assertGreater(p["ratio"], 0, p["profile"])
+            self.assertLessEqual(p["ratio"], 1.1, p["profile"])
+            caps = [c for _, c, _ in p["queues_t_cap_suspended"] if c > 0]
+            self.assertGreater(max(caps), min(caps), "no climb: %s" % p["profile"])
+            self.assertTrue(p["series_t_accepted_allowed_per_ip"])
+            self.assertTrue(p["queues_t_cap_suspended"])
+
+    def test_providers_timeout(self):
+        """volleyd's shipped limits and no rate: the scenario's timeout ends
+        the run (exit 1, not all counted), with what was delivered, the
+        rate-limited deferrals and the suspensions reported."""
+        path = self.providers_file("providers", "12s")
+        p = bench(path, "--recipients", "450", "--out", self.out, timeout=120)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("all counted: NO", p.stdout)
+        self.assertIn("timed out after 12s", p.stdout)
+        with open(self.out + ".json") as f:
+            res = json.load(f)
+        self.assertTrue(res["timed_out"])
+        self.assertLess(res["delivered"], 450)
+        for prof in res["profiles"]:
+            self.assertEqual(prof["delivered"], prof["sink_accepted"])
+            self.assertGreater(prof["backoff_episodes"], 0)
+            self.assertGreater(prof["suspended_part"], 0.5)
+        # The sinks and volleyd were stopped; the kept folder goes with the test.
+        run_dir = re.search(r"run folder kept: (/tmp/volley-bench\.\S+)", p.stdout).group(1)
+        self.addCleanup(subprocess.run, ["rm", "-rf", run_dir])
+        self.assertEqual(procs_in(run_dir + "/"), [])
+
+    def test_bad_providers_scenarios(self):
+        path = os.path.join(self.tmp, "prov.conf")
+        for text, want in [
+                ('profiles = [ "hotmail" ];\nvolleyd_conf = "/dev/null";\n',
+                 "profiles: each one of"),
+                ('profiles = [ "gmail", "gmail" ];\nvolleyd_conf = "/dev/null";\n',
+                 "profiles: names a profile twice"),
+                ('profiles = [ "gmail" ];\n', "profiles: needs volleyd_conf"),
+                ('profiles = [ "gmail" ];\nvolleyd_conf = "nope.conf";\n',
+                 "volleyd_conf: no such readable file")]:
+            with open(path, "w") as f:
+                f.write(text)
+            p = bench(path)
+            self.assertEqual(p.returncode, 2, text)
+            self.assertIn(want, p.stderr)
+        with open(path, "w") as f:
+            f.write('profiles = [ "gmail" ];\nvolleyd_conf = "/dev/null";\n')
+        p = bench(path, "--compare", "postfix")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("runs volley alone", p.stderr)
+
 
 def submit(sink, *args, timeout=60):
     """volley-submit against a sink, --json: (exit status, its result)."""
