@@ -85,6 +85,7 @@ struct cfg_provider {
 	struct cfg_reply_rule *replies;
 	size_t nreplies;
 	bool builtin;            /* from the shipped providers.conf */
+	bool extend;             /* while loading: adds to the provider of its name */
 };
 
 struct cfg_domain_rule {

@@ -207,10 +207,11 @@ static int get_limits(struct pctx *x, const config_setting_t *g, const char *pat
 static int get_provider(struct pctx *x, const config_setting_t *g, const char *path,
 			struct cfg_provider *p)
 {
-	static const char *const keys[] = { "name", "domains", "mx", "max_connections",
+	static const char *const keys[] = { "name", "extend", "domains", "mx", "max_connections",
 		"max_messages_per_connection", "max_recipients_per_message", "rate", "replies",
 		NULL };
 	const char *name = NULL;
+	int extend = 0;
 	char sub[160];
 
 	if (!config_setting_is_group(g))
@@ -224,7 +225,12 @@ static int get_provider(struct pctx *x, const config_setting_t *g, const char *p
 	if (globs(x, g, "domains", path, &p->domains, &p->ndomains) < 0 ||
 	    globs(x, g, "mx", path, &p->mx, &p->nmx) < 0 || get_limits(x, g, path, &p->p) < 0)
 		return -1;
-	if (!p->ndomains && !p->nmx)
+	snprintf(sub, sizeof sub, "%.96s.extend", path);
+	if (config_setting_get_member(g, "extend") &&
+	    !config_setting_lookup_bool(g, "extend", &extend))
+		return pfail(x, g, sub, "expected true or false");
+	p->extend = extend;
+	if (!p->ndomains && !p->nmx && !p->extend)
 		return pfail(x, g, path, "matches nothing: give domains or mx globs");
 	const config_setting_t *l = config_setting_get_member(g, "replies");
 	if (!l)
@@ -250,10 +256,75 @@ int cfg_provider_find(const struct cfg *c, const char *name)
 	return -1;
 }
 
+static char **strs_cat(char **a, size_t *na, char **b, size_t nb)
+{
+	a = vl_realloc(a, (*na + nb + 1) * sizeof *a);
+	for (size_t i = 0; i < nb; i++)
+		a[(*na)++] = b[i];
+	a[*na] = NULL;
+	return a;
+}
+
+/* extend = true: p's globs added to the provider of its name, its limits
+ * over that one's, its replies tried first; p is consumed into it, which
+ * becomes the user's (printed whole, so the printed form loads the same). */
+static int extend(struct pctx *x, const config_setting_t *g, const char *path, struct cfg *c,
+		  struct cfg_provider *p)
+{
+	int at = cfg_provider_find(c, p->name);
+
+	if (at < 0) {
+		provider_free(p);
+		return pfail(x, g, path, "extends no provider of that name (see volleyd "
+			     "--check-config)");
+	}
+	struct cfg_provider *o = &c->providers[at];
+	o->domains = strs_cat(o->domains, &o->ndomains, p->domains, p->ndomains);
+	o->mx = strs_cat(o->mx, &o->nmx, p->mx, p->nmx);
+	free(p->domains);
+	free(p->mx);
+	p->domains = p->mx = NULL;
+	int64_t *dst[] = { &o->p.max_connections, &o->p.max_messages_per_connection,
+			   &o->p.max_recipients_per_message };
+	int64_t src[] = { p->p.max_connections, p->p.max_messages_per_connection,
+			  p->p.max_recipients_per_message };
+	for (size_t i = 0; i < VL_ARRAY_LEN(src); i++)
+		if (src[i] >= 0)
+			*dst[i] = src[i];
+	if (p->p.rate) {
+		free(o->p.rate);
+		o->p.rate = p->p.rate;
+		p->p.rate = NULL;
+	}
+	struct cfg_reply_rule *r = vl_calloc(p->nreplies + o->nreplies + 1, sizeof *r);
+	memcpy(r, p->replies, p->nreplies * sizeof *r);
+	memcpy(r + p->nreplies, o->replies, o->nreplies * sizeof *r);
+	free(o->replies);
+	o->replies = r;
+	o->nreplies += p->nreplies;
+	p->nreplies = 0;
+	struct cfg_provider merged = *o;
+	merged.builtin = false;
+	memmove(c->providers + at, c->providers + at + 1,
+		(c->nproviders - (size_t)at - 1) * sizeof *c->providers);
+	c->nproviders--;
+	provider_free(p);
+	size_t pos = 0;
+	while (pos < c->nproviders && !c->providers[pos].builtin)
+		pos++;
+	memmove(c->providers + pos + 1, c->providers + pos,
+		(c->nproviders - pos) * sizeof *c->providers);
+	c->providers[pos] = merged;
+	c->nproviders++;
+	return 0;
+}
+
 /* Add p, replacing a shipped one of the same name; the user's first. */
 static int add(struct pctx *x, const config_setting_t *g, const char *path, struct cfg *c,
 	       struct cfg_provider *p)
 {
+	if (p->extend)
+		return extend(x, g, path, c, p);
 	int at = cfg_provider_find(c, p->name);
 
 	if (at >= 0 && c->providers[at].builtin == p->builtin) {

@@ -55,35 +55,60 @@ void sched_bucket_take(struct sched_bucket *b)
 uint64_t sched_backoff_slow_down(struct sched_backoff *bo, struct sched_bucket *b,
 				 unsigned window, uint64_t now_ms)
 {
-	double cur = b->rate > 0 ? b->rate : (double)window;
-	uint64_t ms = (uint64_t)SCHED_BACKOFF_FIRST_MS << (bo->level < 6 ? bo->level : 6);
+	double cur = b->rate > 0 ? b->rate : bo->seen > 0 ? bo->seen : (double)window;
 
-	if (sched_backoff_suspended(bo, now_ms))
+	if (now_ms < bo->hold_ms)
 		return 0;
+	if (bo->steps >= SCHED_BACKOFF_CALM_STEPS || !bo->active)
+		bo->level = 0;
+	uint64_t ms = (uint64_t)SCHED_BACKOFF_FIRST_MS << (bo->level < 11 ? bo->level : 11);
 	if (ms > SCHED_BACKOFF_MAX_MS)
 		ms = SCHED_BACKOFF_MAX_MS;
 	bo->level++;
-	bo->ok_streak = 0;
-	b->rate = cur / 2 < SCHED_BACKOFF_MIN_RATE ? SCHED_BACKOFF_MIN_RATE : cur / 2;
+	bo->ok_streak = bo->steps = 0;
+	bo->active = true;
+	bo->ceiling = cur;
+	cur *= SCHED_BACKOFF_DECREASE;
+	b->rate = cur < SCHED_BACKOFF_MIN_RATE ? SCHED_BACKOFF_MIN_RATE : cur;
 	b->burst = burst_of(b->rate);
 	b->tokens = 0;
 	b->at_ms = now_ms + ms;       /* nothing accrues while suspended */
 	bo->until_ms = now_ms + ms;
+	bo->hold_ms = now_ms + ms + SCHED_BACKOFF_HOLD_MS;
 	return ms;
 }
 
-bool sched_backoff_ok(struct sched_backoff *bo, struct sched_bucket *b, double rate,
-		      unsigned window)
+/* Deliveries a second, over windows of a second. */
+static void seen(struct sched_backoff *bo, uint64_t now_ms)
 {
-	if (!bo->level || ++bo->ok_streak < SCHED_BACKOFF_RECOVER_EVERY)
+	bo->seen_n++;
+	if (!bo->seen_at) {
+		bo->seen_at = now_ms;
+	} else if (now_ms - bo->seen_at >= 1000) {
+		bo->seen = (double)bo->seen_n * 1000.0 / (double)(now_ms - bo->seen_at);
+		bo->seen_at = now_ms;
+		bo->seen_n = 0;
+	}
+}
+
+bool sched_backoff_ok(struct sched_backoff *bo, struct sched_bucket *b, double rate,
+		      unsigned window, uint64_t now_ms)
+{
+	seen(bo, now_ms);
+	unsigned every = b->rate > SCHED_BACKOFF_RECOVER_MIN ? (unsigned)b->rate :
+			 SCHED_BACKOFF_RECOVER_MIN;
+	if (!bo->active || ++bo->ok_streak < every)
 		return false;
 	bo->ok_streak = 0;
-	b->rate *= SCHED_BACKOFF_RECOVER_STEP;
+	bo->steps++;
+	b->rate *= b->rate < bo->ceiling * 0.95 ? SCHED_BACKOFF_FAST :
+		   b->rate < bo->ceiling ? SCHED_BACKOFF_NEAR : SCHED_BACKOFF_PROBE;
 	b->burst = burst_of(b->rate);
 	if ((rate > 0 && b->rate < rate) || (rate <= 0 && b->rate < (double)window * 10))
 		return false;
 	b->rate = rate;
 	b->burst = burst_of(rate);
+	bo->active = false;
 	bo->level = 0;
 	return true;
 }

@@ -31,34 +31,53 @@ uint64_t sched_bucket_wait(struct sched_bucket *b, uint64_t now_ms);
 void sched_bucket_take(struct sched_bucket *b);
 
 /* ---- adaptive back-off ----
- * A "slow down" reply suspends the site for SCHED_BACKOFF_FIRST_MS,
- * doubled each further episode up to SCHED_BACKOFF_MAX_MS, and halves its
- * current rate (an unlimited site counts as `window` a second), not below
- * SCHED_BACKOFF_MIN_RATE. Each SCHED_BACKOFF_RECOVER_EVERY deliveries
- * (counted since the last step; other failures do not reset the count,
- * only a new "slow down" does) then raise the rate by SCHED_BACKOFF_RECOVER_STEP until it is back
- * at the configured rate (or, with none, past 10 x window: unlimited
- * again), which ends the back-off. */
-#define SCHED_BACKOFF_FIRST_MS 30000u
+ * Additive increase, multiplicative decrease, as TCP finds a path's rate:
+ * a "slow down" reply cuts the site's rate to SCHED_BACKOFF_DECREASE of
+ * what it was (its bucket's rate, or for an unlimited site the rate it was
+ * seen delivering, else `window` a second), not below
+ * SCHED_BACKOFF_MIN_RATE, remembers that rate as the ceiling, and pauses
+ * the site: SCHED_BACKOFF_FIRST_MS, doubled for each further episode that
+ * comes before SCHED_BACKOFF_CALM_STEPS increases (up to
+ * SCHED_BACKOFF_MAX_MS). Replies to messages sent before the cut (within
+ * the pause and SCHED_BACKOFF_HOLD_MS after it) are the same episode.
+ * Then each second's worth of deliveries (at least
+ * SCHED_BACKOFF_RECOVER_MIN) raises the rate: by SCHED_BACKOFF_FAST well
+ * below the ceiling, by SCHED_BACKOFF_NEAR within its last 5 %, by
+ * SCHED_BACKOFF_PROBE past it; back at the configured rate (or, with none,
+ * past 10 x window: unlimited again) the back-off ends. */
+#define SCHED_BACKOFF_FIRST_MS 1000u
 #define SCHED_BACKOFF_MAX_MS 1800000u
-#define SCHED_BACKOFF_RECOVER_EVERY 50u
-#define SCHED_BACKOFF_RECOVER_STEP 1.25
+#define SCHED_BACKOFF_HOLD_MS 1000u
+#define SCHED_BACKOFF_DECREASE 0.85
+#define SCHED_BACKOFF_CALM_STEPS 3u
+#define SCHED_BACKOFF_RECOVER_MIN 5u
+#define SCHED_BACKOFF_FAST 1.05
+#define SCHED_BACKOFF_NEAR 1.005
+#define SCHED_BACKOFF_PROBE 1.02
 #define SCHED_BACKOFF_MIN_RATE 0.2       /* per second */
 struct sched_backoff {
 	uint64_t until_ms;               /* suspended until then */
-	unsigned level;                  /* episodes since the rate was whole */
+	uint64_t hold_ms;                /* one episode until then */
+	unsigned level;                  /* episodes since the site was calm */
 	unsigned ok_streak;              /* deliveries since the last step */
+	unsigned steps;                  /* increases since the last episode */
+	bool active;                     /* below the configured rate */
+	double ceiling;                  /* the rate the last episode began at */
+	/* deliveries a second, measured over windows of a second */
+	double seen;
+	uint64_t seen_at;
+	unsigned seen_n;
 };
-/* A "slow down" reply at now_ms for a site with bucket b (its current
- * rate) and window messages in the engine at most. The suspension in ms,
- * or 0 when the site is suspended already (one step per episode: nothing
- * changes). The bucket is empty until the suspension ends. */
+/* A "slow down" reply at now_ms for a site with bucket b and window
+ * messages in the engine at most. The pause in ms, or 0 when it is the
+ * episode under way (nothing changes). The bucket is empty until the
+ * pause ends. */
 uint64_t sched_backoff_slow_down(struct sched_backoff *bo, struct sched_bucket *b,
 				 unsigned window, uint64_t now_ms);
-/* A delivery. True when it ended the back-off: the bucket is at the
- * configured rate again (rate, 0 = unlimited) and level is 0. */
+/* A delivery at now_ms. True when it ended the back-off: the bucket is at
+ * the configured rate again (rate, 0 = unlimited). */
 bool sched_backoff_ok(struct sched_backoff *bo, struct sched_bucket *b, double rate,
-		      unsigned window);
+		      unsigned window, uint64_t now_ms);
 /* Whether the site may send at now_ms. */
 static inline bool sched_backoff_suspended(const struct sched_backoff *bo, uint64_t now_ms)
 {

@@ -872,7 +872,7 @@ static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t n
 	vl_iso8601(s->backoff_since, since);
 	vl_iso8601(s->backoff_since + (double)ms / 1000, until);
 	snprintf(s->backoff_reason, sizeof s->backoff_reason,
-		 "%d %s %.160s (from %s) at %s: suspended until %s, rate halved to %.3g/s",
+		 "%d %s %.160s (from %s) at %s: suspended until %s, rate cut to %.3g/s",
 		 m->code, m->enhanced, m->text, m->peer[0] ? m->peer : "?", since, until,
 		 s->b.rate);
 	vl_log(VL_LOG_INFO, "site %s: %s", s->key, s->backoff_reason);
@@ -882,7 +882,7 @@ static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t n
  * one (or to unlimited when none is configured). */
 static void recover(struct sched_site *s)
 {
-	if (sched_backoff_ok(&s->bo, &s->b, s->rate, s->window))
+	if (sched_backoff_ok(&s->bo, &s->b, s->rate, s->window, vl_now_ms()))
 		s->backoff_reason[0] = '\0';
 }
 

@@ -240,3 +240,40 @@ Test(config_warmup, bad_ones_are_named)
 		     err, sizeof err), -1);
 	cr_assert_not_null(strstr(err, "pools[0].overflow: expected \"spill\""), "%s", err);
 }
+
+Test(config_providers, extend_adds_to_a_shipped_one)
+{
+	struct cfg c;
+	char err[512] = "";
+
+	cr_assert_eq(unit_cfg_load(&c,
+		"providers = ( { name = \"gmail\"; extend = true; domains = [ \"*gmail.test\" ];\n"
+		"                max_connections = 4;\n"
+		"                replies = ( { code = \"421\"; text = \"mine\"; action = \"defer\"; } ); } );\n",
+		err, sizeof err), 0, "%s", err);
+	int g = cfg_provider_find(&c, "gmail");
+	cr_assert_eq(g, 0, "now the user's");
+	cr_assert_not(c.providers[g].builtin);
+	cr_assert_eq(cfg_provider_for(&c, "gmail.com", NULL, 0), g, "its own domains kept");
+	cr_assert_eq(cfg_provider_for(&c, "news.gmail.test", NULL, 0), g);
+	cr_assert_eq(c.providers[g].p.max_connections, 4);
+	cr_assert_eq(c.providers[g].p.max_messages_per_connection, 100, "the shipped one's");
+	cr_assert_eq(reply(&c, "gmail", 421, "4.7.0", "mine")->action, CFG_RA_DEFER, "first");
+	cr_assert_eq(reply(&c, "gmail", 421, "4.7.28", "x")->action, CFG_RA_BACKOFF, "kept");
+	/* the printed form loads the same */
+	struct vl_buf o;
+	struct cfg again;
+	vl_buf_init(&o);
+	cfg_providers_print(&c, &o);
+	vl_buf_append(&o, "", 1);
+	cr_assert_eq(unit_cfg_load(&again, o.p, err, sizeof err), 0, "%s\n%s", err, o.p);
+	int h = cfg_provider_find(&again, "gmail");
+	cr_assert_eq(cfg_provider_for(&again, "x.gmail.test", NULL, 0), h);
+	cr_assert_eq(again.providers[h].nreplies, c.providers[g].nreplies);
+	cfg_free(&again);
+	vl_buf_free(&o);
+	cfg_free(&c);
+	cr_assert_eq(unit_cfg_load(&c, "providers = ( { name = \"nobody\"; extend = true; } );\n",
+				   err, sizeof err), -1);
+	cr_assert_not_null(strstr(err, "providers[0]: extends no provider of that name"), "%s", err);
+}

@@ -116,28 +116,26 @@ static struct pace pace(double rate, unsigned window)
 	return p;
 }
 
-Test(sched_backoff, slow_down_suspends_and_halves)
+Test(sched_backoff, slow_down_pauses_and_cuts)
 {
 	struct pace p = pace(100, 20);
 
 	cr_assert_not(sched_backoff_suspended(&p.bo, T0));
-	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, T0), 30000);
+	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, T0), 1000);
 	cr_assert_eq(p.bo.level, 1);
-	cr_assert_float_eq(p.b.rate, 50, 1e-9);
-	cr_assert_float_eq(p.b.burst, 50, 1e-9);
+	cr_assert_float_eq(p.b.rate, 85, 1e-9);
+	cr_assert_float_eq(p.b.burst, 85, 1e-9);
+	cr_assert_float_eq(p.bo.ceiling, 100, 1e-9);
 	cr_assert_float_eq(p.b.tokens, 0, 1e-9, "the bucket is emptied");
-	cr_assert(sched_backoff_suspended(&p.bo, T0));
-	cr_assert(sched_backoff_suspended(&p.bo, T0 + 29999));
-	cr_assert_not(sched_backoff_suspended(&p.bo, T0 + 30000));
+	cr_assert(sched_backoff_suspended(&p.bo, T0 + 999));
+	cr_assert_not(sched_backoff_suspended(&p.bo, T0 + 1000));
 	/* nothing accrues while suspended, even if the bucket is looked at */
-	sched_bucket_refill(&p.b, T0 + 20000);
+	sched_bucket_refill(&p.b, T0 + 500);
 	cr_assert_float_eq(p.b.tokens, 0, 1e-9);
-	cr_assert_gt(sched_bucket_wait(&p.b, T0 + 29000), 0);
-	sched_bucket_refill(&p.b, T0 + 29999);
+	sched_bucket_refill(&p.b, T0 + 999);
 	cr_assert_float_eq(p.b.tokens, 0, 1e-9);
-	/* afterwards the halved rate: one token per 20 ms */
-	cr_assert_eq(sched_bucket_wait(&p.b, T0 + 30000), 20);
-	cr_assert_eq(sched_bucket_wait(&p.b, T0 + 30020), 0);
+	/* afterwards the cut rate: one token per 1000/85 ms */
+	cr_assert_eq(sched_bucket_wait(&p.b, T0 + 1000), 12);
 }
 
 Test(sched_backoff, one_step_per_episode)
@@ -146,109 +144,142 @@ Test(sched_backoff, one_step_per_episode)
 
 	sched_backoff_slow_down(&p.bo, &p.b, p.window, T0);
 	struct pace before = p;
-	/* more "slow down" replies from messages already in the engine */
-	for (uint64_t t = T0; t < T0 + 30000; t += 1000)
+	/* more "slow down" replies from messages sent before the cut: during
+	 * the pause and the hold after it */
+	for (uint64_t t = T0; t < T0 + 2000; t += 100)
 		cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, t), 0);
 	cr_assert_eq(memcmp(&p, &before, sizeof p), 0, "nothing changed");
+	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, T0 + 2000), 2000,
+		     "a new episode, soon after the last: a longer pause");
 }
 
-Test(sched_backoff, suspension_doubles_up_to_thirty_minutes)
+Test(sched_backoff, pauses_double_while_episodes_come_close)
 {
 	struct pace p = pace(1000, 20);
-	static const uint64_t want[] = { 30000, 60000, 120000, 240000, 480000, 960000,
-					 1800000, 1800000, 1800000 };
+	static const uint64_t want[] = { 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000,
+					 256000, 512000, 1024000, 1800000, 1800000 };
 	uint64_t now = T0;
 
 	for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
 		uint64_t ms = sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
 		cr_assert_eq(ms, want[i], "episode %zu: %llu ms", i + 1, (unsigned long long)ms);
 		cr_assert_eq(p.bo.until_ms, now + ms);
-		cr_assert_eq(p.bo.level, i + 1);
-		now += ms;                     /* the next reply right after it ends */
+		now += ms + SCHED_BACKOFF_HOLD_MS;  /* the next reply right after the hold */
 	}
 }
 
-Test(sched_backoff, rate_halves_down_to_the_floor)
+Test(sched_backoff, rate_cut_down_to_the_floor)
 {
-	struct pace p = pace(3.2, 20);
-	static const double want[] = { 1.6, 0.8, 0.4, 0.2, 0.2, 0.2 };
+	struct pace p = pace(0.3, 20);
 	uint64_t now = T0;
 
-	for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
-		now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
-		cr_assert_float_eq(p.b.rate, want[i], 1e-9, "episode %zu: %g", i + 1, p.b.rate);
-		cr_assert_float_eq(p.b.burst, want[i] < 1 ? 1 : want[i], 1e-9);
-	}
-	cr_assert_float_eq(SCHED_BACKOFF_MIN_RATE, 0.2, 1e-12);
+	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now) + SCHED_BACKOFF_HOLD_MS;
+	cr_assert_float_eq(p.b.rate, 0.255, 1e-9);
+	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now) + SCHED_BACKOFF_HOLD_MS;
+	cr_assert_float_eq(p.b.rate, 0.21675, 1e-9);
+	sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
+	cr_assert_float_eq(p.b.rate, SCHED_BACKOFF_MIN_RATE, 1e-9);
+	cr_assert_float_eq(p.b.burst, 1, 1e-9);
 }
 
-Test(sched_backoff, unlimited_site_counts_as_its_window)
+Test(sched_backoff, unlimited_site_cuts_what_it_was_seen_delivering)
 {
 	struct pace p = pace(0, 20);
 
 	sched_backoff_slow_down(&p.bo, &p.b, p.window, T0);
-	cr_assert_float_eq(p.b.rate, 10, 1e-9, "20 a second, halved");
+	cr_assert_float_eq(p.b.rate, 17, 1e-9, "nothing seen yet: its window, 20 a second");
+	p = pace(0, 20);
+	/* 300 deliveries a second for two seconds */
+	for (int i = 0; i <= 600; i++)
+		sched_backoff_ok(&p.bo, &p.b, p.rate, p.window, T0 + (uint64_t)i * 10 / 3);
+	cr_assert_float_eq(p.bo.seen, 300, 1);
+	sched_backoff_slow_down(&p.bo, &p.b, p.window, T0 + 2001);
+	cr_assert_float_eq(p.b.rate, 0.85 * p.bo.ceiling, 1e-9);
+	cr_assert_float_eq(p.bo.ceiling, 300, 1);
 }
 
-Test(sched_backoff, recovers_by_a_quarter_per_fifty_successes)
+/* Deliveries at the current rate, one second's worth a step. */
+static int steps_until_whole(struct pace *p, uint64_t *now, int max_steps)
 {
-	struct pace p = pace(100, 20);
-	uint64_t now = T0;
-
-	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
-	/* 50 -> 62.5 -> 78.125 -> 97.66 -> (122, capped) 100: four steps */
-	static const double steps[] = { 62.5, 78.125, 97.65625 };
-	for (size_t s = 0; s < 3; s++) {
-		for (int i = 1; i < 50; i++) {
-			cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window));
-			cr_assert_eq(p.bo.ok_streak, (unsigned)i);
-		}
-		cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window));
-		cr_assert_float_eq(p.b.rate, steps[s], 1e-9, "step %zu", s + 1);
-		cr_assert_float_eq(p.b.burst, steps[s], 1e-9);
-		cr_assert_eq(p.bo.ok_streak, 0);
-		cr_assert_eq(p.bo.level, 1, "still backing off");
+	int steps = 0;
+	while (steps < max_steps) {
+		double before = p->b.rate;
+		*now += 10;
+		if (sched_backoff_ok(&p->bo, &p->b, p->rate, p->window, *now))
+			return steps + 1;
+		if (p->b.rate != before)
+			steps++;
 	}
-	for (int i = 1; i < 50; i++)
-		cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window));
-	cr_assert(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window), "whole again");
-	cr_assert_float_eq(p.b.rate, 100, 1e-9, "the configured rate, not past it");
-	cr_assert_float_eq(p.b.burst, 100, 1e-9);
-	cr_assert_eq(p.bo.level, 0);
-	/* over: the next episode starts from the first suspension again */
-	cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window));
-	cr_assert_eq(p.bo.ok_streak, 0, "no streak counted outside a back-off");
-	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, now), 30000);
+	return -1;
 }
 
-Test(sched_backoff, a_slow_down_breaks_the_streak)
+Test(sched_backoff, recovers_fast_then_slowly_near_the_ceiling)
 {
 	struct pace p = pace(100, 20);
 	uint64_t now = T0;
 
 	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
-	for (int i = 0; i < 49; i++)
-		sched_backoff_ok(&p.bo, &p.b, p.rate, p.window);
-	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
+	/* a step per second's worth of deliveries: 85 of them now */
+	for (int i = 1; i < 85; i++) {
+		cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window, now));
+		cr_assert_eq(p.bo.ok_streak, (unsigned)i);
+	}
+	cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window, now));
+	cr_assert_float_eq(p.b.rate, 85 * 1.05, 1e-9, "fast, far below the ceiling");
 	cr_assert_eq(p.bo.ok_streak, 0);
-	cr_assert_eq(p.bo.level, 2);
-	cr_assert_float_eq(p.b.rate, 25, 1e-9);
-	sched_backoff_ok(&p.bo, &p.b, p.rate, p.window);
-	cr_assert_float_eq(p.b.rate, 25, 1e-9, "one success is not a streak");
+	cr_assert(p.bo.active);
+	/* 89.25 -> 93.7 -> 98.4 (past 0.95 of the ceiling), then by half a
+	 * per cent a step: 98.9, 99.4, 99.9, then the configured 100 */
+	static const double want[] = { 89.25 * 1.05, 89.25 * 1.05 * 1.05,
+				       89.25 * 1.05 * 1.05 * 1.005 };
+	for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
+		double before = p.b.rate;
+		while (p.b.rate == before)
+			cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window, now += 10));
+		cr_assert_float_eq(p.b.rate, want[k], 1e-9, "step %zu", k + 2);
+	}
+	int n = steps_until_whole(&p, &now, 100000);
+	cr_assert_eq(n, 3, "%d steps", n);
+	cr_assert_float_eq(p.b.rate, 100, 1e-9, "the configured rate, not past it");
+	cr_assert_not(p.bo.active);
+	cr_assert_eq(p.bo.level, 0);
+	/* over: no streak counted outside a back-off */
+	cr_assert_not(sched_backoff_ok(&p.bo, &p.b, p.rate, p.window, now));
+	cr_assert_eq(p.bo.ok_streak, 0);
+	now += 5000;
+	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, now), 1000,
+		     "the next episode starts from the first pause again");
+}
+
+Test(sched_backoff, calm_resets_the_pause)
+{
+	struct pace p = pace(100, 20);
+	uint64_t now = T0;
+
+	now += sched_backoff_slow_down(&p.bo, &p.b, p.window, now) + SCHED_BACKOFF_HOLD_MS;
+	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, now), 2000);
+	now += 2000 + SCHED_BACKOFF_HOLD_MS;
+	/* three steps of deliveries without a slow-down: calm again */
+	for (unsigned s = 0; s < SCHED_BACKOFF_CALM_STEPS; s++) {
+		double before = p.b.rate;
+		while (p.b.rate == before)
+			sched_backoff_ok(&p.bo, &p.b, p.rate, p.window, now += 10);
+	}
+	cr_assert_eq(sched_backoff_slow_down(&p.bo, &p.b, p.window, now), 1000);
 }
 
 Test(sched_backoff, unlimited_site_recovers_to_unlimited)
 {
 	struct pace p = pace(0, 20);
-	unsigned n = 0;
+	uint64_t now = T0;
 
-	sched_backoff_slow_down(&p.bo, &p.b, p.window, T0);
-	/* from 10/s by quarters past 10 x window = 200/s: 14 steps */
-	while (!sched_backoff_ok(&p.bo, &p.b, p.rate, p.window))
-		cr_assert_lt(++n, 100000);
-	cr_assert_eq(n + 1, 14 * 50);
+	sched_backoff_slow_down(&p.bo, &p.b, p.window, now);
+	now += 2000;
+	/* from 17 a second, past 10 x window = 200/s */
+	int n = steps_until_whole(&p, &now, 100000);
+	cr_assert_gt(n, 0);
 	cr_assert_float_eq(p.b.rate, 0, 1e-12, "unlimited again");
-	cr_assert_eq(sched_bucket_wait(&p.b, T0), 0);
+	cr_assert_eq(sched_bucket_wait(&p.b, now), 0);
 }
 
 /* ---- through sched_site_result, as the delivery thread calls it ---- */
@@ -294,29 +325,29 @@ Test(sched_site, rate_limited_reply_backs_off_then_recovers, .init = cr_redirect
 	cr_assert_eq(s->inflight, 0);
 	cr_assert_eq(s->transient, 2);
 	cr_assert_eq(s->bo.level, 1);
-	cr_assert_float_eq(s->b.rate, 50, 1e-9);
+	cr_assert_float_eq(s->b.rate, 85, 1e-9);
 	cr_assert(sched_backoff_suspended(&s->bo, vl_now_ms()));
 	cr_assert_not_null(strstr(s->backoff_reason, "421 4.7.28 too many messages "
 				  "(from 127.0.0.5:2525) at "), "%s", s->backoff_reason);
 	cr_assert_not_null(strstr(s->backoff_reason, ": suspended until "), "%s",
 			   s->backoff_reason);
-	cr_assert_not_null(strstr(s->backoff_reason, ", rate halved to 50/s"), "%s",
+	cr_assert_not_null(strstr(s->backoff_reason, ", rate cut to 85/s"), "%s",
 			   s->backoff_reason);
 	cr_assert_str_eq(s->last_response, "421 4.7.28 too many messages");
 
-	/* four steps of fifty deliveries bring it back */
-	for (int i = 0; i < 199; i++) {
+	/* deliveries bring it back, step by step (85 -> 89.25 -> 93.7, then
+	 * slowly near the ceiling of 100) */
+	int n = 0;
+	for (; n < 100000 && s->backoff_reason[0]; n++) {
 		s->inflight = 1;
 		sched_site_result(d, s, ok, &none, NULL);
-		cr_assert_eq(s->bo.level, 1, "delivery %d", i + 1);
-		cr_assert_neq(s->backoff_reason[0], '\0');
 	}
-	s->inflight = 1;
-	sched_site_result(d, s, ok, &none, NULL);
+	cr_assert_gt(n, 500, "%d deliveries", n);
+	cr_assert_lt(n, 100000);
 	cr_assert_eq(s->bo.level, 0);
 	cr_assert_float_eq(s->b.rate, 100, 1e-9);
 	cr_assert_str_eq(s->backoff_reason, "", "the API no longer shows a back-off");
-	cr_assert_eq(s->delivered, 200);
+	cr_assert_eq(s->delivered, (uint64_t)n);
 	free(slow);
 	free(ok);
 	free(other);
