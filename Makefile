@@ -211,6 +211,7 @@ bench: all
 	@$(BUILD)/volley-bench submission --compare postfix
 	@$(BUILD)/volley-bench submission-sha512 --compare postfix
 	@$(BUILD)/volley-bench providers-known
+	@$(BUILD)/volley-bench providers
 
 demo: all
 	@scripts/demo.sh
