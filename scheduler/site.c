@@ -5,7 +5,7 @@
  * connection pools and its shaping (all Google-hosted domains are one
  * site). Transactional jobs are served before
  * bulk ones; bulk jobs take turns. A reply that means "slow down" suspends
- * the site and halves its rate, which then recovers step by step.
+ * the site briefly and cuts its rate, which then recovers step by step.
  */
 #include "deliver_int.h"
 

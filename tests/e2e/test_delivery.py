@@ -123,7 +123,7 @@ class Delivery(Base):
                                                 if x["backoff"]])
         bo = q[0]["backoff"]
         self.assertIn("4.7.28", bo["reason"])
-        self.assertIn("rate halved", bo["reason"])
+        self.assertIn("rate cut to", bo["reason"])
         self.assertTrue(bo["suspended"])
         self.assertGreater(q[0]["deferred"] + q[0]["queued"], 0)
         # the operator's view: volley queues says why, in words

@@ -1,7 +1,7 @@
 /* scheduler/shape.c and site.c: a site's token bucket (refill at the rate,
- * burst cap, waits) and its adaptive back-off (suspension doubling per
- * episode up to its cap, the rate halved down to its floor, one step per
- * episode, recovery by a quarter per streak of successes up to the
+ * burst cap, waits) and its adaptive back-off (AIMD: the rate cut to 0.85
+ * down to its floor, a pause doubling while episodes come close, one step
+ * per episode, recovery fast then slowly near the last ceiling, up to the
  * configured rate or to unlimited), then the same through
  * sched_site_result, the function the delivery thread calls. */
 #include <criterion/criterion.h>
