@@ -189,6 +189,12 @@ static int read_job(struct sched_djob *dj)
 	if (rate && vl_parse_rate(rate, &r) == 0)
 		sched_bucket_init(&dj->rate, r);
 	int rc = compose(dj, job);
+	/* the same octets for every recipient, and one return path: recipients
+	 * of a destination share transactions (deliver.c) */
+	dj->shared = rc == 0 && !dj->verp && msg_job_shareable(dj->msg);
+	if (dj->shared)
+		vl_log(VL_LOG_DEBUG, "job %s: content the same for every recipient: shared "
+		       "transactions", dj->j->id);
 	if (rc == 0 && !json_is_false(json_object_get(job, "dkim")))
 		pick_keys(dj);
 	json_decref(meta);
