@@ -519,7 +519,9 @@ Test(eng_session, shared_limit_per_route)
 {
 	struct t *t = t_new(TLS_POLICY_NONE, 4);
 	t->cfg.max_rcpts_per_txn = 3;
-	t->route.max_rcpts_per_txn = 1;   /* the policy's, over the engine's */
+	struct eng_route r = t->route;
+	r.max_rcpts_per_txn = 1;          /* the message's route (its policy's), over the engine's */
+	t->m.route = &r;
 	hello(t, "250-mx\r\n250 PIPELINING\r\n");
 	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n");
 	cr_assert_eq(t->m.count_, 1);
