@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PEERS 5   /* three peers, and dane's "no-dane" */
+#define MAX_PEERS 6   /* three peers, dane's "no-dane", target_shared's "one-rcpt" */
 
 struct opts {
 	const char *scen, *out, *bin_dir, *src_dir, *volley_conf;
@@ -179,9 +179,11 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 	de.dane = e->sc->dane ? &dn : NULL;
 	run_peer(&de, "volley", vb_run_volley, &r[0]);
 	for (int i = 0; i < o->npeers; i++) {
-		bool nd = !strcmp(o->peers[i], "no-dane");
+		bool nd = !strcmp(o->peers[i], "no-dane"), one = !strcmp(o->peers[i], "one-rcpt");
 		de.dane_off = nd;
-		run_peer(&de, o->peers[i], nd ? vb_run_volley : peer_fn(o->peers[i]), &r[1 + i]);
+		de.one_rcpt = one;
+		run_peer(&de, o->peers[i], nd || one ? vb_run_volley : peer_fn(o->peers[i]),
+			 &r[1 + i]);
 	}
 	if (e->sc->dane)
 		vb_dane_stop(&dn);
@@ -304,6 +306,10 @@ int main(int argc, char **argv)
 	if (sc.dane) {  /* right after volley: the ratio that counts */
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
 		o.peers[0] = "no-dane";
+	}
+	if (sc.target_shared > 0) {  /* volley at one recipient a message */
+		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
+		o.peers[0] = "one-rcpt";
 	}
 	r = vl_calloc(1 + (size_t)o.npeers, sizeof *r);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,

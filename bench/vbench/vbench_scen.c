@@ -15,7 +15,7 @@ static const char *const known[] = {
 	"sink_threads", "transactional", "submit_rate", "peer_max", "peer_sessions",
 	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
 	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
-	"password_hash", "egress_sources", NULL
+	"password_hash", "egress_sources", "rcpts_per_message", "target_shared", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -34,6 +34,7 @@ static void defaults(struct vb_scen *sc)
 	sc->timeout_s = 600;
 	sc->submit_clients = 50;
 	sc->per_conn = 20;
+	sc->rcpts_per_message = 100;   /* volleyd's default */
 	snprintf(sc->submit_tls, sizeof sc->submit_tls, "starttls");
 	snprintf(sc->password_hash, sizeof sc->password_hash, "yescrypt");
 }
@@ -176,6 +177,8 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_long(cf, sc, "submit_clients", &sc->submit_clients, 1, 10000) < 0 ||
 	    get_long(cf, sc, "per_conn", &sc->per_conn, 1, 100000000) < 0 ||
 	    get_ratio(cf, sc, "target_dane", &sc->target_dane) < 0 ||
+	    get_long(cf, sc, "rcpts_per_message", &sc->rcpts_per_message, 1, 1000) < 0 ||
+	    get_ratio(cf, sc, "target_shared", &sc->target_shared) < 0 ||
 	    get_ratio(cf, sc, "target_postfix", &sc->target_postfix) < 0 ||
 	    get_ratio(cf, sc, "target_nodemailer", &sc->target_nodemailer) < 0 ||
 	    get_ratio(cf, sc, "target_blast", &sc->target_blast) < 0 ||
