@@ -120,6 +120,13 @@ void vl_buf_json_string(struct vl_buf *b, const char *s)
 	}
 	vl_buf_append(b, "\"", 1);
 	while (*p) {
+		const unsigned char *run = p;   /* printable ASCII goes in runs */
+		while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+			p++;
+		if (p > run) {
+			vl_buf_append(b, run, (size_t)(p - run));
+			continue;
+		}
 		size_t n = utf8_len(p);
 		if (n == 0) {
 			vl_buf_appends(b, "\\ufffd");

@@ -240,7 +240,7 @@ static void msg_reserve(struct sched_dmsg *m, size_t n)
 {
 	if (m->rcap >= n)
 		return;
-	m->rcap = n < 4 ? 4 : n;
+	m->rcap = n < 4 ? 4 : n < 2 * m->rcap ? 2 * m->rcap : n;
 	m->rcpts = vl_realloc(m->rcpts, m->rcap * sizeof *m->rcpts);
 	m->idxs = vl_realloc(m->idxs, m->rcap * sizeof *m->idxs);
 	m->res = vl_realloc(m->res, m->rcap * sizeof *m->res);
@@ -520,6 +520,7 @@ void sched_deliver_send(struct sched_deliver *d, struct sched_sjq *q, uint32_t i
 	size_t limit = msg_limit(dj, q->site);
 	if (limit > 1 && !rcpt_shareable(dj, r))
 		limit = 1;
+	msg_reserve(m, limit);
 	/* rendered for the first recipient: its index names the Message-ID */
 	if (render(d, m, r) < 0)
 		return;
@@ -816,9 +817,17 @@ static void take_commands(struct sched_deliver *d, struct sched_job ***adds, siz
 	d->results = NULL;
 }
 
+/* Results are many recipients each when transactions are shared: the
+ * engine is given more work between every RESULTS_CHUNK of them, rather
+ * than waiting idle until the whole round's results are journaled. */
+#define RESULTS_CHUNK 16
+
 static void run_commands(struct sched_deliver *d, struct sched_job **adds, size_t nadds,
-			 struct sched_job **ctls, size_t nctls, struct sched_dmsg *results)
+			 struct sched_job **ctls, size_t nctls, struct sched_dmsg *results,
+			 bool dispatch)
 {
+	unsigned done = 0;
+
 	for (size_t i = 0; i < nadds; i++) {
 		struct sched_djob *dj = sched_djob_load(d, adds[i]);
 		if (dj) {
@@ -834,6 +843,8 @@ static void run_commands(struct sched_deliver *d, struct sched_job **adds, size_
 		struct sched_dmsg *next = results->next;
 		process(d, results);
 		results = next;
+		if (dispatch && results && ++done % RESULTS_CHUNK == 0 && d->ready)
+			sched_site_dispatch_all(d);
 	}
 	while (d->take_dns) {
 		struct sched_dns_done *next = d->take_dns->next;
@@ -919,7 +930,8 @@ static void *run(void *arg)
 		pthread_mutex_unlock(&d->mu);
 		if (reload)        /* before the jobs added after it */
 			sched_reload_apply(d, reload);
-		run_commands(d, adds, nadds, ctls, nctls, results);
+		run_commands(d, adds, nadds, ctls, nctls, results,
+			     !stopping && !atomic_load(&d->blocked));
 		fire_timers(d);
 		if (vl_now_ms() - last_sweep >= SWEEP_MS) {
 			sweep(d);
