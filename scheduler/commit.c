@@ -191,7 +191,7 @@ static void apply(struct sched_commit *c, struct batch *b)
 		sched_mark_done(sc, done[i]);
 	free(done);
 	if (c->d->ev && b->events.len) {
-		sched_events_append(c->d->ev, b->events.p, b->events.len);
+		sched_events_append_buf(c->d->ev, &b->events);
 		sched_events_flush(c->d->ev);
 	}
 	suppress(c, &b->suppress);
