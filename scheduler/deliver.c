@@ -178,6 +178,16 @@ void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_
 
 /* ---- sending ---- */
 
+/* src (NULL: "") into dst of size n, cut to fit: snprintf's "%s" without
+ * its format parsing (a result a recipient, on the workers). */
+static void copy(char *dst, size_t n, const char *src)
+{
+	size_t len = src ? strnlen(src, n - 1) : 0;
+
+	memcpy(dst, src ? src : "", len);
+	dst[len] = '\0';
+}
+
 static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *r)
 {
 	struct sched_dmsg *m = em->arg;
@@ -187,22 +197,21 @@ static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *
 		x->status = r->status;
 		x->code = r->code;
 		x->maybe = r->maybe_delivered;
-		snprintf(x->enhanced, sizeof x->enhanced, "%s", r->enhanced ? r->enhanced : "");
-		snprintf(x->stage, sizeof x->stage, "%s", r->stage ? r->stage : "");
-		snprintf(x->text, sizeof x->text, "%s", r->text ? r->text : "");
+		copy(x->enhanced, sizeof x->enhanced, r->enhanced);
+		copy(x->stage, sizeof x->stage, r->stage);
+		copy(x->text, sizeof x->text, r->text);
 	} else {
 		m->status = r->status;
 		m->code = r->code;
 		m->maybe = r->maybe_delivered;
-		snprintf(m->enhanced, sizeof m->enhanced, "%s", r->enhanced ? r->enhanced : "");
-		snprintf(m->stage, sizeof m->stage, "%s", r->stage ? r->stage : "");
-		snprintf(m->text, sizeof m->text, "%s", r->text ? r->text : "");
+		copy(m->enhanced, sizeof m->enhanced, r->enhanced);
+		copy(m->stage, sizeof m->stage, r->stage);
+		copy(m->text, sizeof m->text, r->text);
 	}
 	/* the connection's: the same for every recipient of the transaction */
-	snprintf(m->peer, sizeof m->peer, "%s", r->peer ? r->peer : "");
-	snprintf(m->tls_version, sizeof m->tls_version, "%s",
-		 r->tls_version ? r->tls_version : "");
-	snprintf(m->tls_cipher, sizeof m->tls_cipher, "%s", r->tls_cipher ? r->tls_cipher : "");
+	copy(m->peer, sizeof m->peer, r->peer);
+	copy(m->tls_version, sizeof m->tls_version, r->tls_version);
+	copy(m->tls_cipher, sizeof m->tls_cipher, r->tls_cipher);
 	m->tls_verified = r->tls_verified;
 	m->tls_dane = r->tls_dane;
 	sched_tlsrpt_copy(m, r);
@@ -610,18 +619,36 @@ static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 	return true;
 }
 
-/* One recipient's outcome (m loaded with it: msg_load). */
-static void one_result(struct sched_deliver *d, struct sched_dmsg *m)
+/* The verdict and journal record of the result loaded in m. */
+static void judge(struct sched_deliver *d, const struct sched_dmsg *m,
+		  struct sched_bounce_verdict *v, struct sched_jrec *r)
+{
+	*v = (struct sched_bounce_verdict){ SCHED_BC_NONE, false };
+	if (m->status != ENG_DELIVERED)
+		sched_bounce_classify(d->rules, m->code, m->enhanced, m->text, m->stage, v);
+	if (m->status == ENG_PERMANENT)
+		v->hard = true;         /* the engine saw a 5xx: final whatever the class */
+	fill_jrec(r, m, v);
+}
+
+/* Recipients i and i - 1 of a shared message got the same result (the
+ * accepted ones share the final reply): judged once. */
+static bool same_result(const struct sched_dmsg *m, size_t i)
+{
+	const struct sched_rres *a = &m->res[i], *b = &m->res[i - 1];
+
+	return a->status == b->status && a->code == b->code && a->maybe == b->maybe &&
+	       !strcmp(a->stage, b->stage) && !strcmp(a->enhanced, b->enhanced) &&
+	       !strcmp(a->text, b->text);
+}
+
+/* One recipient's outcome (m loaded with it: msg_load; v and r judged). */
+static void one_result(struct sched_deliver *d, struct sched_dmsg *m,
+		       const struct sched_bounce_verdict *vp, struct sched_jrec *r)
 {
 	struct sched_djob *dj = m->dj;
-	struct sched_bounce_verdict v = { SCHED_BC_NONE, false };
-	struct sched_jrec r;
+	struct sched_bounce_verdict v = *vp;
 
-	if (m->status != ENG_DELIVERED)
-		sched_bounce_classify(d->rules, m->code, m->enhanced, m->text, m->stage, &v);
-	if (m->status == ENG_PERMANENT)
-		v.hard = true;          /* the engine saw a 5xx: final whatever the class */
-	fill_jrec(&r, m, &v);
 	sched_site_result(d, m->q->site, m, &v);
 	if (m->q->site->src >= 0)
 		d->by_source[m->q->site->src][m->status == ENG_DELIVERED ? 0 :
@@ -631,19 +658,19 @@ static void one_result(struct sched_deliver *d, struct sched_dmsg *m)
 	dj->inflight--;
 	d->inflight--;
 	if (m->status == ENG_DELIVERED) {
-		sched_djob_set(dj, m->idx, SCHED_R_DELIVERED, &r);
-		sched_deliver_event(d, dj, m->idx, "Delivery", m, &r);
+		sched_djob_set(dj, m->idx, SCHED_R_DELIVERED, r);
+		sched_deliver_event(d, dj, m->idx, "Delivery", m, r);
 		d->delivered++;
 	} else if (m->status == ENG_PERMANENT) {
-		sched_djob_set(dj, m->idx, SCHED_R_BOUNCED, &r);
-		sched_deliver_event(d, dj, m->idx, "Bounce", m, &r);
+		sched_djob_set(dj, m->idx, SCHED_R_BOUNCED, r);
+		sched_deliver_event(d, dj, m->idx, "Bounce", m, r);
 		d->bounced++;
 		if (v.cls == SCHED_BC_INVALID_RECIPIENT) {
 			vl_buf_append(&d->suppress, m->rcpt, strlen(m->rcpt) + 1);
 			vl_buf_append(&d->suppress, dj->j->id, strlen(dj->j->id) + 1);
 		}
 	} else {
-		transient(d, m, &r);
+		transient(d, m, r);
 	}
 }
 
@@ -695,10 +722,19 @@ static void process(struct sched_deliver *d, struct sched_dmsg *m)
 	if (walk_mx(d, m))
 		return;
 	m->q->site->inflight--;        /* the message leaves the site's window */
+	struct sched_bounce_verdict v;
+	struct sched_jrec r;
+	bool judged = false;
 	for (size_t i = 0; i < m->nrcpt; i++) {
 		msg_load(m, i);
-		if (!too_many(m) || !requeue(d, m, i))
-			one_result(d, m);
+		if (too_many(m) && requeue(d, m, i)) {
+			judged = false;
+			continue;
+		}
+		if (!judged || !same_result(m, i))
+			judge(d, m, &v, &r);
+		judged = true;
+		one_result(d, m, &v, &r);
 	}
 	msg_put(d, m);
 }
