@@ -535,7 +535,8 @@ int sched_events_flush(struct sched_events *e)
 		errno = error;
 	} else {
 		vl_buf_reset(&e->wbuf);
-		vl_buf_shrink(&e->wbuf, 1u << 20);
+		/* kept up to a busy commit's lines: the buffers go round */
+		vl_buf_shrink(&e->wbuf, 8u << 20);
 		recovered(e);
 	}
 	pthread_mutex_unlock(&e->flush_mu);
