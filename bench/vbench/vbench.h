@@ -54,6 +54,8 @@ struct vb_scen {
 	 * with target_shared the "one-rcpt" peer: volley again at 1. */
 	long rcpts_per_message;
 	double target_shared;  /* volley / one-rcpt */
+	long peer_rcpts;       /* Postfix is injected messages of this many
+				  recipients (not personalised only) */
 	/* The submission scenario: recipients messages of one recipient each,
 	 * submitted by volley-submit over SMTP (AUTH inside TLS) instead of
 	 * the API, then delivered to the sink as usual. */
