@@ -110,31 +110,52 @@ static size_t utf8_len(const unsigned char *p)
 	return n;
 }
 
-void vl_buf_json_string(struct vl_buf *b, const char *s)
+size_t vl_json_put(char *dst, const char *s)
 {
+	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = (const unsigned char *)s;
+	char *d = dst;
 
 	if (!s) {
-		vl_buf_appends(b, "null");
-		return;
+		memcpy(d, "null", 4);
+		return 4;
 	}
-	vl_buf_append(b, "\"", 1);
+	*d++ = '"';
 	while (*p) {
+		const unsigned char *run = p;   /* printable ASCII goes in runs */
+		while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+			p++;
+		if (p > run) {
+			memcpy(d, run, (size_t)(p - run));
+			d += p - run;
+			continue;
+		}
 		size_t n = utf8_len(p);
 		if (n == 0) {
-			vl_buf_appends(b, "\\ufffd");
+			memcpy(d, "\\ufffd", 6);
+			d += 6;
 			p++;
 		} else if (n > 1) {
-			vl_buf_append(b, p, n);
+			memcpy(d, p, n);
+			d += n;
 			p += n;
 		} else if (*p == '"' || *p == '\\') {
-			char esc[2] = {'\\', (char)*p++};
-			vl_buf_append(b, esc, 2);
-		} else if (*p < 0x20 || *p == 0x7f) {
-			vl_buf_printf(b, "\\u%04x", *p++);
-		} else {
-			vl_buf_append(b, p++, 1);
+			*d++ = '\\';
+			*d++ = (char)*p++;
+		} else {                        /* a control character, DEL */
+			memcpy(d, "\\u00", 4);
+			d[4] = hex[*p >> 4];
+			d[5] = hex[*p++ & 15];
+			d += 6;
 		}
 	}
-	vl_buf_append(b, "\"", 1);
+	*d++ = '"';
+	return (size_t)(d - dst);
+}
+
+void vl_buf_json_string(struct vl_buf *b, const char *s)
+{
+	char *dst = vl_buf_reserve(b, s ? VL_JSON_PUT_MAX(strlen(s)) : 4);
+
+	b->len += vl_json_put(dst, s);
 }

@@ -159,6 +159,11 @@ void vl_buf_shrink(struct vl_buf *b, size_t keep);
 /* Append s as a quoted JSON string (NULL as null); invalid UTF-8 octets
  * become U+FFFD so the output is always valid JSON. */
 void vl_buf_json_string(struct vl_buf *b, const char *s);
+/* The same into dst, which has room for VL_JSON_PUT_MAX(strlen(s))
+ * octets (4 for NULL: null); the octets written. Invalid UTF-8 is U+FFFD,
+ * control characters \u00XX. */
+#define VL_JSON_PUT_MAX(n) (6 * (n) + 2)
+size_t vl_json_put(char *dst, const char *s);
 
 /* ---- time ---- */
 uint64_t vl_now_ms(void);   /* CLOCK_MONOTONIC */

@@ -80,6 +80,10 @@ struct eng_route {
 	char auth_user[256], auth_pass[256]; /* AUTH when auth_user[0] */
 	unsigned max_connections;        /* default 50 */
 	unsigned max_messages_per_connection; /* default 1000 */
+	unsigned max_rcpts_per_txn;      /* RCPTs per transaction of a message
+					  * on this route (eng_msg.route: a
+					  * pool's own route does not count);
+					  * 0: the engine's (eng_config) */
 };
 /* "host:port" or "[v6]:port" (an IP address; name defaults to it). */
 int eng_route_parse(struct eng_route *r, const char *hostport, char *err,

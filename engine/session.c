@@ -517,7 +517,10 @@ static bool refused_here(struct eng_sess *s, struct eng_msg *m)
 enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
 {
 	size_t left = m->nrcpt - m->first_;
-	size_t max = s->cfg->max_rcpts_per_txn ? s->cfg->max_rcpts_per_txn : 100;
+	/* the message's route, not the pool's: sites of different limits may
+	 * share a pool (the same host) */
+	unsigned rmax = m->route ? m->route->max_rcpts_per_txn : 0;
+	size_t max = rmax ? rmax : s->cfg->max_rcpts_per_txn ? s->cfg->max_rcpts_per_txn : 100;
 
 	m->count_ = left < max ? left : max;
 	if (refused_here(s, m))

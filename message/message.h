@@ -247,6 +247,17 @@ int msg_content_from_domain(const struct json_t *content, char *out, size_t outl
 /* No part of the body varies per recipient: one DKIM body hash serves all. */
 bool msg_job_body_static(const struct msg_job *j);
 
+/* Shared transactions (shared.c). A job is shareable when every recipient
+ * renders the same octets but for the Message-ID (which names an index):
+ * no generated To (it names the recipient: a job sets its own To, without
+ * slots, to share), no volley unsubscribe token, and every variable used
+ * has a job-level value that no predefined one (email, name, to_header)
+ * replaces. A recipient then joins a shared message unless its own
+ * substitutions name a variable the job uses (msg_rcpt_shareable).
+ * VERP is the scheduler's to check: the envelope, not the content. */
+bool msg_job_shareable(const struct msg_job *j);
+bool msg_rcpt_shareable(const struct msg_job *j, const struct msg_rcpt *r);
+
 /* ---- a message submitted over SMTP (submit.c; RFC 6409) ----
  * The input is the whole message as the SMTP server took it: CRLF line
  * ends, dot-unstuffing undone, 8-bit allowed (not necessarily UTF-8).

@@ -5,9 +5,11 @@
  * workers reach it only through its inbox (a mutex and a condition
  * variable), so nothing here needs a lock of its own.
  *
- * One recipient per message: personalised mail differs per recipient
- * (To, Message-ID, substitutions, VERP), so sharing a transaction would
- * only pay off for identical content.
+ * A message carries one recipient, or, for a job whose content is the
+ * same for every recipient (msg_job_shareable, no VERP), up to the site's
+ * max_recipients_per_message recipients of that job waiting at that site:
+ * one rendering, one transaction with several RCPTs, and a result per
+ * recipient that is journaled, counted and told in events as alone.
  */
 #include "deliver_int.h"
 
@@ -176,21 +178,40 @@ void sched_deliver_event(struct sched_deliver *d, struct sched_djob *dj, uint32_
 
 /* ---- sending ---- */
 
+/* src (NULL: "") into dst of size n, cut to fit: snprintf's "%s" without
+ * its format parsing (a result a recipient, on the workers). */
+static void copy(char *dst, size_t n, const char *src)
+{
+	size_t len = src ? strnlen(src, n - 1) : 0;
+
+	memcpy(dst, src ? src : "", len);
+	dst[len] = '\0';
+}
+
 static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *r)
 {
 	struct sched_dmsg *m = em->arg;
-	(void)rcpt;
 
-	m->status = r->status;
-	m->code = r->code;
-	m->maybe = r->maybe_delivered;
-	snprintf(m->enhanced, sizeof m->enhanced, "%s", r->enhanced ? r->enhanced : "");
-	snprintf(m->stage, sizeof m->stage, "%s", r->stage ? r->stage : "");
-	snprintf(m->peer, sizeof m->peer, "%s", r->peer ? r->peer : "");
-	snprintf(m->text, sizeof m->text, "%s", r->text ? r->text : "");
-	snprintf(m->tls_version, sizeof m->tls_version, "%s",
-		 r->tls_version ? r->tls_version : "");
-	snprintf(m->tls_cipher, sizeof m->tls_cipher, "%s", r->tls_cipher ? r->tls_cipher : "");
+	if (m->nrcpt > 1 && rcpt < m->nrcpt) {  /* a shared message: its own slot */
+		struct sched_rres *x = &m->res[rcpt];
+		x->status = r->status;
+		x->code = r->code;
+		x->maybe = r->maybe_delivered;
+		copy(x->enhanced, sizeof x->enhanced, r->enhanced);
+		copy(x->stage, sizeof x->stage, r->stage);
+		copy(x->text, sizeof x->text, r->text);
+	} else {
+		m->status = r->status;
+		m->code = r->code;
+		m->maybe = r->maybe_delivered;
+		copy(m->enhanced, sizeof m->enhanced, r->enhanced);
+		copy(m->stage, sizeof m->stage, r->stage);
+		copy(m->text, sizeof m->text, r->text);
+	}
+	/* the connection's: the same for every recipient of the transaction */
+	copy(m->peer, sizeof m->peer, r->peer);
+	copy(m->tls_version, sizeof m->tls_version, r->tls_version);
+	copy(m->tls_cipher, sizeof m->tls_cipher, r->tls_cipher);
 	m->tls_verified = r->tls_verified;
 	m->tls_dane = r->tls_dane;
 	sched_tlsrpt_copy(m, r);
@@ -223,6 +244,56 @@ static struct sched_dmsg *msg_get(struct sched_deliver *d)
 	return m;
 }
 
+/* Room for n recipients (results too when shared). */
+static void msg_reserve(struct sched_dmsg *m, size_t n)
+{
+	if (m->rcap >= n)
+		return;
+	m->rcap = n < 4 ? 4 : n < 2 * m->rcap ? 2 * m->rcap : n;
+	m->rcpts = vl_realloc(m->rcpts, m->rcap * sizeof *m->rcpts);
+	m->idxs = vl_realloc(m->idxs, m->rcap * sizeof *m->idxs);
+	m->res = vl_realloc(m->res, m->rcap * sizeof *m->res);
+}
+
+/* Recipient i of a shared message becomes the one processed: its index,
+ * address and result into the message's own fields. */
+static void msg_load(struct sched_dmsg *m, size_t i)
+{
+	const struct sched_rres *x = &m->res[i];
+
+	m->idx = m->idxs[i];
+	m->rcpt = m->rcpts[i];
+	if (m->nrcpt < 2)
+		return;
+	m->status = x->status;
+	m->code = x->code;
+	m->maybe = x->maybe;
+	memcpy(m->enhanced, x->enhanced, sizeof m->enhanced);
+	memcpy(m->stage, x->stage, sizeof m->stage);
+	memcpy(m->text, x->text, sizeof m->text);
+}
+
+/* A result decided without a reply, for every recipient of the message. */
+static void msg_result_all(struct sched_dmsg *m, enum eng_status st, const char *stage,
+			   const char *text)
+{
+	m->status = st;
+	m->code = 0;
+	m->maybe = false;
+	m->enhanced[0] = '\0';
+	snprintf(m->stage, sizeof m->stage, "%s", stage);
+	snprintf(m->text, sizeof m->text, "%s", text);
+	for (size_t i = 0; m->nrcpt > 1 && i < m->nrcpt; i++) {
+		struct sched_rres *x = &m->res[i];
+		x->status = st;
+		x->code = 0;
+		x->maybe = false;
+		x->enhanced[0] = '\0';
+		memcpy(x->stage, m->stage, sizeof x->stage);
+		memcpy(x->text, m->text, sizeof x->text);
+	}
+}
+
 static void msg_put(struct sched_deliver *d, struct sched_dmsg *m)
 {
 	m->next = d->free_msgs;
@@ -235,14 +306,11 @@ static void process(struct sched_deliver *d, struct sched_dmsg *m);
 static void local_result(struct sched_deliver *d, struct sched_dmsg *m, enum eng_status st,
 			 const char *stage, const char *text)
 {
-	m->status = st;
-	m->code = 0;
-	m->maybe = m->tls_verified = m->tls_dane = false;
+	msg_result_all(m, st, stage, text);
+	m->tls_verified = m->tls_dane = false;
 	m->host = 0;
 	m->out.size = 0;
-	m->enhanced[0] = m->peer[0] = m->tls_version[0] = m->tls_cipher[0] = '\0';
-	snprintf(m->stage, sizeof m->stage, "%s", stage);
-	snprintf(m->text, sizeof m->text, "%s", text);
+	m->peer[0] = m->tls_version[0] = m->tls_cipher[0] = '\0';
 	sched_tlsrpt_reset(m);
 	process(d, m);
 }
@@ -276,12 +344,10 @@ static bool sign(struct eng_msg *em)
 	if (msg_dkim_sign(dj->keys, dj->nkeys, &dj->dkim_opts, m->out.iov, m->out.niov, use,
 			  &m->sig, err, sizeof err) < 0) {
 		if (dj->dkim_required) {
-			m->status = ENG_PERMANENT;
-			m->code = 0;
-			m->maybe = false;
-			m->enhanced[0] = m->peer[0] = m->tls_version[0] = '\0';
-			snprintf(m->stage, sizeof m->stage, "dkim");
-			snprintf(m->text, sizeof m->text, "cannot sign: %s", err);
+			char why[300];
+			snprintf(why, sizeof why, "cannot sign: %s", err);
+			msg_result_all(m, ENG_PERMANENT, "dkim", why);
+			m->peer[0] = m->tls_version[0] = '\0';
 			return false;
 		}
 		vl_log(VL_LOG_WARN, "job %s: sending unsigned: %s", dj->j->id, err);
@@ -340,13 +406,15 @@ static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 	memset(em, 0, sizeof *em);
 	em->route = &m->q->site->routes[m->host];
 	em->mail_from = m->from;
-	em->rcpts = &m->rcpt;
-	em->nrcpt = 1;
+	em->rcpts = m->rcpts;
+	em->nrcpt = m->nrcpt;
 	em->body = m->out.iov;
 	em->nbody = m->out.niov;
 	em->prepare = m->dj->nkeys ? sign : NULL;
 	em->eightbit = m->out.eightbit;
-	em->smtputf8 = m->out.smtputf8 || !ascii(m->rcpt) || !ascii(m->from);
+	em->smtputf8 = m->out.smtputf8 || !ascii(m->from);
+	for (size_t i = 0; i < m->nrcpt && !em->smtputf8; i++)
+		em->smtputf8 = !ascii(m->rcpts[i]);
 	em->require_tls = m->dj->require_tls;
 	em->on_result = on_result;
 	em->on_done = on_done;
@@ -355,6 +423,83 @@ static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 	m->sent_ms = vl_now_ms();
 	d->dispatched++;
 	eng_submit(d->eng, em);
+}
+
+/* Suppressed: decided here, without the engine. */
+static bool suppressed(struct sched_deliver *d, struct sched_djob *dj, uint32_t idx,
+		       const struct sched_rcpt *r)
+{
+	if (!d->sup || !sched_suppressed(d->sup, r->email, r->email_len))
+		return false;
+	struct sched_jrec why = { .textlen = 0 };
+	why.textlen = (uint16_t)snprintf(why.text, sizeof why.text, "suppressed: the "
+					 "address is on the suppression list");
+	sched_djob_set(dj, idx, SCHED_R_SUPPRESSED, &why);
+	sched_deliver_event(d, dj, idx, "AdminBounce", NULL, &why);
+	d->suppressed++;
+	return true;
+}
+
+/* Recipient idx goes into m, in flight (an attempt, as alone). */
+static void msg_add(struct sched_deliver *d, struct sched_dmsg *m, uint32_t idx,
+		    const char *email)
+{
+	struct sched_djob *dj = m->dj;
+
+	msg_reserve(m, m->nrcpt + 1);
+	m->idxs[m->nrcpt] = idx;
+	m->rcpts[m->nrcpt++] = email;
+	dj->att[idx]++;
+	sched_djob_set(dj, idx, SCHED_R_INFLIGHT, NULL);
+	dj->inflight++;
+	d->inflight++;
+}
+
+/* Recipients a message of dj may carry at site s: 1 unless the job is
+ * shared; then the policy's max_recipients_per_message (the route's
+ * max_rcpts_per_txn), and no more than the server took before it said
+ * "too many recipients". */
+static size_t msg_limit(const struct sched_djob *dj, const struct sched_site *s)
+{
+	size_t n = s->route.max_rcpts_per_txn ? s->route.max_rcpts_per_txn : 1;
+
+	if (!dj->shared)
+		return 1;
+	return s->rcpt_limit && s->rcpt_limit < n ? s->rcpt_limit : n;
+}
+
+static bool rcpt_shareable(const struct sched_djob *dj, const struct sched_rcpt *r)
+{
+	struct msg_rcpt mr = { .email = r->email, .nsubs = r->nsubs, .keys = r->keys,
+			       .vals = r->vals, .lens = r->vlens };
+
+	return msg_rcpt_shareable(dj->msg, &mr);
+}
+
+/* The recipients waiting behind m's first in its queue (the same job at
+ * the same site) join it, in queue order, up to limit and while the job's
+ * rate_limit has tokens (one a recipient; the site's rate counts the
+ * message). One with values of its own stops it: it goes alone next. */
+static void gather(struct sched_deliver *d, struct sched_dmsg *m, size_t limit)
+{
+	struct sched_sjq *q = m->q;
+	struct sched_djob *dj = m->dj;
+	struct sched_rcpt *r = &d->rcpt;
+	uint64_t now = vl_now_ms();
+
+	while (m->nrcpt < limit && q->len) {
+		uint32_t idx = q->idx[q->head];
+		bool gone = sched_rstate_final(dj->st[idx]) ||
+			    sched_table_get(dj->table, idx, r) < 0;
+		if (!gone && (sched_bucket_wait(&dj->rate, now) || !rcpt_shareable(dj, r)))
+			break;
+		sched_sjq_pop(q);
+		q->site->waiting--;
+		if (gone || suppressed(d, dj, idx, r))
+			continue;
+		sched_bucket_take(&dj->rate);
+		msg_add(d, m, idx, r->email);
+	}
 }
 
 void sched_deliver_send(struct sched_deliver *d, struct sched_sjq *q, uint32_t idx)
@@ -366,32 +511,31 @@ void sched_deliver_send(struct sched_deliver *d, struct sched_sjq *q, uint32_t i
 		return;
 	if (sched_table_get(dj->table, idx, r) < 0)
 		return;
-	if (d->sup && sched_suppressed(d->sup, r->email, r->email_len)) {
-		struct sched_jrec why = { .textlen = 0 };
-		why.textlen = (uint16_t)snprintf(why.text, sizeof why.text, "suppressed: the "
-						 "address is on the suppression list");
-		sched_djob_set(dj, idx, SCHED_R_SUPPRESSED, &why);
-		sched_deliver_event(d, dj, idx, "AdminBounce", NULL, &why);
-		d->suppressed++;
+	if (suppressed(d, dj, idx, r))
 		return;
-	}
 	struct sched_dmsg *m = msg_get(d);
 	m->dj = dj;
 	m->q = q;
+	m->nrcpt = 0;
+	msg_add(d, m, idx, r->email);
 	m->idx = idx;
 	m->rcpt = r->email;
-	dj->att[idx]++;
-	sched_djob_set(dj, idx, SCHED_R_INFLIGHT, NULL);
-	dj->inflight++;
 	q->site->inflight++;
-	d->inflight++;
 	if (!q->site->routable) {
 		local_result(d, m, ENG_TRANSIENT, "routing", q->site->no_route);
 		return;
 	}
 	m->host = sched_site_first_host(q->site, vl_now_ms());
-	if (render(d, m, r) == 0)
-		submit(d, m);
+	size_t limit = msg_limit(dj, q->site);
+	if (limit > 1 && !rcpt_shareable(dj, r))
+		limit = 1;
+	msg_reserve(m, limit);
+	/* rendered for the first recipient: its index names the Message-ID */
+	if (render(d, m, r) < 0)
+		return;
+	if (limit > 1)
+		gather(d, m, limit);
+	submit(d, m);
 }
 
 /* ---- results ---- */
@@ -458,6 +602,9 @@ static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 	uint64_t now = vl_now_ms();
 	bool rtls = !strcmp(m->stage, "requiretls");
 
+	for (size_t i = 1; i < m->nrcpt; i++)   /* before MAIL: the same for all */
+		if (m->res[i].status != ENG_TRANSIENT || strcmp(m->res[i].stage, m->stage))
+			return false;
 	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
 	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting") &&
 	     strcmp(m->stage, "dane") && strcmp(m->stage, "mta-sts") && !rtls))
@@ -472,28 +619,51 @@ static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 	return true;
 }
 
-static void process(struct sched_deliver *d, struct sched_dmsg *m)
+/* A provider's reply rule decides before the verdict: a bounce, or a
+ * retry (the address is blocked, not the recipient). */
+static void apply_rule(struct sched_dmsg *m, const struct cfg_reply_rule *rr)
 {
-	struct sched_djob *dj = m->dj;
-	struct sched_bounce_verdict v = { SCHED_BC_NONE, false };
-	struct sched_jrec r;
-
-	sched_tlsrpt_record(d, m);
-	if (walk_mx(d, m))
-		return;
-
-	if (m->status != ENG_DELIVERED)
-		sched_bounce_classify(d->rules, m->code, m->enhanced, m->text, m->stage, &v);
-	/* a provider's reply rule decides before the verdict: a bounce, or a
-	 * retry (the address is blocked, not the recipient) */
-	const struct cfg_reply_rule *rr = sched_site_reply_rule(d, m->q->site, m);
 	if (rr)
 		m->status = rr->action == CFG_RA_BOUNCE ? ENG_PERMANENT : ENG_TRANSIENT;
+}
+
+/* The verdict, journal record and provider rule of the result loaded in m. */
+static void judge(struct sched_deliver *d, struct sched_dmsg *m,
+		  struct sched_bounce_verdict *v, struct sched_jrec *r,
+		  const struct cfg_reply_rule **rr)
+{
+	*v = (struct sched_bounce_verdict){ SCHED_BC_NONE, false };
+	if (m->status != ENG_DELIVERED)
+		sched_bounce_classify(d->rules, m->code, m->enhanced, m->text, m->stage, v);
+	*rr = sched_site_reply_rule(d, m->q->site, m);
+	apply_rule(m, *rr);
 	if (m->status == ENG_PERMANENT)
-		v.hard = true;          /* the engine saw a 5xx: final whatever the class */
-	else if (rr)
-		v.hard = false;
-	fill_jrec(&r, m, &v);
+		v->hard = true;         /* the engine saw a 5xx: final whatever the class */
+	else if (*rr)
+		v->hard = false;
+	fill_jrec(r, m, v);
+}
+
+/* Recipients i and i - 1 of a shared message got the same result (the
+ * accepted ones share the final reply): judged once. */
+static bool same_result(const struct sched_dmsg *m, size_t i)
+{
+	const struct sched_rres *a = &m->res[i], *b = &m->res[i - 1];
+
+	return a->status == b->status && a->code == b->code && a->maybe == b->maybe &&
+	       !strcmp(a->stage, b->stage) && !strcmp(a->enhanced, b->enhanced) &&
+	       !strcmp(a->text, b->text);
+}
+
+/* One recipient's outcome (m loaded with it: msg_load; v, r and the
+ * provider's rule rr judged). */
+static void one_result(struct sched_deliver *d, struct sched_dmsg *m,
+		       const struct sched_bounce_verdict *vp, struct sched_jrec *r,
+		       const struct cfg_reply_rule *rr)
+{
+	struct sched_djob *dj = m->dj;
+	struct sched_bounce_verdict v = *vp;
+
 	sched_site_result(d, m->q->site, m, &v, rr);
 	if (m->q->site->src >= 0)
 		d->by_source[m->q->site->src][m->status == ENG_DELIVERED ? 0 :
@@ -503,19 +673,86 @@ static void process(struct sched_deliver *d, struct sched_dmsg *m)
 	dj->inflight--;
 	d->inflight--;
 	if (m->status == ENG_DELIVERED) {
-		sched_djob_set(dj, m->idx, SCHED_R_DELIVERED, &r);
-		sched_deliver_event(d, dj, m->idx, "Delivery", m, &r);
+		sched_djob_set(dj, m->idx, SCHED_R_DELIVERED, r);
+		sched_deliver_event(d, dj, m->idx, "Delivery", m, r);
 		d->delivered++;
 	} else if (m->status == ENG_PERMANENT) {
-		sched_djob_set(dj, m->idx, SCHED_R_BOUNCED, &r);
-		sched_deliver_event(d, dj, m->idx, "Bounce", m, &r);
+		sched_djob_set(dj, m->idx, SCHED_R_BOUNCED, r);
+		sched_deliver_event(d, dj, m->idx, "Bounce", m, r);
 		d->bounced++;
 		if (v.cls == SCHED_BC_INVALID_RECIPIENT) {
 			vl_buf_append(&d->suppress, m->rcpt, strlen(m->rcpt) + 1);
 			vl_buf_append(&d->suppress, dj->j->id, strlen(dj->j->id) + 1);
 		}
 	} else {
-		transient(d, m, &r);
+		transient(d, m, r);
+	}
+}
+
+/* "452 4.5.3 too many recipients" to a RCPT of a shared message (RFC 5321
+ * 4.5.3.1.10; or 552, which RFC 5321 says to take as 452 there), the
+ * recipient loaded: the server's limit, not the recipient's failure. */
+static bool too_many(const struct sched_dmsg *m)
+{
+	if (m->nrcpt < 2 || strcmp(m->stage, "rcpt") || (m->code != 452 && m->code != 552))
+		return false;
+	return (strlen(m->enhanced) == 5 && !strcmp(m->enhanced + 1, ".5.3")) ||
+	       strcasestr(m->text, "too many recipients");
+}
+
+/* Recipient i of m refused as one too many: when the server took others
+ * of the message, it goes back to its queue at once, without an event and
+ * not counted as an attempt (its state goes back to queued, which is not
+ * journaled), and the site's messages carry no more than the server took
+ * before it said so. false: an ordinary deferral. */
+static bool requeue(struct sched_deliver *d, struct sched_dmsg *m, size_t i)
+{
+	struct sched_djob *dj = m->dj;
+	struct sched_site *s = m->q->site;
+	size_t taken = 0;
+
+	for (size_t k = 0; k < m->nrcpt; k++)
+		taken += strcmp(m->res[k].stage, "rcpt") && strcmp(m->res[k].stage, "mail");
+	if (!taken || dj->cancelled || dj->expired || atomic_load(&d->quiet))
+		return false;
+	if (i && (!s->rcpt_limit || i < s->rcpt_limit)) {
+		s->rcpt_limit = (unsigned)i;
+		vl_log(VL_LOG_INFO, "site %s: %d %s %.160s after %zu recipients: messages carry "
+		       "%zu at most", s->key, m->code, m->enhanced, m->text, i, i);
+	}
+	dj->inflight--;
+	d->inflight--;
+	dj->att[m->idx]--;
+	sched_djob_set(dj, m->idx, SCHED_R_QUEUED, NULL);
+	sched_sjq_push(m->q, m->idx);
+	s->waiting++;
+	sched_site_ready(d, s);
+	return true;
+}
+
+static void process(struct sched_deliver *d, struct sched_dmsg *m)
+{
+	sched_tlsrpt_record(d, m);     /* one session for the message */
+	msg_load(m, 0);
+	if (walk_mx(d, m))
+		return;
+	m->q->site->inflight--;        /* the message leaves the site's window */
+	struct sched_bounce_verdict v;
+	struct sched_jrec r;
+	const struct cfg_reply_rule *rr = NULL;
+	bool judged = false;
+	for (size_t i = 0; i < m->nrcpt; i++) {
+		msg_load(m, i);
+		if (too_many(m) && requeue(d, m, i)) {
+			judged = false;
+			continue;
+		}
+		if (!judged || !same_result(m, i))
+			judge(d, m, &v, &r, &rr);
+		else
+			apply_rule(m, rr);
+		judged = true;
+		one_result(d, m, &v, &r, rr);
 	}
 	msg_put(d, m);
 }
@@ -634,9 +871,17 @@ static void take_commands(struct sched_deliver *d, struct sched_job ***adds, siz
 	d->results = NULL;
 }
 
+/* Results are many recipients each when transactions are shared: the
+ * engine is given more work between every RESULTS_CHUNK of them, rather
+ * than waiting idle until the whole round's results are journaled. */
+#define RESULTS_CHUNK 16
+
 static void run_commands(struct sched_deliver *d, struct sched_job **adds, size_t nadds,
-			 struct sched_job **ctls, size_t nctls, struct sched_dmsg *results)
+			 struct sched_job **ctls, size_t nctls, struct sched_dmsg *results,
+			 bool dispatch)
 {
+	unsigned done = 0;
+
 	for (size_t i = 0; i < nadds; i++) {
 		struct sched_djob *dj = sched_djob_load(d, adds[i]);
 		if (dj) {
@@ -652,6 +897,8 @@ static void run_commands(struct sched_deliver *d, struct sched_job **adds, size_
 		struct sched_dmsg *next = results->next;
 		process(d, results);
 		results = next;
+		if (dispatch && results && ++done % RESULTS_CHUNK == 0 && d->ready)
+			sched_site_dispatch_all(d);
 	}
 	while (d->take_dns) {
 		struct sched_dns_done *next = d->take_dns->next;
@@ -737,7 +984,8 @@ static void *run(void *arg)
 		pthread_mutex_unlock(&d->mu);
 		if (reload)        /* before the jobs added after it */
 			sched_reload_apply(d, reload);
-		run_commands(d, adds, nadds, ctls, nctls, results);
+		run_commands(d, adds, nadds, ctls, nctls, results,
+			     !stopping && !atomic_load(&d->blocked));
 		fire_timers(d);
 		if (vl_now_ms() - last_sweep >= SWEEP_MS) {
 			sweep(d);
@@ -982,6 +1230,9 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 		vl_buf_free(&d->free_msgs->sig);
 		free(d->free_msgs->iov);
 		free(d->free_msgs->tls_tlsa);
+		free(d->free_msgs->rcpts);
+		free(d->free_msgs->idxs);
+		free(d->free_msgs->res);
 		free(d->free_msgs);
 		d->free_msgs = n;
 	}

@@ -58,10 +58,25 @@ struct sched_djob {
 	size_t pending_dns;           /* recipients on a domain's pending list */
 	double last_time;             /* of the newest journal record */
 	bool paused, cancelled, expired;
+	bool shared;                  /* recipients of a site share messages
+				       * (msg_job_shareable, no VERP) */
 	struct sched_djob *next;
 };
 
-/* A message in the engine. */
+#define SCHED_RCPTS_MAX 1000     /* recipients in one message, at most */
+
+/* One recipient's result in a shared message, copied on the worker. */
+struct sched_rres {
+	enum eng_status status;
+	int code;
+	bool maybe;
+	char enhanced[10], stage[16];
+	char text[SCHED_JREC_TEXT_MAX + 1];
+};
+
+/* A message in the engine: one recipient, or several of one job at one
+ * site (a shared job's; rcpts/idxs, results in res). idx and rcpt, and
+ * the result fields, are the recipient being processed. */
 struct sched_dmsg {
 	struct eng_msg m;
 	struct msg_out out;
@@ -73,6 +88,10 @@ struct sched_dmsg {
 	struct sched_djob *dj;
 	struct sched_sjq *q;
 	uint32_t idx;
+	const char **rcpts;           /* [nrcpt]: the envelope's recipients */
+	uint32_t *idxs;               /* [nrcpt]: their indexes in the job */
+	struct sched_rres *res;       /* [nrcpt] when nrcpt > 1 */
+	size_t nrcpt, rcap;
 	unsigned host;                /* index in the site's routes */
 	uint64_t sent_ms;
 	/* the result, copied on the worker thread */
@@ -122,6 +141,9 @@ struct sched_site {
 	unsigned window, inflight;
 	struct sched_sjq *trans, *bulk;
 	size_t waiting, deferred;     /* in queues; in retry timers */
+	unsigned rcpt_limit;          /* recipients a message the server took
+				       * before "452 too many recipients";
+				       * 0: none said */
 	bool ready;                   /* on the ready list */
 	struct sched_site *next_ready, *next;
 	/* adaptive back-off (shape.h); since and reason are for the API */
@@ -301,7 +323,9 @@ void sched_site_dispatch_all(struct sched_deliver *d);
 const struct cfg_reply_rule *sched_site_reply_rule(const struct sched_deliver *d,
 						   const struct sched_site *s,
 						   const struct sched_dmsg *m);
-/* rr: the reply rule that matched (NULL: the bounce verdict decides). */
+/* One recipient's result at the site (counters, back-off, the provider's
+ * rule rr's action; NULL: the bounce verdict decides); the message's place
+ * in the window is the caller's (s->inflight). */
 void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
 		       const struct sched_bounce_verdict *v, const struct cfg_reply_rule *rr);
 json_t *sched_site_json(const struct sched_deliver *d, const struct sched_site *s);
@@ -321,6 +345,7 @@ bool sched_warm_take(struct sched_deliver *d, struct sched_site *s);
 json_t *sched_warm_site_json(const struct sched_deliver *d, const struct sched_site *s);
 json_t *sched_warm_stats_json(const struct sched_deliver *d, int src);
 void sched_sjq_push(struct sched_sjq *q, uint32_t idx);
+uint32_t sched_sjq_pop(struct sched_sjq *q);
 void sched_sjq_unlink_all(struct sched_djob *dj);
 struct sched_sjq *sched_sjq_for(struct sched_djob *dj, struct sched_site *s);
 void sched_sites_free(struct sched_deliver *d);

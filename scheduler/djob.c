@@ -189,6 +189,15 @@ static int read_job(struct sched_djob *dj)
 	if (rate && vl_parse_rate(rate, &r) == 0)
 		sched_bucket_init(&dj->rate, r);
 	int rc = compose(dj, job);
+	/* the same octets for every recipient, and one return path: recipients
+	 * of a destination share transactions (deliver.c). Not yet a message
+	 * submitted over SMTP (raw_message): submission delivers it one
+	 * recipient a message, as its tests and submission.md say. */
+	dj->shared = rc == 0 && !dj->verp && !json_is_true(json_object_get(job, "raw_message")) &&
+		     msg_job_shareable(dj->msg);
+	if (dj->shared)
+		vl_log(VL_LOG_DEBUG, "job %s: content the same for every recipient: shared "
+		       "transactions", dj->j->id);
 	if (rc == 0 && !json_is_false(json_object_get(job, "dkim")))
 		pick_keys(dj);
 	json_decref(meta);

@@ -72,17 +72,24 @@ struct sched_events_reader {
 
 /* ---- format ---- */
 
-/* An event a delivery: formatted with appends, not printf (whose parsing
- * of the format was 6% of volleyd's CPU in a bulk run). */
-static void key(struct vl_buf *b, const char *name)
+/* An event a delivery, tens of thousands a second: the line is written
+ * into one reservation of its largest possible size (every string escaped
+ * at worst), without printf (whose parsing of the format was 6% of
+ * volleyd's CPU in a bulk run) and without a reserve per piece. */
+#define LIT(p, s) ((p) = (char *)memcpy((p), (s), sizeof(s) - 1) + sizeof(s) - 1)
+
+static size_t slen(const char *s)
 {
-	vl_buf_appends(b, ",\"");
-	vl_buf_appends(b, name);
-	vl_buf_appends(b, "\":");
+	return s ? VL_JSON_PUT_MAX(strlen(s)) : 4;
+}
+
+static char *str(char *p, const char *s)
+{
+	return p + vl_json_put(p, s);
 }
 
 /* n in decimal, at least width digits (zero-padded). */
-static void num(struct vl_buf *b, unsigned long long n, int width)
+static char *num(char *p, unsigned long long n, int width)
 {
 	char d[24];
 	int i = sizeof d;
@@ -90,105 +97,127 @@ static void num(struct vl_buf *b, unsigned long long n, int width)
 		d[--i] = (char)('0' + n % 10);
 		n /= 10;
 	} while (n || (int)sizeof d - i < width);
-	vl_buf_append(b, d + i, sizeof d - (size_t)i);
+	memcpy(p, d + i, sizeof d - (size_t)i);
+	return p + sizeof d - (size_t)i;
 }
 
-static void str_field(struct vl_buf *b, const char *name, const char *v)
+/* Days since 1970-01-01 to a civil date (H. Hinnant's algorithm): no
+ * gmtime_r, whose time zone lock every event took. */
+static void civil(long long days, int *y, int *m, int *d)
 {
-	key(b, name);
-	vl_buf_json_string(b, v);
+	days += 719468;
+	long long era = (days >= 0 ? days : days - 146096) / 146097;
+	unsigned doe = (unsigned)(days - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = (int)(yoe + era * 400 + (*m <= 2));
 }
 
-/* "2026-11-23T17:20:01.123Z" */
-static void iso_ms(struct vl_buf *b, double t)
+/* "2026-11-23T17:20:01.123Z", quoted: 26 octets. */
+static char *iso_ms(char *p, double t)
 {
-	long long ms = t > 0 ? llround(t * 1000.0) : 0;
-	time_t s = (time_t)(ms / 1000);
-	struct tm tm;
+	long long ms = t > 0 ? llround(t * 1000.0) : 0, s = ms / 1000;
+	int y, mo, d;
 
-	gmtime_r(&s, &tm);
-	const int part[] = { tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-			     tm.tm_min, tm.tm_sec, (int)(ms % 1000) };
+	civil(s / 86400, &y, &mo, &d);
+	const int part[] = { y, mo, d, (int)(s % 86400 / 3600), (int)(s % 3600 / 60),
+			     (int)(s % 60), (int)(ms % 1000) };
 	const char sep[] = "\"--T::.";
 	for (int i = 0; i < 7; i++) {
-		vl_buf_append(b, &sep[i], 1);
-		num(b, (unsigned long long)part[i], i == 0 ? 4 : i == 6 ? 3 : 2);
+		*p++ = sep[i];
+		p = num(p, (unsigned long long)part[i], i == 0 ? 4 : i == 6 ? 3 : 2);
 	}
-	vl_buf_appends(b, "Z\"");
-}
-
-static void response(struct vl_buf *b, const struct sched_event *ev)
-{
-	key(b, "response");
-	if (!ev->code) {
-		vl_buf_appends(b, "null");
-		return;
-	}
-	vl_buf_appends(b, "{\"code\":");
-	num(b, (unsigned long long)ev->code, 1);
-	vl_buf_appends(b, ",\"enhanced\":");
-	vl_buf_json_string(b, ev->enhanced && *ev->enhanced ? ev->enhanced : NULL);
-	vl_buf_appends(b, ",\"text\":");
-	vl_buf_json_string(b, ev->text);
-	vl_buf_appends(b, "}");
+	return LIT(p, "Z\"");
 }
 
 /* What went wrong in the failure's own words when no SMTP reply came
  * (connect, TLS, DNS, DANE, expiry): every failure carries a response or
  * a reason. */
-static void reason(struct vl_buf *b, const struct sched_event *ev)
+static char *response(char *p, const struct sched_event *ev)
 {
-	key(b, "reason");
-	vl_buf_json_string(b, !ev->code && ev->text && *ev->text ? ev->text : NULL);
+	if (!ev->code)
+		LIT(p, ",\"response\":null");
+	else {
+		LIT(p, ",\"response\":{\"code\":");
+		p = num(p, (unsigned long long)ev->code, 1);
+		LIT(p, ",\"enhanced\":");
+		p = str(p, ev->enhanced && *ev->enhanced ? ev->enhanced : NULL);
+		LIT(p, ",\"text\":");
+		p = str(p, ev->text);
+		*p++ = '}';
+	}
+	LIT(p, ",\"reason\":");
+	return str(p, !ev->code && ev->text && *ev->text ? ev->text : NULL);
 }
 
-static void tls(struct vl_buf *b, const struct sched_event *ev)
+static char *tls(char *p, const struct sched_event *ev)
 {
-	key(b, "tls");
-	if (!ev->tls_version) {
-		vl_buf_appends(b, "null");
-		return;
-	}
-	vl_buf_appends(b, "{\"version\":");
-	vl_buf_json_string(b, ev->tls_version);
-	vl_buf_appends(b, ",\"cipher\":");
-	vl_buf_json_string(b, ev->tls_cipher);
-	vl_buf_appends(b, ev->tls_verified ? ",\"verified\":true" : ",\"verified\":false");
-	vl_buf_appends(b, ev->tls_dane ? ",\"dane\":true" : ",\"dane\":false");
-	vl_buf_appends(b, ",\"mta_sts\":");
-	if (ev->tls_mta_sts)
-		vl_buf_json_string(b, ev->tls_mta_sts);
+	if (!ev->tls_version)
+		return LIT(p, ",\"tls\":null");
+	LIT(p, ",\"tls\":{\"version\":");
+	p = str(p, ev->tls_version);
+	LIT(p, ",\"cipher\":");
+	p = str(p, ev->tls_cipher);
+	if (ev->tls_verified)
+		LIT(p, ",\"verified\":true");
 	else
-		vl_buf_appends(b, "null");
-	vl_buf_appends(b, ",\"policy\":");
-	vl_buf_json_string(b, ev->tls_policy);
-	vl_buf_appends(b, "}");
+		LIT(p, ",\"verified\":false");
+	if (ev->tls_dane)
+		LIT(p, ",\"dane\":true");
+	else
+		LIT(p, ",\"dane\":false");
+	LIT(p, ",\"mta_sts\":");
+	p = str(p, ev->tls_mta_sts);
+	LIT(p, ",\"policy\":");
+	p = str(p, ev->tls_policy);
+	*p++ = '}';
+	return p;
 }
 
 /* type, time and job come first, in that order: readers find the job by
  * its key without parsing (see job_matches). */
 void sched_event_format(const struct sched_event *ev, struct vl_buf *out)
 {
-	vl_buf_appends(out, "{\"type\":");
-	vl_buf_json_string(out, ev->type);
-	key(out, "time");
-	iso_ms(out, ev->time);
-	str_field(out, "job", ev->job);
-	str_field(out, "recipient", ev->recipient);
-	str_field(out, "domain", ev->domain);
-	str_field(out, "site", ev->site);
-	str_field(out, "mx", ev->mx);
-	str_field(out, "peer_address", ev->peer_address);
-	str_field(out, "source_address", ev->source_address);
-	key(out, "attempt");
-	num(out, ev->attempt, 1);
-	response(out, ev);
-	reason(out, ev);
-	str_field(out, "bounce_class", ev->bounce_class);
-	tls(out, ev);
-	key(out, "size");
-	num(out, ev->size, 1);
-	vl_buf_appends(out, "}\n");
+	const char *strs[] = { ev->type, ev->job, ev->recipient, ev->domain, ev->site, ev->mx,
+			       ev->peer_address, ev->source_address, ev->enhanced, ev->text,
+			       ev->text, ev->bounce_class, ev->tls_version, ev->tls_cipher,
+			       ev->tls_mta_sts, ev->tls_policy };
+	size_t max = 512;      /* keys, numbers, the time, braces */
+
+	for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
+		max += slen(strs[i]);
+	char *p0 = vl_buf_reserve(out, max), *p = p0;
+	LIT(p, "{\"type\":");
+	p = str(p, ev->type);
+	LIT(p, ",\"time\":");
+	p = iso_ms(p, ev->time);
+	LIT(p, ",\"job\":");
+	p = str(p, ev->job);
+	LIT(p, ",\"recipient\":");
+	p = str(p, ev->recipient);
+	LIT(p, ",\"domain\":");
+	p = str(p, ev->domain);
+	LIT(p, ",\"site\":");
+	p = str(p, ev->site);
+	LIT(p, ",\"mx\":");
+	p = str(p, ev->mx);
+	LIT(p, ",\"peer_address\":");
+	p = str(p, ev->peer_address);
+	LIT(p, ",\"source_address\":");
+	p = str(p, ev->source_address);
+	LIT(p, ",\"attempt\":");
+	p = num(p, ev->attempt, 1);
+	p = response(p, ev);
+	LIT(p, ",\"bounce_class\":");
+	p = str(p, ev->bounce_class);
+	p = tls(p, ev);
+	LIT(p, ",\"size\":");
+	p = num(p, ev->size, 1);
+	LIT(p, "}\n");
+	out->len += (size_t)(p - p0);
 }
 
 /* ---- files ---- */
@@ -360,6 +389,21 @@ void sched_events_append(struct sched_events *e, const char *lines, size_t len)
 	pthread_mutex_unlock(&e->mu);
 }
 
+void sched_events_append_buf(struct sched_events *e, struct vl_buf *b)
+{
+	pthread_mutex_lock(&e->mu);
+	if (!e->pending.len && !e->failing) {
+		struct vl_buf t = e->pending;
+		e->pending = *b;
+		*b = t;
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	pthread_mutex_unlock(&e->mu);
+	sched_events_append(e, b->p, b->len);
+	vl_buf_reset(b);
+}
+
 /* Octets of wbuf from off to write into the current file: whole lines,
  * stopping at the first line end past the rotation size. */
 static size_t chunk_len(const struct sched_events *e, size_t off)
@@ -491,7 +535,8 @@ int sched_events_flush(struct sched_events *e)
 		errno = error;
 	} else {
 		vl_buf_reset(&e->wbuf);
-		vl_buf_shrink(&e->wbuf, 1u << 20);
+		/* kept up to a busy commit's lines: the buffers go round */
+		vl_buf_shrink(&e->wbuf, 8u << 20);
 		recovered(e);
 	}
 	pthread_mutex_unlock(&e->flush_mu);

@@ -46,6 +46,9 @@ struct sched_events *sched_events_open(const char *dir, uint64_t rotate_bytes,
 /* Append formatted lines (buffered; written by sched_events_flush, which
  * the scheduler calls at each journal commit). Thread-safe. */
 void sched_events_append(struct sched_events *e, const char *lines, size_t len);
+/* The same with b's lines, without a copy when nothing is pending (b
+ * then gets the log's empty buffer); b is left empty. */
+void sched_events_append_buf(struct sched_events *e, struct vl_buf *b);
 /* -1 with errno on a write error: the lines are held (bounded) for the
  * next flush. Not fsync'd but once a file, at rotation and close. */
 int sched_events_flush(struct sched_events *e);

@@ -183,7 +183,12 @@ static void bump(struct sched_fbstate *fs, uint64_t *c)
 }
 
 /* The recipient of a matched report: its index and address from the
- * job's table (by index, else by the address the report names). */
+ * job's table (by index, else by the address the report names). An index
+ * from a Message-ID whose recipient is not the address the report names
+ * is checked against that address: a shared message (several recipients,
+ * one transaction) carries its first recipient's index in its Message-ID.
+ * The address found wins; none found, the index stands (a forwarded
+ * address). A VERP index is the recipient's own: trusted. */
 static int find_rcpt(struct sched *sc, const struct sched_fb *f, const char *id,
 		     struct sched_fb_result *out)
 {
@@ -194,18 +199,23 @@ static int find_rcpt(struct sched *sc, const struct sched_fb *f, const char *id,
 	if (!t)
 		return -1;
 	size_t n = sched_table_count(t);
-	if (f->has_index) {
-		if (f->index < n && sched_table_get(t, f->index, &r) == 0) {
-			out->index = (long long)f->index;
-			rc = 0;
-		}
-	} else if (f->email) {
-		for (size_t i = 0; i < n && rc < 0; i++)
+	bool verp = f->matched_by && !strcmp(f->matched_by, "verp");
+	if (f->has_index && f->index < n && sched_table_get(t, f->index, &r) == 0) {
+		out->index = (long long)f->index;
+		rc = 0;
+		if (verp || !f->email || !*f->email || !strcasecmp(r.email, f->email))
+			goto found;
+	}
+	if (f->email)
+		for (size_t i = 0; i < n; i++)
 			if (sched_table_get(t, i, &r) == 0 && !strcasecmp(r.email, f->email)) {
 				out->index = (long long)i;
 				rc = 0;
+				goto found;
 			}
-	}
+	if (rc == 0)          /* the index, after all */
+		sched_table_get(t, (size_t)out->index, &r);
+found:
 	if (rc == 0)
 		snprintf(out->email, sizeof out->email, "%s", r.email);
 	sched_table_close(t);

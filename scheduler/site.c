@@ -37,7 +37,7 @@ void sched_sjq_push(struct sched_sjq *q, uint32_t idx)
 	q->idx[(q->head + q->len++) % q->cap] = idx;
 }
 
-static uint32_t sched_sjq_pop(struct sched_sjq *q)
+uint32_t sched_sjq_pop(struct sched_sjq *q)
 {
 	uint32_t v = q->idx[q->head];
 
@@ -109,6 +109,10 @@ static void site_template(struct sched_deliver *d, struct sched_site *s, const s
 	s->route.implicit_tls = cfg_policy_implicit_tls(p);
 	s->route.max_connections = (unsigned)p->max_connections;
 	s->route.max_messages_per_connection = (unsigned)p->max_messages_per_connection;
+	/* recipients per message of a shared job (deliver.c), and the engine's cap */
+	s->route.max_rcpts_per_txn = p->max_recipients_per_message < 1 ? 1
+		: p->max_recipients_per_message > SCHED_RCPTS_MAX ? SCHED_RCPTS_MAX
+		: (unsigned)p->max_recipients_per_message;
 	if (p->auth_user) {
 		snprintf(s->route.auth_user, sizeof s->route.auth_user, "%s", p->auth_user);
 		snprintf(s->route.auth_pass, sizeof s->route.auth_pass, "%s", p->auth_password);
@@ -995,7 +999,6 @@ void sched_site_result(struct sched_deliver *d, struct sched_site *s, const stru
 {
 	uint64_t now = vl_now_ms();
 
-	s->inflight--;
 	s->last_time = vl_wall_time();
 	if (m->code)        /* "550 5.1.1 text", or "550 text" without an enhanced code */
 		snprintf(s->last_response, sizeof s->last_response, "%d%s%s %.250s", m->code,

@@ -57,6 +57,7 @@ failed=$((failed + uf))
 suite e2e python3 -m tests.e2e.run
 suite stress python3 -m tests.stress.many_conns
 suite crash python3 -m tests.stress.crash
+suite crash-shared env CRASH_SHARED=1 python3 -m tests.stress.crash
 
 echo
 echo "$passed passed, $failed failed"

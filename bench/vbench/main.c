@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PEERS 6   /* four peers, and dane's "no-dane" */
+#define MAX_PEERS 6   /* four peers, and dane's "no-dane" or target_shared's "one-rcpt" */
 
 struct opts {
 	const char *scen, *out, *bin_dir, *src_dir, *volley_conf;
@@ -182,9 +182,11 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 	de.dane = e->sc->dane ? &dn : NULL;
 	run_peer(&de, "volley", vb_run_volley, &r[0]);
 	for (int i = 0; i < o->npeers; i++) {
-		bool nd = !strcmp(o->peers[i], "no-dane");
+		bool nd = !strcmp(o->peers[i], "no-dane"), one = !strcmp(o->peers[i], "one-rcpt");
 		de.dane_off = nd;
-		run_peer(&de, o->peers[i], nd ? vb_run_volley : peer_fn(o->peers[i]), &r[1 + i]);
+		de.one_rcpt = one;
+		run_peer(&de, o->peers[i], nd || one ? vb_run_volley : peer_fn(o->peers[i]),
+			 &r[1 + i]);
 	}
 	if (e->sc->dane)
 		vb_dane_stop(&dn);
@@ -339,6 +341,10 @@ int main(int argc, char **argv)
 	if (sc.dane) {  /* right after volley: the ratio that counts */
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
 		o.peers[0] = "no-dane";
+	}
+	if (sc.target_shared > 0) {  /* volley at one recipient a message */
+		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
+		o.peers[0] = "one-rcpt";
 	}
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
 			    .tty = isatty(2), .verbose = o.verbose, .volley_conf = o.volley_conf };

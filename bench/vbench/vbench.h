@@ -52,6 +52,13 @@ struct vb_scen {
 	 * throughput over each peer's, and over sessions/latency. */
 	double target_postfix, target_nodemailer, target_blast, target_latency;
 	double target_dane;    /* volley / no-dane */
+	/* Shared transactions: volleyd's max_recipients_per_message (1-1000;
+	 * a non-personalised job's recipients of a domain share messages), and
+	 * with target_shared the "one-rcpt" peer: volley again at 1. */
+	long rcpts_per_message;
+	double target_shared;  /* volley / one-rcpt */
+	long peer_rcpts;       /* Postfix is injected messages of this many
+				  recipients (not personalised only) */
 	/* The submission scenario: recipients messages of one recipient each,
 	 * submitted by volley-submit over SMTP (AUTH inside TLS) instead of
 	 * the API, then delivered to the sink as usual. */
@@ -184,8 +191,9 @@ struct vb_sink {
 	pthread_t th;
 	pthread_mutex_t mu;
 	/* Latest counters, from the sink's JSON stats lines. */
-	long messages, conns_peak;
-	/* messages accepted, sampled every 100 ms: (time since start, count) */
+	long messages, recipients, conns_peak;
+	/* recipients of messages accepted (one a message but for shared
+	 * transactions), sampled every 100 ms: (time since start, count) */
 	double t0;
 	double cpu_mark;                   /* the sink's CPU seconds at the mark */
 	int nseries;
@@ -207,10 +215,11 @@ int vb_sink_start_profile(const struct vb_env *e, const char *dir, struct vb_sin
 /* A port free on every sink address of the scenario; -1 if none found. */
 int vb_sink_port(const struct vb_scen *sc);
 long vb_sink_messages(struct vb_sink *s);
+long vb_sink_recipients(struct vb_sink *s);
 /* Mark now as time 0 of the series. */
 void vb_sink_mark(struct vb_sink *s);
-/* Wait until the sink has accepted n messages or timeout_s passes; true if
- * it got there. */
+/* Wait until the sink has accepted messages for n recipients (n messages
+ * of one recipient) or timeout_s passes; true if it got there. */
 bool vb_sink_wait(struct vb_sink *s, long n, double timeout_s);
 void vb_sink_stop(struct vb_sink *s);
 
@@ -234,6 +243,7 @@ struct vb_result {
 	long delivered;           /* the peer's own count */
 	long bounced, other;      /* permanent failures; expired, cancelled, ... */
 	long sink_messages;       /* what the sink accepted */
+	long sink_rcpts;          /* ... and the recipients of those messages */
 	double seconds;           /* first submission to last acceptance */
 	double cpu_s;             /* CPU seconds of the peer, all its processes */
 	long peak_mem_kb;
@@ -270,6 +280,7 @@ struct vb_env {
 	const char *dir;          /* this peer's folder in the run's */
 	const struct vb_dane *dane;  /* the DNSSEC world, or NULL */
 	bool dane_off;            /* volley under encrypt in that world */
+	bool one_rcpt;            /* volley at max_recipients_per_message = 1 */
 	const char *volley_conf;  /* a file appended to volleyd's configuration, or NULL */
 };
 

@@ -310,18 +310,35 @@ static int refuse(struct vb_inject *in, struct conn *c, const char *what, const 
 	return REFUSED;
 }
 
-/* One message on an open connection: SENT, REFUSED, or BROKEN. */
-static int send_msg(struct vb_inject *in, struct conn *c, const char *from, const char *to,
-		    const struct vl_buf *body)
+/* One message to the nto recipients at to on an open connection: SENT,
+ * REFUSED (any of them), or BROKEN. */
+static int send_msg(struct vb_inject *in, struct conn *c, const char *from,
+		    struct vb_inject_rcpt *const *to, long nto, const struct vl_buf *body)
 {
 	char cmd[800], t1[512], t2[512], t3[512];
-	int n = snprintf(cmd, sizeof cmd, "MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n", from, to);
+	struct vl_buf cmds;
+	int n = snprintf(cmd, sizeof cmd, "MAIL FROM:<%s>\r\n", from);
 	if (n < 0 || (size_t)n >= sizeof cmd)
 		return REFUSED;
-	if (send_all(c, cmd, (size_t)n) < 0)
+	vl_buf_init(&cmds);
+	vl_buf_append(&cmds, cmd, (size_t)n);
+	for (long k = 0; k < nto; k++)
+		vl_buf_printf(&cmds, "RCPT TO:<%s>\r\n", to[k]->email);
+	vl_buf_appends(&cmds, "DATA\r\n");
+	int sent = send_all(c, cmds.p, cmds.len);
+	vl_buf_free(&cmds);
+	if (sent < 0)
 		return BROKEN;
-	int mail = read_reply(c, t1, sizeof t1, NULL);
-	int rcpt = mail < 0 ? -1 : read_reply(c, t2, sizeof t2, NULL);
+	int mail = read_reply(c, t1, sizeof t1, NULL), rcpt = mail < 0 ? -1 : 250;
+	for (long k = 0; k < nto && rcpt >= 0; k++) {   /* the first refusal is kept */
+		int r = read_reply(c, t3, sizeof t3, NULL);
+		if (r < 0)
+			rcpt = -1;
+		else if (rcpt / 100 == 2) {
+			rcpt = r;
+			memcpy(t2, t3, sizeof t2);
+		}
+	}
 	int data = rcpt < 0 ? -1 : read_reply(c, t3, sizeof t3, NULL);
 	if (data < 0)
 		return BROKEN;
@@ -388,18 +405,20 @@ static void *worker(void *arg)
 	char from[300];
 	msg_out_init(&out);
 	vl_buf_init(&body);
-	for (long i; (i = atomic_fetch_add(&in->next, 1)) < in->n;) {
+	long k = in->o.rcpts_per_msg > 1 ? in->o.rcpts_per_msg : 1;
+	for (long i; (i = atomic_fetch_add(&in->next, k)) < in->n;) {
+		long nto = in->n - i < k ? in->n - i : k;
 		pace(in, i);
 		int rc = REFUSED;
 		if (render(in, i, &out, &body, from, sizeof from) == 0 &&
 		    (c.fd >= 0 || conn_open(in, &c) == 0)) {
-			rc = send_msg(in, &c, from, in->r[i]->email, &body);
+			rc = send_msg(in, &c, from, in->r + i, nto, &body);
 			if (rc == BROKEN) {
 				fail(in, "connection", "lost in a transaction");
 				conn_close(&c);
 			}
 		}
-		atomic_fetch_add(rc == SENT ? &in->accepted : &in->refused, 1);
+		atomic_fetch_add(rc == SENT ? &in->accepted : &in->refused, nto);
 	}
 	if (c.fd >= 0) {
 		char t[512];

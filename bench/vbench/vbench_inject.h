@@ -1,7 +1,8 @@
 /*
  * An SMTP injector: the benchmark's messages, rendered by volley's own
  * message module, sent to an SMTP server (a peer's smtpd) over a few
- * parallel connections, one recipient per message, pipelined MAIL/RCPT/DATA
+ * parallel connections, one recipient per message (or a few: rcpts_per_msg),
+ * pipelined MAIL/RCPT/DATA
  * and many messages per connection. Private to bench/vbench/. Prefix:
  * vb_inject_.
  */
@@ -24,6 +25,9 @@ struct vb_inject_opts {
 	int port;
 	int conns;                /* parallel connections */
 	double rate;              /* messages per second in all; 0: no pacing */
+	int rcpts_per_msg;        /* recipients a message (0, 1: one each): the
+				   * next ones of the list, the message rendered
+				   * for the first (a job the same for all) */
 };
 
 struct vb_inject_rcpt;
@@ -51,7 +55,7 @@ int vb_inject_prepare(struct vb_inject *in, const struct vb_inject_opts *o, char
 		      size_t errlen);
 /* Start sending on o->conns threads. */
 int vb_inject_start(struct vb_inject *in);
-/* Messages finished so far (accepted + refused); n when all are. */
+/* Recipients finished so far (accepted + refused); n when all are. */
 long vb_inject_finished(struct vb_inject *in);
 /* Take no more recipients (those not yet taken stay unsent). */
 void vb_inject_abort(struct vb_inject *in);

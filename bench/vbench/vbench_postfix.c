@@ -455,7 +455,7 @@ static int vb_pf_wait(const struct vb_env *e, struct vb_sink *s, struct vb_pf *p
 	double last = 0;
 	for (;;) {
 		vb_plog_poll(l, p->log);
-		long got = vb_sink_messages(s), n = in->n;
+		long got = vb_sink_recipients(s), n = in->n;
 		bool injected = vb_inject_finished(in) == n;
 		long want = injected ? atomic_load(&in->accepted) : n;
 		long done = vb_pf_faults(sc) ? l->sent + l->bounced : got;
@@ -504,12 +504,13 @@ static void vb_pf_result(const struct vb_env *e, struct vb_sink *s, const struct
 	long n = in->n, refused = atomic_load(&in->refused);
 	r->messages = n;
 	r->sink_messages = vb_sink_messages(s);
+	r->sink_rcpts = vb_sink_recipients(s);
 	r->delivered = l->sent;
 	r->bounced = l->bounced;
 	/* Refused at injection: never in Postfix's hands. On a timeout the
 	 * rest is still queued, which is no outcome. */
 	r->other = complete && refused ? refused : 0;
-	r->ok = !refused && r->sink_messages == l->sent &&
+	r->ok = !refused && r->sink_rcpts == l->sent &&
 		(vb_pf_faults(e->sc) ? l->sent + l->bounced == n : l->sent == n);
 	if (l->nms)
 		vb_percentiles(l->ms, l->nms, &r->p50_ms, &r->p99_ms);
@@ -521,11 +522,13 @@ static void vb_pf_result(const struct vb_env *e, struct vb_sink *s, const struct
 	else
 		snprintf(r->note, sizeof r->note,
 			 "Postfix %s, durable queue, %ld smtp processes (%ld per sink address), "
-			 "connection cache%s; injected over %d SMTP connections; latency: its log's "
-			 "arrival-to-delivery delays%s", p->version, p->procs, p->per_dest,
+			 "connection cache%s; injected over %d SMTP connections%s; latency: its "
+			 "log's arrival-to-delivery delays%s; the sink took %ld messages for %ld "
+			 "recipients", p->version, p->procs, p->per_dest,
 			 !e->sc->tls ? "" : e->sc->transactional ? ", TLS (one handshake a message)"
 			 : ", TLS reuse via tlsproxy", in->o.conns,
-			 e->sc->dkim[0] ? "; not DKIM-signed" : "");
+			 in->o.rcpts_per_msg > 1 ? ", messages of several recipients" : "",
+			 e->sc->dkim[0] ? "; not DKIM-signed" : "", r->sink_messages, r->sink_rcpts);
 }
 
 /* Inject, wait, measure; Postfix is running. */
@@ -621,7 +624,7 @@ int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *
 	}
 	struct vb_inject_opts io = {
 		.job = e->w->job, .rcpts = e->w->rcpts, .n = n, .hostname = "mta1.bench.example",
-		.ip = "127.0.0.1", .conns = VB_PF_INJECT_CONNS,
+		.ip = "127.0.0.1", .conns = VB_PF_INJECT_CONNS, .rcpts_per_msg = (int)sc->peer_rcpts,
 		.rate = sc->transactional ? (double)sc->submit_rate : 0,
 	};
 	if (vb_inject_prepare(in, &io, why, sizeof why) < 0) {

@@ -103,7 +103,8 @@ static void targets(const struct vb_scen *sc, const struct vb_result *r, int n)
 		double want = !strcmp(r[i].peer, "postfix")      ? sc->target_postfix
 			      : !strcmp(r[i].peer, "nodemailer") ? sc->target_nodemailer
 			      : !strcmp(r[i].peer, "blast")      ? sc->target_blast
-			      : !strcmp(r[i].peer, "no-dane")    ? sc->target_dane : 0;
+			      : !strcmp(r[i].peer, "no-dane")    ? sc->target_dane
+			      : !strcmp(r[i].peer, "one-rcpt")   ? sc->target_shared : 0;
 		char what[64];
 		if (want <= 0 || !r[0].ok || !r[i].ok || rate(&r[i]) <= 0)
 			continue;
@@ -227,6 +228,7 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 	json_t *res = json_array();
 	for (int i = 0; i < n; i++) {
 		json_t *o = result_json(&r[i]);
+		json_object_set_new(o, "sink_recipients", json_integer(r[i].sink_rcpts));
 		if (sc->submission)
 			submission_json(o, &r[i]);
 		json_array_append_new(res, o);
@@ -243,6 +245,8 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		(json_int_t)sc->sessions, "sink_addresses", sc->sink_addrs, "egress_sources", sc->egress, "transactional",
 		sc->transactional, "peer_max", (json_int_t)sc->peer_max, "peer_sessions",
 		(json_int_t)sc->peer_sessions, "dane", sc->dane, "results", res);
+	json_object_set_new(json_object_get(j, "settings"), "rcpts_per_message",
+			    json_integer(sc->rcpts_per_message));
 	if (sc->submission) {
 		json_t *sub = json_pack("{s:b, s:I, s:I, s:s, s:s}", "submission", 1, "submit_clients",
 					(json_int_t)sc->submit_clients, "per_conn",

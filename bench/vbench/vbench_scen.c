@@ -15,7 +15,8 @@ static const char *const known[] = {
 	"sink_threads", "transactional", "submit_rate", "peer_max", "peer_sessions",
 	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
 	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
-	"password_hash", "egress_sources", "profiles", "profile_options", "volleyd_conf", NULL
+	"password_hash", "egress_sources", "profiles", "profile_options", "volleyd_conf",
+	"rcpts_per_message", "target_shared", "peer_rcpts_per_message", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -34,6 +35,8 @@ static void defaults(struct vb_scen *sc)
 	sc->timeout_s = 600;
 	sc->submit_clients = 50;
 	sc->per_conn = 20;
+	sc->rcpts_per_message = 100;   /* volleyd's default */
+	sc->peer_rcpts = 1;
 	snprintf(sc->submit_tls, sizeof sc->submit_tls, "starttls");
 	snprintf(sc->password_hash, sizeof sc->password_hash, "yescrypt");
 }
@@ -227,6 +230,9 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_long(cf, sc, "submit_clients", &sc->submit_clients, 1, 10000) < 0 ||
 	    get_long(cf, sc, "per_conn", &sc->per_conn, 1, 100000000) < 0 ||
 	    get_ratio(cf, sc, "target_dane", &sc->target_dane) < 0 ||
+	    get_long(cf, sc, "rcpts_per_message", &sc->rcpts_per_message, 1, 1000) < 0 ||
+	    get_ratio(cf, sc, "target_shared", &sc->target_shared) < 0 ||
+	    get_long(cf, sc, "peer_rcpts_per_message", &sc->peer_rcpts, 1, 100) < 0 ||
 	    get_ratio(cf, sc, "target_postfix", &sc->target_postfix) < 0 ||
 	    get_ratio(cf, sc, "target_nodemailer", &sc->target_nodemailer) < 0 ||
 	    get_ratio(cf, sc, "target_blast", &sc->target_blast) < 0 ||
@@ -240,6 +246,10 @@ static int parse(config_t *cf, struct vb_scen *sc)
 		return err(sc, "sessions", "at least one per sink address");
 	if (sc->dane && !sc->tls)
 		return err(sc, "dane", "needs tls = true");
+	/* a message rendered once for several: the same for all */
+	if (sc->peer_rcpts > 1 && (sc->personalised || sc->transactional || sc->submission))
+		return err(sc, "peer_rcpts_per_message", "needs personalised = false, without "
+			   "transactional or submission");
 	/* An MX record a domain in the signed zone. */
 	if (sc->dane && sc->domains > 100000)
 		return err(sc, "domains", "at most 100000 with dane");

@@ -130,6 +130,7 @@ static void take_line(struct vb_sink *s, const char *line, size_t *nlines, int *
 	pthread_mutex_lock(&s->mu);
 	long open = (long)json_integer_value(json_object_get(j, "conns_open"));
 	s->messages = (long)json_integer_value(json_object_get(j, "messages"));
+	s->recipients = (long)json_integer_value(json_object_get(j, "recipients"));
 	if (open > s->conns_peak)
 		s->conns_peak = open;
 	if (s->ips && json_is_object(json_object_get(j, "ips")))
@@ -151,7 +152,7 @@ static void take_line(struct vb_sink *s, const char *line, size_t *nlines, int *
 		s->st[s->nseries] = now - s->t0;
 		if (s->ips)
 			ips_sample(s, s->nseries);
-		s->sv[s->nseries++] = s->messages;
+		s->sv[s->nseries++] = s->recipients;
 	}
 	pthread_mutex_unlock(&s->mu);
 	json_decref(j);
@@ -299,6 +300,14 @@ long vb_sink_messages(struct vb_sink *s)
 	return n;
 }
 
+long vb_sink_recipients(struct vb_sink *s)
+{
+	pthread_mutex_lock(&s->mu);
+	long n = s->recipients;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
 void vb_sink_mark(struct vb_sink *s)
 {
 	double cpu = vb_tree_cpu(s->pid);
@@ -312,7 +321,7 @@ void vb_sink_mark(struct vb_sink *s)
 bool vb_sink_wait(struct vb_sink *s, long n, double timeout_s)
 {
 	double end = vb_now() + timeout_s;
-	while (vb_sink_messages(s) < n) {
+	while (vb_sink_recipients(s) < n) {
 		if (vb_now() > end)
 			return false;
 		usleep(20000);

@@ -47,7 +47,8 @@ static void write_domains(struct vrun *v, FILE *f)
 	else  /* Nothing resolves: every bench domain has a route (port 9 is discard). */
 		fprintf(f, "dns = { servers = [ \"127.0.0.1:9\" ]; };\n");
 	fprintf(f, "defaults = { retry = [ \"1s\", \"2s\", \"5s\" ]; max_age = \"1h\"; "
-		   "max_messages_per_connection = 100000; };\ndomains = (\n");
+		   "max_messages_per_connection = 100000; max_recipients_per_message = %ld; };\n"
+		   "domains = (\n", v->e->one_rcpt ? 1 : sc->rcpts_per_message);
 	for (int a = 0; a < v->s->naddrs; a++) {
 		if (dn)
 			snprintf(route, sizeof route, "port = %d; ", v->s->port);
@@ -365,6 +366,7 @@ static int run(struct vrun *v)
 	r->seconds = vb_now() - t0;
 	vb_meter_stop(&m, &r->cpu_s, &r->peak_mem_kb);
 	r->sink_messages = vb_sink_messages(v->s);
+	r->sink_rcpts = vb_sink_recipients(v->s);
 	vb_result_series(r, v->s);
 	return rc;
 }
@@ -401,10 +403,17 @@ int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r
 	json_decref(v.submitted);
 	r->ran = rc == 0;
 	r->ok = rc == 0 && r->delivered + r->bounced + r->other == r->messages &&
-		r->sink_messages == r->delivered;
+		r->sink_rcpts == r->delivered;
 	if (rc == 0 && !r->ok && !r->note[0])
-		snprintf(r->note, sizeof r->note, "sink accepted %ld, volley delivered %ld",
-			 r->sink_messages, r->delivered);
+		snprintf(r->note, sizeof r->note, "sink accepted %ld recipients, volley "
+			 "delivered %ld", r->sink_rcpts, r->delivered);
+	else if (rc == 0 && r->sink_messages && r->sink_messages != r->sink_rcpts)
+		snprintf(r->note + strlen(r->note), sizeof r->note - strlen(r->note),
+			 "%sshared transactions: %ld messages at the sink for %ld recipients "
+			 "(%.1f a message; max_recipients_per_message %ld)", r->note[0] ? "; " : "",
+			 r->sink_messages, r->sink_rcpts,
+			 (double)r->sink_rcpts / (double)r->sink_messages,
+			 e->one_rcpt ? 1 : e->sc->rcpts_per_message);
 	if (rc == 0 && e->dane)
 		check_dane(e, r);
 	return rc;

@@ -84,6 +84,13 @@ static json_t *job_json(const struct vb_scen *sc, long body)
 			      "unsubscribe", "url",
 			      p ? "https://" VB_FROM_DOMAIN "/u/{{ token }}" : "https://" VB_FROM_DOMAIN "/u",
 			      "mailto", "unsubscribe@" VB_FROM_DOMAIN);
+	/* Not personalised: the same message for all, To included (the list's
+	 * address, as a mailing list writes it), so volleyd may share
+	 * transactions (docs/jobs.md). */
+	if (!p)
+		json_object_set_new(json_object_get(j, "content"), "headers",
+				    json_pack("{s:s}", "To", "Volley Bench readers <news@"
+					      VB_FROM_DOMAIN ">"));
 	if (sc->transactional)
 		json_object_set_new(j, "priority", json_string("transactional"));
 	return j;

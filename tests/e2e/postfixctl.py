@@ -30,6 +30,7 @@ is bounded.
 
 import base64
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -374,3 +375,40 @@ class Bouncer(_Postfix):
         lines = ["%s %s" % (d, what) for d in self.domains]
         lines += ["%s smtp:%s" % (d, self.ret) for d in self.return_domains]
         self._write("transport", "\n".join(lines + [""]))
+
+
+class Receiver(_Postfix):
+    """A private Postfix as the receiving MTA of `domains`: its smtpd on
+    host:port takes every recipient of them from loopback, and the queue
+    manager hands them to discard(8). Its log says what came in: the queue
+    manager's `nrcpt=N` per message, and a `to=<...>, ... status=sent`
+    line per recipient (messages())."""
+
+    CHECK = False
+
+    def __init__(self, host, port, domains):
+        super().__init__(host, port)
+        self.domains = list(domains)
+
+    def _configure(self):
+        dom = self.domains[0]
+        self._write("main.cf", "\n".join(self._base_main("mx." + dom, dom) + [
+            "mynetworks = 127.0.0.0/8",
+            "relay_domains = %s" % ", ".join(self.domains),
+            "smtpd_relay_restrictions = permit_auth_destination, reject",
+            "smtpd_reject_unlisted_recipient = no",
+            "transport_maps = texthash:%s/transport" % self.etc, ""]))
+        self._write("transport", "\n".join("%s discard:" % d for d in self.domains) + "\n")
+
+    def messages(self):
+        """{queue id: (nrcpt, [recipients delivered])} from the log, for
+        the messages whose queue manager line is in it."""
+        nrcpt, rcpts = {}, {}
+        for line in self.log_text().splitlines():
+            m = re.search(r" ([0-9A-F]{6,}): from=<[^>]*>, size=\d+, nrcpt=(\d+)", line)
+            if m:
+                nrcpt[m.group(1)] = int(m.group(2))
+            m = re.search(r" ([0-9A-F]{6,}): to=<([^>]*)>,.* status=sent ", line)
+            if m:
+                rcpts.setdefault(m.group(1), []).append(m.group(2))
+        return {q: (n, rcpts.get(q, [])) for q, n in nrcpt.items()}

@@ -220,6 +220,36 @@ class PostfixDSN(VolleydTest):
     def test_failed_dsn_matches_by_message_id_without_verp(self):
         self.check("dest.test", False, "failed", "5.1.1", tls=True)
 
+    def test_shared_message_dsn_matches_each_recipient_by_address(self):
+        """A job whose content is the same for all (its own To, no VERP)
+        goes to dest.test as one message of three RCPTs: its Message-ID
+        names the first recipient's index, Postfix's one DSN names all
+        three, and each is matched to its own recipient by its address."""
+        emails = ["s%d@dest.test" % i for i in range(3)]
+        job = {"envelope_sender": "bounces@" + VDOM,
+               "content": {"from": {"email": "news@example.com"}, "subject": "shared",
+                           "text_body": "the same for all",
+                           "headers": {"To": "readers@example.com"}},
+               "recipients": [{"email": e} for e in emails]}
+        r = W.d.submit(job)
+        self.assertEqual(r.status, 202, r)
+        jid = r.json()["id"]
+        self.delivered(jid, 3)
+        got = self.dsns(jid, 1, W.bouncers["dest.test"])
+        o = parse(got, util.tempdir("volley-fbcopy-", cleanup=self.addCleanup))[0]
+        self.assertEqual(o["orig_msgid"], "<%s.0@%s>" % (jid, MSGID_HOST))
+        self.assertEqual(sorted(x["final_rcpt"] for x in o["recipients"]), emails, o)
+
+        def applied():
+            rep = [x for x in W.d.request("GET", "/v1/feedback?limit=1000").json()["reports"]
+                   if x["job"] == jid]
+            return rep if len(rep) >= 3 else None
+        rep = self.wait_for("3 reports of %s applied" % jid, applied, timeout=20)
+        self.assertEqual(sorted((x["index"], x["recipient"], x["effect"]) for x in rep),
+                         [(i, e, "bounced") for i, e in enumerate(emails)])
+        j = W.d.request("GET", "/v1/jobs/" + jid).json()
+        self.assertEqual((j["counts"]["bounced"], j["feedback"]["async_bounces"]), (3, 3), j)
+
     def test_delayed_dsn_matches_by_verp(self):
         self.check("late.test", True, "delayed", "4.4.1", tls=False)
 

@@ -32,6 +32,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 	cfg.max_rcpts_per_txn = 1 + (data[0] & 3);
 	eng_route_parse(&route, "127.0.0.1:25", err, sizeof err);
 	route.tls = (enum tls_policy)((data[0] >> 2) % 7);
+	/* the route's own limit (a policy's max_recipients_per_message) or the engine's */
+	route.max_rcpts_per_txn = data[0] & 2 ? 1 + (data[0] & 1) : 0;
 	route.implicit_tls = data[0] & 0x20;   /* the handshake, then the banner */
 	if (data[0] & 0x80) {
 		strcpy(route.auth_user, "u");

@@ -8,6 +8,10 @@ the end checks that every recipient reached the sink: none missing. It
 reports the duplicates (recipients the sink got more than once) and fails
 if they exceed what the contract allows: per crash, the messages in flight
 plus those delivered within the last commit windows.
+CRASH_SHARED=1: the job's content is the same for every recipient (its own
+To, a job-level value), so it goes in shared transactions of up to
+RCPTS_PER_MSG recipients (max_recipients_per_message): a message in flight
+is that many recipients; it prints 'crash-shared: ...'.
 Bounded: every wait has a deadline; processes are stopped by PID.
 Prints 'crash: N passed, N failed'.
 
@@ -38,6 +42,9 @@ N = int(os.environ.get("CRASH_RECIPIENTS", "50000" if ASAN else "200000"))
 KILLS = int(os.environ.get("CRASH_KILLS", "3"))
 CONNS = 20
 COMMIT_MS = 50
+SHARED = os.environ.get("CRASH_SHARED") == "1"
+NAME = "crash-shared" if SHARED else "crash"
+RCPTS_PER_MSG = 50 if SHARED else 1
 DEADLINE = 240.0
 REQUEST_WAIT = 60.0
 
@@ -46,8 +53,15 @@ def job_body():
     job = {"envelope_sender": "bounces@news.example.com",
            "content": {"from": {"email": "news@example.com"}, "subject": "Crash {{ n }}",
                        "text_body": "Recipient {{ n }}.\n"}}
+    if SHARED:     # the same message for all: shared transactions
+        job["content"]["headers"] = {"To": "crash@news.example.com"}
+        job["substitutions"] = {"n": "all"}
     yield (json.dumps(job) + "\n").encode()
     for start_i in range(0, N, 5000):
+        if SHARED:
+            yield "".join('{"email":"c%d@crash.test"}\n' % i
+                          for i in range(start_i, min(N, start_i + 5000))).encode()
+            continue
         yield "".join('{"email":"c%d@crash.test","substitutions":{"n":"%d"}}\n' % (i, i)
                       for i in range(start_i, min(N, start_i + 5000))).encode()
 
@@ -87,8 +101,9 @@ def start(d, deadline):
 
 def config(sink):
     return ('domains = ( { match = "*.test"; route = "%s"; tls = "may"; '
-            'max_connections = %d; } );\nspool = { journal_commit_ms = %d; };\n'
-            % (sink.route(), CONNS, COMMIT_MS))
+            'max_connections = %d; max_recipients_per_message = %d; } );\n'
+            'spool = { journal_commit_ms = %d; };\n'
+            % (sink.route(), CONNS, RCPTS_PER_MSG, COMMIT_MS))
 
 
 def run(sink, d, deadline):
@@ -122,8 +137,9 @@ def run(sink, d, deadline):
     missing = N - len([r for r in counts if r.startswith("c")])
     dups = sum(c - 1 for c in counts.values())
     rate = max(rates) if rates else 0
-    # in flight (2 per connection) plus two commit windows of deliveries
-    bound = KILLS * int(CONNS * 2 + rate * 2 * COMMIT_MS / 1000 + 1)
+    # in flight (2 messages per connection, of RCPTS_PER_MSG recipients)
+    # plus two commit windows of deliveries
+    bound = KILLS * int(CONNS * 2 * RCPTS_PER_MSG + rate * 2 * COMMIT_MS / 1000 + 1)
     print("recipients %d, delivered %d (job says %d), missing %d, duplicates %d "
           "(bound %d over %d kills at up to %.0f msg/s)"
           % (N, len(counts), final["counts"]["delivered"], missing, dups, bound, KILLS, rate))
@@ -147,7 +163,7 @@ def main():
         if d:
             d.cleanup()
         sink.cleanup()
-    print("crash: %d passed, %d failed" % (int(ok), int(not ok)))
+    print("%s: %d passed, %d failed" % (NAME, int(ok), int(not ok)))
     return 0 if ok else 1
 
 

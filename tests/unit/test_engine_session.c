@@ -410,6 +410,124 @@ Test(eng_session, recipients_split_over_transactions)
 	t_free(t);
 }
 
+/* ---- shared transactions: one message, several RCPTs ---- */
+
+Test(eng_session, shared_rcpt_refusals_are_per_recipient)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 4);
+	hello(t, EHLO_FULL);
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test> SIZE=19\r\nRCPT TO:<a@x.test>\r\n"
+			 "RCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nRCPT TO:<d@x.test>\r\n"
+			 "DATA\r\n", "MAIL, every RCPT and DATA pipelined");
+	reply(t, "250 2.1.0 ok\r\n");
+	reply(t, "250 2.1.5 ok\r\n");
+	reply(t, "550 5.1.1 no such user\r\n");
+	reply(t, "452 4.5.3 too many recipients\r\n");
+	reply(t, "250 2.1.5 ok\r\n");
+	cr_assert_eq(t->nres, 2, "refusals have their results at once");
+	cr_assert_eq(t->res[1].status, ENG_PERMANENT);
+	cr_assert_eq(t->res[1].code, 550);
+	cr_assert_str_eq(t->res[1].stage, "rcpt");
+	cr_assert_eq(t->res[2].status, ENG_TRANSIENT);
+	cr_assert_eq(t->res[2].code, 452);
+	cr_assert_str_eq(t->res[2].enhanced, "4.5.3");
+	cr_assert_str_eq(t->res[2].text, "too many recipients");
+	cr_assert_str_eq(reply(t, "354 go\r\n"), "");
+	cr_assert(t->s.body_queued, "two were accepted: the body goes");
+	cr_assert_str_eq(reply(t, "250 2.0.0 queued as Q\r\n"), "", "no RSET after a 250");
+	cr_assert_eq(t->act, ENG_IDLE);
+	cr_assert_eq(t->nres, 4);
+	cr_assert_eq(t->res[0].status, ENG_DELIVERED);
+	cr_assert_str_eq(t->res[0].stage, "dot");
+	cr_assert_str_eq(t->res[0].text, "queued as Q");
+	cr_assert_eq(t->res[3].status, ENG_DELIVERED);
+	cr_assert_eq(t->m.pending_, 0);
+	t_free(t);
+}
+
+Test(eng_session, shared_data_refused_for_the_accepted_only)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 3);
+	hello(t, EHLO_FULL);
+	start(t);
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "550 5.1.1 unknown\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "354 go\r\n");
+	cr_assert_str_eq(reply(t, "554 5.7.1 content refused\r\n"), "");
+	cr_assert_eq(t->nres, 3);
+	cr_assert_eq(t->res[0].status, ENG_PERMANENT);
+	cr_assert_str_eq(t->res[0].stage, "dot");
+	cr_assert_str_eq(t->res[0].text, "content refused");
+	cr_assert_str_eq(t->res[1].text, "unknown", "its own RCPT reply, not the dot's");
+	cr_assert_eq(t->res[2].code, 554);
+	cr_assert_eq(t->act, ENG_IDLE);
+	t_free(t);
+}
+
+Test(eng_session, shared_all_refused_pipelined_no_body_then_rset)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 3);
+	hello(t, EHLO_FULL);
+	start(t);
+	reply(t, "250 ok\r\n");
+	reply(t, "550 5.1.1 unknown a\r\n");
+	reply(t, "452 4.2.2 mailbox full\r\n");
+	reply(t, "550 5.1.1 unknown c\r\n");
+	cr_assert_eq(t->nres, 3);
+	cr_assert_str_eq(reply(t, "554 5.5.1 no valid recipients\r\n"), "RSET\r\n");
+	cr_assert_not(t->s.body_queued, "no body without an accepted recipient");
+	cr_assert_eq(t->s.state, ENG_S_RSET);
+	cr_assert_eq(t->res[0].status, ENG_PERMANENT);
+	cr_assert_str_eq(t->res[0].text, "unknown a", "each keeps its own reply");
+	cr_assert_eq(t->res[1].status, ENG_TRANSIENT);
+	cr_assert_str_eq(t->res[1].enhanced, "4.2.2");
+	cr_assert_eq(t->res[2].status, ENG_PERMANENT);
+	reply(t, "250 2.0.0 reset\r\n");
+	cr_assert_eq(t->act, ENG_IDLE);
+	cr_assert_eq(t->nres, 3, "no second result");
+	/* the session carries the next message */
+	struct eng_msg m2 = t->m;
+	m2.pending_ = 3;
+	m2.first_ = 0;
+	t->nres = 0;
+	t->act = eng_sess_start(&t->s, &m2);
+	cr_assert_eq(t->s.state, ENG_S_TXN);
+	t_free(t);
+}
+
+Test(eng_session, shared_all_refused_unpipelined_no_data)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 2);
+	hello(t, "250-mx\r\n250 8BITMIME\r\n");
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\n");
+	cr_assert_str_eq(reply(t, "250 ok\r\n"), "RCPT TO:<a@x.test>\r\n");
+	cr_assert_str_eq(reply(t, "550 5.1.1 no\r\n"), "RCPT TO:<b@x.test>\r\n");
+	cr_assert_str_eq(reply(t, "452 4.5.3 too many recipients\r\n"), "RSET\r\n",
+			 "no DATA when no RCPT was accepted");
+	cr_assert_eq(t->nres, 2);
+	cr_assert_eq(t->res[0].status, ENG_PERMANENT);
+	cr_assert_eq(t->res[1].status, ENG_TRANSIENT);
+	cr_assert_str_eq(t->res[1].stage, "rcpt");
+	reply(t, "250 ok\r\n");
+	cr_assert_eq(t->act, ENG_IDLE);
+	t_free(t);
+}
+
+Test(eng_session, shared_limit_per_route)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 4);
+	t->cfg.max_rcpts_per_txn = 3;
+	struct eng_route r = t->route;
+	r.max_rcpts_per_txn = 1;          /* the message's route (its policy's), over the engine's */
+	t->m.route = &r;
+	hello(t, "250-mx\r\n250 PIPELINING\r\n");
+	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n");
+	cr_assert_eq(t->m.count_, 1);
+	t_free(t);
+}
+
 /* ---- REQUIRETLS (RFC 8689) ---- */
 
 /* Banner, EHLO, STARTTLS, the handshake (authenticated as said), EHLO
