@@ -884,9 +884,9 @@ static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t n
 
 /* After enough successes the rate steps back up towards the configured
  * one (or to unlimited when none is configured). */
-static void recover(struct sched_site *s)
+static void recover(struct sched_site *s, uint64_t now)
 {
-	if (sched_backoff_ok(&s->bo, &s->b, s->rate, s->window, vl_now_ms()))
+	if (sched_backoff_ok(&s->bo, &s->b, s->rate, s->window, now))
 		s->backoff_reason[0] = '\0';
 }
 
@@ -1008,7 +1008,7 @@ void sched_site_result(struct sched_deliver *d, struct sched_site *s, const stru
 			 *m->stage ? ": " : "", m->text);
 	if (m->status == ENG_DELIVERED) {
 		s->delivered++;
-		recover(s);
+		recover(s, now);
 	} else {
 		if (m->status == ENG_PERMANENT)
 			s->bounced++;
