@@ -958,11 +958,10 @@ static void act(struct sched_deliver *d, struct sched_site *s, const struct sche
 		spill(d, s, false);
 		break;
 	case CFG_RA_SUSPEND_POOL:
+		/* every source's site (without egress, the one site is site[0]) */
 		for (size_t i = 0; i < s->group->nsrc; i++)
 			if (s->group->site[i])
 				suspend(d, s->group->site[i], m, rr, now);
-		if (!s->group->site[0] && s->src < 0)
-			suspend(d, s, m, rr, now);
 		break;
 	case CFG_RA_DEFER:
 	case CFG_RA_BOUNCE:
