@@ -223,11 +223,18 @@ static void on_done(struct eng_msg *em)
 	struct sched_dmsg *m = em->arg;
 	struct sched_deliver *d = m->dj->d;
 
-	pthread_mutex_lock(&d->mu);
-	m->next = d->results;
-	d->results = m;
-	pthread_cond_signal(&d->cv);
-	pthread_mutex_unlock(&d->mu);
+	struct sched_dmsg *head = atomic_load_explicit(&d->results, memory_order_relaxed);
+
+	do
+		m->next = head;
+	while (!atomic_compare_exchange_weak(&d->results, &head, m));
+	/* seq_cst against wait_inbox's store of idle then load of results:
+	 * one of the two sides sees the other */
+	if (atomic_load(&d->idle)) {
+		pthread_mutex_lock(&d->mu);
+		pthread_cond_signal(&d->cv);
+		pthread_mutex_unlock(&d->mu);
+	}
 }
 
 static struct sched_dmsg *msg_get(struct sched_deliver *d)
@@ -863,12 +870,11 @@ static void take_commands(struct sched_deliver *d, struct sched_job ***adds, siz
 	*nadds = d->nadds;
 	*ctls = d->ctls;
 	*nctls = d->nctls;
-	*results = d->results;
+	*results = atomic_exchange(&d->results, NULL);
 	d->take_dns = d->dns_done;
 	d->dns_done = NULL;
 	d->adds = d->ctls = NULL;
 	d->nadds = d->capadds = d->nctls = d->capctls = 0;
-	d->results = NULL;
 }
 
 /* Results are many recipients each when transactions are shared: the
@@ -922,21 +928,40 @@ static uint64_t next_wake(struct sched_deliver *d)
 	return t > now ? t - now : 0;
 }
 
-static void wait_inbox(struct sched_deliver *d, uint64_t ms)
+/* After a round with results, the thread sleeps GATHER_US whatever
+ * results come meanwhile, then takes them all in one round: at a high
+ * rate a wake (a futex call and two context switches) per message would
+ * cost more than the message's own bookkeeping. Each site keeps twice its
+ * connections in flight, so the sessions have their next message while
+ * the results wait. */
+#define GATHER_US 250
+
+static void wait_inbox(struct sched_deliver *d, uint64_t ms, bool gather)
 {
 	struct timespec ts;
 
-	if (d->results || d->nadds || d->nctls || d->stopping || !ms || d->ready || d->dns_done ||
+	if (d->nadds || d->nctls || d->stopping || !ms || d->ready || d->dns_done ||
 	    d->sync_req != d->sync_done || d->reload_in)
 		return;
+	uint64_t us = ms * 1000;
+	if (gather && us > GATHER_US)
+		us = GATHER_US;
+	if (!gather) {
+		atomic_store(&d->idle, true);
+		if (atomic_load(&d->results)) {
+			atomic_store(&d->idle, false);
+			return;
+		}
+	}
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	ts.tv_sec += (time_t)(us / 1000000);
+	ts.tv_nsec += (long)(us % 1000000) * 1000;
 	if (ts.tv_nsec >= 1000000000) {
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000;
 	}
 	pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+	atomic_store(&d->idle, false);
 }
 
 /* Requests made through sched_deliver_sync() are answered at the end of the
@@ -967,6 +992,7 @@ static void *run(void *arg)
 {
 	struct sched_deliver *d = arg;
 	uint64_t last_sweep = 0;
+	bool gather = false;
 
 	vl_thread_name("vl-deliver");
 	for (;;) {
@@ -975,8 +1001,9 @@ static void *run(void *arg)
 		struct sched_dmsg *results;
 
 		pthread_mutex_lock(&d->mu);
-		wait_inbox(d, next_wake(d));
+		wait_inbox(d, next_wake(d), gather);
 		take_commands(d, &adds, &nadds, &ctls, &nctls, &results);
+		gather = results != NULL;
 		struct sched_reload *reload = d->reload_in;
 		d->reload_in = NULL;
 		bool stopping = d->stopping;

@@ -252,7 +252,11 @@ struct sched_deliver {
 	/* inbox, from API threads and engine workers */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct sched_dmsg *results;
+	/* finished messages, pushed lock-free by the engine workers; only a
+	 * thread waiting idle is woken for them (a busy one, or one gathering
+	 * them for a moment, takes them on its next round) */
+	_Atomic(struct sched_dmsg *) results;
+	atomic_bool idle;
 	struct sched_dns_done *dns_done, *take_dns;
 	struct sched_job **adds;
 	size_t nadds, capadds;
