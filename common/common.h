@@ -174,6 +174,8 @@ int vl_write_all(int fd, const void *p, size_t n);
 double vl_wall_time(void);  /* CLOCK_REALTIME, seconds */
 /* "2026-11-23T17:20:01Z" (UTC, whole seconds). */
 void vl_iso8601(double t, char out[32]);
+/* Days since 1970-01-01 to a proleptic Gregorian date (month and day from 1). */
+void vl_civil(long long days, int *y, int *m, int *d);
 
 /* ---- parsing: 0 on success, -1 on a malformed value ---- */
 /* "50ms", "1.5s", "5m", "2h", "3d"; a bare number is seconds. */

@@ -81,6 +81,20 @@ int vl_parse_duration_ms(const char *s, uint64_t *ms)
 	return parse_scaled(s, units, VL_ARRAY_LEN(units), 1e15, ms);
 }
 
+/* H. Hinnant's algorithm: no gmtime_r, which takes the time zone lock. */
+void vl_civil(long long days, int *y, int *m, int *d)
+{
+	days += 719468;
+	long long era = (days >= 0 ? days : days - 146096) / 146097;
+	unsigned doe = (unsigned)(days - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
 void vl_iso8601(double t, char out[32])
 {
 	time_t s = (time_t)t;

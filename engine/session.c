@@ -423,9 +423,25 @@ enum eng_act eng_sess_tls_done(struct eng_sess *s)
 
 /* ---- the transaction ---- */
 
+/* Per message, so without printf's format parsing. */
 static void append_path(struct vl_buf *b, const char *verb, const char *addr)
 {
-	vl_buf_printf(b, "%s:<%s>", verb, addr);
+	vl_buf_appends(b, verb);
+	vl_buf_append(b, ":<", 2);
+	vl_buf_appends(b, addr);
+	vl_buf_append(b, ">", 1);
+}
+
+static void append_num(struct vl_buf *b, const char *before, size_t n, const char *after)
+{
+	char d[24], *p = d + sizeof d;
+
+	do
+		*--p = (char)('0' + n % 10);
+	while ((n /= 10));
+	vl_buf_appends(b, before);
+	vl_buf_append(b, p, (size_t)(d + sizeof d - p));
+	vl_buf_appends(b, after);
 }
 
 /* Command k: 0 MAIL, 1..count RCPT, count+1 DATA or BDAT (with body). */
@@ -436,7 +452,7 @@ static void write_cmd(struct eng_sess *s, size_t k)
 	if (k == 0) {
 		append_path(&s->out, "MAIL FROM", m->mail_from);
 		if (s->size_ext)
-			vl_buf_printf(&s->out, " SIZE=%zu", m->size_);
+			append_num(&s->out, " SIZE=", m->size_, "");
 		if (m->eightbit)
 			vl_buf_appends(&s->out, " BODY=8BITMIME");
 		if (m->smtputf8)
@@ -450,7 +466,7 @@ static void write_cmd(struct eng_sess *s, size_t k)
 	} else if (!s->use_bdat) {
 		vl_buf_appends(&s->out, "DATA\r\n");
 	} else {
-		vl_buf_printf(&s->out, "BDAT %zu LAST\r\n", m->size_);
+		append_num(&s->out, "BDAT ", m->size_, " LAST\r\n");
 		s->body_queued = true; /* the worker sends body after out */
 	}
 	s->sent = k + 1;

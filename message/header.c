@@ -425,26 +425,30 @@ static char *two(char *o, int v)
 /* By hand, not strftime: locale-proof and cheap per recipient. */
 void msg_hdr_date(struct vl_buf *out, time_t t)
 {
-	static const char days[] = "SunMonTueWedThuFriSat";
+	static const char days[] = "ThuFriSatSunMonTueWed";   /* 1970-01-01 was a Thursday */
 	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	struct tm tm;
+	long long day = (long long)t / 86400, sec = (long long)t % 86400;
 	char *o = vl_buf_reserve(out, 32), *start = o;
+	int year, mon, mday;
 
-	gmtime_r(&t, &tm);
-	int year = tm.tm_year + 1900;
-	memcpy(o, days + 3 * tm.tm_wday, 3);
+	if (sec < 0) {
+		sec += 86400;
+		day--;
+	}
+	vl_civil(day, &year, &mon, &mday);
+	memcpy(o, days + 3 * (((day % 7) + 7) % 7), 3);
 	memcpy(o + 3, ", ", 2);
-	o = two(o + 5, tm.tm_mday);
+	o = two(o + 5, mday);
 	*o++ = ' ';
-	memcpy(o, months + 3 * tm.tm_mon, 3);
+	memcpy(o, months + 3 * (mon - 1), 3);
 	o[3] = ' ';
 	o = two(two(o + 4, year / 100), year % 100);
 	*o++ = ' ';
-	o = two(o, tm.tm_hour);
+	o = two(o, (int)(sec / 3600));
 	*o++ = ':';
-	o = two(o, tm.tm_min);
+	o = two(o, (int)(sec % 3600 / 60));
 	*o++ = ':';
-	o = two(o, tm.tm_sec);
+	o = two(o, (int)(sec % 60));
 	memcpy(o, " +0000", 6);
 	out->len += (size_t)(o + 6 - start);
 }

@@ -562,11 +562,21 @@ static void fill_jrec(struct sched_jrec *r, const struct sched_dmsg *m,
 {
 	memset(r, 0, offsetof(struct sched_jrec, text));
 	r->code = (int16_t)m->code;
-	snprintf(r->enhanced, sizeof r->enhanced, "%s", m->enhanced);
+	memcpy(r->enhanced, m->enhanced, sizeof r->enhanced);
 	r->cls = (uint8_t)v->cls;
-	int n = snprintf(r->text, sizeof r->text, "%s%s%s", m->stage[0] && !m->code ? m->stage : "",
-			 m->stage[0] && !m->code ? ": " : "", m->text);
-	r->textlen = (uint16_t)(n < 0 ? 0 : n > SCHED_JREC_TEXT_MAX ? SCHED_JREC_TEXT_MAX : n);
+	/* "stage: text" when no reply came, else the reply's text; cut to fit */
+	size_t n = 0;
+	if (m->stage[0] && !m->code) {
+		n = strnlen(m->stage, sizeof m->stage);
+		memcpy(r->text, m->stage, n);
+		memcpy(r->text + n, ": ", 2);
+		n += 2;
+	}
+	size_t tl = strnlen(m->text, SCHED_JREC_TEXT_MAX - n);
+	memcpy(r->text + n, m->text, tl);
+	n += tl;
+	r->text[n] = '\0';
+	r->textlen = (uint16_t)n;
 	r->flags = m->maybe;
 }
 

@@ -154,7 +154,11 @@ struct sched_site {
 	double backoff_since;
 	char backoff_reason[480];
 	/* observation */
-	char last_response[320];
+	struct {                      /* the last result, formatted when shown */
+		int code;
+		char enhanced[10], stage[16];
+		char text[251];
+	} last;
 	double last_time;
 	uint64_t delivered, bounced, transient;
 };
@@ -330,6 +334,8 @@ const struct cfg_reply_rule *sched_site_reply_rule(const struct sched_deliver *d
 /* One recipient's result at the site (counters, back-off, the provider's
  * rule rr's action; NULL: the bounce verdict decides); the message's place
  * in the window is the caller's (s->inflight). */
+/* The last result as a line: "550 5.1.1 text", or "connect: why". */
+void sched_site_last_response(const struct sched_site *s, char *out, size_t n);
 void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
 		       const struct sched_bounce_verdict *v, const struct cfg_reply_rule *rr);
 json_t *sched_site_json(const struct sched_deliver *d, const struct sched_site *s);

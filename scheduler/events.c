@@ -101,28 +101,13 @@ static char *num(char *p, unsigned long long n, int width)
 	return p + sizeof d - (size_t)i;
 }
 
-/* Days since 1970-01-01 to a civil date (H. Hinnant's algorithm): no
- * gmtime_r, whose time zone lock every event took. */
-static void civil(long long days, int *y, int *m, int *d)
-{
-	days += 719468;
-	long long era = (days >= 0 ? days : days - 146096) / 146097;
-	unsigned doe = (unsigned)(days - era * 146097);
-	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	unsigned mp = (5 * doy + 2) / 153;
-	*d = (int)(doy - (153 * mp + 2) / 5 + 1);
-	*m = (int)(mp < 10 ? mp + 3 : mp - 9);
-	*y = (int)(yoe + era * 400 + (*m <= 2));
-}
-
 /* "2026-11-23T17:20:01.123Z", quoted: 26 octets. */
 static char *iso_ms(char *p, double t)
 {
 	long long ms = t > 0 ? llround(t * 1000.0) : 0, s = ms / 1000;
 	int y, mo, d;
 
-	civil(s / 86400, &y, &mo, &d);
+	vl_civil(s / 86400, &y, &mo, &d);
 	const int part[] = { y, mo, d, (int)(s % 86400 / 3600), (int)(s % 3600 / 60),
 			     (int)(s % 60), (int)(ms % 1000) };
 	const char sep[] = "\"--T::.";

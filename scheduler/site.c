@@ -993,18 +993,30 @@ const struct cfg_reply_rule *sched_site_reply_rule(const struct sched_deliver *d
 				  m->enhanced, text);
 }
 
+void sched_site_last_response(const struct sched_site *s, char *out, size_t n)
+{
+	if (s->last.code)  /* "550 5.1.1 text", or "550 text" without an enhanced code */
+		snprintf(out, n, "%d%s%s %s", s->last.code, *s->last.enhanced ? " " : "",
+			 s->last.enhanced, s->last.text);
+	else               /* no reply: where it failed and why */
+		snprintf(out, n, "%s%s%s", s->last.stage, *s->last.stage ? ": " : "",
+			 s->last.text);
+}
+
 void sched_site_result(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
 		       const struct sched_bounce_verdict *v, const struct cfg_reply_rule *rr)
 {
 	uint64_t now = vl_now_ms();
 
 	s->last_time = vl_wall_time();
-	if (m->code)        /* "550 5.1.1 text", or "550 text" without an enhanced code */
-		snprintf(s->last_response, sizeof s->last_response, "%d%s%s %.250s", m->code,
-			 *m->enhanced ? " " : "", m->enhanced, m->text);
-	else                /* no reply: where it failed and why */
-		snprintf(s->last_response, sizeof s->last_response, "%s%s%.250s", m->stage,
-			 *m->stage ? ": " : "", m->text);
+	/* kept raw: formatting every result would cost more than the rest of
+	 * this function, for a line shown on request */
+	s->last.code = m->code;
+	memcpy(s->last.enhanced, m->enhanced, sizeof s->last.enhanced);
+	memcpy(s->last.stage, m->stage, sizeof s->last.stage);
+	size_t tl = strnlen(m->text, sizeof s->last.text - 1);
+	memcpy(s->last.text, m->text, tl);
+	s->last.text[tl] = '\0';
 	if (m->status == ENG_DELIVERED) {
 		s->delivered++;
 		recover(s, now);
@@ -1044,7 +1056,9 @@ json_t *sched_site_json(const struct sched_deliver *d, const struct sched_site *
 	}
 	if (s->last_time > 0) {
 		vl_iso8601(s->last_time, since);
-		last = json_pack("{s:s, s:s}", "text", s->last_response, "time", since);
+		char text[320];
+		sched_site_last_response(s, text, sizeof text);
+		last = json_pack("{s:s, s:s}", "text", text, "time", since);
 	}
 	json_t *hosts = json_array();
 	for (size_t i = 0; i < s->nroutes; i++) {

@@ -1,6 +1,7 @@
 /* OpenSSL over memory BIOs; see tls.h. */
 #include "tls.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,8 @@
 struct tls_conn {
 	SSL *ssl;
 	BIO *rbio; /* network -> SSL */
-	BIO *wbio; /* SSL -> network */
+	BIO *wbio; /* SSL -> network: appends to out */
+	struct vl_buf out;         /* ciphertext not yet taken */
 	bool established;
 	bool closed;
 	bool verify;
@@ -195,13 +197,57 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen)
 	return ctx;
 }
 
+/* The write side is our own sink BIO rather than a memory BIO: records go
+ * straight into the connection's buffer, which tls_conn_output() hands
+ * over whole; a memory BIO would zero its growth, then copy out again. */
+static int out_write(BIO *b, const char *data, size_t len, size_t *written)
+{
+	struct tls_conn *t = BIO_get_data(b);
+
+	vl_buf_append(&t->out, data, len);
+	*written = len;
+	return 1;
+}
+
+static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b, (void)num, (void)ptr;
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static BIO_METHOD *out_method;
+
+static void out_method_init(void)
+{
+	out_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "volley out");
+	if (out_method && (!BIO_meth_set_write_ex(out_method, out_write) ||
+			   !BIO_meth_set_ctrl(out_method, out_ctrl))) {
+		BIO_meth_free(out_method);
+		out_method = NULL;
+	}
+}
+
+static BIO *out_bio(struct tls_conn *t)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, out_method_init);
+	BIO *b = out_method ? BIO_new(out_method) : NULL;
+	if (b) {
+		BIO_set_data(b, t);
+		BIO_set_init(b, 1);
+	}
+	return b;
+}
+
 static struct tls_conn *conn_new(SSL_CTX *ctx)
 {
 	struct tls_conn *t = vl_calloc(1, sizeof *t);
 
+	vl_buf_init(&t->out);
 	t->ssl = SSL_new(ctx);
 	t->rbio = BIO_new(BIO_s_mem());
-	t->wbio = BIO_new(BIO_s_mem());
+	t->wbio = out_bio(t);
 	if (!t->ssl || !t->rbio || !t->wbio) {
 		SSL_free(t->ssl);
 		BIO_free(t->rbio);
@@ -395,6 +441,7 @@ void tls_conn_free(struct tls_conn *t)
 		return;
 	SSL_SESSION_free(t->new_session);
 	SSL_free(t->ssl); /* frees both BIOs */
+	vl_buf_free(&t->out);
 	free(t);
 }
 
@@ -445,18 +492,19 @@ void tls_conn_shutdown(struct tls_conn *t)
 
 size_t tls_conn_output(struct tls_conn *t, struct vl_buf *out)
 {
-	size_t total = 0;
-	size_t pending;
+	size_t n = t->out.len;
 
-	while ((pending = BIO_ctrl_pending(t->wbio)) > 0) {
-		char *dst = vl_buf_reserve(out, pending);
-		int n = BIO_read(t->wbio, dst, (int)pending);
-		if (n <= 0)
-			break;
-		out->len += (size_t)n;
-		total += (size_t)n;
+	if (!n)
+		return 0;
+	if (out->len == 0) {       /* the usual case: swap, no copy */
+		struct vl_buf x = *out;
+		*out = t->out;
+		t->out = x;
+	} else {
+		vl_buf_append(out, t->out.p, n);
 	}
-	return total;
+	vl_buf_reset(&t->out);
+	return n;
 }
 
 bool tls_conn_established(const struct tls_conn *t)

@@ -1,6 +1,7 @@
 /* message/: header fields -- folding, RFC 2047 encoded words, mailboxes,
  * RFC 2231 parameters, dates. Values are checked by decoding them back
  * with a small reference decoder. */
+#include <time.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -280,6 +281,26 @@ Test(msg_header, params)
 	char *s = b.p;
 	for (char *nl; (nl = strstr(s, "\r\n")); s = nl + 2)
 		cr_assert(nl - s < 78);
+	vl_buf_free(&b);
+}
+
+/* The hand-made date against strftime over gmtime_r: leap days, centuries,
+ * times before 1970. */
+Test(msg_header, date_matches_gmtime)
+{
+	struct vl_buf b;
+	vl_buf_init(&b);
+	for (long long t = -2208988800LL; t < 4102444800LL; t += 86400LL * 37 + 3671) {
+		char want[64];
+		struct tm tm;
+		time_t tt = (time_t)t;
+		gmtime_r(&tt, &tm);
+		strftime(want, sizeof want, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+		b.len = 0;
+		msg_hdr_date(&b, tt);
+		vl_buf_append(&b, "", 1);
+		cr_assert_str_eq(b.p, want, "t=%lld", t);
+	}
 	vl_buf_free(&b);
 }
 

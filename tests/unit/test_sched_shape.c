@@ -333,7 +333,9 @@ Test(sched_site, rate_limited_reply_backs_off_then_recovers, .init = cr_redirect
 			   s->backoff_reason);
 	cr_assert_not_null(strstr(s->backoff_reason, ", rate cut to 85/s"), "%s",
 			   s->backoff_reason);
-	cr_assert_str_eq(s->last_response, "421 4.7.28 too many messages");
+	char last[320];
+	sched_site_last_response(s, last, sizeof last);
+	cr_assert_str_eq(last, "421 4.7.28 too many messages");
 
 	/* deliveries bring it back, step by step (85 -> 89.25 -> 93.7, then
 	 * slowly near the ceiling of 100) */
