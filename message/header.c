@@ -341,7 +341,9 @@ void msg_hdr_mailbox(struct vl_buf *out, const char *name, const char *email)
 		}
 		vl_buf_append(out, "\"", 1);
 	}
-	vl_buf_printf(out, " <%s>", email);
+	vl_buf_append(out, " <", 2);   /* per recipient: no printf */
+	vl_buf_appends(out, email);
+	vl_buf_append(out, ">", 1);
 }
 
 /* RFC 2231 attribute-char, kept as is (the rest percent-encoded). */

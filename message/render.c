@@ -329,8 +329,10 @@ static void render_header(struct rctx *c, const struct piece *p)
 			      p->hflags, &o->smtputf8);
 		break;
 	case PC_UNSUB:
-		if (p->name)
-			vl_buf_printf(&o->tmp, "%s, ", p->name);
+		if (p->name) {
+			vl_buf_appends(&o->tmp, p->name);
+			vl_buf_append(&o->tmp, ", ", 2);
+		}
 		vl_buf_append(&o->tmp, "<", 1);
 		if (p->builtin) {
 			size_t n;
