@@ -119,7 +119,9 @@ int tls_conn_write(struct tls_conn *t, const void *data, size_t len);
  * connection closed this way leaves its session resumable. */
 void tls_conn_shutdown(struct tls_conn *t);
 
-/* Append pending ciphertext (handshake or records) to out; returns bytes. */
+/* Append pending ciphertext (handshake or records) to out; returns bytes.
+ * An empty out trades its memory with the connection's (no copy): a
+ * pointer into out's old memory is not valid after. */
 size_t tls_conn_output(struct tls_conn *t, struct vl_buf *out);
 
 bool tls_conn_established(const struct tls_conn *t);
