@@ -424,7 +424,10 @@ void eng_worker_drain(struct eng_worker *w)
 	struct eng_msg *m;
 
 	while ((m = inbox_pop(w))) {
+		if (m->prepare && m->prep_)
+			atomic_fetch_sub_explicit(m->prep_, 1, memory_order_relaxed);
 		m->prepare = NULL;
+		m->prep_ = NULL;
 		m->first_ = 0;
 		m->pending_ = m->nrcpt;
 		for (size_t i = 0; i < m->nrcpt; i++)
@@ -1591,6 +1594,9 @@ static void take_inbox(struct eng_worker *w)
 		if (m->prepare) {
 			bool ok = m->prepare(m);
 			m->prepare = NULL;
+			if (m->prep_)
+				atomic_fetch_sub_explicit(m->prep_, 1, memory_order_relaxed);
+			m->prep_ = NULL;
 			if (!ok) {
 				m->on_done(m);
 				continue;
