@@ -1,4 +1,4 @@
-/* OpenSSL over memory BIOs; see tls.h. */
+/* OpenSSL over in-memory BIOs; see tls.h. */
 #include "tls.h"
 
 #include <pthread.h>

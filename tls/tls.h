@@ -1,6 +1,7 @@
 /*
- * tls: OpenSSL over memory BIOs. The event loop owns the socket and does all
- * I/O through io_uring; a tls_conn only transforms bytes:
+ * tls: OpenSSL over in-memory BIOs (a memory BIO in; out, a BIO that appends
+ * records to the connection's buffer). The event loop owns the socket and
+ * does all I/O through io_uring; a tls_conn only transforms bytes:
  *
  *   ciphertext from the network -> tls_conn_input()  -> tls_conn_read() -> plaintext
  *   plaintext to send           -> tls_conn_write()  -> tls_conn_output() -> ciphertext
