@@ -174,7 +174,7 @@ Test(message_dkim, body_canon_matches_reference)
 			vl_buf_init(&got);
 			ref_body((enum msg_dkim_canon)c, b, n, &want);
 			msg_dkim_canon_body((enum msg_dkim_canon)c, b, n, &got);
-			cr_assert(got.len == want.len && !memcmp(got.p, want.p, got.len),
+			cr_assert(got.len == want.len && (!got.len || !memcmp(got.p, want.p, got.len)),
 				  "case %d, %s: %zu octets canonicalised to %zu, want %zu", t,
 				  c ? "simple" : "relaxed", n, got.len, want.len);
 			sha(want.p, want.len, w);
