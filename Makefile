@@ -207,6 +207,7 @@ bench: all
 	@$(BUILD)/volley-bench faults --compare postfix
 	@$(BUILD)/volley-bench transactional --compare postfix --compare nodemailer
 	@$(BUILD)/volley-bench dkim
+	@$(BUILD)/volley-bench dkim-100k
 	@$(BUILD)/volley-bench dane
 	@$(BUILD)/volley-bench submission --compare postfix
 	@$(BUILD)/volley-bench submission-sha512 --compare postfix

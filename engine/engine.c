@@ -15,7 +15,8 @@ struct engine {
 	struct eng_worker **w;
 	pthread_t *tid;
 	bool stopped;
-	_Atomic unsigned rr;             /* spreads prepare() over the workers */
+	_Atomic unsigned rr;             /* breaks ties between the workers */
+	_Atomic int *prep;               /* [n]: messages waiting to be prepared */
 };
 
 static void *run(void *arg)
@@ -35,6 +36,7 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 		e->n = 1;
 	e->w = vl_calloc((size_t)e->n, sizeof *e->w);
 	e->tid = vl_calloc((size_t)e->n, sizeof *e->tid);
+	e->prep = vl_calloc((size_t)e->n, sizeof *e->prep);
 	for (int i = 0; i < e->n; i++) {
 		e->w[i] = eng_worker_new(&e->cfg, (unsigned)i, err, errlen);
 		if (!e->w[i]) {
@@ -42,6 +44,7 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 				eng_worker_free(e->w[j]);
 			free(e->w);
 			free(e->tid);
+			free(e->prep);
 			free(e);
 			return NULL;
 		}
@@ -51,17 +54,44 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 	return e;
 }
 
+/* Where a message is prepared: the worker with the fewest messages
+ * waiting to be (ties in turn), counting the owner of the message's pool
+ * as OWNER_BIAS more. The owner does all of that pool's I/O (with one
+ * destination, all of it): strict turns left the other core idle a third
+ * of the time. So the owner signs only while the others are behind. */
+#define OWNER_BIAS 4
+
+static int prep_worker(struct engine *e, int owner)
+{
+	unsigned start = atomic_fetch_add_explicit(&e->rr, 1, memory_order_relaxed);
+	int best = 0, bestq = 0;
+
+	for (int k = 0; k < e->n; k++) {
+		int i = (int)((start + (unsigned)k) % (unsigned)e->n);
+		int q = atomic_load_explicit(&e->prep[i], memory_order_relaxed) +
+			(i == owner ? OWNER_BIAS : 0);
+		if (k == 0 || q < bestq)
+			best = i, bestq = q;
+	}
+	return best;
+}
+
 /* A message goes to the worker that owns its route's pool. One with a
- * prepare step (DKIM signing: CPU-bound) is prepared on the workers in
- * turn first, so every core signs, then handed to its owner. */
+ * prepare step (DKIM signing: CPU-bound) is prepared first where
+ * prep_worker says, so every core signs, then handed to its owner. */
 void eng_submit(struct engine *e, struct eng_msg *m)
 {
-	struct eng_worker *owner = e->w[eng_route_hash(m->route) % (uint64_t)e->n];
+	int o = (int)(eng_route_hash(m->route) % (uint64_t)e->n);
+	struct eng_worker *owner = e->w[o];
 
 	m->owner_ = NULL;
+	m->prep_ = NULL;
 	if (m->prepare && e->n > 1) {
+		int i = prep_worker(e, o);
 		m->owner_ = owner;
-		eng_worker_submit(e->w[atomic_fetch_add(&e->rr, 1) % (unsigned)e->n], m);
+		m->prep_ = &e->prep[i];
+		atomic_fetch_add_explicit(m->prep_, 1, memory_order_relaxed);
+		eng_worker_submit(e->w[i], m);
 		return;
 	}
 	eng_worker_submit(owner, m);
@@ -146,5 +176,6 @@ void eng_free(struct engine *e)
 		eng_worker_free(e->w[i]);
 	free(e->w);
 	free(e->tid);
+	free(e->prep);
 	free(e);
 }

@@ -159,6 +159,7 @@ struct eng_msg {
 	size_t first_, count_;           /* recipients of this transaction */
 	size_t pending_;                 /* recipients without a result */
 	struct eng_worker *owner_;       /* prepared elsewhere: then to this one */
+	_Atomic int *prep_;              /* the preparing worker's queue count */
 };
 
 struct engine;

@@ -424,7 +424,10 @@ void eng_worker_drain(struct eng_worker *w)
 	struct eng_msg *m;
 
 	while ((m = inbox_pop(w))) {
+		if (m->prepare && m->prep_)
+			atomic_fetch_sub_explicit(m->prep_, 1, memory_order_relaxed);
 		m->prepare = NULL;
+		m->prep_ = NULL;
 		m->first_ = 0;
 		m->pending_ = m->nrcpt;
 		for (size_t i = 0; i < m->nrcpt; i++)
@@ -974,7 +977,9 @@ static void submit_send(struct conn *c)
 /* Under TLS a rendered message is many small pieces (static blobs and
  * values); one SSL_write each would make a record each, with its own
  * header, tag and OpenSSL call overhead on both ends. They are staged in
- * the worker's one record-sized buffer and go as full records. */
+ * the worker's one record-sized buffer and go as full records; the whole
+ * records of a long piece (a large body's static text) are encrypted
+ * where they lie, not copied through the stage first. */
 struct tls_stage {
 	struct tls_conn *tls;
 	char *buf;
@@ -985,6 +990,13 @@ struct tls_stage {
 static void stage(struct tls_stage *st, const char *p, size_t n)
 {
 	while (n && st->rc == 0) {
+		if (st->len == 0 && n >= TLS_RECORD_MAX) {
+			size_t k = n - n % TLS_RECORD_MAX;
+			st->rc = tls_conn_write(st->tls, p, k);
+			p += k;
+			n -= k;
+			continue;
+		}
 		size_t k = TLS_RECORD_MAX - st->len < n ? TLS_RECORD_MAX - st->len : n;
 		memcpy(st->buf + st->len, p, k);
 		st->len += k;
@@ -1582,6 +1594,9 @@ static void take_inbox(struct eng_worker *w)
 		if (m->prepare) {
 			bool ok = m->prepare(m);
 			m->prepare = NULL;
+			if (m->prep_)
+				atomic_fetch_sub_explicit(m->prep_, 1, memory_order_relaxed);
+			m->prep_ = NULL;
 			if (!ok) {
 				m->on_done(m);
 				continue;

@@ -246,6 +246,13 @@ int msg_verp(const char *sender, const char *job_id, size_t index, char *out,
 int msg_content_from_domain(const struct json_t *content, char *out, size_t outlen);
 /* No part of the body varies per recipient: one DKIM body hash serves all. */
 bool msg_job_body_static(const struct msg_job *j);
+/* Recipient r gets the job's common body: every slot in the body takes a
+ * job-level value (none of email, name, to_header, volley's unsubscribe
+ * URL) and r gives none of those variables a value of its own. Every
+ * such recipient's body is the same octets (one DKIM body hash serves
+ * them all, whatever their headers); true for all when msg_job_body_static
+ * (shared.c). */
+bool msg_rcpt_body_static(const struct msg_job *j, const struct msg_rcpt *r);
 
 /* Shared transactions (shared.c). A job is shareable when every recipient
  * renders the same octets but for the Message-ID (which names an index):

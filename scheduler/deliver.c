@@ -324,9 +324,10 @@ static void local_result(struct sched_deliver *d, struct sched_dmsg *m, enum eng
 
 /* On an engine worker (eng_msg.prepare): DKIM-Signature fields in front
  * of the rendered message, so signing (RSA above all) runs on every core.
- * The body hash is computed once per job when no part of the body varies
- * (the first worker to get there publishes it). false: the message must
- * not go (signing failed and dkim_required is set); the result is set. */
+ * The body hash is computed once per job for the recipients that get the
+ * job's common body, whatever their headers (the first worker to get there
+ * publishes it). false: the message must not go (signing failed and
+ * dkim_required is set); the result is set. */
 static bool sign(struct eng_msg *em)
 {
 	struct sched_dmsg *m = em->arg;
@@ -336,7 +337,7 @@ static bool sign(struct eng_msg *em)
 	char err[256];
 
 	vl_buf_reset(&m->sig);        /* a message walking the MX list is signed anew */
-	if (dj->body_static) {
+	if (m->body_common) {
 		if (atomic_load_explicit(&dj->bh_ok, memory_order_acquire)) {
 			use = dj->bh;
 		} else if (msg_dkim_msg_body_hash(dj->dkim_opts.bcanon, m->out.iov, m->out.niov,
@@ -386,8 +387,10 @@ static int render(struct sched_deliver *d, struct sched_dmsg *m, struct sched_rc
 	if (!dj->verp || msg_verp(dj->sender, dj->j->id, m->idx, m->from, sizeof m->from) < 0)
 		snprintf(m->from, sizeof m->from, "%s", dj->sender);
 	vl_buf_reset(&m->sig);
-	if (dj->nkeys)
-		return 0;             /* signed on the worker: sign() */
+	if (dj->nkeys) {              /* signed on the worker: sign() */
+		m->body_common = dj->body_static || msg_rcpt_body_static(dj->msg, &mr);
+		return 0;
+	}
 	if (d->cfg->dkim_required) {
 		char why[320];
 		snprintf(why, sizeof why, "dkim_required is set and no DKIM key is configured "

@@ -83,6 +83,8 @@ struct sched_dmsg {
 	struct vl_buf sig;            /* DKIM-Signature fields, sent first */
 	struct iovec *iov;            /* sig + the rendered message */
 	size_t iovcap;
+	bool body_common;             /* the job's common body: its DKIM body
+				       * hash is the job's (dj->bh) */
 	const char *rcpt;
 	char from[512];
 	struct sched_djob *dj;

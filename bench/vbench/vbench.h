@@ -32,6 +32,8 @@ struct vb_scen {
 	long domains;          /* recipient domains, d0..d{n-1} */
 	long msg_size;         /* approximate size of one message, octets */
 	bool personalised;     /* per-recipient substitutions in subject and body */
+	bool personalised_body; /* ... in the body too (default: personalised);
+				   false: one body for all, one DKIM body hash */
 	bool tls;              /* sink offers STARTTLS and volley demands it */
 	char dkim[16];         /* "", "ed25519", "rsa" */
 	long latency_ms;       /* sink reply latency */
@@ -52,6 +54,11 @@ struct vb_scen {
 	 * throughput over each peer's, and over sessions/latency. */
 	double target_postfix, target_nodemailer, target_blast, target_latency;
 	double target_dane;    /* volley / no-dane */
+	/* DKIM scenarios: openssl speed for the key type (one core) before and
+	 * after volley's run, openssl_seconds each (0: not run), and the target
+	 * of volley's msg/s over its sign/s. */
+	long openssl_seconds;
+	double target_openssl;
 	/* Shared transactions: volleyd's max_recipients_per_message (1-1000;
 	 * a non-personalised job's recipients of a domain share messages), and
 	 * with target_shared the "one-rcpt" peer: volley again at 1. */
@@ -165,6 +172,13 @@ int vb_dane_start(const struct vb_scen *sc, const char *run_dir, const char *src
 		  struct vb_dane *d);
 void vb_dane_stop(struct vb_dane *d);
 
+/* ---- one core's signing rate (vbench_ossl.c) ---- */
+/* "rsa2048" or "ed25519": openssl speed's name for the scenario's key. */
+const char *vb_ossl_alg(const struct vb_scen *sc);
+/* `openssl speed -seconds N ALG`, one process; its output kept in dir.
+ * Signatures a second, 0 if it failed (said on stderr). */
+double vb_ossl_speed(const struct vb_scen *sc, const char *dir);
+
 /* ---- volley-sink (vbench_sink.c) ---- */
 #define VB_SERIES_MAX 8192
 #define VB_MAX_IPS 8
@@ -261,6 +275,9 @@ struct vb_result {
 	double st[VB_SERIES_MAX];
 	long sv[VB_SERIES_MAX];
 	char note[512];           /* why it failed, or what the figures mean */
+	/* volley's row in a DKIM scenario: openssl speed's signatures a second
+	 * on one core before and after volley's run (0: not measured). */
+	double ossl_before, ossl_after;
 };
 
 /* Copy the sink's series into r. */

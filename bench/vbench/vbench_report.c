@@ -92,9 +92,36 @@ static void target_line(const char *what, double got, double want)
 	printf(")\n");
 }
 
+/* openssl speed's signatures a second on one core, the mean of its runs
+ * before and after volley's (either alone if the other failed); 0: none. */
+static double ossl_rate(const struct vb_result *v)
+{
+	int n = (v->ossl_before > 0) + (v->ossl_after > 0);
+	return n ? (v->ossl_before + v->ossl_after) / n : 0;
+}
+
+/* A DKIM scenario: volley's signed messages a second over one core's. */
+static void ossl_lines(const struct vb_scen *sc, const struct vb_result *v)
+{
+	if (!sc->openssl_seconds || !v->ran)
+		return;
+	printf("openssl speed -seconds %ld %s, one core: %.0f sign/s before volley's run, "
+	       "%.0f after (mean %.0f)\n", sc->openssl_seconds, vb_ossl_alg(sc), v->ossl_before,
+	       v->ossl_after, ossl_rate(v));
+	if (v->ok && ossl_rate(v) > 0)
+		printf("volley / openssl speed %s (one core): %.2fx (signed msg/s over sign/s)\n",
+		       vb_ossl_alg(sc), rate(v) / ossl_rate(v));
+}
+
 /* The scenario's targets against this run's ratios. */
 static void targets(const struct vb_scen *sc, const struct vb_result *r, int n)
 {
+	if (sc->target_openssl > 0 && r[0].ok && ossl_rate(&r[0]) > 0) {
+		char what[96];
+		snprintf(what, sizeof what, "volley msg/s / openssl speed %s sign/s (one core)",
+			 vb_ossl_alg(sc));
+		target_line(what, rate(&r[0]) / ossl_rate(&r[0]), sc->target_openssl);
+	}
 	if (sc->target_latency > 0 && r[0].ok && r[0].peak_conns > 0 && sc->latency_ms)
 		target_line("throughput over sessions/latency", rate(&r[0]) /
 			    ((double)r[0].peak_conns * 1000.0 / (double)sc->latency_ms),
@@ -167,6 +194,7 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 			       100 * r[i].sink_cpu_s / r[i].seconds, r[i].cpu_s,
 			       100 * r[i].cpu_s / r[i].seconds);
 	}
+	ossl_lines(sc, &r[0]);
 	if (sc->latency_ms && r[0].ran && r[0].peak_conns > 0) {
 		double ideal = (double)r[0].peak_conns * 1000.0 / (double)sc->latency_ms;
 		printf("volley: %ld sessions held; sessions/latency = %.0f msg/s; reached %.2f of it\n",
@@ -229,6 +257,15 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 	for (int i = 0; i < n; i++) {
 		json_t *o = result_json(&r[i]);
 		json_object_set_new(o, "sink_recipients", json_integer(r[i].sink_rcpts));
+		if (i == 0 && sc->openssl_seconds)
+			json_object_set_new(o, "openssl_speed",
+					    json_pack("{s:s, s:I, s:f, s:f, s:f, s:f}", "alg",
+						      vb_ossl_alg(sc), "seconds",
+						      (json_int_t)sc->openssl_seconds, "sign_per_s_before",
+						      r[i].ossl_before, "sign_per_s_after",
+						      r[i].ossl_after, "sign_per_s", ossl_rate(&r[i]),
+						      "volley_over_openssl", ossl_rate(&r[i]) > 0 ?
+						      rate(&r[i]) / ossl_rate(&r[i]) : 0.0));
 		if (sc->submission)
 			submission_json(o, &r[i]);
 		json_array_append_new(res, o);
@@ -247,6 +284,11 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		(json_int_t)sc->peer_sessions, "dane", sc->dane, "results", res);
 	json_object_set_new(json_object_get(j, "settings"), "rcpts_per_message",
 			    json_integer(sc->rcpts_per_message));
+	json_object_set_new(json_object_get(j, "settings"), "personalised_body",
+			    json_boolean(sc->personalised_body));
+	if (sc->target_openssl > 0)
+		json_object_set_new(json_object_get(j, "settings"), "target_openssl",
+				    json_real(sc->target_openssl));
 	if (sc->submission) {
 		json_t *sub = json_pack("{s:b, s:I, s:I, s:s, s:s}", "submission", 1, "submit_clients",
 					(json_int_t)sc->submit_clients, "per_conn",

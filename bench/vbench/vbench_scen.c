@@ -16,7 +16,8 @@ static const char *const known[] = {
 	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
 	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
 	"password_hash", "egress_sources", "profiles", "profile_options", "volleyd_conf",
-	"rcpts_per_message", "target_shared", "peer_rcpts_per_message", NULL
+	"rcpts_per_message", "target_shared", "peer_rcpts_per_message", "personalised_body",
+	"openssl_seconds", "target_openssl", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -101,6 +102,13 @@ static int get_ratio(config_t *cf, struct vb_scen *sc, const char *key, double *
 		return err(sc, key, "a positive ratio, like 20.0 or 0.5");
 	*v = x;
 	return 0;
+}
+
+/* personalised_body: as personalised unless given. */
+static int get_body(config_t *cf, struct vb_scen *sc)
+{
+	sc->personalised_body = sc->personalised;
+	return get_bool(cf, sc, "personalised_body", &sc->personalised_body);
 }
 
 static int parse_strings(config_t *cf, struct vb_scen *sc)
@@ -223,6 +231,9 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_long(cf, sc, "peer_max", &sc->peer_max, 1, 100000000) < 0 ||
 	    get_long(cf, sc, "peer_sessions", &sc->peer_sessions, 1, 100000) < 0 ||
 	    get_bool(cf, sc, "personalised", &sc->personalised) < 0 ||
+	    get_body(cf, sc) < 0 ||
+	    get_long(cf, sc, "openssl_seconds", &sc->openssl_seconds, 0, 600) < 0 ||
+	    get_ratio(cf, sc, "target_openssl", &sc->target_openssl) < 0 ||
 	    get_bool(cf, sc, "tls", &sc->tls) < 0 ||
 	    get_bool(cf, sc, "transactional", &sc->transactional) < 0 || parse_strings(cf, sc) < 0 ||
 	    get_bool(cf, sc, "dane", &sc->dane) < 0 ||
@@ -246,6 +257,13 @@ static int parse(config_t *cf, struct vb_scen *sc)
 		return err(sc, "sessions", "at least one per sink address");
 	if (sc->dane && !sc->tls)
 		return err(sc, "dane", "needs tls = true");
+	if ((sc->openssl_seconds || sc->target_openssl > 0) && !sc->dkim[0])
+		return err(sc, sc->target_openssl > 0 ? "target_openssl" : "openssl_seconds",
+			   "needs dkim: the yardstick is openssl speed for its key");
+	if (sc->target_openssl > 0 && !sc->openssl_seconds)
+		return err(sc, "target_openssl", "needs openssl_seconds (1-600)");
+	if (sc->personalised_body && !sc->personalised)
+		return err(sc, "personalised_body", "needs personalised = true");
 	/* a message rendered once for several: the same for all */
 	if (sc->peer_rcpts > 1 && (sc->personalised || sc->transactional || sc->submission))
 		return err(sc, "peer_rcpts_per_message", "needs personalised = false, without "

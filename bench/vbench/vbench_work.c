@@ -68,11 +68,11 @@ static void pad(struct json_t **dst, const char *head, long n, const char *pre, 
 static json_t *job_json(const struct vb_scen *sc, long body)
 {
 	json_t *text, *html;
-	bool p = sc->personalised;
-	pad(&text, p ? "Hi {{ first }},\n\nthe {{ issue }} issue is out. Weather in {{ city }}: "
+	bool p = sc->personalised, pb = sc->personalised_body;
+	pad(&text, pb ? "Hi {{ first }},\n\nthe {{ issue }} issue is out. Weather in {{ city }}: "
 		       "cold.\n\n" : "Hello,\n\nthe {{ issue }} issue is out.\n\n",
 	    body * 2 / 5, "", "");
-	pad(&html, p ? "<p>Hi {{ first }},</p>\n<p>the {{ issue }} issue is out. Weather in "
+	pad(&html, pb ? "<p>Hi {{ first }},</p>\n<p>the {{ issue }} issue is out. Weather in "
 		       "{{ city }}: cold.</p>\n" : "<p>Hello,</p>\n<p>the {{ issue }} issue is out.</p>\n",
 	    body * 3 / 5, "<p>", "</p>");
 	json_t *j = json_pack("{s:s, s:s, s:{s:{s:s, s:s}, s:s, s:o, s:o}, s:{s:s}, s:{s:s, s:s}}",

@@ -106,17 +106,29 @@ class BenchTest(unittest.TestCase):
         self.assertLess(v["p50_ms"], 5000)
 
     def test_dkim_rsa(self):
-        """The dkim scenario with an RSA key: volleyd runs with dkim_required,
-        so every delivered message was signed (it refuses to send unsigned)."""
+        """The dkim-100k scenario (RSA key, 100 KB, one body under personal
+        headers): volleyd runs with dkim_required, so every delivered
+        message was signed (it refuses to send unsigned); openssl speed ran
+        before and after, and the ratio and its target are printed."""
         path = os.path.join(self.tmp, "rsa.conf")
-        with open(os.path.join(REPO, "bench", "scenarios", "dkim.conf")) as f:
-            conf = f.read().replace('dkim = "ed25519";', 'dkim = "rsa";')
-        self.assertIn('dkim = "rsa";', conf)
+        with open(os.path.join(REPO, "bench", "scenarios", "dkim-100k.conf")) as f:
+            conf = f.read().replace("openssl_seconds = 5;", "openssl_seconds = 1;")
+        self.assertIn("openssl_seconds = 1;", conf)
         with open(path, "w") as f:
             f.write(conf)
-        res, _ = self.run_scenario(path, "--recipients", "300")
-        self.check_volley(res, 300)
+        res, out = self.run_scenario(path, "--recipients", "300")
+        v = self.check_volley(res, 300)
         self.assertEqual(res["settings"]["dkim"], "rsa")
+        self.assertFalse(res["settings"]["personalised_body"])
+        o = v["openssl_speed"]
+        self.assertEqual((o["alg"], o["seconds"]), ("rsa2048", 1))
+        self.assertGreater(o["sign_per_s_before"], 100)
+        self.assertGreater(o["sign_per_s_after"], 100)
+        self.assertAlmostEqual(o["volley_over_openssl"],
+                               v["messages_per_s"] / o["sign_per_s"], places=3)
+        self.assertRegex(out, r"openssl speed -seconds 1 rsa2048, one core: \d+ sign/s before")
+        self.assertRegex(out, r"target: volley msg/s / openssl speed rsa2048 sign/s \(one core\) "
+                              r"at least 1\.00: (met|MISSED)")
 
     def test_plot(self):
         p = subprocess.run([BENCH, "--bin", BUILD, "--src", REPO, "small", "--recipients",
@@ -232,6 +244,11 @@ class BenchTest(unittest.TestCase):
         p = bench(path)
         self.assertEqual(p.returncode, 2)
         self.assertIn("dane: needs tls = true", p.stderr)
+        with open(path, "w") as f:
+            f.write("recipients = 10;\ntarget_openssl = 1.0;\nopenssl_seconds = 1;\n")
+        p = bench(path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("target_openssl: needs dkim", p.stderr)
         p = bench("small", "--compare", "sendmail")
         self.assertEqual(p.returncode, 2)
         self.assertIn("postfix, nodemailer, haraka or blast", p.stderr)

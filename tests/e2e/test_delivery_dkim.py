@@ -1,6 +1,6 @@
 """volleyd signs what it delivers: keys from `volley dkim keygen` in the
 configuration, dual signing (Ed25519 and RSA), the body hash reused across a
-job whose body does not vary, every delivered message verified by
+job whose body does not vary (or varies only by job-level values), every delivered message verified by
 python3-dkim; dkim_required refuses what could not be signed;
 --check-config names a key it cannot load."""
 
@@ -61,6 +61,25 @@ class SignedDelivery(VolleydTest):
         job["content"]["text_body"] = "The same body for everyone.\n\n\n"
         paths = self.deliver(job, 5)
         self.assertEqual(self.verify(paths), [[True, True]] * 5)
+
+    def test_a_common_body_under_personal_headers(self):
+        """Headers per recipient, a body of 100 KB with the job's own values
+        only: one body hash serves those recipients; one recipient's own
+        value gives it a body (and a hash) of its own. Sent as several TLS
+        records straight from the job's memory; every signature verifies."""
+        job = simple_job(4, domain="d.test")
+        job["content"]["text_body"] = ("The {{ campaign }} issue for everyone.\n"
+                                       + "A line of the long body, the same for all.\n" * 2400)
+        job["recipients"][3]["substitutions"]["campaign"] = "winter"
+        paths = self.deliver(job, 4)
+        self.assertEqual(self.verify(paths), [[True, True]] * 4)
+        bodies = {}
+        for p in paths:
+            with open(p, "rb") as f:
+                head, body = f.read().split(b"\r\n\r\n", 1)
+            self.assertGreater(len(body), 100000)
+            bodies[b"winter" in body] = bodies.get(b"winter" in body, 0) + 1
+        self.assertEqual(bodies, {False: 3, True: 1})
 
     def test_simple_canonicalisation_and_expiry_from_the_config(self):
         paths = self.deliver(simple_job(3, domain="d.test"), 3,

@@ -114,3 +114,55 @@ Test(msg_shared, a_recipients_own_values)
 	cr_assert(msg_rcpt_shareable(j, &r));
 	msg_job_free(j);
 }
+
+/* The body hash of what r renders (its header skipped). */
+static void body_hash(const struct msg_job *j, const struct msg_rcpt *r, unsigned char *bh)
+{
+	struct msg_out out;
+	struct msg_err e;
+	msg_out_init(&out);
+	cr_assert_eq(msg_render(j, r, 1795400000, &out, &e), 0, "%s", e.message);
+	cr_assert_eq(msg_dkim_msg_body_hash(MSG_DKIM_RELAXED, out.iov, out.niov, bh), 0);
+	msg_out_free(&out);
+}
+
+Test(msg_shared, a_common_body_under_headers_that_vary)
+{
+	/* the To (generated), the subject and the unsubscribe URL name the
+	 * recipient; the body takes the job's issue only */
+	struct msg_job *j = job("{" FROM ", \"subject\": \"{{ first }}, the {{ issue }} issue\", "
+				"\"text_body\": \"Hello, the {{ issue }} issue\", "
+				"\"html_body\": \"<p>{{ issue }}</p>\"}",
+				"{\"issue\": \"December\"}",
+				"{\"url\": \"https://x.example/u/{{ token }}\"}", false);
+	const char *k1[] = { "first", "token" }, *v1[] = { "Ann", "t1" };
+	const char *k2[] = { "first", "token", "issue" }, *v2[] = { "Bo", "t2", "May" };
+	struct msg_rcpt a = { .email = "a@b.example", .nsubs = 2, .keys = k1, .vals = v1 };
+	struct msg_rcpt b = { .email = "c@d.example", .index = 1, .nsubs = 2, .keys = k2,
+			      .vals = v2 };
+	unsigned char ha[MSG_DKIM_BH_LEN], hb[MSG_DKIM_BH_LEN];
+
+	cr_assert_not(msg_job_body_static(j), "the body has a slot");
+	cr_assert_not(msg_job_shareable(j));
+	cr_assert(msg_rcpt_body_static(j, &a));
+	cr_assert(msg_rcpt_body_static(j, &b), "b's issue is not given (nsubs 2)");
+	body_hash(j, &a, ha);
+	body_hash(j, &b, hb);
+	cr_assert(!memcmp(ha, hb, sizeof ha), "common bodies hash alike");
+	b.nsubs = 3;                    /* b's own issue: b's own body */
+	cr_assert_not(msg_rcpt_body_static(j, &b));
+	body_hash(j, &b, hb);
+	cr_assert(memcmp(ha, hb, sizeof ha));
+	msg_job_free(j);
+	/* a predefined value, or a slot without a job value, is per recipient */
+	j = job("{" FROM ", \"text_body\": \"Hi {{ name }}\"}", "{\"name\": \"x\"}", NULL, false);
+	cr_assert_not(msg_rcpt_body_static(j, &a));
+	msg_job_free(j);
+	j = job("{" FROM ", \"text_body\": \"Hi {{ first }}\"}", NULL, NULL, false);
+	a.nsubs = 1;
+	cr_assert_not(msg_rcpt_body_static(j, &a));
+	msg_job_free(j);
+	j = job("{" FROM ", \"text_body\": \"no slot\"}", NULL, NULL, false);
+	cr_assert(msg_job_body_static(j) && msg_rcpt_body_static(j, &a));
+	msg_job_free(j);
+}
