@@ -141,16 +141,26 @@ struct conn {
 			     * (its own copy: a refresh frees the pool's) */
 	struct vl_heap_node timer;
 	struct __kernel_timespec connect_ts;
-	/* the send in flight: commands (or ciphertext), then body pieces */
-	struct vl_buf sendbuf;
-	struct iovec *sv;
-	size_t svn, svcap;
-	struct msghdr mh;
+	struct send_slot *snd;         /* the send in flight, NULL when none */
 	struct eng_msg *held;          /* finished while a send was in flight:
 					* their bodies may still be read */
 	struct conn *idle_next, *idle_prev; /* in state IDLE only */
 	struct conn *all_next, *all_prev;
 } __attribute__((aligned(8)));
+
+/* What one send needs, and only while it is in flight (the kernel reads
+ * the msghdr, the iovecs and the bytes until its CQE): conn_flush takes
+ * one from the worker's spares, on_send gives it back. Ten thousand
+ * sessions waiting for their replies hold none. */
+struct send_slot {
+	struct msghdr mh;
+	struct iovec *v;               /* commands (or ciphertext), then body pieces */
+	size_t n, cap;
+	struct vl_buf buf;             /* the session's commands or the ciphertext,
+					* moved in (no copy) and freed after */
+	struct send_slot *next;        /* in the worker's spares */
+};
+#define SPARE_SLOTS 64             /* spares a worker keeps; more are freed */
 
 struct pool {
 	struct eng_route route;        /* a copy: the key */
@@ -205,6 +215,8 @@ struct eng_worker {
 	atomic_bool stop;
 	uint64_t stop_deadline;
 	bool stopping;
+	struct send_slot *spares;      /* send slots not in flight */
+	unsigned nspares;
 	char plain[TLS_RECORD_MAX];    /* TLS: commands and body staged */
 } __attribute__((aligned(64)));
 
@@ -879,6 +891,41 @@ static void conn_timer(struct conn *c, uint64_t ms)
 		vl_heap_set(&c->w->timers, &c->timer, vl_now_ms() + ms);
 }
 
+/* ---- send slots ---- */
+
+static struct send_slot *slot_take(struct eng_worker *w)
+{
+	struct send_slot *t = w->spares;
+
+	if (!t)
+		return vl_calloc(1, sizeof *t);
+	w->spares = t->next;
+	w->nspares--;
+	return t;
+}
+
+static void slot_free(struct send_slot *t)
+{
+	vl_buf_free(&t->buf);
+	free(t->v);
+	free(t);
+}
+
+/* Back among the spares (the kernel is done with it), its buffer freed;
+ * or freed itself when the worker has enough of them. */
+static void slot_give(struct eng_worker *w, struct send_slot *t)
+{
+	if (w->nspares >= SPARE_SLOTS) {
+		slot_free(t);
+		return;
+	}
+	t->n = 0;
+	vl_buf_free(&t->buf);
+	t->next = w->spares;
+	w->spares = t;
+	w->nspares++;
+}
+
 static void conn_maybe_free(struct conn *c)
 {
 	struct eng_worker *w = c->w;
@@ -891,8 +938,9 @@ static void conn_maybe_free(struct conn *c)
 	release_held(c);
 	tls_conn_free(c->tls);
 	eng_sess_free(&c->s);
-	vl_buf_free(&c->sendbuf);
-	free(c->sv);
+	eng_reply_parser_free(&c->rp);
+	if (c->snd)
+		slot_give(w, c->snd);
 	free(c->tlsa_text);
 	if (c->all_prev)
 		c->all_prev->all_next = c->all_next;
@@ -930,7 +978,8 @@ static void conn_close(struct conn *c)
 				pool_fail_queue(p, &c->s, NULL,
 						c->s.fail_stage ? c->s.fail_stage : "connect",
 						c->s.fail_code, c->s.fail_enhanced,
-						c->s.fail_text[0] ? c->s.fail_text : "connection lost");
+						c->s.fail_text && c->s.fail_text[0] ? c->s.fail_text :
+						"connection lost");
 		}
 	}
 	/* Ends the pending recv and send, and a connect still in flight
@@ -947,25 +996,26 @@ static void conn_close(struct conn *c)
 
 /* ---- sending ---- */
 
-static void sv_push(struct conn *c, void *p, size_t n)
+static void sv_push(struct send_slot *t, void *p, size_t n)
 {
 	if (!n)
 		return;
-	if (c->svn == c->svcap) {
-		c->svcap = c->svcap ? c->svcap * 2 : 8;
-		c->sv = vl_realloc(c->sv, c->svcap * sizeof *c->sv);
+	if (t->n == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 8;
+		t->v = vl_realloc(t->v, t->cap * sizeof *t->v);
 	}
-	c->sv[c->svn++] = (struct iovec){.iov_base = p, .iov_len = n};
+	t->v[t->n++] = (struct iovec){.iov_base = p, .iov_len = n};
 }
 
 static void submit_send(struct conn *c)
 {
 	struct io_uring_sqe *sqe = get_sqe(c->w);
+	struct send_slot *t = c->snd;
 
-	memset(&c->mh, 0, sizeof c->mh);
-	c->mh.msg_iov = c->sv;
-	c->mh.msg_iovlen = c->svn;
-	io_uring_prep_sendmsg(sqe, c->fd, &c->mh, MSG_NOSIGNAL);
+	memset(&t->mh, 0, sizeof t->mh);
+	t->mh.msg_iov = t->v;
+	t->mh.msg_iovlen = t->n;
+	io_uring_prep_sendmsg(sqe, c->fd, &t->mh, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, vl_ud(c, OP_SEND));
 	c->send_busy = true;
 	c->ops++;
@@ -1012,7 +1062,7 @@ static int tls_write_staged(struct conn *c, bool body)
 
 /* Send what the session wrote: its commands, then (once per transaction)
  * the body. In clear text the body goes straight from the message's own
- * memory; under TLS everything is encrypted into sendbuf first. */
+ * memory; under TLS everything is encrypted into the slot's buffer first. */
 static void conn_flush(struct conn *c)
 {
 	struct eng_sess *s = &c->s;
@@ -1020,8 +1070,7 @@ static void conn_flush(struct conn *c)
 
 	if (c->send_busy || conn_closing(c))
 		return;
-	vl_buf_reset(&c->sendbuf);
-	c->svn = 0;
+	struct send_slot *t = slot_take(c->w);
 	if (c->tls) {
 		if (tls_write_staged(c, body) < 0) {
 			/* The connection cannot carry the session any more:
@@ -1044,27 +1093,33 @@ static void conn_flush(struct conn *c)
 			c->tls_shut = true;
 			tls_conn_shutdown(c->tls);
 		}
-		tls_conn_output(c->tls, &c->sendbuf);
-		sv_push(c, c->sendbuf.p, c->sendbuf.len);
+		/* t->buf has no storage: it takes the ciphertext's own
+		 * (tls_conn_output), no copy */
+		tls_conn_output(c->tls, &t->buf);
+		sv_push(t, t->buf.p, t->buf.len);
 	} else {
-		struct vl_buf t = c->sendbuf; /* swap: s->out may grow meanwhile */
-		c->sendbuf = s->out;
-		s->out = t;
-		sv_push(c, c->sendbuf.p, c->sendbuf.len);
+		/* the commands' buffer goes with the send (the session
+		 * starts a new one if it writes meanwhile) */
+		t->buf = s->out;
+		vl_buf_init(&s->out);
+		sv_push(t, t->buf.p, t->buf.len);
 		for (size_t i = 0; body && i < s->body.n; i++)
-			sv_push(c, s->body.v[i].iov_base, s->body.v[i].iov_len);
+			sv_push(t, s->body.v[i].iov_base, s->body.v[i].iov_len);
 	}
-	vl_buf_reset(&s->out);
+	/* idle sessions hold no command buffer */
+	vl_buf_free(&s->out);
 	if (body)
 		c->body_taken = true;
-	if (c->svn) {
+	if (t->n) {
 		/* A body may take a while to go: RFC 5321's data block timeout
 		 * applies until it has, then the wait for the reply. */
 		if (body)
 			conn_timer(c, c->w->cfg->t.data_block);
+		c->snd = t;
 		submit_send(c);
 		return;
 	}
+	slot_give(c->w, t);
 	if (c->state == CONN_DRAINING)
 		conn_close(c);
 }
@@ -1086,18 +1141,20 @@ static void on_send(struct conn *c, int res)
 		return;
 	}
 	/* Short send: drop what went, send the rest. */
+	struct send_slot *t = c->snd;
 	size_t n = (size_t)res, i = 0;
-	while (i < c->svn && n >= c->sv[i].iov_len)
-		n -= c->sv[i++].iov_len;
-	if (i < c->svn) {
-		c->sv[i].iov_base = (char *)c->sv[i].iov_base + n;
-		c->sv[i].iov_len -= n;
-		memmove(c->sv, c->sv + i, (c->svn - i) * sizeof *c->sv);
-		c->svn -= i;
+	while (i < t->n && n >= t->v[i].iov_len)
+		n -= t->v[i++].iov_len;
+	if (i < t->n) {
+		t->v[i].iov_base = (char *)t->v[i].iov_base + n;
+		t->v[i].iov_len -= n;
+		memmove(t->v, t->v + i, (t->n - i) * sizeof *t->v);
+		t->n -= i;
 		submit_send(c);
 		return;
 	}
-	c->svn = 0;
+	c->snd = NULL;
+	slot_give(c->w, t);
 	if (c->body_taken && c->s.state != ENG_S_READY)
 		conn_timer(c, eng_sess_timeout(&c->s));
 	if (c->s.out.len || (c->s.body_queued && !c->body_taken) ||
@@ -1473,7 +1530,6 @@ static void conn_open(struct eng_worker *w, struct pool *p)
 	c->s.id_worker = w->id;
 	c->s.id_conn = ++w->conn_seq;
 	eng_reply_parser_init(&c->rp);
-	vl_buf_init(&c->sendbuf);
 	vl_sockaddr_str(&r->addr, c->s.peer, sizeof c->s.peer);
 	c->all_next = w->all;
 	if (w->all)
@@ -1780,6 +1836,11 @@ void eng_worker_free(struct eng_worker *w)
 			free(p);
 		}
 	free(w->pools);
+	while (w->spares) {
+		struct send_slot *t = w->spares;
+		w->spares = t->next;
+		slot_free(t);
+	}
 	vl_heap_free(&w->timers);
 	pthread_mutex_destroy(&w->dns_mu);
 	vl_ring_exit(&w->r);

@@ -119,8 +119,14 @@ int tls_conn_write(struct tls_conn *t, const void *data, size_t len);
  * connection closed this way leaves its session resumable. */
 void tls_conn_shutdown(struct tls_conn *t);
 
-/* Append pending ciphertext (handshake or records) to out; returns bytes. */
+/* Append pending ciphertext (handshake or records) to out; returns bytes.
+ * An out without storage (cap 0) takes the ciphertext's buffer itself (no
+ * copy). The connection keeps no buffer once its bytes are out or read. */
 size_t tls_conn_output(struct tls_conn *t, struct vl_buf *out);
+
+/* Octets of buffer the connection holds outside OpenSSL: input not yet
+ * read, output not yet taken; 0 at rest. */
+size_t tls_conn_held(const struct tls_conn *t);
 
 bool tls_conn_established(const struct tls_conn *t);
 bool tls_conn_closed(const struct tls_conn *t);
