@@ -16,7 +16,8 @@ static const char *const known[] = {
 	"timeout", "target_postfix", "target_nodemailer", "target_blast", "target_latency",
 	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
 	"password_hash", "egress_sources", "profiles", "profile_options", "volleyd_conf",
-	"rcpts_per_message", "target_shared", "peer_rcpts_per_message", NULL
+	"rcpts_per_message", "target_shared", "peer_rcpts_per_message", "base_sessions",
+	"target_session_kb", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -237,6 +238,8 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_ratio(cf, sc, "target_nodemailer", &sc->target_nodemailer) < 0 ||
 	    get_ratio(cf, sc, "target_blast", &sc->target_blast) < 0 ||
 	    get_ratio(cf, sc, "target_latency", &sc->target_latency) < 0 ||
+	    get_long(cf, sc, "base_sessions", &sc->base_sessions, 1, 100000) < 0 ||
+	    get_ratio(cf, sc, "target_session_kb", &sc->target_session_kb) < 0 ||
 	    parse_profiles(cf, sc) < 0 || parse_prov_strings(cf, sc) < 0)
 		return -1;
 	sc->sink_addrs = (int)addrs;
@@ -246,6 +249,8 @@ static int parse(config_t *cf, struct vb_scen *sc)
 		return err(sc, "sessions", "at least one per sink address");
 	if (sc->dane && !sc->tls)
 		return err(sc, "dane", "needs tls = true");
+	if (sc->target_session_kb > 0 && !sc->base_sessions)
+		return err(sc, "target_session_kb", "needs base_sessions");
 	/* a message rendered once for several: the same for all */
 	if (sc->peer_rcpts > 1 && (sc->personalised || sc->transactional || sc->submission))
 		return err(sc, "peer_rcpts_per_message", "needs personalised = false, without "
