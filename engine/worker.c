@@ -29,6 +29,12 @@
 #define TICK_MS 50
 #define TLS_RECORD_MAX 16384    /* plaintext per TLS record (RFC 8446 5.1) */
 #define POOL_RETRY_MS 1000 /* no new connection this soon after one failed */
+/* TLS handshakes a worker runs at once; more wait their turn. A handshake
+ * holds some 40 KB (OpenSSL's 16 KB message buffer, its record buffers,
+ * the peer's certificate) that an established session gives back: ten
+ * thousand sessions starting together would otherwise hold 400 MB at
+ * once. At 50 ms a flight this still admits thousands a second. */
+#define HANDSHAKES_MAX 256
 #define MAY_PLAIN_MS 600000 /* how long a host's broken TLS is remembered */
 
 /* user_data = vl_ud(pointer, op). OP_DNS: the resolver's own SQEs
@@ -134,6 +140,8 @@ struct conn {
 			     * DANE): enforced, or only reported (testing) */
 	bool tls_fallback;  /* TLS broke under `may`: the close is no failure
 			     * of the host; the clear-text retry follows */
+	bool hs_running;    /* its handshake counts in w->nhandshakes */
+	bool hs_waiting;    /* in state TLS, waiting its turn to begin */
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
@@ -144,7 +152,9 @@ struct conn {
 	struct send_slot *snd;         /* the send in flight, NULL when none */
 	struct eng_msg *held;          /* finished while a send was in flight:
 					* their bodies may still be read */
-	struct conn *idle_next, *idle_prev; /* in state IDLE only */
+	/* in state IDLE: the pool's idle list; in state TLS while
+	 * hs_waiting: the worker's handshake queue */
+	struct conn *idle_next, *idle_prev;
 	struct conn *all_next, *all_prev;
 } __attribute__((aligned(8)));
 
@@ -217,6 +227,8 @@ struct eng_worker {
 	bool stopping;
 	struct send_slot *spares;      /* send slots not in flight */
 	unsigned nspares;
+	unsigned nhandshakes;          /* TLS handshakes running */
+	struct conn *hs_head, *hs_tail; /* waiting to begin theirs, oldest first */
 	char plain[TLS_RECORD_MAX];    /* TLS: commands and body staged */
 } __attribute__((aligned(64)));
 
@@ -848,6 +860,59 @@ static void conn_illegal(const struct conn *c, enum conn_state from, enum conn_s
 		abort();
 }
 
+/* ---- the handshake queue (HANDSHAKES_MAX) ---- */
+
+/* c's handshake may begin now (counted), or it waits its turn: false. */
+static bool hs_admit(struct conn *c)
+{
+	struct eng_worker *w = c->w;
+
+	if (c->hs_running)
+		return true;
+	if (w->nhandshakes < HANDSHAKES_MAX && !w->hs_head) {
+		c->hs_running = true;
+		w->nhandshakes++;
+		return true;
+	}
+	c->hs_waiting = true;
+	c->idle_next = NULL;
+	c->idle_prev = w->hs_tail;
+	if (w->hs_tail)
+		w->hs_tail->idle_next = c;
+	else
+		w->hs_head = c;
+	w->hs_tail = c;
+	return false;
+}
+
+static void hs_unlink(struct conn *c)
+{
+	struct eng_worker *w = c->w;
+
+	c->hs_waiting = false;
+	if (c->idle_prev)
+		c->idle_prev->idle_next = c->idle_next;
+	else
+		w->hs_head = c->idle_next;
+	if (c->idle_next)
+		c->idle_next->idle_prev = c->idle_prev;
+	else
+		w->hs_tail = c->idle_prev;
+	c->idle_next = c->idle_prev = NULL;
+}
+
+/* c leaves state TLS: its handshake is over (done or failed), or it
+ * never began. */
+static void hs_leave(struct conn *c)
+{
+	if (c->hs_running) {
+		c->hs_running = false;
+		c->w->nhandshakes--;
+	}
+	if (c->hs_waiting)
+		hs_unlink(c);
+}
+
 /* Every lifecycle change goes through here: checked, the pool's idle list
  * kept as exactly the connections in state IDLE (newest first), and logged
  * at debug level (vl_log drops a debug line before formatting it: at the
@@ -871,6 +936,8 @@ static void conn_enter(struct conn *c, enum conn_state to)
 			c->idle_next->idle_prev = c->idle_prev;
 		c->idle_next = c->idle_prev = NULL;
 	}
+	if (from == CONN_TLS)
+		hs_leave(c);
 	c->state = to;
 	if (to == CONN_IDLE) {
 		c->idle_prev = NULL;
@@ -1419,6 +1486,10 @@ static void conn_tls_start(struct conn *c)
 	struct pool *p = c->pool;
 	bool bad_ca = false;
 
+	if (!hs_admit(c)) {   /* waiting counts in the handshake's time */
+		conn_timer(c, c->w->cfg->t.tls);
+		return;
+	}
 	c->dane = dane_policy(p) && p->dane.st == DANE_RECORDS;
 	if (c->dane)
 		c->tls = conn_tls_dane(c);
@@ -1755,6 +1826,19 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 	}
 }
 
+/* Handshakes that waited their turn begin as others end (from the loop,
+ * not from inside an ending one: a failing start closes its connection). */
+static void hs_next(struct eng_worker *w)
+{
+	while (w->hs_head && w->nhandshakes < HANDSHAKES_MAX) {
+		struct conn *c = w->hs_head;
+		hs_unlink(c);
+		c->hs_running = true;
+		w->nhandshakes++;
+		conn_tls_start(c);
+	}
+}
+
 int eng_worker_run(struct eng_worker *w)
 {
 	if (vl_ring_enable(&w->r) < 0) {
@@ -1770,6 +1854,7 @@ int eng_worker_run(struct eng_worker *w)
 		if (vl_ring_wait(&w->r, dispatch, w) < 0)
 			return -1;
 		expire_timers(w);
+		hs_next(w);
 		atomic_store_explicit(&w->nconns_seen, w->nconns, memory_order_relaxed);
 		if (atomic_load(&w->stop)) {
 			if (!w->stopping)
