@@ -25,16 +25,22 @@ struct eng_reply {
 	int lines;
 };
 
+/* A parser holds memory only while a reply is cut between two inputs (a
+ * line begun, or lines of a reply that has not ended): replies parse in
+ * place, so ten thousand sessions waiting for theirs hold 24 octets each. */
 struct eng_reply_parser {
-	char line[ENG_REPLY_LINE_MAX + 2];
+	char *line;                  /* a line begun in an earlier input:
+				      * ENG_REPLY_LINE_MAX + 2 octets, or NULL */
 	size_t len;
-	struct eng_reply cur;
+	struct eng_reply *cur;       /* a reply whose lines began in an earlier
+				      * input, or NULL */
 };
 
 void eng_reply_parser_init(struct eng_reply_parser *p);
+void eng_reply_parser_free(struct eng_reply_parser *p);
 /* Parse from in; *used gets the bytes consumed. 1: a reply is complete in
- * *out (feed the rest again); 0: all used, need more; -1: malformed or too
- * long, the connection is unusable. */
+ * *out (feed the rest again); 0: all used, need more (*out was scratch);
+ * -1: malformed or too long, the connection is unusable. */
 int eng_reply_feed(struct eng_reply_parser *p, const char *in, size_t len,
 		   size_t *used, struct eng_reply *out);
 
@@ -137,14 +143,15 @@ struct eng_sess {
 	size_t rs_cap;
 	bool use_bdat, body_with_cmds, body_queued, txn_dead;
 	bool starttls_refused;
-	struct eng_reply refusal;         /* the STARTTLS refusal, for results */
 	unsigned nmsgs;                   /* transactions on this connection */
 	/* why the session failed, for the messages still queued */
 	const char *fail_stage;
 	int fail_code;
 	char fail_enhanced[16];
-	char fail_text[300];
+	char *fail_text;                  /* NULL until it failed; at most
+					   * ENG_FAIL_TEXT_MAX octets */
 };
+#define ENG_FAIL_TEXT_MAX 299
 
 void eng_sess_init(struct eng_sess *s, const struct eng_config *cfg,
 		   const struct eng_route *route);

@@ -8,11 +8,29 @@
 #include "engine_int.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 void eng_reply_parser_init(struct eng_reply_parser *p)
 {
 	memset(p, 0, sizeof *p);
+}
+
+void eng_reply_parser_free(struct eng_reply_parser *p)
+{
+	free(p->line);
+	free(p->cur);
+	eng_reply_parser_init(p);
+}
+
+/* An empty reply, without clearing its 1 KB of text. */
+static void reply_clear(struct eng_reply *r)
+{
+	r->code = 0;
+	r->enhanced[0] = '\0';
+	r->text[0] = '\0';
+	r->text_len = 0;
+	r->lines = 0;
 }
 
 /* "X.Y.Z" at s with X the reply's class; returns its length or 0. */
@@ -56,10 +74,8 @@ static void text_append(struct eng_reply *r, const char *s, size_t n)
 }
 
 /* One complete line (without CRLF): 0 more lines follow, 1 done, -1 bad. */
-static int parse_line(struct eng_reply_parser *p, const char *l, size_t n)
+static int parse_line(struct eng_reply *r, const char *l, size_t n)
 {
-	struct eng_reply *r = &p->cur;
-
 	if (n < 3 || !isdigit((unsigned char)l[0]) || !isdigit((unsigned char)l[1]) ||
 	    !isdigit((unsigned char)l[2]) || l[0] < '2' || l[0] > '5' ||
 	    (n > 3 && l[3] != ' ' && l[3] != '-'))
@@ -88,40 +104,69 @@ static int parse_line(struct eng_reply_parser *p, const char *l, size_t n)
 	return n > 3 && l[3] == '-' ? 0 : 1;
 }
 
+/* The rest of a line begun in an earlier input (n octets at in, the LF
+ * not included): the whole line, in p->line. false: too long. */
+static bool line_join(struct eng_reply_parser *p, const char *in, size_t n)
+{
+	if (p->len + n > ENG_REPLY_LINE_MAX + 1) /* + CR */
+		return false;
+	if (!p->line)
+		p->line = vl_malloc(ENG_REPLY_LINE_MAX + 2);
+	memcpy(p->line + p->len, in, n);
+	p->len += n;
+	return true;
+}
+
+/* Lines are parsed where they are; only a line cut by the end of the
+ * input is copied (into p->line), and only a reply cut between lines is
+ * kept (p->cur) until the next input. */
 int eng_reply_feed(struct eng_reply_parser *p, const char *in, size_t len,
 		   size_t *used, struct eng_reply *out)
 {
 	size_t i = 0;
 
+	if (p->cur) {
+		*out = *p->cur;
+		free(p->cur);
+		p->cur = NULL;
+	} else {
+		reply_clear(out);
+	}
 	while (i < len) {
 		const char *nl = memchr(in + i, '\n', len - i);
 		size_t n = nl ? (size_t)(nl - (in + i)) : len - i;
-		if (p->len + n > ENG_REPLY_LINE_MAX + 1) { /* + CR */
+		const char *l = in + i;
+		if (!nl || p->len) {
+			if (!line_join(p, in + i, n)) {
+				*used = i;
+				return -1;
+			}
+			l = p->line;
+			n = p->len;
+		} else if (n > ENG_REPLY_LINE_MAX + 1) {
 			*used = i;
 			return -1;
 		}
-		memcpy(p->line + p->len, in + i, n);
-		p->len += n;
-		i += n;
+		i = nl ? (size_t)(nl - in) + 1 : len;
 		if (!nl)
 			break;
-		i++; /* the LF */
-		size_t ln = p->len;
-		if (ln && p->line[ln - 1] == '\r')
-			ln--;
-		p->len = 0;
-		int rc = parse_line(p, p->line, ln);
-		if (rc < 0) {
-			*used = i;
-			return -1;
+		if (n && l[n - 1] == '\r')
+			n--;
+		int rc = parse_line(out, l, n);
+		if (p->line) {               /* a line cut in two: rare */
+			free(p->line);
+			p->line = NULL;
+			p->len = 0;
 		}
-		if (rc == 1) {
-			*out = p->cur;
-			memset(&p->cur, 0, sizeof p->cur);
+		if (rc != 0) {
 			*used = i;
-			return 1;
+			return rc;
 		}
 	}
 	*used = i;
+	if (out->lines) {                    /* the reply goes on in the next input */
+		p->cur = vl_malloc(sizeof *p->cur);
+		*p->cur = *out;
+	}
 	return 0;
 }

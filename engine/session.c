@@ -115,6 +115,7 @@ void eng_sess_free(struct eng_sess *s)
 	vl_buf_free(&s->out);
 	eng_iov_free(&s->stuffed);
 	free(s->rs);
+	free(s->fail_text);
 }
 
 enum eng_act eng_sess_connected(struct eng_sess *s)
@@ -255,7 +256,8 @@ static enum eng_act sess_fail(struct eng_sess *s, const char *stage, int code,
 	s->fail_stage = stage;
 	s->fail_code = code;
 	snprintf(s->fail_enhanced, sizeof s->fail_enhanced, "%s", enhanced ? enhanced : "");
-	snprintf(s->fail_text, sizeof s->fail_text, "%s", text);
+	free(s->fail_text);
+	s->fail_text = vl_strndup(text, ENG_FAIL_TEXT_MAX);
 	if (s->msg) {
 		give_rest(s, RS_ACCEPTED, ENG_TRANSIENT, code, enhanced, text, stage, maybe);
 		give_rest(s, -1, ENG_TRANSIENT, code, enhanced, text, stage,
@@ -370,8 +372,9 @@ static enum eng_act start_auth(struct eng_sess *s)
 	return eng_sess_fail(s, "auth", 0, "", "the peer offers no AUTH PLAIN or LOGIN");
 }
 
-/* EHLO/HELO done: STARTTLS as the policy says, then AUTH, then ready. */
-static enum eng_act after_hello(struct eng_sess *s)
+/* EHLO/HELO done: STARTTLS as the policy says, then AUTH, then ready.
+ * refused: the reply that refused STARTTLS just now, or NULL. */
+static enum eng_act after_hello(struct eng_sess *s, const struct eng_reply *refused)
 {
 	enum tls_policy p = s->route->tls;
 
@@ -383,15 +386,15 @@ static enum eng_act after_hello(struct eng_sess *s)
 		}
 		if (tls_policy_requires_tls(p)) {
 			char why[ENG_REPLY_TEXT_MAX + 96];
-			if (s->starttls_refused)
+			if (refused)
 				snprintf(why, sizeof why, "STARTTLS refused: %s; TLS policy "
-					 "'%s' requires TLS", s->refusal.text, tls_policy_name(p));
+					 "'%s' requires TLS", refused->text, tls_policy_name(p));
 			else
 				snprintf(why, sizeof why, "STARTTLS not offered; TLS policy "
 					 "'%s' requires it", tls_policy_name(p));
 			s->tls_failure = "starttls-not-supported";
-			return sess_fail(s, "starttls", s->starttls_refused ? s->refusal.code : 0,
-					 s->starttls_refused ? s->refusal.enhanced : "", why, false);
+			return sess_fail(s, "starttls", refused ? refused->code : 0,
+					 refused ? refused->enhanced : "", why, false);
 		}
 	}
 	if (s->route->auth_user[0])
@@ -641,19 +644,18 @@ enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r)
 	case ENG_S_EHLO:
 		if (ok) {
 			parse_ehlo(s, r->text);
-			return after_hello(s);
+			return after_hello(s, NULL);
 		}
 		return r->code >= 500 ? send_ehlo(s, false) : fail_reply(s, r);
 	case ENG_S_HELO:
-		return ok ? after_hello(s) : fail_reply(s, r);
+		return ok ? after_hello(s, NULL) : fail_reply(s, r);
 	case ENG_S_STARTTLS:
 		if (r->code == 220) {
 			enter(s, ENG_S_TLS);
 			return ENG_STARTTLS;
 		}
 		s->starttls_refused = true;
-		s->refusal = *r;
-		return after_hello(s);
+		return after_hello(s, r);
 	case ENG_S_AUTH:
 		if (r->code == 235) {
 			enter(s, ENG_S_READY);

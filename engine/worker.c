@@ -29,6 +29,12 @@
 #define TICK_MS 50
 #define TLS_RECORD_MAX 16384    /* plaintext per TLS record (RFC 8446 5.1) */
 #define POOL_RETRY_MS 1000 /* no new connection this soon after one failed */
+/* TLS handshakes a worker runs at once; more wait their turn. A handshake
+ * holds some 40 KB (OpenSSL's 16 KB message buffer, its record buffers,
+ * the peer's certificate) that an established session gives back: ten
+ * thousand sessions starting together would otherwise hold 400 MB at
+ * once. At 50 ms a flight this still admits thousands a second. */
+#define HANDSHAKES_MAX 256
 #define MAY_PLAIN_MS 600000 /* how long a host's broken TLS is remembered */
 
 /* user_data = vl_ud(pointer, op). OP_DNS: the resolver's own SQEs
@@ -134,6 +140,8 @@ struct conn {
 			     * DANE): enforced, or only reported (testing) */
 	bool tls_fallback;  /* TLS broke under `may`: the close is no failure
 			     * of the host; the clear-text retry follows */
+	bool hs_running;    /* its handshake counts in w->nhandshakes */
+	bool hs_waiting;    /* in state TLS, waiting its turn to begin */
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
@@ -141,16 +149,28 @@ struct conn {
 			     * (its own copy: a refresh frees the pool's) */
 	struct vl_heap_node timer;
 	struct __kernel_timespec connect_ts;
-	/* the send in flight: commands (or ciphertext), then body pieces */
-	struct vl_buf sendbuf;
-	struct iovec *sv;
-	size_t svn, svcap;
-	struct msghdr mh;
+	struct send_slot *snd;         /* the send in flight, NULL when none */
 	struct eng_msg *held;          /* finished while a send was in flight:
 					* their bodies may still be read */
-	struct conn *idle_next, *idle_prev; /* in state IDLE only */
+	/* in state IDLE: the pool's idle list; in state TLS while
+	 * hs_waiting: the worker's handshake queue */
+	struct conn *idle_next, *idle_prev;
 	struct conn *all_next, *all_prev;
 } __attribute__((aligned(8)));
+
+/* What one send needs, and only while it is in flight (the kernel reads
+ * the msghdr, the iovecs and the bytes until its CQE): conn_flush takes
+ * one from the worker's spares, on_send gives it back. Ten thousand
+ * sessions waiting for their replies hold none. */
+struct send_slot {
+	struct msghdr mh;
+	struct iovec *v;               /* commands (or ciphertext), then body pieces */
+	size_t n, cap;
+	struct vl_buf buf;             /* the session's commands or the ciphertext,
+					* moved in (no copy) and freed after */
+	struct send_slot *next;        /* in the worker's spares */
+};
+#define SPARE_SLOTS 64             /* spares a worker keeps; more are freed */
 
 struct pool {
 	struct eng_route route;        /* a copy: the key */
@@ -205,6 +225,10 @@ struct eng_worker {
 	atomic_bool stop;
 	uint64_t stop_deadline;
 	bool stopping;
+	struct send_slot *spares;      /* send slots not in flight */
+	unsigned nspares;
+	unsigned nhandshakes;          /* TLS handshakes running */
+	struct conn *hs_head, *hs_tail; /* waiting to begin theirs, oldest first */
 	char plain[TLS_RECORD_MAX];    /* TLS: commands and body staged */
 } __attribute__((aligned(64)));
 
@@ -839,6 +863,59 @@ static void conn_illegal(const struct conn *c, enum conn_state from, enum conn_s
 		abort();
 }
 
+/* ---- the handshake queue (HANDSHAKES_MAX) ---- */
+
+/* c's handshake may begin now (counted), or it waits its turn: false. */
+static bool hs_admit(struct conn *c)
+{
+	struct eng_worker *w = c->w;
+
+	if (c->hs_running)
+		return true;
+	if (w->nhandshakes < HANDSHAKES_MAX && !w->hs_head) {
+		c->hs_running = true;
+		w->nhandshakes++;
+		return true;
+	}
+	c->hs_waiting = true;
+	c->idle_next = NULL;
+	c->idle_prev = w->hs_tail;
+	if (w->hs_tail)
+		w->hs_tail->idle_next = c;
+	else
+		w->hs_head = c;
+	w->hs_tail = c;
+	return false;
+}
+
+static void hs_unlink(struct conn *c)
+{
+	struct eng_worker *w = c->w;
+
+	c->hs_waiting = false;
+	if (c->idle_prev)
+		c->idle_prev->idle_next = c->idle_next;
+	else
+		w->hs_head = c->idle_next;
+	if (c->idle_next)
+		c->idle_next->idle_prev = c->idle_prev;
+	else
+		w->hs_tail = c->idle_prev;
+	c->idle_next = c->idle_prev = NULL;
+}
+
+/* c leaves state TLS: its handshake is over (done or failed), or it
+ * never began. */
+static void hs_leave(struct conn *c)
+{
+	if (c->hs_running) {
+		c->hs_running = false;
+		c->w->nhandshakes--;
+	}
+	if (c->hs_waiting)
+		hs_unlink(c);
+}
+
 /* Every lifecycle change goes through here: checked, the pool's idle list
  * kept as exactly the connections in state IDLE (newest first), and logged
  * at debug level (vl_log drops a debug line before formatting it: at the
@@ -862,6 +939,8 @@ static void conn_enter(struct conn *c, enum conn_state to)
 			c->idle_next->idle_prev = c->idle_prev;
 		c->idle_next = c->idle_prev = NULL;
 	}
+	if (from == CONN_TLS)
+		hs_leave(c);
 	c->state = to;
 	if (to == CONN_IDLE) {
 		c->idle_prev = NULL;
@@ -882,6 +961,41 @@ static void conn_timer(struct conn *c, uint64_t ms)
 		vl_heap_set(&c->w->timers, &c->timer, vl_now_ms() + ms);
 }
 
+/* ---- send slots ---- */
+
+static struct send_slot *slot_take(struct eng_worker *w)
+{
+	struct send_slot *t = w->spares;
+
+	if (!t)
+		return vl_calloc(1, sizeof *t);
+	w->spares = t->next;
+	w->nspares--;
+	return t;
+}
+
+static void slot_free(struct send_slot *t)
+{
+	vl_buf_free(&t->buf);
+	free(t->v);
+	free(t);
+}
+
+/* Back among the spares (the kernel is done with it), its buffer freed;
+ * or freed itself when the worker has enough of them. */
+static void slot_give(struct eng_worker *w, struct send_slot *t)
+{
+	if (w->nspares >= SPARE_SLOTS) {
+		slot_free(t);
+		return;
+	}
+	t->n = 0;
+	vl_buf_free(&t->buf);
+	t->next = w->spares;
+	w->spares = t;
+	w->nspares++;
+}
+
 static void conn_maybe_free(struct conn *c)
 {
 	struct eng_worker *w = c->w;
@@ -894,8 +1008,9 @@ static void conn_maybe_free(struct conn *c)
 	release_held(c);
 	tls_conn_free(c->tls);
 	eng_sess_free(&c->s);
-	vl_buf_free(&c->sendbuf);
-	free(c->sv);
+	eng_reply_parser_free(&c->rp);
+	if (c->snd)
+		slot_give(w, c->snd);
 	free(c->tlsa_text);
 	if (c->all_prev)
 		c->all_prev->all_next = c->all_next;
@@ -933,7 +1048,8 @@ static void conn_close(struct conn *c)
 				pool_fail_queue(p, &c->s, NULL,
 						c->s.fail_stage ? c->s.fail_stage : "connect",
 						c->s.fail_code, c->s.fail_enhanced,
-						c->s.fail_text[0] ? c->s.fail_text : "connection lost");
+						c->s.fail_text && c->s.fail_text[0] ? c->s.fail_text :
+						"connection lost");
 		}
 	}
 	/* Ends the pending recv and send, and a connect still in flight
@@ -950,25 +1066,26 @@ static void conn_close(struct conn *c)
 
 /* ---- sending ---- */
 
-static void sv_push(struct conn *c, void *p, size_t n)
+static void sv_push(struct send_slot *t, void *p, size_t n)
 {
 	if (!n)
 		return;
-	if (c->svn == c->svcap) {
-		c->svcap = c->svcap ? c->svcap * 2 : 8;
-		c->sv = vl_realloc(c->sv, c->svcap * sizeof *c->sv);
+	if (t->n == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 8;
+		t->v = vl_realloc(t->v, t->cap * sizeof *t->v);
 	}
-	c->sv[c->svn++] = (struct iovec){.iov_base = p, .iov_len = n};
+	t->v[t->n++] = (struct iovec){.iov_base = p, .iov_len = n};
 }
 
 static void submit_send(struct conn *c)
 {
 	struct io_uring_sqe *sqe = get_sqe(c->w);
+	struct send_slot *t = c->snd;
 
-	memset(&c->mh, 0, sizeof c->mh);
-	c->mh.msg_iov = c->sv;
-	c->mh.msg_iovlen = c->svn;
-	io_uring_prep_sendmsg(sqe, c->fd, &c->mh, MSG_NOSIGNAL);
+	memset(&t->mh, 0, sizeof t->mh);
+	t->mh.msg_iov = t->v;
+	t->mh.msg_iovlen = t->n;
+	io_uring_prep_sendmsg(sqe, c->fd, &t->mh, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, vl_ud(c, OP_SEND));
 	c->send_busy = true;
 	c->ops++;
@@ -1024,7 +1141,7 @@ static int tls_write_staged(struct conn *c, bool body)
 
 /* Send what the session wrote: its commands, then (once per transaction)
  * the body. In clear text the body goes straight from the message's own
- * memory; under TLS everything is encrypted into sendbuf first. */
+ * memory; under TLS everything is encrypted into the slot's buffer first. */
 static void conn_flush(struct conn *c)
 {
 	struct eng_sess *s = &c->s;
@@ -1032,8 +1149,7 @@ static void conn_flush(struct conn *c)
 
 	if (c->send_busy || conn_closing(c))
 		return;
-	vl_buf_reset(&c->sendbuf);
-	c->svn = 0;
+	struct send_slot *t = slot_take(c->w);
 	if (c->tls) {
 		if (tls_write_staged(c, body) < 0) {
 			/* The connection cannot carry the session any more:
@@ -1056,27 +1172,33 @@ static void conn_flush(struct conn *c)
 			c->tls_shut = true;
 			tls_conn_shutdown(c->tls);
 		}
-		tls_conn_output(c->tls, &c->sendbuf);
-		sv_push(c, c->sendbuf.p, c->sendbuf.len);
+		/* t->buf has no storage: it takes the ciphertext's own
+		 * (tls_conn_output), no copy */
+		tls_conn_output(c->tls, &t->buf);
+		sv_push(t, t->buf.p, t->buf.len);
 	} else {
-		struct vl_buf t = c->sendbuf; /* swap: s->out may grow meanwhile */
-		c->sendbuf = s->out;
-		s->out = t;
-		sv_push(c, c->sendbuf.p, c->sendbuf.len);
+		/* the commands' buffer goes with the send (the session
+		 * starts a new one if it writes meanwhile) */
+		t->buf = s->out;
+		vl_buf_init(&s->out);
+		sv_push(t, t->buf.p, t->buf.len);
 		for (size_t i = 0; body && i < s->body.n; i++)
-			sv_push(c, s->body.v[i].iov_base, s->body.v[i].iov_len);
+			sv_push(t, s->body.v[i].iov_base, s->body.v[i].iov_len);
 	}
-	vl_buf_reset(&s->out);
+	/* idle sessions hold no command buffer */
+	vl_buf_free(&s->out);
 	if (body)
 		c->body_taken = true;
-	if (c->svn) {
+	if (t->n) {
 		/* A body may take a while to go: RFC 5321's data block timeout
 		 * applies until it has, then the wait for the reply. */
 		if (body)
 			conn_timer(c, c->w->cfg->t.data_block);
+		c->snd = t;
 		submit_send(c);
 		return;
 	}
+	slot_give(c->w, t);
 	if (c->state == CONN_DRAINING)
 		conn_close(c);
 }
@@ -1098,18 +1220,20 @@ static void on_send(struct conn *c, int res)
 		return;
 	}
 	/* Short send: drop what went, send the rest. */
+	struct send_slot *t = c->snd;
 	size_t n = (size_t)res, i = 0;
-	while (i < c->svn && n >= c->sv[i].iov_len)
-		n -= c->sv[i++].iov_len;
-	if (i < c->svn) {
-		c->sv[i].iov_base = (char *)c->sv[i].iov_base + n;
-		c->sv[i].iov_len -= n;
-		memmove(c->sv, c->sv + i, (c->svn - i) * sizeof *c->sv);
-		c->svn -= i;
+	while (i < t->n && n >= t->v[i].iov_len)
+		n -= t->v[i++].iov_len;
+	if (i < t->n) {
+		t->v[i].iov_base = (char *)t->v[i].iov_base + n;
+		t->v[i].iov_len -= n;
+		memmove(t->v, t->v + i, (t->n - i) * sizeof *t->v);
+		t->n -= i;
 		submit_send(c);
 		return;
 	}
-	c->svn = 0;
+	c->snd = NULL;
+	slot_give(c->w, t);
 	if (c->body_taken && c->s.state != ENG_S_READY)
 		conn_timer(c, eng_sess_timeout(&c->s));
 	if (c->s.out.len || (c->s.body_queued && !c->body_taken) ||
@@ -1374,6 +1498,10 @@ static void conn_tls_start(struct conn *c)
 	struct pool *p = c->pool;
 	bool bad_ca = false;
 
+	if (!hs_admit(c)) {   /* waiting counts in the handshake's time */
+		conn_timer(c, c->w->cfg->t.tls);
+		return;
+	}
 	c->dane = dane_policy(p) && p->dane.st == DANE_RECORDS;
 	if (c->dane)
 		c->tls = conn_tls_dane(c);
@@ -1485,7 +1613,6 @@ static void conn_open(struct eng_worker *w, struct pool *p)
 	c->s.id_worker = w->id;
 	c->s.id_conn = ++w->conn_seq;
 	eng_reply_parser_init(&c->rp);
-	vl_buf_init(&c->sendbuf);
 	vl_sockaddr_str(&r->addr, c->s.peer, sizeof c->s.peer);
 	c->all_next = w->all;
 	if (w->all)
@@ -1714,6 +1841,19 @@ static void dispatch(void *arg, struct io_uring_cqe *cqe)
 	}
 }
 
+/* Handshakes that waited their turn begin as others end (from the loop,
+ * not from inside an ending one: a failing start closes its connection). */
+static void hs_next(struct eng_worker *w)
+{
+	while (w->hs_head && w->nhandshakes < HANDSHAKES_MAX) {
+		struct conn *c = w->hs_head;
+		hs_unlink(c);
+		c->hs_running = true;
+		w->nhandshakes++;
+		conn_tls_start(c);
+	}
+}
+
 int eng_worker_run(struct eng_worker *w)
 {
 	if (vl_ring_enable(&w->r) < 0) {
@@ -1729,6 +1869,7 @@ int eng_worker_run(struct eng_worker *w)
 		if (vl_ring_wait(&w->r, dispatch, w) < 0)
 			return -1;
 		expire_timers(w);
+		hs_next(w);
 		atomic_store_explicit(&w->nconns_seen, w->nconns, memory_order_relaxed);
 		if (atomic_load(&w->stop)) {
 			if (!w->stopping)
@@ -1795,6 +1936,11 @@ void eng_worker_free(struct eng_worker *w)
 			free(p);
 		}
 	free(w->pools);
+	while (w->spares) {
+		struct send_slot *t = w->spares;
+		w->spares = t->next;
+		slot_free(t);
+	}
 	vl_heap_free(&w->timers);
 	pthread_mutex_destroy(&w->dns_mu);
 	vl_ring_exit(&w->r);

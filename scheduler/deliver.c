@@ -251,27 +251,31 @@ static struct sched_dmsg *msg_get(struct sched_deliver *d)
 	return m;
 }
 
-/* Room for n recipients (results too when shared). */
+/* Room for n recipients, and their results when shared: a message of one
+ * keeps its result in its own fields (half a kilobyte a slot, and a
+ * message for every session in flight). */
 static void msg_reserve(struct sched_dmsg *m, size_t n)
 {
-	if (m->rcap >= n)
-		return;
-	m->rcap = n < 4 ? 4 : n < 2 * m->rcap ? 2 * m->rcap : n;
-	m->rcpts = vl_realloc(m->rcpts, m->rcap * sizeof *m->rcpts);
-	m->idxs = vl_realloc(m->idxs, m->rcap * sizeof *m->idxs);
-	m->res = vl_realloc(m->res, m->rcap * sizeof *m->res);
+	if (m->rcap < n) {
+		m->rcap = n < 4 ? 4 : n < 2 * m->rcap ? 2 * m->rcap : n;
+		m->rcpts = vl_realloc(m->rcpts, m->rcap * sizeof *m->rcpts);
+		m->idxs = vl_realloc(m->idxs, m->rcap * sizeof *m->idxs);
+	}
+	if (n > 1 && m->rescap < m->rcap) {
+		m->res = vl_realloc(m->res, m->rcap * sizeof *m->res);
+		m->rescap = m->rcap;
+	}
 }
 
 /* Recipient i of a shared message becomes the one processed: its index,
  * address and result into the message's own fields. */
 static void msg_load(struct sched_dmsg *m, size_t i)
 {
-	const struct sched_rres *x = &m->res[i];
-
 	m->idx = m->idxs[i];
 	m->rcpt = m->rcpts[i];
 	if (m->nrcpt < 2)
 		return;
+	const struct sched_rres *x = &m->res[i];
 	m->status = x->status;
 	m->code = x->code;
 	m->maybe = x->maybe;

@@ -93,7 +93,7 @@ struct sched_dmsg {
 	const char **rcpts;           /* [nrcpt]: the envelope's recipients */
 	uint32_t *idxs;               /* [nrcpt]: their indexes in the job */
 	struct sched_rres *res;       /* [nrcpt] when nrcpt > 1 */
-	size_t nrcpt, rcap;
+	size_t nrcpt, rcap, rescap;
 	unsigned host;                /* index in the site's routes */
 	uint64_t sent_ms;
 	/* the result, copied on the worker thread */

@@ -1,7 +1,6 @@
 /*
- * tls: OpenSSL over in-memory BIOs (a memory BIO in; out, a BIO that appends
- * records to the connection's buffer). The event loop owns the socket and
- * does all I/O through io_uring; a tls_conn only transforms bytes:
+ * tls: OpenSSL over memory BIOs. The event loop owns the socket and does all
+ * I/O through io_uring; a tls_conn only transforms bytes:
  *
  *   ciphertext from the network -> tls_conn_input()  -> tls_conn_read() -> plaintext
  *   plaintext to send           -> tls_conn_write()  -> tls_conn_output() -> ciphertext
@@ -121,9 +120,13 @@ int tls_conn_write(struct tls_conn *t, const void *data, size_t len);
 void tls_conn_shutdown(struct tls_conn *t);
 
 /* Append pending ciphertext (handshake or records) to out; returns bytes.
- * An empty out trades its memory with the connection's (no copy): a
- * pointer into out's old memory is not valid after. */
+ * An out without storage (cap 0) takes the ciphertext's buffer itself (no
+ * copy). The connection keeps no buffer once its bytes are out or read. */
 size_t tls_conn_output(struct tls_conn *t, struct vl_buf *out);
+
+/* Octets of buffer the connection holds outside OpenSSL: input not yet
+ * read, output not yet taken; 0 at rest. */
+size_t tls_conn_held(const struct tls_conn *t);
 
 bool tls_conn_established(const struct tls_conn *t);
 bool tls_conn_closed(const struct tls_conn *t);

@@ -17,13 +17,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PEERS 6   /* four peers, and dane's "no-dane" or target_shared's "one-rcpt" */
+#define MAX_PEERS 7   /* four peers, dane's "no-dane" or target_shared's "one-rcpt", and
+			 * base_sessions' "base-sess" */
 
 struct opts {
 	const char *scen, *out, *bin_dir, *src_dir, *volley_conf;
 	const char *peers[MAX_PEERS];
 	int npeers;
-	long recipients, peer_max, per_conn;
+	long recipients, peer_max, per_conn, sessions, base_sessions;
 	bool keep, no_plot, verbose;
 };
 
@@ -38,7 +39,9 @@ static void usage(FILE *f)
 		"  --compare  also run the workload through this peer (repeatable); haraka is\n"
 		"             the Node.js MTA as an outbound relay; blast is volley-blast, a\n"
 		"             pre-rendered ceiling (STARTTLS in TLS scenarios)\n"
-		"  --recipients, --peer-max  override the scenario's counts\n"
+		"  --recipients, --peer-max, --sessions  override the scenario's counts\n"
+		"  --base-sessions N  volley again at N sessions (the peer base-sess): memory\n"
+		"             per open session, from the two runs' peak PSS\n"
 		"  --per-conn N  submission: messages per connection (1: a connection a message)\n"
 		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
 		"  --keep     keep the run's temporary folder (logs, spools)\n"
@@ -66,6 +69,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "compare", required_argument, 0, 'c' }, { "recipients", required_argument, 0, 'n' },
 		{ "peer-max", required_argument, 0, 'p' }, { "out", required_argument, 0, 'o' },
 		{ "per-conn", required_argument, 0, 'C' },
+		{ "sessions", required_argument, 0, 'S' },
+		{ "base-sessions", required_argument, 0, 'B' },
 		{ "keep", no_argument, 0, 'k' },           { "no-plot", no_argument, 0, 'P' },
 		{ "bin", required_argument, 0, 'b' },      { "src", required_argument, 0, 's' },
 		{ "verbose", no_argument, 0, 'v' },        { "help", no_argument, 0, 'h' },
@@ -97,6 +102,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 'C':
 			if (count_arg("--per-conn", optarg, &o->per_conn) < 0)
+				return -1;
+			break;
+		case 'S':
+			if (count_arg("--sessions", optarg, &o->sessions) < 0)
+				return -1;
+			break;
+		case 'B':
+			if (count_arg("--base-sessions", optarg, &o->base_sessions) < 0)
 				return -1;
 			break;
 		case 'o': o->out = optarg; break;
@@ -189,9 +202,11 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 		r[0].ossl_after = vb_ossl_speed(e->sc, dir);
 	for (int i = 0; i < o->npeers; i++) {
 		bool nd = !strcmp(o->peers[i], "no-dane"), one = !strcmp(o->peers[i], "one-rcpt");
+		bool base = !strcmp(o->peers[i], "base-sess");
 		de.dane_off = nd;
 		de.one_rcpt = one;
-		run_peer(&de, o->peers[i], nd || one ? vb_run_volley : peer_fn(o->peers[i]),
+		de.base_run = base;
+		run_peer(&de, o->peers[i], nd || one || base ? vb_run_volley : peer_fn(o->peers[i]),
 			 &r[1 + i]);
 	}
 	if (e->sc->dane)
@@ -303,6 +318,17 @@ int main(int argc, char **argv)
 		sc.peer_max = o.peer_max;
 	if (o.per_conn > 0)
 		sc.per_conn = o.per_conn;
+	if (o.sessions > 0)
+		sc.sessions = o.sessions;
+	if (o.base_sessions > 0)
+		sc.base_sessions = o.base_sessions;
+	if (sc.base_sessions && (sc.base_sessions >= sc.sessions || sc.base_sessions < sc.sink_addrs ||
+				 sc.submission || sc.nprofiles)) {
+		fprintf(stderr, "volley-bench: %s: base_sessions: fewer than the scenario's %ld "
+			"sessions, at least one per sink address, not with submission or profiles\n",
+			sc.name, sc.sessions);
+		return 2;
+	}
 	if (sc.nprofiles && o.npeers) {
 		fprintf(stderr, "volley-bench: %s: a providers scenario runs volley alone\n",
 			sc.name);
@@ -346,9 +372,14 @@ int main(int argc, char **argv)
 	 * and upload are 250 MB) falls in the first peer's run, whose journal
 	 * fsyncs then wait for it. */
 	sync_dir(dir);
+	sc.msg_bytes = w.msg_bytes;
 	if (sc.dane) {  /* right after volley: the ratio that counts */
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
 		o.peers[0] = "no-dane";
+	}
+	if (sc.base_sessions) {  /* volley again at base_sessions, right after */
+		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
+		o.peers[0] = "base-sess";
 	}
 	if (sc.target_shared > 0) {  /* volley at one recipient a message */
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);

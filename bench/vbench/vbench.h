@@ -64,6 +64,12 @@ struct vb_scen {
 	 * with target_shared the "one-rcpt" peer: volley again at 1. */
 	long rcpts_per_message;
 	double target_shared;  /* volley / one-rcpt */
+	/* Memory per open session: volley again at base_sessions (the peer
+	 * "base-sess"), its peak PSS against this run's, per session more;
+	 * target_session_kb: that less the message in flight, at most this. */
+	long base_sessions;
+	double target_session_kb;
+	long msg_bytes;        /* the rendered message's size (set by main) */
 	long peer_rcpts;       /* Postfix is injected messages of this many
 				  recipients (not personalised only) */
 	/* The submission scenario: recipients messages of one recipient each,
@@ -298,6 +304,7 @@ struct vb_env {
 	const struct vb_dane *dane;  /* the DNSSEC world, or NULL */
 	bool dane_off;            /* volley under encrypt in that world */
 	bool one_rcpt;            /* volley at max_recipients_per_message = 1 */
+	bool base_run;            /* volley at the scenario's base_sessions */
 	const char *volley_conf;  /* a file appended to volleyd's configuration, or NULL */
 };
 

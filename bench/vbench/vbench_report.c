@@ -111,6 +111,46 @@ static void ossl_lines(const struct vb_scen *sc, const struct vb_result *v)
 	if (v->ok && ossl_rate(v) > 0)
 		printf("volley / openssl speed %s (one core): %.2fx (signed msg/s over sign/s)\n",
 		       vb_ossl_alg(sc), rate(v) / ossl_rate(v));
+/* Memory per open session: volley's peak PSS less the base-sess run's
+ * (the same job at base_sessions sessions), over the difference in the
+ * sessions the sink saw open at once. false when there is no such pair. */
+static bool session_kb(const struct vb_result *r, int n, const struct vb_result **base,
+		       double *kb)
+{
+	*base = NULL;
+	for (int i = 1; i < n; i++)
+		if (!strcmp(r[i].peer, "base-sess"))
+			*base = &r[i];
+	const struct vb_result *b = *base;
+	if (!b || !r[0].ok || !b->ok || r[0].peak_conns <= b->peak_conns || !b->peak_mem_kb)
+		return false;
+	*kb = (double)(r[0].peak_mem_kb - b->peak_mem_kb) / (double)(r[0].peak_conns - b->peak_conns);
+	return true;
+}
+
+static void session_memory(const struct vb_scen *sc, const struct vb_result *r, int n)
+{
+	const struct vb_result *b;
+	double kb;
+	if (!session_kb(r, n, &b, &kb)) {
+		if (b)
+			printf("volley: no memory per open session (a run did not account for every "
+			       "message, or held no more sessions than base-sess)\n");
+		return;
+	}
+	double beyond = kb - (double)sc->msg_bytes / 1024.0;
+	printf("volley: memory per open session: (%.1f MB peak PSS at %ld sessions - %.1f MB at "
+	       "%ld) / %ld = %.2f KB; beyond the message in flight (%ld octets): %.2f KB\n",
+	       (double)r[0].peak_mem_kb / 1024.0, r[0].peak_conns, (double)b->peak_mem_kb / 1024.0,
+	       b->peak_conns, r[0].peak_conns - b->peak_conns, kb, sc->msg_bytes, beyond);
+	if (sc->target_session_kb <= 0)
+		return;
+	printf("target: memory per open session beyond the message in flight at most %.2f KB: %s "
+	       "(%.2f KB", sc->target_session_kb, beyond <= sc->target_session_kb ? "met" : "MISSED",
+	       beyond);
+	if (beyond > sc->target_session_kb)
+		printf(", over by a factor of %.1f", beyond / sc->target_session_kb);
+	printf(")\n");
 }
 
 /* The scenario's targets against this run's ratios. */
@@ -214,6 +254,7 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 			       (double)r[0].peak_mem_kb / (double)r[i].peak_mem_kb);
 		printf("\n");
 	}
+	session_memory(sc, r, n);
 	targets(sc, r, n);
 	if (sc->submission)
 		submission_table(r, n);
@@ -289,6 +330,15 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 	if (sc->target_openssl > 0)
 		json_object_set_new(json_object_get(j, "settings"), "target_openssl",
 				    json_real(sc->target_openssl));
+	const struct vb_result *base;
+	double kb;
+	if (session_kb(r, n, &base, &kb)) {
+		json_object_set_new(json_object_get(j, "settings"), "base_sessions",
+				    json_integer(sc->base_sessions));
+		json_object_set_new(j, "memory_per_session_kb", json_real(kb));
+		json_object_set_new(j, "memory_per_session_beyond_message_kb",
+				    json_real(kb - (double)sc->msg_bytes / 1024.0));
+	}
 	if (sc->submission) {
 		json_t *sub = json_pack("{s:b, s:I, s:I, s:s, s:s}", "submission", 1, "submit_clients",
 					(json_int_t)sc->submit_clients, "per_conn",

@@ -17,7 +17,7 @@ static const char *const known[] = {
 	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
 	"password_hash", "egress_sources", "profiles", "profile_options", "volleyd_conf",
 	"rcpts_per_message", "target_shared", "peer_rcpts_per_message", "personalised_body",
-	"openssl_seconds", "target_openssl", NULL
+	"openssl_seconds", "target_openssl", "base_sessions", "target_session_kb", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -248,6 +248,8 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_ratio(cf, sc, "target_nodemailer", &sc->target_nodemailer) < 0 ||
 	    get_ratio(cf, sc, "target_blast", &sc->target_blast) < 0 ||
 	    get_ratio(cf, sc, "target_latency", &sc->target_latency) < 0 ||
+	    get_long(cf, sc, "base_sessions", &sc->base_sessions, 1, 100000) < 0 ||
+	    get_ratio(cf, sc, "target_session_kb", &sc->target_session_kb) < 0 ||
 	    parse_profiles(cf, sc) < 0 || parse_prov_strings(cf, sc) < 0)
 		return -1;
 	sc->sink_addrs = (int)addrs;
@@ -264,6 +266,8 @@ static int parse(config_t *cf, struct vb_scen *sc)
 		return err(sc, "target_openssl", "needs openssl_seconds (1-600)");
 	if (sc->personalised_body && !sc->personalised)
 		return err(sc, "personalised_body", "needs personalised = true");
+	if (sc->target_session_kb > 0 && !sc->base_sessions)
+		return err(sc, "target_session_kb", "needs base_sessions");
 	/* a message rendered once for several: the same for all */
 	if (sc->peer_rcpts > 1 && (sc->personalised || sc->transactional || sc->submission))
 		return err(sc, "peer_rcpts_per_message", "needs personalised = false, without "

@@ -36,7 +36,8 @@ static void write_domains(struct vrun *v, FILE *f)
 	const struct vb_scen *sc = v->e->sc;
 	const struct vb_dane *dn = v->e->dane;
 	/* sessions in all: with egress sources each source's site has its share */
-	long per_site = sc->sessions / v->s->naddrs / (sc->egress ? sc->egress : 1);
+	long sessions = v->e->base_run ? sc->base_sessions : sc->sessions;
+	long per_site = sessions / v->s->naddrs / (sc->egress ? sc->egress : 1);
 	if (per_site < 1)
 		per_site = 1;
 	const char *tls = !sc->tls ? "none" : dn && !v->e->dane_off ? "dane" : "encrypt";

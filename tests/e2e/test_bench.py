@@ -219,6 +219,35 @@ class BenchTest(unittest.TestCase):
                               r"\([0-9.]+, short by a factor of [0-9.]+\)")
         self.assertNotIn("nodemailer", out.split("target:", 1)[1])
 
+    def test_session_memory_and_tls_blast_at_latency(self):
+        """base_sessions: volley again at fewer sessions (base-sess), and
+        the memory per open session from the two peak PSS, with its target;
+        the blaster sets up its STARTTLS connections all at once against a
+        sink that holds every reply."""
+        path = os.path.join(self.tmp, "s.conf")
+        with open(path, "w") as f:
+            f.write('recipients = 600;\ndomains = 20;\nlatency = "20ms";\nsessions = 300;\n'
+                    'sink_addresses = 2;\nsink_threads = 2;\nbase_sessions = 20;\n'
+                    'target_session_kb = 1000.0;\n')
+        res, out = self.run_scenario(path, "--compare", "blast")
+        peers = {r["peer"]: r for r in res["results"]}
+        self.assertEqual(sorted(peers), ["base-sess", "blast", "volley"])
+        self.assertTrue(all(r["ok"] for r in res["results"]), out)
+        self.assertLessEqual(peers["base-sess"]["peak_conns"], 20)
+        self.assertGreater(peers["volley"]["peak_conns"], 20)
+        self.assertEqual(peers["blast"]["delivered"], 600)
+        self.assertIn("STARTTLS", peers["blast"]["note"])
+        self.assertIn("memory_per_session_kb", res)
+        self.assertEqual(res["settings"]["base_sessions"], 20)
+        self.assertRegex(out, r"volley: memory per open session: \([0-9.]+ MB peak PSS at "
+                              r"[0-9]+ sessions - [0-9.]+ MB at [0-9]+\) / [0-9]+ = -?[0-9.]+ KB")
+        self.assertRegex(out, r"target: memory per open session beyond the message in flight "
+                              r"at most 1000.00 KB: met")
+        # --base-sessions must be fewer than the sessions
+        p = bench(path, "--base-sessions", "300")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("base_sessions: fewer than", p.stderr)
+
     def test_bad_scenarios(self):
         path = os.path.join(self.tmp, "typo.conf")
         with open(path, "w") as f:
@@ -249,6 +278,11 @@ class BenchTest(unittest.TestCase):
         p = bench(path)
         self.assertEqual(p.returncode, 2)
         self.assertIn("target_openssl: needs dkim", p.stderr)
+        with open(path, "w") as f:
+            f.write("recipients = 10;\ntarget_session_kb = 8.0;\n")
+        p = bench(path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("target_session_kb: needs base_sessions", p.stderr)
         p = bench("small", "--compare", "sendmail")
         self.assertEqual(p.returncode, 2)
         self.assertIn("postfix, nodemailer, haraka or blast", p.stderr)

@@ -365,6 +365,19 @@ class TlsTest(DriveTest):
         self.assertEqual((resumed.count(False), resumed.count(True)), (5, 15))
         self.assertEqual(sink.final_stats()["conns_total"], 4)
 
+    def test_handshakes_wait_their_turn(self):
+        # A worker runs at most 256 handshakes at once (HANDSHAKES_MAX):
+        # 400 connections opened together, the sink 20 ms away, so some
+        # wait in STARTTLS's 220 for a turn; every one gets it and every
+        # message goes, over TLS.
+        sink = self.start_sink("--tls", "--threads", 2, "--latency", "20ms")
+        run = self.drive(sink, "--tls", "encrypt", "--workers", 1, "--max-conns", 400,
+                         messages=400, size=500, timeout=60)
+        self.assertTlsDelivered(sink, run, 400)
+        stats = sink.final_stats()
+        self.assertGreater(stats["conns_total"], 256, "the queue was not reached")
+        self.assertEqual(stats["tls_sessions"], stats["conns_total"])
+
     def test_no_starttls_offered(self):
         sink = self.start_sink()
         run = self.drive(sink, "--tls", "may", messages=3)

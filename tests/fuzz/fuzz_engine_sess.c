@@ -114,5 +114,6 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 	if (given != 3 - m.pending_ || finished > 1)
 		abort();
 	eng_sess_free(&s);
+	eng_reply_parser_free(&p);
 	return 0;
 }

@@ -17,15 +17,65 @@ static int parse_all(const char *s, size_t chunk, struct eng_reply *out, int max
 		while (off < n) {
 			size_t used;
 			int rc = eng_reply_feed(&p, s + i + off, n - off, &used, &out[got]);
-			if (rc < 0)
+			if (rc < 0) {
+				eng_reply_parser_free(&p);
 				return -1;
+			}
 			off += used;
-			if (rc == 1 && ++got == max)
+			if (rc == 1 && ++got == max) {
+				eng_reply_parser_free(&p);
 				return got;
+			}
 		}
 		i += n;
 	}
+	eng_reply_parser_free(&p);
 	return got;
+}
+
+/* The parser holds memory only while a reply is cut between inputs: a
+ * session waiting for its next reply holds none. */
+Test(eng_reply, memory_only_while_cut)
+{
+	struct eng_reply_parser p;
+	struct eng_reply r;
+	size_t used;
+#define FEED(s) eng_reply_feed(&p, (s), strlen(s), &used, &r)
+
+	eng_reply_parser_init(&p);
+	cr_assert_eq(FEED("250 ok\r\n"), 1);
+	cr_assert(!p.line && !p.cur, "a whole reply leaves nothing behind");
+	/* a line cut in two */
+	cr_assert_eq(FEED("250 2.1.0 sen"), 0);
+	cr_assert_eq(used, 13);
+	cr_assert(p.line && !p.cur);
+	cr_assert_eq(FEED("der ok\r\n"), 1);
+	cr_assert_str_eq(r.text, "sender ok");
+	cr_assert_str_eq(r.enhanced, "2.1.0");
+	cr_assert(!p.line && !p.cur);
+	/* a reply cut between its lines, then within one */
+	cr_assert_eq(FEED("250-mx\r\n250-PIPE"), 0);
+	cr_assert(p.line && p.cur);
+	cr_assert_eq(FEED("LINING\r\n"), 0);
+	cr_assert(!p.line && p.cur);
+	cr_assert_eq(FEED("250 SIZE 10\r\n354 go\r\n"), 1);
+	cr_assert_eq(used, 13);
+	cr_assert_eq(r.lines, 3);
+	cr_assert_str_eq(r.text, "mx\nPIPELINING\nSIZE 10");
+	cr_assert(!p.line && !p.cur);
+	cr_assert_eq(FEED("354 go\r\n"), 1);
+	cr_assert_eq(r.code, 354);
+	cr_assert_eq(r.lines, 1, "the next reply starts clean");
+	cr_assert_str_eq(r.text, "go");
+	/* a cut line over the limit is refused, and nothing leaks (ASan) */
+	static char big[ENG_REPLY_LINE_MAX];
+	memset(big, 'x', sizeof big);
+	memcpy(big, "250 ", 4);
+	cr_assert_eq(eng_reply_feed(&p, big, sizeof big, &used, &r), 0);
+	cr_assert_eq(FEED("xx\r\n"), -1);
+	eng_reply_parser_free(&p);
+	cr_assert(!p.line && !p.cur);
+#undef FEED
 }
 
 Test(eng_reply, single_and_multiline)

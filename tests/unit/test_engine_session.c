@@ -81,6 +81,7 @@ static const char *reply(struct t *t, const char *wire)
 	size_t used;
 	eng_reply_parser_init(&p);
 	cr_assert_eq(eng_reply_feed(&p, wire, strlen(wire), &used, &r), 1, "%s", wire);
+	eng_reply_parser_free(&p);
 	t->act = eng_sess_reply(&t->s, &r);
 	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
 	memcpy(out, t->s.out.p, n);
@@ -232,6 +233,11 @@ Test(eng_session, starttls_policies)
 	reply(t, EHLO_FULL);
 	reply(t, "454 4.7.0 TLS not available\r\n");
 	cr_assert_eq(t->act, ENG_CLOSE);
+	/* the refusal's reply is in the failure (the session keeps no copy) */
+	cr_assert_eq(t->s.fail_code, 454);
+	cr_assert_str_eq(t->s.fail_enhanced, "4.7.0");
+	cr_assert(strstr(t->s.fail_text, "STARTTLS refused: TLS not available; TLS policy "
+			 "'verify' requires TLS"), "%s", t->s.fail_text);
 	t_free(t);
 }
 

@@ -65,6 +65,68 @@ Test(tls, handshake_data_and_resumption)
 	tls_ctx_free(cctx);
 }
 
+/* The connection's byte buffers live only while bytes wait in them: at
+ * rest (input read, output taken) it holds none. */
+Test(tls, buffers_only_while_bytes_wait)
+{
+	char err[256], got[8192], buf[256];
+	size_t n = 0;
+	SSL_CTX *sctx = server(), *cctx = tls_client_ctx_new(NULL, err, sizeof err);
+	struct tls_conn *s = tls_conn_new_server(sctx);
+	struct tls_conn *c = tls_conn_new_client(cctx, "mx.volley.test", false, NULL, NULL);
+
+	cr_assert_eq(unit_tls_pump(c, s, got, &n), 0);
+	cr_assert_eq(tls_conn_held(c), 0, "handshake over: nothing held");
+	cr_assert_eq(tls_conn_held(s), 0);
+
+	/* Output: held until taken; an out without storage takes it whole. */
+	static char msg[4096];
+	memset(msg, 'm', sizeof msg);
+	cr_assert_eq(tls_conn_write(c, msg, sizeof msg), 0);
+	cr_assert_gt(tls_conn_held(c), sizeof msg);
+	struct vl_buf out;
+	vl_buf_init(&out);
+	size_t wire = tls_conn_output(c, &out);
+	cr_assert_gt(wire, sizeof msg);
+	cr_assert_eq(out.len, wire);
+	cr_assert_eq(tls_conn_held(c), 0, "moved out, not copied");
+	/* ... and an out with bytes in it gets them appended. */
+	cr_assert_eq(tls_conn_write(c, "QUIT\r\n", 6), 0);
+	size_t before = out.len;
+	size_t more = tls_conn_output(c, &out);
+	cr_assert_gt(more, 6);
+	cr_assert_eq(out.len, before + more);
+	cr_assert_eq(tls_conn_held(c), 0);
+
+	/* Input: two records in one input; a reader that stops after the
+	 * first keeps the second until it reads again, then holds nothing. */
+	tls_conn_input(s, out.p, out.len);
+	ssize_t r = tls_conn_read(s, got, sizeof got);
+	cr_assert_eq(r, (ssize_t)sizeof msg);
+	cr_assert_gt(tls_conn_held(s), 0, "the second record waits");
+	r = tls_conn_read(s, buf, sizeof buf);
+	cr_assert_eq(r, 6);
+	cr_assert_eq(memcmp(buf, "QUIT\r\n", 6), 0);
+	cr_assert_eq(tls_conn_read(s, buf, sizeof buf), 0);
+	cr_assert_eq(tls_conn_held(s), 0);
+	/* a record cut in two: OpenSSL keeps the first half, not us */
+	vl_buf_reset(&out);
+	cr_assert_eq(tls_conn_write(s, "250 ok\r\n", 8), 0);
+	tls_conn_output(s, &out);
+	tls_conn_input(c, out.p, 5);
+	cr_assert_eq(tls_conn_read(c, buf, sizeof buf), 0);
+	cr_assert_eq(tls_conn_held(c), 0);
+	tls_conn_input(c, out.p + 5, out.len - 5);
+	cr_assert_eq(tls_conn_read(c, buf, sizeof buf), 8);
+	cr_assert_eq(tls_conn_held(c), 0);
+
+	vl_buf_free(&out);
+	tls_conn_free(c);
+	tls_conn_free(s);
+	tls_ctx_free(sctx);
+	tls_ctx_free(cctx);
+}
+
 Test(tls, verify_chain_and_name)
 {
 	char err[256], got[64], ca[] = "/tmp/volley-ca-XXXXXX";
