@@ -111,6 +111,8 @@ static void ossl_lines(const struct vb_scen *sc, const struct vb_result *v)
 	if (v->ok && ossl_rate(v) > 0)
 		printf("volley / openssl speed %s (one core): %.2fx (signed msg/s over sign/s)\n",
 		       vb_ossl_alg(sc), rate(v) / ossl_rate(v));
+}
+
 /* Memory per open session: volley's peak PSS less the base-sess run's
  * (the same job at base_sessions sessions), over the difference in the
  * sessions the sink saw open at once. false when there is no such pair. */
