@@ -204,6 +204,8 @@ bench: all
 	@$(BUILD)/volley-bench small --compare postfix --compare nodemailer --compare blast
 	@$(BUILD)/volley-bench newsletter --compare postfix --compare nodemailer --compare blast
 	@$(BUILD)/volley-bench latency --compare nodemailer --compare blast
+	@$(BUILD)/volley-bench latency-tls --compare blast
+	@$(BUILD)/volley-bench sessions
 	@$(BUILD)/volley-bench faults --compare postfix
 	@$(BUILD)/volley-bench transactional --compare postfix --compare nodemailer
 	@$(BUILD)/volley-bench dkim
