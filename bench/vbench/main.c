@@ -33,9 +33,9 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|haraka|blast]... [--recipients N]\n"
 		"                    [--peer-max N] [--per-conn N] [--out PREFIX] [--keep] [--no-plot]\n"
-		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
-		"             transactional, dkim, dkim-100k, dane, submission, providers,\n"
-		"             providers-known) or a scenario file\n"
+		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency,\n"
+		"             latency-tls, sessions, faults, transactional, dkim, dkim-100k,\n"
+		"             dane, submission, providers, providers-known) or a scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); haraka is\n"
 		"             the Node.js MTA as an outbound relay; blast is volley-blast, a\n"
 		"             pre-rendered ceiling (STARTTLS in TLS scenarios)\n"
