@@ -17,11 +17,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PEERS 6   /* four peers, and dane's "no-dane" or target_shared's "one-rcpt" */
+/* four peers, and dane's "no-dane" or target_shared's "one-rcpt"; mixed:
+ * every peer and volley twice (PEER-alone) */
+#define MAX_PEERS 10
 
 struct opts {
 	const char *scen, *out, *bin_dir, *src_dir, *volley_conf;
 	const char *peers[MAX_PEERS];
+	char alone[5][32];        /* mixed: the "-alone" names */
 	int npeers;
 	long recipients, peer_max, per_conn;
 	bool keep, no_plot, verbose;
@@ -135,11 +138,42 @@ static void find_dirs(struct opts *o, char *bin, char *src)
 
 typedef int (*run_fn)(const struct vb_env *, struct vb_sink *, struct vb_result *);
 
+/* A peer by name; "NAME-alone" (mixed) is NAME. */
 static run_fn peer_fn(const char *name)
 {
-	return !strcmp(name, "postfix") ? vb_run_postfix
-	       : !strcmp(name, "haraka") ? vb_run_haraka
-	       : !strcmp(name, "blast") ? vb_run_blast : vb_run_nodemailer;
+	size_t n = strcspn(name, "-");
+	return !strncmp(name, "volley", n) ? vb_run_volley
+	       : !strncmp(name, "postfix", n) ? vb_run_postfix
+	       : !strncmp(name, "haraka", n) ? vb_run_haraka
+	       : !strncmp(name, "blast", n) ? vb_run_blast : vb_run_nodemailer;
+}
+
+/* mixed: each peer, volley too, once more with the bulk alone, right
+ * after its mixed run. */
+static void mixed_peers(struct opts *o)
+{
+	const char *p[MAX_PEERS];
+	int n = 0;
+	snprintf(o->alone[0], sizeof o->alone[0], "volley-alone");
+	p[n++] = o->alone[0];
+	for (int i = 0; i < o->npeers; i++) {
+		snprintf(o->alone[i + 1], sizeof o->alone[i + 1], "%s-alone", o->peers[i]);
+		p[n++] = o->peers[i];
+		p[n++] = o->alone[i + 1];
+	}
+	memcpy(o->peers, p, (size_t)n * sizeof *p);
+	o->npeers = n;
+}
+
+/* The run's files on disk before the next run: the writeback of the last
+ * one's journal and events (hundreds of MB) would fall in its fsyncs. */
+static void sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		syncfs(fd);
+		close(fd);
+	}
 }
 
 /* One peer: its own folder and its own sink. */
@@ -157,12 +191,15 @@ static void run_peer(const struct vb_env *e, const char *name, run_fn fn, struct
 		snprintf(r->note, sizeof r->note, "volley-sink did not start");
 		return;
 	}
+	pe.bulk_only = strstr(name, "-alone") != NULL;
 	if (fn(&pe, &s, r) < 0 && !r->note[0])
 		snprintf(r->note, sizeof r->note, "failed (see %s)", dir);
 	snprintf(r->peer, sizeof r->peer, "%s", name);
 	r->sink_cpu_s = vb_tree_cpu(s.pid) - s.cpu_mark;
 	vb_sink_stop(&s);
 	r->sink_messages = r->sink_messages ? r->sink_messages : s.messages;
+	if (e->sc->mixed)
+		sync_dir(dir);
 }
 
 /* volley, then the peers; under dane, the DNSSEC world first, and the
@@ -186,7 +223,7 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 		de.dane_off = nd;
 		de.one_rcpt = one;
 		run_peer(&de, o->peers[i], nd || one ? vb_run_volley : peer_fn(o->peers[i]),
-			 &r[1 + i]);
+			 &r[1 + i]);  /* "volley-alone" is volley too */
 	}
 	if (e->sc->dane)
 		vb_dane_stop(&dn);
@@ -217,18 +254,10 @@ static int outputs(const struct opts *o, const struct vb_scen *sc, struct vb_res
 	snprintf(path, sizeof path, "%s.png", prefix);
 	if (!o->no_plot && access("/usr/bin/gnuplot", X_OK) < 0)
 		vb_system("'%s/scripts/install-deps.sh' --bench", o->src_dir);
-	if (!o->no_plot && vb_report_plot(path, sc, r, n, dir) == 0)
+	if (!o->no_plot && (sc->mixed ? vb_mix_plot(path, sc, r, n, dir)
+				      : vb_report_plot(path, sc, r, n, dir)) == 0)
 		printf("plot:   %s\n", path);
 	return 0;
-}
-
-static void sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		syncfs(fd);
-		close(fd);
-	}
 }
 
 /* What was run, above the table. */
@@ -307,7 +336,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	for (int i = 0; i < o.npeers; i++)
-		if (sc.transactional && !strcmp(o.peers[i], "blast")) {
+		if ((sc.transactional || sc.mixed) && !strcmp(o.peers[i], "blast")) {
 			fprintf(stderr, "volley-bench: %s: blast sends as fast as it can; a "
 				"transactional scenario is paced\n", sc.name);
 			return 2;
@@ -346,6 +375,8 @@ int main(int argc, char **argv)
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
 		o.peers[0] = "one-rcpt";
 	}
+	if (sc.mixed)
+		mixed_peers(&o);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
 			    .tty = isatty(2), .verbose = o.verbose, .volley_conf = o.volley_conf };
 	if (sc.nprofiles)
@@ -354,9 +385,9 @@ int main(int argc, char **argv)
 	run_all(&o, &e, dir, r);
 
 	headline(&sc, &w);
-	if (o.npeers && !sc.submission)
-		printf("peers send the first %ld recipients with %ld connections\n",
-		       vb_peer_messages(&sc), sc.peer_sessions);
+	if (o.npeers && !sc.submission && !(sc.mixed && o.npeers == 1))
+		printf("peers send the first %ld recipients (Haraka %ld) with %ld connections\n",
+		       vb_peer_messages(&sc), vb_haraka_messages(&sc), sc.peer_sessions);
 	vb_report_table(&sc, r, 1 + o.npeers);
 	bool ok = outputs(&o, &sc, r, 1 + o.npeers, dir) == 0;
 	for (int i = 0; i <= o.npeers; i++)
@@ -365,6 +396,8 @@ int main(int argc, char **argv)
 		vb_system("rm -rf '%s'", dir);
 	else
 		printf("run folder kept: %s\n", dir);
+	for (int i = 0; i <= o.npeers; i++)
+		vb_mix_free(r[i].mx);
 	free(r);
 	curl_global_cleanup();
 	return ok ? 0 : 1;

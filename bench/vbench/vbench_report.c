@@ -172,6 +172,10 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 		printf("volley: %ld sessions held; sessions/latency = %.0f msg/s; reached %.2f of it\n",
 		       r[0].peak_conns, ideal, rate(&r[0]) / ideal);
 	}
+	if (sc->mixed) {  /* its own ratios: bulk mixed and alone, latency */
+		vb_mix_report(sc, r, n);
+		return;
+	}
 	for (int i = 1; i < n; i++) {
 		if (!r[0].ok || !r[i].ok || rate(&r[i]) <= 0) {
 			printf("volley / %s: no ratio (a run did not account for every message)\n",
@@ -231,6 +235,7 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		json_object_set_new(o, "sink_recipients", json_integer(r[i].sink_rcpts));
 		if (sc->submission)
 			submission_json(o, &r[i]);
+		vb_mix_json(o, &r[i]);
 		json_array_append_new(res, o);
 	}
 	json_t *j = json_pack(
@@ -247,6 +252,14 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		(json_int_t)sc->peer_sessions, "dane", sc->dane, "results", res);
 	json_object_set_new(json_object_get(j, "settings"), "rcpts_per_message",
 			    json_integer(sc->rcpts_per_message));
+	if (sc->mixed) {
+		json_t *mx = json_pack("{s:b, s:I, s:I, s:f, s:f}", "mixed", 1, "submit_rate",
+				       (json_int_t)sc->submit_rate, "mixed_max",
+				       (json_int_t)sc->mixed_max, "target_p99_ms", sc->target_p99_ms,
+				       "target_mixed", sc->target_mixed);
+		json_object_update(json_object_get(j, "settings"), mx);
+		json_decref(mx);
+	}
 	if (sc->submission) {
 		json_t *sub = json_pack("{s:b, s:I, s:I, s:s, s:s}", "submission", 1, "submit_clients",
 					(json_int_t)sc->submit_clients, "per_conn",
