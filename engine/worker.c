@@ -156,8 +156,7 @@ struct pool {
 	struct eng_route route;        /* a copy: the key */
 	uint64_t hash;
 	struct pool *hnext;
-	struct eng_msg *qhead, *qtail;
-	size_t qlen;
+	struct eng_mq q;               /* messages waiting for a session */
 	struct conn *idle;             /* connections in state IDLE */
 	unsigned nconn, nconnecting;
 	unsigned nestablished;         /* open ones that reached READY */
@@ -525,30 +524,12 @@ static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
 
 static void queue_push(struct pool *p, struct eng_msg *m, bool front)
 {
-	m->next_ = NULL;
-	if (!p->qhead) {
-		p->qhead = p->qtail = m;
-	} else if (front) {
-		m->next_ = p->qhead;
-		p->qhead = m;
-	} else {
-		p->qtail->next_ = m;
-		p->qtail = m;
-	}
-	p->qlen++;
+	eng_mq_push(&p->q, m, front);
 }
 
 static struct eng_msg *queue_pop(struct pool *p)
 {
-	struct eng_msg *m = p->qhead;
-
-	if (m) {
-		p->qhead = m->next_;
-		if (!p->qhead)
-			p->qtail = NULL;
-		p->qlen--;
-	}
-	return m;
+	return eng_mq_pop(&p->q);
 }
 
 /* Give every queued message of p a transient result: no connection to the
@@ -926,7 +907,7 @@ static void conn_close(struct conn *c)
 		 * gets this failure now (the scheduler retries). */
 		if (!c->tls_fallback) {
 			p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
-			if (p->nestablished == 0 && p->nconnecting == 0 && p->qhead)
+			if (p->nestablished == 0 && p->nconnecting == 0 && p->q.head)
 				pool_fail_queue(p, &c->s, NULL,
 						c->s.fail_stage ? c->s.fail_stage : "connect",
 						c->s.fail_code, c->s.fail_enhanced,
@@ -1512,20 +1493,20 @@ static void conn_open(struct eng_worker *w, struct pool *p)
  * queue grows, up to the host's cap. */
 static void pool_kick(struct eng_worker *w, struct pool *p)
 {
-	while (p->qhead && p->idle)
+	while (p->q.head && p->idle)
 		conn_ready(p->idle); /* takes from the queue itself */
 	if (w->stopping || !dane_ready(w, p) || !sts_ready(p))
 		return;
 	if (vl_now_ms() < p->no_open_until) {
 		/* Paused after a failed connect: the tick comes back for it. */
-		if (p->qhead && !p->kick_later) {
+		if (p->q.head && !p->kick_later) {
 			p->kick_later = true;
 			p->kick_next = w->kick_list;
 			w->kick_list = p;
 		}
 		return;
 	}
-	while (p->qlen > p->nconnecting && p->nconn < p->route.max_connections)
+	while (p->q.len > p->nconnecting && p->nconn < p->route.max_connections)
 		conn_open(w, p);
 }
 

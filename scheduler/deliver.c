@@ -416,6 +416,7 @@ static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 	for (size_t i = 0; i < m->nrcpt && !em->smtputf8; i++)
 		em->smtputf8 = !ascii(m->rcpts[i]);
 	em->require_tls = m->dj->require_tls;
+	em->urgent = m->dj->transactional;
 	em->on_result = on_result;
 	em->on_done = on_done;
 	em->arg = m;
