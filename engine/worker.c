@@ -193,6 +193,8 @@ struct eng_worker {
 	struct eng_msg *in_tail;
 	struct eng_msg in_stub;
 	atomic_bool wake_pending;
+	unsigned ncqe;             /* completions seen: the inbox is looked at
+				    * every INBOX_EVERY of them */
 	int efd;
 	uint64_t efd_val;
 	struct __kernel_timespec tick_ts;
@@ -1640,12 +1642,18 @@ static void kick_paused(struct eng_worker *w)
 	}
 }
 
+/* Within a long batch of completions too: a message handed over waits
+ * for at most this many of them. */
+#define INBOX_EVERY 32
+
 static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
 	struct eng_worker *w = arg;
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	void *p = vl_ud_ptr(ud);
 
+	if (++w->ncqe % INBOX_EVERY == 0)
+		take_inbox(w);
 	if (!p)
 		return;
 	switch ((enum op)vl_ud_op(ud)) {
@@ -1694,6 +1702,12 @@ int eng_worker_run(struct eng_worker *w)
 	for (;;) {
 		if (vl_ring_wait(&w->r, dispatch, w) < 0)
 			return -1;
+		/* Messages handed over during the batch go to their pools now,
+		 * not after the eventfd's completion comes round in a later
+		 * batch (a transactional one would wait a batch or two of
+		 * hundreds of completions). wake_pending stays: that
+		 * completion still comes and finds the inbox empty. */
+		take_inbox(w);
 		expire_timers(w);
 		atomic_store_explicit(&w->nconns_seen, w->nconns, memory_order_relaxed);
 		if (atomic_load(&w->stop)) {
