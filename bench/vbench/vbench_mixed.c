@@ -152,7 +152,10 @@ double vb_mix_bulk_time(const struct vb_result *r, long bulk)
 
 /* ---- volley: transactional jobs through the API ---- */
 
-#define VB_TX_THREADS 4
+/* Enough requests at once that the stream keeps its rate when answers
+ * are slow: arrivals do not wait for earlier answers, as an application's
+ * many request threads would not. */
+#define VB_TX_THREADS 16
 
 struct vb_txapi {
 	char sock[PATH_MAX];
@@ -263,8 +266,9 @@ int vb_txapi_stop(struct vb_txapi *t)
 
 /* ---- Postfix and Haraka: two injectors ---- */
 
-/* The transactional injector's connections (paced, so few are needed). */
-#define VB_TX_INJECT_CONNS 4
+/* The transactional injector's connections: paced, but as many as keep
+ * the rate when the server is slow to answer (each waits for its 250). */
+#define VB_TX_INJECT_CONNS 32
 
 struct vb_inject *vb_mix_injector(const struct vb_env *e, struct vb_mixres *m, char *why,
 				  size_t len)

@@ -20,6 +20,19 @@ static double bulk_rate(const struct vb_result *r)
 	return m && m->bulk_s > 0 ? (double)m->bulk / m->bulk_s : 0;
 }
 
+/* The transactional stream's rate as submitted: the acknowledged ones
+ * over the time from the first submission to the last. */
+static double tx_rate(const struct vb_mixres *m)
+{
+	double a = 0, b = 0;
+	for (long i = 0; i < m->cap; i++)
+		if (m->acked[i] > 0) {
+			a = a == 0 || m->sent[i] < a ? m->sent[i] : a;
+			b = m->sent[i] > b ? m->sent[i] : b;
+		}
+	return b > a && m->tx_sent > 1 ? (double)(m->tx_sent - 1) / (b - a) : 0;
+}
+
 /* The "-alone" row of the peer of r, or NULL. */
 static const struct vb_result *alone_of(const struct vb_result *r, const struct vb_result *all,
 					int n)
@@ -53,9 +66,9 @@ static void mix_row(const struct vb_result *r, const struct vb_result *all, int 
 	ms(c[5], sizeof c[5], m->ack_p99);
 	if (a && bulk_rate(a) > 0 && r->ok)
 		snprintf(ratio, sizeof ratio, "%.3f", bulk_rate(r) / bulk_rate(a));
-	printf("%-11s %8ld %8.2f %10.0f %10.0f %7s %8ld %8ld %8s %8s %8s %8s %9s %9s\n", r->peer,
-	       m->bulk, m->bulk_s, bulk_rate(r), a ? bulk_rate(a) : 0.0, ratio, m->tx_sent,
-	       m->tx_delivered, c[0], c[1], c[2], c[3], c[4], c[5]);
+	printf("%-11s %8ld %8.2f %10.0f %10.0f %7s %8ld %6.0f %8ld %8s %8s %8s %8s %9s %9s\n",
+	       r->peer, m->bulk, m->bulk_s, bulk_rate(r), a ? bulk_rate(a) : 0.0, ratio,
+	       m->tx_sent, tx_rate(m), m->tx_delivered, c[0], c[1], c[2], c[3], c[4], c[5]);
 }
 
 static void under_line(const char *what, double got, double limit)
@@ -95,14 +108,15 @@ void vb_mix_report(const struct vb_scen *sc, const struct vb_result *r, int n)
 	printf("\nmixed: the bulk job with transactional messages at %ld/s beside it, until the "
 	       "bulk is delivered (volley: jobs through the API from the bulk's 202 on; "
 	       "peers: from their first message)\n", sc->submit_rate);
-	printf("%-11s %8s %8s %10s %10s %7s %8s %8s %8s %8s %8s %8s %9s %9s\n", "peer", "bulk",
-	       "bulk s", "bulk msg/s", "alone", "ratio", "tx sent", "tx 250", "p50 ms", "p99 ms",
-	       "p999 ms", "max ms", "ack p50", "ack p99");
+	printf("%-11s %8s %8s %10s %10s %7s %8s %6s %8s %8s %8s %8s %8s %9s %9s\n", "peer",
+	       "bulk", "bulk s", "bulk msg/s", "alone", "ratio", "tx sent", "tx/s", "tx 250",
+	       "p50 ms", "p99 ms", "p999 ms", "max ms", "ack p50", "ack p99");
 	for (int i = 0; i < n; i++)
 		if (r[i].ran && r[i].mx && !r[i].mx->alone)
 			mix_row(&r[i], r, n);
 	printf("  bulk msg/s: the bulk's messages over the time from the first submission to the "
-	       "last bulk outcome; alone: the same peer with the bulk alone, same run; "
+	       "last bulk outcome; alone: the same peer with the bulk alone, same run; tx/s: the "
+	       "transactional stream's rate as submitted (acknowledged ones); "
 	       "p50-max: transactional, submitted to the sink's 250 (its accept log); ack: "
 	       "submitted to the API's 202 (volley) or the injection's 250 (peers)\n");
 	for (int i = 0; i < n; i++)
@@ -156,10 +170,10 @@ void vb_mix_json(json_t *o, const struct vb_result *r)
 	if (!m)
 		return;
 	json_object_set_new(o, "mixed", json_pack(
-		"{s:b, s:I, s:f, s:f, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:o}",
+		"{s:b, s:I, s:f, s:f, s:I, s:I, s:f, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:o}",
 		"alone", m->alone, "bulk", (json_int_t)m->bulk, "bulk_seconds", m->bulk_s,
 		"bulk_messages_per_s", bulk_rate(r), "tx_submitted", (json_int_t)m->tx_sent,
-		"tx_failed", (json_int_t)m->tx_failed, "tx_delivered", (json_int_t)m->tx_delivered,
+		"tx_failed", (json_int_t)m->tx_failed, "tx_per_s", tx_rate(m), "tx_delivered", (json_int_t)m->tx_delivered,
 		"tx_p50_ms", m->p50, "tx_p99_ms", m->p99, "tx_p999_ms", m->p999, "tx_max_ms", m->max,
 		"tx_ack_p50_ms", m->ack_p50, "tx_ack_p99_ms", m->ack_p99, "note", m->why,
 		"tx_latency_per_second", per_second(m)));

@@ -187,6 +187,43 @@ class BenchTest(unittest.TestCase):
         run_dir = re.search(r"run in (/tmp/volley-bench\.\S+)", p.stderr).group(1)
         self.assertEqual(procs_in(run_dir + "/"), [])
 
+    def test_mixed(self):
+        """The mixed scenario, shrunk: a 2,000-recipient bulk job with
+        transactional jobs at 200 a second beside it through the API, then
+        the bulk alone. Every message is accounted for at the sink, each
+        transactional one matched to its submission by the sink's accept
+        log; the latency lines and both targets are printed."""
+        res, out = self.run_scenario("mixed", "--recipients", "2000")
+        self.assertTrue(res["settings"]["mixed"])
+        self.assertEqual(res["settings"]["submit_rate"], 200)
+        v, alone = res["results"][0], res["results"][1]
+        self.assertEqual((v["peer"], alone["peer"]), ("volley", "volley-alone"))
+        for r in (v, alone):
+            self.assertTrue(r["ran"] and r["ok"], r["note"])
+            self.assertEqual(r["sink_messages"], r["delivered"])
+            self.assertEqual(r["delivered"], r["messages"])
+        m = v["mixed"]
+        self.assertFalse(m["alone"])
+        self.assertEqual(m["bulk"], 2000)
+        self.assertGreater(m["tx_submitted"], 0)
+        self.assertEqual(m["tx_failed"], 0)
+        self.assertEqual(m["tx_delivered"], m["tx_submitted"])
+        self.assertEqual(v["messages"], 2000 + m["tx_submitted"])
+        self.assertGreater(m["tx_p50_ms"], 0)
+        self.assertGreaterEqual(m["tx_p99_ms"], m["tx_p50_ms"])
+        self.assertGreaterEqual(m["tx_p999_ms"], m["tx_p99_ms"])
+        self.assertGreaterEqual(m["tx_max_ms"], m["tx_p999_ms"])
+        self.assertGreater(m["bulk_messages_per_s"], 0)
+        self.assertTrue(alone["mixed"]["alone"])
+        self.assertEqual(alone["mixed"]["tx_submitted"], 0)
+        self.assertEqual(alone["delivered"], 2000)
+        self.assertRegex(out, r"\nvolley\s+2000\s+[0-9.]+\s+[0-9]+\s+[0-9]+\s+[0-9.]+\s+%d\s"
+                         % m["tx_submitted"])
+        self.assertRegex(out, r"target: volley transactional submit-to-250 p99 under 5.0 ms: "
+                              r"(met|MISSED) \([0-9.]+ ms")
+        self.assertRegex(out, r"target: volley bulk throughput mixed / alone at least 0.90: "
+                              r"(met|MISSED) \([0-9.]+")
+
     def test_targets(self):
         """A scenario's targets are checked against the run's ratios: met
         and missed both said, with the factor; a miss is not a failure."""
