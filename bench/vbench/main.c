@@ -36,7 +36,7 @@ static void usage(FILE *f)
 		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|haraka|blast]... [--recipients N]\n"
 		"                    [--peer-max N] [--per-conn N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency, faults,\n"
-		"             transactional, dkim, dane, submission, providers,\n"
+		"             transactional, mixed, dkim, dane, submission, providers,\n"
 		"             providers-known) or a scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); haraka is\n"
 		"             the Node.js MTA as an outbound relay; blast is volley-blast, a\n"
