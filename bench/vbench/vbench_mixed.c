@@ -26,7 +26,8 @@ struct vb_mixres *vb_mix_new(const struct vb_scen *sc, bool alone, long bulk)
 	struct vb_mixres *m = vl_calloc(1, sizeof *m);
 	m->alone = alone;
 	m->bulk = bulk;
-	m->cap = alone ? 0 : sc->mixed_max;
+	/* the transactional scenario's stream is its recipients */
+	m->cap = alone ? 0 : sc->mixed ? sc->mixed_max : sc->recipients;
 	m->sent = vl_calloc((size_t)m->cap + 1, sizeof *m->sent);
 	m->acked = vl_calloc((size_t)m->cap + 1, sizeof *m->acked);
 	m->p50 = m->p99 = m->p999 = m->max = m->ack_p50 = m->ack_p99 = -1;
@@ -84,11 +85,12 @@ static void percentiles(struct vb_mixres *m)
 	free(a);
 }
 
-/* "t<i>@..." to i; -1 if not one of ours. */
+/* "t<i>@..." (or u<i>@, the transactional scenario's) to i; -1 if not one
+ * of ours. */
 static long tx_index(const char *rcpt, long cap)
 {
 	char *end;
-	if (rcpt[0] != 't' && rcpt[0] != 'T')
+	if (rcpt[0] != 't' && rcpt[0] != 'u')
 		return -1;
 	long i = strtol(rcpt + 1, &end, 10);
 	return end != rcpt + 1 && *end == '@' && i >= 0 && i < cap ? i : -1;

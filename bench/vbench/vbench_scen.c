@@ -39,7 +39,7 @@ static void defaults(struct vb_scen *sc)
 	sc->rcpts_per_message = 100;   /* volleyd's default */
 	sc->peer_rcpts = 1;
 	sc->mixed_max = 100000;
-	sc->haraka_max = 10000;   /* about a minute at Haraka's 160 msg/s */
+	sc->haraka_max = 8000;    /* about a minute at Haraka's 100-160 msg/s */
 	snprintf(sc->submit_tls, sizeof sc->submit_tls, "starttls");
 	snprintf(sc->password_hash, sizeof sc->password_hash, "yescrypt");
 }

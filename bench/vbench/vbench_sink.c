@@ -51,12 +51,14 @@ static void sink_args(const struct vb_env *e, struct vb_sink *s, char **argv, in
 			snprintf(store[k], sizeof store[k], "%s:%g%%", f[i].stage, f[i].pct);
 			argv[n++] = store[k++];
 		}
-	/* mixed: when each transactional recipient (t<i>@) was accepted */
-	if (sc->mixed) {
+	/* mixed: when each transactional recipient (t<i>@) was accepted;
+	 * transactional: every one (200 a second: the latency of a peer that
+	 * reports none, Haraka) */
+	if (sc->mixed || sc->transactional) {
 		argv[n++] = "--accept-log";
 		argv[n++] = s->alog;
 		argv[n++] = "--accept-log-rcpt";
-		argv[n++] = "t*@*";
+		argv[n++] = sc->mixed ? "t*@*" : "*";
 	}
 	*argc = n;
 }
