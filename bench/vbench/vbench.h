@@ -306,6 +306,9 @@ struct vb_env {
 	bool dane_off;            /* volley under encrypt in that world */
 	bool one_rcpt;            /* volley at max_recipients_per_message = 1 */
 	bool bulk_only;           /* mixed: the bulk alone (a "-alone" row) */
+	bool tx_only;             /* mixed: volley's transactional stream alone
+				     for txonly_s ("volley-txonly") */
+	double txonly_s;          /* the mixed run's bulk time, 1 to 30 s */
 	const char *volley_conf;  /* a file appended to volleyd's configuration, or NULL */
 };
 

@@ -375,16 +375,24 @@ static int bulk_done(struct vrun *v, double t0)
 }
 
 /* mixed: the bulk upload, then transactional jobs through the API beside
- * its delivery until it is done. */
+ * its delivery until it is done; tx_only: the stream alone for as long as
+ * the mixed run's bulk took, the reference of what the machine gives it
+ * without bulk. */
 static int submit_mixed(struct vrun *v, double t0)
 {
 	char sock[PATH_MAX];
 	struct vb_mixres *m = v->r->mx;
-	if (submit_bulk(v) < 0)
+	if (!v->e->tx_only && submit_bulk(v) < 0)
 		return -1;
 	snprintf(sock, sizeof sock, "%s/volley.sock", v->data);
 	struct vb_txapi *tx = vb_txapi_start(sock, v->e->w, (double)v->e->sc->submit_rate, m);
-	int rc = bulk_done(v, t0);
+	int rc = 0;
+	if (v->e->tx_only)
+		nanosleep(&(struct timespec){ (time_t)v->e->txonly_s,
+					      (long)((v->e->txonly_s - (double)(time_t)v->e->txonly_s) * 1e9) },
+			  NULL);
+	else
+		rc = bulk_done(v, t0);
 	if (vb_txapi_stop(tx) < 0 && rc == 0) {
 		snprintf(v->r->note, sizeof v->r->note, "%ld transactional submissions failed",
 			 m->tx_failed);
@@ -459,11 +467,11 @@ static void check_dane(const struct vb_env *e, struct vb_result *r)
 int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 {
 	struct vrun v = { .e = e, .s = s, .r = r, .submitted = json_object(),
-			  .expect = e->sc->recipients };
+			  .expect = e->tx_only ? 0 : e->sc->recipients };
 	snprintf(r->peer, sizeof r->peer, "volley");
 	r->p50_ms = r->p99_ms = -1;
 	if (e->sc->mixed)
-		r->mx = vb_mix_new(e->sc, e->bulk_only, e->sc->recipients);
+		r->mx = vb_mix_new(e->sc, e->bulk_only, v.expect);
 	int rc = run(&v);
 	r->messages = v.expect;
 	vb_api_close(v.api);
