@@ -18,7 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define CHECKPOINT_MS 1000       /* a new segment about this often */
+#define CHECKPOINT_MS 1000       /* a new segment about this often, unless told */
 #define SEG_MAX (64u << 20)      /* ... or once one is this long */
 #define MAGIC_LEN 8
 #define REST_FIXED (4 + SCHED_ID_LEN)
@@ -39,6 +39,7 @@ struct sched_ilog {
 	size_t inflight[2];          /* durable, not in jobs/ yet: per segment
 				      * parity (the open one and the old one) */
 	double clean;
+	uint64_t every_ms;           /* checkpoint interval */
 	uint64_t last_rotate_ms;
 	bool stop;
 	pthread_t th;
@@ -387,7 +388,7 @@ static void *run(void *arg)
 	vl_thread_name("vl-ilog");
 	pthread_mutex_lock(&l->mu);
 	while (!l->stop) {
-		uint64_t due = l->last_rotate_ms + CHECKPOINT_MS, now = vl_now_ms();
+		uint64_t due = l->last_rotate_ms + l->every_ms, now = vl_now_ms();
 		if (now < due && l->end < SEG_MAX) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -405,11 +406,13 @@ static void *run(void *arg)
 	return NULL;
 }
 
-struct sched_ilog *sched_ilog_open(const char *dir, int sync_fd, char *err, size_t errlen)
+struct sched_ilog *sched_ilog_open(const char *dir, int sync_fd, uint64_t checkpoint_ms,
+				   char *err, size_t errlen)
 {
 	struct sched_ilog *l = vl_calloc(1, sizeof *l);
 	size_t n;
 
+	l->every_ms = checkpoint_ms ? checkpoint_ms : CHECKPOINT_MS;
 	l->fd = l->dir_fd = -1;
 	l->sync_fd = sync_fd;
 	l->dir = vl_strdup(dir);

@@ -142,11 +142,12 @@ static int replay_one(void *arg, const struct sched_ilog_rec *r)
 	return 0;
 }
 
-int sched_spool_ilog_start(struct sched_spool *s, char *err, size_t errlen)
+int sched_spool_ilog_start(struct sched_spool *s, uint64_t checkpoint_ms, char *err,
+			   size_t errlen)
 {
 	if (s->ilog)
 		return 0;
-	s->ilog = sched_ilog_open(s->ilog_dir, s->jobs_fd, err, errlen);
+	s->ilog = sched_ilog_open(s->ilog_dir, s->jobs_fd, checkpoint_ms, err, errlen);
 	return s->ilog ? 0 : -1;
 }
 

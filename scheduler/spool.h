@@ -117,10 +117,12 @@ int sched_spool_sync(struct sched_spool *s);
 /* The intake log (ilog.c, spool_int.h): from now on sched_intake_commit
  * makes a job of at most 1 MB of files durable by one append to
  * data_dir/ilog/, shared with the other commits of the moment, instead of
- * fsyncs of its own; a thread checkpoints it about every second.
+ * fsyncs of its own; a thread checkpoints it every checkpoint_ms (0: a
+ * second).
  * sched_spool_open replays what a crash left there, started or not. 0, or
  * -1 with err. */
-int sched_spool_ilog_start(struct sched_spool *s, char *err, size_t errlen);
+int sched_spool_ilog_start(struct sched_spool *s, uint64_t checkpoint_ms, char *err,
+			   size_t errlen);
 /* Every job logged before this wall-clock time is checkpointed (durable in
  * jobs/, its record gone): one that finished before it may be removed
  * without a replay bringing it back. INFINITY without the log. */

@@ -71,8 +71,9 @@ struct sched_ilog_wait {
 struct sched_ilog;
 /* Start a fresh segment in dir (created if need be) after the highest
  * there, and the checkpointer, whose syncfs goes through sync_fd (the
- * spool's file system). NULL with err. */
-struct sched_ilog *sched_ilog_open(const char *dir, int sync_fd, char *err, size_t errlen);
+ * spool's file system), every checkpoint_ms (0: a second). NULL with err. */
+struct sched_ilog *sched_ilog_open(const char *dir, int sync_fd, uint64_t checkpoint_ms,
+				   char *err, size_t errlen);
 /* A last checkpoint, then the thread stops. */
 void sched_ilog_close(struct sched_ilog *l);
 /* Append rec[len] durably, in one write and one fdatasync with whatever

@@ -25,7 +25,7 @@ static void setup(void)
 	unit_tmpdir(dir, sizeof dir, "ilog");
 	sp = sched_spool_open(dir, err, sizeof err);
 	cr_assert_not_null(sp, "%s", err);
-	cr_assert_eq(sched_spool_ilog_start(sp, err, sizeof err), 0, "%s", err);
+	cr_assert_eq(sched_spool_ilog_start(sp, 0, err, sizeof err), 0, "%s", err);
 }
 
 static void teardown(void)
@@ -244,7 +244,7 @@ Test(sched_ilog, replay_restores_torn_and_missing_jobs)
 	cr_assert_eq(sched_table_count(t), 5);
 	sched_table_close(t);
 	cr_assert_eq(entries("tmp"), 0);
-	cr_assert_eq(sched_spool_ilog_start(sp, err, sizeof err), 0, "%s", err);
+	cr_assert_eq(sched_spool_ilog_start(sp, 0, err, sizeof err), 0, "%s", err);
 	vl_buf_free(&before);
 	vl_buf_free(&after);
 	vl_buf_free(&rcpt);
@@ -274,7 +274,7 @@ Test(sched_ilog, torn_tail_ignored)
 	sp = sched_spool_open(dir, err, sizeof err);
 	cr_assert_not_null(sp, "%s", err);
 	cr_assert_eq(entries("jobs"), 1, "the whole record before the torn one");
-	cr_assert_eq(sched_spool_ilog_start(sp, err, sizeof err), 0, "%s", err);
+	cr_assert_eq(sched_spool_ilog_start(sp, 0, err, sizeof err), 0, "%s", err);
 }
 
 struct th {
