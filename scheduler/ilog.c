@@ -39,6 +39,8 @@ struct sched_ilog {
 	size_t inflight[2];          /* durable, not in jobs/ yet: per segment
 				      * parity (the open one and the old one) */
 	double clean;
+	uint64_t stale[8];           /* old segments a failed checkpoint kept */
+	int nstale;
 	uint64_t every_ms;           /* checkpoint interval */
 	uint64_t last_rotate_ms;
 	bool stop;
@@ -349,34 +351,51 @@ static uint64_t rotate(struct sched_ilog *l, double *at)
 	return old;
 }
 
+/* The old segments (a failed checkpoint's, then old), each removed once
+ * the file system is synced; -1 when one is still there. */
+static int remove_old(struct sched_ilog *l, uint64_t old)
+{
+	if (old && l->nstale < (int)VL_ARRAY_LEN(l->stale))
+		l->stale[l->nstale++] = old;
+	if (!l->nstale)
+		return 0;
+	if (syncfs(l->sync_fd) < 0)
+		return -1;
+	while (l->nstale && seg_remove(l->dir_fd, l->stale[l->nstale - 1]) == 0)
+		l->nstale--;
+	return l->nstale ? -1 : 0;
+}
+
 int sched_ilog_checkpoint(struct sched_ilog *l)
 {
 	double at;
 	pthread_mutex_lock(&l->mu);
 	l->last_rotate_ms = vl_now_ms();
-	uint64_t old = rotate(l, &at);
-	if (!old) {
-		if (!l->nrec)       /* nothing open: all that was written is clean */
-			l->clean = at;
+	/* as many kept as can be counted: no new segment until they go */
+	bool full = l->nstale == (int)VL_ARRAY_LEN(l->stale);
+	uint64_t old = full ? 0 : rotate(l, &at);
+	if (full) {
 		pthread_mutex_unlock(&l->mu);
-		return l->nrec ? -1 : 0;
+		return remove_old(l, 0) < 0 ? -1 : sched_ilog_checkpoint(l);
+	}
+	if (!old && l->nrec) {      /* could not start a new segment */
+		pthread_mutex_unlock(&l->mu);
+		return -1;
 	}
 	/* its jobs are all in jobs/ (each put is followed by its move) */
-	while (l->inflight[old & 1])
+	while (old && l->inflight[old & 1])
 		pthread_cond_wait(&l->cv, &l->mu);
 	pthread_mutex_unlock(&l->mu);
-	int rc = syncfs(l->sync_fd);
-	if (rc == 0)
-		rc = seg_remove(l->dir_fd, old);
-	if (rc < 0) {
-		/* kept: replayed at the next start if not removed before */
-		vl_log(VL_LOG_ERROR, "intake log: checkpoint of segment %" PRIu64 ": %s", old,
-		       strerror(errno));
+	/* with a segment kept by a failed checkpoint, the clean time stays
+	 * where it was: its records are not checkpointed */
+	if (remove_old(l, old) < 0) {
+		vl_log(VL_LOG_ERROR, "intake log: checkpoint: %s; %d segments kept, replayed at "
+		       "the next start if not removed before", strerror(errno), l->nstale);
 		return -1;
 	}
 	pthread_mutex_lock(&l->mu);
 	l->clean = at;
-	l->st.checkpoints++;
+	l->st.checkpoints += old != 0;
 	pthread_mutex_unlock(&l->mu);
 	return 0;
 }

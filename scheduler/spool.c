@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #define TABLE_MAGIC "VLRCPT02"
+#define TABLE_HEAP_MAX (64u << 10)   /* tables up to this are read, not mapped */
 #define TABLE_MAGIC_V1 "VLRCPT01"
 #define HDR_LEN 24
 #define HDR_LEN_V1 16
@@ -947,6 +948,7 @@ void sched_intake_abort(struct sched_intake *in)
 
 struct sched_table {
 	const char *map;
+	bool heap;               /* map is a copy in the heap (a small table) */
 	size_t len;
 	size_t count;
 	size_t end;              /* where the records end */
@@ -1002,7 +1004,18 @@ struct sched_table *sched_table_open(struct sched_spool *s, const char *id)
 		goto out;
 	t = vl_calloc(1, sizeof *t);
 	t->len = (size_t)st.st_size;
-	t->map = mmap(NULL, t->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	/* A small table (a transactional job's) is read: a mapping's munmap
+	 * when the job goes is a TLB shootdown on every core (an IPI each, a
+	 * VM exit each on a virtual machine), one per job */
+	if (t->len <= TABLE_HEAP_MAX) {
+		char *p = vl_malloc(t->len);
+		t->heap = true;
+		t->map = p;
+		if (pread(fd, p, t->len, 0) != (ssize_t)t->len)
+			goto bad;
+	} else {
+		t->map = mmap(NULL, t->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	}
 	if (t->map == MAP_FAILED)
 		goto bad;
 	memcpy(&t->count, t->map + 8, 8);
@@ -1026,7 +1039,9 @@ void sched_table_close(struct sched_table *t)
 {
 	if (!t)
 		return;
-	if (t->map && t->map != MAP_FAILED)
+	if (t->heap)
+		free((void *)t->map);
+	else if (t->map && t->map != MAP_FAILED)
 		munmap((void *)t->map, t->len);
 	free(t->scanned);
 	free(t);

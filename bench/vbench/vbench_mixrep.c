@@ -220,6 +220,21 @@ static int write_latency(const char *path, const struct vb_result *r)
 	return fclose(f);
 }
 
+/* One colour per peer, its rows (mixed, alone, txonly) told apart by the
+ * dash. */
+static const char *colour(const char *peer)
+{
+	static const struct { const char *name, *rgb; } c[] = {
+		{ "volley", "#1f77b4" }, { "postfix", "#d62728" }, { "nodemailer", "#2ca02c" },
+		{ "haraka", "#9467bd" },
+	};
+	size_t n = strcspn(peer, "-");
+	for (size_t i = 0; i < VL_ARRAY_LEN(c); i++)
+		if (strlen(c[i].name) == n && !strncmp(peer, c[i].name, n))
+			return c[i].rgb;
+	return "#7f7f7f";
+}
+
 static void plot_rates(FILE *f, const struct vb_result *r, int n, const char *dir)
 {
 	char dat[PATH_MAX];
@@ -232,13 +247,19 @@ static void plot_rates(FILE *f, const struct vb_result *r, int n, const char *di
 		snprintf(dat, sizeof dat, "%s/mixed-rate-%d.dat", dir, i);
 		if (write_rates(dat, &r[i]) < 0)
 			continue;
+		const char *c = colour(r[i].peer);
 		if (r[i].mx->alone)
-			fprintf(f, "%s'%s' using 1:2 with lines lw 1 dt 3 title '%s (bulk alone)'",
-				lines++ ? ", " : "", dat, r[i].peer);
+			fprintf(f, "%s'%s' using 1:2 with lines lw 1 dt 3 lc rgb '%s' "
+				   "title '%s (bulk alone)'", lines++ ? ", " : "", dat, c, r[i].peer);
+		else if (!r[i].mx->bulk)   /* volley-txonly: the stream alone */
+			fprintf(f, "%s'%s' using 1:3 with lines lw 1 dt 4 lc rgb '%s' "
+				   "title '%s (transactional alone)'", lines++ ? ", " : "", dat, c,
+				r[i].peer);
 		else
-			fprintf(f, "%s'%s' using 1:2 with lines lw 2 title '%s bulk', "
-				   "'%s' using 1:3 with lines lw 2 dt 2 title '%s transactional'",
-				lines++ ? ", " : "", dat, r[i].peer, dat, r[i].peer);
+			fprintf(f, "%s'%s' using 1:2 with lines lw 2 lc rgb '%s' title '%s bulk', "
+				   "'%s' using 1:3 with lines lw 2 dt 2 lc rgb '%s' "
+				   "title '%s transactional'", lines++ ? ", " : "", dat, c, r[i].peer,
+				dat, c, r[i].peer);
 	}
 	fprintf(f, lines ? "\n" : "NaN notitle\n");
 }
@@ -255,9 +276,12 @@ static void plot_latency(FILE *f, const struct vb_result *r, int n, const char *
 		snprintf(dat, sizeof dat, "%s/mixed-lat-%d.dat", dir, i);
 		if (write_latency(dat, &r[i]) < 0)
 			continue;
-		fprintf(f, "%s'%s' using 1:3 with lines lw 2 title '%s p99', "
-			   "'%s' using 1:2 with lines lw 1 dt 2 title '%s p50'", lines++ ? ", " : "",
-			dat, r[i].peer, dat, r[i].peer);
+		const char *c = colour(r[i].peer);
+		bool txonly = !r[i].mx->bulk;
+		fprintf(f, "%s'%s' using 1:3 with lines lw %d dt %d lc rgb '%s' title '%s p99', "
+			   "'%s' using 1:2 with lines lw 1 dt %d lc rgb '%s' title '%s p50'",
+			lines++ ? ", " : "", dat, txonly ? 1 : 2, txonly ? 4 : 1, c, r[i].peer, dat,
+			txonly ? 3 : 2, c, r[i].peer);
 	}
 	fprintf(f, lines ? "\n" : "NaN notitle\n");
 }
