@@ -201,13 +201,14 @@ bench: all
 	@bench/submitlog.sh
 	@echo "== template rendering"; $(BUILD)/volley-render-bench 1000000
 	@echo "== volley-bench: every scenario, end to end, with its peers (docs/bench.md)"
-	@$(BUILD)/volley-bench small --compare postfix --compare nodemailer --compare blast
-	@$(BUILD)/volley-bench newsletter --compare postfix --compare nodemailer --compare blast
-	@$(BUILD)/volley-bench latency --compare nodemailer --compare blast
+	@$(BUILD)/volley-bench small --compare postfix --compare nodemailer --compare haraka --compare blast
+	@$(BUILD)/volley-bench newsletter --compare postfix --compare nodemailer --compare haraka --compare blast
+	@$(BUILD)/volley-bench latency --compare nodemailer --compare haraka --compare blast
 	@$(BUILD)/volley-bench latency-tls --compare blast
 	@$(BUILD)/volley-bench sessions
 	@$(BUILD)/volley-bench faults --compare postfix
-	@$(BUILD)/volley-bench transactional --compare postfix --compare nodemailer
+	@$(BUILD)/volley-bench transactional --compare postfix --compare nodemailer --compare haraka
+	@$(BUILD)/volley-bench mixed --compare postfix --compare nodemailer --compare haraka
 	@$(BUILD)/volley-bench dkim
 	@$(BUILD)/volley-bench dkim-100k
 	@$(BUILD)/volley-bench dane

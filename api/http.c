@@ -39,6 +39,8 @@
 #define KEEPALIVE_MS 15000        /* a blank line to a silent follower */
 #define FOLLOW_TICK_MS 50         /* how often waiting followers are looked at */
 
+#define API_WORKERS_PER_THREAD 4
+
 struct req;
 struct follower;
 
@@ -1253,8 +1255,12 @@ static int start_server(struct api *a, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start the HTTP server");
 		return -1;
 	}
-	a->workers = vl_calloc(threads, sizeof *a->workers);
-	for (; a->nworkers < threads; a->nworkers++)
+	/* A submission's end mostly waits for the disk, and the waiting ones
+	 * share the intake log's fdatasync: four workers a thread, so that a
+	 * burst of transactional jobs is not queued behind a few syncs. */
+	unsigned nw = threads * API_WORKERS_PER_THREAD;
+	a->workers = vl_calloc(nw, sizeof *a->workers);
+	for (; a->nworkers < nw; a->nworkers++)
 		if (pthread_create(&a->workers[a->nworkers], NULL, worker_main, a) != 0) {
 			snprintf(err, errlen, "cannot start the API's workers");
 			return -1;

@@ -11,6 +11,7 @@
 #include "api_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,10 @@ struct api_intake {
 	bool warned_metadata;
 	double created;
 	struct sched_rcpt sr;
-	char nums[SCHED_MAX_SUBS][MSG_SUB_TMP]; /* numbers and booleans as text */
+	/* numbers and booleans as text, made when a recipient has one: 16 KB
+	 * in the struct made it a large allocation, which jemalloc zeroes or
+	 * recycles with madvise (a TLB shootdown on every core) each request */
+	char (*nums)[MSG_SUB_TMP];
 };
 
 /* A JSON string of text that may quote a client's bytes (a parser's
@@ -113,10 +117,40 @@ static int fail(struct api_intake *in, int status, const char *code,
 	return -1;
 }
 
+/* Each thread keeps the last intake it freed for its next request: the
+ * struct is about 42 KB (two errors' texts, the recipient scratch), a
+ * large allocation, which jemalloc hands back zeroed by madvise: a TLB
+ * shootdown on every core (a VM exit each, virtualised) per request. */
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_init(void)
+{
+	pthread_key_create(&spare_key, free);
+}
+
+static struct api_intake *intake_alloc(void)
+{
+	pthread_once(&spare_once, spare_init);
+	struct api_intake *in = pthread_getspecific(spare_key);
+	if (!in)
+		return vl_calloc(1, sizeof *in);
+	pthread_setspecific(spare_key, NULL);
+	memset(in, 0, sizeof *in);
+	return in;
+}
+
+static void intake_release(struct api_intake *in)
+{
+	pthread_once(&spare_once, spare_init);
+	if (pthread_getspecific(spare_key) || pthread_setspecific(spare_key, in) != 0)
+		free(in);
+}
+
 struct api_intake *api_intake_new(const struct cfg *c, struct sched_spool *spool,
 				  bool ndjson, const char *idempotency_key)
 {
-	struct api_intake *in = vl_calloc(1, sizeof *in);
+	struct api_intake *in = intake_alloc();
 
 	in->cfg = c;
 	in->spool = spool;
@@ -465,7 +499,9 @@ static int rfail(struct api_intake *in, const char *sub, int status, const char 
 /* Numbers and booleans as text, the way composition writes the job's own. */
 static const char *sub_text(struct api_intake *in, size_t i, const json_t *v, size_t *n)
 {
-	return msg_sub_string(v, in->nums[i], n);
+	if (!json_is_string(v) && !in->nums)
+		in->nums = vl_malloc(SCHED_MAX_SUBS * sizeof *in->nums);
+	return msg_sub_string(v, in->nums ? in->nums[i] : NULL, n);
 }
 
 /* A recipient's substitutions: as check_subs, but a recipient's fault. */
@@ -957,6 +993,7 @@ void api_intake_free(struct api_intake *in)
 	json_decref(in->warnings);
 	vl_buf_free(&in->buf);
 	vl_buf_free(&in->scratch);
+	free(in->nums);
 	free(in->idem);
-	free(in);
+	intake_release(in);
 }

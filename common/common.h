@@ -98,6 +98,10 @@ static inline uint64_t vl_hash_lower(uint64_t h, const char *s, size_t n)
 	return h;
 }
 
+/* CRC32C (crc.c) of n octets at p, continuing crc (0 to begin): the
+ * check value of "123456789" is 0xe3069283. */
+uint32_t vl_crc32c(uint32_t crc, const void *p, size_t n);
+
 /* ---- files ---- */
 /* fsync the directory dir itself (after creating, renaming or removing an
  * entry in it, so the change survives a crash). 0, or -1 with errno. */

@@ -269,6 +269,7 @@ static const struct key spool_keys[] = {
 	KEY("min_free", K_SIZE, struct cfg, spool.min_free),
 	KEY("journal_commit_ms", K_INT, struct cfg, spool.journal_commit_ms),
 	KEY("retain", K_DUR, struct cfg, spool.retain_ms),
+	KEY("intake_checkpoint", K_DUR, struct cfg, spool.intake_checkpoint_ms),
 };
 
 static const struct key policy_keys[] = {
@@ -1576,6 +1577,7 @@ static void defaults(struct cfg *c)
 	c->spool.min_free = 256000000;
 	c->spool.journal_commit_ms = 50;
 	c->spool.retain_ms = 7 * 86400000ull;
+	c->spool.intake_checkpoint_ms = 1000;
 	c->dns.timeout_ms = 3000;
 	c->dns.min_ttl_ms = 30000;
 	c->dns.ipv6 = true;
@@ -1628,6 +1630,9 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	if ((s = config_setting_get_member(root, "spool")) &&
 	    get_group(x, s, "spool", spool_keys, VL_ARRAY_LEN(spool_keys), NULL, c) < 0)
 		return -1;
+	if (c->spool.intake_checkpoint_ms < 10 || c->spool.intake_checkpoint_ms > 3600000)
+		return fail(x, config_setting_lookup((config_setting_t *)root, "spool.intake_checkpoint"),
+			    "spool.intake_checkpoint", "expected 10ms to 1h");
 	if ((s = config_setting_get_member(root, "dns"))) {
 		static const struct key dns_keys[] = {
 			KEY("timeout_ms", K_INT, struct cfg, dns.timeout_ms),
@@ -1904,11 +1909,13 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 		      (long long)c->api.threads, (unsigned long long)c->api.header_timeout_ms,
 		      (unsigned long long)c->api.idle_timeout_ms, (unsigned long long)c->api.max_body);
 	vl_buf_printf(o, "spool = {\n  max_bytes = %llu;\n  min_free = %llu;\n"
-		      "  journal_commit_ms = %lld;\n  retain = \"%llus\";\n};\n",
+		      "  journal_commit_ms = %lld;\n  retain = \"%llus\";\n"
+		      "  intake_checkpoint = \"%llums\";\n};\n",
 		      (unsigned long long)c->spool.max_bytes,
 		      (unsigned long long)c->spool.min_free,
 		      (long long)c->spool.journal_commit_ms,
-		      (unsigned long long)(c->spool.retain_ms / 1000));
+		      (unsigned long long)(c->spool.retain_ms / 1000),
+		      (unsigned long long)c->spool.intake_checkpoint_ms);
 	vl_buf_appends(o, "dns = {\n  servers = [");
 	for (size_t i = 0; i < c->dns.nservers; i++)
 		vl_buf_printf(o, "%s\"%s\"", i ? ", " : " ", c->dns.servers[i]);

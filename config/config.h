@@ -213,6 +213,7 @@ struct cfg {
 		uint64_t max_bytes, min_free;
 		int64_t journal_commit_ms;
 		uint64_t retain_ms;
+		uint64_t intake_checkpoint_ms;  /* the intake log's checkpoints */
 	} spool;
 	struct {
 		char **servers;

@@ -145,6 +145,10 @@ struct eng_msg {
 					  * that offers REQUIRETLS, with MAIL's
 					  * REQUIRETLS parameter; otherwise a
 					  * transient result, stage requiretls */
+	bool urgent;                     /* transactional: ahead of every
+					  * message not urgent in its pool's
+					  * queue (after the urgent ones
+					  * already there) */
 	eng_result_fn on_result;
 	eng_done_fn on_done;
 	/* Optional: run on the worker when it takes the message, before any

@@ -55,6 +55,19 @@ void eng_iov_free(struct eng_iov *b);
  * into body's memory (no copy). out is reset first. */
 void eng_dotstuff(const struct iovec *body, size_t nbody, struct eng_iov *out);
 
+/* ---- a pool's queue of messages waiting for a session (queue.c) ----
+ * FIFO, but for urgent messages (eng_msg.urgent: transactional mail),
+ * which go behind the urgent ones already waiting and ahead of the rest,
+ * and for a message's next transaction (front), which goes first. */
+struct eng_mq {
+	struct eng_msg *head, *tail;
+	struct eng_msg *urgent;      /* the last of the urgent ones at the
+				      * head, NULL when none waits there */
+	size_t len;
+};
+void eng_mq_push(struct eng_mq *q, struct eng_msg *m, bool front);
+struct eng_msg *eng_mq_pop(struct eng_mq *q);
+
 /* ---- state machines: checks and logs (session.c, worker.c) ----
  * Every change of a session's state (enum eng_state) and of a connection's
  * (worker.c's enum conn_state) goes through one enter function, which logs

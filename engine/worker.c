@@ -176,8 +176,7 @@ struct pool {
 	struct eng_route route;        /* a copy: the key */
 	uint64_t hash;
 	struct pool *hnext;
-	struct eng_msg *qhead, *qtail;
-	size_t qlen;
+	struct eng_mq q;               /* messages waiting for a session */
 	struct conn *idle;             /* connections in state IDLE */
 	unsigned nconn, nconnecting;
 	unsigned nestablished;         /* open ones that reached READY */
@@ -214,6 +213,8 @@ struct eng_worker {
 	struct eng_msg *in_tail;
 	struct eng_msg in_stub;
 	atomic_bool wake_pending;
+	unsigned ncqe;             /* completions seen: the inbox is looked at
+				    * every INBOX_EVERY of them */
 	int efd;
 	uint64_t efd_val;
 	struct __kernel_timespec tick_ts;
@@ -552,30 +553,12 @@ static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
 
 static void queue_push(struct pool *p, struct eng_msg *m, bool front)
 {
-	m->next_ = NULL;
-	if (!p->qhead) {
-		p->qhead = p->qtail = m;
-	} else if (front) {
-		m->next_ = p->qhead;
-		p->qhead = m;
-	} else {
-		p->qtail->next_ = m;
-		p->qtail = m;
-	}
-	p->qlen++;
+	eng_mq_push(&p->q, m, front);
 }
 
 static struct eng_msg *queue_pop(struct pool *p)
 {
-	struct eng_msg *m = p->qhead;
-
-	if (m) {
-		p->qhead = m->next_;
-		if (!p->qhead)
-			p->qtail = NULL;
-		p->qlen--;
-	}
-	return m;
+	return eng_mq_pop(&p->q);
 }
 
 /* Give every queued message of p a transient result: no connection to the
@@ -1044,7 +1027,7 @@ static void conn_close(struct conn *c)
 		 * gets this failure now (the scheduler retries). */
 		if (!c->tls_fallback) {
 			p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
-			if (p->nestablished == 0 && p->nconnecting == 0 && p->qhead)
+			if (p->nestablished == 0 && p->nconnecting == 0 && p->q.head)
 				pool_fail_queue(p, &c->s, NULL,
 						c->s.fail_stage ? c->s.fail_stage : "connect",
 						c->s.fail_code, c->s.fail_enhanced,
@@ -1651,20 +1634,20 @@ static void conn_open(struct eng_worker *w, struct pool *p)
  * queue grows, up to the host's cap. */
 static void pool_kick(struct eng_worker *w, struct pool *p)
 {
-	while (p->qhead && p->idle)
+	while (p->q.head && p->idle)
 		conn_ready(p->idle); /* takes from the queue itself */
 	if (w->stopping || !dane_ready(w, p) || !sts_ready(p))
 		return;
 	if (vl_now_ms() < p->no_open_until) {
 		/* Paused after a failed connect: the tick comes back for it. */
-		if (p->qhead && !p->kick_later) {
+		if (p->q.head && !p->kick_later) {
 			p->kick_later = true;
 			p->kick_next = w->kick_list;
 			w->kick_list = p;
 		}
 		return;
 	}
-	while (p->qlen > p->nconnecting && p->nconn < p->route.max_connections)
+	while (p->q.len > p->nconnecting && p->nconn < p->route.max_connections)
 		conn_open(w, p);
 }
 
@@ -1801,12 +1784,18 @@ static void kick_paused(struct eng_worker *w)
 	}
 }
 
+/* Within a long batch of completions too: a message handed over waits
+ * for at most this many of them. */
+#define INBOX_EVERY 32
+
 static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
 	struct eng_worker *w = arg;
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	void *p = vl_ud_ptr(ud);
 
+	if (++w->ncqe % INBOX_EVERY == 0)
+		take_inbox(w);
 	if (!p)
 		return;
 	switch ((enum op)vl_ud_op(ud)) {
@@ -1868,6 +1857,12 @@ int eng_worker_run(struct eng_worker *w)
 	for (;;) {
 		if (vl_ring_wait(&w->r, dispatch, w) < 0)
 			return -1;
+		/* Messages handed over during the batch go to their pools now,
+		 * not after the eventfd's completion comes round in a later
+		 * batch (a transactional one would wait a batch or two of
+		 * hundreds of completions). wake_pending stays: that
+		 * completion still comes and finds the inbox empty. */
+		take_inbox(w);
 		expire_timers(w);
 		hs_next(w);
 		atomic_store_explicit(&w->nconns_seen, w->nconns, memory_order_relaxed);

@@ -430,6 +430,7 @@ static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 	for (size_t i = 0; i < m->nrcpt && !em->smtputf8; i++)
 		em->smtputf8 = !ascii(m->rcpts[i]);
 	em->require_tls = m->dj->require_tls;
+	em->urgent = m->dj->transactional;
 	em->on_result = on_result;
 	em->on_done = on_done;
 	em->arg = m;
@@ -853,7 +854,8 @@ static void reap(struct sched_deliver *d)
 	d->reap_due = false;
 	for (struct sched_djob **p = &d->jobs; *p;) {
 		struct sched_djob *dj = *p;
-		if (dj->nonfinal || dj->inflight || dj->in_batch || dj->pending_dns) {
+		if (dj->nonfinal || dj->inflight || dj->in_batch || dj->pending_dns ||
+		    dj->enq < dj->n) {
 			p = &dj->next;
 			continue;
 		}
@@ -911,6 +913,7 @@ static void run_commands(struct sched_deliver *d, struct sched_job **adds, size_
 			dj->next = d->jobs;
 			d->jobs = dj;
 			d->reap_due = true;   /* it may have nothing left to do */
+			d->enqueuing |= dj->enq < dj->n;
 		}
 	}
 	for (size_t i = 0; i < nctls; i++)
@@ -930,6 +933,19 @@ static void run_commands(struct sched_deliver *d, struct sched_job **adds, size_
 	}
 	free(adds);
 	free(ctls);
+}
+
+/* A big job's recipients go into their sites' queues a part a round, so
+ * that the round stays short for what else arrives (transactional jobs,
+ * results). */
+static void enqueue_more(struct sched_deliver *d)
+{
+	if (!d->enqueuing)
+		return;
+	d->enqueuing = false;
+	for (struct sched_djob *dj = d->jobs; dj; dj = dj->next)
+		if (dj->enq < dj->n)
+			d->enqueuing |= sched_djob_enqueue(dj, SCHED_ENQ_ROUND);
 }
 
 static uint64_t next_wake(struct sched_deliver *d)
@@ -958,7 +974,7 @@ static void wait_inbox(struct sched_deliver *d, uint64_t ms, bool gather)
 	struct timespec ts;
 
 	if (d->nadds || d->nctls || d->stopping || !ms || d->ready || d->dns_done ||
-	    d->sync_req != d->sync_done || d->reload_in)
+	    d->sync_req != d->sync_done || d->reload_in || d->enqueuing)
 		return;
 	uint64_t us = ms * 1000;
 	if (gather && us > GATHER_US)
@@ -1030,6 +1046,7 @@ static void *run(void *arg)
 			sched_reload_apply(d, reload);
 		run_commands(d, adds, nadds, ctls, nctls, results,
 			     !stopping && !atomic_load(&d->blocked));
+		enqueue_more(d);
 		fire_timers(d);
 		if (vl_now_ms() - last_sweep >= SWEEP_MS) {
 			sweep(d);

@@ -39,6 +39,9 @@ struct sched_djob {
 	uint8_t *cls;                 /* ... and the class of its last failure, for
 				       * the Expiration event of a job's expiry */
 	size_t n, nonfinal, inflight;
+	uint32_t enq;                 /* recipients before this one are in their
+				       * sites' queues (or final); a big job goes
+				       * in over several rounds (sched_djob_enqueue) */
 	struct sched_bucket rate;
 	struct sched_sjq **qs;
 	size_t nqs;
@@ -307,6 +310,8 @@ struct sched_deliver {
 	_Atomic bool blocked;
 	/* what the next round must look at, instead of scanning every job */
 	bool now_dirty;               /* some job has now_delta */
+	bool enqueuing;               /* some job's recipients are not all in
+				       * their sites' queues yet */
 	bool batch_dirty;             /* some job has records for a commit */
 	bool reap_due;                /* some job may have nothing left to do */
 };
@@ -403,6 +408,13 @@ void sched_djob_set(struct sched_djob *dj, uint32_t idx, enum sched_rstate to,
 		    const struct sched_jrec *why);
 void sched_djob_control(struct sched_djob *dj);
 void sched_djob_expire(struct sched_djob *dj);
+/* Up to max more of dj's waiting recipients into their sites' queues;
+ * true while some are left for a later round. */
+bool sched_djob_enqueue(struct sched_djob *dj, uint32_t max);
+#define SCHED_ENQ_ROUND 4096     /* recipients a round: a million-recipient
+				  * job's loading is no pause of ~1 s for the
+				  * delivery thread (transactional mail waits
+				  * for it), and its first messages leave at once */
 const char *sched_djob_email(struct sched_djob *dj, uint32_t idx, const char **domain);
 
 /* deliver.c */

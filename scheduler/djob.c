@@ -220,20 +220,30 @@ static void publish_counts(struct sched_djob *dj)
 	sched_unlock(dj->d->sc);
 }
 
-/* Every waiting recipient into its site's queue. */
-static void enqueue_all(struct sched_djob *dj)
+/* The recipients without a final outcome. */
+static void count_nonfinal(struct sched_djob *dj)
 {
-	for (uint32_t i = 0; i < dj->n; i++) {
+	for (uint32_t i = 0; i < dj->n; i++)
+		dj->nonfinal += !sched_rstate_final(dj->st[i]);
+}
+
+bool sched_djob_enqueue(struct sched_djob *dj, uint32_t max)
+{
+	uint32_t end = dj->n - dj->enq > max ? dj->enq + max : (uint32_t)dj->n;
+
+	for (; dj->enq < end; dj->enq++) {
 		const char *domain;
+		uint32_t i = dj->enq;
+		/* final: done, or cancelled or expired before its turn came */
 		if (sched_rstate_final(dj->st[i]))
 			continue;
-		dj->nonfinal++;
 		if (!sched_djob_email(dj, i, &domain)) {
 			vl_log(VL_LOG_ERROR, "job %s: recipient %u unreadable", dj->j->id, i);
 			continue;
 		}
 		sched_dom_enqueue(dj->d, dj, i, domain);
 	}
+	return dj->enq < dj->n;
 }
 
 struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j)
@@ -256,7 +266,8 @@ struct sched_djob *sched_djob_load(struct sched_deliver *d, struct sched_job *j)
 		goto fail;
 	}
 	publish_counts(dj);
-	enqueue_all(dj);
+	count_nonfinal(dj);
+	sched_djob_enqueue(dj, SCHED_ENQ_ROUND);   /* the rest in later rounds */
 	sched_djob_control(dj);
 	return dj;
 fail:

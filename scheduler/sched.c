@@ -627,11 +627,15 @@ static bool read_done(struct sched *sc, struct sched_job *j)
 /* A few seconds past the last commit, so no batch for the job is left. */
 #define RETIRE_MIN_S 3.0
 
-static bool retirable(const struct sched *sc, const struct sched_job *j, double now)
+/* clean: the intake log's (sched_spool_ilog_clean): a job logged there
+ * finished after its record was written, so finished before clean means
+ * its record is gone for good and cannot bring it back after a crash. */
+static bool retirable(const struct sched *sc, const struct sched_job *j, double now,
+		      double clean)
 {
 	double retain = (double)sc->cfg->spool.retain_ms / 1000;
 
-	return j->finished > 0 && !j->d && job_done(j) &&
+	return j->finished > 0 && !j->d && job_done(j) && j->finished < clean &&
 	       now - j->finished >= (retain > RETIRE_MIN_S ? retain : RETIRE_MIN_S);
 }
 
@@ -647,14 +651,14 @@ static void forget_keys(struct sched *sc, const char *id)
 
 void sched_retire(struct sched *sc)
 {
-	double now = vl_wall_time();
+	double now = vl_wall_time(), clean = sched_spool_ilog_clean(sc->spool);
 	struct sched_job **gone = NULL;
 	size_t ngone = 0, keep = 0;
 
 	pthread_mutex_lock(&sc->mu);
 	for (size_t i = 0; i < sc->njobs; i++) {
 		struct sched_job *j = sc->jobs[i];
-		if (!retirable(sc, j, now)) {
+		if (!retirable(sc, j, now, clean)) {
 			sc->jobs[keep++] = j;
 			continue;
 		}

@@ -764,13 +764,15 @@ void sched_site_ready(struct sched_deliver *d, struct sched_site *s)
 
 /* ---- shaping (the rules are shape.c's) ---- */
 
-/* The next queue to serve: transactional first, then bulk in turn. A
- * job's own rate limit may hold it back (*wait: when it may go). */
-static struct sched_sjq *pick(struct sched_site *s, uint64_t now, uint64_t *wait)
+/* The next queue to serve: transactional first, then bulk in turn (only
+ * transactional when trans_only). A job's own rate limit may hold it back
+ * (*wait: when it may go). */
+static struct sched_sjq *pick(struct sched_site *s, uint64_t now, uint64_t *wait,
+			      bool trans_only)
 {
 	struct sched_sjq *lists[2] = { s->trans, s->bulk };
 
-	for (int l = 0; l < 2; l++)
+	for (int l = 0; l < 2 - trans_only; l++)
 		for (struct sched_sjq *q = lists[l]; q; q = q->next) {
 			if (!q->len || q->dj->paused || q->dj->cancelled)
 				continue;
@@ -823,14 +825,22 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 		sched_timer_add(d, s->warm_until_ms, SCHED_T_SITE, s, 0);
 		return;
 	}
-	while (s->inflight < s->window && s->waiting) {
+	/* Transactional mail may go past a window full of bulk, by half a
+	 * window more: in the engine it goes ahead of the bulk (urgent), so
+	 * it leaves with the next free session instead of after a window's
+	 * worth of bulk results (a big job's start: every session's TLS
+	 * handshake). The site's rate and back-off still apply. */
+	while (s->inflight < s->window + s->window / 2 && s->waiting) {
+		bool trans_only = s->inflight >= s->window;
+		if (trans_only && !s->trans)
+			break;
 		if (++sent > ROUND_MAX) {
 			sched_site_ready(d, s); /* the rest in the next round */
 			return;
 		}
 		if ((wait = sched_bucket_wait(&s->b, now)))
 			break;
-		struct sched_sjq *q = pick(s, now, &wait);
+		struct sched_sjq *q = pick(s, now, &wait, trans_only);
 		if (!q)
 			break;
 		if (s->wslot >= 0 && !sched_warm_take(d, s)) {

@@ -11,11 +11,13 @@
  * first format ("VLRCPT01", 16-octet header, no index) are still read,
  * their index built by a scan.
  *
- * While a job comes in, its duplicate set and record offsets live in
- * files of tmp/<id>/ mapped shared (struct fmap), not in the heap: the
- * kernel may write them out and drop them under pressure.
+ * While a job comes in, its duplicate set and record offsets live in the
+ * heap up to FMAP_HEAP_MAX octets each (a transactional job's intake
+ * creates, maps, unmaps and removes no file for them), and beyond in
+ * files of tmp/<id>/ mapped shared (struct fmap): the kernel may write a
+ * ten-million-recipient job's out and drop them under pressure.
  */
-#include "spool.h"
+#include "spool_int.h"
 
 #include "../common/common.h"
 
@@ -23,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,14 +35,16 @@
 #include <unistd.h>
 
 #define TABLE_MAGIC "VLRCPT02"
+#define TABLE_HEAP_MAX (64u << 10)   /* tables up to this are read, not mapped */
 #define TABLE_MAGIC_V1 "VLRCPT01"
 #define HDR_LEN 24
 #define HDR_LEN_V1 16
 #define WBUF (1u << 20)          /* write-behind buffer of the table */
 
 struct sched_spool {
-	char *dir, *jobs, *tmp;
+	char *dir, *jobs, *tmp, *ilog_dir;
 	int jobs_fd;             /* for syncfs (sched_spool_sync) */
+	struct sched_ilog *ilog; /* small jobs' group commit, once started */
 };
 
 /* The names in a job's directory (sched_spool_path; intake writes the
@@ -83,6 +88,75 @@ static int mkdir_p(const char *path)
 	return mkdir(path, 0750) == 0 || errno == EEXIST ? 0 : -1;
 }
 
+static int write_file(const char *path, const char *data, size_t len, bool sync)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+
+	if (fd < 0)
+		return -1;
+	if (vl_write_all(fd, data, len) < 0 || (sync && fsync(fd) < 0)) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return close(fd);
+}
+
+/* ---- the intake log's replay (ilog.c reads, this writes) ---- */
+
+static int write_files(const char *dir, const struct sched_ilog_rec *r)
+{
+	for (int i = 0; i < r->nfiles; i++) {
+		char *p = path_join(dir, file_names[r->f[i].which]);
+		int rc = write_file(p, r->f[i].p, r->f[i].n, false);
+		free(p);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* A logged job: its files rewritten from the record (they may be torn:
+ * none was fsync'd), beside its journal and the rest if it is in jobs/,
+ * else made in tmp/ and moved there. A forgotten one removed. */
+static int replay_one(void *arg, const struct sched_ilog_rec *r)
+{
+	struct sched_spool *s = arg;
+	char dst[PATH_MAX], tmp[PATH_MAX];
+	struct stat st;
+
+	if (sched_spool_path(s, r->id, SCHED_SPOOL_DIR, dst, sizeof dst) < 0 ||
+	    sched_spool_path(s, r->id, SCHED_SPOOL_TMP, tmp, sizeof tmp) < 0)
+		return -1;
+	bool there = stat(dst, &st) == 0;
+	if (r->kind == SCHED_ILOG_FORGET) {
+		if (there && rename(dst, tmp) == 0)
+			remove_dir(tmp);
+		return 0;
+	}
+	if (there)
+		return write_files(dst, r);
+	remove_dir(tmp);
+	if (mkdir(tmp, 0750) < 0 || write_files(tmp, r) < 0 || rename(tmp, dst) < 0)
+		return -1;
+	return 0;
+}
+
+int sched_spool_ilog_start(struct sched_spool *s, uint64_t checkpoint_ms, char *err,
+			   size_t errlen)
+{
+	if (s->ilog)
+		return 0;
+	s->ilog = sched_ilog_open(s->ilog_dir, s->jobs_fd, checkpoint_ms, err, errlen);
+	return s->ilog ? 0 : -1;
+}
+
+double sched_spool_ilog_clean(const struct sched_spool *s)
+{
+	return s->ilog ? sched_ilog_clean(s->ilog) : INFINITY;
+}
+
 struct sched_spool *sched_spool_open(const char *data_dir, char *err, size_t errlen)
 {
 	struct sched_spool *s = vl_calloc(1, sizeof *s);
@@ -91,6 +165,7 @@ struct sched_spool *sched_spool_open(const char *data_dir, char *err, size_t err
 	s->dir = vl_strdup(data_dir);
 	s->jobs = path_join(data_dir, "jobs");
 	s->tmp = path_join(data_dir, "tmp");
+	s->ilog_dir = path_join(data_dir, "ilog");
 	if (mkdir_p(s->dir) < 0 || mkdir_p(s->jobs) < 0 || mkdir_p(s->tmp) < 0) {
 		snprintf(err, errlen, "cannot create the spool in %s: %s", data_dir,
 			 strerror(errno));
@@ -111,6 +186,11 @@ struct sched_spool *sched_spool_open(const char *data_dir, char *err, size_t err
 	}
 	if (d)
 		closedir(d);
+	/* after tmp/ is clear: a logged job is remade through it */
+	if (sched_ilog_recover(s->ilog_dir, s->jobs_fd, replay_one, s, err, errlen) < 0) {
+		sched_spool_close(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -118,11 +198,13 @@ void sched_spool_close(struct sched_spool *s)
 {
 	if (!s)
 		return;
+	sched_ilog_close(s->ilog);
 	if (s->jobs_fd >= 0)
 		close(s->jobs_fd);
 	free(s->dir);
 	free(s->jobs);
 	free(s->tmp);
+	free(s->ilog_dir);
 	free(s);
 }
 
@@ -276,11 +358,16 @@ struct slot {
 	uint32_t index;          /* recipient number, 0-based */
 };
 
-/* A growable array in a file mapped shared (intake's scratch). */
+/* A growable array: in the heap while small, then in a file mapped shared
+ * (intake's scratch). */
+#define FMAP_HEAP_MAX (256u << 10)
+
 struct fmap {
-	int fd;
+	int fd;                  /* -1: in the heap (or nothing yet) */
 	char *p;
-	size_t cap;              /* octets mapped */
+	size_t cap;              /* octets mapped (allocated) */
+	const char *dir;         /* where its file goes, once it needs one */
+	char name[24];
 };
 
 /* The file's octets up to cap allocated, not only its size set: a page
@@ -293,12 +380,12 @@ static int reserve(int fd, size_t cap)
 	return errno == EOPNOTSUPP ? ftruncate(fd, (off_t)cap) : -1;
 }
 
-static int fmap_open(struct fmap *m, const char *dir, const char *name, size_t cap)
+/* The file dir/name, cap octets of it mapped, the first copy of them
+ * from old (NULL: zeroes). */
+static int fmap_file(struct fmap *m, size_t cap, const void *old, size_t copy)
 {
-	char *path = path_join(dir, name);
+	char *path = path_join(m->dir, m->name);
 
-	m->p = NULL;
-	m->cap = 0;
 	m->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	free(path);
 	if (m->fd < 0 || reserve(m->fd, cap) < 0)
@@ -306,7 +393,23 @@ static int fmap_open(struct fmap *m, const char *dir, const char *name, size_t c
 	void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
 	if (p == MAP_FAILED)
 		return -1;
+	if (copy)
+		memcpy(p, old, copy);
 	m->p = p;
+	m->cap = cap;
+	return 0;
+}
+
+static int fmap_open(struct fmap *m, const char *dir, const char *name, size_t cap)
+{
+	m->p = NULL;
+	m->cap = 0;
+	m->fd = -1;
+	m->dir = dir;
+	snprintf(m->name, sizeof m->name, "%s", name);
+	if (cap > FMAP_HEAP_MAX)
+		return fmap_file(m, cap, NULL, 0);
+	m->p = vl_calloc(1, cap);
 	m->cap = cap;
 	return 0;
 }
@@ -314,6 +417,21 @@ static int fmap_open(struct fmap *m, const char *dir, const char *name, size_t c
 /* Grown to cap octets (new ones zero); -1 with errno (ENOSPC...). */
 static int fmap_grow(struct fmap *m, size_t cap)
 {
+	if (m->fd < 0 && cap <= FMAP_HEAP_MAX) {
+		m->p = vl_realloc(m->p, cap);
+		memset(m->p + m->cap, 0, cap - m->cap);
+		m->cap = cap;
+		return 0;
+	}
+	if (m->fd < 0) {         /* out of the heap into its file */
+		char *heap = m->p;
+		size_t n = m->cap;
+		int rc = fmap_file(m, cap, heap, n);
+		free(heap);
+		if (rc < 0)
+			m->p = NULL;
+		return rc;
+	}
 	if (reserve(m->fd, cap) < 0)
 		return -1;
 	void *p = mremap(m->p, m->cap, cap, MREMAP_MAYMOVE);
@@ -326,12 +444,27 @@ static int fmap_grow(struct fmap *m, size_t cap)
 
 static void fmap_close(struct fmap *m)
 {
-	if (m->p)
+	if (m->fd < 0)
+		free(m->p);
+	else if (m->p)
 		munmap(m->p, m->cap);
 	if (m->fd >= 0)
 		close(m->fd);
 	m->p = NULL;
 	m->fd = -1;
+}
+
+/* Its file removed, if it has one. */
+static void fmap_unlink(struct fmap *m)
+{
+	bool file = m->fd >= 0;
+
+	fmap_close(m);
+	if (file && m->dir) {
+		char *p = path_join(m->dir, m->name);
+		unlink(p);
+		free(p);
+	}
 }
 
 struct sched_intake {
@@ -360,7 +493,7 @@ static int spool_err(const char *what, const char *path)
 	int e = errno;
 
 	vl_log(VL_LOG_ERROR, "spool: %s %s: %s", what, path, strerror(e));
-	return e;
+	return e ? e : EIO;
 }
 
 struct sched_intake *sched_intake_begin(struct sched_spool *s, const char *id,
@@ -512,11 +645,8 @@ static int set_grow(struct sched_intake *in)
 			j = (j + 1) & (cap - 1);
 		n[j] = in->set[i];
 	}
-	fmap_close(&in->setm);
-	snprintf(name, sizeof name, "dedup.%u", in->setgen++);
-	char *old = path_join(in->dir, name);
-	unlink(old);
-	free(old);
+	fmap_unlink(&in->setm);
+	in->setgen++;
 	in->setm = nm;
 	in->set = n;
 	in->setcap = cap;
@@ -593,34 +723,12 @@ size_t sched_intake_count(const struct sched_intake *in)
 	return in->count;
 }
 
-static int write_file(const char *path, const char *data, size_t len, bool sync)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-
-	if (fd < 0)
-		return -1;
-	if (vl_write_all(fd, data, len) < 0 || (sync && fsync(fd) < 0)) {
-		int e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return close(fd);
-}
 
 /* The intake's scratch files: not part of the job. */
 static void drop_scratch(struct sched_intake *in)
 {
-	char name[32];
-
-	fmap_close(&in->setm);
-	fmap_close(&in->offm);
-	snprintf(name, sizeof name, "dedup.%u", in->setgen);
-	char *a = path_join(in->dir, name), *b = path_join(in->dir, "index");
-	unlink(a);
-	unlink(b);
-	free(a);
-	free(b);
+	fmap_unlink(&in->setm);
+	fmap_unlink(&in->offm);
 }
 
 /* The records, then the index (8-aligned), then the header; the scratch
@@ -659,7 +767,7 @@ int sched_intake_message(struct sched_intake *in, const void *p, size_t n)
 		return -1;
 	}
 	char *path = path_join(in->dir, file_names[SCHED_SPOOL_MESSAGE]);
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0 || vl_write_all(fd, p, n) < 0) {
 		errno = spool_err("cannot write", path);
 		if (fd >= 0)
@@ -672,31 +780,136 @@ int sched_intake_message(struct sched_intake *in, const void *p, size_t n)
 	return 0;
 }
 
+/* The size of the file behind fd; -1 when unknown. */
+static long long fd_size(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) < 0 ? -1 : (long long)st.st_size;
+}
+
+/* Small enough for the intake log: its record holds the job's files. */
+static bool loggable(struct sched_intake *in, size_t json_len)
+{
+	long long r = fd_size(in->fd), m = in->msg_fd >= 0 ? fd_size(in->msg_fd) : 0;
+	return in->s->ilog && r >= 0 && m >= 0 &&
+	       (unsigned long long)r + (unsigned long long)m + json_len <= SCHED_ILOG_MAX;
+}
+
+/* The file behind fd, whole, read back into b (the page cache's). */
+static int read_back(int fd, struct vl_buf *b)
+{
+	long long n = fd_size(fd);
+	if (n < 0)
+		return -1;
+	vl_buf_reset(b);
+	char *p = vl_buf_reserve(b, (size_t)n);
+	if (pread(fd, p, (size_t)n, 0) != (ssize_t)n) {
+		errno = errno ? errno : EIO;
+		return -1;
+	}
+	b->len = (size_t)n;
+	return 0;
+}
+
+/* The job's record (its files) durable in the intake log. */
+static int log_put(struct sched_intake *in, const char *json, size_t len,
+		   struct sched_ilog_wait *w, struct vl_buf *rec)
+{
+	struct vl_buf rcpt, msg;
+	struct sched_ilog_rec r = { .kind = SCHED_ILOG_JOB };
+	int rc = -1;
+
+	vl_buf_init(&rcpt);
+	vl_buf_init(&msg);
+	snprintf(r.id, sizeof r.id, "%s", in->id);
+	if (read_back(in->fd, &rcpt) == 0 && (in->msg_fd < 0 || read_back(in->msg_fd, &msg) == 0)) {
+		r.f[r.nfiles++] = (struct sched_ilog_file){ SCHED_SPOOL_JOB, json, (uint32_t)len };
+		r.f[r.nfiles++] = (struct sched_ilog_file){ SCHED_SPOOL_RCPT, rcpt.p, (uint32_t)rcpt.len };
+		if (in->msg_fd >= 0)
+			r.f[r.nfiles++] = (struct sched_ilog_file){ SCHED_SPOOL_MESSAGE, msg.p,
+							     (uint32_t)msg.len };
+		sched_ilog_encode(rec, &r);
+		rc = sched_ilog_put(in->s->ilog, rec->p, rec->len, w);
+	}
+	int e = errno;
+	vl_buf_free(&rcpt);
+	vl_buf_free(&msg);
+	errno = e;
+	return rc;
+}
+
+/* Its move into jobs/ failed after its record was logged: the client is
+ * told the job failed, so a replay must not bring it back. */
+static void log_forget(struct sched_intake *in)
+{
+	struct sched_ilog_rec r = { .kind = SCHED_ILOG_FORGET };
+	struct sched_ilog_wait w;
+	struct vl_buf b;
+
+	vl_buf_init(&b);
+	snprintf(r.id, sizeof r.id, "%s", in->id);
+	sched_ilog_encode(&b, &r);
+	if (sched_ilog_put(in->s->ilog, b.p, b.len, &w) == 0)
+		sched_ilog_done(in->s->ilog, &w);
+	else
+		vl_log(VL_LOG_ERROR, "spool: job %s: cannot log that it is void: %s; a restart "
+		       "before the next checkpoint would restore it", in->id, strerror(errno));
+	vl_buf_free(&b);
+}
+
+/* The files complete before the move, each fsync'd when fs. 0, or errno. */
+static int files_ready(struct sched_intake *in, const char *meta, const char *json, size_t len,
+		       bool fs)
+{
+	if (fs && fsync(in->fd) < 0)
+		return spool_err("cannot sync the recipient table in", in->dir);
+	if (fs && in->msg_fd >= 0 && fsync(in->msg_fd) < 0)
+		return spool_err("cannot sync the message in", in->dir);
+	if (write_file(meta, json, len, fs) < 0)
+		return spool_err("cannot write", meta);
+	if (fs && vl_fsync_dir(in->dir) < 0)
+		return spool_err("cannot sync", in->dir);
+	return 0;
+}
+
 /* Both commits: files complete (and fsync'd when sync), job.json last,
- * the directory renamed into jobs/ (and the rename made durable). */
+ * the directory renamed into jobs/ (and the rename made durable). A small
+ * job (sync, the intake log started) is made durable by its record in the
+ * log instead, before the rename: no fsync of its own. */
 static int commit(struct sched_intake *in, const char *job_json, size_t len, bool sync)
 {
 	char *meta = path_join(in->dir, file_names[SCHED_SPOOL_JOB]), dst[PATH_MAX];
 	int rc = -1, e = 0;
+	struct sched_ilog_wait w;
+	struct vl_buf rec;
+	bool logged = false, fs = sync;
 
+	vl_buf_init(&rec);
 	if (sched_spool_path(in->s, in->id, SCHED_SPOOL_DIR, dst, sizeof dst) < 0) {
 		e = spool_err("cannot name the directory of job", in->id);
-	} else if (finish_table(in, sync) < 0) {
+	} else if (finish_table(in, false) < 0) {
 		e = spool_err("cannot write the recipient table in", in->dir);
-	} else if (sync && in->msg_fd >= 0 && fsync(in->msg_fd) < 0) {
-		e = spool_err("cannot sync the message in", in->dir);
-	} else if (write_file(meta, job_json, len, sync) < 0) {
-		e = spool_err("cannot write", meta);
-	} else if (sync && vl_fsync_dir(in->dir) < 0) {
-		e = spool_err("cannot sync", in->dir);
-	} else if (rename(in->dir, dst) < 0) {
+	} else {
+		logged = sync && loggable(in, len);
+		fs = sync && !logged;
+		e = files_ready(in, meta, job_json, len, fs);
+	}
+	if (!e && logged && log_put(in, job_json, len, &w, &rec) < 0) {
+		logged = false;     /* not in the log: nothing to undo there */
+		e = spool_err("cannot log the job in", in->s->ilog_dir);
+	} else if (!e && rename(in->dir, dst) < 0) {
 		e = spool_err("cannot move the job to", dst);
-	} else if (sync && (vl_fsync_dir(in->s->jobs) < 0 || vl_fsync_dir(in->s->tmp) < 0)) {
+		if (logged)
+			log_forget(in);
+	} else if (!e && fs && (vl_fsync_dir(in->s->jobs) < 0 || vl_fsync_dir(in->s->tmp) < 0)) {
 		e = spool_err("cannot sync", in->s->jobs);
 		rename(dst, in->dir);
-	} else {
+	} else if (!e) {
 		rc = 0;
 	}
+	if (logged)
+		sched_ilog_done(in->s->ilog, &w);
+	vl_buf_free(&rec);
 	free(meta);
 	sched_intake_abort(in);   /* frees; removes tmp/<id> if it is still there */
 	errno = e;
@@ -735,6 +948,7 @@ void sched_intake_abort(struct sched_intake *in)
 
 struct sched_table {
 	const char *map;
+	bool heap;               /* map is a copy in the heap (a small table) */
 	size_t len;
 	size_t count;
 	size_t end;              /* where the records end */
@@ -790,7 +1004,18 @@ struct sched_table *sched_table_open(struct sched_spool *s, const char *id)
 		goto out;
 	t = vl_calloc(1, sizeof *t);
 	t->len = (size_t)st.st_size;
-	t->map = mmap(NULL, t->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	/* A small table (a transactional job's) is read: a mapping's munmap
+	 * when the job goes is a TLB shootdown on every core (an IPI each, a
+	 * VM exit each on a virtual machine), one per job */
+	if (t->len <= TABLE_HEAP_MAX) {
+		char *p = vl_malloc(t->len);
+		t->heap = true;
+		t->map = p;
+		if (pread(fd, p, t->len, 0) != (ssize_t)t->len)
+			goto bad;
+	} else {
+		t->map = mmap(NULL, t->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	}
 	if (t->map == MAP_FAILED)
 		goto bad;
 	memcpy(&t->count, t->map + 8, 8);
@@ -814,7 +1039,9 @@ void sched_table_close(struct sched_table *t)
 {
 	if (!t)
 		return;
-	if (t->map && t->map != MAP_FAILED)
+	if (t->heap)
+		free((void *)t->map);
+	else if (t->map && t->map != MAP_FAILED)
 		munmap((void *)t->map, t->len);
 	free(t->scanned);
 	free(t);

@@ -14,7 +14,9 @@
  *   jobs/<id>/done.json a finished job's counters
  *   jobs/<id>/feedback  asynchronous bounces and complaints (fback.h)
  * A job directory appears in jobs/ only after its files and tmp/ are
- * fsync'd; the rename and jobs/ are fsync'd before the API answers 202.
+ * fsync'd; the rename and jobs/ are fsync'd before the API answers 202;
+ * or, for a small job once the intake log runs, after its files are in
+ * data_dir/ilog/ (durable: replayed at the next open).
  * sched_intake_commit_nosync skips every fsync: its caller keeps the job
  * elsewhere (submit/'s log) until sched_spool_sync has made it durable.
  */
@@ -112,6 +114,19 @@ int sched_intake_commit_nosync(struct sched_intake *in, const char *job_json, si
 /* Everything written to the spool's file system so far made durable (one
  * syncfs(2)): what sched_intake_commit_nosync left, above all. -1 errno. */
 int sched_spool_sync(struct sched_spool *s);
+/* The intake log (ilog.c, spool_int.h): from now on sched_intake_commit
+ * makes a job of at most 1 MB of files durable by one append to
+ * data_dir/ilog/, shared with the other commits of the moment, instead of
+ * fsyncs of its own; a thread checkpoints it every checkpoint_ms (0: a
+ * second).
+ * sched_spool_open replays what a crash left there, started or not. 0, or
+ * -1 with err. */
+int sched_spool_ilog_start(struct sched_spool *s, uint64_t checkpoint_ms, char *err,
+			   size_t errlen);
+/* Every job logged before this wall-clock time is checkpointed (durable in
+ * jobs/, its record gone): one that finished before it may be removed
+ * without a replay bringing it back. INFINITY without the log. */
+double sched_spool_ilog_clean(const struct sched_spool *s);
 /* Remove what was written. */
 void sched_intake_abort(struct sched_intake *in);
 

@@ -41,7 +41,8 @@ static void raise_nofile(void)
 }
 
 static void print_stats(const struct sink_conf *c, struct thread *t, int n,
-			struct smtpd_stats **each, struct sink_prof_shared *prof)
+			struct smtpd_stats **each, struct sink_prof_shared *prof,
+			struct sink_alog *alog)
 {
 	struct smtpd_stats sum;
 	struct vl_buf line;
@@ -50,7 +51,7 @@ static void print_stats(const struct sink_conf *c, struct thread *t, int n,
 		each[i] = smtpd_worker_stats(t[i].w);
 	smtpd_stats_sum(&sum, each, n);
 	vl_buf_init(&line);
-	sink_stats_json(&sum, c, prof, &line);
+	sink_stats_json(&sum, c, prof, alog, &line);
 	fwrite(line.p, 1, line.len, stdout);
 	fflush(stdout);
 	vl_buf_free(&line);
@@ -58,7 +59,8 @@ static void print_stats(const struct sink_conf *c, struct thread *t, int n,
 
 /* Wait for SIGINT/SIGTERM, printing counters every stats_every_ms. */
 static void wait_for_signal(const struct sink_conf *c, struct thread *t,
-			    struct smtpd_stats **each, struct sink_prof_shared *prof)
+			    struct smtpd_stats **each, struct sink_prof_shared *prof,
+			    struct sink_alog *alog)
 {
 	sigset_t set;
 	uint64_t next = vl_now_ms() + c->stats_every_ms;
@@ -71,7 +73,7 @@ static void wait_for_signal(const struct sink_conf *c, struct thread *t,
 		if (c->stats_every_ms) {
 			uint64_t now = vl_now_ms();
 			if (now >= next) {
-				print_stats(c, t, c->threads, each, prof);
+				print_stats(c, t, c->threads, each, prof, alog);
 				next += c->stats_every_ms;
 				if (next <= now)
 					next = now + c->stats_every_ms;
@@ -124,6 +126,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "volley-sink: %s\n", err);
 		return 1;
 	}
+	struct sink_alog *alog = NULL;
+	if (conf.accept_log &&
+	    !(alog = sink_alog_open(conf.accept_log, conf.accept_glob, err, sizeof err))) {
+		fprintf(stderr, "volley-sink: %s\n", err);
+		return 1;
+	}
 	struct sink_prof_shared *prof = NULL;
 	if (conf.has_profile) {
 		prof = vl_calloc(1, sizeof *prof);
@@ -135,7 +143,7 @@ int main(int argc, char **argv)
 	struct thread *t = vl_calloc((size_t)conf.threads, sizeof *t);
 	struct smtpd_stats **each = vl_calloc((size_t)conf.threads, sizeof *each);
 	for (int i = 0; i < conf.threads; i++) {
-		sink_ctx_init(&t[i].hooks, &conf, (unsigned)i, store, prof);
+		sink_ctx_init(&t[i].hooks, &conf, (unsigned)i, store, prof, alog);
 		t[i].w = smtpd_worker_new(&conf.smtpd, &sink_hooks, &t[i].hooks, (unsigned)i, tls,
 					  &conns_open, err, sizeof err);
 		if (!t[i].w) {
@@ -159,7 +167,7 @@ int main(int argc, char **argv)
 		       (double)conf.profile.new_defer_ms / 1000, conf.profile.ramp_start * 100,
 		       (double)conf.profile.ramp_ms / 1000);
 
-	wait_for_signal(&conf, t, each, prof);
+	wait_for_signal(&conf, t, each, prof, alog);
 	atomic_store(&stop, true);
 	rc = 0;
 	for (int i = 0; i < conf.threads; i++) {
@@ -167,10 +175,11 @@ int main(int argc, char **argv)
 		if (t[i].rc)
 			rc = 1;
 	}
-	print_stats(&conf, t, conf.threads, each, prof);
+	print_stats(&conf, t, conf.threads, each, prof, alog);
 	for (int i = 0; i < conf.threads; i++)
 		smtpd_worker_free(t[i].w);
 	sink_store_close(store);
+	sink_alog_close(alog);
 	if (prof) {
 		sink_prof_table_free(&prof->t);
 		pthread_mutex_destroy(&prof->mu);

@@ -184,6 +184,9 @@ struct sink_conf {
 	uint64_t max_size;
 	uint64_t max_rcpts;
 	char *maildir;
+	char *accept_log;       /* --accept-log FILE: a line per accepted
+				 * recipient matching accept_glob */
+	char *accept_glob;      /* --accept-log-rcpt GLOB; NULL: every one */
 	uint64_t stats_every_ms;
 	bool quiet;
 	unsigned disabled;      /* SMTPD_NO_* extensions not offered */
@@ -208,10 +211,13 @@ int sink_stage_parse(const char *name, enum smtpd_stage *st);
 void sink_conf_free(struct sink_conf *c);
 void sink_usage(FILE *f);
 
-/* Counters (smtpd's, and with --profile the table's per client IP) as the
- * one JSON line --stats-every prints. prof: NULL without --profile. */
+/* Counters (smtpd's, with --accept-log its lines as "accept_logged", and
+ * with --profile the table's per client IP) as the one JSON line
+ * --stats-every prints. prof, alog: NULL without those options. */
+struct sink_alog;
 void sink_stats_json(const struct smtpd_stats *sum, const struct sink_conf *c,
-		     struct sink_prof_shared *prof, struct vl_buf *out);
+		     struct sink_prof_shared *prof, struct sink_alog *alog,
+		     struct vl_buf *out);
 
 /* ---- maildir ---- */
 struct sink_store;
@@ -221,6 +227,23 @@ int sink_store_put(struct sink_store *s, const struct smtpd_envelope *env,
 		   const char *msg, size_t len);
 void sink_store_close(struct sink_store *s);
 
+/* ---- the accept log (--accept-log): when each chosen recipient's
+ * message was accepted, for latency measured at the receiving end ---- */
+struct sink_alog {
+	pthread_mutex_t mu;      /* the workers share the file */
+	FILE *f;
+	const char *glob;        /* NULL: every recipient */
+	_Atomic uint64_t n;      /* lines written (and flushed) */
+};
+/* Open (truncate) path; NULL with err filled. */
+struct sink_alog *sink_alog_open(const char *path, const char *glob, char *err,
+				 size_t errlen);
+/* "SECONDS.MICROS RCPT\n" for each recipient of env that matches, now
+ * (just before the 250); flushed, so a count in the stats line means
+ * that many lines are in the file. */
+void sink_alog_put(struct sink_alog *a, const struct smtpd_envelope *env);
+void sink_alog_close(struct sink_alog *a);
+
 /* ---- the sink as smtpd's hooks ---- */
 
 /* One per worker: the hooks' arg. */
@@ -229,10 +252,12 @@ struct sink_ctx {
 	struct sink_store *store;   /* NULL: discard */
 	uint64_t rng;               /* the fault dice */
 	struct sink_prof_shared *prof; /* NULL: no --profile */
+	struct sink_alog *alog;     /* NULL: no --accept-log */
 };
 /* rng seeded from the configuration and the worker's number. */
 void sink_ctx_init(struct sink_ctx *x, const struct sink_conf *conf, unsigned worker,
-		   struct sink_store *store, struct sink_prof_shared *prof);
+		   struct sink_store *store, struct sink_prof_shared *prof,
+		   struct sink_alog *alog);
 extern const struct smtpd_hooks sink_hooks;
 
 #endif

@@ -203,6 +203,7 @@ void sink_usage(FILE *f)
 	      "                   [--permfail [STAGE:]PCT] [--disconnect [STAGE:]PCT] [--seed N]\n"
 	      "                   [--max-conns N] [--max-size BYTES] [--max-rcpts N]\n"
 	      "                   [--maildir DIR] [--stats-every DUR] [--quiet]\n"
+	      "                   [--accept-log FILE [--accept-log-rcpt GLOB]]\n"
 	      "                   [--disable EXT[,EXT]...] [--auth USER:PASS] [--requiretls]\n"
 	      "                   [--profile gmail|yahoo|microsoft [--profile-conns N]\n"
 	      "                    [--profile-rate RATE] [--profile-burst N]\n"
@@ -218,7 +219,7 @@ enum {
 	O_LISTEN = 256, O_THREADS, O_HOSTNAME, O_TLS, O_CERT, O_KEY, O_LATENCY,
 	O_TIMEOUT, O_REPLY, O_TEMPFAIL, O_PERMFAIL, O_DISCONNECT, O_SEED,
 	O_MAXCONNS, O_MAXSIZE, O_MAXRCPTS, O_MAILDIR, O_STATS, O_QUIET, O_HELP, O_VERSION,
-	O_DISABLE, O_AUTH, O_REQUIRETLS, O_IMPLICIT_TLS,
+	O_DISABLE, O_AUTH, O_REQUIRETLS, O_IMPLICIT_TLS, O_ALOG, O_ALOG_RCPT,
 	/* --profile and its overrides: prof_opt[opt - O_PROFILE] */
 	O_PROFILE, O_P_CONNS, O_P_RATE, O_P_BURST, O_P_MSGS, O_P_RCPTS, O_P_DEFER,
 	O_P_RAMP, O_P_RAMP_START, O_P_SCALE, O_P_IPS, O_P_RATE_STAGE, O_P_END
@@ -246,6 +247,8 @@ static const struct option long_opts[] = {
 	{"max-size", required_argument, NULL, O_MAXSIZE},
 	{"max-rcpts", required_argument, NULL, O_MAXRCPTS},
 	{"maildir", required_argument, NULL, O_MAILDIR},
+	{"accept-log", required_argument, NULL, O_ALOG},
+	{"accept-log-rcpt", required_argument, NULL, O_ALOG_RCPT},
 	{"stats-every", required_argument, NULL, O_STATS},
 	{"quiet", no_argument, NULL, O_QUIET},
 	{"disable", required_argument, NULL, O_DISABLE},
@@ -399,6 +402,13 @@ static int conf_option(struct sink_conf *c, int opt, const char *arg, char *err,
 	case O_MAXSIZE: return parse_u64_opt(&c->max_size, "max-size", arg, 1, err, errlen);
 	case O_MAXRCPTS: return parse_u64_opt(&c->max_rcpts, "max-rcpts", arg, 1, err, errlen);
 	case O_MAILDIR: free(c->maildir); c->maildir = vl_strdup(arg); return 0;
+	case O_ALOG: free(c->accept_log); c->accept_log = vl_strdup(arg); return 0;
+	case O_ALOG_RCPT:
+		if (!*arg || strlen(arg) > 500)
+			return bad(err, errlen, "accept-log-rcpt", arg, "expected a glob such as t*@*");
+		free(c->accept_glob);
+		c->accept_glob = vl_strdup(arg);
+		return 0;
 	case O_STATS:
 		if (parse_dur_opt(&c->stats_every_ms, "stats-every", arg, err, errlen) < 0)
 			return -1;
@@ -559,6 +569,10 @@ int sink_conf_parse(struct sink_conf *c, int argc, char **argv, char *err,
 	}
 	if ((c->cert) && !c->tls)
 		c->tls = true;
+	if (c->accept_glob && !c->accept_log) {
+		snprintf(err, errlen, "--accept-log-rcpt needs --accept-log");
+		return -1;
+	}
 	if (c->requiretls && !c->tls) {
 		/* offered only inside TLS (RFC 8689 4.1): without it, never */
 		snprintf(err, errlen, "--requiretls needs --tls (or --cert/--key)");
@@ -605,6 +619,8 @@ void sink_conf_free(struct sink_conf *c)
 	free(c->cert);
 	free(c->key);
 	free(c->maildir);
+	free(c->accept_log);
+	free(c->accept_glob);
 	free(c->auth_user);
 	free(c->auth_pass);
 	memset(c, 0, sizeof *c);
@@ -621,7 +637,8 @@ _Static_assert(sizeof(struct smtpd_stats) == sizeof(_Atomic uint64_t) * 14,
 	       "stat_names must match struct smtpd_stats");
 
 void sink_stats_json(const struct smtpd_stats *sum, const struct sink_conf *c,
-		     struct sink_prof_shared *prof, struct vl_buf *out)
+		     struct sink_prof_shared *prof, struct sink_alog *alog,
+		     struct vl_buf *out)
 {
 	const _Atomic uint64_t *v = (const _Atomic uint64_t *)sum;
 
@@ -630,6 +647,9 @@ void sink_stats_json(const struct smtpd_stats *sum, const struct sink_conf *c,
 		vl_buf_printf(out, ", \"%s\": %llu", stat_names[f],
 			      (unsigned long long)atomic_load_explicit(&v[f],
 							memory_order_relaxed));
+	if (alog)
+		vl_buf_printf(out, ", \"accept_logged\": %llu",
+			      (unsigned long long)atomic_load(&alog->n));
 	if (prof) {
 		vl_buf_appends(out, ", ");
 		pthread_mutex_lock(&prof->mu);

@@ -10,9 +10,10 @@
 #include <string.h>
 
 void sink_ctx_init(struct sink_ctx *x, const struct sink_conf *conf, unsigned worker,
-		   struct sink_store *store, struct sink_prof_shared *prof)
+		   struct sink_store *store, struct sink_prof_shared *prof,
+		   struct sink_alog *alog)
 {
-	*x = (struct sink_ctx){ .conf = conf, .store = store, .prof = prof,
+	*x = (struct sink_ctx){ .conf = conf, .store = store, .prof = prof, .alog = alog,
 				.rng = conf->seed + worker * 0x9e3779b97f4a7c15ull };
 }
 
@@ -204,6 +205,8 @@ static struct smtpd_verdict message(void *arg, struct smtpd_sess *s,
 		return (struct smtpd_verdict){ SMTPD_V_REPLY, 451,
 					       "451 4.3.0 Error: cannot store message\r\n" };
 	prof_accepted(x, s);
+	if (x->alog)
+		sink_alog_put(x->alog, env);
 	return v;
 }
 

@@ -32,9 +32,6 @@ enum {
 	SUB_F_EXPIRES = 8,            /* expires_in was given (job.json shows it) */
 };
 
-/* CRC32C (Castagnoli), continuing from crc (0 to start). */
-uint32_t sub_crc32c(uint32_t crc, const void *p, size_t n);
-
 /* A record, decoded (strings point into the buffer it was decoded from,
  * NUL-terminated; rcpts is allocated: sub_rec_free). */
 struct sub_rec {

@@ -84,6 +84,7 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	engine_config(cfg, &ec);
 	snprintf(path, sizeof path, "%s/suppression", cfg->data_dir);
 	if (!(v->spool = sched_spool_open(cfg->data_dir, err, errlen)) ||
+	    sched_spool_ilog_start(v->spool, cfg->spool.intake_checkpoint_ms, err, errlen) < 0 ||
 	    !(v->sup = sched_suppress_open(path, err, errlen)))
 		goto fail;
 	snprintf(path, sizeof path, "%s/events", cfg->data_dir);

@@ -13,7 +13,16 @@
 // does. Latency is sendMail's call to its resolve (the sink's 250).
 // Output: {"sent", "failed", "bounced" (5xx, of failed), "seconds", "p50_ms",
 // "p99_ms", "first_error"}. Nodemailer does not retry: a 4xx is a failure.
-import { createReadStream, readFileSync } from 'node:fs';
+//
+// The mixed scenario adds "tx": {"job", "rcpts", "rate", "max", "sessions",
+// "times"}: while the bulk runs, the transactional job's recipients are sent
+// at rate a second (at most max) through a transporter of their own
+// (sessions connections per address), as an application keeps one for its
+// transactional mail; once the bulk has all its answers, no more are
+// started. Each one's wall-clock submission and answer go to the file
+// "times" ("index sent_ms answered_ms" a line, answered 0 when it failed),
+// and the output gains "tx_sent" and "tx_failed".
+import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import nodemailer from 'nodemailer';
 
@@ -116,8 +125,8 @@ function message(job, r) {
 	return m;
 }
 
-function transports(a) {
-	const n = a.addrs.length, per = Math.floor(a.sessions / n), extra = a.sessions % n;
+function transports(a, sessions = a.sessions) {
+	const n = a.addrs.length, per = Math.floor(sessions / n), extra = sessions % n;
 	return a.addrs.map((host, i) => nodemailer.createTransport({
 		host, port: a.port, secure: false, name: 'nodemailer.bench.test',
 		pool: true, maxConnections: Math.max(1, per + (i < extra ? 1 : 0)),
@@ -143,9 +152,49 @@ function pct(ms, n, p) {
 	return ms[Math.max(0, Math.ceil(p * n) - 1)];
 }
 
+const wallMs = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+
+// The mixed scenario's transactional stream, until bulkDone() says stop.
+async function txStream(a, bulkDone) {
+	const tx = a.tx, job = loadJob(tx.job), tr = transports(a, tx.sessions || 10);
+	const lines = readFileSync(tx.rcpts, 'utf8').split('\n').filter((l) => l.trim());
+	const sent = [], answered = [];
+	let failed = 0, ok = 0, inflight = 0, wake = null;
+	const start = performance.now();
+	for (let i = 0; i < Math.min(lines.length, tx.max) && !bulkDone(); i++) {
+		const due = start + i * 1000 / tx.rate - performance.now();
+		if (due > 0)
+			await sleep(due);
+		if (bulkDone())
+			break;
+		const r = JSON.parse(lines[i]);
+		sent[i] = wallMs();
+		inflight++;
+		tr[route(r.email, tr.length)].sendMail(message(job, r)).then(
+			() => { answered[i] = wallMs(); ok++; },
+			() => { answered[i] = 0; failed++; }).finally(() => {
+			inflight--;
+			if (wake && !inflight)
+				wake();
+		});
+	}
+	if (inflight)
+		await new Promise((res) => { wake = res; });
+	tr.forEach((t) => t.close());
+	let out = '';
+	for (let i = 0; i < sent.length; i++)
+		if (sent[i] !== undefined)
+			out += `${i} ${sent[i].toFixed(3)} ${(answered[i] || 0).toFixed(3)}\n`;
+	writeFileSync(tx.times, out);
+	return { tx_sent: ok, tx_failed: failed };
+}
+
 async function run(a) {
 	const job = loadJob(a.job);
 	const tr = transports(a);
+	let bulkOver = false;
+	const txp = a.tx ? txStream(a, () => bulkOver) : null;
 	const window = 2 * Math.max(a.sessions, tr.length);
 	const lat = new Float64Array(a.count);
 	const st = { sent: 0, failed: 0, bounced: 0, first_error: '', inflight: 0 };
@@ -204,6 +253,8 @@ async function run(a) {
 	while ((p = until(1)))
 		await p;
 	const seconds = (performance.now() - start) / 1000;
+	bulkOver = true;
+	const txr = txp ? await txp : {};
 	tr.forEach((t) => t.close());
 	if (i < a.count) {
 		st.failed += a.count - i;
@@ -212,7 +263,7 @@ async function run(a) {
 	const ms = lat.subarray(0, st.sent).sort();
 	return { sent: st.sent, failed: st.failed, bounced: st.bounced, seconds,
 		 p50_ms: pct(ms, st.sent, 0.5), p99_ms: pct(ms, st.sent, 0.99),
-		 first_error: st.first_error };
+		 first_error: st.first_error, ...txr };
 }
 
 function args(argv) {

@@ -17,12 +17,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PEERS 7   /* four peers, dane's "no-dane" or target_shared's "one-rcpt", and
-			 * base_sessions' "base-sess" */
+/* four peers, and dane's "no-dane" or target_shared's "one-rcpt", and
+ * base_sessions' "base-sess"; mixed: every peer and volley twice
+ * (PEER-alone), and volley-txonly */
+#define MAX_PEERS 12
 
 struct opts {
 	const char *scen, *out, *bin_dir, *src_dir, *volley_conf;
 	const char *peers[MAX_PEERS];
+	char alone[5][32];        /* mixed: the "-alone" names */
 	int npeers;
 	long recipients, peer_max, per_conn, sessions, base_sessions;
 	bool keep, no_plot, verbose;
@@ -34,8 +37,9 @@ static void usage(FILE *f)
 		"usage: volley-bench SCENARIO [--compare postfix|nodemailer|haraka|blast]... [--recipients N]\n"
 		"                    [--peer-max N] [--per-conn N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency,\n"
-		"             latency-tls, sessions, faults, transactional, dkim, dkim-100k,\n"
-		"             dane, submission, providers, providers-known) or a scenario file\n"
+		"             latency-tls, sessions, faults, transactional, mixed, dkim,\n"
+		"             dkim-100k, dane, submission, providers, providers-known) or a\n"
+		"             scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); haraka is\n"
 		"             the Node.js MTA as an outbound relay; blast is volley-blast, a\n"
 		"             pre-rendered ceiling (STARTTLS in TLS scenarios)\n"
@@ -148,11 +152,43 @@ static void find_dirs(struct opts *o, char *bin, char *src)
 
 typedef int (*run_fn)(const struct vb_env *, struct vb_sink *, struct vb_result *);
 
+/* A peer by name; "NAME-alone" (mixed) is NAME. */
 static run_fn peer_fn(const char *name)
 {
-	return !strcmp(name, "postfix") ? vb_run_postfix
-	       : !strcmp(name, "haraka") ? vb_run_haraka
-	       : !strcmp(name, "blast") ? vb_run_blast : vb_run_nodemailer;
+	size_t n = strcspn(name, "-");
+	return !strncmp(name, "volley", n) ? vb_run_volley
+	       : !strncmp(name, "postfix", n) ? vb_run_postfix
+	       : !strncmp(name, "haraka", n) ? vb_run_haraka
+	       : !strncmp(name, "blast", n) ? vb_run_blast : vb_run_nodemailer;
+}
+
+/* mixed: each peer, volley too, once more with the bulk alone, right
+ * after its mixed run. */
+static void mixed_peers(struct opts *o)
+{
+	const char *p[MAX_PEERS];
+	int n = 0;
+	snprintf(o->alone[0], sizeof o->alone[0], "volley-alone");
+	p[n++] = o->alone[0];
+	p[n++] = "volley-txonly";
+	for (int i = 0; i < o->npeers; i++) {
+		snprintf(o->alone[i + 1], sizeof o->alone[i + 1], "%s-alone", o->peers[i]);
+		p[n++] = o->peers[i];
+		p[n++] = o->alone[i + 1];
+	}
+	memcpy(o->peers, p, (size_t)n * sizeof *p);
+	o->npeers = n;
+}
+
+/* The run's files on disk before the next run: the writeback of the last
+ * one's journal and events (hundreds of MB) would fall in its fsyncs. */
+static void sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		syncfs(fd);
+		close(fd);
+	}
 }
 
 /* One peer: its own folder and its own sink. */
@@ -170,12 +206,16 @@ static void run_peer(const struct vb_env *e, const char *name, run_fn fn, struct
 		snprintf(r->note, sizeof r->note, "volley-sink did not start");
 		return;
 	}
+	pe.bulk_only = strstr(name, "-alone") != NULL;
+	pe.tx_only = strstr(name, "-txonly") != NULL;
 	if (fn(&pe, &s, r) < 0 && !r->note[0])
 		snprintf(r->note, sizeof r->note, "failed (see %s)", dir);
 	snprintf(r->peer, sizeof r->peer, "%s", name);
 	r->sink_cpu_s = vb_tree_cpu(s.pid) - s.cpu_mark;
 	vb_sink_stop(&s);
 	r->sink_messages = r->sink_messages ? r->sink_messages : s.messages;
+	if (e->sc->mixed)
+		sync_dir(dir);
 }
 
 /* volley, then the peers; under dane, the DNSSEC world first, and the
@@ -200,6 +240,8 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 	run_peer(&de, "volley", vb_run_volley, &r[0]);
 	if (e->sc->openssl_seconds)
 		r[0].ossl_after = vb_ossl_speed(e->sc, dir);
+	if (r[0].mx)   /* volley-txonly runs the stream as long as the mixed bulk */
+		de.txonly_s = r[0].mx->bulk_s < 1 ? 1 : r[0].mx->bulk_s > 30 ? 30 : r[0].mx->bulk_s;
 	for (int i = 0; i < o->npeers; i++) {
 		bool nd = !strcmp(o->peers[i], "no-dane"), one = !strcmp(o->peers[i], "one-rcpt");
 		bool base = !strcmp(o->peers[i], "base-sess");
@@ -207,7 +249,7 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 		de.one_rcpt = one;
 		de.base_run = base;
 		run_peer(&de, o->peers[i], nd || one || base ? vb_run_volley : peer_fn(o->peers[i]),
-			 &r[1 + i]);
+			 &r[1 + i]);  /* "volley-alone" is volley too */
 	}
 	if (e->sc->dane)
 		vb_dane_stop(&dn);
@@ -238,18 +280,10 @@ static int outputs(const struct opts *o, const struct vb_scen *sc, struct vb_res
 	snprintf(path, sizeof path, "%s.png", prefix);
 	if (!o->no_plot && access("/usr/bin/gnuplot", X_OK) < 0)
 		vb_system("'%s/scripts/install-deps.sh' --bench", o->src_dir);
-	if (!o->no_plot && vb_report_plot(path, sc, r, n, dir) == 0)
+	if (!o->no_plot && (sc->mixed ? vb_mix_plot(path, sc, r, n, dir)
+				      : vb_report_plot(path, sc, r, n, dir)) == 0)
 		printf("plot:   %s\n", path);
 	return 0;
-}
-
-static void sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		syncfs(fd);
-		close(fd);
-	}
 }
 
 /* What was run, above the table. */
@@ -341,7 +375,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	for (int i = 0; i < o.npeers; i++)
-		if (sc.transactional && !strcmp(o.peers[i], "blast")) {
+		if ((sc.transactional || sc.mixed) && !strcmp(o.peers[i], "blast")) {
 			fprintf(stderr, "volley-bench: %s: blast sends as fast as it can; a "
 				"transactional scenario is paced\n", sc.name);
 			return 2;
@@ -385,6 +419,8 @@ int main(int argc, char **argv)
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
 		o.peers[0] = "one-rcpt";
 	}
+	if (sc.mixed)
+		mixed_peers(&o);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
 			    .tty = isatty(2), .verbose = o.verbose, .volley_conf = o.volley_conf };
 	if (sc.nprofiles)
@@ -393,9 +429,13 @@ int main(int argc, char **argv)
 	run_all(&o, &e, dir, r);
 
 	headline(&sc, &w);
-	if (o.npeers && !sc.submission)
-		printf("peers send the first %ld recipients with %ld connections\n",
-		       vb_peer_messages(&sc), sc.peer_sessions);
+	bool others = false;    /* a peer that is not volley run again */
+	for (int i = 0; i < o.npeers; i++)
+		others |= strncmp(o.peers[i], "volley", 6) && strcmp(o.peers[i], "no-dane") &&
+			  strcmp(o.peers[i], "one-rcpt");
+	if (others && !sc.submission)
+		printf("peers send the first %ld recipients (Haraka %ld) with %ld connections\n",
+		       vb_peer_messages(&sc), vb_haraka_messages(&sc), sc.peer_sessions);
 	vb_report_table(&sc, r, 1 + o.npeers);
 	bool ok = outputs(&o, &sc, r, 1 + o.npeers, dir) == 0;
 	for (int i = 0; i <= o.npeers; i++)
@@ -404,6 +444,8 @@ int main(int argc, char **argv)
 		vb_system("rm -rf '%s'", dir);
 	else
 		printf("run folder kept: %s\n", dir);
+	for (int i = 0; i <= o.npeers; i++)
+		vb_mix_free(r[i].mx);
 	free(r);
 	curl_global_cleanup();
 	return ok ? 0 : 1;

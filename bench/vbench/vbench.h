@@ -87,6 +87,15 @@ struct vb_scen {
 	char profiles[VB_MAX_PROFILES][16];   /* "gmail", "yahoo", "microsoft" */
 	char profile_opts[256];   /* more volley-sink options for every profile */
 	char volleyd_conf[PATH_MAX];  /* its template: @NAME@ is that sink's route */
+	/* The mixed scenario (vbench_mixed.c): the bulk job of recipients
+	 * while single-recipient transactional messages arrive at
+	 * submit_rate (at most mixed_max of them), each peer also run with
+	 * the bulk alone ("PEER-alone"). */
+	bool mixed;
+	long mixed_max;
+	double target_p99_ms;  /* transactional p99 under this (volley) */
+	double target_mixed;   /* bulk msg/s mixed / alone at least this */
+	long haraka_max;       /* Haraka gets at most this many (it is slow) */
 };
 
 /* Parse a scenario: a path, or a name found in src_dir/bench/scenarios/.
@@ -96,6 +105,12 @@ int vb_scen_load(const char *name_or_path, const char *src_dir, struct vb_scen *
 static inline long vb_peer_messages(const struct vb_scen *sc)
 {
 	return sc->recipients < sc->peer_max ? sc->recipients : sc->peer_max;
+}
+/* Haraka's share: at most haraka_max too. */
+static inline long vb_haraka_messages(const struct vb_scen *sc)
+{
+	long n = vb_peer_messages(sc);
+	return n < sc->haraka_max ? n : sc->haraka_max;
 }
 
 /* ---- the workload, written once and shared by every peer (vbench_work.c) ---- */
@@ -113,6 +128,10 @@ struct vb_work {
 	char users[PATH_MAX];     /* volleyd's users file: "name:HASH" */
 	char dovecot_users[PATH_MAX];  /* the same user for Dovecot: "name:{CRYPT}HASH" */
 	char user[32], pass[48];  /* volley-submit's credentials */
+	/* The mixed scenario's transactional stream: its job (the bulk job's
+	 * content, priority transactional) and mixed_max recipients
+	 * t<i>@<domain of i> (the sink logs "t*@*" acceptances). */
+	char tx_job[PATH_MAX], tx_rcpts[PATH_MAX];
 };
 
 int vb_work_write(const struct vb_scen *sc, const char *dir, struct vb_work *w);
@@ -212,6 +231,8 @@ struct vb_sink {
 	pthread_mutex_t mu;
 	/* Latest counters, from the sink's JSON stats lines. */
 	long messages, recipients, conns_peak;
+	long logged;                       /* --accept-log lines (mixed) */
+	char alog[PATH_MAX];               /* its file */
 	/* recipients of messages accepted (one a message but for shared
 	 * transactions), sampled every 100 ms: (time since start, count) */
 	double t0;
@@ -219,6 +240,7 @@ struct vb_sink {
 	int nseries;
 	double st[VB_SERIES_MAX];
 	long sv[VB_SERIES_MAX];
+	long sl[VB_SERIES_MAX];            /* ... and of them logged (mixed) */
 	double prof_rate;                  /* a profile's rate per IP (0: none) */
 	int nsrc;                          /* with egress, only its IPs are counted
 					      (not volley-bench's own probe) */
@@ -280,10 +302,12 @@ struct vb_result {
 	int nseries;              /* delivered per second, from the sink */
 	double st[VB_SERIES_MAX];
 	long sv[VB_SERIES_MAX];
+	long sl[VB_SERIES_MAX];   /* of them transactional (mixed) */
 	char note[512];           /* why it failed, or what the figures mean */
 	/* volley's row in a DKIM scenario: openssl speed's signatures a second
 	 * on one core before and after volley's run (0: not measured). */
 	double ossl_before, ossl_after;
+	struct vb_mixres *mx;     /* the mixed scenario's figures, or NULL */
 };
 
 /* Copy the sink's series into r. */
@@ -305,6 +329,10 @@ struct vb_env {
 	bool dane_off;            /* volley under encrypt in that world */
 	bool one_rcpt;            /* volley at max_recipients_per_message = 1 */
 	bool base_run;            /* volley at the scenario's base_sessions */
+	bool bulk_only;           /* mixed: the bulk alone (a "-alone" row) */
+	bool tx_only;             /* mixed: volley's transactional stream alone
+				     for txonly_s ("volley-txonly") */
+	double txonly_s;          /* the mixed run's bulk time, 1 to 30 s */
 	const char *volley_conf;  /* a file appended to volleyd's configuration, or NULL */
 };
 
@@ -354,6 +382,60 @@ double vb_prof_rate(const char *name);
  * recipient is final or the timeout; table, JSON (prefix.json) and plot
  * (prefix.png unless no_plot). 0 when every recipient was delivered. */
 int vb_run_providers(const struct vb_env *e, const char *prefix, bool no_plot);
+
+/* ---- the mixed scenario (vbench_mixed.c) ---- */
+/* A row's mixed figures. Transactional message i was submitted at
+ * sent[i] (UNIX seconds; 0: not submitted) and acknowledged (the API's
+ * 202, the injection's 250) at acked[i]; the sink's accept log says when
+ * it was accepted. */
+struct vb_mixres {
+	bool alone;               /* the bulk alone: no transactional stream */
+	long bulk;                /* bulk messages */
+	double bulk_s;            /* first submission to the last bulk outcome */
+	long cap;                 /* sent/acked's size (mixed_max) */
+	double *sent, *acked;
+	double t0;                /* the run's start, UNIX seconds */
+	long tx_sent, tx_failed;  /* submitted and acknowledged; refused */
+	long tx_delivered;        /* at the sink, matched to a submission */
+	double p50, p99, p999, max;       /* submit to the sink's 250, ms */
+	double ack_p50, ack_p99;          /* submit to 202 (or 250 of injection) */
+	size_t nlat;
+	double *lat_t, *lat_ms;   /* each one's acceptance (s since t0), latency */
+	char why[160];            /* what was not accounted for */
+};
+struct vb_mixres *vb_mix_new(const struct vb_scen *sc, bool alone, long bulk);
+void vb_mix_free(struct vb_mixres *m);
+/* After the run: read the sink's accept log, match it to the submissions,
+ * the percentiles; false (why filled) unless every transactional message
+ * acknowledged was accepted exactly once. */
+bool vb_mix_latency(struct vb_mixres *m, const char *alog);
+/* Bulk seconds from the sink's series (a peer's): the first sample with
+ * bulk messages accepted, transactional ones (sl) not counted. */
+double vb_mix_bulk_time(const struct vb_result *r, long bulk);
+/* Transactional jobs through volleyd's API on threads of their own, paced
+ * at rate, until stopped. */
+struct vb_txapi;
+struct vb_txapi *vb_txapi_start(const char *sock, const struct vb_work *w, double rate,
+				struct vb_mixres *m);
+/* Stop submitting, wait for the requests in flight; -1 if one failed. */
+int vb_txapi_stop(struct vb_txapi *t);
+/* The SMTP injectors' runs (Postfix, Haraka): bulk as fast as the server
+ * takes it, transactional at the rate with times recorded, until the
+ * sink has every bulk message, then the transactional stream stops and
+ * the sink gets the rest. dead() says the server died (why filled). */
+struct vb_inject;
+/* The transactional stream's injector (n = mixed_max at submit_rate, its
+ * times into m); the port is the caller's to set. NULL with why filled. */
+struct vb_inject *vb_mix_injector(const struct vb_env *e, struct vb_mixres *m, char *why,
+				  size_t len);
+int vb_mix_inject_wait(const struct vb_env *e, struct vb_sink *s, struct vb_inject *bulk,
+		       struct vb_inject *tx, struct vb_mixres *m, double t0,
+		       bool (*dead)(void *arg, char *why, size_t len), void *arg,
+		       const char *peer, char *why, size_t len);
+void vb_mix_report(const struct vb_scen *sc, const struct vb_result *r, int n);
+void vb_mix_json(struct json_t *o, const struct vb_result *r);
+int vb_mix_plot(const char *path, const struct vb_scen *sc, const struct vb_result *r, int n,
+		const char *dir);
 
 /* ---- report (vbench_report.c) ---- */
 void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n);

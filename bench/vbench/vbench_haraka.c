@@ -173,17 +173,64 @@ static int hk_wait(const struct vb_env *e, struct vb_sink *s, struct vb_hk *h,
 	}
 }
 
+static bool hk_dead(void *arg, char *why, size_t len)
+{
+	struct vb_hk *h = arg;
+	if (waitpid(h->pid, NULL, WNOHANG) != h->pid)
+		return false;
+	h->pid = 0;
+	snprintf(why, len, "Haraka stopped during the run (see %.400s)", h->log);
+	return true;
+}
+
+/* mixed: the transactional stream's figures (tx NULL: the bulk alone). */
+static bool hk_mixed(struct vb_sink *s, struct vb_inject *tx, struct vb_result *r)
+{
+	struct vb_mixres *m = r->mx;
+	if (!tx) {
+		m->bulk_s = r->seconds;
+		return true;
+	}
+	m->tx_sent = atomic_load(&tx->accepted);
+	m->tx_failed = atomic_load(&tx->refused);
+	bool ok = vb_mix_latency(m, s->alog) && !m->tx_failed;
+	r->p50_ms = m->p50;
+	r->p99_ms = m->p99;
+	r->messages += m->tx_sent;
+	return ok;
+}
+
+/* The transactional scenario's latency: every injected message at the
+ * sink's accept log, exactly once, or the run is not all counted. */
+static void hk_latency(struct vb_sink *s, struct vb_inject *in, struct vb_mixres *lat,
+		       struct vb_result *r)
+{
+	lat->tx_sent = atomic_load(&in->accepted);
+	if (!vb_mix_latency(lat, s->alog)) {
+		r->ok = false;
+		snprintf(r->note, sizeof r->note, "%s", lat->why);
+	}
+	r->p50_ms = lat->p50;
+	r->p99_ms = lat->p99;
+}
+
 static int hk_measure(const struct vb_env *e, struct vb_sink *s, struct vb_hk *h,
-		      struct vb_inject *in, struct vb_result *r)
+		      struct vb_inject *in, struct vb_inject *tx, struct vb_result *r)
 {
 	struct vb_meter m;
 
 	vb_meter_start(&m, h->pid);
 	vb_sink_mark(s);
 	double t0 = vb_now();
-	int rc = vb_inject_start(in);
+	if (r->mx)
+		r->mx->t0 = vl_wall_time();
+	int rc = vb_inject_start(in) < 0 || (tx && vb_inject_start(tx) < 0) ? -1 : 0;
 	if (rc < 0)
-		snprintf(r->note, sizeof r->note, "injector: %s", in->first_err);
+		snprintf(r->note, sizeof r->note, "injector: %.200s%.200s", in->first_err,
+			 tx ? tx->first_err : "");
+	else if (tx)
+		rc = vb_mix_inject_wait(e, s, in, tx, r->mx, t0, hk_dead, h, "haraka", r->note,
+					sizeof r->note);
 	else
 		rc = hk_wait(e, s, h, in, t0, r->note, sizeof r->note);
 	r->seconds = vb_now() - t0;
@@ -192,11 +239,16 @@ static int hk_measure(const struct vb_env *e, struct vb_sink *s, struct vb_hk *h
 		vb_progress_end(e);
 	vb_inject_abort(in);
 	vb_inject_join(in);
+	if (tx) {
+		vb_inject_abort(tx);
+		vb_inject_join(tx);
+	}
 	long refused = atomic_load(&in->refused);
 	r->sink_messages = r->delivered = vb_sink_messages(s);
 	r->other = rc == 0 ? refused : 0;
-	r->ok = rc == 0 && !refused && r->delivered == in->n;
 	vb_result_series(r, s);
+	bool mx_ok = !r->mx || hk_mixed(s, tx, r);
+	r->ok = rc == 0 && !refused && mx_ok && r->delivered == r->messages;
 	if (rc == 0 && refused)
 		snprintf(r->note, sizeof r->note, "%ld of %ld injections refused (first: %s)",
 			 refused, in->n, in->first_err);
@@ -204,9 +256,11 @@ static int hk_measure(const struct vb_env *e, struct vb_sink *s, struct vb_hk *h
 		snprintf(r->note, sizeof r->note,
 			 "Haraka %s, %ld outbound deliveries at once, a connection%s per message "
 			 "(Haraka 3 has no outbound pool), its queue on disk without fsync; "
-			 "injected over %d SMTP connections; delivered counted at the sink%s",
+			 "injected over %d SMTP connections%s; delivered counted at the sink%s",
 			 h->version, e->sc->peer_sessions, e->sc->tls ? " and a TLS handshake" : "",
-			 in->o.conns, e->sc->dkim[0] ? "; not DKIM-signed" : "");
+			 in->o.conns, tx ? " (and 32 for the transactional stream: Haraka has no "
+			 "priority or lane of its own for it)" : "",
+			 e->sc->dkim[0] ? "; not DKIM-signed" : "");
 	return rc;
 }
 
@@ -214,8 +268,8 @@ int vb_run_haraka(const struct vb_env *e, struct vb_sink *s, struct vb_result *r
 {
 	const struct vb_scen *sc = e->sc;
 	struct vb_hk h = { 0 };
-	struct vb_inject *in;
-	long n = vb_peer_messages(sc);
+	struct vb_inject *in, *tx = NULL;
+	long n = vb_haraka_messages(sc);
 	char why[400] = "";
 	int rc = -1;
 
@@ -230,16 +284,36 @@ int vb_run_haraka(const struct vb_env *e, struct vb_sink *s, struct vb_result *r
 		.ip = "127.0.0.1", .port = h.port, .conns = VB_HK_INJECT_CONNS,
 		.rate = sc->transactional ? (double)sc->submit_rate : 0,
 	};
+	if (sc->mixed)
+		r->mx = vb_mix_new(sc, e->bulk_only, n);
+	/* transactional: Haraka logs no latency; the injection's start to the
+	 * sink's accept log, as the mixed scenario takes it */
+	struct vb_mixres *lat = sc->transactional ? vb_mix_new(sc, false, n) : NULL;
+	if (lat) {
+		io.sent_at = lat->sent;
+		io.acked_at = lat->acked;
+	}
 	if (vb_inject_prepare(in, &io, why, sizeof why) < 0) {
+		snprintf(r->note, sizeof r->note, "injector: %s", why);
+	} else if (r->mx && !r->mx->alone && !(tx = vb_mix_injector(e, r->mx, why, sizeof why))) {
 		snprintf(r->note, sizeof r->note, "injector: %s", why);
 	} else if (hk_start(&h, r) == 0) {
 		r->ran = true;
-		rc = hk_measure(e, s, &h, in, r);
+		if (tx)
+			tx->o.port = h.port;
+		rc = hk_measure(e, s, &h, in, tx, r);
+		if (lat)
+			hk_latency(s, in, lat, r);
 	}
+	vb_mix_free(lat);
 	if (h.pid > 0)
 		vb_stop(h.pid, 5000);
 	vb_inject_free(in);
 	free(in);
+	if (tx) {
+		vb_inject_free(tx);
+		free(tx);
+	}
 	if (e->verbose)
 		fprintf(stderr, "volley-bench: haraka: config, queue and log in %s\n", h.dir);
 	return rc;

@@ -410,6 +410,7 @@ static void *worker(void *arg)
 		long nto = in->n - i < k ? in->n - i : k;
 		pace(in, i);
 		int rc = REFUSED;
+		double t = vl_wall_time();
 		if (render(in, i, &out, &body, from, sizeof from) == 0 &&
 		    (c.fd >= 0 || conn_open(in, &c) == 0)) {
 			rc = send_msg(in, &c, from, in->r + i, nto, &body);
@@ -417,6 +418,10 @@ static void *worker(void *arg)
 				fail(in, "connection", "lost in a transaction");
 				conn_close(&c);
 			}
+		}
+		if (in->o.sent_at) {
+			in->o.sent_at[i] = t;
+			in->o.acked_at[i] = rc == SENT ? vl_wall_time() : 0;
 		}
 		atomic_fetch_add(rc == SENT ? &in->accepted : &in->refused, nto);
 	}

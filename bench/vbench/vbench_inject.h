@@ -28,6 +28,9 @@ struct vb_inject_opts {
 	int rcpts_per_msg;        /* recipients a message (0, 1: one each): the
 				   * next ones of the list, the message rendered
 				   * for the first (a job the same for all) */
+	double *sent_at, *acked_at;  /* NULL, or n each: message i's start
+				      * (before its connection if it opens
+				      * one) and its 250, UNIX seconds */
 };
 
 struct vb_inject_rcpt;

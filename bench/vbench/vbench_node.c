@@ -22,6 +22,7 @@
 /* What nodemailer.mjs printed. */
 struct nm_out {
 	long sent, failed, bounced;
+	long tx_sent, tx_failed;  /* mixed */
 	double p50, p99;
 	char first_error[256];
 };
@@ -108,8 +109,14 @@ static int ensure_nodemailer(const struct vb_env *e, struct vb_result *r)
 	return 0;
 }
 
-/* nodemailer.mjs's one JSON argument (json_dumps: the caller frees it). */
-static char *node_args(const struct vb_env *e, const struct vb_sink *s, long n)
+/* Its transactional connections per address in the mixed scenario (as
+ * Postfix's lane of its own). */
+#define VB_NM_TX_SESSIONS 10
+
+/* nodemailer.mjs's one JSON argument (json_dumps: the caller frees it);
+ * times: the mixed scenario's file of transactional times, or NULL. */
+static char *node_args(const struct vb_env *e, const struct vb_sink *s, long n,
+		       const char *times)
 {
 	json_t *addrs = json_array();
 
@@ -120,9 +127,33 @@ static char *node_args(const struct vb_env *e, const struct vb_sink *s, long n)
 			      "port", s->port, "tls", e->sc->tls, "sessions",
 			      (json_int_t)e->sc->peer_sessions, "rate",
 			      (json_int_t)(e->sc->transactional ? e->sc->submit_rate : 0));
+	if (a && times)
+		json_object_set_new(a, "tx", json_pack("{s:s, s:s, s:I, s:I, s:i, s:s}", "job",
+						       e->w->tx_job, "rcpts", e->w->tx_rcpts,
+						       "rate", (json_int_t)e->sc->submit_rate, "max",
+						       (json_int_t)e->sc->mixed_max, "sessions",
+						       VB_NM_TX_SESSIONS, "times", times));
 	char *j = a ? json_dumps(a, JSON_COMPACT) : NULL;
 	json_decref(a);
 	return j;
+}
+
+/* The transactional times nodemailer.mjs wrote ("index sent_ms
+ * answered_ms"), into the mixed figures; -1 if there are none. */
+static int read_times(const char *path, struct vb_mixres *m)
+{
+	FILE *f = fopen(path, "r");
+	long i;
+	double s, a;
+	if (!f)
+		return -1;
+	while (fscanf(f, "%ld %lf %lf", &i, &s, &a) == 3)
+		if (i >= 0 && i < m->cap) {
+			m->sent[i] = s / 1000.0;
+			m->acked[i] = a / 1000.0;
+		}
+	fclose(f);
+	return 0;
 }
 
 static int read_out(const char *path, struct nm_out *o)
@@ -139,6 +170,8 @@ static int read_out(const char *path, struct nm_out *o)
 	o->sent = (long)json_integer_value(sent);
 	o->failed = (long)json_integer_value(json_object_get(j, "failed"));
 	o->bounced = (long)json_integer_value(json_object_get(j, "bounced"));
+	o->tx_sent = (long)json_integer_value(json_object_get(j, "tx_sent"));
+	o->tx_failed = (long)json_integer_value(json_object_get(j, "tx_failed"));
 	o->p50 = json_number_value(json_object_get(j, "p50_ms"));
 	o->p99 = json_number_value(json_object_get(j, "p99_ms"));
 	snprintf(o->first_error, sizeof o->first_error, "%s", fe ? fe : "");
@@ -205,9 +238,29 @@ static bool follow(const struct vb_env *e, struct vb_sink *s, pid_t pid, long n,
 	}
 }
 
+/* mixed: the transactional figures, the bulk's time; false unless every
+ * transactional message node saw accepted is at the sink. */
+static bool finish_mixed(struct vb_sink *s, struct vb_result *r, const struct nm_out *o,
+			 const char *times)
+{
+	struct vb_mixres *m = r->mx;
+	if (m->alone) {
+		m->bulk_s = r->seconds;
+		return true;
+	}
+	m->tx_sent = o->tx_sent;
+	m->tx_failed = o->tx_failed;
+	bool ok = read_times(times, m) == 0 && vb_mix_latency(m, s->alog) && !o->tx_failed;
+	m->bulk_s = vb_mix_bulk_time(r, r->messages);
+	r->p50_ms = m->p50;
+	r->p99_ms = m->p99;
+	return ok;
+}
+
 /* After node exited: the sink catches up with what node saw accepted (a
  * stats line every 100 ms), then the figures. */
-static int finish(struct vb_sink *s, struct vb_result *r, int st, const char *out)
+static int finish(struct vb_sink *s, struct vb_result *r, int st, const char *out,
+		  const char *times)
 {
 	struct nm_out o = { 0 };
 
@@ -218,16 +271,20 @@ static int finish(struct vb_sink *s, struct vb_result *r, int st, const char *ou
 		return -1;
 	}
 	/* Accepted means counted: the sink's next stats line has them. */
-	vb_sink_wait(s, o.sent, 10);
+	vb_sink_wait(s, o.sent + o.tx_sent, 10);
 	vb_result_series(r, s);
 	r->sink_messages = vb_sink_messages(s);
-	r->delivered = o.sent;
+	r->delivered = o.sent + o.tx_sent;
 	r->bounced = o.bounced;
 	r->other = o.failed - o.bounced;
 	r->p50_ms = o.p50;
 	r->p99_ms = o.p99;
-	r->seconds = sink_time(r, o.sent > 0 ? o.sent : 1);
-	r->ok = o.sent == r->messages && r->sink_messages == r->messages;
+	r->seconds = sink_time(r, o.sent + o.tx_sent > 0 ? o.sent + o.tx_sent : 1);
+	r->ok = o.sent == r->messages && r->sink_messages == r->messages + o.tx_sent;
+	if (r->mx && !finish_mixed(s, r, &o, times))
+		r->ok = false;
+	if (r->mx)
+		r->messages += o.tx_sent;
 	r->ran = o.sent > 0;
 	if (!r->ok)
 		snprintf(r->note, sizeof r->note, "%ld of %ld sent, %ld failed (Nodemailer does not "
@@ -240,18 +297,21 @@ int vb_run_nodemailer(const struct vb_env *e, struct vb_sink *s, struct vb_resul
 {
 	const struct vb_scen *sc = e->sc;
 	long n = vb_peer_messages(sc);
-	char node[PATH_MAX], script[PATH_MAX], out[PATH_MAX], err[PATH_MAX];
+	char node[PATH_MAX], script[PATH_MAX], out[PATH_MAX], err[PATH_MAX], times[PATH_MAX];
 
 	memset(r, 0, sizeof *r);
 	snprintf(r->peer, sizeof r->peer, "nodemailer");
 	r->messages = n;
 	r->p50_ms = r->p99_ms = -1;
+	if (sc->mixed)
+		r->mx = vb_mix_new(sc, e->bulk_only, n);
 	if (vb_node_ensure(e, node, r) < 0 || ensure_nodemailer(e, r) < 0)
 		return -1;
 	if (!path_in(script, e->src_dir, "bench/peers/nodemailer.mjs") ||
-	    !path_in(out, e->w->dir, "nodemailer.out") || !path_in(err, e->w->dir, "nodemailer.err"))
+	    !path_in(out, e->dir, "nodemailer.out") || !path_in(err, e->dir, "nodemailer.err") ||
+	    !path_in(times, e->dir, "tx-times"))
 		return fail(r, "%s", "the source tree's or the run's path is too long");
-	char *args = node_args(e, s, n);
+	char *args = node_args(e, s, n, r->mx && !r->mx->alone ? times : NULL);
 	if (!args)
 		return fail(r, "%s", "cannot build nodemailer.mjs's arguments");
 	if (e->verbose)
@@ -262,6 +322,8 @@ int vb_run_nodemailer(const struct vb_env *e, struct vb_sink *s, struct vb_resul
 	unlink(out);    /* vb_spawn appends: no stale figures */
 	vb_sink_mark(s);
 	double t0 = vb_now();
+	if (r->mx)
+		r->mx->t0 = vl_wall_time();
 	pid_t pid = vb_spawn(argv, out, err);
 	free(args);
 	if (pid < 0)
@@ -277,5 +339,5 @@ int vb_run_nodemailer(const struct vb_env *e, struct vb_sink *s, struct vb_resul
 			 "at the sink; node killed", sc->timeout_s, r->sink_messages, n);
 		return -1;
 	}
-	return finish(s, r, st, out);
+	return finish(s, r, st, out, times);
 }

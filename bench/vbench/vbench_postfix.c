@@ -63,6 +63,8 @@
 
 #define VB_PF_BIN "/usr/sbin/postfix"
 #define VB_PF_INJECT_CONNS 8
+/* mixed: the transactional lane's smtp processes */
+#define VB_PF_TX_PROCS 10
 
 struct vb_pf {
 	char dir[PATH_MAX + 16];   /* the run's folder + /postfix */
@@ -148,6 +150,12 @@ static int vb_pf_main_cf(const struct vb_env *e, const struct vb_sink *s, struct
 			      "smtp_tls_session_cache_database = btree:${data_directory}/smtp_scache\n"
 			      "tlsproxy_tls_security_level = none\n",
 			      sc->transactional ? "no" : "yes");
+	/* mixed: the transactional lane (transport smtptx, master.cf) at
+	 * its own concurrency from the start. */
+	if (sc->mixed)
+		vl_buf_printf(&b, "smtptx_destination_concurrency_limit = %d\n"
+			      "smtptx_initial_destination_concurrency = %d\n",
+			      VB_PF_TX_PROCS, VB_PF_TX_PROCS);
 	/* The MSA: TLS and SASL; master.cf's smtpd line demands both (-o). */
 	if (sc->submission)
 		vl_buf_printf(&b, "smtpd_tls_chain_files = %s, %s\n"
@@ -164,7 +172,13 @@ static int vb_pf_main_cf(const struct vb_env *e, const struct vb_sink *s, struct
 /* master.cf: Debian's services, none chrooted (no copies of /etc needed). */
 static int vb_pf_master_cf(const struct vb_scen *sc, struct vb_pf *p)
 {
-	char text[4096], path[PATH_MAX + 64], opts[600] = "";
+	char text[4096], path[PATH_MAX + 64], opts[600] = "", tx[160] = "";
+	/* mixed: transactional mail in a lane of its own (qmgr serves the
+	 * transports in turn, so it does not queue behind the bulk), without
+	 * tlsproxy's connection reuse, which holds each message ~45 ms */
+	if (sc->mixed)
+		snprintf(tx, sizeof tx, "smtptx unix - - n - %d smtp "
+			 "-o smtp_tls_connection_reuse=no\n", VB_PF_TX_PROCS);
 	/* The submission service as Debian's master.cf has it (port 587, or
 	 * 465 in wrapper mode): TLS required, AUTH only inside it, relaying
 	 * only for the authenticated. */
@@ -199,18 +213,21 @@ static int vb_pf_master_cf(const struct vb_scen *sc, struct vb_pf *p)
 		 "anvil unix - - n - 1 anvil\n"
 		 "scache unix - - n - 1 scache\n"
 		 "postlog unix-dgram n - n - 1 postlogd\n"
-		 "tlsproxy unix - - n - 0 tlsproxy\n",
-		 p->port, opts, p->procs);
+		 "tlsproxy unix - - n - 0 tlsproxy\n%s",
+		 p->port, opts, p->procs, tx);
 	snprintf(path, sizeof path, "%s/master.cf", p->etc);
 	return vb_pf_write(path, "master.cf", text);
 }
 
 /* Sink address a takes the domains *.s{a}.bench.test (vb_rcpt_domain). */
-static int vb_pf_transport(const struct vb_sink *s, struct vb_pf *p)
+static int vb_pf_transport(const struct vb_scen *sc, const struct vb_sink *s, struct vb_pf *p)
 {
 	struct vl_buf b;
 	char path[PATH_MAX + 64];
 	vl_buf_init(&b);
+	for (int a = 0; a < s->naddrs && sc->mixed; a++)   /* t<i>@: transactional */
+		vl_buf_printf(&b, "/^t[0-9]+@.*\\.s%d\\.bench\\.test$/ smtptx:[%s]:%d\n", a,
+			      s->addr[a], s->port);
 	for (int a = 0; a < s->naddrs; a++)
 		vl_buf_printf(&b, "/\\.s%d\\.bench\\.test$/ smtp:[%s]:%d\n", a, s->addr[a], s->port);
 	vl_buf_appends(&b, "/./ discard:not a bench recipient\n");
@@ -258,7 +275,7 @@ static int vb_pf_setup(const struct vb_env *e, const struct vb_sink *s, struct v
 	if ((p->port = vb_free_port()) < 0)
 		return -1;
 	vb_pf_version(p);
-	return vb_pf_main_cf(e, s, p) < 0 || vb_pf_master_cf(sc, p) < 0 || vb_pf_transport(s, p) < 0
+	return vb_pf_main_cf(e, s, p) < 0 || vb_pf_master_cf(sc, p) < 0 || vb_pf_transport(sc, s, p) < 0
 		       ? -1 : 0;
 }
 
@@ -565,6 +582,92 @@ static int vb_pf_measure(const struct vb_env *e, struct vb_sink *s, struct vb_pf
 	return rc;
 }
 
+/* ---- mixed: the bulk and the transactional stream at once ---- */
+
+struct vb_pf_watch {
+	struct vb_pf *p;
+	struct vb_plog *l;
+};
+
+static bool vb_pf_dead(void *arg, char *why, size_t len)
+{
+	struct vb_pf_watch *d = arg;
+	vb_plog_poll(d->l, d->p->log);
+	if (waitpid(d->p->sh, NULL, WNOHANG) == d->p->sh) {
+		d->p->sh = 0;
+		snprintf(why, len, "Postfix stopped during the run: %s",
+			 d->l->fatal[0] ? d->l->fatal : "see its maillog");
+		return true;
+	}
+	if (d->l->fatal[0])
+		snprintf(why, len, "Postfix: %s", d->l->fatal);
+	return d->l->fatal[0] != '\0';
+}
+
+static void vb_pf_mixed_result(struct vb_sink *s, const struct vb_pf *p,
+			       struct vb_inject *in, struct vb_inject *tx, struct vb_plog *l,
+			       struct vb_result *r, int rc)
+{
+	struct vb_mixres *m = r->mx;
+	long refused = atomic_load(&in->refused) + atomic_load(&tx->refused);
+	m->tx_sent = atomic_load(&tx->accepted);
+	m->tx_failed = atomic_load(&tx->refused);
+	r->messages = in->n + m->tx_sent;
+	r->sink_messages = vb_sink_messages(s);
+	r->sink_rcpts = vb_sink_recipients(s);
+	r->delivered = l->sent;
+	bool lat = vb_mix_latency(m, s->alog);
+	r->p50_ms = m->p50;
+	r->p99_ms = m->p99;
+	r->ok = rc == 0 && !refused && lat && r->sink_rcpts == l->sent && l->sent == r->messages;
+	if (rc == 0 && refused)
+		snprintf(r->note, sizeof r->note, "%ld injections refused (first: %.150s%.150s)",
+			 refused, in->first_err, tx->first_err);
+	else if (rc == 0)
+		snprintf(r->note, sizeof r->note,
+			 "Postfix %s, durable queue, %ld smtp processes for the bulk (TLS reuse via "
+			 "tlsproxy), the transactional mail in a transport of its own (%d processes, "
+			 "no reuse); injected over %d + %d SMTP connections", p->version, p->procs,
+			 VB_PF_TX_PROCS, in->o.conns, tx->o.conns);
+}
+
+static int vb_pf_measure_mixed(const struct vb_env *e, struct vb_sink *s, struct vb_pf *p,
+			       struct vb_inject *in, struct vb_inject *tx, struct vb_result *r)
+{
+	struct vb_plog l = { .fd = -1 };
+	struct vb_pf_watch w = { p, &l };
+	struct vb_meter m;
+	vb_plog_poll(&l, p->log);   /* skip the start-up lines */
+	l.sent = l.bounced = l.deferred = 0;
+	vb_meter_start(&m, p->master);
+	vb_sink_mark(s);
+	double t0 = vb_now();
+	r->mx->t0 = vl_wall_time();
+	int rc = vb_inject_start(in) < 0 || vb_inject_start(tx) < 0 ? -1 : 0;
+	if (rc < 0)
+		snprintf(r->note, sizeof r->note, "injector: %.200s%.200s", in->first_err,
+			 tx->first_err);
+	else
+		rc = vb_mix_inject_wait(e, s, in, tx, r->mx, t0, vb_pf_dead, &w, "postfix",
+					r->note, sizeof r->note);
+	r->seconds = vb_now() - t0;
+	vb_meter_stop(&m, &r->cpu_s, &r->peak_mem_kb);
+	if (e->tty)
+		vb_progress_end(e);
+	vb_inject_abort(in);
+	vb_inject_abort(tx);
+	vb_inject_join(in);
+	vb_inject_join(tx);
+	if (rc == 0)
+		vb_pf_flush_log(&l, p->log, atomic_load(&in->accepted) + atomic_load(&tx->accepted));
+	vb_pf_mixed_result(s, p, in, tx, &l, r, rc);
+	vb_result_series(r, s);
+	if (l.fd >= 0)
+		close(l.fd);
+	free(l.ms);
+	return rc;
+}
+
 /* The submission scenario: Postfix as the MSA (smtpd with STARTTLS and
  * SASL from a private Dovecot), relaying to the sink as in the others. */
 static int vb_pf_msa(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
@@ -627,7 +730,12 @@ int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *
 		.ip = "127.0.0.1", .conns = VB_PF_INJECT_CONNS, .rcpts_per_msg = (int)sc->peer_rcpts,
 		.rate = sc->transactional ? (double)sc->submit_rate : 0,
 	};
+	struct vb_inject *tx = NULL;
+	if (sc->mixed)
+		r->mx = vb_mix_new(sc, e->bulk_only, n);
 	if (vb_inject_prepare(in, &io, why, sizeof why) < 0) {
+		snprintf(r->note, sizeof r->note, "injector: %s", why);
+	} else if (r->mx && !r->mx->alone && !(tx = vb_mix_injector(e, r->mx, why, sizeof why))) {
 		snprintf(r->note, sizeof r->note, "injector: %s", why);
 	} else if (vb_pf_setup(e, s, &p) < 0) {
 		snprintf(r->note, sizeof r->note, "cannot write Postfix's configuration in %.400s",
@@ -637,11 +745,22 @@ int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *
 	} else {
 		in->o.port = p.port;
 		r->ran = true;
-		rc = vb_pf_measure(e, s, &p, in, r);
+		if (tx) {
+			tx->o.port = p.port;
+			rc = vb_pf_measure_mixed(e, s, &p, in, tx, r);
+		} else {
+			rc = vb_pf_measure(e, s, &p, in, r);
+		}
+		if (r->mx && r->mx->alone)
+			r->mx->bulk_s = r->seconds;
 	}
 	vb_pf_stop(&p);
 	vb_inject_free(in);
 	free(in);
+	if (tx) {
+		vb_inject_free(tx);
+		free(tx);
+	}
 	if (e->verbose)
 		fprintf(stderr, "volley-bench: postfix: config and log in %s\n", p.dir);
 	return rc;

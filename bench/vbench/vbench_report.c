@@ -242,6 +242,10 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 		printf("volley: %ld sessions held; sessions/latency = %.0f msg/s; reached %.2f of it\n",
 		       r[0].peak_conns, ideal, rate(&r[0]) / ideal);
 	}
+	if (sc->mixed) {  /* its own ratios: bulk mixed and alone, latency */
+		vb_mix_report(sc, r, n);
+		return;
+	}
 	for (int i = 1; i < n; i++) {
 		if (!r[0].ok || !r[i].ok || rate(&r[i]) <= 0) {
 			printf("volley / %s: no ratio (a run did not account for every message)\n",
@@ -311,6 +315,7 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 						      rate(&r[i]) / ossl_rate(&r[i]) : 0.0));
 		if (sc->submission)
 			submission_json(o, &r[i]);
+		vb_mix_json(o, &r[i]);
 		json_array_append_new(res, o);
 	}
 	json_t *j = json_pack(
@@ -340,6 +345,14 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		json_object_set_new(j, "memory_per_session_kb", json_real(kb));
 		json_object_set_new(j, "memory_per_session_beyond_message_kb",
 				    json_real(kb - (double)sc->msg_bytes / 1024.0));
+	}
+	if (sc->mixed) {
+		json_t *mx = json_pack("{s:b, s:I, s:I, s:f, s:f}", "mixed", 1, "submit_rate",
+				       (json_int_t)sc->submit_rate, "mixed_max",
+				       (json_int_t)sc->mixed_max, "target_p99_ms", sc->target_p99_ms,
+				       "target_mixed", sc->target_mixed);
+		json_object_update(json_object_get(j, "settings"), mx);
+		json_decref(mx);
 	}
 	if (sc->submission) {
 		json_t *sub = json_pack("{s:b, s:I, s:I, s:s, s:s}", "submission", 1, "submit_clients",

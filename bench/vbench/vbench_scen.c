@@ -17,7 +17,8 @@ static const char *const known[] = {
 	"dane", "target_dane", "submission", "submit_clients", "per_conn", "submit_tls",
 	"password_hash", "egress_sources", "profiles", "profile_options", "volleyd_conf",
 	"rcpts_per_message", "target_shared", "peer_rcpts_per_message", "personalised_body",
-	"openssl_seconds", "target_openssl", "base_sessions", "target_session_kb", NULL
+	"openssl_seconds", "target_openssl", "base_sessions", "target_session_kb", "mixed",
+	"mixed_max", "target_p99_ms", "target_mixed", "haraka_max", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -38,6 +39,8 @@ static void defaults(struct vb_scen *sc)
 	sc->per_conn = 20;
 	sc->rcpts_per_message = 100;   /* volleyd's default */
 	sc->peer_rcpts = 1;
+	sc->mixed_max = 100000;
+	sc->haraka_max = 8000;    /* about a minute at Haraka's 100-160 msg/s */
 	snprintf(sc->submit_tls, sizeof sc->submit_tls, "starttls");
 	snprintf(sc->password_hash, sizeof sc->password_hash, "yescrypt");
 }
@@ -250,6 +253,11 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_ratio(cf, sc, "target_latency", &sc->target_latency) < 0 ||
 	    get_long(cf, sc, "base_sessions", &sc->base_sessions, 1, 100000) < 0 ||
 	    get_ratio(cf, sc, "target_session_kb", &sc->target_session_kb) < 0 ||
+	    get_bool(cf, sc, "mixed", &sc->mixed) < 0 ||
+	    get_long(cf, sc, "mixed_max", &sc->mixed_max, 1, 10000000) < 0 ||
+	    get_ratio(cf, sc, "target_p99_ms", &sc->target_p99_ms) < 0 ||
+	    get_ratio(cf, sc, "target_mixed", &sc->target_mixed) < 0 ||
+	    get_long(cf, sc, "haraka_max", &sc->haraka_max, 1, 100000000) < 0 ||
 	    parse_profiles(cf, sc) < 0 || parse_prov_strings(cf, sc) < 0)
 		return -1;
 	sc->sink_addrs = (int)addrs;
@@ -272,6 +280,15 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	if (sc->peer_rcpts > 1 && (sc->personalised || sc->transactional || sc->submission))
 		return err(sc, "peer_rcpts_per_message", "needs personalised = false, without "
 			   "transactional or submission");
+	/* The bulk job through one upload and a stream of transactional
+	 * ones through the API beside it; every message delivered. */
+	if (sc->mixed && (sc->transactional || sc->submission || sc->dane || sc->nprofiles ||
+			  sc->peer_rcpts > 1 || sc->tempfail > 0 || sc->permfail > 0 ||
+			  sc->disconnect > 0))
+		return err(sc, "mixed", "goes without transactional, submission, dane, profiles, "
+			   "peer_rcpts_per_message and faults");
+	if (sc->mixed && sc->submit_rate < 1)
+		return err(sc, "mixed", "needs submit_rate: the transactional jobs a second");
 	/* An MX record a domain in the signed zone. */
 	if (sc->dane && sc->domains > 100000)
 		return err(sc, "domains", "at most 100000 with dane");

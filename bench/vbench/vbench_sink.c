@@ -51,6 +51,15 @@ static void sink_args(const struct vb_env *e, struct vb_sink *s, char **argv, in
 			snprintf(store[k], sizeof store[k], "%s:%g%%", f[i].stage, f[i].pct);
 			argv[n++] = store[k++];
 		}
+	/* mixed: when each transactional recipient (t<i>@) was accepted;
+	 * transactional: every one (200 a second: the latency of a peer that
+	 * reports none, Haraka) */
+	if (sc->mixed || sc->transactional) {
+		argv[n++] = "--accept-log";
+		argv[n++] = s->alog;
+		argv[n++] = "--accept-log-rcpt";
+		argv[n++] = sc->mixed ? "t*@*" : "*";
+	}
 	*argc = n;
 }
 
@@ -131,6 +140,7 @@ static void take_line(struct vb_sink *s, const char *line, size_t *nlines, int *
 	long open = (long)json_integer_value(json_object_get(j, "conns_open"));
 	s->messages = (long)json_integer_value(json_object_get(j, "messages"));
 	s->recipients = (long)json_integer_value(json_object_get(j, "recipients"));
+	s->logged = (long)json_integer_value(json_object_get(j, "accept_logged"));
 	if (open > s->conns_peak)
 		s->conns_peak = open;
 	if (s->ips && json_is_object(json_object_get(j, "ips")))
@@ -141,6 +151,7 @@ static void take_line(struct vb_sink *s, const char *line, size_t *nlines, int *
 			for (int i = 0; i < VB_SERIES_MAX / 2; i++) {
 				s->st[i] = s->st[2 * i];
 				s->sv[i] = s->sv[2 * i];
+				s->sl[i] = s->sl[2 * i];
 				if (s->ips) {
 					s->ips->allowed[i] = s->ips->allowed[2 * i];
 					memcpy(s->ips->acc[i], s->ips->acc[2 * i], sizeof s->ips->acc[i]);
@@ -152,6 +163,7 @@ static void take_line(struct vb_sink *s, const char *line, size_t *nlines, int *
 		s->st[s->nseries] = now - s->t0;
 		if (s->ips)
 			ips_sample(s, s->nseries);
+		s->sl[s->nseries] = s->logged;
 		s->sv[s->nseries++] = s->recipients;
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -234,7 +246,7 @@ static int start(const struct vb_env *e, const char *dir, struct vb_sink *s, int
 {
 	char bin[PATH_MAX], log[PATH_MAX], store[VB_MAX_ADDRS + 8][48];
 	char popts[sizeof e->sc->profile_opts], rate[32];
-	char *argv[2 * VB_MAX_ADDRS + 28 + sizeof popts / 2];
+	char *argv[2 * VB_MAX_ADDRS + 32 + sizeof popts / 2];
 	int argc = 0, pfd[2];
 
 	memset(s, 0, sizeof *s);
@@ -248,6 +260,7 @@ static int start(const struct vb_env *e, const char *dir, struct vb_sink *s, int
 		s->ips = vl_calloc(1, sizeof *s->ips);
 	}
 	s->port = sink_port(e, s);
+	snprintf(s->alog, sizeof s->alog, "%s/accepted.log", dir);
 	snprintf(bin, sizeof bin, "%s/volley-sink", e->bin_dir);
 	snprintf(log, sizeof log, "%s/sink%s%s.log", dir, prof >= 0 ? "-" : "",
 		 prof >= 0 ? e->sc->profiles[prof] : "");
@@ -344,6 +357,7 @@ void vb_result_series(struct vb_result *r, struct vb_sink *s)
 	r->nseries = s->nseries;
 	memcpy(r->st, s->st, sizeof r->st[0] * (size_t)s->nseries);
 	memcpy(r->sv, s->sv, sizeof r->sv[0] * (size_t)s->nseries);
+	memcpy(r->sl, s->sl, sizeof r->sl[0] * (size_t)s->nseries);
 	r->peak_conns = s->conns_peak;
 	pthread_mutex_unlock(&s->mu);
 }

@@ -27,6 +27,8 @@ struct vrun {
 	struct vb_api *api;
 	json_t *submitted;   /* job id -> submit time (UNIX seconds) */
 	int sub_port;        /* the submission listener's, on 127.0.0.1 */
+	long expect;         /* recipients submitted in all */
+	char bulk_id[64];    /* the bulk job's id */
 };
 
 /* A route per sink address; or, in the DANE world, MX resolution through
@@ -215,6 +217,8 @@ static int submit_bulk(struct vrun *v)
 	v->r->intake_s = vb_now() - t0;
 	json_object_set_new(v->submitted, json_string_value(json_object_get(j, "id")),
 			    json_real(t));
+	snprintf(v->bulk_id, sizeof v->bulk_id, "%s",
+		 json_string_value(json_object_get(j, "id")) ?: "");
 	json_decref(j);
 	return 0;
 }
@@ -262,18 +266,18 @@ static int follow(struct vrun *v, double t0)
 	for (;;) {
 		if (counts(v, &total, &final, &delivered, &bounced) < 0)
 			return -1;
-		vb_progress(v->e, "volley", final, sc->recipients, vb_now() - t0);
-		if (total == sc->recipients && final == total)
+		vb_progress(v->e, "volley", final, v->expect, vb_now() - t0);
+		if (total == v->expect && final == total)
 			break;
 		/* Every job is in: a count that differs will not change. */
-		if (total != sc->recipients) {
+		if (total != v->expect) {
 			snprintf(v->r->note, sizeof v->r->note, "volleyd holds %ld recipients, "
-				 "%ld were submitted", total, sc->recipients);
+				 "%ld were submitted", total, v->expect);
 			return -1;
 		}
 		if (vb_now() > end) {
 			snprintf(v->r->note, sizeof v->r->note, "timed out: %ld of %ld final", final,
-				 sc->recipients);
+				 v->expect);
 			return -1;
 		}
 		/* The end of the clock: at most 20 ms late. A transactional run's
@@ -346,18 +350,75 @@ static void latency(struct vrun *v)
 	free(ms);
 }
 
+/* Until the bulk job is done (every recipient final), polled as follow()
+ * polls; its seconds from t0. */
+static int bulk_done(struct vrun *v, double t0)
+{
+	char path[128];
+	double end = vb_now() + (double)v->e->sc->timeout_s;
+	snprintf(path, sizeof path, "/v1/jobs/%s", v->bulk_id);
+	for (;;) {
+		json_t *j = vb_api_get(v->api, path);
+		bool done = json_is_true(json_object_get(j, "done"));
+		json_decref(j);
+		if (!j)
+			return -1;
+		if (done)
+			break;
+		if (vb_now() > end) {
+			snprintf(v->r->note, sizeof v->r->note, "timed out before the bulk job was done");
+			return -1;
+		}
+		usleep(20000);
+	}
+	v->r->mx->bulk_s = vb_now() - t0;
+	return 0;
+}
+
+/* mixed: the bulk upload, then transactional jobs through the API beside
+ * its delivery until it is done; tx_only: the stream alone for as long as
+ * the mixed run's bulk took, the reference of what the machine gives it
+ * without bulk. */
+static int submit_mixed(struct vrun *v, double t0)
+{
+	char sock[PATH_MAX];
+	struct vb_mixres *m = v->r->mx;
+	if (!v->e->tx_only && submit_bulk(v) < 0)
+		return -1;
+	snprintf(sock, sizeof sock, "%s/volley.sock", v->data);
+	struct vb_txapi *tx = vb_txapi_start(sock, v->e->w, (double)v->e->sc->submit_rate, m);
+	int rc = 0;
+	if (v->e->tx_only)
+		nanosleep(&(struct timespec){ (time_t)v->e->txonly_s,
+					      (long)((v->e->txonly_s - (double)(time_t)v->e->txonly_s) * 1e9) },
+			  NULL);
+	else
+		rc = bulk_done(v, t0);
+	if (vb_txapi_stop(tx) < 0 && rc == 0) {
+		snprintf(v->r->note, sizeof v->r->note, "%ld transactional submissions failed",
+			 m->tx_failed);
+		rc = -1;
+	}
+	v->expect += m->tx_sent;
+	return rc;
+}
+
 static int run(struct vrun *v)
 {
 	struct vb_meter m;
 	struct vb_result *r = v->r;
+	const struct vb_scen *sc = v->e->sc;
 	if (start(v) < 0)
 		return -1;
-	if (v->e->sc->submission)
+	if (sc->submission)
 		return vb_submit_measure(v->e, v->s, "127.0.0.1", v->sub_port, v->pid, 0, r);
 	vb_meter_start(&m, v->pid);
 	vb_sink_mark(v->s);
 	double t0 = vb_now();
-	int rc = v->e->sc->transactional ? submit_each(v) : submit_bulk(v);
+	if (r->mx)
+		r->mx->t0 = vl_wall_time();
+	int rc = r->mx && !r->mx->alone ? submit_mixed(v, t0)
+		 : sc->transactional ? submit_each(v) : submit_bulk(v);
 	if (rc == 0)
 		rc = follow(v, t0);
 	vb_progress_end(v->e);
@@ -370,6 +431,24 @@ static int run(struct vrun *v)
 	r->sink_rcpts = vb_sink_recipients(v->s);
 	vb_result_series(r, v->s);
 	return rc;
+}
+
+/* mixed: the latency from the sink's accept log; the table's p50/p99
+ * are the transactional ones (the bulk alone: its own, from the events). */
+static int mixed_figures(struct vrun *v)
+{
+	struct vb_mixres *m = v->r->mx;
+	if (m->alone) {
+		m->bulk_s = v->r->seconds;
+		latency(v);
+		return 0;
+	}
+	bool ok = vb_mix_latency(m, v->s->alog);
+	v->r->p50_ms = m->p50;
+	v->r->p99_ms = m->p99;
+	if (!ok && !v->r->note[0])
+		snprintf(v->r->note, sizeof v->r->note, "%s", m->why);
+	return ok ? 0 : -1;
 }
 
 /* In the DANE world every delivery must say tls.dane (none under
@@ -388,22 +467,28 @@ static void check_dane(const struct vb_env *e, struct vb_result *r)
 
 int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r)
 {
-	struct vrun v = { .e = e, .s = s, .r = r, .submitted = json_object() };
+	struct vrun v = { .e = e, .s = s, .r = r, .submitted = json_object(),
+			  .expect = e->tx_only ? 0 : e->sc->recipients };
 	snprintf(r->peer, sizeof r->peer, "volley");
-	r->messages = e->sc->recipients;
 	r->p50_ms = r->p99_ms = -1;
+	if (e->sc->mixed)
+		r->mx = vb_mix_new(e->sc, e->bulk_only, v.expect);
 	int rc = run(&v);
+	r->messages = v.expect;
 	vb_api_close(v.api);
 	vb_stop(v.pid, 30000);
 	if (e->sc->submission) {  /* vb_submit_measure said it all */
 		json_decref(v.submitted);
 		return rc;
 	}
-	if (rc == 0)
+	int frc = 0;
+	if (rc == 0 && r->mx)
+		frc = mixed_figures(&v);
+	else if (rc == 0)
 		latency(&v);
 	json_decref(v.submitted);
 	r->ran = rc == 0;
-	r->ok = rc == 0 && r->delivered + r->bounced + r->other == r->messages &&
+	r->ok = rc == 0 && frc == 0 && r->delivered + r->bounced + r->other == r->messages &&
 		r->sink_rcpts == r->delivered;
 	if (rc == 0 && !r->ok && !r->note[0])
 		snprintf(r->note, sizeof r->note, "sink accepted %ld recipients, volley "

@@ -96,17 +96,21 @@ static json_t *job_json(const struct vb_scen *sc, long body)
 	return j;
 }
 
-static void rcpt_line(const struct vb_scen *sc, long i, char *out, size_t len)
+/* Recipient i of the list: u<i>@..., or t<i>@... for the mixed
+ * scenario's transactional stream (the sink logs those). */
+static void rcpt_line(const struct vb_scen *sc, char local, long i, char *out, size_t len)
 {
 	char dom[96];
 	vb_rcpt_domain(sc, i, dom, sizeof dom);
 	if (sc->personalised)
 		snprintf(out, len,
-			 "{\"email\":\"u%ld@%s\",\"name\":\"Reader %ld\",\"substitutions\":"
+			 "{\"email\":\"%c%ld@%s\",\"name\":\"Reader %ld\",\"substitutions\":"
 			 "{\"first\":\"Reader%ld\",\"city\":\"%s\",\"token\":\"t%08lx\"}}\n",
-			 i, dom, i, i, cities[i % 6], (unsigned long)i * 2654435761ul & 0xffffffff);
+			 local, i, dom, i, i, cities[i % 6],
+			 (unsigned long)i * 2654435761ul & 0xffffffff);
 	else
-		snprintf(out, len, "{\"email\":\"u%ld@%s\",\"name\":\"Reader %ld\"}\n", i, dom, i);
+		snprintf(out, len, "{\"email\":\"%c%ld@%s\",\"name\":\"Reader %ld\"}\n", local, i,
+			 dom, i);
 }
 
 static int write_lists(const struct vb_scen *sc, struct vb_work *w, const char *jobline)
@@ -120,7 +124,7 @@ static int write_lists(const struct vb_scen *sc, struct vb_work *w, const char *
 	} else {
 		fprintf(s, "%s\n", jobline);
 		for (long i = 0; i < sc->recipients; i++) {
-			rcpt_line(sc, i, line, sizeof line);
+			rcpt_line(sc, 'u', i, line, sizeof line);
 			fputs(line, r);
 			fputs(line, s);
 		}
@@ -169,6 +173,28 @@ static int dkim_key(const struct vb_scen *sc, struct vb_work *w)
 	return rc ? -1 : 0;
 }
 
+/* The mixed scenario's transactional job (the bulk job's content,
+ * priority transactional, its own campaign) and list. */
+static int write_tx(const struct vb_scen *sc, struct vb_work *w, json_t *job)
+{
+	char line[512];
+	snprintf(w->tx_job, sizeof w->tx_job, "%s/tx-job.json", w->dir);
+	snprintf(w->tx_rcpts, sizeof w->tx_rcpts, "%s/tx-recipients.ndjson", w->dir);
+	json_t *tx = json_deep_copy(job);
+	json_object_set_new(tx, "priority", json_string("transactional"));
+	json_object_set_new(tx, "campaign", json_string("mixed-transactional"));
+	int rc = json_dump_file(tx, w->tx_job, JSON_INDENT(2));
+	json_decref(tx);
+	FILE *f = rc == 0 ? fopen(w->tx_rcpts, "w") : NULL;
+	if (!f)
+		return -1;
+	for (long i = 0; i < sc->mixed_max; i++) {
+		rcpt_line(sc, 't', i, line, sizeof line);
+		fputs(line, f);
+	}
+	return fclose(f) == 0 ? 0 : -1;
+}
+
 int vb_work_write(const struct vb_scen *sc, const char *dir, struct vb_work *w)
 {
 	memset(w, 0, sizeof *w);
@@ -191,7 +217,8 @@ int vb_work_write(const struct vb_scen *sc, const char *dir, struct vb_work *w)
 	}
 	char *line = json_dumps(job, JSON_COMPACT);
 	int rc = size < 0 || !line || json_dump_file(job, w->job, JSON_INDENT(2)) < 0 ||
-			 write_lists(sc, w, line) < 0 || dkim_key(sc, w) < 0
+			 write_lists(sc, w, line) < 0 || dkim_key(sc, w) < 0 ||
+			 (sc->mixed && write_tx(sc, w, job) < 0)
 		 ? -1 : 0;
 	w->msg_bytes = size;
 	free(line);

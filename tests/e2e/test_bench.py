@@ -207,6 +207,62 @@ class BenchTest(unittest.TestCase):
         # NSD and unbound worked in the run's folder: nothing is left there.
         self.assertEqual(procs_in(run_dir_of(p) + "/"), [])
 
+    def test_mixed(self):
+        """The mixed scenario, shrunk: a 1,000-recipient bulk job with
+        transactional jobs at 200 a second beside it through the API, then
+        the bulk alone, then the stream alone. Every message is accounted
+        for at the sink, each transactional one matched to its submission
+        by the sink's accept log; the latency lines and both targets are
+        printed."""
+        # the scenario as shipped but smaller: the stream's list (20,000
+        # names take longer to write than the run) and 20 sessions (200
+        # TLS handshakes would be most of it)
+        path = os.path.join(self.tmp, "mixed.conf")
+        with open(os.path.join(REPO, "bench", "scenarios", "mixed.conf")) as f:
+            conf = f.read().replace("mixed_max = 20000;", "mixed_max = 2000;").replace(
+                "sessions = 200;", "sessions = 20;")
+        self.assertIn("mixed_max = 2000;", conf)
+        self.assertIn("sessions = 20;", conf)
+        with open(path, "w") as f:
+            f.write(conf)
+        res, out = self.run_scenario(path, "--recipients", "1000")
+        self.assertTrue(res["settings"]["mixed"])
+        self.assertEqual(res["settings"]["submit_rate"], 200)
+        v, alone, txonly = res["results"][:3]
+        self.assertEqual((v["peer"], alone["peer"], txonly["peer"]),
+                         ("volley", "volley-alone", "volley-txonly"))
+        for r in (v, alone, txonly):
+            self.assertTrue(r["ran"] and r["ok"], r["note"])
+            self.assertEqual(r["sink_messages"], r["delivered"])
+            self.assertEqual(r["delivered"], r["messages"])
+        m = v["mixed"]
+        self.assertFalse(m["alone"])
+        self.assertEqual(m["bulk"], 1000)
+        self.assertGreater(m["tx_submitted"], 0)
+        self.assertEqual(m["tx_failed"], 0)
+        self.assertEqual(m["tx_delivered"], m["tx_submitted"])
+        self.assertEqual(v["messages"], 1000 + m["tx_submitted"])
+        self.assertGreater(m["tx_p50_ms"], 0)
+        self.assertGreaterEqual(m["tx_p99_ms"], m["tx_p50_ms"])
+        self.assertGreaterEqual(m["tx_p999_ms"], m["tx_p99_ms"])
+        self.assertGreaterEqual(m["tx_max_ms"], m["tx_p999_ms"])
+        self.assertGreater(m["bulk_messages_per_s"], 0)
+        self.assertTrue(alone["mixed"]["alone"])
+        self.assertEqual(alone["mixed"]["tx_submitted"], 0)
+        self.assertEqual(alone["delivered"], 1000)
+        # the stream alone, as long as the mixed bulk took: the reference
+        t = txonly["mixed"]
+        self.assertEqual(t["bulk"], 0)
+        self.assertGreater(t["tx_submitted"], 0)
+        self.assertEqual(t["tx_delivered"], t["tx_submitted"])
+        self.assertEqual(txonly["delivered"], t["tx_submitted"])
+        self.assertRegex(out, r"\nvolley\s+1000\s+[0-9.]+\s+[0-9]+\s+[0-9]+\s+[0-9.]+\s+%d\s"
+                         % m["tx_submitted"])
+        self.assertRegex(out, r"target: volley transactional submit-to-250 p99 under 5.0 ms: "
+                              r"(met|MISSED) \([0-9.]+ ms")
+        self.assertRegex(out, r"target: volley bulk throughput mixed / alone at least 0.90: "
+                              r"(met|MISSED) \([0-9.]+")
+
     def test_targets(self):
         """A scenario's targets are checked against the run's ratios: met
         and missed both said, with the factor; a miss is not a failure."""

@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 	memset(&stats, 0, sizeof stats);
 	_Atomic uint64_t open = 1;
 	struct sink_ctx hooks;
-	sink_ctx_init(&hooks, &confs[sel & 3], sel, NULL, (sel & 3) == 0 ? &prof : NULL);
+	sink_ctx_init(&hooks, &confs[sel & 3], sel, NULL, (sel & 3) == 0 ? &prof : NULL, NULL);
 	struct smtpd_ctx ctx = {.conf = &confs[sel & 3].smtpd, .hooks = &sink_hooks,
 				.hook_arg = &hooks, .stats = &stats, .conns_open = &open};
 	struct vl_buf out;

@@ -40,7 +40,7 @@ static void record(const uint8_t *data, size_t n)
 
 	memcpy(p, data, n);
 	if (n >= SUB_REC_HEAD) {
-		uint32_t len = (uint32_t)(n - SUB_REC_HEAD), crc = sub_crc32c(0, p + 8, len);
+		uint32_t len = (uint32_t)(n - SUB_REC_HEAD), crc = vl_crc32c(0, p + 8, len);
 		memcpy(p, &len, 4);
 		memcpy(p + 4, &crc, 4);
 	}

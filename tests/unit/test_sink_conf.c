@@ -1,6 +1,7 @@
 /* volley-sink's command line and reply rules. */
 #include <criterion/criterion.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../sink/sink.h"
 
@@ -149,6 +150,7 @@ Test(sink_conf, errors_name_the_option)
 		{"--reply", "rcpt", "--reply 'rcpt'"},
 		{"--bogus", NULL, "unknown option: '--bogus'"},
 		{"--requiretls", NULL, "--requiretls needs --tls"},
+		{"--accept-log-rcpt", "t*@*", "--accept-log-rcpt needs --accept-log"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		err[0] = '\0';
@@ -157,4 +159,56 @@ Test(sink_conf, errors_name_the_option)
 		cr_assert(strstr(err, cases[i].needle), "'%s' lacks '%s'", err, cases[i].needle);
 		sink_conf_free(&c);
 	}
+}
+
+/* --accept-log: a line per matching recipient of an accepted message,
+ * flushed, counted, and the count in the stats line. */
+Test(sink_alog, lines_for_matching_recipients)
+{
+	struct sink_conf c;
+	char err[256], path[] = "/tmp/volley-alog-XXXXXX";
+	int fd = mkstemp(path);
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(parse(&c, err, sizeof err, "--accept-log", path, "--accept-log-rcpt",
+			   "t*@*", NULL), 0, "%s", err);
+	cr_assert_str_eq(c.accept_log, path);
+	struct sink_alog *a = sink_alog_open(c.accept_log, c.accept_glob, err, sizeof err);
+	cr_assert_not_null(a, "%s", err);
+	static const char rcpts[] = "u1@d1.test\0t7@d2.test\0t8@d3.test";
+	struct smtpd_envelope env = { .rcpts = rcpts, .nrcpt = 3 };
+	double before = vl_wall_time();
+	sink_alog_put(a, &env);
+	struct smtpd_envelope none = { .rcpts = rcpts, .nrcpt = 1 };
+	sink_alog_put(a, &none);
+	cr_assert_eq(atomic_load(&a->n), 2);
+
+	/* flushed: the file has both lines before the log is closed */
+	FILE *f = fopen(path, "r");
+	char line[2][128];
+	double t[2];
+	cr_assert_not_null(f);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(fscanf(f, "%lf %127s", &t[i], line[i]), 2);
+	cr_assert_eq(fscanf(f, "%*s"), EOF, "only the matching recipients");
+	fclose(f);
+	cr_assert_str_eq(line[0], "t7@d2.test");
+	cr_assert_str_eq(line[1], "t8@d3.test");
+	cr_assert(t[0] >= before - 0.001 && t[0] <= vl_wall_time() + 0.001);
+
+	struct smtpd_stats sum = { 0 };
+	struct vl_buf b;
+	vl_buf_init(&b);
+	sink_stats_json(&sum, &c, NULL, a, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert(strstr(b.p, "\"accept_logged\": 2"), "%s", b.p);
+	vl_buf_free(&b);
+	sink_alog_close(a);
+	sink_conf_free(&c);
+	unlink(path);
+
+	/* an unwritable path is refused with the option named */
+	cr_assert_null(sink_alog_open("/nonexistent/dir/log", NULL, err, sizeof err));
+	cr_assert(strstr(err, "--accept-log /nonexistent/dir/log"), "%s", err);
 }

@@ -41,7 +41,7 @@ static struct h *h_new(const char *first, ...)
 		h->hooks.store = sink_store_open(h->dir, err, sizeof err);
 		cr_assert_not_null(h->hooks.store, "%s", err);
 	}
-	sink_ctx_init(&h->hooks, &h->conf, 0, h->hooks.store, NULL);
+	sink_ctx_init(&h->hooks, &h->conf, 0, h->hooks.store, NULL, NULL);
 	h->ctx.conf = &h->conf.smtpd;
 	h->ctx.hooks = &sink_hooks;
 	h->ctx.hook_arg = &h->hooks;
