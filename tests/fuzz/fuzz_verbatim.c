@@ -1,8 +1,10 @@
 /* libFuzzer: what an SMTP client's message meets (message/verbatim.c: the
  * header check, the From domain, compiling and rendering: the octets come
- * back exactly) and a submission log record read back from a damaged
- * segment (submit/log_rec.c; the checksum is made right here, so the
- * fuzzer reaches the layout). The first octet picks which. */
+ * back exactly), its body's DKIM canonicalisation and hash ('D'), and a
+ * submission log record read back from a damaged segment ('R';
+ * submit/log_rec.c; the checksum is made right here, so the fuzzer
+ * reaches the layout). The first octet picks which. */
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,13 +58,48 @@ static void record(const uint8_t *data, size_t n)
 	free(p);
 }
 
+/* A message's body under DKIM (message/dkim.c): hashed in three iovecs
+ * split anywhere, it hashes as its canonical form does in one buffer; the
+ * canonical form holds what RFC 6376 3.4.3/3.4.4 allow and no more. */
+static void dkim_body(const char *b, size_t n, size_t x, size_t y)
+{
+	for (int c = 0; c < 2; c++) {
+		struct vl_buf can;
+		unsigned char want[32], got[32];
+		vl_buf_init(&can);
+		msg_dkim_canon_body((enum msg_dkim_canon)c, b, n, &can);
+		if (can.len && (can.len < 2 || memcmp(can.p + can.len - 2, "\r\n", 2)))
+			__builtin_trap();               /* a body ends in CRLF */
+		if (can.len >= 4 && !memcmp(can.p + can.len - 4, "\r\n\r\n", 4))
+			__builtin_trap();               /* no empty line at its end */
+		for (size_t i = 0; c == MSG_DKIM_RELAXED && i < can.len; i++)
+			if (can.p[i] == '\t' || (can.p[i] == ' ' && i + 1 < can.len &&
+						 can.p[i + 1] == ' ') ||
+			    (can.p[i] == ' ' && i + 2 < can.len && can.p[i + 1] == '\r' &&
+			     can.p[i + 2] == '\n'))
+				__builtin_trap();       /* white space reduced */
+		EVP_Digest(can.p ? can.p : "", can.len, want, NULL, EVP_sha256(), NULL);
+		struct iovec iov[3] = {{(void *)b, x}, {(void *)(b + x), y - x},
+				       {(void *)(b + y), n - y}};
+		if (msg_dkim_body_hash((enum msg_dkim_canon)c, iov, 3, got) < 0 ||
+		    memcmp(want, got, 32))
+			__builtin_trap();
+		vl_buf_free(&can);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size == 0)
 		return 0;
-	if (data[0] == 'R')
+	if (data[0] == 'R') {
 		record(data + 1, size - 1);
-	else
+	} else if (data[0] == 'D' && size >= 3) {
+		size_t n = size - 3, x = n ? data[1] % (n + 1) : 0;
+		size_t y = x + (n - x ? data[2] % (n - x + 1) : 0);
+		dkim_body((const char *)data + 3, n, x, y);
+	} else {
 		verbatim((const char *)data + 1, size - 1);
+	}
 	return 0;
 }
