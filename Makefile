@@ -265,7 +265,7 @@ fuzz: $(SCHED_GEN) $(CONFIG_GEN)
 		-o build/fuzz/fuzz_smtpd_sub $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_engine_sess.c $(FUZZ_SRC) $(ENGINE_SRC) $(DNS_SRC) \
 		-o build/fuzz/fuzz_engine_sess $(FUZZ_LIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(CONFIG_SRC) $(CONFIG_GEN) $(MESSAGE_SRC) scheduler/spool.c \
+	$(FUZZ_CC) tests/fuzz/fuzz_intake.c $(COMMON_SRC) $(CONFIG_SRC) $(CONFIG_GEN) $(MESSAGE_SRC) scheduler/spool.c scheduler/ilog.c \
 		api/intake.c api/rcpt_json.c -o build/fuzz/fuzz_intake $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_dns_parse.c dns/parse.c $(COMMON_SRC) -o build/fuzz/fuzz_dns_parse $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_tlsa.c dns/parse.c $(FUZZ_SRC) -o build/fuzz/fuzz_tlsa $(FUZZ_LIBS)
@@ -279,7 +279,7 @@ fuzz: $(SCHED_GEN) $(CONFIG_GEN)
 	$(FUZZ_CC) tests/fuzz/fuzz_unsub.c $(COMMON_SRC) $(MESSAGE_SRC) unsub/form.c \
 		-o build/fuzz/fuzz_unsub $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_verbatim.c $(COMMON_SRC) $(MESSAGE_SRC) submit/log_rec.c \
-		scheduler/spool.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
+		scheduler/spool.c scheduler/ilog.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_doctor.c doctor/spf.c doctor/rec.c $(COMMON_SRC) \
 		-o build/fuzz/fuzz_doctor $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
