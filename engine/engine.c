@@ -1,5 +1,8 @@
-/* The engine: workers on threads; messages go to the worker that owns
- * their route's pool (by hash), so a pool lives on one thread only. */
+/* The engine: workers on threads, each with pools of its own (a pool
+ * lives on one thread only). A route's messages go to its home worker
+ * (by hash) while that keeps up, beyond that to the least loaded of the
+ * workers the route is spread over, each with its own pool and a share
+ * of the route's connections. */
 #include "engine_int.h"
 
 #include <pthread.h>
@@ -17,7 +20,13 @@ struct engine {
 	bool stopped;
 	_Atomic unsigned rr;             /* breaks ties between the workers */
 	_Atomic int *prep;               /* [n]: messages waiting to be prepared */
+	_Atomic unsigned *load;          /* [SPREAD_SLOTS][n]: messages handed to
+					  * each worker and not done, by route
+					  * hash (a shared slot only spreads a
+					  * quiet route sooner) */
 };
+
+#define SPREAD_SLOTS 1024
 
 static void *run(void *arg)
 {
@@ -34,17 +43,20 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 	e->n = c->workers > 0 ? c->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (e->n < 1)
 		e->n = 1;
+	e->cfg.workers = e->n; /* the workers' eng_share needs it */
+	e->load = vl_calloc(SPREAD_SLOTS * (size_t)e->n, sizeof *e->load);
 	e->w = vl_calloc((size_t)e->n, sizeof *e->w);
 	e->tid = vl_calloc((size_t)e->n, sizeof *e->tid);
 	e->prep = vl_calloc((size_t)e->n, sizeof *e->prep);
 	for (int i = 0; i < e->n; i++) {
-		e->w[i] = eng_worker_new(&e->cfg, (unsigned)i, err, errlen);
+		e->w[i] = eng_worker_new(e, &e->cfg, (unsigned)i, err, errlen);
 		if (!e->w[i]) {
 			for (int j = 0; j < i; j++)
 				eng_worker_free(e->w[j]);
 			free(e->w);
 			free(e->tid);
 			free(e->prep);
+			free(e->load);
 			free(e);
 			return NULL;
 		}
@@ -76,14 +88,68 @@ static int prep_worker(struct engine *e, int owner)
 	return best;
 }
 
-/* A message goes to the worker that owns its route's pool. One with a
- * prepare step (DKIM signing: CPU-bound) is prepared first where
- * prep_worker says, so every core signs, then handed to its owner. */
+unsigned eng_share(uint64_t route_hash, unsigned cap, unsigned id, unsigned n)
+{
+	unsigned k = cap < n ? cap : n;
+	unsigned r = (id + n - (unsigned)(route_hash % n)) % n;
+
+	if (r >= k) /* not one of the route's: only after a reload shrank
+		     * the cap or while stopping; one keeps it moving */
+		return 1;
+	return cap / k + (r < cap % k);
+}
+
+static _Atomic unsigned *load_of(struct engine *e, uint64_t h, unsigned worker)
+{
+	return &e->load[(h % SPREAD_SLOTS) * (unsigned)e->n + worker];
+}
+
+bool eng_send_home(struct engine *e, struct eng_msg *m, unsigned from)
+{
+	unsigned home = (unsigned)(m->hash_ % (unsigned)e->n);
+
+	if (from == home || m->first_ != 0 || m->pending_ != m->nrcpt)
+		return false;
+	atomic_fetch_sub_explicit(m->load_, 1, memory_order_relaxed);
+	m->load_ = load_of(e, m->hash_, home);
+	atomic_fetch_add_explicit(m->load_, 1, memory_order_relaxed);
+	eng_worker_submit(e->w[home], m);
+	return true;
+}
+
+/* A route stays on its home worker while that has fewer than two
+ * messages per connection of its share; beyond that each message goes to
+ * the least loaded of the route's workers. A busy host (a smarthost, a
+ * large mailbox provider) so uses every core, and a quiet one keeps its
+ * connections on one worker, where they are reused. */
+static int spread(struct engine *e, uint64_t h, unsigned cap)
+{
+	unsigned n = (unsigned)e->n, home = (unsigned)(h % n), k = cap < n ? cap : n;
+	_Atomic unsigned *l = load_of(e, h, 0);
+	unsigned best = home, least = atomic_load_explicit(&l[home], memory_order_relaxed);
+
+	if (k <= 1 || least < 2 * eng_share(h, cap, home, n))
+		return (int)home;
+	for (unsigned j = 1; j < k; j++) {
+		unsigned i = (home + j) % n;
+		unsigned q = atomic_load_explicit(&l[i], memory_order_relaxed);
+		if (q < least)
+			best = i, least = q;
+	}
+	return (int)best;
+}
+
+/* A message goes to the worker spread() picks. One with a prepare step
+ * (DKIM signing: CPU-bound) is prepared first where prep_worker says, so
+ * every core signs, then handed to that worker. */
 void eng_submit(struct engine *e, struct eng_msg *m)
 {
-	int o = (int)(eng_route_hash(m->route) % (uint64_t)e->n);
+	m->hash_ = eng_route_hash(m->route);
+	int o = spread(e, m->hash_, m->route->max_connections);
 	struct eng_worker *owner = e->w[o];
 
+	m->load_ = load_of(e, m->hash_, (unsigned)o);
+	atomic_fetch_add_explicit(m->load_, 1, memory_order_relaxed);
 	m->owner_ = NULL;
 	m->prep_ = NULL;
 	if (m->prepare && e->n > 1) {
@@ -167,6 +233,16 @@ size_t eng_open_connections(struct engine *e)
 	return n;
 }
 
+unsigned eng_workers(const struct engine *e)
+{
+	return (unsigned)e->n;
+}
+
+size_t eng_worker_connections(struct engine *e, unsigned worker)
+{
+	return worker < (unsigned)e->n ? eng_worker_conns(e->w[worker]) : 0;
+}
+
 void eng_free(struct engine *e)
 {
 	if (!e)
@@ -177,5 +253,6 @@ void eng_free(struct engine *e)
 	free(e->w);
 	free(e->tid);
 	free(e->prep);
+	free(e->load);
 	free(e);
 }

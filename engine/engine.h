@@ -162,6 +162,8 @@ struct eng_msg {
 	size_t size_;
 	size_t first_, count_;           /* recipients of this transaction */
 	size_t pending_;                 /* recipients without a result */
+	uint64_t hash_;                  /* eng_route_hash(route) */
+	_Atomic unsigned *load_;         /* its worker's count for the route */
 	struct eng_worker *owner_;       /* prepared elsewhere: then to this one */
 	_Atomic int *prep_;              /* the preparing worker's queue count */
 };
@@ -196,6 +198,9 @@ void eng_dns_stats(struct engine *e, struct dns_stats *s);
 
 /* Connections open right now, over all workers (a recent view). */
 size_t eng_open_connections(struct engine *e);
+/* The number of workers, and the connections open on one of them. */
+unsigned eng_workers(const struct engine *e);
+size_t eng_worker_connections(struct engine *e, unsigned worker);
 void eng_free(struct engine *e);
 
 #endif

@@ -195,8 +195,9 @@ void eng_result_give(struct eng_msg *m, size_t rcpt, enum eng_status st,
 
 /* ---- workers (worker.c) ---- */
 struct eng_worker;
-struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
-				  char *err, size_t errlen);
+struct engine;
+struct eng_worker *eng_worker_new(struct engine *e, const struct eng_config *cfg,
+				  unsigned id, char *err, size_t errlen);
 int eng_worker_run(struct eng_worker *w);
 void eng_worker_submit(struct eng_worker *w, struct eng_msg *m);
 void eng_worker_stop(struct eng_worker *w, uint64_t grace_ms);
@@ -216,5 +217,16 @@ void eng_worker_dns_stats(struct eng_worker *w, struct dns_stats *s);
 void eng_worker_free(struct eng_worker *w);
 uint64_t eng_route_hash(const struct eng_route *r);
 size_t eng_worker_conns(struct eng_worker *w);
+
+/* ---- spreading a route over workers (engine.c) ---- */
+/* How many of a route's max_connections worker id (of n) may open: a
+ * route is spread over min(n, cap) workers from its home (hash % n) on,
+ * its cap shared out between them, the larger shares first. */
+unsigned eng_share(uint64_t route_hash, unsigned cap, unsigned id, unsigned n);
+/* Worker `from` could not connect for m's route, which is spread: m goes
+ * to the route's home worker, whose sessions may work (a host that takes
+ * one connection and refuses the rest). false: from is the home, or m is
+ * part-sent; it stays. */
+bool eng_send_home(struct engine *e, struct eng_msg *m, unsigned from);
 
 #endif

@@ -190,6 +190,7 @@ struct pool {
 };
 
 struct eng_worker {
+	struct engine *e;              /* for eng_send_home */
 	const struct eng_config *cfg;
 	unsigned id;
 	struct vl_ring r;
@@ -442,6 +443,16 @@ static void dns_stop(struct eng_worker *w)
 	take_dns(w);
 }
 
+/* The message leaves the engine: its worker's count for the route drops
+ * (engine.c's spread) before on_done, which may free it. */
+static void msg_done(struct eng_msg *m)
+{
+	if (m->load_)
+		atomic_fetch_sub_explicit(m->load_, 1, memory_order_relaxed);
+	m->load_ = NULL;
+	m->on_done(m);
+}
+
 /* After the thread has ended: a message forwarded to this worker after it
  * stopped (prepared on another one) still gets its results. */
 void eng_worker_drain(struct eng_worker *w)
@@ -458,7 +469,7 @@ void eng_worker_drain(struct eng_worker *w)
 		for (size_t i = 0; i < m->nrcpt; i++)
 			eng_result_give(m, i, ENG_TRANSIENT, 0, "", "the engine is shutting down",
 					"queue", NULL, false);
-		m->on_done(m);
+		msg_done(m);
 	}
 }
 
@@ -518,10 +529,8 @@ static bool route_same(const struct eng_route *a, const struct eng_route *b)
 				    strcmp(route_ca(a), route_ca(b)) == 0));
 }
 
-static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r)
+static struct pool *pool_get(struct eng_worker *w, const struct eng_route *r, uint64_t h)
 {
-	uint64_t h = eng_route_hash(r);
-
 	if (w->npools_cap) {
 		for (struct pool *p = w->pools[h % w->npools_cap]; p; p = p->hnext)
 			if (p->hash == h && route_same(&p->route, r))
@@ -577,8 +586,24 @@ static void pool_fail_queue(struct pool *p, const struct eng_sess *s, const char
 	while ((m = queue_pop(p))) {
 		for (size_t i = m->first_; i < m->nrcpt; i++)
 			eng_result_give(m, i, ENG_TRANSIENT, code, enh, text, stage, s, false);
-		m->on_done(m);
+		msg_done(m);
 	}
+}
+
+/* A spread route's pool elsewhere than home could not connect: what waits
+ * goes home (eng_send_home), unless part-sent. true: nothing is left. */
+static bool pool_send_home(struct eng_worker *w, struct pool *p)
+{
+	struct eng_mq keep = { 0 };
+	struct eng_msg *m;
+
+	if (w->stopping)
+		return false;
+	while ((m = queue_pop(p)))
+		if (!eng_send_home(w->e, m, w->id))
+			eng_mq_push(&keep, m, false);
+	p->q = keep;
+	return p->q.head == NULL;
 }
 
 /* A transaction ended: the message is done, or its next recipients go
@@ -586,7 +611,7 @@ static void pool_fail_queue(struct pool *p, const struct eng_sess *s, const char
 static void msg_finished(struct pool *p, struct eng_msg *m)
 {
 	if (m->pending_ == 0) {
-		m->on_done(m);
+		msg_done(m);
 		return;
 	}
 	m->first_ += m->count_;
@@ -1027,7 +1052,8 @@ static void conn_close(struct conn *c)
 		 * gets this failure now (the scheduler retries). */
 		if (!c->tls_fallback) {
 			p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
-			if (p->nestablished == 0 && p->nconnecting == 0 && p->q.head)
+			if (p->nestablished == 0 && p->nconnecting == 0 && p->q.head &&
+			    !pool_send_home(w, p))
 				pool_fail_queue(p, &c->s, NULL,
 						c->s.fail_stage ? c->s.fail_stage : "connect",
 						c->s.fail_code, c->s.fail_enhanced,
@@ -1647,7 +1673,9 @@ static void pool_kick(struct eng_worker *w, struct pool *p)
 		}
 		return;
 	}
-	while (p->q.len > p->nconnecting && p->nconn < p->route.max_connections)
+	unsigned cap = eng_share(p->hash, p->route.max_connections, w->id,
+				 (unsigned)w->cfg->workers);
+	while (p->q.len > p->nconnecting && p->nconn < cap)
 		conn_open(w, p);
 }
 
@@ -1708,7 +1736,7 @@ static void take_inbox(struct eng_worker *w)
 				atomic_fetch_sub_explicit(m->prep_, 1, memory_order_relaxed);
 			m->prep_ = NULL;
 			if (!ok) {
-				m->on_done(m);
+				msg_done(m);
 				continue;
 			}
 			/* stopping: the owner may be gone; fail it here below */
@@ -1723,10 +1751,10 @@ static void take_inbox(struct eng_worker *w)
 		m->first_ = m->count_ = 0;
 		m->pending_ = m->nrcpt;
 		if (m->nrcpt == 0) {
-			m->on_done(m);
+			msg_done(m);
 			continue;
 		}
-		struct pool *p = pool_get(w, m->route);
+		struct pool *p = pool_get(w, m->route, m->hash_);
 		if (w->stopping) {
 			queue_push(p, m, false);
 			pool_fail_queue(p, NULL, NULL, "queue", 0, "", "the engine is shutting down");
@@ -1886,11 +1914,12 @@ int eng_worker_run(struct eng_worker *w)
 
 /* ---- setup ---- */
 
-struct eng_worker *eng_worker_new(const struct eng_config *cfg, unsigned id,
-				  char *err, size_t errlen)
+struct eng_worker *eng_worker_new(struct engine *e, const struct eng_config *cfg,
+				  unsigned id, char *err, size_t errlen)
 {
 	struct eng_worker *w = vl_cacheline_alloc(sizeof *w);
 
+	w->e = e;
 	w->cfg = cfg;
 	w->id = id;
 	w->efd = -1;

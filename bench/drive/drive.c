@@ -316,10 +316,16 @@ int main(int argc, char **argv)
 	/* Sample connections and memory while it runs: memory per session is
 	 * the RSS growth over the baseline at the peak of open sessions. */
 	long base_rss = rss_kb(), peak_rss = base_rss;
-	size_t peak_conns = 0;
+	size_t peak_conns = 0, peak_on[64] = { 0 };
+	unsigned nw = eng_workers(e) < 64 ? eng_workers(e) : 64;
 	while (atomic_load(&d.done) < d.messages) {
 		usleep(10000);
 		size_t c = eng_open_connections(e);
+		for (unsigned i = 0; i < nw; i++) {
+			size_t ci = eng_worker_connections(e, i);
+			if (ci > peak_on[i])
+				peak_on[i] = ci;
+		}
 		long r = rss_kb();
 		if (c > peak_conns)
 			peak_conns = c;
@@ -340,12 +346,15 @@ int main(int argc, char **argv)
 		"\"transient\": %lu, \"permanent\": %lu, \"maybe_delivered\": %lu, "
 		"\"seconds\": %.3f, \"msgs_per_s\": %.0f, \"cpu_us_per_msg\": %.1f, "
 		"\"peak_conns\": %zu, \"rss_base_kb\": %ld, \"rss_peak_kb\": %ld, "
-		"\"kb_per_conn\": %.1f}\n",
+		"\"kb_per_conn\": %.1f, \"peak_conns_by_worker\": [",
 		(unsigned long long)d.messages, (unsigned long long)(d.messages * d.rcpts),
 		atomic_load(&d.delivered), atomic_load(&d.transient), atomic_load(&d.permanent),
 		atomic_load(&d.maybe), secs, (double)d.messages / secs,
 		cpu * 1e6 / (double)d.messages, peak_conns, base_rss, peak_rss,
 		peak_conns ? (double)(peak_rss - base_rss) / (double)peak_conns : 0.0);
+	for (unsigned i = 0; i < nw; i++)
+		fprintf(stderr, "%s%zu", i ? ", " : "", peak_on[i]);
+	fprintf(stderr, "]}\n");
 	for (uint64_t i = 0; i < d.messages; i++) {
 		for (uint64_t j = 0; j < d.rcpts; j++)
 			free(msgs[i].rcpts[j]);

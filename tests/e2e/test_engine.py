@@ -301,10 +301,32 @@ class ConnectionTest(DriveTest):
         self.stored(sink, 30)
         self.assertIn(sink.final_stats()["conns_total"], (2, 3))
 
+    def test_busy_route_spread_over_workers(self):
+        # More waiting than the home worker's share of connections keeps
+        # busy: the route is spread, each worker opening its share (3 + 3),
+        # never more than the route's cap (the sink refuses a seventh).
+        sink, run = self.with_sink(("--latency", "30ms", "--max-conns", 6), "--workers", 2,
+                                   "--max-conns", 6, messages=300, size=500, timeout=60)
+        self.assertResults(run, "delivered", code=250)
+        self.stored(sink, 300)
+        self.assertEqual(run.summary["peak_conns_by_worker"], [3, 3], run)
+        stats = sink.final_stats()
+        self.assertEqual((stats["conns_total"], stats["conns_refused"]), (6, 0))
+
+    def test_quiet_route_stays_home(self):
+        # Fewer waiting than twice the home's share: one worker, whose
+        # connections the messages share.
+        sink, run = self.with_sink(("--latency", "30ms"), "--workers", 2, "--max-conns", 6,
+                                   messages=4, size=500)
+        self.assertResults(run, "delivered", code=250)
+        self.assertEqual(sorted(run.summary["peak_conns_by_worker"])[0], 0, run)
+
     def test_extra_connections_refused_by_peer(self):
         # The peer takes one connection and answers the others 421: the
-        # messages should go over the one it took, not all fail with it.
-        sink, run = self.with_sink(("--max-conns", 1), "--max-conns", 5, messages=20)
+        # messages should go over the one it took, not all fail with it;
+        # those spread to the other worker go back to the route's home.
+        sink, run = self.with_sink(("--max-conns", 1), "--workers", 2, "--max-conns", 5,
+                                   messages=20)
         self.assertEqual(run.count("delivered"), 20, run)
         self.assertEqual(len(self.stored(sink, 20)), 20)
         self.assertEqual(sink.final_stats()["messages"], 20)

@@ -78,3 +78,31 @@ Test(engine_queue, urgent_after_the_urgent_ones_drained)
 	cr_assert_eq(eng_mq_pop(&q), &b);
 	cr_assert_null(eng_mq_pop(&q));
 }
+
+/* A route's connections shared out over min(workers, cap) workers from its
+ * home (hash % workers) on: they add up to the cap, the larger shares
+ * first; a worker outside the route's gets one (only after a reload). */
+Test(engine_spread, shares_add_up_to_the_cap)
+{
+	for (unsigned n = 1; n <= 5; n++) {
+		for (unsigned cap = 1; cap <= 13; cap++) {
+			for (uint64_t h = 0; h < 7; h++) {
+				unsigned sum = 0, k = cap < n ? cap : n, home = (unsigned)(h % n);
+				for (unsigned j = 0; j < n; j++) {
+					unsigned id = (home + j) % n, s = eng_share(h, cap, id, n);
+					if (j < k)
+						sum += s;
+					else
+						cr_assert_eq(s, 1);
+					if (j > 0 && j < k)
+						cr_assert_geq(eng_share(h, cap, (id + n - 1) % n, n), s);
+				}
+				cr_assert_eq(sum, cap, "n %u cap %u h %llu", n, cap,
+					     (unsigned long long)h);
+			}
+		}
+	}
+	cr_assert_eq(eng_share(3, 200, 1, 2), 100);
+	cr_assert_eq(eng_share(3, 5, 1, 2), 3);  /* home: 3 % 2 = 1 */
+	cr_assert_eq(eng_share(3, 5, 0, 2), 2);
+}
