@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 struct drive {
-	struct eng_route routes[16];
+	struct eng_route routes[32];
 	int nroutes;
 	uint64_t messages, rcpts, size;
 	bool eightbit, smtputf8, results;
@@ -214,7 +214,7 @@ int main(int argc, char **argv)
 	uint64_t max_conns = 50, max_per_conn = 1000, v, submitters = 1;
 	bool implicit_tls = false;
 	char auth[512] = "", err[256];
-	const char *routes[16];
+	const char *routes[32];
 	int nroutes = 0, opt;
 	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
 		printf("volley-drive %s\n", VL_VERSION);
@@ -235,7 +235,7 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		bool bad = false;
 		switch (opt) {
-		case 'r': if (nroutes < 16) routes[nroutes++] = optarg; else bad = true; break;
+		case 'r': if (nroutes < 32) routes[nroutes++] = optarg; else bad = true; break;
 		case 'm': bad = vl_parse_u64(optarg, &d.messages) < 0; break;
 		case 'n': bad = vl_parse_u64(optarg, &d.rcpts) < 0 || d.rcpts == 0; break;
 		case 's': bad = vl_parse_u64(optarg, &d.size) < 0; break;
