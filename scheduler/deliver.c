@@ -192,22 +192,15 @@ static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *
 {
 	struct sched_dmsg *m = em->arg;
 
-	if (m->nrcpt > 1 && rcpt < m->nrcpt) {  /* a shared message: its own slot */
-		struct sched_rres *x = &m->res[rcpt];
-		x->status = r->status;
-		x->code = r->code;
-		x->maybe = r->maybe_delivered;
-		copy(x->enhanced, sizeof x->enhanced, r->enhanced);
-		copy(x->stage, sizeof x->stage, r->stage);
-		copy(x->text, sizeof x->text, r->text);
-	} else {
-		m->status = r->status;
-		m->code = r->code;
-		m->maybe = r->maybe_delivered;
-		copy(m->enhanced, sizeof m->enhanced, r->enhanced);
-		copy(m->stage, sizeof m->stage, r->stage);
-		copy(m->text, sizeof m->text, r->text);
-	}
+	/* a shared message: the recipient's own slot */
+	struct sched_rres *x = m->nrcpt > 1 && rcpt < m->nrcpt ? &m->res[rcpt] : &m->r;
+
+	x->status = r->status;
+	x->code = r->code;
+	x->maybe = r->maybe_delivered;
+	copy(x->enhanced, sizeof x->enhanced, r->enhanced);
+	copy(x->stage, sizeof x->stage, r->stage);
+	copy(x->text, sizeof x->text, r->text);
 	/* the connection's: the same for every recipient of the transaction */
 	copy(m->peer, sizeof m->peer, r->peer);
 	copy(m->tls_version, sizeof m->tls_version, r->tls_version);
@@ -273,36 +266,22 @@ static void msg_load(struct sched_dmsg *m, size_t i)
 {
 	m->idx = m->idxs[i];
 	m->rcpt = m->rcpts[i];
-	if (m->nrcpt < 2)
-		return;
-	const struct sched_rres *x = &m->res[i];
-	m->status = x->status;
-	m->code = x->code;
-	m->maybe = x->maybe;
-	memcpy(m->enhanced, x->enhanced, sizeof m->enhanced);
-	memcpy(m->stage, x->stage, sizeof m->stage);
-	memcpy(m->text, x->text, sizeof m->text);
+	if (m->nrcpt > 1)
+		m->r = m->res[i];
 }
 
 /* A result decided without a reply, for every recipient of the message. */
 static void msg_result_all(struct sched_dmsg *m, enum eng_status st, const char *stage,
 			   const char *text)
 {
-	m->status = st;
-	m->code = 0;
-	m->maybe = false;
-	m->enhanced[0] = '\0';
-	snprintf(m->stage, sizeof m->stage, "%s", stage);
-	snprintf(m->text, sizeof m->text, "%s", text);
-	for (size_t i = 0; m->nrcpt > 1 && i < m->nrcpt; i++) {
-		struct sched_rres *x = &m->res[i];
-		x->status = st;
-		x->code = 0;
-		x->maybe = false;
-		x->enhanced[0] = '\0';
-		memcpy(x->stage, m->stage, sizeof x->stage);
-		memcpy(x->text, m->text, sizeof x->text);
-	}
+	m->r.status = st;
+	m->r.code = 0;
+	m->r.maybe = false;
+	m->r.enhanced[0] = '\0';
+	snprintf(m->r.stage, sizeof m->r.stage, "%s", stage);
+	snprintf(m->r.text, sizeof m->r.text, "%s", text);
+	for (size_t i = 0; m->nrcpt > 1 && i < m->nrcpt; i++)
+		m->res[i] = m->r;
 }
 
 static void msg_put(struct sched_deliver *d, struct sched_dmsg *m)
@@ -569,23 +548,23 @@ static void fill_jrec(struct sched_jrec *r, const struct sched_dmsg *m,
 		      const struct sched_bounce_verdict *v)
 {
 	memset(r, 0, offsetof(struct sched_jrec, text));
-	r->code = (int16_t)m->code;
-	memcpy(r->enhanced, m->enhanced, sizeof r->enhanced);
+	r->code = (int16_t)m->r.code;
+	memcpy(r->enhanced, m->r.enhanced, sizeof r->enhanced);
 	r->cls = (uint8_t)v->cls;
 	/* "stage: text" when no reply came, else the reply's text; cut to fit */
 	size_t n = 0;
-	if (m->stage[0] && !m->code) {
-		n = strnlen(m->stage, sizeof m->stage);
-		memcpy(r->text, m->stage, n);
+	if (m->r.stage[0] && !m->r.code) {
+		n = strnlen(m->r.stage, sizeof m->r.stage);
+		memcpy(r->text, m->r.stage, n);
 		memcpy(r->text + n, ": ", 2);
 		n += 2;
 	}
-	size_t tl = strnlen(m->text, SCHED_JREC_TEXT_MAX - n);
-	memcpy(r->text + n, m->text, tl);
+	size_t tl = strnlen(m->r.text, SCHED_JREC_TEXT_MAX - n);
+	memcpy(r->text + n, m->r.text, tl);
 	n += tl;
 	r->text[n] = '\0';
 	r->textlen = (uint16_t)n;
-	r->flags = m->maybe;
+	r->flags = m->r.maybe;
 }
 
 static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sched_jrec *r)
@@ -625,14 +604,14 @@ static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 {
 	struct sched_site *s = m->q->site;
 	uint64_t now = vl_now_ms();
-	bool rtls = !strcmp(m->stage, "requiretls");
+	bool rtls = !strcmp(m->r.stage, "requiretls");
 
 	for (size_t i = 1; i < m->nrcpt; i++)   /* before MAIL: the same for all */
-		if (m->res[i].status != ENG_TRANSIENT || strcmp(m->res[i].stage, m->stage))
+		if (m->res[i].status != ENG_TRANSIENT || strcmp(m->res[i].stage, m->r.stage))
 			return false;
-	if (m->status != ENG_TRANSIENT || m->maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
-	    (strcmp(m->stage, "connect") && strcmp(m->stage, "greeting") &&
-	     strcmp(m->stage, "dane") && strcmp(m->stage, "mta-sts") && !rtls))
+	if (m->r.status != ENG_TRANSIENT || m->r.maybe || s->nroutes < 2 || atomic_load(&d->quiet) ||
+	    (strcmp(m->r.stage, "connect") && strcmp(m->r.stage, "greeting") &&
+	     strcmp(m->r.stage, "dane") && strcmp(m->r.stage, "mta-sts") && !rtls))
 		return false;
 	if (!rtls)
 		s->down_until[m->host] = now + 60000;
@@ -649,7 +628,7 @@ static bool walk_mx(struct sched_deliver *d, struct sched_dmsg *m)
 static void apply_rule(struct sched_dmsg *m, const struct cfg_reply_rule *rr)
 {
 	if (rr)
-		m->status = rr->action == CFG_RA_BOUNCE ? ENG_PERMANENT : ENG_TRANSIENT;
+		m->r.status = rr->action == CFG_RA_BOUNCE ? ENG_PERMANENT : ENG_TRANSIENT;
 }
 
 /* The verdict, journal record and provider rule of the result loaded in m. */
@@ -658,11 +637,11 @@ static void judge(struct sched_deliver *d, struct sched_dmsg *m,
 		  const struct cfg_reply_rule **rr)
 {
 	*v = (struct sched_bounce_verdict){ SCHED_BC_NONE, false };
-	if (m->status != ENG_DELIVERED)
-		sched_bounce_classify(d->rules, m->code, m->enhanced, m->text, m->stage, v);
+	if (m->r.status != ENG_DELIVERED)
+		sched_bounce_classify(d->rules, m->r.code, m->r.enhanced, m->r.text, m->r.stage, v);
 	*rr = sched_site_reply_rule(d, m->q->site, m);
 	apply_rule(m, *rr);
-	if (m->status == ENG_PERMANENT)
+	if (m->r.status == ENG_PERMANENT)
 		v->hard = true;         /* the engine saw a 5xx: final whatever the class */
 	else if (*rr)
 		v->hard = false;
@@ -691,17 +670,17 @@ static void one_result(struct sched_deliver *d, struct sched_dmsg *m,
 
 	sched_site_result(d, m->q->site, m, &v, rr);
 	if (m->q->site->src >= 0)
-		d->by_source[m->q->site->src][m->status == ENG_DELIVERED ? 0 :
-					      m->status == ENG_PERMANENT ? 1 : 2]++;
-	if (m->status != ENG_DELIVERED && v.cls < SCHED_BC_COUNT)
-		d->by_class[m->status == ENG_PERMANENT ? 0 : 1][v.cls]++;
+		d->by_source[m->q->site->src][m->r.status == ENG_DELIVERED ? 0 :
+					      m->r.status == ENG_PERMANENT ? 1 : 2]++;
+	if (m->r.status != ENG_DELIVERED && v.cls < SCHED_BC_COUNT)
+		d->by_class[m->r.status == ENG_PERMANENT ? 0 : 1][v.cls]++;
 	dj->inflight--;
 	d->inflight--;
-	if (m->status == ENG_DELIVERED) {
+	if (m->r.status == ENG_DELIVERED) {
 		sched_djob_set(dj, m->idx, SCHED_R_DELIVERED, r);
 		sched_deliver_event(d, dj, m->idx, "Delivery", m, r);
 		d->delivered++;
-	} else if (m->status == ENG_PERMANENT) {
+	} else if (m->r.status == ENG_PERMANENT) {
 		sched_djob_set(dj, m->idx, SCHED_R_BOUNCED, r);
 		sched_deliver_event(d, dj, m->idx, "Bounce", m, r);
 		d->bounced++;
@@ -719,10 +698,10 @@ static void one_result(struct sched_deliver *d, struct sched_dmsg *m,
  * recipient loaded: the server's limit, not the recipient's failure. */
 static bool too_many(const struct sched_dmsg *m)
 {
-	if (m->nrcpt < 2 || strcmp(m->stage, "rcpt") || (m->code != 452 && m->code != 552))
+	if (m->nrcpt < 2 || strcmp(m->r.stage, "rcpt") || (m->r.code != 452 && m->r.code != 552))
 		return false;
-	return (strlen(m->enhanced) == 5 && !strcmp(m->enhanced + 1, ".5.3")) ||
-	       strcasestr(m->text, "too many recipients");
+	return (strlen(m->r.enhanced) == 5 && !strcmp(m->r.enhanced + 1, ".5.3")) ||
+	       strcasestr(m->r.text, "too many recipients");
 }
 
 /* Recipient i of m refused as one too many: when the server took others
@@ -743,7 +722,7 @@ static bool requeue(struct sched_deliver *d, struct sched_dmsg *m, size_t i)
 	if (i && (!s->rcpt_limit || i < s->rcpt_limit)) {
 		s->rcpt_limit = (unsigned)i;
 		vl_log(VL_LOG_INFO, "site %s: %d %s %.160s after %zu recipients: messages carry "
-		       "%zu at most", s->key, m->code, m->enhanced, m->text, i, i);
+		       "%zu at most", s->key, m->r.code, m->r.enhanced, m->r.text, i, i);
 	}
 	dj->inflight--;
 	d->inflight--;

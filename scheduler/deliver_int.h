@@ -99,13 +99,12 @@ struct sched_dmsg {
 	size_t nrcpt, rcap, rescap;
 	unsigned host;                /* index in the site's routes */
 	uint64_t sent_ms;
-	/* the result, copied on the worker thread */
-	enum eng_status status;
-	int code;
-	bool maybe;
-	char enhanced[10], stage[16], peer[64], tls_version[16], tls_cipher[64];
+	/* the result, copied on the worker thread: r is the recipient's
+	 * being processed (a shared message's from res), the rest the
+	 * connection's */
+	struct sched_rres r;
+	char peer[64], tls_version[16], tls_cipher[64];
 	bool tls_verified, tls_dane;
-	char text[SCHED_JREC_TEXT_MAX + 1];
 	char tls_failure[40];         /* TLS-RPT result type, or "" */
 	char *tls_tlsa;               /* the TLSA RRset that applied, or NULL */
 	struct sched_dmsg *next;

@@ -887,7 +887,7 @@ static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t n
 	vl_iso8601(s->backoff_since + (double)ms / 1000, until);
 	snprintf(s->backoff_reason, sizeof s->backoff_reason,
 		 "%d %s %.160s (from %s) at %s: suspended until %s, rate cut to %.3g/s",
-		 m->code, m->enhanced, m->text, m->peer[0] ? m->peer : "?", since, until,
+		 m->r.code, m->r.enhanced, m->r.text, m->peer[0] ? m->peer : "?", since, until,
 		 s->b.rate);
 	vl_log(VL_LOG_INFO, "site %s: %s", s->key, s->backoff_reason);
 }
@@ -944,7 +944,7 @@ static void suspend(struct sched_deliver *d, struct sched_site *s, const struct 
 	vl_iso8601(s->backoff_since + (double)r->duration_ms / 1000, until);
 	snprintf(s->backoff_reason, sizeof s->backoff_reason,
 		 "%d %s %.160s (from %s) at %s: provider %s says %s: suspended until %s",
-		 m->code, m->enhanced, m->text, m->peer[0] ? m->peer : "?", since,
+		 m->r.code, m->r.enhanced, m->r.text, m->peer[0] ? m->peer : "?", since,
 		 s->group->provider ? s->group->provider : "?",
 		 cfg_reply_action_name(r->action), until);
 	vl_log(VL_LOG_INFO, "site %s: %s", s->key, s->backoff_reason);
@@ -987,10 +987,10 @@ const struct cfg_reply_rule *sched_site_reply_rule(const struct sched_deliver *d
 	size_t n = 0;
 	bool space = false;
 
-	if (m->status == ENG_DELIVERED || !s->group->provider)
+	if (m->r.status == ENG_DELIVERED || !s->group->provider)
 		return NULL;
 	/* line breaks and runs of white space as one space, as the bounce rules */
-	for (const char *t = m->text; *t && n + 1 < sizeof text; t++) {
+	for (const char *t = m->r.text; *t && n + 1 < sizeof text; t++) {
 		bool ws = *t == ' ' || *t == '\t' || *t == '\r' || *t == '\n';
 		if (ws && !space && n)
 			text[n++] = ' ';
@@ -999,8 +999,8 @@ const struct cfg_reply_rule *sched_site_reply_rule(const struct sched_deliver *d
 		space = ws;
 	}
 	text[n] = '\0';
-	return cfg_provider_reply(d->cfg, cfg_provider_find(d->cfg, s->group->provider), m->code,
-				  m->enhanced, text);
+	return cfg_provider_reply(d->cfg, cfg_provider_find(d->cfg, s->group->provider), m->r.code,
+				  m->r.enhanced, text);
 }
 
 void sched_site_last_response(const struct sched_site *s, char *out, size_t n)
@@ -1021,17 +1021,17 @@ void sched_site_result(struct sched_deliver *d, struct sched_site *s, const stru
 	s->last_time = vl_wall_time();
 	/* kept raw: formatting every result would cost more than the rest of
 	 * this function, for a line shown on request */
-	s->last.code = m->code;
-	memcpy(s->last.enhanced, m->enhanced, sizeof s->last.enhanced);
-	memcpy(s->last.stage, m->stage, sizeof s->last.stage);
-	size_t tl = strnlen(m->text, sizeof s->last.text - 1);
-	memcpy(s->last.text, m->text, tl);
+	s->last.code = m->r.code;
+	memcpy(s->last.enhanced, m->r.enhanced, sizeof s->last.enhanced);
+	memcpy(s->last.stage, m->r.stage, sizeof s->last.stage);
+	size_t tl = strnlen(m->r.text, sizeof s->last.text - 1);
+	memcpy(s->last.text, m->r.text, tl);
 	s->last.text[tl] = '\0';
-	if (m->status == ENG_DELIVERED) {
+	if (m->r.status == ENG_DELIVERED) {
 		s->delivered++;
 		recover(s, now);
 	} else {
-		if (m->status == ENG_PERMANENT)
+		if (m->r.status == ENG_PERMANENT)
 			s->bounced++;
 		else
 			s->transient++;

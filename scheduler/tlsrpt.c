@@ -102,7 +102,7 @@ void sched_tlsrpt_record(struct sched_deliver *d, const struct sched_dmsg *m)
 		.sending_ip = sip[0] ? sip : NULL,
 		.receiving_mx = route->name[0] ? route->name : NULL,
 		.receiving_ip = rip[0] ? rip : NULL,
-		.reason = failed ? m->text : NULL,
+		.reason = failed ? m->r.text : NULL,
 	};
 	char lines[RPT_STRINGS_MAX], mx[TLS_STS_MX_MAX * (TLS_STS_NAME_MAX + 1) + 1];
 	const struct sts_entry *sts = m->q->site->sts;

@@ -288,10 +288,10 @@ static struct sched_dmsg *reply(enum eng_status st, int code, const char *enh, c
 {
 	struct sched_dmsg *m = calloc(1, sizeof *m);
 
-	m->status = st;
-	m->code = code;
-	snprintf(m->enhanced, sizeof m->enhanced, "%s", enh);
-	snprintf(m->text, sizeof m->text, "%s", text);
+	m->r.status = st;
+	m->r.code = code;
+	snprintf(m->r.enhanced, sizeof m->r.enhanced, "%s", enh);
+	snprintf(m->r.text, sizeof m->r.text, "%s", text);
 	snprintf(m->peer, sizeof m->peer, "127.0.0.5:2525");
 	return m;
 }
