@@ -334,6 +334,9 @@ static int check_policy(struct ctx *x, const config_setting_t *g, const char *pa
 	snprintf(sub, sizeof sub, "%s.rate", path);
 	if (p->rate && *p->rate && vl_parse_rate(p->rate, &r) < 0)
 		return fail(x, g, sub, "not a rate (\"50/s\", \"3000/min\", \"50000/h\")");
+	snprintf(sub, sizeof sub, "%s.max_connections", path);
+	if (p->max_connections == 0 || p->max_connections < -1 || p->max_connections > 1000000)
+		return fail(x, g, sub, "expected 1 to 1000000 connections");
 	snprintf(sub, sizeof sub, "%s.port", path);
 	if (p->port > 65535 || p->port == 0)
 		return fail(x, g, sub, "expected a port 1-65535");
