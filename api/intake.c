@@ -663,7 +663,7 @@ static int next_rcpt(struct api_intake *in)
  * to be refused anyway). */
 static int add_parsed(struct api_intake *in)
 {
-	struct msg_err me = { 0 };
+	struct msg_err me;  /* msg_job_check_rcpt sets it */
 
 	in->cur_email = in->sr.email;
 	if (check_rcpt(in, &in->sr) < 0)
