@@ -24,6 +24,8 @@ struct engine {
 					  * each worker and not done, by route
 					  * hash (a shared slot only spreads a
 					  * quiet route sooner) */
+	_Atomic unsigned *conns;         /* [SPREAD_SLOTS][n]: connections open
+					  * or opening, likewise */
 };
 
 #define SPREAD_SLOTS 1024
@@ -45,6 +47,7 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 		e->n = 1;
 	e->cfg.workers = e->n; /* the workers' eng_share needs it */
 	e->load = vl_calloc(SPREAD_SLOTS * (size_t)e->n, sizeof *e->load);
+	e->conns = vl_calloc(SPREAD_SLOTS * (size_t)e->n, sizeof *e->conns);
 	e->w = vl_calloc((size_t)e->n, sizeof *e->w);
 	e->tid = vl_calloc((size_t)e->n, sizeof *e->tid);
 	e->prep = vl_calloc((size_t)e->n, sizeof *e->prep);
@@ -57,6 +60,7 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 			free(e->tid);
 			free(e->prep);
 			free(e->load);
+			free(e->conns);
 			free(e);
 			return NULL;
 		}
@@ -104,17 +108,36 @@ static _Atomic unsigned *load_of(struct engine *e, uint64_t h, unsigned worker)
 	return &e->load[(h % SPREAD_SLOTS) * (unsigned)e->n + worker];
 }
 
-bool eng_send_home(struct engine *e, struct eng_msg *m, unsigned from)
+void eng_route_conns(struct engine *e, uint64_t h, unsigned worker, int delta)
 {
-	unsigned home = (unsigned)(m->hash_ % (unsigned)e->n);
+	_Atomic unsigned *u = &e->conns[(h % SPREAD_SLOTS) * (unsigned)e->n + worker];
 
-	if (from == home || m->first_ != 0 || m->pending_ != m->nrcpt)
+	if (delta > 0)
+		atomic_fetch_add_explicit(u, 1, memory_order_relaxed);
+	else
+		atomic_fetch_sub_explicit(u, 1, memory_order_relaxed);
+}
+
+bool eng_send_elsewhere(struct engine *e, struct eng_msg *m, unsigned from)
+{
+	unsigned n = (unsigned)e->n, home = (unsigned)(m->hash_ % n);
+	unsigned cap = m->route->max_connections, k = cap < n ? cap : n;
+	_Atomic unsigned *u = &e->conns[(m->hash_ % SPREAD_SLOTS) * n];
+
+	if (m->moved_ || m->first_ != 0 || m->pending_ != m->nrcpt)
 		return false;
-	atomic_fetch_sub_explicit(m->load_, 1, memory_order_relaxed);
-	m->load_ = load_of(e, m->hash_, home);
-	atomic_fetch_add_explicit(m->load_, 1, memory_order_relaxed);
-	eng_worker_submit(e->w[home], m);
-	return true;
+	for (unsigned j = 0; j < k; j++) {
+		unsigned i = (home + j) % n;
+		if (i == from || atomic_load_explicit(&u[i], memory_order_relaxed) == 0)
+			continue;
+		atomic_fetch_sub_explicit(m->load_, 1, memory_order_relaxed);
+		m->load_ = load_of(e, m->hash_, i);
+		atomic_fetch_add_explicit(m->load_, 1, memory_order_relaxed);
+		m->moved_ = true;
+		eng_worker_submit(e->w[i], m);
+		return true;
+	}
+	return false;
 }
 
 /* A route stays on its home worker while that has fewer than two
@@ -149,6 +172,7 @@ void eng_submit(struct engine *e, struct eng_msg *m)
 	struct eng_worker *owner = e->w[o];
 
 	m->load_ = load_of(e, m->hash_, (unsigned)o);
+	m->moved_ = false;
 	atomic_fetch_add_explicit(m->load_, 1, memory_order_relaxed);
 	m->owner_ = NULL;
 	m->prep_ = NULL;
@@ -254,5 +278,6 @@ void eng_free(struct engine *e)
 	free(e->tid);
 	free(e->prep);
 	free(e->load);
+	free(e->conns);
 	free(e);
 }

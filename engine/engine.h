@@ -164,6 +164,7 @@ struct eng_msg {
 	size_t pending_;                 /* recipients without a result */
 	uint64_t hash_;                  /* eng_route_hash(route) */
 	_Atomic unsigned *load_;         /* its worker's count for the route */
+	bool moved_;                     /* went to another worker once */
 	struct eng_worker *owner_;       /* prepared elsewhere: then to this one */
 	_Atomic int *prep_;              /* the preparing worker's queue count */
 };

@@ -223,10 +223,12 @@ size_t eng_worker_conns(struct eng_worker *w);
  * route is spread over min(n, cap) workers from its home (hash % n) on,
  * its cap shared out between them, the larger shares first. */
 unsigned eng_share(uint64_t route_hash, unsigned cap, unsigned id, unsigned n);
+/* Connections of a route open or opening on a worker, +1 or -1. */
+void eng_route_conns(struct engine *e, uint64_t route_hash, unsigned worker, int delta);
 /* Worker `from` could not connect for m's route, which is spread: m goes
- * to the route's home worker, whose sessions may work (a host that takes
- * one connection and refuses the rest). false: from is the home, or m is
- * part-sent; it stays. */
-bool eng_send_home(struct engine *e, struct eng_msg *m, unsigned from);
+ * to another of the route's workers with a connection open or opening (a
+ * host that takes one connection and refuses the rest). Once a message at most; false:
+ * none has one, m was moved already, or m is part-sent; it stays. */
+bool eng_send_elsewhere(struct engine *e, struct eng_msg *m, unsigned from);
 
 #endif

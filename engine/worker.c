@@ -190,7 +190,7 @@ struct pool {
 };
 
 struct eng_worker {
-	struct engine *e;              /* for eng_send_home */
+	struct engine *e;              /* for eng_route_conns, eng_send_elsewhere */
 	const struct eng_config *cfg;
 	unsigned id;
 	struct vl_ring r;
@@ -590,9 +590,10 @@ static void pool_fail_queue(struct pool *p, const struct eng_sess *s, const char
 	}
 }
 
-/* A spread route's pool elsewhere than home could not connect: what waits
- * goes home (eng_send_home), unless part-sent. true: nothing is left. */
-static bool pool_send_home(struct eng_worker *w, struct pool *p)
+/* A spread route's pool could not connect and has no session left: what
+ * waits goes to a worker of the route that has one (eng_send_elsewhere),
+ * unless part-sent or moved once already. true: nothing is left. */
+static bool pool_send_elsewhere(struct eng_worker *w, struct pool *p)
 {
 	struct eng_mq keep = { 0 };
 	struct eng_msg *m;
@@ -600,7 +601,7 @@ static bool pool_send_home(struct eng_worker *w, struct pool *p)
 	if (w->stopping)
 		return false;
 	while ((m = queue_pop(p)))
-		if (!eng_send_home(w->e, m, w->id))
+		if (!eng_send_elsewhere(w->e, m, w->id))
 			eng_mq_push(&keep, m, false);
 	p->q = keep;
 	return p->q.head == NULL;
@@ -1043,6 +1044,7 @@ static void conn_close(struct conn *c)
 	if (c->established)
 		p->nestablished--;
 	p->nconn--;
+	eng_route_conns(w->e, p->hash, w->id, -1);
 	hand_back(c);
 	if (!c->established) {
 		p->nconnecting--;
@@ -1054,7 +1056,7 @@ static void conn_close(struct conn *c)
 		if (!c->tls_fallback) {
 			p->no_open_until = vl_now_ms() + POOL_RETRY_MS;
 			if (p->nestablished == 0 && p->nconnecting == 0 && p->q.head &&
-			    !pool_send_home(w, p))
+			    !pool_send_elsewhere(w, p))
 				pool_fail_queue(p, &c->s, NULL,
 						c->s.fail_stage ? c->s.fail_stage : "connect",
 						c->s.fail_code, c->s.fail_enhanced,
@@ -1633,6 +1635,7 @@ static void conn_open(struct eng_worker *w, struct pool *p)
 	w->nconns++;
 	conn_enter(c, CONN_CONNECTING);
 	p->nconn++;
+	eng_route_conns(w->e, p->hash, w->id, 1);
 	p->nconnecting++;
 	if (vl_now_ms() < p->may_plain_until)
 		c->s.starttls_refused = true; /* skip STARTTLS, as if refused */

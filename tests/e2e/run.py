@@ -16,6 +16,7 @@ tests.e2e.run with the root on PYTHONPATH (-P: the current folder is not).
 
 import os
 import sys
+import time
 import unittest
 
 if __name__ == "__main__" and not __package__:
@@ -44,6 +45,18 @@ class Result(unittest.TextTestResult):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.passed = 0
+        self.times = {}
+
+    def startTest(self, test):
+        self.times[test.id()] = time.monotonic()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.times[test.id()] = time.monotonic() - self.times[test.id()]
+
+    def slowest(self, n):
+        return sorted(self.times.items(), key=lambda kv: -kv[1])[:n]
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -68,6 +81,10 @@ def main(filters):
         return 1
     result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2,
                                      resultclass=Result).run(unittest.TestSuite(tests))
+    if len(tests) > 20:   # where the suite's time goes
+        print("slowest tests:")
+        for name, secs in result.slowest(15):
+            print("  %6.1f s  %s" % (secs, name))
     passed, failed, skipped = result.counts()
     summary = "e2e: %d passed, %d failed" % (passed, failed)
     if skipped:
