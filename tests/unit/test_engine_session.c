@@ -20,6 +20,10 @@ struct t {
 	char text[MAXR][256], enh[MAXR][16];
 	int nres;
 	enum eng_act act;
+	/* what the session put in its output, taken as the worker does:
+	 * the bodies of the last call, and how many ever */
+	char bodies[4][256];
+	size_t nbodies, bodies_ever;
 };
 
 static void on_result(struct eng_msg *m, size_t i, const struct eng_result *r)
@@ -66,6 +70,26 @@ static struct t *t_new(enum tls_policy p, int nrcpt)
 	return t;
 }
 
+/* Take the session's output as the worker does: the commands (returned,
+ * bodies left out) and the bodies, kept in t. */
+static const char *take(struct t *t)
+{
+	static char out[8192];
+	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
+	memcpy(out, t->s.out.p, n);
+	out[n] = '\0';
+	t->nbodies = t->s.nbodies;
+	t->bodies_ever += t->s.nbodies;
+	for (size_t b = 0; b < t->s.nbodies && b < 4; b++) {
+		t->bodies[b][0] = '\0';
+		for (size_t i = 0; i < t->s.bodies[b].n; i++)
+			strncat(t->bodies[b], t->s.bodies[b].v[i].iov_base,
+				t->s.bodies[b].v[i].iov_len);
+	}
+	eng_sess_output_taken(&t->s);
+	return out;
+}
+
 static void t_free(struct t *t)
 {
 	eng_sess_free(&t->s);
@@ -83,22 +107,14 @@ static const char *reply(struct t *t, const char *wire)
 	cr_assert_eq(eng_reply_feed(&p, wire, strlen(wire), &used, &r), 1, "%s", wire);
 	eng_reply_parser_free(&p);
 	t->act = eng_sess_reply(&t->s, &r);
-	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
-	memcpy(out, t->s.out.p, n);
-	out[n] = '\0';
-	vl_buf_reset(&t->s.out);
+	snprintf(out, sizeof out, "%s", take(t));
 	return out;
 }
 
 static const char *start(struct t *t)
 {
-	static char out[4096];
 	t->act = eng_sess_start(&t->s, &t->m);
-	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
-	memcpy(out, t->s.out.p, n);
-	out[n] = '\0';
-	vl_buf_reset(&t->s.out);
-	return out;
+	return take(t);
 }
 
 static const char *EHLO_FULL = "250-mx\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
@@ -129,12 +145,9 @@ Test(eng_session, pipelined_data_transaction)
 	cr_assert_str_eq(t->res[1].stage, "rcpt");
 	reply(t, "354 go\r\n");
 	cr_assert_eq(t->act, ENG_WAIT);
-	cr_assert(t->s.body_queued);
+	cr_assert_eq(t->nbodies, 1);
 	/* The body is dot-stuffed and ends the message. */
-	char body[64] = "";
-	for (size_t i = 0; i < t->s.body.n; i++)
-		strncat(body, t->s.body.v[i].iov_base, t->s.body.v[i].iov_len);
-	cr_assert_str_eq(body, "Subject: t\r\n\r\n..hi\r\n.\r\n");
+	cr_assert_str_eq(t->bodies[0], "Subject: t\r\n\r\n..hi\r\n.\r\n");
 	reply(t, "250 2.0.0 queued as X\r\n");
 	cr_assert_eq(t->act, ENG_IDLE);
 	cr_assert_eq(t->nres, 3);
@@ -188,8 +201,9 @@ Test(eng_session, bdat_pipelined_with_body)
 	struct t *t = t_new(TLS_POLICY_NONE, 1);
 	hello(t, "250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
 	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nBDAT 19 LAST\r\n");
-	cr_assert(t->s.body_queued);
-	cr_assert_eq(t->s.body.bytes, 19, "BDAT bodies are not stuffed");
+	cr_assert_eq(t->nbodies, 1);
+	cr_assert_eq(t->s.txn[t->s.head].octets, 19 + 56, "commands and body counted");
+	cr_assert_str_eq(t->bodies[0], "Subject: t\r\n\r\n.hi\r\n");
 	reply(t, "250 ok\r\n");
 	reply(t, "250 ok\r\n");
 	reply(t, "250 2.0.0 ok\r\n");
@@ -439,7 +453,7 @@ Test(eng_session, shared_rcpt_refusals_are_per_recipient)
 	cr_assert_str_eq(t->res[2].enhanced, "4.5.3");
 	cr_assert_str_eq(t->res[2].text, "too many recipients");
 	cr_assert_str_eq(reply(t, "354 go\r\n"), "");
-	cr_assert(t->s.body_queued, "two were accepted: the body goes");
+	cr_assert_eq(t->nbodies, 1, "two were accepted: the body goes");
 	cr_assert_str_eq(reply(t, "250 2.0.0 queued as Q\r\n"), "", "no RSET after a 250");
 	cr_assert_eq(t->act, ENG_IDLE);
 	cr_assert_eq(t->nres, 4);
@@ -483,7 +497,7 @@ Test(eng_session, shared_all_refused_pipelined_no_body_then_rset)
 	reply(t, "550 5.1.1 unknown c\r\n");
 	cr_assert_eq(t->nres, 3);
 	cr_assert_str_eq(reply(t, "554 5.5.1 no valid recipients\r\n"), "RSET\r\n");
-	cr_assert_not(t->s.body_queued, "no body without an accepted recipient");
+	cr_assert_eq(t->bodies_ever, 0, "no body without an accepted recipient");
 	cr_assert_eq(t->s.state, ENG_S_RSET);
 	cr_assert_eq(t->res[0].status, ENG_PERMANENT);
 	cr_assert_str_eq(t->res[0].text, "unknown a", "each keeps its own reply");
