@@ -304,15 +304,16 @@ static enum eng_act end_txn(struct eng_sess *s, bool rset)
  * its BDAT LAST (or final dot) went out and no reply said what became of
  * it. silent: no reply ended the session (timeout, disconnect); else a
  * reply did, to the oldest transaction's command: a refusal of that one,
- * but for one behind it a 421 means the server closed before reading it
- * (replies come in order), anything else (a refused RSET) that the
- * server may still have taken it. */
+ * unless the command was the RSET before it; for one behind it (or after
+ * such an RSET) a 421 means the server closed before reading it (replies
+ * come in order), anything else (a refused RSET) that the server reads on
+ * and may have taken it. */
 static bool txn_maybe(const struct eng_sess *s, const struct eng_txn *t, bool oldest,
 		      bool silent, int code)
 {
 	if (!t->body_queued)
 		return false;
-	if (oldest)
+	if (oldest && !t->rset_first)
 		return silent && (s->state == ENG_S_BODY || t->use_bdat);
 	return silent || code != 421;
 }
@@ -339,10 +340,10 @@ static enum eng_act sess_fail(struct eng_sess *s, const char *stage, int code,
 	for (unsigned k = 0; s->ntxn; k++) {
 		struct eng_txn *t = &s->txn[s->head];
 		bool maybe = txn_maybe(s, t, k == 0, silent, code);
-		/* the stage of one behind the oldest: what it was waiting for */
-		const char *st = k == 0 ? stage : t->use_bdat ? "dot" : stage;
-		give_rest(s, t, RS_ACCEPTED, ENG_TRANSIENT, code, enhanced, text, st, maybe);
-		give_rest(s, t, -1, ENG_TRANSIENT, code, enhanced, text, k == 0 ? stage : "mail",
+		/* those behind the oldest get the session's stage, as the
+		 * messages still queued do (pool_fail_queue) */
+		give_rest(s, t, RS_ACCEPTED, ENG_TRANSIENT, code, enhanced, text, stage, maybe);
+		give_rest(s, t, -1, ENG_TRANSIENT, code, enhanced, text, stage,
 			  maybe && t->use_bdat && t->body_with_cmds);
 		txn_pop(s);
 	}
@@ -740,8 +741,10 @@ static enum eng_act txn_reply(struct eng_sess *s, const struct eng_reply *r)
 	bool ok = r->code >= 200 && r->code < 300;
 
 	if (t->rset_first) { /* the RSET before a pipelined transaction */
+		if (!ok)
+			return fail_reply(s, r);
 		t->rset_first = false;
-		return ok ? ENG_WAIT : fail_reply(s, r);
+		return ENG_WAIT;
 	}
 	size_t k = t->pos++;
 	if (k == 0 && !ok) { /* MAIL refused: every recipient gets its reply */
