@@ -188,9 +188,7 @@ const char *eng_sess_stage(const struct eng_sess *s)
 		const struct eng_txn *t = head_c(s);
 		if (!t)
 			return "session";
-		if (t->rset_first)
-			return "rset";
-		if (t->pos == 0)
+		if (t->rset_first || t->pos == 0) /* nothing of it answered */
 			return "mail";
 		if (t->pos <= t->msg->count_)
 			return "rcpt";

@@ -1073,8 +1073,8 @@ Test(eng_pipe, a_421_with_three_outstanding)
 	pw_sent(w);
 	pw_feed(w, OK3 "421 4.3.2 bye\r\n");
 	pm_all(&w->msgs[0], 1, ENG_DELIVERED, 250, "dot", false);
-	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 421, "rset", false);
-	pm_all(&w->msgs[2], 1, ENG_TRANSIENT, 421, "rset", false);
+	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 421, "mail", false);
+	pm_all(&w->msgs[2], 1, ENG_TRANSIENT, 421, "mail", false);
 	pw_free(w);
 }
 
@@ -1121,7 +1121,7 @@ Test(eng_pipe, a_refused_rset_ends_the_session)
 	pw_feed(w, OK3 "502 5.5.2 what\r\n");
 	cr_assert_eq(w->t->act, ENG_CLOSE);
 	/* its BDAT went out and the server still reads: maybe */
-	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 502, "rset", true);
+	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 502, "mail", true);
 	pw_free(w);
 }
 
