@@ -143,6 +143,7 @@ struct conn {
 			     * of the host; the clear-text retry follows */
 	bool hs_running;    /* its handshake counts in w->nhandshakes */
 	bool hs_waiting;    /* in state TLS, waiting its turn to begin */
+	bool reading;       /* conn_plaintext is handing it a read's replies */
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
@@ -1342,7 +1343,7 @@ static void conn_act(struct conn *c, enum eng_act act)
 	switch (act) {
 	case ENG_WAIT:
 		hand_back(c);
-		if (c->state == CONN_BUSY)
+		if (c->state == CONN_BUSY && !c->reading)
 			conn_pipe(c);
 		conn_timer(c, eng_sess_timeout(&c->s));
 		conn_flush(c);
@@ -1391,26 +1392,37 @@ static void conn_fail(struct conn *c, const char *text)
 
 /* ---- receiving ---- */
 
+/* The replies of one read. The pipeline is topped up once they are all
+ * in (c->reading), not after each: the transactions they ended are
+ * replaced by as many in one write. */
 static void conn_plaintext(struct conn *c, const char *data, size_t len)
 {
 	size_t off = 0;
 
+	c->reading = true;
 	while (off < len && c->state < CONN_DRAINING) {
 		struct eng_reply r;
 		size_t used;
 		int rc = eng_reply_feed(&c->rp, data + off, len - off, &used, &r);
 		off += used;
 		if (rc < 0) {
+			c->reading = false;
 			conn_fail(c, "malformed or over-long reply from the peer");
 			return;
 		}
 		if (rc == 0)
-			return;
+			break;
 		if (c->state == CONN_TLS) { /* plaintext during a handshake */
+			c->reading = false;
 			conn_fail(c, "reply pipelined into the TLS handshake");
 			return;
 		}
 		conn_act(c, eng_sess_reply(&c->s, &r));
+	}
+	c->reading = false;
+	if (c->state == CONN_BUSY) {
+		conn_pipe(c);
+		conn_flush(c);
 	}
 }
 
