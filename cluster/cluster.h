@@ -1,0 +1,139 @@
+/*
+ * cluster/: several volleyd nodes sharing their rate limits through Redis
+ * (docs/cluster.md). Three parts:
+ *   url.c    the redis://[user:pass@]host:port/db URL (pure)
+ *   lease.c  a node's side of a shared limit: leases of tokens sized to
+ *            its recent rate, the local 1/N bucket of the fallback, and
+ *            the shared <-> local state machine (pure: the caller passes
+ *            the time)
+ *   conn.c   the client: one thread (vl-cluster) that owns the socket to
+ *            Redis, a bounded command queue, hiredis for the RESP framing
+ *            only (redisFormatCommandArgv, redisReader); AUTH, SELECT,
+ *            SCRIPT LOAD, EVALSHA, heartbeats, reconnects with back-off.
+ * Nothing here blocks the caller on Redis: a lease asks, the answer lands
+ * in atomics the delivery thread reads on its next look. Prefix: clu_.
+ */
+#ifndef VOLLEY_CLUSTER_H
+#define VOLLEY_CLUSTER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- the URL (url.c) ---- */
+struct clu_url {
+	char host[256];
+	unsigned port;               /* default 6379 */
+	unsigned db;                 /* default 0; 0 to 15 */
+	char user[128], pass[256];   /* "": none */
+};
+/* redis://[[user]:pass@]host[:port][/db]; host a name, an IPv4 literal or
+ * [IPv6]. -1 with err naming what is wrong. */
+int clu_url_parse(const char *s, struct clu_url *u, char *err, size_t errlen);
+
+/* ---- the shared <-> local state machine (lease.c) ---- */
+enum clu_mode { CLU_LOCAL = 0, CLU_SHARED = 1 };
+enum clu_input {
+	CLU_IN_UP,       /* connected, authenticated, script loaded, heartbeat answered */
+	CLU_IN_REPLY,    /* a reply came */
+	CLU_IN_DOWN,     /* the connection failed or was lost */
+	CLU_IN_TICK,     /* time passes: a request unanswered past the timeout is down */
+};
+struct clu_fsm {
+	enum clu_mode mode;
+	unsigned nodes;              /* N: nodes seen at the last heartbeat (>= 1) */
+	uint64_t last_reply_ms;      /* of the last reply */
+	uint64_t waiting_since_ms;   /* oldest unanswered request, 0: none */
+};
+/* Start local with the N last known (0 counts as 1). */
+void clu_fsm_init(struct clu_fsm *f, unsigned nodes);
+/* Apply an input at now_ms (nodes: the heartbeat's count, 0: unknown);
+ * timeout_ms: how long a request may wait for its answer. True when the
+ * mode changed. */
+bool clu_fsm_step(struct clu_fsm *f, enum clu_input in, unsigned nodes, uint64_t now_ms,
+		  uint64_t timeout_ms);
+
+/* ---- a node's side of one shared rate (lease.c) ----
+ * The cluster-wide limit is a token bucket in Redis (limit a second,
+ * burst one second's worth). A node takes a lease of `want` tokens at a
+ * time: its recent rate (at least limit / N) times CLU_LEASE_PERIOD_MS,
+ * at most the burst / N; it asks again when it holds less than half a
+ * lease, and tokens older than CLU_LEASE_HOLD_MS are dropped (a lease
+ * left unused does not turn into a burst later). In local mode a bucket
+ * of limit / N a second (burst one second's worth of it) decides. */
+#define CLU_LEASE_PERIOD_MS 500u
+#define CLU_LEASE_HOLD_MS 1000u
+#define CLU_LEASE_POLL_MS 2u         /* an answer due: look again this soon */
+struct clu_rate {
+	double limit, burst;             /* per second, cluster-wide */
+	int64_t tokens;                  /* leased and not spent */
+	uint64_t got_ms;                 /* when they came */
+	uint64_t ask_after_ms;           /* Redis said: not before then */
+	bool asked;                      /* a request is out */
+	unsigned last_want;
+	/* spent, per second, measured over windows of a second */
+	double recent;
+	uint64_t win_ms;
+	unsigned win_n;
+	/* the fallback's bucket */
+	double ltok;
+	uint64_t lat_ms;
+	bool lfull;
+};
+void clu_rate_init(struct clu_rate *r, double limit);
+/* The size of the next lease for N nodes. */
+unsigned clu_rate_want(const struct clu_rate *r, unsigned nodes);
+/* An answer: got tokens; when none, wait_ms before asking again. */
+void clu_rate_granted(struct clu_rate *r, unsigned got, uint64_t wait_ms, uint64_t now_ms);
+/* May one message go at now_ms? 0: yes, a token is spent; else the ms to
+ * wait. *ask: a lease should be asked for now (shared mode only; the
+ * caller sends it and marks it asked). */
+uint64_t clu_rate_take(struct clu_rate *r, enum clu_mode mode, unsigned nodes,
+		       uint64_t now_ms, bool *ask);
+
+/* ---- the client (conn.c) ---- */
+struct clu_opts {
+	const char *redis;               /* the URL */
+	const char *password;            /* from password_file, or NULL (the URL's) */
+	const char *node;                /* this node's name */
+	const char *info;                /* what the registry keeps of it (JSON) */
+	uint64_t lease_ttl_ms;           /* heartbeats and connection leases */
+	const char *state_file;          /* N last seen, kept across restarts; NULL: none */
+	/* Called on the vl-cluster thread at each change of mode. */
+	void (*on_mode)(void *arg, enum clu_mode mode, unsigned nodes, const char *why);
+	void *arg;
+};
+struct clu;
+/* A shared limit by name: the caller's (the delivery thread's) state and
+ * the answer box the vl-cluster thread fills. Kept until clu_stop. */
+struct clu_lease {
+	char *key;
+	struct clu_rate st;              /* the delivery thread's */
+	_Atomic int64_t in_got;          /* answers not yet taken: tokens ... */
+	_Atomic uint64_t in_wait;        /* ... and the last wait asked */
+	_Atomic unsigned in_n;           /* answers given (the taker compares) */
+	unsigned seen_n;
+	struct clu_lease *next;
+};
+/* Start the thread; it connects in the background (the mode is local
+ * until the first heartbeat answer). NULL with err on bad options. */
+struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen);
+void clu_stop(struct clu *c);
+enum clu_mode clu_mode(const struct clu *c);
+unsigned clu_nodes(const struct clu *c);
+/* The lease of a rate limit named key (the same key: the same lease). */
+struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit);
+/* May one message go under this lease now? As clu_rate_take; asks Redis
+ * itself when it should. */
+uint64_t clu_lease_take(struct clu *c, struct clu_lease *l, uint64_t now_ms);
+
+struct clu_stats {
+	enum clu_mode mode;
+	unsigned nodes;
+	uint64_t roundtrips, leases, tokens, mode_changes, reconnects, queue_full;
+	unsigned last_lease;             /* tokens of the last lease granted */
+};
+void clu_stats(const struct clu *c, struct clu_stats *s);
+
+#endif

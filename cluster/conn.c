@@ -1,0 +1,677 @@
+/*
+ * The Redis client (cluster.h): one thread, vl-cluster, owns the socket.
+ * hiredis only frames commands (redisFormatCommandArgv) and parses
+ * replies (redisReader); the I/O is poll(2) on a non-blocking socket.
+ * Commands are pipelined; replies come back in order, so a FIFO of what
+ * was sent tells each reply's meaning.
+ */
+#include "cluster.h"
+#include "../common/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define QMAX 4096                 /* requests waiting for the thread */
+#define FLYMAX 4096               /* sent, not yet answered */
+#define TIMEOUT_MS 1000           /* an answer later than this: Redis is down */
+#define CONNECT_MS 1000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define READ_MAX (1u << 20)       /* a reply larger than this is nonsense here */
+
+/* One script for every operation, loaded once (SCRIPT LOAD), called by
+ * its SHA1 (EVALSHA). Times are Redis's own (TIME), so nodes' clocks do
+ * not matter.
+ *   rate KEYS[1] bucket; ARGV rate/s, burst, want: {got, wait_ms}
+ *   hb   KEYS[1] node set, KEYS[2] node's key; ARGV node, ttl_ms, info: N */
+static const char SCRIPT[] =
+	"local op = ARGV[1]\n"
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"if op == 'rate' then\n"
+	"  local rate, burst, want = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+	"  local s = redis.call('HMGET', KEYS[1], 'tok', 'at')\n"
+	"  local tok, at = tonumber(s[1]), tonumber(s[2])\n"
+	"  if not tok then tok = burst; at = now end\n"
+	"  if now > at then\n"
+	"    tok = math.min(burst, tok + (now - at) * rate / 1000); at = now\n"
+	"  end\n"
+	"  local got = math.min(want, math.floor(tok))\n"
+	"  if got < 0 then got = 0 end\n"
+	"  tok = tok - got\n"
+	"  redis.call('HSET', KEYS[1], 'tok', tostring(tok), 'at', tostring(at))\n"
+	"  redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 60000)\n"
+	"  local wait = 0\n"
+	"  if got == 0 then\n"
+	"    local need = math.max(1, math.min(want, burst) / 2)\n"
+	"    wait = math.ceil((need - tok) * 1000 / rate)\n"
+	"  end\n"
+	"  return {got, wait}\n"
+	"elseif op == 'hb' then\n"
+	"  local ttl = tonumber(ARGV[3])\n"
+	"  redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])\n"
+	"  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+	"  redis.call('PEXPIRE', KEYS[1], ttl * 10)\n"
+	"  redis.call('SET', KEYS[2], ARGV[4], 'PX', ttl)\n"
+	"  return redis.call('ZCARD', KEYS[1])\n"
+	"end\n"
+	"return redis.error_reply('volley: unknown op')\n";
+
+enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE };
+struct req {
+	enum rkind kind;
+	struct clu_lease *l;
+	unsigned want;
+	double limit;
+	uint64_t sent_ms;
+};
+
+struct clu {
+	char *node, *info, *state_file;
+	struct clu_url url;
+	char pass[256];
+	uint64_t ttl_ms;
+	void (*on_mode)(void *, enum clu_mode, unsigned, const char *);
+	void *arg;
+	pthread_t tid;
+	int efd;
+	atomic_bool stop;
+	/* from other threads, under mu */
+	pthread_mutex_t mu;
+	struct req q[QMAX];
+	size_t qhead, qlen;
+	struct clu_lease *leases;
+	/* what others read */
+	_Atomic int mode;
+	_Atomic unsigned nodes;
+	_Atomic uint64_t n_rt, n_leases, n_tokens, n_modes, n_reconn, n_full;
+	_Atomic unsigned last_lease;
+	/* the thread's own */
+	int fd;
+	bool connecting;
+	uint64_t connect_at, next_try, backoff, next_hb;
+	redisReader *rd;
+	struct vl_buf out;
+	struct req fly[FLYMAX];
+	size_t fhead, flen;
+	char sha[41];
+	struct clu_fsm fsm;
+	char why[200];
+};
+
+/* ---- N across restarts ---- */
+
+static unsigned state_read(const char *path)
+{
+	struct vl_buf b;
+	unsigned n = 1;
+
+	if (!path)
+		return 1;
+	vl_buf_init(&b);
+	if (vl_read_file(path, &b) == 0 && b.len) {
+		vl_buf_append(&b, "", 1);
+		long v = strtol(b.p, NULL, 10);
+		if (v >= 1 && v <= 10000)
+			n = (unsigned)v;
+	}
+	vl_buf_free(&b);
+	return n;
+}
+
+static void state_write(const struct clu *c, unsigned n)
+{
+	char tmp[4200];
+	FILE *f;
+
+	if (!c->state_file || snprintf(tmp, sizeof tmp, "%s.tmp", c->state_file) >= (int)sizeof tmp)
+		return;
+	if (!(f = fopen(tmp, "w")))
+		return;
+	fprintf(f, "%u\n", n);
+	if (fclose(f) == 0)
+		rename(tmp, c->state_file);
+}
+
+/* ---- sending ---- */
+
+static void fly_push(struct clu *c, struct req r)
+{
+	r.sent_ms = vl_now_ms();
+	c->fly[(c->fhead + c->flen++) % FLYMAX] = r;
+	if (!c->fsm.waiting_since_ms)
+		c->fsm.waiting_since_ms = r.sent_ms;
+}
+
+static void send_argv(struct clu *c, struct req r, int argc, const char **argv)
+{
+	char *cmd = NULL;
+	size_t len[8];
+
+	for (int i = 0; i < argc; i++)
+		len[i] = strlen(argv[i]);
+	int n = redisFormatCommandArgv(&cmd, argc, argv, len);
+	if (n < 0)
+		vl_oom(0);
+	vl_buf_append(&c->out, cmd, (size_t)n);
+	redisFreeCommand(cmd);
+	fly_push(c, r);
+	atomic_fetch_add(&c->n_rt, 1);
+}
+
+static void send_hb(struct clu *c)
+{
+	char nodes[] = "volley:nodes", key[300], ttl[32];
+
+	snprintf(key, sizeof key, "volley:node:%s", c->node);
+	snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)c->ttl_ms);
+	const char *argv[] = { "EVALSHA", c->sha, "2", nodes, key, "hb", c->node, ttl, c->info };
+	send_argv(c, (struct req){ .kind = R_HB }, 9, argv);
+	c->next_hb = vl_now_ms() + c->ttl_ms / 3;
+}
+
+static void send_rate(struct clu *c, struct req r)
+{
+	char key[600], rate[64], burst[64], want[32];
+
+	snprintf(key, sizeof key, "volley:rate:%s", r.l->key);
+	snprintf(rate, sizeof rate, "%.6f", r.limit);
+	snprintf(burst, sizeof burst, "%.6f", r.limit < 1 ? 1.0 : r.limit);
+	snprintf(want, sizeof want, "%u", r.want);
+	const char *argv[] = { "EVALSHA", c->sha, "1", key, "rate", rate, burst, want };
+	send_argv(c, r, 8, argv);
+}
+
+static void send_load(struct clu *c)
+{
+	const char *argv[] = { "SCRIPT", "LOAD", SCRIPT };
+	send_argv(c, (struct req){ .kind = R_LOAD }, 3, argv);
+}
+
+/* An answer for a lease: from Redis, or none (got 0) when it cannot ask. */
+static void answer(struct clu *c, struct clu_lease *l, unsigned got, uint64_t wait_ms)
+{
+	if (got) {
+		atomic_fetch_add(&c->n_leases, 1);
+		atomic_fetch_add(&c->n_tokens, got);
+		atomic_store(&c->last_lease, got);
+	}
+	atomic_fetch_add(&l->in_got, (int64_t)got);
+	atomic_store(&l->in_wait, wait_ms);
+	atomic_fetch_add(&l->in_n, 1);
+}
+
+/* ---- the state machine's effects ---- */
+
+static void step(struct clu *c, enum clu_input in, unsigned nodes, const char *why)
+{
+	unsigned old_n = c->fsm.nodes;
+
+	if (clu_fsm_step(&c->fsm, in, nodes, vl_now_ms(), TIMEOUT_MS)) {
+		atomic_store(&c->mode, (int)c->fsm.mode);
+		atomic_fetch_add(&c->n_modes, 1);
+		vl_log(c->fsm.mode == CLU_SHARED ? VL_LOG_INFO : VL_LOG_WARN,
+		       "cluster: %s mode (%u nodes): %s",
+		       c->fsm.mode == CLU_SHARED ? "shared" : "local", c->fsm.nodes, why);
+		if (c->on_mode)
+			c->on_mode(c->arg, c->fsm.mode, c->fsm.nodes, why);
+	}
+	atomic_store(&c->nodes, c->fsm.nodes);
+	if (c->fsm.nodes != old_n)
+		state_write(c, c->fsm.nodes);
+}
+
+static void disconnect(struct clu *c, const char *why)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->connecting = false;
+	vl_buf_reset(&c->out);
+	if (c->rd)
+		redisReaderFree(c->rd);
+	c->rd = NULL;
+	while (c->flen) {
+		struct req *r = &c->fly[c->fhead];
+		if (r->kind == R_RATE)
+			answer(c, r->l, 0, BACKOFF_MIN_MS);
+		c->fhead = (c->fhead + 1) % FLYMAX;
+		c->flen--;
+	}
+	c->fsm.waiting_since_ms = 0;
+	c->sha[0] = 0;
+	snprintf(c->why, sizeof c->why, "%s", why);
+	step(c, CLU_IN_DOWN, 0, why);
+	c->backoff = c->backoff ? c->backoff * 2 : BACKOFF_MIN_MS;
+	if (c->backoff > BACKOFF_MAX_MS)
+		c->backoff = BACKOFF_MAX_MS;
+	c->next_try = vl_now_ms() + c->backoff;
+}
+
+/* Start a non-blocking connect; the rest when the socket is writable. */
+static void connect_start(struct clu *c)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	char port[16], why[300];
+
+	snprintf(port, sizeof port, "%u", c->url.port);
+	int e = getaddrinfo(c->url.host, port, &hints, &ai);
+	if (e) {
+		snprintf(why, sizeof why, "%s: %s", c->url.host, gai_strerror(e));
+		disconnect(c, why);
+		return;
+	}
+	c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0 || (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)) {
+		snprintf(why, sizeof why, "connect to %s:%u: %s", c->url.host, c->url.port,
+			 strerror(errno));
+		freeaddrinfo(ai);
+		disconnect(c, why);
+		return;
+	}
+	freeaddrinfo(ai);
+	int one = 1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	c->connecting = true;
+	c->connect_at = vl_now_ms();
+	if (c->backoff)
+		atomic_fetch_add(&c->n_reconn, 1);
+}
+
+/* Connected: AUTH, SELECT, the script, a heartbeat, all pipelined. */
+static void hello(struct clu *c)
+{
+	c->connecting = false;
+	c->rd = redisReaderCreate();
+	if (!c->rd)
+		vl_oom(0);
+	c->rd->maxbuf = READ_MAX;
+	if (c->pass[0]) {
+		if (c->url.user[0]) {
+			const char *a[] = { "AUTH", c->url.user, c->pass };
+			send_argv(c, (struct req){ .kind = R_AUTH }, 3, a);
+		} else {
+			const char *a[] = { "AUTH", c->pass };
+			send_argv(c, (struct req){ .kind = R_AUTH }, 2, a);
+		}
+	}
+	if (c->url.db) {
+		char db[16];
+		snprintf(db, sizeof db, "%u", c->url.db);
+		const char *a[] = { "SELECT", db };
+		send_argv(c, (struct req){ .kind = R_SELECT }, 2, a);
+	}
+	send_load(c);
+}
+
+/* ---- replies ---- */
+
+static bool is_err(const redisReply *r, char *why, size_t n, const char *what)
+{
+	if (r->type != REDIS_REPLY_ERROR)
+		return false;
+	snprintf(why, n, "%s: %.*s", what, (int)(r->len > 150 ? 150 : r->len), r->str);
+	return true;
+}
+
+static void on_rate(struct clu *c, struct req *q, const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8)) {
+		/* Redis restarted or flushed its scripts: load again, ask again */
+		c->sha[0] = 0;
+		send_load(c);
+		answer(c, q->l, 0, 1);
+		return;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
+		vl_log(VL_LOG_WARN, "cluster: unexpected answer to a lease of %s", q->l->key);
+		answer(c, q->l, 0, BACKOFF_MIN_MS);
+		return;
+	}
+	long long got = r->element[0]->integer, wait = r->element[1]->integer;
+	answer(c, q->l, got > 0 && got <= (long long)q->want ? (unsigned)got : 0,
+	       wait > 0 && wait < 60000 ? (uint64_t)wait : 1);
+}
+
+/* One reply, for the oldest request sent. False: the connection is done. */
+static bool on_reply(struct clu *c, const redisReply *r)
+{
+	struct req q = c->fly[c->fhead];
+	char why[240];
+
+	c->fhead = (c->fhead + 1) % FLYMAX;
+	c->flen--;
+	c->fsm.waiting_since_ms = c->flen ? c->fly[c->fhead].sent_ms : 0;
+	switch (q.kind) {
+	case R_AUTH:
+		if (is_err(r, why, sizeof why, "AUTH"))
+			goto fail;
+		break;
+	case R_SELECT:
+		if (is_err(r, why, sizeof why, "SELECT"))
+			goto fail;
+		break;
+	case R_LOAD:
+		if (is_err(r, why, sizeof why, "SCRIPT LOAD"))
+			goto fail;
+		if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+			snprintf(why, sizeof why, "SCRIPT LOAD: not a SHA1");
+			goto fail;
+		}
+		memcpy(c->sha, r->str, 40);
+		c->sha[40] = 0;
+		if (c->fsm.mode != CLU_SHARED)
+			send_hb(c);
+		break;
+	case R_HB:
+		if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8)) {
+			send_load(c);
+			break;
+		}
+		if (is_err(r, why, sizeof why, "heartbeat"))
+			goto fail;
+		if (r->type != REDIS_REPLY_INTEGER || r->integer < 1) {
+			snprintf(why, sizeof why, "heartbeat: unexpected answer");
+			goto fail;
+		}
+		c->backoff = 0;
+		step(c, CLU_IN_UP, (unsigned)(r->integer > 10000 ? 10000 : r->integer),
+		     "Redis answers");
+		return true;
+	case R_RATE:
+		on_rate(c, &q, r);
+		break;
+	}
+	step(c, CLU_IN_REPLY, 0, "");
+	return true;
+fail:
+	vl_log(VL_LOG_WARN, "cluster: %s", why);
+	disconnect(c, why);
+	return false;
+}
+
+static void on_readable(struct clu *c)
+{
+	char buf[16384];
+	ssize_t n = read(c->fd, buf, sizeof buf);
+
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		disconnect(c, n == 0 ? "Redis closed the connection" : strerror(errno));
+		return;
+	}
+	if (n < 0)
+		return;
+	if (redisReaderFeed(c->rd, buf, (size_t)n) != REDIS_OK) {
+		disconnect(c, "Redis: a reply that does not parse");
+		return;
+	}
+	for (;;) {
+		void *rep = NULL;
+		if (redisReaderGetReply(c->rd, &rep) != REDIS_OK) {
+			disconnect(c, "Redis: a reply that does not parse");
+			return;
+		}
+		if (!rep)
+			return;
+		if (!c->flen) {
+			freeReplyObject(rep);
+			disconnect(c, "Redis: a reply to nothing asked");
+			return;
+		}
+		bool ok = on_reply(c, rep);
+		freeReplyObject(rep);
+		if (!ok)
+			return;
+	}
+}
+
+static void on_writable(struct clu *c)
+{
+	if (c->connecting) {
+		int e = 0;
+		socklen_t l = sizeof e;
+		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &l);
+		if (e) {
+			char why[300];
+			snprintf(why, sizeof why, "connect to %s:%u: %s", c->url.host, c->url.port,
+				 strerror(e));
+			disconnect(c, why);
+			return;
+		}
+		hello(c);
+	}
+	while (c->out.len) {
+		ssize_t n = write(c->fd, c->out.p, c->out.len);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				disconnect(c, strerror(errno));
+			return;
+		}
+		vl_buf_consume(&c->out, (size_t)n);
+	}
+}
+
+/* Requests from other threads: sent when Redis can take them, else
+ * answered with nothing at once (the lease's taker waits a moment). */
+static void drain_queue(struct clu *c)
+{
+	struct req batch[256];
+	size_t n = 0;
+
+	pthread_mutex_lock(&c->mu);
+	while (c->qlen && n < VL_ARRAY_LEN(batch)) {
+		batch[n++] = c->q[c->qhead];
+		c->qhead = (c->qhead + 1) % QMAX;
+		c->qlen--;
+	}
+	pthread_mutex_unlock(&c->mu);
+	for (size_t i = 0; i < n; i++) {
+		if (c->fd >= 0 && !c->connecting && c->sha[0] && c->flen < FLYMAX - 8)
+			send_rate(c, batch[i]);
+		else
+			answer(c, batch[i].l, 0, BACKOFF_MIN_MS);
+	}
+}
+
+static void *run(void *arg)
+{
+	struct clu *c = arg;
+
+	vl_thread_name("vl-cluster");
+	while (!atomic_load(&c->stop)) {
+		uint64_t now = vl_now_ms();
+		if (c->fd < 0 && now >= c->next_try)
+			connect_start(c);
+		if (c->connecting && now - c->connect_at > CONNECT_MS)
+			disconnect(c, "connect: timed out");
+		if (c->fd >= 0 && !c->connecting && c->sha[0] && now >= c->next_hb &&
+		    c->flen < FLYMAX - 8)
+			send_hb(c);
+		drain_queue(c);
+		step(c, CLU_IN_TICK, 0, "Redis does not answer");
+		if (c->fd >= 0 && c->fsm.waiting_since_ms &&
+		    now - c->fsm.waiting_since_ms > TIMEOUT_MS)
+			disconnect(c, "Redis does not answer");
+
+		struct pollfd p[2] = { { .fd = c->efd, .events = POLLIN } };
+		nfds_t np = 1;
+		if (c->fd >= 0) {
+			p[1].fd = c->fd;
+			p[1].events = (short)((c->connecting ? 0 : POLLIN) |
+					      (c->connecting || c->out.len ? POLLOUT : 0));
+			np = 2;
+		}
+		if (poll(p, np, 50) < 0)
+			continue;
+		if (p[0].revents & POLLIN) {
+			uint64_t v;
+			if (read(c->efd, &v, sizeof v) < 0) { /* nothing: a wake-up only */ }
+		}
+		if (np == 2 && (p[1].revents & (POLLOUT | POLLERR | POLLHUP)) && c->fd >= 0)
+			on_writable(c);
+		if (np == 2 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) && c->fd >= 0 &&
+		    !c->connecting)
+			on_readable(c);
+		if (c->fd >= 0 && !c->connecting && c->out.len)
+			on_writable(c);
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->rd)
+		redisReaderFree(c->rd);
+	return NULL;
+}
+
+/* ---- the face ---- */
+
+struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen)
+{
+	struct clu *c = vl_calloc(1, sizeof *c);
+	char why[200];
+
+	if (clu_url_parse(o->redis, &c->url, why, sizeof why) < 0) {
+		snprintf(err, errlen, "cluster.redis: %s", why);
+		free(c);
+		return NULL;
+	}
+	snprintf(c->pass, sizeof c->pass, "%s", o->password ? o->password : c->url.pass);
+	c->node = vl_strdup(o->node);
+	c->info = vl_strdup(o->info ? o->info : "{}");
+	c->state_file = o->state_file ? vl_strdup(o->state_file) : NULL;
+	c->ttl_ms = o->lease_ttl_ms ? o->lease_ttl_ms : 10000;
+	c->on_mode = o->on_mode;
+	c->arg = o->arg;
+	c->fd = -1;
+	vl_buf_init(&c->out);
+	clu_fsm_init(&c->fsm, state_read(c->state_file));
+	atomic_store(&c->nodes, c->fsm.nodes);
+	pthread_mutex_init(&c->mu, NULL);
+	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->efd < 0 || pthread_create(&c->tid, NULL, run, c) != 0) {
+		snprintf(err, errlen, "cluster: cannot start its thread: %s", strerror(errno));
+		if (c->efd >= 0)
+			close(c->efd);
+		free(c->node);
+		free(c->info);
+		free(c->state_file);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void clu_stop(struct clu *c)
+{
+	uint64_t one = 1;
+
+	if (!c)
+		return;
+	atomic_store(&c->stop, true);
+	if (write(c->efd, &one, sizeof one) < 0) { /* it wakes within 50 ms anyway */ }
+	pthread_join(c->tid, NULL);
+	close(c->efd);
+	vl_buf_free(&c->out);
+	while (c->leases) {
+		struct clu_lease *n = c->leases->next;
+		free(c->leases->key);
+		free(c->leases);
+		c->leases = n;
+	}
+	pthread_mutex_destroy(&c->mu);
+	free(c->node);
+	free(c->info);
+	free(c->state_file);
+	free(c);
+}
+
+enum clu_mode clu_mode(const struct clu *c)
+{
+	return (enum clu_mode)atomic_load(&c->mode);
+}
+
+unsigned clu_nodes(const struct clu *c)
+{
+	return atomic_load(&c->nodes);
+}
+
+struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit)
+{
+	struct clu_lease *l;
+
+	pthread_mutex_lock(&c->mu);
+	for (l = c->leases; l; l = l->next)
+		if (!strcmp(l->key, key))
+			break;
+	if (!l) {
+		l = vl_calloc(1, sizeof *l);
+		l->key = vl_strdup(key);
+		clu_rate_init(&l->st, limit);
+		l->next = c->leases;
+		c->leases = l;
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (l->st.limit != limit)   /* a reload changed it */
+		clu_rate_init(&l->st, limit);
+	return l;
+}
+
+static bool ask(struct clu *c, struct clu_lease *l, unsigned want)
+{
+	uint64_t one = 1;
+	bool ok;
+
+	pthread_mutex_lock(&c->mu);
+	ok = c->qlen < QMAX;
+	if (ok)
+		c->q[(c->qhead + c->qlen++) % QMAX] =
+			(struct req){ .kind = R_RATE, .l = l, .want = want, .limit = l->st.limit };
+	pthread_mutex_unlock(&c->mu);
+	if (!ok) {
+		atomic_fetch_add(&c->n_full, 1);
+		return false;
+	}
+	if (write(c->efd, &one, sizeof one) < 0) { /* the thread looks every 50 ms */ }
+	return true;
+}
+
+uint64_t clu_lease_take(struct clu *c, struct clu_lease *l, uint64_t now_ms)
+{
+	unsigned n = atomic_load(&l->in_n);
+	bool want_more;
+
+	if (n != l->seen_n) {
+		l->seen_n = n;
+		int64_t got = atomic_exchange(&l->in_got, 0);
+		clu_rate_granted(&l->st, (unsigned)got, atomic_load(&l->in_wait), now_ms);
+	}
+	uint64_t w = clu_rate_take(&l->st, clu_mode(c), clu_nodes(c), now_ms, &want_more);
+	if (want_more && ask(c, l, l->st.last_want))
+		l->st.asked = true;
+	return w;
+}
+
+void clu_stats(const struct clu *c, struct clu_stats *s)
+{
+	s->mode = clu_mode(c);
+	s->nodes = clu_nodes(c);
+	s->roundtrips = atomic_load(&c->n_rt);
+	s->leases = atomic_load(&c->n_leases);
+	s->tokens = atomic_load(&c->n_tokens);
+	s->mode_changes = atomic_load(&c->n_modes);
+	s->reconnects = atomic_load(&c->n_reconn);
+	s->queue_full = atomic_load(&c->n_full);
+	s->last_lease = atomic_load(&c->last_lease);
+}
