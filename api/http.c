@@ -428,6 +428,29 @@ static void label_value(char *out, size_t len, const char *name)
 }
 
 /* Sources with a warm-up schedule: the day, today's cap, what went out. */
+/* With a cluster (docs/cluster.md): its mode, N, Redis round trips and
+ * leases; nothing without one. */
+static void cluster_metrics(struct vl_buf *b, json_t *c)
+{
+	if (!json_is_object(c))
+		return;
+	vl_prom_metric(b, "volley_cluster_shared", "gauge", "1 in shared mode (limits held "
+		       "in Redis), 0 in local mode (1/N of each limit).", NULL,
+		       !strcmp(json_string_value(json_object_get(c, "mode")), "shared"));
+	vl_prom_metric(b, "volley_cluster_nodes", "gauge", "Nodes seen at the last heartbeat "
+		       "(N).", NULL, num(c, "nodes"));
+	vl_prom_metric(b, "volley_cluster_redis_roundtrips_total", "counter", "Commands sent "
+		       "to Redis.", NULL, num(c, "roundtrips"));
+	vl_prom_metric(b, "volley_cluster_leases_total", "counter", "Rate leases granted.",
+		       NULL, num(c, "leases"));
+	vl_prom_metric(b, "volley_cluster_lease_tokens_total", "counter", "Tokens (messages) "
+		       "granted in leases.", NULL, num(c, "lease_tokens"));
+	vl_prom_metric(b, "volley_cluster_last_lease", "gauge", "Tokens of the last lease "
+		       "granted.", NULL, num(c, "last_lease"));
+	vl_prom_metric(b, "volley_cluster_mode_changes_total", "counter", "Changes between "
+		       "shared and local mode.", NULL, num(c, "mode_changes"));
+}
+
 static void warmup_metrics(struct vl_buf *b, json_t *sources)
 {
 	const char *k, *p;
@@ -502,6 +525,7 @@ static void delivery_metrics(struct vl_buf *b, json_t *d)
 		}
 	}
 	warmup_metrics(b, json_object_get(d, "sources"));
+	cluster_metrics(b, json_object_get(d, "cluster"));
 	vl_prom_metric(b, "volley_in_flight", "gauge", "Messages in the engine.", NULL, num(d, "in_flight"));
 	vl_prom_metric(b, "volley_connections", "gauge", "Open SMTP connections.", NULL,
 	       num(d, "connections"));

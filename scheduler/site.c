@@ -250,6 +250,13 @@ static struct sched_site *site_alloc(struct sched_deliver *d, struct sched_sgrou
 	return s;
 }
 
+/* With a cluster, a rate is the destination's across every node and
+ * source: its sites draw from a lease named by the destination's key. */
+static void site_lease(struct sched_deliver *d, struct sched_site *s)
+{
+	s->lease = d->clu && s->rate > 0 ? clu_lease_get(d->clu, s->group->key, s->rate) : NULL;
+}
+
 static struct sched_site *site_new(struct sched_deliver *d, struct sched_sgroup *g, int src,
 				   const struct cfg_policy *p, const struct dns_mx_result *mx,
 				   const struct sts_entry *sts)
@@ -270,6 +277,7 @@ static struct sched_site *site_new(struct sched_deliver *d, struct sched_sgroup 
 	s->window = p->max_connections > 0 ? (unsigned)p->max_connections * 2 : 2;
 	if (p->rate && *p->rate && vl_parse_rate(p->rate, &s->rate) == 0)
 		sched_bucket_init(&s->b, s->rate);
+	site_lease(d, s);
 	return s;
 }
 
@@ -306,6 +314,7 @@ static struct sched_site *site_clone(struct sched_deliver *d, struct sched_sgrou
 	s->rate = o->rate;
 	if (s->rate > 0)
 		sched_bucket_init(&s->b, s->rate);
+	site_lease(d, s);
 	return s;
 }
 
@@ -843,6 +852,11 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 		struct sched_sjq *q = pick(s, now, &wait, trans_only);
 		if (!q)
 			break;
+		uint64_t lw = s->lease ? clu_lease_take(d->clu, s->lease, now) : 0;
+		if (lw) {         /* the cluster's share: not yet */
+			wait = !wait || lw < wait ? lw : wait;
+			break;
+		}
 		if (s->wslot >= 0 && !sched_warm_take(d, s)) {
 			warm_capped(d, s);
 			return;
