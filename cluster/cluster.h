@@ -58,17 +58,20 @@ bool clu_fsm_step(struct clu_fsm *f, enum clu_input in, unsigned nodes, uint64_t
  * The cluster-wide limit is a token bucket in Redis (limit a second,
  * burst one second's worth). A node takes a lease of `want` tokens at a
  * time: its recent rate (at least limit / N) times CLU_LEASE_PERIOD_MS,
- * at most the burst / N; it asks again when it holds less than half a
- * lease, and tokens older than CLU_LEASE_HOLD_MS are dropped (a lease
- * left unused does not turn into a burst later). In local mode a bucket
- * of limit / N a second (burst one second's worth of it) decides. */
+ * at most the burst / N. Redis grants a lease whole, usable once its
+ * tokens will have accrued (GCRA-like: grants run at most one burst
+ * ahead of the refill), so every round trip brings a whole lease. A node
+ * asks again when it holds less than half a lease, and tokens older than
+ * CLU_LEASE_HOLD_MS past their start are dropped (a lease left unused
+ * does not turn into a burst later). In local mode a bucket of
+ * limit / N a second (burst one second's worth of it) decides. */
 #define CLU_LEASE_PERIOD_MS 500u
 #define CLU_LEASE_HOLD_MS 1000u
 #define CLU_LEASE_POLL_MS 2u         /* an answer due: look again this soon */
 struct clu_rate {
 	double limit, burst;             /* per second, cluster-wide */
 	int64_t tokens;                  /* leased and not spent */
-	uint64_t got_ms;                 /* when they came */
+	uint64_t got_ms;                 /* when they are usable from */
 	uint64_t ask_after_ms;           /* Redis said: not before then */
 	bool asked;                      /* a request is out */
 	unsigned last_want;
@@ -84,7 +87,8 @@ struct clu_rate {
 void clu_rate_init(struct clu_rate *r, double limit);
 /* The size of the next lease for N nodes. */
 unsigned clu_rate_want(const struct clu_rate *r, unsigned nodes);
-/* An answer: got tokens; when none, wait_ms before asking again. */
+/* An answer: got tokens, usable after wait_ms; or none, and wait_ms
+ * before asking again. */
 void clu_rate_granted(struct clu_rate *r, unsigned got, uint64_t wait_ms, uint64_t now_ms);
 /* May one message go at now_ms? 0: yes, a token is spent; else the ms to
  * wait. *ask: a lease should be asked for now (shared mode only; the

@@ -34,7 +34,8 @@
 /* One script for every operation, loaded once (SCRIPT LOAD), called by
  * its SHA1 (EVALSHA). Times are Redis's own (TIME), so nodes' clocks do
  * not matter.
- *   rate KEYS[1] bucket; ARGV rate/s, burst, want: {got, wait_ms}
+ *   rate KEYS[1] bucket; ARGV rate/s, burst, want: {got, wait_ms}: got
+ *        is want, usable after wait_ms; or 0, and ask again after wait_ms
  *   hb   KEYS[1] node set, KEYS[2] node's key; ARGV node, ttl_ms, info: N */
 static const char SCRIPT[] =
 	"local op = ARGV[1]\n"
@@ -48,17 +49,19 @@ static const char SCRIPT[] =
 	"  if now > at then\n"
 	"    tok = math.min(burst, tok + (now - at) * rate / 1000); at = now\n"
 	"  end\n"
-	"  local got = math.min(want, math.floor(tok))\n"
-	"  if got < 0 then got = 0 end\n"
-	"  tok = tok - got\n"
+	/* GCRA-like: a lease is granted whole, scheduled when its tokens
+	 * will have accrued (wait), up to one burst ahead of the refill;
+	 * past that, nothing and when to come back */
+	"  local got, wait = 0, 0\n"
+	"  if tok - want >= -burst then\n"
+	"    got = want; tok = tok - want\n"
+	"    if tok < 0 then wait = math.ceil(-tok * 1000 / rate) end\n"
+	"  else\n"
+	"    wait = math.ceil((want - burst - tok) * 1000 / rate)\n"
+	"  end\n"
 	"  redis.call('HSET', KEYS[1], 'tok', tostring(tok), 'at', tostring(at))\n"
 	"  redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 60000)\n"
-	"  local wait = 0\n"
-	"  if got == 0 then\n"
-	"    local need = math.max(1, math.min(want, burst) / 2)\n"
-	"    wait = math.ceil((need - tok) * 1000 / rate)\n"
-	"  end\n"
-	"  return {got, wait}\n"
+"  return {got, wait}\n"
 	"elseif op == 'hb' then\n"
 	"  local ttl = tonumber(ARGV[3])\n"
 	"  redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])\n"
@@ -342,8 +345,12 @@ static void on_rate(struct clu *c, struct req *q, const redisReply *r)
 		return;
 	}
 	long long got = r->element[0]->integer, wait = r->element[1]->integer;
-	answer(c, q->l, got > 0 && got <= (long long)q->want ? (unsigned)got : 0,
-	       wait > 0 && wait < 60000 ? (uint64_t)wait : 1);
+	if (got < 0 || got > (long long)q->want || wait < 0 || wait > 60000) {
+		vl_log(VL_LOG_WARN, "cluster: a lease of %s out of bounds", q->l->key);
+		got = 0;
+		wait = BACKOFF_MIN_MS;
+	}
+	answer(c, q->l, (unsigned)got, (uint64_t)wait);
 }
 
 /* One reply, for the oldest request sent. False: the connection is done. */
@@ -502,7 +509,8 @@ static void *run(void *arg)
 			send_hb(c);
 		drain_queue(c);
 		step(c, CLU_IN_TICK, 0, "Redis does not answer");
-		if (c->fd >= 0 && c->fsm.waiting_since_ms &&
+		now = vl_now_ms();   /* what was just sent is later than the loop's start */
+		if (c->fd >= 0 && c->fsm.waiting_since_ms && now > c->fsm.waiting_since_ms &&
 		    now - c->fsm.waiting_since_ms > TIMEOUT_MS)
 			disconnect(c, "Redis does not answer");
 

@@ -32,7 +32,8 @@ bool clu_fsm_step(struct clu_fsm *f, enum clu_input in, unsigned nodes, uint64_t
 		break;
 	case CLU_IN_TICK:
 		/* a Redis that hangs is as good as gone */
-		if (f->waiting_since_ms && now_ms - f->waiting_since_ms > timeout_ms)
+		if (f->waiting_since_ms && now_ms > f->waiting_since_ms &&
+		    now_ms - f->waiting_since_ms > timeout_ms)
 			f->mode = CLU_LOCAL;
 		break;
 	}
@@ -61,10 +62,10 @@ void clu_rate_granted(struct clu_rate *r, unsigned got, uint64_t wait_ms, uint64
 {
 	r->asked = false;
 	if (got) {
-		if (r->tokens <= 0 || now_ms - r->got_ms > CLU_LEASE_HOLD_MS)
+		if (r->tokens <= 0 || now_ms > r->got_ms + CLU_LEASE_HOLD_MS)
 			r->tokens = 0;
 		r->tokens += got;
-		r->got_ms = now_ms;
+		r->got_ms = now_ms + wait_ms;   /* usable from then */
 		r->ask_after_ms = 0;
 	} else {
 		r->ask_after_ms = now_ms + (wait_ms ? wait_ms : 1);
@@ -112,10 +113,11 @@ uint64_t clu_rate_take(struct clu_rate *r, enum clu_mode mode, unsigned nodes,
 		       uint64_t now_ms, bool *ask)
 {
 	*ask = false;
-	if (r->tokens > 0 && now_ms - r->got_ms > CLU_LEASE_HOLD_MS)
+	if (r->tokens > 0 && now_ms > r->got_ms + CLU_LEASE_HOLD_MS)
 		r->tokens = 0;            /* a stale lease: no late burst */
+	bool usable = now_ms >= r->got_ms;
 	if (mode == CLU_LOCAL) {
-		if (r->tokens > 0) {      /* granted while shared: still ours */
+		if (r->tokens > 0 && usable) {   /* granted while shared: still ours */
 			r->tokens--;
 			count(r, now_ms);
 			return 0;
@@ -127,11 +129,13 @@ uint64_t clu_rate_take(struct clu_rate *r, enum clu_mode mode, unsigned nodes,
 	}
 	r->lfull = false;                 /* a fresh local bucket next time */
 	unsigned want = clu_rate_want(r, nodes);
-	if (!r->asked && now_ms >= r->ask_after_ms && r->tokens * 2 < (int64_t)want) {
+	if (!r->asked && usable && now_ms >= r->ask_after_ms && r->tokens * 2 < (int64_t)want) {
 		*ask = true;
 		r->last_want = want;
 	}
 	if (r->tokens > 0) {
+		if (!usable)
+			return r->got_ms - now_ms;
 		r->tokens--;
 		count(r, now_ms);
 		return 0;

@@ -168,6 +168,24 @@ Test(cluster_lease, none_granted_waits_as_told)
 	cr_assert(ask);
 }
 
+Test(cluster_lease, lease_usable_from_its_start)
+{
+	struct clu_rate r;
+	bool ask;
+
+	clu_rate_init(&r, 100);
+	clu_rate_granted(&r, 50, 300, 1000);
+	cr_assert_eq(clu_rate_take(&r, CLU_SHARED, 1, 1000, &ask), 300, "scheduled by Redis");
+	cr_assert_not(ask, "no second lease before the first one starts");
+	cr_assert_eq(clu_rate_take(&r, CLU_LOCAL, 1, 1000, &ask), 0,
+		     "local mode: the local bucket, not the future lease");
+	cr_assert_eq(r.tokens, 50);
+	cr_assert_eq(clu_rate_take(&r, CLU_SHARED, 1, 1300, &ask), 0);
+	cr_assert_eq(r.tokens, 49);
+	cr_assert_neq(clu_rate_take(&r, CLU_SHARED, 1, 2301, &ask), 0, "held too long");
+	cr_assert_eq(r.tokens, 0);
+}
+
 Test(cluster_lease, stale_tokens_dropped)
 {
 	struct clu_rate r;
