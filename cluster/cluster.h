@@ -132,6 +132,39 @@ struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit);
  * itself when it should. */
 uint64_t clu_lease_take(struct clu *c, struct clu_lease *l, uint64_t now_ms);
 
+/* A connection limit by name: cluster-wide leases with expiry. Each node
+ * holds a grant (connections it may have open to the site): at most its
+ * fair share, limit / N (N the registered nodes, at least one each), and
+ * never more than the others leave of the limit, so the sum holds even
+ * while N changes. It renews every lease_ttl / 3 (every
+ * CLU_CONNS_RETRY_MS while it holds less than it wants); a grant not
+ * renewed within lease_ttl (a node killed) is dropped and, once the node
+ * has left the registry, its share is the others'. A node's unused share
+ * is not lent to the others. In local mode a node may have limit / N.
+ * The delivery thread says what it wants (0: nothing waits there); the
+ * vl-cluster thread renews on its own. */
+#define CLU_CONNS_RETRY_MS 500u
+struct clu_conns {
+	char *key;
+	unsigned limit;                  /* cluster-wide */
+	_Atomic unsigned want;           /* the delivery thread's */
+	_Atomic unsigned granted;        /* Redis's last answer */
+	/* the vl-cluster thread's */
+	unsigned sent_want;
+	uint64_t renew_ms;
+	bool asked;
+	struct clu_conns *next;
+};
+/* The lease of the connection limit named key (the same key: the same). */
+struct clu_conns *clu_conns_get(struct clu *c, const char *key, unsigned limit);
+/* Say how many connections the site could use (0: none now); returns how
+ * many it may have open now. */
+unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want);
+/* The pure rule: what a node may have open in mode with N nodes and the
+ * grant from Redis. */
+unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, unsigned granted,
+			   unsigned want);
+
 struct clu_stats {
 	enum clu_mode mode;
 	unsigned nodes;

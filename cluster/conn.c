@@ -36,7 +36,10 @@
  * not matter.
  *   rate KEYS[1] bucket; ARGV rate/s, burst, want: {got, wait_ms}: got
  *        is want, usable after wait_ms; or 0, and ask again after wait_ms
- *   hb   KEYS[1] node set, KEYS[2] node's key; ARGV node, ttl_ms, info: N */
+ *   hb   KEYS[1] node set, KEYS[2] node's key; ARGV node, ttl_ms, info: N
+ *   conn KEYS[1] holders' expiry (zset), KEYS[2] holders' grant:want
+ *        (hash), KEYS[3] node set; ARGV node, limit, want, ttl_ms: the
+ *        grant (want 0: the node lets go) */
 static const char SCRIPT[] =
 	"local op = ARGV[1]\n"
 	"local t = redis.call('TIME')\n"
@@ -69,13 +72,39 @@ static const char SCRIPT[] =
 	"  redis.call('PEXPIRE', KEYS[1], ttl * 10)\n"
 	"  redis.call('SET', KEYS[2], ARGV[4], 'PX', ttl)\n"
 	"  return redis.call('ZCARD', KEYS[1])\n"
+	"elseif op == 'conn' then\n"
+	"  local node, limit, want, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+	"  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+	"  for _, n in ipairs(dead) do redis.call('HDEL', KEYS[2], n) end\n"
+	"  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+	"  local n = math.max(1, redis.call('ZCOUNT', KEYS[3], now, '+inf'))\n"
+	"  local fair = math.max(1, math.floor(limit / n))\n"
+	"  local held = 0\n"
+	"  local all = redis.call('HGETALL', KEYS[2])\n"
+	"  for i = 1, #all, 2 do\n"
+	"    if all[i] ~= node then\n"
+	"      local h = string.match(all[i + 1], '^(%d+):%d+$')\n"
+	"      held = held + tonumber(h or 0)\n"
+	"    end\n"
+	"  end\n"
+	"  local grant = math.min(want, fair, limit - held)\n"
+	"  if grant < 0 then grant = 0 end\n"
+	"  if want == 0 then\n"
+	"    redis.call('HDEL', KEYS[2], node); redis.call('ZREM', KEYS[1], node)\n"
+	"  else\n"
+	"    redis.call('HSET', KEYS[2], node, grant .. ':' .. want)\n"
+	"    redis.call('ZADD', KEYS[1], now + ttl, node)\n"
+	"    redis.call('PEXPIRE', KEYS[1], ttl * 10); redis.call('PEXPIRE', KEYS[2], ttl * 10)\n"
+	"  end\n"
+	"  return grant\n"
 	"end\n"
 	"return redis.error_reply('volley: unknown op')\n";
 
-enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE };
+enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN };
 struct req {
 	enum rkind kind;
 	struct clu_lease *l;
+	struct clu_conns *k;
 	unsigned want;
 	double limit;
 	uint64_t sent_ms;
@@ -96,6 +125,7 @@ struct clu {
 	struct req q[QMAX];
 	size_t qhead, qlen;
 	struct clu_lease *leases;
+	struct clu_conns *conns;
 	/* what others read */
 	_Atomic int mode;
 	_Atomic unsigned nodes;
@@ -161,8 +191,10 @@ static void fly_push(struct clu *c, struct req r)
 static void send_argv(struct clu *c, struct req r, int argc, const char **argv)
 {
 	char *cmd = NULL;
-	size_t len[8];
+	size_t len[16];
 
+	if (argc > (int)VL_ARRAY_LEN(len))
+		abort();          /* a programming error: the commands are ours */
 	for (int i = 0; i < argc; i++)
 		len[i] = strlen(argv[i]);
 	int n = redisFormatCommandArgv(&cmd, argc, argv, len);
@@ -195,6 +227,41 @@ static void send_rate(struct clu *c, struct req r)
 	snprintf(want, sizeof want, "%u", r.want);
 	const char *argv[] = { "EVALSHA", c->sha, "1", key, "rate", rate, burst, want };
 	send_argv(c, r, 8, argv);
+}
+
+static void send_conn(struct clu *c, struct clu_conns *k, uint64_t now)
+{
+	char zkey[600], hkey[600], nodes[] = "volley:nodes", limit[16], want[16], ttl[32];
+	unsigned w = atomic_load(&k->want);
+
+	snprintf(zkey, sizeof zkey, "volley:conn:%s:exp", k->key);
+	snprintf(hkey, sizeof hkey, "volley:conn:%s:held", k->key);
+	snprintf(limit, sizeof limit, "%u", k->limit);
+	snprintf(want, sizeof want, "%u", w);
+	snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)c->ttl_ms);
+	const char *argv[] = { "EVALSHA", c->sha, "3", zkey, hkey, nodes, "conn", c->node, limit,
+			       want, ttl };
+	send_argv(c, (struct req){ .kind = R_CONN, .k = k, .want = w }, 11, argv);
+	k->sent_want = w;
+	k->asked = true;
+	k->renew_ms = now + c->ttl_ms / 3;
+}
+
+/* Connection leases due: a changed want, a renewal, or more wanted than
+ * held (every CLU_CONNS_RETRY_MS). */
+static void renew_conns(struct clu *c, uint64_t now)
+{
+	pthread_mutex_lock(&c->mu);
+	struct clu_conns *list = c->conns;
+	pthread_mutex_unlock(&c->mu);
+	for (struct clu_conns *k = list; k && c->flen < FLYMAX - 8; k = k->next) {
+		unsigned w = atomic_load(&k->want), g = atomic_load(&k->granted);
+		if (k->asked || (!w && !k->sent_want))
+			continue;
+		if (w != k->sent_want || now >= k->renew_ms ||
+		    (g < w && now >= k->renew_ms - c->ttl_ms / 3 + CLU_CONNS_RETRY_MS))
+			send_conn(c, k, now);
+	}
 }
 
 static void send_load(struct clu *c)
@@ -250,6 +317,10 @@ static void disconnect(struct clu *c, const char *why)
 		struct req *r = &c->fly[c->fhead];
 		if (r->kind == R_RATE)
 			answer(c, r->l, 0, BACKOFF_MIN_MS);
+		if (r->kind == R_CONN) {
+			r->k->asked = false;
+			r->k->sent_want = 0;   /* ask again once back */
+		}
 		c->fhead = (c->fhead + 1) % FLYMAX;
 		c->flen--;
 	}
@@ -401,6 +472,19 @@ static bool on_reply(struct clu *c, const redisReply *r)
 	case R_RATE:
 		on_rate(c, &q, r);
 		break;
+	case R_CONN:
+		q.k->asked = false;
+		if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8)) {
+			c->sha[0] = 0;
+			send_load(c);
+			break;
+		}
+		if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= q.k->limit)
+			atomic_store(&q.k->granted, (unsigned)r->integer);
+		else
+			vl_log(VL_LOG_WARN, "cluster: unexpected answer to a connection lease of %s",
+			       q.k->key);
+		break;
 	}
 	step(c, CLU_IN_REPLY, 0, "");
 	return true;
@@ -508,6 +592,8 @@ static void *run(void *arg)
 		    c->flen < FLYMAX - 8)
 			send_hb(c);
 		drain_queue(c);
+		if (c->fd >= 0 && !c->connecting && c->sha[0] && c->fsm.mode == CLU_SHARED)
+			renew_conns(c, now);
 		step(c, CLU_IN_TICK, 0, "Redis does not answer");
 		now = vl_now_ms();   /* what was just sent is later than the loop's start */
 		if (c->fd >= 0 && c->fsm.waiting_since_ms && now > c->fsm.waiting_since_ms &&
@@ -598,6 +684,12 @@ void clu_stop(struct clu *c)
 		free(c->leases);
 		c->leases = n;
 	}
+	while (c->conns) {
+		struct clu_conns *n = c->conns->next;
+		free(c->conns->key);
+		free(c->conns);
+		c->conns = n;
+	}
 	pthread_mutex_destroy(&c->mu);
 	free(c->node);
 	free(c->info);
@@ -634,6 +726,37 @@ struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit)
 	if (l->st.limit != limit)   /* a reload changed it */
 		clu_rate_init(&l->st, limit);
 	return l;
+}
+
+struct clu_conns *clu_conns_get(struct clu *c, const char *key, unsigned limit)
+{
+	struct clu_conns *k;
+
+	pthread_mutex_lock(&c->mu);
+	for (k = c->conns; k; k = k->next)
+		if (!strcmp(k->key, key))
+			break;
+	if (!k) {
+		k = vl_calloc(1, sizeof *k);
+		k->key = vl_strdup(key);
+		k->limit = limit;
+		k->next = c->conns;
+		c->conns = k;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return k;
+}
+
+unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want)
+{
+	uint64_t one = 1;
+
+	if (want > k->limit)
+		want = k->limit;
+	if (atomic_exchange(&k->want, want) != want &&
+	    write(c->efd, &one, sizeof one) < 0) { /* the thread looks every 50 ms */ }
+	return clu_conns_allowed(clu_mode(c), clu_nodes(c), k->limit, atomic_load(&k->granted),
+				 want);
 }
 
 static bool ask(struct clu *c, struct clu_lease *l, unsigned want)

@@ -144,3 +144,16 @@ uint64_t clu_rate_take(struct clu_rate *r, enum clu_mode mode, unsigned nodes,
 		return CLU_LEASE_POLL_MS;
 	return r->ask_after_ms > now_ms ? r->ask_after_ms - now_ms : CLU_LEASE_POLL_MS;
 }
+
+unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, unsigned granted,
+			   unsigned want)
+{
+	unsigned may = granted;
+
+	if (mode == CLU_LOCAL) {
+		may = limit / (nodes ? nodes : 1);
+		if (!may)
+			may = 1;
+	}
+	return may < want ? may : want;
+}

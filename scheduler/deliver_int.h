@@ -146,6 +146,7 @@ struct sched_site {
 	struct sched_bucket b;        /* current (adaptive) */
 	struct clu_lease *lease;      /* with a cluster: the rate's share, by
 				       * the destination's key (cluster.h) */
+	struct clu_conns *conns;      /* and its connections' share */
 	unsigned window, inflight;
 	struct sched_sjq *trans, *bulk;
 	size_t waiting, deferred;     /* in queues; in retry timers */

@@ -250,11 +250,14 @@ static struct sched_site *site_alloc(struct sched_deliver *d, struct sched_sgrou
 	return s;
 }
 
-/* With a cluster, a rate is the destination's across every node and
- * source: its sites draw from a lease named by the destination's key. */
+/* With a cluster, a rate and a connection limit are the destination's
+ * across every node and source: its sites draw from leases named by the
+ * destination's key. */
 static void site_lease(struct sched_deliver *d, struct sched_site *s)
 {
 	s->lease = d->clu && s->rate > 0 ? clu_lease_get(d->clu, s->group->key, s->rate) : NULL;
+	s->conns = d->clu && s->route.max_connections ?
+		clu_conns_get(d->clu, s->group->key, s->route.max_connections) : NULL;
 }
 
 static struct sched_site *site_new(struct sched_deliver *d, struct sched_sgroup *g, int src,
@@ -821,6 +824,8 @@ static void warm_capped(struct sched_deliver *d, struct sched_site *s)
 	sched_timer_add(d, s->warm_until_ms, SCHED_T_SITE, s, 0);
 }
 
+#define CONNS_WAIT_MS 20
+
 static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now)
 {
 	uint64_t wait = 0;
@@ -839,7 +844,14 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 	 * it leaves with the next free session instead of after a window's
 	 * worth of bulk results (a big job's start: every session's TLS
 	 * handshake). The site's rate and back-off still apply. */
-	while (s->inflight < s->window + s->window / 2 && s->waiting) {
+	/* With a cluster the site's messages in the engine are at most the
+	 * connections its lease allows: one a connection, so the pools open
+	 * no more than that. */
+	unsigned cap = s->conns ? clu_conns_use(d->clu, s->conns, s->waiting || s->inflight ?
+						s->route.max_connections : 0) : UINT_MAX;
+	if (s->conns && s->waiting && s->inflight >= cap)
+		wait = CONNS_WAIT_MS;   /* a grant may come: look again */
+	while (s->inflight < s->window + s->window / 2 && s->inflight < cap && s->waiting) {
 		bool trans_only = s->inflight >= s->window;
 		if (trans_only && !s->trans)
 			break;

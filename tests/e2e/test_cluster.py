@@ -57,13 +57,14 @@ class Redis:
         return "redis://127.0.0.1:%d/0" % self.port
 
 
-def node_conf(sink, redis, i, rate, extra=""):
+def node_conf(sink, redis, i, rate, conns=30, extra=""):
+    rate = 'rate = "%s";' % rate if rate else ""
     return ('egress = ( { name = "n%d"; address = "%s"; ehlo = "n%d.example.test"; } );\n'
-            'domains = ( { match = "*.test"; route = "%s"; tls = "none"; rate = "%s"; '
-            'max_connections = 10; } );\n'
+            'domains = ( { match = "*.test"; route = "%s"; tls = "none"; %s '
+            'max_connections = %d; } );\n'
             'defaults = { retry = [ "1s" ]; };\n'
             'cluster = { redis = "%s"; node = "node-%d"; lease_ttl = "3s"; %s };\n'
-            % (i, ADDRS[i], i, sink.route(), rate, redis.url, i, extra))
+            % (i, ADDRS[i], i, sink.route(), rate, conns, redis.url, i, extra))
 
 
 def metric(d, name):
@@ -74,16 +75,18 @@ def metric(d, name):
 
 @unittest.skipUnless(os.access(REDIS, os.X_OK), "redis-server is not installed")
 class Cluster(VolleydTest):
+    sink_args = ()
+
     def setUp(self):
         self.redis = Redis().start()
         self.addCleanup(self.redis.cleanup)
-        self.sink = Sink().start()
+        self.sink = Sink(*self.sink_args).start()
         self.addCleanup(self.sink.cleanup)
 
-    def nodes(self, rate, n=3):
+    def nodes(self, rate, n=3, conns=30):
         ds = []
         for i in range(n):
-            d = Volleyd(config=node_conf(self.sink, self.redis, i, rate))
+            d = Volleyd(config=node_conf(self.sink, self.redis, i, rate, conns))
             self.addCleanup(d.cleanup)
             ds.append(d.start())
         for d in ds:
@@ -189,6 +192,32 @@ class Cluster(VolleydTest):
         self.assertNotIn(ADDRS[2], win)
         rate = len(win) / (t2 - t1)
         self.assertLess(abs(rate - 300) / 300, 0.07, "%.1f/s from the two left" % rate)
+
+
+@unittest.skipUnless(os.access(REDIS, os.X_OK), "redis-server is not installed")
+class Connections(Cluster):
+    # every reply 20 ms late: sessions stay busy, so each node would open
+    # all its max_connections without the cluster's leases
+    sink_args = ("--latency", "20ms", "--stats-every", "100ms")
+
+    def test_connection_limit_holds_for_the_cluster(self):
+        """max_connections = 30 for the site, three nodes with 1,500
+        recipients each and no rate: at no sample (every 100 ms) has the
+        sink more than 30 connections open, and the nodes use them."""
+        ds = self.nodes(None, conns=30)
+        for d in ds:
+            self.submit(d, 1500)
+        self.sink.new_messages(4500, wait=60)
+        samples = [l["conns_open"] for l in self.sink.stats_lines()]
+        self.assertGreater(len(samples), 10)
+        self.assertLessEqual(max(samples), 30, samples)
+        self.assertGreaterEqual(max(samples), 24, "the shares are used: %s" % samples)
+        for d in ds:
+            self.assertEqual(metric(d, "volley_cluster_shared"), 1)
+
+    test_site_rate_holds_for_the_cluster = None
+    test_redis_down_local_one_nth_then_shared_again = None
+    test_killed_node_leaves_and_the_others_take_the_rate = None
 
 
 @unittest.skipUnless(os.access(REDIS, os.X_OK), "redis-server is not installed")
