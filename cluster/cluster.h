@@ -59,13 +59,13 @@ bool clu_fsm_step(struct clu_fsm *f, enum clu_input in, unsigned nodes, uint64_t
  * burst one second's worth). A node takes a lease of `want` tokens at a
  * time: its recent rate (at least limit / N) times CLU_LEASE_PERIOD_MS,
  * at most the burst / N. Redis grants a lease whole, usable once its
- * tokens will have accrued (GCRA-like: grants run at most one burst
+ * tokens will have accrued (GCRA-like: grants run at most a quarter burst
  * ahead of the refill), so every round trip brings a whole lease. A node
  * asks again when it holds less than half a lease, and tokens older than
  * CLU_LEASE_HOLD_MS past their start are dropped (a lease left unused
  * does not turn into a burst later). In local mode a bucket of
  * limit / N a second (burst one second's worth of it) decides. */
-#define CLU_LEASE_PERIOD_MS 500u
+#define CLU_LEASE_PERIOD_MS 250u
 #define CLU_LEASE_HOLD_MS 1000u
 #define CLU_LEASE_POLL_MS 2u         /* an answer due: look again this soon */
 struct clu_rate {

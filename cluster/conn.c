@@ -53,14 +53,15 @@ static const char SCRIPT[] =
 	"    tok = math.min(burst, tok + (now - at) * rate / 1000); at = now\n"
 	"  end\n"
 	/* GCRA-like: a lease is granted whole, scheduled when its tokens
-	 * will have accrued (wait), up to one burst ahead of the refill;
-	 * past that, nothing and when to come back */
-	"  local got, wait = 0, 0\n"
-	"  if tok - want >= -burst then\n"
+	 * will have accrued (wait), up to a quarter burst ahead of the refill;
+	 * past that, nothing and when to come back. (How far ahead the
+	 * grants run is what a window of time can see above the rate.) */
+	"  local got, wait, ahead = 0, 0, burst / 4\n"
+	"  if tok - want >= -ahead then\n"
 	"    got = want; tok = tok - want\n"
 	"    if tok < 0 then wait = math.ceil(-tok * 1000 / rate) end\n"
 	"  else\n"
-	"    wait = math.ceil((want - burst - tok) * 1000 / rate)\n"
+	"    wait = math.ceil((want - ahead - tok) * 1000 / rate)\n"
 	"  end\n"
 	"  redis.call('HSET', KEYS[1], 'tok', tostring(tok), 'at', tostring(at))\n"
 	"  redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 60000)\n"

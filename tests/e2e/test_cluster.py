@@ -111,25 +111,28 @@ class Cluster(VolleydTest):
         return sorted(out)
 
     def test_site_rate_holds_for_the_cluster(self):
-        """500/s for the site, three nodes with 3,000 recipients each:
-        the sink sees 500/s +- 5 % over the steady 12 s (not 3 x 500)."""
+        """500/s for the site, three nodes with 4,000 recipients each:
+        the sink sees 500/s +- 5 % over the steady 18 s (not 3 x 500)."""
         ds = self.nodes("500/s")
         for d in ds:
-            self.submit(d, 3000)
-        got = self.arrivals(9000, timeout=40)
-        self.assertEqual(len(got), 9000)
+            self.submit(d, 4000)
+        got = self.arrivals(12000, timeout=50)
+        self.assertEqual(len(got), 12000)
         t0 = got[0][0]
-        # after the start (the Redis bucket's burst, each node's first
-        # lease), 12 s of the steady pace
-        win = [t for t, _ in got if t0 + 2 <= t < t0 + 14]
-        rate = len(win) / 12.0
+        # after the start (the Redis bucket's burst, then leases granted
+        # up to a quarter burst ahead of the refill until demand pins it
+        # there), 18 s of the steady pace
+        win = [t for t, _ in got if t0 + 3 <= t < t0 + 21]
+        rate = len(win) / 18.0
+        print("\n    cluster rate: %.1f/s at the sink over 18 s" % rate, end=" ")
         self.assertLess(abs(rate - 500) / 500, 0.05, "%.1f/s at the sink" % rate)
         # every node had its part
-        peers = {p for t, p in got if t0 + 2 <= t < t0 + 14}
+        peers = {p for t, p in got if t0 + 3 <= t < t0 + 21}
         self.assertEqual(peers, set(ADDRS))
         # leases, not one Redis call per message
         rt = sum(metric(d, "volley_cluster_redis_roundtrips_total") for d in ds)
-        self.assertLess(rt / 9000, 0.05, "%d round trips for 9000 messages" % rt)
+        print("redis round trips a message: %.4f" % (rt / 12000), end=" ")
+        self.assertLess(rt / 12000, 0.1, "%d round trips for 12000 messages" % rt)
 
     def test_redis_down_local_one_nth_then_shared_again(self):
         """300/s; Redis killed mid-run: each node in local mode at 100/s

@@ -113,12 +113,12 @@ Test(cluster_lease, want_sized_to_rate)
 	struct clu_rate r;
 
 	clu_rate_init(&r, 500);
-	cr_assert_eq(clu_rate_want(&r, 1), 250, "half a second of the whole limit");
-	cr_assert_eq(clu_rate_want(&r, 3), 83, "half a second of a third");
-	r.recent = 400;
+	cr_assert_eq(clu_rate_want(&r, 1), 125, "a quarter second of the whole limit");
+	cr_assert_eq(clu_rate_want(&r, 3), 41, "a quarter second of a third");
+	r.recent = 800;
 	cr_assert_eq(clu_rate_want(&r, 3), 166, "capped at the burst / N");
 	r.recent = 200;
-	cr_assert_eq(clu_rate_want(&r, 3), 100, "the recent rate when above limit / N");
+	cr_assert_eq(clu_rate_want(&r, 3), 50, "the recent rate when above limit / N");
 	clu_rate_init(&r, 0.5);
 	cr_assert_eq(clu_rate_want(&r, 10), 1, "at least one");
 }
@@ -132,22 +132,22 @@ Test(cluster_lease, shared_spends_grants_and_asks_early)
 	clu_rate_init(&r, 100);
 	cr_assert_eq(clu_rate_take(&r, CLU_SHARED, 2, now, &ask), CLU_LEASE_POLL_MS);
 	cr_assert(ask, "nothing held: ask");
-	cr_assert_eq(r.last_want, 25);
+	cr_assert_eq(r.last_want, 12);
 	r.asked = true;
 	cr_assert_eq(clu_rate_take(&r, CLU_SHARED, 2, now, &ask), CLU_LEASE_POLL_MS);
 	cr_assert_not(ask, "one request at a time");
-	clu_rate_granted(&r, 25, 0, now);
+	clu_rate_granted(&r, 12, 0, now);
 	cr_assert_not(r.asked);
 	int spent = 0;
-	for (int i = 0; i < 30; i++) {
+	for (int i = 0; i < 20; i++) {
 		if (clu_rate_take(&r, CLU_SHARED, 2, now, &ask) == 0)
 			spent++;
 		if (ask) {
-			cr_assert_eq(r.tokens, 11, "asks again below half a lease");
+			cr_assert_eq(r.tokens, 4, "asks again below half a lease");
 			r.asked = true;
 		}
 	}
-	cr_assert_eq(spent, 25, "exactly what was granted");
+	cr_assert_eq(spent, 12, "exactly what was granted");
 	cr_assert_eq(r.tokens, 0);
 }
 
@@ -230,6 +230,17 @@ Test(cluster_lease, local_spends_shared_tokens_first)
 		cr_assert_eq(clu_rate_take(&r, CLU_LOCAL, 10, 1, &ask), 0);
 	cr_assert_eq(clu_rate_take(&r, CLU_LOCAL, 10, 1, &ask), 0, "the local bucket's one");
 	cr_assert_eq(clu_rate_take(&r, CLU_LOCAL, 10, 1, &ask), 1000);
+}
+
+Test(cluster_conns, allowed)
+{
+	cr_assert_eq(clu_conns_allowed(CLU_SHARED, 3, 30, 10, 30), 10, "the grant");
+	cr_assert_eq(clu_conns_allowed(CLU_SHARED, 3, 30, 10, 4), 4, "no more than wanted");
+	cr_assert_eq(clu_conns_allowed(CLU_SHARED, 3, 30, 0, 30), 0, "none granted yet");
+	cr_assert_eq(clu_conns_allowed(CLU_LOCAL, 3, 30, 0, 30), 10, "local: 1/N");
+	cr_assert_eq(clu_conns_allowed(CLU_LOCAL, 4, 30, 29, 30), 7, "local ignores the grant");
+	cr_assert_eq(clu_conns_allowed(CLU_LOCAL, 50, 30, 0, 30), 1, "at least one");
+	cr_assert_eq(clu_conns_allowed(CLU_LOCAL, 0, 30, 0, 30), 30, "N 0 counts as 1");
 }
 
 /* ---- configuration ---- */
