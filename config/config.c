@@ -2055,11 +2055,14 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 			      c->tls_rpt.ca_file, c->tls_rpt.send ? "true" : "false");
 	print_listeners(o, c);
 	cfg_webhooks_print(c, o);
-	if (c->cluster.on)   /* never the password: its file, if any */
-		vl_buf_printf(o, "cluster = {\n  redis = \"%s\";\n  node = \"%s\";\n"
+	if (c->cluster.on) {  /* never the password: its file, if any */
+		const char *at = strrchr(c->cluster.redis, '@');
+		vl_buf_printf(o, "cluster = {\n  redis = \"%s%s\";\n  node = \"%s\";\n"
 			      "  password_file = \"%s\";\n  tls = false;\n  lease_ttl = \"%llums\";\n};\n",
-			      c->cluster.redis, c->cluster.node, c->cluster.password_file,
+			      at ? "redis://HIDDEN" : "", at ? at : c->cluster.redis,
+			      c->cluster.node, c->cluster.password_file,
 			      (unsigned long long)c->cluster.lease_ttl_ms);
+	}
 	cfg_providers_print(c, o);
 	vl_buf_printf(o, "log = {\n  file = \"%s\";\n  syslog = %s;\n  level = \"%s\";\n};\n",
 		      c->log.file, c->log.syslog ? "true" : "false", c->log.level);

@@ -289,6 +289,18 @@ Test(cluster_config, good_and_off)
 Test(cluster_config, bad)
 {
 	refused("cluster = { node = \"a\"; };", "cluster.redis: needed");
+	struct cfg c = { 0 };
+	char err[512];
+	cr_assert_eq(unit_cfg_load(&c, "cluster = { redis = \"redis://u:pw42@h:1/0\"; node = \"a\"; };",
+				   err, sizeof err), 0, "%s", err);
+	struct vl_buf b;
+	vl_buf_init(&b);
+	cfg_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert_null(strstr(b.p, "pw42"), "the URL's password is not printed");
+	cr_assert_not_null(strstr(b.p, "redis://HIDDEN@h:1/0"));
+	vl_buf_free(&b);
+	cfg_free(&c);
 	refused("cluster = { redis = \"http://x\"; node = \"a\"; };", "cluster.redis");
 	refused("cluster = { redis = \"redis://x\"; };", "cluster.node: needed");
 	refused("cluster = { redis = \"redis://x\"; node = \"a b\"; };", "cluster.node");
