@@ -165,6 +165,20 @@ unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want);
 unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, unsigned granted,
 			   unsigned want);
 
+/* Idempotency keys across nodes: a key is held by the first node that
+ * claims it (SET NX in Redis, pending for ttl_ms), then bound to that
+ * node's 202 answer (kept ttl_ms: the spool's retention). */
+enum { CLU_IDEM_LOCAL = 0, CLU_IDEM_MINE = 1, CLU_IDEM_OTHER = 2 };
+/* Waits at most timeout_ms (an API thread's call, never the delivery
+ * thread's). LOCAL: no answer (local mode, Redis slow or gone): the node
+ * decides alone; MINE: this node holds it (its registry decides); OTHER:
+ * node (its name) holds it: *answer its 202 JSON (malloc'd), or NULL
+ * while it is still being received there. */
+int clu_idem_claim(struct clu *c, const char *key, uint64_t ttl_ms, uint64_t timeout_ms,
+		   char **answer, char *node, size_t nodelen);
+/* Bind a key this node holds to its answer (NULL: let go of it). Async. */
+void clu_idem_bind(struct clu *c, const char *key, const char *answer, uint64_t ttl_ms);
+
 struct clu_stats {
 	enum clu_mode mode;
 	unsigned nodes;

@@ -39,7 +39,11 @@
  *   hb   KEYS[1] node set, KEYS[2] node's key; ARGV node, ttl_ms, info: N
  *   conn KEYS[1] holders' expiry (zset), KEYS[2] holders' grant:want
  *        (hash), KEYS[3] node set; ARGV node, limit, want, ttl_ms: the
- *        grant (want 0: the node lets go) */
+ *        grant (want 0: the node lets go)
+ *   idem KEYS[1] the key's; ARGV node, ttl_ms: "" when this node now holds
+ *        it (pending), else its value: "NODE\n" and the 202 answer, if any
+ *   idemset KEYS[1]; ARGV node, ttl_ms, answer: the answer bound to a
+ *        key this node holds ("": let go of it) */
 static const char SCRIPT[] =
 	"local op = ARGV[1]\n"
 	"local t = redis.call('TIME')\n"
@@ -98,14 +102,39 @@ static const char SCRIPT[] =
 	"    redis.call('PEXPIRE', KEYS[1], ttl * 10); redis.call('PEXPIRE', KEYS[2], ttl * 10)\n"
 	"  end\n"
 	"  return grant\n"
+	"elseif op == 'idem' then\n"
+	"  local v = redis.call('GET', KEYS[1])\n"
+	"  if v then return v end\n"
+	"  redis.call('SET', KEYS[1], ARGV[2] .. '\\n', 'PX', tonumber(ARGV[3]))\n"
+	"  return ''\n"
+	"elseif op == 'idemset' then\n"
+	"  local v = redis.call('GET', KEYS[1])\n"
+	"  if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. '\\n' then\n"
+	"    if ARGV[4] == '' then redis.call('DEL', KEYS[1])\n"
+	"    else redis.call('SET', KEYS[1], ARGV[2] .. '\\n' .. ARGV[4], 'PX', tonumber(ARGV[3])) end\n"
+	"  end\n"
+	"  return 1\n"
 	"end\n"
 	"return redis.error_reply('volley: unknown op')\n";
 
-enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN };
+enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN, R_IDEM, R_IDEMSET };
+/* A caller waiting for an answer (idempotency claims), shared by it and
+ * the thread: the last of the two to let go frees it. */
+struct clu_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs;
+	bool done;
+	int rc;                       /* CLU_IDEM_* */
+	char *val;                    /* another node's value */
+};
+
 struct req {
 	enum rkind kind;
 	struct clu_lease *l;
 	struct clu_conns *k;
+	struct clu_wait *w;
+	char *key, *val;              /* R_IDEM, R_IDEMSET: owned */
 	unsigned want;
 	double limit;
 	uint64_t sent_ms;
@@ -284,6 +313,86 @@ static void answer(struct clu *c, struct clu_lease *l, unsigned got, uint64_t wa
 	atomic_fetch_add(&l->in_n, 1);
 }
 
+/* ---- idempotency keys ---- */
+
+static void send_load(struct clu *c);
+
+static void wait_unref(struct clu_wait *w)
+{
+	pthread_mutex_lock(&w->mu);
+	bool last = --w->refs == 0;
+	pthread_mutex_unlock(&w->mu);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	free(w->val);
+	free(w);
+}
+
+static void wait_done(struct clu_wait *w, int rc, const char *val, size_t len)
+{
+	pthread_mutex_lock(&w->mu);
+	w->rc = rc;
+	w->val = val ? vl_strndup(val, len) : NULL;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	wait_unref(w);
+}
+
+static void send_idem(struct clu *c, struct req r)
+{
+	char *key, ttl[32];
+
+	if (asprintf(&key, "volley:idem:%s", r.key) < 0)
+		vl_oom(0);
+	snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)r.sent_ms);
+	if (r.kind == R_IDEM) {
+		const char *argv[] = { "EVALSHA", c->sha, "1", key, "idem", c->node, ttl };
+		send_argv(c, (struct req){ .kind = R_IDEM, .w = r.w }, 7, argv);
+	} else {
+		const char *argv[] = { "EVALSHA", c->sha, "1", key, "idemset", c->node, ttl,
+				       r.val ? r.val : "" };
+		send_argv(c, (struct req){ .kind = R_IDEMSET }, 8, argv);
+	}
+	free(key);
+	free(r.key);
+	free(r.val);
+}
+
+/* A request that cannot go to Redis: answered (or dropped) here. */
+static void unsent(struct clu *c, struct req *r)
+{
+	if (r->kind == R_RATE)
+		answer(c, r->l, 0, BACKOFF_MIN_MS);
+	else if (r->kind == R_IDEM && r->w)
+		wait_done(r->w, CLU_IDEM_LOCAL, NULL, 0);
+	free(r->key);
+	free(r->val);
+	r->key = r->val = NULL;
+}
+
+static void on_idem(struct clu *c, struct req *q, const redisReply *r)
+{
+	if (r->type != REDIS_REPLY_STRING) {
+		if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8)) {
+			c->sha[0] = 0;
+			send_load(c);
+		}
+		wait_done(q->w, CLU_IDEM_LOCAL, NULL, 0);
+		return;
+	}
+	const char *nl = memchr(r->str, '\n', r->len);
+	size_t nlen = nl ? (size_t)(nl - r->str) : r->len;
+	if (!r->len || (nlen == strlen(c->node) && !memcmp(r->str, c->node, nlen))) {
+		wait_done(q->w, CLU_IDEM_MINE, NULL, 0);
+		return;
+	}
+	/* "NODE\n" then the answer (none while it is being received) */
+	wait_done(q->w, CLU_IDEM_OTHER, r->str, r->len);
+}
+
 /* ---- the state machine's effects ---- */
 
 static void step(struct clu *c, enum clu_input in, unsigned nodes, const char *why)
@@ -316,8 +425,7 @@ static void disconnect(struct clu *c, const char *why)
 	c->rd = NULL;
 	while (c->flen) {
 		struct req *r = &c->fly[c->fhead];
-		if (r->kind == R_RATE)
-			answer(c, r->l, 0, BACKOFF_MIN_MS);
+		unsent(c, r);
 		if (r->kind == R_CONN) {
 			r->k->asked = false;
 			r->k->sent_want = 0;   /* ask again once back */
@@ -473,6 +581,11 @@ static bool on_reply(struct clu *c, const redisReply *r)
 	case R_RATE:
 		on_rate(c, &q, r);
 		break;
+	case R_IDEM:
+		on_idem(c, &q, r);
+		break;
+	case R_IDEMSET:
+		break;
 	case R_CONN:
 		q.k->asked = false;
 		if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8)) {
@@ -571,10 +684,13 @@ static void drain_queue(struct clu *c)
 	}
 	pthread_mutex_unlock(&c->mu);
 	for (size_t i = 0; i < n; i++) {
-		if (c->fd >= 0 && !c->connecting && c->sha[0] && c->flen < FLYMAX - 8)
+		if (c->fd < 0 || c->connecting || !c->sha[0] || c->flen >= FLYMAX - 8 ||
+		    c->fsm.mode != CLU_SHARED)
+			unsent(c, &batch[i]);
+		else if (batch[i].kind == R_RATE)
 			send_rate(c, batch[i]);
 		else
-			answer(c, batch[i].l, 0, BACKOFF_MIN_MS);
+			send_idem(c, batch[i]);
 	}
 }
 
@@ -677,6 +793,11 @@ void clu_stop(struct clu *c)
 	atomic_store(&c->stop, true);
 	if (write(c->efd, &one, sizeof one) < 0) { /* it wakes within 50 ms anyway */ }
 	pthread_join(c->tid, NULL);
+	while (c->qlen) {            /* what came after the thread's last look */
+		unsent(c, &c->q[c->qhead]);
+		c->qhead = (c->qhead + 1) % QMAX;
+		c->qlen--;
+	}
 	close(c->efd);
 	vl_buf_free(&c->out);
 	while (c->leases) {
@@ -793,6 +914,83 @@ uint64_t clu_lease_take(struct clu *c, struct clu_lease *l, uint64_t now_ms)
 	if (want_more && ask(c, l, l->st.last_want))
 		l->st.asked = true;
 	return w;
+}
+
+static bool enqueue(struct clu *c, struct req r)
+{
+	uint64_t one = 1;
+	bool ok;
+
+	pthread_mutex_lock(&c->mu);
+	ok = c->qlen < QMAX && !atomic_load(&c->stop);
+	if (ok)
+		c->q[(c->qhead + c->qlen++) % QMAX] = r;
+	pthread_mutex_unlock(&c->mu);
+	if (!ok) {
+		atomic_fetch_add(&c->n_full, 1);
+		return false;
+	}
+	if (write(c->efd, &one, sizeof one) < 0) { /* the thread looks every 50 ms */ }
+	return true;
+}
+
+int clu_idem_claim(struct clu *c, const char *key, uint64_t ttl_ms, uint64_t timeout_ms,
+		   char **answer, char *node, size_t nodelen)
+{
+	struct clu_wait *w = vl_calloc(1, sizeof *w);
+	struct timespec ts;
+	int rc = CLU_IDEM_LOCAL;
+
+	*answer = NULL;
+	if (clu_mode(c) != CLU_SHARED) {
+		free(w);
+		return CLU_IDEM_LOCAL;
+	}
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	w->refs = 2;
+	/* sent_ms carries the TTL to the thread */
+	if (!enqueue(c, (struct req){ .kind = R_IDEM, .w = w, .key = vl_strdup(key),
+				      .sent_ms = ttl_ms })) {
+		w->refs = 1;
+		wait_unref(w);
+		return CLU_IDEM_LOCAL;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(timeout_ms / 1000);
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0)
+		;
+	if (w->done) {
+		rc = w->rc;
+		if (rc == CLU_IDEM_OTHER && w->val) {
+			const char *nl = strchr(w->val, '\n');
+			size_t n = nl ? (size_t)(nl - w->val) : strlen(w->val);
+			snprintf(node, nodelen, "%.*s", (int)n, w->val);
+			if (nl && nl[1])
+				*answer = vl_strdup(nl + 1);
+		}
+	}
+	pthread_mutex_unlock(&w->mu);
+	wait_unref(w);
+	return rc;
+}
+
+void clu_idem_bind(struct clu *c, const char *key, const char *answer, uint64_t ttl_ms)
+{
+	if (clu_mode(c) != CLU_SHARED)
+		return;
+	struct req r = { .kind = R_IDEMSET, .key = vl_strdup(key),
+			 .val = answer ? vl_strdup(answer) : NULL, .sent_ms = ttl_ms };
+	if (!enqueue(c, r)) {
+		free(r.key);
+		free(r.val);
+	}
 }
 
 void clu_stats(const struct clu *c, struct clu_stats *s)

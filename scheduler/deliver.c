@@ -1121,6 +1121,11 @@ json_t *sched_deliver_queues_json(struct sched_deliver *d)
 	return r;
 }
 
+struct clu *sched_deliver_clu(struct sched_deliver *d)
+{
+	return d->clu;
+}
+
 static json_t *cluster_json(const struct sched_deliver *d);
 
 /* Counters written by the delivery thread and read here without a lock:
