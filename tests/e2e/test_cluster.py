@@ -17,7 +17,7 @@ import time
 import unittest
 
 from .daemon import Volleyd, VolleydTest, simple_job
-from .sinkctl import Sink
+from .sinkctl import Sink, sanitizer_report
 from . import util
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -67,6 +67,25 @@ def node_conf(sink, redis, i, rate, conns=30, extra=""):
             % (i, ADDRS[i], i, sink.route(), rate, conns, redis.url, i, extra))
 
 
+def start_node(test, config):
+    """A volleyd node stopped at the test's end; its whole log checked for
+    a sanitizer report (make asan) before its folder goes."""
+    d = Volleyd(config=config)
+
+    def finish():
+        d.stop()
+        try:
+            with open(d.log_path, "rb") as f:
+                report = sanitizer_report(f.read().decode(errors="replace"))
+        except OSError:
+            report = None
+        d.cleanup()
+        if report:
+            raise AssertionError("sanitizer report from volleyd:\n" + report)
+    test.addCleanup(finish)
+    return d
+
+
 def metric(d, name):
     m = re.search(r"^%s (\S+)$" % re.escape(name),
                   d.request("GET", "/metrics", timeout=5).body.decode(), re.M)
@@ -86,9 +105,7 @@ class Cluster(VolleydTest):
     def nodes(self, rate, n=3, conns=30):
         ds = []
         for i in range(n):
-            d = Volleyd(config=node_conf(self.sink, self.redis, i, rate, conns))
-            self.addCleanup(d.cleanup)
-            ds.append(d.start())
+            ds.append(start_node(self, node_conf(self.sink, self.redis, i, rate, conns)).start())
         for d in ds:
             self.wait_for("shared mode with %d nodes" % n,
                           lambda: metric(d, "volley_cluster_shared") == 1 and
@@ -280,7 +297,7 @@ class Config(VolleydTest):
         sink = Sink().start()
         self.addCleanup(sink.cleanup)
         r = Redis(port)
-        d = self.start_daemon(config=node_conf(sink, r, 0, "50/s"))
+        d = start_node(self, node_conf(sink, r, 0, "50/s")).start()
         self.assertEqual(metric(d, "volley_cluster_shared"), 0)
         r.start()
         self.addCleanup(r.cleanup)
