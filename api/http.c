@@ -512,6 +512,8 @@ static void cluster_metrics(struct vl_buf *b, json_t *c)
 		       "granted.", NULL, num(c, "last_lease"));
 	vl_prom_metric(b, "volley_cluster_mode_changes_total", "counter", "Changes between "
 		       "shared and local mode.", NULL, num(c, "mode_changes"));
+	vl_prom_metric(b, "volley_cluster_slow_downs_total", "counter", "Slow-down replies "
+		       "this node shared with the cluster.", NULL, num(c, "slow_downs_shared"));
 }
 
 static void warmup_metrics(struct vl_buf *b, json_t *sources)

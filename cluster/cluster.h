@@ -58,9 +58,10 @@ bool clu_fsm_step(struct clu_fsm *f, enum clu_input in, unsigned nodes, uint64_t
  * The cluster-wide limit is a token bucket in Redis (limit a second,
  * burst one second's worth). A node takes a lease of `want` tokens at a
  * time: its recent rate (at least limit / N) times CLU_LEASE_PERIOD_MS,
- * at most the burst / N. Redis grants a lease whole, usable once its
- * tokens will have accrued (GCRA-like: grants run at most a quarter burst
- * ahead of the refill), so every round trip brings a whole lease. A node
+ * at most the burst / N. Redis grants it (or what is there, at least a
+ * quarter of it), usable once its tokens will have accrued (GCRA-like:
+ * grants run at most a quarter burst ahead of the refill), so a round
+ * trip brings a lease, not a crumb, and no node starves. A node
  * asks again when it holds less than half a lease, and tokens older than
  * CLU_LEASE_HOLD_MS past their start are dropped (a lease left unused
  * does not turn into a burst later). In local mode a bucket of
@@ -132,6 +133,13 @@ struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit);
  * itself when it should. */
 uint64_t clu_lease_take(struct clu *c, struct clu_lease *l, uint64_t now_ms);
 
+/* A "slow down" seen by this node (the site's adaptive back-off cut its
+ * rate to `rate` and paused it pause_ms): the cluster's bucket pauses as
+ * long and refills at `rate` until CLU_CUT_HOLD_MS after the last cut, on
+ * every node (a lower cut under way is kept). Async; shared mode only. */
+#define CLU_CUT_HOLD_MS 30000u
+void clu_lease_cut(struct clu *c, struct clu_lease *l, double rate, uint64_t pause_ms);
+
 /* A connection limit by name: cluster-wide leases with expiry. Each node
  * holds a grant (connections it may have open to the site): at most its
  * fair share, limit / N (N the registered nodes, at least one each), and
@@ -182,7 +190,7 @@ void clu_idem_bind(struct clu *c, const char *key, const char *answer, uint64_t 
 struct clu_stats {
 	enum clu_mode mode;
 	unsigned nodes;
-	uint64_t roundtrips, leases, tokens, mode_changes, reconnects, queue_full;
+	uint64_t roundtrips, leases, tokens, mode_changes, reconnects, queue_full, cuts;
 	unsigned last_lease;             /* tokens of the last lease granted */
 };
 void clu_stats(const struct clu *c, struct clu_stats *s);

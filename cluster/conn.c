@@ -35,7 +35,12 @@
  * its SHA1 (EVALSHA). Times are Redis's own (TIME), so nodes' clocks do
  * not matter.
  *   rate KEYS[1] bucket; ARGV rate/s, burst, want: {got, wait_ms}: got
- *        is want, usable after wait_ms; or 0, and ask again after wait_ms
+ *        (a quarter of want to want) usable after wait_ms; or 0, and ask
+ *        again after wait_ms
+ *   cut  KEYS[1] bucket; ARGV rate/s, cut rate/s, pause_ms, hold_ms: a node
+ *        saw "slow down": the whole cluster pauses and then runs at the
+ *        cut rate until hold_ms after the last cut (a lower cut under way
+ *        is kept: one episode across nodes). 1: cut, 0: one under way
  *   hb   KEYS[1] node set, KEYS[2] node's key; ARGV node, ttl_ms, info: N
  *   conn KEYS[1] holders' expiry (zset), KEYS[2] holders' grant:want
  *        (hash), KEYS[3] node set; ARGV node, limit, want, ttl_ms: the
@@ -50,26 +55,52 @@ static const char SCRIPT[] =
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 	"if op == 'rate' then\n"
 	"  local rate, burst, want = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-	"  local s = redis.call('HMGET', KEYS[1], 'tok', 'at')\n"
+	"  local s = redis.call('HMGET', KEYS[1], 'tok', 'at', 'cut', 'cutu')\n"
 	"  local tok, at = tonumber(s[1]), tonumber(s[2])\n"
+	"  local cut, cutu = tonumber(s[3]), tonumber(s[4])\n"
+	"  if cut and cutu and now < cutu and cut < rate then\n"
+	"    rate = cut; burst = math.max(1, math.min(burst, cut))\n"
+	"  end\n"
 	"  if not tok then tok = burst; at = now end\n"
 	"  if now > at then\n"
 	"    tok = math.min(burst, tok + (now - at) * rate / 1000); at = now\n"
 	"  end\n"
-	/* GCRA-like: a lease is granted whole, scheduled when its tokens
-	 * will have accrued (wait), up to a quarter burst ahead of the refill;
-	 * past that, nothing and when to come back. (How far ahead the
-	 * grants run is what a window of time can see above the rate.) */
+	/* GCRA-like: a lease is granted, scheduled when its tokens will
+	 * have accrued (wait), up to a quarter burst ahead of the refill
+	 * (how far ahead the grants run is what a window of time can see
+	 * above the rate). Less than asked when less is there, but at least
+	 * a quarter of it (a node asking for more than the others must not
+	 * starve behind their smaller asks); else nothing and when to come
+	 * back. */
 	"  local got, wait, ahead = 0, 0, burst / 4\n"
-	"  if tok - want >= -ahead then\n"
-	"    got = want; tok = tok - want\n"
+	"  local least = math.max(1, math.floor(want / 4))\n"
+	"  local avail = math.floor(tok + ahead)\n"
+	"  if avail >= least then\n"
+	"    got = math.min(want, avail); tok = tok - got\n"
 	"    if tok < 0 then wait = math.ceil(-tok * 1000 / rate) end\n"
 	"  else\n"
-	"    wait = math.ceil((want - ahead - tok) * 1000 / rate)\n"
+	"    wait = math.ceil((least - ahead - tok) * 1000 / rate)\n"
 	"  end\n"
 	"  redis.call('HSET', KEYS[1], 'tok', tostring(tok), 'at', tostring(at))\n"
 	"  redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 60000)\n"
 "  return {got, wait}\n"
+	"elseif op == 'cut' then\n"
+	"  local rate, cut, pause, hold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+	"  local s = redis.call('HMGET', KEYS[1], 'tok', 'at', 'cut', 'cutu')\n"
+	"  local tok, at = tonumber(s[1]), tonumber(s[2])\n"
+	"  local was, wasu = tonumber(s[3]), tonumber(s[4])\n"
+	"  if was and wasu and now < wasu and was <= cut then\n"
+	"    redis.call('HSET', KEYS[1], 'cutu', tostring(now + hold))\n"
+	"    return 0\n"
+	"  end\n"
+	"  local eff = rate\n"
+	"  if was and wasu and now < wasu and was < rate then eff = was end\n"
+	"  if not tok then tok = math.max(1, rate); at = now end\n"
+	"  if now > at then tok = math.min(math.max(1, eff), tok + (now - at) * eff / 1000); at = now end\n"
+	"  tok = math.min(tok, 0) - pause * cut / 1000\n"
+	"  redis.call('HSET', KEYS[1], 'tok', tostring(tok), 'at', tostring(at), 'cut', tostring(cut), 'cutu', tostring(now + hold))\n"
+	"  redis.call('PEXPIRE', KEYS[1], hold + 60000)\n"
+	"  return 1\n"
 	"elseif op == 'hb' then\n"
 	"  local ttl = tonumber(ARGV[3])\n"
 	"  redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])\n"
@@ -117,7 +148,7 @@ static const char SCRIPT[] =
 	"end\n"
 	"return redis.error_reply('volley: unknown op')\n";
 
-enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN, R_IDEM, R_IDEMSET };
+enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN, R_IDEM, R_IDEMSET, R_CUT };
 /* A caller waiting for an answer (idempotency claims), shared by it and
  * the thread: the last of the two to let go frees it. */
 struct clu_wait {
@@ -135,6 +166,8 @@ struct req {
 	struct clu_conns *k;
 	struct clu_wait *w;
 	char *key, *val;              /* R_IDEM, R_IDEMSET: owned */
+	double cut;                   /* R_CUT: the new rate, and the pause */
+	uint64_t pause_ms;
 	unsigned want;
 	double limit;
 	uint64_t sent_ms;
@@ -159,7 +192,7 @@ struct clu {
 	/* what others read */
 	_Atomic int mode;
 	_Atomic unsigned nodes;
-	_Atomic uint64_t n_rt, n_leases, n_tokens, n_modes, n_reconn, n_full;
+	_Atomic uint64_t n_rt, n_leases, n_tokens, n_modes, n_reconn, n_full, n_cuts;
 	_Atomic unsigned last_lease;
 	/* the thread's own */
 	int fd;
@@ -292,6 +325,20 @@ static void renew_conns(struct clu *c, uint64_t now)
 		    (g < w && now >= k->renew_ms - c->ttl_ms / 3 + CLU_CONNS_RETRY_MS))
 			send_conn(c, k, now);
 	}
+}
+
+static void send_cut(struct clu *c, struct req r)
+{
+	char key[600], rate[64], cut[64], pause[32], hold[32];
+
+	snprintf(key, sizeof key, "volley:rate:%s", r.l->key);
+	snprintf(rate, sizeof rate, "%.6f", r.limit);
+	snprintf(cut, sizeof cut, "%.6f", r.cut);
+	snprintf(pause, sizeof pause, "%llu", (unsigned long long)r.pause_ms);
+	snprintf(hold, sizeof hold, "%u", CLU_CUT_HOLD_MS);
+	const char *argv[] = { "EVALSHA", c->sha, "1", key, "cut", rate, cut, pause, hold };
+	send_argv(c, (struct req){ .kind = R_CUT }, 9, argv);
+	atomic_fetch_add(&c->n_cuts, 1);
 }
 
 static void send_load(struct clu *c)
@@ -585,6 +632,7 @@ static bool on_reply(struct clu *c, const redisReply *r)
 		on_idem(c, &q, r);
 		break;
 	case R_IDEMSET:
+	case R_CUT:
 		break;
 	case R_CONN:
 		q.k->asked = false;
@@ -689,6 +737,8 @@ static void drain_queue(struct clu *c)
 			unsent(c, &batch[i]);
 		else if (batch[i].kind == R_RATE)
 			send_rate(c, batch[i]);
+		else if (batch[i].kind == R_CUT)
+			send_cut(c, batch[i]);
 		else
 			send_idem(c, batch[i]);
 	}
@@ -850,6 +900,8 @@ struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit)
 	return l;
 }
 
+static bool enqueue(struct clu *c, struct req r);
+
 struct clu_conns *clu_conns_get(struct clu *c, const char *key, unsigned limit)
 {
 	struct clu_conns *k;
@@ -898,6 +950,17 @@ static bool ask(struct clu *c, struct clu_lease *l, unsigned want)
 	}
 	if (write(c->efd, &one, sizeof one) < 0) { /* the thread looks every 50 ms */ }
 	return true;
+}
+
+void clu_lease_cut(struct clu *c, struct clu_lease *l, double rate, uint64_t pause_ms)
+{
+	if (clu_mode(c) != CLU_SHARED)
+		return;
+	if (!enqueue(c, (struct req){ .kind = R_CUT, .l = l, .limit = l->st.limit, .cut = rate,
+				      .pause_ms = pause_ms }))
+		vl_log(VL_LOG_WARN, "cluster: a slow-down of %s not shared (queue full)", l->key);
+	/* what this node holds of the old rate it gives up */
+	l->st.tokens = 0;
 }
 
 uint64_t clu_lease_take(struct clu *c, struct clu_lease *l, uint64_t now_ms)
@@ -1003,5 +1066,6 @@ void clu_stats(const struct clu *c, struct clu_stats *s)
 	s->mode_changes = atomic_load(&c->n_modes);
 	s->reconnects = atomic_load(&c->n_reconn);
 	s->queue_full = atomic_load(&c->n_full);
+	s->cuts = atomic_load(&c->n_cuts);
 	s->last_lease = atomic_load(&c->last_lease);
 }

@@ -1234,8 +1234,9 @@ static json_t *cluster_json(const struct sched_deliver *d)
 	if (!d->clu)
 		return json_null();
 	clu_stats(d->clu, &st);
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			 "mode", st.mode == CLU_SHARED ? "shared" : "local",
+			 "slow_downs_shared", (json_int_t)st.cuts,
 			 "nodes", (json_int_t)st.nodes,
 			 "roundtrips", (json_int_t)st.roundtrips,
 			 "leases", (json_int_t)st.leases,

@@ -901,13 +901,16 @@ void sched_site_dispatch_all(struct sched_deliver *d)
 /* ---- adaptive back-off ---- */
 
 /* Suspend and slow down (shape.c), and say why in words for the API. */
-static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t now)
+static void backoff(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
+		    uint64_t now)
 {
 	char until[32], since[32];
 	uint64_t ms = sched_backoff_slow_down(&s->bo, &s->b, s->window, now);
 
 	if (!ms)
 		return;               /* already backing off: one step per episode */
+	if (s->lease)             /* the other nodes slow down too */
+		clu_lease_cut(d->clu, s->lease, s->b.rate, ms);
 	s->backoff_since = vl_wall_time();
 	vl_iso8601(s->backoff_since, since);
 	vl_iso8601(s->backoff_since + (double)ms / 1000, until);
@@ -982,12 +985,12 @@ static void act(struct sched_deliver *d, struct sched_site *s, const struct sche
 {
 	if (!rr) {
 		if (rate_limited)
-			backoff(s, m, now);
+			backoff(d, s, m, now);
 		return;
 	}
 	switch (rr->action) {
 	case CFG_RA_BACKOFF:
-		backoff(s, m, now);
+		backoff(d, s, m, now);
 		break;
 	case CFG_RA_SUSPEND_SOURCE:
 		suspend(d, s, m, rr, now);

@@ -250,6 +250,58 @@ class Idempotency(Cluster):
     test_killed_node_leaves_and_the_others_take_the_rate = None
 
 
+def iso_time(s):
+    """An event's time (2026-12-07T17:20:01.456Z) in seconds since the epoch."""
+    import calendar
+    base, frac = s.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + float("0." + frac)
+
+
+@unittest.skipUnless(os.access(REDIS, os.X_OK), "redis-server is not installed")
+class SlowDown(Cluster):
+    # node 0 (127.0.0.2) alone is told to slow down, for slow@d.test only
+    sink_args = ("--reply", "[127.0.0.2]rcpt:slow*=451 4.7.28 Our system has detected an "
+                 "unusual rate of unsolicited mail originating from your IP address")
+
+    def test_a_421_on_one_node_slows_every_node(self):
+        """300/s over three nodes; node 0 gets a 451 4.7.28 "slow down": the
+        other two, never told, pause with it (nothing from them 0.6 to
+        0.85 s after it), then the cluster runs at the cut rate (0.85 x
+        300, +7 %) instead of 300."""
+        ds = self.nodes("300/s")
+        for d in ds:
+            self.submit(d, 2500)
+        new = os.path.join(self.sink.maildir, "new")
+        util.wait_until(lambda: len(os.listdir(new)) >= 900, 15)
+        jid = ds[0].submit(simple_job(0, domain="d.test") | {
+            "recipients": [{"email": "slow@d.test", "substitutions": {"name": "x"}}]}).json()["id"]
+        tf = util.wait_until(lambda: self.events(ds[0], jid, "TransientFailure"), 10)
+        if not tf:
+            print(ds[0].request("GET", "/v1/jobs/" + jid).json(),
+                  ds[0].request("GET", "/v1/events?job=" + jid).lines(),
+                  ds[0].request("GET", "/v1/queues").json())
+            self.fail("no 421 seen")
+        t_cut = iso_time(tf[0]["time"])
+        # one episode: no retry of slow@ to slow the cluster again
+        self.assertEqual(ds[0].request("POST", "/v1/jobs/%s/cancel" % jid).status, 200)
+        time.sleep(5)
+        got = self.arrivals(len(os.listdir(new)), 5)
+        others = [t for t, p in got if p != ADDRS[0] and t_cut + 0.6 <= t < t_cut + 0.85]
+        self.assertLessEqual(len(others), 3, "the others paused too: %d sent" % len(others))
+        after = [t for t, p in got if t_cut + 1.5 <= t < t_cut + 4.5]
+        rate = len(after) / 3.0
+        print("\n    after the cut: %.1f/s" % rate, end=" ")
+        self.assertLessEqual(rate, 0.85 * 300 * 1.07, "%.1f/s after the cut" % rate)
+        self.assertGreater(rate, 0.85 * 300 * 0.8, "delivery goes on: %.1f/s" % rate)
+        self.assertGreaterEqual(metric(ds[0], "volley_cluster_slow_downs_total"), 1)
+        for d in ds[1:]:
+            self.assertEqual(metric(d, "volley_cluster_slow_downs_total"), 0)
+
+    test_site_rate_holds_for_the_cluster = None
+    test_redis_down_local_one_nth_then_shared_again = None
+    test_killed_node_leaves_and_the_others_take_the_rate = None
+
+
 @unittest.skipUnless(os.access(REDIS, os.X_OK), "redis-server is not installed")
 class Connections(Cluster):
     # every reply 20 ms late: sessions stay busy, so each node would open
