@@ -14,6 +14,8 @@ LDFLAGS = $(SAN) -pthread -lm
 LIBS    = $$(pkg-config --libs liburing openssl libconfig jansson libcares)
 # libxcrypt's crypt_r: the submission users' password hashes (submit/).
 CRYPT_LIBS = -lcrypt
+# hiredis: the RESP framing of cluster/ (its own I/O; docs/cluster.md).
+HIREDIS_LIBS = $$(pkg-config --libs hiredis)
 
 # One folder a module; a program's own files are its folder (volleyd/, cli/)
 # or its main.c beside the module it drives (sink/main.c).
@@ -33,6 +35,7 @@ API_SRC    := $(wildcard api/*.c)
 SUBMIT_SRC := $(wildcard submit/*.c)
 UNSUB_SRC  := $(wildcard unsub/*.c)
 WEBHOOK_SRC := $(wildcard webhook/*.c)
+CLUSTER_SRC := $(wildcard cluster/*.c)
 SINK_SRC   := $(wildcard sink/sink_*.c)
 SMTPD_SRC  := $(wildcard smtpd/*.c)
 CLI_SRC    := $(wildcard cli/*.c)
@@ -63,6 +66,7 @@ API_OBJ    := $(call obj,$(API_SRC))
 SUBMIT_OBJ := $(call obj,$(SUBMIT_SRC))
 UNSUB_OBJ  := $(call obj,$(UNSUB_SRC))
 WEBHOOK_OBJ := $(call obj,$(WEBHOOK_SRC))
+CLUSTER_OBJ := $(call obj,$(CLUSTER_SRC))
 SINK_OBJ   := $(call obj,$(SINK_SRC))
 SMTPD_OBJ  := $(call obj,$(SMTPD_SRC))
 
@@ -149,29 +153,29 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
 $(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(SMTPD_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) \
-		$(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
+		$(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(CLUSTER_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
-		$(CRYPT_LIBS) -ljemalloc
+		$(CRYPT_LIBS) $(HIREDIS_LIBS) -ljemalloc
 
 # SMTP submission's storage: the submission log against the per-job path
 # (the benchmark), and volley-logput: messages put into a data directory's log (tests).
-SUBMIT_DEPS = $(SUBMIT_OBJ) $(SMTPD_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(STS_OBJ) $(DNS_OBJ) \
+SUBMIT_DEPS = $(SUBMIT_OBJ) $(SMTPD_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(CLUSTER_OBJ) $(STS_OBJ) $(DNS_OBJ) \
 	      $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 $(BUILD)/volley-submitlog-bench: $(call obj,bench/submitlog/submitlog.c) $(SUBMIT_DEPS)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib) $(CRYPT_LIBS)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib) $(CRYPT_LIBS) $(HIREDIS_LIBS)
 
 $(BUILD)/volley-logput: $(call obj,tests/tools/logput.c) $(SUBMIT_DEPS)
-	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib) $(CRYPT_LIBS)
+	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl zlib) $(CRYPT_LIBS) $(HIREDIS_LIBS)
 
 $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(DOCTOR_OBJ) $(FEEDBACK_OBJ) $(MESSAGE_OBJ) \
 		$(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(DOCTOR_OBJ) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(DOCTOR_OBJ) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(CLUSTER_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \
-		$(CRYPT_LIBS)
+		$(CRYPT_LIBS) $(HIREDIS_LIBS)
 
 # The layout's rules first (docs/architecture.md), then every test.
 test: all

@@ -16,6 +16,7 @@
  * works for every request.
  */
 #include "api_int.h"
+#include "../cluster/cluster.h"
 #include "../message/message.h"
 
 #include <ctype.h>
@@ -240,6 +241,34 @@ static bool idem_valid(const char *k)
 	return true;
 }
 
+/* With a cluster, the key is claimed in Redis first: held by another
+ * node, it is that node's job (its 202 answered again, or 409 while it is
+ * being received there), and nothing is stored here. True when answered. */
+#define IDEM_PENDING_MS (15 * 60 * 1000)
+#define IDEM_WAIT_MS 1000
+static bool idem_cluster(struct api *a, struct MHD_Connection *c, struct clu *cl,
+			 const char *key, enum MHD_Result *res)
+{
+	char node[80] = "", msg[200], *answer = NULL;
+	int rc = clu_idem_claim(cl, key, IDEM_PENDING_MS, IDEM_WAIT_MS, &answer, node,
+				sizeof node);
+
+	(void)a;
+	if (rc != CLU_IDEM_OTHER)
+		return false;      /* ours, or Redis cannot say: this node decides */
+	json_t *acc = answer ? json_loads(answer, 0, NULL) : NULL;
+	free(answer);
+	if (!acc) {
+		snprintf(msg, sizeof msg, "a submission with this Idempotency-Key is still "
+			 "being received on node %s", node);
+		*res = send_error(c, 409, "conflict", "Idempotency-Key", msg);
+		return true;
+	}
+	json_object_set_new(acc, "node", json_string(node));
+	*res = send_json_h(c, 202, acc, "Idempotent-Replayed", "true");
+	return true;
+}
+
 /* An Idempotency-Key seen before answers the first job again. */
 static enum MHD_Result idem_check(struct api *a, struct MHD_Connection *c,
 				  struct req *r, const char *key, bool *answered)
@@ -250,6 +279,12 @@ static enum MHD_Result idem_check(struct api *a, struct MHD_Connection *c,
 	if (!idem_valid(key))
 		return send_error(c, 400, "invalid_field", "Idempotency-Key",
 				  "Idempotency-Key must be 1 to 128 printable ASCII characters");
+	struct clu *cl = sched_cluster(a->sc);
+	if (cl) {
+		enum MHD_Result res;
+		if (idem_cluster(a, c, cl, key, &res))
+			return res;
+	}
 	int rc = sched_idem_reserve(a->sc, key, id);
 	if (rc < 0)
 		return send_error(c, 409, "conflict", "Idempotency-Key", "a submission with "
@@ -264,6 +299,29 @@ static enum MHD_Result idem_check(struct api *a, struct MHD_Connection *c,
 	r->idem = vl_strdup(key);
 	*answered = false;
 	return MHD_YES;
+}
+
+/* With a cluster, the key's holder in Redis gets this job's 202 answer
+ * (a small one: without failed_recipients past 64 KB), kept as long as
+ * the spool keeps the job. */
+static void idem_bind(struct api *a, const char *key, json_t *accept)
+{
+	struct clu *cl = sched_cluster(a->sc);
+
+	if (!cl)
+		return;
+	char *s = json_dumps(accept, JSON_COMPACT);
+	if (s && strlen(s) > 65536) {
+		json_t *small = json_deep_copy(accept);
+		json_object_set_new(small, "failed_recipients", json_array());
+		free(s);
+		s = json_dumps(small, JSON_COMPACT);
+		json_decref(small);
+	}
+	if (s)
+		clu_idem_bind(cl, key, s, a->cfg->spool.retain_ms > 3600000 ?
+			      a->cfg->spool.retain_ms : 3600000);
+	free(s);
 }
 
 static enum MHD_Result submit_begin(struct api *a, struct MHD_Connection *c, struct req *r)
@@ -291,8 +349,11 @@ static enum MHD_Result submit_end(struct api *a, struct MHD_Connection *c, struc
 		 * reads the error finds nothing left behind. */
 		api_intake_free(r->in);
 		r->in = NULL;
-		if (r->idem)
+		if (r->idem) {
 			sched_idem_release(a->sc, r->idem);
+			if (sched_cluster(a->sc))
+				clu_idem_bind(sched_cluster(a->sc), r->idem, NULL, 0);
+		}
 		free(r->idem);
 		r->idem = NULL;
 		atomic_fetch_add(&a->rejected, 1);
@@ -302,6 +363,8 @@ static enum MHD_Result submit_end(struct api *a, struct MHD_Connection *c, struc
 	const char *id = api_intake_id(r->in);
 	sched_job_add(a->sc, id, meta);
 	json_decref(meta);
+	if (r->idem)
+		idem_bind(a, r->idem, accept);
 	free(r->idem);             /* now bound to the job */
 	r->idem = NULL;
 	atomic_fetch_add(&a->jobs_in, 1);
@@ -428,6 +491,31 @@ static void label_value(char *out, size_t len, const char *name)
 }
 
 /* Sources with a warm-up schedule: the day, today's cap, what went out. */
+/* With a cluster (docs/cluster.md): its mode, N, Redis round trips and
+ * leases; nothing without one. */
+static void cluster_metrics(struct vl_buf *b, json_t *c)
+{
+	if (!json_is_object(c))
+		return;
+	vl_prom_metric(b, "volley_cluster_shared", "gauge", "1 in shared mode (limits held "
+		       "in Redis), 0 in local mode (1/N of each limit).", NULL,
+		       !strcmp(json_string_value(json_object_get(c, "mode")), "shared"));
+	vl_prom_metric(b, "volley_cluster_nodes", "gauge", "Nodes seen at the last heartbeat "
+		       "(N).", NULL, num(c, "nodes"));
+	vl_prom_metric(b, "volley_cluster_redis_roundtrips_total", "counter", "Commands sent "
+		       "to Redis.", NULL, num(c, "roundtrips"));
+	vl_prom_metric(b, "volley_cluster_leases_total", "counter", "Rate leases granted.",
+		       NULL, num(c, "leases"));
+	vl_prom_metric(b, "volley_cluster_lease_tokens_total", "counter", "Tokens (messages) "
+		       "granted in leases.", NULL, num(c, "lease_tokens"));
+	vl_prom_metric(b, "volley_cluster_last_lease", "gauge", "Tokens of the last lease "
+		       "granted.", NULL, num(c, "last_lease"));
+	vl_prom_metric(b, "volley_cluster_mode_changes_total", "counter", "Changes between "
+		       "shared and local mode.", NULL, num(c, "mode_changes"));
+	vl_prom_metric(b, "volley_cluster_slow_downs_total", "counter", "Slow-down replies "
+		       "this node shared with the cluster.", NULL, num(c, "slow_downs_shared"));
+}
+
 static void warmup_metrics(struct vl_buf *b, json_t *sources)
 {
 	const char *k, *p;
@@ -502,6 +590,7 @@ static void delivery_metrics(struct vl_buf *b, json_t *d)
 		}
 	}
 	warmup_metrics(b, json_object_get(d, "sources"));
+	cluster_metrics(b, json_object_get(d, "cluster"));
 	vl_prom_metric(b, "volley_in_flight", "gauge", "Messages in the engine.", NULL, num(d, "in_flight"));
 	vl_prom_metric(b, "volley_connections", "gauge", "Open SMTP connections.", NULL,
 	       num(d, "connections"));

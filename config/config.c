@@ -148,6 +148,7 @@ static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
 					  "provider_defaults", "tls_rpt", "log", "submission",
 					  "feedback", "unsubscribe", "webhooks", "pools", "providers",
+					  "cluster",
 					  NULL };
 
 static const struct key timeout_keys[] = {
@@ -1359,6 +1360,64 @@ static int get_unsubscribe(struct ctx *x, const config_setting_t *g, struct cfg 
 	return 0;
 }
 
+static const struct key cluster_keys[] = {
+	KEY("redis", K_STR, struct cfg_cluster, redis),
+	KEY("node", K_STR, struct cfg_cluster, node),
+	KEY("password_file", K_STR, struct cfg_cluster, password_file),
+	KEY("tls", K_BOOL, struct cfg_cluster, tls),
+	KEY("lease_ttl", K_DUR, struct cfg_cluster, lease_ttl_ms),
+};
+
+/* The password, its file's first line (the URL's password otherwise). */
+static int cluster_password(struct ctx *x, const config_setting_t *g, struct cfg_cluster *k)
+{
+	struct vl_buf b;
+	char what[600];
+
+	if (vl_read_file(k->password_file, &b) < 0) {
+		snprintf(what, sizeof what, "%s: %s", k->password_file, strerror(errno));
+		return fail(x, g, "cluster.password_file", what);
+	}
+	size_t n = 0;
+	while (n < b.len && b.p[n] != '\n' && b.p[n] != '\r')
+		n++;
+	if (!n || n > 255) {
+		vl_buf_free(&b);
+		return fail(x, g, "cluster.password_file", "expected a password of 1 to 255 "
+			    "characters on its first line");
+	}
+	k->password = vl_strndup(b.p, n);
+	explicit_bzero(b.p, b.len);
+	vl_buf_free(&b);
+	return 0;
+}
+
+static int get_cluster(struct ctx *x, const config_setting_t *g, struct cfg *c)
+{
+	struct cfg_cluster *k = &c->cluster;
+
+	if (get_group(x, g, "cluster", cluster_keys, VL_ARRAY_LEN(cluster_keys), NULL, k) < 0)
+		return -1;
+	k->on = *k->redis != '\0';
+	if (!k->on)
+		return config_setting_length(g) ? fail(x, g, "cluster.redis", "needed: the "
+						       "redis://host:port/db URL of the shared Redis") : 0;
+	if (strncmp(k->redis, "redis://", 8) != 0)
+		return fail(x, g, "cluster.redis", "expected redis://[user:password@]host[:port][/db]");
+	if (k->tls)
+		return fail(x, g, "cluster.tls", "TLS to Redis is not built (hiredis 0.14 has "
+			    "none); use a loopback or private network, or an stunnel in front");
+	if (!*k->node)
+		return fail(x, g, "cluster.node", "needed: this node's name, unique in the cluster");
+	if (!cfg_name_ok(k->node, 64))
+		return fail(x, g, "cluster.node", "expected 1 to 64 letters, digits, '-', '_'");
+	if (k->lease_ttl_ms < 1000 || k->lease_ttl_ms > 600000)
+		return fail(x, g, "cluster.lease_ttl", "expected 1s to 10min");
+	if (*k->password_file && cluster_password(x, g, k) < 0)
+		return -1;
+	return 0;
+}
+
 static void free_listen(struct cfg_listen *l, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -1401,6 +1460,12 @@ static void free_listeners(struct cfg *c)
 	free(u->previous);
 	free(u->cert);
 	free(u->key);
+	free(c->cluster.redis);
+	free(c->cluster.node);
+	free(c->cluster.password_file);
+	if (c->cluster.password)
+		explicit_bzero(c->cluster.password, strlen(c->cluster.password));
+	free(c->cluster.password);
 }
 
 static void listener_defaults(struct cfg *c)
@@ -1427,6 +1492,10 @@ static void listener_defaults(struct cfg *c)
 	c->unsubscribe.max_connections_per_ip = 16;
 	c->unsubscribe.threads = 2;
 	c->unsubscribe.timeout_ms = 10000;
+	set_str(&c->cluster.redis, "");
+	set_str(&c->cluster.node, "");
+	set_str(&c->cluster.password_file, "");
+	c->cluster.lease_ttl_ms = 10000;
 }
 
 static void print_strings(struct vl_buf *o, const char *name, char *const *v, size_t n)
@@ -1696,6 +1765,8 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 		return -1;
 	if ((s = config_setting_get_member(root, "webhooks")) &&
 	    cfg_webhooks_load(s, x->file, c, x->err, x->errlen) < 0)
+		return -1;
+	if ((s = config_setting_get_member(root, "cluster")) && get_cluster(x, s, c) < 0)
 		return -1;
 	if (!c->submission.max_message_size)
 		c->submission.max_message_size = c->max_message_size;
@@ -1987,6 +2058,14 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 			      c->tls_rpt.ca_file, c->tls_rpt.send ? "true" : "false");
 	print_listeners(o, c);
 	cfg_webhooks_print(c, o);
+	if (c->cluster.on) {  /* never the password: its file, if any */
+		const char *at = strrchr(c->cluster.redis, '@');
+		vl_buf_printf(o, "cluster = {\n  redis = \"%s%s\";\n  node = \"%s\";\n"
+			      "  password_file = \"%s\";\n  tls = false;\n  lease_ttl = \"%llums\";\n};\n",
+			      at ? "redis://HIDDEN" : "", at ? at : c->cluster.redis,
+			      c->cluster.node, c->cluster.password_file,
+			      (unsigned long long)c->cluster.lease_ttl_ms);
+	}
 	cfg_providers_print(c, o);
 	vl_buf_printf(o, "log = {\n  file = \"%s\";\n  syslog = %s;\n  level = \"%s\";\n};\n",
 		      c->log.file, c->log.syslog ? "true" : "false", c->log.level);

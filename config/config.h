@@ -191,6 +191,18 @@ struct cfg_webhook {
 	char *ca_file;           /* "": the system's CAs */
 };
 
+/* cluster = { redis; node; password_file; tls; lease_ttl; }: nodes sharing
+ * limits through Redis (docs/cluster.md); off unless redis is set. */
+struct cfg_cluster {
+	bool on;
+	char *redis;             /* redis://[user:pass@]host:port/db (checked by cluster/) */
+	char *node;              /* this node's name: letters, digits, '-', '_' */
+	char *password_file;     /* "": the URL's password, if any */
+	char *password;          /* read from password_file, or NULL */
+	bool tls;                /* refused: not built (docs/cluster.md) */
+	uint64_t lease_ttl_ms;   /* heartbeats' life; default 10 s */
+};
+
 struct cfg {
 	char *data_dir, *hostname;
 	int64_t workers;
@@ -261,6 +273,7 @@ struct cfg {
 	struct cfg_unsubscribe unsubscribe;
 	struct cfg_webhook *webhooks;
 	size_t nwebhooks;
+	struct cfg_cluster cluster;
 };
 
 /* ---- webhooks (webhooks.c) ---- */

@@ -16,6 +16,7 @@
  * may ask for. */
 const char *const cfg_event_types[] = { "Reception", "Delivery", "TransientFailure",
 	"Bounce", "Expiration", "AdminBounce", "OOB", "Feedback", "Unsubscribe", "JobPaused",
+	"ClusterMode",
 	NULL };
 
 #define WH_BATCH_MAX 10000

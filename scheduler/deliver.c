@@ -1100,6 +1100,13 @@ json_t *sched_deliver_queues_json(struct sched_deliver *d)
 	return r;
 }
 
+struct clu *sched_deliver_clu(struct sched_deliver *d)
+{
+	return d->clu;
+}
+
+static json_t *cluster_json(const struct sched_deliver *d);
+
 /* Counters written by the delivery thread and read here without a lock:
  * a stale view at worst, never a torn one on the machines we run on. */
 json_t *sched_deliver_stats_json(struct sched_deliver *d)
@@ -1131,7 +1138,7 @@ json_t *sched_deliver_stats_json(struct sched_deliver *d)
 				"timeouts", (json_int_t)ds.timeouts,
 				"failures", (json_int_t)ds.failures,
 				"in_flight", (json_int_t)ds.in_flight);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:o, s:o}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o, s:o, s:o, s:o, s:o}",
 			 "dispatched", (json_int_t)d->dispatched,
 			 "delivered", (json_int_t)d->delivered,
 			 "bounced", (json_int_t)d->bounced,
@@ -1142,7 +1149,81 @@ json_t *sched_deliver_stats_json(struct sched_deliver *d)
 			 "connections", (json_int_t)eng_open_connections(d->eng),
 			 "journal_blocked", atomic_load(&d->blocked),
 			 "journal", sched_commit_stats_json(d->commit),
-			 "classes", classes, "dns", dns, "sources", src);
+			 "classes", classes, "dns", dns, "sources", src,
+			 "cluster", cluster_json(d));
+}
+
+/* ---- the cluster (cluster/) ---- */
+
+/* On vl-cluster: each change of mode is an event, ClusterMode. */
+static void on_cluster_mode(void *arg, enum clu_mode mode, unsigned nodes, const char *why)
+{
+	struct sched_deliver *d = arg;
+	char text[320];
+	struct vl_buf b;
+
+	if (!d->ev)
+		return;
+	snprintf(text, sizeof text, mode == CLU_SHARED ?
+		 "shared mode: limits are the cluster's (%u nodes): %.200s" :
+		 "local mode: each limit at 1/%u of the cluster's: %.200s", nodes, why);
+	struct sched_event e = { .type = "ClusterMode", .time = vl_wall_time(), .job = "",
+				 .recipient = "", .domain = "", .text = text };
+	vl_buf_init(&b);
+	sched_event_format(&e, &b);
+	sched_events_append(d->ev, b.p, b.len);
+	vl_buf_free(&b);
+}
+
+static int cluster_start(struct sched_deliver *d, char *err, size_t errlen)
+{
+	const struct cfg *c = d->ecfg;
+	char state[4200], sock[4200];
+	struct vl_buf info;
+
+	if (!c->cluster.on)
+		return 0;
+	snprintf(state, sizeof state, "%s/cluster-nodes", c->data_dir);
+	if (*c->api.socket)
+		snprintf(sock, sizeof sock, "%s", c->api.socket);
+	else
+		snprintf(sock, sizeof sock, "%s/volley.sock", c->data_dir);
+	vl_buf_init(&info);
+	vl_buf_appends(&info, "{\"node\":");
+	vl_buf_json_string(&info, c->cluster.node);
+	vl_buf_appends(&info, ",\"socket\":");
+	vl_buf_json_string(&info, sock);
+	vl_buf_appends(&info, ",\"listen\":");
+	vl_buf_json_string(&info, c->api.listen);
+	vl_buf_appends(&info, "}");
+	vl_buf_append(&info, "", 1);
+	struct clu_opts o = { .redis = c->cluster.redis, .password = c->cluster.password,
+			      .node = c->cluster.node, .info = info.p,
+			      .lease_ttl_ms = c->cluster.lease_ttl_ms, .state_file = state,
+			      .on_mode = on_cluster_mode, .arg = d };
+	d->clu = clu_start(&o, err, errlen);
+	vl_buf_free(&info);
+	return d->clu ? 0 : -1;
+}
+
+static json_t *cluster_json(const struct sched_deliver *d)
+{
+	struct clu_stats st;
+
+	if (!d->clu)
+		return json_null();
+	clu_stats(d->clu, &st);
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			 "mode", st.mode == CLU_SHARED ? "shared" : "local",
+			 "slow_downs_shared", (json_int_t)st.cuts,
+			 "nodes", (json_int_t)st.nodes,
+			 "roundtrips", (json_int_t)st.roundtrips,
+			 "leases", (json_int_t)st.leases,
+			 "lease_tokens", (json_int_t)st.tokens,
+			 "last_lease", (json_int_t)st.last_lease,
+			 "mode_changes", (json_int_t)st.mode_changes,
+			 "reconnects", (json_int_t)st.reconnects,
+			 "queue_full", (json_int_t)st.queue_full);
 }
 
 static int load_keys(struct sched_deliver *d, char *err, size_t errlen)
@@ -1210,6 +1291,7 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	if (load_keys(d, err, errlen) < 0 ||
 	    !(d->rules = sched_bounce_load(cfg->bounce_rules, err, errlen)) ||
 	    sts_open(d, err, errlen) < 0 ||
+	    cluster_start(d, err, errlen) < 0 ||
 	    !(d->commit = sched_commit_start(d, err, errlen)))
 		goto fail;
 	sched_lock(sc);
@@ -1224,6 +1306,7 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 	return d;
 fail:
 	sched_commit_stop(d->commit);
+	clu_stop(d->clu);
 	sts_fetcher_free(d->fetcher);
 	sts_store_free(d->sts);
 	sched_bounce_free(d->rules);
@@ -1249,6 +1332,8 @@ void sched_deliver_stop(struct sched_deliver *d, uint64_t grace_ms)
 	 * holds a transient result, which the thread journals as deferred */
 	eng_stop(d->eng, grace_ms);
 	pthread_join(d->tid, NULL);
+	clu_stop(d->clu);              /* its leases are the sites' */
+	d->clu = NULL;
 	sts_fetcher_free(d->fetcher);  /* fetches in flight answer into the inbox */
 	sched_commit_submit(d->commit, d->jobs, &d->events, &d->suppress);
 	sched_commit_drain(d->commit);

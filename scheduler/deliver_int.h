@@ -10,6 +10,7 @@
 #include "sched_int.h"
 #include "shape.h"
 #include "../sts/sts.h"
+#include "../cluster/cluster.h"
 
 struct sched_site;
 struct sched_sgroup;
@@ -142,6 +143,9 @@ struct sched_site {
 	struct sts_entry *sts;
 	double rate;                  /* configured, per second; 0 = unlimited */
 	struct sched_bucket b;        /* current (adaptive) */
+	struct clu_lease *lease;      /* with a cluster: the rate's share, by
+				       * the destination's key (cluster.h) */
+	struct clu_conns *conns;      /* and its connections' share */
 	unsigned window, inflight;
 	struct sched_sjq *trans, *bulk;
 	size_t waiting, deferred;     /* in queues; in retry timers */
@@ -298,6 +302,7 @@ struct sched_deliver {
 	struct sched_commit *commit;
 	struct rpt_store *rpt;        /* TLS-RPT counting, or NULL */
 	struct sched_warm *warm;      /* warm-up counts, or NULL */
+	struct clu *clu;              /* the cluster's client, or NULL */
 	struct sched_rcpt rcpt;       /* scratch of sched_deliver_send */
 	struct vl_buf events, suppress;   /* for the next batch */
 	uint64_t next_commit_ms;

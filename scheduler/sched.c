@@ -297,6 +297,11 @@ void sched_free(struct sched *sc)
 	free(sc);
 }
 
+struct clu *sched_cluster(struct sched *sc)
+{
+	return sc->d ? sched_deliver_clu(sc->d) : NULL;
+}
+
 int sched_idem_reserve(struct sched *sc, const char *key, char id[SCHED_ID_LEN + 1])
 {
 	int rc = 0;

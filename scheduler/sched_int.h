@@ -91,6 +91,8 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 					  struct sched_spool *spool, struct sched_suppress *sup,
 					  struct sched_events *ev, struct engine *eng, char *err,
 					  size_t errlen);
+/* Its cluster client, or NULL. */
+struct clu *sched_deliver_clu(struct sched_deliver *d);
 /* A job joined the registry (at startup or after intake). */
 void sched_deliver_add_job(struct sched_deliver *d, struct sched_job *j);
 /* Pause, resume or cancel: already recorded in the registry. Returns once

@@ -40,6 +40,11 @@ void sched_free(struct sched *sc);
 int sched_idem_reserve(struct sched *sc, const char *key, char id[SCHED_ID_LEN + 1]);
 void sched_idem_release(struct sched *sc, const char *key);
 
+/* The cluster's client once sched_start ran with `cluster` configured,
+ * else NULL (cluster/cluster.h: shared idempotency keys). */
+struct clu;
+struct clu *sched_cluster(struct sched *sc);
+
 /* A committed job joins the registry (meta is job.json's object). */
 int sched_job_add(struct sched *sc, const char *id, json_t *meta);
 /* JSON views (new references); NULL if there is no such job. */

@@ -250,6 +250,16 @@ static struct sched_site *site_alloc(struct sched_deliver *d, struct sched_sgrou
 	return s;
 }
 
+/* With a cluster, a rate and a connection limit are the destination's
+ * across every node and source: its sites draw from leases named by the
+ * destination's key. */
+static void site_lease(struct sched_deliver *d, struct sched_site *s)
+{
+	s->lease = d->clu && s->rate > 0 ? clu_lease_get(d->clu, s->group->key, s->rate) : NULL;
+	s->conns = d->clu && s->route.max_connections ?
+		clu_conns_get(d->clu, s->group->key, s->route.max_connections) : NULL;
+}
+
 static struct sched_site *site_new(struct sched_deliver *d, struct sched_sgroup *g, int src,
 				   const struct cfg_policy *p, const struct dns_mx_result *mx,
 				   const struct sts_entry *sts)
@@ -270,6 +280,7 @@ static struct sched_site *site_new(struct sched_deliver *d, struct sched_sgroup 
 	s->window = p->max_connections > 0 ? (unsigned)p->max_connections * 2 : 2;
 	if (p->rate && *p->rate && vl_parse_rate(p->rate, &s->rate) == 0)
 		sched_bucket_init(&s->b, s->rate);
+	site_lease(d, s);
 	return s;
 }
 
@@ -306,6 +317,7 @@ static struct sched_site *site_clone(struct sched_deliver *d, struct sched_sgrou
 	s->rate = o->rate;
 	if (s->rate > 0)
 		sched_bucket_init(&s->b, s->rate);
+	site_lease(d, s);
 	return s;
 }
 
@@ -812,6 +824,8 @@ static void warm_capped(struct sched_deliver *d, struct sched_site *s)
 	sched_timer_add(d, s->warm_until_ms, SCHED_T_SITE, s, 0);
 }
 
+#define CONNS_WAIT_MS 20
+
 static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now)
 {
 	uint64_t wait = 0;
@@ -830,7 +844,14 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 	 * it leaves with the next free session instead of after a window's
 	 * worth of bulk results (a big job's start: every session's TLS
 	 * handshake). The site's rate and back-off still apply. */
-	while (s->inflight < s->window + s->window / 2 && s->waiting) {
+	/* With a cluster the site's messages in the engine are at most the
+	 * connections its lease allows: one a connection, so the pools open
+	 * no more than that. */
+	unsigned cap = s->conns ? clu_conns_use(d->clu, s->conns, s->waiting || s->inflight ?
+						s->route.max_connections : 0) : UINT_MAX;
+	if (s->conns && s->waiting && s->inflight >= cap)
+		wait = CONNS_WAIT_MS;   /* a grant may come: look again */
+	while (s->inflight < s->window + s->window / 2 && s->inflight < cap && s->waiting) {
 		bool trans_only = s->inflight >= s->window;
 		if (trans_only && !s->trans)
 			break;
@@ -843,6 +864,11 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 		struct sched_sjq *q = pick(s, now, &wait, trans_only);
 		if (!q)
 			break;
+		uint64_t lw = s->lease ? clu_lease_take(d->clu, s->lease, now) : 0;
+		if (lw) {         /* the cluster's share: not yet */
+			wait = !wait || lw < wait ? lw : wait;
+			break;
+		}
 		if (s->wslot >= 0 && !sched_warm_take(d, s)) {
 			warm_capped(d, s);
 			return;
@@ -875,13 +901,16 @@ void sched_site_dispatch_all(struct sched_deliver *d)
 /* ---- adaptive back-off ---- */
 
 /* Suspend and slow down (shape.c), and say why in words for the API. */
-static void backoff(struct sched_site *s, const struct sched_dmsg *m, uint64_t now)
+static void backoff(struct sched_deliver *d, struct sched_site *s, const struct sched_dmsg *m,
+		    uint64_t now)
 {
 	char until[32], since[32];
 	uint64_t ms = sched_backoff_slow_down(&s->bo, &s->b, s->window, now);
 
 	if (!ms)
 		return;               /* already backing off: one step per episode */
+	if (s->lease)             /* the other nodes slow down too */
+		clu_lease_cut(d->clu, s->lease, s->b.rate, ms);
 	s->backoff_since = vl_wall_time();
 	vl_iso8601(s->backoff_since, since);
 	vl_iso8601(s->backoff_since + (double)ms / 1000, until);
@@ -956,12 +985,12 @@ static void act(struct sched_deliver *d, struct sched_site *s, const struct sche
 {
 	if (!rr) {
 		if (rate_limited)
-			backoff(s, m, now);
+			backoff(d, s, m, now);
 		return;
 	}
 	switch (rr->action) {
 	case CFG_RA_BACKOFF:
-		backoff(s, m, now);
+		backoff(d, s, m, now);
 		break;
 	case CFG_RA_SUSPEND_SOURCE:
 		suspend(d, s, m, rr, now);

@@ -44,6 +44,7 @@ check api api_
 check submit sub_
 check unsub uns_
 check webhook wh_
+check cluster clu_
 check sink sink_
 check doctor doc_
 check smtpd smtpd_
@@ -54,7 +55,7 @@ check bench/submit vs_
 for p in blast drive render dkim feedback submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message feedback imap engine sts smtpd scheduler gen api submit unsub webhook sink doctor cli volleyd bench tests "
+known=" common config tls dns tlsrpt message feedback imap engine cluster sts smtpd scheduler gen api submit unsub webhook sink doctor cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)

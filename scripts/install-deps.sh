@@ -7,13 +7,16 @@
 # dovecot-core (its auth service, for the Postfix MSA's SASL) and whois
 # (mkpasswd: the yescrypt hashes) serve volley-bench's submission scenario;
 # the packaged dovecot service is not needed (volley-bench runs its own).
+# redis-server and libhiredis-dev: the cluster module (cluster/) and its
+# tests, which start their own redis-server on a loopback port.
 set -eu
 
 PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
 libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
 curl unbound nsd ldnsutils python3-dkim opendkim-tools postfix gnuplot-nox
-zlib1g-dev python3-jsonschema scdoc debhelper libcrypt-dev dovecot-core dovecot-imapd whois"
+zlib1g-dev python3-jsonschema scdoc debhelper libcrypt-dev dovecot-core dovecot-imapd whois
+libhiredis-dev redis-server"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""

@@ -118,12 +118,23 @@ static int check_socket(const struct cfg *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* cluster.redis: the whole URL (the configuration checked its scheme). */
+static int check_cluster(const struct cfg *c, char *err, size_t errlen)
+{
+	struct clu_url u;
+	char why[200];
+
+	if (c->cluster.on && clu_url_parse(c->cluster.redis, &u, why, sizeof why) < 0)
+		return vl_fail(err, errlen, "cluster.redis: %s", why);
+	return 0;
+}
+
 int vd_check(const struct cfg *c, char *err, size_t errlen)
 {
 	struct sched_bounce_rules *r;
 
 	if (check_keys(c, err, errlen) < 0 || check_socket(c, err, errlen) < 0 ||
-	    imap_check_config(c, err, errlen) < 0)
+	    imap_check_config(c, err, errlen) < 0 || check_cluster(c, err, errlen) < 0)
 		return -1;
 	if (!(r = sched_bounce_load(c->bounce_rules, err, errlen)))
 		return -1;

@@ -8,6 +8,7 @@
 #define VOLLEY_VOLLEYD_H
 
 #include "../api/api.h"
+#include "../cluster/cluster.h"
 #include "../config/config.h"
 #include "../engine/engine.h"
 #include "../imap/imap.h"

@@ -1,0 +1,198 @@
+/*
+ * cluster/: several volleyd nodes sharing their rate limits through Redis
+ * (docs/cluster.md). Three parts:
+ *   url.c    the redis://[user:pass@]host:port/db URL (pure)
+ *   lease.c  a node's side of a shared limit: leases of tokens sized to
+ *            its recent rate, the local 1/N bucket of the fallback, and
+ *            the shared <-> local state machine (pure: the caller passes
+ *            the time)
+ *   conn.c   the client: one thread (vl-cluster) that owns the socket to
+ *            Redis, a bounded command queue, hiredis for the RESP framing
+ *            only (redisFormatCommandArgv, redisReader); AUTH, SELECT,
+ *            SCRIPT LOAD, EVALSHA, heartbeats, reconnects with back-off.
+ * Nothing here blocks the caller on Redis: a lease asks, the answer lands
+ * in atomics the delivery thread reads on its next look. Prefix: clu_.
+ */
+#ifndef VOLLEY_CLUSTER_H
+#define VOLLEY_CLUSTER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- the URL (url.c) ---- */
+struct clu_url {
+	char host[256];
+	unsigned port;               /* default 6379 */
+	unsigned db;                 /* default 0; 0 to 15 */
+	char user[128], pass[256];   /* "": none */
+};
+/* redis://[[user]:pass@]host[:port][/db]; host a name, an IPv4 literal or
+ * [IPv6]. -1 with err naming what is wrong. */
+int clu_url_parse(const char *s, struct clu_url *u, char *err, size_t errlen);
+
+/* ---- the shared <-> local state machine (lease.c) ---- */
+enum clu_mode { CLU_LOCAL = 0, CLU_SHARED = 1 };
+enum clu_input {
+	CLU_IN_UP,       /* connected, authenticated, script loaded, heartbeat answered */
+	CLU_IN_REPLY,    /* a reply came */
+	CLU_IN_DOWN,     /* the connection failed or was lost */
+	CLU_IN_TICK,     /* time passes: a request unanswered past the timeout is down */
+};
+struct clu_fsm {
+	enum clu_mode mode;
+	unsigned nodes;              /* N: nodes seen at the last heartbeat (>= 1) */
+	uint64_t last_reply_ms;      /* of the last reply */
+	uint64_t waiting_since_ms;   /* oldest unanswered request, 0: none */
+};
+/* Start local with the N last known (0 counts as 1). */
+void clu_fsm_init(struct clu_fsm *f, unsigned nodes);
+/* Apply an input at now_ms (nodes: the heartbeat's count, 0: unknown);
+ * timeout_ms: how long a request may wait for its answer. True when the
+ * mode changed. */
+bool clu_fsm_step(struct clu_fsm *f, enum clu_input in, unsigned nodes, uint64_t now_ms,
+		  uint64_t timeout_ms);
+
+/* ---- a node's side of one shared rate (lease.c) ----
+ * The cluster-wide limit is a token bucket in Redis (limit a second,
+ * burst one second's worth). A node takes a lease of `want` tokens at a
+ * time: its recent rate (at least limit / N) times CLU_LEASE_PERIOD_MS,
+ * at most the burst / N. Redis grants it (or what is there, at least a
+ * quarter of it), usable once its tokens will have accrued (GCRA-like:
+ * grants run at most a quarter burst ahead of the refill), so a round
+ * trip brings a lease, not a crumb, and no node starves. A node
+ * asks again when it holds less than half a lease, and tokens older than
+ * CLU_LEASE_HOLD_MS past their start are dropped (a lease left unused
+ * does not turn into a burst later). In local mode a bucket of
+ * limit / N a second (burst one second's worth of it) decides. */
+#define CLU_LEASE_PERIOD_MS 250u
+#define CLU_LEASE_HOLD_MS 1000u
+#define CLU_LEASE_POLL_MS 2u         /* an answer due: look again this soon */
+struct clu_rate {
+	double limit, burst;             /* per second, cluster-wide */
+	int64_t tokens;                  /* leased and not spent */
+	uint64_t got_ms;                 /* when they are usable from */
+	uint64_t ask_after_ms;           /* Redis said: not before then */
+	bool asked;                      /* a request is out */
+	unsigned last_want;
+	/* spent, per second, measured over windows of a second */
+	double recent;
+	uint64_t win_ms;
+	unsigned win_n;
+	/* the fallback's bucket */
+	double ltok;
+	uint64_t lat_ms;
+	bool lfull;
+};
+void clu_rate_init(struct clu_rate *r, double limit);
+/* The size of the next lease for N nodes. */
+unsigned clu_rate_want(const struct clu_rate *r, unsigned nodes);
+/* An answer: got tokens, usable after wait_ms; or none, and wait_ms
+ * before asking again. */
+void clu_rate_granted(struct clu_rate *r, unsigned got, uint64_t wait_ms, uint64_t now_ms);
+/* May one message go at now_ms? 0: yes, a token is spent; else the ms to
+ * wait. *ask: a lease should be asked for now (shared mode only; the
+ * caller sends it and marks it asked). */
+uint64_t clu_rate_take(struct clu_rate *r, enum clu_mode mode, unsigned nodes,
+		       uint64_t now_ms, bool *ask);
+
+/* ---- the client (conn.c) ---- */
+struct clu_opts {
+	const char *redis;               /* the URL */
+	const char *password;            /* from password_file, or NULL (the URL's) */
+	const char *node;                /* this node's name */
+	const char *info;                /* what the registry keeps of it (JSON) */
+	uint64_t lease_ttl_ms;           /* heartbeats and connection leases */
+	const char *state_file;          /* N last seen, kept across restarts; NULL: none */
+	/* Called on the vl-cluster thread at each change of mode. */
+	void (*on_mode)(void *arg, enum clu_mode mode, unsigned nodes, const char *why);
+	void *arg;
+};
+struct clu;
+/* A shared limit by name: the caller's (the delivery thread's) state and
+ * the answer box the vl-cluster thread fills. Kept until clu_stop. */
+struct clu_lease {
+	char *key;
+	struct clu_rate st;              /* the delivery thread's */
+	_Atomic int64_t in_got;          /* answers not yet taken: tokens ... */
+	_Atomic uint64_t in_wait;        /* ... and the last wait asked */
+	_Atomic unsigned in_n;           /* answers given (the taker compares) */
+	unsigned seen_n;
+	struct clu_lease *next;
+};
+/* Start the thread; it connects in the background (the mode is local
+ * until the first heartbeat answer). NULL with err on bad options. */
+struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen);
+void clu_stop(struct clu *c);
+enum clu_mode clu_mode(const struct clu *c);
+unsigned clu_nodes(const struct clu *c);
+/* The lease of a rate limit named key (the same key: the same lease). */
+struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit);
+/* May one message go under this lease now? As clu_rate_take; asks Redis
+ * itself when it should. */
+uint64_t clu_lease_take(struct clu *c, struct clu_lease *l, uint64_t now_ms);
+
+/* A "slow down" seen by this node (the site's adaptive back-off cut its
+ * rate to `rate` and paused it pause_ms): the cluster's bucket pauses as
+ * long and refills at `rate` until CLU_CUT_HOLD_MS after the last cut, on
+ * every node (a lower cut under way is kept). Async; shared mode only. */
+#define CLU_CUT_HOLD_MS 30000u
+void clu_lease_cut(struct clu *c, struct clu_lease *l, double rate, uint64_t pause_ms);
+
+/* A connection limit by name: cluster-wide leases with expiry. Each node
+ * holds a grant (connections it may have open to the site): at most its
+ * fair share, limit / N (N the registered nodes, at least one each), and
+ * never more than the others leave of the limit, so the sum holds even
+ * while N changes. It renews every lease_ttl / 3 (every
+ * CLU_CONNS_RETRY_MS while it holds less than it wants); a grant not
+ * renewed within lease_ttl (a node killed) is dropped and, once the node
+ * has left the registry, its share is the others'. A node's unused share
+ * is not lent to the others. In local mode a node may have limit / N.
+ * The delivery thread says what it wants (0: nothing waits there); the
+ * vl-cluster thread renews on its own. */
+#define CLU_CONNS_RETRY_MS 500u
+struct clu_conns {
+	char *key;
+	unsigned limit;                  /* cluster-wide */
+	_Atomic unsigned want;           /* the delivery thread's */
+	_Atomic unsigned granted;        /* Redis's last answer */
+	/* the vl-cluster thread's */
+	unsigned sent_want;
+	uint64_t renew_ms;
+	bool asked;
+	struct clu_conns *next;
+};
+/* The lease of the connection limit named key (the same key: the same). */
+struct clu_conns *clu_conns_get(struct clu *c, const char *key, unsigned limit);
+/* Say how many connections the site could use (0: none now); returns how
+ * many it may have open now. */
+unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want);
+/* The pure rule: what a node may have open in mode with N nodes and the
+ * grant from Redis. */
+unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, unsigned granted,
+			   unsigned want);
+
+/* Idempotency keys across nodes: a key is held by the first node that
+ * claims it (SET NX in Redis, pending for ttl_ms), then bound to that
+ * node's 202 answer (kept ttl_ms: the spool's retention). */
+enum { CLU_IDEM_LOCAL = 0, CLU_IDEM_MINE = 1, CLU_IDEM_OTHER = 2 };
+/* Waits at most timeout_ms (an API thread's call, never the delivery
+ * thread's). LOCAL: no answer (local mode, Redis slow or gone): the node
+ * decides alone; MINE: this node holds it (its registry decides); OTHER:
+ * node (its name) holds it: *answer its 202 JSON (malloc'd), or NULL
+ * while it is still being received there. */
+int clu_idem_claim(struct clu *c, const char *key, uint64_t ttl_ms, uint64_t timeout_ms,
+		   char **answer, char *node, size_t nodelen);
+/* Bind a key this node holds to its answer (NULL: let go of it). Async. */
+void clu_idem_bind(struct clu *c, const char *key, const char *answer, uint64_t ttl_ms);
+
+struct clu_stats {
+	enum clu_mode mode;
+	unsigned nodes;
+	uint64_t roundtrips, leases, tokens, mode_changes, reconnects, queue_full, cuts;
+	unsigned last_lease;             /* tokens of the last lease granted */
+};
+void clu_stats(const struct clu *c, struct clu_stats *s);
+
+#endif
