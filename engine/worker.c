@@ -1292,13 +1292,13 @@ static void conn_ready(struct conn *c)
 	struct pool *p = c->pool;
 	struct eng_worker *w = c->w;
 
+	bool up_now = !c->established;
+
 	hand_back(c);
-	if (!c->established) {
+	if (up_now) {
 		p->nconnecting--;
 		c->established = true;
 		p->nestablished++;
-		if (!w->stopping)     /* one more up: room for more to start */
-			pool_open(w, p);
 	}
 	if (w->stopping || c->s.nmsgs >= p->route.max_messages_per_connection) {
 		conn_quit(c);
@@ -1308,18 +1308,26 @@ static void conn_ready(struct conn *c)
 	 * 8BITMIME) are refused without a round trip, and a queue full of
 	 * them must not become a deep call chain. */
 	struct eng_msg *m;
-	while ((m = queue_pop(p))) {
+	bool busy = false;
+	while (!busy && (m = queue_pop(p))) {
 		enum eng_act act = eng_sess_start(&c->s, m);
 		if (act != ENG_IDLE) {
 			conn_enter(c, CONN_BUSY);
-			conn_act(c, act);
-			return;
+			conn_act(c, act);   /* c may be gone after this */
+			busy = true;
+		} else {
+			hand_back(c);
 		}
-		hand_back(c);
 	}
-	conn_enter(c, CONN_IDLE);
-	conn_timer(c, w->cfg->t.idle);
-	conn_flush(c); /* e.g. an RSET's successor output, if any */
+	if (!busy) {
+		conn_enter(c, CONN_IDLE);
+		conn_timer(c, w->cfg->t.idle);
+		conn_flush(c); /* e.g. an RSET's successor output, if any */
+	}
+	/* One more up: room for more to start (slow start), counted after it
+	 * took its own message, or the pool opens one too many. */
+	if (up_now && !w->stopping)
+		pool_open(w, p);
 }
 
 static void conn_tls_start(struct conn *c);
