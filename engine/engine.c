@@ -103,14 +103,21 @@ unsigned eng_share(uint64_t route_hash, unsigned cap, unsigned id, unsigned n)
 	return cap / k + (r < cap % k);
 }
 
+/* A route's counter for a worker in one of the [SPREAD_SLOTS][n] arrays. */
+static _Atomic unsigned *slot(struct engine *e, _Atomic unsigned *a, uint64_t h,
+			      unsigned worker)
+{
+	return &a[(h % SPREAD_SLOTS) * (unsigned)e->n + worker];
+}
+
 static _Atomic unsigned *load_of(struct engine *e, uint64_t h, unsigned worker)
 {
-	return &e->load[(h % SPREAD_SLOTS) * (unsigned)e->n + worker];
+	return slot(e, e->load, h, worker);
 }
 
 void eng_route_conns(struct engine *e, uint64_t h, unsigned worker, int delta)
 {
-	_Atomic unsigned *u = &e->conns[(h % SPREAD_SLOTS) * (unsigned)e->n + worker];
+	_Atomic unsigned *u = slot(e, e->conns, h, worker);
 
 	if (delta > 0)
 		atomic_fetch_add_explicit(u, 1, memory_order_relaxed);
@@ -122,7 +129,7 @@ bool eng_send_elsewhere(struct engine *e, struct eng_msg *m, unsigned from)
 {
 	unsigned n = (unsigned)e->n, home = (unsigned)(m->hash_ % n);
 	unsigned cap = m->route->max_connections, k = cap < n ? cap : n;
-	_Atomic unsigned *u = &e->conns[(m->hash_ % SPREAD_SLOTS) * n];
+	_Atomic unsigned *u = slot(e, e->conns, m->hash_, 0);
 
 	if (m->moved_ || m->first_ != 0 || m->pending_ != m->nrcpt)
 		return false;
