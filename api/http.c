@@ -246,6 +246,7 @@ static bool idem_valid(const char *k)
  * being received there), and nothing is stored here. True when answered. */
 #define IDEM_PENDING_MS (15 * 60 * 1000)
 #define IDEM_WAIT_MS 1000
+#define CLUSTER_WAIT_MS 1000       /* /v1/cluster: Redis answers within a second */
 static bool idem_cluster(struct api *a, struct MHD_Connection *c, struct clu *cl,
 			 const char *key, enum MHD_Result *res)
 {
@@ -967,6 +968,55 @@ static enum MHD_Result tls_report(struct api *a, struct MHD_Connection *c, bool 
 	return j ? send_json(c, 200, j) : send_json(c, (unsigned)e.status, api_error_json(&e));
 }
 
+/* ---- the cluster's nodes ---- */
+
+/* GET /v1/jobs; in a cluster the answer names its node, so `volley
+ * --cluster jobs` knows who answered at an address. */
+static json_t *jobs_json(struct api *a, uint64_t limit)
+{
+	json_t *j = sched_jobs_json(a->sc, limit);
+
+	if (sched_cluster(a->sc))
+		json_object_set_new(j, "node", json_string(a->cfg->cluster.node));
+	return j;
+}
+
+/* GET /v1/cluster: this node and what every live node registered in
+ * Redis (its API socket and listener), for `volley --cluster`. A line
+ * that is not a JSON object is skipped: Redis holds it, not this node. */
+static enum MHD_Result cluster_nodes(struct api *a, struct MHD_Connection *c)
+{
+	struct clu *cl = sched_cluster(a->sc);
+	json_t *nodes, *j;
+
+	if (!cl)
+		return send_error(c, 404, "no_cluster", NULL,
+				  "this node is not in a cluster (no cluster group in its config)");
+	char *lines = clu_nodes_list(cl, CLUSTER_WAIT_MS);
+	if (!lines)
+		return send_error(c, 503, "cluster_unreachable", NULL,
+				  "Redis did not answer: the node is in local mode");
+	nodes = json_array();
+	for (char *p = lines, *nl; *p; p = nl + 1) {
+		nl = strchr(p, '\n');
+		if (!nl)
+			break;
+		j = json_loadb(p, (size_t)(nl - p), 0, NULL);
+		if (json_is_object(j))
+			json_array_append(nodes, j);
+		json_decref(j);
+	}
+	free(lines);
+	return send_json(c, 200, json_pack("{s:s, s:s, s:o}", "node", a->cfg->cluster.node,
+					   "mode", "shared", "nodes", nodes));
+}
+
+static enum MHD_Result slow_cluster(struct api *a, struct MHD_Connection *c, struct req *r)
+{
+	(void)r;
+	return cluster_nodes(a, c);
+}
+
 /* ---- dispatch ---- */
 
 /* The methods a path takes ("GET, HEAD": the Allow header of a 405), NULL
@@ -976,7 +1026,7 @@ static const char *methods_of(const char *url)
 	static const char *const reads[] = { "/v1/health", "/v1/queues", "/v1/tls-check",
 					     "/v1/suppression", "/v1/events", "/v1/stats",
 					     "/metrics", "/v1/tls-report", "/v1/feedback",
-					     "/v1/feedback/domains" };
+					     "/v1/feedback/domains", "/v1/cluster" };
 
 	if (!strcmp(url, "/v1/jobs"))
 		return "GET, HEAD, POST";
@@ -1077,6 +1127,8 @@ static void route(struct api *a, struct MHD_Connection *c, struct req *r, const 
 		send_json(c, 200, sched_feedback_domains_json(a->sc));
 	} else if (!strcmp(url, "/v1/tls-check")) {
 		set_slow(r, slow_tls_check, url, method);
+	} else if (!strcmp(url, "/v1/cluster")) {
+		set_slow(r, slow_cluster, url, method);
 	} else if (!strncmp(url, "/v1/tls-report", 14)) {
 		set_slow(r, slow_tls_report, url, method);
 	} else if (!strcmp(url, "/v1/health")) {
@@ -1087,7 +1139,7 @@ static void route(struct api *a, struct MHD_Connection *c, struct req *r, const 
 		if (l && (vl_parse_u64(l, &limit) < 0 || !limit))
 			send_error(c, 400, "invalid_field", "limit", "limit must be a positive integer");
 		else
-			send_json(c, 200, sched_jobs_json(a->sc, limit));
+			send_json(c, 200, jobs_json(a, limit));
 	} else if (!strcmp(url, "/v1/queues")) {
 		send_json(c, 200, sched_queues_json(a->sc));
 	} else if (!strcmp(url, "/v1/suppression")) {

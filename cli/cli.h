@@ -33,6 +33,7 @@ struct cli {
 	bool json, wait, watch, follow, dry_run;
 	bool send;                /* tls-report --send */
 	bool unmatched;           /* feedback --unmatched */
+	bool cluster;             /* jobs --cluster: every node's */
 	bool tty;                 /* stdout is a terminal */
 	const char *cmd;
 	const char *args[CLI_MAX_ARGS];
@@ -122,6 +123,9 @@ void cli_csv_free(struct cli_csv *c);
 /* ---- commands ---- */
 int cli_submit(const struct cli *c);
 int cli_jobs(const struct cli *c);
+/* Jobs as a table (with_node: a NODE column first) or, with --json, one a line. */
+void cli_jobs_print(const struct cli *c, const json_t *jobs, bool with_node);
+int cli_cluster_jobs(const struct cli *c);  /* jobs --cluster (cli_cluster.c) */
 int cli_status(const struct cli *c);
 int cli_control(const struct cli *c);   /* cancel, pause, resume */
 int cli_queues(const struct cli *c);

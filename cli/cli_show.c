@@ -26,28 +26,37 @@ static void print_each(const json_t *a)
 		cli_print_json(v);
 }
 
-static void jobs_table(const json_t *jobs)
+/* The jobs table; with_node: a NODE column first (volley --cluster jobs). */
+static void jobs_table(const json_t *jobs, bool with_node)
 {
-	static const char *head[] = {"ID", "STATE", "RECIPIENTS", "QUEUED", "DELIVERED",
+	static const char *head[] = {"NODE", "ID", "STATE", "RECIPIENTS", "QUEUED", "DELIVERED",
 				     "BOUNCED", "DEFERRED", "EXPIRED", "CREATED", "CAMPAIGN"};
-	static const bool right[] = {0, 0, 1, 1, 1, 1, 1, 1, 0, 0};
+	static const bool right[] = {0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0};
+	size_t skip = with_node ? 0 : 1, i;
 	char n[6][32];
 	struct cli_table t;
-	size_t i;
 	json_t *j;
 
-	cli_table_init(&t, 10, head, right);
+	cli_table_init(&t, 11 - skip, head + skip, right + skip);
 	json_array_foreach(jobs, i, j) {
 		const json_t *k = json_object_get(j, "counts");
-		const char *row[] = {cli_jstr(j, "id"), cli_jstr(j, "state"),
+		const char *row[] = {cli_jstr(j, "node"), cli_jstr(j, "id"), cli_jstr(j, "state"),
 				     cli_jnum(j, "recipients", n[0], 32), cli_jnum(k, "queued", n[1], 32),
 				     cli_jnum(k, "delivered", n[2], 32), cli_jnum(k, "bounced", n[3], 32),
 				     cli_jnum(k, "deferred", n[4], 32), cli_jnum(k, "expired", n[5], 32),
 				     cli_jstr(j, "created"), cli_jstr(j, "campaign")};
-		cli_table_row(&t, row);
+		cli_table_row(&t, row + skip);
 	}
 	cli_table_print(&t, stdout);
 	cli_table_free(&t);
+}
+
+void cli_jobs_print(const struct cli *c, const json_t *jobs, bool with_node)
+{
+	if (c->json)
+		print_each(jobs);
+	else
+		jobs_table(jobs, with_node);
 }
 
 int cli_jobs(const struct cli *c)
@@ -55,13 +64,13 @@ int cli_jobs(const struct cli *c)
 	char path[64] = "/v1/jobs";
 	int rc;
 
+	if (c->cluster)
+		return cli_cluster_jobs(c);
 	if (c->limit)
 		snprintf(path, sizeof(path), "/v1/jobs?limit=%ld", c->limit);
 	json_t *ans = cli_get_json(c, path, &rc), *jobs = ans ? list_of(ans, "jobs") : NULL;
-	if (jobs && c->json)
-		print_each(jobs);
-	else if (jobs)
-		jobs_table(jobs);
+	if (jobs)
+		cli_jobs_print(c, jobs, false);
 	json_decref(ans);
 	return rc == CLI_OK && !jobs ? CLI_FAILED : rc;
 }

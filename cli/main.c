@@ -37,6 +37,7 @@ static const struct opt {
 	{"--follow", "-f", O_FLAG, offsetof(struct cli, follow), " events "},
 	{"--job", NULL, O_STR, offsetof(struct cli, job), " events "},
 	{"--limit", NULL, O_LONG, offsetof(struct cli, limit), " jobs status suppression feedback "},
+	{"--cluster", NULL, O_FLAG, offsetof(struct cli, cluster), " jobs "},
 	{"--unmatched", NULL, O_FLAG, offsetof(struct cli, unmatched), " feedback "},
 	{"--date", NULL, O_STR, offsetof(struct cli, date), " tls-report "},
 	{"--send", NULL, O_FLAG, offsetof(struct cli, send), " tls-report "},
@@ -60,8 +61,11 @@ static const struct cmd {
 	{"status", cli_status, 0, 1, "status [ID] [--watch]",
 	 "One job's state and counters; without ID, the jobs table.\n"
 	 "  --watch, -w  redraw the progress until the job is done\n"},
-	{"jobs", cli_jobs, 0, 0, "jobs [--limit N]",
-	 "The jobs, newest first (default 100).\n"},
+	{"jobs", cli_jobs, 0, 0, "jobs [--limit N] [--cluster]",
+	 "The jobs, newest first (default 100).\n"
+	 "  --cluster   every node's of the cluster (docs/cluster.md): the nodes\n"
+	 "              Redis has registered, each asked at its listener (api.listen,\n"
+	 "              with --token) or else its socket; a NODE column first\n"},
 	{"cancel", cli_control, 1, 1, "cancel ID",
 	 "Cancel a job: every recipient not yet final becomes cancelled.\n"},
 	{"pause", cli_control, 1, 1, "pause ID", "Stop starting new deliveries of a job.\n"},

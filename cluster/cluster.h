@@ -187,6 +187,11 @@ int clu_idem_claim(struct clu *c, const char *key, uint64_t ttl_ms, uint64_t tim
 /* Bind a key this node holds to its answer (NULL: let go of it). Async. */
 void clu_idem_bind(struct clu *c, const char *key, const char *answer, uint64_t ttl_ms);
 
+/* What the live nodes registered (clu_opts.info), one line each, from
+ * Redis (an API thread's call: waits at most timeout_ms). NULL in local
+ * mode or without an answer in time; else malloc'd ("" for none). */
+char *clu_nodes_list(struct clu *c, uint64_t timeout_ms);
+
 struct clu_stats {
 	enum clu_mode mode;
 	unsigned nodes;

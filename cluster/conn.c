@@ -29,7 +29,8 @@
 #define CONNECT_MS 1000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define READ_MAX (1u << 20)       /* a reply larger than this is nonsense here */
+#define READ_MAX (1u << 20)
+#define NODES_MAX 1000            /* nodes a listing returns */       /* a reply larger than this is nonsense here */
 
 /* One script for every operation, loaded once (SCRIPT LOAD), called by
  * its SHA1 (EVALSHA). Times are Redis's own (TIME), so nodes' clocks do
@@ -48,7 +49,10 @@
  *   idem KEYS[1] the key's; ARGV node, ttl_ms: "" when this node now holds
  *        it (pending), else its value: "NODE\n" and the 202 answer, if any
  *   idemset KEYS[1]; ARGV node, ttl_ms, answer: the answer bound to a
- *        key this node holds ("": let go of it) */
+ *        key this node holds ("": let go of it)
+ *   nodes KEYS[1] node set; ARGV the node keys' prefix: what the live
+ *        nodes (at most NODES_MAX) registered, one string each. The node
+ *        keys are named here, not in KEYS: one Redis, not Redis Cluster */
 static const char SCRIPT[] =
 	"local op = ARGV[1]\n"
 	"local t = redis.call('TIME')\n"
@@ -145,10 +149,18 @@ static const char SCRIPT[] =
 	"    else redis.call('SET', KEYS[1], ARGV[2] .. '\\n' .. ARGV[4], 'PX', tonumber(ARGV[3])) end\n"
 	"  end\n"
 	"  return 1\n"
+	"elseif op == 'nodes' then\n"
+	"  local out = {}\n"
+	"  local live = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'LIMIT', 0, tonumber(ARGV[3]))\n"
+	"  for _, n in ipairs(live) do\n"
+	"    local v = redis.call('GET', ARGV[2] .. n)\n"
+	"    if v then out[#out + 1] = v end\n"
+	"  end\n"
+	"  return out\n"
 	"end\n"
 	"return redis.error_reply('volley: unknown op')\n";
 
-enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN, R_IDEM, R_IDEMSET, R_CUT };
+enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN, R_IDEM, R_IDEMSET, R_CUT, R_NODES };
 /* A caller waiting for an answer (idempotency claims), shared by it and
  * the thread: the last of the two to let go frees it. */
 struct clu_wait {
@@ -413,7 +425,7 @@ static void unsent(struct clu *c, struct req *r)
 {
 	if (r->kind == R_RATE)
 		answer(c, r->l, 0, BACKOFF_MIN_MS);
-	else if (r->kind == R_IDEM && r->w)
+	else if ((r->kind == R_IDEM || r->kind == R_NODES) && r->w)
 		wait_done(r->w, CLU_IDEM_LOCAL, NULL, 0);
 	free(r->key);
 	free(r->val);
@@ -438,6 +450,44 @@ static void on_idem(struct clu *c, struct req *q, const redisReply *r)
 	}
 	/* "NODE\n" then the answer (none while it is being received) */
 	wait_done(q->w, CLU_IDEM_OTHER, r->str, r->len);
+}
+
+/* ---- the node listing ---- */
+
+static void send_nodes(struct clu *c, struct req r)
+{
+	char max[16];
+
+	snprintf(max, sizeof max, "%d", NODES_MAX);
+	const char *argv[] = { "EVALSHA", c->sha, "1", "volley:nodes", "nodes", "volley:node:",
+			       max };
+	send_argv(c, (struct req){ .kind = R_NODES, .w = r.w }, 7, argv);
+}
+
+/* The live nodes' strings, one a line; one with a line end in it is not
+ * a node's (each node writes its own as one-line JSON). */
+static void on_nodes(struct clu *c, struct req *q, const redisReply *r)
+{
+	struct vl_buf b;
+
+	if (r->type != REDIS_REPLY_ARRAY) {
+		if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8)) {
+			c->sha[0] = 0;
+			send_load(c);
+		}
+		wait_done(q->w, CLU_IDEM_LOCAL, NULL, 0);
+		return;
+	}
+	vl_buf_init(&b);
+	for (size_t i = 0; i < r->elements; i++) {
+		const redisReply *e = r->element[i];
+		if (e->type == REDIS_REPLY_STRING && e->len && !memchr(e->str, '\n', e->len)) {
+			vl_buf_append(&b, e->str, e->len);
+			vl_buf_append(&b, "\n", 1);
+		}
+	}
+	wait_done(q->w, CLU_IDEM_MINE, b.len ? b.p : "", b.len);
+	vl_buf_free(&b);
 }
 
 /* ---- the state machine's effects ---- */
@@ -631,6 +681,9 @@ static bool on_reply(struct clu *c, const redisReply *r)
 	case R_IDEM:
 		on_idem(c, &q, r);
 		break;
+	case R_NODES:
+		on_nodes(c, &q, r);
+		break;
 	case R_IDEMSET:
 	case R_CUT:
 		break;
@@ -739,6 +792,8 @@ static void drain_queue(struct clu *c)
 			send_rate(c, batch[i]);
 		else if (batch[i].kind == R_CUT)
 			send_cut(c, batch[i]);
+		else if (batch[i].kind == R_NODES)
+			send_nodes(c, batch[i]);
 		else
 			send_idem(c, batch[i]);
 	}
@@ -997,27 +1052,28 @@ static bool enqueue(struct clu *c, struct req r)
 	return true;
 }
 
-int clu_idem_claim(struct clu *c, const char *key, uint64_t ttl_ms, uint64_t timeout_ms,
-		   char **answer, char *node, size_t nodelen)
+/* A new wait, held by the caller and the thread. */
+static struct clu_wait *wait_new(void)
 {
 	struct clu_wait *w = vl_calloc(1, sizeof *w);
-	struct timespec ts;
-	int rc = CLU_IDEM_LOCAL;
 
-	*answer = NULL;
-	if (clu_mode(c) != CLU_SHARED) {
-		free(w);
-		return CLU_IDEM_LOCAL;
-	}
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	w->refs = 2;
-	/* sent_ms carries the TTL to the thread */
-	if (!enqueue(c, (struct req){ .kind = R_IDEM, .w = w, .key = vl_strdup(key),
-				      .sent_ms = ttl_ms })) {
+	return w;
+}
+
+/* Queue r (its wait w) and wait at most timeout_ms for the answer; w is
+ * locked on return (done or not): the caller reads it, then wait_release. */
+static bool wait_ask(struct clu *c, struct clu_wait *w, struct req r, uint64_t timeout_ms)
+{
+	struct timespec ts;
+
+	if (!enqueue(c, r)) {
+		free(r.key);
 		w->refs = 1;
-		wait_unref(w);
-		return CLU_IDEM_LOCAL;
+		pthread_mutex_lock(&w->mu);
+		return false;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += (time_t)(timeout_ms / 1000);
@@ -1029,7 +1085,27 @@ int clu_idem_claim(struct clu *c, const char *key, uint64_t ttl_ms, uint64_t tim
 	pthread_mutex_lock(&w->mu);
 	while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0)
 		;
-	if (w->done) {
+	return w->done;
+}
+
+static void wait_release(struct clu_wait *w)
+{
+	pthread_mutex_unlock(&w->mu);
+	wait_unref(w);
+}
+
+int clu_idem_claim(struct clu *c, const char *key, uint64_t ttl_ms, uint64_t timeout_ms,
+		   char **answer, char *node, size_t nodelen)
+{
+	int rc = CLU_IDEM_LOCAL;
+
+	*answer = NULL;
+	if (clu_mode(c) != CLU_SHARED)
+		return CLU_IDEM_LOCAL;
+	struct clu_wait *w = wait_new();
+	/* sent_ms carries the TTL to the thread */
+	struct req r = { .kind = R_IDEM, .w = w, .key = vl_strdup(key), .sent_ms = ttl_ms };
+	if (wait_ask(c, w, r, timeout_ms)) {
 		rc = w->rc;
 		if (rc == CLU_IDEM_OTHER && w->val) {
 			const char *nl = strchr(w->val, '\n');
@@ -1039,9 +1115,22 @@ int clu_idem_claim(struct clu *c, const char *key, uint64_t ttl_ms, uint64_t tim
 				*answer = vl_strdup(nl + 1);
 		}
 	}
-	pthread_mutex_unlock(&w->mu);
-	wait_unref(w);
+	wait_release(w);
 	return rc;
+}
+
+char *clu_nodes_list(struct clu *c, uint64_t timeout_ms)
+{
+	char *lines = NULL;
+
+	if (clu_mode(c) != CLU_SHARED)
+		return NULL;
+	struct clu_wait *w = wait_new();
+	if (wait_ask(c, w, (struct req){ .kind = R_NODES, .w = w }, timeout_ms) &&
+	    w->rc == CLU_IDEM_MINE && w->val)
+		lines = vl_strdup(w->val);
+	wait_release(w);
+	return lines;
 }
 
 void clu_idem_bind(struct clu *c, const char *key, const char *answer, uint64_t ttl_ms)

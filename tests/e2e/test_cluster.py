@@ -16,7 +16,7 @@ import subprocess
 import time
 import unittest
 
-from .daemon import Volleyd, VolleydTest, simple_job
+from .daemon import VOLLEY, Volleyd, VolleydTest, simple_job
 from .sinkctl import Sink, sanitizer_report
 from . import util
 
@@ -244,6 +244,61 @@ class Idempotency(Cluster):
         self.assertEqual(r.status, 202, r)
         self.assertNotEqual(r.json()["id"], jid)
         self.assertEqual(len(ds[1].jobs_on_disk()), 1)
+
+    def test_cli_lists_every_nodes_jobs(self):
+        """`volley jobs --cluster` asked at node 0 lists the jobs of all
+        three: nodes 0 and 1 by their sockets, node 2 by its TCP
+        listener with the token; a NODE column, --json with "node". A
+        node gone (killed) is named, the others still listed, exit 3."""
+        port = util.free_port()
+        ds = []
+        for i in range(3):
+            extra = ('api = { listen = "127.0.0.1:%d"; token = "t0k"; };\n' % port
+                     if i == 2 else "")
+            ds.append(start_node(self, extra + node_conf(self.sink, self.redis, i,
+                                                            "1000/s")).start())
+        for d in ds:
+            self.wait_for("shared mode with 3 nodes",
+                          lambda: metric(d, "volley_cluster_nodes") == 3, timeout=15)
+        ids = {}
+        for i, d in enumerate(ds):
+            ids["node-%d" % i] = self.submit(d, 1 + i)
+
+        def run(*args):
+            return subprocess.run([VOLLEY, "--socket", ds[0].sock, "--token", "t0k"] +
+                                  list(args), capture_output=True, text=True, timeout=30)
+        r = run("jobs", "--cluster")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertTrue(lines[0].split()[:2] == ["NODE", "ID"], r.stdout)
+        rows = {tuple(l.split()[:2]) for l in lines[1:]}
+        self.assertEqual(rows, {(n, j) for n, j in ids.items()}, r.stdout)
+        r = run("--cluster", "jobs", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = {(j["node"], j["id"], j["recipients"])
+               for j in map(__import__("json").loads, r.stdout.splitlines())}
+        self.assertEqual(got, {("node-%d" % i, ids["node-%d" % i], 1 + i) for i in range(3)})
+        # a wrong token: node 2 refuses, the others are listed
+        r = subprocess.run([VOLLEY, "--socket", ds[0].sock, "--token", "bad", "jobs",
+                            "--cluster"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("node node-2: its jobs are not listed", r.stderr)
+        self.assertEqual({l.split()[0] for l in r.stdout.splitlines()[1:]},
+                         {"node-0", "node-1"})
+        # node 1 killed: still registered until its lease ends, unreachable
+        os.kill(ds[1].proc.pid, signal.SIGKILL)
+        ds[1].proc.wait(timeout=10)
+        r = run("jobs", "--cluster")
+        self.assertEqual(r.returncode, 3, r)
+        self.assertIn("node node-1", r.stderr)
+        self.assertEqual({l.split()[0] for l in r.stdout.splitlines()[1:]},
+                         {"node-0", "node-2"})
+        # without a cluster: said so
+        d = start_node(self, "").start()
+        r = subprocess.run([VOLLEY, "--socket", d.sock, "jobs", "--cluster"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("not in a cluster", r.stderr)
 
     test_site_rate_holds_for_the_cluster = None
     test_redis_down_local_one_nth_then_shared_again = None
