@@ -173,6 +173,39 @@ unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want);
 unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, unsigned granted,
 			   unsigned want);
 
+/* A daily count with a cap, shared (an egress source's warm-up cap for a
+ * provider): Redis keeps the day's count per key and day; a node leases
+ * an allowance of clu_quota_want() sends at a time and spends it locally,
+ * so the cluster never sends more than the cap (an allowance a node held
+ * when it died is lost for the day, never sent twice). In local mode a
+ * node sends while its own count of the day is below cap / N. */
+#define CLU_QUOTA_LOCAL_MS 1000u     /* local mode, over cap / N: look again */
+struct clu_quota {
+	char *key;
+	/* the delivery thread's */
+	int64_t day;                     /* the day its allowance is for */
+	uint64_t tokens;
+	bool asked, full;                /* a lease is out; Redis said: the day is full */
+	uint64_t asked_ms;
+	/* the answer box, filled by the vl-cluster thread */
+	_Atomic uint64_t in_got;
+	_Atomic int64_t in_day, in_full_day;
+	_Atomic unsigned in_n;
+	unsigned seen_n;
+	struct clu_quota *next;
+};
+/* Sends a lease asks for: an eighth of the cap's share of N, 1 to 1,000. */
+unsigned clu_quota_want(uint64_t cap, unsigned nodes);
+/* Local mode: may a node that sent own today send one more? */
+bool clu_quota_local_ok(uint64_t cap, unsigned nodes, uint64_t own);
+/* The quota named key (the same key: the same). */
+struct clu_quota *clu_quota_get(struct clu *c, const char *key);
+/* May one more go today (day: days since 1970, UTC) under cap, this node
+ * having sent own today? 0: yes (counted); else the ms to look again, or
+ * UINT64_MAX when the day's cap is reached cluster-wide. */
+uint64_t clu_quota_take(struct clu *c, struct clu_quota *q, uint64_t cap, uint64_t own,
+			int64_t day, uint64_t now_ms);
+
 /* Idempotency keys across nodes: a key is held by the first node that
  * claims it (SET NX in Redis, pending for ttl_ms), then bound to that
  * node's 202 answer (kept ttl_ms: the spool's retention). */

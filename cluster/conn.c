@@ -50,6 +50,8 @@
  *        it (pending), else its value: "NODE\n" and the 202 answer, if any
  *   idemset KEYS[1]; ARGV node, ttl_ms, answer: the answer bound to a
  *        key this node holds ("": let go of it)
+ *   quota KEYS[1] a day's count; ARGV cap, want, ttl_ms: {got, count}:
+ *        got (want or what is left of the cap, maybe 0) added to count
  *   nodes KEYS[1] node set; ARGV the node keys' prefix: what the live
  *        nodes (at most NODES_MAX) registered, one string each. The node
  *        keys are named here, not in KEYS: one Redis, not Redis Cluster */
@@ -149,6 +151,13 @@ static const char SCRIPT[] =
 	"    else redis.call('SET', KEYS[1], ARGV[2] .. '\\n' .. ARGV[4], 'PX', tonumber(ARGV[3])) end\n"
 	"  end\n"
 	"  return 1\n"
+	"elseif op == 'quota' then\n"
+	"  local cap, want = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+	"  local used = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+	"  local got = math.max(0, math.min(want, cap - used))\n"
+	"  if got > 0 then used = redis.call('INCRBY', KEYS[1], got) end\n"
+	"  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))\n"
+	"  return {got, used}\n"
 	"elseif op == 'nodes' then\n"
 	"  local out = {}\n"
 	"  local live = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'LIMIT', 0, tonumber(ARGV[3]))\n"
@@ -160,7 +169,7 @@ static const char SCRIPT[] =
 	"end\n"
 	"return redis.error_reply('volley: unknown op')\n";
 
-enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN, R_IDEM, R_IDEMSET, R_CUT, R_NODES };
+enum rkind { R_AUTH, R_SELECT, R_LOAD, R_HB, R_RATE, R_CONN, R_IDEM, R_IDEMSET, R_CUT, R_NODES, R_QUOTA };
 /* A caller waiting for an answer (idempotency claims), shared by it and
  * the thread: the last of the two to let go frees it. */
 struct clu_wait {
@@ -176,6 +185,8 @@ struct req {
 	enum rkind kind;
 	struct clu_lease *l;
 	struct clu_conns *k;
+	struct clu_quota *qu;         /* R_QUOTA: with want, limit (the cap) and day */
+	int64_t day;
 	struct clu_wait *w;
 	char *key, *val;              /* R_IDEM, R_IDEMSET: owned */
 	double cut;                   /* R_CUT: the new rate, and the pause */
@@ -201,6 +212,7 @@ struct clu {
 	size_t qhead, qlen;
 	struct clu_lease *leases;
 	struct clu_conns *conns;
+	struct clu_quota *quotas;
 	/* what others read */
 	_Atomic int mode;
 	_Atomic unsigned nodes;
@@ -372,6 +384,16 @@ static void answer(struct clu *c, struct clu_lease *l, unsigned got, uint64_t wa
 	atomic_fetch_add(&l->in_n, 1);
 }
 
+/* got of the day (0 and the cap reached: the day is full), to the taker. */
+static void quota_answer(struct clu_quota *q, int64_t day, uint64_t got, bool full)
+{
+	atomic_store(&q->in_day, day);
+	atomic_fetch_add(&q->in_got, got);
+	if (full)
+		atomic_store(&q->in_full_day, day);
+	atomic_fetch_add(&q->in_n, 1);
+}
+
 /* ---- idempotency keys ---- */
 
 static void send_load(struct clu *c);
@@ -425,6 +447,8 @@ static void unsent(struct clu *c, struct req *r)
 {
 	if (r->kind == R_RATE)
 		answer(c, r->l, 0, BACKOFF_MIN_MS);
+	else if (r->kind == R_QUOTA)
+		quota_answer(r->qu, r->day, 0, false);
 	else if ((r->kind == R_IDEM || r->kind == R_NODES) && r->w)
 		wait_done(r->w, CLU_IDEM_LOCAL, NULL, 0);
 	free(r->key);
@@ -450,6 +474,40 @@ static void on_idem(struct clu *c, struct req *q, const redisReply *r)
 	}
 	/* "NODE\n" then the answer (none while it is being received) */
 	wait_done(q->w, CLU_IDEM_OTHER, r->str, r->len);
+}
+
+/* ---- daily quotas ---- */
+
+#define QUOTA_TTL_MS (2 * 86400000ull)   /* a day's count outlives its day */
+
+static void send_quota(struct clu *c, struct req r)
+{
+	char key[700], cap[32], want[32], ttl[32];
+
+	snprintf(key, sizeof key, "volley:quota:%s:%lld", r.qu->key, (long long)r.day);
+	snprintf(cap, sizeof cap, "%.0f", r.limit);
+	snprintf(want, sizeof want, "%u", r.want);
+	snprintf(ttl, sizeof ttl, "%llu", QUOTA_TTL_MS);
+	const char *argv[] = { "EVALSHA", c->sha, "1", key, "quota", cap, want, ttl };
+	send_argv(c, (struct req){ .kind = R_QUOTA, .qu = r.qu, .day = r.day }, 8, argv);
+}
+
+static void on_quota(struct clu *c, struct req *q, const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0 &&
+	    r->element[1]->type == REDIS_REPLY_INTEGER) {
+		long long got = r->element[0]->integer;
+		quota_answer(q->qu, q->day, (uint64_t)got, got == 0);
+		return;
+	}
+	if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8)) {
+		c->sha[0] = 0;
+		send_load(c);
+	} else {
+		vl_log(VL_LOG_WARN, "cluster: unexpected answer to a quota lease of %s", q->qu->key);
+	}
+	quota_answer(q->qu, q->day, 0, false);
 }
 
 /* ---- the node listing ---- */
@@ -684,6 +742,9 @@ static bool on_reply(struct clu *c, const redisReply *r)
 	case R_NODES:
 		on_nodes(c, &q, r);
 		break;
+	case R_QUOTA:
+		on_quota(c, &q, r);
+		break;
 	case R_IDEMSET:
 	case R_CUT:
 		break;
@@ -794,6 +855,8 @@ static void drain_queue(struct clu *c)
 			send_cut(c, batch[i]);
 		else if (batch[i].kind == R_NODES)
 			send_nodes(c, batch[i]);
+		else if (batch[i].kind == R_QUOTA)
+			send_quota(c, batch[i]);
 		else
 			send_idem(c, batch[i]);
 	}
@@ -917,6 +980,12 @@ void clu_stop(struct clu *c)
 		free(c->conns);
 		c->conns = n;
 	}
+	while (c->quotas) {
+		struct clu_quota *n = c->quotas->next;
+		free(c->quotas->key);
+		free(c->quotas);
+		c->quotas = n;
+	}
 	pthread_mutex_destroy(&c->mu);
 	free(c->node);
 	free(c->info);
@@ -986,6 +1055,73 @@ unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want)
 	    write(c->efd, &one, sizeof one) < 0) { /* the thread looks every 50 ms */ }
 	return clu_conns_allowed(clu_mode(c), clu_nodes(c), k->limit, atomic_load(&k->granted),
 				 want);
+}
+
+struct clu_quota *clu_quota_get(struct clu *c, const char *key)
+{
+	struct clu_quota *q;
+
+	pthread_mutex_lock(&c->mu);
+	for (q = c->quotas; q; q = q->next)
+		if (!strcmp(q->key, key))
+			break;
+	if (!q) {
+		q = vl_calloc(1, sizeof *q);
+		q->key = vl_strdup(key);
+		q->day = -1;
+		atomic_store(&q->in_day, -1);
+		atomic_store(&q->in_full_day, -1);
+		q->next = c->quotas;
+		c->quotas = q;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return q;
+}
+
+/* Answers that came: an allowance of another day is dropped. */
+static void quota_absorb(struct clu_quota *q)
+{
+	unsigned n = atomic_load(&q->in_n);
+
+	if (n == q->seen_n)
+		return;
+	q->seen_n = n;
+	q->asked = false;
+	uint64_t got = atomic_exchange(&q->in_got, 0);
+	if (atomic_load(&q->in_day) == q->day)
+		q->tokens += got;
+	if (atomic_load(&q->in_full_day) == q->day)
+		q->full = true;
+}
+
+uint64_t clu_quota_take(struct clu *c, struct clu_quota *q, uint64_t cap, uint64_t own,
+			int64_t day, uint64_t now_ms)
+{
+	unsigned nodes = clu_nodes(c);
+
+	if (q->day != day) {            /* a new day: a new count */
+		q->day = day;
+		q->tokens = 0;
+		q->full = false;
+	}
+	quota_absorb(q);
+	if (q->tokens) {
+		q->tokens--;
+		return 0;
+	}
+	if (clu_mode(c) != CLU_SHARED)
+		return clu_quota_local_ok(cap, nodes, own) ? 0 : CLU_QUOTA_LOCAL_MS;
+	if (q->full)
+		return UINT64_MAX;
+	if (q->asked && now_ms - q->asked_ms < TIMEOUT_MS)
+		return CLU_LEASE_POLL_MS;
+	struct req r = { .kind = R_QUOTA, .qu = q, .day = day, .limit = (double)cap,
+			 .want = clu_quota_want(cap, nodes) };
+	if (!enqueue(c, r))
+		return CLU_QUOTA_LOCAL_MS;
+	q->asked = true;
+	q->asked_ms = now_ms;
+	return CLU_LEASE_POLL_MS;
 }
 
 static bool ask(struct clu *c, struct clu_lease *l, unsigned want)

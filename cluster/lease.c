@@ -157,3 +157,15 @@ unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, u
 	}
 	return may < want ? may : want;
 }
+
+unsigned clu_quota_want(uint64_t cap, unsigned nodes)
+{
+	uint64_t w = cap / (8 * (uint64_t)(nodes ? nodes : 1));
+
+	return w < 1 ? 1 : w > 1000 ? 1000 : (unsigned)w;
+}
+
+bool clu_quota_local_ok(uint64_t cap, unsigned nodes, uint64_t own)
+{
+	return own < cap / (nodes ? nodes : 1);
+}

@@ -360,9 +360,10 @@ void sched_warm_close(struct sched_deliver *d);
 int sched_warm_slot(struct sched_deliver *d, int src, const char *provider);
 /* Day change and the periodic write. */
 void sched_warm_tick(struct sched_deliver *d, uint64_t now);
-/* One message from s (wslot >= 0): counted, or false when today's cap is
- * reached (then s->warm_until_ms is the day's end). */
-bool sched_warm_take(struct sched_deliver *d, struct sched_site *s);
+/* One message from s (wslot >= 0): 0 when counted; UINT64_MAX when
+ * today's cap is reached (then s->warm_until_ms is the day's end); else
+ * the ms to wait for the cluster's answer. */
+uint64_t sched_warm_take(struct sched_deliver *d, struct sched_site *s, uint64_t now);
 json_t *sched_warm_site_json(const struct sched_deliver *d, const struct sched_site *s);
 json_t *sched_warm_stats_json(const struct sched_deliver *d, int src);
 void sched_sjq_push(struct sched_sjq *q, uint32_t idx);

@@ -869,9 +869,14 @@ static void dispatch(struct sched_deliver *d, struct sched_site *s, uint64_t now
 			wait = !wait || lw < wait ? lw : wait;
 			break;
 		}
-		if (s->wslot >= 0 && !sched_warm_take(d, s)) {
+		uint64_t ww = s->wslot >= 0 ? sched_warm_take(d, s, now) : 0;
+		if (ww == UINT64_MAX) {
 			warm_capped(d, s);
 			return;
+		}
+		if (ww) {         /* the cluster's count: not yet */
+			wait = !wait || ww < wait ? ww : wait;
+			break;
 		}
 		sched_bucket_take(&s->b);
 		sched_bucket_take(&q->dj->rate);

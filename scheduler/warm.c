@@ -22,7 +22,8 @@
 
 struct sched_wslot {
 	char name[40];                /* provider, or "*" */
-	uint64_t sent;                /* today */
+	uint64_t sent;                /* today, by this node */
+	struct clu_quota *q;          /* with a cluster: the day's count of every node */
 };
 
 /* slot never moves (API threads read the counts for /v1/stats); n grows
@@ -189,22 +190,42 @@ void sched_warm_tick(struct sched_deliver *d, uint64_t now)
 		save(d, w);
 }
 
-bool sched_warm_take(struct sched_deliver *d, struct sched_site *s)
+/* With a cluster, the source's count is every node's: a source of the
+ * same name on several nodes (one public address behind them) is one
+ * source for its warm-up. */
+static uint64_t cluster_take(struct sched_deliver *d, struct sched_site *s,
+			     struct sched_wslot *sl, uint64_t cap, uint64_t now)
+{
+	if (!sl->q) {
+		char key[200];
+		snprintf(key, sizeof key, "warm:%s:%s", d->ecfg->egress[s->src].name, sl->name);
+		sl->q = clu_quota_get(d->clu, key);
+	}
+	return clu_quota_take(d->clu, sl->q, cap, sl->sent, d->warm->today, now);
+}
+
+uint64_t sched_warm_take(struct sched_deliver *d, struct sched_site *s, uint64_t now)
 {
 	struct sched_warm *w = d->warm;
 	struct sched_wslot *sl = &w->src[s->src].slot[s->wslot];
+	uint64_t wait = 0;
 
 	if (w->src[s->src].start < 0) {   /* the source's first message: day 1 */
 		w->src[s->src].start = w->today;
 		w->dirty = true;
 	}
-	if (sl->sent >= cfg_warmup_cap(&d->ecfg->egress[s->src], day_of(w, s->src))) {
+	uint64_t cap = cfg_warmup_cap(&d->ecfg->egress[s->src], day_of(w, s->src));
+	if (sl->sent >= cap)
+		wait = UINT64_MAX;
+	else if (d->clu && cap != UINT64_MAX)
+		wait = cluster_take(d, s, sl, cap, now);
+	if (wait == UINT64_MAX)
 		s->warm_until_ms = w->day_ends_ms;
-		return false;
-	}
+	if (wait)
+		return wait;
 	sl->sent++;
 	w->dirty = true;
-	return true;
+	return 0;
 }
 
 static json_t *cap_json(uint64_t cap)

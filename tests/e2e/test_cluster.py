@@ -305,6 +305,63 @@ class Idempotency(Cluster):
     test_killed_node_leaves_and_the_others_take_the_rate = None
 
 
+@unittest.skipUnless(os.access(REDIS, os.X_OK), "redis-server is not installed")
+class WarmUp(Cluster):
+    def test_warmup_cap_holds_for_the_cluster(self):
+        """Three nodes, each with a source named ip1 (one public address
+        behind them) on day 1 of a schedule capped at 30 for bigmail, each
+        with 20 recipients there: 30 delivered in all, every node capped
+        for the day, the rest waiting. Then Redis stops: for another
+        provider (its own count) each node sends 10, its 1/N, in local
+        mode."""
+        ds = []
+        for i in range(3):
+            conf = ('egress = ( { name = "ip1"; address = "%s"; ehlo = "n%d.example.test";\n'
+                    '             warmup = ( [ 1, 30 ], [ 2, 0 ] ); } );\n'
+                    'domains = ( { match = "*.test"; route = "%s"; tls = "none"; } );\n'
+                    'defaults = { retry = [ "1s" ]; };\n'
+                    'providers = ( { name = "bigmail"; domains = [ "big.test" ]; },\n'
+                    '              { name = "other"; domains = [ "other.test" ]; } );\n'
+                    'cluster = { redis = "%s"; node = "node-%d"; lease_ttl = "3s"; };\n'
+                    % (ADDRS[i], i, self.sink.route(), self.redis.url, i))
+            ds.append(start_node(self, conf).start())
+        for d in ds:
+            self.wait_for("shared mode with 3 nodes",
+                          lambda: metric(d, "volley_cluster_nodes") == 3, timeout=15)
+        for d in ds:
+            self.submit(d, 20, domain="big.test")
+        new = os.path.join(self.sink.maildir, "new")
+        util.wait_until(lambda: len(os.listdir(new)) >= 30, 20)
+
+        def warm(d, provider="bigmail"):
+            for q in d.request("GET", "/v1/queues").json()["queues"]:
+                if q["provider"] == provider:
+                    return q["warmup"]
+            return None
+        for d in ds:
+            self.wait_for("capped for the day",
+                          lambda: (warm(d) or {}).get("capped_until") or
+                          (warm(d) or {}).get("sent") == 20, timeout=15)
+        time.sleep(1)
+        self.assertEqual(len(os.listdir(new)), 30)
+        sent = [warm(d)["sent"] for d in ds]
+        self.assertEqual(sum(sent), 30, sent)
+        self.assertEqual({warm(d)["cap"] for d in ds}, {30})
+        self.redis.stop()
+        for d in ds:
+            self.wait_for("local mode", lambda: metric(d, "volley_cluster_shared") == 0,
+                          timeout=10)
+            self.submit(d, 15, domain="other.test")
+        util.wait_until(lambda: len(os.listdir(new)) >= 60, 20)
+        time.sleep(1.5)
+        self.assertEqual(len(os.listdir(new)), 60)
+        self.assertEqual([warm(d, "other")["sent"] for d in ds], [10, 10, 10])
+
+    test_site_rate_holds_for_the_cluster = None
+    test_redis_down_local_one_nth_then_shared_again = None
+    test_killed_node_leaves_and_the_others_take_the_rate = None
+
+
 def iso_time(s):
     """An event's time (2026-12-07T17:20:01.456Z) in seconds since the epoch."""
     import calendar

@@ -313,3 +313,22 @@ Test(cluster_config, bad)
 	refused("cluster = { redis = \"redis://x\"; node = \"a\"; "
 		"password_file = \"/nonexistent/pw\"; };", "cluster.password_file");
 }
+
+/* ---- daily quotas (warm-up caps shared) ---- */
+
+Test(cluster_quota, lease_is_an_eighth_of_the_share_bounded)
+{
+	cr_assert_eq(clu_quota_want(30, 3), 1);
+	cr_assert_eq(clu_quota_want(2400, 3), 100);
+	cr_assert_eq(clu_quota_want(0, 3), 1);
+	cr_assert_eq(clu_quota_want(10000000, 1), 1000);
+	cr_assert_eq(clu_quota_want(800, 0), 100);   /* N unknown counts as one */
+}
+
+Test(cluster_quota, local_mode_sends_up_to_the_nth)
+{
+	cr_assert(clu_quota_local_ok(30, 3, 9));
+	cr_assert_not(clu_quota_local_ok(30, 3, 10));
+	cr_assert_not(clu_quota_local_ok(2, 3, 0));   /* a cap below N: none */
+	cr_assert(clu_quota_local_ok(5, 0, 4));
+}
