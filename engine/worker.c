@@ -29,6 +29,7 @@
 #define TICK_MS 50
 #define TLS_RECORD_MAX 16384    /* plaintext per TLS record (RFC 8446 5.1) */
 #define POOL_RETRY_MS 1000 /* no new connection this soon after one failed */
+#define SEND_ERR_READ_MS 2000 /* after a failed send, the peer's last replies may still come */
 /* TLS handshakes a worker runs at once; more wait their turn. A handshake
  * holds some 40 KB (OpenSSL's 16 KB message buffer, its record buffers,
  * the peer's certificate) that an established session gives back: ten
@@ -129,6 +130,10 @@ struct conn {
 			     * must know which count to give back and whether
 			     * the host failed before it was ever usable. */
 	bool send_busy;     /* a sendmsg in flight: may overlap any live state */
+	int send_err;       /* a send failed (its errno): nothing more goes, but
+			     * replies already sent by the peer (a pipelined
+			     * earlier transaction's 250) are still read; the
+			     * receive side's end then fails the rest */
 	bool body_taken;    /* this transaction's body went into a send */
 	bool tls_shut;      /* close_notify queued (once, while DRAINING) */
 	bool dane;          /* its handshake must authenticate by the pool's
@@ -1161,6 +1166,11 @@ static void conn_flush(struct conn *c)
 
 	if (c->send_busy || conn_closing(c))
 		return;
+	if (c->send_err) {             /* nothing goes any more */
+		if (c->state == CONN_DRAINING)
+			conn_close(c);
+		return;
+	}
 	struct send_slot *t = slot_take(c->w);
 	if (c->tls) {
 		if (tls_write_staged(c, body) < 0) {
@@ -1225,10 +1235,13 @@ static void on_send(struct conn *c, int res)
 	}
 	release_held(c);
 	if (res < 0) {
-		char why[128];
-		snprintf(why, sizeof why, "send failed: %s", strerror(-res));
-		eng_sess_fail(&c->s, eng_sess_stage(&c->s), 0, "", why);
-		conn_close(c);
+		/* A reset kills the send at once, while the replies the peer
+		 * sent before it may be unread yet (or in a later completion):
+		 * failing now would lose a 250 and send its message twice. */
+		c->send_err = -res;
+		slot_give(c->w, c->snd);
+		c->snd = NULL;
+		conn_timer(c, SEND_ERR_READ_MS);
 		return;
 	}
 	/* Short send: drop what went, send the rest. */
@@ -1584,7 +1597,9 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	}
 	if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
 		char why[128];
-		if (cqe->res == 0)
+		if (c->send_err)
+			snprintf(why, sizeof why, "send failed: %s", strerror(c->send_err));
+		else if (cqe->res == 0)
 			snprintf(why, sizeof why, "connection closed by the peer");
 		else
 			snprintf(why, sizeof why, "connection lost: %s", strerror(-cqe->res));
@@ -1727,6 +1742,11 @@ static void on_timeout(struct conn *c)
 		conn_close(c);
 		return;
 	default:
+		if (c->send_err) {
+			snprintf(why, sizeof why, "send failed: %s", strerror(c->send_err));
+			conn_fail(c, why);
+			return;
+		}
 		snprintf(why, sizeof why, "timeout after %llu s waiting in %s",
 			 (unsigned long long)eng_sess_timeout(&c->s) / 1000,
 			 eng_sess_stage(&c->s));
