@@ -120,6 +120,42 @@ enum eng_act {
 	ENG_CLOSE,     /* send the output (if any), then close */
 };
 
+/* Pipelining across transactions (RFC 2920 with RFC 3030): with PIPELINING
+ * and CHUNKING, the next message's transaction goes right behind a BDAT
+ * LAST whose replies are still outstanding. At most ENG_PIPE_MAX
+ * transactions are outstanding on a session, their bodies and commands at
+ * most ENG_PIPE_OCTETS. */
+#define ENG_PIPE_MAX 4
+#define ENG_PIPE_OCTETS 262144
+
+/* One transaction whose replies the session expects. */
+struct eng_txn {
+	struct eng_msg *msg;              /* its recipients: msg->first_,
+					   * msg->count_ (one transaction of a
+					   * message at a time) */
+	size_t pos;                       /* replies received */
+	size_t sent;                      /* commands written */
+	size_t accepted;                  /* recipients with 2xx */
+	size_t octets;                    /* commands and body written */
+	unsigned char *rs;                /* per recipient: RS_* (session.c) */
+	size_t rs_cap;
+	bool rset_first;                  /* a pipelined one: its RSET's reply
+					   * comes first (the one before it may
+					   * have left the server's transaction
+					   * open) */
+	bool use_bdat, body_with_cmds;
+	bool body_queued;                 /* BDAT LAST or the final dot written */
+	bool dead;                        /* MAIL refused: no recipient left */
+};
+
+/* A body to send after the first `at` octets of the output's commands. */
+struct eng_out_body {
+	size_t at;
+	const struct iovec *v;
+	size_t n, bytes;
+	struct eng_txn *txn;
+};
+
 struct eng_sess {
 	const struct eng_config *cfg;
 	const struct eng_route *route;
@@ -138,23 +174,20 @@ struct eng_sess {
 	const char *tls_failure;          /* RFC 8460 result type, or NULL */
 	const char *tls_tlsa;             /* the host's TLSA records, when used */
 	char peer[64];
-	/* output for the worker: commands, then the body pieces: the message's
-	 * own iovecs for BDAT, `stuffed` for DATA (no copy either way) */
+	/* output for the worker: commands, with bodies between them (each
+	 * after its BDAT or the 354: the message's own iovecs for BDAT,
+	 * `stuffed` for DATA, no copy either way). The worker takes it all
+	 * at once (eng_sess_output_taken). */
 	struct vl_buf out;
-	struct {
-		const struct iovec *v;
-		size_t n, bytes;
-	} body;
+	struct eng_out_body bodies[ENG_PIPE_MAX];
+	size_t nbodies;
 	struct eng_iov stuffed;           /* reused from message to message */
-	/* the transaction */
-	struct eng_msg *msg;
-	struct eng_msg *finished;         /* a transaction ended: hand back */
-	size_t pos;                       /* replies received in this txn */
-	size_t sent;                      /* commands sent (no PIPELINING) */
-	size_t accepted;                  /* recipients with 2xx */
-	unsigned char *rs;                /* per recipient of the txn: RS_* */
-	size_t rs_cap;
-	bool use_bdat, body_with_cmds, body_queued, txn_dead;
+	/* the transactions outstanding, oldest (the one replies are for)
+	 * first: a ring */
+	struct eng_txn txn[ENG_PIPE_MAX];
+	unsigned head, ntxn;
+	struct eng_msg *finished;         /* transactions ended: hand back
+					   * (a list on next_, oldest first) */
 	bool starttls_refused;
 	unsigned nmsgs;                   /* transactions on this connection */
 	/* why the session failed, for the messages still queued */
@@ -177,6 +210,17 @@ enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r);
 enum eng_act eng_sess_tls_done(struct eng_sess *s);
 /* Start a transaction for m (state READY). */
 enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m);
+/* Pipeline a transaction for m behind those outstanding (state TXN). false:
+ * not now (no PIPELINING and CHUNKING, the pipeline is full, the last
+ * transaction is not all written, m too large); m is untouched. true: m
+ * was written, or refused here (its results given, in ->finished). */
+bool eng_sess_pipe(struct eng_sess *s, struct eng_msg *m);
+/* Whether eng_sess_pipe could take a message now (any message's size). */
+bool eng_sess_pipe_open(const struct eng_sess *s);
+/* The transaction replies are expected for, NULL when none. */
+struct eng_txn *eng_sess_head(struct eng_sess *s);
+/* The worker took the output (commands and bodies) for a send. */
+void eng_sess_output_taken(struct eng_sess *s);
 /* Pooled session no longer needed: QUIT. */
 enum eng_act eng_sess_quit(struct eng_sess *s);
 /* The connection failed (refused, reset, timeout, malformed reply, TLS

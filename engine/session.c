@@ -114,8 +114,55 @@ void eng_sess_free(struct eng_sess *s)
 {
 	vl_buf_free(&s->out);
 	eng_iov_free(&s->stuffed);
-	free(s->rs);
+	for (unsigned i = 0; i < ENG_PIPE_MAX; i++)
+		free(s->txn[i].rs);
 	free(s->fail_text);
+}
+
+/* ---- the transactions outstanding (a ring, oldest first) ---- */
+
+struct eng_txn *eng_sess_head(struct eng_sess *s)
+{
+	return s->ntxn ? &s->txn[s->head] : NULL;
+}
+
+static const struct eng_txn *head_c(const struct eng_sess *s)
+{
+	return s->ntxn ? &s->txn[s->head] : NULL;
+}
+
+/* The i-th outstanding transaction, 0 the oldest. */
+static struct eng_txn *txn_at(struct eng_sess *s, unsigned i)
+{
+	return &s->txn[(s->head + i) % ENG_PIPE_MAX];
+}
+
+/* The transaction ended: hand its message back (after the others ended
+ * before it) and drop it from the ring. */
+static void finish_msg(struct eng_sess *s, struct eng_msg *m)
+{
+	struct eng_msg **at = &s->finished;
+
+	while (*at)
+		at = &(*at)->next_;
+	m->next_ = NULL;
+	*at = m;
+}
+
+static void txn_pop(struct eng_sess *s)
+{
+	struct eng_txn *t = &s->txn[s->head];
+
+	finish_msg(s, t->msg);
+	t->msg = NULL;
+	s->head = (s->head + 1) % ENG_PIPE_MAX;
+	s->ntxn--;
+}
+
+void eng_sess_output_taken(struct eng_sess *s)
+{
+	vl_buf_reset(&s->out);
+	s->nbodies = 0;
 }
 
 enum eng_act eng_sess_connected(struct eng_sess *s)
@@ -137,12 +184,16 @@ const char *eng_sess_stage(const struct eng_sess *s)
 	case ENG_S_STARTTLS: return "starttls";
 	case ENG_S_TLS: return "tls";
 	case ENG_S_AUTH: case ENG_S_AUTH_USER: case ENG_S_AUTH_PASS: return "auth";
-	case ENG_S_TXN:
-		if (s->pos == 0)
+	case ENG_S_TXN: {
+		const struct eng_txn *t = head_c(s);
+		if (!t)
+			return "session";
+		if (t->rset_first || t->pos == 0) /* nothing of it answered */
 			return "mail";
-		if (s->msg && s->pos <= s->msg->count_)
+		if (t->pos <= t->msg->count_)
 			return "rcpt";
-		return s->use_bdat ? "dot" : "data";
+		return t->use_bdat ? "dot" : "data";
+	}
 	case ENG_S_BODY: return "dot";
 	case ENG_S_RSET: return "rset";
 	case ENG_S_QUIT: return "quit";
@@ -161,12 +212,14 @@ uint64_t eng_sess_timeout(const struct eng_sess *s)
 	case ENG_S_READY: return t->idle;
 	case ENG_S_QUIT: return t->quit;
 	case ENG_S_BODY: return t->data_term;
-	case ENG_S_TXN:
-		if (s->pos == 0)
+	case ENG_S_TXN: {
+		const struct eng_txn *x = head_c(s);
+		if (!x || x->rset_first || x->pos == 0)
 			return t->mail;
-		if (s->msg && s->pos <= s->msg->count_)
+		if (x->pos <= x->msg->count_)
 			return t->rcpt;
-		return s->use_bdat ? t->data_term : t->data;
+		return x->use_bdat ? t->data_term : t->data;
+	}
 	default: return t->helo;
 	}
 }
@@ -201,41 +254,41 @@ static enum eng_status status_of(int code)
 	return code >= 500 && code < 600 ? ENG_PERMANENT : ENG_TRANSIENT;
 }
 
-/* Result for recipient i of the transaction (index within the chunk). */
-static void give(struct eng_sess *s, size_t i, enum eng_status st, int code,
-		 const char *enh, const char *text, const char *stage, bool maybe)
+/* Result for recipient i of transaction t (index within the chunk). */
+static void give(struct eng_sess *s, struct eng_txn *t, size_t i, enum eng_status st,
+		 int code, const char *enh, const char *text, const char *stage, bool maybe)
 {
-	if (s->rs[i] == RS_DONE)
+	if (t->rs[i] == RS_DONE)
 		return;
-	s->rs[i] = RS_DONE;
-	eng_result_give(s->msg, s->msg->first_ + i, st, code, enh, text, stage, s,
-			maybe);
+	t->rs[i] = RS_DONE;
+	eng_result_give(t->msg, t->msg->first_ + i, st, code, enh, text, stage, s, maybe);
 }
 
-static void give_reply(struct eng_sess *s, size_t i, const struct eng_reply *r,
-		       const char *stage)
+static void give_reply(struct eng_sess *s, struct eng_txn *t, size_t i,
+		       const struct eng_reply *r, const char *stage)
 {
-	give(s, i, status_of(r->code), r->code, r->enhanced, r->text, stage, false);
+	give(s, t, i, status_of(r->code), r->code, r->enhanced, r->text, stage, false);
 }
 
-/* Every recipient still without a result (those in state `only`, or all
- * when only < 0) gets this one. */
-static void give_rest(struct eng_sess *s, int only, enum eng_status st, int code,
-		      const char *enh, const char *text, const char *stage,
+/* Every recipient of t still without a result (those in state `only`, or
+ * all when only < 0) gets this one. */
+static void give_rest(struct eng_sess *s, struct eng_txn *t, int only, enum eng_status st,
+		      int code, const char *enh, const char *text, const char *stage,
 		      bool maybe)
 {
-	for (size_t i = 0; s->msg && i < s->msg->count_; i++)
-		if (s->rs[i] != RS_DONE && (only < 0 || s->rs[i] == only))
-			give(s, i, st, code, enh, text, stage, maybe);
+	for (size_t i = 0; t->msg && i < t->msg->count_; i++)
+		if (t->rs[i] != RS_DONE && (only < 0 || t->rs[i] == only))
+			give(s, t, i, st, code, enh, text, stage, maybe);
 }
 
-/* The transaction is over; with rset the server may still hold state. */
+/* The oldest transaction is over; with rset the server may still hold
+ * state. A transaction pipelined behind it begins with its own RSET, so
+ * only the last one outstanding sends one here. */
 static enum eng_act end_txn(struct eng_sess *s, bool rset)
 {
-	s->finished = s->msg;
-	s->msg = NULL;
-	s->body.v = NULL;
-	s->body.n = s->body.bytes = 0;
+	txn_pop(s);
+	if (s->ntxn)
+		return ENG_WAIT;
 	if (rset) {
 		vl_buf_appends(&s->out, "RSET\r\n");
 		enter(s, ENG_S_RSET);
@@ -245,25 +298,52 @@ static enum eng_act end_txn(struct eng_sess *s, bool rset)
 	return ENG_IDLE;
 }
 
-/* silent: no reply ended it (timeout, disconnect). After the final dot (or
- * a BDAT LAST) went out, silence does not mean the message was not taken:
- * say so, so a duplicate is a choice. An explicit refusal is never that. */
+/* Whether a transaction the session gives up on may have been delivered:
+ * its BDAT LAST (or final dot) went out and no reply said what became of
+ * it. silent: no reply ended the session (timeout, disconnect); else a
+ * reply did, to the oldest transaction's command: a refusal of that one,
+ * unless the command was the RSET before it; for one behind it (or after
+ * such an RSET) a 421 means the server closed before reading it (replies
+ * come in order), anything else (a refused RSET) that the server reads on
+ * and may have taken it. */
+static bool txn_maybe(const struct eng_sess *s, const struct eng_txn *t, bool oldest,
+		      bool silent, int code)
+{
+	if (!t->body_queued)
+		return false;
+	if (oldest && !t->rset_first)
+		return silent && (s->state == ENG_S_BODY || t->use_bdat);
+	return silent || code != 421;
+}
+
+/* A body still in the output was never sent: nothing of it can be
+ * delivered. The output is dropped: a failed session sends no more. */
+static void drop_output(struct eng_sess *s)
+{
+	for (size_t i = 0; i < s->nbodies; i++)
+		if (s->bodies[i].txn)
+			s->bodies[i].txn->body_queued = false;
+	eng_sess_output_taken(s);
+}
+
 static enum eng_act sess_fail(struct eng_sess *s, const char *stage, int code,
 			      const char *enhanced, const char *text, bool silent)
 {
-	bool maybe = silent && s->body_queued && (s->state == ENG_S_BODY || s->use_bdat);
-
 	s->fail_stage = stage;
 	s->fail_code = code;
 	snprintf(s->fail_enhanced, sizeof s->fail_enhanced, "%s", enhanced ? enhanced : "");
 	free(s->fail_text);
 	s->fail_text = vl_strndup(text, ENG_FAIL_TEXT_MAX);
-	if (s->msg) {
-		give_rest(s, RS_ACCEPTED, ENG_TRANSIENT, code, enhanced, text, stage, maybe);
-		give_rest(s, -1, ENG_TRANSIENT, code, enhanced, text, stage,
-			  maybe && s->use_bdat && s->body_with_cmds);
-		s->finished = s->msg;
-		s->msg = NULL;
+	drop_output(s);
+	for (unsigned k = 0; s->ntxn; k++) {
+		struct eng_txn *t = &s->txn[s->head];
+		bool maybe = txn_maybe(s, t, k == 0, silent, code);
+		/* those behind the oldest get the session's stage, as the
+		 * messages still queued do (pool_fail_queue) */
+		give_rest(s, t, RS_ACCEPTED, ENG_TRANSIENT, code, enhanced, text, stage, maybe);
+		give_rest(s, t, -1, ENG_TRANSIENT, code, enhanced, text, stage,
+			  maybe && t->use_bdat && t->body_with_cmds);
+		txn_pop(s);
 	}
 	enter(s, ENG_S_CLOSED);
 	return ENG_CLOSE;
@@ -447,10 +527,25 @@ static void append_num(struct vl_buf *b, const char *before, size_t n, const cha
 	vl_buf_appends(b, after);
 }
 
-/* Command k: 0 MAIL, 1..count RCPT, count+1 DATA or BDAT (with body). */
-static void write_cmd(struct eng_sess *s, size_t k)
+/* A body goes into the output after the commands written so far. */
+static void queue_body(struct eng_sess *s, struct eng_txn *t, const struct iovec *v,
+		       size_t n, size_t bytes)
 {
-	struct eng_msg *m = s->msg;
+	if (s->nbodies == ENG_PIPE_MAX) {  /* a bug: one per transaction */
+		vl_log(VL_LOG_ERROR, "engine: conn %u.%llu: a body too many in the output",
+		       s->id_worker, s->id_conn);
+		abort();
+	}
+	s->bodies[s->nbodies++] = (struct eng_out_body){ s->out.len, v, n, bytes, t };
+	t->body_queued = true;
+	t->octets += bytes;
+}
+
+/* Command k of t: 0 MAIL, 1..count RCPT, count+1 DATA or BDAT (with body). */
+static void write_cmd(struct eng_sess *s, struct eng_txn *t, size_t k)
+{
+	struct eng_msg *m = t->msg;
+	size_t before = s->out.len;
 
 	if (k == 0) {
 		append_path(&s->out, "MAIL FROM", m->mail_from);
@@ -466,13 +561,14 @@ static void write_cmd(struct eng_sess *s, size_t k)
 	} else if (k <= m->count_) {
 		append_path(&s->out, "RCPT TO", m->rcpts[m->first_ + k - 1]);
 		vl_buf_appends(&s->out, "\r\n");
-	} else if (!s->use_bdat) {
+	} else if (!t->use_bdat) {
 		vl_buf_appends(&s->out, "DATA\r\n");
 	} else {
 		append_num(&s->out, "BDAT ", m->size_, " LAST\r\n");
-		s->body_queued = true; /* the worker sends body after out */
+		queue_body(s, t, m->body, m->nbody, m->size_);
 	}
-	s->sent = k + 1;
+	t->octets += s->out.len - before;
+	t->sent = k + 1;
 }
 
 /* Refuse without sending: the peer cannot take this message (stage
@@ -483,7 +579,7 @@ static bool refuse(struct eng_sess *s, struct eng_msg *m, enum eng_status st,
 {
 	for (size_t i = 0; i < m->count_; i++)
 		eng_result_give(m, m->first_ + i, st, code, enh, text, stage, s, false);
-	s->finished = m;
+	finish_msg(s, m);
 	return true;
 }
 
@@ -533,102 +629,159 @@ static bool refused_here(struct eng_sess *s, struct eng_msg *m)
 	return false;
 }
 
-enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
+/* m's next recipients, as many as a transaction takes: the message's
+ * route's cap, not the pool's (sites of different limits may share a
+ * pool, the same host). */
+static void take_chunk(const struct eng_sess *s, struct eng_msg *m)
 {
 	size_t left = m->nrcpt - m->first_;
-	/* the message's route, not the pool's: sites of different limits may
-	 * share a pool (the same host) */
 	unsigned rmax = m->route ? m->route->max_rcpts_per_txn : 0;
 	size_t max = rmax ? rmax : s->cfg->max_rcpts_per_txn ? s->cfg->max_rcpts_per_txn : 100;
 
 	m->count_ = left < max ? left : max;
+}
+
+/* A new transaction at the ring's end. */
+static struct eng_txn *txn_push(struct eng_sess *s, struct eng_msg *m, bool chunking)
+{
+	struct eng_txn *t = txn_at(s, s->ntxn++);
+	unsigned char *rs = t->rs;
+	size_t cap = t->rs_cap;
+
+	if (cap < m->count_) {
+		free(rs);
+		rs = vl_malloc(m->count_);
+		cap = m->count_;
+	}
+	*t = (struct eng_txn){ .msg = m, .rs = rs, .rs_cap = cap };
+	memset(t->rs, RS_PENDING, m->count_);
+	t->use_bdat = chunking;
+	t->body_with_cmds = chunking && s->pipelining && m->size_ <= BODY_WITH_CMDS_MAX;
+	s->nmsgs++;
+	return t;
+}
+
+enum eng_act eng_sess_start(struct eng_sess *s, struct eng_msg *m)
+{
+	take_chunk(s, m);
 	if (refused_here(s, m))
 		return ENG_IDLE;
-	if (s->rs_cap < m->count_) {
-		free(s->rs);
-		s->rs = vl_malloc(m->count_);
-		s->rs_cap = m->count_;
-	}
-	memset(s->rs, RS_PENDING, m->count_);
-	s->msg = m;
-	s->pos = s->sent = s->accepted = 0;
-	s->txn_dead = s->body_queued = false;
-	s->use_bdat = s->chunking;
-	s->body_with_cmds = s->use_bdat && s->pipelining && m->size_ <= BODY_WITH_CMDS_MAX;
-	if (s->use_bdat) { /* BDAT sends the body as it is */
-		s->body.v = m->body;
-		s->body.n = m->nbody;
-		s->body.bytes = m->size_;
-	} else {
+	struct eng_txn *t = txn_push(s, m, s->chunking);
+	if (!t->use_bdat) /* DATA: the body dot-stuffed, sent after the 354 */
 		eng_dotstuff(m->body, m->nbody, &s->stuffed);
-		s->body.v = s->stuffed.v;
-		s->body.n = s->stuffed.n;
-		s->body.bytes = s->stuffed.bytes;
-	}
 	enter(s, ENG_S_TXN);
-	s->nmsgs++;
-	size_t ncmd = s->pipelining ? m->count_ + 1 + (s->use_bdat ? s->body_with_cmds : 1) : 1;
+	size_t ncmd = s->pipelining ? m->count_ + 1 + (t->use_bdat ? t->body_with_cmds : 1) : 1;
 	for (size_t k = 0; k < ncmd; k++)
-		write_cmd(s, k);
+		write_cmd(s, t, k);
 	return ENG_WAIT;
 }
 
-/* The final reply: after DATA's dot, or to BDAT LAST. */
-static enum eng_act final_reply(struct eng_sess *s, const struct eng_reply *r)
+/* Octets outstanding: what the transactions wrote (commands, bodies). */
+static size_t pipe_octets(struct eng_sess *s)
 {
-	if (!s->txn_dead)
-		for (size_t i = 0; i < s->msg->count_; i++)
-			if (s->rs[i] == RS_ACCEPTED)
-				give_reply(s, i, r, "dot");
-	give_rest(s, -1, ENG_TRANSIENT, r->code, r->enhanced,
+	size_t n = 0;
+
+	for (unsigned i = 0; i < s->ntxn; i++)
+		n += txn_at(s, i)->octets;
+	return n;
+}
+
+bool eng_sess_pipe_open(const struct eng_sess *s)
+{
+	if (s->state != ENG_S_TXN || !s->pipelining || !s->chunking || !s->ntxn ||
+	    s->ntxn >= ENG_PIPE_MAX)
+		return false;
+	/* the last one all written (MAIL, RCPTs, BDAT LAST and body): its
+	 * replies will all come before the next one's */
+	const struct eng_txn *last = &s->txn[(s->head + s->ntxn - 1) % ENG_PIPE_MAX];
+	return last->use_bdat && last->body_queued && last->sent == last->msg->count_ + 2;
+}
+
+bool eng_sess_pipe(struct eng_sess *s, struct eng_msg *m)
+{
+	if (!eng_sess_pipe_open(s) || m->size_ > BODY_WITH_CMDS_MAX ||
+	    pipe_octets(s) + m->size_ > ENG_PIPE_OCTETS)
+		return false;
+	take_chunk(s, m);
+	if (refused_here(s, m))
+		return true;
+	struct eng_txn *t = txn_push(s, m, true);
+	/* RFC 2920 3.1 lets RSET go anywhere in a group. The transaction
+	 * before may end refused with the server's still open (a BDAT
+	 * refused for want of recipients): this one's MAIL would be a
+	 * nested MAIL, and its RCPTs would join the other sender's. */
+	vl_buf_appends(&s->out, "RSET\r\n");
+	t->rset_first = true;
+	t->octets = 6;
+	for (size_t k = 0; k < m->count_ + 2; k++)
+		write_cmd(s, t, k);
+	return true;
+}
+
+/* The final reply: after DATA's dot, or to BDAT LAST. */
+static enum eng_act final_reply(struct eng_sess *s, struct eng_txn *t,
+				const struct eng_reply *r)
+{
+	if (!t->dead)
+		for (size_t i = 0; i < t->msg->count_; i++)
+			if (t->rs[i] == RS_ACCEPTED)
+				give_reply(s, t, i, r, "dot");
+	give_rest(s, t, -1, ENG_TRANSIENT, r->code, r->enhanced,
 		  "no recipient accepted", "rcpt", false);
 	/* A refused BDAT LAST may leave the transaction open: reset it. */
-	return end_txn(s, s->use_bdat && !(r->code >= 200 && r->code < 300));
+	return end_txn(s, t->use_bdat && !(r->code >= 200 && r->code < 300));
 }
 
 static enum eng_act txn_reply(struct eng_sess *s, const struct eng_reply *r)
 {
-	struct eng_msg *m = s->msg;
-	size_t k = s->pos++;
+	struct eng_txn *t = eng_sess_head(s);
+	struct eng_msg *m = t->msg;
 	bool ok = r->code >= 200 && r->code < 300;
 
+	if (t->rset_first) { /* the RSET before a pipelined transaction */
+		if (!ok)
+			return fail_reply(s, r);
+		t->rset_first = false;
+		return ENG_WAIT;
+	}
+	size_t k = t->pos++;
 	if (k == 0 && !ok) { /* MAIL refused: every recipient gets its reply */
 		for (size_t i = 0; i < m->count_; i++)
-			give_reply(s, i, r, "mail");
-		s->txn_dead = true;
+			give_reply(s, t, i, r, "mail");
+		t->dead = true;
 	} else if (k >= 1 && k <= m->count_) {
-		if (s->txn_dead)
+		if (t->dead)
 			;
 		else if (ok)
-			s->rs[k - 1] = RS_ACCEPTED, s->accepted++;
+			t->rs[k - 1] = RS_ACCEPTED, t->accepted++;
 		else
-			give_reply(s, k - 1, r, "rcpt");
+			give_reply(s, t, k - 1, r, "rcpt");
 	} else if (k == m->count_ + 1) {
-		if (s->use_bdat)
-			return final_reply(s, r);
-		if (r->code == 354 && s->accepted && !s->txn_dead) {
-			s->body_queued = true;
+		if (t->use_bdat)
+			return final_reply(s, t, r);
+		if (r->code == 354 && t->accepted && !t->dead) {
+			queue_body(s, t, s->stuffed.v, s->stuffed.n, s->stuffed.bytes);
 			enter(s, ENG_S_BODY);
 			return ENG_WAIT;
 		}
 		if (r->code == 354) { /* no recipient, yet 354: end it empty */
 			vl_buf_appends(&s->out, ".\r\n");
-			s->txn_dead = true;
+			t->dead = true;
 			enter(s, ENG_S_BODY);
 			return ENG_WAIT;
 		}
-		give_rest(s, RS_ACCEPTED, status_of(r->code), r->code, r->enhanced,
+		give_rest(s, t, RS_ACCEPTED, status_of(r->code), r->code, r->enhanced,
 			  r->text, "data", false);
 		return end_txn(s, true);
 	}
-	if (s->pos < s->sent)
+	if (t->pos < t->sent)
 		return ENG_WAIT; /* more pipelined replies to come */
 	/* All replies to what was sent are in: send the next step. */
-	if (s->txn_dead || (k == m->count_ && s->accepted == 0)) {
-		give_rest(s, -1, ENG_TRANSIENT, r->code, r->enhanced, r->text, "rcpt", false);
+	if (t->dead || (k == m->count_ && t->accepted == 0)) {
+		give_rest(s, t, -1, ENG_TRANSIENT, r->code, r->enhanced, r->text, "rcpt", false);
 		return end_txn(s, true);
 	}
-	write_cmd(s, s->sent);
+	write_cmd(s, t, t->sent);
 	return ENG_WAIT;
 }
 
@@ -668,7 +821,7 @@ enum eng_act eng_sess_reply(struct eng_sess *s, const struct eng_reply *r)
 	case ENG_S_TXN:
 		return txn_reply(s, r);
 	case ENG_S_BODY:
-		return final_reply(s, r);
+		return final_reply(s, eng_sess_head(s), r);
 	case ENG_S_RSET:
 		if (!ok)
 			return fail_reply(s, r);

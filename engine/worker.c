@@ -134,7 +134,8 @@ struct conn {
 			     * replies already sent by the peer (a pipelined
 			     * earlier transaction's 250) are still read; the
 			     * receive side's end then fails the rest */
-	bool body_taken;    /* this transaction's body went into a send */
+	bool body_sent;     /* the send in flight carries a body: when it is
+			     * done, the wait for the reply begins */
 	bool tls_shut;      /* close_notify queued (once, while DRAINING) */
 	bool dane;          /* its handshake must authenticate by the pool's
 			     * TLSA records (decided when TLS starts: a
@@ -147,6 +148,7 @@ struct conn {
 			     * of the host; the clear-text retry follows */
 	bool hs_running;    /* its handshake counts in w->nhandshakes */
 	bool hs_waiting;    /* in state TLS, waiting its turn to begin */
+	bool reading;       /* conn_plaintext is handing it a read's replies */
 	struct eng_sess s;
 	struct eng_reply_parser rp;
 	struct tls_conn *tls;
@@ -816,20 +818,23 @@ static void release_held(struct conn *c)
 	}
 }
 
-/* The session ended a transaction: hand the message back, but not while
- * a send may still read its body. */
+/* The session ended transactions (several at once when it failed with
+ * some pipelined): hand the messages back, but not while a send may still
+ * read their bodies. */
 static void hand_back(struct conn *c)
 {
 	struct eng_msg *m = c->s.finished;
 
-	if (!m)
-		return;
 	c->s.finished = NULL;
-	if (c->send_busy) {
-		m->next_ = c->held;
-		c->held = m;
-	} else {
-		msg_finished(c->pool, m);
+	while (m) {
+		struct eng_msg *next = m->next_;
+		if (c->send_busy) {
+			m->next_ = c->held;
+			c->held = m;
+		} else {
+			msg_finished(c->pool, m);
+		}
+		m = next;
 	}
 }
 
@@ -1143,26 +1148,35 @@ static void stage(struct tls_stage *st, const char *p, size_t n)
 	}
 }
 
-static int tls_write_staged(struct conn *c, bool body)
+/* The session's output in order: commands, each body after its BDAT (or
+ * the 354), the commands after it; pipelined transactions share records. */
+static int tls_write_staged(struct conn *c)
 {
 	struct eng_sess *s = &c->s;
 	struct tls_stage st = { .tls = c->tls, .buf = c->w->plain };
+	size_t at = 0;
 
-	stage(&st, s->out.p, s->out.len);
-	for (size_t i = 0; body && i < s->body.n; i++)
-		stage(&st, s->body.v[i].iov_base, s->body.v[i].iov_len);
+	for (size_t b = 0; b < s->nbodies; b++) {
+		const struct eng_out_body *x = &s->bodies[b];
+		stage(&st, s->out.p + at, x->at - at);
+		for (size_t i = 0; i < x->n; i++)
+			stage(&st, x->v[i].iov_base, x->v[i].iov_len);
+		at = x->at;
+	}
+	stage(&st, s->out.p + at, s->out.len - at);
 	if (st.len && st.rc == 0)
 		st.rc = tls_conn_write(c->tls, st.buf, st.len);
 	return st.rc;
 }
 
-/* Send what the session wrote: its commands, then (once per transaction)
- * the body. In clear text the body goes straight from the message's own
- * memory; under TLS everything is encrypted into the slot's buffer first. */
+/* Send what the session wrote: its commands with the bodies between them
+ * (one per transaction, after its BDAT LAST). In clear text a body goes
+ * straight from the message's own memory; under TLS everything is
+ * encrypted into the slot's buffer first. */
 static void conn_flush(struct conn *c)
 {
 	struct eng_sess *s = &c->s;
-	bool body = s->body_queued && !c->body_taken;
+	bool body = s->nbodies > 0;
 
 	if (c->send_busy || conn_closing(c))
 		return;
@@ -1173,7 +1187,9 @@ static void conn_flush(struct conn *c)
 	}
 	struct send_slot *t = slot_take(c->w);
 	if (c->tls) {
-		if (tls_write_staged(c, body) < 0) {
+		int rc = tls_write_staged(c);
+		eng_sess_output_taken(s);
+		if (rc < 0) {
 			/* The connection cannot carry the session any more:
 			 * the transaction in progress gets its transient
 			 * results, as for a lost connection (closing without
@@ -1203,15 +1219,21 @@ static void conn_flush(struct conn *c)
 		 * starts a new one if it writes meanwhile) */
 		t->buf = s->out;
 		vl_buf_init(&s->out);
-		sv_push(t, t->buf.p, t->buf.len);
-		for (size_t i = 0; body && i < s->body.n; i++)
-			sv_push(t, s->body.v[i].iov_base, s->body.v[i].iov_len);
+		size_t at = 0;
+		for (size_t b = 0; b < s->nbodies; b++) {
+			const struct eng_out_body *x = &s->bodies[b];
+			sv_push(t, t->buf.p + at, x->at - at);
+			for (size_t i = 0; i < x->n; i++)
+				sv_push(t, x->v[i].iov_base, x->v[i].iov_len);
+			at = x->at;
+		}
+		sv_push(t, t->buf.p + at, t->buf.len - at);
+		eng_sess_output_taken(s);
 	}
 	/* idle sessions hold no command buffer */
 	vl_buf_free(&s->out);
-	if (body)
-		c->body_taken = true;
 	if (t->n) {
+		c->body_sent = body;
 		/* A body may take a while to go: RFC 5321's data block timeout
 		 * applies until it has, then the wait for the reply. */
 		if (body)
@@ -1259,10 +1281,10 @@ static void on_send(struct conn *c, int res)
 	}
 	c->snd = NULL;
 	slot_give(c->w, t);
-	if (c->body_taken && c->s.state != ENG_S_READY)
+	if (c->body_sent && c->s.state != ENG_S_READY)
 		conn_timer(c, eng_sess_timeout(&c->s));
-	if (c->s.out.len || (c->s.body_queued && !c->body_taken) ||
-	    c->state == CONN_DRAINING)
+	c->body_sent = false;
+	if (c->s.out.len || c->s.nbodies || c->state == CONN_DRAINING)
 		conn_flush(c);
 }
 
@@ -1301,7 +1323,6 @@ static void conn_ready(struct conn *c)
 	struct eng_msg *m;
 	bool busy = false;
 	while (!busy && (m = queue_pop(p))) {
-		c->body_taken = false;
 		enum eng_act act = eng_sess_start(&c->s, m);
 		if (act != ENG_IDLE) {
 			conn_enter(c, CONN_BUSY);
@@ -1324,11 +1345,32 @@ static void conn_ready(struct conn *c)
 
 static void conn_tls_start(struct conn *c);
 
+/* Pipelining across transactions: while the session's transactions wait
+ * for their replies, the messages waiting in the pool go right behind
+ * them, into the same write (eng_sess_pipe says when it can take one). */
+static void conn_pipe(struct conn *c)
+{
+	struct pool *p = c->pool;
+	struct eng_msg *m;
+
+	while (c->state == CONN_BUSY && !c->w->stopping &&
+	       c->s.nmsgs < p->route.max_messages_per_connection &&
+	       eng_sess_pipe_open(&c->s) && (m = queue_pop(p))) {
+		if (!eng_sess_pipe(&c->s, m)) {
+			queue_push(p, m, true);  /* where it was: first */
+			break;
+		}
+		hand_back(c);   /* one refused without a command (SIZE, ...) */
+	}
+}
+
 static void conn_act(struct conn *c, enum eng_act act)
 {
 	switch (act) {
 	case ENG_WAIT:
 		hand_back(c);
+		if (c->state == CONN_BUSY && !c->reading)
+			conn_pipe(c);
 		conn_timer(c, eng_sess_timeout(&c->s));
 		conn_flush(c);
 		break;
@@ -1376,26 +1418,37 @@ static void conn_fail(struct conn *c, const char *text)
 
 /* ---- receiving ---- */
 
+/* The replies of one read. The pipeline is topped up once they are all
+ * in (c->reading), not after each: the transactions they ended are
+ * replaced by as many in one write. */
 static void conn_plaintext(struct conn *c, const char *data, size_t len)
 {
 	size_t off = 0;
 
+	c->reading = true;
 	while (off < len && c->state < CONN_DRAINING) {
 		struct eng_reply r;
 		size_t used;
 		int rc = eng_reply_feed(&c->rp, data + off, len - off, &used, &r);
 		off += used;
 		if (rc < 0) {
+			c->reading = false;
 			conn_fail(c, "malformed or over-long reply from the peer");
 			return;
 		}
 		if (rc == 0)
-			return;
+			break;
 		if (c->state == CONN_TLS) { /* plaintext during a handshake */
+			c->reading = false;
 			conn_fail(c, "reply pipelined into the TLS handshake");
 			return;
 		}
 		conn_act(c, eng_sess_reply(&c->s, &r));
+	}
+	c->reading = false;
+	if (c->state == CONN_BUSY) {
+		conn_pipe(c);
+		conn_flush(c);
 	}
 }
 

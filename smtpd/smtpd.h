@@ -99,7 +99,7 @@ enum smtpd_verdict_kind {
 	SMTPD_V_REPLY,    /* text (wire form, CRLF-terminated lines): a 2xx or
 			   * 3xx one lets the command succeed with it, 4xx and
 			   * 5xx refuse it */
-	SMTPD_V_DROP,     /* reset the connection now */
+	SMTPD_V_DROP,     /* reset the connection (after the replies before it) */
 	SMTPD_V_STALL,    /* never answer */
 	SMTPD_V_RAW,      /* send text verbatim; the command does nothing */
 	SMTPD_V_PENDING,  /* answered later: smtpd_sess_resume */
@@ -162,7 +162,7 @@ enum smtpd_action {
 	SMTPD_OK,        /* keep going */
 	SMTPD_STARTTLS,  /* flush replies, then start TLS; drop buffered input */
 	SMTPD_CLOSE,     /* flush replies, then close */
-	SMTPD_DROP,      /* reset the connection now */
+	SMTPD_DROP,      /* reset the connection (after the replies before it) */
 	SMTPD_WAIT,      /* a hook answers later: feed nothing until resumed */
 };
 

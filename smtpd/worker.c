@@ -57,6 +57,7 @@ struct conn {
 	int fd;
 	unsigned ops;              /* SQEs in flight */
 	bool closing, close_after_send, send_busy, recv_armed, timer_armed;
+	bool reset_after_send;  /* a drop: RST once the replies before it went */
 	bool timed_out, tls_started, implicit_tls;
 	bool waiting;              /* the session waits for a hook's answer */
 	struct vl_buf held;        /* plaintext input read meanwhile */
@@ -246,7 +247,7 @@ static void conn_flush(struct conn *c)
 	size_t n = releasable(c);
 	if (n == 0) {
 		if (c->close_after_send && c->wire.len == 0 && !c->waiting)
-			conn_close(c, false);
+			conn_close(c, c->reset_after_send);
 		return;
 	}
 	vl_buf_reset(&c->inflight);
@@ -298,7 +299,17 @@ static void conn_after_session(struct conn *c)
 	struct smtpd_sess *s = &c->sess;
 
 	if (s->action == SMTPD_DROP) {
-		conn_close(c, true);
+		/* The reset replaces the reply to this command only: the
+		 * replies to the commands before it (a pipelining client's
+		 * earlier transactions) go first, as they would have had the
+		 * client waited for each, then the RST. */
+		conn_emit(c, false);
+		c->close_after_send = c->reset_after_send = true;
+		if (c->wire.len == 0 && !c->send_busy) {
+			conn_close(c, true);
+			return;
+		}
+		conn_flush(c);
 		return;
 	}
 	if (s->action == SMTPD_WAIT && !c->waiting) {

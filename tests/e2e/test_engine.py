@@ -8,6 +8,8 @@ envelopes, counters). Every run of volley-drive is bounded in time.
 import collections
 import re
 import socket
+import threading
+import time
 
 from .sinkctl import (SinkTest, data_wire, drive_body, drive_message, drive_rcpt,
                      make_cert, run_drive, sanitizer_report)
@@ -699,3 +701,297 @@ class ScaleTest(DriveTest):
         self.assertRepliesNameStored(run, msgs)
         stats = sink.final_stats()
         self.assertEqual((stats["messages"], stats["recipients"]), (delivered, delivered))
+
+
+class PipePeer:
+    """A raw SMTP server on loopback (a thread, one connection at a time)
+    that holds its replies back: it answers only once `hold` transactions
+    (RSET, MAIL, RCPTs, BDAT n LAST and its n octets) have arrived without
+    a reply, or when the client has been silent for `quiet` seconds. A
+    client that waits for each transaction's replies before it sends the
+    next never gets `hold` transactions in before a reply.
+
+    It keeps a transaction open after a BDAT refused for want of
+    recipients, as Postfix does: a MAIL after it without RSET is a nested
+    MAIL (503), and RCPTs would join the open transaction.
+
+    Faults, on the first connection only (the engine then opens another):
+    mail_refused (transaction indexes whose MAIL gets 550), rcpts_refused
+    (whose RCPTs get 550), close_after (close once that many transactions
+    were answered, the rest unanswered), reply_421 (the index whose MAIL
+    gets 421, then the close)."""
+
+    def __init__(self, hold=3, quiet=1.0, caps=("PIPELINING", "CHUNKING"), mail_refused=(),
+                 rcpts_refused=(), close_after=None, reply_421=None):
+        self.hold, self.quiet, self.caps = hold, quiet, caps
+        self.mail_refused, self.rcpts_refused = set(mail_refused), set(rcpts_refused)
+        self.close_after, self.reply_421 = close_after, reply_421
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.txns = []          # every transaction: dict(conn, msgs, fate, rset)
+        self.batches = []       # per reply flush: transactions answered in it
+        self.conns = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def route(self):
+        return "127.0.0.1:%d" % self.port
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        self.lsock.close()
+
+    def _run(self):
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                self.conns += 1
+                try:
+                    self._serve(conn, self.conns == 1)
+                except (OSError, ConnectionError):
+                    pass
+
+    def _serve(self, conn, faults):
+        conn.settimeout(self.quiet)
+        buf = b""
+        conn.sendall(b"220 peer ESMTP\r\n")
+        pending, out = [], []      # transactions complete, unanswered; replies
+        cur, open_txn, answered = None, False, 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            # parse whatever is whole
+            while True:
+                if cur is not None and cur.get("bdat") is not None:
+                    if len(buf) < cur["bdat"]:
+                        break
+                    buf = buf[cur["bdat"]:]
+                    cur["bdat"] = None
+                    pending.append(cur)
+                    cur = None
+                    continue
+                if b"\r\n" not in buf:
+                    break
+                line, buf = buf.split(b"\r\n", 1)
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    conn.sendall(("250-peer\r\n" + "".join("250-%s\r\n" % c for c in self.caps)
+                                  + "250 8BITMIME\r\n").encode())
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                elif verb == b"RSET" and cur is None:
+                    cur = {"rset": True, "cmds": [b"RSET"], "msgs": set(), "bdat": None}
+                elif verb == b"MAIL":
+                    if cur is None:
+                        cur = {"rset": False, "cmds": [], "msgs": set(), "bdat": None}
+                    cur["cmds"].append(b"MAIL")
+                elif verb == b"RCPT":
+                    cur["cmds"].append(b"RCPT")
+                    cur["msgs"].add(int(RCPT_RE.match(line[9:-1].decode()).group(1)))
+                elif verb == b"BDAT":
+                    cur["cmds"].append(b"BDAT")
+                    cur["bdat"] = int(line.split()[1])
+                elif verb == b"RSET":          # one alone after a refusal
+                    conn.sendall(b"250 2.0.0 reset\r\n")
+                    open_txn = False
+                else:
+                    conn.sendall(b"502 5.5.2 what\r\n")
+            if pending and (len(pending) >= self.hold or out == "quiet"):
+                self.batches.append(len(pending))
+                stop = None       # once the peer stops answering: the fate of the rest
+                for t in pending:
+                    t["conn"], t["index"] = self.conns, len(self.txns)
+                    t["batch"] = len(self.batches) - 1
+                    self.txns.append(t)
+                    if stop:
+                        t["fate"] = stop
+                    elif faults and self.close_after is not None and answered >= self.close_after:
+                        t["fate"] = stop = "unanswered"
+                    elif faults and t["index"] == self.reply_421:
+                        t["fate"], stop = "421", "after-421"
+                        conn.sendall(b"421 4.3.2 closing\r\n")
+                    else:
+                        replies, open_txn = self._answer(t, faults, open_txn)
+                        conn.sendall(replies)
+                        answered += 1
+                if stop:
+                    return                       # the close
+                pending = []
+            out = None
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                out = "quiet"
+                continue
+            if not chunk:
+                return
+            buf += chunk
+
+    def _answer(self, t, faults, open_txn):
+        """The replies to t's commands in order; whether the server's
+        transaction stays open after it."""
+        r, mail_ok, rcpts = [], False, 0
+        for cmd in t["cmds"]:
+            if cmd == b"RSET":
+                r.append(b"250 2.0.0 reset\r\n")
+                open_txn = False
+            elif cmd == b"MAIL":
+                if open_txn:
+                    r.append(b"503 5.5.1 nested MAIL command\r\n")
+                    mail_ok = True               # the old one goes on
+                elif faults and t["index"] in self.mail_refused:
+                    r.append(b"550 5.7.1 sender refused\r\n")
+                else:
+                    r.append(b"250 2.1.0 ok\r\n")
+                    mail_ok = open_txn = True
+            elif cmd == b"RCPT":
+                if not mail_ok:
+                    r.append(b"503 5.5.1 need MAIL\r\n")
+                elif faults and t["index"] in self.rcpts_refused:
+                    r.append(b"550 5.1.1 no such user\r\n")
+                else:
+                    r.append(b"250 2.1.5 ok\r\n")
+                    rcpts += 1
+            elif cmd == b"BDAT":
+                if rcpts:
+                    r.append(b"250 2.0.0 queued as T%d\r\n" % t["index"])
+                    t["fate"] = "delivered"
+                    open_txn = False
+                else:
+                    r.append(b"554 5.5.1 no valid recipients\r\n")
+                    t["fate"] = "refused"        # the transaction stays open
+        t.setdefault("fate", "refused")
+        if faults and t["index"] in self.mail_refused:
+            t["fate"] = "mail-refused"
+        elif faults and t["index"] in self.rcpts_refused:
+            t["fate"] = "rcpts-refused"
+        return b"".join(r), open_txn
+
+
+class PipelineTest(DriveTest):
+    """Pipelining across transactions (RFC 2920 with RFC 3030): the next
+    message's transaction goes behind a BDAT LAST whose replies are out."""
+
+    def peer(self, **kw):
+        p = PipePeer(**kw)
+        self.addCleanup(p.close)
+        return p
+
+    def fates(self, peer):
+        """message number -> (its transaction, fate)."""
+        out = {}
+        for t in peer.txns:
+            for n in t["msgs"]:
+                self.assertNotIn(n, out, "a message sent twice: %r" % peer.txns)
+                out[n] = t
+        return out
+
+    def assertFates(self, run, peer, messages):
+        """Each message's result is what the peer did with it."""
+        fates = self.fates(peer)
+        for r in run.results:
+            t = fates.get(r["msg"])
+            fate = t["fate"] if t else "never sent"
+            if not t:
+                # sent after what the peer read before its close, or never:
+                # the peer cannot tell; the engine gives a transient result,
+                # maybe delivered only when it was not a 421 that ended it
+                self.assertEqual(r["status"], "transient", r)
+                self.assertIn(r["code"], (0, 421), r)
+                self.assertFalse(r["code"] == 421 and r["maybe_delivered"], r)
+                continue
+            got = (r["status"], r["code"], r["maybe_delivered"])
+            want = {"delivered": ("delivered", 250, False),
+                    "mail-refused": ("permanent", 550, False),
+                    "rcpts-refused": ("permanent", 550, False),
+                    "421": ("transient", 421, False),
+                    "after-421": ("transient", 421, False),
+                    "unanswered": ("transient", 0, True)}.get(fate)
+            self.assertEqual(got, want, "message %d (%s): %r\n%r" % (r["msg"], fate, r,
+                                                                    peer.txns))
+            if fate == "delivered":
+                self.assertEqual(r["text"], "queued as T%d" % t["index"], r)
+        self.assertEqual(len(run.results), messages)
+
+    def test_several_transactions_before_a_reply(self):
+        # The peer answers nothing until three transactions are in: only a
+        # client that pipelines across transactions gets them there.
+        peer = self.peer(hold=3, quiet=3.0)
+        run = self.drive(peer.route(), "--max-conns", 1, messages=9, size=2000)
+        self.assertFates(run, peer, 9)
+        self.assertEqual(run.count("delivered"), 9, run)
+        self.assertEqual(peer.conns, 1)
+        self.assertGreaterEqual(max(peer.batches), 3, peer.batches)
+        self.assertEqual(sum(peer.batches), 9)
+        # the first on a connection has no RSET; one sent while another
+        # was unanswered (behind the first of its batch) has
+        self.assertFalse(peer.txns[0]["rset"])
+        for prev, t in zip(peer.txns, peer.txns[1:]):
+            if t["batch"] == prev["batch"]:
+                self.assertTrue(t["rset"], peer.txns)
+
+    def test_the_middle_transaction_fails(self):
+        # MAIL refused for the second, every RCPT of the third: each its own
+        # result, and the fourth after it is not a nested MAIL (its RSET)
+        peer = self.peer(hold=4, quiet=3.0, mail_refused=(1,), rcpts_refused=(2,))
+        run = self.drive(peer.route(), "--max-conns", 1, messages=8, size=2000)
+        self.assertGreaterEqual(max(peer.batches), 4, peer.batches)
+        self.assertFates(run, peer, 8)
+        self.assertEqual(run.count("delivered"), 6, run)
+        self.assertEqual(run.count("permanent"), 2, run)
+
+    def test_dropped_with_transactions_outstanding(self):
+        # One answered, the others of the batch unanswered when the
+        # connection drops: those may have been delivered; the rest go over
+        # a new connection.
+        peer = self.peer(hold=3, quiet=3.0, close_after=1)
+        run = self.drive(peer.route(), "--max-conns", 1, messages=8, size=2000)
+        self.assertFates(run, peer, 8)
+        fates = collections.Counter(t["fate"] for t in peer.txns)
+        self.assertGreaterEqual(fates["unanswered"], 2, peer.txns)
+        self.assertGreaterEqual(run.summary["maybe_delivered"], fates["unanswered"], run)
+        self.assertGreaterEqual(fates["delivered"], 3, peer.txns)
+
+    def test_421_with_transactions_outstanding(self):
+        # 421 in the place of the second's MAIL reply: it and those behind
+        # it get the 421 (the server closed before reading them: not maybe
+        # delivered); the rest go over a new connection
+        peer = self.peer(hold=3, quiet=3.0, reply_421=1)
+        run = self.drive(peer.route(), "--max-conns", 1, messages=8, size=2000)
+        self.assertFates(run, peer, 8)
+        self.assertGreaterEqual(run.count("transient"), 2, run)
+        self.assertEqual(run.summary["maybe_delivered"], 0, run)
+        self.assertEqual(peer.conns, 2, "the rest over a new connection")
+
+    def test_sink_without_pipelining_or_chunking(self):
+        # one transaction at a time there (the unit tests show the bytes):
+        # every message stored once, each recipient its own 250
+        for extra in (("--disable", "pipelining"), ("--disable", "chunking")):
+            with self.subTest(sink=extra):
+                sink, run = self.with_sink(extra, "--max-conns", 1, messages=40, rcpts=2,
+                                           size=2000)
+                self.assertEqual(run.count("delivered"), 80, run)
+                self.assertRepliesNameStored(run, self.stored(sink, 40))
+
+    def test_sink_many_messages_few_connections(self):
+        # volley-sink, TLS and not, latency on each reply: every message
+        # stored exactly once, each recipient its 250's queue id
+        for tls in (False, True):
+            with self.subTest(tls=tls):
+                extra, args = ("--latency", "20ms"), ("--max-conns", 2)
+                if tls:
+                    extra += ("--tls",)
+                    args += ("--tls", "encrypt")
+                sink, run = self.with_sink(extra, *args, messages=300, rcpts=2, size=3000)
+                self.assertEqual(run.count("delivered"), 600, run)
+                msgs = self.stored(sink, 300)
+                self.assertRepliesNameStored(run, msgs)

@@ -67,6 +67,19 @@ class ReplyRuleTest(SinkTest):
         self.assertClosed(c, "rst")
         self.assertTrue(self.sink.alive())
 
+    def test_drop_after_the_replies_before_it(self):
+        # pipelined: a transaction stored, then a RCPT that drops: the
+        # first transaction's replies come, then the reset
+        c = self.connect()
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.replies(3)], [250, 250, 354])
+        c.send(MSG + b".\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<u@drop.test>\r\n")
+        self.assertReply(c.reply(), 250)        # the message's
+        self.assertReply(c.reply(), 250)        # the second MAIL's
+        self.assertClosed(c, "rst")
+        self.assertEqual(len(self.sink.new_messages(1)), 1)
+
     def test_mail_and_helo_rules(self):
         c = self.connect()
         self.assertReply(c.cmd("EHLO bad.client"), 550, "5.7.1", "go away")

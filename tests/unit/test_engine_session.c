@@ -20,6 +20,10 @@ struct t {
 	char text[MAXR][256], enh[MAXR][16];
 	int nres;
 	enum eng_act act;
+	/* what the session put in its output, taken as the worker does:
+	 * the bodies of the last call, and how many ever */
+	char bodies[4][256];
+	size_t nbodies, bodies_ever;
 };
 
 static void on_result(struct eng_msg *m, size_t i, const struct eng_result *r)
@@ -66,6 +70,26 @@ static struct t *t_new(enum tls_policy p, int nrcpt)
 	return t;
 }
 
+/* Take the session's output as the worker does: the commands (returned,
+ * bodies left out) and the bodies, kept in t. */
+static const char *take(struct t *t)
+{
+	static char out[8192];
+	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
+	memcpy(out, t->s.out.p, n);
+	out[n] = '\0';
+	t->nbodies = t->s.nbodies;
+	t->bodies_ever += t->s.nbodies;
+	for (size_t b = 0; b < t->s.nbodies && b < 4; b++) {
+		t->bodies[b][0] = '\0';
+		for (size_t i = 0; i < t->s.bodies[b].n; i++)
+			strncat(t->bodies[b], t->s.bodies[b].v[i].iov_base,
+				t->s.bodies[b].v[i].iov_len);
+	}
+	eng_sess_output_taken(&t->s);
+	return out;
+}
+
 static void t_free(struct t *t)
 {
 	eng_sess_free(&t->s);
@@ -83,22 +107,14 @@ static const char *reply(struct t *t, const char *wire)
 	cr_assert_eq(eng_reply_feed(&p, wire, strlen(wire), &used, &r), 1, "%s", wire);
 	eng_reply_parser_free(&p);
 	t->act = eng_sess_reply(&t->s, &r);
-	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
-	memcpy(out, t->s.out.p, n);
-	out[n] = '\0';
-	vl_buf_reset(&t->s.out);
+	snprintf(out, sizeof out, "%s", take(t));
 	return out;
 }
 
 static const char *start(struct t *t)
 {
-	static char out[4096];
 	t->act = eng_sess_start(&t->s, &t->m);
-	size_t n = t->s.out.len < sizeof out - 1 ? t->s.out.len : sizeof out - 1;
-	memcpy(out, t->s.out.p, n);
-	out[n] = '\0';
-	vl_buf_reset(&t->s.out);
-	return out;
+	return take(t);
 }
 
 static const char *EHLO_FULL = "250-mx\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
@@ -129,12 +145,9 @@ Test(eng_session, pipelined_data_transaction)
 	cr_assert_str_eq(t->res[1].stage, "rcpt");
 	reply(t, "354 go\r\n");
 	cr_assert_eq(t->act, ENG_WAIT);
-	cr_assert(t->s.body_queued);
+	cr_assert_eq(t->nbodies, 1);
 	/* The body is dot-stuffed and ends the message. */
-	char body[64] = "";
-	for (size_t i = 0; i < t->s.body.n; i++)
-		strncat(body, t->s.body.v[i].iov_base, t->s.body.v[i].iov_len);
-	cr_assert_str_eq(body, "Subject: t\r\n\r\n..hi\r\n.\r\n");
+	cr_assert_str_eq(t->bodies[0], "Subject: t\r\n\r\n..hi\r\n.\r\n");
 	reply(t, "250 2.0.0 queued as X\r\n");
 	cr_assert_eq(t->act, ENG_IDLE);
 	cr_assert_eq(t->nres, 3);
@@ -188,8 +201,9 @@ Test(eng_session, bdat_pipelined_with_body)
 	struct t *t = t_new(TLS_POLICY_NONE, 1);
 	hello(t, "250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
 	cr_assert_str_eq(start(t), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nBDAT 19 LAST\r\n");
-	cr_assert(t->s.body_queued);
-	cr_assert_eq(t->s.body.bytes, 19, "BDAT bodies are not stuffed");
+	cr_assert_eq(t->nbodies, 1);
+	cr_assert_eq(t->s.txn[t->s.head].octets, 19 + 56, "commands and body counted");
+	cr_assert_str_eq(t->bodies[0], "Subject: t\r\n\r\n.hi\r\n");
 	reply(t, "250 ok\r\n");
 	reply(t, "250 ok\r\n");
 	reply(t, "250 2.0.0 ok\r\n");
@@ -439,7 +453,7 @@ Test(eng_session, shared_rcpt_refusals_are_per_recipient)
 	cr_assert_str_eq(t->res[2].enhanced, "4.5.3");
 	cr_assert_str_eq(t->res[2].text, "too many recipients");
 	cr_assert_str_eq(reply(t, "354 go\r\n"), "");
-	cr_assert(t->s.body_queued, "two were accepted: the body goes");
+	cr_assert_eq(t->nbodies, 1, "two were accepted: the body goes");
 	cr_assert_str_eq(reply(t, "250 2.0.0 queued as Q\r\n"), "", "no RSET after a 250");
 	cr_assert_eq(t->act, ENG_IDLE);
 	cr_assert_eq(t->nres, 4);
@@ -483,7 +497,7 @@ Test(eng_session, shared_all_refused_pipelined_no_body_then_rset)
 	reply(t, "550 5.1.1 unknown c\r\n");
 	cr_assert_eq(t->nres, 3);
 	cr_assert_str_eq(reply(t, "554 5.5.1 no valid recipients\r\n"), "RSET\r\n");
-	cr_assert_not(t->s.body_queued, "no body without an accepted recipient");
+	cr_assert_eq(t->bodies_ever, 0, "no body without an accepted recipient");
 	cr_assert_eq(t->s.state, ENG_S_RSET);
 	cr_assert_eq(t->res[0].status, ENG_PERMANENT);
 	cr_assert_str_eq(t->res[0].text, "unknown a", "each keeps its own reply");
@@ -747,4 +761,495 @@ Test(eng_session, state_log_at_debug_level)
 Test(eng_session, no_state_log_at_info_level)
 {
 	cr_assert_str_eq(session_log(VL_LOG_INFO), "");
+}
+
+/* ---- pipelining across transactions (RFC 2920 with RFC 3030) ----
+ * A small worker: messages in a queue, the session's output taken as the
+ * worker takes it, replies fed in chunks as reads bring them (several in
+ * one read, or one cut over several), and after each reply the queue's
+ * next messages offered to the pipeline (eng_sess_pipe), as worker.c's
+ * conn_pipe does. */
+
+#define PM_MAX 8
+struct pm {
+	struct eng_msg m;
+	const char *rcpts[4];
+	int status[4], code[4], nres;
+	bool maybe[4];
+	char stage[4][16];
+};
+
+struct pw {
+	struct t *t;
+	struct pm msgs[PM_MAX];
+	struct eng_msg *q[PM_MAX * 4];   /* the pool's queue: a FIFO */
+	size_t qh, qt;
+	struct eng_msg *done[PM_MAX * 4];
+	size_t ndone;
+	struct eng_reply_parser rp;
+	char out[300000];                /* every byte written, bodies included */
+	size_t outlen;
+	bool take_output;                /* the worker takes the output at once */
+};
+
+static void pm_result(struct eng_msg *m, size_t i, const struct eng_result *r)
+{
+	struct pm *x = m->arg;
+	cr_assert_lt(i, 4);
+	cr_assert_eq(x->status[i], -1, "recipient %zu got two results", i);
+	x->status[i] = (int)r->status;
+	x->code[i] = r->code;
+	x->maybe[i] = r->maybe_delivered;
+	snprintf(x->stage[i], sizeof x->stage[i], "%s", r->stage);
+	x->nres++;
+}
+
+static struct pw *pw_new(const char *ehlo, int nmsg, int nrcpt)
+{
+	struct pw *w = calloc(1, sizeof *w);
+	w->t = t_new(TLS_POLICY_NONE, 1);
+	w->take_output = true;
+	eng_reply_parser_init(&w->rp);
+	static const char *names[] = {"a@x.test", "b@x.test", "c@x.test", "d@x.test"};
+	for (int k = 0; k < nmsg; k++) {
+		struct pm *x = &w->msgs[k];
+		for (int i = 0; i < nrcpt; i++)
+			x->rcpts[i] = names[i];
+		for (int i = 0; i < 4; i++)
+			x->status[i] = -1;
+		x->m = w->t->m;
+		x->m.rcpts = x->rcpts;
+		x->m.nrcpt = x->m.pending_ = (size_t)nrcpt;
+		x->m.on_result = pm_result;
+		x->m.arg = x;
+		w->q[w->qt++] = &x->m;
+	}
+	hello(w->t, ehlo);
+	return w;
+}
+
+static void pw_free(struct pw *w)
+{
+	eng_reply_parser_free(&w->rp);
+	t_free(w->t);
+	free(w);
+}
+
+/* The worker's send: commands with the bodies where they go. */
+static void pw_take(struct pw *w)
+{
+	struct eng_sess *s = &w->t->s;
+	size_t at = 0;
+	char *o = w->out;
+	if (!w->take_output)
+		return;
+	for (size_t b = 0; b <= s->nbodies; b++) {
+		size_t to = b < s->nbodies ? s->bodies[b].at : s->out.len;
+		cr_assert_lt(w->outlen + to - at, sizeof w->out);
+		memcpy(o + w->outlen, s->out.p + at, to - at);
+		w->outlen += to - at;
+		for (size_t i = 0; b < s->nbodies && i < s->bodies[b].n; i++) {
+			cr_assert_lt(w->outlen + s->bodies[b].v[i].iov_len, sizeof w->out);
+			memcpy(o + w->outlen, s->bodies[b].v[i].iov_base, s->bodies[b].v[i].iov_len);
+			w->outlen += s->bodies[b].v[i].iov_len;
+		}
+		at = to;
+	}
+	o[w->outlen] = '\0';
+	eng_sess_output_taken(s);
+}
+
+/* What was written since the last call. */
+static const char *pw_sent(struct pw *w)
+{
+	static char buf[sizeof ((struct pw *)0)->out];
+	pw_take(w);
+	memcpy(buf, w->out, w->outlen + 1);
+	w->outlen = 0;
+	w->out[0] = '\0';
+	return buf;
+}
+
+/* hand_back, then msg_finished: done, or the next chunk first in the queue */
+static void pw_hand_back(struct pw *w)
+{
+	struct eng_msg *m = w->t->s.finished;
+	w->t->s.finished = NULL;
+	while (m) {
+		struct eng_msg *next = m->next_;
+		if (m->pending_ == 0) {
+			w->done[w->ndone++] = m;
+		} else {
+			m->first_ += m->count_;
+			m->count_ = 0;
+			cr_assert_gt(w->qh, 0);
+			w->q[--w->qh] = m;   /* first in the queue */
+		}
+		m = next;
+	}
+}
+
+static void pw_act(struct pw *w, enum eng_act act);
+
+static void pw_ready(struct pw *w)
+{
+	pw_hand_back(w);
+	while (w->qh < w->qt) {
+		struct eng_msg *m = w->q[w->qh++];
+		enum eng_act act = eng_sess_start(&w->t->s, m);
+		if (act != ENG_IDLE) {
+			pw_act(w, act);
+			return;
+		}
+		pw_hand_back(w);
+	}
+}
+
+static void pw_act(struct pw *w, enum eng_act act)
+{
+	w->t->act = act;
+	pw_hand_back(w);
+	if (act == ENG_WAIT && w->t->s.state == ENG_S_TXN) {
+		while (eng_sess_pipe_open(&w->t->s) && w->qh < w->qt) {
+			if (!eng_sess_pipe(&w->t->s, w->q[w->qh]))
+				break;
+			w->qh++;
+			pw_hand_back(w);
+		}
+	}
+	if (act == ENG_IDLE)
+		pw_ready(w);
+	pw_take(w);
+}
+
+/* Replies as one read brings them. */
+static void pw_feed(struct pw *w, const char *wire)
+{
+	size_t off = 0, len = strlen(wire);
+	while (off < len) {
+		struct eng_reply r;
+		size_t used;
+		int rc = eng_reply_feed(&w->rp, wire + off, len - off, &used, &r);
+		off += used;
+		cr_assert_geq(rc, 0);
+		if (rc == 0)
+			break;
+		pw_act(w, eng_sess_reply(&w->t->s, &r));
+	}
+}
+
+#define PIPE_EHLO "250-mx\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"
+#define TXN1(r) "MAIL FROM:<s@y.test>\r\nRCPT TO:<" r ">\r\nBDAT 19 LAST\r\n" \
+	"Subject: t\r\n\r\n.hi\r\n"
+#define OK3 "250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 queued\r\n"
+
+static void pm_all(struct pm *x, int nrcpt, enum eng_status st, int code, const char *stage,
+		   bool maybe)
+{
+	cr_assert_eq(x->nres, nrcpt);
+	for (int i = 0; i < nrcpt; i++) {
+		cr_assert_eq(x->status[i], (int)st, "rcpt %d: %d", i, x->status[i]);
+		cr_assert_eq(x->code[i], code, "rcpt %d: %d", i, x->code[i]);
+		cr_assert_str_eq(x->stage[i], stage);
+		cr_assert_eq(x->maybe[i], maybe, "rcpt %d maybe_delivered", i);
+	}
+}
+
+Test(eng_pipe, three_messages_one_write_replies_in_one_read)
+{
+	struct pw *w = pw_new(PIPE_EHLO, 3, 1);
+	pw_ready(w);
+	cr_assert_str_eq(pw_sent(w), TXN1("a@x.test") "RSET\r\n" TXN1("a@x.test")
+			 "RSET\r\n" TXN1("a@x.test"), "all three in one write");
+	cr_assert_eq(w->t->s.ntxn, 3);
+	cr_assert_eq(w->t->s.nmsgs, 3);
+	pw_feed(w, OK3 "250 2.0.0 reset\r\n" OK3 "250 2.0.0 reset\r\n" OK3);
+	for (int k = 0; k < 3; k++) {
+		pm_all(&w->msgs[k], 1, ENG_DELIVERED, 250, "dot", false);
+		cr_assert_eq(w->done[k], &w->msgs[k].m, "handed back in order");
+	}
+	cr_assert_eq(w->ndone, 3);
+	cr_assert_str_eq(pw_sent(w), "", "no RSET after the last one's 250");
+	cr_assert_eq(w->t->s.state, ENG_S_READY);
+	cr_assert_eq(w->t->act, ENG_IDLE);
+	pw_free(w);
+}
+
+Test(eng_pipe, replies_cut_across_reads)
+{
+	struct pw *w = pw_new(PIPE_EHLO, 2, 2);
+	pw_ready(w);
+	const char *want = "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\n"
+		"BDAT 19 LAST\r\nSubject: t\r\n\r\n.hi\r\n";
+	char both[1024];
+	snprintf(both, sizeof both, "%sRSET\r\n%s", want, want);
+	cr_assert_str_eq(pw_sent(w), both);
+	const char *replies = "250 ok\r\n250 ok\r\n550 5.1.1 no b\r\n250 2.0.0 X\r\n"
+		"250 reset\r\n250 ok\r\n250-ok\r\n250 ok\r\n250 ok\r\n451 4.3.0 later\r\n";
+	/* one octet a read, then three at a time */
+	char one[4] = "";
+	for (size_t i = 0; i < 40; i++) {
+		one[0] = replies[i];
+		pw_feed(w, one);
+	}
+	for (size_t i = 40; i < strlen(replies); i += 3) {
+		snprintf(one, sizeof one, "%.3s", replies + i);
+		pw_feed(w, one);
+	}
+	struct pm *a = &w->msgs[0], *b = &w->msgs[1];
+	cr_assert_eq(a->status[0], ENG_DELIVERED);
+	cr_assert_eq(a->status[1], ENG_PERMANENT);
+	cr_assert_str_eq(a->stage[1], "rcpt");
+	cr_assert_eq(b->status[0], ENG_TRANSIENT);
+	cr_assert_eq(b->code[0], 451);
+	cr_assert_str_eq(b->stage[0], "dot");
+	cr_assert_eq(b->nres, 2);
+	cr_assert_eq(w->ndone, 2);
+	cr_assert_str_eq(pw_sent(w), "RSET\r\n", "the last one refused: RSET as before");
+	cr_assert_eq(w->t->s.state, ENG_S_RSET);
+	pw_feed(w, "250 ok\r\n");
+	cr_assert_eq(w->t->s.state, ENG_S_READY);
+	pw_free(w);
+}
+
+Test(eng_pipe, the_middle_transaction_fails)
+{
+	/* MAIL refused for the second: its RCPT and BDAT get 503, the third
+	 * goes on behind its own RSET */
+	struct pw *w = pw_new(PIPE_EHLO, 3, 1);
+	pw_ready(w);
+	pw_sent(w);
+	pw_feed(w, OK3 "250 reset\r\n550 5.7.1 sender blocked\r\n503 5.5.1 need MAIL\r\n");
+	pm_all(&w->msgs[1], 1, ENG_PERMANENT, 550, "mail", false);
+	pw_feed(w, "503 5.5.1 no valid recipients\r\n");
+	cr_assert_str_eq(pw_sent(w), "", "no RSET of its own: the next one has its RSET");
+	cr_assert_eq(w->ndone, 2);
+	pw_feed(w, "250 reset\r\n" OK3);
+	pm_all(&w->msgs[0], 1, ENG_DELIVERED, 250, "dot", false);
+	pm_all(&w->msgs[1], 1, ENG_PERMANENT, 550, "mail", false);
+	pm_all(&w->msgs[2], 1, ENG_DELIVERED, 250, "dot", false);
+	cr_assert_eq(w->t->s.state, ENG_S_READY);
+	pw_free(w);
+	/* every RCPT of the second refused: its BDAT gets 554 (the server may
+	 * keep its transaction open: the third's RSET closes it) */
+	w = pw_new(PIPE_EHLO, 3, 2);
+	pw_ready(w);
+	pw_sent(w);
+	pw_feed(w, "250 ok\r\n250 ok\r\n250 ok\r\n250 2.0.0 A\r\n"
+		"250 reset\r\n250 ok\r\n550 5.1.1 no a\r\n452 4.2.2 full b\r\n"
+		"554 5.5.1 no valid recipients\r\n"
+		"250 reset\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 2.0.0 C\r\n");
+	pm_all(&w->msgs[0], 2, ENG_DELIVERED, 250, "dot", false);
+	cr_assert_eq(w->msgs[1].status[0], ENG_PERMANENT);
+	cr_assert_eq(w->msgs[1].code[0], 550);
+	cr_assert_eq(w->msgs[1].status[1], ENG_TRANSIENT);
+	cr_assert_eq(w->msgs[1].code[1], 452);
+	cr_assert_eq(w->msgs[1].nres, 2, "one result each");
+	pm_all(&w->msgs[2], 2, ENG_DELIVERED, 250, "dot", false);
+	cr_assert_str_eq(pw_sent(w), "");
+	pw_free(w);
+}
+
+Test(eng_pipe, a_421_with_three_outstanding)
+{
+	struct pw *w = pw_new(PIPE_EHLO, 3, 1);
+	pw_ready(w);
+	pw_sent(w);
+	pw_feed(w, "250 2.1.0 ok\r\n421 4.3.2 shutting down\r\n");
+	cr_assert_eq(w->t->act, ENG_CLOSE);
+	/* the server closed before it read the others: none maybe delivered */
+	for (int k = 0; k < 3; k++)
+		cr_assert_eq(w->msgs[k].nres, 1);
+	pm_all(&w->msgs[0], 1, ENG_TRANSIENT, 421, "rcpt", false);
+	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 421, "rcpt", false);
+	pm_all(&w->msgs[2], 1, ENG_TRANSIENT, 421, "rcpt", false);
+	cr_assert_eq(w->ndone, 3);
+	cr_assert_eq(w->t->s.ntxn, 0);
+	cr_assert_eq(w->t->s.state, ENG_S_CLOSED);
+	pw_free(w);
+	/* ... after the first's final 250: the second and third fail */
+	w = pw_new(PIPE_EHLO, 3, 1);
+	pw_ready(w);
+	pw_sent(w);
+	pw_feed(w, OK3 "421 4.3.2 bye\r\n");
+	pm_all(&w->msgs[0], 1, ENG_DELIVERED, 250, "dot", false);
+	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 421, "mail", false);
+	pm_all(&w->msgs[2], 1, ENG_TRANSIENT, 421, "mail", false);
+	pw_free(w);
+}
+
+Test(eng_pipe, silence_with_three_outstanding)
+{
+	/* the connection drops after the first MAIL's reply: every BDAT LAST
+	 * went out unanswered, so each may have been delivered */
+	struct pw *w = pw_new(PIPE_EHLO, 3, 1);
+	pw_ready(w);
+	pw_sent(w);
+	pw_feed(w, "250 2.1.0 ok\r\n");
+	eng_sess_fail(&w->t->s, eng_sess_stage(&w->t->s), 0, "", "connection lost");
+	pw_hand_back(w);
+	pm_all(&w->msgs[0], 1, ENG_TRANSIENT, 0, "rcpt", true);
+	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 0, "rcpt", true);
+	pm_all(&w->msgs[2], 1, ENG_TRANSIENT, 0, "rcpt", true);
+	cr_assert_eq(w->ndone, 3);
+	pw_free(w);
+	/* one pipelined while a send was in flight and never sent: not that one */
+	w = pw_new(PIPE_EHLO, 2, 1);
+	w->qt = 1;                    /* the second comes later */
+	pw_ready(w);
+	pw_sent(w);
+	w->take_output = false;       /* a send in flight */
+	pw_feed(w, "250 2.1.0 ok\r\n");
+	w->qt = 2;
+	pw_act(w, ENG_WAIT);          /* the worker offers it after a reply */
+	cr_assert_eq(w->t->s.ntxn, 2);
+	cr_assert_eq(w->t->s.nbodies, 1, "its BDAT body still in the output");
+	eng_sess_fail(&w->t->s, "rcpt", 0, "", "connection lost");
+	pw_hand_back(w);
+	cr_assert_eq(w->t->s.nbodies, 0, "a failed session's output is dropped");
+	cr_assert_eq(w->t->s.out.len, 0);
+	pm_all(&w->msgs[0], 1, ENG_TRANSIENT, 0, "rcpt", true);
+	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 0, "rcpt", false);
+	pw_free(w);
+}
+
+Test(eng_pipe, a_refused_rset_ends_the_session)
+{
+	struct pw *w = pw_new(PIPE_EHLO, 2, 1);
+	pw_ready(w);
+	pw_sent(w);
+	pw_feed(w, OK3 "502 5.5.2 what\r\n");
+	cr_assert_eq(w->t->act, ENG_CLOSE);
+	/* its BDAT went out and the server still reads: maybe */
+	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 502, "mail", true);
+	pw_free(w);
+}
+
+Test(eng_pipe, none_without_pipelining_or_chunking)
+{
+	/* CHUNKING without PIPELINING: one command at a time, one message */
+	struct pw *w = pw_new("250-mx\r\n250 CHUNKING\r\n", 2, 1);
+	pw_ready(w);
+	cr_assert_str_eq(pw_sent(w), "MAIL FROM:<s@y.test>\r\n");
+	cr_assert_not(eng_sess_pipe_open(&w->t->s));
+	cr_assert_not(eng_sess_pipe(&w->t->s, &w->msgs[1].m));
+	cr_assert_eq(w->msgs[1].m.count_, 0, "m untouched");
+	pw_feed(w, "250 ok\r\n");
+	cr_assert_str_eq(pw_sent(w), "RCPT TO:<a@x.test>\r\n");
+	pw_feed(w, "250 ok\r\n");
+	cr_assert_str_eq(pw_sent(w), "BDAT 19 LAST\r\nSubject: t\r\n\r\n.hi\r\n");
+	pw_feed(w, "250 ok\r\n");
+	cr_assert_str_eq(pw_sent(w), "MAIL FROM:<s@y.test>\r\n", "the next after the last reply");
+	pw_free(w);
+	/* PIPELINING without CHUNKING: DATA ends a group */
+	w = pw_new("250-mx\r\n250 PIPELINING\r\n", 2, 1);
+	pw_ready(w);
+	cr_assert_str_eq(pw_sent(w), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n");
+	cr_assert_not(eng_sess_pipe_open(&w->t->s));
+	pw_feed(w, "250 ok\r\n250 ok\r\n354 go\r\n");
+	cr_assert_not(eng_sess_pipe_open(&w->t->s));
+	cr_assert_str_eq(pw_sent(w), "Subject: t\r\n\r\n..hi\r\n.\r\n");
+	pw_feed(w, "250 ok\r\n");
+	cr_assert_str_eq(pw_sent(w), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n");
+	pw_free(w);
+}
+
+Test(eng_pipe, bounded_in_transactions_and_octets)
+{
+	struct pw *w = pw_new(PIPE_EHLO, 6, 1);
+	pw_ready(w);
+	pw_sent(w);
+	cr_assert_eq(w->t->s.ntxn, ENG_PIPE_MAX);
+	cr_assert_eq(w->qt - w->qh, 2, "the rest wait in the queue");
+	pw_feed(w, OK3);
+	cr_assert_eq(w->t->s.ntxn, ENG_PIPE_MAX, "one ended, the next went behind");
+	cr_assert_str_eq(pw_sent(w), "RSET\r\n" TXN1("a@x.test"));
+	pw_free(w);
+	/* a body over 64 KB is not pipelined behind another: it waits */
+	w = pw_new(PIPE_EHLO, 2, 1);
+	static char big[70000];
+	memset(big, 'x', sizeof big);
+	struct iovec bigv = { big, sizeof big };
+	w->msgs[1].m.body = &bigv;
+	w->msgs[1].m.nbody = 1;
+	w->msgs[1].m.size_ = sizeof big;
+	pw_ready(w);
+	cr_assert_eq(w->t->s.ntxn, 1);
+	cr_assert_eq(w->qt - w->qh, 1);
+	pw_sent(w);
+	pw_feed(w, OK3);
+	cr_assert_str_eq(pw_sent(w), "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\n",
+			 "started alone when the session is ready: its BDAT after the replies");
+	pw_free(w);
+	/* the octets outstanding: ENG_PIPE_OCTETS at most */
+	w = pw_new(PIPE_EHLO, 4, 1);
+	static char mid[60000];
+	memset(mid, 'y', sizeof mid);
+	struct iovec midv = { mid, sizeof mid };
+	for (int k = 0; k < 4; k++) {
+		w->msgs[k].m.body = &midv;
+		w->msgs[k].m.nbody = 1;
+		w->msgs[k].m.size_ = sizeof mid;
+	}
+	pw_ready(w);
+	cr_assert_eq(w->t->s.ntxn, 4, "4 x 60 KB fit in 256 KB");
+	pw_free(w);
+	w = pw_new(PIPE_EHLO, 4, 1);
+	static char mid2[65536];
+	struct iovec mid2v = { mid2, sizeof mid2 };
+	for (int k = 0; k < 4; k++) {
+		w->msgs[k].m.body = &mid2v;
+		w->msgs[k].m.nbody = 1;
+		w->msgs[k].m.size_ = sizeof mid2;
+	}
+	pw_ready(w);
+	cr_assert_eq(w->t->s.ntxn, 3, "4 x 64 KB and their commands do not");
+	pw_free(w);
+}
+
+Test(eng_pipe, split_message_transactions_in_order)
+{
+	/* 3 recipients, 2 a transaction: the first message's second
+	 * transaction goes when its first has ended, ahead of the next message */
+	struct pw *w = pw_new(PIPE_EHLO, 2, 3);
+	w->t->cfg.max_rcpts_per_txn = 2;
+	pw_ready(w);
+	const char *two = "MAIL FROM:<s@y.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\n"
+		"BDAT 19 LAST\r\nSubject: t\r\n\r\n.hi\r\n";
+	const char *one = "MAIL FROM:<s@y.test>\r\nRCPT TO:<c@x.test>\r\n"
+		"BDAT 19 LAST\r\nSubject: t\r\n\r\n.hi\r\n";
+	char want[2048];
+	snprintf(want, sizeof want, "%sRSET\r\n%s", two, two);
+	cr_assert_str_eq(pw_sent(w), want, "message 0 (a, b), then message 1 (a, b)");
+	pw_feed(w, "250 ok\r\n250 ok\r\n250 ok\r\n250 2.0.0 A\r\n");
+	snprintf(want, sizeof want, "RSET\r\n%s", one);
+	cr_assert_str_eq(pw_sent(w), want, "message 0's c behind message 1");
+	pw_feed(w, "250 reset\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 2.0.0 B\r\n");
+	cr_assert_str_eq(pw_sent(w), "RSET\r\n" TXN1("c@x.test"), "message 1's c");
+	pw_feed(w, "250 reset\r\n" OK3 "250 reset\r\n" OK3);
+	pm_all(&w->msgs[0], 3, ENG_DELIVERED, 250, "dot", false);
+	pm_all(&w->msgs[1], 3, ENG_DELIVERED, 250, "dot", false);
+	cr_assert_eq(w->ndone, 2);
+	cr_assert_eq(w->t->s.nmsgs, 4, "four transactions");
+	pw_free(w);
+}
+
+Test(eng_pipe, requiretls_and_size_refused_without_a_command)
+{
+	struct pw *w = pw_new("250-mx\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 SIZE 100\r\n", 4, 1);
+	w->msgs[1].m.require_tls = true;   /* clear text: not here */
+	w->msgs[2].m.size_ = 200;          /* over the SIZE limit */
+	pw_ready(w);
+	cr_assert_str_eq(pw_sent(w), "MAIL FROM:<s@y.test> SIZE=19\r\nRCPT TO:<a@x.test>\r\n"
+			 "BDAT 19 LAST\r\nSubject: t\r\n\r\n.hi\r\nRSET\r\n"
+			 "MAIL FROM:<s@y.test> SIZE=19\r\nRCPT TO:<a@x.test>\r\n"
+			 "BDAT 19 LAST\r\nSubject: t\r\n\r\n.hi\r\n");
+	pm_all(&w->msgs[1], 1, ENG_TRANSIENT, 0, "requiretls", false);
+	pm_all(&w->msgs[2], 1, ENG_PERMANENT, 552, "size", false);
+	cr_assert_eq(w->t->s.ntxn, 2);
+	cr_assert_eq(w->t->s.nmsgs, 2, "refused ones are no transaction");
+	pw_feed(w, OK3 "250 reset\r\n" OK3);
+	pm_all(&w->msgs[0], 1, ENG_DELIVERED, 250, "dot", false);
+	pm_all(&w->msgs[3], 1, ENG_DELIVERED, 250, "dot", false);
+	pw_free(w);
 }
