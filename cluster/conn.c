@@ -169,6 +169,7 @@ struct req {
 struct clu {
 	char *node, *info, *state_file;
 	struct clu_url url;
+	struct clu_tls tls;           /* ctx NULL: plain TCP */
 	char pass[256];
 	uint64_t ttl_ms;
 	void (*on_mode)(void *, enum clu_mode, unsigned, const char *);
@@ -194,7 +195,7 @@ struct clu {
 	size_t fhead, flen;
 	char sha[41];
 	struct clu_fsm fsm;
-	char why[200];
+	char why[400];                /* the last connection failure */
 };
 
 /* ---- N across restarts ---- */
@@ -465,6 +466,9 @@ static void disconnect(struct clu *c, const char *why)
 	}
 	c->fsm.waiting_since_ms = 0;
 	c->sha[0] = 0;
+	/* a change of mode is logged by step; a failure in local mode once */
+	if (c->fsm.mode == CLU_LOCAL && strcmp(c->why, why) != 0)
+		vl_log(VL_LOG_WARN, "cluster: cannot use Redis (local mode): %s", why);
 	snprintf(c->why, sizeof c->why, "%s", why);
 	step(c, CLU_IN_DOWN, 0, why);
 	c->backoff = c->backoff ? c->backoff * 2 : BACKOFF_MIN_MS;
@@ -694,7 +698,7 @@ static void tick(struct clu *c)
 
 	if (c->link.state == CLU_LINK_CLOSED && now >= c->next_try)
 		connect_start(c);
-	if (c->link.state != CLU_LINK_CLOSED && !up(c) && now - c->link.opened_ms > CONNECT_MS)
+	if (c->link.state != CLU_LINK_CLOSED && !up(c) && now > c->link.opened_ms + CONNECT_MS)
 		disconnect(c, "connect: timed out");
 	if (up(c) && c->sha[0] && now >= c->next_hb && c->flen < FLYMAX - 8)
 		send_hb(c);
@@ -735,6 +739,39 @@ static void *run(void *arg)
 
 /* ---- the face ---- */
 
+static bool tls_on(const struct clu_url *u, const struct clu_tls_opts *t)
+{
+	return u->tls || (t && t->on);
+}
+
+int clu_check(const char *url, const struct clu_tls_opts *t, char *err, size_t errlen)
+{
+	struct clu_url u;
+	struct clu_tls tls;
+	char why[200];
+
+	if (clu_url_parse(url, &u, why, sizeof why) < 0)
+		return vl_fail(err, errlen, "cluster.redis: %s", why);
+	if (!tls_on(&u, t))
+		return 0;
+	if (clu_tls_init(&tls, t, u.host, err, errlen) < 0)
+		return -1;
+	clu_tls_free(&tls);
+	return 0;
+}
+
+static void clu_free(struct clu *c)
+{
+	if (c->efd >= 0)
+		close(c->efd);
+	clu_tls_free(&c->tls);
+	free(c->node);
+	free(c->info);
+	free(c->state_file);
+	explicit_bzero(c->pass, sizeof c->pass);
+	free(c);
+}
+
 struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen)
 {
 	struct clu *c = vl_calloc(1, sizeof *c);
@@ -745,6 +782,10 @@ struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen)
 		free(c);
 		return NULL;
 	}
+	if (tls_on(&c->url, &o->tls) && clu_tls_init(&c->tls, &o->tls, c->url.host, err, errlen) < 0) {
+		free(c);
+		return NULL;
+	}
 	snprintf(c->pass, sizeof c->pass, "%s", o->password ? o->password : c->url.pass);
 	c->node = vl_strdup(o->node);
 	c->info = vl_strdup(o->info ? o->info : "{}");
@@ -752,19 +793,15 @@ struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen)
 	c->ttl_ms = o->lease_ttl_ms ? o->lease_ttl_ms : 10000;
 	c->on_mode = o->on_mode;
 	c->arg = o->arg;
-	clu_link_init(&c->link);
+	clu_link_init(&c->link, c->tls.ctx ? &c->tls : NULL);
 	clu_fsm_init(&c->fsm, state_read(c->state_file));
 	atomic_store(&c->nodes, c->fsm.nodes);
 	pthread_mutex_init(&c->mu, NULL);
 	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->efd < 0 || pthread_create(&c->tid, NULL, run, c) != 0) {
 		snprintf(err, errlen, "cluster: cannot start its thread: %s", strerror(errno));
-		if (c->efd >= 0)
-			close(c->efd);
-		free(c->node);
-		free(c->info);
-		free(c->state_file);
-		free(c);
+		pthread_mutex_destroy(&c->mu);
+		clu_free(c);
 		return NULL;
 	}
 	return c;
@@ -784,7 +821,6 @@ void clu_stop(struct clu *c)
 		c->qhead = (c->qhead + 1) % QMAX;
 		c->qlen--;
 	}
-	close(c->efd);
 	while (c->leases) {
 		struct clu_lease *n = c->leases->next;
 		free(c->leases->key);
@@ -798,10 +834,7 @@ void clu_stop(struct clu *c)
 		c->conns = n;
 	}
 	pthread_mutex_destroy(&c->mu);
-	free(c->node);
-	free(c->info);
-	free(c->state_file);
-	free(c);
+	clu_free(c);
 }
 
 enum clu_mode clu_mode(const struct clu *c)
