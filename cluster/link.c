@@ -288,7 +288,7 @@ static ssize_t put(struct clu_link *l, char *what, size_t wn)
 	size_t len = l->out.len > (1u << 30) ? 1u << 30 : l->out.len;
 
 	if (!l->ssl) {
-		ssize_t n = write(l->fd, l->out.p, len);
+		ssize_t n = send(l->fd, l->out.p, len, MSG_NOSIGNAL);
 		if (n >= 0 || errno == EAGAIN || errno == EINTR)
 			return n > 0 ? n : 0;
 		snprintf(what, wn, "%s", strerror(errno));

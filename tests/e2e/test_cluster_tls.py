@@ -38,11 +38,13 @@ class ClusterTLS(VolleydTest):
         cls.chain, cls.key, _ = cls.ca.issue("redis", ["redis.test", "127.0.0.1"])
         cls.cchain, cls.ckey, _ = cls.ca.issue("client", ["node.test"])
         cls.other = pki.TestCA(os.path.join(cls.dir, "other"), cn="Other CA")
+        cls.ochain, cls.okey, _ = cls.other.issue("redis", ["redis.test", "127.0.0.1"])
 
-    def redis(self, auth_clients="no"):
-        r = Redis(tls=["--tls-cert-file", self.chain, "--tls-key-file", self.key,
-                       "--tls-ca-cert-file", self.ca.ca_pem,
-                       "--tls-auth-clients", auth_clients]).start()
+    def redis(self, auth_clients="no", port=None, untrusted=False):
+        chain, key = (self.ochain, self.okey) if untrusted else (self.chain, self.key)
+        r = Redis(port, tls=["--tls-cert-file", chain, "--tls-key-file", key,
+                             "--tls-ca-cert-file", self.ca.ca_pem,
+                             "--tls-auth-clients", auth_clients]).start()
         self.addCleanup(r.cleanup)
         return r
 
@@ -105,6 +107,34 @@ class ClusterTLS(VolleydTest):
         self.stays_local(named, "certificate verify failed: hostname mismatch", secs=0)
         self.assertIn("(name wrong.test)", named.output())
         self.assertEqual(metric(good, "volley_cluster_nodes"), 1, "the others never joined")
+
+    def test_redis_back_with_an_untrusted_certificate(self):
+        """Shared over TLS; Redis restarted on the same port with a
+        certificate of another CA: local mode (a ClusterMode event), the
+        verification failure in the log, retried with back-off; Redis
+        back with its own certificate: shared again."""
+        r = self.redis()
+        sink = Sink().start()
+        self.addCleanup(sink.cleanup)
+        d = self.node(sink, r, 0, tls_conf(self.ca.ca_pem))
+        self.shared(d)
+        port = r.port
+        r.stop()
+        r = self.redis(port=port, untrusted=True)
+        self.wait_for("local mode", lambda: metric(d, "volley_cluster_shared") == 0, timeout=5)
+        self.stays_local(d, "TLS: certificate verify failed: self-signed certificate in "
+                         "certificate chain (name 127.0.0.1)", secs=2)
+        r.stop()
+        r = self.redis(port=port)
+        self.shared(d)
+        def modes():
+            return [e["reason"] for e in d.request("GET", "/v1/events").lines()
+                    if e["type"] == "ClusterMode"]
+        self.wait_for("ClusterMode events both ways", lambda: len(modes()) >= 3, timeout=10)
+        ev = modes()
+        self.assertTrue(any(x.startswith("local mode") for x in ev), ev)
+        self.assertTrue(ev[-1].startswith("shared mode"), ev)
+        self.assertGreaterEqual(metric(d, "volley_cluster_mode_changes_total"), 3)
 
     def test_client_certificate_required(self):
         """Redis with --tls-auth-clients yes: a node with tls_cert and
