@@ -66,7 +66,7 @@ class ClusterTLS(VolleydTest):
     def test_shared_over_tls_and_the_rate_holds(self):
         """Two nodes over TLS (one by the URL's IP address, one by
         tls_server_name), 100/s for the site, 250 recipients each: shared
-        mode with N = 2 and at most 100/s (+7 %) at the sink, not 200."""
+        mode with N = 2 and 100/s at the sink, not 200."""
         r = self.redis()
         sink = Sink().start()
         self.addCleanup(sink.cleanup)
@@ -82,11 +82,18 @@ class ClusterTLS(VolleydTest):
                        for m in msgs)
         peers = {m.env["peer"].rsplit(":", 1)[0] for m in msgs}
         self.assertEqual(len(peers), 2, peers)
-        # after the first second (the bucket's burst), steady at the limit
+        # The shared bucket grants at most 125 at once (a second's burst and
+        # a quarter ahead), then 100/s: the 500 take 3.75 s at least (less
+        # what the first arrival lagged its lease); per node (no sharing)
+        # they would take 1.5 s. After the first second, steady at the
+        # limit (200/s without sharing; some slack for a loaded machine's
+        # late arrivals catching up).
+        span = times[-1] - times[0]
         steady = [t for t in times if t >= times[0] + 1]
         rate = (len(steady) - 1) / (steady[-1] - steady[0])
-        print("over TLS: %.1f/s" % rate, end=" ")
-        self.assertLessEqual(rate, 100 * 1.07)
+        print("over TLS: %.1f/s, 500 in %.2f s" % (rate, span), end=" ")
+        self.assertGreater(span, 3.4)
+        self.assertLessEqual(rate, 100 * 1.15)
         self.assertGreater(rate, 80)
         for d in ds:
             self.assertGreaterEqual(metric(d, "volley_cluster_leases_total"), 2)
