@@ -38,7 +38,8 @@ static void usage(FILE *f)
 		"                    [--peer-max N] [--per-conn N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency,\n"
 		"             latency-tls, sessions, faults, transactional, mixed, dkim,\n"
-		"             dkim-100k, dane, submission, providers, providers-known) or a\n"
+		"             dkim-100k, dane, submission, providers, providers-known, cluster)\n"
+		"             or a\n"
 		"             scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); haraka is\n"
 		"             the Node.js MTA as an outbound relay; blast is volley-blast, a\n"
@@ -159,7 +160,8 @@ static run_fn peer_fn(const char *name)
 	return !strncmp(name, "volley", n) ? vb_run_volley
 	       : !strncmp(name, "postfix", n) ? vb_run_postfix
 	       : !strncmp(name, "haraka", n) ? vb_run_haraka
-	       : !strncmp(name, "blast", n) ? vb_run_blast : vb_run_nodemailer;
+	       : !strncmp(name, "blast", n) ? vb_run_blast
+	       : !strncmp(name, "cluster", n) ? vb_run_cluster : vb_run_nodemailer;
 }
 
 /* mixed: each peer, volley too, once more with the bulk alone, right
@@ -419,6 +421,10 @@ int main(int argc, char **argv)
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
 		o.peers[0] = "one-rcpt";
 	}
+	if (sc.cluster_nodes) {  /* right after volley on one node */
+		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
+		o.peers[0] = "cluster";
+	}
 	if (sc.mixed)
 		mixed_peers(&o);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
@@ -432,7 +438,7 @@ int main(int argc, char **argv)
 	bool others = false;    /* a peer that is not volley run again */
 	for (int i = 0; i < o.npeers; i++)
 		others |= strncmp(o.peers[i], "volley", 6) && strcmp(o.peers[i], "no-dane") &&
-			  strcmp(o.peers[i], "one-rcpt");
+			  strcmp(o.peers[i], "one-rcpt") && strcmp(o.peers[i], "cluster");
 	if (others && !sc.submission)
 		printf("peers send the first %ld recipients (Haraka %ld) with %ld connections\n",
 		       vb_peer_messages(&sc), vb_haraka_messages(&sc), sc.peer_sessions);
@@ -444,8 +450,10 @@ int main(int argc, char **argv)
 		vb_system("rm -rf '%s'", dir);
 	else
 		printf("run folder kept: %s\n", dir);
-	for (int i = 0; i <= o.npeers; i++)
+	for (int i = 0; i <= o.npeers; i++) {
 		vb_mix_free(r[i].mx);
+		free(r[i].cl);
+	}
 	free(r);
 	curl_global_cleanup();
 	return ok ? 0 : 1;
