@@ -346,6 +346,8 @@ struct vb_env {
 	const char *volley_conf;  /* a file appended to volleyd's configuration, or NULL */
 	int node;                 /* cluster: this node's index (its egress sources
 				     start at 127.0.0.(VB_EGRESS_BASE + node * egress)) */
+	int split;                /* the peer "no-redis": the nodes without Redis,
+				     each configured with 1/split of the limits */
 };
 
 /* volleyd's dns, defaults, domains (a route per sink address) and egress
@@ -458,6 +460,7 @@ int vb_mix_plot(const char *path, const struct vb_scen *sc, const struct vb_resu
  * the delivery (from the first submission to the last final outcome). */
 struct vb_clures {
 	int nodes;
+	bool redis;               /* false: the peer "no-redis" (no figures below) */
 	long roundtrips;          /* the nodes' volley_cluster_redis_roundtrips_total */
 	long leases, lease_tokens;
 	long redis_calls;         /* client commands Redis counted (INFO commandstats,
@@ -468,7 +471,8 @@ struct vb_clures {
 	long node_n[8];           /* ... and its recipients */
 	char why[160];
 };
-/* volley on cluster_nodes nodes and one Redis against the sink s. */
+/* volley on cluster_nodes nodes and one Redis against the sink s; with
+ * e->split, the same nodes alone (the peer "no-redis"). */
 int vb_run_cluster(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
 /* The ratio, Redis commands a message and the targets; JSON fields. */
 void vb_cluster_report(const struct vb_scen *sc, const struct vb_result *r, int n);

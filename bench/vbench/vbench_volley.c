@@ -40,7 +40,8 @@ void vb_volley_domains(const struct vb_env *e, const struct vb_sink *s, FILE *f)
 	/* sessions in all: with egress sources each source's site has its share
 	 * (with a cluster, the nodes' together: the limit is the cluster's) */
 	long sessions = e->base_run ? sc->base_sessions : sc->sessions;
-	long per_site = sessions / s->naddrs / (sc->egress ? sc->egress : 1);
+	long split = e->split > 1 ? e->split : 1;
+	long per_site = sessions / s->naddrs / (sc->egress ? sc->egress : 1) / split;
 	int src0 = VB_EGRESS_BASE + e->node * sc->egress;
 	if (per_site < 1)
 		per_site = 1;
@@ -55,7 +56,7 @@ void vb_volley_domains(const struct vb_env *e, const struct vb_sink *s, FILE *f)
 		   "max_messages_per_connection = 100000; max_recipients_per_message = %ld; };\n"
 		   "domains = (\n", e->one_rcpt ? 1 : sc->rcpts_per_message);
 	if (sc->site_rate > 0)
-		snprintf(rate, sizeof rate, "rate = \"%.0f/s\"; ", sc->site_rate);
+		snprintf(rate, sizeof rate, "rate = \"%.0f/s\"; ", sc->site_rate / (double)split);
 	for (int a = 0; a < s->naddrs; a++) {
 		if (dn)
 			snprintf(route, sizeof route, "port = %d; ", s->port);
