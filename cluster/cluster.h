@@ -172,6 +172,12 @@ unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want);
  * grant from Redis. */
 unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, unsigned granted,
 			   unsigned want);
+/* Should a grant be asked for again early (every CLU_CONNS_RETRY_MS
+ * instead of lease_ttl / 3)? Only while it is below what Redis could give
+ * with N nodes: the wanted, at most the fair share limit / N (at least 1).
+ * A node that wants the whole limit and holds its fair share waits for
+ * the renewal (or for N to change). */
+bool clu_conns_short(unsigned granted, unsigned want, unsigned limit, unsigned nodes);
 
 /* Idempotency keys across nodes: a key is held by the first node that
  * claims it (SET NX in Redis, pending for ttl_ms), then bound to that

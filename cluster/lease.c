@@ -157,3 +157,12 @@ unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, u
 	}
 	return may < want ? may : want;
 }
+
+bool clu_conns_short(unsigned granted, unsigned want, unsigned limit, unsigned nodes)
+{
+	unsigned fair = limit / (nodes ? nodes : 1);
+
+	if (!fair)
+		fair = 1;
+	return granted < (want < fair ? want : fair);
+}
