@@ -145,7 +145,8 @@ void clu_lease_cut(struct clu *c, struct clu_lease *l, double rate, uint64_t pau
  * fair share, limit / N (N the registered nodes, at least one each), and
  * never more than the others leave of the limit, so the sum holds even
  * while N changes. It renews every lease_ttl / 3 (every
- * CLU_CONNS_RETRY_MS while it holds less than it wants); a grant not
+ * CLU_CONNS_RETRY_MS while it holds less than Redis could grant it:
+ * clu_conns_short); a grant not
  * renewed within lease_ttl (a node killed) is dropped and, once the node
  * has left the registry, its share is the others'. A node's unused share
  * is not lent to the others. In local mode a node may have limit / N.
