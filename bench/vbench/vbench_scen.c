@@ -299,9 +299,11 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	if (sc->mixed && sc->submit_rate < 1)
 		return err(sc, "mixed", "needs submit_rate: the transactional jobs a second");
 	if (sc->cluster_nodes && (sc->cluster_nodes < 2 || !sc->egress || sc->mixed ||
-				  sc->transactional || sc->submission || sc->dane || sc->nprofiles))
+				  sc->transactional || sc->submission || sc->dane || sc->nprofiles ||
+				  sc->base_sessions || sc->target_shared > 0))
 		return err(sc, "cluster_nodes", "2 to 8, with egress_sources (each node's own "
-			   "addresses), without mixed, transactional, submission, dane and profiles");
+			   "addresses), without mixed, transactional, submission, dane, profiles, "
+			   "base_sessions and target_shared");
 	if (sc->cluster_nodes * sc->egress > 16)
 		return err(sc, "cluster_nodes", "times egress_sources at most 16 addresses");
 	if ((sc->target_cluster > 0 || sc->target_redis_ops > 0) && !sc->cluster_nodes)
