@@ -172,6 +172,9 @@ static inline double vb_now(void)
 int vb_free_port(void);
 /* Connectable within timeout_ms? */
 bool vb_wait_port(const char *ip, int port, int timeout_ms);
+/* A Unix socket connectable within timeout_ms? (volleyd's API socket
+ * exists from its bind(), a moment before its listen().) */
+bool vb_wait_unix(const char *path, int timeout_ms);
 /* The last line of path that starts with '{', as JSON (a tool's figures
  * come last; diagnostics may come first). NULL if none parses. */
 struct json_t *vb_last_json_line(const char *path);

@@ -153,7 +153,8 @@ static int node_start(struct crun *c, struct cnode *nd)
 		}
 		usleep(10000);
 	}
-	if (!nd->pid || access(nd->sock, F_OK) < 0 || !(nd->api = vb_api_open(nd->sock))) {
+	if (!nd->pid || access(nd->sock, F_OK) < 0 || !vb_wait_unix(nd->sock, 5000) ||
+	    !(nd->api = vb_api_open(nd->sock))) {
 		snprintf(c->r->note, sizeof c->r->note, "volleyd node %d did not start (see %.200s)",
 			 nd->k, log);
 		return -1;
@@ -539,13 +540,16 @@ static void targets(const struct vb_scen *sc, double *ratio, int nr, double ops,
 	printf("cluster / volley (one node): throughput %.2fx%s", med, nr > 1 ? " (median" : "\n");
 	if (nr > 1)
 		printf(" of %d rounds, %.2f to %.2f)\n", nr, ratio[0], ratio[nr - 1]);
+	/* a round that failed settles nothing */
+	const char *none = "not settled: a run did not account for every message";
 	if (sc->target_cluster > 0)
 		printf("target: cluster / one node throughput at least %.2f: %s (%.2f)\n",
-		       sc->target_cluster, all && med >= sc->target_cluster ? "met" : "MISSED", med);
+		       sc->target_cluster, !all ? none : med >= sc->target_cluster ? "met" : "MISSED",
+		       med);
 	if (sc->target_redis_ops > 0)
 		printf("target: Redis commands a delivered message under %g: %s (%.5f, the most of "
 		       "any round)\n", sc->target_redis_ops,
-		       all && ops < sc->target_redis_ops ? "met" : "MISSED", ops);
+		       !all ? none : ops < sc->target_redis_ops ? "met" : "MISSED", ops);
 }
 
 void vb_cluster_report(const struct vb_scen *sc, const struct vb_result *r, int n)

@@ -171,7 +171,7 @@ static int start(struct vrun *v)
 		}
 		usleep(10000);
 	}
-	if (access(sock, F_OK) < 0) {
+	if (access(sock, F_OK) < 0 || !vb_wait_unix(sock, 5000)) {
 		snprintf(v->r->note, sizeof v->r->note, "volleyd did not start (see %s)", log);
 		return -1;
 	}
