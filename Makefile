@@ -220,6 +220,7 @@ bench: all
 	@$(BUILD)/volley-bench submission-sha512 --compare postfix
 	@$(BUILD)/volley-bench providers-known
 	@$(BUILD)/volley-bench providers
+	@$(BUILD)/volley-bench cluster --rounds 3
 
 demo: all
 	@scripts/demo.sh

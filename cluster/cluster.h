@@ -162,7 +162,8 @@ void clu_lease_cut(struct clu *c, struct clu_lease *l, double rate, uint64_t pau
  * fair share, limit / N (N the registered nodes, at least one each), and
  * never more than the others leave of the limit, so the sum holds even
  * while N changes. It renews every lease_ttl / 3 (every
- * CLU_CONNS_RETRY_MS while it holds less than it wants); a grant not
+ * CLU_CONNS_RETRY_MS while it holds less than Redis could grant it:
+ * clu_conns_short); a grant not
  * renewed within lease_ttl (a node killed) is dropped and, once the node
  * has left the registry, its share is the others'. A node's unused share
  * is not lent to the others. In local mode a node may have limit / N.
@@ -189,6 +190,12 @@ unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want);
  * grant from Redis. */
 unsigned clu_conns_allowed(enum clu_mode mode, unsigned nodes, unsigned limit, unsigned granted,
 			   unsigned want);
+/* Should a grant be asked for again early (every CLU_CONNS_RETRY_MS
+ * instead of lease_ttl / 3)? Only while it is below what Redis could give
+ * with N nodes: the wanted, at most the fair share limit / N (at least 1).
+ * A node that wants the whole limit and holds its fair share waits for
+ * the renewal (or for N to change). */
+bool clu_conns_short(unsigned granted, unsigned want, unsigned limit, unsigned nodes);
 
 /* A daily count with a cap, shared (an egress source's warm-up cap for a
  * provider): Redis keeps the day's count per key and day; a node leases

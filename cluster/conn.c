@@ -325,8 +325,9 @@ static void send_conn(struct clu *c, struct clu_conns *k, uint64_t now)
 	k->renew_ms = now + c->ttl_ms / 3;
 }
 
-/* Connection leases due: a changed want, a renewal, or more wanted than
- * held (every CLU_CONNS_RETRY_MS). */
+/* Connection leases due: a changed want, a renewal, or less held than
+ * Redis could grant (every CLU_CONNS_RETRY_MS; clu_conns_short: not
+ * while the fair share is held, which only a change of N can raise). */
 static void renew_conns(struct clu *c, uint64_t now)
 {
 	pthread_mutex_lock(&c->mu);
@@ -337,7 +338,8 @@ static void renew_conns(struct clu *c, uint64_t now)
 		if (k->asked || (!w && !k->sent_want))
 			continue;
 		if (w != k->sent_want || now >= k->renew_ms ||
-		    (g < w && now >= k->renew_ms - c->ttl_ms / 3 + CLU_CONNS_RETRY_MS))
+		    (clu_conns_short(g, w, k->limit, c->fsm.nodes) &&
+		     now >= k->renew_ms - c->ttl_ms / 3 + CLU_CONNS_RETRY_MS))
 			send_conn(c, k, now);
 	}
 }

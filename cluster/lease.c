@@ -169,3 +169,12 @@ bool clu_quota_local_ok(uint64_t cap, unsigned nodes, uint64_t own)
 {
 	return own < cap / (nodes ? nodes : 1);
 }
+
+bool clu_conns_short(unsigned granted, unsigned want, unsigned limit, unsigned nodes)
+{
+	unsigned fair = limit / (nodes ? nodes : 1);
+
+	if (!fair)
+		fair = 1;
+	return granted < (want < fair ? want : fair);
+}

@@ -19,14 +19,17 @@
 
 /* four peers, and dane's "no-dane" or target_shared's "one-rcpt", and
  * base_sessions' "base-sess"; mixed: every peer and volley twice
- * (PEER-alone), and volley-txonly */
-#define MAX_PEERS 12
+ * (PEER-alone), and volley-txonly; cluster: volley, cluster and no-redis
+ * a round, at most four rounds, and the --compare peers */
+#define MAX_PEERS 16
 
 struct opts {
 	const char *scen, *out, *bin_dir, *src_dir, *volley_conf;
 	const char *peers[MAX_PEERS];
 	char alone[5][32];        /* mixed: the "-alone" names */
+	char round[12][32];       /* cluster: "volley-2", "cluster-2", ... */
 	int npeers;
+	long rounds;              /* cluster: volley, the cluster, no-redis; this often */
 	long recipients, peer_max, per_conn, sessions, base_sessions;
 	bool keep, no_plot, verbose;
 };
@@ -38,8 +41,8 @@ static void usage(FILE *f)
 		"                    [--peer-max N] [--per-conn N] [--out PREFIX] [--keep] [--no-plot]\n"
 		"  SCENARIO   a name in bench/scenarios/ (small, newsletter, latency,\n"
 		"             latency-tls, sessions, faults, transactional, mixed, dkim,\n"
-		"             dkim-100k, dane, submission, providers, providers-known) or a\n"
-		"             scenario file\n"
+		"             dkim-100k, dane, submission, providers, providers-known, cluster)\n"
+		"             or a scenario file\n"
 		"  --compare  also run the workload through this peer (repeatable); haraka is\n"
 		"             the Node.js MTA as an outbound relay; blast is volley-blast, a\n"
 		"             pre-rendered ceiling (STARTTLS in TLS scenarios)\n"
@@ -47,6 +50,8 @@ static void usage(FILE *f)
 		"  --base-sessions N  volley again at N sessions (the peer base-sess): memory\n"
 		"             per open session, from the two runs' peak PSS\n"
 		"  --per-conn N  submission: messages per connection (1: a connection a message)\n"
+		"  --rounds N cluster: one node, the cluster and the nodes without Redis, N times\n"
+		"             in turn (1-4; the ratio's median and spread)\n"
 		"  --out      write PREFIX.json and PREFIX.png (default bench/out/SCENARIO)\n"
 		"  --keep     keep the run's temporary folder (logs, spools)\n"
 		"  --volley-conf FILE  append FILE to volleyd's configuration (webhooks, ...)\n"
@@ -75,6 +80,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "per-conn", required_argument, 0, 'C' },
 		{ "sessions", required_argument, 0, 'S' },
 		{ "base-sessions", required_argument, 0, 'B' },
+		{ "rounds", required_argument, 0, 'R' },
 		{ "keep", no_argument, 0, 'k' },           { "no-plot", no_argument, 0, 'P' },
 		{ "bin", required_argument, 0, 'b' },      { "src", required_argument, 0, 's' },
 		{ "verbose", no_argument, 0, 'v' },        { "help", no_argument, 0, 'h' },
@@ -116,6 +122,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			if (count_arg("--base-sessions", optarg, &o->base_sessions) < 0)
 				return -1;
 			break;
+		case 'R':
+			if (count_arg("--rounds", optarg, &o->rounds) < 0)
+				return -1;
+			break;
 		case 'o': o->out = optarg; break;
 		case 'X': o->volley_conf = optarg; break;
 		case 'k': o->keep = true; break;
@@ -152,14 +162,17 @@ static void find_dirs(struct opts *o, char *bin, char *src)
 
 typedef int (*run_fn)(const struct vb_env *, struct vb_sink *, struct vb_result *);
 
-/* A peer by name; "NAME-alone" (mixed) is NAME. */
+/* A peer by name; "NAME-alone" (mixed) and "NAME-2" (rounds) are NAME. */
 static run_fn peer_fn(const char *name)
 {
 	size_t n = strcspn(name, "-");
+	if (!strncmp(name, "no-redis", 8))
+		return vb_run_cluster;
 	return !strncmp(name, "volley", n) ? vb_run_volley
 	       : !strncmp(name, "postfix", n) ? vb_run_postfix
 	       : !strncmp(name, "haraka", n) ? vb_run_haraka
-	       : !strncmp(name, "blast", n) ? vb_run_blast : vb_run_nodemailer;
+	       : !strncmp(name, "blast", n) ? vb_run_blast
+	       : !strncmp(name, "cluster", n) ? vb_run_cluster : vb_run_nodemailer;
 }
 
 /* mixed: each peer, volley too, once more with the bulk alone, right
@@ -176,6 +189,26 @@ static void mixed_peers(struct opts *o)
 		p[n++] = o->peers[i];
 		p[n++] = o->alone[i + 1];
 	}
+	memcpy(o->peers, p, (size_t)n * sizeof *p);
+	o->npeers = n;
+}
+
+/* cluster: after volley on one node, the cluster and the nodes alone;
+ * more rounds of the three in turn; then the --compare peers. */
+static void cluster_peers(struct opts *o)
+{
+	static const char *const names[] = { "volley", "cluster", "no-redis" };
+	const char *p[MAX_PEERS];
+	int n = 0, k = 0;
+	p[n++] = "cluster";
+	p[n++] = "no-redis";
+	for (long r = 2; r <= o->rounds; r++)
+		for (int i = 0; i < 3; i++, k++) {
+			snprintf(o->round[k], sizeof o->round[k], "%s-%ld", names[i], r);
+			p[n++] = o->round[k];
+		}
+	for (int i = 0; i < o->npeers; i++)
+		p[n++] = o->peers[i];
 	memcpy(o->peers, p, (size_t)n * sizeof *p);
 	o->npeers = n;
 }
@@ -248,6 +281,7 @@ static void run_all(const struct opts *o, const struct vb_env *e, const char *di
 		de.dane_off = nd;
 		de.one_rcpt = one;
 		de.base_run = base;
+		de.split = !strncmp(o->peers[i], "no-redis", 8) ? e->sc->cluster_nodes : 0;
 		run_peer(&de, o->peers[i], nd || one || base ? vb_run_volley : peer_fn(o->peers[i]),
 			 &r[1 + i]);  /* "volley-alone" is volley too */
 	}
@@ -363,6 +397,10 @@ int main(int argc, char **argv)
 			sc.name, sc.sessions);
 		return 2;
 	}
+	if (o.rounds && (!sc.cluster_nodes || o.rounds > 4)) {
+		fprintf(stderr, "volley-bench: --rounds: 1 to 4, for a cluster scenario\n");
+		return 2;
+	}
 	if (sc.nprofiles && o.npeers) {
 		fprintf(stderr, "volley-bench: %s: a providers scenario runs volley alone\n",
 			sc.name);
@@ -419,6 +457,8 @@ int main(int argc, char **argv)
 		memmove(o.peers + 1, o.peers, (size_t)o.npeers++ * sizeof *o.peers);
 		o.peers[0] = "one-rcpt";
 	}
+	if (sc.cluster_nodes)
+		cluster_peers(&o);
 	if (sc.mixed)
 		mixed_peers(&o);
 	struct vb_env e = { .sc = &sc, .w = &w, .bin_dir = o.bin_dir, .src_dir = o.src_dir,
@@ -432,7 +472,8 @@ int main(int argc, char **argv)
 	bool others = false;    /* a peer that is not volley run again */
 	for (int i = 0; i < o.npeers; i++)
 		others |= strncmp(o.peers[i], "volley", 6) && strcmp(o.peers[i], "no-dane") &&
-			  strcmp(o.peers[i], "one-rcpt");
+			  strcmp(o.peers[i], "one-rcpt") && strncmp(o.peers[i], "cluster", 7) &&
+			  strncmp(o.peers[i], "no-redis", 8);
 	if (others && !sc.submission)
 		printf("peers send the first %ld recipients (Haraka %ld) with %ld connections\n",
 		       vb_peer_messages(&sc), vb_haraka_messages(&sc), sc.peer_sessions);
@@ -444,8 +485,10 @@ int main(int argc, char **argv)
 		vb_system("rm -rf '%s'", dir);
 	else
 		printf("run folder kept: %s\n", dir);
-	for (int i = 0; i <= o.npeers; i++)
+	for (int i = 0; i <= o.npeers; i++) {
 		vb_mix_free(r[i].mx);
+		free(r[i].cl);
+	}
 	free(r);
 	curl_global_cleanup();
 	return ok ? 0 : 1;

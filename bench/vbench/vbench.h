@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "../../common/common.h"
@@ -96,6 +97,14 @@ struct vb_scen {
 	double target_p99_ms;  /* transactional p99 under this (volley) */
 	double target_mixed;   /* bulk msg/s mixed / alone at least this */
 	long haraka_max;       /* Haraka gets at most this many (it is slow) */
+	/* The cluster scenario (vbench_cluster.c): volley on one node, then
+	 * the same recipients split over cluster_nodes volleyd nodes sharing
+	 * one redis-server (the peer "cluster"), every node with its own
+	 * egress sources. site_rate: the sites' rate in both (0: none). */
+	int cluster_nodes;
+	double site_rate;
+	double target_cluster;    /* cluster msg/s / one node's, at least */
+	double target_redis_ops;  /* Redis commands a delivered message, under */
 };
 
 /* Parse a scenario: a path, or a name found in src_dir/bench/scenarios/.
@@ -163,6 +172,9 @@ static inline double vb_now(void)
 int vb_free_port(void);
 /* Connectable within timeout_ms? */
 bool vb_wait_port(const char *ip, int port, int timeout_ms);
+/* A Unix socket connectable within timeout_ms? (volleyd's API socket
+ * exists from its bind(), a moment before its listen().) */
+bool vb_wait_unix(const char *path, int timeout_ms);
 /* The last line of path that starts with '{', as JSON (a tool's figures
  * come last; diagnostics may come first). NULL if none parses. */
 struct json_t *vb_last_json_line(const char *path);
@@ -308,6 +320,7 @@ struct vb_result {
 	 * on one core before and after volley's run (0: not measured). */
 	double ossl_before, ossl_after;
 	struct vb_mixres *mx;     /* the mixed scenario's figures, or NULL */
+	struct vb_clures *cl;     /* the cluster peer's Redis figures, or NULL */
 };
 
 /* Copy the sink's series into r. */
@@ -334,7 +347,15 @@ struct vb_env {
 				     for txonly_s ("volley-txonly") */
 	double txonly_s;          /* the mixed run's bulk time, 1 to 30 s */
 	const char *volley_conf;  /* a file appended to volleyd's configuration, or NULL */
+	int node;                 /* cluster: this node's index (its egress sources
+				     start at 127.0.0.(VB_EGRESS_BASE + node * egress)) */
+	int split;                /* the peer "no-redis": the nodes without Redis,
+				     each configured with 1/split of the limits */
 };
+
+/* volleyd's dns, defaults, domains (a route per sink address) and egress
+ * sources for this scenario (vbench_volley.c). */
+void vb_volley_domains(const struct vb_env *e, const struct vb_sink *s, FILE *f);
 
 int vb_run_volley(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
 int vb_run_postfix(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
@@ -436,6 +457,29 @@ void vb_mix_report(const struct vb_scen *sc, const struct vb_result *r, int n);
 void vb_mix_json(struct json_t *o, const struct vb_result *r);
 int vb_mix_plot(const char *path, const struct vb_scen *sc, const struct vb_result *r, int n,
 		const char *dir);
+
+/* ---- the cluster scenario (vbench_cluster.c) ---- */
+/* The cluster peer's figures beyond the table's: what Redis did during
+ * the delivery (from the first submission to the last final outcome). */
+struct vb_clures {
+	int nodes;
+	bool redis;               /* false: the peer "no-redis" (no figures below) */
+	long roundtrips;          /* the nodes' volley_cluster_redis_roundtrips_total */
+	long leases, lease_tokens;
+	long redis_calls;         /* client commands Redis counted (INFO commandstats,
+				     INFO's own left out) */
+	long redis_processed;     /* total_commands_processed, script calls included */
+	double redis_cpu_s;       /* redis-server's CPU seconds */
+	double node_s[8];         /* each node's last final outcome, s from the start */
+	long node_n[8];           /* ... and its recipients */
+	char why[160];
+};
+/* volley on cluster_nodes nodes and one Redis against the sink s; with
+ * e->split, the same nodes alone (the peer "no-redis"). */
+int vb_run_cluster(const struct vb_env *e, struct vb_sink *s, struct vb_result *r);
+/* The ratio, Redis commands a message and the targets; JSON fields. */
+void vb_cluster_report(const struct vb_scen *sc, const struct vb_result *r, int n);
+void vb_cluster_json(struct json_t *o, const struct vb_result *r);
 
 /* ---- report (vbench_report.c) ---- */
 void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n);

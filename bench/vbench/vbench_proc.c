@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -270,6 +271,23 @@ bool vb_wait_port(const char *ip, int port, int timeout_ms)
 		if (rc == 0)
 			return true;
 		usleep(20000);
+	}
+	return false;
+}
+
+bool vb_wait_unix(const char *path, int timeout_ms)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof a.sun_path)
+		return false;
+	strcpy(a.sun_path, path);
+	for (int t = 0; t < timeout_ms; t += 10) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+		close(fd);
+		if (rc == 0)
+			return true;
+		usleep(10000);
 	}
 	return false;
 }

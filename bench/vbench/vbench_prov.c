@@ -118,7 +118,7 @@ static int start_volleyd(struct vb_prov *p)
 		}
 		usleep(10000);
 	}
-	if (access(sock, F_OK) < 0 || !(p->api = vb_api_open(sock))) {
+	if (access(sock, F_OK) < 0 || !vb_wait_unix(sock, 5000) || !(p->api = vb_api_open(sock))) {
 		snprintf(p->note, sizeof p->note, "volleyd did not start (see %.200s)", log);
 		return -1;
 	}

@@ -246,6 +246,10 @@ void vb_report_table(const struct vb_scen *sc, const struct vb_result *r, int n)
 		vb_mix_report(sc, r, n);
 		return;
 	}
+	if (sc->cluster_nodes) {  /* the nodes over one node, Redis's load */
+		vb_cluster_report(sc, r, n);
+		return;
+	}
 	for (int i = 1; i < n; i++) {
 		if (!r[0].ok || !r[i].ok || rate(&r[i]) <= 0) {
 			printf("volley / %s: no ratio (a run did not account for every message)\n",
@@ -316,6 +320,7 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 		if (sc->submission)
 			submission_json(o, &r[i]);
 		vb_mix_json(o, &r[i]);
+		vb_cluster_json(o, &r[i]);
 		json_array_append_new(res, o);
 	}
 	json_t *j = json_pack(
@@ -353,6 +358,13 @@ int vb_report_json(const char *path, const struct vb_scen *sc, const struct vb_r
 				       "target_mixed", sc->target_mixed);
 		json_object_update(json_object_get(j, "settings"), mx);
 		json_decref(mx);
+	}
+	if (sc->cluster_nodes) {
+		json_t *cl = json_pack("{s:i, s:f, s:f, s:f}", "cluster_nodes", sc->cluster_nodes,
+				       "site_rate", sc->site_rate, "target_cluster", sc->target_cluster,
+				       "target_redis_ops", sc->target_redis_ops);
+		json_object_update(json_object_get(j, "settings"), cl);
+		json_decref(cl);
 	}
 	if (sc->submission) {
 		json_t *sub = json_pack("{s:b, s:I, s:I, s:s, s:s}", "submission", 1, "submit_clients",

@@ -7,6 +7,7 @@
 #include <libconfig.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *const known[] = {
@@ -18,7 +19,8 @@ static const char *const known[] = {
 	"password_hash", "egress_sources", "profiles", "profile_options", "volleyd_conf",
 	"rcpts_per_message", "target_shared", "peer_rcpts_per_message", "personalised_body",
 	"openssl_seconds", "target_openssl", "base_sessions", "target_session_kb", "mixed",
-	"mixed_max", "target_p99_ms", "target_mixed", "haraka_max", NULL
+	"mixed_max", "target_p99_ms", "target_mixed", "haraka_max", "cluster_nodes", "site_rate",
+	"target_cluster", "target_redis_ops", NULL
 };
 
 static void defaults(struct vb_scen *sc)
@@ -153,6 +155,9 @@ static int parse_strings(config_t *cf, struct vb_scen *sc)
 			return err(sc, "submit_tls", "\"starttls\" (port 587) or \"implicit\" (465)");
 		snprintf(sc->submit_tls, sizeof sc->submit_tls, "%s", v);
 	}
+	if ((v = get_str(cf, sc, "site_rate", &rc)) &&
+	    (vl_parse_rate(v, &sc->site_rate) < 0 || sc->site_rate > 1e7))
+		return err(sc, "site_rate", "a rate up to 10000000/s, like \"1000000/s\"");
 	if ((v = get_str(cf, sc, "password_hash", &rc))) {
 		if (strcmp(v, "yescrypt") && strcmp(v, "sha512crypt"))
 			return err(sc, "password_hash", "\"yescrypt\" or \"sha512crypt\"");
@@ -223,7 +228,7 @@ static int parse(config_t *cf, struct vb_scen *sc)
 		if (!known[j])
 			return err(sc, k, "unknown setting");
 	}
-	long addrs = sc->sink_addrs, threads = sc->sink_threads, egress = 0;
+	long addrs = sc->sink_addrs, threads = sc->sink_threads, egress = 0, nodes = 0;
 	if (get_long(cf, sc, "recipients", &sc->recipients, 1, 100000000) < 0 ||
 	    get_long(cf, sc, "domains", &sc->domains, 1, 1000000) < 0 ||
 	    get_long(cf, sc, "sessions", &sc->sessions, 1, 100000) < 0 ||
@@ -258,8 +263,12 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	    get_ratio(cf, sc, "target_p99_ms", &sc->target_p99_ms) < 0 ||
 	    get_ratio(cf, sc, "target_mixed", &sc->target_mixed) < 0 ||
 	    get_long(cf, sc, "haraka_max", &sc->haraka_max, 1, 100000000) < 0 ||
+	    get_ratio(cf, sc, "target_cluster", &sc->target_cluster) < 0 ||
+	    get_ratio(cf, sc, "target_redis_ops", &sc->target_redis_ops) < 0 ||
+	    get_long(cf, sc, "cluster_nodes", &nodes, 0, 8) < 0 ||
 	    parse_profiles(cf, sc) < 0 || parse_prov_strings(cf, sc) < 0)
 		return -1;
+	sc->cluster_nodes = (int)nodes;
 	sc->sink_addrs = (int)addrs;
 	sc->sink_threads = (int)threads;
 	sc->egress = (int)egress;
@@ -289,6 +298,17 @@ static int parse(config_t *cf, struct vb_scen *sc)
 			   "peer_rcpts_per_message and faults");
 	if (sc->mixed && sc->submit_rate < 1)
 		return err(sc, "mixed", "needs submit_rate: the transactional jobs a second");
+	if (sc->cluster_nodes && (sc->cluster_nodes < 2 || !sc->egress || sc->mixed ||
+				  sc->transactional || sc->submission || sc->dane || sc->nprofiles ||
+				  sc->base_sessions || sc->target_shared > 0))
+		return err(sc, "cluster_nodes", "2 to 8, with egress_sources (each node's own "
+			   "addresses), without mixed, transactional, submission, dane, profiles, "
+			   "base_sessions and target_shared");
+	if (sc->cluster_nodes * sc->egress > 16)
+		return err(sc, "cluster_nodes", "times egress_sources at most 16 addresses");
+	if ((sc->target_cluster > 0 || sc->target_redis_ops > 0) && !sc->cluster_nodes)
+		return err(sc, sc->target_cluster > 0 ? "target_cluster" : "target_redis_ops",
+			   "needs cluster_nodes");
 	/* An MX record a domain in the signed zone. */
 	if (sc->dane && sc->domains > 100000)
 		return err(sc, "domains", "at most 100000 with dane");
@@ -299,9 +319,12 @@ static int parse(config_t *cf, struct vb_scen *sc)
 	return 0;
 }
 
+/* A path, or a file of that name here (not a folder: the source tree
+ * has one called cluster/), or a name in bench/scenarios/. */
 static void resolve_path(const char *arg, const char *src_dir, struct vb_scen *sc)
 {
-	if (strchr(arg, '/') || access(arg, R_OK) == 0)
+	struct stat st;
+	if (strchr(arg, '/') || (stat(arg, &st) == 0 && S_ISREG(st.st_mode)))
 		snprintf(sc->path, sizeof sc->path, "%s", arg);
 	else
 		snprintf(sc->path, sizeof sc->path, "%s/bench/scenarios/%s.conf", src_dir, arg);

@@ -33,17 +33,20 @@ struct vrun {
 
 /* A route per sink address; or, in the DANE world, MX resolution through
  * its validating resolver (the MX hosts are the sink's addresses). */
-static void write_domains(struct vrun *v, FILE *f)
+void vb_volley_domains(const struct vb_env *e, const struct vb_sink *s, FILE *f)
 {
-	const struct vb_scen *sc = v->e->sc;
-	const struct vb_dane *dn = v->e->dane;
-	/* sessions in all: with egress sources each source's site has its share */
-	long sessions = v->e->base_run ? sc->base_sessions : sc->sessions;
-	long per_site = sessions / v->s->naddrs / (sc->egress ? sc->egress : 1);
+	const struct vb_scen *sc = e->sc;
+	const struct vb_dane *dn = e->dane;
+	/* sessions in all: with egress sources each source's site has its share
+	 * (with a cluster, the nodes' together: the limit is the cluster's) */
+	long sessions = e->base_run ? sc->base_sessions : sc->sessions;
+	long split = e->split > 1 ? e->split : 1;
+	long per_site = sessions / s->naddrs / (sc->egress ? sc->egress : 1) / split;
+	int src0 = VB_EGRESS_BASE + e->node * sc->egress;
 	if (per_site < 1)
 		per_site = 1;
-	const char *tls = !sc->tls ? "none" : dn && !v->e->dane_off ? "dane" : "encrypt";
-	char route[96] = "";
+	const char *tls = !sc->tls ? "none" : dn && !e->dane_off ? "dane" : "encrypt";
+	char route[96] = "", rate[48] = "";
 	if (dn)
 		fprintf(f, "dns = { servers = [ \"%s\" ]; allow_private = true; };\n",
 			dn->resolver);
@@ -51,16 +54,17 @@ static void write_domains(struct vrun *v, FILE *f)
 		fprintf(f, "dns = { servers = [ \"127.0.0.1:9\" ]; };\n");
 	fprintf(f, "defaults = { retry = [ \"1s\", \"2s\", \"5s\" ]; max_age = \"1h\"; "
 		   "max_messages_per_connection = 100000; max_recipients_per_message = %ld; };\n"
-		   "domains = (\n", v->e->one_rcpt ? 1 : sc->rcpts_per_message);
-	for (int a = 0; a < v->s->naddrs; a++) {
+		   "domains = (\n", e->one_rcpt ? 1 : sc->rcpts_per_message);
+	if (sc->site_rate > 0)
+		snprintf(rate, sizeof rate, "rate = \"%.0f/s\"; ", sc->site_rate / (double)split);
+	for (int a = 0; a < s->naddrs; a++) {
 		if (dn)
-			snprintf(route, sizeof route, "port = %d; ", v->s->port);
+			snprintf(route, sizeof route, "port = %d; ", s->port);
 		else
-			snprintf(route, sizeof route, "route = \"%s:%d\"; ", v->s->addr[a],
-				 v->s->port);
-		fprintf(f, "  { match = \"*.s%d.bench.test\"; %stls = \"%s\"; "
-			   "max_connections = %ld; }%s\n", a, route, tls, per_site,
-			a + 1 < v->s->naddrs ? "," : "");
+			snprintf(route, sizeof route, "route = \"%s:%d\"; ", s->addr[a], s->port);
+		fprintf(f, "  { match = \"*.s%d.bench.test\"; %stls = \"%s\"; %s"
+			   "max_connections = %ld; }%s\n", a, route, tls, rate, per_site,
+			a + 1 < s->naddrs ? "," : "");
 	}
 	fprintf(f, ");\n");
 	/* egress sources: the implicit pool "default" holds them all */
@@ -68,7 +72,8 @@ static void write_domains(struct vrun *v, FILE *f)
 		fprintf(f, "egress = (\n");
 		for (int i = 0; i < sc->egress; i++)
 			fprintf(f, "  { name = \"src%d\"; address = \"127.0.0.%d\"; "
-				   "ehlo = \"mta%d.bench.example\"; }%s\n", i, VB_EGRESS_BASE + i, i,
+				   "ehlo = \"mta%d.bench.example\"; }%s\n", i, src0 + i,
+				src0 + i - VB_EGRESS_BASE,
 				i + 1 < sc->egress ? "," : "");
 		fprintf(f, ");\n");
 	}
@@ -100,7 +105,7 @@ static int write_config(struct vrun *v)
 	if (!f)
 		return -1;
 	fprintf(f, "data_dir = \"%s\";\nhostname = \"mta1.bench.example\";\n", v->data);
-	write_domains(v, f);
+	vb_volley_domains(v->e, v->s, f);
 	/* dkim_required: volleyd refuses the job rather than send it unsigned,
 	 * so a DKIM scenario cannot measure unsigned mail by mistake. */
 	if (sc->dkim[0])
@@ -166,7 +171,7 @@ static int start(struct vrun *v)
 		}
 		usleep(10000);
 	}
-	if (access(sock, F_OK) < 0) {
+	if (access(sock, F_OK) < 0 || !vb_wait_unix(sock, 5000)) {
 		snprintf(v->r->note, sizeof v->r->note, "volleyd did not start (see %s)", log);
 		return -1;
 	}

@@ -342,6 +342,49 @@ class BenchTest(unittest.TestCase):
         p = bench("small", "--compare", "sendmail")
         self.assertEqual(p.returncode, 2)
         self.assertIn("postfix, nodemailer, haraka or blast", p.stderr)
+        with open(path, "w") as f:
+            f.write("recipients = 10;\ncluster_nodes = 3;\n")
+        p = bench(path)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cluster_nodes: 2 to 8, with egress_sources", p.stderr)
+        p = bench("small", "--rounds", "2")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--rounds: 1 to 4, for a cluster scenario", p.stderr)
+
+    @unittest.skipUnless(os.access("/usr/bin/redis-server", os.X_OK),
+                         "redis-server is not installed")
+    def test_cluster(self):
+        """The cluster scenario shrunk: one node, then three nodes sharing
+        a redis-server of the run's own, then the three without Redis;
+        every recipient delivered in each, split evenly, the Redis figures
+        and the ratio printed, nothing left running."""
+        res, out = self.run_scenario("cluster", "--recipients", "3000")
+        self.check_volley(res, 3000)
+        self.assertEqual(res["settings"]["cluster_nodes"], 3)
+        rows = {r["peer"]: r for r in res["results"]}
+        self.assertEqual(sorted(rows), ["cluster", "no-redis", "volley"])
+        for name in ("cluster", "no-redis"):
+            r = rows[name]
+            self.assertTrue(r["ran"] and r["ok"], r["note"])
+            self.assertEqual(r["delivered"], 3000)
+            self.assertEqual(r["sink_messages"], 3000)
+            self.assertEqual([n["delivered"] for n in r["cluster"]["per_node"]], [1000] * 3)
+            self.assertGreater(r["messages_per_s"], 0)
+            # 200 connections for the cluster: 66 a node, with or without Redis
+            self.assertLessEqual(r["peak_conns"], 198)
+        c = rows["cluster"]["cluster"]
+        self.assertTrue(c["redis"])
+        self.assertFalse(rows["no-redis"]["cluster"]["redis"])
+        self.assertGreaterEqual(c["leases"], 3)    # every node took the shared rate
+        self.assertGreater(c["roundtrips"], c["leases"])
+        self.assertGreater(c["redis_client_commands"], 0)
+        self.assertGreater(c["redis_commands_processed"], c["redis_client_commands"])
+        self.assertRegex(out, r"cluster / volley: throughput \d+\.\d\dx")
+        self.assertRegex(out, r"cluster: Redis commands a delivered message 0\.\d{5}")
+        self.assertRegex(out, r"redis-server \d+\.\d\d CPU-s")
+        self.assertIn("target: cluster / one node throughput at least 0.90", out)
+        self.assertIn("target: Redis commands a delivered message under 0.01", out)
+        self.assertEqual(procs_in(self.run_dir + "/"), [])
 
     def providers_file(self, name, timeout):
         """A copy of a providers scenario here, its volleyd_conf absolute,

@@ -262,6 +262,18 @@ Test(cluster_conns, allowed)
 	cr_assert_eq(clu_conns_allowed(CLU_LOCAL, 0, 30, 0, 30), 30, "N 0 counts as 1");
 }
 
+Test(cluster_conns, short_of_the_fair_share)
+{
+	cr_assert(clu_conns_short(5, 30, 30, 3), "below the fair share of 10");
+	cr_assert_not(clu_conns_short(10, 30, 30, 3), "the fair share held: no early ask");
+	cr_assert_not(clu_conns_short(4, 4, 30, 3), "all it wants");
+	cr_assert(clu_conns_short(3, 4, 30, 3), "less than it wants, under the share");
+	cr_assert(clu_conns_short(10, 30, 30, 2), "N fell: the share grew to 15");
+	cr_assert(clu_conns_short(0, 30, 2, 3), "a limit below N: at least one");
+	cr_assert_not(clu_conns_short(1, 30, 2, 3), "... and one is the share");
+	cr_assert(clu_conns_short(29, 30, 30, 0), "N 0 counts as 1");
+}
+
 /* ---- configuration ---- */
 
 static void refused(const char *text, const char *what)
