@@ -133,7 +133,7 @@ class Cluster(VolleydTest):
 
     def test_site_rate_holds_for_the_cluster(self):
         """500/s for the site, three nodes with 4,000 recipients each:
-        the sink sees 500/s +- 5 % over the steady 18 s (not 3 x 500)."""
+        the sink sees 500/s +- 5 % from 3 s in to the end (not 3 x 500)."""
         ds = self.nodes("500/s")
         for d in ds:
             self.submit(d, 4000)
@@ -142,13 +142,17 @@ class Cluster(VolleydTest):
         t0 = got[0][0]
         # after the start (the Redis bucket's burst, then leases granted
         # up to a quarter burst ahead of the refill until demand pins it
-        # there), 18 s of the steady pace
-        win = [t for t, _ in got if t0 + 3 <= t < t0 + 21]
-        rate = len(win) / 18.0
-        print("\n    cluster rate: %.1f/s at the sink over 18 s" % rate, end=" ")
+        # there), the steady pace to the last message (about 21 s): a
+        # fixed window's end would count a loaded machine's late
+        # deliveries (a clump after a stall) against the bucket
+        t1 = got[-1][0]
+        win = [t for t, _ in got if t0 + 3 <= t]
+        rate = (len(win) - 1) / (t1 - t0 - 3)
+        print("\n    cluster rate: %.1f/s at the sink over %.1f s" % (rate, t1 - t0 - 3),
+              end=" ")
         self.assertLess(abs(rate - 500) / 500, 0.05, "%.1f/s at the sink" % rate)
         # every node had its part
-        peers = {p for t, p in got if t0 + 3 <= t < t0 + 21}
+        peers = {p for t, p in got if t0 + 3 <= t}
         self.assertEqual(peers, set(ADDRS))
         # leases, not one Redis call per message
         rt = sum(metric(d, "volley_cluster_redis_roundtrips_total") for d in ds)
