@@ -1,15 +1,18 @@
 /*
  * cluster/: several volleyd nodes sharing their rate limits through Redis
  * (docs/cluster.md). Three parts:
- *   url.c    the redis://[user:pass@]host:port/db URL (pure)
+ *   url.c    the redis[s]://[user:pass@]host:port/db URL (pure)
  *   lease.c  a node's side of a shared limit: leases of tokens sized to
  *            its recent rate, the local 1/N bucket of the fallback, and
  *            the shared <-> local state machine (pure: the caller passes
  *            the time)
- *   conn.c   the client: one thread (vl-cluster) that owns the socket to
- *            Redis, a bounded command queue, hiredis for the RESP framing
- *            only (redisFormatCommandArgv, redisReader); AUTH, SELECT,
- *            SCRIPT LOAD, EVALSHA, heartbeats, reconnects with back-off.
+ *   conn.c   the client: one thread (vl-cluster) that owns the connection
+ *            to Redis, a bounded command queue, hiredis for the RESP
+ *            framing only (redisFormatCommandArgv, redisReader); AUTH,
+ *            SELECT, SCRIPT LOAD, EVALSHA, heartbeats, reconnects with
+ *            back-off.
+ *   link.c   a connection's transport: TCP, or TLS over it (OpenSSL,
+ *            non-blocking, the certificate verified), driven by poll.
  * Nothing here blocks the caller on Redis: a lease asks, the answer lands
  * in atomics the delivery thread reads on its next look. Prefix: clu_.
  */
@@ -27,9 +30,11 @@ struct clu_url {
 	unsigned port;               /* default 6379 */
 	unsigned db;                 /* default 0; 0 to 15 */
 	char user[128], pass[256];   /* "": none */
+	bool tls;                    /* rediss:// */
 };
-/* redis://[[user]:pass@]host[:port][/db]; host a name, an IPv4 literal or
- * [IPv6]. -1 with err naming what is wrong. */
+/* redis://[[user]:pass@]host[:port][/db], or rediss:// (the same over
+ * TLS); host a name, an IPv4 literal or [IPv6]. -1 with err naming what
+ * is wrong. */
 int clu_url_parse(const char *s, struct clu_url *u, char *err, size_t errlen);
 
 /* ---- the shared <-> local state machine (lease.c) ---- */
@@ -98,9 +103,21 @@ uint64_t clu_rate_take(struct clu_rate *r, enum clu_mode mode, unsigned nodes,
 		       uint64_t now_ms, bool *ask);
 
 /* ---- the client (conn.c) ---- */
+/* TLS to Redis: on with tls or a rediss:// URL. The server's certificate
+ * is always verified (chain and name), TLS 1.2 at least. */
+struct clu_tls_opts {
+	bool on;
+	const char *ca_file;             /* NULL or "": the system's CAs */
+	const char *cert, *key;          /* a client certificate (PEM), or NULL */
+	const char *server_name;         /* NULL or "": the URL's host */
+};
+/* Check the URL and the TLS files (loaded as the client would load
+ * them); -1 with err naming the key (cluster.redis, cluster.tls_*). */
+int clu_check(const char *url, const struct clu_tls_opts *t, char *err, size_t errlen);
 struct clu_opts {
 	const char *redis;               /* the URL */
 	const char *password;            /* from password_file, or NULL (the URL's) */
+	struct clu_tls_opts tls;
 	const char *node;                /* this node's name */
 	const char *info;                /* what the registry keeps of it (JSON) */
 	uint64_t lease_ttl_ms;           /* heartbeats and connection leases */

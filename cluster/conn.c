@@ -1,26 +1,20 @@
 /*
  * The Redis client (cluster.h): one thread, vl-cluster, owns the socket.
  * hiredis only frames commands (redisFormatCommandArgv) and parses
- * replies (redisReader); the I/O is poll(2) on a non-blocking socket.
+ * replies (redisReader); the I/O is poll(2) on a non-blocking socket
+ * (link.c).
  * Commands are pipelined; replies come back in order, so a FIFO of what
  * was sent tells each reply's meaning.
  */
-#include "cluster.h"
-#include "../common/common.h"
+#include "cluster_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <hiredis/hiredis.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #define QMAX 4096                 /* requests waiting for the thread */
@@ -29,7 +23,6 @@
 #define CONNECT_MS 1000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define READ_MAX (1u << 20)       /* a reply larger than this is nonsense here */
 
 /* One script for every operation, loaded once (SCRIPT LOAD), called by
  * its SHA1 (EVALSHA). Times are Redis's own (TIME), so nodes' clocks do
@@ -176,6 +169,7 @@ struct req {
 struct clu {
 	char *node, *info, *state_file;
 	struct clu_url url;
+	struct clu_tls tls;           /* ctx NULL: plain TCP */
 	char pass[256];
 	uint64_t ttl_ms;
 	void (*on_mode)(void *, enum clu_mode, unsigned, const char *);
@@ -195,16 +189,13 @@ struct clu {
 	_Atomic uint64_t n_rt, n_leases, n_tokens, n_modes, n_reconn, n_full, n_cuts;
 	_Atomic unsigned last_lease;
 	/* the thread's own */
-	int fd;
-	bool connecting;
-	uint64_t connect_at, next_try, backoff, next_hb;
-	redisReader *rd;
-	struct vl_buf out;
+	struct clu_link link;
+	uint64_t next_try, backoff, next_hb;
 	struct req fly[FLYMAX];
 	size_t fhead, flen;
 	char sha[41];
 	struct clu_fsm fsm;
-	char why[200];
+	char why[400];                /* the last connection failure */
 };
 
 /* ---- N across restarts ---- */
@@ -263,7 +254,7 @@ static void send_argv(struct clu *c, struct req r, int argc, const char **argv)
 	int n = redisFormatCommandArgv(&cmd, argc, argv, len);
 	if (n < 0)
 		vl_oom(0);
-	vl_buf_append(&c->out, cmd, (size_t)n);
+	vl_buf_append(&c->link.out, cmd, (size_t)n);
 	redisFreeCommand(cmd);
 	fly_push(c, r);
 	atomic_fetch_add(&c->n_rt, 1);
@@ -462,14 +453,7 @@ static void step(struct clu *c, enum clu_input in, unsigned nodes, const char *w
 
 static void disconnect(struct clu *c, const char *why)
 {
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
-	c->connecting = false;
-	vl_buf_reset(&c->out);
-	if (c->rd)
-		redisReaderFree(c->rd);
-	c->rd = NULL;
+	clu_link_close(&c->link);
 	while (c->flen) {
 		struct req *r = &c->fly[c->fhead];
 		unsent(c, r);
@@ -482,6 +466,9 @@ static void disconnect(struct clu *c, const char *why)
 	}
 	c->fsm.waiting_since_ms = 0;
 	c->sha[0] = 0;
+	/* a change of mode is logged by step; a failure in local mode once */
+	if (c->fsm.mode == CLU_LOCAL && strcmp(c->why, why) != 0)
+		vl_log(VL_LOG_WARN, "cluster: cannot use Redis (local mode): %s", why);
 	snprintf(c->why, sizeof c->why, "%s", why);
 	step(c, CLU_IN_DOWN, 0, why);
 	c->backoff = c->backoff ? c->backoff * 2 : BACKOFF_MIN_MS;
@@ -490,44 +477,20 @@ static void disconnect(struct clu *c, const char *why)
 	c->next_try = vl_now_ms() + c->backoff;
 }
 
-/* Start a non-blocking connect; the rest when the socket is writable. */
+/* Start a non-blocking connect; the rest when the link is up. */
 static void connect_start(struct clu *c)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-	char port[16], why[300];
+	char why[400];
 
-	snprintf(port, sizeof port, "%u", c->url.port);
-	int e = getaddrinfo(c->url.host, port, &hints, &ai);
-	if (e) {
-		snprintf(why, sizeof why, "%s: %s", c->url.host, gai_strerror(e));
-		disconnect(c, why);
-		return;
-	}
-	c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)) {
-		snprintf(why, sizeof why, "connect to %s:%u: %s", c->url.host, c->url.port,
-			 strerror(errno));
-		freeaddrinfo(ai);
-		disconnect(c, why);
-		return;
-	}
-	freeaddrinfo(ai);
-	int one = 1;
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	c->connecting = true;
-	c->connect_at = vl_now_ms();
 	if (c->backoff)
 		atomic_fetch_add(&c->n_reconn, 1);
+	if (clu_link_open(&c->link, c->url.host, c->url.port, why, sizeof why) < 0)
+		disconnect(c, why);
 }
 
 /* Connected: AUTH, SELECT, the script, a heartbeat, all pipelined. */
 static void hello(struct clu *c)
 {
-	c->connecting = false;
-	c->rd = redisReaderCreate();
-	if (!c->rd)
-		vl_oom(0);
-	c->rd->maxbuf = READ_MAX;
 	if (c->pass[0]) {
 		if (c->url.user[0]) {
 			const char *a[] = { "AUTH", c->url.user, c->pass };
@@ -656,24 +619,12 @@ fail:
 	return false;
 }
 
-static void on_readable(struct clu *c)
+/* The replies the link has read, each for the oldest request sent. */
+static void take_replies(struct clu *c)
 {
-	char buf[16384];
-	ssize_t n = read(c->fd, buf, sizeof buf);
-
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-		disconnect(c, n == 0 ? "Redis closed the connection" : strerror(errno));
-		return;
-	}
-	if (n < 0)
-		return;
-	if (redisReaderFeed(c->rd, buf, (size_t)n) != REDIS_OK) {
-		disconnect(c, "Redis: a reply that does not parse");
-		return;
-	}
-	for (;;) {
+	while (c->link.rd) {
 		void *rep = NULL;
-		if (redisReaderGetReply(c->rd, &rep) != REDIS_OK) {
+		if (redisReaderGetReply(c->link.rd, &rep) != REDIS_OK) {
 			disconnect(c, "Redis: a reply that does not parse");
 			return;
 		}
@@ -691,30 +642,26 @@ static void on_readable(struct clu *c)
 	}
 }
 
-static void on_writable(struct clu *c)
+/* Poll said revents: the link moves on; replies are taken, commands sent. */
+static void on_io(struct clu *c, short revents)
 {
-	if (c->connecting) {
-		int e = 0;
-		socklen_t l = sizeof e;
-		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &l);
-		if (e) {
-			char why[300];
-			snprintf(why, sizeof why, "connect to %s:%u: %s", c->url.host, c->url.port,
-				 strerror(e));
-			disconnect(c, why);
-			return;
-		}
+	char why[400];
+	int r = clu_link_io(&c->link, revents, why, sizeof why);
+
+	if (r < 0) {
+		disconnect(c, why);
+		return;
+	}
+	if (r > 0)
 		hello(c);
-	}
-	while (c->out.len) {
-		ssize_t n = write(c->fd, c->out.p, c->out.len);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				disconnect(c, strerror(errno));
-			return;
-		}
-		vl_buf_consume(&c->out, (size_t)n);
-	}
+	take_replies(c);
+	if (clu_link_flush(&c->link, why, sizeof why) < 0)
+		disconnect(c, why);
+}
+
+static bool up(const struct clu *c)
+{
+	return c->link.state == CLU_LINK_UP;
 }
 
 /* Requests from other threads: sent when Redis can take them, else
@@ -732,7 +679,7 @@ static void drain_queue(struct clu *c)
 	}
 	pthread_mutex_unlock(&c->mu);
 	for (size_t i = 0; i < n; i++) {
-		if (c->fd < 0 || c->connecting || !c->sha[0] || c->flen >= FLYMAX - 8 ||
+		if (!up(c) || !c->sha[0] || c->flen >= FLYMAX - 8 ||
 		    c->fsm.mode != CLU_SHARED)
 			unsent(c, &batch[i]);
 		else if (batch[i].kind == R_RATE)
@@ -744,59 +691,86 @@ static void drain_queue(struct clu *c)
 	}
 }
 
+/* What is due before waiting: connects, timeouts, heartbeats, requests. */
+static void tick(struct clu *c)
+{
+	uint64_t now = vl_now_ms();
+
+	if (c->link.state == CLU_LINK_CLOSED && now >= c->next_try)
+		connect_start(c);
+	if (c->link.state != CLU_LINK_CLOSED && !up(c) && now > c->link.opened_ms + CONNECT_MS)
+		disconnect(c, "connect: timed out");
+	if (up(c) && c->sha[0] && now >= c->next_hb && c->flen < FLYMAX - 8)
+		send_hb(c);
+	drain_queue(c);
+	if (up(c) && c->sha[0] && c->fsm.mode == CLU_SHARED)
+		renew_conns(c, now);
+	step(c, CLU_IN_TICK, 0, "Redis does not answer");
+	now = vl_now_ms();   /* what was just sent is later than the loop's start */
+	if (c->link.state != CLU_LINK_CLOSED && c->fsm.waiting_since_ms &&
+	    now > c->fsm.waiting_since_ms && now - c->fsm.waiting_since_ms > TIMEOUT_MS)
+		disconnect(c, "Redis does not answer");
+}
+
 static void *run(void *arg)
 {
 	struct clu *c = arg;
+	char why[400];
 
 	vl_thread_name("vl-cluster");
 	while (!atomic_load(&c->stop)) {
-		uint64_t now = vl_now_ms();
-		if (c->fd < 0 && now >= c->next_try)
-			connect_start(c);
-		if (c->connecting && now - c->connect_at > CONNECT_MS)
-			disconnect(c, "connect: timed out");
-		if (c->fd >= 0 && !c->connecting && c->sha[0] && now >= c->next_hb &&
-		    c->flen < FLYMAX - 8)
-			send_hb(c);
-		drain_queue(c);
-		if (c->fd >= 0 && !c->connecting && c->sha[0] && c->fsm.mode == CLU_SHARED)
-			renew_conns(c, now);
-		step(c, CLU_IN_TICK, 0, "Redis does not answer");
-		now = vl_now_ms();   /* what was just sent is later than the loop's start */
-		if (c->fd >= 0 && c->fsm.waiting_since_ms && now > c->fsm.waiting_since_ms &&
-		    now - c->fsm.waiting_since_ms > TIMEOUT_MS)
-			disconnect(c, "Redis does not answer");
-
-		struct pollfd p[2] = { { .fd = c->efd, .events = POLLIN } };
-		nfds_t np = 1;
-		if (c->fd >= 0) {
-			p[1].fd = c->fd;
-			p[1].events = (short)((c->connecting ? 0 : POLLIN) |
-					      (c->connecting || c->out.len ? POLLOUT : 0));
-			np = 2;
-		}
-		if (poll(p, np, 50) < 0)
+		tick(c);
+		if (clu_link_flush(&c->link, why, sizeof why) < 0)
+			disconnect(c, why);
+		struct pollfd p[2] = { { .fd = c->efd, .events = POLLIN },
+				       { .fd = c->link.fd, .events = clu_link_events(&c->link) } };
+		if (poll(p, c->link.fd >= 0 ? 2 : 1, 50) < 0)
 			continue;
 		if (p[0].revents & POLLIN) {
 			uint64_t v;
 			if (read(c->efd, &v, sizeof v) < 0) { /* nothing: a wake-up only */ }
 		}
-		if (np == 2 && (p[1].revents & (POLLOUT | POLLERR | POLLHUP)) && c->fd >= 0)
-			on_writable(c);
-		if (np == 2 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) && c->fd >= 0 &&
-		    !c->connecting)
-			on_readable(c);
-		if (c->fd >= 0 && !c->connecting && c->out.len)
-			on_writable(c);
+		if (c->link.fd >= 0 && p[1].revents)
+			on_io(c, p[1].revents);
 	}
-	if (c->fd >= 0)
-		close(c->fd);
-	if (c->rd)
-		redisReaderFree(c->rd);
+	clu_link_free(&c->link);
 	return NULL;
 }
 
 /* ---- the face ---- */
+
+static bool tls_on(const struct clu_url *u, const struct clu_tls_opts *t)
+{
+	return u->tls || (t && t->on);
+}
+
+int clu_check(const char *url, const struct clu_tls_opts *t, char *err, size_t errlen)
+{
+	struct clu_url u;
+	struct clu_tls tls;
+	char why[200];
+
+	if (clu_url_parse(url, &u, why, sizeof why) < 0)
+		return vl_fail(err, errlen, "cluster.redis: %s", why);
+	if (!tls_on(&u, t))
+		return 0;
+	if (clu_tls_init(&tls, t, u.host, err, errlen) < 0)
+		return -1;
+	clu_tls_free(&tls);
+	return 0;
+}
+
+static void clu_free(struct clu *c)
+{
+	if (c->efd >= 0)
+		close(c->efd);
+	clu_tls_free(&c->tls);
+	free(c->node);
+	free(c->info);
+	free(c->state_file);
+	explicit_bzero(c->pass, sizeof c->pass);
+	free(c);
+}
 
 struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen)
 {
@@ -808,6 +782,10 @@ struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen)
 		free(c);
 		return NULL;
 	}
+	if (tls_on(&c->url, &o->tls) && clu_tls_init(&c->tls, &o->tls, c->url.host, err, errlen) < 0) {
+		free(c);
+		return NULL;
+	}
 	snprintf(c->pass, sizeof c->pass, "%s", o->password ? o->password : c->url.pass);
 	c->node = vl_strdup(o->node);
 	c->info = vl_strdup(o->info ? o->info : "{}");
@@ -815,20 +793,15 @@ struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen)
 	c->ttl_ms = o->lease_ttl_ms ? o->lease_ttl_ms : 10000;
 	c->on_mode = o->on_mode;
 	c->arg = o->arg;
-	c->fd = -1;
-	vl_buf_init(&c->out);
+	clu_link_init(&c->link, c->tls.ctx ? &c->tls : NULL);
 	clu_fsm_init(&c->fsm, state_read(c->state_file));
 	atomic_store(&c->nodes, c->fsm.nodes);
 	pthread_mutex_init(&c->mu, NULL);
 	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->efd < 0 || pthread_create(&c->tid, NULL, run, c) != 0) {
 		snprintf(err, errlen, "cluster: cannot start its thread: %s", strerror(errno));
-		if (c->efd >= 0)
-			close(c->efd);
-		free(c->node);
-		free(c->info);
-		free(c->state_file);
-		free(c);
+		pthread_mutex_destroy(&c->mu);
+		clu_free(c);
 		return NULL;
 	}
 	return c;
@@ -848,8 +821,6 @@ void clu_stop(struct clu *c)
 		c->qhead = (c->qhead + 1) % QMAX;
 		c->qlen--;
 	}
-	close(c->efd);
-	vl_buf_free(&c->out);
 	while (c->leases) {
 		struct clu_lease *n = c->leases->next;
 		free(c->leases->key);
@@ -863,10 +834,7 @@ void clu_stop(struct clu *c)
 		c->conns = n;
 	}
 	pthread_mutex_destroy(&c->mu);
-	free(c->node);
-	free(c->info);
-	free(c->state_file);
-	free(c);
+	clu_free(c);
 }
 
 enum clu_mode clu_mode(const struct clu *c)

@@ -1,4 +1,4 @@
-/* The redis:// URL (cluster.h). Pure. */
+/* The redis:// and rediss:// URL (cluster.h). Pure. */
 #include "cluster.h"
 
 #include <stdio.h>
@@ -86,11 +86,14 @@ int clu_url_parse(const char *s, struct clu_url *u, char *err, size_t errlen)
 {
 	memset(u, 0, sizeof *u);
 	u->port = 6379;
-	if (strncmp(s, "redis://", 8) != 0)
-		return bad(err, errlen, strncmp(s, "rediss://", 9) == 0 ?
-			   "rediss:// (TLS) is not supported: use redis:// on a trusted network" :
-			   "expected redis://[user:password@]host[:port][/db]");
-	s += 8;
+	if (strncmp(s, "rediss://", 9) == 0) {
+		u->tls = true;
+		s += 9;
+	} else if (strncmp(s, "redis://", 8) == 0) {
+		s += 8;
+	} else {
+		return bad(err, errlen, "expected redis[s]://[user:password@]host[:port][/db]");
+	}
 	const char *end = s + strcspn(s, "/?#");
 	if (end[0] == '?' || end[0] == '#')
 		return bad(err, errlen, "query or fragment after the host: not supported");

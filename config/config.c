@@ -1365,6 +1365,10 @@ static const struct key cluster_keys[] = {
 	KEY("node", K_STR, struct cfg_cluster, node),
 	KEY("password_file", K_STR, struct cfg_cluster, password_file),
 	KEY("tls", K_BOOL, struct cfg_cluster, tls),
+	KEY("tls_ca_file", K_STR, struct cfg_cluster, tls_ca_file),
+	KEY("tls_cert", K_STR, struct cfg_cluster, tls_cert),
+	KEY("tls_key", K_STR, struct cfg_cluster, tls_key),
+	KEY("tls_server_name", K_STR, struct cfg_cluster, tls_server_name),
 	KEY("lease_ttl", K_DUR, struct cfg_cluster, lease_ttl_ms),
 };
 
@@ -1392,6 +1396,42 @@ static int cluster_password(struct ctx *x, const config_setting_t *g, struct cfg
 	return 0;
 }
 
+/* A host name or an IP literal: what a certificate may name. */
+static bool server_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > 253)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr(".-:", *s))
+			return false;
+	return true;
+}
+
+/* The tls_* keys: only with TLS on, a certificate with its key, files readable. */
+static int cluster_tls(struct ctx *x, const config_setting_t *g, struct cfg_cluster *k)
+{
+	static const char *const keys[] = { "tls_ca_file", "tls_cert", "tls_key", "tls_server_name" };
+	const char *vals[] = { k->tls_ca_file, k->tls_cert, k->tls_key, k->tls_server_name };
+	char path[64];
+
+	bool on = k->tls || strncmp(k->redis, "rediss://", 9) == 0;
+	for (size_t i = 0; i < VL_ARRAY_LEN(keys); i++) {
+		snprintf(path, sizeof path, "cluster.%s", keys[i]);
+		if (*vals[i] && !on)
+			return fail(x, g, path, "only with tls = true or a rediss:// URL");
+		if (i < 3 && check_file(x, config_setting_get_member(g, keys[i]), path, vals[i]) < 0)
+			return -1;
+	}
+	if (!*k->tls_cert != !*k->tls_key)
+		return fail(x, g, *k->tls_cert ? "cluster.tls_key" : "cluster.tls_cert",
+			    "tls_cert and tls_key go together (a client certificate and its key)");
+	if (*k->tls_server_name && !server_name_ok(k->tls_server_name))
+		return fail(x, g, "cluster.tls_server_name", "expected a host name or an IP address");
+	return 0;
+}
+
 static int get_cluster(struct ctx *x, const config_setting_t *g, struct cfg *c)
 {
 	struct cfg_cluster *k = &c->cluster;
@@ -1402,11 +1442,10 @@ static int get_cluster(struct ctx *x, const config_setting_t *g, struct cfg *c)
 	if (!k->on)
 		return config_setting_length(g) ? fail(x, g, "cluster.redis", "needed: the "
 						       "redis://host:port/db URL of the shared Redis") : 0;
-	if (strncmp(k->redis, "redis://", 8) != 0)
-		return fail(x, g, "cluster.redis", "expected redis://[user:password@]host[:port][/db]");
-	if (k->tls)
-		return fail(x, g, "cluster.tls", "TLS to Redis is not built (hiredis 0.14 has "
-			    "none); use a loopback or private network, or an stunnel in front");
+	if (strncmp(k->redis, "redis://", 8) != 0 && strncmp(k->redis, "rediss://", 9) != 0)
+		return fail(x, g, "cluster.redis", "expected redis[s]://[user:password@]host[:port][/db]");
+	if (cluster_tls(x, g, k) < 0)
+		return -1;
 	if (!*k->node)
 		return fail(x, g, "cluster.node", "needed: this node's name, unique in the cluster");
 	if (!cfg_name_ok(k->node, 64))
@@ -1463,6 +1502,10 @@ static void free_listeners(struct cfg *c)
 	free(c->cluster.redis);
 	free(c->cluster.node);
 	free(c->cluster.password_file);
+	free(c->cluster.tls_ca_file);
+	free(c->cluster.tls_cert);
+	free(c->cluster.tls_key);
+	free(c->cluster.tls_server_name);
 	if (c->cluster.password)
 		explicit_bzero(c->cluster.password, strlen(c->cluster.password));
 	free(c->cluster.password);
@@ -1495,6 +1538,10 @@ static void listener_defaults(struct cfg *c)
 	set_str(&c->cluster.redis, "");
 	set_str(&c->cluster.node, "");
 	set_str(&c->cluster.password_file, "");
+	set_str(&c->cluster.tls_ca_file, "");
+	set_str(&c->cluster.tls_cert, "");
+	set_str(&c->cluster.tls_key, "");
+	set_str(&c->cluster.tls_server_name, "");
 	c->cluster.lease_ttl_ms = 10000;
 }
 
@@ -2060,10 +2107,15 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 	cfg_webhooks_print(c, o);
 	if (c->cluster.on) {  /* never the password: its file, if any */
 		const char *at = strrchr(c->cluster.redis, '@');
-		vl_buf_printf(o, "cluster = {\n  redis = \"%s%s\";\n  node = \"%s\";\n"
-			      "  password_file = \"%s\";\n  tls = false;\n  lease_ttl = \"%llums\";\n};\n",
-			      at ? "redis://HIDDEN" : "", at ? at : c->cluster.redis,
+		const char *scheme = strncmp(c->cluster.redis, "rediss:", 7) ? "redis" : "rediss";
+		vl_buf_printf(o, "cluster = {\n  redis = \"%s%s%s\";\n  node = \"%s\";\n"
+			      "  password_file = \"%s\";\n  tls = %s;\n  tls_ca_file = \"%s\";\n"
+			      "  tls_cert = \"%s\";\n  tls_key = \"%s\";\n  tls_server_name = \"%s\";\n"
+			      "  lease_ttl = \"%llums\";\n};\n",
+			      at ? scheme : "", at ? "://HIDDEN" : "", at ? at : c->cluster.redis,
 			      c->cluster.node, c->cluster.password_file,
+			      c->cluster.tls ? "true" : "false", c->cluster.tls_ca_file,
+			      c->cluster.tls_cert, c->cluster.tls_key, c->cluster.tls_server_name,
 			      (unsigned long long)c->cluster.lease_ttl_ms);
 	}
 	cfg_providers_print(c, o);

@@ -191,15 +191,18 @@ struct cfg_webhook {
 	char *ca_file;           /* "": the system's CAs */
 };
 
-/* cluster = { redis; node; password_file; tls; lease_ttl; }: nodes sharing
- * limits through Redis (docs/cluster.md); off unless redis is set. */
+/* cluster = { redis; node; password_file; tls; tls_*; lease_ttl; }: nodes
+ * sharing limits through Redis (docs/cluster.md); off unless redis is set. */
 struct cfg_cluster {
 	bool on;
-	char *redis;             /* redis://[user:pass@]host:port/db (checked by cluster/) */
+	char *redis;             /* redis[s]://[user:pass@]host:port/db (checked by cluster/) */
 	char *node;              /* this node's name: letters, digits, '-', '_' */
 	char *password_file;     /* "": the URL's password, if any */
 	char *password;          /* read from password_file, or NULL */
-	bool tls;                /* refused: not built (docs/cluster.md) */
+	bool tls;                /* TLS to Redis (also with a rediss:// URL) */
+	char *tls_ca_file;       /* "": the system's CAs */
+	char *tls_cert, *tls_key;    /* a client certificate: both or neither */
+	char *tls_server_name;   /* "": the URL's host */
 	uint64_t lease_ttl_ms;   /* heartbeats' life; default 10 s */
 };
 

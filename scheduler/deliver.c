@@ -1197,7 +1197,10 @@ static int cluster_start(struct sched_deliver *d, char *err, size_t errlen)
 	vl_buf_json_string(&info, c->api.listen);
 	vl_buf_appends(&info, "}");
 	vl_buf_append(&info, "", 1);
-	struct clu_opts o = { .redis = c->cluster.redis, .password = c->cluster.password,
+	const struct cfg_cluster *k = &c->cluster;
+	struct clu_opts o = { .redis = k->redis, .password = k->password,
+			      .tls = { .on = k->tls, .ca_file = k->tls_ca_file, .cert = k->tls_cert,
+				       .key = k->tls_key, .server_name = k->tls_server_name },
 			      .node = c->cluster.node, .info = info.p,
 			      .lease_ttl_ms = c->cluster.lease_ttl_ms, .state_file = state,
 			      .on_mode = on_cluster_mode, .arg = d };

@@ -118,15 +118,15 @@ static int check_socket(const struct cfg *c, char *err, size_t errlen)
 	return 0;
 }
 
-/* cluster.redis: the whole URL (the configuration checked its scheme). */
+/* cluster.redis: the whole URL (the configuration checked its scheme);
+ * the TLS files loaded as the client will load them. */
 static int check_cluster(const struct cfg *c, char *err, size_t errlen)
 {
-	struct clu_url u;
-	char why[200];
+	const struct cfg_cluster *k = &c->cluster;
+	struct clu_tls_opts t = { .on = k->tls, .ca_file = k->tls_ca_file, .cert = k->tls_cert,
+				  .key = k->tls_key, .server_name = k->tls_server_name };
 
-	if (c->cluster.on && clu_url_parse(c->cluster.redis, &u, why, sizeof why) < 0)
-		return vl_fail(err, errlen, "cluster.redis: %s", why);
-	return 0;
+	return k->on ? clu_check(k->redis, &t, err, errlen) : 0;
 }
 
 int vd_check(const struct cfg *c, char *err, size_t errlen)

@@ -1,8 +1,17 @@
 """A throwaway certificate authority for tests: a CA and the leaf
 certificates it issues, made with the openssl command line."""
 
+import ipaddress
 import os
 import subprocess
+
+
+def is_ip(name):
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
 
 
 class TestCA:
@@ -19,15 +28,16 @@ class TestCA:
         subprocess.run(argv, cwd=self.folder, check=True, capture_output=True, timeout=30)
 
     def issue(self, stem, names):
-        """(chain, key, leaf) for a certificate valid for names; the chain
-        file holds the leaf and the CA's certificate."""
+        """(chain, key, leaf) for a certificate valid for names (host
+        names, or IP addresses); the chain file holds the leaf and the
+        CA's certificate."""
         self._run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                   "-nodes", "-keyout", stem + ".key", "-out", stem + ".csr",
                   "-subj", "/CN=" + names[0])
         ext = os.path.join(self.folder, stem + ".cnf")
         with open(ext, "w") as f:
             f.write("subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n"
-                    % ",".join("DNS:" + n for n in names))
+                    % ",".join(("IP:" if is_ip(n) else "DNS:") + n for n in names))
         self._run("openssl", "x509", "-req", "-in", stem + ".csr", "-CA", "ca.pem",
                   "-CAkey", "ca.key", "-CAcreateserial", "-out", stem + ".pem", "-days", "2",
                   "-extfile", ext)

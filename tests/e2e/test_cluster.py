@@ -26,16 +26,20 @@ ADDRS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 
 class Redis:
-    """redis-server on 127.0.0.1:port, nothing written to disk."""
+    """redis-server on 127.0.0.1:port, nothing written to disk; with tls
+    (a list of redis-server's --tls-* arguments) TLS only on that port."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, tls=None):
         self.port = port or util.free_port()
         self.dir = util.tempdir("volley-redis-")
         self.proc = None
+        self.tls = tls
 
     def start(self):
         self.log = open(os.path.join(self.dir, "log"), "ab")
-        self.proc = util.start([REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
+        ports = ["--port", "0", "--tls-port", str(self.port)] + self.tls if self.tls \
+            else ["--port", str(self.port)]
+        self.proc = util.start([REDIS] + ports + ["--bind", "127.0.0.1",
                                 "--save", "", "--appendonly", "no", "--dir", self.dir,
                                 "--daemonize", "no"], stdout=self.log,
                                stderr=subprocess.STDOUT)
@@ -55,7 +59,7 @@ class Redis:
 
     @property
     def url(self):
-        return "redis://127.0.0.1:%d/0" % self.port
+        return "%s://127.0.0.1:%d/0" % ("rediss" if self.tls else "redis", self.port)
 
 
 def node_conf(sink, redis, i, rate, conns=30, extra=""):
@@ -487,8 +491,8 @@ class Suppression(Cluster):
 @unittest.skipUnless(os.access(REDIS, os.X_OK), "redis-server is not installed")
 class Config(VolleydTest):
     def test_bad_cluster_config_refused_with_the_key(self):
-        for text, what in (('cluster = { redis = "redis://127.0.0.1:1/0"; tls = true; '
-                            'node = "a"; };', "cluster.tls"),
+        for text, what in (('cluster = { redis = "rediss://127.0.0.1:1/0"; '
+                            'tls_cert = "/etc/hostname"; node = "a"; };', "cluster.tls_key"),
                            ('cluster = { redis = "redis://127.0.0.1:99999"; node = "a"; };',
                             "cluster.redis"),
                            ('cluster = { redis = "redis://127.0.0.1:6379"; };',

@@ -1,11 +1,16 @@
 /* cluster/: the redis:// URL, the shared <-> local state machine, rate
- * leases and their fallback bucket, and the `cluster` configuration. */
+ * leases and their fallback bucket, the `cluster` configuration and its
+ * TLS files. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
 #include "../../cluster/cluster.h"
+#include "../../tls/tls.h"
 #include "unit_cfg.h"
 
 /* ---- URL ---- */
@@ -33,6 +38,17 @@ Test(cluster_url, good)
 	cr_assert_str_eq(u.user, "volley");
 	cr_assert_str_eq(u.pass, "pw");
 	cr_assert_eq(u.db, 15);
+	cr_assert_not(u.tls);
+	cr_assert_eq(clu_url_parse("rediss://:pw@redis.example/2", &u, err, sizeof err), 0, "%s", err);
+	cr_assert(u.tls, "rediss:// is TLS");
+	cr_assert_str_eq(u.host, "redis.example");
+	cr_assert_eq(u.port, 6379);
+	cr_assert_eq(u.db, 2);
+	cr_assert_str_eq(u.pass, "pw");
+	cr_assert_eq(clu_url_parse("rediss://[::1]:6380", &u, err, sizeof err), 0, "%s", err);
+	cr_assert(u.tls);
+	cr_assert_str_eq(u.host, "::1");
+	cr_assert_eq(u.port, 6380);
 }
 
 static void bad_url(const char *s, const char *what)
@@ -46,8 +62,11 @@ static void bad_url(const char *s, const char *what)
 
 Test(cluster_url, bad)
 {
-	bad_url("http://127.0.0.1:6379", "expected redis://");
-	bad_url("rediss://127.0.0.1:6379", "TLS");
+	bad_url("http://127.0.0.1:6379", "expected redis[s]://");
+	bad_url("redis:/h", "expected redis[s]://");
+	bad_url("redisss://h", "expected redis[s]://");
+	bad_url("rediss://", "no host");
+	bad_url("rediss://h:0", "port");
 	bad_url("redis://", "no host");
 	bad_url("redis://:6379", "no host");
 	bad_url("redis://h:0", "port");
@@ -304,12 +323,154 @@ Test(cluster_config, bad)
 	refused("cluster = { redis = \"http://x\"; node = \"a\"; };", "cluster.redis");
 	refused("cluster = { redis = \"redis://x\"; };", "cluster.node: needed");
 	refused("cluster = { redis = \"redis://x\"; node = \"a b\"; };", "cluster.node");
-	refused("cluster = { redis = \"redis://x\"; node = \"a\"; tls = true; };",
-		"cluster.tls: TLS to Redis is not built");
 	refused("cluster = { redis = \"redis://x\"; node = \"a\"; lease_ttl = \"100ms\"; };",
 		"cluster.lease_ttl");
 	refused("cluster = { redis = \"redis://x\"; node = \"a\"; nodes = 3; };",
 		"cluster.nodes: unknown key");
 	refused("cluster = { redis = \"redis://x\"; node = \"a\"; "
 		"password_file = \"/nonexistent/pw\"; };", "cluster.password_file");
+}
+
+/* ---- TLS: configuration and files ---- */
+
+/* A self-signed certificate and its key in PEM files (from the tls
+ * module's generator). */
+static void pem_pair(char *cert, char *key)
+{
+	char err[256];
+	SSL_CTX *ctx = tls_server_ctx_new(NULL, NULL, "redis.test", err, sizeof err);
+
+	cr_assert_not_null(ctx, "%s", err);
+	int cfd = mkstemp(cert), kfd = mkstemp(key);
+	cr_assert(cfd >= 0 && kfd >= 0);
+	FILE *c = fdopen(cfd, "w"), *k = fdopen(kfd, "w");
+	cr_assert(PEM_write_X509(c, SSL_CTX_get0_certificate(ctx)));
+	cr_assert(PEM_write_PrivateKey(k, SSL_CTX_get0_privatekey(ctx), NULL, NULL, 0, NULL, NULL));
+	fclose(c);
+	fclose(k);
+	tls_ctx_free(ctx);
+}
+
+static char *tmp_text(const char *text)
+{
+	char *p = strdup("/tmp/volley-unit-clutls-XXXXXX");
+	int fd = mkstemp(p);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return p;
+}
+
+Test(cluster_config, tls_keys)
+{
+	struct cfg c = { 0 };
+	char err[512], text[1200];
+	char *ca = tmp_text("ca\n"), *crt = tmp_text("crt\n"), *key = tmp_text("key\n");
+
+	snprintf(text, sizeof text, "cluster = { redis = \"redis://r.example\"; node = \"a\"; "
+		 "tls = true; tls_ca_file = \"%s\"; tls_cert = \"%s\"; tls_key = \"%s\"; "
+		 "tls_server_name = \"redis.internal\"; };", ca, crt, key);
+	cr_assert_eq(unit_cfg_load(&c, text, err, sizeof err), 0, "%s", err);
+	cr_assert(c.cluster.tls);
+	cr_assert_str_eq(c.cluster.tls_ca_file, ca);
+	cr_assert_str_eq(c.cluster.tls_cert, crt);
+	cr_assert_str_eq(c.cluster.tls_key, key);
+	cr_assert_str_eq(c.cluster.tls_server_name, "redis.internal");
+	struct vl_buf b;
+	vl_buf_init(&b);
+	cfg_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert_not_null(strstr(b.p, "tls = true;"), "%s", b.p);
+	cr_assert_not_null(strstr(b.p, "tls_server_name = \"redis.internal\""), "%s", b.p);
+	vl_buf_free(&b);
+	cfg_free(&c);
+	/* rediss:// alone is TLS: the tls_* keys are taken; its password hidden */
+	snprintf(text, sizeof text, "cluster = { redis = \"rediss://:pw42@r.example:6380\"; "
+		 "node = \"a\"; tls_ca_file = \"%s\"; };", ca);
+	cr_assert_eq(unit_cfg_load(&c, text, err, sizeof err), 0, "%s", err);
+	cr_assert_not(c.cluster.tls, "the key stays as written");
+	vl_buf_init(&b);
+	cfg_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert_not_null(strstr(b.p, "rediss://HIDDEN@r.example:6380"), "%s", b.p);
+	cr_assert_null(strstr(b.p, "pw42"));
+	vl_buf_free(&b);
+	cfg_free(&c);
+	unlink(ca);
+	unlink(crt);
+	unlink(key);
+	free(ca);
+	free(crt);
+	free(key);
+}
+
+Test(cluster_config, tls_keys_bad)
+{
+	char text[800];
+	char *f = tmp_text("x\n");
+
+	refused("cluster = { redis = \"redis://x\"; node = \"a\"; tls_ca_file = \"/etc/hostname\"; };",
+		"cluster.tls_ca_file: only with tls = true or a rediss:// URL");
+	refused("cluster = { redis = \"redis://x\"; node = \"a\"; tls_server_name = \"r\"; };",
+		"cluster.tls_server_name: only with tls");
+	refused("cluster = { redis = \"rediss://x\"; node = \"a\"; tls_ca_file = \"/nonexistent/ca\"; };",
+		"cluster.tls_ca_file: /nonexistent/ca");
+	snprintf(text, sizeof text, "cluster = { redis = \"rediss://x\"; node = \"a\"; "
+		 "tls_cert = \"%s\"; };", f);
+	refused(text, "cluster.tls_key: tls_cert and tls_key go together");
+	snprintf(text, sizeof text, "cluster = { redis = \"redis://x\"; tls = true; node = \"a\"; "
+		 "tls_key = \"%s\"; };", f);
+	refused(text, "cluster.tls_cert: tls_cert and tls_key go together");
+	refused("cluster = { redis = \"redis://x\"; tls = true; node = \"a\"; "
+		"tls_cert = \"/nonexistent/c\"; tls_key = \"/nonexistent/k\"; };",
+		"cluster.tls_cert: /nonexistent/c");
+	refused("cluster = { redis = \"rediss://x\"; node = \"a\"; tls_server_name = \"a b\"; };",
+		"cluster.tls_server_name: expected a host name");
+	refused("cluster = { redis = \"rediss://x\"; node = \"a\"; tls = \"yes\"; };", "cluster.tls");
+	refused("cluster = { redis = \"redis://x\"; node = \"a\"; tls_ca = \"f\"; };",
+		"cluster.tls_ca: unknown key");
+	unlink(f);
+	free(f);
+}
+
+static void check_refused(const char *url, const struct clu_tls_opts *t, const char *what)
+{
+	char err[512] = "";
+
+	cr_assert_eq(clu_check(url, t, err, sizeof err), -1, "%s", url);
+	cr_assert_not_null(strstr(err, what), "%s: %s", url, err);
+}
+
+/* The files as the client loads them: a CA file without a certificate, a
+ * certificate that is none, a key of another certificate. */
+Test(cluster_tls, files_checked)
+{
+	char c1[] = "/tmp/volley-unit-c1-XXXXXX", k1[] = "/tmp/volley-unit-k1-XXXXXX";
+	char c2[] = "/tmp/volley-unit-c2-XXXXXX", k2[] = "/tmp/volley-unit-k2-XXXXXX";
+	char err[512] = "";
+	char *junk = tmp_text("not a certificate\n");
+
+	pem_pair(c1, k1);
+	pem_pair(c2, k2);
+	struct clu_tls_opts t = { .on = true, .ca_file = c1 };
+	cr_assert_eq(clu_check("redis://127.0.0.1", &t, err, sizeof err), 0, "%s", err);
+	cr_assert_eq(clu_check("redis://127.0.0.1", NULL, err, sizeof err), 0, "plain: nothing to load");
+	t = (struct clu_tls_opts){ .on = true, .ca_file = junk };
+	check_refused("redis://h", &t, "cluster.tls_ca_file: ");
+	t = (struct clu_tls_opts){ .ca_file = junk };
+	check_refused("rediss://h", &t, "cluster.tls_ca_file: ");
+	cr_assert_eq(clu_check("redis://h", &t, err, sizeof err), 0, "TLS off: files unused");
+	t = (struct clu_tls_opts){ .on = true, .ca_file = c1, .cert = junk, .key = k1 };
+	check_refused("redis://h", &t, "cluster.tls_cert: ");
+	t = (struct clu_tls_opts){ .on = true, .ca_file = c1, .cert = c1, .key = k2 };
+	check_refused("redis://h", &t, "cluster.tls_key: ");
+	t = (struct clu_tls_opts){ .on = true, .ca_file = c1, .cert = c1, .key = junk };
+	check_refused("redis://h", &t, "cluster.tls_key: ");
+	t = (struct clu_tls_opts){ .on = true, .ca_file = c2, .cert = c1, .key = k1 };
+	cr_assert_eq(clu_check("rediss://h:6380/1", &t, err, sizeof err), 0, "%s", err);
+	check_refused("rediss://h:0", &t, "cluster.redis: ");
+	for (char *p[] = { c1, k1, c2, k2, junk }, **q = p; q < p + 5; q++)
+		unlink(*q);
+	free(junk);
 }

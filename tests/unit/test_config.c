@@ -209,3 +209,32 @@ Test(config, sizes_and_rates)
 	cr_assert_eq(vl_parse_rate("5", &r), -1);
 	cr_assert_eq(vl_parse_rate("5/week", &r), -1);
 }
+
+/* The cluster block as printed loads back as it was (TLS keys included). */
+Test(config, cluster_tls_printed_loads_back)
+{
+	struct cfg c = { 0 }, again = { 0 };
+	char err[512];
+
+	cr_assert_eq(unit_cfg_load(&c, "cluster = { redis = \"redis://10.0.0.5:6380/1\"; "
+				   "node = \"mta-1\"; tls = true; tls_ca_file = \"/etc/hostname\"; "
+				   "tls_server_name = \"redis.internal\"; };", err, sizeof err), 0,
+		     "%s", err);
+	struct vl_buf b;
+	vl_buf_init(&b);
+	cfg_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	const char *blk = strstr(b.p, "cluster = {");
+	cr_assert_not_null(blk, "%s", b.p);
+	char text[2048];
+	snprintf(text, sizeof text, "%.*s", (int)(strstr(blk, "};") + 2 - blk), blk);
+	cr_assert_eq(unit_cfg_load(&again, text, err, sizeof err), 0, "%s\n%s", err, text);
+	cr_assert(again.cluster.tls);
+	cr_assert_str_eq(again.cluster.redis, "redis://10.0.0.5:6380/1");
+	cr_assert_str_eq(again.cluster.tls_ca_file, "/etc/hostname");
+	cr_assert_str_eq(again.cluster.tls_server_name, "redis.internal");
+	cr_assert_str_eq(again.cluster.tls_cert, "");
+	vl_buf_free(&b);
+	cfg_free(&c);
+	cfg_free(&again);
+}
