@@ -253,6 +253,7 @@ int clu_supp_seq(const char *s, size_t len, uint64_t *out);
 struct clu_supp_opts {
 	const char *redis;               /* the URL */
 	const char *password;            /* or NULL: the URL's */
+	struct clu_tls_opts tls;         /* as the client's (conn.c) */
 	const char *node;                /* this node's name */
 	const char *state_file;          /* the epoch and counter seen; NULL: none */
 	/* On the vl-clsupp thread: other nodes' changes, in order (n <=
@@ -260,11 +261,11 @@ struct clu_supp_opts {
 	int (*apply)(void *arg, const struct clu_supp_entry *e, size_t n);
 	void *arg;
 };
-#define CLU_SUPP_BATCH 256               /* entries a catch-up round trip */
+#define CLU_SUPP_BATCH 128               /* entries a catch-up round trip (< 1 MB) */
 #define CLU_SUPP_QMAX 50000              /* local changes waiting for Redis */
 struct clu_supp;
-/* Start the thread (vl-clsupp): two connections of its own (commands,
- * and one in SUBSCRIBE mode), reconnecting with back-off. */
+/* Start the thread (vl-clsupp): two links of its own (commands, and one
+ * in SUBSCRIBE mode; TLS as the client's), reconnecting with back-off. */
 struct clu_supp *clu_supp_start(const struct clu_supp_opts *o, char *err, size_t errlen);
 /* Stops the thread; what is still queued is lost for the cluster (the
  * node's own list has it). */

@@ -1,10 +1,9 @@
 /*
  * The suppression list shared (cluster.h): one thread, vl-clsupp, with
  * two connections of its own to Redis: commands (the changes, catch-up,
- * pings) and one in SUBSCRIBE mode for the other nodes' changes. The
- * socket I/O is in the io_ functions only (connect, write, read into
- * hiredis's reader), so it can move under another transport (TLS).
- * Blocking with deadlines is fine here: nothing waits for this thread.
+ * pings) and one in SUBSCRIBE mode for the other nodes' changes, each a
+ * link (link.c: TCP or TLS, the reader's bound). The thread drives them
+ * with deadlines (link_step): nothing waits for it.
  *
  * On (re)connect: SUBSCRIBE first (nothing published after is missed),
  * then the epoch and counter (a Redis that lost its data, or a node that
@@ -12,8 +11,7 @@
  * changed since the counter last seen, CLU_SUPP_BATCH a round trip. The
  * counter is kept in state_file, so a restart loads only what it missed.
  */
-#include "cluster.h"
-#include "../common/common.h"
+#include "cluster_int.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -31,11 +29,11 @@
 #include <unistd.h>
 
 #define TIMEOUT_MS 1000           /* a reply later than this: Redis is down */
+#define CONNECT_MS 2000           /* TCP and the TLS handshake */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define PING_MS 1000
 #define SAVE_MS 1000
-#define REPLY_MAX (4u << 20)      /* buffered and unparsed: a catch-up batch fits */
 #define FLUSH_MAX 128             /* changes pipelined at once */
 #define CHANNEL "volley:supp:ch"
 
@@ -63,11 +61,6 @@ static const char RANGE[] =
 	"end\n"
 	"return out\n";
 
-struct sconn {
-	int fd;
-	redisReader *rd;
-};
-
 struct pend {
 	char *email, *json;
 };
@@ -89,7 +82,8 @@ struct clu_supp {
 	_Atomic bool up;
 	_Atomic uint64_t n_sent, n_recv, n_drop, n_bad, n_sync;
 	/* the thread's own */
-	struct sconn cmd, sub;
+	struct clu_tls tls;              /* ctx NULL: plain TCP */
+	struct clu_link cmd, sub;
 	char epoch[40], cand[40];
 	uint64_t seq, saved_seq, session_seq;
 	uint64_t backoff, next_try, next_ping, next_save;
@@ -98,141 +92,109 @@ struct clu_supp {
 	size_t nbatch;
 };
 
-/* ---- the transport: a connection's bytes ---- */
+/* ---- the transport: link.c, driven with deadlines ---- */
 
-static void io_close(struct sconn *k)
-{
-	if (k->fd >= 0)
-		close(k->fd);
-	if (k->rd)
-		redisReaderFree(k->rd);
-	k->fd = -1;
-	k->rd = NULL;
-}
-
-/* Wait for events on fd until deadline: >0 ready, 0 timed out, -1 error. */
-static int io_wait(int fd, short ev, uint64_t deadline)
+/* One poll round on a link until deadline: 1 it came up, 0 went on (or
+ * nothing yet), -1 failed (closed, why says). */
+static int link_step(struct clu_link *l, uint64_t deadline, char *why, size_t n)
 {
 	uint64_t now = vl_now_ms();
-	struct pollfd p = { .fd = fd, .events = ev };
+	struct pollfd p = { .fd = l->fd, .events = clu_link_events(l) };
 	int r = poll(&p, 1, now >= deadline ? 0 : (int)(deadline - now));
-	return r < 0 && errno == EINTR ? 0 : r;
+
+	if (r < 0 && errno != EINTR) {
+		vl_fail(why, n, "%s: poll: %s", l->peer, strerror(errno));
+		clu_link_close(l);
+		return -1;
+	}
+	return r > 0 ? clu_link_io(l, p.revents, why, n) : 0;
 }
 
-static int io_connect(struct sconn *k, const struct clu_url *u, char *why, size_t n)
+static int link_fail(struct clu_link *l, char *why, size_t n, const char *what)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-	char port[16];
-	int e = 0, one = 1;
-	socklen_t l = sizeof e;
-
-	snprintf(port, sizeof port, "%u", u->port);
-	if ((e = getaddrinfo(u->host, port, &hints, &ai)) != 0)
-		return vl_fail(why, n, "%s: %s", u->host, gai_strerror(e));
-	k->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (k->fd < 0 || (connect(k->fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
-			  errno != EINPROGRESS))
-		e = errno;
-	freeaddrinfo(ai);
-	if (!e && io_wait(k->fd, POLLOUT, vl_now_ms() + TIMEOUT_MS) <= 0)
-		e = ETIMEDOUT;
-	if (!e)
-		getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &e, &l);
-	if (e)
-		return vl_fail(why, n, "connect to %s:%u: %s", u->host, u->port, strerror(e));
-	setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (!(k->rd = redisReaderCreate()))
-		vl_oom(0);
-	return 0;
+	vl_fail(why, n, "%s: %s", l->peer, what);
+	clu_link_close(l);
+	return -1;
 }
 
-static int io_write(struct sconn *k, const char *p, size_t n)
+/* Connected (and the TLS handshake done) within CONNECT_MS. */
+static int link_connect(struct clu_supp *s, struct clu_link *l, char *why, size_t n)
 {
-	uint64_t deadline = vl_now_ms() + TIMEOUT_MS;
+	uint64_t deadline = vl_now_ms() + CONNECT_MS;
 
-	while (n) {
-		ssize_t w = write(k->fd, p, n);
-		if (w < 0 && errno != EAGAIN && errno != EINTR)
+	if (clu_link_open(l, s->url.host, s->url.port, why, n) < 0)
+		return -1;
+	while (l->state != CLU_LINK_UP) {
+		if (vl_now_ms() >= deadline)
+			return link_fail(l, why, n, "connect: timed out");
+		if (link_step(l, deadline, why, n) < 0)
 			return -1;
-		if (w < 0 && io_wait(k->fd, POLLOUT, deadline) <= 0)
-			return -1;
-		if (w > 0) {
-			p += w;
-			n -= (size_t)w;
-		}
 	}
 	return 0;
 }
 
-/* What is there to read, into the reader: 1 read, 0 nothing, -1 closed,
- * failed, or more unparsed than any reply of ours can be. */
-static int io_read(struct sconn *k)
-{
-	char buf[16384];
-	ssize_t n = read(k->fd, buf, sizeof buf);
-
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return 0;
-	if (n <= 0 || redisReaderFeed(k->rd, buf, (size_t)n) != REDIS_OK ||
-	    k->rd->len - k->rd->pos > REPLY_MAX)
-		return -1;
-	return 1;
-}
-
-/* ---- commands over a connection ---- */
-
-static int send_cmd(struct sconn *k, int argc, const char **argv)
+/* A command into the link's buffer, sent as far as the socket takes it
+ * (the rest goes out while replies are awaited). */
+static int send_cmd(struct clu_link *l, int argc, const char **argv, char *why, size_t n)
 {
 	size_t len[12];
 	char *cmd = NULL;
 
 	for (int i = 0; i < argc; i++)
 		len[i] = strlen(argv[i]);
-	int n = redisFormatCommandArgv(&cmd, argc, argv, len);
-	if (n < 0)
+	int k = redisFormatCommandArgv(&cmd, argc, argv, len);
+	if (k < 0)
 		vl_oom(0);
-	int rc = io_write(k, cmd, (size_t)n);
+	vl_buf_append(&l->out, cmd, (size_t)k);
 	redisFreeCommand(cmd);
-	return rc;
+	return clu_link_flush(l, why, n);
 }
 
-/* The next reply, waiting until deadline. NULL: none (timed out, closed,
- * or bytes that do not parse). */
-static redisReply *get_reply(struct sconn *k, uint64_t deadline)
+/* The next reply, waiting until deadline. NULL with why: none (timed
+ * out, closed, or bytes that do not parse). */
+static redisReply *get_reply(struct clu_link *l, uint64_t deadline, char *why, size_t n)
 {
 	for (;;) {
 		void *r = NULL;
-		if (redisReaderGetReply(k->rd, &r) != REDIS_OK)
+		if (!l->rd || redisReaderGetReply(l->rd, &r) != REDIS_OK) {
+			if (l->rd)
+				link_fail(l, why, n, "a reply that does not parse");
 			return NULL;
+		}
 		if (r)
 			return r;
-		if (io_wait(k->fd, POLLIN, deadline) <= 0 || io_read(k) < 0)
+		if (vl_now_ms() >= deadline) {
+			link_fail(l, why, n, "no answer in time");
+			return NULL;
+		}
+		if (link_step(l, deadline, why, n) < 0)
 			return NULL;
 	}
 }
 
-static redisReply *call(struct sconn *k, int argc, const char **argv)
+static redisReply *call(struct clu_link *l, int argc, const char **argv, char *why, size_t n)
 {
-	return send_cmd(k, argc, argv) < 0 ? NULL : get_reply(k, vl_now_ms() + TIMEOUT_MS);
+	return send_cmd(l, argc, argv, why, n) < 0 ? NULL :
+	       get_reply(l, vl_now_ms() + TIMEOUT_MS, why, n);
 }
 
 /* A command whose reply must be no error. */
-static int call_ok(struct sconn *k, int argc, const char **argv, char *why, size_t n)
+static int call_ok(struct clu_link *l, int argc, const char **argv, char *why, size_t n)
 {
-	redisReply *r = call(k, argc, argv);
+	redisReply *r = call(l, argc, argv, why, n);
 	int rc = r && r->type != REDIS_REPLY_ERROR ? 0 : -1;
-	if (rc < 0)
-		vl_fail(why, n, "%s: %s", argv[0], !r ? "no answer" : r->str);
+	if (r && rc < 0)
+		vl_fail(why, n, "%s: %.150s", argv[0], r->str);
 	if (r)
 		freeReplyObject(r);
 	return rc;
 }
 
-static int open_conn(struct clu_supp *s, struct sconn *k, char *why, size_t n)
+static int open_conn(struct clu_supp *s, struct clu_link *k, char *why, size_t n)
 {
 	char db[16];
 
-	if (io_connect(k, &s->url, why, n) < 0)
+	if (link_connect(s, k, why, n) < 0)
 		return -1;
 	if (s->pass[0]) {
 		const char *a3[] = { "AUTH", s->url.user, s->pass }, *a2[] = { "AUTH", s->pass };
@@ -304,11 +266,13 @@ static int head(struct clu_supp *s, char *why, size_t n)
 {
 	const char *argv[] = { "EVAL", HEAD, "2", "volley:supp:epoch", "volley:supp:ctr",
 			       s->cand };
-	redisReply *r = call(&s->cmd, 6, argv);
+	redisReply *r = call(&s->cmd, 6, argv, why, n);
 	uint64_t ctr;
 	int rc = -1;
 
-	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	if (!r)
+		return -1;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 	    r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof s->epoch ||
 	    r->element[1]->type != REDIS_REPLY_STRING ||
 	    clu_supp_seq(r->element[1]->str, r->element[1]->len, &ctr) < 0) {
@@ -325,8 +289,7 @@ static int head(struct clu_supp *s, char *why, size_t n)
 	s->session_seq = ctr;
 	rc = 0;
 out:
-	if (r)
-		freeReplyObject(r);
+	freeReplyObject(r);
 	return rc;
 }
 
@@ -366,11 +329,12 @@ static int catch_up(struct clu_supp *s, char *why, size_t n)
 		snprintf(after, sizeof after, "%llu", (unsigned long long)s->seq);
 		const char *argv[] = { "EVAL", RANGE, "2", "volley:supp", "volley:supp:seq", after,
 				       lim };
-		redisReply *r = call(&s->cmd, 7, argv);
-		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 3 ||
+		redisReply *r = call(&s->cmd, 7, argv, why, n);
+		if (!r)
+			return -1;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements % 3 ||
 		    r->elements > 3 * CLU_SUPP_BATCH) {
-			if (r)
-				freeReplyObject(r);
+			freeReplyObject(r);
 			return vl_fail(why, n, "suppression catch-up: unexpected answer");
 		}
 		got = r->elements / 3;
@@ -401,14 +365,15 @@ static int flush(struct clu_supp *s, char *why, size_t n)
 		const char *argv[] = { "EVAL", PUT, "4", "volley:supp", "volley:supp:seq",
 				       "volley:supp:ctr", "volley:supp:epoch", p[i].email, p[i].json,
 				       s->cand, CHANNEL };
-		if (send_cmd(&s->cmd, 11, argv) < 0)
-			return vl_fail(why, n, "suppression: cannot send to Redis");
+		if (send_cmd(&s->cmd, 11, argv, why, n) < 0)
+			return -1;
 	}
 	for (size_t i = 0; i < k; i++) {
-		redisReply *r = get_reply(&s->cmd, vl_now_ms() + TIMEOUT_MS);
-		bool ok = r && r->type == REDIS_REPLY_INTEGER && r->integer > 0;
-		if (r)
-			freeReplyObject(r);
+		redisReply *r = get_reply(&s->cmd, vl_now_ms() + TIMEOUT_MS, why, n);
+		if (!r)
+			return -1;
+		bool ok = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+		freeReplyObject(r);
 		if (!ok)
 			return vl_fail(why, n, "suppression: a change not taken by Redis");
 	}
@@ -445,11 +410,12 @@ static int flush_all(struct clu_supp *s, char *why, size_t n)
 static int subscribe(struct clu_supp *s, char *why, size_t n)
 {
 	const char *argv[] = { "SUBSCRIBE", CHANNEL };
-	redisReply *r = call(&s->sub, 2, argv);
-	bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+	redisReply *r = call(&s->sub, 2, argv, why, n);
+	if (!r)
+		return -1;
+	bool ok = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
 		  r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "subscribe");
-	if (r)
-		freeReplyObject(r);
+	freeReplyObject(r);
 	return ok ? 0 : vl_fail(why, n, "SUBSCRIBE %s: unexpected answer", CHANNEL);
 }
 
@@ -476,31 +442,30 @@ static void on_push(struct clu_supp *s, const redisReply *r)
 		apply_batch(s);
 }
 
-/* What the subscriber has: -1 when it is closed or broken. */
-static int on_sub(struct clu_supp *s)
+/* What the subscriber has after poll said revents: -1 (why) when it is
+ * closed or broken. */
+static int on_sub(struct clu_supp *s, short revents, char *why, size_t n)
 {
-	int rc = io_read(&s->sub);
+	int rc = clu_link_io(&s->sub, revents, why, n) < 0 ? -1 : 0;
 
-	for (void *r = NULL; rc >= 0; r = NULL) {
-		if (redisReaderGetReply(s->sub.rd, &r) != REDIS_OK) {
-			rc = -1;
-			break;
-		}
+	for (void *r = NULL; rc == 0 && s->sub.rd; r = NULL) {
+		if (redisReaderGetReply(s->sub.rd, &r) != REDIS_OK)
+			rc = link_fail(&s->sub, why, n, "a reply that does not parse");
 		if (!r)
 			break;
 		on_push(s, r);
 		freeReplyObject(r);
 	}
 	apply_batch(s);
-	return rc < 0 ? -1 : 0;
+	return rc;
 }
 
 /* ---- the thread ---- */
 
 static void down(struct clu_supp *s, const char *why)
 {
-	io_close(&s->cmd);
-	io_close(&s->sub);
+	clu_link_close(&s->cmd);
+	clu_link_close(&s->sub);
 	s->nbatch = 0;
 	if (atomic_load(&s->up) || !s->tried)
 		vl_log(VL_LOG_WARN, "cluster: suppression list not shared until Redis "
@@ -542,15 +507,17 @@ static int ping(struct clu_supp *s, char *why, size_t n)
 /* Wait for a local change or a push (at most 100 ms). */
 static void wait_io(struct clu_supp *s)
 {
+	bool up = atomic_load(&s->up);
 	struct pollfd p[2] = { { .fd = s->efd, .events = POLLIN },
-			       { .fd = s->sub.fd, .events = POLLIN } };
+			       { .fd = s->sub.fd, .events = up ? clu_link_events(&s->sub) : 0 } };
+	char why[300];
 	uint64_t v;
 
-	if (poll(p, atomic_load(&s->up) ? 2 : 1, 100) <= 0)
+	if (poll(p, up ? 2 : 1, 100) <= 0)
 		return;
 	if ((p[0].revents & POLLIN) && read(s->efd, &v, sizeof v) < 0) { /* a wake-up only */ }
-	if (atomic_load(&s->up) && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) && on_sub(s) < 0)
-		down(s, "Redis closed the subscriber connection");
+	if (up && p[1].revents && on_sub(s, p[1].revents, why, sizeof why) < 0)
+		down(s, why);
 }
 
 static void *run(void *arg)
@@ -573,8 +540,8 @@ static void *run(void *arg)
 		}
 	}
 	state_write(s);
-	io_close(&s->cmd);
-	io_close(&s->sub);
+	clu_link_close(&s->cmd);
+	clu_link_close(&s->sub);
 	return NULL;
 }
 
@@ -603,6 +570,9 @@ static void supp_free(struct clu_supp *s)
 	}
 	if (s->efd >= 0)
 		close(s->efd);
+	clu_link_free(&s->cmd);
+	clu_link_free(&s->sub);
+	clu_tls_free(&s->tls);
 	pthread_mutex_destroy(&s->mu);
 	free(s->q);
 	free(s->batch);
@@ -617,7 +587,8 @@ struct clu_supp *clu_supp_start(const struct clu_supp_opts *o, char *err, size_t
 	char why[200];
 
 	pthread_mutex_init(&s->mu, NULL);
-	s->cmd.fd = s->sub.fd = -1;
+	clu_link_init(&s->cmd, NULL);
+	clu_link_init(&s->sub, NULL);
 	s->node = vl_strdup(o->node);
 	s->state_file = o->state_file ? vl_strdup(o->state_file) : NULL;
 	s->apply = o->apply;
@@ -633,6 +604,13 @@ struct clu_supp *clu_supp_start(const struct clu_supp_opts *o, char *err, size_t
 		return NULL;
 	}
 	snprintf(s->pass, sizeof s->pass, "%s", o->password ? o->password : s->url.pass);
+	if ((s->url.tls || o->tls.on) &&
+	    clu_tls_init(&s->tls, &o->tls, s->url.host, err, errlen) < 0) {
+		supp_free(s);
+		return NULL;
+	}
+	clu_link_init(&s->cmd, s->tls.ctx ? &s->tls : NULL);
+	clu_link_init(&s->sub, s->tls.ctx ? &s->tls : NULL);
 	if (s->efd < 0 || pthread_create(&s->tid, NULL, run, s) != 0) {
 		snprintf(err, errlen, "cluster: cannot start the suppression thread: %s",
 			 strerror(errno));

@@ -107,8 +107,12 @@ static int start_csupp(struct vd_daemon *v, const struct cfg *cfg, char *err, si
 	if (!cfg->cluster.on)
 		return 0;
 	snprintf(state, sizeof state, "%s/cluster-suppression", cfg->data_dir);
-	struct clu_supp_opts o = { .redis = cfg->cluster.redis, .password = cfg->cluster.password,
-				   .node = cfg->cluster.node, .state_file = state,
+	const struct cfg_cluster *k = &cfg->cluster;
+	struct clu_supp_opts o = { .redis = k->redis, .password = k->password,
+				   .tls = { .on = k->tls, .ca_file = k->tls_ca_file,
+					    .cert = k->tls_cert, .key = k->tls_key,
+					    .server_name = k->tls_server_name },
+				   .node = k->node, .state_file = state,
 				   .apply = supp_apply, .arg = v->sup };
 	if (!(v->csupp = clu_supp_start(&o, err, errlen)))
 		return -1;
