@@ -345,6 +345,17 @@ def redis_cmd(port, *args):
         return c.recv(65536).split(b"\r\n")[0].decode()
 
 
+def redis_tls_clients(port, ca):
+    """CLIENT LIST over TLS (python's ssl, the test's CA)."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as c:
+            c.sendall(b"*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n")
+            time.sleep(0.2)
+            return c.recv(65536).decode()
+
+
 def suppressed(d, email):
     return d.request("GET", "/v1/suppression/" + email, timeout=5).status == 200
 
@@ -455,6 +466,28 @@ class Suppression(Cluster):
         self.addCleanup(self.redis.cleanup)
         self.until("node 1 has it", lambda: suppressed(ds[1], "offline@d.test"), 15)
         self.assertEqual(metric(ds[0], "volley_cluster_suppressions_pending"), 0)
+
+    def test_shared_over_tls(self):
+        """Redis with TLS only: both of a node's connections (commands and
+        subscriber) go over TLS, and a suppression on node 0 reaches node 1
+        within a second."""
+        from . import pki
+        ca = pki.TestCA(util.tempdir("volley-suppca-", cleanup=self.addCleanup))
+        chain, key, _ = ca.issue("redis", ["127.0.0.1"])
+        r = Redis(tls=["--tls-cert-file", chain, "--tls-key-file", key,
+                       "--tls-ca-cert-file", ca.ca_pem, "--tls-auth-clients", "no"]).start()
+        self.addCleanup(r.cleanup)
+        ds = [start_node(self, node_conf(self.sink, r, i, "1000/s",
+                                         extra='tls_ca_file = "%s";' % ca.ca_pem)).start()
+              for i in range(2)]
+        for d in ds:
+            self.wait_for("synced over TLS",
+                          lambda: metric(d, "volley_cluster_suppressions_shared") == 1, timeout=15)
+        self.add(ds[0], "tls@d.test")
+        lag = self.until("node 1 has it", lambda: suppressed(ds[1], "tls@d.test"), 5)
+        self.assertLess(lag, 1.0)
+        clients = redis_tls_clients(r.port, ca.ca_pem)
+        self.assertGreaterEqual(clients.count("cmd=subscribe"), 2, clients)
 
     def test_hostile_entries_are_skipped(self):
         """Garbage in Redis's list and on its channel: logged and skipped
