@@ -1,6 +1,6 @@
 /*
  * cluster/: several volleyd nodes sharing their rate limits through Redis
- * (docs/cluster.md). Three parts:
+ * (docs/cluster.md). Its parts:
  *   url.c    the redis[s]://[user:pass@]host:port/db URL (pure)
  *   lease.c  a node's side of a shared limit: leases of tokens sized to
  *            its recent rate, the local 1/N bucket of the fallback, and
@@ -13,6 +13,9 @@
  *            back-off.
  *   link.c   a connection's transport: TCP, or TLS over it (OpenSSL,
  *            non-blocking, the certificate verified), driven by poll.
+ *   supp.c   the suppression list shared: one thread (vl-clsupp) with
+ *            two links (commands, SUBSCRIBE); supp_ent.c its entries
+ *            (pure).
  * Nothing here blocks the caller on Redis: a lease asks, the answer lands
  * in atomics the delivery thread reads on its next look. Prefix: clu_.
  */
