@@ -87,7 +87,7 @@ struct clu_supp {
 	char epoch[40], cand[40];
 	uint64_t seq, saved_seq, session_seq;
 	uint64_t backoff, next_try, next_ping, next_save;
-	bool was_up, tried;
+	bool tried;                      /* a connect was tried: log only changes after */
 	struct clu_supp_entry *batch;
 	size_t nbatch;
 };
