@@ -252,10 +252,14 @@ static void apply_batch(struct clu_supp *s)
 	s->nbatch = 0;
 }
 
+/* Counted; logged the first 10 times, then every 1,000th (garbage on the
+ * channel must not flood the log). */
 static void bad_entry(struct clu_supp *s, const char *what, const char *err)
 {
-	atomic_fetch_add(&s->n_bad, 1);
-	vl_log(VL_LOG_WARN, "cluster: suppression: %s skipped: %s", what, err);
+	uint64_t n = atomic_fetch_add(&s->n_bad, 1);
+	if (n < 10 || n % 1000 == 0)
+		vl_log(VL_LOG_WARN, "cluster: suppression: %s skipped (%llu so far): %s", what,
+		       (unsigned long long)n + 1, err);
 }
 
 /* ---- catching up ---- */
