@@ -11,6 +11,7 @@
 #include "../common/common.h"
 
 #include <hiredis/hiredis.h>
+#include <netdb.h>
 #include <openssl/ssl.h>
 
 /* TLS for links (link.c): the context (CAs, client certificate,
@@ -41,6 +42,8 @@ struct clu_link {
 	redisReader *rd;         /* replies read, not yet taken (NULL: closed) */
 	struct vl_buf out;       /* commands to send */
 	char peer[300];          /* "host:port", for messages */
+	struct addrinfo *ais;    /* the name's addresses, tried in turn */
+	const struct addrinfo *next_ai;
 	const struct clu_tls *tls;   /* NULL: plain TCP */
 	SSL *ssl;
 	short want;              /* what SSL last waited for (POLLIN, POLLOUT) */
@@ -50,8 +53,9 @@ struct clu_link {
 /* A closed link; tls (kept by the caller while the link lives), or NULL
  * for plain TCP. */
 void clu_link_init(struct clu_link *l, const struct clu_tls *tls);
-/* Start a non-blocking connect to host (a name or a literal) and port.
- * -1 with why: failed at once (the link stays closed). */
+/* Start a non-blocking connect to host (a name or a literal; a name's
+ * addresses in turn, each until it refuses) and port. -1 with why:
+ * failed at once (the link stays closed). */
 int clu_link_open(struct clu_link *l, const char *host, unsigned port, char *why, size_t n);
 /* The events to poll for (0 when closed). */
 short clu_link_events(const struct clu_link *l);

@@ -107,26 +107,43 @@ void clu_link_init(struct clu_link *l, const struct clu_tls *tls)
 	vl_buf_init(&l->out);
 }
 
+/* A connect to the next address the name gave: 0 under way, -1 (errno)
+ * none left that takes one. */
+static int connect_next(struct clu_link *l)
+{
+	int one = 1;
+
+	while (l->next_ai) {
+		const struct addrinfo *ai = l->next_ai;
+		l->next_ai = ai->ai_next;
+		if (l->fd >= 0)
+			close(l->fd);
+		l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (l->fd >= 0 && (connect(l->fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
+				   errno == EINPROGRESS)) {
+			setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+			return 0;
+		}
+	}
+	return -1;
+}
+
 int clu_link_open(struct clu_link *l, const char *host, unsigned port, char *why, size_t n)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *ai = NULL;
 	char ps[16];
 
 	clu_link_close(l);
 	snprintf(l->peer, sizeof l->peer, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
 	snprintf(ps, sizeof ps, "%u", port);
-	int e = getaddrinfo(host, ps, &hints, &ai);
-	if (e)
+	int e = getaddrinfo(host, ps, &hints, &l->ais);
+	if (e) {
+		l->ais = NULL;
 		return fail(l, why, n, gai_strerror(e));
-	l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (l->fd < 0 || (connect(l->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)) {
-		freeaddrinfo(ai);
-		return fail(l, why, n, strerror(errno));
 	}
-	freeaddrinfo(ai);
-	int one = 1;
-	setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	l->next_ai = l->ais;
+	if (connect_next(l) < 0)
+		return fail(l, why, n, strerror(errno));
 	if (!(l->rd = redisReaderCreate()))
 		vl_oom(0);
 	l->state = CLU_LINK_CONNECTING;
@@ -218,6 +235,8 @@ static int connected(struct clu_link *l, char *why, size_t n)
 
 	if (getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
 		e = errno;
+	if (e && connect_next(l) == 0)
+		return 0;   /* the name's next address */
 	if (e)
 		return fail(l, why, n, strerror(e));
 	if (l->tls)
@@ -288,7 +307,7 @@ static ssize_t put(struct clu_link *l, char *what, size_t wn)
 	size_t len = l->out.len > (1u << 30) ? 1u << 30 : l->out.len;
 
 	if (!l->ssl) {
-		ssize_t n = write(l->fd, l->out.p, len);
+		ssize_t n = send(l->fd, l->out.p, len, MSG_NOSIGNAL);
 		if (n >= 0 || errno == EAGAIN || errno == EINTR)
 			return n > 0 ? n : 0;
 		snprintf(what, wn, "%s", strerror(errno));
@@ -346,6 +365,10 @@ void clu_link_close(struct clu_link *l)
 	if (l->fd >= 0)
 		close(l->fd);
 	l->fd = -1;
+	if (l->ais)
+		freeaddrinfo(l->ais);
+	l->ais = NULL;
+	l->next_ai = NULL;
 	if (l->rd)
 		redisReaderFree(l->rd);
 	l->rd = NULL;

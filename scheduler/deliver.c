@@ -1172,6 +1172,8 @@ static void on_cluster_mode(void *arg, enum clu_mode mode, unsigned nodes, const
 	vl_buf_init(&b);
 	sched_event_format(&e, &b);
 	sched_events_append(d->ev, b.p, b.len);
+	/* now, not at the next journal commit: an idle node has none */
+	sched_events_flush(d->ev);
 	vl_buf_free(&b);
 }
 

@@ -38,11 +38,13 @@ class ClusterTLS(VolleydTest):
         cls.chain, cls.key, _ = cls.ca.issue("redis", ["redis.test", "127.0.0.1"])
         cls.cchain, cls.ckey, _ = cls.ca.issue("client", ["node.test"])
         cls.other = pki.TestCA(os.path.join(cls.dir, "other"), cn="Other CA")
+        cls.ochain, cls.okey, _ = cls.other.issue("redis", ["redis.test", "127.0.0.1"])
 
-    def redis(self, auth_clients="no"):
-        r = Redis(tls=["--tls-cert-file", self.chain, "--tls-key-file", self.key,
-                       "--tls-ca-cert-file", self.ca.ca_pem,
-                       "--tls-auth-clients", auth_clients]).start()
+    def redis(self, auth_clients="no", port=None, untrusted=False):
+        chain, key = (self.ochain, self.okey) if untrusted else (self.chain, self.key)
+        r = Redis(port, tls=["--tls-cert-file", chain, "--tls-key-file", key,
+                             "--tls-ca-cert-file", self.ca.ca_pem,
+                             "--tls-auth-clients", auth_clients]).start()
         self.addCleanup(r.cleanup)
         return r
 
@@ -64,7 +66,7 @@ class ClusterTLS(VolleydTest):
     def test_shared_over_tls_and_the_rate_holds(self):
         """Two nodes over TLS (one by the URL's IP address, one by
         tls_server_name), 100/s for the site, 250 recipients each: shared
-        mode with N = 2 and at most 100/s (+7 %) at the sink, not 200."""
+        mode with N = 2 and 100/s at the sink, not 200."""
         r = self.redis()
         sink = Sink().start()
         self.addCleanup(sink.cleanup)
@@ -80,11 +82,18 @@ class ClusterTLS(VolleydTest):
                        for m in msgs)
         peers = {m.env["peer"].rsplit(":", 1)[0] for m in msgs}
         self.assertEqual(len(peers), 2, peers)
-        # after the first second (the bucket's burst), steady at the limit
+        # The shared bucket grants at most 125 at once (a second's burst and
+        # a quarter ahead), then 100/s: the 500 take 3.75 s at least (less
+        # what the first arrival lagged its lease); per node (no sharing)
+        # they would take 1.5 s. After the first second, steady at the
+        # limit (200/s without sharing; some slack for a loaded machine's
+        # late arrivals catching up).
+        span = times[-1] - times[0]
         steady = [t for t in times if t >= times[0] + 1]
         rate = (len(steady) - 1) / (steady[-1] - steady[0])
-        print("over TLS: %.1f/s" % rate, end=" ")
-        self.assertLessEqual(rate, 100 * 1.07)
+        print("over TLS: %.1f/s, 500 in %.2f s" % (rate, span), end=" ")
+        self.assertGreater(span, 3.4)
+        self.assertLessEqual(rate, 100 * 1.15)
         self.assertGreater(rate, 80)
         for d in ds:
             self.assertGreaterEqual(metric(d, "volley_cluster_leases_total"), 2)
@@ -105,6 +114,34 @@ class ClusterTLS(VolleydTest):
         self.stays_local(named, "certificate verify failed: hostname mismatch", secs=0)
         self.assertIn("(name wrong.test)", named.output())
         self.assertEqual(metric(good, "volley_cluster_nodes"), 1, "the others never joined")
+
+    def test_redis_back_with_an_untrusted_certificate(self):
+        """Shared over TLS; Redis restarted on the same port with a
+        certificate of another CA: local mode (a ClusterMode event), the
+        verification failure in the log, retried with back-off; Redis
+        back with its own certificate: shared again."""
+        r = self.redis()
+        sink = Sink().start()
+        self.addCleanup(sink.cleanup)
+        d = self.node(sink, r, 0, tls_conf(self.ca.ca_pem))
+        self.shared(d)
+        port = r.port
+        r.stop()
+        r = self.redis(port=port, untrusted=True)
+        self.wait_for("local mode", lambda: metric(d, "volley_cluster_shared") == 0, timeout=5)
+        self.stays_local(d, "TLS: certificate verify failed: self-signed certificate in "
+                         "certificate chain (name 127.0.0.1)", secs=2)
+        r.stop()
+        r = self.redis(port=port)
+        self.shared(d)
+        def modes():
+            return [e["reason"] for e in d.request("GET", "/v1/events").lines()
+                    if e["type"] == "ClusterMode"]
+        self.wait_for("ClusterMode events both ways", lambda: len(modes()) >= 3, timeout=10)
+        ev = modes()
+        self.assertTrue(any(x.startswith("local mode") for x in ev), ev)
+        self.assertTrue(ev[-1].startswith("shared mode"), ev)
+        self.assertGreaterEqual(metric(d, "volley_cluster_mode_changes_total"), 3)
 
     def test_client_certificate_required(self):
         """Redis with --tls-auth-clients yes: a node with tls_cert and

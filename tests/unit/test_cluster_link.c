@@ -1,8 +1,8 @@
 /* cluster/link.c: a link over TLS to a TLS server of the test's own on a
  * loopback socket, both non-blocking in one poll loop: the handshake, the
  * certificate's name, 8 MB written while the server reads 16 KB at a time
- * (writes that wait), a reply of 600 KB read in pieces, and a reply past
- * the 1 MB bound. */
+ * (writes that wait), a reply of 600 KB read in pieces, a reply past the
+ * 1 MB bound; and plain TCP, a command and its reply, a refused connect. */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
@@ -223,4 +223,54 @@ Test(cluster_link, reply_past_the_bound_fails)
 	clu_link_free(&l);
 	clu_tls_free(&t);
 	srv_stop(&s);
+}
+
+/* Plain TCP: a command out, a reply in; then a port nobody listens on. */
+Test(cluster_link, plain_tcp)
+{
+	struct srv s;
+	struct clu_link l;
+	char why[400] = "", buf[64];
+
+	srv_start(&s);
+	clu_link_init(&l, NULL);
+	cr_assert_eq(clu_link_open(&l, "127.0.0.1", s.port, why, sizeof why), 0, "%s", why);
+	vl_buf_appends(&l.out, "*1\r\n$4\r\nPING\r\n");
+	int fd = -1;
+	void *rep = NULL;
+	size_t got = 0;
+	for (uint64_t end = vl_now_ms() + 10000; !rep && vl_now_ms() < end;) {
+		struct pollfd p = { .fd = l.fd, .events = clu_link_events(&l) };
+		poll(&p, 1, 1);
+		cr_assert_geq(clu_link_io(&l, p.revents, why, sizeof why), 0, "%s", why);
+		cr_assert_eq(clu_link_flush(&l, why, sizeof why), 0, "%s", why);
+		if (fd < 0)
+			fd = accept(s.lfd, NULL, NULL);
+		if (fd >= 0 && got < 14) {
+			ssize_t r = recv(fd, buf + got, sizeof buf - got, MSG_DONTWAIT);
+			got += r > 0 ? (size_t)r : 0;
+			if (got == 14)
+				cr_assert_eq(write(fd, "+PONG\r\n", 7), 7);
+		}
+		cr_assert_eq(redisReaderGetReply(l.rd, &rep), REDIS_OK);
+	}
+	cr_assert_not_null(rep, "a reply");
+	cr_assert_eq(memcmp(buf, "*1\r\n$4\r\nPING\r\n", 14), 0);
+	cr_assert_eq(((redisReply *)rep)->type, REDIS_REPLY_STATUS);
+	cr_assert_str_eq(((redisReply *)rep)->str, "PONG");
+	freeReplyObject(rep);
+	close(fd);
+	unsigned port = s.port;
+	srv_stop(&s);                /* nobody listens there now */
+	int rc = clu_link_open(&l, "127.0.0.1", port, why, sizeof why);
+	for (uint64_t end = vl_now_ms() + 5000; rc == 0 && vl_now_ms() < end;) {
+		struct pollfd p = { .fd = l.fd, .events = clu_link_events(&l) };
+		poll(&p, 1, 1);
+		rc = clu_link_io(&l, p.revents, why, sizeof why);
+	}
+	cr_assert_eq(rc, -1);
+	char want[64];
+	snprintf(want, sizeof want, "127.0.0.1:%u: Connection refused", port);
+	cr_assert_str_eq(why, want);
+	clu_link_free(&l);
 }
