@@ -263,7 +263,8 @@ fuzz: $(SCHED_GEN) $(CONFIG_GEN)
 	@mkdir -p build/fuzz/corpus-sink build/fuzz/corpus-engine build/fuzz/corpus-intake \
 		build/fuzz/corpus-dns build/fuzz/corpus-tlsa build/fuzz/corpus-sts \
 		build/fuzz/corpus-tlsrpt build/fuzz/corpus-http build/fuzz/corpus-smtpd-sub build/fuzz/corpus-submit \
-		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback build/fuzz/corpus-imap build/fuzz/corpus-unsub build/fuzz/corpus-doctor
+		build/fuzz/corpus-verbatim build/fuzz/corpus-feedback build/fuzz/corpus-imap build/fuzz/corpus-unsub build/fuzz/corpus-doctor \
+		build/fuzz/corpus-clu-supp
 	$(FUZZ_CC) tests/fuzz/fuzz_sink_sess.c $(FUZZ_SRC) $(SINK_SRC) $(SMTPD_SRC) \
 		-o build/fuzz/fuzz_sink_sess $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_smtpd_sub.c $(FUZZ_SRC) $(SMTPD_SRC) \
@@ -287,6 +288,8 @@ fuzz: $(SCHED_GEN) $(CONFIG_GEN)
 		scheduler/spool.c scheduler/ilog.c -o build/fuzz/fuzz_verbatim $(FUZZ_LIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_doctor.c doctor/spf.c doctor/rec.c $(COMMON_SRC) \
 		-o build/fuzz/fuzz_doctor $(FUZZ_LIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_clu_supp.c cluster/supp_ent.c $(COMMON_SRC) \
+		-o build/fuzz/fuzz_clu_supp $(FUZZ_LIBS)
 	cp tests/fuzz/seeds/sink/* build/fuzz/corpus-sink/
 	cp tests/fuzz/seeds/engine/* build/fuzz/corpus-engine/
 	build/fuzz/fuzz_sink_sess -max_total_time=$(FUZZ_TIME) -max_len=4096 \
@@ -328,6 +331,8 @@ fuzz: $(SCHED_GEN) $(CONFIG_GEN)
 	build/fuzz/fuzz_unsub -max_total_time=$(FUZZ_TIME) -max_len=8192 build/fuzz/corpus-unsub
 	cp tests/fuzz/seeds/doctor/* build/fuzz/corpus-doctor/
 	build/fuzz/fuzz_doctor -max_total_time=$(FUZZ_TIME) -max_len=4096 build/fuzz/corpus-doctor
+	cp tests/fuzz/seeds/clu-supp/* build/fuzz/corpus-clu-supp/
+	build/fuzz/fuzz_clu_supp -max_total_time=$(FUZZ_TIME) -max_len=12000 build/fuzz/corpus-clu-supp
 
 clean:
 	rm -rf build

@@ -1,6 +1,6 @@
 /*
  * cluster/: several volleyd nodes sharing their rate limits through Redis
- * (docs/cluster.md). Three parts:
+ * (docs/cluster.md). Its parts:
  *   url.c    the redis[s]://[user:pass@]host:port/db URL (pure)
  *   lease.c  a node's side of a shared limit: leases of tokens sized to
  *            its recent rate, the local 1/N bucket of the fallback, and
@@ -13,6 +13,9 @@
  *            back-off.
  *   link.c   a connection's transport: TCP, or TLS over it (OpenSSL,
  *            non-blocking, the certificate verified), driven by poll.
+ *   supp.c   the suppression list shared: one thread (vl-clsupp) with
+ *            two links (commands, SUBSCRIBE); supp_ent.c its entries
+ *            (pure).
  * Nothing here blocks the caller on Redis: a lease asks, the answer lands
  * in atomics the delivery thread reads on its next look. Prefix: clu_.
  */
@@ -256,5 +259,74 @@ struct clu_stats {
 	unsigned last_lease;             /* tokens of the last lease granted */
 };
 void clu_stats(const struct clu *c, struct clu_stats *s);
+
+/* ---- the suppression list shared (supp_ent.c pure, supp.c the thread) ----
+ * In Redis: volley:supp (hash: address -> JSON of its last change,
+ * {"op":"add"|"del","reason","job","node","at"}), volley:supp:seq (zset:
+ * address -> the change counter when it last changed), volley:supp:ctr
+ * (the counter), volley:supp:epoch (an id set once: a Redis that lost its
+ * data has a new one); each change is published on volley:supp:ch as
+ * "SEQ TAB ADDRESS TAB JSON". Every field is bounded; an entry out of
+ * bounds is skipped with a log line, never applied. */
+#define CLU_SUPP_EMAIL_MAX 512
+#define CLU_SUPP_REASON_MAX 512
+#define CLU_SUPP_JOB_MAX 128
+#define CLU_SUPP_NODE_MAX 128
+#define CLU_SUPP_JSON_MAX 4096
+#define CLU_SUPP_MSG_MAX (CLU_SUPP_EMAIL_MAX + CLU_SUPP_JSON_MAX + 32)
+struct clu_supp_entry {
+	bool add;                        /* false: removed */
+	uint64_t seq;                    /* the cluster's change counter */
+	long long at;                    /* Unix seconds */
+	char email[CLU_SUPP_EMAIL_MAX + 1];
+	char reason[CLU_SUPP_REASON_MAX + 1];
+	char job[CLU_SUPP_JOB_MAX + 1];
+	char node[CLU_SUPP_NODE_MAX + 1];
+};
+/* The JSON kept for a change (reason and job cut to their bounds on a
+ * UTF-8 boundary; NULL: ""). malloc'd. */
+char *clu_supp_encode(bool add, const char *reason, const char *job, const char *node,
+		      long long at);
+/* An entry from its address, its JSON and its counter. -1 with err
+ * naming what is wrong. */
+int clu_supp_parse(const char *email, size_t elen, const char *json, size_t jlen, uint64_t seq,
+		   struct clu_supp_entry *e, char *err, size_t errlen);
+/* A published message, "SEQ TAB ADDRESS TAB JSON". */
+int clu_supp_parse_msg(const char *m, size_t len, struct clu_supp_entry *e, char *err,
+		       size_t errlen);
+/* A change counter as Redis writes it: digits only, at most 2^53 (a
+ * score is a double). -1 if not. */
+int clu_supp_seq(const char *s, size_t len, uint64_t *out);
+
+struct clu_supp_opts {
+	const char *redis;               /* the URL */
+	const char *password;            /* or NULL: the URL's */
+	struct clu_tls_opts tls;         /* as the client's (conn.c) */
+	const char *node;                /* this node's name */
+	const char *state_file;          /* the epoch and counter seen; NULL: none */
+	/* On the vl-clsupp thread: other nodes' changes, in order (n <=
+	 * CLU_SUPP_BATCH). -1: an I/O error (logged; the counter moves on). */
+	int (*apply)(void *arg, const struct clu_supp_entry *e, size_t n);
+	void *arg;
+};
+#define CLU_SUPP_BATCH 128               /* entries a catch-up round trip (< 1 MB) */
+#define CLU_SUPP_QMAX 50000              /* local changes waiting for Redis */
+struct clu_supp;
+/* Start the thread (vl-clsupp): two links of its own (commands, and one
+ * in SUBSCRIBE mode; TLS as the client's), reconnecting with back-off. */
+struct clu_supp *clu_supp_start(const struct clu_supp_opts *o, char *err, size_t errlen);
+/* Stops the thread; what is still queued is lost for the cluster (the
+ * node's own list has it). */
+void clu_supp_stop(struct clu_supp *s);
+/* A change made on this node: queued for Redis (never blocks; past
+ * CLU_SUPP_QMAX waiting it is dropped and counted). */
+void clu_supp_push(struct clu_supp *s, bool add, const char *email, const char *reason,
+		   const char *job, long long at);
+struct clu_supp_stats {
+	bool up;                         /* both connections up, caught up */
+	uint64_t sent, received, dropped, bad, syncs;
+	unsigned pending;
+};
+void clu_supp_stats(struct clu_supp *s, struct clu_supp_stats *st);
 
 #endif

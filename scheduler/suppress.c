@@ -51,6 +51,8 @@ struct sched_suppress {
 	uint32_t *sorted;        /* slots in address order, built on demand */
 	size_t nsorted;
 	bool sorted_ok;
+	sched_suppress_hook hook;        /* local changes, for a cluster */
+	void *hook_arg;
 };
 
 /* ---- addresses ---- */
@@ -488,6 +490,43 @@ static int change(struct sched_suppress *s, const char *key, size_t len,
 	return sync && fdatasync(s->fd) < 0 ? -1 : 0;
 }
 
+/* One '+' line for key, the change applied (not synced). */
+static int add_line(struct sched_suppress *s, const char *key, size_t len, const char *reason,
+		    const char *job, long long at, bool sync)
+{
+	struct vl_buf b;
+	vl_buf_init(&b);
+	vl_buf_printf(&b, "+\t%s\t%lld\t", key, at);
+	clean(&b, job, JOB_MAX);
+	vl_buf_appends(&b, "\t");
+	clean(&b, reason, REASON_MAX);
+	vl_buf_appends(&b, "\n");
+	int rc = change(s, key, len, &b, true, sync);
+	vl_buf_free(&b);
+	return rc;
+}
+
+static int remove_line(struct sched_suppress *s, const char *key, size_t len, long long at,
+		       bool sync)
+{
+	struct vl_buf b;
+	vl_buf_init(&b);
+	vl_buf_printf(&b, "-\t%s\t%lld\n", key, at);
+	int rc = change(s, key, len, &b, false, sync);
+	vl_buf_free(&b);
+	return rc;
+}
+
+static void tell(struct sched_suppress *s, bool add, const char *key, const char *reason,
+		 const char *job, long long at)
+{
+	if (!s->hook)
+		return;
+	struct sched_suppress_change ch = { .add = add, .email = key, .reason = reason ? reason : "",
+					    .job = job ? job : "", .at = at };
+	s->hook(s->hook_arg, &ch);
+}
+
 static int add_one(struct sched_suppress *s, const char *email, const char *reason,
 		   const char *job, bool sync)
 {
@@ -497,15 +536,10 @@ static int add_one(struct sched_suppress *s, const char *email, const char *reas
 		errno = EINVAL;
 		return -1;
 	}
-	struct vl_buf b;
-	vl_buf_init(&b);
-	vl_buf_printf(&b, "+\t%s\t%lld\t", key, (long long)vl_wall_time());
-	clean(&b, job, JOB_MAX);
-	vl_buf_appends(&b, "\t");
-	clean(&b, reason, REASON_MAX);
-	vl_buf_appends(&b, "\n");
-	int rc = change(s, key, (size_t)len, &b, true, sync);
-	vl_buf_free(&b);
+	long long at = (long long)vl_wall_time();
+	int rc = add_line(s, key, (size_t)len, reason, job, at, sync);
+	if (rc == 0)
+		tell(s, true, key, reason, job, at);
 	return rc;
 }
 
@@ -537,12 +571,40 @@ int sched_suppress_remove(struct sched_suppress *s, const char *email)
 	int len = normalize(email, email ? strlen(email) : 0, key);
 	if (len < 0)
 		return 1;        /* cannot be in the list */
-	struct vl_buf b;
-	vl_buf_init(&b);
-	vl_buf_printf(&b, "-\t%s\t%lld\n", key, (long long)vl_wall_time());
-	int rc = change(s, key, (size_t)len, &b, false, true);
-	vl_buf_free(&b);
+	long long at = (long long)vl_wall_time();
+	int rc = remove_line(s, key, (size_t)len, at, true);
+	if (rc == 0)
+		tell(s, false, key, NULL, NULL, at);
 	return rc;
+}
+
+void sched_suppress_set_hook(struct sched_suppress *s, sched_suppress_hook fn, void *arg)
+{
+	s->hook = fn;
+	s->hook_arg = arg;
+}
+
+int sched_suppress_apply(struct sched_suppress *s, const struct sched_suppress_change *ch,
+			 size_t n)
+{
+	int changed = 0, rc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char key[EMAIL_MAX + 1];
+		const char *e = ch[i].email;
+		int len = normalize(e, e ? strlen(e) : 0, key);
+		if (len < 0)
+			continue;
+		int r = ch[i].add ? add_line(s, key, (size_t)len, ch[i].reason, ch[i].job,
+					     ch[i].at, false)
+				  : remove_line(s, key, (size_t)len, ch[i].at, false);
+		if (r < 0)
+			rc = -1;
+		changed += r == 0;
+	}
+	if (changed && fdatasync(s->fd) < 0)
+		rc = -1;
+	return rc < 0 ? -1 : changed;
 }
 
 size_t sched_suppress_count(struct sched_suppress *s)

@@ -36,6 +36,7 @@ struct vd_daemon {
 	struct sub_inbox *inbox; /* data_dir/feedback (feedback.listen or .mailboxes), or NULL */
 	struct imap_poller *imap; /* feedback.mailboxes, or NULL */
 	struct uns_server *unsub; /* the one-click unsubscribe listener, or NULL */
+	struct clu_supp *csupp;  /* the suppression list shared (cluster), or NULL */
 	bool started;            /* sched_start succeeded */
 };
 

@@ -54,6 +54,72 @@ static int imap_store(void *arg, const char *name, const char *head, size_t hlen
 	return sub_inbox_store(arg, name, head, hlen, msg, len, err, errlen);
 }
 
+/* ---- the suppression list shared by a cluster ---- */
+
+/* A change made here (API, CLI, bounces, complaints, unsubscribes): to
+ * the cluster. */
+static void supp_changed(void *arg, const struct sched_suppress_change *ch)
+{
+	clu_supp_push(arg, ch->add, ch->email, ch->reason, ch->job, ch->at);
+}
+
+/* Other nodes' changes: into the list, without the hook (no echo). */
+static int supp_apply(void *arg, const struct clu_supp_entry *e, size_t n)
+{
+	struct sched_suppress_change ch[CLU_SUPP_BATCH];
+
+	for (size_t i = 0; i < n && i < CLU_SUPP_BATCH; i++)
+		ch[i] = (struct sched_suppress_change){ .add = e[i].add, .email = e[i].email,
+							.reason = e[i].reason, .job = e[i].job,
+							.at = e[i].at };
+	return sched_suppress_apply(arg, ch, n < CLU_SUPP_BATCH ? n : CLU_SUPP_BATCH) < 0 ? -1 : 0;
+}
+
+static void supp_metrics(void *arg, struct vl_buf *out)
+{
+	struct clu_supp_stats st;
+
+	clu_supp_stats(arg, &st);
+	vl_prom_metric(out, "volley_cluster_suppressions_sent_total", "counter",
+		       "Suppression-list changes of this node stored in Redis.", NULL,
+		       (double)st.sent);
+	vl_prom_metric(out, "volley_cluster_suppressions_received_total", "counter",
+		       "Suppression-list changes of other nodes applied here.", NULL,
+		       (double)st.received);
+	vl_prom_metric(out, "volley_cluster_suppressions_pending", "gauge",
+		       "Changes of this node waiting for Redis.", NULL, (double)st.pending);
+	vl_prom_metric(out, "volley_cluster_suppressions_dropped_total", "counter",
+		       "Changes not shared: the queue for Redis was full.", NULL,
+		       (double)st.dropped);
+	vl_prom_metric(out, "volley_cluster_suppressions_bad_total", "counter",
+		       "Entries from Redis skipped as malformed.", NULL, (double)st.bad);
+	vl_prom_metric(out, "volley_cluster_suppressions_syncs_total", "counter",
+		       "Catch-ups with Redis's list (each connect).", NULL, (double)st.syncs);
+	vl_prom_metric(out, "volley_cluster_suppressions_shared", "gauge",
+		       "1 while the list is in sync with Redis.", NULL, st.up ? 1 : 0);
+}
+
+/* Before any writer of the list starts: each change reaches the hook. */
+static int start_csupp(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen)
+{
+	char state[4200];
+
+	if (!cfg->cluster.on)
+		return 0;
+	snprintf(state, sizeof state, "%s/cluster-suppression", cfg->data_dir);
+	const struct cfg_cluster *k = &cfg->cluster;
+	struct clu_supp_opts o = { .redis = k->redis, .password = k->password,
+				   .tls = { .on = k->tls, .ca_file = k->tls_ca_file,
+					    .cert = k->tls_cert, .key = k->tls_key,
+					    .server_name = k->tls_server_name },
+				   .node = k->node, .state_file = state,
+				   .apply = supp_apply, .arg = v->sup };
+	if (!(v->csupp = clu_supp_start(&o, err, errlen)))
+		return -1;
+	sched_suppress_set_hook(v->sup, supp_changed, v->csupp);
+	return 0;
+}
+
 /* The feedback inbox (data_dir/feedback), which the return-path listener
  * and the IMAP poller both store into. */
 static int open_inbox(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen)
@@ -86,6 +152,8 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 	if (!(v->spool = sched_spool_open(cfg->data_dir, err, errlen)) ||
 	    sched_spool_ilog_start(v->spool, cfg->spool.intake_checkpoint_ms, err, errlen) < 0 ||
 	    !(v->sup = sched_suppress_open(path, err, errlen)))
+		goto fail;
+	if (start_csupp(v, cfg, err, errlen) < 0)
 		goto fail;
 	snprintf(path, sizeof path, "%s/events", cfg->data_dir);
 	if (!(v->ev = sched_events_open(path, cfg->events.rotate_bytes,
@@ -135,6 +203,8 @@ int vd_open(struct vd_daemon *v, const struct cfg *cfg, char *err, size_t errlen
 		api_add_metrics(v->api, uns_metrics, v->unsub);
 	if (v->hooks)
 		api_add_metrics(v->api, wh_metrics, v->hooks);
+	if (v->csupp)
+		api_add_metrics(v->api, supp_metrics, v->csupp);
 	return 0;
 fail:
 	vl_log(VL_LOG_ERROR, "volleyd: %s", err);
@@ -165,6 +235,11 @@ void vd_close(struct vd_daemon *v, const struct cfg *cfg)
 	eng_free(v->eng);        /* stopped by sched_stop, or never used */
 	if (v->ev)
 		sched_events_close(v->ev);
+	/* every writer of the list has stopped: the hook goes, then the
+	 * thread that applies the cluster's changes */
+	if (v->sup)
+		sched_suppress_set_hook(v->sup, NULL, NULL);
+	clu_supp_stop(v->csupp);
 	if (v->sup)
 		sched_suppress_close(v->sup);
 	sched_spool_close(v->spool);

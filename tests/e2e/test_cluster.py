@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -442,6 +443,194 @@ class Connections(Cluster):
         self.assertGreaterEqual(max(samples), 24, "the shares are used: %s" % samples)
         for d in ds:
             self.assertEqual(metric(d, "volley_cluster_shared"), 1)
+
+    test_site_rate_holds_for_the_cluster = None
+    test_redis_down_local_one_nth_then_shared_again = None
+    test_killed_node_leaves_and_the_others_take_the_rate = None
+
+
+def redis_cmd(port, *args):
+    """One command to the test's Redis over a raw socket (RESP); the reply's
+    first line (enough for the integers and statuses used here)."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(out)
+        return c.recv(65536).split(b"\r\n")[0].decode()
+
+
+def redis_tls_clients(port, ca):
+    """CLIENT LIST over TLS (python's ssl, the test's CA)."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as c:
+            c.sendall(b"*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n")
+            time.sleep(0.2)
+            return c.recv(65536).decode()
+
+
+def suppressed(d, email):
+    return d.request("GET", "/v1/suppression/" + email, timeout=5).status == 200
+
+
+@unittest.skipUnless(os.access(REDIS, os.X_OK), "redis-server is not installed")
+class Suppression(Cluster):
+    """The suppression list shared through Redis (docs/cluster.md)."""
+    sink_args = ("--reply", "rcpt:hard*=550 5.1.1 The email account that you tried to reach "
+                 "does not exist")
+
+    def add(self, d, email):
+        r = d.request("PUT", "/v1/suppression/" + email)
+        self.assertIn(r.status, (200, 201), r)
+
+    def until(self, what, fn, timeout):
+        """Seconds until fn() holds (polled every 10 ms, bounded)."""
+        t0 = time.time()
+        self.assertTrue(util.wait_until(fn, timeout, interval=0.01), what)
+        return time.time() - t0
+
+    def test_added_on_one_node_stops_delivery_from_another_within_a_second(self):
+        """Node 1 sends a job of 300 recipients at 50/s; once 50 have
+        arrived, node 0 (API) suppresses 20 of the later ones: node 1
+        knows within a second, and no suppressed address reaches the sink
+        later than a second after the PUT."""
+        ds = self.nodes("50/s", n=2)
+        jid = self.submit(ds[1], 300)
+        self.sink.new_messages(50, wait=20)
+        late = ["user%d@d.test" % i for i in range(100, 300, 10)]
+        t_add = time.time()
+        for e in late:
+            self.add(ds[0], e)
+        t_done = time.time()
+        lag = self.until("node 1 has them", lambda: all(suppressed(ds[1], e) for e in late), 5)
+        print("\n    20 PUTs on node 0 took %.3f s; all on node 1 %.3f s after" %
+              (t_done - t_add, lag), end=" ")
+        self.assertLess(t_done - t_add + lag, 1.0)
+        job = self.wait_done(ds[1], jid, timeout=30)
+        after = [m.env["rcpt"][0] for m in self.sink.messages()
+                 if os.stat(os.path.join(self.sink.maildir, "new", m.id)).st_mtime > t_add + 1.0]
+        self.assertEqual([e for e in late if e in after], [], "delivered after add + 1 s")
+        self.assertGreaterEqual(job["counts"]["suppressed"], 15, job)
+        self.assertEqual(metric(ds[0], "volley_cluster_suppressions_sent_total"), 20)
+        self.assertEqual(metric(ds[1], "volley_cluster_suppressions_received_total"), 20)
+        self.assertEqual(metric(ds[0], "volley_cluster_suppressions_received_total"), 0,
+                         "no echo of its own changes")
+        self.assertEqual(metric(ds[1], "volley_cluster_suppressions_sent_total"), 0,
+                         "what came from the cluster is not sent again")
+
+    def test_removal_propagates_and_a_later_node_loads_the_list(self):
+        """Added on node 0, removed on node 1: gone everywhere within a
+        second. A node started afterwards (empty data dir) has what is
+        still suppressed, with its reason, and not the removed one; it
+        delivers accordingly."""
+        ds = self.nodes("1000/s", n=2)
+        self.add(ds[0], "gone@d.test")
+        self.add(ds[0], "kept@d.test")
+        self.until("node 1 has both", lambda: suppressed(ds[1], "gone@d.test") and
+                   suppressed(ds[1], "kept@d.test"), 2)
+        self.assertEqual(ds[1].request("DELETE", "/v1/suppression/gone@d.test").status, 200)
+        lag = self.until("removed on node 0", lambda: not suppressed(ds[0], "gone@d.test"), 2)
+        self.assertLess(lag, 1.0)
+        d2 = start_node(self, node_conf(self.sink, self.redis, 2, "1000/s")).start()
+        self.until("node 2 caught up", lambda: suppressed(d2, "kept@d.test"), 10)
+        self.assertFalse(suppressed(d2, "gone@d.test"))
+        lst = d2.request("GET", "/v1/suppression").json()["suppressed"]
+        e = [x for x in lst if x["email"] == "kept@d.test"]
+        self.assertEqual([(x["reason"], x["job"]) for x in e], [("added by API", None)], lst)
+        jid = d2.submit(simple_job(0, recipients=[
+            {"email": a, "substitutions": {"name": "x"}}
+            for a in ("kept@d.test", "gone@d.test")])).json()["id"]
+        job = self.wait_done(d2, jid)
+        self.assertEqual((job["counts"]["delivered"], job["counts"]["suppressed"]), (1, 1), job)
+        # restarted, a node loads only what it missed (its counter is on disk)
+        ds[1].stop()
+        self.add(ds[0], "new@d.test")
+        ds[1].start()
+        self.until("node 1 caught up", lambda: suppressed(ds[1], "new@d.test"), 10)
+        self.assertEqual(metric(ds[1], "volley_cluster_suppressions_received_total"), 1)
+
+    def test_a_hard_bounce_on_one_node_suppresses_on_the_others(self):
+        """A 550 5.1.1 to node 0 suppresses the address there (the
+        committer's invalid-recipient): node 1 has it too, reason and job."""
+        ds = self.nodes("1000/s", n=2)
+        jid = ds[0].submit(simple_job(0, recipients=[
+            {"email": "hard1@d.test", "substitutions": {"name": "x"}}])).json()["id"]
+        self.wait_done(ds[0], jid)
+        self.until("node 1 has it", lambda: suppressed(ds[1], "hard1@d.test"), 2)
+        lst = ds[1].request("GET", "/v1/suppression").json()["suppressed"]
+        self.assertEqual([(x["email"], x["reason"], x["job"]) for x in lst],
+                         [("hard1@d.test", "invalid-recipient", jid)])
+
+    def test_added_while_redis_is_down_reaches_the_others_after(self):
+        """Redis stopped: node 0 suppresses an address (its own list at
+        once, one change pending); Redis back (empty: no persistence):
+        node 0 sends it, node 1 gets it."""
+        ds = self.nodes("1000/s", n=2)
+        port = self.redis.port
+        self.redis.stop()
+        self.wait_for("down", lambda: metric(ds[0], "volley_cluster_suppressions_shared") == 0,
+                      timeout=5)
+        self.add(ds[0], "offline@d.test")
+        self.assertTrue(suppressed(ds[0], "offline@d.test"))
+        self.assertEqual(metric(ds[0], "volley_cluster_suppressions_pending"), 1)
+        time.sleep(1)
+        self.assertFalse(suppressed(ds[1], "offline@d.test"))
+        self.redis = Redis(port).start()
+        self.addCleanup(self.redis.cleanup)
+        self.until("node 1 has it", lambda: suppressed(ds[1], "offline@d.test"), 15)
+        self.assertEqual(metric(ds[0], "volley_cluster_suppressions_pending"), 0)
+
+    def test_shared_over_tls(self):
+        """Redis with TLS only: both of a node's connections (commands and
+        subscriber) go over TLS, and a suppression on node 0 reaches node 1
+        within a second."""
+        from . import pki
+        ca = pki.TestCA(util.tempdir("volley-suppca-", cleanup=self.addCleanup))
+        chain, key, _ = ca.issue("redis", ["127.0.0.1"])
+        r = Redis(tls=["--tls-cert-file", chain, "--tls-key-file", key,
+                       "--tls-ca-cert-file", ca.ca_pem, "--tls-auth-clients", "no"]).start()
+        self.addCleanup(r.cleanup)
+        ds = [start_node(self, node_conf(self.sink, r, i, "1000/s",
+                                         extra='tls_ca_file = "%s";' % ca.ca_pem)).start()
+              for i in range(2)]
+        for d in ds:
+            self.wait_for("synced over TLS",
+                          lambda: metric(d, "volley_cluster_suppressions_shared") == 1, timeout=15)
+        self.add(ds[0], "tls@d.test")
+        lag = self.until("node 1 has it", lambda: suppressed(ds[1], "tls@d.test"), 5)
+        self.assertLess(lag, 1.0)
+        clients = redis_tls_clients(r.port, ca.ca_pem)
+        self.assertGreaterEqual(clients.count("cmd=subscribe"), 2, clients)
+
+    def test_hostile_entries_are_skipped(self):
+        """Garbage in Redis's list and on its channel: logged and skipped
+        (counted), the nodes go on and later changes still apply."""
+        ds = self.nodes("1000/s", n=2)
+        port = self.redis.port
+        big = "x" * 100000
+        for member, value in (("a@d.test", "{not json"), ("b@d.test", '{"op":"add"}'),
+                              ("c@d.test", big), ("no-at", '{"op":"add","node":"n","at":1}'),
+                              ("d@d.test", '{"op":"add","node":"' + big + '","at":1}')):
+            redis_cmd(port, "HSET", "volley:supp", member, value)
+            redis_cmd(port, "ZADD", "volley:supp:seq", redis_cmd(port, "INCR",
+                                                                 "volley:supp:ctr")[1:], member)
+        for msg in ("1", "x\ty\tz", "99999999999\tq@d.test\t{}", "5\t" + big, big):
+            redis_cmd(port, "PUBLISH", "volley:supp:ch", msg)
+        # a node that loads all of it
+        d2 = start_node(self, node_conf(self.sink, self.redis, 2, "1000/s")).start()
+        self.wait_for("node 2 synced",
+                      lambda: metric(d2, "volley_cluster_suppressions_shared") == 1, timeout=10)
+        self.assertGreaterEqual(metric(d2, "volley_cluster_suppressions_bad_total"), 5)
+        self.assertGreaterEqual(metric(ds[0], "volley_cluster_suppressions_bad_total"), 4)
+        for e in ("a@d.test", "b@d.test", "c@d.test", "d@d.test"):
+            self.assertFalse(suppressed(d2, e), e)
+        self.add(ds[1], "good@d.test")
+        for d in (ds[0], d2):
+            self.until("a good change after the garbage",
+                       lambda: suppressed(d, "good@d.test"), 2)
 
     test_site_rate_holds_for_the_cluster = None
     test_redis_down_local_one_nth_then_shared_again = None

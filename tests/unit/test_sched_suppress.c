@@ -386,3 +386,77 @@ Test(sched_suppress_many, one_flush_for_a_batch)
 	unlink(path);
 	rmdir(dir);
 }
+
+/* ---- a cluster's hook and apply ---- */
+
+struct seen {
+	int n, adds;
+	char last[64], reason[64], job[64];
+};
+
+static void hook(void *arg, const struct sched_suppress_change *ch)
+{
+	struct seen *s = arg;
+	s->n++;
+	s->adds += ch->add;
+	snprintf(s->last, sizeof s->last, "%s", ch->email);
+	snprintf(s->reason, sizeof s->reason, "%s", ch->reason);
+	snprintf(s->job, sizeof s->job, "%s", ch->job);
+}
+
+Test(sched_suppress, hook_sees_every_local_change_once)
+{
+	struct sched_suppress *s = open_list();
+	struct seen seen = { 0 };
+	const char *emails[] = { "b@x.test", "bad", "c@X.TEST" }, *jobs[] = { "j1", "j2", "j3" };
+
+	sched_suppress_set_hook(s, hook, &seen);
+	cr_assert_eq(sched_suppress_add(s, "Ann@Example.NET", "added by API", ""), 0);
+	cr_assert_eq(seen.n, 1);
+	cr_assert_str_eq(seen.last, "Ann@example.net", "the stored form");
+	cr_assert_str_eq(seen.reason, "added by API");
+	cr_assert_eq(sched_suppress_add(s, "Ann@example.net", "again", ""), 1);
+	cr_assert_eq(seen.n, 1, "no change, nothing told");
+	cr_assert_eq(sched_suppress_add_many(s, emails, jobs, 3, "invalid-recipient"), 0);
+	cr_assert_eq(seen.n, 3, "the two valid ones");
+	cr_assert_str_eq(seen.job, "j3");
+	cr_assert_eq(sched_suppress_remove(s, "Ann@example.net"), 0);
+	cr_assert_eq(sched_suppress_remove(s, "Ann@example.net"), 1);
+	cr_assert_eq(seen.n, 4);
+	cr_assert_eq(seen.adds, 3);
+	sched_suppress_set_hook(s, NULL, NULL);
+	cr_assert_eq(sched_suppress_add(s, "z@x.test", "r", ""), 0);
+	cr_assert_eq(seen.n, 4);
+	sched_suppress_close(s);
+}
+
+Test(sched_suppress, apply_is_durable_and_not_echoed)
+{
+	struct sched_suppress *s = open_list();
+	struct seen seen = { 0 };
+	struct sched_suppress_change ch[] = {
+		{ .add = true, .email = "a@x.test", .reason = "unsubscribe", .job = "j9",
+		  .at = 1767225600 },
+		{ .add = true, .email = "no-at", .reason = "", .job = "", .at = 1 },
+		{ .add = true, .email = "b@x.test", .reason = "r", .job = "", .at = 2 },
+		{ .add = false, .email = "b@x.test", .at = 3 },
+		{ .add = false, .email = "never@x.test", .at = 4 },
+	};
+
+	sched_suppress_set_hook(s, hook, &seen);
+	cr_assert_eq(sched_suppress_apply(s, ch, 5), 3, "a added, b added and removed");
+	cr_assert_eq(seen.n, 0, "applied changes are not told again");
+	cr_assert(has(s, "a@x.test"));
+	cr_assert(!has(s, "b@x.test"));
+	cr_assert_eq(sched_suppress_apply(s, ch, 1), 0, "already there");
+	sched_suppress_close(s);
+	s = open_list();
+	cr_assert(has(s, "a@x.test"));
+	json_t *l = sched_suppress_list(s, NULL, 10);
+	json_t *e = json_array_get(json_object_get(l, "suppressed"), 0);
+	cr_assert_str_eq(json_string_value(json_object_get(e, "reason")), "unsubscribe");
+	cr_assert_str_eq(json_string_value(json_object_get(e, "job")), "j9");
+	cr_assert_str_eq(json_string_value(json_object_get(e, "added")), "2026-01-01T00:00:00Z");
+	json_decref(l);
+	sched_suppress_close(s);
+}
