@@ -130,16 +130,21 @@ struct clu_opts {
 	void *arg;
 };
 struct clu;
+/* What the limits by name (rate leases, connection grants, quotas) have
+ * first: one look-up and one free for their three lists. */
+struct clu_named {
+	char *key;
+	struct clu_named *next;
+};
 /* A shared limit by name: the caller's (the delivery thread's) state and
  * the answer box the vl-cluster thread fills. Kept until clu_stop. */
 struct clu_lease {
-	char *key;
+	struct clu_named name;      /* first */
 	struct clu_rate st;              /* the delivery thread's */
 	_Atomic int64_t in_got;          /* answers not yet taken: tokens ... */
 	_Atomic uint64_t in_wait;        /* ... and the last wait asked */
 	_Atomic unsigned in_n;           /* answers given (the taker compares) */
 	unsigned seen_n;
-	struct clu_lease *next;
 };
 /* Start the thread; it connects in the background (the mode is local
  * until the first heartbeat answer). NULL with err on bad options. */
@@ -174,7 +179,7 @@ void clu_lease_cut(struct clu *c, struct clu_lease *l, double rate, uint64_t pau
  * vl-cluster thread renews on its own. */
 #define CLU_CONNS_RETRY_MS 500u
 struct clu_conns {
-	char *key;
+	struct clu_named name;      /* first */
 	unsigned limit;                  /* cluster-wide */
 	_Atomic unsigned want;           /* the delivery thread's */
 	_Atomic unsigned granted;        /* Redis's last answer */
@@ -182,7 +187,6 @@ struct clu_conns {
 	unsigned sent_want;
 	uint64_t renew_ms;
 	bool asked;
-	struct clu_conns *next;
 };
 /* The lease of the connection limit named key (the same key: the same). */
 struct clu_conns *clu_conns_get(struct clu *c, const char *key, unsigned limit);
@@ -208,7 +212,7 @@ bool clu_conns_short(unsigned granted, unsigned want, unsigned limit, unsigned n
  * node sends while its own count of the day is below cap / N. */
 #define CLU_QUOTA_LOCAL_MS 1000u     /* local mode, over cap / N: look again */
 struct clu_quota {
-	char *key;
+	struct clu_named name;      /* first */
 	/* the delivery thread's */
 	int64_t day;                     /* the day its allowance is for */
 	uint64_t tokens;
@@ -219,7 +223,6 @@ struct clu_quota {
 	_Atomic int64_t in_day, in_full_day;
 	_Atomic unsigned in_n;
 	unsigned seen_n;
-	struct clu_quota *next;
 };
 /* Sends a lease asks for: an eighth of the cap's share of N, 1 to 1,000. */
 unsigned clu_quota_want(uint64_t cap, unsigned nodes);

@@ -204,9 +204,7 @@ struct clu {
 	pthread_mutex_t mu;
 	struct req q[QMAX];
 	size_t qhead, qlen;
-	struct clu_lease *leases;
-	struct clu_conns *conns;
-	struct clu_quota *quotas;
+	struct clu_named *leases, *conns, *quotas;
 	/* what others read */
 	_Atomic int mode;
 	_Atomic unsigned nodes;
@@ -299,7 +297,7 @@ static void send_rate(struct clu *c, struct req r)
 {
 	char key[600], rate[64], burst[64], want[32];
 
-	snprintf(key, sizeof key, "volley:rate:%s", r.l->key);
+	snprintf(key, sizeof key, "volley:rate:%s", r.l->name.key);
 	snprintf(rate, sizeof rate, "%.6f", r.limit);
 	snprintf(burst, sizeof burst, "%.6f", r.limit < 1 ? 1.0 : r.limit);
 	snprintf(want, sizeof want, "%u", r.want);
@@ -312,8 +310,8 @@ static void send_conn(struct clu *c, struct clu_conns *k, uint64_t now)
 	char zkey[600], hkey[600], nodes[] = "volley:nodes", limit[16], want[16], ttl[32];
 	unsigned w = atomic_load(&k->want);
 
-	snprintf(zkey, sizeof zkey, "volley:conn:%s:exp", k->key);
-	snprintf(hkey, sizeof hkey, "volley:conn:%s:held", k->key);
+	snprintf(zkey, sizeof zkey, "volley:conn:%s:exp", k->name.key);
+	snprintf(hkey, sizeof hkey, "volley:conn:%s:held", k->name.key);
 	snprintf(limit, sizeof limit, "%u", k->limit);
 	snprintf(want, sizeof want, "%u", w);
 	snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)c->ttl_ms);
@@ -331,9 +329,10 @@ static void send_conn(struct clu *c, struct clu_conns *k, uint64_t now)
 static void renew_conns(struct clu *c, uint64_t now)
 {
 	pthread_mutex_lock(&c->mu);
-	struct clu_conns *list = c->conns;
+	struct clu_named *list = c->conns;
 	pthread_mutex_unlock(&c->mu);
-	for (struct clu_conns *k = list; k && c->flen < FLYMAX - 8; k = k->next) {
+	for (struct clu_named *n = list; n && c->flen < FLYMAX - 8; n = n->next) {
+		struct clu_conns *k = (struct clu_conns *)n;
 		unsigned w = atomic_load(&k->want), g = atomic_load(&k->granted);
 		if (k->asked || (!w && !k->sent_want))
 			continue;
@@ -348,7 +347,7 @@ static void send_cut(struct clu *c, struct req r)
 {
 	char key[600], rate[64], cut[64], pause[32], hold[32];
 
-	snprintf(key, sizeof key, "volley:rate:%s", r.l->key);
+	snprintf(key, sizeof key, "volley:rate:%s", r.l->name.key);
 	snprintf(rate, sizeof rate, "%.6f", r.limit);
 	snprintf(cut, sizeof cut, "%.6f", r.cut);
 	snprintf(pause, sizeof pause, "%llu", (unsigned long long)r.pause_ms);
@@ -477,7 +476,7 @@ static void send_quota(struct clu *c, struct req r)
 {
 	char key[700], cap[32], want[32], ttl[32];
 
-	snprintf(key, sizeof key, "volley:quota:%s:%lld", r.qu->key, (long long)r.day);
+	snprintf(key, sizeof key, "volley:quota:%s:%lld", r.qu->name.key, (long long)r.day);
 	snprintf(cap, sizeof cap, "%.0f", r.limit);
 	snprintf(want, sizeof want, "%u", r.want);
 	snprintf(ttl, sizeof ttl, "%llu", QUOTA_TTL_MS);
@@ -498,7 +497,7 @@ static void on_quota(struct clu *c, struct req *q, const redisReply *r)
 		c->sha[0] = 0;
 		send_load(c);
 	} else {
-		vl_log(VL_LOG_WARN, "cluster: unexpected answer to a quota lease of %s", q->qu->key);
+		vl_log(VL_LOG_WARN, "cluster: unexpected answer to a quota lease of %s", q->qu->name.key);
 	}
 	quota_answer(q->qu, q->day, 0, false);
 }
@@ -640,13 +639,13 @@ static void on_rate(struct clu *c, struct req *q, const redisReply *r)
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 	    r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
-		vl_log(VL_LOG_WARN, "cluster: unexpected answer to a lease of %s", q->l->key);
+		vl_log(VL_LOG_WARN, "cluster: unexpected answer to a lease of %s", q->l->name.key);
 		answer(c, q->l, 0, BACKOFF_MIN_MS);
 		return;
 	}
 	long long got = r->element[0]->integer, wait = r->element[1]->integer;
 	if (got < 0 || got > (long long)q->want || wait < 0 || wait > 60000) {
-		vl_log(VL_LOG_WARN, "cluster: a lease of %s out of bounds", q->l->key);
+		vl_log(VL_LOG_WARN, "cluster: a lease of %s out of bounds", q->l->name.key);
 		got = 0;
 		wait = BACKOFF_MIN_MS;
 	}
@@ -724,7 +723,7 @@ static bool on_reply(struct clu *c, const redisReply *r)
 			atomic_store(&q.k->granted, (unsigned)r->integer);
 		else
 			vl_log(VL_LOG_WARN, "cluster: unexpected answer to a connection lease of %s",
-			       q.k->key);
+			       q.k->name.key);
 		break;
 	}
 	step(c, CLU_IN_REPLY, 0, "");
@@ -927,6 +926,16 @@ struct clu *clu_start(const struct clu_opts *o, char *err, size_t errlen)
 	return c;
 }
 
+static void named_free(struct clu_named *n)
+{
+	while (n) {
+		struct clu_named *next = n->next;
+		free(n->key);
+		free(n);
+		n = next;
+	}
+}
+
 void clu_stop(struct clu *c)
 {
 	uint64_t one = 1;
@@ -941,24 +950,9 @@ void clu_stop(struct clu *c)
 		c->qhead = (c->qhead + 1) % QMAX;
 		c->qlen--;
 	}
-	while (c->leases) {
-		struct clu_lease *n = c->leases->next;
-		free(c->leases->key);
-		free(c->leases);
-		c->leases = n;
-	}
-	while (c->conns) {
-		struct clu_conns *n = c->conns->next;
-		free(c->conns->key);
-		free(c->conns);
-		c->conns = n;
-	}
-	while (c->quotas) {
-		struct clu_quota *n = c->quotas->next;
-		free(c->quotas->key);
-		free(c->quotas);
-		c->quotas = n;
-	}
+	named_free(c->leases);
+	named_free(c->conns);
+	named_free(c->quotas);
 	pthread_mutex_destroy(&c->mu);
 	clu_free(c);
 }
@@ -973,22 +967,37 @@ unsigned clu_nodes(const struct clu *c)
 	return atomic_load(&c->nodes);
 }
 
-struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit)
+/* The entry named key of *list; a new one (size octets, zeroed, then
+ * init(entry, arg) under the lock) when there is none. */
+static void *named_get(struct clu *c, struct clu_named **list, const char *key, size_t size,
+		       void (*init)(void *, const void *), const void *arg)
 {
-	struct clu_lease *l;
+	struct clu_named *n;
 
 	pthread_mutex_lock(&c->mu);
-	for (l = c->leases; l; l = l->next)
-		if (!strcmp(l->key, key))
+	for (n = *list; n; n = n->next)
+		if (!strcmp(n->key, key))
 			break;
-	if (!l) {
-		l = vl_calloc(1, sizeof *l);
-		l->key = vl_strdup(key);
-		clu_rate_init(&l->st, limit);
-		l->next = c->leases;
-		c->leases = l;
+	if (!n) {
+		n = vl_calloc(1, size);
+		n->key = vl_strdup(key);
+		init(n, arg);
+		n->next = *list;
+		*list = n;
 	}
 	pthread_mutex_unlock(&c->mu);
+	return n;
+}
+
+static void lease_init(void *e, const void *limit)
+{
+	clu_rate_init(&((struct clu_lease *)e)->st, *(const double *)limit);
+}
+
+struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit)
+{
+	struct clu_lease *l = named_get(c, &c->leases, key, sizeof *l, lease_init, &limit);
+
 	if (l->st.limit != limit)   /* a reload changed it */
 		clu_rate_init(&l->st, limit);
 	return l;
@@ -996,23 +1005,14 @@ struct clu_lease *clu_lease_get(struct clu *c, const char *key, double limit)
 
 static bool enqueue(struct clu *c, struct req r);
 
+static void conns_init(void *e, const void *limit)
+{
+	((struct clu_conns *)e)->limit = *(const unsigned *)limit;
+}
+
 struct clu_conns *clu_conns_get(struct clu *c, const char *key, unsigned limit)
 {
-	struct clu_conns *k;
-
-	pthread_mutex_lock(&c->mu);
-	for (k = c->conns; k; k = k->next)
-		if (!strcmp(k->key, key))
-			break;
-	if (!k) {
-		k = vl_calloc(1, sizeof *k);
-		k->key = vl_strdup(key);
-		k->limit = limit;
-		k->next = c->conns;
-		c->conns = k;
-	}
-	pthread_mutex_unlock(&c->mu);
-	return k;
+	return named_get(c, &c->conns, key, sizeof(struct clu_conns), conns_init, &limit);
 }
 
 unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want)
@@ -1027,25 +1027,19 @@ unsigned clu_conns_use(struct clu *c, struct clu_conns *k, unsigned want)
 				 want);
 }
 
+static void quota_init(void *e, const void *arg)
+{
+	struct clu_quota *q = e;
+
+	(void)arg;
+	q->day = -1;
+	atomic_store(&q->in_day, -1);
+	atomic_store(&q->in_full_day, -1);
+}
+
 struct clu_quota *clu_quota_get(struct clu *c, const char *key)
 {
-	struct clu_quota *q;
-
-	pthread_mutex_lock(&c->mu);
-	for (q = c->quotas; q; q = q->next)
-		if (!strcmp(q->key, key))
-			break;
-	if (!q) {
-		q = vl_calloc(1, sizeof *q);
-		q->key = vl_strdup(key);
-		q->day = -1;
-		atomic_store(&q->in_day, -1);
-		atomic_store(&q->in_full_day, -1);
-		q->next = c->quotas;
-		c->quotas = q;
-	}
-	pthread_mutex_unlock(&c->mu);
-	return q;
+	return named_get(c, &c->quotas, key, sizeof(struct clu_quota), quota_init, NULL);
 }
 
 /* Answers that came: an allowance of another day is dropped. */
@@ -1119,7 +1113,7 @@ void clu_lease_cut(struct clu *c, struct clu_lease *l, double rate, uint64_t pau
 		return;
 	if (!enqueue(c, (struct req){ .kind = R_CUT, .l = l, .limit = l->st.limit, .cut = rate,
 				      .pause_ms = pause_ms }))
-		vl_log(VL_LOG_WARN, "cluster: a slow-down of %s not shared (queue full)", l->key);
+		vl_log(VL_LOG_WARN, "cluster: a slow-down of %s not shared (queue full)", l->name.key);
 	/* what this node holds of the old rate it gives up */
 	l->st.tokens = 0;
 }
