@@ -367,7 +367,14 @@ function stopEvents() {
 async function jobAction(ev) {
   const verb = ev.target.dataset.action;
   const id = $('job-id').textContent;
-  if (verb === 'cancel' && !window.confirm('Cancel job ' + id + '? Its queued recipients will not be sent.')) return;
+  // cancelling cannot be undone: a second click confirms it
+  if (verb === 'cancel' && ev.target.dataset.confirm !== '1') {
+    ev.target.dataset.confirm = '1';
+    ev.target.textContent = 'Confirm cancel';
+    $('job-action-result').textContent = 'queued recipients of ' + id + ' will not be sent';
+    return;
+  }
+  if (verb === 'cancel') { ev.target.dataset.confirm = '0'; ev.target.textContent = 'Cancel'; }
   const r = await api('/v1/jobs/' + encodeURIComponent(id) + '/' + verb, { method: 'POST' });
   const body = await r.json().catch(() => null);
   $('job-action-result').textContent = r.ok ? verb + ': done' : verb + ': ' + (body && body.error ? body.error.message : r.status);
