@@ -84,6 +84,18 @@ class Assets(VolleydTest):
         d2 = self.start_daemon(config="console = { actions = true; };\n")
         self.assertEqual(d2.request("GET", "/console/config.json").json()["actions"], True)
 
+    def test_reload_needs_restart(self):
+        import os
+        import signal
+        d = self.start_daemon()
+        with open(os.path.join(d.data_dir, "volley.conf"), "a") as f:
+            f.write("console = { actions = true; };\n")
+        d.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(util.wait_until(lambda: "configuration reloaded" in d.output(), 10),
+                        d.output())
+        self.assertIn("console.actions changed: needs a restart", d.output())
+        self.assertEqual(d.request("GET", "/console/config.json").json()["actions"], False)
+
     def test_disabled(self):
         port = util.free_port()
         d = self.start_daemon(config='console = { enabled = false; };\n'
