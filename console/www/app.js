@@ -248,7 +248,12 @@ async function loadOverview(first) {
     ['disk free', fmtBytes(stats.spool.free_bytes), 'free_bytes'],
     ['journal', d.journal_blocked ? 'blocked' : 'ok', 'journal'],
     ['uptime', fmtDur(stats.uptime_s), 'uptime'], ['version', stats.version, 'version']]);
-  renderJobs(jobs.jobs || []);
+  const last = (k) => state.hist[k].slice(-11, -1).reduce((a, b) => a + b, 0) / 10;
+  cards($('rates'), [['delivered/s', last('delivered').toFixed(1), 'delivered'],
+    ['deferred/s', last('deferred').toFixed(1), 'deferred'], ['bounced/s', last('bounced').toFixed(1), 'bounced']]);
+  // the jobs still sending first, then the newest
+  const rank = (j) => (j.state === 'active' ? 0 : j.state === 'paused' ? 1 : 2);
+  renderJobs((jobs.jobs || []).slice().sort((a, b) => rank(a) - rank(b)));
 }
 
 function renderJobs(jobs) {
@@ -403,12 +408,27 @@ async function loadQueues() {
     el('td', { text: fmtNum(s.queued) }), el('td', { text: fmtNum(s.deferred) }),
     el('td', { text: fmtNum(s.in_flight) }),
     el('td', { text: (s.connections != null ? fmtNum(s.connections) + ' / ' : 'max ') + fmtNum(s.max_connections) }),
-    el('td', { text: (s.rate == null ? 'no cap' : s.rate + '/s') + (s.current_rate ? ' (now ' + s.current_rate + '/s)' : '') }),
+    el('td', { text: (s.rate == null ? 'no cap' : s.rate + '/s') + (s.current_rate ? ' (now ' + Number(s.current_rate).toFixed(1) + '/s)' : '') }),
     el('td', { class: 'wrap backoff', text: backoffText(s.backoff) }),
     el('td', { class: 'wrap', text: s.last_response ? s.last_response.text : '' }),
     el('td', { class: 'tls', text: tlsText(s.tls) })));
   $('queues-table').tBodies[0].replaceChildren(...rows);
   $('queues-empty').hidden = rows.length > 0;
+  const stats = await getJSON('/v1/stats');
+  const src = (stats.scheduler.delivery || {}).sources || {};
+  const srows = Object.entries(src).map(([name, v]) => el('tr', { 'data-source': name },
+    el('td', { text: name }), el('td', { text: v.address || '' }), el('td', { text: fmtNum(v.delivered) }),
+    el('td', { text: fmtNum(v.bounced) }), el('td', { text: fmtNum(v.transient) }),
+    el('td', { class: 'wrap', text: warmText(v.warmup) })));
+  $('sources-table').tBodies[0].replaceChildren(...srows);
+  $('sources-empty').hidden = srows.length > 0;
+}
+
+function warmText(w) {
+  if (!w) return 'none';
+  if (Array.isArray(w)) return w.map(warmText).join('; ');
+  if (typeof w !== 'object') return String(w);
+  return Object.entries(w).map(([k, v]) => k + ' ' + (v && typeof v === 'object' ? '(' + warmText(v) + ')' : v)).join(', ');
 }
 
 // ---- routes: #/, #/job/ID, #/queues ----
