@@ -183,6 +183,12 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 			}
 			if (r.chunked)
 				body(cut, p + hlen, n - hlen);
+			/* the token-free console paths: only "/" or under /console */
+			if (api_console_path(p + r.target, r.target_len) &&
+			    !(r.target_len >= 1 && p[r.target] == '/' &&
+			      (r.target_len == 1 || strchr("?#", p[r.target + 1]) ||
+			       (r.target_len >= 8 && !memcmp(p + r.target, "/console", 8)))))
+				abort();
 		} else if (e.status < 400 || e.status > 505 || !e.code[0] || !e.message[0]) {
 			abort();
 		}
