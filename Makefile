@@ -32,6 +32,7 @@ ENGINE_SRC := $(wildcard engine/*.c)
 STS_SRC    := $(wildcard sts/*.c)
 SCHED_SRC  := $(wildcard scheduler/*.c)
 API_SRC    := $(wildcard api/*.c)
+CONSOLE_SRC := $(wildcard console/*.c)
 SUBMIT_SRC := $(wildcard submit/*.c)
 UNSUB_SRC  := $(wildcard unsub/*.c)
 WEBHOOK_SRC := $(wildcard webhook/*.c)
@@ -63,6 +64,10 @@ STS_OBJ    := $(call obj,$(STS_SRC))
 SCHED_GEN  := $(BUILD)/gen/bounce_rules.c
 SCHED_OBJ  := $(call obj,$(SCHED_SRC)) $(BUILD)/obj/gen/bounce_rules.o
 API_OBJ    := $(call obj,$(API_SRC))
+# console/www/ is compiled in: each file a C string in one generated table.
+CONSOLE_WWW := $(sort $(wildcard console/www/*))
+CONSOLE_GEN := $(BUILD)/gen/con_www.c
+CONSOLE_OBJ := $(call obj,$(CONSOLE_SRC)) $(BUILD)/obj/gen/con_www.o
 SUBMIT_OBJ := $(call obj,$(SUBMIT_SRC))
 UNSUB_OBJ  := $(call obj,$(UNSUB_SRC))
 WEBHOOK_OBJ := $(call obj,$(WEBHOOK_SRC))
@@ -110,6 +115,24 @@ $(CONFIG_GEN): config/providers.conf
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' \
 	      -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } >$@.tmp && mv $@.tmp $@
 
+$(CONSOLE_GEN): $(CONSOLE_WWW)
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from console/www/: do not edit. */'; \
+	  echo '#include <stddef.h>'; \
+	  echo 'struct con_file { const char *name, *data; size_t len; };'; \
+	  for f in $(CONSOLE_WWW); do v=$$(basename $$f | sed 's/[^A-Za-z0-9]/_/g'); \
+	    echo "static const char f_$$v[] ="; \
+	    sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' \
+	        -e 's/^/"/' -e 's/$$/\\n"/' $$f; echo ';'; done; \
+	  echo 'const struct con_file con_files[] = {'; \
+	  for f in $(CONSOLE_WWW); do n=$$(basename $$f); v=$$(echo $$n | sed 's/[^A-Za-z0-9]/_/g'); \
+	    echo "	{ \"$$n\", f_$$v, sizeof f_$$v - 1 },"; done; \
+	  echo '	{ NULL, NULL, 0 }'; echo '};'; } >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/con_www.o: $(CONSOLE_GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
 $(BUILD)/obj/gen/providers_conf.o: $(CONFIG_GEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -152,7 +175,7 @@ $(BUILD)/volley-resolve: $(call obj,tests/tools/resolve.c) $(DNS_OBJ) $(COMMON_O
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcares)
 
 # volleyd runs on jemalloc (docs/architecture.md), linked last so it takes malloc over.
-$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(SMTPD_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) \
+$(BUILD)/volleyd: $(call obj,$(VOLLEYD_SRC)) $(API_OBJ) $(CONSOLE_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(SMTPD_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) \
 		$(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(CLUSTER_OBJ) $(STS_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libmicrohttpd libcurl zlib) \
 		$(CRYPT_LIBS) $(HIREDIS_LIBS) -ljemalloc
@@ -171,7 +194,7 @@ $(BUILD)/volley: $(call obj,$(CLI_SRC)) $(call obj,submit/users.c) $(DOCTOR_OBJ)
 		$(DNS_OBJ) $(TLS_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs libcurl) $(CRYPT_LIBS)
 
-$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(DOCTOR_OBJ) $(API_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(CLUSTER_OBJ) \
+$(UNIT): $(call obj,$(UNIT_SRC) bench/submit/sess.c bench/submit/msg.c) $(DOCTOR_OBJ) $(API_OBJ) $(CONSOLE_OBJ) $(SUBMIT_OBJ) $(UNSUB_OBJ) $(WEBHOOK_OBJ) $(IMAP_OBJ) $(SCHED_OBJ) $(MESSAGE_OBJ) $(FEEDBACK_OBJ) $(ENGINE_OBJ) $(CLUSTER_OBJ) \
 		$(STS_OBJ) $(SINK_OBJ) $(SMTPD_OBJ) $(DNS_OBJ) $(TLS_OBJ) $(TLSRPT_OBJ) $(CONFIG_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDFLAGS) $(LIBS) $$(pkg-config --libs criterion libmicrohttpd libcurl zlib) \

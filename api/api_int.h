@@ -88,6 +88,10 @@ bool api_http_resp_started(const struct api_http_resp *r);
  * more header lines, each ending in CRLF (NULL: none). */
 void api_http_error(struct vl_buf *out, const struct api_error *e, const char *extra);
 
+/* The console's own paths ("/", "/console", "/console/..."; a query
+ * ignored): static pages that hold no data, served without the token. */
+bool api_console_path(const char *target, size_t n);
+
 /* ---- the gate (gate.c): sockets in front of libmicrohttpd ----
  * Accepts on the listeners, holds each connection until a request head is
  * whole and valid (header timeout, limits per address and in all, the
@@ -97,6 +101,7 @@ void api_http_error(struct vl_buf *out, const struct api_error *e, const char *e
 struct api_gate_cfg {
 	int unix_fd, tcp_fd;        /* listening sockets (-1: none); the gate owns them */
 	const char *token;          /* bearer token of the TCP listener */
+	bool console;               /* the console's pages need no token */
 	unsigned threads;
 	unsigned max_conns, max_per_ip;
 	uint64_t header_ms, idle_ms;

@@ -308,6 +308,9 @@ static bool authorized(struct api_gate *g, const struct gconn *c)
 
 	if (!c->tcp)
 		return true;
+	if (g->cfg.console && (!strcmp(c->req.method, "GET") || !strcmp(c->req.method, "HEAD")) &&
+	    api_console_path(c->in.p + c->req.target, c->req.target_len))
+		return true;
 	if (n < 7 || strncasecmp(v, "Bearer ", 7))
 		return false;
 	v += 7;

@@ -17,6 +17,7 @@
  */
 #include "api_int.h"
 #include "../cluster/cluster.h"
+#include "../console/console.h"
 #include "../message/message.h"
 
 #include <ctype.h>
@@ -399,17 +400,29 @@ static void close_rcpts(void *cls)
 	sched_recipients_close(cls);
 }
 
+/* ?limit=N&after=INDEX: a page (limit 1 to 10000; after: the last index
+ * of the page before); without limit, every recipient. */
 static enum MHD_Result job_recipients(struct api *a, struct MHD_Connection *c,
 				      const char *id)
 {
 	const char *st = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "state");
+	const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+	const char *af = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
 	enum sched_state filter = SCHED_NSTATES;
+	uint64_t limit = 0, after = 0;
 
 	if (st && sched_state_parse(st, &filter) < 0)
 		return send_error(c, 400, "invalid_field", "state", "state must be queued, "
 				  "in_flight, delivered, deferred, bounced, expired, cancelled "
 				  "or suppressed");
-	struct sched_cursor *cur = sched_recipients_open(a->sc, id, filter);
+	if (l && (vl_parse_u64(l, &limit) < 0 || !limit || limit > 10000))
+		return send_error(c, 400, "invalid_field", "limit", "limit must be 1 to 10000");
+	if (af && (!l || vl_parse_u64(af, &after) < 0 || after >= UINT32_MAX))
+		return send_error(c, 400, "invalid_field", "after", "after must be a recipient's "
+				  "index, with limit");
+	struct sched_cursor *cur = l ? sched_recipients_page(a->sc, id, filter,
+							     af ? (size_t)after + 1 : 0, limit)
+				     : sched_recipients_open(a->sc, id, filter);
 	if (!cur)
 		return not_found(c, "job");
 	return send_stream(c, read_rcpts, cur, close_rcpts);
@@ -474,6 +487,17 @@ static json_t *stats_json(struct api *a)
 			 "refused", (json_int_t)g.refused, "timeouts", (json_int_t)g.timeouts,
 			 "bad_requests", (json_int_t)g.bad_requests,
 			 "unauthorized", (json_int_t)g.unauthorized);
+}
+
+/* ?seconds=N (1 to 3600, default 3600): results a second, oldest first. */
+static enum MHD_Result stats_history(struct api *a, struct MHD_Connection *c)
+{
+	const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "seconds");
+	uint64_t n = 3600;
+
+	if (v && (vl_parse_u64(v, &n) < 0 || !n || n > 3600))
+		return send_error(c, 400, "invalid_field", "seconds", "seconds must be 1 to 3600");
+	return send_json(c, 200, sched_history_json(a->sc, (unsigned)n));
 }
 
 static double num(json_t *o, const char *k)
@@ -834,14 +858,19 @@ static enum MHD_Result events(struct api *a, struct MHD_Connection *c)
 {
 	const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "follow");
 	const char *job = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "job");
+	const char *from = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "from");
 	bool follow = f && strcmp(f, "0") && strcmp(f, "false");
 
 	if (job && !sched_id_valid(job, strlen(job)))
 		return send_error(c, 400, "invalid_field", "job", "job must be a job id");
+	if (from && (strcmp(from, "end") || !follow))
+		return send_error(c, 400, "invalid_field", "from", "from takes end (with follow=1): "
+				  "only the events from now on");
 	struct follower *fl = vl_calloc(1, sizeof *fl);
 	fl->a = a;
 	fl->c = c;
-	fl->r = sched_events_reader_open(a->ev, job, follow);
+	fl->r = from ? sched_events_reader_open_end(a->ev, job)
+		     : sched_events_reader_open(a->ev, job, follow);
 	fl->follow = follow;
 	fl->last = vl_now_ms();
 	return send_stream(c, read_events, fl, close_events);
@@ -1017,6 +1046,66 @@ static enum MHD_Result slow_cluster(struct api *a, struct MHD_Connection *c, str
 	return cluster_nodes(a, c);
 }
 
+/* ---- the web console (docs/console.md) ---- */
+
+/* The headers of every console answer: no inline code, nothing framed,
+ * no referrer; revalidated each load (the assets change with volleyd). */
+static void console_headers(struct MHD_Response *r)
+{
+	MHD_add_response_header(r, "Content-Security-Policy", CON_CSP);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(r, "Cache-Control", "no-cache");
+}
+
+static enum MHD_Result console_send(struct MHD_Connection *c, unsigned status,
+				    const char *type, const char *body, size_t len)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body,
+								 MHD_RESPMEM_PERSISTENT);
+	MHD_add_response_header(r, "Content-Type", type);
+	console_headers(r);
+	return queue(c, status, r);
+}
+
+/* What the page needs to know of the configuration: nothing secret. */
+static enum MHD_Result console_config(struct api *a, struct MHD_Connection *c)
+{
+	json_t *j = json_pack("{s:b, s:s}", "actions", a->cfg->console.actions,
+			      "version", VL_VERSION);
+	char *text = json_dumps(j, JSON_COMPACT);
+	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text,
+								 MHD_RESPMEM_MUST_FREE);
+	json_decref(j);
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	console_headers(r);
+	return queue(c, 200, r);
+}
+
+/* GET / and /console: to /console/; /console/<asset>: the asset. */
+static enum MHD_Result console_route(struct api *a, struct MHD_Connection *c,
+				     const char *url, const char *method)
+{
+	size_t len;
+	const char *type, *body;
+
+	if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+		return send_error_h(c, 405, "method_not_allowed", NULL, "the console takes GET, HEAD",
+				    "Allow", "GET, HEAD");
+	if (!strcmp(url, "/") || !strcmp(url, "/console")) {
+		struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"",
+									 MHD_RESPMEM_PERSISTENT);
+		MHD_add_response_header(r, "Location", "/console/");
+		console_headers(r);
+		return queue(c, 302, r);
+	}
+	if (!strcmp(url, "/console/config.json"))
+		return console_config(a, c);
+	if (!(body = con_asset(url + 9, &len, &type)))
+		return console_send(c, 404, "text/plain; charset=utf-8", "no such page\n", 13);
+	return console_send(c, 200, type, body, len);
+}
+
 /* ---- dispatch ---- */
 
 /* The methods a path takes ("GET, HEAD": the Allow header of a 405), NULL
@@ -1026,7 +1115,8 @@ static const char *methods_of(const char *url)
 	static const char *const reads[] = { "/v1/health", "/v1/queues", "/v1/tls-check",
 					     "/v1/suppression", "/v1/events", "/v1/stats",
 					     "/metrics", "/v1/tls-report", "/v1/feedback",
-					     "/v1/feedback/domains", "/v1/cluster" };
+					     "/v1/feedback/domains", "/v1/cluster",
+					     "/v1/stats/history" };
 
 	if (!strcmp(url, "/v1/jobs"))
 		return "GET, HEAD, POST";
@@ -1099,6 +1189,10 @@ static void route(struct api *a, struct MHD_Connection *c, struct req *r, const 
 	char msg[80];
 
 	r->head = !strcmp(method, "HEAD");
+	if (a->cfg->console.enabled && api_console_path(url, strlen(url))) {
+		console_route(a, c, url, method);
+		return;
+	}
 	if (!allow) {
 		not_found(c, "path");
 		return;
@@ -1148,6 +1242,8 @@ static void route(struct api *a, struct MHD_Connection *c, struct req *r, const 
 		events(a, c);
 	} else if (!strcmp(url, "/v1/stats")) {
 		send_json(c, 200, stats_json(a));
+	} else if (!strcmp(url, "/v1/stats/history")) {
+		stats_history(a, c);
 	} else {
 		metrics(a, c);
 	}
@@ -1450,6 +1546,7 @@ struct api *api_start(const struct cfg *c, struct sched *sc,
 		goto fail;
 	struct api_gate_cfg gc = {
 		.unix_fd = ufd, .tcp_fd = tfd, .token = c->api.token,
+		.console = c->console.enabled,
 		.threads = ((unsigned)c->api.threads + 1) / 2,
 		.max_conns = (unsigned)c->api.max_connections,
 		.max_per_ip = (unsigned)c->api.max_connections_per_ip,

@@ -732,3 +732,16 @@ void api_http_error(struct vl_buf *out, const struct api_error *e, const char *e
 	vl_buf_append(out, body.p, body.len);
 	vl_buf_free(&body);
 }
+
+bool api_console_path(const char *t, size_t n)
+{
+	size_t p = 0;
+
+	while (p < n && t[p] != '?' && t[p] != '#')
+		p++;
+	if (p == 1 && t[0] == '/')
+		return true;
+	if (p < 8 || memcmp(t, "/console", 8))
+		return false;
+	return p == 8 || t[8] == '/';
+}

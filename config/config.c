@@ -144,7 +144,7 @@ static const struct key top_keys[] = {
 	KEY("dkim_canonicalization", K_STR, struct cfg, dkim_canon),
 	KEY("dkim_expire", K_DUR, struct cfg, dkim_expire_ms),
 };
-static const char *const top_groups[] = { "api", "spool", "dns", "defaults",
+static const char *const top_groups[] = { "api", "console", "spool", "dns", "defaults",
 					  "domains", "egress", "dkim", "events", "timeouts",
 					  "provider_defaults", "tls_rpt", "log", "submission",
 					  "feedback", "unsubscribe", "webhooks", "pools", "providers",
@@ -220,6 +220,11 @@ static int check_api_limits(struct ctx *x, const config_setting_t *s, const stru
 		return fail(x, s, "api.idle_timeout", "expected at least 100ms");
 	return 0;
 }
+
+static const struct key console_keys[] = {
+	KEY("enabled", K_BOOL, struct cfg, console.enabled),
+	KEY("actions", K_BOOL, struct cfg, console.actions),
+};
 
 static const struct key log_keys[] = {
 	KEY("file", K_STR, struct cfg, log.file),
@@ -1693,6 +1698,7 @@ static void defaults(struct cfg *c)
 	c->api.header_timeout_ms = 10000;
 	c->api.idle_timeout_ms = 60000;
 	c->api.max_body = 32000000;
+	c->console.enabled = true;
 	c->spool.min_free = 256000000;
 	c->spool.journal_commit_ms = 50;
 	c->spool.retain_ms = 7 * 86400000ull;
@@ -1742,6 +1748,9 @@ static int load(struct ctx *x, config_t *cf, struct cfg *c)
 	if ((s = config_setting_get_member(root, "api")) &&
 	    (get_group(x, s, "api", api_keys, VL_ARRAY_LEN(api_keys), NULL, c) < 0 ||
 	     check_api_limits(x, s, c) < 0))
+		return -1;
+	if ((s = config_setting_get_member(root, "console")) &&
+	    get_group(x, s, "console", console_keys, VL_ARRAY_LEN(console_keys), NULL, c) < 0)
 		return -1;
 	if ((s = config_setting_get_member(root, "events")) &&
 	    get_group(x, s, "events", events_keys, VL_ARRAY_LEN(events_keys), NULL, c) < 0)
@@ -2029,6 +2038,8 @@ void cfg_print(const struct cfg *c, struct vl_buf *o)
 		      (long long)c->api.max_connections, (long long)c->api.max_connections_per_ip,
 		      (long long)c->api.threads, (unsigned long long)c->api.header_timeout_ms,
 		      (unsigned long long)c->api.idle_timeout_ms, (unsigned long long)c->api.max_body);
+	vl_buf_printf(o, "console = {\n  enabled = %s;\n  actions = %s;\n};\n",
+		      c->console.enabled ? "true" : "false", c->console.actions ? "true" : "false");
 	vl_buf_printf(o, "spool = {\n  max_bytes = %llu;\n  min_free = %llu;\n"
 		      "  journal_commit_ms = %lld;\n  retain = \"%llus\";\n"
 		      "  intake_checkpoint = \"%llums\";\n};\n",

@@ -225,6 +225,10 @@ struct cfg {
 		uint64_t max_body, header_timeout_ms, idle_timeout_ms;
 	} api;
 	struct {
+		bool enabled;    /* the web console on the API's listeners */
+		bool actions;    /* it offers pause, resume and cancel */
+	} console;
+	struct {
 		uint64_t max_bytes, min_free;
 		int64_t journal_commit_ms;
 		uint64_t retain_ms;

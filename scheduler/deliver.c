@@ -590,6 +590,7 @@ static void transient(struct sched_deliver *d, struct sched_dmsg *m, struct sche
 	dj->ntimers++;
 	sched_timer_add(d, vl_now_ms() + wait, SCHED_T_RETRY, m->q, m->idx);
 	d->transient++;
+	sched_hist_add(d->hist, sched_hist_now(), SCHED_HIST_DEFERRED);
 }
 
 /* Refused at connect or at the greeting, or not to be used under DANE
@@ -680,10 +681,12 @@ static void one_result(struct sched_deliver *d, struct sched_dmsg *m,
 		sched_djob_set(dj, m->idx, SCHED_R_DELIVERED, r);
 		sched_deliver_event(d, dj, m->idx, "Delivery", m, r);
 		d->delivered++;
+		sched_hist_add(d->hist, sched_hist_now(), SCHED_HIST_DELIVERED);
 	} else if (m->r.status == ENG_PERMANENT) {
 		sched_djob_set(dj, m->idx, SCHED_R_BOUNCED, r);
 		sched_deliver_event(d, dj, m->idx, "Bounce", m, r);
 		d->bounced++;
+		sched_hist_add(d->hist, sched_hist_now(), SCHED_HIST_BOUNCED);
 		if (v.cls == SCHED_BC_INVALID_RECIPIENT) {
 			vl_buf_append(&d->suppress, m->rcpt, strlen(m->rcpt) + 1);
 			vl_buf_append(&d->suppress, dj->j->id, strlen(dj->j->id) + 1);
@@ -775,6 +778,7 @@ void sched_deliver_local(struct sched_deliver *d, struct sched_djob *dj, uint32_
 		sched_djob_set(dj, idx, SCHED_R_BOUNCED, &r);
 		sched_deliver_event(d, dj, idx, "Bounce", NULL, &r);
 		d->bounced++;
+		sched_hist_add(d->hist, sched_hist_now(), SCHED_HIST_BOUNCED);
 		d->by_class[0][SCHED_BC_DNS]++;
 		return;
 	}
@@ -788,6 +792,7 @@ void sched_deliver_local(struct sched_deliver *d, struct sched_djob *dj, uint32_
 	sched_djob_set(dj, idx, SCHED_R_DEFERRED, &r);
 	sched_deliver_event(d, dj, idx, "TransientFailure", NULL, &r);
 	d->transient++;
+	sched_hist_add(d->hist, sched_hist_now(), SCHED_HIST_DEFERRED);
 	d->by_class[1][SCHED_BC_DNS]++;
 	dj->ntimers++;
 	sched_timer_add(d, vl_now_ms() + wait, SCHED_T_REQUEUE, dj, idx);
@@ -1278,6 +1283,7 @@ struct sched_deliver *sched_deliver_start(struct sched *sc, const struct cfg *cf
 					    .key = cfg->unsubscribe.secret,
 					    .keylen = cfg->unsubscribe.secret_len };
 	d->ecfg = cfg;
+	d->hist = sched_hist_of(sc);
 	d->by_source = vl_calloc(cfg->negress + 1, sizeof *d->by_source);
 	d->spool = spool;
 	d->sup = sup;

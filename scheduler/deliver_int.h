@@ -308,6 +308,7 @@ struct sched_deliver {
 	uint64_t next_commit_ms;
 	/* stats */
 	uint64_t dispatched, delivered, bounced, transient, expired, suppressed;
+	struct sched_hist *hist;      /* the same results a second (the registry's) */
 	uint64_t by_class[2][SCHED_BC_COUNT];   /* [bounced, transient][class] */
 	uint64_t (*by_source)[3];     /* per egress source: delivered, bounced,
 				       * transient */

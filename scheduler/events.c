@@ -896,6 +896,18 @@ struct sched_events_reader *sched_events_reader_open_at(struct sched_events *e,
 	return r;
 }
 
+struct sched_events_reader *sched_events_reader_open_end(struct sched_events *e,
+							 const char *job)
+{
+	struct sched_events_reader *r = sched_events_reader_open(e, job, true);
+	uint64_t sk;
+
+	pthread_mutex_lock(&e->mu);
+	place(e, NULL, r, &sk);
+	pthread_mutex_unlock(&e->mu);
+	return r;
+}
+
 struct sched_events_pos sched_events_reader_pos(const struct sched_events_reader *r)
 {
 	struct sched_events_pos p = { r->seq, r->off - r->in.len + r->pos };

@@ -80,6 +80,10 @@ struct sched_events_pos {
  * given) set to the files passed over (the first maybe partly read
  * before); one beyond the log (the folder replaced) starts at the oldest
  * file kept. Never NULL. */
+/* A following reader from the current end of the log: only what is
+ * flushed from now on (job: that job's events; NULL: all). Never NULL. */
+struct sched_events_reader *sched_events_reader_open_end(struct sched_events *e,
+							 const char *job);
 struct sched_events_reader *sched_events_reader_open_at(struct sched_events *e,
 							const struct sched_events_pos *at,
 							const char *const *types, size_t ntypes,

@@ -37,6 +37,7 @@ struct sched_cursor {
 	uint8_t *wst;                 /* ... their state while the pass runs */
 	size_t nwin, at;              /* in the window; emitted */
 	size_t wmax;                  /* the window's size */
+	size_t left;                  /* rows still to emit (a page) */
 	struct vl_buf pending;        /* formatted, not yet read */
 	struct sched_rcpt r;
 };
@@ -174,6 +175,7 @@ struct sched_cursor *sched_cursor_new(struct sched_table *t, const char *journal
 	size_t n = sched_table_count(t);
 
 	c->wmax = win ? win : WIN_MAX;
+	c->left = SIZE_MAX;
 	c->t = t;
 	c->filter = filter;
 	c->n = n;
@@ -228,9 +230,19 @@ static void rcpt_line(struct sched_cursor *c, size_t i, uint64_t off)
 	vl_buf_appends(&c->pending, "},\"reason\":null}\n");
 }
 
+void sched_cursor_page(struct sched_cursor *c, size_t first, size_t limit)
+{
+	c->next = first < c->n ? first : c->n;
+	if (limit) {
+		c->left = limit;
+		if (limit < c->wmax)
+			c->wmax = limit;
+	}
+}
+
 size_t sched_recipients_read(struct sched_cursor *c, char *buf, size_t max)
 {
-	while (c->pending.len < max) {
+	while (c->pending.len < max && c->left) {
 		if (c->at == c->nwin && !next_window(c))
 			break;
 		size_t i = c->win[c->at];
@@ -241,6 +253,7 @@ size_t sched_recipients_read(struct sched_cursor *c, char *buf, size_t max)
 			break;
 		}
 		rcpt_line(c, i, off);
+		c->left--;
 	}
 	size_t n = c->pending.len < max ? c->pending.len : max;
 	if (n) {

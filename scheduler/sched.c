@@ -20,6 +20,7 @@ static const char *const jstate_names[] = { "active", "paused", "cancelled" };
 
 struct sched {
 	const struct cfg *cfg;
+	struct sched_hist *hist;  /* results a second, the last hour */
 	struct sched_spool *spool;
 	pthread_mutex_t mu;
 	struct sched_job **jobs; /* in creation (id) order */
@@ -266,6 +267,7 @@ struct sched *sched_new(const struct cfg *c, struct sched_spool *s,
 {
 	struct sched *sc = vl_calloc(1, sizeof *sc);
 
+	sc->hist = vl_calloc(1, sizeof *sc->hist);
 	sc->cfg = c;
 	sc->spool = s;
 	sc->fb = sched_fbstate_new(c);
@@ -294,6 +296,7 @@ void sched_free(struct sched *sc)
 	json_decref(sc->index);
 	json_decref(sc->idem);
 	pthread_mutex_destroy(&sc->mu);
+	free(sc->hist);
 	free(sc);
 }
 
@@ -579,6 +582,17 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 	return sched_cursor_new(t, path, fbpath, cancelled, filter, 0);
 }
 
+struct sched_cursor *sched_recipients_page(struct sched *sc, const char *id,
+					   enum sched_state filter, size_t first,
+					   size_t limit)
+{
+	struct sched_cursor *c = sched_recipients_open(sc, id, filter);
+
+	if (c)
+		sched_cursor_page(c, first, limit);
+	return c;
+}
+
 /* ---- finished jobs ---- */
 
 void sched_mark_done(struct sched *sc, struct sched_job *j)
@@ -750,6 +764,16 @@ int sched_reload(struct sched *sc, const struct cfg *c, char *err, size_t errlen
 bool sched_accepting(struct sched *sc)
 {
 	return !sched_deliver_blocked(sc->d);
+}
+
+struct sched_hist *sched_hist_of(struct sched *sc)
+{
+	return sc->hist;
+}
+
+json_t *sched_history_json(struct sched *sc, unsigned seconds)
+{
+	return sched_hist_json(sc->hist, sched_hist_now(), seconds);
 }
 
 json_t *sched_stats_json(struct sched *sc)

@@ -82,6 +82,9 @@ size_t sched_journal_decode(const char *p, size_t n, struct sched_jrec *r);
 struct sched_cursor *sched_cursor_new(struct sched_table *t, const char *journal,
 				      const char *feedback, bool cancelled,
 				      enum sched_state filter, size_t win);
+/* Only the recipients past index first - 1 (from first on), and at most
+ * limit of them (0: no limit): a page. Before the first read. */
+void sched_cursor_page(struct sched_cursor *c, size_t first, size_t limit);
 /* Serialise r onto b (the committer writes b to the job's journal). */
 void sched_journal_encode(const struct sched_jrec *r, struct vl_buf *b);
 
@@ -160,6 +163,28 @@ struct sched_fbproc;
 struct sched_fbproc **sched_fb_proc_slot(struct sched *sc);
 void sched_fb_metrics_effects(struct sched *sc, struct vl_buf *out);
 const struct cfg *sched_cfg_of(struct sched *sc);             /* sched.c */
+
+/* ---- the last hour of results, a second a slot (hist.c) ---- */
+#define SCHED_HIST_SECONDS 3600
+enum sched_hist_kind { SCHED_HIST_DELIVERED, SCHED_HIST_DEFERRED, SCHED_HIST_BOUNCED,
+		       SCHED_HIST_KINDS };
+struct sched_hist_slot {
+	_Atomic int64_t sec;                     /* the second it counts */
+	_Atomic uint32_t n[SCHED_HIST_KINDS];
+};
+struct sched_hist {
+	struct sched_hist_slot s[SCHED_HIST_SECONDS];
+};
+/* One result in second sec (one writer: the delivery thread). */
+void sched_hist_add(struct sched_hist *h, int64_t sec, enum sched_hist_kind k);
+/* The secs seconds up to now, oldest first, into out (0 where none). */
+void sched_hist_read(const struct sched_hist *h, int64_t now, unsigned secs,
+		     uint32_t (*out)[SCHED_HIST_KINDS]);
+/* {end, seconds, delivered: [...], deferred: [...], bounced: [...]};
+ * secs at most SCHED_HIST_SECONDS; h NULL: zeros. */
+json_t *sched_hist_json(const struct sched_hist *h, int64_t now, unsigned secs);
+int64_t sched_hist_now(void);   /* wall-clock seconds, coarse */
+struct sched_hist *sched_hist_of(struct sched *sc);          /* sched.c */
 
 /* Registry hooks used by the delivery thread (sched.c). */
 void sched_lock(struct sched *sc);

@@ -78,6 +78,12 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
  * buf; 0 at the end. */
 size_t sched_recipients_read(struct sched_cursor *c, char *buf, size_t max);
 void sched_recipients_close(struct sched_cursor *c);
+/* A page of them: those with an index of first or more, at most limit
+ * (1 or more); the journal's window is the page, so a page of a large job
+ * costs a pass over its journal, not its rows. */
+struct sched_cursor *sched_recipients_page(struct sched *sc, const char *id,
+					   enum sched_state filter, size_t first,
+					   size_t limit);
 
 /* ---- delivery ---- */
 /* Start the delivery thread and the journal committer over eng (the
@@ -114,5 +120,9 @@ void sched_set_tlsrpt(struct sched *sc, struct rpt_store *st);
 
 /* Counters over every job, for /v1/stats. */
 json_t *sched_stats_json(struct sched *sc);
+/* Results a second over the last seconds (1 to 3600), for
+ * /v1/stats/history: {end, seconds, delivered, deferred, bounced}, each
+ * an array, oldest first; end is the last second (Unix time). */
+json_t *sched_history_json(struct sched *sc, unsigned seconds);
 
 #endif

@@ -7,7 +7,7 @@
 #   4  api/  submit/  unsub/  webhook/
 #   3  scheduler/  sink/  imap/  doctor/
 #   2  engine/  message/  sts/  smtpd/  feedback/  cluster/
-#   1  dns/  tls/  config/  tlsrpt/
+#   1  dns/  tls/  config/  tlsrpt/  console/
 #   0  common/
 #
 # A module's faces are listed below (faces()); any other header of a
@@ -28,7 +28,7 @@ fi
 xargs grep -Hn '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' <"$files" | awk '
 function layer(m) {
 	if (m == "common") return 0
-	if (m == "dns" || m == "tls" || m == "config" || m == "tlsrpt") return 1
+	if (m == "dns" || m == "tls" || m == "config" || m == "tlsrpt" || m == "console") return 1
 	if (m == "engine" || m == "message" || m == "sts" || m == "smtpd" || m == "feedback" || m == "cluster") return 2
 	if (m == "scheduler" || m == "sink" || m == "imap" || m == "doctor") return 3
 	if (m == "api" || m == "submit" || m == "unsub" || m == "webhook") return 4
@@ -37,7 +37,7 @@ function layer(m) {
 }
 # the headers other modules may include
 function face(path) {
-	return path ~ /^(common\/common|config\/config|tls\/tls|dns\/dns|message\/message|engine\/engine|sts\/sts|scheduler\/(scheduler|spool|suppress|events|bounce|fback)|sink\/sink|smtpd\/smtpd|api\/api|submit\/submit|unsub\/unsub|webhook\/webhook|tlsrpt\/tlsrpt|feedback\/feedback|imap\/imap|doctor\/doctor|cluster\/cluster)\.h$/
+	return path ~ /^(common\/common|config\/config|tls\/tls|dns\/dns|message\/message|engine\/engine|sts\/sts|scheduler\/(scheduler|spool|suppress|events|bounce|fback)|sink\/sink|smtpd\/smtpd|api\/api|submit\/submit|unsub\/unsub|webhook\/webhook|tlsrpt\/tlsrpt|feedback\/feedback|imap\/imap|doctor\/doctor|cluster\/cluster|console\/console)\.h$/
 }
 # dir/inc with "." and ".." resolved
 function norm(path,   n, i, k, parts, out, res) {

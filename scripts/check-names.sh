@@ -39,8 +39,9 @@ check imap imap_
 check engine eng_
 check sts sts_
 check scheduler sched_
-check gen sched_ cfg_      # generated: bounce.rules (scheduler), providers.conf (config)
+check gen sched_ cfg_ con_ # generated: bounce.rules (scheduler), providers.conf (config), console/www/ (console)
 check api api_
+check console con_
 check submit sub_
 check unsub uns_
 check webhook wh_
@@ -55,7 +56,7 @@ check bench/submit vs_
 for p in blast drive render dkim feedback submitlog; do check "bench/$p"; done
 check tests/tools
 # a folder this script does not know is a module nobody checks: say so
-known=" common config tls dns tlsrpt message feedback imap engine cluster sts smtpd scheduler gen api submit unsub webhook sink doctor cli volleyd bench tests "
+known=" common config console tls dns tlsrpt message feedback imap engine cluster sts smtpd scheduler gen api submit unsub webhook sink doctor cli volleyd bench tests "
 for d in "$B"/obj/*/; do
 	m=$(basename "$d")
 	case "$known" in *" $m "*) ;; *)

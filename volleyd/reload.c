@@ -13,7 +13,7 @@
 
 /* Keys (or groups, "api.") a running volleyd cannot change. */
 static const char *const restart_keys[] = {
-	"data_dir", "hostname", "workers", "max_message_size", "events.", "api.",
+	"data_dir", "hostname", "workers", "max_message_size", "events.", "api.", "console.",
 	"spool.", "dns.", "timeouts.", "egress", "pools", "tls_rpt.", "defaults.max_age",
 	"submission.listen", "submission.implicit_tls", "submission.cert", "submission.key",
 	"submission.threads", "submission.max_message_size", "submission.auth_cache_ttl",
