@@ -20,6 +20,7 @@ from .sinkctl import Sink
 TOKEN = "console-test-token"
 SHOTS = os.path.join(util.REPO, "build", "console-shots")
 BIG = 50000
+BIG_RATE = "4000/s"     # about 12 s of delivery: the chart is sampled meanwhile
 BUSY_REPLY = "421 4.7.28 Our system has detected an unusual rate of unsolicited mail"
 
 
@@ -51,7 +52,7 @@ class ConsoleBrowser(unittest.TestCase):
             % (port, TOKEN, cls.ok.route(), cls.busy.route())))
         cls.addClassCleanup(cls.d.cleanup)
         cls.d.start()
-        cls.big = cls.submit(job(BIG, "big.ok.test", campaign="big"))
+        cls.big = cls.submit(job(BIG, "big.ok.test", campaign="big", rate_limit=BIG_RATE))
         cls.submit(job(10, "busy.test", campaign="busy"))
         cls.b = cdp.Browser()
         cls.addClassCleanup(cls.b.close)
@@ -94,22 +95,27 @@ class ConsoleBrowser(unittest.TestCase):
         return self.b.evaluate("document.querySelector(%s).innerText" % json.dumps(selector))
 
     # -- the checks ----------------------------------------------------------
-    def test_overview_chart_updates(self):
+    # test_N_: in this order (unittest sorts by name), each also alone
+    def test_1_overview_chart_updates_while_delivering(self):
         self.go("#/")
         chart = "document.getElementById('chart-history')"
-        # the big job's deliveries in the last hour: over 100 a second
-        self.b.wait_for("+%s.dataset.max > 100" % chart, 30, "deliveries in the chart")
-        first = self.b.evaluate("[%s.dataset.end, %s.toDataURL()]" % (chart, chart))
-        self.b.wait_for("+%s.dataset.end > %s && %s.toDataURL() !== %s"
-                        % (chart, first[0], chart, json.dumps(first[1])),
-                        8, "the chart to change")
+        bar = "document.querySelector('#jobs-table progress[data-job-id=\"%s\"]')" % self.big
+        # state.hist: the page's per-second history the chart draws
+        sample = ("[+%s.dataset.end, %s.toDataURL(), state.hist.delivered.reduce((a, b) => a + b, 0),"
+                  " %s ? %s.value : -1]" % (chart, chart, bar, bar))
+        self.b.wait_for("+%s.dataset.max > 100" % chart, 20, "deliveries in the chart")
+        end, image, total, progress = self.b.evaluate(sample)
+        self.assertLess(progress, 1, "the job was done before the first sample")
+        self.b.wait_for("(s => s[0] > %d && s[1] !== %s && s[2] > %d && s[3] > %r)(%s)"
+                        % (end, json.dumps(image), total, progress, sample),
+                        8, "the chart and the job's progress to grow")
         self.assertIn(self.big, self.text("#jobs-table"))
         self.assertEqual(self.b.evaluate("+%s.dataset.seconds" % chart), 3600)
         self.shot("overview.png")
 
-    def test_job_progress_reaches_100_percent(self):
+    def test_2_job_progress_reaches_100_percent(self):
         self.go("#/job/" + self.big)
-        self.b.wait_for("document.getElementById('job-progress').value === 1", 45,
+        self.b.wait_for("document.getElementById('job-progress').value === 1", 40,
                         "the job's progress to reach 100 %")
         j = self.d.request("GET", "/v1/jobs/" + self.big).json()
         self.assertTrue(j["done"], j)
@@ -123,7 +129,7 @@ class ConsoleBrowser(unittest.TestCase):
         self.b.wait_for("(document.querySelector('#jobs-table progress[data-job-id=\"%s\"]') || {})"
                         ".value === 1" % self.big, 5, "the overview's progress bar")
 
-    def test_queues_page_shows_the_back_off_reason(self):
+    def test_3_queues_page_shows_the_back_off_reason(self):
         self.go("#/queues")
         row = "document.querySelector('#queues-table tr[data-site=\"%s\"]')" % self.busy.route()
         self.b.wait_for("%s && %s.dataset.backoff !== 'none'" % (row, row), 20,
@@ -136,7 +142,7 @@ class ConsoleBrowser(unittest.TestCase):
         self.assertEqual(ok, "none")
         self.shot("queues.png")
 
-    def test_events_view_shows_new_events_without_reload(self):
+    def test_4_events_view_shows_new_events_without_reload(self):
         # a job that trickles: 5 a second for about 6 s
         jid = self.submit(job(30, "slow.ok.test", campaign="slow", rate_limit="5/s"))
         self.go("#/job/" + jid)
@@ -150,7 +156,7 @@ class ConsoleBrowser(unittest.TestCase):
         self.assertIn("Delivery", self.text("#job-events"))
         self.assertIn("@slow.ok.test", self.text("#job-events"))
 
-    def test_wrong_token_is_refused(self):
+    def test_5_wrong_token_is_refused(self):
         self.b.evaluate("sessionStorage.clear()")
         self.b.send("Page.reload", {"ignoreCache": True})
         self.b.wait_for("document.getElementById('token-dialog').open", 10, "the token dialog")
@@ -166,8 +172,8 @@ class ConsoleBrowser(unittest.TestCase):
         self.shot("token.png")
         self.login()
 
-    def test_zz_every_request_is_to_volleyd(self):
-        """Last (by name): the whole session's network log."""
+    def test_6_every_request_is_to_volleyd(self):
+        """The network log of the session (all of it when the tests ran before)."""
         for route in ("#/", "#/queues", "#/job/" + self.big):
             self.go(route)
             self.b.wait_for("document.getElementById('status').dataset.state === 'ok'", 10)
