@@ -212,9 +212,14 @@ class Browser:
     def click(self, selector):
         self.evaluate("document.querySelector(%s).click()" % json.dumps(selector))
 
-    def screenshot(self, path):
-        """The viewport as a PNG file at path."""
-        r = self.send("Page.captureScreenshot", {"format": "png"})
+    def screenshot(self, path, full_page=True):
+        """A PNG file at path: the whole page, or the viewport."""
+        params = {"format": "png"}
+        if full_page:
+            size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+            params.update(captureBeyondViewport=True, clip={
+                "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        r = self.send("Page.captureScreenshot", params)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(base64.b64decode(r["data"]))

@@ -74,6 +74,9 @@ class ConsoleBrowser(unittest.TestCase):
         self.b.navigate(self.origin + "/console/" + route)
         self.b.wait_for("document.body.dataset.view === %s" % json.dumps(view),
                         what="the %s view" % view)
+        if view == "job":
+            self.b.wait_for("document.getElementById('job-id').textContent === %s"
+                            % json.dumps(route.rsplit("/", 1)[1]), what="the job's data")
 
     def login(self):
         """The console open with the right token (asked once a tab)."""
@@ -143,16 +146,18 @@ class ConsoleBrowser(unittest.TestCase):
         self.shot("queues.png")
 
     def test_4_events_view_shows_new_events_without_reload(self):
-        # a job that trickles: 5 a second for about 6 s
-        jid = self.submit(job(30, "slow.ok.test", campaign="slow", rate_limit="5/s"))
+        # a job that trickles, 2 a second for 20 s: events keep coming
+        jid = self.submit(job(40, "slow.ok.test", campaign="slow", rate_limit="2/s"))
         self.go("#/job/" + jid)
-        self.b.wait_for("document.getElementById('events-live').dataset.state === 'on'", 10,
-                        "the events stream")
         self.b.evaluate("window.__sameDocument = true")
-        rows = "document.querySelectorAll('#job-events tbody tr').length"
-        n = self.b.wait_for(rows, 10, "a first event")
+        rows = "document.querySelectorAll('#job-events tbody tr')"
+        # rows of this job only (the table may still hold the last job's)
+        n = self.b.wait_for("(r => r.length && [...r].every(e => e.innerText.includes("
+                            "'@slow.ok.test')) && r.length)(%s)" % rows, 10, "a first event")
+        rows += ".length"
         self.b.wait_for("%s > %d" % (rows, n), 10, "more events")
         self.assertTrue(self.b.evaluate("window.__sameDocument === true"), "the page reloaded")
+        self.assertEqual(self.b.evaluate("document.getElementById('events-live').dataset.state"), "on")
         self.assertIn("Delivery", self.text("#job-events"))
         self.assertIn("@slow.ok.test", self.text("#job-events"))
 
