@@ -461,6 +461,10 @@ static enum MHD_Result route_job(struct api *a, struct MHD_Connection *c, const 
 	}
 	if (!strcmp(slash + 1, "recipients"))
 		return job_recipients(a, c, id);
+	if (!strcmp(slash + 1, "classes")) {
+		json_t *j = sched_job_classes_json(a->sc, id);
+		return j ? send_json(c, 200, j) : not_found(c, "job");
+	}
 	return job_control(a, c, id, slash + 1);
 }
 
@@ -1133,7 +1137,7 @@ static const char *methods_of(const char *url)
 	}
 	if (!strncmp(url, "/v1/jobs/", 9)) {
 		const char *sub = strchr(url + 9, '/');
-		if (!sub || !strcmp(sub, "/recipients"))
+		if (!sub || !strcmp(sub, "/recipients") || !strcmp(sub, "/classes"))
 			return "GET, HEAD";
 		if (!strcmp(sub, "/pause") || !strcmp(sub, "/resume") || !strcmp(sub, "/cancel"))
 			return "POST";
@@ -1207,7 +1211,9 @@ static void route(struct api *a, struct MHD_Connection *c, struct req *r, const 
 		return;
 	}
 	if (!strncmp(url, "/v1/jobs/", 9)) {
-		if (!strcmp(method, "POST"))
+		size_t n = strlen(url);
+		/* a pass over the job's journal: not on a pool thread */
+		if (!strcmp(method, "POST") || (n > 8 && !strcmp(url + n - 8, "/classes")))
 			set_slow(r, slow_job, url, method);
 		else
 			route_job(a, c, url + 9);

@@ -46,10 +46,10 @@ json_t *sched_hist_json(const struct sched_hist *h, int64_t now, unsigned secs)
 {
 	static const char *const names[] = { "delivered", "deferred", "bounced" };
 	uint32_t (*v)[SCHED_HIST_KINDS];
-	json_t *r = json_pack("{s:I, s:I}", "end", (json_int_t)now, "seconds", (json_int_t)secs);
 
 	if (secs > SCHED_HIST_SECONDS)
 		secs = SCHED_HIST_SECONDS;
+	json_t *r = json_pack("{s:I, s:I}", "end", (json_int_t)now, "seconds", (json_int_t)secs);
 	v = vl_calloc(secs ? secs : 1, sizeof *v);
 	if (h)
 		sched_hist_read(h, now, secs, v);

@@ -38,6 +38,7 @@ struct sched_cursor {
 	size_t nwin, at;              /* in the window; emitted */
 	size_t wmax;                  /* the window's size */
 	size_t left;                  /* rows still to emit (a page) */
+	uint8_t *cls;                 /* [n]: the last class (sched_cursor_classes) */
 	struct vl_buf pending;        /* formatted, not yet read */
 	struct sched_rcpt r;
 };
@@ -230,6 +231,47 @@ static void rcpt_line(struct sched_cursor *c, size_t i, uint64_t off)
 	vl_buf_appends(&c->pending, "},\"reason\":null}\n");
 }
 
+/* ---- bounce classes over the job ---- */
+
+static void cls_rec(struct sched_cursor *c, const struct sched_jrec *r, uint64_t off)
+{
+	(void)off;
+	if (r->idx < c->n)
+		c->cls[r->idx] = r->cls;
+}
+
+static void cls_late(struct sched_cursor *c, const struct sched_jrec *r, uint64_t off)
+{
+	(void)off;
+	if ((r->flags & SCHED_FBR_OOB) && r->idx < c->n)
+		c->cls[r->idx] = r->cls;
+}
+
+json_t *sched_cursor_classes(struct sched_cursor *c)
+{
+	static const enum sched_state states[] = { SCHED_BOUNCED, SCHED_DEFERRED, SCHED_EXPIRED };
+	size_t (*count)[SCHED_BC_COUNT] = vl_calloc(VL_ARRAY_LEN(states), sizeof *count);
+	json_t *r = json_object();
+
+	c->cls = vl_calloc(c->n + 1, 1);
+	each(c, &c->j, 0, cls_rec);
+	each(c, &c->fb, 0, cls_late);
+	for (size_t i = 0; i < c->n; i++)
+		for (size_t k = 0; k < VL_ARRAY_LEN(states); k++)
+			if (sched_rstate_api(c->st[i]) == states[k] && c->cls[i] < SCHED_BC_COUNT)
+				count[k][c->cls[i]]++;
+	for (size_t k = 0; k < VL_ARRAY_LEN(states); k++) {
+		json_t *o = json_object();
+		for (int b = 1; b < SCHED_BC_COUNT; b++)
+			if (count[k][b])
+				json_object_set_new(o, sched_bounce_class_name((enum sched_bounce_class)b),
+						    json_integer((json_int_t)count[k][b]));
+		json_object_set_new(r, sched_state_name(states[k]), o);
+	}
+	free(count);
+	return r;
+}
+
 void sched_cursor_page(struct sched_cursor *c, size_t first, size_t limit)
 {
 	c->next = first < c->n ? first : c->n;
@@ -275,5 +317,6 @@ void sched_recipients_close(struct sched_cursor *c)
 	free(c->win);
 	free(c->off);
 	free(c->wst);
+	free(c->cls);
 	free(c);
 }

@@ -582,6 +582,15 @@ struct sched_cursor *sched_recipients_open(struct sched *sc, const char *id,
 	return sched_cursor_new(t, path, fbpath, cancelled, filter, 0);
 }
 
+json_t *sched_job_classes_json(struct sched *sc, const char *id)
+{
+	struct sched_cursor *c = sched_recipients_open(sc, id, SCHED_NSTATES);
+	json_t *r = c ? sched_cursor_classes(c) : NULL;
+
+	sched_recipients_close(c);
+	return r;
+}
+
 struct sched_cursor *sched_recipients_page(struct sched *sc, const char *id,
 					   enum sched_state filter, size_t first,
 					   size_t limit)

@@ -85,6 +85,10 @@ struct sched_cursor *sched_cursor_new(struct sched_table *t, const char *journal
 /* Only the recipients past index first - 1 (from first on), and at most
  * limit of them (0: no limit): a page. Before the first read. */
 void sched_cursor_page(struct sched_cursor *c, size_t first, size_t limit);
+/* {"bounced": {class: n}, "deferred": {...}, "expired": {...}}: the
+ * recipients in each state by the class of their last outcome (a late
+ * bounce's own class). One more pass over the journal; before reads. */
+json_t *sched_cursor_classes(struct sched_cursor *c);
 /* Serialise r onto b (the committer writes b to the job's journal). */
 void sched_journal_encode(const struct sched_jrec *r, struct vl_buf *b);
 

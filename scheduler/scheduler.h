@@ -81,6 +81,10 @@ void sched_recipients_close(struct sched_cursor *c);
 /* A page of them: those with an index of first or more, at most limit
  * (1 or more); the journal's window is the page, so a page of a large job
  * costs a pass over its journal, not its rows. */
+/* The job's recipients by state and bounce class, from its journal:
+ * {"bounced": {"invalid-recipient": 3}, "deferred": {...}, "expired":
+ * {...}}; NULL if there is no such job. */
+json_t *sched_job_classes_json(struct sched *sc, const char *id);
 struct sched_cursor *sched_recipients_page(struct sched *sc, const char *id,
 					   enum sched_state filter, size_t first,
 					   size_t limit);

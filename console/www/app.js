@@ -17,6 +17,7 @@ const state = {
   route: null,
   page: { after: [], next: null },
   tokenWaiters: null,
+  ticks: 0,
 };
 
 // ---- the API: bearer token on 401, asked with a form ----
@@ -292,22 +293,14 @@ async function loadJob(id) {
   return job;
 }
 
-// Bounce classes of the job: from the per-class counts when the job has
-// them, else counted over the rows of the bounce list on the page.
-function drawClasses(job, rows) {
-  let pairs, note;
-  if (job && job.bounce_classes) {
-    pairs = Object.entries(job.bounce_classes);
-    note = 'every bounce of the job';
-  } else {
-    const m = {};
-    rows.filter((r) => r.state === 'bounced').forEach((r) => { const k = r.bounce_class || 'unknown'; m[k] = (m[k] || 0) + 1; });
-    pairs = Object.entries(m);
-    note = 'bounces on this page of the list';
-  }
-  pairs.sort((a, b) => b[1] - a[1]);
+// Bounce classes of the job, from its journal (server-side): the
+// bounced recipients by class, then the deferred ones.
+async function loadClasses(id) {
+  const c = await getJSON('/v1/jobs/' + encodeURIComponent(id) + '/classes');
+  const pairs = Object.entries(c.bounced || {}).sort((a, b) => b[1] - a[1]);
   drawBars($('chart-classes'), pairs);
-  $('classes-note').textContent = note;
+  const def = Object.entries(c.deferred || {}).map(([k, v]) => k + ' ' + fmtNum(v)).join(', ');
+  $('classes-note').textContent = def ? 'deferred now: ' + def : '';
 }
 
 function rcptRow(r) {
@@ -321,7 +314,7 @@ function rcptRow(r) {
 
 // One page of recipients, server-side (limit/after); the text filter
 // narrows the rows of the page.
-async function loadBounces(id, job) {
+async function loadBounces(id) {
   const st = $('bounce-state').value, limit = Number($('bounce-limit').value);
   const after = state.page.after[state.page.after.length - 1];
   let q = '/v1/jobs/' + encodeURIComponent(id) + '/recipients?limit=' + limit;
@@ -335,7 +328,6 @@ async function loadBounces(id, job) {
   $('bounce-next').disabled = state.page.next == null;
   $('bounce-page').textContent = 'page ' + (state.page.after.length + 1) + ': ' + shown.length +
     ' of ' + rows.length + ' rows' + (state.page.next == null ? ' (last page)' : '');
-  drawClasses(job, rows);
 }
 
 function eventRow(e) {
@@ -375,7 +367,14 @@ function stopEvents() {
 async function jobAction(ev) {
   const verb = ev.target.dataset.action;
   const id = $('job-id').textContent;
-  if (verb === 'cancel' && !window.confirm('Cancel job ' + id + '? Its queued recipients will not be sent.')) return;
+  // cancelling cannot be undone: a second click confirms it
+  if (verb === 'cancel' && ev.target.dataset.confirm !== '1') {
+    ev.target.dataset.confirm = '1';
+    ev.target.textContent = 'Confirm cancel';
+    $('job-action-result').textContent = 'queued recipients of ' + id + ' will not be sent';
+    return;
+  }
+  if (verb === 'cancel') { ev.target.dataset.confirm = '0'; ev.target.textContent = 'Cancel'; }
   const r = await api('/v1/jobs/' + encodeURIComponent(id) + '/' + verb, { method: 'POST' });
   const body = await r.json().catch(() => null);
   $('job-action-result').textContent = r.ok ? verb + ': done' : verb + ': ' + (body && body.error ? body.error.message : r.status);
@@ -435,8 +434,10 @@ async function tick(first) {
     if (r.view === 'overview') await loadOverview(first);
     else if (r.view === 'queues') await loadQueues();
     else if (r.view === 'job') {
-      const job = await loadJob(r.id);
-      if (first) await loadBounces(r.id, job);
+      await loadJob(r.id);
+      // the journal's passes: the list once, the classes every 5th tick
+      if (first) await loadBounces(r.id);
+      if (first || ++state.ticks % 5 === 0) await loadClasses(r.id);
     }
     if (state.route === r) setStatus(true, 'updated ' + new Date().toLocaleTimeString());
   } catch (err) {
@@ -462,8 +463,7 @@ function reloadBounces(reset) {
   if (reset) state.page.after = [];
   const r = state.route;
   if (r.view !== 'job') return;
-  getJSON('/v1/jobs/' + encodeURIComponent(r.id)).then((job) => loadBounces(r.id, job))
-    .catch((e) => setStatus(false, String(e.message || e)));
+  loadBounces(r.id).catch((e) => setStatus(false, String(e.message || e)));
 }
 
 async function init() {

@@ -155,6 +155,13 @@ class Data(VolleydTest):
                          ("?limit=2&after=x", "after")):
             self.assertError(self.d.request("GET", base + q), 400, "invalid_field", field)
 
+    def test_classes(self):
+        jid = self.job(30)
+        self.wait_done(self.d, jid)
+        c = self.d.request("GET", "/v1/jobs/%s/classes" % jid).json()
+        self.assertEqual(c, {"bounced": {"invalid-recipient": 10}, "deferred": {}, "expired": {}})
+        self.assertError(self.d.request("GET", "/v1/jobs/0194c1d2e3f4-5a6b7c8d/classes"), 404)
+
     def test_events_from_end(self):
         jid = self.job(3)
         self.wait_done(self.d, jid)

@@ -92,6 +92,9 @@ Test(config, errors_name_line_and_key)
 		{ "api = { listen = \"127.0.0.1\"; token = \"t\"; };", "expected \"host:port\"" },
 		{ "log = { level = \"loud\"; };", ":1: log.level: expected error, warn" },
 		{ "log = { colour = true; };", "log.colour: unknown key" },
+		{ "console = { actions = 1; };", ":1: console.actions: expected true or false" },
+		{ "console = { enabled = \"yes\"; };", "console.enabled: expected true or false" },
+		{ "console = { theme = \"dark\"; };", "console.theme: unknown key" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		struct cfg c;
@@ -118,6 +121,30 @@ Test(config, log_group)
 	cr_assert_str_eq(c.log.file, "/tmp/v.log");
 	cr_assert(c.log.syslog);
 	cr_assert_eq(cfg_log_level(&c), VL_LOG_WARN);
+	cfg_free(&c);
+}
+
+/* The console group: on and read-only by default; printed and loaded back. */
+Test(config, console_group)
+{
+	struct cfg c;
+	char err[256] = "";
+	struct vl_buf b;
+
+	cr_assert_eq(unit_cfg_load(&c, "", err, sizeof err), 0, "%s", err);
+	cr_assert(c.console.enabled);
+	cr_assert_not(c.console.actions);
+	cfg_free(&c);
+	cr_assert_eq(unit_cfg_load(&c, "console = { enabled = false; actions = true; };", err,
+				   sizeof err), 0, "%s", err);
+	cr_assert_not(c.console.enabled);
+	cr_assert(c.console.actions);
+	vl_buf_init(&b);
+	cfg_print(&c, &b);
+	vl_buf_append(&b, "", 1);
+	cr_assert_not_null(strstr(b.p, "console = {\n  enabled = false;\n  actions = true;\n};"),
+			   "%s", b.p);
+	vl_buf_free(&b);
 	cfg_free(&c);
 }
 

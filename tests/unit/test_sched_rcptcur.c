@@ -20,7 +20,9 @@ static void rec(struct vl_buf *b, uint32_t idx, enum sched_rstate st, int code,
 		const char *text, uint8_t flags)
 {
 	struct sched_jrec r = { .idx = idx, .state = (uint8_t)st, .attempts = 1,
-				.time = 1796600000, .code = (int16_t)code, .flags = flags };
+				.time = 1796600000, .code = (int16_t)code, .flags = flags,
+				.cls = code >= 500 ? SCHED_BC_INVALID_RECIPIENT :
+				       code >= 400 ? SCHED_BC_RATE_LIMITED : SCHED_BC_NONE };
 	snprintf(r.enhanced, sizeof r.enhanced, "%s", code >= 500 ? "5.1.1" : code ? "2.0.0" : "");
 	r.textlen = (uint16_t)snprintf(r.text, sizeof r.text, "%s", text);
 	sched_journal_encode(&r, b);
@@ -86,10 +88,13 @@ static void teardown(void)
 TestSuite(sched_rcptcur, .init = setup, .fini = teardown);
 
 /* "index state text" per line, text "-" when none. */
-static void read_all(enum sched_state filter, size_t win, size_t chunk, struct vl_buf *out)
+static void read_page(enum sched_state filter, size_t win, size_t chunk, size_t first,
+		      size_t limit, struct vl_buf *out)
 {
 	struct sched_cursor *c = sched_cursor_new(sched_table_open(sp, id), journal, feedback,
 						  false, filter, win);
+	if (first || limit)
+		sched_cursor_page(c, first, limit);
 	struct vl_buf raw;
 	char buf[4096];
 	size_t n;
@@ -114,6 +119,11 @@ static void read_all(enum sched_state filter, size_t win, size_t chunk, struct v
 	}
 	vl_buf_append(out, "", 1);
 	vl_buf_free(&raw);
+}
+
+static void read_all(enum sched_state filter, size_t win, size_t chunk, struct vl_buf *out)
+{
+	read_page(filter, win, chunk, 0, 0, out);
 }
 
 static const char *all =
@@ -159,4 +169,43 @@ Test(sched_rcptcur, no_journal_yet)
 	read_all(SCHED_NSTATES, 4, 4096, &out);
 	cr_assert_eq(strncmp(out.p, "0 queued -\n1 queued -\n", 22), 0, "%s", out.p);
 	vl_buf_free(&out);
+}
+
+Test(sched_rcptcur, pages)
+{
+	struct vl_buf out;
+
+	vl_buf_init(&out);
+	for (size_t win = 0; win <= 3; win++) {
+		read_page(SCHED_NSTATES, win, 4096, 0, 3, &out);
+		cr_assert_str_eq(out.p, "0 delivered ok\n1 delivered ok at last\n"
+				 "2 bounced late: mailbox gone\n", "window %zu", win);
+		read_page(SCHED_NSTATES, win, 40, 8, 5, &out);
+		cr_assert_str_eq(out.p, "8 expired expired\n9 expired expired\n", "window %zu", win);
+	}
+	read_page(SCHED_BOUNCED, 0, 4096, 3, 1, &out);      /* after index 2 */
+	cr_assert_str_eq(out.p, "4 bounced no such user\n");
+	read_page(SCHED_BOUNCED, 0, 4096, 5, 10, &out);
+	cr_assert_str_eq(out.p, "5 bounced gone\n");
+	read_page(SCHED_BOUNCED, 0, 4096, 6, 10, &out);
+	cr_assert_str_eq(out.p, "");
+	read_page(SCHED_NSTATES, 0, 4096, 1000, 10, &out);   /* past the end */
+	cr_assert_str_eq(out.p, "");
+	vl_buf_free(&out);
+}
+
+Test(sched_rcptcur, classes)
+{
+	struct sched_cursor *c = sched_cursor_new(sched_table_open(sp, id), journal, feedback,
+						  false, SCHED_NSTATES, 0);
+	json_t *j = sched_cursor_classes(c);
+	char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+
+	/* 2 bounced late (its feedback record's class), 4 and 5 bounced; 6
+	 * expired keeps its deferral's class; 7-9 expired with none */
+	cr_assert_str_eq(text, "{\"bounced\":{\"invalid-recipient\":3},\"deferred\":{},"
+			 "\"expired\":{\"rate-limited\":1}}");
+	free(text);
+	json_decref(j);
+	sched_recipients_close(c);
 }
