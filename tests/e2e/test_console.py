@@ -163,21 +163,37 @@ class Data(VolleydTest):
         self.assertError(self.d.request("GET", "/v1/jobs/0194c1d2e3f4-5a6b7c8d/classes"), 404)
 
     def test_events_from_end(self):
-        jid = self.job(3)
-        self.wait_done(self.d, jid)
-        # from=end: nothing of the past; a keep-alive would take 15 s, so a
-        # short timeout ends the read with nothing received
+        import json
         import socket
         from .daemon import UnixHTTPConnection
+        old = self.job(3)
+        self.wait_done(self.d, old)
+        # from=end: nothing of the past (a keep-alive would take 15 s: the
+        # short timeout ends the read with nothing received)
         c = UnixHTTPConnection(self.d.sock, timeout=1.5)
-        c.request("GET", "/v1/events?follow=1&from=end&job=" + jid)
+        c.request("GET", "/v1/events?follow=1&from=end&job=" + old)
         r = c.getresponse()
         self.assertEqual(r.status, 200)
         with self.assertRaises(socket.timeout):
             r.read1(65536)
         c.close()
+        # ... and what is committed from then on
+        c = UnixHTTPConnection(self.d.sock, timeout=20)
+        c.request("GET", "/v1/events?follow=1&from=end")
+        r = c.getresponse()
+        new = self.job(2)
+        seen, buf, deadline = [], b"", time.time() + 20
+        while len(seen) < 2 and time.time() < deadline:
+            buf += r.read1(65536)
+            *lines, buf = buf.split(b"\n")
+            seen += [json.loads(l) for l in lines if l.strip()]
+        c.close()
+        self.assertEqual({e["job"] for e in seen}, {new})
+        # bad0 is suppressed since the first job bounced it
+        self.assertEqual(sorted(e["type"] for e in seen), ["AdminBounce", "Delivery"])
         self.assertError(self.d.request("GET", "/v1/events?from=end"), 400, "invalid_field", "from")
-
+        self.assertError(self.d.request("GET", "/v1/events?follow=1&from=start"), 400,
+                         "invalid_field", "from")
 
 if __name__ == "__main__":
     import unittest
