@@ -9,6 +9,8 @@
 # the packaged dovecot service is not needed (volley-bench runs its own).
 # redis-server and libhiredis-dev: the cluster module (cluster/) and its
 # tests, which start their own redis-server on a loopback port.
+# chromium and python3-websocket: the web console's browser tests (headless
+# Chromium driven over the DevTools protocol, tests/e2e/cdp.py).
 set -eu
 
 PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
@@ -16,7 +18,7 @@ libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
 curl unbound nsd ldnsutils python3-dkim opendkim-tools postfix gnuplot-nox
 zlib1g-dev python3-jsonschema scdoc debhelper libcrypt-dev dovecot-core dovecot-imapd whois
-libhiredis-dev redis-server"
+libhiredis-dev redis-server chromium python3-websocket"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""
