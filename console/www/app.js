@@ -364,9 +364,14 @@ async function followEvents(id) {
   if (state.events === ac) { live.textContent = 'off'; live.dataset.state = 'off'; }
 }
 
+// Leaving a job: its stream ends, its rows and the live badge go with it.
 function stopEvents() {
   if (state.events) state.events.abort();
   state.events = null;
+  const live = $('events-live');
+  if (live) { live.textContent = 'off'; live.dataset.state = 'off'; }
+  const t = $('job-events');
+  if (t) t.tBodies[0].replaceChildren();
 }
 
 async function jobAction(ev) {
