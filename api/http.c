@@ -705,6 +705,7 @@ static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 	delivery_metrics(&b, json_object_get(sched, "delivery"));
 	api_metrics(&b, json_object_get(s, "api"));
 	site_metrics(&b, a);
+	sched_latency_metrics(a->sc, &b);
 	for (size_t i = 0; i < a->nmore; i++)
 		a->more[i].fn(a->more[i].arg, &b);
 	json_decref(s);
