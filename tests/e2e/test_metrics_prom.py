@@ -31,7 +31,8 @@ LATENCY = 0.030   # the sink's hold on every reply
 
 
 def conf(sink, extra=""):
-    return ('egress = ( { name = "ip1"; address = "127.0.0.2"; ehlo = "mta1.example.test"; } );\n'
+    return ('egress = ( { name = "ip1"; address = "127.0.0.2"; ehlo = "mta1.example.test"; },\n'
+            '           { name = "ip2"; address = "127.0.0.3"; ehlo = "mta2.example.test"; } );\n'
             'domains = ( { match = "*.test"; route = "%s"; tls = "encrypt"; } );\n'
             'defaults = { retry = [ "1s" ]; };\n%s' % (sink.route(), extra))
 
@@ -45,6 +46,7 @@ def samples(text):
         m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
         assert m, line
         labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        assert (m.group(1), labels) not in out, "a series twice: " + line
         out[(m.group(1), labels)] = float(m.group(4))
     return out
 
@@ -130,6 +132,10 @@ class Promtool(Scraped):
         self.assertEqual(rows["1"], rows["+Inf"], rows)
         key = ("volley_site_response_seconds_sum", frozenset({("site", site), ("stage", "dot")}))
         self.assertGreaterEqual(self.s[key], rows["+Inf"] * LATENCY)
+
+    def test_site_gauges_per_source(self):
+        srcs = {dict(k[1]).get("source") for k in self.s if k[0] == "volley_site_queued"}
+        self.assertEqual(srcs, {"ip1", "ip2"})
 
     def test_tls_counts(self):
         tls = {dict(k[1])["tls"]: v for k, v in self.s.items()
