@@ -68,8 +68,16 @@ class Scraped(unittest.TestCase):
                         "--reply", "rcpt:*@bad.test=550 5.1.1 no such user").start()
         cls.addClassCleanup(cls.sink.stop)
         cls.port = util.free_port()
-        cls.d = Volleyd(config=conf(cls.sink, 'api = { listen = "127.0.0.1:%d"; token = '
-                                    '"prom-s3cret"; };\n' % cls.port))
+        # the webhook's and the unsubscribe listener's families too (the
+        # webhook's receiver is a closed port: it retries, and counts)
+        parts = ('api = { listen = "127.0.0.1:%d"; token = "prom-s3cret"; };\n'
+                 'webhooks = ( { name = "h1"; url = "http://127.0.0.1:%d/h"; secret = '
+                 '"s3cr3t-0123456789abcdef0123456789abcdef"; } );\n'
+                 'unsubscribe = { listen = [ "127.0.0.1:%d" ]; base_url = '
+                 '"https://news.example.com/unsubscribe"; secret = '
+                 '"s3cr3t-0123456789abcdef0123456789abcdef"; };\n'
+                 % (cls.port, util.free_port(), util.free_port()))
+        cls.d = Volleyd(config=conf(cls.sink, parts))
         cls.addClassCleanup(cls.d.cleanup)
         cls.d.start()
         jobs = [cls.d.submit(simple_job(6, domain="d.test")).json()["id"],
@@ -132,6 +140,11 @@ class Promtool(Scraped):
         self.assertEqual(rows["1"], rows["+Inf"], rows)
         key = ("volley_site_response_seconds_sum", frozenset({("site", site), ("stage", "dot")}))
         self.assertGreaterEqual(self.s[key], rows["+Inf"] * LATENCY)
+
+    def test_the_configured_parts_are_scraped_too(self):
+        names = {k[0] for k in self.s}
+        self.assertIn("volley_webhook_requests_total", names)
+        self.assertIn("volley_unsubscribe_requests_total", names)
 
     def test_site_gauges_per_source(self):
         srcs = {dict(k[1]).get("source") for k in self.s if k[0] == "volley_site_queued"}
