@@ -265,6 +265,11 @@ install: $(BUILD)/volleyd $(BUILD)/volley $(BUILD)/volley-sink $(BUILD)/volley-b
 	for m in $(MANS); do s=$${m##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s && \
 		install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/ || exit 1; done
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/volley/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/volley/contrib/prometheus \
+		$(DESTDIR)$(PREFIX)/share/doc/volley/contrib/grafana
+	install -m 0644 contrib/prometheus/prometheus.yml \
+		$(DESTDIR)$(PREFIX)/share/doc/volley/contrib/prometheus/
+	install -m 0644 contrib/grafana/volley.json $(DESTDIR)$(PREFIX)/share/doc/volley/contrib/grafana/
 	install -m 0644 bench/scenarios/*.conf $(DESTDIR)$(PREFIX)/share/volley/bench/scenarios/
 	install -m 0644 bench/scenarios/volleyd/*.conf $(DESTDIR)$(PREFIX)/share/volley/bench/scenarios/volleyd/
 	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \

@@ -656,13 +656,19 @@ static void api_metrics(struct vl_buf *b, json_t *g)
 	       "Requests refused for want of the bearer token.", NULL, num(g, "unauthorized"));
 }
 
-/* {site="..."}: label values escaped as the text format asks. */
+/* {site="..."} and, with egress sources (a site per source), source="...":
+ * label values escaped as the text format asks, and no two series alike. */
 static void site_label(json_t *site, char *lab, size_t len)
 {
 	struct vl_buf esc;
+	const char *src = json_string_value(json_object_get(site, "source"));
 
 	vl_buf_init(&esc);
 	vl_buf_json_string(&esc, json_string_value(json_object_get(site, "site")));
+	if (src) {
+		vl_buf_appends(&esc, ",source=");
+		vl_buf_json_string(&esc, src);
+	}
 	snprintf(lab, len, "{site=%.*s}", (int)esc.len, esc.p);
 	vl_buf_free(&esc);
 }
@@ -733,6 +739,7 @@ static enum MHD_Result metrics(struct api *a, struct MHD_Connection *c)
 	delivery_metrics(&b, json_object_get(sched, "delivery"));
 	api_metrics(&b, json_object_get(s, "api"));
 	site_metrics(&b, a);
+	sched_latency_metrics(a->sc, &b);
 	for (size_t i = 0; i < a->nmore; i++)
 		a->more[i].fn(a->more[i].arg, &b);
 	json_decref(s);

@@ -8,6 +8,7 @@
 #define VOLLEY_COMMON_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -226,6 +227,25 @@ int vl_read_file(const char *path, struct vl_buf *out);
  * "# HELP" and "# TYPE" lines when help is given (a family's first sample). */
 void vl_prom_metric(struct vl_buf *b, const char *name, const char *type, const char *help,
 		    const char *labels, double v);
+
+/* ---- histograms for Prometheus (hist.c) ----
+ * Upper bounds ascending (seconds), at most VL_HIST_MAX, plus +Inf.
+ * Observations from any thread (relaxed atomics); a scrape writes the
+ * family's _bucket (cumulative), _sum and _count lines. */
+#define VL_HIST_MAX 24
+struct vl_hist {
+	const double *bounds;                 /* must outlive the histogram */
+	size_t nb;
+	_Atomic uint64_t counts[VL_HIST_MAX + 1]; /* per bucket, not cumulative */
+	_Atomic uint64_t sum_us;              /* microseconds */
+};
+void vl_hist_init(struct vl_hist *h, const double *bounds, size_t n);
+void vl_hist_observe(struct vl_hist *h, double seconds);
+uint64_t vl_hist_count(const struct vl_hist *h);
+/* labels: "" or NULL, or inner label pairs `site="x",stage="dot"`; help
+ * given: the HELP and TYPE lines first (a family's first series). */
+void vl_hist_prom(struct vl_buf *b, const char *name, const char *help, const char *labels,
+		  const struct vl_hist *h);
 
 /* The calling thread's name as ps, top and perf show it (at most 15
  * characters: "vl-deliver"). */

@@ -121,6 +121,9 @@ struct eng_result {
 	 * when DANE did not. */
 	const char *tls_failure;
 	const char *tls_tlsa;
+	/* stage dot: seconds from the final dot or BDAT LAST going out to
+	 * this reply (the peer's response time); 0 when not measured */
+	double reply_s;
 };
 
 struct eng_msg;

@@ -145,6 +145,8 @@ struct eng_txn {
 					   * open) */
 	bool use_bdat, body_with_cmds;
 	bool body_queued;                 /* BDAT LAST or the final dot written */
+	uint64_t body_ns;                 /* when the worker took it to send
+					   * (eng_sess.now_ns); 0: not yet */
 	bool dead;                        /* MAIL refused: no recipient left */
 };
 
@@ -189,6 +191,10 @@ struct eng_sess {
 	struct eng_msg *finished;         /* transactions ended: hand back
 					   * (a list on next_, oldest first) */
 	bool starttls_refused;
+	/* response times: now_ns is the worker's clock when it takes the
+	 * output or hands in replies (0: unknown); reply_ns the final reply's
+	 * time after the body, for the results being given */
+	uint64_t now_ns, reply_ns;
 	unsigned nmsgs;                   /* transactions on this connection */
 	/* why the session failed, for the messages still queued */
 	const char *fail_stage;

@@ -161,6 +161,9 @@ static void txn_pop(struct eng_sess *s)
 
 void eng_sess_output_taken(struct eng_sess *s)
 {
+	for (size_t b = 0; b < s->nbodies; b++)
+		if (s->bodies[b].txn)
+			s->bodies[b].txn->body_ns = s->now_ns;
 	vl_buf_reset(&s->out);
 	s->nbodies = 0;
 }
@@ -242,6 +245,7 @@ void eng_result_give(struct eng_msg *m, size_t rcpt, enum eng_status st,
 		.tls_dane = s && s->tls_on && s->tls_dane,
 		.tls_failure = s ? s->tls_failure : NULL,
 		.tls_tlsa = s ? s->tls_tlsa : NULL,
+		.reply_s = s && s->reply_ns ? (double)s->reply_ns / 1e9 : 0,
 	};
 	m->pending_--;
 	m->on_result(m, rcpt, &r);
@@ -722,10 +726,13 @@ bool eng_sess_pipe(struct eng_sess *s, struct eng_msg *m)
 static enum eng_act final_reply(struct eng_sess *s, struct eng_txn *t,
 				const struct eng_reply *r)
 {
+	if (t->body_ns && s->now_ns >= t->body_ns)
+		s->reply_ns = s->now_ns - t->body_ns + 1; /* never 0: measured */
 	if (!t->dead)
 		for (size_t i = 0; i < t->msg->count_; i++)
 			if (t->rs[i] == RS_ACCEPTED)
 				give_reply(s, t, i, r, "dot");
+	s->reply_ns = 0;
 	give_rest(s, t, -1, ENG_TRANSIENT, r->code, r->enhanced,
 		  "no recipient accepted", "rcpt", false);
 	/* A refused BDAT LAST may leave the transaction open: reset it. */

@@ -1186,6 +1186,8 @@ static void conn_flush(struct conn *c)
 		return;
 	}
 	struct send_slot *t = slot_take(c->w);
+	if (body)
+		s->now_ns = vl_now_ns(); /* the final dot's time (output_taken) */
 	if (c->tls) {
 		int rc = tls_write_staged(c);
 		eng_sess_output_taken(s);
@@ -1426,6 +1428,7 @@ static void conn_plaintext(struct conn *c, const char *data, size_t len)
 	size_t off = 0;
 
 	c->reading = true;
+	c->s.now_ns = vl_now_ns();  /* the replies' arrival: response times */
 	while (off < len && c->state < CONN_DRAINING) {
 		struct eng_reply r;
 		size_t used;

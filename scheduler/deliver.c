@@ -207,6 +207,8 @@ static void on_result(struct eng_msg *em, size_t rcpt, const struct eng_result *
 	copy(m->tls_cipher, sizeof m->tls_cipher, r->tls_cipher);
 	m->tls_verified = r->tls_verified;
 	m->tls_dane = r->tls_dane;
+	if (r->reply_s > 0)
+		m->reply_s = r->reply_s;
 	sched_tlsrpt_copy(m, r);
 }
 
@@ -415,6 +417,7 @@ static void submit(struct sched_deliver *d, struct sched_dmsg *m)
 	em->arg = m;
 	sched_tlsrpt_reset(m);
 	m->sent_ms = vl_now_ms();
+	m->reply_s = 0;
 	d->dispatched++;
 	eng_submit(d->eng, em);
 }
@@ -682,6 +685,8 @@ static void one_result(struct sched_deliver *d, struct sched_dmsg *m,
 		sched_deliver_event(d, dj, m->idx, "Delivery", m, r);
 		d->delivered++;
 		sched_hist_add(d->hist, sched_hist_now(), SCHED_HIST_DELIVERED);
+		sched_lat_delivered(sched_lat_of(d->sc), dj->transactional,
+				    vl_wall_time() - dj->j->created);
 	} else if (m->r.status == ENG_PERMANENT) {
 		sched_djob_set(dj, m->idx, SCHED_R_BOUNCED, r);
 		sched_deliver_event(d, dj, m->idx, "Bounce", m, r);
@@ -737,10 +742,52 @@ static bool requeue(struct sched_deliver *d, struct sched_dmsg *m, size_t i)
 	return true;
 }
 
+/* How the message's connection was protected, counted (m loaded with its
+ * first recipient). Messages that reached no transaction (no route, no
+ * connection, a failed greeting) count nowhere, but for TLS failures. */
+static void tls_count(struct sched_deliver *d, const struct sched_dmsg *m)
+{
+	static const char *const txn[] = { "mail", "rcpt", "data", "dot" };
+	enum sched_tls k;
+	bool sent = false;
+
+	for (size_t i = 0; i < VL_ARRAY_LEN(txn); i++)
+		sent |= !strcmp(m->r.stage, txn[i]);
+	if (m->tls_failure[0])
+		k = SCHED_TLS_FAILED;
+	else if (!sent)
+		k = SCHED_TLS_KINDS;
+	else if (!m->tls_version[0])
+		k = SCHED_TLS_NONE;
+	else if (m->tls_dane)
+		k = SCHED_TLS_DANE;
+	else if (m->tls_verified)
+		k = m->q->site->sts ? SCHED_TLS_STS : SCHED_TLS_VERIFIED;
+	else
+		k = SCHED_TLS_ENCRYPTED;
+	if (k != SCHED_TLS_KINDS)
+		sched_lat_tls(sched_lat_of(d->sc), k);
+}
+
+/* The peer's response time to the end of data, into its site's histogram. */
+static void site_reply_time(struct sched_deliver *d, struct sched_dmsg *m)
+{
+	struct sched_site *s = m->q->site;
+	struct sched_lat *l = sched_lat_of(d->sc);
+
+	if (m->reply_s <= 0)
+		return;
+	if (s->lat_slot < 0)
+		s->lat_slot = sched_lat_site(l, s->name);
+	sched_lat_reply(l, s->lat_slot, m->reply_s);
+}
+
 static void process(struct sched_deliver *d, struct sched_dmsg *m)
 {
 	sched_tlsrpt_record(d, m);     /* one session for the message */
+	site_reply_time(d, m);
 	msg_load(m, 0);
+	tls_count(d, m);
 	if (walk_mx(d, m))
 		return;
 	m->q->site->inflight--;        /* the message leaves the site's window */

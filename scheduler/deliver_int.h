@@ -100,6 +100,8 @@ struct sched_dmsg {
 	size_t nrcpt, rcap, rescap;
 	unsigned host;                /* index in the site's routes */
 	uint64_t sent_ms;
+	double reply_s;               /* the peer's reply time to the final dot
+				       * (eng_result.reply_s); 0: none */
 	/* the result, copied on the worker thread: r is the recipient's
 	 * being processed (a shared message's from res), the rest the
 	 * connection's */
@@ -169,6 +171,8 @@ struct sched_site {
 	} last;
 	double last_time;
 	uint64_t delivered, bounced, transient;
+	int lat_slot;                 /* its response-time histogram (latency.c);
+				       * -1 until its first reply */
 };
 
 /* One destination and the sites of its egress sources, created as a

@@ -32,7 +32,18 @@ struct sched {
 	struct sched_fbstate *fb;    /* feedback effects (fback.c) */
 	struct sched_suppress *sup;  /* given by sched_start */
 	struct sched_events *ev;
+	struct sched_lat *lat;       /* latency histograms (latency.c) */
 };
+
+struct sched_lat *sched_lat_of(struct sched *sc)
+{
+	return sc->lat;
+}
+
+void sched_latency_metrics(struct sched *sc, struct vl_buf *out)
+{
+	sched_lat_metrics(sc->lat, out);
+}
 
 struct sched_fbstate *sched_fbstate(struct sched *sc)
 {
@@ -271,6 +282,7 @@ struct sched *sched_new(const struct cfg *c, struct sched_spool *s,
 	sc->cfg = c;
 	sc->spool = s;
 	sc->fb = sched_fbstate_new(c);
+	sc->lat = sched_lat_new();
 	pthread_mutex_init(&sc->mu, NULL);
 	sc->index = json_object();
 	sc->idem = json_object();
@@ -293,6 +305,7 @@ void sched_free(struct sched *sc)
 	}
 	free(sc->jobs);
 	sched_fbstate_free(sc->fb);
+	sched_lat_free(sc->lat);
 	json_decref(sc->index);
 	json_decref(sc->idem);
 	pthread_mutex_destroy(&sc->mu);

@@ -168,7 +168,7 @@ struct sched_fbproc **sched_fb_proc_slot(struct sched *sc);
 void sched_fb_metrics_effects(struct sched *sc, struct vl_buf *out);
 const struct cfg *sched_cfg_of(struct sched *sc);             /* sched.c */
 
-/* ---- the last hour of results, a second a slot (hist.c) ---- */
+/* ---- the last hour of results, a second a slot (history.c) ---- */
 #define SCHED_HIST_SECONDS 3600
 enum sched_hist_kind { SCHED_HIST_DELIVERED, SCHED_HIST_DEFERRED, SCHED_HIST_BOUNCED,
 		       SCHED_HIST_KINDS };
@@ -189,6 +189,28 @@ void sched_hist_read(const struct sched_hist *h, int64_t now, unsigned secs,
 json_t *sched_hist_json(const struct sched_hist *h, int64_t now, unsigned secs);
 int64_t sched_hist_now(void);   /* wall-clock seconds, coarse */
 struct sched_hist *sched_hist_of(struct sched *sc);          /* sched.c */
+/* Latency histograms (latency.c): the delivery thread observes, a scrape
+ * reads (sched_latency_metrics). A site's slot is its name's, the first
+ * SCHED_LAT_SITES names; the rest share slot SCHED_LAT_SITES ("other"). */
+#define SCHED_LAT_SITES 64
+/* How a message's connection was protected (volley_tls_messages_total). */
+enum sched_tls { SCHED_TLS_DANE, SCHED_TLS_STS, SCHED_TLS_VERIFIED, SCHED_TLS_ENCRYPTED,
+		 SCHED_TLS_NONE, SCHED_TLS_FAILED, SCHED_TLS_KINDS };
+struct sched_lat {
+	struct vl_hist delivery[2];                /* bulk, transactional */
+	struct vl_hist reply[SCHED_LAT_SITES + 1];
+	char site[SCHED_LAT_SITES][128];
+	_Atomic size_t nsites;
+	_Atomic uint64_t tls[SCHED_TLS_KINDS];     /* messages by enum sched_tls */
+};
+struct sched_lat *sched_lat_new(void);
+void sched_lat_free(struct sched_lat *l);
+int sched_lat_site(struct sched_lat *l, const char *name); /* one writer */
+void sched_lat_delivered(struct sched_lat *l, bool transactional, double seconds);
+void sched_lat_reply(struct sched_lat *l, int slot, double seconds);
+void sched_lat_tls(struct sched_lat *l, enum sched_tls kind);
+void sched_lat_metrics(const struct sched_lat *l, struct vl_buf *out);
+struct sched_lat *sched_lat_of(struct sched *sc);             /* sched.c */
 
 /* Registry hooks used by the delivery thread (sched.c). */
 void sched_lock(struct sched *sc);

@@ -99,6 +99,8 @@ int sched_start(struct sched *sc, struct sched_suppress *sup, struct sched_event
  * rest is journaled as deferred), commit; the engine is stopped, not
  * freed. */
 void sched_stop(struct sched *sc, uint64_t grace_ms);
+/* The latency histograms' lines for /metrics (docs/metrics.md). */
+void sched_latency_metrics(struct sched *sc, struct vl_buf *out);
 /* {"queues": [...]} per destination site. */
 json_t *sched_queues_json(struct sched *sc);
 /* What volley would do with TLS for a domain now: MX hosts, their TLSA

@@ -231,6 +231,7 @@ static struct sched_site *site_alloc(struct sched_deliver *d, struct sched_sgrou
 	s->group = g;
 	s->src = src;
 	s->wslot = sched_warm_slot(d, src, g->provider);
+	s->lat_slot = -1;
 	if (src >= 0) {
 		const struct cfg_egress *e = &d->ecfg->egress[src];
 		size_t n = strlen(key) + strlen(e->name) + 8;

@@ -11,6 +11,9 @@
 # tests, which start their own redis-server on a loopback port.
 # chromium and python3-websocket: the web console's browser tests (headless
 # Chromium driven over the DevTools protocol, tests/e2e/cdp.py).
+# prometheus: its promtool checks /metrics and contrib/prometheus/'s
+# configuration in the tests; the service the package enables is stopped
+# and disabled (nothing here scrapes, and it would hold port 9090).
 set -eu
 
 PKGS="build-essential pkg-config liburing-dev libc-ares-dev libssl-dev
@@ -18,7 +21,7 @@ libjemalloc-dev libcriterion-dev libjansson-dev libmicrohttpd-dev
 libconfig-dev libcurl4-openssl-dev swaks libnet-ssleay-perl python3 openssl
 curl unbound nsd ldnsutils python3-dkim opendkim-tools postfix gnuplot-nox
 zlib1g-dev python3-jsonschema scdoc debhelper libcrypt-dev dovecot-core dovecot-imapd whois
-libhiredis-dev redis-server chromium python3-websocket"
+libhiredis-dev redis-server chromium python3-websocket prometheus"
 [ "${1:-}" = "--fuzz" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""
@@ -38,3 +41,12 @@ echo "postfix postfix/main_mailer_type select No configuration" |
 $SUDO apt-get update -qq >/dev/null
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# Debian's prometheus package enables and starts its server: not wanted.
+case " $missing " in *" prometheus "*)
+	if [ -d /run/systemd/system ]; then
+		$SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+	else
+		$SUDO invoke-rc.d prometheus stop >/dev/null 2>&1 || true
+		$SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true
+	fi ;;
+esac

@@ -1,6 +1,6 @@
 /* console/: the compiled-in assets and their lookup; the console's paths
  * the gate lets through without the token (api/http1.c); the per-second
- * history ring (scheduler/hist.c). */
+ * history ring (scheduler/history.c). */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <string.h>

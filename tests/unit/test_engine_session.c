@@ -1253,3 +1253,48 @@ Test(eng_pipe, requiretls_and_size_refused_without_a_command)
 	pm_all(&w->msgs[3], 1, ENG_DELIVERED, 250, "dot", false);
 	pw_free(w);
 }
+
+/* The final reply's response time (eng_result.reply_s): from the output
+ * holding the body being taken to the reply, on the worker's clock in
+ * now_ns; other results carry none. */
+Test(eng_session, reply_time_of_the_final_dot)
+{
+	struct t *t = t_new(TLS_POLICY_NONE, 2);
+	hello(t, "250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+	t->s.now_ns = 1000000000;
+	start(t);                              /* BDAT LAST with the body */
+	t->s.now_ns = 1001000000;
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "550 5.1.1 no\r\n");
+	cr_assert_eq(t->nres, 1);
+	cr_assert_eq(t->res[1].reply_s, 0, "a RCPT refusal has none");
+	t->s.now_ns = 1002500000;
+	reply(t, "250 2.0.0 ok\r\n");
+	cr_assert_float_eq(t->res[0].reply_s, 0.0025, 1e-8);
+	t_free(t);
+	/* DATA: the body goes after the 354, its time from then */
+	t = t_new(TLS_POLICY_NONE, 1);
+	hello(t, "250-mx\r\n250 PIPELINING\r\n");
+	start(t);
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	t->s.now_ns = 7000000000;
+	reply(t, "354 go\r\n");
+	cr_assert_eq(t->nbodies, 1);
+	t->s.now_ns = 7040000000;
+	reply(t, "451 4.3.0 later\r\n");
+	cr_assert_str_eq(t->res[0].stage, "dot");
+	cr_assert_float_eq(t->res[0].reply_s, 0.04, 1e-8, "a refusal is a response too");
+	t_free(t);
+	/* no clock (now_ns 0): not measured */
+	t = t_new(TLS_POLICY_NONE, 1);
+	hello(t, "250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+	start(t);
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	reply(t, "250 ok\r\n");
+	cr_assert_eq(t->res[0].status, ENG_DELIVERED);
+	cr_assert_eq(t->res[0].reply_s, 0);
+	t_free(t);
+}
