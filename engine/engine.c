@@ -12,6 +12,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#define COUNT_BUCKETS 256
+struct route_count {
+	uint64_t h;
+	unsigned n;
+	struct route_count *next;
+};
+
 struct engine {
 	struct eng_config cfg;
 	int n;
@@ -26,6 +33,10 @@ struct engine {
 					  * quiet route sooner) */
 	_Atomic unsigned *conns;         /* [SPREAD_SLOTS][n]: connections open
 					  * or opening, likewise */
+	/* The same exactly, by route hash, for the API: touched at a
+	 * connection's open and close only, so a mutex does */
+	pthread_mutex_t cmu;
+	struct route_count *counts[COUNT_BUCKETS];
 };
 
 #define SPREAD_SLOTS 1024
@@ -48,6 +59,7 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 	e->cfg.workers = e->n; /* the workers' eng_share needs it */
 	e->load = vl_calloc(SPREAD_SLOTS * (size_t)e->n, sizeof *e->load);
 	e->conns = vl_calloc(SPREAD_SLOTS * (size_t)e->n, sizeof *e->conns);
+	pthread_mutex_init(&e->cmu, NULL);
 	e->w = vl_calloc((size_t)e->n, sizeof *e->w);
 	e->tid = vl_calloc((size_t)e->n, sizeof *e->tid);
 	e->prep = vl_calloc((size_t)e->n, sizeof *e->prep);
@@ -61,6 +73,7 @@ struct engine *eng_new(const struct eng_config *c, char *err, size_t errlen)
 			free(e->prep);
 			free(e->load);
 			free(e->conns);
+			pthread_mutex_destroy(&e->cmu);
 			free(e);
 			return NULL;
 		}
@@ -115,6 +128,31 @@ static _Atomic unsigned *load_of(struct engine *e, uint64_t h, unsigned worker)
 	return slot(e, e->load, h, worker);
 }
 
+/* The exact count of route h: +1, -1 (an entry at zero goes), or 0 to read. */
+static unsigned count_step(struct engine *e, uint64_t h, int delta)
+{
+	struct route_count **pp = &e->counts[h % COUNT_BUCKETS], *c;
+	unsigned n = 0;
+
+	pthread_mutex_lock(&e->cmu);
+	while ((c = *pp) && c->h != h)
+		pp = &c->next;
+	if (!c && delta > 0) {
+		c = *pp = vl_calloc(1, sizeof *c);
+		c->h = h;
+	}
+	if (c) {
+		c->n += delta > 0 ? 1u : delta < 0 && c->n ? -1u : 0u;
+		n = c->n;
+		if (!n) {
+			*pp = c->next;
+			free(c);
+		}
+	}
+	pthread_mutex_unlock(&e->cmu);
+	return n;
+}
+
 void eng_route_conns(struct engine *e, uint64_t h, unsigned worker, int delta)
 {
 	_Atomic unsigned *u = slot(e, e->conns, h, worker);
@@ -123,6 +161,12 @@ void eng_route_conns(struct engine *e, uint64_t h, unsigned worker, int delta)
 		atomic_fetch_add_explicit(u, 1, memory_order_relaxed);
 	else
 		atomic_fetch_sub_explicit(u, 1, memory_order_relaxed);
+	count_step(e, h, delta);
+}
+
+unsigned eng_route_connections(struct engine *e, const struct eng_route *r)
+{
+	return count_step(e, eng_route_hash(r), 0);
 }
 
 bool eng_send_elsewhere(struct engine *e, struct eng_msg *m, unsigned from)
@@ -286,5 +330,12 @@ void eng_free(struct engine *e)
 	free(e->prep);
 	free(e->load);
 	free(e->conns);
+	for (size_t i = 0; i < COUNT_BUCKETS; i++)
+		while (e->counts[i]) {
+			struct route_count *n = e->counts[i]->next;
+			free(e->counts[i]);
+			e->counts[i] = n;
+		}
+	pthread_mutex_destroy(&e->cmu);
 	free(e);
 }

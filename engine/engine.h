@@ -202,6 +202,9 @@ void eng_dns_stats(struct engine *e, struct dns_stats *s);
 
 /* Connections open right now, over all workers (a recent view). */
 size_t eng_open_connections(struct engine *e);
+/* Connections open or opening to a route, on every worker (routes equal
+ * in every field share them). */
+unsigned eng_route_connections(struct engine *e, const struct eng_route *r);
 /* The number of workers, and the connections open on one of them. */
 unsigned eng_workers(const struct engine *e);
 size_t eng_worker_connections(struct engine *e, unsigned worker);

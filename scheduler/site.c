@@ -1116,12 +1116,15 @@ json_t *sched_site_json(const struct sched_deliver *d, const struct sched_site *
 				"mta_sts", s->sts ? json_pack("{s:s, s:s, s:o}", "mode",
 				tls_sts_mode_name(s->sts->policy.mode), "id", s->sts->id, "mx",
 				sts_mx_json(s->sts)) : json_null());
-	return json_pack("{s:o, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o,"
-			 " s:o, s:o, s:o, s:{s:I, s:I, s:I}}",
+	json_int_t conns = 0;            /* open or opening, to any of its hosts */
+	for (size_t i = 0; d->eng && i < s->nroutes; i++)
+		conns += eng_route_connections(d->eng, &s->routes[i]);
+	return json_pack("{s:o, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:o, s:o,"
+			 " s:o, s:o, s:o, s:o, s:{s:I, s:I, s:I}}",
 			 "site", json_string(s->name), "key", s->key,
 			 "provider", s->group->provider ? json_string(s->group->provider) : json_null(), "hosts", hosts, "tls", tls,
 			 "queued", (json_int_t)s->waiting, "deferred", (json_int_t)s->deferred,
-			 "in_flight", (json_int_t)s->inflight,
+			 "in_flight", (json_int_t)s->inflight, "connections", conns,
 			 "max_connections", (json_int_t)s->route.max_connections,
 			 "rate", s->rate > 0 ? json_real(s->rate) : json_null(),
 			 "current_rate", s->b.rate,

@@ -210,3 +210,27 @@ class Data(VolleydTest):
 if __name__ == "__main__":
     import unittest
     unittest.main()
+
+
+class Connections(VolleydTest):
+    def test_queues_count_open_connections(self):
+        """/v1/queues' `connections` (the queues page's column): the site's
+        connections open or opening, on every worker: 4 of 4 while a sink
+        holding each reply 50 ms keeps them busy, none once they have
+        closed idle. Without the count the page shows only the maximum."""
+        sink = Sink("--latency", "50ms").start()
+        self.addCleanup(sink.cleanup)
+        d = self.start_daemon(config=(
+            'workers = 2;\ntimeouts = { idle = "1s"; };\n'
+            'domains = ( { match = "*.test"; route = "%s"; tls = "none"; '
+            'max_connections = 4; } );\n' % sink.route()))
+        d.submit(simple_job(400, domain="c.test"))
+
+        def row():
+            qs = d.request("GET", "/v1/queues").json()["queues"]
+            return qs[0] if qs else {}
+        seen = self.wait_for("4 connections counted", lambda: (
+            lambda q: q if q.get("connections") == 4 else None)(row()), timeout=20)
+        self.assertEqual(seen["max_connections"], 4)
+        self.wait_for("closed when idle", lambda: row().get("connections") == 0
+                      and row().get("queued") == 0, timeout=30)
